@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what xbuild's tests and examples need on a Debian 12 host (as root), mounts
+# binfmt_misc and enables the QEMU handlers. Safe to run again. Run by .ci/run.
+set -eu
+
+packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
+busybox-static buildah openssl apache2-utils iproute2 file"
+missing=""
+for package in $packages; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# The registry package starts a service on :5000 on some hosts; tests start their own.
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable >/dev/null 2>&1 || true
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    echo "setup-host: qemu-aarch64 is not registered in binfmt_misc" >&2
+    exit 1
+fi

@@ -1,0 +1,116 @@
+//! The command line: clap structures ([`args`]), dispatch to the library, and the one place
+//! that writes to stdout and stderr ([`output`]).
+//!
+//! `xbuild [OPTIONS] PATH` is `xbuild build [OPTIONS] PATH`, as users type
+//! `xbuild --platform linux/amd64,linux/arm64 --push .`.
+
+pub mod args;
+pub mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::error::{ExitKind, Failure, exit_kind};
+use args::{Cli, Command};
+
+/// Parses the process arguments, runs the command and returns its exit status. Errors are
+/// printed once, as a chain, on stderr.
+pub fn main() -> ExitCode {
+    let argv = with_default_subcommand(std::env::args_os().collect());
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(error) => {
+            // clap prints help and version on stdout (exit 0) and usage errors on stderr
+            // (exit 2, our code for bad input).
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::error(&error);
+            ExitCode::from(exit_kind(&error).code())
+        }
+    }
+}
+
+/// Runs one parsed command.
+///
+/// # Errors
+/// Whatever the command fails with, tagged with its [`ExitKind`] where known.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Build(build) => build.run(),
+    }
+}
+
+/// Inserts `build` when the first argument is neither a subcommand nor a top-level flag that
+/// clap answers itself (`--help`, `--version`), so `xbuild --platform ... .` means
+/// `xbuild build --platform ... .`.
+fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(first) = argv.get(1).and_then(|arg| arg.to_str()) else {
+        return argv;
+    };
+    let command = Cli::command();
+    let is_subcommand = command
+        .get_subcommands()
+        .any(|sub| sub.get_name() == first || sub.get_all_aliases().any(|alias| alias == first));
+    let is_top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version" | "help");
+    if !is_subcommand && !is_top_level_flag {
+        argv.insert(1, "build".into());
+    }
+    argv
+}
+
+/// Refuses an option that is parsed but not implemented yet (exit 2).
+pub(crate) fn unsupported(what: impl std::fmt::Display) -> anyhow::Error {
+    Failure::unsupported(what).into()
+}
+
+impl From<ExitKind> for ExitCode {
+    fn from(kind: ExitKind) -> Self {
+        Self::from(kind.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        with_default_subcommand(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn build_is_the_default_subcommand() {
+        assert_eq!(
+            argv(&["xbuild", "--platform", "linux/arm64", "."]),
+            ["xbuild", "build", "--platform", "linux/arm64", "."]
+        );
+        assert_eq!(argv(&["xbuild", "."]), ["xbuild", "build", "."]);
+    }
+
+    #[test]
+    fn explicit_subcommands_and_help_are_kept() {
+        assert_eq!(argv(&["xbuild", "build", "."]), ["xbuild", "build", "."]);
+        assert_eq!(argv(&["xbuild", "--help"]), ["xbuild", "--help"]);
+        assert_eq!(argv(&["xbuild"]), ["xbuild"]);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

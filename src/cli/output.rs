@@ -1,0 +1,43 @@
+//! The only writer of stdout and stderr. Everything a user reads goes through here, so
+//! `-q`, `--progress=plain|rawjson` and terminal detection have one place to act.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "this module is the one place that prints"
+)]
+
+use std::io::Write;
+
+/// Prints a result line on stdout (digests, tables, JSON).
+pub fn stdout(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`xbuild images | head`) is not an error worth reporting.
+    let _ = writeln!(out, "{line}");
+}
+
+/// Prints a note or warning on stderr.
+pub fn stderr(line: impl std::fmt::Display) {
+    eprintln!("{line}");
+}
+
+/// Prints a warning on stderr, prefixed `warning:`.
+pub fn warning(message: impl std::fmt::Display) {
+    eprintln!("warning: {message}");
+}
+
+/// Prints an error and its causes once, `error: outer: inner: root`, as one line per
+/// cause when there are several.
+pub fn error(error: &anyhow::Error) {
+    let mut causes = error.chain().map(ToString::to_string).collect::<Vec<_>>();
+    // A `Failure` displays as the error it wraps; drop the repeated line.
+    causes.dedup();
+    let mut first = true;
+    for cause in causes {
+        if first {
+            eprintln!("error: {cause}");
+            first = false;
+        } else {
+            eprintln!("  caused by: {cause}");
+        }
+    }
+}

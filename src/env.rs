@@ -1,0 +1,32 @@
+//! Every environment variable xbuild reads, in one place, each documented (README.md lists
+//! them from here).
+
+/// Where the store lives. Default `/var/lib/xbuild` for root, `$XDG_DATA_HOME/xbuild`
+/// (or `~/.local/share/xbuild`) otherwise.
+pub const XBUILD_ROOT: &str = "XBUILD_ROOT";
+
+/// Unix time that clamps layer mtimes and sets image `created` times, for reproducible
+/// output (<https://reproducible-builds.org/specs/source-date-epoch/>).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// Directory of the shared conformance data (tests only); default: the first
+/// `shared/conformance` found walking up from the crate.
+pub const XBUILD_CONFORMANCE_DIR: &str = "XBUILD_CONFORMANCE_DIR";
+
+/// Tests: `1` turns "skipped: needs root/binfmt/fixture" into a failure (set in `.ci/run`).
+pub const XBUILD_TEST_STRICT: &str = "XBUILD_TEST_STRICT";
+
+/// Tests: directory of the fixture base images made by `scripts/fixtures.sh`.
+pub const XBUILD_FIXTURES: &str = "XBUILD_FIXTURES";
+
+/// Where Docker-style client configuration (`config.json`) is read from; default `~/.docker`.
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+
+/// The Docker engine to load images into with `--load`.
+pub const DOCKER_HOST: &str = "DOCKER_HOST";
+
+/// Users' home directory.
+pub const HOME: &str = "HOME";
+
+/// Base directory for user data when not root.
+pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";

@@ -1,0 +1,18 @@
+//! xbuild: a daemonless, multi-platform container image builder.
+//!
+//! A Dockerfile is parsed ([`dockerfile`]), planned once per target platform ([`plan`]),
+//! built step by step in an isolated root filesystem under QEMU emulation where needed
+//! ([`build`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
+//! images ([`oci`]), and kept in a local OCI image layout ([`store`]) or pushed to a registry
+//! ([`registry`]).
+//!
+//! Glossary, used the same way everywhere: *stage* (a Dockerfile `FROM` section), *step*
+//! (one planned unit of work), *snapshot* (a root filesystem on disk), *layer* (one tar blob),
+//! *image* (config + layers for one platform), *index* (the multi-platform list), *target*
+//! (a platform being built for), *build platform* (the host).
+
+pub mod cli;
+pub mod env;
+pub mod error;
+
+pub use error::{ExitKind, Failure};

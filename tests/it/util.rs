@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A command for the `xbuild` binary under test, with a private store.
+pub fn xbuild(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xbuild"));
+    command.env("XBUILD_ROOT", root.join("store"));
+    command.env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+/// Runs the command, returning its output; panics if it could not start.
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("xbuild runs")
+}
+
+/// Stdout of an output, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stderr of an output, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What a privileged or environment-dependent test needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// Running as root.
+    Root,
+    /// A binfmt_misc handler for this QEMU cpu name (`aarch64`, `arm`, ...).
+    Binfmt(&'static str),
+    /// An executable on PATH.
+    Program(&'static str),
+    /// The fixture base images made by `scripts/fixtures.sh`.
+    Fixtures,
+}
+
+/// Checks the needs. Returns `false` (and prints `skipped: needs ...`) when one is missing,
+/// so the test can return early; under `XBUILD_TEST_STRICT=1` a missing need panics
+/// instead, so CI cannot go green by skipping.
+pub fn require(needs: &[Need]) -> bool {
+    for need in needs {
+        if let Some(missing) = missing(*need) {
+            if std::env::var("XBUILD_TEST_STRICT").as_deref() == Ok("1") {
+                panic!("needs {missing} (XBUILD_TEST_STRICT=1)");
+            }
+            eprintln!("skipped: needs {missing}");
+            return false;
+        }
+    }
+    true
+}
+
+fn missing(need: Need) -> Option<String> {
+    match need {
+        Need::Root => (!nix_is_root()).then(|| "root".to_owned()),
+        Need::Binfmt(cpu) => {
+            let entry = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{cpu}"));
+            (!entry.exists()).then(|| format!("a binfmt_misc entry qemu-{cpu}"))
+        }
+        Need::Program(name) => which(name)
+            .is_none()
+            .then(|| format!("the program {name} on PATH")),
+        Need::Fixtures => fixtures_dir()
+            .is_none()
+            .then(|| "fixtures (run scripts/fixtures.sh, or set XBUILD_FIXTURES)".to_owned()),
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The fixtures directory (`$XBUILD_FIXTURES`, else the default cache of
+/// `scripts/fixtures.sh`), if it has been made.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("XBUILD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/xbuild-fixtures/current"));
+    dir.join("READY").exists().then_some(dir)
+}
+
+/// The shared conformance data: `$XBUILD_CONFORMANCE_DIR`, else the first
+/// `shared/conformance` walking up from the crate. Missing data is a setup bug: panic.
+pub fn conformance_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XBUILD_CONFORMANCE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
+    while let Some(current) = dir {
+        let candidate = current.join("shared").join("conformance");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        dir = current.parent();
+    }
+    panic!(
+        "shared/conformance not found above {}: set XBUILD_CONFORMANCE_DIR",
+        env!("CARGO_MANIFEST_DIR")
+    );
+}
+
+/// A temporary directory removed at the end of the test.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("xbuild-test-")
+        .tempdir()
+        .expect("temp dir")
+}
