@@ -30,3 +30,9 @@ pub const HOME: &str = "HOME";
 
 /// Base directory for user data when not root.
 pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
+
+/// Tests only: a prefix for the names of the binfmt_misc entries `xbuild binfmt
+/// install/uninstall` manage (`<prefix>qemu-<cpu>`), so a test can register and remove its
+/// own entries beside the system's. Entries with another prefix are ignored, and the
+/// "already handled by another entry" check is skipped.
+pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";

@@ -11,8 +11,11 @@
 //! *image* (config + layers for one platform), *index* (the multi-platform list), *target*
 //! (a platform being built for), *build platform* (the host).
 
+pub mod binfmt;
 pub mod cli;
 pub mod env;
 pub mod error;
+pub mod platform;
+pub mod sandbox;
 
 pub use error::{ExitKind, Failure};

@@ -20,6 +20,11 @@ pub struct Cli {
 pub enum Command {
     /// Build an image for one or more platforms from a Dockerfile.
     Build(BuildArgs),
+    /// Manage QEMU emulation through binfmt_misc (list, install, uninstall).
+    Binfmt(super::binfmt::BinfmtArgs),
+    /// Internal: the sandbox's re-executed child (reads a step spec on stdin).
+    #[command(name = "__run-step", hide = true)]
+    RunStep,
 }
 
 /// `xbuild build`: the options users know from `docker buildx build`.
