@@ -1,4 +1,7 @@
 //! Integration tests: they run the real `xbuild` binary, as a user would.
 
+mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod cli; // usage, --help, default subcommand, exit codes
+mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod sandbox; // the RUN sandbox on the busybox fixtures
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
