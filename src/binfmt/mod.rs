@@ -289,10 +289,14 @@ fn handling_entry(entries: &[Entry], handler: &Handler) -> Option<Entry> {
 /// Whether `entry` was registered by xbuild (recorded in [`STATE_DIR`] with the same
 /// interpreter).
 pub fn is_ours(entry: &Entry) -> bool {
-    let Ok(line) = std::fs::read_to_string(Path::new(STATE_DIR).join(&entry.name)) else {
-        return false;
-    };
-    line.split(':').nth(7) == Some(entry.interpreter.as_str())
+    std::fs::read_to_string(Path::new(STATE_DIR).join(&entry.name))
+        .is_ok_and(|line| line_interpreter(&line) == Some(entry.interpreter.as_str()))
+}
+
+/// The interpreter field of a register line (`:name:M:offset:magic:mask:interpreter:flags`;
+/// magic and mask are fully escaped, so they hold no `:`).
+fn line_interpreter(line: &str) -> Option<&str> {
+    line.split(':').nth(6)
 }
 
 /// QEMU's version, from `<interpreter> --version` run on the real binary (a `-binfmt-P`
@@ -504,12 +508,16 @@ pub fn install(
         }
     }
     if let Some(existing) = misc.entry(&name)? {
+        let header = probe::probe_elf(handler);
         return if is_ours(&existing) {
             Ok(InstallOutcome::AlreadyInstalled { name })
+        } else if existing.is_enabled && existing.has_fix_binary() && existing.matches(&header) {
+            // Someone else's entry, usable by builds: nothing to do.
+            Ok(InstallOutcome::HandledBy { name })
         } else {
             Err(BinfmtError::NotOurs {
                 hint: if existing.has_fix_binary() {
-                    String::new()
+                    "; it is disabled or does not match this platform's executables".to_owned()
                 } else {
                     format!(
                         "; it has no F flag, so builds cannot use it: remove it (echo -1 > \
@@ -665,6 +673,17 @@ mod tests {
             "stale files in {}",
             dir.display()
         );
+    }
+
+    #[test]
+    fn the_interpreter_is_read_back_from_a_recorded_line() {
+        let handler = catalog::by_cpu("s390x").unwrap();
+        let interpreter = Interpreter {
+            path: PathBuf::from("/usr/bin/qemu-s390x-static"),
+            preserves_argv0: false,
+        };
+        let line = render_line("qemu-s390x", handler, &interpreter);
+        assert_eq!(line_interpreter(&line), Some("/usr/bin/qemu-s390x-static"));
     }
 
     #[test]
