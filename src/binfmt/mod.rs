@@ -121,10 +121,10 @@ pub enum BinfmtError {
     /// The platform cannot run on this host, with the fix.
     #[error("{platform} cannot run on this {host} host: {reason}; {fix}")]
     NotRunnable {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (`linux/arm64`).
+        platform: String,
         /// The host platform.
-        host: Platform,
+        host: String,
         /// Why not.
         reason: String,
         /// What to do.
@@ -396,8 +396,8 @@ pub fn check_runnable(platform: &Platform) -> Result<Runner, BinfmtError> {
 fn resolve_runner(platform: &Platform) -> Result<Runner, BinfmtError> {
     let host = platform::host();
     let not_runnable = |reason: String, fix: String| BinfmtError::NotRunnable {
-        platform: platform.clone(),
-        host: host.clone(),
+        platform: platform.to_string(),
+        host: host.to_string(),
         reason,
         fix,
     };
