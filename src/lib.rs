@@ -14,5 +14,6 @@
 pub mod cli;
 pub mod env;
 pub mod error;
+pub mod oci;
 
 pub use error::{ExitKind, Failure};
