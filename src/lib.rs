@@ -15,5 +15,6 @@ pub mod cli;
 pub mod env;
 pub mod error;
 pub mod oci;
+pub mod store;
 
 pub use error::{ExitKind, Failure};
