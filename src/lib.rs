@@ -15,7 +15,10 @@ pub mod binfmt;
 pub mod cli;
 pub mod env;
 pub mod error;
+pub mod oci;
 pub mod platform;
+pub mod progress;
 pub mod sandbox;
+pub mod store;
 
 pub use error::{ExitKind, Failure};

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod binfmt;
 pub mod output;
+pub mod progress;
 
 use std::process::ExitCode;
 
