@@ -13,7 +13,7 @@ use crate::util::{Need, fixtures_dir, require, temp_dir};
 
 /// The busybox fixture root of `platform` (`rootfs/busybox/linux-arm-v7`).
 pub(crate) fn busybox_root(platform: &str) -> PathBuf {
-    let platform = Platform::parse(platform).unwrap();
+    let platform = Platform::parse(platform).expect("a known platform");
     fixtures_dir()
         .expect("fixtures are required first")
         .join("rootfs/busybox")
@@ -39,13 +39,13 @@ pub(crate) fn spec(
     let dir = temp_dir();
     let upper = dir.path().join("upper");
     let work = dir.path().join("work");
-    std::fs::create_dir(&upper).unwrap();
-    std::fs::create_dir(&work).unwrap();
+    std::fs::create_dir(&upper).expect("upper dir");
+    std::fs::create_dir(&work).expect("work dir");
     let spec = StepSpec::new(
         lower.to_vec(),
         upper,
         work,
-        Platform::parse(platform).unwrap(),
+        Platform::parse(platform).expect("a known platform"),
         command,
     );
     (spec, dir)
@@ -317,14 +317,14 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, i64, Vec<u8>)> {
     let mut map = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let metadata = std::fs::symlink_metadata(&path).unwrap();
+        for entry in std::fs::read_dir(&dir).expect("readable tree") {
+            let path = entry.expect("readable entry").path();
+            let metadata = std::fs::symlink_metadata(&path).expect("lstat");
             let content = if metadata.is_file() {
-                std::fs::read(&path).unwrap()
+                std::fs::read(&path).expect("readable file")
             } else if metadata.file_type().is_symlink() {
                 std::fs::read_link(&path)
-                    .unwrap()
+                    .expect("readable link")
                     .into_os_string()
                     .into_encoded_bytes()
             } else {
