@@ -326,12 +326,31 @@ pub fn status(verify_each: bool) -> Result<Vec<PlatformStatus>, BinfmtError> {
         Err(BinfmtError::NotMounted { .. }) => Vec::new(),
         Err(error) => return Err(error),
     };
-    let host = platform::host();
+    let mut rows = status_of(&entries, &platform::host(), find_interpreter);
+    for row in &mut rows {
+        if let Runner::Emulated(entry) = &row.runner {
+            row.qemu_version = qemu_version(&entry.interpreter);
+            row.is_ours = is_ours(entry);
+        }
+        if verify_each && row.runner != Runner::Unavailable {
+            row.verified = Some(verify(&row.platform));
+        }
+    }
+    Ok(rows)
+}
+
+/// The status of every platform given the kernel's `entries`, without running anything:
+/// native, emulated by the entry the kernel would pick, or unavailable with what to do.
+fn status_of(
+    entries: &[Entry],
+    host: &Platform,
+    find_interpreter: impl Fn(&Handler) -> Option<Interpreter>,
+) -> Vec<PlatformStatus> {
     let mut rows = Vec::new();
     for info in platform::catalog::all() {
         let target = info.platform();
         let handler = catalog::by_cpu(&info.binfmt);
-        let entry = handler.and_then(|handler| handling_entry(&entries, handler));
+        let entry = handler.and_then(|handler| handling_entry(entries, handler));
         let mut row = PlatformStatus {
             platform: target.clone(),
             runner: Runner::Unavailable,
@@ -340,11 +359,7 @@ pub fn status(verify_each: bool) -> Result<Vec<PlatformStatus>, BinfmtError> {
             advice: None,
             is_ours: false,
         };
-        if host.is_native_for(&target) && entry.is_none() {
-            row.runner = Runner::Native;
-        } else if let Some(entry) = entry {
-            row.qemu_version = qemu_version(&entry.interpreter);
-            row.is_ours = is_ours(&entry);
+        if let Some(entry) = entry {
             if !entry.has_fix_binary() {
                 row.advice = Some(format!(
                     "{} has no F flag: unusable inside a build; remove it and run \
@@ -354,21 +369,21 @@ pub fn status(verify_each: bool) -> Result<Vec<PlatformStatus>, BinfmtError> {
             }
             // Even where the CPU could run it, the kernel hands matching files to the entry.
             row.runner = Runner::Emulated(entry);
+        } else if host.is_native_for(&target) {
+            row.runner = Runner::Native;
         } else if let Some(handler) = handler {
             row.advice = Some(if find_interpreter(handler).is_some() {
                 format!("run `xbuild binfmt install {target}`")
             } else {
-                "install qemu-user-static (apt-get install qemu-user-static), then run \
-                 `xbuild binfmt install`"
-                    .to_owned()
+                format!(
+                    "no QEMU for it: install qemu-user-static (apt-get install \
+                     qemu-user-static), then run `xbuild binfmt install {target}`"
+                )
             });
-        }
-        if verify_each && row.runner != Runner::Unavailable {
-            row.verified = Some(verify(&target));
         }
         rows.push(row);
     }
-    Ok(rows)
+    rows
 }
 
 /// Checks that `platform` can run on this host before any work starts: natively (the probe
@@ -684,6 +699,52 @@ mod tests {
         };
         let line = render_line("qemu-s390x", handler, &interpreter);
         assert_eq!(line_interpreter(&line), Some("/usr/bin/qemu-s390x-static"));
+    }
+
+    #[test]
+    fn without_qemu_every_foreign_platform_says_what_to_install() {
+        let host = Platform::parse("linux/amd64").unwrap();
+        let rows = status_of(&[], &host, |_| None);
+        for row in &rows {
+            let name = row.platform.to_string();
+            if name == "linux/amd64" || name == "linux/386" {
+                assert_eq!(row.runner, Runner::Native, "{name}");
+            } else {
+                assert_eq!(row.runner, Runner::Unavailable, "{name}");
+                let advice = row.advice.as_deref().unwrap();
+                assert!(
+                    advice.contains("apt-get install qemu-user-static"),
+                    "{advice}"
+                );
+                assert!(
+                    advice.contains(&format!("xbuild binfmt install {name}")),
+                    "{advice}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_without_f_is_reported_unusable() {
+        let handler = catalog::by_cpu("riscv64").unwrap();
+        let entry = Entry {
+            name: "qemu-riscv64".to_owned(),
+            is_enabled: true,
+            interpreter: "/usr/bin/qemu-riscv64-static".to_owned(),
+            flags: String::new(),
+            offset: 0,
+            magic: handler.magic.clone(),
+            mask: handler.mask.clone(),
+            extension: None,
+        };
+        let host = Platform::parse("linux/amd64").unwrap();
+        let rows = status_of(&[entry], &host, |_| None);
+        let row = rows
+            .iter()
+            .find(|row| row.platform.architecture == "riscv64")
+            .unwrap();
+        assert!(matches!(row.runner, Runner::Emulated(_)));
+        assert!(row.advice.as_deref().unwrap().contains("no F flag"));
     }
 
     #[test]

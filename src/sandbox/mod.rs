@@ -87,6 +87,15 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// How the CLI should exit for this error: the host is not ready (3) when the platform
+    /// cannot run or we are not root, a failed step (1) otherwise.
+    pub fn exit_kind(&self) -> crate::error::ExitKind {
+        match self {
+            Self::NotRunnable(_) | Self::NotRoot => crate::error::ExitKind::HostNotReady,
+            _ => crate::error::ExitKind::Failed,
+        }
+    }
+
     fn prepare(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| Self::Prepare { what, source }

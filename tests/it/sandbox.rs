@@ -294,6 +294,46 @@ fn capabilities_are_dockers_default_set() {
             "refused"
         ]
     );
+    // RUN --security=insecure keeps every capability.
+    let ran = sh(
+        "linux/amd64",
+        "grep -E '^CapBnd' /proc/self/status",
+        |spec| {
+            spec.security = xbuild::sandbox::Security::Insecure;
+        },
+    );
+    let bounding = ok(&ran)[0].trim_start_matches("CapBnd:\t").to_owned();
+    let bits = u64::from_str_radix(&bounding, 16).unwrap();
+    assert!(bits & (1 << 21) != 0, "CAP_SYS_ADMIN kept: {bounding}");
+}
+
+#[test]
+fn a_platform_that_cannot_run_fails_before_anything_starts() {
+    if !require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let (mut step, dir) = spec(
+        &[busybox_root("linux/amd64")],
+        "linux/amd64",
+        StepCommand::sh("touch /ran"),
+    );
+    // An architecture with no QEMU handler in binfmt/ (Platform's fields are public, so
+    // the build could hand us one from an image config).
+    step.platform = Platform {
+        os: "linux".into(),
+        architecture: "sparc64".into(),
+        variant: None,
+    };
+    let ran = run_spec(&step, dir);
+    let error = ran.result.unwrap_err();
+    assert!(matches!(error, SandboxError::NotRunnable(_)), "{error:?}");
+    assert_eq!(error.exit_kind(), xbuild::ExitKind::HostNotReady);
+    assert!(error.to_string().contains("linux/sparc64"), "{error}");
+    assert_eq!(
+        std::fs::read_dir(&ran.upper).unwrap().count(),
+        0,
+        "nothing ran"
+    );
 }
 
 #[test]
