@@ -295,6 +295,9 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
     let c_path = CString::new(executable.as_os_str().as_bytes())
         .map_err(|_| SetupError::new("exec", "path contains a NUL byte"))?;
 
+    // A fixed umask: the modes of the files a step creates end up in the layer, and must not
+    // depend on the umask of whoever ran xbuild (Docker's is 022 too).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if spec.linux32 {
         // PER_LINUX32: `uname -m` reports i686/armv7l, as on a 32-bit kernel (runc sets it
         // for 386 on amd64 and arm on arm64 too).

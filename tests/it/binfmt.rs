@@ -174,3 +174,28 @@ fn an_unknown_platform_is_bad_input() {
         stderr(&output)
     );
 }
+
+#[test]
+fn registering_without_root_is_host_not_ready() {
+    if !require(&[Need::Root, Need::Program("setpriv")]) {
+        return;
+    }
+    let dir = temp_dir();
+    let output = run(std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_xbuild"))
+        .args(["binfmt", "install", "riscv64"])
+        .env("XBUILD_BINFMT_PREFIX", "xbuild-test-not-root-")
+        .env("XBUILD_ROOT", dir.path()));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("needs root"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !Path::new(MISC)
+            .join("xbuild-test-not-root-qemu-riscv64")
+            .exists()
+    );
+}

@@ -453,3 +453,66 @@ fn layers_stack_top_first_and_an_empty_root_works() {
         );
     }
 }
+
+#[test]
+fn background_processes_die_with_the_step_and_umask_is_fixed() {
+    if !require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    // `sleep` keeps stdout open; it is killed when PID 1 exits, so the step ends at once.
+    let ran = sh("linux/amd64", "umask; sleep 300 & echo started", |_| {});
+    assert_eq!(ok(&ran), ["0022", "started"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn steps_run_concurrently_from_an_async_runtime() {
+    if !require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Binfmt("aarch64"),
+        Need::Binfmt("s390x"),
+    ]) {
+        return;
+    }
+    // The build calls the sandbox from spawn_blocking on a multi-threaded runtime: a child
+    // must not inherit another step's channel, or that step would never see end of file.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outputs = runtime.block_on(async {
+        let tasks = [
+            "linux/amd64",
+            "linux/arm64",
+            "linux/s390x",
+            "linux/386",
+            "linux/amd64",
+            "linux/arm64",
+        ]
+        .into_iter()
+        .map(|platform| {
+            tokio::task::spawn_blocking(move || {
+                let ran = sh(platform, "uname -m; sleep 0.2", |_| {});
+                (platform, ok(&ran).to_vec())
+            })
+        })
+        .collect::<Vec<_>>();
+        let mut outputs = Vec::new();
+        for task in tasks {
+            outputs.push(task.await.unwrap());
+        }
+        outputs
+    });
+    let expected = |platform: &str| match platform {
+        "linux/amd64" => "x86_64",
+        "linux/arm64" => "aarch64",
+        "linux/s390x" => "s390x",
+        _ => "i686",
+    };
+    for (platform, lines) in outputs {
+        assert_eq!(lines, [expected(platform)], "{platform}");
+    }
+}
