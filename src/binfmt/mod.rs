@@ -499,9 +499,9 @@ pub enum InstallOutcome {
     },
 }
 
-/// Registers the QEMU entry for `platform`, named `<prefix>qemu-<cpu>`. With an empty
-/// prefix, a platform the host runs natively or that another usable entry already handles is
-/// left as is; with a prefix (tests) only an entry of the same name counts.
+/// Registers the QEMU entry for `platform`, named `<prefix>qemu-<cpu>`. A platform the host
+/// runs natively is left as is. With an empty prefix, so is one that another usable entry
+/// already handles; with a prefix (tests) only an entry of the same name counts.
 ///
 /// # Errors
 /// Not root, no interpreter, an entry of that name that is not ours ([`BinfmtError::NotOurs`]),
@@ -514,13 +514,11 @@ pub fn install(
     let handler = handler_for(platform)?;
     let name = entry_name(prefix, handler);
     let host = platform::host();
-    if prefix.is_empty() {
-        let native = host.is_native_for(platform) && verify(platform).is_ok();
-        // Registering the host's own architecture would send every native program through
-        // QEMU.
-        if native || host.run_info().map(|info| &info.binfmt) == Some(&handler.cpu) {
-            return Ok(InstallOutcome::Native);
-        }
+    // Registering the host's own architecture, or one the CPU runs, would send native
+    // programs through QEMU: never, not even under a test prefix.
+    let is_host_cpu = host.run_info().map(|info| &info.binfmt) == Some(&handler.cpu);
+    if is_host_cpu || (host.is_native_for(platform) && verify(platform).is_ok()) {
+        return Ok(InstallOutcome::Native);
     }
     if let Some(existing) = misc.entry(&name)? {
         let header = probe::probe_elf(handler);

@@ -155,11 +155,9 @@ fn supervise(channel: &OwnedFd) -> Result<i32, SetupError> {
                 Ok(never) => match never {},
                 Err(error) => error,
             };
-            let _ = error.into_message().send(std::fs::File::from(
-                channel
-                    .try_clone()
-                    .unwrap_or_else(|_| std::process::exit(SETUP_FAILED)),
-            ));
+            if let Ok(out) = channel.try_clone() {
+                let _ = error.into_message().send(std::fs::File::from(out));
+            }
             // SAFETY: _exit ends this forked process without running the parent's atexit
             // handlers or flushing buffers that belong to the parent.
             unsafe { libc::_exit(SETUP_FAILED) }
