@@ -124,6 +124,33 @@ fn register_and_unregister_round_trip_beside_the_systems_entries() {
         "{out}"
     );
     assert!(!Path::new(MISC).join(format!("{prefix}qemu-s390x")).exists());
+    // `all` registers every foreign CPU, never the host's own (that would send every native
+    // program through QEMU), and `uninstall all` takes back exactly what it added.
+    let out = binfmt(&["install", "all"]);
+    let host = xbuild::platform::host();
+    assert!(out.contains(&format!("{host}: native")), "{out}");
+    let host_cpu = &host.info().unwrap().binfmt;
+    assert!(
+        !Path::new(MISC)
+            .join(format!("{prefix}qemu-{host_cpu}"))
+            .exists()
+    );
+    let ours = || {
+        std::fs::read_dir(MISC)
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&prefix)
+            })
+            .count()
+    };
+    assert!(ours() >= 5, "{out}");
+    binfmt(&["uninstall", "all"]);
+    assert_eq!(ours(), 0);
     // The system's own entries are untouched.
     assert!(Path::new(MISC).join("qemu-riscv64").exists());
     assert!(Path::new(MISC).join("qemu-s390x").exists());
