@@ -25,6 +25,9 @@ pub enum BinfmtCommand {
         /// Run a tiny probe program for each platform to prove it really runs.
         #[arg(long)]
         verify: bool,
+        /// Also list every binfmt_misc entry, QEMU's or not.
+        #[arg(long)]
+        all: bool,
     },
     /// Register QEMU for platforms (`linux/arm64 riscv64 ...`, or `all`).
     Install {
@@ -49,7 +52,7 @@ impl BinfmtArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let prefix = std::env::var(crate::env::XBUILD_BINFMT_PREFIX).unwrap_or_default();
         match self.command {
-            BinfmtCommand::Ls { verify } => ls(verify),
+            BinfmtCommand::Ls { verify, all } => ls(verify, all),
             BinfmtCommand::Install { platforms } => install(&platforms, &prefix),
             BinfmtCommand::Uninstall { platforms } => uninstall(&platforms, &prefix),
         }
@@ -71,7 +74,7 @@ fn classify(error: BinfmtError) -> Failure {
     Failure::new(kind, error)
 }
 
-fn ls(verify: bool) -> anyhow::Result<()> {
+fn ls(verify: bool, all: bool) -> anyhow::Result<()> {
     let rows = binfmt::status(verify).map_err(classify)?;
     let mut table = vec![
         [
@@ -131,17 +134,34 @@ fn ls(verify: bool) -> anyhow::Result<()> {
             verified,
         ]);
     }
-    let widths = (0..7)
-        .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect::<Vec<_>>();
-    for row in &table {
-        let line = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        output::stdout(line.trim_end());
+    print_table(&table);
+    if all {
+        let misc = BinfmtMisc::open().map_err(classify)?;
+        let mut entries =
+            vec![["ENTRY", "STATE", "FLAGS", "INTERPRETER", "MATCHES"].map(str::to_owned)];
+        for entry in misc.entries().map_err(classify)? {
+            entries.push([
+                entry.name.clone(),
+                if entry.is_enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+                .to_owned(),
+                if entry.flags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    entry.flags.clone()
+                },
+                entry.interpreter.clone(),
+                entry.extension.clone().map_or_else(
+                    || format!("magic {}", hex::encode(&entry.magic)),
+                    |extension| format!("extension {extension}"),
+                ),
+            ]);
+        }
+        output::stdout("");
+        print_table(&entries);
     }
     for note in notes {
         output::stderr(format!("note: {note}"));
@@ -154,6 +174,22 @@ fn ls(verify: bool) -> anyhow::Result<()> {
         return Err(anyhow::anyhow!("{failed} platform(s) failed their probe"));
     }
     Ok(())
+}
+
+/// Prints rows as left-aligned columns, two spaces apart.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let widths = (0..N)
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect::<Vec<_>>();
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        output::stdout(line.trim_end());
+    }
 }
 
 /// `all` → every platform of the table; otherwise each argument parsed (exit 2 if bad).

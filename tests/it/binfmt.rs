@@ -285,3 +285,33 @@ fn handler_data_agrees_with_the_packaged_qemu() {
     }
     assert!(compared >= 7, "only {compared} handlers compared");
 }
+
+#[test]
+fn ls_all_lists_every_entry_of_binfmt_misc() {
+    if !require(&[Need::Binfmt("aarch64")]) {
+        return;
+    }
+    let dir = temp_dir();
+    let output = run(xbuild(dir.path()).args(["binfmt", "ls", "--all"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let table = stdout(&output);
+    let names = std::fs::read_dir(MISC)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "register" && name != "status" && !name.starts_with("xbuild-test-"))
+        .collect::<Vec<_>>();
+    for name in names {
+        assert!(
+            table
+                .lines()
+                .any(|line| line.split_whitespace().next() == Some(&name)),
+            "{name}\n{table}"
+        );
+    }
+    let cells = row(&table, "qemu-aarch64");
+    assert_eq!(cells[1], "enabled");
+    assert_eq!(
+        cells.last().unwrap(),
+        "7f454c460201010000000000000000000200b700"
+    );
+}
