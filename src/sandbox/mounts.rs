@@ -58,15 +58,16 @@ pub struct RootPlan<'a> {
     pub hosts: &'a Path,
 }
 
-/// The overlayfs option string. Paths with `,`, `:` or `\` would need escaping; the store
-/// never makes such names, so they are refused instead.
+/// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
+/// overlayfs reads them (a store may name snapshots `sha256:<hex>`).
 ///
 /// `index=off,redirect_dir=off,metacopy=off`: the upper directory must be a plain change set
 /// that `layer::diff` can read as Docker's overlay2 driver does: whole copied-up files, and
 /// classic whiteouts, never redirect or metacopy xattrs pointing into the lower layers.
 ///
 /// # Errors
-/// A path that cannot be written in the option string.
+/// A path that is not UTF-8, or an option string longer than the kernel takes (one page:
+/// about 45 layers with store paths of 90 bytes).
 pub fn overlay_options(
     lower_dirs: &[PathBuf],
     upper_dir: &Path,
@@ -76,13 +77,14 @@ pub fn overlay_options(
         let text = path.to_str().ok_or_else(|| {
             SetupError::new("overlay", format!("{} is not UTF-8", path.display()))
         })?;
-        if text.contains([',', ':', '\\']) {
-            return Err(SetupError::new(
-                "overlay",
-                format!("{text}: overlayfs paths cannot contain ',', ':' or '\\'"),
-            ));
+        let mut escaped = String::with_capacity(text.len());
+        for character in text.chars() {
+            if matches!(character, '\\' | ':' | ',') {
+                escaped.push('\\');
+            }
+            escaped.push(character);
         }
-        Ok(text.to_owned())
+        Ok(escaped)
     };
     let lower = lower_dirs
         .iter()
@@ -573,9 +575,25 @@ mod tests {
     }
 
     #[test]
-    fn overlay_refuses_paths_it_cannot_quote() {
-        let error = overlay_options(&[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w"))
-            .unwrap_err();
-        assert!(error.detail.contains("cannot contain"));
+    fn overlay_paths_are_escaped() {
+        let options = overlay_options(
+            &[PathBuf::from("/s/sha256:ab"), PathBuf::from("/s/a,b\\c")],
+            Path::new("/u"),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert!(
+            options.starts_with(r"lowerdir=/s/sha256\:ab:/s/a\,b\\c,upperdir=/u,"),
+            "{options}"
+        );
+    }
+
+    #[test]
+    fn too_many_layers_for_one_page_are_refused() {
+        let lower = (0..60)
+            .map(|index| PathBuf::from(format!("/var/lib/xbuild/snapshots/{index:0>64}")))
+            .collect::<Vec<_>>();
+        let error = overlay_options(&lower, Path::new("/u"), Path::new("/w")).unwrap_err();
+        assert!(error.detail.contains("60 layers"), "{error:?}");
     }
 }

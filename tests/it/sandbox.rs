@@ -432,9 +432,11 @@ fn layers_stack_top_first_and_an_empty_root_works() {
         return;
     }
     let top = temp_dir();
-    std::fs::create_dir(top.path().join("etc")).unwrap();
-    std::fs::write(top.path().join("etc/motd"), "from the top layer\n").unwrap();
-    let lower = [top.path().to_path_buf(), busybox_root("linux/amd64")];
+    // Store-like names: overlayfs needs ':' and ',' escaped in its options.
+    let layer = top.path().join("sha256:top,layer");
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::fs::write(layer.join("etc/motd"), "from the top layer\n").unwrap();
+    let lower = [layer, busybox_root("linux/amd64")];
     let (step, dir) = spec(&lower, "linux/amd64", StepCommand::sh("cat /etc/motd"));
     assert_eq!(ok(&run_spec(&step, dir)), ["from the top layer"]);
 
