@@ -66,8 +66,7 @@ pub struct RootPlan<'a> {
 /// classic whiteouts, never redirect or metacopy xattrs pointing into the lower layers.
 ///
 /// # Errors
-/// A path that is not UTF-8, or an option string longer than the kernel takes (one page:
-/// about 45 layers with store paths of 90 bytes).
+/// A path that is not UTF-8.
 pub fn overlay_options(
     lower_dirs: &[PathBuf],
     upper_dir: &Path,
@@ -90,23 +89,58 @@ pub fn overlay_options(
         .iter()
         .map(|dir| text(dir))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={},{OVERLAY_SETTINGS}",
         lower.join(":"),
         text(upper_dir)?,
         text(work_dir)?
-    );
-    // The kernel copies mount options into one page.
-    if options.len() >= 4096 {
-        return Err(SetupError::new(
-            "overlay",
-            format!(
-                "{} layers make an option string over 4096 bytes",
-                lower_dirs.len()
-            ),
-        ));
+    ))
+}
+
+/// See [`overlay_options`].
+const OVERLAY_SETTINGS: &str = "index=off,redirect_dir=off,metacopy=off";
+
+/// `mount(2)` copies its option string into one page.
+const OPTIONS_LIMIT: usize = 4096;
+
+/// Mounts the overlay: with `mount(2)` when the option string fits in a page, else with the
+/// new mount API, one layer at a time (Linux 6.8+; older kernels cannot stack that many
+/// layers by path, Docker's overlay2 works around it with short symlinks).
+fn mount_overlay(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<(), SetupError> {
+    let options = overlay_options(plan.lower_dirs, plan.upper_dir, plan.work_dir)?;
+    if options.len() < OPTIONS_LIMIT {
+        return mount(
+            sys,
+            Some(Path::new("overlay")),
+            plan.root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(&options),
+        );
     }
-    Ok(options)
+    let settings = OVERLAY_SETTINGS
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .collect::<Vec<_>>();
+    sys.mount_overlay_layers(
+        plan.root,
+        plan.lower_dirs,
+        plan.upper_dir,
+        plan.work_dir,
+        &settings,
+    )
+    .map_err(|errno| {
+        SetupError::errno(
+            "mount",
+            format!(
+                "cannot mount overlay with {} layers on {} (more than fit in mount(2)'s \
+                 options need Linux 6.8 or later)",
+                plan.lower_dirs.len(),
+                plan.root.display()
+            ),
+            errno,
+        )
+    })
 }
 
 fn mount(
@@ -184,15 +218,7 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )?;
-    let options = overlay_options(plan.lower_dirs, plan.upper_dir, plan.work_dir)?;
-    mount(
-        sys,
-        Some(Path::new("overlay")),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&options),
-    )?;
+    mount_overlay(sys, plan)?;
 
     let proc_dir = ensure_dir(sys, root, "proc", &mut placeholders)?;
     let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -589,11 +615,17 @@ mod tests {
     }
 
     #[test]
-    fn too_many_layers_for_one_page_are_refused() {
+    fn layers_beyond_one_page_of_options_use_the_new_mount_api() {
         let lower = (0..60)
             .map(|index| PathBuf::from(format!("/var/lib/xbuild/snapshots/{index:0>64}")))
             .collect::<Vec<_>>();
-        let error = overlay_options(&lower, Path::new("/u"), Path::new("/w")).unwrap_err();
-        assert!(error.detail.contains("60 layers"), "{error:?}");
+        let sys = RecordingSys::default();
+        setup_root(&sys, &plan(&lower)).unwrap();
+        let calls = sys.take();
+        assert!(
+            matches!(&calls[1], Call::OverlayLayers { lower_dirs, .. } if *lower_dirs == lower),
+            "{:?}",
+            calls[1]
+        );
     }
 }

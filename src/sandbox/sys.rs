@@ -37,6 +37,21 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> nix::Result<()>;
+    /// Mounts overlayfs on `target` through the new mount API (`fsopen`, one
+    /// `fsconfig(lowerdir+)` per layer, top first, `fsmount`, `move_mount`; Linux 6.8+), for
+    /// layer lists whose option string would not fit the one page `mount(2)` takes.
+    /// `options` are further `key=value` settings.
+    ///
+    /// # Errors
+    /// The errno of the first call that fails.
+    fn mount_overlay_layers(
+        &self,
+        target: &Path,
+        lower_dirs: &[PathBuf],
+        upper_dir: &Path,
+        work_dir: &Path,
+        options: &[(&str, &str)],
+    ) -> nix::Result<()>;
     /// `umount2(2)`.
     ///
     /// # Errors
@@ -85,6 +100,17 @@ impl Sys for LinuxSys {
         data: Option<&str>,
     ) -> nix::Result<()> {
         nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn mount_overlay_layers(
+        &self,
+        target: &Path,
+        lower_dirs: &[PathBuf],
+        upper_dir: &Path,
+        work_dir: &Path,
+        options: &[(&str, &str)],
+    ) -> nix::Result<()> {
+        new_mount_api::mount_overlay(target, lower_dirs, upper_dir, work_dir, options)
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
@@ -144,6 +170,17 @@ pub enum Call {
         flags: MsFlags,
         /// Options string.
         data: Option<String>,
+    },
+    /// Overlayfs through the new mount API.
+    OverlayLayers {
+        /// Target.
+        target: PathBuf,
+        /// Lower directories, top first.
+        lower_dirs: Vec<PathBuf>,
+        /// Upper directory.
+        upper_dir: PathBuf,
+        /// Work directory.
+        work_dir: PathBuf,
     },
     /// `umount2(target, flags)`.
     Umount {
@@ -214,6 +251,23 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
+    fn mount_overlay_layers(
+        &self,
+        target: &Path,
+        lower_dirs: &[PathBuf],
+        upper_dir: &Path,
+        work_dir: &Path,
+        _options: &[(&str, &str)],
+    ) -> nix::Result<()> {
+        self.calls.borrow_mut().push(Call::OverlayLayers {
+            target: target.to_path_buf(),
+            lower_dirs: lower_dirs.to_vec(),
+            upper_dir: upper_dir.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
+        });
+        Ok(())
+    }
+
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
         self.calls.borrow_mut().push(Call::Umount {
             target: target.to_path_buf(),
@@ -272,5 +326,101 @@ impl Sys for RecordingSys {
         });
         self.symlinks.borrow_mut().insert(link.to_path_buf());
         Ok(())
+    }
+}
+
+/// The new mount API (Linux 5.2+; overlayfs's `lowerdir+` since 6.8), through raw system
+/// calls: the libc crate has their numbers but no wrappers.
+mod new_mount_api {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    use nix::errno::Errno;
+
+    // <linux/mount.h>
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+    fn c_string(bytes: &[u8]) -> nix::Result<CString> {
+        CString::new(bytes).map_err(|_| Errno::EINVAL)
+    }
+
+    fn set_string(context: &OwnedFd, key: &str, value: &[u8]) -> nix::Result<()> {
+        let key = c_string(key.as_bytes())?;
+        let value = c_string(value)?;
+        // SAFETY: fsconfig(2) reads two NUL-terminated strings that outlive the call; the
+        // descriptor is an open file system context.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                context.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        Errno::result(result).map(drop)
+    }
+
+    pub(super) fn mount_overlay(
+        target: &Path,
+        lower_dirs: &[PathBuf],
+        upper_dir: &Path,
+        work_dir: &Path,
+        options: &[(&str, &str)],
+    ) -> nix::Result<()> {
+        let fstype = c_string(b"overlay")?;
+        // SAFETY: fsopen(2) reads one NUL-terminated string that outlives the call.
+        let raw = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+        let raw = Errno::result(raw)?;
+        // SAFETY: fsopen returned a new descriptor that nothing else owns.
+        let context = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+        for lower in lower_dirs {
+            // One layer per call, unescaped: no option string, no page limit.
+            set_string(&context, "lowerdir+", lower.as_os_str().as_bytes())?;
+        }
+        set_string(&context, "upperdir", upper_dir.as_os_str().as_bytes())?;
+        set_string(&context, "workdir", work_dir.as_os_str().as_bytes())?;
+        for (key, value) in options {
+            set_string(&context, key, value.as_bytes())?;
+        }
+        // SAFETY: FSCONFIG_CMD_CREATE takes no key or value pointers.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                context.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        Errno::result(result)?;
+        // SAFETY: fsmount(2) takes the context descriptor and flags, no pointers.
+        let raw =
+            unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+        let raw = Errno::result(raw)?;
+        // SAFETY: fsmount returned a new descriptor that nothing else owns.
+        let mount = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+        let empty = c_string(b"")?;
+        let target = c_string(target.as_os_str().as_bytes())?;
+        // SAFETY: move_mount(2) reads two NUL-terminated paths that outlive the call.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mount.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(result).map(drop)
     }
 }

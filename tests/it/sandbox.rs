@@ -518,3 +518,28 @@ fn steps_run_concurrently_from_an_async_runtime() {
         assert_eq!(lines, [expected(platform)], "{platform}");
     }
 }
+
+#[test]
+fn more_layers_than_fit_in_one_page_of_mount_options() {
+    if !require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    // 80 layers of ~100-byte paths: 8 KB of lowerdir, twice what mount(2) takes.
+    let layers = temp_dir();
+    let mut lower = Vec::new();
+    for index in 0..80 {
+        let layer = layers.path().join(format!("sha256:{index:0>64}"));
+        std::fs::create_dir_all(layer.join("layers")).unwrap();
+        std::fs::write(layer.join("layers").join(index.to_string()), "").unwrap();
+        std::fs::write(layer.join("top"), format!("{index}\n")).unwrap();
+        lower.push(layer);
+    }
+    lower.push(busybox_root("linux/amd64"));
+    let (step, dir) = spec(
+        &lower,
+        "linux/amd64",
+        StepCommand::sh("cat /top; ls /layers | wc -l"),
+    );
+    // The first lower directory is the top one.
+    assert_eq!(ok(&run_spec(&step, dir)), ["0", "80"]);
+}
