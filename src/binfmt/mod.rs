@@ -417,12 +417,13 @@ fn resolve_runner(platform: &Platform) -> Result<Runner, BinfmtError> {
         fix,
     };
     let handler = handler_for(platform)?;
-    let entries = match BinfmtMisc::open() {
-        Ok(misc) => misc.entries()?,
-        Err(BinfmtError::NotMounted { .. }) => Vec::new(),
+    let (entries, is_enabled) = match BinfmtMisc::open() {
+        Ok(misc) => (misc.entries()?, misc.is_enabled()),
+        Err(BinfmtError::NotMounted { .. }) => (Vec::new(), false),
         Err(error) => return Err(error),
     };
-    let entry = handling_entry(&entries, handler);
+    // With binfmt_misc switched off as a whole, no entry is used.
+    let entry = handling_entry(&entries, handler).filter(|_| is_enabled);
     if entry.is_none() && host.is_native_for(platform) {
         return match verify(platform) {
             Ok(()) => Ok(Runner::Native),
@@ -433,6 +434,12 @@ fn resolve_runner(platform: &Platform) -> Result<Runner, BinfmtError> {
         };
     }
     let Some(entry) = entry else {
+        if !entries.is_empty() && !is_enabled {
+            return Err(not_runnable(
+                "binfmt_misc is disabled".to_owned(),
+                format!("as root: echo 1 > {}/status", misc::DEFAULT_DIR),
+            ));
+        }
         let fix = if find_interpreter(handler).is_some() {
             format!("register QEMU for it: xbuild binfmt install {platform}")
         } else {
