@@ -42,6 +42,15 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
+    /// The directory does not allow executing files (mounted `noexec`).
+    #[error("cannot execute files in {dir} (mounted noexec? set TMPDIR to another directory)")]
+    NoExec {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// It ran but did not exit with 0 (a crash: the CPU or emulator lacks the instructions).
     #[error("it ran but ended with {status}")]
     Status {
@@ -193,6 +202,13 @@ pub fn run_probe(handler: &Handler, dir: &Path) -> Result<(), ProbeError> {
             Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && attempts < 20 => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(10));
+            }
+            // A temporary directory on a noexec mount: say so rather than blame the CPU.
+            Err(source) if source.raw_os_error() == Some(libc::EACCES) => {
+                return Err(ProbeError::NoExec {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
             }
             Err(source) => return Err(ProbeError::Exec { source }),
         }
