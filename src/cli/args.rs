@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Build an image for one or more platforms from a Dockerfile.
     Build(BuildArgs),
+    /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
+    #[command(hide = true)]
+    Debug(super::debug::DebugArgs),
 }
 
 /// `xbuild build`: the options users know from `docker buildx build`.

@@ -5,6 +5,7 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod debug;
 pub mod output;
 
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(build) => build.run(),
+        Command::Debug(debug) => debug.run(),
     }
 }
 
