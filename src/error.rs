@@ -105,7 +105,10 @@ mod tests {
         let error = anyhow::Error::new(Failure::bad_input("Dockerfile:3: bad"))
             .context("reading the Dockerfile");
         assert_eq!(exit_kind(&error), ExitKind::BadInput);
-        assert_eq!(format!("{error:#}"), "reading the Dockerfile: Dockerfile:3: bad");
+        assert_eq!(
+            format!("{error:#}"),
+            "reading the Dockerfile: Dockerfile:3: bad"
+        );
     }
 
     #[test]

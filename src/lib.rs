@@ -15,5 +15,7 @@ pub mod cli;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
+pub mod oci;
+pub mod store;
 
 pub use error::{ExitKind, Failure};

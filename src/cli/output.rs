@@ -1,7 +1,6 @@
 //! The only writer of stdout and stderr. Everything a user reads goes through here, so
 //! `-q`, `--progress=plain|rawjson` and terminal detection have one place to act.
 #![expect(
-    clippy::print_stdout,
     clippy::print_stderr,
     reason = "this module is the one place that prints"
 )]

@@ -15,7 +15,11 @@ fn unknown_flag_is_a_usage_error_with_exit_2() {
     let dir = temp_dir();
     let output = run(xbuild(dir.path()).args(["build", "--no-such-flag", "."]));
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("--no-such-flag"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--no-such-flag"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -1,4 +1,9 @@
 //! Integration tests: they run the real `xbuild` binary, as a user would.
+#![allow(
+    clippy::print_stderr,
+    clippy::print_stdout,
+    reason = "tests print diagnostics"
+)]
 
 mod cli; // usage, --help, default subcommand, exit codes
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests

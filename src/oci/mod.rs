@@ -1,0 +1,13 @@
+//! Glue over [`oci_spec`]: digests, media types, and the OCI image layout on disk.
+//!
+//! Owns no network and no root filesystems. Image configs, manifests and indexes are the
+//! `oci_spec::image` types; this module adds what they lack: computing digests, and reading
+//! and writing an [OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
+//! with atomic writes.
+
+pub mod digest;
+pub mod layout;
+
+pub use digest::{Digester, sha256_digest};
+pub use layout::{BlobWriter, ImageLayout, LayoutError, REF_NAME_ANNOTATION};
+pub use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
