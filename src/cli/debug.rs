@@ -73,18 +73,27 @@ impl DebugArgs {
 
 /// Reads and parses a Dockerfile, naming it as the user did in errors.
 fn load(file: &Path) -> anyhow::Result<dockerfile::Dockerfile> {
-    let bytes = std::fs::read(file)
-        .map_err(|error| Failure::bad_input(format_args!("cannot read {}: {error}", file.display())))?;
+    let bytes = std::fs::read(file).map_err(|error| {
+        Failure::bad_input(format_args!("cannot read {}: {error}", file.display()))
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     let tree = dockerfile::parse(&text).map_err(|error| bad_dockerfile(error, file))?;
     for warning in &tree.warnings {
-        output::warning(format_args!("{}:{}: {}", file.display(), warning.line, warning.message));
+        output::warning(format_args!(
+            "{}:{}: {}",
+            file.display(),
+            warning.line,
+            warning.message
+        ));
     }
     Ok(tree)
 }
 
 fn bad_dockerfile(error: DockerfileError, file: &Path) -> Failure {
-    Failure::new(ExitKind::BadInput, error.with_file(file.display().to_string()))
+    Failure::new(
+        ExitKind::BadInput,
+        error.with_file(file.display().to_string()),
+    )
 }
 
 impl AstArgs {
@@ -99,7 +108,8 @@ impl AstArgs {
 impl StagesArgs {
     fn run(self) -> anyhow::Result<()> {
         let tree = load(&self.file)?;
-        let stages = dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let stages =
+            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
         let mut build_args = BTreeMap::new();
         for arg in &self.build_args {
             let (key, value) = match arg.split_once('=') {
@@ -124,7 +134,8 @@ impl StagesArgs {
             automatic_args: automatic_args(&Platform::host(), &target_platform),
             target: self.target,
         };
-        let resolved = dockerfile::resolve(&stages, &options).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let resolved = dockerfile::resolve(&stages, &options)
+            .map_err(|error| bad_dockerfile(error, &self.file))?;
         for warning in &resolved.warnings {
             output::warning(warning);
         }
@@ -220,7 +231,10 @@ mod tests {
         assert_eq!(args["TARGETPLATFORM"], "linux/arm/v7");
         assert_eq!(args["TARGETVARIANT"], "v7");
         assert_eq!(args["BUILDARCH"], "amd64");
-        assert_eq!(Platform::parse("linux/aarch64").unwrap().render(), "linux/arm64");
+        assert_eq!(
+            Platform::parse("linux/aarch64").unwrap().render(),
+            "linux/arm64"
+        );
         assert!(Platform::parse("linux").is_err());
     }
 }

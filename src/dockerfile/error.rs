@@ -104,7 +104,9 @@ pub enum ErrorKind {
         message: String,
     },
     /// A JSON array holding something other than strings (`CMD ["a", ["b"]]`).
-    #[error("{instruction}: when using JSON array syntax, arrays must be comprised of strings only")]
+    #[error(
+        "{instruction}: when using JSON array syntax, arrays must be comprised of strings only"
+    )]
     NotStringArray {
         /// The instruction, upper case.
         instruction: String,
@@ -165,7 +167,9 @@ pub enum ErrorKind {
         message: String,
     },
     /// An `ARG` (or build argument) name that is not a valid variable name.
-    #[error("invalid ARG name {name:?}: a name starts with a letter or _ and holds only letters, digits and _")]
+    #[error(
+        "invalid ARG name {name:?}: a name starts with a letter or _ and holds only letters, digits and _"
+    )]
     BadArgName {
         /// The name as written.
         name: String,
@@ -284,7 +288,11 @@ mod tests {
             "Dockerfile:7: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?"
         );
         assert_eq!(
-            error.with_file("ci/Dockerfile.prod").to_string().lines().next(),
+            error
+                .with_file("ci/Dockerfile.prod")
+                .to_string()
+                .lines()
+                .next(),
             Some("ci/Dockerfile.prod:7: unknown instruction \"RUNN\"")
         );
     }

@@ -326,7 +326,9 @@ impl State<'_> {
                         }
                         match self.peek() {
                             None => continue,
-                            Some(next) if next == '"' || next == '$' || next == self.lexer.escape => {
+                            Some(next)
+                                if next == '"' || next == '$' || next == self.lexer.escape =>
+                            {
                                 ch = next;
                                 self.position += 1;
                             }
@@ -410,7 +412,11 @@ impl State<'_> {
             Some(value) => null_is_unset && value.is_empty(),
         };
         match modifier {
-            '-' => Ok(if is_unset { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if is_unset {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if is_unset { String::new() } else { word }),
             '?' => match value {
                 None => Err(ExpandError::Required {
@@ -605,9 +611,9 @@ impl Pattern {
         let mut search = 0;
         let mut last_end = None;
         while search <= text.len() {
-            let Some((start, end)) = (search..=text.len())
-                .find_map(|start| Self::match_at(&self.0, &text, start, true).map(|end| (start, end)))
-            else {
+            let Some((start, end)) = (search..=text.len()).find_map(|start| {
+                Self::match_at(&self.0, &text, start, true).map(|end| (start, end))
+            }) else {
                 break;
             };
             // An empty match right after the previous match is skipped (Go's rule).
@@ -658,7 +664,12 @@ mod tests {
 
     #[test]
     fn buildkit_env_var_test() {
-        let env = vars(&[("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]);
+        let env = vars(&[
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("KOREAN", "한국어"),
+            ("NULL", ""),
+        ]);
         let mut checked = 0;
         let mut failures = Vec::new();
         for line in shell_data("envVarTest").lines() {
@@ -728,7 +739,10 @@ mod tests {
     #[case("${X#\\*}", "*x", "x")]
     #[case("${X%.tar.gz}", "app.tar.gz", "app")]
     fn patterns(#[case] word: &str, #[case] value: &str, #[case] expected: &str) {
-        assert_eq!(expand_word(word, &vars(&[("X", value)]), '\\').unwrap(), expected);
+        assert_eq!(
+            expand_word(word, &vars(&[("X", value)]), '\\').unwrap(),
+            expected
+        );
     }
 
     #[test]
@@ -745,7 +759,10 @@ mod tests {
             ..Expander::new('\\')
         };
         let env = vars(&[("A", "x")]);
-        assert_eq!(lexer.expand("$A $B ${C:-d}", &env).unwrap().text, "x $B ${C:-d}");
+        assert_eq!(
+            lexer.expand("$A $B ${C:-d}", &env).unwrap().text,
+            "x $B ${C:-d}"
+        );
     }
 
     #[test]

@@ -421,7 +421,11 @@ impl Stages {
         self.stages
             .iter()
             .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().and_then(|index| self.stages.get(index)))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .and_then(|index| self.stages.get(index))
+            })
     }
 }
 
@@ -464,7 +468,9 @@ pub fn stages(dockerfile: &Dockerfile) -> Result<Stages, DockerfileError> {
                     other => {
                         return Err(DockerfileError::new(
                             other.span().start,
-                            ErrorKind::InstructionBeforeFrom { instruction: node.name() },
+                            ErrorKind::InstructionBeforeFrom {
+                                instruction: node.name(),
+                            },
                         ));
                     }
                 },
@@ -512,7 +518,9 @@ impl Flags {
                 Some((name, value)) => (name, Some(value.to_owned())),
                 None => (body, None),
             };
-            let Some(index) = specs.iter().position(|(spec, _)| spec.eq_ignore_ascii_case(name))
+            let Some(index) = specs
+                .iter()
+                .position(|(spec, _)| spec.eq_ignore_ascii_case(name))
             else {
                 return Err(DockerfileError::new(
                     line,
@@ -539,7 +547,9 @@ impl Flags {
                 FlagKind::Bool => {
                     if let Some(value) = &value {
                         if !matches!(value.to_lowercase().as_str(), "true" | "false") {
-                            return Err(flag_error(format!("expects true or false, not {value:?}")));
+                            return Err(flag_error(format!(
+                                "expects true or false, not {value:?}"
+                            )));
                         }
                     }
                     if !slot.is_empty() {
@@ -582,9 +592,11 @@ impl Flags {
 
     /// `None` when not given; `--flag` alone is `true`.
     fn boolean(&self, name: &str) -> Option<bool> {
-        self.slot(name)
-            .first()
-            .map(|value| value.as_deref().is_none_or(|value| value.eq_ignore_ascii_case("true")))
+        self.slot(name).first().map(|value| {
+            value
+                .as_deref()
+                .is_none_or(|value| value.eq_ignore_ascii_case("true"))
+        })
     }
 
     fn error(&self, flag: &str, message: impl Into<String>) -> DockerfileError {
@@ -773,7 +785,9 @@ fn check_checksum(value: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!("{value:?} is not a digest (sha256:<64 hex digits>)"))
+        Err(format!(
+            "{value:?} is not a digest (sha256:<64 hex digits>)"
+        ))
     }
 }
 
@@ -874,13 +888,15 @@ impl Instruction {
                     [image, as_word, name] if as_word.eq_ignore_ascii_case("as") => {
                         let name = name.to_lowercase();
                         let valid = name.starts_with(|ch: char| ch.is_ascii_lowercase())
-                            && name
-                                .chars()
-                                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "-_.".contains(ch));
+                            && name.chars().all(|ch| {
+                                ch.is_ascii_lowercase() || ch.is_ascii_digit() || "-_.".contains(ch)
+                            });
                         if !valid {
                             return Err(arguments_error(
                                 node,
-                                format!("invalid stage name {name:?}: a name starts with a letter and holds only letters, digits, -, _ and ."),
+                                format!(
+                                    "invalid stage name {name:?}: a name starts with a letter and holds only letters, digits, -, _ and ."
+                                ),
                             ));
                         }
                         (image.clone(), Some(name))
@@ -904,11 +920,16 @@ impl Instruction {
                 })
             }
             "run" => {
-                let flags = Flags::parse(node, &[("mount", List), ("network", Text), ("security", Text)])?;
+                let flags = Flags::parse(
+                    node,
+                    &[("mount", List), ("network", Text), ("security", Text)],
+                )?;
                 let mounts = flags
                     .list("mount")
                     .iter()
-                    .map(|spec| Mount::parse(spec, true).map_err(|message| flags.error("mount", message)))
+                    .map(|spec| {
+                        Mount::parse(spec, true).map_err(|message| flags.error("mount", message))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let network = match flags.text("network").as_deref() {
                     None => None,
@@ -916,7 +937,8 @@ impl Instruction {
                     Some("none") => Some(Network::None),
                     Some("host") => Some(Network::Host),
                     Some(other) => {
-                        return Err(flags.error("network", format!("{other:?} is not default, none or host")));
+                        return Err(flags
+                            .error("network", format!("{other:?} is not default, none or host")));
                     }
                 };
                 let security = match flags.text("security").as_deref() {
@@ -924,7 +946,8 @@ impl Instruction {
                     Some("sandbox") => Some(Security::Sandbox),
                     Some("insecure") => Some(Security::Insecure),
                     Some(other) => {
-                        return Err(flags.error("security", format!("{other:?} is not sandbox or insecure")));
+                        return Err(flags
+                            .error("security", format!("{other:?} is not sandbox or insecure")));
                     }
                 };
                 if node.args.is_empty() {
@@ -955,7 +978,10 @@ impl Instruction {
                 no_flags(node)?;
                 if !node.is_json {
                     check_clearly_json(node, &shell_text(node))?;
-                    return Err(arguments_error(node, "requires the arguments to be in JSON form: SHELL [\"executable\", \"parameters\"]"));
+                    return Err(arguments_error(
+                        node,
+                        "requires the arguments to be in JSON form: SHELL [\"executable\", \"parameters\"]",
+                    ));
                 }
                 if node.args.is_empty() {
                     return Err(arguments_error(node, "requires at least one argument"));
@@ -1075,7 +1101,10 @@ impl Instruction {
                     return Err(arguments_error(node, "requires at least one argument"));
                 }
                 if node.args.iter().any(|path| path.trim().is_empty()) {
-                    return Err(arguments_error(node, "a volume path can not be an empty string"));
+                    return Err(arguments_error(
+                        node,
+                        "a volume path can not be an empty string",
+                    ));
                 }
                 Self::Volume(Volume {
                     span,
@@ -1110,7 +1139,9 @@ impl Instruction {
                         if !name.contains('$') && !is_valid_arg_name(name) {
                             return Err(DockerfileError::new(
                                 span.start,
-                                ErrorKind::BadArgName { name: name.to_owned() },
+                                ErrorKind::BadArgName {
+                                    name: name.to_owned(),
+                                },
                             ));
                         }
                         Ok(ArgDeclaration {
@@ -1124,14 +1155,23 @@ impl Instruction {
             "onbuild" => {
                 no_flags(node)?;
                 let Some(sub) = &node.sub else {
-                    return Err(arguments_error(node, "requires an instruction to run later"));
+                    return Err(arguments_error(
+                        node,
+                        "requires an instruction to run later",
+                    ));
                 };
                 match sub.instruction.as_str() {
                     "onbuild" => {
-                        return Err(arguments_error(node, "chaining ONBUILD via ONBUILD ONBUILD isn't allowed"));
+                        return Err(arguments_error(
+                            node,
+                            "chaining ONBUILD via ONBUILD ONBUILD isn't allowed",
+                        ));
                     }
                     "from" | "maintainer" => {
-                        return Err(arguments_error(node, format!("{} isn't allowed as an ONBUILD trigger", sub.name())));
+                        return Err(arguments_error(
+                            node,
+                            format!("{} isn't allowed as an ONBUILD trigger", sub.name()),
+                        ));
                     }
                     _ => {}
                 }
@@ -1160,7 +1200,10 @@ impl Instruction {
                 let health = match kind.to_uppercase().as_str() {
                     "NONE" => {
                         if node.args.len() > 1 {
-                            return Err(arguments_error(node, "HEALTHCHECK NONE takes no arguments"));
+                            return Err(arguments_error(
+                                node,
+                                "HEALTHCHECK NONE takes no arguments",
+                            ));
                         }
                         if !node.flags.is_empty() {
                             return Err(arguments_error(node, "HEALTHCHECK NONE takes no flags"));
@@ -1175,13 +1218,24 @@ impl Instruction {
                             check_clearly_json(node, &text)?;
                             CommandLine::Shell(text)
                         };
-                        if command == CommandLine::Shell(String::new()) || command == CommandLine::Exec(Vec::new()) {
-                            return Err(arguments_error(node, "missing command after HEALTHCHECK CMD"));
+                        if command == CommandLine::Shell(String::new())
+                            || command == CommandLine::Exec(Vec::new())
+                        {
+                            return Err(arguments_error(
+                                node,
+                                "missing command after HEALTHCHECK CMD",
+                            ));
                         }
                         let duration = |name: &str| -> Result<Option<Duration>, DockerfileError> {
-                            let Some(text) = flags.text(name) else { return Ok(None) };
-                            let duration = parse_duration(&text)
-                                .ok_or_else(|| flags.error(name, format!("{text:?} is not a duration (e.g. 30s, 1m30s)")))?;
+                            let Some(text) = flags.text(name) else {
+                                return Ok(None);
+                            };
+                            let duration = parse_duration(&text).ok_or_else(|| {
+                                flags.error(
+                                    name,
+                                    format!("{text:?} is not a duration (e.g. 30s, 1m30s)"),
+                                )
+                            })?;
                             if !duration.is_zero() && duration < Duration::from_millis(1) {
                                 return Err(flags.error(name, "cannot be less than 1ms"));
                             }
@@ -1191,7 +1245,10 @@ impl Instruction {
                             .text("retries")
                             .map(|text| {
                                 text.parse::<u32>().map_err(|_| {
-                                    flags.error("retries", format!("{text:?} is not a number of retries (0 or more)"))
+                                    flags.error(
+                                        "retries",
+                                        format!("{text:?} is not a number of retries (0 or more)"),
+                                    )
                                 })
                             })
                             .transpose()?;
@@ -1205,13 +1262,20 @@ impl Instruction {
                         })
                     }
                     other => {
-                        return Err(arguments_error(node, format!("unknown type {other:?} in HEALTHCHECK (use CMD or NONE)")));
+                        return Err(arguments_error(
+                            node,
+                            format!("unknown type {other:?} in HEALTHCHECK (use CMD or NONE)"),
+                        ));
                     }
                 };
                 Self::Healthcheck(Healthcheck { span, health })
             }
             _ => {
-                let name = node.original.split(|ch: char| ch.is_whitespace()).next().unwrap_or_default();
+                let name = node
+                    .original
+                    .split(|ch: char| ch.is_whitespace())
+                    .next()
+                    .unwrap_or_default();
                 return Err(DockerfileError::new(
                     span.start,
                     ErrorKind::UnknownInstruction {
@@ -1233,7 +1297,11 @@ impl Instruction {
     /// # Errors
     /// Failed expansion (`${X:?}` unset, bad substitution), or a value that is invalid once
     /// expanded (a mount's `uid=`, a `--chmod`).
-    pub fn expand(&self, expander: &Expander, vars: &dyn Variables) -> Result<Self, DockerfileError> {
+    pub fn expand(
+        &self,
+        expander: &Expander,
+        vars: &dyn Variables,
+    ) -> Result<Self, DockerfileError> {
         let line = self.span().start;
         let name = self.name();
         let error = |error: ExpandError| {
@@ -1246,7 +1314,12 @@ impl Instruction {
             )
         };
         let word = |text: &str| expander.expand(text, vars).map(|e| e.text).map_err(error);
-        let words = |texts: &[String]| texts.iter().map(|text| word(text)).collect::<Result<Vec<_>, _>>();
+        let words = |texts: &[String]| {
+            texts
+                .iter()
+                .map(|text| word(text))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let pairs = |pairs: &[KeyValue]| {
             pairs
                 .iter()
@@ -1281,7 +1354,9 @@ impl Instruction {
             match chmod {
                 Some(Chmod::Unexpanded(text)) => {
                     let expanded = word(text)?;
-                    parse_chmod(&expanded).map(Some).map_err(|message| flag_error("chmod", message))
+                    parse_chmod(&expanded)
+                        .map(Some)
+                        .map_err(|message| flag_error("chmod", message))
                 }
                 other => Ok(other.clone()),
             }
@@ -1323,7 +1398,10 @@ impl Instruction {
                 for port in &expose.ports {
                     ports.extend(expander.expand(port, vars).map_err(error)?.words);
                 }
-                Self::Expose(Expose { ports, ..expose.clone() })
+                Self::Expose(Expose {
+                    ports,
+                    ..expose.clone()
+                })
             }
             Self::Stopsignal(stop) => Self::Stopsignal(Stopsignal {
                 signal: word(&stop.signal)?,
@@ -1353,7 +1431,10 @@ impl Instruction {
                         Mount::parse(&spec, false).map_err(|message| flag_error("mount", message))
                     })
                     .collect::<Result<Vec<_>, DockerfileError>>()?;
-                Self::Run(Run { mounts, ..run.clone() })
+                Self::Run(Run {
+                    mounts,
+                    ..run.clone()
+                })
             }
             other => other.clone(),
         })
@@ -1382,7 +1463,9 @@ mod tests {
 
     #[test]
     fn from_forms() {
-        let stages = typed("ARG V=1\nFROM --platform=$BUILDPLATFORM golang:$V AS Build\nFROM build\n").unwrap();
+        let stages =
+            typed("ARG V=1\nFROM --platform=$BUILDPLATFORM golang:$V AS Build\nFROM build\n")
+                .unwrap();
         assert_eq!(stages.meta_args.len(), 1);
         let from = &stages.stages[0].from;
         assert_eq!(from.platform.as_deref(), Some("$BUILDPLATFORM"));
@@ -1406,18 +1489,34 @@ mod tests {
 
     #[test]
     fn run_forms_and_flags() {
-        let Instruction::Run(run) = only("RUN --mount=type=cache,target=/c --network=none --security=insecure make") else { panic!() };
+        let Instruction::Run(run) =
+            only("RUN --mount=type=cache,target=/c --network=none --security=insecure make")
+        else {
+            panic!()
+        };
         assert_eq!(run.command, CommandLine::Shell("make".into()));
         assert_eq!(run.mounts.len(), 1);
         assert_eq!(run.network, Some(Network::None));
         assert_eq!(run.security, Some(Security::Insecure));
-        let Instruction::Run(run) = only("RUN [\"make\", \"all\"]") else { panic!() };
-        assert_eq!(run.command, CommandLine::Exec(vec!["make".into(), "all".into()]));
-        let Instruction::Run(run) = only("RUN <<EOF\necho hi\nEOF") else { panic!() };
+        let Instruction::Run(run) = only("RUN [\"make\", \"all\"]") else {
+            panic!()
+        };
+        assert_eq!(
+            run.command,
+            CommandLine::Exec(vec!["make".into(), "all".into()])
+        );
+        let Instruction::Run(run) = only("RUN <<EOF\necho hi\nEOF") else {
+            panic!()
+        };
         assert_eq!(run.heredocs[0].content, "echo hi\n");
         // RUN in shell form with brackets is fine: the shell runs it.
-        let Instruction::Run(run) = only("RUN [ -f x ] && echo yes") else { panic!() };
-        assert_eq!(run.command, CommandLine::Shell("[ -f x ] && echo yes".into()));
+        let Instruction::Run(run) = only("RUN [ -f x ] && echo yes") else {
+            panic!()
+        };
+        assert_eq!(
+            run.command,
+            CommandLine::Shell("[ -f x ] && echo yes".into())
+        );
     }
 
     #[rstest]
@@ -1436,11 +1535,30 @@ mod tests {
 
     #[test]
     fn cmd_entrypoint_shell() {
-        assert_eq!(only("CMD [\"a\"]"), Instruction::Cmd(Cmd { span: Span::new(2, 2), command: CommandLine::Exec(vec!["a".into()]) }));
-        assert!(matches!(only("CMD echo hi"), Instruction::Cmd(Cmd { command: CommandLine::Shell(_), .. })));
-        assert!(matches!(only("CMD []"), Instruction::Cmd(Cmd { command: CommandLine::Exec(v), .. }) if v.is_empty()));
-        assert!(matches!(only("ENTRYPOINT [\"/bin/app\"]"), Instruction::Entrypoint(_)));
-        let Instruction::Shell(shell) = only("SHELL [\"/bin/bash\", \"-c\"]") else { panic!() };
+        assert_eq!(
+            only("CMD [\"a\"]"),
+            Instruction::Cmd(Cmd {
+                span: Span::new(2, 2),
+                command: CommandLine::Exec(vec!["a".into()])
+            })
+        );
+        assert!(matches!(
+            only("CMD echo hi"),
+            Instruction::Cmd(Cmd {
+                command: CommandLine::Shell(_),
+                ..
+            })
+        ));
+        assert!(
+            matches!(only("CMD []"), Instruction::Cmd(Cmd { command: CommandLine::Exec(v), .. }) if v.is_empty())
+        );
+        assert!(matches!(
+            only("ENTRYPOINT [\"/bin/app\"]"),
+            Instruction::Entrypoint(_)
+        ));
+        let Instruction::Shell(shell) = only("SHELL [\"/bin/bash\", \"-c\"]") else {
+            panic!()
+        };
         assert_eq!(shell.shell, ["/bin/bash", "-c"]);
     }
 
@@ -1460,60 +1578,119 @@ mod tests {
     #[test]
     fn invalid_json_has_a_hint() {
         let error = error("FROM a\nCMD ['a']");
-        assert!(error.to_string().contains("hint: exec form is a JSON array of double-quoted strings"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("hint: exec form is a JSON array of double-quoted strings"),
+            "{error}"
+        );
     }
 
     #[test]
     fn key_value_instructions() {
-        let Instruction::Env(env) = only("ENV A=1 B=\"two words\"") else { panic!() };
-        assert_eq!(env.variables[1], KeyValue { key: "B".into(), value: "\"two words\"".into() });
-        let Instruction::Env(env) = only("ENV A one two") else { panic!() };
+        let Instruction::Env(env) = only("ENV A=1 B=\"two words\"") else {
+            panic!()
+        };
+        assert_eq!(
+            env.variables[1],
+            KeyValue {
+                key: "B".into(),
+                value: "\"two words\"".into()
+            }
+        );
+        let Instruction::Env(env) = only("ENV A one two") else {
+            panic!()
+        };
         assert_eq!(env.variables[0].value, "one two");
-        let Instruction::Label(label) = only("LABEL a=b c=d") else { panic!() };
+        let Instruction::Label(label) = only("LABEL a=b c=d") else {
+            panic!()
+        };
         assert_eq!(label.labels.len(), 2);
         assert!(error("FROM a\nENV A").to_string().contains("two arguments"));
-        assert!(error("FROM a\nENV A=1 B").to_string().contains("can't find ="));
+        assert!(
+            error("FROM a\nENV A=1 B")
+                .to_string()
+                .contains("can't find =")
+        );
         assert!(error("FROM a\nLABEL =x").to_string().contains("blank"));
     }
 
     #[test]
     fn simple_instructions() {
         assert!(matches!(only("MAINTAINER me"), Instruction::Maintainer(m) if m.name == "me"));
-        assert!(matches!(only("EXPOSE 80 53/udp"), Instruction::Expose(e) if e.ports == ["80", "53/udp"]));
-        assert!(matches!(only("VOLUME [\"/a\", \"/b\"]"), Instruction::Volume(v) if v.paths.len() == 2));
+        assert!(
+            matches!(only("EXPOSE 80 53/udp"), Instruction::Expose(e) if e.ports == ["80", "53/udp"])
+        );
+        assert!(
+            matches!(only("VOLUME [\"/a\", \"/b\"]"), Instruction::Volume(v) if v.paths.len() == 2)
+        );
         assert!(matches!(only("VOLUME /a /b"), Instruction::Volume(v) if v.paths.len() == 2));
         assert!(matches!(only("USER app:app"), Instruction::User(u) if u.user == "app:app"));
         assert!(matches!(only("WORKDIR /src"), Instruction::Workdir(w) if w.path == "/src"));
-        assert!(matches!(only("STOPSIGNAL SIGKILL"), Instruction::Stopsignal(s) if s.signal == "SIGKILL"));
-        for text in ["USER", "WORKDIR", "EXPOSE", "VOLUME", "STOPSIGNAL", "MAINTAINER", "LABEL"] {
-            assert!(error(&format!("FROM a\n{text}")).to_string().contains("argument"), "{text}");
+        assert!(
+            matches!(only("STOPSIGNAL SIGKILL"), Instruction::Stopsignal(s) if s.signal == "SIGKILL")
+        );
+        for text in [
+            "USER",
+            "WORKDIR",
+            "EXPOSE",
+            "VOLUME",
+            "STOPSIGNAL",
+            "MAINTAINER",
+            "LABEL",
+        ] {
+            assert!(
+                error(&format!("FROM a\n{text}"))
+                    .to_string()
+                    .contains("argument"),
+                "{text}"
+            );
         }
-        assert!(error("FROM a\nVOLUME [\"\"]").to_string().contains("empty string"));
+        assert!(
+            error("FROM a\nVOLUME [\"\"]")
+                .to_string()
+                .contains("empty string")
+        );
     }
 
     #[test]
     fn copy_and_add_flags() {
-        let Instruction::Copy(copy) = only("COPY --from=build --chown=1000:1000 --chmod=0644 --link --parents --exclude=*.md --exclude=.git a b /dst/") else { panic!() };
+        let Instruction::Copy(copy) = only(
+            "COPY --from=build --chown=1000:1000 --chmod=0644 --link --parents --exclude=*.md --exclude=.git a b /dst/",
+        ) else {
+            panic!()
+        };
         assert_eq!(copy.from.as_deref(), Some("build"));
         assert_eq!(copy.chown.as_deref(), Some("1000:1000"));
         assert_eq!(copy.chmod, Some(Chmod::Octal(0o644)));
         assert!(copy.link && copy.parents);
         assert_eq!(copy.excludes, ["*.md", ".git"]);
-        assert_eq!(copy.sources, [Source::Path("a".into()), Source::Path("b".into())]);
+        assert_eq!(
+            copy.sources,
+            [Source::Path("a".into()), Source::Path("b".into())]
+        );
         assert_eq!(copy.destination, "/dst/");
         let digest = format!("sha256:{}", "a".repeat(64));
-        let Instruction::Add(add) = only(&format!("ADD --checksum={digest} --keep-git-dir --unpack=false --chmod=u+x,go-w --link=false https://x/y.tar /y")) else { panic!() };
+        let Instruction::Add(add) = only(&format!(
+            "ADD --checksum={digest} --keep-git-dir --unpack=false --chmod=u+x,go-w --link=false https://x/y.tar /y"
+        )) else {
+            panic!()
+        };
         assert_eq!(add.checksum.as_deref(), Some(digest.as_str()));
         assert!(add.keep_git_dir && !add.link);
         assert_eq!(add.unpack, Some(false));
         assert_eq!(add.chmod, Some(Chmod::Symbolic("u+x,go-w".into())));
-        let Instruction::Copy(copy) = only("COPY [\"a b\", \"/c d/\"]") else { panic!() };
+        let Instruction::Copy(copy) = only("COPY [\"a b\", \"/c d/\"]") else {
+            panic!()
+        };
         assert_eq!(copy.destination, "/c d/");
     }
 
     #[test]
     fn copy_heredoc_is_an_inline_file() {
-        let Instruction::Copy(copy) = only("COPY <<EOF /etc/motd\nhello\nEOF") else { panic!() };
+        let Instruction::Copy(copy) = only("COPY <<EOF /etc/motd\nhello\nEOF") else {
+            panic!()
+        };
         assert!(matches!(&copy.sources[0], Source::Inline(h) if h.content == "hello\n"));
     }
 
@@ -1536,37 +1713,80 @@ mod tests {
 
     #[test]
     fn args() {
-        let Instruction::Arg(arg) = only("ARG A B=2 C=") else { panic!() };
-        assert_eq!(arg.args[0], ArgDeclaration { name: "A".into(), default: None });
+        let Instruction::Arg(arg) = only("ARG A B=2 C=") else {
+            panic!()
+        };
+        assert_eq!(
+            arg.args[0],
+            ArgDeclaration {
+                name: "A".into(),
+                default: None
+            }
+        );
         assert_eq!(arg.args[1].default.as_deref(), Some("2"));
         assert_eq!(arg.args[2].default.as_deref(), Some(""));
         for bad in ["1A", "A-B", "=x", "a.b"] {
             let error = error(&format!("FROM a\nARG {bad}"));
-            assert!(matches!(error.kind, ErrorKind::BadArgName { .. }), "{bad}: {error}");
+            assert!(
+                matches!(error.kind, ErrorKind::BadArgName { .. }),
+                "{bad}: {error}"
+            );
         }
     }
 
     #[test]
     fn onbuild() {
-        let Instruction::Onbuild(onbuild) = only("ONBUILD RUN make") else { panic!() };
+        let Instruction::Onbuild(onbuild) = only("ONBUILD RUN make") else {
+            panic!()
+        };
         assert_eq!(onbuild.expression, "RUN make");
         assert!(matches!(*onbuild.instruction, Instruction::Run(_)));
-        assert!(error("FROM a\nONBUILD ONBUILD RUN x").to_string().contains("isn't allowed"));
-        assert!(error("FROM a\nONBUILD FROM x").to_string().contains("isn't allowed"));
-        assert!(error("FROM a\nONBUILD COPY --bad a b").to_string().contains("--bad"));
+        assert!(
+            error("FROM a\nONBUILD ONBUILD RUN x")
+                .to_string()
+                .contains("isn't allowed")
+        );
+        assert!(
+            error("FROM a\nONBUILD FROM x")
+                .to_string()
+                .contains("isn't allowed")
+        );
+        assert!(
+            error("FROM a\nONBUILD COPY --bad a b")
+                .to_string()
+                .contains("--bad")
+        );
     }
 
     #[test]
     fn healthcheck() {
-        let Instruction::Healthcheck(check) = only("HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=0s --start-interval=2s --retries=3 CMD curl -f http://localhost/") else { panic!() };
-        let Health::Check(check) = check.health else { panic!() };
+        let Instruction::Healthcheck(check) = only(
+            "HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=0s --start-interval=2s --retries=3 CMD curl -f http://localhost/",
+        ) else {
+            panic!()
+        };
+        let Health::Check(check) = check.health else {
+            panic!()
+        };
         assert_eq!(check.interval, Some(Duration::from_secs(90)));
         assert_eq!(check.timeout, Some(Duration::from_millis(500)));
         assert_eq!(check.start_period, Some(Duration::ZERO));
         assert_eq!(check.retries, Some(3));
-        assert_eq!(check.command, CommandLine::Shell("curl -f http://localhost/".into()));
-        assert!(matches!(only("HEALTHCHECK NONE"), Instruction::Healthcheck(Healthcheck { health: Health::None, .. })));
-        assert!(matches!(only("HEALTHCHECK CMD [\"true\"]"), Instruction::Healthcheck(_)));
+        assert_eq!(
+            check.command,
+            CommandLine::Shell("curl -f http://localhost/".into())
+        );
+        assert!(matches!(
+            only("HEALTHCHECK NONE"),
+            Instruction::Healthcheck(Healthcheck {
+                health: Health::None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            only("HEALTHCHECK CMD [\"true\"]"),
+            Instruction::Healthcheck(_)
+        ));
     }
 
     #[rstest]
@@ -1587,26 +1807,52 @@ mod tests {
     #[test]
     fn structure_errors() {
         let error = error("FROM a\nRUNN x");
-        assert_eq!(error.to_string(), "Dockerfile:2: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?");
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile:2: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?"
+        );
         assert_eq!(error.line, Some(2));
         let error = typed("ARG X\nRUN x").unwrap_err();
-        assert!(matches!(error.kind, ErrorKind::InstructionBeforeFrom { .. }));
+        assert!(matches!(
+            error.kind,
+            ErrorKind::InstructionBeforeFrom { .. }
+        ));
         assert_eq!(error.line, Some(2));
         assert_eq!(typed("ARG X\n").unwrap_err().kind, ErrorKind::MissingFrom);
     }
 
     #[test]
     fn expansion_of_copy_and_mounts() {
-        let vars: Vec<(String, String)> = vec![("D".into(), "/app".into()), ("U".into(), "1000".into()), ("M".into(), "755".into())];
+        let vars: Vec<(String, String)> = vec![
+            ("D".into(), "/app".into()),
+            ("U".into(), "1000".into()),
+            ("M".into(), "755".into()),
+        ];
         let expander = Expander::new('\\');
-        let Instruction::Copy(copy) = only("COPY --chown=$U --chmod=$M [\"$D/a b\", \"${D}/\"]").expand(&expander, &vars).unwrap() else { panic!() };
+        let Instruction::Copy(copy) = only("COPY --chown=$U --chmod=$M [\"$D/a b\", \"${D}/\"]")
+            .expand(&expander, &vars)
+            .unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(copy.sources, [Source::Path("/app/a b".into())]);
         assert_eq!(copy.destination, "/app/");
         assert_eq!(copy.chown.as_deref(), Some("1000"));
         assert_eq!(copy.chmod, Some(Chmod::Octal(0o755)));
-        let Instruction::Run(run) = only("RUN --mount=type=cache,target=/c,uid=$U echo $D").expand(&expander, &vars).unwrap() else { panic!() };
+        let Instruction::Run(run) = only("RUN --mount=type=cache,target=/c,uid=$U echo $D")
+            .expand(&expander, &vars)
+            .unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(run.mounts[0].uid, Some(1000));
         assert_eq!(run.command, CommandLine::Shell("echo $D".into()));
-        assert!(only("WORKDIR ${X:?must be set}").expand(&expander, &vars).unwrap_err().to_string().contains("X: must be set"));
+        assert!(
+            only("WORKDIR ${X:?must be set}")
+                .expand(&expander, &vars)
+                .unwrap_err()
+                .to_string()
+                .contains("X: must be set")
+        );
     }
 }

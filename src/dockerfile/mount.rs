@@ -119,7 +119,9 @@ impl Mount {
                     MountType::Secret,
                     MountType::Ssh,
                 ],
-                "source" | "src" | "from" => &[MountType::Bind, MountType::Cache, MountType::Secret],
+                "source" | "src" | "from" => {
+                    &[MountType::Bind, MountType::Cache, MountType::Secret]
+                }
                 "id" => &[MountType::Cache, MountType::Secret, MountType::Ssh],
                 "sharing" => &[MountType::Cache],
                 "mode" | "uid" | "gid" => &[MountType::Cache, MountType::Secret, MountType::Ssh],
@@ -205,7 +207,9 @@ impl Mount {
                 _ => unreachable!("every key is listed above"),
             }
         }
-        if mount.target.is_none() && matches!(kind, MountType::Bind | MountType::Cache | MountType::Tmpfs) {
+        if mount.target.is_none()
+            && matches!(kind, MountType::Bind | MountType::Cache | MountType::Tmpfs)
+        {
             return Err(format!("type={} mounts need a target", type_name(kind)));
         }
         if kind == MountType::Secret && mount.id.is_none() && mount.target.is_none() {
@@ -275,7 +279,9 @@ fn parse_bool(key: &str, value: Option<&str>) -> Result<bool, String> {
 fn parse_size(value: &str) -> Result<u64, String> {
     let lower = value.to_lowercase();
     let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let digits_end = lower.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(lower.len());
+    let digits_end = lower
+        .find(|ch: char| !ch.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(digits_end);
     let multiplier: u64 = match unit {
         "" => 1,
@@ -304,7 +310,11 @@ mod tests {
         assert_eq!(mount.kind, MountType::Bind);
         assert!(mount.read_only);
         assert_eq!(mount.from.as_deref(), Some("build"));
-        assert!(!Mount::parse("type=bind,target=/x,rw", false).unwrap().read_only);
+        assert!(
+            !Mount::parse("type=bind,target=/x,rw", false)
+                .unwrap()
+                .read_only
+        );
     }
 
     #[test]
@@ -323,7 +333,12 @@ mod tests {
 
     #[test]
     fn tmpfs_secret_ssh() {
-        assert_eq!(Mount::parse("type=tmpfs,target=/t,size=64m", false).unwrap().size, Some(64 << 20));
+        assert_eq!(
+            Mount::parse("type=tmpfs,target=/t,size=64m", false)
+                .unwrap()
+                .size,
+            Some(64 << 20)
+        );
         let secret = Mount::parse("type=secret,id=token,env=TOKEN,required", false).unwrap();
         assert_eq!(secret.id.as_deref(), Some("token"));
         assert!(secret.required);

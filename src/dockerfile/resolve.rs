@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use super::error::{DockerfileError, ErrorKind, Span, suggest};
 use super::expand::{Expander, Variables};
-use super::instruction::{ArgDeclaration, Instruction, Stages, is_valid_arg_name};
 use super::instruction::{Arg, From};
+use super::instruction::{ArgDeclaration, Instruction, Stages, is_valid_arg_name};
 
 /// What to resolve for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,10 +173,15 @@ fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
 /// # Errors
 /// A bad build argument name, failed expansion in a needed stage, an unknown `--target`
 /// (with a "did you mean"), a `--from` index that does not exist, a dependency cycle.
-pub fn resolve(stages: &Stages, options: &ResolveOptions) -> Result<ResolvedStages, DockerfileError> {
+pub fn resolve(
+    stages: &Stages,
+    options: &ResolveOptions,
+) -> Result<ResolvedStages, DockerfileError> {
     for name in options.build_args.keys() {
         if !is_valid_arg_name(name) {
-            return Err(DockerfileError::global(ErrorKind::BadArgName { name: name.clone() }));
+            return Err(DockerfileError::global(ErrorKind::BadArgName {
+                name: name.clone(),
+            }));
         }
     }
     let expander = Expander::new(stages.directives.escape);
@@ -185,7 +190,15 @@ pub fn resolve(stages: &Stages, options: &ResolveOptions) -> Result<ResolvedStag
     let mut results: Vec<Result<(ResolvedStage, BTreeSet<String>), DockerfileError>> = Vec::new();
     let mut warnings = Vec::new();
     for stage in &stages.stages {
-        let result = resolve_stage(stages, stage.index, options, &meta, &expander, &results, &mut warnings);
+        let result = resolve_stage(
+            stages,
+            stage.index,
+            options,
+            &meta,
+            &expander,
+            &results,
+            &mut warnings,
+        );
         results.push(result);
     }
     let target = match &options.target {
@@ -198,7 +211,11 @@ pub fn resolve(stages: &Stages, options: &ResolveOptions) -> Result<ResolvedStag
                 .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
                 .map(|stage| stage.index)
                 .ok_or_else(|| {
-                    let names: Vec<&str> = stages.stages.iter().filter_map(|stage| stage.name.as_deref()).collect();
+                    let names: Vec<&str> = stages
+                        .stages
+                        .iter()
+                        .filter_map(|stage| stage.name.as_deref())
+                        .collect();
                     DockerfileError::global(ErrorKind::UnknownStage {
                         name: name.clone(),
                         suggestion: suggest(name, &names).map(str::to_owned),
@@ -258,7 +275,10 @@ fn visit(
         2 => return Ok(()),
         1 => {
             let start = path.iter().position(|open| *open == index).unwrap_or(0);
-            let mut cycle: Vec<String> = path[start..].iter().map(|open| stage_label(stages, *open)).collect();
+            let mut cycle: Vec<String> = path[start..]
+                .iter()
+                .map(|open| stage_label(stages, *open))
+                .collect();
             cycle.push(stage_label(stages, index));
             return Err(DockerfileError::new(
                 stages.stages[index].span.start,
@@ -301,7 +321,15 @@ fn resolve_meta(
                 args: &known,
                 extra: Some(&options.automatic_args),
             };
-            let value = arg_value(declaration, options, expander, &scope, None, arg.span.start, used)?;
+            let value = arg_value(
+                declaration,
+                options,
+                expander,
+                &scope,
+                None,
+                arg.span.start,
+                used,
+            )?;
             meta.retain(|(name, _)| *name != declaration.name);
             meta.push((declaration.name.clone(), value));
         }
@@ -362,7 +390,9 @@ fn resolve_stage(
         args: &meta_values,
         extra: Some(&options.automatic_args),
     };
-    let Instruction::From(from) = Instruction::From(stage.from.clone()).expand(expander, &from_scope)? else {
+    let Instruction::From(from) =
+        Instruction::From(stage.from.clone()).expand(expander, &from_scope)?
+    else {
         unreachable!("expanding FROM gives FROM");
     };
     let lower = from.image.to_lowercase();
@@ -375,20 +405,28 @@ fn resolve_stage(
         dependencies.push(Dependency {
             line: stage.from.span.start,
             via: Via::From,
-            target: Target::Stage { index: base_stage.index },
+            target: Target::Stage {
+                index: base_stage.index,
+            },
         });
         let (parent, _) = earlier[base_stage.index].as_ref().map_err(Clone::clone)?;
         env.clone_from(&parent.env);
-        Base::Stage { index: base_stage.index }
+        Base::Stage {
+            index: base_stage.index,
+        }
     } else if lower == "scratch" {
         Base::Scratch
     } else {
         dependencies.push(Dependency {
             line: stage.from.span.start,
             via: Via::From,
-            target: Target::Image { reference: from.image.clone() },
+            target: Target::Image {
+                reference: from.image.clone(),
+            },
         });
-        Base::Image { reference: from.image.clone() }
+        Base::Image {
+            reference: from.image.clone(),
+        }
     };
     let mut args: Vec<(String, String)> = Vec::new();
     let mut consumed = BTreeSet::new();
@@ -401,12 +439,24 @@ fn resolve_stage(
             Instruction::Arg(arg) => {
                 let mut declarations = Vec::new();
                 for declaration in &arg.args {
-                    let scope = Scope { env: &env, args: &args, extra: None };
+                    let scope = Scope {
+                        env: &env,
+                        args: &args,
+                        extra: None,
+                    };
                     let meta_value = meta
                         .iter()
                         .find(|(name, _)| *name == declaration.name)
                         .and_then(|(_, value)| value.as_deref());
-                    let value = arg_value(declaration, options, expander, &scope, meta_value, line, &mut consumed)?;
+                    let value = arg_value(
+                        declaration,
+                        options,
+                        expander,
+                        &scope,
+                        meta_value,
+                        line,
+                        &mut consumed,
+                    )?;
                     if let Some(value) = &value {
                         set(&mut args, &declaration.name, value.clone());
                     }
@@ -421,7 +471,11 @@ fn resolve_stage(
                 })
             }
             other => {
-                let scope = Scope { env: &env, args: &args, extra: None };
+                let scope = Scope {
+                    env: &env,
+                    args: &args,
+                    extra: None,
+                };
                 let expanded = other.expand(expander, &scope)?;
                 if let Instruction::Env(set_env) = &expanded {
                     for pair in &set_env.variables {
@@ -433,7 +487,9 @@ fn resolve_stage(
         };
         let mut uses = Vec::new();
         match &expanded {
-            Instruction::Copy(copy) => uses.extend(copy.from.iter().map(|from| (from.clone(), Via::CopyFrom))),
+            Instruction::Copy(copy) => {
+                uses.extend(copy.from.iter().map(|from| (from.clone(), Via::CopyFrom)))
+            }
             Instruction::Run(run) => uses.extend(
                 run.mounts
                     .iter()
@@ -475,7 +531,11 @@ fn stage_reference(
     warnings: &mut Vec<String>,
 ) -> Result<Target, DockerfileError> {
     let lower = reference.to_lowercase();
-    if let Some(stage) = stages.stages.iter().find(|stage| stage.name.as_deref() == Some(lower.as_str())) {
+    if let Some(stage) = stages
+        .stages
+        .iter()
+        .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
+    {
         return Ok(Target::Stage { index: stage.index });
     }
     if let Ok(index) = reference.parse::<usize>() {
@@ -490,7 +550,11 @@ fn stage_reference(
             },
         ));
     }
-    let names: Vec<&str> = stages.stages.iter().filter_map(|stage| stage.name.as_deref()).collect();
+    let names: Vec<&str> = stages
+        .stages
+        .iter()
+        .filter_map(|stage| stage.name.as_deref())
+        .collect();
     if let Some(near) = suggest(reference, &names) {
         warnings.push(format!(
             "line {line}: {reference:?} is not a stage, so it is used as an image (did you mean the stage {near:?}?)"
@@ -507,20 +571,34 @@ mod tests {
     use crate::dockerfile::instruction::{Source, stages};
     use crate::dockerfile::syntax::parse;
 
-    fn resolved(text: &str, build_args: &[(&str, &str)], target: Option<&str>) -> Result<ResolvedStages, DockerfileError> {
+    fn resolved(
+        text: &str,
+        build_args: &[(&str, &str)],
+        target: Option<&str>,
+    ) -> Result<ResolvedStages, DockerfileError> {
         let options = ResolveOptions {
-            build_args: build_args.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            automatic_args: [("BUILDPLATFORM", "linux/amd64"), ("TARGETPLATFORM", "linux/arm64"), ("TARGETARCH", "arm64")]
+            build_args: build_args
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            automatic_args: [
+                ("BUILDPLATFORM", "linux/amd64"),
+                ("TARGETPLATFORM", "linux/arm64"),
+                ("TARGETARCH", "arm64"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
             target: target.map(str::to_owned),
         };
         resolve(&stages(&parse(text)?)?, &options)
     }
 
     fn args_of(step: &ResolvedInstruction) -> BTreeMap<&str, &str> {
-        step.args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        step.args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     #[test]
@@ -530,12 +608,27 @@ mod tests {
         let stage = &result.stages[0];
         assert_eq!(stage.from.image, "alpine:3");
         assert_eq!(stage.from.platform.as_deref(), Some("linux/amd64"));
-        assert_eq!(stage.base, Base::Image { reference: "alpine:3".into() });
-        let Instruction::Workdir(first) = &stage.instructions[1].instruction else { panic!() };
+        assert_eq!(
+            stage.base,
+            Base::Image {
+                reference: "alpine:3".into()
+            }
+        );
+        let Instruction::Workdir(first) = &stage.instructions[1].instruction else {
+            panic!()
+        };
         assert_eq!(first.path, "/");
-        let Instruction::Workdir(second) = &stage.instructions[3].instruction else { panic!() };
+        let Instruction::Workdir(second) = &stage.instructions[3].instruction else {
+            panic!()
+        };
         assert_eq!(second.path, "/3");
-        assert_eq!(result.meta_args, [("BASE".to_owned(), "alpine".to_owned()), ("TAG".to_owned(), "3".to_owned())]);
+        assert_eq!(
+            result.meta_args,
+            [
+                ("BASE".to_owned(), "alpine".to_owned()),
+                ("TAG".to_owned(), "3".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -544,9 +637,13 @@ mod tests {
         let result = resolved(text, &[("V", "cli")], None).unwrap();
         let steps = &result.stages[0].instructions;
         assert_eq!(args_of(&steps[1])["V"], "cli");
-        let Instruction::Workdir(workdir) = &steps[4].instruction else { panic!() };
+        let Instruction::Workdir(workdir) = &steps[4].instruction else {
+            panic!()
+        };
         assert_eq!(workdir.path, "/env");
-        let Instruction::Arg(arg) = &steps[5].instruction else { panic!() };
+        let Instruction::Arg(arg) = &steps[5].instruction else {
+            panic!()
+        };
         assert_eq!(arg.args[0].default.as_deref(), Some("env"));
         assert!(result.unused_build_args.is_empty());
     }
@@ -564,16 +661,26 @@ mod tests {
     fn env_expansion_uses_values_before_the_instruction() {
         let text = "FROM a\nENV A=1\nENV A=2 B=$A\nCOPY $B /";
         let result = resolved(text, &[], None).unwrap();
-        let Instruction::Copy(copy) = &result.stages[0].instructions[2].instruction else { panic!() };
+        let Instruction::Copy(copy) = &result.stages[0].instructions[2].instruction else {
+            panic!()
+        };
         assert_eq!(copy.sources, [Source::Path("1".into())]);
-        assert_eq!(result.stages[0].env, [("A".to_owned(), "2".to_owned()), ("B".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            result.stages[0].env,
+            [
+                ("A".to_owned(), "2".to_owned()),
+                ("B".to_owned(), "1".to_owned())
+            ]
+        );
     }
 
     #[test]
     fn stage_inherits_env_not_args() {
         let text = "FROM a AS base\nENV E=1\nARG X=2\nFROM base\nWORKDIR /$E$X";
         let result = resolved(text, &[], None).unwrap();
-        let Instruction::Workdir(workdir) = &result.stages[1].instructions[0].instruction else { panic!() };
+        let Instruction::Workdir(workdir) = &result.stages[1].instructions[0].instruction else {
+            panic!()
+        };
         assert_eq!(workdir.path, "/1");
         assert_eq!(result.stages[1].base, Base::Stage { index: 0 });
     }
@@ -588,7 +695,12 @@ mod tests {
         assert_eq!(result.order, [0, 3, 2, 4]);
         assert_eq!(result.stage(4).unwrap().base, Base::Scratch);
         let deps = &result.stage(4).unwrap().dependencies;
-        assert_eq!(deps[1].target, Target::Image { reference: "nginx:1".into() });
+        assert_eq!(
+            deps[1].target,
+            Target::Image {
+                reference: "nginx:1".into()
+            }
+        );
         assert_eq!(result.unused_build_args, ["UNUSED"]);
         let result = resolved(text, &[], Some("Build")).unwrap();
         assert_eq!(result.order, [0, 3, 2]);
@@ -605,7 +717,10 @@ mod tests {
     #[test]
     fn unknown_target_has_a_hint() {
         let error = resolved("FROM a AS build\nFROM b AS test", &[], Some("biuld")).unwrap_err();
-        assert_eq!(error.to_string(), "Dockerfile: unknown stage \"biuld\"\nhint: did you mean \"build\"?");
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile: unknown stage \"biuld\"\nhint: did you mean \"build\"?"
+        );
     }
 
     #[test]
@@ -616,8 +731,18 @@ mod tests {
 
     #[test]
     fn cycles_are_rejected() {
-        let error = resolved("FROM a AS one\nCOPY --from=two / /\nFROM b AS two\nCOPY --from=one / /", &[], Some("two")).unwrap_err();
-        assert_eq!(error.kind, ErrorKind::StageCycle { stages: vec!["two".into(), "one".into(), "two".into()] });
+        let error = resolved(
+            "FROM a AS one\nCOPY --from=two / /\nFROM b AS two\nCOPY --from=one / /",
+            &[],
+            Some("two"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.kind,
+            ErrorKind::StageCycle {
+                stages: vec!["two".into(), "one".into(), "two".into()]
+            }
+        );
         let error = resolved("FROM a AS self\nCOPY --from=self / /", &[], None).unwrap_err();
         assert!(matches!(error.kind, ErrorKind::StageCycle { .. }));
     }
@@ -625,7 +750,12 @@ mod tests {
     #[test]
     fn from_with_the_stage_own_name_is_an_image() {
         let result = resolved("FROM node AS node\nRUN x", &[], None).unwrap();
-        assert_eq!(result.stages[0].base, Base::Image { reference: "node".into() });
+        assert_eq!(
+            result.stages[0].base,
+            Base::Image {
+                reference: "node".into()
+            }
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct Node {
     /// instruction BuildKit does not know has one empty argument, as in its tree.
     pub args: Vec<String>,
     /// `ONBUILD`'s instruction.
-    pub sub: Option<Box<Node>>,
+    pub sub: Option<Box<Self>>,
     /// The arguments were a JSON array (exec form).
     pub is_json: bool,
     /// Heredocs, in the order their bodies follow the instruction.
@@ -431,7 +431,11 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
                 node.args = args;
                 node.is_json = true;
             }
-            Json::NotStrings => return Err(ErrorKind::NotStringArray { instruction: name() }),
+            Json::NotStrings => {
+                return Err(ErrorKind::NotStringArray {
+                    instruction: name(),
+                });
+            }
             Json::Invalid(_) => node.args = split_whitespace(rest),
         },
         Form::JsonOrText => {
@@ -442,7 +446,9 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
                         node.is_json = true;
                     }
                     Json::NotStrings => {
-                        return Err(ErrorKind::NotStringArray { instruction: name() });
+                        return Err(ErrorKind::NotStringArray {
+                            instruction: name(),
+                        });
                     }
                     Json::Invalid(_) => node.args = vec![rest.to_owned()],
                 }
@@ -457,10 +463,13 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
             }
         }
         Form::Health => {
-            let kind_end = rest.find(|ch: char| ch.is_ascii_whitespace()).unwrap_or(rest.len());
+            let kind_end = rest
+                .find(|ch: char| ch.is_ascii_whitespace())
+                .unwrap_or(rest.len());
             if kind_end > 0 {
                 node.args.push(rest[..kind_end].to_owned());
-                let command = rest[kind_end..].trim_start_matches(|ch: char| ch.is_ascii_whitespace());
+                let command =
+                    rest[kind_end..].trim_start_matches(|ch: char| ch.is_ascii_whitespace());
                 if !command.is_empty() {
                     match parse_json(command) {
                         Json::Strings(args) => {
@@ -468,7 +477,9 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
                             node.is_json = true;
                         }
                         Json::NotStrings => {
-                            return Err(ErrorKind::NotStringArray { instruction: name() });
+                            return Err(ErrorKind::NotStringArray {
+                                instruction: name(),
+                            });
                         }
                         Json::Invalid(_) => node.args.push(command.to_owned()),
                     }
@@ -686,7 +697,9 @@ fn parse_key_values(rest: &str, escape: char, name: &str) -> Result<Vec<String>,
         let Some(at) = rest.find(is_split_space) else {
             return Err(ErrorKind::Arguments {
                 instruction: name.to_owned(),
-                message: format!("{name} must have two arguments: {name} <name> <value>, or {name} <name>=<value> ..."),
+                message: format!(
+                    "{name} must have two arguments: {name} <name> <value>, or {name} <name>=<value> ..."
+                ),
             });
         };
         let value = rest[at..].trim_start_matches(is_split_space);
@@ -731,7 +744,10 @@ fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
         .unwrap_or_default();
     let mut heredocs = Vec::new();
     for word in words {
-        let digits = word.len() - word.trim_start_matches(|ch: char| ch.is_ascii_digit()).len();
+        let digits = word.len()
+            - word
+                .trim_start_matches(|ch: char| ch.is_ascii_digit())
+                .len();
         let Some(after) = word[digits..].strip_prefix("<<") else {
             continue;
         };
@@ -749,7 +765,10 @@ fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
         let heredoc_error = |error: super::expand::ExpandError| ErrorKind::Heredoc {
             message: format!("{rest}: {error}"),
         };
-        let names = plain.expand(rest, &no_variables).map_err(heredoc_error)?.words;
+        let names = plain
+            .expand(rest, &no_variables)
+            .map_err(heredoc_error)?
+            .words;
         if names.len() != 1 {
             continue;
         }
@@ -757,7 +776,10 @@ fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
             raw_quotes: true,
             ..plain
         };
-        let raw_names = raw.expand(rest, &no_variables).map_err(heredoc_error)?.words;
+        let raw_names = raw
+            .expand(rest, &no_variables)
+            .map_err(heredoc_error)?
+            .words;
         let quotes = |text: &str| text.chars().filter(|ch| *ch == '\'' || *ch == '"').count();
         let expand = raw_names.len() == 1 && quotes(&names[0]) == quotes(&raw_names[0]);
         heredocs.push(Heredoc {
@@ -852,9 +874,14 @@ mod tests {
 
     #[test]
     fn directives() {
-        let tree = parse("# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM a `\n  b").unwrap();
+        let tree =
+            parse("# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM a `\n  b")
+                .unwrap();
         assert_eq!(tree.directives.escape, '`');
-        assert_eq!(tree.directives.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(
+            tree.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1")
+        );
         assert_eq!(tree.directives.check.as_deref(), Some("skip=all"));
         assert_eq!(tree.nodes[0].args, ["a", "b"]);
         let error = parse("# escape=x\nFROM a").unwrap_err();
@@ -880,7 +907,10 @@ mod tests {
         assert_eq!(copy.heredocs[1].fd, 3);
         assert_eq!(copy.heredocs[1].content, "y\n");
         assert_eq!(tree.nodes[3].span, Span::new(10, 10));
-        assert_eq!(tree.dump(), "(from \"a\")\n(run \"<<EOF bash\")\n(copy \"<<-'one'\" \"3<<two\" \"/dst/\")\n(run \"done\")\n");
+        assert_eq!(
+            tree.dump(),
+            "(from \"a\")\n(run \"<<EOF bash\")\n(copy \"<<-'one'\" \"3<<two\" \"/dst/\")\n(run \"done\")\n"
+        );
     }
 
     #[test]
@@ -893,7 +923,10 @@ mod tests {
     fn unterminated_heredoc_names_its_line() {
         let error = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
         assert_eq!(error.line, Some(2));
-        assert_eq!(error.kind, ErrorKind::UnterminatedHeredoc { name: "EOF".into() });
+        assert_eq!(
+            error.kind,
+            ErrorKind::UnterminatedHeredoc { name: "EOF".into() }
+        );
     }
 
     #[test]
@@ -909,6 +942,9 @@ mod tests {
 
     #[test]
     fn go_quoting() {
-        assert_eq!(go_quote("a\"b\\c\u{0}\u{7f}é\u{a0}"), "\"a\\\"b\\\\c\\x00\\x7fé\\u00a0\"");
+        assert_eq!(
+            go_quote("a\"b\\c\u{0}\u{7f}é\u{a0}"),
+            "\"a\\\"b\\\\c\\x00\\x7fé\\u00a0\""
+        );
     }
 }
