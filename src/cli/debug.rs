@@ -5,7 +5,8 @@
 //! - `xbuild debug ast FILE`: the Dockerfile's tree in BuildKit's dump format, one
 //!   instruction a line (`(run "make")`).
 //! - `xbuild debug stages FILE [--build-arg K=V] [--target T] [--platform P]`: the typed
-//!   stages resolved for one target, as JSON.
+//!   stages resolved for one target, as JSON. `--build-platform` sets `BUILDPLATFORM` & co.
+//!   (default: the host), so the output can be compared across machines.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ pub struct StagesArgs {
     /// Target platform for the automatic arguments (default: the host's).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Build platform for the automatic arguments (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub build_platform: Option<String>,
 }
 
 impl DebugArgs {
@@ -129,9 +133,13 @@ impl StagesArgs {
             Some(platform) => Platform::parse(platform)?,
             None => Platform::host(),
         };
+        let build_platform = match &self.build_platform {
+            Some(platform) => Platform::parse(platform)?,
+            None => Platform::host(),
+        };
         let options = ResolveOptions {
             build_args,
-            automatic_args: automatic_args(&Platform::host(), &target_platform),
+            automatic_args: automatic_args(&build_platform, &target_platform),
             target: self.target,
         };
         let resolved = dockerfile::resolve(&stages, &options)

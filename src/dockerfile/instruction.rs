@@ -643,7 +643,7 @@ fn command_line(node: &Node, strict_json: bool) -> Result<CommandLine, Dockerfil
 
 fn check_clearly_json(node: &Node, text: &str) -> Result<(), DockerfileError> {
     let trimmed = text.trim();
-    if trimmed.starts_with('[') && trimmed.ends_with(']') {
+    if looks_like_json_array(trimmed) {
         if let Json::Invalid(detail) = parse_json(trimmed) {
             return Err(DockerfileError::new(
                 node.span.start,
@@ -656,6 +656,39 @@ fn check_clearly_json(node: &Node, text: &str) -> Result<(), DockerfileError> {
         }
     }
     Ok(())
+}
+
+/// Was a JSON array clearly meant? `[...]` whose comma-separated elements are each one
+/// quoted string (`'` or `"`; a trailing empty element allowed): `['a', 'b']`, `["a", "b",]`,
+/// `["C:\path"]`. Shell tests like `[ -f /x ]` or `[ "$A" = b ]` are not.
+fn looks_like_json_array(text: &str) -> bool {
+    let Some(inner) = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
+    let last = parts.len() - 1;
+    parts.iter().enumerate().all(|(index, part)| {
+        if index == last && part.is_empty() && index > 0 {
+            return true;
+        }
+        let Some(quote) = part.chars().next().filter(|ch| *ch == '"' || *ch == '\'') else {
+            return false;
+        };
+        let body = &part[1..];
+        let Some(body) = body.strip_suffix(quote) else {
+            return false;
+        };
+        // One string: no unescaped quote of the same kind inside.
+        let mut escaped = false;
+        body.chars().all(|ch| {
+            let ok = escaped || ch != quote;
+            escaped = !escaped && ch == '\\';
+            ok
+        })
+    })
 }
 
 /// Pairs `key value sep` triples of `ENV`/`LABEL` nodes.
@@ -1567,12 +1600,22 @@ mod tests {
     #[case("ENTRYPOINT [\"a\", \"b\",]", "invalid JSON array")]
     #[case("HEALTHCHECK CMD ['a']", "invalid JSON array")]
     #[case("SHELL /bin/sh -c", "JSON form")]
-    #[case("SHELL ['sh']", "invalid JSON array")]
+    #[case("SHELL ['sh', '-c']", "invalid JSON array")]
     #[case("CMD [\"a\", 1]", "strings only")]
     #[case("CMD --x a", "does not take the flag --x")]
+    #[case("CMD [\"C:\\path\", \"x\"]", "invalid JSON array")]
     fn command_errors(#[case] text: &str, #[case] message: &str) {
         let error = error(&format!("FROM a\n{text}"));
         assert!(error.to_string().contains(message), "{error}");
+    }
+
+    #[rstest]
+    #[case("HEALTHCHECK CMD [ -f /tmp/ready ]")]
+    #[case("HEALTHCHECK CMD [ \"$STATUS\" = \"ok\" ]")]
+    #[case("CMD [ -n \"$A\" ] && exec app")]
+    #[case("ENTRYPOINT [\"a\" \"b\"]")]
+    fn shell_tests_with_brackets_are_shell_form(#[case] text: &str) {
+        typed(&format!("FROM a\n{text}")).unwrap();
     }
 
     #[test]

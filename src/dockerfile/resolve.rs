@@ -395,6 +395,15 @@ fn resolve_stage(
     else {
         unreachable!("expanding FROM gives FROM");
     };
+    if from.image.trim().is_empty() {
+        return Err(DockerfileError::new(
+            stage.from.span.start,
+            ErrorKind::Arguments {
+                instruction: "FROM".to_owned(),
+                message: format!("base name ({}) should not be blank", stage.from.image),
+            },
+        ));
+    }
     let lower = from.image.to_lowercase();
     let base_stage = stages.stages[..index]
         .iter()
@@ -764,6 +773,25 @@ mod tests {
         assert!(resolved(text, &[], Some("good")).is_ok());
         let error = resolved(text, &[], Some("broken")).unwrap_err();
         assert_eq!(error.line, Some(2));
+    }
+
+    #[test]
+    fn blank_base_after_expansion() {
+        let error = resolved("ARG BASE\nFROM $BASE", &[], None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("base name ($BASE) should not be blank"),
+            "{error}"
+        );
+        assert_eq!(
+            resolved("ARG BASE\nFROM $BASE", &[("BASE", "alpine")], None)
+                .unwrap()
+                .stages[0]
+                .from
+                .image,
+            "alpine"
+        );
     }
 
     #[test]

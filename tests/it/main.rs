@@ -6,4 +6,5 @@
 )]
 
 mod cli; // usage, --help, default subcommand, exit codes
+mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
