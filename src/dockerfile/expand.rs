@@ -102,6 +102,8 @@ pub struct Expander {
     pub raw_escapes: bool,
     /// Leave references to unset variables as written (`$X`, `${X:-y}`).
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 impl Expander {
@@ -112,6 +114,17 @@ impl Expander {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
+        }
+    }
+
+    /// The expander for heredoc bodies with an unquoted delimiter: variables expand,
+    /// quotes and escapes stay as written.
+    pub fn heredoc(escape: char) -> Self {
+        Self {
+            raw_escapes: true,
+            skip_quotes: true,
+            ..Self::new(escape)
         }
     }
 
@@ -241,12 +254,12 @@ impl State<'_> {
                     result.push_str(&value);
                     words.add_string(&value);
                 }
-                '\'' => {
+                '\'' if !self.lexer.skip_quotes => {
                     let value = self.single_quoted()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
-                '"' => {
+                '"' if !self.lexer.skip_quotes => {
                     let value = self.double_quoted()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
@@ -763,6 +776,16 @@ mod tests {
             lexer.expand("$A $B ${C:-d}", &env).unwrap().text,
             "x $B ${C:-d}"
         );
+    }
+
+    #[test]
+    fn heredoc_bodies_expand_variables_only() {
+        let env = vars(&[("A", "x")]);
+        let text = Expander::heredoc('\\')
+            .expand("echo \"$A\" '${A}' \\n\n", &env)
+            .unwrap()
+            .text;
+        assert_eq!(text, "echo \"x\" 'x' \\n\n");
     }
 
     #[test]

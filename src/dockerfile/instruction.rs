@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::{DockerfileError, ErrorKind, Span, suggest};
 use super::expand::{ExpandError, Expander, Variables};
 use super::mount::Mount;
-use super::syntax::{Directives, Dockerfile, Heredoc, Json, Node, parse_json};
+use super::syntax::{Directives, Dockerfile, Heredoc, Json, Node, heredoc_from_word, parse_json};
 
 /// Every instruction name, upper case.
 pub const INSTRUCTIONS: &[&str] = &[
@@ -833,20 +833,34 @@ fn sources_and_destination(node: &Node) -> Result<(Vec<Source>, String), Dockerf
         ));
     }
     let (destination, sources) = node.args.split_last().expect("two arguments at least");
-    let mut heredocs = node.heredocs.iter();
-    let sources = sources
-        .iter()
-        .map(|source| {
-            let digits = source.trim_start_matches(|ch: char| ch.is_ascii_digit());
-            if !node.is_json && digits.starts_with("<<") {
-                if let Some(heredoc) = heredocs.next() {
-                    return Source::Inline(heredoc.clone());
-                }
+    let heredoc_in = |word: &str| {
+        if node.is_json {
+            return Ok(None);
+        }
+        heredoc_from_word(word).map_err(|kind| DockerfileError::new(node.span.start, kind))
+    };
+    if heredoc_in(destination)?.is_some() {
+        return Err(arguments_error(
+            node,
+            "cannot accept a heredoc as a destination",
+        ));
+    }
+    let mut result = Vec::with_capacity(sources.len());
+    for source in sources {
+        match heredoc_in(source)? {
+            Some(announced) => {
+                let heredoc = node
+                    .heredocs
+                    .iter()
+                    .find(|heredoc| heredoc.name == announced.name)
+                    .cloned()
+                    .unwrap_or(announced);
+                result.push(Source::Inline(heredoc));
             }
-            Source::Path(source.clone())
-        })
-        .collect();
-    Ok((sources, destination.clone()))
+            None => result.push(Source::Path(source.clone())),
+        }
+    }
+    Ok((result, destination.clone()))
 }
 
 impl Instruction {
@@ -997,10 +1011,12 @@ impl Instruction {
             }
             "cmd" | "entrypoint" => {
                 no_flags(node)?;
-                if node.args.is_empty() && !node.is_json {
-                    return Err(arguments_error(node, "requires at least one argument"));
-                }
-                let command = command_line(node, true)?;
+                // A bare `CMD` is accepted as BuildKit does: an empty command.
+                let command = if node.args.is_empty() {
+                    CommandLine::Exec(Vec::new())
+                } else {
+                    command_line(node, true)?
+                };
                 if node.instruction == "cmd" {
                     Self::Cmd(Cmd { span, command })
                 } else {
@@ -1210,9 +1226,16 @@ impl Instruction {
                 }
                 let mut typed_sub = (**sub).clone();
                 typed_sub.heredocs.clone_from(&node.heredocs);
+                // As BuildKit stores it: the heredoc bodies follow the line.
+                let mut expression = sub.original.clone();
+                for heredoc in &node.heredocs {
+                    expression.push('\n');
+                    expression.push_str(&heredoc.content);
+                    expression.push_str(&heredoc.name);
+                }
                 Self::Onbuild(Onbuild {
                     span,
-                    expression: sub.original.clone(),
+                    expression,
                     instruction: Box::new(Self::from_node(&typed_sub)?),
                 })
             }
@@ -1322,7 +1345,8 @@ impl Instruction {
 
     /// The instruction with its arguments expanded the way Docker does for this instruction:
     /// `ADD`, `COPY`, `ENV`, `EXPOSE`, `FROM`, `LABEL`, `STOPSIGNAL`, `USER`, `VOLUME`,
-    /// `WORKDIR` and `RUN --mount` values are expanded; `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`,
+    /// `WORKDIR` and `RUN --mount` values are expanded, and so are the bodies of `COPY`/`ADD`
+    /// heredocs whose delimiter is unquoted (variables only); `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`,
     /// `HEALTHCHECK`, `ONBUILD` and `MAINTAINER` are left as written (a shell, or a later
     /// build, does that). `ARG` defaults are expanded by [`super::resolve`], which knows the
     /// scope rules.
@@ -1364,11 +1388,23 @@ impl Instruction {
                 })
                 .collect::<Result<Vec<_>, DockerfileError>>()
         };
+        let body_expander = Expander::heredoc(expander.escape);
         let sources = |sources: &[Source]| {
             sources
                 .iter()
                 .map(|source| match source {
                     Source::Path(path) => word(path).map(Source::Path),
+                    Source::Inline(heredoc) if heredoc.expand => {
+                        let content = body_expander
+                            .expand(&heredoc.body(), vars)
+                            .map_err(error)?
+                            .text;
+                        Ok(Source::Inline(Heredoc {
+                            content,
+                            chomp: false,
+                            ..heredoc.clone()
+                        }))
+                    }
                     inline @ Source::Inline(_) => Ok(inline.clone()),
                 })
                 .collect::<Result<Vec<_>, DockerfileError>>()
@@ -1727,6 +1763,31 @@ mod tests {
             panic!()
         };
         assert_eq!(copy.destination, "/c d/");
+    }
+
+    #[test]
+    fn onbuild_expression_keeps_heredoc_bodies() {
+        let Instruction::Onbuild(onbuild) = only("ONBUILD RUN <<EOF\necho hi\nEOF") else {
+            panic!()
+        };
+        assert_eq!(onbuild.expression, "RUN <<EOF\necho hi\nEOF");
+    }
+
+    #[test]
+    fn heredoc_sources_are_found_by_name_and_not_a_destination() {
+        let Instruction::Copy(copy) =
+            only("COPY a <<two <<-one /dst/\nsecond\ntwo\n\tfirst\n\tone")
+        else {
+            panic!()
+        };
+        assert_eq!(copy.sources[0], Source::Path("a".into()));
+        assert!(matches!(&copy.sources[1], Source::Inline(h) if h.content == "second\n"));
+        assert!(matches!(&copy.sources[2], Source::Inline(h) if h.body() == "first\n"));
+        let error = error("FROM a\nCOPY a <<EOF\nx\nEOF");
+        assert!(
+            error.to_string().contains("heredoc as a destination"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -744,53 +744,62 @@ fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
         .unwrap_or_default();
     let mut heredocs = Vec::new();
     for word in words {
-        let digits = word.len()
-            - word
-                .trim_start_matches(|ch: char| ch.is_ascii_digit())
-                .len();
-        let Some(after) = word[digits..].strip_prefix("<<") else {
-            continue;
-        };
-        let (chomp, rest) = match after.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, after),
-        };
-        if rest.is_empty() || rest.contains('<') {
-            continue;
+        if let Some(heredoc) = heredoc_from_word(&word)? {
+            heredocs.push(heredoc);
         }
-        let plain = Expander {
-            skip_unset: true,
-            ..Expander::new('\\')
-        };
-        let heredoc_error = |error: super::expand::ExpandError| ErrorKind::Heredoc {
-            message: format!("{rest}: {error}"),
-        };
-        let names = plain
-            .expand(rest, &no_variables)
-            .map_err(heredoc_error)?
-            .words;
-        if names.len() != 1 {
-            continue;
-        }
-        let raw = Expander {
-            raw_quotes: true,
-            ..plain
-        };
-        let raw_names = raw
-            .expand(rest, &no_variables)
-            .map_err(heredoc_error)?
-            .words;
-        let quotes = |text: &str| text.chars().filter(|ch| *ch == '\'' || *ch == '"').count();
-        let expand = raw_names.len() == 1 && quotes(&names[0]) == quotes(&raw_names[0]);
-        heredocs.push(Heredoc {
-            name: names[0].clone(),
-            fd: word[..digits].parse().unwrap_or(0),
-            expand,
-            chomp,
-            content: String::new(),
-        });
     }
     Ok(heredocs)
+}
+
+/// Reads one word as a heredoc announcement (`<<EOF`, `<<-EOF`, `3<<"EOF"`); `None` when it
+/// is not one. The body is left empty.
+pub(crate) fn heredoc_from_word(word: &str) -> Result<Option<Heredoc>, ErrorKind> {
+    let no_variables: Vec<(String, String)> = Vec::new();
+    let digits = word.len()
+        - word
+            .trim_start_matches(|ch: char| ch.is_ascii_digit())
+            .len();
+    let Some(after) = word[digits..].strip_prefix("<<") else {
+        return Ok(None);
+    };
+    let (chomp, rest) = match after.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, after),
+    };
+    if rest.is_empty() || rest.contains('<') {
+        return Ok(None);
+    }
+    let plain = Expander {
+        skip_unset: true,
+        ..Expander::new('\\')
+    };
+    let heredoc_error = |error: super::expand::ExpandError| ErrorKind::Heredoc {
+        message: format!("{rest}: {error}"),
+    };
+    let names = plain
+        .expand(rest, &no_variables)
+        .map_err(heredoc_error)?
+        .words;
+    if names.len() != 1 {
+        return Ok(None);
+    }
+    let raw = Expander {
+        raw_quotes: true,
+        ..plain
+    };
+    let raw_names = raw
+        .expand(rest, &no_variables)
+        .map_err(heredoc_error)?
+        .words;
+    let quotes = |text: &str| text.chars().filter(|ch| *ch == '\'' || *ch == '"').count();
+    let expand = raw_names.len() == 1 && quotes(&names[0]) == quotes(&raw_names[0]);
+    Ok(Some(Heredoc {
+        name: names[0].clone(),
+        fd: word[..digits].parse().unwrap_or(0),
+        expand,
+        chomp,
+        content: String::new(),
+    }))
 }
 
 /// Quotes like Go's `strconv.Quote`: `\"`, `\\`, `\n`-style escapes, `\xNN` for other control
