@@ -743,7 +743,16 @@ fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
         .map(|e| e.words)
         .unwrap_or_default();
     let mut heredocs = Vec::new();
-    for word in words {
+    let mut words = words.into_iter().peekable();
+    while let Some(mut word) = words.next() {
+        // `<< EOF` and `<<- EOF`: the delimiter may follow after spaces.
+        let operator = word.trim_start_matches(|ch: char| ch.is_ascii_digit());
+        if operator == "<<" || operator == "<<-" {
+            if let Some(next) = words.next() {
+                word.push(' ');
+                word.push_str(&next);
+            }
+        }
         if let Some(heredoc) = heredoc_from_word(&word)? {
             heredocs.push(heredoc);
         }
@@ -766,6 +775,7 @@ pub(crate) fn heredoc_from_word(word: &str) -> Result<Option<Heredoc>, ErrorKind
         Some(rest) => (true, rest),
         None => (false, after),
     };
+    let rest = rest.trim_start();
     if rest.is_empty() || rest.contains('<') {
         return Ok(None);
     }
@@ -920,6 +930,105 @@ mod tests {
             tree.dump(),
             "(from \"a\")\n(run \"<<EOF bash\")\n(copy \"<<-'one'\" \"3<<two\" \"/dst/\")\n(run \"done\")\n"
         );
+    }
+
+    /// The extraction cases of BuildKit's `parser_heredoc_test.go`: name, body, expand,
+    /// chomp and file descriptor per instruction.
+    #[test]
+    fn heredoc_extraction_like_buildkit() {
+        let text = "FROM alpine\nUSER <<INVALID\nINVALID\nRUN <<EMPTY\nEMPTY\nRUN 3<<EMPTY2\nEMPTY2\n\
+            RUN \"<<NOHEREDOC\"\nRUN <<INDENT\n\tfoo\nINDENT\nRUN <<-UNINDENT2\n\tbaz\n\tUNINDENT2\n\
+            RUN <<-'NOEXPAND'\n\tdon't expand $NAME\nNOEXPAND\n\
+            RUN <<COMMENT\n# internal comment\necho # trailing\nCOMMENT\n\
+            RUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n\
+            COPY <<X <<Y /dest\nY\nX\nX\nY\n\
+            RUN <<eo'f'\necho foo\neof\nRUN <<eo\\'f\necho foo\neo'f\nRUN <<'e'o\\'f\necho foo\neo'f\n\
+            RUN <<'one two'\necho bar\none two\nRUN <<$EOF\n$EOF\nRUN <<  EOF\nEOF\nRUN <<  EOF  > foo\nEOF\n\
+            RUN << -EOF\n-EOF\nRUN <<- EOF\n\tEOF\n";
+        let tree = parse(text).unwrap();
+        type Facts = (String, String, bool, bool, u32);
+        let summary: Vec<Vec<Facts>> = tree.nodes[1..]
+            .iter()
+            .map(|node| {
+                node.heredocs
+                    .iter()
+                    .map(|h| (h.name.clone(), h.content.clone(), h.expand, h.chomp, h.fd))
+                    .collect()
+            })
+            .collect();
+        let one = |name: &str, content: &str, expand: bool, chomp: bool, fd: u32| {
+            vec![(name.to_owned(), content.to_owned(), expand, chomp, fd)]
+        };
+        assert_eq!(summary[0], vec![], "USER takes no heredoc");
+        assert_eq!(tree.nodes[2].instruction, "invalid");
+        assert_eq!(summary[2], one("EMPTY", "", true, false, 0));
+        assert_eq!(summary[3], one("EMPTY2", "", true, false, 3));
+        assert_eq!(summary[4], vec![], "a quoted <<NOHEREDOC is not one");
+        assert_eq!(summary[5], one("INDENT", "\tfoo\n", true, false, 0));
+        assert_eq!(summary[6], one("UNINDENT2", "\tbaz\n", true, true, 0));
+        assert_eq!(
+            summary[7],
+            one("NOEXPAND", "\tdon't expand $NAME\n", false, true, 0)
+        );
+        assert_eq!(
+            summary[8],
+            one(
+                "COMMENT",
+                "# internal comment\necho # trailing\n",
+                true,
+                false,
+                0
+            )
+        );
+        assert_eq!(summary[9], one("MOUNT", "echo hello\n", true, false, 0));
+        assert_eq!(
+            summary[10],
+            [
+                one("X", "Y\n", true, false, 0),
+                one("Y", "X\n", true, false, 0)
+            ]
+            .concat()
+        );
+        assert_eq!(summary[11], one("eof", "echo foo\n", false, false, 0));
+        assert_eq!(summary[12], one("eo'f", "echo foo\n", true, false, 0));
+        assert_eq!(summary[13], one("eo'f", "echo foo\n", false, false, 0));
+        assert_eq!(summary[14], one("one two", "echo bar\n", false, false, 0));
+        assert_eq!(summary[15], one("$EOF", "", true, false, 0));
+        assert_eq!(summary[16], one("EOF", "", true, false, 0));
+        assert_eq!(summary[17], one("EOF", "", true, false, 0));
+        assert_eq!(summary[18], one("-EOF", "", true, false, 0));
+        assert_eq!(summary[19], one("EOF", "", true, true, 0));
+    }
+
+    #[test]
+    fn heredoc_delimiters_like_buildkit() {
+        for valid in [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<-'EOF'",
+            "<<-\"EOF\"",
+            "<<EO\"F\"",
+            "<< EOF",
+            "<<- EOF",
+        ] {
+            assert_eq!(
+                heredoc_from_word(valid).unwrap().unwrap().name,
+                "EOF",
+                "{valid}"
+            );
+        }
+        for invalid in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            assert!(heredoc_from_word(invalid).is_err(), "{invalid}");
+        }
+        for not_heredoc in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            assert_eq!(
+                heredoc_from_word(not_heredoc).unwrap(),
+                None,
+                "{not_heredoc}"
+            );
+        }
     }
 
     #[test]

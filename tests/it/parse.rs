@@ -252,3 +252,14 @@ fn build_args_and_target_reach_the_stages() {
     assert_eq!(json["stages"][0]["from"]["image"], "debian");
     assert_eq!(json["stages"][1]["env"], serde_json::json!([["V", "cli"]]));
 }
+
+#[test]
+fn debug_is_hidden_but_documented() {
+    let dir = temp_dir();
+    let help = run(xbuild(dir.path()).arg("--help"));
+    assert!(!stdout(&help).contains("debug"), "{}", stdout(&help));
+    let help = run(xbuild(dir.path()).args(["debug", "--help"]));
+    assert_eq!(help.status.code(), Some(0));
+    let text = stdout(&help);
+    assert!(text.contains("ast") && text.contains("stages"), "{text}");
+}
