@@ -13,6 +13,7 @@
 
 pub mod binfmt;
 pub mod cli;
+pub mod dockerfile;
 pub mod env;
 pub mod error;
 pub mod oci;

@@ -25,6 +25,9 @@ pub enum Command {
     /// Internal: the sandbox's re-executed child (reads a step spec on stdin).
     #[command(name = "__run-step", hide = true)]
     RunStep,
+    /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
+    #[command(hide = true)]
+    Debug(super::debug::DebugArgs),
 }
 
 /// `xbuild build`: the options users know from `docker buildx build`.

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod binfmt;
+pub mod debug;
 pub mod output;
 pub mod progress;
 
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(build) => build.run(),
         Command::Binfmt(binfmt) => binfmt.run(),
         Command::RunStep => crate::sandbox::child::main(),
+        Command::Debug(debug) => debug.run(),
     }
 }
 
