@@ -17,6 +17,7 @@ pub mod dockerfile;
 pub mod env;
 pub mod error;
 pub mod oci;
+pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod sandbox;
