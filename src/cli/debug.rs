@@ -7,6 +7,8 @@
 //! - `xbuild debug stages FILE [--build-arg K=V] [--target T] [--platform P]`: the typed
 //!   stages resolved for one target, as JSON. `--build-platform` sets `BUILDPLATFORM` & co.
 //!   (default: the host), so the output can be compared across machines.
+//! - `xbuild debug plan FILE --platform P,P [--build-arg K=V] [--target T] [--json]`: the
+//!   build graph for all targets, one vertex a line, shared vertices once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use clap::{Args, Subcommand};
 use super::output;
 use crate::dockerfile::{self, DockerfileError, ResolveOptions};
 use crate::error::{ExitKind, Failure, ResultExt};
+use crate::plan::{self, PlanError, PlanOptions};
+use crate::platform::{self, Platform};
 
 /// `xbuild debug`: inspect what xbuild makes of its inputs.
 #[derive(Debug, Args)]
@@ -32,6 +36,31 @@ pub enum DebugCommand {
     Ast(AstArgs),
     /// Print a Dockerfile's stages, typed and resolved for a target, as JSON.
     Stages(StagesArgs),
+    /// Print the build graph for one or more target platforms (shared vertices once).
+    Plan(PlanArgs),
+}
+
+/// `xbuild debug plan FILE --platform P[,P...]`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The Dockerfile.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platforms, comma separated or repeated (default: the host's).
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Build platform (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub build_platform: Option<String>,
+    /// Print JSON instead of one line per vertex.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xbuild debug ast FILE`.
@@ -71,6 +100,7 @@ impl DebugArgs {
         match self.command {
             DebugCommand::Ast(args) => args.run(),
             DebugCommand::Stages(args) => args.run(),
+            DebugCommand::Plan(args) => args.run(),
         }
     }
 }
@@ -114,32 +144,21 @@ impl StagesArgs {
         let tree = load(&self.file)?;
         let stages =
             dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
-        let mut build_args = BTreeMap::new();
-        for arg in &self.build_args {
-            let (key, value) = match arg.split_once('=') {
-                Some((key, value)) => (key.to_owned(), value.to_owned()),
-                // `--build-arg KEY` takes the value from the environment, or is ignored.
-                None => match std::env::var(arg) {
-                    Ok(value) => (arg.clone(), value),
-                    Err(_) => continue,
-                },
-            };
-            build_args.insert(key, value);
-        }
+        let build_args = parse_build_args(&self.build_args);
         let target_platform = match &self.platform {
             Some(platform) if platform.contains(',') => {
                 return Err(Failure::bad_input("debug stages takes one --platform").into());
             }
-            Some(platform) => Platform::parse(platform)?,
-            None => Platform::host(),
+            Some(platform) => parse_platform(platform)?,
+            None => platform::host(),
         };
         let build_platform = match &self.build_platform {
-            Some(platform) => Platform::parse(platform)?,
-            None => Platform::host(),
+            Some(platform) => parse_platform(platform)?,
+            None => platform::host(),
         };
         let options = ResolveOptions {
             build_args,
-            automatic_args: automatic_args(&build_platform, &target_platform),
+            automatic_args: plan::automatic_args(&target_platform, &build_platform),
             target: self.target,
         };
         let resolved = dockerfile::resolve(&stages, &options)
@@ -159,90 +178,63 @@ impl StagesArgs {
     }
 }
 
-/// `os/arch[/variant]`, enough for the automatic arguments. (The platform module, when it
-/// exists, owns normalisation; this only handles the common spellings.)
-struct Platform {
-    os: String,
-    arch: String,
-    variant: String,
+/// Parses a platform flag (exit 2 when it is not one).
+fn parse_platform(text: &str) -> anyhow::Result<Platform> {
+    Platform::parse(text).map_err(|error| Failure::new(ExitKind::BadInput, error).into())
 }
 
-impl Platform {
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let (os, arch, variant) = match parts.as_slice() {
-            [os, arch] => (*os, *arch, ""),
-            [os, arch, variant] => (*os, *arch, *variant),
-            _ => {
-                return Err(Failure::bad_input(format_args!(
-                    "invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64"
-                ))
-                .into());
+/// Collects `--build-arg KEY=VALUE` (or `KEY`, taken from the environment when set).
+pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut build_args = BTreeMap::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((key, value)) => {
+                build_args.insert(key.to_owned(), value.to_owned());
             }
-        };
-        if os.is_empty() || arch.is_empty() {
-            return Err(Failure::bad_input(format_args!("invalid platform {text:?}")).into());
-        }
-        Ok(Self::normalised(os, arch, variant))
-    }
-
-    fn normalised(os: &str, arch: &str, variant: &str) -> Self {
-        let (arch, variant) = match (arch, variant) {
-            ("x86_64" | "x86-64", v) => ("amd64", v),
-            ("aarch64" | "arm64", "v8") | ("aarch64", "") => ("arm64", ""),
-            ("armhf" | "arm", "") => ("arm", "v7"),
-            ("armel", "") => ("arm", "v6"),
-            ("i386" | "i686", v) => ("386", v),
-            other => other,
-        };
-        Self {
-            os: os.to_lowercase(),
-            arch: arch.to_owned(),
-            variant: variant.to_owned(),
+            // `--build-arg KEY` takes the value from the environment, or is ignored.
+            None => {
+                if let Ok(value) = std::env::var(arg) {
+                    build_args.insert(arg.clone(), value);
+                }
+            }
         }
     }
+    build_args
+}
 
-    fn host() -> Self {
-        Self::normalised(std::env::consts::OS, std::env::consts::ARCH, "")
-    }
-
-    fn render(&self) -> String {
-        if self.variant.is_empty() {
-            format!("{}/{}", self.os, self.arch)
+impl PlanArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let tree = load(&self.file)?;
+        let stages =
+            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let targets = if self.platform.is_empty() {
+            vec![platform::host()]
         } else {
-            format!("{}/{}/{}", self.os, self.arch, self.variant)
+            self.platform
+                .iter()
+                .map(|text| parse_platform(text))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let build_platform = match &self.build_platform {
+            Some(text) => parse_platform(text)?,
+            None => platform::host(),
+        };
+        let options = PlanOptions {
+            targets,
+            build_platform,
+            build_args: parse_build_args(&self.build_args),
+            target_stage: self.target,
+        };
+        let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
+            PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),
+            other => Failure::new(ExitKind::BadInput, other),
+        })?;
+        if self.json {
+            let json = serde_json::to_string_pretty(&graph).exit_kind(ExitKind::Failed)?;
+            output::stdout(json);
+        } else {
+            output::stdout(graph.render().trim_end_matches('\n'));
         }
-    }
-}
-
-/// BuildKit's automatic platform arguments.
-fn automatic_args(build: &Platform, target: &Platform) -> BTreeMap<String, String> {
-    let mut args = BTreeMap::new();
-    for (prefix, platform) in [("BUILD", build), ("TARGET", target)] {
-        args.insert(format!("{prefix}PLATFORM"), platform.render());
-        args.insert(format!("{prefix}OS"), platform.os.clone());
-        args.insert(format!("{prefix}ARCH"), platform.arch.clone());
-        args.insert(format!("{prefix}VARIANT"), platform.variant.clone());
-    }
-    args
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms_and_automatic_args() {
-        let target = Platform::parse("linux/arm/v7").unwrap();
-        let build = Platform::parse("linux/x86_64").unwrap();
-        let args = automatic_args(&build, &target);
-        assert_eq!(args["TARGETPLATFORM"], "linux/arm/v7");
-        assert_eq!(args["TARGETVARIANT"], "v7");
-        assert_eq!(args["BUILDARCH"], "amd64");
-        assert_eq!(
-            Platform::parse("linux/aarch64").unwrap().render(),
-            "linux/arm64"
-        );
-        assert!(Platform::parse("linux").is_err());
+        Ok(())
     }
 }

@@ -443,6 +443,22 @@ fn summary(instruction: &Instruction) -> String {
             dockerfile::CommandLine::Shell(text) => text.clone(),
             dockerfile::CommandLine::Exec(argv) => format!("{argv:?}"),
         },
+        Instruction::Copy(copy) => {
+            let mut words = Vec::new();
+            if let Some(from) = &copy.from {
+                words.push(format!("--from={from}"));
+            }
+            for source in &copy.sources {
+                words.push(match source {
+                    dockerfile::instruction::Source::Path(path) => path.clone(),
+                    dockerfile::instruction::Source::Inline(heredoc) => {
+                        format!("<<{}", heredoc.name)
+                    }
+                });
+            }
+            words.push(copy.destination.clone());
+            words.join(" ")
+        }
         _ => {
             let mut fields = json;
             strip_spans(&mut fields);
