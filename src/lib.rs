@@ -12,6 +12,7 @@
 //! (a platform being built for), *build platform* (the host).
 
 pub mod binfmt;
+pub mod build;
 pub mod cli;
 pub mod dockerfile;
 pub mod env;
