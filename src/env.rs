@@ -30,3 +30,10 @@ pub const HOME: &str = "HOME";
 
 /// Base directory for user data when not root.
 pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
+
+/// Registries (`host` or `host:port`, comma separated) where plain HTTP is allowed, as
+/// `--insecure-registry` (loopback hosts always are).
+pub const XBUILD_INSECURE_REGISTRIES: &str = "XBUILD_INSECURE_REGISTRIES";
+
+/// Blobs larger than this many bytes are uploaded in chunks of this size (default 16 MiB).
+pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";

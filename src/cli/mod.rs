@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod output;
+pub mod registry;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,12 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(build) => build.run(),
+        Command::Pull(pull) => pull.run(),
+        Command::Push(push) => push.run(),
+        Command::Login(login) => login.run(),
+        Command::Logout(logout) => logout.run(),
+        Command::Imagetools(imagetools) => imagetools.run(),
+        Command::Manifest(manifest) => manifest.run(),
     }
 }
 
