@@ -6,4 +6,7 @@
 )]
 
 mod cli; // usage, --help, default subcommand, exit codes
+mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
+mod push; // xbuild push judged by skopeo; imagetools create
+mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests

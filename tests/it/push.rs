@@ -1,0 +1,170 @@
+//! `xbuild push` and `xbuild imagetools create` against docker-registry, judged by skopeo,
+//! in the three set-ups of [`crate::regenv`].
+
+use crate::regenv::{self, Setup, TestRegistry};
+use crate::util;
+
+/// A multi-platform image pushed by xbuild is read by `skopeo inspect --raw` with the same
+/// index digest (the same bytes), and `skopeo copy --all` of it to an OCI layout gives the
+/// same blobs; a second push uploads nothing (HEAD finds every blob).
+fn pushed_index_is_read_by_skopeo(setup: Setup) {
+    if !regenv::ready(setup) {
+        return;
+    }
+    let registry = TestRegistry::start(setup);
+    let home = util::temp_dir();
+    let fixture = regenv::busybox();
+    let name = format!("{}/push/busybox:latest", registry.host);
+    regenv::store_with_busybox(home.path(), &name);
+    registry.login(home.path());
+
+    // Small chunks, so the 1 MB layers go up as chunked uploads (faults hit them too).
+    let output = util::run(
+        registry
+            .xbuild(home.path())
+            .env("XBUILD_UPLOAD_CHUNK_SIZE", "262144")
+            .args(["push", &name]),
+    );
+    assert!(output.status.success(), "push: {}", util::stderr(&output));
+    assert_eq!(util::stdout(&output), format!("{name}@{}\n", fixture.index));
+
+    let raw = registry.skopeo_raw("push/busybox:latest");
+    assert_eq!(regenv::digest_of(&raw), fixture.index);
+    assert_eq!(raw, regenv::blob(&regenv::fixture_layout(), &fixture.index));
+
+    let copy = home.path().join("copy");
+    let source = format!("docker://{}/push/busybox:latest", registry.direct);
+    let dest = format!("oci:{}:busybox", copy.display());
+    let output =
+        util::run(&mut registry.skopeo(&["copy", "--all", "--quiet", &source, &dest], &["src"]));
+    assert!(
+        output.status.success(),
+        "skopeo copy: {}",
+        util::stderr(&output)
+    );
+    assert_eq!(regenv::layout_blobs(&copy), fixture.blobs);
+
+    let again = util::run(registry.xbuild(home.path()).args(["push", &name]));
+    assert!(
+        again.status.success(),
+        "second push: {}",
+        util::stderr(&again)
+    );
+    assert!(
+        util::stderr(&again).contains("0 blobs uploaded"),
+        "{}",
+        util::stderr(&again)
+    );
+    if let Some(proxy) = &registry.proxy {
+        assert!(
+            proxy.faults.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "faults were injected"
+        );
+    }
+}
+
+#[test]
+fn pushed_index_is_read_by_skopeo_plain() {
+    pushed_index_is_read_by_skopeo(Setup::Plain);
+}
+
+#[test]
+fn pushed_index_is_read_by_skopeo_tls_auth() {
+    pushed_index_is_read_by_skopeo(Setup::TlsAuth);
+}
+
+#[test]
+fn pushed_index_is_read_by_skopeo_faulty() {
+    pushed_index_is_read_by_skopeo(Setup::Faulty);
+}
+
+/// `imagetools create` merges two single-platform images (pushed by skopeo into other
+/// repositories) into one index that skopeo sees with both platforms and can copy whole.
+fn imagetools_create_merges_platforms(setup: Setup) {
+    if !regenv::ready(setup) {
+        return;
+    }
+    let registry = TestRegistry::start(setup);
+    let home = util::temp_dir();
+    let fixture = regenv::busybox();
+    registry.skopeo_push_fixture("single/amd64:1", Some("amd64"));
+    registry.skopeo_push_fixture("single/arm64:1", Some("arm64"));
+    registry.login(home.path());
+
+    let target = format!("{}/merged/busybox:multi", registry.host);
+    let output = util::run(registry.xbuild(home.path()).args([
+        "imagetools",
+        "create",
+        "-t",
+        &target,
+        &format!("{}/single/amd64:1", registry.host),
+        &format!("{}/single/arm64:1", registry.host),
+    ]));
+    assert!(output.status.success(), "create: {}", util::stderr(&output));
+    let printed = util::stdout(&output);
+    let digest = printed
+        .trim()
+        .strip_prefix(&format!("{target}@"))
+        .unwrap_or_else(|| panic!("unexpected output {printed:?}"))
+        .to_owned();
+
+    let raw = registry.skopeo_raw("merged/busybox:multi");
+    assert_eq!(regenv::digest_of(&raw), digest);
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let entries: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                format!(
+                    "{}/{}",
+                    entry["platform"]["os"].as_str().unwrap(),
+                    entry["platform"]["architecture"].as_str().unwrap()
+                ),
+                entry["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                "linux/amd64".to_owned(),
+                fixture.platforms["linux/amd64"].clone()
+            ),
+            (
+                "linux/arm64".to_owned(),
+                fixture.platforms["linux/arm64"].clone()
+            ),
+        ]
+    );
+
+    // Every manifest and blob is in the new repository: skopeo can copy it whole.
+    let copy = home.path().join("copy");
+    let source = format!("docker://{}/merged/busybox:multi", registry.direct);
+    let dest = format!("oci:{}:m", copy.display());
+    let output =
+        util::run(&mut registry.skopeo(&["copy", "--all", "--quiet", &source, &dest], &["src"]));
+    assert!(
+        output.status.success(),
+        "skopeo copy: {}",
+        util::stderr(&output)
+    );
+    assert_eq!(regenv::layout_blobs(&copy).len(), 1 + 2 * 3);
+}
+
+#[test]
+fn imagetools_create_merges_platforms_plain() {
+    imagetools_create_merges_platforms(Setup::Plain);
+}
+
+#[test]
+fn imagetools_create_merges_platforms_tls_auth() {
+    imagetools_create_merges_platforms(Setup::TlsAuth);
+}
+
+#[test]
+fn imagetools_create_merges_platforms_faulty() {
+    imagetools_create_merges_platforms(Setup::Faulty);
+}
