@@ -39,6 +39,9 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
+/// How long the HTTPS probe of a loopback or insecure registry may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Errors talking to a registry. None of them ever holds a password or token.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -399,8 +402,11 @@ impl Registry {
             if response.status() != StatusCode::UNAUTHORIZED || authenticated_after_challenge {
                 if response.status() == StatusCode::UNAUTHORIZED {
                     let detail = error_detail(response).await;
-                    return Err(self.unauthorized(if self.credentials.is_some() {
-                        format!("the registry refused the credentials{detail}")
+                    return Err(self.unauthorized(if let Some(credentials) = &self.credentials {
+                        format!(
+                            "the registry refused the credentials of {:?} (wrong user name or password?){detail}",
+                            credentials.username
+                        )
                     } else {
                         format!(
                             "the registry needs credentials (xbuild login {}){detail}",
@@ -1264,7 +1270,8 @@ async fn probe_scheme(
     options: &RegistryOptions,
 ) -> Result<Url, RegistryError> {
     let probe = https.join("v2/").expect("a valid path");
-    match http.get(probe).send().await {
+    // Bounded: a plain-HTTP server may sit silently on a TLS hello.
+    match http.get(probe).timeout(PROBE_TIMEOUT).send().await {
         Ok(_) => return Ok(https),
         Err(error) => {
             let chain = error_chain(&error);

@@ -5,6 +5,7 @@
     reason = "tests print diagnostics"
 )]
 
+mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod cli; // usage, --help, default subcommand, exit codes
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create

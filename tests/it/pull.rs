@@ -1,5 +1,9 @@
 //! `xbuild pull` of images pushed by skopeo, per platform, and of a tampered blob, in the
 //! set-ups of [`crate::regenv`].
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use crate::regenv::{self, Setup, TestRegistry};
 use crate::util;

@@ -1,5 +1,9 @@
 //! `xbuild push` and `xbuild imagetools create` against docker-registry, judged by skopeo,
 //! in the three set-ups of [`crate::regenv`].
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use crate::regenv::{self, Setup, TestRegistry};
 use crate::util;

@@ -3,7 +3,11 @@
 //! made here by `openssl` and htpasswd basic auth; plain HTTP behind [`FaultProxy`], which
 //! drops every fifth connection, answers 500 to one request in five and can serve a
 //! tampered blob. skopeo, the outside judge, always talks to the registry directly.
-#![allow(unreachable_pub, reason = "helpers shared by the test modules")]
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "helpers shared by the test modules"
+)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
