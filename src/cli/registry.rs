@@ -200,6 +200,10 @@ impl PullArgs {
         ));
         progress.clear();
         let pulled = pulled?;
+        output::stderr(format_args!(
+            "pulled {reference}: {} blobs fetched, {} already in the store",
+            pulled.blobs_fetched, pulled.blobs_present
+        ));
         output::stdout(format_args!("{}@{}", reference, pulled.descriptor.digest()));
         for image in &pulled.images {
             let platform = image

@@ -455,10 +455,12 @@ fn helper_store(helper: &str, server: &str, credentials: &Credentials) -> Result
     if output.status.success() {
         Ok(())
     } else {
+        // A helper that echoes its input back would show the secret: blank it out.
+        let message = helper_message(&output).replace(credentials.secret.expose(), "<redacted>");
         Err(AuthError::Helper {
             helper: helper.to_owned(),
             action: "store",
-            message: helper_message(&output),
+            message,
         })
     }
 }

@@ -96,8 +96,10 @@ pub struct PulledImage {
     pub descriptor: Descriptor,
     /// The platform images pulled.
     pub images: Vec<PlatformImage>,
-    /// Blobs transferred (the others were in the store already).
+    /// Blobs transferred.
     pub blobs_fetched: usize,
+    /// Blobs the store had already (not transferred).
+    pub blobs_present: usize,
 }
 
 /// Pulls `reference` into the store `layout`.
@@ -164,6 +166,7 @@ pub async fn pull(
         });
     }
 
+    let wanted = blobs.len();
     let missing: Vec<Descriptor> = blobs
         .into_iter()
         .filter(|blob| !layout.has_blob(blob.digest()))
@@ -216,6 +219,7 @@ pub async fn pull(
         descriptor: top_descriptor,
         images,
         blobs_fetched,
+        blobs_present: wanted - blobs_fetched,
     })
 }
 

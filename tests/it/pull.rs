@@ -126,3 +126,127 @@ fn tampered_blob_fails_and_leaves_nothing_plain() {
 fn tampered_blob_fails_and_leaves_nothing_faulty() {
     tampered_blob_fails_and_leaves_nothing(Setup::Faulty);
 }
+
+/// Docker schema 2 (a manifest list of v2 manifests, as `skopeo --format v2s2` writes):
+/// `--all-platforms` pulls every platform with the list's digests; pushing the pulled image
+/// elsewhere gives the same digest (media types and bytes kept); a manifest named by
+/// digest pulls as a single image with its platform from the config; `linux/arm` means
+/// `arm/v7`; a second pull fetches nothing.
+#[test]
+fn docker_schema2_list_pulls_all_platforms_and_pushes_back_unchanged() {
+    if !regenv::ready(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    let source = format!("oci:{}:busybox:latest", regenv::fixture_layout().display());
+    let dest = format!("docker://{}/docker/busybox:v2", registry.direct);
+    let output = util::run(&mut registry.skopeo(
+        &[
+            "copy", "--quiet", "--all", "--format", "v2s2", &source, &dest,
+        ],
+        &["dest"],
+    ));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let raw = registry.skopeo_raw("docker/busybox:v2");
+    let list: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+
+    let name = format!("{}/docker/busybox:v2", registry.host);
+    let output = util::run(
+        registry
+            .xbuild(home.path())
+            .args(["pull", "--all-platforms", &name]),
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let mut expected = format!("{name}@{}\n", regenv::digest_of(&raw));
+    for entry in list["manifests"].as_array().unwrap() {
+        let p = &entry["platform"];
+        let mut platform = format!(
+            "{}/{}",
+            p["os"].as_str().unwrap(),
+            p["architecture"].as_str().unwrap()
+        );
+        if let Some(variant) = p["variant"].as_str() {
+            platform = format!("{platform}/{variant}");
+        }
+        expected.push_str(&format!(
+            "{platform} {}\n",
+            entry["digest"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(util::stdout(&output), expected);
+    let store = home.path().join("store");
+    let blobs = regenv::layout_blobs(&store);
+    for entry in list["manifests"].as_array().unwrap() {
+        let manifest = regenv::json_blob(&store, entry["digest"].as_str().unwrap());
+        assert!(blobs.contains(&manifest["config"]["digest"].as_str().unwrap().to_owned()));
+        for layer in manifest["layers"].as_array().unwrap() {
+            assert!(blobs.contains(&layer["digest"].as_str().unwrap().to_owned()));
+        }
+    }
+
+    let again = util::run(
+        registry
+            .xbuild(home.path())
+            .args(["pull", "--all-platforms", &name]),
+    );
+    assert!(again.status.success());
+    assert!(
+        util::stderr(&again).contains(": 0 blobs fetched"),
+        "{}",
+        util::stderr(&again)
+    );
+
+    // Push the pulled image back under another name: same bytes, same digest.
+    let copy = format!("{}/docker/copy:v2", registry.host);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    let mut entry = index["manifests"][0].clone();
+    entry["annotations"]["org.opencontainers.image.ref.name"] = copy.clone().into();
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    std::fs::write(store.join("index.json"), index.to_string()).unwrap();
+    let output = util::run(registry.xbuild(home.path()).args(["push", &copy]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert_eq!(registry.skopeo_raw("docker/copy:v2"), raw);
+
+    // One manifest by digest: a single-platform image.
+    let arm = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["platform"]["architecture"] == "arm")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_digest = format!("{}/docker/busybox@{arm}", registry.host);
+    let fresh = util::temp_dir();
+    let output = util::run(registry.xbuild(fresh.path()).args(["pull", &by_digest]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert_eq!(
+        util::stdout(&output),
+        format!("{by_digest}@{arm}\nlinux/arm/v7 {arm}\n")
+    );
+
+    let output =
+        util::run(
+            registry
+                .xbuild(fresh.path())
+                .args(["pull", "--platform", "linux/arm", &name]),
+        );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert!(
+        util::stdout(&output).ends_with(&format!("linux/arm/v7 {arm}\n")),
+        "{}",
+        util::stdout(&output)
+    );
+    assert!(
+        util::stderr(&output).contains(": 0 blobs fetched, 2 already in the store"),
+        "{}",
+        util::stderr(&output)
+    );
+}
