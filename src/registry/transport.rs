@@ -1320,6 +1320,109 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A one-connection-per-request HTTP server on 127.0.0.1 that plays `answers` in
+    /// order (`None`: drop the connection without answering) and counts requests. Non-HTTP
+    /// connections (the HTTPS probe) are closed and not counted.
+    async fn scripted_server(answers: Vec<Option<&'static str>>) -> (String, Arc<Mutex<usize>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let count = Arc::new(Mutex::new(0));
+        let served = Arc::clone(&count);
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                    if !head[0].is_ascii_uppercase() {
+                        break;
+                    }
+                }
+                if head.first().is_none_or(|b| !b.is_ascii_uppercase()) {
+                    continue;
+                }
+                *served.lock().unwrap() += 1;
+                match answers.next().flatten() {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                    }
+                    None => drop(stream),
+                }
+            }
+        });
+        (host, count)
+    }
+
+    fn test_options() -> Arc<RegistryOptions> {
+        let mut options = RegistryOptions::from_env(std::path::Path::new("/nonexistent"));
+        options.docker_config = DockerConfig::at("/nonexistent/config.json");
+        options.backoff = Duration::from_millis(10);
+        Arc::new(options)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+
+    #[tokio::test]
+    async fn retries_connection_drops_and_server_errors() {
+        // The first answer goes to the scheme probe.
+        let (host, count) = scripted_server(vec![
+            Some(OK),
+            None,
+            None,
+            Some("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            Some(OK),
+        ])
+        .await;
+        let registry = Registry::connect_with(&host, test_options(), None)
+            .await
+            .unwrap();
+        registry.check_login().await.unwrap();
+        assert_eq!(*count.lock().unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_waits_for_retry_after() {
+        let (host, count) = scripted_server(vec![
+            Some(OK),
+            Some("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            Some(OK),
+        ])
+        .await;
+        let registry = Registry::connect_with(&host, test_options(), None)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        registry.check_login().await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(*count.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt() {
+        let (host, count) = scripted_server(vec![Some(OK)]).await;
+        let mut options = (*test_options()).clone();
+        options.max_attempts = 3;
+        let registry = Registry::connect_with(&host, Arc::new(options), None)
+            .await
+            .unwrap();
+        let error = registry.check_login().await.unwrap_err();
+        assert!(
+            matches!(error, RegistryError::Connection { attempts: 3, .. }),
+            "{error}"
+        );
+        assert_eq!(*count.lock().unwrap(), 4);
+    }
+
     #[test]
     fn loopback_hosts_are_recognised() {
         assert!(is_loopback("localhost:5000"));
