@@ -253,19 +253,13 @@ pub async fn resolve(
     layout: &ImageLayout,
     reference: &ImageRef,
     platform: &PlatformSpec,
+    progress: Arc<dyn Progress>,
 ) -> Result<PlatformImage, PullError> {
     if let Some(image) = local_image(layout, reference, platform)? {
         return Ok(image);
     }
     let choice = PlatformChoice::One(platform.clone());
-    let pulled = pull_reference(
-        options,
-        layout,
-        reference,
-        &choice,
-        Arc::new(super::progress::NoProgress),
-    )
-    .await?;
+    let pulled = pull_reference(options, layout, reference, &choice, progress).await?;
     pulled
         .images
         .into_iter()
@@ -445,4 +439,63 @@ async fn fetch_all(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::image::MediaType;
+
+    use super::*;
+
+    /// A store holding an index for linux/amd64 and linux/arm64, of which only the arm64
+    /// image has its blobs.
+    fn store_with_partial_index() -> (tempfile::TempDir, ImageLayout, ImageRef, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path()).unwrap();
+        let (config, config_size) = layout
+            .write_blob(br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)
+            .unwrap();
+        let (layer, layer_size) = layout.write_blob(b"layer").unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{layer_size}}}]}}"#
+        );
+        let (arm64, arm64_size) = layout.write_blob(manifest.as_bytes()).unwrap();
+        let absent = crate::oci::sha256_digest(b"not in the store");
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{absent}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{arm64}","size":{arm64_size},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#
+        );
+        let (index, index_size) = layout.write_blob(index.as_bytes()).unwrap();
+        let reference = ImageRef::parse("127.0.0.1:5000/base:1").unwrap();
+        layout
+            .set_ref(
+                &reference.store_name(),
+                &Descriptor::new(MediaType::ImageIndex, index_size, index),
+            )
+            .unwrap();
+        (dir, layout, reference, layer)
+    }
+
+    #[test]
+    fn local_image_finds_a_complete_platform_of_a_stored_index() {
+        let (_dir, layout, reference, _) = store_with_partial_index();
+        let arm64 = PlatformSpec::parse("linux/arm64").unwrap();
+        let image = local_image(&layout, &reference, &arm64).unwrap().unwrap();
+        assert_eq!(image.platform.as_ref(), Some(&arm64));
+        assert_eq!(image.document.layers().len(), 1);
+        // amd64 is named by the index but not in the store: pull it.
+        let amd64 = PlatformSpec::parse("linux/amd64").unwrap();
+        assert!(local_image(&layout, &reference, &amd64).unwrap().is_none());
+        let s390x = PlatformSpec::parse("linux/s390x").unwrap();
+        assert!(local_image(&layout, &reference, &s390x).unwrap().is_none());
+        let other = ImageRef::parse("127.0.0.1:5000/other:1").unwrap();
+        assert!(local_image(&layout, &other, &arm64).unwrap().is_none());
+    }
+
+    #[test]
+    fn local_image_with_a_missing_layer_is_not_complete() {
+        let (_dir, layout, reference, layer) = store_with_partial_index();
+        std::fs::remove_file(layout.blob_path(&layer).unwrap()).unwrap();
+        let arm64 = PlatformSpec::parse("linux/arm64").unwrap();
+        assert!(local_image(&layout, &reference, &arm64).unwrap().is_none());
+    }
 }
