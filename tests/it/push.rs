@@ -60,6 +60,13 @@ fn pushed_index_is_read_by_skopeo(setup: Setup) {
         util::stderr(&again)
     );
     if let Some(proxy) = &registry.proxy {
+        // The layers went up in chunks.
+        let patches = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("PATCH /v2/push/busybox/blobs/uploads/"))
+            .count();
+        assert!(patches >= 6 * 4, "{patches} PATCH requests");
         assert!(
             proxy.faults.load(std::sync::atomic::Ordering::SeqCst) > 0,
             "faults were injected"
@@ -84,11 +91,14 @@ fn pushed_index_is_read_by_skopeo_faulty() {
 
 /// `imagetools create` merges two single-platform images (pushed by skopeo into other
 /// repositories) into one index that skopeo sees with both platforms and can copy whole.
-fn imagetools_create_merges_platforms(setup: Setup) {
+fn imagetools_create_merges_platforms(setup: Setup, decline_mounts: bool) {
     if !regenv::ready(setup) {
         return;
     }
-    let registry = TestRegistry::start(setup);
+    let registry = TestRegistry::start_with_proxy(setup, setup == Setup::Faulty || decline_mounts);
+    if decline_mounts {
+        registry.proxy.as_ref().unwrap().decline_mounts();
+    }
     let home = util::temp_dir();
     let fixture = regenv::busybox();
     registry.skopeo_push_fixture("single/amd64:1", Some("amd64"));
@@ -156,19 +166,45 @@ fn imagetools_create_merges_platforms(setup: Setup) {
         util::stderr(&output)
     );
     assert_eq!(regenv::layout_blobs(&copy).len(), 1 + 2 * 3);
+
+    // Blobs came by cross-repository mount, or (mount declined) by upload.
+    if let Some(proxy) = &registry.proxy {
+        let requests = proxy.requests();
+        let mounts = requests
+            .iter()
+            .filter(|r| r.starts_with("POST /v2/merged/busybox/blobs/uploads/?mount="))
+            .count();
+        let uploads = requests
+            .iter()
+            .filter(|r| r.starts_with("PUT /v2/merged/busybox/blobs/uploads/"))
+            .count();
+        assert!(mounts >= 4, "{requests:#?}");
+        if decline_mounts {
+            assert!(uploads >= 4, "{requests:#?}");
+        } else {
+            assert_eq!(uploads, 0, "{requests:#?}");
+        }
+    }
 }
 
 #[test]
 fn imagetools_create_merges_platforms_plain() {
-    imagetools_create_merges_platforms(Setup::Plain);
+    imagetools_create_merges_platforms(Setup::Plain, false);
 }
 
 #[test]
 fn imagetools_create_merges_platforms_tls_auth() {
-    imagetools_create_merges_platforms(Setup::TlsAuth);
+    imagetools_create_merges_platforms(Setup::TlsAuth, false);
 }
 
 #[test]
 fn imagetools_create_merges_platforms_faulty() {
-    imagetools_create_merges_platforms(Setup::Faulty);
+    imagetools_create_merges_platforms(Setup::Faulty, false);
+}
+
+/// A registry that declines the cross-repository mount (`202`): the blobs are copied
+/// through the store and uploaded instead.
+#[test]
+fn imagetools_create_uploads_when_a_mount_is_declined() {
+    imagetools_create_merges_platforms(Setup::Plain, true);
 }

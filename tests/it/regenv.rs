@@ -466,6 +466,9 @@ pub struct FaultProxy {
     pub host: String,
     stop: Arc<AtomicBool>,
     tamper: Arc<Mutex<Option<(String, u64)>>>,
+    decline_mounts: Arc<AtomicBool>,
+    /// Every request line seen (`POST /v2/...`), in order.
+    pub log: Arc<Mutex<Vec<String>>>,
     /// Connections dropped and requests answered 500, for the test to check that faults
     /// really happened.
     pub faults: Arc<AtomicUsize>,
@@ -478,11 +481,14 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let tamper: Arc<Mutex<Option<(String, u64)>>> = Arc::default();
         let faults = Arc::new(AtomicUsize::new(0));
+        let decline_mounts = Arc::new(AtomicBool::new(false));
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let upstream = upstream.to_owned();
         {
             let (stop, tamper, faults) = (stop.clone(), tamper.clone(), faults.clone());
+            let (decline_mounts, log) = (decline_mounts.clone(), log.clone());
             listener.set_nonblocking(true).unwrap();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -500,14 +506,17 @@ impl FaultProxy {
                         drop(client);
                         continue;
                     }
-                    let (upstream, tamper, faults, requests) = (
-                        upstream.clone(),
-                        tamper.clone(),
-                        faults.clone(),
-                        requests.clone(),
-                    );
+                    let proxy = Shared {
+                        upstream: upstream.clone(),
+                        faults_on,
+                        tamper: tamper.clone(),
+                        faults: faults.clone(),
+                        requests: requests.clone(),
+                        decline_mounts: decline_mounts.clone(),
+                        log: log.clone(),
+                    };
                     std::thread::spawn(move || {
-                        let _ = serve(client, &upstream, faults_on, &tamper, &faults, &requests);
+                        let _ = serve(client, &proxy);
                     });
                 }
             });
@@ -516,8 +525,22 @@ impl FaultProxy {
             host,
             stop,
             tamper,
+            decline_mounts,
+            log,
             faults,
         }
+    }
+
+    /// From now on, cross-repository mount requests reach the registry without their
+    /// `mount`/`from` parameters: it answers `202` with an upload session, as a registry
+    /// that declines the mount does.
+    pub fn decline_mounts(&self) {
+        self.decline_mounts.store(true, Ordering::SeqCst);
+    }
+
+    /// The request lines seen so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// From now on, `GET .../blobs/<digest>` answers `size` bytes that are not the blob.
@@ -526,14 +549,28 @@ impl FaultProxy {
     }
 }
 
-fn serve(
-    mut client: TcpStream,
-    upstream: &str,
+/// What a proxy connection needs.
+struct Shared {
+    upstream: String,
     faults_on: bool,
-    tamper: &Mutex<Option<(String, u64)>>,
-    faults: &AtomicUsize,
-    requests: &AtomicUsize,
-) -> std::io::Result<()> {
+    tamper: Arc<Mutex<Option<(String, u64)>>>,
+    faults: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    decline_mounts: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve(mut client: TcpStream, proxy: &Shared) -> std::io::Result<()> {
+    let Shared {
+        upstream,
+        faults_on,
+        tamper,
+        faults,
+        requests,
+        decline_mounts,
+        log,
+    } = proxy;
+    let faults_on = *faults_on;
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -552,6 +589,7 @@ fn serve(
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();
+    log.lock().unwrap().push(format!("{method} {path}"));
     let n = requests.fetch_add(1, Ordering::SeqCst);
     if faults_on && n % 5 == 2 {
         faults.fetch_add(1, Ordering::SeqCst);
@@ -570,6 +608,11 @@ fn serve(
             client.write_all(&answer)?;
             return Ok(());
         }
+    }
+    let mut text = text;
+    if decline_mounts.load(Ordering::SeqCst) && method == "POST" && path.contains("mount=") {
+        let bare = path.split('?').next().unwrap_or("").to_owned();
+        text = text.replacen(&path, &bare, 1);
     }
     let mut rewritten = String::new();
     for line in text.trim_end_matches("\r\n\r\n").split("\r\n") {
