@@ -184,7 +184,15 @@ impl DockerConfig {
             }
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(file_error("creating the directory of"))?;
+        if !dir.is_dir() {
+            // Private, as Docker makes `~/.docker`.
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(file_error("creating the directory of"))?;
+        }
         let bytes = serde_json::to_vec_pretty(config).expect("a JSON map serialises");
         // Written as a 0600 temporary file then renamed, so the file is never readable by
         // others and never half-written.
@@ -618,6 +626,48 @@ mod tests {
         assert!(
             text.contains("psFormat") && text.contains("other.io"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn registry_helpers_win_over_the_store_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"credsStore":"desktop","credHelpers":{"ghcr.io":"gh","https://index.docker.io/v1/":"hub"}}"#,
+        )
+        .unwrap();
+        let config = DockerConfig::at(&path);
+        assert_eq!(config.helper_for("ghcr.io").unwrap().as_deref(), Some("gh"));
+        assert_eq!(
+            config.helper_for("docker.io").unwrap().as_deref(),
+            Some("hub")
+        );
+        assert_eq!(
+            config.helper_for("other.io").unwrap().as_deref(),
+            Some("desktop")
+        );
+        assert_eq!(
+            DockerConfig::at(dir.path().join("none.json"))
+                .helper_for("x")
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_config_is_an_error_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"auths":{"r.io":{"auth":"c2VjcmV0LXZhbHVl"}}"#).unwrap();
+        let error = DockerConfig::at(&path).credentials("r.io").unwrap_err();
+        assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
+        std::fs::write(&path, r#"{"auths":{"r.io":{"auth":"bm9jb2xvbg=="}}}"#).unwrap();
+        let error = DockerConfig::at(&path).credentials("r.io").unwrap_err();
+        assert!(
+            error.to_string().contains("not base64 user:password"),
+            "{error}"
         );
     }
 

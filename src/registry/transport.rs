@@ -1434,6 +1434,17 @@ mod tests {
     }
 
     #[test]
+    fn insecure_registries_match_with_or_without_port() {
+        let mut options = RegistryOptions::from_env(std::path::Path::new("/nonexistent"));
+        options.insecure_registries = vec!["reg.lan".to_owned(), "other.lan:5000".to_owned()];
+        assert!(options.is_insecure("reg.lan:5000"));
+        assert!(options.is_insecure("reg.lan"));
+        assert!(options.is_insecure("other.lan:5000"));
+        assert!(!options.is_insecure("other.lan:6000"));
+        assert!(!options.is_insecure("registry.example"));
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let base = Duration::from_millis(100);
         assert!(backoff(base, 1) <= Duration::from_millis(150));
