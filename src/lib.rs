@@ -15,6 +15,7 @@ pub mod cli;
 pub mod env;
 pub mod error;
 pub mod oci;
+pub mod progress;
 pub mod registry;
 pub mod store;
 

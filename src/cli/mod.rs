@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod output;
+pub mod progress;
 pub mod registry;
 
 use std::process::ExitCode;

@@ -1,21 +1,19 @@
 //! `xbuild pull`, `push`, `login`, `logout`, `imagetools inspect|create` and
 //! `manifest inspect`: arguments and the glue to [`crate::registry`].
 
-use std::collections::HashMap;
 use std::io::Read as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use oci_spec::image::Digest;
 
 use super::output;
+use super::progress::ProgressMode;
 use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::registry::auth::StoredIn;
 use crate::registry::{
-    Credentials, ImageRef, PlatformChoice, PlatformSpec, Progress, PushOptions, Registry,
-    RegistryOptions, Secret, pull, push, tools,
+    Credentials, ImageRef, PlatformChoice, PlatformSpec, PushOptions, Registry, RegistryOptions,
+    Secret, SinkProgress, pull, push, tools,
 };
 use crate::store::{self, Store};
 
@@ -50,6 +48,9 @@ pub struct PullArgs {
     /// Pull every platform of a multi-platform image.
     #[arg(long)]
     pub all_platforms: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub registry: RegistryFlags,
@@ -61,6 +62,9 @@ pub struct PushArgs {
     /// Image in the store to push to its registry (`name[:tag]`).
     #[arg(value_name = "REF")]
     pub reference: String,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub registry: RegistryFlags,
@@ -190,16 +194,17 @@ impl PullArgs {
         };
         let store = open_store()?;
         let options = self.registry.options();
-        let progress = Arc::new(Bars::new());
+        let progress = Arc::new(SinkProgress::per_blob(
+            Arc::from(super::progress::sink(self.progress)),
+            1,
+        ));
         let pulled = runtime()?.block_on(pull::pull_reference(
             options,
             store.layout(),
             &reference,
             &choice,
-            progress.clone(),
-        ));
-        progress.clear();
-        let pulled = pulled?;
+            progress,
+        ))?;
         output::stderr(format_args!(
             "pulled {reference}: {} blobs fetched, {} already in the store",
             pulled.blobs_fetched, pulled.blobs_present
@@ -225,17 +230,18 @@ impl PushArgs {
         let reference = parse_reference(&self.reference)?;
         let store = open_store()?;
         let options = self.registry.options();
-        let progress = Arc::new(Bars::new());
+        let progress = Arc::new(SinkProgress::per_blob(
+            Arc::from(super::progress::sink(self.progress)),
+            1,
+        ));
         let pushed = runtime()?.block_on(push::push_reference(
             options,
             store.layout(),
             &reference.store_name(),
             &reference,
             &PushOptions::default(),
-            progress.clone(),
-        ));
-        progress.clear();
-        let pushed = pushed?;
+            progress,
+        ))?;
         output::stderr(format_args!(
             "pushed {}: {} blobs uploaded, {} mounted, {} already there",
             reference, pushed.uploaded, pushed.mounted, pushed.existing
@@ -442,72 +448,6 @@ impl ManifestArgs {
                 );
                 Ok(())
             }
-        }
-    }
-}
-
-/// Progress bars for blob transfers, one per blob, on stderr when it is a terminal.
-struct Bars {
-    multi: MultiProgress,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-}
-
-impl Bars {
-    fn new() -> Self {
-        Self {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-            bars: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
-        self.bars
-            .lock()
-            .expect("progress lock is never poisoned")
-            .get(&digest.to_string())
-            .cloned()
-    }
-
-    fn clear(&self) {
-        let _ = self.multi.clear();
-    }
-}
-
-impl Progress for Bars {
-    fn start(&self, digest: &Digest, size: u64, action: &str) {
-        let style =
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("a valid progress template")
-                .progress_chars("=> ");
-        let short: String = digest.digest().chars().take(12).collect();
-        let bar = self
-            .multi
-            .add(ProgressBar::new(size).with_style(style))
-            .with_message(format!("{action} {short}"));
-        self.bars
-            .lock()
-            .expect("progress lock is never poisoned")
-            .insert(digest.to_string(), bar);
-    }
-
-    fn advance(&self, digest: &Digest, bytes: u64) {
-        if let Some(bar) = self.bar(digest) {
-            bar.inc(bytes);
-        }
-    }
-
-    fn reset(&self, digest: &Digest) {
-        if let Some(bar) = self.bar(digest) {
-            bar.set_position(0);
-        }
-    }
-
-    fn finish(&self, digest: &Digest, outcome: &str) {
-        if let Some(bar) = self.bar(digest) {
-            bar.finish_with_message(format!(
-                "{} {outcome}",
-                digest.digest().chars().take(12).collect::<String>()
-            ));
         }
     }
 }

@@ -24,7 +24,7 @@ pub mod transport;
 
 pub use auth::{Credentials, DockerConfig, Secret};
 pub use platform::PlatformSpec;
-pub use progress::{NoProgress, Progress};
+pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};
 pub use reference::ImageRef;
