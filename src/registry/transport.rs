@@ -248,6 +248,8 @@ struct AuthState {
 #[derive(Debug)]
 pub struct Registry {
     name: String,
+    /// The API host with its port: the `certs.d` directory name.
+    host: String,
     base: Url,
     http: reqwest::Client,
     credentials: Option<Credentials>,
@@ -346,6 +348,7 @@ impl Registry {
         }
         Ok(Self {
             name: registry.to_owned(),
+            host,
             base,
             http,
             credentials,
@@ -593,6 +596,9 @@ impl Registry {
                     });
                 }
                 Err(error) => {
+                    if let Some(refused) = untrusted_certificate(&error, &self.host) {
+                        return Err(refused);
+                    }
                     if attempt >= max {
                         return Err(RegistryError::Connection {
                             url: error.url().map(ToString::to_string).unwrap_or_default(),
@@ -1274,14 +1280,8 @@ async fn probe_scheme(
     match http.get(probe).timeout(PROBE_TIMEOUT).send().await {
         Ok(_) => return Ok(https),
         Err(error) => {
-            let chain = error_chain(&error);
-            if chain.contains("certificate") || chain.contains("Certificate") {
-                return Err(RegistryError::Setup {
-                    registry: host.to_owned(),
-                    detail: format!(
-                        "TLS certificate not trusted ({chain}); put the registry's CA in certs.d/{host}/ca.crt under the store"
-                    ),
-                });
+            if let Some(refused) = untrusted_certificate(&error, host) {
+                return Err(refused);
             }
         }
     }
@@ -1303,6 +1303,20 @@ async fn probe_scheme(
             Err(_) => tokio::time::sleep(backoff(options.backoff, attempt)).await,
         }
     }
+}
+
+/// A TLS failure over the server's certificate, as an error with advice (retrying does not
+/// help, and falling back to plain HTTP would hide it).
+fn untrusted_certificate(error: &reqwest::Error, host: &str) -> Option<RegistryError> {
+    let chain = error_chain(error);
+    (chain.contains("certificate") || chain.contains("Certificate")).then(|| {
+        RegistryError::Setup {
+            registry: host.to_owned(),
+            detail: format!(
+                "TLS certificate not trusted ({chain}); put the registry's CA in certs.d/{host}/ca.crt under the store"
+            ),
+        }
+    })
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

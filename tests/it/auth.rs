@@ -442,3 +442,28 @@ fn identity_token_uses_the_refresh_token_grant() {
     );
     assert_no_secret(&output, "rt-1");
 }
+
+/// An HTTPS registry whose CA is not in `certs.d` is refused with advice, not reached over
+/// plain HTTP instead.
+#[test]
+fn untrusted_certificate_is_refused_with_advice() {
+    if !regenv::ready(Setup::TlsAuth) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::TlsAuth);
+    let home = util::temp_dir();
+    let mut command = util::xbuild(home.path());
+    command.env("DOCKER_CONFIG", home.path().join("docker"));
+    let output = util::run(command.args([
+        "manifest",
+        "inspect",
+        &format!("{}/any/image:1", registry.host),
+    ]));
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("TLS certificate not trusted"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("certs.d/{}/ca.crt", registry.host)),
+        "{stderr}"
+    );
+}
