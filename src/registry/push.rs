@@ -180,6 +180,13 @@ pub async fn push(
         .map_err(registry_error)?;
     if top_raw.is_index() {
         for manifest in &manifests {
+            if registry
+                .has_manifest(repository, &manifest.digest)
+                .await
+                .map_err(registry_error)?
+            {
+                continue;
+            }
             registry
                 .put_manifest(repository, manifest.digest.as_ref(), manifest)
                 .await
