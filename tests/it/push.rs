@@ -208,3 +208,41 @@ fn imagetools_create_merges_platforms_faulty() {
 fn imagetools_create_uploads_when_a_mount_is_declined() {
     imagetools_create_merges_platforms(Setup::Plain, true);
 }
+
+/// An index pulled for one platform only cannot be pushed whole: the error says which
+/// platform is missing and how to get it; after `pull --all-platforms` it pushes with the
+/// same digest.
+#[test]
+fn partly_pulled_index_is_refused_until_pulled_whole() {
+    if !regenv::ready(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    let fixture = regenv::busybox();
+    registry.skopeo_push_fixture("partial/busybox:latest", None);
+    let name = format!("{}/partial/busybox:latest", registry.host);
+    let output =
+        util::run(
+            registry
+                .xbuild(home.path())
+                .args(["pull", "--platform", "linux/s390x", &name]),
+        );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+
+    let output = util::run(registry.xbuild(home.path()).args(["push", &name]));
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("for linux/amd64"), "{stderr}");
+    assert!(stderr.contains("--all-platforms"), "{stderr}");
+
+    let output = util::run(
+        registry
+            .xbuild(home.path())
+            .args(["pull", "--all-platforms", &name]),
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let output = util::run(registry.xbuild(home.path()).args(["push", &name]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert_eq!(util::stdout(&output), format!("{name}@{}\n", fixture.index));
+}
