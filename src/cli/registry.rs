@@ -189,7 +189,7 @@ impl PullArgs {
                 Some(platform) => PlatformChoice::One(
                     PlatformSpec::parse(platform).exit_kind(ExitKind::BadInput)?,
                 ),
-                None => PlatformChoice::One(PlatformSpec::host()),
+                None => PlatformChoice::Prefer(PlatformSpec::host()),
             }
         };
         let store = open_store()?;

@@ -25,8 +25,12 @@ use crate::oci::{ImageLayout, LayoutError};
 /// Which platforms of an index to pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
-    /// The best match for this platform (containerd's rules).
+    /// The best match for this platform (containerd's rules); a single-platform image of
+    /// another platform is refused.
     One(PlatformSpec),
+    /// As `One` for an index, but a single-platform image is taken whatever its platform
+    /// (`docker pull` without `--platform`).
+    Prefer(PlatformSpec),
     /// Every manifest of the index.
     All,
 }
@@ -137,6 +141,22 @@ pub async fn pull(
             selected.push((platform, child, entry.clone()));
         }
     } else {
+        if let PlatformChoice::One(wanted) = choice {
+            // Checked before any layer is fetched: the config is small.
+            let document: ImageManifest = parse(&name, "manifest", &top.digest, &top.bytes)?;
+            let config = registry
+                .get_blob_bytes(repository, document.config().digest())
+                .await
+                .map_err(registry_error)?;
+            let offered = config_platform(&name, document.config().digest(), &config)?;
+            if wanted.rank(&offered).is_none() {
+                return Err(PullError::NoMatchingPlatform {
+                    reference: name.clone(),
+                    wanted: wanted.clone(),
+                    available: offered.to_string(),
+                });
+            }
+        }
         let descriptor = top.descriptor();
         selected.push((None, top.clone(), descriptor));
     }
@@ -346,7 +366,7 @@ fn select(
 ) -> Result<Vec<Descriptor>, PullError> {
     match choice {
         PlatformChoice::All => Ok(index.manifests().clone()),
-        PlatformChoice::One(wanted) => {
+        PlatformChoice::One(wanted) | PlatformChoice::Prefer(wanted) => {
             let best = index
                 .manifests()
                 .iter()
@@ -371,6 +391,16 @@ fn select(
             }
         }
     }
+}
+
+/// The platform an image config declares.
+fn config_platform(name: &str, digest: &Digest, bytes: &[u8]) -> Result<PlatformSpec, PullError> {
+    let config: ImageConfiguration = parse(name, "config", digest, bytes)?;
+    Ok(PlatformSpec::normalised(
+        &config.os().to_string(),
+        &config.architecture().to_string(),
+        config.variant().as_deref().unwrap_or(""),
+    ))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

@@ -225,6 +225,24 @@ fn docker_schema2_list_pulls_all_platforms_and_pushes_back_unchanged() {
         .to_owned();
     let by_digest = format!("{}/docker/busybox@{arm}", registry.host);
     let fresh = util::temp_dir();
+    // Asked for another platform explicitly, a single-platform image is refused.
+    let output = util::run(registry.xbuild(fresh.path()).args([
+        "pull",
+        "--platform",
+        "linux/amd64",
+        &by_digest,
+    ]));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        util::stderr(&output).contains("has no image for linux/amd64 (it has: linux/arm/v7)"),
+        "{}",
+        util::stderr(&output)
+    );
+    assert_eq!(
+        regenv::layout_blobs(&fresh.path().join("store")),
+        Vec::<String>::new()
+    );
+    // Without --platform, as docker pull, it is taken whatever its platform.
     let output = util::run(registry.xbuild(fresh.path()).args(["pull", &by_digest]));
     assert!(output.status.success(), "{}", util::stderr(&output));
     assert_eq!(
