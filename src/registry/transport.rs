@@ -13,7 +13,7 @@
 //!   [`super::auth`]); bearer tokens are cached per scope.
 //!
 //! Why not oci-client for this part: it has no retries (nor a hook for them), cannot stream a
-//! blob into our verifying [`BlobWriter`] and restart it, re-serialises an index pushed with
+//! blob into our verifying [`crate::oci::BlobWriter`] and restart it, re-serialises an index pushed with
 //! its list helper (the digest changes), has no refresh-token grant, and reports the `202`
 //! answer to a cross-repository mount as an error. The protocol is small; we speak it with
 //! reqwest (oci-client's own HTTP client) directly.
