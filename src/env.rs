@@ -37,3 +37,9 @@ pub const XBUILD_INSECURE_REGISTRIES: &str = "XBUILD_INSECURE_REGISTRIES";
 
 /// Blobs larger than this many bytes are uploaded in chunks of this size (default 16 MiB).
 pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
+
+/// Tests only: a prefix for the names of the binfmt_misc entries `xbuild binfmt
+/// install/uninstall` manage (`<prefix>qemu-<cpu>`), so a test can register and remove its
+/// own entries beside the system's. Entries with another prefix are ignored, and the
+/// "already handled by another entry" check is skipped.
+pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";

@@ -32,6 +32,14 @@ pub enum Command {
     Imagetools(super::registry::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
+    /// Manage QEMU emulation through binfmt_misc (list, install, uninstall).
+    Binfmt(super::binfmt::BinfmtArgs),
+    /// Internal: the sandbox's re-executed child (reads a step spec on stdin).
+    #[command(name = "__run-step", hide = true)]
+    RunStep,
+    /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
+    #[command(hide = true)]
+    Debug(super::debug::DebugArgs),
 }
 
 /// `xbuild build`: the options users know from `docker buildx build`.

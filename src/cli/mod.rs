@@ -5,6 +5,8 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod binfmt;
+pub mod debug;
 pub mod output;
 pub mod progress;
 pub mod registry;
@@ -58,6 +60,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(logout) => logout.run(),
         Command::Imagetools(imagetools) => imagetools.run(),
         Command::Manifest(manifest) => manifest.run(),
+        Command::Binfmt(binfmt) => binfmt.run(),
+        Command::RunStep => crate::sandbox::child::main(),
+        Command::Debug(debug) => debug.run(),
     }
 }
 

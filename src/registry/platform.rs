@@ -97,27 +97,32 @@ impl PlatformSpec {
     }
 
     /// How well an entry of platform `candidate` serves a request for `self`: `Some(0)` for
-    /// an exact match, higher for each fallback step, `None` when it cannot run.
+    /// an exact match, higher for each fallback step, `None` when it cannot run. The
+    /// fallbacks are containerd's (`platforms.Only`): `amd64/vN` → lower `amd64` variants →
+    /// `386`; `arm/vN` → `arm/v(N-1)` ... `arm/v5`; `arm64` → `arm/v8` ... `arm/v5`.
     pub fn rank(&self, candidate: &Self) -> Option<usize> {
-        if self.os != candidate.os || self.architecture != candidate.architecture {
+        if self.os != candidate.os {
             return None;
         }
-        if self.variant == candidate.variant {
+        if self.architecture == candidate.architecture && self.variant == candidate.variant {
             return Some(0);
         }
-        let level = |variant: &str| variant.trim_start_matches('v').parse::<u32>().ok();
-        match self.architecture.as_str() {
-            // arm/v7 runs v6 and v5 code (containerd: v7 → v6 → v5); arm/v8 (32-bit) also v7.
-            "arm" => {
+        let level = |variant: &str| variant.trim_start_matches('v').parse::<usize>().ok();
+        match (self.architecture.as_str(), candidate.architecture.as_str()) {
+            ("arm", "arm") => {
                 let wanted = level(&self.variant)?;
                 let offered = level(&candidate.variant)?;
-                (offered >= 5 && offered < wanted).then(|| (wanted - offered) as usize)
+                (offered >= 5 && offered < wanted).then(|| wanted - offered)
             }
-            // amd64/v3 runs v2 and v1 (spelled as no variant) code.
-            "amd64" => {
+            ("amd64", "amd64") => {
                 let wanted = level(&self.variant).unwrap_or(1);
                 let offered = level(&candidate.variant).unwrap_or(1);
-                (offered < wanted).then(|| (wanted - offered) as usize)
+                (offered < wanted).then(|| wanted - offered)
+            }
+            ("amd64", "386") => Some(level(&self.variant).unwrap_or(1)),
+            ("arm64", "arm") => {
+                let offered = level(&candidate.variant)?;
+                (5..=8).contains(&offered).then(|| 1 + 8 - offered)
             }
             _ => None,
         }
@@ -174,11 +179,23 @@ mod tests {
         assert_eq!(rank("linux/arm/v7", "linux/arm/v6"), Some(1));
         assert_eq!(rank("linux/arm/v7", "linux/arm/v5"), Some(2));
         assert_eq!(rank("linux/arm/v6", "linux/arm/v7"), None);
-        assert_eq!(rank("linux/arm64", "linux/arm/v7"), None);
         assert_eq!(rank("linux/arm64", "linux/arm64/v8"), Some(0));
         assert_eq!(rank("linux/amd64", "linux/arm64"), None);
         assert_eq!(rank("linux/amd64/v3", "linux/amd64"), Some(2));
         assert_eq!(rank("linux/amd64", "linux/amd64/v2"), None);
         assert_eq!(rank("linux/amd64", "windows/amd64"), None);
+        assert_eq!(rank("linux/arm/v7", "linux/arm64"), None);
+        assert_eq!(rank("linux/386", "linux/amd64"), None);
+    }
+
+    #[test]
+    fn wide_platforms_fall_back_to_their_narrow_relatives_last() {
+        // containerd: amd64 → 386; arm64 → arm/v8, v7, v6, v5.
+        assert_eq!(rank("linux/amd64", "linux/386"), Some(1));
+        assert_eq!(rank("linux/amd64/v2", "linux/amd64"), Some(1));
+        assert_eq!(rank("linux/amd64/v2", "linux/386"), Some(2));
+        assert_eq!(rank("linux/arm64", "linux/arm/v8"), Some(1));
+        assert_eq!(rank("linux/arm64", "linux/arm/v7"), Some(2));
+        assert_eq!(rank("linux/arm64", "linux/arm/v5"), Some(4));
     }
 }
