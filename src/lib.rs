@@ -21,6 +21,7 @@ pub mod oci;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod registry;
 pub mod sandbox;
 pub mod store;
 

@@ -9,6 +9,7 @@ pub mod binfmt;
 pub mod debug;
 pub mod output;
 pub mod progress;
+pub mod registry;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,12 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(build) => build.run(),
+        Command::Pull(pull) => pull.run(),
+        Command::Push(push) => push.run(),
+        Command::Login(login) => login.run(),
+        Command::Logout(logout) => logout.run(),
+        Command::Imagetools(imagetools) => imagetools.run(),
+        Command::Manifest(manifest) => manifest.run(),
         Command::Binfmt(binfmt) => binfmt.run(),
         Command::RunStep => crate::sandbox::child::main(),
         Command::Debug(debug) => debug.run(),
