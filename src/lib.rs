@@ -12,6 +12,7 @@
 //! (a platform being built for), *build platform* (the host).
 
 pub mod cli;
+pub mod context;
 pub mod env;
 pub mod error;
 pub mod oci;
