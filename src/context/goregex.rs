@@ -109,6 +109,28 @@ fn push_range(out: &mut String, lo: u32, hi: u32) {
     }
 }
 
+/// Go's `parseInt` for repeat counts: digits without a leading zero; values past 10^8 are
+/// clamped to 1001 (an invalid count either way).
+fn parse_int(s: &[char], i: &mut usize) -> Option<u32> {
+    let start = *i;
+    if !s.get(start).is_some_and(char::is_ascii_digit) {
+        return None;
+    }
+    if s[start] == '0' && s.get(start + 1).is_some_and(char::is_ascii_digit) {
+        return None;
+    }
+    let mut value: u32 = 0;
+    while let Some(d) = s.get(*i).and_then(|c| c.to_digit(10)) {
+        value = if value >= 100_000_000 {
+            1001
+        } else {
+            value * 10 + d
+        };
+        *i += 1;
+    }
+    Some(value)
+}
+
 fn is_octal(c: Option<&char>) -> bool {
     matches!(c, Some('0'..='7'))
 }
@@ -185,6 +207,42 @@ impl Translator<'_> {
                     self.out.push_str(&operator);
                     self.last_was_repeat = true;
                 }
+                '{' => match self.repeat_range() {
+                    // Not a valid `{n}`, `{n,}` or `{n,m}`: a literal `{`.
+                    None => self.literal('{'),
+                    Some((min, max)) => {
+                        if min > 1000 || max.is_some_and(|max| max > 1000 || min > max) {
+                            return Err(format!("invalid repeat count: `{}`", self.text(start)));
+                        }
+                        if self.peek() == Some('?') {
+                            self.i += 1;
+                        }
+                        if was_repeat {
+                            return Err(format!(
+                                "invalid nested repetition operator: `{}`",
+                                self.text(start)
+                            ));
+                        }
+                        if !self.can_repeat {
+                            return Err(format!(
+                                "missing argument to repetition operator: `{}`",
+                                self.text(start)
+                            ));
+                        }
+                        match max {
+                            Some(max) if max == min => {
+                                let _ = write!(self.out, "{{{min}}}");
+                            }
+                            Some(max) => {
+                                let _ = write!(self.out, "{{{min},{max}}}");
+                            }
+                            None => {
+                                let _ = write!(self.out, "{{{min},}}");
+                            }
+                        }
+                        self.last_was_repeat = true;
+                    }
+                },
                 '[' => self.class(start)?,
                 '\\' => self.escape(start)?,
                 _ => self.literal(c),
@@ -194,6 +252,31 @@ impl Translator<'_> {
             return Err(format!("missing closing ): `{}`", self.text(0)));
         }
         Ok(())
+    }
+
+    /// Go's `parseRepeat`, positioned after a `{`: `{n}`, `{n,}` or `{n,m}` (no leading
+    /// zeros) is consumed and returned (`None` for no maximum); anything else is not a
+    /// repetition and nothing is consumed. A count too large to parse comes back as 1001.
+    fn repeat_range(&mut self) -> Option<(u32, Option<u32>)> {
+        let mut i = self.i;
+        let min = parse_int(self.s, &mut i)?;
+        let max = match self.s.get(i) {
+            Some('}') => Some(min),
+            Some(',') => {
+                i += 1;
+                if self.s.get(i) == Some(&'}') {
+                    None
+                } else {
+                    Some(parse_int(self.s, &mut i)?)
+                }
+            }
+            _ => return None,
+        };
+        if self.s.get(i) != Some(&'}') {
+            return None;
+        }
+        self.i = i + 1;
+        Some((min, max))
     }
 
     /// After a `\` outside a class.

@@ -5,7 +5,8 @@
 //! - `New`: trim whitespace, Go `filepath.Clean`, a leading `!` marks an exception (a lone
 //!   `!` is an error), then the Go `filepath.Match(pattern, ".")` syntax check.
 //! - `compile`: the pattern becomes a Go regexp string with patternmatcher's quirks (`\` plus
-//!   a letter leaks into the regexp, `^` is not escaped, `. + ( ) | { } $` are escaped,
+//!   a letter leaks into the regexp, `^` is not escaped, `. + ( ) $` are escaped but `| { }`
+//!   are not, despite the intent, see [`compile`],
 //!   `[...]` is passed through as a regexp class); a pattern without `* ? [ ] \` is compared
 //!   as a plain string, `x/**` as a prefix and `**...` as a suffix. The regexp string is then
 //!   translated from Go's RE2 dialect to the `regex` crate's ([`super::goregex`]).
@@ -221,18 +222,57 @@ pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether Go's `filepath.Match(pattern, ".")` returns no error. Since Go 1.16 `Match`
-/// checks every chunk of the pattern whether or not the name matches, so this is "every
-/// chunk is well formed".
-fn glob_syntax_is_valid(mut pattern: &[u8]) -> bool {
-    while !pattern.is_empty() {
+/// Whether Go's `filepath.Match(pattern, ".")` returns no error: patternmatcher's syntax
+/// check. `filepath.Match` gives up at the first chunk that cannot match without reading the
+/// rest of the pattern (unlike `path.Match`), so `a[` is an error but `x*[` is not: its
+/// first chunk `x` already fails against `.`. Hence a straight port of `Match`.
+fn glob_syntax_is_valid(pattern: &[u8]) -> bool {
+    go_match(pattern, b".").is_ok()
+}
+
+/// Go's `filepath.Match` (Unix): `Err(())` is `ErrBadPattern`.
+fn go_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, ()> {
+    'pattern: while !pattern.is_empty() {
+        let star = pattern[0] == b'*';
         let (chunk, rest) = scan_chunk(pattern);
-        if !chunk_is_valid(chunk) {
-            return false;
-        }
         pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing `*` matches the rest unless it has a `/`.
+            return Ok(!name.contains(&b'/'));
+        }
+        // A match at the current position (if it is the last chunk, it must use up the name).
+        let (matched, err) = match_chunk(chunk, name);
+        if let Some(rest) = matched {
+            if rest.is_empty() || !pattern.is_empty() {
+                name = rest;
+                continue;
+            }
+        }
+        if err {
+            return Err(());
+        }
+        if star {
+            // Skip i+1 bytes, never a `/`.
+            let mut i = 0;
+            while i < name.len() && name[i] != b'/' {
+                let (matched, err) = match_chunk(chunk, &name[i + 1..]);
+                if let Some(rest) = matched {
+                    if pattern.is_empty() && !rest.is_empty() {
+                        i += 1;
+                        continue;
+                    }
+                    name = rest;
+                    continue 'pattern;
+                }
+                if err {
+                    return Err(());
+                }
+                i += 1;
+            }
+        }
+        return Ok(false);
     }
-    true
+    Ok(name.is_empty())
 }
 
 /// Go's `scanChunk`: leading stars dropped, then up to the next `*` outside a class.
@@ -255,49 +295,101 @@ fn scan_chunk(mut pattern: &[u8]) -> (&[u8], &[u8]) {
     (&pattern[..i], &pattern[i..])
 }
 
-/// Go's `matchChunk` syntax checks, without a name to match.
-fn chunk_is_valid(mut chunk: &[u8]) -> bool {
+/// Go's `matchChunk`: whether `chunk` matches the start of `s` (`Some(rest)`), and whether
+/// the chunk is malformed. After a mismatch the chunk is still read to the end for syntax
+/// errors, but `s` no longer is.
+fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> (Option<&'a [u8]>, bool) {
+    let mut failed = false;
     while let Some(&first) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
         match first {
             b'[' => {
+                let mut r: Option<char> = None;
+                let mut decoded_invalid = false;
+                if !failed {
+                    let (c, width) = decode_rune(s).unwrap_or((None, 0));
+                    r = c;
+                    decoded_invalid = c.is_none();
+                    s = &s[width..];
+                }
                 chunk = &chunk[1..];
-                if chunk.first() == Some(&b'^') {
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
                     chunk = &chunk[1..];
                 }
+                let mut is_match = false;
                 let mut ranges = 0;
                 loop {
                     if chunk.first() == Some(&b']') && ranges > 0 {
                         chunk = &chunk[1..];
                         break;
                     }
-                    let Some(rest) = get_esc(chunk) else {
-                        return false;
+                    let Some((lo, rest)) = get_esc(chunk) else {
+                        return (None, true);
                     };
                     chunk = rest;
+                    let mut hi = lo;
                     if chunk[0] == b'-' {
-                        let Some(rest) = get_esc(&chunk[1..]) else {
-                            return false;
+                        let Some((high, rest)) = get_esc(&chunk[1..]) else {
+                            return (None, true);
                         };
+                        hi = high;
                         chunk = rest;
+                    }
+                    // An invalid byte in the name reads as U+FFFD.
+                    let r = match r {
+                        Some(c) => c,
+                        None if decoded_invalid => char::REPLACEMENT_CHARACTER,
+                        None => '\0',
+                    };
+                    if lo <= r && r <= hi {
+                        is_match = true;
                     }
                     ranges += 1;
                 }
-            }
-            b'\\' => {
-                if chunk.len() < 2 {
-                    return false;
+                if is_match == negated {
+                    failed = true;
                 }
-                chunk = &chunk[2..];
             }
-            _ => chunk = &chunk[1..],
+            b'?' => {
+                if !failed {
+                    if s[0] == b'/' {
+                        failed = true;
+                    }
+                    let (_, width) = decode_rune(s).unwrap_or((None, 1));
+                    s = &s[width..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if first == b'\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return (None, true);
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
         }
     }
-    true
+    if failed {
+        (None, false)
+    } else {
+        (Some(s), false)
+    }
 }
 
-/// Go's `getEsc`: one possibly escaped class character; `None` on a syntax error. The
-/// remainder is never empty (a class must still be closed).
-fn get_esc(mut chunk: &[u8]) -> Option<&[u8]> {
+/// Go's `getEsc`: one possibly escaped class character and the rest; `None` on a syntax
+/// error. The rest is never empty (a class must still be closed).
+fn get_esc(mut chunk: &[u8]) -> Option<(char, &[u8])> {
     if chunk.is_empty() || chunk[0] == b'-' || chunk[0] == b']' {
         return None;
     }
@@ -308,12 +400,12 @@ fn get_esc(mut chunk: &[u8]) -> Option<&[u8]> {
         }
     }
     let (c, width) = decode_rune(chunk)?;
-    c?;
+    let c = c?;
     let rest = &chunk[width..];
     if rest.is_empty() {
         return None;
     }
-    Some(rest)
+    Some((c, rest))
 }
 
 /// patternmatcher's `compile`: decides the match type and, for regexps, builds the Go
@@ -368,7 +460,11 @@ fn compile(cleaned: &[u8]) -> Result<Matcher, String> {
         } else if ch == '?' {
             regex.push_str("[^/]");
             detected = Detected::Regexp;
-        } else if ".+()|{}$".contains(ch) {
+        } else if ".+()$".contains(ch) {
+            // patternmatcher means to escape `. + ( ) | { } $`, but its bitmap (8 bytes, bit
+            // `c / 8` of byte `c % 8`) only has room for characters below 64: `|`, `{` and
+            // `}` are never escaped. So `|` is an alternation and `{n}` a repetition in the
+            // regexp, as they are in Docker.
             regex.push('\\');
             regex.push(ch);
         } else if ch == '\\' {

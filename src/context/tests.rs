@@ -174,6 +174,44 @@ fn files_every_case_agrees() {
     );
 }
 
+/// Quirks the conformance data does not show, with results taken from patternmatcher
+/// itself (run with Go 1.19): `|` and `{}` are not escaped (its escape bitmap only covers
+/// characters below 64), and Go's `filepath.Match` syntax check stops at the first chunk
+/// that cannot match `.`, so some malformed patterns only fail when first matched.
+#[test]
+fn go_quirks_beyond_the_conformance_data() {
+    for (pattern, path, expected) in [
+        ("*.log|foo", "x.log", "match"),
+        ("*.log|foo", "afoo", "match"),
+        ("*.log|foo", "x.txt", "nomatch"),
+        ("*.log|foo", "sub/afoo", "match"),
+        ("a|b", "a", "nomatch"),
+        ("a|b", "a|b", "match"),
+        ("a{2}*", "aa", "match"),
+        ("a{2}*", "aab", "match"),
+        ("a{2}*", "a{2}", "nomatch"),
+        ("a{2}", "a{2}", "match"),
+        ("a{2}", "aa", "nomatch"),
+        ("x*[", "xa", "error"),
+        ("x*\\", "x$", "match"),
+        ("x*\\", "xa$b", "match"),
+        ("x*\\", "x", "nomatch"),
+        ("{*", "{a", "match"),
+        ("*{1,2}", "a", "error"),
+        ("a\\", "a", "error"),
+    ] {
+        assert_eq!(
+            match_result(pattern, path),
+            expected,
+            "{pattern:?} vs {path:?}"
+        );
+    }
+    // `x*[` passes the syntax check (its first chunk `x` already fails against `.`) and
+    // fails at its first match; `a\` fails the syntax check.
+    assert!(Dockerignore::parse(b"x*[\n", ".dockerignore").is_ok());
+    assert!(Dockerignore::parse(b"a\\\n", ".dockerignore").is_err());
+}
+
 #[test]
 fn pattern_errors_name_the_file_line_and_pattern_and_exit_2() {
     let error = Dockerignore::parse(b"# c\na.txt\n  foo[  \n", ".dockerignore")
