@@ -18,7 +18,7 @@ use super::ContextError;
 use super::pattern::{Pattern, clean, trim_space};
 
 /// The parsed patterns of one ignore file (or none), ready to match context paths.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Dockerignore {
     /// How the file is named in messages (`.dockerignore`, `app.Dockerfile.dockerignore`);
     /// empty when there is no file.
@@ -26,7 +26,7 @@ pub struct Dockerignore {
     patterns: Vec<SourcePattern>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SourcePattern {
     pattern: Pattern,
     /// 1-based line in the ignore file.
@@ -236,11 +236,8 @@ impl Dockerignore {
         let mut info = MatchInfo {
             parent_matched: vec![false; self.patterns.len()],
         };
-        let parent_dirs = if parent_matched.is_empty() {
-            parent_prefixes(path)
-        } else {
-            Vec::new()
-        };
+        // Parent directories by prefix, computed only when a pattern needs them.
+        let mut parent_dirs: Option<Vec<Vec<u8>>> = None;
         for (index, source) in self.patterns.iter().enumerate() {
             let pattern = &source.pattern;
             let mut is_match = parent_matched.get(index).copied().unwrap_or(false);
@@ -255,6 +252,7 @@ impl Dockerignore {
                     .map_err(|reason| self.error(source, reason))?;
                 if !is_match && parent_matched.is_empty() {
                     is_match = parent_dirs
+                        .get_or_insert_with(|| parent_prefixes(path))
                         .iter()
                         .any(|dir| pattern.matches(dir).unwrap_or(false));
                 }
@@ -278,7 +276,9 @@ impl Dockerignore {
     }
 
     /// Whether a context path is excluded, deciding each of its parent directories first
-    /// exactly as the context walk does (rule 16). `path` is relative to the context.
+    /// as the context walk does for the paths it visits (rule 16). `path` is relative to the
+    /// context. (The walk may also skip an excluded directory whole; what it skips, this
+    /// reports as excluded too.)
     ///
     /// # Errors
     /// As [`Self::matches`].

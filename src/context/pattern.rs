@@ -25,7 +25,7 @@ use super::goregex;
 const BAD_PATTERN: &str = "syntax error in pattern";
 
 /// A compiled pattern (patternmatcher's `Pattern`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pattern {
     /// The pattern after `New`: trimmed, cleaned, without the leading `!`.
     cleaned: Vec<u8>,
@@ -36,7 +36,7 @@ pub(crate) struct Pattern {
     matcher: Result<Matcher, String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Matcher {
     /// The path equals the pattern.
     Exact,

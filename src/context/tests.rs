@@ -459,3 +459,22 @@ fn non_utf8_names_are_matched_as_go_does() {
     let entries = walk(dir.path(), &ignore).expect("walk");
     assert!(entries.is_empty(), "{:?}", listed(&entries));
 }
+
+#[test]
+fn fifos_are_listed_and_sockets_left_out() {
+    let dir = temp_dir();
+    nix::unistd::mkfifo(
+        &dir.path().join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .expect("mkfifo");
+    let _listener =
+        std::os::unix::net::UnixListener::bind(dir.path().join("socket")).expect("bind");
+    fs::write(dir.path().join("file"), "x").expect("write");
+    let entries = walk(dir.path(), &Dockerignore::empty()).expect("walk");
+    assert_eq!(listed(&entries), ["file", "pipe"]);
+    assert_eq!(entries[1].kind, EntryKind::Fifo);
+    assert_eq!(entries[1].mode, 0o640);
+    // A FIFO is hashed by its metadata, never opened (opening would block).
+    digest_entries(dir.path(), &entries).expect("digest");
+}

@@ -142,23 +142,32 @@ impl Walker<'_> {
             Err(error) if excluded && error.kind() == io::ErrorKind::PermissionDenied => {
                 return Ok(());
             }
+            // Removed or replaced while walking: as fsutil, not an error.
+            Err(error)
+                if error.kind() == io::ErrorKind::NotFound
+                    || error.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(());
+            }
             Err(error) => return Err(read_error(relative, error)),
         };
+        // The entries keep the directory open, so their metadata comes from `fstatat` on
+        // it rather than from resolving the whole path again.
         let mut children = Vec::new();
         for child in reader {
             let child = child.map_err(|error| read_error(relative, error))?;
-            children.push(child.file_name());
+            children.push((child.file_name(), child));
         }
-        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
 
-        for name in children {
+        for (name, child) in children {
             let parent_length = relative.len();
             if !relative.is_empty() {
                 relative.push(b'/');
             }
             relative.extend_from_slice(name.as_bytes());
             absolute.push(&name);
-            let result = self.child(absolute, relative, info);
+            let result = self.child(&child, absolute, relative, info);
             absolute.pop();
             relative.truncate(parent_length);
             result?;
@@ -169,22 +178,28 @@ impl Walker<'_> {
     /// One entry of a directory being walked.
     fn child(
         &mut self,
+        child: &fs::DirEntry,
         absolute: &mut PathBuf,
         relative: &mut Vec<u8>,
         parent_info: &MatchInfo,
     ) -> Result<(), ContextError> {
-        let metadata = match fs::symlink_metadata(&*absolute) {
-            Ok(metadata) => metadata,
+        let metadata = || match child.metadata() {
+            Ok(metadata) => Ok(Some(metadata)),
             // Removed while walking: as fsutil, not an error.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(ContextError::Read {
-                    path: PathBuf::from(std::ffi::OsStr::from_bytes(relative)),
-                    source,
-                });
-            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ContextError::Read {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(relative)),
+                source,
+            }),
         };
-        let is_dir = metadata.is_dir();
+        // The type usually comes with the directory entry; metadata only for what is sent.
+        let is_dir = match child.file_type() {
+            Ok(file_type) => file_type.is_dir(),
+            Err(_) => match metadata()? {
+                Some(metadata) => metadata.is_dir(),
+                None => return Ok(()),
+            },
+        };
         let (excluded, info) = self.ignore.matches(relative, parent_info)?;
         if excluded {
             if !is_dir {
@@ -195,6 +210,9 @@ impl Walker<'_> {
             {
                 return Ok(());
             }
+            let Some(metadata) = metadata()? else {
+                return Ok(());
+            };
             let Some(entry) = entry(absolute, relative, &metadata)? else {
                 return Ok(());
             };
@@ -204,6 +222,9 @@ impl Walker<'_> {
             return result;
         }
 
+        let Some(metadata) = metadata()? else {
+            return Ok(());
+        };
         let Some(entry) = entry(absolute, relative, &metadata)? else {
             return Ok(());
         };
