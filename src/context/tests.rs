@@ -478,3 +478,17 @@ fn fifos_are_listed_and_sockets_left_out() {
     // A FIFO is hashed by its metadata, never opened (opening would block).
     digest_entries(dir.path(), &entries).expect("digest");
 }
+
+#[test]
+fn large_repeat_counts_compile_as_in_go() {
+    // Go accepts counts up to 1000; `?{1000}` is the regexp `[^/]{1000}`.
+    let started = std::time::Instant::now();
+    let ignore = Dockerignore::parse(b"?{1000}\n\\pL{1000}x*\n", ".dockerignore").expect("parse");
+    let path = "é".repeat(1000);
+    assert!(
+        ignore
+            .matches_or_parent_matches(path.as_bytes())
+            .expect("compiles")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
