@@ -4,7 +4,7 @@
 //! - [`Dockerignore`] reads the ignore file that applies (`<Dockerfile>.dockerignore` beside
 //!   the Dockerfile, else `<context>/.dockerignore`) and matches paths exactly as
 //!   moby/patternmatcher does, Go regexp quirks included.
-//! - [`walk`] lists the context as BuildKit's client (tonistiigi/fsutil `filter.go`) sends
+//! - [`walk()`] lists the context as BuildKit's client (tonistiigi/fsutil `filter.go`) sends
 //!   it: excluded directories are entered only when an exception could re-include something
 //!   inside, and an excluded directory is listed only when something beneath it is included.
 //!   The Dockerfile and the ignore file need no special case: they are read on their own

@@ -4,12 +4,13 @@
 //!
 //! - `New`: trim whitespace, Go `filepath.Clean`, a leading `!` marks an exception (a lone
 //!   `!` is an error), then the Go `filepath.Match(pattern, ".")` syntax check.
-//! - `compile`: the pattern becomes a Go regexp string with patternmatcher's quirks (`\` plus
-//!   a letter leaks into the regexp, `^` is not escaped, `. + ( ) $` are escaped but `| { }`
-//!   are not, despite the intent, see [`compile`],
-//!   `[...]` is passed through as a regexp class); a pattern without `* ? [ ] \` is compared
-//!   as a plain string, `x/**` as a prefix and `**...` as a suffix. The regexp string is then
-//!   translated from Go's RE2 dialect to the `regex` crate's ([`super::goregex`]).
+//! - `compile`: the pattern becomes a Go regexp string with patternmatcher's quirks: `\` plus
+//!   a letter leaks into the regexp, `^` is not escaped, `[...]` is passed through as a
+//!   regexp class, `. + ( ) $` are escaped but `| { }` are not (the README's rule 14 says
+//!   they are; upstream's escape bitmap cannot hold them, see [`compile`]). A pattern
+//!   without `* ? [ ] \` is compared as a plain string, `x/**` as a prefix and `**...` as a
+//!   suffix. The regexp string is then translated from Go's RE2 dialect to the `regex`
+//!   crate's ([`super::goregex`]).
 //! - Compilation errors (a reversed range such as `[z-a]` passes the syntax check) are kept
 //!   and reported at the first match, as upstream does.
 //!
