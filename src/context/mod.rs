@@ -83,6 +83,15 @@ pub enum ContextError {
     },
 }
 
+/// Go's `filepath.Match` on Unix, which BuildKit uses for wildcards in `COPY`/`ADD` sources
+/// (one path component at a time): `*` any run of non-`/` bytes, `?` one non-`/` character,
+/// `[...]` a class (`^` negates, `\` escapes), `\` escapes. `None` when the pattern is
+/// malformed — which, as in Go, is only noticed as far as matching reads the pattern: `x*[`
+/// against `.` is `Some(false)`, against `xa` `None`.
+pub fn glob_match(pattern: &[u8], name: &[u8]) -> Option<bool> {
+    pattern::go_match(pattern, name).ok()
+}
+
 impl ContextError {
     /// The exit status this error produces: a bad pattern or a missing context is bad input
     /// (2); an I/O failure is a failed build (1).

@@ -232,7 +232,7 @@ fn glob_syntax_is_valid(pattern: &[u8]) -> bool {
 }
 
 /// Go's `filepath.Match` (Unix): `Err(())` is `ErrBadPattern`.
-fn go_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, ()> {
+pub(crate) fn go_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, ()> {
     'pattern: while !pattern.is_empty() {
         let star = pattern[0] == b'*';
         let (chunk, rest) = scan_chunk(pattern);

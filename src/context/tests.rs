@@ -492,3 +492,31 @@ fn large_repeat_counts_compile_as_in_go() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+#[test]
+fn glob_match_is_go_filepath_match() {
+    // Results from Go's filepath.Match (Go 1.19; unchanged in current Go).
+    for (pattern, name, expected) in [
+        ("abc", "abc", Some(true)),
+        ("*", "abc", Some(true)),
+        ("*c", "abc", Some(true)),
+        ("a*", "ab/c", Some(false)),
+        ("a*/b", "abc/b", Some(true)),
+        ("a*b?c*x", "abxbbxdbxebxczzx", Some(true)),
+        ("ab[^e-g]", "abc", Some(true)),
+        ("a?b", "a☺b", Some(true)),
+        ("[\\-x]", "-", Some(true)),
+        ("[]a]", "]", None),
+        ("[x-]", "x", None),
+        ("a[", "a", None),
+        ("x*[", ".", Some(false)),
+        ("x*[", "xa", None),
+        ("*x", "xxx", Some(true)),
+    ] {
+        assert_eq!(
+            glob_match(pattern.as_bytes(), name.as_bytes()),
+            expected,
+            "{pattern:?} vs {name:?}"
+        );
+    }
+}
