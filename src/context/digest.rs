@@ -17,7 +17,7 @@
 //! not remembered, so that a write landing in the same timestamp tick as the hash is never
 //! mistaken for "unchanged" (git's "racily clean" problem).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -71,6 +71,8 @@ pub struct StatCache {
     /// The context directory the records belong to.
     context: Vec<u8>,
     records: Records,
+    /// Paths looked up or stored since the cache was loaded.
+    touched: HashSet<Vec<u8>>,
     changed: bool,
 }
 
@@ -123,6 +125,18 @@ impl StatCache {
             .map_err(|persist| error(persist.error))?;
         self.changed = false;
         Ok(())
+    }
+
+    /// Forgets the files no digest has asked about since the cache was loaded (files since
+    /// deleted or renamed). Call it after the last digest of a build, before
+    /// [`Self::save`]; a build whose `COPY`s read only part of the context keeps only that
+    /// part.
+    pub fn prune_untouched(&mut self) {
+        let before = self.records.len();
+        self.records.retain(|path, _| self.touched.contains(path));
+        if self.records.len() != before {
+            self.changed = true;
+        }
     }
 
     /// How many files it remembers.
@@ -262,6 +276,7 @@ pub fn digest_entries_cached(
         if entry.kind != EntryKind::File {
             continue;
         }
+        cache.touched.insert(entry.path_bytes().to_vec());
         match cache.records.get(entry.path_bytes()) {
             Some((stamp, digest)) if *stamp == Stamp::of(entry) => contents[index] = Some(*digest),
             _ => to_read.push(index),

@@ -442,6 +442,17 @@ fn stat_cache_reuses_digests_of_unchanged_files_only() {
         digest_entries_cached(&context, &fresh, &mut reloaded).expect("digest")
     );
 
+    // Pruning keeps what was asked about since loading, drops the rest.
+    let only_a: Vec<ContextEntry> = old
+        .iter()
+        .filter(|entry| entry.path == Path::new("a"))
+        .cloned()
+        .collect();
+    let mut pruned = StatCache::load(&cache_file, &context);
+    digest_entries_cached(&context, &only_a, &mut pruned).expect("digest");
+    pruned.prune_untouched();
+    assert_eq!(pruned.len(), 1);
+
     // A cache saved for another directory is not used.
     assert!(StatCache::load(&cache_file, dir.path()).is_empty());
     // Nor a corrupt one.
