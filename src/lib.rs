@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod env;
 pub mod error;
+pub mod layer;
 pub mod oci;
 pub mod store;
 
