@@ -5,6 +5,7 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod image;
 pub mod output;
 
 use std::process::ExitCode;
@@ -50,6 +51,17 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(build) => build.run(),
+        Command::Images(args) => args.run(),
+        Command::Inspect(args) => args.run(),
+        Command::History(args) => args.run(),
+        Command::Tag(args) => args.run(),
+        Command::Rmi(args) => args.run(),
+        Command::Prune(args) => args.run(),
+        Command::Du(args) => args.run(),
+        Command::Import(args) => args.run(),
+        Command::Save(args) => args.run(),
+        Command::Load(args) => args.run(),
+        Command::Fsck(args) => args.run(),
     }
 }
 
