@@ -117,12 +117,15 @@ struct ChunkSender {
 
 impl Write for ChunkSender {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.digester.update(bytes);
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= CHUNK {
+        // Chunks are exactly CHUNK bytes (the last one excepted): the compressor's output
+        // depends on how its input is split, and must depend only on the bytes.
+        let take = bytes.len().min(CHUNK - self.buffer.len());
+        self.digester.update(&bytes[..take]);
+        self.buffer.extend_from_slice(&bytes[..take]);
+        if self.buffer.len() == CHUNK {
             self.send()?;
         }
-        Ok(bytes.len())
+        Ok(take)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -135,7 +138,7 @@ impl ChunkSender {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK + 64 * 1024));
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
         self.sender
             .send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped"))
@@ -182,7 +185,7 @@ where
         let compressor = scope.spawn(move || compress_chunks(receiver, blob, compression));
         let mut chunks = ChunkSender {
             sender,
-            buffer: Vec::with_capacity(CHUNK + 64 * 1024),
+            buffer: Vec::with_capacity(CHUNK),
             digester: Digester::default(),
         };
         let produced = fill(&mut chunks).and_then(|()| chunks.send().map_err(LayerError::Write));
