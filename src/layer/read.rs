@@ -158,6 +158,7 @@ impl<R: Read> TarReader<R> {
                         .and_then(|text| text.split('.').next())
                         .and_then(|text| text.parse::<u64>().ok())
                         .ok_or_else(|| malformed(format!("bad PAX {key}"))),
+                    None if blank_field(&block, key) => Ok(0),
                     None => field.map_err(|error| malformed(format!("bad {key} field: {error}"))),
                 }
             };
@@ -165,8 +166,12 @@ impl<R: Read> TarReader<R> {
             let uid = number("uid", header.uid())?;
             let gid = number("gid", header.gid())?;
             let mtime = number("mtime", header.mtime())?;
-            let mode = header
-                .mode()
+            let mode = if blank_field(&block, "mode") {
+                Ok(0o644)
+            } else {
+                header.mode()
+            };
+            let mode = mode
                 .map_err(|error| malformed(format!("bad mode field: {error}")))?
                 & 0o7777;
             let link_target = || -> Result<std::path::PathBuf, ReadError> {
@@ -178,6 +183,9 @@ impl<R: Read> TarReader<R> {
                 Ok(std::ffi::OsString::from_vec(link).into())
             };
             let device = || -> Result<(u32, u32), ReadError> {
+                if block[329..345].iter().all(|byte| *byte == 0 || *byte == b' ') {
+                    return Ok((0, 0));
+                }
                 let major = header
                     .device_major()
                     .map_err(|error| malformed(format!("bad device major: {error}")))?
@@ -336,6 +344,20 @@ impl<R: Read> Read for ContentReader<'_, R> {
 
 fn padding(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+/// Whether a numeric header field holds only NULs and spaces (some writers leave fields
+/// they do not use empty); such a field reads as 0.
+fn blank_field(block: &[u8; BLOCK], key: &str) -> bool {
+    let range = match key {
+        "mode" => 100..108,
+        "uid" => 108..116,
+        "gid" => 116..124,
+        "size" => 124..136,
+        "mtime" => 136..148,
+        _ => return false,
+    };
+    block[range].iter().all(|byte| *byte == 0 || *byte == b' ')
 }
 
 fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {

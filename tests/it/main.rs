@@ -6,4 +6,5 @@
 )]
 
 mod cli; // usage, --help, default subcommand, exit codes
+mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
