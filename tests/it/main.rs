@@ -6,5 +6,7 @@
 )]
 
 mod cli; // usage, --help, default subcommand, exit codes
+mod crash; // SIGKILL while writing leaves the store readable
+mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
