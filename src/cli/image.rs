@@ -88,9 +88,16 @@ impl ImagesArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
         let mut rows = vec![
-            ["REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE", "CREATED"]
-                .map(str::to_owned)
-                .to_vec(),
+            [
+                "REPOSITORY",
+                "TAG",
+                "DIGEST",
+                "PLATFORMS",
+                "SIZE",
+                "CREATED",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ];
         for (name, descriptor) in store.refs()? {
             let (repository, tag) = split_ref(&name);
@@ -100,8 +107,7 @@ impl ImagesArgs {
             } else {
                 digest.chars().take(19).collect()
             };
-            let (platforms, size, created) = match image::list_images(store.layout(), &descriptor)
-            {
+            let (platforms, size, created) = match image::list_images(store.layout(), &descriptor) {
                 Ok(images) => {
                     let platforms: Vec<String> = images
                         .iter()
@@ -111,7 +117,12 @@ impl ImagesArgs {
                         .iter()
                         .map(|image| {
                             image.manifest.config().size()
-                                + image.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+                                + image
+                                    .manifest
+                                    .layers()
+                                    .iter()
+                                    .map(|l| l.size())
+                                    .sum::<u64>()
                         })
                         .sum();
                     let created = images
@@ -121,7 +132,11 @@ impl ImagesArgs {
                         .unwrap_or_default();
                     (platforms.join(","), human_size(size), created)
                 }
-                Err(error) => (format!("(unreadable: {error})"), String::new(), String::new()),
+                Err(error) => (
+                    format!("(unreadable: {error})"),
+                    String::new(),
+                    String::new(),
+                ),
             };
             rows.push(vec![
                 repository.to_owned(),
@@ -356,7 +371,11 @@ impl DuArgs {
                 .to_vec(),
             row("Image blobs", usage.image_blobs, "xbuild rmi, then prune"),
             row("Build cache blobs", usage.cache_blobs, "xbuild prune"),
-            row("Unreferenced blobs", usage.unreferenced_blobs, "xbuild prune --keep-cache"),
+            row(
+                "Unreferenced blobs",
+                usage.unreferenced_blobs,
+                "xbuild prune --keep-cache",
+            ),
             row("Snapshots", usage.snapshots, ""),
             row(
                 "  of which unreferenced",
@@ -364,7 +383,11 @@ impl DuArgs {
                 "xbuild prune --keep-cache",
             ),
             row("Cache records", (usage.cache_records, 0), "xbuild prune"),
-            row("Temporary files", (0, usage.tmp_bytes), "xbuild prune --keep-cache"),
+            row(
+                "Temporary files",
+                (0, usage.tmp_bytes),
+                "xbuild prune --keep-cache",
+            ),
         ]);
         Ok(())
     }
@@ -400,8 +423,8 @@ impl ImportArgs {
     /// # Errors
     /// Bad `--change`, unreadable source, write failures.
     pub fn run(self) -> anyhow::Result<()> {
-        let platform = parse_platform_arg(self.platform.as_deref())?
-            .unwrap_or_else(image::host_platform);
+        let platform =
+            parse_platform_arg(self.platform.as_deref())?.unwrap_or_else(image::host_platform);
         let compression = Compression::parse(&self.compression).ok_or_else(|| {
             Failure::bad_input(format!(
                 "unknown compression {:?}: use gzip or zstd",
@@ -435,19 +458,23 @@ impl ImportArgs {
         };
         let created = image::created_now();
         let mut config = image::new_image_config(&platform, Some(created.clone()));
-        config.rootfs_mut().diff_ids_mut().push(blob.diff_id.to_string());
-        let mut history: HistoryBuilder = HistoryBuilder::default()
-            .created(created)
-            .created_by(format!(
-                "xbuild import {}",
-                if source == Path::new("-") {
-                    "-".to_owned()
-                } else {
-                    source
-                        .file_name()
-                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
-                }
-            ));
+        config
+            .rootfs_mut()
+            .diff_ids_mut()
+            .push(blob.diff_id.to_string());
+        let mut history: HistoryBuilder =
+            HistoryBuilder::default()
+                .created(created)
+                .created_by(format!(
+                    "xbuild import {}",
+                    if source == Path::new("-") {
+                        "-".to_owned()
+                    } else {
+                        source
+                            .file_name()
+                            .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+                    }
+                ));
         if let Some(message) = &self.message {
             history = history.comment(message.clone());
         }

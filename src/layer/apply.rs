@@ -418,7 +418,8 @@ impl State {
                         if self.created.contains(&relative) {
                             continue;
                         }
-                        remove_any(&child.path()).map_err(write("emptying the opaque directory"))?;
+                        remove_any(&child.path())
+                            .map_err(write("emptying the opaque directory"))?;
                     }
                 }
             }
@@ -443,16 +444,12 @@ impl State {
             remove_any(&path).map_err(write("removing the whited-out file"))?;
         }
         if self.options.whiteouts == WhiteoutMode::Overlay {
-            mknod(
-                &path,
-                SFlag::S_IFCHR,
-                Mode::empty(),
-                makedev(0, 0),
-            )
-            .map_err(|errno| ApplyError::Write {
-                entry: entry.to_owned(),
-                action: "creating the overlay whiteout (a 0/0 device: needs root)",
-                source: errno.into(),
+            mknod(&path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|errno| {
+                ApplyError::Write {
+                    entry: entry.to_owned(),
+                    action: "creating the overlay whiteout (a 0/0 device: needs root)",
+                    source: errno.into(),
+                }
             })?;
             self.created.insert(relative);
         }
@@ -480,7 +477,8 @@ impl State {
                 .map_err(|_| Self::refuse(entry, "uid out of range"))?;
             let gid = u32::try_from(tar_entry.gid)
                 .map_err(|_| Self::refuse(entry, "gid out of range"))?;
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(write("setting the owner"))?;
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .map_err(write("setting the owner"))?;
         }
         // After chown, which clears setuid/setgid and file capabilities.
         if !is_symlink {

@@ -104,7 +104,11 @@ fn overlay_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     xattr::get(path, format!("trusted.overlay.{name}"))
         .ok()
         .flatten()
-        .or_else(|| xattr::get(path, format!("user.overlay.{name}")).ok().flatten())
+        .or_else(|| {
+            xattr::get(path, format!("user.overlay.{name}"))
+                .ok()
+                .flatten()
+        })
 }
 
 /// A tar entry describing `path` (relative name `name`) from its `lstat` metadata.
@@ -274,8 +278,11 @@ impl Walker {
                 if self.kind == TreeKind::OverlayUpper
                     && overlay_xattr(&path, "opaque").as_deref() == Some(b"y")
                 {
-                    let mut marker =
-                        TarEntry::new(name_in_image.join(OPAQUE_MARKER), EntryKind::File { size: 0 }, 0o600);
+                    let mut marker = TarEntry::new(
+                        name_in_image.join(OPAQUE_MARKER),
+                        EntryKind::File { size: 0 },
+                        0o600,
+                    );
                     marker.mtime = meta.mtime();
                     self.append(writer, &marker, None)?;
                 }
@@ -295,11 +302,10 @@ impl Walker {
             (EntryKind::File { size: 0 }, None) => writer.append(entry, Some(&mut io::empty())),
             (_, content) => writer.append(entry, content),
         };
-        written
-            .map_err(|source| DiffError::Write {
-                path: entry.path.clone(),
-                source,
-            })?;
+        written.map_err(|source| DiffError::Write {
+            path: entry.path.clone(),
+            source,
+        })?;
         self.count += 1;
         Ok(())
     }

@@ -372,7 +372,9 @@ where
                 .into_iter()
                 .map(|handle| {
                     handle.join().unwrap_or_else(|_| {
-                        Err(LayerError::Write(io::Error::other("a layer thread panicked")))
+                        Err(LayerError::Write(io::Error::other(
+                            "a layer thread panicked",
+                        )))
                     })
                 })
                 .collect()
@@ -407,8 +409,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         tree(&second);
         for compression in [Compression::Gzip, Compression::Zstd] {
-            let one = write_tree_layer(&layout, &first, TreeKind::RootFs, compression, Some(10))
-                .unwrap();
+            let one =
+                write_tree_layer(&layout, &first, TreeKind::RootFs, compression, Some(10)).unwrap();
             let two = write_tree_layer(&layout, &second, TreeKind::RootFs, compression, Some(10))
                 .unwrap();
             assert_eq!(one.descriptor.digest(), two.descriptor.digest());

@@ -171,9 +171,8 @@ impl<R: Read> TarReader<R> {
             } else {
                 header.mode()
             };
-            let mode = mode
-                .map_err(|error| malformed(format!("bad mode field: {error}")))?
-                & 0o7777;
+            let mode =
+                mode.map_err(|error| malformed(format!("bad mode field: {error}")))? & 0o7777;
             let link_target = || -> Result<std::path::PathBuf, ReadError> {
                 use std::os::unix::ffi::OsStringExt;
                 let link = link.clone().unwrap_or_default();
@@ -183,7 +182,10 @@ impl<R: Read> TarReader<R> {
                 Ok(std::ffi::OsString::from_vec(link).into())
             };
             let device = || -> Result<(u32, u32), ReadError> {
-                if block[329..345].iter().all(|byte| *byte == 0 || *byte == b' ') {
+                if block[329..345]
+                    .iter()
+                    .all(|byte| *byte == 0 || *byte == b' ')
+                {
                     return Ok((0, 0));
                 }
                 let major = header
@@ -432,13 +434,7 @@ mod tests {
         entry.uid = 3_000_000;
         entry.xattrs.insert("user.a".to_owned(), b"b".to_vec());
         writer.append(&entry, Some(&mut &b"hello"[..])).unwrap();
-        let link = TarEntry::new(
-            "l",
-            EntryKind::Symlink {
-                target: "t".into(),
-            },
-            0o777,
-        );
+        let link = TarEntry::new("l", EntryKind::Symlink { target: "t".into() }, 0o777);
         writer.append(&link, None).unwrap();
         let bytes = writer.finish().unwrap();
 
@@ -451,12 +447,7 @@ mod tests {
         reader.content().read_to_string(&mut content).unwrap();
         assert_eq!(content, "hello");
         let second = reader.next_entry().unwrap().unwrap();
-        assert_eq!(
-            second.kind,
-            EntryKind::Symlink {
-                target: "t".into()
-            }
-        );
+        assert_eq!(second.kind, EntryKind::Symlink { target: "t".into() });
         assert!(reader.next_entry().unwrap().is_none());
     }
 

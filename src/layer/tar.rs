@@ -157,12 +157,26 @@ impl<W: Write> TarWriter<W> {
         };
         header.set_entry_type(entry_type);
         header.set_mode(entry.mode & 0o7777);
-        set_number(&mut header, &mut pax, "uid", entry.uid, MAX_OCTAL_8, |h, v| {
-            h.set_uid(v);
-        });
-        set_number(&mut header, &mut pax, "gid", entry.gid, MAX_OCTAL_8, |h, v| {
-            h.set_gid(v);
-        });
+        set_number(
+            &mut header,
+            &mut pax,
+            "uid",
+            entry.uid,
+            MAX_OCTAL_8,
+            |h, v| {
+                h.set_uid(v);
+            },
+        );
+        set_number(
+            &mut header,
+            &mut pax,
+            "gid",
+            entry.gid,
+            MAX_OCTAL_8,
+            |h, v| {
+                h.set_gid(v);
+            },
+        );
         set_number(&mut header, &mut pax, "size", size, MAX_OCTAL_12, |h, v| {
             h.set_size(v);
         });

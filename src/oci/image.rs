@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 
 use oci_spec::image::{
-    Arch, Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageIndex,
-    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, Platform,
-    PlatformBuilder,
+    Arch, Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder,
+    ImageManifest, ImageManifestBuilder, MediaType, Os, Platform, PlatformBuilder,
 };
 use serde::Serialize;
 
@@ -119,7 +118,12 @@ pub fn new_image_config(platform: &Platform, created: Option<String>) -> ImageCo
     let mut config = ImageConfiguration::default();
     config.set_architecture(platform.architecture().clone());
     config.set_os(platform.os().clone());
-    config.set_variant(platform.variant().clone().filter(|variant| !variant.is_empty()));
+    config.set_variant(
+        platform
+            .variant()
+            .clone()
+            .filter(|variant| !variant.is_empty()),
+    );
     config.set_created(created);
     config.rootfs_mut().set_typ("layers".to_owned());
     config
@@ -452,8 +456,7 @@ fn reachable_inner(
     if matches!(media_type, MediaType::ImageConfig) || media_type.as_ref() == DOCKER_CONFIG {
         return Ok(());
     }
-    let value: serde_json::Value = match layout.read_json(descriptor.digest(), "JSON document")
-    {
+    let value: serde_json::Value = match layout.read_json(descriptor.digest(), "JSON document") {
         Ok(value) => value,
         // A blob of an unknown media type that is not JSON is a leaf.
         Err(LayoutError::Json { .. }) => return Ok(()),
@@ -565,7 +568,8 @@ mod tests {
     fn docker_manifest_list_is_read_as_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let layout = ImageLayout::open_or_create(dir.path()).unwrap();
-        let config = br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config =
+            br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let (config_digest, config_size) = layout.write_blob(config).unwrap();
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{config_digest}","size":{config_size}}},"layers":[]}}"#
@@ -575,13 +579,13 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{manifest_digest}","size":{manifest_size},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#
         );
         let (list_digest, list_size) = layout.write_blob(list.as_bytes()).unwrap();
-        let top = descriptor(MediaType::from(DOCKER_MANIFEST_LIST), list_digest, list_size);
-        let image = resolve_image(
-            &layout,
-            &top,
-            Some(&parse_platform("linux/arm64").unwrap()),
-        )
-        .unwrap();
+        let top = descriptor(
+            MediaType::from(DOCKER_MANIFEST_LIST),
+            list_digest,
+            list_size,
+        );
+        let image =
+            resolve_image(&layout, &top, Some(&parse_platform("linux/arm64").unwrap())).unwrap();
         assert_eq!(image.manifest.config().digest(), &config_digest);
         assert!(matches!(
             resolve_image(&layout, &top, Some(&parse_platform("linux/s390x").unwrap())),

@@ -134,7 +134,8 @@ impl Store {
         let index = image::build_index(vec![descriptor]);
         let mut tar = TarWriter::new(out, None);
         let write = |error: io::Error| StoreError::Layer(LayerError::Write(error));
-        append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write)?;
+        append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(write)?;
         append_bytes(&mut tar, "index.json", &image::canonical_json(&index)).map_err(write)?;
         for dir in ["blobs", "blobs/sha256"] {
             tar.append(&TarEntry::new(dir, EntryKind::Directory, 0o755), None)
@@ -151,7 +152,10 @@ impl Store {
             let mut file = self.layout().open_blob(digest)?;
             let size = file
                 .metadata()
-                .map_err(super::file_error("inspecting", &self.layout().blob_path(digest)?))?
+                .map_err(super::file_error(
+                    "inspecting",
+                    &self.layout().blob_path(digest)?,
+                ))?
                 .len();
             let entry = TarEntry::new(
                 format!("blobs/sha256/{}", digest.digest()),
@@ -174,8 +178,11 @@ impl Store {
         let mut tar = TarWriter::new(out, None);
         tar.append(&TarEntry::new("blobs", EntryKind::Directory, 0o755), None)
             .map_err(write)?;
-        tar.append(&TarEntry::new("blobs/sha256", EntryKind::Directory, 0o755), None)
-            .map_err(write)?;
+        tar.append(
+            &TarEntry::new("blobs/sha256", EntryKind::Directory, 0o755),
+            None,
+        )
+        .map_err(write)?;
         let config_digest = resolved.manifest.config().digest();
         let config_bytes = self.layout().read_blob(config_digest)?;
         let config_path = format!("blobs/sha256/{}", config_digest.digest());
@@ -187,7 +194,10 @@ impl Store {
             // docker load wants uncompressed layer tars named by diff_id; decompress through
             // a temporary file, since a tar header needs the size first.
             let diff_id = diff_ids.get(index).cloned().unwrap_or_default();
-            let hex = diff_id.strip_prefix("sha256:").unwrap_or(&diff_id).to_owned();
+            let hex = diff_id
+                .strip_prefix("sha256:")
+                .unwrap_or(&diff_id)
+                .to_owned();
             let path = format!("blobs/sha256/{hex}");
             layer_paths.push(path.clone());
             if !written.insert(hex) {
@@ -388,10 +398,10 @@ impl Store {
                 layers.push(descriptor);
             }
             let config_size = self.layout().read_blob(&config_digest)?.len() as u64;
-            let config_descriptor = Descriptor::new(MediaType::ImageConfig, config_size, config_digest);
+            let config_descriptor =
+                Descriptor::new(MediaType::ImageConfig, config_size, config_digest);
             let manifest = image::build_manifest(config_descriptor, layers, None);
-            let descriptor =
-                self.put_manifest(&manifest, Some(image::config_platform(&config)))?;
+            let descriptor = self.put_manifest(&manifest, Some(image::config_platform(&config)))?;
             let mut names: Vec<String> = entry
                 .repo_tags
                 .clone()

@@ -124,7 +124,10 @@ pub enum StoreError {
     },
 }
 
-pub(crate) fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+pub(crate) fn file_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::File {
         action,
@@ -172,11 +175,13 @@ impl Store {
                 source,
             })?;
         }
-        let use_lock = StoreLock::shared(&layout.root().join("locks").join("use.lock"))
-            .map_err(|error| LayoutError::File {
-                action: "locking",
-                path: layout.root().join("locks").join("use.lock"),
-                source: io::Error::other(error.to_string()),
+        let use_lock =
+            StoreLock::shared(&layout.root().join("locks").join("use.lock")).map_err(|error| {
+                LayoutError::File {
+                    action: "locking",
+                    path: layout.root().join("locks").join("use.lock"),
+                    source: io::Error::other(error.to_string()),
+                }
             })?;
         Ok(Self {
             layout,
@@ -276,7 +281,11 @@ impl Store {
     ///
     /// # Errors
     /// Unknown name, no such platform, missing or corrupt blobs.
-    pub fn image(&self, name: &str, platform: Option<&Platform>) -> Result<ResolvedImage, StoreError> {
+    pub fn image(
+        &self,
+        name: &str,
+        platform: Option<&Platform>,
+    ) -> Result<ResolvedImage, StoreError> {
         let descriptor = self.resolve_ref(name)?;
         Ok(image::resolve_image(&self.layout, &descriptor, platform)?)
     }
@@ -375,7 +384,9 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), 
         .tempfile_in(tmp)
         .map_err(file_error("creating a temporary file in", tmp))?;
     file.write_all(bytes).map_err(file_error("writing", path))?;
-    file.as_file().sync_all().map_err(file_error("syncing", path))?;
+    file.as_file()
+        .sync_all()
+        .map_err(file_error("syncing", path))?;
     file.persist(path)
         .map_err(|error| error.error)
         .map_err(file_error("renaming into place", path))?;
@@ -416,9 +427,15 @@ mod tests {
     #[test]
     fn names_get_latest_and_split_back() {
         assert_eq!(normalize_ref("busybox"), "busybox:latest");
-        assert_eq!(normalize_ref("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(
+            normalize_ref("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
         assert_eq!(normalize_ref("app:1"), "app:1");
-        assert_eq!(split_ref("localhost:5000/app:1"), ("localhost:5000/app", "1"));
+        assert_eq!(
+            split_ref("localhost:5000/app:1"),
+            ("localhost:5000/app", "1")
+        );
         assert_eq!(split_ref("app"), ("app", ""));
     }
 

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, Digest, ImageManifest};
 
 use super::{Store, StoreError, file_error};
-use crate::layer::{
-    self, ApplyOptions, DigestingReader, LayerError, WhiteoutMode, apply_layer,
-};
+use crate::layer::{self, ApplyOptions, DigestingReader, LayerError, WhiteoutMode, apply_layer};
 use crate::oci::image::ResolvedImage;
 
 impl Store {
@@ -165,7 +163,9 @@ impl Store {
                 let handles: Vec<_> = batch
                     .iter()
                     .filter(|(_, diff_id)| self.snapshot(diff_id).is_none())
-                    .map(|(layer, diff_id)| scope.spawn(move || self.unpack_snapshot(layer, diff_id)))
+                    .map(|(layer, diff_id)| {
+                        scope.spawn(move || self.unpack_snapshot(layer, diff_id))
+                    })
                     .collect();
                 for handle in handles {
                     handle.join().map_err(|_| StoreError::File {

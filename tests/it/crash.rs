@@ -1,5 +1,6 @@
 //! A process killed with SIGKILL while writing leaves the store readable, and the next run
 //! works.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::fs;
 use std::io::Write;
@@ -15,7 +16,8 @@ fn make_big_tree(root: &Path, files: usize, megabytes: usize) {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut buffer = vec![0u8; 1 << 20];
     for index in 0..files {
-        let mut file = std::io::BufWriter::new(fs::File::create(root.join(format!("blob{index}"))).unwrap());
+        let mut file =
+            std::io::BufWriter::new(fs::File::create(root.join(format!("blob{index}"))).unwrap());
         for _ in 0..megabytes {
             for chunk in buffer.chunks_mut(8) {
                 state ^= state << 13;
@@ -55,7 +57,12 @@ fn assert_store_readable(dir: &Path) {
     let images = run(xbuild(dir).arg("images"));
     assert!(images.status.success(), "images: {}", stderr(&images));
     let fsck = run(xbuild(dir).arg("fsck"));
-    assert!(fsck.status.success(), "fsck: {}{}", stdout(&fsck), stderr(&fsck));
+    assert!(
+        fsck.status.success(),
+        "fsck: {}{}",
+        stdout(&fsck),
+        stderr(&fsck)
+    );
 }
 
 #[test]
@@ -68,7 +75,11 @@ fn sigkill_during_import_and_load_leaves_the_store_readable() {
     let small = dir.path().join("small");
     fs::create_dir_all(&small).unwrap();
     fs::write(small.join("f"), "x").unwrap();
-    assert!(run(xbuild(dir.path()).arg("import").arg(&small).arg("small:1")).status.success());
+    assert!(
+        run(xbuild(dir.path()).arg("import").arg(&small).arg("small:1"))
+            .status
+            .success()
+    );
 
     let mut child = xbuild(dir.path())
         .arg("import")
@@ -78,7 +89,10 @@ fn sigkill_during_import_and_load_leaves_the_store_readable() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(kill_mid_write(&mut child, &store, 4 << 20), "import finished before the kill");
+    assert!(
+        kill_mid_write(&mut child, &store, 4 << 20),
+        "import finished before the kill"
+    );
     assert_store_readable(dir.path());
     let images = stdout(&run(xbuild(dir.path()).arg("images")));
     assert!(images.contains("small"), "{images}");
@@ -88,15 +102,32 @@ fn sigkill_during_import_and_load_leaves_the_store_readable() {
     let again = run(xbuild(dir.path()).arg("import").arg(&tree).arg("big:1"));
     assert!(again.status.success(), "{}", stderr(&again));
     assert_store_readable(dir.path());
-    assert!(run(xbuild(dir.path()).args(["prune", "--keep-cache"])).status.success());
+    assert!(
+        run(xbuild(dir.path()).args(["prune", "--keep-cache"]))
+            .status
+            .success()
+    );
     assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 
     // Same for load.
     let archive = dir.path().join("big.tar");
-    assert!(run(xbuild(dir.path()).args(["save", "big:1", "-o"]).arg(&archive)).status.success());
+    assert!(
+        run(xbuild(dir.path())
+            .args(["save", "big:1", "-o"])
+            .arg(&archive))
+        .status
+        .success()
+    );
     let other = temp_dir();
     let other_store = other.path().join("store");
-    assert!(run(xbuild(other.path()).arg("import").arg(&small).arg("small:1")).status.success());
+    assert!(
+        run(xbuild(other.path())
+            .arg("import")
+            .arg(&small)
+            .arg("small:1"))
+        .status
+        .success()
+    );
     let mut child = xbuild(other.path())
         .args(["load", "-i"])
         .arg(&archive)
@@ -104,11 +135,17 @@ fn sigkill_during_import_and_load_leaves_the_store_readable() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(kill_mid_write(&mut child, &other_store, 4 << 20), "load finished before the kill");
+    assert!(
+        kill_mid_write(&mut child, &other_store, 4 << 20),
+        "load finished before the kill"
+    );
     assert_store_readable(other.path());
     let again = run(xbuild(other.path()).args(["load", "-i"]).arg(&archive));
     assert!(again.status.success(), "{}", stderr(&again));
     assert_store_readable(other.path());
     let images = stdout(&run(xbuild(other.path()).arg("images")));
-    assert!(images.contains("big") && images.contains("small"), "{images}");
+    assert!(
+        images.contains("big") && images.contains("small"),
+        "{images}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The store as other tools see it: `xbuild import` then skopeo and umoci read the layout;
 //! archives saved and loaded (ours, skopeo's, `docker load`); the image commands;
 //! reproducible digests; snapshots that stack as overlay lower directories.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,12 +43,20 @@ fn make_rootfs(root: &Path, with_privileged: bool) {
     fs::set_permissions(root.join("srv/shared"), fs::Permissions::from_mode(0o2775)).unwrap();
     fs::write(root.join("bin/suid"), "#!/bin/sh\n").unwrap();
     fs::set_permissions(root.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    let deep = root.join(format!("{}/{}/{}", "d".repeat(90), "e".repeat(90), "f".repeat(90)));
+    let deep = root.join(format!(
+        "{}/{}/{}",
+        "d".repeat(90),
+        "e".repeat(90),
+        "f".repeat(90)
+    ));
     fs::create_dir_all(&deep).unwrap();
     fs::write(deep.join("long-name-".repeat(12)), "deep").unwrap();
     std::os::unix::fs::symlink("../".repeat(40) + "etc/motd", root.join("etc/long-link")).unwrap();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     if with_privileged {
         std::os::unix::fs::chown(root.join("etc/motd"), Some(1234), Some(5678)).unwrap();
         std::os::unix::fs::lchown(root.join("bin/sh"), Some(1), Some(2)).unwrap();
@@ -60,7 +69,9 @@ fn make_rootfs(root: &Path, with_privileged: bool) {
         .unwrap();
         fs::copy("/bin/busybox", root.join("bin/ping")).unwrap();
         sh(
-            Command::new("setcap").args(["cap_net_raw+ep"]).arg(root.join("bin/ping")),
+            Command::new("setcap")
+                .args(["cap_net_raw+ep"])
+                .arg(root.join("bin/ping")),
             "setcap",
         );
     }
@@ -91,7 +102,10 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
             if file_type.is_symlink() {
                 text += &format!(" link={:?}", fs::read_link(&path).unwrap());
             } else if file_type.is_file() {
-                text += &format!(" sha={}", xbuild::oci::sha256_digest(&fs::read(&path).unwrap()));
+                text += &format!(
+                    " sha={}",
+                    xbuild::oci::sha256_digest(&fs::read(&path).unwrap())
+                );
                 if meta.nlink() > 1 {
                     let first = inodes.entry(meta.ino()).or_insert_with(|| relative.clone());
                     text += &format!(" hardlink-group={}", first.display());
@@ -142,7 +156,12 @@ fn imported_rootfs_unpacked_by_umoci_equals_the_source() {
     let tarball = dir.path().join("rootfs.tar");
     sh(
         Command::new("tar")
-            .args(["--xattrs", "--xattrs-include=security.capability", "--numeric-owner", "-cpf"])
+            .args([
+                "--xattrs",
+                "--xattrs-include=security.capability",
+                "--numeric-owner",
+                "-cpf",
+            ])
             .arg(&tarball)
             .arg("-C")
             .arg(&source)
@@ -164,7 +183,9 @@ fn imported_rootfs_unpacked_by_umoci_equals_the_source() {
             "skopeo inspect",
         );
         assert!(inspected.contains("\"Architecture\""), "{inspected}");
-        let bundle = dir.path().join(format!("bundle-{}", reference.replace(':', "-")));
+        let bundle = dir
+            .path()
+            .join(format!("bundle-{}", reference.replace(':', "-")));
         sh(
             Command::new("umoci")
                 .args(["unpack", "--image"])
@@ -175,7 +196,10 @@ fn imported_rootfs_unpacked_by_umoci_equals_the_source() {
         let mut actual = describe(&bundle.join("rootfs"));
         // GNU tar records the root directory "./" itself; the source's root is not a layer entry.
         actual.remove(Path::new(""));
-        assert_eq!(actual, expected, "{reference}: umoci's rootfs differs from the source");
+        assert_eq!(
+            actual, expected,
+            "{reference}: umoci's rootfs differs from the source"
+        );
     }
 }
 
@@ -231,7 +255,10 @@ fn archives_round_trip_and_skopeo_archives_load() {
     fs::create_dir_all(&archives).unwrap();
     let oci = archives.join("ours-oci.tar");
     let docker = archives.join("ours-docker.tar");
-    ok(&run(xbuild(dir.path()).args(["save", "app:1", "-o"]).arg(&oci)), "save oci");
+    ok(
+        &run(xbuild(dir.path()).args(["save", "app:1", "-o"]).arg(&oci)),
+        "save oci",
+    );
     ok(
         &run(xbuild(dir.path())
             .args(["save", "app:1", "--format", "docker", "-o"])
@@ -240,7 +267,10 @@ fn archives_round_trip_and_skopeo_archives_load() {
     );
     // Saving twice gives the same bytes.
     let again = archives.join("again.tar");
-    ok(&run(xbuild(dir.path()).args(["save", "app:1", "-o"]).arg(&again)), "save again");
+    ok(
+        &run(xbuild(dir.path()).args(["save", "app:1", "-o"]).arg(&again)),
+        "save again",
+    );
     assert_eq!(fs::read(&oci).unwrap(), fs::read(&again).unwrap());
 
     let skopeo_oci = archives.join("skopeo-oci.tar");
@@ -249,19 +279,27 @@ fn archives_round_trip_and_skopeo_archives_load() {
         Command::new("skopeo")
             .arg("copy")
             .arg(format!("oci:{}:app:1", store.display()))
-            .arg(format!("oci-archive:{}:app:from-skopeo", skopeo_oci.display())),
+            .arg(format!(
+                "oci-archive:{}:app:from-skopeo",
+                skopeo_oci.display()
+            )),
         "skopeo copy to oci-archive",
     );
     sh(
         Command::new("skopeo")
             .arg("copy")
             .arg(format!("oci:{}:app:1", store.display()))
-            .arg(format!("docker-archive:{}:app:from-skopeo", skopeo_docker.display())),
+            .arg(format!(
+                "docker-archive:{}:app:from-skopeo",
+                skopeo_docker.display()
+            )),
         "skopeo copy to docker-archive",
     );
     // Skopeo reads our archives too.
     sh(
-        Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", oci.display())),
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", oci.display())),
         "skopeo inspect our oci archive",
     );
     sh(
@@ -274,7 +312,10 @@ fn archives_round_trip_and_skopeo_archives_load() {
     let config_digest = |root: &Path, reference: &str| -> String {
         let inspected = ok(&run(xbuild(root).args(["inspect", reference])), "inspect");
         let value: serde_json::Value = serde_json::from_str(&inspected).unwrap();
-        value["Manifest"]["config"]["digest"].as_str().unwrap().to_owned()
+        value["Manifest"]["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let expected_config = config_digest(dir.path(), "app:1");
     for (archive, name, same_manifest) in [
@@ -284,11 +325,24 @@ fn archives_round_trip_and_skopeo_archives_load() {
         (&skopeo_docker, "app:from-skopeo", false),
     ] {
         let fresh = temp_dir();
-        let loaded = ok(&run(xbuild(fresh.path()).args(["load", "-i"]).arg(archive)), "load");
-        assert!(loaded.contains(&format!("Loaded image: {name}")), "{loaded}");
-        assert_eq!(config_digest(fresh.path(), name), expected_config, "{archive:?}");
+        let loaded = ok(
+            &run(xbuild(fresh.path()).args(["load", "-i"]).arg(archive)),
+            "load",
+        );
+        assert!(
+            loaded.contains(&format!("Loaded image: {name}")),
+            "{loaded}"
+        );
+        assert_eq!(
+            config_digest(fresh.path(), name),
+            expected_config,
+            "{archive:?}"
+        );
         if same_manifest {
-            let images = ok(&run(xbuild(fresh.path()).args(["images", "--no-trunc"])), "images");
+            let images = ok(
+                &run(xbuild(fresh.path()).args(["images", "--no-trunc"])),
+                "images",
+            );
             assert!(images.contains(digest), "{archive:?} loaded as\n{images}");
         }
         ok(&run(xbuild(fresh.path()).arg("fsck")), "fsck");
@@ -343,7 +397,10 @@ fn multi_platform_indexes_are_stored_saved_and_loaded_as_indexes() {
             .arg(format!("oci:{}:multi:1", store_dir.display())),
         "skopeo inspect --raw",
     );
-    assert!(raw.contains("application/vnd.oci.image.index.v1+json"), "{raw}");
+    assert!(
+        raw.contains("application/vnd.oci.image.index.v1+json"),
+        "{raw}"
+    );
     let images = ok(&run(xbuild(dir.path()).arg("images")), "images");
     assert!(
         images.contains("linux/amd64,linux/arm64,linux/arm/v7"),
@@ -358,15 +415,30 @@ fn multi_platform_indexes_are_stored_saved_and_loaded_as_indexes() {
     assert_eq!(value["Config"]["architecture"], "arm64");
     let missing = run(xbuild(dir.path()).args(["inspect", "multi:1", "--platform", "linux/s390x"]));
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
-    assert!(stderr(&missing).contains("linux/s390x"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("linux/s390x"),
+        "{}",
+        stderr(&missing)
+    );
 
     // OCI archive: the index comes back with the same digest.
     let archive = dir.path().join("multi.tar");
-    ok(&run(xbuild(dir.path()).args(["save", "multi:1", "-o"]).arg(&archive)), "save");
+    ok(
+        &run(xbuild(dir.path())
+            .args(["save", "multi:1", "-o"])
+            .arg(&archive)),
+        "save",
+    );
     let fresh = temp_dir();
-    ok(&run(xbuild(fresh.path()).args(["load", "-i"]).arg(&archive)), "load");
+    ok(
+        &run(xbuild(fresh.path()).args(["load", "-i"]).arg(&archive)),
+        "load",
+    );
     let top = |root: &Path| {
-        let inspected = ok(&run(xbuild(root).args(["inspect", "multi:1", "--platform", "linux/arm/v7"])), "inspect");
+        let inspected = ok(
+            &run(xbuild(root).args(["inspect", "multi:1", "--platform", "linux/arm/v7"])),
+            "inspect",
+        );
         let value: serde_json::Value = serde_json::from_str(&inspected).unwrap();
         (value["Digest"].clone(), value["Platforms"].clone())
     };
@@ -376,14 +448,31 @@ fn multi_platform_indexes_are_stored_saved_and_loaded_as_indexes() {
     let docker = dir.path().join("arm64.tar");
     ok(
         &run(xbuild(dir.path())
-            .args(["save", "multi:1", "--format", "docker", "--platform", "linux/arm64", "-o"])
+            .args([
+                "save",
+                "multi:1",
+                "--format",
+                "docker",
+                "--platform",
+                "linux/arm64",
+                "-o",
+            ])
             .arg(&docker)),
         "save docker --platform",
     );
     let fresh = temp_dir();
-    ok(&run(xbuild(fresh.path()).args(["load", "-i"]).arg(&docker)), "load docker");
-    let inspected = ok(&run(xbuild(fresh.path()).args(["inspect", "multi:1"])), "inspect");
-    assert!(inspected.contains("\"architecture\": \"arm64\""), "{inspected}");
+    ok(
+        &run(xbuild(fresh.path()).args(["load", "-i"]).arg(&docker)),
+        "load docker",
+    );
+    let inspected = ok(
+        &run(xbuild(fresh.path()).args(["inspect", "multi:1"])),
+        "inspect",
+    );
+    assert!(
+        inspected.contains("\"architecture\": \"arm64\""),
+        "{inspected}"
+    );
 }
 
 #[test]
@@ -398,12 +487,18 @@ fn image_commands_list_tag_show_history_remove_and_prune() {
             .arg("example.com/team/app:1")),
         "import",
     );
-    ok(&run(xbuild(dir.path()).args(["tag", "example.com/team/app:1", "copy"])), "tag");
+    ok(
+        &run(xbuild(dir.path()).args(["tag", "example.com/team/app:1", "copy"])),
+        "tag",
+    );
     let images = ok(&run(xbuild(dir.path()).arg("images")), "images");
     assert!(images.contains("example.com/team/app"), "{images}");
     assert!(images.contains("copy "), "{images}");
     assert!(images.contains("latest"), "{images}");
-    let history = ok(&run(xbuild(dir.path()).args(["history", "copy"])), "history");
+    let history = ok(
+        &run(xbuild(dir.path()).args(["history", "copy"])),
+        "history",
+    );
     assert!(history.contains("xbuild import rootfs"), "{history}");
     assert!(history.contains("first import"), "{history}");
 
@@ -413,7 +508,10 @@ fn image_commands_list_tag_show_history_remove_and_prune() {
     // Still named once: prune keeps everything.
     let pruned = ok(&run(xbuild(dir.path()).arg("prune")), "prune");
     assert!(pruned.contains("0 blobs"), "{pruned}");
-    ok(&run(xbuild(dir.path()).args(["rmi", "example.com/team/app:1"])), "rmi");
+    ok(
+        &run(xbuild(dir.path()).args(["rmi", "example.com/team/app:1"])),
+        "rmi",
+    );
     let du = ok(&run(xbuild(dir.path()).arg("du")), "du");
     let unreferenced = du
         .lines()
@@ -422,7 +520,9 @@ fn image_commands_list_tag_show_history_remove_and_prune() {
     assert_eq!(unreferenced, Some("3"), "{du}");
     let pruned = ok(&run(xbuild(dir.path()).arg("prune")), "prune");
     assert!(pruned.contains("3 blobs"), "{pruned}");
-    let blobs = fs::read_dir(store_root(dir.path()).join("blobs/sha256")).unwrap().count();
+    let blobs = fs::read_dir(store_root(dir.path()).join("blobs/sha256"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 0);
 }
 
@@ -482,19 +582,29 @@ fn snapshots_stack_as_overlay_lower_directories() {
     let platform = xbuild::oci::image::host_platform();
     let mut config = xbuild::oci::image::new_image_config(&platform, None);
     for blob in [&base, &second, &third] {
-        config.rootfs_mut().diff_ids_mut().push(blob.diff_id.to_string());
+        config
+            .rootfs_mut()
+            .diff_ids_mut()
+            .push(blob.diff_id.to_string());
     }
     let descriptor = store
         .put_image(
             &config,
-            vec![base.descriptor.clone(), second.descriptor.clone(), third.descriptor.clone()],
+            vec![
+                base.descriptor.clone(),
+                second.descriptor.clone(),
+                third.descriptor.clone(),
+            ],
         )
         .unwrap();
     store.set_ref("stacked:1", &descriptor).unwrap();
     let image = store.image("stacked:1", None).unwrap();
     let snapshots = store.ensure_snapshots(&image).unwrap();
     assert_eq!(snapshots.len(), 3);
-    assert_eq!(store.snapshot(&second.diff_id).as_ref(), Some(&snapshots[1]));
+    assert_eq!(
+        store.snapshot(&second.diff_id).as_ref(),
+        Some(&snapshots[1])
+    );
     // The second snapshot is in overlay form.
     let whiteout = fs::symlink_metadata(snapshots[1].join("etc/motd")).unwrap();
     assert_eq!(whiteout.rdev(), 0);
@@ -519,7 +629,10 @@ fn snapshots_stack_as_overlay_lower_directories() {
         .output()
         .unwrap();
     if !mounted.status.success() {
-        panic!("mounting overlay failed: {}", String::from_utf8_lossy(&mounted.stderr));
+        panic!(
+            "mounting overlay failed: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
     }
     let seen = (
         mountpoint.join("etc/motd").exists(),
@@ -581,7 +694,12 @@ impl Dockerd {
             socket,
         };
         for _ in 0..60 {
-            if daemon.docker().arg("version").output().is_ok_and(|out| out.status.success()) {
+            if daemon
+                .docker()
+                .arg("version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+            {
                 return Some(daemon);
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
@@ -606,24 +724,39 @@ impl Drop for Dockerd {
 
 #[test]
 fn docker_loads_a_saved_docker_archive() {
-    if !require(&[Need::Root, Need::Program("dockerd"), Need::Program("docker")]) {
+    if !require(&[
+        Need::Root,
+        Need::Program("dockerd"),
+        Need::Program("docker"),
+    ]) {
         return;
     }
     let dir = temp_dir();
     let source = dir.path().join("rootfs");
     make_rootfs(&source, false);
     ok(
-        &run(xbuild(dir.path()).args(["import", "-c", "CMD [\"/bin/sh\"]"]).arg(&source).arg("xbuild-test/app:1")),
+        &run(xbuild(dir.path())
+            .args(["import", "-c", "CMD [\"/bin/sh\"]"])
+            .arg(&source)
+            .arg("xbuild-test/app:1")),
         "import",
     );
     let archive = dir.path().join("docker.tar");
     ok(
-        &run(xbuild(dir.path()).args(["save", "xbuild-test/app:1", "--format", "docker", "-o"]).arg(&archive)),
+        &run(xbuild(dir.path())
+            .args(["save", "xbuild-test/app:1", "--format", "docker", "-o"])
+            .arg(&archive)),
         "save",
     );
-    let inspected = ok(&run(xbuild(dir.path()).args(["inspect", "xbuild-test/app:1"])), "inspect");
+    let inspected = ok(
+        &run(xbuild(dir.path()).args(["inspect", "xbuild-test/app:1"])),
+        "inspect",
+    );
     let value: serde_json::Value = serde_json::from_str(&inspected).unwrap();
-    let config = value["Manifest"]["config"]["digest"].as_str().unwrap().to_owned();
+    let config = value["Manifest"]["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let daemon_dir = dir.path().join("dockerd");
     fs::create_dir_all(&daemon_dir).unwrap();
@@ -635,10 +768,19 @@ fn docker_loads_a_saved_docker_archive() {
         eprintln!("skipped: dockerd did not start:\n{log}");
         return;
     };
-    let loaded = sh(daemon.docker().arg("load").arg("-i").arg(&archive), "docker load");
+    let loaded = sh(
+        daemon.docker().arg("load").arg("-i").arg(&archive),
+        "docker load",
+    );
     assert!(loaded.contains("xbuild-test/app:1"), "{loaded}");
     let id = sh(
-        daemon.docker().args(["image", "inspect", "--format", "{{.Id}}", "xbuild-test/app:1"]),
+        daemon.docker().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "xbuild-test/app:1",
+        ]),
         "docker image inspect",
     );
     assert_eq!(id.trim(), config);

@@ -1,5 +1,6 @@
 //! Safe unpacking: a generated corpus of hostile tars, each refused, with a check that
 //! nothing outside the target directory changed.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,7 +40,8 @@ impl RawTar {
     }
 
     fn file(&mut self, name: &[u8], content: &[u8]) -> &mut Self {
-        self.header(name, b'0', content.len() as u64, b"").data(content)
+        self.header(name, b'0', content.len() as u64, b"")
+            .data(content)
     }
 
     fn dir(&mut self, name: &[u8]) -> &mut Self {
@@ -155,46 +157,322 @@ fn one(tar: Vec<u8>) -> Vec<Vec<u8>> {
 
 fn corpus() -> Vec<Case> {
     vec![
-        ("absolute path", Box::new(|s: &Sandbox| one(RawTar::default().file(&s.outside_abs(), b"pwned").finish()))),
-        ("dot-dot", Box::new(|_: &Sandbox| one(RawTar::default().file(b"../outside", b"pwned").finish()))),
-        ("dot-dot inside", Box::new(|_: &Sandbox| one(RawTar::default().file(b"a/../../outside", b"pwned").finish()))),
-        ("dot-slash dot-dot", Box::new(|_: &Sandbox| one(RawTar::default().file(b"./../outside", b"pwned").finish()))),
-        ("deep dot-dot", Box::new(|_: &Sandbox| one(RawTar::default().dir(b"a/").dir(b"a/b/").file(b"a/b/../../../outside", b"pwned").finish()))),
-        ("dot-dot directory", Box::new(|_: &Sandbox| one(RawTar::default().dir(b"../newdir/").finish()))),
-        ("absolute symlink then write", Box::new(|s: &Sandbox| one(RawTar::default().symlink(b"l", &s.surrounding_abs()).file(b"l/outside", b"pwned").finish()))),
-        ("relative symlink then write", Box::new(|_: &Sandbox| one(RawTar::default().symlink(b"l", b"..").file(b"l/outside", b"pwned").finish()))),
-        ("symlink to root then mkdir", Box::new(|_: &Sandbox| one(RawTar::default().symlink(b"l", b"/").dir(b"l/xbuild-escape-dir/").finish()))),
-        ("symlink chain", Box::new(|_: &Sandbox| one(RawTar::default().symlink(b"a", b"b").symlink(b"b", b"..").file(b"a/outside", b"pwned").finish()))),
-        ("nested symlink", Box::new(|_: &Sandbox| one(RawTar::default().dir(b"d/").symlink(b"d/l", b"../..").file(b"d/l/outside", b"pwned").finish()))),
-        ("symlink through symlink", Box::new(|s: &Sandbox| one(RawTar::default().symlink(b"l", &s.surrounding_abs()).symlink(b"l/evil", b"/etc").finish()))),
-        ("hardlink through symlink", Box::new(|s: &Sandbox| one(RawTar::default().file(b"f", b"x").symlink(b"l", &s.surrounding_abs()).hardlink(b"l/evil", b"f").finish()))),
-        ("hardlink absolute target", Box::new(|s: &Sandbox| one(RawTar::default().hardlink(b"h", &s.outside_abs()).finish()))),
-        ("hardlink dot-dot target", Box::new(|_: &Sandbox| one(RawTar::default().hardlink(b"h", b"../outside").finish()))),
-        ("hardlink target through symlink", Box::new(|s: &Sandbox| one(RawTar::default().symlink(b"l", &s.surrounding_abs()).hardlink(b"h", b"l/outside").finish()))),
-        ("hardlink then write through it", Box::new(|_: &Sandbox| one(RawTar::default().hardlink(b"h", b"../outside").file(b"h", b"pwned").finish()))),
-        ("hardlink to missing target", Box::new(|_: &Sandbox| one(RawTar::default().hardlink(b"h", b"nothing").finish()))),
-        ("char device", Box::new(|_: &Sandbox| one(RawTar::default().header(b"dev", b'3', 0, b"").finish()))),
-        ("block device", Box::new(|_: &Sandbox| one(RawTar::default().header(b"disk", b'4', 0, b"").finish()))),
-        ("duplicate entry replaced by symlink", Box::new(|s: &Sandbox| one(RawTar::default().file(b"x", b"1").symlink(b"x", &s.surrounding_abs()).file(b"x/outside", b"pwned").finish()))),
-        ("duplicate file", Box::new(|_: &Sandbox| one(RawTar::default().file(b"x", b"1").file(b"x", b"2").finish()))),
-        ("pax path dot-dot", Box::new(|_: &Sandbox| one(RawTar::default().pax(&[("path", b"../outside")]).file(b"innocent", b"pwned").finish()))),
-        ("pax path absolute", Box::new(|s: &Sandbox| { let path = s.outside_abs(); one(RawTar::default().pax(&[("path", &path)]).file(b"innocent", b"pwned").finish()) })),
-        ("pax linkpath escape", Box::new(|s: &Sandbox| { let target = s.surrounding_abs(); one(RawTar::default().pax(&[("linkpath", &target)]).symlink(b"l", b"harmless").file(b"l/outside", b"pwned").finish()) })),
-        ("gnu long name dot-dot", Box::new(|_: &Sandbox| { let mut name = b"../".to_vec(); name.extend(std::iter::repeat_n(b'a', 150)); let mut tar = RawTar::default(); tar.header(b"././@LongLink", b'L', name.len() as u64, b"").data(&name); one(tar.file(b"short", b"pwned").finish()) })),
-        ("huge pax header", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); tar.header(b"PaxHeaders/x", b'x', 1 << 40, b""); one(tar.finish()) })),
-        ("huge gnu long name", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); tar.header(b"././@LongLink", b'L', 8 << 20, b"").data(&vec![b'a'; 8 << 20]); one(tar.finish()) })),
-        ("endless extension headers", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); for _ in 0..40 { tar.pax(&[("comment", b"x")]); } one(tar.file(b"f", b"x").finish()) })),
-        ("bad checksum", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); tar.file(b"f", b"x"); let mut bytes = tar.finish(); bytes[0] ^= 1; one(bytes) })),
-        ("bad pax record", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); tar.header(b"PaxHeaders/x", b'x', 12, b"").data(b"99 path=abc\n"); one(tar.file(b"f", b"x").finish()) })),
-        ("unsupported entry type", Box::new(|_: &Sandbox| one(RawTar::default().header(b"sparse", b'S', 0, b"").finish()))),
-        ("whiteout through symlink", Box::new(|s: &Sandbox| one(RawTar::default().symlink(b"l", &s.surrounding_abs()).file(b"l/.wh.outside", b"").finish()))),
-        ("opaque through symlink", Box::new(|s: &Sandbox| one(RawTar::default().symlink(b"l", &s.surrounding_abs()).file(b"l/.wh..wh..opq", b"").finish()))),
-        ("whiteout of dot-dot", Box::new(|_: &Sandbox| one(RawTar::default().dir(b"d/").file(b"d/.wh...", b"").finish()))),
-        ("whiteout with dot-dot path", Box::new(|_: &Sandbox| one(RawTar::default().file(b"../.wh.outside", b"").finish()))),
-        ("symlink from an earlier layer", Box::new(|s: &Sandbox| vec![RawTar::default().symlink(b"etc", &s.surrounding_abs()).finish(), RawTar::default().file(b"etc/outside", b"pwned").finish()])),
-        ("relative symlink from an earlier layer, then whiteout", Box::new(|_: &Sandbox| vec![RawTar::default().symlink(b"l", b"..").finish(), RawTar::default().file(b"l/.wh.outside", b"").finish()])),
-        ("symlink from an earlier layer, then hardlink through it", Box::new(|s: &Sandbox| vec![RawTar::default().symlink(b"l", &s.surrounding_abs()).finish(), RawTar::default().hardlink(b"h", b"l/outside").finish()])),
-        ("truncated content", Box::new(|_: &Sandbox| { let mut tar = RawTar::default(); tar.header(b"f", b'0', 4096, b"").data(b"short"); one(tar.bytes.clone()) })),
+        (
+            "absolute path",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default().file(&s.outside_abs(), b"pwned").finish())
+            }),
+        ),
+        (
+            "dot-dot",
+            Box::new(|_: &Sandbox| one(RawTar::default().file(b"../outside", b"pwned").finish())),
+        ),
+        (
+            "dot-dot inside",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .file(b"a/../../outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "dot-slash dot-dot",
+            Box::new(|_: &Sandbox| one(RawTar::default().file(b"./../outside", b"pwned").finish())),
+        ),
+        (
+            "deep dot-dot",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .dir(b"a/")
+                    .dir(b"a/b/")
+                    .file(b"a/b/../../../outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "dot-dot directory",
+            Box::new(|_: &Sandbox| one(RawTar::default().dir(b"../newdir/").finish())),
+        ),
+        (
+            "absolute symlink then write",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", &s.surrounding_abs())
+                    .file(b"l/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "relative symlink then write",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", b"..")
+                    .file(b"l/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "symlink to root then mkdir",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", b"/")
+                    .dir(b"l/xbuild-escape-dir/")
+                    .finish())
+            }),
+        ),
+        (
+            "symlink chain",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"a", b"b")
+                    .symlink(b"b", b"..")
+                    .file(b"a/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "nested symlink",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .dir(b"d/")
+                    .symlink(b"d/l", b"../..")
+                    .file(b"d/l/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "symlink through symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", &s.surrounding_abs())
+                    .symlink(b"l/evil", b"/etc")
+                    .finish())
+            }),
+        ),
+        (
+            "hardlink through symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .file(b"f", b"x")
+                    .symlink(b"l", &s.surrounding_abs())
+                    .hardlink(b"l/evil", b"f")
+                    .finish())
+            }),
+        ),
+        (
+            "hardlink absolute target",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default().hardlink(b"h", &s.outside_abs()).finish())
+            }),
+        ),
+        (
+            "hardlink dot-dot target",
+            Box::new(|_: &Sandbox| one(RawTar::default().hardlink(b"h", b"../outside").finish())),
+        ),
+        (
+            "hardlink target through symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", &s.surrounding_abs())
+                    .hardlink(b"h", b"l/outside")
+                    .finish())
+            }),
+        ),
+        (
+            "hardlink then write through it",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .hardlink(b"h", b"../outside")
+                    .file(b"h", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "hardlink to missing target",
+            Box::new(|_: &Sandbox| one(RawTar::default().hardlink(b"h", b"nothing").finish())),
+        ),
+        (
+            "char device",
+            Box::new(|_: &Sandbox| one(RawTar::default().header(b"dev", b'3', 0, b"").finish())),
+        ),
+        (
+            "block device",
+            Box::new(|_: &Sandbox| one(RawTar::default().header(b"disk", b'4', 0, b"").finish())),
+        ),
+        (
+            "duplicate entry replaced by symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .file(b"x", b"1")
+                    .symlink(b"x", &s.surrounding_abs())
+                    .file(b"x/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "duplicate file",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default().file(b"x", b"1").file(b"x", b"2").finish())
+            }),
+        ),
+        (
+            "pax path dot-dot",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default()
+                    .pax(&[("path", b"../outside")])
+                    .file(b"innocent", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "pax path absolute",
+            Box::new(|s: &Sandbox| {
+                let path = s.outside_abs();
+                one(RawTar::default()
+                    .pax(&[("path", &path)])
+                    .file(b"innocent", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "pax linkpath escape",
+            Box::new(|s: &Sandbox| {
+                let target = s.surrounding_abs();
+                one(RawTar::default()
+                    .pax(&[("linkpath", &target)])
+                    .symlink(b"l", b"harmless")
+                    .file(b"l/outside", b"pwned")
+                    .finish())
+            }),
+        ),
+        (
+            "gnu long name dot-dot",
+            Box::new(|_: &Sandbox| {
+                let mut name = b"../".to_vec();
+                name.extend(std::iter::repeat_n(b'a', 150));
+                let mut tar = RawTar::default();
+                tar.header(b"././@LongLink", b'L', name.len() as u64, b"")
+                    .data(&name);
+                one(tar.file(b"short", b"pwned").finish())
+            }),
+        ),
+        (
+            "huge pax header",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                tar.header(b"PaxHeaders/x", b'x', 1 << 40, b"");
+                one(tar.finish())
+            }),
+        ),
+        (
+            "huge gnu long name",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                tar.header(b"././@LongLink", b'L', 8 << 20, b"")
+                    .data(&vec![b'a'; 8 << 20]);
+                one(tar.finish())
+            }),
+        ),
+        (
+            "endless extension headers",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                for _ in 0..40 {
+                    tar.pax(&[("comment", b"x")]);
+                }
+                one(tar.file(b"f", b"x").finish())
+            }),
+        ),
+        (
+            "bad checksum",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                tar.file(b"f", b"x");
+                let mut bytes = tar.finish();
+                bytes[0] ^= 1;
+                one(bytes)
+            }),
+        ),
+        (
+            "bad pax record",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                tar.header(b"PaxHeaders/x", b'x', 12, b"")
+                    .data(b"99 path=abc\n");
+                one(tar.file(b"f", b"x").finish())
+            }),
+        ),
+        (
+            "unsupported entry type",
+            Box::new(|_: &Sandbox| one(RawTar::default().header(b"sparse", b'S', 0, b"").finish())),
+        ),
+        (
+            "whiteout through symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", &s.surrounding_abs())
+                    .file(b"l/.wh.outside", b"")
+                    .finish())
+            }),
+        ),
+        (
+            "opaque through symlink",
+            Box::new(|s: &Sandbox| {
+                one(RawTar::default()
+                    .symlink(b"l", &s.surrounding_abs())
+                    .file(b"l/.wh..wh..opq", b"")
+                    .finish())
+            }),
+        ),
+        (
+            "whiteout of dot-dot",
+            Box::new(|_: &Sandbox| {
+                one(RawTar::default().dir(b"d/").file(b"d/.wh...", b"").finish())
+            }),
+        ),
+        (
+            "whiteout with dot-dot path",
+            Box::new(|_: &Sandbox| one(RawTar::default().file(b"../.wh.outside", b"").finish())),
+        ),
+        (
+            "symlink from an earlier layer",
+            Box::new(|s: &Sandbox| {
+                vec![
+                    RawTar::default()
+                        .symlink(b"etc", &s.surrounding_abs())
+                        .finish(),
+                    RawTar::default().file(b"etc/outside", b"pwned").finish(),
+                ]
+            }),
+        ),
+        (
+            "relative symlink from an earlier layer, then whiteout",
+            Box::new(|_: &Sandbox| {
+                vec![
+                    RawTar::default().symlink(b"l", b"..").finish(),
+                    RawTar::default().file(b"l/.wh.outside", b"").finish(),
+                ]
+            }),
+        ),
+        (
+            "symlink from an earlier layer, then hardlink through it",
+            Box::new(|s: &Sandbox| {
+                vec![
+                    RawTar::default()
+                        .symlink(b"l", &s.surrounding_abs())
+                        .finish(),
+                    RawTar::default().hardlink(b"h", b"l/outside").finish(),
+                ]
+            }),
+        ),
+        (
+            "truncated content",
+            Box::new(|_: &Sandbox| {
+                let mut tar = RawTar::default();
+                tar.header(b"f", b'0', 4096, b"").data(b"short");
+                one(tar.bytes.clone())
+            }),
+        ),
     ]
 }
 
@@ -226,8 +504,14 @@ fn hostile_tars_are_refused_without_touching_anything_outside() {
             );
         }
         let after = survey(&sandbox.surrounding, &sandbox.target);
-        assert_eq!(before, after, "case {name:?}: something outside changed ({error})");
-        assert!(!escape_dir.exists(), "case {name:?}: created {escape_dir:?}");
+        assert_eq!(
+            before, after,
+            "case {name:?}: something outside changed ({error})"
+        );
+        assert!(
+            !escape_dir.exists(),
+            "case {name:?}: created {escape_dir:?}"
+        );
     }
 }
 
@@ -240,7 +524,12 @@ fn a_file_over_a_planted_symlink_replaces_the_symlink() {
     apply_layer(&first[..], &sandbox.target, &options()).unwrap();
     apply_layer(&second[..], &sandbox.target, &options()).unwrap();
     assert_eq!(fs::read(sandbox.target.join("x")).unwrap(), b"new content");
-    assert!(!fs::symlink_metadata(sandbox.target.join("x")).unwrap().file_type().is_symlink());
+    assert!(
+        !fs::symlink_metadata(sandbox.target.join("x"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(before, survey(&sandbox.surrounding, &sandbox.target));
 }
 
@@ -292,7 +581,9 @@ fn whiteouts_become_overlay_whiteouts_in_snapshots() {
     let options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
     apply_layer(&layer[..], &sandbox.target, &options).unwrap();
     let whiteout = fs::symlink_metadata(sandbox.target.join("etc/gone")).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&whiteout.file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
     assert_eq!(whiteout.rdev(), 0);
     assert_eq!(
         xattr::get(sandbox.target.join("opt"), "trusted.overlay.opaque").unwrap(),
