@@ -149,3 +149,65 @@ fn sigkill_during_import_and_load_leaves_the_store_readable() {
         "{images}"
     );
 }
+
+#[test]
+fn concurrent_processes_all_land_their_names_and_gc_waits_for_users() {
+    let dir = temp_dir();
+    let children: Vec<Child> = (0..6)
+        .map(|index| {
+            let source = dir.path().join(format!("rootfs{index}"));
+            fs::create_dir_all(&source).unwrap();
+            fs::write(source.join("f"), format!("{index}")).unwrap();
+            xbuild(dir.path())
+                .arg("import")
+                .arg(&source)
+                .arg(format!("app:{index}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let images = stdout(&run(xbuild(dir.path()).arg("images")));
+    let tags: Vec<&str> = images
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    for index in 0..6 {
+        assert!(
+            tags.contains(&index.to_string().as_str()),
+            "app:{index} missing:\n{images}"
+        );
+    }
+    assert_eq!(images.lines().count(), 7, "{images}");
+
+    // While another process uses the store, prune waits for it.
+    let store = xbuild::store::Store::open(dir.path().join("store")).unwrap();
+    let mut prune = xbuild(dir.path())
+        .arg("prune")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        prune.try_wait().unwrap().is_none(),
+        "prune did not wait for the store's user"
+    );
+    drop(store);
+    let output = prune.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -785,3 +785,66 @@ fn docker_loads_a_saved_docker_archive() {
     );
     assert_eq!(id.trim(), config);
 }
+
+#[test]
+fn fixture_archives_written_by_skopeo_load() {
+    if !require(&[Need::Fixtures, Need::Program("skopeo")]) {
+        return;
+    }
+    let fixtures = crate::util::fixtures_dir().unwrap().join("oci");
+    let dir = temp_dir();
+    for (image, platforms) in [("busybox:latest", 6), ("debian:bookworm", 2)] {
+        let source = format!("oci:{}:{image}", fixtures.display());
+        let oci = dir
+            .path()
+            .join(format!("{}-oci.tar", image.replace(':', "-")));
+        sh(
+            Command::new("skopeo")
+                .args(["copy", "--all", "--preserve-digests", &source])
+                .arg(format!("oci-archive:{}:{image}", oci.display())),
+            "skopeo copy to oci-archive",
+        );
+        let docker = dir
+            .path()
+            .join(format!("{}-docker.tar", image.replace(':', "-")));
+        sh(
+            Command::new("skopeo")
+                .args(["copy", "--override-arch", "arm64", &source])
+                .arg(format!("docker-archive:{}:{image}-arm64", docker.display())),
+            "skopeo copy to docker-archive",
+        );
+        let loaded = ok(
+            &run(xbuild(dir.path()).args(["load", "-i"]).arg(&oci)),
+            "load oci",
+        );
+        assert!(loaded.contains(image), "{loaded}");
+        let loaded = ok(
+            &run(xbuild(dir.path()).args(["load", "-i"]).arg(&docker)),
+            "load docker",
+        );
+        assert!(loaded.contains(&format!("{image}-arm64")), "{loaded}");
+
+        let fixture_layout = xbuild::oci::ImageLayout::open(&fixtures).unwrap();
+        let fixture_top = fixture_layout.resolve_ref(image).unwrap().unwrap();
+        let inspected = ok(
+            &run(xbuild(dir.path()).args(["inspect", image, "--platform", "linux/arm64"])),
+            "inspect",
+        );
+        let value: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        assert_eq!(value["Digest"], fixture_top.digest().to_string());
+        assert_eq!(value["Platforms"].as_array().unwrap().len(), platforms);
+        let arm64_config = value["Manifest"]["config"]["digest"].clone();
+        let inspected = ok(
+            &run(xbuild(dir.path()).args(["inspect", &format!("{image}-arm64")])),
+            "inspect docker-archive image",
+        );
+        let value: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        assert_eq!(value["Manifest"]["config"]["digest"], arm64_config);
+    }
+    ok(&run(xbuild(dir.path()).arg("fsck")), "fsck");
+    let history = ok(
+        &run(xbuild(dir.path()).args(["history", "debian:bookworm", "--platform", "linux/amd64"])),
+        "history",
+    );
+    assert!(history.lines().count() >= 2, "{history}");
+}
