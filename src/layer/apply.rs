@@ -451,9 +451,7 @@ impl State {
                     source: errno.into(),
                 }
             })?;
-            self.created.insert(relative);
         }
-        self.stats.entries += 1;
         Ok(())
     }
 

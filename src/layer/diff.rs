@@ -370,3 +370,78 @@ pub fn write_file_list<W: Write>(
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(bytes: &[u8]) -> Vec<String> {
+        let mut reader = super::super::read::TarReader::new(bytes);
+        let mut names = Vec::new();
+        while let Some(entry) = reader.next_entry().unwrap() {
+            names.push(entry.display_path());
+        }
+        names
+    }
+
+    #[test]
+    fn file_lists_are_sorted_parents_first_and_checked() {
+        let entry = |path: &str, kind: EntryKind| FileListEntry {
+            entry: TarEntry::new(path, kind, 0o644),
+            source: None,
+        };
+        let list = vec![
+            entry("a/b", EntryKind::File { size: 0 }),
+            entry("a-b", EntryKind::Fifo),
+            entry("a", EntryKind::Directory),
+        ];
+        let mut writer = TarWriter::new(Vec::new(), None);
+        write_file_list(&mut writer, list.clone()).unwrap();
+        assert_eq!(names(&writer.finish().unwrap()), ["a/", "a/b", "a-b"]);
+
+        let mut duplicate = list.clone();
+        duplicate.push(entry("a/b", EntryKind::Fifo));
+        let mut writer = TarWriter::new(Vec::new(), None);
+        assert!(matches!(
+            write_file_list(&mut writer, duplicate),
+            Err(DiffError::Duplicate(_))
+        ));
+        let mut writer = TarWriter::new(Vec::new(), None);
+        assert!(matches!(
+            write_file_list(&mut writer, vec![entry("../x", EntryKind::Fifo)]),
+            Err(DiffError::BadPath(_))
+        ));
+    }
+
+    #[test]
+    fn overlay_upper_whiteouts_and_opaque_dirs_become_oci_whiteouts() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        fs::create_dir(upper.join("etc")).unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("etc/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::create_dir(upper.join("opt")).unwrap();
+        xattr::set(upper.join("opt"), "trusted.overlay.opaque", b"y").unwrap();
+        fs::write(upper.join("opt/!first"), "x").unwrap();
+        let mut writer = TarWriter::new(Vec::new(), None);
+        write_tree(&mut writer, upper, TreeKind::OverlayUpper).unwrap();
+        assert_eq!(
+            names(&writer.finish().unwrap()),
+            [
+                "etc/",
+                "etc/.wh.gone",
+                "opt/",
+                "opt/.wh..wh..opq",
+                "opt/!first"
+            ]
+        );
+    }
+}
