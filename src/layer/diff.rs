@@ -188,6 +188,26 @@ pub fn write_tree<W: Write>(
     Ok(walker.count)
 }
 
+/// Writes every entry under `root` as if `root` were `prefix` in the image (the entry for
+/// `prefix` itself is the caller's): `COPY dir/ /app/` without a copy on disk.
+///
+/// # Errors
+/// As [`write_tree`].
+pub fn write_tree_at<W: Write>(
+    writer: &mut TarWriter<W>,
+    root: &Path,
+    prefix: &Path,
+    kind: TreeKind,
+) -> Result<u64, DiffError> {
+    let mut walker = Walker {
+        kind,
+        hardlinks: HashMap::new(),
+        count: 0,
+    };
+    walker.walk_directory(writer, root, prefix)?;
+    Ok(walker.count)
+}
+
 struct Walker {
     kind: TreeKind,
     hardlinks: HashMap<(u64, u64), PathBuf>,
