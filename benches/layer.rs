@@ -286,5 +286,8 @@ fn main() {
             bare_compression(&sample, compression)
         );
     }
-    println!("peak RSS after generating: {} MB", peak_rss_kb() / 1024);
+    println!(
+        "peak RSS including the 64 MB sample: {} MB",
+        peak_rss_kb() / 1024
+    );
 }
