@@ -184,6 +184,11 @@ fn read_sample(root: &Path, limit: usize) -> Vec<u8> {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: do nothing then.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("benches/layer.rs: run with `cargo bench --bench layer`");
+        return;
+    }
     let megabytes: u64 = std::env::var("XBUILD_BENCH_MB")
         .ok()
         .and_then(|value| value.parse().ok())
