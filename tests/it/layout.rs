@@ -848,3 +848,47 @@ fn fixture_archives_written_by_skopeo_load() {
     );
     assert!(history.lines().count() >= 2, "{history}");
 }
+
+#[test]
+fn fixture_images_unpack_into_snapshots_and_flattened_trees() {
+    if !require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let fixtures = crate::util::fixtures_dir().unwrap();
+    let dir = temp_dir();
+    let store = xbuild::store::Store::open(store_root(dir.path())).unwrap();
+    {
+        let fixture_store = xbuild::oci::ImageLayout::open(fixtures.join("oci")).unwrap();
+        for (image, platform, rootfs) in [
+            ("debian:bookworm", "linux/arm64", "debian/linux-arm64"),
+            ("busybox:latest", "linux/arm/v7", "busybox/linux-arm-v7"),
+        ] {
+            let top = fixture_store.resolve_ref(image).unwrap().unwrap();
+            let wanted = xbuild::oci::image::parse_platform(platform).unwrap();
+            let resolved =
+                xbuild::oci::image::resolve_image(&fixture_store, &top, Some(&wanted)).unwrap();
+            // Blobs into our store.
+            let mut needed = std::collections::HashSet::new();
+            xbuild::oci::image::reachable_blobs(&fixture_store, &resolved.descriptor, &mut needed)
+                .unwrap();
+            for digest in needed {
+                let mut writer = store.layout().blob_writer().unwrap();
+                std::io::copy(&mut fixture_store.open_blob(&digest).unwrap(), &mut writer).unwrap();
+                writer.commit(None).unwrap();
+            }
+            let snapshots = store.ensure_snapshots(&resolved).unwrap();
+            assert!(!snapshots.is_empty());
+            let flat = dir.path().join(format!("flat-{}", image.replace(':', "-")));
+            store.unpack_image(&resolved, &flat).unwrap();
+            let expected = describe(&fixtures.join("rootfs").join(rootfs));
+            let actual = describe(&flat);
+            let differing: Vec<_> = expected
+                .iter()
+                .filter(|(path, text)| actual.get(*path) != Some(text))
+                .take(5)
+                .collect();
+            assert!(differing.is_empty(), "{image}: {differing:?}");
+            assert_eq!(expected.len(), actual.len(), "{image}");
+        }
+    }
+}
