@@ -30,3 +30,16 @@ pub const HOME: &str = "HOME";
 
 /// Base directory for user data when not root.
 pub const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
+
+/// Registries (`host` or `host:port`, comma separated) where plain HTTP is allowed, as
+/// `--insecure-registry` (loopback hosts always are).
+pub const XBUILD_INSECURE_REGISTRIES: &str = "XBUILD_INSECURE_REGISTRIES";
+
+/// Blobs larger than this many bytes are uploaded in chunks of this size (default 16 MiB).
+pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
+
+/// Tests only: a prefix for the names of the binfmt_misc entries `xbuild binfmt
+/// install/uninstall` manage (`<prefix>qemu-<cpu>`), so a test can register and remove its
+/// own entries beside the system's. Entries with another prefix are ignored, and the
+/// "already handled by another entry" check is skipped.
+pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";

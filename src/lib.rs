@@ -11,11 +11,19 @@
 //! *image* (config + layers for one platform), *index* (the multi-platform list), *target*
 //! (a platform being built for), *build platform* (the host).
 
+pub mod binfmt;
+pub mod build;
 pub mod cli;
+pub mod dockerfile;
 pub mod env;
 pub mod error;
 pub mod layer;
 pub mod oci;
+pub mod plan;
+pub mod platform;
+pub mod progress;
+pub mod registry;
+pub mod sandbox;
 pub mod store;
 
 pub use error::{ExitKind, Failure};

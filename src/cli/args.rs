@@ -43,6 +43,26 @@ pub enum Command {
     /// Verify every blob of the store.
     #[command(hide = true)]
     Fsck(super::image::FsckArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(super::registry::PullArgs),
+    /// Push an image from the local store to its registry.
+    Push(super::registry::PushArgs),
+    /// Log in to a registry (checks and stores the credentials).
+    Login(super::registry::LoginArgs),
+    /// Log out from a registry (removes the stored credentials).
+    Logout(super::registry::LogoutArgs),
+    /// Inspect images in a registry, or combine them into a multi-platform index.
+    Imagetools(super::registry::ImagetoolsArgs),
+    /// Inspect a manifest or index in a registry.
+    Manifest(super::registry::ManifestArgs),
+    /// Manage QEMU emulation through binfmt_misc (list, install, uninstall).
+    Binfmt(super::binfmt::BinfmtArgs),
+    /// Internal: the sandbox's re-executed child (reads a step spec on stdin).
+    #[command(name = "__run-step", hide = true)]
+    RunStep,
+    /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
+    #[command(hide = true)]
+    Debug(super::debug::DebugArgs),
 }
 
 /// `xbuild build`: the options users know from `docker buildx build`.

@@ -5,8 +5,12 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod binfmt;
+pub mod debug;
 pub mod image;
 pub mod output;
+pub mod progress;
+pub mod registry;
 
 use std::process::ExitCode;
 
@@ -62,6 +66,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Save(args) => args.run(),
         Command::Load(args) => args.run(),
         Command::Fsck(args) => args.run(),
+        Command::Pull(pull) => pull.run(),
+        Command::Push(push) => push.run(),
+        Command::Login(login) => login.run(),
+        Command::Logout(logout) => logout.run(),
+        Command::Imagetools(imagetools) => imagetools.run(),
+        Command::Manifest(manifest) => manifest.run(),
+        Command::Binfmt(binfmt) => binfmt.run(),
+        Command::RunStep => crate::sandbox::child::main(),
+        Command::Debug(debug) => debug.run(),
     }
 }
 

@@ -1,0 +1,240 @@
+//! `xbuild debug ...`: looks inside xbuild's stages for users and tests. Hidden from the
+//! main help (it is not part of the build interface) but documented here and in
+//! `xbuild debug --help`.
+//!
+//! - `xbuild debug ast FILE`: the Dockerfile's tree in BuildKit's dump format, one
+//!   instruction a line (`(run "make")`).
+//! - `xbuild debug stages FILE [--build-arg K=V] [--target T] [--platform P]`: the typed
+//!   stages resolved for one target, as JSON. `--build-platform` sets `BUILDPLATFORM` & co.
+//!   (default: the host), so the output can be compared across machines.
+//! - `xbuild debug plan FILE --platform P,P [--build-arg K=V] [--target T] [--json]`: the
+//!   build graph for all targets, one vertex a line, shared vertices once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::output;
+use crate::dockerfile::{self, DockerfileError, ResolveOptions};
+use crate::error::{ExitKind, Failure, ResultExt};
+use crate::plan::{self, PlanError, PlanOptions};
+use crate::platform::{self, Platform};
+
+/// `xbuild debug`: inspect what xbuild makes of its inputs.
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: DebugCommand,
+}
+
+/// The `debug` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's parse tree in BuildKit's dump format.
+    Ast(AstArgs),
+    /// Print a Dockerfile's stages, typed and resolved for a target, as JSON.
+    Stages(StagesArgs),
+    /// Print the build graph for one or more target platforms (shared vertices once).
+    Plan(PlanArgs),
+}
+
+/// `xbuild debug plan FILE --platform P[,P...]`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The Dockerfile.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platforms, comma separated or repeated (default: the host's).
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Build platform (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub build_platform: Option<String>,
+    /// Print JSON instead of one line per vertex.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xbuild debug ast FILE`.
+#[derive(Debug, Args)]
+pub struct AstArgs {
+    /// The Dockerfile.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `xbuild debug stages FILE`.
+#[derive(Debug, Args)]
+pub struct StagesArgs {
+    /// The Dockerfile.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Stage to resolve for (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform for the automatic arguments (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Build platform for the automatic arguments (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub build_platform: Option<String>,
+}
+
+impl DebugArgs {
+    /// Runs the subcommand.
+    ///
+    /// # Errors
+    /// Unreadable file (exit 2), Dockerfile errors (exit 2).
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            DebugCommand::Ast(args) => args.run(),
+            DebugCommand::Stages(args) => args.run(),
+            DebugCommand::Plan(args) => args.run(),
+        }
+    }
+}
+
+/// Reads and parses a Dockerfile, naming it as the user did in errors.
+fn load(file: &Path) -> anyhow::Result<dockerfile::Dockerfile> {
+    let bytes = std::fs::read(file).map_err(|error| {
+        Failure::bad_input(format_args!("cannot read {}: {error}", file.display()))
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let tree = dockerfile::parse(&text).map_err(|error| bad_dockerfile(error, file))?;
+    for warning in &tree.warnings {
+        output::warning(format_args!(
+            "{}:{}: {}",
+            file.display(),
+            warning.line,
+            warning.message
+        ));
+    }
+    Ok(tree)
+}
+
+fn bad_dockerfile(error: DockerfileError, file: &Path) -> Failure {
+    Failure::new(
+        ExitKind::BadInput,
+        error.with_file(file.display().to_string()),
+    )
+}
+
+impl AstArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let tree = load(&self.file)?;
+        // The dump ends with a newline; `stdout` adds one per call.
+        output::stdout(tree.dump().trim_end_matches('\n'));
+        Ok(())
+    }
+}
+
+impl StagesArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let tree = load(&self.file)?;
+        let stages =
+            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let build_args = parse_build_args(&self.build_args);
+        let target_platform = match &self.platform {
+            Some(platform) if platform.contains(',') => {
+                return Err(Failure::bad_input("debug stages takes one --platform").into());
+            }
+            Some(platform) => parse_platform(platform)?,
+            None => platform::host(),
+        };
+        let build_platform = match &self.build_platform {
+            Some(platform) => parse_platform(platform)?,
+            None => platform::host(),
+        };
+        let options = ResolveOptions {
+            build_args,
+            automatic_args: plan::automatic_args(&target_platform, &build_platform),
+            target: self.target,
+        };
+        let resolved = dockerfile::resolve(&stages, &options)
+            .map_err(|error| bad_dockerfile(error, &self.file))?;
+        for warning in &resolved.warnings {
+            output::warning(warning);
+        }
+        if !resolved.unused_build_args.is_empty() {
+            output::warning(format_args!(
+                "build arguments not consumed by any ARG: {}",
+                resolved.unused_build_args.join(", ")
+            ));
+        }
+        let json = serde_json::to_string_pretty(&resolved).exit_kind(ExitKind::Failed)?;
+        output::stdout(json);
+        Ok(())
+    }
+}
+
+/// Parses a platform flag (exit 2 when it is not one).
+fn parse_platform(text: &str) -> anyhow::Result<Platform> {
+    Platform::parse(text).map_err(|error| Failure::new(ExitKind::BadInput, error).into())
+}
+
+/// Collects `--build-arg KEY=VALUE` (or `KEY`, taken from the environment when set).
+pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut build_args = BTreeMap::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((key, value)) => {
+                build_args.insert(key.to_owned(), value.to_owned());
+            }
+            // `--build-arg KEY` takes the value from the environment, or is ignored.
+            None => {
+                if let Ok(value) = std::env::var(arg) {
+                    build_args.insert(arg.clone(), value);
+                }
+            }
+        }
+    }
+    build_args
+}
+
+impl PlanArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let tree = load(&self.file)?;
+        let stages =
+            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let targets = if self.platform.is_empty() {
+            vec![platform::host()]
+        } else {
+            self.platform
+                .iter()
+                .map(|text| parse_platform(text))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let build_platform = match &self.build_platform {
+            Some(text) => parse_platform(text)?,
+            None => platform::host(),
+        };
+        let options = PlanOptions {
+            targets,
+            build_platform,
+            build_args: parse_build_args(&self.build_args),
+            target_stage: self.target,
+        };
+        let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
+            PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),
+            other => Failure::new(ExitKind::BadInput, other),
+        })?;
+        if self.json {
+            let json = serde_json::to_string_pretty(&graph).exit_kind(ExitKind::Failed)?;
+            output::stdout(json);
+        } else {
+            output::stdout(graph.render().trim_end_matches('\n'));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! Dockerfile errors. Every error names the file and the line it comes from and reads
+//! `Dockerfile:7: unknown instruction "RUNN"`, followed by `hint: did you mean "RUN"?` where a
+//! hint helps. The CLI maps them to exit code 2 (bad input).
+
+use std::fmt;
+
+/// A line range in the Dockerfile, 1-based and inclusive (`start == end` for a one-line
+/// instruction; heredoc bodies and continuation lines extend `end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Span {
+    /// First line.
+    pub start: usize,
+    /// Last line.
+    pub end: usize,
+}
+
+impl Span {
+    /// A span from `start` to `end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+}
+
+/// An error in a Dockerfile, with the line it was found on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileError {
+    /// The file name as the user gave it (default `Dockerfile`).
+    pub file: String,
+    /// The 1-based line, or `None` for errors about the file as a whole (`--target`).
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub kind: ErrorKind,
+}
+
+impl DockerfileError {
+    /// An error on `line`, in the file `Dockerfile`.
+    pub fn new(line: usize, kind: ErrorKind) -> Self {
+        Self {
+            file: "Dockerfile".to_owned(),
+            line: Some(line.max(1)),
+            kind,
+        }
+    }
+
+    /// An error about the Dockerfile as a whole (no line applies).
+    pub fn global(kind: ErrorKind) -> Self {
+        Self {
+            file: "Dockerfile".to_owned(),
+            line: None,
+            kind,
+        }
+    }
+
+    /// The same error, naming the file as the user gave it.
+    #[must_use]
+    pub fn with_file(mut self, file: impl Into<String>) -> Self {
+        self.file = file.into();
+        self
+    }
+
+    /// The hint shown under the message, if any.
+    pub fn hint(&self) -> Option<String> {
+        self.kind.hint()
+    }
+}
+
+impl fmt::Display for DockerfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.kind)?,
+            None => write!(f, "{}: {}", self.file, self.kind)?,
+        }
+        if let Some(hint) = self.hint() {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DockerfileError {}
+
+/// What is wrong with a Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    /// No instruction at all (empty, or only comments and blank lines).
+    #[error("the Dockerfile has no instructions")]
+    Empty,
+    /// A parser directive (`# escape=`, `# syntax=`, `# check=`) is invalid.
+    #[error("{message}")]
+    Directive {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A heredoc (`<<EOF`) whose terminator never comes.
+    #[error("unterminated heredoc <<{name}: no line \"{name}\" ends it")]
+    UnterminatedHeredoc {
+        /// The heredoc's delimiter word.
+        name: String,
+    },
+    /// A heredoc delimiter that cannot be read.
+    #[error("invalid heredoc: {message}")]
+    Heredoc {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A JSON array holding something other than strings (`CMD ["a", ["b"]]`).
+    #[error(
+        "{instruction}: when using JSON array syntax, arrays must be comprised of strings only"
+    )]
+    NotStringArray {
+        /// The instruction, upper case.
+        instruction: String,
+    },
+    /// Exec form was clearly meant (`[...]`) but the text is not a JSON array of strings.
+    #[error("{instruction}: invalid JSON array {text:?}: {detail}")]
+    InvalidJson {
+        /// The instruction, upper case.
+        instruction: String,
+        /// The text after the instruction.
+        text: String,
+        /// What the JSON reader said.
+        detail: String,
+    },
+    /// An instruction name BuildKit does not know.
+    #[error("unknown instruction \"{name}\"")]
+    UnknownInstruction {
+        /// The name as written.
+        name: String,
+        /// The nearest known instruction, if close enough.
+        suggestion: Option<String>,
+    },
+    /// No `FROM` at all.
+    #[error("no FROM instruction: a Dockerfile needs at least one stage")]
+    MissingFrom,
+    /// An instruction other than `ARG` before the first `FROM`.
+    #[error("{instruction} before the first FROM: only ARG may come before FROM")]
+    InstructionBeforeFrom {
+        /// The instruction, upper case.
+        instruction: String,
+    },
+    /// A `--flag` the instruction does not take.
+    #[error("{instruction} does not take the flag --{flag}")]
+    UnknownFlag {
+        /// The instruction, upper case.
+        instruction: String,
+        /// The flag name, without dashes.
+        flag: String,
+        /// The flags the instruction takes, without dashes.
+        valid: Vec<String>,
+    },
+    /// A flag with a bad value, a missing value or given twice.
+    #[error("{instruction} --{flag}: {message}")]
+    FlagValue {
+        /// The instruction, upper case.
+        instruction: String,
+        /// The flag name, without dashes.
+        flag: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+    /// Wrong arguments for an instruction (too few, malformed).
+    #[error("{instruction}: {message}")]
+    Arguments {
+        /// The instruction, upper case.
+        instruction: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An `ARG` (or build argument) name that is not a valid variable name.
+    #[error(
+        "invalid ARG name {name:?}: a name starts with a letter or _ and holds only letters, digits and _"
+    )]
+    BadArgName {
+        /// The name as written.
+        name: String,
+    },
+    /// A `--from`, `FROM` or `--target` naming a stage that does not exist.
+    #[error("unknown stage {name:?}")]
+    UnknownStage {
+        /// The name used.
+        name: String,
+        /// The nearest stage name, if close enough.
+        suggestion: Option<String>,
+    },
+    /// Two stages with the same name.
+    #[error("duplicate stage name {name:?}")]
+    DuplicateStage {
+        /// The name.
+        name: String,
+    },
+    /// Stages that depend on each other in a circle.
+    #[error("circular dependency between stages: {}", .stages.join(" -> "))]
+    StageCycle {
+        /// The stages on the cycle, the first repeated at the end.
+        stages: Vec<String>,
+    },
+    /// Variable expansion failed (`${X:?unset}`, bad substitution).
+    #[error("{instruction}: {message}")]
+    Expansion {
+        /// The instruction, upper case.
+        instruction: String,
+        /// The expander's message.
+        message: String,
+    },
+}
+
+impl ErrorKind {
+    /// The hint line for this error, if one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::UnknownInstruction {
+                suggestion: Some(suggestion),
+                ..
+            }
+            | Self::UnknownStage {
+                suggestion: Some(suggestion),
+                ..
+            } => Some(format!("did you mean {suggestion:?}?")),
+            Self::UnknownFlag { flag, valid, .. } => {
+                let names: Vec<&str> = valid.iter().map(String::as_str).collect();
+                match suggest(flag, &names) {
+                    Some(near) => Some(format!("did you mean \"--{near}\"?")),
+                    None if valid.is_empty() => Some("this instruction takes no flags".to_owned()),
+                    None => Some(format!(
+                        "valid flags: {}",
+                        valid
+                            .iter()
+                            .map(|name| format!("--{name}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            Self::InvalidJson { .. } => Some(
+                "exec form is a JSON array of double-quoted strings, e.g. [\"echo\", \"hello\"]"
+                    .to_owned(),
+            ),
+            Self::MissingFrom | Self::InstructionBeforeFrom { .. } => {
+                Some("start the stage with FROM <image>".to_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The candidate nearest to `name` (case-insensitive), if its edit distance is at most 2
+/// (BuildKit's `suggest` uses the same bound). Exact matches are not suggestions.
+pub fn suggest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    candidates
+        .iter()
+        .map(|candidate| (edit_distance(&name, &candidate.to_lowercase()), *candidate))
+        .filter(|(distance, _)| *distance > 0 && *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_has_file_line_and_hint() {
+        let error = DockerfileError::new(
+            7,
+            ErrorKind::UnknownInstruction {
+                name: "RUNN".into(),
+                suggestion: Some("RUN".into()),
+            },
+        );
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile:7: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?"
+        );
+        assert_eq!(
+            error
+                .with_file("ci/Dockerfile.prod")
+                .to_string()
+                .lines()
+                .next(),
+            Some("ci/Dockerfile.prod:7: unknown instruction \"RUNN\"")
+        );
+    }
+
+    #[test]
+    fn suggestions_within_distance_two() {
+        assert_eq!(suggest("RUNN", &["RUN", "COPY"]), Some("RUN"));
+        assert_eq!(suggest("cpy", &["RUN", "COPY"]), Some("COPY"));
+        assert_eq!(suggest("XYZZY", &["RUN", "COPY"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_flag_hint_lists_valid_flags() {
+        let kind = ErrorKind::UnknownFlag {
+            instruction: "COPY".into(),
+            flag: "xyz".into(),
+            valid: vec!["from".into(), "chown".into()],
+        };
+        assert_eq!(kind.hint().unwrap(), "valid flags: --from, --chown");
+        let kind = ErrorKind::UnknownFlag {
+            instruction: "COPY".into(),
+            flag: "chmown".into(),
+            valid: vec!["chmod".into(), "chown".into()],
+        };
+        assert_eq!(kind.hint().unwrap(), "did you mean \"--chown\"?");
+    }
+}

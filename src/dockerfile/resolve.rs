@@ -1,0 +1,802 @@
+//! Stages to a resolved build: build arguments applied, `FROM` lines and the instructions
+//! Docker expands expanded, the ARG/ENV scope in effect at every instruction, and the stage
+//! dependency graph pruned to what the target stage needs.
+//!
+//! Scoping, as Docker does it:
+//! - `ARG`s before the first `FROM` (meta-ARGs) and the automatic platform arguments are
+//!   visible in `FROM` lines only; inside a stage a meta-ARG is visible after `ARG NAME`
+//!   re-declares it, and an automatic one after `ARG TARGETPLATFORM` etc.
+//! - A build argument given by the user overrides an `ARG` default; `ENV` overrides `ARG`.
+//! - A stage built `FROM` another stage inherits that stage's `ENV`, not its `ARG`s.
+//!
+//! The base image's own `ENV` is not known here (no I/O): instructions are expanded with the
+//! Dockerfile's variables only. The planner, which has the image config, re-expands the
+//! original instruction with [`super::Instruction::expand`] and a scope that puts the image
+//! environment under [`ResolvedInstruction::env`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::error::{DockerfileError, ErrorKind, Span, suggest};
+use super::expand::{Expander, Variables};
+use super::instruction::{Arg, From};
+use super::instruction::{ArgDeclaration, Instruction, Stages, is_valid_arg_name};
+
+/// What to resolve for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveOptions {
+    /// `--build-arg KEY=VALUE`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `TARGETPLATFORM`, `BUILDPLATFORM` and friends, computed by the caller.
+    pub automatic_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build (default: the last).
+    pub target: Option<String>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Base {
+    /// `FROM scratch`: an empty file system.
+    Scratch,
+    /// An image to pull (the reference as written, after expansion).
+    Image {
+        /// The reference.
+        reference: String,
+    },
+    /// An earlier stage of this Dockerfile.
+    Stage {
+        /// Its index.
+        index: usize,
+    },
+}
+
+/// How one stage uses another stage or an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// `FROM <stage>`.
+    From,
+    /// `COPY --from=<stage>`.
+    CopyFrom,
+    /// `RUN --mount=from=<stage>`.
+    MountFrom,
+}
+
+/// What a dependency points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Target {
+    /// A stage, by index.
+    Stage {
+        /// Its index.
+        index: usize,
+    },
+    /// An image (`COPY --from=nginx:1`).
+    Image {
+        /// The reference.
+        reference: String,
+    },
+}
+
+/// One edge of the stage graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    /// The line that makes it.
+    pub line: usize,
+    /// Which instruction makes it.
+    pub via: Via,
+    /// What it points at.
+    pub target: Target,
+}
+
+/// An instruction after expansion, with the scope it sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedInstruction {
+    /// The instruction, expanded where Docker expands (an `ARG` shows the value it gets).
+    pub instruction: Instruction,
+    /// `ARG`s in scope before it, with their values (only those that have one).
+    pub args: Vec<(String, String)>,
+    /// `ENV` set by the Dockerfile before it (inherited from a base stage included).
+    pub env: Vec<(String, String)>,
+}
+
+/// A stage after resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedStage {
+    /// Position among all stages.
+    pub index: usize,
+    /// `AS name`.
+    pub name: Option<String>,
+    /// Where it is.
+    pub span: Span,
+    /// The `FROM`, expanded.
+    pub from: From,
+    /// What it starts from.
+    pub base: Base,
+    /// Its instructions.
+    pub instructions: Vec<ResolvedInstruction>,
+    /// The stages and images it uses.
+    pub dependencies: Vec<Dependency>,
+    /// The `ENV` in effect at its end.
+    pub env: Vec<(String, String)>,
+}
+
+/// A Dockerfile resolved for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedStages {
+    /// The index of the target stage.
+    pub target: usize,
+    /// The stages the target needs (itself included), in index order.
+    pub stages: Vec<ResolvedStage>,
+    /// Indices of those stages in an order that builds dependencies first.
+    pub order: Vec<usize>,
+    /// Meta-ARG values (what `FROM` lines saw, automatic arguments excluded).
+    pub meta_args: Vec<(String, String)>,
+    /// Build arguments no needed `ARG` consumed (Docker warns about these).
+    pub unused_build_args: Vec<String>,
+    /// Doubtful things worth a warning (a `--from` image named like a stage).
+    pub warnings: Vec<String>,
+}
+
+impl ResolvedStages {
+    /// The resolved stage with index `index`, if it is needed.
+    pub fn stage(&self, index: usize) -> Option<&ResolvedStage> {
+        self.stages.iter().find(|stage| stage.index == index)
+    }
+}
+
+/// Variables: `ENV` first (it overrides `ARG`), then `ARG`s, then extra ones.
+struct Scope<'a> {
+    env: &'a [(String, String)],
+    args: &'a [(String, String)],
+    extra: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Variables for Scope<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.env
+            .lookup(name)
+            .or_else(|| self.args.lookup(name))
+            .or_else(|| self.extra.and_then(|extra| extra.lookup(name)))
+    }
+}
+
+fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
+    list.retain(|(key, _)| key != name);
+    list.push((name.to_owned(), value));
+}
+
+/// Resolves stages for a build.
+///
+/// # Errors
+/// A bad build argument name, failed expansion in a needed stage, an unknown `--target`
+/// (with a "did you mean"), a `--from` index that does not exist, a dependency cycle.
+pub fn resolve(
+    stages: &Stages,
+    options: &ResolveOptions,
+) -> Result<ResolvedStages, DockerfileError> {
+    for name in options.build_args.keys() {
+        if !is_valid_arg_name(name) {
+            return Err(DockerfileError::global(ErrorKind::BadArgName {
+                name: name.clone(),
+            }));
+        }
+    }
+    let expander = Expander::new(stages.directives.escape);
+    let mut used = BTreeSet::new();
+    let meta = resolve_meta(stages, options, &expander, &mut used)?;
+    let mut results: Vec<Result<(ResolvedStage, BTreeSet<String>), DockerfileError>> = Vec::new();
+    let mut warnings = Vec::new();
+    for stage in &stages.stages {
+        let result = resolve_stage(
+            stages,
+            stage.index,
+            options,
+            &meta,
+            &expander,
+            &results,
+            &mut warnings,
+        );
+        results.push(result);
+    }
+    let target = match &options.target {
+        None => stages.stages.len() - 1,
+        Some(name) => {
+            let lower = name.to_lowercase();
+            stages
+                .stages
+                .iter()
+                .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
+                .map(|stage| stage.index)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = stages
+                        .stages
+                        .iter()
+                        .filter_map(|stage| stage.name.as_deref())
+                        .collect();
+                    DockerfileError::global(ErrorKind::UnknownStage {
+                        name: name.clone(),
+                        suggestion: suggest(name, &names).map(str::to_owned),
+                    })
+                })?
+        }
+    };
+    // Depth-first from the target: post-order is a build order; a stage met again while
+    // still open closes a cycle.
+    let mut order = Vec::new();
+    let mut state = vec![0u8; results.len()]; // 0 new, 1 open, 2 done
+    let mut path: Vec<usize> = Vec::new();
+    visit(target, &results, &mut state, &mut path, &mut order, stages)?;
+    let mut needed: Vec<ResolvedStage> = Vec::new();
+    for index in 0..results.len() {
+        if state[index] == 2 {
+            let (stage, consumed) = results[index].as_ref().map_err(Clone::clone)?;
+            used.extend(consumed.iter().cloned());
+            needed.push(stage.clone());
+        }
+    }
+    let unused_build_args = options
+        .build_args
+        .keys()
+        .filter(|name| !used.contains(*name))
+        .cloned()
+        .collect();
+    Ok(ResolvedStages {
+        target,
+        stages: needed,
+        order,
+        meta_args: meta
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|value| (name, value)))
+            .collect(),
+        unused_build_args,
+        warnings,
+    })
+}
+
+fn stage_label(stages: &Stages, index: usize) -> String {
+    stages.stages[index]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage {index}"))
+}
+
+fn visit(
+    index: usize,
+    results: &[Result<(ResolvedStage, BTreeSet<String>), DockerfileError>],
+    state: &mut [u8],
+    path: &mut Vec<usize>,
+    order: &mut Vec<usize>,
+    stages: &Stages,
+) -> Result<(), DockerfileError> {
+    match state[index] {
+        2 => return Ok(()),
+        1 => {
+            let start = path.iter().position(|open| *open == index).unwrap_or(0);
+            let mut cycle: Vec<String> = path[start..]
+                .iter()
+                .map(|open| stage_label(stages, *open))
+                .collect();
+            cycle.push(stage_label(stages, index));
+            return Err(DockerfileError::new(
+                stages.stages[index].span.start,
+                ErrorKind::StageCycle { stages: cycle },
+            ));
+        }
+        _ => {}
+    }
+    let (stage, _) = results[index].as_ref().map_err(Clone::clone)?;
+    state[index] = 1;
+    path.push(index);
+    for dependency in &stage.dependencies {
+        if let Target::Stage { index: next } = dependency.target {
+            visit(next, results, state, path, order, stages)?;
+        }
+    }
+    path.pop();
+    state[index] = 2;
+    order.push(index);
+    Ok(())
+}
+
+/// Values of the meta-ARGs: build argument, else automatic value, else expanded default,
+/// else declared without a value (`None`).
+fn resolve_meta(
+    stages: &Stages,
+    options: &ResolveOptions,
+    expander: &Expander,
+    used: &mut BTreeSet<String>,
+) -> Result<Vec<(String, Option<String>)>, DockerfileError> {
+    let mut meta: Vec<(String, Option<String>)> = Vec::new();
+    for arg in &stages.meta_args {
+        for declaration in &arg.args {
+            let known: Vec<(String, String)> = meta
+                .iter()
+                .filter_map(|(name, value)| value.clone().map(|value| (name.clone(), value)))
+                .collect();
+            let scope = Scope {
+                env: &[],
+                args: &known,
+                extra: Some(&options.automatic_args),
+            };
+            let value = arg_value(
+                declaration,
+                options,
+                expander,
+                &scope,
+                None,
+                arg.span.start,
+                used,
+            )?;
+            meta.retain(|(name, _)| *name != declaration.name);
+            meta.push((declaration.name.clone(), value));
+        }
+    }
+    Ok(meta)
+}
+
+fn arg_value(
+    declaration: &ArgDeclaration,
+    options: &ResolveOptions,
+    expander: &Expander,
+    scope: &dyn Variables,
+    meta_value: Option<&str>,
+    line: usize,
+    used: &mut BTreeSet<String>,
+) -> Result<Option<String>, DockerfileError> {
+    let name = &declaration.name;
+    if let Some(value) = options.build_args.get(name) {
+        used.insert(name.clone());
+        return Ok(Some(value.clone()));
+    }
+    if let Some(value) = options.automatic_args.get(name) {
+        return Ok(Some(value.clone()));
+    }
+    if let Some(default) = &declaration.default {
+        return expander
+            .expand(default, scope)
+            .map(|e| Some(e.text))
+            .map_err(|error| {
+                DockerfileError::new(
+                    line,
+                    ErrorKind::Expansion {
+                        instruction: "ARG".to_owned(),
+                        message: error.to_string(),
+                    },
+                )
+            });
+    }
+    Ok(meta_value.map(str::to_owned))
+}
+
+fn resolve_stage(
+    stages: &Stages,
+    index: usize,
+    options: &ResolveOptions,
+    meta: &[(String, Option<String>)],
+    expander: &Expander,
+    earlier: &[Result<(ResolvedStage, BTreeSet<String>), DockerfileError>],
+    warnings: &mut Vec<String>,
+) -> Result<(ResolvedStage, BTreeSet<String>), DockerfileError> {
+    let stage = &stages.stages[index];
+    let meta_values: Vec<(String, String)> = meta
+        .iter()
+        .filter_map(|(name, value)| value.clone().map(|value| (name.clone(), value)))
+        .collect();
+    let from_scope = Scope {
+        env: &[],
+        args: &meta_values,
+        extra: Some(&options.automatic_args),
+    };
+    let Instruction::From(from) =
+        Instruction::From(stage.from.clone()).expand(expander, &from_scope)?
+    else {
+        unreachable!("expanding FROM gives FROM");
+    };
+    if from.image.trim().is_empty() {
+        return Err(DockerfileError::new(
+            stage.from.span.start,
+            ErrorKind::Arguments {
+                instruction: "FROM".to_owned(),
+                message: format!("base name ({}) should not be blank", stage.from.image),
+            },
+        ));
+    }
+    let lower = from.image.to_lowercase();
+    let base_stage = stages.stages[..index]
+        .iter()
+        .find(|earlier| earlier.name.as_deref() == Some(lower.as_str()));
+    let mut dependencies = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let base = if let Some(base_stage) = base_stage {
+        dependencies.push(Dependency {
+            line: stage.from.span.start,
+            via: Via::From,
+            target: Target::Stage {
+                index: base_stage.index,
+            },
+        });
+        let (parent, _) = earlier[base_stage.index].as_ref().map_err(Clone::clone)?;
+        env.clone_from(&parent.env);
+        Base::Stage {
+            index: base_stage.index,
+        }
+    } else if lower == "scratch" {
+        Base::Scratch
+    } else {
+        dependencies.push(Dependency {
+            line: stage.from.span.start,
+            via: Via::From,
+            target: Target::Image {
+                reference: from.image.clone(),
+            },
+        });
+        Base::Image {
+            reference: from.image.clone(),
+        }
+    };
+    let mut args: Vec<(String, String)> = Vec::new();
+    let mut consumed = BTreeSet::new();
+    let mut instructions = Vec::new();
+    for instruction in &stage.instructions {
+        let line = instruction.span().start;
+        let before_args = args.clone();
+        let before_env = env.clone();
+        let expanded = match instruction {
+            Instruction::Arg(arg) => {
+                let mut declarations = Vec::new();
+                for declaration in &arg.args {
+                    let scope = Scope {
+                        env: &env,
+                        args: &args,
+                        extra: None,
+                    };
+                    let meta_value = meta
+                        .iter()
+                        .find(|(name, _)| *name == declaration.name)
+                        .and_then(|(_, value)| value.as_deref());
+                    let value = arg_value(
+                        declaration,
+                        options,
+                        expander,
+                        &scope,
+                        meta_value,
+                        line,
+                        &mut consumed,
+                    )?;
+                    if let Some(value) = &value {
+                        set(&mut args, &declaration.name, value.clone());
+                    }
+                    declarations.push(ArgDeclaration {
+                        name: declaration.name.clone(),
+                        default: value,
+                    });
+                }
+                Instruction::Arg(Arg {
+                    span: arg.span,
+                    args: declarations,
+                })
+            }
+            other => {
+                let scope = Scope {
+                    env: &env,
+                    args: &args,
+                    extra: None,
+                };
+                let expanded = other.expand(expander, &scope)?;
+                if let Instruction::Env(set_env) = &expanded {
+                    for pair in &set_env.variables {
+                        set(&mut env, &pair.key, pair.value.clone());
+                    }
+                }
+                expanded
+            }
+        };
+        let mut uses = Vec::new();
+        match &expanded {
+            Instruction::Copy(copy) => {
+                uses.extend(copy.from.iter().map(|from| (from.clone(), Via::CopyFrom)))
+            }
+            Instruction::Run(run) => uses.extend(
+                run.mounts
+                    .iter()
+                    .filter_map(|mount| mount.from.clone())
+                    .map(|from| (from, Via::MountFrom)),
+            ),
+            _ => {}
+        }
+        for (reference, via) in uses {
+            let target = stage_reference(stages, &reference, line, warnings)?;
+            dependencies.push(Dependency { line, via, target });
+        }
+        instructions.push(ResolvedInstruction {
+            instruction: expanded,
+            args: before_args,
+            env: before_env,
+        });
+    }
+    Ok((
+        ResolvedStage {
+            index,
+            name: stage.name.clone(),
+            span: stage.span,
+            from,
+            base,
+            instructions,
+            dependencies,
+            env,
+        },
+        consumed,
+    ))
+}
+
+/// What `--from=<reference>` names: a stage by name or index, else an image.
+fn stage_reference(
+    stages: &Stages,
+    reference: &str,
+    line: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Target, DockerfileError> {
+    let lower = reference.to_lowercase();
+    if let Some(stage) = stages
+        .stages
+        .iter()
+        .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
+    {
+        return Ok(Target::Stage { index: stage.index });
+    }
+    if let Ok(index) = reference.parse::<usize>() {
+        if index < stages.stages.len() {
+            return Ok(Target::Stage { index });
+        }
+        return Err(DockerfileError::new(
+            line,
+            ErrorKind::UnknownStage {
+                name: reference.to_owned(),
+                suggestion: None,
+            },
+        ));
+    }
+    let names: Vec<&str> = stages
+        .stages
+        .iter()
+        .filter_map(|stage| stage.name.as_deref())
+        .collect();
+    if let Some(near) = suggest(reference, &names) {
+        warnings.push(format!(
+            "line {line}: {reference:?} is not a stage, so it is used as an image (did you mean the stage {near:?}?)"
+        ));
+    }
+    Ok(Target::Image {
+        reference: reference.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::instruction::{Source, stages};
+    use crate::dockerfile::syntax::parse;
+
+    fn resolved(
+        text: &str,
+        build_args: &[(&str, &str)],
+        target: Option<&str>,
+    ) -> Result<ResolvedStages, DockerfileError> {
+        let options = ResolveOptions {
+            build_args: build_args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            automatic_args: [
+                ("BUILDPLATFORM", "linux/amd64"),
+                ("TARGETPLATFORM", "linux/arm64"),
+                ("TARGETARCH", "arm64"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            target: target.map(str::to_owned),
+        };
+        resolve(&stages(&parse(text)?)?, &options)
+    }
+
+    fn args_of(step: &ResolvedInstruction) -> BTreeMap<&str, &str> {
+        step.args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn meta_args_are_visible_in_from_only() {
+        let text = "ARG BASE=alpine\nARG TAG=3\nFROM --platform=$BUILDPLATFORM $BASE:$TAG\nRUN echo\nWORKDIR /$TAG\nARG TAG\nWORKDIR /$TAG";
+        let result = resolved(text, &[], None).unwrap();
+        let stage = &result.stages[0];
+        assert_eq!(stage.from.image, "alpine:3");
+        assert_eq!(stage.from.platform.as_deref(), Some("linux/amd64"));
+        assert_eq!(
+            stage.base,
+            Base::Image {
+                reference: "alpine:3".into()
+            }
+        );
+        let Instruction::Workdir(first) = &stage.instructions[1].instruction else {
+            panic!()
+        };
+        assert_eq!(first.path, "/");
+        let Instruction::Workdir(second) = &stage.instructions[3].instruction else {
+            panic!()
+        };
+        assert_eq!(second.path, "/3");
+        assert_eq!(
+            result.meta_args,
+            [
+                ("BASE".to_owned(), "alpine".to_owned()),
+                ("TAG".to_owned(), "3".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn build_args_override_defaults_and_env_overrides_arg() {
+        let text = "FROM a\nARG V=1\nRUN x\nENV V=env\nARG V=2\nWORKDIR /$V\nARG W=$V";
+        let result = resolved(text, &[("V", "cli")], None).unwrap();
+        let steps = &result.stages[0].instructions;
+        assert_eq!(args_of(&steps[1])["V"], "cli");
+        let Instruction::Workdir(workdir) = &steps[4].instruction else {
+            panic!()
+        };
+        assert_eq!(workdir.path, "/env");
+        let Instruction::Arg(arg) = &steps[5].instruction else {
+            panic!()
+        };
+        assert_eq!(arg.args[0].default.as_deref(), Some("env"));
+        assert!(result.unused_build_args.is_empty());
+    }
+
+    #[test]
+    fn automatic_args_need_declaring_in_a_stage() {
+        let text = "FROM a\nWORKDIR /$TARGETARCH\nARG TARGETARCH\nWORKDIR /$TARGETARCH";
+        let result = resolved(text, &[], None).unwrap();
+        let steps = &result.stages[0].instructions;
+        assert!(matches!(&steps[0].instruction, Instruction::Workdir(w) if w.path == "/"));
+        assert!(matches!(&steps[2].instruction, Instruction::Workdir(w) if w.path == "/arm64"));
+    }
+
+    #[test]
+    fn env_expansion_uses_values_before_the_instruction() {
+        let text = "FROM a\nENV A=1\nENV A=2 B=$A\nCOPY $B /";
+        let result = resolved(text, &[], None).unwrap();
+        let Instruction::Copy(copy) = &result.stages[0].instructions[2].instruction else {
+            panic!()
+        };
+        assert_eq!(copy.sources, [Source::Path("1".into())]);
+        assert_eq!(
+            result.stages[0].env,
+            [
+                ("A".to_owned(), "2".to_owned()),
+                ("B".to_owned(), "1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn stage_inherits_env_not_args() {
+        let text = "FROM a AS base\nENV E=1\nARG X=2\nFROM base\nWORKDIR /$E$X";
+        let result = resolved(text, &[], None).unwrap();
+        let Instruction::Workdir(workdir) = &result.stages[1].instructions[0].instruction else {
+            panic!()
+        };
+        assert_eq!(workdir.path, "/1");
+        assert_eq!(result.stages[1].base, Base::Stage { index: 0 });
+    }
+
+    #[test]
+    fn graph_and_pruning() {
+        let text = "FROM a AS deps\nFROM b AS unused\nFROM c AS build\nCOPY --from=deps / /\nRUN --mount=from=tools,target=/t x\nFROM d AS tools\nFROM scratch\nCOPY --from=build /out /\nCOPY --from=nginx:1 /etc /etc";
+        let result = resolved(text, &[("UNUSED", "1")], None).unwrap();
+        let indices: Vec<usize> = result.stages.iter().map(|stage| stage.index).collect();
+        assert_eq!(indices, [0, 2, 3, 4]);
+        assert_eq!(result.target, 4);
+        assert_eq!(result.order, [0, 3, 2, 4]);
+        assert_eq!(result.stage(4).unwrap().base, Base::Scratch);
+        let deps = &result.stage(4).unwrap().dependencies;
+        assert_eq!(
+            deps[1].target,
+            Target::Image {
+                reference: "nginx:1".into()
+            }
+        );
+        assert_eq!(result.unused_build_args, ["UNUSED"]);
+        let result = resolved(text, &[], Some("Build")).unwrap();
+        assert_eq!(result.order, [0, 3, 2]);
+    }
+
+    #[test]
+    fn copy_from_by_index() {
+        let result = resolved("FROM a\nFROM b\nCOPY --from=0 / /", &[], None).unwrap();
+        assert_eq!(result.order, [0, 1]);
+        let error = resolved("FROM a\nCOPY --from=3 / /", &[], None).unwrap_err();
+        assert!(matches!(error.kind, ErrorKind::UnknownStage { .. }));
+    }
+
+    #[test]
+    fn unknown_target_has_a_hint() {
+        let error = resolved("FROM a AS build\nFROM b AS test", &[], Some("biuld")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile: unknown stage \"biuld\"\nhint: did you mean \"build\"?"
+        );
+    }
+
+    #[test]
+    fn near_miss_from_is_a_warning() {
+        let result = resolved("FROM a AS build\nFROM b\nCOPY --from=biuld / /", &[], None).unwrap();
+        assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let error = resolved(
+            "FROM a AS one\nCOPY --from=two / /\nFROM b AS two\nCOPY --from=one / /",
+            &[],
+            Some("two"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.kind,
+            ErrorKind::StageCycle {
+                stages: vec!["two".into(), "one".into(), "two".into()]
+            }
+        );
+        let error = resolved("FROM a AS self\nCOPY --from=self / /", &[], None).unwrap_err();
+        assert!(matches!(error.kind, ErrorKind::StageCycle { .. }));
+    }
+
+    #[test]
+    fn from_with_the_stage_own_name_is_an_image() {
+        let result = resolved("FROM node AS node\nRUN x", &[], None).unwrap();
+        assert_eq!(
+            result.stages[0].base,
+            Base::Image {
+                reference: "node".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_in_unneeded_stages_do_not_matter() {
+        let text = "FROM a AS broken\nWORKDIR ${X:?unset}\nFROM b AS good";
+        assert!(resolved(text, &[], Some("good")).is_ok());
+        let error = resolved(text, &[], Some("broken")).unwrap_err();
+        assert_eq!(error.line, Some(2));
+    }
+
+    #[test]
+    fn blank_base_after_expansion() {
+        let error = resolved("ARG BASE\nFROM $BASE", &[], None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("base name ($BASE) should not be blank"),
+            "{error}"
+        );
+        assert_eq!(
+            resolved("ARG BASE\nFROM $BASE", &[("BASE", "alpine")], None)
+                .unwrap()
+                .stages[0]
+                .from
+                .image,
+            "alpine"
+        );
+    }
+
+    #[test]
+    fn bad_build_arg_name() {
+        let error = resolved("FROM a", &[("1X", "y")], None).unwrap_err();
+        assert!(matches!(error.kind, ErrorKind::BadArgName { .. }));
+    }
+}

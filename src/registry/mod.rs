@@ -1,0 +1,40 @@
+//! Registries: references ([`mod@reference`]), credentials and the auth handshake
+//! ([`auth`]), the HTTP transport with TLS, retries and the distribution API endpoints
+//! ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest tools
+//! ([`tools`]: inspect, create an index).
+//!
+//! Owns the network; never touches root filesystems. Blobs go into the store through
+//! [`crate::oci::BlobWriter`], verified while they stream.
+//!
+//! What a build calls:
+//! - [`RegistryOptions::from_env`] once (store root → `certs.d`, `$DOCKER_CONFIG`,
+//!   insecure hosts), shared as an `Arc`.
+//! - [`pull::resolve`] for each `FROM`: the store's copy of that platform when complete,
+//!   else a pull of that platform; gives the manifest descriptor and document.
+//! - [`push::push_reference`] for `--push`: the store's image named `target.store_name()`
+//!   to `target`, blobs then manifests then the index, digests unchanged.
+//! - [`SinkProgress::aggregate`] to report transfer bytes on the step's progress vertex.
+//!
+//! Spec: <https://github.com/opencontainers/distribution-spec/blob/main/spec.md>.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "errors are the cold path of network I/O; they carry digests and URLs for the message"
+)]
+
+pub mod auth;
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod tools;
+pub mod transport;
+
+pub use auth::{Credentials, DockerConfig, Secret};
+pub use platform::PlatformSpec;
+pub use progress::{NoProgress, Progress, SinkProgress};
+pub use pull::{PlatformChoice, PlatformImage, PulledImage};
+pub use push::{PushOptions, PushedImage};
+pub use reference::ImageRef;
+pub use transport::{RawManifest, Registry, RegistryError, RegistryOptions};

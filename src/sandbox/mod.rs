@@ -1,0 +1,430 @@
+//! Runs one build step (`RUN`) in an isolated root filesystem: overlayfs over the parent
+//! snapshots with a fresh upper directory (the step's change set), new mount, PID, IPC and
+//! UTS namespaces (and network with `--network=none`), `/proc`, a minimal `/dev`, `/sys`
+//! read-only, the host's `resolv.conf` and `hosts`, the image's user, Docker's default
+//! capabilities, and QEMU through binfmt_misc for foreign platforms.
+//!
+//! Shape: [`run`] (the parent side, blocking; call it from `spawn_blocking`) re-executes our
+//! own binary as `xbuild __run-step` ([`child`]), a fresh single-threaded process, because
+//! forking from inside a multi-threaded async runtime allows only async-signal-safe calls
+//! in the child. The spec goes over the child's stdin as JSON; the step's stdout and stderr
+//! come back on pipes, line by line; setup failures and the exit status come back as
+//! [`channel::Message`]s on a third pipe.
+//!
+//! Modules: [`spec`] (what to run), [`sys`] (the syscall seam: `Sys`, `LinuxSys`,
+//! `RecordingSys`), [`mounts`] (the mount plan), [`namespaces`], [`capabilities`],
+//! [`user`] (`USER` from the image's `/etc/passwd`), [`channel`], [`child`].
+//!
+//! It knows nothing about Dockerfiles. Linux only; needs root (rootless is not supported
+//! yet).
+
+pub mod capabilities;
+pub mod channel;
+pub mod child;
+pub mod mounts;
+pub mod namespaces;
+pub mod spec;
+pub mod sys;
+pub mod user;
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub use mounts::Placeholder;
+pub use spec::{Network, Security, StepCommand, StepOutcome, StepSpec, Stream};
+
+use crate::binfmt::{self, BinfmtError};
+use crate::platform;
+use channel::Message;
+use child::ChildSpec;
+
+/// Longest line handed to the output callback; longer ones arrive in pieces.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Why a step could not be run (a step that ran and failed is a [`StepOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The platform cannot run here; the message holds the fix (exit 3 at the CLI).
+    #[error(transparent)]
+    NotRunnable(#[from] BinfmtError),
+    /// The sandbox needs root.
+    #[error("running build steps needs root (rootless builds are not supported yet)")]
+    NotRoot,
+    /// A directory of the spec is unusable.
+    #[error("{what} {path} is not a directory")]
+    BadDirectory {
+        /// Which field.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// Preparing the step in the parent failed.
+    #[error("cannot prepare the step: {what}")]
+    Prepare {
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child reported a failure while setting up the step.
+    #[error("{stage}: {detail}")]
+    Setup {
+        /// Which stage (`mount`, `user`, `exec`, ...).
+        stage: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The child ended without saying how the step ended.
+    #[error("the sandbox process ended unexpectedly ({status})")]
+    ChildDied {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+}
+
+impl SandboxError {
+    /// How the CLI should exit for this error: the host is not ready (3) when the platform
+    /// cannot run or we are not root, a failed step (1) otherwise.
+    pub fn exit_kind(&self) -> crate::error::ExitKind {
+        match self {
+            Self::NotRunnable(_) | Self::NotRoot => crate::error::ExitKind::HostNotReady,
+            _ => crate::error::ExitKind::Failed,
+        }
+    }
+
+    fn prepare(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Prepare { what, source }
+    }
+}
+
+/// Runs one step and waits for it. Each complete output line (without its `\n`) is passed to
+/// `on_output` as it arrives; a final line without `\n` is passed at the end.
+///
+/// Before anything starts, the platform is checked with [`binfmt::check_runnable`].
+/// Afterwards the step's namespaces, and every mount, are gone; the mount points the image
+/// lacked have been removed from the upper directory again.
+///
+/// # Errors
+/// [`SandboxError`] when the step could not be run. A step that ran and exited non-zero is
+/// `Ok(StepOutcome::Exited { code })`.
+pub fn run(
+    spec: &StepSpec,
+    on_output: impl FnMut(Stream, &[u8]),
+) -> Result<StepOutcome, SandboxError> {
+    run_with(Path::new("/proc/self/exe"), spec, on_output)
+}
+
+/// [`run`], re-executing `exe` (an `xbuild` binary) instead of ourselves: for tests, whose
+/// own executable is the test harness.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(
+    exe: &Path,
+    spec: &StepSpec,
+    mut on_output: impl FnMut(Stream, &[u8]),
+) -> Result<StepOutcome, SandboxError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::NotRoot);
+    }
+    for (what, path) in [
+        ("upper directory", &spec.upper_dir),
+        ("work directory", &spec.work_dir),
+    ]
+    .into_iter()
+    .chain(spec.lower_dirs.iter().map(|dir| ("lower directory", dir)))
+    {
+        if !path.is_dir() {
+            return Err(SandboxError::BadDirectory {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    binfmt::check_runnable(&spec.platform)?;
+
+    let scratch = tempfile::Builder::new()
+        .prefix("xbuild-step-")
+        .tempdir()
+        .map_err(SandboxError::prepare("creating a temporary directory"))?;
+    let root = scratch.path().join("root");
+    std::fs::create_dir(&root).map_err(SandboxError::prepare("creating the root mount point"))?;
+    let mut lower_dirs = spec.lower_dirs.clone();
+    if lower_dirs.is_empty() {
+        // overlayfs needs at least one lower directory: an empty root is an empty one.
+        let empty = scratch.path().join("empty");
+        std::fs::create_dir(&empty).map_err(SandboxError::prepare("creating an empty layer"))?;
+        lower_dirs.push(empty);
+    }
+    let resolv_conf = scratch.path().join("resolv.conf");
+    let hosts = scratch.path().join("hosts");
+    copy_host_file("/etc/resolv.conf", &resolv_conf, "")?;
+    copy_host_file(
+        "/etc/hosts",
+        &hosts,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+    )?;
+    let existed_in_upper = ["etc", "proc", "dev", "sys"]
+        .into_iter()
+        .filter(|name| std::fs::symlink_metadata(spec.upper_dir.join(name)).is_ok())
+        .map(PathBuf::from)
+        .collect::<Vec<_>>();
+
+    let child_spec = ChildSpec {
+        step: spec.clone(),
+        root,
+        lower_dirs,
+        resolv_conf,
+        hosts,
+        linux32: spec.platform.needs_linux32_on(&platform::host()),
+        parent_pid: i32::try_from(std::process::id()).unwrap_or(0),
+    };
+    let text = serde_json::to_vec(&child_spec).map_err(|error| SandboxError::Prepare {
+        what: "encoding the step spec".to_owned(),
+        source: std::io::Error::other(error),
+    })?;
+
+    let (channel_read, channel_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|errno| SandboxError::prepare("creating a pipe")(errno.into()))?;
+    let channel_fd = channel_write.as_raw_fd();
+    let mut command = Command::new(exe);
+    command
+        .arg("__run-step")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec in the child and only calls dup2 and
+    // fcntl, which are async-signal-safe. dup2 gives fd 3 without close-on-exec, so only
+    // this child inherits the channel, not children other threads spawn meanwhile.
+    unsafe {
+        command.pre_exec(move || {
+            if channel_fd == channel::CHILD_FD {
+                if libc::fcntl(channel_fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(channel_fd, channel::CHILD_FD) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(SandboxError::prepare("starting the sandbox process"))?;
+    drop(channel_write);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that died at once closes its stdin: its status tells the story below.
+        let _ = stdin.write_all(&text);
+    }
+    let stdout: OwnedFd = child.stdout.take().expect("stdout is piped").into();
+    let stderr: OwnedFd = child.stderr.take().expect("stderr is piped").into();
+    let messages = pump(&stdout, &stderr, &channel_read, &mut on_output)
+        .map_err(SandboxError::prepare("reading the step's output"))?;
+    let status = child
+        .wait()
+        .map_err(SandboxError::prepare("waiting for the sandbox process"))?;
+
+    // The child, and with it the mount namespace, is gone: the overlay is unmounted and the
+    // upper directory may be changed again.
+    for message in &messages {
+        if let Message::Placeholders(placeholders) = message {
+            remove_placeholders(&spec.upper_dir, placeholders, &existed_in_upper);
+        }
+    }
+    let mut outcome = None;
+    for message in messages {
+        match message {
+            Message::Failed { stage, detail } => return Err(SandboxError::Setup { stage, detail }),
+            Message::Exited { code } => outcome = Some(StepOutcome::Exited { code }),
+            Message::Signaled { signal } => outcome = Some(StepOutcome::Signaled { signal }),
+            Message::Placeholders(_) => {}
+        }
+    }
+    outcome.ok_or(SandboxError::ChildDied { status })
+}
+
+/// Copies a host file the step sees (bound over its own), or writes `fallback` when the host
+/// has none.
+fn copy_host_file(source: &str, target: &Path, fallback: &str) -> Result<(), SandboxError> {
+    let content = std::fs::read(source).unwrap_or_else(|_| fallback.as_bytes().to_vec());
+    std::fs::write(target, content).map_err(SandboxError::prepare(format!("copying {source}")))
+}
+
+/// Removes from `upper` the mount points the child created (an empty file or an empty
+/// directory, as created; anything else means the step put something there, and it stays),
+/// then the directories their creation copied up (`etc` when only `/etc/hosts` was added),
+/// when they are empty and did not exist in `upper` before the step.
+fn remove_placeholders(upper: &Path, placeholders: &[Placeholder], existed_before: &[PathBuf]) {
+    for placeholder in placeholders.iter().rev() {
+        let path = upper.join(&placeholder.path);
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if placeholder.is_dir && metadata.is_dir() {
+            // Fails, and keeps it, when the directory is not empty.
+            let _ = std::fs::remove_dir(&path);
+        } else if !placeholder.is_dir && metadata.is_file() && metadata.len() == 0 {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let parents = placeholders
+        .iter()
+        .filter_map(|placeholder| placeholder.path.parent())
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .collect::<std::collections::BTreeSet<_>>();
+    for parent in parents.into_iter().rev() {
+        if !existed_before.iter().any(|existing| existing == parent) {
+            let _ = std::fs::remove_dir(upper.join(parent));
+        }
+    }
+}
+
+/// Reads stdout, stderr and the channel until all three are closed, handing out lines.
+fn pump(
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    channel: &OwnedFd,
+    on_output: &mut impl FnMut(Stream, &[u8]),
+) -> std::io::Result<Vec<Message>> {
+    let mut buffers = [Vec::new(), Vec::new(), Vec::new()];
+    let mut open = [true, true, true];
+    let streams = [Some(Stream::Stdout), Some(Stream::Stderr), None];
+    let fds = [stdout.as_fd(), stderr.as_fd(), channel.as_fd()];
+    let mut messages = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while open.iter().any(|is_open| *is_open) {
+        let indexes = (0..3).filter(|index| open[*index]).collect::<Vec<_>>();
+        let mut poll_fds = indexes
+            .iter()
+            .map(|index| libc::pollfd {
+                fd: fds[*index].as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect::<Vec<_>>();
+        // SAFETY: `poll_fds` is a live array of `len` pollfd structs for the call's duration,
+        // and every descriptor in it is open (borrowed from the OwnedFds above).
+        let result =
+            unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, -1) };
+        if result == -1 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        let ready = poll_fds
+            .iter()
+            .map(|fd| fd.revents != 0)
+            .collect::<Vec<_>>();
+        for (slot, index) in indexes.into_iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            let count = match nix::unistd::read(fds[index], &mut chunk) {
+                Ok(count) => count,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+                Err(errno) => return Err(errno.into()),
+            };
+            let buffer = &mut buffers[index];
+            if count == 0 {
+                open[index] = false;
+            } else {
+                buffer.extend_from_slice(&chunk[..count]);
+            }
+            // Hand out every complete line; at EOF the rest too.
+            loop {
+                let end = match buffer.iter().position(|byte| *byte == b'\n') {
+                    Some(newline) => newline,
+                    None if !open[index] && !buffer.is_empty() => buffer.len(),
+                    None if buffer.len() >= MAX_LINE => MAX_LINE,
+                    None => break,
+                };
+                let line = buffer[..end].to_vec();
+                buffer.drain(..(end + 1).min(buffer.len()));
+                match streams[index] {
+                    Some(stream) => on_output(stream, &line),
+                    None => messages.extend(Message::parse(&line)),
+                }
+            }
+        }
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_removed_but_not_what_the_step_wrote() {
+        let upper = tempfile::tempdir().unwrap();
+        let path = upper.path();
+        std::fs::create_dir_all(path.join("etc")).unwrap();
+        std::fs::write(path.join("etc/hosts"), "").unwrap();
+        std::fs::write(path.join("etc/resolv.conf"), "").unwrap();
+        std::fs::create_dir(path.join("proc")).unwrap();
+        std::fs::create_dir(path.join("dev")).unwrap();
+        std::fs::write(path.join("dev/kept"), "x").unwrap();
+        let placeholders = [
+            Placeholder {
+                path: "proc".into(),
+                is_dir: true,
+            },
+            Placeholder {
+                path: "dev".into(),
+                is_dir: true,
+            },
+            Placeholder {
+                path: "etc/resolv.conf".into(),
+                is_dir: false,
+            },
+            Placeholder {
+                path: "etc/hosts".into(),
+                is_dir: false,
+            },
+        ];
+        remove_placeholders(path, &placeholders, &[]);
+        assert!(!path.join("proc").exists());
+        assert!(
+            !path.join("etc").exists(),
+            "copied-up /etc, now empty, is removed"
+        );
+        assert!(path.join("dev/kept").exists());
+    }
+
+    #[test]
+    fn a_directory_that_was_in_upper_before_stays() {
+        let upper = tempfile::tempdir().unwrap();
+        let path = upper.path();
+        std::fs::create_dir(path.join("etc")).unwrap();
+        std::fs::write(path.join("etc/hosts"), "").unwrap();
+        let placeholders = [Placeholder {
+            path: "etc/hosts".into(),
+            is_dir: false,
+        }];
+        remove_placeholders(path, &placeholders, &[PathBuf::from("etc")]);
+        assert!(!path.join("etc/hosts").exists());
+        assert!(path.join("etc").is_dir());
+    }
+
+    #[test]
+    fn not_root_is_refused_before_anything_starts() {
+        if nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let spec = StepSpec::new(
+            vec![],
+            "/nonexistent".into(),
+            "/nonexistent".into(),
+            platform::host(),
+            StepCommand::sh("true"),
+        );
+        assert!(matches!(run(&spec, |_, _| {}), Err(SandboxError::NotRoot)));
+    }
+}

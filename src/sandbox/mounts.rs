@@ -1,0 +1,631 @@
+//! The mount plan of a step's root, carried out through [`Sys`] in the child, inside its own
+//! mount namespace (so every mount disappears with the namespace, whatever happens).
+//!
+//! Order: make `/` private, overlay the layers on the root directory, `/proc` (with
+//! Docker's read-only and masked paths), a minimal `/dev`, `/sys` read-only, the host's
+//! `/etc/resolv.conf` and `/etc/hosts`, then `pivot_root`.
+//!
+//! Mount points the image lacks (`/proc`, `/etc/hosts`, ...) must be created, and creating
+//! them through the overlay puts them in the upper directory, i.e. in the step's layer. We
+//! create them anyway and report each one as a [`Placeholder`]; the parent removes them from
+//! the upper directory after the child is gone (see `sandbox::remove_placeholders`). The
+//! alternatives are worse: a tmpfs over `/etc` would hide the image's files, and writing to
+//! the lower directories is forbidden.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use super::child::SetupError;
+use super::sys::{PathKind, Sys};
+
+/// Device nodes bound from the host into the step's `/dev` (the OCI runtime spec's default
+/// devices, <https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md>).
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// `/proc` entries made read-only, as Docker does: writing them as root would change the
+/// host's kernel settings even without capabilities (`/proc/sys` checks the uid only).
+const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// `/proc` files hidden behind `/dev/null`, as Docker does (kernel memory, keyrings, timers).
+const MASKED_PROC: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+
+/// A mount point created in the root for the step, to remove from the upper directory
+/// afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placeholder {
+    /// Path relative to the root (`etc/hosts`).
+    pub path: PathBuf,
+    /// A directory (else an empty file).
+    pub is_dir: bool,
+}
+
+/// What [`setup_root`] needs.
+#[derive(Debug, Clone)]
+pub struct RootPlan<'a> {
+    /// The directory the overlay is mounted on, which becomes `/`.
+    pub root: &'a Path,
+    /// Lower directories, top first.
+    pub lower_dirs: &'a [PathBuf],
+    /// Upper directory.
+    pub upper_dir: &'a Path,
+    /// Overlay work directory.
+    pub work_dir: &'a Path,
+    /// The file bound on `/etc/resolv.conf` (a private copy of the host's).
+    pub resolv_conf: &'a Path,
+    /// The file bound on `/etc/hosts` (a private copy of the host's).
+    pub hosts: &'a Path,
+}
+
+/// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
+/// overlayfs reads them (a store may name snapshots `sha256:<hex>`).
+///
+/// `index=off,redirect_dir=off,metacopy=off`: the upper directory must be a plain change set
+/// that `layer::diff` can read as Docker's overlay2 driver does: whole copied-up files, and
+/// classic whiteouts, never redirect or metacopy xattrs pointing into the lower layers.
+///
+/// # Errors
+/// A path that is not UTF-8.
+pub fn overlay_options(
+    lower_dirs: &[PathBuf],
+    upper_dir: &Path,
+    work_dir: &Path,
+) -> Result<String, SetupError> {
+    let text = |path: &Path| -> Result<String, SetupError> {
+        let text = path.to_str().ok_or_else(|| {
+            SetupError::new("overlay", format!("{} is not UTF-8", path.display()))
+        })?;
+        let mut escaped = String::with_capacity(text.len());
+        for character in text.chars() {
+            if matches!(character, '\\' | ':' | ',') {
+                escaped.push('\\');
+            }
+            escaped.push(character);
+        }
+        Ok(escaped)
+    };
+    let lower = lower_dirs
+        .iter()
+        .map(|dir| text(dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={},{OVERLAY_SETTINGS}",
+        lower.join(":"),
+        text(upper_dir)?,
+        text(work_dir)?
+    ))
+}
+
+/// See [`overlay_options`].
+const OVERLAY_SETTINGS: &str = "index=off,redirect_dir=off,metacopy=off";
+
+/// `mount(2)` copies its option string into one page.
+const OPTIONS_LIMIT: usize = 4096;
+
+/// Mounts the overlay: with `mount(2)` when the option string fits in a page, else with the
+/// new mount API, one layer at a time (Linux 6.8+; older kernels cannot stack that many
+/// layers by path, Docker's overlay2 works around it with short symlinks).
+fn mount_overlay(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<(), SetupError> {
+    let options = overlay_options(plan.lower_dirs, plan.upper_dir, plan.work_dir)?;
+    if options.len() < OPTIONS_LIMIT {
+        return mount(
+            sys,
+            Some(Path::new("overlay")),
+            plan.root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(&options),
+        );
+    }
+    let settings = OVERLAY_SETTINGS
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .collect::<Vec<_>>();
+    sys.mount_overlay_layers(
+        plan.root,
+        plan.lower_dirs,
+        plan.upper_dir,
+        plan.work_dir,
+        &settings,
+    )
+    .map_err(|errno| {
+        SetupError::errno(
+            "mount",
+            format!(
+                "cannot mount overlay with {} layers on {} (more than fit in mount(2)'s \
+                 options need Linux 6.8 or later)",
+                plan.lower_dirs.len(),
+                plan.root.display()
+            ),
+            errno,
+        )
+    })
+}
+
+fn mount(
+    sys: &dyn Sys,
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), SetupError> {
+    sys.mount(source, target, fstype, flags, data)
+        .map_err(|errno| {
+            SetupError::errno(
+                "mount",
+                format!(
+                    "cannot mount {} on {}",
+                    fstype.map_or_else(
+                        || source.map_or_else(String::new, |source| source.display().to_string()),
+                        str::to_owned
+                    ),
+                    target.display()
+                ),
+                errno,
+            )
+        })
+}
+
+/// Makes the directory `root/name` (one component) exist, refusing a symbolic link (it
+/// could point anywhere on the host: we have not pivoted yet).
+fn ensure_dir(
+    sys: &dyn Sys,
+    root: &Path,
+    name: &str,
+    placeholders: &mut Vec<Placeholder>,
+) -> Result<PathBuf, SetupError> {
+    let path = root.join(name);
+    match sys.kind(&path) {
+        PathKind::Directory => {}
+        PathKind::Missing => {
+            sys.mkdir(&path).map_err(|error| {
+                SetupError::new("mount", format!("cannot create /{name}: {error}"))
+            })?;
+            placeholders.push(Placeholder {
+                path: PathBuf::from(name),
+                is_dir: true,
+            });
+        }
+        kind => {
+            return Err(SetupError::new(
+                "mount",
+                format!(
+                    "/{name} in the image is a {kind:?}, not a directory: refusing to mount on it"
+                ),
+            ));
+        }
+    }
+    Ok(path)
+}
+
+/// Sets up the root: everything up to, not including, `pivot_root`. Returns the mount
+/// points it had to create.
+///
+/// # Errors
+/// The first mount that fails, as a [`SetupError`].
+pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>, SetupError> {
+    let root = plan.root;
+    let mut placeholders = Vec::new();
+    // systemd makes `/` a shared mount: without MS_PRIVATE our mounts would propagate back
+    // into the host's namespace (mount_namespaces(7), "Shared subtrees").
+    mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    mount_overlay(sys, plan)?;
+
+    let proc_dir = ensure_dir(sys, root, "proc", &mut placeholders)?;
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        sys,
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        hidden,
+        None,
+    )?;
+    for name in READONLY_PROC {
+        let path = proc_dir.join(name);
+        if sys.kind(&path) != PathKind::Missing {
+            // A bind mount of the path on itself, then a read-only remount of that bind:
+            // MS_RDONLY is ignored on the first MS_BIND call (mount(2)).
+            mount(
+                sys,
+                Some(&path),
+                &path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mount(
+                sys,
+                None,
+                &path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hidden,
+                None,
+            )?;
+        }
+    }
+    for name in MASKED_PROC {
+        let path = proc_dir.join(name);
+        if sys.kind(&path) == PathKind::File {
+            mount(
+                sys,
+                Some(Path::new("/dev/null")),
+                &path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+
+    let dev = ensure_dir(sys, root, "dev", &mut placeholders)?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let node = dev.join(name);
+        // The node is a file on the fresh tmpfs, not in the image: no placeholder. Binding
+        // the host's node works where mknod would not (user namespaces, nodev mounts).
+        sys.create_file(&node).map_err(|error| {
+            SetupError::new("mount", format!("cannot create /dev/{name}: {error}"))
+        })?;
+        let host = Path::new("/dev").join(name);
+        mount(sys, Some(&host), &node, None, MsFlags::MS_BIND, None)?;
+    }
+    let create_dir = |name: &str| {
+        let path = dev.join(name);
+        sys.mkdir(&path)
+            .map_err(|error| {
+                SetupError::new("mount", format!("cannot create /dev/{name}: {error}"))
+            })
+            .map(|()| path)
+    };
+    let pts = create_dir("pts")?;
+    // A private devpts instance: the step's ptys are not the host's.
+    mount(
+        sys,
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = create_dir("shm")?;
+    mount(
+        sys,
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        hidden,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(Path::new(target), &dev.join(link))
+            .map_err(|error| {
+                SetupError::new("mount", format!("cannot create /dev/{link}: {error}"))
+            })?;
+    }
+
+    let sys_dir = ensure_dir(sys, root, "sys", &mut placeholders)?;
+    // A fresh sysfs shows the network devices of the mounting process's network namespace,
+    // so with --network=none the step sees only its own `lo` there too.
+    mount(
+        sys,
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | hidden,
+        None,
+    )?;
+
+    bind_etc_files(sys, plan, &mut placeholders)?;
+    Ok(placeholders)
+}
+
+/// Binds the private copies of the host's `/etc/resolv.conf` and `/etc/hosts`. A bind mount
+/// changes nothing in the overlay, so an existing file stays as it is in the layer; a missing
+/// one is created as a placeholder. A symbolic link is left alone: following it before
+/// `pivot_root` would resolve against the host's root.
+fn bind_etc_files(
+    sys: &dyn Sys,
+    plan: &RootPlan<'_>,
+    placeholders: &mut Vec<Placeholder>,
+) -> Result<(), SetupError> {
+    let etc = plan.root.join("etc");
+    match sys.kind(&etc) {
+        PathKind::Directory => {}
+        PathKind::Missing => {
+            ensure_dir(sys, plan.root, "etc", placeholders)?;
+        }
+        _ => return Ok(()),
+    }
+    for (name, source) in [("resolv.conf", plan.resolv_conf), ("hosts", plan.hosts)] {
+        let target = etc.join(name);
+        match sys.kind(&target) {
+            PathKind::File => {}
+            PathKind::Missing => {
+                sys.create_file(&target).map_err(|error| {
+                    SetupError::new("mount", format!("cannot create /etc/{name}: {error}"))
+                })?;
+                placeholders.push(Placeholder {
+                    path: Path::new("etc").join(name),
+                    is_dir: false,
+                });
+            }
+            _ => continue,
+        }
+        mount(sys, Some(source), &target, None, MsFlags::MS_BIND, None)?;
+    }
+    Ok(())
+}
+
+/// Makes `root` the root directory and detaches the old one.
+///
+/// `pivot_root(".", ".")` stacks the old root on top of the new one at `/`; unmounting `.`
+/// with `MNT_DETACH` then takes the old root away (pivot_root(2), NOTES; runc does the
+/// same), so no path inside the step reaches the host's file system.
+///
+/// # Errors
+/// The failing call.
+pub fn pivot(sys: &dyn Sys, root: &Path) -> Result<(), SetupError> {
+    sys.chdir(root).map_err(|errno| {
+        SetupError::errno(
+            "pivot_root",
+            format!("cannot enter {}", root.display()),
+            errno,
+        )
+    })?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .map_err(|errno| SetupError::errno("pivot_root", "pivot_root failed".to_owned(), errno))?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(|errno| {
+            SetupError::errno("pivot_root", "cannot detach the old root".to_owned(), errno)
+        })?;
+    sys.chdir(Path::new("/"))
+        .map_err(|errno| SetupError::errno("pivot_root", "cannot enter /".to_owned(), errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::sys::{Call, RecordingSys};
+
+    fn plan<'a>(lower: &'a [PathBuf]) -> RootPlan<'a> {
+        RootPlan {
+            root: Path::new("/s/root"),
+            lower_dirs: lower,
+            upper_dir: Path::new("/s/upper"),
+            work_dir: Path::new("/s/work"),
+            resolv_conf: Path::new("/s/resolv.conf"),
+            hosts: Path::new("/s/hosts"),
+        }
+    }
+
+    fn mounts(calls: &[Call]) -> Vec<(String, String)> {
+        calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Mount {
+                    target,
+                    fstype,
+                    source,
+                    ..
+                } => Some((
+                    target.display().to_string(),
+                    fstype
+                        .clone()
+                        .or_else(|| {
+                            source
+                                .as_ref()
+                                .map(|source| format!("bind {}", source.display()))
+                        })
+                        .unwrap_or_else(|| "remount".to_owned()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_image_gets_mounts_in_order_and_no_placeholders() {
+        let sys = RecordingSys::default();
+        for dir in ["proc", "dev", "sys", "etc"] {
+            sys.dirs.borrow_mut().insert(Path::new("/s/root").join(dir));
+        }
+        for file in ["etc/hosts", "etc/resolv.conf"] {
+            sys.files
+                .borrow_mut()
+                .insert(Path::new("/s/root").join(file));
+        }
+        let lower = [PathBuf::from("/l/top"), PathBuf::from("/l/base")];
+        let placeholders = setup_root(&sys, &plan(&lower)).unwrap();
+        assert!(placeholders.is_empty(), "{placeholders:?}");
+        let calls = sys.take();
+        let expected_start = [
+            ("/", "remount"),
+            ("/s/root", "overlay"),
+            ("/s/root/proc", "proc"),
+            ("/s/root/dev", "tmpfs"),
+            ("/s/root/dev/null", "bind /dev/null"),
+        ];
+        let got = mounts(&calls);
+        for (index, (target, kind)) in expected_start.iter().enumerate() {
+            assert_eq!(
+                (got[index].0.as_str(), got[index].1.as_str()),
+                (*target, *kind),
+                "{got:#?}"
+            );
+        }
+        assert!(got.contains(&("/s/root/dev/pts".into(), "devpts".into())));
+        assert!(got.contains(&("/s/root/dev/shm".into(), "tmpfs".into())));
+        assert!(got.contains(&("/s/root/sys".into(), "sysfs".into())));
+        assert_eq!(
+            got[got.len() - 2..],
+            [
+                (
+                    "/s/root/etc/resolv.conf".into(),
+                    "bind /s/resolv.conf".into()
+                ),
+                ("/s/root/etc/hosts".into(), "bind /s/hosts".into())
+            ]
+        );
+        match &calls[1] {
+            Call::Mount {
+                data: Some(data), ..
+            } => assert_eq!(
+                data,
+                "lowerdir=/l/top:/l/base,upperdir=/s/upper,workdir=/s/work,index=off,\
+                 redirect_dir=off,metacopy=off"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match &calls[0] {
+            Call::Mount { flags, .. } => assert_eq!(*flags, MsFlags::MS_REC | MsFlags::MS_PRIVATE),
+            other => panic!("{other:?}"),
+        }
+        // Device nodes are bound, every one of them.
+        for device in DEVICES {
+            assert!(got.contains(&(
+                format!("/s/root/dev/{device}"),
+                format!("bind /dev/{device}")
+            )));
+        }
+        // /sys is read-only.
+        assert!(calls.iter().any(|call| matches!(call,
+            Call::Mount { fstype: Some(fstype), flags, .. }
+                if fstype == "sysfs" && flags.contains(MsFlags::MS_RDONLY))));
+    }
+
+    #[test]
+    fn an_empty_image_gets_placeholders_for_every_mount_point() {
+        let sys = RecordingSys::default();
+        let placeholders = setup_root(&sys, &plan(&[PathBuf::from("/l/empty")])).unwrap();
+        let paths = placeholders
+            .iter()
+            .map(|placeholder| (placeholder.path.display().to_string(), placeholder.is_dir))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            paths,
+            [
+                ("proc".into(), true),
+                ("dev".into(), true),
+                ("sys".into(), true),
+                ("etc".into(), true),
+                ("etc/resolv.conf".into(), false),
+                ("etc/hosts".into(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn proc_read_only_and_masked_paths_follow_docker() {
+        let sys = RecordingSys::default();
+        sys.dirs
+            .borrow_mut()
+            .insert(PathBuf::from("/s/root/proc/sys"));
+        sys.files
+            .borrow_mut()
+            .insert(PathBuf::from("/s/root/proc/kcore"));
+        setup_root(&sys, &plan(&[PathBuf::from("/l")])).unwrap();
+        let calls = sys.take();
+        assert!(calls.iter().any(|call| matches!(call,
+            Call::Mount { target, flags, .. }
+                if target == Path::new("/s/root/proc/sys") && flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT))));
+        assert!(calls.iter().any(|call| matches!(call,
+            Call::Mount { target, source: Some(source), .. }
+                if target == Path::new("/s/root/proc/kcore") && source == Path::new("/dev/null"))));
+    }
+
+    #[test]
+    fn symlinked_mount_points_are_refused_or_skipped() {
+        let sys = RecordingSys::default();
+        sys.symlinks
+            .borrow_mut()
+            .insert(PathBuf::from("/s/root/proc"));
+        let error = setup_root(&sys, &plan(&[PathBuf::from("/l")])).unwrap_err();
+        assert!(error.detail.contains("/proc"), "{error:?}");
+
+        let sys = RecordingSys::default();
+        sys.dirs.borrow_mut().insert(PathBuf::from("/s/root/etc"));
+        sys.symlinks
+            .borrow_mut()
+            .insert(PathBuf::from("/s/root/etc/resolv.conf"));
+        setup_root(&sys, &plan(&[PathBuf::from("/l")])).unwrap();
+        let got = mounts(&sys.take());
+        assert!(
+            !got.iter()
+                .any(|(target, _)| target.ends_with("resolv.conf"))
+        );
+        assert!(got.iter().any(|(target, _)| target.ends_with("etc/hosts")));
+    }
+
+    #[test]
+    fn pivot_is_one_pivot_root_then_detach() {
+        let sys = RecordingSys::default();
+        pivot(&sys, Path::new("/s/root")).unwrap();
+        assert_eq!(
+            sys.take(),
+            [
+                Call::Chdir(PathBuf::from("/s/root")),
+                Call::PivotRoot {
+                    new_root: PathBuf::from("."),
+                    put_old: PathBuf::from(".")
+                },
+                Call::Umount {
+                    target: PathBuf::from("."),
+                    flags: MntFlags::MNT_DETACH
+                },
+                Call::Chdir(PathBuf::from("/")),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlay_paths_are_escaped() {
+        let options = overlay_options(
+            &[PathBuf::from("/s/sha256:ab"), PathBuf::from("/s/a,b\\c")],
+            Path::new("/u"),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert!(
+            options.starts_with(r"lowerdir=/s/sha256\:ab:/s/a\,b\\c,upperdir=/u,"),
+            "{options}"
+        );
+    }
+
+    #[test]
+    fn layers_beyond_one_page_of_options_use_the_new_mount_api() {
+        let lower = (0..60)
+            .map(|index| PathBuf::from(format!("/var/lib/xbuild/snapshots/{index:0>64}")))
+            .collect::<Vec<_>>();
+        let sys = RecordingSys::default();
+        setup_root(&sys, &plan(&lower)).unwrap();
+        let calls = sys.take();
+        assert!(
+            matches!(&calls[1], Call::OverlayLayers { lower_dirs, .. } if *lower_dirs == lower),
+            "{:?}",
+            calls[1]
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! What one step needs: a plain value the build fills in and the sandbox carries out. It is
+//! sent to the re-executed child as JSON, so every field serialises.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::platform::Platform;
+
+/// One `RUN` to carry out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// Read-only layers, top first (overlayfs `lowerdir` order). Empty means an empty root
+    /// (`FROM scratch`).
+    pub lower_dirs: Vec<PathBuf>,
+    /// A fresh, empty directory that receives the step's changes (overlayfs `upperdir`).
+    pub upper_dir: PathBuf,
+    /// An empty directory on the same file system as `upper_dir` (overlayfs `workdir`).
+    pub work_dir: PathBuf,
+    /// The platform the step runs as; foreign ones go through QEMU.
+    pub platform: Platform,
+    /// What to execute.
+    pub command: StepCommand,
+    /// Environment, `KEY=VALUE`. `PATH` and `HOME` are added when missing, as Docker does.
+    pub env: Vec<String>,
+    /// `USER`: `name`, `uid`, `name:group`, `uid:gid`; `None` is root.
+    pub user: Option<String>,
+    /// `WORKDIR`: an absolute path inside the root, created (as root) when missing.
+    pub cwd: String,
+    /// The host name the step sees.
+    pub hostname: String,
+    /// `RUN --network`.
+    pub network: Network,
+    /// `RUN --security`.
+    pub security: Security,
+}
+
+impl StepSpec {
+    /// A spec with Docker's defaults around `command`: root, `/`, host network, host name
+    /// `buildkitsandbox` (what BuildKit's steps see).
+    pub fn new(
+        lower_dirs: Vec<PathBuf>,
+        upper_dir: PathBuf,
+        work_dir: PathBuf,
+        platform: Platform,
+        command: StepCommand,
+    ) -> Self {
+        Self {
+            lower_dirs,
+            upper_dir,
+            work_dir,
+            platform,
+            command,
+            env: Vec::new(),
+            user: None,
+            cwd: "/".to_owned(),
+            hostname: "buildkitsandbox".to_owned(),
+            network: Network::Host,
+            security: Security::Sandbox,
+        }
+    }
+}
+
+/// The two forms of `RUN`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepCommand {
+    /// Exec form: `RUN ["make", "all"]`; `argv[0]` is looked up in the step's `PATH`.
+    Exec(Vec<String>),
+    /// Shell form: `RUN make all` runs `shell... script` (`SHELL` default
+    /// `["/bin/sh", "-c"]`).
+    Shell {
+        /// The `SHELL` instruction's argv.
+        shell: Vec<String>,
+        /// The command line.
+        script: String,
+    },
+}
+
+impl StepCommand {
+    /// Shell form with the default shell `/bin/sh -c`.
+    pub fn sh(script: impl Into<String>) -> Self {
+        Self::Shell {
+            shell: vec!["/bin/sh".to_owned(), "-c".to_owned()],
+            script: script.into(),
+        }
+    }
+
+    /// The argv to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Self::Exec(argv) => argv.clone(),
+            Self::Shell { shell, script } => {
+                let mut argv = shell.clone();
+                argv.push(script.clone());
+                argv
+            }
+        }
+    }
+}
+
+/// `RUN --network=default|none` (`host` is the default here: a build step shares the
+/// host's network namespace, as BuildKit's default does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network namespace.
+    Host,
+    /// A new network namespace with only `lo` (brought up).
+    None,
+}
+
+/// `RUN --security=sandbox|insecure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's default capability set only.
+    Sandbox,
+    /// Every capability (`--allow security.insecure`).
+    Insecure,
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How the step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepOutcome {
+    /// It exited with this code.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// A signal killed it.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+impl StepOutcome {
+    /// Exit code 0.
+    pub fn is_success(self) -> bool {
+        self == Self::Exited { code: 0 }
+    }
+}
+
+impl std::fmt::Display for StepOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited { code } => write!(f, "exit code {code}"),
+            Self::Signaled { signal } => {
+                let name = nix::sys::signal::Signal::try_from(*signal)
+                    .map_or_else(|_| signal.to_string(), |signal| signal.as_str().to_owned());
+                write!(f, "killed by signal {name}")
+            }
+        }
+    }
+}
