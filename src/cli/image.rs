@@ -13,7 +13,7 @@ use super::output;
 use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::layer::{self, Compression, TreeKind};
 use crate::oci::image::{self, format_platform, parse_platform};
-use crate::store::{ArchiveFormat, Store, normalize_ref, split_ref};
+use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
 
 fn open_store() -> anyhow::Result<Store> {
     let root = crate::store::default_root();
@@ -100,7 +100,7 @@ impl ImagesArgs {
             .to_vec(),
         ];
         for (name, descriptor) in store.refs()? {
-            let (repository, tag) = split_ref(&name);
+            let (repository, tag) = split_ref(display_ref(&name));
             let digest = descriptor.digest().to_string();
             let digest = if self.no_trunc {
                 digest
@@ -171,17 +171,17 @@ impl InspectArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
         let platform = parse_platform_arg(self.platform.as_deref())?;
-        let name = normalize_ref(&self.reference);
-        let top = store.resolve_ref(&name).exit_kind(ExitKind::BadInput)?;
+        let name = &self.reference;
+        let top = store.resolve_ref(name).exit_kind(ExitKind::BadInput)?;
         let resolved = store
-            .image(&name, platform.as_ref())
+            .image(name, platform.as_ref())
             .exit_kind(ExitKind::BadInput)?;
         let platforms: Vec<String> = image::list_images(store.layout(), &top)?
             .iter()
             .map(|image| format_platform(&image.platform()))
             .collect();
         let document = serde_json::json!({
-            "Name": name,
+            "Name": normalize_ref(name),
             "Digest": top.digest().to_string(),
             "MediaType": top.media_type().to_string(),
             "Platforms": platforms,
@@ -218,7 +218,7 @@ impl HistoryArgs {
         let store = open_store()?;
         let platform = parse_platform_arg(self.platform.as_deref())?;
         let resolved = store
-            .image(&normalize_ref(&self.reference), platform.as_ref())
+            .image(&self.reference, platform.as_ref())
             .exit_kind(ExitKind::BadInput)?;
         let layers = resolved.manifest.layers();
         let mut next_layer = 0;
@@ -283,9 +283,9 @@ impl TagArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
         let descriptor = store
-            .resolve_ref(&normalize_ref(&self.source))
+            .resolve_ref(&self.source)
             .exit_kind(ExitKind::BadInput)?;
-        store.set_ref(&normalize_ref(&self.target), &descriptor)?;
+        store.set_ref(&self.target, &descriptor)?;
         Ok(())
     }
 }
@@ -307,8 +307,8 @@ impl RmiArgs {
         let store = open_store()?;
         for reference in &self.references {
             let name = normalize_ref(reference);
-            match store.remove_ref(&name)? {
-                Some(_) => output::stdout(format!("Untagged: {name}")),
+            match store.remove_ref(reference)? {
+                Some(_) => output::stdout(format!("Untagged: {}", display_ref(&name))),
                 None => {
                     return Err(Failure::bad_input(format!("no image named {name}")).into());
                 }
@@ -484,7 +484,7 @@ impl ImportArgs {
             config.set_config(Some(container_config));
         }
         let descriptor = store.put_image(&config, vec![blob.descriptor])?;
-        store.set_ref(&normalize_ref(&self.reference), &descriptor)?;
+        store.set_ref(&self.reference, &descriptor)?;
         output::stdout(descriptor.digest());
         Ok(())
     }
@@ -647,7 +647,7 @@ impl SaveArgs {
         };
         let platform = parse_platform_arg(self.platform.as_deref())?;
         let store = open_store()?;
-        let name = normalize_ref(&self.reference);
+        let name = self.reference.clone();
         store.resolve_ref(&name).exit_kind(ExitKind::BadInput)?;
         if self.output == Path::new("-") {
             let stdout = io::stdout().lock();
@@ -709,7 +709,7 @@ impl LoadArgs {
             .context("loading the archive")?;
         for image in loaded {
             match image.name {
-                Some(name) => output::stdout(format!("Loaded image: {name}")),
+                Some(name) => output::stdout(format!("Loaded image: {}", display_ref(&name))),
                 None => output::stdout(format!(
                     "Loaded image ID: {} (unnamed: use xbuild load -t NAME to keep it)",
                     image.descriptor.digest()

@@ -128,8 +128,9 @@ impl Store {
         blobs.sort_by_key(ToString::to_string);
         let mut descriptor = top.clone();
         let mut annotations = HashMap::new();
-        annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.to_owned());
-        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned());
+        let name = super::normalize_ref(name);
+        annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
+        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name);
         descriptor.set_annotations(Some(annotations));
         let index = image::build_index(vec![descriptor]);
         let mut tar = TarWriter::new(out, None);
@@ -407,7 +408,7 @@ impl Store {
                 .clone()
                 .unwrap_or_default()
                 .iter()
-                .map(|name| super::normalize_ref(strip_docker_hub(name)))
+                .map(|name| super::normalize_ref(name))
                 .collect();
             if let Some(tag) = tag {
                 if images.len() == 1 {
@@ -477,11 +478,5 @@ fn normalize_archive_path(raw: &[u8]) -> Result<String, ArchiveError> {
 
 /// The name `docker load` shows: `docker.io/library/` left out, `:latest` added.
 fn docker_tag(name: &str) -> String {
-    super::normalize_ref(strip_docker_hub(name))
-}
-
-fn strip_docker_hub(name: &str) -> &str {
-    name.strip_prefix("docker.io/library/")
-        .or_else(|| name.strip_prefix("docker.io/"))
-        .unwrap_or(name)
+    super::display_ref(&super::normalize_ref(name)).to_owned()
 }

@@ -238,7 +238,8 @@ impl Store {
                 .collect();
             descriptor.set_annotations((!kept.is_empty()).then_some(kept));
         }
-        self.with_index_lock(|layout| Ok(layout.set_ref(name, &descriptor)?))
+        let name = normalize_ref(name);
+        self.with_index_lock(|layout| Ok(layout.set_ref(&name, &descriptor)?))
     }
 
     /// Removes a name; returns what it named. Blobs stay until [`Self::gc`].
@@ -246,14 +247,23 @@ impl Store {
     /// # Errors
     /// `index.json` cannot be written.
     pub fn remove_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
-        self.with_index_lock(|layout| Ok(layout.remove_ref(name)?))
+        let normalized = normalize_ref(name);
+        self.with_index_lock(|layout| match layout.remove_ref(&normalized)? {
+            Some(removed) => Ok(Some(removed)),
+            None => Ok(layout.remove_ref(name)?),
+        })
     }
 
-    /// The descriptor a name points at.
+    /// The descriptor a name points at: the normalised name (`busybox` is
+    /// `docker.io/library/busybox:latest`), else the name exactly as written in `index.json`
+    /// (layouts made by other tools).
     ///
     /// # Errors
     /// [`StoreError::UnknownRef`], or `index.json` cannot be read.
     pub fn resolve_ref(&self, name: &str) -> Result<Descriptor, StoreError> {
+        if let Some(descriptor) = self.layout.resolve_ref(&normalize_ref(name))? {
+            return Ok(descriptor);
+        }
         self.layout
             .resolve_ref(name)?
             .ok_or_else(|| StoreError::UnknownRef(name.to_owned()))
@@ -398,14 +408,37 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// Normalises a user's image name for the store: `:latest` when no tag or digest is given.
+/// Normalises an image name for the store the way Docker and containerd do, and as the
+/// registry code names what it pulls: `busybox` → `docker.io/library/busybox:latest`,
+/// `localhost:5000/app` → `localhost:5000/app:latest`. A name that is not a valid reference
+/// is kept as is (with `:latest` when it has no tag).
 pub fn normalize_ref(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
-    if last.contains(':') || name.contains('@') {
-        name.to_owned()
-    } else {
-        format!("{name}:latest")
+    match oci_spec::distribution::Reference::try_from(name) {
+        Ok(reference)
+            if !reference
+                .repository()
+                .chars()
+                .any(|c| c.is_ascii_uppercase()) =>
+        {
+            reference.whole()
+        }
+        _ => {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            if last.contains(':') || name.contains('@') {
+                name.to_owned()
+            } else {
+                format!("{name}:latest")
+            }
+        }
     }
+}
+
+/// The short form users type and `docker images` shows: `docker.io/library/` and
+/// `docker.io/` left out.
+pub fn display_ref(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
 }
 
 /// Splits a stored name into repository and tag (or digest).
@@ -426,12 +459,18 @@ mod tests {
 
     #[test]
     fn names_get_latest_and_split_back() {
-        assert_eq!(normalize_ref("busybox"), "busybox:latest");
+        assert_eq!(normalize_ref("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(
             normalize_ref("localhost:5000/app"),
             "localhost:5000/app:latest"
         );
-        assert_eq!(normalize_ref("app:1"), "app:1");
+        assert_eq!(normalize_ref("app:1"), "docker.io/library/app:1");
+        assert_eq!(
+            normalize_ref("docker.io/library/app:1"),
+            "docker.io/library/app:1"
+        );
+        assert_eq!(display_ref("docker.io/library/app:1"), "app:1");
+        assert_eq!(display_ref("docker.io/team/app:1"), "team/app:1");
         assert_eq!(
             split_ref("localhost:5000/app:1"),
             ("localhost:5000/app", "1")

@@ -177,9 +177,10 @@ fn imported_rootfs_unpacked_by_umoci_equals_the_source() {
     let store = store_root(dir.path());
     for reference in ["rootfs:dir", "rootfs:tar"] {
         let inspected = sh(
-            Command::new("skopeo")
-                .arg("inspect")
-                .arg(format!("oci:{}:{reference}", store.display())),
+            Command::new("skopeo").arg("inspect").arg(format!(
+                "oci:{}:docker.io/library/{reference}",
+                store.display()
+            )),
             "skopeo inspect",
         );
         assert!(inspected.contains("\"Architecture\""), "{inspected}");
@@ -189,7 +190,7 @@ fn imported_rootfs_unpacked_by_umoci_equals_the_source() {
         sh(
             Command::new("umoci")
                 .args(["unpack", "--image"])
-                .arg(format!("{}:{reference}", store.display()))
+                .arg(format!("{}:docker.io/library/{reference}", store.display()))
                 .arg(&bundle),
             "umoci unpack",
         );
@@ -278,7 +279,7 @@ fn archives_round_trip_and_skopeo_archives_load() {
     sh(
         Command::new("skopeo")
             .arg("copy")
-            .arg(format!("oci:{}:app:1", store.display()))
+            .arg(format!("oci:{}:docker.io/library/app:1", store.display()))
             .arg(format!(
                 "oci-archive:{}:app:from-skopeo",
                 skopeo_oci.display()
@@ -288,7 +289,7 @@ fn archives_round_trip_and_skopeo_archives_load() {
     sh(
         Command::new("skopeo")
             .arg("copy")
-            .arg(format!("oci:{}:app:1", store.display()))
+            .arg(format!("oci:{}:docker.io/library/app:1", store.display()))
             .arg(format!(
                 "docker-archive:{}:app:from-skopeo",
                 skopeo_docker.display()
@@ -350,7 +351,10 @@ fn archives_round_trip_and_skopeo_archives_load() {
         sh(
             Command::new("skopeo")
                 .arg("copy")
-                .arg(format!("oci:{}:{name}", store_root(fresh.path()).display()))
+                .arg(format!(
+                    "oci:{}:docker.io/library/{name}",
+                    store_root(fresh.path()).display()
+                ))
                 .arg(format!("dir:{}", fresh.path().join("copy").display())),
             "skopeo copy out of the store",
         );
@@ -394,7 +398,10 @@ fn multi_platform_indexes_are_stored_saved_and_loaded_as_indexes() {
     let raw = sh(
         Command::new("skopeo")
             .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:multi:1", store_dir.display())),
+            .arg(format!(
+                "oci:{}:docker.io/library/multi:1",
+                store_dir.display()
+            )),
         "skopeo inspect --raw",
     );
     assert!(
