@@ -20,6 +20,29 @@ pub struct Cli {
 pub enum Command {
     /// Build an image for one or more platforms from a Dockerfile.
     Build(BuildArgs),
+    /// List images in the local store.
+    Images(super::image::ImagesArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(super::image::InspectArgs),
+    /// Show the history of an image.
+    History(super::image::HistoryArgs),
+    /// Give an image another name.
+    Tag(super::image::TagArgs),
+    /// Remove image names (blobs go at the next prune).
+    Rmi(super::image::RmiArgs),
+    /// Remove the build cache and everything no named image needs.
+    Prune(super::image::PruneArgs),
+    /// Show what images, the build cache and snapshots take on disk.
+    Du(super::image::DuArgs),
+    /// Make an image from a root filesystem (a tar, a directory or stdin).
+    Import(super::image::ImportArgs),
+    /// Write an image to an OCI or docker archive.
+    Save(super::image::SaveArgs),
+    /// Load images from an OCI or docker archive.
+    Load(super::image::LoadArgs),
+    /// Verify every blob of the store.
+    #[command(hide = true)]
+    Fsck(super::image::FsckArgs),
     /// Pull an image from a registry into the local store.
     Pull(super::registry::PullArgs),
     /// Push an image from the local store to its registry.

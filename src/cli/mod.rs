@@ -7,6 +7,7 @@
 pub mod args;
 pub mod binfmt;
 pub mod debug;
+pub mod image;
 pub mod output;
 pub mod progress;
 pub mod registry;
@@ -54,6 +55,17 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(build) => build.run(),
+        Command::Images(args) => args.run(),
+        Command::Inspect(args) => args.run(),
+        Command::History(args) => args.run(),
+        Command::Tag(args) => args.run(),
+        Command::Rmi(args) => args.run(),
+        Command::Prune(args) => args.run(),
+        Command::Du(args) => args.run(),
+        Command::Import(args) => args.run(),
+        Command::Save(args) => args.run(),
+        Command::Load(args) => args.run(),
+        Command::Fsck(args) => args.run(),
         Command::Pull(pull) => pull.run(),
         Command::Push(push) => push.run(),
         Command::Login(login) => login.run(),

@@ -6,8 +6,12 @@
 //! with atomic writes.
 
 pub mod digest;
+pub mod image;
 pub mod layout;
 
 pub use digest::{Digester, sha256_digest};
+pub use image::{ImageError, ResolvedImage};
 pub use layout::{BlobWriter, ImageLayout, LayoutError, REF_NAME_ANNOTATION};
-pub use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
+pub use oci_spec::image::{
+    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
+};

@@ -1,13 +1,47 @@
 //! The local store at `$XBUILD_ROOT`: an OCI image layout (`oci-layout`, `index.json`,
-//! `blobs/sha256/`) plus `snapshots/` (unpacked layers by diff_id), `cache/` (cache key →
-//! result records) and `tmp/`.
+//! `blobs/sha256/`) plus `snapshots/` (unpacked layers by diff_id, in overlay form),
+//! `cache/` (cache key → result records), `locks/` and `tmp/`.
 //!
-//! Owns no network. Every write goes through [`crate::oci::ImageLayout`]'s atomic writes.
+//! ```text
+//! $XBUILD_ROOT/
+//!   oci-layout  index.json  blobs/sha256/<hex>      the OCI image layout (skopeo, umoci read it)
+//!   snapshots/sha256/<diff_id hex>/                 one unpacked layer, an overlay lower dir
+//!   cache/<key hex>.json                            cache records (roots for GC)
+//!   locks/use.lock  locks/index.lock                flock(2) files
+//!   tmp/                                            temporary files and snapshot dirs
+//! ```
+//!
+//! Owns no network. Every write is temp + fsync + rename, through [`crate::oci::ImageLayout`]
+//! for blobs and `index.json`, and through a temporary directory renamed into place for
+//! snapshots; a process killed at any moment leaves the store readable.
+//!
+//! Locking between processes: every open [`Store`] holds a shared lock on `locks/use.lock`
+//! for its life; garbage collection takes it exclusively (so it never removes what a running
+//! build has just written and not yet named). Read-modify-write of `index.json` holds
+//! `locks/index.lock` exclusively.
 
-use std::path::PathBuf;
+mod archive;
+mod gc;
+mod lock;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType, Platform};
+use serde::{Deserialize, Serialize};
 
 use crate::env;
+use crate::layer::LayerError;
+use crate::oci::image::{self, ImageError, ResolvedImage};
 use crate::oci::{ImageLayout, LayoutError};
+
+pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
+pub use gc::{CheckReport, DiskUsage, GcReport};
+pub use lock::{LockError, StoreLock};
 
 /// The store directory: `$XBUILD_ROOT`, else `/var/lib/xbuild` for root, else
 /// `$XDG_DATA_HOME/xbuild` (default `~/.local/share/xbuild`).
@@ -25,20 +59,133 @@ pub fn default_root() -> PathBuf {
     home.join(".local").join("share").join("xbuild")
 }
 
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The image layout failed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// An image could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A layer could not be unpacked or written.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// A layer could not be unpacked.
+    #[error("unpacking layer {digest}")]
+    Unpack {
+        /// The layer blob.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: crate::layer::ApplyError,
+    },
+    /// An image archive is not valid.
+    #[error(transparent)]
+    Archive(archive::ArchiveError),
+    /// An image archive's tar stream is malformed.
+    #[error("reading the image archive")]
+    ArchiveTar(#[source] crate::layer::read::ReadError),
+    /// Locking failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A file of the store could not be read or written.
+    #[error("{action} {path}")]
+    File {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// No image has this name.
+    #[error("no image named {0} in the store")]
+    UnknownRef(String),
+    /// A manifest lists layers that its config does not (or the other way round).
+    #[error("image {manifest}: {layers} layers but {diff_ids} diff_ids in its config")]
+    LayerCountMismatch {
+        /// The manifest.
+        manifest: Digest,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
+    /// A cache record does not parse.
+    #[error("cache record {path} is not valid")]
+    CacheRecord {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn file_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::File {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A cache record: what a build step produced, and the blobs and snapshots it keeps alive.
+/// The store does not interpret `data`; garbage collection keeps every blob in `blobs` and
+/// every snapshot in `diff_ids`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// Blobs this record refers to (layers, configs, manifests).
+    #[serde(default)]
+    pub blobs: Vec<Digest>,
+    /// Snapshots this record refers to.
+    #[serde(default)]
+    pub diff_ids: Vec<Digest>,
+    /// Anything else the builder wants back (free-form JSON).
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
 /// The local store.
 #[derive(Debug, Clone)]
 pub struct Store {
     layout: ImageLayout,
+    /// Shared "in use" lock, held while any clone of this handle lives.
+    use_lock: Arc<StoreLock>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root` and takes the shared "in use" lock.
     ///
     /// # Errors
     /// The directory cannot be created or is not a store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, LayoutError> {
+        let layout = ImageLayout::open_or_create(root)?;
+        for dir in ["snapshots/sha256", "cache", "locks"] {
+            let path = layout.root().join(dir);
+            fs::create_dir_all(&path).map_err(|source| LayoutError::File {
+                action: "creating",
+                path,
+                source,
+            })?;
+        }
+        let use_lock =
+            StoreLock::shared(&layout.root().join("locks").join("use.lock")).map_err(|error| {
+                LayoutError::File {
+                    action: "locking",
+                    path: layout.root().join("locks").join("use.lock"),
+                    source: io::Error::other(error.to_string()),
+                }
+            })?;
         Ok(Self {
-            layout: ImageLayout::open_or_create(root)?,
+            layout,
+            use_lock: Arc::new(use_lock),
         })
     }
 
@@ -53,5 +200,295 @@ impl Store {
     /// The OCI image layout that holds blobs and named images.
     pub fn layout(&self) -> &ImageLayout {
         &self.layout
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// Holds the exclusive lock around a read-modify-write of `index.json`.
+    fn with_index_lock<T>(
+        &self,
+        action: impl FnOnce(&ImageLayout) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _lock = StoreLock::exclusive(&self.root().join("locks").join("index.lock"))?;
+        action(&self.layout)
+    }
+
+    /// Names `descriptor` (a manifest or index already stored) as `name`, replacing what the
+    /// name pointed at.
+    ///
+    /// # Errors
+    /// The blob is missing, or `index.json` cannot be written.
+    pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        if !self.layout.has_blob(descriptor.digest()) {
+            return Err(LayoutError::MissingBlob {
+                digest: descriptor.digest().clone(),
+                root: self.root().to_path_buf(),
+            }
+            .into());
+        }
+        let mut descriptor = descriptor.clone();
+        // The name lives in the annotation set_ref adds; drop any stale one.
+        if let Some(annotations) = descriptor.annotations().clone() {
+            let kept: HashMap<String, String> = annotations
+                .into_iter()
+                .filter(|(key, _)| key != crate::oci::REF_NAME_ANNOTATION)
+                .collect();
+            descriptor.set_annotations((!kept.is_empty()).then_some(kept));
+        }
+        let name = normalize_ref(name);
+        self.with_index_lock(|layout| Ok(layout.set_ref(&name, &descriptor)?))
+    }
+
+    /// Removes a name; returns what it named. Blobs stay until [`Self::gc`].
+    ///
+    /// # Errors
+    /// `index.json` cannot be written.
+    pub fn remove_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
+        let normalized = normalize_ref(name);
+        self.with_index_lock(|layout| match layout.remove_ref(&normalized)? {
+            Some(removed) => Ok(Some(removed)),
+            None => Ok(layout.remove_ref(name)?),
+        })
+    }
+
+    /// The descriptor a name points at: the normalised name (`busybox` is
+    /// `docker.io/library/busybox:latest`), else the name exactly as written in `index.json`
+    /// (layouts made by other tools).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownRef`], or `index.json` cannot be read.
+    pub fn resolve_ref(&self, name: &str) -> Result<Descriptor, StoreError> {
+        if let Some(descriptor) = self.layout.resolve_ref(&normalize_ref(name))? {
+            return Ok(descriptor);
+        }
+        self.layout
+            .resolve_ref(name)?
+            .ok_or_else(|| StoreError::UnknownRef(name.to_owned()))
+    }
+
+    /// Every named image: (name, descriptor), in `index.json` order.
+    ///
+    /// # Errors
+    /// `index.json` cannot be read.
+    pub fn refs(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
+        Ok(self
+            .layout
+            .index()?
+            .manifests()
+            .iter()
+            .filter_map(|descriptor| {
+                crate::oci::layout::ref_name(descriptor)
+                    .map(|name| (name.to_owned(), descriptor.clone()))
+            })
+            .collect())
+    }
+
+    /// The image (manifest + config) a name points at, for a platform (default: the only
+    /// one, else the host's).
+    ///
+    /// # Errors
+    /// Unknown name, no such platform, missing or corrupt blobs.
+    pub fn image(
+        &self,
+        name: &str,
+        platform: Option<&Platform>,
+    ) -> Result<ResolvedImage, StoreError> {
+        let descriptor = self.resolve_ref(name)?;
+        Ok(image::resolve_image(&self.layout, &descriptor, platform)?)
+    }
+
+    /// Stores an image config and a manifest over it for `layers` (already stored); returns
+    /// the manifest's descriptor with the config's platform, ready for an index or a ref.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: Vec<Descriptor>,
+    ) -> Result<Descriptor, StoreError> {
+        let config_descriptor =
+            image::write_json_blob(&self.layout, MediaType::ImageConfig, config)?;
+        let manifest = image::build_manifest(config_descriptor, layers, None);
+        self.put_manifest(&manifest, Some(image::config_platform(config)))
+    }
+
+    /// Stores a manifest; returns its descriptor (with `platform` when given).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_manifest(
+        &self,
+        manifest: &ImageManifest,
+        platform: Option<Platform>,
+    ) -> Result<Descriptor, StoreError> {
+        let bytes = image::canonical_json(manifest);
+        let (digest, size) = self.layout.write_blob(&bytes)?;
+        let mut descriptor = image::manifest_descriptor(digest, size, platform);
+        if let Some(media_type) = manifest.media_type() {
+            descriptor.set_media_type(media_type.clone());
+        }
+        Ok(descriptor)
+    }
+
+    /// Stores an index over platform manifests; returns its descriptor.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_index(&self, manifests: Vec<Descriptor>) -> Result<Descriptor, StoreError> {
+        let index = image::build_index(manifests);
+        Ok(image::write_json_blob(
+            &self.layout,
+            MediaType::ImageIndex,
+            &index,
+        )?)
+    }
+
+    fn cache_path(&self, key: &str) -> PathBuf {
+        let safe: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        self.root().join("cache").join(format!("{safe}.json"))
+    }
+
+    /// Records a cache result under `key` (atomically replacing an older one).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_cache_record(&self, key: &str, record: &CacheRecord) -> Result<(), StoreError> {
+        let path = self.cache_path(key);
+        let bytes = serde_json::to_vec(record).expect("a cache record serialises");
+        write_atomic(&self.layout.tmp_dir(), &path, &bytes)
+    }
+
+    /// The cache record for `key`, if any.
+    ///
+    /// # Errors
+    /// The record exists but cannot be read or parsed.
+    pub fn cache_record(&self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
+        let path = self.cache_path(key);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::CacheRecord { path, source }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::File {
+                action: "reading",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Writes a file atomically: temp file in `tmp`, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    fs::create_dir_all(tmp).map_err(file_error("creating", tmp))?;
+    let mut file = tempfile::Builder::new()
+        .prefix("file-")
+        .tempfile_in(tmp)
+        .map_err(file_error("creating a temporary file in", tmp))?;
+    file.write_all(bytes).map_err(file_error("writing", path))?;
+    file.as_file()
+        .sync_all()
+        .map_err(file_error("syncing", path))?;
+    file.persist(path)
+        .map_err(|error| error.error)
+        .map_err(file_error("renaming into place", path))?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(file_error("syncing", parent))?;
+    }
+    Ok(())
+}
+
+/// Normalises an image name for the store the way Docker and containerd do, and as the
+/// registry code names what it pulls: `busybox` → `docker.io/library/busybox:latest`,
+/// `localhost:5000/app` → `localhost:5000/app:latest`. A name that is not a valid reference
+/// is kept as is (with `:latest` when it has no tag).
+pub fn normalize_ref(name: &str) -> String {
+    match oci_spec::distribution::Reference::try_from(name) {
+        Ok(reference)
+            if !reference
+                .repository()
+                .chars()
+                .any(|c| c.is_ascii_uppercase()) =>
+        {
+            reference.whole()
+        }
+        _ => {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            if last.contains(':') || name.contains('@') {
+                name.to_owned()
+            } else {
+                format!("{name}:latest")
+            }
+        }
+    }
+}
+
+/// The short form users type and `docker images` shows: `docker.io/library/` and
+/// `docker.io/` left out.
+pub fn display_ref(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
+}
+
+/// Splits a stored name into repository and tag (or digest).
+pub fn split_ref(name: &str) -> (&str, &str) {
+    if let Some((repository, digest)) = name.split_once('@') {
+        return (repository, digest);
+    }
+    let slash = name.rfind('/').map_or(0, |index| index + 1);
+    match name[slash..].rfind(':') {
+        Some(colon) => (&name[..slash + colon], &name[slash + colon + 1..]),
+        None => (name, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_get_latest_and_split_back() {
+        assert_eq!(normalize_ref("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalize_ref("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(normalize_ref("app:1"), "docker.io/library/app:1");
+        assert_eq!(
+            normalize_ref("docker.io/library/app:1"),
+            "docker.io/library/app:1"
+        );
+        assert_eq!(display_ref("docker.io/library/app:1"), "app:1");
+        assert_eq!(display_ref("docker.io/team/app:1"), "team/app:1");
+        assert_eq!(
+            split_ref("localhost:5000/app:1"),
+            ("localhost:5000/app", "1")
+        );
+        assert_eq!(split_ref("app"), ("app", ""));
+    }
+
+    #[test]
+    fn cache_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.cache_record("sha256:abc").unwrap().is_none());
+        let record = CacheRecord {
+            blobs: vec![crate::oci::sha256_digest(b"x")],
+            diff_ids: vec![],
+            data: serde_json::json!({"step": 1}),
+        };
+        store.put_cache_record("sha256:abc", &record).unwrap();
+        assert_eq!(store.cache_record("sha256:abc").unwrap(), Some(record));
     }
 }

@@ -8,11 +8,14 @@
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod cli; // usage, --help, default subcommand, exit codes
+mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
 mod sandbox; // the RUN sandbox on the busybox fixtures
+mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests

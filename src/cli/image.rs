@@ -1,0 +1,788 @@
+//! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `prune`, `du`,
+//! `import`, `save`, `load` (and a hidden `fsck`), over the local store.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use oci_spec::image::{Config, ConfigBuilder, History, HistoryBuilder, Platform};
+
+use super::output;
+use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::layer::{self, Compression, TreeKind};
+use crate::oci::image::{self, format_platform, parse_platform};
+use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
+
+fn open_store() -> anyhow::Result<Store> {
+    let root = crate::store::default_root();
+    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+fn parse_platform_arg(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    platform
+        .map(|spec| parse_platform(spec).exit_kind(ExitKind::BadInput))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// Sizes as Docker prints them (SI units).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + " "
+            + UNITS[unit]
+    }
+}
+
+fn table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .filter_map(|row| row.get(column))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[column]));
+            }
+        }
+        output::stdout(line.trim_end());
+    }
+}
+
+/// `xbuild images`: repository, tag, digest, platforms, size, created.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Show full digests.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+impl ImagesArgs {
+    /// Lists the named images.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let mut rows = vec![
+            [
+                "REPOSITORY",
+                "TAG",
+                "DIGEST",
+                "PLATFORMS",
+                "SIZE",
+                "CREATED",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ];
+        for (name, descriptor) in store.refs()? {
+            let (repository, tag) = split_ref(display_ref(&name));
+            let digest = descriptor.digest().to_string();
+            let digest = if self.no_trunc {
+                digest
+            } else {
+                digest.chars().take(19).collect()
+            };
+            let (platforms, size, created) = match image::list_images(store.layout(), &descriptor) {
+                Ok(images) => {
+                    let platforms: Vec<String> = images
+                        .iter()
+                        .map(|image| format_platform(&image.platform()))
+                        .collect();
+                    let size: u64 = images
+                        .iter()
+                        .map(|image| {
+                            image.manifest.config().size()
+                                + image
+                                    .manifest
+                                    .layers()
+                                    .iter()
+                                    .map(|l| l.size())
+                                    .sum::<u64>()
+                        })
+                        .sum();
+                    let created = images
+                        .iter()
+                        .filter_map(|image| image.config.created().clone())
+                        .max()
+                        .unwrap_or_default();
+                    (platforms.join(","), human_size(size), created)
+                }
+                Err(error) => (
+                    format!("(unreadable: {error})"),
+                    String::new(),
+                    String::new(),
+                ),
+            };
+            rows.push(vec![
+                repository.to_owned(),
+                tag.to_owned(),
+                digest,
+                platforms,
+                size,
+                created,
+            ]);
+        }
+        table(&rows);
+        Ok(())
+    }
+}
+
+/// `xbuild inspect REF [--platform P]`: the manifest and config as JSON.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image name (`name:tag`).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Platform of a multi-platform image (default: the only one, else the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+impl InspectArgs {
+    /// Prints the image.
+    ///
+    /// # Errors
+    /// Unknown image or platform.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let name = &self.reference;
+        let top = store.resolve_ref(name).exit_kind(ExitKind::BadInput)?;
+        let resolved = store
+            .image(name, platform.as_ref())
+            .exit_kind(ExitKind::BadInput)?;
+        let platforms: Vec<String> = image::list_images(store.layout(), &top)?
+            .iter()
+            .map(|image| format_platform(&image.platform()))
+            .collect();
+        let document = serde_json::json!({
+            "Name": normalize_ref(name),
+            "Digest": top.digest().to_string(),
+            "MediaType": top.media_type().to_string(),
+            "Platforms": platforms,
+            "Platform": format_platform(&resolved.platform()),
+            "ManifestDigest": resolved.descriptor.digest().to_string(),
+            "Manifest": serde_json::to_value(&resolved.manifest)?,
+            "Config": serde_json::to_value(&resolved.config)?,
+        });
+        output::stdout(serde_json::to_string_pretty(&document)?);
+        Ok(())
+    }
+}
+
+/// `xbuild history REF [--platform P]`: like `docker history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Image name.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Platform of a multi-platform image.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not shorten the `CREATED BY` column.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+impl HistoryArgs {
+    /// Prints one line per history entry, newest first.
+    ///
+    /// # Errors
+    /// Unknown image or platform.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let resolved = store
+            .image(&self.reference, platform.as_ref())
+            .exit_kind(ExitKind::BadInput)?;
+        let layers = resolved.manifest.layers();
+        let mut next_layer = 0;
+        let mut rows = Vec::new();
+        let history = resolved.config.history().clone().unwrap_or_default();
+        for entry in &history {
+            let size = if entry.empty_layer().unwrap_or(false) {
+                0
+            } else {
+                let size = layers.get(next_layer).map_or(0, |layer| layer.size());
+                next_layer += 1;
+                size
+            };
+            let mut created_by = entry.created_by().clone().unwrap_or_default();
+            if !self.no_trunc && created_by.chars().count() > 45 {
+                created_by = created_by.chars().take(44).collect::<String>() + "…";
+            }
+            rows.push(vec![
+                entry.created().clone().unwrap_or_default(),
+                created_by,
+                human_size(size),
+                entry.comment().clone().unwrap_or_default(),
+            ]);
+        }
+        // Layers without history entries (images made by tools that skip history).
+        for layer in layers.iter().skip(next_layer) {
+            rows.push(vec![
+                String::new(),
+                String::new(),
+                human_size(layer.size()),
+                String::new(),
+            ]);
+        }
+        rows.reverse();
+        rows.insert(
+            0,
+            ["CREATED", "CREATED BY", "SIZE", "COMMENT"]
+                .map(str::to_owned)
+                .to_vec(),
+        );
+        table(&rows);
+        Ok(())
+    }
+}
+
+/// `xbuild tag SRC DST`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image name.
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// New name.
+    #[arg(value_name = "DST")]
+    pub target: String,
+}
+
+impl TagArgs {
+    /// Names the image `SRC` names as `DST` too.
+    ///
+    /// # Errors
+    /// Unknown `SRC`.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let descriptor = store
+            .resolve_ref(&self.source)
+            .exit_kind(ExitKind::BadInput)?;
+        store.set_ref(&self.target, &descriptor)?;
+        Ok(())
+    }
+}
+
+/// `xbuild rmi REF...`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Image names.
+    #[arg(value_name = "REF", required = true)]
+    pub references: Vec<String>,
+}
+
+impl RmiArgs {
+    /// Removes names; blobs go at the next `prune`.
+    ///
+    /// # Errors
+    /// A name that is not in the store.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        for reference in &self.references {
+            let name = normalize_ref(reference);
+            match store.remove_ref(reference)? {
+                Some(_) => output::stdout(format!("Untagged: {}", display_ref(&name))),
+                None => {
+                    return Err(Failure::bad_input(format!("no image named {name}")).into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `xbuild prune`: removes build cache records and everything no named image needs.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep the build cache; remove only what nothing refers to.
+    #[arg(long)]
+    pub keep_cache: bool,
+}
+
+impl PruneArgs {
+    /// Collects garbage.
+    ///
+    /// # Errors
+    /// The store is busy or cannot be written.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let report = store.gc(!self.keep_cache)?;
+        output::stdout(format!(
+            "Removed {} cache records, {} blobs, {} snapshots; reclaimed {}",
+            report.cache_records,
+            report.blobs,
+            report.snapshots,
+            human_size(report.bytes)
+        ));
+        Ok(())
+    }
+}
+
+/// `xbuild du`: what images, the build cache and snapshots take.
+#[derive(Debug, Args)]
+pub struct DuArgs {}
+
+impl DuArgs {
+    /// Prints disk usage by kind.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let usage = store.disk_usage()?;
+        let row = |kind: &str, (count, bytes): (u64, u64), note: &str| {
+            vec![
+                kind.to_owned(),
+                count.to_string(),
+                human_size(bytes),
+                note.to_owned(),
+            ]
+        };
+        table(&[
+            ["TYPE", "COUNT", "SIZE", "RECLAIMABLE BY"]
+                .map(str::to_owned)
+                .to_vec(),
+            row("Image blobs", usage.image_blobs, "xbuild rmi, then prune"),
+            row("Build cache blobs", usage.cache_blobs, "xbuild prune"),
+            row(
+                "Unreferenced blobs",
+                usage.unreferenced_blobs,
+                "xbuild prune --keep-cache",
+            ),
+            row("Snapshots", usage.snapshots, ""),
+            row(
+                "  of which unreferenced",
+                usage.unreferenced_snapshots,
+                "xbuild prune --keep-cache",
+            ),
+            row("Cache records", (usage.cache_records, 0), "xbuild prune"),
+            row(
+                "Temporary files",
+                (0, usage.tmp_bytes),
+                "xbuild prune --keep-cache",
+            ),
+        ]);
+        Ok(())
+    }
+}
+
+/// `xbuild import [--platform P] [--change INSTRUCTION]... ROOTFS.tar|DIR|- REF`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Platform the root filesystem is for (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// USER, VOLUME, WORKDIR, STOPSIGNAL), repeatable.
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Commit message recorded in the history.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Layer compression: gzip (default) or zstd.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// A tar (plain, gzip or zstd), a directory, or `-` for a tar on stdin.
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// Name for the image.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+impl ImportArgs {
+    /// Makes a one-layer image from a root filesystem.
+    ///
+    /// # Errors
+    /// Bad `--change`, unreadable source, write failures.
+    pub fn run(self) -> anyhow::Result<()> {
+        let platform =
+            parse_platform_arg(self.platform.as_deref())?.unwrap_or_else(image::host_platform);
+        let compression = Compression::parse(&self.compression).ok_or_else(|| {
+            Failure::bad_input(format!(
+                "unknown compression {:?}: use gzip or zstd",
+                self.compression
+            ))
+        })?;
+        let mut container_config = ConfigBuilder::default().build()?;
+        for change in &self.changes {
+            apply_change(&mut container_config, change)?;
+        }
+        let store = open_store()?;
+        let source = self.source.as_path();
+        let blob = if source == Path::new("-") {
+            layer::write_tar_layer(store.layout(), io::stdin().lock(), compression)
+                .context("importing the tar from stdin")?
+        } else if source.is_dir() {
+            layer::write_tree_layer(
+                store.layout(),
+                source,
+                TreeKind::RootFs,
+                compression,
+                layer::source_date_epoch(),
+            )
+            .with_context(|| format!("importing {}", source.display()))?
+        } else {
+            let file = fs::File::open(source)
+                .with_context(|| format!("opening {}", source.display()))
+                .exit_kind(ExitKind::BadInput)?;
+            layer::write_tar_layer(store.layout(), file, compression)
+                .with_context(|| format!("importing {}", source.display()))?
+        };
+        let created = image::created_now();
+        let mut config = image::new_image_config(&platform, Some(created.clone()));
+        config
+            .rootfs_mut()
+            .diff_ids_mut()
+            .push(blob.diff_id.to_string());
+        let mut history: HistoryBuilder =
+            HistoryBuilder::default()
+                .created(created)
+                .created_by(format!(
+                    "xbuild import {}",
+                    if source == Path::new("-") {
+                        "-".to_owned()
+                    } else {
+                        source
+                            .file_name()
+                            .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+                    }
+                ));
+        if let Some(message) = &self.message {
+            history = history.comment(message.clone());
+        }
+        let history: History = history.build()?;
+        config.set_history(Some(vec![history]));
+        if container_config != Config::default() {
+            config.set_config(Some(container_config));
+        }
+        let descriptor = store.put_image(&config, vec![blob.descriptor])?;
+        store.set_ref(&self.reference, &descriptor)?;
+        output::stdout(descriptor.digest());
+        Ok(())
+    }
+}
+
+/// Applies one `--change` instruction to a container config, as `docker import -c` does.
+fn apply_change(config: &mut Config, change: &str) -> anyhow::Result<()> {
+    let change = change.trim();
+    let (instruction, rest) = change
+        .split_once(char::is_whitespace)
+        .map_or((change, ""), |(first, rest)| (first, rest.trim()));
+    let bad = |why: &str| -> anyhow::Error {
+        Failure::bad_input(format!("--change {change:?}: {why}")).into()
+    };
+    let words = |rest: &str| -> anyhow::Result<Vec<String>> {
+        if rest.starts_with('[') {
+            serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))
+        } else {
+            Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), rest.to_owned()])
+        }
+    };
+    let key_values = |rest: &str| -> anyhow::Result<Vec<(String, String)>> {
+        if rest.contains('=') {
+            split_words(rest)
+                .into_iter()
+                .map(|word| {
+                    word.split_once('=')
+                        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                        .ok_or_else(|| bad("expected KEY=VALUE"))
+                })
+                .collect()
+        } else {
+            let (key, value) = rest
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| bad("expected KEY VALUE"))?;
+            Ok(vec![(key.to_owned(), value.trim().to_owned())])
+        }
+    };
+    if rest.is_empty() {
+        return Err(bad("missing arguments"));
+    }
+    match instruction.to_ascii_uppercase().as_str() {
+        "CMD" => {
+            config.set_cmd(Some(words(rest)?));
+        }
+        "ENTRYPOINT" => {
+            config.set_entrypoint(Some(words(rest)?));
+        }
+        "ENV" => {
+            let mut env = config.env().clone().unwrap_or_default();
+            for (key, value) in key_values(rest)? {
+                env.retain(|existing| existing.split_once('=').map(|(k, _)| k) != Some(&key));
+                env.push(format!("{key}={value}"));
+            }
+            config.set_env(Some(env));
+        }
+        "LABEL" => {
+            let mut labels = config.labels().clone().unwrap_or_default();
+            labels.extend(key_values(rest)?);
+            config.set_labels(Some(labels));
+        }
+        "EXPOSE" => {
+            let mut ports = config.exposed_ports().clone().unwrap_or_default();
+            for port in rest.split_whitespace() {
+                let port = if port.contains('/') {
+                    port.to_owned()
+                } else {
+                    format!("{port}/tcp")
+                };
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            ports.sort();
+            config.set_exposed_ports(Some(ports));
+        }
+        "VOLUME" => {
+            let mut volumes = config.volumes().clone().unwrap_or_default();
+            let new = if rest.starts_with('[') {
+                serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))?
+            } else {
+                rest.split_whitespace().map(str::to_owned).collect()
+            };
+            volumes.extend(new);
+            volumes.sort();
+            volumes.dedup();
+            config.set_volumes(Some(volumes));
+        }
+        "USER" => {
+            config.set_user(Some(rest.to_owned()));
+        }
+        "WORKDIR" => {
+            config.set_working_dir(Some(rest.to_owned()));
+        }
+        "STOPSIGNAL" => {
+            config.set_stop_signal(Some(rest.to_owned()));
+        }
+        other => {
+            return Err(Failure::unsupported(format!("--change {other}")).into());
+        }
+    }
+    Ok(())
+}
+
+/// Splits `a=1 "b=two words"` into words, honouring double quotes.
+fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// `xbuild save REF -o FILE [--format oci|docker] [--platform P]`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Image name.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Output file (`-` for stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// `oci` (an OCI layout in a tar, all platforms) or `docker` (for `docker load`, one
+    /// platform).
+    #[arg(long, default_value = "oci")]
+    pub format: String,
+    /// Only this platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+impl SaveArgs {
+    /// Writes the archive (to a temporary file renamed into place).
+    ///
+    /// # Errors
+    /// Unknown image, format or platform; write failures.
+    pub fn run(self) -> anyhow::Result<()> {
+        let format = match self.format.as_str() {
+            "oci" => ArchiveFormat::Oci,
+            "docker" => ArchiveFormat::Docker,
+            other => {
+                return Err(Failure::bad_input(format!(
+                    "unknown format {other:?}: use oci or docker"
+                ))
+                .into());
+            }
+        };
+        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let store = open_store()?;
+        let name = self.reference.clone();
+        store.resolve_ref(&name).exit_kind(ExitKind::BadInput)?;
+        if self.output == Path::new("-") {
+            let stdout = io::stdout().lock();
+            store.save_archive(&name, platform.as_ref(), format, io::BufWriter::new(stdout))?;
+            return Ok(());
+        }
+        let directory = match self.output.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".xbuild-save-")
+            .tempfile_in(&directory)
+            .with_context(|| format!("creating a file in {}", directory.display()))?;
+        store
+            .save_archive(
+                &name,
+                platform.as_ref(),
+                format,
+                io::BufWriter::new(tmp.as_file()),
+            )
+            .exit_kind(ExitKind::Failed)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.output)
+            .with_context(|| format!("writing {}", self.output.display()))?;
+        Ok(())
+    }
+}
+
+/// `xbuild load -i FILE`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to read (`-` or absent for stdin): OCI or docker format, plain or compressed.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Name for an image the archive leaves unnamed (or for its only image).
+    #[arg(short = 't', long = "tag")]
+    pub tag: Option<String>,
+}
+
+impl LoadArgs {
+    /// Loads the archive into the store.
+    ///
+    /// # Errors
+    /// Unreadable or invalid archive.
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let input: Box<dyn Read> = match &self.input {
+            None => Box::new(io::stdin().lock()),
+            Some(path) if path == Path::new("-") => Box::new(io::stdin().lock()),
+            Some(path) => Box::new(
+                fs::File::open(path)
+                    .with_context(|| format!("opening {}", path.display()))
+                    .exit_kind(ExitKind::BadInput)?,
+            ),
+        };
+        let loaded = store
+            .load_archive(io::BufReader::new(input), self.tag.as_deref())
+            .context("loading the archive")?;
+        for image in loaded {
+            match image.name {
+                Some(name) => output::stdout(format!("Loaded image: {}", display_ref(&name))),
+                None => output::stdout(format!(
+                    "Loaded image ID: {} (unnamed: use xbuild load -t NAME to keep it)",
+                    image.descriptor.digest()
+                )),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `xbuild fsck` (hidden): verifies every blob and that named images are complete.
+#[derive(Debug, Args)]
+pub struct FsckArgs {}
+
+impl FsckArgs {
+    /// Checks the store.
+    ///
+    /// # Errors
+    /// Problems found (exit 1).
+    pub fn run(self) -> anyhow::Result<()> {
+        let store = open_store()?;
+        let report = store.check()?;
+        for digest in &report.corrupt {
+            output::stdout(format!("corrupt blob {digest}"));
+        }
+        for digest in &report.missing {
+            output::stdout(format!("missing blob {digest}"));
+        }
+        if report.is_ok() {
+            output::stdout(format!("ok: {} blobs verified", report.blobs_verified));
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "the store has {} corrupt and {} missing blobs",
+                report.corrupt.len(),
+                report.missing.len()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_234_000), "1.234 MB");
+        assert_eq!(human_size(5_000_000_000), "5 GB");
+    }
+
+    #[test]
+    fn changes_set_the_config() {
+        let mut config = ConfigBuilder::default().build().unwrap();
+        apply_change(&mut config, r#"CMD ["/bin/sh","-c","echo"]"#).unwrap();
+        apply_change(&mut config, "ENV A=1 B=\"two words\"").unwrap();
+        apply_change(&mut config, "ENV C 3").unwrap();
+        apply_change(&mut config, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut config, "WORKDIR /app").unwrap();
+        assert_eq!(
+            config.cmd().as_deref(),
+            Some(&["/bin/sh".to_owned(), "-c".to_owned(), "echo".to_owned()][..])
+        );
+        assert_eq!(
+            config.env().as_deref(),
+            Some(&["A=1".to_owned(), "B=two words".to_owned(), "C=3".to_owned()][..])
+        );
+        assert_eq!(
+            config.exposed_ports().as_deref(),
+            Some(&["53/udp".to_owned(), "80/tcp".to_owned()][..])
+        );
+        assert!(apply_change(&mut config, "RUN make").is_err());
+    }
+}

@@ -1,0 +1,545 @@
+//! Safe unpacking of a layer into a directory.
+//!
+//! A layer never writes outside its target: absolute paths, `..` components, writes through a
+//! symlink (whether planted by an earlier entry of this layer or by an earlier layer), hard
+//! links whose target is outside (or reached through a symlink), device nodes when not
+//! allowed, and duplicate non-directory entries are each refused with an error naming the
+//! entry. Every parent directory is checked with `lstat` component by component, so no path
+//! is ever resolved through a symlink.
+//!
+//! Whiteouts (<https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts>)
+//! are applied in one of two ways:
+//! - [`WhiteoutMode::Overlay`]: the target is a snapshot that will be an overlay lower
+//!   directory; `.wh.<name>` becomes a character device 0/0 and `.wh..wh..opq` the
+//!   `trusted.overlay.opaque=y` xattr (needs root).
+//! - [`WhiteoutMode::Merge`]: the target is a flattened root filesystem; whiteouts delete
+//!   what earlier layers put there.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
+use nix::sys::time::TimeSpec;
+
+use super::read::{ReadError, TarReader};
+use super::tar::EntryKind;
+
+/// The prefix of whiteout file names.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The name of the opaque-directory marker.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The overlayfs xattr that marks a directory opaque.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How whiteouts are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Into a snapshot used as an overlay lower directory: overlay whiteouts.
+    Overlay,
+    /// Onto a flattened tree: delete.
+    Merge,
+}
+
+/// Options for [`apply_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// How whiteouts are applied.
+    pub whiteouts: WhiteoutMode,
+    /// Whether character and block devices may be created (only as root).
+    pub allow_devices: bool,
+    /// Whether to set owners from the tar (only as root; otherwise files belong to us).
+    pub set_owners: bool,
+}
+
+impl ApplyOptions {
+    /// Options for this process: devices and owners when running as root.
+    pub fn for_current_user(whiteouts: WhiteoutMode) -> Self {
+        let is_root = nix::unistd::geteuid().is_root();
+        Self {
+            whiteouts,
+            allow_devices: is_root,
+            set_owners: is_root,
+        }
+    }
+}
+
+/// Errors applying a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The tar stream is malformed.
+    #[error(transparent)]
+    Tar(#[from] ReadError),
+    /// An entry would write outside the target, or is otherwise refused.
+    #[error("refusing layer entry {entry:?}: {reason}")]
+    Refused {
+        /// The entry's path as stored in the tar.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing an entry failed.
+    #[error("layer entry {entry:?}: {action}")]
+    Write {
+        /// The entry.
+        entry: String,
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What an applied layer held.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApplyStats {
+    /// Entries written (whiteouts included).
+    pub entries: u64,
+    /// Content bytes written.
+    pub bytes: u64,
+}
+
+/// Unpacks a (decompressed) tar stream into `target`, which must exist.
+///
+/// # Errors
+/// [`ApplyError::Refused`] for an unsafe entry (nothing outside `target` is touched; what
+/// was written inside before the error stays, so unpack into a temporary directory);
+/// [`ApplyError::Tar`] for a malformed stream; [`ApplyError::Write`] for I/O failures.
+pub fn apply_layer(
+    stream: impl Read,
+    target: &Path,
+    options: &ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
+    let mut reader = TarReader::new(stream);
+    let mut state = State {
+        root: target.to_path_buf(),
+        options: *options,
+        created: HashSet::new(),
+        directories: Vec::new(),
+        stats: ApplyStats::default(),
+    };
+    while let Some(entry) = reader.next_entry()? {
+        let name = entry.display_path();
+        let refuse = |reason: String| ApplyError::Refused {
+            entry: name.clone(),
+            reason,
+        };
+        let components = normalize(&entry.path).map_err(refuse)?;
+        state.stats.entries += 1;
+        let Some((last, parents)) = components.split_last() else {
+            // The root itself ("./"): its metadata is the snapshot's business, not the layer's.
+            continue;
+        };
+        let last_bytes = last.as_bytes();
+        if last_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            state.whiteout(&name, parents, last)?;
+            continue;
+        }
+        let parent = state.resolve_parent(&name, parents)?;
+        let path = parent.join(last);
+        let relative: PathBuf = components.iter().collect();
+        state.prepare_target(&name, &relative, &path, &entry.kind)?;
+        let write = |action: &'static str| {
+            let name = name.clone();
+            move |source: io::Error| ApplyError::Write {
+                entry: name,
+                action,
+                source,
+            }
+        };
+        match &entry.kind {
+            EntryKind::File { size } => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(write("creating the file"))?;
+                let copied = io::copy(&mut reader.content(), &mut file)
+                    .map_err(write("writing the file"))?;
+                if copied != *size {
+                    return Err(ApplyError::Write {
+                        entry: name,
+                        action: "writing the file",
+                        source: io::ErrorKind::UnexpectedEof.into(),
+                    });
+                }
+                state.stats.bytes += copied;
+                state.finish_metadata(&name, &path, &entry, Some(&file))?;
+            }
+            EntryKind::Directory => {
+                if !path.is_dir() {
+                    fs::create_dir(&path).map_err(write("creating the directory"))?;
+                }
+                state.finish_metadata(&name, &path, &entry, None)?;
+                state.directories.push((path.clone(), entry.mtime));
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &path).map_err(write("creating the symlink"))?;
+                state.finish_metadata(&name, &path, &entry, None)?;
+            }
+            EntryKind::Hardlink { target } => {
+                let source = state.resolve_link_target(&name, target)?;
+                fs::hard_link(&source, &path).map_err(write("creating the hard link"))?;
+            }
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                if !state.options.allow_devices {
+                    return Err(refuse(
+                        "device nodes can only be created as root".to_owned(),
+                    ));
+                }
+                let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                mknod(
+                    &path,
+                    kind,
+                    Mode::from_bits_truncate(entry.mode & 0o777),
+                    makedev(u64::from(*major), u64::from(*minor)),
+                )
+                .map_err(|errno| ApplyError::Write {
+                    entry: name.clone(),
+                    action: "creating the device node",
+                    source: errno.into(),
+                })?;
+                state.finish_metadata(&name, &path, &entry, None)?;
+            }
+            EntryKind::Fifo => {
+                nix::unistd::mkfifo(&path, Mode::from_bits_truncate(entry.mode & 0o777)).map_err(
+                    |errno| ApplyError::Write {
+                        entry: name.clone(),
+                        action: "creating the fifo",
+                        source: errno.into(),
+                    },
+                )?;
+                state.finish_metadata(&name, &path, &entry, None)?;
+            }
+        }
+        state.created.insert(relative);
+    }
+    // Directory mtimes last: writing their children changed them.
+    for (path, mtime) in state.directories.iter().rev() {
+        let _ = set_mtime(path, *mtime);
+    }
+    Ok(state.stats)
+}
+
+struct State {
+    root: PathBuf,
+    options: ApplyOptions,
+    /// Paths (relative) this layer created, for duplicate detection and opaque dirs.
+    created: HashSet<PathBuf>,
+    directories: Vec<(PathBuf, i64)>,
+    stats: ApplyStats,
+}
+
+/// Splits a tar path into normal components, refusing absolute paths and `..`.
+fn normalize(raw: &[u8]) -> Result<Vec<OsString>, String> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path".to_owned());
+    }
+    let mut components = Vec::new();
+    for component in Path::new(OsStr::from_bytes(raw)).components() {
+        match component {
+            Component::Normal(part) => components.push(part.to_os_string()),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("path contains \"..\"".to_owned()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute path".to_owned());
+            }
+        }
+    }
+    Ok(components)
+}
+
+impl State {
+    fn refuse(entry: &str, reason: impl Into<String>) -> ApplyError {
+        ApplyError::Refused {
+            entry: entry.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Walks `parents` under the root with `lstat`, creating missing directories; a symlink
+    /// or non-directory on the way is refused.
+    fn resolve_parent(&mut self, entry: &str, parents: &[OsString]) -> Result<PathBuf, ApplyError> {
+        let mut current = self.root.clone();
+        let mut relative = PathBuf::new();
+        for part in parents {
+            current.push(part);
+            relative.push(part);
+            match fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(Self::refuse(
+                        entry,
+                        format!("writes through the symlink {:?}", relative),
+                    ));
+                }
+                Ok(_) => {
+                    return Err(Self::refuse(
+                        entry,
+                        format!("parent {:?} is not a directory", relative),
+                    ));
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&current).map_err(|source| ApplyError::Write {
+                        entry: entry.to_owned(),
+                        action: "creating a parent directory",
+                        source,
+                    })?;
+                    let _ = fs::set_permissions(&current, fs::Permissions::from_mode(0o755));
+                    self.created.insert(relative.clone());
+                }
+                Err(source) => {
+                    return Err(ApplyError::Write {
+                        entry: entry.to_owned(),
+                        action: "inspecting a parent directory",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(current)
+    }
+
+    /// Makes room for an entry at `path`: refuses duplicates of this layer (except a
+    /// directory listed again), removes what an earlier layer put there (a directory
+    /// replaced by a file goes with its content).
+    fn prepare_target(
+        &mut self,
+        entry: &str,
+        relative: &Path,
+        path: &Path,
+        kind: &EntryKind,
+    ) -> Result<(), ApplyError> {
+        let existing = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ApplyError::Write {
+                    entry: entry.to_owned(),
+                    action: "inspecting the existing file",
+                    source,
+                });
+            }
+        };
+        let is_directory_again =
+            matches!(kind, EntryKind::Directory) && existing.file_type().is_dir();
+        if self.created.contains(relative) && !is_directory_again {
+            return Err(Self::refuse(entry, "duplicate entry in the layer"));
+        }
+        if is_directory_again {
+            return Ok(());
+        }
+        let removed = if existing.file_type().is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        removed.map_err(|source| ApplyError::Write {
+            entry: entry.to_owned(),
+            action: "removing what an earlier layer put there",
+            source,
+        })
+    }
+
+    fn resolve_link_target(&mut self, entry: &str, target: &Path) -> Result<PathBuf, ApplyError> {
+        let components = normalize(target.as_os_str().as_bytes())
+            .map_err(|reason| Self::refuse(entry, format!("hard link target: {reason}")))?;
+        let Some((last, parents)) = components.split_last() else {
+            return Err(Self::refuse(entry, "hard link to the root directory"));
+        };
+        let mut current = self.root.clone();
+        let mut relative = PathBuf::new();
+        for part in parents {
+            current.push(part);
+            relative.push(part);
+            match fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_dir() => {}
+                Ok(_) | Err(_) => {
+                    return Err(Self::refuse(
+                        entry,
+                        format!(
+                            "hard link target {:?} is not inside the layer's tree ({:?} is not a directory)",
+                            target, relative
+                        ),
+                    ));
+                }
+            }
+        }
+        current.push(last);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_dir() => Err(Self::refuse(
+                entry,
+                format!("hard link to the directory {target:?}"),
+            )),
+            Ok(_) => Ok(current),
+            Err(_) => Err(Self::refuse(
+                entry,
+                format!("hard link target {target:?} does not exist"),
+            )),
+        }
+    }
+
+    fn whiteout(
+        &mut self,
+        entry: &str,
+        parents: &[OsString],
+        last: &OsStr,
+    ) -> Result<(), ApplyError> {
+        let parent = self.resolve_parent(entry, parents)?;
+        let parent_relative: PathBuf = parents.iter().collect();
+        let write = |action: &'static str| {
+            move |source: io::Error| ApplyError::Write {
+                entry: entry.to_owned(),
+                action,
+                source,
+            }
+        };
+        if last.as_bytes() == OPAQUE_MARKER.as_bytes() {
+            match self.options.whiteouts {
+                WhiteoutMode::Overlay => {
+                    xattr::set(&parent, OVERLAY_OPAQUE_XATTR, b"y")
+                        .map_err(write("marking the directory opaque (needs root)"))?;
+                }
+                WhiteoutMode::Merge => {
+                    for child in fs::read_dir(&parent).map_err(write("listing the directory"))? {
+                        let child = child.map_err(write("listing the directory"))?;
+                        let relative = parent_relative.join(child.file_name());
+                        if self.created.contains(&relative) {
+                            continue;
+                        }
+                        remove_any(&child.path())
+                            .map_err(write("emptying the opaque directory"))?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let hidden = &last.as_bytes()[WHITEOUT_PREFIX.len()..];
+        if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // `.wh.` alone or other `.wh..wh.*` AUFS metadata: nothing to apply.
+            return Ok(());
+        }
+        let hidden = OsStr::from_bytes(hidden);
+        if hidden.as_bytes().contains(&b'/') || hidden == ".." || hidden == "." {
+            return Err(Self::refuse(entry, "whiteout of a special name"));
+        }
+        let relative = parent_relative.join(hidden);
+        if self.created.contains(&relative) {
+            // A whiteout only hides what lower layers hold.
+            return Ok(());
+        }
+        let path = parent.join(hidden);
+        if fs::symlink_metadata(&path).is_ok() {
+            remove_any(&path).map_err(write("removing the whited-out file"))?;
+        }
+        if self.options.whiteouts == WhiteoutMode::Overlay {
+            mknod(&path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|errno| {
+                ApplyError::Write {
+                    entry: entry.to_owned(),
+                    action: "creating the overlay whiteout (a 0/0 device: needs root)",
+                    source: errno.into(),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn finish_metadata(
+        &self,
+        entry: &str,
+        path: &Path,
+        tar_entry: &super::read::ReadEntry,
+        file: Option<&File>,
+    ) -> Result<(), ApplyError> {
+        let write = |action: &'static str| {
+            move |source: io::Error| ApplyError::Write {
+                entry: entry.to_owned(),
+                action,
+                source,
+            }
+        };
+        let is_symlink = matches!(tar_entry.kind, EntryKind::Symlink { .. });
+        if self.options.set_owners {
+            let uid = u32::try_from(tar_entry.uid)
+                .map_err(|_| Self::refuse(entry, "uid out of range"))?;
+            let gid = u32::try_from(tar_entry.gid)
+                .map_err(|_| Self::refuse(entry, "gid out of range"))?;
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .map_err(write("setting the owner"))?;
+        }
+        // After chown, which clears setuid/setgid and file capabilities.
+        if !is_symlink {
+            let permissions = fs::Permissions::from_mode(tar_entry.mode & 0o7777);
+            match file {
+                Some(file) => file.set_permissions(permissions),
+                None => fs::set_permissions(path, permissions),
+            }
+            .map_err(write("setting the mode"))?;
+        }
+        for (name, value) in &tar_entry.xattrs {
+            if name.starts_with("trusted.") || name == "security.selinux" {
+                // overlay's own xattrs would let a layer redirect lookups; SELinux labels
+                // belong to the host.
+                continue;
+            }
+            if is_symlink && name.starts_with("user.") {
+                continue;
+            }
+            if let Err(error) = xattr::set(path, name, value) {
+                if self.options.set_owners {
+                    return Err(ApplyError::Write {
+                        entry: entry.to_owned(),
+                        action: "setting an extended attribute",
+                        source: error,
+                    });
+                }
+            }
+        }
+        set_mtime(path, tar_entry.mtime).map_err(write("setting the modification time"))?;
+        Ok(())
+    }
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+    let time = TimeSpec::new(mtime, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Whether a file in an overlay upper directory or snapshot is an overlay whiteout (a
+/// character device 0/0).
+pub fn is_overlay_whiteout(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// The raw bytes of a path, for messages from callers that have an `OsString`.
+pub fn lossy(path: &OsStr) -> String {
+    String::from_utf8_lossy(&path.to_os_string().into_vec()).into_owned()
+}

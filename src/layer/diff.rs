@@ -1,0 +1,467 @@
+//! Turning a directory into tar entries: an overlay upper directory (a step's change set,
+//! whose whiteout devices and opaque directories become OCI whiteouts), a whole root
+//! filesystem (`xbuild import DIR`), or an explicit list of files (`COPY`).
+//!
+//! Entries come out in a fixed order: depth first, each directory's children sorted by the
+//! bytes of their names, an opaque marker first among its directory's children. Hard links
+//! (same device and inode) become tar hard links to the first path seen.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_overlay_whiteout};
+use super::tar::{EntryKind, TarEntry, TarWriter};
+
+/// How a directory tree is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeKind {
+    /// An overlay upper directory: 0/0 character devices are whiteouts and
+    /// `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`) marks an opaque directory.
+    OverlayUpper,
+    /// A plain root filesystem: everything is content.
+    RootFs,
+}
+
+/// Errors reading a tree or a file list.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// A file could not be read.
+    #[error("{action} {path}")]
+    File {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the tar failed.
+    #[error("writing the tar entry for {path}")]
+    Write {
+        /// The entry.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The upper directory uses an overlay feature that has no tar form.
+    #[error("{path}: overlay {feature} is not supported in a layer (mount with {option})")]
+    OverlayFeature {
+        /// The file.
+        path: PathBuf,
+        /// The feature (`redirect_dir`, `metacopy`).
+        feature: &'static str,
+        /// The mount option that turns it off.
+        option: &'static str,
+    },
+    /// Two entries of a file list name the same path.
+    #[error("{0} is listed twice")]
+    Duplicate(PathBuf),
+    /// A file list entry has an absolute path or `..`.
+    #[error("{0} is not a relative path inside the image")]
+    BadPath(PathBuf),
+}
+
+/// xattrs recorded in layers: file capabilities and user attributes (not overlay's own).
+fn is_recorded_xattr(name: &[u8]) -> bool {
+    name == b"security.capability"
+        || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+}
+
+fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
+    let mut xattrs = BTreeMap::new();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // Filesystems without xattr support have none to record.
+        Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(xattrs),
+        Err(source) => {
+            return Err(DiffError::File {
+                action: "listing extended attributes of",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for name in names {
+        let bytes = name.as_bytes();
+        if !is_recorded_xattr(bytes) {
+            continue;
+        }
+        if let Ok(Some(value)) = xattr::get(path, &name) {
+            xattrs.insert(String::from_utf8_lossy(bytes).into_owned(), value);
+        }
+    }
+    Ok(xattrs)
+}
+
+fn overlay_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    xattr::get(path, format!("trusted.overlay.{name}"))
+        .ok()
+        .flatten()
+        .or_else(|| {
+            xattr::get(path, format!("user.overlay.{name}"))
+                .ok()
+                .flatten()
+        })
+}
+
+/// A tar entry describing `path` (relative name `name`) from its `lstat` metadata.
+///
+/// # Errors
+/// A symlink target or xattrs cannot be read.
+pub fn entry_from_metadata(
+    name: &Path,
+    path: &Path,
+    meta: &fs::Metadata,
+) -> Result<TarEntry, DiffError> {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_dir() {
+        EntryKind::Directory
+    } else if file_type.is_symlink() {
+        EntryKind::Symlink {
+            target: fs::read_link(path).map_err(|source| DiffError::File {
+                action: "reading the symlink",
+                path: path.to_path_buf(),
+                source,
+            })?,
+        }
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        let rdev = meta.rdev();
+        let (major, minor) = (
+            u32::try_from(nix::sys::stat::major(rdev)).unwrap_or(u32::MAX),
+            u32::try_from(nix::sys::stat::minor(rdev)).unwrap_or(u32::MAX),
+        );
+        if file_type.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        }
+    } else if file_type.is_fifo() {
+        EntryKind::Fifo
+    } else if file_type.is_socket() {
+        // Sockets have no tar form; Docker skips them too.
+        return Err(DiffError::File {
+            action: "archiving (sockets cannot be stored in a layer)",
+            path: path.to_path_buf(),
+            source: io::ErrorKind::Unsupported.into(),
+        });
+    } else {
+        EntryKind::File { size: meta.len() }
+    };
+    let xattrs = if file_type.is_symlink() {
+        BTreeMap::new()
+    } else {
+        read_xattrs(path)?
+    };
+    Ok(TarEntry {
+        path: name.to_path_buf(),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mtime: meta.mtime(),
+        xattrs,
+    })
+}
+
+/// Writes every entry under `root` (not `root` itself) in the fixed order.
+///
+/// # Errors
+/// Read or write failures, and overlay features with no tar form.
+pub fn write_tree<W: Write>(
+    writer: &mut TarWriter<W>,
+    root: &Path,
+    kind: TreeKind,
+) -> Result<u64, DiffError> {
+    let mut walker = Walker {
+        kind,
+        hardlinks: HashMap::new(),
+        count: 0,
+    };
+    walker.walk_directory(writer, root, Path::new(""))?;
+    Ok(walker.count)
+}
+
+/// Writes every entry under `root` as if `root` were `prefix` in the image (the entry for
+/// `prefix` itself is the caller's): `COPY dir/ /app/` without a copy on disk.
+///
+/// # Errors
+/// As [`write_tree`].
+pub fn write_tree_at<W: Write>(
+    writer: &mut TarWriter<W>,
+    root: &Path,
+    prefix: &Path,
+    kind: TreeKind,
+) -> Result<u64, DiffError> {
+    let mut walker = Walker {
+        kind,
+        hardlinks: HashMap::new(),
+        count: 0,
+    };
+    walker.walk_directory(writer, root, prefix)?;
+    Ok(walker.count)
+}
+
+struct Walker {
+    kind: TreeKind,
+    hardlinks: HashMap<(u64, u64), PathBuf>,
+    count: u64,
+}
+
+impl Walker {
+    fn walk_directory<W: Write>(
+        &mut self,
+        writer: &mut TarWriter<W>,
+        directory: &Path,
+        relative: &Path,
+    ) -> Result<(), DiffError> {
+        let mut names: Vec<OsString> = fs::read_dir(directory)
+            .map_err(|source| DiffError::File {
+                action: "listing",
+                path: directory.to_path_buf(),
+                source,
+            })?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| DiffError::File {
+                action: "listing",
+                path: directory.to_path_buf(),
+                source,
+            })?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = directory.join(&name);
+            let name_in_image = relative.join(&name);
+            let meta = fs::symlink_metadata(&path).map_err(|source| DiffError::File {
+                action: "inspecting",
+                path: path.clone(),
+                source,
+            })?;
+            if self.kind == TreeKind::OverlayUpper {
+                if is_overlay_whiteout(&meta) {
+                    let mut whiteout_name = OsString::from(WHITEOUT_PREFIX);
+                    whiteout_name.push(&name);
+                    let mut entry = TarEntry::new(
+                        relative.join(whiteout_name),
+                        EntryKind::File { size: 0 },
+                        0o600,
+                    );
+                    entry.mtime = meta.mtime();
+                    self.append(writer, &entry, None)?;
+                    continue;
+                }
+                if overlay_xattr(&path, "redirect").is_some() {
+                    return Err(DiffError::OverlayFeature {
+                        path,
+                        feature: "redirect_dir",
+                        option: "redirect_dir=off",
+                    });
+                }
+                if !meta.is_dir() && overlay_xattr(&path, "metacopy").is_some() {
+                    return Err(DiffError::OverlayFeature {
+                        path,
+                        feature: "metacopy",
+                        option: "metacopy=off",
+                    });
+                }
+            }
+            let mut entry = entry_from_metadata(&name_in_image, &path, &meta)?;
+            if let EntryKind::File { .. } = entry.kind {
+                if meta.nlink() > 1 {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.hardlinks.get(&key) {
+                        entry.kind = EntryKind::Hardlink {
+                            target: first.clone(),
+                        };
+                        entry.xattrs.clear();
+                        self.append(writer, &entry, None)?;
+                        continue;
+                    }
+                    self.hardlinks.insert(key, name_in_image.clone());
+                }
+                let mut file = File::open(&path).map_err(|source| DiffError::File {
+                    action: "opening",
+                    path: path.clone(),
+                    source,
+                })?;
+                self.append(writer, &entry, Some(&mut file))?;
+                continue;
+            }
+            self.append(writer, &entry, None)?;
+            if meta.is_dir() {
+                if self.kind == TreeKind::OverlayUpper
+                    && overlay_xattr(&path, "opaque").as_deref() == Some(b"y")
+                {
+                    let mut marker = TarEntry::new(
+                        name_in_image.join(OPAQUE_MARKER),
+                        EntryKind::File { size: 0 },
+                        0o600,
+                    );
+                    marker.mtime = meta.mtime();
+                    self.append(writer, &marker, None)?;
+                }
+                self.walk_directory(writer, &path, &name_in_image)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append<W: Write>(
+        &mut self,
+        writer: &mut TarWriter<W>,
+        entry: &TarEntry,
+        content: Option<&mut dyn io::Read>,
+    ) -> Result<(), DiffError> {
+        let written = match (&entry.kind, content) {
+            (EntryKind::File { size: 0 }, None) => writer.append(entry, Some(&mut io::empty())),
+            (_, content) => writer.append(entry, content),
+        };
+        written.map_err(|source| DiffError::Write {
+            path: entry.path.clone(),
+            source,
+        })?;
+        self.count += 1;
+        Ok(())
+    }
+}
+
+/// One file of a file list: where it goes in the image, its metadata, and for regular files
+/// where its content is read from.
+#[derive(Debug, Clone)]
+pub struct FileListEntry {
+    /// Metadata (path in the image, type, mode, owner, mtime, xattrs).
+    pub entry: TarEntry,
+    /// Host file with the content (regular files only).
+    pub source: Option<PathBuf>,
+}
+
+/// Writes a file list in the fixed order (sorted by path, component by component, so
+/// parents come before children). Parents are not invented: list them.
+///
+/// # Errors
+/// Duplicate or non-relative paths, read or write failures.
+pub fn write_file_list<W: Write>(
+    writer: &mut TarWriter<W>,
+    mut entries: Vec<FileListEntry>,
+) -> Result<u64, DiffError> {
+    for entry in &entries {
+        let path = &entry.entry.path;
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|component| !matches!(component, std::path::Component::Normal(_)))
+        {
+            return Err(DiffError::BadPath(path.clone()));
+        }
+    }
+    entries.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    for pair in entries.windows(2) {
+        if pair[0].entry.path == pair[1].entry.path {
+            return Err(DiffError::Duplicate(pair[0].entry.path.clone()));
+        }
+    }
+    let mut count = 0;
+    for item in &entries {
+        let result = match (&item.entry.kind, &item.source) {
+            (EntryKind::File { .. }, Some(source)) => {
+                let mut file = File::open(source).map_err(|error| DiffError::File {
+                    action: "opening",
+                    path: source.clone(),
+                    source: error,
+                })?;
+                writer.append(&item.entry, Some(&mut file))
+            }
+            (EntryKind::File { size: 0 }, None) => {
+                writer.append(&item.entry, Some(&mut io::empty()))
+            }
+            _ => writer.append(&item.entry, None),
+        };
+        result.map_err(|source| DiffError::Write {
+            path: item.entry.path.clone(),
+            source,
+        })?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(bytes: &[u8]) -> Vec<String> {
+        let mut reader = super::super::read::TarReader::new(bytes);
+        let mut names = Vec::new();
+        while let Some(entry) = reader.next_entry().unwrap() {
+            names.push(entry.display_path());
+        }
+        names
+    }
+
+    #[test]
+    fn file_lists_are_sorted_parents_first_and_checked() {
+        let entry = |path: &str, kind: EntryKind| FileListEntry {
+            entry: TarEntry::new(path, kind, 0o644),
+            source: None,
+        };
+        let list = vec![
+            entry("a/b", EntryKind::File { size: 0 }),
+            entry("a-b", EntryKind::Fifo),
+            entry("a", EntryKind::Directory),
+        ];
+        let mut writer = TarWriter::new(Vec::new(), None);
+        write_file_list(&mut writer, list.clone()).unwrap();
+        assert_eq!(names(&writer.finish().unwrap()), ["a/", "a/b", "a-b"]);
+
+        let mut duplicate = list.clone();
+        duplicate.push(entry("a/b", EntryKind::Fifo));
+        let mut writer = TarWriter::new(Vec::new(), None);
+        assert!(matches!(
+            write_file_list(&mut writer, duplicate),
+            Err(DiffError::Duplicate(_))
+        ));
+        let mut writer = TarWriter::new(Vec::new(), None);
+        assert!(matches!(
+            write_file_list(&mut writer, vec![entry("../x", EntryKind::Fifo)]),
+            Err(DiffError::BadPath(_))
+        ));
+    }
+
+    #[test]
+    fn overlay_upper_whiteouts_and_opaque_dirs_become_oci_whiteouts() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        fs::create_dir(upper.join("etc")).unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("etc/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::create_dir(upper.join("opt")).unwrap();
+        xattr::set(upper.join("opt"), "trusted.overlay.opaque", b"y").unwrap();
+        fs::write(upper.join("opt/!first"), "x").unwrap();
+        let mut writer = TarWriter::new(Vec::new(), None);
+        write_tree(&mut writer, upper, TreeKind::OverlayUpper).unwrap();
+        assert_eq!(
+            names(&writer.finish().unwrap()),
+            [
+                "etc/",
+                "etc/.wh.gone",
+                "opt/",
+                "opt/.wh..wh..opq",
+                "opt/!first"
+            ]
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! Layers: deterministic tars ([`tar`]) made from an overlay upper directory, a root
+//! filesystem or a file list ([`diff`]), compressed and stored as blobs with both digests
+//! computed while streaming, and unpacked safely ([`apply`], over [`read`]).
+//!
+//! A layer is never held whole in memory: the tar is produced on the calling thread (which
+//! also hashes it into the diff_id) and handed in 1 MiB chunks to a second thread that
+//! compresses, hashes the compressed bytes and writes the blob. Several layers can be
+//! committed at once with [`commit_in_parallel`].
+//!
+//! Must not decide what to build; knows nothing of Dockerfiles.
+
+pub mod apply;
+pub mod diff;
+pub mod read;
+pub mod tar;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+
+use oci_spec::image::{Descriptor, Digest, MediaType};
+
+use crate::oci::{Digester, ImageLayout, LayoutError};
+
+pub use apply::{ApplyError, ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
+pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
+pub use tar::{EntryKind, TarEntry, TarWriter};
+
+/// gzip level: 6 is gzip's and Docker's default, a fixed choice so output is reproducible.
+pub const GZIP_LEVEL: u32 = 6;
+/// zstd level: 3 is zstd's default.
+pub const ZSTD_LEVEL: i32 = 3;
+const CHUNK: usize = 1024 * 1024;
+
+/// `SOURCE_DATE_EPOCH` as Unix seconds, when set to a valid number.
+pub fn source_date_epoch() -> Option<i64> {
+    std::env::var(crate::env::SOURCE_DATE_EPOCH)
+        .ok()
+        .and_then(|value| value.trim().parse::<i64>().ok())
+}
+
+/// How layer blobs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// gzip at [`GZIP_LEVEL`], header with no name, mtime 0, OS "unknown" (the default).
+    #[default]
+    Gzip,
+    /// zstd at [`ZSTD_LEVEL`].
+    Zstd,
+    /// No compression.
+    None,
+}
+
+impl Compression {
+    /// The OCI layer media type.
+    pub fn media_type(self) -> MediaType {
+        match self {
+            Self::Gzip => MediaType::ImageLayerGzip,
+            Self::Zstd => MediaType::ImageLayerZstd,
+            Self::None => MediaType::ImageLayer,
+        }
+    }
+
+    /// Parses `gzip`, `zstd` or `uncompressed`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gzip" => Some(Self::Gzip),
+            "zstd" => Some(Self::Zstd),
+            "uncompressed" | "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
+/// Errors making or reading layers.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The store could not be written.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The tree or file list could not be read.
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    /// Compressing or writing the blob failed.
+    #[error("writing the layer blob")]
+    Write(#[source] io::Error),
+    /// Reading an input tar failed.
+    #[error("reading the layer input")]
+    Read(#[source] io::Error),
+    /// The decompressed stream does not have the diff_id it was announced with.
+    #[error("layer content does not match its diff_id: expected {expected}, got {actual}")]
+    DiffIdMismatch {
+        /// Announced.
+        expected: Digest,
+        /// Computed.
+        actual: Digest,
+    },
+}
+
+/// A layer blob in the store.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    /// Descriptor of the compressed blob (media type, digest, size).
+    pub descriptor: Descriptor,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+}
+
+/// Sends bytes in chunks to the compressing thread, hashing them on the way (the diff_id).
+struct ChunkSender {
+    sender: mpsc::SyncSender<Vec<u8>>,
+    buffer: Vec<u8>,
+    digester: Digester,
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // Chunks are exactly CHUNK bytes (the last one excepted): the compressor's output
+        // depends on how its input is split, and must depend only on the bytes.
+        let take = bytes.len().min(CHUNK - self.buffer.len());
+        self.digester.update(&bytes[..take]);
+        self.buffer.extend_from_slice(&bytes[..take]);
+        if self.buffer.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.sender
+            .send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped"))
+    }
+}
+
+/// Writes one layer: `fill` writes tar entries (the caller decides which), the bytes are
+/// compressed and stored as a blob; returns both digests.
+///
+/// # Errors
+/// What `fill` returns, or write failures.
+pub fn write_layer<F>(
+    layout: &ImageLayout,
+    compression: Compression,
+    clamp_mtime: Option<i64>,
+    fill: F,
+) -> Result<LayerBlob, LayerError>
+where
+    F: FnOnce(&mut TarWriter<&mut dyn Write>) -> Result<(), LayerError>,
+{
+    write_raw_layer(layout, compression, |out| {
+        let mut tar = TarWriter::new(out, clamp_mtime);
+        fill(&mut tar)?;
+        tar.finish().map_err(LayerError::Write)?;
+        Ok(())
+    })
+}
+
+/// Writes one layer from raw tar bytes that `fill` writes (no tar writer in between).
+///
+/// # Errors
+/// What `fill` returns, or write failures.
+pub fn write_raw_layer<F>(
+    layout: &ImageLayout,
+    compression: Compression,
+    fill: F,
+) -> Result<LayerBlob, LayerError>
+where
+    F: FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+{
+    let blob = layout.blob_writer()?;
+    let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let compressor = scope.spawn(move || compress_chunks(receiver, blob, compression));
+        let mut chunks = ChunkSender {
+            sender,
+            buffer: Vec::with_capacity(CHUNK),
+            digester: Digester::default(),
+        };
+        let produced = fill(&mut chunks).and_then(|()| chunks.send().map_err(LayerError::Write));
+        let ChunkSender {
+            sender, digester, ..
+        } = chunks;
+        drop(sender);
+        let compressed = compressor
+            .join()
+            .map_err(|_| LayerError::Write(io::Error::other("the compressor thread panicked")))?;
+        // An error from the producer explains a broken pipe in the compressor: report it first.
+        produced?;
+        let (digest, size) = compressed?;
+        let (diff_id, tar_size) = digester.finish();
+        Ok(LayerBlob {
+            descriptor: Descriptor::new(compression.media_type(), size, digest),
+            diff_id,
+            tar_size,
+        })
+    })
+}
+
+fn compress_chunks(
+    receiver: mpsc::Receiver<Vec<u8>>,
+    blob: crate::oci::BlobWriter,
+    compression: Compression,
+) -> Result<(Digest, u64), LayerError> {
+    let out = io::BufWriter::with_capacity(CHUNK, blob);
+    let out = match compression {
+        Compression::Gzip => {
+            let mut encoder = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(out, flate2::Compression::new(GZIP_LEVEL));
+            for chunk in receiver {
+                encoder.write_all(&chunk).map_err(LayerError::Write)?;
+            }
+            encoder.finish().map_err(LayerError::Write)?
+        }
+        Compression::Zstd => {
+            let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(LayerError::Write)?;
+            for chunk in receiver {
+                encoder.write_all(&chunk).map_err(LayerError::Write)?;
+            }
+            encoder.finish().map_err(LayerError::Write)?
+        }
+        Compression::None => {
+            let mut out = out;
+            for chunk in receiver {
+                out.write_all(&chunk).map_err(LayerError::Write)?;
+            }
+            out
+        }
+    };
+    let blob = out
+        .into_inner()
+        .map_err(|error| LayerError::Write(error.into_error()))?;
+    Ok(blob.commit(None)?)
+}
+
+/// Writes a layer from a directory: an overlay upper directory (whiteouts translated) or a
+/// whole root filesystem.
+///
+/// # Errors
+/// As [`write_layer`].
+pub fn write_tree_layer(
+    layout: &ImageLayout,
+    root: &Path,
+    kind: TreeKind,
+    compression: Compression,
+    clamp_mtime: Option<i64>,
+) -> Result<LayerBlob, LayerError> {
+    write_layer(layout, compression, clamp_mtime, |tar| {
+        diff::write_tree(tar, root, kind)?;
+        Ok(())
+    })
+}
+
+/// Writes a layer from a list of files (`COPY`): each entry's metadata as given, content
+/// read from its source file.
+///
+/// # Errors
+/// As [`write_layer`], and duplicate or non-relative paths.
+pub fn write_file_list_layer(
+    layout: &ImageLayout,
+    entries: Vec<FileListEntry>,
+    compression: Compression,
+    clamp_mtime: Option<i64>,
+) -> Result<LayerBlob, LayerError> {
+    write_layer(layout, compression, clamp_mtime, |tar| {
+        diff::write_file_list(tar, entries)?;
+        Ok(())
+    })
+}
+
+/// Stores an existing tar stream (plain, gzip or zstd: detected) as a layer, recompressed
+/// with `compression`, bytes unchanged (`xbuild import ROOTFS.tar`).
+///
+/// # Errors
+/// Read or write failures.
+pub fn write_tar_layer(
+    layout: &ImageLayout,
+    input: impl Read,
+    compression: Compression,
+) -> Result<LayerBlob, LayerError> {
+    let mut input = decompressed(input).map_err(LayerError::Read)?;
+    write_raw_layer(layout, compression, |out| {
+        io::copy(&mut input, out).map_err(LayerError::Read)?;
+        Ok(())
+    })
+}
+
+/// Opens a layer stream for reading, decompressing gzip or zstd as detected from the first
+/// bytes (media types lie more often than magic numbers).
+///
+/// # Errors
+/// Reading the first bytes fails, or the zstd decoder cannot start.
+pub fn decompressed<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut input = BufReader::with_capacity(CHUNK, input);
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(zstd::Decoder::with_buffer(input)?))
+    } else {
+        Ok(Box::new(input))
+    }
+}
+
+/// A reader that hashes what passes through it.
+pub struct DigestingReader<R> {
+    inner: R,
+    digester: Digester,
+}
+
+impl<R: Read> DigestingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            digester: Digester::default(),
+        }
+    }
+
+    /// Reads what is left (so the digest covers the whole stream) and returns the digest
+    /// and size.
+    ///
+    /// # Errors
+    /// Read failures.
+    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(self.digester.finish())
+    }
+}
+
+impl<R: Read> Read for DigestingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.digester.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
+/// Commits several layers at once, one thread each (at most the number of CPUs at a time);
+/// results in the order of `jobs`.
+///
+/// # Errors
+/// The first failure.
+pub fn commit_in_parallel<F>(jobs: Vec<F>) -> Result<Vec<LayerBlob>, LayerError>
+where
+    F: FnOnce() -> Result<LayerBlob, LayerError> + Send,
+{
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    loop {
+        let batch: Vec<F> = jobs.by_ref().take(workers).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let batch_results: Vec<Result<LayerBlob, LayerError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch.into_iter().map(|job| scope.spawn(job)).collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(LayerError::Write(io::Error::other(
+                            "a layer thread panicked",
+                        )))
+                    })
+                })
+                .collect()
+        });
+        for result in batch_results {
+            results.push(result?);
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn tree(dir: &Path) {
+        fs::create_dir_all(dir.join("etc/ssl")).unwrap();
+        fs::write(dir.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        fs::write(dir.join("etc/ssl/cert"), vec![7u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink("hosts", dir.join("etc/hosts.link")).unwrap();
+        fs::hard_link(dir.join("etc/hosts"), dir.join("hard")).unwrap();
+    }
+
+    #[test]
+    fn same_tree_gives_same_digests_with_source_date_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path().join("store")).unwrap();
+        let first = dir.path().join("a");
+        let second = dir.path().join("b");
+        tree(&first);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        tree(&second);
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let one =
+                write_tree_layer(&layout, &first, TreeKind::RootFs, compression, Some(10)).unwrap();
+            let two = write_tree_layer(&layout, &second, TreeKind::RootFs, compression, Some(10))
+                .unwrap();
+            assert_eq!(one.descriptor.digest(), two.descriptor.digest());
+            assert_eq!(one.diff_id, two.diff_id);
+            // The stored blob is what the descriptor says.
+            assert!(layout.has_blob(one.descriptor.digest()));
+        }
+    }
+
+    #[test]
+    fn gzip_header_has_no_name_and_no_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path()).unwrap();
+        let blob = write_layer(&layout, Compression::Gzip, None, |_| Ok(())).unwrap();
+        let bytes = fs::read(layout.blob_path(blob.descriptor.digest()).unwrap()).unwrap();
+        assert_eq!(&bytes[..4], &[0x1f, 0x8b, 8, 0], "no FNAME flag");
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "mtime 0");
+        assert_eq!(bytes[9], 255, "OS unknown");
+    }
+
+    #[test]
+    fn layer_round_trips_through_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path().join("store")).unwrap();
+        let source = dir.path().join("src");
+        tree(&source);
+        let blob =
+            write_tree_layer(&layout, &source, TreeKind::RootFs, Compression::Zstd, None).unwrap();
+        let target = dir.path().join("out");
+        fs::create_dir(&target).unwrap();
+        let file = layout.open_blob(blob.descriptor.digest()).unwrap();
+        let mut stream = DigestingReader::new(decompressed(file).unwrap());
+        apply_layer(
+            &mut stream,
+            &target,
+            &ApplyOptions::for_current_user(WhiteoutMode::Merge),
+        )
+        .unwrap();
+        assert_eq!(stream.finish().unwrap().0, blob.diff_id);
+        assert_eq!(
+            fs::read(target.join("etc/ssl/cert")).unwrap(),
+            vec![7u8; 100_000]
+        );
+        assert_eq!(
+            fs::read_link(target.join("etc/hosts.link")).unwrap(),
+            Path::new("hosts")
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(target.join("hard")).unwrap().ino(),
+            fs::metadata(target.join("etc/hosts")).unwrap().ino()
+        );
+    }
+}

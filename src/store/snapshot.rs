@@ -1,0 +1,208 @@
+//! Snapshots: each layer unpacked on its own under `snapshots/sha256/<diff_id hex>/`, in
+//! overlay form (whiteouts as 0/0 character devices, opaque directories with
+//! `trusted.overlay.opaque=y`), so a stack of them is directly the `lowerdir=` of an overlay
+//! mount. A snapshot is unpacked into `tmp/` and renamed into place: it is complete when it
+//! exists.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
+
+use super::{Store, StoreError, file_error};
+use crate::layer::{self, ApplyOptions, DigestingReader, LayerError, WhiteoutMode, apply_layer};
+use crate::oci::image::ResolvedImage;
+
+impl Store {
+    /// Where the snapshot of this diff_id lives (whether or not it exists).
+    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root()
+            .join("snapshots")
+            .join(diff_id.algorithm().as_ref())
+            .join(diff_id.digest())
+    }
+
+    /// The snapshot of this diff_id, if it has been unpacked.
+    pub fn snapshot(&self, diff_id: &Digest) -> Option<PathBuf> {
+        let path = self.snapshot_path(diff_id);
+        path.is_dir().then_some(path)
+    }
+
+    /// Unpacks one layer blob (already in the store) into its snapshot, checking the blob
+    /// digest and the diff_id while streaming. Returns the snapshot directory; does nothing
+    /// when it exists.
+    ///
+    /// # Errors
+    /// Missing blob, digest mismatch, an unsafe or malformed layer, write failures.
+    pub fn unpack_snapshot(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+    ) -> Result<PathBuf, StoreError> {
+        if let Some(existing) = self.snapshot(diff_id) {
+            return Ok(existing);
+        }
+        let tmp_root = self.layout().tmp_dir();
+        fs::create_dir_all(&tmp_root).map_err(file_error("creating", &tmp_root))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("snapshot-")
+            .tempdir_in(&tmp_root)
+            .map_err(file_error("creating a temporary directory in", &tmp_root))?;
+        let blob = self.layout().open_blob(layer.digest())?;
+        let mut compressed = DigestingReader::new(blob);
+        let tar_digest = {
+            let stream = layer::decompressed(&mut compressed).map_err(LayerError::Read)?;
+            let mut tar = DigestingReader::new(stream);
+            apply_layer(
+                &mut tar,
+                tmp.path(),
+                &ApplyOptions::for_current_user(WhiteoutMode::Overlay),
+            )
+            .map_err(|source| StoreError::Unpack {
+                digest: layer.digest().clone(),
+                source,
+            })?;
+            tar.finish().map_err(LayerError::Read)?.0
+        };
+        let (blob_digest, blob_size) = compressed.finish().map_err(LayerError::Read)?;
+        if &blob_digest != layer.digest() || blob_size != layer.size() {
+            return Err(crate::oci::LayoutError::DigestMismatch {
+                expected: layer.digest().clone(),
+                expected_size: layer.size(),
+                actual: blob_digest,
+                actual_size: blob_size,
+            }
+            .into());
+        }
+        if &tar_digest != diff_id {
+            return Err(LayerError::DiffIdMismatch {
+                expected: diff_id.clone(),
+                actual: tar_digest,
+            }
+            .into());
+        }
+        self.adopt_snapshot(diff_id, tmp.keep())
+    }
+
+    /// Moves a directory already in overlay form (a step's upper directory, on the same
+    /// filesystem as the store) into place as the snapshot of `diff_id`. If another process
+    /// got there first, `dir` is removed and theirs is kept.
+    ///
+    /// # Errors
+    /// Rename failures other than "already there".
+    pub fn adopt_snapshot(&self, diff_id: &Digest, dir: PathBuf) -> Result<PathBuf, StoreError> {
+        let target = self.snapshot_path(diff_id);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(file_error("creating", parent))?;
+        }
+        // Contents reach the disk before the name does (one syncfs for the whole tree).
+        if let Ok(dir_handle) = fs::File::open(&dir) {
+            let _ = nix::unistd::syncfs(&dir_handle);
+        }
+        match fs::rename(&dir, &target) {
+            Ok(()) => {
+                if let Some(parent) = target.parent() {
+                    let _ = fs::File::open(parent).and_then(|handle| handle.sync_all());
+                }
+                Ok(target)
+            }
+            Err(_) if target.is_dir() => {
+                let _ = fs::remove_dir_all(&dir);
+                Ok(target)
+            }
+            Err(source) => Err(StoreError::File {
+                action: "renaming the snapshot into place",
+                path: target,
+                source,
+            }),
+        }
+    }
+
+    /// The snapshots of every layer of an image, bottom layer first (reverse this for
+    /// overlay's `lowerdir=`, which lists the top first), unpacking the missing ones in
+    /// parallel.
+    ///
+    /// # Errors
+    /// As [`Self::unpack_snapshot`]; a manifest whose layer count differs from its config's
+    /// diff_ids.
+    pub fn ensure_snapshots(&self, image: &ResolvedImage) -> Result<Vec<PathBuf>, StoreError> {
+        self.ensure_snapshots_for(&image.manifest, image.config.rootfs().diff_ids())
+    }
+
+    /// As [`Self::ensure_snapshots`], from a manifest and its config's diff_ids.
+    ///
+    /// # Errors
+    /// As [`Self::ensure_snapshots`].
+    pub fn ensure_snapshots_for(
+        &self,
+        manifest: &ImageManifest,
+        diff_ids: &[String],
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let layers = manifest.layers();
+        if layers.len() != diff_ids.len() {
+            return Err(StoreError::LayerCountMismatch {
+                manifest: manifest.config().digest().clone(),
+                layers: layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let diff_ids: Vec<Digest> = diff_ids
+            .iter()
+            .map(|text| {
+                text.parse::<Digest>().map_err(|_| StoreError::File {
+                    action: "parsing the diff_id",
+                    path: PathBuf::from(text),
+                    source: std::io::ErrorKind::InvalidData.into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let pairs: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
+        for batch in pairs.chunks(workers) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .filter(|(_, diff_id)| self.snapshot(diff_id).is_none())
+                    .map(|(layer, diff_id)| {
+                        scope.spawn(move || self.unpack_snapshot(layer, diff_id))
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.join().map_err(|_| StoreError::File {
+                        action: "unpacking (thread panicked)",
+                        path: PathBuf::new(),
+                        source: std::io::ErrorKind::Other.into(),
+                    })??;
+                }
+                Ok::<(), StoreError>(())
+            })?;
+        }
+        Ok(diff_ids
+            .iter()
+            .map(|diff_id| self.snapshot_path(diff_id))
+            .collect())
+    }
+
+    /// Flattens an image's layers into `target` (a plain directory tree, whiteouts applied
+    /// by deletion): `xbuild save` to a directory, tests, `-o type=local`.
+    ///
+    /// # Errors
+    /// Missing blobs, unsafe layers, write failures.
+    pub fn unpack_image(&self, image: &ResolvedImage, target: &Path) -> Result<(), StoreError> {
+        fs::create_dir_all(target).map_err(file_error("creating", target))?;
+        for layer_descriptor in image.manifest.layers() {
+            let blob = self.layout().open_blob(layer_descriptor.digest())?;
+            let stream = layer::decompressed(blob).map_err(LayerError::Read)?;
+            apply_layer(
+                stream,
+                target,
+                &ApplyOptions::for_current_user(WhiteoutMode::Merge),
+            )
+            .map_err(|source| StoreError::Unpack {
+                digest: layer_descriptor.digest().clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
