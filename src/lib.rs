@@ -18,6 +18,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
+pub mod export;
 pub mod layer;
 pub mod oci;
 pub mod plan;
