@@ -16,6 +16,10 @@ use super::mounts::Placeholder;
 /// The file descriptor of the channel in the child.
 pub const CHILD_FD: i32 = 3;
 
+/// The file descriptor on which the child reads its spec (JSON, up to end of file); stdin
+/// stays free for the step.
+pub const SPEC_FD: i32 = 4;
+
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {

@@ -1,7 +1,8 @@
 //! Code that runs in the re-executed child (`xbuild __run-step`), a fresh single-threaded
 //! process: no async runtime, no other threads, so `fork` is safe here.
 //!
-//! The child reads a [`ChildSpec`] as JSON on stdin, enters new namespaces, and forks the
+//! The child reads a [`ChildSpec`] as JSON on fd 4 ([`SPEC_FD`]; stdin is the step's),
+//! enters new namespaces, and forks the
 //! step's PID 1, which sets up the root, drops privileges and execs the step. The child
 //! waits for it and reports how it ended. Every failure becomes a [`Message::Failed`] on the
 //! channel and a fixed exit code ([`SETUP_FAILED`]); nothing here panics on bad input.
@@ -19,10 +20,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::capabilities;
-use super::channel::{CHILD_FD, Message};
+use super::channel::{CHILD_FD, Message, SPEC_FD};
 use super::mounts::{self, RootPlan};
 use super::namespaces;
-use super::spec::{Network, Security, StepSpec};
+use super::spec::{Network, Security, Stdio, StepSpec};
 use super::sys::LinuxSys;
 use super::user;
 
@@ -49,6 +50,10 @@ pub struct ChildSpec {
     pub linux32: bool,
     /// The parent's pid: if our parent is already another process, it died; stop.
     pub parent_pid: i32,
+    /// With [`Stdio::Terminal`]: the host path of the pseudo-terminal slave (our stdin,
+    /// stdout and stderr), bound on the step's `/dev/console`.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
 }
 
 /// A failure in the child, sent to the parent as data.
@@ -90,7 +95,10 @@ pub fn main() -> anyhow::Result<()> {
     // The channel is our fd 3, set up by the parent; without it there is nobody to report
     // to (someone ran `xbuild __run-step` by hand).
     // SAFETY: F_GETFD on a descriptor number only reads its flags.
-    if unsafe { libc::fcntl(CHILD_FD, libc::F_GETFD) } == -1 {
+    if unsafe { libc::fcntl(CHILD_FD, libc::F_GETFD) } == -1
+        // SAFETY: as above.
+        || unsafe { libc::fcntl(SPEC_FD, libc::F_GETFD) } == -1
+    {
         return Err(crate::error::Failure::bad_input(
             "__run-step is internal to the sandbox and cannot be run by hand",
         )
@@ -125,9 +133,13 @@ fn supervise(channel: &OwnedFd) -> Result<i32, SetupError> {
         )
     };
     let mut text = Vec::new();
-    std::io::stdin()
+    // SAFETY: the parent put the spec pipe on fd 4 (checked open in `main`); nothing else in
+    // this fresh process owns it.
+    let mut spec_pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(SPEC_FD) });
+    spec_pipe
         .read_to_end(&mut text)
         .map_err(|error| SetupError::new("spec", format!("cannot read the step spec: {error}")))?;
+    drop(spec_pipe);
     let spec: ChildSpec = serde_json::from_slice(&text)
         .map_err(|error| SetupError::new("spec", format!("bad step spec: {error}")))?;
     if nix::unistd::getppid().as_raw() != spec.parent_pid {
@@ -136,12 +148,8 @@ fn supervise(channel: &OwnedFd) -> Result<i32, SetupError> {
             "the parent exited before the step started",
         ));
     }
-    // The step reads nothing: stdin becomes /dev/null.
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|error| SetupError::new("spec", format!("cannot open /dev/null: {error}")))?;
-    nix::unistd::dup2_stdin(&null)
-        .map_err(|errno| SetupError::errno("spec", "cannot redirect stdin", errno))?;
-    drop(null);
+    // stdin is what the parent chose: /dev/null for a captured step, ours or a terminal for
+    // an interactive one.
 
     nix::sched::unshare(namespaces::unshare_flags(spec.step.network))
         .map_err(|errno| SetupError::errno("unshare", "cannot create namespaces", errno))?;
@@ -203,6 +211,20 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
         )
     };
     let step = &spec.step;
+    if step.stdio == Stdio::Terminal {
+        // A session of its own with the terminal as its controlling tty: job control, ^C
+        // and `/dev/tty` work in the step as in `docker run -t`.
+        nix::unistd::setsid().map_err(|errno| SetupError::errno("terminal", "setsid", errno))?;
+        // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and no pointers.
+        let result = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+        nix::errno::Errno::result(result).map_err(|errno| {
+            SetupError::errno(
+                "terminal",
+                "cannot make the terminal the controlling tty",
+                errno,
+            )
+        })?;
+    }
     let sys = LinuxSys;
     let plan = RootPlan {
         root: &spec.root,
@@ -211,6 +233,7 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
         work_dir: &step.work_dir,
         resolv_conf: &spec.resolv_conf,
         hosts: &spec.hosts,
+        console: spec.console.as_deref(),
     };
     let placeholders = mounts::setup_root(&sys, &plan)?;
     let out = channel

@@ -7,9 +7,10 @@
 //! Shape: [`run`] (the parent side, blocking; call it from `spawn_blocking`) re-executes our
 //! own binary as `xbuild __run-step` ([`child`]), a fresh single-threaded process, because
 //! forking from inside a multi-threaded async runtime allows only async-signal-safe calls
-//! in the child. The spec goes over the child's stdin as JSON; the step's stdout and stderr
-//! come back on pipes, line by line; setup failures and the exit status come back as
-//! [`channel::Message`]s on a third pipe.
+//! in the child. The spec goes over a pipe on the child's fd 4 as JSON; the step's stdout
+//! and stderr come back on pipes, line by line ([`Stdio::Captured`]), or the step uses our
+//! streams ([`Stdio::Inherit`]) or a pseudo-terminal we relay ([`Stdio::Terminal`]); setup
+//! failures and the exit status come back as [`channel::Message`]s on a pipe on fd 3.
 //!
 //! Modules: [`spec`] (what to run), [`sys`] (the syscall seam: `Sys`, `LinuxSys`,
 //! `RecordingSys`), [`mounts`] (the mount plan), [`namespaces`], [`capabilities`],
@@ -25,16 +26,17 @@ pub mod mounts;
 pub mod namespaces;
 pub mod spec;
 pub mod sys;
+mod terminal;
 pub mod user;
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{self, Command};
 
 pub use mounts::Placeholder;
-pub use spec::{Network, Security, StepCommand, StepOutcome, StepSpec, Stream};
+pub use spec::{Network, Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream};
 
 use crate::binfmt::{self, BinfmtError};
 use crate::platform;
@@ -102,8 +104,10 @@ impl SandboxError {
     }
 }
 
-/// Runs one step and waits for it. Each complete output line (without its `\n`) is passed to
-/// `on_output` as it arrives; a final line without `\n` is passed at the end.
+/// Runs one step and waits for it. With [`Stdio::Captured`] (the default) each complete
+/// output line (without its `\n`) is passed to `on_output` as it arrives, and a final line
+/// without `\n` at the end; with [`Stdio::Inherit`] and [`Stdio::Terminal`] the step talks
+/// to our streams (or a terminal relayed to them) and `on_output` is not called.
 ///
 /// Before anything starts, the platform is checked with [`binfmt::check_runnable`].
 /// Afterwards the step's namespaces, and every mount, are gone; the mount points the image
@@ -183,32 +187,78 @@ pub fn run_with(
         hosts,
         linux32: spec.platform.needs_linux32_on(&platform::host()),
         parent_pid: i32::try_from(std::process::id()).unwrap_or(0),
+        console: None,
     };
+
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| SandboxError::prepare("creating a pipe")(errno.into()))
+    };
+    let (channel_read, channel_write) = pipe()?;
+    let (spec_read, spec_write) = pipe()?;
+    // Copies numbered 10 and up, so that placing them on 3 and 4 in the child cannot
+    // overwrite one with the other; close-on-exec, so no other child inherits them.
+    let high = |fd: &OwnedFd| -> Result<OwnedFd, SandboxError> {
+        let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+            .map_err(|errno| SandboxError::prepare("duplicating a pipe")(errno.into()))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+    };
+    let channel_high = high(&channel_write)?;
+    let spec_high = high(&spec_read)?;
+    drop((channel_write, spec_read));
+    let (channel_fd, spec_fd) = (channel_high.as_raw_fd(), spec_high.as_raw_fd());
+
+    let terminal = match spec.stdio {
+        Stdio::Terminal => Some(
+            terminal::Pty::open().map_err(SandboxError::prepare("allocating a pseudo-terminal"))?,
+        ),
+        _ => None,
+    };
+    let mut child_spec = child_spec;
+    child_spec.console = terminal.as_ref().map(|pty| pty.slave_path.clone());
     let text = serde_json::to_vec(&child_spec).map_err(|error| SandboxError::Prepare {
         what: "encoding the step spec".to_owned(),
         source: std::io::Error::other(error),
     })?;
 
-    let (channel_read, channel_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|errno| SandboxError::prepare("creating a pipe")(errno.into()))?;
-    let channel_fd = channel_write.as_raw_fd();
     let mut command = Command::new(exe);
-    command
-        .arg("__run-step")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec in the child and only calls dup2 and
-    // fcntl, which are async-signal-safe. dup2 gives fd 3 without close-on-exec, so only
-    // this child inherits the channel, not children other threads spawn meanwhile.
+    command.arg("__run-step");
+    match (&spec.stdio, &terminal) {
+        (Stdio::Terminal, Some(pty)) => {
+            let slave = |pty: &terminal::Pty| {
+                pty.slave
+                    .try_clone()
+                    .map_err(SandboxError::prepare("duplicating the terminal"))
+            };
+            command
+                .stdin(slave(pty)?)
+                .stdout(slave(pty)?)
+                .stderr(slave(pty)?);
+        }
+        (Stdio::Inherit | Stdio::Terminal, _) => {
+            command
+                .stdin(process::Stdio::inherit())
+                .stdout(process::Stdio::inherit())
+                .stderr(process::Stdio::inherit());
+        }
+        (Stdio::Captured, _) => {
+            command
+                .stdin(process::Stdio::null())
+                .stdout(process::Stdio::piped())
+                .stderr(process::Stdio::piped());
+        }
+    }
+    // SAFETY: the closure runs between fork and exec in the child and only calls dup2,
+    // which is async-signal-safe. dup2 gives fds 3 and 4 without close-on-exec, so only
+    // this child inherits the channel and the spec pipe, not children other threads spawn
+    // meanwhile.
     unsafe {
         command.pre_exec(move || {
-            if channel_fd == channel::CHILD_FD {
-                if libc::fcntl(channel_fd, libc::F_SETFD, 0) == -1 {
+            for (from, to) in [(channel_fd, channel::CHILD_FD), (spec_fd, channel::SPEC_FD)] {
+                if libc::dup2(from, to) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(channel_fd, channel::CHILD_FD) == -1 {
-                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -216,15 +266,28 @@ pub fn run_with(
     let mut child = command
         .spawn()
         .map_err(SandboxError::prepare("starting the sandbox process"))?;
-    drop(channel_write);
-    if let Some(mut stdin) = child.stdin.take() {
-        // A child that died at once closes its stdin: its status tells the story below.
-        let _ = stdin.write_all(&text);
+    drop((channel_high, spec_high));
+    {
+        // A child that died at once closes the pipe: its status tells the story below.
+        let mut spec_pipe = std::fs::File::from(spec_write);
+        let _ = spec_pipe.write_all(&text);
     }
-    let stdout: OwnedFd = child.stdout.take().expect("stdout is piped").into();
-    let stderr: OwnedFd = child.stderr.take().expect("stderr is piped").into();
-    let messages = pump(&stdout, &stderr, &channel_read, &mut on_output)
-        .map_err(SandboxError::prepare("reading the step's output"))?;
+    let messages = match terminal {
+        Some(pty) => {
+            let terminal::Pty { master, slave, .. } = pty;
+            drop(slave);
+            terminal::relay(&master, &channel_read)
+                .map_err(SandboxError::prepare("relaying the terminal"))?
+        }
+        None if spec.stdio == Stdio::Captured => {
+            let stdout: OwnedFd = child.stdout.take().expect("stdout is piped").into();
+            let stderr: OwnedFd = child.stderr.take().expect("stderr is piped").into();
+            pump(&stdout, &stderr, &channel_read, &mut on_output)
+                .map_err(SandboxError::prepare("reading the step's output"))?
+        }
+        None => read_messages(channel_read)
+            .map_err(SandboxError::prepare("reading the sandbox's messages"))?,
+    };
     let status = child
         .wait()
         .map_err(SandboxError::prepare("waiting for the sandbox process"))?;
@@ -282,6 +345,17 @@ fn remove_placeholders(upper: &Path, placeholders: &[Placeholder], existed_befor
             let _ = std::fs::remove_dir(upper.join(parent));
         }
     }
+}
+
+/// Reads the channel's messages until it is closed (the step's streams are not ours).
+fn read_messages(channel: OwnedFd) -> std::io::Result<Vec<Message>> {
+    use std::io::BufRead;
+    let reader = std::io::BufReader::new(std::fs::File::from(channel));
+    let mut messages = Vec::new();
+    for line in reader.split(b'\n') {
+        messages.extend(Message::parse(&line?));
+    }
+    Ok(messages)
 }
 
 /// Reads stdout, stderr and the channel until all three are closed, handing out lines.

@@ -56,6 +56,9 @@ pub struct RootPlan<'a> {
     pub resolv_conf: &'a Path,
     /// The file bound on `/etc/hosts` (a private copy of the host's).
     pub hosts: &'a Path,
+    /// The terminal bound on `/dev/console` (the slave of the step's pseudo-terminal, as
+    /// runc does with `terminal: true`); `None` for a step without a terminal.
+    pub console: Option<&'a Path>,
 }
 
 /// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
@@ -286,6 +289,13 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
         let host = Path::new("/dev").join(name);
         mount(sys, Some(&host), &node, None, MsFlags::MS_BIND, None)?;
     }
+    if let Some(console) = plan.console {
+        let node = dev.join("console");
+        sys.create_file(&node).map_err(|error| {
+            SetupError::new("mount", format!("cannot create /dev/console: {error}"))
+        })?;
+        mount(sys, Some(console), &node, None, MsFlags::MS_BIND, None)?;
+    }
     let create_dir = |name: &str| {
         let path = dev.join(name);
         sys.mkdir(&path)
@@ -418,6 +428,7 @@ mod tests {
             work_dir: Path::new("/s/work"),
             resolv_conf: Path::new("/s/resolv.conf"),
             hosts: Path::new("/s/hosts"),
+            console: None,
         }
     }
 
@@ -514,6 +525,38 @@ mod tests {
         assert!(calls.iter().any(|call| matches!(call,
             Call::Mount { fstype: Some(fstype), flags, .. }
                 if fstype == "sysfs" && flags.contains(MsFlags::MS_RDONLY))));
+    }
+
+    #[test]
+    fn a_terminal_is_bound_on_dev_console_only_when_there_is_one() {
+        let sys = RecordingSys::default();
+        setup_root(&sys, &plan(&[PathBuf::from("/l")])).unwrap();
+        let got = mounts(&sys.take());
+        assert!(!got.iter().any(|(target, _)| target.ends_with("console")));
+
+        let sys = RecordingSys::default();
+        let lower = [PathBuf::from("/l")];
+        let mut with_console = plan(&lower);
+        with_console.console = Some(Path::new("/dev/pts/7"));
+        let placeholders = setup_root(&sys, &with_console).unwrap();
+        let calls = sys.take();
+        assert!(calls.contains(&Call::CreateFile(PathBuf::from("/s/root/dev/console"))));
+        let got = mounts(&calls);
+        let dev = got
+            .iter()
+            .position(|mount| *mount == ("/s/root/dev".into(), "tmpfs".into()))
+            .unwrap();
+        let console = got
+            .iter()
+            .position(|mount| *mount == ("/s/root/dev/console".into(), "bind /dev/pts/7".into()))
+            .unwrap();
+        assert!(dev < console, "{got:#?}");
+        // The node is on the /dev tmpfs, not in the image: nothing to clean up.
+        assert!(
+            !placeholders
+                .iter()
+                .any(|placeholder| placeholder.path.ends_with("console"))
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct StepSpec {
     pub network: Network,
     /// `RUN --security`.
     pub security: Security,
+    /// How the step's standard streams are connected (build steps: captured).
+    #[serde(default)]
+    pub stdio: Stdio,
 }
 
 impl StepSpec {
@@ -57,6 +60,7 @@ impl StepSpec {
             hostname: "buildkitsandbox".to_owned(),
             network: Network::Host,
             security: Security::Sandbox,
+            stdio: Stdio::Captured,
         }
     }
 }
@@ -115,6 +119,23 @@ pub enum Security {
     Sandbox,
     /// Every capability (`--allow security.insecure`).
     Insecure,
+}
+
+/// How a step's standard streams are connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stdio {
+    /// stdin is `/dev/null`; stdout and stderr are read line by line and handed to the
+    /// output callback (build steps, `xbuild run` without `-i`/`-t`).
+    #[default]
+    Captured,
+    /// The step inherits our stdin, stdout and stderr as they are (`xbuild run -i`, a
+    /// `debug shell` whose stdin is not a terminal). The output callback is not called.
+    Inherit,
+    /// A new pseudo-terminal: the step gets its slave as stdin, stdout, stderr, controlling
+    /// terminal (in a new session) and `/dev/console`; we put our terminal in raw mode and
+    /// relay bytes both ways until the step ends (`xbuild run -t`, `debug shell` on a
+    /// terminal). The output callback is not called.
+    Terminal,
 }
 
 /// Which output stream a line came from.
