@@ -25,6 +25,7 @@ pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod registry;
+pub mod run;
 pub mod sandbox;
 pub mod store;
 

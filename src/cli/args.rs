@@ -55,6 +55,9 @@ pub enum Command {
     Imagetools(super::registry::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
+    /// Run a command in an image from the local store (pulled when missing), under QEMU
+    /// when the image is foreign.
+    Run(super::run::RunArgs),
     /// Manage QEMU emulation through binfmt_misc (list, install, uninstall).
     Binfmt(super::binfmt::BinfmtArgs),
     /// Internal: the sandbox's re-executed child (reads a step spec on stdin).

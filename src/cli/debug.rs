@@ -9,6 +9,8 @@
 //!   (default: the host), so the output can be compared across machines.
 //! - `xbuild debug plan FILE --platform P,P [--build-arg K=V] [--target T] [--json]`: the
 //!   build graph for all targets, one vertex a line, shared vertices once.
+//! - `xbuild debug shell [--before] ID [COMMAND...]`: a shell in a failed step's state
+//!   ([`super::run`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,8 @@ pub enum DebugCommand {
     Stages(StagesArgs),
     /// Print the build graph for one or more target platforms (shared vertices once).
     Plan(PlanArgs),
+    /// Open a shell (or run COMMAND) in the state a failed RUN left, or before it.
+    Shell(super::run::ShellArgs),
 }
 
 /// `xbuild debug plan FILE --platform P[,P...]`.
@@ -101,6 +105,7 @@ impl DebugArgs {
             DebugCommand::Ast(args) => args.run(),
             DebugCommand::Stages(args) => args.run(),
             DebugCommand::Plan(args) => args.run(),
+            DebugCommand::Shell(args) => args.run(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod image;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Binfmt(binfmt) => binfmt.run(),
         Command::RunStep => crate::sandbox::child::main(),
         Command::Debug(debug) => debug.run(),
+        Command::Run(args) => args.run(),
     }
 }
 

@@ -40,3 +40,19 @@ pub fn error(error: &anyhow::Error) {
         }
     }
 }
+
+/// Writes one line of a container's output as it came (bytes, not necessarily UTF-8) on
+/// stdout or stderr, with a newline: `xbuild run` without a terminal.
+pub fn passthrough(to_stderr: bool, line: &[u8]) {
+    let result = if to_stderr {
+        let mut err = std::io::stderr().lock();
+        err.write_all(line).and_then(|()| err.write_all(b"\n"))
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(line)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+    };
+    // A closed pipe is not worth reporting, as in `stdout`.
+    let _ = result;
+}

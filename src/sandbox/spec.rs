@@ -104,9 +104,10 @@ impl StepCommand {
 
 /// `RUN --network=default|none` (`host` is the default here: a build step shares the
 /// host's network namespace, as BuildKit's default does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// The host's network namespace.
+    #[default]
     Host,
     /// A new network namespace with only `lo` (brought up).
     None,
