@@ -175,7 +175,10 @@ pub fn find_local(
     let Some(found) = pull::local_image(store.layout(), reference, &spec)? else {
         return Ok(None);
     };
-    Ok(Some(oci_image::read_image(store.layout(), &found.manifest)?))
+    Ok(Some(oci_image::read_image(
+        store.layout(),
+        &found.manifest,
+    )?))
 }
 
 /// `platform` in the registry module's terms.
@@ -291,8 +294,16 @@ pub fn run_image(
     spec.hostname = hostname(&scratch.path);
     spec.network = options.network;
     spec.stdio = options.stdio;
+    add_term(&mut spec);
     let outcome = sandbox::run(&spec, on_output)?;
     Ok(Ran { outcome, scratch })
+}
+
+/// `TERM=xterm` with a terminal, when the environment has no `TERM` (as `docker run -t`).
+fn add_term(spec: &mut StepSpec) {
+    if spec.stdio == Stdio::Terminal && !spec.env.iter().any(|pair| pair.starts_with("TERM=")) {
+        spec.env.push("TERM=xterm".to_owned());
+    }
 }
 
 /// Docker names a container's host after its id; ours is the scratch directory's suffix.
@@ -359,6 +370,7 @@ pub fn debug_shell(
         record.cwd.clone()
     };
     spec.stdio = stdio;
+    add_term(&mut spec);
     let outcome = sandbox::run(&spec, on_output)?;
     Ok(Ran { outcome, scratch })
 }

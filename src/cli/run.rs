@@ -61,7 +61,11 @@ pub struct RunArgs {
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// Command and arguments (replace the image's Cmd).
-    #[arg(value_name = "COMMAND", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub command: Vec<String>,
 }
 
@@ -75,7 +79,11 @@ pub struct ShellArgs {
     #[arg(value_name = "ID")]
     pub id: String,
     /// What to run instead of `/bin/sh`.
-    #[arg(value_name = "COMMAND", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub command: Vec<String>,
 }
 
@@ -96,7 +104,10 @@ fn finish(ran: Ran, keep: bool) -> anyhow::Result<()> {
         mut scratch,
     } = ran;
     if keep {
-        output::stderr(format_args!("kept the container's changes in {}", scratch.keep().display()));
+        output::stderr(format_args!(
+            "kept the container's changes in {}",
+            scratch.keep().display()
+        ));
     }
     drop(scratch);
     let code = container::exit_code(outcome);
@@ -178,7 +189,9 @@ impl RunArgs {
                     Some(pair.clone())
                 } else {
                     // `-e KEY`: ours, if we have it (Docker leaves it out otherwise).
-                    std::env::var(pair).ok().map(|value| format!("{pair}={value}"))
+                    std::env::var(pair)
+                        .ok()
+                        .map(|value| format!("{pair}={value}"))
                 }
             })
             .collect();

@@ -266,6 +266,9 @@ pub fn run_with(
     let mut child = command
         .spawn()
         .map_err(SandboxError::prepare("starting the sandbox process"))?;
+    // The command holds copies of the terminal's slave: the master reads end-of-file only
+    // once every copy outside the step is closed.
+    drop(command);
     drop((channel_high, spec_high));
     {
         // A child that died at once closes the pipe: its status tells the story below.
