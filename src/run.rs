@@ -161,24 +161,56 @@ pub fn process(config: Option<&Config>, options: &RunOptions) -> Result<Process,
     })
 }
 
-/// The image `reference` names in the store for `platform` (the registry module's matching,
-/// as the build's `FROM` uses), if the store has it complete.
+/// The image `reference` (typed by the user as `typed`) names in the store for `platform`,
+/// if the store has it complete: first as the build's `FROM` finds it (the normalised name,
+/// the registry module's platform matching); then under the name as typed too (layouts
+/// written by other tools), where, unless `exact`, a single-platform image is taken whatever
+/// its platform, as `docker run` without `--platform` does.
 ///
 /// # Errors
 /// An unreadable store or a corrupt document.
 pub fn find_local(
     store: &Store,
     reference: &ImageRef,
+    typed: &str,
     platform: &Platform,
+    exact: bool,
 ) -> Result<Option<ResolvedImage>, RunError> {
     let spec = platform_spec(platform)?;
-    let Some(found) = pull::local_image(store.layout(), reference, &spec)? else {
-        return Ok(None);
-    };
-    Ok(Some(oci_image::read_image(
-        store.layout(),
-        &found.manifest,
-    )?))
+    if let Some(found) = pull::local_image(store.layout(), reference, &spec)? {
+        return Ok(Some(oci_image::read_image(
+            store.layout(),
+            &found.manifest,
+        )?));
+    }
+    let wanted = oci_image::parse_platform(&platform.to_string())?;
+    let mut found = None;
+    let store_name = reference.store_name();
+    // `busybox` is also looked up as `busybox:latest`, the short form other tools write.
+    for name in [
+        store_name.as_str(),
+        typed,
+        crate::store::display_ref(&store_name),
+    ] {
+        let descriptor = match store.resolve_ref(name) {
+            Ok(descriptor) => descriptor,
+            Err(StoreError::UnknownRef(_)) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        let mut images = oci_image::list_images(store.layout(), &descriptor)?;
+        let position = images
+            .iter()
+            .position(|image| oci_image::platform_matches(&wanted, &image.platform()));
+        found = match position {
+            Some(position) => Some(images.swap_remove(position)),
+            None if !exact && images.len() == 1 => images.pop(),
+            None => None,
+        };
+        if found.is_some() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// `platform` in the registry module's terms.

@@ -148,7 +148,15 @@ impl RunArgs {
         };
         let reference = ImageRef::parse(&self.image).exit_kind(ExitKind::BadInput)?;
         let store = open_store()?;
-        let image = match container::find_local(&store, &reference, &wanted).exit_kind_of()? {
+        let image = match container::find_local(
+            &store,
+            &reference,
+            &self.image,
+            &wanted,
+            self.platform.is_some(),
+        )
+        .exit_kind_of()?
+        {
             Some(image) => image,
             None => {
                 output::stderr(format_args!(
@@ -175,7 +183,7 @@ impl RunArgs {
             }
         };
         let actual = container::image_platform(&image).exit_kind_of()?;
-        if self.platform.is_some() && actual != wanted {
+        if actual != wanted {
             output::warning(format_args!(
                 "the image's platform ({actual}) does not match the requested platform \
                  ({wanted}); running it as {actual}"

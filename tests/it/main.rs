@@ -16,6 +16,7 @@ mod plan; // golden build plans through `xbuild debug plan`
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
+mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
