@@ -40,7 +40,7 @@ pub enum RunError {
     Image(#[from] ImageError),
     /// Looking the image up failed.
     #[error(transparent)]
-    Pull(#[from] PullError),
+    Pull(Box<PullError>),
     /// The sandbox could not run the command.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -59,6 +59,12 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<PullError> for RunError {
+    fn from(error: PullError) -> Self {
+        Self::Pull(Box::new(error))
+    }
 }
 
 impl RunError {

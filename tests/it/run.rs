@@ -1,6 +1,7 @@
 //! `xbuild run` on the busybox fixture image (per platform, under QEMU), Docker's
 //! entrypoint/cmd/env/user/workdir rules on an imported image, exit status propagation, and
 //! `xbuild debug shell` on a hand-made failed-step record.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
