@@ -93,7 +93,7 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
 /// Copies our stdin to `master` and `master` to our stdout, and collects the channel's
 /// messages, until the terminal is closed (every process of the step is gone) and the
 /// channel too. At the end of our stdin (not a terminal), the step's terminal gets an
-/// end-of-file character.
+/// end-of-file character, unless stdin was empty (`/dev/null`: nothing to end).
 pub(super) fn relay(master: &OwnedFd, channel: &OwnedFd) -> std::io::Result<Vec<Message>> {
     let _raw = RawMode::enter();
     let stdin = std::io::stdin();
@@ -103,6 +103,7 @@ pub(super) fn relay(master: &OwnedFd, channel: &OwnedFd) -> std::io::Result<Vec<
     let mut messages = Vec::new();
     let mut pending = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut forwarded = false;
     while open[1] || open[2] {
         let indexes = (0..3).filter(|index| open[*index]).collect::<Vec<_>>();
         let mut poll_fds = indexes
@@ -139,10 +140,15 @@ pub(super) fn relay(master: &OwnedFd, channel: &OwnedFd) -> std::io::Result<Vec<
             match index {
                 0 if count == 0 => {
                     open[0] = false;
-                    // ^D: end of file for a step reading its terminal in canonical mode.
-                    let _ = write_all(master.as_fd(), &[4]);
+                    if forwarded {
+                        // ^D: end of file for a step reading its terminal in canonical mode.
+                        let _ = write_all(master.as_fd(), &[4]);
+                    }
                 }
-                0 => write_all(master.as_fd(), bytes)?,
+                0 => {
+                    forwarded = true;
+                    write_all(master.as_fd(), bytes)?;
+                }
                 1 if count == 0 => open[1] = false,
                 1 => write_all(stdout.as_fd(), bytes)?,
                 _ if count == 0 => open[2] = false,

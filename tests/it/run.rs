@@ -195,6 +195,36 @@ fn entrypoint_cmd_env_user_and_workdir_follow_docker() {
 }
 
 #[test]
+fn a_terminal_is_the_containers_controlling_tty() {
+    if !needs() || !require(&[Need::Program("script")]) {
+        return;
+    }
+    let dir = store_with_fixtures();
+    // script(1) gives xbuild a terminal; -e returns the command's exit status.
+    let command = format!(
+        "{} run -t --platform linux/arm64 busybox sh -c 'tty; echo $TERM; [ -t 0 ] && echo stdin-tty; exit 5'",
+        env!("CARGO_BIN_EXE_xbuild")
+    );
+    // Its stdin stays open (at end of file script(1) would type an EOF character).
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("XBUILD_ROOT", dir.path().join("store"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(output.status.code(), Some(5), "{}", stdout(&output));
+    // A terminal turns \n into \r\n.
+    assert_eq!(
+        stdout(&output).replace("\r\n", "\n"),
+        "/dev/console\nxterm\nstdin-tty\n"
+    );
+}
+
+#[test]
 fn network_none_and_keep() {
     if !needs() {
         return;
