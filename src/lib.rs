@@ -14,9 +14,11 @@
 pub mod binfmt;
 pub mod build;
 pub mod cli;
+pub mod context;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
+pub mod export;
 pub mod layer;
 pub mod oci;
 pub mod plan;
