@@ -5,6 +5,7 @@
     reason = "tests print diagnostics"
 )]
 
+mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod cli; // usage, --help, default subcommand, exit codes
