@@ -11,6 +11,9 @@
 //! amd64 image, an arm/v7 one in an arm64 image) or when it has the same architecture (the
 //! ELF header does not tell arm/v6 from arm/v7). Files of a machine xbuild does not know are
 //! skipped: they are not evidence of a mistake.
+//!
+//! [`foreign_elf_files`] walks a directory (an overlay upper directory, an unpacked layer);
+//! [`foreign_elf_in_layer`] reads a layer tar, for layers written from a file list.
 
 use std::fmt;
 use std::fs;
@@ -92,35 +95,75 @@ fn walk(
     Ok(())
 }
 
-/// The platform of an ELF executable or shared object, `None` for anything else (not ELF,
-/// too short, an object file, an unknown machine).
-fn elf_platform_of(path: &Path) -> io::Result<Option<Platform>> {
-    let mut file = fs::File::open(path).map_err(|error| named(error, "opening", path))?;
+/// As [`foreign_elf_files`], for a layer tar (already decompressed: see
+/// [`crate::layer::decompressed`]): the layers `COPY`/`ADD` write from a file list have no
+/// directory to walk. Whiteouts are skipped; hard links are not followed (their target was
+/// checked as a file).
+///
+/// # Errors
+/// A malformed tar or a read error.
+pub fn foreign_elf_in_layer(
+    layer: impl Read,
+    expected: &Platform,
+) -> Result<Vec<ForeignElf>, crate::layer::read::ReadError> {
+    let mut reader = crate::layer::read::TarReader::new(layer);
+    let mut found = Vec::new();
+    while let Some(entry) = reader.next_entry()? {
+        if !matches!(entry.kind, crate::layer::EntryKind::File { .. }) {
+            continue;
+        }
+        let header =
+            read_header(&mut reader.content()).map_err(crate::layer::read::ReadError::Read)?;
+        if let Some(detected) = platform_of_header(&header) {
+            if !is_compatible(expected, &detected) {
+                let path = entry.display_path();
+                found.push(ForeignElf {
+                    path: PathBuf::from(path.trim_start_matches("./").trim_start_matches('/')),
+                    platform: detected,
+                    expected: expected.clone(),
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Up to [`HEADER_BYTES`] first bytes.
+fn read_header(input: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut header = [0u8; HEADER_BYTES];
     let mut filled = 0;
     while filled < header.len() {
-        let read = file
-            .read(&mut header[filled..])
-            .map_err(|error| named(error, "reading", path))?;
+        let read = input.read(&mut header[filled..])?;
         if read == 0 {
             break;
         }
         filled += read;
     }
-    let header = &header[..filled];
+    Ok(header[..filled].to_vec())
+}
+
+/// The platform of an ELF executable or shared object, `None` for anything else (not ELF,
+/// too short, an object file, an unknown machine).
+fn elf_platform_of(path: &Path) -> io::Result<Option<Platform>> {
+    let mut file = fs::File::open(path).map_err(|error| named(error, "opening", path))?;
+    let header = read_header(&mut file).map_err(|error| named(error, "reading", path))?;
+    Ok(platform_of_header(&header))
+}
+
+/// The platform an ELF header's first bytes name (executables and shared objects only).
+fn platform_of_header(header: &[u8]) -> Option<Platform> {
     if !header.starts_with(b"\x7fELF") {
-        return Ok(None);
+        return None;
     }
-    let Ok(parsed) = goblin::elf::Elf::parse_header(header) else {
-        return Ok(None);
-    };
+    let parsed = goblin::elf::Elf::parse_header(header).ok()?;
     if !matches!(
         parsed.e_type,
         goblin::elf::header::ET_EXEC | goblin::elf::header::ET_DYN
     ) {
-        return Ok(None);
+        return None;
     }
-    Ok(platform::elf_platform(header).ok())
+    platform::elf_platform(header).ok()
 }
 
 /// Whether an image of `expected` runs a binary of `detected` without emulation.

@@ -97,3 +97,36 @@ fn every_fixture_busybox_matches_its_own_platform() {
         assert_eq!(foreign[0].platform, platform(name));
     }
 }
+
+#[test]
+fn layer_tars_are_checked_without_unpacking() {
+    if !require(&[Need::Fixtures]) {
+        return;
+    }
+    use xbuild::build::archcheck::foreign_elf_in_layer;
+    use xbuild::layer::{EntryKind, TarEntry, TarWriter};
+
+    let mut tar = TarWriter::new(Vec::new(), None);
+    let mut add = |path: &str, bytes: &[u8]| {
+        let entry = TarEntry::new(
+            path,
+            EntryKind::File {
+                size: bytes.len() as u64,
+            },
+            0o755,
+        );
+        tar.append(&entry, Some(&mut &bytes[..])).unwrap();
+    };
+    add("app/hello", &fs::read(busybox("linux-amd64")).unwrap());
+    add("app/own", &fs::read(busybox("linux-arm64")).unwrap());
+    add("app/run.sh", b"#!/bin/sh\nexec /app/hello\n");
+    tar.append(
+        &TarEntry::new("app/.wh.old", EntryKind::File { size: 0 }, 0o644),
+        Some(&mut &b""[..]),
+    )
+    .unwrap();
+    let bytes = tar.finish().unwrap();
+    let found = foreign_elf_in_layer(&bytes[..], &platform("linux/arm64")).unwrap();
+    let messages: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(messages, vec!["app/hello is linux/amd64, not linux/arm64"]);
+}
