@@ -164,6 +164,12 @@ pub enum ExportError {
         #[source]
         source: Box<crate::registry::push::PushError>,
     },
+    /// The build handed over no image.
+    #[error("the build produced no image")]
+    NothingBuilt,
+    /// A background export task panicked or was cancelled.
+    #[error("the export task did not finish")]
+    Task(#[source] tokio::task::JoinError),
     /// `--load` failed.
     #[error("loading into the Docker engine")]
     Load(#[source] EngineError),
@@ -360,6 +366,15 @@ fn with_destination(
     Ok(())
 }
 
+/// Runs file work off the async runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
+) -> Result<T, ExportError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(ExportError::Task(error)))
+}
+
 /// Reports one output as a progress vertex.
 struct Step {
     sink: SharedSink,
@@ -504,9 +519,20 @@ pub async fn write(
                     format!("exporting OCI archive {}", dest.display()),
                 );
                 let name = references.first().map(ImageRef::store_name);
-                let written = with_destination(dest, |out| {
-                    archive::write_oci(store, &result, name.as_deref(), dest, out)
-                });
+                let (task_store, task_result, task_dest) =
+                    (store.clone(), result.clone(), dest.clone());
+                let written = blocking(move || {
+                    with_destination(&task_dest, |out| {
+                        archive::write_oci(
+                            &task_store,
+                            &task_result,
+                            name.as_deref(),
+                            &task_dest,
+                            out,
+                        )
+                    })
+                })
+                .await;
                 step.end(written)?;
                 report.written.push(Written::OciArchive(dest.clone()));
             }
@@ -525,14 +551,21 @@ pub async fn write(
                     format!("exporting docker archive {}", dest.display()),
                 );
                 let Some((platform, resolved)) = images.pop() else {
-                    return step.end(Err(ExportError::reading(StoreError::UnknownRef(
-                        "the build produced no image".to_owned(),
-                    ))));
+                    return step.end(Err(ExportError::NothingBuilt));
                 };
                 let docker_tags: Vec<String> = references.iter().map(docker_tag).collect();
-                let written = with_destination(dest, |out| {
-                    archive::write_docker(store, &[(resolved, docker_tags)], dest, out)
-                });
+                let (task_store, task_dest) = (store.clone(), dest.clone());
+                let written = blocking(move || {
+                    with_destination(&task_dest, |out| {
+                        archive::write_docker(
+                            &task_store,
+                            &[(resolved, docker_tags)],
+                            &task_dest,
+                            out,
+                        )
+                    })
+                })
+                .await;
                 step.end(written)?;
                 report.written.push(Written::DockerArchive {
                     dest: dest.clone(),
@@ -556,10 +589,14 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                step.end(rootfs::write_local(store, &images, dest))?;
+                let platforms = images.iter().map(|(p, _)| p.clone()).collect();
+                let (task_store, task_dest) = (store.clone(), dest.clone());
+                let written =
+                    blocking(move || rootfs::write_local(&task_store, &images, &task_dest)).await;
+                step.end(written)?;
                 report.written.push(Written::Local {
                     dest: dest.clone(),
-                    platforms: images.into_iter().map(|(p, _)| p).collect(),
+                    platforms,
                 });
             }
             Output::Tar { dest } => {
@@ -569,12 +606,18 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                let written =
-                    with_destination(dest, |out| rootfs::write_tar(store, &images, dest, out));
+                let platforms = images.iter().map(|(p, _)| p.clone()).collect();
+                let (task_store, task_dest) = (store.clone(), dest.clone());
+                let written = blocking(move || {
+                    with_destination(&task_dest, |out| {
+                        rootfs::write_tar(&task_store, &images, &task_dest, out)
+                    })
+                })
+                .await;
                 step.end(written)?;
                 report.written.push(Written::Tar {
                     dest: dest.clone(),
-                    platforms: images.into_iter().map(|(p, _)| p).collect(),
+                    platforms,
                 });
             }
         }
@@ -655,14 +698,21 @@ async fn load_into_engine(
         .tempfile_in(&tmp_dir)
         .map_err(ExportError::writing(&tmp_dir))?;
     let archive_path = archive_file.path().to_path_buf();
-    {
+    let (task_store, task_path) = (store.clone(), archive_path.clone());
+    let archive_file = blocking(move || {
         let mut out = std::io::BufWriter::new(archive_file.as_file());
-        archive::write_docker(store, &entries, &archive_path, &mut out)?;
-        out.flush().map_err(ExportError::writing(&archive_path))?;
-    }
-    engine::load(&socket, &archive_path)
+        archive::write_docker(&task_store, &entries, &task_path, &mut out)?;
+        out.flush().map_err(ExportError::writing(&task_path))?;
+        drop(out);
+        Ok(archive_file)
+    })
+    .await?;
+    let messages = engine::load(&socket, &archive_path)
         .await
-        .map_err(ExportError::Load)?;
+        .map_err(ExportError::Load);
+    // The archive is deleted only once the engine has read it.
+    drop(archive_file);
+    messages?;
     Ok((socket, loaded))
 }
 
