@@ -202,6 +202,16 @@ mod tests {
         assert_eq!(answer.body, "hello world");
     }
 
+    #[tokio::test]
+    async fn a_missing_socket_is_unreachable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = ping(&dir.path().join("docker.sock"))
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(error, EngineError::Unreachable { .. }), "{error}");
+        assert!(error.to_string().contains("no Docker engine answers on"));
+    }
+
     #[test]
     fn plain_answers_keep_their_body() {
         let raw = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nfail";

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use xbuild::export::{self, Built, BuiltImage, ExportError, ExportReport, Output, Written};
 use xbuild::oci::{Descriptor, ImageLayout, image};
 use xbuild::platform::Platform;
-use xbuild::progress::{Recorder, SharedSink, VertexCounter};
+use xbuild::progress::{Event, Recorder, SharedSink, VertexCounter};
 use xbuild::registry::RegistryOptions;
 use xbuild::store::Store;
 
@@ -74,28 +74,36 @@ fn fixture_build(dir: &Path, platforms: &[&str], explicit_platforms: bool) -> (S
     (store, built)
 }
 
-fn sink() -> SharedSink {
-    Arc::new(Recorder::default())
-}
-
 fn export(
     store: &Store,
     built: &Built,
     tags: &[&str],
     outputs: &[Output],
 ) -> Result<ExportReport, ExportError> {
+    export_with_events(store, built, tags, outputs).0
+}
+
+fn export_with_events(
+    store: &Store,
+    built: &Built,
+    tags: &[&str],
+    outputs: &[Output],
+) -> (Result<ExportReport, ExportError>, Vec<Event>) {
     let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
     let registry = Arc::new(RegistryOptions::from_env(store.root()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(export::write(
+    let recorder = Arc::new(Recorder::default());
+    let sink: SharedSink = recorder.clone();
+    let result = runtime.block_on(export::write(
         store,
         registry,
         built,
         &tags,
         outputs,
-        sink(),
+        sink,
         &VertexCounter::default(),
-    ))
+    ));
+    (result, recorder.events())
 }
 
 fn ok(command: &mut Command) -> String {
@@ -149,7 +157,7 @@ fn oci_archive_holds_the_index_and_metadata_names_every_digest() {
     let dir = temp_dir();
     let (store, built) = fixture_build(dir.path(), &[], true);
     let archive = dir.path().join("out/image.tar");
-    let report = export(
+    let (report, events) = export_with_events(
         &store,
         &built,
         &["xbuild-test/app:1"],
@@ -159,8 +167,17 @@ fn oci_archive_holds_the_index_and_metadata_names_every_digest() {
                 dest: archive.clone(),
             },
         ],
-    )
-    .unwrap();
+    );
+    let report = report.unwrap();
+    // One progress vertex for the archive, started and finished.
+    let expected_name = format!("exporting OCI archive {}", archive.display());
+    assert!(
+        matches!(&events[..], [
+            Event::Started { name, .. },
+            Event::Finished { .. },
+        ] if *name == expected_name),
+        "{events:?}"
+    );
     assert_eq!(
         report.written,
         vec![
