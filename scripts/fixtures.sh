@@ -26,6 +26,7 @@ set -eu
 VERSION=3
 CACHE="${XBUILD_FIXTURES_CACHE:-/var/cache/xbuild-fixtures}"
 DIR="$CACHE/v$VERSION"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 
 # Debian architecture names and the OCI platforms they give.
 BUSYBOX_ARCHES="amd64:linux/amd64 arm64:linux/arm64 armhf:linux/arm/v7 ppc64el:linux/ppc64le s390x:linux/s390x i386:linux/386"
@@ -114,47 +115,16 @@ os.rename(top_path + ".tmp", top_path)
 PY
 }
 
-apt_for_arch() { # apt_for_arch ARCH STATE_DIR ARGS...: apt-get with a private state
-    local arch="$1" state="$2"
-    shift 2
-    # Only the release's main archive: the security and updates suites are not needed for
-    # busybox and a mirror mid-sync there would fail the update.
-    [ -f "$state/sources.list" ] || echo "deb http://deb.debian.org/debian $SUITE main" >"$state/sources.list"
-    apt-get -q -o "APT::Architecture=$arch" -o "APT::Architectures::=$arch" \
-        -o "Dir::Etc::SourceList=$state/sources.list" -o "Dir::Etc::SourceParts=-" \
-        -o "APT::Sandbox::User=root" -o "Acquire::Retries=3" \
-        -o "Dir::State::Lists=$state/lists" -o "Dir::State::status=$state/status" \
-        -o "Dir::Cache=$state/cache" -o "Debug::NoLocking=1" "$@"
-}
-
 make_busybox() {
     local work="$1"
     local record="$work/busybox.records"
     : >"$record"
     for pair in $BUSYBOX_ARCHES; do
         local arch="${pair%%:*}" platform="${pair#*:}"
-        local state="$work/apt-$arch" root
+        local root
         root="$DIR/rootfs/busybox/$(platform_dir "$platform")"
         log "busybox-static for $platform"
-        mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$work/deb-$arch"
-        touch "$state/status"
-        apt_for_arch "$arch" "$state" update >/dev/null
-        (cd "$work/deb-$arch" && apt_for_arch "$arch" "$state" download "busybox-static:$arch" >/dev/null)
-        mkdir -p "$root"
-        dpkg-deb -x "$work"/deb-"$arch"/busybox-static_*.deb "$root"
-        # Applet links, from the host's busybox-static of the same Debian release (the same
-        # build configuration for every architecture; no emulation needed here).
-        mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/etc" \
-            "$root/tmp" "$root/root" "$root/proc" "$root/sys" "$root/dev" "$root/home"
-        chmod 1777 "$root/tmp"
-        chmod 700 "$root/root"
-        /bin/busybox --list-full | while read -r applet; do
-            [ "$applet" = bin/busybox ] && continue
-            [ -e "$root/$applet" ] || [ -L "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-        done
-        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
-        printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-        rm -rf "$root/usr/share/doc"
+        "$HERE/busybox-rootfs.sh" "$arch" "$root" "$work/apt-$arch"
         tar -C "$root" --sort=name --numeric-owner --mtime=@1704067200 -cf - . | gzip -n >"$work/layer.tar.gz"
         add_image "$work/layer.tar.gz" "$record" "$platform" /bin/sh
     done

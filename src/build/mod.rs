@@ -2,4 +2,5 @@
 //! runs steps in the sandbox, commits layers, keeps the cache, and assembles one image per
 //! target platform.
 
+pub mod archcheck;
 pub mod failed;

@@ -1,9 +1,5 @@
 //! The only writer of stdout and stderr. Everything a user reads goes through here, so
 //! `-q`, `--progress=plain|rawjson` and terminal detection have one place to act.
-#![expect(
-    clippy::print_stderr,
-    reason = "this module is the one place that prints"
-)]
 
 use std::io::Write;
 
@@ -14,14 +10,16 @@ pub fn stdout(line: impl std::fmt::Display) {
     let _ = writeln!(out, "{line}");
 }
 
-/// Prints a note or warning on stderr.
+/// Prints a note or warning on stderr. A closed stderr (`xbuild push 2>&1 | head`) must not
+/// abort the work in progress, so write errors are ignored (`eprintln!` would panic).
 pub fn stderr(line: impl std::fmt::Display) {
-    eprintln!("{line}");
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
 }
 
 /// Prints a warning on stderr, prefixed `warning:`.
 pub fn warning(message: impl std::fmt::Display) {
-    eprintln!("warning: {message}");
+    stderr(format_args!("warning: {message}"));
 }
 
 /// Prints an error and its causes once, `error: outer: inner: root`, as one line per
@@ -33,10 +31,10 @@ pub fn error(error: &anyhow::Error) {
     let mut first = true;
     for cause in causes {
         if first {
-            eprintln!("error: {cause}");
+            stderr(format_args!("error: {cause}"));
             first = false;
         } else {
-            eprintln!("  caused by: {cause}");
+            stderr(format_args!("  caused by: {cause}"));
         }
     }
 }

@@ -298,6 +298,7 @@ impl ImageLayout {
     /// # Errors
     /// `index.json` cannot be read or written.
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), LayoutError> {
+        let _lock = self.lock_index()?;
         let mut index = self.index()?;
         let mut descriptor = descriptor.clone();
         let mut annotations = descriptor.annotations().clone().unwrap_or_default();
@@ -319,6 +320,7 @@ impl ImageLayout {
     /// # Errors
     /// `index.json` cannot be read or written.
     pub fn remove_ref(&self, name: &str) -> Result<Option<Descriptor>, LayoutError> {
+        let _lock = self.lock_index()?;
         let mut index = self.index()?;
         let removed = index
             .manifests()
@@ -336,6 +338,21 @@ impl ImageLayout {
             self.write_index(&index)?;
         }
         Ok(removed)
+    }
+
+    /// Holds an exclusive `flock(2)` on the layout directory while `index.json` is read,
+    /// changed and replaced, so two processes naming images at once both keep their names.
+    /// The directory itself is locked (not `index.json`, which is replaced by rename, nor a
+    /// lock file, which would add a file to exported layouts); released on drop.
+    fn lock_index(&self) -> Result<nix::fcntl::Flock<File>, LayoutError> {
+        let dir = File::open(&self.root).map_err(file_error("opening", &self.root))?;
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            LayoutError::File {
+                action: "locking",
+                path: self.root.clone(),
+                source: io::Error::from(errno),
+            }
+        })
     }
 
     /// Writes a file in the layout atomically: temp file, fsync, rename, fsync the directory.
@@ -510,5 +527,31 @@ mod tests {
         assert!(layout.remove_ref("app:1").unwrap().is_some());
         assert!(layout.resolve_ref("app:1").unwrap().is_none());
         assert!(layout.resolve_ref("app:2").unwrap().is_some());
+    }
+
+    #[test]
+    fn concurrent_namers_all_keep_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path()).unwrap();
+        let (digest, size) = layout.write_blob(b"manifest").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let layout = layout.clone();
+                let digest = digest.clone();
+                std::thread::spawn(move || {
+                    for round in 0..10 {
+                        let descriptor =
+                            Descriptor::new(MediaType::ImageManifest, size, digest.clone());
+                        layout
+                            .set_ref(&format!("app:{thread}-{round}"), &descriptor)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(layout.index().unwrap().manifests().len(), 80);
     }
 }

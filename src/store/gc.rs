@@ -212,7 +212,14 @@ impl Store {
             }
         }
         usage.cache_records = self.cache_records()?.len() as u64;
-        usage.tmp_bytes = tree_size(&self.layout().tmp_dir());
+        usage.tmp_bytes = fs::read_dir(self.layout().tmp_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| tree_size(&entry.path()))
+                    .sum()
+            })
+            .unwrap_or(0);
         Ok(usage)
     }
 

@@ -479,6 +479,62 @@ mod tests {
     }
 
     #[test]
+    fn gc_keeps_what_names_and_cache_records_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let named = store.layout().write_blob(b"named layer").unwrap().0;
+        let cached = store.layout().write_blob(b"cached layer").unwrap().0;
+        let loose = store.layout().write_blob(b"loose").unwrap().0;
+        let platform = image::host_platform();
+        let mut config = image::new_image_config(&platform, None);
+        config
+            .rootfs_mut()
+            .diff_ids_mut()
+            .push(crate::oci::sha256_digest(b"diff").to_string());
+        let layer = Descriptor::new(MediaType::ImageLayerGzip, 11, named.clone());
+        let manifest = store.put_image(&config, vec![layer]).unwrap();
+        store.set_ref("app:1", &manifest).unwrap();
+        let kept_snapshot = store.snapshot_path(&crate::oci::sha256_digest(b"diff"));
+        let cached_snapshot = store.snapshot_path(&crate::oci::sha256_digest(b"cached diff"));
+        let loose_snapshot = store.snapshot_path(&crate::oci::sha256_digest(b"loose diff"));
+        for path in [&kept_snapshot, &cached_snapshot, &loose_snapshot] {
+            fs::create_dir_all(path).unwrap();
+        }
+        store
+            .put_cache_record(
+                "key",
+                &CacheRecord {
+                    blobs: vec![cached.clone()],
+                    diff_ids: vec![crate::oci::sha256_digest(b"cached diff")],
+                    data: serde_json::Value::Null,
+                },
+            )
+            .unwrap();
+        fs::write(store.layout().tmp_dir().join("left-over"), "x").unwrap();
+
+        let report = store.gc(false).unwrap();
+        assert_eq!(
+            (report.blobs, report.snapshots, report.cache_records),
+            (1, 1, 0)
+        );
+        assert!(store.layout().has_blob(&named) && store.layout().has_blob(&cached));
+        assert!(!store.layout().has_blob(&loose));
+        assert!(kept_snapshot.is_dir() && cached_snapshot.is_dir() && !loose_snapshot.exists());
+        assert_eq!(fs::read_dir(store.layout().tmp_dir()).unwrap().count(), 0);
+        assert!(store.check().unwrap().is_ok());
+
+        let report = store.gc(true).unwrap();
+        assert_eq!(
+            (report.blobs, report.snapshots, report.cache_records),
+            (1, 1, 1)
+        );
+        assert!(store.layout().has_blob(&named) && !store.layout().has_blob(&cached));
+        store.remove_ref("app:1").unwrap();
+        store.gc(true).unwrap();
+        assert_eq!(store.disk_usage().unwrap(), DiskUsage::default());
+    }
+
+    #[test]
     fn cache_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -48,6 +48,13 @@ impl Store {
             .prefix("snapshot-")
             .tempdir_in(&tmp_root)
             .map_err(file_error("creating a temporary directory in", &tmp_root))?;
+        // Temporary directories are 0700; a snapshot is a root directory that every user of
+        // the container must be able to traverse (the top lower gives the merged root's mode).
+        fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .map_err(file_error("setting the mode of", tmp.path()))?;
         let blob = self.layout().open_blob(layer.digest())?;
         let mut compressed = DigestingReader::new(blob);
         let tar_digest = {

@@ -608,6 +608,9 @@ fn snapshots_stack_as_overlay_lower_directories() {
     let image = store.image("stacked:1", None).unwrap();
     let snapshots = store.ensure_snapshots(&image).unwrap();
     assert_eq!(snapshots.len(), 3);
+    for snapshot in &snapshots {
+        assert_eq!(fs::metadata(snapshot).unwrap().mode() & 0o7777, 0o755);
+    }
     assert_eq!(
         store.snapshot(&second.diff_id).as_ref(),
         Some(&snapshots[1])

@@ -5,11 +5,13 @@
     reason = "tests print diagnostics"
 )]
 
+mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
-mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod emulate;
+mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`

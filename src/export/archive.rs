@@ -1,0 +1,150 @@
+//! Image archives written from a [`Built`](super::Built): an OCI archive (a tar of an OCI
+//! image layout holding the result: the index for multi-platform builds) and a
+//! docker-archive (`manifest.json` + configs + uncompressed layer tars, one entry per image,
+//! each with its own tags, as `docker load` takes).
+//!
+//! Unlike `Store::save_archive`, these need no name in the store: a build exported only to a
+//! file leaves no tag behind.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Seek, Write};
+use std::path::Path;
+
+use oci_spec::image::{Descriptor, Digest};
+use serde::Serialize;
+
+use crate::layer::{self, EntryKind, TarEntry, TarWriter};
+use crate::oci::REF_NAME_ANNOTATION;
+use crate::oci::image::{self, ResolvedImage};
+use crate::store::{CONTAINERD_NAME_ANNOTATION, Store};
+
+use super::ExportError;
+
+/// One entry of a docker-archive `manifest.json`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerArchiveImage {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+fn append_bytes<W: Write>(tar: &mut TarWriter<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let entry = TarEntry::new(
+        path,
+        EntryKind::File {
+            size: bytes.len() as u64,
+        },
+        0o644,
+    );
+    tar.append(&entry, Some(&mut &bytes[..]))
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.digest())
+}
+
+/// Writes an OCI archive of `top` (named `name` in `index.json` when given) to `out`.
+pub(crate) fn write_oci(
+    store: &Store,
+    top: &Descriptor,
+    name: Option<&str>,
+    dest: &Path,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let layout = store.layout();
+    let mut blobs = HashSet::new();
+    image::reachable_blobs(layout, top, &mut blobs).map_err(ExportError::reading)?;
+    let mut blobs: Vec<Digest> = blobs.into_iter().collect();
+    blobs.sort_by_key(ToString::to_string);
+    let mut descriptor = top.clone();
+    descriptor.set_annotations(name.map(|name| {
+        HashMap::from([
+            (REF_NAME_ANNOTATION.to_owned(), name.to_owned()),
+            (CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned()),
+        ])
+    }));
+    let index = image::build_index(vec![descriptor]);
+    let mut tar = TarWriter::new(out, None);
+    append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(ExportError::writing(dest))?;
+    append_bytes(&mut tar, "index.json", &image::canonical_json(&index))
+        .map_err(ExportError::writing(dest))?;
+    for dir in ["blobs", "blobs/sha256"] {
+        tar.append(&TarEntry::new(dir, EntryKind::Directory, 0o755), None)
+            .map_err(ExportError::writing(dest))?;
+    }
+    for digest in &blobs {
+        let mut file = layout.open_blob(digest).map_err(ExportError::reading)?;
+        let size = file.metadata().map_err(ExportError::writing(dest))?.len();
+        let entry = TarEntry::new(blob_path(digest), EntryKind::File { size }, 0o644);
+        tar.append(&entry, Some(&mut file))
+            .map_err(ExportError::writing(dest))?;
+    }
+    tar.finish().map_err(ExportError::writing(dest))?;
+    Ok(())
+}
+
+/// Writes a docker-archive holding each image with its tags (`repo:tag`, short form).
+pub(crate) fn write_docker(
+    store: &Store,
+    images: &[(ResolvedImage, Vec<String>)],
+    dest: &Path,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let layout = store.layout();
+    let mut tar = TarWriter::new(out, None);
+    for dir in ["blobs", "blobs/sha256"] {
+        tar.append(&TarEntry::new(dir, EntryKind::Directory, 0o755), None)
+            .map_err(ExportError::writing(dest))?;
+    }
+    let mut written = HashSet::new();
+    let mut entries = Vec::new();
+    for (resolved, tags) in images {
+        let config_digest = resolved.manifest.config().digest();
+        let config_path = blob_path(config_digest);
+        if written.insert(config_path.clone()) {
+            let bytes = layout
+                .read_blob(config_digest)
+                .map_err(ExportError::reading)?;
+            append_bytes(&mut tar, &config_path, &bytes).map_err(ExportError::writing(dest))?;
+        }
+        let diff_ids = resolved.config.rootfs().diff_ids();
+        let mut layer_paths = Vec::new();
+        for (index, layer_descriptor) in resolved.manifest.layers().iter().enumerate() {
+            // docker load wants uncompressed layer tars; decompress through a temporary file,
+            // since a tar header needs the size first.
+            let diff_id = diff_ids.get(index).cloned().unwrap_or_default();
+            let hex = diff_id
+                .strip_prefix("sha256:")
+                .unwrap_or(&diff_id)
+                .to_owned();
+            let path = format!("blobs/sha256/{hex}");
+            layer_paths.push(path.clone());
+            if !written.insert(path.clone()) {
+                continue;
+            }
+            let blob = layout
+                .open_blob(layer_descriptor.digest())
+                .map_err(ExportError::reading)?;
+            let mut stream = layer::decompressed(blob).map_err(ExportError::writing(dest))?;
+            let tmp_dir = layout.tmp_dir();
+            let mut tmp = tempfile::tempfile_in(&tmp_dir).map_err(ExportError::writing(dest))?;
+            let size = io::copy(&mut stream, &mut tmp).map_err(ExportError::writing(dest))?;
+            tmp.seek(io::SeekFrom::Start(0))
+                .map_err(ExportError::writing(dest))?;
+            let entry = TarEntry::new(path, EntryKind::File { size }, 0o644);
+            tar.append(&entry, Some(&mut tmp))
+                .map_err(ExportError::writing(dest))?;
+        }
+        entries.push(DockerArchiveImage {
+            config: config_path,
+            repo_tags: tags.clone(),
+            layers: layer_paths,
+        });
+    }
+    let manifest = serde_json::to_vec(&entries).expect("manifest.json serialises");
+    append_bytes(&mut tar, "manifest.json", &manifest).map_err(ExportError::writing(dest))?;
+    tar.finish().map_err(ExportError::writing(dest))?;
+    Ok(())
+}
