@@ -316,6 +316,8 @@ pub fn run_image(
 ) -> Result<Ran, RunError> {
     let process = process(image.config.config().as_ref(), options)?;
     let platform = image_platform(image)?;
+    // Before unpacking anything: a platform the host cannot run is exit 3 with the fix.
+    crate::binfmt::check_runnable(&platform).map_err(SandboxError::from)?;
     let mut lower_dirs = store.ensure_snapshots(image)?;
     lower_dirs.reverse();
     let scratch = Scratch::new(&store.layout().tmp_dir())?;

@@ -374,3 +374,41 @@ fn debug_shell_opens_the_failed_state_or_the_one_before() {
     let output = shell(dir.path(), &["nosuch"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+#[test]
+fn an_image_missing_from_the_store_is_pulled_for_the_platform() {
+    use crate::regenv::{Setup, TestRegistry, ready};
+    if !needs() || !ready(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    registry.skopeo_push_fixture("busybox:latest", None);
+    let home = temp_dir();
+    let image = format!("{}/busybox:latest", registry.host);
+    let output = run(registry.xbuild(home.path()).args([
+        "run",
+        "--platform",
+        "linux/arm64",
+        &image,
+        "uname",
+        "-m",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "aarch64\n");
+    assert!(
+        stderr(&output).contains("locally, pulling"),
+        "{}",
+        stderr(&output)
+    );
+    // The second run finds it in the store.
+    let output = run(registry.xbuild(home.path()).args([
+        "run",
+        "--platform",
+        "linux/arm64",
+        &image,
+        "uname",
+        "-m",
+    ]));
+    assert_eq!(stdout(&output), "aarch64\n", "{}", stderr(&output));
+    assert!(!stderr(&output).contains("pulling"), "{}", stderr(&output));
+}
