@@ -360,7 +360,8 @@ fn hostname(scratch: &Path) -> String {
     }
 }
 
-/// Opens `command` (default `/bin/sh`) in a failed step's state: its lower directories with
+/// Opens `command` (default: the first word of the stage's `SHELL`, else `/bin/sh`) in a
+/// failed step's state: its lower directories with
 /// the failed upper directory on top (or, `before`, the lower directories only), a fresh
 /// upper directory above so the record is never changed, as the step's user, working
 /// directory and environment, under emulation when foreign.
@@ -386,7 +387,15 @@ pub fn debug_shell(
         });
     }
     let argv = if command.is_empty() {
-        vec!["/bin/sh".to_owned()]
+        // The stage's `SHELL` program (`/bin/bash` from `SHELL ["/bin/bash", "-c"]`).
+        vec![
+            record
+                .shell
+                .first()
+                .filter(|shell| !shell.is_empty())
+                .cloned()
+                .unwrap_or_else(|| "/bin/sh".to_owned()),
+        ]
     } else {
         command
     };

@@ -78,7 +78,7 @@ pub struct ShellArgs {
     /// The failed step's id (the build's error message names it).
     #[arg(value_name = "ID")]
     pub id: String,
-    /// What to run instead of `/bin/sh`.
+    /// What to run instead of the stage's shell (`/bin/sh` unless `SHELL` changed it).
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
