@@ -81,18 +81,38 @@ fn tampered_blob_fails_and_leaves_nothing(setup: Setup) {
     if !regenv::ready(setup) {
         return;
     }
-    let registry = TestRegistry::start_with_proxy(setup, true);
+    // Through TLS a proxy cannot change bytes, so there the registry's own storage is
+    // tampered with: it then serves the altered blob under the original digest.
+    let through_storage = setup == Setup::TlsAuth;
+    let registry = TestRegistry::start_with_proxy(setup, !through_storage);
     let home = util::temp_dir();
     let fixture = regenv::busybox();
     registry.skopeo_push_fixture("tamper/busybox:latest", None);
+    registry.login(home.path());
     let manifest = regenv::json_blob(&regenv::fixture_layout(), &fixture.platforms["linux/arm64"]);
     let layer = &manifest["layers"][0];
     let layer_digest = layer["digest"].as_str().unwrap();
-    registry
-        .proxy
-        .as_ref()
-        .expect("a proxy")
-        .tamper(layer_digest, layer["size"].as_u64().unwrap());
+    if through_storage {
+        let hex = layer_digest.trim_start_matches("sha256:");
+        let data = registry
+            .dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        let mut bytes =
+            std::fs::read(&data).expect("the pushed layer is in the registry's storage");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&data, bytes).unwrap();
+    } else {
+        registry
+            .proxy
+            .as_ref()
+            .expect("a proxy")
+            .tamper(layer_digest, layer["size"].as_u64().unwrap());
+    }
 
     let name = format!("{}/tamper/busybox:latest", registry.host);
     let output =
@@ -125,6 +145,11 @@ fn tampered_blob_fails_and_leaves_nothing_plain() {
 #[test]
 fn tampered_blob_fails_and_leaves_nothing_faulty() {
     tampered_blob_fails_and_leaves_nothing(Setup::Faulty);
+}
+
+#[test]
+fn tampered_blob_fails_and_leaves_nothing_tls_auth() {
+    tampered_blob_fails_and_leaves_nothing(Setup::TlsAuth);
 }
 
 /// Docker schema 2 (a manifest list of v2 manifests, as `skopeo --format v2s2` writes):
