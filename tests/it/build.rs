@@ -1,0 +1,345 @@
+//! `xbuild build` end to end on the busybox fixtures, for linux/amd64 and linux/arm64 at
+//! once, judged with skopeo and umoci: instructions, emulation, the cache, `$BUILDPLATFORM`
+//! stages, unused stages, reproducibility and failures.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::{self, Need};
+
+/// The store of a test: the fixture OCI layout (blobs hard-linked), its images named as the
+/// registry module names them, so `FROM busybox` resolves locally.
+fn store_with_fixtures(dir: &Path) {
+    let fixtures = util::fixtures_dir().expect("fixtures checked by require");
+    let store = dir.join("store");
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(fixtures.join("oci"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let index = std::fs::read_to_string(store.join("index.json")).unwrap();
+    let index = index
+        .replace("\"busybox:latest\"", "\"docker.io/library/busybox:latest\"")
+        .replace(
+            "\"debian:bookworm\"",
+            "\"docker.io/library/debian:bookworm\"",
+        );
+    std::fs::remove_file(store.join("index.json")).unwrap();
+    std::fs::write(store.join("index.json"), index).unwrap();
+}
+
+fn needs() -> bool {
+    util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Binfmt("aarch64"),
+        Need::Program("skopeo"),
+        Need::Program("umoci"),
+    ])
+}
+
+const DOCKERFILE: &str = r#"
+FROM --platform=$BUILDPLATFORM busybox AS tools
+RUN echo "tools-ran-on $(uname -m)" && echo built > /tool
+
+FROM busybox AS broken
+RUN echo "broken-stage-ran" && exit 7
+
+FROM busybox
+ARG TARGETARCH
+ENV GREETING="hello there"
+WORKDIR /app
+COPY --from=tools /tool /opt/tool
+COPY hello.txt data/ ./
+RUN uname -m > /arch && echo "step-ran $(cat /arch) $TARGETARCH $GREETING" && cat hello.txt
+USER nobody
+ENTRYPOINT ["/bin/cat"]
+CMD ["/arch"]
+"#;
+
+fn build(dir: &Path, extra: &[&str]) -> Output {
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir.join("ctx"))
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--progress",
+            "plain",
+        ])
+        .args(extra)
+        .arg(".");
+    util::run(&mut command)
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// Output lines of steps containing `needle` (not the lines naming a step).
+fn output_lines(text: &str, needle: &str) -> usize {
+    text.lines()
+        .filter(|line| line.contains(needle) && !line.contains("RUN "))
+        .count()
+}
+
+/// Unpacks one platform of a stored image with skopeo + umoci; returns the rootfs.
+fn unpack(dir: &Path, name: &str, arch: &str) -> std::path::PathBuf {
+    let layout = dir.join(format!("single-{arch}"));
+    let bundle = dir.join(format!("bundle-{arch}"));
+    let _ = std::fs::remove_dir_all(&layout);
+    let _ = std::fs::remove_dir_all(&bundle);
+    let status = Command::new("skopeo")
+        .args(["copy", "-q", "--override-arch", arch])
+        .arg(format!("oci:{}:{name}", dir.join("store").display()))
+        .arg(format!("oci:{}:img", layout.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "skopeo copy {arch}");
+    let status = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:img", layout.display()))
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umoci unpack {arch}");
+    bundle.join("rootfs")
+}
+
+fn config(dir: &Path, name: &str, arch: &str) -> serde_json::Value {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--config", "--override-arch", arch])
+        .arg(format!("oci:{}:{name}", dir.join("store").display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn two_platforms_build_cache_and_one_edit() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("data/sub")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "version one\n").unwrap();
+    std::fs::write(ctx.join("data/sub/deep.txt"), "deep\n").unwrap();
+    std::fs::write(ctx.join("data/ignored.log"), "no\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "*/*.log\n").unwrap();
+
+    // Cold build.
+    let output = build(dir, &["-t", "app:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    // The $BUILDPLATFORM stage ran once, natively; the unused failing stage never ran.
+    assert_eq!(output_lines(&err, "tools-ran-on"), 1, "{err}");
+    assert!(err.contains("tools-ran-on x86_64"), "{err}");
+    assert!(!err.contains("broken-stage-ran"), "{err}");
+    assert_eq!(output_lines(&err, "step-ran"), 2, "{err}");
+    assert!(err.contains("step-ran x86_64 amd64 hello there"), "{err}");
+    assert!(err.contains("step-ran aarch64 arm64 hello there"), "{err}");
+    assert!(err.contains("(emulated)"), "{err}");
+    assert!(
+        err.contains("linux/arm64:") && err.contains("under emulation"),
+        "{err}"
+    );
+    let digest = util::stdout(&output).trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // The index has both platforms (skopeo reads our layout).
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:docker.io/library/app:1",
+            dir.join("store").display()
+        ))
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+
+    for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let config = config(dir, "docker.io/library/app:1", arch);
+        assert_eq!(config["architecture"], arch);
+        let cfg = &config["config"];
+        assert_eq!(cfg["User"], "nobody");
+        assert_eq!(cfg["WorkingDir"], "/app");
+        assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/cat"]));
+        assert_eq!(cfg["Cmd"], serde_json::json!(["/arch"]));
+        assert!(
+            cfg["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("GREETING=hello there")),
+            "{cfg}"
+        );
+        let history = config["history"].as_array().unwrap();
+        assert!(history.iter().any(
+            |h| h["created_by"].as_str().unwrap_or("").starts_with("ENV ")
+                && h["empty_layer"] == true
+        ));
+        let rootfs = unpack(dir, "docker.io/library/app:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("arch")).unwrap(),
+            format!("{uname}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("opt/tool")).unwrap(),
+            "built\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/hello.txt")).unwrap(),
+            "version one\n"
+        );
+        // A directory source copies its contents; .dockerignore applies.
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/sub/deep.txt")).unwrap(),
+            "deep\n"
+        );
+        assert!(!rootfs.join("app/ignored.log").exists());
+        // Busybox itself is there and is the right architecture.
+        assert!(rootfs.join("bin/busybox").exists());
+    }
+
+    // No change: every step CACHED, nothing runs in the sandbox.
+    let output = build(dir, &["-t", "app:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(
+        output_lines(&err, "step-ran") + output_lines(&err, "tools-ran-on"),
+        0,
+        "{err}"
+    );
+    assert!(err.contains("0 steps run"), "{err}");
+    // tools RUN + 2 × (WORKDIR, COPY --from, COPY, RUN).
+    assert_eq!(count(&err, "CACHED"), 9, "{err}");
+
+    // One file edited: its COPY and the steps after it run again, nothing before.
+    std::fs::write(ctx.join("hello.txt"), "version two\n").unwrap();
+    let output = build(dir, &["-t", "app:2"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "tools-ran-on"), 0, "{err}");
+    assert_eq!(output_lines(&err, "step-ran"), 2, "{err}");
+    assert!(err.contains("version two"), "{err}");
+    // tools RUN, and per platform WORKDIR and COPY --from stay cached.
+    assert_eq!(count(&err, "CACHED"), 5, "{err}");
+    assert!(err.contains("2 steps run"), "{err}");
+}
+
+#[test]
+fn same_inputs_on_two_empty_stores_give_the_same_index() {
+    if !needs() {
+        return;
+    }
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let temp = util::temp_dir();
+        let dir = temp.path();
+        store_with_fixtures(dir);
+        let ctx = dir.join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM busybox\nCOPY a.txt /a.txt\nRUN uname -m > /arch && echo x > /x\nENV A=1\n",
+        )
+        .unwrap();
+        std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+        let output = build(dir, &["-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+        assert!(output.status.success(), "{}", util::stderr(&output));
+        digests.push(util::stdout(&output).trim().to_owned());
+        // Let a second apart pass, so "now" would differ if it leaked in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn a_failing_step_names_itself_and_the_debug_command() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo first-line; echo second-line >&2; touch /made; exit 3\n",
+    )
+    .unwrap();
+    let mut command = util::xbuild(dir);
+    command.current_dir(&ctx).args([
+        "build",
+        "--platform",
+        "linux/arm64",
+        "--progress",
+        "plain",
+        ".",
+    ]);
+    let output = util::run(&mut command);
+    let err = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[linux/arm64 stage-0 2/2] RUN echo first-line")
+            && err.contains(": exit code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  first-line") && err.contains("  second-line"),
+        "{err}"
+    );
+    let id = err
+        .lines()
+        .find_map(|line| line.split("xbuild debug shell --before ").nth(1))
+        .expect("the debug command is printed")
+        .trim()
+        .to_owned();
+    assert!(err.contains(&format!("xbuild debug shell {id}")), "{err}");
+    let record = dir.join("store/debug").join(format!("{id}.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let upper = record["failed_upper"].as_str().unwrap();
+    assert!(Path::new(upper).join("made").exists(), "{record}");
+}
+
+#[test]
+fn dockerfile_errors_and_unsupported_flags_exit_2() {
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    std::fs::write(dir.join("ctx/Dockerfile"), "FROM busybox\nRUNN x\n").unwrap();
+    let mut command = util::xbuild(dir);
+    command.current_dir(dir.join("ctx")).args(["build", "."]);
+    let output = util::run(&mut command);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+    assert!(
+        util::stderr(&output).contains("Dockerfile:2"),
+        "{}",
+        util::stderr(&output)
+    );
+
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir.join("ctx"))
+        .args(["build", "--push", "."]);
+    let output = util::run(&mut command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(util::stderr(&output).contains("not supported yet"));
+}
