@@ -132,6 +132,9 @@ pub(crate) struct Done {
     pub(crate) key: String,
 }
 
+/// A vertex's outcome once known (`Err` when it failed or was skipped).
+type Slot = Option<Result<Arc<Done>, ()>>;
+
 /// Shared between the vertex threads.
 pub(crate) struct Ctx<'a> {
     pub(crate) options: &'a BuildOptions,
@@ -143,7 +146,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) sink: SharedSink,
     pub(crate) counter: VertexCounter,
     pub(crate) context: Mutex<Option<Arc<super::copy::ContextFiles>>>,
-    results: Mutex<Vec<Option<Result<Arc<Done>, ()>>>>,
+    results: Mutex<Vec<Slot>>,
     changed: Condvar,
     running: Mutex<usize>,
     running_changed: Condvar,
@@ -382,7 +385,7 @@ impl Ctx<'_> {
                     key: key.finish(),
                 })
             }
-            Op::Image { reference } => self.from_image(vertex, reference),
+            Op::Image { reference } => self.image_step(vertex, reference),
             Op::Step { instruction } => {
                 let parent =
                     parent.ok_or_else(|| anyhow!("{}: no parent", vertex.display_name()))?;
@@ -468,7 +471,7 @@ impl Ctx<'_> {
         ))
     }
 
-    fn from_image(&self, vertex: &Vertex, reference: &str) -> anyhow::Result<Done> {
+    fn image_step(&self, vertex: &Vertex, reference: &str) -> anyhow::Result<Done> {
         let id = self.counter.next();
         let name = vertex.display_name();
         let started = Instant::now();
@@ -1002,11 +1005,7 @@ fn created_by_run(command: &StepCommand) -> String {
 }
 
 fn created_by(instruction: &Instruction) -> String {
-    let text = serde_json::to_value(instruction)
-        .ok()
-        .map(|_| format!("{} # buildkit", instruction_text(instruction)))
-        .unwrap_or_default();
-    text
+    format!("{} # buildkit", instruction_text(instruction))
 }
 
 fn instruction_text(instruction: &Instruction) -> String {

@@ -1,6 +1,7 @@
 //! `xbuild build` end to end on the busybox fixtures, for linux/amd64 and linux/arm64 at
 //! once, judged with skopeo and umoci: instructions, emulation, the cache, `$BUILDPLATFORM`
 //! stages, unused stages, reproducibility and failures.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::path::Path;
 use std::process::{Command, Output};
