@@ -211,6 +211,7 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
         work_dir: &step.work_dir,
         resolv_conf: &spec.resolv_conf,
         hosts: &spec.hosts,
+        binds: &step.mounts,
     };
     let placeholders = mounts::setup_root(&sys, &plan)?;
     let out = channel

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub use mounts::Placeholder;
-pub use spec::{Network, Security, StepCommand, StepOutcome, StepSpec, Stream};
+pub use spec::{BindMount, Network, Security, StepCommand, StepOutcome, StepSpec, Stream};
 
 use crate::binfmt::{self, BinfmtError};
 use crate::platform;

@@ -33,6 +33,22 @@ pub struct StepSpec {
     pub network: Network,
     /// `RUN --security`.
     pub security: Security,
+    /// Extra bind mounts (`RUN --mount=type=cache|secret|bind`), in order; mount points the
+    /// image lacks are created and removed again afterwards, so they leave no trace in the
+    /// step's upper directory.
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host file or directory bound into the step's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// The host path.
+    pub source: PathBuf,
+    /// Absolute path inside the step.
+    pub target: PathBuf,
+    /// Read-only.
+    pub readonly: bool,
 }
 
 impl StepSpec {
@@ -57,6 +73,7 @@ impl StepSpec {
             hostname: "buildkitsandbox".to_owned(),
             network: Network::Host,
             security: Security::Sandbox,
+            mounts: Vec::new(),
         }
     }
 }
