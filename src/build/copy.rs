@@ -31,9 +31,9 @@ use crate::progress::Event;
 
 /// The build context, walked once.
 pub(crate) struct ContextFiles {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     entries: Vec<ContextEntry>,
-    stat_cache: Mutex<StatCache>,
+    pub(crate) stat_cache: Mutex<StatCache>,
     cache_file: PathBuf,
 }
 
@@ -67,7 +67,7 @@ impl ContextFiles {
 }
 
 impl Ctx<'_> {
-    fn context_files(&self) -> anyhow::Result<Arc<ContextFiles>> {
+    pub(crate) fn context_files(&self) -> anyhow::Result<Arc<ContextFiles>> {
         let mut slot = self
             .context
             .lock()
@@ -91,14 +91,14 @@ struct Item {
 }
 
 /// A read-only view of a state's file system, unmounted on drop.
-struct StateView {
-    root: PathBuf,
+pub(crate) struct StateView {
+    pub(crate) root: PathBuf,
     _dir: Option<tempfile::TempDir>,
     mounted: bool,
 }
 
 impl StateView {
-    fn new(ctx: &Ctx<'_>, state: &State) -> anyhow::Result<Self> {
+    pub(crate) fn new(ctx: &Ctx<'_>, state: &State) -> anyhow::Result<Self> {
         let lowers = state.lower_dirs(&ctx.store)?;
         let tmp = ctx.store.layout().tmp_dir();
         fs::create_dir_all(&tmp)?;
@@ -262,17 +262,17 @@ fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> anyhow::Result<()> 
 
 /// What one source selects: (top-level items, the items to copy with their path below the
 /// destination).
-struct Selected {
+pub(crate) struct Selected {
     /// (path under the destination, item).
     items: Vec<(PathBuf, Item)>,
     /// Number of top-level matches (for the "several sources" rule).
     tops: usize,
     /// Whether the only match is a file.
     single_file_name: Option<std::ffi::OsString>,
-    context_entries: Vec<ContextEntry>,
+    pub(crate) context_entries: Vec<ContextEntry>,
 }
 
-fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
+pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
     let pattern = clean_source(pattern);
     let is_top = |entry: &ContextEntry| -> bool {
         if pattern.is_empty() {

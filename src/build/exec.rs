@@ -556,7 +556,7 @@ impl Ctx<'_> {
         let mut cfg = state.cfg();
         match &instruction {
             Instruction::Run(run) => {
-                return self.run_step(vertex, resolved, run, parent, key);
+                return self.run_step(vertex, resolved, run, parent, inputs, key);
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
                 return super::copy::copy_step(self, vertex, &instruction, parent, inputs, key);
@@ -754,18 +754,12 @@ impl Ctx<'_> {
         resolved: &ResolvedInstruction,
         run: &instruction::Run,
         parent: &Done,
+        inputs: &[Arc<Done>],
         mut key: Key,
     ) -> anyhow::Result<Done> {
         let name = vertex.display_name();
         let line = run.span.start;
         let file = self.options.dockerfile.display();
-        if !run.mounts.is_empty() {
-            return Err(Failure::unsupported(format_args!(
-                "{file}:{line}: RUN --mount (type={:?})",
-                run.mounts[0].kind
-            ))
-            .into());
-        }
         let security = match run.security {
             Some(instruction::Security::Insecure) if !self.options.allow_insecure => {
                 return Err(Failure::bad_input(format_args!(
@@ -783,6 +777,7 @@ impl Ctx<'_> {
             _ => sandbox::Network::Host,
         };
         key.add("network", &format!("{network:?}"));
+        let mounts = super::mounts::prepare(self, vertex, run, parent, inputs, &mut key)?;
         let key = key.finish();
         if let Some(state) = self.cache_hit(&key, &name)? {
             return Ok(Done { state, key });
@@ -820,6 +815,7 @@ impl Ctx<'_> {
         spec.cwd = state.workdir();
         spec.network = network;
         spec.security = security;
+        spec.mounts = mounts.binds.clone();
 
         let emulated = matches!(
             binfmt::check_runnable(&vertex.platform),

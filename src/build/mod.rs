@@ -12,6 +12,7 @@
 pub mod copy;
 pub mod exec;
 pub mod failed;
+pub mod mounts;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets
     /// `created` in configs and history.
     pub source_date_epoch: Option<i64>,
+    /// `--secret id=...`: contents by id, for `RUN --mount=type=secret` (never written to a
+    /// layer or a cache record; only the ids enter cache keys).
+    pub secrets: BTreeMap<String, Vec<u8>>,
     /// Where progress goes.
     pub sink: SharedSink,
 }

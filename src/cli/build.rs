@@ -91,10 +91,6 @@ impl BuildArgs {
             (self.load, "--load"),
             (self.metadata_file.is_some(), "--metadata-file"),
             (self.iidfile.is_some(), "--iidfile"),
-            (
-                !self.secret.is_empty(),
-                "--secret (RUN --mount=type=secret)",
-            ),
         ] {
             if given {
                 return Err(super::unsupported(format_args!("xbuild build {what}")));
@@ -160,6 +156,7 @@ impl BuildArgs {
             .file
             .clone()
             .unwrap_or_else(|| self.context.join("Dockerfile"));
+        let secrets = parse_secrets(&self.secret)?;
         let options = BuildOptions {
             context: self.context.clone(),
             dockerfile,
@@ -173,6 +170,7 @@ impl BuildArgs {
             allow_insecure,
             compression,
             source_date_epoch,
+            secrets,
             sink: Arc::from(super::progress::sink(mode)),
         };
         let report = build::run(&options)?;
@@ -219,4 +217,54 @@ pub fn name_in_store(store: &Store, built: &Built, tags: &[String]) -> anyhow::R
         store.set_ref(tag, built.result())?;
     }
     Ok(())
+}
+
+/// `--secret id=ID,src=FILE`, `id=ID,env=VAR` (also `source=`, `type=file|env`; a bare
+/// `id=ID` reads the environment variable `ID`, as buildx).
+fn parse_secrets(specs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        let mut kind = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", value)) => id = Some(value.to_owned()),
+                Some(("src" | "source", value)) => src = Some(value.to_owned()),
+                Some(("env", value)) => env = Some(value.to_owned()),
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                _ => {
+                    return Err(Failure::bad_input(format_args!(
+                        "--secret {spec}: expected id=ID,src=FILE or id=ID,env=VAR"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let id = id.ok_or_else(|| Failure::bad_input(format_args!("--secret {spec}: no id=")))?;
+        let value = match (src, env, kind.as_deref()) {
+            (Some(path), None, None | Some("file")) => std::fs::read(&path).map_err(|error| {
+                Failure::bad_input(format_args!("--secret {id}: cannot read {path}: {error}"))
+            })?,
+            (None, env, None | Some("env")) => {
+                let name = env.unwrap_or_else(|| id.clone());
+                std::env::var(&name)
+                    .map_err(|_| {
+                        Failure::bad_input(format_args!(
+                            "--secret {id}: environment variable {name} is not set"
+                        ))
+                    })?
+                    .into_bytes()
+            }
+            _ => {
+                return Err(Failure::bad_input(format_args!(
+                    "--secret {spec}: give either src= or env="
+                ))
+                .into());
+            }
+        };
+        secrets.insert(id, value);
+    }
+    Ok(secrets)
 }

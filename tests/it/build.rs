@@ -344,3 +344,72 @@ fn dockerfile_errors_and_unsupported_flags_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(util::stderr(&output).contains("not supported yet"));
 }
+
+#[test]
+fn run_mounts_secret_cache_and_bind_leave_no_trace() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("c.txt"), "from-context\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "s3cr3t-XYZZY\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS other\nRUN echo from-other > /o.txt\n\
+         FROM busybox\n\
+         RUN --mount=type=secret,id=tok echo secret-len $(wc -c < /run/secrets/tok)\n\
+         RUN --mount=type=cache,target=/cache echo x >> /cache/n && echo cache-lines $(wc -l < /cache/n)\n\
+         RUN --mount=type=bind,target=/mnt cat /mnt/c.txt > /from-ctx\n\
+         RUN --mount=type=bind,from=other,source=/o.txt,target=/o.txt cp /o.txt /copied\n",
+    )
+    .unwrap();
+    let secret = format!("id=tok,src={}", dir.join("secret.txt").display());
+    let output = build(dir, &["--secret", &secret, "-t", "m:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "secret-len 13"), 2, "{err}");
+    // One cache directory shared by both platforms' steps.
+    assert!(
+        err.contains("cache-lines 1") && err.contains("cache-lines 2"),
+        "{err}"
+    );
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/m:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("from-ctx")).unwrap(),
+            "from-context\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("copied")).unwrap(),
+            "from-other\n"
+        );
+        for absent in ["run/secrets", "cache", "mnt", "o.txt"] {
+            assert!(
+                !rootfs.join(absent).exists(),
+                "{absent} in the {arch} image"
+            );
+        }
+    }
+    // The secret is in no blob, snapshot or cache record.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for f in $(find {0}/blobs {0}/snapshots {0}/cache -type f); do zcat -f \"$f\" | grep -l XYZZY >/dev/null && echo \"$f\"; done; true",
+            dir.join("store").display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(util::stdout(&output), "", "the secret leaked");
+    // Without the secret, a required one is refused.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=other,required=true true\n",
+    )
+    .unwrap();
+    let output = build(dir, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+}
