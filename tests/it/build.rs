@@ -413,3 +413,70 @@ fn run_mounts_secret_cache_and_bind_leave_no_trace() {
     let output = build(dir, &[]);
     assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
 }
+
+#[test]
+fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("src/a")).unwrap();
+    std::fs::create_dir_all(ctx.join("src/b")).unwrap();
+    std::fs::create_dir_all(dir.join("tarsrc/t")).unwrap();
+    std::fs::write(ctx.join("src/a/one.go"), "1\n").unwrap();
+    std::fs::write(ctx.join("src/b/two.go"), "2\n").unwrap();
+    std::fs::write(ctx.join("src/readme.md"), "r\n").unwrap();
+    std::fs::write(dir.join("tarsrc/t/f.txt"), "intar\n").unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tarsrc"))
+        .arg("-czf")
+        .arg(ctx.join("arch.tar.gz"))
+        .arg("t")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         COPY --chown=nobody:nogroup --chmod=640 src/*/*.go /gofiles/\n\
+         COPY src/readme.md /docs/README\n\
+         ADD arch.tar.gz /unpacked/\n\
+         COPY <<EOF /etc/greeting\nhello there\nEOF\n\
+         COPY --chown=1234 src/a /adir\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "c:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/c:1", arch);
+        use std::os::unix::fs::MetadataExt;
+        for name in ["one.go", "two.go"] {
+            let meta = std::fs::metadata(rootfs.join("gofiles").join(name)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o777),
+                (65534, 65534, 0o640)
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("docs/README")).unwrap(),
+            "r\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("unpacked/t/f.txt")).unwrap(),
+            "intar\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+            "hello there\n"
+        );
+        let meta = std::fs::metadata(rootfs.join("adir/one.go")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 1234));
+        assert!(!rootfs.join("adir/a").exists());
+        // The base image is still underneath.
+        assert!(rootfs.join("etc/passwd").exists());
+    }
+}
