@@ -9,7 +9,8 @@
 //! down (whiteouts honoured; symlinked parents of those files are not followed).
 //!
 //! Not supported yet (exit 2): `--parents`, `--exclude`, `ADD --keep-git-dir` and git
-//! sources, symbolic `--chmod`, `ADD` of URLs. `--link` is accepted and treated as a plain
+//! sources, symbolic `--chmod`, checksums other than sha256. `ADD` of an http(s) URL
+//! downloads it (mode 0600, not unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a plain
 //! `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
@@ -270,6 +271,8 @@ pub(crate) struct Selected {
     /// Whether the only match is a file.
     single_file_name: Option<std::ffi::OsString>,
     pub(crate) context_entries: Vec<ContextEntry>,
+    /// Downloaded (`ADD URL`): never unpacked.
+    from_url: bool,
 }
 
 pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
@@ -295,6 +298,7 @@ pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::
         tops: 0,
         single_file_name: None,
         context_entries: Vec::new(),
+        from_url: false,
     };
     let tops: Vec<&ContextEntry> = if pattern.is_empty() {
         Vec::new()
@@ -374,6 +378,7 @@ fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
         tops: 0,
         single_file_name: None,
         context_entries: Vec::new(),
+        from_url: false,
     };
     if pattern.is_empty() {
         selected.tops = 1;
@@ -608,6 +613,7 @@ pub(crate) fn copy_step(
     let unsupported = |what: &str| -> anyhow::Error {
         Failure::unsupported(format_args!("{file}:{line}: {what}")).into()
     };
+    let mut checksum = None;
     let (sources, destination, from, chown, chmod, is_add, text) = match instruction {
         Instruction::Copy(copy) => {
             if copy.parents {
@@ -633,6 +639,7 @@ pub(crate) fn copy_step(
             if !add.excludes.is_empty() {
                 return Err(unsupported("ADD --exclude"));
             }
+            checksum.clone_from(&add.checksum);
             (
                 &add.sources,
                 &add.destination,
@@ -682,13 +689,46 @@ pub(crate) fn copy_step(
             None
         };
 
+    let scratch = ctx.scratch_dirs()?;
     let mut selections = Vec::new();
     let mut inline = Vec::new();
     for source in sources {
         match source {
             Source::Path(path) => {
                 if path.starts_with("http://") || path.starts_with("https://") {
-                    return Err(unsupported("ADD of a URL"));
+                    if !is_add {
+                        return Err(Failure::bad_input(format_args!(
+                            "{file}:{line}: COPY cannot read URLs; use ADD"
+                        ))
+                        .into());
+                    }
+                    let target_dir = scratch.path().join(format!("url-{}", selections.len()));
+                    fs::create_dir(&target_dir)?;
+                    let (name, digest) = download(
+                        ctx,
+                        path,
+                        checksum.as_deref(),
+                        &target_dir,
+                        &vertex.display_name(),
+                    )?;
+                    key.add("url", &format!("{path} {digest}"));
+                    let abs = target_dir.join(&name);
+                    let meta = fs::symlink_metadata(&abs)?;
+                    selections.push(Selected {
+                        items: vec![(
+                            PathBuf::from(&name),
+                            Item {
+                                rel: PathBuf::from(&name),
+                                abs,
+                                meta,
+                            },
+                        )],
+                        tops: 1,
+                        single_file_name: Some(name.into()),
+                        context_entries: Vec::new(),
+                        from_url: true,
+                    });
+                    continue;
                 }
                 if path.starts_with("git@") || path.ends_with(".git") {
                     return Err(unsupported("git sources"));
@@ -744,7 +784,6 @@ pub(crate) fn copy_step(
 
     let mut entries: Vec<FileListEntry> = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
-    let scratch = ctx.scratch_dirs()?;
     let (dest_dir, file_target) = if dest_is_dir {
         (dest_abs.clone(), None)
     } else {
@@ -767,6 +806,7 @@ pub(crate) fn copy_step(
 
     let push_item = |below: &Path,
                      item: &Item,
+                     url_file: bool,
                      entries: &mut Vec<FileListEntry>,
                      listed: &mut std::collections::BTreeSet<PathBuf>|
      -> anyhow::Result<()> {
@@ -788,6 +828,8 @@ pub(crate) fn copy_step(
         }
         if let Some(mode) = chmod {
             entry.mode = mode & 0o7777;
+        } else if url_file {
+            entry.mode = 0o600;
         }
         let source = item.meta.is_file().then(|| item.abs.clone());
         entries.push(FileListEntry { entry, source });
@@ -797,7 +839,7 @@ pub(crate) fn copy_step(
     let mut extracted = 0;
     for selected in &selections {
         for (below, item) in &selected.items {
-            if is_add && item.meta.is_file() && is_archive(&item.abs) {
+            if is_add && !selected.from_url && item.meta.is_file() && is_archive(&item.abs) {
                 // ADD of a local archive: unpacked into the destination directory.
                 let target = scratch.path().join(format!("archive-{extracted}"));
                 extracted += 1;
@@ -846,7 +888,7 @@ pub(crate) fn copy_step(
                     }
                 }
             }
-            push_item(below, item, &mut entries, &mut listed)?;
+            push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
         }
     }
     for (index, heredoc) in inline.iter().enumerate() {
@@ -897,4 +939,38 @@ fn instruction_summary(sources: &[Source], destination: &str) -> String {
         .collect();
     words.push(destination.to_owned());
     words.join(" ")
+}
+
+/// Downloads `url` into `dir` (`ADD URL`), checking `--checksum`; returns the file name
+/// (the last path segment of the URL, `download` when it has none) and the content digest.
+fn download(
+    ctx: &Ctx<'_>,
+    url: &str,
+    checksum: Option<&str>,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|error| Failure::bad_input(format_args!("ADD {url}: {error}")))?;
+    let file_name = parsed
+        .path_segments()
+        .and_then(|mut segments| segments.next_back().map(str::to_owned))
+        .filter(|segment| !segment.is_empty())
+        .unwrap_or_else(|| "download".to_owned());
+    let bytes = ctx.runtime.block_on(async {
+        let response = reqwest::Client::new().get(parsed.clone()).send().await?;
+        let response = response.error_for_status()?;
+        response.bytes().await
+    });
+    let bytes = bytes.with_context(|| format!("{name}: downloading {url}"))?;
+    let digest = crate::oci::sha256_digest(&bytes).to_string();
+    if let Some(expected) = checksum {
+        if expected != digest {
+            return Err(anyhow!(
+                "{name}: {url}: checksum mismatch: expected {expected}, got {digest}"
+            ));
+        }
+    }
+    fs::write(dir.join(&file_name), &bytes)?;
+    Ok((file_name, digest))
 }

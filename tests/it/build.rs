@@ -480,3 +480,74 @@ fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
         assert!(rootfs.join("etc/passwd").exists());
     }
 }
+
+/// Serves `body` to every request on 127.0.0.1 (a thread per connection); returns the port.
+fn serve(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_url_checks_the_checksum() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let body: &'static [u8] = b"remote-content\n";
+    let port = serve(body);
+    let sha = xbuild::oci::sha256_digest(body).digest().to_owned();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{sha} http://127.0.0.1:{port}/file.txt /dl/\n"
+        ),
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "u:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let rootfs = unpack(dir, "docker.io/library/u:1", "arm64");
+    assert_eq!(std::fs::read(rootfs.join("dl/file.txt")).unwrap(), body);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(rootfs.join("dl/file.txt"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/file.txt /dl/\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let output = build(dir, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        util::stderr(&output).contains("checksum mismatch"),
+        "{}",
+        util::stderr(&output)
+    );
+}
