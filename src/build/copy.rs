@@ -734,10 +734,11 @@ pub(crate) fn copy_step(
                     return Err(unsupported("git sources"));
                 }
                 let selected = match (&source_root, &context_files) {
-                    (Some(root), _) => select_in_dir(root, path)?,
-                    (None, Some(files)) => select_in_context(files, path)?,
+                    (Some(root), _) => select_in_dir(root, path),
+                    (None, Some(files)) => select_in_context(files, path),
                     (None, None) => return Err(anyhow!("no source for {path}")),
-                };
+                }
+                .map_err(|error| Failure::bad_input(format_args!("{file}:{line}: {error}")))?;
                 selections.push(selected);
             }
             Source::Inline(heredoc) => inline.push(heredoc.clone()),

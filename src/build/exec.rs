@@ -493,6 +493,17 @@ impl Ctx<'_> {
                 state.config.rootfs().diff_ids(),
             )
             .with_context(|| name.clone())?;
+        if state
+            .extra
+            .get("OnBuild")
+            .and_then(|triggers| triggers.as_array())
+            .is_some_and(|triggers| !triggers.is_empty())
+        {
+            return Err(Failure::unsupported(format_args!(
+                "{name}: running the base image's ONBUILD triggers"
+            ))
+            .into());
+        }
         let mut key = Key::new(vertex, None);
         key.add("image", manifest.digest().as_ref());
         self.sink.emit(Event::Finished {
