@@ -551,7 +551,13 @@ pub(crate) fn workdir_step(
     let key = key.finish();
     let lowers = state.lower_dirs(&ctx.store)?;
     if dir == "/" || lookup(&lowers, dir).is_some_and(|(_, meta)| meta.is_dir()) {
+        if !ctx.options.no_cache {
+            if let Some(state) = ctx.lookup(&key)? {
+                return Ok(Done { state, key });
+            }
+        }
         state.push_history(&ctx.created, created_by, true);
+        ctx.record(&key, &state)?;
         return Ok(Done { state, key });
     }
     let name = vertex.display_name();

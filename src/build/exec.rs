@@ -317,6 +317,7 @@ fn ensure_runnable(graph: &BuildGraph, options: &BuildOptions) -> anyhow::Result
 }
 
 /// Incremental cache key.
+#[derive(Clone)]
 pub(crate) struct Key(Sha256);
 
 impl Key {
@@ -565,6 +566,24 @@ impl Ctx<'_> {
         }
         let created_by = created_by(&instruction);
         let mut cfg = state.cfg();
+        // Config-only steps are cached too (silently), so a rebuild with nothing changed
+        // keeps every history timestamp and gives the same digests.
+        let is_config_only = !matches!(
+            instruction,
+            Instruction::Run(_)
+                | Instruction::Copy(_)
+                | Instruction::Add(_)
+                | Instruction::Workdir(_)
+        );
+        if is_config_only && !self.options.no_cache {
+            let finished = key.clone().finish();
+            if let Some(state) = self.lookup(&finished)? {
+                return Ok(Done {
+                    state,
+                    key: finished,
+                });
+            }
+        }
         match &instruction {
             Instruction::Run(run) => {
                 return self.run_step(vertex, resolved, run, parent, inputs, key);
@@ -700,10 +719,9 @@ impl Ctx<'_> {
             state.set_cfg(cfg);
         }
         state.push_history(&self.created, created_by, true);
-        Ok(Done {
-            state,
-            key: key.finish(),
-        })
+        let key = key.finish();
+        self.record(&key, &state)?;
+        Ok(Done { state, key })
     }
 
     /// Looks up a cache record; emits `CACHED` and returns the state on a hit.
@@ -711,19 +729,9 @@ impl Ctx<'_> {
         if self.options.no_cache {
             return Ok(None);
         }
-        let Some(record) = self.store.cache_record(key)? else {
+        let Some(state) = self.lookup(key)? else {
             return Ok(None);
         };
-        let Ok(state) = serde_json::from_value::<State>(record.data) else {
-            return Ok(None);
-        };
-        if !state
-            .layers
-            .iter()
-            .all(|layer| self.store.layout().has_blob(layer.blob.digest()))
-        {
-            return Ok(None);
-        }
         self.sink.emit(Event::Cached {
             vertex: self.counter.next(),
             name: name.to_owned(),
@@ -732,6 +740,21 @@ impl Ctx<'_> {
             *cached += 1;
         }
         Ok(Some(state))
+    }
+
+    /// The state recorded under `key`, if its blobs are all there (no event).
+    pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<State>> {
+        let Some(record) = self.store.cache_record(key)? else {
+            return Ok(None);
+        };
+        let Ok(state) = serde_json::from_value::<State>(record.data) else {
+            return Ok(None);
+        };
+        let complete = state
+            .layers
+            .iter()
+            .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+        Ok(complete.then_some(state))
     }
 
     /// Records a step's result under its key.
@@ -1092,7 +1115,18 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
             ));
         };
         let mut config = done.state.config.clone();
-        config.set_created(Some(ctx.created.clone()));
+        // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
+        // or SOURCE_DATE_EPOCH.
+        let created = match ctx.options.source_date_epoch {
+            Some(_) => ctx.created.clone(),
+            None => config
+                .history()
+                .as_ref()
+                .and_then(|history| history.last())
+                .and_then(|entry| entry.created().clone())
+                .unwrap_or_else(|| ctx.created.clone()),
+        };
+        config.set_created(Some(created));
         let mut value = serde_json::to_value(&config)?;
         if !done.state.extra.is_empty() {
             if let Some(object) = value.as_object_mut() {

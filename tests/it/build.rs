@@ -226,6 +226,8 @@ fn two_platforms_build_cache_and_one_edit() {
         "{err}"
     );
     assert!(err.contains("0 steps run"), "{err}");
+    // Nothing changed, so nothing in the result changed either.
+    assert_eq!(util::stdout(&output).trim(), digest);
     // tools RUN + 2 × (WORKDIR, COPY --from, COPY, RUN).
     assert_eq!(count(&err, "CACHED"), 9, "{err}");
 
