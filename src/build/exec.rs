@@ -494,27 +494,81 @@ impl Ctx<'_> {
                 state.config.rootfs().diff_ids(),
             )
             .with_context(|| name.clone())?;
-        if state
+        // ONBUILD triggers of the base run right after FROM, in a child build's order, and
+        // are not inherited (as Docker).
+        let mut state = state;
+        let triggers: Vec<String> = state
             .extra
-            .get("OnBuild")
-            .and_then(|triggers| triggers.as_array())
-            .is_some_and(|triggers| !triggers.is_empty())
-        {
-            return Err(Failure::unsupported(format_args!(
-                "{name}: running the base image's ONBUILD triggers"
-            ))
-            .into());
-        }
+            .remove("OnBuild")
+            .and_then(|triggers| serde_json::from_value(triggers).ok())
+            .unwrap_or_default();
         let mut key = Key::new(vertex, None);
         key.add("image", manifest.digest().as_ref());
         self.sink.emit(Event::Finished {
             vertex: id,
             duration: started.elapsed(),
         });
-        Ok(Done {
+        let mut done = Done {
             state,
             key: key.finish(),
-        })
+        };
+        for (index, trigger) in triggers.iter().enumerate() {
+            done = self.onbuild_trigger(vertex, index, trigger, &done)?;
+        }
+        Ok(done)
+    }
+
+    /// Runs one `ONBUILD` trigger of a base image as a step after its `FROM`.
+    fn onbuild_trigger(
+        &self,
+        vertex: &Vertex,
+        index: usize,
+        trigger: &str,
+        parent: &Done,
+    ) -> anyhow::Result<Done> {
+        let name = vertex.display_name();
+        let bad = |message: String| -> anyhow::Error {
+            Failure::bad_input(format_args!("{name}: ONBUILD {trigger}: {message}")).into()
+        };
+        let tree = dockerfile::parse(&format!("FROM scratch\n{trigger}\n"))
+            .map_err(|e| bad(e.to_string()))?;
+        let stages = dockerfile::stages(&tree).map_err(|e| bad(e.to_string()))?;
+        let instruction = stages
+            .stages
+            .first()
+            .and_then(|stage| stage.instructions.first())
+            .ok_or_else(|| bad("not an instruction".to_owned()))?;
+        let reads_stage = match instruction {
+            Instruction::Copy(copy) => copy.from.is_some(),
+            Instruction::Run(run) => run.mounts.iter().any(|mount| mount.from.is_some()),
+            _ => false,
+        };
+        if reads_stage {
+            return Err(Failure::unsupported(format_args!(
+                "{name}: ONBUILD {trigger}: triggers reading other stages"
+            ))
+            .into());
+        }
+        let expander = Expander::new('\\');
+        let instruction = instruction
+            .expand(&expander, &parent.state.env())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut id = Key(Sha256::new());
+        id.add("onbuild-of", &vertex.id);
+        id.add("index", &index.to_string());
+        id.add("trigger", trigger);
+        let resolved = ResolvedInstruction {
+            instruction,
+            args: Vec::new(),
+            env: Vec::new(),
+        };
+        let mut step = vertex.clone();
+        step.id = id.finish();
+        step.inputs = Vec::new();
+        step.op = Op::Step {
+            instruction: Box::new(resolved.clone()),
+        };
+        self.step_with(&step, &resolved, parent, &[], false)
     }
 
     /// The instruction expanded again with the state's environment underneath (the base
@@ -555,7 +609,22 @@ impl Ctx<'_> {
         parent: &Done,
         inputs: &[Arc<Done>],
     ) -> anyhow::Result<Done> {
-        let instruction = self.reexpand(vertex, resolved, &parent.state);
+        self.step_with(vertex, resolved, parent, inputs, true)
+    }
+
+    fn step_with(
+        &self,
+        vertex: &Vertex,
+        resolved: &ResolvedInstruction,
+        parent: &Done,
+        inputs: &[Arc<Done>],
+        reexpand: bool,
+    ) -> anyhow::Result<Done> {
+        let instruction = if reexpand {
+            self.reexpand(vertex, resolved, &parent.state)
+        } else {
+            resolved.instruction.clone()
+        };
         let mut state = parent.state.clone();
         let mut key = Key::new(vertex, Some(parent));
         for input in inputs {

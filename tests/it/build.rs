@@ -553,3 +553,43 @@ fn add_url_checks_the_checksum() {
         util::stderr(&output)
     );
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("c.txt"), "child-file\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.parent"),
+        "FROM busybox\nONBUILD COPY c.txt /from-trigger.txt\nONBUILD RUN echo trigger-ran $(cat /from-trigger.txt) && uname -m > /arch\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM parent:1\nRUN echo child-step\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-f", "Dockerfile.parent", "-t", "parent:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "trigger-ran"), 0, "{err}");
+    let output = build(dir, &["-t", "child:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "trigger-ran child-file"), 2, "{err}");
+    let rootfs = unpack(dir, "docker.io/library/child:1", "arm64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("arch")).unwrap(),
+        "aarch64\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("from-trigger.txt")).unwrap(),
+        "child-file\n"
+    );
+}
