@@ -4,7 +4,7 @@
 //! [`super::copy`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -1232,15 +1232,6 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         index,
         explicit_platforms: ctx.options.explicit_platforms,
     })
-}
-
-/// Makes sure a path is under a root (for messages).
-#[allow(dead_code)]
-pub(crate) fn display_in(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {

@@ -5,9 +5,18 @@
 //! [`run`] is the entry point: Dockerfile + context + options in, [`BuildReport`] (with the
 //! [`crate::export::Built`] result, already in the store) out. Vertices run on their own
 //! threads as soon as their parent and input stages are done (platforms side by side);
-//! `RUN` steps are bounded by a semaphore. Modules: [`exec`] (the per-vertex work: state,
-//! config instructions, `RUN`, cache), [`copy`] (`COPY`/`ADD`), [`failed`] (the record a
+//! `RUN` steps are bounded (three at once). Modules: [`exec`] (the per-vertex work: state,
+//! `FROM` and the base's `ONBUILD` triggers, config instructions, `RUN`, cache keys and
+//! records, assembly of configs, manifests and the index), [`copy`] (`COPY`/`ADD`, the
+//! directory `WORKDIR` creates), [`mounts`] (`RUN --mount`), [`failed`] (the record a
 //! failed `RUN` leaves for `xbuild debug shell`).
+//!
+//! Cache key of a vertex: sha256 over the plan's vertex id (instruction after expansion,
+//! platform, build args it sees, parent and input identities), the parent's key, input
+//! stages' keys, the base manifest digest for `FROM`, the digest of exactly the context
+//! entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads, downloaded URL digests,
+//! `SOURCE_DATE_EPOCH`, the network mode, and secret ids (never their values). A record
+//! holds the whole resulting state (layer descriptors, diff_ids, config, history).
 
 pub mod copy;
 pub mod exec;
