@@ -1,8 +1,6 @@
 //! clap argument structures, with no behaviour beyond turning them into requests.
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Daemonless multi-platform container image builder.
 ///
@@ -68,41 +66,4 @@ pub enum Command {
     Debug(super::debug::DebugArgs),
 }
 
-/// `xbuild build`: the options users know from `docker buildx build`.
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// Build context directory.
-    #[arg(value_name = "PATH")]
-    pub context: PathBuf,
-    /// Dockerfile (default: PATH/Dockerfile).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Target platforms, comma separated or repeated (default: the host's).
-    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
-    pub platform: Vec<String>,
-    /// Name and tag of the result (`name:tag`), repeatable.
-    #[arg(short = 't', long = "tag", value_name = "NAME")]
-    pub tags: Vec<String>,
-    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Stage to build.
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Push the result to the registry of each tag.
-    #[arg(long)]
-    pub push: bool,
-    /// Do not use the cache.
-    #[arg(long)]
-    pub no_cache: bool,
-}
-
-impl BuildArgs {
-    /// Runs the build.
-    ///
-    /// # Errors
-    /// Always, for now: the build pipeline is not there yet.
-    pub fn run(self) -> anyhow::Result<()> {
-        Err(super::unsupported("building images (`xbuild build`)"))
-    }
-}
+pub use super::build::BuildArgs;

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod binfmt;
+pub mod build;
 pub mod debug;
 pub mod image;
 pub mod output;

@@ -234,6 +234,7 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
         resolv_conf: &spec.resolv_conf,
         hosts: &spec.hosts,
         console: spec.console.as_deref(),
+        binds: &step.mounts,
     };
     let placeholders = mounts::setup_root(&sys, &plan)?;
     let out = channel

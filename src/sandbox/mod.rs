@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command};
 
 pub use mounts::Placeholder;
-pub use spec::{Network, Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream};
+pub use spec::{BindMount, Network, Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream};
 
 use crate::binfmt::{self, BinfmtError};
 use crate::platform;

@@ -59,6 +59,8 @@ pub struct RootPlan<'a> {
     /// The terminal bound on `/dev/console` (the slave of the step's pseudo-terminal, as
     /// runc does with `terminal: true`); `None` for a step without a terminal.
     pub console: Option<&'a Path>,
+    /// Extra bind mounts, after everything else.
+    pub binds: &'a [super::spec::BindMount],
 }
 
 /// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
@@ -349,7 +351,97 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
     )?;
 
     bind_etc_files(sys, plan, &mut placeholders)?;
+    for bind in plan.binds {
+        bind_extra(sys, root, bind, &mut placeholders)?;
+    }
     Ok(placeholders)
+}
+
+/// One extra bind mount: its mount point made (each missing component a placeholder, a
+/// symbolic link on the way refused: we have not pivoted yet), bound, and made read-only by
+/// a remount when asked.
+fn bind_extra(
+    sys: &dyn Sys,
+    root: &Path,
+    bind: &super::spec::BindMount,
+    placeholders: &mut Vec<Placeholder>,
+) -> Result<(), SetupError> {
+    let components: Vec<String> = bind
+        .target
+        .components()
+        .filter_map(|component| match component {
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    if components.is_empty()
+        || bind
+            .target
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(SetupError::new(
+            "mount",
+            format!("bad mount target {}", bind.target.display()),
+        ));
+    }
+    let source_is_dir = sys.kind(&bind.source) == PathKind::Directory;
+    let mut relative = PathBuf::new();
+    for (index, name) in components.iter().enumerate() {
+        relative.push(name);
+        let path = root.join(&relative);
+        let last = index + 1 == components.len();
+        match sys.kind(&path) {
+            PathKind::Directory if !last || source_is_dir => {}
+            PathKind::File if last && !source_is_dir => {}
+            PathKind::Missing => {
+                let made = if last && !source_is_dir {
+                    sys.create_file(&path)
+                } else {
+                    sys.mkdir(&path)
+                };
+                made.map_err(|error| {
+                    SetupError::new(
+                        "mount",
+                        format!("cannot create /{}: {error}", relative.display()),
+                    )
+                })?;
+                placeholders.push(Placeholder {
+                    path: relative.clone(),
+                    is_dir: !last || source_is_dir,
+                });
+            }
+            kind => {
+                return Err(SetupError::new(
+                    "mount",
+                    format!(
+                        "/{} in the image is a {kind:?}: refusing to mount on it",
+                        relative.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let target = root.join(&relative);
+    mount(
+        sys,
+        Some(&bind.source),
+        &target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if bind.readonly {
+        mount(
+            sys,
+            None,
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None,
+        )?;
+    }
+    Ok(())
 }
 
 /// Binds the private copies of the host's `/etc/resolv.conf` and `/etc/hosts`. A bind mount
@@ -429,7 +521,64 @@ mod tests {
             resolv_conf: Path::new("/s/resolv.conf"),
             hosts: Path::new("/s/hosts"),
             console: None,
+            binds: &[],
         }
+    }
+
+    #[test]
+    fn extra_binds_make_placeholders_and_remount_read_only() {
+        let sys = RecordingSys::default();
+        for dir in ["proc", "dev", "sys", "etc", "run"] {
+            sys.dirs.borrow_mut().insert(Path::new("/s/root").join(dir));
+        }
+        sys.dirs.borrow_mut().insert(PathBuf::from("/host/cache"));
+        sys.files.borrow_mut().insert(PathBuf::from("/host/secret"));
+        let binds = [
+            crate::sandbox::BindMount {
+                source: PathBuf::from("/host/secret"),
+                target: PathBuf::from("/run/secrets/token"),
+                readonly: true,
+            },
+            crate::sandbox::BindMount {
+                source: PathBuf::from("/host/cache"),
+                target: PathBuf::from("/root/.cache"),
+                readonly: false,
+            },
+        ];
+        let lower = [PathBuf::from("/l")];
+        let mut plan = plan(&lower);
+        plan.binds = &binds;
+        let placeholders = setup_root(&sys, &plan).unwrap();
+        let made: Vec<(String, bool)> = placeholders
+            .iter()
+            .map(|p| (p.path.display().to_string(), p.is_dir))
+            .filter(|(path, _)| path.starts_with("run") || path.starts_with("root"))
+            .collect();
+        assert_eq!(
+            made,
+            [
+                ("run/secrets".to_owned(), true),
+                ("run/secrets/token".to_owned(), false),
+                ("root".to_owned(), true),
+                ("root/.cache".to_owned(), true),
+            ]
+        );
+        let got = mounts(&sys.take());
+        let tail: Vec<(String, String)> = got[got.len() - 3..].to_vec();
+        assert_eq!(
+            tail,
+            [
+                (
+                    "/s/root/run/secrets/token".to_owned(),
+                    "bind /host/secret".to_owned()
+                ),
+                ("/s/root/run/secrets/token".to_owned(), "remount".to_owned()),
+                (
+                    "/s/root/root/.cache".to_owned(),
+                    "bind /host/cache".to_owned()
+                ),
+            ]
+        );
     }
 
     fn mounts(calls: &[Call]) -> Vec<(String, String)> {

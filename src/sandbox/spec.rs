@@ -36,6 +36,22 @@ pub struct StepSpec {
     /// How the step's standard streams are connected (build steps: captured).
     #[serde(default)]
     pub stdio: Stdio,
+    /// Extra bind mounts (`RUN --mount=type=cache|secret|bind`), in order; mount points the
+    /// image lacks are created and removed again afterwards, so they leave no trace in the
+    /// step's upper directory.
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host file or directory bound into the step's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// The host path.
+    pub source: PathBuf,
+    /// Absolute path inside the step.
+    pub target: PathBuf,
+    /// Read-only.
+    pub readonly: bool,
 }
 
 impl StepSpec {
@@ -61,6 +77,7 @@ impl StepSpec {
             network: Network::Host,
             security: Security::Sandbox,
             stdio: Stdio::Captured,
+            mounts: Vec::new(),
         }
     }
 }

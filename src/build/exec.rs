@@ -1,0 +1,1243 @@
+//! The executor: one thread per vertex of the build graph, each waiting for its parent and
+//! input stages; the state of a vertex (layers + image config) is what the next one starts
+//! from. Cache keys, config instructions, `FROM` and `RUN` live here; `COPY`/`ADD` in
+//! [`super::copy`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use oci_spec::image::{Config, Descriptor, Digest, HistoryBuilder, ImageConfiguration, MediaType};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::failed::FailedStep;
+use super::{BuildOptions, BuildReport};
+use crate::binfmt::{self, Runner};
+use crate::dockerfile::{
+    self, CommandLine, Expander, Instruction, ResolvedInstruction, Stages, instruction,
+};
+use crate::error::{ExitKind, Failure};
+use crate::export::{Built, BuiltImage};
+use crate::layer::{self, TreeKind};
+use crate::oci::image as oci_image;
+use crate::plan::{self, BuildGraph, Op, PlanOptions, Vertex};
+use crate::platform::{self, Platform};
+use crate::progress::{Event, SharedSink, Stream, VertexCounter, VertexId};
+use crate::registry::{self, ImageRef, PlatformSpec, RegistryOptions, SinkProgress};
+use crate::sandbox::{self, StepCommand, StepSpec};
+use crate::store::{CacheRecord, Store};
+
+/// How many `RUN` steps run at once.
+const MAX_RUNNING: usize = 3;
+/// Lines of output kept for the error of a failed step.
+const TAIL_LINES: usize = 10;
+
+/// One layer of a state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Layer {
+    pub(crate) blob: Descriptor,
+    pub(crate) diff_id: Digest,
+}
+
+/// The result of a vertex: layers and image config (what a cache record keeps).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) config: ImageConfiguration,
+    /// Docker config fields the OCI type has no room for (`Healthcheck`, `Shell`, `OnBuild`).
+    #[serde(default)]
+    pub(crate) extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl State {
+    pub(crate) fn cfg(&self) -> Config {
+        self.config.config().clone().unwrap_or_default()
+    }
+
+    fn set_cfg(&mut self, config: Config) {
+        self.config.set_config(Some(config));
+    }
+
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        self.cfg()
+            .env()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) => (key.to_owned(), value.to_owned()),
+                None => (pair.clone(), String::new()),
+            })
+            .collect()
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.extra
+            .get("Shell")
+            .and_then(|shell| serde_json::from_value(shell.clone()).ok())
+            .unwrap_or_else(|| vec!["/bin/sh".to_owned(), "-c".to_owned()])
+    }
+
+    pub(crate) fn workdir(&self) -> String {
+        self.cfg()
+            .working_dir()
+            .clone()
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "/".to_owned())
+    }
+
+    /// Snapshot directories, top first (overlay `lowerdir=` order).
+    pub(crate) fn lower_dirs(&self, store: &Store) -> anyhow::Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for layer in self.layers.iter().rev() {
+            dirs.push(store.unpack_snapshot(&layer.blob, &layer.diff_id)?);
+        }
+        Ok(dirs)
+    }
+
+    pub(crate) fn push_history(&mut self, created: &str, created_by: String, empty_layer: bool) {
+        let mut history = self.config.history().clone().unwrap_or_default();
+        let mut builder = HistoryBuilder::default()
+            .created(created.to_owned())
+            .created_by(created_by)
+            .comment("buildkit.dockerfile.v0".to_owned());
+        if empty_layer {
+            builder = builder.empty_layer(true);
+        }
+        history.push(builder.build().expect("history fields are all optional"));
+        self.config.set_history(Some(history));
+    }
+
+    pub(crate) fn push_layer(&mut self, blob: &layer::LayerBlob) {
+        self.layers.push(Layer {
+            blob: blob.descriptor.clone(),
+            diff_id: blob.diff_id.clone(),
+        });
+        let mut rootfs = self.config.rootfs().clone();
+        let mut diff_ids = rootfs.diff_ids().clone();
+        diff_ids.push(blob.diff_id.to_string());
+        rootfs.set_diff_ids(diff_ids);
+        self.config.set_rootfs(rootfs);
+    }
+}
+
+/// A finished vertex.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) state: State,
+    pub(crate) key: String,
+}
+
+/// A vertex's outcome once known (`Err` when it failed or was skipped).
+type Slot = Option<Result<Arc<Done>, ()>>;
+
+/// Shared between the vertex threads.
+pub(crate) struct Ctx<'a> {
+    pub(crate) options: &'a BuildOptions,
+    pub(crate) graph: &'a BuildGraph,
+    pub(crate) stages: &'a Stages,
+    pub(crate) store: Store,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) registry: Arc<RegistryOptions>,
+    pub(crate) sink: SharedSink,
+    pub(crate) counter: VertexCounter,
+    pub(crate) context: Mutex<Option<Arc<super::copy::ContextFiles>>>,
+    results: Mutex<Vec<Slot>>,
+    changed: Condvar,
+    running: Mutex<usize>,
+    running_changed: Condvar,
+    emulated: Mutex<BTreeMap<Platform, Duration>>,
+    steps_run: Mutex<usize>,
+    cached: Mutex<usize>,
+    failed: std::sync::atomic::AtomicBool,
+    pub(crate) created: String,
+}
+
+/// Builds what `options` asks for and writes the result into the store (not the tags: the
+/// caller names the result, see [`crate::export`]).
+///
+/// # Errors
+/// A Dockerfile error (exit 2, `Dockerfile:LINE: ...`), a platform the host cannot run
+/// (exit 3), a failed step (exit 1, with the `xbuild debug shell` command), store, registry
+/// or context failures.
+pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
+    let file_name = options.dockerfile.display().to_string();
+    let bad = |error: dockerfile::DockerfileError| {
+        Failure::new(ExitKind::BadInput, error.with_file(file_name.clone()))
+    };
+    let bytes = std::fs::read(&options.dockerfile)
+        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
+    let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes)).map_err(bad)?;
+    let mut warnings: Vec<String> = tree
+        .warnings
+        .iter()
+        .map(|warning| format!("{file_name}:{}: {}", warning.line, warning.message))
+        .collect();
+    let stages = dockerfile::stages(&tree).map_err(bad)?;
+    let plan_options = PlanOptions {
+        targets: options.targets.clone(),
+        build_platform: platform::host(),
+        build_args: options.build_args.clone(),
+        target_stage: options.target_stage.clone(),
+    };
+    let graph = plan::for_targets(&stages, &plan_options).map_err(|error| match error {
+        plan::PlanError::Dockerfile(error) => bad(error),
+        other => match other.line() {
+            Some(line) => Failure::bad_input(format_args!("{file_name}:{line}: {other}")),
+            None => Failure::bad_input(other),
+        },
+    })?;
+    warnings.extend(graph.warnings.iter().cloned());
+
+    let store = Store::open_default().context("opening the store")?;
+    ensure_runnable(&graph, options)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
+    let ctx = Ctx {
+        options,
+        graph: &graph,
+        stages: &stages,
+        registry: Arc::new(RegistryOptions::from_env(store.root())),
+        store,
+        runtime,
+        sink: options.sink.clone(),
+        counter: VertexCounter::default(),
+        context: Mutex::new(None),
+        results: Mutex::new(vec![None; graph.vertices.len()]),
+        changed: Condvar::new(),
+        running: Mutex::new(0),
+        running_changed: Condvar::new(),
+        emulated: Mutex::default(),
+        steps_run: Mutex::new(0),
+        cached: Mutex::new(0),
+        failed: std::sync::atomic::AtomicBool::new(false),
+        created,
+    };
+    let errors: Mutex<Vec<anyhow::Error>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for index in 0..graph.vertices.len() {
+            let ctx = &ctx;
+            let errors = &errors;
+            scope.spawn(move || {
+                let result = ctx.vertex(index);
+                let stored = match result {
+                    Ok(done) => Ok(Arc::new(done)),
+                    Err(error) => {
+                        if error.downcast_ref::<Skipped>().is_none() {
+                            ctx.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            if let Ok(mut errors) = errors.lock() {
+                                errors.push(error);
+                            }
+                        }
+                        Err(())
+                    }
+                };
+                if let Ok(mut results) = ctx.results.lock() {
+                    results[index] = Some(stored);
+                }
+                ctx.changed.notify_all();
+            });
+        }
+    });
+    if let Some(error) = errors
+        .into_inner()
+        .ok()
+        .and_then(|mut all| (!all.is_empty()).then(|| all.remove(0)))
+    {
+        return Err(error);
+    }
+    if let Some(context) = ctx.context.lock().ok().and_then(|c| c.clone()) {
+        context.save_stat_cache();
+    }
+    let built = assemble(&ctx)?;
+    Ok(BuildReport {
+        built,
+        emulated: ctx
+            .emulated
+            .lock()
+            .map(|map| map.iter().map(|(p, d)| (p.clone(), *d)).collect())
+            .unwrap_or_default(),
+        steps_run: ctx.steps_run.lock().map(|n| *n).unwrap_or(0),
+        cached: ctx.cached.lock().map(|n| *n).unwrap_or(0),
+        unused_build_args: graph.unused_build_args.clone(),
+        warnings,
+    })
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
+}
+
+/// A vertex not run because another failed.
+#[derive(Debug, thiserror::Error)]
+#[error("skipped")]
+struct Skipped;
+
+/// Checks every platform that runs a `RUN` step; registers missing QEMU handlers as root.
+fn ensure_runnable(graph: &BuildGraph, options: &BuildOptions) -> anyhow::Result<()> {
+    let mut platforms: Vec<&Platform> = graph
+        .vertices
+        .iter()
+        .filter(|vertex| {
+            matches!(&vertex.op, Op::Step { instruction } if matches!(instruction.instruction, Instruction::Run(_)))
+        })
+        .map(|vertex| &vertex.platform)
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    for platform in platforms {
+        if binfmt::check_runnable(platform).is_ok() {
+            continue;
+        }
+        if nix::unistd::geteuid().is_root() {
+            if let Ok(misc) = binfmt::BinfmtMisc::open() {
+                if let Ok(binfmt::InstallOutcome::Installed { name, .. }) =
+                    binfmt::install(&misc, platform, "")
+                {
+                    options.sink.emit(Event::Note {
+                        message: format!("registered {name} to run {platform} steps under QEMU"),
+                    });
+                }
+            }
+        }
+        binfmt::check_runnable(platform)
+            .map_err(|error| Failure::new(ExitKind::HostNotReady, error))?;
+    }
+    Ok(())
+}
+
+/// Incremental cache key.
+#[derive(Clone)]
+pub(crate) struct Key(Sha256);
+
+impl Key {
+    pub(crate) fn new(vertex: &Vertex, parent: Option<&Done>) -> Self {
+        let mut key = Self(Sha256::new());
+        key.add("vertex", &vertex.id);
+        if let Some(parent) = parent {
+            key.add("parent", &parent.key);
+        }
+        key
+    }
+
+    pub(crate) fn add(&mut self, label: &str, value: &str) {
+        self.0.update(label.as_bytes());
+        self.0.update([0]);
+        self.0.update(value.len().to_le_bytes());
+        self.0.update(value.as_bytes());
+    }
+
+    pub(crate) fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+impl Ctx<'_> {
+    fn wait(&self, index: usize) -> anyhow::Result<Arc<Done>> {
+        let mut results = self
+            .results
+            .lock()
+            .map_err(|_| anyhow!("a build thread panicked"))?;
+        loop {
+            match &results[index] {
+                Some(Ok(done)) => return Ok(done.clone()),
+                Some(Err(())) => return Err(Skipped.into()),
+                None => {
+                    results = self
+                        .changed
+                        .wait(results)
+                        .map_err(|_| anyhow!("a build thread panicked"))?;
+                }
+            }
+        }
+    }
+
+    fn vertex(&self, index: usize) -> anyhow::Result<Done> {
+        let vertex = &self.graph.vertices[index];
+        let parent = vertex.parent.map(|parent| self.wait(parent)).transpose()?;
+        let inputs = vertex
+            .inputs
+            .iter()
+            .map(|input| self.wait(*input))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Skipped.into());
+        }
+        match &vertex.op {
+            Op::Scratch => {
+                let mut key = Key::new(vertex, None);
+                key.add("scratch", &vertex.platform.to_string());
+                Ok(Done {
+                    state: State {
+                        layers: Vec::new(),
+                        config: oci_image::new_image_config(&oci_platform(&vertex.platform), None),
+                        extra: serde_json::Map::new(),
+                    },
+                    key: key.finish(),
+                })
+            }
+            Op::Image { reference } => self.image_step(vertex, reference),
+            Op::Step { instruction } => {
+                let parent =
+                    parent.ok_or_else(|| anyhow!("{}: no parent", vertex.display_name()))?;
+                self.step(vertex, instruction, &parent, &inputs)
+            }
+        }
+    }
+
+    /// Resolves an image for a platform: the store's copy, else the registry.
+    pub(crate) fn resolve_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        vertex: VertexId,
+    ) -> anyhow::Result<(Descriptor, State)> {
+        let image = ImageRef::parse(reference)
+            .map_err(|error| Failure::bad_input(format_args!("{reference}: {error}")))?;
+        let spec = PlatformSpec::parse(&platform.to_string())
+            .map_err(|error| Failure::bad_input(error.0))?;
+        let progress = Arc::new(SinkProgress::aggregate(self.sink.clone(), vertex));
+        let layout = self.store.layout();
+        let pulled = if self.options.pull {
+            let choice = registry::PlatformChoice::One(spec.clone());
+            self.runtime
+                .block_on(registry::pull::pull_reference(
+                    self.registry.clone(),
+                    layout,
+                    &image,
+                    &choice,
+                    progress,
+                ))?
+                .images
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("{reference}: nothing pulled for {platform}"))?
+        } else {
+            self.runtime.block_on(registry::pull::resolve(
+                self.registry.clone(),
+                layout,
+                &image,
+                &spec,
+                progress,
+            ))?
+        };
+        let config_digest = pulled.document.config().digest();
+        let raw: serde_json::Value = layout.read_json(config_digest, "image config")?;
+        let config: ImageConfiguration = layout.read_json(config_digest, "image config")?;
+        let mut extra = serde_json::Map::new();
+        if let Some(inner) = raw.get("config").and_then(|c| c.as_object()) {
+            for field in ["Healthcheck", "Shell", "OnBuild"] {
+                if let Some(value) = inner.get(field).filter(|v| !v.is_null()) {
+                    extra.insert(field.to_owned(), value.clone());
+                }
+            }
+        }
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != pulled.document.layers().len() {
+            return Err(anyhow!(
+                "{reference}: {} layers but {} diff_ids",
+                pulled.document.layers().len(),
+                diff_ids.len()
+            ));
+        }
+        let layers = pulled
+            .document
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| {
+                Ok(Layer {
+                    blob: blob.clone(),
+                    diff_id: Digest::from_str(diff_id)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((
+            pulled.manifest,
+            State {
+                layers,
+                config,
+                extra,
+            },
+        ))
+    }
+
+    fn image_step(&self, vertex: &Vertex, reference: &str) -> anyhow::Result<Done> {
+        let id = self.counter.next();
+        let name = vertex.display_name();
+        let started = Instant::now();
+        self.sink.emit(Event::Started {
+            vertex: id,
+            name: name.clone(),
+            emulated: false,
+        });
+        let (manifest, state) = self
+            .resolve_image(reference, &vertex.platform, id)
+            .with_context(|| name.clone())?;
+        // Snapshots now, so RUN steps find them (in parallel inside the store).
+        self.store
+            .ensure_snapshots_for(
+                &self
+                    .store
+                    .layout()
+                    .read_json(manifest.digest(), "image manifest")?,
+                state.config.rootfs().diff_ids(),
+            )
+            .with_context(|| name.clone())?;
+        // ONBUILD triggers of the base run right after FROM, in a child build's order, and
+        // are not inherited (as Docker).
+        let mut state = state;
+        let triggers: Vec<String> = state
+            .extra
+            .remove("OnBuild")
+            .and_then(|triggers| serde_json::from_value(triggers).ok())
+            .unwrap_or_default();
+        let mut key = Key::new(vertex, None);
+        key.add("image", manifest.digest().as_ref());
+        self.sink.emit(Event::Finished {
+            vertex: id,
+            duration: started.elapsed(),
+        });
+        let mut done = Done {
+            state,
+            key: key.finish(),
+        };
+        for (index, trigger) in triggers.iter().enumerate() {
+            done = self.onbuild_trigger(vertex, index, trigger, &done)?;
+        }
+        Ok(done)
+    }
+
+    /// Runs one `ONBUILD` trigger of a base image as a step after its `FROM`.
+    fn onbuild_trigger(
+        &self,
+        vertex: &Vertex,
+        index: usize,
+        trigger: &str,
+        parent: &Done,
+    ) -> anyhow::Result<Done> {
+        let name = vertex.display_name();
+        let bad = |message: String| -> anyhow::Error {
+            Failure::bad_input(format_args!("{name}: ONBUILD {trigger}: {message}")).into()
+        };
+        let tree = dockerfile::parse(&format!("FROM scratch\n{trigger}\n"))
+            .map_err(|e| bad(e.to_string()))?;
+        let stages = dockerfile::stages(&tree).map_err(|e| bad(e.to_string()))?;
+        let instruction = stages
+            .stages
+            .first()
+            .and_then(|stage| stage.instructions.first())
+            .ok_or_else(|| bad("not an instruction".to_owned()))?;
+        let reads_stage = match instruction {
+            Instruction::Copy(copy) => copy.from.is_some(),
+            Instruction::Run(run) => run.mounts.iter().any(|mount| mount.from.is_some()),
+            _ => false,
+        };
+        if reads_stage {
+            return Err(Failure::unsupported(format_args!(
+                "{name}: ONBUILD {trigger}: triggers reading other stages"
+            ))
+            .into());
+        }
+        let expander = Expander::new('\\');
+        let instruction = instruction
+            .expand(&expander, &parent.state.env())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut id = Key(Sha256::new());
+        id.add("onbuild-of", &vertex.id);
+        id.add("index", &index.to_string());
+        id.add("trigger", trigger);
+        let resolved = ResolvedInstruction {
+            instruction,
+            args: Vec::new(),
+            env: Vec::new(),
+        };
+        let mut step = vertex.clone();
+        step.id = id.finish();
+        step.inputs = Vec::new();
+        step.op = Op::Step {
+            instruction: Box::new(resolved.clone()),
+        };
+        self.step_with(&step, &resolved, parent, &[], false)
+    }
+
+    /// The instruction expanded again with the state's environment underneath (the base
+    /// image's `ENV` is not known to the frontend).
+    fn reexpand(
+        &self,
+        vertex: &Vertex,
+        resolved: &ResolvedInstruction,
+        state: &State,
+    ) -> Instruction {
+        let base_env = state.env();
+        if base_env.is_empty() {
+            return resolved.instruction.clone();
+        }
+        let line = resolved.instruction.span().start;
+        let Some(original) = self.stages.stages.get(vertex.stage).and_then(|stage| {
+            stage
+                .instructions
+                .iter()
+                .find(|instruction| instruction.span().start == line)
+        }) else {
+            return resolved.instruction.clone();
+        };
+        // Image env, then ARGs, then the Dockerfile's ENV (last wins).
+        let mut vars: Vec<(String, String)> = base_env;
+        vars.extend(resolved.args.iter().cloned());
+        vars.extend(resolved.env.iter().cloned());
+        let expander = Expander::new(self.stages.directives.escape);
+        original
+            .expand(&expander, &vars)
+            .unwrap_or_else(|_| resolved.instruction.clone())
+    }
+
+    fn step(
+        &self,
+        vertex: &Vertex,
+        resolved: &ResolvedInstruction,
+        parent: &Done,
+        inputs: &[Arc<Done>],
+    ) -> anyhow::Result<Done> {
+        self.step_with(vertex, resolved, parent, inputs, true)
+    }
+
+    fn step_with(
+        &self,
+        vertex: &Vertex,
+        resolved: &ResolvedInstruction,
+        parent: &Done,
+        inputs: &[Arc<Done>],
+        reexpand: bool,
+    ) -> anyhow::Result<Done> {
+        let instruction = if reexpand {
+            self.reexpand(vertex, resolved, &parent.state)
+        } else {
+            resolved.instruction.clone()
+        };
+        let mut state = parent.state.clone();
+        let mut key = Key::new(vertex, Some(parent));
+        for input in inputs {
+            key.add("input", &input.key);
+        }
+        if let Some(epoch) = self.options.source_date_epoch {
+            key.add("epoch", &epoch.to_string());
+        }
+        let created_by = created_by(&instruction);
+        let mut cfg = state.cfg();
+        // Config-only steps are cached too (silently), so a rebuild with nothing changed
+        // keeps every history timestamp and gives the same digests.
+        let is_config_only = !matches!(
+            instruction,
+            Instruction::Run(_)
+                | Instruction::Copy(_)
+                | Instruction::Add(_)
+                | Instruction::Workdir(_)
+        );
+        if is_config_only && !self.options.no_cache {
+            let finished = key.clone().finish();
+            if let Some(state) = self.lookup(&finished)? {
+                return Ok(Done {
+                    state,
+                    key: finished,
+                });
+            }
+        }
+        match &instruction {
+            Instruction::Run(run) => {
+                return self.run_step(vertex, resolved, run, parent, inputs, key);
+            }
+            Instruction::Copy(_) | Instruction::Add(_) => {
+                return super::copy::copy_step(self, vertex, &instruction, parent, inputs, key);
+            }
+            Instruction::Workdir(workdir) => {
+                let dir = join_path(&state.workdir(), &workdir.path);
+                cfg.set_working_dir(Some(dir.clone()));
+                state.set_cfg(cfg);
+                return super::copy::workdir_step(self, vertex, state, &dir, created_by, key);
+            }
+            Instruction::Env(env) => {
+                let mut pairs = state.env();
+                for kv in &env.variables {
+                    pairs.retain(|(key, _)| key != &kv.key);
+                    pairs.push((kv.key.clone(), kv.value.clone()));
+                }
+                cfg.set_env(Some(
+                    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                ));
+            }
+            Instruction::Label(label) => {
+                let mut labels = cfg.labels().clone().unwrap_or_default();
+                for kv in &label.labels {
+                    labels.insert(kv.key.clone(), kv.value.clone());
+                }
+                cfg.set_labels(Some(labels));
+            }
+            Instruction::Maintainer(maintainer) => {
+                state.config.set_author(Some(maintainer.name.clone()));
+            }
+            Instruction::User(user) => {
+                cfg.set_user(Some(user.user.clone()));
+            }
+            Instruction::Expose(expose) => {
+                let mut ports = cfg.exposed_ports().clone().unwrap_or_default();
+                for port in &expose.ports {
+                    let port = if port.contains('/') {
+                        port.clone()
+                    } else {
+                        format!("{port}/tcp")
+                    };
+                    if !ports.contains(&port) {
+                        ports.push(port);
+                    }
+                }
+                cfg.set_exposed_ports(Some(ports));
+            }
+            Instruction::Volume(volume) => {
+                let mut volumes = cfg.volumes().clone().unwrap_or_default();
+                for path in &volume.paths {
+                    if !volumes.contains(path) {
+                        volumes.push(path.clone());
+                    }
+                }
+                cfg.set_volumes(Some(volumes));
+            }
+            Instruction::Stopsignal(signal) => {
+                cfg.set_stop_signal(Some(signal.signal.clone()));
+            }
+            Instruction::Shell(shell) => {
+                state
+                    .extra
+                    .insert("Shell".to_owned(), serde_json::json!(shell.shell));
+            }
+            Instruction::Entrypoint(entrypoint) => {
+                cfg.set_entrypoint(Some(command_argv(&entrypoint.command, &state.shell())));
+                // ENTRYPOINT resets a CMD inherited from the base or set earlier in this
+                // stage; a CMD later in the stage sets it again.
+                cfg.set_cmd(None);
+            }
+            Instruction::Cmd(cmd) => {
+                cfg.set_cmd(Some(command_argv(&cmd.command, &state.shell())));
+            }
+            Instruction::Healthcheck(health) => {
+                let value = match &health.health {
+                    instruction::Health::None => serde_json::json!({"Test": ["NONE"]}),
+                    instruction::Health::Check(check) => {
+                        let test = match &check.command {
+                            CommandLine::Shell(script) => {
+                                vec!["CMD-SHELL".to_owned(), script.clone()]
+                            }
+                            CommandLine::Exec(argv) => {
+                                let mut test = vec!["CMD".to_owned()];
+                                test.extend(argv.iter().cloned());
+                                test
+                            }
+                        };
+                        let nanos = |d: Option<std::time::Duration>| {
+                            d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                        };
+                        let mut value = serde_json::json!({"Test": test});
+                        for (field, duration) in [
+                            ("Interval", check.interval),
+                            ("Timeout", check.timeout),
+                            ("StartPeriod", check.start_period),
+                            ("StartInterval", check.start_interval),
+                        ] {
+                            if duration.is_some() {
+                                value[field] = serde_json::json!(nanos(duration));
+                            }
+                        }
+                        if let Some(retries) = check.retries {
+                            value["Retries"] = serde_json::json!(retries);
+                        }
+                        value
+                    }
+                };
+                state.extra.insert("Healthcheck".to_owned(), value);
+            }
+            Instruction::Onbuild(onbuild) => {
+                let mut triggers: Vec<String> = state
+                    .extra
+                    .get("OnBuild")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                triggers.push(onbuild.expression.clone());
+                state
+                    .extra
+                    .insert("OnBuild".to_owned(), serde_json::json!(triggers));
+            }
+            Instruction::Arg(_) | Instruction::From(_) => {}
+        }
+        if !matches!(
+            instruction,
+            Instruction::Maintainer(_)
+                | Instruction::Shell(_)
+                | Instruction::Healthcheck(_)
+                | Instruction::Onbuild(_)
+        ) {
+            state.set_cfg(cfg);
+        }
+        state.push_history(&self.created, created_by, true);
+        let key = key.finish();
+        self.record(&key, &state)?;
+        Ok(Done { state, key })
+    }
+
+    /// Looks up a cache record; emits `CACHED` and returns the state on a hit.
+    pub(crate) fn cache_hit(&self, key: &str, name: &str) -> anyhow::Result<Option<State>> {
+        if self.options.no_cache {
+            return Ok(None);
+        }
+        let Some(state) = self.lookup(key)? else {
+            return Ok(None);
+        };
+        self.sink.emit(Event::Cached {
+            vertex: self.counter.next(),
+            name: name.to_owned(),
+        });
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached += 1;
+        }
+        Ok(Some(state))
+    }
+
+    /// The state recorded under `key`, if its blobs are all there (no event).
+    pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<State>> {
+        let Some(record) = self.store.cache_record(key)? else {
+            return Ok(None);
+        };
+        let Ok(state) = serde_json::from_value::<State>(record.data) else {
+            return Ok(None);
+        };
+        let complete = state
+            .layers
+            .iter()
+            .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+        Ok(complete.then_some(state))
+    }
+
+    /// Records a step's result under its key.
+    pub(crate) fn record(&self, key: &str, state: &State) -> anyhow::Result<()> {
+        let record = CacheRecord {
+            blobs: state
+                .layers
+                .iter()
+                .map(|l| l.blob.digest().clone())
+                .collect(),
+            diff_ids: state.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            data: serde_json::to_value(state)?,
+        };
+        self.store.put_cache_record(key, &record)?;
+        Ok(())
+    }
+
+    /// A fresh upper and work directory in the store's tmp directory.
+    pub(crate) fn scratch_dirs(&self) -> anyhow::Result<tempfile::TempDir> {
+        let tmp = self.store.layout().tmp_dir();
+        std::fs::create_dir_all(&tmp)?;
+        let dir = tempfile::Builder::new().prefix("step-").tempdir_in(&tmp)?;
+        std::fs::create_dir(dir.path().join("upper"))?;
+        std::fs::create_dir(dir.path().join("work"))?;
+        Ok(dir)
+    }
+
+    fn run_step(
+        &self,
+        vertex: &Vertex,
+        resolved: &ResolvedInstruction,
+        run: &instruction::Run,
+        parent: &Done,
+        inputs: &[Arc<Done>],
+        mut key: Key,
+    ) -> anyhow::Result<Done> {
+        let name = vertex.display_name();
+        let line = run.span.start;
+        let file = self.options.dockerfile.display();
+        let security = match run.security {
+            Some(instruction::Security::Insecure) if !self.options.allow_insecure => {
+                return Err(Failure::bad_input(format_args!(
+                    "{file}:{line}: RUN --security=insecure needs --allow security.insecure"
+                ))
+                .into());
+            }
+            Some(instruction::Security::Insecure) => sandbox::Security::Insecure,
+            _ => sandbox::Security::Sandbox,
+        };
+        let network = match run.network {
+            Some(instruction::Network::None) => sandbox::Network::None,
+            Some(instruction::Network::Host) => sandbox::Network::Host,
+            _ if self.options.network_none => sandbox::Network::None,
+            _ => sandbox::Network::Host,
+        };
+        key.add("network", &format!("{network:?}"));
+        let mounts = super::mounts::prepare(self, vertex, run, parent, inputs, &mut key)?;
+        let key = key.finish();
+        if let Some(state) = self.cache_hit(&key, &name)? {
+            return Ok(Done { state, key });
+        }
+        let mut state = parent.state.clone();
+        let shell = state.shell();
+        let command = match &run.command {
+            CommandLine::Exec(argv) => StepCommand::Exec(argv.clone()),
+            CommandLine::Shell(script) => StepCommand::Shell {
+                shell: shell.clone(),
+                script: heredoc_script(script, &run.heredocs),
+            },
+        };
+        // Build args in scope as env, under the image env (ENV overrides ARG).
+        let env_pairs = state.env();
+        let mut env: Vec<String> = resolved
+            .args
+            .iter()
+            .filter(|(key, _)| !env_pairs.iter().any(|(k, _)| k == key))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
+        let lower_dirs = state.lower_dirs(&self.store)?;
+        let dirs = self.scratch_dirs()?;
+        let upper = dirs.path().join("upper");
+        let mut spec = StepSpec::new(
+            lower_dirs.clone(),
+            upper.clone(),
+            dirs.path().join("work"),
+            vertex.platform.clone(),
+            command.clone(),
+        );
+        spec.env = env.clone();
+        spec.user = state.cfg().user().clone().filter(|user| !user.is_empty());
+        spec.cwd = state.workdir();
+        spec.network = network;
+        spec.security = security;
+        spec.mounts = mounts.binds.clone();
+
+        let emulated = matches!(
+            binfmt::check_runnable(&vertex.platform),
+            Ok(Runner::Emulated(_))
+        );
+        // Bounded: wait for a free slot.
+        {
+            let mut running = self
+                .running
+                .lock()
+                .map_err(|_| anyhow!("a build thread panicked"))?;
+            while *running >= MAX_RUNNING {
+                running = self
+                    .running_changed
+                    .wait(running)
+                    .map_err(|_| anyhow!("a build thread panicked"))?;
+            }
+            *running += 1;
+        }
+        let id = self.counter.next();
+        self.sink.emit(Event::Started {
+            vertex: id,
+            name: name.clone(),
+            emulated,
+        });
+        let started = Instant::now();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let outcome = sandbox::run(&spec, |stream, bytes| {
+            let line = String::from_utf8_lossy(bytes).into_owned();
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+            self.sink.emit(Event::Log {
+                vertex: id,
+                stream: match stream {
+                    sandbox::Stream::Stdout => Stream::Stdout,
+                    sandbox::Stream::Stderr => Stream::Stderr,
+                },
+                line,
+            });
+        });
+        if let Ok(mut running) = self.running.lock() {
+            *running -= 1;
+        }
+        self.running_changed.notify_one();
+        let elapsed = started.elapsed();
+        if emulated {
+            if let Ok(mut map) = self.emulated.lock() {
+                *map.entry(vertex.platform.clone()).or_default() += elapsed;
+            }
+        }
+        if let Ok(mut steps) = self.steps_run.lock() {
+            *steps += 1;
+        }
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.sink.emit(Event::Failed {
+                    vertex: id,
+                    duration: elapsed,
+                    message: error.to_string(),
+                });
+                let kind = error.exit_kind();
+                return Err(Failure::new(kind, anyhow::Error::new(error).context(name)).into());
+            }
+        };
+        if !outcome.is_success() {
+            self.sink.emit(Event::Failed {
+                vertex: id,
+                duration: elapsed,
+                message: outcome.to_string(),
+            });
+            let debug_id = key[..12].to_owned();
+            let debug_dir = FailedStep::dir(self.store.root());
+            std::fs::create_dir_all(&debug_dir)?;
+            let failed_upper = debug_dir.join(format!("{debug_id}.upper"));
+            let _ = std::fs::remove_dir_all(&failed_upper);
+            std::fs::rename(&upper, &failed_upper).context("keeping the failed step's changes")?;
+            let record = FailedStep {
+                id: debug_id.clone(),
+                name: name.clone(),
+                platform: vertex.platform.clone(),
+                lower_dirs,
+                failed_upper,
+                env: env
+                    .iter()
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                user: spec.user.clone().unwrap_or_else(|| "root".to_owned()),
+                cwd: spec.cwd.clone(),
+                shell,
+                outcome: outcome.to_string(),
+            };
+            record.save(self.store.root())?;
+            let mut message = format!("{name}: {outcome}");
+            if !tail.is_empty() {
+                message.push_str("\nlast lines of output:");
+                for line in &tail {
+                    message.push_str("\n  ");
+                    message.push_str(line);
+                }
+            }
+            message.push_str(&format!(
+                "\nopen a shell in the failed state: xbuild debug shell {debug_id}\n\
+                 or in the state before the step:  xbuild debug shell --before {debug_id}"
+            ));
+            return Err(Failure::new(ExitKind::Failed, anyhow!(message)).into());
+        }
+        let empty = std::fs::read_dir(&upper)?.next().is_none();
+        if empty {
+            state.push_history(&self.created, created_by_run(&command), true);
+        } else {
+            let blob = layer::write_tree_layer(
+                self.store.layout(),
+                &upper,
+                TreeKind::OverlayUpper,
+                self.options.compression,
+                self.options.source_date_epoch,
+            )
+            .with_context(|| format!("{name}: committing the layer"))?;
+            let dir = dirs.keep();
+            self.store
+                .adopt_snapshot(&blob.diff_id, dir.join("upper"))
+                .with_context(|| format!("{name}: keeping the snapshot"))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            state.push_layer(&blob);
+            state.push_history(&self.created, created_by_run(&command), false);
+        }
+        self.record(&key, &state)?;
+        self.sink.emit(Event::Finished {
+            vertex: id,
+            duration: elapsed,
+        });
+        Ok(Done { state, key })
+    }
+}
+
+/// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
+/// heredocs are appended so the shell reads them as its own here-documents.
+fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> String {
+    match heredocs {
+        [] => script.to_owned(),
+        [only]
+            if script
+                .trim()
+                .trim_start_matches("<<")
+                .trim_start_matches('-')
+                .trim_matches(['"', '\''])
+                == only.name =>
+        {
+            only.content.clone()
+        }
+        _ => {
+            let mut text = script.to_owned();
+            for heredoc in heredocs {
+                text.push('\n');
+                text.push_str(&heredoc.content);
+                if !heredoc.content.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&heredoc.name);
+            }
+            text
+        }
+    }
+}
+
+fn command_argv(command: &CommandLine, shell: &[String]) -> Vec<String> {
+    match command {
+        CommandLine::Exec(argv) => argv.clone(),
+        CommandLine::Shell(script) => {
+            let mut argv = shell.to_vec();
+            argv.push(script.clone());
+            argv
+        }
+    }
+}
+
+fn created_by_run(command: &StepCommand) -> String {
+    format!("RUN {} # buildkit", command.argv().join(" "))
+}
+
+fn created_by(instruction: &Instruction) -> String {
+    format!("{} # buildkit", instruction_text(instruction))
+}
+
+fn instruction_text(instruction: &Instruction) -> String {
+    match instruction {
+        Instruction::Env(env) => format!(
+            "ENV {}",
+            env.variables
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Instruction::Workdir(w) => format!("WORKDIR {}", w.path),
+        Instruction::User(u) => format!("USER {}", u.user),
+        Instruction::Label(l) => format!(
+            "LABEL {}",
+            l.labels
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Instruction::Expose(e) => format!("EXPOSE map[{}]", e.ports.join(" ")),
+        Instruction::Volume(v) => format!("VOLUME {:?}", v.paths),
+        Instruction::Stopsignal(s) => format!("STOPSIGNAL {}", s.signal),
+        Instruction::Entrypoint(e) => format!("ENTRYPOINT {}", command_text(&e.command)),
+        Instruction::Cmd(c) => format!("CMD {}", command_text(&c.command)),
+        Instruction::Shell(s) => format!("SHELL {:?}", s.shell),
+        Instruction::Onbuild(o) => format!("ONBUILD {}", o.expression),
+        other => other.name().to_owned(),
+    }
+}
+
+fn command_text(command: &CommandLine) -> String {
+    match command {
+        CommandLine::Exec(argv) => format!("{argv:?}"),
+        CommandLine::Shell(script) => format!("[\"/bin/sh\" \"-c\" {script:?}]"),
+    }
+}
+
+/// `base` joined with `path` (absolute paths replace it), cleaned, absolute.
+pub(crate) fn join_path(base: &str, path: &str) -> String {
+    let full = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{base}/{path}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in full.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Writes each target's config and manifest, and the index over them.
+fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
+    let results = ctx
+        .results
+        .lock()
+        .map_err(|_| anyhow!("a build thread panicked"))?;
+    let mut images = Vec::new();
+    let mut seen: HashMap<&Platform, ()> = HashMap::new();
+    for target in &ctx.graph.images {
+        if seen.insert(&target.platform, ()).is_some() {
+            continue;
+        }
+        let Some(Some(Ok(done))) = results.get(target.vertex) else {
+            return Err(anyhow!(
+                "the target vertex for {} did not finish",
+                target.platform
+            ));
+        };
+        let mut config = done.state.config.clone();
+        // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
+        // or SOURCE_DATE_EPOCH.
+        let created = match ctx.options.source_date_epoch {
+            Some(_) => ctx.created.clone(),
+            None => config
+                .history()
+                .as_ref()
+                .and_then(|history| history.last())
+                .and_then(|entry| entry.created().clone())
+                .unwrap_or_else(|| ctx.created.clone()),
+        };
+        config.set_created(Some(created));
+        let mut value = serde_json::to_value(&config)?;
+        if !done.state.extra.is_empty() {
+            if let Some(object) = value.as_object_mut() {
+                let inner = object
+                    .entry("config")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(inner) = inner.as_object_mut() {
+                    for (field, extra) in &done.state.extra {
+                        inner.insert(field.clone(), extra.clone());
+                    }
+                }
+            }
+        }
+        let config_descriptor =
+            oci_image::write_json_blob(ctx.store.layout(), MediaType::ImageConfig, &value)?;
+        let manifest = oci_image::build_manifest(
+            config_descriptor,
+            done.state.layers.iter().map(|l| l.blob.clone()).collect(),
+            None,
+        );
+        let descriptor = ctx
+            .store
+            .put_manifest(&manifest, Some(oci_image::config_platform(&config)))?;
+        images.push(BuiltImage {
+            platform: target.platform.clone(),
+            manifest: descriptor,
+        });
+    }
+    let index = ctx
+        .store
+        .put_index(images.iter().map(|image| image.manifest.clone()).collect())?;
+    Ok(Built {
+        images,
+        index,
+        explicit_platforms: ctx.options.explicit_platforms,
+    })
+}
+
+fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
+    oci_image::platform(
+        &platform.os,
+        &platform.architecture,
+        platform.variant.as_deref(),
+    )
+}

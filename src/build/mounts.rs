@@ -1,0 +1,191 @@
+//! `RUN --mount`: `type=cache` (a persistent directory per id under
+//! `$XBUILD_ROOT/cache-mounts/`, shared by concurrent steps: `sharing=` is not honoured),
+//! `type=secret` (a private copy of the `--secret` bound read-only, `/run/secrets/<id>` by
+//! default; the sandbox removes the mount point it had to create, so nothing of it reaches
+//! the layer, and only the id enters the cache key), `type=bind` (read-only, from the
+//! context — the directory as it is on disk, `.dockerignore` not applied to what the step
+//! sees, only to the cache key — or from a stage or image, mounted as a read-only overlay).
+//!
+//! Not supported yet (exit 2): `type=tmpfs`, `type=ssh`, writable binds, secrets as
+//! environment variables (`env=`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::copy::{StateView, select_in_context};
+use super::exec::{Ctx, Done, Key, join_path};
+use crate::dockerfile::instruction;
+use crate::dockerfile::mount::MountType;
+use crate::error::Failure;
+use crate::plan::Vertex;
+use crate::sandbox::BindMount;
+
+/// What a step's mounts need, kept alive while it runs.
+pub(crate) struct Prepared {
+    /// The binds for the sandbox.
+    pub(crate) binds: Vec<BindMount>,
+    _views: Vec<StateView>,
+    _secrets: Option<tempfile::TempDir>,
+}
+
+/// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
+pub(crate) fn prepare(
+    ctx: &Ctx<'_>,
+    vertex: &Vertex,
+    run: &instruction::Run,
+    parent: &Done,
+    inputs: &[Arc<Done>],
+    key: &mut Key,
+) -> anyhow::Result<Prepared> {
+    let mut prepared = Prepared {
+        binds: Vec::new(),
+        _views: Vec::new(),
+        _secrets: None,
+    };
+    let file = ctx.options.dockerfile.display();
+    let line = run.span.start;
+    let unsupported = |what: &str| -> anyhow::Error {
+        Failure::unsupported(format_args!("{file}:{line}: RUN --mount={what}")).into()
+    };
+    let workdir = parent.state.workdir();
+    let mut next_input = 0;
+    for mount in &run.mounts {
+        let target = mount
+            .target
+            .as_deref()
+            .map(|target| join_path(&workdir, target));
+        match mount.kind {
+            MountType::Cache => {
+                let target = target.ok_or_else(|| unsupported("type=cache without target"))?;
+                let id = mount.id.clone().unwrap_or_else(|| target.clone());
+                let hash = hex::encode(
+                    &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
+                );
+                let dir = ctx.store.root().join("cache-mounts").join(hash);
+                if !dir.is_dir() {
+                    std::fs::create_dir_all(&dir).context("creating a cache mount")?;
+                    if mount.uid.is_some() || mount.gid.is_some() {
+                        std::os::unix::fs::chown(&dir, mount.uid, mount.gid)?;
+                    }
+                    std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+                    )?;
+                }
+                prepared.binds.push(BindMount {
+                    source: dir,
+                    target: PathBuf::from(target),
+                    readonly: mount.read_only,
+                });
+            }
+            MountType::Secret => {
+                if mount.env.is_some() {
+                    return Err(unsupported("type=secret,env="));
+                }
+                let id = mount
+                    .id
+                    .clone()
+                    .or_else(|| {
+                        target
+                            .as_deref()
+                            .and_then(|t| t.rsplit('/').next().map(str::to_owned))
+                    })
+                    .ok_or_else(|| unsupported("type=secret without id or target"))?;
+                key.add("secret-id", &id);
+                let Some(value) = ctx.options.secrets.get(&id) else {
+                    if mount.required {
+                        return Err(Failure::bad_input(format_args!(
+                            "{file}:{line}: secret {id:?} is required: pass --secret id={id},src=FILE"
+                        ))
+                        .into());
+                    }
+                    continue;
+                };
+                if prepared._secrets.is_none() {
+                    let tmp = ctx.store.layout().tmp_dir();
+                    std::fs::create_dir_all(&tmp)?;
+                    prepared._secrets = Some(
+                        tempfile::Builder::new()
+                            .prefix("secrets-")
+                            .tempdir_in(&tmp)?,
+                    );
+                }
+                let dir = prepared._secrets.as_ref().expect("created above").path();
+                let path = dir.join(format!("{}", prepared.binds.len()));
+                std::fs::write(&path, value)?;
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),
+                )?;
+                std::os::unix::fs::chown(
+                    &path,
+                    Some(mount.uid.unwrap_or(0)),
+                    Some(mount.gid.unwrap_or(0)),
+                )?;
+                prepared.binds.push(BindMount {
+                    source: path,
+                    target: PathBuf::from(target.unwrap_or_else(|| format!("/run/secrets/{id}"))),
+                    readonly: true,
+                });
+            }
+            MountType::Bind => {
+                if !mount.read_only {
+                    return Err(unsupported("type=bind,rw"));
+                }
+                let target = target.ok_or_else(|| unsupported("type=bind without target"))?;
+                let source = mount.source.clone().unwrap_or_else(|| ".".to_owned());
+                let relative = join_path("/", &source).trim_start_matches('/').to_owned();
+                let host = match &mount.from {
+                    None => {
+                        let files = ctx.context_files()?;
+                        let selected = select_in_context(&files, &source)?;
+                        let mut cache = files
+                            .stat_cache
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("a build thread panicked"))?;
+                        let digest = crate::context::digest_entries_cached(
+                            &files.dir,
+                            &selected.context_entries,
+                            &mut cache,
+                        )?;
+                        key.add("bind-context", &format!("{relative}:{digest}"));
+                        files.dir.join(&relative)
+                    }
+                    Some(from) => {
+                        let state = if ctx.stages.find(from).is_some() {
+                            let input = inputs.get(next_input).ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "{}: no input for --mount from={from}",
+                                    vertex.display_name()
+                                )
+                            })?;
+                            next_input += 1;
+                            input.state.clone()
+                        } else {
+                            let id = ctx.counter.next();
+                            let (manifest, state) =
+                                ctx.resolve_image(from, &vertex.platform, id)?;
+                            key.add("bind-image", manifest.digest().as_ref());
+                            state
+                        };
+                        let view = StateView::new(ctx, &state)?;
+                        let host = view.root.join(&relative);
+                        prepared._views.push(view);
+                        host
+                    }
+                };
+                prepared.binds.push(BindMount {
+                    source: host,
+                    target: PathBuf::from(target),
+                    readonly: true,
+                });
+            }
+            MountType::Tmpfs => return Err(unsupported("type=tmpfs")),
+            MountType::Ssh => return Err(unsupported("type=ssh")),
+        }
+    }
+    Ok(prepared)
+}

@@ -1,0 +1,270 @@
+//! `xbuild build` (and `xbuild [OPTIONS] PATH`): the options users know from
+//! `docker buildx build`, turned into [`crate::build::BuildOptions`]; the result named in the
+//! store under each `-t`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::output;
+use super::progress::ProgressMode;
+use crate::build::{self, BuildOptions};
+use crate::error::{ExitKind, Failure, ResultExt};
+use crate::export::Built;
+use crate::layer::Compression;
+use crate::platform::{self, Platform};
+use crate::store::Store;
+
+/// `xbuild build`: the options users know from `docker buildx build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory.
+    #[arg(value_name = "PATH")]
+    pub context: PathBuf,
+    /// Dockerfile (default: PATH/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Target platforms, comma separated or repeated (default: the host's).
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Name and tag of the result (`name:tag`), repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache (results are still recorded).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always look up base images in their registry.
+    #[arg(long)]
+    pub pull: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print only the digest of the result on stdout.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Network for RUN steps: `default`/`host`, or `none`.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
+    #[arg(long, value_name = "SPEC")]
+    pub secret: Vec<String>,
+    /// Extra privileges (`security.insecure`).
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+    /// Layer compression: gzip (default) or zstd.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Push the result to the registry of each tag.
+    #[arg(long)]
+    pub push: bool,
+    /// Outputs (`type=oci|docker|local|tar|registry[,dest=...]`).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub output: Vec<String>,
+    /// Also load the result into a Docker engine.
+    #[arg(long)]
+    pub load: bool,
+    /// Write the digests of the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Write the digest of the result to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    /// Runs the build.
+    ///
+    /// # Errors
+    /// Bad arguments or Dockerfile (exit 2), a host that cannot run a platform (exit 3), a
+    /// failed step or store failure (exit 1).
+    pub fn run(self) -> anyhow::Result<()> {
+        for (given, what) in [
+            (self.push, "--push"),
+            (!self.output.is_empty(), "-o/--output"),
+            (self.load, "--load"),
+            (self.metadata_file.is_some(), "--metadata-file"),
+            (self.iidfile.is_some(), "--iidfile"),
+        ] {
+            if given {
+                return Err(super::unsupported(format_args!("xbuild build {what}")));
+            }
+        }
+        let explicit_platforms = !self.platform.is_empty();
+        let targets: Vec<Platform> = if explicit_platforms {
+            let mut targets = Vec::new();
+            for text in &self.platform {
+                let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
+                if !targets.contains(&platform) {
+                    targets.push(platform);
+                }
+            }
+            targets
+        } else {
+            vec![platform::host()]
+        };
+        let network_none = match self.network.as_str() {
+            "default" | "host" => false,
+            "none" => true,
+            other => {
+                return Err(Failure::bad_input(format_args!(
+                    "--network={other}: use default, host or none"
+                ))
+                .into());
+            }
+        };
+        let mut allow_insecure = false;
+        for entitlement in &self.allow {
+            match entitlement.as_str() {
+                "security.insecure" => allow_insecure = true,
+                other => return Err(super::unsupported(format_args!("--allow {other}"))),
+            }
+        }
+        let compression = match self.compression.as_str() {
+            "gzip" => Compression::Gzip,
+            "zstd" => Compression::Zstd,
+            other => {
+                return Err(Failure::bad_input(format_args!(
+                    "--compression={other}: use gzip or zstd"
+                ))
+                .into());
+            }
+        };
+        let build_args = super::debug::parse_build_args(&self.build_args);
+        let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
+            Some(value) => Some(value.trim().parse::<i64>().map_err(|_| {
+                Failure::bad_input(format_args!("SOURCE_DATE_EPOCH={value} is not a number"))
+            })?),
+            None => crate::layer::source_date_epoch(),
+        };
+        for tag in &self.tags {
+            crate::registry::ImageRef::parse(tag)
+                .map_err(|error| Failure::bad_input(format_args!("-t {tag}: {error}")))?;
+        }
+        let mode = if self.quiet {
+            ProgressMode::Quiet
+        } else {
+            self.progress
+        };
+        let dockerfile = self
+            .file
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"));
+        let secrets = parse_secrets(&self.secret)?;
+        let options = BuildOptions {
+            context: self.context.clone(),
+            dockerfile,
+            targets,
+            explicit_platforms,
+            build_args,
+            target_stage: self.target.clone(),
+            no_cache: self.no_cache,
+            pull: self.pull,
+            network_none,
+            allow_insecure,
+            compression,
+            source_date_epoch,
+            secrets,
+            sink: Arc::from(super::progress::sink(mode)),
+        };
+        let report = build::run(&options)?;
+        for warning in &report.warnings {
+            output::warning(warning);
+        }
+        if !report.unused_build_args.is_empty() {
+            output::warning(format_args!(
+                "build arguments not consumed by any ARG: {}",
+                report.unused_build_args.join(", ")
+            ));
+        }
+        let store = Store::open_default().exit_kind(ExitKind::Failed)?;
+        name_in_store(&store, &report.built, &self.tags)?;
+        let digest = report.built.result().digest().to_string();
+        if self.quiet {
+            output::stdout(&digest);
+            return Ok(());
+        }
+        for (platform, time) in &report.emulated {
+            output::stderr(format_args!(
+                "{platform}: {:.1}s under emulation",
+                time.as_secs_f64()
+            ));
+        }
+        output::stderr(format_args!(
+            "{} steps run, {} cached",
+            report.steps_run, report.cached
+        ));
+        for tag in &self.tags {
+            output::stderr(format_args!("naming to {tag}"));
+        }
+        output::stdout(&digest);
+        Ok(())
+    }
+}
+
+/// Names the result in the local store under each tag (the default output).
+///
+/// # Errors
+/// The store's `index.json` cannot be written.
+pub fn name_in_store(store: &Store, built: &Built, tags: &[String]) -> anyhow::Result<()> {
+    for tag in tags {
+        store.set_ref(tag, built.result())?;
+    }
+    Ok(())
+}
+
+/// `--secret id=ID,src=FILE`, `id=ID,env=VAR` (also `source=`, `type=file|env`; a bare
+/// `id=ID` reads the environment variable `ID`, as buildx).
+fn parse_secrets(specs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        let mut kind = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", value)) => id = Some(value.to_owned()),
+                Some(("src" | "source", value)) => src = Some(value.to_owned()),
+                Some(("env", value)) => env = Some(value.to_owned()),
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                _ => {
+                    return Err(Failure::bad_input(format_args!(
+                        "--secret {spec}: expected id=ID,src=FILE or id=ID,env=VAR"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let id = id.ok_or_else(|| Failure::bad_input(format_args!("--secret {spec}: no id=")))?;
+        let value = match (src, env, kind.as_deref()) {
+            (Some(path), None, None | Some("file")) => std::fs::read(&path).map_err(|error| {
+                Failure::bad_input(format_args!("--secret {id}: cannot read {path}: {error}"))
+            })?,
+            (None, env, None | Some("env")) => {
+                let name = env.unwrap_or_else(|| id.clone());
+                std::env::var(&name)
+                    .map_err(|_| {
+                        Failure::bad_input(format_args!(
+                            "--secret {id}: environment variable {name} is not set"
+                        ))
+                    })?
+                    .into_bytes()
+            }
+            _ => {
+                return Err(Failure::bad_input(format_args!(
+                    "--secret {spec}: give either src= or env="
+                ))
+                .into());
+            }
+        };
+        secrets.insert(id, value);
+    }
+    Ok(secrets)
+}

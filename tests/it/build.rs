@@ -1,0 +1,595 @@
+//! `xbuild build` end to end on the busybox fixtures, for linux/amd64 and linux/arm64 at
+//! once, judged with skopeo and umoci: instructions, emulation, the cache, `$BUILDPLATFORM`
+//! stages, unused stages, reproducibility and failures.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::{self, Need};
+
+/// The store of a test: the fixture OCI layout (blobs hard-linked), its images named as the
+/// registry module names them, so `FROM busybox` resolves locally.
+fn store_with_fixtures(dir: &Path) {
+    let fixtures = util::fixtures_dir().expect("fixtures checked by require");
+    let store = dir.join("store");
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(fixtures.join("oci"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let index = std::fs::read_to_string(store.join("index.json")).unwrap();
+    let index = index
+        .replace("\"busybox:latest\"", "\"docker.io/library/busybox:latest\"")
+        .replace(
+            "\"debian:bookworm\"",
+            "\"docker.io/library/debian:bookworm\"",
+        );
+    std::fs::remove_file(store.join("index.json")).unwrap();
+    std::fs::write(store.join("index.json"), index).unwrap();
+}
+
+fn needs() -> bool {
+    util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Binfmt("aarch64"),
+        Need::Program("skopeo"),
+        Need::Program("umoci"),
+    ])
+}
+
+const DOCKERFILE: &str = r#"
+FROM --platform=$BUILDPLATFORM busybox AS tools
+RUN echo "tools-ran-on $(uname -m)" && echo built > /tool
+
+FROM busybox AS broken
+RUN echo "broken-stage-ran" && exit 7
+
+FROM busybox
+ARG TARGETARCH
+ENV GREETING="hello there"
+WORKDIR /app
+COPY --from=tools /tool /opt/tool
+COPY hello.txt data/ ./
+RUN uname -m > /arch && echo "step-ran $(cat /arch) $TARGETARCH $GREETING" && cat hello.txt
+USER nobody
+ENTRYPOINT ["/bin/cat"]
+CMD ["/arch"]
+"#;
+
+fn build(dir: &Path, extra: &[&str]) -> Output {
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir.join("ctx"))
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--progress",
+            "plain",
+        ])
+        .args(extra)
+        .arg(".");
+    util::run(&mut command)
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// Output lines of steps containing `needle` (not the lines naming a step).
+fn output_lines(text: &str, needle: &str) -> usize {
+    text.lines()
+        .filter(|line| line.contains(needle) && !line.contains("RUN "))
+        .count()
+}
+
+/// Unpacks one platform of a stored image with skopeo + umoci; returns the rootfs.
+fn unpack(dir: &Path, name: &str, arch: &str) -> std::path::PathBuf {
+    let layout = dir.join(format!("single-{arch}"));
+    let bundle = dir.join(format!("bundle-{arch}"));
+    let _ = std::fs::remove_dir_all(&layout);
+    let _ = std::fs::remove_dir_all(&bundle);
+    let status = Command::new("skopeo")
+        .args(["copy", "-q", "--override-arch", arch])
+        .arg(format!("oci:{}:{name}", dir.join("store").display()))
+        .arg(format!("oci:{}:img", layout.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "skopeo copy {arch}");
+    let status = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:img", layout.display()))
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umoci unpack {arch}");
+    bundle.join("rootfs")
+}
+
+fn config(dir: &Path, name: &str, arch: &str) -> serde_json::Value {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--config", "--override-arch", arch])
+        .arg(format!("oci:{}:{name}", dir.join("store").display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn two_platforms_build_cache_and_one_edit() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("data/sub")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "version one\n").unwrap();
+    std::fs::write(ctx.join("data/sub/deep.txt"), "deep\n").unwrap();
+    std::fs::write(ctx.join("data/ignored.log"), "no\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "*/*.log\n").unwrap();
+
+    // Cold build.
+    let output = build(dir, &["-t", "app:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    // The $BUILDPLATFORM stage ran once, natively; the unused failing stage never ran.
+    assert_eq!(output_lines(&err, "tools-ran-on"), 1, "{err}");
+    assert!(err.contains("tools-ran-on x86_64"), "{err}");
+    assert!(!err.contains("broken-stage-ran"), "{err}");
+    assert_eq!(output_lines(&err, "step-ran"), 2, "{err}");
+    assert!(err.contains("step-ran x86_64 amd64 hello there"), "{err}");
+    assert!(err.contains("step-ran aarch64 arm64 hello there"), "{err}");
+    assert!(err.contains("(emulated)"), "{err}");
+    assert!(
+        err.contains("linux/arm64:") && err.contains("under emulation"),
+        "{err}"
+    );
+    let digest = util::stdout(&output).trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // The index has both platforms (skopeo reads our layout).
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:docker.io/library/app:1",
+            dir.join("store").display()
+        ))
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+
+    for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let config = config(dir, "docker.io/library/app:1", arch);
+        assert_eq!(config["architecture"], arch);
+        let cfg = &config["config"];
+        assert_eq!(cfg["User"], "nobody");
+        assert_eq!(cfg["WorkingDir"], "/app");
+        assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/cat"]));
+        assert_eq!(cfg["Cmd"], serde_json::json!(["/arch"]));
+        assert!(
+            cfg["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("GREETING=hello there")),
+            "{cfg}"
+        );
+        let history = config["history"].as_array().unwrap();
+        assert!(history.iter().any(
+            |h| h["created_by"].as_str().unwrap_or("").starts_with("ENV ")
+                && h["empty_layer"] == true
+        ));
+        let rootfs = unpack(dir, "docker.io/library/app:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("arch")).unwrap(),
+            format!("{uname}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("opt/tool")).unwrap(),
+            "built\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/hello.txt")).unwrap(),
+            "version one\n"
+        );
+        // A directory source copies its contents; .dockerignore applies.
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/sub/deep.txt")).unwrap(),
+            "deep\n"
+        );
+        assert!(!rootfs.join("app/ignored.log").exists());
+        // Busybox itself is there and is the right architecture.
+        assert!(rootfs.join("bin/busybox").exists());
+    }
+
+    // No change: every step CACHED, nothing runs in the sandbox.
+    let output = build(dir, &["-t", "app:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(
+        output_lines(&err, "step-ran") + output_lines(&err, "tools-ran-on"),
+        0,
+        "{err}"
+    );
+    assert!(err.contains("0 steps run"), "{err}");
+    // Nothing changed, so nothing in the result changed either.
+    assert_eq!(util::stdout(&output).trim(), digest);
+    // tools RUN + 2 × (WORKDIR, COPY --from, COPY, RUN).
+    assert_eq!(count(&err, "CACHED"), 9, "{err}");
+
+    // One file edited: its COPY and the steps after it run again, nothing before.
+    std::fs::write(ctx.join("hello.txt"), "version two\n").unwrap();
+    let output = build(dir, &["-t", "app:2"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "tools-ran-on"), 0, "{err}");
+    assert_eq!(output_lines(&err, "step-ran"), 2, "{err}");
+    assert!(err.contains("version two"), "{err}");
+    // tools RUN, and per platform WORKDIR and COPY --from stay cached.
+    assert_eq!(count(&err, "CACHED"), 5, "{err}");
+    assert!(err.contains("2 steps run"), "{err}");
+}
+
+#[test]
+fn same_inputs_on_two_empty_stores_give_the_same_index() {
+    if !needs() {
+        return;
+    }
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let temp = util::temp_dir();
+        let dir = temp.path();
+        store_with_fixtures(dir);
+        let ctx = dir.join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM busybox\nCOPY a.txt /a.txt\nRUN uname -m > /arch && echo x > /x\nENV A=1\n",
+        )
+        .unwrap();
+        std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+        let output = build(dir, &["-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+        assert!(output.status.success(), "{}", util::stderr(&output));
+        digests.push(util::stdout(&output).trim().to_owned());
+        // Let a second apart pass, so "now" would differ if it leaked in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn a_failing_step_names_itself_and_the_debug_command() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo first-line; echo second-line >&2; touch /made; exit 3\n",
+    )
+    .unwrap();
+    let mut command = util::xbuild(dir);
+    command.current_dir(&ctx).args([
+        "build",
+        "--platform",
+        "linux/arm64",
+        "--progress",
+        "plain",
+        ".",
+    ]);
+    let output = util::run(&mut command);
+    let err = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[linux/arm64 stage-0 2/2] RUN echo first-line")
+            && err.contains(": exit code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  first-line") && err.contains("  second-line"),
+        "{err}"
+    );
+    let id = err
+        .lines()
+        .find_map(|line| line.split("xbuild debug shell --before ").nth(1))
+        .expect("the debug command is printed")
+        .trim()
+        .to_owned();
+    assert!(err.contains(&format!("xbuild debug shell {id}")), "{err}");
+    let record = dir.join("store/debug").join(format!("{id}.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let upper = record["failed_upper"].as_str().unwrap();
+    assert!(Path::new(upper).join("made").exists(), "{record}");
+}
+
+#[test]
+fn dockerfile_errors_and_unsupported_flags_exit_2() {
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    std::fs::write(dir.join("ctx/Dockerfile"), "FROM busybox\nRUNN x\n").unwrap();
+    let mut command = util::xbuild(dir);
+    command.current_dir(dir.join("ctx")).args(["build", "."]);
+    let output = util::run(&mut command);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+    assert!(
+        util::stderr(&output).contains("Dockerfile:2"),
+        "{}",
+        util::stderr(&output)
+    );
+
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir.join("ctx"))
+        .args(["build", "--push", "."]);
+    let output = util::run(&mut command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(util::stderr(&output).contains("not supported yet"));
+}
+
+#[test]
+fn run_mounts_secret_cache_and_bind_leave_no_trace() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("c.txt"), "from-context\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "s3cr3t-XYZZY\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS other\nRUN echo from-other > /o.txt\n\
+         FROM busybox\n\
+         RUN --mount=type=secret,id=tok echo secret-len $(wc -c < /run/secrets/tok)\n\
+         RUN --mount=type=cache,target=/cache echo x >> /cache/n && echo cache-lines $(wc -l < /cache/n)\n\
+         RUN --mount=type=bind,target=/mnt cat /mnt/c.txt > /from-ctx\n\
+         RUN --mount=type=bind,from=other,source=/o.txt,target=/o.txt cp /o.txt /copied\n",
+    )
+    .unwrap();
+    let secret = format!("id=tok,src={}", dir.join("secret.txt").display());
+    let output = build(dir, &["--secret", &secret, "-t", "m:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "secret-len 13"), 2, "{err}");
+    // One cache directory shared by both platforms' steps.
+    assert!(
+        err.contains("cache-lines 1") && err.contains("cache-lines 2"),
+        "{err}"
+    );
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/m:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("from-ctx")).unwrap(),
+            "from-context\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("copied")).unwrap(),
+            "from-other\n"
+        );
+        for absent in ["run/secrets", "cache", "mnt", "o.txt"] {
+            assert!(
+                !rootfs.join(absent).exists(),
+                "{absent} in the {arch} image"
+            );
+        }
+    }
+    // The secret is in no blob, snapshot or cache record.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for f in $(find {0}/blobs {0}/snapshots {0}/cache -type f); do zcat -f \"$f\" | grep -l XYZZY >/dev/null && echo \"$f\"; done; true",
+            dir.join("store").display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(util::stdout(&output), "", "the secret leaked");
+    // Without the secret, a required one is refused.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=other,required=true true\n",
+    )
+    .unwrap();
+    let output = build(dir, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+}
+
+#[test]
+fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("src/a")).unwrap();
+    std::fs::create_dir_all(ctx.join("src/b")).unwrap();
+    std::fs::create_dir_all(dir.join("tarsrc/t")).unwrap();
+    std::fs::write(ctx.join("src/a/one.go"), "1\n").unwrap();
+    std::fs::write(ctx.join("src/b/two.go"), "2\n").unwrap();
+    std::fs::write(ctx.join("src/readme.md"), "r\n").unwrap();
+    std::fs::write(dir.join("tarsrc/t/f.txt"), "intar\n").unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("tarsrc"))
+        .arg("-czf")
+        .arg(ctx.join("arch.tar.gz"))
+        .arg("t")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         COPY --chown=nobody:nogroup --chmod=640 src/*/*.go /gofiles/\n\
+         COPY src/readme.md /docs/README\n\
+         ADD arch.tar.gz /unpacked/\n\
+         COPY <<EOF /etc/greeting\nhello there\nEOF\n\
+         COPY --chown=1234 src/a /adir\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "c:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/c:1", arch);
+        use std::os::unix::fs::MetadataExt;
+        for name in ["one.go", "two.go"] {
+            let meta = std::fs::metadata(rootfs.join("gofiles").join(name)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o777),
+                (65534, 65534, 0o640)
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("docs/README")).unwrap(),
+            "r\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("unpacked/t/f.txt")).unwrap(),
+            "intar\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+            "hello there\n"
+        );
+        let meta = std::fs::metadata(rootfs.join("adir/one.go")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 1234));
+        assert!(!rootfs.join("adir/a").exists());
+        // The base image is still underneath.
+        assert!(rootfs.join("etc/passwd").exists());
+    }
+}
+
+/// Serves `body` to every request on 127.0.0.1 (a thread per connection); returns the port.
+fn serve(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_url_checks_the_checksum() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let body: &'static [u8] = b"remote-content\n";
+    let port = serve(body);
+    let sha = xbuild::oci::sha256_digest(body).digest().to_owned();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{sha} http://127.0.0.1:{port}/file.txt /dl/\n"
+        ),
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "u:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let rootfs = unpack(dir, "docker.io/library/u:1", "arm64");
+    assert_eq!(std::fs::read(rootfs.join("dl/file.txt")).unwrap(), body);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(rootfs.join("dl/file.txt"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/file.txt /dl/\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let output = build(dir, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        util::stderr(&output).contains("checksum mismatch"),
+        "{}",
+        util::stderr(&output)
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("c.txt"), "child-file\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.parent"),
+        "FROM busybox\nONBUILD COPY c.txt /from-trigger.txt\nONBUILD RUN echo trigger-ran $(cat /from-trigger.txt) && uname -m > /arch\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM parent:1\nRUN echo child-step\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-f", "Dockerfile.parent", "-t", "parent:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "trigger-ran"), 0, "{err}");
+    let output = build(dir, &["-t", "child:1"]);
+    let err = util::stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(output_lines(&err, "trigger-ran child-file"), 2, "{err}");
+    let rootfs = unpack(dir, "docker.io/library/child:1", "arm64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("arch")).unwrap(),
+        "aarch64\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("from-trigger.txt")).unwrap(),
+        "child-file\n"
+    );
+}
