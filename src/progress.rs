@@ -148,6 +148,17 @@ impl Sink for Recorder {
 pub struct VertexCounter(std::sync::atomic::AtomicU32);
 
 impl VertexCounter {
+    /// A counter whose next id is `last + 1`, to go on numbering after another phase (the
+    /// outputs after the build) without clashing `#N` lines.
+    pub fn after(last: u32) -> Self {
+        Self(std::sync::atomic::AtomicU32::new(last))
+    }
+
+    /// The last id handed out (0 when none).
+    pub fn last(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The next vertex id, starting at 1.
     pub fn next(&self) -> VertexId {
         VertexId(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)

@@ -269,6 +269,7 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         cached: ctx.cached.lock().map(|n| *n).unwrap_or(0),
         unused_build_args: graph.unused_build_args.clone(),
         warnings,
+        last_vertex: ctx.counter.last(),
     })
 }
 

@@ -85,4 +85,6 @@ pub struct BuildReport {
     pub unused_build_args: Vec<String>,
     /// Warnings of the frontend and planner.
     pub warnings: Vec<String>,
+    /// The last progress vertex number used, so later phases (outputs) go on after it.
+    pub last_vertex: u32,
 }

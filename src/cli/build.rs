@@ -11,9 +11,13 @@ use super::output;
 use super::progress::ProgressMode;
 use crate::build::{self, BuildOptions};
 use crate::error::{ExitKind, Failure, ResultExt};
-use crate::export::Built;
+use anyhow::Context as _;
+
+use crate::export::{self, Output};
 use crate::layer::Compression;
 use crate::platform::{self, Platform};
+use crate::progress::VertexCounter;
+use crate::registry::RegistryOptions;
 use crate::store::Store;
 
 /// `xbuild build`: the options users know from `docker buildx build`.
@@ -85,17 +89,7 @@ impl BuildArgs {
     /// Bad arguments or Dockerfile (exit 2), a host that cannot run a platform (exit 3), a
     /// failed step or store failure (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
-        for (given, what) in [
-            (self.push, "--push"),
-            (!self.output.is_empty(), "-o/--output"),
-            (self.load, "--load"),
-            (self.metadata_file.is_some(), "--metadata-file"),
-            (self.iidfile.is_some(), "--iidfile"),
-        ] {
-            if given {
-                return Err(super::unsupported(format_args!("xbuild build {what}")));
-            }
-        }
+        let outputs = self.outputs()?;
         let explicit_platforms = !self.platform.is_empty();
         let targets: Vec<Platform> = if explicit_platforms {
             let mut targets = Vec::new();
@@ -173,6 +167,7 @@ impl BuildArgs {
             secrets,
             sink: Arc::from(super::progress::sink(mode)),
         };
+        let sink = options.sink.clone();
         let report = build::run(&options)?;
         for warning in &report.warnings {
             output::warning(warning);
@@ -184,7 +179,29 @@ impl BuildArgs {
             ));
         }
         let store = Store::open_default().exit_kind(ExitKind::Failed)?;
-        name_in_store(&store, &report.built, &self.tags)?;
+        let registry = Arc::new(RegistryOptions::from_env(store.root()));
+        let vertices = VertexCounter::after(report.last_vertex);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let exported = runtime
+            .block_on(export::write(
+                &store,
+                registry,
+                &report.built,
+                &self.tags,
+                &outputs,
+                sink,
+                &vertices,
+            ))
+            .map_err(|error| Failure::new(error.exit_kind(), error))?;
+        if let Some(path) = &self.metadata_file {
+            export::write_metadata_file(path, &store, &report.built, &exported)?;
+        }
+        if let Some(path) = &self.iidfile {
+            export::write_iidfile(path, &report.built)?;
+        }
         let digest = report.built.result().digest().to_string();
         if self.quiet {
             output::stdout(&digest);
@@ -200,23 +217,52 @@ impl BuildArgs {
             "{} steps run, {} cached",
             report.steps_run, report.cached
         ));
-        for tag in &self.tags {
-            output::stderr(format_args!("naming to {tag}"));
+        for written in &exported.written {
+            output::stderr(written);
+        }
+        for note in &exported.notes {
+            output::stderr(note);
         }
         output::stdout(&digest);
         Ok(())
     }
-}
 
-/// Names the result in the local store under each tag (the default output).
-///
-/// # Errors
-/// The store's `index.json` cannot be written.
-pub fn name_in_store(store: &Store, built: &Built, tags: &[String]) -> anyhow::Result<()> {
-    for tag in tags {
-        store.set_ref(tag, built.result())?;
+    /// The outputs the flags ask for: `-o` specs, `--push`, `--load`; none means the store.
+    fn outputs(&self) -> anyhow::Result<Vec<Output>> {
+        let mut outputs = Vec::new();
+        for spec in &self.output {
+            let output =
+                Output::parse(spec).map_err(|error| Failure::new(ExitKind::BadInput, error))?;
+            outputs.push(output);
+        }
+        if self.push
+            && !outputs
+                .iter()
+                .any(|output| matches!(output, Output::Registry { .. }))
+        {
+            outputs.push(Output::Registry { by_digest: false });
+        }
+        if self.tags.is_empty()
+            && outputs
+                .iter()
+                .any(|output| matches!(output, Output::Registry { .. }))
+        {
+            // Checked before building, not after minutes of work.
+            return Err(Failure::bad_input(
+                "pushing needs a name: add -t REGISTRY/REPOSITORY[:TAG]",
+            )
+            .into());
+        }
+        if self.load && !outputs.contains(&Output::Docker { dest: None }) {
+            outputs.push(Output::Docker { dest: None });
+        }
+        // `--load` alone also names the result in the local store (a push names it there
+        // already), so `xbuild run TAG` works after `--load` as after a plain build.
+        if self.load && outputs.len() == 1 && !self.tags.is_empty() {
+            outputs.insert(0, Output::Store);
+        }
+        Ok(outputs)
     }
-    Ok(())
 }
 
 /// `--secret id=ID,src=FILE`, `id=ID,env=VAR` (also `source=`, `type=file|env`; a bare

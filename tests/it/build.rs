@@ -344,7 +344,23 @@ fn dockerfile_errors_and_unsupported_flags_exit_2() {
         .args(["build", "--push", "."]);
     let output = util::run(&mut command);
     assert_eq!(output.status.code(), Some(2));
-    assert!(util::stderr(&output).contains("not supported yet"));
+    assert!(
+        util::stderr(&output).contains("pushing needs a name"),
+        "{}",
+        util::stderr(&output)
+    );
+
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir.join("ctx"))
+        .args(["build", "-o", "type=bogus,dest=x", "."]);
+    let output = util::run(&mut command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        util::stderr(&output).contains("bogus"),
+        "{}",
+        util::stderr(&output)
+    );
 }
 
 #[test]
@@ -592,4 +608,87 @@ fn onbuild_triggers_run_in_the_child_build() {
         std::fs::read_to_string(rootfs.join("from-trigger.txt")).unwrap(),
         "child-file\n"
     );
+}
+
+/// `xbuild build` with outputs: `--push` to a registry on 127.0.0.1 (judged by skopeo), an OCI
+/// archive (`-o type=oci`), `--metadata-file` and `--iidfile`, all naming the same index.
+#[test]
+fn build_outputs_push_archive_metadata_and_iidfile_agree() {
+    use crate::regenv::{self, Setup, TestRegistry};
+    use sha2::Digest as _;
+
+    if !needs() || !regenv::ready(Setup::Plain) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    std::fs::write(
+        dir.join("ctx/Dockerfile"),
+        "FROM busybox\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+    )
+    .unwrap();
+    let registry = TestRegistry::start(Setup::Plain);
+    let name = format!("{}/outputs/app:1", registry.host);
+    let archive = dir.join("out.tar");
+    let output = build(
+        dir,
+        &[
+            "-t",
+            &name,
+            "--push",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            "--metadata-file",
+            &dir.join("meta.json").display().to_string(),
+            "--iidfile",
+            &dir.join("iid").display().to_string(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
+    let iid = std::fs::read_to_string(dir.join("iid")).unwrap();
+    assert!(iid.starts_with("sha256:"), "{iid}");
+    assert_eq!(util::stdout(&output).trim(), iid);
+
+    let sha256 = |bytes: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        sha256(&raw.stdout),
+        iid,
+        "the registry holds the built index"
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        sha256(&raw.stdout),
+        iid,
+        "the OCI archive holds the built index"
+    );
+
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(metadata["containerimage.digest"], iid.as_str());
+    let manifests = metadata["xbuild.manifests"].as_object().unwrap();
+    assert!(manifests.contains_key("linux/amd64") && manifests.contains_key("linux/arm64"));
 }
