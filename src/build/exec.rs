@@ -27,6 +27,8 @@ use crate::oci::image as oci_image;
 use crate::plan::{self, BuildGraph, Op, PlanOptions, Vertex};
 use crate::platform::{self, Platform};
 use crate::progress::{Event, SharedSink, Stream, VertexCounter, VertexId};
+
+use super::CheckArch;
 use crate::registry::{self, ImageRef, PlatformSpec, RegistryOptions, SinkProgress};
 use crate::sandbox::{self, StepCommand, StepSpec};
 use crate::store::{CacheRecord, Store};
@@ -258,6 +260,18 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         context.save_stat_cache();
     }
     let built = assemble(&ctx)?;
+    let foreign = check_architectures(&ctx)?;
+    if !foreign.is_empty() {
+        if ctx.options.check_arch == CheckArch::Error {
+            return Err(anyhow!(
+                "binaries for another platform in the image (--check-arch=error):\n  {}",
+                foreign.join("\n  ")
+            ));
+        }
+        warnings.extend(foreign.into_iter().map(|line| {
+            format!("{line} (it will fail with \"exec format error\"; --check-arch=error makes this fatal)")
+        }));
+    }
     Ok(BuildReport {
         built,
         emulated: ctx
@@ -1233,6 +1247,73 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         index,
         explicit_platforms: ctx.options.explicit_platforms,
     })
+}
+
+/// The wrong-architecture guard: every ELF executable or library that the build's own layers
+/// add to a target image (not its base image's) is checked against the image's platform.
+/// Returns one line per finding: `[linux/arm64] COPY hello /usr/local/bin/: usr/local/bin/hello
+/// is linux/amd64, not linux/arm64`.
+fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
+    if ctx.options.check_arch == CheckArch::Off {
+        return Ok(Vec::new());
+    }
+    let results = ctx
+        .results
+        .lock()
+        .map_err(|_| anyhow!("a build thread panicked"))?;
+    let state_of = |vertex: usize| match results.get(vertex) {
+        Some(Some(Ok(done))) => Some(&done.state),
+        _ => None,
+    };
+    let mut findings = Vec::new();
+    let mut checked = std::collections::HashSet::new();
+    for target in &ctx.graph.images {
+        let Some(state) = state_of(target.vertex) else {
+            continue;
+        };
+        // The external base: the first vertex up the parent chain that is an image or scratch.
+        let mut vertex = target.vertex;
+        while let Some(parent) = ctx.graph.vertices[vertex].parent {
+            vertex = parent;
+        }
+        let base_layers = state_of(vertex).map_or(0, |base| base.layers.len());
+        let added = &state.layers[base_layers.min(state.layers.len())..];
+        // History entries that made layers, in order; the last ones belong to `added`.
+        let layer_history: Vec<String> = state
+            .config
+            .history()
+            .as_ref()
+            .map(|history| {
+                history
+                    .iter()
+                    .filter(|entry| !entry.empty_layer().unwrap_or(false))
+                    .map(|entry| entry.created_by().clone().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let offset = layer_history.len().saturating_sub(added.len());
+        for (position, layer) in added.iter().enumerate() {
+            if !checked.insert((layer.diff_id.clone(), target.platform.clone())) {
+                continue;
+            }
+            let found = match ctx.store.snapshot(&layer.diff_id) {
+                Some(snapshot) => super::archcheck::foreign_elf_files(&snapshot, &target.platform)
+                    .with_context(|| format!("checking {}", snapshot.display()))?,
+                None => {
+                    let blob = ctx.store.layout().open_blob(layer.blob.digest())?;
+                    let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;
+                    super::archcheck::foreign_elf_in_layer(tar, &target.platform)?
+                }
+            };
+            let instruction = layer_history
+                .get(offset + position)
+                .map_or("a layer", String::as_str);
+            for foreign in found {
+                findings.push(format!("[{}] {instruction}: {foreign}", target.platform));
+            }
+        }
+    }
+    Ok(findings)
 }
 
 fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {

@@ -68,6 +68,22 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Where progress goes.
     pub sink: SharedSink,
+    /// The wrong-architecture guard (`--check-arch`).
+    pub check_arch: CheckArch,
+}
+
+/// What to do about ELF files whose platform the image's platform cannot run
+/// (`--check-arch=warn|error|off`): an amd64 binary copied into an arm64 image is the classic
+/// cause of `exec format error` at deploy time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckArch {
+    /// Print a warning naming the file and the instruction that added it (the default).
+    #[default]
+    Warn,
+    /// Fail the build.
+    Error,
+    /// Do not look.
+    Off,
 }
 
 /// What a build did.

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::output;
 use super::progress::ProgressMode;
-use crate::build::{self, BuildOptions};
+use crate::build::{self, BuildOptions, CheckArch};
 use crate::error::{ExitKind, Failure, ResultExt};
 use anyhow::Context as _;
 
@@ -65,6 +65,10 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default) or zstd.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
+    /// ELF files added for another architecture (an amd64 binary in an arm64 image): warn,
+    /// fail the build (error), or do not look (off).
+    #[arg(long, value_enum, default_value_t = CheckArch::Warn)]
+    pub check_arch: CheckArch,
     /// Push the result to the registry of each tag.
     #[arg(long)]
     pub push: bool,
@@ -166,6 +170,7 @@ impl BuildArgs {
             source_date_epoch,
             secrets,
             sink: Arc::from(super::progress::sink(mode)),
+            check_arch: self.check_arch,
         };
         let sink = options.sink.clone();
         let report = build::run(&options)?;

@@ -692,3 +692,46 @@ fn build_outputs_push_archive_metadata_and_iidfile_agree() {
     let manifests = metadata["xbuild.manifests"].as_object().unwrap();
     assert!(manifests.contains_key("linux/amd64") && manifests.contains_key("linux/arm64"));
 }
+
+/// The wrong-architecture guard: an amd64 binary copied into the arm64 image is named with
+/// the instruction that added it (a warning; `--check-arch=error` fails the build), while the
+/// amd64 image built from the same Dockerfile is clean.
+#[test]
+fn an_amd64_binary_in_the_arm64_image_is_reported() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    let fixtures = util::fixtures_dir().unwrap();
+    std::fs::copy(
+        fixtures.join("rootfs/busybox/linux-amd64/bin/busybox"),
+        dir.join("ctx/tool"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ctx/Dockerfile"),
+        "FROM busybox\nCOPY tool /usr/local/bin/tool\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "archcheck:1"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("usr/local/bin/tool is linux/amd64"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("[linux/arm64]"), "{stderr}");
+    assert!(warnings[0].contains("COPY"), "{stderr}");
+
+    let output = build(dir, &["-t", "archcheck:1", "--check-arch=error"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("usr/local/bin/tool is linux/amd64, not linux/arm64"),
+        "{stderr}"
+    );
+}
