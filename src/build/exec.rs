@@ -1307,7 +1307,9 @@ fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
             };
             let instruction = layer_history
                 .get(offset + position)
-                .map_or("a layer", String::as_str);
+                .map_or("a layer", |created_by| {
+                    created_by.trim_end_matches(" # buildkit")
+                });
             for foreign in found {
                 findings.push(format!("[{}] {instruction}: {foreign}", target.platform));
             }

@@ -219,7 +219,7 @@ impl BuildArgs {
             ));
         }
         output::stderr(format_args!(
-            "{} steps run, {} cached",
+            "{} RUN steps run, {} steps cached",
             report.steps_run, report.cached
         ));
         for written in &exported.written {
