@@ -225,7 +225,7 @@ fn two_platforms_build_cache_and_one_edit() {
         0,
         "{err}"
     );
-    assert!(err.contains("0 steps run"), "{err}");
+    assert!(err.contains("0 RUN steps run"), "{err}");
     // Nothing changed, so nothing in the result changed either.
     assert_eq!(util::stdout(&output).trim(), digest);
     // tools RUN + 2 × (WORKDIR, COPY --from, COPY, RUN).
@@ -241,7 +241,7 @@ fn two_platforms_build_cache_and_one_edit() {
     assert!(err.contains("version two"), "{err}");
     // tools RUN, and per platform WORKDIR and COPY --from stay cached.
     assert_eq!(count(&err, "CACHED"), 5, "{err}");
-    assert!(err.contains("2 steps run"), "{err}");
+    assert!(err.contains("2 RUN steps run"), "{err}");
 }
 
 #[test]
