@@ -28,6 +28,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
+mod source;
 pub mod tools;
 pub mod transport;
 

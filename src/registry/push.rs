@@ -281,7 +281,11 @@ pub(crate) async fn push_blobs(
             Arc::clone(&permits),
             Arc::clone(&progress),
         );
-        let mount_from = mount_from.map(str::to_owned);
+        // An explicit source first, else the repository of this registry the blob was
+        // pulled from (see `source`): a mount instead of an upload.
+        let mount_from = mount_from.map(str::to_owned).or_else(|| {
+            super::source::mount_source(&layout, blob.digest(), registry.name(), &repository)
+        });
         tasks.spawn(async move {
             let _permit = permits
                 .acquire_owned()

@@ -919,7 +919,10 @@ impl Registry {
             match streamed {
                 Ok(()) => {
                     return match writer.commit(Some((digest, descriptor.size()))) {
-                        Ok(_) => Ok(()),
+                        Ok(_) => {
+                            super::source::record(layout, digest, &self.name, repository);
+                            Ok(())
+                        }
                         Err(LayoutError::DigestMismatch {
                             expected,
                             expected_size,

@@ -246,3 +246,39 @@ fn partly_pulled_index_is_refused_until_pulled_whole() {
     assert!(output.status.success(), "{}", util::stderr(&output));
     assert_eq!(util::stdout(&output), format!("{name}@{}\n", fixture.index));
 }
+
+/// A blob pulled from one repository is mounted, not uploaded, when an image holding it is
+/// pushed to another repository of the same registry (the store remembers where it came
+/// from); skopeo then reads the pushed index with the same digest.
+#[test]
+fn push_mounts_blobs_pulled_from_another_repository() {
+    if !regenv::ready(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    let fixture = regenv::busybox();
+    registry.skopeo_push_fixture("origin/busybox:latest", None);
+    let source = format!("{}/origin/busybox:latest", registry.host);
+    let target = format!("{}/copy/busybox:1", registry.host);
+    let output = util::run(
+        registry
+            .xbuild(home.path())
+            .args(["pull", "--all-platforms", &source]),
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let output = util::run(registry.xbuild(home.path()).args(["tag", &source, &target]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+
+    let output = util::run(registry.xbuild(home.path()).args(["push", &target]));
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(": 0 blobs uploaded, 12 mounted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        util::stdout(&output),
+        format!("{target}@{}\n", fixture.index)
+    );
+}
