@@ -735,3 +735,78 @@ fn an_amd64_binary_in_the_arm64_image_is_reported() {
         "{stderr}"
     );
 }
+
+/// Config-only instructions for two platforms, read back by skopeo: LABEL, EXPOSE, VOLUME,
+/// STOPSIGNAL, HEALTHCHECK and SHELL land in the config with `empty_layer` history, and the
+/// SHELL is the one a later RUN uses.
+#[test]
+fn config_instructions_reach_the_image_config() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    std::fs::write(
+        dir.join("ctx/Dockerfile"),
+        r#"FROM busybox
+LABEL org.example.team="builders" version=1
+EXPOSE 8080/tcp 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s CMD ["true"]
+SHELL ["/bin/sh", "-ec"]
+RUN echo "$0 $-" > /shell-flags
+"#,
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "config:1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw", "--config", "--override-arch", arch])
+            .arg(format!(
+                "oci:{}:docker.io/library/config:1",
+                dir.join("store").display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            raw.status.success(),
+            "{}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        let config: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+        assert_eq!(config["architecture"], arch);
+        let inner = &config["config"];
+        assert_eq!(inner["Labels"]["org.example.team"], "builders", "{config}");
+        assert_eq!(inner["Labels"]["version"], "1");
+        assert!(inner["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+        assert!(inner["ExposedPorts"].get("53/udp").is_some(), "{config}");
+        assert!(inner["Volumes"].get("/data").is_some(), "{config}");
+        assert_eq!(inner["StopSignal"], "SIGTERM");
+        assert_eq!(
+            inner["Healthcheck"]["Test"],
+            serde_json::json!(["CMD", "true"]),
+            "{config}"
+        );
+        assert_eq!(
+            inner["Shell"],
+            serde_json::json!(["/bin/sh", "-ec"]),
+            "{config}"
+        );
+        let history = config["history"].as_array().unwrap();
+        let empty = history
+            .iter()
+            .filter(|entry| entry["empty_layer"] == true)
+            .count();
+        assert!(empty >= 6, "{config}");
+    }
+    let rootfs = unpack(dir, "docker.io/library/config:1", "arm64");
+    let flags = std::fs::read_to_string(rootfs.join("shell-flags")).unwrap();
+    assert!(
+        flags.contains('e'),
+        "RUN used SHELL [\"/bin/sh\", \"-ec\"]: {flags}"
+    );
+}
