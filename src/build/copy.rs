@@ -9,7 +9,7 @@
 //! down (whiteouts honoured; symlinked parents of those files are not followed).
 //!
 //! Not supported yet (exit 2): `--parents`, `--exclude`, `ADD --keep-git-dir` and git
-//! sources, symbolic `--chmod`, checksums other than sha256. `ADD` of an http(s) URL
+//! sources, checksums other than sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
 //! downloads it (mode 0600, not unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a plain
 //! `COPY` (same result, no layer reuse across bases).
 
@@ -660,8 +660,18 @@ pub(crate) fn copy_step(
     };
     let chmod = match chmod {
         None => None,
-        Some(Chmod::Octal(mode)) => Some(mode),
-        Some(_) => return Err(unsupported("symbolic --chmod")),
+        Some(Chmod::Octal(mode)) => Some(ModeChange::Set(mode)),
+        Some(Chmod::Symbolic(spec) | Chmod::Unexpanded(spec)) => {
+            // Checked once here, so a bad clause is a Dockerfile error, not a per-file one.
+            apply_symbolic_mode(&spec, 0, false).map_err(|reason| {
+                crate::error::Failure::bad_input(format_args!(
+                    "{}:{}: --chmod={spec}: {reason}",
+                    ctx.options.dockerfile.display(),
+                    instruction.span().start
+                ))
+            })?;
+            Some(ModeChange::Symbolic(spec))
+        }
     };
     let name = vertex.display_name();
     let started = Instant::now();
@@ -833,8 +843,8 @@ pub(crate) fn copy_step(
             entry.uid = 0;
             entry.gid = 0;
         }
-        if let Some(mode) = chmod {
-            entry.mode = mode & 0o7777;
+        if let Some(change) = &chmod {
+            entry.mode = change.apply(entry.mode, item.meta.is_dir());
         } else if url_file {
             entry.mode = 0o600;
         }
@@ -910,7 +920,9 @@ pub(crate) fn copy_step(
             EntryKind::File {
                 size: heredoc.content.len() as u64,
             },
-            chmod.unwrap_or(0o644),
+            chmod
+                .as_ref()
+                .map_or(0o644, |change| change.apply(0o644, false)),
         );
         entry.mtime = mtime_now;
         if let Some((uid, gid)) = owner {
@@ -980,4 +992,89 @@ fn download(
     }
     fs::write(dir.join(&file_name), &bytes)?;
     Ok((file_name, digest))
+}
+
+/// `--chmod`: an octal mode, or chmod(1)'s symbolic form applied to each file's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModeChange {
+    /// `--chmod=0755`.
+    Set(u32),
+    /// `--chmod=u+x,g-w,o=r` (validated when the step starts).
+    Symbolic(String),
+}
+
+impl ModeChange {
+    fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            Self::Set(mode) => mode & 0o7777,
+            Self::Symbolic(spec) => apply_symbolic_mode(spec, mode, is_dir).unwrap_or(mode),
+        }
+    }
+}
+
+/// Applies chmod(1)'s symbolic clauses (`[ugoa]*[+-=][rwxXst]*`, comma separated) to `mode`.
+/// An empty "who" means all (no umask, as BuildKit); `X` sets execute for directories and for
+/// files that already have an execute bit.
+fn apply_symbolic_mode(spec: &str, mode: u32, is_dir: bool) -> Result<u32, String> {
+    let mut mode = mode & 0o7777;
+    for clause in spec.split(',') {
+        let op_at = clause
+            .find(['+', '-', '='])
+            .ok_or_else(|| format!("\"{clause}\" has no +, - or ="))?;
+        let (who, rest) = clause.split_at(op_at);
+        let mut who_mask = 0;
+        for c in who.chars() {
+            who_mask |= match c {
+                'u' => 0o4700,
+                'g' => 0o2070,
+                'o' => 0o1007,
+                'a' => 0o7777,
+                other => return Err(format!("unknown \"who\" {other:?} in \"{clause}\"")),
+            };
+        }
+        if who_mask == 0 {
+            who_mask = 0o7777;
+        }
+        let mut chars = rest.chars();
+        let op = chars.next().unwrap_or('=');
+        let mut bits = 0;
+        for c in chars {
+            bits |= match c {
+                'r' => 0o444,
+                'w' => 0o222,
+                'x' => 0o111,
+                'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                'X' => 0,
+                's' => 0o6000,
+                't' => 0o1000,
+                other => return Err(format!("unknown permission {other:?} in \"{clause}\"")),
+            };
+        }
+        let bits = bits & who_mask;
+        mode = match op {
+            '+' => mode | bits,
+            '-' => mode & !bits,
+            _ => (mode & !who_mask) | bits,
+        };
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod symbolic_mode_tests {
+    use super::apply_symbolic_mode;
+
+    #[test]
+    fn symbolic_modes_follow_chmod() {
+        assert_eq!(apply_symbolic_mode("u+x", 0o644, false), Ok(0o744));
+        assert_eq!(apply_symbolic_mode("g-w,o=r", 0o664, false), Ok(0o644));
+        assert_eq!(apply_symbolic_mode("a+X", 0o644, false), Ok(0o644));
+        assert_eq!(apply_symbolic_mode("a+X", 0o644, true), Ok(0o755));
+        assert_eq!(apply_symbolic_mode("+x", 0o600, false), Ok(0o711));
+        assert_eq!(apply_symbolic_mode("u=rwx,go=", 0o644, false), Ok(0o700));
+        assert_eq!(apply_symbolic_mode("u+s", 0o755, false), Ok(0o4755));
+        assert!(apply_symbolic_mode("q+x", 0o644, false).is_err());
+        assert!(apply_symbolic_mode("u+z", 0o644, false).is_err());
+        assert!(apply_symbolic_mode("ux", 0o644, false).is_err());
+    }
 }

@@ -320,6 +320,19 @@ fn a_failing_step_names_itself_and_the_debug_command() {
         serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
     let upper = record["failed_upper"].as_str().unwrap();
     assert!(Path::new(upper).join("made").exists(), "{record}");
+
+    // The printed commands open the failed state (the file the step made is there, under
+    // emulation) and the state before it (it is not).
+    let output = util::run(util::xbuild(dir).args(["debug", "shell", &id, "ls", "/made"]));
+    assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
+    assert!(
+        util::stdout(&output).contains("/made"),
+        "{}",
+        util::stdout(&output)
+    );
+    let output =
+        util::run(util::xbuild(dir).args(["debug", "shell", "--before", &id, "ls", "/made"]));
+    assert_ne!(output.status.code(), Some(0), "{}", util::stdout(&output));
 }
 
 #[test]
@@ -462,6 +475,7 @@ fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
         "FROM busybox\n\
          COPY --chown=nobody:nogroup --chmod=640 src/*/*.go /gofiles/\n\
          COPY src/readme.md /docs/README\n\
+         COPY --chmod=u+x,go-w src/readme.md /docs/symbolic\n\
          ADD arch.tar.gz /unpacked/\n\
          COPY <<EOF /etc/greeting\nhello there\nEOF\n\
          COPY --chown=1234 src/a /adir\n",
@@ -482,6 +496,13 @@ fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
         assert_eq!(
             std::fs::read_to_string(rootfs.join("docs/README")).unwrap(),
             "r\n"
+        );
+        let source_mode = std::fs::metadata(ctx.join("src/readme.md")).unwrap().mode() & 0o777;
+        let meta = std::fs::metadata(rootfs.join("docs/symbolic")).unwrap();
+        assert_eq!(
+            meta.mode() & 0o777,
+            (source_mode | 0o100) & !0o022,
+            "symbolic --chmod"
         );
         assert_eq!(
             std::fs::read_to_string(rootfs.join("unpacked/t/f.txt")).unwrap(),
