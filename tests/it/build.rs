@@ -831,3 +831,98 @@ RUN echo "$0 $-" > /shell-flags
         "RUN used SHELL [\"/bin/sh\", \"-ec\"]: {flags}"
     );
 }
+
+/// Stops the fixture registry started by `scripts/fixtures.sh registry start PORT`.
+struct FixtureRegistry(u16);
+
+impl Drop for FixtureRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fixtures.sh"))
+            .args(["registry", "stop", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// The reference workload (`../shared/bench/app`): built for two platforms from base images
+/// in a registry (apt-get install gcc runs under QEMU for arm64), pushed, read back by
+/// skopeo as an index of both, and each platform's binary says where it was built and runs.
+#[test]
+fn bench_app_builds_pushes_and_runs_on_both_platforms() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fixtures.sh");
+    let status = Command::new(&script)
+        .args(["registry", "start", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "fixture registry");
+    let _registry = FixtureRegistry(port);
+    let app = util::conformance_dir()
+        .parent()
+        .expect("shared/")
+        .join("bench/app");
+    let name = format!("127.0.0.1:{port}/bench/app:1");
+    let output = util::run(
+        util::xbuild(dir)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--progress",
+                "plain",
+            ])
+            .args([
+                "--build-arg",
+                &format!("REG=127.0.0.1:{port}"),
+                "-t",
+                &name,
+                "--push",
+            ])
+            .arg(&app),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
+
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let architectures: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|manifest| manifest["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
+
+    for (platform, arch, machine) in [
+        ("linux/amd64", "amd64", "x86_64"),
+        ("linux/arm64", "arm64", "aarch64"),
+    ] {
+        let output =
+            util::run(util::xbuild(dir).args(["run", "--rm", "--platform", platform, &name]));
+        assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
+        assert!(
+            util::stdout(&output).contains(&format!(
+                "built for {arch}, running on {machine}, uid=65534 cwd=/app"
+            )),
+            "{}",
+            util::stdout(&output)
+        );
+    }
+}
