@@ -20,7 +20,7 @@ use xbuild::registry::RegistryOptions;
 use xbuild::store::Store;
 
 use crate::regenv::{self, Setup, TestRegistry};
-use crate::util::{self, Need, require, temp_dir};
+use crate::util::{self, Dockerd, Need, require, temp_dir};
 
 /// A store at `dir/store` holding the fixture busybox blobs (unnamed, as a build leaves
 /// them), and a `Built` for `platforms` (all six when empty) over them: the fixture index
@@ -471,63 +471,6 @@ fn push_and_push_by_digest_are_read_back_by_skopeo() {
     // Pushing without a name is bad input.
     let error = export(&store, &built, &[], &[Output::Registry { by_digest: true }]).unwrap_err();
     assert_eq!(error.exit_kind(), xbuild::ExitKind::BadInput);
-}
-
-/// Starts a private dockerd (own socket, data root, no iptables) for the test's lifetime
-/// (as tests/it/layout.rs does).
-struct Dockerd {
-    pid: i32,
-    socket: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Option<Self> {
-        let socket = dir.join("docker.sock");
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", socket.display()))
-            .args(["--iptables=false", "--bridge=none"])
-            .stdout(fs::File::create(dir.join("dockerd.log")).unwrap())
-            .stderr(fs::File::create(dir.join("dockerd.err")).unwrap())
-            .spawn()
-            .ok()?;
-        let daemon = Self {
-            pid: i32::try_from(child.id()).unwrap(),
-            socket,
-        };
-        for _ in 0..60 {
-            if daemon
-                .docker()
-                .arg("version")
-                .output()
-                .is_ok_and(|out| out.status.success())
-            {
-                return Some(daemon);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        None
-    }
-
-    fn docker(&self) -> Command {
-        let mut command = Command::new("docker");
-        command.env("DOCKER_HOST", format!("unix://{}", self.socket.display()));
-        command
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
 }
 
 /// Set by [`load_puts_the_host_platform_under_the_tag_and_others_under_suffixed_tags`] for

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Need, require, run, stderr, stdout, temp_dir, xbuild};
+use crate::util::{Dockerd, Need, require, run, stderr, stdout, temp_dir, xbuild};
 
 fn ok(output: &std::process::Output, what: &str) -> String {
     assert!(
@@ -674,62 +674,6 @@ fn snapshots_stack_as_overlay_lower_directories() {
     ok(&run(xbuild(dir.path()).args(["rmi", "stacked:1"])), "rmi");
     let pruned = ok(&run(xbuild(dir.path()).args(["prune"])), "prune");
     assert!(pruned.contains("3 snapshots"), "{pruned}");
-}
-
-/// Starts a private dockerd (own socket, data root, no iptables) for the test's lifetime.
-struct Dockerd {
-    pid: i32,
-    socket: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Option<Self> {
-        let socket = dir.join("docker.sock");
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", socket.display()))
-            .args(["--iptables=false", "--bridge=none"])
-            .stdout(fs::File::create(dir.join("dockerd.log")).unwrap())
-            .stderr(fs::File::create(dir.join("dockerd.err")).unwrap())
-            .spawn()
-            .ok()?;
-        let daemon = Self {
-            pid: i32::try_from(child.id()).unwrap(),
-            socket,
-        };
-        for _ in 0..60 {
-            if daemon
-                .docker()
-                .arg("version")
-                .output()
-                .is_ok_and(|out| out.status.success())
-            {
-                return Some(daemon);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        None
-    }
-
-    fn docker(&self) -> Command {
-        let mut command = Command::new("docker");
-        command.env("DOCKER_HOST", format!("unix://{}", self.socket.display()));
-        command
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
 }
 
 #[test]

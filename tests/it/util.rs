@@ -121,3 +121,62 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+/// Starts a private dockerd (own socket, data root, no iptables) for the test's lifetime.
+pub struct Dockerd {
+    pid: i32,
+    /// The daemon's unix socket.
+    pub socket: PathBuf,
+}
+
+impl Dockerd {
+    /// Starts it in `dir`; `None` when it does not answer within 30 s.
+    pub fn start(dir: &Path) -> Option<Self> {
+        let socket = dir.join("docker.sock");
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--iptables=false", "--bridge=none"])
+            .stdout(std::fs::File::create(dir.join("dockerd.log")).expect("dockerd.log"))
+            .stderr(std::fs::File::create(dir.join("dockerd.err")).expect("dockerd.err"))
+            .spawn()
+            .ok()?;
+        let daemon = Self {
+            pid: i32::try_from(child.id()).expect("a pid fits in i32"),
+            socket,
+        };
+        for _ in 0..60 {
+            if daemon
+                .docker()
+                .arg("version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+            {
+                return Some(daemon);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        None
+    }
+
+    /// A `docker` command talking to this daemon.
+    pub fn docker(&self) -> Command {
+        let mut command = Command::new("docker");
+        command.env("DOCKER_HOST", format!("unix://{}", self.socket.display()));
+        command
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
