@@ -369,10 +369,13 @@ pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::
     Ok(selected)
 }
 
+/// Selects `pattern` in another stage's or image's tree. Only the directories on the
+/// pattern's path are read (a wildcard component lists its one directory), and only matched
+/// directories are walked: the source stage is often a whole distribution, and a
+/// `COPY --from=build /out/app` must not read all of it. Components are matched as in the
+/// tree (an intermediate symlink is not followed), in sorted order.
 fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
     let pattern = clean_source(pattern);
-    let mut all = Vec::new();
-    walk_dir(root, Path::new(""), &mut all)?;
     let mut selected = Selected {
         items: Vec::new(),
         tops: 0,
@@ -381,57 +384,68 @@ fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
         from_url: false,
     };
     if pattern.is_empty() {
+        let mut all = Vec::new();
+        walk_dir(root, Path::new(""), &mut all)?;
         selected.tops = 1;
         for item in all {
             selected.items.push((item.rel.clone(), item));
         }
         return Ok(selected);
     }
-    let pattern_parts: Vec<&str> = pattern.split('/').collect();
-    let top_paths: Vec<PathBuf> = all
-        .iter()
-        .filter(|item| {
-            let path = item.rel.to_string_lossy();
-            let parts: Vec<&str> = path.split('/').collect();
-            parts.len() == pattern_parts.len()
-                && parts.iter().zip(&pattern_parts).all(|(name, pat)| {
-                    if has_wildcard(pat) {
-                        context::glob_match(pat.as_bytes(), name.as_bytes()) == Some(true)
-                    } else {
-                        name == pat
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let mut candidates = vec![PathBuf::new()];
+    for part in &parts {
+        let mut next = Vec::new();
+        for candidate in candidates {
+            let dir = root.join(&candidate);
+            if !fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
+                continue;
+            }
+            if has_wildcard(part) {
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<_> = entries.flatten().map(|entry| entry.file_name()).collect();
+                names.sort();
+                for name in names {
+                    let matched = context::glob_match(part.as_bytes(), name.as_encoded_bytes());
+                    if matched == Some(true) {
+                        next.push(candidate.join(name));
                     }
-                })
-        })
-        .map(|item| item.rel.clone())
-        .collect();
-    if top_paths.is_empty() {
+                }
+            } else if fs::symlink_metadata(dir.join(part)).is_ok() {
+                next.push(candidate.join(part));
+            }
+        }
+        candidates = next;
+    }
+    if candidates.is_empty() {
         return Err(
             Failure::bad_input(format_args!("COPY --from source {pattern:?}: not found")).into(),
         );
     }
-    selected.tops = top_paths.len();
-    let by_path: std::collections::HashMap<PathBuf, usize> = all
-        .iter()
-        .enumerate()
-        .map(|(i, item)| (item.rel.clone(), i))
-        .collect();
-    let mut take = vec![None; all.len()];
-    for top in &top_paths {
-        let index = by_path[top];
-        if all[index].meta.is_dir() {
-            for (i, item) in all.iter().enumerate() {
-                if item.rel.starts_with(top) && &item.rel != top {
-                    take[i] = Some(item.rel.strip_prefix(top)?.to_path_buf());
-                }
+    selected.tops = candidates.len();
+    for top in candidates {
+        let abs = root.join(&top);
+        let meta = fs::symlink_metadata(&abs)?;
+        if meta.is_dir() {
+            let mut below = Vec::new();
+            walk_dir(root, &top, &mut below)?;
+            for item in below {
+                let rel = item.rel.strip_prefix(&top)?.to_path_buf();
+                selected.items.push((rel, item));
             }
         } else {
-            selected.single_file_name = top.file_name().map(ToOwned::to_owned);
-            take[index] = Some(PathBuf::from(top.file_name().unwrap_or_default()));
-        }
-    }
-    for (item, below) in all.into_iter().zip(take) {
-        if let Some(below) = below {
-            selected.items.push((below, item));
+            let name = top.file_name().unwrap_or_default().to_owned();
+            selected.single_file_name = Some(name.clone());
+            selected.items.push((
+                PathBuf::from(name),
+                Item {
+                    rel: top,
+                    abs,
+                    meta,
+                },
+            ));
         }
     }
     Ok(selected)
