@@ -43,3 +43,12 @@ pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
 /// own entries beside the system's. Entries with another prefix are ignored, and the
 /// "already handled by another entry" check is skipped.
 pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";
+
+/// When set, xbuild appends its own peak resident set size (kB) to this file at exit
+/// (used by `scripts/bench.sh`).
+pub const XBUILD_PEAK_RSS_FILE: &str = "XBUILD_PEAK_RSS_FILE";
+
+/// `1` keeps the real `fsync`/`fdatasync`/`sync_file_range`/`syncfs`/`sync` inside `RUN`
+/// steps. By default they return success at once (a seccomp filter): a step's files are
+/// synced once, when the store keeps them as a snapshot.
+pub const XBUILD_STEP_FSYNC: &str = "XBUILD_STEP_FSYNC";

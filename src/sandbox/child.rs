@@ -334,6 +334,11 @@ fn step_main(spec: &ChildSpec, channel: &OwnedFd) -> Result<std::convert::Infall
             ));
         }
     }
+    if std::env::var_os(crate::env::XBUILD_STEP_FSYNC).is_none_or(|value| value != "1") {
+        // Before capabilities go: installing a filter without no_new_privs needs
+        // CAP_SYS_ADMIN. Without it (an unusual host) the step simply syncs for real.
+        let _ = super::nosync::install();
+    }
     if step.security == Security::Sandbox {
         capabilities::limit_to(capabilities::default_mask()).map_err(|errno| {
             SetupError::errno("capabilities", "cannot drop capabilities", errno)

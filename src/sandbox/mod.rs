@@ -24,6 +24,7 @@ pub mod channel;
 pub mod child;
 pub mod mounts;
 pub mod namespaces;
+mod nosync;
 pub mod spec;
 pub mod sys;
 mod terminal;
