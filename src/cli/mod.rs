@@ -41,13 +41,38 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::error(&error);
             ExitCode::from(exit_kind(&error).code())
         }
-    }
+    };
+    report_peak_rss();
+    code
+}
+
+/// With `XBUILD_PEAK_RSS_FILE` set, appends this process's peak resident set size (VmHWM,
+/// in kB) to that file, for `scripts/bench.sh`: the figure is xbuild's own, not that of the
+/// commands its RUN steps start (those run in other processes).
+fn report_peak_rss() {
+    let Some(path) = std::env::var_os(crate::env::XBUILD_PEAK_RSS_FILE) else {
+        return;
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(kb) = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.split_whitespace().next())
+    else {
+        return;
+    };
+    let line = format!("{kb}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
 }
 
 /// Runs one parsed command.

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# xbuild against the peers, measured side by side in one run on this machine, on the
+# reference workload (benches/app: a copy of ../shared/bench/app) for linux/amd64,linux/arm64.
+#
+#   scripts/bench.sh [--repeat N] [--no-buildkit] [--no-micro] [--port P]
+#
+# Rows (each repeated N times, default 3; median with min-max):
+#   cold      empty store/storage: pull both bases, apt-get install gcc under QEMU, compile
+#   cached    the same build again: every step a cache hit
+#   one-edit  hello.c edited (a comment appended), then rebuilt
+#   push      the two-platform result pushed to a new repository of the loopback registry
+#             (`xbuild push` against `buildah manifest push --all`)
+# With docker.io installed, BuildKit (inside a private dockerd 20.10, one platform per command,
+# no buildx) gets linux/amd64 rows beside xbuild's linux/amd64 rows.
+# Peak RSS: xbuild's own processes (each xbuild process reports its VmHWM at exit through
+# XBUILD_PEAK_RSS_FILE), not the commands its RUN steps start; for buildah and dockerd the
+# largest VmHWM seen by polling processes of that name every 0.1 s.
+# Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
+# 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
+#
+# Needs root, the packages of scripts/setup-host.sh, the fixtures (scripts/fixtures.sh build).
+# Targets (issue 7): cold <= 0.75x buildah, cached <= 0.15x, one-edit <= 0.5x, push <= 1.2x,
+# xbuild peak RSS <= 64 MiB.
+set -eu
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+
+REPEAT=3 BUILDKIT=1 MICRO=1 PORT=5055
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --repeat) REPEAT="$2"; shift ;;
+        --no-buildkit) BUILDKIT=0 ;;
+        --no-micro) MICRO=0 ;;
+        --port) PORT="$2"; shift ;;
+        *) echo "usage: $0 [--repeat N] [--no-buildkit] [--no-micro] [--port P]" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 3; }
+log() { echo "bench: $*" >&2; }
+
+command -v buildah >/dev/null || scripts/setup-host.sh >&2
+scripts/fixtures.sh build >&2
+scripts/fixtures.sh registry start "$PORT" >&2
+REG="127.0.0.1:$PORT"
+cargo build --release --locked --quiet
+XBUILD="$REPO/target/release/xbuild"
+
+WORK="$(mktemp -d /var/tmp/xbuild-bench.XXXXXX)"
+DOCKERD_PID=""
+cleanup() {
+    [ -n "$DOCKERD_PID" ] && kill "$DOCKERD_PID" 2>/dev/null && sleep 2
+    scripts/fixtures.sh registry stop "$PORT" >/dev/null 2>&1 || true
+    umount -R "$WORK"/buildah-root/overlay 2>/dev/null || true
+    rm -rf "$WORK" 2>/dev/null || true
+}
+trap cleanup EXIT
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+APP="$WORK/app"
+cp -r benches/app "$APP"
+
+# poll NAME OUT: writes the largest VmHWM (kB) of processes named NAME into OUT until killed.
+poll() {
+    local name="$1" out="$2" max=0 pid kb
+    while :; do
+        for pid in $(pgrep -x "$name"); do
+            kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+            [ -n "$kb" ] && [ "$kb" -gt "$max" ] && max="$kb"
+        done
+        echo "$max" > "$out"
+        sleep 0.1
+    done
+}
+
+# measure ROW TOOL POLLNAME COMMAND...: runs COMMAND (output to the log), appends
+# "ROW TOOL SECONDS PEAK_KB" to the results.
+measure() {
+    local row="$1" tool="$2" name="$3"; shift 3
+    local rss="$WORK/rss" polled="$WORK/polled" start end status=0
+    : > "$rss"; echo 0 > "$polled"
+    poll "$name" "$polled" & local poller=$!
+    start=$(date +%s.%N)
+    export XBUILD_PEAK_RSS_FILE="$rss"
+    "$@" >> "$WORK/log" 2>&1 || status=$?
+    unset XBUILD_PEAK_RSS_FILE
+    end=$(date +%s.%N)
+    kill "$poller"; wait "$poller" 2>/dev/null || true
+    if [ "$status" != 0 ]; then
+        log "FAILED ($status): $*"; tail -n 30 "$WORK/log" >&2; exit 1
+    fi
+    local kb secs
+    kb=$(cat "$rss" "$polled" | sort -n | tail -n 1)
+    secs=$(awk "BEGIN { printf \"%.3f\", $end - $start }")
+    printf '%s\t%s\t%s\t%s\n' "$row" "$tool" "$secs" "${kb:-0}" >> "$RESULTS"
+    log "$row $tool: $secs s, peak ${kb:-0} kB"
+}
+
+PLATFORMS=linux/amd64,linux/arm64
+xb() { XBUILD_ROOT="$WORK/xbuild-root" "$XBUILD" "$@"; }
+bh() { buildah --root "$WORK/buildah-root" --runroot "$WORK/buildah-runroot" "$@"; }
+xb_build() { xb build -q --platform "$1" -t bench/app:1 --build-arg "REG=$REG" "$APP"; }
+bh_build() {
+    bh build -q --runtime runc --layers --platform "$1" --manifest benchman \
+        --build-arg "REG=$REG" --tls-verify=false "$APP"
+}
+reset_xb() { rm -rf "$WORK/xbuild-root"; }
+reset_bh() {
+    bh rm --all >/dev/null 2>&1 || true
+    bh rmi --all --force >/dev/null 2>&1 || true
+    umount -R "$WORK/buildah-root/overlay" 2>/dev/null || true
+    rm -rf "$WORK/buildah-root" "$WORK/buildah-runroot"
+}
+edit() { echo "/* edit $1 $(date +%N) */" >> "$APP/hello.c"; }
+
+for i in $(seq "$REPEAT"); do
+    log "round $i/$REPEAT: two platforms"
+    cp benches/app/hello.c "$APP/hello.c"
+    reset_xb; measure cold xbuild xbuild xb_build "$PLATFORMS"
+    reset_bh; measure cold buildah buildah bh_build "$PLATFORMS"
+    measure cached xbuild xbuild xb_build "$PLATFORMS"
+    measure cached buildah buildah bh_build "$PLATFORMS"
+    edit "$i"
+    measure one-edit xbuild xbuild xb_build "$PLATFORMS"
+    measure one-edit buildah buildah bh_build "$PLATFORMS"
+    xb tag bench/app:1 "$REG/xb-app-$i:1"
+    measure push xbuild xbuild xb push --progress=quiet "$REG/xb-app-$i:1"
+    measure push buildah buildah bh manifest push --all --tls-verify=false -q benchman "docker://$REG/bh-app-$i:1"
+done
+reset_bh
+
+if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
+    log "BuildKit: starting a private dockerd"
+    mkdir -p "$WORK/docker"
+    dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
+        --pidfile "$WORK/docker/pid" --host "unix://$WORK/docker/sock" \
+        --iptables=false --bridge=none > "$WORK/docker/log" 2>&1 &
+    DOCKERD_PID=$!
+    export DOCKER_HOST="unix://$WORK/docker/sock"
+    for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
+    bk_build() {
+        DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network host --platform linux/amd64 \
+            -t bench/app:1 --build-arg "REG=$REG" "$APP"
+    }
+    reset_bk() {
+        /usr/bin/docker rmi -f bench/app:1 "$REG/debian:bookworm" "$REG/busybox:latest" >/dev/null 2>&1 || true
+        /usr/bin/docker builder prune -af >/dev/null 2>&1 || true
+    }
+    for i in $(seq "$REPEAT"); do
+        log "round $i/$REPEAT: linux/amd64, xbuild and BuildKit"
+        cp benches/app/hello.c "$APP/hello.c"
+        reset_xb; measure amd64-cold xbuild xbuild xb_build linux/amd64
+        reset_bk; measure amd64-cold buildkit dockerd bk_build
+        measure amd64-cached xbuild xbuild xb_build linux/amd64
+        measure amd64-cached buildkit dockerd bk_build
+        edit "$i"
+        measure amd64-one-edit xbuild xbuild xb_build linux/amd64
+        measure amd64-one-edit buildkit dockerd bk_build
+    done
+    kill "$DOCKERD_PID"; wait "$DOCKERD_PID" 2>/dev/null || true; DOCKERD_PID=""
+fi
+
+echo
+echo "## xbuild against buildah and BuildKit: benches/app, $(nproc) cores, $(date -u +%F), median (min-max) of $REPEAT"
+echo
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row, tool, secs, kb = line.split("\t")
+    rows.setdefault(row, {}).setdefault(tool, []).append((float(secs), int(kb)))
+targets = {"cold": 0.75, "cached": 0.15, "one-edit": 0.5, "push": 1.2}
+def cell(samples):
+    times = [s for s, _ in samples]
+    return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
+def rss(samples):
+    return f"{max(k for _, k in samples) / 1024:.0f}"
+print("| operation | xbuild s | peer | peer s | xbuild/peer | target | xbuild peak RSS MiB | peer peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|")
+for row, tools in rows.items():
+    xb = tools.get("xbuild")
+    for peer in ("buildah", "buildkit"):
+        if peer not in tools or not xb:
+            continue
+        ratio = statistics.median(s for s, _ in xb) / statistics.median(s for s, _ in tools[peer])
+        target = targets.get(row)
+        mark = "" if target is None else (f"<= {target}" + (" met" if ratio <= target else " MISSED"))
+        print(f"| {row} | {cell(xb)} | {peer} | {cell(tools[peer])} | {ratio:.2f} | {mark} | {rss(xb)} | {rss(tools[peer])} |")
+PY
+
+if [ "$MICRO" = 1 ]; then
+    echo
+    echo "## Micro-benchmarks (cargo bench)"
+    echo
+    for bench in layer parse context check; do
+        [ -e "benches/$bench.rs" ] || continue
+        echo "### $bench"
+        echo '```'
+        cargo bench --locked --quiet --bench "$bench" 2>/dev/null | grep -v '^$' || true
+        echo '```'
+    done
+fi
