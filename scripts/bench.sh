@@ -44,6 +44,7 @@ scripts/fixtures.sh build >&2
 scripts/fixtures.sh registry start "$PORT" >&2
 REG="127.0.0.1:$PORT"
 cargo build --release --locked --quiet
+[ "$MICRO" = 1 ] && cargo bench --locked --no-run --quiet 2>/dev/null   # compiled before any timing
 XBUILD="$REPO/target/release/xbuild"
 
 WORK="$(mktemp -d /var/tmp/xbuild-bench.XXXXXX)"
