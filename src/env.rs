@@ -43,3 +43,11 @@ pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
 /// own entries beside the system's. Entries with another prefix are ignored, and the
 /// "already handled by another entry" check is skipped.
 pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";
+
+/// Base directory for user configuration (`builders.json` of `xbuild builder`), default
+/// `~/.config`.
+pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+
+/// An ssh configuration file passed to every `ssh` run for build nodes (`ssh -F FILE`);
+/// default: ssh's own (`~/.ssh/config`).
+pub const XBUILD_SSH_CONFIG: &str = "XBUILD_SSH_CONFIG";
