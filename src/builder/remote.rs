@@ -118,7 +118,8 @@ pub fn serve_build(
             &[Output::Oci {
                 dest: archive.clone(),
             }],
-            sink,
+            // A file in the node's tmp/ on the way back is no step of the user's build.
+            Arc::new(crate::progress::Discard),
             &vertices,
         ))
         .map_err(|error| Failure::new(error.exit_kind(), error))?;
