@@ -83,6 +83,7 @@ struct SshNode {
     netns: String,
     veth: String,
     address: String,
+    host_address: String,
     dir: PathBuf,
     sshd: Option<Child>,
 }
@@ -90,7 +91,8 @@ struct SshNode {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl SshNode {
-    fn start(dir: &Path) -> Self {
+    /// Starts the node; `sshd_extra` is appended to its sshd configuration.
+    fn start(dir: &Path, sshd_extra: impl Fn(&str) -> String) -> Self {
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}{n}", pid % 100_000);
@@ -103,6 +105,7 @@ impl SshNode {
             netns: format!("xbnode-{tag}"),
             veth: format!("xbh{tag}"),
             address: node_address.clone(),
+            host_address: host_address.clone(),
             dir: dir.to_path_buf(),
             sshd: None,
         };
@@ -142,13 +145,14 @@ impl SshNode {
         }
         std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
+        let extra = sshd_extra(&host_address);
         std::fs::write(
             dir.join("sshd_config"),
             format!(
                 "ListenAddress {node_address}\nPort 22\nHostKey {dir}/host_key\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 StrictModes no\nPidFile {dir}/sshd.pid\n",
+                 StrictModes no\nPidFile {dir}/sshd.pid\n{extra}",
                 dir = dir.display()
             ),
         )
@@ -317,7 +321,7 @@ fn arm64_node_over_ssh_gives_the_local_index_and_fails_clearly_when_stopped() {
     // The reference: everything here.
     let local = digest(&build(dir, "local-store", &["--builder", "default"]));
 
-    let mut node = SshNode::start(dir);
+    let mut node = SshNode::start(dir, |_| String::new());
     let node_store = dir.join("node-store");
     let mut create = xbuild(dir, "store");
     create.args([
@@ -415,4 +419,114 @@ fn arm64_node_over_ssh_gives_the_local_index_and_fails_clearly_when_stopped() {
     let stderr = util::stderr(&output);
     assert_eq!(digest(&output), local, "{stderr}");
     assert!(stderr.contains("--fallback=emulate"), "{stderr}");
+}
+
+#[test]
+fn push_with_a_node_pushes_its_platform_by_digest_and_the_index_here() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "pushed\n").unwrap();
+    for store in ["local-store", "store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let local = digest(&build(dir, "local-store", &["--builder", "default"]));
+
+    // The registry listens on this side's veth address, which both sides reach; plain HTTP
+    // is allowed for it on both (on the node through sshd's SetEnv).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = SshNode::start(dir, |host| {
+        format!("SetEnv XBUILD_INSECURE_REGISTRIES={host}:{port}\n")
+    });
+    let registry = format!("{}:{port}", node.host_address);
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    std::fs::write(
+        dir.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let mut registry_process = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("registry.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry_guard = Kill(&mut registry_process);
+    let started = Instant::now();
+    while TcpStream::connect(&registry).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no registry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let node_store = dir.join("node-store");
+    let output = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&node_store)),
+        "--use",
+    ]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let reference = format!("{registry}/app:1");
+    let output = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("XBUILD_INSECURE_REGISTRIES", &registry)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--progress",
+                "plain",
+                "--push",
+                "-t",
+                &reference,
+                ".",
+            ]),
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.contains("[node arm0]")
+            && line.contains(&format!("{registry}/app@sha256:"))),
+        "the node did not push by digest:\n{stderr}"
+    );
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert_eq!(crate::regenv::digest_of(&output.stdout), local);
+    let index: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let architectures: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
 }
