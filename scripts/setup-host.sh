@@ -4,7 +4,8 @@
 set -eu
 
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
-busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl"
+busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
+openssh-server openssh-client"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -21,6 +22,9 @@ systemctl disable --now docker-registry >/dev/null 2>&1 || true
 # docker.io is only there so tests can check `docker load` of our archives; they start their
 # own dockerd on a private socket (installs in ~20 s, starts in ~2 s here).
 systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+# openssh-server is there for the build-node tests, which run their own sshd in a network
+# namespace; the system's is not needed.
+systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
 
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc

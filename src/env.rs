@@ -52,3 +52,11 @@ pub const XBUILD_PEAK_RSS_FILE: &str = "XBUILD_PEAK_RSS_FILE";
 /// steps. By default they return success at once (a seccomp filter): a step's files are
 /// synced once, when the store keeps them as a snapshot.
 pub const XBUILD_STEP_FSYNC: &str = "XBUILD_STEP_FSYNC";
+
+/// Base directory for user configuration (`builders.json` of `xbuild builder`), default
+/// `~/.config`.
+pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+
+/// An ssh configuration file passed to every `ssh` run for build nodes (`ssh -F FILE`);
+/// default: ssh's own (`~/.ssh/config`).
+pub const XBUILD_SSH_CONFIG: &str = "XBUILD_SSH_CONFIG";

@@ -9,15 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Identifies a unit of reported work within one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct VertexId(pub u32);
 
 /// Which output stream a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard output of a step.
@@ -27,7 +27,7 @@ pub enum Stream {
 }
 
 /// One thing that happened.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Work on a vertex started. `name` reads like
@@ -98,6 +98,14 @@ mod seconds {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.serialize_f64((duration.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+
+    /// Reads what `serialize` wrote (a build node's `--progress=rawjson` lines).
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let seconds = <f64 as serde::Deserialize>::deserialize(deserializer)?;
+        Ok(Duration::try_from_secs_f64(seconds).unwrap_or_default())
     }
 }
 

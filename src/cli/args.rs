@@ -64,6 +64,14 @@ pub enum Command {
     /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
     #[command(hide = true)]
     Debug(super::debug::DebugArgs),
+    /// Manage builders: native build nodes over SSH (create, ls, use, rm).
+    Builder(super::builder::BuilderArgs),
+    /// Internal: what a build node reports about itself (JSON on stdout).
+    #[command(name = "__node-info", hide = true)]
+    NodeInfo,
+    /// Internal: a build node's sub-build (request and context on stdin).
+    #[command(name = "__node-build", hide = true)]
+    NodeBuild,
 }
 
 pub use super::build::BuildArgs;

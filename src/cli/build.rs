@@ -84,6 +84,13 @@ pub struct BuildArgs {
     /// Write the digest of the result to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// The builder whose nodes build their platforms (default: the one `xbuild builder
+    /// use` chose; `default` builds everything here).
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
+    /// When a node does not answer: fail before any work, or build its platforms here.
+    #[arg(long, value_enum, default_value_t = crate::builder::dispatch::Fallback::Fail)]
+    pub fallback: crate::builder::dispatch::Fallback,
 }
 
 impl BuildArgs {
@@ -173,7 +180,7 @@ impl BuildArgs {
             check_arch: self.check_arch,
         };
         let sink = options.sink.clone();
-        let report = build::run(&options)?;
+        let report = self.build(&options, &outputs)?;
         for warning in &report.warnings {
             output::warning(warning);
         }
@@ -230,6 +237,24 @@ impl BuildArgs {
         }
         output::stdout(&digest);
         Ok(())
+    }
+
+    /// Builds here, or with the nodes of the selected builder (`--builder`, `builder use`).
+    fn build(
+        &self,
+        options: &BuildOptions,
+        outputs: &[Output],
+    ) -> anyhow::Result<build::BuildReport> {
+        let builders = crate::builder::Builders::load(&crate::builder::config_path())?;
+        let builder = builders
+            .selected(self.builder.as_deref())
+            .exit_kind(ExitKind::BadInput)?;
+        let push_to = outputs
+            .iter()
+            .any(|output| matches!(output, Output::Registry { .. }))
+            .then(|| self.tags.first().cloned())
+            .flatten();
+        crate::builder::dispatch::run(options, builder, self.fallback, push_to.as_deref())
     }
 
     /// The outputs the flags ask for: `-o` specs, `--push`, `--load`; none means the store.

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod binfmt;
 pub mod build;
+pub mod builder;
 pub mod debug;
 pub mod image;
 pub mod output;
@@ -103,6 +104,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RunStep => crate::sandbox::child::main(),
         Command::Debug(debug) => debug.run(),
         Command::Run(args) => args.run(),
+        Command::Builder(args) => args.run(),
+        Command::NodeInfo => builder::node_info(),
+        Command::NodeBuild => builder::node_build(),
     }
 }
 

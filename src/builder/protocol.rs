@@ -1,0 +1,341 @@
+//! What goes over the SSH channel between a build and its node.
+//!
+//! The node runs `xbuild __node-build`; its stdin carries the request, its stdout the reply,
+//! its stderr the progress:
+//!
+//! ```text
+//! stdin:  "xbuild-node-request-v1\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdout: "xbuild-node-reply-v1\n"   · u64 BE length · NodeReply (JSON)   · OCI archive
+//! stderr: one progress event per line (the node's --progress=rawjson), then, when the
+//!         build failed, the error lines; the exit status is xbuild's (1, 2, 3)
+//! ```
+//!
+//! The context tar holds the context after `.dockerignore` (as [`crate::context::walk`]
+//! lists it, applied on this side): paths, modes, numeric owners, mtimes in seconds,
+//! symlinks, FIFOs and device nodes, so `COPY` on the node sees what it would see here and
+//! gives the same layers. The Dockerfile travels in the request (it may live outside the
+//! context), with the build arguments, flags and secrets (over SSH, never in the tar).
+//! The OCI archive holds the node's index over its platform(s), which this side loads into
+//! its store and merges into the build's own index.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use oci_spec::image::Descriptor;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{ContextEntry, EntryKind};
+use crate::platform::Platform;
+
+/// First line of a request.
+pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v1\n";
+/// First line of a reply.
+pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v1\n";
+/// Largest request or reply document accepted (secrets included).
+const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
+
+/// The build a node is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRequest {
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// The platforms to build there, in the user's order.
+    pub platforms: Vec<Platform>,
+    /// `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target_stage: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--network=none`.
+    pub network_none: bool,
+    /// `--allow security.insecure`.
+    pub allow_insecure: bool,
+    /// `gzip`, `zstd` or `none`.
+    pub compression: String,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// `--secret` values by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--check-arch`: `warn`, `error` or `off`.
+    pub check_arch: String,
+    /// With `--push`: the repository (`registry/name`, the first `-t`) the node pushes each
+    /// platform manifest to, by digest.
+    pub push_to: Option<String>,
+    /// The context directory's own metadata (the tar holds only what is beneath it).
+    pub context_root: RootMetadata,
+}
+
+/// Mode, owner and mtime of the context directory itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMetadata {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+}
+
+impl RootMetadata {
+    /// Reads a directory's metadata.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    pub fn of(dir: &Path) -> io::Result<Self> {
+        let metadata = std::fs::metadata(dir)?;
+        Ok(Self {
+            mode: metadata.mode() & 0o7777,
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            mtime: metadata.mtime(),
+        })
+    }
+}
+
+/// What a node answers once its build is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReply {
+    /// Each platform's manifest descriptor (with its platform), in the request's order.
+    pub manifests: Vec<Descriptor>,
+    /// `RUN` steps run.
+    pub steps_run: usize,
+    /// Steps taken from the node's cache.
+    pub cached: usize,
+    /// Seconds spent under emulation there, per platform.
+    pub emulated: Vec<(Platform, f64)>,
+    /// Warnings of the node's build.
+    pub warnings: Vec<String>,
+    /// Build arguments nothing used.
+    pub unused_build_args: Vec<String>,
+    /// What the node pushed (`registry/name@sha256:...`).
+    pub pushed: Vec<String>,
+}
+
+/// Writes the magic line, the length and the JSON document.
+///
+/// # Errors
+/// Write failures.
+pub fn write_document(
+    out: &mut impl Write,
+    magic: &[u8],
+    document: &impl Serialize,
+) -> io::Result<()> {
+    let bytes = serde_json::to_vec(document).map_err(io::Error::other)?;
+    out.write_all(magic)?;
+    out.write_all(&(bytes.len() as u64).to_be_bytes())?;
+    out.write_all(&bytes)
+}
+
+/// Reads what [`write_document`] wrote.
+///
+/// # Errors
+/// A wrong magic line (`InvalidData`, naming what came instead), a truncated stream, a
+/// document that does not parse.
+pub fn read_document<T: for<'de> Deserialize<'de>>(
+    input: &mut impl Read,
+    magic: &[u8],
+) -> io::Result<T> {
+    let mut seen = vec![0; magic.len()];
+    input.read_exact(&mut seen)?;
+    if seen != magic {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "expected {:?}, got {:?}",
+                String::from_utf8_lossy(magic).trim(),
+                String::from_utf8_lossy(&seen)
+            ),
+        ));
+    }
+    let mut length = [0; 8];
+    input.read_exact(&mut length)?;
+    let length = u64::from_be_bytes(length);
+    if length > MAX_DOCUMENT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a document of {length} bytes is too large"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    input.take(length).read_to_end(&mut bytes)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+}
+
+/// Writes the context entries (from [`crate::context::walk`] on `context_dir`) as a tar.
+///
+/// # Errors
+/// A file that cannot be read, write failures (a closed channel).
+pub fn write_context(
+    context_dir: &Path,
+    entries: &[ContextEntry],
+    out: impl Write,
+) -> io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Complete);
+    tar.follow_symlinks(false);
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(entry.mode);
+        header.set_uid(u64::from(entry.uid));
+        header.set_gid(u64::from(entry.gid));
+        header.set_mtime(u64::try_from(entry.mtime.seconds).unwrap_or(0));
+        header.set_size(0);
+        match entry.kind {
+            EntryKind::File => {
+                let file = std::fs::File::open(context_dir.join(&entry.path))?;
+                // The size at the time of sending: a file that changes meanwhile would
+                // corrupt the stream, so exactly this many bytes are sent.
+                let size = file.metadata()?.len();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(size);
+                let mut reader = file.take(size);
+                let mut counted = CountingReader {
+                    inner: &mut reader,
+                    count: 0,
+                };
+                tar.append_data(&mut header, &entry.path, &mut counted)?;
+                if counted.count != size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} shrank while it was sent",
+                            context_dir.join(&entry.path).display()
+                        ),
+                    ));
+                }
+            }
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                tar.append_data(&mut header, &entry.path, io::empty())?;
+            }
+            EntryKind::Symlink => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                let target = entry.link_target.clone().unwrap_or_default();
+                tar.append_link(&mut header, &entry.path, target)?;
+            }
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                header.set_entry_type(match entry.kind {
+                    EntryKind::Fifo => tar::EntryType::Fifo,
+                    EntryKind::CharDevice => tar::EntryType::Char,
+                    _ => tar::EntryType::Block,
+                });
+                let major = nix::sys::stat::major(entry.rdev);
+                let minor = nix::sys::stat::minor(entry.rdev);
+                header.set_device_major(u32::try_from(major).unwrap_or(0))?;
+                header.set_device_minor(u32::try_from(minor).unwrap_or(0))?;
+                tar.append_data(&mut header, &entry.path, io::empty())?;
+            }
+        }
+    }
+    tar.into_inner()?.flush()
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count += read as u64;
+        Ok(read)
+    }
+}
+
+/// Unpacks a context tar into `dir` (which exists and is empty), keeping modes, numeric
+/// owners and mtimes, then gives `dir` the context root's metadata. Paths that would leave
+/// `dir` are refused by the tar reader.
+///
+/// # Errors
+/// A bad tar, write failures.
+pub fn read_context(input: impl Read, dir: &Path, root: &RootMetadata) -> io::Result<()> {
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    archive.unpack(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(root.mode))?;
+    std::os::unix::fs::chown(dir, Some(root.uid), Some(root.gid))?;
+    let mtime = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(root.mtime).unwrap_or(0));
+    std::fs::File::open(dir)?.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(mtime)
+            .set_modified(mtime),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Dockerignore, walk};
+
+    #[test]
+    fn documents_round_trip_and_a_wrong_magic_is_named() {
+        let mut bytes = Vec::new();
+        write_document(&mut bytes, REPLY_MAGIC, &vec!["a", "b"]).unwrap();
+        bytes.extend_from_slice(b"rest");
+        let mut input = bytes.as_slice();
+        let back: Vec<String> = read_document(&mut input, REPLY_MAGIC).unwrap();
+        assert_eq!(back, ["a", "b"]);
+        assert_eq!(input, b"rest");
+        let error = read_document::<Vec<String>>(&mut bytes.as_slice(), REQUEST_MAGIC).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn context_tar_round_trip_keeps_what_copy_sees() {
+        let source = tempfile::tempdir().unwrap();
+        let root = source.path();
+        std::fs::create_dir_all(root.join("dir/sub")).unwrap();
+        std::fs::write(root.join("dir/sub/file"), "content").unwrap();
+        std::fs::write(root.join("skip.log"), "no").unwrap();
+        std::fs::write(root.join(".dockerignore"), "*.log\n").unwrap();
+        std::fs::set_permissions(
+            root.join("dir/sub/file"),
+            std::fs::Permissions::from_mode(0o751),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("dir/sub/file", root.join("link")).unwrap();
+        let long = "d".repeat(120);
+        std::fs::create_dir_all(root.join(&long)).unwrap();
+        std::fs::write(root.join(&long).join("f".repeat(100)), "long").unwrap();
+        let ignore = Dockerignore::load(root, &root.join("Dockerfile")).unwrap();
+        let entries = walk(root, &ignore).unwrap();
+        let mut tar = Vec::new();
+        write_context(root, &entries, &mut tar).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let meta = RootMetadata::of(root).unwrap();
+        read_context(tar.as_slice(), target.path(), &meta).unwrap();
+        let copied = walk(target.path(), &Dockerignore::empty()).unwrap();
+        let shape = |entries: &[ContextEntry]| -> Vec<_> {
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.path.clone(),
+                        e.kind,
+                        e.mode,
+                        e.size,
+                        e.link_target.clone(),
+                        e.mtime.seconds,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(shape(&copied), shape(&entries));
+        assert!(!target.path().join("skip.log").exists());
+        assert_eq!(RootMetadata::of(target.path()).unwrap(), meta);
+    }
+}

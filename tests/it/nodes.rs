@@ -1,0 +1,532 @@
+//! Native build nodes over SSH: a real OpenSSH `sshd` in a network namespace of its own
+//! (a veth pair to this one) is the linux/arm64 node of a builder; it runs xbuild from this
+//! build with a store of its own (arm64 steps run there under emulation, which is fine: what
+//! matters is that the work happens on the node). Judged by the index digest of a purely
+//! local build, skopeo, the node's store, the progress lines, and exit codes.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{self, Need};
+
+const EPOCH: &str = "1700000000";
+
+const DOCKERFILE: &str = r#"
+FROM busybox
+ARG TARGETARCH
+COPY hello.txt /hello.txt
+RUN echo "ran-on $(uname -m) for $TARGETARCH" && uname -m > /arch
+CMD ["/bin/cat", "/arch"]
+"#;
+
+fn needs() -> bool {
+    util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Binfmt("aarch64"),
+        Need::Program("ip"),
+        Need::Program("ssh"),
+        Need::Program("ssh-keygen"),
+        Need::Program("skopeo"),
+    ]) && {
+        let present = Path::new("/usr/sbin/sshd").exists();
+        if !present {
+            // Same rule as `require`: a missing sshd fails under XBUILD_TEST_STRICT=1.
+            assert!(
+                std::env::var("XBUILD_TEST_STRICT").as_deref() != Ok("1"),
+                "needs /usr/sbin/sshd (openssh-server) (XBUILD_TEST_STRICT=1)"
+            );
+            eprintln!("skipped: needs /usr/sbin/sshd (openssh-server)");
+        }
+        present
+    }
+}
+
+/// A store at `store` holding the fixture images under the names `FROM busybox` resolves.
+fn store_with_fixtures(store: &Path) {
+    let fixtures = util::fixtures_dir().expect("fixtures checked by require");
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(fixtures.join("oci"))
+        .arg(store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let index = std::fs::read_to_string(store.join("index.json")).unwrap();
+    let index = index
+        .replace("\"busybox:latest\"", "\"docker.io/library/busybox:latest\"")
+        .replace(
+            "\"debian:bookworm\"",
+            "\"docker.io/library/debian:bookworm\"",
+        );
+    std::fs::remove_file(store.join("index.json")).unwrap();
+    std::fs::write(store.join("index.json"), index).unwrap();
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        util::stderr(&output)
+    );
+}
+
+/// An sshd in its own network namespace, reached over a veth pair; everything is removed on
+/// drop (also when the test panics).
+struct SshNode {
+    netns: String,
+    veth: String,
+    address: String,
+    host_address: String,
+    dir: PathBuf,
+    sshd: Option<Child>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl SshNode {
+    /// Starts the node; `sshd_extra` is appended to its sshd configuration.
+    fn start(dir: &Path, sshd_extra: impl Fn(&str) -> String) -> Self {
+        let pid = std::process::id();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}{n}", pid % 100_000);
+        // /30 subnets from 10.213.0.0/16, picked from the pid so parallel runs differ.
+        let block = (pid % 16_000) * 4 + n * 4;
+        let (third, fourth) = ((block / 256) % 256, block % 256);
+        let host_address = format!("10.213.{third}.{}", fourth + 1);
+        let node_address = format!("10.213.{third}.{}", fourth + 2);
+        let mut node = Self {
+            netns: format!("xbnode-{tag}"),
+            veth: format!("xbh{tag}"),
+            address: node_address.clone(),
+            host_address: host_address.clone(),
+            dir: dir.to_path_buf(),
+            sshd: None,
+        };
+        let peer = format!("xbn{tag}");
+        ip(&["netns", "add", &node.netns]);
+        ip(&[
+            "link", "add", &node.veth, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &node.netns]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{host_address}/30"),
+            "dev",
+            &node.veth,
+        ]);
+        ip(&["link", "set", &node.veth, "up"]);
+        ip(&[
+            "-n",
+            &node.netns,
+            "addr",
+            "add",
+            &format!("{node_address}/30"),
+            "dev",
+            &peer,
+        ]);
+        ip(&["-n", &node.netns, "link", "set", &peer, "up"]);
+        ip(&["-n", &node.netns, "link", "set", "lo", "up"]);
+
+        for (key, kind) in [("host_key", "ed25519"), ("id", "ed25519")] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", kind, "-N", "", "-f"])
+                .arg(dir.join(key))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let extra = sshd_extra(&host_address);
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "ListenAddress {node_address}\nPort 22\nHostKey {dir}/host_key\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPidFile {dir}/sshd.pid\n{extra}",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("ssh_config"),
+            format!(
+                "Host *\n  IdentityFile {dir}/id\n  IdentitiesOnly yes\n  \
+                 UserKnownHostsFile {dir}/known_hosts\n  StrictHostKeyChecking accept-new\n  \
+                 LogLevel ERROR\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        node.start_sshd();
+        node
+    }
+
+    fn start_sshd(&mut self) {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+            ])
+            .arg(self.dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.sshd = Some(child);
+        let address: SocketAddr = format!("{}:22", self.address).parse().unwrap();
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "sshd did not listen on {address}: {}",
+                std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_sshd(&mut self) {
+        if let Some(mut child) = self.sshd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn endpoint(&self, store: &Path) -> String {
+        format!(
+            "ssh://root@{}?xbuild={}&root={}",
+            self.address,
+            env!("CARGO_BIN_EXE_xbuild"),
+            store.display()
+        )
+    }
+}
+
+impl Drop for SshNode {
+    fn drop(&mut self) {
+        self.stop_sshd();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// xbuild with the store `store`, the test's builders file and ssh configuration.
+fn xbuild(dir: &Path, store: &str) -> Command {
+    let mut command = util::xbuild(dir);
+    command
+        .env("XBUILD_ROOT", dir.join(store))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XBUILD_SSH_CONFIG", dir.join("ssh_config"));
+    command
+}
+
+fn build(dir: &Path, store: &str, extra: &[&str]) -> Output {
+    let mut command = xbuild(dir, store);
+    command
+        .current_dir(dir.join("ctx"))
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--progress",
+            "plain",
+            "-t",
+            "app:1",
+        ])
+        .args(extra)
+        .arg(".");
+    util::run(&mut command)
+}
+
+fn digest(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "build failed:\n{}",
+        util::stderr(output)
+    );
+    util::stdout(output).trim().to_owned()
+}
+
+/// The index named `app:1` in a store, read by skopeo: its digest and platforms.
+fn skopeo_index(dir: &Path, store: &str) -> (String, Vec<String>) {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:docker.io/library/app:1",
+            dir.join(store).display()
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let index: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let platforms = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    (crate::regenv::digest_of(&output.stdout), platforms)
+}
+
+fn cache_records(store: &Path) -> usize {
+    std::fs::read_dir(store.join("cache"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn arm64_node_over_ssh_gives_the_local_index_and_fails_clearly_when_stopped() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from the context\n").unwrap();
+    std::fs::write(ctx.join("ignored.log"), "not sent\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "*.log\n").unwrap();
+    for store in ["local-store", "store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+
+    // The reference: everything here.
+    let local = digest(&build(dir, "local-store", &["--builder", "default"]));
+
+    let mut node = SshNode::start(dir, |_| String::new());
+    let node_store = dir.join("node-store");
+    let mut create = xbuild(dir, "store");
+    create.args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&node_store)),
+        "--use",
+    ]);
+    let output = util::run(&mut create);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+
+    let output = util::run(xbuild(dir, "store").args(["builder", "ls"]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let table = util::stdout(&output);
+    let row = table
+        .lines()
+        .find(|line| line.contains("arm0"))
+        .unwrap_or_else(|| panic!("no arm0 row:\n{table}"));
+    assert!(
+        row.contains(&format!("ssh://root@{}", node.address)),
+        "{table}"
+    );
+    assert!(row.contains("running"), "{table}");
+    assert!(row.contains("linux/arm64"), "{table}");
+    // The node is this machine in another network namespace: amd64 natively, arm64 by
+    // emulation.
+    assert!(row.contains("linux/amd64*"), "{table}");
+    assert!(
+        table.lines().any(|line| line.starts_with("arm *")),
+        "{table}"
+    );
+
+    // With the node: the same index digest as the local build.
+    let output = build(dir, "store", &[]);
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    let (index_digest, platforms) = skopeo_index(dir, "store");
+    assert_eq!(index_digest, local);
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // The arm64 work happened on the node: its progress is named after it, its store has
+    // the cache records, and no arm64 step ran here.
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("[node arm0] [linux/arm64") && line.contains("RUN")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("ran-on aarch64 for arm64")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|line| line.contains("[linux/arm64") && !line.contains("[node arm0]")),
+        "an arm64 step ran here:\n{stderr}"
+    );
+    assert!(
+        cache_records(&node_store) > 0,
+        "the node's store has no cache"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("ran-on x86_64 for amd64")),
+        "{stderr}"
+    );
+
+    // A stopped sshd: a clear error before any work, exit 3, in bounded time.
+    node.stop_sshd();
+    let started = Instant::now();
+    let output = build(dir, "store", &["--no-cache"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(stderr.contains("node arm0"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
+    let output = util::run(xbuild(dir, "store").args(["builder", "ls"]));
+    let table = util::stdout(&output);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("arm0") && line.contains("unreachable")),
+        "{table}"
+    );
+
+    // --fallback=emulate builds arm64 here instead, and says so.
+    let output = build(dir, "store", &["--fallback", "emulate"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(stderr.contains("--fallback=emulate"), "{stderr}");
+}
+
+#[test]
+fn push_with_a_node_pushes_its_platform_by_digest_and_the_index_here() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "pushed\n").unwrap();
+    for store in ["local-store", "store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let local = digest(&build(dir, "local-store", &["--builder", "default"]));
+
+    // The registry listens on this side's veth address, which both sides reach; plain HTTP
+    // is allowed for it on both (on the node through sshd's SetEnv).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = SshNode::start(dir, |host| {
+        format!("SetEnv XBUILD_INSECURE_REGISTRIES={host}:{port}\n")
+    });
+    let registry = format!("{}:{port}", node.host_address);
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    std::fs::write(
+        dir.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let mut registry_process = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("registry.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry_guard = Kill(&mut registry_process);
+    let started = Instant::now();
+    while TcpStream::connect(&registry).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no registry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let node_store = dir.join("node-store");
+    let output = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&node_store)),
+        "--use",
+    ]));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let reference = format!("{registry}/app:1");
+    let output = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("XBUILD_INSECURE_REGISTRIES", &registry)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--progress",
+                "plain",
+                "--push",
+                "-t",
+                &reference,
+                ".",
+            ]),
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.contains("[node arm0]")
+            && line.contains(&format!("{registry}/app@sha256:"))),
+        "the node did not push by digest:\n{stderr}"
+    );
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    assert_eq!(crate::regenv::digest_of(&output.stdout), local);
+    let index: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let architectures: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
+}
