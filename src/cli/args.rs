@@ -64,6 +64,8 @@ pub enum Command {
     /// Inspect what xbuild makes of a Dockerfile (`debug ast`, `debug stages`).
     #[command(hide = true)]
     Debug(super::debug::DebugArgs),
+    /// Check a Dockerfile against best practices and BuildKit's checks, without building.
+    Check(super::check::CheckArgs),
 }
 
 pub use super::build::BuildArgs;

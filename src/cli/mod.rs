@@ -7,6 +7,7 @@
 pub mod args;
 pub mod binfmt;
 pub mod build;
+pub mod check;
 pub mod debug;
 pub mod image;
 pub mod output;
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RunStep => crate::sandbox::child::main(),
         Command::Debug(debug) => debug.run(),
         Command::Run(args) => args.run(),
+        Command::Check(args) => args.run(),
     }
 }
 
