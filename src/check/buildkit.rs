@@ -630,8 +630,8 @@ fn casing(model: &Model<'_>, findings: &mut Findings) {
 }
 
 fn from_lines(model: &Model<'_>, findings: &mut Findings) {
-    let with_build_args = model.from_scope(true);
-    let defaults_only = model.from_scope(false);
+    let with_build_args = model.scope_for_from(true);
+    let defaults_only = model.scope_for_from(false);
     // UndefinedArgInFrom: names declared as meta-ARGs or automatic, value or not.
     let mut declared: BTreeSet<String> = model.automatic.keys().cloned().collect();
     declared.insert("TARGETSTAGE".to_owned());

@@ -291,7 +291,7 @@ pub enum CheckError {
         file: String,
         /// Why.
         #[source]
-        source: PlanError,
+        source: Box<PlanError>,
     },
 }
 
@@ -322,7 +322,7 @@ pub fn check(tree: &Dockerfile, options: &CheckOptions) -> Result<Report, CheckE
         }
         source => CheckError::Plan {
             file: options.file.clone(),
-            source,
+            source: Box::new(source),
         },
     })?;
     let mut warnings: Vec<Warning> = findings
@@ -487,7 +487,28 @@ impl<'a> Model<'a> {
                 crate::dockerfile::ErrorKind::MissingFrom,
             ));
         }
-        let scope = model.from_scope(true);
+        if let Some(name) = &options.target_stage {
+            let lower = name.to_lowercase();
+            if !model
+                .stages
+                .iter()
+                .any(|stage| stage.from.name.as_deref() == Some(lower.as_str()))
+            {
+                let names: Vec<&str> = model
+                    .stages
+                    .iter()
+                    .filter_map(|stage| stage.from.name.as_deref())
+                    .collect();
+                return Err(DockerfileError::global(
+                    crate::dockerfile::ErrorKind::UnknownStage {
+                        name: name.clone(),
+                        suggestion: crate::dockerfile::error::suggest(name, &names)
+                            .map(str::to_owned),
+                    },
+                ));
+            }
+        }
+        let scope = model.scope_for_from(true);
         for index in 0..model.stages.len() {
             let base_name = model
                 .expander
@@ -508,7 +529,7 @@ impl<'a> Model<'a> {
 
     /// The variables `FROM` lines see: automatic arguments, then meta-ARGs (with the build
     /// arguments when `with_build_args`, else their defaults only).
-    pub(crate) fn from_scope(&self, with_build_args: bool) -> BTreeMap<String, String> {
+    pub(crate) fn scope_for_from(&self, with_build_args: bool) -> BTreeMap<String, String> {
         let mut scope = self.automatic.clone();
         for (_, arg) in &self.meta_args {
             for declaration in &arg.args {
@@ -686,6 +707,17 @@ pub(crate) mod tests {
         assert!(report.warnings.is_empty());
         let error = check_text("# check=skip\nFROM alpine:3\n", &CheckOptions::new(amd64()));
         assert!(matches!(error, Err(CheckError::Directive { .. })));
+    }
+
+    #[test]
+    fn unknown_target_is_bad_input() {
+        let mut options = CheckOptions::new(amd64());
+        options.target_stage = Some("buidl".to_owned());
+        let error = check_text("FROM alpine:3 AS build\nUSER 1\n", &options).unwrap_err();
+        assert!(matches!(error, CheckError::Dockerfile(_)), "{error}");
+        assert!(error.to_string().contains("build"), "{error}");
+        options.target_stage = Some("BUILD".to_owned());
+        assert!(check_text("FROM alpine:3 AS build\nUSER 1\n", &options).is_ok());
     }
 
     #[test]

@@ -188,6 +188,20 @@ fn emulated_compile(model: &Model<'_>, findings: &mut Findings) -> Result<(), Pl
     if !may_emulate(model) {
         return Ok(());
     }
+    // Planning costs a resolution per target: only when some RUN compiles at all.
+    let compiles = model
+        .stages
+        .iter()
+        .flat_map(|stage| &stage.items)
+        .any(|item| match &item.instruction {
+            Instruction::Run(run) => commands(&run_script(run))
+                .iter()
+                .any(|command| compile_step(command).is_some()),
+            _ => false,
+        });
+    if !compiles {
+        return Ok(());
+    }
     // Duplicate stage names stop typing here; `DuplicateStageName` reports them.
     let Ok(stages) = crate::dockerfile::stages(model.tree) else {
         return Ok(());

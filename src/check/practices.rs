@@ -110,10 +110,12 @@ pub(crate) fn run(model: &Model<'_>, findings: &mut Findings) {
                     packages(run, &commands, span, findings);
                     dependencies(&commands, &mut state, span, findings);
                 }
-                Instruction::Copy(copy) if copy.from.is_none() => {
-                    if copies_everything(&copy.sources) && state.copied_all.is_none() {
-                        state.copied_all = Some(span.start);
-                    }
+                Instruction::Copy(copy)
+                    if copy.from.is_none()
+                        && copies_everything(&copy.sources)
+                        && state.copied_all.is_none() =>
+                {
+                    state.copied_all = Some(span.start);
                 }
                 Instruction::Add(add) => {
                     if copies_everything(&add.sources) && state.copied_all.is_none() {

@@ -10,8 +10,8 @@ use crate::util::{self, Need, require, run, stderr, stdout, temp_dir, xbuild};
 fn check(dir: &Path, files: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     for (name, content) in files {
         let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write a context file");
     }
     run(xbuild(dir)
         .current_dir(dir)
