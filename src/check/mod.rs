@@ -34,7 +34,6 @@ use crate::context::Dockerignore;
 use crate::dockerfile::expand::{Expander, Variables};
 use crate::dockerfile::instruction::{Arg, From};
 use crate::dockerfile::{Dockerfile, DockerfileError, Instruction, Node, Span};
-use crate::plan::PlanError;
 use crate::platform::Platform;
 
 /// The family a rule belongs to.
@@ -284,22 +283,13 @@ pub enum CheckError {
         /// What is wrong.
         message: String,
     },
-    /// The build cannot be planned for the targets (needed to find emulated stages).
-    #[error("{file}: {source}")]
-    Plan {
-        /// The Dockerfile.
-        file: String,
-        /// Why.
-        #[source]
-        source: Box<PlanError>,
-    },
 }
 
 /// Runs every enabled rule on a parsed Dockerfile.
 ///
 /// # Errors
-/// [`CheckError`]: an instruction that does not type, a bad `# check=` directive, a build
-/// that cannot be planned for a foreign target.
+/// [`CheckError`]: an instruction that does not type, a bad `# check=` directive, an
+/// unknown `--target`.
 pub fn check(tree: &Dockerfile, options: &CheckOptions) -> Result<Report, CheckError> {
     let directive = options
         .build_args
@@ -316,15 +306,7 @@ pub fn check(tree: &Dockerfile, options: &CheckOptions) -> Result<Report, CheckE
     let mut findings = Findings::default();
     buildkit::run(&model, &mut findings);
     practices::run(&model, &mut findings);
-    multiplatform::run(&model, &mut findings).map_err(|source| match source {
-        PlanError::Dockerfile(error) => {
-            CheckError::Dockerfile(error.with_file(options.file.clone()))
-        }
-        source => CheckError::Plan {
-            file: options.file.clone(),
-            source: Box::new(source),
-        },
-    })?;
+    multiplatform::run(&model, &mut findings);
     let mut warnings: Vec<Warning> = findings
         .found
         .into_iter()
@@ -530,7 +512,16 @@ impl<'a> Model<'a> {
     /// The variables `FROM` lines see: automatic arguments, then meta-ARGs (with the build
     /// arguments when `with_build_args`, else their defaults only).
     pub(crate) fn scope_for_from(&self, with_build_args: bool) -> BTreeMap<String, String> {
-        let mut scope = self.automatic.clone();
+        self.scope_for_from_with(&self.automatic, with_build_args)
+    }
+
+    /// [`Self::scope_for_from`] with the automatic arguments of another target.
+    pub(crate) fn scope_for_from_with(
+        &self,
+        automatic: &BTreeMap<String, String>,
+        with_build_args: bool,
+    ) -> BTreeMap<String, String> {
+        let mut scope = automatic.clone();
         for (_, arg) in &self.meta_args {
             for declaration in &arg.args {
                 let value = match self.options.build_args.get(&declaration.name) {
@@ -542,7 +533,7 @@ impl<'a> Model<'a> {
                                 .map(|expansion| expansion.text)
                                 .unwrap_or_default(),
                         ),
-                        None => self.automatic.get(&declaration.name).cloned(),
+                        None => automatic.get(&declaration.name).cloned(),
                     },
                 };
                 if let Some(value) = value {

@@ -1,8 +1,11 @@
 //! Rules for multi-platform builds, which no builder checks:
 //! - `EmulatedCompile`: a compile step (`gcc`, `make`, `go build`, `cargo build`, `javac`,
-//!   ...) in a stage that runs under QEMU for a target, found with the build plan
-//!   ([`crate::plan`]): a stage runs emulated when its platform (the target's, unless
-//!   `FROM --platform=...` says otherwise) is not one the build machine runs natively.
+//!   ...) in a stage that runs under QEMU for a target: a stage runs emulated when its
+//!   platform, worked out as the planner does ([`crate::plan::automatic_args`], an expanded
+//!   `FROM --platform=...`, else the platform of the stage it is built from, else the
+//!   target), is not one the build machine runs natively. (Every stage is looked at, as
+//!   BuildKit's checks do, not only those the final stage needs; a full plan would resolve
+//!   the Dockerfile once per target, too slow for a check.)
 //!   Compiling under emulation is often 5–20 times slower than cross-compiling in a
 //!   `FROM --platform=$BUILDPLATFORM` stage.
 //! - `UndeclaredPlatformArg`: `$TARGETARCH` (or another automatic platform argument) used
@@ -11,12 +14,12 @@
 //! `FROM --platform=` with a constant is BuildKit's `FromPlatformFlagConstDisallowed`
 //! ([`super::buildkit`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::shell::{commands, run_script, subcommand};
 use super::{Findings, Model, PLATFORM_ARGS, Rule};
 use crate::dockerfile::Instruction;
-use crate::plan::{self, Op, PlanError, PlanOptions};
+use crate::plan;
 use crate::platform::Platform;
 
 /// A compile step in a stage that runs under emulation.
@@ -40,12 +43,9 @@ pub const UNDECLARED_PLATFORM_ARG: Rule = Rule {
 };
 
 /// Runs the multi-platform rules.
-///
-/// # Errors
-/// The build cannot be planned (only asked when a stage may run emulated).
-pub(crate) fn run(model: &Model<'_>, findings: &mut Findings) -> Result<(), PlanError> {
+pub(crate) fn run(model: &Model<'_>, findings: &mut Findings) {
     undeclared_platform_args(model, findings);
-    emulated_compile(model, findings)
+    emulated_compile(model, findings);
 }
 
 fn undeclared_platform_args(model: &Model<'_>, findings: &mut Findings) {
@@ -184,95 +184,74 @@ fn may_emulate(model: &Model<'_>) -> bool {
         })
 }
 
-fn emulated_compile(model: &Model<'_>, findings: &mut Findings) -> Result<(), PlanError> {
+fn emulated_compile(model: &Model<'_>, findings: &mut Findings) {
     if !may_emulate(model) {
-        return Ok(());
+        return;
     }
-    // Planning costs a resolution per target: only when some RUN compiles at all.
-    let compiles = model
-        .stages
-        .iter()
-        .flat_map(|stage| &stage.items)
-        .any(|item| match &item.instruction {
-            Instruction::Run(run) => commands(&run_script(run))
-                .iter()
-                .any(|command| compile_step(command).is_some()),
-            _ => false,
-        });
-    if !compiles {
-        return Ok(());
-    }
-    // Duplicate stage names stop typing here; `DuplicateStageName` reports them.
-    let Ok(stages) = crate::dockerfile::stages(model.tree) else {
-        return Ok(());
-    };
     let build = &model.options.build_platform;
-    let graph = plan::for_targets(
-        &stages,
-        &PlanOptions {
-            targets: model.options.targets.clone(),
-            build_platform: build.clone(),
-            build_args: model.options.build_args.clone(),
-            target_stage: model.options.target_stage.clone(),
-        },
-    )?;
-    // RUN line → (stage label, platforms it runs emulated for).
-    let mut emulated: BTreeMap<usize, (String, BTreeSet<Platform>)> = BTreeMap::new();
-    for vertex in &graph.vertices {
-        if build.is_native_for(&vertex.platform) {
-            continue;
+    // Each stage's platform for each target, as the planner works it out: an expanded
+    // `FROM --platform`, else the platform of the stage it is built from, else the target.
+    let mut emulated_for: Vec<BTreeSet<Platform>> = vec![BTreeSet::new(); model.stages.len()];
+    for target in &model.options.targets {
+        let automatic = plan::automatic_args(target, build);
+        let scope = model.scope_for_from_with(&automatic, true);
+        let mut platforms: Vec<Platform> = Vec::with_capacity(model.stages.len());
+        for stage in &model.stages {
+            let platform = match &stage.from.platform {
+                Some(value) => model
+                    .expander
+                    .expand(value, &scope)
+                    .ok()
+                    .and_then(|expansion| Platform::parse(&expansion.text).ok())
+                    .unwrap_or_else(|| target.clone()),
+                None => stage
+                    .parent
+                    .and_then(|parent| platforms.get(parent).cloned())
+                    .unwrap_or_else(|| target.clone()),
+            };
+            if !build.is_native_for(&platform) {
+                emulated_for[stage.index].insert(platform.clone());
+            }
+            platforms.push(platform);
         }
-        let Op::Step { instruction } = &vertex.op else {
-            continue;
-        };
-        if !matches!(instruction.instruction, Instruction::Run(_)) {
-            continue;
-        }
-        let label = vertex
-            .stage_name
-            .as_ref()
-            .map_or_else(|| format!("{}", vertex.stage), |name| format!("{name:?}"));
-        emulated
-            .entry(instruction.instruction.span().start)
-            .or_insert_with(|| (label, BTreeSet::new()))
-            .1
-            .insert(vertex.platform.clone());
     }
-    for (line, (label, platforms)) in emulated {
-        let Some(item) = model
-            .stages
-            .iter()
-            .flat_map(|stage| &stage.items)
-            .find(|item| item.node.span.start == line)
-        else {
+    for stage in &model.stages {
+        let platforms = &emulated_for[stage.index];
+        if platforms.is_empty() {
             continue;
-        };
-        let Instruction::Run(run) = &item.instruction else {
-            continue;
-        };
-        let mut steps: Vec<String> = Vec::new();
-        for command in commands(&run_script(run)) {
-            if let Some(step) = compile_step(&command) {
-                if !steps.contains(&step) {
-                    steps.push(step);
+        }
+        let label = stage
+            .from
+            .name
+            .as_ref()
+            .map_or_else(|| stage.index.to_string(), |name| format!("{name:?}"));
+        let platforms: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+        for item in &stage.items {
+            let Instruction::Run(run) = &item.instruction else {
+                continue;
+            };
+            let mut steps: Vec<String> = Vec::new();
+            for command in commands(&run_script(run)) {
+                if let Some(step) = compile_step(&command) {
+                    if !steps.contains(&step) {
+                        steps.push(step);
+                    }
                 }
             }
+            if steps.is_empty() {
+                continue;
+            }
+            findings.add(
+                &EMULATED_COMPILE,
+                item.node.span,
+                format!(
+                    "{} runs in stage {label}, under emulation for {} (build machine {build}): compiling under QEMU is often 5-20x slower than cross-compiling natively",
+                    steps.join(", "),
+                    platforms.join(", ")
+                ),
+            );
         }
-        if steps.is_empty() {
-            continue;
-        }
-        let platforms: Vec<String> = platforms.iter().map(ToString::to_string).collect();
-        findings.add(
-            &EMULATED_COMPILE,
-            item.node.span,
-            format!(
-                "{} runs in stage {label}, under emulation for {} (build machine {build}): compiling under QEMU is often 5-20x slower than cross-compiling natively",
-                steps.join(", "),
-                platforms.join(", ")
-            ),
-        );
     }
-    Ok(())
 }
 
 #[cfg(test)]
