@@ -162,7 +162,7 @@ impl BuildArgs {
             &build_args,
             &targets,
             self.target.as_deref(),
-        );
+        )?;
         if let Some(report) = checks.as_ref().filter(|report| report.is_error()) {
             return Err(super::check::refuse_build(report));
         }

@@ -137,16 +137,23 @@ fn parse_platforms(texts: &[String]) -> anyhow::Result<Vec<Platform>> {
 }
 
 /// The checks a build runs before it starts. `None` when the Dockerfile cannot be read or
-/// does not parse: the build reports that itself.
+/// does not type: the build reports that itself.
+///
+/// # Errors
+/// A `# check=` directive that does not parse (exit 2), as BuildKit refuses it.
 pub(crate) fn for_build(
     context: &Path,
     dockerfile: &Path,
     build_args: &BTreeMap<String, String>,
     targets: &[Platform],
     target_stage: Option<&str>,
-) -> Option<Report> {
-    let bytes = std::fs::read(dockerfile).ok()?;
-    let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes)).ok()?;
+) -> anyhow::Result<Option<Report>> {
+    let Ok(bytes) = std::fs::read(dockerfile) else {
+        return Ok(None);
+    };
+    let Ok(tree) = dockerfile::parse(&String::from_utf8_lossy(&bytes)) else {
+        return Ok(None);
+    };
     let options = CheckOptions {
         file: dockerfile.display().to_string(),
         build_args: build_args.clone(),
@@ -155,7 +162,13 @@ pub(crate) fn for_build(
         target_stage: target_stage.map(str::to_owned),
         dockerignore: Dockerignore::load(context, dockerfile).unwrap_or_default(),
     };
-    check::check(&tree, &options).ok()
+    match check::check(&tree, &options) {
+        Ok(report) => Ok(Some(report)),
+        Err(error @ check::CheckError::Directive { .. }) => {
+            Err(Failure::new(ExitKind::BadInput, error).into())
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// Prints a build's check warnings on stderr, as buildx does after a build.

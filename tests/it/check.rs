@@ -297,4 +297,17 @@ fn build_prints_the_warnings_and_error_true_stops_it() {
         "{}",
         stdout(&images)
     );
+    // A check directive that does not parse is bad input, for a build too.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("# check=skip\n{dockerfile}"),
+    )
+    .unwrap();
+    let out = run(xbuild(dir.path()).args(["build", "-q"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed to parse check options"),
+        "{}",
+        stderr(&out)
+    );
 }
