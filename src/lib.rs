@@ -14,6 +14,7 @@
 pub mod binfmt;
 pub mod build;
 pub mod builder;
+pub mod check;
 pub mod cli;
 pub mod context;
 pub mod dockerfile;

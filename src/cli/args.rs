@@ -72,6 +72,8 @@ pub enum Command {
     /// Internal: a build node's sub-build (request and context on stdin).
     #[command(name = "__node-build", hide = true)]
     NodeBuild,
+    /// Check a Dockerfile against best practices and BuildKit's checks, without building.
+    Check(super::check::CheckArgs),
 }
 
 pub use super::build::BuildArgs;

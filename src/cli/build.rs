@@ -162,6 +162,22 @@ impl BuildArgs {
             .clone()
             .unwrap_or_else(|| self.context.join("Dockerfile"));
         let secrets = parse_secrets(&self.secret)?;
+        // `xbuild check`'s rules, printed at the end; `# check=error=true` stops here.
+        let checks = super::check::for_build(
+            &self.context,
+            &dockerfile,
+            &build_args,
+            &targets,
+            self.target.as_deref(),
+        )?;
+        if let Some(report) = checks.as_ref().filter(|report| report.is_error()) {
+            return Err(super::check::refuse_build(report));
+        }
+        let print_checks = || {
+            if let Some(report) = checks.as_ref().filter(|_| mode != ProgressMode::Quiet) {
+                super::check::print_build_warnings(report);
+            }
+        };
         let options = BuildOptions {
             context: self.context.clone(),
             dockerfile,
@@ -180,7 +196,13 @@ impl BuildArgs {
             check_arch: self.check_arch,
         };
         let sink = options.sink.clone();
-        let report = self.build(&options, &outputs)?;
+        let report = match self.build(&options, &outputs) {
+            Ok(report) => report,
+            Err(error) => {
+                print_checks();
+                return Err(error);
+            }
+        };
         for warning in &report.warnings {
             output::warning(warning);
         }
@@ -235,6 +257,7 @@ impl BuildArgs {
         for note in &exported.notes {
             output::stderr(note);
         }
+        print_checks();
         output::stdout(&digest);
         Ok(())
     }

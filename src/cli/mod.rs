@@ -8,6 +8,7 @@ pub mod args;
 pub mod binfmt;
 pub mod build;
 pub mod builder;
+pub mod check;
 pub mod debug;
 pub mod image;
 pub mod output;
@@ -107,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Builder(args) => args.run(),
         Command::NodeInfo => builder::node_info(),
         Command::NodeBuild => builder::node_build(),
+        Command::Check(args) => args.run(),
     }
 }
 

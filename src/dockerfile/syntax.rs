@@ -79,6 +79,10 @@ pub struct Node {
     pub original: String,
     /// The comment lines just above the instruction, `#` removed.
     pub comments: Vec<String>,
+    /// BuildKit's `PrevComment`: the comment lines right above the instruction, `#` and
+    /// surrounding white space removed, where a blank line or a bare `#` starts over (what
+    /// describes a stage or an `ARG`; read by `xbuild check`).
+    pub prev_comment: Vec<String>,
     /// Where the instruction is, heredoc bodies included.
     pub span: Span,
 }
@@ -295,15 +299,28 @@ impl<'a> Parser<'a> {
         let mut nodes = Vec::new();
         let mut warnings = Vec::new();
         let mut comments: Vec<String> = Vec::new();
+        let mut prev_comment: Vec<String> = Vec::new();
         while let Some(raw) = self.next_line() {
+            let processed = self.process_line(raw, true)?;
             if is_comment(raw) {
                 let comment = trim_newline(raw).trim_start();
-                comments.push(comment[1..].trim().to_owned());
+                let comment = comment[1..].trim();
+                comments.push(comment.to_owned());
+                // Parser directives describe nothing.
+                if self.directives_done {
+                    if comment.is_empty() {
+                        prev_comment.clear();
+                    } else {
+                        prev_comment.push(comment.to_owned());
+                    }
+                }
             }
-            let processed = self.process_line(raw, true)?;
             let start = self.line;
             let (mut line, mut ends) = self.trim_continuation(&processed);
             if ends && line.is_empty() {
+                if !is_comment(raw) {
+                    prev_comment.clear();
+                }
                 continue;
             }
             let mut empty_continuation = false;
@@ -359,6 +376,7 @@ impl<'a> Parser<'a> {
                 sub.span = node.span;
             }
             node.comments = std::mem::take(&mut comments);
+            node.prev_comment = std::mem::take(&mut prev_comment);
             nodes.push(node);
         }
         if nodes.is_empty() {
@@ -422,6 +440,7 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
         heredocs: Vec::new(),
         original: line.to_owned(),
         comments: Vec::new(),
+        prev_comment: Vec::new(),
         span: Span::default(),
     };
     let name = || instruction.to_uppercase();
@@ -1045,6 +1064,17 @@ mod tests {
             error.kind,
             ErrorKind::UnterminatedHeredoc { name: "EOF".into() }
         );
+    }
+
+    #[test]
+    fn prev_comment_is_the_block_right_above() {
+        let tree = parse(
+            "# syntax=docker/dockerfile:1\n# VERSION the version\nARG VERSION=1\n# far\n\n# near\n#\n# nearest\nFROM a AS b\n",
+        )
+        .unwrap();
+        assert_eq!(tree.nodes[0].prev_comment, ["VERSION the version"]);
+        assert_eq!(tree.nodes[1].prev_comment, ["nearest"]);
+        assert_eq!(tree.nodes[1].comments.len(), 4);
     }
 
     #[test]

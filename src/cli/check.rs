@@ -1,0 +1,197 @@
+//! `xbuild check`: runs every rule of [`crate::check`] on a Dockerfile and prints what they
+//! find (`Dockerfile:LINE: RuleName: message` and a fix, or JSON), exit 0 when clean and 1
+//! when a rule fired, like `docker build --check`. Also the checks a build runs first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::output;
+use crate::check::{self, CheckOptions, Report};
+use crate::context::Dockerignore;
+use crate::dockerfile;
+use crate::error::{ExitKind, Failure, ResultExt};
+use crate::platform::{self, Platform};
+
+/// How `xbuild check` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `Dockerfile:LINE: RuleName: message`, then `  fix: ...`.
+    Text,
+    /// One JSON document (see README.md).
+    Json,
+}
+
+/// `xbuild check`: best-practice and BuildKit checks, without building.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Build context directory (its `.dockerignore` is read).
+    #[arg(value_name = "PATH")]
+    pub context: PathBuf,
+    /// Dockerfile (default: PATH/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Target platforms, comma separated or repeated (default: the host's); stages that
+    /// would run under emulation for them are checked for compile steps.
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// The final stage (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// The JSON document `xbuild check --format json` prints.
+#[derive(Debug, Serialize)]
+struct JsonReport<'r> {
+    file: &'r str,
+    warnings: &'r [check::Warning],
+    rules: Vec<&'static str>,
+    error: bool,
+}
+
+impl CheckArgs {
+    /// Runs the checks and prints the result.
+    ///
+    /// # Errors
+    /// A rule fired (exit 1); an unreadable or invalid Dockerfile, a bad `# check=`
+    /// directive or bad arguments (exit 2).
+    pub fn run(self) -> anyhow::Result<()> {
+        let targets = parse_platforms(&self.platform)?;
+        let dockerfile = self
+            .file
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"));
+        let build_args = super::debug::parse_build_args(&self.build_args);
+        let file_name = dockerfile.display().to_string();
+        let bytes = std::fs::read(&dockerfile).map_err(|error| {
+            Failure::bad_input(format_args!("cannot read {file_name}: {error}"))
+        })?;
+        let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|error| Failure::new(ExitKind::BadInput, error.with_file(&file_name)))?;
+        let dockerignore =
+            Dockerignore::load(&self.context, &dockerfile).exit_kind(ExitKind::BadInput)?;
+        let options = CheckOptions {
+            file: file_name,
+            build_args,
+            targets,
+            build_platform: platform::host(),
+            target_stage: self.target.clone(),
+            dockerignore,
+        };
+        let report = check::check(&tree, &options).exit_kind(ExitKind::BadInput)?;
+        match self.format {
+            Format::Text => {
+                for warning in &report.warnings {
+                    output::stdout(warning);
+                    output::stdout(format_args!("  fix: {}", warning.fix));
+                }
+            }
+            Format::Json => {
+                let json = serde_json::to_string_pretty(&JsonReport {
+                    file: &report.file,
+                    warnings: &report.warnings,
+                    rules: report.rules_fired(),
+                    error: report.is_error(),
+                })
+                .exit_kind(ExitKind::Failed)?;
+                output::stdout(json);
+            }
+        }
+        if report.warnings.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(ExitKind::Failed, anyhow::anyhow!("{}", summary(&report))).into())
+    }
+}
+
+/// `3 warnings found (rules: A, B)`.
+fn summary(report: &Report) -> String {
+    let count = report.warnings.len();
+    let plural = if count == 1 { "" } else { "s" };
+    format!(
+        "{count} warning{plural} found (rules: {})",
+        report.rules_fired().join(", ")
+    )
+}
+
+fn parse_platforms(texts: &[String]) -> anyhow::Result<Vec<Platform>> {
+    if texts.is_empty() {
+        return Ok(vec![platform::host()]);
+    }
+    let mut targets = Vec::new();
+    for text in texts {
+        let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
+        if !targets.contains(&platform) {
+            targets.push(platform);
+        }
+    }
+    Ok(targets)
+}
+
+/// The checks a build runs before it starts. `None` when the Dockerfile cannot be read or
+/// does not type: the build reports that itself.
+///
+/// # Errors
+/// A `# check=` directive that does not parse (exit 2), as BuildKit refuses it.
+pub(crate) fn for_build(
+    context: &Path,
+    dockerfile: &Path,
+    build_args: &BTreeMap<String, String>,
+    targets: &[Platform],
+    target_stage: Option<&str>,
+) -> anyhow::Result<Option<Report>> {
+    let Ok(bytes) = std::fs::read(dockerfile) else {
+        return Ok(None);
+    };
+    let Ok(tree) = dockerfile::parse(&String::from_utf8_lossy(&bytes)) else {
+        return Ok(None);
+    };
+    let options = CheckOptions {
+        file: dockerfile.display().to_string(),
+        build_args: build_args.clone(),
+        targets: targets.to_vec(),
+        build_platform: platform::host(),
+        target_stage: target_stage.map(str::to_owned),
+        dockerignore: Dockerignore::load(context, dockerfile).unwrap_or_default(),
+    };
+    match check::check(&tree, &options) {
+        Ok(report) => Ok(Some(report)),
+        Err(error @ check::CheckError::Directive { .. }) => {
+            Err(Failure::new(ExitKind::BadInput, error).into())
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Prints a build's check warnings on stderr, as buildx does after a build.
+pub(crate) fn print_build_warnings(report: &Report) {
+    if report.warnings.is_empty() {
+        return;
+    }
+    output::stderr(format_args!("{}:", summary(report)));
+    for warning in &report.warnings {
+        output::stderr(format_args!("WARNING: {warning}"));
+        output::stderr(format_args!("  fix: {}", warning.fix));
+    }
+}
+
+/// With `# check=error=true`, a build with warnings stops before it starts (exit 1).
+pub(crate) fn refuse_build(report: &Report) -> anyhow::Error {
+    print_build_warnings(report);
+    Failure::new(
+        ExitKind::Failed,
+        anyhow::anyhow!(
+            "lint violation found for rules: {} (# check=error=true)",
+            report.rules_fired().join(", ")
+        ),
+    )
+    .into()
+}
