@@ -13,6 +13,7 @@
 
 pub mod binfmt;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod dockerfile;

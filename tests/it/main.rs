@@ -9,6 +9,7 @@ mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
+mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
