@@ -24,6 +24,11 @@
 //! Exporting to a ref that already holds a cache replaces the manifests of the platforms
 //! exported and keeps the others, so runners of different architectures can share one ref.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "errors are the cold path of registry I/O; they carry the registry's error"
+)]
+
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

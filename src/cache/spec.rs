@@ -73,10 +73,10 @@ pub struct CacheSpecError {
 /// buildx keys that mean nothing for our format (always OCI, always an image manifest).
 const IGNORED_KEYS: &[&str] = &["oci-mediatypes", "image-manifest", "ignore-error"];
 
-fn pairs<'a>(
-    flag: &'static str,
-    spec: &'a str,
-) -> Result<(String, Vec<(&'a str, &'a str)>), CacheSpecError> {
+/// `key=value` pairs of a spec, in order.
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+fn pairs<'a>(flag: &'static str, spec: &'a str) -> Result<(String, Pairs<'a>), CacheSpecError> {
     let error = |reason: String| CacheSpecError {
         flag,
         spec: spec.to_owned(),

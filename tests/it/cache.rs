@@ -404,6 +404,26 @@ fn a_local_cache_directory_round_trips() {
     assert_eq!(count(&err, "CACHED"), 4, "{err}");
     assert_eq!(util::stdout(&second).trim(), digest);
     complete(&registry, dir, "b", "docker.io/library/app:1");
+
+    // One more step at the end: everything before it is CACHED, and the new step reads the
+    // cached steps' files, whose layers come from the cache directory only then.
+    let dockerfile = format!("{TWO_STAGES}RUN echo \"last-ran $(cat /both | tr '\\n' ' ')\"\n");
+    std::fs::write(dir.join("ctx").join("Dockerfile"), dockerfile).unwrap();
+    let third = build(
+        &registry,
+        dir,
+        "d",
+        &[
+            "--platform",
+            "linux/arm64",
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+        ],
+    );
+    let err = util::stderr(&third);
+    assert!(err.contains("1 RUN steps run"), "{err}");
+    assert_eq!(count(&err, "CACHED"), 4, "{err}");
+    assert_eq!(ran(&err, "last-ran aarch64 hello"), 1, "{err}");
 }
 
 /// Bad specs are bad input (exit 2), before any work.
