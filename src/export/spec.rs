@@ -217,3 +217,22 @@ mod tests {
         assert!(error.to_string().contains(spec), "{error}");
     }
 }
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn registry_outputs_give_their_names() {
+        assert_eq!(
+            Output::names("type=registry,name=reg:5000/app,push-by-digest=true"),
+            ["reg:5000/app"]
+        );
+        assert_eq!(
+            Output::parse("type=image,name=reg/app,push=true").unwrap(),
+            Output::Registry { by_digest: false }
+        );
+        assert!(Output::names("type=registry").is_empty());
+        assert!(Output::names("out-dir").is_empty());
+    }
+}
