@@ -15,6 +15,7 @@ pub mod binfmt;
 pub mod build;
 pub mod builder;
 pub mod check;
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod dockerfile;

@@ -100,7 +100,7 @@ pub(crate) struct StateView {
 
 impl StateView {
     pub(crate) fn new(ctx: &Ctx<'_>, state: &State) -> anyhow::Result<Self> {
-        let lowers = state.lower_dirs(&ctx.store)?;
+        let lowers = ctx.lower_dirs(state)?;
         let tmp = ctx.store.layout().tmp_dir();
         fs::create_dir_all(&tmp)?;
         let dir = tempfile::Builder::new().prefix("view-").tempdir_in(&tmp)?;
@@ -563,7 +563,21 @@ pub(crate) fn workdir_step(
     key: Key,
 ) -> anyhow::Result<Done> {
     let key = key.finish();
-    let lowers = state.lower_dirs(&ctx.store)?;
+    // A hit of an imported cache is decided without the parent's layers (they may still be
+    // in the cache): CACHED when it made a layer, silent when the directory was there.
+    if !ctx.options.no_cache && ctx.imported_only(&key)? {
+        let made_layer = ctx
+            .lookup(&key)?
+            .is_some_and(|hit| hit.layers.len() > state.layers.len());
+        if made_layer {
+            if let Some(state) = ctx.cache_hit(&key, &vertex.display_name())? {
+                return Ok(Done { state, key });
+            }
+        } else if let Some(state) = ctx.lookup(&key)? {
+            return Ok(Done { state, key });
+        }
+    }
+    let lowers = ctx.lower_dirs(&state)?;
     if dir == "/" || lookup(&lowers, dir).is_some_and(|(_, meta)| meta.is_dir()) {
         if !ctx.options.no_cache {
             if let Some(state) = ctx.lookup(&key)? {
@@ -689,7 +703,6 @@ pub(crate) fn copy_step(
     };
     let name = vertex.display_name();
     let started = Instant::now();
-    let lowers = parent.state.lower_dirs(&ctx.store)?;
     let workdir = parent.state.workdir();
     let dest_abs = join_path(&workdir, destination);
     let dest_dir_syntax =
@@ -708,6 +721,23 @@ pub(crate) fn copy_step(
                 key.add("from-image", manifest.digest().as_ref());
                 state
             };
+            // Without URL sources the key is known now (the stage's files do not enter it):
+            // a hit needs no view of the stage, whose layers may still be in a cache.
+            let reads_urls = sources.iter().any(|source| {
+                matches!(source, Source::Path(path) if path.starts_with("http://") || path.starts_with("https://"))
+            });
+            if !reads_urls {
+                let mut early = key.clone();
+                for source in sources {
+                    if let Source::Inline(heredoc) = source {
+                        early.add("inline", &heredoc.content);
+                    }
+                }
+                let early = early.finish();
+                if let Some(state) = ctx.cache_hit(&early, &name)? {
+                    return Ok(Done { state, key: early });
+                }
+            }
             view = StateView::new(ctx, &state)?;
             Some(view.root.clone())
         }
@@ -796,6 +826,7 @@ pub(crate) fn copy_step(
     if let Some(state) = ctx.cache_hit(&key, &name)? {
         return Ok(Done { state, key });
     }
+    let lowers = ctx.lower_dirs(&parent.state)?;
     let id = ctx.counter.next();
     ctx.sink.emit(Event::Started {
         vertex: id,

@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::failed::FailedStep;
 use super::{BuildOptions, BuildReport};
 use crate::binfmt::{self, Runner};
+use crate::cache;
 use crate::dockerfile::{
     self, CommandLine, Expander, Instruction, ResolvedInstruction, Stages, instruction,
 };
@@ -157,6 +158,14 @@ pub(crate) struct Ctx<'a> {
     cached: Mutex<usize>,
     failed: std::sync::atomic::AtomicBool,
     pub(crate) created: String,
+    /// Records read from `--cache-from`: key → (state, index into `cache_sources`).
+    imported: HashMap<String, (State, usize)>,
+    cache_sources: Vec<cache::BlobSource>,
+    /// Layer blobs of imported hits not in the store yet: digest → (descriptor, source).
+    lazy: Mutex<HashMap<String, (Descriptor, usize)>>,
+    /// Keys of the imported records used, recorded locally once their blobs are here.
+    imported_hits: Mutex<Vec<String>>,
+    fetching: Mutex<()>,
 }
 
 /// Builds what `options` asks for and writes the result into the store (not the tags: the
@@ -203,11 +212,14 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         .build()
         .context("starting the async runtime")?;
     let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
+    let registry_options = Arc::new(RegistryOptions::from_env(store.root()));
+    let (imported, cache_sources) =
+        import_caches(options, &graph, &runtime, &registry_options, &mut warnings);
     let ctx = Ctx {
         options,
         graph: &graph,
         stages: &stages,
-        registry: Arc::new(RegistryOptions::from_env(store.root())),
+        registry: registry_options,
         store,
         runtime,
         sink: options.sink.clone(),
@@ -222,6 +234,11 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         cached: Mutex::new(0),
         failed: std::sync::atomic::AtomicBool::new(false),
         created,
+        imported,
+        cache_sources,
+        lazy: Mutex::default(),
+        imported_hits: Mutex::default(),
+        fetching: Mutex::new(()),
     };
     let errors: Mutex<Vec<anyhow::Error>> = Mutex::default();
     std::thread::scope(|scope| {
@@ -259,7 +276,19 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     if let Some(context) = ctx.context.lock().ok().and_then(|c| c.clone()) {
         context.save_stat_cache();
     }
+    if !options.cache.lazy_layers {
+        // The store keeps what it names complete: the result's layers come in now.
+        for target in &graph.images {
+            if let Some(done) = ctx.done(target.vertex) {
+                ctx.materialize(&done.state)?;
+            }
+        }
+    }
+    ctx.record_imported_hits()?;
     let built = assemble(&ctx)?;
+    for export in &options.cache.to {
+        ctx.export_cache(export)?;
+    }
     let foreign = check_architectures(&ctx)?;
     if !foreign.is_empty() {
         if ctx.options.check_arch == CheckArch::Error {
@@ -291,6 +320,56 @@ fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
+}
+
+/// Reads every `--cache-from` (the records of the platforms this build runs steps on); a
+/// cache that is missing or unreadable is a warning, as in buildx.
+fn import_caches(
+    options: &BuildOptions,
+    graph: &BuildGraph,
+    runtime: &tokio::runtime::Runtime,
+    registry: &Arc<RegistryOptions>,
+    warnings: &mut Vec<String>,
+) -> (HashMap<String, (State, usize)>, Vec<cache::BlobSource>) {
+    let mut imported = HashMap::new();
+    let mut sources = Vec::new();
+    if options.cache.from.is_empty() {
+        return (imported, sources);
+    }
+    let mut platforms: Vec<String> = graph
+        .vertices
+        .iter()
+        .map(|vertex| vertex.platform.to_string())
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    for location in &options.cache.from {
+        match runtime.block_on(cache::import(Arc::clone(registry), location, &platforms)) {
+            Ok(Some(found)) => {
+                let index = sources.len();
+                let mut count = 0;
+                for record in found.records {
+                    if let Ok(state) = serde_json::from_value::<State>(record.state) {
+                        count += 1;
+                        imported.entry(record.key).or_insert((state, index));
+                    }
+                }
+                sources.push(found.source);
+                options.sink.emit(Event::Note {
+                    message: format!(
+                        "imported {count} cache records for {} from {location}",
+                        platforms.join(", ")
+                    ),
+                });
+            }
+            Ok(None) => warnings.push(format!("--cache-from {location}: no cache there")),
+            Err(error) => warnings.push(format!(
+                "--cache-from {location}: {:#} (building without it)",
+                anyhow::Error::new(error)
+            )),
+        }
+    }
+    (imported, sources)
 }
 
 /// A vertex not run because another failed.
@@ -826,19 +905,213 @@ impl Ctx<'_> {
         Ok(Some(state))
     }
 
-    /// The state recorded under `key`, if its blobs are all there (no event).
+    /// The state recorded under `key` in the store, if its blobs are all there, else in an
+    /// imported cache (its missing layers are fetched only when needed, see
+    /// [`Self::materialize`]); no event.
     pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<State>> {
+        if let Some(record) = self.store.cache_record(key)? {
+            if let Ok(state) = serde_json::from_value::<State>(record.data) {
+                let complete = state
+                    .layers
+                    .iter()
+                    .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+                if complete {
+                    return Ok(Some(state));
+                }
+            }
+        }
+        let Some((state, source)) = self.imported.get(key) else {
+            return Ok(None);
+        };
+        if let Ok(mut lazy) = self.lazy.lock() {
+            for layer in &state.layers {
+                if !self.store.layout().has_blob(layer.blob.digest()) {
+                    cache::note_source(
+                        self.store.layout(),
+                        &self.cache_sources[*source],
+                        &layer.blob,
+                    );
+                    lazy.entry(layer.blob.digest().to_string())
+                        .or_insert_with(|| (layer.blob.clone(), *source));
+                }
+            }
+        }
+        if let Ok(mut hits) = self.imported_hits.lock() {
+            hits.push(key.to_owned());
+        }
+        Ok(Some(state.clone()))
+    }
+
+    /// Whether `key` is only in an imported cache (the store has no complete record of it).
+    pub(crate) fn imported_only(&self, key: &str) -> anyhow::Result<bool> {
+        if !self.imported.contains_key(key) {
+            return Ok(false);
+        }
         let Some(record) = self.store.cache_record(key)? else {
-            return Ok(None);
+            return Ok(true);
         };
-        let Ok(state) = serde_json::from_value::<State>(record.data) else {
-            return Ok(None);
-        };
-        let complete = state
+        Ok(!record
+            .blobs
+            .iter()
+            .all(|digest| self.store.layout().has_blob(digest)))
+    }
+
+    /// A finished vertex's result.
+    fn done(&self, index: usize) -> Option<Arc<Done>> {
+        match self.results.lock().ok()?.get(index) {
+            Some(Some(Ok(done))) => Some(Arc::clone(done)),
+            _ => None,
+        }
+    }
+
+    /// Fetches the layer blobs of `state` that imported cache hits left in their cache.
+    pub(crate) fn materialize(&self, state: &State) -> anyhow::Result<()> {
+        let layout = self.store.layout();
+        if state
             .layers
             .iter()
-            .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
-        Ok(complete.then_some(state))
+            .all(|layer| layout.has_blob(layer.blob.digest()))
+        {
+            return Ok(());
+        }
+        // One fetch at a time: two steps needing the same layer download it once.
+        let _fetching = self
+            .fetching
+            .lock()
+            .map_err(|_| anyhow!("a build thread panicked"))?;
+        let mut by_source: BTreeMap<usize, Vec<Descriptor>> = BTreeMap::new();
+        {
+            let lazy = self
+                .lazy
+                .lock()
+                .map_err(|_| anyhow!("a build thread panicked"))?;
+            for layer in &state.layers {
+                if layout.has_blob(layer.blob.digest()) {
+                    continue;
+                }
+                if let Some((descriptor, source)) = lazy.get(&layer.blob.digest().to_string()) {
+                    by_source
+                        .entry(*source)
+                        .or_default()
+                        .push(descriptor.clone());
+                }
+            }
+        }
+        for (source, blobs) in by_source {
+            self.runtime
+                .block_on(cache::fetch(
+                    Arc::clone(&self.registry),
+                    layout,
+                    &self.cache_sources[source],
+                    &blobs,
+                ))
+                .context("fetching layers of cached steps")?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot directories of `state` (top first), fetching lazily imported layers first.
+    pub(crate) fn lower_dirs(&self, state: &State) -> anyhow::Result<Vec<PathBuf>> {
+        self.materialize(state)?;
+        state.lower_dirs(&self.store)
+    }
+
+    /// Imported records used by this build become store records once their blobs are here
+    /// (the next build finds them without the cache).
+    fn record_imported_hits(&self) -> anyhow::Result<()> {
+        let hits = self
+            .imported_hits
+            .lock()
+            .map_err(|_| anyhow!("a build thread panicked"))?
+            .clone();
+        for key in hits {
+            let Some((state, _)) = self.imported.get(&key) else {
+                continue;
+            };
+            let complete = state
+                .layers
+                .iter()
+                .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+            if complete && self.store.cache_record(&key)?.is_none() {
+                self.record(&key, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of
+    /// every step (`mode=max`).
+    fn export_cache(&self, export: &cache::CacheExport) -> anyhow::Result<()> {
+        let mut indices: Vec<usize> = Vec::new();
+        match export.mode {
+            cache::CacheMode::Max => indices.extend(0..self.graph.vertices.len()),
+            cache::CacheMode::Min => {
+                for target in &self.graph.images {
+                    let mut vertex = Some(target.vertex);
+                    while let Some(index) = vertex {
+                        indices.push(index);
+                        vertex = self.graph.vertices[index].parent;
+                    }
+                }
+            }
+        }
+        indices.sort_unstable();
+        indices.dedup();
+        let mut records = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        for index in indices {
+            let vertex = &self.graph.vertices[index];
+            if !matches!(vertex.op, Op::Step { .. }) {
+                continue;
+            }
+            let Some(done) = self.done(index) else {
+                continue;
+            };
+            if !keys.insert(done.key.clone()) {
+                continue;
+            }
+            if matches!(export.location, cache::CacheLocation::Local(_)) {
+                self.materialize(&done.state)?;
+            }
+            records.push(cache::Record {
+                key: done.key.clone(),
+                platform: vertex.platform.to_string(),
+                layers: done.state.layers.iter().map(|l| l.blob.clone()).collect(),
+                state: serde_json::to_value(&done.state)?,
+            });
+        }
+        let id = self.counter.next();
+        let name = format!("exporting cache to {}", export.location);
+        self.sink.emit(Event::Started {
+            vertex: id,
+            name: name.clone(),
+            emulated: false,
+        });
+        let started = Instant::now();
+        let result = self.runtime.block_on(cache::export(
+            Arc::clone(&self.registry),
+            self.store.layout(),
+            export,
+            records,
+        ));
+        match result {
+            Ok(line) => {
+                self.sink.emit(Event::Finished {
+                    vertex: id,
+                    duration: started.elapsed(),
+                });
+                self.sink.emit(Event::Note { message: line });
+                Ok(())
+            }
+            Err(error) => {
+                self.sink.emit(Event::Failed {
+                    vertex: id,
+                    duration: started.elapsed(),
+                    message: error.to_string(),
+                });
+                Err(anyhow::Error::new(error).context(name))
+            }
+        }
     }
 
     /// Records a step's result under its key.
@@ -918,7 +1191,7 @@ impl Ctx<'_> {
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
         env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
-        let lower_dirs = state.lower_dirs(&self.store)?;
+        let lower_dirs = self.lower_dirs(&state)?;
         let dirs = self.scratch_dirs()?;
         let upper = dirs.path().join("upper");
         let mut spec = StepSpec::new(
@@ -1299,6 +1572,9 @@ fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
             let found = match ctx.store.snapshot(&layer.diff_id) {
                 Some(snapshot) => super::archcheck::foreign_elf_files(&snapshot, &target.platform)
                     .with_context(|| format!("checking {}", snapshot.display()))?,
+                // A layer of an imported cache hit, left in the cache (the build that made
+                // it checked it).
+                None if !ctx.store.layout().has_blob(layer.blob.digest()) => continue,
                 None => {
                     let blob = ctx.store.layout().open_blob(layer.blob.digest())?;
                     let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;

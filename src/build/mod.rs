@@ -70,6 +70,8 @@ pub struct BuildOptions {
     pub sink: SharedSink,
     /// The wrong-architecture guard (`--check-arch`).
     pub check_arch: CheckArch,
+    /// `--cache-from` / `--cache-to`.
+    pub cache: crate::cache::CacheOptions,
 }
 
 /// What to do about ELF files whose platform the image's platform cannot run

@@ -76,6 +76,8 @@ pub fn serve_build(
             "off" => CheckArch::Off,
             _ => CheckArch::Warn,
         },
+        // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
+        cache: crate::cache::CacheOptions::default(),
     };
     let report = build::run(&options)?;
     let registry = Arc::new(RegistryOptions::from_env(store.root()));

@@ -91,6 +91,14 @@ pub struct BuildArgs {
     /// When a node does not answer: fail before any work, or build its platforms here.
     #[arg(long, value_enum, default_value_t = crate::builder::dispatch::Fallback::Fail)]
     pub fallback: crate::builder::dispatch::Fallback,
+    /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache (`type=registry,ref=REF`, `type=local,src=DIR`, or `REF`),
+    /// repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
 }
 
 impl BuildArgs {
@@ -99,7 +107,8 @@ impl BuildArgs {
     /// # Errors
     /// Bad arguments or Dockerfile (exit 2), a host that cannot run a platform (exit 3), a
     /// failed step or store failure (exit 1).
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(mut self) -> anyhow::Result<()> {
+        self.add_output_names();
         let outputs = self.outputs()?;
         let explicit_platforms = !self.platform.is_empty();
         let targets: Vec<Platform> = if explicit_platforms {
@@ -194,6 +203,7 @@ impl BuildArgs {
             secrets,
             sink: Arc::from(super::progress::sink(mode)),
             check_arch: self.check_arch,
+            cache: self.cache_options(&outputs)?,
         };
         let sink = options.sink.clone();
         let report = match self.build(&options, &outputs) {
@@ -278,6 +288,41 @@ impl BuildArgs {
             .then(|| self.tags.first().cloned())
             .flatten();
         crate::builder::dispatch::run(options, builder, self.fallback, push_to.as_deref())
+    }
+
+    /// `-o type=registry,name=REG/app` names what is pushed, as `-t` does.
+    fn add_output_names(&mut self) {
+        for spec in &self.output {
+            for name in Output::names(spec) {
+                if !self.tags.contains(&name) {
+                    self.tags.push(name);
+                }
+            }
+        }
+    }
+
+    /// `--cache-from` and `--cache-to`; imported layers stay remote when every output pushes.
+    fn cache_options(&self, outputs: &[Output]) -> anyhow::Result<crate::cache::CacheOptions> {
+        // Exit 2 for both bad and not-yet-supported specs (the message says which).
+        let spec_error = |error: crate::cache::CacheSpecError| -> anyhow::Error {
+            Failure::bad_input(error).into()
+        };
+        Ok(crate::cache::CacheOptions {
+            from: self
+                .cache_from
+                .iter()
+                .map(|spec| crate::cache::CacheLocation::parse_from(spec).map_err(spec_error))
+                .collect::<anyhow::Result<_>>()?,
+            to: self
+                .cache_to
+                .iter()
+                .map(|spec| crate::cache::CacheExport::parse(spec).map_err(spec_error))
+                .collect::<anyhow::Result<_>>()?,
+            lazy_layers: !outputs.is_empty()
+                && outputs
+                    .iter()
+                    .all(|output| matches!(output, Output::Registry { .. })),
+        })
     }
 
     /// The outputs the flags ask for: `-o` specs, `--push`, `--load`; none means the store.

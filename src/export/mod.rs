@@ -498,6 +498,15 @@ pub async fn write(
                         source: Box::new(source),
                     });
                     let pushed = step.end(pushed)?;
+                    if !complete_in_store(store, built) {
+                        // Layers of cached steps were mounted in the registry, never
+                        // downloaded: the store does not name an image it lacks parts of.
+                        let _ = store.remove_ref(&name);
+                        report.notes.push(format!(
+                            "{}: not kept in the local store (layers of cached steps stayed in the registry)",
+                            display_ref(&name)
+                        ));
+                    }
                     report.written.push(if *by_digest {
                         Written::PushedByDigest(format!(
                             "{}@{}",
@@ -623,6 +632,21 @@ pub async fn write(
         }
     }
     Ok(report)
+}
+
+/// Whether the store holds every manifest, config and layer of the build's images.
+fn complete_in_store(store: &Store, built: &Built) -> bool {
+    let layout = store.layout();
+    built.images.iter().all(|built_image| {
+        image::read_image(layout, &built_image.manifest).is_ok_and(|resolved| {
+            layout.has_blob(resolved.manifest.config().digest())
+                && resolved
+                    .manifest
+                    .layers()
+                    .iter()
+                    .all(|layer| layout.has_blob(layer.digest()))
+        })
+    })
 }
 
 /// The name `docker load` shows: `docker.io/library/` left out.
@@ -756,7 +780,13 @@ pub fn metadata(
         .filter_map(|written| match written {
             Written::Named(name) => Some(name.clone()),
             Written::Pushed { reference, .. } => Some(reference.clone()),
-            Written::PushedByDigest(reference) => Some(reference.clone()),
+            // As buildx: the name pushed to, without the digest.
+            Written::PushedByDigest(reference) => Some(
+                reference
+                    .split_once('@')
+                    .map_or(reference.as_str(), |(name, _)| name)
+                    .to_owned(),
+            ),
             _ => None,
         })
         .fold(Vec::new(), |mut names, name| {

@@ -101,7 +101,7 @@ impl Output {
                 known_keys(kind).join(", ")
             )));
         }
-        if pairs.iter().any(|(key, _)| *key == "name") {
+        if pairs.iter().any(|(key, _)| *key == "name") && !matches!(kind, "registry" | "image") {
             return Err(error(
                 "name= is not supported yet: name the image with -t".to_owned(),
             ));
@@ -152,6 +152,22 @@ impl Output {
     }
 }
 
+impl Output {
+    /// The `name=` of a `-o type=registry|image` spec (buildx's way to name what is pushed,
+    /// as `-o type=registry,name=REG/app,push-by-digest=true` in CI jobs); the caller adds
+    /// it to the `-t` names.
+    pub fn names(spec: &str) -> Vec<String> {
+        if !spec.contains('=') {
+            return Vec::new();
+        }
+        spec.split(',')
+            .filter_map(|part| part.split_once('='))
+            .filter(|(key, value)| key.trim() == "name" && !value.trim().is_empty())
+            .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -193,11 +209,30 @@ mod tests {
     #[case("type=tar,dest=", "type=tar needs dest=PATH")]
     #[case("type=registry,push-by-digest=maybe", "push-by-digest=maybe")]
     #[case("type=image,push-by-digest=true", "needs push=true")]
-    #[case("type=image,name=x,push=true", "name= is not supported yet")]
+    #[case("type=oci,dest=x.tar,name=x", "name= is not supported yet")]
     #[case("", "empty output spec")]
     fn bad_specs_name_what_is_wrong(#[case] spec: &str, #[case] fragment: &str) {
         let error = Output::parse(spec).expect_err("refused");
         assert!(error.to_string().contains(fragment), "{error}");
         assert!(error.to_string().contains(spec), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn registry_outputs_give_their_names() {
+        assert_eq!(
+            Output::names("type=registry,name=reg:5000/app,push-by-digest=true"),
+            ["reg:5000/app"]
+        );
+        assert_eq!(
+            Output::parse("type=image,name=reg/app,push=true").unwrap(),
+            Output::Registry { by_digest: false }
+        );
+        assert!(Output::names("type=registry").is_empty());
+        assert!(Output::names("out-dir").is_empty());
     }
 }

@@ -39,3 +39,5 @@ pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};
 pub use reference::ImageRef;
 pub use transport::{RawManifest, Registry, RegistryError, RegistryOptions};
+
+pub(crate) use source::record as record_source;

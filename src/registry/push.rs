@@ -157,7 +157,11 @@ pub async fn push(
         }
         let document: ImageManifest = parse(name, "manifest", manifest)?;
         for blob in std::iter::once(document.config()).chain(document.layers()) {
-            if !layout.has_blob(blob.digest()) {
+            // A blob left in a repository of this registry (a cached step's layer that was
+            // not downloaded) is mounted from there.
+            if !layout.has_blob(blob.digest())
+                && !super::source::known_on(layout, blob.digest(), registry.name())
+            {
                 return Err(store_error(LayoutError::MissingBlob {
                     digest: blob.digest().clone(),
                     root: layout.root().to_path_buf(),

@@ -28,6 +28,16 @@ pub(crate) fn record(layout: &ImageLayout, digest: &Digest, registry: &str, repo
     }
 }
 
+/// Whether `digest` is known to live in some repository of `registry` (a layer of an
+/// imported cache hit that was never downloaded: a push there mounts it).
+pub(crate) fn known_on(layout: &ImageLayout, digest: &Digest, registry: &str) -> bool {
+    std::fs::read_to_string(record_path(layout, digest)).is_ok_and(|text| {
+        text.trim()
+            .strip_prefix(registry)
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 /// The repository on `registry` that `digest` was pulled from, if that is known and is not
 /// `repository` itself (where the blob would already be).
 pub(crate) fn mount_source(

@@ -1028,6 +1028,14 @@ impl Registry {
             return Ok(BlobPush::Mounted);
         }
         let mut location = self.location(&response)?;
+        if !layout.has_blob(digest) {
+            // The mount was declined and the blob was never downloaded: fetch it from where
+            // it lives, then upload it.
+            if let Some(from) = mount_from.filter(|from| *from != repository) {
+                self.fetch_blob(from, descriptor, layout, progress).await?;
+                progress.reset(digest);
+            }
+        }
         let path = layout.blob_path(digest)?;
         let mut file = layout.open_blob(digest)?;
         let size = descriptor.size();

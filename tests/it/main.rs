@@ -10,6 +10,7 @@ mod auth; // login/logout, wrong passwords, config.json, docker-credential helpe
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
+mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;

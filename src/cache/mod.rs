@@ -1,0 +1,501 @@
+//! The build cache outside the store: `--cache-to` writes the cache records of a build (key →
+//! resulting state) with their layer blobs to a registry or an OCI layout directory;
+//! `--cache-from` reads them back so that matching steps are `CACHED` on another machine.
+//!
+//! Format (documented in README.md), the same in a registry and in a directory:
+//!
+//! ```text
+//! index (application/vnd.oci.image.index.v1+json)     the cache ref (tag, or `latest` in a dir)
+//!   manifests[i]: one image manifest per platform, with `platform` and the annotation
+//!                 dev.xbuild.cache.platform = "linux/arm64"
+//!     config: application/vnd.xbuild.cache.config.v1+json
+//!             {"version": 1, "platform": "linux/arm64",
+//!              "records": [{"key": "<hex>", "platform": "linux/arm64",
+//!                           "layers": [<layer descriptors>], "state": {...}}]}
+//!     layers: every layer blob the records refer to (ordinary gzip/zstd layers)
+//! ```
+//!
+//! A record's `key` is the build's own cache key (it covers the platform, the instruction,
+//! the parent's key, the context files read, ...); `state` is what the step produced: layer
+//! descriptors with diff_ids, the image config (history included) and Docker-only config
+//! fields. An importer reads only the manifests of the platforms its build runs on, and of
+//! those only the config: layer blobs are fetched when something needs their bytes.
+//!
+//! Exporting to a ref that already holds a cache replaces the manifests of the platforms
+//! exported and keeps the others, so runners of different architectures can share one ref.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "errors are the cold path of registry I/O; they carry the registry's error"
+)]
+
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
+
+use crate::oci::image as oci_image;
+use crate::oci::{ImageLayout, LayoutError};
+use crate::registry::transport::BlobPush;
+use crate::registry::{
+    ImageRef, NoProgress, RawManifest, Registry, RegistryError, RegistryOptions,
+};
+
+pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError};
+
+/// Media type of the config blob of a cache manifest (the records).
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.xbuild.cache.config.v1+json";
+/// Annotation of an index entry: the platform whose records the manifest holds.
+pub const PLATFORM_ANNOTATION: &str = "dev.xbuild.cache.platform";
+/// The name of the cache in a `type=local` directory's `index.json`.
+pub const LOCAL_REF_NAME: &str = "latest";
+const FORMAT_VERSION: u32 = 1;
+
+/// One exported step result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The build's cache key of the step.
+    pub key: String,
+    /// The platform of the step (`linux/arm64`).
+    pub platform: String,
+    /// The layer blobs `state` refers to, in order.
+    pub layers: Vec<Descriptor>,
+    /// The resulting state, as the builder keeps it in its own cache records.
+    pub state: serde_json::Value,
+}
+
+/// The config blob of a cache manifest.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheConfig {
+    version: u32,
+    platform: String,
+    records: Vec<Record>,
+}
+
+/// Where the layer blobs of imported records can be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobSource {
+    /// The repository of a registry cache ref.
+    Registry(ImageRef),
+    /// A `type=local` cache directory.
+    Local(PathBuf),
+}
+
+/// Records read from one `--cache-from`.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The records of the platforms asked for.
+    pub records: Vec<Record>,
+    /// Where their layers are.
+    pub source: BlobSource,
+}
+
+/// Errors of cache export and import.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The registry failed.
+    #[error("cache {location}")]
+    Registry {
+        /// The cache ref.
+        location: String,
+        /// The cause.
+        #[source]
+        source: RegistryError,
+    },
+    /// A layout (the store or a cache directory) failed.
+    #[error("cache {location}")]
+    Layout {
+        /// The cache location.
+        location: String,
+        /// The cause.
+        #[source]
+        source: LayoutError,
+    },
+    /// A document of the cache is not what this format says.
+    #[error("cache {location}: {reason}")]
+    BadDocument {
+        /// The cache location.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn bad(location: &impl ToString, reason: impl ToString) -> CacheError {
+    CacheError::BadDocument {
+        location: location.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// One platform's manifest, written into `store` (config, manifest); returns its descriptor
+/// for the index and the blobs it needs (config and layers).
+fn platform_manifest(
+    store: &ImageLayout,
+    location: &str,
+    platform: &str,
+    records: Vec<Record>,
+) -> Result<(Descriptor, Vec<Descriptor>), CacheError> {
+    let layout_error = |source| CacheError::Layout {
+        location: location.to_owned(),
+        source,
+    };
+    let mut layers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for record in &records {
+        for layer in &record.layers {
+            if seen.insert(layer.digest().to_string()) {
+                layers.push(layer.clone());
+            }
+        }
+    }
+    let config = CacheConfig {
+        version: FORMAT_VERSION,
+        platform: platform.to_owned(),
+        records,
+    };
+    let config_descriptor = oci_image::write_json_blob(
+        store,
+        MediaType::Other(CONFIG_MEDIA_TYPE.to_owned()),
+        &config,
+    )
+    .map_err(layout_error)?;
+    let manifest = oci_image::build_manifest(config_descriptor.clone(), layers.clone(), None);
+    let bytes = oci_image::canonical_json(&manifest);
+    let (digest, size) = store.write_blob(&bytes).map_err(layout_error)?;
+    let oci_platform = crate::platform::Platform::parse(platform)
+        .map(|p| oci_image::platform(&p.os, &p.architecture, p.variant.as_deref()))
+        .map_err(|error| bad(&location, error))?;
+    let mut descriptor = oci_image::manifest_descriptor(digest, size, Some(oci_platform));
+    descriptor.set_annotations(Some(HashMap::from([(
+        PLATFORM_ANNOTATION.to_owned(),
+        platform.to_owned(),
+    )])));
+    let mut blobs = vec![config_descriptor];
+    blobs.extend(layers);
+    Ok((descriptor, blobs))
+}
+
+fn entry_platform(entry: &Descriptor) -> Option<&str> {
+    entry
+        .annotations()
+        .as_ref()
+        .and_then(|annotations| annotations.get(PLATFORM_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// Writes `records` to `export`'s location: blobs from `store` (layers of lazily imported
+/// hits not in `store` are mounted from where they were imported, see
+/// [`crate::registry::push`]). Returns a line for the user.
+///
+/// # Errors
+/// Registry or file failures.
+pub async fn export(
+    options: Arc<RegistryOptions>,
+    store: &ImageLayout,
+    export: &CacheExport,
+    records: Vec<Record>,
+) -> Result<String, CacheError> {
+    let location = export.location.to_string();
+    let mut by_platform: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let count = records.len();
+    for record in records {
+        by_platform
+            .entry(record.platform.clone())
+            .or_default()
+            .push(record);
+    }
+    let mut entries = Vec::new();
+    let mut blobs = Vec::new();
+    for (platform, records) in by_platform {
+        let (descriptor, needed) = platform_manifest(store, &location, &platform, records)?;
+        blobs.push((descriptor.clone(), needed));
+        entries.push(descriptor);
+    }
+    let ours: BTreeSet<String> = entries
+        .iter()
+        .filter_map(|entry| entry_platform(entry).map(str::to_owned))
+        .collect();
+    match &export.location {
+        CacheLocation::Registry(reference) => {
+            let registry_error = |source| CacheError::Registry {
+                location: location.clone(),
+                source,
+            };
+            let registry = Arc::new(
+                Registry::connect(reference.registry(), options)
+                    .await
+                    .map_err(registry_error)?,
+            );
+            let repository = reference.repository();
+            // Other platforms' manifests of an existing cache stay.
+            match registry
+                .get_manifest(repository, &reference.manifest_reference())
+                .await
+            {
+                Ok(existing) if existing.is_index() => {
+                    if let Ok(index) = serde_json::from_slice::<ImageIndex>(&existing.bytes) {
+                        for entry in index.manifests() {
+                            if entry_platform(entry).is_some_and(|p| !ours.contains(p)) {
+                                entries.push(entry.clone());
+                            }
+                        }
+                    }
+                }
+                Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+                Err(error) => return Err(registry_error(error)),
+            }
+            for (manifest, needed) in &blobs {
+                let outcomes: Vec<BlobPush> = crate::registry::push::push_blobs(
+                    &registry,
+                    store,
+                    repository,
+                    needed,
+                    None,
+                    Arc::new(NoProgress),
+                )
+                .await
+                .map_err(registry_error)?;
+                drop(outcomes);
+                let raw = RawManifest::new(
+                    store
+                        .read_blob(manifest.digest())
+                        .map_err(|source| CacheError::Layout {
+                            location: location.clone(),
+                            source,
+                        })?,
+                    MediaType::ImageManifest.to_string(),
+                );
+                registry
+                    .put_manifest(repository, manifest.digest().as_ref(), &raw)
+                    .await
+                    .map_err(registry_error)?;
+            }
+            entries.sort_by(|a, b| entry_platform(a).cmp(&entry_platform(b)));
+            let index = oci_image::build_index(entries);
+            let raw = RawManifest::new(
+                oci_image::canonical_json(&index),
+                MediaType::ImageIndex.to_string(),
+            );
+            registry
+                .put_manifest(repository, &reference.manifest_reference(), &raw)
+                .await
+                .map_err(registry_error)?;
+        }
+        CacheLocation::Local(dir) => {
+            let layout_error = |source| CacheError::Layout {
+                location: location.clone(),
+                source,
+            };
+            let dest = ImageLayout::open_or_create(dir).map_err(layout_error)?;
+            if let Some(existing) = dest.resolve_ref(LOCAL_REF_NAME).map_err(layout_error)? {
+                if let Ok(index) = dest.read_json::<ImageIndex>(existing.digest(), "cache index") {
+                    for entry in index.manifests() {
+                        if entry_platform(entry).is_some_and(|p| !ours.contains(p)) {
+                            entries.push(entry.clone());
+                        }
+                    }
+                }
+            }
+            for (manifest, needed) in &blobs {
+                for blob in needed.iter().chain(std::iter::once(manifest)) {
+                    copy_blob(store, &dest, blob).map_err(layout_error)?;
+                }
+            }
+            entries.sort_by(|a, b| entry_platform(a).cmp(&entry_platform(b)));
+            let index = oci_image::build_index(entries);
+            let descriptor = oci_image::write_json_blob(&dest, MediaType::ImageIndex, &index)
+                .map_err(layout_error)?;
+            dest.set_ref(LOCAL_REF_NAME, &descriptor)
+                .map_err(layout_error)?;
+        }
+    }
+    Ok(format!(
+        "exported the cache ({count} records, {}) to {location}",
+        ours.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Copies a blob between layouts (nothing when `to` has it), verifying its digest.
+fn copy_blob(from: &ImageLayout, to: &ImageLayout, blob: &Descriptor) -> Result<(), LayoutError> {
+    if to.has_blob(blob.digest()) {
+        return Ok(());
+    }
+    let mut source = from.open_blob(blob.digest())?;
+    let mut writer = to.blob_writer()?;
+    std::io::copy(&mut source, &mut writer).map_err(|source| LayoutError::File {
+        action: "copying",
+        path: to.root().to_path_buf(),
+        source,
+    })?;
+    writer.commit(Some((blob.digest(), blob.size())))?;
+    Ok(())
+}
+
+/// Reads the records of `platforms` (`linux/arm64`) from a cache. `None`: there is no cache
+/// there yet (as buildx, not an error).
+///
+/// # Errors
+/// Registry or file failures other than "not found", documents not in this format.
+pub async fn import(
+    options: Arc<RegistryOptions>,
+    location: &CacheLocation,
+    platforms: &[String],
+) -> Result<Option<Imported>, CacheError> {
+    let name = location.to_string();
+    let wanted = |entry: &Descriptor| {
+        entry_platform(entry).is_some_and(|p| platforms.iter().any(|w| w == p))
+    };
+    let mut configs: Vec<(String, Vec<u8>)> = Vec::new();
+    let source = match location {
+        CacheLocation::Registry(reference) => {
+            let registry_error = |source| CacheError::Registry {
+                location: name.clone(),
+                source,
+            };
+            let registry = Registry::connect(reference.registry(), options)
+                .await
+                .map_err(registry_error)?;
+            let repository = reference.repository();
+            let top = match registry
+                .get_manifest(repository, &reference.manifest_reference())
+                .await
+            {
+                Ok(top) => top,
+                Err(RegistryError::NotFound { .. }) => return Ok(None),
+                Err(error) => return Err(registry_error(error)),
+            };
+            let index: ImageIndex =
+                serde_json::from_slice(&top.bytes).map_err(|error| bad(&name, error))?;
+            for entry in index.manifests().iter().filter(|entry| wanted(entry)) {
+                let raw = registry
+                    .get_manifest(repository, entry.digest().as_ref())
+                    .await
+                    .map_err(registry_error)?;
+                let manifest: ImageManifest =
+                    serde_json::from_slice(&raw.bytes).map_err(|error| bad(&name, error))?;
+                if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+                    continue;
+                }
+                let bytes = registry
+                    .get_blob_bytes(repository, manifest.config().digest())
+                    .await
+                    .map_err(registry_error)?;
+                configs.push((entry_platform(entry).unwrap_or_default().to_owned(), bytes));
+            }
+            BlobSource::Registry(reference.clone())
+        }
+        CacheLocation::Local(dir) => {
+            let layout_error = |source| CacheError::Layout {
+                location: name.clone(),
+                source,
+            };
+            let Ok(layout) = ImageLayout::open(dir) else {
+                return Ok(None);
+            };
+            let Some(top) = layout.resolve_ref(LOCAL_REF_NAME).map_err(layout_error)? else {
+                return Ok(None);
+            };
+            let index: ImageIndex = layout
+                .read_json(top.digest(), "cache index")
+                .map_err(layout_error)?;
+            for entry in index.manifests().iter().filter(|entry| wanted(entry)) {
+                let manifest: ImageManifest = layout
+                    .read_json(entry.digest(), "cache manifest")
+                    .map_err(layout_error)?;
+                if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+                    continue;
+                }
+                let bytes = layout
+                    .read_blob(manifest.config().digest())
+                    .map_err(layout_error)?;
+                configs.push((entry_platform(entry).unwrap_or_default().to_owned(), bytes));
+            }
+            BlobSource::Local(dir.clone())
+        }
+    };
+    let mut records = Vec::new();
+    for (platform, bytes) in configs {
+        let config: CacheConfig =
+            serde_json::from_slice(&bytes).map_err(|error| bad(&name, error))?;
+        if config.version != FORMAT_VERSION {
+            return Err(bad(
+                &name,
+                format!(
+                    "format version {} (this xbuild reads {FORMAT_VERSION})",
+                    config.version
+                ),
+            ));
+        }
+        // A record is used only for its own platform, whatever the manifest says.
+        records.extend(
+            config
+                .records
+                .into_iter()
+                .filter(|record| record.platform == platform && config.platform == platform),
+        );
+    }
+    Ok(Some(Imported { records, source }))
+}
+
+/// Fetches `blobs` from `source` into `layout` (the store); from a registry, notes where each
+/// came from so a later push to that registry can mount it.
+///
+/// # Errors
+/// Registry or file failures, digest mismatches.
+pub async fn fetch(
+    options: Arc<RegistryOptions>,
+    layout: &ImageLayout,
+    source: &BlobSource,
+    blobs: &[Descriptor],
+) -> Result<(), CacheError> {
+    match source {
+        BlobSource::Registry(reference) => {
+            let registry_error = |source| CacheError::Registry {
+                location: reference.to_string(),
+                source,
+            };
+            let registry = Registry::connect(reference.registry(), options)
+                .await
+                .map_err(registry_error)?;
+            for blob in blobs {
+                if layout.has_blob(blob.digest()) {
+                    continue;
+                }
+                // Also notes where the blob came from (for mounting on a push).
+                registry
+                    .fetch_blob(reference.repository(), blob, layout, &NoProgress)
+                    .await
+                    .map_err(registry_error)?;
+            }
+        }
+        BlobSource::Local(dir) => {
+            let layout_error = |source| CacheError::Layout {
+                location: dir.display().to_string(),
+                source,
+            };
+            let from = ImageLayout::open(dir).map_err(layout_error)?;
+            for blob in blobs {
+                copy_blob(&from, layout, blob).map_err(layout_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Notes, without fetching, that `blob` lives in the registry `source` (so a push there
+/// mounts it).
+pub fn note_source(layout: &ImageLayout, source: &BlobSource, blob: &Descriptor) {
+    if let BlobSource::Registry(reference) = source {
+        crate::registry::record_source(
+            layout,
+            blob.digest(),
+            reference.registry(),
+            reference.repository(),
+        );
+    }
+}
