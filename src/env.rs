@@ -43,3 +43,8 @@ pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
 /// own entries beside the system's. Entries with another prefix are ignored, and the
 /// "already handled by another entry" check is skipped.
 pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";
+
+/// Registry requests: the longest wait, in seconds, for the next bytes of an answer before
+/// the request is abandoned and retried (default 120; a stalled connection costs this long
+/// per attempt).
+pub const XBUILD_REGISTRY_TIMEOUT: &str = "XBUILD_REGISTRY_TIMEOUT";
