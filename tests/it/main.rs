@@ -19,6 +19,7 @@ mod plan; // golden build plans through `xbuild debug plan`
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
+mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full disk
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod unpack; // hostile tars refused, whiteouts applied
