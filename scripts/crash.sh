@@ -11,8 +11,8 @@
 # SOURCE_DATE_EPOCH set so the index digest is reproducible.
 #
 # The kill moments: the first ROUNDS of the list below. Most wait for an event of the
-# `--progress=rawjson` stream (a pull starting, a RUN running under emulation, a layer
-# export, the push); the rest are timed delays spread over a cold build. Each round starts
+# `--progress=rawjson` stream (the base's FROM, its first bytes, a RUN under emulation, the
+# COPY, the push); the rest are timed delays spread over a cold build. Each round starts
 # from an empty store. After each kill:
 #   1. `xbuild store check` must exit 0 (it verifies every blob and removes what the killed
 #      process left in tmp/);
@@ -81,16 +81,16 @@ registry_index() {
 # Kill moments: "event:<jq-free grep pattern on the rawjson stream>" or "delay:<seconds>".
 # Patterns match one line of --progress=rawjson output.
 moments=(
-    'event:"event":"started".*pull'
+    'event:"event":"started".*\] FROM '
     'event:"event":"bytes"'
     'event:"event":"started".*linux/arm64.*RUN seq'
     'event:"event":"started".*linux/amd64.*RUN seq'
     'event:"event":"log".*'
     'event:"event":"finished"'
     'event:"event":"started".*COPY payload'
-    'event:"event":"started".*RUN cat'
-    'event:"event":"started".*export'
-    'event:"event":"started".*push'
+    'event:"event":"started".*linux/amd64.*RUN cat'
+    'event:"event":"started".*linux/arm64.*COPY payload'
+    'event:"event":"started".*pushing'
     'delay:0.3'
     'delay:0.8'
     "delay:$(echo "$cold * 0.15" | bc)"
