@@ -163,6 +163,7 @@ fn golden_invalid_dockerfiles() {
     assert!(cases.len() >= 10, "golden cases missing");
     let mut failures = Vec::new();
     let mut with_line = 0;
+    let line_number = regex::Regex::new(r"^error: Dockerfile:[0-9]+: ").unwrap();
     for case in &cases {
         let output = run(xbuild(store.path())
             .args([
@@ -184,7 +185,6 @@ fn golden_invalid_dockerfiles() {
             stderr(&output)
         );
         // Every error points at its line, except those about the command line (`--target`).
-        let line_number = regex::Regex::new(r"^error: Dockerfile:[0-9]+: ").unwrap();
         if line_number.is_match(&stderr(&output)) {
             with_line += 1;
         } else if !extra_args(case).iter().any(|arg| arg == "--target") {

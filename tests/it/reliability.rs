@@ -127,7 +127,7 @@ fn sigkill_at_four_moments_then_check_and_rebuild_give_the_same_index() {
     let args = ["--build-arg", &reg, "-t", &name, "--push"];
 
     let reference_home = temp.path().join("reference");
-    let output = util::run(&mut build_command(&registry, &reference_home, &ctx, &args).arg("-q"));
+    let output = util::run(build_command(&registry, &reference_home, &ctx, &args).arg("-q"));
     assert_eq!(output.status.code(), Some(0), "{}", util::stderr(&output));
     let reference = util::stdout(&output).trim().to_owned();
     assert_eq!(registry_digest(&registry, "crash/app:1"), reference);
@@ -149,7 +149,7 @@ fn sigkill_at_four_moments_then_check_and_rebuild_give_the_same_index() {
             killed_at.push(*moment);
         }
         assert_store_clean(&home, &format!("after a kill at {moment}"));
-        let output = util::run(&mut build_command(&registry, &home, &ctx, &args).arg("-q"));
+        let output = util::run(build_command(&registry, &home, &ctx, &args).arg("-q"));
         assert_eq!(
             output.status.code(),
             Some(0),
