@@ -262,7 +262,7 @@ COPY payload /payload\n\
 RUN uname -m > /arch\n";
 
 /// Pull and push through the fault proxy (every fifth connection dropped, one request in
-/// five answered 500), then with every third connection stalled: the same index as a build
+/// five answered 500), then with every seventh connection stalled too: the same index as a build
 /// that talks to the registry directly, and the registry (read directly by skopeo) holds it.
 #[test]
 fn pull_and_push_through_faults_and_stalls_give_the_same_digests() {
@@ -300,7 +300,7 @@ fn pull_and_push_through_faults_and_stalls_give_the_same_digests() {
 
     let proxy = registry.proxy.as_ref().unwrap();
     let proxied_reg = format!("REG={}", registry.host);
-    for (round, stall) in [("drops and 500s", 0), ("stalls too", 3)] {
+    for (round, stall) in [("drops and 500s", 0), ("stalls too", 7)] {
         proxy.stall_every(stall);
         let faults_before = proxy.faults.load(std::sync::atomic::Ordering::SeqCst);
         let home = temp.path().join(format!("proxied-{stall}"));
