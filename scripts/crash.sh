@@ -111,7 +111,10 @@ for round in $(seq 1 "$ROUNDS"); do
     rm -rf "$WORK/store" "$WORK/events"
     # A fresh registry repository per round would hide pushes of the killed build; the tag
     # is pushed again by each rebuild, which is what a user does after a crash.
-    xb "${build_args[@]}" --progress rawjson "$WORK/ctx" >/dev/null 2>"$WORK/events" &
+    # Not through the xb function: $! must be xbuild itself, not a subshell around it.
+    : >"$WORK/events"
+    XBUILD_ROOT="$WORK/store" "$XBUILD" "${build_args[@]}" --progress rawjson "$WORK/ctx" \
+        >/dev/null 2>"$WORK/events" &
     pid=$!
     killed=no
     start=$(date +%s.%N)
