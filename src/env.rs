@@ -60,3 +60,8 @@ pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 /// An ssh configuration file passed to every `ssh` run for build nodes (`ssh -F FILE`);
 /// default: ssh's own (`~/.ssh/config`).
 pub const XBUILD_SSH_CONFIG: &str = "XBUILD_SSH_CONFIG";
+
+/// Registry requests: the longest wait, in seconds, for the next bytes of an answer before
+/// the request is abandoned and retried (default 120; a stalled connection costs this long
+/// per attempt).
+pub const XBUILD_REGISTRY_TIMEOUT: &str = "XBUILD_REGISTRY_TIMEOUT";

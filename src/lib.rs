@@ -14,8 +14,8 @@
 pub mod binfmt;
 pub mod build;
 pub mod builder;
-pub mod check;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod context;
 pub mod dockerfile;

@@ -38,9 +38,9 @@ pub enum Command {
     Save(super::image::SaveArgs),
     /// Load images from an OCI or docker archive.
     Load(super::image::LoadArgs),
-    /// Verify every blob of the store.
+    /// The old name of `store check`.
     #[command(hide = true)]
-    Fsck(super::image::FsckArgs),
+    Fsck(super::store::CheckArgs),
     /// Pull an image from a registry into the local store.
     Pull(super::registry::PullArgs),
     /// Push an image from the local store to its registry.
@@ -74,6 +74,8 @@ pub enum Command {
     NodeBuild,
     /// Check a Dockerfile against best practices and BuildKit's checks, without building.
     Check(super::check::CheckArgs),
+    /// Check the local store (`store check`).
+    Store(super::store::StoreArgs),
 }
 
 pub use super::build::BuildArgs;

@@ -1,5 +1,5 @@
 //! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `prune`, `du`,
-//! `import`, `save`, `load` (and a hidden `fsck`), over the local store.
+//! `import`, `save`, `load`, over the local store.
 
 use std::fs;
 use std::io::{self, Read};
@@ -717,37 +717,6 @@ impl LoadArgs {
             }
         }
         Ok(())
-    }
-}
-
-/// `xbuild fsck` (hidden): verifies every blob and that named images are complete.
-#[derive(Debug, Args)]
-pub struct FsckArgs {}
-
-impl FsckArgs {
-    /// Checks the store.
-    ///
-    /// # Errors
-    /// Problems found (exit 1).
-    pub fn run(self) -> anyhow::Result<()> {
-        let store = open_store()?;
-        let report = store.check()?;
-        for digest in &report.corrupt {
-            output::stdout(format!("corrupt blob {digest}"));
-        }
-        for digest in &report.missing {
-            output::stdout(format!("missing blob {digest}"));
-        }
-        if report.is_ok() {
-            output::stdout(format!("ok: {} blobs verified", report.blobs_verified));
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "the store has {} corrupt and {} missing blobs",
-                report.corrupt.len(),
-                report.missing.len()
-            ))
-        }
     }
 }
 

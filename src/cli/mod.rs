@@ -15,6 +15,7 @@ pub mod output;
 pub mod progress;
 pub mod registry;
 pub mod run;
+pub mod store;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::error(&error);
+            if let Some(hint) = disk_full_hint(&error) {
+                output::stderr(hint);
+            }
             ExitCode::from(exit_kind(&error).code())
         }
     };
@@ -75,6 +79,26 @@ fn report_peak_rss() {
         .append(true)
         .open(path)
         .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+}
+
+/// Advice when a write failed because a file system is full (ENOSPC, or EDQUOT): the cause
+/// chain already names the file; this says where the store is and how to get space back.
+fn disk_full_hint(error: &anyhow::Error) -> Option<String> {
+    let full = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+            // Errors that crossed a thread or process as text (the sandbox, tar writers).
+            || cause.to_string().contains("No space left on device")
+    });
+    full.then(|| {
+        format!(
+            "hint: a file system is full. The store is {} (XBUILD_ROOT): `xbuild prune` frees \
+             what no image needs, or point XBUILD_ROOT at a larger file system",
+            crate::store::default_root().display()
+        )
+    })
 }
 
 /// Runs one parsed command.
@@ -109,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NodeInfo => builder::node_info(),
         Command::NodeBuild => builder::node_build(),
         Command::Check(args) => args.run(),
+        Command::Store(args) => args.run(),
     }
 }
 

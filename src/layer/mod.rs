@@ -141,8 +141,23 @@ impl ChunkSender {
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
         self.sender
             .send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the compressor stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, COMPRESSOR_STOPPED))
     }
+}
+
+/// What the producer sees when the compressing thread has given up.
+const COMPRESSOR_STOPPED: &str = "the compressor stopped";
+
+/// Whether an error (or one of its causes) is [`COMPRESSOR_STOPPED`].
+fn is_compressor_stopped(error: &LayerError) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = cause {
+        if current.to_string() == COMPRESSOR_STOPPED {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Writes one layer: `fill` writes tar entries (the caller decides which), the bytes are
@@ -196,9 +211,16 @@ where
         let compressed = compressor
             .join()
             .map_err(|_| LayerError::Write(io::Error::other("the compressor thread panicked")))?;
-        // An error from the producer explains a broken pipe in the compressor: report it first.
-        produced?;
-        let (digest, size) = compressed?;
+        // An error from the producer explains a broken pipe in the compressor: report it
+        // first, unless it is itself the broken pipe of a compressor that failed (a full
+        // disk): then the compressor's error is the cause.
+        let (digest, size) = match (produced, compressed) {
+            (Err(produced), Err(compressed)) if is_compressor_stopped(&produced) => {
+                return Err(compressed);
+            }
+            (Err(produced), _) => return Err(produced),
+            (Ok(()), compressed) => compressed?,
+        };
         let (diff_id, tar_size) = digester.finish();
         Ok(LayerBlob {
             descriptor: Descriptor::new(compression.media_type(), size, digest),

@@ -153,8 +153,8 @@ pub struct RegistryOptions {
 
 impl RegistryOptions {
     /// Defaults, with `certs.d` under the store root, credentials from `$DOCKER_CONFIG`,
-    /// insecure hosts from `$XBUILD_INSECURE_REGISTRIES` and the chunk size from
-    /// `$XBUILD_UPLOAD_CHUNK_SIZE`.
+    /// insecure hosts from `$XBUILD_INSECURE_REGISTRIES`, the chunk size from
+    /// `$XBUILD_UPLOAD_CHUNK_SIZE` and the read timeout from `$XBUILD_REGISTRY_TIMEOUT`.
     pub fn from_env(store_root: &std::path::Path) -> Self {
         let insecure_registries = std::env::var(crate::env::XBUILD_INSECURE_REGISTRIES)
             .unwrap_or_default()
@@ -168,6 +168,11 @@ impl RegistryOptions {
             .and_then(|size| size.parse().ok())
             .filter(|size| *size > 0)
             .unwrap_or(16 << 20);
+        let read_timeout = std::env::var(crate::env::XBUILD_REGISTRY_TIMEOUT)
+            .ok()
+            .and_then(|seconds| seconds.trim().parse::<f64>().ok())
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+            .map_or(Duration::from_secs(120), Duration::from_secs_f64);
         Self {
             insecure_registries,
             certs_dir: Some(store_root.join("certs.d")),
@@ -175,7 +180,7 @@ impl RegistryOptions {
             max_attempts: 6,
             backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(120),
+            read_timeout,
             chunk_size,
             parallel_blobs: 4,
         }
@@ -1288,7 +1293,12 @@ async fn probe_scheme(
 ) -> Result<Url, RegistryError> {
     let probe = https.join("v2/").expect("a valid path");
     // Bounded: a plain-HTTP server may sit silently on a TLS hello.
-    match http.get(probe).timeout(PROBE_TIMEOUT).send().await {
+    match http
+        .get(probe)
+        .timeout(PROBE_TIMEOUT.min(options.read_timeout))
+        .send()
+        .await
+    {
         Ok(_) => return Ok(https),
         Err(error) => {
             if let Some(refused) = untrusted_certificate(&error, host) {

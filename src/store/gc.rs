@@ -1,5 +1,5 @@
 //! Garbage collection (everything not reachable from a name in `index.json` or a cache
-//! record goes), disk usage, and an integrity check.
+//! record goes) and disk usage.
 
 use std::collections::HashSet;
 use std::fs;
@@ -7,8 +7,6 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
-
-use oci_spec::image::Digest;
 
 use super::{CacheRecord, Store, StoreError, file_error};
 use crate::oci::image;
@@ -46,24 +44,6 @@ pub struct DiskUsage {
     pub cache_records: u64,
     /// Temporary files (left by interrupted writes).
     pub tmp_bytes: u64,
-}
-
-/// The result of [`Store::check`].
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CheckReport {
-    /// Blobs read and verified.
-    pub blobs_verified: u64,
-    /// Blobs whose content does not match their name.
-    pub corrupt: Vec<Digest>,
-    /// Blobs a named image needs that are not there.
-    pub missing: Vec<Digest>,
-}
-
-impl CheckReport {
-    /// Whether nothing is wrong.
-    pub fn is_ok(&self) -> bool {
-        self.corrupt.is_empty() && self.missing.is_empty()
-    }
 }
 
 struct Roots {
@@ -166,18 +146,15 @@ impl Store {
                 fs::remove_dir_all(&path).map_err(file_error("removing", &path))?;
                 report.snapshots += 1;
             }
-            // Nobody else holds the store: whatever is in tmp/ was left by a killed process.
-            let tmp = self.layout().tmp_dir();
-            if let Ok(entries) = fs::read_dir(&tmp) {
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    report.bytes += tree_size(&path);
-                    let _ = if path.is_dir() && !path.is_symlink() {
-                        fs::remove_dir_all(&path)
-                    } else {
-                        fs::remove_file(&path)
-                    };
-                }
+            // Nobody else holds the store: whatever is in tmp/ (and temporary files in cache/)
+            // was left by a killed process.
+            for path in self.temporary_entries()? {
+                report.bytes += tree_size(&path);
+                let _ = if path.is_dir() && !path.is_symlink() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
             }
             Ok(report)
         })
@@ -221,38 +198,6 @@ impl Store {
             })
             .unwrap_or(0);
         Ok(usage)
-    }
-
-    /// Reads every blob and checks its digest; checks that every blob a named image needs is
-    /// there and that `index.json` parses.
-    ///
-    /// # Errors
-    /// `index.json` cannot be read, or directories cannot be listed.
-    pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let mut report = CheckReport::default();
-        for (name, _) in self.blob_files()? {
-            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
-                continue;
-            };
-            let file = self.layout().open_blob(&digest)?;
-            let (actual, _) = crate::layer::DigestingReader::new(file)
-                .finish()
-                .map_err(file_error("reading", &self.layout().blob_path(&digest)?))?;
-            report.blobs_verified += 1;
-            if actual != digest {
-                report.corrupt.push(digest);
-            }
-        }
-        for (_, descriptor) in self.refs()? {
-            let mut needed = HashSet::new();
-            image::reachable_blobs(self.layout(), &descriptor, &mut needed)?;
-            for digest in needed {
-                if !self.layout().has_blob(&digest) {
-                    report.missing.push(digest);
-                }
-            }
-        }
-        Ok(report)
     }
 }
 

@@ -21,6 +21,7 @@
 //! `locks/index.lock` exclusively.
 
 mod archive;
+mod check;
 mod gc;
 mod lock;
 mod snapshot;
@@ -40,7 +41,8 @@ use crate::oci::image::{self, ImageError, ResolvedImage};
 use crate::oci::{ImageLayout, LayoutError};
 
 pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
-pub use gc::{CheckReport, DiskUsage, GcReport};
+pub use check::{CheckReport, Cleanup, Problem};
+pub use gc::{DiskUsage, GcReport};
 pub use lock::{LockError, StoreLock};
 
 /// The store directory: `$XBUILD_ROOT`, else `/var/lib/xbuild` for root, else
@@ -521,7 +523,7 @@ mod tests {
         assert!(!store.layout().has_blob(&loose));
         assert!(kept_snapshot.is_dir() && cached_snapshot.is_dir() && !loose_snapshot.exists());
         assert_eq!(fs::read_dir(store.layout().tmp_dir()).unwrap().count(), 0);
-        assert!(store.check().unwrap().is_ok());
+        assert!(store.check(Cleanup::Remove).unwrap().is_ok());
 
         let report = store.gc(true).unwrap();
         assert_eq!(

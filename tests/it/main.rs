@@ -9,8 +9,8 @@ mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
-mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
+mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
@@ -22,6 +22,7 @@ mod plan; // golden build plans through `xbuild debug plan`
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
+mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full disk
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod unpack; // hostile tars refused, whiteouts applied

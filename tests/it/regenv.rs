@@ -467,6 +467,7 @@ pub struct FaultProxy {
     stop: Arc<AtomicBool>,
     tamper: Arc<Mutex<Option<(String, u64)>>>,
     decline_mounts: Arc<AtomicBool>,
+    stall_every: Arc<AtomicUsize>,
     /// Every request line seen (`POST /v2/...`), in order.
     pub log: Arc<Mutex<Vec<String>>>,
     /// Connections dropped and requests answered 500, for the test to check that faults
@@ -482,6 +483,7 @@ impl FaultProxy {
         let tamper: Arc<Mutex<Option<(String, u64)>>> = Arc::default();
         let faults = Arc::new(AtomicUsize::new(0));
         let decline_mounts = Arc::new(AtomicBool::new(false));
+        let stall_every = Arc::new(AtomicUsize::new(0));
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -489,6 +491,7 @@ impl FaultProxy {
         {
             let (stop, tamper, faults) = (stop.clone(), tamper.clone(), faults.clone());
             let (decline_mounts, log) = (decline_mounts.clone(), log.clone());
+            let stall_every = stall_every.clone();
             listener.set_nonblocking(true).unwrap();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -504,6 +507,20 @@ impl FaultProxy {
                     if faults_on && n % 5 == 4 {
                         faults.fetch_add(1, Ordering::SeqCst);
                         drop(client);
+                        continue;
+                    }
+                    let stall = stall_every.load(Ordering::SeqCst);
+                    if stall > 0 && n % stall == stall - 1 {
+                        // Accepted and never answered: the client must time out.
+                        faults.fetch_add(1, Ordering::SeqCst);
+                        let stop = stop.clone();
+                        std::thread::spawn(move || {
+                            let _held = client;
+                            let until = Instant::now() + Duration::from_secs(300);
+                            while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        });
                         continue;
                     }
                     let proxy = Shared {
@@ -526,9 +543,16 @@ impl FaultProxy {
             stop,
             tamper,
             decline_mounts,
+            stall_every,
             log,
             faults,
         }
+    }
+
+    /// From now on, every `n`th connection is accepted and never answered (0: none), as a
+    /// registry or load balancer that hangs does.
+    pub fn stall_every(&self, n: usize) {
+        self.stall_every.store(n, Ordering::SeqCst);
     }
 
     /// From now on, cross-repository mount requests reach the registry without their
