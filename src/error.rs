@@ -76,6 +76,19 @@ impl std::error::Error for Failure {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root cause` (for messages that
+/// carry an error as text, e.g. a store check's problem list).
+pub fn chain_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The exit kind of an error: the first [`Failure`] in its chain, else [`ExitKind::Failed`].
 pub fn exit_kind(error: &anyhow::Error) -> ExitKind {
     error

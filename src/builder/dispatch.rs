@@ -23,7 +23,7 @@ use anyhow::{Context as _, anyhow};
 use oci_spec::image::Descriptor;
 
 use super::protocol::{self, NodeReply, NodeRequest, RootMetadata};
-use super::ssh::{self, NodeInfo};
+use super::ssh;
 use super::{Builder, Node};
 use crate::build::{self, BuildOptions, BuildReport, CheckArch};
 use crate::context::{self, Dockerignore};
@@ -75,20 +75,8 @@ pub fn run(
     }
 
     // Every node must answer before any work starts.
-    let probes: Vec<Result<NodeInfo, ssh::ProbeError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = remote
-            .iter()
-            .map(|(node, _)| scope.spawn(move || ssh::probe(node)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(ssh::ProbeError::NoSsh("the probe panicked".into())))
-            })
-            .collect()
-    });
+    let nodes: Vec<&Node> = remote.iter().map(|(node, _)| *node).collect();
+    let probes = ssh::probe_all(&nodes);
     let mut usable = Vec::new();
     for ((node, platforms), probe) in remote.into_iter().zip(probes) {
         let problem = match probe {

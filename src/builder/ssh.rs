@@ -211,6 +211,24 @@ pub fn failure(node: &Node, subcommand: &str, status: i32, stderr: &str) -> Prob
     }
 }
 
+/// Probes `nodes` at once (one thread each), answers in the same order.
+pub fn probe_all(nodes: &[&Node]) -> Vec<Result<NodeInfo, ProbeError>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| scope.spawn(move || probe(node)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(ProbeError::NoSsh("the probe panicked".into())))
+            })
+            .collect()
+    })
+}
+
 /// Asks the node for its [`NodeInfo`] (within [`PROBE_TIMEOUT`]).
 ///
 /// # Errors

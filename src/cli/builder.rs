@@ -207,20 +207,7 @@ fn list(builders: &Builders) {
         .iter()
         .flat_map(|builder| builder.nodes.iter())
         .collect();
-    let probes: Vec<Result<ssh::NodeInfo, ssh::ProbeError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|node| scope.spawn(move || ssh::probe(node)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(ssh::ProbeError::NoSsh("the probe panicked".into())))
-            })
-            .collect()
-    });
+    let probes = ssh::probe_all(&nodes);
     let mut probes = probes.into_iter();
     let mut problems = Vec::new();
     for builder in &builders.builders {

@@ -1329,7 +1329,7 @@ async fn probe_scheme(
 /// A TLS failure over the server's certificate, as an error with advice (retrying does not
 /// help, and falling back to plain HTTP would hide it).
 fn untrusted_certificate(error: &reqwest::Error, host: &str) -> Option<RegistryError> {
-    let chain = error_chain(error);
+    let chain = crate::error::chain_text(error);
     (chain.contains("certificate") || chain.contains("Certificate")).then(|| {
         RegistryError::Setup {
             registry: host.to_owned(),
@@ -1338,17 +1338,6 @@ fn untrusted_certificate(error: &reqwest::Error, host: &str) -> Option<RegistryE
             ),
         }
     })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ impl Store {
             Ok(refs) => refs,
             Err(error) => {
                 report.problems.push(Problem::BadIndex {
-                    reason: error_chain(&error),
+                    reason: crate::error::chain_text(&error),
                 });
                 return;
             }
@@ -325,7 +325,7 @@ impl Store {
         let is_index = match image::is_index(layout, descriptor) {
             Ok(is_index) => is_index,
             Err(error) => {
-                report.problems.push(bad(error_chain(&error)));
+                report.problems.push(bad(crate::error::chain_text(&error)));
                 return;
             }
         };
@@ -333,7 +333,7 @@ impl Store {
             let index = match image::read_index(layout, digest) {
                 Ok(index) => index,
                 Err(error) => {
-                    report.problems.push(bad(error_chain(&error)));
+                    report.problems.push(bad(crate::error::chain_text(&error)));
                     return;
                 }
             };
@@ -349,7 +349,7 @@ impl Store {
         let manifest: ImageManifest = match layout.read_json(digest, "image manifest") {
             Ok(manifest) => manifest,
             Err(error) => {
-                report.problems.push(bad(error_chain(&error)));
+                report.problems.push(bad(crate::error::chain_text(&error)));
                 return;
             }
         };
@@ -382,7 +382,7 @@ impl Store {
             Err(error) => report.problems.push(Problem::BadDocument {
                 digest: config_digest.clone(),
                 needed_by,
-                reason: error_chain(&error),
+                reason: crate::error::chain_text(&error),
             }),
         }
     }
@@ -493,17 +493,6 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>, StoreError> {
     }
     found.sort();
     Ok(found)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
