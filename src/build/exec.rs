@@ -42,8 +42,26 @@ const TAIL_LINES: usize = 10;
 /// One layer of a state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Layer {
-    pub(crate) blob: Descriptor,
+    /// The compressed blob; `None` for a `RUN` step's layer that so far exists only as its
+    /// snapshot (see [`Ctx::ensure_blobs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) blob: Option<Descriptor>,
     pub(crate) diff_id: Digest,
+    /// For a layer kept as a snapshot: the mtime clamp its diff_id was computed with (the
+    /// blob made later must have the same tar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) clamp: Option<i64>,
+}
+
+impl Layer {
+    /// Whether the store has what this layer needs: its blob, or for a layer kept as a
+    /// snapshot, the snapshot.
+    fn present(&self, store: &Store) -> bool {
+        match &self.blob {
+            Some(blob) => store.layout().has_blob(blob.digest()),
+            None => store.snapshot(&self.diff_id).is_some(),
+        }
+    }
 }
 
 /// The result of a vertex: layers and image config (what a cache record keeps).
@@ -97,7 +115,18 @@ impl State {
     pub(crate) fn lower_dirs(&self, store: &Store) -> anyhow::Result<Vec<PathBuf>> {
         let mut dirs = Vec::new();
         for layer in self.layers.iter().rev() {
-            dirs.push(store.unpack_snapshot(&layer.blob, &layer.diff_id)?);
+            let dir = match (&layer.blob, store.snapshot(&layer.diff_id)) {
+                (_, Some(dir)) => dir,
+                (Some(blob), None) => store.unpack_snapshot(blob, &layer.diff_id)?,
+                (None, None) => {
+                    return Err(anyhow!(
+                        "the snapshot of layer {} is missing from the store and the layer \
+                         has no blob (run `xbuild store check`, then build again)",
+                        layer.diff_id
+                    ));
+                }
+            };
+            dirs.push(dir);
         }
         Ok(dirs)
     }
@@ -116,15 +145,42 @@ impl State {
     }
 
     pub(crate) fn push_layer(&mut self, blob: &layer::LayerBlob) {
-        self.layers.push(Layer {
-            blob: blob.descriptor.clone(),
+        self.push(Layer {
+            blob: Some(blob.descriptor.clone()),
             diff_id: blob.diff_id.clone(),
+            clamp: None,
         });
+    }
+
+    /// Adds a layer kept as its snapshot (no blob yet).
+    fn push_snapshot_layer(&mut self, diff_id: Digest, clamp: Option<i64>) {
+        self.push(Layer {
+            blob: None,
+            diff_id,
+            clamp,
+        });
+    }
+
+    fn push(&mut self, layer: Layer) {
         let mut rootfs = self.config.rootfs().clone();
         let mut diff_ids = rootfs.diff_ids().clone();
-        diff_ids.push(blob.diff_id.to_string());
+        diff_ids.push(layer.diff_id.to_string());
         rootfs.set_diff_ids(diff_ids);
         self.config.set_rootfs(rootfs);
+        self.layers.push(layer);
+    }
+
+    /// Layer descriptors for a manifest; every layer must have its blob by now.
+    fn blobs(&self) -> anyhow::Result<Vec<Descriptor>> {
+        self.layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .blob
+                    .clone()
+                    .ok_or_else(|| anyhow!("layer {} has no blob yet", layer.diff_id))
+            })
+            .collect()
     }
 }
 
@@ -551,8 +607,9 @@ impl Ctx<'_> {
             .zip(diff_ids)
             .map(|(blob, diff_id)| {
                 Ok(Layer {
-                    blob: blob.clone(),
+                    blob: Some(blob.clone()),
                     diff_id: Digest::from_str(diff_id)?,
+                    clamp: None,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -911,10 +968,7 @@ impl Ctx<'_> {
     pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<State>> {
         if let Some(record) = self.store.cache_record(key)? {
             if let Ok(state) = serde_json::from_value::<State>(record.data) {
-                let complete = state
-                    .layers
-                    .iter()
-                    .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+                let complete = state.layers.iter().all(|layer| layer.present(&self.store));
                 if complete {
                     return Ok(Some(state));
                 }
@@ -924,15 +978,11 @@ impl Ctx<'_> {
             return Ok(None);
         };
         if let Ok(mut lazy) = self.lazy.lock() {
-            for layer in &state.layers {
-                if !self.store.layout().has_blob(layer.blob.digest()) {
-                    cache::note_source(
-                        self.store.layout(),
-                        &self.cache_sources[*source],
-                        &layer.blob,
-                    );
-                    lazy.entry(layer.blob.digest().to_string())
-                        .or_insert_with(|| (layer.blob.clone(), *source));
+            for blob in state.layers.iter().filter_map(|layer| layer.blob.as_ref()) {
+                if !self.store.layout().has_blob(blob.digest()) {
+                    cache::note_source(self.store.layout(), &self.cache_sources[*source], blob);
+                    lazy.entry(blob.digest().to_string())
+                        .or_insert_with(|| (blob.clone(), *source));
                 }
             }
         }
@@ -967,11 +1017,7 @@ impl Ctx<'_> {
     /// Fetches the layer blobs of `state` that imported cache hits left in their cache.
     pub(crate) fn materialize(&self, state: &State) -> anyhow::Result<()> {
         let layout = self.store.layout();
-        if state
-            .layers
-            .iter()
-            .all(|layer| layout.has_blob(layer.blob.digest()))
-        {
+        if state.layers.iter().all(|layer| layer.present(&self.store)) {
             return Ok(());
         }
         // One fetch at a time: two steps needing the same layer download it once.
@@ -985,11 +1031,11 @@ impl Ctx<'_> {
                 .lazy
                 .lock()
                 .map_err(|_| anyhow!("a build thread panicked"))?;
-            for layer in &state.layers {
-                if layout.has_blob(layer.blob.digest()) {
+            for blob in state.layers.iter().filter_map(|layer| layer.blob.as_ref()) {
+                if layout.has_blob(blob.digest()) {
                     continue;
                 }
-                if let Some((descriptor, source)) = lazy.get(&layer.blob.digest().to_string()) {
+                if let Some((descriptor, source)) = lazy.get(&blob.digest().to_string()) {
                     by_source
                         .entry(*source)
                         .or_default()
@@ -1028,10 +1074,7 @@ impl Ctx<'_> {
             let Some((state, _)) = self.imported.get(&key) else {
                 continue;
             };
-            let complete = state
-                .layers
-                .iter()
-                .all(|layer| self.store.layout().has_blob(layer.blob.digest()));
+            let complete = state.layers.iter().all(|layer| layer.present(&self.store));
             if complete && self.store.cache_record(&key)?.is_none() {
                 self.record(&key, state)?;
             }
@@ -1058,6 +1101,7 @@ impl Ctx<'_> {
         indices.sort_unstable();
         indices.dedup();
         let mut records = Vec::new();
+        let mut chosen: Vec<(String, Arc<Done>)> = Vec::new();
         let mut keys = std::collections::HashSet::new();
         for index in indices {
             let vertex = &self.graph.vertices[index];
@@ -1073,11 +1117,17 @@ impl Ctx<'_> {
             if matches!(export.location, cache::CacheLocation::Local(_)) {
                 self.materialize(&done.state)?;
             }
+            chosen.push((vertex.platform.to_string(), done));
+        }
+        // A cache holds blobs: layers kept as snapshots are compressed now.
+        let states: Vec<&State> = chosen.iter().map(|(_, done)| &done.state).collect();
+        let states = self.ensure_blobs(&states)?;
+        for ((platform, done), state) in chosen.iter().zip(states) {
             records.push(cache::Record {
                 key: done.key.clone(),
-                platform: vertex.platform.to_string(),
-                layers: done.state.layers.iter().map(|l| l.blob.clone()).collect(),
-                state: serde_json::to_value(&done.state)?,
+                platform: platform.clone(),
+                layers: state.blobs()?,
+                state: serde_json::to_value(&state)?,
             });
         }
         let id = self.counter.next();
@@ -1120,13 +1170,123 @@ impl Ctx<'_> {
             blobs: state
                 .layers
                 .iter()
-                .map(|l| l.blob.digest().clone())
+                .filter_map(|l| l.blob.as_ref().map(|blob| blob.digest().clone()))
                 .collect(),
             diff_ids: state.layers.iter().map(|l| l.diff_id.clone()).collect(),
             data: serde_json::to_value(state)?,
         };
         self.store.put_cache_record(key, &record)?;
         Ok(())
+    }
+
+    /// `states` with a blob for every layer: a layer kept as its snapshot gets the blob made
+    /// earlier from that snapshot (in this build or another), else one is written now from
+    /// the snapshot, several layers at once. The blob is the one an eager commit would have
+    /// written (same tar, same compressor), and its diff_id is checked against the
+    /// snapshot's.
+    pub(crate) fn ensure_blobs(&self, states: &[&State]) -> anyhow::Result<Vec<State>> {
+        let media_type = self.options.compression.media_type();
+        let mut known: HashMap<Digest, Descriptor> = HashMap::new();
+        let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
+        for layer in states.iter().flat_map(|state| &state.layers) {
+            if layer.blob.is_some() || known.contains_key(&layer.diff_id) {
+                continue;
+            }
+            if missing.iter().any(|(diff_id, _)| diff_id == &layer.diff_id) {
+                continue;
+            }
+            match self.store.layer_blob(&layer.diff_id, &media_type)? {
+                Some(blob) => {
+                    known.insert(layer.diff_id.clone(), blob);
+                }
+                None => missing.push((layer.diff_id.clone(), layer.clamp)),
+            }
+        }
+        if !missing.is_empty() {
+            let id = self.counter.next();
+            let name = match missing.len() {
+                1 => "compressing 1 layer".to_owned(),
+                count => format!("compressing {count} layers"),
+            };
+            self.sink.emit(Event::Started {
+                vertex: id,
+                name: name.clone(),
+                emulated: false,
+            });
+            let started = Instant::now();
+            let jobs: Vec<_> = missing
+                .iter()
+                .map(|(diff_id, clamp)| {
+                    let store = &self.store;
+                    let compression = self.options.compression;
+                    move || -> Result<layer::LayerBlob, layer::LayerError> {
+                        let snapshot = store.snapshot_path(diff_id);
+                        let blob = layer::write_tree_layer(
+                            store.layout(),
+                            &snapshot,
+                            TreeKind::OverlayUpper,
+                            compression,
+                            *clamp,
+                        )?;
+                        if &blob.diff_id != diff_id {
+                            return Err(layer::LayerError::DiffIdMismatch {
+                                expected: diff_id.clone(),
+                                actual: blob.diff_id,
+                            });
+                        }
+                        Ok(blob)
+                    }
+                })
+                .collect();
+            if let Some((diff_id, _)) = missing
+                .iter()
+                .find(|(diff_id, _)| self.store.snapshot(diff_id).is_none())
+            {
+                let message = format!(
+                    "the snapshot of layer {diff_id} is missing from the store (run `xbuild \
+                     store check`, then build again)"
+                );
+                self.sink.emit(Event::Failed {
+                    vertex: id,
+                    duration: started.elapsed(),
+                    message: message.clone(),
+                });
+                return Err(anyhow!(message));
+            }
+            match layer::commit_in_parallel(jobs) {
+                Ok(blobs) => {
+                    for blob in blobs {
+                        self.store.put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+                        known.insert(blob.diff_id, blob.descriptor);
+                    }
+                    self.sink.emit(Event::Finished {
+                        vertex: id,
+                        duration: started.elapsed(),
+                    });
+                }
+                Err(error) => {
+                    self.sink.emit(Event::Failed {
+                        vertex: id,
+                        duration: started.elapsed(),
+                        message: error.to_string(),
+                    });
+                    return Err(anyhow::Error::new(error).context(name));
+                }
+            }
+        }
+        Ok(states
+            .iter()
+            .map(|state| {
+                let mut state = (*state).clone();
+                for layer in &mut state.layers {
+                    if layer.blob.is_none() {
+                        layer.blob = known.get(&layer.diff_id).cloned();
+                        layer.clamp = None;
+                    }
+                }
+                state
+            })
+            .collect())
     }
 
     /// A fresh upper and work directory in the store's tmp directory.
@@ -1321,20 +1481,17 @@ impl Ctx<'_> {
         if empty {
             state.push_history(&self.created, created_by_run(&command), true);
         } else {
-            let blob = layer::write_tree_layer(
-                self.store.layout(),
-                &upper,
-                TreeKind::OverlayUpper,
-                self.options.compression,
-                self.options.source_date_epoch,
-            )
-            .with_context(|| format!("{name}: committing the layer"))?;
+            // The layer is kept as its snapshot; its blob is made if an image, a push or a
+            // cache export needs it (a build stage's layers usually never are).
+            let clamp = self.options.source_date_epoch;
+            let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+                .with_context(|| format!("{name}: committing the layer"))?;
             let dir = dirs.keep();
             self.store
-                .adopt_snapshot(&blob.diff_id, dir.join("upper"))
+                .adopt_snapshot(&diff_id, dir.join("upper"))
                 .with_context(|| format!("{name}: keeping the snapshot"))?;
             let _ = std::fs::remove_dir_all(&dir);
-            state.push_layer(&blob);
+            state.push_snapshot_layer(diff_id, clamp);
             state.push_history(&self.created, created_by_run(&command), false);
         }
         self.record(&key, &state)?;
@@ -1461,6 +1618,7 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         .map_err(|_| anyhow!("a build thread panicked"))?;
     let mut images = Vec::new();
     let mut seen: HashMap<&Platform, ()> = HashMap::new();
+    let mut targets = Vec::new();
     for target in &ctx.graph.images {
         if seen.insert(&target.platform, ()).is_some() {
             continue;
@@ -1471,6 +1629,12 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
                 target.platform
             ));
         };
+        targets.push((target, done));
+    }
+    // The images' layers kept as snapshots are compressed now, all at once.
+    let states: Vec<&State> = targets.iter().map(|(_, done)| &done.state).collect();
+    let states = ctx.ensure_blobs(&states)?;
+    for ((target, done), state) in targets.into_iter().zip(states) {
         let mut config = done.state.config.clone();
         // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
         // or SOURCE_DATE_EPOCH.
@@ -1499,11 +1663,7 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         }
         let config_descriptor =
             oci_image::write_json_blob(ctx.store.layout(), MediaType::ImageConfig, &value)?;
-        let manifest = oci_image::build_manifest(
-            config_descriptor,
-            done.state.layers.iter().map(|l| l.blob.clone()).collect(),
-            None,
-        );
+        let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
         let descriptor = ctx
             .store
             .put_manifest(&manifest, Some(oci_image::config_platform(&config)))?;
@@ -1574,9 +1734,15 @@ fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
                     .with_context(|| format!("checking {}", snapshot.display()))?,
                 // A layer of an imported cache hit, left in the cache (the build that made
                 // it checked it).
-                None if !ctx.store.layout().has_blob(layer.blob.digest()) => continue,
                 None => {
-                    let blob = ctx.store.layout().open_blob(layer.blob.digest())?;
+                    let Some(blob) = layer
+                        .blob
+                        .as_ref()
+                        .filter(|blob| ctx.store.layout().has_blob(blob.digest()))
+                    else {
+                        continue;
+                    };
+                    let blob = ctx.store.layout().open_blob(blob.digest())?;
                     let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;
                     super::archcheck::foreign_elf_in_layer(tar, &target.platform)?
                 }

@@ -286,6 +286,29 @@ pub fn write_tree_layer(
     })
 }
 
+/// The diff_id and tar size of the layer [`write_tree_layer`] would make from `root`,
+/// without compressing or storing anything. A `RUN` step's layer is kept as its snapshot
+/// with this diff_id; the blob is made from the snapshot only when an image, a push or a
+/// cache export needs it (most layers of build stages never do).
+///
+/// # Errors
+/// Read failures, and overlay features with no tar form.
+pub fn tree_diff_id(
+    root: &Path,
+    kind: TreeKind,
+    clamp_mtime: Option<i64>,
+) -> Result<(Digest, u64), LayerError> {
+    let mut digester = Digester::default();
+    {
+        let out = io::BufWriter::with_capacity(CHUNK, &mut digester);
+        let mut tar = TarWriter::new(out, clamp_mtime);
+        diff::write_tree(&mut tar, root, kind)?;
+        let mut out = tar.finish().map_err(LayerError::Write)?;
+        out.flush().map_err(LayerError::Write)?;
+    }
+    Ok(digester.finish())
+}
+
 /// Writes a layer from a list of files (`COPY`): each entry's metadata as given, content
 /// read from its source file.
 ///
@@ -440,6 +463,24 @@ mod tests {
             // The stored blob is what the descriptor says.
             assert!(layout.has_blob(one.descriptor.digest()));
         }
+    }
+
+    #[test]
+    fn tree_diff_id_is_the_diff_id_of_the_layer_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path().join("store")).unwrap();
+        let root = dir.path().join("a");
+        tree(&root);
+        for clamp in [None, Some(10)] {
+            let (diff_id, size) = tree_diff_id(&root, TreeKind::RootFs, clamp).unwrap();
+            let blob = write_tree_layer(&layout, &root, TreeKind::RootFs, Compression::Gzip, clamp)
+                .unwrap();
+            assert_eq!(diff_id, blob.diff_id);
+            assert_eq!(size, blob.tar_size);
+        }
+        let (unclamped, _) = tree_diff_id(&root, TreeKind::RootFs, None).unwrap();
+        let (clamped, _) = tree_diff_id(&root, TreeKind::RootFs, Some(10)).unwrap();
+        assert_ne!(unclamped, clamped, "the clamp is part of the tar");
     }
 
     #[test]

@@ -385,6 +385,48 @@ impl Store {
             }),
         }
     }
+
+    /// The blob made earlier from the snapshot of `diff_id` as `media_type`, if it is still
+    /// in the store (see [`Self::put_layer_blob`]).
+    ///
+    /// # Errors
+    /// The record exists but cannot be read or parsed.
+    pub fn layer_blob(
+        &self,
+        diff_id: &Digest,
+        media_type: &MediaType,
+    ) -> Result<Option<Descriptor>, StoreError> {
+        let Some(record) = self.cache_record(&layer_blob_key(diff_id, media_type))? else {
+            return Ok(None);
+        };
+        let path = self.cache_path(&layer_blob_key(diff_id, media_type));
+        let descriptor: Descriptor = serde_json::from_value(record.data)
+            .map_err(|source| StoreError::CacheRecord { path, source })?;
+        Ok(self
+            .layout
+            .has_blob(descriptor.digest())
+            .then_some(descriptor))
+    }
+
+    /// Remembers that `blob` is the layer blob of the snapshot of `diff_id` (a step's layer
+    /// compressed on demand), so the next image that needs it reuses it. A cache record like
+    /// the others: it keeps the blob and the snapshot until `xbuild prune`.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_layer_blob(&self, diff_id: &Digest, blob: &Descriptor) -> Result<(), StoreError> {
+        let record = CacheRecord {
+            blobs: vec![blob.digest().clone()],
+            diff_ids: vec![diff_id.clone()],
+            data: serde_json::to_value(blob).expect("a descriptor serialises"),
+        };
+        self.put_cache_record(&layer_blob_key(diff_id, blob.media_type()), &record)
+    }
+}
+
+/// The cache record key of a layer blob made from a snapshot.
+fn layer_blob_key(diff_id: &Digest, media_type: &MediaType) -> String {
+    format!("layer-{media_type}-{}", diff_id.digest())
 }
 
 /// Writes a file atomically: temp file in `tmp`, fsync, rename, fsync the directory.

@@ -926,3 +926,92 @@ fn bench_app_builds_pushes_and_runs_on_both_platforms() {
         );
     }
 }
+
+/// Names and sizes of the store's blobs.
+fn blob_sizes(dir: &Path) -> std::collections::HashMap<String, u64> {
+    std::fs::read_dir(dir.join("store/blobs/sha256"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.metadata().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_build_stage_layer_is_compressed_only_when_an_image_needs_it() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // The build stage makes 3 MB of incompressible data, deletes a base file (a whiteout)
+    // and replaces a directory (an opaque directory); the image takes one small file.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS build\n\
+         RUN head -c 3000000 /dev/urandom > /big && rm /linuxrc \
+             && mkdir -p /d && echo x > /d/f\n\
+         RUN rm -rf /d && mkdir /d && echo y > /d/g\n\
+         FROM busybox\n\
+         COPY --from=build /d/g /g\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut command = util::xbuild(dir);
+        command
+            .current_dir(&ctx)
+            .args(["build", "--platform", "linux/amd64", "--progress", "plain"])
+            .args(extra)
+            .arg(".");
+        let output = util::run(&mut command);
+        assert!(output.status.success(), "{}", util::stderr(&output));
+        util::stderr(&output)
+    };
+    let before = blob_sizes(dir);
+    let log = build(&["-t", "app:1"]);
+    assert!(!log.contains("compressing"), "{log}");
+    let made: Vec<u64> = blob_sizes(dir)
+        .into_iter()
+        .filter(|(name, _)| !before.contains_key(name))
+        .map(|(_, size)| size)
+        .collect();
+    assert!(!made.is_empty());
+    assert!(
+        made.iter().all(|&size| size < 1_000_000),
+        "no blob of the build stage's 3 MB layer yet: {made:?}"
+    );
+
+    // Exporting the build stage compresses its two layers from their snapshots.
+    let log = build(&["--target", "build", "-t", "stage:1"]);
+    assert_eq!(count(&log, "compressing 2 layers"), 1, "{log}");
+    assert!(
+        blob_sizes(dir)
+            .into_iter()
+            .any(|(name, size)| !before.contains_key(&name) && size > 2_900_000),
+        "the 3 MB layer is a blob now"
+    );
+    // umoci checks each layer's digest and diff_id while unpacking.
+    let rootfs = unpack(dir, "docker.io/library/stage:1", "amd64");
+    assert_eq!(
+        std::fs::metadata(rootfs.join("big")).unwrap().len(),
+        3_000_000
+    );
+    assert!(!rootfs.join("linuxrc").exists(), "whiteout applied");
+    assert!(rootfs.join("d/g").exists());
+    assert!(!rootfs.join("d/f").exists(), "opaque directory applied");
+
+    // The blobs made are reused, not made again.
+    let log = build(&["--target", "build", "-t", "stage:2"]);
+    assert!(!log.contains("compressing"), "{log}");
+    let mut check = util::xbuild(dir);
+    check.args(["store", "check"]);
+    let output = util::run(&mut check);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+}
