@@ -16,8 +16,9 @@
 //! - **Snapshots** (`snapshots/sha256/`): each entry is a directory named by a diff_id.
 //!   Snapshots are unpacked in `tmp/` and renamed into place, so a half-written one can only
 //!   be in `tmp/`; their content is not re-hashed (it is in overlay form with real mtimes,
-//!   while the layer's diff_id is over clamped ones), and a missing one is unpacked again
-//!   from its blob when needed.
+//!   while the layer's diff_id is over clamped ones). A missing one is unpacked again from
+//!   its blob when needed; a `RUN` step's layer that was never compressed has no blob, so
+//!   without its snapshot that step's cache record is a miss and the step runs again.
 //! - **Temporary files** left by killed processes: everything in `tmp/`, and `.tmp*` files in
 //!   `cache/` (the context stat cache's atomic writes). They are removed when no other xbuild
 //!   process holds the store (the exclusive "in use" lock, taken without waiting); when one
