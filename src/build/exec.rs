@@ -1205,6 +1205,7 @@ impl Ctx<'_> {
         spec.network = network;
         spec.security = security;
         spec.mounts = mounts.binds.clone();
+        spec.scratch_parent = Some(self.store.layout().tmp_dir());
 
         let emulated = matches!(
             binfmt::check_runnable(&vertex.platform),
