@@ -328,6 +328,7 @@ pub fn run_image(
         platform,
         StepCommand::Exec(process.argv),
     );
+    spec.scratch_parent = Some(store.layout().tmp_dir());
     spec.env = process.env;
     spec.user = process.user;
     spec.cwd = process.cwd;
@@ -407,6 +408,7 @@ pub fn debug_shell(
         record.platform.clone(),
         StepCommand::Exec(argv),
     );
+    spec.scratch_parent = Some(store.layout().tmp_dir());
     spec.env = record
         .env
         .iter()

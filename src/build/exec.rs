@@ -239,11 +239,9 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     let bytes = std::fs::read(&options.dockerfile)
         .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
     let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes)).map_err(bad)?;
-    let mut warnings: Vec<String> = tree
-        .warnings
-        .iter()
-        .map(|warning| format!("{file_name}:{}: {}", warning.line, warning.message))
-        .collect();
+    // The parser's warnings (empty continuation lines) are not repeated here: the check
+    // rule NoEmptyContinuation reports them with the build's other check warnings.
+    let mut warnings: Vec<String> = Vec::new();
     let stages = dockerfile::stages(&tree).map_err(bad)?;
     let plan_options = PlanOptions {
         targets: options.targets.clone(),
@@ -1367,6 +1365,7 @@ impl Ctx<'_> {
         spec.network = network;
         spec.security = security;
         spec.mounts = mounts.binds.clone();
+        spec.scratch_parent = Some(self.store.layout().tmp_dir());
 
         let emulated = matches!(
             binfmt::check_runnable(&vertex.platform),

@@ -754,6 +754,69 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// Checks one expanded `EXPOSE` word the way BuildKit does (moby's `nat.ParsePortSpec`):
+/// `[[ip:]host-port:]port[-port][/proto]`, ports 0 to 65535 (a range low to high), protocol
+/// `tcp`, `udp` or `sctp` in any case (none means `tcp`).
+fn check_port_spec(spec: &str) -> Result<(), String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [container] => ("", "", *container),
+        [host, container] => ("", *host, *container),
+        [ip @ .., host, container] => (&spec[..ip.join(":").len()], *host, *container),
+        [] => ("", "", ""),
+    };
+    let (port, proto) = match container.split_once('/') {
+        Some((port, proto)) => {
+            let proto = proto.split('/').next().unwrap_or_default();
+            (port, if proto.is_empty() { "tcp" } else { proto })
+        }
+        None => (container, "tcp"),
+    };
+    if !ip.is_empty() {
+        let bare = ip
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(ip);
+        if bare.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("invalid IP address: {ip}"));
+        }
+    }
+    if port.is_empty() {
+        return Err(format!("no port specified: {spec}<empty>"));
+    }
+    let (start, end) = port_range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host.is_empty() {
+        let (host_start, host_end) =
+            port_range(host).ok_or_else(|| format!("invalid hostPort: {host}"))?;
+        if start != end && end - start != host_end - host_start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host}"
+            ));
+        }
+    }
+    if !["tcp", "udp", "sctp"].contains(&proto.to_ascii_lowercase().as_str()) {
+        return Err(format!("invalid proto: {proto} (tcp, udp or sctp)"));
+    }
+    Ok(())
+}
+
+/// A port (`80`) or range (`8000-8010`, low to high), each 0 to 65535 in decimal digits.
+fn port_range(text: &str) -> Option<(u16, u16)> {
+    let number = |digits: &str| {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u16>().ok()
+    };
+    match text.split_once('-') {
+        None => number(text).map(|port| (port, port)),
+        Some((start, end)) => {
+            let (start, end) = (number(start)?, number(end)?);
+            (start <= end).then_some((start, end))
+        }
+    }
+}
+
 /// Checks a `--chmod` value: octal up to 07777, or symbolic (`u+x,go-w`, `a=rX`).
 fn parse_chmod(value: &str) -> Result<Chmod, String> {
     if value.contains('$') {
@@ -1467,6 +1530,18 @@ impl Instruction {
                 for port in &expose.ports {
                     ports.extend(expander.expand(port, vars).map_err(error)?.words);
                 }
+                // Checked once expanded, as BuildKit does (`EXPOSE $PORT`).
+                for port in &ports {
+                    check_port_spec(port).map_err(|message| {
+                        DockerfileError::new(
+                            line,
+                            ErrorKind::Arguments {
+                                instruction: name.to_owned(),
+                                message,
+                            },
+                        )
+                    })?;
+                }
                 Self::Expose(Expose {
                     ports,
                     ..expose.clone()
@@ -1923,6 +1998,65 @@ mod tests {
         ));
         assert_eq!(error.line, Some(2));
         assert_eq!(typed("ARG X\n").unwrap_err().kind, ErrorKind::MissingFrom);
+    }
+
+    #[rstest]
+    #[case("80")]
+    #[case("80/tcp")]
+    #[case("53/UDP")]
+    #[case("9/sctp")]
+    #[case("80/")]
+    #[case("0")]
+    #[case("65535")]
+    #[case("8000-8010/udp")]
+    #[case("8080:80")]
+    #[case("127.0.0.1:8080:80/tcp")]
+    #[case("[::1]:8080:80")]
+    #[case("8000-8010:80")]
+    fn expose_accepts_what_buildkit_accepts(#[case] spec: &str) {
+        assert_eq!(check_port_spec(spec), Ok(()), "{spec}");
+    }
+
+    #[rstest]
+    #[case("80/xyz", "invalid proto: xyz")]
+    #[case("80/http", "invalid proto: http")]
+    #[case("70000", "invalid containerPort: 70000")]
+    #[case("65536/udp", "invalid containerPort: 65536")]
+    #[case("-1", "invalid containerPort: -1")]
+    #[case("+80", "invalid containerPort: +80")]
+    #[case("http", "invalid containerPort: http")]
+    #[case("90-80", "invalid containerPort: 90-80")]
+    #[case("80-70000", "invalid containerPort: 80-70000")]
+    #[case("80-", "invalid containerPort: 80-")]
+    #[case("/tcp", "no port specified")]
+    #[case("99999:80", "invalid hostPort: 99999")]
+    #[case("8000-8001:80-82", "invalid ranges")]
+    #[case("nothost:8080:80", "invalid IP address: nothost")]
+    fn expose_rejects_what_buildkit_rejects(#[case] spec: &str, #[case] message: &str) {
+        let error = check_port_spec(spec).unwrap_err();
+        assert!(error.starts_with(message), "{spec}: {error}");
+    }
+
+    #[test]
+    fn expose_is_checked_once_expanded() {
+        let expander = Expander::new('\\');
+        let vars: Vec<(String, String)> = vec![
+            ("P".into(), "70000".into()),
+            ("OK".into(), "80 443/tcp".into()),
+        ];
+        let error = typed("FROM a\nEXPOSE 22 $P\n").unwrap().stages[0].instructions[0]
+            .expand(&expander, &vars)
+            .unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile:2: EXPOSE: invalid containerPort: 70000"
+        );
+        let Instruction::Expose(expose) = only("EXPOSE $OK").expand(&expander, &vars).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(expose.ports, ["80", "443/tcp"]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! What the reference names is stored under its full normalised name, with its exact
 //! bytes: an index stays an index (holding only the pulled platforms' blobs, as
 //! containerd does), so a later pull of another platform adds to it. The name is set last,
-//! after every blob is verified; a failed pull removes the blobs it added.
+//! after every blob is verified; a failed pull sets no name and keeps only complete,
+//! verified blobs (never a partial one), which garbage collection removes if unused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -192,17 +193,13 @@ pub async fn pull(
         .filter(|blob| !layout.has_blob(blob.digest()))
         .collect();
     let blobs_fetched = missing.len();
-    if let Err(error) = fetch_all(registry, layout, repository, &missing, progress).await {
-        // Nothing of a failed pull stays: remove what it added. (Another process pulling the
-        // same blobs at this moment could lose one; the store's lock is what will prevent
-        // that.)
-        for blob in &missing {
-            if let Ok(path) = layout.blob_path(blob.digest()) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        return Err(registry_error(error));
-    }
+    // A failed pull keeps the blobs it completed: each was verified against its digest
+    // before it was renamed into place, another process pulling the same image may be about
+    // to use it, and a retry skips it. Unnamed ones go at the next garbage collection. What
+    // did not complete is a temporary file, removed when its writer is dropped.
+    fetch_all(registry, layout, repository, &missing, progress)
+        .await
+        .map_err(registry_error)?;
 
     let store_error = |source| PullError::Store {
         reference: name.clone(),

@@ -153,10 +153,13 @@ pub fn run_with(
     }
     binfmt::check_runnable(&spec.platform)?;
 
-    let scratch = tempfile::Builder::new()
-        .prefix("xbuild-step-")
-        .tempdir()
-        .map_err(SandboxError::prepare("creating a temporary directory"))?;
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("xbuild-step-");
+    let scratch = match &spec.scratch_parent {
+        Some(parent) => scratch.tempdir_in(parent),
+        None => scratch.tempdir(),
+    }
+    .map_err(SandboxError::prepare("creating a temporary directory"))?;
     let root = scratch.path().join("root");
     std::fs::create_dir(&root).map_err(SandboxError::prepare("creating the root mount point"))?;
     let mut lower_dirs = spec.lower_dirs.clone();

@@ -41,6 +41,12 @@ pub struct StepSpec {
     /// step's upper directory.
     #[serde(default)]
     pub mounts: Vec<BindMount>,
+    /// Where the sandbox makes its own temporary directory (`xbuild-step-*`: the root mount
+    /// point, the step's `resolv.conf` and `hosts`). Builds give the store's `tmp/`, which
+    /// `xbuild store check` empties of what a killed build left; `None` is the system's
+    /// temporary directory.
+    #[serde(default)]
+    pub scratch_parent: Option<PathBuf>,
 }
 
 /// A host file or directory bound into the step's root.
@@ -78,6 +84,7 @@ impl StepSpec {
             security: Security::Sandbox,
             stdio: Stdio::Captured,
             mounts: Vec::new(),
+            scratch_parent: None,
         }
     }
 }

@@ -540,16 +540,20 @@ mod tests {
         fs::create_dir_all(store.layout().tmp_dir().join("step-x/upper")).unwrap();
         fs::write(store.layout().tmp_dir().join("blob-y"), "half").unwrap();
         fs::write(store.root().join("cache").join(".tmpAbc"), "half").unwrap();
+        // What a killed RUN step's sandbox leaves (its mount point, resolv.conf, hosts).
+        let sandbox = store.layout().tmp_dir().join("xbuild-step-Ab12");
+        fs::create_dir_all(sandbox.join("root")).unwrap();
+        fs::write(sandbox.join("resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
         let report = store.check(Cleanup::Keep).unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
-        assert_eq!(report.temporary_in_use, 3);
+        assert_eq!(report.temporary_in_use, 4);
         assert_eq!(
             (report.blobs_verified, report.images, report.cache_records),
             (4, 1, 1)
         );
         let report = store.check(Cleanup::Remove).unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
-        assert_eq!(report.temporary_removed.0, 3);
+        assert_eq!(report.temporary_removed.0, 4);
         assert_eq!(fs::read_dir(store.layout().tmp_dir()).unwrap().count(), 0);
         assert!(!store.root().join("cache").join(".tmpAbc").exists());
     }

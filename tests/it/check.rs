@@ -311,3 +311,28 @@ fn build_prints_the_warnings_and_error_true_stops_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn build_warns_about_an_empty_continuation_line_once() {
+    if !require(&[Need::Root]) {
+        return;
+    }
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
+    let dockerfile = "FROM scratch\nCOPY hello.txt \\\n\n  /hello.txt\nUSER 65532\n";
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let out = run(xbuild(dir.path())
+        .args(["build", "--progress", "plain"])
+        .arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let count = err
+        .to_lowercase()
+        .matches("empty continuation line")
+        .count();
+    assert_eq!(
+        count, 1,
+        "one warning, from the NoEmptyContinuation rule: {err}"
+    );
+    assert!(err.contains("NoEmptyContinuation"), "{err}");
+}

@@ -75,8 +75,8 @@ fn skopeo_push_is_pulled_per_platform_faulty() {
 }
 
 /// A layer served tampered by the proxy fails the pull with an error naming the blob and
-/// the mismatch, exit 1, and leaves nothing in the store: no name, no blob, no temporary
-/// file.
+/// the mismatch, exit 1, and leaves no name, no trace of the tampered blob and no temporary
+/// file. Blobs it completed (the config, usually) may stay: each matches its digest.
 fn tampered_blob_fails_and_leaves_nothing(setup: Setup) {
     if !regenv::ready(setup) {
         return;
@@ -126,8 +126,105 @@ fn tampered_blob_fails_and_leaves_nothing(setup: Setup) {
     assert!(stderr.contains("does not match its digest"), "{stderr}");
     assert!(stderr.contains(layer_digest), "{stderr}");
     let store = home.path().join("store");
-    assert_eq!(regenv::layout_blobs(&store), Vec::<String>::new());
+    // layout_blobs checks that each kept blob matches its digest.
+    let kept = regenv::layout_blobs(&store);
+    assert!(
+        !kept.iter().any(|digest| digest == layer_digest),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter().all(|digest| fixture.blobs.contains(digest)),
+        "only the image's own blobs: {kept:?}"
+    );
     assert!(regenv::named(&store, &name).is_none());
+    assert_eq!(
+        std::fs::read_dir(store.join("tmp"))
+            .map(Iterator::count)
+            .unwrap_or(0),
+        0,
+        "no temporary files are left"
+    );
+}
+
+/// Plays another process pulling the same image: its copy of the config lands in the store
+/// as this pull starts on the (tampered) layer.
+struct OtherPuller {
+    layout: xbuild::oci::ImageLayout,
+    layer: String,
+    config: Vec<u8>,
+}
+
+impl xbuild::registry::Progress for OtherPuller {
+    fn start(&self, digest: &xbuild::oci::Digest, _size: u64, _action: &str) {
+        if digest.to_string() == self.layer {
+            self.layout.write_blob(&self.config).unwrap();
+        }
+    }
+}
+
+/// A failed pull removes no complete blob: another process pulling the same base at that
+/// moment may be about to use it (here its config, stored while this pull fetched the
+/// tampered layer).
+#[test]
+fn failed_pull_keeps_blobs_another_pull_stored() {
+    if !regenv::ready(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start_with_proxy(Setup::Plain, true);
+    registry.skopeo_push_fixture("shared/busybox:latest", None);
+    let fixture_layout = regenv::fixture_layout();
+    let fixture = regenv::busybox();
+    let manifest = regenv::json_blob(&fixture_layout, &fixture.platforms["linux/arm64"]);
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    registry
+        .proxy
+        .as_ref()
+        .expect("a proxy")
+        .tamper(&layer, manifest["layers"][0]["size"].as_u64().unwrap());
+    let config_bytes = std::fs::read(
+        fixture_layout
+            .join("blobs/sha256")
+            .join(config.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+
+    let home = util::temp_dir();
+    let store = home.path().join("layout");
+    let layout = xbuild::oci::ImageLayout::open_or_create(&store).unwrap();
+    let mut options = xbuild::registry::RegistryOptions::from_env(home.path());
+    options.insecure_registries = vec![registry.host.clone()];
+    let reference =
+        xbuild::registry::ImageRef::parse(&format!("{}/shared/busybox:latest", registry.host))
+            .unwrap();
+    let choice = xbuild::registry::PlatformChoice::One(
+        xbuild::registry::PlatformSpec::parse("linux/arm64").unwrap(),
+    );
+    let progress = std::sync::Arc::new(OtherPuller {
+        layout: layout.clone(),
+        layer: layer.clone(),
+        config: config_bytes,
+    });
+    let result =
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(xbuild::registry::pull::pull_reference(
+                std::sync::Arc::new(options),
+                &layout,
+                &reference,
+                &choice,
+                progress,
+            ));
+    let error = result.expect_err("the tampered layer fails the pull");
+    let message = xbuild::error::chain_text(&error);
+    assert!(message.contains("does not match its digest"), "{message}");
+    // layout_blobs checks that each kept blob matches its digest.
+    let kept = regenv::layout_blobs(&store);
+    assert!(
+        kept.contains(&config),
+        "the other pull's config stays: {kept:?}"
+    );
+    assert!(!kept.contains(&layer), "{kept:?}");
     assert_eq!(
         std::fs::read_dir(store.join("tmp"))
             .map(Iterator::count)

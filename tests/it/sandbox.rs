@@ -543,3 +543,43 @@ fn more_layers_than_fit_in_one_page_of_mount_options() {
     // The first lower directory is the top one.
     assert_eq!(ok(&run_spec(&step, dir)), ["0", "80"]);
 }
+
+#[test]
+fn the_sandbox_scratch_lives_where_the_caller_says_and_is_removed() {
+    if !require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    // A killed build leaves the sandbox's own directory behind: it must be in a place the
+    // caller cleans (the store's tmp/, emptied by `xbuild store check`), not in /tmp.
+    let parent = temp_dir();
+    let (mut spec, dir) = spec(
+        &[busybox_root("linux/amd64")],
+        "linux/amd64",
+        StepCommand::sh("echo running"),
+    );
+    spec.scratch_parent = Some(parent.path().to_path_buf());
+    let mut seen_while_running = Vec::new();
+    let result = sandbox::run_with(Path::new(env!("CARGO_BIN_EXE_xbuild")), &spec, |_, _| {
+        seen_while_running = std::fs::read_dir(parent.path())
+            .expect("the scratch parent")
+            .map(|entry| entry.expect("an entry").file_name())
+            .collect();
+    });
+    assert!(
+        matches!(result, Ok(StepOutcome::Exited { code: 0 })),
+        "{result:?}"
+    );
+    assert_eq!(seen_while_running.len(), 1, "{seen_while_running:?}");
+    assert!(
+        seen_while_running[0]
+            .to_string_lossy()
+            .starts_with("xbuild-step-"),
+        "{seen_while_running:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(parent.path()).unwrap().count(),
+        0,
+        "removed after the step"
+    );
+    drop(dir);
+}
