@@ -184,6 +184,7 @@ fn golden_invalid_dockerfiles() {
             case.display(),
             stderr(&output)
         );
+        check_golden(&case.join("error.txt"), &stderr(&output), &mut failures);
         // Every error points at its line, except those about the command line (`--target`).
         if line_number.is_match(&stderr(&output)) {
             with_line += 1;
