@@ -2,17 +2,17 @@
 # Crash safety: kills `xbuild build` with SIGKILL at many moments and checks that the store
 # survives and that a rebuild gives the same digests as an uninterrupted build.
 #
-#   scripts/crash.sh [ROUNDS]     (default 20; as root, with the fixtures and a QEMU aarch64
+#   scripts/crash.sh [ROUNDS]     (default 21; as root, with the fixtures and a QEMU aarch64
 #                                  handler; uses docker-registry, skopeo, openssl)
 #
 # The build: a two-platform Dockerfile whose base comes from a local registry (pull), with a
-# RUN under QEMU for arm64 that writes ~20 MB (layer commit), a COPY of 24 MB of
+# RUN under QEMU for arm64 that writes ~20 MB (kept as a snapshot, compressed when the image is written), a COPY of 24 MB of
 # incompressible context (store write), pushed back to the registry (push), with
 # SOURCE_DATE_EPOCH set so the index digest is reproducible.
 #
 # The kill moments: the first ROUNDS of the list below. Most wait for an event of the
 # `--progress=rawjson` stream (the base's FROM, its first bytes, a RUN under emulation, the
-# COPY, the push); the rest are timed delays spread over a cold build. Each round starts
+# COPY, the compression of the image's step layers from their snapshots, the push); the rest are timed delays spread over a cold build. Each round starts
 # from an empty store. After each kill:
 #   1. `xbuild store check` must exit 0 (it verifies every blob and removes what the killed
 #      process left in tmp/);
@@ -25,7 +25,7 @@
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 
-ROUNDS="${1:-20}"
+ROUNDS="${1:-21}"
 ROOT_DIR="$(cd "$(dirname "$0")/.." && pwd)"
 XBUILD="${XBUILD:-$ROOT_DIR/target/release/xbuild}"
 if [ ! -x "$XBUILD" ]; then
@@ -90,6 +90,7 @@ moments=(
     'event:"event":"finished"'
     'event:"event":"started".*COPY payload'
     'event:"event":"started".*linux/amd64.*RUN cat'
+    'event:"event":"started".*compressing'
     'event:"event":"started".*linux/arm64.*COPY payload'
     'event:"event":"started".*pushing'
     'delay:0.3'
