@@ -5,6 +5,9 @@
 //! exists.
 
 use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, Digest, ImageManifest};
@@ -102,9 +105,12 @@ impl Store {
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(file_error("creating", parent))?;
         }
-        // Contents reach the disk before the name does (one syncfs for the whole tree).
-        if let Ok(dir_handle) = fs::File::open(&dir) {
-            let _ = nix::unistd::syncfs(&dir_handle);
+        // Contents reach the disk before the name does: the tree's own files, else (a file
+        // this user cannot open) the whole file system.
+        if sync_tree(&dir).is_err() {
+            if let Ok(dir_handle) = fs::File::open(&dir) {
+                let _ = nix::unistd::syncfs(&dir_handle);
+            }
         }
         match fs::rename(&dir, &target) {
             Ok(()) => {
@@ -211,5 +217,78 @@ impl Store {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Files opened at once by [`sync_tree`].
+const SYNC_BATCH: usize = 256;
+
+/// Makes a directory tree durable before it is renamed into place, without waiting for the
+/// rest of the file system. `syncfs` also waits for every other process's dirty data (another
+/// build, a large copy): with 1 GB written elsewhere, a small step's commit took 0.6 s.
+/// Writeback of a batch of files is started at once (so the disk works on all of them), then
+/// each file's data is synced, then each directory (which commits its entries).
+fn sync_tree(root: &Path) -> io::Result<()> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    let mut next = 0;
+    while let Some(dir) = dirs.get(next).cloned() {
+        next += 1;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    let open = |path: &Path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    for batch in files.chunks(SYNC_BATCH) {
+        let opened = batch
+            .iter()
+            .map(|path| open(path))
+            .collect::<io::Result<Vec<fs::File>>>()?;
+        for file in &opened {
+            // SAFETY: `file` is an open descriptor for the whole call; the call only starts
+            // writeback of its dirty pages and touches no memory of ours.
+            let started = unsafe {
+                libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+            };
+            if started != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for file in &opened {
+            file.sync_data()?;
+        }
+    }
+    for dir in dirs.iter().rev() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_tree_syncs_files_and_directories_and_fails_on_what_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        for index in 0..(SYNC_BATCH + 3) {
+            fs::write(root.join("a").join(format!("f{index}")), b"data").unwrap();
+        }
+        std::os::unix::fs::symlink("/nonexistent", root.join("a/b/dangling")).unwrap();
+        sync_tree(&root).unwrap();
+        assert!(sync_tree(&dir.path().join("missing")).is_err());
     }
 }
