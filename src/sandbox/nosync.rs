@@ -4,9 +4,10 @@
 //! compiler makes thousands of `fsync` calls, each a journal commit (about 0.6 ms on this
 //! project's machines: seconds per step). Inside a step they buy nothing: the step's files
 //! live in an overlay upper directory that is thrown away if the build dies, and that the
-//! store syncs once (`syncfs`) when it keeps it as a snapshot. So a seccomp filter answers
-//! `fsync`, `fdatasync`, `sync_file_range`, `syncfs` and `sync` with success, like
-//! `eatmydata` or `dpkg --force-unsafe-io` would. `XBUILD_STEP_FSYNC=1` keeps the real calls.
+//! store syncs once (its files and directories) when it keeps it as a snapshot. So a seccomp
+//! filter answers `fsync`, `fdatasync`, `sync_file_range`, `syncfs` and `sync` with success,
+//! like `eatmydata` or `dpkg --force-unsafe-io` would. `XBUILD_STEP_FSYNC=1` keeps the real
+//! calls.
 //!
 //! The filter only matches the host's native system call ABI, which is also what QEMU
 //! user-mode emulation uses for a foreign step; other ABIs (32-bit compat) pass unchanged.
