@@ -12,6 +12,8 @@
 #             (`xbuild push` against `buildah manifest push --all`)
 # With docker.io installed, BuildKit (inside a private dockerd 20.10, one platform per command,
 # no buildx) gets linux/amd64 rows beside xbuild's linux/amd64 rows.
+# Each measured command starts after `sync`: one tool's fsyncs do not wait for the writeback
+# of what the other tool wrote just before.
 # Peak RSS: xbuild's own processes (each xbuild process reports its VmHWM at exit through
 # XBUILD_PEAK_RSS_FILE), not the commands its RUN steps start; for buildah and dockerd the
 # largest VmHWM seen by polling processes of that name every 0.1 s.
@@ -80,6 +82,9 @@ measure() {
     local row="$1" tool="$2" name="$3"; shift 3
     local rss="$WORK/rss" polled="$WORK/polled" start end status=0
     : > "$rss"; echo 0 > "$polled"
+    # Dirty data of the previous command (the other tool's cold build writes ~1 GB) is
+    # written out first, so that neither tool pays for the other's writeback.
+    sync
     poll "$name" "$polled" & local poller=$!
     start=$(date +%s.%N)
     export XBUILD_PEAK_RSS_FILE="$rss"
