@@ -839,17 +839,11 @@ impl Ctx<'_> {
                 cfg.set_user(Some(user.user.clone()));
             }
             Instruction::Expose(expose) => {
+                // A set, as BuildKit's map (whose JSON keys come out sorted).
                 let mut ports = cfg.exposed_ports().clone().unwrap_or_default();
-                for port in &expose.ports {
-                    let port = if port.contains('/') {
-                        port.clone()
-                    } else {
-                        format!("{port}/tcp")
-                    };
-                    if !ports.contains(&port) {
-                        ports.push(port);
-                    }
-                }
+                ports.extend(exposed_ports(&expose.ports)?);
+                ports.sort();
+                ports.dedup();
                 cfg.set_exposed_ports(Some(ports));
             }
             Instruction::Volume(volume) => {
@@ -1504,6 +1498,20 @@ impl Ctx<'_> {
 
 /// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
 /// heredocs are appended so the shell reads them as its own here-documents.
+/// The config entries of an `EXPOSE`'s words (checked when the Dockerfile was resolved),
+/// sorted and without duplicates.
+fn exposed_ports(words: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut ports = Vec::new();
+    for word in words {
+        ports.extend(
+            instruction::exposed_ports(word).map_err(|message| anyhow!("EXPOSE: {message}"))?,
+        );
+    }
+    ports.sort();
+    ports.dedup();
+    Ok(ports)
+}
+
 fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> String {
     match heredocs {
         [] => script.to_owned(),
@@ -1571,7 +1579,16 @@ fn instruction_text(instruction: &Instruction) -> String {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
-        Instruction::Expose(e) => format!("EXPOSE map[{}]", e.ports.join(" ")),
+        // Go's `%v` of BuildKit's port map: sorted keys, each with its empty value.
+        Instruction::Expose(e) => format!(
+            "EXPOSE map[{}]",
+            exposed_ports(&e.ports)
+                .unwrap_or_else(|_| e.ports.clone())
+                .iter()
+                .map(|port| format!("{port}:{{}}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         Instruction::Volume(v) => format!("VOLUME {:?}", v.paths),
         Instruction::Stopsignal(s) => format!("STOPSIGNAL {}", s.signal),
         Instruction::Entrypoint(e) => format!("ENTRYPOINT {}", command_text(&e.command)),

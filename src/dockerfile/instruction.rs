@@ -758,6 +758,24 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// `[[ip:]host-port:]port[-port][/proto]`, ports 0 to 65535 (a range low to high), protocol
 /// `tcp`, `udp` or `sctp` in any case (none means `tcp`).
 fn check_port_spec(spec: &str) -> Result<(), String> {
+    parse_port_spec(spec).map(|_| ())
+}
+
+/// The image config entries (`port/proto`) of one `EXPOSE` word, as BuildKit writes them
+/// (moby's `nat.ParsePortSpecs`): the container side only (`8080:80` exposes `80/tcp`), one
+/// entry per port of a range, the protocol in lower case, `tcp` when none.
+///
+/// # Errors
+/// A word BuildKit rejects (the message of the parse error).
+pub fn exposed_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (start, end, proto) = parse_port_spec(spec)?;
+    Ok((start..=end)
+        .map(|port| format!("{port}/{proto}"))
+        .collect())
+}
+
+/// Parses one expanded `EXPOSE` word: the container port range and the lower-case protocol.
+fn parse_port_spec(spec: &str) -> Result<(u16, u16, String), String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (ip, host, container) = match parts.as_slice() {
         [container] => ("", "", *container),
@@ -794,10 +812,11 @@ fn check_port_spec(spec: &str) -> Result<(), String> {
             ));
         }
     }
-    if !["tcp", "udp", "sctp"].contains(&proto.to_ascii_lowercase().as_str()) {
+    let lower = proto.to_ascii_lowercase();
+    if !["tcp", "udp", "sctp"].contains(&lower.as_str()) {
         return Err(format!("invalid proto: {proto} (tcp, udp or sctp)"));
     }
-    Ok(())
+    Ok((start, end, lower))
 }
 
 /// A port (`80`) or range (`8000-8010`, low to high), each 0 to 65535 in decimal digits.
@@ -2035,6 +2054,19 @@ mod tests {
     fn expose_rejects_what_buildkit_rejects(#[case] spec: &str, #[case] message: &str) {
         let error = check_port_spec(spec).unwrap_err();
         assert!(error.starts_with(message), "{spec}: {error}");
+    }
+
+    #[test]
+    fn exposed_ports_are_what_buildkit_writes_in_the_config() {
+        let ports = |spec: &str| exposed_ports(spec).unwrap();
+        assert_eq!(ports("80"), ["80/tcp"]);
+        assert_eq!(ports("53/UDP"), ["53/udp"]);
+        assert_eq!(ports("8080:80/tcp"), ["80/tcp"]);
+        assert_eq!(
+            ports("8000-8002/Sctp"),
+            ["8000/sctp", "8001/sctp", "8002/sctp"]
+        );
+        assert!(exposed_ports("80/xyz").is_err());
     }
 
     #[test]

@@ -773,7 +773,7 @@ fn config_instructions_reach_the_image_config() {
         dir.join("ctx/Dockerfile"),
         r#"FROM busybox
 LABEL org.example.team="builders" version=1
-EXPOSE 8080/tcp 53/udp
+EXPOSE 8080/tcp 53/UDP 9000-9001 7070:70
 VOLUME ["/data"]
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s CMD ["true"]
@@ -803,8 +803,19 @@ RUN echo "$0 $-" > /shell-flags
         let inner = &config["config"];
         assert_eq!(inner["Labels"]["org.example.team"], "builders", "{config}");
         assert_eq!(inner["Labels"]["version"], "1");
-        assert!(inner["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
-        assert!(inner["ExposedPorts"].get("53/udp").is_some(), "{config}");
+        // As BuildKit writes them: the protocol in lower case, one entry per port of a
+        // range, the container side of a mapping.
+        let ports: Vec<&str> = inner["ExposedPorts"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            ports,
+            ["53/udp", "70/tcp", "8080/tcp", "9000/tcp", "9001/tcp"],
+            "{config}"
+        );
         assert!(inner["Volumes"].get("/data").is_some(), "{config}");
         assert_eq!(inner["StopSignal"], "SIGTERM");
         assert_eq!(
@@ -818,6 +829,11 @@ RUN echo "$0 $-" > /shell-flags
             "{config}"
         );
         let history = config["history"].as_array().unwrap();
+        assert!(
+            history.iter().any(|entry| entry["created_by"]
+                == "EXPOSE map[53/udp:{} 70/tcp:{} 8080/tcp:{} 9000/tcp:{} 9001/tcp:{}] # buildkit"),
+            "{config}"
+        );
         let empty = history
             .iter()
             .filter(|entry| entry["empty_layer"] == true)
