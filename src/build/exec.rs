@@ -1479,12 +1479,33 @@ impl Ctx<'_> {
             let clamp = self.options.source_date_epoch;
             let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
                 .with_context(|| format!("{name}: committing the layer"))?;
+            // A snapshot of this diff_id that is already there may have been unpacked from a
+            // pulled blob rather than kept from a step; the blob is then made now, from this
+            // step's own directory, rather than later from a tree made another way.
+            let existing = self.store.snapshot(&diff_id).is_some();
+            let blob = if existing {
+                let blob = layer::write_tree_layer(
+                    self.store.layout(),
+                    &upper,
+                    TreeKind::OverlayUpper,
+                    self.options.compression,
+                    clamp,
+                )
+                .with_context(|| format!("{name}: committing the layer"))?;
+                self.store.put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+                Some(blob)
+            } else {
+                None
+            };
             let dir = dirs.keep();
             self.store
                 .adopt_snapshot(&diff_id, dir.join("upper"))
                 .with_context(|| format!("{name}: keeping the snapshot"))?;
             let _ = std::fs::remove_dir_all(&dir);
-            state.push_snapshot_layer(diff_id, clamp);
+            match blob {
+                Some(blob) => state.push_layer(&blob),
+                None => state.push_snapshot_layer(diff_id, clamp),
+            }
             state.push_history(&self.created, created_by_run(&command), false);
         }
         self.record(&key, &state)?;
