@@ -118,13 +118,7 @@ impl State {
             let dir = match (&layer.blob, store.snapshot(&layer.diff_id)) {
                 (_, Some(dir)) => dir,
                 (Some(blob), None) => store.unpack_snapshot(blob, &layer.diff_id)?,
-                (None, None) => {
-                    return Err(anyhow!(
-                        "the snapshot of layer {} is missing from the store and the layer \
-                         has no blob (run `xbuild store check`, then build again)",
-                        layer.diff_id
-                    ));
-                }
+                (None, None) => return Err(missing_snapshot(&layer.diff_id)),
             };
             dirs.push(dir);
         }
@@ -1206,45 +1200,24 @@ impl Ctx<'_> {
                 emulated: false,
             });
             let started = Instant::now();
-            let jobs: Vec<_> = missing
-                .iter()
-                .map(|(diff_id, clamp)| {
-                    let store = &self.store;
-                    let compression = self.options.compression;
-                    move || -> Result<layer::LayerBlob, layer::LayerError> {
-                        let snapshot = store.snapshot_path(diff_id);
-                        let blob = layer::write_tree_layer(
-                            store.layout(),
-                            &snapshot,
-                            TreeKind::OverlayUpper,
-                            compression,
-                            *clamp,
-                        )?;
-                        if &blob.diff_id != diff_id {
-                            return Err(layer::LayerError::DiffIdMismatch {
-                                expected: diff_id.clone(),
-                                actual: blob.diff_id,
-                            });
-                        }
-                        Ok(blob)
-                    }
-                })
-                .collect();
             if let Some((diff_id, _)) = missing
                 .iter()
                 .find(|(diff_id, _)| self.store.snapshot(diff_id).is_none())
             {
-                let message = format!(
-                    "the snapshot of layer {diff_id} is missing from the store (run `xbuild \
-                     store check`, then build again)"
-                );
+                let error = missing_snapshot(diff_id);
                 self.sink.emit(Event::Failed {
                     vertex: id,
                     duration: started.elapsed(),
-                    message: message.clone(),
+                    message: error.to_string(),
                 });
-                return Err(anyhow!(message));
+                return Err(error);
             }
+            let jobs: Vec<_> = missing
+                .iter()
+                .map(|(diff_id, clamp)| {
+                    move || self.tree_blob(&self.store.snapshot_path(diff_id), diff_id, *clamp)
+                })
+                .collect();
             match layer::commit_in_parallel(jobs) {
                 Ok(blobs) => {
                     for blob in blobs {
@@ -1279,6 +1252,30 @@ impl Ctx<'_> {
                 state
             })
             .collect())
+    }
+
+    /// Writes the blob of a step's layer from `tree` (its upper directory, or its snapshot),
+    /// checking that the tar has the diff_id the step recorded.
+    fn tree_blob(
+        &self,
+        tree: &std::path::Path,
+        diff_id: &Digest,
+        clamp: Option<i64>,
+    ) -> Result<layer::LayerBlob, layer::LayerError> {
+        let blob = layer::write_tree_layer(
+            self.store.layout(),
+            tree,
+            TreeKind::OverlayUpper,
+            self.options.compression,
+            clamp,
+        )?;
+        if &blob.diff_id != diff_id {
+            return Err(layer::LayerError::DiffIdMismatch {
+                expected: diff_id.clone(),
+                actual: blob.diff_id,
+            });
+        }
+        Ok(blob)
     }
 
     /// A fresh upper and work directory in the store's tmp directory.
@@ -1484,14 +1481,9 @@ impl Ctx<'_> {
             // step's own directory, rather than later from a tree made another way.
             let existing = self.store.snapshot(&diff_id).is_some();
             let blob = if existing {
-                let blob = layer::write_tree_layer(
-                    self.store.layout(),
-                    &upper,
-                    TreeKind::OverlayUpper,
-                    self.options.compression,
-                    clamp,
-                )
-                .with_context(|| format!("{name}: committing the layer"))?;
+                let blob = self
+                    .tree_blob(&upper, &diff_id, clamp)
+                    .with_context(|| format!("{name}: committing the layer"))?;
                 self.store.put_layer_blob(&blob.diff_id, &blob.descriptor)?;
                 Some(blob)
             } else {
@@ -1517,8 +1509,6 @@ impl Ctx<'_> {
     }
 }
 
-/// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
-/// heredocs are appended so the shell reads them as its own here-documents.
 /// The config entries of an `EXPOSE`'s words (checked when the Dockerfile was resolved),
 /// sorted and without duplicates.
 fn exposed_ports(words: &[String]) -> anyhow::Result<Vec<String>> {
@@ -1533,6 +1523,16 @@ fn exposed_ports(words: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(ports)
 }
 
+/// The error for a layer kept only as its snapshot when that snapshot is gone.
+fn missing_snapshot(diff_id: &Digest) -> anyhow::Error {
+    anyhow!(
+        "the snapshot of layer {diff_id} is missing from the store and the layer has no blob \
+         (run `xbuild store check`, then build again)"
+    )
+}
+
+/// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
+/// heredocs are appended so the shell reads them as its own here-documents.
 fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> String {
     match heredocs {
         [] => script.to_owned(),

@@ -396,10 +396,11 @@ impl Store {
         diff_id: &Digest,
         media_type: &MediaType,
     ) -> Result<Option<Descriptor>, StoreError> {
-        let Some(record) = self.cache_record(&layer_blob_key(diff_id, media_type))? else {
+        let key = layer_blob_key(diff_id, media_type);
+        let Some(record) = self.cache_record(&key)? else {
             return Ok(None);
         };
-        let path = self.cache_path(&layer_blob_key(diff_id, media_type));
+        let path = self.cache_path(&key);
         let descriptor: Descriptor = serde_json::from_value(record.data)
             .map_err(|source| StoreError::CacheRecord { path, source })?;
         Ok(self
