@@ -6,7 +6,13 @@
 //! directory in the host's mount namespace (we are root) for the time of the copy, so
 //! whiteouts and opaque directories are the kernel's business. `--chown` names are looked
 //! up in `/etc/passwd` and `/etc/group` of the destination state, reading its snapshots top
-//! down (whiteouts honoured; symlinked parents of those files are not followed).
+//! down (whiteouts honoured), with a size bound.
+//!
+//! Links resolve inside the tree they belong to, never on the host
+//! ([`crate::layer::tree`]), as BuildKit resolves them: a source path's links are followed
+//! (`COPY --from=base /bin/sh /out/` copies dash), links inside a copied directory are kept;
+//! the destination's links are followed (`COPY f /bin/f` on a merged-/usr image writes
+//! `/usr/bin/f`); a directory is never written where the image has a file or a link.
 //!
 //! Not supported yet (exit 2): `--parents`, `--exclude`, `ADD --keep-git-dir` and git
 //! sources, checksums other than sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
@@ -26,6 +32,7 @@ use crate::context::{self, ContextEntry, Dockerignore, StatCache};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::error::Failure;
+use crate::layer::tree::{HostDir, Node, Stack, Tree, resolve};
 use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::plan::Vertex;
 use crate::progress::Event;
@@ -81,6 +88,10 @@ impl Ctx<'_> {
         Ok(files)
     }
 }
+
+/// The most of `/etc/passwd` or `/etc/group` read to resolve `--chown` (a base image's file
+/// could be a link to `/dev/zero`, or just huge).
+const ACCOUNTS_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// A file found in a source tree.
 struct Item {
@@ -147,51 +158,18 @@ impl Drop for StateView {
     }
 }
 
-/// Looks up `path` (absolute in the image) through snapshots, top first.
-fn lookup(lowers: &[PathBuf], path: &str) -> Option<(PathBuf, fs::Metadata)> {
-    let rel = path.trim_start_matches('/');
-    let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    for lower in lowers {
-        let mut here = lower.clone();
-        let mut stop = false;
-        for (index, component) in components.iter().enumerate() {
-            here.push(component);
-            match fs::symlink_metadata(&here) {
-                Ok(meta) if layer::apply::is_overlay_whiteout(&meta) => return None,
-                Ok(meta) if index + 1 == components.len() => return Some((here, meta)),
-                Ok(meta) if meta.is_dir() => {
-                    if xattr::get(&here, layer::apply::OVERLAY_OPAQUE_XATTR)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|v| v == b"y")
-                    {
-                        stop = true;
-                    }
-                }
-                Ok(_) => return None,
-                Err(_) => break,
-            }
-        }
-        if components.is_empty() {
-            return fs::symlink_metadata(lower).ok().map(|m| (lower.clone(), m));
-        }
-        if stop {
-            return None;
-        }
-    }
-    None
-}
-
 /// `user[:group]` to numbers, through the state's `/etc/passwd` and `/etc/group`.
 fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u64, u64)> {
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (spec, None),
     };
-    let read = |file: &str| {
-        lookup(lowers, file)
-            .and_then(|(path, _)| fs::read_to_string(path).ok())
-            .unwrap_or_default()
+    let stack = Stack::new(lowers);
+    let read = |file: &str| -> anyhow::Result<String> {
+        let data = stack
+            .read_file(file, ACCOUNTS_LIMIT)
+            .map_err(|error| Failure::bad_input(format_args!("--chown: {error}")))?;
+        Ok(String::from_utf8_lossy(&data.unwrap_or_default()).into_owned())
     };
     let find = |text: &str, name: &str| -> Option<(u64, u64)> {
         text.lines().find_map(|line| {
@@ -204,9 +182,9 @@ fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u64, u64)> {
     let (uid, primary) = match user.parse::<u64>() {
         Ok(uid) => (
             uid,
-            find(&read("/etc/passwd"), user).map_or(uid, |(_, gid)| gid),
+            find(&read("/etc/passwd")?, user).map_or(uid, |(_, gid)| gid),
         ),
-        Err(_) => find(&read("/etc/passwd"), user).ok_or_else(|| {
+        Err(_) => find(&read("/etc/passwd")?, user).ok_or_else(|| {
             Failure::bad_input(format_args!("--chown: no user {user:?} in the image"))
         })?,
     };
@@ -220,7 +198,7 @@ fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u64, u64)> {
         }
         Some(group) => match group.parse::<u64>() {
             Ok(gid) => gid,
-            Err(_) => find(&read("/etc/group"), group)
+            Err(_) => find(&read("/etc/group")?, group)
                 .map(|(gid, _)| gid)
                 .ok_or_else(|| {
                     Failure::bad_input(format_args!("--chown: no group {group:?} in the image"))
@@ -275,106 +253,193 @@ pub(crate) struct Selected {
     from_url: bool,
 }
 
-pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
-    let pattern = clean_source(pattern);
-    let is_top = |entry: &ContextEntry| -> bool {
-        if pattern.is_empty() {
-            return false;
+/// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
+/// view of a stage or image).
+trait SourceTree: Tree {
+    /// The names in the directory `dir` (absolute in the tree, resolved), sorted.
+    fn children(&self, dir: &str) -> Vec<String>;
+    /// The items below the directory `top` (resolved), each with its path below `top`,
+    /// in path order; links inside are kept as links.
+    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()>;
+    /// The item at `path` (resolved, not a directory).
+    fn item(&self, path: &str, out: &mut Selected) -> anyhow::Result<Item>;
+}
+
+impl ContextFiles {
+    /// The index of the entry at `path` (absolute in the context).
+    fn find(&self, path: &str) -> Option<usize> {
+        let rel = path.trim_start_matches('/').as_bytes();
+        self.entries
+            .binary_search_by(|entry| entry.path_bytes().cmp(rel))
+            .ok()
+    }
+
+    /// The entries strictly below the directory `dir` (absolute in the context).
+    fn below(&self, dir: &str) -> &[ContextEntry] {
+        let rel = dir.trim_start_matches('/');
+        if rel.is_empty() {
+            return &self.entries;
         }
-        if has_wildcard(&pattern) {
-            let pattern_parts: Vec<&str> = pattern.split('/').collect();
-            let path = entry.path.to_string_lossy();
-            let parts: Vec<&str> = path.split('/').collect();
-            parts.len() == pattern_parts.len()
-                && parts.iter().zip(&pattern_parts).all(|(name, pat)| {
-                    context::glob_match(pat.as_bytes(), name.as_bytes()) == Some(true)
-                })
-        } else {
-            entry.path.as_os_str() == pattern.as_str()
+        let prefix = format!("{rel}/");
+        let start = self
+            .entries
+            .partition_point(|entry| entry.path_bytes() < prefix.as_bytes());
+        let len = self.entries[start..]
+            .iter()
+            .take_while(|entry| entry.path_bytes().starts_with(prefix.as_bytes()))
+            .count();
+        &self.entries[start..start + len]
+    }
+}
+
+impl Tree for ContextFiles {
+    fn node(&self, path: &str) -> Option<Node> {
+        if path == "/" {
+            return Some(Node::Dir);
         }
-    };
-    let mut selected = Selected {
-        items: Vec::new(),
-        tops: 0,
-        single_file_name: None,
-        context_entries: Vec::new(),
-        from_url: false,
-    };
-    let tops: Vec<&ContextEntry> = if pattern.is_empty() {
-        Vec::new()
-    } else {
-        files.entries.iter().filter(|e| is_top(e)).collect()
-    };
-    if pattern.is_empty() {
-        // The whole context.
-        selected.tops = 1;
-        for entry in &files.entries {
-            let abs = files.dir.join(&entry.path);
+        let entry = &self.entries[self.find(path)?];
+        Some(match entry.kind {
+            context::EntryKind::Dir => Node::Dir,
+            context::EntryKind::Symlink => Node::Symlink(
+                entry
+                    .link_target
+                    .as_ref()
+                    .map(|target| target.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => Node::Other,
+        })
+    }
+}
+
+impl SourceTree for ContextFiles {
+    fn children(&self, dir: &str) -> Vec<String> {
+        let depth = dir
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .count();
+        self.below(dir)
+            .iter()
+            .filter(|entry| entry.path.components().count() == depth + 1)
+            .filter_map(|entry| entry.path.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()> {
+        let top_rel = Path::new(top.trim_start_matches('/'));
+        for entry in self.below(top) {
+            let abs = self.dir.join(&entry.path);
             let meta = fs::symlink_metadata(&abs)?;
-            selected.items.push((
-                entry.path.clone(),
+            let below = entry.path.strip_prefix(top_rel)?.to_path_buf();
+            out.items.push((
+                below,
                 Item {
                     rel: entry.path.clone(),
                     abs,
                     meta,
                 },
             ));
-            selected.context_entries.push(entry.clone());
+            out.context_entries.push(entry.clone());
         }
-        return Ok(selected);
+        Ok(())
     }
-    if tops.is_empty() {
-        return Err(Failure::bad_input(format_args!(
-            "COPY source {pattern:?}: no such file or directory in the build context (after .dockerignore)"
-        ))
-        .into());
-    }
-    selected.tops = tops.len();
-    for top in tops {
-        let abs = files.dir.join(&top.path);
+
+    fn item(&self, path: &str, out: &mut Selected) -> anyhow::Result<Item> {
+        let index = self
+            .find(path)
+            .ok_or_else(|| anyhow!("{path}: not in the build context"))?;
+        let entry = &self.entries[index];
+        out.context_entries.push(entry.clone());
+        let abs = self.dir.join(&entry.path);
         let meta = fs::symlink_metadata(&abs)?;
-        selected.context_entries.push(top.clone());
-        if meta.is_dir() {
-            for entry in files
-                .entries
-                .iter()
-                .filter(|e| e.path.starts_with(&top.path) && e.path != top.path)
-            {
-                let abs = files.dir.join(&entry.path);
-                let meta = fs::symlink_metadata(&abs)?;
-                let below = entry.path.strip_prefix(&top.path)?.to_path_buf();
-                selected.items.push((
-                    below,
-                    Item {
-                        rel: entry.path.clone(),
-                        abs,
-                        meta,
-                    },
-                ));
-                selected.context_entries.push(entry.clone());
-            }
-        } else {
-            selected.single_file_name = top.path.file_name().map(ToOwned::to_owned);
-            let name = PathBuf::from(top.path.file_name().unwrap_or_default());
-            selected.items.push((
-                name,
-                Item {
-                    rel: top.path.clone(),
-                    abs,
-                    meta,
-                },
-            ));
-        }
+        Ok(Item {
+            rel: entry.path.clone(),
+            abs,
+            meta,
+        })
     }
-    Ok(selected)
 }
 
-/// Selects `pattern` in another stage's or image's tree. Only the directories on the
-/// pattern's path are read (a wildcard component lists its one directory), and only matched
-/// directories are walked: the source stage is often a whole distribution, and a
-/// `COPY --from=build /out/app` must not read all of it. Components are matched as in the
-/// tree (an intermediate symlink is not followed), in sorted order.
-fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
+impl SourceTree for HostDir<'_> {
+    fn children(&self, dir: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.host_path(dir)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()> {
+        let top_rel = PathBuf::from(top.trim_start_matches('/'));
+        let mut below = Vec::new();
+        walk_dir(self.0, &top_rel, &mut below)?;
+        for item in below {
+            let rel = item.rel.strip_prefix(&top_rel)?.to_path_buf();
+            out.items.push((rel, item));
+        }
+        Ok(())
+    }
+
+    fn item(&self, path: &str, _out: &mut Selected) -> anyhow::Result<Item> {
+        let abs = self.host_path(path);
+        let meta = fs::symlink_metadata(&abs)?;
+        Ok(Item {
+            rel: PathBuf::from(path.trim_start_matches('/')),
+            abs,
+            meta,
+        })
+    }
+}
+
+/// The paths a source pattern names in `tree`, as BuildKit finds them (fsutil's
+/// `ResolveWildcards` with links followed): the part before the first wildcard component is
+/// resolved inside the tree; the wildcard components match the names of real directories
+/// (a link is not descended into); each match, a link included, is then resolved. Returns
+/// (the path as named, resolved path), in path order; an empty pattern is the whole tree.
+fn source_paths(tree: &dyn SourceTree, pattern: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    let first_wildcard = parts.iter().position(|part| has_wildcard(part));
+    let Some(first_wildcard) = first_wildcard else {
+        let named = format!("/{}", parts.join("/"));
+        let resolved = resolve(tree, &named, true)?;
+        return Ok(vec![(named, resolved)]);
+    };
+    let base = resolve(tree, &parts[..first_wildcard].join("/"), true)?;
+    let mut candidates = vec![base];
+    for part in &parts[first_wildcard..] {
+        let mut next = Vec::new();
+        for candidate in candidates {
+            if tree.node(&candidate) != Some(Node::Dir) {
+                continue;
+            }
+            for name in tree.children(&candidate) {
+                if context::glob_match(part.as_bytes(), name.as_bytes()) == Some(true) {
+                    next.push(join_path(&candidate, &name));
+                }
+            }
+        }
+        candidates = next;
+    }
+    candidates
+        .into_iter()
+        .map(|named| Ok((named.clone(), resolve(tree, &named, true)?)))
+        .collect()
+}
+
+/// What one source pattern selects in `tree`, links on the source path followed (BuildKit's
+/// `FollowSymlinks` for `COPY`/`ADD`), links inside a copied directory kept.
+fn select(
+    tree: &dyn SourceTree,
+    pattern: &str,
+    what: &str,
+    place: &str,
+) -> anyhow::Result<Selected> {
     let pattern = clean_source(pattern);
     let mut selected = Selected {
         items: Vec::new(),
@@ -383,72 +448,61 @@ fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
         context_entries: Vec::new(),
         from_url: false,
     };
-    if pattern.is_empty() {
-        let mut all = Vec::new();
-        walk_dir(root, Path::new(""), &mut all)?;
-        selected.tops = 1;
-        for item in all {
-            selected.items.push((item.rel.clone(), item));
-        }
-        return Ok(selected);
+    let paths = source_paths(tree, &pattern)?;
+    if paths.is_empty() {
+        return Err(Failure::bad_input(format_args!(
+            "{what} {pattern:?}: no such file or directory {place}"
+        ))
+        .into());
     }
-    let parts: Vec<&str> = pattern.split('/').collect();
-    let mut candidates = vec![PathBuf::new()];
-    for part in &parts {
-        let mut next = Vec::new();
-        for candidate in candidates {
-            let dir = root.join(&candidate);
-            if !fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir()) {
-                continue;
-            }
-            if has_wildcard(part) {
-                let Ok(entries) = fs::read_dir(&dir) else {
-                    continue;
+    selected.tops = paths.len();
+    for (named, resolved) in paths {
+        match tree.node(&resolved) {
+            None => {
+                let shown = named.trim_start_matches('/');
+                let through = if named == resolved {
+                    String::new()
+                } else {
+                    format!(" (a link to {resolved})")
                 };
-                let mut names: Vec<_> = entries.flatten().map(|entry| entry.file_name()).collect();
-                names.sort();
-                for name in names {
-                    let matched = context::glob_match(part.as_bytes(), name.as_encoded_bytes());
-                    if matched == Some(true) {
-                        next.push(candidate.join(name));
-                    }
-                }
-            } else if fs::symlink_metadata(dir.join(part)).is_ok() {
-                next.push(candidate.join(part));
+                return Err(Failure::bad_input(format_args!(
+                    "{what} {shown:?}{through}: no such file or directory {place}"
+                ))
+                .into());
             }
-        }
-        candidates = next;
-    }
-    if candidates.is_empty() {
-        return Err(
-            Failure::bad_input(format_args!("COPY --from source {pattern:?}: not found")).into(),
-        );
-    }
-    selected.tops = candidates.len();
-    for top in candidates {
-        let abs = root.join(&top);
-        let meta = fs::symlink_metadata(&abs)?;
-        if meta.is_dir() {
-            let mut below = Vec::new();
-            walk_dir(root, &top, &mut below)?;
-            for item in below {
-                let rel = item.rel.strip_prefix(&top)?.to_path_buf();
-                selected.items.push((rel, item));
+            Some(Node::Dir) => tree.items_below(&resolved, &mut selected)?,
+            Some(_) => {
+                let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
+                let item = tree.item(&resolved, &mut selected)?;
+                selected.single_file_name = Some(name.clone());
+                selected.items.push((PathBuf::from(name), item));
             }
-        } else {
-            let name = top.file_name().unwrap_or_default().to_owned();
-            selected.single_file_name = Some(name.clone());
-            selected.items.push((
-                PathBuf::from(name),
-                Item {
-                    rel: top,
-                    abs,
-                    meta,
-                },
-            ));
         }
     }
     Ok(selected)
+}
+
+/// What `pattern` selects in the build context.
+pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
+    select(
+        files,
+        pattern,
+        "COPY source",
+        "in the build context (after .dockerignore)",
+    )
+}
+
+/// What `pattern` selects in another stage's or image's tree, mounted at `root`. Only the
+/// directories on the pattern's path are read (a wildcard component lists its one
+/// directory), and only matched directories are walked: the source stage is often a whole
+/// distribution, and a `COPY --from=build /out/app` must not read all of it.
+fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
+    select(
+        &HostDir(root),
+        pattern,
+        "COPY --from source",
+        "in the source stage or image",
+    )
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -525,7 +579,7 @@ fn add_parents(
         if !listed.insert(path.clone()) {
             continue;
         }
-        let entry = match lookup(lowers, &format!("/{}", path.display())) {
+        let entry = match Stack::new(lowers).lookup(&format!("/{}", path.display())) {
             Some((_, meta)) if meta.is_dir() => {
                 let mut entry =
                     TarEntry::new(path.clone(), EntryKind::Directory, meta.mode() & 0o7777);
@@ -578,7 +632,11 @@ pub(crate) fn workdir_step(
         }
     }
     let lowers = ctx.lower_dirs(&state)?;
-    if dir == "/" || lookup(&lowers, dir).is_some_and(|(_, meta)| meta.is_dir()) {
+    let stack = Stack::new(&lowers);
+    // `WORKDIR /link` makes (or finds) the directory the link names, inside the image.
+    let dir = &resolve(&stack, dir, true)
+        .map_err(|error| Failure::bad_input(format_args!("{created_by}: {error}")))?;
+    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
         if !ctx.options.no_cache {
             if let Some(state) = ctx.lookup(&key)? {
                 return Ok(Done { state, key });
@@ -839,7 +897,16 @@ pub(crate) fn copy_step(
         .map(|spec| resolve_chown(&lowers, spec))
         .transpose()?;
     let tops: usize = selections.iter().map(|s| s.tops).sum::<usize>() + inline.len();
-    let dest_exists_dir = lookup(&lowers, &dest_abs).is_some_and(|(_, meta)| meta.is_dir());
+    let stack = Stack::new(&lowers);
+    // The destination resolves inside the image with every link followed, as BuildKit's
+    // `fs.RootPath` does: on a merged-/usr image `/bin/f` is `/usr/bin/f`, and a link to a
+    // directory is that directory.
+    let dest_abs = resolve(&stack, &dest_abs, true).map_err(|error| {
+        Failure::bad_input(format_args!("{file}:{line}: {text} destination: {error}"))
+    })?;
+    let dest_exists_dir = stack
+        .lookup(&dest_abs)
+        .is_some_and(|(_, meta)| meta.is_dir());
     let any_dir_source = selections.iter().any(|s| s.single_file_name.is_none());
     let dest_is_dir = dest_dir_syntax || tops > 1 || dest_exists_dir || any_dir_source;
     let mtime_now = ctx.options.source_date_epoch.unwrap_or_else(now);
@@ -865,6 +932,13 @@ pub(crate) fn copy_step(
     );
     let dest_rel = PathBuf::from(dest_dir.trim_start_matches('/'));
     let from_context = source_root.is_none();
+    let mut targets = Targets {
+        stack,
+        fresh: std::collections::HashSet::new(),
+    };
+    if dest_is_dir && !dest_exists_dir {
+        targets.fresh.insert(dest_rel.clone());
+    }
 
     let push_item = |below: &Path,
                      item: &Item,
@@ -950,6 +1024,13 @@ pub(crate) fn copy_step(
                     }
                 }
             }
+            let target = match &file_target {
+                Some(target) => PathBuf::from(target.trim_start_matches('/')),
+                None => dest_rel.join(below),
+            };
+            targets
+                .check(&target, item.meta.is_dir())
+                .map_err(|reason| Failure::bad_input(format_args!("{file}:{line}: {reason}")))?;
             push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
         }
     }
@@ -991,6 +1072,47 @@ pub(crate) fn copy_step(
         duration: started.elapsed(),
     });
     Ok(done)
+}
+
+/// Where a copy's items land in the destination state, checked as BuildKit's copier checks
+/// them: a directory cannot go where the image has a file or a link (`COPY rootfs/ /` does
+/// not replace the `/bin` link of a merged-/usr image), a file cannot replace a directory.
+struct Targets<'a> {
+    stack: Stack<'a>,
+    /// Directories this copy creates (nothing below them exists yet: not looked up).
+    fresh: std::collections::HashSet<PathBuf>,
+}
+
+impl Targets<'_> {
+    fn check(&mut self, target: &Path, is_dir: bool) -> Result<(), String> {
+        let known_new = target
+            .parent()
+            .is_some_and(|parent| self.fresh.contains(parent));
+        let existing = if known_new {
+            None
+        } else {
+            self.stack
+                .lookup(&format!("/{}", target.display()))
+                .map(|(_, meta)| meta.is_dir())
+        };
+        match existing {
+            None => {
+                if is_dir {
+                    self.fresh.insert(target.to_path_buf());
+                }
+                Ok(())
+            }
+            Some(false) if is_dir => Err(format!(
+                "cannot copy to non-directory: /{} (a file or a link in the image)",
+                target.display()
+            )),
+            Some(true) if !is_dir => Err(format!(
+                "cannot replace directory /{} with a file",
+                target.display()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 fn instruction_summary(sources: &[Source], destination: &str) -> String {

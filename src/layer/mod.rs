@@ -1,6 +1,7 @@
 //! Layers: deterministic tars ([`tar`]) made from an overlay upper directory, a root
 //! filesystem or a file list ([`diff`]), compressed and stored as blobs with both digests
-//! computed while streaming, and unpacked safely ([`apply`], over [`read`]).
+//! computed while streaming, and unpacked safely ([`apply`], over [`read`]). Paths inside
+//! a root file system (a snapshot stack, a directory) resolve as in a chroot ([`tree`]).
 //!
 //! A layer is never held whole in memory: the tar is produced on the calling thread (which
 //! also hashes it into the diff_id) and handed in 1 MiB chunks to a second thread that
@@ -13,6 +14,7 @@ pub mod apply;
 pub mod diff;
 pub mod read;
 pub mod tar;
+pub mod tree;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;

@@ -10,7 +10,7 @@ use crate::util::{self, Need};
 
 /// The store of a test: the fixture OCI layout (blobs hard-linked), its images named as the
 /// registry module names them, so `FROM busybox` resolves locally.
-fn store_with_fixtures(dir: &Path) {
+pub(crate) fn store_with_fixtures(dir: &Path) {
     let fixtures = util::fixtures_dir().expect("fixtures checked by require");
     let store = dir.join("store");
     let status = Command::new("cp")
@@ -31,7 +31,7 @@ fn store_with_fixtures(dir: &Path) {
     std::fs::write(store.join("index.json"), index).unwrap();
 }
 
-fn needs() -> bool {
+pub(crate) fn needs() -> bool {
     util::require(&[
         Need::Root,
         Need::Fixtures,
@@ -60,7 +60,7 @@ ENTRYPOINT ["/bin/cat"]
 CMD ["/arch"]
 "#;
 
-fn build(dir: &Path, extra: &[&str]) -> Output {
+pub(crate) fn build(dir: &Path, extra: &[&str]) -> Output {
     let mut command = util::xbuild(dir);
     command
         .current_dir(dir.join("ctx"))
@@ -88,7 +88,7 @@ fn output_lines(text: &str, needle: &str) -> usize {
 }
 
 /// Unpacks one platform of a stored image with skopeo + umoci; returns the rootfs.
-fn unpack(dir: &Path, name: &str, arch: &str) -> std::path::PathBuf {
+pub(crate) fn unpack(dir: &Path, name: &str, arch: &str) -> std::path::PathBuf {
     let layout = dir.join(format!("single-{arch}"));
     let bundle = dir.join(format!("bundle-{arch}"));
     let _ = std::fs::remove_dir_all(&layout);
