@@ -13,22 +13,22 @@
 
 pub mod binfmt;
 pub mod build;
-pub mod builder;
 pub mod cache;
 pub mod check;
 pub mod cli;
+pub mod container;
 pub mod context;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
 pub mod export;
 pub mod layer;
+pub mod nodes;
 pub mod oci;
 pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod registry;
-pub mod run;
 pub mod sandbox;
 pub mod store;
 

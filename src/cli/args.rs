@@ -65,7 +65,7 @@ pub enum Command {
     #[command(hide = true)]
     Debug(super::debug::DebugArgs),
     /// Manage builders: native build nodes over SSH (create, ls, use, rm).
-    Builder(super::builder::BuilderArgs),
+    Builder(super::nodes::BuilderArgs),
     /// Internal: what a build node reports about itself (JSON on stdout).
     #[command(name = "__node-info", hide = true)]
     NodeInfo,

@@ -89,8 +89,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NAME")]
     pub builder: Option<String>,
     /// When a node does not answer: fail before any work, or build its platforms here.
-    #[arg(long, value_enum, default_value_t = crate::builder::dispatch::Fallback::Fail)]
-    pub fallback: crate::builder::dispatch::Fallback,
+    #[arg(long, value_enum, default_value_t = crate::nodes::dispatch::Fallback::Fail)]
+    pub fallback: crate::nodes::dispatch::Fallback,
     /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
     /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
@@ -278,7 +278,7 @@ impl BuildArgs {
         options: &BuildOptions,
         outputs: &[Output],
     ) -> anyhow::Result<build::BuildReport> {
-        let builders = crate::builder::Builders::load(&crate::builder::config_path())?;
+        let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
         let builder = builders
             .selected(self.builder.as_deref())
             .exit_kind(ExitKind::BadInput)?;
@@ -287,7 +287,7 @@ impl BuildArgs {
             .any(|output| matches!(output, Output::Registry { .. }))
             .then(|| self.tags.first().cloned())
             .flatten();
-        crate::builder::dispatch::run(options, builder, self.fallback, push_to.as_deref())
+        crate::nodes::dispatch::run(options, builder, self.fallback, push_to.as_deref())
     }
 
     /// `-o type=registry,name=REG/app` names what is pushed, as `-t` does.

@@ -7,10 +7,10 @@
 pub mod args;
 pub mod binfmt;
 pub mod build;
-pub mod builder;
 pub mod check;
 pub mod debug;
 pub mod image;
+pub mod nodes;
 pub mod output;
 pub mod progress;
 pub mod registry;
@@ -130,8 +130,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Debug(debug) => debug.run(),
         Command::Run(args) => args.run(),
         Command::Builder(args) => args.run(),
-        Command::NodeInfo => builder::node_info(),
-        Command::NodeBuild => builder::node_build(),
+        Command::NodeInfo => nodes::node_info(),
+        Command::NodeBuild => nodes::node_build(),
         Command::Check(args) => args.run(),
         Command::Store(args) => args.run(),
     }

@@ -1,5 +1,5 @@
 //! `xbuild builder create|ls|use|rm`: named builders of native build nodes over SSH (see
-//! [`crate::builder`]), and the hidden commands a node runs (`__node-info`,
+//! [`crate::nodes`]), and the hidden commands a node runs (`__node-info`,
 //! `__node-build`).
 
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::output;
-use crate::builder::{self, Builder, Builders, DEFAULT_BUILDER, Node, ssh};
 use crate::error::{ExitKind, Failure, ResultExt};
+use crate::nodes::{self, Builder, Builders, DEFAULT_BUILDER, Node, ssh};
 use crate::platform::Platform;
 
 /// `xbuild builder`.
@@ -74,7 +74,7 @@ impl BuilderArgs {
     /// # Errors
     /// Bad names or nodes (exit 2), an unreadable builders file (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
-        let path = builder::config_path();
+        let path = nodes::config_path();
         let mut builders = Builders::load(&path)?;
         match self.command {
             BuilderCommand::Create(args) => {
@@ -111,7 +111,7 @@ impl BuilderArgs {
                 } else {
                     return Err(Failure::new(
                         ExitKind::BadInput,
-                        builder::ConfigError::Unknown(args.name),
+                        nodes::ConfigError::Unknown(args.name),
                     )
                     .into());
                 }
@@ -125,7 +125,7 @@ impl BuilderArgs {
                 if builders.builders.len() == before {
                     return Err(Failure::new(
                         ExitKind::BadInput,
-                        builder::ConfigError::Unknown(args.name),
+                        nodes::ConfigError::Unknown(args.name),
                     )
                     .into());
                 }
@@ -293,11 +293,11 @@ pub fn node_info() -> anyhow::Result<()> {
 /// stdin, reply on stdout, progress as JSON lines on stderr).
 ///
 /// # Errors
-/// As [`builder::remote::serve_build`].
+/// As [`nodes::remote::serve_build`].
 pub fn node_build() -> anyhow::Result<()> {
     let sink = Arc::new(super::progress::RawJson);
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    builder::remote::serve_build(stdin.lock(), &mut out, sink)
+    nodes::remote::serve_build(stdin.lock(), &mut out, sink)
 }

@@ -1,6 +1,6 @@
 //! `xbuild run [OPTIONS] IMAGE [COMMAND...]` (`docker run` for images in the local store,
 //! pulled when missing) and `xbuild debug shell [--before] ID [COMMAND...]` (a shell in a
-//! failed build step's state): arguments and the glue to [`crate::run`].
+//! failed build step's state): arguments and the glue to [`crate::container`].
 //!
 //! The container's exit status becomes ours, as with `docker run` (128 + N when a signal N
 //! killed it); errors of xbuild itself keep the usual codes (2 bad input, 3 host not ready,
@@ -16,10 +16,10 @@ use clap::Args;
 use super::output;
 use super::progress::ProgressMode;
 use crate::build::failed::FailedStep;
+use crate::container::{self as container, Ran, RunError, RunOptions};
 use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::platform::{self, Platform};
 use crate::registry::{ImageRef, RegistryOptions, SinkProgress, pull};
-use crate::run::{self as container, Ran, RunError, RunOptions};
 use crate::sandbox::{Network, Stdio, Stream};
 use crate::store::{self, Store};
 
