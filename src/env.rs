@@ -44,6 +44,10 @@ pub const XBUILD_UPLOAD_CHUNK_SIZE: &str = "XBUILD_UPLOAD_CHUNK_SIZE";
 /// "already handled by another entry" check is skipped.
 pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";
 
+/// How many threads compress layer blobs (gzip blocks, zstd workers); default one per CPU
+/// (at most 32). The compressed bytes, and so the digests, do not depend on it.
+pub const XBUILD_COMPRESS_THREADS: &str = "XBUILD_COMPRESS_THREADS";
+
 /// When set, xbuild appends its own peak resident set size (kB) to this file at exit
 /// (used by `scripts/bench.sh`).
 pub const XBUILD_PEAK_RSS_FILE: &str = "XBUILD_PEAK_RSS_FILE";

@@ -3,14 +3,17 @@
 //! computed while streaming, and unpacked safely ([`apply`], over [`read`]). Paths inside
 //! a root file system (a snapshot stack, a directory) resolve as in a chroot ([`tree`]).
 //!
-//! A layer is never held whole in memory: the tar is produced on the calling thread (which
-//! also hashes it into the diff_id) and handed in 1 MiB chunks to a second thread that
-//! compresses, hashes the compressed bytes and writes the blob. Several layers can be
-//! committed at once with [`commit_in_parallel`].
+//! A layer is never held whole in memory: the tar is produced on the calling thread, which
+//! also hashes it into the diff_id and writes the compressed bytes to the blob (hashing them
+//! too); the compression itself runs on every core ([`compress`]: gzip in independent
+//! blocks as pigz does, zstd multithreaded, the bytes the same for any number of threads),
+//! with a bounded number of blocks in flight. Several layers can be committed at once with
+//! [`commit_in_parallel`]; they share the same compressing threads.
 //!
 //! Must not decide what to build; knows nothing of Dockerfiles.
 
 pub mod apply;
+pub mod compress;
 pub mod diff;
 pub mod read;
 pub mod tar;
@@ -18,13 +21,13 @@ pub mod tree;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::sync::mpsc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
 use crate::oci::{Digester, ImageLayout, LayoutError};
 
 pub use apply::{ApplyError, ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
+pub use compress::CompressPool;
 pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
 pub use tar::{EntryKind, TarEntry, TarWriter};
 
@@ -110,56 +113,22 @@ pub struct LayerBlob {
     pub tar_size: u64,
 }
 
-/// Sends bytes in chunks to the compressing thread, hashing them on the way (the diff_id).
-struct ChunkSender {
-    sender: mpsc::SyncSender<Vec<u8>>,
-    buffer: Vec<u8>,
+/// Hashes the tar bytes (the diff_id) on their way to the compressor.
+struct HashingWriter<W> {
+    inner: W,
     digester: Digester,
 }
 
-impl Write for ChunkSender {
+impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        // Chunks are exactly CHUNK bytes (the last one excepted): the compressor's output
-        // depends on how its input is split, and must depend only on the bytes.
-        let take = bytes.len().min(CHUNK - self.buffer.len());
-        self.digester.update(&bytes[..take]);
-        self.buffer.extend_from_slice(&bytes[..take]);
-        if self.buffer.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(take)
+        let written = self.inner.write(bytes)?;
+        self.digester.update(&bytes[..written]);
+        Ok(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
-}
-
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
-        self.sender
-            .send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, COMPRESSOR_STOPPED))
-    }
-}
-
-/// What the producer sees when the compressing thread has given up.
-const COMPRESSOR_STOPPED: &str = "the compressor stopped";
-
-/// Whether an error (or one of its causes) is [`COMPRESSOR_STOPPED`].
-fn is_compressor_stopped(error: &LayerError) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(error);
-    while let Some(current) = cause {
-        if current.to_string() == COMPRESSOR_STOPPED {
-            return true;
-        }
-        cause = current.source();
-    }
-    false
 }
 
 /// Writes one layer: `fill` writes tar entries (the caller decides which), the bytes are
@@ -176,7 +145,31 @@ pub fn write_layer<F>(
 where
     F: FnOnce(&mut TarWriter<&mut dyn Write>) -> Result<(), LayerError>,
 {
-    write_raw_layer(layout, compression, |out| {
+    write_layer_on(
+        CompressPool::shared(),
+        layout,
+        compression,
+        clamp_mtime,
+        fill,
+    )
+}
+
+/// As [`write_layer`], compressing on `pool` instead of the process's shared pool (the
+/// bytes are the same; benchmarks and tests choose the number of threads this way).
+///
+/// # Errors
+/// As [`write_layer`].
+pub fn write_layer_on<F>(
+    pool: &CompressPool,
+    layout: &ImageLayout,
+    compression: Compression,
+    clamp_mtime: Option<i64>,
+    fill: F,
+) -> Result<LayerBlob, LayerError>
+where
+    F: FnOnce(&mut TarWriter<&mut dyn Write>) -> Result<(), LayerError>,
+{
+    write_raw_layer_on(pool, layout, compression, |out| {
         let mut tar = TarWriter::new(out, clamp_mtime);
         fill(&mut tar)?;
         tar.finish().map_err(LayerError::Write)?;
@@ -196,78 +189,49 @@ pub fn write_raw_layer<F>(
 where
     F: FnOnce(&mut dyn Write) -> Result<(), LayerError>,
 {
-    let blob = layout.blob_writer()?;
-    let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(4);
-    std::thread::scope(|scope| {
-        let compressor = scope.spawn(move || compress_chunks(receiver, blob, compression));
-        let mut chunks = ChunkSender {
-            sender,
-            buffer: Vec::with_capacity(CHUNK),
-            digester: Digester::default(),
-        };
-        let produced = fill(&mut chunks).and_then(|()| chunks.send().map_err(LayerError::Write));
-        let ChunkSender {
-            sender, digester, ..
-        } = chunks;
-        drop(sender);
-        let compressed = compressor
-            .join()
-            .map_err(|_| LayerError::Write(io::Error::other("the compressor thread panicked")))?;
-        // An error from the producer explains a broken pipe in the compressor: report it
-        // first, unless it is itself the broken pipe of a compressor that failed (a full
-        // disk): then the compressor's error is the cause.
-        let (digest, size) = match (produced, compressed) {
-            (Err(produced), Err(compressed)) if is_compressor_stopped(&produced) => {
-                return Err(compressed);
-            }
-            (Err(produced), _) => return Err(produced),
-            (Ok(()), compressed) => compressed?,
-        };
-        let (diff_id, tar_size) = digester.finish();
-        Ok(LayerBlob {
-            descriptor: Descriptor::new(compression.media_type(), size, digest),
-            diff_id,
-            tar_size,
-        })
-    })
+    write_raw_layer_on(CompressPool::shared(), layout, compression, fill)
 }
 
-fn compress_chunks(
-    receiver: mpsc::Receiver<Vec<u8>>,
-    blob: crate::oci::BlobWriter,
+/// The tar is written on the calling thread, which also hashes it (the diff_id) and
+/// writes the compressed bytes to the blob (hashing them too); the compression itself
+/// runs on `pool`'s threads.
+fn write_raw_layer_on<F>(
+    pool: &CompressPool,
+    layout: &ImageLayout,
     compression: Compression,
-) -> Result<(Digest, u64), LayerError> {
+    fill: F,
+) -> Result<LayerBlob, LayerError>
+where
+    F: FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+{
+    let blob = layout.blob_writer()?;
     let out = io::BufWriter::with_capacity(CHUNK, blob);
-    let out = match compression {
-        Compression::Gzip => {
-            let mut encoder = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(out, flate2::Compression::new(GZIP_LEVEL));
-            for chunk in receiver {
-                encoder.write_all(&chunk).map_err(LayerError::Write)?;
-            }
-            encoder.finish().map_err(LayerError::Write)?
-        }
-        Compression::Zstd => {
-            let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(LayerError::Write)?;
-            for chunk in receiver {
-                encoder.write_all(&chunk).map_err(LayerError::Write)?;
-            }
-            encoder.finish().map_err(LayerError::Write)?
-        }
-        Compression::None => {
-            let mut out = out;
-            for chunk in receiver {
-                out.write_all(&chunk).map_err(LayerError::Write)?;
-            }
-            out
-        }
+    // The tar writer writes small pieces (headers, 8 KiB of file): the compressor gets
+    // them gathered.
+    let compressor = pool.writer(compression, out).map_err(LayerError::Write)?;
+    let mut tar = HashingWriter {
+        inner: io::BufWriter::with_capacity(CHUNK, compressor),
+        digester: Digester::default(),
     };
-    let blob = out
+    fill(&mut tar)?;
+    let HashingWriter {
+        inner: compressor,
+        digester,
+    } = tar;
+    let blob = compressor
+        .into_inner()
+        .map_err(|error| LayerError::Write(error.into_error()))?
+        .finish()
+        .map_err(LayerError::Write)?
         .into_inner()
         .map_err(|error| LayerError::Write(error.into_error()))?;
-    Ok(blob.commit(None)?)
+    let (digest, size) = blob.commit(None)?;
+    let (diff_id, tar_size) = digester.finish();
+    Ok(LayerBlob {
+        descriptor: Descriptor::new(compression.media_type(), size, digest),
+        diff_id,
+        tar_size,
+    })
 }
 
 /// Writes a layer from a directory: an overlay upper directory (whiteouts translated) or a
@@ -397,7 +361,8 @@ impl<R: Read> Read for DigestingReader<R> {
 }
 
 /// Commits several layers at once, one thread each (at most the number of CPUs at a time);
-/// results in the order of `jobs`.
+/// results in the order of `jobs`. The layers' compression shares the threads of
+/// [`CompressPool::shared`], so this adds tar-writing threads, not compressing ones.
 ///
 /// # Errors
 /// The first failure.

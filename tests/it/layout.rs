@@ -234,6 +234,132 @@ fn same_tree_imported_twice_gives_the_same_digests() {
     }
 }
 
+/// A tree of a few MB (dozens of gzip blocks, several zstd jobs): text-like and random
+/// files.
+fn make_big_tree(root: &Path) {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for index in 0..40 {
+        let directory = root.join(format!("d{}", index % 5));
+        fs::create_dir_all(&directory).unwrap();
+        let mut bytes = Vec::new();
+        if index % 3 == 0 {
+            while bytes.len() < 100_000 {
+                bytes.extend_from_slice(&next().to_le_bytes());
+            }
+        } else {
+            while bytes.len() < 200_000 {
+                let word = ["layer ", "digest ", "fn main() {\n", "return x;\n", "}\n"];
+                bytes.extend_from_slice(word[(next() % 5) as usize].as_bytes());
+                if next() % 11 == 0 {
+                    bytes.extend_from_slice(format!("{}\n", next() % 1000).as_bytes());
+                }
+            }
+        }
+        fs::write(directory.join(format!("f{index}")), bytes).unwrap();
+    }
+}
+
+/// The blob file of the only layer of `reference` in the store at `store`, and its diff_id.
+fn only_layer(store: &Path, manifest_digest: &str) -> (PathBuf, String) {
+    let blob = |digest: &str| {
+        store
+            .join("blobs/sha256")
+            .join(digest.trim().trim_start_matches("sha256:"))
+    };
+    let read_json = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(blob(digest)).unwrap()).unwrap()
+    };
+    let manifest = read_json(manifest_digest);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let config = read_json(manifest["config"]["digest"].as_str().unwrap());
+    (
+        blob(layers[0]["digest"].as_str().unwrap()),
+        config["rootfs"]["diff_ids"][0].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Layers are compressed on every core (gzip in blocks as pigz does, zstd multithreaded),
+/// and the bytes do not depend on how many threads do it: the same tree imported with 1, 2
+/// and 4 compressing threads gives the same image. gzip, zstd and Python read the blob back
+/// to the tar of the diff_id, and the gzip blob is a single member.
+#[test]
+fn layers_are_the_same_bytes_for_any_number_of_compressing_threads() {
+    if !require(&[
+        Need::Program("gzip"),
+        Need::Program("zstd"),
+        Need::Program("python3"),
+    ]) {
+        return;
+    }
+    let dir = temp_dir();
+    let tree = dir.path().join("tree");
+    make_big_tree(&tree);
+    for compression in ["gzip", "zstd"] {
+        let digests: Vec<(String, PathBuf)> = [1, 2, 4]
+            .iter()
+            .map(|threads| {
+                let store = dir.path().join(format!("store-{compression}-{threads}"));
+                let digest = ok(
+                    &run(xbuild(&store)
+                        .env("SOURCE_DATE_EPOCH", "1700000000")
+                        .env("XBUILD_COMPRESS_THREADS", threads.to_string())
+                        .args(["import", "--compression", compression])
+                        .arg(&tree)
+                        .arg("app:1")),
+                    "import",
+                );
+                (digest.trim().to_owned(), store_root(&store))
+            })
+            .collect();
+        for (digest, _) in &digests {
+            assert_eq!(
+                digest, &digests[0].0,
+                "{compression}: 1 thread against more"
+            );
+        }
+        let (blob, diff_id) = only_layer(&digests[0].1, &digests[0].0);
+        let (tester, decompress) = match compression {
+            "gzip" => (
+                "gzip",
+                "import gzip, sys, zlib\n\
+                 data = open(sys.argv[1], 'rb').read()\n\
+                 member = zlib.decompressobj(31)\n\
+                 tar = member.decompress(data)\n\
+                 assert member.eof and not member.unused_data, 'one gzip member'\n\
+                 assert gzip.decompress(data) == tar\n\
+                 sys.stdout.buffer.write(tar)",
+            ),
+            _ => (
+                "zstd",
+                "import subprocess, sys\n\
+                 sys.stdout.buffer.write(subprocess.run(['zstd', '-dc', sys.argv[1]],\n\
+                 check=True, capture_output=True).stdout)",
+            ),
+        };
+        sh(Command::new(tester).arg("-t").arg(&blob), "test the blob");
+        let hashed = sh(
+            Command::new("sh")
+                .arg("-c")
+                .arg("python3 -c \"$0\" \"$1\" | sha256sum")
+                .arg(decompress)
+                .arg(&blob),
+            "decompress and hash",
+        );
+        assert_eq!(
+            format!("sha256:{}", hashed.split_whitespace().next().unwrap()),
+            diff_id,
+            "{compression}: the decompressed blob is the tar of the diff_id"
+        );
+    }
+}
+
 #[test]
 fn archives_round_trip_and_skopeo_archives_load() {
     if !require(&[Need::Program("skopeo")]) {

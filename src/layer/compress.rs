@@ -1,0 +1,724 @@
+//! Layer compression on every core, with bytes that depend only on the input.
+//!
+//! - **gzip**, as pigz does: the stream is cut into blocks of [`GZIP_BLOCK`] input bytes;
+//!   each block is deflated on its own (raw deflate at [`super::GZIP_LEVEL`], the 32 KiB of
+//!   input before it as the dictionary, ended by a sync flush so that the raw streams
+//!   concatenate; the last block ends the deflate stream); the blocks' outputs are written
+//!   in order between one gzip header and one trailer, whose CRC-32 is combined from the
+//!   blocks' CRCs. One valid gzip member, which `gzip`, Python's `gzip` and Go's
+//!   `compress/gzip` read as any other.
+//! - **zstd**: zstd's own multithreaded mode, always with at least one worker and a fixed
+//!   job size ([`ZSTD_JOB_SIZE`]): its frame is then the same for any number of workers
+//!   (and differs from single-threaded zstd's, which is never used).
+//!
+//! Neither output depends on the number of threads nor on how the input was split into
+//! `write` calls: with `SOURCE_DATE_EPOCH` a layer has the same digest on any machine.
+//!
+//! Threads: a [`CompressPool`] owns the compressing threads; one is shared by the whole
+//! process ([`CompressPool::shared`], one thread per CPU). Every gzip layer being written
+//! queues its blocks to the same threads, so several layers at once never run more
+//! compressing threads than there are CPUs. A zstd layer takes the pool's free worker
+//! seats for its own zstd workers (all of them when it is alone; it waits when none is
+//! free), so zstd layers do not oversubscribe the CPUs either.
+//!
+//! Memory is bounded: a gzip layer has at most [`BLOCKS_PER_THREAD`] blocks per thread
+//! (plus two) in flight, each [`GZIP_BLOCK`] bytes in and about as much out; a zstd layer
+//! holds a few jobs of [`ZSTD_JOB_SIZE`] per worker.
+//!
+//! Must not: know what it compresses (tars, blobs and the store are the caller's).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Crc, FlushCompress, Status};
+use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer};
+
+use super::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+
+/// Input bytes per gzip block. Part of the output format: changing it changes every gzip
+/// layer digest.
+pub const GZIP_BLOCK: usize = 128 * 1024;
+/// How much input before a block is its dictionary (deflate's whole window).
+const GZIP_DICTIONARY: usize = 32 * 1024;
+/// zstd job size (`ZSTD_c_jobSize`). Part of the output format, as [`GZIP_BLOCK`]; smaller
+/// than zstd's default at level 3 (8 MiB), which would hold tens of MiB per worker.
+pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
+/// gzip blocks queued or being compressed per thread of the pool, per layer.
+pub const BLOCKS_PER_THREAD: usize = 2;
+/// The most threads [`CompressPool::shared`] starts, whatever the number of CPUs (memory
+/// grows with it).
+const MAX_SHARED_THREADS: usize = 32;
+
+/// The gzip header: no name, mtime 0, no extra flags, OS "unknown" (255).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// Threads that compress layers: a pool of gzip workers and seats for zstd workers.
+pub struct CompressPool {
+    threads: usize,
+    jobs: Mutex<Option<mpsc::Sender<GzipJob>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// zstd worker seats not taken.
+    free_seats: Mutex<usize>,
+    seat_freed: Condvar,
+}
+
+impl std::fmt::Debug for CompressPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CompressPool")
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One gzip block to compress.
+struct GzipJob {
+    index: u64,
+    input: Vec<u8>,
+    dictionary: Vec<u8>,
+    last: bool,
+    output: Vec<u8>,
+    reply: mpsc::Sender<GzipDone>,
+}
+
+/// A compressed gzip block, with its buffers given back for the next blocks.
+struct GzipDone {
+    index: u64,
+    result: io::Result<Crc>,
+    input: Vec<u8>,
+    dictionary: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl CompressPool {
+    /// A pool of `threads` compressing threads (at least one), started now.
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (sender, receiver) = mpsc::channel::<GzipJob>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = (0..threads)
+            .map(|index| {
+                let receiver = Arc::clone(&receiver);
+                std::thread::Builder::new()
+                    .name(format!("xbuild-gzip-{index}"))
+                    .spawn(move || gzip_worker(&receiver))
+            })
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>();
+        Self {
+            // A thread the system refused is one less worker, not a failure (at least one
+            // is needed: without any, gzip blocks would wait forever).
+            threads: workers.len().max(1),
+            jobs: Mutex::new((!workers.is_empty()).then_some(sender)),
+            workers: Mutex::new(workers),
+            free_seats: Mutex::new(threads),
+            seat_freed: Condvar::new(),
+        }
+    }
+
+    /// The process's pool: one thread per CPU (at most 32), or the number
+    /// `XBUILD_COMPRESS_THREADS` gives; started on first use.
+    pub fn shared() -> &'static Self {
+        static SHARED: OnceLock<CompressPool> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let configured = std::env::var(crate::env::XBUILD_COMPRESS_THREADS)
+                .ok()
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .filter(|&count| count > 0);
+            let threads = configured.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, std::num::NonZero::get)
+                    .min(MAX_SHARED_THREADS)
+            });
+            Self::new(threads)
+        })
+    }
+
+    /// How many threads compress.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A writer that compresses what is written to it into `out`; [`Compressor::finish`]
+    /// ends the stream. A zstd writer first waits for a free worker seat.
+    ///
+    /// # Errors
+    /// Writing the gzip header, or zstd refusing its parameters.
+    pub fn writer<W: Write>(
+        &self,
+        compression: Compression,
+        out: W,
+    ) -> io::Result<Compressor<'_, W>> {
+        Ok(match compression {
+            Compression::Gzip => Compressor::Gzip(GzipWriter::new(self, out)?),
+            Compression::Zstd => Compressor::Zstd(ZstdWriter::new(self, out)?),
+            Compression::None => Compressor::None(out),
+        })
+    }
+
+    fn lock_seats(&self) -> MutexGuard<'_, usize> {
+        self.free_seats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes every free seat, at least one (waiting for it).
+    fn take_seats(&self) -> Seats<'_> {
+        let mut free = self.lock_seats();
+        while *free == 0 {
+            free = self
+                .seat_freed
+                .wait(free)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let count = *free;
+        *free = 0;
+        Seats { pool: self, count }
+    }
+
+    fn send(&self, job: GzipJob) -> io::Result<()> {
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.as_ref()
+            .and_then(|sender| sender.send(job).ok())
+            .ok_or_else(|| io::Error::other("the gzip threads are gone"))
+    }
+}
+
+impl Drop for CompressPool {
+    fn drop(&mut self) {
+        // Closing the queue ends the workers once it is empty.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut workers) = self.workers.lock() {
+            for worker in workers.drain(..) {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+/// zstd worker seats taken from a pool, given back when dropped.
+struct Seats<'p> {
+    pool: &'p CompressPool,
+    count: usize,
+}
+
+impl Drop for Seats<'_> {
+    fn drop(&mut self) {
+        *self.pool.lock_seats() += self.count;
+        self.pool.seat_freed.notify_all();
+    }
+}
+
+/// One gzip thread: compresses blocks until the pool is dropped.
+fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
+    loop {
+        let job = {
+            let Ok(receiver) = jobs.lock() else {
+                return;
+            };
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let GzipJob {
+            index,
+            input,
+            dictionary,
+            last,
+            mut output,
+            reply,
+        } = job;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            deflate_block(&dictionary, &input, last, &mut output)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("compressing a gzip block panicked")));
+        // The layer may have given up (an error elsewhere): nobody to tell then.
+        let _ = reply.send(GzipDone {
+            index,
+            result,
+            input,
+            dictionary,
+            output,
+        });
+    }
+}
+
+/// Deflates one block into `output` (raw deflate, cleared first): the dictionary first,
+/// then the block, ended with a sync flush (byte-aligned, not final) or, for the last
+/// block, as the end of the stream. Returns the block's CRC-32.
+///
+/// Each block gets a new compressor. A reset one is not the same: zlib-rs's reset leaves
+/// the previous stream's bytes in the window beyond the new data, where the match finder
+/// looks at the end of the input (the result is clamped, but the choice between matches
+/// is not), so the output would depend on which block the thread compressed before. A new
+/// one starts from a zeroed window; its cost (about 300 KiB allocated and zeroed) is
+/// small beside deflating 128 KiB.
+fn deflate_block(
+    dictionary: &[u8],
+    input: &[u8],
+    last: bool,
+    output: &mut Vec<u8>,
+) -> io::Result<Crc> {
+    let mut deflate = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
+    if !dictionary.is_empty() {
+        deflate
+            .set_dictionary(dictionary)
+            .map_err(io::Error::other)?;
+    }
+    output.clear();
+    output.reserve(input.len() + input.len() / 16 + 64);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let start = deflate.total_in();
+    loop {
+        if output.capacity() - output.len() < 64 {
+            output.reserve(output.capacity() / 2 + 64);
+        }
+        let consumed = usize::try_from(deflate.total_in() - start).unwrap_or(usize::MAX);
+        let status = deflate
+            .compress_vec(&input[consumed.min(input.len())..], output, flush)
+            .map_err(io::Error::other)?;
+        let consumed = usize::try_from(deflate.total_in() - start).unwrap_or(usize::MAX);
+        match status {
+            Status::StreamEnd => break,
+            // A flush is complete when all input is in and the output did not fill the
+            // space it had (zlib's rule: no room left may mean more to come).
+            Status::Ok | Status::BufError => {
+                if !last && consumed >= input.len() && output.len() < output.capacity() {
+                    break;
+                }
+            }
+        }
+    }
+    let mut crc = Crc::new();
+    crc.update(input);
+    Ok(crc)
+}
+
+/// A stream being compressed into `W` (see [`CompressPool::writer`]).
+pub enum Compressor<'p, W: Write> {
+    /// gzip blocks on the pool's threads.
+    Gzip(GzipWriter<'p, W>),
+    /// zstd, multithreaded.
+    Zstd(ZstdWriter<'p, W>),
+    /// Bytes as they are.
+    None(W),
+}
+
+impl<W: Write> Compressor<'_, W> {
+    /// Ends the stream (the last block, the trailer) and returns the writer.
+    ///
+    /// # Errors
+    /// Compression or write failures.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Gzip(writer) => writer.finish(),
+            Self::Zstd(writer) => writer.finish(),
+            Self::None(out) => Ok(out),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Gzip(writer) => writer.write(bytes),
+            Self::Zstd(writer) => writer.write(bytes),
+            Self::None(out) => out.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Gzip(writer) => writer.flush(),
+            Self::Zstd(writer) => writer.flush(),
+            Self::None(out) => out.flush(),
+        }
+    }
+}
+
+/// gzip in independent blocks on a [`CompressPool`] (see the module documentation).
+pub struct GzipWriter<'p, W: Write> {
+    pool: &'p CompressPool,
+    out: W,
+    /// The block being filled.
+    block: Vec<u8>,
+    /// The last [`GZIP_DICTIONARY`] bytes of the block before `block`.
+    dictionary: Vec<u8>,
+    /// Blocks handed to the pool so far.
+    submitted: u64,
+    /// Blocks written to `out` so far.
+    written: u64,
+    /// Compressed blocks that came back before an earlier one.
+    ready: BTreeMap<u64, GzipDone>,
+    replies: mpsc::Receiver<GzipDone>,
+    reply: mpsc::Sender<GzipDone>,
+    /// Buffers given back, for the next blocks.
+    spare: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    crc: Crc,
+    /// The most blocks in flight.
+    window: u64,
+}
+
+impl<'p, W: Write> GzipWriter<'p, W> {
+    fn new(pool: &'p CompressPool, mut out: W) -> io::Result<Self> {
+        out.write_all(&GZIP_HEADER)?;
+        let (reply, replies) = mpsc::channel();
+        Ok(Self {
+            pool,
+            out,
+            block: Vec::with_capacity(GZIP_BLOCK),
+            dictionary: Vec::new(),
+            submitted: 0,
+            written: 0,
+            ready: BTreeMap::new(),
+            replies,
+            reply,
+            spare: Vec::new(),
+            crc: Crc::new(),
+            window: (pool.threads * BLOCKS_PER_THREAD + 2) as u64,
+        })
+    }
+
+    /// Hands the current block to the pool (waiting while the window is full).
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        while self.submitted - self.written >= self.window {
+            self.receive(true)?;
+        }
+        let (next_block, mut next_dictionary, output) = self.spare.pop().unwrap_or_else(|| {
+            (
+                Vec::with_capacity(GZIP_BLOCK),
+                Vec::with_capacity(GZIP_DICTIONARY),
+                Vec::new(),
+            )
+        });
+        let input = std::mem::replace(&mut self.block, next_block);
+        // Every block but the last is GZIP_BLOCK bytes, more than the dictionary.
+        next_dictionary.clear();
+        next_dictionary.extend_from_slice(&input[input.len().saturating_sub(GZIP_DICTIONARY)..]);
+        let dictionary = std::mem::replace(&mut self.dictionary, next_dictionary);
+        self.pool.send(GzipJob {
+            index: self.submitted,
+            input,
+            dictionary,
+            last,
+            output,
+            reply: self.reply.clone(),
+        })?;
+        self.submitted += 1;
+        // Write what is done already, without waiting.
+        self.receive(false)
+    }
+
+    /// Takes the finished blocks (waiting for one when `wait`), writes those whose turn
+    /// it is.
+    fn receive(&mut self, wait: bool) -> io::Result<()> {
+        if wait {
+            let done = self
+                .replies
+                .recv()
+                .map_err(|_| io::Error::other("the gzip threads are gone"))?;
+            self.ready.insert(done.index, done);
+        }
+        while let Ok(done) = self.replies.try_recv() {
+            self.ready.insert(done.index, done);
+        }
+        while let Some(done) = self.ready.remove(&self.written) {
+            let crc = done.result?;
+            self.out.write_all(&done.output)?;
+            self.crc.combine(&crc);
+            self.written += 1;
+            let (mut input, mut dictionary, output) = (done.input, done.dictionary, done.output);
+            input.clear();
+            dictionary.clear();
+            self.spare.push((input, dictionary, output));
+        }
+        Ok(())
+    }
+
+    /// Compresses the last block, writes every block and the trailer; returns `out`.
+    ///
+    /// # Errors
+    /// Compression or write failures.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.submit(true)?;
+        while self.written < self.submitted {
+            self.receive(true)?;
+        }
+        self.out.write_all(&self.crc.sum().to_le_bytes())?;
+        self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for GzipWriter<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let take = bytes.len().min(GZIP_BLOCK - self.block.len());
+        self.block.extend_from_slice(&bytes[..take]);
+        if self.block.len() == GZIP_BLOCK {
+            self.submit(false)?;
+        }
+        Ok(take)
+    }
+
+    /// Writes the blocks already compressed; never cuts a block (that would change the
+    /// output).
+    fn flush(&mut self) -> io::Result<()> {
+        self.receive(false)?;
+        self.out.flush()
+    }
+}
+
+/// zstd in its multithreaded mode, with the pool's free seats as workers.
+pub struct ZstdWriter<'p, W: Write> {
+    context: CCtx<'static>,
+    out: W,
+    buffer: Vec<u8>,
+    _seats: Seats<'p>,
+}
+
+impl<'p, W: Write> ZstdWriter<'p, W> {
+    fn new(pool: &'p CompressPool, out: W) -> io::Result<Self> {
+        let seats = pool.take_seats();
+        let mut context =
+            CCtx::try_create().ok_or_else(|| io::Error::other("zstd: no compression context"))?;
+        let workers = u32::try_from(seats.count).unwrap_or(u32::MAX);
+        for parameter in [
+            CParameter::CompressionLevel(ZSTD_LEVEL),
+            CParameter::NbWorkers(workers),
+            CParameter::JobSize(ZSTD_JOB_SIZE),
+        ] {
+            context.set_parameter(parameter).map_err(zstd_error)?;
+        }
+        Ok(Self {
+            context,
+            out,
+            buffer: Vec::with_capacity(CCtx::out_size()),
+            _seats: seats,
+        })
+    }
+
+    fn write_buffer(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Ends the frame and returns `out`.
+    ///
+    /// # Errors
+    /// Compression or write failures.
+    pub fn finish(mut self) -> io::Result<W> {
+        loop {
+            let remaining = {
+                let mut output = OutBuffer::around(&mut self.buffer);
+                self.context.end_stream(&mut output).map_err(zstd_error)?
+            };
+            self.write_buffer()?;
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ZstdWriter<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut input = InBuffer::around(bytes);
+        while input.pos() < bytes.len() {
+            {
+                let mut output = OutBuffer::around(&mut self.buffer);
+                // Never a flush: where jobs end must depend on the bytes only.
+                self.context
+                    .compress_stream2(
+                        &mut output,
+                        &mut input,
+                        zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue,
+                    )
+                    .map_err(zstd_error)?;
+            }
+            self.write_buffer()?;
+        }
+        Ok(bytes.len())
+    }
+
+    /// Flushes `out` only: a zstd flush would end the current job early and change the
+    /// output.
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn zstd_error(code: usize) -> io::Error {
+    io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(code)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Bytes that compress like a mix of text and binary: several blocks' worth.
+    pub(super) fn sample(length: usize) -> Vec<u8> {
+        let words: [&[u8]; 8] = [
+            b"layer ",
+            b"digest ",
+            b"fn main() {\n",
+            b"    let x = 1;\n",
+            b"}\n",
+            b"#include ",
+            b"<stdio.h>\n",
+            b"return 0;\n",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut out = Vec::with_capacity(length);
+        while out.len() < length {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state % 7 == 0 {
+                out.extend_from_slice(&state.to_le_bytes());
+            } else {
+                out.extend_from_slice(words[(state % 8) as usize]);
+            }
+        }
+        out.truncate(length);
+        out
+    }
+
+    /// Compresses `input` on `pool`, writing it in pieces of `piece` bytes.
+    fn compress(
+        pool: &CompressPool,
+        compression: Compression,
+        input: &[u8],
+        piece: usize,
+    ) -> Vec<u8> {
+        let mut writer = pool.writer(compression, Vec::new()).unwrap();
+        for part in input.chunks(piece) {
+            writer.write_all(part).unwrap();
+        }
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn output_depends_only_on_the_input_bytes() {
+        let pools = [
+            CompressPool::new(1),
+            CompressPool::new(2),
+            CompressPool::new(4),
+        ];
+        for length in [0, 1, GZIP_BLOCK, 5 * GZIP_BLOCK + 17, 5 << 20] {
+            let input = sample(length);
+            for compression in [Compression::Gzip, Compression::Zstd] {
+                let reference = compress(&pools[0], compression, &input, 1 << 20);
+                for pool in &pools {
+                    for piece in [1000, 1 << 20] {
+                        assert!(
+                            compress(pool, compression, &input, piece) == reference,
+                            "{compression:?}, {length} bytes, {} threads, pieces of {piece}",
+                            pool.threads()
+                        );
+                    }
+                }
+                let mut decoded = Vec::new();
+                super::super::decompressed(&reference[..])
+                    .unwrap()
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+                assert!(
+                    decoded == input,
+                    "{compression:?} round trip, {length} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_is_one_member_with_header_and_trailer() {
+        let input = sample(3 * GZIP_BLOCK + 5);
+        let bytes = compress(&CompressPool::new(2), Compression::Gzip, &input, 4096);
+        assert_eq!(bytes[..10], GZIP_HEADER);
+        let mut crc = Crc::new();
+        crc.update(&input);
+        let trailer = &bytes[bytes.len() - 8..];
+        assert_eq!(trailer[..4], crc.sum().to_le_bytes());
+        assert_eq!(trailer[4..], (input.len() as u32).to_le_bytes());
+        // A single-member decoder reads all of it: one member, not several.
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert!(decoded == input);
+    }
+
+    #[test]
+    fn gzip_blocks_use_the_dictionary() {
+        // The second block repeats the end of the first (closer than deflate's farthest
+        // match, a little under 32 KiB): found in its dictionary, it costs
+        // a few bytes instead of what it costs alone.
+        let mut input = sample(GZIP_BLOCK);
+        input.extend_from_within(GZIP_BLOCK - GZIP_DICTIONARY / 2..);
+        let pool = CompressPool::new(1);
+        let first = compress(&pool, Compression::Gzip, &input[..GZIP_BLOCK], GZIP_BLOCK);
+        let both = compress(&pool, Compression::Gzip, &input, GZIP_BLOCK);
+        let alone = compress(&pool, Compression::Gzip, &input[GZIP_BLOCK..], GZIP_BLOCK);
+        let cost = both.len() - first.len();
+        assert!(
+            cost * 20 < alone.len(),
+            "the repeated block costs {cost} bytes after the first, {} alone",
+            alone.len()
+        );
+    }
+
+    #[test]
+    fn blocks_do_not_depend_on_what_a_thread_compressed_before() {
+        let input = sample(8 * GZIP_BLOCK);
+        let blocks: Vec<&[u8]> = input.chunks(GZIP_BLOCK).collect();
+        let dictionary = |index: usize| match index {
+            0 => &[][..],
+            _ => &blocks[index - 1][GZIP_BLOCK - GZIP_DICTIONARY..],
+        };
+        let deflate = |index: usize| {
+            let mut output = Vec::new();
+            deflate_block(dictionary(index), blocks[index], false, &mut output).unwrap();
+            output
+        };
+        let in_order: Vec<Vec<u8>> = (0..blocks.len()).map(deflate).collect();
+        for index in (0..blocks.len()).rev() {
+            assert!(deflate(index) == in_order[index], "block {index}");
+        }
+    }
+
+    #[test]
+    fn zstd_layers_share_the_seats() {
+        let pool = CompressPool::new(2);
+        let first = pool.writer(Compression::Zstd, Vec::new()).unwrap();
+        assert_eq!(*pool.lock_seats(), 0, "a layer alone takes every seat");
+        let waiting = std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                let writer = pool.writer(Compression::Zstd, Vec::new()).unwrap();
+                writer.finish().unwrap().len()
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let waiting = !second.is_finished();
+            first.finish().unwrap();
+            assert!(second.join().unwrap() > 0);
+            waiting
+        });
+        assert!(waiting, "the second layer waits for a seat");
+        assert_eq!(*pool.lock_seats(), 2, "seats are given back");
+    }
+}
