@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use xbuild::cli::args::{Cli, Command};
+use xbuild::cli::debug::DebugCommand;
 use xbuild::oci::{Descriptor, ImageLayout, MediaType};
 use xbuild::platform::{self, Platform, catalog};
 use xbuild::registry::{ImageRef, PlatformChoice};
@@ -57,35 +58,28 @@ fn every_flag(text: &str) -> Vec<(&'static str, Vec<Platform>)> {
         unreachable!()
     };
     seen.push(("check", check.targets().unwrap()));
-    let Command::Debug(debug) = command(&[
-        "debug",
-        "plan",
-        "--platform",
-        text,
-        "--build-platform",
-        text,
-        "Dockerfile",
-    ]) else {
-        unreachable!()
+    let debug = |subcommand| {
+        let argv = [
+            "debug",
+            subcommand,
+            "--platform",
+            text,
+            "--build-platform",
+            text,
+            "Dockerfile",
+        ];
+        let Command::Debug(debug) = command(&argv) else {
+            unreachable!()
+        };
+        debug.command
     };
-    let xbuild::cli::debug::DebugCommand::Plan(plan) = debug.command else {
+    let DebugCommand::Plan(plan) = debug("plan") else {
         unreachable!()
     };
     let (targets, build_platform) = plan.platforms().unwrap();
     seen.push(("debug plan --platform", targets));
     seen.push(("debug plan --build-platform", vec![build_platform]));
-    let Command::Debug(debug) = command(&[
-        "debug",
-        "stages",
-        "--platform",
-        text,
-        "--build-platform",
-        text,
-        "Dockerfile",
-    ]) else {
-        unreachable!()
-    };
-    let xbuild::cli::debug::DebugCommand::Stages(stages) = debug.command else {
+    let DebugCommand::Stages(stages) = debug("stages") else {
         unreachable!()
     };
     let (target, build_platform) = stages.platforms().unwrap();
