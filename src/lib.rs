@@ -30,6 +30,7 @@ pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod source;
 pub mod store;
 
 pub use error::{ExitKind, Failure};
