@@ -30,6 +30,7 @@ pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod sbom;
 pub mod store;
 
 pub use error::{ExitKind, Failure};
