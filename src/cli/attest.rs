@@ -342,8 +342,16 @@ impl ReferrersArgs {
                 .resolve_ref(&self.name)
                 .exit_kind(ExitKind::BadInput)?;
             subjects.push(top.digest().clone());
-            for image in crate::oci::image::list_images(store.layout(), &top)? {
-                subjects.push(image.descriptor.digest().clone());
+            if crate::oci::image::is_index(store.layout(), &top)? {
+                // The platforms the store has (a pull may have brought only some).
+                let index = crate::oci::image::read_index(store.layout(), top.digest())?;
+                subjects.extend(
+                    index
+                        .manifests()
+                        .iter()
+                        .map(|entry| entry.digest().clone())
+                        .filter(|digest| store.layout().has_blob(digest)),
+                );
             }
         }
         for subject in &subjects {
