@@ -87,6 +87,53 @@ fn dpkg_has_files(paragraph: &Paragraph<'_>) -> bool {
     }
 }
 
+/// What a distribution's database says of a package.
+struct DistroFields<'a> {
+    name: &'a str,
+    version: &'a str,
+    arch: Option<&'a str>,
+    /// The source package (dpkg) or origin (apk).
+    source: Option<&'a str>,
+    supplier: Option<&'a str>,
+}
+
+/// A dpkg or apk package: `pkg:deb|apk/<distro id>/NAME@VERSION?arch=&distro=&upstream=`,
+/// `upstream` only when the source differs from the name.
+fn distro_package(
+    ecosystem: Ecosystem,
+    distro: Option<&Distro>,
+    fields: DistroFields<'_>,
+    path: &str,
+) -> Package {
+    let (kind, fallback) = match ecosystem {
+        Ecosystem::Apk => ("apk", "alpine"),
+        _ => ("deb", "debian"),
+    };
+    let source = fields.source.filter(|source| *source != fields.name);
+    let purl = Purl {
+        kind,
+        namespace: Some(&namespace(distro, fallback)),
+        name: fields.name,
+        version: Some(fields.version),
+        qualifiers: vec![
+            ("arch", fields.arch.unwrap_or_default().to_owned()),
+            ("distro", distro_qualifier(distro)),
+            ("upstream", source.unwrap_or_default().to_owned()),
+        ],
+    }
+    .render();
+    Package {
+        ecosystem,
+        name: fields.name.to_owned(),
+        version: fields.version.to_owned(),
+        arch: fields.arch.map(str::to_owned),
+        purl,
+        supplier: fields.supplier.map(str::to_owned),
+        source: source.map(str::to_owned),
+        evidence: vec![path.to_owned()],
+    }
+}
+
 /// The packages of a dpkg status file (or one `status.d` file) at `path`.
 pub fn dpkg_packages(
     text: &str,
@@ -108,35 +155,22 @@ pub fn dpkg_packages(
         if !dpkg_has_files(&paragraph) {
             continue;
         }
-        let arch = paragraph.get("Architecture").map(str::to_owned);
         // `Source: name` or `Source: name (version)`.
         let source = paragraph
             .get("Source")
-            .and_then(|source| source.split_whitespace().next())
-            .filter(|source| *source != name)
-            .map(str::to_owned);
-        let purl = Purl {
-            kind: "deb",
-            namespace: Some(&namespace(distro, "debian")),
-            name,
-            version: Some(version),
-            qualifiers: vec![
-                ("arch", arch.clone().unwrap_or_default()),
-                ("distro", distro_qualifier(distro)),
-                ("upstream", source.clone().unwrap_or_default()),
-            ],
-        }
-        .render();
-        packages.push(Package {
-            ecosystem: Ecosystem::Deb,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            arch,
-            purl,
-            supplier: paragraph.get("Maintainer").map(str::to_owned),
-            source,
-            evidence: vec![path.to_owned()],
-        });
+            .and_then(|source| source.split_whitespace().next());
+        packages.push(distro_package(
+            Ecosystem::Deb,
+            distro,
+            DistroFields {
+                name,
+                version,
+                arch: paragraph.get("Architecture"),
+                source,
+                supplier: paragraph.get("Maintainer"),
+            },
+            path,
+        ));
     }
     packages
 }
@@ -166,30 +200,18 @@ pub fn apk_packages(
             });
             continue;
         };
-        let arch = get("A").map(str::to_owned);
-        let source = get("o").filter(|origin| *origin != name).map(str::to_owned);
-        let purl = Purl {
-            kind: "apk",
-            namespace: Some(&namespace(distro, "alpine")),
-            name,
-            version: Some(version),
-            qualifiers: vec![
-                ("arch", arch.clone().unwrap_or_default()),
-                ("distro", distro_qualifier(distro)),
-                ("upstream", source.clone().unwrap_or_default()),
-            ],
-        }
-        .render();
-        packages.push(Package {
-            ecosystem: Ecosystem::Apk,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            arch,
-            purl,
-            supplier: get("m").map(str::to_owned),
-            source,
-            evidence: vec![path.to_owned()],
-        });
+        packages.push(distro_package(
+            Ecosystem::Apk,
+            distro,
+            DistroFields {
+                name,
+                version,
+                arch: get("A"),
+                source: get("o"),
+                supplier: get("m"),
+            },
+            path,
+        ));
     }
     packages
 }

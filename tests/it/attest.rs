@@ -178,6 +178,14 @@ fn scan_dir(
     (packages, scan)
 }
 
+/// Two string fields of a JSON object.
+fn pair(value: &serde_json::Value, first: &str, second: &str) -> (String, String) {
+    (
+        value[first].as_str().unwrap().to_owned(),
+        value[second].as_str().unwrap().to_owned(),
+    )
+}
+
 fn of_ecosystem(
     packages: &BTreeMap<(String, String, String), String>,
     ecosystem: &str,
@@ -444,12 +452,7 @@ fn pip_and_npm_packages_are_listed_as_pip_and_npm_list_them() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| pair(p, "name", "version"))
         .collect();
     assert_eq!(of_ecosystem(&packages, "python"), pip);
     assert_eq!(
@@ -644,12 +647,7 @@ fn a_cargo_auditable_binary_lists_its_crates() {
         .unwrap()
         .iter()
         .filter(|p| p["kind"].as_str() != Some("build"))
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["version"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| pair(p, "name", "version"))
         .collect();
     assert!(
         expected.contains(&("hex".to_owned(), "0.4.3".to_owned())),
@@ -900,19 +898,7 @@ fn referrers_travel_with_the_image_through_the_tag_fallback() {
     let amd64_size = regenv::blob(&regenv::fixture_layout(), amd64).len();
     let base = format!("http://{}/v2/attest/busybox", registry.direct);
     let put = |reference: &str, media_type: &str, body: &[u8]| {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body).unwrap();
-        ok(Command::new("curl").args([
-            "-sS",
-            "--fail-with-body",
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Content-Type: {media_type}"),
-            "--data-binary",
-            &format!("@{}", file.path().display()),
-            &format!("{base}/manifests/{reference}"),
-        ]));
+        curl_put(&format!("{base}/manifests/{reference}"), media_type, body);
     };
     let empty = upload_blob(&base, b"{}");
     let signature = b"a signature that another tool made";
@@ -1138,6 +1124,23 @@ fn referrers_travel_with_the_image_through_the_tag_fallback() {
     ok(command().args(["store", "check"]));
 }
 
+/// `PUT` with curl; fails the test on an error status.
+fn curl_put(url: &str, content_type: &str, body: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    ok(Command::new("curl").args([
+        "-sS",
+        "--fail-with-body",
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Content-Type: {content_type}"),
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        url,
+    ]));
+}
+
 /// Uploads a blob with curl (POST, then PUT with the digest); returns its digest.
 fn upload_blob(base: &str, bytes: &[u8]) -> String {
     let digest = regenv::digest_of(bytes);
@@ -1158,19 +1161,11 @@ fn upload_blob(base: &str, bytes: &[u8]) -> String {
         })
         .unwrap_or_else(|| panic!("no Location: {text}"));
     let separator = if location.contains('?') { '&' } else { '?' };
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    ok(Command::new("curl").args([
-        "-sS",
-        "--fail-with-body",
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.path().display()),
+    curl_put(
         &format!("{location}{separator}digest={digest}"),
-    ]));
+        "application/octet-stream",
+        bytes,
+    );
     digest
 }
 
