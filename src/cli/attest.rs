@@ -58,7 +58,7 @@ pub struct SbomArgs {
     #[arg(long, value_name = "NAME")]
     pub image: Option<String>,
     /// The image's platform (default: its only one, else the host's).
-    #[arg(long, value_name = "PLATFORM")]
+    #[arg(long, value_name = "PLATFORM", conflicts_with = "dir")]
     pub platform: Option<String>,
     /// What to print.
     #[arg(long, value_enum, default_value = "spdx")]
@@ -98,9 +98,9 @@ pub struct AttachArgs {
     /// Attach the provenance of this build record (JSON).
     #[arg(long, value_name = "RECORD")]
     pub provenance: Option<PathBuf>,
-    /// The SLSA provenance version.
-    #[arg(long, value_parser = ["v1", "v0.2"], default_value = "v1")]
-    pub slsa: String,
+    /// The SLSA provenance version (default v1).
+    #[arg(long, value_parser = ["v1", "v0.2"], conflicts_with = "sbom")]
+    pub slsa: Option<String>,
 }
 
 /// `xbuild debug referrers`.
@@ -283,7 +283,7 @@ impl AttachArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
         let platform = platform_arg(self.platform.as_deref())?;
-        let encoded = if let Some(path) = &self.provenance {
+        let (encoded, image) = if let Some(path) = &self.provenance {
             let record = read_record(path)?;
             let image = store
                 .image(&self.name, platform.as_ref())
@@ -295,7 +295,7 @@ impl AttachArgs {
             );
             let statement = attest::provenance::statement(
                 &record,
-                slsa_version(&self.slsa),
+                slsa_version(self.slsa.as_deref().unwrap_or("v1")),
                 subjects,
                 StatementVersion::V01,
             );
@@ -306,7 +306,6 @@ impl AttachArgs {
             let statement = sbom_statement(&scan, &self.name, &image);
             (Encoded::new(Kind::Sbom, &statement), image)
         };
-        let (encoded, image) = encoded;
         let subject = subject_descriptor(&image.descriptor);
         let referrer = store.attach_referrer(&subject, &encoded.artifact(&created()))?;
         output::stdout(referrer.digest());
