@@ -20,14 +20,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use oci_spec::image::{Descriptor, Platform};
+use oci_spec::image::Descriptor;
 
 use super::output;
 use crate::attest::provenance::{BuildRecord, SlsaVersion};
 use crate::attest::spdx::{self, DocumentInfo};
 use crate::attest::{self, Encoded, Kind, StatementVersion};
 use crate::error::{ExitKind, Failure, ResultExt as _};
-use crate::oci::image::{format_platform, parse_platform};
+use crate::platform::Platform;
 use crate::sbom::{self, Root, Scan};
 use crate::store::{Store, normalize_ref};
 
@@ -120,7 +120,7 @@ fn open_store() -> anyhow::Result<Store> {
 }
 
 fn platform_arg(text: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    text.map(|text| parse_platform(text).exit_kind(ExitKind::BadInput))
+    text.map(|text| Platform::parse(text).exit_kind(ExitKind::BadInput))
         .transpose()
         .map_err(Into::into)
 }
@@ -152,7 +152,7 @@ fn scan_image(
 }
 
 fn sbom_statement(scan: &Scan, name: &str, image: &crate::oci::ResolvedImage) -> attest::Statement {
-    let platform = format_platform(&image.platform());
+    let platform = image.platform().to_string();
     let created = created();
     let info = DocumentInfo {
         name,
@@ -290,7 +290,7 @@ impl AttachArgs {
                 .exit_kind(ExitKind::BadInput)?;
             let subjects = attest::image_subjects(
                 &[normalize_ref(&self.name)],
-                &format_platform(&image.platform()),
+                &image.platform().to_string(),
                 image.descriptor.digest(),
             );
             let statement = attest::provenance::statement(

@@ -24,7 +24,6 @@
 )]
 
 pub mod auth;
-pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod push;
@@ -35,7 +34,6 @@ pub mod tools;
 pub mod transport;
 
 pub use auth::{Credentials, DockerConfig, Secret};
-pub use platform::PlatformSpec;
 pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};
