@@ -1,0 +1,419 @@
+//! Judging a built image with tools other than xbuild: `skopeo inspect` (manifest digest,
+//! layers), `skopeo inspect --config` (the image config), and `skopeo copy` + `umoci unpack`
+//! (the root file system, whose files are then compared with the expectations). Every check
+//! returns the first difference as text; nothing here builds.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use super::case::{FileExpect, HistoryExpect, substitute};
+
+/// An image in a store, for one platform.
+#[derive(Debug, Clone)]
+pub(crate) struct Image {
+    /// The store (an OCI layout).
+    pub(crate) store: PathBuf,
+    /// Its name in the store's `index.json` (`docker.io/library/x:tag`).
+    pub(crate) reference: String,
+    /// The architecture to pick from an index.
+    pub(crate) arch: String,
+}
+
+impl Image {
+    fn source(&self) -> String {
+        format!("oci:{}:{}", self.store.display(), self.reference)
+    }
+
+    fn skopeo_json(&self, extra: &[&str]) -> Result<serde_json::Value, String> {
+        let output = Command::new("skopeo")
+            .arg("inspect")
+            .args(extra)
+            .args(["--override-arch", &self.arch])
+            .arg(self.source())
+            .output()
+            .map_err(|e| format!("skopeo: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "skopeo inspect {} {}: {}",
+                extra.join(" "),
+                self.reference,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("skopeo output: {e}"))
+    }
+
+    /// The image config, as skopeo reads it.
+    pub(crate) fn config(&self) -> Result<serde_json::Value, String> {
+        self.skopeo_json(&["--config"])
+    }
+
+    /// `skopeo inspect` of the platform's manifest: `Digest`, `Layers`, ...
+    pub(crate) fn inspect(&self) -> Result<serde_json::Value, String> {
+        self.skopeo_json(&[])
+    }
+
+    /// Unpacks the root file system into `dir` (skopeo copy of the platform's manifest to a
+    /// layout, then umoci unpack); returns the rootfs.
+    pub(crate) fn unpack(&self, dir: &Path) -> Result<PathBuf, String> {
+        let layout = dir.join("layout");
+        let bundle = dir.join("bundle");
+        let _ = std::fs::remove_dir_all(&layout);
+        let _ = std::fs::remove_dir_all(&bundle);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let output = Command::new("skopeo")
+            .args(["copy", "-q", "--override-arch", &self.arch])
+            .arg(self.source())
+            .arg(format!("oci:{}:img", layout.display()))
+            .output()
+            .map_err(|e| format!("skopeo: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "skopeo copy {}: {}",
+                self.reference,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let output = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:img", layout.display()))
+            .arg(&bundle)
+            .output()
+            .map_err(|e| format!("umoci: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "umoci unpack {}: {}",
+                self.reference,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(bundle.join("rootfs"))
+    }
+}
+
+/// Resolves `path` inside `root` as the image would: symlinks are followed with `root` as
+/// `/` (absolute targets restart from it, `..` stops at it). With `follow_last`, a link in
+/// the last component is followed too. Returns the host path (which may not exist).
+pub(crate) fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> PathBuf {
+    let mut pending: Vec<String> = split(path);
+    pending.reverse();
+    let mut current: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            current.pop();
+            continue;
+        }
+        let candidate = join(root, &current).join(&part);
+        let is_last = pending.is_empty();
+        let is_link =
+            std::fs::symlink_metadata(&candidate).is_ok_and(|meta| meta.file_type().is_symlink());
+        if is_link && (!is_last || follow_last) && hops < 40 {
+            hops += 1;
+            let target = std::fs::read_link(&candidate)
+                .map(|target| target.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if target.starts_with('/') {
+                current.clear();
+            }
+            for piece in split(&target).into_iter().rev() {
+                pending.push(piece);
+            }
+            continue;
+        }
+        current.push(part);
+    }
+    join(root, &current)
+}
+
+fn split(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|part| match part {
+            Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn join(root: &Path, parts: &[String]) -> PathBuf {
+    let mut path = root.to_owned();
+    for part in parts {
+        path.push(part);
+    }
+    path
+}
+
+fn octal(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8).map_err(|_| format!("bad octal mode {text:?} in case.toml"))
+}
+
+/// Checks one file expectation against an unpacked root file system. `earlier` gives the
+/// root file system of an earlier build (by index) for the comparisons.
+pub(crate) fn check_file(
+    rootfs: &Path,
+    expect: &FileExpect,
+    vars: &BTreeMap<String, String>,
+    earlier: &mut dyn FnMut(usize) -> Result<PathBuf, String>,
+) -> Result<(), String> {
+    let path = &expect.path;
+    let at = resolve_in_root(rootfs, path, false);
+    let meta = std::fs::symlink_metadata(&at);
+    if expect.kind.as_deref() == Some("absent") {
+        return match meta {
+            Ok(_) => Err(format!("{path}: exists, expected absent")),
+            Err(_) => Ok(()),
+        };
+    }
+    let meta = meta.map_err(|_| format!("{path}: missing"))?;
+    if let Some(kind) = &expect.kind {
+        let actual = kind_of(&meta);
+        if actual != kind {
+            return Err(format!("{path}: is a {actual}, expected a {kind}"));
+        }
+    }
+    if let Some(link) = &expect.link {
+        let target = std::fs::read_link(&at)
+            .map_err(|_| format!("{path}: not a symlink, expected a link to {link}"))?;
+        let link = substitute(link, vars)?;
+        if target != Path::new(&link) {
+            return Err(format!(
+                "{path}: links to {}, expected {link}",
+                target.display()
+            ));
+        }
+    }
+    if let Some(mode) = &expect.mode {
+        let want = octal(mode)?;
+        let got = meta.permissions().mode() & 0o7777;
+        if got != want {
+            return Err(format!("{path}: mode {got:04o}, expected {want:04o}"));
+        }
+    }
+    if let Some(owner) = &expect.owner {
+        let got = format!("{}:{}", meta.uid(), meta.gid());
+        if &got != owner {
+            return Err(format!("{path}: owner {got}, expected {owner}"));
+        }
+    }
+    if let Some(mtime) = expect.mtime {
+        if meta.mtime() != mtime {
+            return Err(format!("{path}: mtime {}, expected {mtime}", meta.mtime()));
+        }
+    }
+    if let Some(other) = &expect.hardlink_of {
+        let other_meta = std::fs::symlink_metadata(resolve_in_root(rootfs, other, false))
+            .map_err(|_| format!("{other}: missing (hardlink_of {path})"))?;
+        if (other_meta.dev(), other_meta.ino()) != (meta.dev(), meta.ino()) {
+            return Err(format!("{path}: not a hard link of {other}"));
+        }
+    }
+    let needs_content = expect.content.is_some()
+        || !expect.contains.is_empty()
+        || !expect.not_contains.is_empty()
+        || expect.same_as_build.is_some()
+        || expect.differs_from_build.is_some();
+    if !needs_content {
+        return Ok(());
+    }
+    let followed = resolve_in_root(rootfs, path, true);
+    let bytes = std::fs::read(&followed).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if let Some(content) = &expect.content {
+        let content = substitute(content, vars)?;
+        if text != content {
+            return Err(format!("{path}: content {text:?}, expected {content:?}"));
+        }
+    }
+    for needle in &expect.contains {
+        let needle = substitute(needle, vars)?;
+        if !text.contains(&needle) {
+            return Err(format!("{path}: {text:?} does not contain {needle:?}"));
+        }
+    }
+    for needle in &expect.not_contains {
+        let needle = substitute(needle, vars)?;
+        if text.contains(&needle) {
+            return Err(format!("{path}: {text:?} contains {needle:?}"));
+        }
+    }
+    for (index, same) in [
+        (expect.same_as_build, true),
+        (expect.differs_from_build, false),
+    ] {
+        let Some(index) = index else { continue };
+        let other_root = earlier(index)?;
+        let other = std::fs::read(resolve_in_root(&other_root, path, true))
+            .map_err(|e| format!("{path} in build {index}: {e}"))?;
+        if (other == bytes) != same {
+            return Err(format!(
+                "{path}: {text:?} {} build {index}'s {:?}",
+                if same {
+                    "differs from"
+                } else {
+                    "is the same as"
+                },
+                String::from_utf8_lossy(&other)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        "symlink"
+    } else if kind.is_dir() {
+        "dir"
+    } else if kind.is_file() {
+        "file"
+    } else if kind.is_fifo() {
+        "fifo"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "device"
+    }
+}
+
+/// TOML value to JSON, with placeholders substituted in strings.
+pub(crate) fn to_json(
+    value: &toml::Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, String> {
+    Ok(match value {
+        toml::Value::String(text) => serde_json::Value::String(substitute(text, vars)?),
+        toml::Value::Integer(number) => serde_json::json!(number),
+        toml::Value::Float(number) => serde_json::json!(number),
+        toml::Value::Boolean(flag) => serde_json::json!(flag),
+        toml::Value::Datetime(date) => serde_json::Value::String(date.to_string()),
+        toml::Value::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|item| to_json(item, vars))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(table) => serde_json::Value::Object(
+            table
+                .iter()
+                .map(|(key, item)| Ok((substitute(key, vars)?, to_json(item, vars)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Checks the config expectations.
+pub(crate) fn check_config(
+    config: &serde_json::Value,
+    equal: &BTreeMap<String, toml::Value>,
+    contains: &BTreeMap<String, Vec<toml::Value>>,
+    absent: &[String],
+    vars: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (pointer, want) in equal {
+        let want = to_json(want, vars)?;
+        let got = config.pointer(pointer).unwrap_or(&serde_json::Value::Null);
+        if *got != want {
+            return Err(format!("config {pointer}: {got}, expected {want}"));
+        }
+    }
+    for (pointer, items) in contains {
+        let got = config.pointer(pointer).unwrap_or(&serde_json::Value::Null);
+        let list = got.as_array().cloned().unwrap_or_default();
+        for item in items {
+            let item = to_json(item, vars)?;
+            if !list.contains(&item) {
+                return Err(format!("config {pointer}: {got} lacks {item}"));
+            }
+        }
+    }
+    for pointer in absent {
+        match config.pointer(pointer) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(got) => return Err(format!("config {pointer}: {got}, expected absent")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the last `expected.len()` history entries, in order.
+pub(crate) fn check_history(
+    config: &serde_json::Value,
+    expected: &[HistoryExpect],
+    vars: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    if history.len() < expected.len() {
+        return Err(format!(
+            "history has {} entries, expected at least {}",
+            history.len(),
+            expected.len()
+        ));
+    }
+    let tail = &history[history.len() - expected.len()..];
+    for (index, (got, want)) in tail.iter().zip(expected).enumerate() {
+        let position = history.len() - expected.len() + index;
+        let created_by = got["created_by"].as_str().unwrap_or("");
+        if let Some(text) = &want.created_by {
+            let text = substitute(text, vars)?;
+            if created_by != text {
+                return Err(format!(
+                    "history[{position}].created_by {created_by:?}, expected {text:?}"
+                ));
+            }
+        }
+        if let Some(text) = &want.created_by_contains {
+            let text = substitute(text, vars)?;
+            if !created_by.contains(&text) {
+                return Err(format!(
+                    "history[{position}].created_by {created_by:?} lacks {text:?}"
+                ));
+            }
+        }
+        if let Some(empty) = want.empty_layer {
+            let got_empty = got["empty_layer"].as_bool().unwrap_or(false);
+            if got_empty != empty {
+                return Err(format!(
+                    "history[{position}] ({created_by:?}).empty_layer {got_empty}, expected {empty}"
+                ));
+            }
+        }
+        if let Some(comment) = &want.comment {
+            let got_comment = got["comment"].as_str().unwrap_or("");
+            if got_comment != comment {
+                return Err(format!(
+                    "history[{position}].comment {got_comment:?}, expected {comment:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn links_resolve_inside_the_root() {
+    let temp = crate::util::temp_dir();
+    let root = temp.path();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/sh"), "x").unwrap();
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    std::os::unix::fs::symlink("/../../etc", root.join("usr/up")).unwrap();
+    assert_eq!(
+        resolve_in_root(root, "/bin/sh", false),
+        root.join("usr/bin/sh")
+    );
+    assert_eq!(resolve_in_root(root, "/bin", false), root.join("bin"));
+    assert_eq!(resolve_in_root(root, "/bin", true), root.join("usr/bin"));
+    assert_eq!(
+        resolve_in_root(root, "/usr/up/x", false),
+        root.join("etc/x")
+    );
+}
