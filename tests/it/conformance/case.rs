@@ -243,17 +243,18 @@ pub(crate) struct Case {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Build {
     /// The Dockerfile (a file of the case folder; default `Dockerfile`), placeholders
-    /// substituted, written into the context as `dockerfile_name`.
+    /// substituted, written into the context as `dockerfile_name` (not written for a
+    /// `context_url` build, unless `dockerfile_outside`).
     #[serde(default)]
     pub(crate) dockerfile: Option<String>,
-    /// Its name inside the context (default `Dockerfile`).
+    /// Its name inside the context (default `Dockerfile`; xbuild is given no `-f`, so another
+    /// name is found only as BuildKit finds it, or through a `Dockerfile` link or `file`).
     #[serde(default)]
     pub(crate) dockerfile_name: Option<String>,
     /// Write the Dockerfile outside the context and pass it with `-f`.
     #[serde(default)]
     pub(crate) dockerfile_outside: bool,
-    /// `-f` relative to the context (the Dockerfile is then not written by the harness,
-    /// the context must hold it).
+    /// `-f`, relative to the context.
     #[serde(default)]
     pub(crate) file: Option<String>,
     /// Build from this URL instead of the context directory (remote build context).

@@ -294,14 +294,13 @@ fn build_once(
         .dockerfile_name
         .clone()
         .unwrap_or_else(|| "Dockerfile".to_owned());
-    if let Some(file) = &build.file {
-        command.arg("-f").arg(ctx.join(file));
-    } else {
+    let writes_dockerfile = build.context_url.is_none() || build.dockerfile_outside;
+    if writes_dockerfile {
         let source = folder
             .dir
             .join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
-        let text =
-            std::fs::read_to_string(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let text = std::fs::read_to_string(&source)
+            .map_err(|e| format!("{}: {e}", source.display()))?;
         let text = substitute(&text, vars)?;
         let path = if build.dockerfile_outside {
             let outside = dir.join(format!("dockerfile-{index}"));
@@ -314,9 +313,12 @@ fn build_once(
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
-        if build.dockerfile_outside || dockerfile_name != "Dockerfile" {
+        if build.dockerfile_outside {
             command.arg("-f").arg(&path);
         }
+    }
+    if let Some(file) = &build.file {
+        command.arg("-f").arg(ctx.join(file));
     }
     for (key, value) in &build.args {
         command
