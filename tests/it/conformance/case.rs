@@ -355,7 +355,8 @@ pub(crate) struct Expect {
     /// The requests the HTTP server saw during this build, in order (`"GET /foo"`).
     #[serde(default)]
     pub(crate) http_requests: Option<Vec<String>>,
-    /// Shell commands run on the host (`sh -eu`, `$ROOTFS` set to the unpacked image):
+    /// Shell commands run on the host (`sh -eu`, `$ROOTFS` set to the unpacked image,
+    /// `$CONTEXT` to the build context):
     /// each must exit 0. For what a file expectation cannot say.
     #[serde(default)]
     pub(crate) check: Vec<String>,

@@ -88,9 +88,25 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
             vars.insert(name.clone(), hash);
         }
     }
-    for (name, value) in folder.spec.vars.iter().chain(&case.vars) {
-        let value = substitute(value, &vars)?;
-        vars.insert(name.clone(), value);
+    // Placeholders may use each other: resolve them in as many rounds as it takes.
+    let mut pending: Vec<(&String, &String)> = folder.spec.vars.iter().collect();
+    pending.extend(&case.vars);
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut waiting = Vec::new();
+        for (name, value) in pending {
+            match substitute(value, &vars) {
+                Ok(value) => {
+                    vars.insert(name.clone(), value);
+                }
+                Err(_) => waiting.push((name, value)),
+            }
+        }
+        if waiting.len() == before {
+            let (name, value) = waiting[0];
+            return Err(format!("vars.{name}: {}", substitute(value, &vars).unwrap_err()));
+        }
+        pending = waiting;
     }
 
     let mut runs = Runs {
@@ -250,6 +266,7 @@ fn check_build(
             let output = Command::new("sh")
                 .args(["-euc", &script])
                 .env("ROOTFS", &rootfs)
+                .env("CONTEXT", runs.dir.join("ctx"))
                 .output()
                 .map_err(|e| format!("check: {e}"))?;
             if !output.status.success() {
