@@ -56,12 +56,13 @@ impl Image {
     }
 
     /// Unpacks the root file system into `dir` (skopeo copy of the platform's manifest to a
-    /// layout, then umoci unpack); returns the rootfs.
+    /// layout, then `umoci raw unpack`: the layers only, no runtime config, which umoci could
+    /// not make for a `USER` the image's own `/etc/passwd` lacks); returns the rootfs.
     pub(crate) fn unpack(&self, dir: &Path) -> Result<PathBuf, String> {
         let layout = dir.join("layout");
-        let bundle = dir.join("bundle");
+        let rootfs = dir.join("rootfs");
         let _ = std::fs::remove_dir_all(&layout);
-        let _ = std::fs::remove_dir_all(&bundle);
+        let _ = std::fs::remove_dir_all(&rootfs);
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let output = Command::new("skopeo")
             .args(["copy", "-q", "--override-arch", &self.arch])
@@ -77,9 +78,9 @@ impl Image {
             ));
         }
         let output = Command::new("umoci")
-            .args(["unpack", "--image"])
+            .args(["raw", "unpack", "--image"])
             .arg(format!("{}:img", layout.display()))
-            .arg(&bundle)
+            .arg(&rootfs)
             .output()
             .map_err(|e| format!("umoci: {e}"))?;
         if !output.status.success() {
@@ -89,7 +90,7 @@ impl Image {
                 String::from_utf8_lossy(&output.stderr).trim()
             ));
         }
-        Ok(bundle.join("rootfs"))
+        Ok(rootfs)
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
     let temp = crate::util::temp_dir();
     let path = temp.path().to_owned();
     let _temp = if std::env::var_os("XBUILD_CONFORMANCE_KEEP").is_some() {
-        eprintln!("conformance: keeping {} for {}", path.display(), folder.id);
+        super::report(&format!("keeping {} for {}", path.display(), folder.id));
         let _ = temp.keep();
         None
     } else {
@@ -281,13 +281,18 @@ fn check_build(
     Ok(())
 }
 
-/// The last lines of a build's stderr, for a failure message.
+/// The part of a build's stderr that says what went wrong: from its first `error:` line
+/// (else its last lines), without the check warnings.
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text
         .lines()
         .filter(|line| !line.trim().is_empty())
+        .filter(|line| !line.starts_with("WARNING: ") && !line.starts_with("  fix: "))
         .collect();
-    let start = lines.len().saturating_sub(6);
+    let start = lines
+        .iter()
+        .position(|line| line.contains("error:"))
+        .unwrap_or(lines.len().saturating_sub(6));
     lines[start..].join(" | ")
 }
 
