@@ -290,6 +290,9 @@ pub(crate) struct Build {
     /// `-t`: the name later builds use as a base (default: a name of the harness).
     #[serde(default)]
     pub(crate) tag: Option<String>,
+    /// Seconds to wait before this build (so that times of day differ from the last one).
+    #[serde(default)]
+    pub(crate) wait_before: u64,
     /// Changes to the context before this build.
     #[serde(default)]
     pub(crate) edit: Vec<Entry>,

@@ -115,6 +115,7 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
         rootfs: HashMap::new(),
     };
     for (index, build) in case.build.iter().enumerate() {
+        std::thread::sleep(Duration::from_secs(build.wait_before));
         for entry in &build.edit {
             make_entry(&ctx, entry, folder)?;
         }
