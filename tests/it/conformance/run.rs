@@ -104,7 +104,10 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
         }
         if waiting.len() == before {
             let (name, value) = waiting[0];
-            return Err(format!("vars.{name}: {}", substitute(value, &vars).unwrap_err()));
+            return Err(format!(
+                "vars.{name}: {}",
+                substitute(value, &vars).unwrap_err()
+            ));
         }
         pending = waiting;
     }
@@ -223,44 +226,52 @@ fn check_build(
     if expect.exit != 0 {
         return Ok(());
     }
+    // Every difference of the result is collected (the first is the one reported on the
+    // case's line; all are in the failure's details).
+    let mut differences = Vec::new();
     let needs_config = !expect.config.is_empty()
         || !expect.config_contains.is_empty()
         || !expect.config_absent.is_empty()
         || !expect.history.is_empty();
     if needs_config {
         let config = built.image.config()?;
-        judge::check_config(
-            &config,
-            &expect.config,
-            &expect.config_contains,
-            &expect.config_absent,
-            vars,
-        )?;
-        judge::check_history(&config, &expect.history, vars)?;
+        differences.extend(
+            judge::check_config(
+                &config,
+                &expect.config,
+                &expect.config_contains,
+                &expect.config_absent,
+                vars,
+            )
+            .err(),
+        );
+        differences.extend(judge::check_history(&config, &expect.history, vars).err());
     }
     if let Some(layers) = expect.layers {
         let inspect = built.image.inspect()?;
         let got = inspect["Layers"].as_array().map_or(0, Vec::len);
         if got != layers {
-            return Err(format!("{got} layers, expected {layers}"));
+            differences.push(format!("{got} layers, expected {layers}"));
         }
     }
     if let Some(other) = expect.same_digest_as {
         let (mine, theirs) = (runs.digest(index)?, runs.digest(other)?);
         if mine != theirs {
-            return Err(format!("image digest {mine}, build {other} gave {theirs}"));
+            differences.push(format!("image digest {mine}, build {other} gave {theirs}"));
         }
     }
     if let Some(other) = expect.other_digest_than {
         let (mine, theirs) = (runs.digest(index)?, runs.digest(other)?);
         if mine == theirs {
-            return Err(format!("image digest {mine} is build {other}'s"));
+            differences.push(format!("image digest {mine} is build {other}'s"));
         }
     }
     if !expect.file.is_empty() || !expect.check.is_empty() {
         let rootfs = runs.rootfs(index)?;
         for file in &expect.file {
-            judge::check_file(&rootfs, file, vars, &mut |other| runs.rootfs(other))?;
+            differences.extend(
+                judge::check_file(&rootfs, file, vars, &mut |other| runs.rootfs(other)).err(),
+            );
         }
         for script in &expect.check {
             let script = substitute(script, vars)?;
@@ -271,7 +282,7 @@ fn check_build(
                 .output()
                 .map_err(|e| format!("check: {e}"))?;
             if !output.status.success() {
-                return Err(format!(
+                differences.push(format!(
                     "check {script:?} failed: {}{}",
                     String::from_utf8_lossy(&output.stdout),
                     String::from_utf8_lossy(&output.stderr)
@@ -279,7 +290,11 @@ fn check_build(
             }
         }
     }
-    Ok(())
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(differences.join("; also: "))
+    }
 }
 
 /// The part of a build's stderr that says what went wrong: from its first `error:` line
@@ -322,8 +337,8 @@ fn build_once(
         let source = folder
             .dir
             .join(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
-        let text = std::fs::read_to_string(&source)
-            .map_err(|e| format!("{}: {e}", source.display()))?;
+        let text =
+            std::fs::read_to_string(&source).map_err(|e| format!("{}: {e}", source.display()))?;
         let text = substitute(&text, vars)?;
         let path = if build.dockerfile_outside {
             let outside = dir.join(format!("dockerfile-{index}"));

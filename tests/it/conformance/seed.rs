@@ -1,7 +1,9 @@
 //! The seed store every case starts from (hard-linked into a fresh store per case run): the
-//! fixture images under Docker Hub's names, with `busybox:latest` given Docker Hub busybox's
-//! users and groups (`daemon`, `wheel` holding root, ...: BuildKit's tests rely on them, and
-//! the fixture's busybox, made from Debian's busybox-static, has only root and nobody).
+//! fixture images under Docker Hub's names, with `busybox:latest` made closer to Docker Hub's
+//! busybox, which BuildKit's tests rely on: its users and groups (`daemon`, `wheel` holding
+//! root, ...; the fixture's busybox, made from Debian's busybox-static, has only root and
+//! nobody), and every applet in `/bin` (`#!/bin/awk` scripts; the fixture has some in
+//! `/usr/bin`, `/sbin`, `/usr/sbin` only).
 //!
 //! Made with skopeo and umoci (unpack, edit `/etc/passwd` and `/etc/group`, repack) and an
 //! index written here: never with xbuild, so a bug of xbuild cannot change every case's base.
@@ -100,14 +102,24 @@ pub(crate) fn make(fixtures: &Path, dir: &Path) {
             .args(["unpack", "--image"])
             .arg(format!("{}:{arch}", work.display()))
             .arg(&bundle));
-        let etc = bundle.join("rootfs/etc");
+        let rootfs = bundle.join("rootfs");
+        let etc = rootfs.join("etc");
         std::fs::write(etc.join("passwd"), PASSWD).expect("passwd");
         std::fs::write(etc.join("group"), GROUP).expect("group");
+        for dir in ["usr/bin", "sbin", "usr/sbin"] {
+            for entry in std::fs::read_dir(rootfs.join(dir)).expect("applet directory") {
+                let name = entry.expect("directory entry").file_name();
+                let link = rootfs.join("bin").join(&name);
+                if std::fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink("busybox", &link).expect("applet link");
+                }
+            }
+        }
         run(Command::new("umoci")
             .args([
                 "repack",
                 "--history.created_by",
-                "conformance harness: Docker Hub busybox's /etc/passwd and /etc/group",
+                "conformance harness: Docker Hub busybox's /etc/passwd, /etc/group, applets in /bin",
                 "--image",
             ])
             .arg(format!("{}:{arch}", work.display()))
