@@ -175,6 +175,10 @@ pub(crate) struct Serve {
     /// Files with their content and headers.
     #[serde(default)]
     pub(crate) file: Vec<ServedFile>,
+    /// A TCP server on 127.0.0.1 that writes this text to every connection; its port is
+    /// `{{ECHO_PORT}}`.
+    #[serde(default)]
+    pub(crate) echo: Option<String>,
 }
 
 /// One file served at a fixed URL path.
@@ -231,6 +235,13 @@ pub(crate) struct Case {
     /// Not run here: the reason (`Category: details`).
     #[serde(default)]
     pub(crate) skip: Option<String>,
+    /// A host shell check (`sh -euc`) the case needs; when it fails, the case is reported as
+    /// skipped with `needs_host_reason` (what BuildKit's test assumes of the host).
+    #[serde(default)]
+    pub(crate) needs_host: Option<String>,
+    /// Why `needs_host` matters.
+    #[serde(default)]
+    pub(crate) needs_host_reason: Option<String>,
     /// Placeholders for this case (override the folder's).
     #[serde(default)]
     pub(crate) vars: BTreeMap<String, String>,

@@ -4,6 +4,8 @@
 //! each case run gets its own site under a path prefix, with its own request log. It answers
 //! `GET` and `HEAD` with `Content-Length`, `Last-Modified`, `ETag` (and `304` to a matching
 //! `If-None-Match`), one request per connection. It serves nothing outside a site's directory.
+//! Also a TCP "echo" server (BuildKit's `echoserver`): it writes a fixed text to every
+//! connection and closes it, for the `RUN --network` cases.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -194,4 +196,47 @@ fn respond(
         stream.write_all(body)?;
     }
     stream.flush()
+}
+
+/// A TCP server on 127.0.0.1 that writes `text` to each connection and closes it; stops
+/// accepting when dropped.
+#[derive(Debug)]
+pub(crate) struct EchoServer {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EchoServer {
+    /// Starts it.
+    pub(crate) fn start(text: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let text = text.as_bytes().to_vec();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(mut stream) = stream {
+                    let _ = stream.write_all(&text);
+                }
+            }
+        });
+        Ok(Self { port, stop })
+    }
+
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accepting thread so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
 }

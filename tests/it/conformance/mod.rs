@@ -83,6 +83,17 @@ fn buildkit_frontend_cases() {
                     skipped.push(format!("{id}: skip ({reason})"));
                     continue;
                 }
+                if let Some(check) = &case.needs_host {
+                    let met = std::process::Command::new("sh")
+                        .args(["-euc", check])
+                        .status()
+                        .is_ok_and(|status| status.success());
+                    if !met {
+                        let reason = case.needs_host_reason.as_deref().unwrap_or(check);
+                        skipped.push(format!("{id}: skip (this host lacks: {reason})"));
+                        continue;
+                    }
+                }
                 for platform in case.platforms(&folder.dir) {
                     queue.push_back(Job {
                         suite: s,
@@ -227,6 +238,12 @@ fn every_go_test_is_ported_or_skipped_and_every_case_names_one() {
                 }
                 if case.xfail.is_some() && case.skip.is_some() {
                     problems.push(format!("{}: a case both xfail and skip", folder.id));
+                }
+                if case.needs_host.is_some() != case.needs_host_reason.is_some() {
+                    problems.push(format!(
+                        "{}: needs_host and needs_host_reason go together",
+                        folder.id
+                    ));
                 }
                 if (case.xfail_platforms.is_some() || case.xfail_match.is_some())
                     && case.xfail.is_none()

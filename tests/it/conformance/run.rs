@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::case::{Build, Case, Entry, EntryKind, Folder, ServedFile, TarMember, substitute};
-use super::http::{Fixed, SiteHandle};
+use super::http::{EchoServer, Fixed, SiteHandle};
 use super::judge::{self, Image};
 
 /// How long one `xbuild build` may take before it is killed and the case fails.
@@ -57,6 +57,19 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
     }
     let site = SiteHandle::new(&served, fixed);
     vars.insert("HTTP".to_owned(), site.url());
+    let _echo = match folder
+        .spec
+        .serve
+        .as_ref()
+        .and_then(|serve| serve.echo.as_deref())
+    {
+        Some(text) => {
+            let echo = EchoServer::start(text).map_err(|e| format!("echo server: {e}"))?;
+            vars.insert("ECHO_PORT".to_owned(), echo.port().to_string());
+            Some(echo)
+        }
+        None => None,
+    };
     if let Some(serve) = &folder.spec.serve {
         if let Some(script) = &serve.script {
             let status = git_env(Command::new("sh").args(["-euc", script]))
