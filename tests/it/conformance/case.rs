@@ -354,9 +354,17 @@ pub(crate) struct Expect {
     /// Config fields (JSON pointers) that must be absent (or null).
     #[serde(default)]
     pub(crate) config_absent: Vec<String>,
-    /// The last history entries of the config, in order.
+    /// The last history entries of the config, in order (with `base`: exactly the entries
+    /// after the base image's).
     #[serde(default)]
     pub(crate) history: Vec<HistoryExpect>,
+    /// The stored base image (`busybox`) the result is built on: `history` is then the whole
+    /// history after the base's, and `layers_added` counts from its layers.
+    #[serde(default)]
+    pub(crate) base: Option<String>,
+    /// With `base`: how many layers (diff_ids) the build added.
+    #[serde(default)]
+    pub(crate) layers_added: Option<usize>,
     /// The number of layers of the image (`skopeo inspect --raw` of its manifest).
     #[serde(default)]
     pub(crate) layers: Option<usize>,
@@ -424,15 +432,21 @@ pub(crate) struct HistoryExpect {
     /// `created_by`, exactly.
     #[serde(default)]
     pub(crate) created_by: Option<String>,
-    /// Substring of `created_by`.
+    /// Substrings of `created_by`.
     #[serde(default)]
-    pub(crate) created_by_contains: Option<String>,
+    pub(crate) created_by_contains: Vec<String>,
+    /// Substrings `created_by` must not have.
+    #[serde(default)]
+    pub(crate) created_by_not_contains: Vec<String>,
     /// `empty_layer` (absent counts as false).
     #[serde(default)]
     pub(crate) empty_layer: Option<bool>,
     /// `comment`.
     #[serde(default)]
     pub(crate) comment: Option<String>,
+    /// `created` is there.
+    #[serde(default)]
+    pub(crate) has_created: bool,
 }
 
 impl Case {

@@ -342,16 +342,32 @@ pub(crate) fn check_config(
     Ok(())
 }
 
-/// Checks the last `expected.len()` history entries, in order.
+/// Checks the last `expected.len()` history entries, in order; with `base_len`, the history
+/// must be exactly the base's entries and then these.
 pub(crate) fn check_history(
     config: &serde_json::Value,
     expected: &[HistoryExpect],
+    base_len: Option<usize>,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), String> {
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    if let Some(base_len) = base_len {
+        if history.len() != base_len + expected.len() {
+            let added: Vec<&str> = history
+                .iter()
+                .skip(base_len)
+                .map(|entry| entry["created_by"].as_str().unwrap_or(""))
+                .collect();
+            return Err(format!(
+                "history has {} entries after the base's, expected {}: {added:?}",
+                history.len().saturating_sub(base_len),
+                expected.len()
+            ));
+        }
+    }
     if expected.is_empty() {
         return Ok(());
     }
-    let history = config["history"].as_array().cloned().unwrap_or_default();
     if history.len() < expected.len() {
         return Err(format!(
             "history has {} entries, expected at least {}",
@@ -371,11 +387,19 @@ pub(crate) fn check_history(
                 ));
             }
         }
-        if let Some(text) = &want.created_by_contains {
+        for text in &want.created_by_contains {
             let text = substitute(text, vars)?;
             if !created_by.contains(&text) {
                 return Err(format!(
                     "history[{position}].created_by {created_by:?} lacks {text:?}"
+                ));
+            }
+        }
+        for text in &want.created_by_not_contains {
+            let text = substitute(text, vars)?;
+            if created_by.contains(&text) {
+                return Err(format!(
+                    "history[{position}].created_by {created_by:?} has {text:?}"
                 ));
             }
         }
@@ -394,6 +418,9 @@ pub(crate) fn check_history(
                     "history[{position}].comment {got_comment:?}, expected {comment:?}"
                 ));
             }
+        }
+        if want.has_created && got["created"].as_str().is_none() {
+            return Err(format!("history[{position}] ({created_by:?}) has no created"));
         }
     }
     Ok(())

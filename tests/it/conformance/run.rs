@@ -245,9 +245,30 @@ fn check_build(
     let needs_config = !expect.config.is_empty()
         || !expect.config_contains.is_empty()
         || !expect.config_absent.is_empty()
-        || !expect.history.is_empty();
+        || !expect.history.is_empty()
+        || expect.base.is_some();
     if needs_config {
         let config = built.image.config()?;
+        let base_config = match &expect.base {
+            Some(name) => Some(
+                Image {
+                    reference: normalize(name),
+                    ..built.image.clone()
+                }
+                .config()?,
+            ),
+            None => None,
+        };
+        let count = |config: &serde_json::Value, key: &str| {
+            config.pointer(key).and_then(|v| v.as_array()).map_or(0, Vec::len)
+        };
+        let base_history = base_config.as_ref().map(|base| count(base, "/history"));
+        if let (Some(base), Some(added)) = (&base_config, expect.layers_added) {
+            let got = count(&config, "/rootfs/diff_ids") - count(base, "/rootfs/diff_ids");
+            if got != added {
+                differences.push(format!("{got} layers added to the base's, expected {added}"));
+            }
+        }
         differences.extend(
             judge::check_config(
                 &config,
@@ -258,7 +279,9 @@ fn check_build(
             )
             .err(),
         );
-        differences.extend(judge::check_history(&config, &expect.history, vars).err());
+        differences.extend(
+            judge::check_history(&config, &expect.history, base_history, vars).err(),
+        );
     }
     if let Some(layers) = expect.layers {
         let inspect = built.image.inspect()?;
