@@ -157,6 +157,9 @@ pub(crate) struct TarMember {
     /// Group.
     #[serde(default)]
     pub(crate) gid: Option<u64>,
+    /// Modification time, seconds since the epoch (default 1700000000).
+    #[serde(default)]
+    pub(crate) mtime: Option<u64>,
 }
 
 /// What the loopback HTTP server serves for a folder.
@@ -351,6 +354,10 @@ pub(crate) struct Expect {
     /// Arrays of the config (by JSON pointer) that contain these values.
     #[serde(default)]
     pub(crate) config_contains: BTreeMap<String, Vec<toml::Value>>,
+    /// Times of the config (JSON pointers to RFC 3339 strings; a `*` segment means every
+    /// element of an array), in seconds since the epoch.
+    #[serde(default)]
+    pub(crate) config_time: BTreeMap<String, i64>,
     /// Config fields (JSON pointers) that must be absent (or null).
     #[serde(default)]
     pub(crate) config_absent: Vec<String>,

@@ -426,6 +426,87 @@ pub(crate) fn check_history(
     Ok(())
 }
 
+/// Checks the config's times (RFC 3339 strings) against seconds since the epoch; a `*`
+/// segment of the pointer stands for every element of an array.
+pub(crate) fn check_times(
+    config: &serde_json::Value,
+    times: &BTreeMap<String, i64>,
+) -> Result<(), String> {
+    for (pointer, want) in times {
+        let mut values = vec![(String::new(), config)];
+        for segment in pointer.split('/').skip(1) {
+            let mut next = Vec::new();
+            for (at, value) in values {
+                if segment == "*" {
+                    for (index, item) in value.as_array().into_iter().flatten().enumerate() {
+                        next.push((format!("{at}/{index}"), item));
+                    }
+                } else if let Some(item) = value.get(segment) {
+                    next.push((format!("{at}/{segment}"), item));
+                } else if let Some(item) = segment.parse::<usize>().ok().and_then(|i| value.get(i)) {
+                    next.push((format!("{at}/{segment}"), item));
+                } else {
+                    return Err(format!("config {at}/{segment}: absent, expected time {want}"));
+                }
+            }
+            values = next;
+        }
+        if values.is_empty() {
+            return Err(format!("config {pointer}: nothing there, expected time {want}"));
+        }
+        for (at, value) in values {
+            let text = value.as_str().unwrap_or("");
+            match parse_rfc3339(text) {
+                Some(got) if got == *want => {}
+                _ => return Err(format!("config {at}: {text:?}, expected time {want}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2023-11-14T22:13:21Z`, with an optional
+/// fraction and a `Z` or `±hh:mm` offset).
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut rest = text.get(19..)?;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        rest = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = if rest == "Z" {
+        0
+    } else {
+        let sign = match rest.chars().next()? {
+            '+' => 1,
+            '-' => -1,
+            _ => return None,
+        };
+        let hours = rest.get(1..3)?.parse::<i64>().ok()?;
+        let minutes = rest.get(4..6)?.parse::<i64>().ok()?;
+        sign * (hours * 3600 + minutes * 60)
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+#[test]
+fn rfc3339_times_parse() {
+    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(parse_rfc3339("2023-11-14T22:13:21Z"), Some(1_700_000_001));
+    assert_eq!(parse_rfc3339("2023-11-14T22:13:21.5Z"), Some(1_700_000_001));
+    assert_eq!(parse_rfc3339("2023-11-15T00:13:21+02:00"), Some(1_700_000_001));
+    assert_eq!(parse_rfc3339("2015-10-21T07:28:00Z"), Some(1_445_412_480));
+    assert_eq!(parse_rfc3339("yesterday"), None);
+}
+
 #[test]
 fn links_resolve_inside_the_root() {
     let temp = crate::util::temp_dir();

@@ -245,6 +245,7 @@ fn check_build(
     let needs_config = !expect.config.is_empty()
         || !expect.config_contains.is_empty()
         || !expect.config_absent.is_empty()
+        || !expect.config_time.is_empty()
         || !expect.history.is_empty()
         || expect.base.is_some();
     if needs_config {
@@ -282,6 +283,7 @@ fn check_build(
         differences.extend(
             judge::check_history(&config, &expect.history, base_history, vars).err(),
         );
+        differences.extend(judge::check_times(&config, &expect.config_time).err());
     }
     if let Some(layers) = expect.layers {
         let inspect = built.image.inspect()?;
@@ -717,7 +719,7 @@ fn tar_bytes(members: &[TarMember], gzip: bool) -> Result<Vec<u8>, String> {
         header.set_size(size as u64);
         header.set_uid(member.uid.unwrap_or(0));
         header.set_gid(member.gid.unwrap_or(0));
-        header.set_mtime(1_700_000_000);
+        header.set_mtime(member.mtime.unwrap_or(1_700_000_000));
         header
             .set_path(&member.name)
             .map_err(|e| format!("tar member {}: {e}", member.name))?;
