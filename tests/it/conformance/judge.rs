@@ -420,7 +420,9 @@ pub(crate) fn check_history(
             }
         }
         if want.has_created && got["created"].as_str().is_none() {
-            return Err(format!("history[{position}] ({created_by:?}) has no created"));
+            return Err(format!(
+                "history[{position}] ({created_by:?}) has no created"
+            ));
         }
     }
     Ok(())
@@ -443,16 +445,21 @@ pub(crate) fn check_times(
                     }
                 } else if let Some(item) = value.get(segment) {
                     next.push((format!("{at}/{segment}"), item));
-                } else if let Some(item) = segment.parse::<usize>().ok().and_then(|i| value.get(i)) {
+                } else if let Some(item) = segment.parse::<usize>().ok().and_then(|i| value.get(i))
+                {
                     next.push((format!("{at}/{segment}"), item));
                 } else {
-                    return Err(format!("config {at}/{segment}: absent, expected time {want}"));
+                    return Err(format!(
+                        "config {at}/{segment}: absent, expected time {want}"
+                    ));
                 }
             }
             values = next;
         }
         if values.is_empty() {
-            return Err(format!("config {pointer}: nothing there, expected time {want}"));
+            return Err(format!(
+                "config {pointer}: nothing there, expected time {want}"
+            ));
         }
         for (at, value) in values {
             let text = value.as_str().unwrap_or("");
@@ -488,7 +495,11 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         sign * (hours * 3600 + minutes * 60)
     };
     // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y.div_euclid(400);
     let year_of_era = y - era * 400;
     let day_of_year = (153 * m + 2) / 5 + day - 1;
@@ -502,7 +513,10 @@ fn rfc3339_times_parse() {
     assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
     assert_eq!(parse_rfc3339("2023-11-14T22:13:21Z"), Some(1_700_000_001));
     assert_eq!(parse_rfc3339("2023-11-14T22:13:21.5Z"), Some(1_700_000_001));
-    assert_eq!(parse_rfc3339("2023-11-15T00:13:21+02:00"), Some(1_700_000_001));
+    assert_eq!(
+        parse_rfc3339("2023-11-15T00:13:21+02:00"),
+        Some(1_700_000_001)
+    );
     assert_eq!(parse_rfc3339("2015-10-21T07:28:00Z"), Some(1_445_412_480));
     assert_eq!(parse_rfc3339("yesterday"), None);
 }

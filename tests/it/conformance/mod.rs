@@ -112,6 +112,7 @@ fn buildkit_frontend_cases() {
     let seed_dir = util::temp_dir();
     let fixtures = util::fixtures_dir().expect("fixtures checked by require");
     seed::make(&fixtures, seed_dir.path());
+    let shared = run::Shared::new(seed_dir.path());
 
     let started = Instant::now();
     let total = queue.len();
@@ -128,7 +129,7 @@ fn buildkit_frontend_cases() {
                     let case = &folder.spec.cases[job.case];
                     let id = format!("{} {}", case_id(folder, case), job.platform);
                     let clock = Instant::now();
-                    let outcome = run::run(folder, case, &job.platform, seed_dir.path());
+                    let outcome = run::run(folder, case, &job.platform, &shared);
                     let seconds = clock.elapsed().as_secs_f64();
                     let verdict = match (outcome, case.xfail_on(&job.platform)) {
                         (Ok(()), None) => Verdict::Pass,
@@ -223,6 +224,22 @@ fn every_go_test_is_ported_or_skipped_and_every_case_names_one() {
                 problems.push(format!(
                     "{}: {} is both skipped and ported",
                     folder.id, folder.spec.go
+                ));
+            }
+            let scripted = folder
+                .spec
+                .serve
+                .as_ref()
+                .is_some_and(|serve| serve.script.is_some());
+            let logs_requests = folder.spec.cases.iter().any(|case| {
+                case.build
+                    .iter()
+                    .any(|build| build.expect.http_requests.is_some())
+            });
+            if scripted && logs_requests {
+                problems.push(format!(
+                    "{}: http_requests with serve.script (its site and log are shared between runs)",
+                    folder.id
                 ));
             }
             if folder.spec.cases.is_empty() {

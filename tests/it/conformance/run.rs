@@ -1,5 +1,6 @@
 //! Running one case on one platform: a fresh store (hard-linked from the seed), the context
-//! made from `context/` and the case's entries, the served files and git repositories, then
+//! made from `context/` and the case's entries, the served files and git repositories (a
+//! folder's script runs once per test process, its repositories are shared), then
 //! each build with the real `xbuild` binary and its judgement (`judge`). Returns the first
 //! difference from the expectations.
 
@@ -20,8 +21,103 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The build platform of the harness (the host; the tests run on amd64 machines).
 const BUILD_PLATFORM: &str = "linux/amd64";
 
-/// Runs `case` of `folder` for `platform` on a store copied from `seed`.
-pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> Result<(), String> {
+/// What every case run of the process shares: the seed store, and the served directories
+/// of folders with a `serve.script` (made once per folder: git repositories are only read).
+pub(crate) struct Shared {
+    /// The seed store's parent directory.
+    seed: PathBuf,
+    /// Where the folders' served directories are made.
+    served_root: tempfile::TempDir,
+    /// Per folder id: its served site and the revisions of its repositories.
+    sites: std::sync::Mutex<HashMap<String, std::sync::Arc<Served>>>,
+}
+
+/// A folder's served directory, with its site and `revs`.
+struct Served {
+    site: SiteHandle,
+    vars: BTreeMap<String, String>,
+}
+
+impl Shared {
+    /// Shares the seed at `seed` (made by `seed::make`).
+    pub(crate) fn new(seed: &Path) -> Self {
+        Self {
+            seed: seed.to_owned(),
+            served_root: crate::util::temp_dir(),
+            sites: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The served site of a folder, made on first use: its fixed files, and what its script
+    /// makes (run once, with `$HTTP` set), with the `revs` placeholders. A folder with a
+    /// script shares one site (and request log) between its runs; `case.rs` refuses
+    /// `http_requests` there.
+    fn served(&self, folder: &Folder) -> Result<std::sync::Arc<Served>, String> {
+        let mut sites = self.sites.lock().map_err(|_| "lock".to_owned())?;
+        if let Some(served) = sites.get(&folder.id) {
+            return Ok(served.clone());
+        }
+        let dir = self.served_root.path().join(folder.id.replace('/', "+"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir serve: {e}"))?;
+        let served = std::sync::Arc::new(make_served(folder, &dir)?);
+        sites.insert(folder.id.clone(), served.clone());
+        Ok(served)
+    }
+}
+
+/// A site for a folder's `serve`, serving `dir` (the script is run there).
+fn make_served(folder: &Folder, dir: &Path) -> Result<Served, String> {
+    let mut fixed = HashMap::new();
+    let mut vars = BTreeMap::new();
+    let Some(serve) = &folder.spec.serve else {
+        return Ok(Served {
+            site: SiteHandle::new(dir, fixed),
+            vars,
+        });
+    };
+    for file in &serve.file {
+        fixed.insert(file.path.clone(), served_file(file, folder)?);
+    }
+    let site = SiteHandle::new(dir, fixed);
+    if let Some(script) = &serve.script {
+        let status = git_env(Command::new("sh").args(["-euc", script]))
+            .current_dir(dir)
+            .env("HTTP", site.url())
+            .output()
+            .map_err(|e| format!("serve script: {e}"))?;
+        if !status.status.success() {
+            return Err(format!(
+                "serve script failed: {}",
+                String::from_utf8_lossy(&status.stderr)
+            ));
+        }
+    }
+    for (name, spec) in &serve.revs {
+        let (repo, rev) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("revs.{name}: expected repo-dir:rev"))?;
+        let output = Command::new("git")
+            .args(["rev-parse", rev])
+            .current_dir(dir.join(repo))
+            .output()
+            .map_err(|e| format!("git: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("git rev-parse {spec} failed"));
+        }
+        let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        vars.insert(format!("{name}_SHORT"), hash[..8].to_owned());
+        vars.insert(name.clone(), hash);
+    }
+    Ok(Served { site, vars })
+}
+
+/// Runs `case` of `folder` for `platform` on a store copied from the shared seed.
+pub(crate) fn run(
+    folder: &Folder,
+    case: &Case,
+    platform: &str,
+    shared: &Shared,
+) -> Result<(), String> {
     let temp = crate::util::temp_dir();
     let path = temp.path().to_owned();
     let _temp = if std::env::var_os("XBUILD_CONFORMANCE_KEEP").is_some() {
@@ -33,7 +129,7 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
     };
     let dir = path.as_path();
     let store = dir.join("store");
-    copy_store(&seed.join("store"), &store)?;
+    copy_store(&shared.seed.join("store"), &store)?;
 
     let ctx = dir.join("ctx");
     let source = folder.dir.join("context");
@@ -46,16 +142,26 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
         make_entry(&ctx, entry, folder)?;
     }
 
-    let served = dir.join("serve");
-    std::fs::create_dir(&served).map_err(|e| format!("mkdir serve: {e}"))?;
     let mut vars = builtin_vars(platform);
-    let mut fixed = HashMap::new();
-    if let Some(serve) = &folder.spec.serve {
-        for file in &serve.file {
-            fixed.insert(file.path.clone(), served_file(file, folder)?);
-        }
-    }
-    let site = SiteHandle::new(&served, fixed);
+    vars.insert("WORK".to_owned(), dir.display().to_string());
+    // A folder with a script shares its site; otherwise each run has its own (request logs).
+    let own;
+    let shared_site;
+    let site: &SiteHandle = if folder
+        .spec
+        .serve
+        .as_ref()
+        .is_some_and(|serve| serve.script.is_some())
+    {
+        shared_site = shared.served(folder)?;
+        vars.extend(shared_site.vars.clone());
+        &shared_site.site
+    } else {
+        let served = dir.join("serve");
+        std::fs::create_dir(&served).map_err(|e| format!("mkdir serve: {e}"))?;
+        own = make_served(folder, &served)?;
+        &own.site
+    };
     vars.insert("HTTP".to_owned(), site.url());
     let _echo = match folder
         .spec
@@ -70,37 +176,6 @@ pub(crate) fn run(folder: &Folder, case: &Case, platform: &str, seed: &Path) -> 
         }
         None => None,
     };
-    if let Some(serve) = &folder.spec.serve {
-        if let Some(script) = &serve.script {
-            let status = git_env(Command::new("sh").args(["-euc", script]))
-                .current_dir(&served)
-                .env("HTTP", site.url())
-                .output()
-                .map_err(|e| format!("serve script: {e}"))?;
-            if !status.status.success() {
-                return Err(format!(
-                    "serve script failed: {}",
-                    String::from_utf8_lossy(&status.stderr)
-                ));
-            }
-        }
-        for (name, spec) in &serve.revs {
-            let (repo, rev) = spec
-                .split_once(':')
-                .ok_or_else(|| format!("revs.{name}: expected repo-dir:rev"))?;
-            let output = Command::new("git")
-                .args(["rev-parse", rev])
-                .current_dir(served.join(repo))
-                .output()
-                .map_err(|e| format!("git: {e}"))?;
-            if !output.status.success() {
-                return Err(format!("git rev-parse {spec} failed"));
-            }
-            let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            vars.insert(format!("{name}_SHORT"), hash[..8].to_owned());
-            vars.insert(name.clone(), hash);
-        }
-    }
     // Placeholders may use each other: resolve them in as many rounds as it takes.
     let mut pending: Vec<(&String, &String)> = folder.spec.vars.iter().collect();
     pending.extend(&case.vars);
@@ -261,13 +336,18 @@ fn check_build(
             None => None,
         };
         let count = |config: &serde_json::Value, key: &str| {
-            config.pointer(key).and_then(|v| v.as_array()).map_or(0, Vec::len)
+            config
+                .pointer(key)
+                .and_then(|v| v.as_array())
+                .map_or(0, Vec::len)
         };
         let base_history = base_config.as_ref().map(|base| count(base, "/history"));
         if let (Some(base), Some(added)) = (&base_config, expect.layers_added) {
             let got = count(&config, "/rootfs/diff_ids") - count(base, "/rootfs/diff_ids");
             if got != added {
-                differences.push(format!("{got} layers added to the base's, expected {added}"));
+                differences.push(format!(
+                    "{got} layers added to the base's, expected {added}"
+                ));
             }
         }
         differences.extend(
@@ -280,9 +360,8 @@ fn check_build(
             )
             .err(),
         );
-        differences.extend(
-            judge::check_history(&config, &expect.history, base_history, vars).err(),
-        );
+        differences
+            .extend(judge::check_history(&config, &expect.history, base_history, vars).err());
         differences.extend(judge::check_times(&config, &expect.config_time).err());
     }
     if let Some(layers) = expect.layers {
