@@ -194,7 +194,7 @@ pub(crate) fn run(
             let (name, value) = waiting[0];
             return Err(format!(
                 "vars.{name}: {}",
-                substitute(value, &vars).unwrap_err()
+                substitute(value, &vars).err().unwrap_or_default()
             ));
         }
         pending = waiting;
@@ -559,7 +559,8 @@ impl Agent {
             .split("SSH_AGENT_PID=")
             .nth(1)
             .and_then(|rest| rest.split(';').next())
-            .and_then(|pid| pid.parse().ok())
+            .and_then(|pid| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
             .ok_or_else(|| format!("ssh-agent printed {text:?}"))?;
         let agent = Self { pid, socket };
         let key = dir.join("agent-key");

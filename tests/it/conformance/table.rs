@@ -32,7 +32,7 @@ pub(crate) fn render(suites: &[Suite]) -> String {
         let mut passing = 0;
         let mut xfail = 0;
         let mut skipped_cases = 0;
-        let mut xfail_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut xfail_groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut skip_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (test, reason) in &suite.file.skip {
             skip_reasons
@@ -59,10 +59,33 @@ pub(crate) fn render(suites: &[Suite]) -> String {
                             Some(platforms) => format!("{name} ({})", platforms.join(", ")),
                             None => name,
                         };
-                        xfail_reasons.entry(reason.clone()).or_default().push(name);
+                        xfail_groups
+                            .entry((reason.clone(), folder.dir_name()))
+                            .or_default()
+                            .push(name);
                     }
                     None => passing += 1,
                 }
+            }
+        }
+        // More than three cases of one folder with one reason are named as the folder.
+        let mut xfail_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ((reason, folder_name), names) in xfail_groups {
+            let total = suite
+                .folders
+                .iter()
+                .find(|folder| folder.dir_name() == folder_name)
+                .map_or(0, |folder| folder.spec.cases.len());
+            let entry = xfail_reasons.entry(reason).or_default();
+            if names.len() > 3 {
+                let of = if names.len() == total {
+                    format!("all {total} cases")
+                } else {
+                    format!("{} of its {total} cases", names.len())
+                };
+                entry.push(format!("`{folder_name}` ({of})"));
+            } else {
+                entry.extend(names);
             }
         }
         let skipped = suite.file.skip.len() + skipped_cases;
