@@ -35,8 +35,13 @@ CONFIG_FIELDS = ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "Ex
                  "Volumes", "StopSignal", "Healthcheck", "OnBuild", "Shell"]
 
 
-def run(args, **kwargs):
-    return subprocess.run(args, capture_output=True, text=True, **kwargs)
+def run(args, timeout=600, **kwargs):
+    """Runs a command; one that takes longer than `timeout` seconds is killed and reported as
+    exit code 124 (buildah 1.28 hangs on some cases, e.g. cache-mount-locked: buildah#4342)."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as expired:
+        return subprocess.CompletedProcess(args, 124, "", f"killed after {expired.timeout} s")
 
 
 def dockerfiles(case_dir):
