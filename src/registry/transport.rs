@@ -372,14 +372,14 @@ impl Registry {
         &self.options
     }
 
-    fn url(&self, path: &str) -> Url {
+    pub(super) fn url(&self, path: &str) -> Url {
         self.base
             .join(path)
             .expect("registry API paths are valid relative URLs")
     }
 
     /// Sends a request with retries and authentication. `body` is resent on retries.
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -1151,7 +1151,7 @@ impl Registry {
     }
 }
 
-fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
     response
         .headers()
         .get(name)
@@ -1178,7 +1178,7 @@ fn media_type_of_document(bytes: &[u8]) -> Option<String> {
 }
 
 /// Turns an error status into [`RegistryError::Status`], passing successes through.
-async fn check_status(
+pub(super) async fn check_status(
     method: Method,
     url: &Url,
     response: Response,

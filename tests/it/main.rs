@@ -6,12 +6,14 @@
 )]
 
 mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
+mod attest; // SBOM scanner on real trees, SPDX/SLSA validated, referrers stored, pushed, pulled
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
+mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
