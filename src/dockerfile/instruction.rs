@@ -132,7 +132,8 @@ pub struct Run {
     pub span: Span,
     /// The command. In shell form with heredocs, the text names them (`<<EOF bash`).
     pub command: CommandLine,
-    /// Heredoc bodies (`RUN <<EOF`): the script, or files given to the command.
+    /// Heredoc bodies (`RUN <<EOF`): the script, or files given to the command. A `<<-EOF`
+    /// body is given with its lines' leading tabs already removed.
     pub heredocs: Vec<Heredoc>,
     /// `--mount`s.
     pub mounts: Vec<Mount>,
@@ -231,7 +232,8 @@ pub struct Add {
     pub chmod: Option<Chmod>,
     /// `--link`.
     pub link: bool,
-    /// `--checksum` (`sha256:<hex>`), for URL and Git sources.
+    /// `--checksum`: a digest (`sha256:<hex>`) for an HTTP(S) source, a commit (hex, full or
+    /// a prefix) for a git source; checked against the source when expanded.
     pub checksum: Option<String>,
     /// `--keep-git-dir`, for Git sources.
     pub keep_git_dir: bool,
@@ -251,7 +253,8 @@ pub struct Copy {
     pub sources: Vec<Source>,
     /// Destination.
     pub destination: String,
-    /// `--from`: a stage name or index, or an image.
+    /// `--from`: a stage name or index, or an image, as written (never expanded: BuildKit
+    /// refuses variables here).
     pub from: Option<String>,
     /// `--chown`.
     pub chown: Option<String>,
@@ -428,11 +431,14 @@ pub struct Stages {
 }
 
 impl Stages {
-    /// The stage called `name` (stage names are case-insensitive), or with that index.
+    /// The stage called `name` (stage names are case-insensitive), or with that index. When
+    /// two stages have the name (BuildKit warns, `DuplicateStageName`, and builds), the last
+    /// one, as BuildKit's `--target` and `COPY --from` find it.
     pub fn find(&self, name: &str) -> Option<&Stage> {
         let lower = name.to_lowercase();
         self.stages
             .iter()
+            .rev()
             .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
             .or_else(|| {
                 name.parse::<usize>()
@@ -446,8 +452,9 @@ impl Stages {
 ///
 /// # Errors
 /// Unknown instructions or flags, bad flag values, missing arguments, no `FROM`, an
-/// instruction other than `ARG` before the first `FROM`, bad `ARG` names, duplicate stage
-/// names, invalid JSON where exec form was clearly meant.
+/// instruction other than `ARG` before the first `FROM`, bad `ARG` names, `SHELL` arguments
+/// that are not a JSON array, variables in `COPY --from` or `RUN --mount from=`. Two stages
+/// with the same name are not an error (BuildKit warns, and so does `xbuild check`).
 pub fn stages(dockerfile: &Dockerfile) -> Result<Stages, DockerfileError> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
@@ -455,14 +462,6 @@ pub fn stages(dockerfile: &Dockerfile) -> Result<Stages, DockerfileError> {
         let instruction = Instruction::from_node(node)?;
         match instruction {
             Instruction::From(from) => {
-                if let Some(name) = &from.name {
-                    if stages.iter().any(|stage| stage.name.as_ref() == Some(name)) {
-                        return Err(DockerfileError::new(
-                            from.span.start,
-                            ErrorKind::DuplicateStage { name: name.clone() },
-                        ));
-                    }
-                }
                 stages.push(Stage {
                     index: stages.len(),
                     name: from.name.clone(),

@@ -26,8 +26,12 @@ pub use quote::go_quote;
 /// Parser directives from the comment lines at the top (`# syntax=`, `# escape=`, `# check=`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Directives {
-    /// `# syntax=` (the frontend image BuildKit would use; recorded, not acted on).
+    /// `# syntax=` (the frontend image BuildKit would run; checked by
+    /// [`super::frontend::check_syntax`]: only `docker/dockerfile:1...` is built, by xbuild
+    /// itself).
     pub syntax: Option<String>,
+    /// The line of `# syntax=`.
+    pub syntax_line: Option<usize>,
     /// The escape character: `\` (default) or `` ` ``.
     pub escape: char,
     /// `# check=` (lint configuration; recorded).
@@ -38,6 +42,7 @@ impl Default for Directives {
     fn default() -> Self {
         Self {
             syntax: None,
+            syntax_line: None,
             escape: '\\',
             check: None,
         }
@@ -171,7 +176,34 @@ impl Dockerfile {
 /// Bad directives, unterminated heredocs, JSON arrays of non-strings, `ENV`/`LABEL` without a
 /// value, and a file with no instruction.
 pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
-    Parser::new(text).run()
+    let mut dockerfile = Parser::new(text).run()?;
+    if dockerfile.directives.syntax.is_none() {
+        if let Some((value, line)) = syntax_after_shebang(text) {
+            dockerfile.directives.syntax = Some(value);
+            dockerfile.directives.syntax_line = Some(line);
+        }
+    }
+    Ok(dockerfile)
+}
+
+/// BuildKit looks for `# syntax=` after a first `#!` line too (`DetectSyntax`), though that
+/// line ends the other directives: the directive lines right after the shebang, read the
+/// same way as at the top.
+fn syntax_after_shebang(text: &str) -> Option<(String, usize)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text.lines();
+    if !lines.next()?.starts_with("#!") {
+        return None;
+    }
+    for (index, line) in lines.enumerate() {
+        let (key, value) = parse_directive(trim_newline(line))?;
+        match key.to_lowercase().as_str() {
+            "syntax" => return Some((value.to_owned(), index + 2)),
+            "escape" | "check" => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 struct Parser<'a> {
@@ -253,7 +285,10 @@ impl<'a> Parser<'a> {
                     ));
                 }
             },
-            "syntax" => self.directives.syntax = Some(value.to_owned()),
+            "syntax" => {
+                self.directives.syntax = Some(value.to_owned());
+                self.directives.syntax_line = Some(self.line);
+            }
             _ => self.directives.check = Some(value.to_owned()),
         }
         Ok(())
@@ -430,6 +465,29 @@ mod tests {
         assert_eq!(error.line, Some(1));
         let error = parse("# escape=`\n# escape=`\nFROM a").unwrap_err();
         assert!(error.to_string().contains("only one escape"), "{error}");
+    }
+
+    #[test]
+    fn syntax_directive_line_and_after_a_shebang() {
+        let tree = parse("# escape=`\n#syntax = docker/dockerfile:1.7\nFROM a").unwrap();
+        assert_eq!(
+            tree.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1.7")
+        );
+        assert_eq!(tree.directives.syntax_line, Some(2));
+        // BuildKit's DetectSyntax skips a first `#!` line; the directives after it are read.
+        let tree =
+            parse("#!/usr/bin/env xbuild\n# check=skip=all\n# syntax=foobar\nFROM a").unwrap();
+        assert_eq!(tree.directives.syntax.as_deref(), Some("foobar"));
+        assert_eq!(tree.directives.syntax_line, Some(3));
+        assert_eq!(
+            tree.directives.check, None,
+            "the shebang ends the other directives"
+        );
+        let tree = parse("#!/bin/sh\n# a comment\n# syntax=foobar\nFROM a").unwrap();
+        assert_eq!(tree.directives.syntax, None);
+        let tree = parse("FROM a\n# syntax=foobar\n").unwrap();
+        assert_eq!(tree.directives.syntax, None);
     }
 
     #[test]

@@ -4,21 +4,24 @@ use super::super::error::{DockerfileError, ErrorKind};
 use super::super::expand::{ExpandError, Expander, Variables};
 use super::super::mount::Mount;
 use super::super::syntax::Heredoc;
-use super::values::{check_port_spec, parse_chmod};
+use super::values::{check_checksum, check_port_spec, check_remote_sources, parse_chmod};
 use super::*;
 
 impl Instruction {
     /// The instruction with its arguments expanded the way Docker does for this instruction:
     /// `ADD`, `COPY`, `ENV`, `EXPOSE`, `FROM`, `LABEL`, `STOPSIGNAL`, `USER`, `VOLUME`,
-    /// `WORKDIR` and `RUN --mount` values are expanded, and so are the bodies of `COPY`/`ADD`
-    /// heredocs whose delimiter is unquoted (variables only); `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`,
-    /// `HEALTHCHECK`, `ONBUILD` and `MAINTAINER` are left as written (a shell, or a later
-    /// build, does that). `ARG` defaults are expanded by [`crate::dockerfile::resolve`],
-    /// which knows the scope rules.
+    /// `WORKDIR` and `RUN --mount` values are expanded (`COPY --from` and `--mount from=` are
+    /// never: BuildKit takes them as written), and so are the bodies of `COPY`/`ADD` heredocs
+    /// whose delimiter is unquoted (variables and escapes, not quotes); `RUN`, `CMD`,
+    /// `ENTRYPOINT`, `SHELL`, `HEALTHCHECK`, `ONBUILD` and `MAINTAINER` are left as written (a
+    /// shell, or a later build, does that). `ARG` defaults are expanded by
+    /// [`crate::dockerfile::resolve`], which knows the scope rules.
     ///
     /// # Errors
     /// Failed expansion (`${X:?}` unset, bad substitution), or a value that is invalid once
-    /// expanded (a mount's `uid=`, a `--chmod`).
+    /// expanded (a mount's `uid=`, a `--chmod`), and what BuildKit refuses once the sources
+    /// are known: `ADD --checksum` on a local source, on several sources, or not in the
+    /// source's form; a git or HTTP source for `COPY`.
     pub fn expand(
         &self,
         expander: &Expander,
@@ -53,7 +56,8 @@ impl Instruction {
                 })
                 .collect::<Result<Vec<_>, DockerfileError>>()
         };
-        let body_expander = Expander::heredoc(expander.escape);
+        // BuildKit expands heredoc bodies with `\` as the escape, whatever `# escape=` says.
+        let body_expander = Expander::heredoc('\\');
         let sources = |sources: &[Source]| {
             sources
                 .iter()
@@ -84,6 +88,15 @@ impl Instruction {
                 },
             )
         };
+        let arguments = |message: String| {
+            DockerfileError::new(
+                line,
+                ErrorKind::Arguments {
+                    instruction: name.to_owned(),
+                    message,
+                },
+            )
+        };
         let chmod = |chmod: &Option<Chmod>| -> Result<Option<Chmod>, DockerfileError> {
             match chmod {
                 Some(Chmod::Unexpanded(text)) => {
@@ -101,24 +114,38 @@ impl Instruction {
                 platform: from.platform.as_deref().map(word).transpose()?,
                 ..from.clone()
             }),
-            Self::Add(add) => Self::Add(Add {
-                sources: sources(&add.sources)?,
-                destination: word(&add.destination)?,
-                chown: add.chown.as_deref().map(word).transpose()?,
-                chmod: chmod(&add.chmod)?,
-                checksum: add.checksum.as_deref().map(word).transpose()?,
-                excludes: words(&add.excludes)?,
-                ..add.clone()
-            }),
-            Self::Copy(copy) => Self::Copy(Copy {
-                sources: sources(&copy.sources)?,
-                destination: word(&copy.destination)?,
-                from: copy.from.as_deref().map(word).transpose()?,
-                chown: copy.chown.as_deref().map(word).transpose()?,
-                chmod: chmod(&copy.chmod)?,
-                excludes: words(&copy.excludes)?,
-                ..copy.clone()
-            }),
+            Self::Add(add) => {
+                let expanded = Add {
+                    sources: sources(&add.sources)?,
+                    destination: word(&add.destination)?,
+                    chown: add.chown.as_deref().map(word).transpose()?,
+                    chmod: chmod(&add.chmod)?,
+                    checksum: add.checksum.as_deref().map(word).transpose()?,
+                    excludes: words(&add.excludes)?,
+                    ..add.clone()
+                };
+                if let Some(checksum) = &expanded.checksum {
+                    check_checksum(checksum, &expanded.sources)
+                        .map_err(|message| flag_error("checksum", message))?;
+                }
+                let keep_git_dir = add.keep_git_dir.then_some(true);
+                check_remote_sources(name, &expanded.sources, keep_git_dir)
+                    .map_err(|message| arguments(message))?;
+                Self::Add(expanded)
+            }
+            Self::Copy(copy) => {
+                let expanded = Copy {
+                    sources: sources(&copy.sources)?,
+                    destination: word(&copy.destination)?,
+                    chown: copy.chown.as_deref().map(word).transpose()?,
+                    chmod: chmod(&copy.chmod)?,
+                    excludes: words(&copy.excludes)?,
+                    ..copy.clone()
+                };
+                check_remote_sources(name, &expanded.sources, None)
+                    .map_err(|message| arguments(message))?;
+                Self::Copy(expanded)
+            }
             Self::Env(env) => Self::Env(Env {
                 variables: pairs(&env.variables)?,
                 ..env.clone()
@@ -173,8 +200,21 @@ impl Instruction {
                         if !mount.spec.contains('$') {
                             return Ok(mount.clone());
                         }
-                        let spec = word(&mount.spec)?;
-                        Mount::parse(&spec, false).map_err(|message| flag_error("mount", message))
+                        // Each value expanded on its own, as BuildKit does (`type=$T` too).
+                        let failed = std::cell::RefCell::new(None);
+                        let expand_value = |value: &str| {
+                            expander.expand(value, vars).map(|e| e.text).map_err(|e| {
+                                let message = e.to_string();
+                                *failed.borrow_mut() = Some(error(e));
+                                message
+                            })
+                        };
+                        Mount::parse_expanded(&mount.spec, &expand_value).map_err(|message| {
+                            failed
+                                .borrow_mut()
+                                .take()
+                                .unwrap_or_else(|| flag_error("mount", message))
+                        })
                     })
                     .collect::<Result<Vec<_>, DockerfileError>>()?;
                 Self::Run(Run {

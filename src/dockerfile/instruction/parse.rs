@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use super::super::error::{DockerfileError, ErrorKind, suggest};
+use super::super::expand::Expander;
 use super::super::mount::Mount;
 use super::super::syntax::{Json, Node, heredoc_from_word, parse_json};
 use super::flags::{FlagKind, Flags};
-use super::values::{check_checksum, check_chown, is_valid_arg_name, parse_chmod, parse_duration};
+use super::values::{check_chown, is_valid_arg_name, parse_chmod, parse_duration};
 use super::*;
 
 fn arguments_error(node: &Node, message: impl Into<String>) -> DockerfileError {
@@ -24,21 +25,19 @@ fn shell_text(node: &Node) -> String {
     node.args.first().cloned().unwrap_or_default()
 }
 
-/// The command of `RUN`, `CMD`, `ENTRYPOINT`: exec form if JSON, else shell form, except
-/// that a `[...]` text which is not a JSON array of strings is an error for `CMD` and
-/// `ENTRYPOINT` (BuildKit would run it through the shell and warn; it is never what was
-/// meant).
-fn command_line(node: &Node, strict_json: bool) -> Result<CommandLine, DockerfileError> {
+/// The command of `RUN`, `CMD`, `ENTRYPOINT`: exec form if the arguments are a JSON array of
+/// strings, else shell form. As in BuildKit, a text that looks like a JSON array but does not
+/// parse as one (`CMD ['a', 'b']`) is shell form: the shell runs it (`xbuild check`'s
+/// `JSONArgsRecommended` points at it).
+fn command_line(node: &Node) -> CommandLine {
     if node.is_json {
-        return Ok(CommandLine::Exec(node.args.clone()));
+        return CommandLine::Exec(node.args.clone());
     }
-    let text = shell_text(node);
-    if strict_json {
-        check_clearly_json(node, &text)?;
-    }
-    Ok(CommandLine::Shell(text))
+    CommandLine::Shell(shell_text(node))
 }
 
+/// `SHELL` only: a `[...]` that was clearly meant as JSON but does not parse is named as such
+/// (BuildKit only says the arguments must be JSON).
 fn check_clearly_json(node: &Node, text: &str) -> Result<(), DockerfileError> {
     let trimmed = text.trim();
     if looks_like_json_array(trimmed) {
@@ -234,13 +233,29 @@ impl Instruction {
                             .error("security", format!("{other:?} is not sandbox or insecure")));
                     }
                 };
-                if node.args.is_empty() {
-                    return Err(arguments_error(node, "requires at least one argument"));
+                // A bare `RUN` runs an empty shell script, as in BuildKit (`/bin/sh -c ''`);
+                // `RUN []` is an exec with nothing to execute, which BuildKit refuses before
+                // the build starts ("invalid exec op with no args").
+                if node.is_json && node.args.is_empty() {
+                    return Err(arguments_error(
+                        node,
+                        "exec form needs at least one argument, the program ([] is empty)",
+                    ));
                 }
                 Self::Run(Run {
                     span,
-                    command: command_line(node, false)?,
-                    heredocs: node.heredocs.clone(),
+                    command: command_line(node),
+                    // `RUN <<-EOF`: the body as the shell reads it, leading tabs removed, as
+                    // BuildKit gives it (a command that is only the heredoc runs the body; a
+                    // shell reading `<<-EOF` itself strips nothing more).
+                    heredocs: node
+                        .heredocs
+                        .iter()
+                        .map(|heredoc| Heredoc {
+                            content: heredoc.body(),
+                            ..heredoc.clone()
+                        })
+                        .collect(),
                     mounts,
                     network,
                     security,
@@ -252,7 +267,7 @@ impl Instruction {
                 let command = if node.args.is_empty() {
                     CommandLine::Exec(Vec::new())
                 } else {
-                    command_line(node, true)?
+                    command_line(node)
                 };
                 if node.instruction == "cmd" {
                     Self::Cmd(Cmd { span, command })
@@ -323,10 +338,8 @@ impl Instruction {
                 if let Some(chown) = &chown {
                     check_chown(chown).map_err(|message| flags.error("chown", message))?;
                 }
+                // Checked against the sources once they are expanded (Instruction::expand).
                 let checksum = flags.text("checksum");
-                if let Some(checksum) = &checksum {
-                    check_checksum(checksum).map_err(|message| flags.error("checksum", message))?;
-                }
                 Self::Add(Add {
                     span,
                     sources,
@@ -364,6 +377,20 @@ impl Instruction {
                 let from = flags.text("from");
                 if from.as_deref() == Some("") {
                     return Err(flags.error("from", "needs a stage name, index or image"));
+                }
+                // BuildKit reads `--from` as written: a value that expansion would change
+                // (a variable, an escape) is refused, whatever the variables hold.
+                if let Some(from) = &from {
+                    let as_written = Expander::new('\\')
+                        .expand(from, &Vec::<(String, String)>::new())
+                        .is_ok_and(|expansion| expansion.text == *from);
+                    if !as_written {
+                        return Err(flags.error(
+                            "from",
+                            "variable expansion is not supported for --from, define a new stage \
+                             with FROM using ARG from global scope as a workaround",
+                        ));
+                    }
                 }
                 Self::Copy(Copy {
                     span,
@@ -507,9 +534,7 @@ impl Instruction {
                         let command = if node.is_json {
                             CommandLine::Exec(node.args[1..].to_vec())
                         } else {
-                            let text = node.args.get(1).cloned().unwrap_or_default();
-                            check_clearly_json(node, &text)?;
-                            CommandLine::Shell(text)
+                            CommandLine::Shell(node.args.get(1).cloned().unwrap_or_default())
                         };
                         if command == CommandLine::Shell(String::new())
                             || command == CommandLine::Exec(Vec::new())
@@ -573,7 +598,15 @@ impl Instruction {
                     span.start,
                     ErrorKind::UnknownInstruction {
                         name: name.to_owned(),
-                        suggestion: suggest(name, INSTRUCTIONS).map(str::to_owned),
+                        // In the case it was written in, as BuildKit's `matchCase`: `RUNN` →
+                        // `RUN`, `runn` or `Runn` → `run`.
+                        suggestion: suggest(name, INSTRUCTIONS).map(|near| {
+                            if name == name.to_uppercase() {
+                                near.to_owned()
+                            } else {
+                                near.to_lowercase()
+                            }
+                        }),
                     },
                 ));
             }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::Chmod;
+use super::{Chmod, Source};
+use crate::source::gitref::{GitRef, is_git_source, is_http_source};
 
 /// Is `name` a valid variable name (`[A-Za-z_][A-Za-z0-9_]*`)?
 pub fn is_valid_arg_name(name: &str) -> bool {
@@ -130,17 +131,25 @@ fn port_range(text: &str) -> Option<(u16, u16)> {
     }
 }
 
-/// Checks a `--chmod` value: octal up to 07777, or symbolic (`u+x,go-w`, `a=rX`).
+/// Checks a `--chmod` value: octal up to 07777, or symbolic (`u+x,go-w`, `a=rX`). A value
+/// that starts like a number and is not an octal mode gets BuildKit's message.
 pub(super) fn parse_chmod(value: &str) -> Result<Chmod, String> {
     if value.contains('$') {
         return Ok(Chmod::Unexpanded(value.to_owned()));
     }
-    if !value.is_empty() && value.chars().all(|ch| ch.is_ascii_digit()) {
-        return u32::from_str_radix(value, 8)
-            .ok()
+    if value.starts_with(|ch: char| ch.is_ascii_digit()) {
+        return value
+            .chars()
+            .all(|ch| ch.is_ascii_digit())
+            .then(|| u32::from_str_radix(value, 8).ok())
+            .flatten()
             .filter(|mode| *mode <= 0o7777)
             .map(Chmod::Octal)
-            .ok_or_else(|| format!("{value:?} is not an octal mode (0000 to 7777)"));
+            .ok_or_else(|| {
+                format!(
+                    "invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777"
+                )
+            });
     }
     let symbolic_ok = !value.is_empty() && value.split(',').all(is_symbolic_clause);
     if symbolic_ok {
@@ -177,10 +186,29 @@ pub(super) fn check_chown(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a `--checksum` value: `sha256:<64 hex>` (also sha384, sha512).
-pub(super) fn check_checksum(value: &str) -> Result<(), String> {
-    if value.contains('$') {
+/// Checks an `ADD --checksum` value against its (expanded) sources, as BuildKit does: one
+/// source only, an HTTP(S) URL (the value a digest, `sha256:<64 hex>`, sha384, sha512) or a
+/// git repository (the value a commit, full or a hex prefix, agreeing with the URL's own
+/// `?checksum=`/`?commit=`).
+pub(super) fn check_checksum(value: &str, sources: &[Source]) -> Result<(), String> {
+    let [Source::Path(source)] = sources else {
+        return Err("checksum can't be specified for multiple sources".to_owned());
+    };
+    if is_git_source(source) {
+        if value.is_empty() || !value.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(format!(
+                "invalid checksum {value} for Git URL, expected hex commit hash"
+            ));
+        }
+        if let Ok(Some(reference)) = GitRef::parse(source) {
+            if let Some(own) = reference.checksum.filter(|own| own != value) {
+                return Err(format!("checksum mismatch {value:?} != {own:?}"));
+            }
+        }
         return Ok(());
+    }
+    if !is_http_source(source) {
+        return Err("checksum requires HTTP(S) or Git sources".to_owned());
     }
     let valid = value.split_once(':').is_some_and(|(algorithm, hex)| {
         let length = match algorithm {
@@ -198,4 +226,42 @@ pub(super) fn check_checksum(value: &str) -> Result<(), String> {
             "{value:?} is not a digest (sha256:<64 hex digits>)"
         ))
     }
+}
+
+/// `ADD --keep-git-dir` agrees with a git source's `?keep-git-dir=` (BuildKit: "inconsistent
+/// keep-git-dir configuration"); `COPY` takes no git or HTTP source ("source can't be a git
+/// ref for COPY", "source can't be a URL for COPY").
+pub(super) fn check_remote_sources(
+    instruction: &str,
+    sources: &[Source],
+    keep_git_dir: Option<bool>,
+) -> Result<(), String> {
+    for source in sources {
+        let Source::Path(source) = source else {
+            continue;
+        };
+        let git = is_git_source(source);
+        if instruction == "COPY" {
+            if git {
+                return Err("source can't be a git ref for COPY".to_owned());
+            }
+            if is_http_source(source) {
+                return Err("source can't be a URL for COPY".to_owned());
+            }
+            continue;
+        }
+        if !git {
+            continue;
+        }
+        let reference = GitRef::parse(source).map_err(|error| error.to_string())?;
+        if let (Some(flag), Some(Some(query))) = (
+            keep_git_dir,
+            reference.map(|reference| reference.keep_git_dir),
+        ) {
+            if flag != query {
+                return Err("inconsistent keep-git-dir configuration".to_owned());
+            }
+        }
+    }
+    Ok(())
 }
