@@ -2,7 +2,7 @@
 //!
 //! A Dockerfile is parsed ([`dockerfile`]), planned once per target platform ([`plan`]),
 //! built step by step in an isolated root filesystem under QEMU emulation where needed
-//! ([`build`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
+//! ([`executor`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
 //! images ([`oci`]), and kept in a local OCI image layout ([`store`]) or pushed to a registry
 //! ([`registry`]).
 //!
@@ -12,7 +12,6 @@
 //! (a platform being built for), *build platform* (the host).
 
 pub mod binfmt;
-pub mod build;
 pub mod cache;
 pub mod check;
 pub mod cli;
@@ -21,6 +20,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
+pub mod executor;
 pub mod export;
 pub mod layer;
 pub mod nodes;

@@ -1,5 +1,5 @@
 //! `xbuild build` (and `xbuild [OPTIONS] PATH`): the options users know from
-//! `docker buildx build`, turned into [`crate::build::BuildOptions`]; the result named in the
+//! `docker buildx build`, turned into [`crate::executor::BuildOptions`]; the result named in the
 //! store under each `-t`.
 
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::output;
 use super::progress::ProgressMode;
-use crate::build::{self, BuildOptions, CheckArch};
 use crate::error::{ExitKind, Failure, ResultExt};
+use crate::executor::{self, BuildOptions, CheckArch};
 use anyhow::Context as _;
 
 use crate::export::{self, Output};
@@ -277,7 +277,7 @@ impl BuildArgs {
         &self,
         options: &BuildOptions,
         outputs: &[Output],
-    ) -> anyhow::Result<build::BuildReport> {
+    ) -> anyhow::Result<executor::BuildReport> {
         let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
         let builder = builders
             .selected(self.builder.as_deref())

@@ -15,9 +15,9 @@ use clap::Args;
 
 use super::output;
 use super::progress::ProgressMode;
-use crate::build::failed::FailedStep;
 use crate::container::{self as container, Ran, RunError, RunOptions};
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::executor::failed::FailedStep;
 use crate::platform::{self, Platform};
 use crate::registry::{ImageRef, RegistryOptions, SinkProgress, pull};
 use crate::sandbox::{Network, Stdio, Stream};

@@ -3,7 +3,7 @@
 //! the index over all platforms.
 //!
 //! Each target platform goes to the first node of the builder that lists it; the others
-//! are built here by [`crate::build::run`], at the same time. Nodes are probed first
+//! are built here by [`crate::executor::run`], at the same time. Nodes are probed first
 //! ([`super::ssh::probe`]): one that does not answer fails the build before any work (exit
 //! 3, naming the node and what ssh said), or, with `--fallback=emulate`, its platforms are
 //! built here (a progress note says so). Each node's progress events come back as its
@@ -25,9 +25,9 @@ use oci_spec::image::Descriptor;
 use super::protocol::{self, NodeReply, NodeRequest, RootMetadata};
 use super::ssh;
 use super::{Builder, Node};
-use crate::build::{self, BuildOptions, BuildReport, CheckArch};
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
+use crate::executor::{self, BuildOptions, BuildReport, CheckArch};
 use crate::export::{Built, BuiltImage};
 use crate::layer::Compression;
 use crate::platform::Platform;
@@ -48,7 +48,7 @@ pub enum Fallback {
 /// repository the nodes push their manifests to by digest (`--push`).
 ///
 /// # Errors
-/// As [`crate::build::run`]; a node that does not answer (exit 3, unless `fallback` is
+/// As [`crate::executor::run`]; a node that does not answer (exit 3, unless `fallback` is
 /// [`Fallback::Emulate`]); a node's failed build (its exit kind, its error lines).
 pub fn run(
     options: &BuildOptions,
@@ -57,7 +57,7 @@ pub fn run(
     push_to: Option<&str>,
 ) -> anyhow::Result<BuildReport> {
     let Some(builder) = builder else {
-        return build::run(options);
+        return executor::run(options);
     };
     let mut local: Vec<Platform> = Vec::new();
     let mut remote: Vec<(&Node, Vec<Platform>)> = Vec::new();
@@ -71,7 +71,7 @@ pub fn run(
         }
     }
     if remote.is_empty() {
-        return build::run(options);
+        return executor::run(options);
     }
 
     // Every node must answer before any work starts.
@@ -118,7 +118,7 @@ pub fn run(
         }
     }
     if usable.is_empty() {
-        return build::run(options);
+        return executor::run(options);
     }
 
     let dockerfile = std::fs::read(&options.dockerfile).map_err(|error| {
@@ -193,7 +193,7 @@ pub fn run(
                 source: 0,
                 prefix: None,
             });
-            Some(build::run(&here))
+            Some(executor::run(&here))
         };
         let remote_results: Vec<anyhow::Result<NodeReply>> = handles
             .into_iter()

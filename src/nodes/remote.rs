@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::protocol::{self, NodeReply, NodeRequest};
-use crate::build::{self, BuildOptions, CheckArch};
 use crate::error::{ExitKind, Failure, ResultExt};
+use crate::executor::{self, BuildOptions, CheckArch};
 use crate::export::{self, Built, Output};
 use crate::layer::Compression;
 use crate::progress::{SharedSink, VertexCounter};
@@ -79,7 +79,7 @@ pub fn serve_build(
         // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
         cache: crate::cache::CacheOptions::default(),
     };
-    let report = build::run(&options)?;
+    let report = executor::run(&options)?;
     let registry = Arc::new(RegistryOptions::from_env(store.root()));
     let vertices = VertexCounter::after(report.last_vertex);
     let runtime = tokio::runtime::Builder::new_multi_thread()
