@@ -23,6 +23,11 @@ use std::path::{Path, PathBuf};
 
 use crate::platform::{self, Platform};
 
+use anyhow::{Context as _, anyhow};
+
+use super::CheckArch;
+use super::scheduler::Ctx;
+
 /// Bytes read from each file: enough for a 64-bit ELF header.
 const HEADER_BYTES: usize = 64;
 
@@ -177,6 +182,84 @@ fn named(error: io::Error, action: &str, path: &Path) -> io::Error {
         error.kind(),
         format!("{action} {}: {error}", path.display()),
     )
+}
+
+/// The wrong-architecture guard: every ELF executable or library that the build's own layers
+/// add to a target image (not its base image's) is checked against the image's platform.
+/// Returns one line per finding: `[linux/arm64] COPY hello /usr/local/bin/: usr/local/bin/hello
+/// is linux/amd64, not linux/arm64`.
+pub(crate) fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
+    if ctx.options.check_arch == CheckArch::Off {
+        return Ok(Vec::new());
+    }
+    let results = ctx
+        .results
+        .lock()
+        .map_err(|_| anyhow!("a build thread panicked"))?;
+    let state_of = |vertex: usize| match results.get(vertex) {
+        Some(Some(Ok(done))) => Some(&done.state),
+        _ => None,
+    };
+    let mut findings = Vec::new();
+    let mut checked = std::collections::HashSet::new();
+    for target in &ctx.graph.images {
+        let Some(state) = state_of(target.vertex) else {
+            continue;
+        };
+        // The external base: the first vertex up the parent chain that is an image or scratch.
+        let mut vertex = target.vertex;
+        while let Some(parent) = ctx.graph.vertices[vertex].parent {
+            vertex = parent;
+        }
+        let base_layers = state_of(vertex).map_or(0, |base| base.layers.len());
+        let added = &state.layers[base_layers.min(state.layers.len())..];
+        // History entries that made layers, in order; the last ones belong to `added`.
+        let layer_history: Vec<String> = state
+            .config
+            .history()
+            .as_ref()
+            .map(|history| {
+                history
+                    .iter()
+                    .filter(|entry| !entry.empty_layer().unwrap_or(false))
+                    .map(|entry| entry.created_by().clone().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let offset = layer_history.len().saturating_sub(added.len());
+        for (position, layer) in added.iter().enumerate() {
+            if !checked.insert((layer.diff_id.clone(), target.platform.clone())) {
+                continue;
+            }
+            let found = match ctx.store.snapshot(&layer.diff_id) {
+                Some(snapshot) => super::archcheck::foreign_elf_files(&snapshot, &target.platform)
+                    .with_context(|| format!("checking {}", snapshot.display()))?,
+                // A layer of an imported cache hit, left in the cache (the build that made
+                // it checked it).
+                None => {
+                    let Some(blob) = layer
+                        .blob
+                        .as_ref()
+                        .filter(|blob| ctx.store.layout().has_blob(blob.digest()))
+                    else {
+                        continue;
+                    };
+                    let blob = ctx.store.layout().open_blob(blob.digest())?;
+                    let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;
+                    super::archcheck::foreign_elf_in_layer(tar, &target.platform)?
+                }
+            };
+            let instruction = layer_history
+                .get(offset + position)
+                .map_or("a layer", |created_by| {
+                    created_by.trim_end_matches(" # buildkit")
+                });
+            for foreign in found {
+                findings.push(format!("[{}] {instruction}: {foreign}", target.platform));
+            }
+        }
+    }
+    Ok(findings)
 }
 
 #[cfg(test)]

@@ -19,10 +19,18 @@
 //! holds the whole resulting state (layer descriptors, diff_ids, config, history).
 
 pub mod archcheck;
+mod assemble;
+mod cache;
+mod config;
 pub mod copy;
-pub mod exec;
 pub mod failed;
+mod from;
 pub mod mounts;
+mod permissions;
+mod run;
+mod scheduler;
+mod sources;
+mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +41,7 @@ use crate::layer::Compression;
 use crate::platform::Platform;
 use crate::progress::SharedSink;
 
-pub use exec::run;
+pub use scheduler::run;
 
 /// What to build.
 #[derive(Clone)]

@@ -15,8 +15,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::copy::{StateView, select_in_context};
-use super::exec::{Ctx, Done, Key, join_path};
+use super::cache::Key;
+use super::scheduler::Ctx;
+use super::sources::{StateView, select_in_context};
+use super::state::{Done, join_path};
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
 use crate::error::Failure;
