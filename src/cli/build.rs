@@ -155,7 +155,7 @@ impl BuildArgs {
             Some(value) => Some(value.trim().parse::<i64>().map_err(|_| {
                 Failure::bad_input(format_args!("SOURCE_DATE_EPOCH={value} is not a number"))
             })?),
-            None => crate::layer::source_date_epoch(),
+            None => crate::env::source_date_epoch(),
         };
         for tag in &self.tags {
             crate::registry::ImageRef::parse(tag)

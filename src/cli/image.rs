@@ -446,7 +446,7 @@ impl ImportArgs {
                 source,
                 TreeKind::RootFs,
                 compression,
-                layer::source_date_epoch(),
+                crate::env::source_date_epoch(),
             )
             .with_context(|| format!("importing {}", source.display()))?
         } else {
