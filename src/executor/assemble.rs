@@ -13,7 +13,8 @@ use crate::platform::Platform;
 use crate::progress::Event;
 
 use super::scheduler::Ctx;
-use super::state::{State, missing_snapshot};
+use crate::oci::ImageState;
+use crate::store::StoreError;
 
 impl Ctx<'_> {
     /// `states` with a blob for every layer: a layer kept as its snapshot gets the blob made
@@ -21,7 +22,7 @@ impl Ctx<'_> {
     /// the snapshot, several layers at once. The blob is the one an eager commit would have
     /// written (same tar, same compressor), and its diff_id is checked against the
     /// snapshot's.
-    pub(crate) fn ensure_blobs(&self, states: &[&State]) -> anyhow::Result<Vec<State>> {
+    pub(crate) fn ensure_blobs(&self, states: &[&ImageState]) -> anyhow::Result<Vec<ImageState>> {
         let media_type = self.options.compression.media_type();
         let mut known: HashMap<Digest, Descriptor> = HashMap::new();
         let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
@@ -55,7 +56,9 @@ impl Ctx<'_> {
                 .iter()
                 .find(|(diff_id, _)| self.store.snapshot(diff_id).is_none())
             {
-                let error = missing_snapshot(diff_id);
+                let error = anyhow::Error::new(StoreError::MissingSnapshot {
+                    diff_id: diff_id.clone(),
+                });
                 self.sink.emit(Event::Failed {
                     vertex: id,
                     duration: started.elapsed(),
@@ -152,7 +155,7 @@ pub(crate) fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         targets.push((target, done));
     }
     // The images' layers kept as snapshots are compressed now, all at once.
-    let states: Vec<&State> = targets.iter().map(|(_, done)| &done.state).collect();
+    let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
     let states = ctx.ensure_blobs(&states)?;
     for ((target, done), state) in targets.into_iter().zip(states) {
         let mut config = done.state.config.clone();

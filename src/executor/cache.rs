@@ -15,7 +15,8 @@ use crate::plan::{BuildGraph, Op, Vertex};
 use crate::progress::Event;
 
 use super::scheduler::Ctx;
-use super::state::{Done, State};
+use super::state::Done;
+use crate::oci::ImageState;
 use crate::registry::RegistryOptions;
 use crate::store::CacheRecord;
 
@@ -27,7 +28,7 @@ pub(crate) fn import_caches(
     runtime: &tokio::runtime::Runtime,
     registry: &Arc<RegistryOptions>,
     warnings: &mut Vec<String>,
-) -> (HashMap<String, (State, usize)>, Vec<cache::BlobSource>) {
+) -> (HashMap<String, (ImageState, usize)>, Vec<cache::BlobSource>) {
     let mut imported = HashMap::new();
     let mut sources = Vec::new();
     if options.cache.from.is_empty() {
@@ -46,7 +47,7 @@ pub(crate) fn import_caches(
                 let index = sources.len();
                 let mut count = 0;
                 for record in found.records {
-                    if let Ok(state) = serde_json::from_value::<State>(record.state) {
+                    if let Ok(state) = serde_json::from_value::<ImageState>(record.state) {
                         count += 1;
                         imported.entry(record.key).or_insert((state, index));
                     }
@@ -97,7 +98,7 @@ impl Key {
 
 impl Ctx<'_> {
     /// Looks up a cache record; emits `CACHED` and returns the state on a hit.
-    pub(crate) fn cache_hit(&self, key: &str, name: &str) -> anyhow::Result<Option<State>> {
+    pub(crate) fn cache_hit(&self, key: &str, name: &str) -> anyhow::Result<Option<ImageState>> {
         if self.options.no_cache {
             return Ok(None);
         }
@@ -117,10 +118,10 @@ impl Ctx<'_> {
     /// The state recorded under `key` in the store, if its blobs are all there, else in an
     /// imported cache (its missing layers are fetched only when needed, see
     /// [`Self::materialize`]); no event.
-    pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<State>> {
+    pub(crate) fn lookup(&self, key: &str) -> anyhow::Result<Option<ImageState>> {
         if let Some(record) = self.store.cache_record(key)? {
-            if let Ok(state) = serde_json::from_value::<State>(record.data) {
-                let complete = state.layers.iter().all(|layer| layer.present(&self.store));
+            if let Ok(state) = serde_json::from_value::<ImageState>(record.data) {
+                let complete = state.layers.iter().all(|layer| self.store.has_layer(layer));
                 if complete {
                     return Ok(Some(state));
                 }
@@ -159,9 +160,9 @@ impl Ctx<'_> {
     }
 
     /// Fetches the layer blobs of `state` that imported cache hits left in their cache.
-    pub(crate) fn materialize(&self, state: &State) -> anyhow::Result<()> {
+    pub(crate) fn materialize(&self, state: &ImageState) -> anyhow::Result<()> {
         let layout = self.store.layout();
-        if state.layers.iter().all(|layer| layer.present(&self.store)) {
+        if state.layers.iter().all(|layer| self.store.has_layer(layer)) {
             return Ok(());
         }
         // One fetch at a time: two steps needing the same layer download it once.
@@ -201,9 +202,9 @@ impl Ctx<'_> {
     }
 
     /// Snapshot directories of `state` (top first), fetching lazily imported layers first.
-    pub(crate) fn lower_dirs(&self, state: &State) -> anyhow::Result<Vec<PathBuf>> {
+    pub(crate) fn lower_dirs(&self, state: &ImageState) -> anyhow::Result<Vec<PathBuf>> {
         self.materialize(state)?;
-        state.lower_dirs(&self.store)
+        Ok(self.store.lower_dirs(&state.layers)?)
     }
 
     /// Imported records used by this build become store records once their blobs are here
@@ -218,7 +219,7 @@ impl Ctx<'_> {
             let Some((state, _)) = self.imported.get(&key) else {
                 continue;
             };
-            let complete = state.layers.iter().all(|layer| layer.present(&self.store));
+            let complete = state.layers.iter().all(|layer| self.store.has_layer(layer));
             if complete && self.store.cache_record(&key)?.is_none() {
                 self.record(&key, state)?;
             }
@@ -264,7 +265,7 @@ impl Ctx<'_> {
             chosen.push((vertex.platform.to_string(), done));
         }
         // A cache holds blobs: layers kept as snapshots are compressed now.
-        let states: Vec<&State> = chosen.iter().map(|(_, done)| &done.state).collect();
+        let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();
         let states = self.ensure_blobs(&states)?;
         for ((platform, done), state) in chosen.iter().zip(states) {
             records.push(cache::Record {
@@ -309,7 +310,7 @@ impl Ctx<'_> {
     }
 
     /// Records a step's result under its key.
-    pub(crate) fn record(&self, key: &str, state: &State) -> anyhow::Result<()> {
+    pub(crate) fn record(&self, key: &str, state: &ImageState) -> anyhow::Result<()> {
         let record = CacheRecord {
             blobs: state
                 .layers

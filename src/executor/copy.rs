@@ -34,7 +34,8 @@ use super::sources::{
     Item, Selected, StateView, download, extract_archive, is_archive, select_in_context,
     select_in_dir, walk_dir,
 };
-use super::state::{Done, State, join_path};
+use super::state::{Done, join_path};
+use crate::oci::ImageState;
 use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
@@ -102,7 +103,7 @@ fn add_parents(
 pub(crate) fn workdir_step(
     ctx: &Ctx<'_>,
     vertex: &Vertex,
-    mut state: State,
+    mut state: ImageState,
     dir: &str,
     created_by: String,
     key: Key,
@@ -157,7 +158,7 @@ fn now() -> i64 {
 fn commit(
     ctx: &Ctx<'_>,
     vertex: &Vertex,
-    mut state: State,
+    mut state: ImageState,
     entries: Vec<FileListEntry>,
     created_by: String,
     key: &str,
@@ -173,7 +174,7 @@ fn commit(
     ctx.store
         .unpack_snapshot(&blob.descriptor, &blob.diff_id)
         .with_context(|| format!("{name}: unpacking the layer's snapshot"))?;
-    state.push_layer(&blob);
+    state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
     state.push_history(&ctx.created, created_by, false);
     ctx.record(key, &state)?;
     Ok(Done {

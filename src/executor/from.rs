@@ -16,7 +16,8 @@ use crate::progress::{Event, VertexId};
 
 use super::cache::Key;
 use super::scheduler::Ctx;
-use super::state::{Done, Layer, State};
+use super::state::Done;
+use crate::oci::{ImageLayer, ImageState};
 use crate::registry::{self, ImageRef, PlatformSpec, SinkProgress};
 
 impl Ctx<'_> {
@@ -26,7 +27,7 @@ impl Ctx<'_> {
         reference: &str,
         platform: &Platform,
         vertex: VertexId,
-    ) -> anyhow::Result<(Descriptor, State)> {
+    ) -> anyhow::Result<(Descriptor, ImageState)> {
         let image = ImageRef::parse(reference)
             .map_err(|error| Failure::bad_input(format_args!("{reference}: {error}")))?;
         let spec = PlatformSpec::parse(&platform.to_string())
@@ -81,7 +82,7 @@ impl Ctx<'_> {
             .iter()
             .zip(diff_ids)
             .map(|(blob, diff_id)| {
-                Ok(Layer {
+                Ok(ImageLayer {
                     blob: Some(blob.clone()),
                     diff_id: Digest::from_str(diff_id)?,
                     clamp: None,
@@ -90,7 +91,7 @@ impl Ctx<'_> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok((
             pulled.manifest,
-            State {
+            ImageState {
                 layers,
                 config,
                 extra,

@@ -243,7 +243,7 @@ impl Ctx<'_> {
                 .with_context(|| format!("{name}: keeping the snapshot"))?;
             let _ = std::fs::remove_dir_all(&dir);
             match blob {
-                Some(blob) => state.push_layer(&blob),
+                Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
                 None => state.push_snapshot_layer(diff_id, clamp),
             }
             state.push_history(&self.created, created_by_run(&command), false);

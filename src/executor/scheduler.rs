@@ -26,7 +26,8 @@ use super::archcheck::check_architectures;
 use super::assemble::assemble;
 use super::cache::{Key, import_caches};
 use super::config::{command_argv, created_by, exposed_ports};
-use super::state::{Done, State, join_path};
+use super::state::{Done, join_path};
+use crate::oci::ImageState;
 use crate::registry::RegistryOptions;
 use crate::store::Store;
 
@@ -54,7 +55,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) failed: std::sync::atomic::AtomicBool,
     pub(crate) created: String,
     /// Records read from `--cache-from`: key → (state, index into `cache_sources`).
-    pub(crate) imported: HashMap<String, (State, usize)>,
+    pub(crate) imported: HashMap<String, (ImageState, usize)>,
     pub(crate) cache_sources: Vec<cache::BlobSource>,
     /// Layer blobs of imported hits not in the store yet: digest → (descriptor, source).
     pub(crate) lazy: Mutex<HashMap<String, (Descriptor, usize)>>,
@@ -289,7 +290,7 @@ impl Ctx<'_> {
                 let mut key = Key::new(vertex, None);
                 key.add("scratch", &vertex.platform.to_string());
                 Ok(Done {
-                    state: State {
+                    state: ImageState {
                         layers: Vec::new(),
                         config: oci_image::new_image_config(&oci_platform(&vertex.platform), None),
                         extra: serde_json::Map::new(),
@@ -312,7 +313,7 @@ impl Ctx<'_> {
         &self,
         vertex: &Vertex,
         resolved: &ResolvedInstruction,
-        state: &State,
+        state: &ImageState,
     ) -> Instruction {
         let base_env = state.env();
         if base_env.is_empty() {

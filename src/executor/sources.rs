@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, anyhow};
 
 use super::scheduler::Ctx;
-use super::state::{State, join_path};
+use super::state::join_path;
+use crate::oci::ImageState;
 use crate::context::{self, ContextEntry, Dockerignore, StatCache};
 use crate::error::Failure;
 use crate::layer;
@@ -83,7 +84,7 @@ pub(crate) struct StateView {
 }
 
 impl StateView {
-    pub(crate) fn new(ctx: &Ctx<'_>, state: &State) -> anyhow::Result<Self> {
+    pub(crate) fn new(ctx: &Ctx<'_>, state: &ImageState) -> anyhow::Result<Self> {
         let lowers = ctx.lower_dirs(state)?;
         let tmp = ctx.store.layout().tmp_dir();
         fs::create_dir_all(&tmp)?;

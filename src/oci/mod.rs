@@ -8,6 +8,7 @@
 pub mod digest;
 pub mod image;
 pub mod layout;
+pub mod state;
 
 pub use digest::{Digester, sha256_digest};
 pub use image::{ImageError, ResolvedImage};
@@ -15,3 +16,4 @@ pub use layout::{BlobWriter, ImageLayout, LayoutError, REF_NAME_ANNOTATION};
 pub use oci_spec::image::{
     Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
 };
+pub use state::{ImageLayer, ImageState, NoBlob};

@@ -115,6 +115,15 @@ pub enum StoreError {
         /// diff_ids in the config.
         diff_ids: usize,
     },
+    /// A layer kept only as its snapshot (no blob) whose snapshot is gone.
+    #[error(
+        "the snapshot of layer {diff_id} is missing from the store and the layer has no blob \
+         (run `xbuild store check`, then build again)"
+    )]
+    MissingSnapshot {
+        /// The layer.
+        diff_id: Digest,
+    },
     /// A cache record does not parse.
     #[error("cache record {path} is not valid")]
     CacheRecord {
