@@ -1,6 +1,8 @@
-//! The build cache outside the store: `--cache-to` writes the cache records of a build (key →
-//! resulting state) with their layer blobs to a registry or an OCI layout directory;
-//! `--cache-from` reads them back so that matching steps are `CACHED` on another machine.
+//! The build cache: the key of a step ([`Key`]), the step cache of one build ([`StepCache`]:
+//! lookups and records in the store, records imported from `--cache-from`), and the cache
+//! outside the store: `--cache-to` writes the cache records of a build (key → resulting
+//! state) with their layer blobs to a registry or an OCI layout directory; `--cache-from`
+//! reads them back so that matching steps are `CACHED` on another machine.
 //!
 //! Format (documented in README.md), the same in a registry and in a directory:
 //!
@@ -29,7 +31,9 @@
     reason = "errors are the cold path of registry I/O; they carry the registry's error"
 )]
 
+pub mod key;
 pub mod spec;
+pub mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -44,8 +48,11 @@ use crate::registry::transport::BlobPush;
 use crate::registry::{
     ImageRef, NoProgress, RawManifest, Registry, RegistryError, RegistryOptions,
 };
+use crate::store::StoreError;
 
+pub use key::Key;
 pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError};
+pub use steps::StepCache;
 
 /// Media type of the config blob of a cache manifest (the records).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.xbuild.cache.config.v1+json";
@@ -122,6 +129,21 @@ pub enum CacheError {
         location: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The store's cache records could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Layers of imported cache hits could not be fetched.
+    #[error("fetching layers of cached steps")]
+    Fetch(#[source] Box<CacheError>),
+    /// A step's state could not be encoded as a cache record.
+    #[error("encoding the cache record {key}")]
+    Encode {
+        /// The step's key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
     },
 }
 

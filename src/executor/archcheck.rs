@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 
 use crate::platform::{self, Platform};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 
 use super::CheckArch;
-use super::scheduler::Ctx;
+use super::state::Results;
+use crate::plan::BuildGraph;
+use crate::store::Store;
 
 /// Bytes read from each file: enough for a 64-bit ELF header.
 const HEADER_BYTES: usize = 64;
@@ -188,27 +190,25 @@ fn named(error: io::Error, action: &str, path: &Path) -> io::Error {
 /// add to a target image (not its base image's) is checked against the image's platform.
 /// Returns one line per finding: `[linux/arm64] COPY hello /usr/local/bin/: usr/local/bin/hello
 /// is linux/amd64, not linux/arm64`.
-pub(crate) fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
-    if ctx.options.check_arch == CheckArch::Off {
+pub(crate) fn check_images(
+    store: &Store,
+    graph: &BuildGraph,
+    results: &Results,
+    check_arch: CheckArch,
+) -> anyhow::Result<Vec<String>> {
+    if check_arch == CheckArch::Off {
         return Ok(Vec::new());
     }
-    let results = ctx
-        .results
-        .lock()
-        .map_err(|_| anyhow!("a build thread panicked"))?;
-    let state_of = |vertex: usize| match results.get(vertex) {
-        Some(Some(Ok(done))) => Some(&done.state),
-        _ => None,
-    };
+    let state_of = |vertex: usize| results.get(vertex).map(|done| &done.state);
     let mut findings = Vec::new();
     let mut checked = std::collections::HashSet::new();
-    for target in &ctx.graph.images {
+    for target in &graph.images {
         let Some(state) = state_of(target.vertex) else {
             continue;
         };
         // The external base: the first vertex up the parent chain that is an image or scratch.
         let mut vertex = target.vertex;
-        while let Some(parent) = ctx.graph.vertices[vertex].parent {
+        while let Some(parent) = graph.vertices[vertex].parent {
             vertex = parent;
         }
         let base_layers = state_of(vertex).map_or(0, |base| base.layers.len());
@@ -231,8 +231,8 @@ pub(crate) fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> 
             if !checked.insert((layer.diff_id.clone(), target.platform.clone())) {
                 continue;
             }
-            let found = match ctx.store.snapshot(&layer.diff_id) {
-                Some(snapshot) => super::archcheck::foreign_elf_files(&snapshot, &target.platform)
+            let found = match store.snapshot(&layer.diff_id) {
+                Some(snapshot) => foreign_elf_files(&snapshot, &target.platform)
                     .with_context(|| format!("checking {}", snapshot.display()))?,
                 // A layer of an imported cache hit, left in the cache (the build that made
                 // it checked it).
@@ -240,13 +240,13 @@ pub(crate) fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> 
                     let Some(blob) = layer
                         .blob
                         .as_ref()
-                        .filter(|blob| ctx.store.layout().has_blob(blob.digest()))
+                        .filter(|blob| store.layout().has_blob(blob.digest()))
                     else {
                         continue;
                     };
-                    let blob = ctx.store.layout().open_blob(blob.digest())?;
+                    let blob = store.layout().open_blob(blob.digest())?;
                     let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;
-                    super::archcheck::foreign_elf_in_layer(tar, &target.platform)?
+                    foreign_elf_in_layer(tar, &target.platform)?
                 }
             };
             let instruction = layer_history

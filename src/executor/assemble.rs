@@ -1,152 +1,71 @@
-//! Image assembly: configs, manifests and the index.
+//! What the build hands on: each target's image (config and manifest) and the index over
+//! them, as a [`Built`] for the exporter; and the cache records `--cache-to` exports. The
+//! layers kept as snapshots are compressed here, all the images' at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::anyhow;
-use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 
-use crate::export::{Built, BuiltImage};
-use crate::layer::{self, TreeKind};
+use super::blobs::ensure_blobs;
+use super::services::Services;
+use super::state::{Done, Results};
+use crate::cache;
+use crate::oci::ImageState;
 use crate::oci::image as oci_image;
+use crate::plan::{BuildGraph, Op};
 use crate::platform::Platform;
 use crate::progress::Event;
 
-use super::scheduler::Ctx;
-use crate::oci::ImageState;
-use crate::store::StoreError;
+/// What a build produced, all of it already written to the store's blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// One manifest per target platform, in the order the user gave the platforms.
+    pub images: Vec<BuiltImage>,
+    /// The index over `images` (also for a single platform: buildx pushes an index for
+    /// `--platform` builds too; a single-platform build without `--platform` may leave the
+    /// manifest alone, see [`Built::result`]).
+    pub index: Descriptor,
+    /// Whether the user asked for platforms explicitly (`--platform`).
+    pub explicit_platforms: bool,
+}
 
-impl Ctx<'_> {
-    /// `states` with a blob for every layer: a layer kept as its snapshot gets the blob made
-    /// earlier from that snapshot (in this build or another), else one is written now from
-    /// the snapshot, several layers at once. The blob is the one an eager commit would have
-    /// written (same tar, same compressor), and its diff_id is checked against the
-    /// snapshot's.
-    pub(crate) fn ensure_blobs(&self, states: &[&ImageState]) -> anyhow::Result<Vec<ImageState>> {
-        let media_type = self.options.compression.media_type();
-        let mut known: HashMap<Digest, Descriptor> = HashMap::new();
-        let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
-        for layer in states.iter().flat_map(|state| &state.layers) {
-            if layer.blob.is_some() || known.contains_key(&layer.diff_id) {
-                continue;
-            }
-            if missing.iter().any(|(diff_id, _)| diff_id == &layer.diff_id) {
-                continue;
-            }
-            match self.store.layer_blob(&layer.diff_id, &media_type)? {
-                Some(blob) => {
-                    known.insert(layer.diff_id.clone(), blob);
-                }
-                None => missing.push((layer.diff_id.clone(), layer.clamp)),
-            }
-        }
-        if !missing.is_empty() {
-            let id = self.counter.next();
-            let name = match missing.len() {
-                1 => "compressing 1 layer".to_owned(),
-                count => format!("compressing {count} layers"),
-            };
-            self.sink.emit(Event::Started {
-                vertex: id,
-                name: name.clone(),
-                emulated: false,
-            });
-            let started = Instant::now();
-            if let Some((diff_id, _)) = missing
-                .iter()
-                .find(|(diff_id, _)| self.store.snapshot(diff_id).is_none())
-            {
-                let error = anyhow::Error::new(StoreError::MissingSnapshot {
-                    diff_id: diff_id.clone(),
-                });
-                self.sink.emit(Event::Failed {
-                    vertex: id,
-                    duration: started.elapsed(),
-                    message: error.to_string(),
-                });
-                return Err(error);
-            }
-            let jobs: Vec<_> = missing
-                .iter()
-                .map(|(diff_id, clamp)| {
-                    move || self.tree_blob(&self.store.snapshot_path(diff_id), diff_id, *clamp)
-                })
-                .collect();
-            match layer::commit_in_parallel(jobs) {
-                Ok(blobs) => {
-                    for blob in blobs {
-                        self.store.put_layer_blob(&blob.diff_id, &blob.descriptor)?;
-                        known.insert(blob.diff_id, blob.descriptor);
-                    }
-                    self.sink.emit(Event::Finished {
-                        vertex: id,
-                        duration: started.elapsed(),
-                    });
-                }
-                Err(error) => {
-                    self.sink.emit(Event::Failed {
-                        vertex: id,
-                        duration: started.elapsed(),
-                        message: error.to_string(),
-                    });
-                    return Err(anyhow::Error::new(error).context(name));
-                }
-            }
-        }
-        Ok(states
-            .iter()
-            .map(|state| {
-                let mut state = (*state).clone();
-                for layer in &mut state.layers {
-                    if layer.blob.is_none() {
-                        layer.blob = known.get(&layer.diff_id).cloned();
-                        layer.clamp = None;
-                    }
-                }
-                state
-            })
-            .collect())
-    }
+/// One platform's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The target platform.
+    pub platform: Platform,
+    /// Its manifest, in the store.
+    pub manifest: Descriptor,
+}
 
-    /// Writes the blob of a step's layer from `tree` (its upper directory, or its snapshot),
-    /// checking that the tar has the diff_id the step recorded.
-    pub(crate) fn tree_blob(
-        &self,
-        tree: &std::path::Path,
-        diff_id: &Digest,
-        clamp: Option<i64>,
-    ) -> Result<layer::LayerBlob, layer::LayerError> {
-        let blob = layer::write_tree_layer(
-            self.store.layout(),
-            tree,
-            TreeKind::OverlayUpper,
-            self.options.compression,
-            clamp,
-        )?;
-        if &blob.diff_id != diff_id {
-            return Err(layer::LayerError::DiffIdMismatch {
-                expected: diff_id.clone(),
-                actual: blob.diff_id,
-            });
+impl Built {
+    /// What a tag names: the index when several platforms were built or any was asked for
+    /// explicitly, else the single manifest (as `docker build` gives).
+    pub fn result(&self) -> &Descriptor {
+        match self.images.as_slice() {
+            [only] if !self.explicit_platforms => &only.manifest,
+            _ => &self.index,
         }
-        Ok(blob)
     }
 }
 
 /// Writes each target's config and manifest, and the index over them.
-pub(crate) fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
-    let results = ctx
-        .results
-        .lock()
-        .map_err(|_| anyhow!("a build thread panicked"))?;
+pub(crate) fn images(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+) -> anyhow::Result<Built> {
     let mut images = Vec::new();
     let mut seen: HashMap<&Platform, ()> = HashMap::new();
     let mut targets = Vec::new();
-    for target in &ctx.graph.images {
+    for target in &graph.images {
         if seen.insert(&target.platform, ()).is_some() {
             continue;
         }
-        let Some(Some(Ok(done))) = results.get(target.vertex) else {
+        let Some(done) = results.get(target.vertex) else {
             return Err(anyhow!(
                 "the target vertex for {} did not finish",
                 target.platform
@@ -156,19 +75,19 @@ pub(crate) fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
     }
     // The images' layers kept as snapshots are compressed now, all at once.
     let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
-    let states = ctx.ensure_blobs(&states)?;
+    let states = ensure_blobs(services, &states)?;
     for ((target, done), state) in targets.into_iter().zip(states) {
         let mut config = done.state.config.clone();
         // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
         // or SOURCE_DATE_EPOCH.
-        let created = match ctx.options.source_date_epoch {
-            Some(_) => ctx.created.clone(),
+        let created = match services.options.source_date_epoch {
+            Some(_) => services.created.clone(),
             None => config
                 .history()
                 .as_ref()
                 .and_then(|history| history.last())
                 .and_then(|entry| entry.created().clone())
-                .unwrap_or_else(|| ctx.created.clone()),
+                .unwrap_or_else(|| services.created.clone()),
         };
         config.set_created(Some(created));
         let mut value = serde_json::to_value(&config)?;
@@ -185,9 +104,9 @@ pub(crate) fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
             }
         }
         let config_descriptor =
-            oci_image::write_json_blob(ctx.store.layout(), MediaType::ImageConfig, &value)?;
+            oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
         let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
-        let descriptor = ctx
+        let descriptor = services
             .store
             .put_manifest(&manifest, Some(oci_image::config_platform(&config)))?;
         images.push(BuiltImage {
@@ -195,12 +114,99 @@ pub(crate) fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
             manifest: descriptor,
         });
     }
-    let index = ctx
+    let index = services
         .store
         .put_index(images.iter().map(|image| image.manifest.clone()).collect())?;
     Ok(Built {
         images,
         index,
-        explicit_platforms: ctx.options.explicit_platforms,
+        explicit_platforms: services.options.explicit_platforms,
     })
+}
+
+/// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of
+/// every step (`mode=max`).
+pub(crate) fn export_cache(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+    export: &cache::CacheExport,
+) -> anyhow::Result<()> {
+    let mut indices: Vec<usize> = Vec::new();
+    match export.mode {
+        cache::CacheMode::Max => indices.extend(0..graph.vertices.len()),
+        cache::CacheMode::Min => {
+            for target in &graph.images {
+                let mut vertex = Some(target.vertex);
+                while let Some(index) = vertex {
+                    indices.push(index);
+                    vertex = graph.vertices[index].parent;
+                }
+            }
+        }
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    let mut records = Vec::new();
+    let mut chosen: Vec<(String, Arc<Done>)> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for index in indices {
+        let vertex = &graph.vertices[index];
+        if !matches!(vertex.op, Op::Step { .. }) {
+            continue;
+        }
+        let Some(done) = results.get(index).cloned() else {
+            continue;
+        };
+        if !keys.insert(done.key.clone()) {
+            continue;
+        }
+        if matches!(export.location, cache::CacheLocation::Local(_)) {
+            services.cache.materialize(&done.state)?;
+        }
+        chosen.push((vertex.platform.to_string(), done));
+    }
+    // A cache holds blobs: layers kept as snapshots are compressed now.
+    let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();
+    let states = ensure_blobs(services, &states)?;
+    for ((platform, done), state) in chosen.iter().zip(states) {
+        records.push(cache::Record {
+            key: done.key.clone(),
+            platform: platform.clone(),
+            layers: state.blobs()?,
+            state: serde_json::to_value(&state)?,
+        });
+    }
+    let id = services.counter.next();
+    let name = format!("exporting cache to {}", export.location);
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated: false,
+    });
+    let started = Instant::now();
+    let result = services.runtime.block_on(cache::export(
+        Arc::clone(&services.registry),
+        services.store.layout(),
+        export,
+        records,
+    ));
+    match result {
+        Ok(line) => {
+            services.sink.emit(Event::Finished {
+                vertex: id,
+                duration: started.elapsed(),
+            });
+            services.sink.emit(Event::Note { message: line });
+            Ok(())
+        }
+        Err(error) => {
+            services.sink.emit(Event::Failed {
+                vertex: id,
+                duration: started.elapsed(),
+                message: error.to_string(),
+            });
+            Err(anyhow::Error::new(error).context(name))
+        }
+    }
 }

@@ -27,21 +27,22 @@ use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
 
-use super::cache::Key;
+use super::from::resolve_image;
 use super::permissions::{ModeChange, apply_symbolic_mode, resolve_chown};
-use super::scheduler::Ctx;
+use super::services::Services;
 use super::sources::{
-    Item, Selected, StateView, download, extract_archive, is_archive, select_in_context,
-    select_in_dir, walk_dir,
+    Item, Selected, download, extract_archive, is_archive, select_in_context, select_in_dir,
+    walk_dir,
 };
 use super::state::{Done, join_path};
-use crate::oci::ImageState;
+use crate::cache::Key;
 use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::error::Failure;
 use crate::layer::tree::{Stack, resolve};
 use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
+use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
 
@@ -100,53 +101,54 @@ fn add_parents(
 }
 
 /// `WORKDIR`: a layer making the directory when the state lacks it, else nothing.
-pub(crate) fn workdir_step(
-    ctx: &Ctx<'_>,
+pub(crate) fn workdir(
+    services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
-    dir: &str,
     created_by: String,
     key: Key,
 ) -> anyhow::Result<Done> {
+    let dir = &state.workdir();
     let key = key.finish();
     // A hit of an imported cache is decided without the parent's layers (they may still be
     // in the cache): CACHED when it made a layer, silent when the directory was there.
-    if !ctx.options.no_cache && ctx.imported_only(&key)? {
-        let made_layer = ctx
+    if !services.options.no_cache && services.cache.imported_only(&key)? {
+        let made_layer = services
+            .cache
             .lookup(&key)?
             .is_some_and(|hit| hit.layers.len() > state.layers.len());
         if made_layer {
-            if let Some(state) = ctx.cache_hit(&key, &vertex.display_name())? {
+            if let Some(state) = services.cache_hit(&key, &vertex.display_name())? {
                 return Ok(Done { state, key });
             }
-        } else if let Some(state) = ctx.lookup(&key)? {
+        } else if let Some(state) = services.cache.lookup(&key)? {
             return Ok(Done { state, key });
         }
     }
-    let lowers = ctx.lower_dirs(&state)?;
+    let lowers = services.lower_dirs(&state)?;
     let stack = Stack::new(&lowers);
     // `WORKDIR /link` makes (or finds) the directory the link names, inside the image.
     let dir = &resolve(&stack, dir, true)
         .map_err(|error| Failure::bad_input(format_args!("{created_by}: {error}")))?;
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
-        if !ctx.options.no_cache {
-            if let Some(state) = ctx.lookup(&key)? {
+        if !services.options.no_cache {
+            if let Some(state) = services.cache.lookup(&key)? {
                 return Ok(Done { state, key });
             }
         }
-        state.push_history(&ctx.created, created_by, true);
-        ctx.record(&key, &state)?;
+        state.push_history(&services.created, created_by, true);
+        services.cache.record(&key, &state)?;
         return Ok(Done { state, key });
     }
     let name = vertex.display_name();
-    if let Some(state) = ctx.cache_hit(&key, &name)? {
+    if let Some(state) = services.cache_hit(&key, &name)? {
         return Ok(Done { state, key });
     }
     let mut entries = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
-    let mtime = ctx.options.source_date_epoch.unwrap_or_else(now);
+    let mtime = services.options.source_date_epoch.unwrap_or_else(now);
     add_parents(&mut entries, &mut listed, &lowers, dir, None, mtime, true);
-    commit(ctx, vertex, state, entries, created_by, &key)
+    commit(services, vertex, state, entries, created_by, &key)
 }
 
 fn now() -> i64 {
@@ -156,7 +158,7 @@ fn now() -> i64 {
 }
 
 fn commit(
-    ctx: &Ctx<'_>,
+    services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
     entries: Vec<FileListEntry>,
@@ -165,18 +167,19 @@ fn commit(
 ) -> anyhow::Result<Done> {
     let name = vertex.display_name();
     let blob = layer::write_file_list_layer(
-        ctx.store.layout(),
+        services.store.layout(),
         entries,
-        ctx.options.compression,
-        ctx.options.source_date_epoch,
+        services.options.compression,
+        services.options.source_date_epoch,
     )
     .with_context(|| format!("{name}: writing the layer"))?;
-    ctx.store
+    services
+        .store
         .unpack_snapshot(&blob.descriptor, &blob.diff_id)
         .with_context(|| format!("{name}: unpacking the layer's snapshot"))?;
     state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
-    state.push_history(&ctx.created, created_by, false);
-    ctx.record(key, &state)?;
+    state.push_history(&services.created, created_by, false);
+    services.cache.record(key, &state)?;
     Ok(Done {
         state,
         key: key.to_owned(),
@@ -184,15 +187,15 @@ fn commit(
 }
 
 /// `COPY` / `ADD`.
-pub(crate) fn copy_step(
-    ctx: &Ctx<'_>,
+pub(crate) fn step(
+    services: &Services<'_>,
     vertex: &Vertex,
     instruction: &Instruction,
     parent: &Done,
     inputs: &[Arc<Done>],
     mut key: Key,
 ) -> anyhow::Result<Done> {
-    let file = ctx.options.dockerfile.display();
+    let file = services.options.dockerfile.display();
     let line = instruction.span().start;
     let unsupported = |what: &str| -> anyhow::Error {
         Failure::unsupported(format_args!("{file}:{line}: {what}")).into()
@@ -244,7 +247,7 @@ pub(crate) fn copy_step(
             apply_symbolic_mode(&spec, 0, false).map_err(|reason| {
                 crate::error::Failure::bad_input(format_args!(
                     "{}:{}: --chmod={spec}: {reason}",
-                    ctx.options.dockerfile.display(),
+                    services.options.dockerfile.display(),
                     instruction.span().start
                 ))
             })?;
@@ -266,8 +269,8 @@ pub(crate) fn copy_step(
             let state = if let Some(input) = inputs.first() {
                 input.state.clone()
             } else {
-                let id = ctx.counter.next();
-                let (manifest, state) = ctx.resolve_image(from_name, &vertex.platform, id)?;
+                let id = services.counter.next();
+                let (manifest, state) = resolve_image(services, from_name, &vertex.platform, id)?;
                 key.add("from-image", manifest.digest().as_ref());
                 state
             };
@@ -284,22 +287,22 @@ pub(crate) fn copy_step(
                     }
                 }
                 let early = early.finish();
-                if let Some(state) = ctx.cache_hit(&early, &name)? {
+                if let Some(state) = services.cache_hit(&early, &name)? {
                     return Ok(Done { state, key: early });
                 }
             }
-            view = StateView::new(ctx, &state)?;
+            view = services.view(&state)?;
             Some(view.root.clone())
         }
     };
     let context_files =
         if source_root.is_none() && sources.iter().any(|s| matches!(s, Source::Path(_))) {
-            Some(ctx.context_files()?)
+            Some(services.context_files()?)
         } else {
             None
         };
 
-    let scratch = ctx.scratch_dirs()?;
+    let scratch = services.scratch_dirs()?;
     let mut selections = Vec::new();
     let mut inline = Vec::new();
     for source in sources {
@@ -315,7 +318,7 @@ pub(crate) fn copy_step(
                     let target_dir = scratch.path().join(format!("url-{}", selections.len()));
                     fs::create_dir(&target_dir)?;
                     let (name, digest) = download(
-                        ctx,
+                        services.runtime,
                         path,
                         checksum.as_deref(),
                         &target_dir,
@@ -373,12 +376,12 @@ pub(crate) fn copy_step(
         key.add("inline", &heredoc.content);
     }
     let key = key.finish();
-    if let Some(state) = ctx.cache_hit(&key, &name)? {
+    if let Some(state) = services.cache_hit(&key, &name)? {
         return Ok(Done { state, key });
     }
-    let lowers = ctx.lower_dirs(&parent.state)?;
-    let id = ctx.counter.next();
-    ctx.sink.emit(Event::Started {
+    let lowers = services.lower_dirs(&parent.state)?;
+    let id = services.counter.next();
+    services.sink.emit(Event::Started {
         vertex: id,
         name: name.clone(),
         emulated: false,
@@ -401,7 +404,7 @@ pub(crate) fn copy_step(
         .is_some_and(|(_, meta)| meta.is_dir());
     let any_dir_source = selections.iter().any(|s| s.single_file_name.is_none());
     let dest_is_dir = dest_dir_syntax || tops > 1 || dest_exists_dir || any_dir_source;
-    let mtime_now = ctx.options.source_date_epoch.unwrap_or_else(now);
+    let mtime_now = services.options.source_date_epoch.unwrap_or_else(now);
 
     let mut entries: Vec<FileListEntry> = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
@@ -558,8 +561,15 @@ pub(crate) fn copy_step(
         "{text} {} # buildkit",
         instruction_summary(sources, destination)
     );
-    let done = commit(ctx, vertex, parent.state.clone(), entries, created_by, &key)?;
-    ctx.sink.emit(Event::Finished {
+    let done = commit(
+        services,
+        vertex,
+        parent.state.clone(),
+        entries,
+        created_by,
+        &key,
+    )?;
+    services.sink.emit(Event::Finished {
         vertex: id,
         duration: started.elapsed(),
     });

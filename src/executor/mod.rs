@@ -1,47 +1,69 @@
-//! The build driver: walks a [`crate::plan::BuildGraph`], resolves and pulls base images,
-//! runs steps in the sandbox, commits layers, keeps the cache, and assembles one image per
-//! target platform.
+//! The executor: runs a planned [`BuildGraph`] and leaves one image per target platform,
+//! and the index over them, in the store.
 //!
-//! [`run`] is the entry point: Dockerfile + context + options in, [`BuildReport`] (with the
-//! [`crate::export::Built`] result, already in the store) out. Vertices run on their own
-//! threads as soon as their parent and input stages are done (platforms side by side);
-//! `RUN` steps are bounded (three at once). Modules: [`exec`] (the per-vertex work: state,
-//! `FROM` and the base's `ONBUILD` triggers, config instructions, `RUN`, cache keys and
-//! records, assembly of configs, manifests and the index), [`copy`] (`COPY`/`ADD`, the
-//! directory `WORKDIR` creates), [`mounts`] (`RUN --mount`), [`failed`] (the record a
-//! failed `RUN` leaves for `xbuild debug shell`).
+//! [`execute`] reads top to bottom: the step cache (with `--cache-from`), the services the
+//! steps share, the scheduler running every vertex, then what the build hands on (images,
+//! index, `--cache-to`, the architecture check). Vertices run on their own threads as soon
+//! as their parent and input stages are done (platforms side by side); `RUN` steps are
+//! bounded (three at once).
 //!
-//! Cache key of a vertex: sha256 over the plan's vertex id (instruction after expansion,
-//! platform, build args it sees, parent and input identities), the parent's key, input
-//! stages' keys, the base manifest digest for `FROM`, the digest of exactly the context
-//! entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads, downloaded URL digests,
-//! `SOURCE_DATE_EPOCH`, the network mode, and secret ids (never their values). A record
-//! holds the whole resulting state (layer descriptors, diff_ids, config, history).
+//! Files, one concern each: [`scheduler`] (when vertices run), [`dispatch`] (which step
+//! runs an instruction), one file per kind of step — [`from`] (`FROM`, `ONBUILD`
+//! triggers), [`run`] (`RUN`) with [`mounts`] (`RUN --mount`), [`copy`] (`COPY`/`ADD`, the
+//! directory `WORKDIR` makes) with [`sources`] (what they read) and [`permissions`]
+//! (`--chown`, `--chmod`), [`config`] (the config instructions, pure functions) —,
+//! [`services`] (what a step may use), [`state`] (what a vertex leaves), [`blobs`] (layer
+//! blobs from snapshots), [`assemble`] (images, index, cache export), [`archcheck`] (the
+//! wrong-architecture guard), [`validate`] (refusals before any work), [`failed`] (the
+//! record a failed `RUN` leaves for `xbuild debug shell`).
+//!
+//! Cache key of a vertex ([`crate::cache::Key`]): sha256 over the plan's vertex id
+//! (instruction after expansion, platform, build args it sees, parent and input
+//! identities), the parent's key, input stages' keys, the base manifest digest for `FROM`,
+//! the digest of exactly the context entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads,
+//! downloaded URL digests, `SOURCE_DATE_EPOCH`, the network mode, and secret ids (never
+//! their values). A record holds the whole resulting state (layer descriptors, diff_ids,
+//! config, history).
 
 pub mod archcheck;
 mod assemble;
-mod cache;
-mod config;
-pub mod copy;
+mod blobs;
+pub mod config;
+mod copy;
+mod dispatch;
 pub mod failed;
 mod from;
-pub mod mounts;
+mod mounts;
 mod permissions;
 mod run;
 mod scheduler;
+mod services;
 mod sources;
 mod state;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::export::Built;
-use crate::layer::Compression;
-use crate::platform::Platform;
-use crate::progress::SharedSink;
+use anyhow::{Context as _, anyhow};
+use tokio::runtime::Handle;
 
-pub use scheduler::run;
+use crate::cache::StepCache;
+use crate::dockerfile::{self, Stages};
+use crate::error::{ExitKind, Failure};
+use crate::layer::Compression;
+use crate::oci::image as oci_image;
+use crate::plan::{self, BuildGraph, PlanOptions};
+use crate::platform::{self, Platform};
+use crate::progress::{SharedSink, VertexCounter};
+use crate::registry::RegistryOptions;
+use crate::store::Store;
+
+pub use assemble::{Built, BuiltImage};
+use scheduler::Scheduler;
+use services::Services;
 
 /// What to build.
 #[derive(Clone)]
@@ -113,4 +135,135 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// The last progress vertex number used, so later phases (outputs) go on after it.
     pub last_vertex: u32,
+}
+
+/// Builds what `options` asks for and writes the result into the store (not the tags: the
+/// caller names the result, see [`crate::export`]).
+///
+/// # Errors
+/// A Dockerfile error (exit 2, `Dockerfile:LINE: ...`), a platform the host cannot run
+/// (exit 3), a failed step (exit 1, with the `xbuild debug shell` command), store, registry
+/// or context failures.
+pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
+    let file_name = options.dockerfile.display().to_string();
+    let bad = |error: dockerfile::DockerfileError| {
+        Failure::new(ExitKind::BadInput, error.with_file(file_name.clone()))
+    };
+    let bytes = std::fs::read(&options.dockerfile)
+        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
+    let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes)).map_err(bad)?;
+    // The parser's warnings (empty continuation lines) are not repeated here: the check
+    // rule NoEmptyContinuation reports them with the build's other check warnings.
+    let stages = dockerfile::stages(&tree).map_err(bad)?;
+    let plan_options = PlanOptions {
+        targets: options.targets.clone(),
+        build_platform: platform::host(),
+        build_args: options.build_args.clone(),
+        target_stage: options.target_stage.clone(),
+    };
+    let graph = plan::for_targets(&stages, &plan_options).map_err(|error| match error {
+        plan::PlanError::Dockerfile(error) => bad(error),
+        other => match other.line() {
+            Some(line) => Failure::bad_input(format_args!("{file_name}:{line}: {other}")),
+            None => Failure::bad_input(other),
+        },
+    })?;
+    let store = Store::open_default().context("opening the store")?;
+    validate::ensure_emulators(&graph, &options.sink)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    execute(&graph, &stages, options, &store, runtime.handle())
+}
+
+/// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
+/// runs on `runtime`. Returns the images and index, in the store, and what the build did.
+///
+/// # Errors
+/// A failed step (exit 1, with the `xbuild debug shell` command), store, registry or
+/// context failures.
+pub fn execute(
+    graph: &BuildGraph,
+    stages: &Stages,
+    options: &BuildOptions,
+    store: &Store,
+    runtime: &Handle,
+) -> anyhow::Result<BuildReport> {
+    let mut warnings = graph.warnings.clone();
+    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let mut platforms: Vec<String> = graph
+        .vertices
+        .iter()
+        .map(|vertex| vertex.platform.to_string())
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    let (cache, cache_warnings) = StepCache::import(
+        store.clone(),
+        Arc::clone(&registry),
+        runtime.clone(),
+        &options.cache.from,
+        &platforms,
+        &options.sink,
+    );
+    warnings.extend(cache_warnings);
+    let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
+    let services = Services::new(
+        options,
+        stages,
+        store,
+        runtime,
+        registry,
+        cache,
+        VertexCounter::default(),
+        created,
+    );
+
+    let results = Scheduler::new(graph, &services).run()?;
+
+    services.save_stat_cache();
+    if !options.cache.lazy_layers {
+        // The store keeps what it names complete: the result's layers come in now.
+        for target in &graph.images {
+            if let Some(done) = results.get(target.vertex) {
+                services.cache.materialize(&done.state)?;
+            }
+        }
+    }
+    services.cache.record_imported_hits()?;
+    let built = assemble::images(&services, graph, &results)?;
+    for export in &options.cache.to {
+        assemble::export_cache(&services, graph, &results, export)?;
+    }
+    let foreign = archcheck::check_images(store, graph, &results, options.check_arch)?;
+    if !foreign.is_empty() {
+        if options.check_arch == CheckArch::Error {
+            return Err(anyhow!(
+                "binaries for another platform in the image (--check-arch=error):\n  {}",
+                foreign.join("\n  ")
+            ));
+        }
+        warnings.extend(foreign.into_iter().map(|line| {
+            format!("{line} (it will fail with \"exec format error\"; --check-arch=error makes this fatal)")
+        }));
+    }
+    let counts = services.counts();
+    Ok(BuildReport {
+        built,
+        emulated: counts.emulated.into_iter().collect(),
+        steps_run: counts.steps_run,
+        cached: counts.cached,
+        unused_build_args: graph.unused_build_args.clone(),
+        warnings,
+        last_vertex: services.counter.last(),
+    })
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
 }

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::cache::Key;
-use super::scheduler::Ctx;
+use super::from::resolve_image;
+use super::services::Services;
 use super::sources::{StateView, select_in_context};
 use super::state::{Done, join_path};
+use crate::cache::Key;
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
 use crate::error::Failure;
@@ -35,7 +36,7 @@ pub(crate) struct Prepared {
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
 pub(crate) fn prepare(
-    ctx: &Ctx<'_>,
+    services: &Services<'_>,
     vertex: &Vertex,
     run: &instruction::Run,
     parent: &Done,
@@ -47,7 +48,7 @@ pub(crate) fn prepare(
         _views: Vec::new(),
         _secrets: None,
     };
-    let file = ctx.options.dockerfile.display();
+    let file = services.options.dockerfile.display();
     let line = run.span.start;
     let unsupported = |what: &str| -> anyhow::Error {
         Failure::unsupported(format_args!("{file}:{line}: RUN --mount={what}")).into()
@@ -66,7 +67,7 @@ pub(crate) fn prepare(
                 let hash = hex::encode(
                     &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
                 );
-                let dir = ctx.store.root().join("cache-mounts").join(hash);
+                let dir = services.store.root().join("cache-mounts").join(hash);
                 if !dir.is_dir() {
                     std::fs::create_dir_all(&dir).context("creating a cache mount")?;
                     if mount.uid.is_some() || mount.gid.is_some() {
@@ -97,7 +98,7 @@ pub(crate) fn prepare(
                     })
                     .ok_or_else(|| unsupported("type=secret without id or target"))?;
                 key.add("secret-id", &id);
-                let Some(value) = ctx.options.secrets.get(&id) else {
+                let Some(value) = services.options.secrets.get(&id) else {
                     if mount.required {
                         return Err(Failure::bad_input(format_args!(
                             "{file}:{line}: secret {id:?} is required: pass --secret id={id},src=FILE"
@@ -107,7 +108,7 @@ pub(crate) fn prepare(
                     continue;
                 };
                 if prepared._secrets.is_none() {
-                    let tmp = ctx.store.layout().tmp_dir();
+                    let tmp = services.store.layout().tmp_dir();
                     std::fs::create_dir_all(&tmp)?;
                     prepared._secrets = Some(
                         tempfile::Builder::new()
@@ -142,7 +143,7 @@ pub(crate) fn prepare(
                 let relative = join_path("/", &source).trim_start_matches('/').to_owned();
                 let host = match &mount.from {
                     None => {
-                        let files = ctx.context_files()?;
+                        let files = services.context_files()?;
                         let selected = select_in_context(&files, &source)?;
                         let mut cache = files
                             .stat_cache
@@ -157,7 +158,7 @@ pub(crate) fn prepare(
                         files.dir.join(&relative)
                     }
                     Some(from) => {
-                        let state = if ctx.stages.find(from).is_some() {
+                        let state = if services.stages.find(from).is_some() {
                             let input = inputs.get(next_input).ok_or_else(|| {
                                 anyhow::anyhow!(
                                     "{}: no input for --mount from={from}",
@@ -167,13 +168,13 @@ pub(crate) fn prepare(
                             next_input += 1;
                             input.state.clone()
                         } else {
-                            let id = ctx.counter.next();
+                            let id = services.counter.next();
                             let (manifest, state) =
-                                ctx.resolve_image(from, &vertex.platform, id)?;
+                                resolve_image(services, from, &vertex.platform, id)?;
                             key.add("bind-image", manifest.digest().as_ref());
                             state
                         };
-                        let view = StateView::new(ctx, &state)?;
+                        let view = services.view(&state)?;
                         let host = view.root.join(&relative);
                         prepared._views.push(view);
                         host

@@ -3,13 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{Context as _, anyhow};
+use tokio::runtime::Handle;
 
-use super::scheduler::Ctx;
 use super::state::join_path;
-use crate::oci::ImageState;
 use crate::context::{self, ContextEntry, Dockerignore, StatCache};
 use crate::error::Failure;
 use crate::layer;
@@ -24,9 +23,15 @@ pub(crate) struct ContextFiles {
 }
 
 impl ContextFiles {
-    fn load(ctx: &Ctx<'_>) -> anyhow::Result<Self> {
-        let dir = ctx.options.context.clone();
-        let ignore = Dockerignore::load(&dir, &ctx.options.dockerfile)?;
+    /// Walks `context` after the `.dockerignore` that goes with `dockerfile`; the stat cache
+    /// of the context's digests lives in the store under `store_root`.
+    pub(crate) fn load(
+        context: &Path,
+        dockerfile: &Path,
+        store_root: &Path,
+    ) -> anyhow::Result<Self> {
+        let dir = context.to_path_buf();
+        let ignore = Dockerignore::load(&dir, dockerfile)?;
         let entries = context::walk(&dir, &ignore)?;
         let canonical = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let hash = hex::encode(
@@ -34,7 +39,7 @@ impl ContextFiles {
                 .digest()
                 .as_bytes()[..16],
         );
-        let cache_file = ctx.store.root().join("cache").join(format!("stat-{hash}"));
+        let cache_file = store_root.join("cache").join(format!("stat-{hash}"));
         let stat_cache = StatCache::load(&cache_file, &dir);
         Ok(Self {
             dir,
@@ -49,21 +54,6 @@ impl ContextFiles {
         if let Ok(mut cache) = self.stat_cache.lock() {
             let _ = cache.save(&self.cache_file);
         }
-    }
-}
-
-impl Ctx<'_> {
-    pub(crate) fn context_files(&self) -> anyhow::Result<Arc<ContextFiles>> {
-        let mut slot = self
-            .context
-            .lock()
-            .map_err(|_| anyhow!("a build thread panicked"))?;
-        if let Some(files) = slot.as_ref() {
-            return Ok(files.clone());
-        }
-        let files = Arc::new(ContextFiles::load(self)?);
-        *slot = Some(files.clone());
-        Ok(files)
     }
 }
 
@@ -84,11 +74,11 @@ pub(crate) struct StateView {
 }
 
 impl StateView {
-    pub(crate) fn new(ctx: &Ctx<'_>, state: &ImageState) -> anyhow::Result<Self> {
-        let lowers = ctx.lower_dirs(state)?;
-        let tmp = ctx.store.layout().tmp_dir();
-        fs::create_dir_all(&tmp)?;
-        let dir = tempfile::Builder::new().prefix("view-").tempdir_in(&tmp)?;
+    /// A view of the snapshot directories `lowers` (top first), mounted under `tmp` when
+    /// there are several.
+    pub(crate) fn new(lowers: Vec<PathBuf>, tmp: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(tmp)?;
+        let dir = tempfile::Builder::new().prefix("view-").tempdir_in(tmp)?;
         match lowers.as_slice() {
             [] => Ok(Self {
                 root: dir.path().to_path_buf(),
@@ -486,7 +476,7 @@ pub(crate) fn external_decompress(
 /// Downloads `url` into `dir` (`ADD URL`), checking `--checksum`; returns the file name
 /// (the last path segment of the URL, `download` when it has none) and the content digest.
 pub(crate) fn download(
-    ctx: &Ctx<'_>,
+    runtime: &Handle,
     url: &str,
     checksum: Option<&str>,
     dir: &Path,
@@ -499,7 +489,7 @@ pub(crate) fn download(
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
         .filter(|segment| !segment.is_empty())
         .unwrap_or_else(|| "download".to_owned());
-    let bytes = ctx.runtime.block_on(async {
+    let bytes = runtime.block_on(async {
         let response = reqwest::Client::new().get(parsed.clone()).send().await?;
         let response = response.error_for_status()?;
         response.bytes().await

@@ -28,7 +28,7 @@ use super::{Builder, Node};
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
 use crate::executor::{self, BuildOptions, BuildReport, CheckArch};
-use crate::export::{Built, BuiltImage};
+use crate::executor::{Built, BuiltImage};
 use crate::layer::Compression;
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, Sink, VertexCounter, VertexId};

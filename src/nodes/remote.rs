@@ -14,8 +14,9 @@ use anyhow::Context as _;
 
 use super::protocol::{self, NodeReply, NodeRequest};
 use crate::error::{ExitKind, Failure, ResultExt};
+use crate::executor::Built;
 use crate::executor::{self, BuildOptions, CheckArch};
-use crate::export::{self, Built, Output};
+use crate::export::{self, Output};
 use crate::layer::Compression;
 use crate::progress::{SharedSink, VertexCounter};
 use crate::registry::RegistryOptions;
