@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use oci_spec::image::{Config, ConfigBuilder, History, HistoryBuilder, Platform};
+use oci_spec::image::{History, HistoryBuilder, Platform};
 
 use super::output;
+use crate::dockerfile::{self, Expander};
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::executor::config;
 use crate::layer::{self, Compression, TreeKind};
+use crate::oci::ImageState;
 use crate::oci::image::{self, format_platform, parse_platform};
 use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
 
@@ -431,9 +434,10 @@ impl ImportArgs {
                 self.compression
             ))
         })?;
-        let mut container_config = ConfigBuilder::default().build()?;
+        // Every change is read (and refused if bad) before anything is written.
+        let mut state = ImageState::new(image::new_image_config(&platform, None));
         for change in &self.changes {
-            apply_change(&mut container_config, change)?;
+            apply_change(&mut state, change)?;
         }
         let store = open_store()?;
         let source = self.source.as_path();
@@ -457,7 +461,8 @@ impl ImportArgs {
                 .with_context(|| format!("importing {}", source.display()))?
         };
         let created = image::created_now();
-        let mut config = image::new_image_config(&platform, Some(created.clone()));
+        let mut config = state.config;
+        config.set_created(Some(created.clone()));
         config
             .rootfs_mut()
             .diff_ids_mut()
@@ -480,9 +485,6 @@ impl ImportArgs {
         }
         let history: History = history.build()?;
         config.set_history(Some(vec![history]));
-        if container_config != Config::default() {
-            config.set_config(Some(container_config));
-        }
         let descriptor = store.put_image(&config, vec![blob.descriptor])?;
         store.set_ref(&self.reference, &descriptor)?;
         output::stdout(descriptor.digest());
@@ -490,125 +492,51 @@ impl ImportArgs {
     }
 }
 
-/// Applies one `--change` instruction to a container config, as `docker import -c` does.
-fn apply_change(config: &mut Config, change: &str) -> anyhow::Result<()> {
+/// The instructions `--change` takes: those of `docker import -c`, and `LABEL`,
+/// `STOPSIGNAL`.
+const CHANGES: [&str; 9] = [
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Applies one `--change` instruction to the image, as `docker import -c` does: read as a
+/// Dockerfile instruction, expanded with the image's environment, and applied by the same
+/// functions a build's config instructions use ([`crate::executor::config`]).
+fn apply_change(state: &mut ImageState, change: &str) -> anyhow::Result<()> {
     let change = change.trim();
-    let (instruction, rest) = change
-        .split_once(char::is_whitespace)
-        .map_or((change, ""), |(first, rest)| (first, rest.trim()));
-    let bad = |why: &str| -> anyhow::Error {
+    let name = change
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if !CHANGES.contains(&name.as_str()) {
+        return Err(Failure::unsupported(format!("--change {name}")).into());
+    }
+    let bad = |why: &dyn std::fmt::Display| -> anyhow::Error {
         Failure::bad_input(format!("--change {change:?}: {why}")).into()
     };
-    let words = |rest: &str| -> anyhow::Result<Vec<String>> {
-        if rest.starts_with('[') {
-            serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))
-        } else {
-            Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), rest.to_owned()])
-        }
+    let tree = dockerfile::parse(&format!("FROM scratch\n{change}\n")).map_err(|e| bad(&e.kind))?;
+    let stages = dockerfile::stages(&tree).map_err(|e| bad(&e.kind))?;
+    let instructions = stages
+        .stages
+        .first()
+        .map(|stage| stage.instructions.as_slice())
+        .unwrap_or_default();
+    let [instruction] = instructions else {
+        return Err(bad(&"give one instruction per --change"));
     };
-    let key_values = |rest: &str| -> anyhow::Result<Vec<(String, String)>> {
-        if rest.contains('=') {
-            split_words(rest)
-                .into_iter()
-                .map(|word| {
-                    word.split_once('=')
-                        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                        .ok_or_else(|| bad("expected KEY=VALUE"))
-                })
-                .collect()
-        } else {
-            let (key, value) = rest
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| bad("expected KEY VALUE"))?;
-            Ok(vec![(key.to_owned(), value.trim().to_owned())])
-        }
-    };
-    if rest.is_empty() {
-        return Err(bad("missing arguments"));
-    }
-    match instruction.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            config.set_cmd(Some(words(rest)?));
-        }
-        "ENTRYPOINT" => {
-            config.set_entrypoint(Some(words(rest)?));
-        }
-        "ENV" => {
-            let mut env = config.env().clone().unwrap_or_default();
-            for (key, value) in key_values(rest)? {
-                env.retain(|existing| existing.split_once('=').map(|(k, _)| k) != Some(&key));
-                env.push(format!("{key}={value}"));
-            }
-            config.set_env(Some(env));
-        }
-        "LABEL" => {
-            let mut labels = config.labels().clone().unwrap_or_default();
-            labels.extend(key_values(rest)?);
-            config.set_labels(Some(labels));
-        }
-        "EXPOSE" => {
-            let mut ports = config.exposed_ports().clone().unwrap_or_default();
-            for port in rest.split_whitespace() {
-                let port = if port.contains('/') {
-                    port.to_owned()
-                } else {
-                    format!("{port}/tcp")
-                };
-                if !ports.contains(&port) {
-                    ports.push(port);
-                }
-            }
-            ports.sort();
-            config.set_exposed_ports(Some(ports));
-        }
-        "VOLUME" => {
-            let mut volumes = config.volumes().clone().unwrap_or_default();
-            let new = if rest.starts_with('[') {
-                serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))?
-            } else {
-                rest.split_whitespace().map(str::to_owned).collect()
-            };
-            volumes.extend(new);
-            volumes.sort();
-            volumes.dedup();
-            config.set_volumes(Some(volumes));
-        }
-        "USER" => {
-            config.set_user(Some(rest.to_owned()));
-        }
-        "WORKDIR" => {
-            config.set_working_dir(Some(rest.to_owned()));
-        }
-        "STOPSIGNAL" => {
-            config.set_stop_signal(Some(rest.to_owned()));
-        }
-        other => {
-            return Err(Failure::unsupported(format!("--change {other}")).into());
-        }
-    }
+    let instruction = instruction
+        .expand(&Expander::new('\\'), &state.env())
+        .map_err(|e| bad(&e.kind))?;
+    config::apply(state, &instruction).map_err(|e| bad(&e))?;
     Ok(())
-}
-
-/// Splits `a=1 "b=two words"` into words, honouring double quotes.
-fn split_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in text.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
 }
 
 /// `xbuild save REF -o FILE [--format oci|docker] [--platform P]`.
@@ -732,14 +660,19 @@ mod tests {
         assert_eq!(human_size(5_000_000_000), "5 GB");
     }
 
+    fn new_image() -> ImageState {
+        ImageState::new(oci_spec::image::ImageConfiguration::default())
+    }
+
     #[test]
     fn changes_set_the_config() {
-        let mut config = ConfigBuilder::default().build().unwrap();
-        apply_change(&mut config, r#"CMD ["/bin/sh","-c","echo"]"#).unwrap();
-        apply_change(&mut config, "ENV A=1 B=\"two words\"").unwrap();
-        apply_change(&mut config, "ENV C 3").unwrap();
-        apply_change(&mut config, "EXPOSE 80 53/udp").unwrap();
-        apply_change(&mut config, "WORKDIR /app").unwrap();
+        let mut state = new_image();
+        apply_change(&mut state, r#"CMD ["/bin/sh","-c","echo"]"#).unwrap();
+        apply_change(&mut state, "ENV A=1 B=\"two words\"").unwrap();
+        apply_change(&mut state, "ENV C 3").unwrap();
+        apply_change(&mut state, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut state, "WORKDIR /app").unwrap();
+        let config = state.cfg();
         assert_eq!(
             config.cmd().as_deref(),
             Some(&["/bin/sh".to_owned(), "-c".to_owned(), "echo".to_owned()][..])
@@ -752,6 +685,26 @@ mod tests {
             config.exposed_ports().as_deref(),
             Some(&["53/udp".to_owned(), "80/tcp".to_owned()][..])
         );
-        assert!(apply_change(&mut config, "RUN make").is_err());
+        assert!(apply_change(&mut state, "RUN make").is_err());
+    }
+
+    #[test]
+    fn changes_take_what_a_build_takes() {
+        let mut state = new_image();
+        apply_change(&mut state, "EXPOSE 8000-8002/tcp 8080:80").unwrap();
+        apply_change(&mut state, "ENV DIR=/srv").unwrap();
+        apply_change(&mut state, "WORKDIR $DIR/app").unwrap();
+        apply_change(&mut state, "entrypoint [\"/bin/app\"]").unwrap();
+        let config = state.cfg();
+        assert_eq!(
+            config.exposed_ports().clone().unwrap(),
+            ["80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        assert_eq!(config.working_dir().as_deref(), Some("/srv/app"));
+        assert_eq!(config.entrypoint().clone().unwrap(), ["/bin/app"]);
+        for bad in ["EXPOSE 70000", "ENV", "CMD echo\nRUN x", "HEALTHCHECK NONE"] {
+            let error = apply_change(&mut state, bad).unwrap_err();
+            assert_eq!(crate::error::exit_kind(&error).code(), 2, "{error:#}");
+        }
     }
 }
