@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 
 use super::{BlobSource, CacheError, CacheLocation, fetch, import, note_source};
 use crate::oci::ImageState;
+use crate::platform::Platform;
 use crate::progress::{Event, SharedSink};
 use crate::registry::RegistryOptions;
 use crate::store::{CacheRecord, Store};
@@ -54,7 +55,7 @@ impl StepCache {
         registry: Arc<RegistryOptions>,
         runtime: Handle,
         from: &[CacheLocation],
-        platforms: &[String],
+        platforms: &[Platform],
         sink: &SharedSink,
     ) -> (Self, Vec<String>) {
         let mut imported = HashMap::new();
@@ -75,7 +76,11 @@ impl StepCache {
                     sink.emit(Event::Note {
                         message: format!(
                             "imported {count} cache records for {} from {location}",
-                            platforms.join(", ")
+                            platforms
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     });
                 }

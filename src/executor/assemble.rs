@@ -108,7 +108,7 @@ pub(crate) fn images(
         let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
         let descriptor = services
             .store
-            .put_manifest(&manifest, Some(oci_image::config_platform(&config)))?;
+            .put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
         images.push(BuiltImage {
             platform: target.platform.clone(),
             manifest: descriptor,
@@ -148,7 +148,7 @@ pub(crate) fn export_cache(
     indices.sort_unstable();
     indices.dedup();
     let mut records = Vec::new();
-    let mut chosen: Vec<(String, Arc<Done>)> = Vec::new();
+    let mut chosen: Vec<(Platform, Arc<Done>)> = Vec::new();
     let mut keys = std::collections::HashSet::new();
     for index in indices {
         let vertex = &graph.vertices[index];
@@ -164,7 +164,7 @@ pub(crate) fn export_cache(
         if matches!(export.location, cache::CacheLocation::Local(_)) {
             services.cache.materialize(&done.state)?;
         }
-        chosen.push((vertex.platform.to_string(), done));
+        chosen.push((vertex.platform.clone(), done));
     }
     // A cache holds blobs: layers kept as snapshots are compressed now.
     let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();

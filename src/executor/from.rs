@@ -18,7 +18,7 @@ use crate::oci::{ImageLayer, ImageState};
 use crate::plan::{Op, Vertex};
 use crate::platform::Platform;
 use crate::progress::{Event, VertexId};
-use crate::registry::{self, ImageRef, PlatformSpec, SinkProgress};
+use crate::registry::{self, ImageRef, SinkProgress};
 
 /// Resolves an image for a platform: the store's copy, else the registry.
 pub(crate) fn resolve_image(
@@ -29,12 +29,10 @@ pub(crate) fn resolve_image(
 ) -> anyhow::Result<(Descriptor, ImageState)> {
     let image = ImageRef::parse(reference)
         .map_err(|error| Failure::bad_input(format_args!("{reference}: {error}")))?;
-    let spec =
-        PlatformSpec::parse(&platform.to_string()).map_err(|error| Failure::bad_input(error.0))?;
     let progress = Arc::new(SinkProgress::aggregate(services.sink.clone(), vertex));
     let layout = services.store.layout();
     let pulled = if services.options.pull {
-        let choice = registry::PlatformChoice::One(spec.clone());
+        let choice = registry::PlatformChoice::One(platform.clone());
         services
             .runtime
             .block_on(registry::pull::pull_reference(
@@ -53,7 +51,7 @@ pub(crate) fn resolve_image(
             services.registry.clone(),
             layout,
             &image,
-            &spec,
+            platform,
             progress,
         ))?
     };

@@ -193,10 +193,10 @@ pub fn execute(
 ) -> anyhow::Result<BuildReport> {
     let mut warnings = graph.warnings.clone();
     let registry = Arc::new(RegistryOptions::from_env(store.root()));
-    let mut platforms: Vec<String> = graph
+    let mut platforms: Vec<Platform> = graph
         .vertices
         .iter()
-        .map(|vertex| vertex.platform.to_string())
+        .map(|vertex| vertex.platform.clone())
         .collect();
     platforms.sort();
     platforms.dedup();

@@ -19,7 +19,6 @@ use crate::cache::Key;
 use crate::oci::ImageState;
 use crate::oci::image as oci_image;
 use crate::plan::{BuildGraph, Op, Vertex};
-use crate::platform::Platform;
 
 /// A vertex's outcome once known (`Err` when it failed or was skipped).
 type Slot = Option<Result<Arc<Done>, ()>>;
@@ -156,18 +155,7 @@ fn scratch(vertex: &Vertex) -> Done {
     let mut key = Key::new(&vertex.id, None);
     key.add("scratch", &vertex.platform.to_string());
     Done {
-        state: ImageState::new(oci_image::new_image_config(
-            &oci_platform(&vertex.platform),
-            None,
-        )),
+        state: ImageState::new(oci_image::new_image_config(&vertex.platform, None)),
         key: key.finish(),
     }
-}
-
-fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
-    oci_image::platform(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref(),
-    )
 }
