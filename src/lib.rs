@@ -25,6 +25,7 @@ pub mod export;
 pub mod layer;
 pub mod nodes;
 pub mod oci;
+pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod progress;
@@ -33,3 +34,4 @@ pub mod sandbox;
 pub mod store;
 
 pub use error::{ExitKind, Failure};
+pub use pipeline::{BuildError, BuildFailure, BuildRequest, BuildResult, build};

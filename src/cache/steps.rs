@@ -86,8 +86,8 @@ impl StepCache {
                 }
                 Ok(None) => warnings.push(format!("--cache-from {location}: no cache there")),
                 Err(error) => warnings.push(format!(
-                    "--cache-from {location}: {:#} (building without it)",
-                    anyhow::Error::new(error)
+                    "--cache-from {location}: {} (building without it)",
+                    crate::error::chain_text(&error)
                 )),
             }
         }

@@ -83,14 +83,13 @@ fn report_peak_rss() {
 
 /// Advice when a write failed because a file system is full (ENOSPC, or EDQUOT): the cause
 /// chain already names the file; this says where the store is and how to get space back.
+/// The errno is read from the `io::Error` in the chain, never from a message.
 fn disk_full_hint(error: &anyhow::Error) -> Option<String> {
     let full = error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
             .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
-            // Errors that crossed a thread or process as text (the sandbox, tar writers).
-            || cause.to_string().contains("No space left on device")
     });
     full.then(|| {
         format!(

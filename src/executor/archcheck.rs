@@ -23,9 +23,8 @@ use std::path::{Path, PathBuf};
 
 use crate::platform::{self, Platform};
 
-use anyhow::Context as _;
-
 use super::CheckArch;
+use super::error::{ExecutorError, Within as _};
 use super::state::Results;
 use crate::plan::BuildGraph;
 use crate::store::Store;
@@ -195,7 +194,7 @@ pub(crate) fn check_images(
     graph: &BuildGraph,
     results: &Results,
     check_arch: CheckArch,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, ExecutorError> {
     if check_arch == CheckArch::Off {
         return Ok(Vec::new());
     }
@@ -233,7 +232,7 @@ pub(crate) fn check_images(
             }
             let found = match store.snapshot(&layer.diff_id) {
                 Some(snapshot) => foreign_elf_files(&snapshot, &target.platform)
-                    .with_context(|| format!("checking {}", snapshot.display()))?,
+                    .within(|| format!("checking {}", snapshot.display()))?,
                 // A layer of an imported cache hit, left in the cache (the build that made
                 // it checked it).
                 None => {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::anyhow;
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::blobs::ensure_blobs;
+use super::error::ExecutorError;
 use super::services::Services;
 use super::state::{Done, Results};
 use crate::cache;
@@ -57,7 +57,7 @@ pub(crate) fn images(
     services: &Services<'_>,
     graph: &BuildGraph,
     results: &Results,
-) -> anyhow::Result<Built> {
+) -> Result<Built, ExecutorError> {
     let mut images = Vec::new();
     let mut seen: HashMap<&Platform, ()> = HashMap::new();
     let mut targets = Vec::new();
@@ -66,10 +66,10 @@ pub(crate) fn images(
             continue;
         }
         let Some(done) = results.get(target.vertex) else {
-            return Err(anyhow!(
+            return Err(ExecutorError::Internal(format!(
                 "the target vertex for {} did not finish",
                 target.platform
-            ));
+            )));
         };
         targets.push((target, done));
     }
@@ -90,7 +90,10 @@ pub(crate) fn images(
                 .unwrap_or_else(|| services.created.clone()),
         };
         config.set_created(Some(created));
-        let mut value = serde_json::to_value(&config)?;
+        let mut value = serde_json::to_value(&config).map_err(|source| ExecutorError::Json {
+            what: "an image config",
+            source,
+        })?;
         if !done.state.extra.is_empty() {
             if let Some(object) = value.as_object_mut() {
                 let inner = object
@@ -131,7 +134,7 @@ pub(crate) fn export_cache(
     graph: &BuildGraph,
     results: &Results,
     export: &cache::CacheExport,
-) -> anyhow::Result<()> {
+) -> Result<(), ExecutorError> {
     let mut indices: Vec<usize> = Vec::new();
     match export.mode {
         cache::CacheMode::Max => indices.extend(0..graph.vertices.len()),
@@ -174,7 +177,10 @@ pub(crate) fn export_cache(
             key: done.key.clone(),
             platform: platform.clone(),
             layers: state.blobs()?,
-            state: serde_json::to_value(&state)?,
+            state: serde_json::to_value(&state).map_err(|source| ExecutorError::Json {
+                what: "a cache record",
+                source,
+            })?,
         });
     }
     let id = services.counter.next();
@@ -206,7 +212,10 @@ pub(crate) fn export_cache(
                 duration: started.elapsed(),
                 message: error.to_string(),
             });
-            Err(anyhow::Error::new(error).context(name))
+            Err(ExecutorError::Within {
+                context: name,
+                source: Box::new(error.into()),
+            })
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use oci_spec::image::{Descriptor, Digest};
 
+use super::error::ExecutorError;
 use super::services::Services;
 use crate::layer::{self, TreeKind};
 use crate::oci::ImageState;
@@ -22,7 +23,7 @@ use crate::store::StoreError;
 pub(crate) fn ensure_blobs(
     services: &Services<'_>,
     states: &[&ImageState],
-) -> anyhow::Result<Vec<ImageState>> {
+) -> Result<Vec<ImageState>, ExecutorError> {
     let media_type = services.options.compression.media_type();
     let mut known: HashMap<Digest, Descriptor> = HashMap::new();
     let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
@@ -56,15 +57,15 @@ pub(crate) fn ensure_blobs(
             .iter()
             .find(|(diff_id, _)| services.store.snapshot(diff_id).is_none())
         {
-            let error = anyhow::Error::new(StoreError::MissingSnapshot {
+            let error = StoreError::MissingSnapshot {
                 diff_id: diff_id.clone(),
-            });
+            };
             services.sink.emit(Event::Failed {
                 vertex: id,
                 duration: started.elapsed(),
                 message: error.to_string(),
             });
-            return Err(error);
+            return Err(error.into());
         }
         let jobs: Vec<_> = missing
             .iter()
@@ -98,7 +99,10 @@ pub(crate) fn ensure_blobs(
                     duration: started.elapsed(),
                     message: error.to_string(),
                 });
-                return Err(anyhow::Error::new(error).context(name));
+                return Err(ExecutorError::Within {
+                    context: name,
+                    source: Box::new(error.into()),
+                });
             }
         }
     }

@@ -25,10 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow};
-
+use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
-use super::permissions::{ModeChange, apply_symbolic_mode, resolve_chown};
+use super::permissions::{ModeChange, resolve_chown};
 use super::services::Services;
 use super::sources::{
     Item, Selected, download, extract_archive, is_archive, select_in_context, select_in_dir,
@@ -39,7 +38,6 @@ use crate::cache::Key;
 use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
-use crate::error::Failure;
 use crate::layer::tree::{Stack, resolve};
 use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::oci::ImageState;
@@ -107,7 +105,7 @@ pub(crate) fn workdir(
     mut state: ImageState,
     created_by: String,
     key: Key,
-) -> anyhow::Result<Done> {
+) -> Result<Done, ExecutorError> {
     let dir = &state.workdir();
     let key = key.finish();
     // A hit of an imported cache is decided without the parent's layers (they may still be
@@ -128,8 +126,10 @@ pub(crate) fn workdir(
     let lowers = services.lower_dirs(&state)?;
     let stack = Stack::new(&lowers);
     // `WORKDIR /link` makes (or finds) the directory the link names, inside the image.
-    let dir = &resolve(&stack, dir, true)
-        .map_err(|error| Failure::bad_input(format_args!("{created_by}: {error}")))?;
+    let dir = &resolve(&stack, dir, true).map_err(|error| ExecutorError::ImagePath {
+        instruction: created_by.clone(),
+        reason: error.to_string(),
+    })?;
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
         if !services.options.no_cache {
             if let Some(state) = services.cache.lookup(&key)? {
@@ -164,7 +164,7 @@ fn commit(
     entries: Vec<FileListEntry>,
     created_by: String,
     key: &str,
-) -> anyhow::Result<Done> {
+) -> Result<Done, ExecutorError> {
     let name = vertex.display_name();
     let blob = layer::write_file_list_layer(
         services.store.layout(),
@@ -172,11 +172,11 @@ fn commit(
         services.options.compression,
         services.options.source_date_epoch,
     )
-    .with_context(|| format!("{name}: writing the layer"))?;
+    .within(|| format!("{name}: writing the layer"))?;
     services
         .store
         .unpack_snapshot(&blob.descriptor, &blob.diff_id)
-        .with_context(|| format!("{name}: unpacking the layer's snapshot"))?;
+        .within(|| format!("{name}: unpacking the layer's snapshot"))?;
     state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
@@ -194,38 +194,23 @@ pub(crate) fn step(
     parent: &Done,
     inputs: &[Arc<Done>],
     mut key: Key,
-) -> anyhow::Result<Done> {
+) -> Result<Done, ExecutorError> {
     let file = services.options.dockerfile.display();
     let line = instruction.span().start;
-    let unsupported = |what: &str| -> anyhow::Error {
-        Failure::unsupported(format_args!("{file}:{line}: {what}")).into()
-    };
+    // Flags and sources not supported yet were refused before any work
+    // (super::validate).
     let mut checksum = None;
     let (sources, destination, from, chown, chmod, is_add, text) = match instruction {
-        Instruction::Copy(copy) => {
-            if copy.parents {
-                return Err(unsupported("COPY --parents"));
-            }
-            if !copy.excludes.is_empty() {
-                return Err(unsupported("COPY --exclude"));
-            }
-            (
-                &copy.sources,
-                &copy.destination,
-                copy.from.clone(),
-                copy.chown.clone(),
-                copy.chmod.clone(),
-                false,
-                "COPY",
-            )
-        }
+        Instruction::Copy(copy) => (
+            &copy.sources,
+            &copy.destination,
+            copy.from.clone(),
+            copy.chown.clone(),
+            copy.chmod.clone(),
+            false,
+            "COPY",
+        ),
         Instruction::Add(add) => {
-            if add.keep_git_dir {
-                return Err(unsupported("ADD --keep-git-dir"));
-            }
-            if !add.excludes.is_empty() {
-                return Err(unsupported("ADD --exclude"));
-            }
             checksum.clone_from(&add.checksum);
             (
                 &add.sources,
@@ -237,22 +222,12 @@ pub(crate) fn step(
                 "ADD",
             )
         }
-        _ => return Err(anyhow!("not a COPY or ADD")),
+        _ => return Err(ExecutorError::Internal("not a COPY or ADD".to_owned())),
     };
     let chmod = match chmod {
         None => None,
         Some(Chmod::Octal(mode)) => Some(ModeChange::Set(mode)),
-        Some(Chmod::Symbolic(spec) | Chmod::Unexpanded(spec)) => {
-            // Checked once here, so a bad clause is a Dockerfile error, not a per-file one.
-            apply_symbolic_mode(&spec, 0, false).map_err(|reason| {
-                crate::error::Failure::bad_input(format_args!(
-                    "{}:{}: --chmod={spec}: {reason}",
-                    services.options.dockerfile.display(),
-                    instruction.span().start
-                ))
-            })?;
-            Some(ModeChange::Symbolic(spec))
-        }
+        Some(Chmod::Symbolic(spec) | Chmod::Unexpanded(spec)) => Some(ModeChange::Symbolic(spec)),
     };
     let name = vertex.display_name();
     let started = Instant::now();
@@ -308,13 +283,9 @@ pub(crate) fn step(
     for source in sources {
         match source {
             Source::Path(path) => {
+                // Only ADD reads URLs, and git sources are not supported yet: both were
+                // checked before any work (super::validate).
                 if path.starts_with("http://") || path.starts_with("https://") {
-                    if !is_add {
-                        return Err(Failure::bad_input(format_args!(
-                            "{file}:{line}: COPY cannot read URLs; use ADD"
-                        ))
-                        .into());
-                    }
                     let target_dir = scratch.path().join(format!("url-{}", selections.len()));
                     fs::create_dir(&target_dir)?;
                     let (name, digest) = download(
@@ -343,15 +314,14 @@ pub(crate) fn step(
                     });
                     continue;
                 }
-                if path.starts_with("git@") || path.ends_with(".git") {
-                    return Err(unsupported("git sources"));
-                }
                 let selected = match (&source_root, &context_files) {
                     (Some(root), _) => select_in_dir(root, path),
                     (None, Some(files)) => select_in_context(files, path),
-                    (None, None) => return Err(anyhow!("no source for {path}")),
+                    (None, None) => {
+                        return Err(ExecutorError::Internal(format!("no source for {path}")));
+                    }
                 }
-                .map_err(|error| Failure::bad_input(format_args!("{file}:{line}: {error}")))?;
+                .map_err(|error| ExecutorError::invalid(&file, line, error))?;
                 selections.push(selected);
             }
             Source::Inline(heredoc) => inline.push(heredoc.clone()),
@@ -368,7 +338,7 @@ pub(crate) fn step(
         let mut cache = files
             .stat_cache
             .lock()
-            .map_err(|_| anyhow!("a build thread panicked"))?;
+            .map_err(|_| ExecutorError::WorkerPanicked)?;
         let digest = context::digest_entries_cached(&files.dir, &entries, &mut cache)?;
         key.add("context", digest.as_ref());
     }
@@ -397,7 +367,7 @@ pub(crate) fn step(
     // `fs.RootPath` does: on a merged-/usr image `/bin/f` is `/usr/bin/f`, and a link to a
     // directory is that directory.
     let dest_abs = resolve(&stack, &dest_abs, true).map_err(|error| {
-        Failure::bad_input(format_args!("{file}:{line}: {text} destination: {error}"))
+        ExecutorError::invalid(&file, line, format_args!("{text} destination: {error}"))
     })?;
     let dest_exists_dir = stack
         .lookup(&dest_abs)
@@ -440,7 +410,7 @@ pub(crate) fn step(
                      url_file: bool,
                      entries: &mut Vec<FileListEntry>,
                      listed: &mut std::collections::BTreeSet<PathBuf>|
-     -> anyhow::Result<()> {
+     -> Result<(), ExecutorError> {
         let target = match &file_target {
             Some(target) => PathBuf::from(target.trim_start_matches('/')),
             None => dest_rel.join(below),
@@ -525,7 +495,7 @@ pub(crate) fn step(
             };
             targets
                 .check(&target, item.meta.is_dir())
-                .map_err(|reason| Failure::bad_input(format_args!("{file}:{line}: {reason}")))?;
+                .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
             push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
         }
     }

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
+use super::error::ExecutorError;
 use super::services::Services;
 use super::state::Done;
-use super::{config, copy, run};
+use super::{config, copy, run, validate};
 use crate::cache::Key;
 use crate::dockerfile::{Expander, Instruction, ResolvedInstruction, Stages};
 use crate::oci::ImageState;
@@ -28,12 +29,14 @@ pub(crate) fn step(
     parent: &Done,
     inputs: &[Arc<Done>],
     reexpand: bool,
-) -> anyhow::Result<Done> {
+) -> Result<Done, ExecutorError> {
     let instruction = if reexpand {
         reexpand_over_base(services.stages, vertex, resolved, &parent.state)
     } else {
         resolved.instruction.clone()
     };
+    // Expanded again over the base image, or a base image's trigger: checked again.
+    validate::instruction(&instruction, services.options)?;
     let mut key = Key::new(&vertex.id, Some(&parent.key));
     for input in inputs {
         key.add("input", &input.key);

@@ -6,14 +6,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
 
+use super::error::{ExecutorError, Within as _};
 use super::services::Services;
 use super::state::Done;
 use crate::cache::Key;
 use crate::dockerfile::{self, Expander, Instruction, ResolvedInstruction};
-use crate::error::Failure;
 use crate::oci::{ImageLayer, ImageState};
 use crate::plan::{Op, Vertex};
 use crate::platform::Platform;
@@ -26,9 +25,11 @@ pub(crate) fn resolve_image(
     reference: &str,
     platform: &Platform,
     vertex: VertexId,
-) -> anyhow::Result<(Descriptor, ImageState)> {
-    let image = ImageRef::parse(reference)
-        .map_err(|error| Failure::bad_input(format_args!("{reference}: {error}")))?;
+) -> Result<(Descriptor, ImageState), ExecutorError> {
+    let image = ImageRef::parse(reference).map_err(|error| ExecutorError::BadReference {
+        reference: reference.to_owned(),
+        reason: error.to_string(),
+    })?;
     let progress = Arc::new(SinkProgress::aggregate(services.sink.clone(), vertex));
     let layout = services.store.layout();
     let pulled = if services.options.pull {
@@ -45,7 +46,10 @@ pub(crate) fn resolve_image(
             .images
             .into_iter()
             .next()
-            .ok_or_else(|| anyhow!("{reference}: nothing pulled for {platform}"))?
+            .ok_or_else(|| ExecutorError::BaseImage {
+                reference: reference.to_owned(),
+                reason: format!("nothing pulled for {platform}"),
+            })?
     } else {
         services.runtime.block_on(registry::pull::resolve(
             services.registry.clone(),
@@ -68,11 +72,14 @@ pub(crate) fn resolve_image(
     }
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != pulled.document.layers().len() {
-        return Err(anyhow!(
-            "{reference}: {} layers but {} diff_ids",
-            pulled.document.layers().len(),
-            diff_ids.len()
-        ));
+        return Err(ExecutorError::BaseImage {
+            reference: reference.to_owned(),
+            reason: format!(
+                "{} layers but {} diff_ids",
+                pulled.document.layers().len(),
+                diff_ids.len()
+            ),
+        });
     }
     let layers = pulled
         .document
@@ -82,11 +89,14 @@ pub(crate) fn resolve_image(
         .map(|(blob, diff_id)| {
             Ok(ImageLayer {
                 blob: Some(blob.clone()),
-                diff_id: Digest::from_str(diff_id)?,
+                diff_id: Digest::from_str(diff_id).map_err(|error| ExecutorError::BaseImage {
+                    reference: reference.to_owned(),
+                    reason: format!("diff_id {diff_id}: {error}"),
+                })?,
                 clamp: None,
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, ExecutorError>>()?;
     Ok((
         pulled.manifest,
         ImageState {
@@ -104,7 +114,7 @@ pub(crate) fn base_image(
     services: &Services<'_>,
     vertex: &Vertex,
     reference: &str,
-) -> anyhow::Result<(Done, Vec<String>)> {
+) -> Result<(Done, Vec<String>), ExecutorError> {
     let id = services.counter.next();
     let name = vertex.display_name();
     let started = Instant::now();
@@ -114,7 +124,7 @@ pub(crate) fn base_image(
         emulated: false,
     });
     let (manifest, state) =
-        resolve_image(services, reference, &vertex.platform, id).with_context(|| name.clone())?;
+        resolve_image(services, reference, &vertex.platform, id).within(|| name.clone())?;
     // Snapshots now, so RUN steps find them (in parallel inside the store).
     services
         .store
@@ -125,7 +135,7 @@ pub(crate) fn base_image(
                 .read_json(manifest.digest(), "image manifest")?,
             state.config.rootfs().diff_ids(),
         )
-        .with_context(|| name.clone())?;
+        .within(|| name.clone())?;
     // The triggers are not inherited (as Docker).
     let mut state = state;
     let triggers: Vec<String> = state
@@ -154,10 +164,12 @@ pub(crate) fn trigger_step(
     index: usize,
     trigger: &str,
     parent: &ImageState,
-) -> anyhow::Result<(Vertex, ResolvedInstruction)> {
+) -> Result<(Vertex, ResolvedInstruction), ExecutorError> {
     let name = vertex.display_name();
-    let bad = |message: String| -> anyhow::Error {
-        Failure::bad_input(format_args!("{name}: ONBUILD {trigger}: {message}")).into()
+    let bad = |reason: String| ExecutorError::Trigger {
+        step: name.clone(),
+        trigger: trigger.to_owned(),
+        reason,
     };
     let tree =
         dockerfile::parse(&format!("FROM scratch\n{trigger}\n")).map_err(|e| bad(e.to_string()))?;
@@ -173,10 +185,9 @@ pub(crate) fn trigger_step(
         _ => false,
     };
     if reads_stage {
-        return Err(Failure::unsupported(format_args!(
-            "{name}: ONBUILD {trigger}: triggers reading other stages"
-        ))
-        .into());
+        return Err(bad(
+            "triggers reading other stages is not supported yet".to_owned()
+        ));
     }
     let expander = Expander::new('\\');
     let instruction = instruction

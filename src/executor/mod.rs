@@ -31,6 +31,7 @@ mod blobs;
 pub mod config;
 mod copy;
 mod dispatch;
+mod error;
 pub mod failed;
 mod from;
 mod mounts;
@@ -47,21 +48,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
 use tokio::runtime::Handle;
 
 use crate::cache::StepCache;
-use crate::dockerfile::{self, Stages};
-use crate::error::{ExitKind, Failure};
+use crate::dockerfile::Stages;
 use crate::layer::Compression;
 use crate::oci::image as oci_image;
-use crate::plan::{self, BuildGraph, PlanOptions};
-use crate::platform::{self, Platform};
+use crate::plan::BuildGraph;
+use crate::platform::Platform;
 use crate::progress::{SharedSink, VertexCounter};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
 
 pub use assemble::{Built, BuiltImage};
+pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
 
@@ -107,7 +107,7 @@ pub struct BuildOptions {
 /// What to do about ELF files whose platform the image's platform cannot run
 /// (`--check-arch=warn|error|off`): an amd64 binary copied into an arm64 image is the classic
 /// cause of `exec format error` at deploy time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CheckArch {
     /// Print a warning naming the file and the instruction that added it (the default).
     #[default]
@@ -137,47 +137,6 @@ pub struct BuildReport {
     pub last_vertex: u32,
 }
 
-/// Builds what `options` asks for and writes the result into the store (not the tags: the
-/// caller names the result, see [`crate::export`]).
-///
-/// # Errors
-/// A Dockerfile error (exit 2, `Dockerfile:LINE: ...`), a platform the host cannot run
-/// (exit 3), a failed step (exit 1, with the `xbuild debug shell` command), store, registry
-/// or context failures.
-pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
-    let file_name = options.dockerfile.display().to_string();
-    let bad = |error: dockerfile::DockerfileError| {
-        Failure::new(ExitKind::BadInput, error.with_file(file_name.clone()))
-    };
-    let bytes = std::fs::read(&options.dockerfile)
-        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
-    let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes)).map_err(bad)?;
-    // The parser's warnings (empty continuation lines) are not repeated here: the check
-    // rule NoEmptyContinuation reports them with the build's other check warnings.
-    let stages = dockerfile::stages(&tree).map_err(bad)?;
-    let plan_options = PlanOptions {
-        targets: options.targets.clone(),
-        build_platform: platform::host(),
-        build_args: options.build_args.clone(),
-        target_stage: options.target_stage.clone(),
-    };
-    let graph = plan::for_targets(&stages, &plan_options).map_err(|error| match error {
-        plan::PlanError::Dockerfile(error) => bad(error),
-        other => match other.line() {
-            Some(line) => Failure::bad_input(format_args!("{file_name}:{line}: {other}")),
-            None => Failure::bad_input(other),
-        },
-    })?;
-    let store = Store::open_default().context("opening the store")?;
-    validate::ensure_emulators(&graph, &options.sink)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    execute(&graph, &stages, options, &store, runtime.handle())
-}
-
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
 /// runs on `runtime`. Returns the images and index, in the store, and what the build did.
 ///
@@ -190,7 +149,7 @@ pub fn execute(
     options: &BuildOptions,
     store: &Store,
     runtime: &Handle,
-) -> anyhow::Result<BuildReport> {
+) -> Result<BuildReport, ExecutorError> {
     let mut warnings = graph.warnings.clone();
     let registry = Arc::new(RegistryOptions::from_env(store.root()));
     let mut platforms: Vec<Platform> = graph
@@ -240,10 +199,7 @@ pub fn execute(
     let foreign = archcheck::check_images(store, graph, &results, options.check_arch)?;
     if !foreign.is_empty() {
         if options.check_arch == CheckArch::Error {
-            return Err(anyhow!(
-                "binaries for another platform in the image (--check-arch=error):\n  {}",
-                foreign.join("\n  ")
-            ));
+            return Err(ExecutorError::ForeignBinaries { findings: foreign });
         }
         warnings.extend(foreign.into_iter().map(|line| {
             format!("{line} (it will fail with \"exec format error\"; --check-arch=error makes this fatal)")

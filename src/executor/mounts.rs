@@ -13,8 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
+use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
 use super::sources::{StateView, select_in_context};
@@ -22,7 +21,6 @@ use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
-use crate::error::Failure;
 use crate::plan::Vertex;
 use crate::sandbox::BindMount;
 
@@ -42,16 +40,19 @@ pub(crate) fn prepare(
     parent: &Done,
     inputs: &[Arc<Done>],
     key: &mut Key,
-) -> anyhow::Result<Prepared> {
+) -> Result<Prepared, ExecutorError> {
     let mut prepared = Prepared {
         binds: Vec::new(),
         _views: Vec::new(),
         _secrets: None,
     };
-    let file = services.options.dockerfile.display();
-    let line = run.span.start;
-    let unsupported = |what: &str| -> anyhow::Error {
-        Failure::unsupported(format_args!("{file}:{line}: RUN --mount={what}")).into()
+    // Mount types and options not supported yet, and required secrets not given, were
+    // refused before any work (super::validate): what is left cannot fail that way.
+    let validated = |what: &str| {
+        ExecutorError::Internal(format!(
+            "{}: RUN --mount {what} (refused by validation)",
+            vertex.display_name()
+        ))
     };
     let workdir = parent.state.workdir();
     let mut next_input = 0;
@@ -62,14 +63,14 @@ pub(crate) fn prepare(
             .map(|target| join_path(&workdir, target));
         match mount.kind {
             MountType::Cache => {
-                let target = target.ok_or_else(|| unsupported("type=cache without target"))?;
+                let target = target.ok_or_else(|| validated("type=cache without target"))?;
                 let id = mount.id.clone().unwrap_or_else(|| target.clone());
                 let hash = hex::encode(
                     &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
                 );
                 let dir = services.store.root().join("cache-mounts").join(hash);
                 if !dir.is_dir() {
-                    std::fs::create_dir_all(&dir).context("creating a cache mount")?;
+                    std::fs::create_dir_all(&dir).within(|| "creating a cache mount".to_owned())?;
                     if mount.uid.is_some() || mount.gid.is_some() {
                         std::os::unix::fs::chown(&dir, mount.uid, mount.gid)?;
                     }
@@ -85,9 +86,6 @@ pub(crate) fn prepare(
                 });
             }
             MountType::Secret => {
-                if mount.env.is_some() {
-                    return Err(unsupported("type=secret,env="));
-                }
                 let id = mount
                     .id
                     .clone()
@@ -96,15 +94,10 @@ pub(crate) fn prepare(
                             .as_deref()
                             .and_then(|t| t.rsplit('/').next().map(str::to_owned))
                     })
-                    .ok_or_else(|| unsupported("type=secret without id or target"))?;
+                    .ok_or_else(|| validated("type=secret without id or target"))?;
                 key.add("secret-id", &id);
                 let Some(value) = services.options.secrets.get(&id) else {
-                    if mount.required {
-                        return Err(Failure::bad_input(format_args!(
-                            "{file}:{line}: secret {id:?} is required: pass --secret id={id},src=FILE"
-                        ))
-                        .into());
-                    }
+                    // Not required (a required one was checked before any work).
                     continue;
                 };
                 if prepared._secrets.is_none() {
@@ -135,10 +128,7 @@ pub(crate) fn prepare(
                 });
             }
             MountType::Bind => {
-                if !mount.read_only {
-                    return Err(unsupported("type=bind,rw"));
-                }
-                let target = target.ok_or_else(|| unsupported("type=bind without target"))?;
+                let target = target.ok_or_else(|| validated("type=bind without target"))?;
                 let source = mount.source.clone().unwrap_or_else(|| ".".to_owned());
                 let relative = join_path("/", &source).trim_start_matches('/').to_owned();
                 let host = match &mount.from {
@@ -148,7 +138,7 @@ pub(crate) fn prepare(
                         let mut cache = files
                             .stat_cache
                             .lock()
-                            .map_err(|_| anyhow::anyhow!("a build thread panicked"))?;
+                            .map_err(|_| ExecutorError::WorkerPanicked)?;
                         let digest = crate::context::digest_entries_cached(
                             &files.dir,
                             &selected.context_entries,
@@ -160,10 +150,10 @@ pub(crate) fn prepare(
                     Some(from) => {
                         let state = if services.stages.find(from).is_some() {
                             let input = inputs.get(next_input).ok_or_else(|| {
-                                anyhow::anyhow!(
+                                ExecutorError::Internal(format!(
                                     "{}: no input for --mount from={from}",
                                     vertex.display_name()
-                                )
+                                ))
                             })?;
                             next_input += 1;
                             input.state.clone()
@@ -186,8 +176,8 @@ pub(crate) fn prepare(
                     readonly: true,
                 });
             }
-            MountType::Tmpfs => return Err(unsupported("type=tmpfs")),
-            MountType::Ssh => return Err(unsupported("type=ssh")),
+            MountType::Tmpfs => return Err(validated("type=tmpfs")),
+            MountType::Ssh => return Err(validated("type=ssh")),
         }
     }
     Ok(prepared)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Failure;
+use super::error::ExecutorError;
 use crate::layer::tree::Stack;
 
 /// The most of `/etc/passwd` or `/etc/group` read to resolve `--chown` (a base image's file
@@ -10,16 +10,18 @@ use crate::layer::tree::Stack;
 pub(crate) const ACCOUNTS_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// `user[:group]` to numbers, through the state's `/etc/passwd` and `/etc/group`.
-pub(crate) fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn resolve_chown(lowers: &[PathBuf], spec: &str) -> Result<(u64, u64), ExecutorError> {
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (spec, None),
     };
     let stack = Stack::new(lowers);
-    let read = |file: &str| -> anyhow::Result<String> {
+    let read = |file: &str| -> Result<String, ExecutorError> {
         let data = stack
             .read_file(file, ACCOUNTS_LIMIT)
-            .map_err(|error| Failure::bad_input(format_args!("--chown: {error}")))?;
+            .map_err(|error| ExecutorError::Chown {
+                reason: error.to_string(),
+            })?;
         Ok(String::from_utf8_lossy(&data.unwrap_or_default()).into_owned())
     };
     let find = |text: &str, name: &str| -> Option<(u64, u64)> {
@@ -35,8 +37,8 @@ pub(crate) fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u
             uid,
             find(&read("/etc/passwd")?, user).map_or(uid, |(_, gid)| gid),
         ),
-        Err(_) => find(&read("/etc/passwd")?, user).ok_or_else(|| {
-            Failure::bad_input(format_args!("--chown: no user {user:?} in the image"))
+        Err(_) => find(&read("/etc/passwd")?, user).ok_or_else(|| ExecutorError::Chown {
+            reason: format!("no user {user:?} in the image"),
         })?,
     };
     let gid = match group {
@@ -51,8 +53,8 @@ pub(crate) fn resolve_chown(lowers: &[PathBuf], spec: &str) -> anyhow::Result<(u
             Ok(gid) => gid,
             Err(_) => find(&read("/etc/group")?, group)
                 .map(|(gid, _)| gid)
-                .ok_or_else(|| {
-                    Failure::bad_input(format_args!("--chown: no group {group:?} in the image"))
+                .ok_or_else(|| ExecutorError::Chown {
+                    reason: format!("no group {group:?} in the image"),
                 })?,
         },
     };

@@ -10,16 +10,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow};
-
 use super::blobs::tree_blob;
+use super::error::{ExecutorError, StepFailure, Within as _};
 use super::failed::FailedStep;
 use super::services::Services;
 use super::state::Done;
 use crate::binfmt::{self, Runner};
 use crate::cache::Key;
 use crate::dockerfile::{self, CommandLine, ResolvedInstruction, instruction};
-use crate::error::{ExitKind, Failure};
 use crate::layer::{self, TreeKind};
 use crate::plan::Vertex;
 use crate::progress::{Event, Stream};
@@ -39,17 +37,11 @@ pub(crate) fn step(
     parent: &Done,
     inputs: &[Arc<Done>],
     mut key: Key,
-) -> anyhow::Result<Done> {
+) -> Result<Done, ExecutorError> {
     let name = vertex.display_name();
-    let line = run.span.start;
-    let file = services.options.dockerfile.display();
+    // `--security=insecure` without `--allow security.insecure` was refused before any
+    // work (super::validate).
     let security = match run.security {
-        Some(instruction::Security::Insecure) if !services.options.allow_insecure => {
-            return Err(Failure::bad_input(format_args!(
-                "{file}:{line}: RUN --security=insecure needs --allow security.insecure"
-            ))
-            .into());
-        }
         Some(instruction::Security::Insecure) => sandbox::Security::Insecure,
         _ => sandbox::Security::Sandbox,
     };
@@ -141,8 +133,10 @@ pub(crate) fn step(
                 duration: elapsed,
                 message: error.to_string(),
             });
-            let kind = error.exit_kind();
-            return Err(Failure::new(kind, anyhow::Error::new(error).context(name)).into());
+            return Err(ExecutorError::Within {
+                context: name,
+                source: Box::new(error.into()),
+            });
         }
     };
     if !outcome.is_success() {
@@ -156,7 +150,8 @@ pub(crate) fn step(
         std::fs::create_dir_all(&debug_dir)?;
         let failed_upper = debug_dir.join(format!("{debug_id}.upper"));
         let _ = std::fs::remove_dir_all(&failed_upper);
-        std::fs::rename(&upper, &failed_upper).context("keeping the failed step's changes")?;
+        std::fs::rename(&upper, &failed_upper)
+            .within(|| "keeping the failed step's changes".to_owned())?;
         let record = FailedStep {
             id: debug_id.clone(),
             name: name.clone(),
@@ -174,19 +169,13 @@ pub(crate) fn step(
             outcome: outcome.to_string(),
         };
         record.save(services.store.root())?;
-        let mut message = format!("{name}: {outcome}");
-        if !tail.is_empty() {
-            message.push_str("\nlast lines of output:");
-            for line in &tail {
-                message.push_str("\n  ");
-                message.push_str(line);
-            }
-        }
-        message.push_str(&format!(
-            "\nopen a shell in the failed state: xbuild debug shell {debug_id}\n\
-             or in the state before the step:  xbuild debug shell --before {debug_id}"
-        ));
-        return Err(Failure::new(ExitKind::Failed, anyhow!(message)).into());
+        return Err(ExecutorError::StepFailed(Box::new(StepFailure {
+            platform: vertex.platform.clone(),
+            step: name,
+            outcome,
+            output_tail: tail.into(),
+            debug_id,
+        })));
     }
     let empty = std::fs::read_dir(&upper)?.next().is_none();
     if empty {
@@ -196,14 +185,14 @@ pub(crate) fn step(
         // cache export needs it (a build stage's layers usually never are).
         let clamp = services.options.source_date_epoch;
         let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
-            .with_context(|| format!("{name}: committing the layer"))?;
+            .within(|| format!("{name}: committing the layer"))?;
         // A snapshot of this diff_id that is already there may have been unpacked from a
         // pulled blob rather than kept from a step; the blob is then made now, from this
         // step's own directory, rather than later from a tree made another way.
         let existing = services.store.snapshot(&diff_id).is_some();
         let blob = if existing {
             let blob = tree_blob(services, &upper, &diff_id, clamp)
-                .with_context(|| format!("{name}: committing the layer"))?;
+                .within(|| format!("{name}: committing the layer"))?;
             services
                 .store
                 .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
@@ -215,7 +204,7 @@ pub(crate) fn step(
         services
             .store
             .adopt_snapshot(&diff_id, dir.join("upper"))
-            .with_context(|| format!("{name}: keeping the snapshot"))?;
+            .within(|| format!("{name}: keeping the snapshot"))?;
         let _ = std::fs::remove_dir_all(&dir);
         match blob {
             Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),

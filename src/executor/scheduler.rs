@@ -10,8 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use anyhow::anyhow;
-
+use super::error::ExecutorError;
 use super::services::Services;
 use super::state::{Done, Results};
 use super::{dispatch, from};
@@ -23,10 +22,19 @@ use crate::plan::{BuildGraph, Op, Vertex};
 /// A vertex's outcome once known (`Err` when it failed or was skipped).
 type Slot = Option<Result<Arc<Done>, ()>>;
 
-/// A vertex not run because another failed.
-#[derive(Debug, thiserror::Error)]
-#[error("skipped")]
-struct Skipped;
+/// Why a vertex has no result.
+enum NotDone {
+    /// Another vertex failed first: this one was not run.
+    Skipped,
+    /// It failed.
+    Failed(ExecutorError),
+}
+
+impl From<ExecutorError> for NotDone {
+    fn from(error: ExecutorError) -> Self {
+        Self::Failed(error)
+    }
+}
 
 /// Runs the vertices of one graph.
 pub(crate) struct Scheduler<'s, 'a> {
@@ -60,22 +68,21 @@ impl<'s, 'a> Scheduler<'s, 'a> {
     /// # Errors
     /// The first step that failed (in the order failures happened); "a build thread
     /// panicked" when a step thread panicked.
-    pub(crate) fn run(self) -> anyhow::Result<Results> {
-        let errors: Mutex<Vec<anyhow::Error>> = Mutex::default();
+    pub(crate) fn run(self) -> Result<Results, ExecutorError> {
+        let errors: Mutex<Vec<ExecutorError>> = Mutex::default();
         std::thread::scope(|scope| {
             for index in 0..self.graph.vertices.len() {
                 let this = &self;
                 let errors = &errors;
                 scope.spawn(move || {
                     let result = catch_unwind(AssertUnwindSafe(|| this.vertex(index)))
-                        .unwrap_or_else(|_| Err(anyhow!("a build thread panicked")));
+                        .unwrap_or(Err(NotDone::Failed(ExecutorError::WorkerPanicked)));
                     let stored = match result {
                         Ok(done) => Ok(Arc::new(done)),
-                        Err(error) => {
-                            if error.downcast_ref::<Skipped>().is_none() {
-                                this.failed.store(true, Ordering::SeqCst);
-                                lock(errors).push(error);
-                            }
+                        Err(NotDone::Skipped) => Err(()),
+                        Err(NotDone::Failed(error)) => {
+                            this.failed.store(true, Ordering::SeqCst);
+                            lock(errors).push(error);
                             Err(())
                         }
                     };
@@ -101,12 +108,12 @@ impl<'s, 'a> Scheduler<'s, 'a> {
     }
 
     /// The result of vertex `index`, once it is known.
-    fn wait(&self, index: usize) -> anyhow::Result<Arc<Done>> {
+    fn wait(&self, index: usize) -> Result<Arc<Done>, NotDone> {
         let mut results = lock(&self.results);
         loop {
             match &results[index] {
                 Some(Ok(done)) => return Ok(done.clone()),
-                Some(Err(())) => return Err(Skipped.into()),
+                Some(Err(())) => return Err(NotDone::Skipped),
                 None => {
                     results = self
                         .changed
@@ -118,16 +125,16 @@ impl<'s, 'a> Scheduler<'s, 'a> {
     }
 
     /// Runs vertex `index` once its parent and inputs are done.
-    fn vertex(&self, index: usize) -> anyhow::Result<Done> {
+    fn vertex(&self, index: usize) -> Result<Done, NotDone> {
         let vertex = &self.graph.vertices[index];
         let parent = vertex.parent.map(|parent| self.wait(parent)).transpose()?;
         let inputs = vertex
             .inputs
             .iter()
             .map(|input| self.wait(*input))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         if self.failed.load(Ordering::SeqCst) {
-            return Err(Skipped.into());
+            return Err(NotDone::Skipped);
         }
         match &vertex.op {
             Op::Scratch => Ok(scratch(vertex)),
@@ -142,9 +149,17 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                 Ok(done)
             }
             Op::Step { instruction } => {
-                let parent =
-                    parent.ok_or_else(|| anyhow!("{}: no parent", vertex.display_name()))?;
-                dispatch::step(self.services, vertex, instruction, &parent, &inputs, true)
+                let parent = parent.ok_or_else(|| {
+                    ExecutorError::Internal(format!("{}: no parent", vertex.display_name()))
+                })?;
+                Ok(dispatch::step(
+                    self.services,
+                    vertex,
+                    instruction,
+                    &parent,
+                    &inputs,
+                    true,
+                )?)
             }
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::BuildOptions;
+use super::error::ExecutorError;
 use super::sources::{ContextFiles, StateView};
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -143,7 +144,7 @@ impl<'a> Services<'a> {
     ///
     /// # Errors
     /// A fetch or an unpack fails, or a snapshot is missing.
-    pub(crate) fn lower_dirs(&self, state: &ImageState) -> anyhow::Result<Vec<PathBuf>> {
+    pub(crate) fn lower_dirs(&self, state: &ImageState) -> Result<Vec<PathBuf>, ExecutorError> {
         self.cache.materialize(state)?;
         Ok(self.store.lower_dirs(&state.layers)?)
     }
@@ -152,7 +153,7 @@ impl<'a> Services<'a> {
     ///
     /// # Errors
     /// As [`Self::lower_dirs`]; the overlay cannot be mounted.
-    pub(crate) fn view(&self, state: &ImageState) -> anyhow::Result<StateView> {
+    pub(crate) fn view(&self, state: &ImageState) -> Result<StateView, ExecutorError> {
         StateView::new(self.lower_dirs(state)?, &self.store.layout().tmp_dir())
     }
 
@@ -160,7 +161,7 @@ impl<'a> Services<'a> {
     ///
     /// # Errors
     /// The directories cannot be made.
-    pub(crate) fn scratch_dirs(&self) -> anyhow::Result<tempfile::TempDir> {
+    pub(crate) fn scratch_dirs(&self) -> Result<tempfile::TempDir, ExecutorError> {
         let tmp = self.store.layout().tmp_dir();
         std::fs::create_dir_all(&tmp)?;
         let dir = tempfile::Builder::new().prefix("step-").tempdir_in(&tmp)?;
@@ -173,7 +174,7 @@ impl<'a> Services<'a> {
     ///
     /// # Errors
     /// The context or its `.dockerignore` cannot be read.
-    pub(crate) fn context_files(&self) -> anyhow::Result<Arc<ContextFiles>> {
+    pub(crate) fn context_files(&self) -> Result<Arc<ContextFiles>, ExecutorError> {
         let mut slot = lock(&self.context);
         if let Some(files) = slot.as_ref() {
             return Ok(files.clone());

@@ -5,12 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context as _, anyhow};
 use tokio::runtime::Handle;
 
+use super::error::{ExecutorError, Within as _};
 use super::state::join_path;
 use crate::context::{self, ContextEntry, Dockerignore, StatCache};
-use crate::error::Failure;
 use crate::layer;
 use crate::layer::tree::{HostDir, Node, Tree, resolve};
 
@@ -29,7 +28,7 @@ impl ContextFiles {
         context: &Path,
         dockerfile: &Path,
         store_root: &Path,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ExecutorError> {
         let dir = context.to_path_buf();
         let ignore = Dockerignore::load(&dir, dockerfile)?;
         let entries = context::walk(&dir, &ignore)?;
@@ -76,7 +75,7 @@ pub(crate) struct StateView {
 impl StateView {
     /// A view of the snapshot directories `lowers` (top first), mounted under `tmp` when
     /// there are several.
-    pub(crate) fn new(lowers: Vec<PathBuf>, tmp: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn new(lowers: Vec<PathBuf>, tmp: &Path) -> Result<Self, ExecutorError> {
         fs::create_dir_all(tmp)?;
         let dir = tempfile::Builder::new().prefix("view-").tempdir_in(tmp)?;
         match lowers.as_slice() {
@@ -103,7 +102,10 @@ impl StateView {
                     nix::mount::MsFlags::MS_RDONLY,
                     Some(format!("lowerdir={lowerdir}").as_str()),
                 )
-                .context("mounting the source stage read-only")?;
+                .map_err(|source| ExecutorError::System {
+                    context: "mounting the source stage read-only".to_owned(),
+                    source,
+                })?;
                 Ok(Self {
                     root: dir.path().to_path_buf(),
                     _dir: Some(dir),
@@ -131,9 +133,9 @@ pub(crate) fn clean_source(path: &str) -> String {
 }
 
 /// Items of a directory tree under `root` (not the root), sorted by path.
-pub(crate) fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> anyhow::Result<()> {
+pub(crate) fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> Result<(), ExecutorError> {
     let mut children: Vec<_> = fs::read_dir(root.join(rel))
-        .with_context(|| format!("reading {}", root.join(rel).display()))?
+        .within(|| format!("reading {}", root.join(rel).display()))?
         .collect::<Result<_, _>>()?;
     children.sort_by_key(fs::DirEntry::file_name);
     for child in children {
@@ -174,9 +176,9 @@ pub(crate) trait SourceTree: Tree {
     fn children(&self, dir: &str) -> Vec<String>;
     /// The items below the directory `top` (resolved), each with its path below `top`,
     /// in path order; links inside are kept as links.
-    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()>;
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError>;
     /// The item at `path` (resolved, not a directory).
-    fn item(&self, path: &str, out: &mut Selected) -> anyhow::Result<Item>;
+    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError>;
 }
 
 impl ContextFiles {
@@ -241,12 +243,16 @@ impl SourceTree for ContextFiles {
             .collect()
     }
 
-    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()> {
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError> {
         let top_rel = Path::new(top.trim_start_matches('/'));
         for entry in self.below(top) {
             let abs = self.dir.join(&entry.path);
             let meta = fs::symlink_metadata(&abs)?;
-            let below = entry.path.strip_prefix(top_rel)?.to_path_buf();
+            let below = entry
+                .path
+                .strip_prefix(top_rel)
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?
+                .to_path_buf();
             out.items.push((
                 below,
                 Item {
@@ -260,10 +266,10 @@ impl SourceTree for ContextFiles {
         Ok(())
     }
 
-    fn item(&self, path: &str, out: &mut Selected) -> anyhow::Result<Item> {
+    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError> {
         let index = self
             .find(path)
-            .ok_or_else(|| anyhow!("{path}: not in the build context"))?;
+            .ok_or_else(|| ExecutorError::Internal(format!("{path}: not in the build context")))?;
         let entry = &self.entries[index];
         out.context_entries.push(entry.clone());
         let abs = self.dir.join(&entry.path);
@@ -289,18 +295,22 @@ impl SourceTree for HostDir<'_> {
         names
     }
 
-    fn items_below(&self, top: &str, out: &mut Selected) -> anyhow::Result<()> {
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError> {
         let top_rel = PathBuf::from(top.trim_start_matches('/'));
         let mut below = Vec::new();
         walk_dir(self.0, &top_rel, &mut below)?;
         for item in below {
-            let rel = item.rel.strip_prefix(&top_rel)?.to_path_buf();
+            let rel = item
+                .rel
+                .strip_prefix(&top_rel)
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?
+                .to_path_buf();
             out.items.push((rel, item));
         }
         Ok(())
     }
 
-    fn item(&self, path: &str, _out: &mut Selected) -> anyhow::Result<Item> {
+    fn item(&self, path: &str, _out: &mut Selected) -> Result<Item, ExecutorError> {
         let abs = self.host_path(path);
         let meta = fs::symlink_metadata(&abs)?;
         Ok(Item {
@@ -319,7 +329,7 @@ impl SourceTree for HostDir<'_> {
 pub(crate) fn source_paths(
     tree: &dyn SourceTree,
     pattern: &str,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, String)>, ExecutorError> {
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
     let first_wildcard = parts.iter().position(|part| has_wildcard(part));
     let Some(first_wildcard) = first_wildcard else {
@@ -356,7 +366,7 @@ pub(crate) fn select(
     pattern: &str,
     what: &str,
     place: &str,
-) -> anyhow::Result<Selected> {
+) -> Result<Selected, ExecutorError> {
     let pattern = clean_source(pattern);
     let mut selected = Selected {
         items: Vec::new(),
@@ -367,10 +377,12 @@ pub(crate) fn select(
     };
     let paths = source_paths(tree, &pattern)?;
     if paths.is_empty() {
-        return Err(Failure::bad_input(format_args!(
-            "{what} {pattern:?}: no such file or directory {place}"
-        ))
-        .into());
+        return Err(ExecutorError::MissingSource {
+            what: what.to_owned(),
+            path: pattern,
+            through: String::new(),
+            place: place.to_owned(),
+        });
     }
     selected.tops = paths.len();
     for (named, resolved) in paths {
@@ -382,10 +394,12 @@ pub(crate) fn select(
                 } else {
                     format!(" (a link to {resolved})")
                 };
-                return Err(Failure::bad_input(format_args!(
-                    "{what} {shown:?}{through}: no such file or directory {place}"
-                ))
-                .into());
+                return Err(ExecutorError::MissingSource {
+                    what: what.to_owned(),
+                    path: shown.to_owned(),
+                    through,
+                    place: place.to_owned(),
+                });
             }
             Some(Node::Dir) => tree.items_below(&resolved, &mut selected)?,
             Some(_) => {
@@ -400,7 +414,10 @@ pub(crate) fn select(
 }
 
 /// What `pattern` selects in the build context.
-pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::Result<Selected> {
+pub(crate) fn select_in_context(
+    files: &ContextFiles,
+    pattern: &str,
+) -> Result<Selected, ExecutorError> {
     select(
         files,
         pattern,
@@ -413,7 +430,7 @@ pub(crate) fn select_in_context(files: &ContextFiles, pattern: &str) -> anyhow::
 /// directories on the pattern's path are read (a wildcard component lists its one
 /// directory), and only matched directories are walked: the source stage is often a whole
 /// distribution, and a `COPY --from=build /out/app` must not read all of it.
-pub(crate) fn select_in_dir(root: &Path, pattern: &str) -> anyhow::Result<Selected> {
+pub(crate) fn select_in_dir(root: &Path, pattern: &str) -> Result<Selected, ExecutorError> {
     select(
         &HostDir(root),
         pattern,
@@ -437,7 +454,7 @@ pub(crate) fn is_archive(path: &Path) -> bool {
 }
 
 /// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`.
-pub(crate) fn extract_archive(path: &Path, target: &Path) -> anyhow::Result<()> {
+pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), ExecutorError> {
     let file = fs::File::open(path)?;
     let mut head = [0u8; 6];
     std::io::Read::read(&mut fs::File::open(path)?, &mut head)?;
@@ -454,21 +471,24 @@ pub(crate) fn extract_archive(path: &Path, target: &Path) -> anyhow::Result<()> 
     archive.set_unpack_xattrs(false);
     archive
         .unpack(target)
-        .with_context(|| format!("ADD: unpacking {}", path.display()))?;
+        .within(|| format!("ADD: unpacking {}", path.display()))?;
     Ok(())
 }
 
 pub(crate) fn external_decompress(
-    program: &str,
+    program: &'static str,
     path: &Path,
-) -> anyhow::Result<std::io::Cursor<Vec<u8>>> {
+) -> Result<std::io::Cursor<Vec<u8>>, ExecutorError> {
     let output = std::process::Command::new(program)
         .arg("-dc")
         .arg(path)
         .output()
-        .with_context(|| format!("running {program} to unpack {}", path.display()))?;
+        .within(|| format!("running {program} to unpack {}", path.display()))?;
     if !output.status.success() {
-        return Err(anyhow!("{program} -dc {} failed", path.display()));
+        return Err(ExecutorError::Decompress {
+            program,
+            path: path.display().to_string(),
+        });
     }
     Ok(std::io::Cursor::new(output.stdout))
 }
@@ -481,9 +501,11 @@ pub(crate) fn download(
     checksum: Option<&str>,
     dir: &Path,
     name: &str,
-) -> anyhow::Result<(String, String)> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|error| Failure::bad_input(format_args!("ADD {url}: {error}")))?;
+) -> Result<(String, String), ExecutorError> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| ExecutorError::BadReference {
+        reference: format!("ADD {url}"),
+        reason: error.to_string(),
+    })?;
     let file_name = parsed
         .path_segments()
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
@@ -494,13 +516,20 @@ pub(crate) fn download(
         let response = response.error_for_status()?;
         response.bytes().await
     });
-    let bytes = bytes.with_context(|| format!("{name}: downloading {url}"))?;
+    let bytes = bytes.map_err(|source| ExecutorError::Download {
+        step: name.to_owned(),
+        url: url.to_owned(),
+        source,
+    })?;
     let digest = crate::oci::sha256_digest(&bytes).to_string();
     if let Some(expected) = checksum {
         if expected != digest {
-            return Err(anyhow!(
-                "{name}: {url}: checksum mismatch: expected {expected}, got {digest}"
-            ));
+            return Err(ExecutorError::Checksum {
+                step: name.to_owned(),
+                url: url.to_owned(),
+                expected: expected.to_owned(),
+                actual: digest,
+            });
         }
     }
     fs::write(dir.join(&file_name), &bytes)?;

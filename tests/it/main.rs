@@ -6,6 +6,7 @@
 )]
 
 mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
+mod architecture; // ARCHITECTURE.md's import rules: no module or file cycle, clap only in cli/
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
@@ -13,8 +14,8 @@ mod cache; // --cache-to/--cache-from between stores: registry and local, min/ma
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
-mod emulate;
-mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
