@@ -76,6 +76,11 @@ pub enum Command {
     Check(super::check::CheckArgs),
     /// Check the local store (`store check`).
     Store(super::store::StoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(super::completion::CompletionArgs),
+    /// Internal: write the man pages into a directory (`scripts/install.sh`).
+    #[command(name = "__man-pages", hide = true)]
+    ManPages(super::completion::ManPagesArgs),
 }
 
 pub use super::build::BuildArgs;
