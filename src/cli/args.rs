@@ -29,9 +29,9 @@ pub enum Command {
     /// Remove image names (blobs go at the next prune).
     Rmi(super::image::RmiArgs),
     /// Remove the build cache and everything no named image needs.
-    Prune(super::image::PruneArgs),
+    Prune(super::prune::PruneArgs),
     /// Show what images, the build cache and snapshots take on disk.
-    Du(super::image::DuArgs),
+    Du(super::prune::DuArgs),
     /// Make an image from a root filesystem (a tar, a directory or stdin).
     Import(super::image::ImportArgs),
     /// Write an image to an OCI or docker archive.

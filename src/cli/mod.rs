@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod output;
 pub mod plugin;
 pub mod progress;
+pub mod prune;
 pub mod registry;
 pub mod run;
 pub mod store;
