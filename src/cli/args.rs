@@ -50,7 +50,7 @@ pub enum Command {
     /// Log out from a registry (removes the stored credentials).
     Logout(super::registry::LogoutArgs),
     /// Inspect images in a registry, or combine them into a multi-platform index.
-    Imagetools(super::registry::ImagetoolsArgs),
+    Imagetools(super::imagetools::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
     /// Run a command in an image from the local store (pulled when missing), under QEMU

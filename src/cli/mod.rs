@@ -11,6 +11,7 @@ pub mod check;
 pub mod completion;
 pub mod debug;
 pub mod image;
+pub mod imagetools;
 pub mod nodes;
 pub mod output;
 pub mod plugin;

@@ -15,6 +15,7 @@ mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
 mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
