@@ -21,8 +21,9 @@ use super::output;
 use super::registry::{RegistryFlags, open_store, parse_reference, runtime};
 use crate::error::Failure;
 use crate::oci::annotation::Annotation;
+use crate::platform::Platform;
 use crate::registry::tools::{self, CreateRequest, Source};
-use crate::registry::{ImageRef, PlatformSpec, RawManifest};
+use crate::registry::{ImageRef, RawManifest};
 
 /// `xbuild imagetools ...`.
 #[derive(Debug, Args)]
@@ -228,7 +229,7 @@ impl TemplateInput {
     fn new(
         name: &str,
         manifest: &RawManifest,
-        configs: Vec<(PlatformSpec, ImageConfiguration)>,
+        configs: Vec<(Platform, ImageConfiguration)>,
     ) -> anyhow::Result<Self> {
         let value = if manifest.is_index() {
             let index: oci_spec::image::ImageIndex = serde_json::from_slice(&manifest.bytes)
@@ -419,7 +420,7 @@ impl CreateArgs {
         let platforms = self
             .platforms
             .iter()
-            .map(|platform| PlatformSpec::parse(platform).map_err(Failure::bad_input))
+            .map(|platform| Platform::parse(platform).map_err(Failure::bad_input))
             .collect::<Result<Vec<_>, _>>()?;
         let request = CreateRequest {
             sources,

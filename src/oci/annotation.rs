@@ -83,7 +83,11 @@ impl Annotation {
     /// Whether it applies to a manifest of `platform` (`None`: the platform is not known).
     pub fn applies_to(&self, platform: Option<&Platform>) -> bool {
         self.platforms.is_empty()
-            || platform.is_some_and(|platform| self.platforms.contains(platform))
+            || platform.is_some_and(|platform| {
+                self.platforms
+                    .iter()
+                    .any(|wanted| wanted.same_target(platform))
+            })
     }
 
     /// Reads the flag form `[TYPE[PLATFORMS]:]KEY=VALUE`.

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
-use super::platform::PlatformSpec;
 use super::progress::NoProgress;
-use super::pull::oci_platform;
 use super::reference::ImageRef;
 use super::transport::{
     MANIFEST_MEDIA_TYPES, RawManifest, Registry, RegistryError, RegistryOptions,
 };
 use crate::oci::ImageLayout;
 use crate::oci::annotation::{Annotation, AnnotationKind};
+use crate::platform::Platform;
 
 /// Errors of the manifest tools.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +85,7 @@ pub struct IndexEntry {
     /// The manifest's descriptor (with its platform).
     pub descriptor: Descriptor,
     /// The platform, when known.
-    pub platform: Option<PlatformSpec>,
+    pub platform: Option<Platform>,
 }
 
 /// The entries of an index document (for display).
@@ -107,7 +106,7 @@ pub fn index_entries(
         .manifests()
         .iter()
         .map(|descriptor| IndexEntry {
-            platform: descriptor.platform().as_ref().map(PlatformSpec::from_oci),
+            platform: descriptor.platform().as_ref().map(Platform::from),
             descriptor: descriptor.clone(),
         })
         .collect())
@@ -143,7 +142,7 @@ pub struct CreateRequest {
     /// (`manifest-descriptor:`, optionally for some platforms).
     pub annotations: Vec<Annotation>,
     /// Keep only manifests of these platforms (empty: all).
-    pub platforms: Vec<PlatformSpec>,
+    pub platforms: Vec<Platform>,
     /// With one single-platform source: make an index of it (`true`, the default) or push
     /// that manifest as it is.
     pub prefer_index: bool,
@@ -255,7 +254,7 @@ pub async fn combine(
         }
         if !top.is_index() && descriptor.platform().is_none() {
             let platform = manifest_platform(&origin, reference, &top).await?;
-            descriptor.set_platform(Some(oci_platform(&platform)));
+            descriptor.set_platform(Some(platform.to_oci()));
         }
         tops.push((top, descriptor));
     }
@@ -288,8 +287,8 @@ pub async fn combine(
     }
     if !request.platforms.is_empty() && tops.len() == 1 && !tops[0].0.is_index() {
         // A single manifest is kept or refused as a whole.
-        let platform = tops[0].1.platform().as_ref().map(PlatformSpec::from_oci);
-        if !platform.is_some_and(|p| request.platforms.contains(&p)) {
+        let platform = tops[0].1.platform().as_ref().map(Platform::from);
+        if !platform.is_some_and(|p| request.platforms.iter().any(|w| w.same_target(&p))) {
             return Err(bad(
                 &request.sources[0].reference,
                 "manifest",
@@ -331,7 +330,8 @@ pub async fn combine(
             descriptor.platform().as_ref().is_none_or(|platform| {
                 request
                     .platforms
-                    .contains(&PlatformSpec::from_oci(platform))
+                    .iter()
+                    .any(|wanted| wanted.same_target(&Platform::from(platform)))
             })
         };
         let kept_images: BTreeSet<String> = entries
@@ -382,10 +382,7 @@ pub async fn combine(
             }
             Some(AnnotationKind::ManifestDescriptor) => {
                 for (descriptor, _) in &mut entries {
-                    let platform = descriptor.platform().as_ref().and_then(|p| {
-                        crate::platform::Platform::parse(&PlatformSpec::from_oci(p).to_string())
-                            .ok()
-                    });
+                    let platform = descriptor.platform().as_ref().map(Platform::from);
                     if annotation.applies_to(platform.as_ref()) {
                         let mut merged = descriptor.annotations().clone().unwrap_or_default();
                         merged.insert(annotation.key.clone(), annotation.value.clone());
@@ -443,7 +440,7 @@ async fn manifest_platform(
     origin: &Registry,
     reference: &ImageRef,
     top: &RawManifest,
-) -> Result<PlatformSpec, ToolsError> {
+) -> Result<Platform, ToolsError> {
     let document = parse_manifest(reference, top)?;
     let config = origin
         .get_blob_bytes(reference.repository(), document.config().digest())
@@ -454,11 +451,7 @@ async fn manifest_platform(
         })?;
     let config: ImageConfiguration = serde_json::from_slice(&config)
         .map_err(|error| bad(reference, "config", error.to_string()))?;
-    Ok(PlatformSpec::normalised(
-        &config.os().to_string(),
-        &config.architecture().to_string(),
-        config.variant().as_deref().unwrap_or(""),
-    ))
+    Ok(Platform::of_config(&config))
 }
 
 /// Pushes what [`combine`] made to `target`: the manifests it names (and their blobs) are
@@ -607,7 +600,7 @@ pub async fn image_configs(
     options: Arc<RegistryOptions>,
     reference: &ImageRef,
     top: &RawManifest,
-) -> Result<Vec<(PlatformSpec, ImageConfiguration)>, ToolsError> {
+) -> Result<Vec<(Platform, ImageConfiguration)>, ToolsError> {
     let mut connections = Connections {
         options,
         open: BTreeMap::new(),
@@ -639,11 +632,7 @@ pub async fn image_configs(
             })?;
         let config: ImageConfiguration = serde_json::from_slice(&bytes)
             .map_err(|error| bad(reference, "config", error.to_string()))?;
-        let platform = PlatformSpec::normalised(
-            &config.os().to_string(),
-            &config.architecture().to_string(),
-            config.variant().as_deref().unwrap_or(""),
-        );
+        let platform = Platform::of_config(&config);
         configs.push((platform, config));
     }
     Ok(configs)
