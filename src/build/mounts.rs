@@ -75,6 +75,9 @@ pub(crate) fn prepare(
                         std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
                     )?;
                 }
+                // Its modification time is its last use (`xbuild prune --filter until=`).
+                let _ = std::fs::File::open(&dir)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 prepared.binds.push(BindMount {
                     source: dir,
                     target: PathBuf::from(target),

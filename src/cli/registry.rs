@@ -1,5 +1,5 @@
-//! `xbuild pull`, `push`, `login`, `logout`, `imagetools inspect|create` and
-//! `manifest inspect`: arguments and the glue to [`crate::registry`].
+//! `xbuild pull`, `push`, `login`, `logout` and `manifest inspect`: arguments and the glue
+//! to [`crate::registry`] (`imagetools` is in [`super::imagetools`]).
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
-    fn options(&self) -> Arc<RegistryOptions> {
+    pub(crate) fn options(&self) -> Arc<RegistryOptions> {
         let mut options = RegistryOptions::from_env(&store::default_root());
         options
             .insecure_registries
@@ -99,43 +99,6 @@ pub struct LogoutArgs {
     pub registry: String,
 }
 
-/// `xbuild imagetools ...`.
-#[derive(Debug, Args)]
-pub struct ImagetoolsArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: ImagetoolsCommand,
-}
-
-/// The `imagetools` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ImagetoolsCommand {
-    /// Show an image in a registry: its index and platforms, or its raw manifest.
-    Inspect {
-        /// Print the manifest or index exactly as the registry serves it.
-        #[arg(long)]
-        raw: bool,
-        /// Image (`name[:tag][@digest]`).
-        #[arg(value_name = "REF")]
-        reference: String,
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        registry: RegistryFlags,
-    },
-    /// Create one multi-platform index out of images already in a registry.
-    Create {
-        /// Where to push the index (`name:tag`), repeatable.
-        #[arg(short = 't', long = "tag", value_name = "DST", required = true)]
-        tags: Vec<String>,
-        /// Source images (single- or multi-platform).
-        #[arg(value_name = "SRC", required = true)]
-        sources: Vec<String>,
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        registry: RegistryFlags,
-    },
-}
-
 /// `xbuild manifest ...`.
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
@@ -159,18 +122,18 @@ pub enum ManifestCommand {
     },
 }
 
-fn parse_reference(input: &str) -> anyhow::Result<ImageRef> {
+pub(crate) fn parse_reference(input: &str) -> anyhow::Result<ImageRef> {
     Ok(ImageRef::parse(input).exit_kind(ExitKind::BadInput)?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn open_store() -> anyhow::Result<Store> {
+pub(crate) fn open_store() -> anyhow::Result<Store> {
     let root = store::default_root();
     Store::open(&root).with_context(|| format!("opening the store {}", root.display()))
 }
@@ -402,82 +365,6 @@ impl LogoutArgs {
             output::stderr(format_args!("Not logged in to {registry}"));
         }
         Ok(())
-    }
-}
-
-impl ImagetoolsArgs {
-    /// Runs `inspect` or `create`.
-    ///
-    /// # Errors
-    /// Bad references (exit 2), registry failures (exit 1).
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            ImagetoolsCommand::Inspect {
-                raw,
-                reference,
-                registry,
-            } => {
-                let reference = parse_reference(&reference)?;
-                let manifest =
-                    runtime()?.block_on(tools::inspect(registry.options(), &reference))?;
-                if raw {
-                    output::stdout(String::from_utf8_lossy(&manifest.bytes));
-                    return Ok(());
-                }
-                output::stdout(format_args!("Name:      {reference}"));
-                output::stdout(format_args!("MediaType: {}", manifest.media_type));
-                output::stdout(format_args!("Digest:    {}", manifest.digest));
-                if manifest.is_index() {
-                    output::stdout("");
-                    output::stdout("Manifests:");
-                    for entry in tools::index_entries(&reference, &manifest)? {
-                        let name = reference.with_digest(entry.descriptor.digest().clone());
-                        output::stdout(format_args!("  Name:      {name}"));
-                        output::stdout(format_args!(
-                            "  MediaType: {}",
-                            entry.descriptor.media_type()
-                        ));
-                        output::stdout(format_args!(
-                            "  Platform:  {}",
-                            entry
-                                .platform
-                                .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
-                        ));
-                        output::stdout("");
-                    }
-                }
-                Ok(())
-            }
-            ImagetoolsCommand::Create {
-                tags,
-                sources,
-                registry,
-            } => {
-                let targets = tags
-                    .iter()
-                    .map(|tag| parse_reference(tag))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let sources = sources
-                    .iter()
-                    .map(|source| parse_reference(source))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let store = open_store()?;
-                let options = registry.options();
-                let runtime = runtime()?;
-                for target in &targets {
-                    let index = runtime
-                        .block_on(tools::create(
-                            Arc::clone(&options),
-                            store.layout(),
-                            &sources,
-                            target,
-                        ))
-                        .with_context(|| format!("creating {target}"))?;
-                    output::stdout(format_args!("{target}@{}", index.digest));
-                }
-                Ok(())
-            }
-        }
     }
 }
 

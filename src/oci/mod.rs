@@ -5,6 +5,7 @@
 //! and writing an [OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
 //! with atomic writes.
 
+pub mod annotation;
 pub mod digest;
 pub mod image;
 pub mod layout;

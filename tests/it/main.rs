@@ -17,11 +17,14 @@ mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judg
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
+mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`
 mod platform; // every spelling of every platforms/ entry, through every entry point
+mod prune; // prune and du with buildx's filters and sizes, cache mounts, the store lock
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
