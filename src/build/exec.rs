@@ -254,6 +254,7 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
 
     let store = Store::open_default().context("opening the store")?;
     ensure_runnable(&graph, options)?;
+    super::entitlements::ensure_entitled(&graph, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1314,7 +1315,8 @@ impl Ctx<'_> {
             Some(instruction::Network::None) => sandbox::Network::None,
             Some(instruction::Network::Host) => sandbox::Network::Host,
             _ if self.options.network_none => sandbox::Network::None,
-            _ => sandbox::Network::Host,
+            _ if self.options.network_host => sandbox::Network::Host,
+            _ => sandbox::Network::Default,
         };
         key.add("network", &format!("{network:?}"));
         let mounts = super::mounts::prepare(self, vertex, run, parent, inputs, &mut key)?;
@@ -1356,6 +1358,8 @@ impl Ctx<'_> {
         spec.network = network;
         spec.security = security;
         spec.mounts = mounts.binds.clone();
+        spec.secrets = mounts.secrets.clone();
+        spec.pids_limit = self.options.pids_limit;
         spec.scratch_parent = Some(self.store.layout().tmp_dir());
 
         let emulated = matches!(
