@@ -696,7 +696,7 @@ mod tests {
             ]
         );
         // Every mount of the root comes after PID 1 exists and before pivot_root.
-        let position = |wanted: &dyn Fn(&Call) -> bool| calls.iter().position(|c| wanted(c));
+        let position = |wanted: &dyn Fn(&Call) -> bool| calls.iter().position(wanted);
         let first_mount = position(&|call| matches!(call, Call::Mount { .. })).unwrap();
         let last_mount = calls
             .iter()
