@@ -778,7 +778,7 @@ mod tests {
         );
         assert_eq!(process[4], Call::Unshare(CloneFlags::CLONE_NEWNET));
         // Devices: the root and /dev are nodev.
-        let nodev = |wanted: &dyn Fn(&Call) -> bool| calls.iter().any(|call| wanted(call));
+        let nodev = |wanted: &dyn Fn(&Call) -> bool| calls.iter().any(wanted);
         assert!(nodev(&|call| matches!(call,
             Call::Mount { target, flags, .. }
                 if target == Path::new("/s/root/dev") && flags.contains(nix::mount::MsFlags::MS_NODEV))));

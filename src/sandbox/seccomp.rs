@@ -133,22 +133,36 @@ enum Compare {
     MaskedEq { mask: u64, value: u64 },
 }
 
+/// Argument comparisons that must all hold (argument index, comparison).
+type Conditions = Vec<(u32, Compare)>;
+
+/// One ABI of the host: its `AUDIT_ARCH_*` and its column in the table.
+#[derive(Debug, Clone, Copy)]
+struct Abi {
+    audit_arch: u32,
+    column: usize,
+}
+
 /// The answer for one system call number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Leaf {
     Simple(Outcome),
     /// Rules with conditions, tried in order; `otherwise` when none matches.
     Conditional {
-        rules: Vec<(Vec<(u32, Compare)>, Outcome)>,
+        rules: Vec<(Conditions, Outcome)>,
         otherwise: Outcome,
     },
 }
 
-/// The ABIs of a host: (audit arch, Go architecture name of the profile, table column).
-fn abis() -> Result<(&'static str, Vec<(u32, usize)>), SeccompError> {
+/// The host's architecture as the profile names it (Go's), and its ABIs, its own first.
+fn abis() -> Result<(&'static str, Vec<Abi>), SeccompError> {
+    let abi = |audit_arch, column| Abi { audit_arch, column };
     match std::env::consts::ARCH {
-        "x86_64" => Ok(("amd64", vec![(AUDIT_ARCH_X86_64, 0), (AUDIT_ARCH_I386, 1)])),
-        "aarch64" => Ok(("arm64", vec![(AUDIT_ARCH_AARCH64, 2)])),
+        "x86_64" => Ok((
+            "amd64",
+            vec![abi(AUDIT_ARCH_X86_64, 0), abi(AUDIT_ARCH_I386, 1)],
+        )),
+        "aarch64" => Ok(("arm64", vec![abi(AUDIT_ARCH_AARCH64, 2)])),
         other => Err(SeccompError::Architecture(other.to_owned())),
     }
 }
@@ -264,7 +278,7 @@ fn decide(
 ) -> Result<(BTreeMap<u32, Leaf>, Outcome), SeccompError> {
     let default = outcome(&profile.default_action, profile.default_errno_ret)?;
     let mut unconditional: BTreeMap<u32, Outcome> = BTreeMap::new();
-    let mut conditional: BTreeMap<u32, Vec<(Vec<(u32, Compare)>, Outcome)>> = BTreeMap::new();
+    let mut conditional: BTreeMap<u32, Vec<(Conditions, Outcome)>> = BTreeMap::new();
     for rule in profile
         .syscalls
         .iter()
@@ -509,7 +523,7 @@ pub fn docker_default(nosync: bool) -> Result<Vec<libc::sock_filter>, SeccompErr
     let kernel = kernel_version();
     let tables = table();
     let mut blocks = Vec::new();
-    for (index, (audit_arch, column)) in abis.iter().enumerate() {
+    for (index, Abi { audit_arch, column }) in abis.iter().enumerate() {
         let (mut leaves, default) = decide(&profile, &tables[*column], arch, &caps, kernel)?;
         if nosync && index == 0 {
             for number in super::nosync::CALLS {
@@ -559,7 +573,7 @@ mod tests {
 
     /// Runs `program` as the kernel would on (arch, nr, args).
     fn evaluate(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
         for (index, arg) in args.iter().enumerate() {
