@@ -1313,6 +1313,14 @@ impl Ctx<'_> {
         };
         let network = match run.network {
             Some(instruction::Network::None) => sandbox::Network::None,
+            // Checked before any work for the Dockerfile's steps; this catches a base
+            // image's ONBUILD trigger.
+            Some(instruction::Network::Host) if !self.options.allow_network_host => {
+                return Err(Failure::bad_input(format_args!(
+                    "{file}:{line}: RUN --network=host needs --allow network.host"
+                ))
+                .into());
+            }
             Some(instruction::Network::Host) => sandbox::Network::Host,
             _ if self.options.network_none => sandbox::Network::None,
             _ if self.options.network_host => sandbox::Network::Host,
@@ -1360,6 +1368,7 @@ impl Ctx<'_> {
         spec.mounts = mounts.binds.clone();
         spec.secrets = mounts.secrets.clone();
         spec.pids_limit = self.options.pids_limit;
+        spec.pids_limit_required = self.options.pids_limit_required;
         spec.scratch_parent = Some(self.store.layout().tmp_dir());
 
         let emulated = matches!(

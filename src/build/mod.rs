@@ -65,6 +65,9 @@ pub struct BuildOptions {
     pub allow_network_host: bool,
     /// `--pids-limit`: the most processes a `RUN` step may have (`None`: no limit).
     pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given: a host that cannot apply it fails the step (the default
+    /// limit is skipped there).
+    pub pids_limit_required: bool,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets

@@ -57,9 +57,10 @@ pub struct BuildArgs {
     /// `none`, or `host` (needs `--allow network.host`).
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// The most processes and threads a RUN step may have at once (`-1`: no limit).
-    #[arg(long, value_name = "N", default_value_t = crate::sandbox::DEFAULT_PIDS_LIMIT as i64, allow_hyphen_values = true)]
-    pub pids_limit: i64,
+    /// The most processes and threads a RUN step may have at once (default 4096, applied
+    /// where the host has a cgroup pids controller; `-1`: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
     /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
@@ -150,10 +151,12 @@ impl BuildArgs {
         if network_host && !allow_network_host {
             return Err(Failure::bad_input("--network=host needs --allow network.host").into());
         }
+        let pids_limit_required = self.pids_limit.is_some_and(|limit| limit != -1);
         let pids_limit = match self.pids_limit {
-            -1 => None,
-            limit if limit > 0 => Some(limit as u64),
-            other => {
+            None => Some(crate::sandbox::DEFAULT_PIDS_LIMIT),
+            Some(-1) => None,
+            Some(limit) if limit > 0 => Some(limit.unsigned_abs()),
+            Some(other) => {
                 return Err(Failure::bad_input(format_args!(
                     "--pids-limit={other}: use a positive number, or -1 for no limit"
                 ))
@@ -221,6 +224,7 @@ impl BuildArgs {
             network_host,
             allow_network_host,
             pids_limit,
+            pids_limit_required,
             compression,
             source_date_epoch,
             secrets,

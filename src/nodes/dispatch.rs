@@ -151,6 +151,7 @@ pub fn run(
         network_host: options.network_host,
         allow_network_host: options.allow_network_host,
         pids_limit: options.pids_limit,
+        pids_limit_required: options.pids_limit_required,
         compression: match options.compression {
             Compression::Zstd => "zstd",
             Compression::Gzip => "gzip",

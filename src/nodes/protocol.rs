@@ -64,6 +64,9 @@ pub struct NodeRequest {
     /// `--pids-limit` (`None`: no limit).
     #[serde(default = "default_pids_limit")]
     pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given.
+    #[serde(default)]
+    pub pids_limit_required: bool,
     /// `gzip`, `zstd` or `none`.
     pub compression: String,
     /// `SOURCE_DATE_EPOCH`.

@@ -11,6 +11,10 @@
 //! of the step (so every process of the step is inside), and the child removes it once PID
 //! 1 is gone (all of the step's processes with it: they were in its PID namespace).
 //!
+//! Without a reachable `pids` controller (none mounted at `/sys/fs/cgroup`, as under `ip
+//! netns exec`, or a read-only cgroupfs in a container), a limit the user asked for fails
+//! the step with that reason; the default limit is then not applied.
+//!
 //! A child killed with the build leaves an empty cgroup behind: the next step removes the
 //! `step-<pid>` cgroups whose process is gone (an empty cgroup is all `rmdir` removes).
 //!
@@ -32,12 +36,21 @@ pub struct StepCgroup {
 }
 
 impl StepCgroup {
-    /// Creates the cgroup of the child `pid` with `pids.max` set to `limit`.
+    /// Creates the cgroup of the child `pid` with `pids.max` set to `limit`. `None` when
+    /// that is not possible here and the limit is not `required`.
     ///
     /// # Errors
-    /// No `pids` controller, or the cgroup cannot be made (read-only cgroupfs, ...): the
-    /// message says so and how to run without a limit.
-    pub fn create(limit: u64, pid: u32) -> Result<Self, SetupError> {
+    /// With `required`: no `pids` controller, or the cgroup cannot be made (read-only
+    /// cgroupfs, ...): the message says so and how to run without a limit.
+    pub fn create(limit: u64, pid: u32, required: bool) -> Result<Option<Self>, SetupError> {
+        match Self::make(limit, pid) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(_) if !required => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn make(limit: u64, pid: u32) -> Result<Self, SetupError> {
         let failed = |what: String| {
             SetupError::new(
                 "cgroup",

@@ -203,7 +203,9 @@ fn supervise(sys: &dyn Sys, channel: &OwnedFd) -> Result<i32, SetupError> {
     // stdin is what the parent chose: /dev/null for a captured step, ours or a terminal for
     // an interactive one.
     let cgroup = match spec.step.pids_limit {
-        Some(limit) => Some(StepCgroup::create(limit, std::process::id())?),
+        Some(limit) => {
+            StepCgroup::create(limit, std::process::id(), spec.step.pids_limit_required)?
+        }
         None => None,
     };
     let handshake = if namespaces::pid1_unshares_network(spec.step.network) {

@@ -50,6 +50,11 @@ pub struct StepSpec {
     /// `None`: no limit.
     #[serde(default)]
     pub pids_limit: Option<u64>,
+    /// Whether the step must fail when the limit cannot be set (the user asked for it with
+    /// `--pids-limit`); otherwise (the default limit) a host without a reachable cgroup
+    /// `pids` controller runs the step without one.
+    #[serde(default)]
+    pub pids_limit_required: bool,
     /// Where the sandbox makes its own temporary directory (`xbuild-step-*`: the root mount
     /// point, the step's `resolv.conf` and `hosts`). Builds give the store's `tmp/`, which
     /// `xbuild store check` empties of what a killed build left; `None` is the system's
@@ -128,6 +133,7 @@ impl StepSpec {
             mounts: Vec::new(),
             secrets: Vec::new(),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            pids_limit_required: false,
             scratch_parent: None,
         }
     }
