@@ -60,7 +60,7 @@ pub struct BuildArgs {
     /// The most processes and threads a RUN step may have at once (default 4096, applied
     /// where the host has a cgroup pids controller; `-1`: no limit).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub pids_limit: Option<i64>,
+    pub pids_limit: Option<i32>,
     /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
@@ -155,7 +155,7 @@ impl BuildArgs {
         let pids_limit = match self.pids_limit {
             None => Some(crate::sandbox::DEFAULT_PIDS_LIMIT),
             Some(-1) => None,
-            Some(limit) if limit > 0 => Some(limit.unsigned_abs()),
+            Some(limit) if limit > 0 => Some(u64::from(limit.unsigned_abs())),
             Some(other) => {
                 return Err(Failure::bad_input(format_args!(
                     "--pids-limit={other}: use a positive number, or -1 for no limit"
