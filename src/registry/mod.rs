@@ -23,7 +23,6 @@
 )]
 
 pub mod auth;
-pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod push;
@@ -33,7 +32,6 @@ pub mod tools;
 pub mod transport;
 
 pub use auth::{Credentials, DockerConfig, Secret};
-pub use platform::PlatformSpec;
 pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};
