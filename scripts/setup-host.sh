@@ -8,7 +8,8 @@ set -eu
 # vendored module, objcopy to read cargo-auditable's section.
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
-openssh-server openssh-client python3-venv golang-go binutils git man-db"
+openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc
+libc6-dev"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -254,6 +254,7 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
 
     let store = Store::open_default().context("opening the store")?;
     ensure_runnable(&graph, options)?;
+    super::entitlements::ensure_entitled(&graph, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1305,7 +1306,7 @@ impl Ctx<'_> {
         let security = match run.security {
             Some(instruction::Security::Insecure) if !self.options.allow_insecure => {
                 return Err(Failure::bad_input(format_args!(
-                    "{file}:{line}: RUN --security=insecure needs --allow security.insecure"
+                    "{file}:{line}: entitlement security.insecure is not allowed: RUN --security=insecure needs --allow security.insecure"
                 ))
                 .into());
             }
@@ -1314,9 +1315,18 @@ impl Ctx<'_> {
         };
         let network = match run.network {
             Some(instruction::Network::None) => sandbox::Network::None,
+            // Checked before any work for the Dockerfile's steps; this catches a base
+            // image's ONBUILD trigger.
+            Some(instruction::Network::Host) if !self.options.allow_network_host => {
+                return Err(Failure::bad_input(format_args!(
+                    "{file}:{line}: entitlement network.host is not allowed: RUN --network=host needs --allow network.host"
+                ))
+                .into());
+            }
             Some(instruction::Network::Host) => sandbox::Network::Host,
             _ if self.options.network_none => sandbox::Network::None,
-            _ => sandbox::Network::Host,
+            _ if self.options.network_host => sandbox::Network::Host,
+            _ => sandbox::Network::Default,
         };
         key.add("network", &format!("{network:?}"));
         let mounts = super::mounts::prepare(self, vertex, run, parent, inputs, &mut key)?;
@@ -1358,6 +1368,9 @@ impl Ctx<'_> {
         spec.network = network;
         spec.security = security;
         spec.mounts = mounts.binds.clone();
+        spec.secrets = mounts.secrets.clone();
+        spec.pids_limit = self.options.pids_limit;
+        spec.pids_limit_required = self.options.pids_limit_required;
         spec.scratch_parent = Some(self.store.layout().tmp_dir());
 
         let emulated = matches!(

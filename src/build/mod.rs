@@ -20,6 +20,7 @@
 
 pub mod archcheck;
 pub mod copy;
+pub mod entitlements;
 pub mod exec;
 pub mod failed;
 pub mod mounts;
@@ -58,6 +59,15 @@ pub struct BuildOptions {
     pub network_none: bool,
     /// `--allow security.insecure`.
     pub allow_insecure: bool,
+    /// `--network=host` for every `RUN` (needs `allow_network_host`).
+    pub network_host: bool,
+    /// `--allow network.host`.
+    pub allow_network_host: bool,
+    /// `--pids-limit`: the most processes a `RUN` step may have (`None`: no limit).
+    pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given: a host that cannot apply it fails the step (the default
+    /// limit is skipped there).
+    pub pids_limit_required: bool,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets

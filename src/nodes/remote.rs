@@ -63,6 +63,10 @@ pub fn serve_build(
         pull: request.pull,
         network_none: request.network_none,
         allow_insecure: request.allow_insecure,
+        network_host: request.network_host,
+        allow_network_host: request.allow_network_host,
+        pids_limit: request.pids_limit,
+        pids_limit_required: request.pids_limit_required,
         compression: match request.compression.as_str() {
             "zstd" => Compression::Zstd,
             "none" => Compression::None,

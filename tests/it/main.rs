@@ -31,6 +31,7 @@ mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
 mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full disk
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
+mod security; // attacks a RUN step might try: loopback, packets, devices, keyrings, fork bombs...
 mod symlinks; // COPY/ADD/WORKDIR resolve links inside the image (merged-/usr Debian)
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
