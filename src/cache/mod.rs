@@ -373,7 +373,7 @@ pub async fn import(
                 serde_json::from_slice(&top.bytes).map_err(|error| bad(&name, error))?;
             for entry in index.manifests().iter().filter(|entry| wanted(entry)) {
                 let raw = registry
-                    .get_manifest(repository, entry.digest().as_ref())
+                    .get_manifest_of(repository, entry)
                     .await
                     .map_err(registry_error)?;
                 let manifest: ImageManifest =
@@ -382,7 +382,7 @@ pub async fn import(
                     continue;
                 }
                 let bytes = registry
-                    .get_blob_bytes(repository, manifest.config().digest())
+                    .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
                 configs.push((entry_platform(entry).unwrap_or_default().to_owned(), bytes));

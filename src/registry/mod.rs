@@ -1,10 +1,12 @@
 //! Registries: references ([`mod@reference`]), credentials and the auth handshake
-//! ([`auth`]), the HTTP transport with TLS, retries and the distribution API endpoints
-//! ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest tools
-//! ([`tools`]: inspect, create an index).
+//! ([`auth`]), the HTTP transport with TLS, retries, bounded reads and the distribution API
+//! endpoints ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest
+//! tools ([`tools`]: inspect, create an index).
 //!
 //! Owns the network; never touches root filesystems. Blobs go into the store through
-//! [`crate::oci::BlobWriter`], verified while they stream.
+//! [`crate::oci::BlobWriter`], verified while they stream and never past their declared
+//! size; manifests, indexes and configs are read into memory within the bounds of
+//! [`crate::oci::limits`].
 //!
 //! What a build calls:
 //! - [`RegistryOptions::from_env`] once (store root → `certs.d`, `$DOCKER_CONFIG`,

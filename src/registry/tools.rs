@@ -155,7 +155,7 @@ pub async fn create(
         if top.is_index() {
             for entry in index_entries(source, &top)? {
                 let child = origin
-                    .get_manifest(source.repository(), entry.descriptor.digest().as_ref())
+                    .get_manifest_of(source.repository(), &entry.descriptor)
                     .await
                     .map_err(source_error)?;
                 children.push((entry.descriptor, child));
@@ -163,7 +163,7 @@ pub async fn create(
         } else {
             let document = parse_manifest(source, &top)?;
             let config = origin
-                .get_blob_bytes(source.repository(), document.config().digest())
+                .get_config(source.repository(), document.config())
                 .await
                 .map_err(source_error)?;
             let config: ImageConfiguration =
