@@ -1,7 +1,8 @@
 //! Registries: references ([`mod@reference`]), credentials and the auth handshake
-//! ([`auth`]), the HTTP transport with TLS, retries, bounded reads and the distribution API
-//! endpoints ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest
-//! tools ([`tools`]: inspect, create an index).
+//! ([`auth`]), where credentials may go ([`realm`]: token services on other hosts), the HTTP
+//! transport with TLS, retries, bounded reads and the distribution API endpoints
+//! ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest tools
+//! ([`tools`]: inspect, create an index).
 //!
 //! Owns the network; never touches root filesystems. Blobs go into the store through
 //! [`crate::oci::BlobWriter`], verified while they stream and never past their declared
@@ -29,6 +30,7 @@ pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod realm;
 pub mod reference;
 mod source;
 pub mod tools;

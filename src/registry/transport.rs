@@ -10,7 +10,8 @@
 //! - **Retries.** Connection errors, timeouts, `5xx` and `429` are retried with exponential
 //!   backoff and jitter, honouring `Retry-After`; a body cut short is restarted by the caller.
 //! - **Auth.** A `401` is answered once per request with the challenge's scheme (see
-//!   [`super::auth`]); bearer tokens are cached per scope.
+//!   [`super::auth`]); bearer tokens are cached per scope. The credentials go to a token
+//!   realm only as [`super::realm`] allows (HTTPS, or the registry's own plain-HTTP host).
 //! - **Bounded reads.** Nothing a registry sends is read without a bound
 //!   ([`crate::oci::limits`]): a blob stops at the size its descriptor declares (one byte
 //!   more is an error, and nothing past it is written); a manifest or index at its declared
@@ -39,6 +40,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{Challenge, Credentials, DockerConfig};
 use super::progress::Progress;
+use super::realm::{self, CredentialNotes};
 use crate::oci::limits::{self, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use crate::oci::{ImageLayout, LayoutError, sha256_digest};
 
@@ -278,6 +280,18 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// The registry's token service is where the credentials must not go.
+    #[error(
+        "the token service of {registry} is {realm}: {reason}; xbuild sends credentials to a token service only over HTTPS (or over plain HTTP on the host of a plain-HTTP registry)"
+    )]
+    RealmRefused {
+        /// The registry.
+        registry: String,
+        /// The realm, without its query.
+        realm: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The registry's answer makes no sense (missing header, bad JSON).
     #[error("unexpected answer from {registry}: {detail}")]
     Protocol {
@@ -324,6 +338,8 @@ pub struct RegistryOptions {
     pub chunk_size: u64,
     /// Blobs transferred at once.
     pub parallel_blobs: usize,
+    /// The note shown the first time credentials go to a token service on another host.
+    pub notes: CredentialNotes,
 }
 
 impl RegistryOptions {
@@ -358,7 +374,16 @@ impl RegistryOptions {
             read_timeout,
             chunk_size,
             parallel_blobs: 4,
+            notes: CredentialNotes::remembered_in(Some(store_root.join("realm-notes"))),
         }
+    }
+
+    /// The same, showing notes (credentials sent to a token service on another host, the
+    /// first time) as progress events on `sink`.
+    #[must_use]
+    pub fn showing_notes(mut self, sink: crate::progress::SharedSink) -> Self {
+        self.notes = self.notes.shown_on(sink);
+        self
     }
 
     fn is_insecure(&self, host: &str) -> bool {
@@ -680,8 +705,28 @@ impl Registry {
             detail: format!("bad token realm: {error}"),
         })?;
         let realm_text = realm.as_str().split('?').next().unwrap_or("").to_owned();
+        let policy =
+            realm::policy(&self.base, &realm).map_err(|detail| RegistryError::Protocol {
+                registry: self.name.clone(),
+                detail,
+            })?;
+        let credentials = match (&self.credentials, policy) {
+            (None, _) => None,
+            (Some(_), realm::Policy::NoCredentials { reason }) => {
+                return Err(RegistryError::RealmRefused {
+                    registry: self.name.clone(),
+                    realm: realm_text,
+                    reason,
+                });
+            }
+            (Some(credentials), realm::Policy::OtherHost) => {
+                self.options.notes.foreign_realm(&self.name, &realm);
+                Some(credentials)
+            }
+            (Some(credentials), realm::Policy::SameHost) => Some(credentials),
+        };
         let service = challenge.params.get("service").cloned().unwrap_or_default();
-        let response = match &self.credentials {
+        let response = match credentials {
             Some(credentials) if credentials.is_identity_token() => {
                 let mut form = vec![
                     ("grant_type", "refresh_token".to_owned()),
