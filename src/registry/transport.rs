@@ -504,6 +504,52 @@ pub fn is_index_media_type(media_type: &str) -> bool {
     media_type == MANIFEST_MEDIA_TYPES[0] || media_type == MANIFEST_MEDIA_TYPES[2]
 }
 
+/// A request body.
+#[derive(Debug, Clone, Copy)]
+enum Payload<'a> {
+    /// None (`Content-Length: 0` on `PUT` and `POST`).
+    Empty,
+    /// Bytes in memory: manifests, small.
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`, read as they are sent: blob uploads.
+    File {
+        /// The file.
+        path: &'a std::path::Path,
+        /// Where the range starts.
+        offset: u64,
+        /// How long it is.
+        len: u64,
+    },
+}
+
+/// How much of a file is read at a time for an upload.
+const UPLOAD_READ_SIZE: usize = 256 << 10;
+
+/// A body that streams `len` bytes of the file at `path` from `offset`.
+fn file_range_body(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+) -> Result<reqwest::Body, RegistryError> {
+    use std::io::Seek as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut file = std::fs::File::open(path).map_err(|source| LayoutError::File {
+        action: "opening",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .map_err(|source| LayoutError::File {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let range = tokio::fs::File::from_std(file).take(len);
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::with_capacity(range, UPLOAD_READ_SIZE),
+    ))
+}
+
 /// What happened to a blob on push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobPush {
@@ -578,13 +624,14 @@ impl Registry {
             .expect("registry API paths are valid relative URLs")
     }
 
-    /// Sends a request with retries and authentication. `body` is resent on retries.
+    /// Sends a request with retries and authentication. `body` is sent again on retries
+    /// (a file range is read again from the file).
     async fn send(
         &self,
         method: Method,
         url: Url,
         headers: HeaderMap,
-        body: Option<&[u8]>,
+        body: Payload<'_>,
         scope: &Scope,
     ) -> Result<Response, RegistryError> {
         let mut authenticated_after_challenge = false;
@@ -599,12 +646,16 @@ impl Registry {
                     if let Some(value) = &auth_header {
                         request = request.header(AUTHORIZATION, value);
                     }
-                    if let Some(body) = body {
-                        request = request.body(body.to_vec());
-                    } else if method == Method::PUT || method == Method::POST {
-                        request = request.header(CONTENT_LENGTH, 0);
-                    }
-                    request
+                    Ok(match body {
+                        Payload::Bytes(bytes) => request.body(bytes.to_vec()),
+                        Payload::File { path, offset, len } => request
+                            .header(CONTENT_LENGTH, len)
+                            .body(file_range_body(path, offset, len)?),
+                        Payload::Empty if method == Method::PUT || method == Method::POST => {
+                            request.header(CONTENT_LENGTH, 0)
+                        }
+                        Payload::Empty => request,
+                    })
                 })
                 .await?;
             if response.status() != StatusCode::UNAUTHORIZED || authenticated_after_challenge {
@@ -737,7 +788,7 @@ impl Registry {
                 if !scope.0.is_empty() {
                     form.push(("scope", scope.0.join(" ")));
                 }
-                self.execute(|| self.http.post(realm.clone()).form(&form))
+                self.execute(|| Ok(self.http.post(realm.clone()).form(&form)))
                     .await?
             }
             credentials => {
@@ -748,12 +799,12 @@ impl Registry {
                 }
                 self.execute(|| {
                     let request = self.http.get(realm.clone()).query(&query);
-                    match credentials {
+                    Ok(match credentials {
                         Some(credentials) => {
                             request.header(AUTHORIZATION, credentials.basic_header())
                         }
                         None => request,
-                    }
+                    })
                 })
                 .await?
             }
@@ -806,13 +857,13 @@ impl Registry {
     /// failed redirects: a loop stays a loop).
     async fn execute(
         &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, RegistryError>,
     ) -> Result<Response, RegistryError> {
         let max = self.options.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = build().build().map_err(|error| RegistryError::Setup {
+            let request = build()?.build().map_err(|error| RegistryError::Setup {
                 registry: self.name.clone(),
                 detail: error.to_string(),
             })?;
@@ -876,7 +927,7 @@ impl Registry {
                 Method::GET,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::none(),
             )
             .await?;
@@ -948,7 +999,7 @@ impl Registry {
                 Method::GET,
                 url.clone(),
                 headers,
-                None,
+                Payload::Empty,
                 &Scope::pull(repository),
             )
             .await?;
@@ -1013,7 +1064,7 @@ impl Registry {
                 Method::HEAD,
                 url.clone(),
                 headers,
-                None,
+                Payload::Empty,
                 &Scope::push(repository),
             )
             .await?;
@@ -1053,7 +1104,7 @@ impl Registry {
                 Method::PUT,
                 url.clone(),
                 headers,
-                Some(&manifest.bytes),
+                Payload::Bytes(&manifest.bytes),
                 &Scope::push(repository),
             )
             .await?;
@@ -1086,7 +1137,13 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
         let response = self
-            .send(Method::HEAD, url.clone(), HeaderMap::new(), None, scope)
+            .send(
+                Method::HEAD,
+                url.clone(),
+                HeaderMap::new(),
+                Payload::Empty,
+                scope,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
@@ -1143,7 +1200,7 @@ impl Registry {
                 Method::GET,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::pull(repository),
             )
             .await?;
@@ -1250,7 +1307,7 @@ impl Registry {
                     Method::GET,
                     url.clone(),
                     HeaderMap::new(),
-                    None,
+                    Payload::Empty,
                     &Scope::pull(repository),
                 )
                 .await?;
@@ -1395,7 +1452,13 @@ impl Registry {
                 .append_pair("from", from);
         }
         let response = self
-            .send(Method::POST, start.clone(), HeaderMap::new(), None, scope)
+            .send(
+                Method::POST,
+                start.clone(),
+                HeaderMap::new(),
+                Payload::Empty,
+                scope,
+            )
             .await?;
         // 201: mounted. 202: an upload session (also the answer to a mount the registry
         // declined, which oci-client reports as an error; we upload into that session).
@@ -1413,19 +1476,32 @@ impl Registry {
                 progress.reset(digest);
             }
         }
+        // The upload streams from the file, a range per request: a blob (or a chunk of
+        // one) is never whole in memory. Checked here so that a missing or short blob is
+        // an error of the store, not a failed request retried.
         let path = layout.blob_path(digest)?;
-        let mut file = layout.open_blob(digest)?;
         let size = descriptor.size();
-        let chunk_size = self.options.chunk_size.max(1);
-        let read_chunk = |file: &mut std::fs::File, len: u64| -> Result<Vec<u8>, RegistryError> {
-            let mut buffer = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-            std::io::Read::read_exact(file, &mut buffer).map_err(|source| LayoutError::File {
-                action: "reading",
+        let on_disk = layout
+            .open_blob(digest)?
+            .metadata()
+            .map_err(|source| LayoutError::File {
+                action: "inspecting",
                 path: path.clone(),
                 source,
-            })?;
-            Ok(buffer)
-        };
+            })?
+            .len();
+        if on_disk != size {
+            return Err(LayoutError::File {
+                action: "reading",
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the blob is {on_disk} bytes, its descriptor says {size}"),
+                ),
+            }
+            .into());
+        }
+        let chunk_size = self.options.chunk_size.max(1);
         let mut octet = HeaderMap::new();
         octet.insert(
             CONTENT_TYPE,
@@ -1437,7 +1513,6 @@ impl Registry {
             let mut offset = 0;
             while offset < size {
                 let len = chunk_size.min(size - offset);
-                let chunk = read_chunk(&mut file, len)?;
                 let mut headers = octet.clone();
                 headers.insert(
                     "content-range",
@@ -1450,7 +1525,11 @@ impl Registry {
                         Method::PATCH,
                         location.clone(),
                         headers,
-                        Some(&chunk),
+                        Payload::File {
+                            path: &path,
+                            offset,
+                            len,
+                        },
                         scope,
                     )
                     .await?;
@@ -1462,15 +1541,19 @@ impl Registry {
             let mut put = location.clone();
             put.query_pairs_mut().append_pair("digest", digest.as_ref());
             let response = self
-                .send(Method::PUT, put.clone(), octet, None, scope)
+                .send(Method::PUT, put.clone(), octet, Payload::Empty, scope)
                 .await?;
             check_status(Method::PUT, &put, response).await?;
         } else {
-            let body = read_chunk(&mut file, size)?;
             let mut put = location.clone();
             put.query_pairs_mut().append_pair("digest", digest.as_ref());
+            let body = Payload::File {
+                path: &path,
+                offset: 0,
+                len: size,
+            };
             let response = self
-                .send(Method::PUT, put.clone(), octet, Some(&body), scope)
+                .send(Method::PUT, put.clone(), octet, body, scope)
                 .await?;
             check_status(Method::PUT, &put, response).await?;
             progress.advance(digest, size);
@@ -1499,7 +1582,7 @@ impl Registry {
                 Method::POST,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::mount(repository, from),
             )
             .await?;
