@@ -15,6 +15,7 @@ mod cli; // usage, --help, default subcommand, exit codes
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
