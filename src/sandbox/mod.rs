@@ -12,9 +12,11 @@
 //! streams ([`Stdio::Inherit`]) or a pseudo-terminal we relay ([`Stdio::Terminal`]); setup
 //! failures and the exit status come back as [`channel::Message`]s on a pipe on fd 3.
 //!
-//! Modules: [`spec`] (what to run), [`sys`] (the syscall seam: `Sys`, `LinuxSys`,
-//! `RecordingSys`), [`mounts`] (the mount plan), [`namespaces`], [`capabilities`],
-//! [`user`] (`USER` from the image's `/etc/passwd`), [`channel`], [`child`].
+//! Modules, leaves first (each imports only modules before it): [`spec`] (what to run),
+//! [`error`] (a setup failure as data), [`capabilities`], [`namespaces`], [`user`] (`USER`
+//! from the image's `/etc/passwd`), `nosync`, [`sys`] (the syscall seam: `Sys`, `LinuxSys`,
+//! `RecordingSys`), [`mounts`] (the mount plan), [`channel`], `terminal`, [`child`] (the
+//! whole sequence in the child, through `Sys`).
 //!
 //! It knows nothing about Dockerfiles. Linux only; needs root (rootless is not supported
 //! yet).
@@ -22,6 +24,7 @@
 pub mod capabilities;
 pub mod channel;
 pub mod child;
+pub mod error;
 pub mod mounts;
 pub mod namespaces;
 mod nosync;
@@ -192,6 +195,8 @@ pub fn run_with(
         linux32: spec.platform.needs_linux32_on(&platform::host()),
         parent_pid: i32::try_from(std::process::id()).unwrap_or(0),
         console: None,
+        keep_fsync: std::env::var_os(crate::env::XBUILD_STEP_FSYNC)
+            .is_some_and(|value| value == "1"),
     };
 
     let pipe = || {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::child::SetupError;
+use super::error::SetupError;
 use super::sys::{PathKind, Sys};
 
 /// Device nodes bound from the host into the step's `/dev` (the OCI runtime spec's default
