@@ -1277,8 +1277,11 @@ impl Registry {
         }
     }
 
-    /// Streams a blob into the layout, verifying digest and size as it arrives. A body cut
-    /// short is fetched again from the start; a mismatch is an error and nothing is kept.
+    /// Streams a blob into the layout, verifying digest and size as it arrives. No more than
+    /// its declared size is read or written: a `Content-Length` other than that size is
+    /// refused before reading, and one byte more is an error (neither is retried). A body
+    /// cut short is fetched again from the start; a mismatch is an error and nothing is
+    /// kept.
     ///
     /// # Errors
     /// Not found, transport failures after retries, digest or size mismatch.
