@@ -30,7 +30,7 @@ use crate::platform::{self, Platform};
 use crate::progress::{Event, SharedSink, Stream, VertexCounter, VertexId};
 
 use super::CheckArch;
-use crate::registry::{self, ImageRef, PlatformSpec, RegistryOptions, SinkProgress};
+use crate::registry::{self, ImageRef, RegistryOptions, SinkProgress};
 use crate::sandbox::{self, StepCommand, StepSpec};
 use crate::store::{CacheRecord, Store};
 
@@ -385,10 +385,10 @@ fn import_caches(
     if options.cache.from.is_empty() {
         return (imported, sources);
     }
-    let mut platforms: Vec<String> = graph
+    let mut platforms: Vec<Platform> = graph
         .vertices
         .iter()
-        .map(|vertex| vertex.platform.to_string())
+        .map(|vertex| vertex.platform.clone())
         .collect();
     platforms.sort();
     platforms.dedup();
@@ -407,7 +407,11 @@ fn import_caches(
                 options.sink.emit(Event::Note {
                     message: format!(
                         "imported {count} cache records for {} from {location}",
-                        platforms.join(", ")
+                        platforms
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -523,7 +527,7 @@ impl Ctx<'_> {
                 Ok(Done {
                     state: State {
                         layers: Vec::new(),
-                        config: oci_image::new_image_config(&oci_platform(&vertex.platform), None),
+                        config: oci_image::new_image_config(&vertex.platform, None),
                         extra: serde_json::Map::new(),
                     },
                     key: key.finish(),
@@ -547,12 +551,10 @@ impl Ctx<'_> {
     ) -> anyhow::Result<(Descriptor, State)> {
         let image = ImageRef::parse(reference)
             .map_err(|error| Failure::bad_input(format_args!("{reference}: {error}")))?;
-        let spec = PlatformSpec::parse(&platform.to_string())
-            .map_err(|error| Failure::bad_input(error.0))?;
         let progress = Arc::new(SinkProgress::aggregate(self.sink.clone(), vertex));
         let layout = self.store.layout();
         let pulled = if self.options.pull {
-            let choice = registry::PlatformChoice::One(spec.clone());
+            let choice = registry::PlatformChoice::One(platform.clone());
             self.runtime
                 .block_on(registry::pull::pull_reference(
                     self.registry.clone(),
@@ -570,7 +572,7 @@ impl Ctx<'_> {
                 self.registry.clone(),
                 layout,
                 &image,
-                &spec,
+                platform,
                 progress,
             ))?
         };
@@ -1088,7 +1090,7 @@ impl Ctx<'_> {
         indices.sort_unstable();
         indices.dedup();
         let mut records = Vec::new();
-        let mut chosen: Vec<(String, Arc<Done>)> = Vec::new();
+        let mut chosen: Vec<(Platform, Arc<Done>)> = Vec::new();
         let mut keys = std::collections::HashSet::new();
         for index in indices {
             let vertex = &self.graph.vertices[index];
@@ -1104,7 +1106,7 @@ impl Ctx<'_> {
             if matches!(export.location, cache::CacheLocation::Local(_)) {
                 self.materialize(&done.state)?;
             }
-            chosen.push((vertex.platform.to_string(), done));
+            chosen.push((vertex.platform.clone(), done));
         }
         // A cache holds blobs: layers kept as snapshots are compressed now.
         let states: Vec<&State> = chosen.iter().map(|(_, done)| &done.state).collect();
@@ -1704,7 +1706,7 @@ fn assemble(ctx: &Ctx<'_>) -> anyhow::Result<Built> {
         let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
         let descriptor = ctx
             .store
-            .put_manifest(&manifest, Some(oci_image::config_platform(&config)))?;
+            .put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
         images.push(BuiltImage {
             platform: target.platform.clone(),
             manifest: descriptor,
@@ -1796,12 +1798,4 @@ fn check_architectures(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(findings)
-}
-
-fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
-    oci_image::platform(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref(),
-    )
 }

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::export::{self, Output};
 use crate::layer::Compression;
-use crate::platform::{self, Platform};
+use crate::platform::Platform;
 use crate::progress::VertexCounter;
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -102,6 +102,14 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
+    /// The target platforms: `--platform` ([`super::args::platform_args`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
+        super::args::platform_args(&self.platform)
+    }
+
     /// Runs the build.
     ///
     /// # Errors
@@ -111,18 +119,7 @@ impl BuildArgs {
         self.add_output_names();
         let outputs = self.outputs()?;
         let explicit_platforms = !self.platform.is_empty();
-        let targets: Vec<Platform> = if explicit_platforms {
-            let mut targets = Vec::new();
-            for text in &self.platform {
-                let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
-                if !targets.contains(&platform) {
-                    targets.push(platform);
-                }
-            }
-            targets
-        } else {
-            vec![platform::host()]
-        };
+        let targets = self.targets()?;
         let network_none = match self.network.as_str() {
             "default" | "host" => false,
             "none" => true,

@@ -58,13 +58,21 @@ struct JsonReport<'r> {
 }
 
 impl CheckArgs {
+    /// The target platforms: `--platform` ([`super::args::platform_args`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
+        super::args::platform_args(&self.platform)
+    }
+
     /// Runs the checks and prints the result.
     ///
     /// # Errors
     /// A rule fired (exit 1); an unreadable or invalid Dockerfile, a bad `# check=`
     /// directive or bad arguments (exit 2).
     pub fn run(self) -> anyhow::Result<()> {
-        let targets = parse_platforms(&self.platform)?;
+        let targets = self.targets()?;
         let dockerfile = self
             .file
             .clone()
@@ -120,20 +128,6 @@ fn summary(report: &Report) -> String {
         "{count} warning{plural} found (rules: {})",
         report.rules_fired().join(", ")
     )
-}
-
-fn parse_platforms(texts: &[String]) -> anyhow::Result<Vec<Platform>> {
-    if texts.is_empty() {
-        return Ok(vec![platform::host()]);
-    }
-    let mut targets = Vec::new();
-    for text in texts {
-        let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
-        if !targets.contains(&platform) {
-            targets.push(platform);
-        }
-    }
-    Ok(targets)
 }
 
 /// The checks a build runs before it starts. `None` when the Dockerfile cannot be read or

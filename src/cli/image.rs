@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use oci_spec::image::{Config, ConfigBuilder, History, HistoryBuilder, Platform};
+use oci_spec::image::{Config, ConfigBuilder, History, HistoryBuilder};
 
 use super::output;
 use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::layer::{self, Compression, TreeKind};
-use crate::oci::image::{self, format_platform, parse_platform};
+use crate::oci::image;
+use crate::platform::{self, Platform};
 use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
 
 fn open_store() -> anyhow::Result<Store> {
@@ -20,11 +21,9 @@ fn open_store() -> anyhow::Result<Store> {
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
-fn parse_platform_arg(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    platform
-        .map(|spec| parse_platform(spec).exit_kind(ExitKind::BadInput))
-        .transpose()
-        .map_err(Into::into)
+/// An optional `--platform` ([`super::args::platform_arg`]).
+fn optional_platform(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    platform.map(super::args::platform_arg).transpose()
 }
 
 /// Sizes as Docker prints them (SI units).
@@ -111,7 +110,7 @@ impl ImagesArgs {
                 Ok(images) => {
                     let platforms: Vec<String> = images
                         .iter()
-                        .map(|image| format_platform(&image.platform()))
+                        .map(|image| image.platform().to_string())
                         .collect();
                     let size: u64 = images
                         .iter()
@@ -164,13 +163,21 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Prints the image.
     ///
     /// # Errors
     /// Unknown image or platform.
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let name = &self.reference;
         let top = store.resolve_ref(name).exit_kind(ExitKind::BadInput)?;
         let resolved = store
@@ -178,14 +185,14 @@ impl InspectArgs {
             .exit_kind(ExitKind::BadInput)?;
         let platforms: Vec<String> = image::list_images(store.layout(), &top)?
             .iter()
-            .map(|image| format_platform(&image.platform()))
+            .map(|image| image.platform().to_string())
             .collect();
         let document = serde_json::json!({
             "Name": normalize_ref(name),
             "Digest": top.digest().to_string(),
             "MediaType": top.media_type().to_string(),
             "Platforms": platforms,
-            "Platform": format_platform(&resolved.platform()),
+            "Platform": resolved.platform().to_string(),
             "ManifestDigest": resolved.descriptor.digest().to_string(),
             "Manifest": serde_json::to_value(&resolved.manifest)?,
             "Config": serde_json::to_value(&resolved.config)?,
@@ -210,13 +217,21 @@ pub struct HistoryArgs {
 }
 
 impl HistoryArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Prints one line per history entry, newest first.
     ///
     /// # Errors
     /// Unknown image or platform.
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let resolved = store
             .image(&self.reference, platform.as_ref())
             .exit_kind(ExitKind::BadInput)?;
@@ -418,13 +433,20 @@ pub struct ImportArgs {
 }
 
 impl ImportArgs {
+    /// The platform the image is for: `--platform`, else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Platform> {
+        Ok(optional_platform(self.platform.as_deref())?.unwrap_or_else(platform::host))
+    }
+
     /// Makes a one-layer image from a root filesystem.
     ///
     /// # Errors
     /// Bad `--change`, unreadable source, write failures.
     pub fn run(self) -> anyhow::Result<()> {
-        let platform =
-            parse_platform_arg(self.platform.as_deref())?.unwrap_or_else(image::host_platform);
+        let platform = self.wanted_platform()?;
         let compression = Compression::parse(&self.compression).ok_or_else(|| {
             Failure::bad_input(format!(
                 "unknown compression {:?}: use gzip or zstd",
@@ -630,6 +652,14 @@ pub struct SaveArgs {
 }
 
 impl SaveArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Writes the archive (to a temporary file renamed into place).
     ///
     /// # Errors
@@ -645,7 +675,7 @@ impl SaveArgs {
                 .into());
             }
         };
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let store = open_store()?;
         let name = self.reference.clone();
         store.resolve_ref(&name).exit_kind(ExitKind::BadInput)?;

@@ -13,8 +13,8 @@ use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::progress::SharedSink;
 use crate::registry::auth::StoredIn;
 use crate::registry::{
-    Credentials, ImageRef, PlatformChoice, PlatformSpec, PushOptions, Registry, RegistryOptions,
-    Secret, SinkProgress, pull, push, tools,
+    Credentials, ImageRef, PlatformChoice, PushOptions, Registry, RegistryOptions, Secret,
+    SinkProgress, pull, push, tools,
 };
 use crate::store::{self, Store};
 
@@ -184,22 +184,29 @@ fn open_store() -> anyhow::Result<Store> {
 }
 
 impl PullArgs {
+    /// What to pull: every platform (`--all-platforms`), the best match for `--platform`
+    /// ([`super::args::platform_arg`]), else the host's, preferred.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn choice(&self) -> anyhow::Result<PlatformChoice> {
+        Ok(if self.all_platforms {
+            PlatformChoice::All
+        } else {
+            match &self.platform {
+                Some(platform) => PlatformChoice::One(super::args::platform_arg(platform)?),
+                None => PlatformChoice::Prefer(crate::platform::host()),
+            }
+        })
+    }
+
     /// Pulls the image into the store and prints its digests.
     ///
     /// # Errors
     /// Bad reference or platform (exit 2), registry or store failures (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
         let reference = parse_reference(&self.reference)?;
-        let choice = if self.all_platforms {
-            PlatformChoice::All
-        } else {
-            match &self.platform {
-                Some(platform) => PlatformChoice::One(
-                    PlatformSpec::parse(platform).exit_kind(ExitKind::BadInput)?,
-                ),
-                None => PlatformChoice::Prefer(PlatformSpec::host()),
-            }
-        };
+        let choice = self.choice()?;
         let store = open_store()?;
         let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
         let options = self.registry.options(Arc::clone(&sink));

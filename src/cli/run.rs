@@ -127,16 +127,24 @@ fn interactive_stdio() -> Stdio {
 }
 
 impl RunArgs {
+    /// The platform to run: `--platform` ([`super::args::platform_arg`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Platform> {
+        match &self.platform {
+            Some(text) => super::args::platform_arg(text),
+            None => Ok(platform::host()),
+        }
+    }
+
     /// Runs the image's command and exits with its status.
     ///
     /// # Errors
     /// Bad arguments (exit 2), a platform the host cannot run or not root (exit 3), an
     /// image that is not in the store and cannot be pulled, sandbox failures (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
-        let wanted = match &self.platform {
-            Some(text) => Platform::parse(text).exit_kind(ExitKind::BadInput)?,
-            None => platform::host(),
-        };
+        let wanted = self.wanted_platform()?;
         let network = match self.network.as_str() {
             "host" => Network::Host,
             "none" => Network::None,
@@ -162,7 +170,6 @@ impl RunArgs {
                 output::stderr(format_args!(
                     "Unable to find image '{reference}' ({wanted}) locally, pulling"
                 ));
-                let spec = container::platform_spec(&wanted).exit_kind_of()?;
                 let sink: crate::progress::SharedSink =
                     Arc::from(super::progress::sink(ProgressMode::Auto));
                 let options =
@@ -176,14 +183,14 @@ impl RunArgs {
                     options,
                     store.layout(),
                     &reference,
-                    &spec,
+                    &wanted,
                     progress,
                 ))?;
                 crate::oci::image::read_image(store.layout(), &pulled.manifest)?
             }
         };
         let actual = container::image_platform(&image).exit_kind_of()?;
-        if actual != wanted {
+        if !actual.same_target(&wanted) {
             output::warning(format_args!(
                 "the image's platform ({actual}) does not match the requested platform \
                  ({wanted}); running it as {actual}"

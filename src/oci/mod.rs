@@ -14,5 +14,5 @@ pub use digest::{Digester, sha256_digest};
 pub use image::{ImageError, ResolvedImage};
 pub use layout::{BlobWriter, ImageLayout, LayoutError, REF_NAME_ANNOTATION};
 pub use oci_spec::image::{
-    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
+    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
 };

@@ -26,7 +26,6 @@
 )]
 
 pub mod auth;
-pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod push;
@@ -37,7 +36,6 @@ pub mod tools;
 pub mod transport;
 
 pub use auth::{Credentials, DockerConfig, Secret};
-pub use platform::PlatformSpec;
 pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};

@@ -132,7 +132,7 @@ pub async fn push(
                     platform: entry
                         .platform()
                         .as_ref()
-                        .map(|p| format!(" for {}", super::platform::PlatformSpec::from_oci(p)))
+                        .map(|p| format!(" for {}", crate::platform::Platform::from(p)))
                         .unwrap_or_default(),
                 });
             }

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
-use super::platform::PlatformSpec;
 use super::progress::NoProgress;
-use super::pull::oci_platform;
 use super::reference::ImageRef;
 use super::transport::{
     MANIFEST_MEDIA_TYPES, RawManifest, Registry, RegistryError, RegistryOptions,
 };
 use crate::oci::ImageLayout;
+use crate::platform::Platform;
 
 /// Errors of the manifest tools.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +70,7 @@ pub struct IndexEntry {
     /// The manifest's descriptor (with its platform).
     pub descriptor: Descriptor,
     /// The platform, when known.
-    pub platform: Option<PlatformSpec>,
+    pub platform: Option<Platform>,
 }
 
 /// The entries of an index document (for display).
@@ -92,7 +91,7 @@ pub fn index_entries(
         .manifests()
         .iter()
         .map(|descriptor| IndexEntry {
-            platform: descriptor.platform().as_ref().map(PlatformSpec::from_oci),
+            platform: descriptor.platform().as_ref().map(Platform::from),
             descriptor: descriptor.clone(),
         })
         .collect())
@@ -172,13 +171,8 @@ pub async fn create(
                     what: "config",
                     reason: error.to_string(),
                 })?;
-            let platform = PlatformSpec::normalised(
-                &config.os().to_string(),
-                &config.architecture().to_string(),
-                config.variant().as_deref().unwrap_or(""),
-            );
             let mut descriptor = top.descriptor();
-            descriptor.set_platform(Some(oci_platform(&platform)));
+            descriptor.set_platform(Some(Platform::of_config(&config).to_oci()));
             children.push((descriptor, top.clone()));
         }
         for (descriptor, child) in children {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, MediaType, Platform};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, MediaType};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -19,6 +19,7 @@ use crate::layer::{
 };
 use crate::oci::image;
 use crate::oci::{LayoutError, REF_NAME_ANNOTATION};
+use crate::platform::Platform;
 
 /// containerd's (and BuildKit's, Docker's) annotation for the full image name in an OCI
 /// archive's `index.json`.
@@ -402,7 +403,7 @@ impl Store {
             let config_descriptor =
                 Descriptor::new(MediaType::ImageConfig, config_size, config_digest);
             let manifest = image::build_manifest(config_descriptor, layers, None);
-            let descriptor = self.put_manifest(&manifest, Some(image::config_platform(&config)))?;
+            let descriptor = self.put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
             let mut names: Vec<String> = entry
                 .repo_tags
                 .clone()

@@ -499,13 +499,13 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::image::{host_platform, new_image_config};
+    use crate::oci::image::new_image_config;
 
     fn store_with_image() -> (tempfile::TempDir, Store, Digest, Descriptor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (layer, size) = store.layout().write_blob(b"layer bytes").unwrap();
-        let mut config = new_image_config(&host_platform(), None);
+        let mut config = new_image_config(&crate::platform::host(), None);
         config
             .rootfs_mut()
             .diff_ids_mut()

@@ -32,13 +32,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType, Platform};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::env;
 use crate::layer::LayerError;
 use crate::oci::image::{self, ImageError, ResolvedImage};
 use crate::oci::{ImageLayout, LayoutError};
+use crate::platform::Platform;
 
 pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
 pub use check::{CheckReport, Cleanup, Problem};
@@ -315,7 +316,7 @@ impl Store {
         let config_descriptor =
             image::write_json_blob(&self.layout, MediaType::ImageConfig, config)?;
         let manifest = image::build_manifest(config_descriptor, layers, None);
-        self.put_manifest(&manifest, Some(image::config_platform(config)))
+        self.put_manifest(&manifest, Some(&Platform::of_config(config)))
     }
 
     /// Stores a manifest; returns its descriptor (with `platform` when given).
@@ -325,7 +326,7 @@ impl Store {
     pub fn put_manifest(
         &self,
         manifest: &ImageManifest,
-        platform: Option<Platform>,
+        platform: Option<&Platform>,
     ) -> Result<Descriptor, StoreError> {
         let bytes = image::canonical_json(manifest);
         let (digest, size) = self.layout.write_blob(&bytes)?;
@@ -530,7 +531,7 @@ mod tests {
         let named = store.layout().write_blob(b"named layer").unwrap().0;
         let cached = store.layout().write_blob(b"cached layer").unwrap().0;
         let loose = store.layout().write_blob(b"loose").unwrap().0;
-        let platform = image::host_platform();
+        let platform = crate::platform::host();
         let mut config = image::new_image_config(&platform, None);
         config
             .rootfs_mut()

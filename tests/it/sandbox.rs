@@ -317,13 +317,9 @@ fn a_platform_that_cannot_run_fails_before_anything_starts() {
         "linux/amd64",
         StepCommand::sh("touch /ran"),
     );
-    // An architecture with no QEMU handler in binfmt/ (Platform's fields are public, so
-    // the build could hand us one from an image config).
-    step.platform = Platform {
-        os: "linux".into(),
-        architecture: "sparc64".into(),
-        variant: None,
-    };
+    // An architecture with no QEMU handler in binfmt/ (a Platform read from an image config
+    // keeps what the table does not know, so the build could hand us one).
+    step.platform = Platform::new("linux", "sparc64", None);
     let ran = run_spec(&step, dir);
     let error = ran.result.unwrap_err();
     assert!(matches!(error, SandboxError::NotRunnable(_)), "{error:?}");
