@@ -356,6 +356,12 @@ impl PruneArgs {
             report.snapshots,
             human_size(report.bytes)
         ));
+        if report.referrers > 0 {
+            output::stdout(format!(
+                "Removed {} referrers (attestations) of images no longer in the store",
+                report.referrers
+            ));
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod attest;
 pub mod binfmt;
 pub mod build;
 pub mod check;

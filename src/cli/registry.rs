@@ -211,8 +211,9 @@ impl PullArgs {
         let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
         let options = self.registry.options(Arc::clone(&sink));
         let progress = Arc::new(SinkProgress::per_blob(sink, 1));
-        let pulled = runtime()?.block_on(pull::pull_reference(
-            options,
+        let runtime = runtime()?;
+        let pulled = runtime.block_on(pull::pull_reference(
+            Arc::clone(&options),
             store.layout(),
             &reference,
             &choice,
@@ -222,6 +223,25 @@ impl PullArgs {
             "pulled {reference}: {} blobs fetched, {} already in the store",
             pulled.blobs_fetched, pulled.blobs_present
         ));
+        // The image's referrers (attestations) come with it; the image is complete without
+        // them, so a failure here is a warning.
+        let mut subjects = vec![pulled.descriptor.digest().clone()];
+        subjects.extend(
+            pulled
+                .images
+                .iter()
+                .map(|image| image.manifest.digest().clone()),
+        );
+        subjects.dedup();
+        match runtime.block_on(pull_referrers(options, &store, &reference, &subjects)) {
+            Ok(0) => {}
+            Ok(count) => output::stderr(format_args!(
+                "pulled {count} referrers (attestations) of {reference}"
+            )),
+            Err(error) => output::warning(format_args!(
+                "{reference}: its referrers (attestations) were not pulled: {error:#}"
+            )),
+        }
         output::stdout(format_args!("{}@{}", reference, pulled.descriptor.digest()));
         for image in &pulled.images {
             let platform = image
@@ -257,9 +277,36 @@ impl PushArgs {
             "pushed {}: {} blobs uploaded, {} mounted, {} already there",
             reference, pushed.uploaded, pushed.mounted, pushed.existing
         ));
+        if pushed.referrers > 0 {
+            output::stderr(format_args!(
+                "pushed {} referrers (attestations) of {reference}",
+                pushed.referrers
+            ));
+        }
         output::stdout(format_args!("{reference}@{}", pushed.digest));
         Ok(())
     }
+}
+
+/// Fetches the referrers of `subjects` and lists them in the store; returns how many.
+async fn pull_referrers(
+    options: Arc<RegistryOptions>,
+    store: &Store,
+    reference: &ImageRef,
+    subjects: &[crate::oci::Digest],
+) -> anyhow::Result<usize> {
+    let registry = Registry::connect(reference.registry(), options).await?;
+    let fetched = crate::registry::referrers::fetch_referrers(
+        &registry,
+        store.layout(),
+        reference.repository(),
+        subjects,
+    )
+    .await?;
+    for (subject, referrer) in &fetched {
+        store.add_referrer(subject, referrer)?;
+    }
+    Ok(fetched.len())
 }
 
 /// `https://host:5000/v2/` → `host:5000`, as Docker accepts either.

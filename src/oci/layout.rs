@@ -377,7 +377,7 @@ impl ImageLayout {
     /// changed and replaced, so two processes naming images at once both keep their names.
     /// The directory itself is locked (not `index.json`, which is replaced by rename, nor a
     /// lock file, which would add a file to exported layouts); released on drop.
-    fn lock_index(&self) -> Result<nix::fcntl::Flock<File>, LayoutError> {
+    pub(super) fn lock_index(&self) -> Result<nix::fcntl::Flock<File>, LayoutError> {
         let dir = File::open(&self.root).map_err(file_error("opening", &self.root))?;
         nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
             LayoutError::File {

@@ -1,6 +1,7 @@
 //! Manifest tools: inspect what a reference names, and create one index out of several
 //! images already in a registry (`imagetools create`): the way CI runners that each build
-//! one platform natively combine their results.
+//! one platform natively combine their results. The images' referrers (attestations) are
+//! copied with them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -183,6 +184,16 @@ pub async fn create(
                 && source.repository() == target.repository();
             if !same_repository {
                 copy_manifest(&origin, source, &destination, target, layout, &child).await?;
+                super::referrers::copy_referrers(
+                    &origin,
+                    source.repository(),
+                    &destination,
+                    target.repository(),
+                    layout,
+                    &child.digest,
+                )
+                .await
+                .map_err(target_error)?;
             }
             entries.push(descriptor);
         }

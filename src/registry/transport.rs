@@ -506,7 +506,7 @@ pub fn is_index_media_type(media_type: &str) -> bool {
 
 /// A request body.
 #[derive(Debug, Clone, Copy)]
-enum Payload<'a> {
+pub(super) enum Payload<'a> {
     /// None (`Content-Length: 0` on `PUT` and `POST`).
     Empty,
     /// Bytes in memory: manifests, small.
@@ -618,7 +618,7 @@ impl Registry {
         &self.options
     }
 
-    fn url(&self, path: &str) -> Url {
+    pub(super) fn url(&self, path: &str) -> Url {
         self.base
             .join(path)
             .expect("registry API paths are valid relative URLs")
@@ -626,7 +626,7 @@ impl Registry {
 
     /// Sends a request with retries and authentication. `body` is sent again on retries
     /// (a file range is read again from the file).
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -1609,7 +1609,7 @@ impl Registry {
     }
 }
 
-fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
     response
         .headers()
         .get(name)
@@ -1636,7 +1636,7 @@ fn media_type_of_document(bytes: &[u8]) -> Option<String> {
 }
 
 /// Turns an error status into [`RegistryError::Status`], passing successes through.
-async fn check_status(
+pub(super) async fn check_status(
     method: Method,
     url: &Url,
     response: Response,

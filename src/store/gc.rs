@@ -1,5 +1,5 @@
 //! Garbage collection (everything not reachable from a name in `index.json` or a cache
-//! record goes) and disk usage.
+//! record goes; a referrer is reachable while its subject is) and disk usage.
 
 use std::collections::HashSet;
 use std::fs;
@@ -23,6 +23,8 @@ pub struct GcReport {
     pub snapshots: u64,
     /// Cache records removed.
     pub cache_records: u64,
+    /// Referrer entries removed from `index.json` (their subject was gone).
+    pub referrers: u64,
     /// Bytes freed (blobs, snapshots, temporary files).
     pub bytes: u64,
 }
@@ -50,6 +52,8 @@ struct Roots {
     image_blobs: HashSet<String>,
     cache_blobs: HashSet<String>,
     diff_ids: HashSet<String>,
+    /// Referrers whose subject is not kept: their entries go.
+    dangling_referrers: HashSet<oci_spec::image::Digest>,
 }
 
 impl Store {
@@ -91,6 +95,23 @@ impl Store {
                 }
             }
         }
+        // Referrers of what is kept are kept, and theirs in turn.
+        let reached: HashSet<_> = image_digests.iter().cloned().collect();
+        let kept_referrers = self.referrer_closure(&reached)?;
+        for (_, referrer) in &kept_referrers {
+            image::reachable_blobs(self.layout(), referrer, &mut image_digests)?;
+        }
+        let kept: HashSet<_> = kept_referrers
+            .iter()
+            .map(|(_, referrer)| referrer.digest().clone())
+            .collect();
+        let dangling_referrers = self
+            .layout()
+            .all_referrers()?
+            .into_iter()
+            .map(|(_, referrer)| referrer.digest().clone())
+            .filter(|digest| !kept.contains(digest))
+            .collect();
         let mut cache_blobs = HashSet::new();
         for (_, record) in self.cache_records()? {
             cache_blobs.extend(record.blobs.iter().map(ToString::to_string));
@@ -100,6 +121,7 @@ impl Store {
             image_blobs: image_digests.iter().map(ToString::to_string).collect(),
             cache_blobs,
             diff_ids,
+            dangling_referrers,
         })
     }
 
@@ -127,6 +149,10 @@ impl Store {
                 }
             }
             let roots = self.roots()?;
+            // Entries first: a referrer entry never names a removed blob.
+            report.referrers = self
+                .with_index_lock(|layout| Ok(layout.remove_referrers(&roots.dangling_referrers)?))?
+                as u64;
             for (name, meta) in self.blob_files()? {
                 let digest = format!("sha256:{name}");
                 if roots.image_blobs.contains(&digest) || roots.cache_blobs.contains(&digest) {

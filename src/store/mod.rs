@@ -11,6 +11,9 @@
 //!   tmp/                                            temporary files and snapshot dirs
 //! ```
 //!
+//! Referrers (attestations attached to a stored manifest) are unnamed `index.json` entries
+//! ([`crate::oci::referrers`]); they live as long as their subject.
+//!
 //! Owns no network. Every write is temp + fsync + rename, through [`crate::oci::ImageLayout`]
 //! for blobs and `index.json`, and through a temporary directory renamed into place for
 //! snapshots; a process killed at any moment leaves the store readable.
@@ -24,6 +27,7 @@ mod archive;
 mod check;
 mod gc;
 mod lock;
+mod referrers;
 mod snapshot;
 
 use std::collections::HashMap;

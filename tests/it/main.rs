@@ -6,6 +6,7 @@
 )]
 
 mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
+mod attest; // SBOM scanner on real trees, SPDX/SLSA validated, referrers stored, pushed, pulled
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
