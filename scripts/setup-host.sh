@@ -8,7 +8,7 @@ set -eu
 # vendored module, objcopy to read cargo-auditable's section.
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
-openssh-server openssh-client python3-venv npm golang-go binutils"
+openssh-server openssh-client python3-venv npm golang-go binutils git"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
