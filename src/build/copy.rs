@@ -1143,21 +1143,37 @@ fn download(
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
         .filter(|segment| !segment.is_empty())
         .unwrap_or_else(|| "download".to_owned());
-    let bytes = ctx.runtime.block_on(async {
+    // Streamed into the step's scratch directory and hashed on the way, never whole in
+    // memory: a URL without end is bounded by the disk only, as in BuildKit.
+    let path = dir.join(&file_name);
+    let streamed = ctx.runtime.block_on(async {
         let response = reqwest::Client::new().get(parsed.clone()).send().await?;
-        let response = response.error_for_status()?;
-        response.bytes().await
+        let mut response = response.error_for_status()?;
+        let mut file =
+            fs::File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut digester = crate::oci::Digester::default();
+        while let Some(chunk) = response.chunk().await? {
+            digester.update(&chunk);
+            std::io::Write::write_all(&mut file, &chunk)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        anyhow::Ok(digester.finish().0.to_string())
     });
-    let bytes = bytes.with_context(|| format!("{name}: downloading {url}"))?;
-    let digest = crate::oci::sha256_digest(&bytes).to_string();
+    let digest = match streamed {
+        Ok(digest) => digest,
+        Err(error) => {
+            let _ = fs::remove_file(&path);
+            return Err(error.context(format!("{name}: downloading {url}")));
+        }
+    };
     if let Some(expected) = checksum {
         if expected != digest {
+            let _ = fs::remove_file(&path);
             return Err(anyhow!(
                 "{name}: {url}: checksum mismatch: expected {expected}, got {digest}"
             ));
         }
     }
-    fs::write(dir.join(&file_name), &bytes)?;
     Ok((file_name, digest))
 }
 

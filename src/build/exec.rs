@@ -261,7 +261,8 @@ pub fn run(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         .build()
         .context("starting the async runtime")?;
     let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
-    let registry_options = Arc::new(RegistryOptions::from_env(store.root()));
+    let registry_options =
+        Arc::new(RegistryOptions::from_env(store.root()).showing_notes(options.sink.clone()));
     let (imported, cache_sources) =
         import_caches(options, &graph, &runtime, &registry_options, &mut warnings);
     let ctx = Ctx {

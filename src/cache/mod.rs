@@ -387,7 +387,7 @@ pub async fn import(
                 .filter_map(|entry| Some((entry, wanted(entry)?)))
             {
                 let raw = registry
-                    .get_manifest(repository, entry.digest().as_ref())
+                    .get_manifest_of(repository, entry)
                     .await
                     .map_err(registry_error)?;
                 let manifest: ImageManifest =
@@ -396,7 +396,7 @@ pub async fn import(
                     continue;
                 }
                 let bytes = registry
-                    .get_blob_bytes(repository, manifest.config().digest())
+                    .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
                 configs.push((platform, bytes));

@@ -247,7 +247,8 @@ impl BuildArgs {
             ));
         }
         let store = Store::open_default().exit_kind(ExitKind::Failed)?;
-        let registry = Arc::new(RegistryOptions::from_env(store.root()));
+        let registry =
+            Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
         let vertices = VertexCounter::after(report.last_vertex);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -130,7 +130,7 @@ impl InspectArgs {
             .transpose()?
             .filter(|template| !template.is_whole_manifest());
         let runtime = runtime()?;
-        let options = self.registry.options();
+        let options = self.registry.options(super::registry::plain_notes());
         let manifest = runtime.block_on(tools::inspect(Arc::clone(&options), &reference))?;
         if self.raw {
             output::stdout_bytes(&manifest.bytes);
@@ -428,7 +428,7 @@ impl CreateArgs {
             platforms,
             prefer_index: self.prefer_index,
         };
-        let options = self.registry.options();
+        let options = self.registry.options(super::registry::plain_notes());
         let runtime = runtime()?;
         let combined = runtime.block_on(tools::combine(Arc::clone(&options), request))?;
         if self.dry_run {

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use super::output;
 use super::progress::ProgressMode;
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::progress::SharedSink;
 use crate::registry::auth::StoredIn;
 use crate::registry::{
     Credentials, ImageRef, PlatformChoice, PushOptions, Registry, RegistryOptions, Secret,
@@ -27,13 +28,20 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
-    pub(crate) fn options(&self) -> Arc<RegistryOptions> {
-        let mut options = RegistryOptions::from_env(&store::default_root());
+    /// The registry options, with notes (credentials sent to a token service on another
+    /// host) shown on `notes`.
+    pub(crate) fn options(&self, notes: SharedSink) -> Arc<RegistryOptions> {
+        let mut options = RegistryOptions::from_env(&store::default_root()).showing_notes(notes);
         options
             .insecure_registries
             .extend(self.insecure_registries.iter().cloned());
         Arc::new(options)
     }
+}
+
+/// Where the notes of a command without `--progress` go: `# note` lines on stderr.
+pub(crate) fn plain_notes() -> SharedSink {
+    Arc::new(super::progress::Plain::default())
 }
 
 /// `xbuild pull [--platform P | --all-platforms] REF`.
@@ -163,11 +171,9 @@ impl PullArgs {
         let reference = parse_reference(&self.reference)?;
         let choice = self.choice()?;
         let store = open_store()?;
-        let options = self.registry.options();
-        let progress = Arc::new(SinkProgress::per_blob(
-            Arc::from(super::progress::sink(self.progress)),
-            1,
-        ));
+        let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
+        let options = self.registry.options(Arc::clone(&sink));
+        let progress = Arc::new(SinkProgress::per_blob(sink, 1));
         let runtime = runtime()?;
         let pulled = runtime.block_on(pull::pull_reference(
             Arc::clone(&options),
@@ -219,11 +225,9 @@ impl PushArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let reference = parse_reference(&self.reference)?;
         let store = open_store()?;
-        let options = self.registry.options();
-        let progress = Arc::new(SinkProgress::per_blob(
-            Arc::from(super::progress::sink(self.progress)),
-            1,
-        ));
+        let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
+        let options = self.registry.options(Arc::clone(&sink));
+        let progress = Arc::new(SinkProgress::per_blob(sink, 1));
         let pushed = runtime()?.block_on(push::push_reference(
             options,
             store.layout(),
@@ -320,7 +324,7 @@ impl LoginArgs {
             username,
             secret: Secret::new(password),
         };
-        let options = self.flags.options();
+        let options = self.flags.options(plain_notes());
         let config = options.docker_config.clone();
         runtime()?
             .block_on(async {
@@ -380,8 +384,8 @@ impl ManifestArgs {
                 registry,
             } => {
                 let reference = parse_reference(&reference)?;
-                let manifest =
-                    runtime()?.block_on(tools::inspect(registry.options(), &reference))?;
+                let manifest = runtime()?
+                    .block_on(tools::inspect(registry.options(plain_notes()), &reference))?;
                 let value: serde_json::Value = serde_json::from_slice(&manifest.bytes)
                     .with_context(|| format!("{reference}: the manifest is not JSON"))?;
                 output::stdout(

@@ -172,11 +172,11 @@ impl RunArgs {
                 output::stderr(format_args!(
                     "Unable to find image '{reference}' ({wanted}) locally, pulling"
                 ));
-                let options = Arc::new(RegistryOptions::from_env(store.root()));
-                let progress = Arc::new(SinkProgress::per_blob(
-                    Arc::from(super::progress::sink(ProgressMode::Auto)),
-                    1,
-                ));
+                let sink: crate::progress::SharedSink =
+                    Arc::from(super::progress::sink(ProgressMode::Auto));
+                let options =
+                    Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
+                let progress = Arc::new(SinkProgress::per_blob(sink, 1));
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()

@@ -84,7 +84,7 @@ pub fn serve_build(
         cache: crate::cache::CacheOptions::default(),
     };
     let report = build::run(&options)?;
-    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let registry = Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
     let vertices = VertexCounter::after(report.last_vertex);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

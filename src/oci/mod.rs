@@ -9,6 +9,7 @@ pub mod annotation;
 pub mod digest;
 pub mod image;
 pub mod layout;
+pub mod limits;
 pub mod referrers;
 
 pub use digest::{Digester, sha256_digest};

@@ -428,7 +428,7 @@ async fn fetch_child(
     descriptor: &Descriptor,
 ) -> Result<RawManifest, ToolsError> {
     origin
-        .get_manifest(reference.repository(), descriptor.digest().as_ref())
+        .get_manifest_of(reference.repository(), descriptor)
         .await
         .map_err(|error| ToolsError::Registry {
             reference: reference.to_string(),
@@ -444,7 +444,7 @@ async fn manifest_platform(
 ) -> Result<Platform, ToolsError> {
     let document = parse_manifest(reference, top)?;
     let config = origin
-        .get_blob_bytes(reference.repository(), document.config().digest())
+        .get_config(reference.repository(), document.config())
         .await
         .map_err(|error| ToolsError::Registry {
             reference: reference.to_string(),
@@ -638,7 +638,7 @@ pub async fn image_configs(
     for manifest in manifests {
         let document = parse_manifest(reference, &manifest)?;
         let bytes = origin
-            .get_blob_bytes(reference.repository(), document.config().digest())
+            .get_config(reference.repository(), document.config())
             .await
             .map_err(|error| ToolsError::Registry {
                 reference: reference.to_string(),

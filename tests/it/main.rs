@@ -17,6 +17,7 @@ mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judg
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate;
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
 mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
 mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
