@@ -4,13 +4,15 @@
 //! built step by step in an isolated root filesystem under QEMU emulation where needed
 //! ([`executor`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
 //! images ([`oci`]), and kept in a local OCI image layout ([`store`]) or pushed to a registry
-//! ([`registry`]).
+//! ([`registry`]). Attestations ([`attest`]: an SBOM from [`sbom`]'s scan of the image, SLSA
+//! provenance) are stored and pushed with the image as OCI referrers of its manifests.
 //!
 //! Glossary, used the same way everywhere: *stage* (a Dockerfile `FROM` section), *step*
 //! (one planned unit of work), *snapshot* (a root filesystem on disk), *layer* (one tar blob),
 //! *image* (config + layers for one platform), *index* (the multi-platform list), *target*
 //! (a platform being built for), *build platform* (the host).
 
+pub mod attest;
 pub mod binfmt;
 pub mod cache;
 pub mod check;
@@ -31,6 +33,7 @@ pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod sbom;
 pub mod store;
 
 pub use error::{ExitKind, Failure};

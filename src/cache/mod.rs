@@ -110,9 +110,9 @@ pub enum CacheError {
     Registry {
         /// The cache ref.
         location: String,
-        /// The cause.
+        /// The cause (boxed: a registry error is large).
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// A layout (the store or a cache directory) failed.
     #[error("cache {location}")]
@@ -136,7 +136,7 @@ pub enum CacheError {
     Store(#[from] StoreError),
     /// Layers of imported cache hits could not be fetched.
     #[error("fetching layers of cached steps")]
-    Fetch(#[source] Box<CacheError>),
+    Fetch(#[source] Box<Self>),
     /// A step's state could not be encoded as a cache record.
     #[error("encoding the cache record {key}")]
     Encode {
@@ -252,9 +252,9 @@ pub async fn export(
     let ours: BTreeSet<Platform> = entries.iter().filter_map(entry_platform).collect();
     match &export.location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: location.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Arc::new(
                 Registry::connect(reference.registry(), options)
@@ -385,9 +385,9 @@ pub async fn import(
     let mut configs: Vec<(Platform, Vec<u8>)> = Vec::new();
     let source = match location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: name.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await
@@ -409,7 +409,7 @@ pub async fn import(
                 .filter_map(|entry| Some((entry, wanted(entry)?)))
             {
                 let raw = registry
-                    .get_manifest(repository, entry.digest().as_ref())
+                    .get_manifest_of(repository, entry)
                     .await
                     .map_err(registry_error)?;
                 let manifest: ImageManifest =
@@ -418,7 +418,7 @@ pub async fn import(
                     continue;
                 }
                 let bytes = registry
-                    .get_blob_bytes(repository, manifest.config().digest())
+                    .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
                 configs.push((platform, bytes));
@@ -495,9 +495,9 @@ pub async fn fetch(
 ) -> Result<(), CacheError> {
     match source {
         BlobSource::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: reference.to_string(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await

@@ -491,7 +491,7 @@ fn legacy_key_value(node: &Node, name: &str, findings: &mut Findings) {
 
 /// BuildKit's secret-name test: an `_`-separated part of the name is one of the secret
 /// words, and none is `public`.
-fn is_secret_key(key: &str) -> bool {
+pub fn is_secret_key(key: &str) -> bool {
     const SECRET: &[&str] = &[
         "apikey",
         "auth",

@@ -91,13 +91,18 @@ pub struct BuildArgs {
     /// Print only the digest of the result on stdout.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Network for RUN steps: `default`/`host`, or `none`.
+    /// Network for RUN steps: `default` (a namespace of its own with outbound access),
+    /// `none`, or `host` (needs `--allow network.host`).
     #[arg(long, default_value = "default")]
     pub network: String,
+    /// The most processes and threads a RUN step may have at once (default 4096, applied
+    /// where the host has a cgroup pids controller; `-1`: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i32>,
     /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
-    /// Extra privileges (`security.insecure`).
+    /// Extra privileges (`network.host`, `security.insecure`).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     /// Layer compression: gzip (default) or zstd.
@@ -158,9 +163,10 @@ impl BuildArgs {
         let outputs = self.outputs()?;
         let explicit_platforms = !self.platform.is_empty();
         let targets = self.targets()?;
-        let network_none = match self.network.as_str() {
-            "default" | "host" => false,
-            "none" => true,
+        let (network_none, network_host) = match self.network.as_str() {
+            "default" => (false, false),
+            "none" => (true, false),
+            "host" => (false, true),
             other => {
                 return Err(Failure::bad_input(format_args!(
                     "--network={other}: use default, host or none"
@@ -169,12 +175,29 @@ impl BuildArgs {
             }
         };
         let mut allow_insecure = false;
-        for entitlement in &self.allow {
-            match entitlement.as_str() {
+        let mut allow_network_host = false;
+        for entitlement in self.allow.iter().flat_map(|value| value.split(',')) {
+            match entitlement.trim() {
                 "security.insecure" => allow_insecure = true,
+                "network.host" => allow_network_host = true,
                 other => return Err(super::unsupported(format_args!("--allow {other}"))),
             }
         }
+        if network_host && !allow_network_host {
+            return Err(Failure::bad_input("entitlement network.host is not allowed: --network=host needs --allow network.host").into());
+        }
+        let pids_limit_required = self.pids_limit.is_some_and(|limit| limit != -1);
+        let pids_limit = match self.pids_limit {
+            None => Some(crate::sandbox::DEFAULT_PIDS_LIMIT),
+            Some(-1) => None,
+            Some(limit) if limit > 0 => Some(u64::from(limit.unsigned_abs())),
+            Some(other) => {
+                return Err(Failure::bad_input(format_args!(
+                    "--pids-limit={other}: use a positive number, or -1 for no limit"
+                ))
+                .into());
+            }
+        };
         let compression = match self.compression.as_str() {
             "gzip" => Compression::Gzip,
             "zstd" => Compression::Zstd,
@@ -223,6 +246,10 @@ impl BuildArgs {
                 pull: self.pull,
                 network_none,
                 allow_insecure,
+                network_host,
+                allow_network_host,
+                pids_limit,
+                pids_limit_required,
                 compression,
                 source_date_epoch,
                 secrets,
@@ -250,7 +277,7 @@ impl BuildArgs {
                     print_report_warnings(report);
                 }
                 let refused = matches!(failure.error, BuildError::ChecksFailed { .. });
-                print_checks(failure.checks.as_ref(), refused);
+                print_checks(failure.checks.as_deref(), refused);
                 return Err(Failure::new(failure.exit_kind(), failure).into());
             }
         };

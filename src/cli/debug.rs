@@ -11,6 +11,7 @@
 //!   build graph for all targets, one vertex a line, shared vertices once.
 //! - `xbuild debug shell [--before] ID [COMMAND...]`: a shell in a failed step's state
 //!   ([`super::run`]).
+//! - `xbuild debug sbom|provenance|attach|referrers`: attestations ([`super::attest`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,14 @@ pub enum DebugCommand {
     Plan(PlanArgs),
     /// Open a shell (or run COMMAND) in the state a failed RUN left, or before it.
     Shell(super::run::ShellArgs),
+    /// Scan a root directory or a stored image and print its SBOM.
+    Sbom(super::attest::SbomArgs),
+    /// Print the SLSA provenance of a build record (JSON).
+    Provenance(super::attest::ProvenanceArgs),
+    /// Attach an SBOM or a provenance to a stored image as a referrer.
+    Attach(super::attest::AttachArgs),
+    /// List the referrers (attestations) of a stored image.
+    Referrers(super::attest::ReferrersArgs),
 }
 
 /// `xbuild debug plan FILE --platform P[,P...]`.
@@ -107,6 +116,10 @@ impl DebugArgs {
             DebugCommand::Stages(args) => args.run(),
             DebugCommand::Plan(args) => args.run(),
             DebugCommand::Shell(args) => args.run(),
+            DebugCommand::Sbom(args) => args.run(),
+            DebugCommand::Provenance(args) => args.run(),
+            DebugCommand::Attach(args) => args.run(),
+            DebugCommand::Referrers(args) => args.run(),
         }
     }
 }

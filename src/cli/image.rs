@@ -1,5 +1,5 @@
-//! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `prune`, `du`,
-//! `import`, `save`, `load`, over the local store.
+//! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `import`, `save`,
+//! `load`, over the local store (`prune` and `du` are in [`super::prune`]).
 
 use std::fs;
 use std::io::{self, Read};
@@ -19,7 +19,7 @@ use crate::oci::image;
 use crate::platform::{self, Platform};
 use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
 
-fn open_store() -> anyhow::Result<Store> {
+pub(crate) fn open_store() -> anyhow::Result<Store> {
     let root = crate::store::default_root();
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
@@ -50,7 +50,7 @@ pub(crate) fn human_size(bytes: u64) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) {
+pub(crate) fn table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
@@ -332,81 +332,6 @@ impl RmiArgs {
                 }
             }
         }
-        Ok(())
-    }
-}
-
-/// `xbuild prune`: removes build cache records and everything no named image needs.
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    /// Keep the build cache; remove only what nothing refers to.
-    #[arg(long)]
-    pub keep_cache: bool,
-}
-
-impl PruneArgs {
-    /// Collects garbage.
-    ///
-    /// # Errors
-    /// The store is busy or cannot be written.
-    pub fn run(self) -> anyhow::Result<()> {
-        let store = open_store()?;
-        let report = store.gc(!self.keep_cache)?;
-        output::stdout(format!(
-            "Removed {} cache records, {} blobs, {} snapshots; reclaimed {}",
-            report.cache_records,
-            report.blobs,
-            report.snapshots,
-            human_size(report.bytes)
-        ));
-        Ok(())
-    }
-}
-
-/// `xbuild du`: what images, the build cache and snapshots take.
-#[derive(Debug, Args)]
-pub struct DuArgs {}
-
-impl DuArgs {
-    /// Prints disk usage by kind.
-    ///
-    /// # Errors
-    /// The store cannot be read.
-    pub fn run(self) -> anyhow::Result<()> {
-        let store = open_store()?;
-        let usage = store.disk_usage()?;
-        let row = |kind: &str, (count, bytes): (u64, u64), note: &str| {
-            vec![
-                kind.to_owned(),
-                count.to_string(),
-                human_size(bytes),
-                note.to_owned(),
-            ]
-        };
-        table(&[
-            ["TYPE", "COUNT", "SIZE", "RECLAIMABLE BY"]
-                .map(str::to_owned)
-                .to_vec(),
-            row("Image blobs", usage.image_blobs, "xbuild rmi, then prune"),
-            row("Build cache blobs", usage.cache_blobs, "xbuild prune"),
-            row(
-                "Unreferenced blobs",
-                usage.unreferenced_blobs,
-                "xbuild prune --keep-cache",
-            ),
-            row("Snapshots", usage.snapshots, ""),
-            row(
-                "  of which unreferenced",
-                usage.unreferenced_snapshots,
-                "xbuild prune --keep-cache",
-            ),
-            row("Cache records", (usage.cache_records, 0), "xbuild prune"),
-            row(
-                "Temporary files",
-                (0, usage.tmp_bytes),
-                "xbuild prune --keep-cache",
-            ),
-        ]);
         Ok(())
     }
 }

@@ -5,14 +5,19 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod attest;
 pub mod binfmt;
 pub mod build;
 pub mod check;
+pub mod completion;
 pub mod debug;
 pub mod image;
+pub mod imagetools;
 pub mod nodes;
 pub mod output;
+pub mod plugin;
 pub mod progress;
+pub mod prune;
 pub mod registry;
 pub mod run;
 pub mod store;
@@ -27,8 +32,35 @@ use args::{Cli, Command};
 /// Parses the process arguments, runs the command and returns its exit status. Errors are
 /// printed once, as a chain, on stderr.
 pub fn main() -> ExitCode {
-    let argv = with_default_subcommand(std::env::args_os().collect());
-    let matches = match Cli::command().try_get_matches_from(argv) {
+    let (argv, plugin) = match plugin::parse(std::env::args_os().collect()) {
+        Ok(plugin::Invocation::Metadata) => {
+            output::stdout(plugin::metadata());
+            return ExitCode::SUCCESS;
+        }
+        Ok(plugin::Invocation::Run {
+            argv,
+            plugin,
+            environment,
+        }) => {
+            for (variable, value) in environment {
+                // SAFETY: nothing else runs yet (no runtime, no thread has been started), so
+                // no other thread can read the environment while it changes.
+                unsafe { std::env::set_var(variable, value) };
+            }
+            (argv, plugin)
+        }
+        Err(error) => {
+            output::error(&error.into());
+            return ExitCode::from(ExitKind::BadInput);
+        }
+    };
+    let argv = with_default_subcommand(argv);
+    let mut command = Cli::command();
+    if let Some(plugin) = plugin {
+        // Usage lines read `docker xbuild build ...`, as buildx's read `docker buildx ...`.
+        command = command.bin_name(format!("docker {plugin}"));
+    }
+    let matches = match command.try_get_matches_from(argv) {
         Ok(matches) => matches,
         Err(error) => {
             // clap prints help and version on stdout (exit 0) and usage errors on stderr
@@ -133,6 +165,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NodeBuild => nodes::node_build(),
         Command::Check(args) => args.run(),
         Command::Store(args) => args.run(),
+        Command::Completion(args) => args.run(),
+        Command::ManPages(args) => args.run(),
     }
 }
 

@@ -48,7 +48,8 @@ pub struct RunArgs {
     /// Replace the image's entrypoint (and its default command); `""` removes it.
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
-    /// Network: `host` (the default: the host's network) or `none` (loopback only).
+    /// Network: `host` (the default: the host's network), `none` (loopback only) or
+    /// `default` (a namespace of its own with outbound access, as a build's `RUN`).
     #[arg(long, value_name = "MODE", default_value = "host")]
     pub network: String,
     /// Keep stdin open: the container reads ours.
@@ -148,9 +149,10 @@ impl RunArgs {
         let network = match self.network.as_str() {
             "host" => Network::Host,
             "none" => Network::None,
+            "default" => Network::Default,
             other => {
                 return Err(super::unsupported(format_args!(
-                    "--network {other} (use host or none)"
+                    "--network {other} (use host, none or default)"
                 )));
             }
         };
@@ -170,11 +172,11 @@ impl RunArgs {
                 output::stderr(format_args!(
                     "Unable to find image '{reference}' ({wanted}) locally, pulling"
                 ));
-                let options = Arc::new(RegistryOptions::from_env(store.root()));
-                let progress = Arc::new(SinkProgress::per_blob(
-                    Arc::from(super::progress::sink(ProgressMode::Auto)),
-                    1,
-                ));
+                let sink: crate::progress::SharedSink =
+                    Arc::from(super::progress::sink(ProgressMode::Auto));
+                let options =
+                    Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
+                let progress = Arc::new(SinkProgress::per_blob(sink, 1));
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()

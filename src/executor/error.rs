@@ -71,7 +71,7 @@ pub enum ExecutorError {
     StepFailed(Box<StepFailure>),
     /// A base image could not be pulled or resolved.
     #[error(transparent)]
-    Pull(#[from] PullError),
+    Pull(#[from] Box<PullError>),
     /// A base image's documents do not add up.
     #[error("{reference}: {reason}")]
     BaseImage {
@@ -88,7 +88,7 @@ pub enum ExecutorError {
     Emulator(#[from] BinfmtError),
     /// The step cache failed.
     #[error(transparent)]
-    Cache(#[from] CacheError),
+    Cache(#[from] Box<CacheError>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -134,9 +134,9 @@ pub enum ExecutorError {
         step: String,
         /// The URL.
         url: String,
-        /// The cause.
+        /// The cause: the request, or writing what arrived.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// `ADD --checksum` does not match what was downloaded.
     #[error("{step}: {url}: checksum mismatch: expected {expected}, got {actual}")]
@@ -204,7 +204,7 @@ pub enum ExecutorError {
         context: String,
         /// The cause.
         #[source]
-        source: Box<ExecutorError>,
+        source: Box<Self>,
     },
 }
 
@@ -331,6 +331,20 @@ impl<T, E: Into<ExecutorError>> Within<T> for Result<T, E> {
             context: context(),
             source: Box::new(error.into()),
         })
+    }
+}
+
+/// Boxed: a registry error is large, and every step returns this type.
+impl From<PullError> for ExecutorError {
+    fn from(error: PullError) -> Self {
+        Self::Pull(Box::new(error))
+    }
+}
+
+/// Boxed, as [`PullError`].
+impl From<CacheError> for ExecutorError {
+    fn from(error: CacheError) -> Self {
+        Self::Cache(Box::new(error))
     }
 }
 

@@ -88,6 +88,15 @@ pub struct BuildOptions {
     pub network_none: bool,
     /// `--allow security.insecure`.
     pub allow_insecure: bool,
+    /// `--network=host` for every `RUN` (needs `allow_network_host`).
+    pub network_host: bool,
+    /// `--allow network.host`.
+    pub allow_network_host: bool,
+    /// `--pids-limit`: the most processes a `RUN` step may have (`None`: no limit).
+    pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given: a host that cannot apply it fails the step (the default
+    /// limit is skipped there).
+    pub pids_limit_required: bool,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets
@@ -151,7 +160,8 @@ pub fn execute(
     runtime: &Handle,
 ) -> Result<BuildReport, ExecutorError> {
     let mut warnings = graph.warnings.clone();
-    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let registry =
+        Arc::new(RegistryOptions::from_env(store.root()).showing_notes(options.sink.clone()));
     let mut platforms: Vec<Platform> = graph
         .vertices
         .iter()

@@ -1,8 +1,9 @@
 //! `RUN --mount`: `type=cache` (a persistent directory per id under
 //! `$XBUILD_ROOT/cache-mounts/`, shared by concurrent steps: `sharing=` is not honoured),
-//! `type=secret` (a private copy of the `--secret` bound read-only, `/run/secrets/<id>` by
-//! default; the sandbox removes the mount point it had to create, so nothing of it reaches
-//! the layer, and only the id enters the cache key), `type=bind` (read-only, from the
+//! `type=secret` (the `--secret`'s content handed to the sandbox, which writes it on a tmpfs
+//! of the step's own and binds it read-only, `/run/secrets/<id>` by default: it never
+//! reaches a disk; the sandbox removes the mount point it had to create, so nothing of it
+//! reaches the layer, and only the id enters the cache key), `type=bind` (read-only, from the
 //! context — the directory as it is on disk, `.dockerignore` not applied to what the step
 //! sees, only to the cache key — or from a stage or image, mounted as a read-only overlay).
 //!
@@ -22,14 +23,15 @@ use crate::cache::Key;
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
 use crate::plan::Vertex;
-use crate::sandbox::BindMount;
+use crate::sandbox::{BindMount, SecretFile};
 
 /// What a step's mounts need, kept alive while it runs.
 pub(crate) struct Prepared {
     /// The binds for the sandbox.
     pub(crate) binds: Vec<BindMount>,
+    /// The secrets for the sandbox.
+    pub(crate) secrets: Vec<SecretFile>,
     _views: Vec<StateView>,
-    _secrets: Option<tempfile::TempDir>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -43,8 +45,8 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, ExecutorError> {
     let mut prepared = Prepared {
         binds: Vec::new(),
+        secrets: Vec::new(),
         _views: Vec::new(),
-        _secrets: None,
     };
     // Mount types and options not supported yet, and required secrets not given, were
     // refused before any work (super::validate): what is left cannot fail that way.
@@ -79,6 +81,9 @@ pub(crate) fn prepare(
                         std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
                     )?;
                 }
+                // Its modification time is its last use (`xbuild prune --filter until=`).
+                let _ = std::fs::File::open(&dir)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 prepared.binds.push(BindMount {
                     source: dir,
                     target: PathBuf::from(target),
@@ -100,31 +105,12 @@ pub(crate) fn prepare(
                     // Not required (a required one was checked before any work).
                     continue;
                 };
-                if prepared._secrets.is_none() {
-                    let tmp = services.store.layout().tmp_dir();
-                    std::fs::create_dir_all(&tmp)?;
-                    prepared._secrets = Some(
-                        tempfile::Builder::new()
-                            .prefix("secrets-")
-                            .tempdir_in(&tmp)?,
-                    );
-                }
-                let dir = prepared._secrets.as_ref().expect("created above").path();
-                let path = dir.join(format!("{}", prepared.binds.len()));
-                std::fs::write(&path, value)?;
-                std::fs::set_permissions(
-                    &path,
-                    std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),
-                )?;
-                std::os::unix::fs::chown(
-                    &path,
-                    Some(mount.uid.unwrap_or(0)),
-                    Some(mount.gid.unwrap_or(0)),
-                )?;
-                prepared.binds.push(BindMount {
-                    source: path,
+                prepared.secrets.push(SecretFile {
+                    content: value.clone(),
                     target: PathBuf::from(target.unwrap_or_else(|| format!("/run/secrets/{id}"))),
-                    readonly: true,
+                    mode: mount.mode.unwrap_or(0o400),
+                    uid: mount.uid.unwrap_or(0),
+                    gid: mount.gid.unwrap_or(0),
                 });
             }
             MountType::Bind => {

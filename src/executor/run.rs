@@ -47,9 +47,12 @@ pub(crate) fn step(
     };
     let network = match run.network {
         Some(instruction::Network::None) => sandbox::Network::None,
+        // Without `--allow network.host` refused before any work (super::validate, which
+        // also checks a base image's ONBUILD triggers as they become steps).
         Some(instruction::Network::Host) => sandbox::Network::Host,
         _ if services.options.network_none => sandbox::Network::None,
-        _ => sandbox::Network::Host,
+        _ if services.options.network_host => sandbox::Network::Host,
+        _ => sandbox::Network::Default,
     };
     key.add("network", &format!("{network:?}"));
     let mounts = super::mounts::prepare(services, vertex, run, parent, inputs, &mut key)?;
@@ -91,6 +94,9 @@ pub(crate) fn step(
     spec.network = network;
     spec.security = security;
     spec.mounts = mounts.binds.clone();
+    spec.secrets = mounts.secrets.clone();
+    spec.pids_limit = services.options.pids_limit;
+    spec.pids_limit_required = services.options.pids_limit_required;
     spec.scratch_parent = Some(services.store.layout().tmp_dir());
 
     let emulated = matches!(

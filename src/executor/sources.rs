@@ -511,19 +511,31 @@ pub(crate) fn download(
         .and_then(|mut segments| segments.next_back().map(str::to_owned))
         .filter(|segment| !segment.is_empty())
         .unwrap_or_else(|| "download".to_owned());
-    let bytes = runtime.block_on(async {
+    // Streamed into the step's scratch directory and hashed on the way, never whole in
+    // memory: a URL without end is bounded by the disk only, as in BuildKit.
+    let path = dir.join(&file_name);
+    let streamed = runtime.block_on(async {
         let response = reqwest::Client::new().get(parsed.clone()).send().await?;
-        let response = response.error_for_status()?;
-        response.bytes().await
+        let mut response = response.error_for_status()?;
+        let mut file = fs::File::create_new(&path)?;
+        let mut digester = crate::oci::Digester::default();
+        while let Some(chunk) = response.chunk().await? {
+            digester.update(&chunk);
+            std::io::Write::write_all(&mut file, &chunk)?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(digester.finish().0.to_string())
     });
-    let bytes = bytes.map_err(|source| ExecutorError::Download {
-        step: name.to_owned(),
-        url: url.to_owned(),
-        source,
+    let digest = streamed.map_err(|source| {
+        let _ = fs::remove_file(&path);
+        ExecutorError::Download {
+            step: name.to_owned(),
+            url: url.to_owned(),
+            source,
+        }
     })?;
-    let digest = crate::oci::sha256_digest(&bytes).to_string();
     if let Some(expected) = checksum {
         if expected != digest {
+            let _ = fs::remove_file(&path);
             return Err(ExecutorError::Checksum {
                 step: name.to_owned(),
                 url: url.to_owned(),
@@ -532,6 +544,5 @@ pub(crate) fn download(
             });
         }
     }
-    fs::write(dir.join(&file_name), &bytes)?;
     Ok((file_name, digest))
 }

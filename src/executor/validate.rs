@@ -1,7 +1,9 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
 //! does not implement yet (`COPY --parents`, `RUN --mount=type=ssh`, git sources, ...) and
-//! every one a build's options rule out (`RUN --security=insecure` without its entitlement,
-//! a required secret not given), with the Dockerfile's file and line; and a platform whose
+//! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
+//! without its entitlement, as buildx: only the steps the build runs count; a required
+//! secret not given; the default network where the host has no `slirp4netns`), with the
+//! Dockerfile's file and line; and a platform whose
 //! `RUN` steps this host cannot run (a missing QEMU handler is registered first when we are
 //! root).
 //!
@@ -15,7 +17,7 @@ use super::error::ExecutorError;
 use super::permissions::apply_symbolic_mode;
 use super::state::join_path;
 use crate::binfmt;
-use crate::dockerfile::instruction::{Chmod, Run, Source};
+use crate::dockerfile::instruction::{Chmod, Network, Run, Security, Source};
 use crate::dockerfile::mount::MountType;
 use crate::dockerfile::{ErrorKind, Instruction};
 use crate::plan::{BuildGraph, Op};
@@ -101,14 +103,27 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
 fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
     let file = options.dockerfile.display();
     let line = run.span.start;
-    if run.security == Some(crate::dockerfile::instruction::Security::Insecure)
-        && !options.allow_insecure
-    {
+    // Entitlements, as buildx has them, in BuildKit's words first.
+    if run.network == Some(Network::Host) && !options.allow_network_host {
         return Err(ExecutorError::invalid(
             &file,
             line,
-            "RUN --security=insecure needs --allow security.insecure",
+            "entitlement network.host is not allowed: RUN --network=host needs --allow network.host",
         ));
+    }
+    if run.security == Some(Security::Insecure) && !options.allow_insecure {
+        return Err(ExecutorError::invalid(
+            &file,
+            line,
+            "entitlement security.insecure is not allowed: RUN --security=insecure needs --allow security.insecure",
+        ));
+    }
+    // A step on the default network needs slirp4netns on the host (exit 3, with the fix).
+    if matches!(run.network, None | Some(Network::Default))
+        && !options.network_none
+        && !options.network_host
+    {
+        crate::sandbox::check_network(crate::sandbox::Network::Default)?;
     }
     let unsupported = |what: &str| {
         Err(ExecutorError::dockerfile(

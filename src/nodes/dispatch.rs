@@ -144,6 +144,10 @@ pub fn run(
         pull: options.pull,
         network_none: options.network_none,
         allow_insecure: options.allow_insecure,
+        network_host: options.network_host,
+        allow_network_host: options.allow_network_host,
+        pids_limit: options.pids_limit,
+        pids_limit_required: options.pids_limit_required,
         compression: match options.compression {
             Compression::Zstd => "zstd",
             Compression::Gzip => "gzip",

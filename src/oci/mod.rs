@@ -5,9 +5,12 @@
 //! and writing an [OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
 //! with atomic writes.
 
+pub mod annotation;
 pub mod digest;
 pub mod image;
 pub mod layout;
+pub mod limits;
+pub mod referrers;
 pub mod state;
 
 pub use digest::{Digester, sha256_digest};

@@ -107,9 +107,9 @@ pub struct BuildFailure {
     /// Why it stopped.
     pub error: BuildError,
     /// What `xbuild check`'s rules found before.
-    pub checks: Option<Report>,
+    pub checks: Option<Box<Report>>,
     /// The build's report, when the images were built and only an output failed.
-    pub report: Option<BuildReport>,
+    pub report: Option<Box<BuildReport>>,
 }
 
 /// Displays as [`BuildFailure::error`], whose causes are this error's causes: the printed
@@ -251,8 +251,8 @@ pub fn build_on(
         }),
         Err(error) => Err(BuildFailure {
             error,
-            checks,
-            report: built,
+            checks: checks.map(Box::new),
+            report: built.map(Box::new),
         }),
     }
 }
@@ -392,7 +392,8 @@ fn export(
     store: &Store,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ExportReport, BuildError> {
-    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let registry =
+        Arc::new(RegistryOptions::from_env(store.root()).showing_notes(request.build.sink.clone()));
     Ok(runtime.block_on(export::write(
         store,
         registry,

@@ -67,6 +67,10 @@ pub fn serve_build(
         pull: request.pull,
         network_none: request.network_none,
         allow_insecure: request.allow_insecure,
+        network_host: request.network_host,
+        allow_network_host: request.allow_network_host,
+        pids_limit: request.pids_limit,
+        pids_limit_required: request.pids_limit_required,
         compression: match request.compression.as_str() {
             "zstd" => Compression::Zstd,
             "none" => Compression::None,
@@ -95,7 +99,7 @@ pub fn serve_build(
     let report = build_on(&build_request, &runtime)
         .map_err(|failure| Failure::new(failure.exit_kind(), failure))?
         .report;
-    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let registry = Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
     let vertices = VertexCounter::after(report.last_vertex);
     let mut pushed = Vec::new();
     if let Some(repository) = &request.push_to {

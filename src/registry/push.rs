@@ -1,7 +1,8 @@
 //! Push: blobs first (`HEAD` to skip what the registry has, a cross-repository mount where
 //! we know a repository of the same registry holds the blob, else an upload), then each
 //! platform manifest by digest with its exact bytes and media type, then the index (or the
-//! single manifest) under the tag. The pushed digests are the local ones: nothing is
+//! single manifest) under the tag, then the store's referrers of those manifests
+//! (attestations; [`super::referrers`]). The pushed digests are the local ones: nothing is
 //! re-serialised.
 
 use std::collections::BTreeSet;
@@ -92,6 +93,8 @@ pub struct PushedImage {
     pub mounted: usize,
     /// Blobs the registry had.
     pub existing: usize,
+    /// Referrers (attestations) pushed with the image.
+    pub referrers: usize,
 }
 
 /// Pushes the store's image `name` to `target`.
@@ -213,6 +216,13 @@ pub async fn push(
         .put_manifest(repository, &tag, &top_raw)
         .await
         .map_err(registry_error)?;
+    let mut subjects = vec![top_raw.digest.clone()];
+    if top_raw.is_index() {
+        subjects.extend(manifests.iter().map(|manifest| manifest.digest.clone()));
+    }
+    let referrers = super::referrers::push_referrers(registry, layout, repository, &subjects)
+        .await
+        .map_err(registry_error)?;
     let count = |kind| outcomes.iter().filter(|outcome| **outcome == kind).count();
     Ok(PushedImage {
         target: target.clone(),
@@ -220,6 +230,7 @@ pub async fn push(
         uploaded: count(BlobPush::Uploaded),
         mounted: count(BlobPush::Mounted),
         existing: count(BlobPush::Exists),
+        referrers,
     })
 }
 

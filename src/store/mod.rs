@@ -11,6 +11,9 @@
 //!   tmp/                                            temporary files and snapshot dirs
 //! ```
 //!
+//! Referrers (attestations attached to a stored manifest) are unnamed `index.json` entries
+//! ([`crate::oci::referrers`]); they live as long as their subject.
+//!
 //! Owns no network. Every write is temp + fsync + rename, through [`crate::oci::ImageLayout`]
 //! for blobs and `index.json`, and through a temporary directory renamed into place for
 //! snapshots; a process killed at any moment leaves the store readable.
@@ -24,6 +27,7 @@ mod archive;
 mod check;
 mod gc;
 mod lock;
+mod referrers;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -43,7 +47,7 @@ use crate::platform::Platform;
 
 pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
 pub use check::{CheckReport, Cleanup, Problem};
-pub use gc::{DiskUsage, GcReport};
+pub use gc::{CacheEntry, DiskUsage, GcReport, PrunePolicy, RecordType};
 pub use lock::{LockError, StoreLock};
 
 /// The store directory: `$XBUILD_ROOT`, else `/var/lib/xbuild` for root, else
@@ -384,9 +388,15 @@ impl Store {
     pub fn cache_record(&self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
         let path = self.cache_path(key);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::CacheRecord { path, source }),
+            Ok(bytes) => {
+                // Its modification time is its last use, for `prune --filter until=` and
+                // least-recently-used pruning; a failure to mark it only makes it look older.
+                let _ = fs::File::open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::CacheRecord { path, source })
+            }
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::File {
                 action: "reading",

@@ -14,6 +14,8 @@
 //!
 //! A failure prints each cycle with the line that makes every edge of it.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -304,11 +306,11 @@ fn is_identifier(token: &str) -> bool {
 /// `crate :: { a , b :: { self , c } }` → `crate::a`, `crate::b`, `crate::b::c`.
 fn expand_use_tree(tokens: &[&str]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    expand_into(tokens, &mut Vec::new(), &mut out);
+    expand_into(tokens, &[], &mut out);
     out
 }
 
-fn expand_into(tokens: &[&str], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+fn expand_into(tokens: &[&str], prefix: &[String], out: &mut Vec<Vec<String>>) {
     // Split at top-level commas.
     let mut items: Vec<&[&str]> = Vec::new();
     let mut depth = 0;
@@ -326,14 +328,14 @@ fn expand_into(tokens: &[&str], prefix: &mut Vec<String>, out: &mut Vec<Vec<Stri
     }
     items.push(&tokens[start..]);
     for item in items {
-        let mut path = prefix.clone();
+        let mut path = prefix.to_vec();
         let mut at = 0;
         while at < item.len() {
             match item[at] {
                 "::" => at += 1,
                 "{" => {
                     let close = item.iter().rposition(|t| *t == "}").unwrap_or(item.len());
-                    expand_into(&item[at + 1..close], &mut path, out);
+                    expand_into(&item[at + 1..close], &path, out);
                     path.clear();
                     break;
                 }
