@@ -145,12 +145,12 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// The target platforms: `--platform` ([`super::args::platform_args`]), else the host's.
+    /// The target platforms: `--platform` ([`super::values::platform_args`]), else the host's.
     ///
     /// # Errors
     /// A value that is not a platform xbuild builds for (exit 2).
     pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
-        super::args::platform_args(&self.platform)
+        super::values::platform_args(&self.platform)
     }
 
     /// Runs the build.

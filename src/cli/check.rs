@@ -58,12 +58,12 @@ struct JsonReport<'r> {
 }
 
 impl CheckArgs {
-    /// The target platforms: `--platform` ([`super::args::platform_args`]), else the host's.
+    /// The target platforms: `--platform` ([`super::values::platform_args`]), else the host's.
     ///
     /// # Errors
     /// A value that is not a platform xbuild builds for (exit 2).
     pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
-        super::args::platform_args(&self.platform)
+        super::values::platform_args(&self.platform)
     }
 
     /// Runs the checks and prints the result.

@@ -24,9 +24,9 @@ pub(crate) fn open_store() -> anyhow::Result<Store> {
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
-/// An optional `--platform` ([`super::args::platform_arg`]).
+/// An optional `--platform` ([`super::values::platform_arg`]).
 fn optional_platform(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    platform.map(super::args::platform_arg).transpose()
+    platform.map(super::values::platform_arg).transpose()
 }
 
 /// Sizes as Docker prints them (SI units).

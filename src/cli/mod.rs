@@ -21,6 +21,7 @@ pub mod prune;
 pub mod registry;
 pub mod run;
 pub mod store;
+pub mod values;
 
 use std::process::ExitCode;
 
@@ -165,8 +166,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NodeBuild => nodes::node_build(),
         Command::Check(args) => args.run(),
         Command::Store(args) => args.run(),
-        Command::Completion(args) => args.run(),
-        Command::ManPages(args) => args.run(),
+        // The command tree is handed down, so that completion.rs need not name args.rs.
+        Command::Completion(args) => args.run(&<Cli as clap::CommandFactory>::command()),
+        Command::ManPages(args) => args.run(<Cli as clap::CommandFactory>::command()),
     }
 }
 
@@ -202,6 +204,33 @@ impl From<ExitKind> for ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_name_the_subcommands_and_hide_internal_ones() {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = completion::render(&Cli::command(), shell);
+            assert!(script.contains("imagetools"), "{shell}");
+            assert!(script.contains("platform"), "{shell}");
+            assert!(!script.contains("__run-step"), "{shell}");
+            assert!(!script.contains("fsck"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn man_pages_cover_visible_subcommands() {
+        let dir = tempfile::tempdir().unwrap();
+        completion::ManPagesArgs {
+            dir: dir.path().join("man1"),
+        }
+        .run(Cli::command())
+        .unwrap();
+        let page = std::fs::read_to_string(dir.path().join("man1/xbuild-build.1")).unwrap();
+        assert!(page.contains("platform"));
+        assert!(dir.path().join("man1/xbuild.1").is_file());
+        assert!(dir.path().join("man1/xbuild-imagetools-create.1").is_file());
+        assert!(!dir.path().join("man1/xbuild-__run-step.1").exists());
+    }
 
     fn argv(args: &[&str]) -> Vec<String> {
         with_default_subcommand(args.iter().map(Into::into).collect())

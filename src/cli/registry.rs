@@ -148,7 +148,7 @@ pub(crate) fn open_store() -> anyhow::Result<Store> {
 
 impl PullArgs {
     /// What to pull: every platform (`--all-platforms`), the best match for `--platform`
-    /// ([`super::args::platform_arg`]), else the host's, preferred.
+    /// ([`super::values::platform_arg`]), else the host's, preferred.
     ///
     /// # Errors
     /// A value that is not a platform xbuild builds for (exit 2).
@@ -157,7 +157,7 @@ impl PullArgs {
             PlatformChoice::All
         } else {
             match &self.platform {
-                Some(platform) => PlatformChoice::One(super::args::platform_arg(platform)?),
+                Some(platform) => PlatformChoice::One(super::values::platform_arg(platform)?),
                 None => PlatformChoice::Prefer(crate::platform::host()),
             }
         })

@@ -128,13 +128,13 @@ fn interactive_stdio() -> Stdio {
 }
 
 impl RunArgs {
-    /// The platform to run: `--platform` ([`super::args::platform_arg`]), else the host's.
+    /// The platform to run: `--platform` ([`super::values::platform_arg`]), else the host's.
     ///
     /// # Errors
     /// A value that is not a platform xbuild builds for (exit 2).
     pub fn wanted_platform(&self) -> anyhow::Result<Platform> {
         match &self.platform {
-            Some(text) => super::args::platform_arg(text),
+            Some(text) => super::values::platform_arg(text),
             None => Ok(platform::host()),
         }
     }
