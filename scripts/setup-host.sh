@@ -8,12 +8,18 @@ set -eu
 # vendored module, objcopy to read cargo-auditable's section.
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
-openssh-server openssh-client python3-venv npm golang-go binutils git"
+openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc
+libc6-dev"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $package"
 done
+# Debian's npm conflicts with a Node.js that ships its own npm (NodeSource's nodejs, as on
+# the CI machines): installing it there fails with "held broken packages". Any npm will do.
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing npm"
+fi
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::Config;
 
-use crate::build::failed::FailedStep;
+use crate::executor::failed::FailedStep;
 use crate::oci::image::{self as oci_image, ImageError, ResolvedImage};
 use crate::platform::{self, Platform};
 use crate::registry::ImageRef;

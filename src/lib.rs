@@ -2,7 +2,7 @@
 //!
 //! A Dockerfile is parsed ([`dockerfile`]), planned once per target platform ([`plan`]),
 //! built step by step in an isolated root filesystem under QEMU emulation where needed
-//! ([`build`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
+//! ([`executor`], [`sandbox`], [`binfmt`]), turned into deterministic layers ([`layer`]) and
 //! images ([`oci`]), and kept in a local OCI image layout ([`store`]) or pushed to a registry
 //! ([`registry`]). Attestations ([`attest`]: an SBOM from [`sbom`]'s scan of the image, SLSA
 //! provenance) are stored and pushed with the image as OCI referrers of its manifests.
@@ -14,7 +14,6 @@
 
 pub mod attest;
 pub mod binfmt;
-pub mod build;
 pub mod cache;
 pub mod check;
 pub mod cli;
@@ -23,10 +22,12 @@ pub mod context;
 pub mod dockerfile;
 pub mod env;
 pub mod error;
+pub mod executor;
 pub mod export;
 pub mod layer;
 pub mod nodes;
 pub mod oci;
+pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod progress;
@@ -37,3 +38,4 @@ pub mod source;
 pub mod store;
 
 pub use error::{ExitKind, Failure};
+pub use pipeline::{BuildError, BuildFailure, BuildRequest, BuildResult, build};

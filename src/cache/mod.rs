@@ -1,6 +1,8 @@
-//! The build cache outside the store: `--cache-to` writes the cache records of a build (key →
-//! resulting state) with their layer blobs to a registry or an OCI layout directory;
-//! `--cache-from` reads them back so that matching steps are `CACHED` on another machine.
+//! The build cache: the key of a step ([`Key`]), the step cache of one build ([`StepCache`]:
+//! lookups and records in the store, records imported from `--cache-from`), and the cache
+//! outside the store: `--cache-to` writes the cache records of a build (key → resulting
+//! state) with their layer blobs to a registry or an OCI layout directory; `--cache-from`
+//! reads them back so that matching steps are `CACHED` on another machine.
 //!
 //! Format (documented in README.md), the same in a registry and in a directory:
 //!
@@ -29,7 +31,9 @@
     reason = "errors are the cold path of registry I/O; they carry the registry's error"
 )]
 
+pub mod key;
 pub mod spec;
+pub mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -45,8 +49,11 @@ use crate::registry::transport::BlobPush;
 use crate::registry::{
     ImageRef, NoProgress, RawManifest, Registry, RegistryError, RegistryOptions,
 };
+use crate::store::StoreError;
 
+pub use key::Key;
 pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError};
+pub use steps::StepCache;
 
 /// Media type of the config blob of a cache manifest (the records).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.xbuild.cache.config.v1+json";
@@ -103,9 +110,9 @@ pub enum CacheError {
     Registry {
         /// The cache ref.
         location: String,
-        /// The cause.
+        /// The cause (boxed: a registry error is large).
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// A layout (the store or a cache directory) failed.
     #[error("cache {location}")]
@@ -123,6 +130,21 @@ pub enum CacheError {
         location: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The store's cache records could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Layers of imported cache hits could not be fetched.
+    #[error("fetching layers of cached steps")]
+    Fetch(#[source] Box<Self>),
+    /// A step's state could not be encoded as a cache record.
+    #[error("encoding the cache record {key}")]
+    Encode {
+        /// The step's key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -230,9 +252,9 @@ pub async fn export(
     let ours: BTreeSet<Platform> = entries.iter().filter_map(entry_platform).collect();
     match &export.location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: location.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Arc::new(
                 Registry::connect(reference.registry(), options)
@@ -363,9 +385,9 @@ pub async fn import(
     let mut configs: Vec<(Platform, Vec<u8>)> = Vec::new();
     let source = match location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: name.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await
@@ -387,7 +409,7 @@ pub async fn import(
                 .filter_map(|entry| Some((entry, wanted(entry)?)))
             {
                 let raw = registry
-                    .get_manifest(repository, entry.digest().as_ref())
+                    .get_manifest_of(repository, entry)
                     .await
                     .map_err(registry_error)?;
                 let manifest: ImageManifest =
@@ -396,7 +418,7 @@ pub async fn import(
                     continue;
                 }
                 let bytes = registry
-                    .get_blob_bytes(repository, manifest.config().digest())
+                    .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
                 configs.push((platform, bytes));
@@ -473,9 +495,9 @@ pub async fn fetch(
 ) -> Result<(), CacheError> {
     match source {
         BlobSource::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: reference.to_string(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await

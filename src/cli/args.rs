@@ -2,9 +2,6 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::error::{ExitKind, ResultExt as _};
-use crate::platform::{self, Platform};
-
 /// Daemonless multi-platform container image builder.
 ///
 /// `xbuild [OPTIONS] PATH` is short for `xbuild build [OPTIONS] PATH`.
@@ -32,9 +29,9 @@ pub enum Command {
     /// Remove image names (blobs go at the next prune).
     Rmi(super::image::RmiArgs),
     /// Remove the build cache and everything no named image needs.
-    Prune(super::image::PruneArgs),
+    Prune(super::prune::PruneArgs),
     /// Show what images, the build cache and snapshots take on disk.
-    Du(super::image::DuArgs),
+    Du(super::prune::DuArgs),
     /// Make an image from a root filesystem (a tar, a directory or stdin).
     Import(super::image::ImportArgs),
     /// Write an image to an OCI or docker archive.
@@ -53,7 +50,7 @@ pub enum Command {
     /// Log out from a registry (removes the stored credentials).
     Logout(super::registry::LogoutArgs),
     /// Inspect images in a registry, or combine them into a multi-platform index.
-    Imagetools(super::registry::ImagetoolsArgs),
+    Imagetools(super::imagetools::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
     /// Run a command in an image from the local store (pulled when missing), under QEMU
@@ -79,34 +76,11 @@ pub enum Command {
     Check(super::check::CheckArgs),
     /// Check the local store (`store check`).
     Store(super::store::StoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(super::completion::CompletionArgs),
+    /// Internal: write the man pages into a directory (`scripts/install.sh`).
+    #[command(name = "__man-pages", hide = true)]
+    ManPages(super::completion::ManPagesArgs),
 }
 
 pub use super::build::BuildArgs;
-
-/// A `--platform` value, whichever subcommand takes it: [`Platform::parse`] (linux and the
-/// architectures of `platforms/`, every alias), exit 2 when it is not one.
-///
-/// # Errors
-/// Not a platform xbuild builds for (exit 2).
-pub fn platform_arg(text: &str) -> anyhow::Result<Platform> {
-    Ok(Platform::parse(text).exit_kind(ExitKind::BadInput)?)
-}
-
-/// A `--platform` list (comma separated or repeated): each parsed by [`platform_arg`], the
-/// same platform spelled twice kept once, in the order given; the host's when empty.
-///
-/// # Errors
-/// One is not a platform xbuild builds for (exit 2).
-pub fn platform_args(texts: &[String]) -> anyhow::Result<Vec<Platform>> {
-    if texts.is_empty() {
-        return Ok(vec![platform::host()]);
-    }
-    let mut platforms = Vec::new();
-    for text in texts {
-        let platform = platform_arg(text)?;
-        if !platforms.contains(&platform) {
-            platforms.push(platform);
-        }
-    }
-    Ok(platforms)
-}

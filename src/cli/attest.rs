@@ -134,7 +134,7 @@ fn slsa_version(text: &str) -> SlsaVersion {
 }
 
 fn created() -> String {
-    attest::clamped_time(attest::unix_now(), crate::layer::source_date_epoch())
+    attest::clamped_time(attest::unix_now(), crate::env::source_date_epoch())
 }
 
 /// A stored image's platform manifest, scanned from its layers.

@@ -193,7 +193,7 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
 }
 
 /// The platforms of `binfmt install` and `uninstall`: `all` → every platform of the table;
-/// otherwise each argument (comma separated too) parsed by [`super::args::platform_arg`].
+/// otherwise each argument (comma separated too) parsed by [`super::values::platform_arg`].
 ///
 /// # Errors
 /// An argument that is not a platform xbuild builds for (exit 2).
@@ -207,7 +207,7 @@ pub fn targets(arguments: &[String]) -> anyhow::Result<Vec<Platform>> {
     arguments
         .iter()
         .flat_map(|argument| argument.split(','))
-        .map(super::args::platform_arg)
+        .map(super::values::platform_arg)
         .collect()
 }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::args::platform_arg;
 use super::output;
+use super::values::platform_arg;
 use crate::dockerfile::{self, DockerfileError, ResolveOptions};
 use crate::error::{ExitKind, Failure, ResultExt};
 use crate::plan::{self, PlanError, PlanOptions};

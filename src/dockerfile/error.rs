@@ -229,6 +229,21 @@ pub enum ErrorKind {
         /// The expander's message.
         message: String,
     },
+    /// A feature a Dockerfile can name that xbuild does not implement yet (`COPY
+    /// --parents`, `RUN --mount=type=ssh`): refused, never ignored.
+    #[error("{what} is not supported yet")]
+    Unsupported {
+        /// The feature, as written (`COPY --parents`).
+        what: String,
+    },
+    /// What the instruction asks cannot be done, found when it is checked against the build
+    /// (its options, the context, the image): a missing `COPY` source, a required secret not
+    /// given, a `RUN --security=insecure` without its entitlement.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// BuildKit's suggestion suffix: ` (did you mean X?)`, or nothing.

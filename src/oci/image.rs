@@ -394,7 +394,7 @@ pub fn rfc3339(unix_seconds: i64) -> String {
 /// The time to stamp on new images and history entries: `SOURCE_DATE_EPOCH` when set, else
 /// now.
 pub fn created_now() -> String {
-    let seconds = crate::layer::source_date_epoch().unwrap_or_else(|| {
+    let seconds = crate::env::source_date_epoch().unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))

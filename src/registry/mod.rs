@@ -1,11 +1,14 @@
 //! Registries: references ([`mod@reference`]), credentials and the auth handshake
-//! ([`auth`]), the HTTP transport with TLS, retries and the distribution API endpoints
+//! ([`auth`]), where credentials may go ([`realm`]: token services on other hosts), the HTTP
+//! transport with TLS, retries, bounded reads and the distribution API endpoints
 //! ([`transport`]), [`pull`] into the local store, [`push`] from it, manifest tools
 //! ([`tools`]: inspect, create an index), and [`referrers`] (attestations pushed, fetched
 //! and copied with their image: the referrers API or its tag fallback).
 //!
 //! Owns the network; never touches root filesystems. Blobs go into the store through
-//! [`crate::oci::BlobWriter`], verified while they stream.
+//! [`crate::oci::BlobWriter`], verified while they stream and never past their declared
+//! size; manifests, indexes and configs are read into memory within the bounds of
+//! [`crate::oci::limits`].
 //!
 //! What a build calls:
 //! - [`RegistryOptions::from_env`] once (store root → `certs.d`, `$DOCKER_CONFIG`,
@@ -27,6 +30,7 @@ pub mod auth;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod realm;
 pub mod reference;
 pub mod referrers;
 mod source;

@@ -133,7 +133,7 @@ pub async fn pull(
         let index: ImageIndex = parse(&name, "index", &top.digest, &top.bytes)?;
         for entry in select(&name, &index, choice)? {
             let child = registry
-                .get_manifest(repository, entry.digest().as_ref())
+                .get_manifest_of(repository, &entry)
                 .await
                 .map_err(registry_error)?;
             let platform = entry.platform().as_ref().map(Platform::from);
@@ -144,7 +144,7 @@ pub async fn pull(
             // Checked before any layer is fetched: the config is small.
             let document: ImageManifest = parse(&name, "manifest", &top.digest, &top.bytes)?;
             let config = registry
-                .get_blob_bytes(repository, document.config().digest())
+                .get_config(repository, document.config())
                 .await
                 .map_err(registry_error)?;
             let offered = config_platform(&name, document.config().digest(), &config)?;
@@ -173,6 +173,10 @@ pub async fn pull(
             });
         }
         let document: ImageManifest = parse(&name, "manifest", &raw.digest, &raw.bytes)?;
+        // Checked before any blob is fetched: the config is read whole from the store later.
+        registry
+            .check_config_size(repository, document.config())
+            .map_err(registry_error)?;
         for blob in std::iter::once(document.config()).chain(document.layers()) {
             if seen.insert(blob.digest().to_string()) {
                 blobs.push(blob.clone());

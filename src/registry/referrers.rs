@@ -26,7 +26,8 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::progress::NoProgress;
 use super::transport::{
-    MANIFEST_MEDIA_TYPES, RawManifest, Registry, RegistryError, Scope, check_status, header_str,
+    MANIFEST_MEDIA_TYPES, Payload, RawManifest, Registry, RegistryError, Scope, check_status,
+    header_str,
 };
 use crate::oci::ImageLayout;
 use crate::oci::referrers::{REFERRER_DEPTH, listed_descriptor, replaces};
@@ -136,7 +137,7 @@ async fn list_api(
                 Method::GET,
                 url.clone(),
                 headers,
-                None,
+                Payload::Empty,
                 &Scope::pull(repository),
             )
             .await?;
@@ -354,9 +355,8 @@ pub async fn fetch_referrers(
             if !is_manifest || !seen.insert(descriptor.digest().clone()) {
                 continue;
             }
-            let raw = registry
-                .get_manifest(repository, descriptor.digest().as_ref())
-                .await?;
+            // Read no further than the size the referrers list declares for it.
+            let raw = registry.get_manifest_of(repository, &descriptor).await?;
             let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&raw.bytes) else {
                 continue;
             };

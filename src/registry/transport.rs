@@ -10,7 +10,18 @@
 //! - **Retries.** Connection errors, timeouts, `5xx` and `429` are retried with exponential
 //!   backoff and jitter, honouring `Retry-After`; a body cut short is restarted by the caller.
 //! - **Auth.** A `401` is answered once per request with the challenge's scheme (see
-//!   [`super::auth`]); bearer tokens are cached per scope.
+//!   [`super::auth`]); bearer tokens are cached per scope. The credentials go to a token
+//!   realm only as [`super::realm`] allows (HTTPS, or the registry's own plain-HTTP host).
+//! - **Bounded reads.** Nothing a registry sends is read without a bound
+//!   ([`crate::oci::limits`]): a blob stops at the size its descriptor declares (one byte
+//!   more is an error, and nothing past it is written); a manifest or index at its declared
+//!   size when an index names it, else at 4 MiB; a config at its declared size, which must
+//!   be at most 20 MiB; a `Content-Length` that says otherwise is refused before the body is
+//!   read. Error messages and token answers are read up to 64 KiB and 1 MiB. None of these
+//!   is retried: the registry lied, asking again does not help.
+//! - **Redirects.** At most [`MAX_REDIRECTS`] are followed (a loop fails at once, not
+//!   retried); reqwest drops `Authorization` when a redirect leaves the registry's scheme,
+//!   host and port (a blob on a CDN gets no credentials).
 //!
 //! Why not oci-client for this part: it has no retries (nor a hook for them), cannot stream a
 //! blob into our verifying [`crate::oci::BlobWriter`] and restart it, re-serialises an index pushed with
@@ -29,6 +40,8 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{Challenge, Credentials, DockerConfig};
 use super::progress::Progress;
+use super::realm::{self, CredentialNotes};
+use crate::oci::limits::{self, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 use crate::oci::{ImageLayout, LayoutError, sha256_digest};
 
 /// Media types of manifests and indexes we read, OCI and Docker schema 2.
@@ -41,6 +54,149 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
 
 /// How long the HTTPS probe of a loopback or insecure registry may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The most redirects followed for one request, as Go's HTTP client (Docker, containerd).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// How much of an error answer is read for its message (containerd reads 64 KB).
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+
+/// The largest token service answer read (a JSON object with a token of a few KiB).
+const TOKEN_ANSWER_LIMIT: u64 = 1 << 20;
+
+/// What is wrong with the size of something a registry sent. In every case nothing past
+/// the bound was read into memory or written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeProblem {
+    /// The descriptor declares more than the limit for its kind: not asked for.
+    DeclaredOverLimit {
+        /// The declared size.
+        declared: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// `Content-Length` announces more than the limit: refused before reading.
+    LengthOverLimit {
+        /// The announced length.
+        length: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// With no length announced, more than the limit arrived.
+    LongerThanLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// `Content-Length` is not the size the descriptor declares: refused before reading.
+    LengthNotDeclared {
+        /// The announced length.
+        length: u64,
+        /// The declared size.
+        declared: u64,
+    },
+    /// More than the declared size arrived.
+    LongerThanDeclared {
+        /// The declared size.
+        declared: u64,
+    },
+}
+
+impl std::fmt::Display for SizeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::DeclaredOverLimit { declared, limit } => write!(
+                f,
+                "declared as {declared} bytes, over the {} limit ({limit} bytes); not fetched",
+                limits::human(limit)
+            ),
+            Self::LengthOverLimit { length, limit } => write!(
+                f,
+                "the registry announces Content-Length {length}, over the {} limit ({limit} bytes); not read",
+                limits::human(limit)
+            ),
+            Self::LongerThanLimit { limit } => write!(
+                f,
+                "more than {limit} bytes arrived, over the {} limit; the rest was not read",
+                limits::human(limit)
+            ),
+            Self::LengthNotDeclared { length, declared } => write!(
+                f,
+                "the registry announces Content-Length {length}, not the declared size {declared}; not read"
+            ),
+            Self::LongerThanDeclared { declared } => write!(
+                f,
+                "more than {declared} bytes arrived, its declared size; the rest was not read"
+            ),
+        }
+    }
+}
+
+/// How much of a body may be taken: the size a descriptor declares (itself at most the
+/// limit of its kind, when it has one), or, with nothing declared, the limit.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    declared: Option<u64>,
+    limit: u64,
+}
+
+impl Bound {
+    /// A body of unknown size, at most `limit` bytes.
+    fn limited(limit: u64) -> Self {
+        Self {
+            declared: None,
+            limit,
+        }
+    }
+
+    /// A body of exactly `declared` bytes (a layer: no limit but the declared size).
+    fn exactly(declared: u64) -> Self {
+        Self {
+            declared: Some(declared),
+            limit: u64::MAX,
+        }
+    }
+
+    /// A body of exactly `declared` bytes, refused when that is over `limit`.
+    fn declared_within(declared: u64, limit: u64) -> Result<Self, SizeProblem> {
+        if declared > limit {
+            return Err(SizeProblem::DeclaredOverLimit { declared, limit });
+        }
+        Ok(Self {
+            declared: Some(declared),
+            limit,
+        })
+    }
+
+    /// The most bytes taken.
+    fn max(self) -> u64 {
+        self.declared.unwrap_or(self.limit)
+    }
+
+    /// Checks an announced `Content-Length` before anything is read.
+    fn check_length(self, length: Option<u64>) -> Result<(), SizeProblem> {
+        match (length, self.declared) {
+            (Some(length), Some(declared)) if length != declared => {
+                Err(SizeProblem::LengthNotDeclared { length, declared })
+            }
+            (Some(length), None) if length > self.limit => Err(SizeProblem::LengthOverLimit {
+                length,
+                limit: self.limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that `total` bytes (what arrived so far, with the chunk at hand) are allowed.
+    fn check_total(self, total: u64) -> Result<(), SizeProblem> {
+        if total <= self.max() {
+            return Ok(());
+        }
+        Err(match self.declared {
+            Some(declared) => SizeProblem::LongerThanDeclared { declared },
+            None => SizeProblem::LongerThanLimit { limit: self.limit },
+        })
+    }
+}
 
 /// Errors talking to a registry. None of them ever holds a password or token.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +259,39 @@ pub enum RegistryError {
         /// How much arrived.
         actual_size: u64,
     },
+    /// Something the registry sent is larger than it may be, or not the size its descriptor
+    /// declares. Not retried; nothing past the bound was read or kept.
+    #[error("{what} {source_name}: {problem}")]
+    Size {
+        /// `manifest`, `config`, `blob`, `token answer`.
+        what: &'static str,
+        /// Where it came from (`registry/repository@digest`, or `:tag`).
+        source_name: String,
+        /// What is wrong.
+        problem: SizeProblem,
+    },
+    /// Following redirects failed: more than [`MAX_REDIRECTS`] (a loop), or a bad
+    /// `Location`. Not retried.
+    #[error("{url}: gave up following the registry's redirects (at most {MAX_REDIRECTS})")]
+    Redirect {
+        /// The request URL (before any redirect).
+        url: String,
+        /// What reqwest said.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry's token service is where the credentials must not go.
+    #[error(
+        "the token service of {registry} is {realm}: {reason}; xbuild sends credentials to a token service only over HTTPS (or over plain HTTP on the host of a plain-HTTP registry)"
+    )]
+    RealmRefused {
+        /// The registry.
+        registry: String,
+        /// The realm, without its query.
+        realm: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The registry's answer makes no sense (missing header, bad JSON).
     #[error("unexpected answer from {registry}: {detail}")]
     Protocol {
@@ -149,6 +338,8 @@ pub struct RegistryOptions {
     pub chunk_size: u64,
     /// Blobs transferred at once.
     pub parallel_blobs: usize,
+    /// The note shown the first time credentials go to a token service on another host.
+    pub notes: CredentialNotes,
 }
 
 impl RegistryOptions {
@@ -183,7 +374,16 @@ impl RegistryOptions {
             read_timeout,
             chunk_size,
             parallel_blobs: 4,
+            notes: CredentialNotes::remembered_in(Some(store_root.join("realm-notes"))),
         }
+    }
+
+    /// The same, showing notes (credentials sent to a token service on another host, the
+    /// first time) as progress events on `sink`.
+    #[must_use]
+    pub fn showing_notes(mut self, sink: crate::progress::SharedSink) -> Self {
+        self.notes = self.notes.shown_on(sink);
+        self
     }
 
     fn is_insecure(&self, host: &str) -> bool {
@@ -304,6 +504,52 @@ pub fn is_index_media_type(media_type: &str) -> bool {
     media_type == MANIFEST_MEDIA_TYPES[0] || media_type == MANIFEST_MEDIA_TYPES[2]
 }
 
+/// A request body.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Payload<'a> {
+    /// None (`Content-Length: 0` on `PUT` and `POST`).
+    Empty,
+    /// Bytes in memory: manifests, small.
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`, read as they are sent: blob uploads.
+    File {
+        /// The file.
+        path: &'a std::path::Path,
+        /// Where the range starts.
+        offset: u64,
+        /// How long it is.
+        len: u64,
+    },
+}
+
+/// How much of a file is read at a time for an upload.
+const UPLOAD_READ_SIZE: usize = 256 << 10;
+
+/// A body that streams `len` bytes of the file at `path` from `offset`.
+fn file_range_body(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+) -> Result<reqwest::Body, RegistryError> {
+    use std::io::Seek as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut file = std::fs::File::open(path).map_err(|source| LayoutError::File {
+        action: "opening",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .map_err(|source| LayoutError::File {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let range = tokio::fs::File::from_std(file).take(len);
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::with_capacity(range, UPLOAD_READ_SIZE),
+    ))
+}
+
 /// What happened to a blob on push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobPush {
@@ -378,13 +624,14 @@ impl Registry {
             .expect("registry API paths are valid relative URLs")
     }
 
-    /// Sends a request with retries and authentication. `body` is resent on retries.
+    /// Sends a request with retries and authentication. `body` is sent again on retries
+    /// (a file range is read again from the file).
     pub(super) async fn send(
         &self,
         method: Method,
         url: Url,
         headers: HeaderMap,
-        body: Option<&[u8]>,
+        body: Payload<'_>,
         scope: &Scope,
     ) -> Result<Response, RegistryError> {
         let mut authenticated_after_challenge = false;
@@ -399,12 +646,16 @@ impl Registry {
                     if let Some(value) = &auth_header {
                         request = request.header(AUTHORIZATION, value);
                     }
-                    if let Some(body) = body {
-                        request = request.body(body.to_vec());
-                    } else if method == Method::PUT || method == Method::POST {
-                        request = request.header(CONTENT_LENGTH, 0);
-                    }
-                    request
+                    Ok(match body {
+                        Payload::Bytes(bytes) => request.body(bytes.to_vec()),
+                        Payload::File { path, offset, len } => request
+                            .header(CONTENT_LENGTH, len)
+                            .body(file_range_body(path, offset, len)?),
+                        Payload::Empty if method == Method::PUT || method == Method::POST => {
+                            request.header(CONTENT_LENGTH, 0)
+                        }
+                        Payload::Empty => request,
+                    })
                 })
                 .await?;
             if response.status() != StatusCode::UNAUTHORIZED || authenticated_after_challenge {
@@ -504,8 +755,29 @@ impl Registry {
             registry: self.name.clone(),
             detail: format!("bad token realm: {error}"),
         })?;
+        let realm_text = realm.as_str().split('?').next().unwrap_or("").to_owned();
+        let policy =
+            realm::policy(&self.base, &realm).map_err(|detail| RegistryError::Protocol {
+                registry: self.name.clone(),
+                detail,
+            })?;
+        let credentials = match (&self.credentials, policy) {
+            (None, _) => None,
+            (Some(_), realm::Policy::NoCredentials { reason }) => {
+                return Err(RegistryError::RealmRefused {
+                    registry: self.name.clone(),
+                    realm: realm_text,
+                    reason,
+                });
+            }
+            (Some(credentials), realm::Policy::OtherHost) => {
+                self.options.notes.foreign_realm(&self.name, &realm);
+                Some(credentials)
+            }
+            (Some(credentials), realm::Policy::SameHost) => Some(credentials),
+        };
         let service = challenge.params.get("service").cloned().unwrap_or_default();
-        let response = match &self.credentials {
+        let response = match credentials {
             Some(credentials) if credentials.is_identity_token() => {
                 let mut form = vec![
                     ("grant_type", "refresh_token".to_owned()),
@@ -516,7 +788,7 @@ impl Registry {
                 if !scope.0.is_empty() {
                     form.push(("scope", scope.0.join(" ")));
                 }
-                self.execute(|| self.http.post(realm.clone()).form(&form))
+                self.execute(|| Ok(self.http.post(realm.clone()).form(&form)))
                     .await?
             }
             credentials => {
@@ -527,12 +799,12 @@ impl Registry {
                 }
                 self.execute(|| {
                     let request = self.http.get(realm.clone()).query(&query);
-                    match credentials {
+                    Ok(match credentials {
                         Some(credentials) => {
                             request.header(AUTHORIZATION, credentials.basic_header())
                         }
                         None => request,
-                    }
+                    })
                 })
                 .await?
             }
@@ -558,10 +830,19 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let answer: TokenAnswer = response.json().await.map_err(|_| RegistryError::Protocol {
-            registry: self.name.clone(),
-            detail: "the token service's answer is not JSON with a token".to_owned(),
-        })?;
+        let bytes = self
+            .read_body(
+                response,
+                "token answer",
+                &realm_text,
+                Bound::limited(TOKEN_ANSWER_LIMIT),
+            )
+            .await?;
+        let answer: TokenAnswer =
+            serde_json::from_slice(&bytes).map_err(|_| RegistryError::Protocol {
+                registry: self.name.clone(),
+                detail: "the token service's answer is not JSON with a token".to_owned(),
+            })?;
         answer
             .token
             .or(answer.access_token)
@@ -572,16 +853,28 @@ impl Registry {
             })
     }
 
-    /// Sends a request built by `build`, retrying connection errors, `5xx` and `429`.
+    /// Sends a request built by `build`, retrying connection errors, `5xx` and `429` (not
+    /// failed redirects: a loop stays a loop).
     async fn execute(
         &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, RegistryError>,
     ) -> Result<Response, RegistryError> {
         let max = self.options.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match build().send().await {
+            let request = build()?.build().map_err(|error| RegistryError::Setup {
+                registry: self.name.clone(),
+                detail: error.to_string(),
+            })?;
+            let url = request
+                .url()
+                .as_str()
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            match self.http.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
                     let retryable =
@@ -598,6 +891,12 @@ impl Registry {
                     return Err(RegistryError::Setup {
                         registry: self.name.clone(),
                         detail: error.to_string(),
+                    });
+                }
+                Err(error) if error.is_redirect() => {
+                    return Err(RegistryError::Redirect {
+                        url,
+                        source: error.without_url(),
                     });
                 }
                 Err(error) => {
@@ -628,22 +927,57 @@ impl Registry {
                 Method::GET,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::none(),
             )
             .await?;
         check_status(Method::GET, &url, response).await.map(drop)
     }
 
-    /// Fetches a manifest or index by tag or digest, checking its digest.
+    /// Fetches a manifest or index by tag or digest, checking its digest. At most
+    /// [`MAX_MANIFEST_SIZE`] bytes are read.
     ///
     /// # Errors
-    /// Not found, access denied, transport failures, or bytes that do not match the
-    /// digest asked for (or announced in `Docker-Content-Digest`).
+    /// Not found, access denied, transport failures, a manifest over the limit, or bytes
+    /// that do not match the digest asked for (or announced in `Docker-Content-Digest`).
     pub async fn get_manifest(
         &self,
         repository: &str,
         reference: &str,
+    ) -> Result<RawManifest, RegistryError> {
+        self.fetch_manifest(repository, reference, Bound::limited(MAX_MANIFEST_SIZE))
+            .await
+    }
+
+    /// Fetches the manifest or index a descriptor names (an index entry), reading no more
+    /// than its declared size, which must be at most [`MAX_MANIFEST_SIZE`] (else it is not
+    /// asked for).
+    ///
+    /// # Errors
+    /// As [`Self::get_manifest`], and a size other than the declared one.
+    pub async fn get_manifest_of(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> Result<RawManifest, RegistryError> {
+        let digest = descriptor.digest();
+        let bound =
+            Bound::declared_within(descriptor.size(), MAX_MANIFEST_SIZE).map_err(|problem| {
+                RegistryError::Size {
+                    what: "manifest",
+                    source_name: format!("{}/{repository}@{digest}", self.name),
+                    problem,
+                }
+            })?;
+        self.fetch_manifest(repository, digest.as_ref(), bound)
+            .await
+    }
+
+    async fn fetch_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        bound: Bound,
     ) -> Result<RawManifest, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
         let mut headers = HeaderMap::new();
@@ -654,13 +988,18 @@ impl Registry {
                 .parse()
                 .expect("media types are valid header values"),
         );
-        let source_name = format!("{}/{repository}:{reference}", self.name);
+        let separator = if reference.parse::<Digest>().is_ok() {
+            '@'
+        } else {
+            ':'
+        };
+        let source_name = format!("{}/{repository}{separator}{reference}", self.name);
         let response = self
             .send(
                 Method::GET,
                 url.clone(),
                 headers,
-                None,
+                Payload::Empty,
                 &Scope::pull(repository),
             )
             .await?;
@@ -675,15 +1014,9 @@ impl Registry {
             .map(|value| value.split(';').next().unwrap_or("").trim().to_owned());
         let announced = header_str(&response, "docker-content-digest")
             .and_then(|digest| digest.parse::<Digest>().ok());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Connection {
-                url: url.to_string(),
-                attempts: 1,
-                source,
-            })?
-            .to_vec();
+        let bytes = self
+            .read_body(response, "manifest", &source_name, bound)
+            .await?;
         let media_type = match content_type.filter(|t| MANIFEST_MEDIA_TYPES.contains(&t.as_str())) {
             Some(media_type) => media_type,
             None => media_type_of_document(&bytes).ok_or_else(|| RegistryError::Protocol {
@@ -699,7 +1032,7 @@ impl Registry {
                     what: "manifest",
                     source_name,
                     expected,
-                    expected_size: 0,
+                    expected_size: bound.declared.unwrap_or(0),
                     actual: manifest.digest,
                     actual_size: manifest.bytes.len() as u64,
                 });
@@ -731,7 +1064,7 @@ impl Registry {
                 Method::HEAD,
                 url.clone(),
                 headers,
-                None,
+                Payload::Empty,
                 &Scope::push(repository),
             )
             .await?;
@@ -771,7 +1104,7 @@ impl Registry {
                 Method::PUT,
                 url.clone(),
                 headers,
-                Some(&manifest.bytes),
+                Payload::Bytes(&manifest.bytes),
                 &Scope::push(repository),
             )
             .await?;
@@ -804,7 +1137,13 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
         let response = self
-            .send(Method::HEAD, url.clone(), HeaderMap::new(), None, scope)
+            .send(
+                Method::HEAD,
+                url.clone(),
+                HeaderMap::new(),
+                Payload::Empty,
+                scope,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
@@ -814,22 +1153,54 @@ impl Registry {
             .map(|_| true)
     }
 
-    /// Fetches a small blob (a config) into memory, checking its digest.
+    /// Refuses a config whose descriptor declares more than [`MAX_CONFIG_SIZE`], before it
+    /// is fetched (into memory by [`Self::get_config`], or into the store by
+    /// [`Self::fetch_blob`], from where it is read whole).
     ///
     /// # Errors
-    /// Not found, transport failures, digest mismatch.
-    pub async fn get_blob_bytes(
+    /// [`RegistryError::Size`] when the declared size is over the limit.
+    pub fn check_config_size(
         &self,
         repository: &str,
-        digest: &Digest,
+        descriptor: &Descriptor,
+    ) -> Result<(), RegistryError> {
+        self.config_bound(repository, descriptor).map(drop)
+    }
+
+    fn config_bound(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> Result<Bound, RegistryError> {
+        Bound::declared_within(descriptor.size(), MAX_CONFIG_SIZE).map_err(|problem| {
+            RegistryError::Size {
+                what: "config",
+                source_name: format!("{}/{repository}@{}", self.name, descriptor.digest()),
+                problem,
+            }
+        })
+    }
+
+    /// Fetches a config into memory, checking its digest; no more than its declared size
+    /// is read, and that must be at most [`MAX_CONFIG_SIZE`].
+    ///
+    /// # Errors
+    /// Not found, transport failures, a size over the limit or other than declared, digest
+    /// mismatch.
+    pub async fn get_config(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
+        let digest = descriptor.digest();
+        let bound = self.config_bound(repository, descriptor)?;
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
         let response = self
             .send(
                 Method::GET,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::pull(repository),
             )
             .await?;
@@ -840,22 +1211,17 @@ impl Registry {
             });
         }
         let response = check_status(Method::GET, &url, response).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Connection {
-                url: url.to_string(),
-                attempts: 1,
-                source,
-            })?
-            .to_vec();
+        let source_name = format!("{}/{repository}@{digest}", self.name);
+        let bytes = self
+            .read_body(response, "config", &source_name, bound)
+            .await?;
         let actual = sha256_digest(&bytes);
         if &actual != digest {
             return Err(RegistryError::DigestMismatch {
-                what: "blob",
+                what: "config",
                 source_name: format!("{}/{repository}", self.name),
                 expected: digest.clone(),
-                expected_size: 0,
+                expected_size: descriptor.size(),
                 actual,
                 actual_size: bytes.len() as u64,
             });
@@ -863,8 +1229,59 @@ impl Registry {
         Ok(bytes)
     }
 
-    /// Streams a blob into the layout, verifying digest and size as it arrives. A body cut
-    /// short is fetched again from the start; a mismatch is an error and nothing is kept.
+    /// Reads an answer's body into memory within `bound`: a `Content-Length` the bound
+    /// does not allow is refused before reading, and the read stops at the first chunk
+    /// that would take it past the bound. The buffer is sized once from the announced
+    /// length (never more than the bound), so the bytes are copied once, from the socket's
+    /// chunks into it.
+    async fn read_body(
+        &self,
+        mut response: Response,
+        what: &'static str,
+        source_name: &str,
+        bound: Bound,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let size_error = |problem| RegistryError::Size {
+            what,
+            source_name: source_name.to_owned(),
+            problem,
+        };
+        let url = response
+            .url()
+            .as_str()
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let announced = response.content_length();
+        bound.check_length(announced).map_err(size_error)?;
+        let expected = bound.declared.or(announced).unwrap_or(0).min(bound.max());
+        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    bound
+                        .check_total(bytes.len() as u64 + chunk.len() as u64)
+                        .map_err(size_error)?;
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(bytes),
+                Err(source) => {
+                    return Err(RegistryError::Connection {
+                        url,
+                        attempts: 1,
+                        source: source.without_url(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Streams a blob into the layout, verifying digest and size as it arrives. No more than
+    /// its declared size is read or written: a `Content-Length` other than that size is
+    /// refused before reading, and one byte more is an error (neither is retried). A body
+    /// cut short is fetched again from the start; a mismatch is an error and nothing is
+    /// kept.
     ///
     /// # Errors
     /// Not found, transport failures after retries, digest or size mismatch.
@@ -877,6 +1294,12 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let digest = descriptor.digest();
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let bound = Bound::exactly(descriptor.size());
+        let size_error = |problem| RegistryError::Size {
+            what: "blob",
+            source_name: format!("{}/{repository}@{digest}", self.name),
+            problem,
+        };
         let max = self.options.max_attempts.max(1);
         let mut attempt = 0;
         loop {
@@ -887,7 +1310,7 @@ impl Registry {
                     Method::GET,
                     url.clone(),
                     HeaderMap::new(),
-                    None,
+                    Payload::Empty,
                     &Scope::pull(repository),
                 )
                 .await?;
@@ -898,11 +1321,20 @@ impl Registry {
                 });
             }
             let mut response = check_status(Method::GET, &url, response).await?;
+            bound
+                .check_length(response.content_length())
+                .map_err(size_error)?;
             let mut writer = layout.blob_writer()?;
             let mut write_error = None;
             let streamed = loop {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
+                        // Nothing past the declared size reaches the disk: the chunk that
+                        // would cross it is not written, and the unfinished temporary file
+                        // goes with the writer.
+                        bound
+                            .check_total(writer.size() + chunk.len() as u64)
+                            .map_err(size_error)?;
                         if let Err(error) = std::io::Write::write_all(&mut writer, &chunk) {
                             write_error = Some(error);
                             break Ok(());
@@ -1023,7 +1455,13 @@ impl Registry {
                 .append_pair("from", from);
         }
         let response = self
-            .send(Method::POST, start.clone(), HeaderMap::new(), None, scope)
+            .send(
+                Method::POST,
+                start.clone(),
+                HeaderMap::new(),
+                Payload::Empty,
+                scope,
+            )
             .await?;
         // 201: mounted. 202: an upload session (also the answer to a mount the registry
         // declined, which oci-client reports as an error; we upload into that session).
@@ -1041,19 +1479,32 @@ impl Registry {
                 progress.reset(digest);
             }
         }
+        // The upload streams from the file, a range per request: a blob (or a chunk of
+        // one) is never whole in memory. Checked here so that a missing or short blob is
+        // an error of the store, not a failed request retried.
         let path = layout.blob_path(digest)?;
-        let mut file = layout.open_blob(digest)?;
         let size = descriptor.size();
-        let chunk_size = self.options.chunk_size.max(1);
-        let read_chunk = |file: &mut std::fs::File, len: u64| -> Result<Vec<u8>, RegistryError> {
-            let mut buffer = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-            std::io::Read::read_exact(file, &mut buffer).map_err(|source| LayoutError::File {
-                action: "reading",
+        let on_disk = layout
+            .open_blob(digest)?
+            .metadata()
+            .map_err(|source| LayoutError::File {
+                action: "inspecting",
                 path: path.clone(),
                 source,
-            })?;
-            Ok(buffer)
-        };
+            })?
+            .len();
+        if on_disk != size {
+            return Err(LayoutError::File {
+                action: "reading",
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the blob is {on_disk} bytes, its descriptor says {size}"),
+                ),
+            }
+            .into());
+        }
+        let chunk_size = self.options.chunk_size.max(1);
         let mut octet = HeaderMap::new();
         octet.insert(
             CONTENT_TYPE,
@@ -1065,7 +1516,6 @@ impl Registry {
             let mut offset = 0;
             while offset < size {
                 let len = chunk_size.min(size - offset);
-                let chunk = read_chunk(&mut file, len)?;
                 let mut headers = octet.clone();
                 headers.insert(
                     "content-range",
@@ -1078,7 +1528,11 @@ impl Registry {
                         Method::PATCH,
                         location.clone(),
                         headers,
-                        Some(&chunk),
+                        Payload::File {
+                            path: &path,
+                            offset,
+                            len,
+                        },
                         scope,
                     )
                     .await?;
@@ -1090,15 +1544,19 @@ impl Registry {
             let mut put = location.clone();
             put.query_pairs_mut().append_pair("digest", digest.as_ref());
             let response = self
-                .send(Method::PUT, put.clone(), octet, None, scope)
+                .send(Method::PUT, put.clone(), octet, Payload::Empty, scope)
                 .await?;
             check_status(Method::PUT, &put, response).await?;
         } else {
-            let body = read_chunk(&mut file, size)?;
             let mut put = location.clone();
             put.query_pairs_mut().append_pair("digest", digest.as_ref());
+            let body = Payload::File {
+                path: &path,
+                offset: 0,
+                len: size,
+            };
             let response = self
-                .send(Method::PUT, put.clone(), octet, Some(&body), scope)
+                .send(Method::PUT, put.clone(), octet, body, scope)
                 .await?;
             check_status(Method::PUT, &put, response).await?;
             progress.advance(digest, size);
@@ -1127,7 +1585,7 @@ impl Registry {
                 Method::POST,
                 url.clone(),
                 HeaderMap::new(),
-                None,
+                Payload::Empty,
                 &Scope::mount(repository, from),
             )
             .await?;
@@ -1208,9 +1666,16 @@ async fn error_detail(response: Response) -> String {
         code: Option<String>,
         message: Option<String>,
     }
-    let Ok(body) = response.bytes().await else {
-        return String::new();
-    };
+    // Bounded: a hostile registry may answer an error with an endless body. A message cut
+    // at the bound does not parse, and the error goes without its detail.
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() as u64 + chunk.len() as u64 > ERROR_BODY_LIMIT {
+            return String::new();
+        }
+        body.extend_from_slice(&chunk);
+    }
     let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
         return String::new();
     };
@@ -1275,6 +1740,10 @@ fn http_client(
     }
     reqwest::Client::builder()
         .user_agent(concat!("xbuild/", env!("CARGO_PKG_VERSION")))
+        // reqwest's default too; said here because the module's promise depends on it. Its
+        // redirect handling also drops `Authorization` when the scheme, host or port
+        // changes (tests/it/hostile.rs checks it on a blob sent to another host).
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .connect_timeout(options.connect_timeout)
         .read_timeout(options.read_timeout)
         .tls_certs_merge(certificates)
@@ -1474,6 +1943,129 @@ mod tests {
         assert!(backoff(base, 1) <= Duration::from_millis(150));
         assert!(backoff(base, 3) >= Duration::from_millis(200));
         assert!(backoff(base, 30) <= Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_declared_size_bounds_the_body_and_its_length() {
+        let layer = Bound::exactly(1024);
+        assert_eq!(layer.check_length(Some(1024)), Ok(()));
+        assert_eq!(layer.check_length(None), Ok(()));
+        assert_eq!(
+            layer.check_length(Some(2048)),
+            Err(SizeProblem::LengthNotDeclared {
+                length: 2048,
+                declared: 1024
+            })
+        );
+        assert_eq!(
+            layer.check_length(Some(512)),
+            Err(SizeProblem::LengthNotDeclared {
+                length: 512,
+                declared: 1024
+            })
+        );
+        assert_eq!(layer.check_total(1024), Ok(()));
+        // One byte more is an error.
+        assert_eq!(
+            layer.check_total(1025),
+            Err(SizeProblem::LongerThanDeclared { declared: 1024 })
+        );
+        let config = Bound::declared_within(2, MAX_CONFIG_SIZE).unwrap();
+        assert_eq!(
+            config.check_total(3),
+            Err(SizeProblem::LongerThanDeclared { declared: 2 })
+        );
+        assert_eq!(
+            Bound::declared_within(50_000_000, MAX_MANIFEST_SIZE).unwrap_err(),
+            SizeProblem::DeclaredOverLimit {
+                declared: 50_000_000,
+                limit: MAX_MANIFEST_SIZE
+            }
+        );
+    }
+
+    #[test]
+    fn a_limit_bounds_a_body_of_unknown_size() {
+        let manifest = Bound::limited(MAX_MANIFEST_SIZE);
+        assert_eq!(manifest.check_length(Some(MAX_MANIFEST_SIZE)), Ok(()));
+        assert_eq!(
+            manifest.check_length(Some(50_000_000)),
+            Err(SizeProblem::LengthOverLimit {
+                length: 50_000_000,
+                limit: MAX_MANIFEST_SIZE
+            })
+        );
+        assert_eq!(manifest.check_total(MAX_MANIFEST_SIZE), Ok(()));
+        assert_eq!(
+            manifest.check_total(MAX_MANIFEST_SIZE + 1),
+            Err(SizeProblem::LongerThanLimit {
+                limit: MAX_MANIFEST_SIZE
+            })
+        );
+        assert_eq!(
+            SizeProblem::LengthOverLimit {
+                length: 50_000_000,
+                limit: MAX_MANIFEST_SIZE
+            }
+            .to_string(),
+            "the registry announces Content-Length 50000000, over the 4 MiB limit (4194304 bytes); not read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_manifest_is_cut_after_the_limit() {
+        // A body without length: the server writes until the client hangs up.
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&sent);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let read = stream.read(&mut head).await.unwrap_or(0);
+                    if read == 0 || !head[0].is_ascii_uppercase() {
+                        return;
+                    }
+                    let answer = if head.starts_with(b"GET /v2/ ") {
+                        OK.as_bytes().to_vec()
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n".to_vec()
+                    };
+                    if stream.write_all(&answer).await.is_err() || head.starts_with(b"GET /v2/ ") {
+                        return;
+                    }
+                    let block = vec![b' '; 64 << 10];
+                    for _ in 0..(256 << 20) / block.len() {
+                        if stream.write_all(&block).await.is_err() {
+                            return;
+                        }
+                        counted.fetch_add(block.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let registry = Registry::connect_with(&host, test_options(), None)
+            .await
+            .unwrap();
+        let error = registry.get_manifest("app", "endless").await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                RegistryError::Size {
+                    what: "manifest",
+                    problem: SizeProblem::LongerThanLimit { limit: MAX_MANIFEST_SIZE },
+                    source_name,
+                } if source_name == &format!("{host}/app:endless")
+            ),
+            "{error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(sent < 64 << 20, "{sent} bytes sent");
     }
 
     #[test]

@@ -20,13 +20,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::capabilities;
+use super::cgroup::StepCgroup;
 use super::channel::{CHILD_FD, Message, SPEC_FD};
 use super::error::SetupError;
 use super::mounts::{self, RootPlan};
 use super::namespaces;
+use super::network::{self, UserNetwork};
 use super::spec::{Network, Security, Stdio, StepSpec};
 use super::sys::{Forked, LinuxSys, Sys};
-use super::user;
+use super::{nosync, seccomp, user};
 
 /// Exit code of the child and of PID 1 when the setup failed (Docker uses 125 too).
 pub const SETUP_FAILED: i32 = 125;
@@ -65,6 +67,74 @@ pub struct ChildSpec {
     /// Keep the real `fsync` calls (`XBUILD_STEP_FSYNC=1`): no `nosync` filter.
     #[serde(default)]
     pub keep_fsync: bool,
+    /// An empty directory outside the root, for the secrets' tmpfs.
+    #[serde(default)]
+    pub secrets_dir: PathBuf,
+}
+
+/// What PID 1 tells the re-executed child, and waits for.
+trait Link {
+    /// Sends a message to the parent.
+    fn report(&mut self, message: Message) -> Result<(), SetupError>;
+    /// PID 1 is in its own network namespace: the child may connect it.
+    fn network_unshared(&mut self) -> Result<(), SetupError>;
+    /// Waits until the child says the network is configured.
+    fn wait_for_network(&mut self) -> Result<(), SetupError>;
+}
+
+/// Two pipes between the child and PID 1 for the default network: "unshared" and "go".
+struct Handshake {
+    unshared: (OwnedFd, OwnedFd),
+    go: (OwnedFd, OwnedFd),
+}
+
+impl Handshake {
+    fn new() -> Result<Self, SetupError> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|errno| SetupError::errno("network", "creating a pipe", errno))
+        };
+        Ok(Self {
+            unshared: pipe()?,
+            go: pipe()?,
+        })
+    }
+}
+
+/// PID 1's side of the channel and the handshake.
+struct Pid1Link<'a> {
+    channel: &'a OwnedFd,
+    /// Write "unshared", read "go".
+    network: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Link for Pid1Link<'_> {
+    fn report(&mut self, message: Message) -> Result<(), SetupError> {
+        send(self.channel, "mount", message)
+    }
+
+    fn network_unshared(&mut self) -> Result<(), SetupError> {
+        if let Some((unshared, _)) = &self.network {
+            nix::unistd::write(unshared, b"u")
+                .map_err(|errno| SetupError::errno("network", "handshake", errno))?;
+        }
+        Ok(())
+    }
+
+    fn wait_for_network(&mut self) -> Result<(), SetupError> {
+        let Some((_, go)) = &self.network else {
+            return Ok(());
+        };
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(go, &mut byte) {
+                Ok(1) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                // The child closed it without a word: it reported why itself.
+                _ => return Err(SetupError::new("network", "the network was not set up")),
+            }
+        }
+    }
 }
 
 /// Entry point of `xbuild __run-step`. Never returns.
@@ -132,33 +202,103 @@ fn supervise(sys: &dyn Sys, channel: &OwnedFd) -> Result<i32, SetupError> {
     }
     // stdin is what the parent chose: /dev/null for a captured step, ours or a terminal for
     // an interactive one.
-    match start(sys, &spec)? {
+    let cgroup = match spec.step.pids_limit {
+        Some(limit) => {
+            StepCgroup::create(limit, std::process::id(), spec.step.pids_limit_required)?
+        }
+        None => None,
+    };
+    let handshake = if namespaces::pid1_unshares_network(spec.step.network) {
+        let program = network::find().ok_or_else(|| {
+            SetupError::new(
+                "network",
+                format!(
+                    "{} is not installed (apt-get install slirp4netns), or use --network=none",
+                    network::PROGRAM
+                ),
+            )
+        })?;
+        let log = spec.root.with_file_name("slirp4netns.log");
+        // Forked now, outside the namespaces the step is about to get.
+        Some((Handshake::new()?, UserNetwork::prepare(&program, &log)?))
+    } else {
+        None
+    };
+    let forked = match start(sys, &spec) {
+        Ok(forked) => forked,
+        Err(error) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            return Err(error);
+        }
+    };
+    match forked {
         Forked::Child => {
-            let error = step_main(sys, &spec, &mut |message| send(channel, "mount", message));
+            let mut link = Pid1Link {
+                channel,
+                network: handshake.map(|(handshake, _)| (handshake.unshared.1, handshake.go.0)),
+            };
+            let procs = cgroup.as_ref().map(StepCgroup::procs);
+            let error = step_main(sys, &spec, procs.as_deref(), &mut link);
             let _ = send(channel, &error.stage, Message::from(error.clone()));
             // SAFETY: _exit ends this forked process without running the parent's atexit
             // handlers or flushing buffers that belong to the parent.
             unsafe { libc::_exit(SETUP_FAILED) }
         }
         Forked::Parent { child } => {
-            let message = loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
-                        break Message::Exited { code };
-                    }
-                    Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
-                        break Message::Signaled {
-                            signal: signal as i32,
-                        };
-                    }
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(errno) => {
-                        return Err(SetupError::errno("wait", "cannot wait for the step", errno));
+            let mut user_network = None;
+            let mut network_error = None;
+            if let Some((handshake, mut network)) = handshake {
+                let Handshake { unshared, go } = handshake;
+                drop((unshared.1, go.0));
+                let mut byte = [0u8; 1];
+                // End of file instead: PID 1 failed first and reports it itself.
+                if matches!(nix::unistd::read(&unshared.0, &mut byte), Ok(1)) {
+                    match network.start(child.as_raw()) {
+                        Ok(()) => {
+                            let _ = nix::unistd::write(&go.1, b"g");
+                        }
+                        Err(error) => {
+                            let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                            network_error = Some(error);
+                        }
                     }
                 }
-            };
-            send(channel, "wait", message)?;
+                user_network = Some(network);
+            }
+            let waited = wait_for(child);
+            if let Some(running) = user_network {
+                running.stop();
+            }
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            if let Some(error) = network_error {
+                return Err(error);
+            }
+            send(channel, "wait", waited?)?;
             Ok(0)
+        }
+    }
+}
+
+/// Waits for PID 1 and says how it ended.
+fn wait_for(child: nix::unistd::Pid) -> Result<Message, SetupError> {
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                return Ok(Message::Exited { code });
+            }
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+                return Ok(Message::Signaled {
+                    signal: signal as i32,
+                });
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(SetupError::errno("wait", "cannot wait for the step", errno));
+            }
         }
     }
 }
@@ -172,14 +312,15 @@ fn start(sys: &dyn Sys, spec: &ChildSpec) -> Result<Forked, SetupError> {
         .map_err(|errno| SetupError::errno("fork", "cannot fork the step", errno))
 }
 
-/// PID 1 of the step: root, user, environment, exec. Returns only on failure, with it.
-/// `report` sends a message to the parent (the mount points the root needed).
+/// PID 1 of the step: cgroup, network namespace, root, keyring, user, environment, filter,
+/// capabilities, ids, exec. Returns only on failure, with it.
 fn step_main(
     sys: &dyn Sys,
     spec: &ChildSpec,
-    report: &mut dyn FnMut(Message) -> Result<(), SetupError>,
+    cgroup_procs: Option<&Path>,
+    link: &mut dyn Link,
 ) -> SetupError {
-    match prepare_and_exec(sys, spec, report) {
+    match prepare_and_exec(sys, spec, cgroup_procs, link) {
         Ok(never) => match never {},
         Err(error) => error,
     }
@@ -188,11 +329,29 @@ fn step_main(
 fn prepare_and_exec(
     sys: &dyn Sys,
     spec: &ChildSpec,
-    report: &mut dyn FnMut(Message) -> Result<(), SetupError>,
+    cgroup_procs: Option<&Path>,
+    link: &mut dyn Link,
 ) -> Result<std::convert::Infallible, SetupError> {
     sys.die_with_parent()
         .map_err(|errno| SetupError::errno("spec", "PR_SET_PDEATHSIG", errno))?;
     let step = &spec.step;
+    if let Some(procs) = cgroup_procs {
+        // First: every process of the step is a child of this one, inside the limit.
+        sys.join_cgroup(procs).map_err(|error| {
+            SetupError::new(
+                "cgroup",
+                format!("cannot enter {}: {error}", procs.display()),
+            )
+        })?;
+    }
+    let own_network = namespaces::pid1_unshares_network(step.network);
+    if own_network {
+        sys.unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|errno| {
+                SetupError::errno("unshare", "cannot create the network namespace", errno)
+            })?;
+        link.network_unshared()?;
+    }
     if step.stdio == Stdio::Terminal {
         // A session of its own with the terminal as its controlling tty: job control, ^C
         // and `/dev/tty` work in the step as in `docker run -t`.
@@ -213,10 +372,16 @@ fn prepare_and_exec(
         hosts: &spec.hosts,
         console: spec.console.as_deref(),
         binds: &step.mounts,
+        secrets: &step.secrets,
+        secrets_dir: &spec.secrets_dir,
+        restrict_devices: step.security == Security::Sandbox,
     };
     let placeholders = mounts::setup_root(sys, &plan)?;
-    report(Message::Placeholders(placeholders))?;
+    link.report(Message::Placeholders(placeholders))?;
     mounts::pivot(sys, &spec.root)?;
+    if own_network {
+        link.wait_for_network()?;
+    }
 
     sys.sethostname(&step.hostname).map_err(|errno| {
         SetupError::errno(
@@ -229,6 +394,10 @@ fn prepare_and_exec(
         sys.bring_loopback_up()
             .map_err(|errno| SetupError::errno("network", "cannot bring lo up", errno))?;
     }
+    // A new, empty session keyring: the host's is not the step's (runc does the same).
+    sys.join_session_keyring().map_err(|errno| {
+        SetupError::errno("keyring", "cannot join a new session keyring", errno)
+    })?;
 
     let passwd = sys
         .read_file(Path::new("/etc/passwd"), MAX_ACCOUNT_FILE)
@@ -303,10 +472,17 @@ fn prepare_and_exec(
         sys.personality(PER_LINUX32)
             .map_err(|errno| SetupError::errno("personality", "cannot set PER_LINUX32", errno))?;
     }
-    if !spec.keep_fsync {
-        // Before capabilities go: installing a filter without no_new_privs needs
-        // CAP_SYS_ADMIN. Without it (an unusual host) the step simply syncs for real.
-        let _ = sys.install_seccomp(&mut super::nosync::program());
+    // Before capabilities go: installing a filter without no_new_privs needs
+    // CAP_SYS_ADMIN. Docker's profile must be there; the `fsync` filter alone (with
+    // --security=insecure) is an optimisation, and without it the step syncs for real.
+    if step.security == Security::Sandbox {
+        let mut program = seccomp::docker_default(!spec.keep_fsync)
+            .map_err(|error| SetupError::new("seccomp", error.to_string()))?;
+        sys.install_seccomp(&mut program).map_err(|errno| {
+            SetupError::errno("seccomp", "cannot install Docker's default profile", errno)
+        })?;
+    } else if !spec.keep_fsync {
+        let _ = sys.install_seccomp(&mut nosync::program());
     }
     if step.security == Security::Sandbox {
         sys.limit_capabilities(capabilities::default_mask())
@@ -314,7 +490,11 @@ fn prepare_and_exec(
                 SetupError::errno("capabilities", "cannot drop capabilities", errno)
             })?;
     }
-    sys.setgroups(&user.groups)
+    // The primary group first, then the user's others, as Docker (containerd's
+    // `WithAdditionalGIDs`) sets them.
+    let mut groups = vec![user.gid];
+    groups.extend(user.groups.iter().filter(|gid| **gid != user.gid));
+    sys.setgroups(&groups)
         .map_err(|errno| SetupError::errno("user", "setgroups", errno))?;
     sys.setgid(user.gid)
         .map_err(|errno| SetupError::errno("user", format!("setgid {}", user.gid), errno))?;
@@ -365,6 +545,31 @@ mod tests {
             parent_pid: 1,
             console: None,
             keep_fsync: false,
+            secrets_dir: PathBuf::from("/s/secrets"),
+        }
+    }
+
+    /// Records what PID 1 tells the child.
+    #[derive(Default)]
+    struct RecordingLink {
+        reports: Vec<Message>,
+        events: Vec<&'static str>,
+    }
+
+    impl Link for RecordingLink {
+        fn report(&mut self, message: Message) -> Result<(), SetupError> {
+            self.reports.push(message);
+            Ok(())
+        }
+
+        fn network_unshared(&mut self) -> Result<(), SetupError> {
+            self.events.push("unshared");
+            Ok(())
+        }
+
+        fn wait_for_network(&mut self) -> Result<(), SetupError> {
+            self.events.push("network ready");
+            Ok(())
         }
     }
 
@@ -388,15 +593,16 @@ mod tests {
     /// (recorded, failing) `execve`. Returns the calls that are not part of the mount plan.
     fn sequence(sys: &RecordingSys, spec: &ChildSpec) -> (Vec<Call>, Vec<Call>, SetupError) {
         assert_eq!(start(sys, spec).unwrap(), Forked::Child);
-        let mut reports = Vec::new();
-        let error = step_main(sys, spec, &mut |message| {
-            reports.push(message);
-            Ok(())
-        });
+        let mut link = RecordingLink::default();
+        let error = step_main(sys, spec, Some(Path::new("/cg/cgroup.procs")), &mut link);
         assert!(
-            matches!(reports.as_slice(), [Message::Placeholders(_)]),
-            "{reports:?}"
+            matches!(link.reports.as_slice(), [Message::Placeholders(_)]),
+            "{:?}",
+            link.reports
         );
+        if namespaces::pid1_unshares_network(spec.step.network) {
+            assert_eq!(link.events, ["unshared", "network ready"]);
+        }
         let calls = sys.take();
         let process = calls
             .iter()
@@ -437,7 +643,7 @@ mod tests {
         // The recording execve cannot replace the process: the step "fails" there.
         assert_eq!(error.stage, "exec", "{error:?}");
         let seccomp = Call::Seccomp {
-            instructions: super::super::nosync::program().len(),
+            instructions: seccomp::docker_default(true).unwrap().len(),
         };
         assert_eq!(
             process,
@@ -451,6 +657,8 @@ mod tests {
                 ),
                 Call::Fork,
                 Call::DieWithParent,
+                // Into the pids cgroup before anything of the step runs.
+                Call::JoinCgroup(PathBuf::from("/cg/cgroup.procs")),
                 Call::TakeTerminal,
                 // pivot_root
                 Call::Chdir(PathBuf::from("/s/root")),
@@ -465,6 +673,7 @@ mod tests {
                 Call::Chdir(PathBuf::from("/")),
                 Call::Sethostname("step".to_owned()),
                 Call::LoopbackUp,
+                Call::SessionKeyring,
                 Call::CreateDirAll(PathBuf::from("/src")),
                 Call::Chdir(PathBuf::from("/src")),
                 Call::Umask(0o022),
@@ -473,7 +682,8 @@ mod tests {
                 // groups and gid while CAP_SETGID is, the uid last, then exec.
                 seccomp,
                 Call::Capabilities(capabilities::default_mask()),
-                Call::Setgroups(vec![50]),
+                // The primary group first, as Docker does.
+                Call::Setgroups(vec![1000, 50]),
                 Call::Setgid(1000),
                 Call::Setuid(1000),
                 Call::Execve {
@@ -512,6 +722,7 @@ mod tests {
             StepCommand::Exec(vec!["/bin/sh".to_owned()]),
         );
         step.security = Security::Insecure;
+        step.network = Network::Host;
         let mut spec = child_spec(step);
         spec.keep_fsync = true;
         let (_, process, error) = sequence(&sys, &spec);
@@ -532,11 +743,13 @@ mod tests {
                 "Unshare",
                 "Fork",
                 "DieWithParent",
+                "JoinCgroup",
                 "Chdir",
                 "PivotRoot",
                 "Umount",
                 "Chdir",
                 "Sethostname",
+                "SessionKeyring",
                 "CreateDirAll",
                 "Chdir",
                 "Umask",
@@ -546,6 +759,34 @@ mod tests {
                 "Execve"
             ]
         );
+    }
+
+    #[test]
+    fn the_default_network_is_pid_1s_own_namespace_ready_before_anything_runs() {
+        let sys = recording_image();
+        let step = StepSpec::new(
+            vec![PathBuf::from("/l")],
+            PathBuf::from("/s/upper"),
+            PathBuf::from("/s/work"),
+            crate::platform::host(),
+            StepCommand::sh("true"),
+        );
+        assert_eq!(step.network, Network::Default);
+        let (calls, process, _) = sequence(&sys, &child_spec(step));
+        // The child stays in the host's network namespace (slirp4netns runs there); PID 1
+        // makes its own, right after entering the cgroup.
+        assert!(
+            matches!(&process[0], Call::Unshare(flags) if !flags.contains(CloneFlags::CLONE_NEWNET))
+        );
+        assert_eq!(process[4], Call::Unshare(CloneFlags::CLONE_NEWNET));
+        // Devices: the root and /dev are nodev.
+        let nodev = |wanted: &dyn Fn(&Call) -> bool| calls.iter().any(wanted);
+        assert!(nodev(&|call| matches!(call,
+            Call::Mount { target, flags, .. }
+                if target == Path::new("/s/root/dev") && flags.contains(nix::mount::MsFlags::MS_NODEV))));
+        assert!(nodev(&|call| matches!(call,
+            Call::Mount { fstype: Some(fstype), flags, .. }
+                if fstype == "overlay" && flags.contains(nix::mount::MsFlags::MS_NODEV))));
     }
 
     #[test]

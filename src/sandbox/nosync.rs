@@ -14,7 +14,7 @@
 
 /// The native system call numbers of the calls answered with success.
 #[cfg(target_arch = "x86_64")]
-const CALLS: [libc::c_long; 5] = [
+pub(crate) const CALLS: [libc::c_long; 5] = [
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_sync_file_range,
@@ -22,7 +22,7 @@ const CALLS: [libc::c_long; 5] = [
     libc::SYS_sync,
 ];
 #[cfg(target_arch = "aarch64")]
-const CALLS: [libc::c_long; 5] = [
+pub(crate) const CALLS: [libc::c_long; 5] = [
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_sync_file_range,

@@ -47,7 +47,7 @@ use crate::platform::Platform;
 
 pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
 pub use check::{CheckReport, Cleanup, Problem};
-pub use gc::{DiskUsage, GcReport};
+pub use gc::{CacheEntry, DiskUsage, GcReport, PrunePolicy, RecordType};
 pub use lock::{LockError, StoreLock};
 
 /// The store directory: `$XBUILD_ROOT`, else `/var/lib/xbuild` for root, else
@@ -119,6 +119,15 @@ pub enum StoreError {
         layers: usize,
         /// diff_ids in the config.
         diff_ids: usize,
+    },
+    /// A layer kept only as its snapshot (no blob) whose snapshot is gone.
+    #[error(
+        "the snapshot of layer {diff_id} is missing from the store and the layer has no blob \
+         (run `xbuild store check`, then build again)"
+    )]
+    MissingSnapshot {
+        /// The layer.
+        diff_id: Digest,
     },
     /// A cache record does not parse.
     #[error("cache record {path} is not valid")]
@@ -379,9 +388,15 @@ impl Store {
     pub fn cache_record(&self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
         let path = self.cache_path(key);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::CacheRecord { path, source }),
+            Ok(bytes) => {
+                // Its modification time is its last use, for `prune --filter until=` and
+                // least-recently-used pruning; a failure to mark it only makes it look older.
+                let _ = fs::File::open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::CacheRecord { path, source })
+            }
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::File {
                 action: "reading",

@@ -31,8 +31,9 @@ impl Sys for LinuxSys {
         upper_dir: &Path,
         work_dir: &Path,
         options: &[(&str, &str)],
+        nodev: bool,
     ) -> nix::Result<()> {
-        new_mount_api::mount_overlay(target, lower_dirs, upper_dir, work_dir, options)
+        new_mount_api::mount_overlay(target, lower_dirs, upper_dir, work_dir, options, nodev)
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
@@ -74,6 +75,48 @@ impl Sys for LinuxSys {
 
     fn symlink(&self, target: &Path, link: &Path) -> std::io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn read_link(&self, path: &Path) -> std::io::Result<PathBuf> {
+        std::fs::read_link(path)
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(content)?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+
+    fn join_cgroup(&self, procs: &Path) -> std::io::Result<()> {
+        // "0" is the writing process (cgroups(7)).
+        std::fs::write(procs, "0")
+    }
+
+    fn join_session_keyring(&self) -> nix::Result<()> {
+        const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1; // <linux/keyctl.h>
+        // SAFETY: a NULL name asks for a new anonymous keyring; no memory is passed.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            )
+        };
+        nix::errno::Errno::result(result).map(drop)
     }
 
     fn die_with_parent(&self) -> nix::Result<()> {
@@ -212,6 +255,7 @@ mod new_mount_api {
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 
     fn c_string(bytes: &[u8]) -> nix::Result<CString> {
         CString::new(bytes).map_err(|_| Errno::EINVAL)
@@ -241,6 +285,7 @@ mod new_mount_api {
         upper_dir: &Path,
         work_dir: &Path,
         options: &[(&str, &str)],
+        nodev: bool,
     ) -> nix::Result<()> {
         let fstype = c_string(b"overlay")?;
         // SAFETY: fsopen(2) reads one NUL-terminated string that outlives the call.
@@ -269,9 +314,16 @@ mod new_mount_api {
             )
         };
         Errno::result(result)?;
+        let attributes = if nodev { MOUNT_ATTR_NODEV } else { 0 };
         // SAFETY: fsmount(2) takes the context descriptor and flags, no pointers.
-        let raw =
-            unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+        let raw = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                context.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attributes,
+            )
+        };
         let raw = Errno::result(raw)?;
         // SAFETY: fsmount returned a new descriptor that nothing else owns.
         let mount = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };

@@ -69,6 +69,7 @@ pub trait Sys {
     ///
     /// # Errors
     /// The errno of the first call that fails.
+    /// `nodev` mounts it so that device nodes on it cannot be opened.
     fn mount_overlay_layers(
         &self,
         target: &Path,
@@ -76,6 +77,7 @@ pub trait Sys {
         upper_dir: &Path,
         work_dir: &Path,
         options: &[(&str, &str)],
+        nodev: bool,
     ) -> nix::Result<()>;
     /// `umount2(2)`.
     ///
@@ -110,6 +112,25 @@ pub trait Sys {
     /// The I/O error.
     fn symlink(&self, target: &Path, link: &Path) -> std::io::Result<()>;
 
+    /// `readlink(2)`.
+    ///
+    /// # Errors
+    /// The I/O error.
+    fn read_link(&self, path: &Path) -> std::io::Result<PathBuf>;
+    /// Writes a new file with `content`, `mode`, owner and group (a secret on the step's
+    /// tmpfs).
+    ///
+    /// # Errors
+    /// The I/O error.
+    fn write_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()>;
+
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: this process dies when its parent does.
     ///
     /// # Errors
@@ -131,6 +152,16 @@ pub trait Sys {
     /// # Errors
     /// The errno of the call that failed.
     fn take_terminal(&self) -> nix::Result<()>;
+    /// Moves this process into the cgroup whose `cgroup.procs` file is `procs`.
+    ///
+    /// # Errors
+    /// The I/O error.
+    fn join_cgroup(&self, procs: &Path) -> std::io::Result<()>;
+    /// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: a new, empty session keyring.
+    ///
+    /// # Errors
+    /// The errno.
+    fn join_session_keyring(&self) -> nix::Result<()>;
     /// `sethostname(2)`.
     ///
     /// # Errors
@@ -243,8 +274,23 @@ pub enum Call {
         /// The link.
         link: PathBuf,
     },
+    /// A secret written.
+    WriteFile {
+        /// Where.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+    },
     /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
     DieWithParent,
+    /// Moved into a cgroup (its `cgroup.procs`).
+    JoinCgroup(PathBuf),
+    /// A new session keyring.
+    SessionKeyring,
     /// `unshare(flags)`.
     Unshare(CloneFlags),
     /// `fork()`.

@@ -26,6 +26,8 @@ pub struct RecordingSys {
     pub symlinks: RefCell<HashSet<PathBuf>>,
     /// What [`Sys::read_file`] gives for a path (missing: `None`).
     pub contents: RefCell<HashMap<PathBuf, String>>,
+    /// What [`Sys::read_link`] gives for a path in [`RecordingSys::symlinks`].
+    pub link_targets: RefCell<HashMap<PathBuf, PathBuf>>,
     /// Paths [`Sys::is_executable`] says yes to.
     pub executables: RefCell<HashSet<PathBuf>>,
 }
@@ -67,6 +69,7 @@ impl Sys for RecordingSys {
         upper_dir: &Path,
         work_dir: &Path,
         _options: &[(&str, &str)],
+        _nodev: bool,
     ) -> nix::Result<()> {
         self.record(Call::OverlayLayers {
             target: target.to_path_buf(),
@@ -128,6 +131,42 @@ impl Sys for RecordingSys {
             link: link.to_path_buf(),
         });
         self.symlinks.borrow_mut().insert(link.to_path_buf());
+        Ok(())
+    }
+
+    fn read_link(&self, path: &Path) -> std::io::Result<PathBuf> {
+        self.link_targets
+            .borrow()
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        _content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()> {
+        self.record(Call::WriteFile {
+            path: path.to_path_buf(),
+            mode,
+            uid,
+            gid,
+        });
+        self.files.borrow_mut().insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn join_cgroup(&self, procs: &Path) -> std::io::Result<()> {
+        self.record(Call::JoinCgroup(procs.to_path_buf()));
+        Ok(())
+    }
+
+    fn join_session_keyring(&self) -> nix::Result<()> {
+        self.record(Call::SessionKeyring);
         Ok(())
     }
 

@@ -23,6 +23,12 @@ use std::path::{Path, PathBuf};
 
 use crate::platform::{self, Platform};
 
+use super::CheckArch;
+use super::error::{ExecutorError, Within as _};
+use super::state::Results;
+use crate::plan::BuildGraph;
+use crate::store::Store;
+
 /// Bytes read from each file: enough for a 64-bit ELF header.
 const HEADER_BYTES: usize = 64;
 
@@ -177,6 +183,82 @@ fn named(error: io::Error, action: &str, path: &Path) -> io::Error {
         error.kind(),
         format!("{action} {}: {error}", path.display()),
     )
+}
+
+/// The wrong-architecture guard: every ELF executable or library that the build's own layers
+/// add to a target image (not its base image's) is checked against the image's platform.
+/// Returns one line per finding: `[linux/arm64] COPY hello /usr/local/bin/: usr/local/bin/hello
+/// is linux/amd64, not linux/arm64`.
+pub(crate) fn check_images(
+    store: &Store,
+    graph: &BuildGraph,
+    results: &Results,
+    check_arch: CheckArch,
+) -> Result<Vec<String>, ExecutorError> {
+    if check_arch == CheckArch::Off {
+        return Ok(Vec::new());
+    }
+    let state_of = |vertex: usize| results.get(vertex).map(|done| &done.state);
+    let mut findings = Vec::new();
+    let mut checked = std::collections::HashSet::new();
+    for target in &graph.images {
+        let Some(state) = state_of(target.vertex) else {
+            continue;
+        };
+        // The external base: the first vertex up the parent chain that is an image or scratch.
+        let mut vertex = target.vertex;
+        while let Some(parent) = graph.vertices[vertex].parent {
+            vertex = parent;
+        }
+        let base_layers = state_of(vertex).map_or(0, |base| base.layers.len());
+        let added = &state.layers[base_layers.min(state.layers.len())..];
+        // History entries that made layers, in order; the last ones belong to `added`.
+        let layer_history: Vec<String> = state
+            .config
+            .history()
+            .as_ref()
+            .map(|history| {
+                history
+                    .iter()
+                    .filter(|entry| !entry.empty_layer().unwrap_or(false))
+                    .map(|entry| entry.created_by().clone().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let offset = layer_history.len().saturating_sub(added.len());
+        for (position, layer) in added.iter().enumerate() {
+            if !checked.insert((layer.diff_id.clone(), target.platform.clone())) {
+                continue;
+            }
+            let found = match store.snapshot(&layer.diff_id) {
+                Some(snapshot) => foreign_elf_files(&snapshot, &target.platform)
+                    .within(|| format!("checking {}", snapshot.display()))?,
+                // A layer of an imported cache hit, left in the cache (the build that made
+                // it checked it).
+                None => {
+                    let Some(blob) = layer
+                        .blob
+                        .as_ref()
+                        .filter(|blob| store.layout().has_blob(blob.digest()))
+                    else {
+                        continue;
+                    };
+                    let blob = store.layout().open_blob(blob.digest())?;
+                    let tar = crate::layer::decompressed(std::io::BufReader::new(blob))?;
+                    foreign_elf_in_layer(tar, &target.platform)?
+                }
+            };
+            let instruction = layer_history
+                .get(offset + position)
+                .map_or("a layer", |created_by| {
+                    created_by.trim_end_matches(" # buildkit")
+                });
+            for foreign in found {
+                findings.push(format!("[{}] {instruction}: {foreign}", target.platform));
+            }
+        }
+    }
+    Ok(findings)
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
-//! The node's side: `xbuild __node-info` (what [`super::ssh::probe`] asks) and
-//! `xbuild __node-build` (one sub-build, see [`super::protocol`]).
+//! A build node's side of a sub-build (`xbuild __node-build`, see
+//! [`crate::nodes::protocol`]): the request becomes a [`BuildRequest`] for this same
+//! pipeline, without checks (the build that sent it ran them) and without outputs: the
+//! node pushes each platform's manifest by digest and sends the OCI archive of its index
+//! back itself, on the pipeline's runtime.
 //!
 //! A sub-build is an ordinary build in the node's own store (its cache, its base images),
 //! of the requested platforms only, from the context unpacked into a private directory
@@ -12,11 +15,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::protocol::{self, NodeReply, NodeRequest};
-use crate::build::{self, BuildOptions, CheckArch};
+use super::{BuildRequest, build_on, start_runtime};
 use crate::error::{ExitKind, Failure, ResultExt};
-use crate::export::{self, Built, Output};
+use crate::executor::{BuildOptions, Built, CheckArch};
+use crate::export::{self, Output};
 use crate::layer::Compression;
+use crate::nodes::protocol::{self, NodeReply, NodeRequest};
 use crate::progress::{SharedSink, VertexCounter};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -63,6 +67,10 @@ pub fn serve_build(
         pull: request.pull,
         network_none: request.network_none,
         allow_insecure: request.allow_insecure,
+        network_host: request.network_host,
+        allow_network_host: request.allow_network_host,
+        pids_limit: request.pids_limit,
+        pids_limit_required: request.pids_limit_required,
         compression: match request.compression.as_str() {
             "zstd" => Compression::Zstd,
             "none" => Compression::None,
@@ -79,14 +87,20 @@ pub fn serve_build(
         // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
         cache: crate::cache::CacheOptions::default(),
     };
-    let report = build::run(&options)?;
-    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
+    let build_request = BuildRequest {
+        build: options,
+        tags: Vec::new(),
+        outputs: Vec::new(),
+        builder: None,
+        fallback: Default::default(),
+        checks: false,
+    };
+    let report = build_on(&build_request, &runtime)
+        .map_err(|failure| Failure::new(failure.exit_kind(), failure))?
+        .report;
+    let registry = Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
     let vertices = VertexCounter::after(report.last_vertex);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let mut pushed = Vec::new();
     if let Some(repository) = &request.push_to {
         for image in &report.built.images {
