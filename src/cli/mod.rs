@@ -119,10 +119,15 @@ fn report_peak_rss() {
 /// The errno is read from the `io::Error` in the chain, never from a message.
 fn disk_full_hint(error: &anyhow::Error) -> Option<String> {
     let full = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+        cause.downcast_ref::<std::io::Error>().is_some_and(|error| {
+            // A wrapped error (tempfile's, with its path) has the kind, not the errno.
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || error
+                .raw_os_error()
+                .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+        })
     });
     full.then(|| {
         format!(
