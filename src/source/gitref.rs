@@ -110,7 +110,7 @@ impl GitRef {
         {
             return Ok(None);
         }
-        let mut reference = GitRef {
+        let mut reference = Self {
             remote: parsed.remote,
             scheme: parsed.scheme,
             reference: None,
@@ -308,7 +308,7 @@ fn parse_url(text: &str) -> Result<Option<ParsedUrl>, GitRefError> {
             .query_pairs()
             .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
-        let fragment = url.fragment().map(|fragment| percent_decode(fragment));
+        let fragment = url.fragment().map(percent_decode);
         url.set_query(None);
         url.set_fragment(None);
         let path = percent_decode(url.path());

@@ -129,8 +129,7 @@ impl Instruction {
                         .map_err(|message| flag_error("checksum", message))?;
                 }
                 let keep_git_dir = add.keep_git_dir.then_some(true);
-                check_remote_sources(name, &expanded.sources, keep_git_dir)
-                    .map_err(|message| arguments(message))?;
+                check_remote_sources(name, &expanded.sources, keep_git_dir).map_err(&arguments)?;
                 Self::Add(expanded)
             }
             Self::Copy(copy) => {
@@ -142,8 +141,7 @@ impl Instruction {
                     excludes: words(&copy.excludes)?,
                     ..copy.clone()
                 };
-                check_remote_sources(name, &expanded.sources, None)
-                    .map_err(|message| arguments(message))?;
+                check_remote_sources(name, &expanded.sources, None).map_err(arguments)?;
                 Self::Copy(expanded)
             }
             Self::Env(env) => Self::Env(Env {
