@@ -15,9 +15,10 @@ use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageM
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::manifests::RawManifest;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::transport::{RawManifest, Registry, RegistryError, RegistryOptions};
+use super::transport::{Registry, RegistryError, RegistryOptions};
 use crate::oci::{ImageLayout, LayoutError};
 use crate::platform::Platform;
 
@@ -311,7 +312,7 @@ pub fn local_image(
         return Ok(None);
     }
     let bytes = layout.read_blob(top.digest()).map_err(store_error)?;
-    let manifest_descriptor = if super::transport::is_index_media_type(top.media_type().as_ref()) {
+    let manifest_descriptor = if super::manifests::is_index_media_type(top.media_type().as_ref()) {
         let index: ImageIndex = parse(&name, "index", top.digest(), &bytes)?;
         let Ok(entries) = select(&name, &index, &PlatformChoice::One(platform.clone())) else {
             return Ok(None);

@@ -12,9 +12,10 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::manifests::RawManifest;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::transport::{BlobPush, RawManifest, Registry, RegistryError, RegistryOptions};
+use super::transport::{BlobPush, Registry, RegistryError, RegistryOptions};
 use crate::oci::{ImageLayout, LayoutError};
 
 /// Errors of a push.

@@ -24,11 +24,9 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
 use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 
+use super::manifests::{MANIFEST_MEDIA_TYPES, RawManifest};
 use super::progress::NoProgress;
-use super::transport::{
-    MANIFEST_MEDIA_TYPES, Payload, RawManifest, Registry, RegistryError, Scope, check_status,
-    header_str,
-};
+use super::transport::{Payload, Registry, RegistryError, Scope, check_status, header_str};
 use crate::oci::ImageLayout;
 use crate::oci::referrers::{REFERRER_DEPTH, listed_descriptor, replaces};
 

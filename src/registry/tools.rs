@@ -9,11 +9,10 @@ use std::sync::Arc;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
+use super::manifests::{MANIFEST_MEDIA_TYPES, RawManifest};
 use super::progress::NoProgress;
 use super::reference::ImageRef;
-use super::transport::{
-    MANIFEST_MEDIA_TYPES, RawManifest, Registry, RegistryError, RegistryOptions,
-};
+use super::transport::{Registry, RegistryError, RegistryOptions};
 use crate::oci::ImageLayout;
 use crate::oci::annotation::{Annotation, AnnotationKind};
 use crate::platform::Platform;
