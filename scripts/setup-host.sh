@@ -3,14 +3,23 @@
 # binfmt_misc and enables the QEMU handlers. Safe to run again. Run by .ci/run.
 set -eu
 
+# python3-venv, npm, golang-go and binutils are for the attestation tests: a venv with the
+# SPDX and in-toto validators from PyPI, npm and pip installs to scan, a Go binary with a
+# vendored module, objcopy to read cargo-auditable's section.
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
-openssh-server openssh-client zstd python3"
+openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc
+libc6-dev zstd python3"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $package"
 done
+# Debian's npm conflicts with a Node.js that ships its own npm (NodeSource's nodejs, as on
+# the CI machines): installing it there fails with "held broken packages". Any npm will do.
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing npm"
+fi
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

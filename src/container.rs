@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::Config;
 
-use crate::build::failed::FailedStep;
+use crate::executor::failed::FailedStep;
 use crate::oci::image::{self as oci_image, ImageError, ResolvedImage};
 use crate::platform::{self, Platform};
+use crate::registry::ImageRef;
 use crate::registry::pull::{self, PullError};
-use crate::registry::{ImageRef, PlatformSpec};
 use crate::sandbox::{self, Network, SandboxError, Stdio, StepCommand, StepOutcome, StepSpec};
 use crate::store::{Store, StoreError};
 
@@ -182,14 +182,12 @@ pub fn find_local(
     platform: &Platform,
     exact: bool,
 ) -> Result<Option<ResolvedImage>, RunError> {
-    let spec = platform_spec(platform)?;
-    if let Some(found) = pull::local_image(store.layout(), reference, &spec)? {
+    if let Some(found) = pull::local_image(store.layout(), reference, platform)? {
         return Ok(Some(oci_image::read_image(
             store.layout(),
             &found.manifest,
         )?));
     }
-    let wanted = oci_image::parse_platform(&platform.to_string())?;
     let mut found = None;
     let store_name = reference.store_name();
     // `busybox` is also looked up as `busybox:latest`, the short form other tools write.
@@ -206,7 +204,7 @@ pub fn find_local(
         let mut images = oci_image::list_images(store.layout(), &descriptor)?;
         let position = images
             .iter()
-            .position(|image| oci_image::platform_matches(&wanted, &image.platform()));
+            .position(|image| platform.same_target(&image.platform()));
         found = match position {
             Some(position) => Some(images.swap_remove(position)),
             None if !exact && images.len() == 1 => images.pop(),
@@ -219,26 +217,14 @@ pub fn find_local(
     Ok(found)
 }
 
-/// `platform` in the registry module's terms.
-///
-/// # Errors
-/// A platform the registry module cannot spell (should not happen for a parsed one).
-pub fn platform_spec(platform: &Platform) -> Result<PlatformSpec, RunError> {
-    PlatformSpec::parse(&platform.to_string()).map_err(|_| {
-        RunError::Platform(platform::PlatformError::Malformed {
-            input: platform.to_string(),
-        })
-    })
-}
-
 /// The platform an image's binaries are for (its config's).
 ///
 /// # Errors
-/// A config platform this crate does not know.
+/// A config platform xbuild does not run ([`Platform::check_known`]).
 pub fn image_platform(image: &ResolvedImage) -> Result<Platform, RunError> {
-    Ok(Platform::parse(&oci_image::format_platform(
-        &image.platform(),
-    ))?)
+    let platform = image.platform();
+    platform.check_known()?;
+    Ok(platform)
 }
 
 /// A fresh upper and work directory under the store's `tmp/`, removed when dropped unless

@@ -1,5 +1,5 @@
 //! Every environment variable xbuild reads, in one place, each documented (README.md lists
-//! them from here).
+//! them from here), and the readers of those whose value is parsed in more than one place.
 
 /// Where the store lives. Default `/var/lib/xbuild` for root, `$XDG_DATA_HOME/xbuild`
 /// (or `~/.local/share/xbuild`) otherwise.
@@ -8,6 +8,13 @@ pub const XBUILD_ROOT: &str = "XBUILD_ROOT";
 /// Unix time that clamps layer mtimes and sets image `created` times, for reproducible
 /// output (<https://reproducible-builds.org/specs/source-date-epoch/>).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// [`SOURCE_DATE_EPOCH`] as Unix seconds, when set to a valid number.
+pub fn source_date_epoch() -> Option<i64> {
+    std::env::var(SOURCE_DATE_EPOCH)
+        .ok()
+        .and_then(|value| value.trim().parse::<i64>().ok())
+}
 
 /// Directory of the shared conformance data (tests only); default: the first
 /// `shared/conformance` found walking up from the crate.

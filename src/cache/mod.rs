@@ -1,6 +1,8 @@
-//! The build cache outside the store: `--cache-to` writes the cache records of a build (key →
-//! resulting state) with their layer blobs to a registry or an OCI layout directory;
-//! `--cache-from` reads them back so that matching steps are `CACHED` on another machine.
+//! The build cache: the key of a step ([`Key`]), the step cache of one build ([`StepCache`]:
+//! lookups and records in the store, records imported from `--cache-from`), and the cache
+//! outside the store: `--cache-to` writes the cache records of a build (key → resulting
+//! state) with their layer blobs to a registry or an OCI layout directory; `--cache-from`
+//! reads them back so that matching steps are `CACHED` on another machine.
 //!
 //! Format (documented in README.md), the same in a registry and in a directory:
 //!
@@ -29,7 +31,9 @@
     reason = "errors are the cold path of registry I/O; they carry the registry's error"
 )]
 
+pub mod key;
 pub mod spec;
+pub mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -40,12 +44,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::image as oci_image;
 use crate::oci::{ImageLayout, LayoutError};
+use crate::platform::Platform;
 use crate::registry::transport::BlobPush;
 use crate::registry::{
     ImageRef, NoProgress, RawManifest, Registry, RegistryError, RegistryOptions,
 };
+use crate::store::StoreError;
 
+pub use key::Key;
 pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError};
+pub use steps::StepCache;
 
 /// Media type of the config blob of a cache manifest (the records).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.xbuild.cache.config.v1+json";
@@ -60,8 +68,8 @@ const FORMAT_VERSION: u32 = 1;
 pub struct Record {
     /// The build's cache key of the step.
     pub key: String,
-    /// The platform of the step (`linux/arm64`).
-    pub platform: String,
+    /// The platform of the step (`linux/arm64` in the document).
+    pub platform: Platform,
     /// The layer blobs `state` refers to, in order.
     pub layers: Vec<Descriptor>,
     /// The resulting state, as the builder keeps it in its own cache records.
@@ -72,7 +80,7 @@ pub struct Record {
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheConfig {
     version: u32,
-    platform: String,
+    platform: Platform,
     records: Vec<Record>,
 }
 
@@ -102,9 +110,9 @@ pub enum CacheError {
     Registry {
         /// The cache ref.
         location: String,
-        /// The cause.
+        /// The cause (boxed: a registry error is large).
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// A layout (the store or a cache directory) failed.
     #[error("cache {location}")]
@@ -123,6 +131,21 @@ pub enum CacheError {
         /// What is wrong.
         reason: String,
     },
+    /// The store's cache records could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Layers of imported cache hits could not be fetched.
+    #[error("fetching layers of cached steps")]
+    Fetch(#[source] Box<Self>),
+    /// A step's state could not be encoded as a cache record.
+    #[error("encoding the cache record {key}")]
+    Encode {
+        /// The step's key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 fn bad(location: &impl ToString, reason: impl ToString) -> CacheError {
@@ -137,7 +160,7 @@ fn bad(location: &impl ToString, reason: impl ToString) -> CacheError {
 fn platform_manifest(
     store: &ImageLayout,
     location: &str,
-    platform: &str,
+    platform: &Platform,
     records: Vec<Record>,
 ) -> Result<(Descriptor, Vec<Descriptor>), CacheError> {
     let layout_error = |source| CacheError::Layout {
@@ -155,7 +178,7 @@ fn platform_manifest(
     }
     let config = CacheConfig {
         version: FORMAT_VERSION,
-        platform: platform.to_owned(),
+        platform: platform.clone(),
         records,
     };
     let config_descriptor = oci_image::write_json_blob(
@@ -167,25 +190,35 @@ fn platform_manifest(
     let manifest = oci_image::build_manifest(config_descriptor.clone(), layers.clone(), None);
     let bytes = oci_image::canonical_json(&manifest);
     let (digest, size) = store.write_blob(&bytes).map_err(layout_error)?;
-    let oci_platform = crate::platform::Platform::parse(platform)
-        .map(|p| oci_image::platform(&p.os, &p.architecture, p.variant.as_deref()))
-        .map_err(|error| bad(&location, error))?;
-    let mut descriptor = oci_image::manifest_descriptor(digest, size, Some(oci_platform));
+    let mut descriptor = oci_image::manifest_descriptor(digest, size, Some(platform));
     descriptor.set_annotations(Some(HashMap::from([(
         PLATFORM_ANNOTATION.to_owned(),
-        platform.to_owned(),
+        platform.to_string(),
     )])));
     let mut blobs = vec![config_descriptor];
     blobs.extend(layers);
     Ok((descriptor, blobs))
 }
 
-fn entry_platform(entry: &Descriptor) -> Option<&str> {
+/// The platform annotation of an index entry, as written.
+fn entry_annotation(entry: &Descriptor) -> Option<&str> {
     entry
         .annotations()
         .as_ref()
         .and_then(|annotations| annotations.get(PLATFORM_ANNOTATION))
         .map(String::as_str)
+}
+
+/// The platform whose records an index entry holds (its annotation, parsed: `None` when
+/// there is none or it is not a platform xbuild builds for).
+fn entry_platform(entry: &Descriptor) -> Option<Platform> {
+    entry_annotation(entry).and_then(|text| Platform::parse(text).ok())
+}
+
+/// Whether an entry of an existing cache index stays when `ours` are exported: another
+/// platform's, or one whose annotation this xbuild cannot read.
+fn keeps(entry: &Descriptor, ours: &BTreeSet<Platform>) -> bool {
+    entry_annotation(entry).is_some() && entry_platform(entry).is_none_or(|p| !ours.contains(&p))
 }
 
 /// Writes `records` to `export`'s location: blobs from `store` (layers of lazily imported
@@ -201,7 +234,7 @@ pub async fn export(
     records: Vec<Record>,
 ) -> Result<String, CacheError> {
     let location = export.location.to_string();
-    let mut by_platform: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut by_platform: BTreeMap<Platform, Vec<Record>> = BTreeMap::new();
     let count = records.len();
     for record in records {
         by_platform
@@ -216,15 +249,12 @@ pub async fn export(
         blobs.push((descriptor.clone(), needed));
         entries.push(descriptor);
     }
-    let ours: BTreeSet<String> = entries
-        .iter()
-        .filter_map(|entry| entry_platform(entry).map(str::to_owned))
-        .collect();
+    let ours: BTreeSet<Platform> = entries.iter().filter_map(entry_platform).collect();
     match &export.location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: location.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Arc::new(
                 Registry::connect(reference.registry(), options)
@@ -240,7 +270,7 @@ pub async fn export(
                 Ok(existing) if existing.is_index() => {
                     if let Ok(index) = serde_json::from_slice::<ImageIndex>(&existing.bytes) {
                         for entry in index.manifests() {
-                            if entry_platform(entry).is_some_and(|p| !ours.contains(p)) {
+                            if keeps(entry, &ours) {
                                 entries.push(entry.clone());
                             }
                         }
@@ -275,7 +305,7 @@ pub async fn export(
                     .await
                     .map_err(registry_error)?;
             }
-            entries.sort_by(|a, b| entry_platform(a).cmp(&entry_platform(b)));
+            entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
             let index = oci_image::build_index(entries);
             let raw = RawManifest::new(
                 oci_image::canonical_json(&index),
@@ -295,7 +325,7 @@ pub async fn export(
             if let Some(existing) = dest.resolve_ref(LOCAL_REF_NAME).map_err(layout_error)? {
                 if let Ok(index) = dest.read_json::<ImageIndex>(existing.digest(), "cache index") {
                     for entry in index.manifests() {
-                        if entry_platform(entry).is_some_and(|p| !ours.contains(p)) {
+                        if keeps(entry, &ours) {
                             entries.push(entry.clone());
                         }
                     }
@@ -306,7 +336,7 @@ pub async fn export(
                     copy_blob(store, &dest, blob).map_err(layout_error)?;
                 }
             }
-            entries.sort_by(|a, b| entry_platform(a).cmp(&entry_platform(b)));
+            entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
             let index = oci_image::build_index(entries);
             let descriptor = oci_image::write_json_blob(&dest, MediaType::ImageIndex, &index)
                 .map_err(layout_error)?;
@@ -316,7 +346,10 @@ pub async fn export(
     }
     Ok(format!(
         "exported the cache ({count} records, {}) to {location}",
-        ours.into_iter().collect::<Vec<_>>().join(", ")
+        ours.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }
 
@@ -336,26 +369,25 @@ fn copy_blob(from: &ImageLayout, to: &ImageLayout, blob: &Descriptor) -> Result<
     Ok(())
 }
 
-/// Reads the records of `platforms` (`linux/arm64`) from a cache. `None`: there is no cache
-/// there yet (as buildx, not an error).
+/// Reads the records of `platforms` from a cache (an entry's annotation and a record's
+/// platform may use any spelling [`Platform::parse`] takes). `None`: there is no cache there
+/// yet (as buildx, not an error).
 ///
 /// # Errors
 /// Registry or file failures other than "not found", documents not in this format.
 pub async fn import(
     options: Arc<RegistryOptions>,
     location: &CacheLocation,
-    platforms: &[String],
+    platforms: &[Platform],
 ) -> Result<Option<Imported>, CacheError> {
     let name = location.to_string();
-    let wanted = |entry: &Descriptor| {
-        entry_platform(entry).is_some_and(|p| platforms.iter().any(|w| w == p))
-    };
-    let mut configs: Vec<(String, Vec<u8>)> = Vec::new();
+    let wanted = |entry: &Descriptor| entry_platform(entry).filter(|p| platforms.contains(p));
+    let mut configs: Vec<(Platform, Vec<u8>)> = Vec::new();
     let source = match location {
         CacheLocation::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: name.clone(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await
@@ -371,9 +403,13 @@ pub async fn import(
             };
             let index: ImageIndex =
                 serde_json::from_slice(&top.bytes).map_err(|error| bad(&name, error))?;
-            for entry in index.manifests().iter().filter(|entry| wanted(entry)) {
+            for (entry, platform) in index
+                .manifests()
+                .iter()
+                .filter_map(|entry| Some((entry, wanted(entry)?)))
+            {
                 let raw = registry
-                    .get_manifest(repository, entry.digest().as_ref())
+                    .get_manifest_of(repository, entry)
                     .await
                     .map_err(registry_error)?;
                 let manifest: ImageManifest =
@@ -382,10 +418,10 @@ pub async fn import(
                     continue;
                 }
                 let bytes = registry
-                    .get_blob_bytes(repository, manifest.config().digest())
+                    .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
-                configs.push((entry_platform(entry).unwrap_or_default().to_owned(), bytes));
+                configs.push((platform, bytes));
             }
             BlobSource::Registry(reference.clone())
         }
@@ -403,7 +439,11 @@ pub async fn import(
             let index: ImageIndex = layout
                 .read_json(top.digest(), "cache index")
                 .map_err(layout_error)?;
-            for entry in index.manifests().iter().filter(|entry| wanted(entry)) {
+            for (entry, platform) in index
+                .manifests()
+                .iter()
+                .filter_map(|entry| Some((entry, wanted(entry)?)))
+            {
                 let manifest: ImageManifest = layout
                     .read_json(entry.digest(), "cache manifest")
                     .map_err(layout_error)?;
@@ -413,7 +453,7 @@ pub async fn import(
                 let bytes = layout
                     .read_blob(manifest.config().digest())
                     .map_err(layout_error)?;
-                configs.push((entry_platform(entry).unwrap_or_default().to_owned(), bytes));
+                configs.push((platform, bytes));
             }
             BlobSource::Local(dir.clone())
         }
@@ -455,9 +495,9 @@ pub async fn fetch(
 ) -> Result<(), CacheError> {
     match source {
         BlobSource::Registry(reference) => {
-            let registry_error = |source| CacheError::Registry {
+            let registry_error = |source: RegistryError| CacheError::Registry {
                 location: reference.to_string(),
-                source,
+                source: Box::new(source),
             };
             let registry = Registry::connect(reference.registry(), options)
                 .await

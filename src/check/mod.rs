@@ -289,8 +289,11 @@ pub enum CheckError {
 ///
 /// # Errors
 /// [`CheckError`]: an instruction that does not type, a bad `# check=` directive, an
-/// unknown `--target`.
+/// unknown `--target`, a `# syntax=` naming a frontend other than `docker/dockerfile:1`.
 pub fn check(tree: &Dockerfile, options: &CheckOptions) -> Result<Report, CheckError> {
+    // Another frontend's rules are that frontend's: refused as a build would refuse it.
+    crate::dockerfile::check_syntax(&tree.directives, &options.build_args)
+        .map_err(|error| CheckError::Dockerfile(error.with_file(options.file.clone())))?;
     let directive = options
         .build_args
         .get(CHECK_BUILD_ARG)
@@ -404,8 +407,7 @@ pub(crate) struct StageModel<'a> {
 }
 
 /// The Dockerfile typed for the rules: meta-ARGs and stages, each instruction beside its
-/// node. Built here rather than with [`crate::dockerfile::stages`], which refuses duplicate
-/// stage names (a rule here).
+/// node (the rules read the nodes: casing, comments, raw arguments).
 #[derive(Debug)]
 pub(crate) struct Model<'a> {
     pub(crate) tree: &'a Dockerfile,
@@ -482,7 +484,7 @@ impl<'a> Model<'a> {
                     .filter_map(|stage| stage.from.name.as_deref())
                     .collect();
                 return Err(DockerfileError::global(
-                    crate::dockerfile::ErrorKind::UnknownStage {
+                    crate::dockerfile::ErrorKind::UnknownTarget {
                         name: name.clone(),
                         suggestion: crate::dockerfile::error::suggest(name, &names)
                             .map(str::to_owned),
@@ -551,8 +553,10 @@ impl<'a> Model<'a> {
             .as_ref()
             .and_then(|name| {
                 let lower = name.to_lowercase();
+                // The last stage of that name, as BuildKit finds a duplicated one.
                 self.stages
                     .iter()
+                    .rev()
                     .find(|stage| stage.from.name.as_deref() == Some(lower.as_str()))
             })
             .map_or(self.stages.len() - 1, |stage| stage.index)

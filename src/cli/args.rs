@@ -29,9 +29,9 @@ pub enum Command {
     /// Remove image names (blobs go at the next prune).
     Rmi(super::image::RmiArgs),
     /// Remove the build cache and everything no named image needs.
-    Prune(super::image::PruneArgs),
+    Prune(super::prune::PruneArgs),
     /// Show what images, the build cache and snapshots take on disk.
-    Du(super::image::DuArgs),
+    Du(super::prune::DuArgs),
     /// Make an image from a root filesystem (a tar, a directory or stdin).
     Import(super::image::ImportArgs),
     /// Write an image to an OCI or docker archive.
@@ -50,7 +50,7 @@ pub enum Command {
     /// Log out from a registry (removes the stored credentials).
     Logout(super::registry::LogoutArgs),
     /// Inspect images in a registry, or combine them into a multi-platform index.
-    Imagetools(super::registry::ImagetoolsArgs),
+    Imagetools(super::imagetools::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
     /// Run a command in an image from the local store (pulled when missing), under QEMU
@@ -76,6 +76,11 @@ pub enum Command {
     Check(super::check::CheckArgs),
     /// Check the local store (`store check`).
     Store(super::store::StoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(super::completion::CompletionArgs),
+    /// Internal: write the man pages into a directory (`scripts/install.sh`).
+    #[command(name = "__man-pages", hide = true)]
+    ManPages(super::completion::ManPagesArgs),
 }
 
 pub use super::build::BuildArgs;

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::output;
 use crate::binfmt::{self, BinfmtError, BinfmtMisc, InstallOutcome, Runner, UninstallOutcome};
-use crate::error::{ExitKind, Failure, ResultExt};
+use crate::error::{ExitKind, Failure};
 use crate::platform::{self, Platform};
 
 /// `xbuild binfmt`: QEMU emulation through binfmt_misc.
@@ -192,8 +192,12 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
     }
 }
 
-/// `all` → every platform of the table; otherwise each argument parsed (exit 2 if bad).
-fn targets(arguments: &[String]) -> anyhow::Result<Vec<Platform>> {
+/// The platforms of `binfmt install` and `uninstall`: `all` → every platform of the table;
+/// otherwise each argument (comma separated too) parsed by [`super::values::platform_arg`].
+///
+/// # Errors
+/// An argument that is not a platform xbuild builds for (exit 2).
+pub fn targets(arguments: &[String]) -> anyhow::Result<Vec<Platform>> {
     if arguments.iter().any(|argument| argument == "all") {
         return Ok(platform::catalog::all()
             .iter()
@@ -203,9 +207,8 @@ fn targets(arguments: &[String]) -> anyhow::Result<Vec<Platform>> {
     arguments
         .iter()
         .flat_map(|argument| argument.split(','))
-        .map(|argument| Platform::parse(argument).exit_kind(ExitKind::BadInput))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Into::into)
+        .map(super::values::platform_arg)
+        .collect()
 }
 
 fn install(arguments: &[String], prefix: &str) -> anyhow::Result<()> {

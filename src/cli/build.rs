@@ -1,24 +1,62 @@
 //! `xbuild build` (and `xbuild [OPTIONS] PATH`): the options users know from
-//! `docker buildx build`, turned into [`crate::build::BuildOptions`]; the result named in the
-//! store under each `-t`.
+//! `docker buildx build`, turned into a [`BuildRequest`] for [`pipeline::build`]; what it
+//! did, printed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::output;
 use super::progress::ProgressMode;
-use crate::build::{self, BuildOptions, CheckArch};
+use crate::check::Report;
 use crate::error::{ExitKind, Failure, ResultExt};
-use anyhow::Context as _;
-
+use crate::executor::{BuildOptions, BuildReport, CheckArch};
 use crate::export::{self, Output};
 use crate::layer::Compression;
-use crate::platform::{self, Platform};
-use crate::progress::VertexCounter;
-use crate::registry::RegistryOptions;
+use crate::nodes::dispatch::Fallback;
+use crate::pipeline::{self, BuildError, BuildRequest};
+use crate::platform::Platform;
 use crate::store::Store;
+
+/// `--check-arch`: what to do about ELF files added for another architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckArchArg {
+    /// Print a warning naming the file and the instruction that added it (the default).
+    Warn,
+    /// Fail the build.
+    Error,
+    /// Do not look.
+    Off,
+}
+
+impl From<CheckArchArg> for CheckArch {
+    fn from(value: CheckArchArg) -> Self {
+        match value {
+            CheckArchArg::Warn => Self::Warn,
+            CheckArchArg::Error => Self::Error,
+            CheckArchArg::Off => Self::Off,
+        }
+    }
+}
+
+/// `--fallback`: what to do when a build node does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FallbackArg {
+    /// Fail the build before any work (exit 3).
+    Fail,
+    /// Build the node's platforms here, under emulation where needed.
+    Emulate,
+}
+
+impl From<FallbackArg> for Fallback {
+    fn from(value: FallbackArg) -> Self {
+        match value {
+            FallbackArg::Fail => Self::Fail,
+            FallbackArg::Emulate => Self::Emulate,
+        }
+    }
+}
 
 /// `xbuild build`: the options users know from `docker buildx build`.
 #[derive(Debug, Args)]
@@ -53,13 +91,18 @@ pub struct BuildArgs {
     /// Print only the digest of the result on stdout.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Network for RUN steps: `default`/`host`, or `none`.
+    /// Network for RUN steps: `default` (a namespace of its own with outbound access),
+    /// `none`, or `host` (needs `--allow network.host`).
     #[arg(long, default_value = "default")]
     pub network: String,
+    /// The most processes and threads a RUN step may have at once (default 4096, applied
+    /// where the host has a cgroup pids controller; `-1`: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i32>,
     /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
-    /// Extra privileges (`security.insecure`).
+    /// Extra privileges (`network.host`, `security.insecure`).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     /// Layer compression: gzip (default) or zstd.
@@ -67,8 +110,8 @@ pub struct BuildArgs {
     pub compression: String,
     /// ELF files added for another architecture (an amd64 binary in an arm64 image): warn,
     /// fail the build (error), or do not look (off).
-    #[arg(long, value_enum, default_value_t = CheckArch::Warn)]
-    pub check_arch: CheckArch,
+    #[arg(long, value_enum, default_value_t = CheckArchArg::Warn)]
+    pub check_arch: CheckArchArg,
     /// Push the result to the registry of each tag.
     #[arg(long)]
     pub push: bool,
@@ -89,8 +132,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NAME")]
     pub builder: Option<String>,
     /// When a node does not answer: fail before any work, or build its platforms here.
-    #[arg(long, value_enum, default_value_t = crate::nodes::dispatch::Fallback::Fail)]
-    pub fallback: crate::nodes::dispatch::Fallback,
+    #[arg(long, value_enum, default_value_t = FallbackArg::Fail)]
+    pub fallback: FallbackArg,
     /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
     /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
@@ -102,6 +145,14 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
+    /// The target platforms: `--platform` ([`super::values::platform_args`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
+        super::values::platform_args(&self.platform)
+    }
+
     /// Runs the build.
     ///
     /// # Errors
@@ -111,21 +162,11 @@ impl BuildArgs {
         self.add_output_names();
         let outputs = self.outputs()?;
         let explicit_platforms = !self.platform.is_empty();
-        let targets: Vec<Platform> = if explicit_platforms {
-            let mut targets = Vec::new();
-            for text in &self.platform {
-                let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
-                if !targets.contains(&platform) {
-                    targets.push(platform);
-                }
-            }
-            targets
-        } else {
-            vec![platform::host()]
-        };
-        let network_none = match self.network.as_str() {
-            "default" | "host" => false,
-            "none" => true,
+        let targets = self.targets()?;
+        let (network_none, network_host) = match self.network.as_str() {
+            "default" => (false, false),
+            "none" => (true, false),
+            "host" => (false, true),
             other => {
                 return Err(Failure::bad_input(format_args!(
                     "--network={other}: use default, host or none"
@@ -134,12 +175,29 @@ impl BuildArgs {
             }
         };
         let mut allow_insecure = false;
-        for entitlement in &self.allow {
-            match entitlement.as_str() {
+        let mut allow_network_host = false;
+        for entitlement in self.allow.iter().flat_map(|value| value.split(',')) {
+            match entitlement.trim() {
                 "security.insecure" => allow_insecure = true,
+                "network.host" => allow_network_host = true,
                 other => return Err(super::unsupported(format_args!("--allow {other}"))),
             }
         }
+        if network_host && !allow_network_host {
+            return Err(Failure::bad_input("entitlement network.host is not allowed: --network=host needs --allow network.host").into());
+        }
+        let pids_limit_required = self.pids_limit.is_some_and(|limit| limit != -1);
+        let pids_limit = match self.pids_limit {
+            None => Some(crate::sandbox::DEFAULT_PIDS_LIMIT),
+            Some(-1) => None,
+            Some(limit) if limit > 0 => Some(u64::from(limit.unsigned_abs())),
+            Some(other) => {
+                return Err(Failure::bad_input(format_args!(
+                    "--pids-limit={other}: use a positive number, or -1 for no limit"
+                ))
+                .into());
+            }
+        };
         let compression = match self.compression.as_str() {
             "gzip" => Compression::Gzip,
             "zstd" => Compression::Zstd,
@@ -155,7 +213,7 @@ impl BuildArgs {
             Some(value) => Some(value.trim().parse::<i64>().map_err(|_| {
                 Failure::bad_input(format_args!("SOURCE_DATE_EPOCH={value} is not a number"))
             })?),
-            None => crate::layer::source_date_epoch(),
+            None => crate::env::source_date_epoch(),
         };
         for tag in &self.tags {
             crate::registry::ImageRef::parse(tag)
@@ -171,77 +229,63 @@ impl BuildArgs {
             .clone()
             .unwrap_or_else(|| self.context.join("Dockerfile"));
         let secrets = parse_secrets(&self.secret)?;
-        // `xbuild check`'s rules, printed at the end; `# check=error=true` stops here.
-        let checks = super::check::for_build(
-            &self.context,
-            &dockerfile,
-            &build_args,
-            &targets,
-            self.target.as_deref(),
-        )?;
-        if let Some(report) = checks.as_ref().filter(|report| report.is_error()) {
-            return Err(super::check::refuse_build(report));
-        }
-        let print_checks = || {
-            if let Some(report) = checks.as_ref().filter(|_| mode != ProgressMode::Quiet) {
+        let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
+        let builder = builders
+            .selected(self.builder.as_deref())
+            .exit_kind(ExitKind::BadInput)?
+            .cloned();
+        let request = BuildRequest {
+            build: BuildOptions {
+                context: self.context.clone(),
+                dockerfile,
+                targets,
+                explicit_platforms,
+                build_args,
+                target_stage: self.target.clone(),
+                no_cache: self.no_cache,
+                pull: self.pull,
+                network_none,
+                allow_insecure,
+                network_host,
+                allow_network_host,
+                pids_limit,
+                pids_limit_required,
+                compression,
+                source_date_epoch,
+                secrets,
+                sink: Arc::from(super::progress::sink(mode)),
+                check_arch: self.check_arch.into(),
+                cache: self.cache_options(&outputs)?,
+            },
+            tags: self.tags.clone(),
+            outputs,
+            builder,
+            fallback: self.fallback.into(),
+            checks: true,
+        };
+        // `xbuild check`'s findings are printed at the end, after a failure too; with
+        // `# check=error=true` they are the reason the build stopped (printed even with -q).
+        let print_checks = |checks: Option<&Report>, refused: bool| {
+            if let Some(report) = checks.filter(|_| refused || mode != ProgressMode::Quiet) {
                 super::check::print_build_warnings(report);
             }
         };
-        let options = BuildOptions {
-            context: self.context.clone(),
-            dockerfile,
-            targets,
-            explicit_platforms,
-            build_args,
-            target_stage: self.target.clone(),
-            no_cache: self.no_cache,
-            pull: self.pull,
-            network_none,
-            allow_insecure,
-            compression,
-            source_date_epoch,
-            secrets,
-            sink: Arc::from(super::progress::sink(mode)),
-            check_arch: self.check_arch,
-            cache: self.cache_options(&outputs)?,
-        };
-        let sink = options.sink.clone();
-        let report = match self.build(&options, &outputs) {
-            Ok(report) => report,
-            Err(error) => {
-                print_checks();
-                return Err(error);
+        let result = match pipeline::build(&request) {
+            Ok(result) => result,
+            Err(failure) => {
+                if let Some(report) = &failure.report {
+                    print_report_warnings(report);
+                }
+                let refused = matches!(failure.error, BuildError::ChecksFailed { .. });
+                print_checks(failure.checks.as_deref(), refused);
+                return Err(Failure::new(failure.exit_kind(), failure).into());
             }
         };
-        for warning in &report.warnings {
-            output::warning(warning);
-        }
-        if !report.unused_build_args.is_empty() {
-            output::warning(format_args!(
-                "build arguments not consumed by any ARG: {}",
-                report.unused_build_args.join(", ")
-            ));
-        }
-        let store = Store::open_default().exit_kind(ExitKind::Failed)?;
-        let registry = Arc::new(RegistryOptions::from_env(store.root()));
-        let vertices = VertexCounter::after(report.last_vertex);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        let exported = runtime
-            .block_on(export::write(
-                &store,
-                registry,
-                &report.built,
-                &self.tags,
-                &outputs,
-                sink,
-                &vertices,
-            ))
-            .map_err(|error| Failure::new(error.exit_kind(), error))?;
+        let report = &result.report;
+        print_report_warnings(report);
         if let Some(path) = &self.metadata_file {
-            export::write_metadata_file(path, &store, &report.built, &exported)?;
+            let store = Store::open_default().exit_kind(ExitKind::Failed)?;
+            export::write_metadata_file(path, &store, &report.built, &result.exported)?;
         }
         if let Some(path) = &self.iidfile {
             export::write_iidfile(path, &report.built)?;
@@ -261,33 +305,15 @@ impl BuildArgs {
             "{} RUN steps run, {} steps cached",
             report.steps_run, report.cached
         ));
-        for written in &exported.written {
+        for written in &result.exported.written {
             output::stderr(written);
         }
-        for note in &exported.notes {
+        for note in &result.exported.notes {
             output::stderr(note);
         }
-        print_checks();
+        print_checks(result.checks.as_ref(), false);
         output::stdout(&digest);
         Ok(())
-    }
-
-    /// Builds here, or with the nodes of the selected builder (`--builder`, `builder use`).
-    fn build(
-        &self,
-        options: &BuildOptions,
-        outputs: &[Output],
-    ) -> anyhow::Result<build::BuildReport> {
-        let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
-        let builder = builders
-            .selected(self.builder.as_deref())
-            .exit_kind(ExitKind::BadInput)?;
-        let push_to = outputs
-            .iter()
-            .any(|output| matches!(output, Output::Registry { .. }))
-            .then(|| self.tags.first().cloned())
-            .flatten();
-        crate::nodes::dispatch::run(options, builder, self.fallback, push_to.as_deref())
     }
 
     /// `-o type=registry,name=REG/app` names what is pushed, as `-t` does.
@@ -411,4 +437,18 @@ fn parse_secrets(specs: &[String]) -> anyhow::Result<std::collections::BTreeMap<
         secrets.insert(id, value);
     }
     Ok(secrets)
+}
+
+/// The build's own warnings (the planner's, `--check-arch`), and the build arguments no
+/// `ARG` used.
+fn print_report_warnings(report: &BuildReport) {
+    for warning in &report.warnings {
+        output::warning(warning);
+    }
+    if !report.unused_build_args.is_empty() {
+        output::warning(format_args!(
+            "build arguments not consumed by any ARG: {}",
+            report.unused_build_args.join(", ")
+        ));
+    }
 }

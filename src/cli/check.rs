@@ -1,9 +1,9 @@
 //! `xbuild check`: runs every rule of [`crate::check`] on a Dockerfile and prints what they
 //! find (`Dockerfile:LINE: RuleName: message` and a fix, or JSON), exit 0 when clean and 1
-//! when a rule fired, like `docker build --check`. Also the checks a build runs first.
+//! when a rule fired, like `docker build --check`. Also how a build prints what its checks
+//! found (the pipeline runs them).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -58,13 +58,21 @@ struct JsonReport<'r> {
 }
 
 impl CheckArgs {
+    /// The target platforms: `--platform` ([`super::values::platform_args`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn targets(&self) -> anyhow::Result<Vec<Platform>> {
+        super::values::platform_args(&self.platform)
+    }
+
     /// Runs the checks and prints the result.
     ///
     /// # Errors
     /// A rule fired (exit 1); an unreadable or invalid Dockerfile, a bad `# check=`
     /// directive or bad arguments (exit 2).
     pub fn run(self) -> anyhow::Result<()> {
-        let targets = parse_platforms(&self.platform)?;
+        let targets = self.targets()?;
         let dockerfile = self
             .file
             .clone()
@@ -122,55 +130,6 @@ fn summary(report: &Report) -> String {
     )
 }
 
-fn parse_platforms(texts: &[String]) -> anyhow::Result<Vec<Platform>> {
-    if texts.is_empty() {
-        return Ok(vec![platform::host()]);
-    }
-    let mut targets = Vec::new();
-    for text in texts {
-        let platform = Platform::parse(text).exit_kind(ExitKind::BadInput)?;
-        if !targets.contains(&platform) {
-            targets.push(platform);
-        }
-    }
-    Ok(targets)
-}
-
-/// The checks a build runs before it starts. `None` when the Dockerfile cannot be read or
-/// does not type: the build reports that itself.
-///
-/// # Errors
-/// A `# check=` directive that does not parse (exit 2), as BuildKit refuses it.
-pub(crate) fn for_build(
-    context: &Path,
-    dockerfile: &Path,
-    build_args: &BTreeMap<String, String>,
-    targets: &[Platform],
-    target_stage: Option<&str>,
-) -> anyhow::Result<Option<Report>> {
-    let Ok(bytes) = std::fs::read(dockerfile) else {
-        return Ok(None);
-    };
-    let Ok(tree) = dockerfile::parse(&String::from_utf8_lossy(&bytes)) else {
-        return Ok(None);
-    };
-    let options = CheckOptions {
-        file: dockerfile.display().to_string(),
-        build_args: build_args.clone(),
-        targets: targets.to_vec(),
-        build_platform: platform::host(),
-        target_stage: target_stage.map(str::to_owned),
-        dockerignore: Dockerignore::load(context, dockerfile).unwrap_or_default(),
-    };
-    match check::check(&tree, &options) {
-        Ok(report) => Ok(Some(report)),
-        Err(error @ check::CheckError::Directive { .. }) => {
-            Err(Failure::new(ExitKind::BadInput, error).into())
-        }
-        Err(_) => Ok(None),
-    }
-}
-
 /// Prints a build's check warnings on stderr, as buildx does after a build.
 pub(crate) fn print_build_warnings(report: &Report) {
     if report.warnings.is_empty() {
@@ -181,17 +140,4 @@ pub(crate) fn print_build_warnings(report: &Report) {
         output::stderr(format_args!("WARNING: {warning}"));
         output::stderr(format_args!("  fix: {}", warning.fix));
     }
-}
-
-/// With `# check=error=true`, a build with warnings stops before it starts (exit 1).
-pub(crate) fn refuse_build(report: &Report) -> anyhow::Error {
-    print_build_warnings(report);
-    Failure::new(
-        ExitKind::Failed,
-        anyhow::anyhow!(
-            "lint violation found for rules: {} (# check=error=true)",
-            report.rules_fired().join(", ")
-        ),
-    )
-    .into()
 }

@@ -11,6 +11,7 @@
 //!   build graph for all targets, one vertex a line, shared vertices once.
 //! - `xbuild debug shell [--before] ID [COMMAND...]`: a shell in a failed step's state
 //!   ([`super::run`]).
+//! - `xbuild debug sbom|provenance|attach|referrers`: attestations ([`super::attest`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::output;
+use super::values::platform_arg;
 use crate::dockerfile::{self, DockerfileError, ResolveOptions};
 use crate::error::{ExitKind, Failure, ResultExt};
 use crate::plan::{self, PlanError, PlanOptions};
@@ -42,6 +44,14 @@ pub enum DebugCommand {
     Plan(PlanArgs),
     /// Open a shell (or run COMMAND) in the state a failed RUN left, or before it.
     Shell(super::run::ShellArgs),
+    /// Scan a root directory or a stored image and print its SBOM.
+    Sbom(super::attest::SbomArgs),
+    /// Print the SLSA provenance of a build record (JSON).
+    Provenance(super::attest::ProvenanceArgs),
+    /// Attach an SBOM or a provenance to a stored image as a referrer.
+    Attach(super::attest::AttachArgs),
+    /// List the referrers (attestations) of a stored image.
+    Referrers(super::attest::ReferrersArgs),
 }
 
 /// `xbuild debug plan FILE --platform P[,P...]`.
@@ -106,6 +116,10 @@ impl DebugArgs {
             DebugCommand::Stages(args) => args.run(),
             DebugCommand::Plan(args) => args.run(),
             DebugCommand::Shell(args) => args.run(),
+            DebugCommand::Sbom(args) => args.run(),
+            DebugCommand::Provenance(args) => args.run(),
+            DebugCommand::Attach(args) => args.run(),
+            DebugCommand::Referrers(args) => args.run(),
         }
     }
 }
@@ -145,22 +159,32 @@ impl AstArgs {
 }
 
 impl StagesArgs {
+    /// The target platform (`--platform`, one) and the build platform (`--build-platform`),
+    /// each the host's by default.
+    ///
+    /// # Errors
+    /// Several targets, or a value that is not a platform xbuild builds for (exit 2).
+    pub fn platforms(&self) -> anyhow::Result<(Platform, Platform)> {
+        let target = match &self.platform {
+            Some(platform) if platform.contains(',') => {
+                return Err(Failure::bad_input("debug stages takes one --platform").into());
+            }
+            Some(platform) => platform_arg(platform)?,
+            None => platform::host(),
+        };
+        let build = match &self.build_platform {
+            Some(platform) => platform_arg(platform)?,
+            None => platform::host(),
+        };
+        Ok((target, build))
+    }
+
     fn run(self) -> anyhow::Result<()> {
         let tree = load(&self.file)?;
         let stages =
             dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
         let build_args = parse_build_args(&self.build_args);
-        let target_platform = match &self.platform {
-            Some(platform) if platform.contains(',') => {
-                return Err(Failure::bad_input("debug stages takes one --platform").into());
-            }
-            Some(platform) => parse_platform(platform)?,
-            None => platform::host(),
-        };
-        let build_platform = match &self.build_platform {
-            Some(platform) => parse_platform(platform)?,
-            None => platform::host(),
-        };
+        let (target_platform, build_platform) = self.platforms()?;
         let options = ResolveOptions {
             build_args,
             automatic_args: plan::automatic_args(&target_platform, &build_platform),
@@ -183,11 +207,6 @@ impl StagesArgs {
     }
 }
 
-/// Parses a platform flag (exit 2 when it is not one).
-fn parse_platform(text: &str) -> anyhow::Result<Platform> {
-    Platform::parse(text).map_err(|error| Failure::new(ExitKind::BadInput, error).into())
-}
-
 /// Collects `--build-arg KEY=VALUE` (or `KEY`, taken from the environment when set).
 pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     let mut build_args = BTreeMap::new();
@@ -208,22 +227,32 @@ pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
 }
 
 impl PlanArgs {
-    fn run(self) -> anyhow::Result<()> {
-        let tree = load(&self.file)?;
-        let stages =
-            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+    /// The target platforms (`--platform`, as given) and the build platform
+    /// (`--build-platform`), each the host's by default.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn platforms(&self) -> anyhow::Result<(Vec<Platform>, Platform)> {
         let targets = if self.platform.is_empty() {
             vec![platform::host()]
         } else {
             self.platform
                 .iter()
-                .map(|text| parse_platform(text))
+                .map(|text| platform_arg(text))
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
-        let build_platform = match &self.build_platform {
-            Some(text) => parse_platform(text)?,
+        let build = match &self.build_platform {
+            Some(text) => platform_arg(text)?,
             None => platform::host(),
         };
+        Ok((targets, build))
+    }
+
+    fn run(self) -> anyhow::Result<()> {
+        let tree = load(&self.file)?;
+        let stages =
+            dockerfile::stages(&tree).map_err(|error| bad_dockerfile(error, &self.file))?;
+        let (targets, build_platform) = self.platforms()?;
         let options = PlanOptions {
             targets,
             build_platform,

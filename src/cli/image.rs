@@ -1,5 +1,5 @@
-//! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `prune`, `du`,
-//! `import`, `save`, `load`, over the local store.
+//! The image commands: `images`, `inspect`, `history`, `tag`, `rmi`, `import`, `save`,
+//! `load`, over the local store (`prune` and `du` are in [`super::prune`]).
 
 use std::fs;
 use std::io::{self, Read};
@@ -7,24 +7,26 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use oci_spec::image::{Config, ConfigBuilder, History, HistoryBuilder, Platform};
+use oci_spec::image::{History, HistoryBuilder};
 
 use super::output;
+use crate::dockerfile::{self, Expander};
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::executor::config;
 use crate::layer::{self, Compression, TreeKind};
-use crate::oci::image::{self, format_platform, parse_platform};
+use crate::oci::ImageState;
+use crate::oci::image;
+use crate::platform::{self, Platform};
 use crate::store::{ArchiveFormat, Store, display_ref, normalize_ref, split_ref};
 
-fn open_store() -> anyhow::Result<Store> {
+pub(crate) fn open_store() -> anyhow::Result<Store> {
     let root = crate::store::default_root();
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
-fn parse_platform_arg(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
-    platform
-        .map(|spec| parse_platform(spec).exit_kind(ExitKind::BadInput))
-        .transpose()
-        .map_err(Into::into)
+/// An optional `--platform` ([`super::values::platform_arg`]).
+fn optional_platform(platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    platform.map(super::values::platform_arg).transpose()
 }
 
 /// Sizes as Docker prints them (SI units).
@@ -48,7 +50,7 @@ pub(crate) fn human_size(bytes: u64) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) {
+pub(crate) fn table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
@@ -111,7 +113,7 @@ impl ImagesArgs {
                 Ok(images) => {
                     let platforms: Vec<String> = images
                         .iter()
-                        .map(|image| format_platform(&image.platform()))
+                        .map(|image| image.platform().to_string())
                         .collect();
                     let size: u64 = images
                         .iter()
@@ -164,13 +166,21 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Prints the image.
     ///
     /// # Errors
     /// Unknown image or platform.
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let name = &self.reference;
         let top = store.resolve_ref(name).exit_kind(ExitKind::BadInput)?;
         let resolved = store
@@ -178,14 +188,14 @@ impl InspectArgs {
             .exit_kind(ExitKind::BadInput)?;
         let platforms: Vec<String> = image::list_images(store.layout(), &top)?
             .iter()
-            .map(|image| format_platform(&image.platform()))
+            .map(|image| image.platform().to_string())
             .collect();
         let document = serde_json::json!({
             "Name": normalize_ref(name),
             "Digest": top.digest().to_string(),
             "MediaType": top.media_type().to_string(),
             "Platforms": platforms,
-            "Platform": format_platform(&resolved.platform()),
+            "Platform": resolved.platform().to_string(),
             "ManifestDigest": resolved.descriptor.digest().to_string(),
             "Manifest": serde_json::to_value(&resolved.manifest)?,
             "Config": serde_json::to_value(&resolved.config)?,
@@ -210,13 +220,21 @@ pub struct HistoryArgs {
 }
 
 impl HistoryArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Prints one line per history entry, newest first.
     ///
     /// # Errors
     /// Unknown image or platform.
     pub fn run(self) -> anyhow::Result<()> {
         let store = open_store()?;
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let resolved = store
             .image(&self.reference, platform.as_ref())
             .exit_kind(ExitKind::BadInput)?;
@@ -318,81 +336,6 @@ impl RmiArgs {
     }
 }
 
-/// `xbuild prune`: removes build cache records and everything no named image needs.
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    /// Keep the build cache; remove only what nothing refers to.
-    #[arg(long)]
-    pub keep_cache: bool,
-}
-
-impl PruneArgs {
-    /// Collects garbage.
-    ///
-    /// # Errors
-    /// The store is busy or cannot be written.
-    pub fn run(self) -> anyhow::Result<()> {
-        let store = open_store()?;
-        let report = store.gc(!self.keep_cache)?;
-        output::stdout(format!(
-            "Removed {} cache records, {} blobs, {} snapshots; reclaimed {}",
-            report.cache_records,
-            report.blobs,
-            report.snapshots,
-            human_size(report.bytes)
-        ));
-        Ok(())
-    }
-}
-
-/// `xbuild du`: what images, the build cache and snapshots take.
-#[derive(Debug, Args)]
-pub struct DuArgs {}
-
-impl DuArgs {
-    /// Prints disk usage by kind.
-    ///
-    /// # Errors
-    /// The store cannot be read.
-    pub fn run(self) -> anyhow::Result<()> {
-        let store = open_store()?;
-        let usage = store.disk_usage()?;
-        let row = |kind: &str, (count, bytes): (u64, u64), note: &str| {
-            vec![
-                kind.to_owned(),
-                count.to_string(),
-                human_size(bytes),
-                note.to_owned(),
-            ]
-        };
-        table(&[
-            ["TYPE", "COUNT", "SIZE", "RECLAIMABLE BY"]
-                .map(str::to_owned)
-                .to_vec(),
-            row("Image blobs", usage.image_blobs, "xbuild rmi, then prune"),
-            row("Build cache blobs", usage.cache_blobs, "xbuild prune"),
-            row(
-                "Unreferenced blobs",
-                usage.unreferenced_blobs,
-                "xbuild prune --keep-cache",
-            ),
-            row("Snapshots", usage.snapshots, ""),
-            row(
-                "  of which unreferenced",
-                usage.unreferenced_snapshots,
-                "xbuild prune --keep-cache",
-            ),
-            row("Cache records", (usage.cache_records, 0), "xbuild prune"),
-            row(
-                "Temporary files",
-                (0, usage.tmp_bytes),
-                "xbuild prune --keep-cache",
-            ),
-        ]);
-        Ok(())
-    }
-}
-
 /// `xbuild import [--platform P] [--change INSTRUCTION]... ROOTFS.tar|DIR|- REF`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -418,22 +361,30 @@ pub struct ImportArgs {
 }
 
 impl ImportArgs {
+    /// The platform the image is for: `--platform`, else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Platform> {
+        Ok(optional_platform(self.platform.as_deref())?.unwrap_or_else(platform::host))
+    }
+
     /// Makes a one-layer image from a root filesystem.
     ///
     /// # Errors
     /// Bad `--change`, unreadable source, write failures.
     pub fn run(self) -> anyhow::Result<()> {
-        let platform =
-            parse_platform_arg(self.platform.as_deref())?.unwrap_or_else(image::host_platform);
+        let platform = self.wanted_platform()?;
         let compression = Compression::parse(&self.compression).ok_or_else(|| {
             Failure::bad_input(format!(
                 "unknown compression {:?}: use gzip or zstd",
                 self.compression
             ))
         })?;
-        let mut container_config = ConfigBuilder::default().build()?;
+        // Every change is read (and refused if bad) before anything is written.
+        let mut state = ImageState::new(image::new_image_config(&platform, None));
         for change in &self.changes {
-            apply_change(&mut container_config, change)?;
+            apply_change(&mut state, change)?;
         }
         let store = open_store()?;
         let source = self.source.as_path();
@@ -446,7 +397,7 @@ impl ImportArgs {
                 source,
                 TreeKind::RootFs,
                 compression,
-                layer::source_date_epoch(),
+                crate::env::source_date_epoch(),
             )
             .with_context(|| format!("importing {}", source.display()))?
         } else {
@@ -457,7 +408,8 @@ impl ImportArgs {
                 .with_context(|| format!("importing {}", source.display()))?
         };
         let created = image::created_now();
-        let mut config = image::new_image_config(&platform, Some(created.clone()));
+        let mut config = state.config;
+        config.set_created(Some(created.clone()));
         config
             .rootfs_mut()
             .diff_ids_mut()
@@ -480,9 +432,6 @@ impl ImportArgs {
         }
         let history: History = history.build()?;
         config.set_history(Some(vec![history]));
-        if container_config != Config::default() {
-            config.set_config(Some(container_config));
-        }
         let descriptor = store.put_image(&config, vec![blob.descriptor])?;
         store.set_ref(&self.reference, &descriptor)?;
         output::stdout(descriptor.digest());
@@ -490,125 +439,51 @@ impl ImportArgs {
     }
 }
 
-/// Applies one `--change` instruction to a container config, as `docker import -c` does.
-fn apply_change(config: &mut Config, change: &str) -> anyhow::Result<()> {
+/// The instructions `--change` takes: those of `docker import -c`, and `LABEL`,
+/// `STOPSIGNAL`.
+const CHANGES: [&str; 9] = [
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Applies one `--change` instruction to the image, as `docker import -c` does: read as a
+/// Dockerfile instruction, expanded with the image's environment, and applied by the same
+/// functions a build's config instructions use ([`crate::executor::config`]).
+fn apply_change(state: &mut ImageState, change: &str) -> anyhow::Result<()> {
     let change = change.trim();
-    let (instruction, rest) = change
-        .split_once(char::is_whitespace)
-        .map_or((change, ""), |(first, rest)| (first, rest.trim()));
-    let bad = |why: &str| -> anyhow::Error {
+    let name = change
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if !CHANGES.contains(&name.as_str()) {
+        return Err(Failure::unsupported(format!("--change {name}")).into());
+    }
+    let bad = |why: &dyn std::fmt::Display| -> anyhow::Error {
         Failure::bad_input(format!("--change {change:?}: {why}")).into()
     };
-    let words = |rest: &str| -> anyhow::Result<Vec<String>> {
-        if rest.starts_with('[') {
-            serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))
-        } else {
-            Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), rest.to_owned()])
-        }
+    let tree = dockerfile::parse(&format!("FROM scratch\n{change}\n")).map_err(|e| bad(&e.kind))?;
+    let stages = dockerfile::stages(&tree).map_err(|e| bad(&e.kind))?;
+    let instructions = stages
+        .stages
+        .first()
+        .map(|stage| stage.instructions.as_slice())
+        .unwrap_or_default();
+    let [instruction] = instructions else {
+        return Err(bad(&"give one instruction per --change"));
     };
-    let key_values = |rest: &str| -> anyhow::Result<Vec<(String, String)>> {
-        if rest.contains('=') {
-            split_words(rest)
-                .into_iter()
-                .map(|word| {
-                    word.split_once('=')
-                        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                        .ok_or_else(|| bad("expected KEY=VALUE"))
-                })
-                .collect()
-        } else {
-            let (key, value) = rest
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| bad("expected KEY VALUE"))?;
-            Ok(vec![(key.to_owned(), value.trim().to_owned())])
-        }
-    };
-    if rest.is_empty() {
-        return Err(bad("missing arguments"));
-    }
-    match instruction.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            config.set_cmd(Some(words(rest)?));
-        }
-        "ENTRYPOINT" => {
-            config.set_entrypoint(Some(words(rest)?));
-        }
-        "ENV" => {
-            let mut env = config.env().clone().unwrap_or_default();
-            for (key, value) in key_values(rest)? {
-                env.retain(|existing| existing.split_once('=').map(|(k, _)| k) != Some(&key));
-                env.push(format!("{key}={value}"));
-            }
-            config.set_env(Some(env));
-        }
-        "LABEL" => {
-            let mut labels = config.labels().clone().unwrap_or_default();
-            labels.extend(key_values(rest)?);
-            config.set_labels(Some(labels));
-        }
-        "EXPOSE" => {
-            let mut ports = config.exposed_ports().clone().unwrap_or_default();
-            for port in rest.split_whitespace() {
-                let port = if port.contains('/') {
-                    port.to_owned()
-                } else {
-                    format!("{port}/tcp")
-                };
-                if !ports.contains(&port) {
-                    ports.push(port);
-                }
-            }
-            ports.sort();
-            config.set_exposed_ports(Some(ports));
-        }
-        "VOLUME" => {
-            let mut volumes = config.volumes().clone().unwrap_or_default();
-            let new = if rest.starts_with('[') {
-                serde_json::from_str::<Vec<String>>(rest).map_err(|_| bad("bad JSON array"))?
-            } else {
-                rest.split_whitespace().map(str::to_owned).collect()
-            };
-            volumes.extend(new);
-            volumes.sort();
-            volumes.dedup();
-            config.set_volumes(Some(volumes));
-        }
-        "USER" => {
-            config.set_user(Some(rest.to_owned()));
-        }
-        "WORKDIR" => {
-            config.set_working_dir(Some(rest.to_owned()));
-        }
-        "STOPSIGNAL" => {
-            config.set_stop_signal(Some(rest.to_owned()));
-        }
-        other => {
-            return Err(Failure::unsupported(format!("--change {other}")).into());
-        }
-    }
+    let instruction = instruction
+        .expand(&Expander::new('\\'), &state.env())
+        .map_err(|e| bad(&e.kind))?;
+    config::apply(state, &instruction).map_err(|e| bad(&e))?;
     Ok(())
-}
-
-/// Splits `a=1 "b=two words"` into words, honouring double quotes.
-fn split_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in text.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
 }
 
 /// `xbuild save REF -o FILE [--format oci|docker] [--platform P]`.
@@ -630,6 +505,14 @@ pub struct SaveArgs {
 }
 
 impl SaveArgs {
+    /// The platform asked for (`--platform`), if any.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Option<Platform>> {
+        optional_platform(self.platform.as_deref())
+    }
+
     /// Writes the archive (to a temporary file renamed into place).
     ///
     /// # Errors
@@ -645,7 +528,7 @@ impl SaveArgs {
                 .into());
             }
         };
-        let platform = parse_platform_arg(self.platform.as_deref())?;
+        let platform = self.wanted_platform()?;
         let store = open_store()?;
         let name = self.reference.clone();
         store.resolve_ref(&name).exit_kind(ExitKind::BadInput)?;
@@ -732,14 +615,19 @@ mod tests {
         assert_eq!(human_size(5_000_000_000), "5 GB");
     }
 
+    fn new_image() -> ImageState {
+        ImageState::new(oci_spec::image::ImageConfiguration::default())
+    }
+
     #[test]
     fn changes_set_the_config() {
-        let mut config = ConfigBuilder::default().build().unwrap();
-        apply_change(&mut config, r#"CMD ["/bin/sh","-c","echo"]"#).unwrap();
-        apply_change(&mut config, "ENV A=1 B=\"two words\"").unwrap();
-        apply_change(&mut config, "ENV C 3").unwrap();
-        apply_change(&mut config, "EXPOSE 80 53/udp").unwrap();
-        apply_change(&mut config, "WORKDIR /app").unwrap();
+        let mut state = new_image();
+        apply_change(&mut state, r#"CMD ["/bin/sh","-c","echo"]"#).unwrap();
+        apply_change(&mut state, "ENV A=1 B=\"two words\"").unwrap();
+        apply_change(&mut state, "ENV C 3").unwrap();
+        apply_change(&mut state, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut state, "WORKDIR /app").unwrap();
+        let config = state.cfg();
         assert_eq!(
             config.cmd().as_deref(),
             Some(&["/bin/sh".to_owned(), "-c".to_owned(), "echo".to_owned()][..])
@@ -752,6 +640,26 @@ mod tests {
             config.exposed_ports().as_deref(),
             Some(&["53/udp".to_owned(), "80/tcp".to_owned()][..])
         );
-        assert!(apply_change(&mut config, "RUN make").is_err());
+        assert!(apply_change(&mut state, "RUN make").is_err());
+    }
+
+    #[test]
+    fn changes_take_what_a_build_takes() {
+        let mut state = new_image();
+        apply_change(&mut state, "EXPOSE 8000-8002/tcp 8080:80").unwrap();
+        apply_change(&mut state, "ENV DIR=/srv").unwrap();
+        apply_change(&mut state, "WORKDIR $DIR/app").unwrap();
+        apply_change(&mut state, "entrypoint [\"/bin/app\"]").unwrap();
+        let config = state.cfg();
+        assert_eq!(
+            config.exposed_ports().clone().unwrap(),
+            ["80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        assert_eq!(config.working_dir().as_deref(), Some("/srv/app"));
+        assert_eq!(config.entrypoint().clone().unwrap(), ["/bin/app"]);
+        for bad in ["EXPOSE 70000", "ENV", "CMD echo\nRUN x", "HEALTHCHECK NONE"] {
+            let error = apply_change(&mut state, bad).unwrap_err();
+            assert_eq!(crate::error::exit_kind(&error).code(), 2, "{error:#}");
+        }
     }
 }

@@ -5,17 +5,23 @@
 //! `xbuild --platform linux/amd64,linux/arm64 --push .`.
 
 pub mod args;
+pub mod attest;
 pub mod binfmt;
 pub mod build;
 pub mod check;
+pub mod completion;
 pub mod debug;
 pub mod image;
+pub mod imagetools;
 pub mod nodes;
 pub mod output;
+pub mod plugin;
 pub mod progress;
+pub mod prune;
 pub mod registry;
 pub mod run;
 pub mod store;
+pub mod values;
 
 use std::process::ExitCode;
 
@@ -27,8 +33,35 @@ use args::{Cli, Command};
 /// Parses the process arguments, runs the command and returns its exit status. Errors are
 /// printed once, as a chain, on stderr.
 pub fn main() -> ExitCode {
-    let argv = with_default_subcommand(std::env::args_os().collect());
-    let matches = match Cli::command().try_get_matches_from(argv) {
+    let (argv, plugin) = match plugin::parse(std::env::args_os().collect()) {
+        Ok(plugin::Invocation::Metadata) => {
+            output::stdout(plugin::metadata());
+            return ExitCode::SUCCESS;
+        }
+        Ok(plugin::Invocation::Run {
+            argv,
+            plugin,
+            environment,
+        }) => {
+            for (variable, value) in environment {
+                // SAFETY: nothing else runs yet (no runtime, no thread has been started), so
+                // no other thread can read the environment while it changes.
+                unsafe { std::env::set_var(variable, value) };
+            }
+            (argv, plugin)
+        }
+        Err(error) => {
+            output::error(&error.into());
+            return ExitCode::from(ExitKind::BadInput);
+        }
+    };
+    let argv = with_default_subcommand(argv);
+    let mut command = Cli::command();
+    if let Some(plugin) = plugin {
+        // Usage lines read `docker xbuild build ...`, as buildx's read `docker buildx ...`.
+        command = command.bin_name(format!("docker {plugin}"));
+    }
+    let matches = match command.try_get_matches_from(argv) {
         Ok(matches) => matches,
         Err(error) => {
             // clap prints help and version on stdout (exit 0) and usage errors on stderr
@@ -83,14 +116,18 @@ fn report_peak_rss() {
 
 /// Advice when a write failed because a file system is full (ENOSPC, or EDQUOT): the cause
 /// chain already names the file; this says where the store is and how to get space back.
+/// The errno is read from the `io::Error` in the chain, never from a message.
 fn disk_full_hint(error: &anyhow::Error) -> Option<String> {
     let full = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
-            // Errors that crossed a thread or process as text (the sandbox, tar writers).
-            || cause.to_string().contains("No space left on device")
+        cause.downcast_ref::<std::io::Error>().is_some_and(|error| {
+            // A wrapped error (tempfile's, with its path) has the kind, not the errno.
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || error
+                .raw_os_error()
+                .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+        })
     });
     full.then(|| {
         format!(
@@ -134,6 +171,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NodeBuild => nodes::node_build(),
         Command::Check(args) => args.run(),
         Command::Store(args) => args.run(),
+        // The command tree is handed down, so that completion.rs need not name args.rs.
+        Command::Completion(args) => args.run(&<Cli as clap::CommandFactory>::command()),
+        Command::ManPages(args) => args.run(<Cli as clap::CommandFactory>::command()),
     }
 }
 
@@ -169,6 +209,33 @@ impl From<ExitKind> for ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_name_the_subcommands_and_hide_internal_ones() {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = completion::render(&Cli::command(), shell);
+            assert!(script.contains("imagetools"), "{shell}");
+            assert!(script.contains("platform"), "{shell}");
+            assert!(!script.contains("__run-step"), "{shell}");
+            assert!(!script.contains("fsck"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn man_pages_cover_visible_subcommands() {
+        let dir = tempfile::tempdir().unwrap();
+        completion::ManPagesArgs {
+            dir: dir.path().join("man1"),
+        }
+        .run(Cli::command())
+        .unwrap();
+        let page = std::fs::read_to_string(dir.path().join("man1/xbuild-build.1")).unwrap();
+        assert!(page.contains("platform"));
+        assert!(dir.path().join("man1/xbuild.1").is_file());
+        assert!(dir.path().join("man1/xbuild-imagetools-create.1").is_file());
+        assert!(!dir.path().join("man1/xbuild-__run-step.1").exists());
+    }
 
     fn argv(args: &[&str]) -> Vec<String> {
         with_default_subcommand(args.iter().map(Into::into).collect())

@@ -293,11 +293,11 @@ pub fn node_info() -> anyhow::Result<()> {
 /// stdin, reply on stdout, progress as JSON lines on stderr).
 ///
 /// # Errors
-/// As [`nodes::remote::serve_build`].
+/// As [`crate::pipeline::node::serve_build`].
 pub fn node_build() -> anyhow::Result<()> {
     let sink = Arc::new(super::progress::RawJson);
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    nodes::remote::serve_build(stdin.lock(), &mut out, sink)
+    crate::pipeline::node::serve_build(stdin.lock(), &mut out, sink)
 }

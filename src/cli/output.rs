@@ -10,6 +10,13 @@ pub fn stdout(line: impl std::fmt::Display) {
     let _ = writeln!(out, "{line}");
 }
 
+/// Writes bytes on stdout as they are (a generated script), with no newline added.
+pub fn stdout_bytes(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe is not worth reporting, as in `stdout`.
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}
+
 /// Prints a note or warning on stderr. A closed stderr (`xbuild push 2>&1 | head`) must not
 /// abort the work in progress, so write errors are ignored (`eprintln!` would panic).
 pub fn stderr(line: impl std::fmt::Display) {

@@ -1,5 +1,5 @@
-//! `xbuild pull`, `push`, `login`, `logout`, `imagetools inspect|create` and
-//! `manifest inspect`: arguments and the glue to [`crate::registry`].
+//! `xbuild pull`, `push`, `login`, `logout` and `manifest inspect`: arguments and the glue
+//! to [`crate::registry`] (`imagetools` is in [`super::imagetools`]).
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -10,10 +10,11 @@ use clap::{Args, Subcommand};
 use super::output;
 use super::progress::ProgressMode;
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::progress::SharedSink;
 use crate::registry::auth::StoredIn;
 use crate::registry::{
-    Credentials, ImageRef, PlatformChoice, PlatformSpec, PushOptions, Registry, RegistryOptions,
-    Secret, SinkProgress, pull, push, tools,
+    Credentials, ImageRef, PlatformChoice, PushOptions, Registry, RegistryOptions, Secret,
+    SinkProgress, pull, push, tools,
 };
 use crate::store::{self, Store};
 
@@ -27,13 +28,20 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
-    fn options(&self) -> Arc<RegistryOptions> {
-        let mut options = RegistryOptions::from_env(&store::default_root());
+    /// The registry options, with notes (credentials sent to a token service on another
+    /// host) shown on `notes`.
+    pub(crate) fn options(&self, notes: SharedSink) -> Arc<RegistryOptions> {
+        let mut options = RegistryOptions::from_env(&store::default_root()).showing_notes(notes);
         options
             .insecure_registries
             .extend(self.insecure_registries.iter().cloned());
         Arc::new(options)
     }
+}
+
+/// Where the notes of a command without `--progress` go: `# note` lines on stderr.
+pub(crate) fn plain_notes() -> SharedSink {
+    Arc::new(super::progress::Plain::default())
 }
 
 /// `xbuild pull [--platform P | --all-platforms] REF`.
@@ -99,43 +107,6 @@ pub struct LogoutArgs {
     pub registry: String,
 }
 
-/// `xbuild imagetools ...`.
-#[derive(Debug, Args)]
-pub struct ImagetoolsArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: ImagetoolsCommand,
-}
-
-/// The `imagetools` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ImagetoolsCommand {
-    /// Show an image in a registry: its index and platforms, or its raw manifest.
-    Inspect {
-        /// Print the manifest or index exactly as the registry serves it.
-        #[arg(long)]
-        raw: bool,
-        /// Image (`name[:tag][@digest]`).
-        #[arg(value_name = "REF")]
-        reference: String,
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        registry: RegistryFlags,
-    },
-    /// Create one multi-platform index out of images already in a registry.
-    Create {
-        /// Where to push the index (`name:tag`), repeatable.
-        #[arg(short = 't', long = "tag", value_name = "DST", required = true)]
-        tags: Vec<String>,
-        /// Source images (single- or multi-platform).
-        #[arg(value_name = "SRC", required = true)]
-        sources: Vec<String>,
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        registry: RegistryFlags,
-    },
-}
-
 /// `xbuild manifest ...`.
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
@@ -159,47 +130,53 @@ pub enum ManifestCommand {
     },
 }
 
-fn parse_reference(input: &str) -> anyhow::Result<ImageRef> {
+pub(crate) fn parse_reference(input: &str) -> anyhow::Result<ImageRef> {
     Ok(ImageRef::parse(input).exit_kind(ExitKind::BadInput)?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn open_store() -> anyhow::Result<Store> {
+pub(crate) fn open_store() -> anyhow::Result<Store> {
     let root = store::default_root();
     Store::open(&root).with_context(|| format!("opening the store {}", root.display()))
 }
 
 impl PullArgs {
+    /// What to pull: every platform (`--all-platforms`), the best match for `--platform`
+    /// ([`super::values::platform_arg`]), else the host's, preferred.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn choice(&self) -> anyhow::Result<PlatformChoice> {
+        Ok(if self.all_platforms {
+            PlatformChoice::All
+        } else {
+            match &self.platform {
+                Some(platform) => PlatformChoice::One(super::values::platform_arg(platform)?),
+                None => PlatformChoice::Prefer(crate::platform::host()),
+            }
+        })
+    }
+
     /// Pulls the image into the store and prints its digests.
     ///
     /// # Errors
     /// Bad reference or platform (exit 2), registry or store failures (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
         let reference = parse_reference(&self.reference)?;
-        let choice = if self.all_platforms {
-            PlatformChoice::All
-        } else {
-            match &self.platform {
-                Some(platform) => PlatformChoice::One(
-                    PlatformSpec::parse(platform).exit_kind(ExitKind::BadInput)?,
-                ),
-                None => PlatformChoice::Prefer(PlatformSpec::host()),
-            }
-        };
+        let choice = self.choice()?;
         let store = open_store()?;
-        let options = self.registry.options();
-        let progress = Arc::new(SinkProgress::per_blob(
-            Arc::from(super::progress::sink(self.progress)),
-            1,
-        ));
-        let pulled = runtime()?.block_on(pull::pull_reference(
-            options,
+        let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
+        let options = self.registry.options(Arc::clone(&sink));
+        let progress = Arc::new(SinkProgress::per_blob(sink, 1));
+        let runtime = runtime()?;
+        let pulled = runtime.block_on(pull::pull_reference(
+            Arc::clone(&options),
             store.layout(),
             &reference,
             &choice,
@@ -209,6 +186,25 @@ impl PullArgs {
             "pulled {reference}: {} blobs fetched, {} already in the store",
             pulled.blobs_fetched, pulled.blobs_present
         ));
+        // The image's referrers (attestations) come with it; the image is complete without
+        // them, so a failure here is a warning.
+        let mut subjects = vec![pulled.descriptor.digest().clone()];
+        subjects.extend(
+            pulled
+                .images
+                .iter()
+                .map(|image| image.manifest.digest().clone()),
+        );
+        subjects.dedup();
+        match runtime.block_on(pull_referrers(options, &store, &reference, &subjects)) {
+            Ok(0) => {}
+            Ok(count) => output::stderr(format_args!(
+                "pulled {count} referrers (attestations) of {reference}"
+            )),
+            Err(error) => output::warning(format_args!(
+                "{reference}: its referrers (attestations) were not pulled: {error:#}"
+            )),
+        }
         output::stdout(format_args!("{}@{}", reference, pulled.descriptor.digest()));
         for image in &pulled.images {
             let platform = image
@@ -229,11 +225,9 @@ impl PushArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let reference = parse_reference(&self.reference)?;
         let store = open_store()?;
-        let options = self.registry.options();
-        let progress = Arc::new(SinkProgress::per_blob(
-            Arc::from(super::progress::sink(self.progress)),
-            1,
-        ));
+        let sink: SharedSink = Arc::from(super::progress::sink(self.progress));
+        let options = self.registry.options(Arc::clone(&sink));
+        let progress = Arc::new(SinkProgress::per_blob(sink, 1));
         let pushed = runtime()?.block_on(push::push_reference(
             options,
             store.layout(),
@@ -246,9 +240,36 @@ impl PushArgs {
             "pushed {}: {} blobs uploaded, {} mounted, {} already there",
             reference, pushed.uploaded, pushed.mounted, pushed.existing
         ));
+        if pushed.referrers > 0 {
+            output::stderr(format_args!(
+                "pushed {} referrers (attestations) of {reference}",
+                pushed.referrers
+            ));
+        }
         output::stdout(format_args!("{reference}@{}", pushed.digest));
         Ok(())
     }
+}
+
+/// Fetches the referrers of `subjects` and lists them in the store; returns how many.
+async fn pull_referrers(
+    options: Arc<RegistryOptions>,
+    store: &Store,
+    reference: &ImageRef,
+    subjects: &[crate::oci::Digest],
+) -> anyhow::Result<usize> {
+    let registry = Registry::connect(reference.registry(), options).await?;
+    let fetched = crate::registry::referrers::fetch_referrers(
+        &registry,
+        store.layout(),
+        reference.repository(),
+        subjects,
+    )
+    .await?;
+    for (subject, referrer) in &fetched {
+        store.add_referrer(subject, referrer)?;
+    }
+    Ok(fetched.len())
 }
 
 /// `https://host:5000/v2/` → `host:5000`, as Docker accepts either.
@@ -303,7 +324,7 @@ impl LoginArgs {
             username,
             secret: Secret::new(password),
         };
-        let options = self.flags.options();
+        let options = self.flags.options(plain_notes());
         let config = options.docker_config.clone();
         runtime()?
             .block_on(async {
@@ -351,82 +372,6 @@ impl LogoutArgs {
     }
 }
 
-impl ImagetoolsArgs {
-    /// Runs `inspect` or `create`.
-    ///
-    /// # Errors
-    /// Bad references (exit 2), registry failures (exit 1).
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            ImagetoolsCommand::Inspect {
-                raw,
-                reference,
-                registry,
-            } => {
-                let reference = parse_reference(&reference)?;
-                let manifest =
-                    runtime()?.block_on(tools::inspect(registry.options(), &reference))?;
-                if raw {
-                    output::stdout(String::from_utf8_lossy(&manifest.bytes));
-                    return Ok(());
-                }
-                output::stdout(format_args!("Name:      {reference}"));
-                output::stdout(format_args!("MediaType: {}", manifest.media_type));
-                output::stdout(format_args!("Digest:    {}", manifest.digest));
-                if manifest.is_index() {
-                    output::stdout("");
-                    output::stdout("Manifests:");
-                    for entry in tools::index_entries(&reference, &manifest)? {
-                        let name = reference.with_digest(entry.descriptor.digest().clone());
-                        output::stdout(format_args!("  Name:      {name}"));
-                        output::stdout(format_args!(
-                            "  MediaType: {}",
-                            entry.descriptor.media_type()
-                        ));
-                        output::stdout(format_args!(
-                            "  Platform:  {}",
-                            entry
-                                .platform
-                                .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
-                        ));
-                        output::stdout("");
-                    }
-                }
-                Ok(())
-            }
-            ImagetoolsCommand::Create {
-                tags,
-                sources,
-                registry,
-            } => {
-                let targets = tags
-                    .iter()
-                    .map(|tag| parse_reference(tag))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let sources = sources
-                    .iter()
-                    .map(|source| parse_reference(source))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let store = open_store()?;
-                let options = registry.options();
-                let runtime = runtime()?;
-                for target in &targets {
-                    let index = runtime
-                        .block_on(tools::create(
-                            Arc::clone(&options),
-                            store.layout(),
-                            &sources,
-                            target,
-                        ))
-                        .with_context(|| format!("creating {target}"))?;
-                    output::stdout(format_args!("{target}@{}", index.digest));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 impl ManifestArgs {
     /// Runs `inspect`.
     ///
@@ -439,8 +384,8 @@ impl ManifestArgs {
                 registry,
             } => {
                 let reference = parse_reference(&reference)?;
-                let manifest =
-                    runtime()?.block_on(tools::inspect(registry.options(), &reference))?;
+                let manifest = runtime()?
+                    .block_on(tools::inspect(registry.options(plain_notes()), &reference))?;
                 let value: serde_json::Value = serde_json::from_slice(&manifest.bytes)
                     .with_context(|| format!("{reference}: the manifest is not JSON"))?;
                 output::stdout(

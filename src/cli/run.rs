@@ -15,9 +15,9 @@ use clap::Args;
 
 use super::output;
 use super::progress::ProgressMode;
-use crate::build::failed::FailedStep;
 use crate::container::{self as container, Ran, RunError, RunOptions};
 use crate::error::{ExitKind, Failure, ResultExt as _};
+use crate::executor::failed::FailedStep;
 use crate::platform::{self, Platform};
 use crate::registry::{ImageRef, RegistryOptions, SinkProgress, pull};
 use crate::sandbox::{Network, Stdio, Stream};
@@ -48,7 +48,8 @@ pub struct RunArgs {
     /// Replace the image's entrypoint (and its default command); `""` removes it.
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
-    /// Network: `host` (the default: the host's network) or `none` (loopback only).
+    /// Network: `host` (the default: the host's network), `none` (loopback only) or
+    /// `default` (a namespace of its own with outbound access, as a build's `RUN`).
     #[arg(long, value_name = "MODE", default_value = "host")]
     pub network: String,
     /// Keep stdin open: the container reads ours.
@@ -127,22 +128,31 @@ fn interactive_stdio() -> Stdio {
 }
 
 impl RunArgs {
+    /// The platform to run: `--platform` ([`super::values::platform_arg`]), else the host's.
+    ///
+    /// # Errors
+    /// A value that is not a platform xbuild builds for (exit 2).
+    pub fn wanted_platform(&self) -> anyhow::Result<Platform> {
+        match &self.platform {
+            Some(text) => super::values::platform_arg(text),
+            None => Ok(platform::host()),
+        }
+    }
+
     /// Runs the image's command and exits with its status.
     ///
     /// # Errors
     /// Bad arguments (exit 2), a platform the host cannot run or not root (exit 3), an
     /// image that is not in the store and cannot be pulled, sandbox failures (exit 1).
     pub fn run(self) -> anyhow::Result<()> {
-        let wanted = match &self.platform {
-            Some(text) => Platform::parse(text).exit_kind(ExitKind::BadInput)?,
-            None => platform::host(),
-        };
+        let wanted = self.wanted_platform()?;
         let network = match self.network.as_str() {
             "host" => Network::Host,
             "none" => Network::None,
+            "default" => Network::Default,
             other => {
                 return Err(super::unsupported(format_args!(
-                    "--network {other} (use host or none)"
+                    "--network {other} (use host, none or default)"
                 )));
             }
         };
@@ -162,12 +172,11 @@ impl RunArgs {
                 output::stderr(format_args!(
                     "Unable to find image '{reference}' ({wanted}) locally, pulling"
                 ));
-                let spec = container::platform_spec(&wanted).exit_kind_of()?;
-                let options = Arc::new(RegistryOptions::from_env(store.root()));
-                let progress = Arc::new(SinkProgress::per_blob(
-                    Arc::from(super::progress::sink(ProgressMode::Auto)),
-                    1,
-                ));
+                let sink: crate::progress::SharedSink =
+                    Arc::from(super::progress::sink(ProgressMode::Auto));
+                let options =
+                    Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
+                let progress = Arc::new(SinkProgress::per_blob(sink, 1));
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
@@ -176,14 +185,14 @@ impl RunArgs {
                     options,
                     store.layout(),
                     &reference,
-                    &spec,
+                    &wanted,
                     progress,
                 ))?;
                 crate::oci::image::read_image(store.layout(), &pulled.manifest)?
             }
         };
         let actual = container::image_platform(&image).exit_kind_of()?;
-        if actual != wanted {
+        if !actual.same_target(&wanted) {
             output::warning(format_args!(
                 "the image's platform ({actual}) does not match the requested platform \
                  ({wanted}); running it as {actual}"

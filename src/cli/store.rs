@@ -66,6 +66,12 @@ impl CheckArgs {
             report.cache_records,
             report.snapshots
         ));
+        if report.referrers > 0 {
+            output::stdout(format!(
+                "checked {} referrers (attestations)",
+                report.referrers
+            ));
+        }
         if report.absent_platforms > 0 {
             output::stdout(format!(
                 "{} platform manifests named by indexes are not in the store (partial pulls)",

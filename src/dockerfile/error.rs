@@ -1,6 +1,8 @@
 //! Dockerfile errors. Every error names the file and the line it comes from and reads
-//! `Dockerfile:7: unknown instruction "RUNN"`, followed by `hint: did you mean "RUN"?` where a
-//! hint helps. The CLI maps them to exit code 2 (bad input).
+//! `Dockerfile:7: unknown instruction: RUNN (did you mean RUN?)`: where BuildKit has a message
+//! for the same mistake, the message is BuildKit's (what users search for), its "did you
+//! mean" included; a `hint:` line follows where more helps. The CLI maps them to exit code 2
+//! (bad input).
 
 use std::fmt;
 
@@ -122,7 +124,7 @@ pub enum ErrorKind {
         detail: String,
     },
     /// An instruction name BuildKit does not know.
-    #[error("unknown instruction \"{name}\"")]
+    #[error("unknown instruction: {name}{}", did_you_mean(.suggestion.as_deref()))]
     UnknownInstruction {
         /// The name as written.
         name: String,
@@ -130,7 +132,7 @@ pub enum ErrorKind {
         suggestion: Option<String>,
     },
     /// No `FROM` at all.
-    #[error("no FROM instruction: a Dockerfile needs at least one stage")]
+    #[error("dockerfile contains no stages to build")]
     MissingFrom,
     /// An instruction other than `ARG` before the first `FROM`.
     #[error("{instruction} before the first FROM: only ARG may come before FROM")]
@@ -139,7 +141,7 @@ pub enum ErrorKind {
         instruction: String,
     },
     /// A `--flag` the instruction does not take.
-    #[error("{instruction} does not take the flag --{flag}")]
+    #[error("unknown flag: --{flag}{}", did_you_mean(near_flag(.flag, .valid)))]
     UnknownFlag {
         /// The instruction, upper case.
         instruction: String,
@@ -174,19 +176,44 @@ pub enum ErrorKind {
         /// The name as written.
         name: String,
     },
-    /// A `--from`, `FROM` or `--target` naming a stage that does not exist.
-    #[error("unknown stage {name:?}")]
+    /// A `--from` index naming a stage that does not exist.
+    #[error("invalid stage index {name}: the Dockerfile has no stage {name}")]
     UnknownStage {
-        /// The name used.
+        /// The index used.
         name: String,
         /// The nearest stage name, if close enough.
         suggestion: Option<String>,
     },
-    /// Two stages with the same name.
-    #[error("duplicate stage name {name:?}")]
-    DuplicateStage {
-        /// The name.
+    /// `--target` naming a stage that does not exist.
+    #[error("target stage {name:?} could not be found{}", did_you_mean(.suggestion.as_deref()))]
+    UnknownTarget {
+        /// The name given.
         name: String,
+        /// The nearest stage name, if close enough.
+        suggestion: Option<String>,
+    },
+    /// `COPY --from` or `RUN --mount from=` naming a stage defined after the instruction (or
+    /// the stage itself).
+    #[error("{}", stage_defined_later(*.mount, .name, .current, .target.as_deref()))]
+    StageDefinedLater {
+        /// `true` for `RUN --mount from=`, `false` for `COPY --from`.
+        mount: bool,
+        /// The stage named.
+        name: String,
+        /// The stage the instruction is in (its name, or `stage-N`).
+        current: String,
+        /// The mount's target, for `RUN --mount`.
+        target: Option<String>,
+    },
+    /// `# syntax=` (or `BUILDKIT_SYNTAX`) naming a frontend image other than
+    /// `docker/dockerfile`: xbuild runs no frontend images.
+    #[error(
+        "# syntax={reference}: xbuild does not run frontend images, and {reference:?} is not \
+         docker/dockerfile:1 (the Dockerfile syntax xbuild implements)"
+    )]
+    UnsupportedFrontend {
+        /// The image named.
+        reference: String,
     },
     /// Stages that depend on each other in a circle.
     #[error("circular dependency between stages: {}", .stages.join(" -> "))]
@@ -202,35 +229,78 @@ pub enum ErrorKind {
         /// The expander's message.
         message: String,
     },
+    /// A feature a Dockerfile can name that xbuild does not implement yet (`COPY
+    /// --parents`, `RUN --mount=type=ssh`): refused, never ignored.
+    #[error("{what} is not supported yet")]
+    Unsupported {
+        /// The feature, as written (`COPY --parents`).
+        what: String,
+    },
+    /// What the instruction asks cannot be done, found when it is checked against the build
+    /// (its options, the context, the image): a missing `COPY` source, a required secret not
+    /// given, a `RUN --security=insecure` without its entitlement.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// BuildKit's suggestion suffix: ` (did you mean X?)`, or nothing.
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion.map_or_else(String::new, |near| format!(" (did you mean {near}?)"))
+}
+
+/// The flag `flag` was probably meant to be, as BuildKit suggests it (without dashes).
+fn near_flag<'v>(flag: &str, valid: &'v [String]) -> Option<&'v str> {
+    let names: Vec<&str> = valid.iter().map(String::as_str).collect();
+    suggest(flag, &names)
+        .and_then(|near| valid.iter().find(|name| *name == near))
+        .map(String::as_str)
+}
+
+/// BuildKit's messages for a stage used before it is defined.
+fn stage_defined_later(mount: bool, name: &str, current: &str, target: Option<&str>) -> String {
+    if mount {
+        format!(
+            "cannot mount from stage {name:?} to {:?}, stage needs to be defined before current command",
+            target.unwrap_or_default()
+        )
+    } else {
+        format!(
+            "cannot copy from stage {name:?}, it needs to be defined before current stage {current:?}"
+        )
+    }
 }
 
 impl ErrorKind {
     /// The hint line for this error, if one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Self::UnknownInstruction {
-                suggestion: Some(suggestion),
-                ..
-            }
-            | Self::UnknownStage {
-                suggestion: Some(suggestion),
-                ..
-            } => Some(format!("did you mean {suggestion:?}?")),
-            Self::UnknownFlag { flag, valid, .. } => {
-                let names: Vec<&str> = valid.iter().map(String::as_str).collect();
-                match suggest(flag, &names) {
-                    Some(near) => Some(format!("did you mean \"--{near}\"?")),
-                    None if valid.is_empty() => Some("this instruction takes no flags".to_owned()),
-                    None => Some(format!(
-                        "valid flags: {}",
-                        valid
-                            .iter()
-                            .map(|name| format!("--{name}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
+            Self::UnknownFlag {
+                instruction,
+                flag,
+                valid,
+            } => match near_flag(flag, valid) {
+                Some(_) => None,
+                None if valid.is_empty() => Some(format!("{instruction} takes no flags")),
+                None => Some(format!(
+                    "valid flags for {instruction}: {}",
+                    valid
+                        .iter()
+                        .map(|name| format!("--{name}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            Self::StageDefinedLater { .. } => Some(
+                "a stage can use only stages defined above it: move the stage it names up"
+                    .to_owned(),
+            ),
+            Self::UnsupportedFrontend { .. } => Some(
+                "remove the # syntax= line, or use docker/dockerfile:1 (any 1.x tag or digest)"
+                    .to_owned(),
+            ),
             Self::InvalidJson { .. } => Some(
                 "exec form is a JSON array of double-quoted strings, e.g. [\"echo\", \"hello\"]"
                     .to_owned(),
@@ -275,7 +345,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_has_file_line_and_hint() {
+    fn display_has_file_line_and_buildkits_suggestion() {
         let error = DockerfileError::new(
             7,
             ErrorKind::UnknownInstruction {
@@ -285,15 +355,19 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "Dockerfile:7: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?"
+            "Dockerfile:7: unknown instruction: RUNN (did you mean RUN?)"
         );
         assert_eq!(
-            error
-                .with_file("ci/Dockerfile.prod")
-                .to_string()
-                .lines()
-                .next(),
-            Some("ci/Dockerfile.prod:7: unknown instruction \"RUNN\"")
+            error.with_file("ci/Dockerfile.prod").to_string(),
+            "ci/Dockerfile.prod:7: unknown instruction: RUNN (did you mean RUN?)"
+        );
+        let error = DockerfileError::global(ErrorKind::UnknownTarget {
+            name: "bulid".into(),
+            suggestion: Some("build".into()),
+        });
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile: target stage \"bulid\" could not be found (did you mean build?)"
         );
     }
 
@@ -306,18 +380,50 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flag_hint_lists_valid_flags() {
+    fn unknown_flag_suggests_or_lists_valid_flags() {
         let kind = ErrorKind::UnknownFlag {
             instruction: "COPY".into(),
             flag: "xyz".into(),
             valid: vec!["from".into(), "chown".into()],
         };
-        assert_eq!(kind.hint().unwrap(), "valid flags: --from, --chown");
+        assert_eq!(kind.to_string(), "unknown flag: --xyz");
+        assert_eq!(
+            kind.hint().unwrap(),
+            "valid flags for COPY: --from, --chown"
+        );
         let kind = ErrorKind::UnknownFlag {
-            instruction: "COPY".into(),
-            flag: "chmown".into(),
-            valid: vec!["chmod".into(), "chown".into()],
+            instruction: "RUN".into(),
+            flag: "mont".into(),
+            valid: vec!["mount".into(), "network".into()],
         };
-        assert_eq!(kind.hint().unwrap(), "did you mean \"--chown\"?");
+        assert_eq!(
+            kind.to_string(),
+            "unknown flag: --mont (did you mean mount?)"
+        );
+        assert_eq!(kind.hint(), None);
+    }
+
+    #[test]
+    fn stage_defined_later_reads_as_buildkit() {
+        let copy = ErrorKind::StageDefinedLater {
+            mount: false,
+            name: "build".into(),
+            current: "target".into(),
+            target: None,
+        };
+        assert_eq!(
+            copy.to_string(),
+            "cannot copy from stage \"build\", it needs to be defined before current stage \"target\""
+        );
+        let mount = ErrorKind::StageDefinedLater {
+            mount: true,
+            name: "build".into(),
+            current: "target".into(),
+            target: Some("/src".into()),
+        };
+        assert_eq!(
+            mount.to_string(),
+            "cannot mount from stage \"build\" to \"/src\", stage needs to be defined before current command"
+        );
     }
 }

@@ -118,11 +118,12 @@ impl Expander {
         }
     }
 
-    /// The expander for heredoc bodies with an unquoted delimiter: variables expand,
-    /// quotes and escapes stay as written.
+    /// The expander for `COPY`/`ADD` heredoc bodies with an unquoted delimiter, as BuildKit's
+    /// (`SkipProcessQuotes`): variables expand, quotes stay as written, and the escape
+    /// character escapes the next one (`\\` is `\`, `\$` is `$`, a backslash before a newline
+    /// leaves the newline). BuildKit uses `\` here whatever `# escape=` says.
     pub fn heredoc(escape: char) -> Self {
         Self {
-            raw_escapes: true,
             skip_quotes: true,
             ..Self::new(escape)
         }
@@ -779,13 +780,19 @@ mod tests {
     }
 
     #[test]
-    fn heredoc_bodies_expand_variables_only() {
+    fn heredoc_bodies_expand_variables_and_escapes_not_quotes() {
         let env = vars(&[("A", "x")]);
         let text = Expander::heredoc('\\')
             .expand("echo \"$A\" '${A}' \\n\n", &env)
             .unwrap()
             .text;
-        assert_eq!(text, "echo \"x\" 'x' \\n\n");
+        assert_eq!(text, "echo \"x\" 'x' n\n");
+        // BuildKit's testCopyHeredocSpecialSymbols: `\` + newline, `\\`, `\$`.
+        let body = |text: &str| Expander::heredoc('\\').expand(text, &env).unwrap().text;
+        assert_eq!(body("\\\n"), "\n");
+        assert_eq!(body("\\\\\n"), "\\\n");
+        assert_eq!(body("\\$\n"), "$\n");
+        assert_eq!(body("\"quotes in file\"\n"), "\"quotes in file\"\n");
     }
 
     #[test]

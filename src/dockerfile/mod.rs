@@ -19,6 +19,7 @@
 
 pub mod error;
 pub mod expand;
+pub mod frontend;
 pub mod instruction;
 pub mod mount;
 pub mod resolve;
@@ -26,6 +27,7 @@ pub mod syntax;
 
 pub use error::{DockerfileError, ErrorKind, Span};
 pub use expand::{ExpandError, Expander, Expansion, Variables, expand_word, split_words};
+pub use frontend::check_syntax;
 pub use instruction::{CommandLine, Instruction, Stage, Stages, stages};
 pub use mount::Mount;
 pub use resolve::{

@@ -1,8 +1,9 @@
 //! `RUN --mount=type=...,key=value,...`: the mount specification, typed and checked.
 //!
 //! Types and keys follow the Dockerfile reference (`RUN --mount`): `bind` (default), `cache`,
-//! `tmpfs`, `secret`, `ssh`. Values may hold variables (`from=$BASE`); those are checked
-//! after expansion ([`Mount::parse`] with `allow_variables`).
+//! `tmpfs`, `secret`, `ssh`. Values may hold variables (`target=$DIR`, `type=$KIND`); those
+//! are checked after expansion ([`Mount::parse`] with `allow_variables`, then
+//! [`Mount::parse_expanded`]), except `from=`, which BuildKit refuses to expand.
 
 /// What kind of mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,30 +63,119 @@ pub struct Mount {
     pub size: Option<u64>,
     /// `env=` (secret): also (or instead) expose the secret as this variable.
     pub env: Option<String>,
-    /// The specification as written.
+    /// The specification as written (before expansion).
     pub spec: String,
+}
+
+/// How [`Mount::parse_with`] treats values holding variables.
+enum Values<'e> {
+    /// As written: every value is checked now.
+    Literal,
+    /// Not expanded yet: a value holding `$` is checked after expansion (a `type=$VAR` leaves
+    /// the type, and so which keys apply, to then).
+    Deferred,
+    /// Each value is expanded with this before it is read, as BuildKit does.
+    Expanded(&'e dyn Fn(&str) -> Result<String, String>),
+}
+
+/// Every key BuildKit knows, for "did you mean".
+const KEYS: &[&str] = &[
+    "type",
+    "from",
+    "source",
+    "target",
+    "readonly",
+    "id",
+    "sharing",
+    "required",
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "src",
+    "dst",
+    "destination",
+    "ro",
+    "rw",
+    "readwrite",
+    "env",
+];
+
+/// BuildKit's suggestion suffix for a mistyped word among `options`.
+fn did_you_mean(word: &str, options: &[&str]) -> String {
+    super::error::suggest(word, options)
+        .map_or_else(String::new, |near| format!(" (did you mean {near}?)"))
 }
 
 impl Mount {
     /// Parses one `--mount` value. With `allow_variables`, values holding `$` are kept
-    /// unchecked (they are checked again after expansion).
+    /// unchecked (they are checked again after expansion, [`Self::parse_expanded`]); a
+    /// `type=$VAR` leaves the type unknown until then (`kind` is `Bind` meanwhile). `from=`
+    /// takes no variables at all, as in BuildKit: a stage to mount is named as written.
     ///
     /// # Errors
-    /// A message naming the bad key or value.
+    /// A message naming the bad key or value (BuildKit's wording where it has one).
     pub fn parse(spec: &str, allow_variables: bool) -> Result<Self, String> {
-        let fields = split_fields(spec)?;
+        let values = if allow_variables {
+            Values::Deferred
+        } else {
+            Values::Literal
+        };
+        Self::parse_with(spec, &values)
+    }
+
+    /// Parses one `--mount` value, expanding each value with `expand` before reading it (the
+    /// keys and the CSV quoting are not expanded), as BuildKit does. `spec` stays as written.
+    ///
+    /// # Errors
+    /// As [`Self::parse`], and what `expand` returns.
+    pub fn parse_expanded(
+        spec: &str,
+        expand: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Self, String> {
+        Self::parse_with(spec, &Values::Expanded(expand))
+    }
+
+    fn parse_with(spec: &str, values: &Values<'_>) -> Result<Self, String> {
+        let deferred = |value: &str| matches!(values, Values::Deferred) && value.contains('$');
+        let mut fields = Vec::new();
+        for (key, value) in split_fields(spec)? {
+            let key = key.to_lowercase();
+            let value = match (values, value) {
+                (Values::Expanded(expand), Some(value)) if key != "from" => Some(expand(&value)?),
+                (_, value) => value,
+            };
+            if key == "from" {
+                if let Some(value) = &value {
+                    if value.find('$').is_some_and(|at| at + 1 != value.len()) {
+                        return Err(
+                            "'from' doesn't support variable expansion, define alias stage instead"
+                                .to_owned(),
+                        );
+                    }
+                }
+            }
+            fields.push((key, value));
+        }
         let mut kind = MountType::Bind;
+        let mut kind_known = true;
         for (key, value) in &fields {
-            if key.eq_ignore_ascii_case("type") {
-                kind = match value.as_deref().unwrap_or("").to_lowercase().as_str() {
+            if key == "type" {
+                let value = value.as_deref().unwrap_or("");
+                if deferred(value) {
+                    kind_known = false;
+                    continue;
+                }
+                kind = match value.to_lowercase().as_str() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
                     "tmpfs" => MountType::Tmpfs,
                     "secret" => MountType::Secret,
                     "ssh" => MountType::Ssh,
-                    other => {
+                    _ => {
                         return Err(format!(
-                            "unknown mount type {other:?} (bind, cache, tmpfs, secret, ssh)"
+                            "unsupported mount type {value:?}{}",
+                            did_you_mean(value, &["bind", "cache", "tmpfs", "secret", "ssh"])
                         ));
                     }
                 };
@@ -107,9 +197,7 @@ impl Mount {
             env: None,
             spec: spec.to_owned(),
         };
-        let deferred = |value: &str| allow_variables && value.contains('$');
         for (key, value) in fields {
-            let key = key.to_lowercase();
             let allowed: &[MountType] = match key.as_str() {
                 "type" => continue,
                 "target" | "dst" | "destination" | "ro" | "readonly" | "rw" | "readwrite" => &[
@@ -128,8 +216,21 @@ impl Mount {
                 "required" => &[MountType::Secret, MountType::Ssh],
                 "size" => &[MountType::Tmpfs],
                 "env" => &[MountType::Secret],
-                _ => return Err(format!("unknown mount option {key:?}")),
+                _ => {
+                    let field = match &value {
+                        Some(value) => format!("{key}={value}"),
+                        None => key.clone(),
+                    };
+                    return Err(format!(
+                        "unexpected key '{key}' in '{field}'{}",
+                        did_you_mean(&key, KEYS)
+                    ));
+                }
             };
+            if !kind_known {
+                // Checked once the type is known (after expansion).
+                continue;
+            }
             if !allowed.contains(&kind) {
                 return Err(format!(
                     "mount option {key:?} does not apply to type={}",
@@ -162,13 +263,15 @@ impl Mount {
                 "id" => mount.id = Some(needs_value(value)?),
                 "env" => mount.env = Some(needs_value(value)?),
                 "sharing" => {
-                    mount.sharing = Some(match needs_value(value)?.to_lowercase().as_str() {
+                    let value = needs_value(value)?;
+                    mount.sharing = Some(match value.to_lowercase().as_str() {
                         "shared" => Sharing::Shared,
                         "private" => Sharing::Private,
                         "locked" => Sharing::Locked,
-                        other => {
+                        _ => {
                             return Err(format!(
-                                "unknown sharing mode {other:?} (shared, private, locked)"
+                                "unsupported sharing value {value:?}{}",
+                                did_you_mean(&value, &["shared", "private", "locked"])
                             ));
                         }
                     });
@@ -206,6 +309,9 @@ impl Mount {
                 }
                 _ => unreachable!("every key is listed above"),
             }
+        }
+        if !kind_known {
+            return Ok(mount);
         }
         if mount.target.is_none()
             && matches!(kind, MountType::Bind | MountType::Cache | MountType::Tmpfs)
@@ -354,13 +460,83 @@ mod tests {
         assert!(Mount::parse("type=cache,target=/c,uid=$UID", false).is_err());
     }
 
+    /// BuildKit's testMountArg: `type=$MNT_TYPE` is expanded, then read (not lower-cased and
+    /// refused as written).
+    #[test]
+    fn a_type_from_a_variable_is_read_after_expansion() {
+        let spec = "type=$MNT_TYPE,target=/mytmp,size=$SIZE";
+        let deferred = Mount::parse(spec, true).unwrap();
+        assert_eq!(deferred.spec, spec);
+        let expand = |value: &str| Ok(value.replace("$MNT_TYPE", "tmpfs").replace("$SIZE", "64k"));
+        let mount = Mount::parse_expanded(spec, &expand).unwrap();
+        assert_eq!(mount.kind, MountType::Tmpfs);
+        assert_eq!(mount.size, Some(64 << 10));
+        assert_eq!(mount.target.as_deref(), Some("/mytmp"));
+        assert!(!mount.read_only);
+        let wrong = |value: &str| Ok(value.replace("$MNT_TYPE", "nfs").replace("$SIZE", "1"));
+        assert!(
+            Mount::parse_expanded(spec, &wrong)
+                .unwrap_err()
+                .starts_with("unsupported mount type \"nfs\"")
+        );
+    }
+
+    /// Values are expanded one by one, after the CSV split: a value holding a comma stays
+    /// one value.
+    #[test]
+    fn values_are_expanded_after_the_split() {
+        let expand = |value: &str| Ok(value.replace("$DIR", "/a,b"));
+        let mount = Mount::parse_expanded("type=cache,target=$DIR,id=x", &expand).unwrap();
+        assert_eq!(mount.target.as_deref(), Some("/a,b"));
+        assert_eq!(mount.id.as_deref(), Some("x"));
+    }
+
+    /// BuildKit's testMountFromError: `from=` names a stage as written; a `$` at the very
+    /// end is no variable.
+    #[test]
+    fn from_takes_no_variables() {
+        for spec in [
+            "from=$FROM,target=/x",
+            "from=${FROM},target=/x",
+            "from=a$b,target=/x",
+        ] {
+            let error = Mount::parse(spec, true).unwrap_err();
+            assert_eq!(
+                error, "'from' doesn't support variable expansion, define alias stage instead",
+                "{spec}"
+            );
+        }
+        assert_eq!(
+            Mount::parse("from=odd$,target=/x", true)
+                .unwrap()
+                .from
+                .as_deref(),
+            Some("odd$")
+        );
+    }
+
     #[rstest]
-    #[case("type=nfs,target=/x", "unknown mount type")]
+    #[case("type=nfs,target=/x", "unsupported mount type \"nfs\"")]
+    #[case(
+        "type=tmp,target=/x",
+        "unsupported mount type \"tmp\" (did you mean tmpfs?)"
+    )]
+    #[case(
+        "typ=cache,target=/x",
+        "unexpected key 'typ' in 'typ=cache' (did you mean type?)"
+    )]
     #[case("type=bind", "need a target")]
     #[case("type=cache,target=/x,size=1", "does not apply")]
     #[case("type=tmpfs,target=/x,from=a", "does not apply")]
-    #[case("target=/x,colour=blue", "unknown mount option")]
-    #[case("type=cache,target=/x,sharing=maybe", "sharing mode")]
+    #[case("target=/x,colour=blue", "unexpected key 'colour' in 'colour=blue'")]
+    #[case(
+        "type=cache,target=/x,sharing=maybe",
+        "unsupported sharing value \"maybe\""
+    )]
+    #[case(
+        "type=bind,target=/x,from=$STAGE",
+        "'from' doesn't support variable expansion"
+    )]
     #[case("type=cache,target=/x,mode=999", "octal")]
     #[case("type=cache,target=/x,uid=root", "not a number")]
     #[case("type=secret", "id or a target")]

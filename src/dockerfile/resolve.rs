@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::error::{DockerfileError, ErrorKind, Span, suggest};
 use super::expand::{Expander, Variables};
+use super::frontend::{SYNTAX_BUILD_ARG, check_syntax};
 use super::instruction::{Arg, From};
 use super::instruction::{ArgDeclaration, Instruction, Stages, is_valid_arg_name};
 
@@ -136,8 +137,53 @@ pub struct ResolvedStages {
     pub meta_args: Vec<(String, String)>,
     /// Build arguments no needed `ARG` consumed (Docker warns about these).
     pub unused_build_args: Vec<String>,
-    /// Doubtful things worth a warning (a `--from` image named like a stage).
+    /// Doubtful things worth a warning (a `--from` image named like a stage), and notes the
+    /// build prints (`# syntax=docker/dockerfile:1` is built by the built-in frontend).
     pub warnings: Vec<String>,
+    /// The predefined proxy arguments given as build arguments (`HTTP_PROXY`, `http_proxy`,
+    /// `HTTPS_PROXY`, `FTP_PROXY`, `NO_PROXY`, `ALL_PROXY`, in either case): every `RUN` gets
+    /// them in its environment without `ARG`, in both cases, as BuildKit does. They are not in
+    /// any scope the Dockerfile expands with (unless declared with `ARG`), and belong in no
+    /// image config, history or cache key.
+    pub proxy_env: Vec<(String, String)>,
+}
+
+/// The proxy variables BuildKit passes to `RUN` (`llb.ProxyEnv`), matched in any case.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
+/// Whether `name` is one of the predefined proxy arguments (any case, as BuildKit's
+/// `strings.EqualFold`).
+pub fn is_proxy_arg(name: &str) -> bool {
+    PROXY_ARGS
+        .iter()
+        .any(|proxy| proxy.eq_ignore_ascii_case(name))
+}
+
+/// The environment `RUN` gets from the proxy build arguments: each one given, upper and
+/// lower case (`HTTP_PROXY=v`, `http_proxy=v`), in BuildKit's order (http, https, ftp, no,
+/// all). When both spellings are given, the one sorting last wins, as in BuildKit
+/// (`http_proxy` over `HTTP_PROXY`).
+pub fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for proxy in PROXY_ARGS {
+        // BTreeMap order is BuildKit's sorted keys: the last match wins.
+        let value = build_args
+            .iter()
+            .filter(|(name, _)| proxy.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+            .next_back();
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            env.push(((*proxy).to_owned(), value.clone()));
+            env.push((proxy.to_lowercase(), value.clone()));
+        }
+    }
+    env
 }
 
 impl ResolvedStages {
@@ -170,13 +216,23 @@ fn set(list: &mut Vec<(String, String)>, name: &str, value: String) {
 
 /// Resolves stages for a build.
 ///
+/// Besides the caller's automatic arguments, `TARGETSTAGE` is defined as BuildKit defines
+/// it: the `--target` as given, else the last stage's name, else `default` (visible, like
+/// the platform arguments, in `FROM` lines and after `ARG TARGETSTAGE`).
+///
 /// # Errors
-/// A bad build argument name, failed expansion in a needed stage, an unknown `--target`
-/// (with a "did you mean"), a `--from` index that does not exist, a dependency cycle.
+/// A `# syntax=` naming a frontend other than `docker/dockerfile:1`, a bad build argument
+/// name, failed expansion in a needed stage, an unknown `--target` (with a "did you mean"),
+/// a `--from` index that does not exist, a dependency cycle, a `COPY --from` or
+/// `RUN --mount from=` naming a stage defined after the instruction.
 pub fn resolve(
     stages: &Stages,
     options: &ResolveOptions,
 ) -> Result<ResolvedStages, DockerfileError> {
+    let mut warnings = Vec::new();
+    if let Some(note) = check_syntax(&stages.directives, &options.build_args)? {
+        warnings.push(note);
+    }
     for name in options.build_args.keys() {
         if !is_valid_arg_name(name) {
             return Err(DockerfileError::global(ErrorKind::BadArgName {
@@ -184,11 +240,21 @@ pub fn resolve(
             }));
         }
     }
+    let mut with_stage = options.clone();
+    let target_stage = options
+        .target
+        .clone()
+        .or_else(|| stages.stages.last().and_then(|stage| stage.name.clone()))
+        .unwrap_or_else(|| "default".to_owned());
+    with_stage
+        .automatic_args
+        .entry("TARGETSTAGE".to_owned())
+        .or_insert(target_stage);
+    let options = &with_stage;
     let expander = Expander::new(stages.directives.escape);
     let mut used = BTreeSet::new();
     let meta = resolve_meta(stages, options, &expander, &mut used)?;
     let mut results: Vec<Result<(ResolvedStage, BTreeSet<String>), DockerfileError>> = Vec::new();
-    let mut warnings = Vec::new();
     for stage in &stages.stages {
         let result = resolve_stage(
             stages,
@@ -205,9 +271,12 @@ pub fn resolve(
         None => stages.stages.len() - 1,
         Some(name) => {
             let lower = name.to_lowercase();
+            // The last stage of the name: BuildKit warns about a duplicated name and builds
+            // (`DuplicateStageName`), and its `--target` finds the last one.
             stages
                 .stages
                 .iter()
+                .rev()
                 .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
                 .map(|stage| stage.index)
                 .ok_or_else(|| {
@@ -216,7 +285,7 @@ pub fn resolve(
                         .iter()
                         .filter_map(|stage| stage.name.as_deref())
                         .collect();
-                    DockerfileError::global(ErrorKind::UnknownStage {
+                    DockerfileError::global(ErrorKind::UnknownTarget {
                         name: name.clone(),
                         suggestion: suggest(name, &names).map(str::to_owned),
                     })
@@ -233,14 +302,17 @@ pub fn resolve(
     for index in 0..results.len() {
         if state[index] == 2 {
             let (stage, consumed) = results[index].as_ref().map_err(Clone::clone)?;
+            check_defined_before(stage, stages)?;
             used.extend(consumed.iter().cloned());
             needed.push(stage.clone());
         }
     }
+    // The proxy arguments are used by every RUN, declared or not; `BUILDKIT_SYNTAX` by the
+    // frontend choice.
     let unused_build_args = options
         .build_args
         .keys()
-        .filter(|name| !used.contains(*name))
+        .filter(|name| !used.contains(*name) && !is_proxy_arg(name) && *name != SYNTAX_BUILD_ARG)
         .cloned()
         .collect();
     Ok(ResolvedStages {
@@ -253,7 +325,54 @@ pub fn resolve(
             .collect(),
         unused_build_args,
         warnings,
+        proxy_env: proxy_env(&options.build_args),
     })
+}
+
+/// BuildKit's rule for `COPY --from` and `RUN --mount from=`: the stage named must be
+/// defined before the instruction's own stage (a stage is built once, in file order).
+fn check_defined_before(stage: &ResolvedStage, stages: &Stages) -> Result<(), DockerfileError> {
+    for dependency in &stage.dependencies {
+        let Target::Stage { index } = dependency.target else {
+            continue;
+        };
+        if index < stage.index || dependency.via == Via::From {
+            continue;
+        }
+        let named = &stages.stages[index];
+        let name = named.name.clone().unwrap_or_else(|| index.to_string());
+        let mount = dependency.via == Via::MountFrom;
+        // The mount's target, for BuildKit's message.
+        let target = stage
+            .instructions
+            .iter()
+            .filter(|resolved| resolved.instruction.span().start == dependency.line)
+            .find_map(|resolved| match &resolved.instruction {
+                Instruction::Run(run) => run
+                    .mounts
+                    .iter()
+                    .find(|mount| {
+                        mount.from.as_deref().is_some_and(|from| {
+                            from.eq_ignore_ascii_case(&name) || from == index.to_string()
+                        })
+                    })
+                    .and_then(|mount| mount.target.clone()),
+                _ => None,
+            });
+        return Err(DockerfileError::new(
+            dependency.line,
+            ErrorKind::StageDefinedLater {
+                mount,
+                name,
+                current: stage
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("stage-{}", stage.index)),
+                target,
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn stage_label(stages: &Stages, index: usize) -> String {
@@ -405,8 +524,11 @@ fn resolve_stage(
         ));
     }
     let lower = from.image.to_lowercase();
+    // The nearest earlier stage of that name (a duplicated name means the latest one so far,
+    // as in BuildKit).
     let base_stage = stages.stages[..index]
         .iter()
+        .rev()
         .find(|earlier| earlier.name.as_deref() == Some(lower.as_str()));
     let mut dependencies = Vec::new();
     let mut env: Vec<(String, String)> = Vec::new();
@@ -540,9 +662,12 @@ fn stage_reference(
     warnings: &mut Vec<String>,
 ) -> Result<Target, DockerfileError> {
     let lower = reference.to_lowercase();
+    // The last stage of the name in the whole file, as BuildKit looks it up (whether it is
+    // defined before the instruction is checked once the graph is known).
     if let Some(stage) = stages
         .stages
         .iter()
+        .rev()
         .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
     {
         return Ok(Target::Stage { index: stage.index });
@@ -696,12 +821,12 @@ mod tests {
 
     #[test]
     fn graph_and_pruning() {
-        let text = "FROM a AS deps\nFROM b AS unused\nFROM c AS build\nCOPY --from=deps / /\nRUN --mount=from=tools,target=/t x\nFROM d AS tools\nFROM scratch\nCOPY --from=build /out /\nCOPY --from=nginx:1 /etc /etc";
+        let text = "FROM a AS deps\nFROM b AS unused\nFROM d AS tools\nFROM c AS build\nCOPY --from=deps / /\nRUN --mount=from=tools,target=/t x\nFROM scratch\nCOPY --from=build /out /\nCOPY --from=nginx:1 /etc /etc";
         let result = resolved(text, &[("UNUSED", "1")], None).unwrap();
         let indices: Vec<usize> = result.stages.iter().map(|stage| stage.index).collect();
         assert_eq!(indices, [0, 2, 3, 4]);
         assert_eq!(result.target, 4);
-        assert_eq!(result.order, [0, 3, 2, 4]);
+        assert_eq!(result.order, [0, 2, 3, 4]);
         assert_eq!(result.stage(4).unwrap().base, Base::Scratch);
         let deps = &result.stage(4).unwrap().dependencies;
         assert_eq!(
@@ -712,7 +837,7 @@ mod tests {
         );
         assert_eq!(result.unused_build_args, ["UNUSED"]);
         let result = resolved(text, &[], Some("Build")).unwrap();
-        assert_eq!(result.order, [0, 3, 2]);
+        assert_eq!(result.order, [0, 2, 3]);
     }
 
     #[test]
@@ -728,7 +853,7 @@ mod tests {
         let error = resolved("FROM a AS build\nFROM b AS test", &[], Some("biuld")).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "Dockerfile: unknown stage \"biuld\"\nhint: did you mean \"build\"?"
+            "Dockerfile: target stage \"biuld\" could not be found (did you mean build?)"
         );
     }
 
@@ -798,5 +923,152 @@ mod tests {
     fn bad_build_arg_name() {
         let error = resolved("FROM a", &[("1X", "y")], None).unwrap_err();
         assert!(matches!(error.kind, ErrorKind::BadArgName { .. }));
+    }
+
+    /// BuildKit's duplicate stage names: `FROM name` is the latest such stage above, `--target`
+    /// and `COPY --from` the last one in the file.
+    #[test]
+    fn duplicate_stage_names_resolve_as_buildkit() {
+        let text =
+            "FROM a AS x\nFROM b AS x\nFROM x AS y\nFROM c AS x\nFROM scratch\nCOPY --from=x / /";
+        let result = resolved(text, &[], Some("y")).unwrap();
+        assert_eq!(result.stage(2).unwrap().base, Base::Stage { index: 1 });
+        let result = resolved(text, &[], None).unwrap();
+        assert_eq!(result.order, [3, 4]);
+        let result = resolved(text, &[], Some("X")).unwrap();
+        assert_eq!(result.target, 3);
+    }
+
+    /// BuildKit's testOutOfOrderStage: `COPY --from` (and `RUN --mount from=`) must name a stage
+    /// defined above the instruction's stage.
+    #[test]
+    fn stages_used_before_they_are_defined_are_refused() {
+        let text = "FROM busybox AS target\nCOPY --from=build /d2 /out\nFROM alpine AS build\nCOPY /Dockerfile /d2\nFROM target\n";
+        let error = resolved(text, &[], None).unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert_eq!(
+            error.kind.to_string(),
+            "cannot copy from stage \"build\", it needs to be defined before current stage \"target\""
+        );
+        let text = "FROM a AS first\nRUN --mount=from=later,target=/src true\nFROM b AS later\nFROM first\n";
+        let error = resolved(text, &[], None).unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert_eq!(
+            error.kind.to_string(),
+            "cannot mount from stage \"later\" to \"/src\", stage needs to be defined before current command"
+        );
+        let error = resolved("FROM a\nCOPY --from=1 / /\nFROM b\n", &[], Some("0")).unwrap_err();
+        assert!(matches!(error.kind, ErrorKind::UnknownTarget { .. }));
+        let error = resolved(
+            "FROM a AS one\nCOPY --from=1 / /\nFROM b\n",
+            &[],
+            Some("one"),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("cannot copy from stage \"1\""),
+            "{error}"
+        );
+        // A stage nobody needs may be wrong: only what the target needs is resolved.
+        assert!(
+            resolved(
+                "FROM a AS one\nCOPY --from=two / /\nFROM b AS two\nFROM c",
+                &[],
+                None
+            )
+            .is_ok()
+        );
+    }
+
+    /// BuildKit's testTargetStageNameArg: `TARGETSTAGE` is the `--target` as given, else the
+    /// last stage's name, else `default`; visible after `ARG TARGETSTAGE`.
+    #[test]
+    fn targetstage_is_the_target() {
+        let text = "FROM a AS base\nWORKDIR /$TARGETSTAGE\nARG TARGETSTAGE\nWORKDIR /$TARGETSTAGE\nFROM scratch AS foo\nCOPY --from=base / /\nFROM scratch\nCOPY --from=base / /\n";
+        let workdir = |target: Option<&str>, step: usize| {
+            let result = resolved(text, &[], target).unwrap();
+            match &result.stage(0).unwrap().instructions[step].instruction {
+                Instruction::Workdir(workdir) => workdir.path.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(workdir(Some("foo"), 0), "/");
+        assert_eq!(workdir(Some("foo"), 2), "/foo");
+        assert_eq!(workdir(None, 2), "/default");
+        let named_last = "FROM a AS base\nARG TARGETSTAGE\nWORKDIR /$TARGETSTAGE\n";
+        let result = resolved(named_last, &[], None).unwrap();
+        assert!(
+            matches!(&result.stages[0].instructions[1].instruction, Instruction::Workdir(w) if w.path == "/base")
+        );
+        let result = resolved(named_last, &[("TARGETSTAGE", "given")], None).unwrap();
+        assert!(
+            matches!(&result.stages[0].instructions[1].instruction, Instruction::Workdir(w) if w.path == "/given")
+        );
+        assert!(result.unused_build_args.is_empty());
+    }
+
+    /// BuildKit's testBuiltinArgs: the proxy arguments reach RUN without ARG (both cases), are
+    /// not in the Dockerfile's scope, and are not unused build arguments.
+    #[test]
+    fn proxy_arguments_are_for_run_only() {
+        let text = "FROM a\nWORKDIR /$HTTP_PROXY\nRUN true\n";
+        let result = resolved(
+            text,
+            &[("http_proxy", "hp"), ("NO_PROXY", "np"), ("FOO", "x")],
+            None,
+        )
+        .unwrap();
+        assert!(
+            matches!(&result.stages[0].instructions[0].instruction, Instruction::Workdir(w) if w.path == "/")
+        );
+        assert_eq!(result.stages[0].instructions[1].args, []);
+        assert_eq!(
+            result.proxy_env,
+            [
+                ("HTTP_PROXY".to_owned(), "hp".to_owned()),
+                ("http_proxy".to_owned(), "hp".to_owned()),
+                ("NO_PROXY".to_owned(), "np".to_owned()),
+                ("no_proxy".to_owned(), "np".to_owned()),
+            ]
+        );
+        assert_eq!(result.unused_build_args, ["FOO"]);
+        // Declared, a proxy argument is an ordinary ARG.
+        let result = resolved(
+            "FROM a\nARG HTTP_PROXY\nWORKDIR /$HTTP_PROXY\n",
+            &[("HTTP_PROXY", "p")],
+            None,
+        )
+        .unwrap();
+        assert!(
+            matches!(&result.stages[0].instructions[1].instruction, Instruction::Workdir(w) if w.path == "/p")
+        );
+        let both: BTreeMap<String, String> = [
+            ("HTTP_PROXY".to_owned(), "upper".to_owned()),
+            ("http_proxy".to_owned(), "lower".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            proxy_env(&both)[0],
+            ("HTTP_PROXY".to_owned(), "lower".to_owned())
+        );
+    }
+
+    /// `# syntax=`: docker/dockerfile:1 proceeds with a note; another frontend is refused on
+    /// the directive's line (BuildKit's testErrorsSourceMap/invalidsyntax).
+    #[test]
+    fn syntax_directive() {
+        let result = resolved("# syntax=docker/dockerfile:1\nFROM a\n", &[], None).unwrap();
+        assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
+        assert!(result.warnings[0].starts_with("# syntax=docker/dockerfile:1: "));
+        let error = resolved("#syntax=foobar\nfrom alpine\n", &[], None).unwrap_err();
+        assert_eq!(error.line, Some(1));
+        assert!(matches!(error.kind, ErrorKind::UnsupportedFrontend { .. }));
+        let result = resolved(
+            "#syntax=foobar\nFROM a\n",
+            &[("BUILDKIT_SYNTAX", "docker/dockerfile:1.7")],
+            None,
+        )
+        .unwrap();
+        assert!(result.unused_build_args.is_empty());
     }
 }

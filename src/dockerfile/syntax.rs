@@ -5,15 +5,33 @@
 //! The tree is BuildKit's (`frontend/dockerfile/parser`): one [`Node`] per instruction with its
 //! lower-cased name, its `--flags`, its arguments and its line span. [`Dockerfile::dump`]
 //! renders BuildKit's s-expression dump, which the conformance data checks byte for byte.
+//!
+//! The files: this one reads lines (directives, comments, continuations, heredoc bodies);
+//! `line` splits one logical line into instruction, flags and arguments in the instruction's
+//! form; `heredoc` finds the heredocs a line announces; `quote` is Go's string quoting for
+//! the dump.
 
 use super::error::{DockerfileError, ErrorKind, Span};
-use super::expand::Expander;
+
+mod heredoc;
+mod line;
+mod quote;
+
+pub(crate) use heredoc::heredoc_from_word;
+use heredoc::{can_contain_heredoc, heredocs_in};
+use line::node_from_line;
+pub(crate) use line::{Json, parse_json};
+pub use quote::go_quote;
 
 /// Parser directives from the comment lines at the top (`# syntax=`, `# escape=`, `# check=`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Directives {
-    /// `# syntax=` (the frontend image BuildKit would use; recorded, not acted on).
+    /// `# syntax=` (the frontend image BuildKit would run; checked by
+    /// [`super::frontend::check_syntax`]: only `docker/dockerfile:1...` is built, by xbuild
+    /// itself).
     pub syntax: Option<String>,
+    /// The line of `# syntax=`.
+    pub syntax_line: Option<usize>,
     /// The escape character: `\` (default) or `` ` ``.
     pub escape: char,
     /// `# check=` (lint configuration; recorded).
@@ -24,6 +42,7 @@ impl Default for Directives {
     fn default() -> Self {
         Self {
             syntax: None,
+            syntax_line: None,
             escape: '\\',
             check: None,
         }
@@ -151,50 +170,40 @@ impl Dockerfile {
     }
 }
 
-/// Which argument form an instruction uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Form {
-    /// `ADD`, `COPY`, `VOLUME`: JSON array, else whitespace-separated list.
-    JsonOrList,
-    /// `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`: JSON array, else the whole text.
-    JsonOrText,
-    /// `ARG`: words, `name` or `name=value`.
-    Names,
-    /// `ENV`, `LABEL`: `key value` or `key=value ...`.
-    KeyValues,
-    /// `EXPOSE`, `FROM`: whitespace-separated list.
-    List,
-    /// `MAINTAINER`, `STOPSIGNAL`, `USER`, `WORKDIR`: the whole text.
-    Text,
-    /// `HEALTHCHECK`: a type word then JSON-or-text.
-    Health,
-    /// `ONBUILD`: another instruction.
-    Sub,
-    /// Not an instruction BuildKit knows.
-    Unknown,
-}
-
-fn form_of(instruction: &str) -> Form {
-    match instruction {
-        "add" | "copy" | "volume" => Form::JsonOrList,
-        "run" | "cmd" | "entrypoint" | "shell" => Form::JsonOrText,
-        "arg" => Form::Names,
-        "env" | "label" => Form::KeyValues,
-        "expose" | "from" => Form::List,
-        "maintainer" | "stopsignal" | "user" | "workdir" => Form::Text,
-        "healthcheck" => Form::Health,
-        "onbuild" => Form::Sub,
-        _ => Form::Unknown,
-    }
-}
-
 /// Parses Dockerfile text into the tree.
 ///
 /// # Errors
 /// Bad directives, unterminated heredocs, JSON arrays of non-strings, `ENV`/`LABEL` without a
 /// value, and a file with no instruction.
 pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
-    Parser::new(text).run()
+    let mut dockerfile = Parser::new(text).run()?;
+    if dockerfile.directives.syntax.is_none() {
+        if let Some((value, line)) = syntax_after_shebang(text) {
+            dockerfile.directives.syntax = Some(value);
+            dockerfile.directives.syntax_line = Some(line);
+        }
+    }
+    Ok(dockerfile)
+}
+
+/// BuildKit looks for `# syntax=` after a first `#!` line too (`DetectSyntax`), though that
+/// line ends the other directives: the directive lines right after the shebang, read the
+/// same way as at the top.
+fn syntax_after_shebang(text: &str) -> Option<(String, usize)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text.lines();
+    if !lines.next()?.starts_with("#!") {
+        return None;
+    }
+    for (index, line) in lines.enumerate() {
+        let (key, value) = parse_directive(trim_newline(line))?;
+        match key.to_lowercase().as_str() {
+            "syntax" => return Some((value.to_owned(), index + 2)),
+            "escape" | "check" => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 struct Parser<'a> {
@@ -276,7 +285,10 @@ impl<'a> Parser<'a> {
                     ));
                 }
             },
-            "syntax" => self.directives.syntax = Some(value.to_owned()),
+            "syntax" => {
+                self.directives.syntax = Some(value.to_owned());
+                self.directives.syntax_line = Some(self.line);
+            }
             _ => self.directives.check = Some(value.to_owned()),
         }
         Ok(())
@@ -404,479 +416,6 @@ fn parse_directive(line: &str) -> Option<(&str, &str)> {
     (!value.is_empty()).then_some((key, value))
 }
 
-/// BuildKit's whitespace for splitting: space, tab, `\v`, `\f`, `\r`.
-fn is_split_space(ch: char) -> bool {
-    matches!(ch, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r')
-}
-
-fn split_whitespace(text: &str) -> Vec<String> {
-    text.split(is_split_space)
-        .filter(|part| !part.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Splits a logical line into instruction, flags and arguments, and reads the arguments in
-/// the instruction's form.
-fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
-    let line = line.trim();
-    let (command, rest) = match line.find(is_split_space) {
-        Some(at) => (&line[..at], line[at..].trim_start_matches(is_split_space)),
-        None => (line, ""),
-    };
-    let instruction = command.to_lowercase();
-    let (rest, flags) = if rest.is_empty() {
-        (String::new(), Vec::new())
-    } else {
-        extract_flags(rest)
-    };
-    let rest = rest.trim();
-    let mut node = Node {
-        instruction: instruction.clone(),
-        flags,
-        args: Vec::new(),
-        sub: None,
-        is_json: false,
-        heredocs: Vec::new(),
-        original: line.to_owned(),
-        comments: Vec::new(),
-        prev_comment: Vec::new(),
-        span: Span::default(),
-    };
-    let name = || instruction.to_uppercase();
-    match form_of(&instruction) {
-        Form::JsonOrList => match parse_json(rest) {
-            Json::Strings(args) => {
-                node.args = args;
-                node.is_json = true;
-            }
-            Json::NotStrings => {
-                return Err(ErrorKind::NotStringArray {
-                    instruction: name(),
-                });
-            }
-            Json::Invalid(_) => node.args = split_whitespace(rest),
-        },
-        Form::JsonOrText => {
-            if !rest.is_empty() {
-                match parse_json(rest) {
-                    Json::Strings(args) => {
-                        node.args = args;
-                        node.is_json = true;
-                    }
-                    Json::NotStrings => {
-                        return Err(ErrorKind::NotStringArray {
-                            instruction: name(),
-                        });
-                    }
-                    Json::Invalid(_) => node.args = vec![rest.to_owned()],
-                }
-            }
-        }
-        Form::Names => node.args = parse_words(rest, escape),
-        Form::KeyValues => node.args = parse_key_values(rest, escape, &name())?,
-        Form::List => node.args = split_whitespace(rest),
-        Form::Text => {
-            if !rest.is_empty() {
-                node.args = vec![rest.to_owned()];
-            }
-        }
-        Form::Health => {
-            let kind_end = rest
-                .find(|ch: char| ch.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            if kind_end > 0 {
-                node.args.push(rest[..kind_end].to_owned());
-                let command =
-                    rest[kind_end..].trim_start_matches(|ch: char| ch.is_ascii_whitespace());
-                if !command.is_empty() {
-                    match parse_json(command) {
-                        Json::Strings(args) => {
-                            node.args.extend(args);
-                            node.is_json = true;
-                        }
-                        Json::NotStrings => {
-                            return Err(ErrorKind::NotStringArray {
-                                instruction: name(),
-                            });
-                        }
-                        Json::Invalid(_) => node.args.push(command.to_owned()),
-                    }
-                }
-            }
-        }
-        Form::Sub => {
-            if !rest.is_empty() {
-                node.sub = Some(Box::new(node_from_line(rest, escape)?));
-            }
-        }
-        Form::Unknown => node.args = vec![String::new()],
-    }
-    Ok(node)
-}
-
-/// What a would-be JSON array turned out to be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Json {
-    /// A JSON array of strings.
-    Strings(Vec<String>),
-    /// A JSON array with something else in it: an error in BuildKit.
-    NotStrings,
-    /// Not JSON at all (or not an array): BuildKit reads it as shell form.
-    Invalid(String),
-}
-
-pub(crate) fn parse_json(text: &str) -> Json {
-    let text = text.trim_start();
-    if !text.starts_with('[') {
-        return Json::Invalid("not a JSON array".to_owned());
-    }
-    match serde_json::from_str::<Vec<serde_json::Value>>(text) {
-        Ok(values) => {
-            let mut strings = Vec::with_capacity(values.len());
-            for value in values {
-                match value {
-                    serde_json::Value::String(string) => strings.push(string),
-                    _ => return Json::NotStrings,
-                }
-            }
-            Json::Strings(strings)
-        }
-        Err(error) => Json::Invalid(error.to_string()),
-    }
-}
-
-/// Pulls the leading `--flag[=value]` words off `line`; a lone `--` ends the flags. Quotes
-/// and backslashes inside a flag are removed. Returns the rest and the flags.
-fn extract_flags(line: &str) -> (String, Vec<String>) {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote(char),
-    }
-    let bytes: Vec<char> = line.chars().collect();
-    let mut flags = Vec::new();
-    let mut word = String::new();
-    let mut phase = Phase::Spaces;
-    let mut blank_ok = false;
-    let mut position = 0;
-    let rest_from = |position: usize| bytes[position..].iter().collect::<String>();
-    loop {
-        let ch = bytes.get(position).copied();
-        if phase == Phase::Spaces {
-            let Some(ch) = ch else { break };
-            if ch.is_whitespace() {
-                position += 1;
-                continue;
-            }
-            if ch != '-' || bytes.get(position + 1) != Some(&'-') {
-                return (rest_from(position), flags);
-            }
-            phase = Phase::Word;
-        }
-        let Some(mut ch) = ch else {
-            if word != "--" && (blank_ok || !word.is_empty()) {
-                flags.push(word);
-            }
-            break;
-        };
-        match phase {
-            Phase::Word => {
-                if ch.is_whitespace() {
-                    phase = Phase::Spaces;
-                    if word == "--" {
-                        return (rest_from(position), flags);
-                    }
-                    if blank_ok || !word.is_empty() {
-                        flags.push(std::mem::take(&mut word));
-                    }
-                    word.clear();
-                    blank_ok = false;
-                    position += 1;
-                    continue;
-                }
-                if ch == '\'' || ch == '"' {
-                    phase = Phase::Quote(ch);
-                    blank_ok = true;
-                    position += 1;
-                    continue;
-                }
-                if ch == '\\' {
-                    if position + 1 == bytes.len() {
-                        position += 1;
-                        continue;
-                    }
-                    position += 1;
-                    ch = bytes[position];
-                }
-                word.push(ch);
-            }
-            Phase::Quote(quote) => {
-                if ch == quote {
-                    phase = Phase::Word;
-                    position += 1;
-                    continue;
-                }
-                if ch == '\\' {
-                    if position + 1 == bytes.len() {
-                        phase = Phase::Word;
-                        position += 1;
-                        continue;
-                    }
-                    position += 1;
-                    ch = bytes[position];
-                }
-                word.push(ch);
-            }
-            Phase::Spaces => unreachable!("handled above"),
-        }
-        position += 1;
-    }
-    (String::new(), flags)
-}
-
-/// Splits into words at white space, keeping quotes and escapes as written (they are removed
-/// when the words are expanded).
-fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    let chars: Vec<char> = rest.chars().collect();
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut blank_ok = false;
-    let mut position = 0;
-    while position < chars.len() {
-        let mut ch = chars[position];
-        if !in_word {
-            if ch.is_whitespace() {
-                position += 1;
-                continue;
-            }
-            in_word = true;
-        }
-        match quote {
-            None => {
-                if ch.is_whitespace() {
-                    in_word = false;
-                    if blank_ok || !word.is_empty() {
-                        words.push(std::mem::take(&mut word));
-                    }
-                    blank_ok = false;
-                    position += 1;
-                    continue;
-                }
-                if ch == '\'' || ch == '"' {
-                    quote = Some(ch);
-                    blank_ok = true;
-                }
-                if ch == escape {
-                    if position + 1 == chars.len() {
-                        position += 1;
-                        continue;
-                    }
-                    word.push(ch);
-                    position += 1;
-                    ch = chars[position];
-                }
-                word.push(ch);
-            }
-            Some(open) => {
-                if ch == open {
-                    quote = None;
-                }
-                if ch == escape && open != '\'' {
-                    if position + 1 == chars.len() {
-                        quote = None;
-                        position += 1;
-                        continue;
-                    }
-                    word.push(ch);
-                    position += 1;
-                    ch = chars[position];
-                }
-                word.push(ch);
-            }
-        }
-        position += 1;
-    }
-    if in_word && (blank_ok || !word.is_empty()) {
-        words.push(word);
-    }
-    words
-}
-
-/// `key value` (old form, one pair, separator "") or `key=value ...` (separator "=").
-fn parse_key_values(rest: &str, escape: char, name: &str) -> Result<Vec<String>, ErrorKind> {
-    let words = parse_words(rest, escape);
-    let Some(first) = words.first() else {
-        return Ok(Vec::new());
-    };
-    if !first.contains('=') {
-        let Some(at) = rest.find(is_split_space) else {
-            return Err(ErrorKind::Arguments {
-                instruction: name.to_owned(),
-                message: format!(
-                    "{name} must have two arguments: {name} <name> <value>, or {name} <name>=<value> ..."
-                ),
-            });
-        };
-        let value = rest[at..].trim_start_matches(is_split_space);
-        return Ok(vec![rest[..at].to_owned(), value.to_owned(), String::new()]);
-    }
-    let mut args = Vec::with_capacity(words.len() * 3);
-    for word in words {
-        let Some((key, value)) = word.split_once('=') else {
-            return Err(ErrorKind::Arguments {
-                instruction: name.to_owned(),
-                message: format!(
-                    "can't find = in {word:?}: every pair must have the form name=value"
-                ),
-            });
-        };
-        args.extend([key.to_owned(), value.to_owned(), "=".to_owned()]);
-    }
-    Ok(args)
-}
-
-/// Heredocs are read for `ADD`, `COPY` and `RUN` in shell form (also under `ONBUILD`).
-fn can_contain_heredoc(node: &Node) -> bool {
-    let node = match (&node.instruction[..], &node.sub) {
-        ("onbuild", Some(sub)) => sub,
-        _ => node,
-    };
-    matches!(node.instruction.as_str(), "add" | "copy" | "run") && !node.is_json
-}
-
-/// The heredocs announced on a line (`<<EOF`, `<<-EOF`, `3<<"EOF"`), in order.
-fn heredocs_in(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
-    let lexer = Expander {
-        raw_quotes: true,
-        raw_escapes: true,
-        skip_unset: true,
-        ..Expander::new('\\')
-    };
-    let no_variables: Vec<(String, String)> = Vec::new();
-    let words = lexer
-        .expand(line, &no_variables)
-        .map(|e| e.words)
-        .unwrap_or_default();
-    let mut heredocs = Vec::new();
-    let mut words = words.into_iter().peekable();
-    while let Some(mut word) = words.next() {
-        // `<< EOF` and `<<- EOF`: the delimiter may follow after spaces.
-        let operator = word.trim_start_matches(|ch: char| ch.is_ascii_digit());
-        if operator == "<<" || operator == "<<-" {
-            if let Some(next) = words.next() {
-                word.push(' ');
-                word.push_str(&next);
-            }
-        }
-        if let Some(heredoc) = heredoc_from_word(&word)? {
-            heredocs.push(heredoc);
-        }
-    }
-    Ok(heredocs)
-}
-
-/// Reads one word as a heredoc announcement (`<<EOF`, `<<-EOF`, `3<<"EOF"`); `None` when it
-/// is not one. The body is left empty.
-pub(crate) fn heredoc_from_word(word: &str) -> Result<Option<Heredoc>, ErrorKind> {
-    let no_variables: Vec<(String, String)> = Vec::new();
-    let digits = word.len()
-        - word
-            .trim_start_matches(|ch: char| ch.is_ascii_digit())
-            .len();
-    let Some(after) = word[digits..].strip_prefix("<<") else {
-        return Ok(None);
-    };
-    let (chomp, rest) = match after.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, after),
-    };
-    let rest = rest.trim_start();
-    if rest.is_empty() || rest.contains('<') {
-        return Ok(None);
-    }
-    let plain = Expander {
-        skip_unset: true,
-        ..Expander::new('\\')
-    };
-    let heredoc_error = |error: super::expand::ExpandError| ErrorKind::Heredoc {
-        message: format!("{rest}: {error}"),
-    };
-    let names = plain
-        .expand(rest, &no_variables)
-        .map_err(heredoc_error)?
-        .words;
-    if names.len() != 1 {
-        return Ok(None);
-    }
-    let raw = Expander {
-        raw_quotes: true,
-        ..plain
-    };
-    let raw_names = raw
-        .expand(rest, &no_variables)
-        .map_err(heredoc_error)?
-        .words;
-    let quotes = |text: &str| text.chars().filter(|ch| *ch == '\'' || *ch == '"').count();
-    let expand = raw_names.len() == 1 && quotes(&names[0]) == quotes(&raw_names[0]);
-    Ok(Some(Heredoc {
-        name: names[0].clone(),
-        fd: word[..digits].parse().unwrap_or(0),
-        expand,
-        chomp,
-        content: String::new(),
-    }))
-}
-
-/// Quotes like Go's `strconv.Quote`: `\"`, `\\`, `\n`-style escapes, `\xNN` for other control
-/// bytes and `\uNNNN` for other non-printable characters.
-pub fn go_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            ch if (ch as u32) < 0x20 || ch == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", ch as u32));
-            }
-            ch if is_go_printable(ch) => out.push(ch),
-            ch if (ch as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", ch as u32)),
-            ch => out.push_str(&format!("\\U{:08x}", ch as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint` without Unicode tables: control characters,
-/// white space other than the ASCII space, the common format characters, private-use
-/// characters and non-characters are not printable.
-fn is_go_printable(ch: char) -> bool {
-    if ch == ' ' {
-        return true;
-    }
-    if ch.is_control() || ch.is_whitespace() {
-        return false;
-    }
-    let code = ch as u32;
-    let format = matches!(code,
-        0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x180e | 0x200b..=0x200f
-        | 0x202a..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f | 0xfeff | 0xfff9..=0xfffb
-        | 0xe000..=0xf8ff | 0xf0000..=0x10ffff | 0xfffe | 0xffff | 0xe0001 | 0xe0020..=0xe007f);
-    !format
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,6 +465,29 @@ mod tests {
         assert_eq!(error.line, Some(1));
         let error = parse("# escape=`\n# escape=`\nFROM a").unwrap_err();
         assert!(error.to_string().contains("only one escape"), "{error}");
+    }
+
+    #[test]
+    fn syntax_directive_line_and_after_a_shebang() {
+        let tree = parse("# escape=`\n#syntax = docker/dockerfile:1.7\nFROM a").unwrap();
+        assert_eq!(
+            tree.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1.7")
+        );
+        assert_eq!(tree.directives.syntax_line, Some(2));
+        // BuildKit's DetectSyntax skips a first `#!` line; the directives after it are read.
+        let tree =
+            parse("#!/usr/bin/env xbuild\n# check=skip=all\n# syntax=foobar\nFROM a").unwrap();
+        assert_eq!(tree.directives.syntax.as_deref(), Some("foobar"));
+        assert_eq!(tree.directives.syntax_line, Some(3));
+        assert_eq!(
+            tree.directives.check, None,
+            "the shebang ends the other directives"
+        );
+        let tree = parse("#!/bin/sh\n# a comment\n# syntax=foobar\nFROM a").unwrap();
+        assert_eq!(tree.directives.syntax, None);
+        let tree = parse("FROM a\n# syntax=foobar\n").unwrap();
+        assert_eq!(tree.directives.syntax, None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::oci::Descriptor;
+use crate::executor::Built;
 use crate::oci::image::{self, ResolvedImage};
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, VertexCounter};
@@ -31,39 +31,6 @@ use crate::store::{Store, StoreError, display_ref};
 
 pub use engine::EngineError;
 pub use spec::OutputSpecError;
-
-/// What a build produced, all of it already written to the store's blobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Built {
-    /// One manifest per target platform, in the order the user gave the platforms.
-    pub images: Vec<BuiltImage>,
-    /// The index over `images` (also for a single platform: buildx pushes an index for
-    /// `--platform` builds too; a single-platform build without `--platform` may leave the
-    /// manifest alone, see [`Built::result`]).
-    pub index: Descriptor,
-    /// Whether the user asked for platforms explicitly (`--platform`).
-    pub explicit_platforms: bool,
-}
-
-/// One platform's image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuiltImage {
-    /// The target platform.
-    pub platform: Platform,
-    /// Its manifest, in the store.
-    pub manifest: Descriptor,
-}
-
-impl Built {
-    /// What a tag names: the index when several platforms were built or any was asked for
-    /// explicitly, else the single manifest (as `docker build` gives).
-    pub fn result(&self) -> &Descriptor {
-        match self.images.as_slice() {
-            [only] if !self.explicit_platforms => &only.manifest,
-            _ => &self.index,
-        }
-    }
-}
 
 /// One `-o` output (`--push` is `Registry`, `--load` is `Docker` loaded into the engine).
 #[derive(Debug, Clone, PartialEq, Eq)]

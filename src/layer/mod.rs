@@ -37,13 +37,6 @@ pub const GZIP_LEVEL: u32 = 6;
 pub const ZSTD_LEVEL: i32 = 3;
 const CHUNK: usize = 1024 * 1024;
 
-/// `SOURCE_DATE_EPOCH` as Unix seconds, when set to a valid number.
-pub fn source_date_epoch() -> Option<i64> {
-    std::env::var(crate::env::SOURCE_DATE_EPOCH)
-        .ok()
-        .and_then(|value| value.trim().parse::<i64>().ok())
-}
-
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {

@@ -3,7 +3,8 @@
 //! the index over all platforms.
 //!
 //! Each target platform goes to the first node of the builder that lists it; the others
-//! are built here by [`crate::build::run`], at the same time. Nodes are probed first
+//! are built here, at the same time, by the caller's `local` build (the pipeline's
+//! executor). Nodes are probed first
 //! ([`super::ssh::probe`]): one that does not answer fails the build before any work (exit
 //! 3, naming the node and what ssh said), or, with `--fallback=emulate`, its platforms are
 //! built here (a progress note says so). Each node's progress events come back as its
@@ -25,17 +26,17 @@ use oci_spec::image::Descriptor;
 use super::protocol::{self, NodeReply, NodeRequest, RootMetadata};
 use super::ssh;
 use super::{Builder, Node};
-use crate::build::{self, BuildOptions, BuildReport, CheckArch};
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
-use crate::export::{Built, BuiltImage};
+use crate::executor::{BuildOptions, BuildReport, CheckArch};
+use crate::executor::{Built, BuiltImage};
 use crate::layer::Compression;
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, Sink, VertexCounter, VertexId};
 use crate::store::Store;
 
 /// What to do when a node does not answer (`--fallback`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fallback {
     /// Fail the build before any work (exit 3).
     #[default]
@@ -44,21 +45,22 @@ pub enum Fallback {
     Emulate,
 }
 
-/// Builds `options` with `builder`'s nodes (`None`: everything here); `push_to` is the
-/// repository the nodes push their manifests to by digest (`--push`).
+/// Builds `options` with `builder`'s nodes: the platforms a node lists go to it (with
+/// `dockerfile`, the Dockerfile's bytes), the others to `local`, which runs here at the same
+/// time, its progress going to the sink it is given; `push_to` is the repository the nodes push their manifests to by digest
+/// (`--push`).
 ///
 /// # Errors
-/// As [`crate::build::run`]; a node that does not answer (exit 3, unless `fallback` is
+/// As `local`; a node that does not answer (exit 3, unless `fallback` is
 /// [`Fallback::Emulate`]); a node's failed build (its exit kind, its error lines).
 pub fn run(
     options: &BuildOptions,
-    builder: Option<&Builder>,
+    dockerfile: &[u8],
+    builder: &Builder,
     fallback: Fallback,
     push_to: Option<&str>,
+    local_build: impl FnOnce(&[Platform], SharedSink) -> anyhow::Result<BuildReport> + Send,
 ) -> anyhow::Result<BuildReport> {
-    let Some(builder) = builder else {
-        return build::run(options);
-    };
     let mut local: Vec<Platform> = Vec::new();
     let mut remote: Vec<(&Node, Vec<Platform>)> = Vec::new();
     for target in &options.targets {
@@ -71,7 +73,7 @@ pub fn run(
         }
     }
     if remote.is_empty() {
-        return build::run(options);
+        return local_build(&options.targets, options.sink.clone());
     }
 
     // Every node must answer before any work starts.
@@ -118,15 +120,9 @@ pub fn run(
         }
     }
     if usable.is_empty() {
-        return build::run(options);
+        return local_build(&local, options.sink.clone());
     }
 
-    let dockerfile = std::fs::read(&options.dockerfile).map_err(|error| {
-        Failure::bad_input(format_args!(
-            "cannot read {}: {error}",
-            options.dockerfile.display()
-        ))
-    })?;
     let ignore =
         Dockerignore::load(&options.context, &options.dockerfile).map_err(Failure::from)?;
     let entries = context::walk(&options.context, &ignore).map_err(Failure::from)?;
@@ -140,7 +136,7 @@ pub fn run(
         ids: Mutex::default(),
     });
     let request_for = |platforms: &[Platform]| NodeRequest {
-        dockerfile: dockerfile.clone(),
+        dockerfile: dockerfile.to_vec(),
         platforms: platforms.to_vec(),
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
@@ -148,6 +144,10 @@ pub fn run(
         pull: options.pull,
         network_none: options.network_none,
         allow_insecure: options.allow_insecure,
+        network_host: options.network_host,
+        allow_network_host: options.allow_network_host,
+        pids_limit: options.pids_limit,
+        pids_limit_required: options.pids_limit_required,
         compression: match options.compression {
             Compression::Zstd => "zstd",
             Compression::Gzip => "gzip",
@@ -186,14 +186,13 @@ pub fn run(
         let local_report = if local.is_empty() {
             None
         } else {
-            let mut here = options.clone();
-            here.targets = local.clone();
-            here.sink = Arc::new(Source {
+            // This machine's events go through the same numbering as the nodes'.
+            let sink: SharedSink = Arc::new(Source {
                 renumber: renumber.clone(),
                 source: 0,
                 prefix: None,
             });
-            Some(build::run(&here))
+            Some(local_build(&local, sink))
         };
         let remote_results: Vec<anyhow::Result<NodeReply>> = handles
             .into_iter()

@@ -5,8 +5,8 @@
 //! builds (`--node linux/arm64=ssh://user@host:2222?xbuild=/usr/local/bin/xbuild&root=/srv/xb`).
 //! A build whose builder has a node for one of its target platforms sends that platform's
 //! sub-build to the node ([`dispatch`]); the other platforms are built here as always. The
-//! node runs xbuild itself (hidden subcommand `__node-build`, [`remote`]); nothing else needs
-//! to be installed there, and no daemon runs anywhere.
+//! node runs xbuild itself (hidden subcommand `__node-build`, [`crate::pipeline::node`]: the
+//! same pipeline); nothing else needs to be installed there, and no daemon runs anywhere.
 //!
 //! The builders are kept in `$XDG_CONFIG_HOME/xbuild/builders.json` (default
 //! `~/.config/xbuild/builders.json`): per user, like buildx's `~/.docker/buildx`, since they
@@ -14,13 +14,12 @@
 //! ([`ssh`]), with the user's keys, agent, `known_hosts` and `~/.ssh/config`, in batch mode.
 //!
 //! Modules: [`node`] (endpoints and their parsing), [`ssh`] (the `ssh` command lines and the
-//! probe), [`protocol`] (what goes over the channel), [`remote`] (the node's side),
-//! [`dispatch`] (this side: splitting a build, streaming, merging the index).
+//! probe), [`protocol`] (what goes over the channel), [`dispatch`] (this side: splitting a
+//! build, streaming, merging the index).
 
 pub mod dispatch;
 pub mod node;
 pub mod protocol;
-pub mod remote;
 pub mod ssh;
 
 use std::path::{Path, PathBuf};

@@ -55,6 +55,18 @@ pub struct NodeRequest {
     pub network_none: bool,
     /// `--allow security.insecure`.
     pub allow_insecure: bool,
+    /// `--network=host`.
+    #[serde(default)]
+    pub network_host: bool,
+    /// `--allow network.host`.
+    #[serde(default)]
+    pub allow_network_host: bool,
+    /// `--pids-limit` (`None`: no limit).
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given.
+    #[serde(default)]
+    pub pids_limit_required: bool,
     /// `gzip`, `zstd` or `none`.
     pub compression: String,
     /// `SOURCE_DATE_EPOCH`.
@@ -68,6 +80,10 @@ pub struct NodeRequest {
     pub push_to: Option<String>,
     /// The context directory's own metadata (the tar holds only what is beneath it).
     pub context_root: RootMetadata,
+}
+
+fn default_pids_limit() -> Option<u64> {
+    Some(crate::sandbox::DEFAULT_PIDS_LIMIT)
 }
 
 /// Mode, owner and mtime of the context directory itself.

@@ -1,6 +1,7 @@
 //! Image configs, manifests and indexes: building them (OCI media types by default),
 //! reading them back (Docker schema-2 manifests and manifest lists accepted), canonical JSON,
-//! and choosing the manifest for a platform in an index.
+//! and choosing the manifest for a platform in an index. Platforms are
+//! [`crate::platform::Platform`]s; the OCI form is made there.
 //!
 //! Specs: <https://github.com/opencontainers/image-spec/blob/main/manifest.md>,
 //! <https://github.com/opencontainers/image-spec/blob/main/image-index.md>,
@@ -10,12 +11,13 @@
 use std::collections::HashMap;
 
 use oci_spec::image::{
-    Arch, Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder,
-    ImageManifest, ImageManifestBuilder, MediaType, Os, Platform, PlatformBuilder,
+    Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageIndex, ImageIndexBuilder,
+    ImageManifest, ImageManifestBuilder, MediaType,
 };
 use serde::Serialize;
 
 use super::layout::{ImageLayout, LayoutError};
+use crate::platform::{self, Platform};
 
 /// Docker schema-2 image manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -50,9 +52,6 @@ pub enum ImageError {
         /// The platforms present, comma separated.
         available: String,
     },
-    /// A platform string does not parse.
-    #[error("invalid platform {0:?}: expected os/arch[/variant], like linux/arm64")]
-    InvalidPlatform(String),
     /// An index nests too deeply (loops are not possible with content addressing, but a
     /// hostile layout may nest indexes without end).
     #[error("image index {0} nests too deeply")]
@@ -116,26 +115,10 @@ pub fn write_json_blob(
 /// An empty image configuration for `platform` (no layers, no history), `created` as given.
 pub fn new_image_config(platform: &Platform, created: Option<String>) -> ImageConfiguration {
     let mut config = ImageConfiguration::default();
-    config.set_architecture(platform.architecture().clone());
-    config.set_os(platform.os().clone());
-    config.set_variant(
-        platform
-            .variant()
-            .clone()
-            .filter(|variant| !variant.is_empty()),
-    );
+    platform.write_to_config(&mut config);
     config.set_created(created);
     config.rootfs_mut().set_typ("layers".to_owned());
     config
-}
-
-/// The platform an image config describes.
-pub fn config_platform(config: &ImageConfiguration) -> Platform {
-    platform(
-        &config.os().to_string(),
-        &config.architecture().to_string(),
-        config.variant().as_deref(),
-    )
 }
 
 /// An OCI image manifest over a config and layers.
@@ -168,116 +151,16 @@ pub fn build_index(manifests: Vec<Descriptor>) -> ImageIndex {
 }
 
 /// A descriptor for a manifest blob, tagged with its platform (for use in an index).
-pub fn manifest_descriptor(digest: Digest, size: u64, platform: Option<Platform>) -> Descriptor {
+pub fn manifest_descriptor(digest: Digest, size: u64, platform: Option<&Platform>) -> Descriptor {
     let builder = DescriptorBuilder::default()
         .media_type(MediaType::ImageManifest)
         .digest(digest)
         .size(size);
     match platform {
-        Some(platform) => builder.platform(platform).build(),
+        Some(platform) => builder.platform(platform.to_oci()).build(),
         None => builder.build(),
     }
     .expect("a descriptor with media type, digest and size is complete")
-}
-
-/// A platform from its parts, normalised (see [`normalize_platform`]).
-pub fn platform(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
-    let mut builder = PlatformBuilder::default()
-        .os(Os::from(os))
-        .architecture(Arch::from(architecture));
-    if let Some(variant) = variant.filter(|variant| !variant.is_empty()) {
-        builder = builder.variant(variant.to_owned());
-    }
-    normalize_platform(
-        &builder
-            .build()
-            .expect("a platform with os and architecture is complete"),
-    )
-}
-
-/// Parses `os/arch[/variant]` (or just `arch`, meaning linux), normalising aliases the way
-/// containerd does: `x86_64`→`amd64`, `aarch64`→`arm64`, `arm64/v8`→`arm64`, `arm`→`arm/v7`.
-///
-/// # Errors
-/// [`ImageError::InvalidPlatform`] for an empty or over-long spec.
-pub fn parse_platform(spec: &str) -> Result<Platform, ImageError> {
-    let parts: Vec<&str> = spec.split('/').collect();
-    let invalid = || ImageError::InvalidPlatform(spec.to_owned());
-    if parts.iter().any(|part| part.is_empty()) {
-        return Err(invalid());
-    }
-    match parts.as_slice() {
-        [arch] => Ok(platform("linux", arch, None)),
-        [os, arch] => Ok(platform(os, arch, None)),
-        [os, arch, variant] => Ok(platform(os, arch, Some(variant))),
-        _ => Err(invalid()),
-    }
-}
-
-/// Normalises architecture aliases and default variants (containerd's rules), so two
-/// platforms compare equal when they name the same thing.
-pub fn normalize_platform(platform: &Platform) -> Platform {
-    let os = platform.os().to_string().to_lowercase();
-    let mut architecture = platform.architecture().to_string().to_lowercase();
-    let mut variant = platform.variant().clone().filter(|v| !v.is_empty());
-    match architecture.as_str() {
-        "x86_64" | "x86-64" => architecture = "amd64".to_owned(),
-        "i386" | "i486" | "i586" | "i686" => architecture = "386".to_owned(),
-        "aarch64" => architecture = "arm64".to_owned(),
-        "armhf" => {
-            architecture = "arm".to_owned();
-            variant = Some("v7".to_owned());
-        }
-        "armel" => {
-            architecture = "arm".to_owned();
-            variant = Some("v6".to_owned());
-        }
-        _ => {}
-    }
-    match (architecture.as_str(), variant.as_deref()) {
-        ("arm64", Some("v8" | "8")) | ("amd64", Some("v1")) => variant = None,
-        ("arm", None) => variant = Some("v7".to_owned()),
-        ("arm", Some(v)) if !v.starts_with('v') => variant = Some(format!("v{v}")),
-        _ => {}
-    }
-    let mut normalized = platform.clone();
-    normalized.set_os(Os::from(os.as_str()));
-    normalized.set_architecture(Arch::from(architecture.as_str()));
-    normalized.set_variant(variant);
-    normalized
-}
-
-/// `os/arch[/variant]`, the OCI spelling.
-pub fn format_platform(platform: &Platform) -> String {
-    match platform.variant().as_deref().filter(|v| !v.is_empty()) {
-        Some(variant) => format!("{}/{}/{variant}", platform.os(), platform.architecture()),
-        None => format!("{}/{}", platform.os(), platform.architecture()),
-    }
-}
-
-/// Whether `candidate` is the platform `wanted` names (after normalisation: os, architecture
-/// and variant equal).
-pub fn platform_matches(wanted: &Platform, candidate: &Platform) -> bool {
-    let wanted = normalize_platform(wanted);
-    let candidate = normalize_platform(candidate);
-    wanted.os() == candidate.os()
-        && wanted.architecture() == candidate.architecture()
-        && wanted.variant() == candidate.variant()
-}
-
-/// The platform this process runs on (`linux/amd64`, `linux/arm64`, ...).
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    platform(std::env::consts::OS, arch, None)
 }
 
 /// One image (one platform) read out of a layout: its manifest and config.
@@ -294,7 +177,7 @@ pub struct ResolvedImage {
 impl ResolvedImage {
     /// The image's platform, from its config.
     pub fn platform(&self) -> Platform {
-        config_platform(&self.config)
+        Platform::of_config(&self.config)
     }
 }
 
@@ -390,8 +273,8 @@ pub fn read_image(
     })
 }
 
-/// The image for `platform` under a descriptor. Without a platform: the only image, else the
-/// host's platform.
+/// The image for `platform` under a descriptor (that platform exactly:
+/// [`Platform::same_target`]). Without a platform: the only image, else the host's platform.
 ///
 /// # Errors
 /// [`ImageError::NoMatchingPlatform`], or missing or corrupt blobs.
@@ -404,17 +287,17 @@ pub fn resolve_image(
     if platform.is_none() && images.len() == 1 {
         return Ok(images.remove(0));
     }
-    let wanted = platform.cloned().unwrap_or_else(host_platform);
+    let wanted = platform.cloned().unwrap_or_else(platform::host);
     let position = images
         .iter()
-        .position(|image| platform_matches(&wanted, &image.platform()));
+        .position(|image| wanted.same_target(&image.platform()));
     match position {
         Some(position) => Ok(images.swap_remove(position)),
         None => Err(ImageError::NoMatchingPlatform {
-            wanted: format_platform(&wanted),
+            wanted: wanted.to_string(),
             available: images
                 .iter()
-                .map(|image| format_platform(&image.platform()))
+                .map(|image| image.platform().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
@@ -511,7 +394,7 @@ pub fn rfc3339(unix_seconds: i64) -> String {
 /// The time to stamp on new images and history entries: `SOURCE_DATE_EPOCH` when set, else
 /// now.
 pub fn created_now() -> String {
-    let seconds = crate::layer::source_date_epoch().unwrap_or_else(|| {
+    let seconds = crate::env::source_date_epoch().unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
@@ -522,30 +405,6 @@ pub fn created_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn platforms_normalise_like_containerd() {
-        let cases = [
-            ("linux/aarch64", "linux/arm64"),
-            ("linux/arm64/v8", "linux/arm64"),
-            ("linux/arm", "linux/arm/v7"),
-            ("linux/x86_64", "linux/amd64"),
-            ("arm64", "linux/arm64"),
-            ("linux/arm/v6", "linux/arm/v6"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(format_platform(&parse_platform(input).unwrap()), expected);
-        }
-        assert!(parse_platform("linux//arm").is_err());
-        assert!(platform_matches(
-            &parse_platform("linux/arm64/v8").unwrap(),
-            &platform("linux", "arm64", None)
-        ));
-        assert!(!platform_matches(
-            &parse_platform("linux/arm/v6").unwrap(),
-            &platform("linux", "arm", None)
-        ));
-    }
 
     #[test]
     fn canonical_json_sorts_keys() {
@@ -584,11 +443,19 @@ mod tests {
             list_digest,
             list_size,
         );
-        let image =
-            resolve_image(&layout, &top, Some(&parse_platform("linux/arm64").unwrap())).unwrap();
+        let image = resolve_image(
+            &layout,
+            &top,
+            Some(&Platform::parse("linux/arm64").unwrap()),
+        )
+        .unwrap();
         assert_eq!(image.manifest.config().digest(), &config_digest);
         assert!(matches!(
-            resolve_image(&layout, &top, Some(&parse_platform("linux/s390x").unwrap())),
+            resolve_image(
+                &layout,
+                &top,
+                Some(&Platform::parse("linux/s390x").unwrap())
+            ),
             Err(ImageError::NoMatchingPlatform { .. })
         ));
     }

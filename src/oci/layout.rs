@@ -75,6 +75,17 @@ pub enum LayoutError {
         /// The layout.
         root: PathBuf,
     },
+    /// A blob read whole into memory (a document) is larger than any document may be
+    /// ([`super::limits::MAX_DOCUMENT_SIZE`]); it was not read.
+    #[error("{path} is {size} bytes, over the {} limit for image documents: not read", super::limits::human(*limit))]
+    TooLarge {
+        /// The blob file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Only sha256 digests are supported.
     #[error("unsupported digest algorithm in {digest}")]
     UnsupportedDigest {
@@ -188,15 +199,37 @@ impl ImageLayout {
     }
 
     /// Reads a whole blob (manifests, configs, indexes: small ones) and checks its digest.
+    /// A blob larger than any document may be ([`super::limits::MAX_DOCUMENT_SIZE`]: an
+    /// archive or a registry may have put a huge one under a document's name) is refused
+    /// before it is read.
     ///
     /// # Errors
-    /// Missing blob, read failure, or content that does not match its digest.
+    /// Missing blob, a blob over the limit, read failure, or content that does not match
+    /// its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {
-        let mut bytes = Vec::new();
         let path = self.blob_path(digest)?;
-        self.open_blob(digest)?
+        let file = self.open_blob(digest)?;
+        let size = file
+            .metadata()
+            .map_err(file_error("inspecting", &path))?
+            .len();
+        let limit = super::limits::MAX_DOCUMENT_SIZE;
+        if size > limit {
+            return Err(LayoutError::TooLarge { path, size, limit });
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // The bound holds even if the file grows after the size was taken (it never should:
+        // blobs are renamed into place whole).
+        file.take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(file_error("reading", &path))?;
+        if bytes.len() as u64 > limit {
+            return Err(LayoutError::TooLarge {
+                path,
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
         let actual = super::sha256_digest(&bytes);
         if &actual != digest {
             return Err(LayoutError::DigestMismatch {
@@ -344,7 +377,7 @@ impl ImageLayout {
     /// changed and replaced, so two processes naming images at once both keep their names.
     /// The directory itself is locked (not `index.json`, which is replaced by rename, nor a
     /// lock file, which would add a file to exported layouts); released on drop.
-    fn lock_index(&self) -> Result<nix::fcntl::Flock<File>, LayoutError> {
+    pub(super) fn lock_index(&self) -> Result<nix::fcntl::Flock<File>, LayoutError> {
         let dir = File::open(&self.root).map_err(file_error("opening", &self.root))?;
         nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
             LayoutError::File {
@@ -466,6 +499,28 @@ impl Write for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_over_the_document_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path()).unwrap();
+        let digest = super::super::sha256_digest(b"named as a manifest");
+        let path = layout.blob_path(&digest).unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Sparse: the size is what matters, nothing is read.
+        let file = File::create(&path).unwrap();
+        file.set_len(super::super::limits::MAX_DOCUMENT_SIZE + 1)
+            .unwrap();
+        let error = layout.read_blob(&digest).unwrap_err();
+        assert!(
+            matches!(error, LayoutError::TooLarge { size, .. } if size == super::super::limits::MAX_DOCUMENT_SIZE + 1),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("over the 20 MiB limit"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn new_layout_has_marker_and_empty_index() {

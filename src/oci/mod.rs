@@ -5,13 +5,18 @@
 //! and writing an [OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
 //! with atomic writes.
 
+pub mod annotation;
 pub mod digest;
 pub mod image;
 pub mod layout;
+pub mod limits;
+pub mod referrers;
+pub mod state;
 
 pub use digest::{Digester, sha256_digest};
 pub use image::{ImageError, ResolvedImage};
 pub use layout::{BlobWriter, ImageLayout, LayoutError, REF_NAME_ANNOTATION};
 pub use oci_spec::image::{
-    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
+    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
 };
+pub use state::{ImageLayer, ImageState, NoBlob};

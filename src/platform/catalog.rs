@@ -93,7 +93,9 @@ pub struct PlatformInfo {
     /// The `binfmt/<name>.toml` file that emulates this platform.
     pub binfmt: String,
     /// Platforms a host of this platform also runs natively, best first (`linux/386` for
-    /// `linux/amd64`). Whether the CPU really does is for the probe to tell.
+    /// `linux/amd64`): also what serves a pull for this platform when the index lacks it
+    /// ([`super::rank`]). Complete, not followed further: `linux/arm64` lists every arm
+    /// variant itself. Whether the CPU really runs them is for the probe to tell.
     pub compatible: Vec<String>,
 }
 
@@ -104,6 +106,7 @@ impl PlatformInfo {
             os: self.os.clone(),
             architecture: self.architecture.clone(),
             variant: (!self.variant.is_empty()).then(|| self.variant.clone()),
+            details: None,
         }
     }
 }
@@ -151,6 +154,38 @@ mod tests {
             assert_eq!(*name, expected);
             assert!(!info.binfmt.contains('/'), "{name}: binfmt names a file");
             assert!(matches!(info.elf.class, 32 | 64), "{name}: class");
+        }
+    }
+
+    #[test]
+    fn compatible_lists_parse_and_are_closed() {
+        for info in all() {
+            let own = info.platform();
+            let listed = info
+                .compatible
+                .iter()
+                .map(|name| {
+                    super::super::Platform::parse(name)
+                        .unwrap_or_else(|error| panic!("{own}: compatible {name}: {error}"))
+                })
+                .collect::<Vec<_>>();
+            for (position, platform) in listed.iter().enumerate() {
+                assert_ne!(platform, &own, "{own} lists itself");
+                assert_eq!(
+                    platform.to_string(),
+                    info.compatible[position],
+                    "{own}: spelling"
+                );
+                // What a listed platform runs, this one runs too, later in its list.
+                if let Some(listed_info) = platform.info() {
+                    for further in &listed_info.compatible {
+                        assert!(
+                            info.compatible[position + 1..].contains(further),
+                            "{own} lists {platform} but not {further} after it"
+                        );
+                    }
+                }
+            }
         }
     }
 

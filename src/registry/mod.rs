@@ -1,10 +1,26 @@
 //! Registries: references ([`mod@reference`]), credentials and the auth handshake
-//! ([`auth`]), the HTTP transport with TLS, retries and the distribution API endpoints
-//! ([`transport`]), [`pull`] into the local store, [`push`] from it, and manifest tools
-//! ([`tools`]: inspect, create an index).
+//! ([`auth`]), where credentials may go ([`realm`]: token services on other hosts), the HTTP
+//! transport and the distribution API endpoints, [`pull`] into the local store, [`push`] from
+//! it, manifest tools ([`tools`]: inspect, create an index), and [`referrers`] (attestations
+//! pushed, fetched and copied with their image: the referrers API or its tag fallback).
+//!
+//! The transport, from the bottom up (a file names only those before it):
+//! - `bounds.rs`: the size bounds of what a registry sends (`SizeProblem`, `Bound`).
+//! - `options.rs`: [`RegistryOptions`] (insecure hosts, `certs.d`, timeouts, retries),
+//!   loopback hosts, the redirect limit.
+//! - `error.rs`: [`RegistryError`], and an error answer mapped to it (bounded message).
+//! - `client.rs`: the reqwest client of one host (TLS trust, timeouts, redirects), the
+//!   HTTPS/HTTP probe, the retry backoff.
+//! - [`transport`]: [`Registry`], the core the endpoints share: connect, send with retries
+//!   and the auth handshake, bodies read within a bound; re-exports the types above.
+//! - [`manifests`]: manifest, index and config endpoints, [`RawManifest`].
+//! - `blobs.rs`: blob endpoints: fetch into the store, push (exists, mount, upload), mount.
+//! - [`referrers`]: the referrers API (also an `impl Registry` over the core).
 //!
 //! Owns the network; never touches root filesystems. Blobs go into the store through
-//! [`crate::oci::BlobWriter`], verified while they stream.
+//! [`crate::oci::BlobWriter`], verified while they stream and never past their declared
+//! size; manifests, indexes and configs are read into memory within the bounds of
+//! [`crate::oci::limits`].
 //!
 //! What a build calls:
 //! - [`RegistryOptions::from_env`] once (store root → `certs.d`, `$DOCKER_CONFIG`,
@@ -23,21 +39,28 @@
 )]
 
 pub mod auth;
-pub mod platform;
+mod blobs;
+mod bounds;
+mod client;
+mod error;
+pub mod manifests;
+mod options;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod realm;
 pub mod reference;
+pub mod referrers;
 mod source;
 pub mod tools;
 pub mod transport;
 
 pub use auth::{Credentials, DockerConfig, Secret};
-pub use platform::PlatformSpec;
+pub use manifests::RawManifest;
 pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};
 pub use push::{PushOptions, PushedImage};
 pub use reference::ImageRef;
-pub use transport::{RawManifest, Registry, RegistryError, RegistryOptions};
+pub use transport::{Registry, RegistryError, RegistryOptions};
 
 pub(crate) use source::record as record_source;

@@ -11,27 +11,26 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use oci_spec::image::{
-    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, Platform,
-};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::platform::PlatformSpec;
+use super::manifests::RawManifest;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::transport::{RawManifest, Registry, RegistryError, RegistryOptions};
+use super::transport::{Registry, RegistryError, RegistryOptions};
 use crate::oci::{ImageLayout, LayoutError};
+use crate::platform::Platform;
 
 /// Which platforms of an index to pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
-    /// The best match for this platform (containerd's rules); a single-platform image of
+    /// The best match for this platform ([`Platform::rank`]); a single-platform image of
     /// another platform is refused.
-    One(PlatformSpec),
+    One(Platform),
     /// As `One` for an index, but a single-platform image is taken whatever its platform
     /// (`docker pull` without `--platform`).
-    Prefer(PlatformSpec),
+    Prefer(Platform),
     /// Every manifest of the index.
     All,
 }
@@ -63,7 +62,7 @@ pub enum PullError {
         /// The image.
         reference: String,
         /// The platform asked for.
-        wanted: PlatformSpec,
+        wanted: Platform,
         /// What the index offers, comma separated.
         available: String,
     },
@@ -85,7 +84,7 @@ pub enum PullError {
 #[derive(Debug, Clone)]
 pub struct PlatformImage {
     /// Its platform, from the index entry or the config.
-    pub platform: Option<PlatformSpec>,
+    pub platform: Option<Platform>,
     /// The manifest's descriptor (digest, size, media type).
     pub manifest: Descriptor,
     /// The parsed manifest.
@@ -129,16 +128,16 @@ pub async fn pull(
         .get_manifest(repository, &reference.manifest_reference())
         .await
         .map_err(registry_error)?;
-    let mut selected: Vec<(Option<PlatformSpec>, RawManifest, Descriptor)> = Vec::new();
+    let mut selected: Vec<(Option<Platform>, RawManifest, Descriptor)> = Vec::new();
     let mut top_descriptor = top.descriptor();
     if top.is_index() {
         let index: ImageIndex = parse(&name, "index", &top.digest, &top.bytes)?;
         for entry in select(&name, &index, choice)? {
             let child = registry
-                .get_manifest(repository, entry.digest().as_ref())
+                .get_manifest_of(repository, &entry)
                 .await
                 .map_err(registry_error)?;
-            let platform = entry.platform().as_ref().map(PlatformSpec::from_oci);
+            let platform = entry.platform().as_ref().map(Platform::from);
             selected.push((platform, child, entry.clone()));
         }
     } else {
@@ -146,7 +145,7 @@ pub async fn pull(
             // Checked before any layer is fetched: the config is small.
             let document: ImageManifest = parse(&name, "manifest", &top.digest, &top.bytes)?;
             let config = registry
-                .get_blob_bytes(repository, document.config().digest())
+                .get_config(repository, document.config())
                 .await
                 .map_err(registry_error)?;
             let offered = config_platform(&name, document.config().digest(), &config)?;
@@ -175,6 +174,10 @@ pub async fn pull(
             });
         }
         let document: ImageManifest = parse(&name, "manifest", &raw.digest, &raw.bytes)?;
+        // Checked before any blob is fetched: the config is read whole from the store later.
+        registry
+            .check_config_size(repository, document.config())
+            .map_err(registry_error)?;
         for blob in std::iter::once(document.config()).chain(document.layers()) {
             if seen.insert(blob.digest().to_string()) {
                 blobs.push(blob.clone());
@@ -216,13 +219,9 @@ pub async fn pull(
             let config: ImageConfiguration = layout
                 .read_json(image.document.config().digest(), "image configuration")
                 .map_err(store_error)?;
-            let platform = PlatformSpec::normalised(
-                &config.os().to_string(),
-                &config.architecture().to_string(),
-                config.variant().as_deref().unwrap_or(""),
-            );
+            let platform = Platform::of_config(&config);
             if !top.is_index() {
-                top_descriptor.set_platform(Some(oci_platform(&platform)));
+                top_descriptor.set_platform(Some(platform.to_oci()));
             }
             image.platform = Some(platform);
         }
@@ -269,7 +268,7 @@ pub async fn resolve(
     options: Arc<RegistryOptions>,
     layout: &ImageLayout,
     reference: &ImageRef,
-    platform: &PlatformSpec,
+    platform: &Platform,
     progress: Arc<dyn Progress>,
 ) -> Result<PlatformImage, PullError> {
     if let Some(image) = local_image(layout, reference, platform)? {
@@ -296,7 +295,7 @@ pub async fn resolve(
 pub fn local_image(
     layout: &ImageLayout,
     reference: &ImageRef,
-    platform: &PlatformSpec,
+    platform: &Platform,
 ) -> Result<Option<PlatformImage>, PullError> {
     let name = reference.to_string();
     let store_error = |source| PullError::Store {
@@ -313,7 +312,7 @@ pub fn local_image(
         return Ok(None);
     }
     let bytes = layout.read_blob(top.digest()).map_err(store_error)?;
-    let manifest_descriptor = if super::transport::is_index_media_type(top.media_type().as_ref()) {
+    let manifest_descriptor = if super::manifests::is_index_media_type(top.media_type().as_ref()) {
         let index: ImageIndex = parse(&name, "index", top.digest(), &bytes)?;
         let Ok(entries) = select(&name, &index, &PlatformChoice::One(platform.clone())) else {
             return Ok(None);
@@ -338,10 +337,7 @@ pub fn local_image(
     if !complete {
         return Ok(None);
     }
-    let entry_platform = manifest_descriptor
-        .platform()
-        .as_ref()
-        .map(PlatformSpec::from_oci);
+    let entry_platform = manifest_descriptor.platform().as_ref().map(Platform::from);
     if entry_platform
         .as_ref()
         .is_some_and(|found| platform.rank(found).is_none())
@@ -368,7 +364,7 @@ fn select(
                 .manifests()
                 .iter()
                 .filter_map(|entry| {
-                    let offered = PlatformSpec::from_oci(entry.platform().as_ref()?);
+                    let offered = Platform::from(entry.platform().as_ref()?);
                     Some((wanted.rank(&offered)?, entry))
                 })
                 .min_by_key(|(rank, _)| *rank);
@@ -381,7 +377,7 @@ fn select(
                         .manifests()
                         .iter()
                         .filter_map(|entry| entry.platform().as_ref())
-                        .map(|platform| PlatformSpec::from_oci(platform).to_string())
+                        .map(|platform| Platform::from(platform).to_string())
                         .collect::<Vec<_>>()
                         .join(", "),
                 }),
@@ -391,13 +387,9 @@ fn select(
 }
 
 /// The platform an image config declares.
-fn config_platform(name: &str, digest: &Digest, bytes: &[u8]) -> Result<PlatformSpec, PullError> {
+fn config_platform(name: &str, digest: &Digest, bytes: &[u8]) -> Result<Platform, PullError> {
     let config: ImageConfiguration = parse(name, "config", digest, bytes)?;
-    Ok(PlatformSpec::normalised(
-        &config.os().to_string(),
-        &config.architecture().to_string(),
-        config.variant().as_deref().unwrap_or(""),
-    ))
+    Ok(Platform::of_config(&config))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -412,17 +404,6 @@ fn parse<T: serde::de::DeserializeOwned>(
         digest: digest.clone(),
         reason: error.to_string(),
     })
-}
-
-/// The OCI form of a platform.
-pub(crate) fn oci_platform(platform: &PlatformSpec) -> Platform {
-    let mut oci = Platform::default();
-    oci.set_os(platform.os.as_str().into());
-    oci.set_architecture(platform.architecture.as_str().into());
-    if !platform.variant.is_empty() {
-        oci.set_variant(Some(platform.variant.clone()));
-    }
-    oci
 }
 
 /// Fetches blobs, `parallel_blobs` at a time; the first error stops the others.
@@ -505,14 +486,14 @@ mod tests {
     #[test]
     fn local_image_finds_a_complete_platform_of_a_stored_index() {
         let (_dir, layout, reference, _) = store_with_partial_index();
-        let arm64 = PlatformSpec::parse("linux/arm64").unwrap();
+        let arm64 = Platform::parse("linux/arm64").unwrap();
         let image = local_image(&layout, &reference, &arm64).unwrap().unwrap();
         assert_eq!(image.platform.as_ref(), Some(&arm64));
         assert_eq!(image.document.layers().len(), 1);
         // amd64 is named by the index but not in the store: pull it.
-        let amd64 = PlatformSpec::parse("linux/amd64").unwrap();
+        let amd64 = Platform::parse("linux/amd64").unwrap();
         assert!(local_image(&layout, &reference, &amd64).unwrap().is_none());
-        let s390x = PlatformSpec::parse("linux/s390x").unwrap();
+        let s390x = Platform::parse("linux/s390x").unwrap();
         assert!(local_image(&layout, &reference, &s390x).unwrap().is_none());
         let other = ImageRef::parse("127.0.0.1:5000/other:1").unwrap();
         assert!(local_image(&layout, &other, &arm64).unwrap().is_none());
@@ -522,7 +503,7 @@ mod tests {
     fn local_image_with_a_missing_layer_is_not_complete() {
         let (_dir, layout, reference, layer) = store_with_partial_index();
         std::fs::remove_file(layout.blob_path(&layer).unwrap()).unwrap();
-        let arm64 = PlatformSpec::parse("linux/arm64").unwrap();
+        let arm64 = Platform::parse("linux/arm64").unwrap();
         assert!(local_image(&layout, &reference, &arm64).unwrap().is_none());
     }
 }

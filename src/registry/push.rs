@@ -1,7 +1,8 @@
 //! Push: blobs first (`HEAD` to skip what the registry has, a cross-repository mount where
 //! we know a repository of the same registry holds the blob, else an upload), then each
 //! platform manifest by digest with its exact bytes and media type, then the index (or the
-//! single manifest) under the tag. The pushed digests are the local ones: nothing is
+//! single manifest) under the tag, then the store's referrers of those manifests
+//! (attestations; [`super::referrers`]). The pushed digests are the local ones: nothing is
 //! re-serialised.
 
 use std::collections::BTreeSet;
@@ -11,9 +12,10 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::manifests::RawManifest;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::transport::{BlobPush, RawManifest, Registry, RegistryError, RegistryOptions};
+use super::transport::{BlobPush, Registry, RegistryError, RegistryOptions};
 use crate::oci::{ImageLayout, LayoutError};
 
 /// Errors of a push.
@@ -92,6 +94,8 @@ pub struct PushedImage {
     pub mounted: usize,
     /// Blobs the registry had.
     pub existing: usize,
+    /// Referrers (attestations) pushed with the image.
+    pub referrers: usize,
 }
 
 /// Pushes the store's image `name` to `target`.
@@ -132,7 +136,7 @@ pub async fn push(
                     platform: entry
                         .platform()
                         .as_ref()
-                        .map(|p| format!(" for {}", super::platform::PlatformSpec::from_oci(p)))
+                        .map(|p| format!(" for {}", crate::platform::Platform::from(p)))
                         .unwrap_or_default(),
                 });
             }
@@ -213,6 +217,13 @@ pub async fn push(
         .put_manifest(repository, &tag, &top_raw)
         .await
         .map_err(registry_error)?;
+    let mut subjects = vec![top_raw.digest.clone()];
+    if top_raw.is_index() {
+        subjects.extend(manifests.iter().map(|manifest| manifest.digest.clone()));
+    }
+    let referrers = super::referrers::push_referrers(registry, layout, repository, &subjects)
+        .await
+        .map_err(registry_error)?;
     let count = |kind| outcomes.iter().filter(|outcome| **outcome == kind).count();
     Ok(PushedImage {
         target: target.clone(),
@@ -220,6 +231,7 @@ pub async fn push(
         uploaded: count(BlobPush::Uploaded),
         mounted: count(BlobPush::Mounted),
         existing: count(BlobPush::Exists),
+        referrers,
     })
 }
 

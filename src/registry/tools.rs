@@ -1,21 +1,21 @@
 //! Manifest tools: inspect what a reference names, and create one index out of several
 //! images already in a registry (`imagetools create`): the way CI runners that each build
-//! one platform natively combine their results.
+//! one platform natively combine their results. The images' referrers (attestations) are
+//! copied with them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
 
-use super::platform::PlatformSpec;
+use super::manifests::{MANIFEST_MEDIA_TYPES, RawManifest};
 use super::progress::NoProgress;
-use super::pull::oci_platform;
 use super::reference::ImageRef;
-use super::transport::{
-    MANIFEST_MEDIA_TYPES, RawManifest, Registry, RegistryError, RegistryOptions,
-};
+use super::transport::{Registry, RegistryError, RegistryOptions};
 use crate::oci::ImageLayout;
+use crate::oci::annotation::{Annotation, AnnotationKind};
+use crate::platform::Platform;
 
 /// Errors of the manifest tools.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,20 @@ pub enum ToolsError {
     /// Nothing to put in the index.
     #[error("no source images")]
     NoSources,
+    /// `--platform` left no manifest.
+    #[error("none of the manifests match the platforms given (--platform)")]
+    NoPlatformMatches,
+    /// Annotations asked for on a Docker manifest list, which has none.
+    #[error(
+        "annotations need an OCI image index, and every source is a Docker manifest: a Docker manifest list cannot carry them"
+    )]
+    AnnotationsOnDockerList,
+    /// An annotation type `imagetools create` does not write.
+    #[error(
+        "{} annotations cannot be set by imagetools create (index: and manifest-descriptor: can, as buildx)",
+        .0.map_or("untyped (no prefix)", |kind| kind.name())
+    )]
+    AnnotationKind(Option<AnnotationKind>),
 }
 
 /// Fetches what a reference names, exact bytes.
@@ -71,7 +85,7 @@ pub struct IndexEntry {
     /// The manifest's descriptor (with its platform).
     pub descriptor: Descriptor,
     /// The platform, when known.
-    pub platform: Option<PlatformSpec>,
+    pub platform: Option<Platform>,
 }
 
 /// The entries of an index document (for display).
@@ -92,7 +106,7 @@ pub fn index_entries(
         .manifests()
         .iter()
         .map(|descriptor| IndexEntry {
-            platform: descriptor.platform().as_ref().map(PlatformSpec::from_oci),
+            platform: descriptor.platform().as_ref().map(Platform::from),
             descriptor: descriptor.clone(),
         })
         .collect())
@@ -104,11 +118,397 @@ struct IndexDocument<'a> {
     schema_version: u32,
     media_type: &'a str,
     manifests: &'a [Descriptor],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+/// One source of `imagetools create`: an image in a registry, and what the user said of its
+/// descriptor (`-f FILE` with a JSON descriptor), laid over what the registry serves.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where the manifest or index is (by tag or digest).
+    pub reference: ImageRef,
+    /// A descriptor given by the user: media type, annotations and platform replace the
+    /// registry's; a size must agree.
+    pub descriptor: Option<Descriptor>,
+}
+
+/// What `imagetools create` is asked to make.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// The sources, in order (`--append` puts the target's current index first).
+    pub sources: Vec<Source>,
+    /// Annotations of the index (`index:`) and of its manifest descriptors
+    /// (`manifest-descriptor:`, optionally for some platforms).
+    pub annotations: Vec<Annotation>,
+    /// Keep only manifests of these platforms (empty: all).
+    pub platforms: Vec<Platform>,
+    /// With one single-platform source: make an index of it (`true`, the default) or push
+    /// that manifest as it is.
+    pub prefer_index: bool,
+}
+
+/// The document `imagetools create` pushes, and the manifests to copy before it.
+#[derive(Debug, Clone)]
+pub struct Combined {
+    /// The index (or, for a carbon copy, the source's own manifest or index), exact bytes.
+    pub document: RawManifest,
+    /// The manifests it names, each with the source it comes from.
+    children: Vec<(RawManifest, usize)>,
+    sources: Vec<Source>,
+}
+
+/// A connection per registry.
+struct Connections {
+    options: Arc<RegistryOptions>,
+    open: BTreeMap<String, Arc<Registry>>,
+}
+
+impl Connections {
+    async fn get(&mut self, reference: &ImageRef) -> Result<Arc<Registry>, ToolsError> {
+        if let Some(registry) = self.open.get(reference.registry()) {
+            return Ok(Arc::clone(registry));
+        }
+        let registry = Arc::new(
+            Registry::connect(reference.registry(), Arc::clone(&self.options))
+                .await
+                .map_err(|source| ToolsError::Registry {
+                    reference: reference.to_string(),
+                    source,
+                })?,
+        );
+        self.open
+            .insert(reference.registry().to_owned(), Arc::clone(&registry));
+        Ok(registry)
+    }
+}
+
+fn bad(reference: &ImageRef, what: &'static str, reason: impl Into<String>) -> ToolsError {
+    ToolsError::BadDocument {
+        reference: reference.to_string(),
+        what,
+        reason: reason.into(),
+    }
+}
+
+/// The attestation manifests BuildKit puts in an index name their image this way.
+const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// Reads every source and makes the document `imagetools create` pushes, as buildx does:
+/// one index over the sources' manifests (duplicates once; annotations and platforms
+/// filtered in), except that one source alone with no annotation and no platform filter
+/// is copied as it is when it is an index (or a single manifest with
+/// `prefer_index == false`). Nothing is written.
+///
+/// # Errors
+/// Registry failures, unreadable sources, a descriptor that disagrees with the registry,
+/// no manifest left after the platform filter, annotations on a Docker manifest list.
+pub async fn combine(
+    options: Arc<RegistryOptions>,
+    request: CreateRequest,
+) -> Result<Combined, ToolsError> {
+    if request.sources.is_empty() {
+        return Err(ToolsError::NoSources);
+    }
+    let mut connections = Connections {
+        options,
+        open: BTreeMap::new(),
+    };
+    // Each source's top document and descriptor (user's fields laid over the registry's).
+    let mut tops: Vec<(RawManifest, Descriptor)> = Vec::new();
+    for source in &request.sources {
+        let reference = &source.reference;
+        let origin = connections.get(reference).await?;
+        let wanted = match &source.descriptor {
+            Some(descriptor) => descriptor.digest().to_string(),
+            None => reference.manifest_reference(),
+        };
+        let top = origin
+            .get_manifest(reference.repository(), &wanted)
+            .await
+            .map_err(|error| ToolsError::Registry {
+                reference: reference.to_string(),
+                source: error,
+            })?;
+        let mut descriptor = top.descriptor();
+        if let Some(given) = &source.descriptor {
+            if given.size() != 0 && given.size() != descriptor.size() {
+                return Err(bad(
+                    reference,
+                    "descriptor",
+                    format!(
+                        "size {} given for {}, the registry has {}",
+                        given.size(),
+                        given.digest(),
+                        descriptor.size()
+                    ),
+                ));
+            }
+            if given.annotations().as_ref().is_some_and(|a| !a.is_empty()) {
+                descriptor.set_annotations(given.annotations().clone());
+            }
+            if given.platform().is_some() {
+                descriptor.set_platform(given.platform().clone());
+            }
+        }
+        if !top.is_index() && descriptor.platform().is_none() {
+            let platform = manifest_platform(&origin, reference, &top).await?;
+            descriptor.set_platform(Some(platform.to_oci()));
+        }
+        tops.push((top, descriptor));
+    }
+
+    let single = tops.len() == 1 && request.annotations.is_empty() && request.platforms.is_empty();
+    if single {
+        let (top, _) = &tops[0];
+        if top.is_index() {
+            let mut children = Vec::new();
+            let origin = connections.get(&request.sources[0].reference).await?;
+            for entry in index_entries(&request.sources[0].reference, top)? {
+                children.push((
+                    fetch_child(&origin, &request.sources[0].reference, &entry.descriptor).await?,
+                    0,
+                ));
+            }
+            return Ok(Combined {
+                document: top.clone(),
+                children,
+                sources: request.sources,
+            });
+        }
+        if !request.prefer_index {
+            return Ok(Combined {
+                document: top.clone(),
+                children: vec![(top.clone(), 0)],
+                sources: request.sources,
+            });
+        }
+    }
+    if !request.platforms.is_empty() && tops.len() == 1 && !tops[0].0.is_index() {
+        // A single manifest is kept or refused as a whole.
+        let platform = tops[0].1.platform().as_ref().map(Platform::from);
+        if !platform.is_some_and(|p| request.platforms.iter().any(|w| w.same_target(&p))) {
+            return Err(bad(
+                &request.sources[0].reference,
+                "manifest",
+                "its platform matches none of --platform",
+            ));
+        }
+    }
+
+    // Every manifest descriptor, once, with the source that holds it.
+    let mut entries: Vec<(Descriptor, usize)> = Vec::new();
+    for (index, (top, descriptor)) in tops.iter().enumerate() {
+        let listed = if top.is_index() {
+            index_entries(&request.sources[index].reference, top)?
+                .into_iter()
+                .map(|entry| entry.descriptor)
+                .collect()
+        } else {
+            vec![descriptor.clone()]
+        };
+        for descriptor in listed {
+            match entries
+                .iter_mut()
+                .find(|(known, _)| known.digest() == descriptor.digest())
+            {
+                Some((known, _)) => {
+                    if descriptor.platform().is_some() {
+                        known.set_platform(descriptor.platform().clone());
+                    }
+                    let mut merged = known.annotations().clone().unwrap_or_default();
+                    merged.extend(descriptor.annotations().clone().unwrap_or_default());
+                    known.set_annotations(Some(merged));
+                }
+                None => entries.push((descriptor, index)),
+            }
+        }
+    }
+    if !request.platforms.is_empty() {
+        let matches = |descriptor: &Descriptor| {
+            descriptor.platform().as_ref().is_none_or(|platform| {
+                request
+                    .platforms
+                    .iter()
+                    .any(|wanted| wanted.same_target(&Platform::from(platform)))
+            })
+        };
+        let kept_images: BTreeSet<String> = entries
+            .iter()
+            .filter(|(descriptor, _)| {
+                descriptor.platform().is_some()
+                    && !is_attestation(descriptor)
+                    && matches(descriptor)
+            })
+            .map(|(descriptor, _)| descriptor.digest().to_string())
+            .collect();
+        entries.retain(|(descriptor, _)| {
+            if is_attestation(descriptor) {
+                // Kept with the image it describes.
+                descriptor
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REFERENCE_DIGEST))
+                    .is_some_and(|subject| kept_images.contains(subject))
+            } else {
+                matches(descriptor)
+            }
+        });
+        if kept_images.is_empty() {
+            return Err(ToolsError::NoPlatformMatches);
+        }
+    }
+
+    let all_docker = entries.iter().all(|(entry, _)| {
+        entry
+            .media_type()
+            .to_string()
+            .starts_with("application/vnd.docker.")
+    });
+    let media_type = if all_docker {
+        MANIFEST_MEDIA_TYPES[2]
+    } else {
+        MANIFEST_MEDIA_TYPES[0]
+    };
+    let mut index_annotations = BTreeMap::new();
+    if !request.annotations.is_empty() && all_docker {
+        return Err(ToolsError::AnnotationsOnDockerList);
+    }
+    for annotation in &request.annotations {
+        match annotation.kind {
+            Some(AnnotationKind::Index) => {
+                index_annotations.insert(annotation.key.clone(), annotation.value.clone());
+            }
+            Some(AnnotationKind::ManifestDescriptor) => {
+                for (descriptor, _) in &mut entries {
+                    let platform = descriptor.platform().as_ref().map(Platform::from);
+                    if annotation.applies_to(platform.as_ref()) {
+                        let mut merged = descriptor.annotations().clone().unwrap_or_default();
+                        merged.insert(annotation.key.clone(), annotation.value.clone());
+                        descriptor.set_annotations(Some(merged));
+                    }
+                }
+            }
+            _ => return Err(ToolsError::AnnotationKind(annotation.kind)),
+        }
+    }
+    let manifests: Vec<Descriptor> = entries.iter().map(|(d, _)| d.clone()).collect();
+    let bytes = serde_json::to_vec(&IndexDocument {
+        schema_version: 2,
+        media_type,
+        manifests: &manifests,
+        annotations: index_annotations,
+    })
+    .expect("an index serialises");
+    let mut children = Vec::new();
+    for (descriptor, index) in &entries {
+        let reference = &request.sources[*index].reference;
+        let origin = connections.get(reference).await?;
+        children.push((fetch_child(&origin, reference, descriptor).await?, *index));
+    }
+    Ok(Combined {
+        document: RawManifest::new(bytes, media_type.to_owned()),
+        children,
+        sources: request.sources,
+    })
+}
+
+fn is_attestation(descriptor: &Descriptor) -> bool {
+    descriptor.annotations().as_ref().is_some_and(|a| {
+        a.get(REFERENCE_TYPE)
+            .is_some_and(|t| t == "attestation-manifest")
+    })
+}
+
+async fn fetch_child(
+    origin: &Registry,
+    reference: &ImageRef,
+    descriptor: &Descriptor,
+) -> Result<RawManifest, ToolsError> {
+    origin
+        .get_manifest_of(reference.repository(), descriptor)
+        .await
+        .map_err(|error| ToolsError::Registry {
+            reference: reference.to_string(),
+            source: error,
+        })
+}
+
+/// The platform of a single manifest, from its config.
+async fn manifest_platform(
+    origin: &Registry,
+    reference: &ImageRef,
+    top: &RawManifest,
+) -> Result<Platform, ToolsError> {
+    let document = parse_manifest(reference, top)?;
+    let config = origin
+        .get_config(reference.repository(), document.config())
+        .await
+        .map_err(|error| ToolsError::Registry {
+            reference: reference.to_string(),
+            source: error,
+        })?;
+    let config: ImageConfiguration = serde_json::from_slice(&config)
+        .map_err(|error| bad(reference, "config", error.to_string()))?;
+    Ok(Platform::of_config(&config))
+}
+
+/// Pushes what [`combine`] made to `target`: the manifests it names (and their blobs) are
+/// copied into the target repository first when they come from another one (mounted within
+/// the same registry, else streamed through the store, `layout`), then the document is
+/// put under the target's tag.
+///
+/// # Errors
+/// Registry failures.
+pub async fn publish(
+    options: Arc<RegistryOptions>,
+    layout: &ImageLayout,
+    combined: &Combined,
+    target: &ImageRef,
+) -> Result<(), ToolsError> {
+    let mut connections = Connections {
+        options,
+        open: BTreeMap::new(),
+    };
+    let destination = connections.get(target).await?;
+    for (child, index) in &combined.children {
+        let source = &combined.sources[*index].reference;
+        let same_repository =
+            source.registry() == target.registry() && source.repository() == target.repository();
+        if !same_repository {
+            let origin = connections.get(source).await?;
+            copy_manifest(&origin, source, &destination, target, layout, child).await?;
+            super::referrers::copy_referrers(
+                &origin,
+                source.repository(),
+                &destination,
+                target.repository(),
+                layout,
+                &child.digest,
+            )
+            .await
+            .map_err(|error| ToolsError::Registry {
+                reference: target.to_string(),
+                source: error,
+            })?;
+        }
+    }
+    destination
+        .put_manifest(
+            target.repository(),
+            &target.manifest_reference(),
+            &combined.document,
+        )
+        .await
+        .map_err(|source| ToolsError::Registry {
+            reference: target.to_string(),
+            source,
+        })
 }
 
 /// Creates one index out of `sources` (single- or multi-platform images, by tag or digest)
-/// and pushes it to `target`. Manifests and blobs from another repository are copied
-/// first: mounted within the same registry, else streamed through the store (`layout`).
+/// and pushes it to `target` ([`combine`] then [`publish`], with buildx's defaults).
 /// Returns the new index.
 ///
 /// # Errors
@@ -119,100 +519,21 @@ pub async fn create(
     sources: &[ImageRef],
     target: &ImageRef,
 ) -> Result<RawManifest, ToolsError> {
-    if sources.is_empty() {
-        return Err(ToolsError::NoSources);
-    }
-    let target_error = |source| ToolsError::Registry {
-        reference: target.to_string(),
-        source,
+    let request = CreateRequest {
+        sources: sources
+            .iter()
+            .map(|reference| Source {
+                reference: reference.clone(),
+                descriptor: None,
+            })
+            .collect(),
+        annotations: Vec::new(),
+        platforms: Vec::new(),
+        prefer_index: true,
     };
-    let destination = Arc::new(
-        Registry::connect(target.registry(), Arc::clone(&options))
-            .await
-            .map_err(target_error)?,
-    );
-    let mut entries: Vec<Descriptor> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for source in sources {
-        let source_error = |error| ToolsError::Registry {
-            reference: source.to_string(),
-            source: error,
-        };
-        let origin = if source.registry() == target.registry() {
-            Arc::clone(&destination)
-        } else {
-            Arc::new(
-                Registry::connect(source.registry(), Arc::clone(&options))
-                    .await
-                    .map_err(source_error)?,
-            )
-        };
-        let top = origin
-            .get_manifest(source.repository(), &source.manifest_reference())
-            .await
-            .map_err(source_error)?;
-        let mut children: Vec<(Descriptor, RawManifest)> = Vec::new();
-        if top.is_index() {
-            for entry in index_entries(source, &top)? {
-                let child = origin
-                    .get_manifest(source.repository(), entry.descriptor.digest().as_ref())
-                    .await
-                    .map_err(source_error)?;
-                children.push((entry.descriptor, child));
-            }
-        } else {
-            let document = parse_manifest(source, &top)?;
-            let config = origin
-                .get_blob_bytes(source.repository(), document.config().digest())
-                .await
-                .map_err(source_error)?;
-            let config: ImageConfiguration =
-                serde_json::from_slice(&config).map_err(|error| ToolsError::BadDocument {
-                    reference: source.to_string(),
-                    what: "config",
-                    reason: error.to_string(),
-                })?;
-            let platform = PlatformSpec::normalised(
-                &config.os().to_string(),
-                &config.architecture().to_string(),
-                config.variant().as_deref().unwrap_or(""),
-            );
-            let mut descriptor = top.descriptor();
-            descriptor.set_platform(Some(oci_platform(&platform)));
-            children.push((descriptor, top.clone()));
-        }
-        for (descriptor, child) in children {
-            if !seen.insert(child.digest.to_string()) {
-                continue;
-            }
-            let same_repository = source.registry() == target.registry()
-                && source.repository() == target.repository();
-            if !same_repository {
-                copy_manifest(&origin, source, &destination, target, layout, &child).await?;
-            }
-            entries.push(descriptor);
-        }
-    }
-    let all_docker = entries
-        .iter()
-        .all(|entry| entry.media_type().to_string() == MANIFEST_MEDIA_TYPES[3]);
-    let media_type = if all_docker {
-        MANIFEST_MEDIA_TYPES[2]
-    } else {
-        MANIFEST_MEDIA_TYPES[0]
-    };
-    let bytes = serde_json::to_vec(&IndexDocument {
-        schema_version: 2,
-        media_type,
-        manifests: &entries,
-    })
-    .expect("an index serialises");
-    let index = RawManifest::new(bytes, media_type.to_owned());
-    destination
-        .put_manifest(target.repository(), &target.manifest_reference(), &index)
-        .await
-        .map_err(target_error)?;
-    Ok(index)
+    let combined = combine(Arc::clone(&options), request).await?;
+    publish(options, layout, &combined, target).await?;
+    Ok(combined.document)
 }
 
 fn parse_manifest(reference: &ImageRef, raw: &RawManifest) -> Result<ImageManifest, ToolsError> {
@@ -281,4 +602,51 @@ async fn copy_manifest(
         .put_manifest(target.repository(), manifest.digest.as_ref(), manifest)
         .await
         .map_err(target_error)
+}
+
+/// The image configs behind what a reference names: one for a manifest, one per platform
+/// for an index (attestation manifests left out), for `imagetools inspect --format`.
+///
+/// # Errors
+/// Registry failures, documents that do not parse.
+pub async fn image_configs(
+    options: Arc<RegistryOptions>,
+    reference: &ImageRef,
+    top: &RawManifest,
+) -> Result<Vec<(Platform, ImageConfiguration)>, ToolsError> {
+    let mut connections = Connections {
+        options,
+        open: BTreeMap::new(),
+    };
+    let origin = connections.get(reference).await?;
+    let manifests = if top.is_index() {
+        let mut manifests = Vec::new();
+        for entry in index_entries(reference, top)? {
+            if is_attestation(&entry.descriptor)
+                || entry.descriptor.media_type().to_string().contains("index")
+            {
+                continue;
+            }
+            manifests.push(fetch_child(&origin, reference, &entry.descriptor).await?);
+        }
+        manifests
+    } else {
+        vec![top.clone()]
+    };
+    let mut configs = Vec::new();
+    for manifest in manifests {
+        let document = parse_manifest(reference, &manifest)?;
+        let bytes = origin
+            .get_config(reference.repository(), document.config())
+            .await
+            .map_err(|error| ToolsError::Registry {
+                reference: reference.to_string(),
+                source: error,
+            })?;
+        let config: ImageConfiguration = serde_json::from_slice(&bytes)
+            .map_err(|error| bad(reference, "config", error.to_string()))?;
+        let platform = Platform::of_config(&config);
+        configs.push((platform, config));
+    }
+    Ok(configs)
 }

@@ -29,7 +29,9 @@ pub fn default_mask() -> u64 {
 
 /// Limits this process to `mask`: drops every other capability from the bounding set (so
 /// no exec can regain it, not even of a setuid-root or file-capability binary), then sets
-/// the effective, permitted and inheritable sets to `mask`. Must run while we still hold
+/// the effective and permitted sets to `mask` and the inheritable set to nothing (Docker
+/// 20.10.14 and later, CVE-2022-24769: a program with file capabilities gains nothing from
+/// an inheritable set it was not meant to have). Must run while we still hold
 /// CAP_SETPCAP, before switching user.
 ///
 /// # Errors
@@ -81,12 +83,12 @@ pub fn limit_to(mask: u64) -> nix::Result<()> {
         Data {
             effective: low,
             permitted: low,
-            inheritable: low,
+            inheritable: 0,
         },
         Data {
             effective: high,
             permitted: high,
-            inheritable: high,
+            inheritable: 0,
         },
     ];
     // SAFETY: capset(2) with a version-3 header reads exactly two `Data` structs, which

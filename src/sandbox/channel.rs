@@ -11,6 +11,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::SetupError;
 use super::mounts::Placeholder;
 
 /// The file descriptor of the channel in the child.
@@ -59,6 +60,15 @@ impl Message {
     /// Parses one line.
     pub fn parse(line: &[u8]) -> Option<Self> {
         serde_json::from_slice(line).ok()
+    }
+}
+
+impl From<SetupError> for Message {
+    fn from(error: SetupError) -> Self {
+        Self::Failed {
+            stage: error.stage,
+            detail: error.detail,
+        }
     }
 }
 

@@ -1,8 +1,11 @@
-//! Runs one build step (`RUN`) in an isolated root filesystem: overlayfs over the parent
-//! snapshots with a fresh upper directory (the step's change set), new mount, PID, IPC and
-//! UTS namespaces (and network with `--network=none`), `/proc`, a minimal `/dev`, `/sys`
-//! read-only, the host's `resolv.conf` and `hosts`, the image's user, Docker's default
-//! capabilities, and QEMU through binfmt_misc for foreign platforms.
+//! Runs one build step (`RUN`) in an isolated root filesystem, with what Docker gives a
+//! container by default and no more: overlayfs over the parent snapshots with a fresh upper
+//! directory (the step's change set), new mount, PID, IPC, UTS and network namespaces (the
+//! default network through `slirp4netns`, `none`, or the host's with `network.host`),
+//! `/proc` and `/sys` with Docker's masked and read-only paths, a minimal `/dev` and
+//! Docker's device policy (`nodev`), the image's user with its groups, a fresh session
+//! keyring, a pids limit (cgroup), secrets on a tmpfs, Docker's default capabilities (none
+//! inheritable) and seccomp profile, and QEMU through binfmt_misc for foreign platforms.
 //!
 //! Shape: [`run`] (the parent side, blocking; call it from `spawn_blocking`) re-executes our
 //! own binary as `xbuild __run-step` ([`child`]), a fresh single-threaded process, because
@@ -12,19 +15,26 @@
 //! streams ([`Stdio::Inherit`]) or a pseudo-terminal we relay ([`Stdio::Terminal`]); setup
 //! failures and the exit status come back as [`channel::Message`]s on a pipe on fd 3.
 //!
-//! Modules: [`spec`] (what to run), [`sys`] (the syscall seam: `Sys`, `LinuxSys`,
-//! `RecordingSys`), [`mounts`] (the mount plan), [`namespaces`], [`capabilities`],
-//! [`user`] (`USER` from the image's `/etc/passwd`), [`channel`], [`child`].
+//! Modules, leaves first (each imports only modules before it): [`spec`] (what to run),
+//! [`error`] (a setup failure as data), [`capabilities`], [`namespaces`], [`user`] (`USER`
+//! from the image's `/etc/passwd`), `nosync`, [`seccomp`] (Docker's profile as BPF),
+//! [`cgroup`] (the pids limit), [`network`] (slirp4netns), [`sys`] (the syscall seam:
+//! `Sys`, `LinuxSys`, `RecordingSys`), [`mounts`] (the mount plan), [`channel`],
+//! `terminal`, [`child`] (the whole sequence in the child, through `Sys`).
 //!
 //! It knows nothing about Dockerfiles. Linux only; needs root (rootless is not supported
 //! yet).
 
 pub mod capabilities;
+pub mod cgroup;
 pub mod channel;
 pub mod child;
+pub mod error;
 pub mod mounts;
 pub mod namespaces;
+pub mod network;
 mod nosync;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 mod terminal;
@@ -37,7 +47,10 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command};
 
 pub use mounts::Placeholder;
-pub use spec::{BindMount, Network, Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream};
+pub use spec::{
+    BindMount, DEFAULT_PIDS_LIMIT, Network, SecretFile, Security, Stdio, StepCommand, StepOutcome,
+    StepSpec, Stream,
+};
 
 use crate::binfmt::{self, BinfmtError};
 use crate::platform;
@@ -56,6 +69,11 @@ pub enum SandboxError {
     /// The sandbox needs root.
     #[error("running build steps needs root (rootless builds are not supported yet)")]
     NotRoot,
+    /// The default network needs `slirp4netns`, which is not installed (exit 3).
+    #[error(
+        "RUN steps' default network needs slirp4netns: apt-get install slirp4netns (or build with --network=none)"
+    )]
+    NoUserModeNetwork,
     /// A directory of the spec is unusable.
     #[error("{what} {path} is not a directory")]
     BadDirectory {
@@ -94,7 +112,9 @@ impl SandboxError {
     /// cannot run or we are not root, a failed step (1) otherwise.
     pub fn exit_kind(&self) -> crate::error::ExitKind {
         match self {
-            Self::NotRunnable(_) | Self::NotRoot => crate::error::ExitKind::HostNotReady,
+            Self::NotRunnable(_) | Self::NotRoot | Self::NoUserModeNetwork => {
+                crate::error::ExitKind::HostNotReady
+            }
             _ => crate::error::ExitKind::Failed,
         }
     }
@@ -152,6 +172,7 @@ pub fn run_with(
         }
     }
     binfmt::check_runnable(&spec.platform)?;
+    check_network(spec.network)?;
 
     let mut scratch = tempfile::Builder::new();
     scratch.prefix("xbuild-step-");
@@ -171,7 +192,18 @@ pub fn run_with(
     }
     let resolv_conf = scratch.path().join("resolv.conf");
     let hosts = scratch.path().join("hosts");
-    copy_host_file("/etc/resolv.conf", &resolv_conf, "")?;
+    if spec.network == Network::Default {
+        // The host's name servers may be on its loopback, which the step cannot reach:
+        // slirp4netns's forwarder asks them from the host's side.
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(&resolv_conf, network::resolv_conf(&host))
+            .map_err(SandboxError::prepare("writing resolv.conf"))?;
+    } else {
+        copy_host_file("/etc/resolv.conf", &resolv_conf, "")?;
+    }
+    let secrets_dir = scratch.path().join("secrets");
+    std::fs::create_dir(&secrets_dir)
+        .map_err(SandboxError::prepare("creating the secrets' mount point"))?;
     copy_host_file(
         "/etc/hosts",
         &hosts,
@@ -192,6 +224,9 @@ pub fn run_with(
         linux32: spec.platform.needs_linux32_on(&platform::host()),
         parent_pid: i32::try_from(std::process::id()).unwrap_or(0),
         console: None,
+        secrets_dir,
+        keep_fsync: std::env::var_os(crate::env::XBUILD_STEP_FSYNC)
+            .is_some_and(|value| value == "1"),
     };
 
     let pipe = || {
@@ -316,6 +351,18 @@ pub fn run_with(
         }
     }
     outcome.ok_or(SandboxError::ChildDied { status })
+}
+
+/// Whether this host can give steps `network`: the default one needs `slirp4netns`. For
+/// callers that want to refuse before any work ([`run`] checks it too).
+///
+/// # Errors
+/// [`SandboxError::NoUserModeNetwork`].
+pub fn check_network(network: Network) -> Result<(), SandboxError> {
+    if network == Network::Default && network::find().is_none() {
+        return Err(SandboxError::NoUserModeNetwork);
+    }
+    Ok(())
 }
 
 /// Copies a host file the step sees (bound over its own), or writes `fallback` when the host

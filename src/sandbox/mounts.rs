@@ -2,8 +2,22 @@
 //! mount namespace (so every mount disappears with the namespace, whatever happens).
 //!
 //! Order: make `/` private, overlay the layers on the root directory, `/proc` (with
-//! Docker's read-only and masked paths), a minimal `/dev`, `/sys` read-only, the host's
-//! `/etc/resolv.conf` and `/etc/hosts`, then `pivot_root`.
+//! Docker's read-only and masked paths), a minimal `/dev`, `/sys` read-only (with Docker's
+//! masked paths), the host's `/etc/resolv.conf` and `/etc/hosts`, the extra binds, the
+//! secrets, then `pivot_root`.
+//!
+//! Devices, as Docker's default device cgroup allows: only the nodes bound from the host
+//! (`null`, `zero`, `full`, `random`, `urandom`, `tty`), the step's own `ptmx` and pts, and
+//! the console of a terminal open. Everything else the step can write to is mounted `nodev`
+//! (the root, `/dev`, `/dev/shm`, every extra bind): `mknod` still works (CAP_MKNOD is in
+//! Docker's set, and the node may end up in the layer) but opening the node fails with
+//! `EACCES`. `nodev` mounts rather than a cgroup device program: it needs no cgroup v2
+//! (this project's machines run cgroup v1 for devices), no BPF, and no cgroup at all;
+//! `--security=insecure` lifts it, as a privileged container gets every device.
+//!
+//! Mount targets (extra binds, secrets) resolve symbolic links inside the root, never on
+//! the host (we have not pivoted yet): an image whose `/run/secrets` is a link to `/etc`
+//! gets the mount in its own `/etc`.
 //!
 //! Mount points the image lacks (`/proc`, `/etc/hosts`, ...) must be created, and creating
 //! them through the overlay puts them in the upper directory, i.e. in the step's layer. We
@@ -17,7 +31,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::child::SetupError;
+use super::error::SetupError;
 use super::sys::{PathKind, Sys};
 
 /// Device nodes bound from the host into the step's `/dev` (the OCI runtime spec's default
@@ -28,8 +42,23 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 /// host's kernel settings even without capabilities (`/proc/sys` checks the uid only).
 const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
-/// `/proc` files hidden behind `/dev/null`, as Docker does (kernel memory, keyrings, timers).
-const MASKED_PROC: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+/// Paths hidden, as Docker does (moby `oci/defaults.go`, `MaskedPaths`): a file behind
+/// `/dev/null`, a directory behind an empty read-only tmpfs (kernel memory, keyrings,
+/// timers, interrupts, firmware tables, power capping).
+const MASKED: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
 
 /// A mount point created in the root for the step, to remove from the upper directory
 /// afterwards.
@@ -61,6 +90,13 @@ pub struct RootPlan<'a> {
     pub console: Option<&'a Path>,
     /// Extra bind mounts, after everything else.
     pub binds: &'a [super::spec::BindMount],
+    /// Secrets, written on a tmpfs mounted on `secrets_dir` and bound on their targets.
+    pub secrets: &'a [super::spec::SecretFile],
+    /// An empty directory outside the root for the secrets' tmpfs.
+    pub secrets_dir: &'a Path,
+    /// Docker's device policy: `nodev` everywhere the step can create nodes (off for
+    /// `--security=insecure`).
+    pub restrict_devices: bool,
 }
 
 /// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
@@ -113,13 +149,18 @@ const OPTIONS_LIMIT: usize = 4096;
 /// layers by path, Docker's overlay2 works around it with short symlinks).
 fn mount_overlay(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<(), SetupError> {
     let options = overlay_options(plan.lower_dirs, plan.upper_dir, plan.work_dir)?;
+    let flags = if plan.restrict_devices {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
     if options.len() < OPTIONS_LIMIT {
         return mount(
             sys,
             Some(Path::new("overlay")),
             plan.root,
             Some("overlay"),
-            MsFlags::empty(),
+            flags,
             Some(&options),
         );
     }
@@ -133,6 +174,7 @@ fn mount_overlay(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<(), SetupError> {
         plan.upper_dir,
         plan.work_dir,
         &settings,
+        plan.restrict_devices,
     )
     .map_err(|errno| {
         SetupError::errno(
@@ -258,27 +300,20 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
             )?;
         }
     }
-    for name in MASKED_PROC {
-        let path = proc_dir.join(name);
-        if sys.kind(&path) == PathKind::File {
-            mount(
-                sys,
-                Some(Path::new("/dev/null")),
-                &path,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?;
-        }
-    }
+    mask(sys, root, "proc/")?;
 
     let dev = ensure_dir(sys, root, "dev", &mut placeholders)?;
+    let nodev = if plan.restrict_devices {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
     mount(
         sys,
         Some(Path::new("tmpfs")),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | nodev,
         Some("mode=755,size=65536k"),
     )?;
     for name in DEVICES {
@@ -349,53 +384,139 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
         MsFlags::MS_RDONLY | hidden,
         None,
     )?;
+    mask(sys, root, "sys/")?;
 
     bind_etc_files(sys, plan, &mut placeholders)?;
     for bind in plan.binds {
-        bind_extra(sys, root, bind, &mut placeholders)?;
+        bind_extra(sys, root, bind, plan.restrict_devices, &mut placeholders)?;
+    }
+    if !plan.secrets.is_empty() {
+        // A tmpfs of this mount namespace only: the secrets never reach a disk, and go
+        // away with the namespace, however the build ends.
+        mount(
+            sys,
+            Some(Path::new("tmpfs")),
+            plan.secrets_dir,
+            Some("tmpfs"),
+            hidden,
+            Some("mode=700,size=16m"),
+        )?;
+        for (index, secret) in plan.secrets.iter().enumerate() {
+            let file = plan.secrets_dir.join(index.to_string());
+            sys.write_file(&file, &secret.content, secret.mode, secret.uid, secret.gid)
+                .map_err(|error| {
+                    SetupError::new(
+                        "mount",
+                        format!(
+                            "cannot write the secret for {}: {error}",
+                            secret.target.display()
+                        ),
+                    )
+                })?;
+            let bind = super::spec::BindMount {
+                source: file,
+                target: secret.target.clone(),
+                readonly: true,
+            };
+            bind_extra(sys, root, &bind, true, &mut placeholders)?;
+        }
     }
     Ok(placeholders)
 }
 
-/// One extra bind mount: its mount point made (each missing component a placeholder, a
-/// symbolic link on the way refused: we have not pivoted yet), bound, and made read-only by
-/// a remount when asked.
-fn bind_extra(
+/// Hides Docker's masked paths under `prefix` (`proc/`, `sys/`): files behind `/dev/null`,
+/// directories behind an empty read-only tmpfs; paths the kernel does not have are skipped.
+fn mask(sys: &dyn Sys, root: &Path, prefix: &str) -> Result<(), SetupError> {
+    for relative in MASKED.iter().filter(|path| path.starts_with(prefix)) {
+        let path = root.join(relative);
+        match sys.kind(&path) {
+            PathKind::Directory => mount(
+                sys,
+                Some(Path::new("tmpfs")),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?,
+            PathKind::Missing | PathKind::Symlink => {}
+            _ => mount(
+                sys,
+                Some(Path::new("/dev/null")),
+                &path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `target` (absolute, inside the step) against `root` the way the kernel would
+/// after `chroot(root)`: `..` stops at the root, and every symbolic link met, absolute or
+/// relative, is followed inside the root (at most 40, as the kernel allows). Missing
+/// directories on the way are created (each a placeholder), and the last component, when
+/// missing, as a directory or an empty file (`is_dir`). Returns the path relative to the
+/// root.
+fn resolve_in_root(
     sys: &dyn Sys,
     root: &Path,
-    bind: &super::spec::BindMount,
+    target: &Path,
+    is_dir: bool,
     placeholders: &mut Vec<Placeholder>,
-) -> Result<(), SetupError> {
-    let components: Vec<String> = bind
-        .target
+) -> Result<PathBuf, SetupError> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let bad =
+        |why: &str| SetupError::new("mount", format!("mount target {}: {why}", target.display()));
+    let mut pending: VecDeque<std::ffi::OsString> = target
         .components()
         .filter_map(|component| match component {
-            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some("..".into()),
             _ => None,
         })
         .collect();
-    if components.is_empty()
-        || bind
-            .target
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-    {
-        return Err(SetupError::new(
-            "mount",
-            format!("bad mount target {}", bind.target.display()),
-        ));
+    if pending.is_empty() {
+        return Err(bad("it is the root"));
     }
-    let source_is_dir = sys.kind(&bind.source) == PathKind::Directory;
-    let mut relative = PathBuf::new();
-    for (index, name) in components.iter().enumerate() {
-        relative.push(name);
-        let path = root.join(&relative);
-        let last = index + 1 == components.len();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&name);
+        let path = root.join(&candidate);
+        let last = pending.is_empty();
         match sys.kind(&path) {
-            PathKind::Directory if !last || source_is_dir => {}
-            PathKind::File if last && !source_is_dir => {}
+            PathKind::Symlink => {
+                links += 1;
+                if links > 40 {
+                    return Err(bad("too many levels of symbolic links"));
+                }
+                let link = sys.read_link(&path).map_err(|error| {
+                    bad(&format!(
+                        "cannot read the link /{}: {error}",
+                        candidate.display()
+                    ))
+                })?;
+                if link.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for component in link.components().rev() {
+                    match component {
+                        Component::Normal(part) => pending.push_front(part.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            PathKind::Directory if !last || is_dir => resolved = candidate,
+            PathKind::File if last && !is_dir => resolved = candidate,
             PathKind::Missing => {
-                let made = if last && !source_is_dir {
+                let made = if last && !is_dir {
                     sys.create_file(&path)
                 } else {
                     sys.mkdir(&path)
@@ -403,25 +524,50 @@ fn bind_extra(
                 made.map_err(|error| {
                     SetupError::new(
                         "mount",
-                        format!("cannot create /{}: {error}", relative.display()),
+                        format!("cannot create /{}: {error}", candidate.display()),
                     )
                 })?;
                 placeholders.push(Placeholder {
-                    path: relative.clone(),
-                    is_dir: !last || source_is_dir,
+                    path: candidate.clone(),
+                    is_dir: !last || is_dir,
                 });
+                resolved = candidate;
             }
             kind => {
                 return Err(SetupError::new(
                     "mount",
                     format!(
                         "/{} in the image is a {kind:?}: refusing to mount on it",
-                        relative.display()
+                        candidate.display()
                     ),
                 ));
             }
         }
     }
+    if resolved.as_os_str().is_empty() {
+        return Err(bad("it resolves to the root"));
+    }
+    Ok(resolved)
+}
+
+/// One extra bind mount: its mount point resolved inside the root and made (each missing
+/// component a placeholder), bound, and remounted read-only when asked and `nodev,nosuid`
+/// under the device policy (a bind keeps the flags of its source's mount otherwise).
+fn bind_extra(
+    sys: &dyn Sys,
+    root: &Path,
+    bind: &super::spec::BindMount,
+    restrict_devices: bool,
+    placeholders: &mut Vec<Placeholder>,
+) -> Result<(), SetupError> {
+    if !bind.target.is_absolute() {
+        return Err(SetupError::new(
+            "mount",
+            format!("bad mount target {}", bind.target.display()),
+        ));
+    }
+    let source_is_dir = sys.kind(&bind.source) == PathKind::Directory;
+    let relative = resolve_in_root(sys, root, &bind.target, source_is_dir, placeholders)?;
     let target = root.join(&relative);
     mount(
         sys,
@@ -431,13 +577,20 @@ fn bind_extra(
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    let mut flags = MsFlags::empty();
     if bind.readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if restrict_devices {
+        flags |= MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    }
+    if !flags.is_empty() {
         mount(
             sys,
             None,
             &target,
             None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_REC | flags,
             None,
         )?;
     }
@@ -522,6 +675,9 @@ mod tests {
             hosts: Path::new("/s/hosts"),
             console: None,
             binds: &[],
+            secrets: &[],
+            secrets_dir: Path::new("/s/secrets"),
+            restrict_devices: false,
         }
     }
 
@@ -769,6 +925,104 @@ mod tests {
                 .any(|(target, _)| target.ends_with("resolv.conf"))
         );
         assert!(got.iter().any(|(target, _)| target.ends_with("etc/hosts")));
+    }
+
+    #[test]
+    fn mount_targets_resolve_links_inside_the_root() {
+        // /run -> /etc (absolute), /etc/link -> ../../../srv (climbs past the root):
+        // both stay inside /s/root, never the host's /etc or /srv.
+        let sys = RecordingSys::default();
+        for dir in ["proc", "dev", "sys", "etc", "srv"] {
+            sys.dirs.borrow_mut().insert(Path::new("/s/root").join(dir));
+        }
+        for (link, target) in [("run", "/etc"), ("etc/link", "../../../srv")] {
+            let path = Path::new("/s/root").join(link);
+            sys.symlinks.borrow_mut().insert(path.clone());
+            sys.link_targets
+                .borrow_mut()
+                .insert(path, PathBuf::from(target));
+        }
+        sys.files.borrow_mut().insert(PathBuf::from("/host/secret"));
+        let binds = [
+            crate::sandbox::BindMount {
+                source: PathBuf::from("/host/secret"),
+                target: PathBuf::from("/run/secrets/token"),
+                readonly: true,
+            },
+            crate::sandbox::BindMount {
+                source: PathBuf::from("/host/secret"),
+                target: PathBuf::from("/etc/link/token"),
+                readonly: true,
+            },
+        ];
+        let lower = [PathBuf::from("/l")];
+        let mut plan = plan(&lower);
+        plan.binds = &binds;
+        plan.restrict_devices = true;
+        let placeholders = setup_root(&sys, &plan).unwrap();
+        let calls = sys.take();
+        let got = mounts(&calls);
+        assert!(got.contains(&(
+            "/s/root/etc/secrets/token".to_owned(),
+            "bind /host/secret".to_owned()
+        )));
+        assert!(got.contains(&(
+            "/s/root/srv/token".to_owned(),
+            "bind /host/secret".to_owned()
+        )));
+        assert!(
+            placeholders
+                .iter()
+                .any(|placeholder| placeholder.path == Path::new("etc/secrets")),
+            "{placeholders:?}"
+        );
+        // Under the device policy, each bind is remounted nodev and nosuid.
+        assert!(calls.iter().any(|call| matches!(call,
+            Call::Mount { target, source: None, flags, .. }
+                if target == Path::new("/s/root/etc/secrets/token")
+                    && flags.contains(MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RDONLY))));
+    }
+
+    #[test]
+    fn secrets_go_on_a_tmpfs_outside_the_root_then_bound() {
+        let sys = RecordingSys::default();
+        let secrets = [crate::sandbox::SecretFile {
+            content: b"value".to_vec(),
+            target: PathBuf::from("/run/secrets/id"),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        }];
+        let lower = [PathBuf::from("/l")];
+        let mut plan = plan(&lower);
+        plan.secrets = &secrets;
+        setup_root(&sys, &plan).unwrap();
+        let calls = sys.take();
+        let tmpfs = calls
+            .iter()
+            .position(|call| {
+                matches!(call, Call::Mount { target, fstype: Some(fstype), .. }
+                if target == Path::new("/s/secrets") && fstype == "tmpfs")
+            })
+            .unwrap();
+        let written = calls
+            .iter()
+            .position(|call| {
+                *call
+                    == Call::WriteFile {
+                        path: PathBuf::from("/s/secrets/0"),
+                        mode: 0o400,
+                        uid: 0,
+                        gid: 0,
+                    }
+            })
+            .unwrap();
+        let bound = calls
+            .iter()
+            .position(|call| matches!(call, Call::Mount { source: Some(source), target, .. }
+                if source == Path::new("/s/secrets/0") && target == Path::new("/s/root/run/secrets/id")))
+            .unwrap();
+        assert!(tmpfs < written && written < bound, "{calls:#?}");
     }
 
     #[test]

@@ -6,17 +6,21 @@
 //!   process (PID 1 of the namespace) exits, the kernel kills whatever it left running.
 //! - IPC: System V and POSIX message queues and semaphores are private.
 //! - UTS: the step's host name is its own.
-//! - network, only with `--network=none`: a namespace with nothing but `lo`.
+//! - network, unless `--network=host`: with `none`, a namespace with nothing but `lo`; by
+//!   default, one whose `eth0` reaches the outside through `slirp4netns` (see
+//!   `super::network`), never the host's loopback.
 //!
 //! No user namespace: the sandbox runs as real root (rootless is not supported yet). They
-//! are all entered with one `unshare(2)` by the re-executed child, before it forks the
-//! step's PID 1 (`unshare(CLONE_NEWPID)` only applies to children).
+//! are entered with one `unshare(2)` by the re-executed child, before it forks the step's
+//! PID 1 (`unshare(CLONE_NEWPID)` only applies to children), except the default network's:
+//! PID 1 enters that one itself, so that the child stays in the host's network namespace,
+//! where `slirp4netns` must run.
 
 use nix::sched::CloneFlags;
 
 use super::spec::Network;
 
-/// The `unshare(2)` flags for a step.
+/// The `unshare(2)` flags of the re-executed child, before it forks PID 1.
 pub fn unshare_flags(network: Network) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -26,6 +30,11 @@ pub fn unshare_flags(network: Network) -> CloneFlags {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     flags
+}
+
+/// Whether PID 1 enters a network namespace of its own (the default network's).
+pub fn pid1_unshares_network(network: Network) -> bool {
+    network == Network::Default
 }
 
 /// Brings `lo` up in a fresh network namespace (it starts down; Docker's `none` network
@@ -66,6 +75,10 @@ mod tests {
     fn network_none_adds_a_network_namespace() {
         assert!(!unshare_flags(Network::Host).contains(CloneFlags::CLONE_NEWNET));
         assert!(unshare_flags(Network::None).contains(CloneFlags::CLONE_NEWNET));
+        // The default network's namespace is PID 1's own; the child stays outside it.
+        assert!(!unshare_flags(Network::Default).contains(CloneFlags::CLONE_NEWNET));
+        assert!(pid1_unshares_network(Network::Default));
+        assert!(!pid1_unshares_network(Network::None) && !pid1_unshares_network(Network::Host));
         assert!(unshare_flags(Network::Host).contains(
             CloneFlags::CLONE_NEWNS
                 | CloneFlags::CLONE_NEWPID

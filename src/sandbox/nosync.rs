@@ -14,7 +14,7 @@
 
 /// The native system call numbers of the calls answered with success.
 #[cfg(target_arch = "x86_64")]
-const CALLS: [libc::c_long; 5] = [
+pub(crate) const CALLS: [libc::c_long; 5] = [
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_sync_file_range,
@@ -22,7 +22,7 @@ const CALLS: [libc::c_long; 5] = [
     libc::SYS_sync,
 ];
 #[cfg(target_arch = "aarch64")]
-const CALLS: [libc::c_long; 5] = [
+pub(crate) const CALLS: [libc::c_long; 5] = [
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_sync_file_range,
@@ -41,6 +41,8 @@ const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
 
 /// The BPF program: for the native ABI, the listed calls return 0; everything else runs.
+/// Installed (needs CAP_SYS_ADMIN: `no_new_privs` is not set, so setuid programs keep
+/// working in the step) through [`super::sys::Sys::install_seccomp`].
 pub(crate) fn program() -> Vec<libc::sock_filter> {
     let statement = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
@@ -78,36 +80,6 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
     program
 }
 
-/// Installs the filter on this process (inherited across `execve` and by children).
-/// Needs CAP_SYS_ADMIN (the step's root has it before capabilities are dropped), since
-/// `no_new_privs` is not set: setuid programs keep working in the step.
-///
-/// # Errors
-/// The errno of `prctl(PR_SET_SECCOMP)`.
-pub(crate) fn install() -> Result<(), nix::errno::Errno> {
-    install_program(&mut program())
-}
-
-/// Installs `filters` (made by [`program`] beforehand: this allocates nothing, so a forked
-/// child may call it).
-fn install_program(filters: &mut [libc::sock_filter]) -> Result<(), nix::errno::Errno> {
-    let prog = libc::sock_fprog {
-        len: filters.len() as u16,
-        filter: filters.as_mut_ptr(),
-    };
-    // SAFETY: prog points at `filters`, which outlives the call; the kernel copies it.
-    let result = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &raw const prog as libc::c_ulong,
-            0,
-            0,
-        )
-    };
-    nix::errno::Errno::result(result).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,12 +111,16 @@ mod tests {
         // SAFETY: the child only makes system calls (no allocation) and exits.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             nix::unistd::ForkResult::Child => {
-                let ok = install_program(&mut filters).is_ok() && {
-                    // An invalid descriptor: a real fsync fails with EBADF; under the
-                    // filter it "succeeds", which shows the call never ran.
-                    // SAFETY: fsync takes a descriptor and no pointers.
-                    unsafe { libc::fsync(-1) == 0 }
-                };
+                use crate::sandbox::sys::Sys;
+                let ok = crate::sandbox::sys::LinuxSys
+                    .install_seccomp(&mut filters)
+                    .is_ok()
+                    && {
+                        // An invalid descriptor: a real fsync fails with EBADF; under the
+                        // filter it "succeeds", which shows the call never ran.
+                        // SAFETY: fsync takes a descriptor and no pointers.
+                        unsafe { libc::fsync(-1) == 0 }
+                    };
                 // SAFETY: _exit is always safe to call.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
             }

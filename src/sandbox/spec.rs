@@ -41,6 +41,20 @@ pub struct StepSpec {
     /// step's upper directory.
     #[serde(default)]
     pub mounts: Vec<BindMount>,
+    /// Secrets (`RUN --mount=type=secret`): written on a tmpfs that exists only in the
+    /// step's mount namespace and bound read-only on their targets, so they never reach a
+    /// disk, and vanish with the step whatever happens to the build.
+    #[serde(default)]
+    pub secrets: Vec<SecretFile>,
+    /// The most processes and threads the step may have at once (a cgroup's `pids.max`);
+    /// `None`: no limit.
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
+    /// Whether the step must fail when the limit cannot be set (the user asked for it with
+    /// `--pids-limit`); otherwise (the default limit) a host without a reachable cgroup
+    /// `pids` controller runs the step without one.
+    #[serde(default)]
+    pub pids_limit_required: bool,
     /// Where the sandbox makes its own temporary directory (`xbuild-step-*`: the root mount
     /// point, the step's `resolv.conf` and `hosts`). Builds give the store's `tmp/`, which
     /// `xbuild store check` empties of what a killed build left; `None` is the system's
@@ -48,6 +62,38 @@ pub struct StepSpec {
     #[serde(default)]
     pub scratch_parent: Option<PathBuf>,
 }
+
+/// A secret file the step sees (`RUN --mount=type=secret`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFile {
+    /// Its content.
+    pub content: Vec<u8>,
+    /// Absolute path inside the step.
+    pub target: PathBuf,
+    /// Its mode (`0400` by default).
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the content: specs end up in error messages and logs.
+        f.debug_struct("SecretFile")
+            .field("target", &self.target)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default of [`StepSpec::pids_limit`]: generous for parallel compilers and test
+/// runners (podman's default is 2048), far below the kernel's `pid_max` (32768 by default),
+/// so a fork bomb in a step stops there.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// A host file or directory bound into the step's root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +107,9 @@ pub struct BindMount {
 }
 
 impl StepSpec {
-    /// A spec with Docker's defaults around `command`: root, `/`, host network, host name
-    /// `buildkitsandbox` (what BuildKit's steps see).
+    /// A spec with Docker's defaults around `command`: root, `/`, a network namespace of its
+    /// own with outbound access ([`Network::Default`]), host name `buildkitsandbox` (what
+    /// BuildKit's steps see), at most [`DEFAULT_PIDS_LIMIT`] processes.
     pub fn new(
         lower_dirs: Vec<PathBuf>,
         upper_dir: PathBuf,
@@ -80,10 +127,13 @@ impl StepSpec {
             user: None,
             cwd: "/".to_owned(),
             hostname: "buildkitsandbox".to_owned(),
-            network: Network::Host,
+            network: Network::Default,
             security: Security::Sandbox,
             stdio: Stdio::Captured,
             mounts: Vec::new(),
+            secrets: Vec::new(),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            pids_limit_required: false,
             scratch_parent: None,
         }
     }
@@ -126,12 +176,15 @@ impl StepCommand {
     }
 }
 
-/// `RUN --network=default|none` (`host` is the default here: a build step shares the
-/// host's network namespace, as BuildKit's default does).
+/// `RUN --network=default|none|host`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network namespace.
+    /// A network namespace of its own with outbound access through user-mode networking
+    /// (`slirp4netns`, started for the step): `lo` and `eth0` (10.0.2.100, gateway
+    /// 10.0.2.2, DNS 10.0.2.3), the host's loopback not reachable. BuildKit's default.
     #[default]
+    Default,
+    /// The host's network namespace (`--allow network.host`).
     Host,
     /// A new network namespace with only `lo` (brought up).
     None,

@@ -5,12 +5,18 @@
 //!
 //! Archives are streamed: blobs go from the tar straight into the store (verified against
 //! their names when they are named by digest), never whole in memory.
+//!
+//! Referrers (attestations) travel with their image in OCI archives: `save` writes the
+//! referrers of every manifest it saves as unnamed `index.json` entries naming their
+//! subject, as the store keeps them ([`crate::oci::referrers`]); `load` attaches such
+//! entries (and unnamed entries whose manifest has a `subject`, as ORAS writes them) as
+//! referrers instead of loading them as images. A docker-archive has no place for them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, MediaType, Platform};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, MediaType};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -18,7 +24,8 @@ use crate::layer::{
     self, Compression, EntryKind, LayerError, TarEntry, TarWriter, read::TarReader,
 };
 use crate::oci::image;
-use crate::oci::{LayoutError, REF_NAME_ANNOTATION};
+use crate::oci::{LayoutError, REF_NAME_ANNOTATION, referrers};
+use crate::platform::Platform;
 
 /// containerd's (and BuildKit's, Docker's) annotation for the full image name in an OCI
 /// archive's `index.json`.
@@ -124,6 +131,10 @@ impl Store {
     fn save_oci(&self, name: &str, top: &Descriptor, out: impl Write) -> Result<(), StoreError> {
         let mut blobs = HashSet::new();
         image::reachable_blobs(self.layout(), top, &mut blobs)?;
+        let attached = self.referrer_closure(&blobs)?;
+        for (_, referrer) in &attached {
+            image::reachable_blobs(self.layout(), referrer, &mut blobs)?;
+        }
         let mut blobs: Vec<Digest> = blobs.into_iter().collect();
         blobs.sort_by_key(ToString::to_string);
         let mut descriptor = top.clone();
@@ -132,7 +143,18 @@ impl Store {
         annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
         annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name);
         descriptor.set_annotations(Some(annotations));
-        let index = image::build_index(vec![descriptor]);
+        let mut entries = vec![descriptor];
+        for (subject, referrer) in attached {
+            let mut entry = referrer;
+            let mut annotations = entry.annotations().clone().unwrap_or_default();
+            annotations.insert(
+                referrers::SUBJECT_ANNOTATION.to_owned(),
+                subject.to_string(),
+            );
+            entry.set_annotations(Some(annotations));
+            entries.push(entry);
+        }
+        let index = image::build_index(entries);
         let mut tar = TarWriter::new(out, None);
         let write = |error: io::Error| StoreError::Layer(LayerError::Write(error));
         append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
@@ -300,8 +322,16 @@ impl Store {
         tag: Option<&str>,
     ) -> Result<Vec<LoadedImage>, StoreError> {
         let mut loaded = Vec::new();
-        let single = index.manifests().len() == 1;
+        let mut images = Vec::new();
+        let mut attached = Vec::new();
         for descriptor in index.manifests() {
+            match self.archived_subject(descriptor)? {
+                Some(subject) => attached.push((subject, descriptor)),
+                None => images.push(descriptor),
+            }
+        }
+        let single = images.len() == 1;
+        for descriptor in images {
             let mut needed = HashSet::new();
             image::reachable_blobs(self.layout(), descriptor, &mut needed)?;
             for digest in &needed {
@@ -332,7 +362,37 @@ impl Store {
                 descriptor: stored,
             });
         }
+        for (subject, referrer) in attached {
+            let mut needed = HashSet::new();
+            image::reachable_blobs(self.layout(), referrer, &mut needed)?;
+            for digest in &needed {
+                if !self.layout().has_blob(digest) {
+                    return Err(ArchiveError::MissingFile(digest.to_string()).into());
+                }
+            }
+            self.add_referrer(&subject, referrer)?;
+        }
         Ok(loaded)
+    }
+
+    /// The subject of an archive's `index.json` entry when it is a referrer: named by the
+    /// annotation xbuild writes, or, for an unnamed entry, by its manifest's `subject`.
+    fn archived_subject(&self, entry: &Descriptor) -> Result<Option<Digest>, StoreError> {
+        if let Some(subject) = referrers::subject_of(entry) {
+            return Ok(Some(subject));
+        }
+        let annotations = entry.annotations().clone().unwrap_or_default();
+        let named = annotations.contains_key(REF_NAME_ANNOTATION)
+            || annotations.contains_key(CONTAINERD_NAME_ANNOTATION);
+        if named || !image::is_manifest_media_type(entry.media_type()) {
+            return Ok(None);
+        }
+        let manifest: serde_json::Value =
+            self.layout().read_json(entry.digest(), "image manifest")?;
+        Ok(manifest
+            .get("subject")
+            .and_then(|subject| serde_json::from_value::<Descriptor>(subject.clone()).ok())
+            .map(|subject| subject.digest().clone()))
     }
 
     fn import_docker_images(
@@ -402,7 +462,7 @@ impl Store {
             let config_descriptor =
                 Descriptor::new(MediaType::ImageConfig, config_size, config_digest);
             let manifest = image::build_manifest(config_descriptor, layers, None);
-            let descriptor = self.put_manifest(&manifest, Some(image::config_platform(&config)))?;
+            let descriptor = self.put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
             let mut names: Vec<String> = entry
                 .repo_tags
                 .clone()

@@ -10,6 +10,9 @@
 //!   has layers. A platform manifest of an index that is absent altogether is *not* a
 //!   problem: `xbuild pull --platform` keeps the whole index and only the platforms asked
 //!   for (counted as `absent_platforms`). A manifest that is there must be complete.
+//! - **Referrers** (unnamed `index.json` entries naming a subject): checked as images are
+//!   (the artifact manifest and its blobs are there). A referrer whose subject is gone is
+//!   not a problem: garbage collection removes it.
 //! - **Cache records** (`cache/*.json`): each parses, and every blob it lists is there
 //!   (the build writes blobs before the record, and garbage collection keeps what records
 //!   list, so a record with a missing blob is damage, not a race).
@@ -153,6 +156,8 @@ pub struct CheckReport {
     pub bytes_verified: u64,
     /// Named images checked.
     pub images: u64,
+    /// Referrers (attestations) checked.
+    pub referrers: u64,
     /// Platform manifests that an index names and the store does not have (partial pulls;
     /// not a problem).
     pub absent_platforms: u64,
@@ -283,6 +288,25 @@ impl Store {
             self.check_image(
                 &descriptor,
                 &format!("image {}", super::display_ref(&name)),
+                0,
+                &mut checked,
+                report,
+            );
+        }
+        let referrers = match self.layout().all_referrers() {
+            Ok(referrers) => referrers,
+            Err(error) => {
+                report.problems.push(Problem::BadIndex {
+                    reason: crate::error::chain_text(&error),
+                });
+                return;
+            }
+        };
+        for (subject, referrer) in referrers {
+            report.referrers += 1;
+            self.check_image(
+                &referrer,
+                &format!("the referrer of {subject}"),
                 0,
                 &mut checked,
                 report,
@@ -499,13 +523,13 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::image::{host_platform, new_image_config};
+    use crate::oci::image::new_image_config;
 
     fn store_with_image() -> (tempfile::TempDir, Store, Digest, Descriptor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (layer, size) = store.layout().write_blob(b"layer bytes").unwrap();
-        let mut config = new_image_config(&host_platform(), None);
+        let mut config = new_image_config(&crate::platform::host(), None);
         config
             .rootfs_mut()
             .diff_ids_mut()

@@ -1,12 +1,20 @@
 //! Garbage collection (everything not reachable from a name in `index.json` or a cache
-//! record goes) and disk usage.
+//! record goes; a referrer is reachable while its subject is), pruning the build cache by BuildKit's rules (record types, last use, a size
+//! to keep) and disk usage.
+//!
+//! The build cache is made of cache records (`cache/*.json`, BuildKit's `regular` records:
+//! what they keep alive of blobs and snapshots no named image needs) and cache-mount
+//! directories (`cache-mounts/`, BuildKit's `exec.cachemount`). A record's or a mount's last
+//! use is its modification time: [`Store::cache_record`] and the build's `RUN --mount=type=cache`
+//! touch it. Pruning and collection hold the store exclusively (no build runs meanwhile), so
+//! nothing in use is ever removed. This module must not decide what a build caches.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::{CacheRecord, Store, StoreError, file_error};
 use crate::oci::image;
@@ -23,6 +31,10 @@ pub struct GcReport {
     pub snapshots: u64,
     /// Cache records removed.
     pub cache_records: u64,
+    /// Referrer entries removed from `index.json` (their subject was gone).
+    pub referrers: u64,
+    /// Cache-mount directories removed.
+    pub cache_mounts: u64,
     /// Bytes freed (blobs, snapshots, temporary files).
     pub bytes: u64,
 }
@@ -44,12 +56,201 @@ pub struct DiskUsage {
     pub cache_records: u64,
     /// Temporary files (left by interrupted writes).
     pub tmp_bytes: u64,
+    /// Cache-mount directories (`RUN --mount=type=cache`): count and bytes.
+    pub cache_mounts: (u64, u64),
+}
+
+/// The kinds of build-cache records, under BuildKit's names (`docker buildx du --verbose`'s
+/// `Type`, `prune --filter type=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordType {
+    /// A build step's result (`cache/*.json`) and what it keeps of blobs and snapshots.
+    Regular,
+    /// A `RUN --mount=type=cache` directory.
+    ExecCacheMount,
+    /// A local build context copy: xbuild reads the context in place and keeps none.
+    SourceLocal,
+    /// A git checkout: xbuild keeps none (git contexts are not supported yet).
+    SourceGitCheckout,
+    /// BuildKit's internal helper images: xbuild has none.
+    Internal,
+    /// `# syntax=` frontend images: xbuild has none (its frontend is built in).
+    Frontend,
+}
+
+impl RecordType {
+    /// Every type, in BuildKit's order.
+    pub const ALL: [Self; 6] = [
+        Self::Internal,
+        Self::Frontend,
+        Self::SourceLocal,
+        Self::SourceGitCheckout,
+        Self::ExecCacheMount,
+        Self::Regular,
+    ];
+
+    /// BuildKit's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::ExecCacheMount => "exec.cachemount",
+            Self::SourceLocal => "source.local",
+            Self::SourceGitCheckout => "source.git.checkout",
+            Self::Internal => "internal",
+            Self::Frontend => "frontend",
+        }
+    }
+
+    /// The type named `name`, if it is one of BuildKit's.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// What `xbuild prune` removes, as BuildKit's prune options say it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PrunePolicy {
+    /// Only records of these types (empty: every type).
+    pub types: Vec<RecordType>,
+    /// Never records of these types (`type!=`).
+    pub excluded_types: Vec<RecordType>,
+    /// Keep what was used within this long (`--filter until=`).
+    pub keep_duration: Option<Duration>,
+    /// Always allow this much cache (`--reserved-space`, `--keep-storage`).
+    pub reserved_space: u64,
+    /// Prune down to this much cache (`--max-used-space`).
+    pub max_used_space: u64,
+    /// Prune until the file system has this much free (`--min-free-space`).
+    pub min_free_space: u64,
+}
+
+impl PrunePolicy {
+    fn selects(&self, kind: RecordType) -> bool {
+        (self.types.is_empty() || self.types.contains(&kind))
+            && !self.excluded_types.contains(&kind)
+    }
+
+    /// The cache size to prune down to, BuildKit's way: 0 means no cap (remove everything
+    /// selected); else the larger of the reserved space and what `max_used_space` and
+    /// `min_free_space` allow.
+    fn keep_bytes(&self, total: u64, free: u64) -> u64 {
+        if self.max_used_space == 0 && self.reserved_space == 0 && self.min_free_space == 0 {
+            return 0;
+        }
+        let mut keep = self.max_used_space;
+        let excess = self.min_free_space.saturating_sub(free);
+        if excess > 0 {
+            let allowed = total.saturating_sub(excess);
+            keep = if keep == 0 {
+                allowed
+            } else {
+                keep.min(allowed)
+            };
+        } else if self.min_free_space != 0 && keep == 0 {
+            // Enough is free already: nothing goes for this reason.
+            keep = total;
+        }
+        keep.max(self.reserved_space)
+    }
+}
+
+/// One build-cache entry, as `xbuild du --verbose` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The record's key, or the cache mount's directory name.
+    pub id: String,
+    /// Its type.
+    pub kind: RecordType,
+    /// Bytes of blobs and snapshots it keeps that no named image needs (each counted for
+    /// every entry that keeps it), or the mount's size.
+    pub size: u64,
+    /// Whether it keeps something a named image needs too.
+    pub shared: bool,
+    /// When it was last used (written, or read by a build).
+    pub last_used: SystemTime,
+    /// What made it (the step's instruction), when known.
+    pub description: Option<String>,
 }
 
 struct Roots {
     image_blobs: HashSet<String>,
     cache_blobs: HashSet<String>,
     diff_ids: HashSet<String>,
+    /// Referrers whose subject is not kept: their entries go.
+    dangling_referrers: HashSet<oci_spec::image::Digest>,
+}
+
+struct ImageRoots {
+    blobs: HashSet<String>,
+    diff_ids: HashSet<String>,
+    /// Referrers whose subject is not kept.
+    dangling_referrers: HashSet<oci_spec::image::Digest>,
+}
+
+/// One cache entry with its file and what it keeps.
+struct LedgerItem {
+    path: PathBuf,
+    entry: CacheEntry,
+    units: Vec<String>,
+}
+
+/// The build cache's entries, the blobs and snapshots ("units") they keep with how many
+/// entries keep each, and the bytes of it all: removing an entry frees a unit only when no
+/// other entry keeps it.
+#[derive(Default)]
+struct Ledger {
+    entries: Vec<LedgerItem>,
+    units: HashMap<String, (u64, usize)>,
+    total: u64,
+}
+
+impl Ledger {
+    fn add(&mut self, path: PathBuf, entry: CacheEntry, units: Vec<(String, u64)>) {
+        if entry.kind == RecordType::ExecCacheMount {
+            self.total += entry.size;
+        }
+        let mut names = Vec::new();
+        for (name, size) in units {
+            let slot = self.units.entry(name.clone()).or_insert((size, 0));
+            if slot.1 == 0 {
+                self.total += size;
+            }
+            slot.1 += 1;
+            names.push(name);
+        }
+        self.entries.push(LedgerItem {
+            path,
+            entry,
+            units: names,
+        });
+    }
+
+    /// Takes entry `index` out of the totals.
+    fn release(&mut self, index: usize) {
+        let item = &self.entries[index];
+        if item.entry.kind == RecordType::ExecCacheMount {
+            self.total = self.total.saturating_sub(item.entry.size);
+        }
+        for name in &item.units {
+            if let Some(slot) = self.units.get_mut(name) {
+                slot.1 -= 1;
+                if slot.1 == 0 {
+                    self.total = self.total.saturating_sub(slot.0);
+                }
+            }
+        }
+    }
+}
+
+/// A record's description: the last history line of the state it keeps (the step's
+/// instruction), when it has one.
+fn describe(data: &serde_json::Value) -> Option<String> {
+    data.pointer("/config/history")?
+        .as_array()?
+        .last()?
+        .get("created_by")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl Store {
@@ -80,7 +281,8 @@ impl Store {
         Ok(records)
     }
 
-    fn roots(&self) -> Result<Roots, StoreError> {
+    /// The blobs and snapshots named images need.
+    fn image_roots(&self) -> Result<ImageRoots, StoreError> {
         let mut image_digests = HashSet::new();
         let mut diff_ids = HashSet::new();
         for (_, descriptor) in self.refs()? {
@@ -91,15 +293,46 @@ impl Store {
                 }
             }
         }
+        // Referrers of what is kept are kept, and theirs in turn.
+        let reached: HashSet<_> = image_digests.iter().cloned().collect();
+        let kept_referrers = self.referrer_closure(&reached)?;
+        for (_, referrer) in &kept_referrers {
+            image::reachable_blobs(self.layout(), referrer, &mut image_digests)?;
+        }
+        let kept: HashSet<_> = kept_referrers
+            .iter()
+            .map(|(_, referrer)| referrer.digest().clone())
+            .collect();
+        let dangling_referrers = self
+            .layout()
+            .all_referrers()?
+            .into_iter()
+            .map(|(_, referrer)| referrer.digest().clone())
+            .filter(|digest| !kept.contains(digest))
+            .collect();
+        Ok(ImageRoots {
+            blobs: image_digests.iter().map(ToString::to_string).collect(),
+            diff_ids,
+            dangling_referrers,
+        })
+    }
+
+    fn roots(&self) -> Result<Roots, StoreError> {
+        let ImageRoots {
+            blobs: image_blobs,
+            mut diff_ids,
+            dangling_referrers,
+        } = self.image_roots()?;
         let mut cache_blobs = HashSet::new();
         for (_, record) in self.cache_records()? {
             cache_blobs.extend(record.blobs.iter().map(ToString::to_string));
             diff_ids.extend(record.diff_ids.iter().map(ToString::to_string));
         }
         Ok(Roots {
-            image_blobs: image_digests.iter().map(ToString::to_string).collect(),
+            image_blobs,
             cache_blobs,
             diff_ids,
+            dangling_referrers,
         })
     }
 
@@ -126,38 +359,208 @@ impl Store {
                     report.cache_records += 1;
                 }
             }
-            let roots = self.roots()?;
-            for (name, meta) in self.blob_files()? {
-                let digest = format!("sha256:{name}");
-                if roots.image_blobs.contains(&digest) || roots.cache_blobs.contains(&digest) {
-                    continue;
-                }
-                let path = self.root().join("blobs").join("sha256").join(&name);
-                fs::remove_file(&path).map_err(file_error("removing", &path))?;
-                report.blobs += 1;
-                report.bytes += meta.len();
-            }
-            for (name, _) in self.snapshot_dirs()? {
-                if roots.diff_ids.contains(&format!("sha256:{name}")) {
-                    continue;
-                }
-                let path = self.root().join("snapshots").join("sha256").join(&name);
-                report.bytes += tree_size(&path);
-                fs::remove_dir_all(&path).map_err(file_error("removing", &path))?;
-                report.snapshots += 1;
-            }
-            // Nobody else holds the store: whatever is in tmp/ (and temporary files in cache/)
-            // was left by a killed process.
-            for path in self.temporary_entries()? {
-                report.bytes += tree_size(&path);
-                let _ = if path.is_dir() && !path.is_symlink() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-            }
+            self.sweep(&mut report)?;
             Ok(report)
         })
+    }
+
+    /// Prunes the build cache by `policy` (least recently used first when a size is to be
+    /// kept), then removes what nothing refers to any more, as [`Self::gc`] does. Waits for
+    /// other xbuild processes using the store to finish, so no build is using what goes.
+    ///
+    /// # Errors
+    /// The store is busy for too long, or files cannot be read or removed.
+    pub fn prune(&self, policy: &PrunePolicy) -> Result<(GcReport, Vec<CacheEntry>), StoreError> {
+        self.use_lock.while_exclusive(GC_WAIT, || {
+            let mut report = GcReport::default();
+            let mut ledger = self.ledger()?;
+            let free = nix::sys::statvfs::statvfs(self.root())
+                .map(|stat| stat.blocks_available() * stat.fragment_size())
+                .unwrap_or(u64::MAX);
+            let keep = policy.keep_bytes(ledger.total, free);
+            let now = SystemTime::now();
+            let mut candidates: Vec<usize> = (0..ledger.entries.len())
+                .filter(|&index| {
+                    let entry = &ledger.entries[index].entry;
+                    policy.selects(entry.kind)
+                        && policy.keep_duration.is_none_or(|duration| {
+                            now.duration_since(entry.last_used).unwrap_or_default() >= duration
+                        })
+                })
+                .collect();
+            candidates.sort_by_key(|&index| ledger.entries[index].entry.last_used);
+            let mut removed = Vec::new();
+            for index in candidates {
+                if keep > 0 && ledger.total <= keep {
+                    break;
+                }
+                ledger.release(index);
+                let item = &ledger.entries[index];
+                if item.entry.kind == RecordType::ExecCacheMount {
+                    report.bytes += item.entry.size;
+                    fs::remove_dir_all(&item.path).map_err(file_error("removing", &item.path))?;
+                    report.cache_mounts += 1;
+                } else {
+                    fs::remove_file(&item.path).map_err(file_error("removing", &item.path))?;
+                    report.cache_records += 1;
+                }
+                removed.push(item.entry.clone());
+            }
+            self.sweep(&mut report)?;
+            Ok((report, removed))
+        })
+    }
+
+    /// Every build-cache entry (records and cache mounts), for `du --verbose`.
+    ///
+    /// # Errors
+    /// `index.json` or a directory cannot be read.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        let mut entries: Vec<CacheEntry> = self
+            .ledger()?
+            .entries
+            .into_iter()
+            .map(|item| item.entry)
+            .collect();
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
+        Ok(entries)
+    }
+
+    /// The cache-mount directories: path, name and last use.
+    fn cache_mount_dirs(&self) -> Result<Vec<(PathBuf, String, SystemTime)>, StoreError> {
+        let dir = self.root().join("cache-mounts");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::File {
+                    action: "listing",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        let mut mounts = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(file_error("listing", &dir))?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(file_error("inspecting", &path))?;
+            if meta.is_dir() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                mounts.push((
+                    path,
+                    name,
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                ));
+            }
+        }
+        Ok(mounts)
+    }
+
+    /// The build cache's entries and what each keeps, with the bytes only the cache keeps.
+    fn ledger(&self) -> Result<Ledger, StoreError> {
+        let images = self.image_roots()?;
+        let blob_sizes: HashMap<String, u64> = self
+            .blob_files()?
+            .into_iter()
+            .map(|(name, meta)| (format!("sha256:{name}"), meta.blocks() * 512))
+            .collect();
+        let snapshot_dir = self.root().join("snapshots").join("sha256");
+        let mut ledger = Ledger::default();
+        for (path, record) in self.cache_records()? {
+            let meta = fs::metadata(&path).map_err(file_error("inspecting", &path))?;
+            let mut units = Vec::new();
+            let mut shared = false;
+            for blob in &record.blobs {
+                let digest = blob.to_string();
+                if images.blobs.contains(&digest) {
+                    shared = true;
+                } else {
+                    let size = blob_sizes.get(&digest).copied().unwrap_or(0);
+                    units.push((format!("blob {digest}"), size));
+                }
+            }
+            for diff_id in &record.diff_ids {
+                let digest = diff_id.to_string();
+                if images.diff_ids.contains(&digest) {
+                    shared = true;
+                } else {
+                    let key = format!("snapshot {digest}");
+                    let size = match ledger.units.get(&key) {
+                        Some((size, _)) => *size,
+                        None => tree_size(&snapshot_dir.join(diff_id.digest())),
+                    };
+                    units.push((key, size));
+                }
+            }
+            units.sort();
+            units.dedup();
+            let id = path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let entry = CacheEntry {
+                id,
+                kind: RecordType::Regular,
+                size: units.iter().map(|(_, size)| size).sum(),
+                shared,
+                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                description: describe(&record.data),
+            };
+            ledger.add(path, entry, units);
+        }
+        for (path, name, last_used) in self.cache_mount_dirs()? {
+            let size = tree_size(&path);
+            let entry = CacheEntry {
+                id: name,
+                kind: RecordType::ExecCacheMount,
+                size,
+                shared: false,
+                last_used,
+                description: None,
+            };
+            ledger.add(path, entry, Vec::new());
+        }
+        Ok(ledger)
+    }
+
+    /// Removes what nothing refers to (the store is held exclusively by the caller).
+    fn sweep(&self, report: &mut GcReport) -> Result<(), StoreError> {
+        let roots = self.roots()?;
+        // Entries first: a referrer entry never names a removed blob.
+        report.referrers = self
+            .with_index_lock(|layout| Ok(layout.remove_referrers(&roots.dangling_referrers)?))?
+            as u64;
+        for (name, meta) in self.blob_files()? {
+            let digest = format!("sha256:{name}");
+            if roots.image_blobs.contains(&digest) || roots.cache_blobs.contains(&digest) {
+                continue;
+            }
+            let path = self.root().join("blobs").join("sha256").join(&name);
+            fs::remove_file(&path).map_err(file_error("removing", &path))?;
+            report.blobs += 1;
+            report.bytes += meta.len();
+        }
+        for (name, _) in self.snapshot_dirs()? {
+            if roots.diff_ids.contains(&format!("sha256:{name}")) {
+                continue;
+            }
+            let path = self.root().join("snapshots").join("sha256").join(&name);
+            report.bytes += tree_size(&path);
+            fs::remove_dir_all(&path).map_err(file_error("removing", &path))?;
+            report.snapshots += 1;
+        }
+        // Nobody else holds the store: whatever is in tmp/ (and temporary files in cache/)
+        // was left by a killed process.
+        for path in self.temporary_entries()? {
+            report.bytes += tree_size(&path);
+            let _ = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+        Ok(())
     }
 
     /// What the store takes on disk, by kind.
@@ -189,6 +592,10 @@ impl Store {
             }
         }
         usage.cache_records = self.cache_records()?.len() as u64;
+        for (path, _, _) in self.cache_mount_dirs()? {
+            usage.cache_mounts.0 += 1;
+            usage.cache_mounts.1 += tree_size(&path);
+        }
         usage.tmp_bytes = fs::read_dir(self.layout().tmp_dir())
             .map(|entries| {
                 entries

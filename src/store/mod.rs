@@ -11,6 +11,9 @@
 //!   tmp/                                            temporary files and snapshot dirs
 //! ```
 //!
+//! Referrers (attestations attached to a stored manifest) are unnamed `index.json` entries
+//! ([`crate::oci::referrers`]); they live as long as their subject.
+//!
 //! Owns no network. Every write is temp + fsync + rename, through [`crate::oci::ImageLayout`]
 //! for blobs and `index.json`, and through a temporary directory renamed into place for
 //! snapshots; a process killed at any moment leaves the store readable.
@@ -24,6 +27,7 @@ mod archive;
 mod check;
 mod gc;
 mod lock;
+mod referrers;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -32,17 +36,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType, Platform};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::env;
 use crate::layer::LayerError;
 use crate::oci::image::{self, ImageError, ResolvedImage};
 use crate::oci::{ImageLayout, LayoutError};
+use crate::platform::Platform;
 
 pub use archive::{ArchiveError, ArchiveFormat, CONTAINERD_NAME_ANNOTATION, LoadedImage};
 pub use check::{CheckReport, Cleanup, Problem};
-pub use gc::{DiskUsage, GcReport};
+pub use gc::{CacheEntry, DiskUsage, GcReport, PrunePolicy, RecordType};
 pub use lock::{LockError, StoreLock};
 
 /// The store directory: `$XBUILD_ROOT`, else `/var/lib/xbuild` for root, else
@@ -114,6 +119,15 @@ pub enum StoreError {
         layers: usize,
         /// diff_ids in the config.
         diff_ids: usize,
+    },
+    /// A layer kept only as its snapshot (no blob) whose snapshot is gone.
+    #[error(
+        "the snapshot of layer {diff_id} is missing from the store and the layer has no blob \
+         (run `xbuild store check`, then build again)"
+    )]
+    MissingSnapshot {
+        /// The layer.
+        diff_id: Digest,
     },
     /// A cache record does not parse.
     #[error("cache record {path} is not valid")]
@@ -315,7 +329,7 @@ impl Store {
         let config_descriptor =
             image::write_json_blob(&self.layout, MediaType::ImageConfig, config)?;
         let manifest = image::build_manifest(config_descriptor, layers, None);
-        self.put_manifest(&manifest, Some(image::config_platform(config)))
+        self.put_manifest(&manifest, Some(&Platform::of_config(config)))
     }
 
     /// Stores a manifest; returns its descriptor (with `platform` when given).
@@ -325,7 +339,7 @@ impl Store {
     pub fn put_manifest(
         &self,
         manifest: &ImageManifest,
-        platform: Option<Platform>,
+        platform: Option<&Platform>,
     ) -> Result<Descriptor, StoreError> {
         let bytes = image::canonical_json(manifest);
         let (digest, size) = self.layout.write_blob(&bytes)?;
@@ -374,9 +388,15 @@ impl Store {
     pub fn cache_record(&self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
         let path = self.cache_path(key);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::CacheRecord { path, source }),
+            Ok(bytes) => {
+                // Its modification time is its last use, for `prune --filter until=` and
+                // least-recently-used pruning; a failure to mark it only makes it look older.
+                let _ = fs::File::open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::CacheRecord { path, source })
+            }
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::File {
                 action: "reading",
@@ -530,7 +550,7 @@ mod tests {
         let named = store.layout().write_blob(b"named layer").unwrap().0;
         let cached = store.layout().write_blob(b"cached layer").unwrap().0;
         let loose = store.layout().write_blob(b"loose").unwrap().0;
-        let platform = image::host_platform();
+        let platform = crate::platform::host();
         let mut config = image::new_image_config(&platform, None);
         config
             .rootfs_mut()

@@ -15,8 +15,41 @@ use oci_spec::image::{Descriptor, Digest, ImageManifest};
 use super::{Store, StoreError, file_error};
 use crate::layer::{self, ApplyOptions, DigestingReader, LayerError, WhiteoutMode, apply_layer};
 use crate::oci::image::ResolvedImage;
+use crate::oci::state::ImageLayer;
 
 impl Store {
+    /// Whether the store has what this layer of a build's state needs: its blob, or for a
+    /// layer kept as a snapshot, the snapshot.
+    pub fn has_layer(&self, layer: &ImageLayer) -> bool {
+        match &layer.blob {
+            Some(blob) => self.layout().has_blob(blob.digest()),
+            None => self.snapshot(&layer.diff_id).is_some(),
+        }
+    }
+
+    /// The snapshot directories of `layers` (bottom first), top first: the overlay
+    /// `lowerdir=` order. A layer whose snapshot is not there yet is unpacked from its blob.
+    ///
+    /// # Errors
+    /// [`StoreError::MissingSnapshot`] for a layer with neither blob nor snapshot; unpacking
+    /// failures.
+    pub fn lower_dirs(&self, layers: &[ImageLayer]) -> Result<Vec<PathBuf>, StoreError> {
+        let mut dirs = Vec::new();
+        for layer in layers.iter().rev() {
+            let dir = match (&layer.blob, self.snapshot(&layer.diff_id)) {
+                (_, Some(dir)) => dir,
+                (Some(blob), None) => self.unpack_snapshot(blob, &layer.diff_id)?,
+                (None, None) => {
+                    return Err(StoreError::MissingSnapshot {
+                        diff_id: layer.diff_id.clone(),
+                    });
+                }
+            };
+            dirs.push(dir);
+        }
+        Ok(dirs)
+    }
+
     /// Where the snapshot of this diff_id lives (whether or not it exists).
     pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
         self.root()

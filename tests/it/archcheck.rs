@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use xbuild::build::archcheck::foreign_elf_files;
+use xbuild::executor::archcheck::foreign_elf_files;
 use xbuild::platform::Platform;
 
 use crate::util::{Need, fixtures_dir, require, temp_dir};
@@ -103,7 +103,7 @@ fn layer_tars_are_checked_without_unpacking() {
     if !require(&[Need::Fixtures]) {
         return;
     }
-    use xbuild::build::archcheck::foreign_elf_in_layer;
+    use xbuild::executor::archcheck::foreign_elf_in_layer;
     use xbuild::layer::{EntryKind, TarEntry, TarWriter};
 
     let mut tar = TarWriter::new(Vec::new(), None);

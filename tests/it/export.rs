@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use xbuild::export::{self, Built, BuiltImage, ExportError, ExportReport, Output, Written};
+use xbuild::executor::{Built, BuiltImage};
+use xbuild::export::{self, ExportError, ExportReport, Output, Written};
 use xbuild::oci::{Descriptor, ImageLayout, image};
 use xbuild::platform::Platform;
 use xbuild::progress::{Event, Recorder, SharedSink, VertexCounter};

@@ -514,7 +514,7 @@ fn multi_platform_indexes_are_stored_saved_and_loaded_as_indexes() {
                 let image = store.image(&format!("part:{tag}"), None).unwrap();
                 let mut descriptor = image.descriptor.clone();
                 descriptor.set_annotations(None);
-                descriptor.set_platform(Some(image.platform()));
+                descriptor.set_platform(Some(image.platform().to_oci()));
                 descriptor
             })
             .collect();
@@ -712,7 +712,7 @@ fn snapshots_stack_as_overlay_lower_directories() {
         None,
     )
     .unwrap();
-    let platform = xbuild::oci::image::host_platform();
+    let platform = xbuild::platform::host();
     let mut config = xbuild::oci::image::new_image_config(&platform, None);
     for blob in [&base, &second, &third] {
         config
@@ -944,7 +944,7 @@ fn fixture_images_unpack_into_snapshots_and_flattened_trees() {
             ("busybox:latest", "linux/arm/v7", "busybox/linux-arm-v7"),
         ] {
             let top = fixture_store.resolve_ref(image).unwrap().unwrap();
-            let wanted = xbuild::oci::image::parse_platform(platform).unwrap();
+            let wanted = xbuild::platform::Platform::parse(platform).unwrap();
             let resolved =
                 xbuild::oci::image::resolve_image(&fixture_store, &top, Some(&wanted)).unwrap();
             // Blobs into our store.

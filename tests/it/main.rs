@@ -6,25 +6,34 @@
 )]
 
 mod archcheck; // the wrong-architecture guard on the fixtures' busybox binaries
+mod architecture; // ARCHITECTURE.md's import rules: no module or file cycle, clap only in cli/
+mod attest; // SBOM scanner on real trees, SPDX/SLSA validated, referrers stored, pushed, pulled
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
+mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
-mod emulate;
-mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs // RUN under QEMU: Debian arm64 apt-get install
+mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
+mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
+mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
+mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`
+mod platform; // every spelling of every platforms/ entry, through every entry point
+mod prune; // prune and du with buildx's filters and sizes, cache mounts, the store lock
 mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
 mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full disk
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
+mod security; // attacks a RUN step might try: loopback, packets, devices, keyrings, fork bombs...
 mod symlinks; // COPY/ADD/WORKDIR resolve links inside the image (merged-/usr Debian)
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests

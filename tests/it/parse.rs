@@ -222,7 +222,7 @@ fn file_name_as_given_appears_in_errors() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
         stderr(&output),
-        "error: build.Dockerfile:2: unknown instruction \"RUNN\"\nhint: did you mean \"RUN\"?\n"
+        "error: build.Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)\n"
     );
 }
 

@@ -198,7 +198,7 @@ fn failed_pull_keeps_blobs_another_pull_stored() {
         xbuild::registry::ImageRef::parse(&format!("{}/shared/busybox:latest", registry.host))
             .unwrap();
     let choice = xbuild::registry::PlatformChoice::One(
-        xbuild::registry::PlatformSpec::parse("linux/arm64").unwrap(),
+        xbuild::platform::Platform::parse("linux/arm64").unwrap(),
     );
     let progress = std::sync::Arc::new(OtherPuller {
         layout: layout.clone(),

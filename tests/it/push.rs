@@ -282,3 +282,96 @@ fn push_mounts_blobs_pulled_from_another_repository() {
         format!("{target}@{}\n", fixture.index)
     );
 }
+
+/// A push streams each blob from the store's file: a 15 MB layer (under the 16 MiB chunk
+/// size, so one `PUT`) is never whole in memory. Before, the upload read it into memory and
+/// copied it once more for the request: 55 MiB peak RSS against about 27 MiB now.
+#[test]
+fn push_streams_blobs_from_disk() {
+    if !regenv::ready(Setup::Plain) || !util::require(&[util::Need::Program("curl")]) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    let store = home.path().join("store");
+    let blobs = store.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // Incompressible and unrepeated: xorshift bytes.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let layer: Vec<u8> = (0..15_000_000 / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    let put = |bytes: &[u8]| {
+        let digest = regenv::digest_of(bytes);
+        std::fs::write(blobs.join(digest.strip_prefix("sha256:").unwrap()), bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let (layer_digest, layer_size) = put(&layer);
+    drop(layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    })
+    .to_string();
+    let (config_digest, config_size) = put(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}],
+    })
+    .to_string();
+    let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    let name = format!("{}/push/big:1", registry.host);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        }],
+    });
+    std::fs::write(store.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        store.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+
+    let rss_file = home.path().join("peak-rss");
+    let output = util::run(
+        registry
+            .xbuild(home.path())
+            .env("XBUILD_PEAK_RSS_FILE", &rss_file)
+            .args(["push", &name]),
+    );
+    assert!(output.status.success(), "push: {}", util::stderr(&output));
+    let raw = registry.skopeo_raw("push/big:1");
+    assert_eq!(regenv::digest_of(&raw), manifest_digest);
+    // The layer as the registry serves it (skopeo would recompress a layer that is not
+    // gzip): the same bytes.
+    let served = util::run(std::process::Command::new("curl").args([
+        "-sf",
+        &format!(
+            "http://{}/v2/push/big/blobs/{layer_digest}",
+            registry.direct
+        ),
+    ]));
+    assert!(served.status.success(), "curl: {}", util::stderr(&served));
+    assert_eq!(regenv::digest_of(&served.stdout), layer_digest);
+    let peak_kib: u64 = std::fs::read_to_string(&rss_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("push of a {layer_size}-byte layer: peak RSS {peak_kib} KiB");
+    assert!(peak_kib < 44 << 10, "peak RSS {peak_kib} KiB");
+}

@@ -260,7 +260,9 @@ pub fn run_with_stdin(command: &mut Command, input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn make_certificates(dir: &Path) {
+/// Makes `ca.crt`/`ca.key` (a test CA) and `server.crt`/`server.key` for 127.0.0.1 and
+/// `localhost` in `dir`, with `openssl`.
+pub fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
         run_ok(Command::new("openssl").args(args).current_dir(dir));
     };
@@ -301,7 +303,7 @@ fn make_certificates(dir: &Path) {
     ]);
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     openssl(&[

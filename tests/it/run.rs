@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use xbuild::build::failed::FailedStep;
+use xbuild::executor::failed::FailedStep;
 use xbuild::platform::Platform;
 
 use crate::util::{Need, fixtures_dir, require, run, stderr, stdout, temp_dir, xbuild};

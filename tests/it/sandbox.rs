@@ -164,7 +164,7 @@ fn network_none_has_only_loopback_and_it_is_up() {
     // IFF_UP is bit 0 of the flags.
     let flags = u32::from_str_radix(lines[2].trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 1, 1, "{lines:?}");
-    // The host's network namespace is kept otherwise: more than `lo`.
+    // The default network has more than `lo` (its `eth0`).
     let ran = sh("linux/amd64", "ls /sys/class/net", |_| {});
     assert!(ok(&ran).len() > 1, "{:?}", ran.stdout);
 }
@@ -317,13 +317,9 @@ fn a_platform_that_cannot_run_fails_before_anything_starts() {
         "linux/amd64",
         StepCommand::sh("touch /ran"),
     );
-    // An architecture with no QEMU handler in binfmt/ (Platform's fields are public, so
-    // the build could hand us one from an image config).
-    step.platform = Platform {
-        os: "linux".into(),
-        architecture: "sparc64".into(),
-        variant: None,
-    };
+    // An architecture with no QEMU handler in binfmt/ (a Platform read from an image config
+    // keeps what the table does not know, so the build could hand us one).
+    step.platform = Platform::new("linux", "sparc64", None);
     let ran = run_spec(&step, dir);
     let error = ran.result.unwrap_err();
     assert!(matches!(error, SandboxError::NotRunnable(_)), "{error:?}");
@@ -341,7 +337,11 @@ fn etc_files_come_from_the_host_and_stay_out_of_the_layer() {
     if !require(&[Need::Root, Need::Fixtures]) {
         return;
     }
-    let ran = sh("linux/amd64", "cat /etc/resolv.conf", |_| {});
+    // On the host's network the step gets the host's resolv.conf (on the default network,
+    // slirp4netns's forwarder: security::network_none_is_only_lo_and_the_default_resolves_names).
+    let ran = sh("linux/amd64", "cat /etc/resolv.conf", |spec| {
+        spec.network = Network::Host;
+    });
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     assert_eq!(ok(&ran), host.lines().collect::<Vec<_>>());
     for name in ["etc/resolv.conf", "etc/hosts", "etc", "proc", "dev", "sys"] {

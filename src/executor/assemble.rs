@@ -1,0 +1,221 @@
+//! What the build hands on: each target's image (config and manifest) and the index over
+//! them, as a [`Built`] for the exporter; and the cache records `--cache-to` exports. The
+//! layers kept as snapshots are compressed here, all the images' at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oci_spec::image::{Descriptor, MediaType};
+
+use super::blobs::ensure_blobs;
+use super::error::ExecutorError;
+use super::services::Services;
+use super::state::{Done, Results};
+use crate::cache;
+use crate::oci::ImageState;
+use crate::oci::image as oci_image;
+use crate::plan::{BuildGraph, Op};
+use crate::platform::Platform;
+use crate::progress::Event;
+
+/// What a build produced, all of it already written to the store's blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// One manifest per target platform, in the order the user gave the platforms.
+    pub images: Vec<BuiltImage>,
+    /// The index over `images` (also for a single platform: buildx pushes an index for
+    /// `--platform` builds too; a single-platform build without `--platform` may leave the
+    /// manifest alone, see [`Built::result`]).
+    pub index: Descriptor,
+    /// Whether the user asked for platforms explicitly (`--platform`).
+    pub explicit_platforms: bool,
+}
+
+/// One platform's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The target platform.
+    pub platform: Platform,
+    /// Its manifest, in the store.
+    pub manifest: Descriptor,
+}
+
+impl Built {
+    /// What a tag names: the index when several platforms were built or any was asked for
+    /// explicitly, else the single manifest (as `docker build` gives).
+    pub fn result(&self) -> &Descriptor {
+        match self.images.as_slice() {
+            [only] if !self.explicit_platforms => &only.manifest,
+            _ => &self.index,
+        }
+    }
+}
+
+/// Writes each target's config and manifest, and the index over them.
+pub(crate) fn images(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+) -> Result<Built, ExecutorError> {
+    let mut images = Vec::new();
+    let mut seen: HashMap<&Platform, ()> = HashMap::new();
+    let mut targets = Vec::new();
+    for target in &graph.images {
+        if seen.insert(&target.platform, ()).is_some() {
+            continue;
+        }
+        let Some(done) = results.get(target.vertex) else {
+            return Err(ExecutorError::Internal(format!(
+                "the target vertex for {} did not finish",
+                target.platform
+            )));
+        };
+        targets.push((target, done));
+    }
+    // The images' layers kept as snapshots are compressed now, all at once.
+    let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
+    let states = ensure_blobs(services, &states)?;
+    for ((target, done), state) in targets.into_iter().zip(states) {
+        let mut config = done.state.config.clone();
+        // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
+        // or SOURCE_DATE_EPOCH.
+        let created = match services.options.source_date_epoch {
+            Some(_) => services.created.clone(),
+            None => config
+                .history()
+                .as_ref()
+                .and_then(|history| history.last())
+                .and_then(|entry| entry.created().clone())
+                .unwrap_or_else(|| services.created.clone()),
+        };
+        config.set_created(Some(created));
+        let mut value = serde_json::to_value(&config).map_err(|source| ExecutorError::Json {
+            what: "an image config",
+            source,
+        })?;
+        if !done.state.extra.is_empty() {
+            if let Some(object) = value.as_object_mut() {
+                let inner = object
+                    .entry("config")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(inner) = inner.as_object_mut() {
+                    for (field, extra) in &done.state.extra {
+                        inner.insert(field.clone(), extra.clone());
+                    }
+                }
+            }
+        }
+        let config_descriptor =
+            oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
+        let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
+        let descriptor = services
+            .store
+            .put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
+        images.push(BuiltImage {
+            platform: target.platform.clone(),
+            manifest: descriptor,
+        });
+    }
+    let index = services
+        .store
+        .put_index(images.iter().map(|image| image.manifest.clone()).collect())?;
+    Ok(Built {
+        images,
+        index,
+        explicit_platforms: services.options.explicit_platforms,
+    })
+}
+
+/// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of
+/// every step (`mode=max`).
+pub(crate) fn export_cache(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+    export: &cache::CacheExport,
+) -> Result<(), ExecutorError> {
+    let mut indices: Vec<usize> = Vec::new();
+    match export.mode {
+        cache::CacheMode::Max => indices.extend(0..graph.vertices.len()),
+        cache::CacheMode::Min => {
+            for target in &graph.images {
+                let mut vertex = Some(target.vertex);
+                while let Some(index) = vertex {
+                    indices.push(index);
+                    vertex = graph.vertices[index].parent;
+                }
+            }
+        }
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    let mut records = Vec::new();
+    let mut chosen: Vec<(Platform, Arc<Done>)> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for index in indices {
+        let vertex = &graph.vertices[index];
+        if !matches!(vertex.op, Op::Step { .. }) {
+            continue;
+        }
+        let Some(done) = results.get(index).cloned() else {
+            continue;
+        };
+        if !keys.insert(done.key.clone()) {
+            continue;
+        }
+        if matches!(export.location, cache::CacheLocation::Local(_)) {
+            services.cache.materialize(&done.state)?;
+        }
+        chosen.push((vertex.platform.clone(), done));
+    }
+    // A cache holds blobs: layers kept as snapshots are compressed now.
+    let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();
+    let states = ensure_blobs(services, &states)?;
+    for ((platform, done), state) in chosen.iter().zip(states) {
+        records.push(cache::Record {
+            key: done.key.clone(),
+            platform: platform.clone(),
+            layers: state.blobs()?,
+            state: serde_json::to_value(&state).map_err(|source| ExecutorError::Json {
+                what: "a cache record",
+                source,
+            })?,
+        });
+    }
+    let id = services.counter.next();
+    let name = format!("exporting cache to {}", export.location);
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated: false,
+    });
+    let started = Instant::now();
+    let result = services.runtime.block_on(cache::export(
+        Arc::clone(&services.registry),
+        services.store.layout(),
+        export,
+        records,
+    ));
+    match result {
+        Ok(line) => {
+            services.sink.emit(Event::Finished {
+                vertex: id,
+                duration: started.elapsed(),
+            });
+            services.sink.emit(Event::Note { message: line });
+            Ok(())
+        }
+        Err(error) => {
+            services.sink.emit(Event::Failed {
+                vertex: id,
+                duration: started.elapsed(),
+                message: error.to_string(),
+            });
+            Err(ExecutorError::Within {
+                context: name,
+                source: Box::new(error.into()),
+            })
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! `COPY`, `ADD` and the directory `WORKDIR` creates: each makes one layer from a file list
+//! ([`crate::layer::write_file_list_layer`]) whose snapshot is made by unpacking it.
+//!
+//! Sources: the build context after `.dockerignore` (walked once per build), another stage
+//! or an image (`--from`): its layers are mounted as a read-only overlay on a temporary
+//! directory in the host's mount namespace (we are root) for the time of the copy, so
+//! whiteouts and opaque directories are the kernel's business. `--chown` names are looked
+//! up in `/etc/passwd` and `/etc/group` of the destination state, reading its snapshots top
+//! down (whiteouts honoured), with a size bound.
+//!
+//! Links resolve inside the tree they belong to, never on the host
+//! ([`crate::layer::tree`]), as BuildKit resolves them: a source path's links are followed
+//! (`COPY --from=base /bin/sh /out/` copies dash), links inside a copied directory are kept;
+//! the destination's links are followed (`COPY f /bin/f` on a merged-/usr image writes
+//! `/usr/bin/f`); a directory is never written where the image has a file or a link.
+//!
+//! Not supported yet (exit 2): `--parents`, `--exclude`, `ADD --keep-git-dir` and git
+//! sources, checksums other than sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
+//! downloads it (mode 0600, not unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a plain
+//! `COPY` (same result, no layer reuse across bases).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::error::{ExecutorError, Within as _};
+use super::from::resolve_image;
+use super::permissions::{ModeChange, resolve_chown};
+use super::services::Services;
+use super::sources::{
+    Item, Selected, download, extract_archive, is_archive, select_in_context, select_in_dir,
+    walk_dir,
+};
+use super::state::{Done, join_path};
+use crate::cache::Key;
+use crate::context::{self, ContextEntry};
+use crate::dockerfile::Instruction;
+use crate::dockerfile::instruction::{Chmod, Source};
+use crate::layer::tree::{Stack, resolve};
+use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
+use crate::oci::ImageState;
+use crate::plan::Vertex;
+use crate::progress::Event;
+
+/// Adds `dir` and its missing parents as directory entries (existing ones keep their
+/// metadata from the state).
+fn add_parents(
+    entries: &mut Vec<FileListEntry>,
+    listed: &mut std::collections::BTreeSet<PathBuf>,
+    lowers: &[PathBuf],
+    dir: &str,
+    owner: Option<(u64, u64)>,
+    mtime: i64,
+    include_self: bool,
+) {
+    let rel = dir.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut path = PathBuf::new();
+    for (index, part) in parts.iter().enumerate() {
+        path.push(part);
+        let is_self = index + 1 == parts.len();
+        if is_self && !include_self {
+            break;
+        }
+        if !listed.insert(path.clone()) {
+            continue;
+        }
+        let entry = match Stack::new(lowers).lookup(&format!("/{}", path.display())) {
+            Some((_, meta)) if meta.is_dir() => {
+                let mut entry =
+                    TarEntry::new(path.clone(), EntryKind::Directory, meta.mode() & 0o7777);
+                entry.uid = u64::from(meta.uid());
+                entry.gid = u64::from(meta.gid());
+                entry.mtime = meta.mtime();
+                entry
+            }
+            _ => {
+                let mut entry = TarEntry::new(path.clone(), EntryKind::Directory, 0o755);
+                if is_self {
+                    if let Some((uid, gid)) = owner {
+                        entry.uid = uid;
+                        entry.gid = gid;
+                    }
+                }
+                entry.mtime = mtime;
+                entry
+            }
+        };
+        entries.push(FileListEntry {
+            entry,
+            source: None,
+        });
+    }
+}
+
+/// `WORKDIR`: a layer making the directory when the state lacks it, else nothing.
+pub(crate) fn workdir(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    mut state: ImageState,
+    created_by: String,
+    key: Key,
+) -> Result<Done, ExecutorError> {
+    let dir = &state.workdir();
+    let key = key.finish();
+    // A hit of an imported cache is decided without the parent's layers (they may still be
+    // in the cache): CACHED when it made a layer, silent when the directory was there.
+    if !services.options.no_cache && services.cache.imported_only(&key)? {
+        let made_layer = services
+            .cache
+            .lookup(&key)?
+            .is_some_and(|hit| hit.layers.len() > state.layers.len());
+        if made_layer {
+            if let Some(state) = services.cache_hit(&key, &vertex.display_name())? {
+                return Ok(Done { state, key });
+            }
+        } else if let Some(state) = services.cache.lookup(&key)? {
+            return Ok(Done { state, key });
+        }
+    }
+    let lowers = services.lower_dirs(&state)?;
+    let stack = Stack::new(&lowers);
+    // `WORKDIR /link` makes (or finds) the directory the link names, inside the image.
+    let dir = &resolve(&stack, dir, true).map_err(|error| ExecutorError::ImagePath {
+        instruction: created_by.clone(),
+        reason: error.to_string(),
+    })?;
+    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
+        if !services.options.no_cache {
+            if let Some(state) = services.cache.lookup(&key)? {
+                return Ok(Done { state, key });
+            }
+        }
+        state.push_history(&services.created, created_by, true);
+        services.cache.record(&key, &state)?;
+        return Ok(Done { state, key });
+    }
+    let name = vertex.display_name();
+    if let Some(state) = services.cache_hit(&key, &name)? {
+        return Ok(Done { state, key });
+    }
+    let mut entries = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    let mtime = services.options.source_date_epoch.unwrap_or_else(now);
+    add_parents(&mut entries, &mut listed, &lowers, dir, None, mtime, true);
+    commit(services, vertex, state, entries, created_by, &key)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |e| i64::try_from(e.as_secs()).unwrap_or(0))
+}
+
+fn commit(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    mut state: ImageState,
+    entries: Vec<FileListEntry>,
+    created_by: String,
+    key: &str,
+) -> Result<Done, ExecutorError> {
+    let name = vertex.display_name();
+    let blob = layer::write_file_list_layer(
+        services.store.layout(),
+        entries,
+        services.options.compression,
+        services.options.source_date_epoch,
+    )
+    .within(|| format!("{name}: writing the layer"))?;
+    services
+        .store
+        .unpack_snapshot(&blob.descriptor, &blob.diff_id)
+        .within(|| format!("{name}: unpacking the layer's snapshot"))?;
+    state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
+    state.push_history(&services.created, created_by, false);
+    services.cache.record(key, &state)?;
+    Ok(Done {
+        state,
+        key: key.to_owned(),
+    })
+}
+
+/// `COPY` / `ADD`.
+pub(crate) fn step(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    instruction: &Instruction,
+    parent: &Done,
+    inputs: &[Arc<Done>],
+    mut key: Key,
+) -> Result<Done, ExecutorError> {
+    let file = services.options.dockerfile.display();
+    let line = instruction.span().start;
+    // Flags and sources not supported yet were refused before any work
+    // (super::validate).
+    let mut checksum = None;
+    let (sources, destination, from, chown, chmod, is_add, text) = match instruction {
+        Instruction::Copy(copy) => (
+            &copy.sources,
+            &copy.destination,
+            copy.from.clone(),
+            copy.chown.clone(),
+            copy.chmod.clone(),
+            false,
+            "COPY",
+        ),
+        Instruction::Add(add) => {
+            checksum.clone_from(&add.checksum);
+            (
+                &add.sources,
+                &add.destination,
+                None,
+                add.chown.clone(),
+                add.chmod.clone(),
+                true,
+                "ADD",
+            )
+        }
+        _ => return Err(ExecutorError::Internal("not a COPY or ADD".to_owned())),
+    };
+    let chmod = match chmod {
+        None => None,
+        Some(Chmod::Octal(mode)) => Some(ModeChange::Set(mode)),
+        Some(Chmod::Symbolic(spec) | Chmod::Unexpanded(spec)) => Some(ModeChange::Symbolic(spec)),
+    };
+    let name = vertex.display_name();
+    let started = Instant::now();
+    let workdir = parent.state.workdir();
+    let dest_abs = join_path(&workdir, destination);
+    let dest_dir_syntax =
+        destination.ends_with('/') || destination.ends_with("/.") || destination == ".";
+
+    // The source tree.
+    let view;
+    let source_root: Option<PathBuf> = match &from {
+        None => None,
+        Some(from_name) => {
+            let state = if let Some(input) = inputs.first() {
+                input.state.clone()
+            } else {
+                let id = services.counter.next();
+                let (manifest, state) = resolve_image(services, from_name, &vertex.platform, id)?;
+                key.add("from-image", manifest.digest().as_ref());
+                state
+            };
+            // Without URL sources the key is known now (the stage's files do not enter it):
+            // a hit needs no view of the stage, whose layers may still be in a cache.
+            let reads_urls = sources.iter().any(|source| {
+                matches!(source, Source::Path(path) if path.starts_with("http://") || path.starts_with("https://"))
+            });
+            if !reads_urls {
+                let mut early = key.clone();
+                for source in sources {
+                    if let Source::Inline(heredoc) = source {
+                        early.add("inline", &heredoc.content);
+                    }
+                }
+                let early = early.finish();
+                if let Some(state) = services.cache_hit(&early, &name)? {
+                    return Ok(Done { state, key: early });
+                }
+            }
+            view = services.view(&state)?;
+            Some(view.root.clone())
+        }
+    };
+    let context_files =
+        if source_root.is_none() && sources.iter().any(|s| matches!(s, Source::Path(_))) {
+            Some(services.context_files()?)
+        } else {
+            None
+        };
+
+    let scratch = services.scratch_dirs()?;
+    let mut selections = Vec::new();
+    let mut inline = Vec::new();
+    for source in sources {
+        match source {
+            Source::Path(path) => {
+                // Only ADD reads URLs, and git sources are not supported yet: both were
+                // checked before any work (super::validate).
+                if path.starts_with("http://") || path.starts_with("https://") {
+                    let target_dir = scratch.path().join(format!("url-{}", selections.len()));
+                    fs::create_dir(&target_dir)?;
+                    let (name, digest) = download(
+                        services.runtime,
+                        path,
+                        checksum.as_deref(),
+                        &target_dir,
+                        &vertex.display_name(),
+                    )?;
+                    key.add("url", &format!("{path} {digest}"));
+                    let abs = target_dir.join(&name);
+                    let meta = fs::symlink_metadata(&abs)?;
+                    selections.push(Selected {
+                        items: vec![(
+                            PathBuf::from(&name),
+                            Item {
+                                rel: PathBuf::from(&name),
+                                abs,
+                                meta,
+                            },
+                        )],
+                        tops: 1,
+                        single_file_name: Some(name.into()),
+                        context_entries: Vec::new(),
+                        from_url: true,
+                    });
+                    continue;
+                }
+                let selected = match (&source_root, &context_files) {
+                    (Some(root), _) => select_in_dir(root, path),
+                    (None, Some(files)) => select_in_context(files, path),
+                    (None, None) => {
+                        return Err(ExecutorError::Internal(format!("no source for {path}")));
+                    }
+                }
+                .map_err(|error| ExecutorError::invalid(&file, line, error))?;
+                selections.push(selected);
+            }
+            Source::Inline(heredoc) => inline.push(heredoc.clone()),
+        }
+    }
+    // Cache key: exactly what is read from the context.
+    if let Some(files) = &context_files {
+        let mut entries: Vec<ContextEntry> = selections
+            .iter()
+            .flat_map(|s| s.context_entries.iter().cloned())
+            .collect();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|a, b| a.path == b.path);
+        let mut cache = files
+            .stat_cache
+            .lock()
+            .map_err(|_| ExecutorError::WorkerPanicked)?;
+        let digest = context::digest_entries_cached(&files.dir, &entries, &mut cache)?;
+        key.add("context", digest.as_ref());
+    }
+    for heredoc in &inline {
+        key.add("inline", &heredoc.content);
+    }
+    let key = key.finish();
+    if let Some(state) = services.cache_hit(&key, &name)? {
+        return Ok(Done { state, key });
+    }
+    let lowers = services.lower_dirs(&parent.state)?;
+    let id = services.counter.next();
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated: false,
+    });
+
+    let owner = chown
+        .as_deref()
+        .map(|spec| resolve_chown(&lowers, spec))
+        .transpose()?;
+    let tops: usize = selections.iter().map(|s| s.tops).sum::<usize>() + inline.len();
+    let stack = Stack::new(&lowers);
+    // The destination resolves inside the image with every link followed, as BuildKit's
+    // `fs.RootPath` does: on a merged-/usr image `/bin/f` is `/usr/bin/f`, and a link to a
+    // directory is that directory.
+    let dest_abs = resolve(&stack, &dest_abs, true).map_err(|error| {
+        ExecutorError::invalid(&file, line, format_args!("{text} destination: {error}"))
+    })?;
+    let dest_exists_dir = stack
+        .lookup(&dest_abs)
+        .is_some_and(|(_, meta)| meta.is_dir());
+    let any_dir_source = selections.iter().any(|s| s.single_file_name.is_none());
+    let dest_is_dir = dest_dir_syntax || tops > 1 || dest_exists_dir || any_dir_source;
+    let mtime_now = services.options.source_date_epoch.unwrap_or_else(now);
+
+    let mut entries: Vec<FileListEntry> = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    let (dest_dir, file_target) = if dest_is_dir {
+        (dest_abs.clone(), None)
+    } else {
+        let parent_dir = Path::new(&dest_abs)
+            .parent()
+            .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
+        (parent_dir, Some(dest_abs.clone()))
+    };
+    add_parents(
+        &mut entries,
+        &mut listed,
+        &lowers,
+        &dest_dir,
+        owner,
+        mtime_now,
+        dest_is_dir,
+    );
+    let dest_rel = PathBuf::from(dest_dir.trim_start_matches('/'));
+    let from_context = source_root.is_none();
+    let mut targets = Targets {
+        stack,
+        fresh: std::collections::HashSet::new(),
+    };
+    if dest_is_dir && !dest_exists_dir {
+        targets.fresh.insert(dest_rel.clone());
+    }
+
+    let push_item = |below: &Path,
+                     item: &Item,
+                     url_file: bool,
+                     entries: &mut Vec<FileListEntry>,
+                     listed: &mut std::collections::BTreeSet<PathBuf>|
+     -> Result<(), ExecutorError> {
+        let target = match &file_target {
+            Some(target) => PathBuf::from(target.trim_start_matches('/')),
+            None => dest_rel.join(below),
+        };
+        if !listed.insert(target.clone()) {
+            // A later source wins over an earlier one, as files overwrite.
+            entries.retain(|e| e.entry.path != target);
+        }
+        let mut entry = layer::entry_from_metadata(&target, &item.abs, &item.meta)?;
+        if let Some((uid, gid)) = owner {
+            entry.uid = uid;
+            entry.gid = gid;
+        } else if from_context {
+            entry.uid = 0;
+            entry.gid = 0;
+        }
+        if let Some(change) = &chmod {
+            entry.mode = change.apply(entry.mode, item.meta.is_dir());
+        } else if url_file {
+            entry.mode = 0o600;
+        }
+        let source = item.meta.is_file().then(|| item.abs.clone());
+        entries.push(FileListEntry { entry, source });
+        Ok(())
+    };
+
+    let mut extracted = 0;
+    for selected in &selections {
+        for (below, item) in &selected.items {
+            if is_add && !selected.from_url && item.meta.is_file() && is_archive(&item.abs) {
+                // ADD of a local archive: unpacked into the destination directory.
+                let target = scratch.path().join(format!("archive-{extracted}"));
+                extracted += 1;
+                fs::create_dir(&target)?;
+                extract_archive(&item.abs, &target)?;
+                let mut unpacked = Vec::new();
+                walk_dir(&target, Path::new(""), &mut unpacked)?;
+                let base = if selected.single_file_name.is_some() {
+                    PathBuf::new()
+                } else {
+                    below.parent().map(Path::to_path_buf).unwrap_or_default()
+                };
+                let saved = file_target.clone();
+                let _ = saved;
+                for inner in unpacked {
+                    let path = dest_rel.join(&base).join(&inner.rel);
+                    if !listed.insert(path.clone()) {
+                        entries.retain(|e| e.entry.path != path);
+                    }
+                    let mut entry = layer::entry_from_metadata(&path, &inner.abs, &inner.meta)?;
+                    if let Some((uid, gid)) = owner {
+                        entry.uid = uid;
+                        entry.gid = gid;
+                    }
+                    let source = inner.meta.is_file().then(|| inner.abs.clone());
+                    entries.push(FileListEntry { entry, source });
+                }
+                continue;
+            }
+            // Directories in between the destination and the item.
+            if let Some(parent) = below.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let mut path = dest_rel.clone();
+                for component in parent.components() {
+                    path.push(component);
+                    if listed.insert(path.clone()) {
+                        let mut entry = TarEntry::new(path.clone(), EntryKind::Directory, 0o755);
+                        entry.mtime = mtime_now;
+                        if let Some((uid, gid)) = owner {
+                            entry.uid = uid;
+                            entry.gid = gid;
+                        }
+                        entries.push(FileListEntry {
+                            entry,
+                            source: None,
+                        });
+                    }
+                }
+            }
+            let target = match &file_target {
+                Some(target) => PathBuf::from(target.trim_start_matches('/')),
+                None => dest_rel.join(below),
+            };
+            targets
+                .check(&target, item.meta.is_dir())
+                .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
+            push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
+        }
+    }
+    for (index, heredoc) in inline.iter().enumerate() {
+        let content_file = scratch.path().join(format!("inline-{index}"));
+        fs::write(&content_file, heredoc.content.as_bytes())?;
+        let target = match &file_target {
+            Some(target) => PathBuf::from(target.trim_start_matches('/')),
+            None => dest_rel.join(&heredoc.name),
+        };
+        let mut entry = TarEntry::new(
+            target.clone(),
+            EntryKind::File {
+                size: heredoc.content.len() as u64,
+            },
+            chmod
+                .as_ref()
+                .map_or(0o644, |change| change.apply(0o644, false)),
+        );
+        entry.mtime = mtime_now;
+        if let Some((uid, gid)) = owner {
+            entry.uid = uid;
+            entry.gid = gid;
+        }
+        listed.insert(target.clone());
+        entries.retain(|e| e.entry.path != target);
+        entries.push(FileListEntry {
+            entry,
+            source: Some(content_file),
+        });
+    }
+    let created_by = format!(
+        "{text} {} # buildkit",
+        instruction_summary(sources, destination)
+    );
+    let done = commit(
+        services,
+        vertex,
+        parent.state.clone(),
+        entries,
+        created_by,
+        &key,
+    )?;
+    services.sink.emit(Event::Finished {
+        vertex: id,
+        duration: started.elapsed(),
+    });
+    Ok(done)
+}
+
+/// Where a copy's items land in the destination state, checked as BuildKit's copier checks
+/// them: a directory cannot go where the image has a file or a link (`COPY rootfs/ /` does
+/// not replace the `/bin` link of a merged-/usr image), a file cannot replace a directory.
+struct Targets<'a> {
+    stack: Stack<'a>,
+    /// Directories this copy creates (nothing below them exists yet: not looked up).
+    fresh: std::collections::HashSet<PathBuf>,
+}
+
+impl Targets<'_> {
+    fn check(&mut self, target: &Path, is_dir: bool) -> Result<(), String> {
+        let known_new = target
+            .parent()
+            .is_some_and(|parent| self.fresh.contains(parent));
+        let existing = if known_new {
+            None
+        } else {
+            self.stack
+                .lookup(&format!("/{}", target.display()))
+                .map(|(_, meta)| meta.is_dir())
+        };
+        match existing {
+            None => {
+                if is_dir {
+                    self.fresh.insert(target.to_path_buf());
+                }
+                Ok(())
+            }
+            Some(false) if is_dir => Err(format!(
+                "cannot copy to non-directory: /{} (a file or a link in the image)",
+                target.display()
+            )),
+            Some(true) if !is_dir => Err(format!(
+                "cannot replace directory /{} with a file",
+                target.display()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn instruction_summary(sources: &[Source], destination: &str) -> String {
+    let mut words: Vec<String> = sources
+        .iter()
+        .map(|s| match s {
+            Source::Path(p) => p.clone(),
+            Source::Inline(h) => format!("<<{}", h.name),
+        })
+        .collect();
+    words.push(destination.to_owned());
+    words.join(" ")
+}

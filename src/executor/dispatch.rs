@@ -1,0 +1,110 @@
+//! Which step runs an instruction: the instruction is expanded again over the base image's
+//! environment, its cache key started (the vertex identity, the parent's and input stages'
+//! keys, `SOURCE_DATE_EPOCH`), and it goes to `RUN` ([`super::run`]), `COPY`/`ADD`
+//! ([`super::copy`]), `WORKDIR` (config, then the directory) or a config instruction
+//! ([`super::config`], recorded here: config-only steps are cached too, silently, so a
+//! rebuild with nothing changed keeps every history timestamp and gives the same digests).
+
+use std::sync::Arc;
+
+use super::error::ExecutorError;
+use super::services::Services;
+use super::state::Done;
+use super::{config, copy, run, validate};
+use crate::cache::Key;
+use crate::dockerfile::{Expander, Instruction, ResolvedInstruction, Stages};
+use crate::oci::ImageState;
+use crate::plan::Vertex;
+
+/// Runs one step: `resolved` on `parent`'s result, with the results of the stages it reads
+/// (`inputs`). `reexpand` is false for a base image's `ONBUILD` trigger (expanded already,
+/// and not in the Dockerfile).
+///
+/// # Errors
+/// Whatever the step fails with.
+pub(crate) fn step(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    resolved: &ResolvedInstruction,
+    parent: &Done,
+    inputs: &[Arc<Done>],
+    reexpand: bool,
+) -> Result<Done, ExecutorError> {
+    let instruction = if reexpand {
+        reexpand_over_base(services.stages, vertex, resolved, &parent.state)
+    } else {
+        resolved.instruction.clone()
+    };
+    // Expanded again over the base image, or a base image's trigger: checked again.
+    validate::instruction(&instruction, services.options)?;
+    let mut key = Key::new(&vertex.id, Some(&parent.key));
+    for input in inputs {
+        key.add("input", &input.key);
+    }
+    if let Some(epoch) = services.options.source_date_epoch {
+        key.add("epoch", &epoch.to_string());
+    }
+    let is_config_only = !matches!(
+        instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    );
+    if is_config_only && !services.options.no_cache {
+        let finished = key.clone().finish();
+        if let Some(state) = services.cache.lookup(&finished)? {
+            return Ok(Done {
+                state,
+                key: finished,
+            });
+        }
+    }
+    match &instruction {
+        Instruction::Run(run) => run::step(services, vertex, resolved, run, parent, inputs, key),
+        Instruction::Copy(_) | Instruction::Add(_) => {
+            copy::step(services, vertex, &instruction, parent, inputs, key)
+        }
+        Instruction::Workdir(_) => {
+            let mut state = parent.state.clone();
+            let created_by = config::apply(&mut state, &instruction)?;
+            copy::workdir(services, vertex, state, created_by, key)
+        }
+        _ => {
+            let mut state = parent.state.clone();
+            let created_by = config::apply(&mut state, &instruction)?;
+            state.push_history(&services.created, created_by, true);
+            let key = key.finish();
+            services.cache.record(&key, &state)?;
+            Ok(Done { state, key })
+        }
+    }
+}
+
+/// The instruction expanded again with the state's environment underneath (the base
+/// image's `ENV` is not known to the frontend).
+fn reexpand_over_base(
+    stages: &Stages,
+    vertex: &Vertex,
+    resolved: &ResolvedInstruction,
+    state: &ImageState,
+) -> Instruction {
+    let base_env = state.env();
+    if base_env.is_empty() {
+        return resolved.instruction.clone();
+    }
+    let line = resolved.instruction.span().start;
+    let Some(original) = stages.stages.get(vertex.stage).and_then(|stage| {
+        stage
+            .instructions
+            .iter()
+            .find(|instruction| instruction.span().start == line)
+    }) else {
+        return resolved.instruction.clone();
+    };
+    // Image env, then ARGs, then the Dockerfile's ENV (last wins).
+    let mut vars: Vec<(String, String)> = base_env;
+    vars.extend(resolved.args.iter().cloned());
+    vars.extend(resolved.env.iter().cloned());
+    let expander = Expander::new(stages.directives.escape);
+    original
+        .expand(&expander, &vars)
+        .unwrap_or_else(|_| resolved.instruction.clone())
+}

@@ -1,0 +1,212 @@
+//! `FROM`: resolving an image for a platform (the store's copy, else the registry), the base
+//! image step, and the `ONBUILD` triggers of a base image, each made into a step of its own
+//! that the scheduler runs right after the `FROM`, in a child build's order.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
+
+use super::error::{ExecutorError, Within as _};
+use super::services::Services;
+use super::state::Done;
+use crate::cache::Key;
+use crate::dockerfile::{self, Expander, Instruction, ResolvedInstruction};
+use crate::oci::{ImageLayer, ImageState};
+use crate::plan::{Op, Vertex};
+use crate::platform::Platform;
+use crate::progress::{Event, VertexId};
+use crate::registry::{self, ImageRef, SinkProgress};
+
+/// Resolves an image for a platform: the store's copy, else the registry.
+pub(crate) fn resolve_image(
+    services: &Services<'_>,
+    reference: &str,
+    platform: &Platform,
+    vertex: VertexId,
+) -> Result<(Descriptor, ImageState), ExecutorError> {
+    let image = ImageRef::parse(reference).map_err(|error| ExecutorError::BadReference {
+        reference: reference.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let progress = Arc::new(SinkProgress::aggregate(services.sink.clone(), vertex));
+    let layout = services.store.layout();
+    let pulled = if services.options.pull {
+        let choice = registry::PlatformChoice::One(platform.clone());
+        services
+            .runtime
+            .block_on(registry::pull::pull_reference(
+                services.registry.clone(),
+                layout,
+                &image,
+                &choice,
+                progress,
+            ))?
+            .images
+            .into_iter()
+            .next()
+            .ok_or_else(|| ExecutorError::BaseImage {
+                reference: reference.to_owned(),
+                reason: format!("nothing pulled for {platform}"),
+            })?
+    } else {
+        services.runtime.block_on(registry::pull::resolve(
+            services.registry.clone(),
+            layout,
+            &image,
+            platform,
+            progress,
+        ))?
+    };
+    let config_digest = pulled.document.config().digest();
+    let raw: serde_json::Value = layout.read_json(config_digest, "image config")?;
+    let config: ImageConfiguration = layout.read_json(config_digest, "image config")?;
+    let mut extra = serde_json::Map::new();
+    if let Some(inner) = raw.get("config").and_then(|c| c.as_object()) {
+        for field in ["Healthcheck", "Shell", "OnBuild"] {
+            if let Some(value) = inner.get(field).filter(|v| !v.is_null()) {
+                extra.insert(field.to_owned(), value.clone());
+            }
+        }
+    }
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != pulled.document.layers().len() {
+        return Err(ExecutorError::BaseImage {
+            reference: reference.to_owned(),
+            reason: format!(
+                "{} layers but {} diff_ids",
+                pulled.document.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let layers = pulled
+        .document
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(blob, diff_id)| {
+            Ok(ImageLayer {
+                blob: Some(blob.clone()),
+                diff_id: Digest::from_str(diff_id).map_err(|error| ExecutorError::BaseImage {
+                    reference: reference.to_owned(),
+                    reason: format!("diff_id {diff_id}: {error}"),
+                })?,
+                clamp: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ExecutorError>>()?;
+    Ok((
+        pulled.manifest,
+        ImageState {
+            layers,
+            config,
+            extra,
+        },
+    ))
+}
+
+/// `FROM image`: the image for the vertex's platform, its snapshots unpacked, and the
+/// `ONBUILD` triggers it carries (removed from its config: they are not inherited), which
+/// run next, in order (see [`trigger_step`]).
+pub(crate) fn base_image(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    reference: &str,
+) -> Result<(Done, Vec<String>), ExecutorError> {
+    let id = services.counter.next();
+    let name = vertex.display_name();
+    let started = Instant::now();
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated: false,
+    });
+    let (manifest, state) =
+        resolve_image(services, reference, &vertex.platform, id).within(|| name.clone())?;
+    // Snapshots now, so RUN steps find them (in parallel inside the store).
+    services
+        .store
+        .ensure_snapshots_for(
+            &services
+                .store
+                .layout()
+                .read_json(manifest.digest(), "image manifest")?,
+            state.config.rootfs().diff_ids(),
+        )
+        .within(|| name.clone())?;
+    // The triggers are not inherited (as Docker).
+    let mut state = state;
+    let triggers: Vec<String> = state
+        .extra
+        .remove("OnBuild")
+        .and_then(|triggers| serde_json::from_value(triggers).ok())
+        .unwrap_or_default();
+    let mut key = Key::new(&vertex.id, None);
+    key.add("image", manifest.digest().as_ref());
+    services.sink.emit(Event::Finished {
+        vertex: id,
+        duration: started.elapsed(),
+    });
+    let done = Done {
+        state,
+        key: key.finish(),
+    };
+    Ok((done, triggers))
+}
+
+/// One `ONBUILD` trigger of a base image as a step after its `FROM` (`vertex`): the step's
+/// vertex and its instruction, expanded with `parent`'s environment. Triggers that read
+/// other stages are not supported yet.
+pub(crate) fn trigger_step(
+    vertex: &Vertex,
+    index: usize,
+    trigger: &str,
+    parent: &ImageState,
+) -> Result<(Vertex, ResolvedInstruction), ExecutorError> {
+    let name = vertex.display_name();
+    let bad = |reason: String| ExecutorError::Trigger {
+        step: name.clone(),
+        trigger: trigger.to_owned(),
+        reason,
+    };
+    let tree =
+        dockerfile::parse(&format!("FROM scratch\n{trigger}\n")).map_err(|e| bad(e.to_string()))?;
+    let stages = dockerfile::stages(&tree).map_err(|e| bad(e.to_string()))?;
+    let instruction = stages
+        .stages
+        .first()
+        .and_then(|stage| stage.instructions.first())
+        .ok_or_else(|| bad("not an instruction".to_owned()))?;
+    let reads_stage = match instruction {
+        Instruction::Copy(copy) => copy.from.is_some(),
+        Instruction::Run(run) => run.mounts.iter().any(|mount| mount.from.is_some()),
+        _ => false,
+    };
+    if reads_stage {
+        return Err(bad(
+            "triggers reading other stages is not supported yet".to_owned()
+        ));
+    }
+    let expander = Expander::new('\\');
+    let instruction = instruction
+        .expand(&expander, &parent.env())
+        .map_err(|e| bad(e.to_string()))?;
+    let mut id = Key::default();
+    id.add("onbuild-of", &vertex.id);
+    id.add("index", &index.to_string());
+    id.add("trigger", trigger);
+    let resolved = ResolvedInstruction {
+        instruction,
+        args: Vec::new(),
+        env: Vec::new(),
+    };
+    let mut step = vertex.clone();
+    step.id = id.finish();
+    step.inputs = Vec::new();
+    step.op = Op::Step {
+        instruction: Box::new(resolved.clone()),
+    };
+    Ok((step, resolved))
+}

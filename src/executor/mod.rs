@@ -1,0 +1,235 @@
+//! The executor: runs a planned [`BuildGraph`] and leaves one image per target platform,
+//! and the index over them, in the store.
+//!
+//! [`execute`] reads top to bottom: the step cache (with `--cache-from`), the services the
+//! steps share, the scheduler running every vertex, then what the build hands on (images,
+//! index, `--cache-to`, the architecture check). Vertices run on their own threads as soon
+//! as their parent and input stages are done (platforms side by side); `RUN` steps are
+//! bounded (three at once).
+//!
+//! Files, one concern each: [`scheduler`] (when vertices run), [`dispatch`] (which step
+//! runs an instruction), one file per kind of step — [`from`] (`FROM`, `ONBUILD`
+//! triggers), [`run`] (`RUN`) with [`mounts`] (`RUN --mount`), [`copy`] (`COPY`/`ADD`, the
+//! directory `WORKDIR` makes) with [`sources`] (what they read) and [`permissions`]
+//! (`--chown`, `--chmod`), [`config`] (the config instructions, pure functions) —,
+//! [`services`] (what a step may use), [`state`] (what a vertex leaves), [`blobs`] (layer
+//! blobs from snapshots), [`assemble`] (images, index, cache export), [`archcheck`] (the
+//! wrong-architecture guard), [`validate`] (refusals before any work), [`failed`] (the
+//! record a failed `RUN` leaves for `xbuild debug shell`).
+//!
+//! Cache key of a vertex ([`crate::cache::Key`]): sha256 over the plan's vertex id
+//! (instruction after expansion, platform, build args it sees, parent and input
+//! identities), the parent's key, input stages' keys, the base manifest digest for `FROM`,
+//! the digest of exactly the context entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads,
+//! downloaded URL digests, `SOURCE_DATE_EPOCH`, the network mode, and secret ids (never
+//! their values). A record holds the whole resulting state (layer descriptors, diff_ids,
+//! config, history).
+
+pub mod archcheck;
+mod assemble;
+mod blobs;
+pub mod config;
+mod copy;
+mod dispatch;
+mod error;
+pub mod failed;
+mod from;
+mod mounts;
+mod permissions;
+mod run;
+mod scheduler;
+mod services;
+mod sources;
+mod state;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::cache::StepCache;
+use crate::dockerfile::Stages;
+use crate::layer::Compression;
+use crate::oci::image as oci_image;
+use crate::plan::BuildGraph;
+use crate::platform::Platform;
+use crate::progress::{SharedSink, VertexCounter};
+use crate::registry::RegistryOptions;
+use crate::store::Store;
+
+pub use assemble::{Built, BuiltImage};
+pub use error::{ExecutorError, StepFailure};
+use scheduler::Scheduler;
+use services::Services;
+
+/// What to build.
+#[derive(Clone)]
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// Target platforms (at least one), in the user's order.
+    pub targets: Vec<Platform>,
+    /// Whether the user named the platforms (`--platform`).
+    pub explicit_platforms: bool,
+    /// `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target_stage: Option<String>,
+    /// `--no-cache`: run every step, still record results.
+    pub no_cache: bool,
+    /// `--pull`: resolve base images in the registry even when the store has them.
+    pub pull: bool,
+    /// `--network=none` for every `RUN` (`RUN --network=` overrides per step).
+    pub network_none: bool,
+    /// `--allow security.insecure`.
+    pub allow_insecure: bool,
+    /// `--network=host` for every `RUN` (needs `allow_network_host`).
+    pub network_host: bool,
+    /// `--allow network.host`.
+    pub allow_network_host: bool,
+    /// `--pids-limit`: the most processes a `RUN` step may have (`None`: no limit).
+    pub pids_limit: Option<u64>,
+    /// `--pids-limit` was given: a host that cannot apply it fails the step (the default
+    /// limit is skipped there).
+    pub pids_limit_required: bool,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets
+    /// `created` in configs and history.
+    pub source_date_epoch: Option<i64>,
+    /// `--secret id=...`: contents by id, for `RUN --mount=type=secret` (never written to a
+    /// layer or a cache record; only the ids enter cache keys).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Where progress goes.
+    pub sink: SharedSink,
+    /// The wrong-architecture guard (`--check-arch`).
+    pub check_arch: CheckArch,
+    /// `--cache-from` / `--cache-to`.
+    pub cache: crate::cache::CacheOptions,
+}
+
+/// What to do about ELF files whose platform the image's platform cannot run
+/// (`--check-arch=warn|error|off`): an amd64 binary copied into an arm64 image is the classic
+/// cause of `exec format error` at deploy time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CheckArch {
+    /// Print a warning naming the file and the instruction that added it (the default).
+    #[default]
+    Warn,
+    /// Fail the build.
+    Error,
+    /// Do not look.
+    Off,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The images and the index, in the store.
+    pub built: Built,
+    /// Time spent running steps under emulation, per platform (only emulated ones).
+    pub emulated: Vec<(Platform, Duration)>,
+    /// `RUN` steps run in the sandbox.
+    pub steps_run: usize,
+    /// Steps taken from the cache.
+    pub cached: usize,
+    /// Build arguments nothing used.
+    pub unused_build_args: Vec<String>,
+    /// Warnings of the frontend and planner.
+    pub warnings: Vec<String>,
+    /// The last progress vertex number used, so later phases (outputs) go on after it.
+    pub last_vertex: u32,
+}
+
+/// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
+/// runs on `runtime`. Returns the images and index, in the store, and what the build did.
+///
+/// # Errors
+/// A failed step (exit 1, with the `xbuild debug shell` command), store, registry or
+/// context failures.
+pub fn execute(
+    graph: &BuildGraph,
+    stages: &Stages,
+    options: &BuildOptions,
+    store: &Store,
+    runtime: &Handle,
+) -> Result<BuildReport, ExecutorError> {
+    let mut warnings = graph.warnings.clone();
+    let registry =
+        Arc::new(RegistryOptions::from_env(store.root()).showing_notes(options.sink.clone()));
+    let mut platforms: Vec<Platform> = graph
+        .vertices
+        .iter()
+        .map(|vertex| vertex.platform.clone())
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    let (cache, cache_warnings) = StepCache::import(
+        store.clone(),
+        Arc::clone(&registry),
+        runtime.clone(),
+        &options.cache.from,
+        &platforms,
+        &options.sink,
+    );
+    warnings.extend(cache_warnings);
+    let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
+    let services = Services::new(
+        options,
+        stages,
+        store,
+        runtime,
+        registry,
+        cache,
+        VertexCounter::default(),
+        created,
+    );
+
+    let results = Scheduler::new(graph, &services).run()?;
+
+    services.save_stat_cache();
+    if !options.cache.lazy_layers {
+        // The store keeps what it names complete: the result's layers come in now.
+        for target in &graph.images {
+            if let Some(done) = results.get(target.vertex) {
+                services.cache.materialize(&done.state)?;
+            }
+        }
+    }
+    services.cache.record_imported_hits()?;
+    let built = assemble::images(&services, graph, &results)?;
+    for export in &options.cache.to {
+        assemble::export_cache(&services, graph, &results, export)?;
+    }
+    let foreign = archcheck::check_images(store, graph, &results, options.check_arch)?;
+    if !foreign.is_empty() {
+        if options.check_arch == CheckArch::Error {
+            return Err(ExecutorError::ForeignBinaries { findings: foreign });
+        }
+        warnings.extend(foreign.into_iter().map(|line| {
+            format!("{line} (it will fail with \"exec format error\"; --check-arch=error makes this fatal)")
+        }));
+    }
+    let counts = services.counts();
+    Ok(BuildReport {
+        built,
+        emulated: counts.emulated.into_iter().collect(),
+        steps_run: counts.steps_run,
+        cached: counts.cached,
+        unused_build_args: graph.unused_build_args.clone(),
+        warnings,
+        last_vertex: services.counter.last(),
+    })
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
+}

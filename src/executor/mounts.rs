@@ -1,0 +1,170 @@
+//! `RUN --mount`: `type=cache` (a persistent directory per id under
+//! `$XBUILD_ROOT/cache-mounts/`, shared by concurrent steps: `sharing=` is not honoured),
+//! `type=secret` (the `--secret`'s content handed to the sandbox, which writes it on a tmpfs
+//! of the step's own and binds it read-only, `/run/secrets/<id>` by default: it never
+//! reaches a disk; the sandbox removes the mount point it had to create, so nothing of it
+//! reaches the layer, and only the id enters the cache key), `type=bind` (read-only, from the
+//! context — the directory as it is on disk, `.dockerignore` not applied to what the step
+//! sees, only to the cache key — or from a stage or image, mounted as a read-only overlay).
+//!
+//! Not supported yet (exit 2): `type=tmpfs`, `type=ssh`, writable binds, secrets as
+//! environment variables (`env=`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::{ExecutorError, Within as _};
+use super::from::resolve_image;
+use super::services::Services;
+use super::sources::{StateView, select_in_context};
+use super::state::{Done, join_path};
+use crate::cache::Key;
+use crate::dockerfile::instruction;
+use crate::dockerfile::mount::MountType;
+use crate::plan::Vertex;
+use crate::sandbox::{BindMount, SecretFile};
+
+/// What a step's mounts need, kept alive while it runs.
+pub(crate) struct Prepared {
+    /// The binds for the sandbox.
+    pub(crate) binds: Vec<BindMount>,
+    /// The secrets for the sandbox.
+    pub(crate) secrets: Vec<SecretFile>,
+    _views: Vec<StateView>,
+}
+
+/// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
+pub(crate) fn prepare(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    run: &instruction::Run,
+    parent: &Done,
+    inputs: &[Arc<Done>],
+    key: &mut Key,
+) -> Result<Prepared, ExecutorError> {
+    let mut prepared = Prepared {
+        binds: Vec::new(),
+        secrets: Vec::new(),
+        _views: Vec::new(),
+    };
+    // Mount types and options not supported yet, and required secrets not given, were
+    // refused before any work (super::validate): what is left cannot fail that way.
+    let validated = |what: &str| {
+        ExecutorError::Internal(format!(
+            "{}: RUN --mount {what} (refused by validation)",
+            vertex.display_name()
+        ))
+    };
+    let workdir = parent.state.workdir();
+    let mut next_input = 0;
+    for mount in &run.mounts {
+        let target = mount
+            .target
+            .as_deref()
+            .map(|target| join_path(&workdir, target));
+        match mount.kind {
+            MountType::Cache => {
+                let target = target.ok_or_else(|| validated("type=cache without target"))?;
+                let id = mount.id.clone().unwrap_or_else(|| target.clone());
+                let hash = hex::encode(
+                    &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
+                );
+                let dir = services.store.root().join("cache-mounts").join(hash);
+                if !dir.is_dir() {
+                    std::fs::create_dir_all(&dir).within(|| "creating a cache mount".to_owned())?;
+                    if mount.uid.is_some() || mount.gid.is_some() {
+                        std::os::unix::fs::chown(&dir, mount.uid, mount.gid)?;
+                    }
+                    std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+                    )?;
+                }
+                // Its modification time is its last use (`xbuild prune --filter until=`).
+                let _ = std::fs::File::open(&dir)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                prepared.binds.push(BindMount {
+                    source: dir,
+                    target: PathBuf::from(target),
+                    readonly: mount.read_only,
+                });
+            }
+            MountType::Secret => {
+                let id = mount
+                    .id
+                    .clone()
+                    .or_else(|| {
+                        target
+                            .as_deref()
+                            .and_then(|t| t.rsplit('/').next().map(str::to_owned))
+                    })
+                    .ok_or_else(|| validated("type=secret without id or target"))?;
+                key.add("secret-id", &id);
+                let Some(value) = services.options.secrets.get(&id) else {
+                    // Not required (a required one was checked before any work).
+                    continue;
+                };
+                prepared.secrets.push(SecretFile {
+                    content: value.clone(),
+                    target: PathBuf::from(target.unwrap_or_else(|| format!("/run/secrets/{id}"))),
+                    mode: mount.mode.unwrap_or(0o400),
+                    uid: mount.uid.unwrap_or(0),
+                    gid: mount.gid.unwrap_or(0),
+                });
+            }
+            MountType::Bind => {
+                let target = target.ok_or_else(|| validated("type=bind without target"))?;
+                let source = mount.source.clone().unwrap_or_else(|| ".".to_owned());
+                let relative = join_path("/", &source).trim_start_matches('/').to_owned();
+                let host = match &mount.from {
+                    None => {
+                        let files = services.context_files()?;
+                        let selected = select_in_context(&files, &source)?;
+                        let mut cache = files
+                            .stat_cache
+                            .lock()
+                            .map_err(|_| ExecutorError::WorkerPanicked)?;
+                        let digest = crate::context::digest_entries_cached(
+                            &files.dir,
+                            &selected.context_entries,
+                            &mut cache,
+                        )?;
+                        key.add("bind-context", &format!("{relative}:{digest}"));
+                        files.dir.join(&relative)
+                    }
+                    Some(from) => {
+                        let state = if services.stages.find(from).is_some() {
+                            let input = inputs.get(next_input).ok_or_else(|| {
+                                ExecutorError::Internal(format!(
+                                    "{}: no input for --mount from={from}",
+                                    vertex.display_name()
+                                ))
+                            })?;
+                            next_input += 1;
+                            input.state.clone()
+                        } else {
+                            let id = services.counter.next();
+                            let (manifest, state) =
+                                resolve_image(services, from, &vertex.platform, id)?;
+                            key.add("bind-image", manifest.digest().as_ref());
+                            state
+                        };
+                        let view = services.view(&state)?;
+                        let host = view.root.join(&relative);
+                        prepared._views.push(view);
+                        host
+                    }
+                };
+                prepared.binds.push(BindMount {
+                    source: host,
+                    target: PathBuf::from(target),
+                    readonly: true,
+                });
+            }
+            MountType::Tmpfs => return Err(validated("type=tmpfs")),
+            MountType::Ssh => return Err(validated("type=ssh")),
+        }
+    }
+    Ok(prepared)
+}

@@ -1,0 +1,261 @@
+//! `RUN`: the command runs in the sandbox ([`crate::sandbox`]) over the parent's snapshots,
+//! with its `--mount`s ([`super::mounts`]), as the image's user, in its working directory,
+//! with the image's environment over the build arguments in scope, under QEMU when the
+//! platform is foreign; at most three at once. The changes (the overlay's upper directory)
+//! become a layer kept as its snapshot, whose blob is written only when something needs it
+//! ([`super::blobs`]). A failed command leaves its two states for `xbuild debug shell`
+//! ([`super::failed`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::blobs::tree_blob;
+use super::error::{ExecutorError, StepFailure, Within as _};
+use super::failed::FailedStep;
+use super::services::Services;
+use super::state::Done;
+use crate::binfmt::{self, Runner};
+use crate::cache::Key;
+use crate::dockerfile::{self, CommandLine, ResolvedInstruction, instruction};
+use crate::layer::{self, TreeKind};
+use crate::plan::Vertex;
+use crate::progress::{Event, Stream};
+use crate::sandbox::{self, StepCommand, StepSpec};
+
+/// Lines of output kept for the error of a failed step.
+const TAIL_LINES: usize = 10;
+
+/// `RUN`: the command in the sandbox over the parent's snapshots, under QEMU when the
+/// vertex's platform is foreign; the changes become a layer kept as its snapshot. A failed
+/// command keeps both states for `xbuild debug shell`.
+pub(crate) fn step(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    resolved: &ResolvedInstruction,
+    run: &instruction::Run,
+    parent: &Done,
+    inputs: &[Arc<Done>],
+    mut key: Key,
+) -> Result<Done, ExecutorError> {
+    let name = vertex.display_name();
+    // `--security=insecure` without `--allow security.insecure` was refused before any
+    // work (super::validate).
+    let security = match run.security {
+        Some(instruction::Security::Insecure) => sandbox::Security::Insecure,
+        _ => sandbox::Security::Sandbox,
+    };
+    let network = match run.network {
+        Some(instruction::Network::None) => sandbox::Network::None,
+        // Without `--allow network.host` refused before any work (super::validate, which
+        // also checks a base image's ONBUILD triggers as they become steps).
+        Some(instruction::Network::Host) => sandbox::Network::Host,
+        _ if services.options.network_none => sandbox::Network::None,
+        _ if services.options.network_host => sandbox::Network::Host,
+        _ => sandbox::Network::Default,
+    };
+    key.add("network", &format!("{network:?}"));
+    let mounts = super::mounts::prepare(services, vertex, run, parent, inputs, &mut key)?;
+    let key = key.finish();
+    if let Some(state) = services.cache_hit(&key, &name)? {
+        return Ok(Done { state, key });
+    }
+    let mut state = parent.state.clone();
+    let shell = state.shell();
+    let command = match &run.command {
+        CommandLine::Exec(argv) => StepCommand::Exec(argv.clone()),
+        CommandLine::Shell(script) => StepCommand::Shell {
+            shell: shell.clone(),
+            script: heredoc_script(script, &run.heredocs),
+        },
+    };
+    // Build args in scope as env, under the image env (ENV overrides ARG).
+    let env_pairs = state.env();
+    let mut env: Vec<String> = resolved
+        .args
+        .iter()
+        .filter(|(key, _)| !env_pairs.iter().any(|(k, _)| k == key))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
+    let lower_dirs = services.lower_dirs(&state)?;
+    let dirs = services.scratch_dirs()?;
+    let upper = dirs.path().join("upper");
+    let mut spec = StepSpec::new(
+        lower_dirs.clone(),
+        upper.clone(),
+        dirs.path().join("work"),
+        vertex.platform.clone(),
+        command.clone(),
+    );
+    spec.env = env.clone();
+    spec.user = state.cfg().user().clone().filter(|user| !user.is_empty());
+    spec.cwd = state.workdir();
+    spec.network = network;
+    spec.security = security;
+    spec.mounts = mounts.binds.clone();
+    spec.secrets = mounts.secrets.clone();
+    spec.pids_limit = services.options.pids_limit;
+    spec.pids_limit_required = services.options.pids_limit_required;
+    spec.scratch_parent = Some(services.store.layout().tmp_dir());
+
+    let emulated = matches!(
+        binfmt::check_runnable(&vertex.platform),
+        Ok(Runner::Emulated(_))
+    );
+    // Bounded: wait for a free slot.
+    let slot = services.run_slot();
+    let id = services.counter.next();
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated,
+    });
+    let started = Instant::now();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let outcome = sandbox::run(&spec, |stream, bytes| {
+        let line = String::from_utf8_lossy(bytes).into_owned();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        services.sink.emit(Event::Log {
+            vertex: id,
+            stream: match stream {
+                sandbox::Stream::Stdout => Stream::Stdout,
+                sandbox::Stream::Stderr => Stream::Stderr,
+            },
+            line,
+        });
+    });
+    drop(slot);
+    let elapsed = started.elapsed();
+    services.count_run(&vertex.platform, emulated.then_some(elapsed));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            services.sink.emit(Event::Failed {
+                vertex: id,
+                duration: elapsed,
+                message: error.to_string(),
+            });
+            return Err(ExecutorError::Within {
+                context: name,
+                source: Box::new(error.into()),
+            });
+        }
+    };
+    if !outcome.is_success() {
+        services.sink.emit(Event::Failed {
+            vertex: id,
+            duration: elapsed,
+            message: outcome.to_string(),
+        });
+        let debug_id = key[..12].to_owned();
+        let debug_dir = FailedStep::dir(services.store.root());
+        std::fs::create_dir_all(&debug_dir)?;
+        let failed_upper = debug_dir.join(format!("{debug_id}.upper"));
+        let _ = std::fs::remove_dir_all(&failed_upper);
+        std::fs::rename(&upper, &failed_upper)
+            .within(|| "keeping the failed step's changes".to_owned())?;
+        let record = FailedStep {
+            id: debug_id.clone(),
+            name: name.clone(),
+            platform: vertex.platform.clone(),
+            lower_dirs,
+            failed_upper,
+            env: env
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            user: spec.user.clone().unwrap_or_else(|| "root".to_owned()),
+            cwd: spec.cwd.clone(),
+            shell,
+            outcome: outcome.to_string(),
+        };
+        record.save(services.store.root())?;
+        return Err(ExecutorError::StepFailed(Box::new(StepFailure {
+            platform: vertex.platform.clone(),
+            step: name,
+            outcome,
+            output_tail: tail.into(),
+            debug_id,
+        })));
+    }
+    let empty = std::fs::read_dir(&upper)?.next().is_none();
+    if empty {
+        state.push_history(&services.created, created_by_run(&command), true);
+    } else {
+        // The layer is kept as its snapshot; its blob is made if an image, a push or a
+        // cache export needs it (a build stage's layers usually never are).
+        let clamp = services.options.source_date_epoch;
+        let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+            .within(|| format!("{name}: committing the layer"))?;
+        // A snapshot of this diff_id that is already there may have been unpacked from a
+        // pulled blob rather than kept from a step; the blob is then made now, from this
+        // step's own directory, rather than later from a tree made another way.
+        let existing = services.store.snapshot(&diff_id).is_some();
+        let blob = if existing {
+            let blob = tree_blob(services, &upper, &diff_id, clamp)
+                .within(|| format!("{name}: committing the layer"))?;
+            services
+                .store
+                .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+            Some(blob)
+        } else {
+            None
+        };
+        let dir = dirs.keep();
+        services
+            .store
+            .adopt_snapshot(&diff_id, dir.join("upper"))
+            .within(|| format!("{name}: keeping the snapshot"))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        match blob {
+            Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
+            None => state.push_snapshot_layer(diff_id, clamp),
+        }
+        state.push_history(&services.created, created_by_run(&command), false);
+    }
+    services.cache.record(&key, &state)?;
+    services.sink.emit(Event::Finished {
+        vertex: id,
+        duration: elapsed,
+    });
+    Ok(Done { state, key })
+}
+
+/// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
+/// heredocs are appended so the shell reads them as its own here-documents.
+pub(crate) fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> String {
+    match heredocs {
+        [] => script.to_owned(),
+        [only]
+            if script
+                .trim()
+                .trim_start_matches("<<")
+                .trim_start_matches('-')
+                .trim_matches(['"', '\''])
+                == only.name =>
+        {
+            only.content.clone()
+        }
+        _ => {
+            let mut text = script.to_owned();
+            for heredoc in heredocs {
+                text.push('\n');
+                text.push_str(&heredoc.content);
+                if !heredoc.content.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&heredoc.name);
+            }
+            text
+        }
+    }
+}
+
+pub(crate) fn created_by_run(command: &StepCommand) -> String {
+    format!("RUN {} # buildkit", command.argv().join(" "))
+}

@@ -1,0 +1,548 @@
+//! Where `COPY`/`ADD` and `RUN --mount=type=bind` read from: the build context (walked
+//! once per build), another stage's or image's files, downloads and local archives.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::runtime::Handle;
+
+use super::error::{ExecutorError, Within as _};
+use super::state::join_path;
+use crate::context::{self, ContextEntry, Dockerignore, StatCache};
+use crate::layer;
+use crate::layer::tree::{HostDir, Node, Tree, resolve};
+
+/// The build context, walked once.
+pub(crate) struct ContextFiles {
+    pub(crate) dir: PathBuf,
+    entries: Vec<ContextEntry>,
+    pub(crate) stat_cache: Mutex<StatCache>,
+    cache_file: PathBuf,
+}
+
+impl ContextFiles {
+    /// Walks `context` after the `.dockerignore` that goes with `dockerfile`; the stat cache
+    /// of the context's digests lives in the store under `store_root`.
+    pub(crate) fn load(
+        context: &Path,
+        dockerfile: &Path,
+        store_root: &Path,
+    ) -> Result<Self, ExecutorError> {
+        let dir = context.to_path_buf();
+        let ignore = Dockerignore::load(&dir, dockerfile)?;
+        let entries = context::walk(&dir, &ignore)?;
+        let canonical = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        let hash = hex::encode(
+            &crate::oci::sha256_digest(canonical.as_os_str().as_encoded_bytes())
+                .digest()
+                .as_bytes()[..16],
+        );
+        let cache_file = store_root.join("cache").join(format!("stat-{hash}"));
+        let stat_cache = StatCache::load(&cache_file, &dir);
+        Ok(Self {
+            dir,
+            entries,
+            stat_cache: Mutex::new(stat_cache),
+            cache_file,
+        })
+    }
+
+    /// Saves the stat cache (failures only cost a re-read next time).
+    pub(crate) fn save_stat_cache(&self) {
+        if let Ok(mut cache) = self.stat_cache.lock() {
+            let _ = cache.save(&self.cache_file);
+        }
+    }
+}
+
+/// A file found in a source tree.
+pub(crate) struct Item {
+    /// Path relative to the source root.
+    pub(crate) rel: PathBuf,
+    /// Where to read it.
+    pub(crate) abs: PathBuf,
+    pub(crate) meta: fs::Metadata,
+}
+
+/// A read-only view of a state's file system, unmounted on drop.
+pub(crate) struct StateView {
+    pub(crate) root: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    mounted: bool,
+}
+
+impl StateView {
+    /// A view of the snapshot directories `lowers` (top first), mounted under `tmp` when
+    /// there are several.
+    pub(crate) fn new(lowers: Vec<PathBuf>, tmp: &Path) -> Result<Self, ExecutorError> {
+        fs::create_dir_all(tmp)?;
+        let dir = tempfile::Builder::new().prefix("view-").tempdir_in(tmp)?;
+        match lowers.as_slice() {
+            [] => Ok(Self {
+                root: dir.path().to_path_buf(),
+                _dir: Some(dir),
+                mounted: false,
+            }),
+            [only] => Ok(Self {
+                root: only.clone(),
+                _dir: None,
+                mounted: false,
+            }),
+            many => {
+                let lowerdir = many
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":");
+                nix::mount::mount(
+                    Some("overlay"),
+                    dir.path(),
+                    Some("overlay"),
+                    nix::mount::MsFlags::MS_RDONLY,
+                    Some(format!("lowerdir={lowerdir}").as_str()),
+                )
+                .map_err(|source| ExecutorError::System {
+                    context: "mounting the source stage read-only".to_owned(),
+                    source,
+                })?;
+                Ok(Self {
+                    root: dir.path().to_path_buf(),
+                    _dir: Some(dir),
+                    mounted: true,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for StateView {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+pub(crate) fn has_wildcard(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+pub(crate) fn clean_source(path: &str) -> String {
+    join_path("/", path).trim_start_matches('/').to_owned()
+}
+
+/// Items of a directory tree under `root` (not the root), sorted by path.
+pub(crate) fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> Result<(), ExecutorError> {
+    let mut children: Vec<_> = fs::read_dir(root.join(rel))
+        .within(|| format!("reading {}", root.join(rel).display()))?
+        .collect::<Result<_, _>>()?;
+    children.sort_by_key(fs::DirEntry::file_name);
+    for child in children {
+        let rel = rel.join(child.file_name());
+        let abs = root.join(&rel);
+        let meta = fs::symlink_metadata(&abs)?;
+        let is_dir = meta.is_dir();
+        out.push(Item {
+            rel: rel.clone(),
+            abs,
+            meta,
+        });
+        if is_dir {
+            walk_dir(root, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// What one source selects: (top-level items, the items to copy with their path below the
+/// destination).
+pub(crate) struct Selected {
+    /// (path under the destination, item).
+    pub(crate) items: Vec<(PathBuf, Item)>,
+    /// Number of top-level matches (for the "several sources" rule).
+    pub(crate) tops: usize,
+    /// Whether the only match is a file.
+    pub(crate) single_file_name: Option<std::ffi::OsString>,
+    pub(crate) context_entries: Vec<ContextEntry>,
+    /// Downloaded (`ADD URL`): never unpacked.
+    pub(crate) from_url: bool,
+}
+
+/// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
+/// view of a stage or image).
+pub(crate) trait SourceTree: Tree {
+    /// The names in the directory `dir` (absolute in the tree, resolved), sorted.
+    fn children(&self, dir: &str) -> Vec<String>;
+    /// The items below the directory `top` (resolved), each with its path below `top`,
+    /// in path order; links inside are kept as links.
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError>;
+    /// The item at `path` (resolved, not a directory).
+    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError>;
+}
+
+impl ContextFiles {
+    /// The index of the entry at `path` (absolute in the context).
+    fn find(&self, path: &str) -> Option<usize> {
+        let rel = path.trim_start_matches('/').as_bytes();
+        self.entries
+            .binary_search_by(|entry| entry.path_bytes().cmp(rel))
+            .ok()
+    }
+
+    /// The entries strictly below the directory `dir` (absolute in the context).
+    fn below(&self, dir: &str) -> &[ContextEntry] {
+        let rel = dir.trim_start_matches('/');
+        if rel.is_empty() {
+            return &self.entries;
+        }
+        let prefix = format!("{rel}/");
+        let start = self
+            .entries
+            .partition_point(|entry| entry.path_bytes() < prefix.as_bytes());
+        let len = self.entries[start..]
+            .iter()
+            .take_while(|entry| entry.path_bytes().starts_with(prefix.as_bytes()))
+            .count();
+        &self.entries[start..start + len]
+    }
+}
+
+impl Tree for ContextFiles {
+    fn node(&self, path: &str) -> Option<Node> {
+        if path == "/" {
+            return Some(Node::Dir);
+        }
+        let entry = &self.entries[self.find(path)?];
+        Some(match entry.kind {
+            context::EntryKind::Dir => Node::Dir,
+            context::EntryKind::Symlink => Node::Symlink(
+                entry
+                    .link_target
+                    .as_ref()
+                    .map(|target| target.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => Node::Other,
+        })
+    }
+}
+
+impl SourceTree for ContextFiles {
+    fn children(&self, dir: &str) -> Vec<String> {
+        let depth = dir
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .count();
+        self.below(dir)
+            .iter()
+            .filter(|entry| entry.path.components().count() == depth + 1)
+            .filter_map(|entry| entry.path.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError> {
+        let top_rel = Path::new(top.trim_start_matches('/'));
+        for entry in self.below(top) {
+            let abs = self.dir.join(&entry.path);
+            let meta = fs::symlink_metadata(&abs)?;
+            let below = entry
+                .path
+                .strip_prefix(top_rel)
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?
+                .to_path_buf();
+            out.items.push((
+                below,
+                Item {
+                    rel: entry.path.clone(),
+                    abs,
+                    meta,
+                },
+            ));
+            out.context_entries.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError> {
+        let index = self
+            .find(path)
+            .ok_or_else(|| ExecutorError::Internal(format!("{path}: not in the build context")))?;
+        let entry = &self.entries[index];
+        out.context_entries.push(entry.clone());
+        let abs = self.dir.join(&entry.path);
+        let meta = fs::symlink_metadata(&abs)?;
+        Ok(Item {
+            rel: entry.path.clone(),
+            abs,
+            meta,
+        })
+    }
+}
+
+impl SourceTree for HostDir<'_> {
+    fn children(&self, dir: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.host_path(dir)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError> {
+        let top_rel = PathBuf::from(top.trim_start_matches('/'));
+        let mut below = Vec::new();
+        walk_dir(self.0, &top_rel, &mut below)?;
+        for item in below {
+            let rel = item
+                .rel
+                .strip_prefix(&top_rel)
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?
+                .to_path_buf();
+            out.items.push((rel, item));
+        }
+        Ok(())
+    }
+
+    fn item(&self, path: &str, _out: &mut Selected) -> Result<Item, ExecutorError> {
+        let abs = self.host_path(path);
+        let meta = fs::symlink_metadata(&abs)?;
+        Ok(Item {
+            rel: PathBuf::from(path.trim_start_matches('/')),
+            abs,
+            meta,
+        })
+    }
+}
+
+/// The paths a source pattern names in `tree`, as BuildKit finds them (fsutil's
+/// `ResolveWildcards` with links followed): the part before the first wildcard component is
+/// resolved inside the tree; the wildcard components match the names of real directories
+/// (a link is not descended into); each match, a link included, is then resolved. Returns
+/// (the path as named, resolved path), in path order; an empty pattern is the whole tree.
+pub(crate) fn source_paths(
+    tree: &dyn SourceTree,
+    pattern: &str,
+) -> Result<Vec<(String, String)>, ExecutorError> {
+    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    let first_wildcard = parts.iter().position(|part| has_wildcard(part));
+    let Some(first_wildcard) = first_wildcard else {
+        let named = format!("/{}", parts.join("/"));
+        let resolved = resolve(tree, &named, true)?;
+        return Ok(vec![(named, resolved)]);
+    };
+    let base = resolve(tree, &parts[..first_wildcard].join("/"), true)?;
+    let mut candidates = vec![base];
+    for part in &parts[first_wildcard..] {
+        let mut next = Vec::new();
+        for candidate in candidates {
+            if tree.node(&candidate) != Some(Node::Dir) {
+                continue;
+            }
+            for name in tree.children(&candidate) {
+                if context::glob_match(part.as_bytes(), name.as_bytes()) == Some(true) {
+                    next.push(join_path(&candidate, &name));
+                }
+            }
+        }
+        candidates = next;
+    }
+    candidates
+        .into_iter()
+        .map(|named| Ok((named.clone(), resolve(tree, &named, true)?)))
+        .collect()
+}
+
+/// What one source pattern selects in `tree`, links on the source path followed (BuildKit's
+/// `FollowSymlinks` for `COPY`/`ADD`), links inside a copied directory kept.
+pub(crate) fn select(
+    tree: &dyn SourceTree,
+    pattern: &str,
+    what: &str,
+    place: &str,
+) -> Result<Selected, ExecutorError> {
+    let pattern = clean_source(pattern);
+    let mut selected = Selected {
+        items: Vec::new(),
+        tops: 0,
+        single_file_name: None,
+        context_entries: Vec::new(),
+        from_url: false,
+    };
+    let paths = source_paths(tree, &pattern)?;
+    if paths.is_empty() {
+        return Err(ExecutorError::MissingSource {
+            what: what.to_owned(),
+            path: pattern,
+            through: String::new(),
+            place: place.to_owned(),
+        });
+    }
+    selected.tops = paths.len();
+    for (named, resolved) in paths {
+        match tree.node(&resolved) {
+            None => {
+                let shown = named.trim_start_matches('/');
+                let through = if named == resolved {
+                    String::new()
+                } else {
+                    format!(" (a link to {resolved})")
+                };
+                return Err(ExecutorError::MissingSource {
+                    what: what.to_owned(),
+                    path: shown.to_owned(),
+                    through,
+                    place: place.to_owned(),
+                });
+            }
+            Some(Node::Dir) => tree.items_below(&resolved, &mut selected)?,
+            Some(_) => {
+                let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
+                let item = tree.item(&resolved, &mut selected)?;
+                selected.single_file_name = Some(name.clone());
+                selected.items.push((PathBuf::from(name), item));
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// What `pattern` selects in the build context.
+pub(crate) fn select_in_context(
+    files: &ContextFiles,
+    pattern: &str,
+) -> Result<Selected, ExecutorError> {
+    select(
+        files,
+        pattern,
+        "COPY source",
+        "in the build context (after .dockerignore)",
+    )
+}
+
+/// What `pattern` selects in another stage's or image's tree, mounted at `root`. Only the
+/// directories on the pattern's path are read (a wildcard component lists its one
+/// directory), and only matched directories are walked: the source stage is often a whole
+/// distribution, and a `COPY --from=build /out/app` must not read all of it.
+pub(crate) fn select_in_dir(root: &Path, pattern: &str) -> Result<Selected, ExecutorError> {
+    select(
+        &HostDir(root),
+        pattern,
+        "COPY --from source",
+        "in the source stage or image",
+    )
+}
+
+pub(crate) fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 262];
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`.
+pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), ExecutorError> {
+    let file = fs::File::open(path)?;
+    let mut head = [0u8; 6];
+    std::io::Read::read(&mut fs::File::open(path)?, &mut head)?;
+    let reader: Box<dyn std::io::Read> = if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(external_decompress("xz", path)?)
+    } else if head.starts_with(b"BZh") {
+        Box::new(external_decompress("bzip2", path)?)
+    } else {
+        layer::decompressed(file)?
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(false);
+    archive
+        .unpack(target)
+        .within(|| format!("ADD: unpacking {}", path.display()))?;
+    Ok(())
+}
+
+pub(crate) fn external_decompress(
+    program: &'static str,
+    path: &Path,
+) -> Result<std::io::Cursor<Vec<u8>>, ExecutorError> {
+    let output = std::process::Command::new(program)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .within(|| format!("running {program} to unpack {}", path.display()))?;
+    if !output.status.success() {
+        return Err(ExecutorError::Decompress {
+            program,
+            path: path.display().to_string(),
+        });
+    }
+    Ok(std::io::Cursor::new(output.stdout))
+}
+
+/// Downloads `url` into `dir` (`ADD URL`), checking `--checksum`; returns the file name
+/// (the last path segment of the URL, `download` when it has none) and the content digest.
+pub(crate) fn download(
+    runtime: &Handle,
+    url: &str,
+    checksum: Option<&str>,
+    dir: &Path,
+    name: &str,
+) -> Result<(String, String), ExecutorError> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| ExecutorError::BadReference {
+        reference: format!("ADD {url}"),
+        reason: error.to_string(),
+    })?;
+    let file_name = parsed
+        .path_segments()
+        .and_then(|mut segments| segments.next_back().map(str::to_owned))
+        .filter(|segment| !segment.is_empty())
+        .unwrap_or_else(|| "download".to_owned());
+    // Streamed into the step's scratch directory and hashed on the way, never whole in
+    // memory: a URL without end is bounded by the disk only, as in BuildKit.
+    let path = dir.join(&file_name);
+    let streamed = runtime.block_on(async {
+        let response = reqwest::Client::new().get(parsed.clone()).send().await?;
+        let mut response = response.error_for_status()?;
+        let mut file = fs::File::create_new(&path)?;
+        let mut digester = crate::oci::Digester::default();
+        while let Some(chunk) = response.chunk().await? {
+            digester.update(&chunk);
+            std::io::Write::write_all(&mut file, &chunk)?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(digester.finish().0.to_string())
+    });
+    let digest = streamed.map_err(|source| {
+        let _ = fs::remove_file(&path);
+        ExecutorError::Download {
+            step: name.to_owned(),
+            url: url.to_owned(),
+            source,
+        }
+    })?;
+    if let Some(expected) = checksum {
+        if expected != digest {
+            let _ = fs::remove_file(&path);
+            return Err(ExecutorError::Checksum {
+                step: name.to_owned(),
+                url: url.to_owned(),
+                expected: expected.to_owned(),
+                actual: digest,
+            });
+        }
+    }
+    Ok((file_name, digest))
+}

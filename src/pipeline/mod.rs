@@ -1,0 +1,406 @@
+//! The build as one function: a [`BuildRequest`] in; the images, one per target platform,
+//! and the index over them in the store and written to the outputs asked for, out.
+//!
+//! [`build`] reads top to bottom, one stage a line: the Dockerfile is read and parsed once,
+//! `xbuild check`'s rules run on it, its stages are typed, the graph is planned for every
+//! target platform (pure), everything not supported yet is refused ([`executor::validate`])
+//! — all before any work —, then the graph is executed (here, and on the build nodes of the
+//! request's builder), and the result is exported (the store's names, a push, archives).
+//! One async runtime serves the whole build (registry I/O of pulls, cache imports, `ADD`
+//! downloads, pushes).
+//!
+//! The CLI makes a [`BuildRequest`] from buildx's flags; an embedding tool (a Maven or
+//! Gradle plugin, an IDE) makes one itself:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use xbuild::executor::{BuildOptions, CheckArch};
+//! use xbuild::export::Output;
+//! use xbuild::platform::Platform;
+//!
+//! let request = xbuild::BuildRequest {
+//!     build: BuildOptions {
+//!         context: "app".into(),
+//!         dockerfile: "app/Dockerfile".into(),
+//!         targets: vec![Platform::parse("linux/amd64")?, Platform::parse("linux/arm64")?],
+//!         explicit_platforms: true,
+//!         build_args: Default::default(),
+//!         target_stage: None,
+//!         no_cache: false,
+//!         pull: false,
+//!         network_none: false,
+//!         allow_insecure: false,
+//!         compression: Default::default(),
+//!         source_date_epoch: None,
+//!         secrets: Default::default(),
+//!         sink: Arc::new(xbuild::progress::Discard),
+//!         check_arch: CheckArch::Warn,
+//!         cache: Default::default(),
+//!     },
+//!     tags: vec!["registry.example/app:1".to_owned()],
+//!     outputs: vec![Output::Registry { by_digest: false }],
+//!     builder: None,
+//!     fallback: Default::default(),
+//!     checks: true,
+//! };
+//! let result = xbuild::build(&request)?;
+//! println!("{}", result.report.built.index.digest());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`node`] is the other side of a build node: a sub-build for a builder on another
+//! machine runs this same pipeline.
+
+pub mod node;
+
+use std::io;
+use std::sync::Arc;
+
+use crate::check::{self, CheckError, CheckOptions, Report};
+use crate::context::Dockerignore;
+use crate::dockerfile::{self, Dockerfile, DockerfileError, Stages};
+use crate::error::{ExitKind, Failure};
+use crate::executor::{self, BuildOptions, BuildReport, ExecutorError};
+use crate::export::{self, ExportError, ExportReport, Output};
+use crate::nodes::Builder;
+use crate::nodes::dispatch::{self, Fallback};
+use crate::oci::LayoutError;
+use crate::plan::{self, BuildGraph, PlanError, PlanOptions};
+use crate::platform::{self, Platform};
+use crate::progress::VertexCounter;
+use crate::registry::RegistryOptions;
+use crate::store::Store;
+
+/// What to build, how, by whom, and where the result goes.
+#[derive(Clone)]
+pub struct BuildRequest {
+    /// What to build and how (the Dockerfile, the context, the platforms, the flags).
+    pub build: BuildOptions,
+    /// The names of the result (`-t`): in the store, and where it is pushed.
+    pub tags: Vec<String>,
+    /// Where the result goes (none: the local store, under each tag).
+    pub outputs: Vec<Output>,
+    /// The builder whose nodes build the platforms they list (`None`: everything here).
+    pub builder: Option<Builder>,
+    /// What to do when a node does not answer.
+    pub fallback: Fallback,
+    /// Whether `xbuild check`'s rules run first (a sub-build on a node skips them: the
+    /// build that sent it ran them).
+    pub checks: bool,
+}
+
+/// What a build did.
+#[derive(Debug)]
+pub struct BuildResult {
+    /// The images and index (in the store), and what the execution did.
+    pub report: BuildReport,
+    /// What the outputs wrote.
+    pub exported: ExportReport,
+    /// What `xbuild check`'s rules found (`None` when they did not run).
+    pub checks: Option<Report>,
+}
+
+/// A build that stopped: why, what the checks found before it stopped (they are reported
+/// either way, as buildx does), and, when an output failed, what was built.
+#[derive(Debug)]
+pub struct BuildFailure {
+    /// Why it stopped.
+    pub error: BuildError,
+    /// What `xbuild check`'s rules found before.
+    pub checks: Option<Box<Report>>,
+    /// The build's report, when the images were built and only an output failed.
+    pub report: Option<Box<BuildReport>>,
+}
+
+/// Displays as [`BuildFailure::error`], whose causes are this error's causes: the printed
+/// chain is the error's.
+impl std::fmt::Display for BuildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for BuildFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl BuildFailure {
+    /// The exit status it means.
+    pub fn exit_kind(&self) -> ExitKind {
+        self.error.exit_kind()
+    }
+}
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The async runtime could not start.
+    #[error("starting the async runtime")]
+    Runtime(#[source] io::Error),
+    /// The Dockerfile cannot be read.
+    #[error("cannot read {file}: {error}")]
+    ReadDockerfile {
+        /// The Dockerfile, as given.
+        file: String,
+        /// Why.
+        error: io::Error,
+    },
+    /// The Dockerfile does not parse or type.
+    #[error(transparent)]
+    Dockerfile(#[from] DockerfileError),
+    /// The Dockerfile cannot be planned for a target (a `FROM --platform` no one knows).
+    #[error("{}{error}", .line.map(|line| format!("{file}:{line}: ")).unwrap_or_default())]
+    Plan {
+        /// The Dockerfile, as given.
+        file: String,
+        /// The line, where there is one.
+        line: Option<usize>,
+        /// Why.
+        error: PlanError,
+    },
+    /// A `# check=` directive that does not parse.
+    #[error(transparent)]
+    CheckDirective(CheckError),
+    /// `# check=error=true` and a rule fired.
+    #[error("lint violation found for rules: {} (# check=error=true)", .rules.join(", "))]
+    ChecksFailed {
+        /// The rules that fired.
+        rules: Vec<&'static str>,
+    },
+    /// The store cannot be opened.
+    #[error("opening the store")]
+    Store(#[source] LayoutError),
+    /// Executing the graph failed.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// A build node failed, or could not be reached.
+    #[error(transparent)]
+    Nodes(anyhow::Error),
+    /// An output could not be written.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+impl BuildError {
+    /// The exit status it means (README.md, "Exit codes").
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::ReadDockerfile { .. }
+            | Self::Dockerfile(_)
+            | Self::Plan { .. }
+            | Self::CheckDirective(_) => ExitKind::BadInput,
+            Self::Runtime(_) | Self::ChecksFailed { .. } | Self::Store(_) => ExitKind::Failed,
+            Self::Executor(error) => error.exit_kind(),
+            Self::Nodes(error) => crate::error::exit_kind(error),
+            Self::Export(error) => error.exit_kind(),
+        }
+    }
+}
+
+/// Builds what `request` asks for: one function, one stage a line.
+///
+/// # Errors
+/// [`BuildFailure`]: what stopped the build ([`BuildError`], with its exit status), and
+/// what the checks found before.
+pub fn build(request: &BuildRequest) -> Result<BuildResult, BuildFailure> {
+    let runtime = start_runtime().map_err(|error| BuildFailure {
+        error,
+        checks: None,
+        report: None,
+    })?;
+    build_on(request, &runtime)
+}
+
+/// As [`build`], with `runtime` for its async I/O (a caller doing more I/O around the build
+/// shares it).
+///
+/// # Errors
+/// As [`build`].
+pub fn build_on(
+    request: &BuildRequest,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<BuildResult, BuildFailure> {
+    let options = &request.build;
+    let mut checks = None;
+    let mut built = None;
+    let result = (|| {
+        let (text, tree) = read_dockerfile(options)?; // read and parsed once
+        checks = run_checks(request, &tree)?; // xbuild check's rules
+        refuse_on_findings(checks.as_ref())?; // # check=error=true
+        let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
+        let graph = plan(&stages, options, &options.targets)?; // pure: no I/O
+        executor::validate::graph(&graph, options)?; // refusals, before any work
+        let store = Store::open_default().map_err(BuildError::Store)?;
+        let report = execute(request, &text, &stages, graph, &store, runtime.handle())?;
+        let exported = match export(request, &report, &store, runtime) {
+            Ok(exported) => exported, // the store's names, pushes, files
+            Err(error) => {
+                built = Some(report);
+                return Err(error);
+            }
+        };
+        Ok((report, exported))
+    })();
+    match result {
+        Ok((report, exported)) => Ok(BuildResult {
+            report,
+            exported,
+            checks,
+        }),
+        Err(error) => Err(BuildFailure {
+            error,
+            checks: checks.map(Box::new),
+            report: built.map(Box::new),
+        }),
+    }
+}
+
+/// The build's async runtime.
+fn start_runtime() -> Result<tokio::runtime::Runtime, BuildError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)
+}
+
+/// The Dockerfile's bytes (sent as they are to build nodes) and its syntax tree. The
+/// parser's warnings (empty continuation lines) are not kept: the check rule
+/// `NoEmptyContinuation` reports them with the build's other check warnings.
+fn read_dockerfile(options: &BuildOptions) -> Result<(Vec<u8>, Dockerfile), BuildError> {
+    let file = options.dockerfile.display().to_string();
+    let text = std::fs::read(&options.dockerfile)
+        .map_err(|error| BuildError::ReadDockerfile { file, error })?;
+    let tree =
+        dockerfile::parse(&String::from_utf8_lossy(&text)).map_err(|error| bad(options, error))?;
+    Ok((text, tree))
+}
+
+/// A Dockerfile error, naming the file as the user gave it.
+fn bad(options: &BuildOptions, error: DockerfileError) -> BuildError {
+    BuildError::Dockerfile(error.with_file(options.dockerfile.display().to_string()))
+}
+
+/// `xbuild check`'s rules, when the request asks for them. `None` when the Dockerfile
+/// does not type: the build reports that itself, next.
+fn run_checks(request: &BuildRequest, tree: &Dockerfile) -> Result<Option<Report>, BuildError> {
+    if !request.checks {
+        return Ok(None);
+    }
+    let options = &request.build;
+    let check_options = CheckOptions {
+        file: options.dockerfile.display().to_string(),
+        build_args: options.build_args.clone(),
+        targets: options.targets.clone(),
+        build_platform: platform::host(),
+        target_stage: options.target_stage.clone(),
+        dockerignore: Dockerignore::load(&options.context, &options.dockerfile).unwrap_or_default(),
+    };
+    match check::check(tree, &check_options) {
+        Ok(report) => Ok(Some(report)),
+        Err(error @ CheckError::Directive { .. }) => Err(BuildError::CheckDirective(error)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// With `# check=error=true`, a build with findings stops before it starts.
+fn refuse_on_findings(checks: Option<&Report>) -> Result<(), BuildError> {
+    match checks.filter(|report| report.is_error()) {
+        Some(report) => Err(BuildError::ChecksFailed {
+            rules: report.rules_fired(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The graph for `targets`.
+fn plan(
+    stages: &Stages,
+    options: &BuildOptions,
+    targets: &[Platform],
+) -> Result<BuildGraph, BuildError> {
+    let plan_options = PlanOptions {
+        targets: targets.to_vec(),
+        build_platform: platform::host(),
+        build_args: options.build_args.clone(),
+        target_stage: options.target_stage.clone(),
+    };
+    plan::for_targets(stages, &plan_options).map_err(|error| match error {
+        PlanError::Dockerfile(error) => bad(options, error),
+        error => BuildError::Plan {
+            file: options.dockerfile.display().to_string(),
+            line: error.line(),
+            error,
+        },
+    })
+}
+
+/// Runs the graph: here, or with the nodes of the request's builder (which probes every
+/// node first, and runs the local platforms' graph here at the same time).
+fn execute(
+    request: &BuildRequest,
+    dockerfile: &[u8],
+    stages: &Stages,
+    graph: BuildGraph,
+    store: &Store,
+    runtime: &tokio::runtime::Handle,
+) -> Result<BuildReport, BuildError> {
+    let options = &request.build;
+    let here = |graph: &BuildGraph, options: &BuildOptions| -> Result<BuildReport, ExecutorError> {
+        executor::validate::ensure_emulators(graph, &options.sink)?;
+        executor::execute(graph, stages, options, store, runtime)
+    };
+    let Some(builder) = &request.builder else {
+        return Ok(here(&graph, options)?);
+    };
+    let push_to = request
+        .outputs
+        .iter()
+        .any(|output| matches!(output, Output::Registry { .. }))
+        .then(|| request.tags.first().cloned())
+        .flatten();
+    dispatch::run(
+        options,
+        dockerfile,
+        builder,
+        request.fallback,
+        push_to.as_deref(),
+        |platforms, sink| {
+            // The platforms built here: their part of the graph (planning is pure and
+            // cheap; the whole graph was validated already), their progress numbered with
+            // the nodes'.
+            let local = if platforms == options.targets.as_slice() {
+                graph
+            } else {
+                plan(stages, options, platforms)
+                    .map_err(|error| Failure::new(error.exit_kind(), error))?
+            };
+            let mut options = options.clone();
+            options.sink = sink;
+            here(&local, &options).map_err(|error| Failure::new(error.exit_kind(), error).into())
+        },
+    )
+    .map_err(BuildError::Nodes)
+}
+
+/// Writes the result to the request's outputs (the store's names by default); progress
+/// numbers go on after the build's.
+fn export(
+    request: &BuildRequest,
+    report: &BuildReport,
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ExportReport, BuildError> {
+    let registry =
+        Arc::new(RegistryOptions::from_env(store.root()).showing_notes(request.build.sink.clone()));
+    Ok(runtime.block_on(export::write(
+        store,
+        registry,
+        &report.built,
+        &request.tags,
+        &request.outputs,
+        request.build.sink.clone(),
+        &VertexCounter::after(report.last_vertex),
+    ))?)
+}

@@ -1,0 +1,165 @@
+//! A build node's side of a sub-build (`xbuild __node-build`, see
+//! [`crate::nodes::protocol`]): the request becomes a [`BuildRequest`] for this same
+//! pipeline, without checks (the build that sent it ran them) and without outputs: the
+//! node pushes each platform's manifest by digest and sends the OCI archive of its index
+//! back itself, on the pipeline's runtime.
+//!
+//! A sub-build is an ordinary build in the node's own store (its cache, its base images),
+//! of the requested platforms only, from the context unpacked into a private directory
+//! under the store's `tmp/` (removed afterwards). With `push_to`, each platform manifest is
+//! pushed from the node by digest; the OCI archive of the node's index goes back either way,
+//! so the build's own store holds the whole result.
+
+use std::io::{BufReader, Read, Write};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{BuildRequest, build_on, start_runtime};
+use crate::error::{ExitKind, Failure, ResultExt};
+use crate::executor::{BuildOptions, Built, CheckArch};
+use crate::export::{self, Output};
+use crate::layer::Compression;
+use crate::nodes::protocol::{self, NodeReply, NodeRequest};
+use crate::progress::{SharedSink, VertexCounter};
+use crate::registry::RegistryOptions;
+use crate::store::Store;
+
+/// Runs one sub-build: request and context from `input`, reply and archive to `output`,
+/// progress to `sink`.
+///
+/// # Errors
+/// A malformed request (exit 2), whatever the build fails with (its own exit kind).
+pub fn serve_build(
+    input: impl Read,
+    output: &mut impl Write,
+    sink: SharedSink,
+) -> anyhow::Result<()> {
+    let mut input = BufReader::new(input);
+    let request: NodeRequest = protocol::read_document(&mut input, protocol::REQUEST_MAGIC)
+        .context("reading the build request")
+        .exit_kind(ExitKind::BadInput)?;
+    let store = Store::open_default().context("opening the node's store")?;
+    let tmp = store.layout().tmp_dir();
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("node-build-")
+        .tempdir_in(&tmp)
+        .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+    let context = work.path().join("context");
+    std::fs::create_dir(&context)?;
+    protocol::read_context(&mut input, &context, &request.context_root)
+        .context("unpacking the build context")?;
+    // The context came filtered already; an empty `Dockerfile.dockerignore` beside the
+    // Dockerfile keeps a `.dockerignore` inside the context from filtering it again.
+    let dockerfile = work.path().join("Dockerfile");
+    std::fs::write(&dockerfile, &request.dockerfile)?;
+    std::fs::write(work.path().join("Dockerfile.dockerignore"), b"")?;
+
+    let options = BuildOptions {
+        context,
+        dockerfile,
+        targets: request.platforms.clone(),
+        explicit_platforms: true,
+        build_args: request.build_args.clone(),
+        target_stage: request.target_stage.clone(),
+        no_cache: request.no_cache,
+        pull: request.pull,
+        network_none: request.network_none,
+        allow_insecure: request.allow_insecure,
+        network_host: request.network_host,
+        allow_network_host: request.allow_network_host,
+        pids_limit: request.pids_limit,
+        pids_limit_required: request.pids_limit_required,
+        compression: match request.compression.as_str() {
+            "zstd" => Compression::Zstd,
+            "none" => Compression::None,
+            _ => Compression::Gzip,
+        },
+        source_date_epoch: request.source_date_epoch,
+        secrets: request.secrets.clone(),
+        sink: sink.clone(),
+        check_arch: match request.check_arch.as_str() {
+            "error" => CheckArch::Error,
+            "off" => CheckArch::Off,
+            _ => CheckArch::Warn,
+        },
+        // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
+        cache: crate::cache::CacheOptions::default(),
+    };
+    let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
+    let build_request = BuildRequest {
+        build: options,
+        tags: Vec::new(),
+        outputs: Vec::new(),
+        builder: None,
+        fallback: Default::default(),
+        checks: false,
+    };
+    let report = build_on(&build_request, &runtime)
+        .map_err(|failure| Failure::new(failure.exit_kind(), failure))?
+        .report;
+    let registry = Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
+    let vertices = VertexCounter::after(report.last_vertex);
+    let mut pushed = Vec::new();
+    if let Some(repository) = &request.push_to {
+        for image in &report.built.images {
+            // One platform at a time, as its own result: pushed by digest, no tag.
+            let single = Built {
+                images: vec![image.clone()],
+                index: image.manifest.clone(),
+                explicit_platforms: false,
+            };
+            let written = runtime
+                .block_on(export::write(
+                    &store,
+                    registry.clone(),
+                    &single,
+                    std::slice::from_ref(repository),
+                    &[Output::Registry { by_digest: true }],
+                    sink.clone(),
+                    &vertices,
+                ))
+                .map_err(|error| Failure::new(error.exit_kind(), error))?;
+            pushed.extend(written.written.iter().map(ToString::to_string));
+        }
+    }
+    let archive = work.path().join("result.tar");
+    runtime
+        .block_on(export::write(
+            &store,
+            registry,
+            &report.built,
+            &[],
+            &[Output::Oci {
+                dest: archive.clone(),
+            }],
+            // A file in the node's tmp/ on the way back is no step of the user's build.
+            Arc::new(crate::progress::Discard),
+            &vertices,
+        ))
+        .map_err(|error| Failure::new(error.exit_kind(), error))?;
+    let reply = NodeReply {
+        manifests: report
+            .built
+            .images
+            .iter()
+            .map(|image| image.manifest.clone())
+            .collect(),
+        steps_run: report.steps_run,
+        cached: report.cached,
+        emulated: report
+            .emulated
+            .iter()
+            .map(|(platform, time)| (platform.clone(), time.as_secs_f64()))
+            .collect(),
+        warnings: report.warnings.clone(),
+        unused_build_args: report.unused_build_args.clone(),
+        pushed,
+    };
+    protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
+    let mut file = std::fs::File::open(&archive)?;
+    std::io::copy(&mut file, output)?;
+    output.flush()?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Referrers in the store: artifacts (attestations) attached to a stored image manifest,
+//! kept in `index.json` as [`crate::oci::referrers`] describes. A referrer lives as long as
+//! its subject: garbage collection keeps the referrers of every manifest it keeps (and
+//! theirs in turn), and drops the entries and blobs of the others; `store check` checks
+//! them like images.
+
+use std::collections::HashSet;
+
+use oci_spec::image::{Descriptor, Digest};
+
+use super::{Store, StoreError};
+use crate::oci::LayoutError;
+use crate::oci::referrers::{self, Artifact, REFERRER_DEPTH};
+
+impl Store {
+    /// Attaches an artifact to `subject` (a manifest in the store): writes its blobs and
+    /// manifest and lists it in `index.json`, replacing xbuild's earlier artifact of the
+    /// same kind ([`referrers::KIND_ANNOTATION`]) on that subject. Returns the artifact
+    /// manifest's descriptor.
+    ///
+    /// # Errors
+    /// The subject is not in the store, or a write fails.
+    pub fn attach_referrer(
+        &self,
+        subject: &Descriptor,
+        artifact: &Artifact<'_>,
+    ) -> Result<Descriptor, StoreError> {
+        if !self.layout().has_blob(subject.digest()) {
+            return Err(LayoutError::MissingBlob {
+                digest: subject.digest().clone(),
+                root: self.root().to_path_buf(),
+            }
+            .into());
+        }
+        let descriptor = referrers::write_artifact(self.layout(), subject, artifact)?;
+        self.with_index_lock(|layout| Ok(layout.add_referrer(subject.digest(), &descriptor)?))?;
+        Ok(descriptor)
+    }
+
+    /// Lists `referrer` (its manifest and blobs already in the store) as a referrer of
+    /// `subject`, as a pull or a load does.
+    ///
+    /// # Errors
+    /// The manifest is missing, or `index.json` cannot be written.
+    pub fn add_referrer(&self, subject: &Digest, referrer: &Descriptor) -> Result<(), StoreError> {
+        if !self.layout().has_blob(referrer.digest()) {
+            return Err(LayoutError::MissingBlob {
+                digest: referrer.digest().clone(),
+                root: self.root().to_path_buf(),
+            }
+            .into());
+        }
+        self.with_index_lock(|layout| Ok(layout.add_referrer(subject, referrer)?))
+    }
+
+    /// The referrers of a manifest (or index), as a registry's referrers list shows them.
+    ///
+    /// # Errors
+    /// `index.json` cannot be read.
+    pub fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self.layout().referrers(subject)?)
+    }
+
+    /// The referrers reachable from the manifests in `subjects` (referrers of referrers
+    /// too): (subject, referrer).
+    ///
+    /// # Errors
+    /// `index.json` cannot be read.
+    pub fn referrer_closure(
+        &self,
+        subjects: &HashSet<Digest>,
+    ) -> Result<Vec<(Digest, Descriptor)>, StoreError> {
+        Ok(self.layout().referrer_closure(subjects, REFERRER_DEPTH)?)
+    }
+}

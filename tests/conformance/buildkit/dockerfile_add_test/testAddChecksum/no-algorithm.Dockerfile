@@ -1,0 +1,3 @@
+
+FROM scratch
+ADD --checksum={{SHA256_HEX}} {{HTTP}}/foo /tmp/foo

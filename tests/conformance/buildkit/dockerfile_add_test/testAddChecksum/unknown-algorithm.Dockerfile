@@ -1,0 +1,3 @@
+
+FROM scratch
+ADD --checksum=unknown:{{SHA256_HEX}} {{HTTP}}/foo /tmp/foo

@@ -1,0 +1,3 @@
+
+FROM scratch
+ADD --chmod=10000 foo /

@@ -1,0 +1,3 @@
+
+FROM scratch
+COPY t.tar.gz /

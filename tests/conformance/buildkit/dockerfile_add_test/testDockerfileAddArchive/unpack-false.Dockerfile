@@ -1,0 +1,4 @@
+
+	FROM scratch
+	ADD --unpack=false t.tar.gz /
+	

@@ -1,0 +1,3 @@
+
+FROM scratch
+ADD --unpack=true {{HTTP}}/t.tar.gz /dest/

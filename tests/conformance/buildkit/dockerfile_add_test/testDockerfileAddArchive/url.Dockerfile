@@ -1,0 +1,3 @@
+
+FROM scratch
+ADD {{HTTP}}/t.tar.gz /

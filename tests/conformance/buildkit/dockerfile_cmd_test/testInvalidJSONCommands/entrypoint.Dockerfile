@@ -1,0 +1,4 @@
+
+# BuildKit: FROM alpine
+FROM busybox
+ENTRYPOINT []random string

@@ -1,0 +1,3 @@
+
+FROM scratch
+COPY --chmod=10000 foo /

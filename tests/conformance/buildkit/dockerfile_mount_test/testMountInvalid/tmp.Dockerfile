@@ -1,0 +1,4 @@
+
+	FROM scratch
+	RUN --mount=type=tmp /bin/true
+	

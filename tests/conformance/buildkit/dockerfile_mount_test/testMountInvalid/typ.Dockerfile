@@ -1,0 +1,4 @@
+
+	FROM scratch
+	RUN --mount=typ=tmpfs /bin/true
+	

@@ -1,0 +1,3 @@
+
+FROM busybox
+ONBUILD RUN mkdir -p /out && echo -n 11 >> /out/foo

@@ -1,0 +1,3 @@
+
+	FROM onbuild-cleared-base
+	

@@ -1,0 +1,4 @@
+
+	FROM busybox:latest
+	ONBUILD COPY --from=otherstage /testfile /out/foo
+	

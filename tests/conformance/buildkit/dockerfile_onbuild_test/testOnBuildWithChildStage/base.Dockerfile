@@ -1,0 +1,3 @@
+
+FROM busybox
+ONBUILD RUN mkdir -p /out && echo -n yes >> /out/didrun

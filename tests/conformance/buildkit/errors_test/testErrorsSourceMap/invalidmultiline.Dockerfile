@@ -1,0 +1,4 @@
+from scratch
+run wh\
+at
+env bar=baz

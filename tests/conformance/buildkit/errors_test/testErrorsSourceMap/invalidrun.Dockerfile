@@ -1,0 +1,3 @@
+from scratch
+env foo=bar
+run what

@@ -1,0 +1,1391 @@
+//! Attestations, judged by other tools: the SBOM scanner on real trees (the Debian fixture
+//! against `dpkg-query`, `pip install` against `pip list`, `npm install` against `npm ls`, a
+//! Go binary against `go version -m`, a cargo-auditable binary against `objcopy` and
+//! zlib), SPDX documents validated by the SPDX tools (`pyspdxtools -i`), provenance parsed
+//! by the in-toto-attestation SLSA v1 definitions with unknown fields rejected; referrers
+//! stored, pushed (tag fallback on docker-registry 2.8, read back by skopeo and curl; the
+//! referrers API through a shim in front of it), pulled, saved and loaded, copied by
+//! `imagetools create`, and kept by `prune` exactly while their image is.
+//!
+//! The validators live in a venv under `target/attest-venv` (made once, from PyPI, on
+//! first use), the cargo-auditable tool under `target/attest-tools`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::regenv::{self, Setup, TestRegistry};
+use crate::util::{self, Need};
+
+const EPOCH: &str = "1700000000";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        util::stdout(&output),
+        util::stderr(&output)
+    );
+    output
+}
+
+/// Skips (or fails under XBUILD_TEST_STRICT=1) with a reason.
+fn skip(reason: &str) -> bool {
+    if std::env::var("XBUILD_TEST_STRICT").as_deref() == Ok("1") {
+        panic!("needs {reason} (XBUILD_TEST_STRICT=1)");
+    }
+    eprintln!("skipped: needs {reason}");
+    false
+}
+
+/// The validators' venv: spdx-tools (pyspdxtools) and in-toto-attestation, made once.
+fn venv() -> Option<PathBuf> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let made = VENV.get_or_init(|| {
+        let dir = target_dir().join("attest-venv");
+        let marker = dir.join("xbuild-validators-1");
+        if marker.exists() {
+            return Ok(dir);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let venv = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .output()
+            .map_err(|error| format!("python3 -m venv: {error}"))?;
+        if !venv.status.success() {
+            return Err(format!("python3 -m venv: {}", util::stderr(&venv)));
+        }
+        let pip = Command::new(dir.join("bin").join("pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "spdx-tools==0.8.5",
+                "in-toto-attestation==0.9.3",
+            ])
+            .output()
+            .map_err(|error| format!("pip: {error}"))?;
+        if !pip.status.success() {
+            return Err(format!("pip install (PyPI): {}", util::stderr(&pip)));
+        }
+        std::fs::write(&marker, "spdx-tools==0.8.5 in-toto-attestation==0.9.3\n").unwrap();
+        Ok(dir)
+    });
+    match made {
+        Ok(dir) => Some(dir.clone()),
+        Err(reason) => {
+            skip(&format!("the validators venv ({reason})"));
+            None
+        }
+    }
+}
+
+/// `pyspdxtools -i` on an SPDX document: valid or the test fails with its messages.
+fn assert_valid_spdx(venv: &Path, document: &[u8]) {
+    // pyspdxtools chooses its parser by the file name's suffix.
+    let file = tempfile::Builder::new()
+        .suffix(".spdx.json")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), document).unwrap();
+    let output = Command::new(venv.join("bin").join("pyspdxtools"))
+        .arg("-i")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "pyspdxtools: {}{}",
+        util::stdout(&output),
+        util::stderr(&output)
+    );
+}
+
+/// Parses with the in-toto-attestation protobuf definitions, unknown fields rejected:
+/// `provenance` (an SLSA v1 predicate) or `statement` (an in-toto statement).
+const PROTO_CHECK: &str = r#"
+import json, sys
+from google.protobuf import json_format
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.v1 import statement_pb2
+kind, path = sys.argv[1], sys.argv[2]
+message = provenance_pb2.Provenance() if kind == "provenance" else statement_pb2.Statement()
+json_format.ParseDict(json.load(open(path)), message, ignore_unknown_fields=False)
+print("parsed")
+"#;
+
+fn proto_check(venv: &Path, kind: &str, document: &[u8]) -> Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), document).unwrap();
+    Command::new(venv.join("bin").join("python"))
+        .args(["-c", PROTO_CHECK, kind])
+        .arg(file.path())
+        .output()
+        .unwrap()
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// `xbuild debug sbom DIR --format json`: (ecosystem, name, version) → purl, and the scan.
+fn scan_dir(
+    home: &Path,
+    dir: &Path,
+) -> (
+    BTreeMap<(String, String, String), String>,
+    serde_json::Value,
+) {
+    let output = ok(util::xbuild(home)
+        .args(["debug", "sbom", "--format", "json"])
+        .arg(dir));
+    let scan = json(&output.stdout);
+    let packages = scan["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|package| {
+            (
+                (
+                    package["ecosystem"].as_str().unwrap().to_owned(),
+                    package["name"].as_str().unwrap().to_owned(),
+                    package["version"].as_str().unwrap().to_owned(),
+                ),
+                package["purl"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (packages, scan)
+}
+
+/// Two string fields of a JSON object.
+fn pair(value: &serde_json::Value, first: &str, second: &str) -> (String, String) {
+    (
+        value[first].as_str().unwrap().to_owned(),
+        value[second].as_str().unwrap().to_owned(),
+    )
+}
+
+fn of_ecosystem(
+    packages: &BTreeMap<(String, String, String), String>,
+    ecosystem: &str,
+) -> BTreeSet<(String, String)> {
+    packages
+        .keys()
+        .filter(|(kind, _, _)| kind == ecosystem)
+        .map(|(_, name, version)| (name.clone(), version.clone()))
+        .collect()
+}
+
+/// The fixture Debian rootfs lists exactly the packages `dpkg-query -W` lists against it,
+/// with purls carrying dpkg's architecture; the SPDX document validates; with
+/// `SOURCE_DATE_EPOCH` two scans give the same bytes and `created` is clamped.
+#[test]
+fn the_debian_fixture_lists_what_dpkg_query_lists() {
+    if !util::require(&[Need::Fixtures, Need::Program("dpkg-query")]) {
+        return;
+    }
+    let Some(venv) = venv() else {
+        return;
+    };
+    let home = util::temp_dir();
+    for platform in ["linux-amd64", "linux-arm64"] {
+        let rootfs = util::fixtures_dir()
+            .unwrap()
+            .join("rootfs")
+            .join("debian")
+            .join(platform);
+        let query = ok(Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                rootfs.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${Package}\t${Version}\t${Architecture}\n"]));
+        let expected: BTreeSet<(String, String, String)> = util::stdout(&query)
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                (
+                    fields[0].to_owned(),
+                    fields[1].to_owned(),
+                    fields[2].to_owned(),
+                )
+            })
+            .collect();
+        assert!(expected.len() > 50, "{platform}: {expected:?}");
+        let (packages, _) = scan_dir(home.path(), &rootfs);
+        let listed: BTreeSet<(String, String)> = of_ecosystem(&packages, "deb");
+        let wanted: BTreeSet<(String, String)> = expected
+            .iter()
+            .map(|(name, version, _)| (name.clone(), version.clone()))
+            .collect();
+        assert_eq!(listed, wanted, "{platform}");
+        assert_eq!(
+            packages.len(),
+            expected.len(),
+            "{platform}: only dpkg packages"
+        );
+        for (name, version, arch) in &expected {
+            let purl = &packages[&("deb".to_owned(), name.clone(), version.clone())];
+            assert!(
+                purl.starts_with(&format!("pkg:deb/debian/{}@", name.replace('+', "%2B")))
+                    && purl.contains(&format!("arch={arch}"))
+                    && purl.contains("distro=debian-12"),
+                "{purl}"
+            );
+        }
+
+        let spdx = |epoch: &str| {
+            ok(util::xbuild(home.path())
+                .env("SOURCE_DATE_EPOCH", epoch)
+                .args(["debug", "sbom", "--format", "spdx"])
+                .arg(&rootfs))
+            .stdout
+        };
+        let first = spdx(EPOCH);
+        assert_eq!(first, spdx(EPOCH), "{platform}: two scans, two documents");
+        let document = json(&first);
+        assert_eq!(document["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(document["spdxVersion"], "SPDX-2.3");
+        assert_valid_spdx(&venv, &first);
+    }
+}
+
+/// Copies a fixture image (every blob its index reaches) into `home/store` under `name`.
+fn store_with_fixture(home: &Path, fixture: &str, name: &str) -> (serde_json::Value, String) {
+    let layout = regenv::fixture_layout();
+    let top = regenv::named(&layout, fixture).expect("the fixture image");
+    let store = home.join("store");
+    let blobs = store.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let copy = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let from = layout.join("blobs").join("sha256").join(hex);
+        let to = blobs.join(hex);
+        if !to.exists() && std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    };
+    let index_digest = top["digest"].as_str().unwrap();
+    copy(index_digest);
+    let index = regenv::json_blob(&layout, index_digest);
+    for entry in index["manifests"].as_array().unwrap() {
+        let digest = entry["digest"].as_str().unwrap();
+        copy(digest);
+        let manifest = regenv::json_blob(&layout, digest);
+        copy(manifest["config"]["digest"].as_str().unwrap());
+        for layer in manifest["layers"].as_array().unwrap() {
+            copy(layer["digest"].as_str().unwrap());
+        }
+    }
+    let mut top = top.clone();
+    top["annotations"]["org.opencontainers.image.ref.name"] = name.into();
+    let document = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [top],
+    });
+    std::fs::write(store.join("index.json"), document.to_string()).unwrap();
+    std::fs::write(
+        store.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    (index, index_digest.to_owned())
+}
+
+/// The platform → manifest digest of a fixture index.
+fn platform_manifests(index: &serde_json::Value) -> BTreeMap<String, String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let platform = &entry["platform"];
+            let mut name = format!(
+                "{}/{}",
+                platform["os"].as_str().unwrap(),
+                platform["architecture"].as_str().unwrap()
+            );
+            if let Some(variant) = platform["variant"].as_str() {
+                name = format!("{name}/{variant}");
+            }
+            (name, entry["digest"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// A stored image is scanned from its layers (snapshots read as a stack, not mounted):
+/// the arm64 Debian image lists what `dpkg-query` lists against the arm64 rootfs, and the
+/// statement's subject is that platform's manifest.
+#[test]
+fn a_stored_image_is_scanned_from_its_layers() {
+    if !util::require(&[Need::Root, Need::Fixtures, Need::Program("dpkg-query")]) {
+        return;
+    }
+    let Some(venv) = venv() else {
+        return;
+    };
+    let home = util::temp_dir();
+    let (index, _) = store_with_fixture(home.path(), "debian:bookworm", "debian:bookworm");
+    let manifests = platform_manifests(&index);
+    let output = ok(util::xbuild(home.path())
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "debug",
+            "sbom",
+            "--image",
+            "debian:bookworm",
+            "--platform",
+            "linux/arm64",
+            "--format",
+            "statement",
+        ]));
+    let statement = json(&output.stdout);
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
+    assert_eq!(statement["predicateType"], "https://spdx.dev/Document");
+    assert_eq!(
+        statement["subject"][0]["name"],
+        "pkg:docker/debian@bookworm?platform=linux%2Farm64"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        manifests["linux/arm64"]
+    );
+    let parsed = proto_check(&venv, "statement", &output.stdout);
+    assert!(parsed.status.success(), "{}", util::stderr(&parsed));
+    assert_valid_spdx(&venv, statement["predicate"].to_string().as_bytes());
+    let names: BTreeSet<String> = statement["predicate"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|package| {
+            format!(
+                "{}\t{}",
+                package["name"].as_str().unwrap(),
+                package["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let rootfs = util::fixtures_dir()
+        .unwrap()
+        .join("rootfs/debian/linux-arm64/var/lib/dpkg");
+    let query = ok(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", rootfs.display()))
+        .args(["-W", "-f", "${Package}\t${Version}\n"]));
+    let expected: BTreeSet<String> = util::stdout(&query).lines().map(str::to_owned).collect();
+    assert_eq!(names, expected);
+}
+
+/// A tree with packages installed by pip (`--target` into site-packages) and npm (a plain
+/// and a scoped package, with a dependency): the scan lists what `pip list` and `npm ls`
+/// list there, with their purls, and the SPDX document validates.
+#[test]
+fn pip_and_npm_packages_are_listed_as_pip_and_npm_list_them() {
+    if !util::require(&[Need::Program("python3"), Need::Program("npm")]) {
+        return;
+    }
+    let Some(venv) = venv() else {
+        return;
+    };
+    let home = util::temp_dir();
+    let tree = home.path().join("tree");
+    let site = tree.join("usr/local/lib/python3.11/site-packages");
+    ok(Command::new(venv.join("bin").join("pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(&site)
+        .args(["six==1.16.0", "idna==3.6"]));
+    let app = tree.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    ok(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&app)
+        .args(["left-pad@1.3.0", "@types/ms@0.7.34", "is-odd@3.0.1"]));
+
+    let (packages, scan) = scan_dir(home.path(), &tree);
+    assert!(scan["warnings"].as_array().unwrap().is_empty(), "{scan}");
+
+    let pip = ok(Command::new(venv.join("bin").join("python"))
+        .args([
+            "-m",
+            "pip",
+            "list",
+            "--disable-pip-version-check",
+            "--format",
+            "json",
+            "--path",
+        ])
+        .arg(&site));
+    let pip: BTreeSet<(String, String)> = json(&pip.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| pair(p, "name", "version"))
+        .collect();
+    assert_eq!(of_ecosystem(&packages, "python"), pip);
+    assert_eq!(
+        packages[&("python".to_owned(), "six".to_owned(), "1.16.0".to_owned())],
+        "pkg:pypi/six@1.16.0"
+    );
+
+    let npm = ok(Command::new("npm")
+        .args(["ls", "--all", "--json", "--prefix"])
+        .arg(&app));
+    let mut listed = BTreeSet::new();
+    let mut pending = vec![json(&npm.stdout)];
+    while let Some(node) = pending.pop() {
+        if let Some(dependencies) = node["dependencies"].as_object() {
+            for (name, dependency) in dependencies {
+                listed.insert((
+                    name.clone(),
+                    dependency["version"].as_str().unwrap().to_owned(),
+                ));
+                pending.push(dependency.clone());
+            }
+        }
+    }
+    assert!(listed.len() >= 4, "is-odd brings is-number: {listed:?}");
+    assert_eq!(of_ecosystem(&packages, "npm"), listed);
+    assert_eq!(
+        packages[&(
+            "npm".to_owned(),
+            "@types/ms".to_owned(),
+            "0.7.34".to_owned()
+        )],
+        "pkg:npm/%40types/ms@0.7.34"
+    );
+
+    let spdx = ok(util::xbuild(home.path())
+        .args(["debug", "sbom", "--format", "spdx"])
+        .arg(&tree));
+    assert_valid_spdx(&venv, &spdx.stdout);
+}
+
+/// A Go binary built offline with a vendored module dependency: the scan lists the main
+/// module, the dependency and the standard library as `go version -m` reads them.
+#[test]
+fn a_go_binary_lists_the_modules_go_version_reads() {
+    if !util::require(&[Need::Program("go")]) {
+        return;
+    }
+    let home = util::temp_dir();
+    let source = home.path().join("hello");
+    let vendored = source.join("vendor/example.com/greet");
+    std::fs::create_dir_all(&vendored).unwrap();
+    std::fs::write(
+        source.join("go.mod"),
+        "module example.com/hello\n\ngo 1.18\n\nrequire example.com/greet v1.2.3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        source.join("main.go"),
+        "package main\n\nimport \"example.com/greet\"\n\nfunc main() { greet.Hello() }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        vendored.join("greet.go"),
+        "package greet\n\nimport \"fmt\"\n\nfunc Hello() { fmt.Println(\"hello\") }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        source.join("vendor/modules.txt"),
+        "# example.com/greet v1.2.3\n## explicit\nexample.com/greet\n",
+    )
+    .unwrap();
+    let tree = home.path().join("tree");
+    let binary = tree.join("usr/local/bin/hello");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    ok(Command::new("go")
+        .args(["build", "-mod=vendor", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=vendor")
+        .env("GOCACHE", target_dir().join("attest-gocache"))
+        .env("GOPATH", home.path().join("gopath"))
+        .env("CGO_ENABLED", "0"));
+
+    // go version -m: "\tpath\t...", "\tmod\tPATH\tVERSION\t...", "\tdep\tPATH\tVERSION\t...".
+    let version = ok(Command::new("go").arg("version").arg("-m").arg(&binary));
+    let text = util::stdout(&version);
+    let mut expected = BTreeSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.trim().split('\t').collect();
+        if matches!(fields.first(), Some(&"mod") | Some(&"dep")) {
+            expected.insert((fields[1].to_owned(), fields[2].to_owned()));
+        }
+    }
+    let go = text.lines().next().unwrap().rsplit(' ').next().unwrap();
+    expected.insert(("stdlib".to_owned(), go.trim_start_matches("go").to_owned()));
+    assert!(
+        expected.contains(&("example.com/greet".to_owned(), "v1.2.3".to_owned())),
+        "{text}"
+    );
+
+    let (packages, _) = scan_dir(home.path(), &tree);
+    assert_eq!(of_ecosystem(&packages, "go"), expected, "{text}");
+    assert_eq!(
+        packages[&(
+            "go".to_owned(),
+            "example.com/greet".to_owned(),
+            "v1.2.3".to_owned()
+        )],
+        "pkg:golang/example.com/greet@v1.2.3"
+    );
+}
+
+/// A binary built with cargo-auditable: the scan lists the crates that `.dep-v0` holds,
+/// as objcopy extracts it and zlib inflates it; build dependencies are left out.
+#[test]
+fn a_cargo_auditable_binary_lists_its_crates() {
+    if !util::require(&[
+        Need::Program("cargo"),
+        Need::Program("objcopy"),
+        Need::Program("python3"),
+    ]) {
+        return;
+    }
+    let tools = target_dir().join("attest-tools");
+    let auditable = tools.join("bin").join("cargo-auditable");
+    if !auditable.exists() {
+        let install = Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                "cargo-auditable@0.7.7",
+                "--root",
+            ])
+            .arg(&tools)
+            .output()
+            .unwrap();
+        if !install.status.success() {
+            skip(&format!(
+                "cargo-auditable from crates.io: {}",
+                util::stderr(&install)
+            ));
+            return;
+        }
+    }
+    let home = util::temp_dir();
+    let source = home.path().join("app");
+    std::fs::create_dir_all(source.join("src")).unwrap();
+    std::fs::write(
+        source.join("Cargo.toml"),
+        "[package]\nname = \"audited\"\nversion = \"0.3.1\"\nedition = \"2021\"\n\n[dependencies]\nhex = \"=0.4.3\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        source.join("src/main.rs"),
+        "fn main() { println!(\"{}\", hex::encode(b\"audited\")); }\n",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        tools.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ok(Command::new("cargo")
+        .args(["auditable", "build", "--quiet"])
+        .current_dir(&source)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", target_dir().join("attest-cargo-target")));
+    let tree = home.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::copy(
+        target_dir().join("attest-cargo-target/debug/audited"),
+        tree.join("usr/bin/audited"),
+    )
+    .unwrap();
+
+    let section = home.path().join("dep-v0");
+    ok(Command::new("objcopy")
+        .arg(format!("--dump-section=.dep-v0={}", section.display()))
+        .arg(tree.join("usr/bin/audited"))
+        .arg(home.path().join("copy")));
+    let inflated = ok(Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zlib; sys.stdout.write(zlib.decompress(open(sys.argv[1], 'rb').read()).decode())",
+        ])
+        .arg(&section));
+    let expected: BTreeSet<(String, String)> = json(&inflated.stdout)["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"].as_str() != Some("build"))
+        .map(|p| pair(p, "name", "version"))
+        .collect();
+    assert!(
+        expected.contains(&("hex".to_owned(), "0.4.3".to_owned())),
+        "{expected:?}"
+    );
+    assert!(
+        expected.contains(&("audited".to_owned(), "0.3.1".to_owned())),
+        "{expected:?}"
+    );
+
+    let (packages, _) = scan_dir(home.path(), &tree);
+    assert_eq!(of_ecosystem(&packages, "cargo"), expected);
+    assert_eq!(
+        packages[&("cargo".to_owned(), "hex".to_owned(), "0.4.3".to_owned())],
+        "pkg:cargo/hex@0.4.3"
+    );
+}
+
+/// A build record as the pipeline fills it: mode=max, a secret-looking build argument, a
+/// secret, a clean git checkout as context.
+fn build_record(mode: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mode": mode,
+        "dockerfilePath": "Dockerfile",
+        "dockerfile": "FROM busybox:latest\nARG NPM_TOKEN\nRUN echo $NPM_TOKEN > /dev/null\n",
+        "target": null,
+        "buildArgs": {"NPM_TOKEN": "npm_TopSecretValue42", "VERSION": "1.2"},
+        "labels": {},
+        "platforms": ["linux/amd64", "linux/arm64"],
+        "platform": "linux/arm64",
+        "builderPlatform": "linux/amd64",
+        "baseImages": [{"reference": "busybox:latest", "platform": "linux/arm64",
+                        "digest": format!("sha256:{}", "c".repeat(64))}],
+        "context": {"sha256": "d".repeat(64),
+                    "git": {"url": "https://ci:ghp_AnotherSecret@git.example/app.git",
+                            "commit": "e".repeat(40)}},
+        "http": [],
+        "secrets": [{"id": "npmrc"}],
+        "ssh": [],
+        "steps": [{"id": "step0", "platform": "linux/arm64", "stage": "0",
+                   "instruction": "RUN echo npm_TopSecretValue42 > /dev/null",
+                   "lines": [3, 3], "inputs": [], "cached": false, "layer": null}],
+        "network": true,
+        "reproducible": false,
+        "builderId": "https://ci.example/runs/1",
+        "invocationId": "fixedinvocationid00000000",
+        "started": 2_000_000_000_i64,
+        "finished": 2_000_000_100_i64,
+        "sourceDateEpoch": 1_700_000_000_i64,
+    })
+}
+
+/// SLSA v1 provenance parses with the in-toto-attestation definitions, unknown fields
+/// rejected (a BuildKit-style `buildkit_hermetic` in `metadata` is: the check can fail);
+/// the statement parses too; no secret value appears; v0.2 has BuildKit's v0.2 shape; the
+/// same record gives the same bytes.
+#[test]
+fn provenance_parses_strictly_and_holds_no_secret() {
+    let Some(venv) = venv() else {
+        return;
+    };
+    let home = util::temp_dir();
+    for mode in ["min", "max"] {
+        let record = home.path().join(format!("record-{mode}.json"));
+        std::fs::write(&record, build_record(mode).to_string()).unwrap();
+        let predicate = ok(util::xbuild(home.path())
+            .args(["debug", "provenance"])
+            .arg(&record))
+        .stdout;
+        let parsed = proto_check(&venv, "provenance", &predicate);
+        assert!(parsed.status.success(), "{mode}: {}", util::stderr(&parsed));
+        let mut tampered = json(&predicate);
+        tampered["runDetails"]["metadata"]["buildkit_hermetic"] = true.into();
+        let rejected = proto_check(&venv, "provenance", tampered.to_string().as_bytes());
+        assert!(
+            !rejected.status.success(),
+            "unknown fields must be rejected"
+        );
+
+        let subject = format!("sha256:{}", "a".repeat(64));
+        let statement = ok(util::xbuild(home.path())
+            .args(["debug", "provenance", "--subject", &subject])
+            .arg(&record))
+        .stdout;
+        let parsed = proto_check(&venv, "statement", &statement);
+        assert!(parsed.status.success(), "{mode}: {}", util::stderr(&parsed));
+        let document = json(&statement);
+        assert_eq!(document["predicateType"], "https://slsa.dev/provenance/v1");
+        let v02 = ok(util::xbuild(home.path())
+            .args(["debug", "provenance", "--slsa", "v0.2"])
+            .arg(&record))
+        .stdout;
+        for text in [&predicate, &statement, &v02] {
+            let text = String::from_utf8_lossy(text);
+            assert!(!text.contains("npm_TopSecretValue42"), "{mode}: {text}");
+            assert!(!text.contains("ghp_AnotherSecret"), "{mode}: {text}");
+        }
+        let v1 = json(&predicate);
+        let request = &v1["buildDefinition"]["externalParameters"]["request"];
+        assert_eq!(request["frontend"], "dockerfile.v0");
+        let v02 = json(&v02);
+        // BuildKit's documented v0.2 fields.
+        for pointer in [
+            "/builder/id",
+            "/buildType",
+            "/invocation/configSource/entryPoint",
+            "/invocation/configSource/digest/sha1",
+            "/invocation/parameters/frontend",
+            "/invocation/environment/platform",
+            "/materials/0/uri",
+            "/materials/0/digest/sha256",
+            "/metadata/buildInvocationID",
+            "/metadata/buildStartedOn",
+            "/metadata/buildFinishedOn",
+            "/metadata/completeness/parameters",
+            "/metadata/reproducible",
+        ] {
+            assert!(v02.pointer(pointer).is_some(), "{mode}: {pointer} in {v02}");
+        }
+        assert_eq!(v02["metadata"]["buildStartedOn"], "2023-11-14T22:13:20Z");
+        if mode == "max" {
+            assert_eq!(request["args"]["build-arg:NPM_TOKEN"], "<redacted>");
+            assert_eq!(request["args"]["build-arg:VERSION"], "1.2");
+            assert_eq!(request["secrets"][0]["id"], "npmrc");
+            assert_eq!(request["redacted"][0]["arg"], "build-arg:NPM_TOKEN");
+            assert!(
+                v1.pointer("/buildDefinition/internalParameters/source/infos/0/data")
+                    .is_some()
+            );
+        } else {
+            assert!(
+                request["args"].get("build-arg:VERSION").is_none(),
+                "{request}"
+            );
+            assert!(request.get("secrets").is_none());
+            assert_eq!(v02["metadata"]["completeness"]["parameters"], false);
+        }
+        let again = ok(util::xbuild(home.path())
+            .args(["debug", "provenance"])
+            .arg(&record))
+        .stdout;
+        assert_eq!(again, predicate);
+    }
+}
+
+/// Attaches an SBOM and a provenance to each platform of the stored image; returns the
+/// referrer digests per platform manifest.
+fn attach_both(
+    command: &dyn Fn() -> Command,
+    home: &Path,
+    name: &str,
+    platforms: &[&str],
+) -> BTreeMap<String, Vec<String>> {
+    let record = home.join("record.json");
+    std::fs::write(&record, build_record("min").to_string()).unwrap();
+    let mut attached = BTreeMap::new();
+    for platform in platforms {
+        let mut digests = Vec::new();
+        for kind in [
+            &["--sbom"][..],
+            &["--provenance", record.to_str().unwrap()][..],
+        ] {
+            let output = ok(command()
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["debug", "attach", name, "--platform", platform])
+                .args(kind));
+            digests.push(util::stdout(&output).trim().to_owned());
+        }
+        attached.insert((*platform).to_owned(), digests);
+    }
+    attached
+}
+
+/// `xbuild debug referrers NAME`: subject → referrer digests.
+fn store_referrers(command: &mut Command, name: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let output = ok(command.args(["debug", "referrers", name]));
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in util::stdout(&output).lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        found
+            .entry(fields[0].to_owned())
+            .or_default()
+            .insert(fields[1].to_owned());
+    }
+    found
+}
+
+/// `GET` over plain HTTP with curl (the registry read by another client): status and body.
+fn curl(url: &str, accept: &str) -> (u16, Vec<u8>) {
+    let output = ok(Command::new("curl").args([
+        "-s",
+        "-H",
+        &format!("Accept: {accept}"),
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]));
+    let text = output.stdout;
+    let split = text.iter().rposition(|byte| *byte == b'\n').unwrap();
+    let status = String::from_utf8_lossy(&text[split + 1..]).parse().unwrap();
+    (status, text[..split].to_vec())
+}
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A two-platform image with an SBOM and a provenance per platform, pushed to
+/// docker-registry 2.8 (no referrers API): the tag holds the same index with exactly the
+/// two platforms (no `unknown/unknown`), each platform's fallback index (`sha256-<hex>`)
+/// lists its two referrers and keeps an entry another tool put there, the referrer
+/// manifests name their subject, and their statements validate. A new SBOM replaces the
+/// old entry on the next push. Then: pull into a new store brings the referrers; save and
+/// load carry them (skopeo still reads the archive); imagetools create copies them to
+/// another repository; prune keeps them while the image is named and removes them with it.
+#[test]
+fn referrers_travel_with_the_image_through_the_tag_fallback() {
+    if !regenv::ready(Setup::Plain) || !util::require(&[Need::Root, Need::Program("curl")]) {
+        return;
+    }
+    let Some(venv) = venv() else {
+        return;
+    };
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    let name = format!("{}/attest/busybox:latest", registry.host);
+    let (index, index_digest) = store_with_fixture(home.path(), "busybox:latest", &name);
+    let manifests = platform_manifests(&index);
+    let platforms = ["linux/amd64", "linux/arm64"];
+    let command = || registry.xbuild(home.path());
+    let attached = attach_both(&command, home.path(), &name, &platforms);
+    let listed = store_referrers(&mut command(), &name);
+    for platform in platforms {
+        let expected: BTreeSet<String> = attached[platform].iter().cloned().collect();
+        assert_eq!(listed[&manifests[platform]], expected, "{platform}");
+    }
+    // The store checks clean with the referrers counted.
+    let check = ok(command().args(["store", "check"]));
+    assert!(
+        util::stdout(&check).contains("checked 4 referrers"),
+        "{}",
+        util::stdout(&check)
+    );
+
+    // Another tool's referrer of the amd64 manifest (a signature artifact), already in the
+    // fallback index before xbuild pushes.
+    let amd64 = &manifests["linux/amd64"];
+    let amd64_hex = amd64.strip_prefix("sha256:").unwrap();
+    let amd64_size = regenv::blob(&regenv::fixture_layout(), amd64).len();
+    let base = format!("http://{}/v2/attest/busybox", registry.direct);
+    let put = |reference: &str, media_type: &str, body: &[u8]| {
+        curl_put(&format!("{base}/manifests/{reference}"), media_type, body);
+    };
+    let empty = upload_blob(&base, b"{}");
+    let signature = b"a signature that another tool made";
+    let signature_digest = upload_blob(&base, signature);
+    let foreign_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.signature", "digest": signature_digest, "size": signature.len()}],
+        "subject": {"mediaType": MANIFEST, "digest": amd64, "size": amd64_size},
+    })
+    .to_string()
+    .into_bytes();
+    let foreign = regenv::digest_of(&foreign_manifest);
+    put(&foreign, MANIFEST, &foreign_manifest);
+    let foreign_entry = serde_json::json!({
+        "mediaType": MANIFEST,
+        "digest": foreign,
+        "size": foreign_manifest.len(),
+        "artifactType": "application/vnd.example.signature",
+    });
+    let fallback = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [foreign_entry],
+    });
+    put(
+        &format!("sha256-{amd64_hex}"),
+        INDEX,
+        fallback.to_string().as_bytes(),
+    );
+
+    let pushed = ok(command().args(["push", &name]));
+    assert!(
+        util::stderr(&pushed).contains("pushed 4 referrers"),
+        "{}",
+        util::stderr(&pushed)
+    );
+    // The index under the tag: the image's own, exactly its platforms.
+    let raw = registry.skopeo_raw("attest/busybox:latest");
+    assert_eq!(regenv::digest_of(&raw), index_digest);
+    assert!(!String::from_utf8_lossy(&raw).contains("unknown"));
+
+    let fallback_entries = |platform: &str| -> Vec<serde_json::Value> {
+        let hex = manifests[platform].strip_prefix("sha256:").unwrap();
+        let raw = registry.skopeo_raw(&format!("attest/busybox:sha256-{hex}"));
+        json(&raw)["manifests"].as_array().unwrap().clone()
+    };
+    for platform in platforms {
+        let entries = fallback_entries(platform);
+        let ours: BTreeSet<String> = entries
+            .iter()
+            .filter(|entry| entry["artifactType"] == "application/vnd.in-toto+json")
+            .map(|entry| entry["digest"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            ours,
+            attached[platform].iter().cloned().collect(),
+            "{platform}"
+        );
+        let predicates: BTreeSet<&str> = entries
+            .iter()
+            .filter_map(|entry| entry["annotations"]["in-toto.io/predicate-type"].as_str())
+            .collect();
+        assert_eq!(
+            predicates,
+            [
+                "https://slsa.dev/provenance/v1",
+                "https://spdx.dev/Document"
+            ]
+            .into(),
+            "{platform}"
+        );
+        for digest in &ours {
+            let manifest = json(&registry.skopeo_raw(&format!("attest/busybox@{digest}")));
+            assert_eq!(manifest["subject"]["digest"], manifests[platform].as_str());
+            assert_eq!(manifest["artifactType"], "application/vnd.in-toto+json");
+            let layer = &manifest["layers"][0];
+            assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+            let (status, body) = curl(
+                &format!("{base}/blobs/{}", layer["digest"].as_str().unwrap()),
+                "*/*",
+            );
+            assert_eq!(status, 200);
+            let statement = json(&body);
+            assert_eq!(
+                statement["predicateType"],
+                layer["annotations"]["in-toto.io/predicate-type"]
+            );
+            if statement["predicateType"] == "https://spdx.dev/Document" {
+                assert_valid_spdx(&venv, statement["predicate"].to_string().as_bytes());
+            } else {
+                let parsed = proto_check(
+                    &venv,
+                    "provenance",
+                    statement["predicate"].to_string().as_bytes(),
+                );
+                assert!(parsed.status.success(), "{}", util::stderr(&parsed));
+            }
+        }
+    }
+    assert!(
+        fallback_entries("linux/amd64")
+            .iter()
+            .any(|entry| entry["digest"] == foreign.as_str()),
+        "the foreign entry is kept"
+    );
+
+    // A new SBOM (another time) replaces the old one here and in the fallback index.
+    let newer = ok(command().env("SOURCE_DATE_EPOCH", "1700000500").args([
+        "debug",
+        "attach",
+        &name,
+        "--platform",
+        "linux/amd64",
+        "--sbom",
+    ]));
+    let newer = util::stdout(&newer).trim().to_owned();
+    assert_ne!(newer, attached["linux/amd64"][0]);
+    ok(command().args(["push", &name]));
+    let entries = fallback_entries("linux/amd64");
+    let digests: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        digests,
+        [
+            newer.as_str(),
+            attached["linux/amd64"][1].as_str(),
+            foreign.as_str()
+        ]
+        .into()
+    );
+
+    // Pull into a new store: the referrers come along.
+    let puller = util::temp_dir();
+    let pulled = ok(registry
+        .xbuild(puller.path())
+        .args(["pull", "--all-platforms", &name]));
+    assert!(
+        util::stderr(&pulled).contains("referrers"),
+        "{}",
+        util::stderr(&pulled)
+    );
+    let listed = store_referrers(&mut registry.xbuild(puller.path()), &name);
+    assert!(
+        listed[&manifests["linux/arm64"]]
+            .is_superset(&attached["linux/arm64"].iter().cloned().collect())
+    );
+    assert!(listed[&manifests["linux/amd64"]].contains(&newer));
+    assert!(
+        listed[&manifests["linux/amd64"]].contains(&foreign),
+        "other tools' referrers come too"
+    );
+    ok(registry.xbuild(puller.path()).args(["store", "check"]));
+
+    // save / load: an OCI archive carries them; skopeo reads the archive as before.
+    let archive = home.path().join("busybox.tar");
+    ok(command().args(["save", "-o", archive.to_str().unwrap(), &name]));
+    let inspect = ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:{name}", archive.display()),
+    ]));
+    assert_eq!(regenv::digest_of(&inspect.stdout), index_digest);
+    let loader = util::temp_dir();
+    ok(util::xbuild(loader.path()).args(["load", "-i", archive.to_str().unwrap()]));
+    let loaded = store_referrers(&mut util::xbuild(loader.path()), &name);
+    assert_eq!(loaded, store_referrers(&mut command(), &name));
+    let check = ok(util::xbuild(loader.path()).args(["store", "check"]));
+    assert!(
+        util::stdout(&check).contains("checked 4 referrers"),
+        "{}",
+        util::stdout(&check)
+    );
+
+    // imagetools create into another repository copies each manifest's referrers.
+    let target = format!("{}/attest/copied:1", registry.host);
+    let sources: Vec<String> = platforms
+        .iter()
+        .map(|platform| format!("{}/attest/busybox@{}", registry.host, manifests[*platform]))
+        .collect();
+    ok(command()
+        .args(["imagetools", "create", "-t", &target])
+        .args(&sources));
+    let arm64_hex = manifests["linux/arm64"].strip_prefix("sha256:").unwrap();
+    let copied = json(&registry.skopeo_raw(&format!("attest/copied:sha256-{arm64_hex}")));
+    let copied: BTreeSet<String> = copied["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(copied, attached["linux/arm64"].iter().cloned().collect());
+
+    // prune keeps them while the image is named, removes them with it.
+    ok(command().args(["prune"]));
+    assert_eq!(store_referrers(&mut command(), &name).len(), 2);
+    let blobs_before = regenv::layout_blobs(&home.path().join("store"));
+    for digest in attached
+        .values()
+        .flatten()
+        .filter(|digest| **digest != attached["linux/amd64"][0])
+    {
+        assert!(blobs_before.contains(digest), "{digest}");
+    }
+    ok(command().args(["rmi", &name]));
+    let pruned = ok(command().args(["prune"]));
+    assert!(
+        util::stdout(&pruned).contains("Removed 4 referrers"),
+        "{}",
+        util::stdout(&pruned)
+    );
+    let index_json = std::fs::read_to_string(home.path().join("store/index.json")).unwrap();
+    assert!(
+        !index_json.contains("dev.xbuild.referrer.subject"),
+        "{index_json}"
+    );
+    let blobs_after = regenv::layout_blobs(&home.path().join("store"));
+    assert!(blobs_after.is_empty(), "{blobs_after:?}");
+    ok(command().args(["store", "check"]));
+}
+
+/// `PUT` with curl; fails the test on an error status.
+fn curl_put(url: &str, content_type: &str, body: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    ok(Command::new("curl").args([
+        "-sS",
+        "--fail-with-body",
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Content-Type: {content_type}"),
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        url,
+    ]));
+}
+
+/// Uploads a blob with curl (POST, then PUT with the digest); returns its digest.
+fn upload_blob(base: &str, bytes: &[u8]) -> String {
+    let digest = regenv::digest_of(bytes);
+    let start = ok(Command::new("curl").args([
+        "-sS",
+        "-i",
+        "-X",
+        "POST",
+        &format!("{base}/blobs/uploads/"),
+    ]));
+    let text = util::stdout(&start);
+    let location = text
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Location: {text}"));
+    let separator = if location.contains('?') { '&' } else { '?' };
+    curl_put(
+        &format!("{location}{separator}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    );
+    digest
+}
+
+/// A proxy in front of docker-registry that gives it the referrers API, as a registry with
+/// one behaves: a manifest pushed with a `subject` is indexed, and `GET
+/// /v2/<name>/referrers/<digest>` answers an index of them (everything else is passed on).
+struct ReferrersShim {
+    host: String,
+    stop: Arc<AtomicBool>,
+    /// Requests seen: `METHOD PATH`.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for ReferrersShim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+type Index = Arc<Mutex<BTreeMap<(String, String), Vec<serde_json::Value>>>>;
+
+impl ReferrersShim {
+    fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let index: Index = Arc::default();
+        let (stop_thread, log_thread, upstream) = (stop.clone(), log.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            while !stop_thread.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let (log, index, upstream) =
+                            (log_thread.clone(), index.clone(), upstream.clone());
+                        std::thread::spawn(move || {
+                            let _ = shim_serve(client, &upstream, &log, &index);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { host, stop, log }
+    }
+}
+
+fn read_request(client: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        if head.is_empty() && !byte[0].is_ascii_uppercase() {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let length: usize = text
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    client.read_exact(&mut body)?;
+    Ok(Some((text, body)))
+}
+
+fn shim_serve(
+    mut client: TcpStream,
+    upstream: &str,
+    log: &Mutex<Vec<String>>,
+    index: &Index,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let Some((head, body)) = read_request(&mut client)? else {
+        return Ok(());
+    };
+    let request_line = head.lines().next().unwrap_or("").to_owned();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_owned();
+    let path = parts.next().unwrap_or("").to_owned();
+    log.lock().unwrap().push(format!("{method} {path}"));
+    let route = path.split('?').next().unwrap_or("");
+    if method == "GET" {
+        if let Some((repository, subject)) = route
+            .strip_prefix("/v2/")
+            .and_then(|rest| rest.split_once("/referrers/"))
+        {
+            let manifests = index
+                .lock()
+                .unwrap()
+                .get(&(repository.to_owned(), subject.to_owned()))
+                .cloned()
+                .unwrap_or_default();
+            let body =
+                serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
+                    .to_string();
+            write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: {INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+    }
+    if method == "PUT" {
+        if let Some((repository, _)) = route
+            .strip_prefix("/v2/")
+            .and_then(|rest| rest.split_once("/manifests/"))
+        {
+            if let Ok(document) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if let Some(subject) = document["subject"]["digest"].as_str() {
+                    let digest = regenv::digest_of(&body);
+                    let mut entry = serde_json::json!({"mediaType": MANIFEST, "digest": digest, "size": body.len()});
+                    if let Some(artifact_type) = document.get("artifactType") {
+                        entry["artifactType"] = artifact_type.clone();
+                    }
+                    if let Some(annotations) = document.get("annotations") {
+                        entry["annotations"] = annotations.clone();
+                    }
+                    let mut index = index.lock().unwrap();
+                    let list = index
+                        .entry((repository.to_owned(), subject.to_owned()))
+                        .or_default();
+                    if !list.iter().any(|known| known["digest"] == digest.as_str()) {
+                        list.push(entry);
+                    }
+                }
+            }
+        }
+    }
+    // Everything else goes to the registry, one exchange per connection.
+    let mut server = TcpStream::connect(upstream)?;
+    let mut forwarded = String::new();
+    for line in head.lines().filter(|line| !line.is_empty()) {
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        forwarded.push_str(line);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    server.write_all(forwarded.as_bytes())?;
+    server.write_all(&body)?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer)?;
+    client.write_all(&answer)?;
+    Ok(())
+}
+
+/// On a registry with the referrers API (the shim), push lists the referrers through it
+/// and writes no fallback tag; pull finds them through it.
+#[test]
+fn referrers_use_the_referrers_api_when_the_registry_has_one() {
+    if !regenv::ready(Setup::Plain) || !util::require(&[Need::Root]) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let shim = ReferrersShim::start(&registry.direct);
+    let home = util::temp_dir();
+    let name = format!("{}/api/busybox:latest", shim.host);
+    let (index, _) = store_with_fixture(home.path(), "busybox:latest", &name);
+    let manifests = platform_manifests(&index);
+    let command = || {
+        let mut command = util::xbuild(home.path());
+        command.env("DOCKER_CONFIG", home.path().join("docker"));
+        command
+    };
+    let attached = attach_both(&command, home.path(), &name, &["linux/arm64"]);
+    ok(command().args(["push", &name]));
+    let arm64 = &manifests["linux/arm64"];
+    let (status, body) = curl(
+        &format!("http://{}/v2/api/busybox/referrers/{arm64}", shim.host),
+        INDEX,
+    );
+    assert_eq!(status, 200);
+    let listed: BTreeSet<String> = json(&body)["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, attached["linux/arm64"].iter().cloned().collect());
+    // No fallback tag was written: the registry itself does not know the tag.
+    let hex = arm64.strip_prefix("sha256:").unwrap();
+    let (status, _) = curl(
+        &format!(
+            "http://{}/v2/api/busybox/manifests/sha256-{hex}",
+            registry.direct
+        ),
+        INDEX,
+    );
+    assert_eq!(status, 404);
+    assert!(
+        !shim
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("/manifests/sha256-")),
+        "{:?}",
+        shim.log.lock().unwrap()
+    );
+
+    let puller = util::temp_dir();
+    let mut pull = util::xbuild(puller.path());
+    pull.env("DOCKER_CONFIG", puller.path().join("docker"));
+    ok(pull.args(["pull", "--platform", "linux/arm64", &name]));
+    let mut list = util::xbuild(puller.path());
+    let pulled = store_referrers(&mut list, &name);
+    assert_eq!(
+        pulled[arm64],
+        attached["linux/arm64"].iter().cloned().collect()
+    );
+}
