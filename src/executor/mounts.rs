@@ -4,20 +4,25 @@
 //! of the step's own and binds it read-only, `/run/secrets/<id>` by default: it never
 //! reaches a disk; the sandbox removes the mount point it had to create, so nothing of it
 //! reaches the layer, and only the id enters the cache key), `type=bind` (read-only, from the
-//! context — the directory as it is on disk, `.dockerignore` not applied to what the step
-//! sees, only to the cache key — or from a stage or image, mounted as a read-only overlay).
+//! context — what the step sees is the context after `.dockerignore`, as in BuildKit, where
+//! the context a step can see *is* the filtered one: the selected entries are linked (or
+//! copied) into a scratch directory of the store's `tmp/` and that is bound; `source` is
+//! resolved inside the context, so a link cannot lead out of it — or from a stage or image,
+//! mounted as a read-only overlay).
 //!
 //! Not supported yet (exit 2): `type=tmpfs`, `type=ssh`, writable binds, secrets as
 //! environment variables (`env=`).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
-use super::sources::{StateView, select_in_context};
+use super::sources::{Selected, StateView, select_in_context};
 use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
@@ -32,6 +37,8 @@ pub(crate) struct Prepared {
     /// The secrets for the sandbox.
     pub(crate) secrets: Vec<SecretFile>,
     _views: Vec<StateView>,
+    /// Filtered copies of the context for `type=bind` mounts, removed on drop.
+    _context_views: Vec<tempfile::TempDir>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -47,6 +54,7 @@ pub(crate) fn prepare(
         binds: Vec::new(),
         secrets: Vec::new(),
         _views: Vec::new(),
+        _context_views: Vec::new(),
     };
     // Mount types and options not supported yet, and required secrets not given, were
     // refused before any work (super::validate): what is left cannot fail that way.
@@ -131,7 +139,16 @@ pub(crate) fn prepare(
                             &mut cache,
                         )?;
                         key.add("bind-context", &format!("{relative}:{digest}"));
-                        files.dir.join(&relative)
+                        drop(cache);
+                        let tmp = services.store.layout().tmp_dir();
+                        fs::create_dir_all(&tmp)?;
+                        let view = tempfile::Builder::new()
+                            .prefix("bind-context-")
+                            .tempdir_in(&tmp)?;
+                        let host =
+                            context_view(&selected, &files.dir.join(&relative), view.path())?;
+                        prepared._context_views.push(view);
+                        host
                     }
                     Some(from) => {
                         let state = if services.stages.find(from).is_some() {
@@ -167,4 +184,57 @@ pub(crate) fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// Writes what `selected` holds of the context (after `.dockerignore`) into `view`, and
+/// returns what to bind: `view` itself for a directory (with the mode of `top`, the
+/// directory the mount's `source` names), or the one file in it. Files are hard links where
+/// the store and the context share a file system (the bind is read-only, so the step cannot
+/// write through them), copies otherwise; links stay links (resolved inside the step's root,
+/// never on the host); other kinds (fifos, devices) are left out.
+fn context_view(selected: &Selected, top: &Path, view: &Path) -> Result<PathBuf, ExecutorError> {
+    for (below, item) in &selected.items {
+        let path = view.join(below);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let kind = item.meta.file_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(item.meta.mode() & 0o7777))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&item.abs)?, &path)?;
+        } else if kind.is_file() {
+            link_or_copy(&item.abs, &path)?;
+        }
+    }
+    if let Some(name) = &selected.single_file_name {
+        return Ok(view.join(name));
+    }
+    let mode = fs::symlink_metadata(top).map_or(0o755, |meta| meta.mode() & 0o7777);
+    fs::set_permissions(view, fs::Permissions::from_mode(mode))?;
+    Ok(view.to_path_buf())
+}
+
+/// A hard link of `from` at `to` (never following a link at `from`), or a copy when they
+/// are on different file systems.
+fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::EXDEV) => {
+            let mut source = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(from)?;
+            let mode = source.metadata()?.mode();
+            let mut target = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode & 0o7777)
+                .open(to)?;
+            io::copy(&mut source, &mut target)?;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }

@@ -579,3 +579,62 @@ fn entitlements_are_checked_before_any_work() {
         crate::util::stderr(&output)
     );
 }
+
+/// `RUN --mount=type=bind` from the context sees the context as BuildKit sends it: after
+/// `.dockerignore`, with links resolved inside it. A link to the host's `/etc/shadow` is
+/// not found (it would be the context's own `etc/shadow`), an ignored file is not there, and
+/// what the step sees cannot be copied into the image.
+#[test]
+fn bind_mounts_from_the_context_see_only_the_filtered_context() {
+    if !crate::build::needs() {
+        return;
+    }
+    let temp = temp_dir();
+    let dir = temp.path();
+    crate::build::store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("kept.txt"), "kept\n").unwrap();
+    std::fs::write(ctx.join("ignored.txt"), "IGNORED-CONTENT\n").unwrap();
+    std::fs::write(ctx.join("sub/inner.txt"), "inner\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "ignored.txt\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", ctx.join("shadow-link")).unwrap();
+    std::os::unix::fs::symlink("kept.txt", ctx.join("kept-link")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         RUN --mount=type=bind,target=/ctx ls -a /ctx > /listing && \
+         cat /ctx/kept.txt /ctx/kept-link /ctx/sub/inner.txt > /read && \
+         (cat /ctx/ignored.txt > /leak 2>/dev/null || true)\n",
+    )
+    .unwrap();
+    let output = crate::build::build(dir, &["-t", "bindctx"]);
+    let stderr = crate::util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    let unpacked = crate::build::unpack(dir, "docker.io/library/bindctx:latest", "amd64");
+    let listing = std::fs::read_to_string(unpacked.join("listing")).unwrap();
+    let names: Vec<&str> = listing.lines().collect();
+    assert!(
+        names.contains(&"kept.txt") && names.contains(&"sub"),
+        "{listing}"
+    );
+    assert!(!names.contains(&"ignored.txt"), "{listing}");
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("read")).unwrap(),
+        "kept\nkept\ninner\n"
+    );
+    let leak = std::fs::read_to_string(unpacked.join("leak")).unwrap_or_default();
+    assert!(!leak.contains("IGNORED-CONTENT"), "{leak}");
+
+    // A source that is a link out of the context resolves inside it: not found.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,source=shadow-link,target=/s cat /s\n",
+    )
+    .unwrap();
+    let output = crate::build::build(dir, &[]);
+    let stderr = crate::util::stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("shadow-link"), "{stderr}");
+    assert!(!stderr.contains("root:"), "{stderr}");
+}
