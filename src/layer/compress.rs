@@ -370,6 +370,10 @@ pub struct GzipWriter<'p, W: Write> {
     crc: Crc,
     /// The most blocks in flight.
     window: u64,
+    /// An earlier call failed (a block's write to `out`, say on a full disk): the stream
+    /// has a hole, so every later call fails at once instead of waiting for a block that
+    /// will never come back.
+    broken: bool,
 }
 
 impl<'p, W: Write> GzipWriter<'p, W> {
@@ -389,11 +393,13 @@ impl<'p, W: Write> GzipWriter<'p, W> {
             spare: Vec::new(),
             crc: Crc::new(),
             window: (pool.threads * BLOCKS_PER_THREAD + 2) as u64,
+            broken: false,
         })
     }
 
     /// Hands the current block to the pool (waiting while the window is full).
     fn submit(&mut self, last: bool) -> io::Result<()> {
+        self.check()?;
         while self.submitted - self.written >= self.window {
             self.receive(true)?;
         }
@@ -409,14 +415,17 @@ impl<'p, W: Write> GzipWriter<'p, W> {
         next_dictionary.clear();
         next_dictionary.extend_from_slice(&input[input.len().saturating_sub(GZIP_DICTIONARY)..]);
         let dictionary = std::mem::replace(&mut self.dictionary, next_dictionary);
-        self.pool.send(GzipJob {
+        if let Err(error) = self.pool.send(GzipJob {
             index: self.submitted,
             input,
             dictionary,
             last,
             output,
             reply: self.reply.clone(),
-        })?;
+        }) {
+            self.broken = true;
+            return Err(error);
+        }
         self.submitted += 1;
         // Write what is done already, without waiting.
         self.receive(false)
@@ -425,6 +434,23 @@ impl<'p, W: Write> GzipWriter<'p, W> {
     /// Takes the finished blocks (waiting for one when `wait`), writes those whose turn
     /// it is.
     fn receive(&mut self, wait: bool) -> io::Result<()> {
+        self.check()?;
+        let result = self.receive_unchecked(wait);
+        self.broken = result.is_err();
+        result
+    }
+
+    /// Fails when an earlier call did.
+    fn check(&self) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier write of this compressed stream failed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn receive_unchecked(&mut self, wait: bool) -> io::Result<()> {
         if wait {
             let done = self
                 .replies
@@ -465,6 +491,7 @@ impl<'p, W: Write> GzipWriter<'p, W> {
 
 impl<W: Write> Write for GzipWriter<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let take = bytes.len().min(GZIP_BLOCK - self.block.len());
         self.block.extend_from_slice(&bytes[..take]);
         if self.block.len() == GZIP_BLOCK {
@@ -611,6 +638,56 @@ mod tests {
             writer.write_all(part).unwrap();
         }
         writer.finish().unwrap()
+    }
+
+    /// A sink that fails (as a full disk does) once it holds `room` bytes.
+    struct Full {
+        room: usize,
+        held: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.held + bytes.len() > self.room {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            self.held += bytes.len();
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A failed block write leaves a hole: every later call fails at once (it once waited
+    /// forever for the block it had dropped, and a full disk hung the build).
+    #[test]
+    fn a_failed_write_fails_every_later_call_instead_of_waiting() {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = CompressPool::new(2);
+            let mut writer = pool
+                .writer(Compression::Gzip, Full { room: 100, held: 0 })
+                .unwrap();
+            let input = sample(20 * GZIP_BLOCK);
+            let mut failed = false;
+            for part in input.chunks(4096) {
+                if writer.write_all(part).is_err() {
+                    failed = true;
+                    // What a tar builder's drop does after an error: write on.
+                    let _ = writer.write_all(&[0; 1024]);
+                    let _ = writer.flush();
+                    break;
+                }
+            }
+            let finish = writer.finish().map(|_| ());
+            let _ = done.send((failed, finish.is_err()));
+        });
+        let (failed, finish_failed) = finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the writer hung after a failed write");
+        assert!(failed && finish_failed);
     }
 
     #[test]
