@@ -1539,6 +1539,55 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
     );
     assert!(!predicate.contains("s3cr3t-value"), "{predicate}");
     assert!(predicate.contains("<redacted>"), "{predicate}");
+
+    // -o type=oci writes the referrers into the archive, as `xbuild save` does: unnamed
+    // index.json entries naming their subject, their blobs with them.
+    ok(util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-o",
+            "type=oci,dest=out.tar",
+            ".",
+        ]));
+    let archive = ctx.join("out.tar");
+    let index = json(
+        &ok(Command::new("tar")
+            .arg("-xOf")
+            .arg(&archive)
+            .arg("index.json"))
+        .stdout,
+    );
+    let listing = util::stdout(&ok(Command::new("tar").arg("-tf").arg(&archive)));
+    let mut archived = BTreeSet::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        if entry["annotations"]["dev.xbuild.referrer.subject"] == subject.as_str() {
+            let hex = entry["digest"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap();
+            assert!(listing.contains(hex), "{listing}");
+            archived.insert(
+                entry["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(
+        archived,
+        statements.keys().cloned().collect::<BTreeSet<_>>(),
+        "{index}"
+    );
 }
 
 /// `--attest` specs xbuild does not know, an SBOM generator it does not have, and
