@@ -12,6 +12,7 @@
 //! BuildKit's use of them <https://github.com/moby/buildkit/blob/master/docs/attestations/>;
 //! OCI artifacts and referrers, image-spec 1.1 `manifest.md` (`artifactType`, `subject`).
 
+pub mod options;
 pub mod provenance;
 pub mod spdx;
 

@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 
 use super::output;
 use super::progress::ProgressMode;
+use crate::attest::options::{Attestations, ProvenanceOptions};
+use crate::attest::provenance::{Mode as ProvenanceMode, SlsaVersion};
 use crate::check::Report;
 use crate::error::{ExitKind, Failure, ResultExt};
 use crate::executor::{BuildOptions, BuildReport, CheckArch};
@@ -142,6 +144,18 @@ pub struct BuildArgs {
     /// repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+    /// Attestation to attach to each platform's image as a referrer:
+    /// `type=sbom[,generator=builtin]`, `type=provenance[,mode=min|max][,version=v1|v0.2]`
+    /// (`disabled=true` turns one off), repeatable.
+    #[arg(long = "attest", value_name = "SPEC")]
+    pub attest: Vec<String>,
+    /// Shorthand for `--attest type=sbom`: `true`, `false`, or its options.
+    #[arg(long, value_name = "VALUE")]
+    pub sbom: Option<String>,
+    /// Shorthand for `--attest type=provenance`: `true`, `false`, or its options
+    /// (`mode=max`). Default: `mode=min` when pushing, none otherwise.
+    #[arg(long, value_name = "VALUE")]
+    pub provenance: Option<String>,
 }
 
 impl BuildArgs {
@@ -161,6 +175,7 @@ impl BuildArgs {
     pub fn run(mut self) -> anyhow::Result<()> {
         self.add_output_names();
         let outputs = self.outputs()?;
+        let attestations = self.attestations(&outputs)?;
         let explicit_platforms = !self.platform.is_empty();
         let targets = self.targets()?;
         let (network_none, network_host) = match self.network.as_str() {
@@ -262,6 +277,7 @@ impl BuildArgs {
             builder,
             fallback: self.fallback.into(),
             checks: true,
+            attestations,
         };
         // `xbuild check`'s findings are printed at the end, after a failure too; with
         // `# check=error=true` they are the reason the build stopped (printed even with -q).
@@ -327,6 +343,48 @@ impl BuildArgs {
         }
     }
 
+    /// `--attest`, `--sbom` and `--provenance`, in that order (a later one of a type replaces
+    /// an earlier), with buildx's default: `mode=min` provenance when pushing.
+    fn attestations(&self, outputs: &[Output]) -> anyhow::Result<Attestations> {
+        let mut attestations = Attestations::default();
+        let mut provenance_set = false;
+        let shorthand = |kind: &str, value: &str| -> String {
+            match value.trim() {
+                "true" | "1" | "" => format!("type={kind}"),
+                "false" | "0" => format!("type={kind},disabled=true"),
+                options => format!("type={kind},{options}"),
+            }
+        };
+        let specs = self
+            .attest
+            .iter()
+            .map(|spec| (format!("--attest {spec}"), spec.clone()))
+            .chain(
+                self.sbom
+                    .iter()
+                    .map(|value| (format!("--sbom={value}"), shorthand("sbom", value))),
+            )
+            .chain(self.provenance.iter().map(|value| {
+                (
+                    format!("--provenance={value}"),
+                    shorthand("provenance", value),
+                )
+            }));
+        for (flag, spec) in specs {
+            match parse_attest(&flag, &spec)? {
+                AttestSpec::Sbom(on) => attestations.sbom = on,
+                AttestSpec::Provenance(provenance) => {
+                    provenance_set = true;
+                    attestations.provenance = provenance;
+                }
+            }
+        }
+        let pushing = outputs
+            .iter()
+            .any(|output| matches!(output, Output::Registry { .. }));
+        Ok(attestations.with_default(pushing, provenance_set))
+    }
+
     /// `--cache-from` and `--cache-to`; imported layers stay remote when every output pushes.
     fn cache_options(&self, outputs: &[Output]) -> anyhow::Result<crate::cache::CacheOptions> {
         // Exit 2 for both bad and not-yet-supported specs (the message says which).
@@ -386,6 +444,113 @@ impl BuildArgs {
             outputs.insert(0, Output::Store);
         }
         Ok(outputs)
+    }
+}
+
+/// One `--attest` spec, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum AttestSpec {
+    /// `type=sbom`: on or off.
+    Sbom(bool),
+    /// `type=provenance`: its options, or off.
+    Provenance(Option<ProvenanceOptions>),
+}
+
+const SBOM_KEYS: &str = "type, generator, scan-stage, disabled";
+const PROVENANCE_KEYS: &str = "type, mode, version, disabled";
+
+/// `type=sbom[,generator=builtin][,disabled=BOOL]`,
+/// `type=provenance[,mode=min|max][,version=v1|v0.2][,disabled=BOOL]` (`flag` is how the
+/// user wrote it, for the messages). Unknown keys and values exit 2.
+fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
+    let bad = |message: std::fmt::Arguments<'_>| -> anyhow::Error {
+        Failure::bad_input(format_args!("{flag}: {message}")).into()
+    };
+    let mut fields = Vec::new();
+    for field in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|field| !field.is_empty())
+    {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(bad(format_args!("expected KEY=VALUE, got {field:?}")));
+        };
+        fields.push((key.trim(), value.trim()));
+    }
+    let boolean = |key: &str, value: &str| -> anyhow::Result<bool> {
+        match value {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            other => Err(bad(format_args!("{key}={other}: use true or false"))),
+        }
+    };
+    let kind = match fields.iter().find(|(key, _)| *key == "type") {
+        Some((_, kind)) => *kind,
+        None => {
+            return Err(bad(format_args!(
+                "no type= (use type=sbom or type=provenance)"
+            )));
+        }
+    };
+    match kind {
+        "sbom" => {
+            let mut on = true;
+            for (key, value) in fields {
+                match key {
+                    "type" => {}
+                    "generator" if value == "builtin" => {}
+                    "generator" => {
+                        return Err(bad(format_args!(
+                            "generator={value} is not supported: xbuild's SBOMs come from its \
+                             own scanner (generator=builtin)"
+                        )));
+                    }
+                    "scan-stage" if !boolean(key, value)? => {}
+                    "scan-stage" => {
+                        return Err(bad(format_args!(
+                            "scan-stage=true is not supported yet (the SBOM lists the final \
+                             image only)"
+                        )));
+                    }
+                    "disabled" => on = !boolean(key, value)?,
+                    other => {
+                        return Err(bad(format_args!(
+                            "unknown key {other:?} for type=sbom (known: {SBOM_KEYS})"
+                        )));
+                    }
+                }
+            }
+            Ok(AttestSpec::Sbom(on))
+        }
+        "provenance" => {
+            let mut options = ProvenanceOptions::default();
+            let mut on = true;
+            for (key, value) in fields {
+                match (key, value) {
+                    ("type", _) => {}
+                    ("mode", "min") => options.mode = ProvenanceMode::Min,
+                    ("mode", "max") => options.mode = ProvenanceMode::Max,
+                    ("mode", other) => {
+                        return Err(bad(format_args!("mode={other}: use min or max")));
+                    }
+                    ("version", "v1" | "v1.0") => options.version = SlsaVersion::V1,
+                    ("version", "v0.2") => options.version = SlsaVersion::V02,
+                    ("version", other) => {
+                        return Err(bad(format_args!("version={other}: use v1 or v0.2")));
+                    }
+                    ("disabled", value) => on = !boolean(key, value)?,
+                    (other, _) => {
+                        return Err(bad(format_args!(
+                            "unknown key {other:?} for type=provenance (known: {PROVENANCE_KEYS})"
+                        )));
+                    }
+                }
+            }
+            Ok(AttestSpec::Provenance(on.then_some(options)))
+        }
+        other => Err(bad(format_args!(
+            "unknown attestation type {other:?} (known: sbom, provenance)"
+        ))),
     }
 }
 
@@ -450,5 +615,60 @@ fn print_report_warnings(report: &BuildReport) {
             "build arguments not consumed by any ARG: {}",
             report.unused_build_args.join(", ")
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(spec: &str) -> Result<AttestSpec, String> {
+        parse_attest("--attest", spec).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn attest_specs_as_buildx_writes_them() {
+        assert_eq!(parsed("type=sbom"), Ok(AttestSpec::Sbom(true)));
+        assert_eq!(
+            parsed("type=sbom,generator=builtin,scan-stage=false"),
+            Ok(AttestSpec::Sbom(true))
+        );
+        assert_eq!(
+            parsed("type=sbom,disabled=true"),
+            Ok(AttestSpec::Sbom(false))
+        );
+        assert_eq!(
+            parsed("type=provenance,mode=max,version=v0.2"),
+            Ok(AttestSpec::Provenance(Some(ProvenanceOptions {
+                mode: ProvenanceMode::Max,
+                version: SlsaVersion::V02,
+                by_default: false,
+            })))
+        );
+        assert_eq!(
+            parsed("type=provenance,disabled=true"),
+            Ok(AttestSpec::Provenance(None))
+        );
+    }
+
+    #[test]
+    fn unknown_types_keys_and_generators_are_refused() {
+        let error = parsed("type=foo").unwrap_err();
+        assert!(
+            error.contains("unknown attestation type \"foo\""),
+            "{error}"
+        );
+        let error = parsed("type=sbom,bogus=1").unwrap_err();
+        assert!(
+            error.contains("bogus") && error.contains(SBOM_KEYS),
+            "{error}"
+        );
+        let error = parsed("type=provenance,bogus=1").unwrap_err();
+        assert!(error.contains(PROVENANCE_KEYS), "{error}");
+        let error = parsed("type=sbom,generator=docker/buildkit-syft-scanner").unwrap_err();
+        assert!(error.contains("not supported"), "{error}");
+        assert!(parsed("type=sbom,scan-stage=true").is_err());
+        assert!(parsed("type=provenance,mode=full").is_err());
+        assert!(parsed("mode=max").is_err());
     }
 }

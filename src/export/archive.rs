@@ -4,7 +4,8 @@
 //! each with its own tags, as `docker load` takes).
 //!
 //! Unlike `Store::save_archive`, these need no name in the store: a build exported only to a
-//! file leaves no tag behind.
+//! file leaves no tag behind. An OCI archive carries the referrers (attestations) of what
+//! it holds, as `save` does; a docker-archive has no place for them.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Seek, Write};
@@ -14,8 +15,8 @@ use oci_spec::image::{Descriptor, Digest};
 use serde::Serialize;
 
 use crate::layer::{self, EntryKind, TarEntry, TarWriter};
-use crate::oci::REF_NAME_ANNOTATION;
 use crate::oci::image::{self, ResolvedImage};
+use crate::oci::{REF_NAME_ANNOTATION, referrers};
 use crate::store::{CONTAINERD_NAME_ANNOTATION, Store};
 
 use super::ExportError;
@@ -55,6 +56,14 @@ pub(crate) fn write_oci(
     let layout = store.layout();
     let mut blobs = HashSet::new();
     image::reachable_blobs(layout, top, &mut blobs).map_err(ExportError::reading)?;
+    // The referrers (attestations) of what is written go with it, as `save` writes them:
+    // unnamed entries naming their subject.
+    let attached = store
+        .referrer_closure(&blobs)
+        .map_err(ExportError::reading)?;
+    for (_, referrer) in &attached {
+        image::reachable_blobs(layout, referrer, &mut blobs).map_err(ExportError::reading)?;
+    }
     let mut blobs: Vec<Digest> = blobs.into_iter().collect();
     blobs.sort_by_key(ToString::to_string);
     let mut descriptor = top.clone();
@@ -64,7 +73,17 @@ pub(crate) fn write_oci(
             (CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned()),
         ])
     }));
-    let index = image::build_index(vec![descriptor]);
+    let mut entries = vec![descriptor];
+    for (subject, mut referrer) in attached {
+        let mut annotations = referrer.annotations().clone().unwrap_or_default();
+        annotations.insert(
+            referrers::SUBJECT_ANNOTATION.to_owned(),
+            subject.to_string(),
+        );
+        referrer.set_annotations(Some(annotations));
+        entries.push(referrer);
+    }
+    let index = image::build_index(entries);
     let mut tar = TarWriter::new(out, None);
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(ExportError::writing(dest))?;

@@ -5,7 +5,9 @@
 //! `xbuild check`'s rules run on it, its stages are typed, the graph is planned for every
 //! target platform (pure), everything not supported yet is refused ([`executor::validate`])
 //! — all before any work —, then the graph is executed (here, and on the build nodes of the
-//! request's builder), and the result is exported (the store's names, a push, archives).
+//! request's builder), the attestations asked for are attached to each platform's manifest
+//! as referrers ([`attest`]), and the result is exported (the store's names, a push,
+//! archives).
 //! One async runtime serves the whole build (registry I/O of pulls, cache imports, `ADD`
 //! downloads, pushes).
 //!
@@ -42,6 +44,8 @@
 //!     builder: None,
 //!     fallback: Default::default(),
 //!     checks: true,
+//!     // buildx's default on a push: a mode=min provenance (`--provenance=false` turns it off).
+//!     attestations: xbuild::attest::options::Attestations::default().with_default(true, false),
 //! };
 //! let result = xbuild::build(&request)?;
 //! println!("{}", result.report.built.index.digest());
@@ -51,11 +55,13 @@
 //! [`node`] is the other side of a build node: a sub-build for a builder on another
 //! machine runs this same pipeline.
 
+mod attest;
 pub mod node;
 
 use std::io;
 use std::sync::Arc;
 
+use crate::attest::options::Attestations;
 use crate::check::{self, CheckError, CheckOptions, Report};
 use crate::context::Dockerignore;
 use crate::dockerfile::{self, Dockerfile, DockerfileError, Stages};
@@ -87,6 +93,9 @@ pub struct BuildRequest {
     /// Whether `xbuild check`'s rules run first (a sub-build on a node skips them: the
     /// build that sent it ran them).
     pub checks: bool,
+    /// The SBOM and provenance to attach to each platform's manifest (`--attest`, `--sbom`,
+    /// `--provenance`; a sub-build on a node attaches none: the build that sent it does).
+    pub attestations: Attestations,
 }
 
 /// What a build did.
@@ -178,6 +187,19 @@ pub enum BuildError {
     /// A build node failed, or could not be reached.
     #[error(transparent)]
     Nodes(anyhow::Error),
+    /// Attestations were asked for, and an output has no place for them.
+    #[error(
+        "attestations (--attest, --sbom, --provenance) are stored as referrers of the image, \
+         which {output} cannot carry: use the local store, --push or -o type=oci, or drop \
+         the attestation flags"
+    )]
+    AttestationsLost {
+        /// The output.
+        output: &'static str,
+    },
+    /// Making or attaching an attestation failed.
+    #[error("making the attestations")]
+    Attest(#[source] anyhow::Error),
     /// An output could not be written.
     #[error(transparent)]
     Export(#[from] ExportError),
@@ -190,8 +212,11 @@ impl BuildError {
             Self::ReadDockerfile { .. }
             | Self::Dockerfile(_)
             | Self::Plan { .. }
-            | Self::CheckDirective(_) => ExitKind::BadInput,
-            Self::Runtime(_) | Self::ChecksFailed { .. } | Self::Store(_) => ExitKind::Failed,
+            | Self::CheckDirective(_)
+            | Self::AttestationsLost { .. } => ExitKind::BadInput,
+            Self::Runtime(_) | Self::ChecksFailed { .. } | Self::Store(_) | Self::Attest(_) => {
+                ExitKind::Failed
+            }
             Self::Executor(error) => error.exit_kind(),
             Self::Nodes(error) => crate::error::exit_kind(error),
             Self::Export(error) => error.exit_kind(),
@@ -226,6 +251,8 @@ pub fn build_on(
     let mut checks = None;
     let mut built = None;
     let result = (|| {
+        attest::refuse_outputs(request)?; // attestations only where they can go
+        let started = crate::attest::unix_now();
         let (text, tree) = read_dockerfile(options)?; // read and parsed once
         checks = run_checks(request, &tree)?; // xbuild check's rules
         refuse_on_findings(checks.as_ref())?; // # check=error=true
@@ -234,6 +261,7 @@ pub fn build_on(
         executor::validate::graph(&graph, options)?; // refusals, before any work
         let store = Store::open_default().map_err(BuildError::Store)?;
         let report = execute(request, &text, &stages, graph, &store, runtime.handle())?;
+        attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
             Err(error) => {

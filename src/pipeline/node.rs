@@ -95,6 +95,7 @@ pub fn serve_build(
         builder: None,
         fallback: Default::default(),
         checks: false,
+        attestations: Default::default(),
     };
     let report = build_on(&build_request, &runtime)
         .map_err(|failure| Failure::new(failure.exit_kind(), failure))?

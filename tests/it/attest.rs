@@ -1389,3 +1389,322 @@ fn referrers_use_the_referrers_api_when_the_registry_has_one() {
         attached["linux/arm64"].iter().cloned().collect()
     );
 }
+
+/// A stored blob of `home`'s store, by digest.
+fn store_blob(home: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    std::fs::read(home.join("store/blobs/sha256").join(hex)).unwrap()
+}
+
+/// `xbuild debug referrers NAME --platform P`: the platform manifest and, per predicate
+/// type, the statement of its referrer (read from the store's blobs).
+fn built_statements(
+    home: &Path,
+    name: &str,
+    platform: &str,
+) -> (String, BTreeMap<String, serde_json::Value>) {
+    let output = ok(util::xbuild(home).args(["debug", "referrers", name, "--platform", platform]));
+    let mut subject = String::new();
+    let mut statements = BTreeMap::new();
+    for line in util::stdout(&output).lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        subject = fields[0].to_owned();
+        let manifest = json(&store_blob(home, fields[1]));
+        assert_eq!(manifest["subject"]["digest"], fields[0], "{manifest}");
+        assert_eq!(manifest["artifactType"], "application/vnd.in-toto+json");
+        let statement = json(&store_blob(
+            home,
+            manifest["layers"][0]["digest"].as_str().unwrap(),
+        ));
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            fields[0].strip_prefix("sha256:").unwrap()
+        );
+        statements.insert(fields[3].to_owned(), statement);
+    }
+    (subject, statements)
+}
+
+const BUILT_DOCKERFILE: &str = "FROM debian:bookworm\nARG API_TOKEN\nCOPY hello.txt /hello.txt\n";
+
+/// A build context with [`BUILT_DOCKERFILE`] under `home/ctx`.
+fn built_context(home: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = home.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    ctx
+}
+
+/// `build --sbom=true --provenance=mode=max` into the local store: the platform manifest
+/// has an SPDX referrer that pyspdxtools validates and that lists exactly the Debian
+/// packages `dpkg-query` lists in the fixture's root file system, and a SLSA v1 provenance
+/// referrer (parsed strictly by the in-toto-attestation definitions) naming the Dockerfile,
+/// with its content (mode=max) and the secret-looking build argument redacted.
+#[test]
+fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
+    if !util::require(&[Need::Root, Need::Fixtures, Need::Program("dpkg-query")]) {
+        return;
+    }
+    let Some(venv) = venv() else {
+        return;
+    };
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    let ctx = built_context(home.path(), BUILT_DOCKERFILE);
+    ok(util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "--build-arg",
+            "API_TOKEN=s3cr3t-value",
+            "-t",
+            "attest/built:1",
+            ".",
+        ]));
+    let (subject, statements) = built_statements(home.path(), "attest/built:1", "linux/amd64");
+    assert!(subject.starts_with("sha256:"), "{statements:?}");
+    assert_eq!(
+        statements.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+
+    let sbom = &statements["https://spdx.dev/Document"];
+    assert_valid_spdx(&venv, sbom["predicate"].to_string().as_bytes());
+    let listed: BTreeSet<(String, String)> = sbom["predicate"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| {
+            package["externalRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|reference| {
+                    reference["referenceLocator"]
+                        .as_str()
+                        .is_some_and(|purl| purl.starts_with("pkg:deb/"))
+                })
+        })
+        .map(|package| {
+            (
+                package["name"].as_str().unwrap().to_owned(),
+                package["versionInfo"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let rootfs = util::fixtures_dir()
+        .unwrap()
+        .join("rootfs/debian/linux-amd64");
+    let query = ok(Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            rootfs.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package}\t${Version}\n"]));
+    let expected: BTreeSet<(String, String)> = util::stdout(&query)
+        .lines()
+        .map(|line| {
+            let (name, version) = line.split_once('\t').unwrap();
+            (name.to_owned(), version.to_owned())
+        })
+        .collect();
+    assert!(expected.len() > 50, "{expected:?}");
+    assert_eq!(listed, expected);
+
+    let provenance = &statements["https://slsa.dev/provenance/v1"];
+    let predicate = provenance["predicate"].to_string();
+    let parsed = proto_check(&venv, "provenance", predicate.as_bytes());
+    assert!(parsed.status.success(), "{}", util::stderr(&parsed));
+    let definition = &provenance["predicate"]["buildDefinition"];
+    assert_eq!(
+        definition["externalParameters"]["configSource"]["path"], "Dockerfile",
+        "{definition}"
+    );
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD.encode(BUILT_DOCKERFILE);
+    assert!(
+        predicate.contains(&content),
+        "mode=max has the Dockerfile: {predicate}"
+    );
+    assert!(!predicate.contains("s3cr3t-value"), "{predicate}");
+    assert!(predicate.contains("<redacted>"), "{predicate}");
+
+    // -o type=oci writes the referrers into the archive, as `xbuild save` does: unnamed
+    // index.json entries naming their subject, their blobs with them.
+    ok(util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-o",
+            "type=oci,dest=out.tar",
+            ".",
+        ]));
+    let archive = ctx.join("out.tar");
+    let index = json(
+        &ok(Command::new("tar")
+            .arg("-xOf")
+            .arg(&archive)
+            .arg("index.json"))
+        .stdout,
+    );
+    let listing = util::stdout(&ok(Command::new("tar").arg("-tf").arg(&archive)));
+    let mut archived = BTreeSet::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        if entry["annotations"]["dev.xbuild.referrer.subject"] == subject.as_str() {
+            let hex = entry["digest"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap();
+            assert!(listing.contains(hex), "{listing}");
+            archived.insert(
+                entry["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(
+        archived,
+        statements.keys().cloned().collect::<BTreeSet<_>>(),
+        "{index}"
+    );
+}
+
+/// `--attest` specs xbuild does not know, an SBOM generator it does not have, and
+/// attestations with an output that cannot carry them: exit 2, before any work (no store
+/// is opened, no output written).
+#[test]
+fn attest_flags_it_does_not_know_exit_2_before_any_work() {
+    let home = util::temp_dir();
+    let ctx = built_context(home.path(), "FROM busybox\nRUN exit 0\n");
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &["--attest", "type=foo"],
+            &["type=foo", "known: sbom, provenance"],
+        ),
+        (
+            &["--attest", "type=sbom,bogus=1"],
+            &["bogus", "known: type, generator, scan-stage, disabled"],
+        ),
+        (
+            &["--attest", "type=provenance,mode=max,bogus=1"],
+            &["bogus", "known: type, mode, version, disabled"],
+        ),
+        (
+            &[
+                "--attest",
+                "type=sbom,generator=docker/buildkit-syft-scanner",
+            ],
+            &["not supported"],
+        ),
+        (
+            &["--sbom=true", "-o", "type=local,dest=out"],
+            &["type=local", "referrers"],
+        ),
+    ];
+    for (flags, words) in cases {
+        let output = util::run(
+            util::xbuild(home.path())
+                .current_dir(&ctx)
+                .arg("build")
+                .args(flags)
+                .arg("."),
+        );
+        let stderr = util::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        for word in words {
+            assert!(stderr.contains(word), "{flags:?}: {stderr}");
+        }
+        assert!(
+            !home.path().join("store").exists(),
+            "{flags:?}: no store opened"
+        );
+        assert!(!ctx.join("out").exists(), "{flags:?}");
+    }
+}
+
+/// A `--push` without attestation flags carries a `mode=min` provenance, as buildx's
+/// default: the platform manifest's fallback index (`sha256-<hex>`) on docker-registry
+/// lists a SLSA provenance referrer, whose statement has no Dockerfile content; the tag's
+/// index holds only the image's platform.
+#[test]
+fn a_push_carries_a_min_provenance_by_default() {
+    if !regenv::ready(Setup::Plain) || !util::require(&[Need::Root]) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    let ctx = built_context(home.path(), "FROM busybox\nCOPY hello.txt /hello.txt\n");
+    let name = format!("{}/attest/pushed:1", registry.host);
+    ok(registry.xbuild(home.path()).current_dir(&ctx).args([
+        "build",
+        "--platform",
+        "linux/amd64",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &name,
+        ".",
+    ]));
+    let raw = registry.skopeo_raw("attest/pushed:1");
+    let index = json(&raw);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert!(!String::from_utf8_lossy(&raw).contains("unknown"));
+    let manifest = manifests[0]["digest"].as_str().unwrap();
+    let hex = manifest.strip_prefix("sha256:").unwrap();
+    let fallback = json(&registry.skopeo_raw(&format!("attest/pushed:sha256-{hex}")));
+    let entries = fallback["manifests"].as_array().unwrap();
+    let predicates: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| entry["annotations"]["in-toto.io/predicate-type"].as_str())
+        .collect();
+    assert_eq!(predicates, ["https://slsa.dev/provenance/v1"], "{fallback}");
+    let referrer = json(&registry.skopeo_raw(&format!(
+        "attest/pushed@{}",
+        entries[0]["digest"].as_str().unwrap()
+    )));
+    assert_eq!(referrer["subject"]["digest"], manifest);
+    let base = format!("http://{}/v2/attest/pushed", registry.direct);
+    let (status, body) = curl(
+        &format!(
+            "{base}/blobs/{}",
+            referrer["layers"][0]["digest"].as_str().unwrap()
+        ),
+        "*/*",
+    );
+    assert_eq!(status, 200);
+    let statement = json(&body);
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["externalParameters"]["configSource"]["path"],
+        "Dockerfile"
+    );
+    let text = statement.to_string();
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD
+        .encode("FROM busybox\nCOPY hello.txt /hello.txt\n");
+    assert!(!text.contains(&content), "mode=min: no Dockerfile: {text}");
+}

@@ -1,0 +1,177 @@
+//! The build's attestations ([`crate::attest::options::Attestations`]): after the images are
+//! built and before the outputs are written, each platform's image is scanned from its
+//! layers (the store's snapshots, read as a stack, not mounted) into an SPDX in-toto
+//! statement, its provenance is written from what the build was asked and did, and both are
+//! attached to that platform's manifest as referrers in the store. The outputs that carry
+//! referrers (a push, an OCI archive, the store's names) take them from there.
+
+use std::collections::BTreeMap;
+
+use super::{BuildError, BuildRequest};
+use crate::attest::options::Attestations;
+use crate::attest::provenance::{self, BuildRecord, SecretId};
+use crate::attest::spdx::{self, DocumentInfo};
+use crate::attest::{self, Encoded, Kind, StatementVersion};
+use crate::executor::BuildReport;
+use crate::export::Output;
+use crate::oci::image;
+use crate::sbom::{self, Root};
+use crate::store::{Store, normalize_ref};
+
+/// The first output that has no place for referrers, when the request asked for
+/// attestations (buildx's default provenance of a push is not a reason to refuse).
+pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
+    if !request.attestations.asked() {
+        return Ok(());
+    }
+    let lost = request.outputs.iter().find_map(|output| match output {
+        Output::Store | Output::Registry { .. } | Output::Oci { .. } => None,
+        Output::Docker { dest: Some(_) } => Some("type=docker (a docker-archive)"),
+        Output::Docker { dest: None } => Some("--load (the Docker engine)"),
+        Output::Local { .. } => Some("type=local"),
+        Output::Tar { .. } => Some("type=tar"),
+    });
+    match lost {
+        Some(output) => Err(BuildError::AttestationsLost { output }),
+        None => Ok(()),
+    }
+}
+
+/// Makes and attaches the request's attestations for every platform's image; returns how
+/// many were attached.
+pub(crate) fn attach(
+    request: &BuildRequest,
+    dockerfile: &[u8],
+    report: &BuildReport,
+    store: &Store,
+    started: i64,
+) -> Result<usize, BuildError> {
+    let wanted: Attestations = request.attestations;
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    let options = &request.build;
+    let epoch = options.source_date_epoch;
+    let finished = attest::unix_now();
+    let created = attest::clamped_time(finished, epoch);
+    let names: Vec<String> = request.tags.iter().map(|tag| normalize_ref(tag)).collect();
+    let document_name = names.first().cloned().unwrap_or_else(|| "image".to_owned());
+    let platforms: Vec<String> = options.targets.iter().map(ToString::to_string).collect();
+    let invocation = invocation_request(request, dockerfile);
+    let invocation_id = provenance::invocation_id(epoch, &invocation);
+    let mut attached = 0;
+    for built in &report.built.images {
+        let platform = built.platform.to_string();
+        let subject = subject_descriptor(&built.manifest);
+        let subjects = attest::image_subjects(&names, &platform, built.manifest.digest());
+        let mut encoded = Vec::new();
+        if wanted.sbom {
+            let resolved = image::resolve_image(store.layout(), &subject, None)
+                .map_err(|error| BuildError::Attest(error.into()))?;
+            let mut layers = store
+                .ensure_snapshots(&resolved)
+                .map_err(|error| BuildError::Attest(error.into()))?;
+            // Snapshots come bottom first; a stack is read top first.
+            layers.reverse();
+            let scan = sbom::scan(&Root::Layers(&layers))
+                .map_err(|error| BuildError::Attest(error.into()))?;
+            let info = DocumentInfo {
+                name: &document_name,
+                created: &created,
+                tool: &spdx::tool_name(),
+            };
+            let statement = spdx::statement(&scan, &info, subjects.clone(), StatementVersion::V01);
+            encoded.push(Encoded::new(Kind::Sbom, &statement));
+        }
+        if let Some(wanted) = wanted.provenance {
+            let record = BuildRecord {
+                mode: wanted.mode,
+                dockerfile_path: dockerfile_path(options),
+                // Written with mode=max only (the provenance module leaves it out otherwise).
+                dockerfile: Some(String::from_utf8_lossy(dockerfile).into_owned()),
+                target: options.target_stage.clone(),
+                build_args: options.build_args.clone(),
+                labels: BTreeMap::new(),
+                platforms: platforms.clone(),
+                platform: platform.clone(),
+                builder_platform: crate::platform::host().to_string(),
+                base_images: Vec::new(),
+                context: None,
+                http: Vec::new(),
+                secrets: options
+                    .secrets
+                    .keys()
+                    .map(|id| SecretId {
+                        id: id.clone(),
+                        optional: false,
+                    })
+                    .collect(),
+                ssh: Vec::new(),
+                steps: Vec::new(),
+                network: !options.network_none,
+                reproducible: false,
+                builder_id: provenance::DEFAULT_BUILDER_ID.to_owned(),
+                invocation_id: invocation_id.clone(),
+                started,
+                finished,
+                source_date_epoch: epoch,
+            };
+            let statement = provenance::statement(
+                &record,
+                wanted.version,
+                subjects.clone(),
+                StatementVersion::V01,
+            );
+            encoded.push(Encoded::new(Kind::Provenance, &statement));
+        }
+        for statement in &encoded {
+            store
+                .attach_referrer(&subject, &statement.artifact(&created))
+                .map_err(|error| BuildError::Attest(error.into()))?;
+            attached += 1;
+        }
+    }
+    Ok(attached)
+}
+
+/// What the build was asked, as bytes for a derived invocation id.
+fn invocation_request(request: &BuildRequest, dockerfile: &[u8]) -> Vec<u8> {
+    let options = &request.build;
+    let mut bytes = dockerfile.to_vec();
+    let mut push = |text: &str| {
+        bytes.push(0);
+        bytes.extend_from_slice(text.as_bytes());
+    };
+    push(&dockerfile_path(options));
+    push(options.target_stage.as_deref().unwrap_or(""));
+    for platform in &options.targets {
+        push(&platform.to_string());
+    }
+    for (key, value) in &options.build_args {
+        push(key);
+        push(value);
+    }
+    for tag in &request.tags {
+        push(tag);
+    }
+    bytes
+}
+
+/// The Dockerfile's path as given, relative to the context when it is inside.
+fn dockerfile_path(options: &crate::executor::BuildOptions) -> String {
+    options
+        .dockerfile
+        .strip_prefix(&options.context)
+        .unwrap_or(&options.dockerfile)
+        .display()
+        .to_string()
+}
+
+/// A manifest's descriptor as a subject: media type, digest, size.
+fn subject_descriptor(descriptor: &oci_spec::image::Descriptor) -> oci_spec::image::Descriptor {
+    oci_spec::image::Descriptor::new(
+        descriptor.media_type().clone(),
+        descriptor.size(),
+        descriptor.digest().clone(),
+    )
+}
