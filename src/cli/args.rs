@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image for one or more platforms from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(super::image::ImagesArgs),
     /// Show an image's manifest and config as JSON.

@@ -6,7 +6,7 @@
 //! Unlike `Store::save_archive`, these need no name in the store: a build exported only to a
 //! file leaves no tag behind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Seek, Write};
 use std::path::Path;
 
@@ -58,12 +58,14 @@ pub(crate) fn write_oci(
     let mut blobs: Vec<Digest> = blobs.into_iter().collect();
     blobs.sort_by_key(ToString::to_string);
     let mut descriptor = top.clone();
-    descriptor.set_annotations(name.map(|name| {
-        HashMap::from([
-            (REF_NAME_ANNOTATION.to_owned(), name.to_owned()),
-            (CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned()),
-        ])
-    }));
+    // The descriptor's own annotations (`--annotation index-descriptor:...`) stay.
+    let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+    annotations.remove(REF_NAME_ANNOTATION);
+    if let Some(name) = name {
+        annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.to_owned());
+        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned());
+    }
+    descriptor.set_annotations((!annotations.is_empty()).then_some(annotations));
     let index = image::build_index(vec![descriptor]);
     let mut tar = TarWriter::new(out, None);
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
