@@ -156,6 +156,26 @@ pub struct BuildArgs {
     /// (`mode=max`). Default: `mode=min` when pushing, none otherwise.
     #[arg(long, value_name = "VALUE")]
     pub provenance: Option<String>,
+    /// Set a label in every image's config (`KEY=VALUE`, after the Dockerfile's `LABEL`s),
+    /// repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add an annotation (`[TYPE[PLATFORMS]:]KEY=VALUE`; TYPE `manifest` (default), `index`,
+    /// `manifest-descriptor` or `index-descriptor`; PLATFORMS `[linux/arm64,...]`),
+    /// repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Add a line to each RUN step's /etc/hosts (`HOST:IP` or `HOST=IP`), repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of each RUN step's /dev/shm (`BYTES`, with `k`, `m` or `g` as Docker; default
+    /// 64m).
+    #[arg(long = "shm-size", value_name = "BYTES")]
+    pub shm_size: Option<String>,
+    /// A resource limit of each RUN step (`TYPE=SOFT[:HARD]`: nofile, nproc, core, ... as
+    /// docker's --ulimit), repeatable.
+    #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
 }
 
 impl BuildArgs {
@@ -244,11 +264,53 @@ impl BuildArgs {
             .clone()
             .unwrap_or_else(|| self.context.join("Dockerfile"));
         let secrets = parse_secrets(&self.secret)?;
+        let labels = parse_labels(&self.labels)?;
+        let add_hosts = self
+            .add_hosts
+            .iter()
+            .map(|value| {
+                crate::sandbox::HostEntry::parse(value).map_err(|reason| {
+                    Failure::bad_input(format_args!("--add-host {value}: {reason}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let shm_size = self
+            .shm_size
+            .as_deref()
+            .map(|value| {
+                parse_bytes(value).ok_or_else(|| {
+                    Failure::bad_input(format_args!(
+                        "--shm-size {value}: expected a positive size in bytes (units k, m, g)"
+                    ))
+                })
+            })
+            .transpose()?;
+        let ulimits = self
+            .ulimits
+            .iter()
+            .map(|value| {
+                crate::sandbox::Ulimit::parse(value).map_err(|reason| {
+                    Failure::bad_input(format_args!("--ulimit {value}: {reason}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let single_manifest = targets.len() == 1 && !explicit_platforms;
+        let annotations =
+            parse_annotations(&self.annotations, single_manifest, &outputs, &self.tags)?;
         let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
         let builder = builders
             .selected(self.builder.as_deref())
             .exit_kind(ExitKind::BadInput)?
             .cloned();
+        if let (Some(builder), Some(annotation)) = (&builder, self.annotations.first()) {
+            if !builder.nodes.is_empty() {
+                return Err(Failure::bad_input(format_args!(
+                    "--annotation {annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
+                    builder.name
+                ))
+                .into());
+            }
+        }
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),
@@ -271,6 +333,11 @@ impl BuildArgs {
                 sink: Arc::from(super::progress::sink(mode)),
                 check_arch: self.check_arch.into(),
                 cache: self.cache_options(&outputs)?,
+                labels,
+                annotations,
+                add_hosts,
+                shm_size,
+                ulimits,
             },
             tags: self.tags.clone(),
             outputs,
@@ -554,6 +621,104 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
     }
 }
 
+/// Docker's sizes (`--shm-size`): a number of bytes, optionally with `b`, `k`, `m` or `g`
+/// (powers of 1024, either case); zero and overflow are `None`.
+fn parse_bytes(value: &str) -> Option<u64> {
+    let lower = value.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix('b')
+        .filter(|rest| !rest.is_empty() && rest.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(&lower);
+    let (digits, unit) = match lower.char_indices().last()? {
+        (at, 'k') => (&lower[..at], 1u64 << 10),
+        (at, 'm') => (&lower[..at], 1 << 20),
+        (at, 'g') => (&lower[..at], 1 << 30),
+        (at, 'b') => (&lower[..at], 1),
+        _ => (lower, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|bytes| *bytes > 0)
+}
+
+/// `--label KEY=VALUE`s (a later one for the same key wins).
+fn parse_labels(values: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for value in values {
+        match value.split_once('=') {
+            Some((key, label)) if !key.is_empty() => {
+                labels.insert(key.to_owned(), label.to_owned());
+            }
+            _ => {
+                return Err(Failure::bad_input(format_args!(
+                    "--label {value}: expected KEY=VALUE"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(labels)
+}
+
+/// `--annotation [TYPE[PLATFORMS]:]KEY=VALUE`s, each with its kind (`manifest` when none
+/// was written). Refused: `index` and `index-descriptor` when the result is a single
+/// manifest (no index), `index-descriptor` when no output has an index descriptor (the
+/// store's names, `-o type=oci`).
+fn parse_annotations(
+    values: &[String],
+    single_manifest: bool,
+    outputs: &[Output],
+    tags: &[String],
+) -> anyhow::Result<Vec<crate::oci::annotation::Annotation>> {
+    use crate::oci::annotation::{Annotation, AnnotationKind};
+    let mut annotations = Vec::new();
+    for value in values {
+        let mut annotation = Annotation::parse_flag(value).map_err(|error| {
+            Failure::bad_input(format_args!("--annotation {value}: {}", error.reason))
+        })?;
+        let kind = *annotation.kind.get_or_insert(AnnotationKind::Manifest);
+        let index_kind = matches!(
+            kind,
+            AnnotationKind::Index | AnnotationKind::IndexDescriptor
+        );
+        if index_kind && !annotation.platforms.is_empty() {
+            return Err(Failure::bad_input(format_args!(
+                "--annotation {value}: {kind} annotations take no platforms"
+            ))
+            .into());
+        }
+        if index_kind && single_manifest {
+            return Err(Failure::bad_input(format_args!(
+                "--annotation {value}: the result is a single manifest, not an index; add --platform to build an index"
+            ))
+            .into());
+        }
+        if kind == AnnotationKind::IndexDescriptor {
+            let store_named = !tags.is_empty()
+                && (outputs.is_empty()
+                    || outputs
+                        .iter()
+                        .any(|output| matches!(output, Output::Store | Output::Registry { .. })));
+            let oci = outputs
+                .iter()
+                .any(|output| matches!(output, Output::Oci { .. }));
+            if !store_named && !oci {
+                return Err(Failure::bad_input(format_args!(
+                    "--annotation {value}: index-descriptor annotations go in an OCI layout's index.json: use -o type=oci, or -t NAME (the store's)"
+                ))
+                .into());
+            }
+        }
+        annotations.push(annotation);
+    }
+    Ok(annotations)
+}
+
 /// `--secret id=ID,src=FILE`, `id=ID,env=VAR` (also `source=`, `type=file|env`; a bare
 /// `id=ID` reads the environment variable `ID`, as buildx).
 fn parse_secrets(specs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
@@ -670,5 +835,27 @@ mod tests {
         assert!(parsed("type=sbom,scan-stage=true").is_err());
         assert!(parsed("type=provenance,mode=full").is_err());
         assert!(parsed("mode=max").is_err());
+    }
+
+    #[test]
+    fn sizes_read_as_docker_does() {
+        assert_eq!(parse_bytes("128m"), Some(128 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("64k"), Some(64 << 10));
+        assert_eq!(parse_bytes("64kb"), Some(64 << 10));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("4096b"), Some(4096));
+        for bad in ["", "0", "m", "1x", "-1", "1.5m", "99999999999999999999g"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels_need_a_key_and_the_last_wins() {
+        let labels = parse_labels(&["a=1".to_owned(), "a=2".to_owned(), "b=".to_owned()]).unwrap();
+        assert_eq!(labels["a"], "2");
+        assert_eq!(labels["b"], "");
+        assert!(parse_labels(&["=1".to_owned()]).is_err());
+        assert!(parse_labels(&["a".to_owned()]).is_err());
     }
 }

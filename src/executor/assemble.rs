@@ -14,6 +14,7 @@ use super::services::Services;
 use super::state::{Done, Results};
 use crate::cache;
 use crate::oci::ImageState;
+use crate::oci::annotation::AnnotationKind;
 use crate::oci::image as oci_image;
 use crate::plan::{BuildGraph, Op};
 use crate::platform::Platform;
@@ -90,6 +91,16 @@ pub(crate) fn images(
                 .unwrap_or_else(|| services.created.clone()),
         };
         config.set_created(Some(created));
+        if !services.options.labels.is_empty() {
+            // `--label`: after the Dockerfile's `LABEL`s, which they override (as buildx).
+            let mut inner = config.config().clone().unwrap_or_default();
+            let mut labels = inner.labels().clone().unwrap_or_default();
+            for (key, value) in &services.options.labels {
+                labels.insert(key.clone(), value.clone());
+            }
+            inner.set_labels(Some(labels));
+            config.set_config(Some(inner));
+        }
         let mut value = serde_json::to_value(&config).map_err(|source| ExecutorError::Json {
             what: "an image config",
             source,
@@ -108,23 +119,70 @@ pub(crate) fn images(
         }
         let config_descriptor =
             oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
-        let manifest = oci_image::build_manifest(config_descriptor, state.blobs()?, None);
-        let descriptor = services
+        let manifest = oci_image::build_manifest(
+            config_descriptor,
+            state.blobs()?,
+            Some(annotations(
+                services,
+                AnnotationKind::Manifest,
+                Some(&target.platform),
+            )),
+        );
+        let mut descriptor = services
             .store
             .put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
+        set_annotations(
+            &mut descriptor,
+            annotations(
+                services,
+                AnnotationKind::ManifestDescriptor,
+                Some(&target.platform),
+            ),
+        );
         images.push(BuiltImage {
             platform: target.platform.clone(),
             manifest: descriptor,
         });
     }
-    let index = services
-        .store
-        .put_index(images.iter().map(|image| image.manifest.clone()).collect())?;
+    let mut index = services.store.put_index_annotated(
+        images.iter().map(|image| image.manifest.clone()).collect(),
+        annotations(services, AnnotationKind::Index, None),
+    )?;
+    set_annotations(
+        &mut index,
+        annotations(services, AnnotationKind::IndexDescriptor, None),
+    );
     Ok(Built {
         images,
         index,
         explicit_platforms: services.options.explicit_platforms,
     })
+}
+
+/// The `--annotation`s of `kind` for a manifest of `platform` (`None`: the index's).
+fn annotations(
+    services: &Services<'_>,
+    kind: AnnotationKind,
+    platform: Option<&Platform>,
+) -> HashMap<String, String> {
+    services
+        .options
+        .annotations
+        .iter()
+        .filter(|annotation| annotation.kind.unwrap_or(AnnotationKind::Manifest) == kind)
+        .filter(|annotation| platform.is_none() || annotation.applies_to(platform))
+        .map(|annotation| (annotation.key.clone(), annotation.value.clone()))
+        .collect()
+}
+
+/// Adds `annotations` to a descriptor's own.
+fn set_annotations(descriptor: &mut Descriptor, annotations: HashMap<String, String>) {
+    if annotations.is_empty() {
+        return;
+    }
+    let mut all = descriptor.annotations().clone().unwrap_or_default();
+    all.extend(annotations);
+    descriptor.set_annotations(Some(all));
 }
 
 /// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of

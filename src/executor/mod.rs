@@ -21,8 +21,10 @@
 //! (instruction after expansion, platform, build args it sees, parent and input
 //! identities), the parent's key, input stages' keys, the base manifest digest for `FROM`,
 //! the digest of exactly the context entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads,
-//! downloaded URL digests, `SOURCE_DATE_EPOCH`, the network mode, and secret ids (never
-//! their values). A record holds the whole resulting state (layer descriptors, diff_ids,
+//! downloaded URL digests, `SOURCE_DATE_EPOCH`, the network mode, a `RUN`'s `--add-host`,
+//! `--shm-size` and `--ulimit` (when given), and secret ids (never their values). `--label`
+//! and `--annotation` are applied when the images are assembled: they change the image
+//! digests, no step's key. A record holds the whole resulting state (layer descriptors, diff_ids,
 //! config, history).
 
 pub mod archcheck;
@@ -111,6 +113,17 @@ pub struct BuildOptions {
     pub check_arch: CheckArch,
     /// `--cache-from` / `--cache-to`.
     pub cache: crate::cache::CacheOptions,
+    /// `--label KEY=VALUE`: set in every image's config after the Dockerfile's `LABEL`s
+    /// (these win), when the image is assembled: no step's cache key depends on them.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`: each with its kind given (`manifest` when none was written).
+    pub annotations: Vec<crate::oci::annotation::Annotation>,
+    /// `--add-host`: lines added to each `RUN` step's `/etc/hosts`, in order.
+    pub add_hosts: Vec<crate::sandbox::HostEntry>,
+    /// `--shm-size`: the size of each `RUN` step's `/dev/shm`, bytes (`None`: 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s of each `RUN` step.
+    pub ulimits: Vec<crate::sandbox::Ulimit>,
 }
 
 /// What to do about ELF files whose platform the image's platform cannot run

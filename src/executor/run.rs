@@ -55,6 +55,25 @@ pub(crate) fn step(
         _ => sandbox::Network::Default,
     };
     key.add("network", &format!("{network:?}"));
+    if !services.options.add_hosts.is_empty() {
+        // Only when given, so keys of builds without `--add-host` stay as they were.
+        let lines: String = services
+            .options
+            .add_hosts
+            .iter()
+            .map(sandbox::HostEntry::line)
+            .collect();
+        key.add("add-host", &lines);
+    }
+    if let Some(size) = services.options.shm_size {
+        key.add("shm-size", &size.to_string());
+    }
+    for ulimit in &services.options.ulimits {
+        key.add(
+            "ulimit",
+            &format!("{}={}:{}", ulimit.name, ulimit.soft, ulimit.hard),
+        );
+    }
     let mounts = super::mounts::prepare(services, vertex, run, parent, inputs, &mut key)?;
     let key = key.finish();
     if let Some(state) = services.cache_hit(&key, &name)? {
@@ -98,6 +117,9 @@ pub(crate) fn step(
     spec.pids_limit = services.options.pids_limit;
     spec.pids_limit_required = services.options.pids_limit_required;
     spec.scratch_parent = Some(services.store.layout().tmp_dir());
+    spec.extra_hosts = services.options.add_hosts.clone();
+    spec.shm_size = services.options.shm_size;
+    spec.ulimits = services.options.ulimits.clone();
 
     let emulated = matches!(
         binfmt::check_runnable(&vertex.platform),

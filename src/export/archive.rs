@@ -7,7 +7,7 @@
 //! file leaves no tag behind. An OCI archive carries the referrers (attestations) of what
 //! it holds, as `save` does; a docker-archive has no place for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Seek, Write};
 use std::path::Path;
 
@@ -67,12 +67,14 @@ pub(crate) fn write_oci(
     let mut blobs: Vec<Digest> = blobs.into_iter().collect();
     blobs.sort_by_key(ToString::to_string);
     let mut descriptor = top.clone();
-    descriptor.set_annotations(name.map(|name| {
-        HashMap::from([
-            (REF_NAME_ANNOTATION.to_owned(), name.to_owned()),
-            (CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned()),
-        ])
-    }));
+    // The descriptor's own annotations (`--annotation index-descriptor:...`) stay.
+    let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+    annotations.remove(REF_NAME_ANNOTATION);
+    if let Some(name) = name {
+        annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.to_owned());
+        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned());
+    }
+    descriptor.set_annotations((!annotations.is_empty()).then_some(annotations));
     let mut entries = vec![descriptor];
     for (subject, mut referrer) in attached {
         let mut annotations = referrer.annotations().clone().unwrap_or_default();

@@ -164,6 +164,10 @@ pub fn run(
         .to_owned(),
         push_to: push_to.map(ToOwned::to_owned),
         context_root,
+        labels: options.labels.clone(),
+        add_hosts: options.add_hosts.clone(),
+        shm_size: options.shm_size,
+        ulimits: options.ulimits.clone(),
     };
 
     let (local_report, remote_results) = std::thread::scope(|scope| {

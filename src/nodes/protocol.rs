@@ -80,6 +80,18 @@ pub struct NodeRequest {
     pub push_to: Option<String>,
     /// The context directory's own metadata (the tar holds only what is beneath it).
     pub context_root: RootMetadata,
+    /// `--label`s.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--add-host`s.
+    #[serde(default)]
+    pub add_hosts: Vec<crate::sandbox::HostEntry>,
+    /// `--shm-size`, bytes.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s.
+    #[serde(default)]
+    pub ulimits: Vec<crate::sandbox::Ulimit>,
 }
 
 fn default_pids_limit() -> Option<u64> {

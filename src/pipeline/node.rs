@@ -86,6 +86,12 @@ pub fn serve_build(
         },
         // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
         cache: crate::cache::CacheOptions::default(),
+        labels: request.labels.clone(),
+        // Refused with a builder of nodes (cli::build): the index is assembled locally.
+        annotations: Vec::new(),
+        add_hosts: request.add_hosts.clone(),
+        shm_size: request.shm_size,
+        ulimits: request.ulimits.clone(),
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {

@@ -375,6 +375,7 @@ fn prepare_and_exec(
         secrets: &step.secrets,
         secrets_dir: &spec.secrets_dir,
         restrict_devices: step.security == Security::Sandbox,
+        shm_size: step.shm_size.unwrap_or(super::spec::DEFAULT_SHM_SIZE),
     };
     let placeholders = mounts::setup_root(sys, &plan)?;
     link.report(Message::Placeholders(placeholders))?;
@@ -463,6 +464,16 @@ fn prepare_and_exec(
     let c_path = CString::new(executable.as_os_str().as_bytes())
         .map_err(|_| SetupError::new("exec", "path contains a NUL byte"))?;
 
+    // `--ulimit`: before privileges go (raising a hard limit needs CAP_SYS_RESOURCE).
+    for ulimit in &step.ulimits {
+        let resource = ulimit
+            .resource()
+            .ok_or_else(|| SetupError::new("ulimit", format!("unknown type {}", ulimit.name)))?;
+        sys.setrlimit(resource, ulimit.soft, ulimit.hard)
+            .map_err(|errno| {
+                SetupError::errno("ulimit", format!("cannot set {}", ulimit.name), errno)
+            })?;
+    }
     // A fixed umask: the modes of the files a step creates end up in the layer, and must not
     // depend on the umask of whoever ran xbuild (Docker's is 022 too).
     sys.umask(0o022);

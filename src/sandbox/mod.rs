@@ -48,8 +48,8 @@ use std::process::{self, Command};
 
 pub use mounts::Placeholder;
 pub use spec::{
-    BindMount, DEFAULT_PIDS_LIMIT, Network, SecretFile, Security, Stdio, StepCommand, StepOutcome,
-    StepSpec, Stream,
+    BindMount, DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, HostEntry, Network, SecretFile, Security,
+    Stdio, StepCommand, StepOutcome, StepSpec, Stream, Ulimit,
 };
 
 use crate::binfmt::{self, BinfmtError};
@@ -209,6 +209,19 @@ pub fn run_with(
         &hosts,
         "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
     )?;
+    if !spec.extra_hosts.is_empty() {
+        // `--add-host`: after the host's lines, as Docker appends them.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hosts)
+            .map_err(SandboxError::prepare("opening the step's hosts file"))?;
+        let mut text = String::new();
+        for entry in &spec.extra_hosts {
+            text.push_str(&entry.line());
+        }
+        file.write_all(text.as_bytes())
+            .map_err(SandboxError::prepare("writing the step's hosts file"))?;
+    }
     let existed_in_upper = ["etc", "proc", "dev", "sys"]
         .into_iter()
         .filter(|name| std::fs::symlink_metadata(spec.upper_dir.join(name)).is_ok())

@@ -97,6 +97,8 @@ pub struct RootPlan<'a> {
     /// Docker's device policy: `nodev` everywhere the step can create nodes (off for
     /// `--security=insecure`).
     pub restrict_devices: bool,
+    /// The size of `/dev/shm`, bytes.
+    pub shm_size: u64,
 }
 
 /// The overlayfs option string. `\`, `:` and `,` in paths are escaped with a backslash, as
@@ -358,7 +360,7 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
         &shm,
         Some("tmpfs"),
         hidden,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,size={}", plan.shm_size)),
     )?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -678,6 +680,7 @@ mod tests {
             secrets: &[],
             secrets_dir: Path::new("/s/secrets"),
             restrict_devices: false,
+            shm_size: super::super::spec::DEFAULT_SHM_SIZE,
         }
     }
 

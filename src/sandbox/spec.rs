@@ -61,6 +61,147 @@ pub struct StepSpec {
     /// temporary directory.
     #[serde(default)]
     pub scratch_parent: Option<PathBuf>,
+    /// `--add-host`: lines added to the step's `/etc/hosts` (never to a layer).
+    #[serde(default)]
+    pub extra_hosts: Vec<HostEntry>,
+    /// `--shm-size`: the size of the step's `/dev/shm` tmpfs, bytes (`None`: Docker's 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s, set in the step's process before it runs the command.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// Docker's default size of `/dev/shm`.
+pub const DEFAULT_SHM_SIZE: u64 = 64 * 1024 * 1024;
+
+/// One `--ulimit TYPE=SOFT[:HARD]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Docker's name of the resource (`nofile`).
+    pub name: String,
+    /// The soft limit (`u64::MAX`: unlimited).
+    pub soft: u64,
+    /// The hard limit (`u64::MAX`: unlimited).
+    pub hard: u64,
+}
+
+impl Ulimit {
+    /// Docker's names of the resources and their `RLIMIT_*` numbers.
+    pub const NAMES: [(&'static str, u32); 15] = [
+        ("core", libc::RLIMIT_CORE),
+        ("cpu", libc::RLIMIT_CPU),
+        ("data", libc::RLIMIT_DATA),
+        ("fsize", libc::RLIMIT_FSIZE),
+        ("locks", libc::RLIMIT_LOCKS),
+        ("memlock", libc::RLIMIT_MEMLOCK),
+        ("msgqueue", libc::RLIMIT_MSGQUEUE),
+        ("nice", libc::RLIMIT_NICE),
+        ("nofile", libc::RLIMIT_NOFILE),
+        ("nproc", libc::RLIMIT_NPROC),
+        ("rss", libc::RLIMIT_RSS),
+        ("rtprio", libc::RLIMIT_RTPRIO),
+        ("rttime", libc::RLIMIT_RTTIME),
+        ("sigpending", libc::RLIMIT_SIGPENDING),
+        ("stack", libc::RLIMIT_STACK),
+    ];
+
+    /// Reads Docker's `TYPE=SOFT[:HARD]` (`-1`: unlimited; HARD defaults to SOFT).
+    ///
+    /// # Errors
+    /// An unknown type, a value that is not a number, a soft limit above the hard one.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let (name, values) = input
+            .split_once('=')
+            .ok_or_else(|| "expected TYPE=SOFT[:HARD]".to_owned())?;
+        if !Self::NAMES.iter().any(|(known, _)| *known == name) {
+            let known: Vec<&str> = Self::NAMES.iter().map(|(known, _)| *known).collect();
+            return Err(format!(
+                "unknown ulimit type {name:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+        let number = |text: &str| -> Result<u64, String> {
+            match text.trim() {
+                "-1" | "unlimited" => Ok(u64::MAX),
+                text => text
+                    .parse::<u64>()
+                    .map_err(|_| format!("{text:?} is not a number")),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (number(soft)?, number(hard)?),
+            None => (number(values)?, number(values)?),
+        };
+        if soft > hard {
+            return Err(format!(
+                "the soft limit {soft} is above the hard limit {hard}"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            soft,
+            hard,
+        })
+    }
+
+    /// The `RLIMIT_*` number.
+    pub fn resource(&self) -> Option<u32> {
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| *known == self.name)
+            .map(|(_, number)| *number)
+    }
+}
+
+/// One `--add-host` line: a host name and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host name.
+    pub host: String,
+    /// Its address.
+    pub ip: std::net::IpAddr,
+}
+
+impl HostEntry {
+    /// Reads `HOST:IP` or `HOST=IP` (the address may be IPv6, `HOST:::1`, or buildx's
+    /// `host-gateway`, refused: the step has no gateway to the host).
+    ///
+    /// # Errors
+    /// A missing separator, an empty or malformed host name, an address that is not one.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let (host, ip) = match (input.find('='), input.find(':')) {
+            (Some(eq), Some(colon)) if eq < colon => input.split_at(eq),
+            (Some(eq), None) => input.split_at(eq),
+            (_, Some(colon)) => input.split_at(colon),
+            (None, None) => return Err("expected HOST:IP or HOST=IP".to_owned()),
+        };
+        let ip = &ip[1..];
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(format!("{host:?} is not a host name"));
+        }
+        if ip == "host-gateway" {
+            return Err("host-gateway is not supported: give the address".to_owned());
+        }
+        let ip = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IP address"))?;
+        Ok(Self {
+            host: host.to_owned(),
+            ip,
+        })
+    }
+
+    /// The line in `/etc/hosts`: `IP\tHOST`.
+    pub fn line(&self) -> String {
+        format!("{}\t{}\n", self.ip, self.host)
+    }
 }
 
 /// A secret file the step sees (`RUN --mount=type=secret`).
@@ -135,6 +276,9 @@ impl StepSpec {
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
             pids_limit_required: false,
             scratch_parent: None,
+            extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 }
@@ -256,6 +400,50 @@ impl std::fmt::Display for StepOutcome {
                     .map_or_else(|_| signal.to_string(), |signal| signal.as_str().to_owned());
                 write!(f, "killed by signal {name}")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn host_entries_read_both_separators_and_ipv6() {
+        let entry = HostEntry::parse("db:10.0.0.2").unwrap();
+        assert_eq!(
+            (entry.host.as_str(), entry.line()),
+            ("db", "10.0.0.2\tdb\n".to_owned())
+        );
+        let entry = HostEntry::parse("db=10.0.0.2").unwrap();
+        assert_eq!(entry.ip.to_string(), "10.0.0.2");
+        let entry = HostEntry::parse("v6:::1").unwrap();
+        assert_eq!(entry.ip.to_string(), "::1");
+        let entry = HostEntry::parse("v6=fd00::1").unwrap();
+        assert_eq!(
+            (entry.host.as_str(), entry.ip.to_string()),
+            ("v6", "fd00::1".to_owned())
+        );
+        for bad in [
+            "nohost",
+            ":1.2.3.4",
+            "h:300.1.1.1",
+            "h:host-gateway",
+            "a b:1.2.3.4",
+        ] {
+            assert!(HostEntry::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ulimits_read_docker_spelling() {
+        let limit = Ulimit::parse("nofile=1024:2048").unwrap();
+        assert_eq!((limit.soft, limit.hard), (1024, 2048));
+        assert_eq!(limit.resource(), Some(libc::RLIMIT_NOFILE));
+        let limit = Ulimit::parse("core=-1").unwrap();
+        assert_eq!((limit.soft, limit.hard), (u64::MAX, u64::MAX));
+        for bad in ["nofile", "bogus=1", "nofile=x", "nofile=2:1", "nproc=1:y"] {
+            assert!(Ulimit::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -355,7 +355,23 @@ impl Store {
     /// # Errors
     /// Write failures.
     pub fn put_index(&self, manifests: Vec<Descriptor>) -> Result<Descriptor, StoreError> {
-        let index = image::build_index(manifests);
+        self.put_index_annotated(manifests, HashMap::new())
+    }
+
+    /// Stores an index over platform manifests with `annotations` (none: as
+    /// [`Self::put_index`]); returns its descriptor.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn put_index_annotated(
+        &self,
+        manifests: Vec<Descriptor>,
+        annotations: HashMap<String, String>,
+    ) -> Result<Descriptor, StoreError> {
+        let mut index = image::build_index(manifests);
+        if !annotations.is_empty() {
+            index.set_annotations(Some(annotations));
+        }
         Ok(image::write_json_blob(
             &self.layout,
             MediaType::ImageIndex,

@@ -11,6 +11,7 @@ mod attest; // SBOM scanner on real trees, SPDX/SLSA validated, referrers stored
 mod auth; // login/logout, wrong passwords, config.json, docker-credential helpers
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
+mod buildflags; // --label, --annotation, --add-host judged by skopeo/umoci; bad values exit 2
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes

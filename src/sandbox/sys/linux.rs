@@ -192,6 +192,16 @@ impl Sys for LinuxSys {
         nix::errno::Errno::result(result).map(drop)
     }
 
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit(2) reads the one struct it is given, which lives for the call.
+        let result = unsafe { libc::setrlimit(resource as _, &limit) };
+        nix::errno::Errno::result(result).map(drop)
+    }
+
     fn install_seccomp(&self, program: &mut [libc::sock_filter]) -> nix::Result<()> {
         let length = u16::try_from(program.len()).map_err(|_| nix::errno::Errno::E2BIG)?;
         let prog = libc::sock_fprog {

@@ -189,6 +189,11 @@ pub trait Sys {
     /// # Errors
     /// The errno.
     fn personality(&self, persona: libc::c_ulong) -> nix::Result<()>;
+    /// `setrlimit(2)` of resource `resource` (a `RLIMIT_*` number).
+    ///
+    /// # Errors
+    /// The errno.
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()>;
     /// Installs a seccomp filter (`prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)`), kept across
     /// `execve` and by children. Allocates nothing.
     ///
@@ -307,6 +312,8 @@ pub enum Call {
     Umask(u32),
     /// `personality(persona)`.
     Personality(libc::c_ulong),
+    /// `setrlimit(resource, soft, hard)`.
+    Setrlimit(u32, u64, u64),
     /// A seccomp filter of this many instructions.
     Seccomp {
         /// Its length.

@@ -238,6 +238,11 @@ impl Sys for RecordingSys {
         Ok(())
     }
 
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        self.record(Call::Setrlimit(resource, soft, hard));
+        Ok(())
+    }
+
     fn setgroups(&self, gids: &[u32]) -> nix::Result<()> {
         self.record(Call::Setgroups(gids.to_vec()));
         Ok(())
