@@ -50,6 +50,7 @@ pub(crate) fn write_oci(
     store: &Store,
     top: &Descriptor,
     name: Option<&str>,
+    with_referrers: bool,
     dest: &Path,
     out: impl Write,
 ) -> Result<(), ExportError> {
@@ -58,9 +59,13 @@ pub(crate) fn write_oci(
     image::reachable_blobs(layout, top, &mut blobs).map_err(ExportError::reading)?;
     // The referrers (attestations) of what is written go with it, as `save` writes them:
     // unnamed entries naming their subject.
-    let attached = store
-        .referrer_closure(&blobs)
-        .map_err(ExportError::reading)?;
+    let attached = if with_referrers {
+        store
+            .referrer_closure(&blobs)
+            .map_err(ExportError::reading)?
+    } else {
+        Vec::new()
+    };
     for (_, referrer) in &attached {
         image::reachable_blobs(layout, referrer, &mut blobs).map_err(ExportError::reading)?;
     }

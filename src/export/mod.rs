@@ -46,6 +46,11 @@ pub enum Output {
     Oci {
         /// Where (`-` for stdout).
         dest: PathBuf,
+        /// Whether the referrers (attestations) of what it holds go with it. The build
+        /// clears it when the only attestation is buildx's default provenance of a push:
+        /// that one is for the registry, and an archive whose `index.json` has more than
+        /// the image is one `skopeo copy oci-archive:FILE` cannot pick from without a name.
+        referrers: bool,
     },
     /// `-o type=docker,dest=FILE` (a docker-archive, loadable by `docker load`).
     Docker {
@@ -488,21 +493,22 @@ pub async fn write(
                     });
                 }
             }
-            Output::Oci { dest } => {
+            Output::Oci { dest, referrers } => {
                 let step = Step::start(
                     &progress,
                     vertices,
                     format!("exporting OCI archive {}", dest.display()),
                 );
                 let name = references.first().map(ImageRef::store_name);
-                let (task_store, task_result, task_dest) =
-                    (store.clone(), result.clone(), dest.clone());
+                let (task_store, task_result, task_dest, with_referrers) =
+                    (store.clone(), result.clone(), dest.clone(), *referrers);
                 let written = blocking(move || {
                     with_destination(&task_dest, |out| {
                         archive::write_oci(
                             &task_store,
                             &task_result,
                             name.as_deref(),
+                            with_referrers,
                             &task_dest,
                             out,
                         )

@@ -121,7 +121,10 @@ impl Output {
         };
         let flag = |key: &str| value(key).map_or(Ok(false), |v| parse_bool(spec, key, v));
         Ok(match kind {
-            "oci" => Self::Oci { dest: dest()? },
+            "oci" => Self::Oci {
+                dest: dest()?,
+                referrers: true,
+            },
             "docker" => Self::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
             },
@@ -175,7 +178,7 @@ mod tests {
     use super::*;
 
     #[rstest]
-    #[case("type=oci,dest=x.tar", Output::Oci { dest: "x.tar".into() })]
+    #[case("type=oci,dest=x.tar", Output::Oci { dest: "x.tar".into(), referrers: true })]
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()) })]
     #[case("type=docker", Output::Docker { dest: None })]
     #[case("type=local,dest=out", Output::Local { dest: "out".into() })]

@@ -422,12 +422,26 @@ fn export(
 ) -> Result<ExportReport, BuildError> {
     let registry =
         Arc::new(RegistryOptions::from_env(store.root()).showing_notes(request.build.sink.clone()));
+    // An OCI archive carries the attestations the user asked for, not buildx's default
+    // provenance of a push (see `Output::Oci`).
+    let asked = request.attestations.asked();
+    let outputs: Vec<Output> = request
+        .outputs
+        .iter()
+        .map(|output| match output {
+            Output::Oci { dest, referrers } => Output::Oci {
+                dest: dest.clone(),
+                referrers: *referrers && asked,
+            },
+            other => other.clone(),
+        })
+        .collect();
     Ok(runtime.block_on(export::write(
         store,
         registry,
         &report.built,
         &request.tags,
-        &request.outputs,
+        &outputs,
         request.build.sink.clone(),
         &VertexCounter::after(report.last_vertex),
     ))?)

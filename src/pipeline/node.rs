@@ -140,6 +140,7 @@ pub fn serve_build(
             &[],
             &[Output::Oci {
                 dest: archive.clone(),
+                referrers: false,
             }],
             // A file in the node's tmp/ on the way back is no step of the user's build.
             Arc::new(crate::progress::Discard),

@@ -166,6 +166,7 @@ fn oci_archive_holds_the_index_and_metadata_names_every_digest() {
             Output::Store,
             Output::Oci {
                 dest: archive.clone(),
+                referrers: true,
             },
         ],
     );
