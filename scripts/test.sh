@@ -13,3 +13,6 @@ if [ "$(id -u)" = 0 ]; then
 fi
 export XBUILD_FIXTURES="${XBUILD_FIXTURES:-/var/cache/xbuild-fixtures/current}"
 cargo test --locked --all-targets "$@"
+# --all-targets leaves out doc tests: the library's example (pipeline's BuildRequest) is
+# compiled here, so that it follows the types it shows.
+cargo test --locked --doc
