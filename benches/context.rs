@@ -18,12 +18,13 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it, and then a small context is enough to check that it works.
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    // A first argument that is not a number is a test name filter (`cargo test NAME`
+    // passes it to every target): it is not FILES.
     let files: usize = std::env::args()
         .skip(1)
         .find(|arg| !arg.starts_with('-'))
-        .map_or(if benchmarking { 20_000 } else { 300 }, |arg| {
-            arg.parse().expect("FILES is a number")
-        });
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(if benchmarking { 20_000 } else { 300 });
     let root = tempfile::Builder::new()
         .prefix("xbuild-bench-context-")
         .tempdir()
