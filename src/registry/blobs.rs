@@ -28,21 +28,7 @@ impl Registry {
         scope: &Scope,
     ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let response = self
-            .send(
-                Method::HEAD,
-                url.clone(),
-                HeaderMap::new(),
-                Payload::Empty,
-                scope,
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        check_status(Method::HEAD, &url, response)
-            .await
-            .map(|_| true)
+        self.exists(url, HeaderMap::new(), scope).await
     }
 
     /// Streams a blob into the layout, verifying digest and size as it arrives. No more than

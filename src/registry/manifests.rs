@@ -65,6 +65,19 @@ pub fn is_index_media_type(media_type: &str) -> bool {
     media_type == MANIFEST_MEDIA_TYPES[0] || media_type == MANIFEST_MEDIA_TYPES[2]
 }
 
+/// `Accept:` every manifest and index media type xbuild reads.
+fn accept_manifests() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        ACCEPT,
+        MANIFEST_MEDIA_TYPES
+            .join(", ")
+            .parse()
+            .expect("media types are valid header values"),
+    );
+    headers
+}
+
 impl Registry {
     /// Fetches a manifest or index by tag or digest, checking its digest. At most
     /// [`MAX_MANIFEST_SIZE`] bytes are read.
@@ -112,14 +125,7 @@ impl Registry {
         bound: Bound,
     ) -> Result<RawManifest, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            ACCEPT,
-            MANIFEST_MEDIA_TYPES
-                .join(", ")
-                .parse()
-                .expect("media types are valid header values"),
-        );
+        let headers = accept_manifests();
         let separator = if reference.parse::<Digest>().is_ok() {
             '@'
         } else {
@@ -183,29 +189,8 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{digest}"));
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            ACCEPT,
-            MANIFEST_MEDIA_TYPES
-                .join(", ")
-                .parse()
-                .expect("media types are valid header values"),
-        );
-        let response = self
-            .send(
-                Method::HEAD,
-                url.clone(),
-                headers,
-                Payload::Empty,
-                &Scope::push(repository),
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        check_status(Method::HEAD, &url, response)
+        self.exists(url, accept_manifests(), &Scope::push(repository))
             .await
-            .map(|_| true)
     }
 
     /// Uploads a manifest or index with its exact bytes under `reference` (a tag or its

@@ -227,6 +227,25 @@ impl Registry {
             .expect("registry API paths are valid relative URLs")
     }
 
+    /// Whether what `url` names exists: a `HEAD` that answers 404 is `false`, any other
+    /// error status an error.
+    pub(super) async fn exists(
+        &self,
+        url: Url,
+        headers: HeaderMap,
+        scope: &Scope,
+    ) -> Result<bool, RegistryError> {
+        let response = self
+            .send(Method::HEAD, url.clone(), headers, Payload::Empty, scope)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        check_status(Method::HEAD, &url, response)
+            .await
+            .map(|_| true)
+    }
+
     /// Sends a request with retries and authentication. `body` is sent again on retries
     /// (a file range is read again from the file).
     pub(super) async fn send(
