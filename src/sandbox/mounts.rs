@@ -484,6 +484,7 @@ fn resolve_in_root(
     }
     let mut resolved = PathBuf::new();
     let mut links = 0;
+    let mut created_by_others = 0;
     while let Some(name) = pending.pop_front() {
         if name == ".." {
             resolved.pop();
@@ -523,6 +524,17 @@ fn resolve_in_root(
                 } else {
                     sys.mkdir(&path)
                 };
+                // Another step made it in the meantime: a mount point inside a shared cache
+                // mount (`/foo/bar/baz` in the cache at `/foo/bar`) is made by every step
+                // that mounts it, at once. Look at what is there now, as if it had been
+                // there; it is not ours to remove.
+                if matches!(&made, Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists)
+                    && created_by_others < 40
+                {
+                    created_by_others += 1;
+                    pending.push_front(name);
+                    continue;
+                }
                 made.map_err(|error| {
                     SetupError::new(
                         "mount",
@@ -984,6 +996,38 @@ mod tests {
             Call::Mount { target, source: None, flags, .. }
                 if target == Path::new("/s/root/etc/secrets/token")
                     && flags.contains(MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RDONLY))));
+    }
+
+    #[test]
+    fn a_mount_point_made_by_another_step_at_the_same_time_is_used() {
+        // Two steps mount the same cache at /foo/bar and make /foo/bar/baz inside it at
+        // once (BuildKit's testCacheMountParallel): the one whose mkdir loses gets EEXIST.
+        let sys = RecordingSys::default();
+        for dir in ["proc", "dev", "sys", "foo", "foo/bar"] {
+            sys.dirs.borrow_mut().insert(Path::new("/s/root").join(dir));
+        }
+        sys.dirs.borrow_mut().insert(PathBuf::from("/cache"));
+        sys.raced
+            .borrow_mut()
+            .insert(PathBuf::from("/s/root/foo/bar/baz"));
+        let binds = [crate::sandbox::BindMount {
+            source: PathBuf::from("/cache"),
+            target: PathBuf::from("/foo/bar/baz"),
+            readonly: false,
+        }];
+        let lower = [PathBuf::from("/l")];
+        let mut plan = plan(&lower);
+        plan.binds = &binds;
+        let placeholders = setup_root(&sys, &plan).unwrap();
+        let got = mounts(&sys.take());
+        assert!(got.contains(&("/s/root/foo/bar/baz".to_owned(), "bind /cache".to_owned())));
+        // Not ours: nothing to remove after the step.
+        assert!(
+            !placeholders
+                .iter()
+                .any(|placeholder| placeholder.path == Path::new("foo/bar/baz")),
+            "{placeholders:?}"
+        );
     }
 
     #[test]

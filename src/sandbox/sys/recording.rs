@@ -30,6 +30,9 @@ pub struct RecordingSys {
     pub link_targets: RefCell<HashMap<PathBuf, PathBuf>>,
     /// Paths [`Sys::is_executable`] says yes to.
     pub executables: RefCell<HashSet<PathBuf>>,
+    /// Paths another process makes (as a directory) just before our `mkdir` or
+    /// `create_file` of them, which then fails with `EEXIST`.
+    pub raced: RefCell<HashSet<PathBuf>>,
 }
 
 impl RecordingSys {
@@ -40,6 +43,14 @@ impl RecordingSys {
 
     fn record(&self, call: Call) {
         self.calls.borrow_mut().push(call);
+    }
+
+    fn lose_race(&self, path: &Path) -> std::io::Result<()> {
+        if self.raced.borrow_mut().remove(path) {
+            self.dirs.borrow_mut().insert(path.to_path_buf());
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        Ok(())
     }
 }
 
@@ -114,12 +125,14 @@ impl Sys for RecordingSys {
     }
 
     fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+        self.lose_race(path)?;
         self.record(Call::Mkdir(path.to_path_buf()));
         self.dirs.borrow_mut().insert(path.to_path_buf());
         Ok(())
     }
 
     fn create_file(&self, path: &Path) -> std::io::Result<()> {
+        self.lose_race(path)?;
         self.record(Call::CreateFile(path.to_path_buf()));
         self.files.borrow_mut().insert(path.to_path_buf());
         Ok(())
