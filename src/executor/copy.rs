@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
+use super::materials::Material;
 use super::permissions::{ModeChange, resolve_chown};
 use super::services::Services;
 use super::sources::{
@@ -245,7 +246,7 @@ pub(crate) fn step(
                 input.state.clone()
             } else {
                 let id = services.counter.next();
-                let (manifest, state) = resolve_image(services, from_name, &vertex.platform, id)?;
+                let (manifest, state) = resolve_image(services, from_name, vertex, id)?;
                 key.add("from-image", manifest.digest().as_ref());
                 state
             };
@@ -296,6 +297,13 @@ pub(crate) fn step(
                         &vertex.display_name(),
                     )?;
                     key.add("url", &format!("{path} {digest}"));
+                    services.materials.record(
+                        vertex,
+                        &Material::Http {
+                            url: path.clone(),
+                            digest: digest.clone(),
+                        },
+                    );
                     let abs = target_dir.join(&name);
                     let meta = fs::symlink_metadata(&abs)?;
                     selections.push(Selected {

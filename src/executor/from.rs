@@ -9,23 +9,25 @@ use std::time::Instant;
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
 
 use super::error::{ExecutorError, Within as _};
+use super::materials::Material;
 use super::services::Services;
 use super::state::Done;
 use crate::cache::Key;
 use crate::dockerfile::{self, Expander, Instruction, ResolvedInstruction};
 use crate::oci::{ImageLayer, ImageState};
 use crate::plan::{Op, Vertex};
-use crate::platform::Platform;
 use crate::progress::{Event, VertexId};
 use crate::registry::{self, ImageRef, SinkProgress};
 
 /// Resolves an image for a platform: the store's copy, else the registry.
+/// What it resolved to is recorded as a material of every target `step` is needed by.
 pub(crate) fn resolve_image(
     services: &Services<'_>,
     reference: &str,
-    platform: &Platform,
+    step: &Vertex,
     vertex: VertexId,
 ) -> Result<(Descriptor, ImageState), ExecutorError> {
+    let platform = &step.platform;
     let image = ImageRef::parse(reference).map_err(|error| ExecutorError::BadReference {
         reference: reference.to_owned(),
         reason: error.to_string(),
@@ -97,6 +99,14 @@ pub(crate) fn resolve_image(
             })
         })
         .collect::<Result<Vec<_>, ExecutorError>>()?;
+    services.materials.record(
+        step,
+        &Material::Image {
+            reference: reference.to_owned(),
+            platform: platform.clone(),
+            digest: pulled.manifest.digest().to_string(),
+        },
+    );
     Ok((
         pulled.manifest,
         ImageState {
@@ -124,7 +134,7 @@ pub(crate) fn base_image(
         emulated: false,
     });
     let (manifest, state) =
-        resolve_image(services, reference, &vertex.platform, id).within(|| name.clone())?;
+        resolve_image(services, reference, vertex, id).within(|| name.clone())?;
     // Snapshots now, so RUN steps find them (in parallel inside the store).
     services
         .store

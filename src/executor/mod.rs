@@ -36,6 +36,7 @@ mod dispatch;
 mod error;
 pub mod failed;
 mod from;
+mod materials;
 mod mounts;
 mod permissions;
 mod run;
@@ -51,6 +52,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+
+pub use materials::{ContextRead, Material};
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -157,6 +160,11 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// The last progress vertex number used, so later phases (outputs) go on after it.
     pub last_vertex: u32,
+    /// What each target platform's image was built from, outside the Dockerfile: images
+    /// and URLs, sorted.
+    pub materials: BTreeMap<Platform, Vec<Material>>,
+    /// The build context, when a step read it.
+    pub context: Option<ContextRead>,
 }
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
@@ -237,6 +245,8 @@ pub fn execute(
         unused_build_args: graph.unused_build_args.clone(),
         warnings,
         last_vertex: services.counter.last(),
+        materials: services.materials.take(),
+        context: services.context_read(),
     })
 }
 

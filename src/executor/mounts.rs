@@ -162,8 +162,7 @@ pub(crate) fn prepare(
                             input.state.clone()
                         } else {
                             let id = services.counter.next();
-                            let (manifest, state) =
-                                resolve_image(services, from, &vertex.platform, id)?;
+                            let (manifest, state) = resolve_image(services, from, vertex, id)?;
                             key.add("bind-image", manifest.digest().as_ref());
                             state
                         };

@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 
 use super::BuildOptions;
 use super::error::ExecutorError;
+use super::materials::{ContextRead, Materials};
 use super::sources::{ContextFiles, StateView};
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -46,6 +47,8 @@ pub(crate) struct Services<'a> {
     pub(crate) cache: StepCache,
     /// The time stamped on history entries (`SOURCE_DATE_EPOCH`, else the build's start).
     pub(crate) created: String,
+    /// What the steps read from outside (images, URLs), per target platform.
+    pub(crate) materials: Materials,
     context: Mutex<Option<Arc<ContextFiles>>>,
     running: Mutex<usize>,
     running_changed: Condvar,
@@ -109,6 +112,7 @@ impl<'a> Services<'a> {
             counter,
             cache,
             created,
+            materials: Materials::default(),
             context: Mutex::new(None),
             running: Mutex::new(0),
             running_changed: Condvar::new(),
@@ -186,6 +190,11 @@ impl<'a> Services<'a> {
         )?);
         *slot = Some(files.clone());
         Ok(files)
+    }
+
+    /// The build context, if a step read it.
+    pub(crate) fn context_read(&self) -> Option<ContextRead> {
+        lock(&self.context).clone().map(ContextRead::new)
     }
 
     /// Saves the build context's stat cache, if the context was read.

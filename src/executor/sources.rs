@@ -48,6 +48,16 @@ impl ContextFiles {
         })
     }
 
+    /// The digest of the whole context (`sha256:...`), reusing the file digests the build
+    /// already read.
+    pub(crate) fn digest(&self) -> Result<String, ExecutorError> {
+        let mut cache = self
+            .stat_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(context::digest_entries_cached(&self.dir, &self.entries, &mut cache)?.to_string())
+    }
+
     /// Saves the stat cache (failures only cost a re-read next time).
     pub(crate) fn save_stat_cache(&self) {
         if let Ok(mut cache) = self.stat_cache.lock() {

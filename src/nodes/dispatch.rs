@@ -14,7 +14,7 @@
 //! exactly as a local build makes it, so with `SOURCE_DATE_EPOCH` the index digest is the
 //! same as a purely local build's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -258,6 +258,8 @@ pub fn run(
         unused_build_args: Vec::new(),
         warnings: Vec::new(),
         last_vertex: 0,
+        materials: BTreeMap::new(),
+        context: None,
     };
     let mut unused: Option<Vec<String>> = None;
     if let Some(local_report) = local_report {
@@ -265,10 +267,13 @@ pub fn run(
         report.steps_run = local_report.steps_run;
         report.cached = local_report.cached;
         report.warnings = local_report.warnings;
+        report.materials = local_report.materials;
+        report.context = local_report.context;
         unused = Some(local_report.unused_build_args);
     }
     for ((node, _), reply) in usable.iter().zip(replies) {
         report.steps_run += reply.steps_run;
+        report.materials.extend(reply.materials);
         report.cached += reply.cached;
         report.emulated.extend(
             reply

@@ -144,6 +144,10 @@ pub struct NodeReply {
     pub unused_build_args: Vec<String>,
     /// What the node pushed (`registry/name@sha256:...`).
     pub pushed: Vec<String>,
+    /// What each platform's image was built from (images, URLs), for its provenance. Absent
+    /// from older nodes' replies, whose platforms then have no materials.
+    #[serde(default)]
+    pub materials: Vec<(Platform, Vec<crate::executor::Material>)>,
 }
 
 /// Writes the magic line, the length and the JSON document.

@@ -5,17 +5,17 @@
 //! attached to that platform's manifest as referrers in the store. The outputs that carry
 //! referrers (a push, an OCI archive, the store's names) take them from there.
 
-use std::collections::BTreeMap;
-
 use super::{BuildError, BuildRequest};
 use crate::attest::options::Attestations;
 use crate::attest::provenance::{self, BuildRecord, SecretId};
 use crate::attest::spdx::{self, DocumentInfo};
 use crate::attest::{self, Encoded, Kind, StatementVersion};
-use crate::executor::BuildReport;
+use crate::executor::{BuildReport, ContextRead, Material};
 use crate::export::Output;
 use crate::oci::image;
+use crate::platform::Platform;
 use crate::sbom::{self, Root};
+use crate::source::checkout;
 use crate::store::{Store, normalize_ref};
 
 /// The first output that has no place for referrers, when the request asked for
@@ -59,6 +59,10 @@ pub(crate) fn attach(
     let platforms: Vec<String> = options.targets.iter().map(ToString::to_string).collect();
     let invocation = invocation_request(request, dockerfile);
     let invocation_id = provenance::invocation_id(epoch, &invocation);
+    let context = match (&wanted.provenance, &report.context) {
+        (Some(_), Some(read)) => Some(context_record(read)?),
+        _ => None,
+    };
     let mut attached = 0;
     for built in &report.built.images {
         let platform = built.platform.to_string();
@@ -91,13 +95,13 @@ pub(crate) fn attach(
                 dockerfile: Some(String::from_utf8_lossy(dockerfile).into_owned()),
                 target: options.target_stage.clone(),
                 build_args: options.build_args.clone(),
-                labels: BTreeMap::new(),
+                labels: options.labels.clone(),
                 platforms: platforms.clone(),
                 platform: platform.clone(),
                 builder_platform: crate::platform::host().to_string(),
-                base_images: Vec::new(),
-                context: None,
-                http: Vec::new(),
+                base_images: base_images(report, &built.platform),
+                context: context.clone(),
+                http: http_sources(report, &built.platform),
                 secrets: options
                     .secrets
                     .keys()
@@ -132,6 +136,64 @@ pub(crate) fn attach(
         }
     }
     Ok(attached)
+}
+
+/// The images the build of `platform`'s image resolved, in a stable order.
+fn base_images(report: &BuildReport, platform: &Platform) -> Vec<provenance::BaseImage> {
+    let materials = report
+        .materials
+        .get(platform)
+        .map_or(&[][..], Vec::as_slice);
+    materials
+        .iter()
+        .filter_map(|material| match material {
+            Material::Image {
+                reference,
+                platform,
+                digest,
+            } => Some(provenance::BaseImage {
+                reference: reference.clone(),
+                platform: platform.to_string(),
+                digest: digest.clone(),
+                local: false,
+            }),
+            Material::Http { .. } => None,
+        })
+        .collect()
+}
+
+/// The files `ADD` fetched for `platform`'s image, in a stable order.
+fn http_sources(report: &BuildReport, platform: &Platform) -> Vec<provenance::HttpSource> {
+    let materials = report
+        .materials
+        .get(platform)
+        .map_or(&[][..], Vec::as_slice);
+    materials
+        .iter()
+        .filter_map(|material| match material {
+            Material::Http { url, digest } => Some(provenance::HttpSource {
+                url: url.clone(),
+                sha256: digest.trim_start_matches("sha256:").to_owned(),
+            }),
+            Material::Image { .. } => None,
+        })
+        .collect()
+}
+
+/// The context the build read: its digest after `.dockerignore`, and the commit when it is
+/// a clean git checkout.
+fn context_record(read: &ContextRead) -> Result<provenance::Context, BuildError> {
+    let digest = read
+        .digest()
+        .map_err(|error| BuildError::Attest(error.into()))?;
+    let git = checkout::clean_checkout(read.dir()).map(|checkout| provenance::GitSource {
+        url: checkout.remote,
+        commit: checkout.commit,
+    });
+    Ok(provenance::Context {
+        sha256: digest.trim_start_matches("sha256:").to_owned(),
+        git,
+    })
 }
 
 /// What the build was asked, as bytes for a derived invocation id.

@@ -164,6 +164,11 @@ pub fn serve_build(
         warnings: report.warnings.clone(),
         unused_build_args: report.unused_build_args.clone(),
         pushed,
+        materials: report
+            .materials
+            .iter()
+            .map(|(platform, materials)| (platform.clone(), materials.clone()))
+            .collect(),
     };
     protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
     let mut file = std::fs::File::open(&archive)?;

@@ -1708,3 +1708,194 @@ fn a_push_carries_a_min_provenance_by_default() {
         .encode("FROM busybox\nCOPY hello.txt /hello.txt\n");
     assert!(!text.contains(&content), "mode=min: no Dockerfile: {text}");
 }
+
+/// The resolved dependencies of one platform's provenance in `home`'s store.
+fn resolved_dependencies(home: &Path, name: &str, platform: &str) -> Vec<serde_json::Value> {
+    let (_, statements) = built_statements(home, name, platform);
+    let provenance = &statements["https://slsa.dev/provenance/v1"];
+    provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{provenance}"))
+        .clone()
+}
+
+/// The digest (`sha256` hex) of the dependency whose `uri` starts with `prefix`, once.
+fn dependency_digests(dependencies: &[serde_json::Value], prefix: &str) -> Vec<String> {
+    dependencies
+        .iter()
+        .filter(|entry| {
+            entry["uri"]
+                .as_str()
+                .is_some_and(|uri| uri.starts_with(prefix))
+        })
+        .map(|entry| entry["digest"]["sha256"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The provenance names what each platform's image was built from, by digest: the base of
+/// the target stage for that platform only (digests read by skopeo from the store), the
+/// base of a `--platform=$BUILDPLATFORM` stage in both, the file `ADD` fetched (sha256 by
+/// `sha256sum`), and the context after `.dockerignore` (its digest follows a change of a
+/// file in the context, not of an ignored one); when the context is a clean git checkout,
+/// the commit and the remote, as `git` reads them, and not once the tree has a change.
+#[test]
+fn provenance_names_every_base_image_url_and_the_context_by_digest() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("skopeo"),
+        Need::Program("git"),
+        Need::Program("sha256sum"),
+    ]) {
+        return;
+    }
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    let body: &'static [u8] = b"remote-file\n";
+    let port = crate::build::serve(body);
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM busybox AS tools\n\
+         FROM debian:bookworm\n\
+         COPY --from=tools /bin/busybox /bb\n\
+         COPY hello.txt /hello.txt\n\
+         ADD http://127.0.0.1:{port}/remote.txt /remote.txt\n"
+    );
+    let ctx = built_context(home.path(), &dockerfile);
+    std::fs::write(ctx.join(".dockerignore"), "ignored.txt\n").unwrap();
+    let build = |tag: &str| {
+        ok(util::xbuild(home.path())
+            .current_dir(&ctx)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--progress",
+                "plain",
+                "--provenance=true",
+                "-t",
+                tag,
+                ".",
+            ]));
+    };
+    build("attest/deps:1");
+
+    let store = home.path().join("store");
+    let inspect = |name: &str| {
+        let output = ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{name}", store.display()),
+        ]));
+        platform_manifests(&json(&output.stdout))
+    };
+    let debian = inspect("docker.io/library/debian:bookworm");
+    let busybox = inspect("docker.io/library/busybox:latest");
+    let hex = |digest: &String| digest.strip_prefix("sha256:").unwrap().to_owned();
+    let sha256sum = {
+        let mut child = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        let output = child.wait_with_output().unwrap();
+        util::stdout(&output)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let url = format!("http://127.0.0.1:{port}/remote.txt");
+    let mut contexts = BTreeSet::new();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let dependencies = resolved_dependencies(home.path(), "attest/deps:1", platform);
+        let shown = serde_json::Value::Array(dependencies.clone());
+        assert_eq!(
+            dependency_digests(&dependencies, "pkg:docker/debian@bookworm"),
+            [hex(&debian[platform])],
+            "{platform}: {shown}"
+        );
+        assert_eq!(
+            dependency_digests(&dependencies, "pkg:docker/busybox@latest"),
+            [hex(&busybox["linux/amd64"])],
+            "{platform}: {shown}"
+        );
+        assert_eq!(
+            dependency_digests(&dependencies, &url),
+            std::slice::from_ref(&sha256sum),
+            "{shown}"
+        );
+        let context: Vec<&serde_json::Value> = dependencies
+            .iter()
+            .filter(|entry| entry["name"] == "context")
+            .collect();
+        assert_eq!(context.len(), 1, "{shown}");
+        contexts.insert(context[0]["digest"]["sha256"].as_str().unwrap().to_owned());
+        // A local directory: not complete, and no git entry.
+        assert_eq!(dependencies.len(), 4, "{shown}");
+    }
+    assert_eq!(contexts.len(), 1, "both platforms read one context");
+    let context_digest = |name: &str| -> String {
+        let dependencies = resolved_dependencies(home.path(), name, "linux/amd64");
+        dependencies
+            .iter()
+            .find(|entry| entry["name"] == "context")
+            .map(|entry| entry["digest"]["sha256"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let first = contexts.into_iter().next().unwrap();
+    std::fs::write(ctx.join("ignored.txt"), "not in the context\n").unwrap();
+    build("attest/deps:2");
+    assert_eq!(context_digest("attest/deps:2"), first, "an ignored file");
+    std::fs::write(ctx.join("hello.txt"), "changed\n").unwrap();
+    build("attest/deps:3");
+    assert_ne!(
+        context_digest("attest/deps:3"),
+        first,
+        "a file of the context"
+    );
+
+    // A clean git checkout: the commit, from its remote.
+    let git = |args: &[&str]| {
+        ok(Command::new("git")
+            .arg("-C")
+            .arg(&ctx)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null"))
+    };
+    std::fs::write(ctx.join(".gitignore"), "ignored.txt\n").unwrap();
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "app"]);
+    git(&["remote", "add", "origin", "https://example.invalid/app.git"]);
+    let commit = util::stdout(&git(&["rev-parse", "HEAD"])).trim().to_owned();
+    build("attest/deps:4");
+    let (_, statements) = built_statements(home.path(), "attest/deps:4", "linux/arm64");
+    let definition = &statements["https://slsa.dev/provenance/v1"]["predicate"]["buildDefinition"];
+    let dependencies = definition["resolvedDependencies"].as_array().unwrap();
+    assert!(
+        dependencies
+            .iter()
+            .any(|entry| entry["uri"] == "https://example.invalid/app.git"
+                && entry["digest"]["sha1"] == commit.as_str()),
+        "{definition}"
+    );
+    assert_eq!(
+        definition["externalParameters"]["configSource"]["digest"]["sha1"],
+        commit.as_str(),
+        "{definition}"
+    );
+    // A change to a tracked file: no longer the commit's tree.
+    std::fs::write(ctx.join("hello.txt"), "changed again\n").unwrap();
+    build("attest/deps:5");
+    let dependencies = resolved_dependencies(home.path(), "attest/deps:5", "linux/arm64");
+    assert!(
+        !dependencies
+            .iter()
+            .any(|entry| entry["uri"] == "https://example.invalid/app.git"),
+        "{dependencies:?}"
+    );
+}

@@ -525,7 +525,7 @@ fn copy_wildcards_chown_chmod_heredoc_and_add_archive() {
 }
 
 /// Serves `body` to every request on 127.0.0.1 (a thread per connection); returns the port.
-fn serve(body: &'static [u8]) -> u16 {
+pub(crate) fn serve(body: &'static [u8]) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
