@@ -3,20 +3,25 @@
 //!
 //! The build hands over [`Built`]: one image per target platform, already in the store, and
 //! the index joining them. Everything here reads from the store; nothing rebuilds.
-
 //!
 //! Which flag maps to which [`Output`]: no output flag → [`Output::Store`]; `--push` and
 //! `-o type=registry` / `type=image,push=true` → [`Output::Registry`]; `--load` →
 //! `Output::Docker { dest: None }`; `-o ...` → [`Output::parse`]. Then [`write`] does them
 //! all in order and returns an [`ExportReport`] for the CLI to print; [`write_metadata_file`]
 //! and [`write_iidfile`] serve `--metadata-file` and `--iidfile`.
+//!
+//! Files: this one parses nothing and writes in order; [`spec`] parses `-o`, `error` and
+//! `report` hold what an export says back, `archive` writes OCI and docker archives,
+//! `load` and [`engine`] serve `--load`, [`rootfs`] the `local` and `tar` outputs.
 
 mod archive;
 pub mod engine;
+mod error;
+mod load;
+mod report;
 pub mod rootfs;
 mod spec;
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +32,14 @@ use crate::oci::image::{self, ResolvedImage};
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, VertexCounter};
 use crate::registry::{ImageRef, PushOptions, RegistryOptions, SinkProgress};
-use crate::store::{Store, StoreError, display_ref};
+use crate::store::{Store, display_ref};
+
+use load::{docker_tag, load_into_engine};
+use report::platform_list;
 
 pub use engine::EngineError;
+pub use error::ExportError;
+pub use report::{ExportReport, Written, metadata, write_iidfile, write_metadata_file};
 pub use spec::OutputSpecError;
 
 /// One `-o` output (`--push` is `Registry`, `--load` is `Docker` loaded into the engine).
@@ -67,218 +77,6 @@ pub enum Output {
         /// Where.
         dest: PathBuf,
     },
-}
-
-/// Why an output could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// A `-t` name is not a valid image reference.
-    #[error("invalid tag")]
-    Tag(#[source] crate::registry::reference::ReferenceError),
-    /// `--push` (or `push-by-digest`) without a `-t` naming the repository.
-    #[error("pushing needs a name: give -t registry/repository[:tag]")]
-    PushWithoutName,
-    /// A docker-archive file holds one platform per tag; several were built.
-    #[error(
-        "type=docker writes one platform per tag, but this build made {platforms}: build one \
-         --platform, or use type=oci (which keeps the index), or --load (which tags each \
-         platform)"
-    )]
-    DockerMultiPlatform {
-        /// The platforms built, comma separated.
-        platforms: String,
-    },
-    /// Reading the build's images from the store failed.
-    #[error("reading the built image from the store")]
-    Store(#[source] Box<StoreError>),
-    /// Naming the result in the store failed.
-    #[error("naming {name} in the store")]
-    Name {
-        /// The name.
-        name: String,
-        /// The cause.
-        #[source]
-        source: Box<StoreError>,
-    },
-    /// A destination could not be written.
-    #[error("writing {}", dest.display())]
-    Write {
-        /// The destination.
-        dest: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Unpacking the root filesystem failed.
-    #[error("unpacking the image into {}", dest.display())]
-    Unpack {
-        /// The directory.
-        dest: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<StoreError>,
-    },
-    /// Reading an unpacked tree into a tar failed.
-    #[error("writing the root filesystem to {}", dest.display())]
-    Tree {
-        /// The destination.
-        dest: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<crate::layer::DiffError>,
-    },
-    /// The push failed.
-    #[error("pushing to {target}")]
-    Push {
-        /// Where.
-        target: String,
-        /// The cause.
-        #[source]
-        source: Box<crate::registry::push::PushError>,
-    },
-    /// The build handed over no image.
-    #[error("the build produced no image")]
-    NothingBuilt,
-    /// A background export task panicked or was cancelled.
-    #[error("the export task did not finish")]
-    Task(#[source] tokio::task::JoinError),
-    /// `--load` failed.
-    #[error("loading into the Docker engine")]
-    Load(#[source] EngineError),
-}
-
-impl ExportError {
-    pub(crate) fn reading(error: impl Into<StoreError>) -> Self {
-        Self::Store(Box::new(error.into()))
-    }
-
-    pub(crate) fn writing(dest: &Path) -> impl Fn(std::io::Error) -> Self + '_ {
-        move |source| Self::Write {
-            dest: dest.to_path_buf(),
-            source,
-        }
-    }
-
-    /// The exit status this error should give: bad input (2) for bad tags, a push without a
-    /// name, a multi-platform docker-archive or an unsupported `DOCKER_HOST`; host not ready
-    /// (3) when no Docker engine answers `--load`; failed (1) otherwise.
-    pub fn exit_kind(&self) -> crate::ExitKind {
-        match self {
-            Self::Tag(_)
-            | Self::PushWithoutName
-            | Self::DockerMultiPlatform { .. }
-            | Self::Load(EngineError::UnsupportedHost(_)) => crate::ExitKind::BadInput,
-            Self::Load(EngineError::Unreachable { .. }) => crate::ExitKind::HostNotReady,
-            _ => crate::ExitKind::Failed,
-        }
-    }
-}
-
-/// One thing an export wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
-    /// A name in the local store (full normalised name).
-    Named(String),
-    /// Pushed under a tag (`registry/repository:tag`) with this digest.
-    Pushed {
-        /// The reference pushed to.
-        reference: String,
-        /// The digest of the pushed index or manifest.
-        digest: String,
-    },
-    /// Pushed by digest only (`registry/repository@sha256:...`).
-    PushedByDigest(String),
-    /// An OCI archive.
-    OciArchive(PathBuf),
-    /// A docker-archive of one platform.
-    DockerArchive {
-        /// The file.
-        dest: PathBuf,
-        /// The platform in it.
-        platform: Platform,
-    },
-    /// Loaded into a Docker engine: each tag and its platform.
-    Loaded {
-        /// The engine's socket.
-        socket: PathBuf,
-        /// `(tag, platform)` pairs; the tag is empty for an untagged image.
-        tags: Vec<(String, Platform)>,
-    },
-    /// Root filesystems in a directory (`dest` itself, or one folder per platform).
-    Local {
-        /// The directory.
-        dest: PathBuf,
-        /// The platforms written.
-        platforms: Vec<Platform>,
-    },
-    /// Root filesystems as a tar.
-    Tar {
-        /// The file (`-`: stdout).
-        dest: PathBuf,
-        /// The platforms written.
-        platforms: Vec<Platform>,
-    },
-}
-
-fn platform_list(platforms: &[Platform]) -> String {
-    platforms
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl fmt::Display for Written {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Named(name) => write!(f, "named {}", display_ref(name)),
-            Self::Pushed { reference, digest } => write!(f, "pushed {reference} ({digest})"),
-            Self::PushedByDigest(reference) => write!(f, "pushed {reference}"),
-            Self::OciArchive(dest) => write!(f, "wrote OCI archive {}", dest.display()),
-            Self::DockerArchive { dest, platform } => {
-                write!(f, "wrote docker archive {} ({platform})", dest.display())
-            }
-            Self::Loaded { socket, tags } => {
-                let list: Vec<String> = tags
-                    .iter()
-                    .map(|(tag, platform)| {
-                        if tag.is_empty() {
-                            format!("untagged ({platform})")
-                        } else {
-                            format!("{tag} ({platform})")
-                        }
-                    })
-                    .collect();
-                write!(
-                    f,
-                    "loaded into the Docker engine on {}: {}",
-                    socket.display(),
-                    list.join(", ")
-                )
-            }
-            Self::Local { dest, platforms } => write!(
-                f,
-                "wrote the root filesystem of {} to {}",
-                platform_list(platforms),
-                dest.display()
-            ),
-            Self::Tar { dest, platforms } => write!(
-                f,
-                "wrote the root filesystem of {} as a tar to {}",
-                platform_list(platforms),
-                dest.display()
-            ),
-        }
-    }
-}
-
-/// What [`write`] did, for the CLI to print, and for `--metadata-file`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportReport {
-    /// Everything written, in order.
-    pub written: Vec<Written>,
-    /// Things the user should know (for example, how `--load` tagged several platforms).
-    pub notes: Vec<String>,
 }
 
 /// Parses each `-t` name as a reference (`busybox` → `docker.io/library/busybox:latest`).
@@ -620,191 +418,4 @@ fn complete_in_store(store: &Store, built: &Built) -> bool {
                     .all(|layer| layout.has_blob(layer.digest()))
         })
     })
-}
-
-/// The name `docker load` shows: `docker.io/library/` left out.
-fn docker_tag(reference: &ImageRef) -> String {
-    display_ref(&reference.store_name()).to_owned()
-}
-
-/// `tag-<arch>[-<variant>]` for the platforms that do not get the plain tag.
-fn suffixed_tag(reference: &ImageRef, platform: &Platform) -> String {
-    let suffix = match &platform.variant {
-        Some(variant) => format!("{}-{variant}", platform.architecture),
-        None => platform.architecture.clone(),
-    };
-    let tag = reference.tag().unwrap_or("latest");
-    format!(
-        "{}:{tag}-{suffix}",
-        display_ref(&reference.repository_name())
-    )
-}
-
-/// `--load`: one docker-archive with an entry per platform, streamed to the engine.
-async fn load_into_engine(
-    store: &Store,
-    built: &Built,
-    references: &[ImageRef],
-    report: &mut ExportReport,
-) -> Result<(PathBuf, Vec<(String, Platform)>), ExportError> {
-    let socket = engine::docker_socket().map_err(ExportError::Load)?;
-    engine::ping(&socket).await.map_err(ExportError::Load)?;
-    let images = resolve_images(store, built)?;
-    let platforms: Vec<Platform> = images.iter().map(|(p, _)| p.clone()).collect();
-    let chosen =
-        crate::platform::best_match(&crate::platform::host(), &platforms).unwrap_or_default();
-    let mut entries = Vec::new();
-    let mut loaded = Vec::new();
-    for (index, (platform, resolved)) in images.into_iter().enumerate() {
-        let tags: Vec<String> = if index == chosen {
-            references.iter().map(docker_tag).collect()
-        } else {
-            references
-                .iter()
-                .map(|reference| suffixed_tag(reference, &platform))
-                .collect()
-        };
-        if tags.is_empty() {
-            loaded.push((String::new(), platform.clone()));
-        }
-        loaded.extend(tags.iter().map(|tag| (tag.clone(), platform.clone())));
-        entries.push((resolved, tags));
-    }
-    if platforms.len() > 1 && !references.is_empty() {
-        report.notes.push(format!(
-            "the Docker engine takes one platform per tag: {} is loaded as {}, the others as \
-             {}",
-            platforms[chosen],
-            references
-                .iter()
-                .map(docker_tag)
-                .collect::<Vec<_>>()
-                .join(", "),
-            loaded
-                .iter()
-                .filter(|(_, platform)| *platform != platforms[chosen])
-                .map(|(tag, _)| tag.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    let tmp_dir = store.layout().tmp_dir();
-    let archive_file = tempfile::Builder::new()
-        .prefix("load-")
-        .suffix(".tar")
-        .tempfile_in(&tmp_dir)
-        .map_err(ExportError::writing(&tmp_dir))?;
-    let archive_path = archive_file.path().to_path_buf();
-    let (task_store, task_path) = (store.clone(), archive_path.clone());
-    let archive_file = blocking(move || {
-        let mut out = std::io::BufWriter::new(archive_file.as_file());
-        archive::write_docker(&task_store, &entries, &task_path, &mut out)?;
-        out.flush().map_err(ExportError::writing(&task_path))?;
-        drop(out);
-        Ok(archive_file)
-    })
-    .await?;
-    let messages = engine::load(&socket, &archive_path)
-        .await
-        .map_err(ExportError::Load);
-    // The archive is deleted only once the engine has read it.
-    drop(archive_file);
-    messages?;
-    Ok((socket, loaded))
-}
-
-/// The `--metadata-file` document: buildx's keys (`containerimage.digest`: the result's
-/// digest; `containerimage.descriptor`: its descriptor; `containerimage.config.digest`: the
-/// config digest for a single-manifest result; `image.name`: the tags, comma separated, as
-/// pushed or named) and xbuild's `xbuild.manifests`: `{"linux/amd64": "sha256:...", ...}`,
-/// each platform's manifest digest.
-///
-/// # Errors
-/// The single manifest cannot be read from the store.
-pub fn metadata(
-    store: &Store,
-    built: &Built,
-    report: &ExportReport,
-) -> Result<serde_json::Value, ExportError> {
-    let result = built.result();
-    let mut document = serde_json::Map::new();
-    document.insert(
-        "containerimage.digest".to_owned(),
-        result.digest().to_string().into(),
-    );
-    let mut descriptor = result.clone();
-    descriptor.set_annotations(None);
-    document.insert(
-        "containerimage.descriptor".to_owned(),
-        serde_json::to_value(&descriptor).expect("a descriptor serialises"),
-    );
-    if result == &built.index {
-        // An index has no config.
-    } else {
-        let resolved = image::read_image(store.layout(), result).map_err(ExportError::reading)?;
-        document.insert(
-            "containerimage.config.digest".to_owned(),
-            resolved.manifest.config().digest().to_string().into(),
-        );
-    }
-    let names: Vec<String> = report
-        .written
-        .iter()
-        .filter_map(|written| match written {
-            Written::Named(name) => Some(name.clone()),
-            Written::Pushed { reference, .. } => Some(reference.clone()),
-            // As buildx: the name pushed to, without the digest.
-            Written::PushedByDigest(reference) => Some(
-                reference
-                    .split_once('@')
-                    .map_or(reference.as_str(), |(name, _)| name)
-                    .to_owned(),
-            ),
-            _ => None,
-        })
-        .fold(Vec::new(), |mut names, name| {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-            names
-        });
-    if !names.is_empty() {
-        document.insert("image.name".to_owned(), names.join(",").into());
-    }
-    let manifests: serde_json::Map<String, serde_json::Value> = built
-        .images
-        .iter()
-        .map(|image| {
-            (
-                image.platform.to_string(),
-                image.manifest.digest().to_string().into(),
-            )
-        })
-        .collect();
-    document.insert("xbuild.manifests".to_owned(), manifests.into());
-    Ok(document.into())
-}
-
-/// Writes [`metadata`] to `path` as pretty JSON (`--metadata-file`).
-///
-/// # Errors
-/// As [`metadata`], and write failures.
-pub fn write_metadata_file(
-    path: &Path,
-    store: &Store,
-    built: &Built,
-    report: &ExportReport,
-) -> Result<(), ExportError> {
-    let document = metadata(store, built, report)?;
-    let mut text = serde_json::to_vec_pretty(&document).expect("JSON serialises");
-    text.push(b'\n');
-    std::fs::write(path, text).map_err(ExportError::writing(path))
-}
-
-/// Writes the result's digest (`sha256:...`, no newline, as buildx) to `path` (`--iidfile`).
-///
-/// # Errors
-/// Write failures.
-pub fn write_iidfile(path: &Path, built: &Built) -> Result<(), ExportError> {
-    std::fs::write(path, built.result().digest().to_string()).map_err(ExportError::writing(path))
 }
