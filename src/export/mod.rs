@@ -6,11 +6,11 @@
 //!
 //! Which flag maps to which [`Output`]: no output flag → [`Output::Store`]; `--push` and
 //! `-o type=registry` / `type=image,push=true` → [`Output::Registry`]; `--load` →
-//! `Output::Docker { dest: None }`; `-o ...` → [`Output::parse`]. Then [`write`] does them
+//! `Output::Docker { dest: None }`; `-o ...` → [`Output::parse`]. Then [`write()`] does them
 //! all in order and returns an [`ExportReport`] for the CLI to print; [`write_metadata_file`]
 //! and [`write_iidfile`] serve `--metadata-file` and `--iidfile`.
 //!
-//! Files: this one parses nothing and writes in order; [`spec`] parses `-o`, `error` and
+//! Files: this one parses nothing and writes in order; `spec` parses `-o`, `error` and
 //! `report` hold what an export says back, `archive` writes OCI and docker archives,
 //! `load` and [`engine`] serve `--load`, [`rootfs`] the `local` and `tar` outputs.
 
