@@ -176,6 +176,14 @@ pub struct BuildArgs {
     /// docker's --ulimit), repeatable.
     #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
+    /// Instead of building: `check` (the build checks), `outline` (the target's build
+    /// arguments, secrets and ssh forwards), `targets` (the stages), or `build` (the
+    /// default); `,format=json` for BuildKit's JSON, `,ignorestatus=true` to exit 0.
+    #[arg(long = "call", value_name = "METHOD[,format=json]")]
+    pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long, conflicts_with = "call")]
+    pub check: bool,
 }
 
 impl BuildArgs {
@@ -193,6 +201,14 @@ impl BuildArgs {
     /// Bad arguments or Dockerfile (exit 2), a host that cannot run a platform (exit 3), a
     /// failed step or store failure (exit 1).
     pub fn run(mut self) -> anyhow::Result<()> {
+        let call = match (&self.call, self.check) {
+            (Some(value), _) => super::call::Call::parse(value)?,
+            (None, true) => super::call::Call::parse("check")?,
+            (None, false) => super::call::Call::parse("build")?,
+        };
+        if call.method != super::call::Method::Build {
+            return super::call::run(&self, call);
+        }
         self.add_output_names();
         let outputs = self.outputs()?;
         let attestations = self.attestations(&outputs)?;

@@ -8,6 +8,7 @@ pub mod args;
 pub mod attest;
 pub mod binfmt;
 pub mod build;
+mod call;
 pub mod check;
 pub mod completion;
 pub mod debug;

@@ -22,6 +22,7 @@ pub mod expand;
 pub mod frontend;
 pub mod instruction;
 pub mod mount;
+pub mod outline;
 pub mod resolve;
 pub mod syntax;
 

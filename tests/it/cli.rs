@@ -29,3 +29,93 @@ fn version_prints_the_crate_version() {
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `build --call=outline|targets|check` and `--check` on the Dockerfile of buildx's
+/// documentation (`--call` descriptions): the text buildx's documentation shows, BuildKit's
+/// JSON field names with `format=json`, the checks' exit status, and flags that only apply
+/// to a built result refused before anything is read.
+#[test]
+fn call_outline_targets_and_check_print_what_buildx_prints() {
+    let dir = temp_dir();
+    let ctx = dir.path();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "# syntax=docker/dockerfile:1\n\n\
+         # GO_VERSION sets the Go version for the build\n\
+         ARG GO_VERSION=1.22\n\n\
+         # base-builder is the base stage for building the project\n\
+         FROM golang:${GO_VERSION} AS base-builder\n",
+    )
+    .unwrap();
+    let call = |args: &[&str]| {
+        let mut command = xbuild(ctx);
+        command.current_dir(ctx).arg("build").args(args).arg(".");
+        run(&mut command)
+    };
+    let output = call(&["-q", "--call=outline"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "TARGET:      base-builder\n\
+         DESCRIPTION: is the base stage for building the project\n\
+         \n\
+         BUILD ARG    VALUE   DESCRIPTION\n\
+         GO_VERSION   1.22    sets the Go version for the build\n\
+         \n"
+    );
+    // A --build-arg is the value the build would use.
+    let output = call(&["--call", "outline", "--build-arg", "GO_VERSION=1.23"]);
+    assert!(
+        stdout(&output).contains("GO_VERSION   1.23    sets"),
+        "{}",
+        stdout(&output)
+    );
+    let output = call(&["--call=targets"]);
+    assert_eq!(
+        stdout(&output),
+        "TARGET                 DESCRIPTION\n\
+         base-builder (default) is the base stage for building the project\n"
+    );
+    let output = call(&["--call=targets,format=json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["targets"][0]["name"], "base-builder");
+    assert_eq!(json["targets"][0]["default"], true);
+    assert_eq!(json["targets"][0]["base"], "golang:${GO_VERSION}");
+    assert_eq!(
+        json["targets"][0]["location"]["ranges"][0]["start"]["line"],
+        7
+    );
+    let output = call(&["--call=outline,format=json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["args"][0]["name"], "GO_VERSION");
+    assert_eq!(json["args"][0]["value"], "1.22");
+    // The checks: an untagged-but-variable base and no USER are found (exit 1), and
+    // ignorestatus=true exits 0; a clean Dockerfile exits 0.
+    let output = call(&["--check"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("NoUserInFinalStage"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        call(&["--call=check,ignorestatus=true"]).status.code(),
+        Some(0)
+    );
+    for refused in [
+        &["--call=outline", "-t", "app:1"][..],
+        &["--call=targets", "--push"],
+        &["--check", "-o", "type=oci,dest=x.tar"],
+        &["--call=describe"],
+        &["--call=outline", "--target", "nope"],
+    ] {
+        let output = call(refused);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{refused:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(!ctx.join("x.tar").exists());
+}

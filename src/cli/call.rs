@@ -1,0 +1,243 @@
+//! `xbuild build --call=build|check|outline|targets[,format=json]` and `--check`, as buildx
+//! has them: instead of building, evaluate the build checks (`check`, what `xbuild check`
+//! does), list the build arguments, secrets and ssh forwards a target takes (`outline`), or
+//! list the stages (`targets`), in buildx's text or BuildKit's JSON
+//! ([`crate::dockerfile::outline`]).
+//!
+//! A call other than `build` builds nothing, so flags that only say what to do with a
+//! result (`-t`, `--push`, `-o`, `--load`, `--metadata-file`, `--iidfile`, `--cache-to`,
+//! attestations) are refused with it rather than ignored.
+
+use super::build::BuildArgs;
+use super::check::{CheckArgs, Format};
+use super::output;
+use crate::dockerfile::{self, outline};
+use crate::error::{ExitKind, Failure};
+use crate::platform;
+
+/// A frontend method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// Build (the default).
+    Build,
+    /// Evaluate the build checks.
+    Check,
+    /// The target's build arguments, secrets and ssh forwards.
+    Outline,
+    /// The stages.
+    Targets,
+}
+
+/// A parsed `--call` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Call {
+    /// The method.
+    pub(crate) method: Method,
+    /// `format=json`.
+    pub(crate) json: bool,
+    /// `ignorestatus=true`: exit 0 even when the checks found something.
+    pub(crate) ignore_status: bool,
+}
+
+impl Call {
+    /// Parses buildx's `--call` value: `NAME[,format=json|text][,ignorestatus=BOOL]`.
+    ///
+    /// # Errors
+    /// An unknown method or field (exit 2).
+    pub(crate) fn parse(value: &str) -> anyhow::Result<Self> {
+        let mut method = None;
+        let mut json = false;
+        let mut ignore_status = false;
+        for field in value.split(',').map(str::trim) {
+            match field.split_once('=') {
+                Some(("format", "json")) => json = true,
+                Some(("format", "text" | "")) => json = false,
+                Some(("format", other)) => {
+                    return Err(Failure::bad_input(format_args!(
+                        "--call {value}: format {other:?}: use json or text"
+                    ))
+                    .into());
+                }
+                Some(("ignorestatus", flag)) => {
+                    ignore_status = flag.parse::<bool>().map_err(|_| {
+                        Failure::bad_input(format_args!(
+                            "--call {value}: invalid ignorestatus print value: {flag}"
+                        ))
+                    })?;
+                }
+                Some(_) => {
+                    return Err(Failure::bad_input(format_args!(
+                        "--call {value}: invalid print field: {field} (known: format, ignorestatus)"
+                    ))
+                    .into());
+                }
+                None if method.is_some() => {
+                    return Err(Failure::bad_input(format_args!(
+                        "--call {value}: invalid print value: {value}"
+                    ))
+                    .into());
+                }
+                None => {
+                    method = Some(match field {
+                        "build" => Method::Build,
+                        "check" | "lint" => Method::Check,
+                        "outline" => Method::Outline,
+                        "targets" => Method::Targets,
+                        other => {
+                            return Err(Failure::bad_input(format_args!(
+                                "--call {other}: not a method of the Dockerfile frontend \
+                                 (known: build, check, outline, targets)"
+                            ))
+                            .into());
+                        }
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            method: method.unwrap_or(Method::Build),
+            json,
+            ignore_status,
+        })
+    }
+}
+
+/// Runs `call` (not [`Method::Build`]) for `args`.
+///
+/// # Errors
+/// Flags that only apply to a build, an unreadable or invalid Dockerfile, an unknown target
+/// (exit 2); `check` found something (exit 1, unless `ignorestatus=true`).
+pub(crate) fn run(args: &BuildArgs, call: Call) -> anyhow::Result<()> {
+    let name = match call.method {
+        Method::Build => return Ok(()),
+        Method::Check => "check",
+        Method::Outline => "outline",
+        Method::Targets => "targets",
+    };
+    refuse_build_flags(args, name)?;
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    if call.method == Method::Check {
+        let check = CheckArgs {
+            context: args.context.clone(),
+            file: Some(dockerfile),
+            build_args: args.build_args.clone(),
+            platform: args.platform.clone(),
+            target: args.target.clone(),
+            format: if call.json {
+                Format::Json
+            } else {
+                Format::Text
+            },
+        };
+        return match check.run() {
+            Err(error)
+                if call.ignore_status && crate::error::exit_kind(&error) == ExitKind::Failed =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
+    }
+    let file_name = dockerfile.display().to_string();
+    let bytes = std::fs::read(&dockerfile)
+        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let bad = |error: dockerfile::DockerfileError| {
+        Failure::new(ExitKind::BadInput, error.with_file(&file_name))
+    };
+    let tree = dockerfile::parse(&text).map_err(bad)?;
+    let stages = dockerfile::stages(&tree).map_err(bad)?;
+    let printed = if call.method == Method::Targets {
+        let list = outline::targets(&text, &tree, &stages);
+        if call.json {
+            json(&list)?
+        } else {
+            outline::print_targets(&list)
+        }
+    } else {
+        let build_args = super::debug::parse_build_args(&args.build_args);
+        let targets = args.targets()?;
+        let host = platform::host();
+        let automatic = crate::plan::automatic_args(targets.first().unwrap_or(&host), &host);
+        let found = outline::outline(
+            &text,
+            &tree,
+            &stages,
+            args.target.as_deref(),
+            &build_args,
+            &automatic,
+        )
+        .map_err(bad)?;
+        if call.json {
+            json(&found)?
+        } else {
+            outline::print_outline(&found)
+        }
+    };
+    output::stdout_bytes(printed.as_bytes());
+    Ok(())
+}
+
+/// BuildKit's `result.json`: indented by two spaces, and a newline.
+fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|error| Failure::new(ExitKind::Failed, anyhow::anyhow!(error)))?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// The first flag given that only says what to do with a built result.
+fn refuse_build_flags(args: &BuildArgs, method: &str) -> anyhow::Result<()> {
+    let given = [
+        (!args.tags.is_empty(), "-t"),
+        (args.push, "--push"),
+        (!args.output.is_empty(), "-o"),
+        (args.load, "--load"),
+        (args.metadata_file.is_some(), "--metadata-file"),
+        (args.iidfile.is_some(), "--iidfile"),
+        (!args.cache_to.is_empty(), "--cache-to"),
+        (!args.attest.is_empty(), "--attest"),
+        (args.sbom.is_some(), "--sbom"),
+        (args.provenance.is_some(), "--provenance"),
+    ];
+    match given.iter().find(|(set, _)| *set) {
+        Some((_, flag)) => Err(Failure::bad_input(format_args!(
+            "--call={method} builds nothing: {flag} has no result to apply to"
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_values_as_buildx_parses_them() {
+        let call = Call::parse("outline,format=json").unwrap();
+        assert_eq!(
+            (call.method, call.json, call.ignore_status),
+            (Method::Outline, true, false)
+        );
+        assert_eq!(Call::parse("lint").unwrap().method, Method::Check);
+        assert_eq!(Call::parse("build").unwrap().method, Method::Build);
+        assert!(
+            Call::parse("check,ignorestatus=true")
+                .unwrap()
+                .ignore_status
+        );
+        for bad in [
+            "outline,targets",
+            "describe",
+            "outline,format=yaml",
+            "check,ignorestatus=maybe",
+            "outline,colour=red",
+        ] {
+            assert!(Call::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
