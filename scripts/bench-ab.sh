@@ -97,8 +97,8 @@ for i in $(seq "$REPEAT"); do
     edit "$i"
     for name in $order; do measure one-edit "$name" xbuild build_as "$name"; done
     for name in $order; do
-        run_as "$name" tag bench/app:1 "$REG/ab-$name-$i:1" >> "$WORK/log" 2>&1
-        measure push "$name" xbuild run_as "$name" push --progress=quiet "$REG/ab-$name-$i:1"
+        run_as "$name" tag bench/app:1 "$REG/ab-${name,,}-$i:1" >> "$WORK/log" 2>&1
+        measure push "$name" xbuild run_as "$name" push --progress=quiet "$REG/ab-${name,,}-$i:1"
     done
     if [ "$COLD" = 1 ] && [ "$i" -lt "$REPEAT" ]; then
         cp benches/app/hello.c "$APP/hello.c"
