@@ -5,7 +5,8 @@
 //! `--format` takes the forms buildx documents, not a Go template engine:
 //! `{{.Name}}`, `{{.Manifest}}` (the default text), `{{.Manifest.Digest}}`,
 //! `{{.Manifest.MediaType}}`, `{{.Manifest.Size}}`, `{{json .Manifest}}`,
-//! `{{json .Image}}`, `{{json .Name}}` and `{{json .}}`, with any text around them. Other
+//! `{{json .Image}}`, `{{json .Name}}`, `{{json .SBOM}}`, `{{json .Provenance}}` and
+//! `{{json .}}`, with any text around them. Other
 //! actions are refused (exit 2), naming the ones that work.
 
 use std::collections::BTreeMap;
@@ -50,7 +51,7 @@ pub struct InspectArgs {
     pub raw: bool,
     /// Format the output: `{{.Name}}`, `{{.Manifest}}` (default), `{{.Manifest.Digest}}`,
     /// `{{.Manifest.MediaType}}`, `{{.Manifest.Size}}`, `{{json .Manifest}}`,
-    /// `{{json .Image}}`, `{{json .}}`.
+    /// `{{json .Image}}`, `{{json .SBOM}}`, `{{json .Provenance}}`, `{{json .}}`.
     #[arg(long, value_name = "TEMPLATE")]
     pub format: Option<String>,
     /// Image (`name[:tag][@digest]`).
@@ -141,11 +142,20 @@ impl InspectArgs {
             return Ok(());
         };
         let configs = if template.needs_image() {
-            runtime.block_on(tools::image_configs(options, &reference, &manifest))?
+            runtime.block_on(tools::image_configs(
+                Arc::clone(&options),
+                &reference,
+                &manifest,
+            ))?
         } else {
             Vec::new()
         };
-        let input = TemplateInput::new(&self.reference, &manifest, configs)?;
+        let mut input = TemplateInput::new(&self.reference, &manifest, configs)?;
+        if template.needs_attestations() {
+            let statements =
+                runtime.block_on(tools::attestations(options, &reference, &manifest))?;
+            (input.sbom, input.provenance) = attestation_values(&statements);
+        }
         output::stdout(template.render(&input)?);
         Ok(())
     }
@@ -223,6 +233,58 @@ struct TemplateInput {
     manifest: ManifestValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageValue>,
+    /// `.SBOM` (a method in buildx, not in `{{json .}}`).
+    #[serde(skip)]
+    sbom: serde_json::Value,
+    /// `.Provenance` (likewise).
+    #[serde(skip)]
+    provenance: serde_json::Value,
+}
+
+/// buildx's `.SBOM` and `.Provenance` of the statements per platform: for one platform
+/// `{"SPDX": predicate, "AdditionalSPDXs": [...]}` and `{"SLSA": predicate}`, for several a
+/// map from each platform to that.
+fn attestation_values(
+    statements: &[(Platform, Vec<serde_json::Value>)],
+) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::{Map, Value};
+    let stubs = |statements: &[Value]| -> (Value, Value) {
+        let mut spdx: Vec<Value> = Vec::new();
+        let mut slsa = None;
+        for statement in statements {
+            let kind = statement["predicateType"].as_str().unwrap_or_default();
+            if kind == crate::attest::SPDX_PREDICATE {
+                spdx.push(statement["predicate"].clone());
+            } else if kind.starts_with("https://slsa.dev/provenance/") && slsa.is_none() {
+                slsa = Some(statement["predicate"].clone());
+            }
+        }
+        let mut sbom = Map::new();
+        let mut spdx = spdx.into_iter();
+        if let Some(first) = spdx.next() {
+            sbom.insert("SPDX".to_owned(), first);
+        }
+        let additional: Vec<Value> = spdx.collect();
+        if !additional.is_empty() {
+            sbom.insert("AdditionalSPDXs".to_owned(), Value::Array(additional));
+        }
+        let mut provenance = Map::new();
+        if let Some(slsa) = slsa {
+            provenance.insert("SLSA".to_owned(), slsa);
+        }
+        (Value::Object(sbom), Value::Object(provenance))
+    };
+    if let [(_, only)] = statements {
+        return stubs(only);
+    }
+    let mut sbom = Map::new();
+    let mut provenance = Map::new();
+    for (platform, statements) in statements {
+        let (one, two) = stubs(statements);
+        sbom.insert(platform.to_string(), one);
+        provenance.insert(platform.to_string(), two);
+    }
+    (Value::Object(sbom), Value::Object(provenance))
 }
 
 impl TemplateInput {
@@ -265,6 +327,8 @@ impl TemplateInput {
             name: name.to_owned(),
             manifest: value,
             image,
+            sbom: serde_json::Value::Null,
+            provenance: serde_json::Value::Null,
         })
     }
 }
@@ -286,7 +350,7 @@ struct Template {
 
 const SUPPORTED: &str = "{{.Name}}, {{.Manifest}}, {{.Manifest.Digest}}, \
     {{.Manifest.MediaType}}, {{.Manifest.Size}}, {{json .Manifest}}, {{json .Image}}, \
-    {{json .Name}}, {{json .}}";
+    {{json .Name}}, {{json .SBOM}}, {{json .Provenance}}, {{json .}}";
 
 impl Template {
     fn parse(text: &str) -> Result<Self, Failure> {
@@ -312,6 +376,8 @@ impl Template {
                 ["json", ".Name"] => Action::Json("name"),
                 ["json", ".Manifest"] => Action::Json("manifest"),
                 ["json", ".Image"] => Action::Json("image"),
+                ["json", ".SBOM"] => Action::Json("SBOM"),
+                ["json", ".Provenance"] => Action::Json("Provenance"),
                 _ => {
                     return Err(Failure::bad_input(format_args!(
                         "--format: {{{{{action}}}}} is not supported (supported: {SUPPORTED})"
@@ -330,6 +396,12 @@ impl Template {
     /// `{{.Manifest}}` alone is the default text output, as in buildx.
     fn is_whole_manifest(&self) -> bool {
         matches!(self.parts.as_slice(), [Err(Action::Manifest)])
+    }
+
+    fn needs_attestations(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Err(Action::Json("SBOM" | "Provenance"))))
     }
 
     fn needs_image(&self) -> bool {
@@ -356,10 +428,11 @@ impl Template {
                     other => out.push_str(&other.to_string()),
                 },
                 Err(Action::Json(field)) => {
-                    let selected = if field.is_empty() {
-                        &value
-                    } else {
-                        &value[field]
+                    let selected = match *field {
+                        "" => &value,
+                        "SBOM" => &input.sbom,
+                        "Provenance" => &input.provenance,
+                        field => &value[field],
                     };
                     out.push_str(
                         &serde_json::to_string_pretty(selected).expect("a JSON value serialises"),

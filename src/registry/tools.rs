@@ -650,3 +650,98 @@ pub async fn image_configs(
     }
     Ok(configs)
 }
+
+/// The in-toto media type of an attestation layer.
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+/// The in-toto statements about each platform image of what `top` names, for
+/// `imagetools inspect --format '{{json .SBOM}}'` / `'{{json .Provenance}}'`: those attached
+/// as referrers of the platform's manifest (the referrers API, else the `sha256-<hex>` tag
+/// fallback), then those BuildKit keeps inside the index as attestation manifests naming
+/// their image (`vnd.docker.reference.digest`). Platforms in the index's order; a layer that
+/// is not an in-toto statement is skipped.
+///
+/// # Errors
+/// Registry failures, documents that do not parse.
+pub async fn attestations(
+    options: Arc<RegistryOptions>,
+    reference: &ImageRef,
+    top: &RawManifest,
+) -> Result<Vec<(Platform, Vec<serde_json::Value>)>, ToolsError> {
+    let mut connections = Connections {
+        options,
+        open: BTreeMap::new(),
+    };
+    let origin = connections.get(reference).await?;
+    let registry_error = |source| ToolsError::Registry {
+        reference: reference.to_string(),
+        source,
+    };
+    // (platform, manifest digest) of each image; the in-index attestation manifests.
+    let mut images: Vec<(Platform, oci_spec::image::Digest)> = Vec::new();
+    let mut in_index: Vec<Descriptor> = Vec::new();
+    if top.is_index() {
+        for entry in index_entries(reference, top)? {
+            if is_attestation(&entry.descriptor) {
+                in_index.push(entry.descriptor);
+            } else if let Some(platform) = entry.platform {
+                images.push((platform, entry.descriptor.digest().clone()));
+            }
+        }
+    } else {
+        let document = parse_manifest(reference, top)?;
+        let bytes = origin
+            .get_config(reference.repository(), document.config())
+            .await
+            .map_err(registry_error)?;
+        let config: ImageConfiguration = serde_json::from_slice(&bytes)
+            .map_err(|error| bad(reference, "config", error.to_string()))?;
+        images.push((Platform::of_config(&config), top.digest.clone()));
+    }
+    let mut found = Vec::new();
+    for (platform, subject) in images {
+        let mut manifests: Vec<Descriptor> =
+            super::referrers::list(&origin, reference.repository(), &subject)
+                .await
+                .map_err(registry_error)?
+                .descriptors;
+        manifests.extend(
+            in_index
+                .iter()
+                .filter(|descriptor| {
+                    descriptor
+                        .annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(REFERENCE_DIGEST))
+                        .is_some_and(|digest| digest == subject.as_ref())
+                })
+                .cloned(),
+        );
+        let mut statements = Vec::new();
+        for descriptor in manifests {
+            if descriptor.media_type().to_string().contains("index") {
+                continue;
+            }
+            let raw = fetch_child(&origin, reference, &descriptor).await?;
+            let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&raw.bytes) else {
+                continue;
+            };
+            for layer in manifest.layers() {
+                if layer.media_type().to_string() != IN_TOTO {
+                    continue;
+                }
+                let bytes = origin
+                    .get_config(reference.repository(), layer)
+                    .await
+                    .map_err(registry_error)?;
+                if let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    if statement.get("predicateType").is_some() {
+                        statements.push(statement);
+                    }
+                }
+            }
+        }
+        found.push((platform, statements));
+    }
+    Ok(found)
+}

@@ -948,6 +948,8 @@ fn referrers_travel_with_the_image_through_the_tag_fallback() {
         let raw = registry.skopeo_raw(&format!("attest/busybox:sha256-{hex}"));
         json(&raw)["manifests"].as_array().unwrap().clone()
     };
+    // What curl reads from the registry, per platform and predicate type.
+    let mut read: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
     for platform in platforms {
         let entries = fallback_entries(platform);
         let ours: BTreeSet<String> = entries
@@ -989,6 +991,13 @@ fn referrers_travel_with_the_image_through_the_tag_fallback() {
                 statement["predicateType"],
                 layer["annotations"]["in-toto.io/predicate-type"]
             );
+            read.insert(
+                (
+                    platform.to_owned(),
+                    statement["predicateType"].as_str().unwrap().to_owned(),
+                ),
+                statement["predicate"].clone(),
+            );
             if statement["predicateType"] == "https://spdx.dev/Document" {
                 assert_valid_spdx(&venv, statement["predicate"].to_string().as_bytes());
             } else {
@@ -1007,6 +1016,29 @@ fn referrers_travel_with_the_image_through_the_tag_fallback() {
             .any(|entry| entry["digest"] == foreign.as_str()),
         "the foreign entry is kept"
     );
+    // imagetools inspect --format as buildx: per platform, {"SPDX": ...} and {"SLSA": ...},
+    // the predicates curl read; the foreign signature is no attestation.
+    for (field, key, predicate) in [
+        (".SBOM", "SPDX", "https://spdx.dev/Document"),
+        (".Provenance", "SLSA", "https://slsa.dev/provenance/v1"),
+    ] {
+        let output = ok(command().args([
+            "imagetools",
+            "inspect",
+            &name,
+            "--format",
+            &format!("{{{{json {field}}}}}"),
+        ]));
+        let shown = json(&output.stdout);
+        for platform in platforms {
+            assert_eq!(
+                shown[platform][key],
+                read[&(platform.to_owned(), predicate.to_owned())],
+                "{field} {platform}"
+            );
+            assert_eq!(shown[platform].as_object().unwrap().len(), 1, "{shown}");
+        }
+    }
 
     // A new SBOM (another time) replaces the old one here and in the fallback index.
     let newer = ok(command().env("SOURCE_DATE_EPOCH", "1700000500").args([
