@@ -187,6 +187,34 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
+    /// What `--call` reads: the Dockerfile's arguments, and which flags need a built result.
+    fn call_inputs(&self) -> super::call::CallInputs {
+        let given = [
+            (!self.tags.is_empty(), "-t"),
+            (self.push, "--push"),
+            (!self.output.is_empty(), "-o"),
+            (self.load, "--load"),
+            (self.metadata_file.is_some(), "--metadata-file"),
+            (self.iidfile.is_some(), "--iidfile"),
+            (!self.cache_to.is_empty(), "--cache-to"),
+            (!self.attest.is_empty(), "--attest"),
+            (self.sbom.is_some(), "--sbom"),
+            (self.provenance.is_some(), "--provenance"),
+        ];
+        super::call::CallInputs {
+            context: self.context.clone(),
+            file: self.file.clone(),
+            build_args: self.build_args.clone(),
+            platform: self.platform.clone(),
+            target: self.target.clone(),
+            result_flags: given
+                .iter()
+                .filter(|(set, _)| *set)
+                .map(|(_, flag)| *flag)
+                .collect(),
+        }
+    }
+
     /// The target platforms: `--platform` ([`super::values::platform_args`]), else the host's.
     ///
     /// # Errors
@@ -207,7 +235,7 @@ impl BuildArgs {
             (None, false) => super::call::Call::parse("build")?,
         };
         if call.method != super::call::Method::Build {
-            return super::call::run(&self, call);
+            return super::call::run(&self.call_inputs(), call);
         }
         self.add_output_names();
         let outputs = self.outputs()?;

@@ -8,7 +8,8 @@
 //! result (`-t`, `--push`, `-o`, `--load`, `--metadata-file`, `--iidfile`, `--cache-to`,
 //! attestations) are refused with it rather than ignored.
 
-use super::build::BuildArgs;
+use std::path::PathBuf;
+
 use super::check::{CheckArgs, Format};
 use super::output;
 use crate::dockerfile::{self, outline};
@@ -102,19 +103,40 @@ impl Call {
     }
 }
 
+/// What a call reads of `xbuild build`'s arguments.
+pub(crate) struct CallInputs {
+    /// The context directory.
+    pub(crate) context: PathBuf,
+    /// `-f`.
+    pub(crate) file: Option<PathBuf>,
+    /// `--build-arg`s as given.
+    pub(crate) build_args: Vec<String>,
+    /// `--platform`s as given.
+    pub(crate) platform: Vec<String>,
+    /// `--target`.
+    pub(crate) target: Option<String>,
+    /// The flags given that only say what to do with a built result (`-t`, `--push`, ...).
+    pub(crate) result_flags: Vec<&'static str>,
+}
+
 /// Runs `call` (not [`Method::Build`]) for `args`.
 ///
 /// # Errors
 /// Flags that only apply to a build, an unreadable or invalid Dockerfile, an unknown target
 /// (exit 2); `check` found something (exit 1, unless `ignorestatus=true`).
-pub(crate) fn run(args: &BuildArgs, call: Call) -> anyhow::Result<()> {
+pub(crate) fn run(args: &CallInputs, call: Call) -> anyhow::Result<()> {
     let name = match call.method {
         Method::Build => return Ok(()),
         Method::Check => "check",
         Method::Outline => "outline",
         Method::Targets => "targets",
     };
-    refuse_build_flags(args, name)?;
+    if let Some(flag) = args.result_flags.first() {
+        return Err(Failure::bad_input(format_args!(
+            "--call={name} builds nothing: {flag} has no result to apply to"
+        ))
+        .into());
+    }
     let dockerfile = args
         .file
         .clone()
@@ -159,7 +181,7 @@ pub(crate) fn run(args: &BuildArgs, call: Call) -> anyhow::Result<()> {
         }
     } else {
         let build_args = super::debug::parse_build_args(&args.build_args);
-        let targets = args.targets()?;
+        let targets = super::values::platform_args(&args.platform)?;
         let host = platform::host();
         let automatic = crate::plan::automatic_args(targets.first().unwrap_or(&host), &host);
         let found = outline::outline(
@@ -187,29 +209,6 @@ fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
         .map_err(|error| Failure::new(ExitKind::Failed, anyhow::anyhow!(error)))?;
     text.push('\n');
     Ok(text)
-}
-
-/// The first flag given that only says what to do with a built result.
-fn refuse_build_flags(args: &BuildArgs, method: &str) -> anyhow::Result<()> {
-    let given = [
-        (!args.tags.is_empty(), "-t"),
-        (args.push, "--push"),
-        (!args.output.is_empty(), "-o"),
-        (args.load, "--load"),
-        (args.metadata_file.is_some(), "--metadata-file"),
-        (args.iidfile.is_some(), "--iidfile"),
-        (!args.cache_to.is_empty(), "--cache-to"),
-        (!args.attest.is_empty(), "--attest"),
-        (args.sbom.is_some(), "--sbom"),
-        (args.provenance.is_some(), "--provenance"),
-    ];
-    match given.iter().find(|(set, _)| *set) {
-        Some((_, flag)) => Err(Failure::bad_input(format_args!(
-            "--call={method} builds nothing: {flag} has no result to apply to"
-        ))
-        .into()),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
