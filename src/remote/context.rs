@@ -2,7 +2,7 @@
 //! `dockerui` `DetectGitContext`/`DetectHTTPContext`): fetched into a directory, which is then
 //! an ordinary local context.
 //!
-//! - A git reference ([`super::gitref`]; the scheme-less `github.com/org/repo` form too,
+//! - A git reference ([`crate::source::gitref`]; the scheme-less `github.com/org/repo` form too,
 //!   unless a local path of that name exists): the checkout of the commit it names, the
 //!   subdirectory of `#ref:dir` as the context; the Dockerfile is `Dockerfile` in it.
 //! - Another `http://` or `https://` URL: downloaded; a tar archive (plain, gzip, bzip2 or xz,
@@ -23,12 +23,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::git::{self, FetchOptions, GitError};
-use super::gitref::{GitRef, GitRefError};
 use crate::error::ExitKind;
+use crate::source::gitref::{GitRef, GitRefError};
 
 /// A remote context, fetched: a local directory and its Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalContext {
+pub struct RemoteContext {
     /// The context directory (inside the temporary directory given).
     pub dir: PathBuf,
     /// The Dockerfile the context provides: `Dockerfile` (or `dockerfile`) in `dir`, or the
@@ -39,6 +39,8 @@ pub struct LocalContext {
     pub source_date_epoch: Option<i64>,
     /// The git commit the context is, for a git context.
     pub commit: Option<String>,
+    /// The URL was a lone Dockerfile: `dir` holds only it.
+    pub lone_dockerfile: bool,
 }
 
 /// How to fetch a remote context.
@@ -74,6 +76,16 @@ pub enum ContextUrlError {
         /// What went wrong.
         message: String,
     },
+    /// `-f` given with a URL that is a lone Dockerfile (there is no context to look in).
+    #[error(
+        "build context {url} is a lone Dockerfile (not a git repository or a tar archive): -f {file} cannot name a file inside it"
+    )]
+    FileWithLoneDockerfile {
+        /// The URL (credentials removed).
+        url: String,
+        /// The `-f` given.
+        file: String,
+    },
     /// A file operation in the temporary directory failed.
     #[error("build context: {}: {operation}", path.display())]
     Io {
@@ -92,7 +104,7 @@ impl ContextUrlError {
     /// fetch is a failed build (1).
     pub fn exit_kind(&self) -> ExitKind {
         match self {
-            Self::GitRef(_) => ExitKind::BadInput,
+            Self::GitRef(_) | Self::FileWithLoneDockerfile { .. } => ExitKind::BadInput,
             Self::Git(error) => error.exit_kind(),
             Self::Download { .. } | Self::Unpack { .. } | Self::Io { .. } => ExitKind::Failed,
         }
@@ -142,7 +154,7 @@ pub async fn fetch_context(
     url: &str,
     tmp: &Path,
     options: &ContextOptions,
-) -> Result<LocalContext, ContextUrlError> {
+) -> Result<RemoteContext, ContextUrlError> {
     if let Some(reference) = git_context(url)? {
         let dest = tmp.join("context");
         let options = options.git.clone();
@@ -152,18 +164,19 @@ pub async fn fetch_context(
         })
         .await
         .map_err(|error| ContextUrlError::Download {
-            url: super::gitref::redact(url),
+            url: crate::source::gitref::redact(url),
             message: format!("the fetching thread failed: {error}"),
         })??;
-        let dockerfile = locate_dockerfile(&checkout.dir.join("Dockerfile"));
-        return Ok(LocalContext {
+        let dockerfile = crate::context::locate_dockerfile(&checkout.dir.join("Dockerfile"));
+        return Ok(RemoteContext {
             dockerfile,
             dir: checkout.dir,
             source_date_epoch: Some(checkout.commit_time),
             commit: Some(checkout.resolved.commit),
+            lone_dockerfile: false,
         });
     }
-    let shown = super::gitref::redact(url);
+    let shown = crate::source::gitref::redact(url);
     let download = tmp.join("download");
     let last_modified = download_to(url, &download).await?;
     let dir = tmp.join("context");
@@ -173,11 +186,12 @@ pub async fn fetch_context(
         // Not an archive: the Dockerfile itself, named `context` as BuildKit names it.
         let dockerfile = dir.join("context");
         fs::rename(&download, &dockerfile).map_err(io_error("moving", &download))?;
-        return Ok(LocalContext {
+        return Ok(RemoteContext {
             dir,
             dockerfile,
             source_date_epoch: last_modified,
             commit: None,
+            lone_dockerfile: true,
         });
     };
     let unpack_error = |message: String| ContextUrlError::Unpack {
@@ -187,11 +201,12 @@ pub async fn fetch_context(
     unpack(&download, kind, &dir).map_err(unpack_error)?;
     fs::remove_file(&download).map_err(io_error("removing", &download))?;
     let newest = newest_file_time(&dir).map_err(io_error("reading", &dir))?;
-    Ok(LocalContext {
-        dockerfile: locate_dockerfile(&dir.join("Dockerfile")),
+    Ok(RemoteContext {
+        dockerfile: crate::context::locate_dockerfile(&dir.join("Dockerfile")),
         dir,
         source_date_epoch: last_modified.or(newest),
         commit: None,
+        lone_dockerfile: false,
     })
 }
 
@@ -200,23 +215,9 @@ fn git_context(url: &str) -> Result<Option<GitRef>, ContextUrlError> {
     Ok(GitRef::parse(url)?)
 }
 
-/// `path`, or the lower-case `dockerfile` beside it when `path` is named `Dockerfile`, does
-/// not exist and that one does: BuildKit reads `dockerfile` when `Dockerfile` is missing
-/// (moby/moby#10858).
-pub fn locate_dockerfile(path: &Path) -> PathBuf {
-    if path.file_name().is_some_and(|name| name == "Dockerfile") && !path.exists() {
-        let lower = path.with_file_name("dockerfile");
-        // On a case-insensitive file system both names are one file: then `path` exists.
-        if lower.is_file() {
-            return lower;
-        }
-    }
-    path.to_owned()
-}
-
 /// Downloads `url` into `path`; returns the `Last-Modified` time, if any.
 async fn download_to(url: &str, path: &Path) -> Result<Option<i64>, ContextUrlError> {
-    let shown = super::gitref::redact(url);
+    let shown = crate::source::gitref::redact(url);
     let error = |message: String| ContextUrlError::Download {
         url: shown.clone(),
         message,
@@ -426,23 +427,6 @@ mod tests {
         ));
         assert!(!is_remote_context("."));
         assert!(!is_remote_context("some/dir"));
-    }
-
-    #[test]
-    fn the_lower_case_dockerfile_is_a_fallback() {
-        let dir = tempfile::tempdir().unwrap();
-        let upper = dir.path().join("Dockerfile");
-        assert_eq!(
-            locate_dockerfile(&upper),
-            upper,
-            "neither: the error names Dockerfile"
-        );
-        fs::write(dir.path().join("dockerfile"), "FROM scratch\n").unwrap();
-        assert_eq!(locate_dockerfile(&upper), dir.path().join("dockerfile"));
-        fs::write(&upper, "FROM scratch\n").unwrap();
-        assert_eq!(locate_dockerfile(&upper), upper, "Dockerfile wins");
-        let other = dir.path().join("app.Dockerfile");
-        assert_eq!(locate_dockerfile(&other), other);
     }
 
     #[test]

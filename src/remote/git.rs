@@ -14,12 +14,9 @@
 //!
 //! `git` runs with no system or user configuration, no terminal prompt, `LC_ALL=C`, local
 //! `file://` submodules refused (`protocol.file.allow=user`), the proxy variables of the
-//! environment passed on. Credentials: what the URL itself carries over HTTP(S); over ssh
-//! (`git@host:repo`, `ssh://`) only an SSH agent socket handed in ([`FetchOptions::ssh`],
-//! BuildKit's forwarded `default` agent), with host keys checked against a known-hosts file
-//! (the user's `~/.ssh/known_hosts` unless one is given): an unknown host is refused, not
-//! trusted on first use. BuildKit's `GIT_AUTH_TOKEN`/`GIT_AUTH_HEADER` secrets are not
-//! supported.
+//! environment passed on. Credentials: only what the URL itself carries over HTTP(S). Not
+//! supported yet, refused with exit 2: ssh remotes (`git@host:repo`, `ssh://`, which need
+//! BuildKit's forwarded SSH agent) and BuildKit's `GIT_AUTH_TOKEN`/`GIT_AUTH_HEADER` secrets.
 
 use std::fs;
 use std::io;
@@ -27,18 +24,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::gitref::{GitRef, MtimePolicy, is_commit_sha};
 use crate::error::ExitKind;
+use crate::source::gitref::{GitRef, MtimePolicy, is_commit_sha};
 
 /// How to fetch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchOptions {
-    /// The SSH agent socket ssh remotes are fetched with (`xbuild build --ssh default`);
-    /// `None`: ssh remotes are refused.
-    pub ssh: Option<PathBuf>,
-    /// The known-hosts file host keys are checked against (default:
-    /// `$HOME/.ssh/known_hosts`).
-    pub known_hosts: Option<PathBuf>,
     /// Keep `.git` (`ADD --keep-git-dir`); the reference's `?keep-git-dir=` counts too.
     pub keep_git_dir: bool,
     /// The commit (hex, full or a prefix) the reference must resolve to (`ADD --checksum`);
@@ -72,7 +63,7 @@ pub struct Checkout {
 pub enum GitError {
     /// An ssh remote with no SSH agent to fetch it with.
     #[error(
-        "{remote}: fetching over ssh needs an SSH agent: build with --ssh default (the agent of SSH_AUTH_SOCK)"
+        "{remote}: git over ssh is not supported yet (it needs SSH agent forwarding, --ssh): use an https:// or git:// URL"
     )]
     SshNeedsAgent {
         /// The remote.
@@ -211,7 +202,7 @@ fn keeps_git_dir(git: &GitRef, options: &FetchOptions) -> bool {
 /// [`GitError`]: an ssh remote without an agent, a bad or conflicting checksum, a ref the
 /// repository does not have, a checksum that does not match, `git` failing.
 pub fn resolve(git: &GitRef, options: &FetchOptions) -> Result<Resolved, GitError> {
-    let git_cli = Git::new(git, options)?;
+    let git_cli = Git::new(git)?;
     let checksum = checksum(git, options)?;
     let remote = git.redacted_remote();
     let check = |commit: &str, peeled: Option<&str>| match &checksum {
@@ -329,7 +320,7 @@ pub fn fetch(
     dest: &Path,
     options: &FetchOptions,
 ) -> Result<Checkout, GitError> {
-    let git_cli = Git::new(git, options)?;
+    let git_cli = Git::new(git)?;
     let remote = git.redacted_remote();
     let parent = dest.parent().unwrap_or(Path::new("."));
     let work = tempfile::Builder::new()
@@ -338,11 +329,19 @@ pub fn fetch(
         .map_err(io_error("creating a checkout directory in", parent))?;
     let repo = work.path().join("tree");
     let local = git_cli.at(&repo);
+    // A repository of SHA-256 objects (64 hex digits ids) is fetched into one of its kind.
+    let object_format = if resolved.commit.len() == 64 {
+        "--object-format=sha256"
+    } else {
+        "--object-format=sha1"
+    };
     git_cli.run(&[
         "-c",
-        "init.defaultBranch=master",
+        // An unborn branch no remote names: git refuses to fetch into the checked-out one.
+        "init.defaultBranch=xbuild-unborn-head",
         "init",
         "-q",
+        object_format,
         &repo.to_string_lossy(),
     ])?;
     local.run(&["remote", "add", "origin", &git.remote])?;
@@ -552,36 +551,19 @@ struct Git {
     url: String,
     /// `-C <dir>`, when set.
     dir: Option<PathBuf>,
-    /// `GIT_SSH_COMMAND` and `SSH_AUTH_SOCK` for ssh remotes.
-    ssh: Option<(String, PathBuf)>,
 }
 
 impl Git {
-    fn new(git: &GitRef, options: &FetchOptions) -> Result<Self, GitError> {
-        let ssh = if git.is_ssh() {
-            let Some(agent) = &options.ssh else {
-                return Err(GitError::SshNeedsAgent {
-                    remote: git.redacted_remote(),
-                });
-            };
-            let known_hosts = options.known_hosts.clone().unwrap_or_else(|| {
-                std::env::var_os("HOME")
-                    .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-                    .join(".ssh/known_hosts")
+    fn new(git: &GitRef) -> Result<Self, GitError> {
+        if git.is_ssh() {
+            return Err(GitError::SshNeedsAgent {
+                remote: git.redacted_remote(),
             });
-            let command = format!(
-                "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
-                known_hosts.display()
-            );
-            Some((command, agent.clone()))
-        } else {
-            None
-        };
+        }
         Ok(Self {
             remote: git.redacted_remote(),
             url: git.remote.clone(),
             dir: None,
-            ssh,
         })
     }
 
@@ -591,7 +573,6 @@ impl Git {
             remote: self.remote.clone(),
             url: self.url.clone(),
             dir: Some(dir.to_owned()),
-            ssh: self.ssh.clone(),
         }
     }
 
@@ -619,16 +600,8 @@ impl Git {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("HOME", "/dev/null")
             .env("LC_ALL", "C");
-        match &self.ssh {
-            Some((ssh_command, agent)) => {
-                command
-                    .env("GIT_SSH_COMMAND", ssh_command)
-                    .env("SSH_AUTH_SOCK", agent);
-            }
-            None => {
-                command.env("GIT_SSH_COMMAND", "false");
-            }
-        }
+        // No ssh: ssh remotes are refused before git runs; a submodule over ssh fails.
+        command.env("GIT_SSH_COMMAND", "false");
         command.args(["-c", "protocol.file.allow=user"]);
         if let Some(dir) = &self.dir {
             command.arg("-C").arg(dir);
