@@ -246,6 +246,9 @@ impl BuildArgs {
         };
         let build_args = super::debug::parse_build_args(&self.build_args);
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
+            // BuildKit's `context`: the time of a URL context, set when it is fetched
+            // (pipeline); a local context has none.
+            Some(value) if value == "context" => None,
             Some(value) => Some(value.trim().parse::<i64>().map_err(|_| {
                 Failure::bad_input(format_args!("SOURCE_DATE_EPOCH={value} is not a number"))
             })?),

@@ -323,13 +323,26 @@ pub fn build_on(
 }
 
 /// The request's URL context, fetched into a temporary directory (kept as long as the
-/// returned value), and the request reading that directory as its local context.
+/// returned value), and the request reading that directory as its local context, with
+/// `SOURCE_DATE_EPOCH=context` resolved (for a local context: unset).
 fn fetch_context_url(
     request: &BuildRequest,
     runtime: &tokio::runtime::Runtime,
-) -> Result<Option<(tempfile::TempDir, BuildRequest)>, BuildError> {
+) -> Result<Option<(Option<tempfile::TempDir>, BuildRequest)>, BuildError> {
+    let epoch_from_context = request
+        .build
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .is_some_and(|value| value == "context");
     let Some(url) = &request.context_url else {
-        return Ok(None);
+        if !epoch_from_context {
+            return Ok(None);
+        }
+        // `SOURCE_DATE_EPOCH=context` with a local context: no time, as in BuildKit.
+        let mut local = request.clone();
+        local.build.build_args.remove("SOURCE_DATE_EPOCH");
+        local.build.source_date_epoch = None;
+        return Ok(Some((None, local)));
     };
     let tmp = tempfile::Builder::new()
         .prefix("xbuild-context-")
@@ -348,6 +361,18 @@ fn fetch_context_url(
     ))?;
     let mut local = request.clone();
     local.context_url = None;
+    if epoch_from_context {
+        // `SOURCE_DATE_EPOCH=context`: the commit's time, the download's Last-Modified, else
+        // the newest file of the archive; what RUN's `ARG SOURCE_DATE_EPOCH` sees too.
+        local.build.source_date_epoch = fetched.source_date_epoch;
+        match fetched.source_date_epoch {
+            Some(epoch) => local
+                .build
+                .build_args
+                .insert("SOURCE_DATE_EPOCH".to_owned(), epoch.to_string()),
+            None => local.build.build_args.remove("SOURCE_DATE_EPOCH"),
+        };
+    }
     local.build.context.clone_from(&fetched.dir);
     let file = std::mem::take(&mut local.build.dockerfile);
     local.build.dockerfile = if file.as_os_str().is_empty() {
@@ -362,7 +387,7 @@ fn fetch_context_url(
     } else {
         fetched.dir.join(file)
     };
-    Ok(Some((tmp, local)))
+    Ok(Some((Some(tmp), local)))
 }
 
 /// The build's async runtime.
