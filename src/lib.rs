@@ -32,6 +32,7 @@ pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod registry;
+pub mod remote;
 pub mod sandbox;
 pub mod sbom;
 pub mod source;

@@ -63,10 +63,11 @@ impl From<FallbackArg> for Fallback {
 /// `xbuild build`: the options users know from `docker buildx build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Build context directory.
-    #[arg(value_name = "PATH")]
+    /// Build context: a directory, or a URL (a git repository `https://host/repo.git#ref:dir`,
+    /// `git@host:repo`, `git://...`; an `http(s)://` tarball or lone Dockerfile).
+    #[arg(value_name = "PATH | URL")]
     pub context: PathBuf,
-    /// Dockerfile (default: PATH/Dockerfile).
+    /// Dockerfile (default: PATH/Dockerfile; with a URL context, a path inside it).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Target platforms, comma separated or repeated (default: the host's).
@@ -289,6 +290,9 @@ impl BuildArgs {
         };
         let build_args = super::debug::parse_build_args(&self.build_args);
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
+            // BuildKit's `context`: the time of a URL context, set when it is fetched
+            // (pipeline); a local context has none.
+            Some(value) if value == "context" => None,
             Some(value) => Some(value.trim().parse::<i64>().map_err(|_| {
                 Failure::bad_input(format_args!("SOURCE_DATE_EPOCH={value} is not a number"))
             })?),
@@ -303,10 +307,19 @@ impl BuildArgs {
         } else {
             self.progress
         };
-        let dockerfile = self
-            .file
-            .clone()
-            .unwrap_or_else(|| self.context.join("Dockerfile"));
+        // A URL context (a git repository, a tarball, a lone Dockerfile) is fetched by the
+        // pipeline; `-f` is then a path inside it.
+        let context_url = self
+            .context
+            .to_str()
+            .filter(|argument| crate::remote::is_remote_context(argument))
+            .map(str::to_owned);
+        let dockerfile = match (&self.file, &context_url) {
+            (Some(file), _) => file.clone(),
+            (None, Some(_)) => PathBuf::new(),
+            // `Dockerfile`, else a lower-case `dockerfile`, as BuildKit finds it.
+            (None, None) => crate::context::locate_dockerfile(&self.context.join("Dockerfile")),
+        };
         let secrets = parse_secrets(&self.secret)?;
         let labels = parse_labels(&self.labels)?;
         let add_hosts = self
@@ -389,6 +402,7 @@ impl BuildArgs {
             fallback: self.fallback.into(),
             checks: true,
             attestations,
+            context_url,
         };
         // `xbuild check`'s findings are printed at the end, after a failure too; with
         // `# check=error=true` they are the reason the build stopped (printed even with -q).

@@ -73,10 +73,11 @@ impl CheckArgs {
     /// directive or bad arguments (exit 2).
     pub fn run(self) -> anyhow::Result<()> {
         let targets = self.targets()?;
+        // `Dockerfile`, else a lower-case `dockerfile` beside it, as BuildKit reads it.
         let dockerfile = self
             .file
             .clone()
-            .unwrap_or_else(|| self.context.join("Dockerfile"));
+            .unwrap_or_else(|| crate::context::locate_dockerfile(&self.context.join("Dockerfile")));
         let build_args = super::debug::parse_build_args(&self.build_args);
         let file_name = dockerfile.display().to_string();
         let bytes = std::fs::read(&dockerfile).map_err(|error| {

@@ -32,6 +32,20 @@ pub use walk::{ContextEntry, EntryKind, Timestamp, walk};
 
 use crate::error::{ExitKind, Failure};
 
+/// `path`, or the lower-case `dockerfile` beside it when `path` is named `Dockerfile`, does
+/// not exist and that one does: BuildKit reads `dockerfile` when `Dockerfile` is missing
+/// (moby/moby#10858).
+pub fn locate_dockerfile(path: &std::path::Path) -> PathBuf {
+    if path.file_name().is_some_and(|name| name == "Dockerfile") && !path.exists() {
+        let lower = path.with_file_name("dockerfile");
+        // On a case-insensitive file system both names are one file: then `path` exists.
+        if lower.is_file() {
+            return lower;
+        }
+    }
+    path.to_owned()
+}
+
 /// What can go wrong reading a build context.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -113,3 +127,26 @@ impl From<ContextError> for Failure {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod locate_tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn the_lower_case_dockerfile_is_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("Dockerfile");
+        assert_eq!(
+            locate_dockerfile(&upper),
+            upper,
+            "neither: the error names Dockerfile"
+        );
+        fs::write(dir.path().join("dockerfile"), "FROM scratch\n").unwrap();
+        assert_eq!(locate_dockerfile(&upper), dir.path().join("dockerfile"));
+        fs::write(&upper, "FROM scratch\n").unwrap();
+        assert_eq!(locate_dockerfile(&upper), upper, "Dockerfile wins");
+        let other = dir.path().join("app.Dockerfile");
+        assert_eq!(locate_dockerfile(&other), other);
+    }
+}

@@ -14,8 +14,13 @@
 //! the destination's links are followed (`COPY f /bin/f` on a merged-/usr image writes
 //! `/usr/bin/f`); a directory is never written where the image has a file or a link.
 //!
-//! Not supported yet (exit 2): `--parents`, `--exclude`, `ADD --keep-git-dir` and git
-//! sources, checksums other than sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
+//! `ADD <git URL>` ([`crate::remote::git`]): the reference is resolved to a commit first
+//! (`ls-remote`; the commit and what shapes the tree are the cache key, not `--checksum`),
+//! and fetched only on a cache miss; the checkout's contents are copied as a directory's
+//! (modes and the commit time as mtime kept, never unpacked), `.git` with `--keep-git-dir`.
+//!
+//! Not supported yet (exit 2): `--parents`, `--exclude`, git over ssh, checksums other than
+//! sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
 //! downloads it (mode 0600, not unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a plain
 //! `COPY` (same result, no layer reuse across bases).
 
@@ -44,6 +49,8 @@ use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
+use crate::remote::git::{self, FetchOptions};
+use crate::source::gitref::{GitRef, is_git_source};
 
 /// Adds `dir` and its missing parents as directory entries (existing ones keep their
 /// metadata from the state).
@@ -201,6 +208,7 @@ pub(crate) fn step(
     // Flags and sources not supported yet were refused before any work
     // (super::validate).
     let mut checksum = None;
+    let mut keep_git_dir = None;
     let (sources, destination, from, chown, chmod, is_add, text) = match instruction {
         Instruction::Copy(copy) => (
             &copy.sources,
@@ -213,6 +221,7 @@ pub(crate) fn step(
         ),
         Instruction::Add(add) => {
             checksum.clone_from(&add.checksum);
+            keep_git_dir = Some(add.keep_git_dir);
             (
                 &add.sources,
                 &add.destination,
@@ -280,12 +289,40 @@ pub(crate) fn step(
 
     let scratch = services.scratch_dirs()?;
     let mut selections = Vec::new();
+    let mut pending_git = Vec::new();
     let mut inline = Vec::new();
     for source in sources {
         match source {
             Source::Path(path) => {
-                // Only ADD reads URLs, and git sources are not supported yet: both were
-                // checked before any work (super::validate).
+                // Only ADD reads URLs and git repositories (checked by the frontend), and ssh
+                // remotes were refused before any work (super::validate).
+                if is_add && is_git_source(path) {
+                    // Resolved now (the commit is the key); fetched on a cache miss only.
+                    let git = GitRef::parse(path)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| ExecutorError::Internal(format!("{path}: not git")))?;
+                    let options = FetchOptions {
+                        keep_git_dir: keep_git_dir.unwrap_or(false),
+                        checksum: checksum.clone(),
+                    };
+                    let resolved =
+                        git::resolve(&git, &options).map_err(|source| ExecutorError::Git {
+                            step: name.clone(),
+                            source,
+                        })?;
+                    key.add("git", &resolved.cache_key(&git, &options));
+                    pending_git.push((selections.len(), git, resolved, options));
+                    selections.push(Selected {
+                        items: Vec::new(),
+                        tops: 1,
+                        single_file_name: None,
+                        context_entries: Vec::new(),
+                        from_url: false,
+                        from_git: true,
+                    });
+                    continue;
+                }
                 if path.starts_with("http://") || path.starts_with("https://") {
                     let target_dir = scratch.path().join(format!("url-{}", selections.len()));
                     fs::create_dir(&target_dir)?;
@@ -319,6 +356,7 @@ pub(crate) fn step(
                         single_file_name: Some(name.into()),
                         context_entries: Vec::new(),
                         from_url: true,
+                        from_git: false,
                     });
                     continue;
                 }
@@ -364,6 +402,22 @@ pub(crate) fn step(
         name: name.clone(),
         emulated: false,
     });
+    // Git sources: the checkout of the commit resolved above, its contents copied as a
+    // directory's are.
+    for (index, git, resolved, options) in pending_git {
+        let dest = scratch.path().join(format!("git-{index}"));
+        let checkout =
+            git::fetch(&git, &resolved, &dest, &options).map_err(|source| ExecutorError::Git {
+                step: name.clone(),
+                source,
+            })?;
+        let mut items = Vec::new();
+        walk_dir(&checkout.dir, Path::new(""), &mut items)?;
+        selections[index].items = items
+            .into_iter()
+            .map(|item| (item.rel.clone(), item))
+            .collect();
+    }
 
     let owner = chown
         .as_deref()
@@ -448,7 +502,12 @@ pub(crate) fn step(
     let mut extracted = 0;
     for selected in &selections {
         for (below, item) in &selected.items {
-            if is_add && !selected.from_url && item.meta.is_file() && is_archive(&item.abs) {
+            if is_add
+                && !selected.from_url
+                && !selected.from_git
+                && item.meta.is_file()
+                && is_archive(&item.abs)
+            {
                 // ADD of a local archive: unpacked into the destination directory.
                 let target = scratch.path().join(format!("archive-{extracted}"));
                 extracted += 1;

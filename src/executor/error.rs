@@ -22,6 +22,7 @@ use crate::layer::{DiffError, LayerError};
 use crate::oci::{LayoutError, NoBlob};
 use crate::platform::Platform;
 use crate::registry::pull::PullError;
+use crate::remote::GitError;
 use crate::sandbox::{SandboxError, StepOutcome};
 use crate::store::StoreError;
 
@@ -138,6 +139,16 @@ pub enum ExecutorError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `ADD` of a git repository could not resolve or fetch it (or its commit is not the
+    /// `--checksum` given).
+    #[error("{step}: {source}")]
+    Git {
+        /// The step.
+        step: String,
+        /// The cause.
+        #[source]
+        source: GitError,
+    },
     /// `ADD --checksum` does not match what was downloaded.
     #[error("{step}: {url}: checksum mismatch: expected {expected}, got {actual}")]
     Checksum {
@@ -151,7 +162,7 @@ pub enum ExecutorError {
         actual: String,
     },
     /// A `COPY`/`ADD` or bind-mount source that names nothing.
-    #[error("{what} {path:?}{through}: no such file or directory {place}")]
+    #[error("{what} {path:?}{through}: not found {place}")]
     MissingSource {
         /// `COPY source`, `COPY --from source`.
         what: String,
@@ -255,6 +266,7 @@ impl ExecutorError {
             Self::Emulator(_) => ExitKind::HostNotReady,
             Self::Sandbox(error) => error.exit_kind(),
             Self::Context(error) => error.exit_kind(),
+            Self::Git { source, .. } => source.exit_kind(),
             Self::Within { source, .. } => source.exit_kind(),
             Self::StepFailed(_)
             | Self::Pull(_)

@@ -177,6 +177,8 @@ pub(crate) struct Selected {
     pub(crate) context_entries: Vec<ContextEntry>,
     /// Downloaded (`ADD URL`): never unpacked.
     pub(crate) from_url: bool,
+    /// A git checkout (`ADD <git URL>`): never unpacked, modes kept.
+    pub(crate) from_git: bool,
 }
 
 /// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
@@ -384,6 +386,7 @@ pub(crate) fn select(
         single_file_name: None,
         context_entries: Vec::new(),
         from_url: false,
+        from_git: false,
     };
     let paths = source_paths(tree, &pattern)?;
     if paths.is_empty() {

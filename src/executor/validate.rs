@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (`COPY --parents`, `RUN --mount=type=ssh`, git sources, ...) and
+//! does not implement yet (`COPY --parents`, `RUN --mount=type=ssh`, git over ssh, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -23,6 +23,7 @@ use crate::dockerfile::{ErrorKind, Instruction};
 use crate::plan::{BuildGraph, Op};
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink};
+use crate::source::gitref::{GitRef, is_git_source};
 
 /// Checks every step of `graph` against what the executor implements and what `options`
 /// allow.
@@ -61,9 +62,6 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
             (&copy.sources, &copy.chmod, false)
         }
         Instruction::Add(add) => {
-            if add.keep_git_dir {
-                return unsupported("ADD --keep-git-dir");
-            }
             if !add.excludes.is_empty() {
                 return unsupported("ADD --exclude");
             }
@@ -82,6 +80,19 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
         let Source::Path(path) = source else {
             continue;
         };
+        if is_add && is_git_source(path) {
+            // Fetched with the `git` program, which only runs git over ssh with an agent.
+            if GitRef::parse(path)
+                .ok()
+                .flatten()
+                .is_some_and(|git| git.is_ssh())
+            {
+                return unsupported(
+                    "ADD of a git repository over ssh (it needs SSH agent forwarding, --ssh)",
+                );
+            }
+            continue;
+        }
         if path.starts_with("http://") || path.starts_with("https://") {
             if !is_add {
                 return Err(ExecutorError::invalid(
@@ -91,9 +102,6 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
                 ));
             }
             continue;
-        }
-        if path.starts_with("git@") || path.ends_with(".git") {
-            return unsupported("git sources");
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::export::Output;
 use crate::oci::image;
 use crate::platform::Platform;
 use crate::sbom::{self, Root};
-use crate::source::checkout;
+use crate::remote::vcs;
 use crate::store::{Store, normalize_ref};
 
 /// The first output that has no place for referrers, when the request asked for
@@ -186,7 +186,7 @@ fn context_record(read: &ContextRead) -> Result<provenance::Context, BuildError>
     let digest = read
         .digest()
         .map_err(|error| BuildError::Attest(error.into()))?;
-    let git = checkout::clean_checkout(read.dir()).map(|checkout| provenance::GitSource {
+    let git = vcs::clean_checkout(read.dir()).map(|checkout| provenance::GitSource {
         url: checkout.remote,
         commit: checkout.commit,
     });

@@ -55,6 +55,7 @@
 //!     checks: true,
 //!     // buildx's default on a push: a mode=min provenance (`--provenance=false` turns it off).
 //!     attestations: xbuild::attest::options::Attestations::default().with_default(true, false),
+//!     context_url: None,
 //! };
 //! let result = xbuild::build(&request)?;
 //! println!("{}", result.report.built.index.digest());
@@ -72,7 +73,7 @@ use std::sync::Arc;
 
 use crate::attest::options::Attestations;
 use crate::check::{self, CheckError, CheckOptions, Report};
-use crate::context::Dockerignore;
+use crate::context::{ContextError, Dockerignore};
 use crate::dockerfile::{self, Dockerfile, DockerfileError, Stages};
 use crate::error::{ExitKind, Failure};
 use crate::executor::{self, BuildOptions, BuildReport, ExecutorError};
@@ -84,6 +85,7 @@ use crate::plan::{self, BuildGraph, PlanError, PlanOptions};
 use crate::platform::{self, Platform};
 use crate::progress::VertexCounter;
 use crate::registry::RegistryOptions;
+use crate::remote::{self, ContextUrlError};
 use crate::store::Store;
 
 /// What to build, how, by whom, and where the result goes.
@@ -105,6 +107,12 @@ pub struct BuildRequest {
     /// The SBOM and provenance to attach to each platform's manifest (`--attest`, `--sbom`,
     /// `--provenance`; a sub-build on a node attaches none: the build that sent it does).
     pub attestations: Attestations,
+    /// A URL given as the build context (`xbuild build URL`: a git repository, a tarball or
+    /// a lone Dockerfile, as buildx takes it), fetched into a temporary directory before the
+    /// Dockerfile is read; `None`: `build.context` is a local directory. With a URL,
+    /// `build.context` is not read, and `build.dockerfile`, unless empty, is a path inside
+    /// the fetched context (`-f`, relative to the URL's `#ref:subdir`, as buildx reads it).
+    pub context_url: Option<String>,
 }
 
 /// What a build did.
@@ -212,6 +220,12 @@ pub enum BuildError {
     /// An output could not be written.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The URL given as the build context could not be fetched.
+    #[error(transparent)]
+    ContextUrl(#[from] ContextUrlError),
+    /// The context's ignore file is bad (a malformed pattern) or unreadable.
+    #[error(transparent)]
+    Dockerignore(ContextError),
 }
 
 impl BuildError {
@@ -229,6 +243,8 @@ impl BuildError {
             Self::Executor(error) => error.exit_kind(),
             Self::Nodes(error) => crate::error::exit_kind(error),
             Self::Export(error) => error.exit_kind(),
+            Self::ContextUrl(error) => error.exit_kind(),
+            Self::Dockerignore(error) => error.exit_kind(),
         }
     }
 }
@@ -256,6 +272,18 @@ pub fn build_on(
     request: &BuildRequest,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<BuildResult, BuildFailure> {
+    // A URL context is fetched first; its directory lives until the build is done.
+    let remote = match fetch_context_url(request, runtime) {
+        Ok(remote) => remote,
+        Err(error) => {
+            return Err(BuildFailure {
+                error,
+                checks: None,
+                report: None,
+            });
+        }
+    };
+    let request = remote.as_ref().map_or(request, |(_, local)| local);
     let options = &request.build;
     let mut checks = None;
     let mut built = None;
@@ -292,6 +320,74 @@ pub fn build_on(
             report: built.map(Box::new),
         }),
     }
+}
+
+/// The request's URL context, fetched into a temporary directory (kept as long as the
+/// returned value), and the request reading that directory as its local context, with
+/// `SOURCE_DATE_EPOCH=context` resolved (for a local context: unset).
+fn fetch_context_url(
+    request: &BuildRequest,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<(Option<tempfile::TempDir>, BuildRequest)>, BuildError> {
+    let epoch_from_context = request
+        .build
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .is_some_and(|value| value == "context");
+    let Some(url) = &request.context_url else {
+        if !epoch_from_context {
+            return Ok(None);
+        }
+        // `SOURCE_DATE_EPOCH=context` with a local context: no time, as in BuildKit.
+        let mut local = request.clone();
+        local.build.build_args.remove("SOURCE_DATE_EPOCH");
+        local.build.source_date_epoch = None;
+        return Ok(Some((None, local)));
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("xbuild-context-")
+        .tempdir()
+        .map_err(|source| {
+            BuildError::ContextUrl(ContextUrlError::Io {
+                operation: "creating a temporary directory",
+                path: std::env::temp_dir(),
+                source,
+            })
+        })?;
+    let fetched = runtime.block_on(remote::fetch_context(
+        url,
+        tmp.path(),
+        &remote::ContextOptions::default(),
+    ))?;
+    let mut local = request.clone();
+    local.context_url = None;
+    if epoch_from_context {
+        // `SOURCE_DATE_EPOCH=context`: the commit's time, the download's Last-Modified, else
+        // the newest file of the archive; what RUN's `ARG SOURCE_DATE_EPOCH` sees too.
+        local.build.source_date_epoch = fetched.source_date_epoch;
+        match fetched.source_date_epoch {
+            Some(epoch) => local
+                .build
+                .build_args
+                .insert("SOURCE_DATE_EPOCH".to_owned(), epoch.to_string()),
+            None => local.build.build_args.remove("SOURCE_DATE_EPOCH"),
+        };
+    }
+    local.build.context.clone_from(&fetched.dir);
+    let file = std::mem::take(&mut local.build.dockerfile);
+    local.build.dockerfile = if file.as_os_str().is_empty() {
+        fetched.dockerfile
+    } else if fetched.lone_dockerfile {
+        return Err(BuildError::ContextUrl(
+            ContextUrlError::FileWithLoneDockerfile {
+                url: crate::source::gitref::redact(url),
+                file: file.display().to_string(),
+            },
+        ));
+    } else {
+        fetched.dir.join(file)
+    };
+    Ok(Some((Some(tmp), local)))
 }
 
 /// The build's async runtime.
@@ -332,7 +428,9 @@ fn run_checks(request: &BuildRequest, tree: &Dockerfile) -> Result<Option<Report
         targets: options.targets.clone(),
         build_platform: platform::host(),
         target_stage: options.target_stage.clone(),
-        dockerignore: Dockerignore::load(&options.context, &options.dockerfile).unwrap_or_default(),
+        // A bad ignore file is bad input (exit 2), found here before any work.
+        dockerignore: Dockerignore::load(&options.context, &options.dockerfile)
+            .map_err(BuildError::Dockerignore)?,
     };
     match check::check(tree, &check_options) {
         Ok(report) => Ok(Some(report)),

@@ -102,6 +102,7 @@ pub fn serve_build(
         fallback: Default::default(),
         checks: false,
         attestations: Default::default(),
+        context_url: None,
     };
     let report = build_on(&build_request, &runtime)
         .map_err(|failure| Failure::new(failure.exit_kind(), failure))?

@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::dockerfile::instruction::Source;
 use crate::dockerfile::resolve::Target;
 use crate::dockerfile::{
     self, Base, DockerfileError, Instruction, ResolveOptions, ResolvedInstruction, Stages,
@@ -409,6 +410,17 @@ fn identity(spec: &VertexSpec<'_>, vertices: &[Vertex]) -> String {
     }
     let mut op = serde_json::to_value(&spec.op).expect("an op serialises to JSON");
     strip_spans(&mut op);
+    // `ADD --checksum=<commit>` of a git source only checks what the ref resolves to (the
+    // step's key has the commit): as in BuildKit, adding it changes nothing.
+    if let Op::Step { instruction } = &spec.op {
+        if let Instruction::Add(add) = &instruction.instruction {
+            if add.sources.iter().any(
+                |source| matches!(source, Source::Path(path) if crate::source::gitref::is_git_source(path)),
+            ) {
+                strip_key(&mut op, "checksum");
+            }
+        }
+    }
     let identity = Identity {
         parent: spec.parent.map(|parent| vertices[parent].id.as_str()),
         inputs: spec
@@ -421,6 +433,18 @@ fn identity(spec: &VertexSpec<'_>, vertices: &[Vertex]) -> String {
     };
     let bytes = serde_json::to_vec(&identity).expect("an identity serialises to JSON");
     sha256_digest(&bytes).digest().to_owned()
+}
+
+/// Removes every `key` field of `value`, at any depth.
+fn strip_key(value: &mut serde_json::Value, key: &str) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|value| strip_key(value, key));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|value| strip_key(value, key)),
+        _ => {}
+    }
 }
 
 fn strip_spans(value: &mut serde_json::Value) {

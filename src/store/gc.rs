@@ -70,7 +70,8 @@ pub enum RecordType {
     ExecCacheMount,
     /// A local build context copy: xbuild reads the context in place and keeps none.
     SourceLocal,
-    /// A git checkout: xbuild keeps none (git contexts are not supported yet).
+    /// A git checkout: xbuild keeps none (a checkout lives in a temporary directory for one
+    /// step or one build; the step cache keeps its result).
     SourceGitCheckout,
     /// BuildKit's internal helper images: xbuild has none.
     Internal,

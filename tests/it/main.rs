@@ -32,6 +32,7 @@ mod pull; // xbuild pull of skopeo-pushed images per platform; tampered blobs
 mod push; // xbuild push judged by skopeo; imagetools create
 mod regenv; // docker-registry in three set-ups (plain, HTTPS+auth, fault proxy)
 mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full disk
+mod remote; // ADD git://, git and HTTP tarball/Dockerfile URL contexts, on git daemon and loopback HTTP
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod security; // attacks a RUN step might try: loopback, packets, devices, keyrings, fork bombs...

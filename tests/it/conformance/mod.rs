@@ -14,7 +14,7 @@
 //! (`readme_table_matches_the_cases`; `UPDATE_GOLDEN=1` rewrites them), so they cannot drift.
 
 mod case;
-mod http;
+pub(crate) mod http;
 mod judge;
 mod run;
 mod seed;

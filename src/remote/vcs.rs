@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 
 /// A clean git checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkout {
+pub struct CleanCheckout {
     /// The commit checked out (40 hex digits, or 64 in a SHA-256 repository).
     pub commit: String,
     /// The `origin` remote's URL (else the first remote's), as configured.
@@ -26,7 +26,7 @@ pub struct Checkout {
 }
 
 /// The clean checkout `dir` is in, if it is in one.
-pub fn clean_checkout(dir: &Path) -> Option<Checkout> {
+pub fn clean_checkout(dir: &Path) -> Option<CleanCheckout> {
     let commit = git(dir, &["rev-parse", "--verify", "HEAD^{commit}"])?;
     let is_hex = |text: &str| {
         matches!(text.len(), 40 | 64) && text.bytes().all(|byte| byte.is_ascii_hexdigit())
@@ -43,7 +43,7 @@ pub fn clean_checkout(dir: &Path) -> Option<Checkout> {
         let first = remotes.lines().next()?.to_owned();
         git(dir, &["remote", "get-url", &first])
     });
-    Some(Checkout {
+    Some(CleanCheckout {
         commit: commit.to_ascii_lowercase(),
         remote: remote.filter(|url| !url.is_empty()),
     })
