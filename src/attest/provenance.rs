@@ -188,6 +188,9 @@ pub struct BuildRecord {
     pub context: Option<Context>,
     /// Files fetched over HTTP.
     pub http: Vec<HttpSource>,
+    /// Git repositories `ADD` checked out.
+    #[serde(default)]
+    pub git: Vec<GitSource>,
     /// `--secret` ids.
     pub secrets: Vec<SecretId>,
     /// `--ssh` ids.
@@ -388,6 +391,13 @@ fn parts(record: &BuildRecord) -> Parts {
         // checkout (BuildKit: local sources make the materials incomplete).
         dependencies_complete &= context.git.is_some();
     }
+    for git in &record.git {
+        let mut entry = json!({ "digest": digest_set(&git.commit) });
+        if let Some(url) = &git.url {
+            entry["uri"] = json!(without_credentials(url));
+        }
+        dependencies.push(entry);
+    }
     for http in &record.http {
         dependencies.push(
             json!({ "uri": without_credentials(&http.url), "digest": { "sha256": http.sha256 } }),
@@ -581,6 +591,10 @@ mod tests {
                 }),
             }),
             http: Vec::new(),
+            git: vec![GitSource {
+                url: Some("git://127.0.0.1/tools.git".to_owned()),
+                commit: "f".repeat(40),
+            }],
             secrets: vec![SecretId {
                 id: "npmrc".to_owned(),
                 optional: false,
@@ -621,6 +635,17 @@ mod tests {
             v1["buildDefinition"]["resolvedDependencies"][0]["uri"],
             "pkg:docker/debian@bookworm?platform=linux%2Farm64"
         );
+        // A git repository ADD checked out: its remote and commit.
+        let dependencies = v1["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        assert!(
+            dependencies
+                .iter()
+                .any(|entry| entry["uri"] == "git://127.0.0.1/tools.git"
+                    && entry["digest"]["sha1"] == "f".repeat(40)),
+            "{dependencies:?}"
+        );
         assert_eq!(
             v1["runDetails"]["metadata"]["startedOn"],
             "2023-11-14T22:13:20Z"
@@ -648,7 +673,8 @@ mod tests {
             v02["invocation"]["configSource"]["entryPoint"],
             "Dockerfile"
         );
-        assert_eq!(v02["materials"].as_array().unwrap().len(), 2);
+        // The base image, the context's commit and the repository ADD checked out.
+        assert_eq!(v02["materials"].as_array().unwrap().len(), 3);
         // Same record, same bytes; the invocation id is derived.
         assert_eq!(
             serde_json::to_vec(&predicate_v02(&record)).unwrap(),

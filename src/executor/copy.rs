@@ -312,6 +312,13 @@ pub(crate) fn step(
                             source,
                         })?;
                     key.add("git", &resolved.cache_key(&git, &options));
+                    services.materials.record(
+                        vertex,
+                        &Material::Git {
+                            url: git.remote.clone(),
+                            commit: resolved.commit.clone(),
+                        },
+                    );
                     pending_git.push((selections.len(), git, resolved, options));
                     selections.push(Selected {
                         items: Vec::new(),

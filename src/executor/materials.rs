@@ -30,6 +30,13 @@ pub enum Material {
         /// The platform manifest's digest (`sha256:...`).
         digest: String,
     },
+    /// A git repository `ADD` checked out.
+    Git {
+        /// The remote, as `git` fetches it.
+        url: String,
+        /// The commit checked out (full hex).
+        commit: String,
+    },
     /// A file `ADD` fetched over HTTP(S).
     Http {
         /// The URL.

@@ -14,8 +14,8 @@ use crate::executor::{BuildReport, ContextRead, Material};
 use crate::export::Output;
 use crate::oci::image;
 use crate::platform::Platform;
-use crate::sbom::{self, Root};
 use crate::remote::vcs;
+use crate::sbom::{self, Root};
 use crate::store::{Store, normalize_ref};
 
 /// The first output that has no place for referrers, when the request asked for
@@ -102,6 +102,7 @@ pub(crate) fn attach(
                 base_images: base_images(report, &built.platform),
                 context: context.clone(),
                 http: http_sources(report, &built.platform),
+                git: git_sources(report, &built.platform),
                 secrets: options
                     .secrets
                     .keys()
@@ -157,7 +158,7 @@ fn base_images(report: &BuildReport, platform: &Platform) -> Vec<provenance::Bas
                 digest: digest.clone(),
                 local: false,
             }),
-            Material::Http { .. } => None,
+            Material::Http { .. } | Material::Git { .. } => None,
         })
         .collect()
 }
@@ -175,7 +176,25 @@ fn http_sources(report: &BuildReport, platform: &Platform) -> Vec<provenance::Ht
                 url: url.clone(),
                 sha256: digest.trim_start_matches("sha256:").to_owned(),
             }),
-            Material::Image { .. } => None,
+            Material::Image { .. } | Material::Git { .. } => None,
+        })
+        .collect()
+}
+
+/// The git repositories `ADD` checked out for `platform`'s image, in a stable order.
+fn git_sources(report: &BuildReport, platform: &Platform) -> Vec<provenance::GitSource> {
+    let materials = report
+        .materials
+        .get(platform)
+        .map_or(&[][..], Vec::as_slice);
+    materials
+        .iter()
+        .filter_map(|material| match material {
+            Material::Git { url, commit } => Some(provenance::GitSource {
+                url: Some(url.clone()),
+                commit: commit.clone(),
+            }),
+            Material::Image { .. } | Material::Http { .. } => None,
         })
         .collect()
 }
