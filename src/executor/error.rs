@@ -162,6 +162,17 @@ pub enum ExecutorError {
         /// Where it was looked for (`in the build context (after .dockerignore)`).
         place: String,
     },
+    /// A `COPY --parents` source without wildcards that names nothing (BuildKit's
+    /// `RequiredPaths`: `"/test/missing": not found`).
+    #[error("{what} {path:?}: not found {place}")]
+    RequiredSource {
+        /// `COPY source`, `COPY --from source`.
+        what: String,
+        /// The path below the source's root, absolute.
+        path: String,
+        /// Where it was looked for.
+        place: String,
+    },
     /// A path that cannot be resolved inside its tree (a link loop, too many links).
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -250,6 +261,7 @@ impl ExecutorError {
             | Self::BadReference { .. }
             | Self::Chown { .. }
             | Self::MissingSource { .. }
+            | Self::RequiredSource { .. }
             | Self::ImagePath { .. }
             | Self::Config(_) => ExitKind::BadInput,
             Self::Emulator(_) => ExitKind::HostNotReady,

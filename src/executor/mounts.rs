@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
-use super::sources::{Selected, StateView, select_in_context};
+use super::sources::{Filter, Selected, StateView, select_in_context};
 use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
@@ -128,7 +128,7 @@ pub(crate) fn prepare(
                 let host = match &mount.from {
                     None => {
                         let files = services.context_files()?;
-                        let selected = select_in_context(&files, &source)?;
+                        let selected = select_in_context(&files, &source, &Filter::default())?;
                         let mut cache = files
                             .stat_cache
                             .lock()

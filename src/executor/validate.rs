@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (`COPY --parents`, `RUN --mount=type=ssh`, git sources, ...) and
+//! does not implement yet (git sources, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -15,6 +15,7 @@
 use super::BuildOptions;
 use super::error::ExecutorError;
 use super::permissions::apply_symbolic_mode;
+use super::sources::Filter;
 use super::state::join_path;
 use crate::binfmt;
 use crate::dockerfile::instruction::{Chmod, Network, Run, Security, Source};
@@ -52,21 +53,14 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
     let unsupported = |what: &str| Err(ExecutorError::unsupported(&file, line, what));
     let (sources, chmod, is_add) = match instruction {
         Instruction::Copy(copy) => {
-            if copy.parents {
-                return unsupported("COPY --parents");
-            }
-            if !copy.excludes.is_empty() {
-                return unsupported("COPY --exclude");
-            }
+            check_excludes(&copy.excludes, &file, line)?;
             (&copy.sources, &copy.chmod, false)
         }
         Instruction::Add(add) => {
             if add.keep_git_dir {
                 return unsupported("ADD --keep-git-dir");
             }
-            if !add.excludes.is_empty() {
-                return unsupported("ADD --exclude");
-            }
+            check_excludes(&add.excludes, &file, line)?;
             (&add.sources, &add.chmod, true)
         }
         Instruction::Run(run) => return run_step(run, options),
@@ -97,6 +91,17 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
         }
     }
     Ok(())
+}
+
+/// `--exclude` patterns must compile (as `.dockerignore` lines do).
+fn check_excludes(
+    excludes: &[String],
+    file: impl std::fmt::Display,
+    line: usize,
+) -> Result<(), ExecutorError> {
+    Filter::new(excludes, false)
+        .map(drop)
+        .map_err(|error| ExecutorError::invalid(file, line, error))
 }
 
 /// `RUN`: its entitlement and its mounts.

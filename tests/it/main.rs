@@ -16,6 +16,7 @@ mod cache; // --cache-to/--cache-from between stores: registry and local, min/ma
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
+mod copyflags; // COPY --parents/--exclude, RUN --mount=tmpfs|ssh, secret env=: layers judged by umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
