@@ -8,10 +8,11 @@
 //! the context a step can see *is* the filtered one: the selected entries are linked (or
 //! copied) into a scratch directory of the store's `tmp/` and that is bound; `source` is
 //! resolved inside the context, so a link cannot lead out of it — or from a stage or image,
-//! mounted as a read-only overlay).
+//! mounted as a read-only overlay), `type=tmpfs` (a fresh tmpfs of the step's mount
+//! namespace, `size=` honoured: nothing written there reaches the layer).
 //!
-//! Not supported yet (exit 2): `type=tmpfs`, `type=ssh`, writable binds, secrets as
-//! environment variables (`env=`).
+//! Not supported yet (exit 2): `type=ssh`, writable binds, secrets as environment variables
+//! (`env=`).
 
 use std::fs;
 use std::io;
@@ -28,7 +29,7 @@ use crate::cache::Key;
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
 use crate::plan::Vertex;
-use crate::sandbox::{BindMount, SecretFile};
+use crate::sandbox::{BindMount, MountSource, SecretFile};
 
 /// What a step's mounts need, kept alive while it runs.
 pub(crate) struct Prepared {
@@ -93,7 +94,7 @@ pub(crate) fn prepare(
                 let _ = std::fs::File::open(&dir)
                     .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 prepared.binds.push(BindMount {
-                    source: dir,
+                    source: MountSource::Host(dir),
                     target: PathBuf::from(target),
                     readonly: mount.read_only,
                 });
@@ -174,12 +175,19 @@ pub(crate) fn prepare(
                     }
                 };
                 prepared.binds.push(BindMount {
-                    source: host,
+                    source: MountSource::Host(host),
                     target: PathBuf::from(target),
                     readonly: true,
                 });
             }
-            MountType::Tmpfs => return Err(validated("type=tmpfs")),
+            MountType::Tmpfs => {
+                let target = target.ok_or_else(|| validated("type=tmpfs without target"))?;
+                prepared.binds.push(BindMount {
+                    source: MountSource::Tmpfs { size: mount.size },
+                    target: PathBuf::from(target),
+                    readonly: mount.read_only,
+                });
+            }
             MountType::Ssh => return Err(validated("type=ssh")),
         }
     }

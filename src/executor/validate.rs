@@ -175,7 +175,10 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                     return unsupported("type=bind without target");
                 }
             }
-            MountType::Tmpfs => return unsupported("type=tmpfs"),
+            MountType::Tmpfs if mount.target.is_none() => {
+                return unsupported("type=tmpfs without target");
+            }
+            MountType::Tmpfs => {}
             MountType::Ssh => return unsupported("type=ssh"),
         }
     }

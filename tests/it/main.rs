@@ -16,7 +16,6 @@ mod cache; // --cache-to/--cache-from between stores: registry and local, min/ma
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
-mod copyflags; // COPY --parents/--exclude, RUN --mount=tmpfs|ssh, secret env=: layers judged by umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
@@ -36,6 +35,7 @@ mod reliability; // SIGKILL mid-build, concurrent builds, network faults, a full
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod security; // attacks a RUN step might try: loopback, packets, devices, keyrings, fork bombs...
+mod stepflags; // COPY --parents/--exclude, RUN --mount=type=tmpfs|ssh, secret env=, --ssh: judged by umoci, ssh-add
 mod symlinks; // COPY/ADD/WORKDIR resolve links inside the image (merged-/usr Debian)
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests

@@ -1,7 +1,8 @@
 //! Dockerfile flags of BuildKit's syntax 1.x beyond what the conformance cases check:
 //! `COPY --parents` keeps the source directories' own metadata, `--exclude` honours `!`
-//! exceptions and leaves the excluded files out of the step's cache key. Images are judged
-//! with skopeo and umoci.
+//! exceptions and leaves the excluded files out of the step's cache key; what a step
+//! writes in a `RUN --mount=type=tmpfs` is in no layer. Images are judged with skopeo and
+//! umoci.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::fs;
@@ -84,4 +85,73 @@ fn copy_parents_and_exclude_keep_modes_exceptions_and_the_cache() {
     );
     let meta = fs::metadata(rootfs.join("e/keep.md")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
+}
+
+#[test]
+fn a_tmpfs_mount_leaves_nothing_in_the_layer() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    // A cache mount inside the tmpfs is mounted after it (the order of the flags), so it
+    // is not hidden: what the step writes there stays for the next build.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         RUN --mount=type=tmpfs,target=/scratch/deep,size=8m \\\n\
+             --mount=type=cache,target=/scratch/deep/cache,id=tmpfs-test \\\n\
+             head -c 4000000 /dev/urandom > /scratch/deep/big \\\n\
+             && grep -q ' /scratch/deep tmpfs .*size=8192k' /proc/mounts \\\n\
+             && touch /scratch/deep/cache/was-here && echo ok > /kept\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "t:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/t:1", arch);
+        assert_eq!(fs::read_to_string(rootfs.join("kept")).unwrap(), "ok\n");
+        assert!(
+            !rootfs.join("scratch").exists(),
+            "the mount point is not in the layer ({arch})"
+        );
+    }
+    // The step's layer holds /kept only: far below the 4 MB written to the tmpfs.
+    let size = last_layer_size(dir, "arm64");
+    assert!(size < 10_000, "the RUN's layer has {size} bytes");
+    let mounts = dir.join("store/cache-mounts");
+    let found = walk_names(&mounts).iter().any(|name| name == "was-here");
+    assert!(found, "the cache mount inside the tmpfs was written");
+}
+
+/// The size of the last layer of the single-platform copy [`unpack`] made with skopeo.
+fn last_layer_size(dir: &std::path::Path, arch: &str) -> u64 {
+    let layout = dir.join(format!("single-{arch}"));
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.trim_start_matches("sha256:");
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    layers.last().unwrap()["size"].as_u64().unwrap()
+}
+
+/// Every file name below `dir`.
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return names;
+    };
+    for entry in entries.flatten() {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            names.extend(walk_names(&entry.path()));
+        }
+    }
+    names
 }
