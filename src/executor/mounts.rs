@@ -11,8 +11,11 @@
 //! mounted as a read-only overlay), `type=tmpfs` (a fresh tmpfs of the step's mount
 //! namespace, `size=` honoured: nothing written there reaches the layer).
 //!
-//! Not supported yet (exit 2): `type=ssh`, writable binds, secrets as environment variables
-//! (`env=`).
+//! `type=secret,env=NAME` puts the secret in the step's environment (and in a file only when
+//! a `target` is given too, as BuildKit); the variable is in no config, history, cache key
+//! or failed-step record, and the step's progress name shows `****` for it.
+//!
+//! Not supported yet (exit 2): `type=ssh`, writable binds.
 
 use std::fs;
 use std::io;
@@ -37,6 +40,9 @@ pub(crate) struct Prepared {
     pub(crate) binds: Vec<BindMount>,
     /// The secrets for the sandbox.
     pub(crate) secrets: Vec<SecretFile>,
+    /// `type=secret,env=NAME`: (NAME, value) for the step's environment only (never the
+    /// image's config, the cache key or a failed step's record).
+    pub(crate) secret_env: Vec<(String, String)>,
     _views: Vec<StateView>,
     /// Filtered copies of the context for `type=bind` mounts, removed on drop.
     _context_views: Vec<tempfile::TempDir>,
@@ -54,6 +60,7 @@ pub(crate) fn prepare(
     let mut prepared = Prepared {
         binds: Vec::new(),
         secrets: Vec::new(),
+        secret_env: Vec::new(),
         _views: Vec::new(),
         _context_views: Vec::new(),
     };
@@ -114,6 +121,16 @@ pub(crate) fn prepare(
                     // Not required (a required one was checked before any work).
                     continue;
                 };
+                if let Some(name) = &mount.env {
+                    // Text without NUL, checked before any work.
+                    let text = String::from_utf8(value.clone())
+                        .map_err(|_| validated("type=secret,env= of a value that is not text"))?;
+                    prepared.secret_env.push((name.clone(), text));
+                    if target.is_none() {
+                        // As BuildKit: with env= and no target, no file.
+                        continue;
+                    }
+                }
                 prepared.secrets.push(SecretFile {
                     content: value.clone(),
                     target: PathBuf::from(target.unwrap_or_else(|| format!("/run/secrets/{id}"))),

@@ -146,9 +146,6 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
             }
             MountType::Cache => {}
             MountType::Secret => {
-                if mount.env.is_some() {
-                    return unsupported("type=secret,env=");
-                }
                 // The id is the target's file name when not given (the target joined with
                 // the working directory has the same file name).
                 let id = mount.id.clone().or_else(|| {
@@ -163,8 +160,21 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                     return Err(ExecutorError::invalid(
                         &file,
                         line,
-                        format_args!("secret {id:?} is required: pass --secret id={id},src=FILE"),
+                        format_args!(
+                            "secret {id}: not found (required=true): pass --secret id={id},src=FILE"
+                        ),
                     ));
+                }
+                if let (Some(name), Some(value)) = (&mount.env, options.secrets.get(&id)) {
+                    if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                        return Err(ExecutorError::invalid(
+                            &file,
+                            line,
+                            format_args!(
+                                "secret {id:?} is not text without NUL bytes: it cannot be the environment variable {name}"
+                            ),
+                        ));
+                    }
                 }
             }
             MountType::Bind => {

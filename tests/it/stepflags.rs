@@ -1,8 +1,9 @@
 //! Dockerfile flags of BuildKit's syntax 1.x beyond what the conformance cases check:
 //! `COPY --parents` keeps the source directories' own metadata, `--exclude` honours `!`
 //! exceptions and leaves the excluded files out of the step's cache key; what a step
-//! writes in a `RUN --mount=type=tmpfs` is in no layer. Images are judged with skopeo and
-//! umoci.
+//! writes in a `RUN --mount=type=tmpfs` is in no layer; a `secret,env=` value reaches the
+//! step and no file of the store (blobs decompressed), nor the progress output, even when
+//! the step fails. Images are judged with skopeo and umoci.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::fs;
@@ -154,4 +155,100 @@ fn walk_names(dir: &std::path::Path) -> Vec<String> {
         }
     }
     names
+}
+
+/// The files below `dir` (gzip ones decompressed) that contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(files_containing(&path, needle));
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let mut bytes = fs::read(&path).unwrap();
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain)
+                .is_ok()
+            {
+                bytes = plain;
+            }
+        }
+        if bytes.windows(needle.len()).any(|window| window == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_secret_in_an_environment_variable_reaches_no_file_and_no_log() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let value = "s3cr3t-VALUE-9f2e";
+    fs::write(dir.join("token"), value).unwrap();
+    let secret = format!("id=tok,src={}", dir.join("token").display());
+    // The step proves it saw the value (its length, and a file named after its digest),
+    // writes a layer, and echoes the variable's name only.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         ENV TOKEN=public\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN \\\n\
+             [ \"$TOKEN\" != public ] && [ ! -e /run/secrets/tok ] \\\n\
+             && printf %s \"$TOKEN\" | wc -c > /len \\\n\
+             && touch \"/seen-$(printf %s \"$TOKEN\" | sha256sum | cut -c1-8)\" && echo TOKEN-used\n\
+         RUN [ \"$TOKEN\" = public ]\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "s:1", "--secret", &secret]);
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("TOKEN-used"), "{stderr}");
+    assert!(
+        !stderr.contains(value),
+        "the value is in the output:\n{stderr}"
+    );
+    let rootfs = unpack(dir, "docker.io/library/s:1", "arm64");
+    assert_eq!(fs::read_to_string(rootfs.join("len")).unwrap().trim(), "17");
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(value.as_bytes()))
+    };
+    assert!(rootfs.join(format!("seen-{}", &digest[..8])).exists());
+    // The check finds what is there (the command in the history) ...
+    assert!(!files_containing(&dir.join("store"), b"echo TOKEN-used").is_empty());
+    // ... and not the value, decompressed blobs included.
+    assert_eq!(
+        files_containing(&dir.join("store"), value.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    // A failed step keeps its state for `xbuild debug shell`: without the value.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=tok,env=TOKEN echo > /partial && false\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "s:2", "--secret", &secret]);
+    assert_eq!(output.status.code(), Some(1), "{}", util::stderr(&output));
+    assert!(!util::stderr(&output).contains(value));
+    assert_eq!(
+        files_containing(&dir.join("store"), value.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
