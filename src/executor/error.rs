@@ -173,6 +173,14 @@ pub enum ExecutorError {
         /// Where it was looked for.
         place: String,
     },
+    /// `--ssh ID=...` that cannot be forwarded (a key `ssh-add` cannot load, no `ssh-agent`).
+    #[error("--ssh {id}: {reason}")]
+    Ssh {
+        /// The `--ssh` id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// A path that cannot be resolved inside its tree (a link loop, too many links).
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -262,6 +270,7 @@ impl ExecutorError {
             | Self::Chown { .. }
             | Self::MissingSource { .. }
             | Self::RequiredSource { .. }
+            | Self::Ssh { .. }
             | Self::ImagePath { .. }
             | Self::Config(_) => ExitKind::BadInput,
             Self::Emulator(_) => ExitKind::HostNotReady,

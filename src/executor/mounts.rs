@@ -15,7 +15,12 @@
 //! a `target` is given too, as BuildKit); the variable is in no config, history, cache key
 //! or failed-step record, and the step's progress name shows `****` for it.
 //!
-//! Not supported yet (exit 2): `type=ssh`, writable binds.
+//! `type=ssh` binds a socket of our own at its target (`/run/buildkit/ssh_agent.N` by
+//! default, with the mount's `uid`/`gid`/`mode`) that relays to the `--ssh` agent of its id
+//! ([`super::ssh`]); `SSH_AUTH_SOCK` names the first one. An optional one whose id was not
+//! given is left out, as in BuildKit.
+//!
+//! Not supported yet (exit 2): writable binds.
 
 use std::fs;
 use std::io;
@@ -27,6 +32,7 @@ use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
 use super::sources::{Filter, Selected, StateView, select_in_context};
+use super::ssh::Relay;
 use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
@@ -46,6 +52,10 @@ pub(crate) struct Prepared {
     _views: Vec<StateView>,
     /// Filtered copies of the context for `type=bind` mounts, removed on drop.
     _context_views: Vec<tempfile::TempDir>,
+    /// The sockets of `type=ssh` mounts, relaying to the agents while the step runs.
+    _relays: Vec<Relay>,
+    /// `SSH_AUTH_SOCK` for the step: the first `type=ssh` mount's target (as BuildKit).
+    pub(crate) ssh_auth_sock: Option<String>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -63,7 +73,10 @@ pub(crate) fn prepare(
         secret_env: Vec::new(),
         _views: Vec::new(),
         _context_views: Vec::new(),
+        _relays: Vec::new(),
+        ssh_auth_sock: None,
     };
+    let mut ssh_index = 0;
     // Mount types and options not supported yet, and required secrets not given, were
     // refused before any work (super::validate): what is left cannot fail that way.
     let validated = |what: &str| {
@@ -205,7 +218,31 @@ pub(crate) fn prepare(
                     readonly: mount.read_only,
                 });
             }
-            MountType::Ssh => return Err(validated("type=ssh")),
+            MountType::Ssh => {
+                // BuildKit's default target counts the step's ssh mounts.
+                let target =
+                    target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                prepared.ssh_auth_sock.get_or_insert_with(|| target.clone());
+                let id = mount.id.as_deref().unwrap_or("default");
+                let Some(agent) = services.ssh.socket(id) else {
+                    // Not required (a required one was refused before any work): no socket.
+                    continue;
+                };
+                let relay = Relay::start(
+                    agent,
+                    mount.uid.unwrap_or(0),
+                    mount.gid.unwrap_or(0),
+                    mount.mode.unwrap_or(0o600),
+                )
+                .within(|| format!("{}: forwarding --ssh {id}", vertex.display_name()))?;
+                prepared.binds.push(BindMount {
+                    source: MountSource::Host(relay.path().to_path_buf()),
+                    target: PathBuf::from(target),
+                    readonly: false,
+                });
+                prepared._relays.push(relay);
+            }
         }
     }
     Ok(prepared)

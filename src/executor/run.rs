@@ -102,6 +102,11 @@ pub(crate) fn step(
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some(socket) = &mounts.ssh_auth_sock {
+        if !env.iter().any(|pair| pair.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={socket}"));
+        }
+    }
     let lower_dirs = services.lower_dirs(&state)?;
     let dirs = services.scratch_dirs()?;
     let upper = dirs.path().join("upper");

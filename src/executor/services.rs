@@ -46,6 +46,8 @@ pub(crate) struct Services<'a> {
     pub(crate) cache: StepCache,
     /// The time stamped on history entries (`SOURCE_DATE_EPOCH`, else the build's start).
     pub(crate) created: String,
+    /// The ssh agents of `--ssh`, by id.
+    pub(crate) ssh: super::ssh::Agents,
     context: Mutex<Option<Arc<ContextFiles>>>,
     running: Mutex<usize>,
     running_changed: Condvar,
@@ -109,6 +111,7 @@ impl<'a> Services<'a> {
             counter,
             cache,
             created,
+            ssh: super::ssh::Agents::default(),
             context: Mutex::new(None),
             running: Mutex::new(0),
             running_changed: Condvar::new(),

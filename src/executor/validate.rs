@@ -189,7 +189,18 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                 return unsupported("type=tmpfs without target");
             }
             MountType::Tmpfs => {}
-            MountType::Ssh => return unsupported("type=ssh"),
+            MountType::Ssh => {
+                let id = mount.id.as_deref().unwrap_or("default");
+                if mount.required && !options.ssh.contains_key(id) {
+                    return Err(ExecutorError::invalid(
+                        &file,
+                        line,
+                        format_args!(
+                            "no SSH key {id:?} forwarded from the client: pass --ssh {id} (the agent of $SSH_AUTH_SOCK) or --ssh {id}=PATH"
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -3,7 +3,11 @@
 //! exceptions and leaves the excluded files out of the step's cache key; what a step
 //! writes in a `RUN --mount=type=tmpfs` is in no layer; a `secret,env=` value reaches the
 //! step and no file of the store (blobs decompressed), nor the progress output, even when
-//! the step fails. Images are judged with skopeo and umoci.
+//! the step fails; `RUN --mount=type=ssh` reaches the `--ssh` agent (ours, or one xbuild
+//! starts for key files) through a socket that is in no layer, and a required one without
+//! `--ssh` stops the build before any work. Images are judged with skopeo and umoci, the
+//! agent's answers by the agent protocol (`SSH2_AGENTC_REQUEST_IDENTITIES`) spoken from
+//! the step.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::fs;
@@ -251,4 +255,149 @@ fn a_secret_in_an_environment_variable_reaches_no_file_and_no_log() {
         files_containing(&dir.join("store"), value.as_bytes()),
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+/// Lists the comments of an agent's keys over the agent protocol: perl-base is in every
+/// Debian image, `ssh-add` is not.
+const LIST_KEYS: &str = r#"use IO::Socket::UNIX;
+my $s = IO::Socket::UNIX->new(Peer => $ENV{SSH_AUTH_SOCK}) or die "connect $ENV{SSH_AUTH_SOCK}: $!";
+print $s pack("NC", 1, 11);
+read($s, my $len, 4) == 4 or die "short answer";
+$len = unpack("N", $len);
+read($s, my $body, $len) == $len or die "short body";
+my ($type, $n) = unpack("CN", $body);
+die "answer type $type" unless $type == 12;
+my $at = 5;
+for (1 .. $n) {
+    my $blob = unpack("N", substr($body, $at, 4)); $at += 4 + $blob;
+    my $comment = unpack("N", substr($body, $at, 4));
+    print substr($body, $at + 4, $comment), "\n"; $at += 4 + $comment;
+}
+"#;
+
+/// An `ssh-agent` of the test's own, stopped on drop.
+struct TestAgent(std::process::Child);
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh ed25519 key at `path` with `comment`.
+fn keygen(path: &std::path::Path, comment: &str) {
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
+    if !needs() || !util::require(&[util::Need::Program("ssh-agent")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(ctx.join("tools")).unwrap();
+    fs::write(ctx.join("tools/list-keys.pl"), LIST_KEYS).unwrap();
+    // Our agent, with one key.
+    let socket = dir.join("agent.sock");
+    let agent = TestAgent(
+        std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    keygen(&dir.join("agent-key"), "key-in-the-agent");
+    let status = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(dir.join("agent-key"))
+        .env("SSH_AUTH_SOCK", &socket)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A key file xbuild loads into an agent of its own.
+    keygen(&dir.join("file-key"), "key-from-a-file");
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         RUN --mount=type=ssh --mount=type=bind,source=tools,target=/t \\\n\
+             [ \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 ] && perl /t/list-keys.pl > /default-keys\n\
+         RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,required=true \\\n\
+             --mount=type=bind,source=tools,target=/t \\\n\
+             [ \"$SSH_AUTH_SOCK\" = /tmp/deploy.sock ] && perl /t/list-keys.pl > /deploy-keys \\\n\
+             && [ \"$(stat -c '%u %a' /tmp/deploy.sock)\" = '0 600' ]\n\
+         RUN --mount=type=ssh,id=absent [ ! -e /run/buildkit/ssh_agent.0 ] && echo optional-skipped\n",
+    )
+    .unwrap();
+    let key_file = format!("deploy={}", dir.join("file-key").display());
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(&ctx)
+        .env("SSH_AUTH_SOCK", &socket)
+        .args(["build", "--platform", "linux/amd64,linux/arm64"])
+        .args(["--progress", "plain", "-t", "k:1"])
+        .args(["--ssh", "default", "--ssh", &key_file, "."]);
+    let output = util::run(&mut command);
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("optional-skipped"), "{stderr}");
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/k:1", arch);
+        let read = |path: &str| fs::read_to_string(rootfs.join(path)).unwrap();
+        assert_eq!(read("default-keys"), "key-in-the-agent\n", "{arch}");
+        assert_eq!(read("deploy-keys"), "key-from-a-file\n", "{arch}");
+        assert!(
+            !rootfs.join("run/buildkit").exists(),
+            "a mount point in the image ({arch})"
+        );
+        assert!(
+            !rootfs.join("tmp/deploy.sock").exists(),
+            "a mount point in the image ({arch})"
+        );
+    }
+    drop(agent);
+
+    // Required, without --ssh: refused before any work, naming the line.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo must-not-run\nRUN --mount=type=ssh,required=true true\n",
+    )
+    .unwrap();
+    let mut command = util::xbuild(dir);
+    command.current_dir(&ctx).env_remove("SSH_AUTH_SOCK").args([
+        "build",
+        "--progress",
+        "plain",
+        ".",
+    ]);
+    let output = util::run(&mut command);
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:3") && stderr.contains("no SSH key \"default\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
+    // --ssh default without an agent: a bad flag.
+    let output = util::run(
+        util::xbuild(dir)
+            .current_dir(&ctx)
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["build", "--ssh", "default", "."]),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(util::stderr(&output).contains("SSH_AUTH_SOCK is not set"));
 }
