@@ -402,10 +402,10 @@ mod tests {
 
     #[test]
     fn exit_kinds_follow_the_cause() {
-        let unsupported = ExecutorError::unsupported("Dockerfile", 3, "COPY --parents");
+        let unsupported = ExecutorError::unsupported("Dockerfile", 3, "ADD --keep-git-dir");
         assert_eq!(
             unsupported.to_string(),
-            "Dockerfile:3: COPY --parents is not supported yet"
+            "Dockerfile:3: ADD --keep-git-dir is not supported yet"
         );
         assert_eq!(unsupported.exit_kind(), ExitKind::BadInput);
         let within = Err::<(), _>(unsupported)
