@@ -7,7 +7,7 @@
 //! starts for key files) through a socket that is in no layer, and a required one without
 //! `--ssh` stops the build before any work. Images are judged with skopeo and umoci, the
 //! agent's answers by the agent protocol (`SSH2_AGENTC_REQUEST_IDENTITIES`) spoken from
-//! the step.
+//! the step, and on amd64 by the host's `ssh-add -l` run in the step.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::fs;
@@ -306,6 +306,15 @@ fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
     let ctx = dir.join("ctx");
     fs::create_dir_all(ctx.join("tools")).unwrap();
     fs::write(ctx.join("tools/list-keys.pl"), LIST_KEYS).unwrap();
+    // On amd64 the host's own `ssh-add -l` runs in the step too (Debian 12 like the
+    // fixture; its libcrypto is the one library the fixture lacks).
+    for file in [
+        "/usr/bin/ssh-add",
+        "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+    ] {
+        let name = std::path::Path::new(file).file_name().unwrap();
+        fs::copy(file, ctx.join("tools").join(name)).unwrap();
+    }
     // Our agent, with one key.
     let socket = dir.join("agent.sock");
     let agent = TestAgent(
@@ -333,8 +342,10 @@ fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
     fs::write(
         ctx.join("Dockerfile"),
         "FROM debian:bookworm\n\
+         ARG TARGETARCH\n\
          RUN --mount=type=ssh --mount=type=bind,source=tools,target=/t \\\n\
-             [ \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 ] && perl /t/list-keys.pl > /default-keys\n\
+             [ \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 ] && perl /t/list-keys.pl > /default-keys \\\n\
+             && if [ \"$TARGETARCH\" = amd64 ]; then LD_LIBRARY_PATH=/t /t/ssh-add -l > /ssh-add-l; fi\n\
          RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,required=true \\\n\
              --mount=type=bind,source=tools,target=/t \\\n\
              [ \"$SSH_AUTH_SOCK\" = /tmp/deploy.sock ] && perl /t/list-keys.pl > /deploy-keys \\\n\
@@ -359,6 +370,10 @@ fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
         let read = |path: &str| fs::read_to_string(rootfs.join(path)).unwrap();
         assert_eq!(read("default-keys"), "key-in-the-agent\n", "{arch}");
         assert_eq!(read("deploy-keys"), "key-from-a-file\n", "{arch}");
+        if arch == "amd64" {
+            let listed = read("ssh-add-l");
+            assert!(listed.contains("key-in-the-agent (ED25519)"), "{listed}");
+        }
         assert!(
             !rootfs.join("run/buildkit").exists(),
             "a mount point in the image ({arch})"
