@@ -16,6 +16,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use crate::build::{build, needs, store_with_fixtures, unpack};
 use crate::util;
 
+/// A test directory with a store of the fixture images and an empty context, `ctx/`.
+fn setup() -> tempfile::TempDir {
+    let temp = util::temp_dir();
+    store_with_fixtures(temp.path());
+    fs::create_dir_all(temp.path().join("ctx")).unwrap();
+    temp
+}
+
 /// Whether a plain progress log ends with "N steps cached".
 fn cached_steps(log: &str, steps: usize) -> bool {
     log.contains(&format!(", {steps} steps cached\n"))
@@ -26,9 +34,8 @@ fn copy_parents_and_exclude_keep_modes_exceptions_and_the_cache() {
     if !needs() {
         return;
     }
-    let temp = util::temp_dir();
+    let temp = setup();
     let dir = temp.path();
-    store_with_fixtures(dir);
     let ctx = dir.join("ctx");
     fs::create_dir_all(ctx.join("app/src/gen")).unwrap();
     fs::create_dir_all(ctx.join("app/docs")).unwrap();
@@ -97,11 +104,9 @@ fn a_tmpfs_mount_leaves_nothing_in_the_layer() {
     if !needs() {
         return;
     }
-    let temp = util::temp_dir();
+    let temp = setup();
     let dir = temp.path();
-    store_with_fixtures(dir);
     let ctx = dir.join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
     // A cache mount inside the tmpfs is mounted after it (the order of the flags), so it
     // is not hidden: what the step writes there stays for the next build.
     fs::write(
@@ -198,11 +203,9 @@ fn a_secret_in_an_environment_variable_reaches_no_file_and_no_log() {
     if !needs() {
         return;
     }
-    let temp = util::temp_dir();
+    let temp = setup();
     let dir = temp.path();
-    store_with_fixtures(dir);
     let ctx = dir.join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
     let value = "s3cr3t-VALUE-9f2e";
     fs::write(dir.join("token"), value).unwrap();
     let secret = format!("id=tok,src={}", dir.join("token").display());
@@ -300,9 +303,8 @@ fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
     if !needs() || !util::require(&[util::Need::Program("ssh-agent")]) {
         return;
     }
-    let temp = util::temp_dir();
+    let temp = setup();
     let dir = temp.path();
-    store_with_fixtures(dir);
     let ctx = dir.join("ctx");
     fs::create_dir_all(ctx.join("tools")).unwrap();
     fs::write(ctx.join("tools/list-keys.pl"), LIST_KEYS).unwrap();
