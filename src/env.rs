@@ -32,6 +32,9 @@ pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 /// The Docker engine to load images into with `--load`.
 pub const DOCKER_HOST: &str = "DOCKER_HOST";
 
+/// The client's ssh agent socket, forwarded by `--ssh default`.
+pub const SSH_AUTH_SOCK: &str = "SSH_AUTH_SOCK";
+
 /// Users' home directory.
 pub const HOME: &str = "HOME";
 

@@ -105,6 +105,10 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or `id=ID,env=VAR`).
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
+    /// An ssh agent or keys for `RUN --mount=type=ssh` (`default`, `ID`, or
+    /// `ID=SOCKET|KEY[,KEY]`; `default` and a bare ID forward `$SSH_AUTH_SOCK`).
+    #[arg(long, value_name = "SPEC")]
+    pub ssh: Vec<String>,
     /// Extra privileges (`network.host`, `security.insecure`).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
@@ -321,6 +325,7 @@ impl BuildArgs {
             (None, None) => crate::context::locate_dockerfile(&self.context.join("Dockerfile")),
         };
         let secrets = parse_secrets(&self.secret)?;
+        let ssh = parse_ssh(&self.ssh)?;
         let labels = parse_labels(&self.labels)?;
         let add_hosts = self
             .add_hosts
@@ -359,6 +364,15 @@ impl BuildArgs {
             .selected(self.builder.as_deref())
             .exit_kind(ExitKind::BadInput)?
             .cloned();
+        if let (Some(builder), Some(spec)) = (&builder, self.ssh.first()) {
+            if !builder.nodes.is_empty() {
+                return Err(Failure::bad_input(format_args!(
+                    "--ssh {spec}: not supported yet with a builder of build nodes ({}); use --builder default",
+                    builder.name
+                ))
+                .into());
+            }
+        }
         if let (Some(builder), Some(annotation)) = (&builder, self.annotations.first()) {
             if !builder.nodes.is_empty() {
                 return Err(Failure::bad_input(format_args!(
@@ -395,6 +409,7 @@ impl BuildArgs {
                 add_hosts,
                 shm_size,
                 ulimits,
+                ssh,
             },
             tags: self.tags.clone(),
             outputs,
@@ -775,6 +790,58 @@ fn parse_annotations(
         annotations.push(annotation);
     }
     Ok(annotations)
+}
+
+/// `--ssh default|ID|ID=PATH[,PATH]`, as buildx: no path (or `default`'s) is the agent of
+/// `$SSH_AUTH_SOCK`; one path that is a socket is an agent; otherwise the paths are private
+/// key files, loaded into an agent started for the build.
+fn parse_ssh(
+    specs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::executor::SshSource>> {
+    use crate::executor::SshSource;
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut sources = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (id, paths) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
+        if id.is_empty() {
+            return Err(Failure::bad_input(format_args!(
+                "--ssh {spec}: expected default, ID or ID=PATH[,PATH]"
+            ))
+            .into());
+        }
+        let paths: Vec<std::path::PathBuf> = paths
+            .split(',')
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from)
+            .collect();
+        let source = if paths.is_empty() {
+            let socket = std::env::var_os(crate::env::SSH_AUTH_SOCK)
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| {
+                    Failure::bad_input(format_args!(
+                        "--ssh {spec}: SSH_AUTH_SOCK is not set: start an ssh-agent, or give {id}=PATH to a key or an agent socket"
+                    ))
+                })?;
+            SshSource::Socket(socket.into())
+        } else {
+            for path in &paths {
+                std::fs::metadata(path).map_err(|error| {
+                    Failure::bad_input(format_args!(
+                        "--ssh {spec}: cannot read {}: {error}",
+                        path.display()
+                    ))
+                })?;
+            }
+            let is_socket =
+                std::fs::metadata(&paths[0]).is_ok_and(|meta| meta.file_type().is_socket());
+            match paths.as_slice() {
+                [only] if is_socket => SshSource::Socket(only.clone()),
+                _ => SshSource::Keys(paths),
+            }
+        };
+        sources.insert(id.to_owned(), source);
+    }
+    Ok(sources)
 }
 
 /// `--secret id=ID,src=FILE`, `id=ID,env=VAR` (also `source=`, `type=file|env`; a bare

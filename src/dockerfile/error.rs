@@ -229,11 +229,11 @@ pub enum ErrorKind {
         /// The expander's message.
         message: String,
     },
-    /// A feature a Dockerfile can name that xbuild does not implement yet (`COPY
-    /// --parents`, `RUN --mount=type=ssh`): refused, never ignored.
+    /// A feature a Dockerfile can name that xbuild does not implement yet (`ADD
+    /// --keep-git-dir`, `RUN --mount=type=bind,rw`): refused, never ignored.
     #[error("{what} is not supported yet")]
     Unsupported {
-        /// The feature, as written (`COPY --parents`).
+        /// The feature, as written (`ADD --keep-git-dir`).
         what: String,
     },
     /// What the instruction asks cannot be done, found when it is checked against the build

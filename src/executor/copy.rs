@@ -19,10 +19,15 @@
 //! and fetched only on a cache miss; the checkout's contents are copied as a directory's
 //! (modes and the commit time as mtime kept, never unpacked), `.git` with `--keep-git-dir`.
 //!
-//! Not supported yet (exit 2): `--parents`, `--exclude`, git over ssh, checksums other than
-//! sha256. `--chmod` takes octal or chmod(1) symbolic modes. `ADD` of an http(s) URL
-//! downloads it (mode 0600, not unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a plain
-//! `COPY` (same result, no layer reuse across bases).
+//! `COPY --parents` keeps a source's path below the destination (from its `/./` pivot, if
+//! any; wildcards and `**` allowed), `--exclude` leaves out what its `.dockerignore`-style
+//! patterns match below a copied directory, both as fsutil's copier filters
+//! ([`super::sources::Filter`]).
+//!
+//! Not supported yet (exit 2): git over ssh, checksums other than sha256. `--chmod` takes
+//! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it (mode 0600, not
+//! unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a
+//! plain `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -36,8 +41,8 @@ use super::materials::Material;
 use super::permissions::{ModeChange, resolve_chown};
 use super::services::Services;
 use super::sources::{
-    Item, Selected, download, extract_archive, is_archive, select_in_context, select_in_dir,
-    walk_dir,
+    Filter, Item, Selected, download, extract_archive, is_archive, select_in_context,
+    select_in_dir, walk_dir,
 };
 use super::state::{Done, join_path};
 use crate::cache::Key;
@@ -217,7 +222,11 @@ pub(crate) fn step(
             copy.chown.clone(),
             copy.chmod.clone(),
             false,
-            "COPY",
+            if copy.parents {
+                "COPY --parents"
+            } else {
+                "COPY"
+            },
         ),
         Instruction::Add(add) => {
             checksum.clone_from(&add.checksum);
@@ -234,6 +243,12 @@ pub(crate) fn step(
         }
         _ => return Err(ExecutorError::Internal("not a COPY or ADD".to_owned())),
     };
+    let filter = match instruction {
+        Instruction::Copy(copy) => Filter::new(&copy.excludes, copy.parents),
+        Instruction::Add(add) => Filter::new(&add.excludes, false),
+        _ => Ok(Filter::default()),
+    }
+    .map_err(|error| ExecutorError::invalid(&file, line, error))?;
     let chmod = match chmod {
         None => None,
         Some(Chmod::Octal(mode)) => Some(ModeChange::Set(mode)),
@@ -368,8 +383,8 @@ pub(crate) fn step(
                     continue;
                 }
                 let selected = match (&source_root, &context_files) {
-                    (Some(root), _) => select_in_dir(root, path),
-                    (None, Some(files)) => select_in_context(files, path),
+                    (Some(root), _) => select_in_dir(root, path, &filter),
+                    (None, Some(files)) => select_in_context(files, path, &filter),
                     (None, None) => {
                         return Err(ExecutorError::Internal(format!("no source for {path}")));
                     }

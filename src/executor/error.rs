@@ -173,6 +173,25 @@ pub enum ExecutorError {
         /// Where it was looked for (`in the build context (after .dockerignore)`).
         place: String,
     },
+    /// A `COPY --parents` source without wildcards that names nothing (BuildKit's
+    /// `RequiredPaths`: `"/test/missing": not found`).
+    #[error("{what} {path:?}: not found {place}")]
+    RequiredSource {
+        /// `COPY source`, `COPY --from source`.
+        what: String,
+        /// The path below the source's root, absolute.
+        path: String,
+        /// Where it was looked for.
+        place: String,
+    },
+    /// `--ssh ID=...` that cannot be forwarded (a key `ssh-add` cannot load, no `ssh-agent`).
+    #[error("--ssh {id}: {reason}")]
+    Ssh {
+        /// The `--ssh` id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// A path that cannot be resolved inside its tree (a link loop, too many links).
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -261,6 +280,8 @@ impl ExecutorError {
             | Self::BadReference { .. }
             | Self::Chown { .. }
             | Self::MissingSource { .. }
+            | Self::RequiredSource { .. }
+            | Self::Ssh { .. }
             | Self::ImagePath { .. }
             | Self::Config(_) => ExitKind::BadInput,
             Self::Emulator(_) => ExitKind::HostNotReady,
@@ -393,10 +414,10 @@ mod tests {
 
     #[test]
     fn exit_kinds_follow_the_cause() {
-        let unsupported = ExecutorError::unsupported("Dockerfile", 3, "COPY --parents");
+        let unsupported = ExecutorError::unsupported("Dockerfile", 3, "ADD --keep-git-dir");
         assert_eq!(
             unsupported.to_string(),
-            "Dockerfile:3: COPY --parents is not supported yet"
+            "Dockerfile:3: ADD --keep-git-dir is not supported yet"
         );
         assert_eq!(unsupported.exit_kind(), ExitKind::BadInput);
         let within = Err::<(), _>(unsupported)

@@ -43,6 +43,7 @@ mod run;
 mod scheduler;
 mod services;
 mod sources;
+mod ssh;
 mod state;
 pub mod validate;
 
@@ -69,6 +70,7 @@ pub use assemble::{Built, BuiltImage};
 pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
+pub use ssh::SshSource;
 
 /// What to build.
 #[derive(Clone)]
@@ -127,6 +129,8 @@ pub struct BuildOptions {
     pub shm_size: Option<u64>,
     /// `--ulimit`s of each `RUN` step.
     pub ulimits: Vec<crate::sandbox::Ulimit>,
+    /// `--ssh ID=...`: the agents `RUN --mount=type=ssh,id=ID` reaches.
+    pub ssh: BTreeMap<String, SshSource>,
 }
 
 /// What to do about ELF files whose platform the image's platform cannot run
@@ -200,7 +204,9 @@ pub fn execute(
     );
     warnings.extend(cache_warnings);
     let created = oci_image::rfc3339(options.source_date_epoch.unwrap_or_else(now));
-    let services = Services::new(
+    // Before the first pull or step: a key that cannot be loaded stops the build here.
+    let ssh = ssh::Agents::start(&options.ssh)?;
+    let mut services = Services::new(
         options,
         stages,
         store,
@@ -211,6 +217,7 @@ pub fn execute(
         created,
     );
 
+    services.ssh = ssh;
     let results = Scheduler::new(graph, &services).run()?;
 
     services.save_stat_cache();

@@ -8,10 +8,19 @@
 //! the context a step can see *is* the filtered one: the selected entries are linked (or
 //! copied) into a scratch directory of the store's `tmp/` and that is bound; `source` is
 //! resolved inside the context, so a link cannot lead out of it — or from a stage or image,
-//! mounted as a read-only overlay).
+//! mounted as a read-only overlay), `type=tmpfs` (a fresh tmpfs of the step's mount
+//! namespace, `size=` honoured: nothing written there reaches the layer).
 //!
-//! Not supported yet (exit 2): `type=tmpfs`, `type=ssh`, writable binds, secrets as
-//! environment variables (`env=`).
+//! `type=secret,env=NAME` puts the secret in the step's environment (and in a file only when
+//! a `target` is given too, as BuildKit); the variable is in no config, history, cache key
+//! or failed-step record, and the step's progress name shows `****` for it.
+//!
+//! `type=ssh` binds a socket of our own at its target (`/run/buildkit/ssh_agent.N` by
+//! default, with the mount's `uid`/`gid`/`mode`) that relays to the `--ssh` agent of its id
+//! ([`super::ssh`]); `SSH_AUTH_SOCK` names the first one. An optional one whose id was not
+//! given is left out, as in BuildKit.
+//!
+//! Not supported yet (exit 2): writable binds.
 
 use std::fs;
 use std::io;
@@ -22,13 +31,14 @@ use std::sync::Arc;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
-use super::sources::{Selected, StateView, select_in_context};
+use super::sources::{Filter, Selected, StateView, select_in_context};
+use super::ssh::Relay;
 use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
 use crate::dockerfile::mount::MountType;
 use crate::plan::Vertex;
-use crate::sandbox::{BindMount, SecretFile};
+use crate::sandbox::{BindMount, MountSource, SecretFile};
 
 /// What a step's mounts need, kept alive while it runs.
 pub(crate) struct Prepared {
@@ -36,9 +46,16 @@ pub(crate) struct Prepared {
     pub(crate) binds: Vec<BindMount>,
     /// The secrets for the sandbox.
     pub(crate) secrets: Vec<SecretFile>,
+    /// `type=secret,env=NAME`: (NAME, value) for the step's environment only (never the
+    /// image's config, the cache key or a failed step's record).
+    pub(crate) secret_env: Vec<(String, String)>,
     _views: Vec<StateView>,
     /// Filtered copies of the context for `type=bind` mounts, removed on drop.
     _context_views: Vec<tempfile::TempDir>,
+    /// The sockets of `type=ssh` mounts, relaying to the agents while the step runs.
+    _relays: Vec<Relay>,
+    /// `SSH_AUTH_SOCK` for the step: the first `type=ssh` mount's target (as BuildKit).
+    pub(crate) ssh_auth_sock: Option<String>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -53,9 +70,13 @@ pub(crate) fn prepare(
     let mut prepared = Prepared {
         binds: Vec::new(),
         secrets: Vec::new(),
+        secret_env: Vec::new(),
         _views: Vec::new(),
         _context_views: Vec::new(),
+        _relays: Vec::new(),
+        ssh_auth_sock: None,
     };
+    let mut ssh_index = 0;
     // Mount types and options not supported yet, and required secrets not given, were
     // refused before any work (super::validate): what is left cannot fail that way.
     let validated = |what: &str| {
@@ -93,7 +114,7 @@ pub(crate) fn prepare(
                 let _ = std::fs::File::open(&dir)
                     .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 prepared.binds.push(BindMount {
-                    source: dir,
+                    source: MountSource::Host(dir),
                     target: PathBuf::from(target),
                     readonly: mount.read_only,
                 });
@@ -113,6 +134,16 @@ pub(crate) fn prepare(
                     // Not required (a required one was checked before any work).
                     continue;
                 };
+                if let Some(name) = &mount.env {
+                    // Text without NUL, checked before any work.
+                    let text = String::from_utf8(value.clone())
+                        .map_err(|_| validated("type=secret,env= of a value that is not text"))?;
+                    prepared.secret_env.push((name.clone(), text));
+                    if target.is_none() {
+                        // As BuildKit: with env= and no target, no file.
+                        continue;
+                    }
+                }
                 prepared.secrets.push(SecretFile {
                     content: value.clone(),
                     target: PathBuf::from(target.unwrap_or_else(|| format!("/run/secrets/{id}"))),
@@ -128,7 +159,7 @@ pub(crate) fn prepare(
                 let host = match &mount.from {
                     None => {
                         let files = services.context_files()?;
-                        let selected = select_in_context(&files, &source)?;
+                        let selected = select_in_context(&files, &source, &Filter::default())?;
                         let mut cache = files
                             .stat_cache
                             .lock()
@@ -173,13 +204,44 @@ pub(crate) fn prepare(
                     }
                 };
                 prepared.binds.push(BindMount {
-                    source: host,
+                    source: MountSource::Host(host),
                     target: PathBuf::from(target),
                     readonly: true,
                 });
             }
-            MountType::Tmpfs => return Err(validated("type=tmpfs")),
-            MountType::Ssh => return Err(validated("type=ssh")),
+            MountType::Tmpfs => {
+                let target = target.ok_or_else(|| validated("type=tmpfs without target"))?;
+                prepared.binds.push(BindMount {
+                    source: MountSource::Tmpfs { size: mount.size },
+                    target: PathBuf::from(target),
+                    readonly: mount.read_only,
+                });
+            }
+            MountType::Ssh => {
+                // BuildKit's default target counts the step's ssh mounts.
+                let target =
+                    target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                prepared.ssh_auth_sock.get_or_insert_with(|| target.clone());
+                let id = mount.id.as_deref().unwrap_or("default");
+                let Some(agent) = services.ssh.socket(id) else {
+                    // Not required (a required one was refused before any work): no socket.
+                    continue;
+                };
+                let relay = Relay::start(
+                    agent,
+                    mount.uid.unwrap_or(0),
+                    mount.gid.unwrap_or(0),
+                    mount.mode.unwrap_or(0o600),
+                )
+                .within(|| format!("{}: forwarding --ssh {id}", vertex.display_name()))?;
+                prepared.binds.push(BindMount {
+                    source: MountSource::Host(relay.path().to_path_buf()),
+                    target: PathBuf::from(target),
+                    readonly: false,
+                });
+                prepared._relays.push(relay);
+            }
         }
     }
     Ok(prepared)

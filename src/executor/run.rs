@@ -75,6 +75,11 @@ pub(crate) fn step(
         );
     }
     let mounts = super::mounts::prepare(services, vertex, run, parent, inputs, &mut key)?;
+    // As BuildKit names the step: a secret's variable shows as `****`.
+    let name = mask_variables(
+        &name,
+        mounts.secret_env.iter().map(|(name, _)| name.as_str()),
+    );
     let key = key.finish();
     if let Some(state) = services.cache_hit(&key, &name)? {
         return Ok(Done { state, key });
@@ -97,6 +102,11 @@ pub(crate) fn step(
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some(socket) = &mounts.ssh_auth_sock {
+        if !env.iter().any(|pair| pair.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={socket}"));
+        }
+    }
     let lower_dirs = services.lower_dirs(&state)?;
     let dirs = services.scratch_dirs()?;
     let upper = dirs.path().join("upper");
@@ -107,7 +117,21 @@ pub(crate) fn step(
         vertex.platform.clone(),
         command.clone(),
     );
-    spec.env = env.clone();
+    // The secrets' variables over everything else, for the step only.
+    spec.env = env
+        .iter()
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            !mounts.secret_env.iter().any(|(name, _)| name == key)
+        })
+        .cloned()
+        .chain(
+            mounts
+                .secret_env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        )
+        .collect();
     spec.user = state.cfg().user().clone().filter(|user| !user.is_empty());
     spec.cwd = state.workdir();
     spec.network = network;
@@ -280,4 +304,43 @@ pub(crate) fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> 
 
 pub(crate) fn created_by_run(command: &StepCommand) -> String {
     format!("RUN {} # buildkit", command.argv().join(" "))
+}
+
+/// `text` with each reference to one of `names` (`$NAME`, `${NAME}`) replaced by `****`.
+pub(crate) fn mask_variables<'a>(text: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let mut masked = text.to_owned();
+    for name in names {
+        masked = masked.replace(&format!("${{{name}}}"), "****");
+        let plain = format!("${name}");
+        let mut out = String::with_capacity(masked.len());
+        let mut rest = masked.as_str();
+        while let Some(at) = rest.find(&plain) {
+            let after = &rest[at + plain.len()..];
+            out.push_str(&rest[..at]);
+            if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                out.push_str(&plain);
+            } else {
+                out.push_str("****");
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        masked = out;
+    }
+    masked
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_variables_are_masked_in_the_step_name() {
+        let names = ["SECRET", "T"];
+        assert_eq!(
+            super::mask_variables(
+                r#"RUN [ "$SECRET" == "pw" ] && echo ${T} $TOKEN $SECRET_2 $T"#,
+                names.into_iter()
+            ),
+            r#"RUN [ "****" == "pw" ] && echo **** $TOKEN $SECRET_2 ****"#
+        );
+    }
 }

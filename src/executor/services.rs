@@ -49,6 +49,8 @@ pub(crate) struct Services<'a> {
     pub(crate) created: String,
     /// What the steps read from outside (images, URLs), per target platform.
     pub(crate) materials: Materials,
+    /// The ssh agents of `--ssh`, by id.
+    pub(crate) ssh: super::ssh::Agents,
     context: Mutex<Option<Arc<ContextFiles>>>,
     running: Mutex<usize>,
     running_changed: Condvar,
@@ -113,6 +115,7 @@ impl<'a> Services<'a> {
             cache,
             created,
             materials: Materials::default(),
+            ssh: super::ssh::Agents::default(),
             context: Mutex::new(None),
             running: Mutex::new(0),
             running_changed: Condvar::new(),

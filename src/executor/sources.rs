@@ -371,23 +371,95 @@ pub(crate) fn source_paths(
         .collect()
 }
 
+/// What `COPY --parents` and `--exclude` leave of a source directory, as fsutil's copier
+/// filters it (patternmatcher's `.dockerignore` semantics, paths relative to the directory
+/// copied): an item is copied when it (or a parent) matches the include pattern and no
+/// exclude pattern excludes it; a directory that is not copied itself is still made when
+/// something below it is, with its own metadata.
+#[derive(Default)]
+pub(crate) struct Filter {
+    /// `--exclude` patterns; `None` when there are none.
+    pub(crate) exclude: Option<Dockerignore>,
+    /// `--parents`: keep the source's path (after its `/./` pivot) below the destination.
+    pub(crate) parents: bool,
+}
+
+impl Filter {
+    /// The filter of `COPY`/`ADD` flags; a bad `--exclude` pattern is an error naming it.
+    pub(crate) fn new(excludes: &[String], parents: bool) -> Result<Self, ExecutorError> {
+        let exclude = if excludes.is_empty() {
+            None
+        } else {
+            let patterns: Vec<&[u8]> = excludes.iter().map(String::as_bytes).collect();
+            Some(Dockerignore::from_patterns(&patterns, "--exclude")?)
+        };
+        Ok(Self { exclude, parents })
+    }
+}
+
+/// Keeps the items (path below the copied directory, item) that `include` and `exclude`
+/// let through, each directory that is not copied itself only when something below it is
+/// (placed before it); `context_entries` keeps the entries of what is kept.
+fn filter_items(
+    items: Vec<(PathBuf, Item)>,
+    include: Option<&Dockerignore>,
+    exclude: Option<&Dockerignore>,
+    out: &mut Selected,
+) -> Result<(), ExecutorError> {
+    let mut pending: std::collections::HashMap<PathBuf, Item> = std::collections::HashMap::new();
+    let mut kept_rels = std::collections::HashSet::new();
+    for (below, item) in items {
+        let included = match include {
+            Some(include) => include.is_excluded(&below)?,
+            None => true,
+        };
+        let excluded = match exclude {
+            Some(exclude) => exclude.is_excluded(&below)?,
+            None => false,
+        };
+        if !included || excluded {
+            if item.meta.is_dir() {
+                pending.insert(below, item);
+            }
+            continue;
+        }
+        // Directories above it that were not copied on their own, shallowest first.
+        let mut above: Vec<PathBuf> = below
+            .ancestors()
+            .skip(1)
+            .filter(|dir| pending.contains_key(*dir))
+            .map(Path::to_path_buf)
+            .collect();
+        above.reverse();
+        for dir in above {
+            if let Some(parent) = pending.remove(&dir) {
+                kept_rels.insert(parent.rel.clone());
+                out.items.push((dir, parent));
+            }
+        }
+        kept_rels.insert(item.rel.clone());
+        out.items.push((below, item));
+    }
+    out.context_entries
+        .retain(|entry| kept_rels.contains(&entry.path));
+    Ok(())
+}
+
 /// What one source pattern selects in `tree`, links on the source path followed (BuildKit's
-/// `FollowSymlinks` for `COPY`/`ADD`), links inside a copied directory kept.
+/// `FollowSymlinks` for `COPY`/`ADD`), links inside a copied directory kept; a directory's
+/// contents pass `filter`'s `--exclude` (a file named by the source itself is copied).
 pub(crate) fn select(
     tree: &dyn SourceTree,
     pattern: &str,
+    filter: &Filter,
     what: &str,
     place: &str,
 ) -> Result<Selected, ExecutorError> {
+    if filter.parents {
+        return select_parents(tree, pattern, filter, what, place);
+    }
     let pattern = clean_source(pattern);
-    let mut selected = Selected {
-        items: Vec::new(),
-        tops: 0,
-        single_file_name: None,
-        context_entries: Vec::new(),
-        from_url: false,
-        from_git: false,
-    };
+    let mut selected = empty_selection();
     let paths = source_paths(tree, &pattern)?;
     if paths.is_empty() {
         return Err(ExecutorError::MissingSource {
@@ -414,7 +486,18 @@ pub(crate) fn select(
                     place: place.to_owned(),
                 });
             }
-            Some(Node::Dir) => tree.items_below(&resolved, &mut selected)?,
+            Some(Node::Dir) => match &filter.exclude {
+                None => tree.items_below(&resolved, &mut selected)?,
+                Some(exclude) => {
+                    let mut all = empty_selection();
+                    tree.items_below(&resolved, &mut all)?;
+                    let mut kept = empty_selection();
+                    kept.context_entries = all.context_entries;
+                    filter_items(all.items, None, Some(exclude), &mut kept)?;
+                    selected.items.append(&mut kept.items);
+                    selected.context_entries.append(&mut kept.context_entries);
+                }
+            },
             Some(_) => {
                 let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
                 let item = tree.item(&resolved, &mut selected)?;
@@ -426,14 +509,112 @@ pub(crate) fn select(
     Ok(selected)
 }
 
+fn empty_selection() -> Selected {
+    Selected {
+        items: Vec::new(),
+        tops: 0,
+        single_file_name: None,
+        context_entries: Vec::new(),
+        from_url: false,
+        from_git: false,
+    }
+}
+
+/// `COPY --parents`, as BuildKit's `dispatchCopy` turns it into a copy: the source splits at
+/// its first `/./` into the directory copied (the whole tree without one; wildcards allowed,
+/// each match copied) and an include pattern below it (`**` allowed); what the pattern
+/// matches keeps its path below that directory, parents included. A match-nothing pattern
+/// copies nothing, unless neither part has a wildcard: the path must then exist (BuildKit's
+/// `RequiredPaths`).
+fn select_parents(
+    tree: &dyn SourceTree,
+    source: &str,
+    filter: &Filter,
+    what: &str,
+    place: &str,
+) -> Result<Selected, ExecutorError> {
+    let (base, pattern) = source.split_once("/./").unwrap_or(("/", source));
+    let pattern = clean_source(pattern);
+    let base = clean_source(base);
+    let required = (!has_wildcard(&base) && !has_wildcard(&pattern))
+        .then(|| join_path("/", &format!("{base}/{pattern}")));
+    let include = Dockerignore::from_patterns(&[pattern.as_bytes()], "--parents")?;
+    let mut selected = empty_selection();
+    selected.tops = 1;
+    // The part of the pattern before its first wildcard (and before its last component)
+    // names directories that must be real ones: only below them is walked.
+    let parts: Vec<&str> = pattern.split('/').filter(|part| !part.is_empty()).collect();
+    let literal = parts
+        .iter()
+        .position(|part| has_wildcard(part))
+        .unwrap_or(parts.len())
+        .min(parts.len().saturating_sub(1));
+    let mut found_required = required.is_none();
+    for (_, root) in source_paths(tree, &base)? {
+        if tree.node(&root) != Some(Node::Dir) {
+            continue;
+        }
+        let mut items = Vec::new();
+        let mut on_path = empty_selection();
+        let mut walked = root.clone();
+        let mut reachable = true;
+        for part in &parts[..literal] {
+            walked = join_path(&walked, part);
+            if tree.node(&walked) != Some(Node::Dir) {
+                reachable = false;
+                break;
+            }
+            let item = tree.item(&walked, &mut on_path)?;
+            let below = Path::new(walked.trim_start_matches('/'))
+                .strip_prefix(root.trim_start_matches('/'))
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?
+                .to_path_buf();
+            items.push((below, item));
+        }
+        if !reachable {
+            continue;
+        }
+        let mut all = empty_selection();
+        tree.items_below(&walked, &mut all)?;
+        let prefix = PathBuf::from(parts[..literal].join("/"));
+        items.extend(
+            all.items
+                .into_iter()
+                .map(|(below, item)| (prefix.join(below), item)),
+        );
+        let mut kept = empty_selection();
+        kept.context_entries = on_path.context_entries;
+        kept.context_entries.append(&mut all.context_entries);
+        filter_items(items, Some(&include), filter.exclude.as_ref(), &mut kept)?;
+        if !found_required {
+            found_required = kept
+                .items
+                .iter()
+                .any(|(below, _)| below.starts_with(&pattern));
+        }
+        selected.items.append(&mut kept.items);
+        selected.context_entries.append(&mut kept.context_entries);
+    }
+    if let (false, Some(path)) = (found_required, required) {
+        return Err(ExecutorError::RequiredSource {
+            what: what.to_owned(),
+            path,
+            place: place.to_owned(),
+        });
+    }
+    Ok(selected)
+}
+
 /// What `pattern` selects in the build context.
 pub(crate) fn select_in_context(
     files: &ContextFiles,
     pattern: &str,
+    filter: &Filter,
 ) -> Result<Selected, ExecutorError> {
     select(
         files,
         pattern,
+        filter,
         "COPY source",
         "in the build context (after .dockerignore)",
     )
@@ -443,10 +624,15 @@ pub(crate) fn select_in_context(
 /// directories on the pattern's path are read (a wildcard component lists its one
 /// directory), and only matched directories are walked: the source stage is often a whole
 /// distribution, and a `COPY --from=build /out/app` must not read all of it.
-pub(crate) fn select_in_dir(root: &Path, pattern: &str) -> Result<Selected, ExecutorError> {
+pub(crate) fn select_in_dir(
+    root: &Path,
+    pattern: &str,
+    filter: &Filter,
+) -> Result<Selected, ExecutorError> {
     select(
         &HostDir(root),
         pattern,
+        filter,
         "COPY --from source",
         "in the source stage or image",
     )

@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (`COPY --parents`, `RUN --mount=type=ssh`, git over ssh, ...) and
+//! does not implement yet (git over ssh, `RUN --mount=type=bind,rw`, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -15,6 +15,7 @@
 use super::BuildOptions;
 use super::error::ExecutorError;
 use super::permissions::apply_symbolic_mode;
+use super::sources::Filter;
 use super::state::join_path;
 use crate::binfmt;
 use crate::dockerfile::instruction::{Chmod, Network, Run, Security, Source};
@@ -53,18 +54,11 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
     let unsupported = |what: &str| Err(ExecutorError::unsupported(&file, line, what));
     let (sources, chmod, is_add) = match instruction {
         Instruction::Copy(copy) => {
-            if copy.parents {
-                return unsupported("COPY --parents");
-            }
-            if !copy.excludes.is_empty() {
-                return unsupported("COPY --exclude");
-            }
+            check_excludes(&copy.excludes, &file, line)?;
             (&copy.sources, &copy.chmod, false)
         }
         Instruction::Add(add) => {
-            if !add.excludes.is_empty() {
-                return unsupported("ADD --exclude");
-            }
+            check_excludes(&add.excludes, &file, line)?;
             (&add.sources, &add.chmod, true)
         }
         Instruction::Run(run) => return run_step(run, options),
@@ -105,6 +99,17 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
         }
     }
     Ok(())
+}
+
+/// `--exclude` patterns must compile (as `.dockerignore` lines do).
+fn check_excludes(
+    excludes: &[String],
+    file: impl std::fmt::Display,
+    line: usize,
+) -> Result<(), ExecutorError> {
+    Filter::new(excludes, false)
+        .map(drop)
+        .map_err(|error| ExecutorError::invalid(file, line, error))
 }
 
 /// `RUN`: its entitlement and its mounts.
@@ -149,9 +154,6 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
             }
             MountType::Cache => {}
             MountType::Secret => {
-                if mount.env.is_some() {
-                    return unsupported("type=secret,env=");
-                }
                 // The id is the target's file name when not given (the target joined with
                 // the working directory has the same file name).
                 let id = mount.id.clone().or_else(|| {
@@ -166,8 +168,21 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                     return Err(ExecutorError::invalid(
                         &file,
                         line,
-                        format_args!("secret {id:?} is required: pass --secret id={id},src=FILE"),
+                        format_args!(
+                            "secret {id}: not found (required=true): pass --secret id={id},src=FILE"
+                        ),
                     ));
+                }
+                if let (Some(name), Some(value)) = (&mount.env, options.secrets.get(&id)) {
+                    if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                        return Err(ExecutorError::invalid(
+                            &file,
+                            line,
+                            format_args!(
+                                "secret {id:?} is not text without NUL bytes: it cannot be the environment variable {name}"
+                            ),
+                        ));
+                    }
                 }
             }
             MountType::Bind => {
@@ -178,8 +193,22 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                     return unsupported("type=bind without target");
                 }
             }
-            MountType::Tmpfs => return unsupported("type=tmpfs"),
-            MountType::Ssh => return unsupported("type=ssh"),
+            MountType::Tmpfs if mount.target.is_none() => {
+                return unsupported("type=tmpfs without target");
+            }
+            MountType::Tmpfs => {}
+            MountType::Ssh => {
+                let id = mount.id.as_deref().unwrap_or("default");
+                if mount.required && !options.ssh.contains_key(id) {
+                    return Err(ExecutorError::invalid(
+                        &file,
+                        line,
+                        format_args!(
+                            "no SSH key {id:?} forwarded from the client: pass --ssh {id} (the agent of $SSH_AUTH_SOCK) or --ssh {id}=PATH"
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -111,7 +111,14 @@ pub(crate) fn attach(
                         optional: false,
                     })
                     .collect(),
-                ssh: Vec::new(),
+                ssh: options
+                    .ssh
+                    .keys()
+                    .map(|id| SecretId {
+                        id: id.clone(),
+                        optional: false,
+                    })
+                    .collect(),
                 steps: Vec::new(),
                 network: !options.network_none,
                 reproducible: false,

@@ -47,6 +47,7 @@
 //!         add_hosts: Vec::new(),
 //!         shm_size: None,
 //!         ulimits: Vec::new(),
+//!         ssh: Default::default(),
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
 //!     outputs: vec![Output::Registry { by_digest: false }],

@@ -92,6 +92,8 @@ pub fn serve_build(
         add_hosts: request.add_hosts.clone(),
         shm_size: request.shm_size,
         ulimits: request.ulimits.clone(),
+        // Refused with a builder of nodes (cli::build): agents stay on the client.
+        ssh: Default::default(),
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {

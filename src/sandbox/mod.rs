@@ -48,8 +48,8 @@ use std::process::{self, Command};
 
 pub use mounts::Placeholder;
 pub use spec::{
-    BindMount, DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, HostEntry, Network, SecretFile, Security,
-    Stdio, StepCommand, StepOutcome, StepSpec, Stream, Ulimit,
+    BindMount, DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, HostEntry, MountSource, Network, SecretFile,
+    Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream, Ulimit,
 };
 
 use crate::binfmt::{self, BinfmtError};

@@ -416,7 +416,7 @@ pub fn setup_root(sys: &dyn Sys, plan: &RootPlan<'_>) -> Result<Vec<Placeholder>
                     )
                 })?;
             let bind = super::spec::BindMount {
-                source: file,
+                source: super::spec::MountSource::Host(file),
                 target: secret.target.clone(),
                 readonly: true,
             };
@@ -580,12 +580,36 @@ fn bind_extra(
             format!("bad mount target {}", bind.target.display()),
         ));
     }
-    let source_is_dir = sys.kind(&bind.source) == PathKind::Directory;
+    let (host, tmpfs_size) = match &bind.source {
+        super::spec::MountSource::Host(path) => (Some(path.as_path()), None),
+        super::spec::MountSource::Tmpfs { size } => (None, Some(*size)),
+    };
+    let source_is_dir = host.is_none_or(|host| sys.kind(host) == PathKind::Directory);
     let relative = resolve_in_root(sys, root, &bind.target, source_is_dir, placeholders)?;
     let target = root.join(&relative);
+    if let Some(size) = tmpfs_size {
+        // BuildKit's tmpfs mount: `nosuid` (and `ro`, `size=` when asked), plus our device
+        // policy.
+        let mut flags = MsFlags::MS_NOSUID;
+        if bind.readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        if restrict_devices {
+            flags |= MsFlags::MS_NODEV;
+        }
+        let data = size.map(|size| format!("size={size}"));
+        return mount(
+            sys,
+            Some(Path::new("tmpfs")),
+            &target,
+            Some("tmpfs"),
+            flags,
+            data.as_deref(),
+        );
+    }
     mount(
         sys,
-        Some(&bind.source),
+        host,
         &target,
         None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -706,12 +730,12 @@ mod tests {
         sys.files.borrow_mut().insert(PathBuf::from("/host/secret"));
         let binds = [
             crate::sandbox::BindMount {
-                source: PathBuf::from("/host/secret"),
+                source: crate::sandbox::MountSource::Host(PathBuf::from("/host/secret")),
                 target: PathBuf::from("/run/secrets/token"),
                 readonly: true,
             },
             crate::sandbox::BindMount {
-                source: PathBuf::from("/host/cache"),
+                source: crate::sandbox::MountSource::Host(PathBuf::from("/host/cache")),
                 target: PathBuf::from("/root/.cache"),
                 readonly: false,
             },
@@ -749,6 +773,55 @@ mod tests {
                     "bind /host/cache".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_tmpfs_mount_is_a_fresh_tmpfs_in_order_with_the_binds() {
+        let sys = RecordingSys::default();
+        for dir in ["proc", "dev", "sys", "etc", "run"] {
+            sys.dirs.borrow_mut().insert(Path::new("/s/root").join(dir));
+        }
+        sys.dirs.borrow_mut().insert(PathBuf::from("/host/cache"));
+        let binds = [
+            crate::sandbox::BindMount {
+                source: crate::sandbox::MountSource::Tmpfs {
+                    size: Some(128 << 20),
+                },
+                target: PathBuf::from("/scratch"),
+                readonly: false,
+            },
+            crate::sandbox::BindMount {
+                source: crate::sandbox::MountSource::Host(PathBuf::from("/host/cache")),
+                target: PathBuf::from("/scratch/cache"),
+                readonly: false,
+            },
+        ];
+        let lower = [PathBuf::from("/l")];
+        let mut plan = plan(&lower);
+        plan.binds = &binds;
+        plan.restrict_devices = true;
+        let placeholders = setup_root(&sys, &plan).unwrap();
+        // The mount point the image lacks is a placeholder, removed from the layer.
+        assert!(
+            placeholders
+                .iter()
+                .any(|p| p.path == Path::new("scratch") && p.is_dir)
+        );
+        let calls = sys.take();
+        let tmpfs = calls.iter().position(|call| {
+            matches!(call, Call::Mount { target, fstype: Some(fstype), data: Some(data), flags, .. }
+                if target == Path::new("/s/root/scratch") && fstype == "tmpfs"
+                    && data == "size=134217728"
+                    && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV))
+        });
+        let cache = calls.iter().position(|call| {
+            matches!(call, Call::Mount { target, source: Some(source), .. }
+                if target == Path::new("/s/root/scratch/cache") && source == Path::new("/host/cache"))
+        });
+        assert!(
+            tmpfs.is_some() && cache.is_some() && tmpfs < cache,
+            "{calls:?}"
         );
     }
 
@@ -960,12 +1033,12 @@ mod tests {
         sys.files.borrow_mut().insert(PathBuf::from("/host/secret"));
         let binds = [
             crate::sandbox::BindMount {
-                source: PathBuf::from("/host/secret"),
+                source: crate::sandbox::MountSource::Host(PathBuf::from("/host/secret")),
                 target: PathBuf::from("/run/secrets/token"),
                 readonly: true,
             },
             crate::sandbox::BindMount {
-                source: PathBuf::from("/host/secret"),
+                source: crate::sandbox::MountSource::Host(PathBuf::from("/host/secret")),
                 target: PathBuf::from("/etc/link/token"),
                 readonly: true,
             },
@@ -1011,7 +1084,7 @@ mod tests {
             .borrow_mut()
             .insert(PathBuf::from("/s/root/foo/bar/baz"));
         let binds = [crate::sandbox::BindMount {
-            source: PathBuf::from("/cache"),
+            source: crate::sandbox::MountSource::Host(PathBuf::from("/cache")),
             target: PathBuf::from("/foo/bar/baz"),
             readonly: false,
         }];

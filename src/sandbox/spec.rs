@@ -236,11 +236,24 @@ impl std::fmt::Debug for SecretFile {
 /// so a fork bomb in a step stops there.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
-/// A host file or directory bound into the step's root.
+/// What an extra mount of a step puts at its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// A host file, directory or socket, bound.
+    Host(PathBuf),
+    /// A fresh tmpfs (`RUN --mount=type=tmpfs`), of at most `size` bytes when given: gone
+    /// with the step's mount namespace, never in the layer.
+    Tmpfs {
+        /// `size=` in bytes; the kernel's default (half the memory) when `None`.
+        size: Option<u64>,
+    },
+}
+
+/// A host file or directory bound into the step's root, or a tmpfs mounted there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
-    /// The host path.
-    pub source: PathBuf,
+    /// What is mounted.
+    pub source: MountSource,
     /// Absolute path inside the step.
     pub target: PathBuf,
     /// Read-only.

@@ -36,6 +36,7 @@ mod remote; // ADD git://, git and HTTP tarball/Dockerfile URL contexts, on git 
 mod run; // xbuild run per platform, Docker's config rules, exit codes; debug shell
 mod sandbox; // the RUN sandbox on the busybox fixtures
 mod security; // attacks a RUN step might try: loopback, packets, devices, keyrings, fork bombs...
+mod stepflags; // COPY --parents/--exclude, RUN --mount=type=tmpfs|ssh, secret env=, --ssh: judged by umoci and the agent protocol
 mod symlinks; // COPY/ADD/WORKDIR resolve links inside the image (merged-/usr Debian)
 mod unpack; // hostile tars refused, whiteouts applied
 mod util; // TestDir, the xbuild() command builder, `require` for privileged tests
