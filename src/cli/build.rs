@@ -64,10 +64,12 @@ impl From<FallbackArg> for Fallback {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Build context: a directory, or a URL (a git repository `https://host/repo.git#ref:dir`,
-    /// `git@host:repo`, `git://...`; an `http(s)://` tarball or lone Dockerfile).
-    #[arg(value_name = "PATH | URL")]
+    /// `git@host:repo`, `git://...`; an `http(s)://` tarball or lone Dockerfile), or `-` (a
+    /// tarball or a lone Dockerfile on stdin).
+    #[arg(value_name = "PATH | URL | -")]
     pub context: PathBuf,
-    /// Dockerfile (default: PATH/Dockerfile; with a URL context, a path inside it).
+    /// Dockerfile (default: PATH/Dockerfile; with a URL context, a path inside it; `-`: read
+    /// from stdin).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Target platforms, comma separated or repeated (default: the host's).
@@ -234,6 +236,8 @@ impl BuildArgs {
     /// Bad arguments or Dockerfile (exit 2), a host that cannot run a platform (exit 3), a
     /// failed step or store failure (exit 1).
     pub fn run(mut self) -> anyhow::Result<()> {
+        // `-f -` or a context of `-`: read now, kept until the build is done.
+        let _stdin = super::stdin::take(&mut self.context, &mut self.file)?;
         let call = match (&self.call, self.check) {
             (Some(value), _) => super::call::Call::parse(value)?,
             (None, true) => super::call::Call::parse("check")?,

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod prune;
 pub mod registry;
 pub mod run;
+mod stdin;
 pub mod store;
 pub mod values;
 

@@ -179,6 +179,23 @@ pub async fn fetch_context(
     let shown = crate::source::gitref::redact(url);
     let download = tmp.join("download");
     let last_modified = download_to(url, &download).await?;
+    context_from_file(&download, tmp, &shown, last_modified)
+}
+
+/// A context from a file already in `tmp` (downloaded, or read from stdin for a context of
+/// `-`): a tar archive (plain, gzip, bzip2, xz) is unpacked into `tmp/context`; any other
+/// file is a lone Dockerfile. `shown` names the source in errors; `last_modified` is its
+/// time, if known.
+///
+/// # Errors
+/// An archive that does not unpack; file operations in `tmp`.
+pub fn context_from_file(
+    download: &Path,
+    tmp: &Path,
+    shown: &str,
+    last_modified: Option<i64>,
+) -> Result<RemoteContext, ContextUrlError> {
+    let download = download.to_path_buf();
     let dir = tmp.join("context");
     fs::create_dir(&dir).map_err(io_error("creating", &dir))?;
     let kind = archive_kind(&download).map_err(io_error("reading", &download))?;
@@ -195,7 +212,7 @@ pub async fn fetch_context(
         });
     };
     let unpack_error = |message: String| ContextUrlError::Unpack {
-        url: shown.clone(),
+        url: shown.to_owned(),
         message,
     };
     unpack(&download, kind, &dir).map_err(unpack_error)?;

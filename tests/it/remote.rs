@@ -330,3 +330,96 @@ fn http_tarballs_and_a_lone_dockerfile_as_the_context() {
     assert_eq!(output.status.code(), Some(1), "{}", util::stderr(&output));
     assert!(util::stderr(&output).contains("missing.tgz"));
 }
+
+/// Runs `xbuild build --platform linux/amd64 ARGS` in `dir/ctx` with `input` on stdin.
+fn build_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = util::xbuild(dir)
+        .current_dir(dir.join("ctx"))
+        .args(["build", "--platform", "linux/amd64", "--progress", "plain"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A refusal may come before stdin is read: a closed pipe is not the test's failure.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+/// `-f -` (the Dockerfile on stdin, the context still PATH) and `-` as the context (a gzip
+/// tar made by `tar`, or a lone Dockerfile), as buildx reads them; both at once, and `-f`
+/// inside a lone Dockerfile, are refused (exit 2). The images are read back by umoci.
+#[test]
+fn stdin_gives_the_dockerfile_or_the_whole_context() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("skopeo"),
+        Need::Program("umoci"),
+        Need::Program("tar"),
+    ]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("c.txt"), "from the directory\n").unwrap();
+
+    let output = build_with_stdin(
+        dir,
+        &["-f", "-", "-t", "stdin:1", "."],
+        b"FROM busybox\nCOPY c.txt /c.txt\n",
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let rootfs = unpack(dir, "docker.io/library/stdin:1", "amd64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("c.txt")).unwrap(),
+        "from the directory\n"
+    );
+
+    // A gzip tar of another directory as the whole context; -f inside it.
+    let tarred = dir.join("tarred");
+    std::fs::create_dir_all(tarred.join("build")).unwrap();
+    std::fs::write(tarred.join("c.txt"), "from the tar\n").unwrap();
+    std::fs::write(
+        tarred.join("build/App.Dockerfile"),
+        "FROM busybox\nCOPY c.txt /c.txt\n",
+    )
+    .unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&tarred)
+        .args(["-czf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let output = build_with_stdin(
+        dir,
+        &["-f", "build/App.Dockerfile", "-t", "stdin:2", "-"],
+        &tar.stdout,
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let rootfs = unpack(dir, "docker.io/library/stdin:2", "amd64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("c.txt")).unwrap(),
+        "from the tar\n"
+    );
+
+    // A lone Dockerfile: no context files.
+    let lone = b"FROM busybox\nLABEL from=stdin\n";
+    let output = build_with_stdin(dir, &["-t", "stdin:3", "-"], lone);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let output = build_with_stdin(dir, &["-f", "x/Dockerfile", "-"], lone);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+    let output = build_with_stdin(dir, &["-f", "-", "-"], lone);
+    assert_eq!(output.status.code(), Some(2), "{}", util::stderr(&output));
+    assert!(
+        util::stderr(&output).contains("can't use stdin for both build context and dockerfile"),
+        "{}",
+        util::stderr(&output)
+    );
+}
