@@ -9,7 +9,7 @@ set -eu
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
 openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc
-libc6-dev zstd python3"
+libc6-dev zstd python3 bzip2 xz-utils"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
