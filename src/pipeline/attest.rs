@@ -88,6 +88,7 @@ pub(crate) fn attach(
             encoded.push(Encoded::new(Kind::Sbom, &statement));
         }
         if let Some(wanted) = wanted.provenance {
+            let sources = Sources::of(report, &built.platform);
             let record = BuildRecord {
                 mode: wanted.mode,
                 dockerfile_path: dockerfile_path(options),
@@ -99,10 +100,10 @@ pub(crate) fn attach(
                 platforms: platforms.clone(),
                 platform: platform.clone(),
                 builder_platform: crate::platform::host().to_string(),
-                base_images: base_images(report, &built.platform),
+                base_images: sources.images,
                 context: context.clone(),
-                http: http_sources(report, &built.platform),
-                git: git_sources(report, &built.platform),
+                http: sources.http,
+                git: sources.git,
                 secrets: options
                     .secrets
                     .keys()
@@ -146,64 +147,43 @@ pub(crate) fn attach(
     Ok(attached)
 }
 
-/// The images the build of `platform`'s image resolved, in a stable order.
-fn base_images(report: &BuildReport, platform: &Platform) -> Vec<provenance::BaseImage> {
-    let materials = report
-        .materials
-        .get(platform)
-        .map_or(&[][..], Vec::as_slice);
-    materials
-        .iter()
-        .filter_map(|material| match material {
-            Material::Image {
-                reference,
-                platform,
-                digest,
-            } => Some(provenance::BaseImage {
-                reference: reference.clone(),
-                platform: platform.to_string(),
-                digest: digest.clone(),
-                local: false,
-            }),
-            Material::Http { .. } | Material::Git { .. } => None,
-        })
-        .collect()
+/// What `platform`'s image was built from, as the provenance lists it: the images its build
+/// resolved, the files `ADD` fetched, the git repositories `ADD` checked out (each in the
+/// executor's stable order).
+#[derive(Default)]
+struct Sources {
+    images: Vec<provenance::BaseImage>,
+    http: Vec<provenance::HttpSource>,
+    git: Vec<provenance::GitSource>,
 }
 
-/// The files `ADD` fetched for `platform`'s image, in a stable order.
-fn http_sources(report: &BuildReport, platform: &Platform) -> Vec<provenance::HttpSource> {
-    let materials = report
-        .materials
-        .get(platform)
-        .map_or(&[][..], Vec::as_slice);
-    materials
-        .iter()
-        .filter_map(|material| match material {
-            Material::Http { url, digest } => Some(provenance::HttpSource {
-                url: url.clone(),
-                sha256: digest.trim_start_matches("sha256:").to_owned(),
-            }),
-            Material::Image { .. } | Material::Git { .. } => None,
-        })
-        .collect()
-}
-
-/// The git repositories `ADD` checked out for `platform`'s image, in a stable order.
-fn git_sources(report: &BuildReport, platform: &Platform) -> Vec<provenance::GitSource> {
-    let materials = report
-        .materials
-        .get(platform)
-        .map_or(&[][..], Vec::as_slice);
-    materials
-        .iter()
-        .filter_map(|material| match material {
-            Material::Git { url, commit } => Some(provenance::GitSource {
-                url: Some(url.clone()),
-                commit: commit.clone(),
-            }),
-            Material::Image { .. } | Material::Http { .. } => None,
-        })
-        .collect()
+impl Sources {
+    fn of(report: &BuildReport, platform: &Platform) -> Self {
+        let mut sources = Self::default();
+        for material in report.materials.get(platform).into_iter().flatten() {
+            match material {
+                Material::Image {
+                    reference,
+                    platform,
+                    digest,
+                } => sources.images.push(provenance::BaseImage {
+                    reference: reference.clone(),
+                    platform: platform.to_string(),
+                    digest: digest.clone(),
+                    local: false,
+                }),
+                Material::Http { url, digest } => sources.http.push(provenance::HttpSource {
+                    url: url.clone(),
+                    sha256: digest.trim_start_matches("sha256:").to_owned(),
+                }),
+                Material::Git { url, commit } => sources.git.push(provenance::GitSource {
+                    url: Some(url.clone()),
+                    commit: commit.clone(),
+                }),
+            }
+        }
+        sources
+    }
 }
 
 /// The context the build read: its digest after `.dockerignore`, and the commit when it is
