@@ -79,3 +79,6 @@ pub const XBUILD_SSH_CONFIG: &str = "XBUILD_SSH_CONFIG";
 /// the request is abandoned and retried (default 120; a stalled connection costs this long
 /// per attempt).
 pub const XBUILD_REGISTRY_TIMEOUT: &str = "XBUILD_REGISTRY_TIMEOUT";
+/// Registry requests: how many times one request is tried on connection errors, `5xx` and
+/// `429` answers (default 6, at most 100).
+pub const XBUILD_REGISTRY_ATTEMPTS: &str = "XBUILD_REGISTRY_ATTEMPTS";

@@ -43,7 +43,8 @@ pub struct RegistryOptions {
 impl RegistryOptions {
     /// Defaults, with `certs.d` under the store root, credentials from `$DOCKER_CONFIG`,
     /// insecure hosts from `$XBUILD_INSECURE_REGISTRIES`, the chunk size from
-    /// `$XBUILD_UPLOAD_CHUNK_SIZE` and the read timeout from `$XBUILD_REGISTRY_TIMEOUT`.
+    /// `$XBUILD_UPLOAD_CHUNK_SIZE`, the read timeout from `$XBUILD_REGISTRY_TIMEOUT` and the
+    /// attempts per request from `$XBUILD_REGISTRY_ATTEMPTS`.
     pub fn from_env(store_root: &std::path::Path) -> Self {
         let insecure_registries = std::env::var(crate::env::XBUILD_INSECURE_REGISTRIES)
             .unwrap_or_default()
@@ -62,11 +63,16 @@ impl RegistryOptions {
             .and_then(|seconds| seconds.trim().parse::<f64>().ok())
             .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
             .map_or(Duration::from_secs(120), Duration::from_secs_f64);
+        let max_attempts = std::env::var(crate::env::XBUILD_REGISTRY_ATTEMPTS)
+            .ok()
+            .and_then(|attempts| attempts.trim().parse::<u32>().ok())
+            .filter(|attempts| (1..=100).contains(attempts))
+            .unwrap_or(6);
         Self {
             insecure_registries,
             certs_dir: Some(store_root.join("certs.d")),
             docker_config: DockerConfig::from_env(),
-            max_attempts: 6,
+            max_attempts,
             backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(30),
             read_timeout,
