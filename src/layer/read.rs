@@ -369,6 +369,14 @@ fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
+/// Whether `head` starts with a tar header block whose checksum matches (what Go's
+/// `tar.Reader.Next` checks, and BuildKit's archive detection with it).
+pub(crate) fn is_tar_header(head: &[u8]) -> bool {
+    head.get(..BLOCK)
+        .and_then(|block| <&[u8; BLOCK]>::try_from(block).ok())
+        .is_some_and(|block| verify_checksum(block).is_ok())
+}
+
 fn verify_checksum(block: &[u8; BLOCK]) -> Result<(), String> {
     let header = tar::Header::from_byte_slice(block);
     let stored = header

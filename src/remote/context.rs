@@ -292,36 +292,11 @@ fn archive_kind(path: &Path) -> io::Result<Option<ArchiveKind>> {
         Some(ArchiveKind::Gzip)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Some(ArchiveKind::Xz)
-    } else if is_tar_header(&head) {
+    } else if crate::layer::read::is_tar_header(&head) {
         Some(ArchiveKind::Tar)
     } else {
         None
     })
-}
-
-/// A tar header block: its checksum field matches (what Go's `tar.Reader.Next` checks).
-fn is_tar_header(head: &[u8]) -> bool {
-    if head.len() < 512 {
-        return false;
-    }
-    let block = &head[..512];
-    let field = String::from_utf8_lossy(&block[148..156]);
-    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-    else {
-        return false;
-    };
-    let sum: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(index, byte)| {
-            if (148..156).contains(&index) {
-                u32::from(b' ')
-            } else {
-                u32::from(*byte)
-            }
-        })
-        .sum();
-    sum == stored
 }
 
 /// Unpacks `archive` into `dir` with xbuild's layer unpacker (nothing outside `dir`).
