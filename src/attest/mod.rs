@@ -23,9 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::Digest;
 use crate::sbom::purl::Purl;
 
-/// The media type of an in-toto statement (IANA-registered), used for the attestation
-/// layer and as the artifact type of its manifest.
-pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+pub use crate::oci::referrers::IN_TOTO_MEDIA_TYPE;
 /// The annotation naming a statement's predicate type, on the layer (as BuildKit sets it)
 /// and on the artifact manifest (so a referrers list shows it without a fetch).
 pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";

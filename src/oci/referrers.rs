@@ -19,6 +19,11 @@ use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, ImageManifestBuilde
 
 use super::layout::{ImageLayout, LayoutError};
 
+/// The media type of an in-toto statement (IANA-registered), used for the attestation
+/// layer and as the artifact type of its manifest (the attestations' referrers, and what
+/// `imagetools inspect` reads back).
+pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+
 /// The `index.json` annotation that names a referrer's subject (`sha256:...`).
 pub const SUBJECT_ANNOTATION: &str = "dev.xbuild.referrer.subject";
 /// The annotation that marks a referrer as one xbuild made, with its kind (`sbom`,

@@ -635,24 +635,28 @@ pub async fn image_configs(
     };
     let mut configs = Vec::new();
     for manifest in manifests {
-        let document = parse_manifest(reference, &manifest)?;
-        let bytes = origin
-            .get_config(reference.repository(), document.config())
-            .await
-            .map_err(|error| ToolsError::Registry {
-                reference: reference.to_string(),
-                source: error,
-            })?;
-        let config: ImageConfiguration = serde_json::from_slice(&bytes)
-            .map_err(|error| bad(reference, "config", error.to_string()))?;
-        let platform = Platform::of_config(&config);
-        configs.push((platform, config));
+        let config = fetch_config(&origin, reference, &manifest).await?;
+        configs.push((Platform::of_config(&config), config));
     }
     Ok(configs)
 }
 
-/// The in-toto media type of an attestation layer.
-const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// The image config of the single-platform `manifest`.
+async fn fetch_config(
+    origin: &Registry,
+    reference: &ImageRef,
+    manifest: &RawManifest,
+) -> Result<ImageConfiguration, ToolsError> {
+    let document = parse_manifest(reference, manifest)?;
+    let bytes = origin
+        .get_config(reference.repository(), document.config())
+        .await
+        .map_err(|error| ToolsError::Registry {
+            reference: reference.to_string(),
+            source: error,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|error| bad(reference, "config", error.to_string()))
+}
 
 /// The in-toto statements about each platform image of what `top` names, for
 /// `imagetools inspect --format '{{json .SBOM}}'` / `'{{json .Provenance}}'`: those attached
@@ -689,13 +693,7 @@ pub async fn attestations(
             }
         }
     } else {
-        let document = parse_manifest(reference, top)?;
-        let bytes = origin
-            .get_config(reference.repository(), document.config())
-            .await
-            .map_err(registry_error)?;
-        let config: ImageConfiguration = serde_json::from_slice(&bytes)
-            .map_err(|error| bad(reference, "config", error.to_string()))?;
+        let config = fetch_config(&origin, reference, top).await?;
         images.push((Platform::of_config(&config), top.digest.clone()));
     }
     let mut found = Vec::new();
@@ -727,7 +725,7 @@ pub async fn attestations(
                 continue;
             };
             for layer in manifest.layers() {
-                if layer.media_type().to_string() != IN_TOTO {
+                if layer.media_type().to_string() != crate::oci::referrers::IN_TOTO_MEDIA_TYPE {
                     continue;
                 }
                 let bytes = origin
