@@ -164,13 +164,10 @@ pub(crate) fn run(args: &CallInputs, call: Call) -> anyhow::Result<()> {
         };
     }
     let file_name = dockerfile.display().to_string();
-    let bytes = std::fs::read(&dockerfile)
-        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
-    let text = String::from_utf8_lossy(&bytes);
+    let (text, tree) = super::check::read_dockerfile(&dockerfile)?;
     let bad = |error: dockerfile::DockerfileError| {
         Failure::new(ExitKind::BadInput, error.with_file(&file_name))
     };
-    let tree = dockerfile::parse(&text).map_err(bad)?;
     let stages = dockerfile::stages(&tree).map_err(bad)?;
     let printed = if call.method == Method::Targets {
         let list = outline::targets(&text, &tree, &stages);

@@ -3,7 +3,7 @@
 //! when a rule fired, like `docker build --check`. Also how a build prints what its checks
 //! found (the pipeline runs them).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -80,11 +80,7 @@ impl CheckArgs {
             .unwrap_or_else(|| crate::context::locate_dockerfile(&self.context.join("Dockerfile")));
         let build_args = super::debug::parse_build_args(&self.build_args);
         let file_name = dockerfile.display().to_string();
-        let bytes = std::fs::read(&dockerfile).map_err(|error| {
-            Failure::bad_input(format_args!("cannot read {file_name}: {error}"))
-        })?;
-        let tree = dockerfile::parse(&String::from_utf8_lossy(&bytes))
-            .map_err(|error| Failure::new(ExitKind::BadInput, error.with_file(&file_name)))?;
+        let (_, tree) = read_dockerfile(&dockerfile)?;
         let dockerignore =
             Dockerignore::load(&self.context, &dockerfile).exit_kind(ExitKind::BadInput)?;
         let options = CheckOptions {
@@ -119,6 +115,21 @@ impl CheckArgs {
         }
         Err(Failure::new(ExitKind::Failed, anyhow::anyhow!("{}", summary(&report))).into())
     }
+}
+
+/// Reads and parses the Dockerfile at `path` (as text, invalid UTF-8 replaced); errors name
+/// the file as given (exit 2).
+///
+/// # Errors
+/// The file cannot be read; its syntax is invalid.
+pub(crate) fn read_dockerfile(path: &Path) -> anyhow::Result<(String, dockerfile::Dockerfile)> {
+    let file_name = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|error| Failure::bad_input(format_args!("cannot read {file_name}: {error}")))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let tree = dockerfile::parse(&text)
+        .map_err(|error| Failure::new(ExitKind::BadInput, error.with_file(&file_name)))?;
+    Ok((text, tree))
 }
 
 /// `3 warnings found (rules: A, B)`.
