@@ -137,10 +137,20 @@ pub(crate) fn run(args: &CallInputs, call: Call) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if args
+        .context
+        .to_str()
+        .is_some_and(crate::remote::is_remote_context)
+    {
+        return Err(super::unsupported(format_args!(
+            "--call={name} with a URL as the build context"
+        )));
+    }
+    // `Dockerfile`, else a lower-case `dockerfile`, as the build finds it.
     let dockerfile = args
         .file
         .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
+        .unwrap_or_else(|| crate::context::locate_dockerfile(&args.context.join("Dockerfile")));
     if call.method == Method::Check {
         let check = CheckArgs {
             context: args.context.clone(),

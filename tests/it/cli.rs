@@ -118,4 +118,23 @@ fn call_outline_targets_and_check_print_what_buildx_prints() {
         );
     }
     assert!(!ctx.join("x.tar").exists());
+    // A URL context is not read by --call yet: refused before anything is fetched.
+    let mut command = xbuild(ctx);
+    command.args(["build", "--call=targets", "https://127.0.0.1:9/repo.git"]);
+    let output = run(&mut command);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not supported yet"),
+        "{}",
+        stderr(&output)
+    );
+    // A lower-case `dockerfile` alone is found, as the build finds it.
+    std::fs::rename(ctx.join("Dockerfile"), ctx.join("dockerfile")).unwrap();
+    let output = call(&["--call=targets"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("base-builder (default)"),
+        "{}",
+        stdout(&output)
+    );
 }
