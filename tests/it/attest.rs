@@ -1572,6 +1572,71 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
     assert!(!predicate.contains("s3cr3t-value"), "{predicate}");
     assert!(predicate.contains("<redacted>"), "{predicate}");
 
+    // `xbuild attest` lists and prints the same statements from the store.
+    let listed = util::stdout(&ok(util::xbuild(home.path()).args([
+        "attest",
+        "ls",
+        "attest/built:1",
+    ])));
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let mut kinds: Vec<(&str, &str, &str)> =
+        rows.iter().map(|row| (row[0], row[1], row[2])).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "linux/amd64",
+                "provenance",
+                "https://slsa.dev/provenance/v1"
+            ),
+            ("linux/amd64", "sbom", "https://spdx.dev/Document")
+        ],
+        "{listed}"
+    );
+    let got = json(
+        &ok(util::xbuild(home.path()).args([
+            "attest",
+            "get",
+            "attest/built:1",
+            "--type",
+            "sbom",
+            "--predicate",
+        ]))
+        .stdout,
+    );
+    assert_eq!(got, sbom["predicate"]);
+    let ambiguous = util::xbuild(home.path())
+        .args(["attest", "get", "attest/built:1"])
+        .output()
+        .unwrap();
+    assert_eq!(ambiguous.status.code(), Some(2));
+    assert!(
+        util::stderr(&ambiguous).contains("2 attestations match: name one with --type"),
+        "{}",
+        util::stderr(&ambiguous)
+    );
+    let none = util::xbuild(home.path())
+        .args([
+            "attest",
+            "ls",
+            "attest/built:1",
+            "--platform",
+            "linux/arm64",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        util::stderr(&none).contains("no linux/arm64 image (it has linux/amd64)"),
+        "{}",
+        util::stderr(&none)
+    );
+
     // -o type=oci writes the referrers into the archive, as `xbuild save` does: unnamed
     // index.json entries naming their subject, their blobs with them.
     ok(util::xbuild(home.path())
@@ -1739,6 +1804,30 @@ fn a_push_carries_a_min_provenance_by_default() {
     let content = base64::engine::general_purpose::STANDARD
         .encode("FROM busybox\nCOPY hello.txt /hello.txt\n");
     assert!(!text.contains(&content), "mode=min: no Dockerfile: {text}");
+
+    // `xbuild attest` reads the same from the registry (the image is not in the store).
+    let listed = json(
+        &ok(registry
+            .xbuild(home.path())
+            .args(["attest", "ls", &name, "--format", "json"]))
+        .stdout,
+    );
+    assert_eq!(
+        listed,
+        serde_json::json!([{
+            "platform": "linux/amd64",
+            "kind": "provenance",
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "manifest": entries[0]["digest"],
+        }])
+    );
+    let got = json(
+        &ok(registry
+            .xbuild(home.path())
+            .args(["attest", "get", &name, "--type", "provenance"]))
+        .stdout,
+    );
+    assert_eq!(got, statement);
 }
 
 /// The resolved dependencies of one platform's provenance in `home`'s store.
