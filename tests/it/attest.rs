@@ -1571,6 +1571,46 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
     );
     assert!(!predicate.contains("s3cr3t-value"), "{predicate}");
     assert!(predicate.contains("<redacted>"), "{predicate}");
+    // mode=max lists the steps: what each did, its lines, what it built on, whether the
+    // cache gave it, and the layer it made (the COPY's is the image's top layer).
+    let steps = definition["internalParameters"]["buildConfig"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buildConfig.steps: {definition}"));
+    let summary: Vec<(String, serde_json::Value, bool)> = steps
+        .iter()
+        .map(|step| {
+            (
+                step["instruction"].as_str().unwrap().to_owned(),
+                step["lines"].clone(),
+                step["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary.first().map(|(what, _, _)| what.as_str()),
+        Some("FROM debian:bookworm"),
+        "{steps:?}"
+    );
+    let copy = steps.last().unwrap();
+    assert!(
+        copy["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("COPY hello.txt /hello.txt"),
+        "{steps:?}"
+    );
+    assert_eq!(copy["lines"], serde_json::json!([3, 3]));
+    assert_eq!(copy["platform"], "linux/amd64");
+    assert!(!copy["cached"].as_bool().unwrap(), "{steps:?}");
+    let previous = &steps[steps.len() - 2]["id"];
+    assert_eq!(copy["inputs"], serde_json::json!([previous]), "{steps:?}");
+    let manifest = json(&store_blob(home.path(), &subject));
+    let config = json(&store_blob(
+        home.path(),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(&copy["layer"], diff_ids.last().unwrap(), "{steps:?}");
 
     // `xbuild attest` lists and prints the same statements from the store.
     let listed = util::stdout(&ok(util::xbuild(home.path()).args([
