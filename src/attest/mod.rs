@@ -196,6 +196,10 @@ pub struct Encoded {
     pub predicate_type: String,
     /// The statement's bytes ([`Statement::to_bytes`]).
     pub bytes: Vec<u8>,
+    /// For an SBOM of a stage or of the context (`BUILDKIT_SBOM_SCAN_*`): its name. The
+    /// artifact's kind is then `sbom-NAME` (BuildKit's name for extra SBOMs), so that it
+    /// replaces only an earlier SBOM of the same stage.
+    pub extra: Option<String>,
 }
 
 impl Encoded {
@@ -205,7 +209,15 @@ impl Encoded {
             kind,
             predicate_type: statement.predicate_type.clone(),
             bytes: statement.to_bytes(),
+            extra: None,
         }
+    }
+
+    /// The same, as the SBOM of the stage (or `context`) `name`.
+    #[must_use]
+    pub fn extra(mut self, name: &str) -> Self {
+        self.extra = Some(name.to_owned());
+        self
     }
 
     /// The OCI artifact that carries it: artifact type and layer [`IN_TOTO_MEDIA_TYPE`],
@@ -221,7 +233,14 @@ impl Encoded {
                 self.predicate_type.clone(),
             )]
             .into(),
-            annotations: artifact_annotations(&self.predicate_type, self.kind.as_str(), created),
+            annotations: artifact_annotations(
+                &self.predicate_type,
+                &self.extra.as_ref().map_or_else(
+                    || self.kind.as_str().to_owned(),
+                    |name| format!("{}-{name}", self.kind.as_str()),
+                ),
+                created,
+            ),
         }
     }
 }

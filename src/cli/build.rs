@@ -652,8 +652,9 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
                     "scan-stage" if !boolean(key, value)? => {}
                     "scan-stage" => {
                         return Err(bad(format_args!(
-                            "scan-stage=true is not supported yet (the SBOM lists the final \
-                             image only)"
+                            "scan-stage=true is not supported yet: declare \
+                             ARG BUILDKIT_SBOM_SCAN_STAGE=true in the stages to scan, as \
+                             BuildKit reads it"
                         )));
                     }
                     "disabled" => on = !boolean(key, value)?,

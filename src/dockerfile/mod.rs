@@ -24,6 +24,7 @@ pub mod instruction;
 pub mod mount;
 pub mod outline;
 pub mod resolve;
+pub mod sbomscan;
 pub mod syntax;
 
 pub use error::{DockerfileError, ErrorKind, Span};

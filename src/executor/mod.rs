@@ -40,6 +40,7 @@ mod materials;
 mod mounts;
 mod permissions;
 mod run;
+mod scan;
 mod scheduler;
 mod services;
 mod sources;
@@ -56,6 +57,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
+pub use scan::{ExtraRoot, SbomExtra};
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -172,6 +174,8 @@ pub struct BuildReport {
     pub context: Option<ContextRead>,
     /// The steps each target platform's image needed, for the provenance's `mode=max`.
     pub steps: BTreeMap<Platform, Vec<crate::attest::provenance::Step>>,
+    /// What each target's SBOM scans besides its image (`BUILDKIT_SBOM_SCAN_*`).
+    pub sbom_extras: BTreeMap<Platform, Vec<SbomExtra>>,
 }
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
@@ -258,6 +262,7 @@ pub fn execute(
         materials: services.materials.take(),
         context: services.context_read(),
         steps: steps::record(graph, &results, &services),
+        sbom_extras: scan::extras(graph, &results, &services)?,
     })
 }
 

@@ -99,6 +99,7 @@ pub(crate) fn step(
         .args
         .iter()
         .filter(|(key, _)| !env_pairs.iter().any(|(k, _)| k == key))
+        .filter(|(key, _)| !crate::dockerfile::sbomscan::is_scan_arg(key))
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));

@@ -261,6 +261,7 @@ pub fn run(
         materials: BTreeMap::new(),
         context: None,
         steps: BTreeMap::new(),
+        sbom_extras: BTreeMap::new(),
     };
     let mut unused: Option<Vec<String>> = None;
     if let Some(local_report) = local_report {
@@ -271,6 +272,7 @@ pub fn run(
         report.materials = local_report.materials;
         report.context = local_report.context;
         report.steps = local_report.steps;
+        report.sbom_extras = local_report.sbom_extras;
         unused = Some(local_report.unused_build_args);
     }
     for ((node, _), reply) in usable.iter().zip(replies) {

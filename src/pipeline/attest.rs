@@ -10,7 +10,7 @@ use crate::attest::options::Attestations;
 use crate::attest::provenance::{self, BuildRecord, SecretId};
 use crate::attest::spdx::{self, DocumentInfo};
 use crate::attest::{self, Encoded, Kind, StatementVersion};
-use crate::executor::{BuildReport, ContextRead, Material};
+use crate::executor::{BuildReport, ContextRead, ExtraRoot, Material};
 use crate::export::Output;
 use crate::oci::image;
 use crate::platform::Platform;
@@ -86,6 +86,30 @@ pub(crate) fn attach(
             };
             let statement = spdx::statement(&scan, &info, subjects.clone(), StatementVersion::V01);
             encoded.push(Encoded::new(Kind::Sbom, &statement));
+            // BUILDKIT_SBOM_SCAN_STAGE / _CONTEXT: one more SBOM per stage or context,
+            // each its own statement about the image (buildx shows them as
+            // AdditionalSPDXs).
+            for extra in report
+                .sbom_extras
+                .get(&built.platform)
+                .into_iter()
+                .flatten()
+            {
+                let scan = match &extra.root {
+                    ExtraRoot::Layers(layers) => sbom::scan(&Root::Layers(layers)),
+                    ExtraRoot::Dir(dir) => sbom::scan(&Root::Dir(dir)),
+                }
+                .map_err(|error| BuildError::Attest(error.into()))?;
+                let name = format!("{document_name}/sbom-{}", extra.name);
+                let info = DocumentInfo {
+                    name: &name,
+                    created: &created,
+                    tool: &spdx::tool_name(),
+                };
+                let statement =
+                    spdx::statement(&scan, &info, subjects.clone(), StatementVersion::V01);
+                encoded.push(Encoded::new(Kind::Sbom, &statement).extra(&extra.name));
+            }
         }
         if let Some(wanted) = wanted.provenance {
             let sources = Sources::of(report, &built.platform);

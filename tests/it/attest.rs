@@ -2121,3 +2121,104 @@ fn attestations_are_reproducible_with_source_date_epoch() {
     assert_eq!(iid, iid_again);
     assert_eq!(listed, again);
 }
+
+/// `BUILDKIT_SBOM_SCAN_STAGE` in a stage and `BUILDKIT_SBOM_SCAN_CONTEXT` in the target
+/// stage: with `--sbom`, the platform manifest gets the image's SBOM and one more each, for
+/// the stage (its Debian packages, which the busybox image has none of) and for the context
+/// (an npm package in it), as BuildKit's extra SBOMs; neither argument is in a step's
+/// environment; without `--sbom` nothing is scanned.
+#[test]
+fn scan_arguments_add_the_sboms_of_a_stage_and_the_context() {
+    if !util::require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    let dockerfile = "FROM debian:bookworm AS build\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+                      RUN env > /env.txt\n\
+                      FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+                      COPY --from=build /env.txt /env.txt\n";
+    let ctx = built_context(home.path(), dockerfile);
+    let package = ctx.join("node_modules/left-pad");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(
+        package.join("package.json"),
+        r#"{"name": "left-pad", "version": "1.3.0"}"#,
+    )
+    .unwrap();
+    ok(util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "-t",
+            "attest/scan:1",
+            ".",
+        ]));
+    let listed = json(
+        &ok(util::xbuild(home.path()).args(["attest", "ls", "attest/scan:1", "--format", "json"]))
+            .stdout,
+    );
+    let mut documents = BTreeMap::new();
+    for row in listed.as_array().unwrap() {
+        assert_eq!(row["kind"], "sbom", "{listed}");
+        let manifest = json(&store_blob(home.path(), row["manifest"].as_str().unwrap()));
+        let kind = manifest["annotations"]["dev.xbuild.attestation"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let statement = json(&store_blob(
+            home.path(),
+            manifest["layers"][0]["digest"].as_str().unwrap(),
+        ));
+        documents.insert(kind, statement["predicate"].clone());
+    }
+    assert_eq!(
+        documents.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sbom", "sbom-build", "sbom-context"],
+        "{listed}"
+    );
+    let purls = |document: &serde_json::Value| -> Vec<String> {
+        document["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|package| package["externalRefs"].as_array().into_iter().flatten())
+            .filter_map(|reference| reference["referenceLocator"].as_str())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        !purls(&documents["sbom"])
+            .iter()
+            .any(|p| p.starts_with("pkg:deb/")),
+        "the busybox image has no Debian packages"
+    );
+    assert!(
+        purls(&documents["sbom-build"])
+            .iter()
+            .any(|p| p.starts_with("pkg:deb/debian/dpkg@")),
+        "{}",
+        documents["sbom-build"]
+    );
+    assert!(
+        purls(&documents["sbom-context"]).contains(&"pkg:npm/left-pad@1.3.0".to_owned()),
+        "{}",
+        documents["sbom-context"]
+    );
+    let run = util::xbuild(home.path())
+        .args(["run", "--rm", "attest/scan:1", "cat", "/env.txt"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", util::stderr(&run));
+    assert!(
+        !util::stdout(&run).contains("BUILDKIT_SBOM"),
+        "{}",
+        util::stdout(&run)
+    );
+}

@@ -1,0 +1,87 @@
+//! What an SBOM scans besides each target's image, as the Dockerfile's
+//! `BUILDKIT_SBOM_SCAN_STAGE` / `BUILDKIT_SBOM_SCAN_CONTEXT` ask
+//! ([`crate::dockerfile::sbomscan`]): the final file system of every stage the target's
+//! image needed (not the target stage itself) that has stage scanning on, and the build
+//! context when the target stage has context scanning on. Found after the graph ran, from
+//! the results; the pipeline scans them only when an SBOM is asked for.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::error::ExecutorError;
+use super::services::Services;
+use super::state::Results;
+use crate::dockerfile::sbomscan;
+use crate::plan::BuildGraph;
+use crate::platform::Platform;
+
+/// One more tree to scan for a target's SBOM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SbomExtra {
+    /// `context`, or the stage's name (its index when it has none), as BuildKit names them.
+    pub name: String,
+    /// Where its files are.
+    pub root: ExtraRoot,
+}
+
+/// The files of an [`SbomExtra`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtraRoot {
+    /// A stage's snapshot directories, top first (overlay `lowerdir=` order).
+    Layers(Vec<PathBuf>),
+    /// The build context directory (as it is on disk).
+    Dir(PathBuf),
+}
+
+/// The extras of each target platform's image.
+///
+/// # Errors
+/// A stage's layers cannot be made available (a lazily imported layer's fetch fails).
+pub(crate) fn extras(
+    graph: &BuildGraph,
+    results: &Results,
+    services: &Services<'_>,
+) -> Result<BTreeMap<Platform, Vec<SbomExtra>>, ExecutorError> {
+    let requests = sbomscan::scan_requests(services.stages, &services.options.build_args);
+    let mut by_target = BTreeMap::new();
+    if requests == sbomscan::ScanRequests::default() {
+        return Ok(by_target);
+    }
+    for target in &graph.images {
+        let mut extras = Vec::new();
+        if requests.context.contains(&target.stage) {
+            extras.push(SbomExtra {
+                name: "context".to_owned(),
+                root: ExtraRoot::Dir(services.options.context.clone()),
+            });
+        }
+        // The last vertex of each scanned stage this target needed.
+        let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+        for (index, vertex) in graph.vertices.iter().enumerate() {
+            if vertex.stage != target.stage
+                && requests.stages.contains(&vertex.stage)
+                && vertex.needed_by.contains(&target.platform)
+                && vertex.step == vertex.steps
+            {
+                last.insert(vertex.stage, index);
+            }
+        }
+        for (stage, index) in last {
+            let Some(done) = results.get(index) else {
+                continue;
+            };
+            let vertex = &graph.vertices[index];
+            extras.push(SbomExtra {
+                name: vertex
+                    .stage_name
+                    .clone()
+                    .unwrap_or_else(|| stage.to_string()),
+                root: ExtraRoot::Layers(services.lower_dirs(&done.state)?),
+            });
+        }
+        if !extras.is_empty() {
+            by_target.insert(target.platform.clone(), extras);
+        }
+    }
+    Ok(by_target)
+}
