@@ -25,6 +25,12 @@
 //!
 //! Exporting to a ref that already holds a cache replaces the manifests of the platforms
 //! exported and keeps the others, so runners of different architectures can share one ref.
+//!
+//! With `image-manifest=true` the ref names one such manifest instead of the index, without
+//! `platform`, whose config (no `"platform"`) holds every platform's records; the other
+//! platforms' records of the cache already there are kept in it. Imports read both shapes.
+//! A local directory (`index.json` naming the cache `latest`, or `tag=`) keeps no blob that
+//! none of its entries reaches: each export removes the rest.
 
 #![allow(
     clippy::result_large_err,
@@ -237,8 +243,8 @@ fn keeps(entry: &Descriptor, ours: &BTreeSet<Platform>) -> bool {
 /// What a cache ref names: an index of per-platform manifests (`image-manifest=false`, the
 /// default), or one manifest with every platform's records (`image-manifest=true`).
 enum Top {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 impl Top {
@@ -247,11 +253,11 @@ impl Top {
             serde_json::from_slice(bytes).map_err(|error| bad(&location, error))?;
         if value.get("manifests").is_some() {
             serde_json::from_value(value)
-                .map(Self::Index)
+                .map(|index| Self::Index(Box::new(index)))
                 .map_err(|error| bad(&location, error))
         } else if value.get("config").is_some() {
             serde_json::from_value(value)
-                .map(Self::Manifest)
+                .map(|manifest| Self::Manifest(Box::new(manifest)))
                 .map_err(|error| bad(&location, error))
         } else {
             Err(bad(&location, "neither an image index nor a manifest"))
@@ -542,7 +548,7 @@ async fn read_records(
                 Err(error) => return Err(registry_error(error)),
             };
             let manifests = match Top::parse(&name, &top.bytes)? {
-                Top::Manifest(manifest) => vec![(None, manifest)],
+                Top::Manifest(manifest) => vec![(None, *manifest)],
                 Top::Index(index) => {
                     let mut manifests = Vec::new();
                     for (entry, platform) in index
@@ -598,7 +604,7 @@ async fn read_records(
             };
             let bytes = layout.read_blob(&top).map_err(layout_error)?;
             let manifests = match Top::parse(&name, &bytes)? {
-                Top::Manifest(manifest) => vec![(None, manifest)],
+                Top::Manifest(manifest) => vec![(None, *manifest)],
                 Top::Index(index) => index
                     .manifests()
                     .iter()
