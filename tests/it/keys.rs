@@ -367,3 +367,53 @@ fn output_keys_as_buildx_writes_them() {
     assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
     assert!(util::stderr(&refused).contains("different layer compressions"));
 }
+
+/// `image-manifest=true` through docker-registry: the ref is one OCI image manifest
+/// (skopeo reads it so), and a fresh store builds from it with every step cached and the
+/// same digest.
+#[test]
+fn an_image_manifest_cache_in_a_registry_is_one_manifest() {
+    if !needs() || !crate::regenv::ready(crate::regenv::Setup::Plain) {
+        return;
+    }
+    let registry = crate::regenv::TestRegistry::start(crate::regenv::Setup::Plain);
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    context(dir, "two\n");
+    let reference = format!("{}/keys/cache:im", registry.host);
+    let first = build(
+        dir,
+        "a",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            &format!("type=registry,ref={reference},image-manifest=true,oci-mediatypes=true"),
+        ],
+    );
+    ok(&first);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&registry.skopeo_raw("keys/cache:im")).unwrap();
+    assert_eq!(
+        manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.xbuild.cache.config.v1+json"
+    );
+    let second = build(
+        dir,
+        "b",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-from",
+            &reference,
+        ],
+    );
+    let err = ok(&second);
+    assert!(err.contains("imported 4 cache records"), "{err}");
+    assert!(err.contains("4 steps cached"), "{err}");
+    assert_eq!(util::stdout(&second), util::stdout(&first));
+}
