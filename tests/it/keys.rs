@@ -416,4 +416,39 @@ fn an_image_manifest_cache_in_a_registry_is_one_manifest() {
     assert!(err.contains("imported 4 cache records"), "{err}");
     assert!(err.contains("4 steps cached"), "{err}");
     assert_eq!(util::stdout(&second), util::stdout(&first));
+
+    // Issue 16's line, from Docker's multi-runner recipe, runs unchanged: pushed by digest
+    // only (skopeo reads it by digest; no tag), named NAME@DIGEST in the store.
+    let name = format!("{}/keys/app", registry.host);
+    let pushed = build(
+        dir,
+        "c",
+        &[
+            "--platform",
+            "linux/arm64",
+            "-o",
+            &format!("type=image,name={name},push-by-digest=true,name-canonical=true,push=true"),
+        ],
+    );
+    ok(&pushed);
+    let digest = util::stdout(&pushed).trim().to_owned();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&registry.skopeo_raw(&format!("keys/app@{digest}"))).unwrap();
+    // An explicit --platform gives an index, as buildx.
+    assert_eq!(
+        manifest["manifests"][0]["platform"]["architecture"], "arm64",
+        "{manifest}"
+    );
+    let tags = registry
+        .skopeo(
+            &["list-tags", &format!("docker://{}/keys/app", registry.host)],
+            &[""],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !util::stdout(&tags).contains("latest"),
+        "{}",
+        util::stdout(&tags)
+    );
 }
