@@ -25,6 +25,12 @@
 //!
 //! Exporting to a ref that already holds a cache replaces the manifests of the platforms
 //! exported and keeps the others, so runners of different architectures can share one ref.
+//!
+//! With `image-manifest=true` the ref names one such manifest instead of the index, without
+//! `platform`, whose config (no `"platform"`) holds every platform's records; the other
+//! platforms' records of the cache already there are kept in it. Imports read both shapes.
+//! A local directory (`index.json` naming the cache `latest`, or `tag=`) keeps no blob that
+//! none of its entries reaches: each export removes the rest.
 
 #![allow(
     clippy::result_large_err,
@@ -52,7 +58,7 @@ use crate::registry::{
 use crate::store::StoreError;
 
 pub use key::Key;
-pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError};
+pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError, LocalCache};
 pub use steps::StepCache;
 
 /// Media type of the config blob of a cache manifest (the records).
@@ -80,7 +86,10 @@ pub struct Record {
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheConfig {
     version: u32,
-    platform: Platform,
+    /// The platform of an index entry's records; absent in the one manifest of an
+    /// `image-manifest=true` cache (its records carry their platforms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<Platform>,
     records: Vec<Record>,
 }
 
@@ -155,30 +164,38 @@ fn bad(location: &impl ToString, reason: impl ToString) -> CacheError {
     }
 }
 
-/// One platform's manifest, written into `store` (config, manifest); returns its descriptor
-/// for the index and the blobs it needs (config and layers).
-fn platform_manifest(
-    store: &ImageLayout,
-    location: &str,
-    platform: &Platform,
-    records: Vec<Record>,
-) -> Result<(Descriptor, Vec<Descriptor>), CacheError> {
-    let layout_error = |source| CacheError::Layout {
-        location: location.to_owned(),
-        source,
-    };
+/// The distinct layer blobs `records` refer to, in order.
+fn record_layers(records: &[Record]) -> Vec<Descriptor> {
     let mut layers = Vec::new();
     let mut seen = BTreeSet::new();
-    for record in &records {
+    for record in records {
         for layer in &record.layers {
             if seen.insert(layer.digest().to_string()) {
                 layers.push(layer.clone());
             }
         }
     }
+    layers
+}
+
+/// A cache manifest (config: `records`; layers: every blob they refer to), written into
+/// `store`; `platform` is that of an index entry, `None` for an `image-manifest=true` cache
+/// holding every platform's records. Returns its descriptor and the blobs it needs (config
+/// and layers).
+fn cache_manifest(
+    store: &ImageLayout,
+    location: &str,
+    platform: Option<&Platform>,
+    records: Vec<Record>,
+) -> Result<(Descriptor, Vec<Descriptor>), CacheError> {
+    let layout_error = |source| CacheError::Layout {
+        location: location.to_owned(),
+        source,
+    };
+    let layers = record_layers(&records);
     let config = CacheConfig {
         version: FORMAT_VERSION,
-        platform: platform.clone(),
+        platform: platform.cloned(),
         records,
     };
     let config_descriptor = oci_image::write_json_blob(
@@ -190,11 +207,13 @@ fn platform_manifest(
     let manifest = oci_image::build_manifest(config_descriptor.clone(), layers.clone(), None);
     let bytes = oci_image::canonical_json(&manifest);
     let (digest, size) = store.write_blob(&bytes).map_err(layout_error)?;
-    let mut descriptor = oci_image::manifest_descriptor(digest, size, Some(platform));
-    descriptor.set_annotations(Some(HashMap::from([(
-        PLATFORM_ANNOTATION.to_owned(),
-        platform.to_string(),
-    )])));
+    let mut descriptor = oci_image::manifest_descriptor(digest, size, platform);
+    if let Some(platform) = platform {
+        descriptor.set_annotations(Some(HashMap::from([(
+            PLATFORM_ANNOTATION.to_owned(),
+            platform.to_string(),
+        )])));
+    }
     let mut blobs = vec![config_descriptor];
     blobs.extend(layers);
     Ok((descriptor, blobs))
@@ -221,9 +240,53 @@ fn keeps(entry: &Descriptor, ours: &BTreeSet<Platform>) -> bool {
     entry_annotation(entry).is_some() && entry_platform(entry).is_none_or(|p| !ours.contains(&p))
 }
 
+/// What a cache ref names: an index of per-platform manifests (`image-manifest=false`, the
+/// default), or one manifest with every platform's records (`image-manifest=true`).
+enum Top {
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
+}
+
+impl Top {
+    fn parse(location: &str, bytes: &[u8]) -> Result<Self, CacheError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|error| bad(&location, error))?;
+        if value.get("manifests").is_some() {
+            serde_json::from_value(value)
+                .map(|index| Self::Index(Box::new(index)))
+                .map_err(|error| bad(&location, error))
+        } else if value.get("config").is_some() {
+            serde_json::from_value(value)
+                .map(|manifest| Self::Manifest(Box::new(manifest)))
+                .map_err(|error| bad(&location, error))
+        } else {
+            Err(bad(&location, "neither an image index nor a manifest"))
+        }
+    }
+}
+
+/// The records of an existing cache at `export`'s location for platforms other than `ours`
+/// (an `image-manifest=true` export keeps them). A cache in a shape this xbuild cannot
+/// read counts as empty, as the index entries it cannot read are dropped.
+async fn kept_records(
+    options: Arc<RegistryOptions>,
+    location: &CacheLocation,
+    ours: &BTreeSet<Platform>,
+) -> Result<Vec<Record>, CacheError> {
+    match read_records(options, location, &|platform| !ours.contains(platform)).await {
+        Ok(found) => Ok(found.map(|found| found.records).unwrap_or_default()),
+        Err(CacheError::BadDocument { .. }) => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes `records` to `export`'s location: blobs from `store` (layers of lazily imported
 /// hits not in `store` are mounted from where they were imported, see
-/// [`crate::registry::push`]). Returns a line for the user.
+/// [`crate::registry::push`]). With `image_manifest` the ref names one manifest holding every
+/// platform's records (the other platforms' records of an existing cache there kept),
+/// otherwise an index of one manifest per platform (the other platforms' entries kept). A
+/// local directory keeps no blob that none of its `index.json` entries reaches. Returns a
+/// line for the user.
 ///
 /// # Errors
 /// Registry or file failures.
@@ -234,22 +297,37 @@ pub async fn export(
     records: Vec<Record>,
 ) -> Result<String, CacheError> {
     let location = export.location.to_string();
-    let mut by_platform: BTreeMap<Platform, Vec<Record>> = BTreeMap::new();
     let count = records.len();
-    for record in records {
-        by_platform
-            .entry(record.platform.clone())
-            .or_default()
-            .push(record);
-    }
+    let ours: BTreeSet<Platform> = records.iter().map(|r| r.platform.clone()).collect();
+    // (manifest descriptor, the blobs of ours it needs) per manifest to write.
+    let mut manifests = Vec::new();
+    // The entries of the index, when the ref names an index.
     let mut entries = Vec::new();
-    let mut blobs = Vec::new();
-    for (platform, records) in by_platform {
-        let (descriptor, needed) = platform_manifest(store, &location, &platform, records)?;
-        blobs.push((descriptor.clone(), needed));
-        entries.push(descriptor);
+    if export.image_manifest {
+        let kept = kept_records(Arc::clone(&options), &export.location, &ours).await?;
+        let needed_layers = record_layers(&records);
+        let mut all = records;
+        all.extend(kept);
+        all.sort_by(|a, b| (&a.platform, &a.key).cmp(&(&b.platform, &b.key)));
+        let (descriptor, mut needed) = cache_manifest(store, &location, None, all)?;
+        // Kept records' layers are there already; ours are pushed with the config.
+        needed.truncate(1);
+        needed.extend(needed_layers);
+        manifests.push((descriptor, needed));
+    } else {
+        let mut by_platform: BTreeMap<Platform, Vec<Record>> = BTreeMap::new();
+        for record in records {
+            by_platform
+                .entry(record.platform.clone())
+                .or_default()
+                .push(record);
+        }
+        for (platform, records) in by_platform {
+            let (descriptor, needed) = cache_manifest(store, &location, Some(&platform), records)?;
+            entries.push(descriptor.clone());
+            manifests.push((descriptor, needed));
+        }
     }
-    let ours: BTreeSet<Platform> = entries.iter().filter_map(entry_platform).collect();
     match &export.location {
         CacheLocation::Registry(reference) => {
             let registry_error = |source: RegistryError| CacheError::Registry {
@@ -262,24 +340,28 @@ pub async fn export(
                     .map_err(registry_error)?,
             );
             let repository = reference.repository();
-            // Other platforms' manifests of an existing cache stay.
-            match registry
-                .get_manifest(repository, &reference.manifest_reference())
-                .await
-            {
-                Ok(existing) if existing.is_index() => {
-                    if let Ok(index) = serde_json::from_slice::<ImageIndex>(&existing.bytes) {
-                        for entry in index.manifests() {
-                            if keeps(entry, &ours) {
-                                entries.push(entry.clone());
-                            }
+            if !export.image_manifest {
+                // Other platforms' manifests of an existing cache stay.
+                match registry
+                    .get_manifest(repository, &reference.manifest_reference())
+                    .await
+                {
+                    Ok(existing) if existing.is_index() => {
+                        if let Ok(index) = serde_json::from_slice::<ImageIndex>(&existing.bytes) {
+                            entries.extend(
+                                index
+                                    .manifests()
+                                    .iter()
+                                    .filter(|entry| keeps(entry, &ours))
+                                    .cloned(),
+                            );
                         }
                     }
+                    Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+                    Err(error) => return Err(registry_error(error)),
                 }
-                Ok(_) | Err(RegistryError::NotFound { .. }) => {}
-                Err(error) => return Err(registry_error(error)),
             }
-            for (manifest, needed) in &blobs {
+            for (manifest, needed) in &manifests {
                 let outcomes: Vec<BlobPush> = crate::registry::push::push_blobs(
                     &registry,
                     store,
@@ -300,48 +382,68 @@ pub async fn export(
                         })?,
                     MediaType::ImageManifest.to_string(),
                 );
+                let target = if export.image_manifest {
+                    reference.manifest_reference()
+                } else {
+                    manifest.digest().to_string()
+                };
                 registry
-                    .put_manifest(repository, manifest.digest().as_ref(), &raw)
+                    .put_manifest(repository, &target, &raw)
                     .await
                     .map_err(registry_error)?;
             }
-            entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
-            let index = oci_image::build_index(entries);
-            let raw = RawManifest::new(
-                oci_image::canonical_json(&index),
-                MediaType::ImageIndex.to_string(),
-            );
-            registry
-                .put_manifest(repository, &reference.manifest_reference(), &raw)
-                .await
-                .map_err(registry_error)?;
+            if !export.image_manifest {
+                entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
+                let index = oci_image::build_index(entries);
+                let raw = RawManifest::new(
+                    oci_image::canonical_json(&index),
+                    MediaType::ImageIndex.to_string(),
+                );
+                registry
+                    .put_manifest(repository, &reference.manifest_reference(), &raw)
+                    .await
+                    .map_err(registry_error)?;
+            }
         }
-        CacheLocation::Local(dir) => {
+        CacheLocation::Local(local) => {
             let layout_error = |source| CacheError::Layout {
                 location: location.clone(),
                 source,
             };
-            let dest = ImageLayout::open_or_create(dir).map_err(layout_error)?;
-            if let Some(existing) = dest.resolve_ref(LOCAL_REF_NAME).map_err(layout_error)? {
-                if let Ok(index) = dest.read_json::<ImageIndex>(existing.digest(), "cache index") {
-                    for entry in index.manifests() {
-                        if keeps(entry, &ours) {
-                            entries.push(entry.clone());
-                        }
+            let dest = ImageLayout::open_or_create(&local.dir).map_err(layout_error)?;
+            if !export.image_manifest {
+                if let Some(existing) = dest.resolve_ref(&local.tag).map_err(layout_error)? {
+                    if let Ok(index) =
+                        dest.read_json::<ImageIndex>(existing.digest(), "cache index")
+                    {
+                        entries.extend(
+                            index
+                                .manifests()
+                                .iter()
+                                .filter(|entry| keeps(entry, &ours))
+                                .cloned(),
+                        );
                     }
                 }
             }
-            for (manifest, needed) in &blobs {
+            for (manifest, needed) in &manifests {
                 for blob in needed.iter().chain(std::iter::once(manifest)) {
                     copy_blob(store, &dest, blob).map_err(layout_error)?;
                 }
             }
-            entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
-            let index = oci_image::build_index(entries);
-            let descriptor = oci_image::write_json_blob(&dest, MediaType::ImageIndex, &index)
-                .map_err(layout_error)?;
-            dest.set_ref(LOCAL_REF_NAME, &descriptor)
-                .map_err(layout_error)?;
+            let top = if export.image_manifest {
+                manifests
+                    .first()
+                    .map(|(descriptor, _)| descriptor.clone())
+                    .ok_or_else(|| bad(&location, "no cache manifest was written"))?
+            } else {
+                entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
+                let index = oci_image::build_index(entries);
+                oci_image::write_json_blob(&dest, MediaType::ImageIndex, &index)
+                    .map_err(layout_error)?
+            };
+            dest.set_ref(&local.tag, &top).map_err(layout_error)?;
+            remove_unreferenced(&dest);
         }
     }
     Ok(format!(
@@ -351,6 +453,39 @@ pub async fn export(
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// Removes the blobs of a local cache directory that no entry of its `index.json` reaches
+/// (the records replaced by this export and earlier ones), so that exporting to one
+/// directory again and again does not grow it without bound. Nothing is removed when the
+/// directory cannot be read whole: a blob is kept unless it is known to be unreferenced.
+fn remove_unreferenced(layout: &ImageLayout) {
+    let Ok(index) = layout.index() else {
+        return;
+    };
+    let mut reachable = std::collections::HashSet::new();
+    for entry in index.manifests() {
+        if oci_image::reachable_blobs(layout, entry, &mut reachable).is_err() {
+            return;
+        }
+    }
+    let Ok(blobs) = std::fs::read_dir(layout.root().join("blobs").join("sha256")) else {
+        return;
+    };
+    for blob in blobs.flatten() {
+        let name = blob.file_name();
+        let Some(digest) = name.to_str().and_then(|hex| {
+            format!("sha256:{hex}")
+                .parse::<oci_spec::image::Digest>()
+                .ok()
+        }) else {
+            continue;
+        };
+        if !reachable.contains(&digest) {
+            // A blob another process is writing now is still in the layout's tmp directory.
+            let _ = std::fs::remove_file(blob.path());
+        }
+    }
 }
 
 /// Copies a blob between layouts (nothing when `to` has it), verifying its digest.
@@ -380,9 +515,20 @@ pub async fn import(
     location: &CacheLocation,
     platforms: &[Platform],
 ) -> Result<Option<Imported>, CacheError> {
+    read_records(options, location, &|platform| platforms.contains(platform)).await
+}
+
+/// The records of the platforms `wanted` takes from a cache, in either shape (index or
+/// `image-manifest=true`).
+async fn read_records(
+    options: Arc<RegistryOptions>,
+    location: &CacheLocation,
+    wanted: &(dyn Fn(&Platform) -> bool + Sync),
+) -> Result<Option<Imported>, CacheError> {
     let name = location.to_string();
-    let wanted = |entry: &Descriptor| entry_platform(entry).filter(|p| platforms.contains(p));
-    let mut configs: Vec<(Platform, Vec<u8>)> = Vec::new();
+    let entry_wanted = |entry: &Descriptor| entry_platform(entry).filter(|p| wanted(p));
+    // (the platform of the index entry, or none for a manifest of every platform, config)
+    let mut configs: Vec<(Option<Platform>, Vec<u8>)> = Vec::new();
     let source = match location {
         CacheLocation::Registry(reference) => {
             let registry_error = |source: RegistryError| CacheError::Registry {
@@ -401,19 +547,27 @@ pub async fn import(
                 Err(RegistryError::NotFound { .. }) => return Ok(None),
                 Err(error) => return Err(registry_error(error)),
             };
-            let index: ImageIndex =
-                serde_json::from_slice(&top.bytes).map_err(|error| bad(&name, error))?;
-            for (entry, platform) in index
-                .manifests()
-                .iter()
-                .filter_map(|entry| Some((entry, wanted(entry)?)))
-            {
-                let raw = registry
-                    .get_manifest_of(repository, entry)
-                    .await
-                    .map_err(registry_error)?;
-                let manifest: ImageManifest =
-                    serde_json::from_slice(&raw.bytes).map_err(|error| bad(&name, error))?;
+            let manifests = match Top::parse(&name, &top.bytes)? {
+                Top::Manifest(manifest) => vec![(None, *manifest)],
+                Top::Index(index) => {
+                    let mut manifests = Vec::new();
+                    for (entry, platform) in index
+                        .manifests()
+                        .iter()
+                        .filter_map(|entry| Some((entry, entry_wanted(entry)?)))
+                    {
+                        let raw = registry
+                            .get_manifest_of(repository, entry)
+                            .await
+                            .map_err(registry_error)?;
+                        let manifest: ImageManifest = serde_json::from_slice(&raw.bytes)
+                            .map_err(|error| bad(&name, error))?;
+                        manifests.push((Some(platform), manifest));
+                    }
+                    manifests
+                }
+            };
+            for (platform, manifest) in manifests {
                 if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
                     continue;
                 }
@@ -425,28 +579,45 @@ pub async fn import(
             }
             BlobSource::Registry(reference.clone())
         }
-        CacheLocation::Local(dir) => {
+        CacheLocation::Local(local) => {
             let layout_error = |source| CacheError::Layout {
                 location: name.clone(),
                 source,
             };
-            let Ok(layout) = ImageLayout::open(dir) else {
+            let Ok(layout) = ImageLayout::open(&local.dir) else {
                 return Ok(None);
             };
-            let Some(top) = layout.resolve_ref(LOCAL_REF_NAME).map_err(layout_error)? else {
-                return Ok(None);
+            let top = match &local.digest {
+                Some(digest) => {
+                    let digest = digest
+                        .parse::<oci_spec::image::Digest>()
+                        .map_err(|error| bad(&name, error))?;
+                    if !layout.has_blob(&digest) {
+                        return Ok(None);
+                    }
+                    digest
+                }
+                None => match layout.resolve_ref(&local.tag).map_err(layout_error)? {
+                    Some(top) => top.digest().clone(),
+                    None => return Ok(None),
+                },
             };
-            let index: ImageIndex = layout
-                .read_json(top.digest(), "cache index")
-                .map_err(layout_error)?;
-            for (entry, platform) in index
-                .manifests()
-                .iter()
-                .filter_map(|entry| Some((entry, wanted(entry)?)))
-            {
-                let manifest: ImageManifest = layout
-                    .read_json(entry.digest(), "cache manifest")
-                    .map_err(layout_error)?;
+            let bytes = layout.read_blob(&top).map_err(layout_error)?;
+            let manifests = match Top::parse(&name, &bytes)? {
+                Top::Manifest(manifest) => vec![(None, *manifest)],
+                Top::Index(index) => index
+                    .manifests()
+                    .iter()
+                    .filter_map(|entry| Some((entry, entry_wanted(entry)?)))
+                    .map(|(entry, platform)| {
+                        layout
+                            .read_json::<ImageManifest>(entry.digest(), "cache manifest")
+                            .map(|manifest| (Some(platform), manifest))
+                            .map_err(layout_error)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            for (platform, manifest) in manifests {
                 if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
                     continue;
                 }
@@ -455,7 +626,7 @@ pub async fn import(
                     .map_err(layout_error)?;
                 configs.push((platform, bytes));
             }
-            BlobSource::Local(dir.clone())
+            BlobSource::Local(local.dir.clone())
         }
     };
     let mut records = Vec::new();
@@ -472,12 +643,12 @@ pub async fn import(
             ));
         }
         // A record is used only for its own platform, whatever the manifest says.
-        records.extend(
-            config
-                .records
-                .into_iter()
-                .filter(|record| record.platform == platform && config.platform == platform),
-        );
+        records.extend(config.records.into_iter().filter(|record| match &platform {
+            Some(platform) => {
+                &record.platform == platform && config.platform.as_ref() == Some(platform)
+            }
+            None => config.platform.is_none() && wanted(&record.platform),
+        }));
     }
     Ok(Some(Imported { records, source }))
 }

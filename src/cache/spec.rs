@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::layer::Compression;
 use crate::registry::ImageRef;
 
 /// Where a cache lives.
@@ -12,14 +13,46 @@ pub enum CacheLocation {
     /// An image reference in a registry (`type=registry,ref=...`).
     Registry(ImageRef),
     /// An OCI image layout directory (`type=local,dest=DIR` / `src=DIR`).
-    Local(PathBuf),
+    Local(LocalCache),
+}
+
+/// A `type=local` cache: a directory and which entry of its `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCache {
+    /// The OCI layout directory.
+    pub dir: PathBuf,
+    /// The name of the cache in `index.json` (`tag=`, default `latest`, as BuildKit).
+    pub tag: String,
+    /// `--cache-from ...,digest=sha256:...`: read this manifest or index of the directory
+    /// instead of the tagged one.
+    pub digest: Option<String>,
+}
+
+impl CacheLocation {
+    /// A `type=local` cache in `dir`, under BuildKit's default name `latest`.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self::Local(LocalCache {
+            dir: dir.into(),
+            tag: super::LOCAL_REF_NAME.to_owned(),
+            digest: None,
+        })
+    }
 }
 
 impl std::fmt::Display for CacheLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Registry(reference) => write!(f, "{reference}"),
-            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::Local(local) => {
+                write!(f, "{}", local.dir.display())?;
+                if let Some(digest) = &local.digest {
+                    write!(f, " ({digest})")
+                } else if local.tag != super::LOCAL_REF_NAME {
+                    write!(f, " (tag {})", local.tag)
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -41,6 +74,28 @@ pub struct CacheExport {
     pub location: CacheLocation,
     /// What to keep.
     pub mode: CacheMode,
+    /// `ignore-error=true`: a failed export is a warning and the build succeeds.
+    pub ignore_error: bool,
+    /// `image-manifest=true`: the cache ref is one OCI image manifest (config: the records
+    /// of every platform) instead of an index of one manifest per platform.
+    pub image_manifest: bool,
+    /// `compression=`: the compression of the layers the build makes (the build's single
+    /// layer compression; base-image layers keep theirs, as BuildKit without
+    /// `force-compression`).
+    pub compression: Option<Compression>,
+}
+
+impl CacheExport {
+    /// An export to `location` with buildx's defaults for every other key.
+    pub fn new(location: CacheLocation, mode: CacheMode) -> Self {
+        Self {
+            location,
+            mode,
+            ignore_error: false,
+            image_manifest: false,
+            compression: None,
+        }
+    }
 }
 
 /// The cache flags of a build.
@@ -69,9 +124,6 @@ pub struct CacheSpecError {
     /// Whether it names something valid that xbuild does not support yet (`type=gha`).
     pub unsupported: bool,
 }
-
-/// buildx keys that mean nothing for our format (always OCI, always an image manifest).
-const IGNORED_KEYS: &[&str] = &["oci-mediatypes", "image-manifest", "ignore-error"];
 
 /// `key=value` pairs of a spec, in order.
 type Pairs<'a> = Vec<(&'a str, &'a str)>;
@@ -132,7 +184,7 @@ fn check_keys(
     known: &[&str],
 ) -> Result<(), CacheSpecError> {
     for (key, _) in pairs {
-        if !known.contains(key) && !IGNORED_KEYS.contains(key) {
+        if !known.contains(key) {
             return Err(CacheSpecError {
                 flag,
                 spec: spec.to_owned(),
@@ -153,53 +205,254 @@ fn value<'a>(pairs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// A boolean key as BuildKit reads it (Go's `strconv.ParseBool`, and an empty value meaning
+/// true); `None` when the key is absent.
+fn bool_key(
+    flag: &'static str,
+    spec: &str,
+    pairs: &[(&str, &str)],
+    key: &str,
+) -> Result<Option<bool>, CacheSpecError> {
+    let Some((_, text)) = pairs.iter().rev().find(|(k, _)| *k == key) else {
+        return Ok(None);
+    };
+    parse_go_bool(text).map(Some).ok_or_else(|| CacheSpecError {
+        flag,
+        spec: spec.to_owned(),
+        reason: format!("{key}={text}: expected true or false"),
+        unsupported: false,
+    })
+}
+
+/// Go's `strconv.ParseBool` (what BuildKit reads boolean keys with), an empty value being
+/// true as in BuildKit's `force-compression`.
+pub fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The layer keys BuildKit shares between cache exports and image outputs
+/// (`compression`, `compression-level`, `force-compression`), as xbuild can honour them:
+/// the layers the build makes get `compression`; `compression-level` is taken only at the
+/// level xbuild writes (gzip 6, zstd 3: the levels its reproducible digests are made at);
+/// `force-compression=true` (recompressing the base image's layers too) is not supported
+/// yet. The error is the reason, and whether it is "not supported yet".
+///
+/// # Errors
+/// A bad or unsupported value: the reason, and whether it is "not supported yet".
+pub fn layer_compression(
+    compression: Option<&str>,
+    level: Option<&str>,
+    force: Option<&str>,
+) -> Result<Option<Compression>, (String, bool)> {
+    let chosen = match compression {
+        None => None,
+        Some(name @ ("gzip" | "zstd" | "uncompressed")) => Compression::parse(name),
+        Some("estargz") => {
+            return Err((
+                "compression=estargz is not supported yet (use gzip, zstd or uncompressed)"
+                    .to_owned(),
+                true,
+            ));
+        }
+        Some(other) => {
+            return Err((
+                format!("compression={other}: expected gzip, zstd or uncompressed"),
+                false,
+            ));
+        }
+    };
+    if let Some(text) = force {
+        match parse_go_bool(text) {
+            Some(false) => {}
+            Some(true) => {
+                return Err((
+                    "force-compression=true is not supported yet: layers of the base image \
+                     keep their compression"
+                        .to_owned(),
+                    true,
+                ));
+            }
+            None => {
+                return Err((
+                    format!("force-compression={text}: expected true or false"),
+                    false,
+                ));
+            }
+        }
+    }
+    if let Some(text) = level {
+        let Ok(number) = text.parse::<i64>() else {
+            return Err((
+                format!("compression-level={text}: expected an integer"),
+                false,
+            ));
+        };
+        let (name, fixed) = match chosen.unwrap_or_default() {
+            Compression::Gzip => ("gzip", i64::from(crate::layer::GZIP_LEVEL)),
+            Compression::Zstd => ("zstd", i64::from(crate::layer::ZSTD_LEVEL)),
+            Compression::None => {
+                return Err((
+                    "compression-level: uncompressed layers have no level".to_owned(),
+                    false,
+                ));
+            }
+        };
+        if number != fixed {
+            return Err((
+                format!(
+                    "compression-level={number} is not supported yet: xbuild writes {name} \
+                     at level {fixed} only (its layer digests are reproducible at that level)"
+                ),
+                true,
+            ));
+        }
+    }
+    Ok(chosen)
+}
+
+/// Keys of a registry cache export.
+const REGISTRY_TO_KEYS: &[&str] = &[
+    "ref",
+    "mode",
+    "image-manifest",
+    "oci-mediatypes",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "ignore-error",
+    "registry.insecure",
+];
+/// Keys of a local cache export.
+const LOCAL_TO_KEYS: &[&str] = &[
+    "dest",
+    "mode",
+    "tag",
+    "image-manifest",
+    "oci-mediatypes",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "ignore-error",
+];
+
 impl CacheExport {
-    /// Parses a `--cache-to` value: `type=registry,ref=REF[,mode=min|max]` or
-    /// `type=local,dest=DIR[,mode=min|max]`.
+    /// Parses a `--cache-to` value: `type=registry,ref=REF` or `type=local,dest=DIR[,tag=T]`,
+    /// with buildx's other keys (`mode`, `image-manifest`, `oci-mediatypes`, `compression`,
+    /// `compression-level`, `force-compression`, `ignore-error`).
     ///
     /// # Errors
-    /// [`CacheSpecError`] naming the problem.
+    /// [`CacheSpecError`] naming the problem; a value xbuild cannot write yet
+    /// (`oci-mediatypes=false`, `force-compression=true`, ...) is refused as unsupported.
     pub fn parse(spec: &str) -> Result<Self, CacheSpecError> {
         const FLAG: &str = "--cache-to";
         let (kind, pairs) = pairs(FLAG, spec)?;
-        let missing = |what: &str| CacheSpecError {
+        let error = |reason: String, unsupported: bool| CacheSpecError {
             flag: FLAG,
             spec: spec.to_owned(),
-            reason: format!("type={kind} needs {what}"),
-            unsupported: false,
+            reason,
+            unsupported,
         };
+        let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         let location = if kind == "registry" {
-            check_keys(FLAG, spec, &pairs, &["ref", "mode"])?;
+            check_keys(FLAG, spec, &pairs, REGISTRY_TO_KEYS)?;
+            if bool_key(FLAG, spec, &pairs, "registry.insecure")? == Some(true) {
+                return Err(error(
+                    "registry.insecure=true is not supported yet: list the registry in \
+                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
+                        .to_owned(),
+                    true,
+                ));
+            }
             registry_ref(
                 FLAG,
                 spec,
                 value(&pairs, "ref").ok_or_else(|| missing("ref=REGISTRY/REPOSITORY:TAG"))?,
             )?
         } else {
-            check_keys(FLAG, spec, &pairs, &["dest", "mode"])?;
-            CacheLocation::Local(PathBuf::from(
-                value(&pairs, "dest").ok_or_else(|| missing("dest=DIR"))?,
-            ))
+            check_keys(FLAG, spec, &pairs, LOCAL_TO_KEYS)?;
+            CacheLocation::Local(LocalCache {
+                dir: PathBuf::from(value(&pairs, "dest").ok_or_else(|| missing("dest=DIR"))?),
+                tag: local_tag(FLAG, spec, &pairs)?,
+                digest: None,
+            })
         };
         let mode = match value(&pairs, "mode") {
             None | Some("min") => CacheMode::Min,
             Some("max") => CacheMode::Max,
             Some(other) => {
-                return Err(CacheSpecError {
-                    flag: FLAG,
-                    spec: spec.to_owned(),
-                    reason: format!("mode={other}: expected min or max"),
-                    unsupported: false,
-                });
+                return Err(error(format!("mode={other}: expected min or max"), false));
             }
         };
-        Ok(Self { location, mode })
+        let oci_mediatypes = bool_key(FLAG, spec, &pairs, "oci-mediatypes")?.unwrap_or(true);
+        let image_manifest = bool_key(FLAG, spec, &pairs, "image-manifest")?.unwrap_or(false);
+        if !oci_mediatypes {
+            return Err(error(
+                if image_manifest {
+                    "OCI mediatypes are required for image-manifest cache format \
+                     (oci-mediatypes=false with image-manifest=true)"
+                        .to_owned()
+                } else {
+                    "oci-mediatypes=false is not supported yet: xbuild writes caches with OCI \
+                     media types"
+                        .to_owned()
+                },
+                !image_manifest,
+            ));
+        }
+        let compression = layer_compression(
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == "compression")
+                .map(|(_, v)| *v),
+            value(&pairs, "compression-level"),
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == "force-compression")
+                .map(|(_, v)| *v),
+        )
+        .map_err(|(reason, unsupported)| error(reason, unsupported))?;
+        Ok(Self {
+            location,
+            mode,
+            ignore_error: bool_key(FLAG, spec, &pairs, "ignore-error")?.unwrap_or(false),
+            image_manifest,
+            compression,
+        })
+    }
+}
+
+/// `tag=` of a local cache (default `latest`); a name `index.json` can hold.
+fn local_tag(
+    flag: &'static str,
+    spec: &str,
+    pairs: &[(&str, &str)],
+) -> Result<String, CacheSpecError> {
+    let tag = value(pairs, "tag").unwrap_or(super::LOCAL_REF_NAME);
+    let valid = tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(tag.to_owned())
+    } else {
+        Err(CacheSpecError {
+            flag,
+            spec: spec.to_owned(),
+            reason: format!("tag={tag}: expected a tag ([A-Za-z0-9_.-], at most 128 characters)"),
+            unsupported: false,
+        })
     }
 }
 
 impl CacheLocation {
-    /// Parses a `--cache-from` value: `type=registry,ref=REF`, `type=local,src=DIR`, or a
-    /// bare reference.
+    /// Parses a `--cache-from` value: `type=registry,ref=REF`,
+    /// `type=local,src=DIR[,tag=T|digest=sha256:...]`, or a bare reference.
     ///
     /// # Errors
     /// [`CacheSpecError`] naming the problem.
@@ -209,24 +462,47 @@ impl CacheLocation {
             return registry_ref(FLAG, spec, spec);
         }
         let (kind, pairs) = pairs(FLAG, spec)?;
-        let missing = |what: &str| CacheSpecError {
+        let error = |reason: String, unsupported: bool| CacheSpecError {
             flag: FLAG,
             spec: spec.to_owned(),
-            reason: format!("type={kind} needs {what}"),
-            unsupported: false,
+            reason,
+            unsupported,
         };
+        let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         if kind == "registry" {
-            check_keys(FLAG, spec, &pairs, &["ref"])?;
+            check_keys(FLAG, spec, &pairs, &["ref", "registry.insecure"])?;
+            if bool_key(FLAG, spec, &pairs, "registry.insecure")? == Some(true) {
+                return Err(error(
+                    "registry.insecure=true is not supported yet: list the registry in \
+                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
+                        .to_owned(),
+                    true,
+                ));
+            }
             registry_ref(
                 FLAG,
                 spec,
                 value(&pairs, "ref").ok_or_else(|| missing("ref=REGISTRY/REPOSITORY:TAG"))?,
             )
         } else {
-            check_keys(FLAG, spec, &pairs, &["src"])?;
-            Ok(Self::Local(PathBuf::from(
-                value(&pairs, "src").ok_or_else(|| missing("src=DIR"))?,
-            )))
+            check_keys(FLAG, spec, &pairs, &["src", "tag", "digest"])?;
+            let digest = value(&pairs, "digest")
+                .map(|text| {
+                    text.parse::<oci_spec::image::Digest>()
+                        .map(|digest| digest.to_string())
+                        .map_err(|_| {
+                            error(
+                                format!("digest={text}: expected sha256:<64 hex digits>"),
+                                false,
+                            )
+                        })
+                })
+                .transpose()?;
+            Ok(Self::Local(LocalCache {
+                dir: PathBuf::from(value(&pairs, "src").ok_or_else(|| missing("src=DIR"))?),
+                tag: local_tag(FLAG, spec, &pairs)?,
+                digest,
+            }))
         }
     }
 }
@@ -244,10 +520,7 @@ mod tests {
         let export = CacheExport::parse("type=local,dest=/tmp/c").unwrap();
         assert_eq!(
             export,
-            CacheExport {
-                location: CacheLocation::Local(PathBuf::from("/tmp/c")),
-                mode: CacheMode::Min
-            }
+            CacheExport::new(CacheLocation::local("/tmp/c"), CacheMode::Min)
         );
         for (bad, reason) in [
             ("type=registry", "needs ref="),
@@ -271,9 +544,153 @@ mod tests {
         ));
         assert_eq!(
             CacheLocation::parse_from("type=local,src=dir").unwrap(),
-            CacheLocation::Local(PathBuf::from("dir"))
+            CacheLocation::local("dir")
         );
         assert!(CacheLocation::parse_from("type=local,dest=dir").is_err());
         assert!(CacheLocation::parse_from("type=registry,ref=a/b,mode=max").is_err());
+    }
+
+    #[test]
+    fn cache_to_keys_have_buildx_meanings() {
+        let export = CacheExport::parse(
+            "type=local,dest=d,tag=v2,mode=max,ignore-error=true,image-manifest=true,\
+             oci-mediatypes=true,compression=zstd,compression-level=3,force-compression=false",
+        )
+        .unwrap();
+        assert_eq!(
+            export,
+            CacheExport {
+                location: CacheLocation::Local(LocalCache {
+                    dir: PathBuf::from("d"),
+                    tag: "v2".to_owned(),
+                    digest: None,
+                }),
+                mode: CacheMode::Max,
+                ignore_error: true,
+                image_manifest: true,
+                compression: Some(Compression::Zstd),
+            }
+        );
+        let export = CacheExport::parse(
+            "type=registry,ref=r/a:c,ignore-error=false,image-manifest=false,\
+             compression=uncompressed,registry.insecure=false",
+        )
+        .unwrap();
+        assert!(!export.ignore_error && !export.image_manifest);
+        assert_eq!(export.compression, Some(Compression::None));
+        assert_eq!(
+            CacheExport::parse("type=registry,ref=r/a:c,compression=gzip,compression-level=6")
+                .unwrap()
+                .compression,
+            Some(Compression::Gzip)
+        );
+    }
+
+    #[test]
+    fn cache_keys_xbuild_cannot_honour_are_refused() {
+        for (bad, reason, unsupported) in [
+            (
+                "type=local,dest=d,oci-mediatypes=false",
+                "oci-mediatypes=false is not supported yet",
+                true,
+            ),
+            (
+                "type=local,dest=d,oci-mediatypes=false,image-manifest=true",
+                "OCI mediatypes are required for image-manifest cache format",
+                false,
+            ),
+            (
+                "type=local,dest=d,ignore-error=maybe",
+                "ignore-error=maybe: expected true or false",
+                false,
+            ),
+            (
+                "type=local,dest=d,image-manifest=yes",
+                "image-manifest=yes",
+                false,
+            ),
+            (
+                "type=local,dest=d,compression=estargz",
+                "compression=estargz is not supported yet",
+                true,
+            ),
+            (
+                "type=local,dest=d,compression=lz4",
+                "compression=lz4: expected gzip, zstd or uncompressed",
+                false,
+            ),
+            (
+                "type=local,dest=d,compression=zstd,compression-level=19",
+                "compression-level=19 is not supported yet",
+                true,
+            ),
+            (
+                "type=local,dest=d,compression-level=x",
+                "compression-level=x: expected an integer",
+                false,
+            ),
+            (
+                "type=local,dest=d,force-compression=true",
+                "force-compression=true is not supported yet",
+                true,
+            ),
+            (
+                "type=registry,ref=r/a,registry.insecure=true",
+                "registry.insecure=true is not supported yet",
+                true,
+            ),
+            (
+                "type=local,dest=d,tag=a/b",
+                "tag=a/b: expected a tag",
+                false,
+            ),
+            (
+                "type=local,dest=d,ref=x",
+                "unknown key ref (known: dest, mode, tag, image-manifest",
+                false,
+            ),
+            (
+                "type=registry,ref=r/a,dest=x",
+                "unknown key dest (known: ref, mode, image-manifest",
+                false,
+            ),
+        ] {
+            let error = CacheExport::parse(bad).unwrap_err();
+            assert!(error.to_string().contains(reason), "{bad}: {error}");
+            assert_eq!(error.unsupported, unsupported, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_from_local_tag_and_digest() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            CacheLocation::parse_from(&format!("type=local,src=d,digest={digest}")).unwrap(),
+            CacheLocation::Local(LocalCache {
+                dir: PathBuf::from("d"),
+                tag: "latest".to_owned(),
+                digest: Some(digest),
+            })
+        );
+        assert_eq!(
+            CacheLocation::parse_from("type=local,src=d,tag=v2").unwrap(),
+            CacheLocation::Local(LocalCache {
+                dir: PathBuf::from("d"),
+                tag: "v2".to_owned(),
+                digest: None,
+            })
+        );
+        let error = CacheLocation::parse_from("type=local,src=d,digest=abc").unwrap_err();
+        assert!(
+            error.to_string().contains("digest=abc: expected sha256:"),
+            "{error}"
+        );
+        let error = CacheLocation::parse_from("type=local,src=d,mode=max").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown key mode (known: src, tag, digest)"),
+            "{error}"
+        );
     }
 }

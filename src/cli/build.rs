@@ -114,9 +114,9 @@ pub struct BuildArgs {
     /// Extra privileges (`network.host`, `security.insecure`).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
-    /// Layer compression: gzip (default) or zstd.
-    #[arg(long, default_value = "gzip")]
-    pub compression: String,
+    /// Layer compression: gzip (default), zstd or uncompressed (as `-o ...,compression=`).
+    #[arg(long)]
+    pub compression: Option<String>,
     /// ELF files added for another architecture (an amd64 binary in an arm64 image): warn,
     /// fail the build (error), or do not look (off).
     #[arg(long, value_enum, default_value_t = CheckArchArg::Warn)]
@@ -286,16 +286,28 @@ impl BuildArgs {
                 .into());
             }
         };
-        let compression = match self.compression.as_str() {
-            "gzip" => Compression::Gzip,
-            "zstd" => Compression::Zstd,
-            other => {
+        let specs = self.output_specs()?;
+        let compression = self.layer_compression(&specs)?;
+        if targets.len() > 1 {
+            if let Some(spec) = self.output.iter().zip(&specs).find_map(|(text, spec)| {
+                matches!(
+                    spec.output,
+                    Output::Local {
+                        split: Some(false),
+                        ..
+                    } | Output::Tar {
+                        split: Some(false),
+                        ..
+                    }
+                )
+                .then_some(text)
+            }) {
                 return Err(Failure::bad_input(format_args!(
-                    "--compression={other}: use gzip or zstd"
+                    "output \"{spec}\": platform-split=false with several platforms is not supported yet (each platform gets a folder of its own)"
                 ))
                 .into());
             }
-        };
+        }
         let build_args = super::debug::parse_build_args(&self.build_args);
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
             // BuildKit's `context`: the time of a URL context, set when it is fetched
@@ -361,8 +373,12 @@ impl BuildArgs {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let single_manifest = targets.len() == 1 && !explicit_platforms;
-        let annotations =
-            parse_annotations(&self.annotations, single_manifest, &outputs, &self.tags)?;
+        let annotations = parse_annotations(
+            &self.annotation_inputs(&specs)?,
+            single_manifest,
+            &outputs,
+            &self.tags,
+        )?;
         let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
         let builder = builders
             .selected(self.builder.as_deref())
@@ -377,10 +393,12 @@ impl BuildArgs {
                 .into());
             }
         }
-        if let (Some(builder), Some(annotation)) = (&builder, self.annotations.first()) {
+        if let (Some(builder), Some((annotation, _))) =
+            (&builder, self.annotation_inputs(&specs)?.first())
+        {
             if !builder.nodes.is_empty() {
                 return Err(Failure::bad_input(format_args!(
-                    "--annotation {annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
+                    "{annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
                     builder.name
                 ))
                 .into());
@@ -447,6 +465,7 @@ impl BuildArgs {
             let store = Store::open_default().exit_kind(ExitKind::Failed)?;
             export::write_metadata_file(path, &store, &report.built, &result.exported)?;
         }
+        let extra_names = self.name_extra(&specs, &report.built)?;
         if let Some(path) = &self.iidfile {
             export::write_iidfile(path, &report.built)?;
         }
@@ -470,6 +489,9 @@ impl BuildArgs {
         }
         for note in &result.exported.notes {
             output::stderr(note);
+        }
+        for name in &extra_names {
+            output::stderr(format_args!("named {name}"));
         }
         print_checks(result.checks.as_ref(), false);
         output::stdout(&digest);
@@ -553,14 +575,131 @@ impl BuildArgs {
         })
     }
 
+    /// Each `-o`, parsed with every key (exit 2 for a bad or unsupported one).
+    fn output_specs(&self) -> anyhow::Result<Vec<export::OutputSpec>> {
+        self.output
+            .iter()
+            .map(|spec| {
+                export::OutputSpec::parse(spec)
+                    .map_err(|error| Failure::new(ExitKind::BadInput, error).into())
+            })
+            .collect()
+    }
+
+    /// The one compression of the layers the build makes: `--compression`, each `-o`'s and
+    /// each `--cache-to`'s `compression=` (gzip when none is given). Different ones are
+    /// refused: each layer is compressed once.
+    fn layer_compression(&self, specs: &[export::OutputSpec]) -> anyhow::Result<Compression> {
+        let mut chosen: Vec<(String, Compression)> = Vec::new();
+        if let Some(name) = &self.compression {
+            let compression = Compression::parse(name).ok_or_else(|| {
+                Failure::bad_input(format_args!(
+                    "--compression={name}: use gzip, zstd or uncompressed"
+                ))
+            })?;
+            chosen.push((format!("--compression={name}"), compression));
+        }
+        for (text, spec) in self.output.iter().zip(specs) {
+            if let Some(compression) = spec.compression {
+                chosen.push((format!("-o {text}"), compression));
+            }
+        }
+        for text in &self.cache_to {
+            // Parse errors are reported with the other cache flags.
+            if let Some(compression) = crate::cache::CacheExport::parse(text)
+                .ok()
+                .and_then(|export| export.compression)
+            {
+                chosen.push((format!("--cache-to {text}"), compression));
+            }
+        }
+        if let Some((first, compression)) = chosen.first() {
+            if let Some((other, _)) = chosen.iter().find(|(_, c)| c != compression) {
+                return Err(Failure::bad_input(format_args!(
+                    "{first} and {other} ask for different layer compressions: not supported yet (xbuild compresses each layer once; give the same compression everywhere)"
+                ))
+                .into());
+            }
+        }
+        Ok(chosen
+            .first()
+            .map(|(_, compression)| *compression)
+            .unwrap_or_default())
+    }
+
+    /// `--annotation` values and the `annotation*` keys of each `-o`, with how each was
+    /// written (for messages).
+    fn annotation_inputs(
+        &self,
+        specs: &[export::OutputSpec],
+    ) -> anyhow::Result<Vec<(String, crate::oci::annotation::Annotation)>> {
+        let mut inputs = Vec::new();
+        for value in &self.annotations {
+            let annotation =
+                crate::oci::annotation::Annotation::parse_flag(value).map_err(|error| {
+                    Failure::bad_input(format_args!("--annotation {value}: {}", error.reason))
+                })?;
+            inputs.push((format!("--annotation {value}"), annotation));
+        }
+        for (text, spec) in self.output.iter().zip(specs) {
+            for (key, annotation) in &spec.annotations {
+                inputs.push((format!("-o {text} ({key})"), annotation.clone()));
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// The names `name-canonical=true` (`NAME@DIGEST` for each name) and
+    /// `dangling-name-prefix=PREFIX` (`PREFIX@DIGEST` when there is no name) give the result
+    /// in the store, as BuildKit's image exporter does; returns them for the report.
+    fn name_extra(
+        &self,
+        specs: &[export::OutputSpec],
+        built: &crate::executor::Built,
+    ) -> anyhow::Result<Vec<String>> {
+        let result = built.result();
+        let mut names = Vec::new();
+        for spec in specs {
+            if spec.name_canonical {
+                for tag in &self.tags {
+                    if let Ok(reference) = crate::registry::ImageRef::parse(tag) {
+                        if reference.digest().is_none() {
+                            names.push(reference.with_digest(result.digest().clone()));
+                        }
+                    }
+                }
+            }
+            if let (Some(prefix), true) = (&spec.dangling_name_prefix, self.tags.is_empty()) {
+                let text = format!("{prefix}@{}", result.digest());
+                names.push(
+                    crate::registry::ImageRef::parse(&text)
+                        .map_err(|error| Failure::bad_input(format_args!("{text}: {error}")))?,
+                );
+            }
+        }
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = Store::open_default().exit_kind(ExitKind::Failed)?;
+        let mut written = Vec::new();
+        for reference in names {
+            let name = reference.store_name();
+            store.set_ref(&name, result).exit_kind(ExitKind::Failed)?;
+            let shown = crate::store::display_ref(&name).to_string();
+            if !written.contains(&shown) {
+                written.push(shown);
+            }
+        }
+        Ok(written)
+    }
+
     /// The outputs the flags ask for: `-o` specs, `--push`, `--load`; none means the store.
     fn outputs(&self) -> anyhow::Result<Vec<Output>> {
-        let mut outputs = Vec::new();
-        for spec in &self.output {
-            let output =
-                Output::parse(spec).map_err(|error| Failure::new(ExitKind::BadInput, error))?;
-            outputs.push(output);
-        }
+        let mut outputs: Vec<Output> = self
+            .output_specs()?
+            .into_iter()
+            .map(|spec| spec.output)
+            .collect();
         if self.push
             && !outputs
                 .iter()
@@ -748,17 +887,15 @@ fn parse_labels(values: &[String]) -> anyhow::Result<std::collections::BTreeMap<
 /// manifest (no index), `index-descriptor` when no output has an index descriptor (the
 /// store's names, `-o type=oci`).
 fn parse_annotations(
-    values: &[String],
+    values: &[(String, crate::oci::annotation::Annotation)],
     single_manifest: bool,
     outputs: &[Output],
     tags: &[String],
 ) -> anyhow::Result<Vec<crate::oci::annotation::Annotation>> {
-    use crate::oci::annotation::{Annotation, AnnotationKind};
+    use crate::oci::annotation::AnnotationKind;
     let mut annotations = Vec::new();
-    for value in values {
-        let mut annotation = Annotation::parse_flag(value).map_err(|error| {
-            Failure::bad_input(format_args!("--annotation {value}: {}", error.reason))
-        })?;
+    for (value, annotation) in values {
+        let mut annotation = annotation.clone();
         let kind = *annotation.kind.get_or_insert(AnnotationKind::Manifest);
         let index_kind = matches!(
             kind,
@@ -766,13 +903,13 @@ fn parse_annotations(
         );
         if index_kind && !annotation.platforms.is_empty() {
             return Err(Failure::bad_input(format_args!(
-                "--annotation {value}: {kind} annotations take no platforms"
+                "{value}: {kind} annotations take no platforms"
             ))
             .into());
         }
         if index_kind && single_manifest {
             return Err(Failure::bad_input(format_args!(
-                "--annotation {value}: the result is a single manifest, not an index; add --platform to build an index"
+                "{value}: the result is a single manifest, not an index; add --platform to build an index"
             ))
             .into());
         }
@@ -787,7 +924,7 @@ fn parse_annotations(
                 .any(|output| matches!(output, Output::Oci { .. }));
             if !store_named && !oci {
                 return Err(Failure::bad_input(format_args!(
-                    "--annotation {value}: index-descriptor annotations go in an OCI layout's index.json: use -o type=oci, or -t NAME (the store's)"
+                    "{value}: index-descriptor annotations go in an OCI layout's index.json: use -o type=oci, or -t NAME (the store's)"
                 ))
                 .into());
             }

@@ -222,7 +222,7 @@ pub(crate) fn export_cache(
         if !keys.insert(done.key.clone()) {
             continue;
         }
-        if matches!(export.location, cache::CacheLocation::Local(_)) {
+        if matches!(export.location, cache::CacheLocation::Local(..)) {
             services.cache.materialize(&done.state)?;
         }
         chosen.push((vertex.platform.clone(), done));

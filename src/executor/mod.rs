@@ -239,7 +239,16 @@ pub fn execute(
     services.cache.record_imported_hits()?;
     let built = assemble::images(&services, graph, &results)?;
     for export in &options.cache.to {
-        assemble::export_cache(&services, graph, &results, export)?;
+        match assemble::export_cache(&services, graph, &results, export) {
+            Ok(()) => {}
+            // `ignore-error=true`: the build stands without its cache, as buildx.
+            Err(error) if export.ignore_error => warnings.push(format!(
+                "--cache-to {}: {} (ignored: ignore-error=true)",
+                export.location,
+                crate::error::chain_text(&error)
+            )),
+            Err(error) => return Err(error),
+        }
     }
     let foreign = archcheck::check_images(store, graph, &results, options.check_arch)?;
     if !foreign.is_empty() {

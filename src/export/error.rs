@@ -82,6 +82,10 @@ pub enum ExportError {
     /// `--load` failed.
     #[error("loading into the Docker engine")]
     Load(#[source] EngineError),
+    /// An output key's value xbuild does not support yet (the CLI refuses it before the
+    /// build where it can tell).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ExportError {
@@ -104,6 +108,7 @@ impl ExportError {
             Self::Tag(_)
             | Self::PushWithoutName
             | Self::DockerMultiPlatform { .. }
+            | Self::Unsupported(_)
             | Self::Load(EngineError::UnsupportedHost(_)) => crate::ExitKind::BadInput,
             Self::Load(EngineError::Unreachable { .. }) => crate::ExitKind::HostNotReady,
             _ => crate::ExitKind::Failed,

@@ -40,7 +40,7 @@ use report::platform_list;
 pub use engine::EngineError;
 pub use error::ExportError;
 pub use report::{ExportReport, Written, metadata, write_iidfile, write_metadata_file};
-pub use spec::OutputSpecError;
+pub use spec::{OutputSpec, OutputSpecError, split_fields};
 
 /// One `-o` output (`--push` is `Registry`, `--load` is `Docker` loaded into the engine).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +71,15 @@ pub enum Output {
     Local {
         /// Where.
         dest: PathBuf,
+        /// `platform-split=`: one folder per platform (`None`: when several were built).
+        split: Option<bool>,
     },
     /// `-o type=tar,dest=FILE`: the root filesystem as a tar (one folder per platform).
     Tar {
         /// Where.
         dest: PathBuf,
+        /// `platform-split=`: one folder per platform (`None`: when several were built).
+        split: Option<bool>,
     },
 }
 
@@ -362,35 +366,38 @@ pub async fn write(
                 let (socket, tags) = step.end(loaded)?;
                 report.written.push(Written::Loaded { socket, tags });
             }
-            Output::Local { dest } => {
+            Output::Local { dest, split } => {
                 let step = Step::start(
                     &progress,
                     vertices,
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
+                let split = rootfs::use_split(&images, *split)?;
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written =
-                    blocking(move || rootfs::write_local(&task_store, &images, &task_dest)).await;
+                    blocking(move || rootfs::write_local(&task_store, &images, split, &task_dest))
+                        .await;
                 step.end(written)?;
                 report.written.push(Written::Local {
                     dest: dest.clone(),
                     platforms,
                 });
             }
-            Output::Tar { dest } => {
+            Output::Tar { dest, split } => {
                 let step = Step::start(
                     &progress,
                     vertices,
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
+                let split = rootfs::use_split(&images, *split)?;
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written = blocking(move || {
                     with_destination(&task_dest, |out| {
-                        rootfs::write_tar(&task_store, &images, &task_dest, out)
+                        rootfs::write_tar(&task_store, &images, split, &task_dest, out)
                     })
                 })
                 .await;

@@ -1,5 +1,6 @@
 //! Root filesystem outputs: `-o type=local,dest=DIR` (the image's files unpacked into DIR,
-//! or into `DIR/linux_arm64` etc. when several platforms were built, as buildx does) and
+//! or into `DIR/linux_arm64` etc. when several platforms were built or `platform-split=true`,
+//! as buildx does) and
 //! `-o type=tar,dest=FILE` (the same tree as one tar). Layers are applied in order with
 //! whiteouts as deletions; device nodes and owners only as root.
 
@@ -18,14 +19,36 @@ pub fn platform_folder(platform: &Platform) -> String {
     platform.to_string().replace('/', "_")
 }
 
-/// Unpacks each image into `dest` (one image) or `dest/<platform folder>` (several).
+/// Whether the platforms go in folders of their own: `platform-split=` when given, else
+/// when several were built (as BuildKit). `platform-split=false` with several platforms
+/// (BuildKit merges their trees, refusing a file two of them have) is not supported yet.
+///
+/// # Errors
+/// [`ExportError::Unsupported`] for `platform-split=false` with several platforms.
+pub(crate) fn use_split(
+    images: &[(Platform, ResolvedImage)],
+    split: Option<bool>,
+) -> Result<bool, ExportError> {
+    match split {
+        None => Ok(images.len() > 1),
+        Some(false) if images.len() > 1 => Err(ExportError::Unsupported(
+            "platform-split=false with several platforms is not supported yet (each platform \
+             gets a folder of its own)"
+                .to_owned(),
+        )),
+        Some(split) => Ok(split),
+    }
+}
+
+/// Unpacks each image into `dest` (`split` false: one image) or `dest/<platform folder>`.
 pub(crate) fn write_local(
     store: &Store,
     images: &[(Platform, ResolvedImage)],
+    split: bool,
     dest: &Path,
 ) -> Result<(), ExportError> {
     for (platform, resolved) in images {
-        let target = if images.len() == 1 {
+        let target = if !split {
             dest.to_path_buf()
         } else {
             dest.join(platform_folder(platform))
@@ -41,11 +64,12 @@ pub(crate) fn write_local(
 }
 
 /// Writes each image's root filesystem to `out` as one tar (entries under
-/// `<platform folder>/` when several), by unpacking into a temporary directory of the store
+/// `<platform folder>/` when `split`), by unpacking into a temporary directory of the store
 /// first.
 pub(crate) fn write_tar(
     store: &Store,
     images: &[(Platform, ResolvedImage)],
+    split: bool,
     dest: &Path,
     out: impl Write,
 ) -> Result<(), ExportError> {
@@ -63,7 +87,7 @@ pub(crate) fn write_tar(
                 dest: unpacked.clone(),
                 source: Box::new(source),
             })?;
-        let prefix = if images.len() == 1 {
+        let prefix = if !split {
             PathBuf::new()
         } else {
             let folder = PathBuf::from(platform_folder(platform));

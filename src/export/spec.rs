@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use super::Output;
+use crate::layer::Compression;
+use crate::oci::annotation::Annotation;
 
 /// A `-o` spec xbuild does not take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,60 +18,146 @@ pub struct OutputSpecError {
     pub reason: String,
 }
 
-/// Keys each type accepts besides `type` (buildx's names).
+/// Keys the image types (`image`, `registry`) accept besides `type` and `annotation*`.
+const IMAGE_KEYS: &[&str] = &[
+    "name",
+    "push",
+    "push-by-digest",
+    "name-canonical",
+    "registry.insecure",
+    "oci-mediatypes",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "rewrite-timestamp",
+    "unpack",
+    "store",
+    "dangling-name-prefix",
+];
+/// Keys the archive types (`oci`, `docker`) accept besides `type` and `annotation*`.
+const ARCHIVE_KEYS: &[&str] = &[
+    "dest",
+    "name",
+    "oci-mediatypes",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "rewrite-timestamp",
+];
+/// Keys the root filesystem types (`local`, `tar`) accept besides `type`.
+const ROOTFS_KEYS: &[&str] = &["dest", "platform-split"];
+
+/// Keys each type accepts besides `type` (buildx's names); the image and archive types
+/// also take `annotation[-TYPE][PLATFORMS].KEY`.
 fn known_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "oci" | "docker" => &["dest", "name"],
-        "local" | "tar" => &["dest"],
-        "registry" => &["push-by-digest", "name", "push"],
-        "image" => &["push", "push-by-digest", "name"],
+        "oci" | "docker" => ARCHIVE_KEYS,
+        "local" | "tar" => ROOTFS_KEYS,
+        "registry" | "image" => IMAGE_KEYS,
         _ => &[],
     }
 }
 
 fn parse_bool(spec: &str, key: &str, value: &str) -> Result<bool, OutputSpecError> {
-    match value {
-        "true" | "1" | "" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(OutputSpecError {
-            spec: spec.to_owned(),
-            reason: format!("{key}={value}: expected true or false"),
-        }),
-    }
+    crate::cache::spec::parse_go_bool(value).ok_or_else(|| OutputSpecError {
+        spec: spec.to_owned(),
+        reason: format!("{key}={value}: expected true or false"),
+    })
 }
 
-impl Output {
-    /// Parses one `-o` value: `type=oci,dest=x.tar`, `type=docker[,dest=x.tar]` (without
-    /// `dest`: load into the Docker engine, as `--load`), `type=local,dest=dir`,
-    /// `type=tar,dest=x.tar`, `type=registry[,push-by-digest=true]`, `type=image,push=true`
-    /// (`type=image` without `push=true` names the image in the local store), or a bare path
-    /// (`type=local`; `-` is `type=tar` to stdout).
+/// Splits a spec into its comma-separated fields as buildx does (a CSV record): a comma
+/// inside double quotes does not split (`type=image,"name=a,b"` or `name="a,b"`), and the
+/// quotes are dropped (`""` inside quotes is one `"`).
+///
+/// # Errors
+/// An unterminated quote.
+pub fn split_fields(spec: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = spec.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            other => field.push(other),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".to_owned());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// One `-o` spec with the keys that are not part of [`Output`] itself: what the build and
+/// the CLI do for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The output.
+    pub output: Output,
+    /// `name=` (comma-separated inside quotes for several): names of the result, added to
+    /// the `-t` names.
+    pub names: Vec<String>,
+    /// `compression=` (checked with `compression-level` and `force-compression`): the
+    /// compression of the layers the build makes.
+    pub compression: Option<Compression>,
+    /// `annotation[-TYPE][PLATFORMS].KEY=VALUE` keys, each with how it was written.
+    pub annotations: Vec<(String, Annotation)>,
+    /// `name-canonical=true`: each name is also given as `NAME@DIGEST` in the store.
+    pub name_canonical: bool,
+    /// `dangling-name-prefix=PREFIX`: without a name, the result is named
+    /// `PREFIX@DIGEST` in the store.
+    pub dangling_name_prefix: Option<String>,
+}
+
+impl OutputSpec {
+    /// Parses one `-o` value (see [`Output::parse`]) with every buildx key of its type.
     ///
     /// # Errors
-    /// [`OutputSpecError`] naming unknown types and keys, a missing `dest`, or a `name=`
-    /// (the names come from `-t`; `name=` is not supported yet).
+    /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
+    /// and values xbuild cannot honour yet (`oci-mediatypes=false`, `compression=estargz`,
+    /// `force-compression=true`, `rewrite-timestamp=true`, `unpack=true`, `store=false`,
+    /// `registry.insecure=true`, `platform-split=false` with several platforms is refused at
+    /// export).
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
         let error = |reason: String| OutputSpecError {
             spec: spec.to_owned(),
             reason,
         };
+        let mut parsed = Self {
+            output: Output::Store,
+            names: Vec::new(),
+            compression: None,
+            annotations: Vec::new(),
+            name_canonical: false,
+            dangling_name_prefix: None,
+        };
         if spec.is_empty() {
             return Err(error("empty output spec".to_owned()));
         }
         if !spec.contains('=') {
-            return Ok(if spec == "-" {
-                Self::Tar {
+            parsed.output = if spec == "-" {
+                Output::Tar {
                     dest: PathBuf::from("-"),
+                    split: None,
                 }
             } else {
-                Self::Local {
+                Output::Local {
                     dest: PathBuf::from(spec),
+                    split: None,
                 }
-            });
+            };
+            return Ok(parsed);
         }
+        let fields = split_fields(spec).map_err(error)?;
         let mut kind = None;
         let mut pairs: Vec<(&str, &str)> = Vec::new();
-        for part in spec.split(',') {
+        for part in &fields {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             let key = key.trim();
             if key == "type" {
@@ -88,23 +176,34 @@ impl Output {
                 "unknown type \"{kind}\" (expected oci, docker, local, tar, registry or image)"
             )));
         }
-        let unknown: Vec<&str> = pairs
-            .iter()
-            .map(|(key, _)| *key)
-            .filter(|key| !known_keys(kind).contains(key))
-            .collect();
+        let takes_annotations = !matches!(kind, "local" | "tar");
+        let mut unknown = Vec::new();
+        for (key, value) in &pairs {
+            if known_keys(kind).contains(key) {
+                continue;
+            }
+            match Annotation::parse_output_key(key, value) {
+                Some(annotation) if takes_annotations => {
+                    let annotation = annotation.map_err(|e| error(e.to_string()))?;
+                    parsed
+                        .annotations
+                        .push((format!("{key}={value}"), annotation));
+                }
+                _ => unknown.push(*key),
+            }
+        }
         if !unknown.is_empty() {
             return Err(error(format!(
-                "unknown key{} {} for type={kind} (known: {})",
+                "unknown key{} {} for type={kind} (known: {}{})",
                 if unknown.len() == 1 { "" } else { "s" },
                 unknown.join(", "),
-                known_keys(kind).join(", ")
+                known_keys(kind).join(", "),
+                if takes_annotations {
+                    ", annotation[-TYPE][PLATFORMS].KEY"
+                } else {
+                    ""
+                }
             )));
-        }
-        if pairs.iter().any(|(key, _)| *key == "name") && !matches!(kind, "registry" | "image") {
-            return Err(error(
-                "name= is not supported yet: name the image with -t".to_owned(),
-            ));
         }
         let value = |wanted: &str| {
             pairs
@@ -113,61 +212,149 @@ impl Output {
                 .find(|(key, _)| *key == wanted)
                 .map(|(_, value)| *value)
         };
+        let flag =
+            |key: &str, default: bool| value(key).map_or(Ok(default), |v| parse_bool(spec, key, v));
+        // Keys whose other value xbuild does not write yet: refused, never ignored.
+        let unsupported = |key: &str, default: bool, why: &str| -> Result<(), OutputSpecError> {
+            if flag(key, default)? == default {
+                Ok(())
+            } else {
+                Err(error(format!(
+                    "{key}={} is not supported yet: {why}",
+                    !default
+                )))
+            }
+        };
+        parsed.names = pairs
+            .iter()
+            .filter(|(key, _)| *key == "name")
+            .flat_map(|(_, names)| names.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if kind != "local" && kind != "tar" {
+            parsed.compression = crate::cache::spec::layer_compression(
+                value("compression"),
+                value("compression-level"),
+                value("force-compression"),
+            )
+            .map_err(|(reason, _)| error(reason))?;
+            unsupported(
+                "rewrite-timestamp",
+                false,
+                "layer timestamps are not rewritten to SOURCE_DATE_EPOCH",
+            )?;
+            if kind == "docker" {
+                unsupported(
+                    "oci-mediatypes",
+                    false,
+                    "a docker archive lists its layers in Docker's manifest.json",
+                )?;
+            } else {
+                unsupported(
+                    "oci-mediatypes",
+                    true,
+                    "xbuild writes OCI media types (Docker media types are not written)",
+                )?;
+            }
+        }
+        if matches!(kind, "image" | "registry") {
+            unsupported(
+                "registry.insecure",
+                false,
+                "list the registry in XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)",
+            )?;
+            unsupported(
+                "unpack",
+                false,
+                "there is no containerd snapshotter to unpack into (xbuild's store unpacks an \
+                 image when `xbuild run` needs it)",
+            )?;
+            unsupported("store", true, "a pushed image is kept in xbuild's store")?;
+            parsed.name_canonical = flag("name-canonical", false)?;
+            parsed.dangling_name_prefix = value("dangling-name-prefix")
+                .map(str::trim)
+                .filter(|prefix| !prefix.is_empty())
+                .map(str::to_owned);
+            if let Some(prefix) = &parsed.dangling_name_prefix {
+                let probe = format!("{prefix}@sha256:{}", "0".repeat(64));
+                crate::registry::ImageRef::parse(&probe)
+                    .map_err(|reason| error(format!("dangling-name-prefix={prefix}: {reason}")))?;
+            }
+        }
         let dest = || {
             value("dest")
                 .filter(|dest| !dest.is_empty())
                 .map(PathBuf::from)
                 .ok_or_else(|| error(format!("type={kind} needs dest=PATH")))
         };
-        let flag = |key: &str| value(key).map_or(Ok(false), |v| parse_bool(spec, key, v));
-        Ok(match kind {
-            "oci" => Self::Oci {
+        let split = value("platform-split")
+            .map(|v| parse_bool(spec, "platform-split", v))
+            .transpose()?;
+        parsed.output = match kind {
+            "oci" => Output::Oci {
                 dest: dest()?,
                 referrers: true,
             },
-            "docker" => Self::Docker {
+            "docker" => Output::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
             },
-            "local" => Self::Local { dest: dest()? },
-            "tar" => Self::Tar { dest: dest()? },
+            "local" => Output::Local {
+                dest: dest()?,
+                split,
+            },
+            "tar" => Output::Tar {
+                dest: dest()?,
+                split,
+            },
             "registry" => {
-                if value("push").is_some() && !flag("push")? {
+                if !flag("push", true)? {
                     return Err(error(
                         "type=registry always pushes (use type=image to keep it local)".to_owned(),
                     ));
                 }
-                Self::Registry {
-                    by_digest: flag("push-by-digest")?,
+                Output::Registry {
+                    by_digest: flag("push-by-digest", false)?,
                 }
             }
             _ => {
-                if flag("push")? {
-                    Self::Registry {
-                        by_digest: flag("push-by-digest")?,
+                if flag("push", false)? {
+                    Output::Registry {
+                        by_digest: flag("push-by-digest", false)?,
                     }
-                } else if flag("push-by-digest")? {
+                } else if flag("push-by-digest", false)? {
                     return Err(error("push-by-digest=true needs push=true".to_owned()));
                 } else {
-                    Self::Store
+                    Output::Store
                 }
             }
-        })
+        };
+        Ok(parsed)
     }
 }
 
 impl Output {
-    /// The `name=` of a `-o type=registry|image` spec (buildx's way to name what is pushed,
-    /// as `-o type=registry,name=REG/app,push-by-digest=true` in CI jobs); the caller adds
-    /// it to the `-t` names.
+    /// Parses one `-o` value: `type=oci,dest=x.tar`, `type=docker[,dest=x.tar]` (without
+    /// `dest`: load into the Docker engine, as `--load`), `type=local,dest=dir`,
+    /// `type=tar,dest=x.tar`, `type=registry[,push-by-digest=true]`, `type=image,push=true`
+    /// (`type=image` without `push=true` names the image in the local store), or a bare path
+    /// (`type=local`; `-` is `type=tar` to stdout). The other keys are [`OutputSpec`]'s.
+    ///
+    /// # Errors
+    /// [`OutputSpecError`] naming unknown types and keys, a missing `dest`, bad values.
+    pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
+        OutputSpec::parse(spec).map(|parsed| parsed.output)
+    }
+
+    /// The `name=` of a `-o` spec (buildx's way to name what is pushed or written, as
+    /// `-o type=registry,name=REG/app,push-by-digest=true` in CI jobs; several
+    /// comma-separated inside quotes); the caller adds them to the `-t` names. Nothing for a
+    /// spec that does not parse (its error comes from [`Output::parse`]).
     pub fn names(spec: &str) -> Vec<String> {
-        if !spec.contains('=') {
-            return Vec::new();
-        }
-        spec.split(',')
-            .filter_map(|part| part.split_once('='))
-            .filter(|(key, value)| key.trim() == "name" && !value.trim().is_empty())
-            .map(|(_, value)| value.trim().trim_matches('"').to_owned())
-            .collect()
+        OutputSpec::parse(spec)
+            .map(|parsed| parsed.names)
+            .unwrap_or_default()
     }
 }
 
@@ -181,12 +368,12 @@ mod tests {
     #[case("type=oci,dest=x.tar", Output::Oci { dest: "x.tar".into(), referrers: true })]
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()) })]
     #[case("type=docker", Output::Docker { dest: None })]
-    #[case("type=local,dest=out", Output::Local { dest: "out".into() })]
-    #[case("dest=out,type=local", Output::Local { dest: "out".into() })]
-    #[case("out/dir", Output::Local { dest: "out/dir".into() })]
-    #[case("-", Output::Tar { dest: "-".into() })]
-    #[case("type=tar,dest=rootfs.tar", Output::Tar { dest: "rootfs.tar".into() })]
-    #[case("type=tar,dest=-", Output::Tar { dest: "-".into() })]
+    #[case("type=local,dest=out", Output::Local { dest: "out".into(), split: None })]
+    #[case("dest=out,type=local", Output::Local { dest: "out".into(), split: None })]
+    #[case("out/dir", Output::Local { dest: "out/dir".into(), split: None })]
+    #[case("-", Output::Tar { dest: "-".into(), split: None })]
+    #[case("type=tar,dest=rootfs.tar", Output::Tar { dest: "rootfs.tar".into(), split: None })]
+    #[case("type=tar,dest=-", Output::Tar { dest: "-".into(), split: None })]
     #[case("type=registry", Output::Registry { by_digest: false })]
     #[case("type=registry,push-by-digest=true", Output::Registry { by_digest: true })]
     #[case("type=image,push=true", Output::Registry { by_digest: false })]
@@ -199,8 +386,8 @@ mod tests {
 
     #[rstest]
     #[case(
-        "type=oci,dest=x.tar,compression=zstd",
-        "unknown key compression for type=oci"
+        "type=oci,dest=x.tar,compressed=zstd",
+        "unknown key compressed for type=oci"
     )]
     #[case(
         "type=local,dest=d,foo=1,bar=2",
@@ -212,7 +399,6 @@ mod tests {
     #[case("type=tar,dest=", "type=tar needs dest=PATH")]
     #[case("type=registry,push-by-digest=maybe", "push-by-digest=maybe")]
     #[case("type=image,push-by-digest=true", "needs push=true")]
-    #[case("type=oci,dest=x.tar,name=x", "name= is not supported yet")]
     #[case("", "empty output spec")]
     fn bad_specs_name_what_is_wrong(#[case] spec: &str, #[case] fragment: &str) {
         let error = Output::parse(spec).expect_err("refused");
@@ -223,6 +409,8 @@ mod tests {
 
 #[cfg(test)]
 mod name_tests {
+    use rstest::rstest;
+
     use super::*;
 
     #[test]
@@ -237,5 +425,107 @@ mod name_tests {
         );
         assert!(Output::names("type=registry").is_empty());
         assert!(Output::names("out-dir").is_empty());
+    }
+
+    #[test]
+    fn every_buildx_key_of_each_type() {
+        let spec = OutputSpec::parse(
+            "type=image,\"name=reg/a:1,reg/b:2\",push=true,push-by-digest=false,\
+             name-canonical=true,registry.insecure=false,oci-mediatypes=true,compression=zstd,\
+             compression-level=3,force-compression=false,rewrite-timestamp=false,unpack=false,\
+             store=true,dangling-name-prefix=dangling,annotation.org.example=v,\
+             annotation-index.org.i=w,annotation-manifest[linux/arm64].org.m=x",
+        )
+        .unwrap();
+        assert_eq!(spec.output, Output::Registry { by_digest: false });
+        assert_eq!(spec.names, ["reg/a:1", "reg/b:2"]);
+        assert_eq!(spec.compression, Some(Compression::Zstd));
+        assert!(spec.name_canonical);
+        assert_eq!(spec.dangling_name_prefix.as_deref(), Some("dangling"));
+        let keys: Vec<&str> = spec
+            .annotations
+            .iter()
+            .map(|(_, a)| a.key.as_str())
+            .collect();
+        assert_eq!(keys, ["org.example", "org.i", "org.m"]);
+        let spec =
+            OutputSpec::parse("type=oci,dest=x.tar,name=a/b,compression=uncompressed").unwrap();
+        assert_eq!(spec.names, ["a/b"]);
+        assert_eq!(spec.compression, Some(Compression::None));
+        let spec =
+            OutputSpec::parse("type=docker,dest=x.tar,name=\"a,b\",oci-mediatypes=false").unwrap();
+        assert_eq!(spec.names, ["a", "b"]);
+        assert_eq!(
+            Output::parse("type=local,dest=d,platform-split=true"),
+            Ok(Output::Local {
+                dest: "d".into(),
+                split: Some(true)
+            })
+        );
+        assert_eq!(
+            Output::parse("type=tar,dest=d.tar,platform-split=false"),
+            Ok(Output::Tar {
+                dest: "d.tar".into(),
+                split: Some(false)
+            })
+        );
+        assert_eq!(Output::names("type=registry,\"name=a,b\""), ["a", "b"]);
+        assert_eq!(
+            split_fields("a=1,\"b=2,3\",c=\"x\"\"y\"").unwrap(),
+            ["a=1", "b=2,3", "c=x\"y"]
+        );
+    }
+
+    #[rstest]
+    #[case(
+        "type=image,oci-mediatypes=false",
+        "oci-mediatypes=false is not supported yet"
+    )]
+    #[case(
+        "type=docker,dest=x,oci-mediatypes=true",
+        "oci-mediatypes=true is not supported yet"
+    )]
+    #[case(
+        "type=image,compression=estargz",
+        "compression=estargz is not supported yet"
+    )]
+    #[case(
+        "type=oci,dest=x,compression=zstd,compression-level=9",
+        "compression-level=9 is not supported yet"
+    )]
+    #[case(
+        "type=oci,dest=x,force-compression=true",
+        "force-compression=true is not supported yet"
+    )]
+    #[case(
+        "type=image,rewrite-timestamp=true",
+        "rewrite-timestamp=true is not supported yet"
+    )]
+    #[case("type=image,unpack=true", "unpack=true is not supported yet")]
+    #[case("type=image,store=false", "store=false is not supported yet")]
+    #[case(
+        "type=registry,registry.insecure=true",
+        "registry.insecure=true is not supported yet"
+    )]
+    #[case("type=image,push=maybe", "push=maybe: expected true or false")]
+    #[case(
+        "type=local,dest=d,platform-split=2",
+        "platform-split=2: expected true or false"
+    )]
+    #[case(
+        "type=local,dest=d,annotation.a=b",
+        "unknown key annotation.a for type=local (known: dest, platform-split)"
+    )]
+    #[case("type=local,dest=d,name=x", "unknown key name for type=local")]
+    #[case("type=image,annotation-bogus.a=b", "unknown annotation type")]
+    #[case("type=image,\"name=a,b", "unterminated quote")]
+    #[case("type=image,dangling-name-prefix=UPPER", "dangling-name-prefix=UPPER")]
+    #[case(
+        "type=image,foo=1",
+        "(known: name, push, push-by-digest, name-canonical"
+    )]
+    fn keys_xbuild_cannot_honour_are_refused(#[case] spec: &str, #[case] fragment: &str) {
+        let error = OutputSpec::parse(spec).expect_err("refused");
+        assert!(error.to_string().contains(fragment), "{error}");
     }
 }

@@ -328,7 +328,16 @@ fn local_output_unpacks_each_platform_like_the_fixture_rootfs() {
     let fixtures = util::fixtures_dir().unwrap().join("rootfs/busybox");
     let (store, built) = fixture_build(dir.path(), &["linux/amd64"], false);
     let dest = dir.path().join("single");
-    export(&store, &built, &[], &[Output::Local { dest: dest.clone() }]).unwrap();
+    export(
+        &store,
+        &built,
+        &[],
+        &[Output::Local {
+            dest: dest.clone(),
+            split: None,
+        }],
+    )
+    .unwrap();
     assert_eq!(
         fs::read(dest.join("bin/busybox")).unwrap(),
         busybox_bin("linux-amd64")
@@ -338,7 +347,16 @@ fn local_output_unpacks_each_platform_like_the_fixture_rootfs() {
     let dir = temp_dir();
     let (store, built) = fixture_build(dir.path(), &["linux/arm64", "linux/arm/v7"], true);
     let dest = dir.path().join("multi");
-    let report = export(&store, &built, &[], &[Output::Local { dest: dest.clone() }]).unwrap();
+    let report = export(
+        &store,
+        &built,
+        &[],
+        &[Output::Local {
+            dest: dest.clone(),
+            split: None,
+        }],
+    )
+    .unwrap();
     assert_eq!(
         report.written[0].to_string(),
         format!(
@@ -373,7 +391,16 @@ fn tar_output_is_the_root_filesystems_in_platform_folders() {
     let dir = temp_dir();
     let (store, built) = fixture_build(dir.path(), &["linux/amd64", "linux/s390x"], true);
     let dest = dir.path().join("rootfs.tar");
-    export(&store, &built, &[], &[Output::Tar { dest: dest.clone() }]).unwrap();
+    export(
+        &store,
+        &built,
+        &[],
+        &[Output::Tar {
+            dest: dest.clone(),
+            split: None,
+        }],
+    )
+    .unwrap();
     let listing = ok(Command::new("tar").arg("-tf").arg(&dest));
     assert!(
         listing.lines().any(|l| l == "linux_amd64/bin/busybox"),

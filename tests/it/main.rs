@@ -22,6 +22,7 @@ mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and
 mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
 mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
 mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
+mod keys; // buildx's --cache-to/--cache-from and -o keys on FROM scratch builds, judged by skopeo and tar
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)

@@ -333,7 +333,7 @@ fn every_alias_reads_the_same_cache_records() {
     let options = Arc::new(xbuild::registry::RegistryOptions::from_env(
         &dir.path().join("store"),
     ));
-    let location = xbuild::cache::CacheLocation::Local(dir.path().join("cache"));
+    let location = xbuild::cache::CacheLocation::local(dir.path().join("cache"));
     let records = catalog::all()
         .iter()
         .map(|info| xbuild::cache::Record {
@@ -348,10 +348,7 @@ fn every_alias_reads_the_same_cache_records() {
         .block_on(xbuild::cache::export(
             Arc::clone(&options),
             store.layout(),
-            &xbuild::cache::CacheExport {
-                location: location.clone(),
-                mode: xbuild::cache::CacheMode::Max,
-            },
+            &xbuild::cache::CacheExport::new(location.clone(), xbuild::cache::CacheMode::Max),
             records,
         ))
         .unwrap();
