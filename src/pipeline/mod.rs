@@ -29,6 +29,7 @@
 //!         build_args: Default::default(),
 //!         target_stage: None,
 //!         no_cache: false,
+//!         no_cache_filter: Vec::new(),
 //!         pull: false,
 //!         network_none: false,
 //!         allow_insecure: false,
@@ -48,6 +49,7 @@
 //!         shm_size: None,
 //!         ulimits: Vec::new(),
 //!         ssh: Default::default(),
+//!         named_contexts: Default::default(),
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
 //!     outputs: vec![Output::Registry { by_digest: false }],
@@ -461,6 +463,11 @@ fn plan(
         build_platform: platform::host(),
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
+        named_contexts: options
+            .named_contexts
+            .iter()
+            .map(|(name, context)| (name.clone(), context.plan_kind()))
+            .collect(),
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),
