@@ -47,6 +47,11 @@ pub enum NamedContext {
     },
     /// A local directory, read after its own `.dockerignore` (never the Dockerfile's).
     Dir(PathBuf),
+    /// A URL as buildx takes one for a context: a git repository (`https://host/repo.git#ref`,
+    /// `git@host:repo`, ...), or an `http(s)://` tarball (unpacked) or other file (a
+    /// directory holding it as `context`, as BuildKit names it). The pipeline fetches it
+    /// into a directory (only when the build uses it) before the steps run.
+    Url(String),
 }
 
 impl NamedContext {
@@ -99,18 +104,16 @@ impl NamedContext {
         if value.starts_with("input:") {
             return Err("input: contexts are not supported (a frontend's inputs)".to_owned());
         }
-        let lower = value.to_ascii_lowercase();
-        if lower.starts_with("http://")
-            || lower.starts_with("https://")
-            || lower.starts_with("git://")
-            || lower.starts_with("git@")
-            || lower.starts_with("ssh://")
-        {
-            return Err(
-                "a URL (git repository or tarball) as a named context is not supported yet; \
-                 clone or download it and give the directory"
-                    .to_owned(),
-            );
+        if crate::remote::is_remote_context(value) {
+            if let Ok(Some(git)) = crate::source::gitref::GitRef::parse(value) {
+                if git.is_ssh() {
+                    return Err(
+                        "a git repository over ssh as a named context is not supported yet (the fetch does not use --ssh's agents)"
+                            .to_owned(),
+                    );
+                }
+            }
+            return Ok(Self::Url(value.to_owned()));
         }
         let path = PathBuf::from(value);
         match std::fs::metadata(&path) {
@@ -126,7 +129,7 @@ impl NamedContext {
             Self::Image(reference) => ContextKind::Image {
                 reference: reference.clone(),
             },
-            Self::OciLayout { .. } | Self::Dir(_) => ContextKind::Other,
+            Self::OciLayout { .. } | Self::Dir(_) | Self::Url(_) => ContextKind::Other,
         }
     }
 }
@@ -199,6 +202,9 @@ pub(crate) fn load(
             })
         }
         NamedContext::Dir(dir) => directory(services, vertex, name, dir, key),
+        NamedContext::Url(url) => Err(ExecutorError::Internal(format!(
+            "build context {name}: {url} was not fetched"
+        ))),
     }
 }
 

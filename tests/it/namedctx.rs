@@ -253,7 +253,7 @@ fn build_context_values_that_cannot_work_are_refused_naming_the_flag() {
     std::fs::write(dir.join("ctx/Dockerfile"), "FROM busybox\n").unwrap();
     for (value, reason) in [
         ("base=/nonexistent/dir", "/nonexistent/dir"),
-        ("base=https://example.com/ctx.tar", "not supported yet"),
+        ("base=git@github.com:org/repo.git", "not supported yet"),
         ("base=target:other", "not supported"),
         ("Base=.", "invalid context name"),
         ("base", "expected NAME=VALUE"),
@@ -277,4 +277,80 @@ fn build_context_values_that_cannot_work_are_refused_naming_the_flag() {
             "{value}: {error}"
         );
     }
+}
+
+const URL_CONTEXTS: &str = r#"
+FROM busybox AS unused
+FROM busybox
+COPY --from=tarball /sub/f /from-tar
+COPY --from=lone /context /from-lone
+RUN --mount=from=tarball,target=/t cat /t/sub/f > /mounted
+"#;
+
+/// URLs as named contexts, fetched from a loopback HTTP server only when the build reads
+/// them: a tarball is unpacked (`COPY --from` and `RUN --mount from=` read it on both
+/// platforms), any other file is a directory holding it as `context` (BuildKit's name); a
+/// context naming a stage the target does not need is never fetched (its URL answers 404).
+#[test]
+fn build_context_urls_are_fetched_when_the_build_reads_them() {
+    if !needs() {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    store_with_fixtures(dir);
+    std::fs::create_dir_all(dir.join("ctx")).unwrap();
+    std::fs::write(dir.join("ctx/Dockerfile"), URL_CONTEXTS).unwrap();
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/f"), "in the tarball\n").unwrap();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(www.join("c.tgz"))
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(www.join("lone.txt"), "a lone file\n").unwrap();
+    let site = crate::conformance::http::SiteHandle::new(&www, std::collections::HashMap::new());
+    let url = site.url();
+    let output = build(
+        dir,
+        "out",
+        &[
+            "--build-context",
+            &format!("tarball={url}/c.tgz"),
+            "--build-context",
+            &format!("lone={url}/lone.txt"),
+            "--build-context",
+            &format!("unused={url}/missing.tgz"),
+        ],
+    );
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for platform in PLATFORMS {
+        assert_eq!(read(dir, "out", platform, "from-tar"), "in the tarball\n");
+        assert_eq!(read(dir, "out", platform, "mounted"), "in the tarball\n");
+        assert_eq!(read(dir, "out", platform, "from-lone"), "a lone file\n");
+    }
+    let log = site.take_log();
+    assert!(
+        !log.iter().any(|line| line.contains("missing.tgz")),
+        "{log:?}"
+    );
+    // A URL that does not answer fails the build naming the flag.
+    let output = build(
+        dir,
+        "out-missing",
+        &["--build-context", &format!("tarball={url}/missing.tgz")],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", util::stderr(&output));
+    assert!(
+        util::stderr(&output).contains("--build-context tarball"),
+        "{}",
+        util::stderr(&output)
+    );
 }
