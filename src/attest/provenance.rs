@@ -675,6 +675,29 @@ mod tests {
     }
 
     #[test]
+    fn named_directory_contexts_are_dependencies_by_digest_and_incomplete() {
+        let mut record = record(Mode::Min);
+        record.named_contexts.push(NamedContext {
+            name: "base".to_owned(),
+            sha256: "a".repeat(64),
+        });
+        let v1 = predicate_v1(&record);
+        let dependencies = v1["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        assert!(
+            dependencies.contains(
+                &json!({ "name": "context:base", "digest": { "sha256": "a".repeat(64) } })
+            ),
+            "{dependencies:?}"
+        );
+        assert_eq!(
+            v1["buildDefinition"]["internalParameters"]["completeness"]["resolvedDependencies"],
+            json!(false)
+        );
+    }
+
+    #[test]
     fn min_mode_leaves_args_and_secrets_out_and_says_so() {
         let record = record(Mode::Min);
         let v1 = predicate_v1(&record);
