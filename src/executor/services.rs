@@ -56,6 +56,7 @@ pub(crate) struct Services<'a> {
     running: Mutex<usize>,
     running_changed: Condvar,
     counts: Mutex<Counts>,
+    cached_keys: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The build's counters, for its report.
@@ -121,6 +122,7 @@ impl<'a> Services<'a> {
             running: Mutex::new(0),
             running_changed: Condvar::new(),
             counts: Mutex::default(),
+            cached_keys: Mutex::default(),
         }
     }
 
@@ -134,6 +136,11 @@ impl<'a> Services<'a> {
                     .iter()
                     .any(|name| name.eq_ignore_ascii_case(stage))
             })
+    }
+
+    /// Whether the step whose cache key is `key` was taken from the cache in this build.
+    pub(crate) fn was_cached(&self, key: &str) -> bool {
+        lock(&self.cached_keys).contains(key)
     }
 
     /// Looks up `vertex`'s cache record under `key` (none when [`Self::uses_cache`] says
@@ -158,6 +165,7 @@ impl<'a> Services<'a> {
             name: name.to_owned(),
         });
         lock(&self.counts).cached += 1;
+        lock(&self.cached_keys).insert(key.to_owned());
         Ok(Some(state))
     }
 

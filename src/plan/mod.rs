@@ -143,6 +143,17 @@ pub struct Vertex {
 }
 
 impl Vertex {
+    /// What the vertex does, as one line (`FROM debian:bookworm`, `RUN make`), for the
+    /// provenance's steps.
+    pub fn description(&self) -> String {
+        match &self.op {
+            Op::Scratch => "FROM scratch".to_owned(),
+            Op::Image { reference } => format!("FROM {reference}"),
+            Op::Context { name } => format!("context {name}"),
+            Op::Step { instruction } => summary(&instruction.instruction),
+        }
+    }
+
     /// `[linux/arm64 build 3/8] RUN make`-style name for progress and errors.
     pub fn display_name(&self) -> String {
         if let Op::Context { name } = &self.op {
@@ -152,15 +163,12 @@ impl Vertex {
             Some(name) => name.clone(),
             None => format!("stage-{}", self.stage),
         };
-        let what = match &self.op {
-            Op::Scratch => "FROM scratch".to_owned(),
-            Op::Image { reference } => format!("FROM {reference}"),
-            Op::Context { name } => format!("context {name}"),
-            Op::Step { instruction } => summary(&instruction.instruction),
-        };
         format!(
-            "[{} {stage} {}/{}] {what}",
-            self.platform, self.step, self.steps
+            "[{} {stage} {}/{}] {}",
+            self.platform,
+            self.step,
+            self.steps,
+            self.description()
         )
     }
 }
