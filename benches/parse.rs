@@ -81,6 +81,7 @@ fn main() {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         target: None,
+        named_contexts: Default::default(),
     };
     let resolve = time(runs, || {
         std::hint::black_box(

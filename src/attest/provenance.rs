@@ -117,6 +117,15 @@ pub struct GitSource {
     pub commit: String,
 }
 
+/// A local directory given as `--build-context NAME=DIR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedContext {
+    /// The context's name.
+    pub name: String,
+    /// sha256 over the directory after its `.dockerignore` (lower-case hex).
+    pub sha256: String,
+}
+
 /// A file fetched over HTTP (`ADD https://...`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpSource {
@@ -191,6 +200,9 @@ pub struct BuildRecord {
     /// Git repositories `ADD` checked out.
     #[serde(default)]
     pub git: Vec<GitSource>,
+    /// Directories given as `--build-context NAME=DIR` that the build read.
+    #[serde(default)]
+    pub named_contexts: Vec<NamedContext>,
     /// `--secret` ids.
     pub secrets: Vec<SecretId>,
     /// `--ssh` ids.
@@ -390,6 +402,13 @@ fn parts(record: &BuildRecord) -> Parts {
         // A local directory cannot be fetched again: complete only when it is a clean git
         // checkout (BuildKit: local sources make the materials incomplete).
         dependencies_complete &= context.git.is_some();
+    }
+    for named in &record.named_contexts {
+        dependencies.push(
+            json!({ "name": format!("context:{}", named.name), "digest": { "sha256": named.sha256 } }),
+        );
+        // A local directory cannot be fetched again (as the main context).
+        dependencies_complete = false;
     }
     for git in &record.git {
         let mut entry = json!({ "digest": digest_set(&git.commit) });
@@ -595,6 +614,7 @@ mod tests {
                 url: Some("git://127.0.0.1/tools.git".to_owned()),
                 commit: "f".repeat(40),
             }],
+            named_contexts: Vec::new(),
             secrets: vec![SecretId {
                 id: "npmrc".to_owned(),
                 optional: false,
@@ -652,6 +672,29 @@ mod tests {
         );
         let steps = &v1["buildDefinition"]["internalParameters"]["buildConfig"]["steps"];
         assert_eq!(steps[0]["instruction"], "RUN echo <redacted>");
+    }
+
+    #[test]
+    fn named_directory_contexts_are_dependencies_by_digest_and_incomplete() {
+        let mut record = record(Mode::Min);
+        record.named_contexts.push(NamedContext {
+            name: "base".to_owned(),
+            sha256: "a".repeat(64),
+        });
+        let v1 = predicate_v1(&record);
+        let dependencies = v1["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        assert!(
+            dependencies.contains(
+                &json!({ "name": "context:base", "digest": { "sha256": "a".repeat(64) } })
+            ),
+            "{dependencies:?}"
+        );
+        assert_eq!(
+            v1["buildDefinition"]["internalParameters"]["completeness"]["resolvedDependencies"],
+            json!(false)
+        );
     }
 
     #[test]

@@ -81,12 +81,22 @@ pub struct BuildArgs {
     /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// An additional build context, repeatable: NAME (a stage or an image name in `FROM`,
+    /// `COPY --from`, `RUN --mount from=`) reads VALUE instead: a directory (after its own
+    /// `.dockerignore`), `docker-image://REF[@sha256:...]` or
+    /// `oci-layout://PATH[:TAG][@sha256:...]`.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Stage to build.
     #[arg(long)]
     pub target: Option<String>,
     /// Do not use the cache (results are still recorded).
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for the steps of these stages (comma separated or repeated;
+    /// results are still recorded, stages that read them see the new results).
+    #[arg(long = "no-cache-filter", value_delimiter = ',', value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
     /// Always look up base images in their registry.
     #[arg(long)]
     pub pull: bool,
@@ -341,6 +351,7 @@ impl BuildArgs {
             (None, None) => crate::context::locate_dockerfile(&self.context.join("Dockerfile")),
         };
         let secrets = parse_secrets(&self.secret)?;
+        let named_contexts = parse_build_contexts(&self.build_contexts)?;
         let ssh = parse_ssh(&self.ssh)?;
         let labels = parse_labels(&self.labels)?;
         let add_hosts = self
@@ -393,6 +404,15 @@ impl BuildArgs {
                 .into());
             }
         }
+        if let (Some(builder), Some(context)) = (&builder, self.build_contexts.first()) {
+            if !builder.nodes.is_empty() {
+                return Err(Failure::bad_input(format_args!(
+                    "--build-context {context}: not supported yet with a builder of build nodes ({}); use --builder default",
+                    builder.name
+                ))
+                .into());
+            }
+        }
         if let (Some(builder), Some((annotation, _))) =
             (&builder, self.annotation_inputs(&specs)?.first())
         {
@@ -413,6 +433,7 @@ impl BuildArgs {
                 build_args,
                 target_stage: self.target.clone(),
                 no_cache: self.no_cache,
+                no_cache_filter: self.no_cache_filter.clone(),
                 pull: self.pull,
                 network_none,
                 allow_insecure,
@@ -432,6 +453,7 @@ impl BuildArgs {
                 shm_size,
                 ulimits,
                 ssh,
+                named_contexts,
             },
             tags: self.tags.clone(),
             outputs,
@@ -861,6 +883,55 @@ fn parse_bytes(value: &str) -> Option<u64> {
         .ok()?
         .checked_mul(unit)
         .filter(|bytes| *bytes > 0)
+}
+
+/// `--build-context NAME=VALUE`s, by the name BuildKit looks them up under (a later one for
+/// the same name wins). Directories and layouts must exist; URLs, `target:` and
+/// platform-specific names (`NAME::PLATFORM`) are refused.
+fn parse_build_contexts(
+    values: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::executor::NamedContext>> {
+    let mut contexts = std::collections::BTreeMap::new();
+    for value in values {
+        let bad = |reason: std::fmt::Arguments<'_>| -> anyhow::Error {
+            Failure::bad_input(format_args!("--build-context {value}: {reason}")).into()
+        };
+        let Some((name, source)) = value.split_once('=') else {
+            return Err(bad(format_args!("expected NAME=VALUE")));
+        };
+        if name.contains("::") {
+            return Err(bad(format_args!(
+                "platform-specific contexts (NAME::PLATFORM) are not supported yet"
+            )));
+        }
+        if name == "scratch" || name == "context" {
+            return Err(bad(format_args!(
+                "{name} is never looked up as a context (as in BuildKit): use another name"
+            )));
+        }
+        let key = crate::dockerfile::context_name(name).ok_or_else(|| {
+            bad(format_args!(
+                "invalid context name {name:?}: use a stage name or a lower-case image reference"
+            ))
+        })?;
+        let context = crate::executor::NamedContext::parse(source)
+            .map_err(|reason| bad(format_args!("{reason}")))?;
+        let context = match context {
+            crate::executor::NamedContext::Dir(path) => {
+                crate::executor::NamedContext::Dir(std::path::absolute(&path).unwrap_or(path))
+            }
+            crate::executor::NamedContext::OciLayout { path, tag, digest } => {
+                crate::executor::NamedContext::OciLayout {
+                    path: std::path::absolute(&path).unwrap_or(path),
+                    tag,
+                    digest,
+                }
+            }
+            other => other,
+        };
+        contexts.insert(key, context);
+    }
+    Ok(contexts)
 }
 
 /// `--label KEY=VALUE`s (a later one for the same key wins).

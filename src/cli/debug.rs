@@ -189,6 +189,7 @@ impl StagesArgs {
             build_args,
             automatic_args: plan::automatic_args(&target_platform, &build_platform),
             target: self.target,
+            named_contexts: Default::default(),
         };
         let resolved = dockerfile::resolve(&stages, &options)
             .map_err(|error| bad_dockerfile(error, &self.file))?;
@@ -258,6 +259,7 @@ impl PlanArgs {
             build_platform,
             build_args: parse_build_args(&self.build_args),
             target_stage: self.target,
+            named_contexts: Default::default(),
         };
         let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
             PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),

@@ -33,6 +33,7 @@ pub use frontend::check_syntax;
 pub use instruction::{CommandLine, Instruction, Stage, Stages, stages};
 pub use mount::Mount;
 pub use resolve::{
-    Base, Dependency, ResolveOptions, ResolvedInstruction, ResolvedStage, ResolvedStages, resolve,
+    Base, Dependency, ResolveOptions, ResolvedInstruction, ResolvedStage, ResolvedStages,
+    context_name, resolve,
 };
 pub use syntax::{Directives, Dockerfile, Heredoc, Node, parse};

@@ -33,6 +33,44 @@ pub struct ResolveOptions {
     pub automatic_args: BTreeMap<String, String>,
     /// `--target`: the stage to build (default: the last).
     pub target: Option<String>,
+    /// `--build-context` names, as [`context_name`] writes them: a stage of that name is
+    /// replaced by the context, and a `FROM`, `COPY --from` or `RUN --mount from=` image of
+    /// that name reads it instead.
+    pub named_contexts: BTreeSet<String>,
+}
+
+/// The name a `--build-context` (or an image reference in the Dockerfile) is looked up
+/// under, as BuildKit's `NamedContext` writes it: the familiar form of the reference
+/// (`docker.io/library/alpine:latest` and `alpine` are both `alpine`; `alpine:3` stays),
+/// without a `:latest` tag. `None` for a name that is not a valid lower-case reference
+/// (BuildKit's "invalid context name"), and for `scratch` and `context`, which BuildKit
+/// never looks up.
+pub fn context_name(reference: &str) -> Option<String> {
+    let valid = !reference.is_empty()
+        && reference.bytes().all(|byte| {
+            byte.is_ascii_lowercase()
+                || byte.is_ascii_digit()
+                || matches!(byte, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        })
+        && !reference.starts_with(['.', '_', '-', '/', ':', '@'])
+        && !reference.ends_with(['/', ':', '@']);
+    if !valid || reference == "scratch" || reference == "context" {
+        return None;
+    }
+    let mut name = reference;
+    for registry in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(registry) {
+            name = rest;
+            // `library/` is familiar only for a one-part name (`library/alpine`).
+            if let Some(rest) = name.strip_prefix("library/") {
+                if !rest.split('@').next().unwrap_or(rest).contains('/') {
+                    name = rest;
+                }
+            }
+            break;
+        }
+    }
+    Some(name.strip_suffix(":latest").unwrap_or(name).to_owned())
 }
 
 /// What a stage starts from.
@@ -50,6 +88,11 @@ pub enum Base {
     Stage {
         /// Its index.
         index: usize,
+    },
+    /// A `--build-context` (the stage's own name, or the image it names).
+    Context {
+        /// The context's name ([`context_name`]).
+        name: String,
     },
 }
 
@@ -78,6 +121,12 @@ pub enum Target {
     Image {
         /// The reference.
         reference: String,
+    },
+    /// A `--build-context` named where an image name would be (`COPY --from=nginx:1` with
+    /// `--build-context nginx:1=...`).
+    Context {
+        /// The context's name ([`context_name`]).
+        name: String,
     },
 }
 
@@ -532,6 +581,29 @@ fn resolve_stage(
         .find(|earlier| earlier.name.as_deref() == Some(lower.as_str()));
     let mut dependencies = Vec::new();
     let mut env: Vec<(String, String)> = Vec::new();
+    // A stage whose name is a build context is that context: its FROM and instructions
+    // are not built (as BuildKit replaces the stage).
+    if let Some(name) = stage
+        .name
+        .as_deref()
+        .and_then(context_name)
+        .filter(|name| options.named_contexts.contains(name))
+    {
+        return Ok((
+            ResolvedStage {
+                index,
+                name: stage.name.clone(),
+                span: stage.span,
+                from,
+                base: Base::Context { name },
+                instructions: Vec::new(),
+                dependencies: Vec::new(),
+                env: Vec::new(),
+            },
+            BTreeSet::new(),
+        ));
+    }
+    let named_base = context_name(&from.image).filter(|name| options.named_contexts.contains(name));
     let base = if let Some(base_stage) = base_stage {
         dependencies.push(Dependency {
             line: stage.from.span.start,
@@ -547,6 +619,8 @@ fn resolve_stage(
         }
     } else if lower == "scratch" {
         Base::Scratch
+    } else if let Some(name) = named_base {
+        Base::Context { name }
     } else {
         dependencies.push(Dependency {
             line: stage.from.span.start,
@@ -630,7 +704,7 @@ fn resolve_stage(
             _ => {}
         }
         for (reference, via) in uses {
-            let target = stage_reference(stages, &reference, line, warnings)?;
+            let target = stage_reference(stages, options, &reference, line, warnings)?;
             dependencies.push(Dependency { line, via, target });
         }
         instructions.push(ResolvedInstruction {
@@ -657,6 +731,7 @@ fn resolve_stage(
 /// What `--from=<reference>` names: a stage by name or index, else an image.
 fn stage_reference(
     stages: &Stages,
+    options: &ResolveOptions,
     reference: &str,
     line: usize,
     warnings: &mut Vec<String>,
@@ -683,6 +758,10 @@ fn stage_reference(
                 suggestion: None,
             },
         ));
+    }
+    if let Some(name) = context_name(reference).filter(|name| options.named_contexts.contains(name))
+    {
+        return Ok(Target::Context { name });
     }
     let names: Vec<&str> = stages
         .stages
@@ -724,6 +803,7 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
             target: target.map(str::to_owned),
+            named_contexts: BTreeSet::new(),
         };
         resolve(&stages(&parse(text)?)?, &options)
     }
@@ -733,6 +813,71 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn context_names_are_familiar_references_as_buildkit_looks_them_up() {
+        for (reference, name) in [
+            ("alpine", "alpine"),
+            ("alpine:latest", "alpine"),
+            ("docker.io/library/alpine:latest", "alpine"),
+            ("docker.io/library/alpine:3", "alpine:3"),
+            ("docker.io/org/app", "org/app"),
+            ("docker.io/library/a/b", "library/a/b"),
+            ("reg.example:5000/app:latest", "reg.example:5000/app"),
+            ("base", "base"),
+        ] {
+            assert_eq!(
+                context_name(reference).as_deref(),
+                Some(name),
+                "{reference}"
+            );
+        }
+        for bad in ["", "Base", "scratch", "context", "/x", "a:"] {
+            assert_eq!(context_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_contexts_replace_stages_and_images() {
+        let text = "FROM busybox AS base\nRUN x\nFROM docker.io/library/alpine:latest\nCOPY --from=base /a /a\nCOPY --from=nginx:1 /b /b\nCOPY --from=other /c /c\n";
+        let stages = stages(&parse(text).unwrap()).unwrap();
+        let options = ResolveOptions {
+            named_contexts: ["base", "alpine", "nginx:1"]
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            ..ResolveOptions::default()
+        };
+        let result = resolve(&stages, &options).unwrap();
+        let base = result.stage(0).unwrap();
+        assert_eq!(
+            base.base,
+            Base::Context {
+                name: "base".to_owned()
+            }
+        );
+        assert!(base.instructions.is_empty());
+        let last = result.stage(1).unwrap();
+        assert_eq!(
+            last.base,
+            Base::Context {
+                name: "alpine".to_owned()
+            }
+        );
+        let targets: Vec<&Target> = last.dependencies.iter().map(|d| &d.target).collect();
+        assert_eq!(
+            targets,
+            [
+                &Target::Stage { index: 0 },
+                &Target::Context {
+                    name: "nginx:1".to_owned()
+                },
+                &Target::Image {
+                    reference: "other".to_owned()
+                },
+            ]
+        );
     }
 
     #[test]

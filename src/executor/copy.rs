@@ -123,13 +123,13 @@ pub(crate) fn workdir(
     let key = key.finish();
     // A hit of an imported cache is decided without the parent's layers (they may still be
     // in the cache): CACHED when it made a layer, silent when the directory was there.
-    if !services.options.no_cache && services.cache.imported_only(&key)? {
+    if services.uses_cache(vertex) && services.cache.imported_only(&key)? {
         let made_layer = services
             .cache
             .lookup(&key)?
             .is_some_and(|hit| hit.layers.len() > state.layers.len());
         if made_layer {
-            if let Some(state) = services.cache_hit(&key, &vertex.display_name())? {
+            if let Some(state) = services.cache_hit(vertex, &key, &vertex.display_name())? {
                 return Ok(Done { state, key });
             }
         } else if let Some(state) = services.cache.lookup(&key)? {
@@ -144,7 +144,7 @@ pub(crate) fn workdir(
         reason: error.to_string(),
     })?;
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
-        if !services.options.no_cache {
+        if services.uses_cache(vertex) {
             if let Some(state) = services.cache.lookup(&key)? {
                 return Ok(Done { state, key });
             }
@@ -154,7 +154,7 @@ pub(crate) fn workdir(
         return Ok(Done { state, key });
     }
     let name = vertex.display_name();
-    if let Some(state) = services.cache_hit(&key, &name)? {
+    if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
     }
     let mut entries = Vec::new();
@@ -287,7 +287,7 @@ pub(crate) fn step(
                     }
                 }
                 let early = early.finish();
-                if let Some(state) = services.cache_hit(&early, &name)? {
+                if let Some(state) = services.cache_hit(vertex, &early, &name)? {
                     return Ok(Done { state, key: early });
                 }
             }
@@ -414,7 +414,7 @@ pub(crate) fn step(
         key.add("inline", &heredoc.content);
     }
     let key = key.finish();
-    if let Some(state) = services.cache_hit(&key, &name)? {
+    if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
     }
     let lowers = services.lower_dirs(&parent.state)?;

@@ -37,9 +37,11 @@ pub(crate) fn step(
     };
     // Expanded again over the base image, or a base image's trigger: checked again.
     validate::instruction(&instruction, services.options)?;
-    let mut key = Key::new(&vertex.id, Some(&parent.key));
+    // The parent's and inputs' content, not only their keys: a stage re-run by
+    // `--no-cache-filter` (or a nondeterministic step run again) gives its readers new keys.
+    let mut key = Key::new(&vertex.id, Some(&parent.chain_key()));
     for input in inputs {
-        key.add("input", &input.key);
+        key.add("input", &input.chain_key());
     }
     if let Some(epoch) = services.options.source_date_epoch {
         key.add("epoch", &epoch.to_string());
@@ -48,7 +50,7 @@ pub(crate) fn step(
         instruction,
         Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
     );
-    if is_config_only && !services.options.no_cache {
+    if is_config_only && services.uses_cache(vertex) {
         let finished = key.clone().finish();
         if let Some(state) = services.cache.lookup(&finished)? {
             return Ok(Done {

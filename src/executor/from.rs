@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest};
 
 use super::error::{ExecutorError, Within as _};
 use super::materials::Material;
@@ -61,7 +61,33 @@ pub(crate) fn resolve_image(
             progress,
         ))?
     };
-    let config_digest = pulled.document.config().digest();
+    let state = image_state(
+        services,
+        reference,
+        &pulled.document,
+        pulled.document.config().digest(),
+    )?;
+    services.materials.record(
+        step,
+        &Material::Image {
+            reference: reference.to_owned(),
+            platform: platform.clone(),
+            digest: pulled.manifest.digest().to_string(),
+        },
+    );
+    Ok((pulled.manifest, state))
+}
+
+/// The state of an image in the store: its layers (blobs with their diff_ids) and its
+/// config, with the Docker fields the OCI type has no room for (`reference` names it in
+/// errors).
+pub(crate) fn image_state(
+    services: &Services<'_>,
+    reference: &str,
+    manifest: &ImageManifest,
+    config_digest: &Digest,
+) -> Result<ImageState, ExecutorError> {
+    let layout = services.store.layout();
     let raw: serde_json::Value = layout.read_json(config_digest, "image config")?;
     let config: ImageConfiguration = layout.read_json(config_digest, "image config")?;
     let mut extra = serde_json::Map::new();
@@ -73,18 +99,17 @@ pub(crate) fn resolve_image(
         }
     }
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != pulled.document.layers().len() {
+    if diff_ids.len() != manifest.layers().len() {
         return Err(ExecutorError::BaseImage {
             reference: reference.to_owned(),
             reason: format!(
                 "{} layers but {} diff_ids",
-                pulled.document.layers().len(),
+                manifest.layers().len(),
                 diff_ids.len()
             ),
         });
     }
-    let layers = pulled
-        .document
+    let layers = manifest
         .layers()
         .iter()
         .zip(diff_ids)
@@ -99,22 +124,11 @@ pub(crate) fn resolve_image(
             })
         })
         .collect::<Result<Vec<_>, ExecutorError>>()?;
-    services.materials.record(
-        step,
-        &Material::Image {
-            reference: reference.to_owned(),
-            platform: platform.clone(),
-            digest: pulled.manifest.digest().to_string(),
-        },
-    );
-    Ok((
-        pulled.manifest,
-        ImageState {
-            layers,
-            config,
-            extra,
-        },
-    ))
+    Ok(ImageState {
+        layers,
+        config,
+        extra,
+    })
 }
 
 /// `FROM image`: the image for the vertex's platform, its snapshots unpacked, and the

@@ -1,6 +1,7 @@
 //! What a build read from outside its Dockerfile, per target platform: the images it
-//! resolved (`FROM`, `COPY --from=image`, `RUN --mount=from=image`) with the digest each
-//! resolved to, the URLs `ADD` fetched with the digest of what came, and the build context.
+//! resolved (`FROM`, `COPY --from=image`, `RUN --mount=from=image`, `--build-context`
+//! images and OCI layouts) with the digest each resolved to, the URLs `ADD` fetched with the
+//! digest of what came, the directories of `--build-context`, and the build context.
 //! The provenance attestation lists them as its resolved dependencies.
 //!
 //! A step records what it reads when it reads it, for every target platform whose image
@@ -42,6 +43,14 @@ pub enum Material {
         /// The URL.
         url: String,
         /// The digest of what was fetched (`sha256:...`).
+        digest: String,
+    },
+    /// A local directory given as `--build-context NAME=DIR`, by its digest after its
+    /// `.dockerignore` (as the build context's).
+    Context {
+        /// The context's name.
+        name: String,
+        /// The digest of its files (`sha256:...`).
         digest: String,
     },
 }

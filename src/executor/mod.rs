@@ -15,11 +15,15 @@
 //! [`services`] (what a step may use), [`state`] (what a vertex leaves), [`blobs`] (layer
 //! blobs from snapshots), [`assemble`] (images, index, cache export), [`archcheck`] (the
 //! wrong-architecture guard), [`validate`] (refusals before any work), [`failed`] (the
-//! record a failed `RUN` leaves for `xbuild debug shell`).
+//! record a failed `RUN` leaves for `xbuild debug shell`), [`named`] (`--build-context`:
+//! images, OCI layouts and directories as the vertices that read them).
 //!
 //! Cache key of a vertex ([`crate::cache::Key`]): sha256 over the plan's vertex id
 //! (instruction after expansion, platform, build args it sees, parent and input
-//! identities), the parent's key, input stages' keys, the base manifest digest for `FROM`,
+//! identities), the parent's and input stages' keys with the diff_ids of their layers
+//! (so what reads a stage re-run by `--no-cache-filter` sees its new content), the base
+//! manifest digest for `FROM` and an image or OCI-layout `--build-context`, the digest of a
+//! directory `--build-context` after its `.dockerignore`,
 //! the digest of exactly the context entries a `COPY`/`ADD`/`RUN --mount=type=bind` reads,
 //! downloaded URL digests, `SOURCE_DATE_EPOCH`, the network mode, a `RUN`'s `--add-host`,
 //! `--shm-size` and `--ulimit` (when given), and secret ids (never their values). `--label`
@@ -38,6 +42,7 @@ pub mod failed;
 mod from;
 mod materials;
 mod mounts;
+mod named;
 mod permissions;
 mod run;
 mod scan;
@@ -58,6 +63,7 @@ use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
 pub use scan::{ExtraRoot, SbomExtra};
+pub use named::NamedContext;
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -92,6 +98,10 @@ pub struct BuildOptions {
     pub target_stage: Option<String>,
     /// `--no-cache`: run every step, still record results.
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name, any case, as BuildKit matches them) whose
+    /// steps run without the cache, still recording results; names no stage has are
+    /// ignored, as in buildx.
+    pub no_cache_filter: Vec<String>,
     /// `--pull`: resolve base images in the registry even when the store has them.
     pub pull: bool,
     /// `--network=none` for every `RUN` (`RUN --network=` overrides per step).
@@ -134,6 +144,9 @@ pub struct BuildOptions {
     pub ulimits: Vec<crate::sandbox::Ulimit>,
     /// `--ssh ID=...`: the agents `RUN --mount=type=ssh,id=ID` reaches.
     pub ssh: BTreeMap<String, SshSource>,
+    /// `--build-context NAME=VALUE`s, by name as [`crate::dockerfile::context_name`] writes
+    /// it.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 /// What to do about ELF files whose platform the image's platform cannot run

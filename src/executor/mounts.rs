@@ -182,7 +182,11 @@ pub(crate) fn prepare(
                         host
                     }
                     Some(from) => {
-                        let state = if services.stages.find(from).is_some() {
+                        // A stage, or a `--build-context` of that name: the vertex's input.
+                        let named = crate::dockerfile::context_name(from).is_some_and(|name| {
+                            services.options.named_contexts.contains_key(&name)
+                        });
+                        let state = if services.stages.find(from).is_some() || named {
                             let input = inputs.get(next_input).ok_or_else(|| {
                                 ExecutorError::Internal(format!(
                                     "{}: no input for --mount from={from}",

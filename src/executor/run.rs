@@ -81,7 +81,7 @@ pub(crate) fn step(
         mounts.secret_env.iter().map(|(name, _)| name.as_str()),
     );
     let key = key.finish();
-    if let Some(state) = services.cache_hit(&key, &name)? {
+    if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
     }
     let mut state = parent.state.clone();

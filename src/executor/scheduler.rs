@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use super::error::ExecutorError;
 use super::services::Services;
 use super::state::{Done, Results};
-use super::{dispatch, from};
+use super::{dispatch, from, named};
 use crate::cache::Key;
 use crate::oci::ImageState;
 use crate::oci::image as oci_image;
@@ -138,6 +138,7 @@ impl<'s, 'a> Scheduler<'s, 'a> {
         }
         match &vertex.op {
             Op::Scratch => Ok(scratch(vertex)),
+            Op::Context { name } => Ok(named::load(self.services, vertex, name)?),
             Op::Image { reference } => {
                 let (mut done, triggers) = from::base_image(self.services, vertex, reference)?;
                 // ONBUILD triggers of the base run right after FROM, in a child build's

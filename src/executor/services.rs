@@ -18,6 +18,7 @@ use super::sources::{ContextFiles, StateView};
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
 use crate::oci::ImageState;
+use crate::plan::Vertex;
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, VertexCounter};
 use crate::registry::RegistryOptions;
@@ -125,22 +126,35 @@ impl<'a> Services<'a> {
         }
     }
 
+    /// Whether `vertex`'s step may take its result from the cache: not with `--no-cache`,
+    /// nor in a stage `--no-cache-filter` names (matched in any case, as BuildKit does).
+    pub(crate) fn uses_cache(&self, vertex: &Vertex) -> bool {
+        !self.options.no_cache
+            && !vertex.stage_name.as_deref().is_some_and(|stage| {
+                self.options
+                    .no_cache_filter
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(stage))
+            })
+    }
+
     /// Whether the step whose cache key is `key` was taken from the cache in this build.
     pub(crate) fn was_cached(&self, key: &str) -> bool {
         lock(&self.cached_keys).contains(key)
     }
 
-    /// Looks up a step's cache record (none with `--no-cache`); on a hit emits `CACHED` and
-    /// counts it.
+    /// Looks up `vertex`'s cache record under `key` (none when [`Self::uses_cache`] says
+    /// no); on a hit emits `CACHED` and counts it.
     ///
     /// # Errors
     /// The store's record cannot be read.
     pub(crate) fn cache_hit(
         &self,
+        vertex: &Vertex,
         key: &str,
         name: &str,
     ) -> Result<Option<ImageState>, crate::cache::CacheError> {
-        if self.options.no_cache {
+        if !self.uses_cache(vertex) {
             return Ok(None);
         }
         let Some(state) = self.cache.lookup(key)? else {

@@ -48,6 +48,11 @@ impl ContextFiles {
         })
     }
 
+    /// The entries after `.dockerignore`, parents before children.
+    pub(crate) fn entries(&self) -> &[ContextEntry] {
+        &self.entries
+    }
+
     /// The digest of the whole context (`sha256:...`), reusing the file digests the build
     /// already read.
     pub(crate) fn digest(&self) -> Result<String, ExecutorError> {

@@ -36,7 +36,7 @@ pub(crate) fn record(
                 let span = instruction.instruction.span();
                 Some((span.start, span.end))
             }
-            Op::Scratch | Op::Image { .. } => None,
+            Op::Scratch | Op::Image { .. } | Op::Context { .. } => None,
         };
         let step = Step {
             id: format!("step{index}"),

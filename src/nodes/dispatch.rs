@@ -141,6 +141,7 @@ pub fn run(
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
         no_cache: options.no_cache,
+        no_cache_filter: options.no_cache_filter.clone(),
         pull: options.pull,
         network_none: options.network_none,
         allow_insecure: options.allow_insecure,

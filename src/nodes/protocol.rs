@@ -49,6 +49,9 @@ pub struct NodeRequest {
     pub target_stage: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--no-cache-filter` stages.
+    #[serde(default)]
+    pub no_cache_filter: Vec<String>,
     /// `--pull`.
     pub pull: bool,
     /// `--network=none`.

@@ -171,6 +171,22 @@ impl ImageLayout {
         Ok(self.blobs_dir().join(digest.digest()))
     }
 
+    /// Copies `blob` from another layout (nothing when this one has it), verifying its
+    /// digest and size.
+    ///
+    /// # Errors
+    /// The blob is missing there, does not match, or cannot be written here.
+    pub fn copy_blob_from(&self, from: &Self, blob: &Descriptor) -> Result<(), LayoutError> {
+        if self.has_blob(blob.digest()) {
+            return Ok(());
+        }
+        let mut source = from.open_blob(blob.digest())?;
+        let mut writer = self.blob_writer()?;
+        io::copy(&mut source, &mut writer).map_err(file_error("copying", &self.root))?;
+        writer.commit(Some((blob.digest(), blob.size())))?;
+        Ok(())
+    }
+
     /// Whether the blob is present.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_ok_and(|path| path.is_file())

@@ -128,6 +128,7 @@ pub(crate) fn attach(
                 context: context.clone(),
                 http: sources.http,
                 git: sources.git,
+                named_contexts: sources.named_contexts,
                 secrets: options
                     .secrets
                     .keys()
@@ -183,6 +184,7 @@ struct Sources {
     images: Vec<provenance::BaseImage>,
     http: Vec<provenance::HttpSource>,
     git: Vec<provenance::GitSource>,
+    named_contexts: Vec<provenance::NamedContext>,
 }
 
 impl Sources {
@@ -208,6 +210,12 @@ impl Sources {
                     url: Some(url.clone()),
                     commit: commit.clone(),
                 }),
+                Material::Context { name, digest } => {
+                    sources.named_contexts.push(provenance::NamedContext {
+                        name: name.clone(),
+                        sha256: digest.trim_start_matches("sha256:").to_owned(),
+                    });
+                }
             }
         }
         sources

@@ -29,6 +29,7 @@
 //!         build_args: Default::default(),
 //!         target_stage: None,
 //!         no_cache: false,
+//!         no_cache_filter: Vec::new(),
 //!         pull: false,
 //!         network_none: false,
 //!         allow_insecure: false,
@@ -48,6 +49,7 @@
 //!         shm_size: None,
 //!         ulimits: Vec::new(),
 //!         ssh: Default::default(),
+//!         named_contexts: Default::default(),
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
 //!     outputs: vec![Output::Registry { by_digest: false }],
@@ -224,6 +226,15 @@ pub enum BuildError {
     /// The URL given as the build context could not be fetched.
     #[error(transparent)]
     ContextUrl(#[from] ContextUrlError),
+    /// The URL of a `--build-context NAME=URL` could not be fetched.
+    #[error("--build-context {name}: {source}")]
+    NamedContextUrl {
+        /// The context's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: ContextUrlError,
+    },
     /// The context's ignore file is bad (a malformed pattern) or unreadable.
     #[error(transparent)]
     Dockerignore(ContextError),
@@ -244,7 +255,9 @@ impl BuildError {
             Self::Executor(error) => error.exit_kind(),
             Self::Nodes(error) => crate::error::exit_kind(error),
             Self::Export(error) => error.exit_kind(),
-            Self::ContextUrl(error) => error.exit_kind(),
+            Self::ContextUrl(error) | Self::NamedContextUrl { source: error, .. } => {
+                error.exit_kind()
+            }
             Self::Dockerignore(error) => error.exit_kind(),
         }
     }
@@ -297,6 +310,8 @@ pub fn build_on(
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
         let graph = plan(&stages, options, &options.targets)?; // pure: no I/O
         executor::validate::graph(&graph, options)?; // refusals, before any work
+        let named = fetch_named_contexts(&graph, request, runtime)?; // URLs the graph reads
+        let request = named.as_ref().map_or(request, |(_, local)| local);
         let store = Store::open_default().map_err(BuildError::Store)?;
         let report = execute(request, &text, &stages, graph, &store, runtime.handle())?;
         attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
@@ -391,6 +406,62 @@ fn fetch_context_url(
     Ok(Some((Some(tmp), local)))
 }
 
+/// The `--build-context NAME=URL`s the graph reads, each fetched into a temporary directory
+/// (kept as long as the returned value; a context no vertex reads is not fetched, as
+/// BuildKit loads only what the build uses), and the request reading those directories.
+fn fetch_named_contexts(
+    graph: &BuildGraph,
+    request: &BuildRequest,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<(Vec<tempfile::TempDir>, BuildRequest)>, BuildError> {
+    let used: std::collections::BTreeSet<&str> = graph
+        .vertices
+        .iter()
+        .filter_map(|vertex| match &vertex.op {
+            plan::Op::Context { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut local = None::<BuildRequest>;
+    let mut dirs = Vec::new();
+    for (name, context) in &request.build.named_contexts {
+        let executor::NamedContext::Url(url) = context else {
+            continue;
+        };
+        if !used.contains(name.as_str()) {
+            continue;
+        }
+        let error = |source: ContextUrlError| BuildError::NamedContextUrl {
+            name: name.clone(),
+            source,
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("xbuild-named-context-")
+            .tempdir()
+            .map_err(|source| {
+                error(ContextUrlError::Io {
+                    operation: "creating a temporary directory",
+                    path: std::env::temp_dir(),
+                    source,
+                })
+            })?;
+        let fetched = runtime
+            .block_on(remote::fetch_context(
+                url,
+                tmp.path(),
+                &remote::ContextOptions::default(),
+            ))
+            .map_err(error)?;
+        local
+            .get_or_insert_with(|| request.clone())
+            .build
+            .named_contexts
+            .insert(name.clone(), executor::NamedContext::Dir(fetched.dir));
+        dirs.push(tmp);
+    }
+    Ok(local.map(|local| (dirs, local)))
+}
+
 /// The build's async runtime.
 fn start_runtime() -> Result<tokio::runtime::Runtime, BuildError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -461,6 +532,11 @@ fn plan(
         build_platform: platform::host(),
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
+        named_contexts: options
+            .named_contexts
+            .iter()
+            .map(|(name, context)| (name.clone(), context.plan_kind()))
+            .collect(),
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),

@@ -64,6 +64,7 @@ pub fn serve_build(
         build_args: request.build_args.clone(),
         target_stage: request.target_stage.clone(),
         no_cache: request.no_cache,
+        no_cache_filter: request.no_cache_filter.clone(),
         pull: request.pull,
         network_none: request.network_none,
         allow_insecure: request.allow_insecure,
@@ -94,6 +95,8 @@ pub fn serve_build(
         ulimits: request.ulimits.clone(),
         // Refused with a builder of nodes (cli::build): agents stay on the client.
         ssh: Default::default(),
+        // Refused with a builder of nodes (cli::build): not sent to nodes yet.
+        named_contexts: Default::default(),
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {

@@ -41,6 +41,23 @@ pub struct PlanOptions {
     pub build_args: BTreeMap<String, String>,
     /// `--target`: the stage to build (default: the last).
     pub target_stage: Option<String>,
+    /// `--build-context`s by name ([`dockerfile::context_name`]).
+    pub named_contexts: BTreeMap<String, ContextKind>,
+}
+
+/// What a `--build-context` is, as far as the plan cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ContextKind {
+    /// `docker-image://REF`: a `FROM` of the context is a `FROM REF` (`scratch` included);
+    /// `COPY --from` and `RUN --mount from=` read it through an [`Op::Context`] vertex.
+    Image {
+        /// The reference the context names.
+        reference: String,
+    },
+    /// Files or an image read by the executor (a directory, an OCI layout): an
+    /// [`Op::Context`] vertex wherever it is used.
+    Other,
 }
 
 /// Why a plan could not be made.
@@ -86,6 +103,12 @@ pub enum Op {
         /// The reference, as written after expansion.
         reference: String,
     },
+    /// A `--build-context` (read by the executor: an image, a directory's files as one
+    /// layer, an OCI layout's image for the vertex's platform).
+    Context {
+        /// The context's name.
+        name: String,
+    },
     /// One instruction of a stage.
     Step {
         /// The instruction with the scope it sees.
@@ -126,24 +149,26 @@ impl Vertex {
         match &self.op {
             Op::Scratch => "FROM scratch".to_owned(),
             Op::Image { reference } => format!("FROM {reference}"),
+            Op::Context { name } => format!("context {name}"),
             Op::Step { instruction } => summary(&instruction.instruction),
         }
     }
 
     /// `[linux/arm64 build 3/8] RUN make`-style name for progress and errors.
     pub fn display_name(&self) -> String {
+        if let Op::Context { name } = &self.op {
+            return format!("[{} context {name}] load", self.platform);
+        }
         let stage = match &self.stage_name {
             Some(name) => name.clone(),
             None => format!("stage-{}", self.stage),
         };
-        let what = match &self.op {
-            Op::Scratch => "FROM scratch".to_owned(),
-            Op::Image { reference } => format!("FROM {reference}"),
-            Op::Step { instruction } => summary(&instruction.instruction),
-        };
         format!(
-            "[{} {stage} {}/{}] {what}",
-            self.platform, self.step, self.steps
+            "[{} {stage} {}/{}] {}",
+            self.platform,
+            self.step,
+            self.steps,
+            self.description()
         )
     }
 }
@@ -236,6 +261,7 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 build_args: options.build_args.clone(),
                 automatic_args: automatic_args(target, &options.build_platform),
                 target: options.target_stage.clone(),
+                named_contexts: options.named_contexts.keys().cloned().collect(),
             },
         )?;
         let this_unused: BTreeSet<String> = resolved.unused_build_args.iter().cloned().collect();
@@ -284,6 +310,15 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                         Base::Image { reference } => Op::Image {
                             reference: reference.clone(),
                         },
+                        Base::Context { name } => match options.named_contexts.get(name) {
+                            Some(ContextKind::Image { reference }) if reference == "scratch" => {
+                                Op::Scratch
+                            }
+                            Some(ContextKind::Image { reference }) => Op::Image {
+                                reference: reference.clone(),
+                            },
+                            _ => Op::Context { name: name.clone() },
+                        },
                         Base::Stage { .. } => unreachable!("handled above"),
                     };
                     planner.add(VertexSpec {
@@ -313,9 +348,20 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                     })
                     .filter_map(|dependency| match &dependency.target {
                         Target::Stage { index } => stage_ends.get(index).copied(),
+                        Target::Context { name } => Some(planner.add(VertexSpec {
+                            platform: platform.clone(),
+                            stage: stage.index,
+                            stage_name: None,
+                            step: 1,
+                            steps: 1,
+                            op: Op::Context { name: name.clone() },
+                            parent: None,
+                            inputs: Vec::new(),
+                            target,
+                        })),
                         Target::Image { .. } => None,
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 current = planner.add(VertexSpec {
                     platform: platform.clone(),
                     stage: stage.index,
@@ -560,6 +606,7 @@ mod tests {
                     .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
                     .collect(),
                 target_stage: None,
+                named_contexts: BTreeMap::new(),
             },
         )
     }

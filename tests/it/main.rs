@@ -24,6 +24,7 @@ mod imagetools; // imagetools create/inspect with buildx's flags, judged by skop
 mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin
 mod keys; // buildx's --cache-to/--cache-from and -o keys on FROM scratch builds, judged by skopeo and tar
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
+mod namedctx; // --build-context and --no-cache-filter on the busybox fixtures, both platforms
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`

@@ -144,6 +144,8 @@ pub(crate) fn run(
 
     let mut vars = builtin_vars(platform);
     vars.insert("WORK".to_owned(), dir.display().to_string());
+    // The case's own folder: directories given as `--build-context NAME={{CASE}}/dir`.
+    vars.insert("CASE".to_owned(), folder.dir.display().to_string());
     // A folder with a script shares its site; otherwise each run has its own (request logs).
     let own;
     let shared_site;

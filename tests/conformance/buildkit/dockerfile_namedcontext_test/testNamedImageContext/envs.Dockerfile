@@ -1,0 +1,3 @@
+FROM debian:bookworm
+ENV PATH=/foobar:$PATH
+ENV FOOBAR=foobar

@@ -1,0 +1,3 @@
+# alpine in BuildKit's test.
+FROM busybox
+RUN echo foo >> /test
