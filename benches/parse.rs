@@ -81,6 +81,7 @@ fn main() {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         target: None,
+        base_triggers: BTreeMap::new(),
     };
     let resolve = time(runs, || {
         std::hint::black_box(

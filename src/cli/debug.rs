@@ -189,6 +189,8 @@ impl StagesArgs {
             build_args,
             automatic_args: plan::automatic_args(&target_platform, &build_platform),
             target: self.target,
+            // No image is read here: a base image's ONBUILD triggers are left out.
+            base_triggers: Default::default(),
         };
         let resolved = dockerfile::resolve(&stages, &options)
             .map_err(|error| bad_dockerfile(error, &self.file))?;
@@ -258,6 +260,8 @@ impl PlanArgs {
             build_platform,
             build_args: parse_build_args(&self.build_args),
             target_stage: self.target,
+            // No image is read here: base images' ONBUILD triggers are left out.
+            base_triggers: Default::default(),
         };
         let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
             PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),

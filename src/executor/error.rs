@@ -34,16 +34,6 @@ pub enum ExecutorError {
     /// The Dockerfile asks for something invalid or not supported yet (`file:line: ...`).
     #[error(transparent)]
     Dockerfile(#[from] DockerfileError),
-    /// A base image's `ONBUILD` trigger cannot run.
-    #[error("{step}: ONBUILD {trigger}: {reason}")]
-    Trigger {
-        /// The `FROM` step.
-        step: String,
-        /// The trigger, as the base image holds it.
-        trigger: String,
-        /// Why.
-        reason: String,
-    },
     /// An image reference (`FROM`, `--from`, `--mount from=`) that does not parse.
     #[error("{reference}: {reason}")]
     BadReference {
@@ -276,7 +266,6 @@ impl ExecutorError {
     pub fn exit_kind(&self) -> ExitKind {
         match self {
             Self::Dockerfile(_)
-            | Self::Trigger { .. }
             | Self::BadReference { .. }
             | Self::Chown { .. }
             | Self::MissingSource { .. }

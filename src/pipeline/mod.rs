@@ -69,6 +69,7 @@
 mod attest;
 pub mod node;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -85,7 +86,7 @@ use crate::oci::LayoutError;
 use crate::plan::{self, BuildGraph, PlanError, PlanOptions};
 use crate::platform::{self, Platform};
 use crate::progress::VertexCounter;
-use crate::registry::RegistryOptions;
+use crate::registry::{self, ImageRef, RegistryOptions};
 use crate::remote::{self, ContextUrlError};
 use crate::store::Store;
 
@@ -295,10 +296,21 @@ pub fn build_on(
         checks = run_checks(request, &tree)?; // xbuild check's rules
         refuse_on_findings(checks.as_ref())?; // # check=error=true
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
-        let graph = plan(&stages, options, &options.targets)?; // pure: no I/O
+        let mut triggers = BaseTriggers::new();
+        let graph = plan(&stages, options, &options.targets, &triggers)?; // pure: no I/O
         executor::validate::graph(&graph, options)?; // refusals, before any work
         let store = Store::open_default().map_err(BuildError::Store)?;
-        let report = execute(request, &text, &stages, graph, &store, runtime.handle())?;
+        // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
+        let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)?;
+        let report = execute(
+            request,
+            &text,
+            &stages,
+            graph,
+            &triggers,
+            &store,
+            runtime.handle(),
+        )?;
         attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
@@ -450,17 +462,22 @@ fn refuse_on_findings(checks: Option<&Report>) -> Result<(), BuildError> {
     }
 }
 
-/// The graph for `targets`.
+/// The `ONBUILD` triggers of base images by reference and platform ([`PlanOptions::base_triggers`]).
+type BaseTriggers = BTreeMap<(String, Platform), Vec<String>>;
+
+/// The graph for `targets`, with the base images' triggers known so far.
 fn plan(
     stages: &Stages,
     options: &BuildOptions,
     targets: &[Platform],
+    triggers: &BaseTriggers,
 ) -> Result<BuildGraph, BuildError> {
     let plan_options = PlanOptions {
         targets: targets.to_vec(),
         build_platform: platform::host(),
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
+        base_triggers: triggers.clone(),
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),
@@ -472,6 +489,76 @@ fn plan(
     })
 }
 
+/// `graph` planned again until the `ONBUILD` triggers of every base image are in it, as
+/// BuildKit reads them before it builds: a trigger can read another stage or image
+/// (`ONBUILD COPY --from=...`), which the plan must know. Each base's config is read once
+/// (the store's copy unless `--pull`, else the registry's manifest and config: no layer),
+/// and every new graph is validated before any step. A base that cannot be read fails the
+/// build here, named by its `FROM` step as when the step pulls it.
+fn plan_triggers(
+    stages: &Stages,
+    options: &BuildOptions,
+    mut graph: BuildGraph,
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+    triggers: &mut BaseTriggers,
+) -> Result<BuildGraph, BuildError> {
+    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    // Bases come from FROM lines only, so there are finitely many to read.
+    while !graph.unknown_bases.is_empty() {
+        let mut any = false;
+        for (reference, platform) in std::mem::take(&mut graph.unknown_bases) {
+            let step = graph
+                .vertices
+                .iter()
+                .find(|vertex| {
+                    vertex.platform == platform
+                        && matches!(&vertex.op, plan::Op::Image { reference: named, .. } if *named == reference)
+                })
+                .map_or_else(|| format!("FROM {reference}"), plan::Vertex::display_name);
+            let within = |source: ExecutorError| ExecutorError::Within {
+                context: step.clone(),
+                source: Box::new(source),
+            };
+            let image = ImageRef::parse(&reference).map_err(|error| {
+                within(ExecutorError::BadReference {
+                    reference: reference.clone(),
+                    reason: error.to_string(),
+                })
+            })?;
+            let config = runtime
+                .block_on(registry::pull::config_of(
+                    Arc::clone(&registry),
+                    store.layout(),
+                    &image,
+                    &platform,
+                    !options.pull,
+                ))
+                .map_err(|error| within(error.into()))?;
+            let found = onbuild_of(&config);
+            any |= !found.is_empty();
+            triggers.insert((reference, platform), found);
+        }
+        if !any {
+            // Nothing changes the plan: the same graph, its bases now known.
+            return Ok(graph);
+        }
+        graph = plan(stages, options, &options.targets, triggers)?;
+        executor::validate::graph(&graph, options)?;
+    }
+    Ok(graph)
+}
+
+/// The `OnBuild` triggers of a raw image config (none when it has none, or is not JSON).
+fn onbuild_of(config: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|config| {
+            serde_json::from_value(config.get("config")?.get("OnBuild")?.clone()).ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs the graph: here, or with the nodes of the request's builder (which probes every
 /// node first, and runs the local platforms' graph here at the same time).
 fn execute(
@@ -479,6 +566,7 @@ fn execute(
     dockerfile: &[u8],
     stages: &Stages,
     graph: BuildGraph,
+    triggers: &BaseTriggers,
     store: &Store,
     runtime: &tokio::runtime::Handle,
 ) -> Result<BuildReport, BuildError> {
@@ -509,7 +597,7 @@ fn execute(
             let local = if platforms == options.targets.as_slice() {
                 graph
             } else {
-                plan(stages, options, platforms)
+                plan(stages, options, platforms, triggers)
                     .map_err(|error| Failure::new(error.exit_kind(), error))?
             };
             let mut options = options.clone();

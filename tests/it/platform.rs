@@ -144,6 +144,7 @@ fn every_flag(text: &str) -> Vec<(&'static str, Vec<Platform>)> {
             build_platform: platform::host(),
             build_args: BTreeMap::new(),
             target_stage: None,
+            base_triggers: BTreeMap::new(),
         },
     )
     .unwrap();
