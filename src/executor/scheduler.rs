@@ -82,7 +82,7 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                         Err(NotDone::Skipped) => Err(()),
                         Err(NotDone::Failed(error)) => {
                             this.failed.store(true, Ordering::SeqCst);
-                            lock(errors).push(error);
+                            lock(errors).push(this.located(index, error));
                             Err(())
                         }
                     };
@@ -105,6 +105,29 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                 .map(|slot| slot.and_then(Result::ok))
                 .collect(),
         ))
+    }
+
+    /// The error of vertex `index` at its Dockerfile lines (a `FROM` and the base's
+    /// triggers: the `FROM`'s), as BuildKit reports a failed step.
+    fn located(&self, index: usize, error: ExecutorError) -> ExecutorError {
+        let vertex = &self.graph.vertices[index];
+        let span = match &vertex.op {
+            Op::Step { instruction } => Some(instruction.instruction.span()),
+            Op::Scratch | Op::Image { .. } => self
+                .services
+                .stages
+                .stages
+                .get(vertex.stage)
+                .map(|stage| stage.from.span),
+        };
+        match span {
+            Some(span) => error.located(
+                &self.services.options.dockerfile.display().to_string(),
+                span,
+                &vertex.display_name(),
+            ),
+            None => error,
+        }
     }
 
     /// The result of vertex `index`, once it is known.

@@ -301,7 +301,8 @@ pub fn build_on(
         executor::validate::graph(&graph, options)?; // refusals, before any work
         let store = Store::open_default().map_err(BuildError::Store)?;
         // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
-        let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)?;
+        let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)
+            .map_err(|error| with_source(error, &text))?;
         let report = execute(
             request,
             &text,
@@ -310,7 +311,8 @@ pub fn build_on(
             &triggers,
             &store,
             runtime.handle(),
-        )?;
+        )
+        .map_err(|error| with_source(error, &text))?; // a failed step shows its lines
         attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
@@ -508,18 +510,18 @@ fn plan_triggers(
     while !graph.unknown_bases.is_empty() {
         let mut any = false;
         for (reference, platform) in std::mem::take(&mut graph.unknown_bases) {
-            let step = graph
-                .vertices
-                .iter()
-                .find(|vertex| {
-                    vertex.platform == platform
-                        && matches!(&vertex.op, plan::Op::Image { reference: named, .. } if *named == reference)
-                })
-                .map_or_else(|| format!("FROM {reference}"), plan::Vertex::display_name);
-            let within = |source: ExecutorError| ExecutorError::Within {
-                context: step.clone(),
-                source: Box::new(source),
-            };
+            let vertex = graph.vertices.iter().find(|vertex| {
+                vertex.platform == platform
+                    && matches!(&vertex.op, plan::Op::Image { reference: named, .. } if *named == reference)
+            });
+            let step =
+                vertex.map_or_else(|| format!("FROM {reference}"), plan::Vertex::display_name);
+            let span = vertex
+                .and_then(|vertex| stages.stages.get(vertex.stage))
+                .map(|stage| stage.from.span)
+                .unwrap_or_default();
+            let file = options.dockerfile.display().to_string();
+            let within = |source: ExecutorError| source.located(&file, span, &step);
             let image = ImageRef::parse(&reference).map_err(|error| {
                 within(ExecutorError::BadReference {
                     reference: reference.clone(),
@@ -547,6 +549,17 @@ fn plan_triggers(
         executor::validate::graph(&graph, options)?;
     }
     Ok(graph)
+}
+
+/// `error` with the Dockerfile's lines around the failed step, as BuildKit shows them.
+fn with_source(error: BuildError, dockerfile: &[u8]) -> BuildError {
+    match error {
+        BuildError::Executor(mut error) => {
+            error.add_source(&String::from_utf8_lossy(dockerfile));
+            BuildError::Executor(error)
+        }
+        other => other,
+    }
 }
 
 /// The `OnBuild` triggers of a raw image config (none when it has none, or is not JSON).
