@@ -296,6 +296,10 @@ pub fn build_on(
         checks = run_checks(request, &tree)?; // xbuild check's rules
         refuse_on_findings(checks.as_ref())?; // # check=error=true
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
+        // The Dockerfile's global `ARG SOURCE_DATE_EPOCH=...` when nothing else sets it.
+        let with_epoch = dockerfile_epoch(&stages, request)?;
+        let request = with_epoch.as_ref().unwrap_or(request);
+        let options = &request.build;
         let mut triggers = BaseTriggers::new();
         let graph = plan(&stages, options, &options.targets, &triggers)?; // pure: no I/O
         executor::validate::graph(&graph, options)?; // refusals, before any work
@@ -549,6 +553,104 @@ fn plan_triggers(
         executor::validate::graph(&graph, options)?;
     }
     Ok(graph)
+}
+
+/// The request with the epoch of the Dockerfile's global `ARG SOURCE_DATE_EPOCH=VALUE` (its
+/// default, as the `FROM` lines see it), when neither `--build-arg SOURCE_DATE_EPOCH` nor
+/// the environment sets one, as BuildKit takes it (buildx passes the environment's as a build
+/// argument, which wins over the default). `None`: nothing to change.
+///
+/// # Errors
+/// A default that is not a number of seconds (BuildKit's "invalid SOURCE_DATE_EPOCH"), at the
+/// `ARG`'s line, exit 2.
+fn dockerfile_epoch(
+    stages: &Stages,
+    request: &BuildRequest,
+) -> Result<Option<BuildRequest>, BuildError> {
+    const NAME: &str = "SOURCE_DATE_EPOCH";
+    let options = &request.build;
+    if options.source_date_epoch.is_some() || options.build_args.contains_key(NAME) {
+        return Ok(None);
+    }
+    let Some(line) = stages
+        .meta_args
+        .iter()
+        .rev()
+        .find(|arg| arg.args.iter().any(|declaration| declaration.name == NAME))
+        .map(|arg| arg.span.start)
+    else {
+        return Ok(None);
+    };
+    let target = options
+        .targets
+        .first()
+        .cloned()
+        .unwrap_or_else(platform::host);
+    let resolved = dockerfile::resolve(
+        stages,
+        &dockerfile::ResolveOptions {
+            build_args: options.build_args.clone(),
+            automatic_args: plan::automatic_args(&target, &platform::host()),
+            target: options.target_stage.clone(),
+            base_triggers: BTreeMap::new(),
+        },
+    )
+    .map_err(|error| bad(options, error))?;
+    let Some(value) = resolved
+        .meta_args
+        .iter()
+        .find(|(name, _)| name == NAME)
+        .map(|(_, value)| value.clone())
+    else {
+        return Ok(None);
+    };
+    let file = options.dockerfile.display();
+    let Ok(epoch) = value.trim().parse::<i64>() else {
+        // BuildKit: a value naming a stage takes the time of that stage's one remote ADD
+        // source, when the stage is source-only.
+        let lower = value.to_lowercase();
+        let Some(stage) = stages
+            .stages
+            .iter()
+            .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
+        else {
+            let message = format!("invalid SOURCE_DATE_EPOCH: {value}");
+            return Err(ExecutorError::invalid(file, line, message).into());
+        };
+        let at_stage = |message: String| ExecutorError::invalid(&file, stage.span.start, message);
+        if !stage.from.image.eq_ignore_ascii_case("scratch") {
+            return Err(
+                at_stage("SOURCE_DATE_EPOCH stage must use FROM scratch".to_owned()).into(),
+            );
+        }
+        let mut adds = 0;
+        for instruction in &stage.instructions {
+            match instruction {
+                dockerfile::Instruction::Arg(_) => {}
+                dockerfile::Instruction::Add(_) => adds += 1,
+                other => {
+                    return Err(at_stage(format!(
+                        "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported {} instruction",
+                        other.name().to_lowercase()
+                    ))
+                    .into());
+                }
+            }
+        }
+        if adds != 1 {
+            let message = "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD";
+            return Err(at_stage(message.to_owned()).into());
+        }
+        return Err(ExecutorError::unsupported(
+            file,
+            line,
+            "SOURCE_DATE_EPOCH naming a source-only stage (the time of its remote ADD)",
+        )
+        .into());
+    };
+    let mut with_epoch = request.clone();
+    with_epoch.build.source_date_epoch = Some(epoch);
+    Ok(Some(with_epoch))
 }
 
 /// `error` with the Dockerfile's lines around the failed step, as BuildKit shows them.
