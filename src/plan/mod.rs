@@ -134,7 +134,7 @@ impl Vertex {
     pub fn description(&self) -> String {
         match &self.op {
             Op::Scratch => "FROM scratch".to_owned(),
-            Op::Image { reference } => format!("FROM {reference}"),
+            Op::Image { reference, .. } => format!("FROM {reference}"),
             Op::Step { instruction } => summary(&instruction.instruction),
         }
     }
