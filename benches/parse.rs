@@ -82,6 +82,7 @@ fn main() {
             .collect(),
         target: None,
         named_contexts: Default::default(),
+        base_triggers: BTreeMap::new(),
     };
     let resolve = time(runs, || {
         std::hint::black_box(

@@ -190,6 +190,8 @@ impl StagesArgs {
             automatic_args: plan::automatic_args(&target_platform, &build_platform),
             target: self.target,
             named_contexts: Default::default(),
+            // No image is read here: a base image's ONBUILD triggers are left out.
+            base_triggers: Default::default(),
         };
         let resolved = dockerfile::resolve(&stages, &options)
             .map_err(|error| bad_dockerfile(error, &self.file))?;
@@ -260,6 +262,8 @@ impl PlanArgs {
             build_args: parse_build_args(&self.build_args),
             target_stage: self.target,
             named_contexts: Default::default(),
+            // No image is read here: base images' ONBUILD triggers are left out.
+            base_triggers: Default::default(),
         };
         let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
             PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),

@@ -81,6 +81,44 @@ impl fmt::Display for DockerfileError {
 
 impl std::error::Error for DockerfileError {}
 
+/// The lines of `text` around `span`, as BuildKit prints an error's source (`>>>` marks the
+/// span's lines; two lines of context around a one-line span, one around a longer one),
+/// between dashed rules, each line ending in a newline. `None` when `span` is not in `text`.
+pub fn excerpt(text: &str, span: Span) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let (mut start, mut end) = (span.start, span.end.max(span.start).min(lines.len()));
+    if start < 1 || start > lines.len() {
+        return None;
+    }
+    let marked = start..=end;
+    let pad = if start == end { 4 } else { 2 };
+    // BuildKit's loop: one line before and one after per round, counting the round too.
+    let mut counted = 0;
+    while counted < pad {
+        if start > 1 {
+            start -= 1;
+            counted += 1;
+        }
+        if end != lines.len() {
+            end += 1;
+            counted += 1;
+        }
+        counted += 1;
+    }
+    let rule = "--------------------\n";
+    let mut out = String::from(rule);
+    for number in start..=end {
+        let mark = if marked.contains(&number) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!(" {number:>3} | {mark} {}\n", lines[number - 1]));
+    }
+    out.push_str(rule);
+    Some(out)
+}
+
 /// What is wrong with a Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
@@ -343,6 +381,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpt_pads_as_buildkit_prints_a_source() {
+        let text = "a\nb\nc\nd\ne\nf\ng";
+        // One line: two around it; several: one around them; clipped at the ends.
+        assert_eq!(
+            excerpt(text, Span { start: 4, end: 4 }).unwrap(),
+            "--------------------\n   2 |     b\n   3 |     c\n   4 | >>> d\n   5 |     e\n   6 |     f\n--------------------\n"
+        );
+        assert_eq!(
+            excerpt(text, Span { start: 1, end: 2 }).unwrap(),
+            "--------------------\n   1 | >>> a\n   2 | >>> b\n   3 |     c\n--------------------\n"
+        );
+        assert_eq!(excerpt(text, Span { start: 9, end: 9 }), None);
+    }
 
     #[test]
     fn display_has_file_line_and_buildkits_suggestion() {

@@ -448,6 +448,36 @@ impl Stages {
     }
 }
 
+/// An `ONBUILD` trigger as an image config stores it (`RUN make`, heredoc bodies on the
+/// lines after it), typed as the instruction it runs in a stage whose `FROM` is at `span`
+/// (BuildKit reports a trigger's errors at that line).
+///
+/// # Errors
+/// What `ONBUILD <trigger>` fails to parse with (more than one instruction, `FROM`,
+/// `MAINTAINER` or `ONBUILD` as a trigger, bad flags), at `span`.
+pub fn trigger(text: &str, span: Span) -> Result<Instruction, DockerfileError> {
+    let at_from = |mut error: DockerfileError| {
+        error.line = Some(span.start);
+        error
+    };
+    let tree = super::syntax::parse(&format!("ONBUILD {text}\n")).map_err(at_from)?;
+    let [node] = tree.nodes.as_slice() else {
+        return Err(DockerfileError::new(
+            span.start,
+            ErrorKind::Arguments {
+                instruction: "ONBUILD".to_owned(),
+                message: "onbuild trigger should be a single expression".to_owned(),
+            },
+        ));
+    };
+    let Instruction::Onbuild(onbuild) = Instruction::from_node(node).map_err(at_from)? else {
+        unreachable!("an ONBUILD line parses as ONBUILD");
+    };
+    let mut instruction = *onbuild.instruction;
+    *instruction.span_mut() = span;
+    Ok(instruction)
+}
+
 /// Types the tree: instructions grouped in stages.
 ///
 /// # Errors
@@ -522,6 +552,30 @@ impl Instruction {
             Self::User(i) => i.span,
             Self::Volume(i) => i.span,
             Self::Workdir(i) => i.span,
+        }
+    }
+
+    /// Where the instruction is, to change it (an `ONBUILD` trigger takes its `FROM`'s line).
+    pub fn span_mut(&mut self) -> &mut Span {
+        match self {
+            Self::Add(i) => &mut i.span,
+            Self::Arg(i) => &mut i.span,
+            Self::Cmd(i) => &mut i.span,
+            Self::Copy(i) => &mut i.span,
+            Self::Entrypoint(i) => &mut i.span,
+            Self::Env(i) => &mut i.span,
+            Self::Expose(i) => &mut i.span,
+            Self::From(i) => &mut i.span,
+            Self::Healthcheck(i) => &mut i.span,
+            Self::Label(i) => &mut i.span,
+            Self::Maintainer(i) => &mut i.span,
+            Self::Onbuild(i) => &mut i.span,
+            Self::Run(i) => &mut i.span,
+            Self::Shell(i) => &mut i.span,
+            Self::Stopsignal(i) => &mut i.span,
+            Self::User(i) => &mut i.span,
+            Self::Volume(i) => &mut i.span,
+            Self::Workdir(i) => &mut i.span,
         }
     }
 

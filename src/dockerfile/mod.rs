@@ -27,7 +27,7 @@ pub mod resolve;
 pub mod sbomscan;
 pub mod syntax;
 
-pub use error::{DockerfileError, ErrorKind, Span};
+pub use error::{DockerfileError, ErrorKind, Span, excerpt};
 pub use expand::{ExpandError, Expander, Expansion, Variables, expand_word, split_words};
 pub use frontend::check_syntax;
 pub use instruction::{CommandLine, Instruction, Stage, Stages, stages};

@@ -37,6 +37,10 @@ pub struct ResolveOptions {
     /// replaced by the context, and a `FROM`, `COPY --from` or `RUN --mount from=` image of
     /// that name reads it instead.
     pub named_contexts: BTreeSet<String>,
+    /// The `ONBUILD` triggers of stages' base images, by stage index, as the build found
+    /// them in the images' configs (the frontend reads no image). They run first in the
+    /// stage, and the stages and images they read are its dependencies, as in BuildKit.
+    pub base_triggers: BTreeMap<usize, Vec<String>>,
 }
 
 /// The name a `--build-context` (or an image reference in the Dockerfile) is looked up
@@ -135,6 +139,11 @@ pub enum Target {
 pub struct Dependency {
     /// The line that makes it.
     pub line: usize,
+    /// The position in [`ResolvedStage::instructions`] of the instruction that makes it
+    /// (`None`: the `FROM`). Triggers share their `FROM`'s line, so the line alone does not
+    /// tell which instruction reads what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<usize>,
     /// Which instruction makes it.
     pub via: Via,
     /// What it points at.
@@ -150,6 +159,11 @@ pub struct ResolvedInstruction {
     pub args: Vec<(String, String)>,
     /// `ENV` set by the Dockerfile before it (inherited from a base stage included).
     pub env: Vec<(String, String)>,
+    /// For an `ONBUILD` trigger of the base (image or stage), run first in the stage: the
+    /// trigger before expansion (it is not among the stage's own instructions), to expand
+    /// again over the base image's environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Box<Instruction>>,
 }
 
 /// A stage after resolution.
@@ -607,6 +621,7 @@ fn resolve_stage(
     let base = if let Some(base_stage) = base_stage {
         dependencies.push(Dependency {
             line: stage.from.span.start,
+            instruction: None,
             via: Via::From,
             target: Target::Stage {
                 index: base_stage.index,
@@ -624,6 +639,7 @@ fn resolve_stage(
     } else {
         dependencies.push(Dependency {
             line: stage.from.span.start,
+            instruction: None,
             via: Via::From,
             target: Target::Image {
                 reference: from.image.clone(),
@@ -633,10 +649,30 @@ fn resolve_stage(
             reference: from.image.clone(),
         }
     };
+    // The base's ONBUILD triggers run first (BuildKit: those of a base image's config, or
+    // the ONBUILD instructions of a base stage, which its image does not pass on), at the
+    // FROM's line.
+    let mut triggers: Vec<Instruction> = Vec::new();
+    if let Base::Stage { index: base_index } = &base {
+        for instruction in &stages.stages[*base_index].instructions {
+            if let Instruction::Onbuild(onbuild) = instruction {
+                let mut trigger = (*onbuild.instruction).clone();
+                *trigger.span_mut() = stage.from.span;
+                triggers.push(trigger);
+            }
+        }
+    }
+    for text in options.base_triggers.get(&index).into_iter().flatten() {
+        triggers.push(super::instruction::trigger(text, stage.from.span)?);
+    }
+    let originals = triggers
+        .iter()
+        .map(|trigger| (trigger, true))
+        .chain(stage.instructions.iter().map(|own| (own, false)));
     let mut args: Vec<(String, String)> = Vec::new();
     let mut consumed = BTreeSet::new();
     let mut instructions = Vec::new();
-    for instruction in &stage.instructions {
+    for (instruction, is_trigger) in originals {
         let line = instruction.span().start;
         let before_args = args.clone();
         let before_env = env.clone();
@@ -705,12 +741,18 @@ fn resolve_stage(
         }
         for (reference, via) in uses {
             let target = stage_reference(stages, options, &reference, line, warnings)?;
-            dependencies.push(Dependency { line, via, target });
+            dependencies.push(Dependency {
+                line,
+                instruction: Some(instructions.len()),
+                via,
+                target,
+            });
         }
         instructions.push(ResolvedInstruction {
             instruction: expanded,
             args: before_args,
             env: before_env,
+            trigger: is_trigger.then(|| Box::new(instruction.clone())),
         });
     }
     Ok((
@@ -804,6 +846,7 @@ mod tests {
             .collect(),
             target: target.map(str::to_owned),
             named_contexts: BTreeSet::new(),
+            base_triggers: BTreeMap::new(),
         };
         resolve(&stages(&parse(text)?)?, &options)
     }

@@ -17,8 +17,7 @@ use crate::oci::ImageState;
 use crate::plan::Vertex;
 
 /// Runs one step: `resolved` on `parent`'s result, with the results of the stages it reads
-/// (`inputs`). `reexpand` is false for a base image's `ONBUILD` trigger (expanded already,
-/// and not in the Dockerfile).
+/// (`inputs`).
 ///
 /// # Errors
 /// Whatever the step fails with.
@@ -28,14 +27,9 @@ pub(crate) fn step(
     resolved: &ResolvedInstruction,
     parent: &Done,
     inputs: &[Arc<Done>],
-    reexpand: bool,
 ) -> Result<Done, ExecutorError> {
-    let instruction = if reexpand {
-        reexpand_over_base(services.stages, vertex, resolved, &parent.state)
-    } else {
-        resolved.instruction.clone()
-    };
-    // Expanded again over the base image, or a base image's trigger: checked again.
+    let instruction = reexpand_over_base(services.stages, vertex, resolved, &parent.state);
+    // Expanded again over the base image: checked again.
     validate::instruction(&instruction, services.options)?;
     // The parent's and inputs' content, not only their keys: a stage re-run by
     // `--no-cache-filter` (or a nondeterministic step run again) gives its readers new keys.
@@ -93,19 +87,27 @@ fn reexpand_over_base(
         return resolved.instruction.clone();
     }
     let line = resolved.instruction.span().start;
-    let Some(original) = stages.stages.get(vertex.stage).and_then(|stage| {
-        stage
-            .instructions
-            .iter()
-            .find(|instruction| instruction.span().start == line)
-    }) else {
-        return resolved.instruction.clone();
+    // A trigger of the base is not among the stage's instructions, and was written with the
+    // default escape character.
+    let (original, escape) = match &resolved.trigger {
+        Some(trigger) => (&**trigger, '\\'),
+        None => {
+            let Some(original) = stages.stages.get(vertex.stage).and_then(|stage| {
+                stage
+                    .instructions
+                    .iter()
+                    .find(|instruction| instruction.span().start == line)
+            }) else {
+                return resolved.instruction.clone();
+            };
+            (original, stages.directives.escape)
+        }
     };
     // Image env, then ARGs, then the Dockerfile's ENV (last wins).
     let mut vars: Vec<(String, String)> = base_env;
     vars.extend(resolved.args.iter().cloned());
     vars.extend(resolved.env.iter().cloned());
-    let expander = Expander::new(stages.directives.escape);
+    let expander = Expander::new(escape);
     original
         .expand(&expander, &vars)
         .unwrap_or_else(|_| resolved.instruction.clone())

@@ -14,7 +14,7 @@ use std::io;
 use crate::binfmt::BinfmtError;
 use crate::cache::CacheError;
 use crate::context::ContextError;
-use crate::dockerfile::{DockerfileError, ErrorKind};
+use crate::dockerfile::{DockerfileError, ErrorKind, Span};
 use crate::error::ExitKind;
 use crate::layer::read::ReadError;
 use crate::layer::tree::ResolveError;
@@ -34,16 +34,6 @@ pub enum ExecutorError {
     /// The Dockerfile asks for something invalid or not supported yet (`file:line: ...`).
     #[error(transparent)]
     Dockerfile(#[from] DockerfileError),
-    /// A base image's `ONBUILD` trigger cannot run.
-    #[error("{step}: ONBUILD {trigger}: {reason}")]
-    Trigger {
-        /// The `FROM` step.
-        step: String,
-        /// The trigger, as the base image holds it.
-        trigger: String,
-        /// Why.
-        reason: String,
-    },
     /// An image reference (`FROM`, `--from`, `--mount from=`) that does not parse.
     #[error("{reference}: {reason}")]
     BadReference {
@@ -227,6 +217,23 @@ pub enum ExecutorError {
     /// Something the executor relies on did not hold (a bug, not bad input).
     #[error("{0}")]
     Internal(String),
+    /// A step that failed, at its place in the Dockerfile (`Dockerfile:3: [linux/amd64
+    /// stage-0 3/3] RUN make`), with the source lines around it once the build adds them,
+    /// as BuildKit shows a failed step's source.
+    #[error("{file}:{}: {context}{}", span.start, excerpt.as_deref().map(|lines| format!("\n{}", lines.trim_end())).unwrap_or_default())]
+    Located {
+        /// The Dockerfile, as the user named it.
+        file: String,
+        /// The instruction's lines (a trigger: its `FROM`'s).
+        span: Span,
+        /// The step, as progress names it.
+        context: String,
+        /// The source lines ([`crate::dockerfile::excerpt`]), added by [`Self::add_source`].
+        excerpt: Option<String>,
+        /// The cause.
+        #[source]
+        source: Box<Self>,
+    },
     /// What a step was doing when its cause failed (`STEP: committing the layer`).
     #[error("{context}")]
     Within {
@@ -276,7 +283,6 @@ impl ExecutorError {
     pub fn exit_kind(&self) -> ExitKind {
         match self {
             Self::Dockerfile(_)
-            | Self::Trigger { .. }
             | Self::BadReference { .. }
             | Self::Chown { .. }
             | Self::MissingSource { .. }
@@ -288,7 +294,7 @@ impl ExecutorError {
             Self::Sandbox(error) => error.exit_kind(),
             Self::Context(error) => error.exit_kind(),
             Self::Git { source, .. } => source.exit_kind(),
-            Self::Within { source, .. } => source.exit_kind(),
+            Self::Within { source, .. } | Self::Located { source, .. } => source.exit_kind(),
             Self::StepFailed(_)
             | Self::Pull(_)
             | Self::BaseImage { .. }
@@ -316,8 +322,38 @@ impl ExecutorError {
     pub fn step_failure(&self) -> Option<&StepFailure> {
         match self {
             Self::StepFailed(failure) => Some(failure),
-            Self::Within { source, .. } => source.step_failure(),
+            Self::Within { source, .. } | Self::Located { source, .. } => source.step_failure(),
             _ => None,
+        }
+    }
+
+    /// The error of the step at `span` of `file` named `step`, located there: a Dockerfile
+    /// error names its line already and stays as it is; the step's own context
+    /// ([`Self::Within`] naming the step) is replaced by the location.
+    pub(crate) fn located(self, file: &str, span: Span, step: &str) -> Self {
+        let source = match self {
+            Self::Dockerfile(_) | Self::Located { .. } => return self,
+            Self::Within { context, source } if context == step => source,
+            other => Box::new(other),
+        };
+        Self::Located {
+            file: file.to_owned(),
+            span,
+            context: step.to_owned(),
+            excerpt: None,
+            source,
+        }
+    }
+
+    /// Adds the source lines around a failed step's location ([`Self::Located`]), from the
+    /// Dockerfile's `text`.
+    pub fn add_source(&mut self, text: &str) {
+        match self {
+            Self::Located { span, excerpt, .. } => {
+                *excerpt = crate::dockerfile::excerpt(text, *span);
+            }
+            Self::Within { source, .. } => source.add_source(text),
+            _ => {}
         }
     }
 
@@ -429,5 +465,36 @@ mod tests {
             ExecutorError::from(SandboxError::NotRoot).exit_kind(),
             ExitKind::HostNotReady
         );
+    }
+
+    #[test]
+    fn a_located_step_error_names_the_line_and_shows_the_source_as_buildkit() {
+        let step = "[linux/amd64 stage-0 3/3] RUN what";
+        let failed = Err::<(), _>(ExecutorError::Internal("no /bin/sh".to_owned()))
+            .within(|| step.to_owned())
+            .unwrap_err();
+        let span = Span { start: 3, end: 3 };
+        let mut located = failed.located("./Dockerfile", span, step);
+        // The step's own context is replaced, not repeated.
+        assert_eq!(located.to_string(), format!("./Dockerfile:3: {step}"));
+        located.add_source("from scratch\nenv foo=bar\nrun what\n");
+        assert_eq!(
+            located.to_string(),
+            format!(
+                "./Dockerfile:3: {step}\n\
+                 --------------------\n   \
+                 1 |     from scratch\n   \
+                 2 |     env foo=bar\n   \
+                 3 | >>> run what\n   \
+                 4 |     \n\
+                 --------------------"
+            )
+        );
+        let cause = std::error::Error::source(&located).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("no /bin/sh"));
+        // A Dockerfile error names its line already.
+        let unsupported = ExecutorError::unsupported("Dockerfile", 5, "X");
+        let kept = unsupported.located("Dockerfile", span, step);
+        assert_eq!(kept.to_string(), "Dockerfile:5: X is not supported yet");
     }
 }

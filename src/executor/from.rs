@@ -1,6 +1,6 @@
-//! `FROM`: resolving an image for a platform (the store's copy, else the registry), the base
-//! image step, and the `ONBUILD` triggers of a base image, each made into a step of its own
-//! that the scheduler runs right after the `FROM`, in a child build's order.
+//! `FROM`: resolving an image for a platform (the store's copy, else the registry) and the
+//! base image step. A base image's `ONBUILD` triggers are not run here: the pipeline reads
+//! them before planning and the plan runs them as the steps after the `FROM`.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,9 +13,8 @@ use super::materials::Material;
 use super::services::Services;
 use super::state::Done;
 use crate::cache::Key;
-use crate::dockerfile::{self, Expander, Instruction, ResolvedInstruction};
 use crate::oci::{ImageLayer, ImageState};
-use crate::plan::{Op, Vertex};
+use crate::plan::Vertex;
 use crate::progress::{Event, VertexId};
 use crate::registry::{self, ImageRef, SinkProgress};
 
@@ -131,14 +130,16 @@ pub(crate) fn image_state(
     })
 }
 
-/// `FROM image`: the image for the vertex's platform, its snapshots unpacked, and the
-/// `ONBUILD` triggers it carries (removed from its config: they are not inherited), which
-/// run next, in order (see [`trigger_step`]).
+/// `FROM image`: the image for the vertex's platform, its snapshots unpacked, without the
+/// `ONBUILD` triggers it carries (they are not inherited). The plan read them before the
+/// build and runs them as the steps that follow (`planned`); an image that carries others
+/// now (moved tag, config unreadable then) is refused rather than built without them.
 pub(crate) fn base_image(
     services: &Services<'_>,
     vertex: &Vertex,
     reference: &str,
-) -> Result<(Done, Vec<String>), ExecutorError> {
+    planned: &[String],
+) -> Result<Done, ExecutorError> {
     let id = services.counter.next();
     let name = vertex.display_name();
     let started = Instant::now();
@@ -167,70 +168,24 @@ pub(crate) fn base_image(
         .remove("OnBuild")
         .and_then(|triggers| serde_json::from_value(triggers).ok())
         .unwrap_or_default();
+    if triggers != planned {
+        return Err(ExecutorError::BaseImage {
+            reference: reference.to_owned(),
+            reason: format!(
+                "its ONBUILD triggers {triggers:?} are not those the build planned with \
+                 ({planned:?}, read before the build); build again"
+            ),
+        })
+        .within(|| name.clone());
+    }
     let mut key = Key::new(&vertex.id, None);
     key.add("image", manifest.digest().as_ref());
     services.sink.emit(Event::Finished {
         vertex: id,
         duration: started.elapsed(),
     });
-    let done = Done {
+    Ok(Done {
         state,
         key: key.finish(),
-    };
-    Ok((done, triggers))
-}
-
-/// One `ONBUILD` trigger of a base image as a step after its `FROM` (`vertex`): the step's
-/// vertex and its instruction, expanded with `parent`'s environment. Triggers that read
-/// other stages are not supported yet.
-pub(crate) fn trigger_step(
-    vertex: &Vertex,
-    index: usize,
-    trigger: &str,
-    parent: &ImageState,
-) -> Result<(Vertex, ResolvedInstruction), ExecutorError> {
-    let name = vertex.display_name();
-    let bad = |reason: String| ExecutorError::Trigger {
-        step: name.clone(),
-        trigger: trigger.to_owned(),
-        reason,
-    };
-    let tree =
-        dockerfile::parse(&format!("FROM scratch\n{trigger}\n")).map_err(|e| bad(e.to_string()))?;
-    let stages = dockerfile::stages(&tree).map_err(|e| bad(e.to_string()))?;
-    let instruction = stages
-        .stages
-        .first()
-        .and_then(|stage| stage.instructions.first())
-        .ok_or_else(|| bad("not an instruction".to_owned()))?;
-    let reads_stage = match instruction {
-        Instruction::Copy(copy) => copy.from.is_some(),
-        Instruction::Run(run) => run.mounts.iter().any(|mount| mount.from.is_some()),
-        _ => false,
-    };
-    if reads_stage {
-        return Err(bad(
-            "triggers reading other stages is not supported yet".to_owned()
-        ));
-    }
-    let expander = Expander::new('\\');
-    let instruction = instruction
-        .expand(&expander, &parent.env())
-        .map_err(|e| bad(e.to_string()))?;
-    let mut id = Key::default();
-    id.add("onbuild-of", &vertex.id);
-    id.add("index", &index.to_string());
-    id.add("trigger", trigger);
-    let resolved = ResolvedInstruction {
-        instruction,
-        args: Vec::new(),
-        env: Vec::new(),
-    };
-    let mut step = vertex.clone();
-    step.id = id.finish();
-    step.inputs = Vec::new();
-    step.op = Op::Step {
-        instruction: Box::new(resolved.clone()),
-    };
-    Ok((step, resolved))
+    })
 }

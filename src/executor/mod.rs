@@ -8,8 +8,8 @@
 //! bounded (three at once).
 //!
 //! Files, one concern each: [`scheduler`] (when vertices run), [`dispatch`] (which step
-//! runs an instruction), one file per kind of step — [`from`] (`FROM`, `ONBUILD`
-//! triggers), [`run`] (`RUN`) with [`mounts`] (`RUN --mount`), [`copy`] (`COPY`/`ADD`, the
+//! runs an instruction), one file per kind of step — [`from`] (`FROM`; a base's
+//! `ONBUILD` triggers are planned steps), [`run`] (`RUN`) with [`mounts`] (`RUN --mount`), [`copy`] (`COPY`/`ADD`, the
 //! directory `WORKDIR` makes) with [`sources`] (what they read) and [`permissions`]
 //! (`--chown`, `--chmod`), [`config`] (the config instructions, pure functions) —,
 //! [`services`] (what a step may use), [`state`] (what a vertex leaves), [`blobs`] (layer

@@ -47,8 +47,8 @@ pub(crate) fn step(
     };
     let network = match run.network {
         Some(instruction::Network::None) => sandbox::Network::None,
-        // Without `--allow network.host` refused before any work (super::validate, which
-        // also checks a base image's ONBUILD triggers as they become steps).
+        // Without `--allow network.host` refused before any work (super::validate; a base
+        // image's ONBUILD triggers are planned steps, validated with the rest).
         Some(instruction::Network::Host) => sandbox::Network::Host,
         _ if services.options.network_none => sandbox::Network::None,
         _ if services.options.network_host => sandbox::Network::Host,

@@ -82,7 +82,7 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                         Err(NotDone::Skipped) => Err(()),
                         Err(NotDone::Failed(error)) => {
                             this.failed.store(true, Ordering::SeqCst);
-                            lock(errors).push(error);
+                            lock(errors).push(this.located(index, error));
                             Err(())
                         }
                     };
@@ -105,6 +105,31 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                 .map(|slot| slot.and_then(Result::ok))
                 .collect(),
         ))
+    }
+
+    /// The error of vertex `index` at its Dockerfile lines (a `FROM` and the base's
+    /// triggers: the `FROM`'s), as BuildKit reports a failed step.
+    fn located(&self, index: usize, error: ExecutorError) -> ExecutorError {
+        let vertex = &self.graph.vertices[index];
+        let span = match &vertex.op {
+            Op::Step { instruction } => Some(instruction.instruction.span()),
+            Op::Scratch | Op::Image { .. } => self
+                .services
+                .stages
+                .stages
+                .get(vertex.stage)
+                .map(|stage| stage.from.span),
+            // A --build-context has no line of its own.
+            Op::Context { .. } => None,
+        };
+        match span {
+            Some(span) => error.located(
+                &self.services.options.dockerfile.display().to_string(),
+                span,
+                &vertex.display_name(),
+            ),
+            None => error,
+        }
     }
 
     /// The result of vertex `index`, once it is known.
@@ -139,27 +164,41 @@ impl<'s, 'a> Scheduler<'s, 'a> {
         match &vertex.op {
             Op::Scratch => Ok(scratch(vertex)),
             Op::Context { name } => Ok(named::load(self.services, vertex, name)?),
-            Op::Image { reference } => {
-                let (mut done, triggers) = from::base_image(self.services, vertex, reference)?;
-                // ONBUILD triggers of the base run right after FROM, in a child build's
-                // order, and are not inherited (as Docker).
-                for (index, trigger) in triggers.iter().enumerate() {
-                    let (step, resolved) = from::trigger_step(vertex, index, trigger, &done.state)?;
-                    done = dispatch::step(self.services, &step, &resolved, &done, &[], false)?;
-                }
-                Ok(done)
-            }
+            // Its ONBUILD triggers are the planned steps that follow.
+            Op::Image {
+                reference,
+                triggers,
+            } => Ok(from::base_image(
+                self.services,
+                vertex,
+                reference,
+                triggers,
+            )?),
             Op::Step { instruction } => {
                 let parent = parent.ok_or_else(|| {
                     ExecutorError::Internal(format!("{}: no parent", vertex.display_name()))
                 })?;
+                // A stage built FROM another stage does not inherit its ONBUILD triggers
+                // (they ran as its first steps), as in BuildKit.
+                let from_other_stage = vertex
+                    .parent
+                    .is_some_and(|index| self.graph.vertices[index].stage != vertex.stage);
+                let parent = if from_other_stage && parent.state.extra.contains_key("OnBuild") {
+                    let mut state = parent.state.clone();
+                    state.extra.remove("OnBuild");
+                    Arc::new(Done {
+                        state,
+                        key: parent.key.clone(),
+                    })
+                } else {
+                    parent
+                };
                 Ok(dispatch::step(
                     self.services,
                     vertex,
                     instruction,
                     &parent,
                     &inputs,
-                    true,
                 )?)
             }
         }

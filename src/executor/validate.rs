@@ -7,10 +7,10 @@
 //! `RUN` steps this host cannot run (a missing QEMU handler is registered first when we are
 //! root).
 //!
-//! [`graph`] checks every planned step, before the first one runs. A base image's `ONBUILD`
-//! triggers are only known once it is pulled: [`instruction`] checks each when it becomes a
-//! step, and the dispatcher checks an instruction again after expanding it over the base
-//! image's environment. The steps themselves no longer refuse anything.
+//! [`graph`] checks every planned step, before the first one runs; a base image's `ONBUILD`
+//! triggers are planned steps too (the pipeline reads them first and validates the graph
+//! again). The dispatcher checks an instruction again with [`instruction`] after expanding
+//! it over the base image's environment. The steps themselves no longer refuse anything.
 
 use super::BuildOptions;
 use super::error::ExecutorError;

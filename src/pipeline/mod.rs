@@ -71,6 +71,7 @@
 mod attest;
 pub mod node;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -87,7 +88,7 @@ use crate::oci::LayoutError;
 use crate::plan::{self, BuildGraph, PlanError, PlanOptions};
 use crate::platform::{self, Platform};
 use crate::progress::VertexCounter;
-use crate::registry::RegistryOptions;
+use crate::registry::{self, ImageRef, RegistryOptions};
 use crate::remote::{self, ContextUrlError};
 use crate::store::Store;
 
@@ -308,12 +309,29 @@ pub fn build_on(
         checks = run_checks(request, &tree)?; // xbuild check's rules
         refuse_on_findings(checks.as_ref())?; // # check=error=true
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
-        let graph = plan(&stages, options, &options.targets)?; // pure: no I/O
+        // The Dockerfile's global `ARG SOURCE_DATE_EPOCH=...` when nothing else sets it.
+        let with_epoch = dockerfile_epoch(&stages, request)?;
+        let request = with_epoch.as_ref().unwrap_or(request);
+        let options = &request.build;
+        let mut triggers = BaseTriggers::new();
+        let graph = plan(&stages, options, &options.targets, &triggers)?; // pure: no I/O
         executor::validate::graph(&graph, options)?; // refusals, before any work
         let named = fetch_named_contexts(&graph, request, runtime)?; // URLs the graph reads
         let request = named.as_ref().map_or(request, |(_, local)| local);
         let store = Store::open_default().map_err(BuildError::Store)?;
-        let report = execute(request, &text, &stages, graph, &store, runtime.handle())?;
+        // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
+        let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)
+            .map_err(|error| with_source(error, &text))?;
+        let report = execute(
+            request,
+            &text,
+            &stages,
+            graph,
+            &triggers,
+            &store,
+            runtime.handle(),
+        )
+        .map_err(|error| with_source(error, &text))?; // a failed step shows its lines
         attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
@@ -521,11 +539,15 @@ fn refuse_on_findings(checks: Option<&Report>) -> Result<(), BuildError> {
     }
 }
 
-/// The graph for `targets`.
+/// The `ONBUILD` triggers of base images by reference and platform ([`PlanOptions::base_triggers`]).
+type BaseTriggers = BTreeMap<(String, Platform), Vec<String>>;
+
+/// The graph for `targets`, with the base images' triggers known so far.
 fn plan(
     stages: &Stages,
     options: &BuildOptions,
     targets: &[Platform],
+    triggers: &BaseTriggers,
 ) -> Result<BuildGraph, BuildError> {
     let plan_options = PlanOptions {
         targets: targets.to_vec(),
@@ -537,6 +559,7 @@ fn plan(
             .iter()
             .map(|(name, context)| (name.clone(), context.plan_kind()))
             .collect(),
+        base_triggers: triggers.clone(),
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),
@@ -548,6 +571,186 @@ fn plan(
     })
 }
 
+/// `graph` planned again until the `ONBUILD` triggers of every base image are in it, as
+/// BuildKit reads them before it builds: a trigger can read another stage or image
+/// (`ONBUILD COPY --from=...`), which the plan must know. Each base's config is read once
+/// (the store's copy unless `--pull`, else the registry's manifest and config: no layer),
+/// and every new graph is validated before any step. A base that cannot be read fails the
+/// build here, named by its `FROM` step as when the step pulls it.
+fn plan_triggers(
+    stages: &Stages,
+    options: &BuildOptions,
+    mut graph: BuildGraph,
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+    triggers: &mut BaseTriggers,
+) -> Result<BuildGraph, BuildError> {
+    let registry = Arc::new(RegistryOptions::from_env(store.root()));
+    // Bases come from FROM lines only, so there are finitely many to read.
+    while !graph.unknown_bases.is_empty() {
+        let mut any = false;
+        for (reference, platform) in std::mem::take(&mut graph.unknown_bases) {
+            let vertex = graph.vertices.iter().find(|vertex| {
+                vertex.platform == platform
+                    && matches!(&vertex.op, plan::Op::Image { reference: named, .. } if *named == reference)
+            });
+            let step =
+                vertex.map_or_else(|| format!("FROM {reference}"), plan::Vertex::display_name);
+            let span = vertex
+                .and_then(|vertex| stages.stages.get(vertex.stage))
+                .map(|stage| stage.from.span)
+                .unwrap_or_default();
+            let file = options.dockerfile.display().to_string();
+            let within = |source: ExecutorError| source.located(&file, span, &step);
+            let image = ImageRef::parse(&reference).map_err(|error| {
+                within(ExecutorError::BadReference {
+                    reference: reference.clone(),
+                    reason: error.to_string(),
+                })
+            })?;
+            let config = runtime
+                .block_on(registry::pull::config_of(
+                    Arc::clone(&registry),
+                    store.layout(),
+                    &image,
+                    &platform,
+                    !options.pull,
+                ))
+                .map_err(|error| within(error.into()))?;
+            let found = onbuild_of(&config);
+            any |= !found.is_empty();
+            triggers.insert((reference, platform), found);
+        }
+        if !any {
+            // Nothing changes the plan: the same graph, its bases now known.
+            return Ok(graph);
+        }
+        graph = plan(stages, options, &options.targets, triggers)?;
+        executor::validate::graph(&graph, options)?;
+    }
+    Ok(graph)
+}
+
+/// The request with the epoch of the Dockerfile's global `ARG SOURCE_DATE_EPOCH=VALUE` (its
+/// default, as the `FROM` lines see it), when neither `--build-arg SOURCE_DATE_EPOCH` nor
+/// the environment sets one, as BuildKit takes it (buildx passes the environment's as a build
+/// argument, which wins over the default). `None`: nothing to change.
+///
+/// # Errors
+/// A default that is not a number of seconds (BuildKit's "invalid SOURCE_DATE_EPOCH"), at the
+/// `ARG`'s line, exit 2.
+fn dockerfile_epoch(
+    stages: &Stages,
+    request: &BuildRequest,
+) -> Result<Option<BuildRequest>, BuildError> {
+    const NAME: &str = "SOURCE_DATE_EPOCH";
+    let options = &request.build;
+    if options.source_date_epoch.is_some() || options.build_args.contains_key(NAME) {
+        return Ok(None);
+    }
+    let Some(line) = stages
+        .meta_args
+        .iter()
+        .rev()
+        .find(|arg| arg.args.iter().any(|declaration| declaration.name == NAME))
+        .map(|arg| arg.span.start)
+    else {
+        return Ok(None);
+    };
+    let target = options
+        .targets
+        .first()
+        .cloned()
+        .unwrap_or_else(platform::host);
+    let resolved = dockerfile::resolve(
+        stages,
+        &dockerfile::ResolveOptions {
+            build_args: options.build_args.clone(),
+            automatic_args: plan::automatic_args(&target, &platform::host()),
+            target: options.target_stage.clone(),
+            named_contexts: options.named_contexts.keys().cloned().collect(),
+            base_triggers: BTreeMap::new(),
+        },
+    )
+    .map_err(|error| bad(options, error))?;
+    let Some(value) = resolved
+        .meta_args
+        .iter()
+        .find(|(name, _)| name == NAME)
+        .map(|(_, value)| value.clone())
+    else {
+        return Ok(None);
+    };
+    let file = options.dockerfile.display();
+    let Ok(epoch) = value.trim().parse::<i64>() else {
+        // BuildKit: a value naming a stage takes the time of that stage's one remote ADD
+        // source, when the stage is source-only.
+        let lower = value.to_lowercase();
+        let Some(stage) = stages
+            .stages
+            .iter()
+            .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
+        else {
+            let message = format!("invalid SOURCE_DATE_EPOCH: {value}");
+            return Err(ExecutorError::invalid(file, line, message).into());
+        };
+        let at_stage = |message: String| ExecutorError::invalid(&file, stage.span.start, message);
+        if !stage.from.image.eq_ignore_ascii_case("scratch") {
+            return Err(
+                at_stage("SOURCE_DATE_EPOCH stage must use FROM scratch".to_owned()).into(),
+            );
+        }
+        let mut adds = 0;
+        for instruction in &stage.instructions {
+            match instruction {
+                dockerfile::Instruction::Arg(_) => {}
+                dockerfile::Instruction::Add(_) => adds += 1,
+                other => {
+                    return Err(at_stage(format!(
+                        "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported {} instruction",
+                        other.name().to_lowercase()
+                    ))
+                    .into());
+                }
+            }
+        }
+        if adds != 1 {
+            let message = "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD";
+            return Err(at_stage(message.to_owned()).into());
+        }
+        return Err(ExecutorError::unsupported(
+            file,
+            line,
+            "SOURCE_DATE_EPOCH naming a source-only stage (the time of its remote ADD)",
+        )
+        .into());
+    };
+    let mut with_epoch = request.clone();
+    with_epoch.build.source_date_epoch = Some(epoch);
+    Ok(Some(with_epoch))
+}
+
+/// `error` with the Dockerfile's lines around the failed step, as BuildKit shows them.
+fn with_source(error: BuildError, dockerfile: &[u8]) -> BuildError {
+    match error {
+        BuildError::Executor(mut error) => {
+            error.add_source(&String::from_utf8_lossy(dockerfile));
+            BuildError::Executor(error)
+        }
+        other => other,
+    }
+}
+
+/// The `OnBuild` triggers of a raw image config (none when it has none, or is not JSON).
+fn onbuild_of(config: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|config| {
+            serde_json::from_value(config.get("config")?.get("OnBuild")?.clone()).ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs the graph: here, or with the nodes of the request's builder (which probes every
 /// node first, and runs the local platforms' graph here at the same time).
 fn execute(
@@ -555,6 +758,7 @@ fn execute(
     dockerfile: &[u8],
     stages: &Stages,
     graph: BuildGraph,
+    triggers: &BaseTriggers,
     store: &Store,
     runtime: &tokio::runtime::Handle,
 ) -> Result<BuildReport, BuildError> {
@@ -585,7 +789,7 @@ fn execute(
             let local = if platforms == options.targets.as_slice() {
                 graph
             } else {
-                plan(stages, options, platforms)
+                plan(stages, options, platforms, triggers)
                     .map_err(|error| Failure::new(error.exit_kind(), error))?
             };
             let mut options = options.clone();

@@ -43,6 +43,11 @@ pub struct PlanOptions {
     pub target_stage: Option<String>,
     /// `--build-context`s by name ([`dockerfile::context_name`]).
     pub named_contexts: BTreeMap<String, ContextKind>,
+    /// The `ONBUILD` triggers of base images (the config's `OnBuild`, empty for none), by
+    /// reference and platform, as the caller read them. A stage whose base is listed runs
+    /// them first and depends on what they read; an image vertex not listed has
+    /// [`Op::Image::triggers`] empty, and [`BuildGraph::unknown_bases`] says so.
+    pub base_triggers: BTreeMap<(String, Platform), Vec<String>>,
 }
 
 /// What a `--build-context` is, as far as the plan cares.
@@ -102,6 +107,10 @@ pub enum Op {
     Image {
         /// The reference, as written after expansion.
         reference: String,
+        /// The image's `ONBUILD` triggers the plan runs after it (the steps that follow),
+        /// which the image must still carry when it is pulled.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        triggers: Vec<String>,
     },
     /// A `--build-context` (read by the executor: an image, a directory's files as one
     /// layer, an OCI layout's image for the vertex's platform).
@@ -148,7 +157,7 @@ impl Vertex {
     pub fn description(&self) -> String {
         match &self.op {
             Op::Scratch => "FROM scratch".to_owned(),
-            Op::Image { reference } => format!("FROM {reference}"),
+            Op::Image { reference, .. } => format!("FROM {reference}"),
             Op::Context { name } => format!("context {name}"),
             Op::Step { instruction } => summary(&instruction.instruction),
         }
@@ -196,6 +205,9 @@ pub struct BuildGraph {
     pub unused_build_args: Vec<String>,
     /// Other warnings from resolution, deduplicated.
     pub warnings: Vec<String>,
+    /// Base images (reference, platform) not in [`PlanOptions::base_triggers`]: the caller
+    /// reads their triggers and plans again, until none is left.
+    pub unknown_bases: Vec<(String, Platform)>,
 }
 
 impl BuildGraph {
@@ -254,16 +266,9 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
     let mut images = Vec::new();
     let mut unused: Option<BTreeSet<String>> = None;
     let mut warnings = Vec::new();
+    let mut unknown_bases = BTreeSet::new();
     for target in &options.targets {
-        let resolved = dockerfile::resolve(
-            stages,
-            &ResolveOptions {
-                build_args: options.build_args.clone(),
-                automatic_args: automatic_args(target, &options.build_platform),
-                target: options.target_stage.clone(),
-                named_contexts: options.named_contexts.keys().cloned().collect(),
-            },
-        )?;
+        let (resolved, platforms) = resolve_with_triggers(stages, options, target)?;
         let this_unused: BTreeSet<String> = resolved.unused_build_args.iter().cloned().collect();
         unused = Some(match unused {
             None => this_unused,
@@ -280,23 +285,7 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
             let stage = resolved
                 .stage(stage_index)
                 .expect("resolve orders only stages it returns");
-            let platform = match &stage.from.platform {
-                Some(value) => {
-                    Platform::parse(value).map_err(|source| PlanError::StagePlatform {
-                        line: stage.span.start,
-                        value: value.clone(),
-                        source,
-                    })?
-                }
-                // A stage built FROM another stage runs as that stage's platform.
-                None => match stage.base {
-                    Base::Stage { index } => {
-                        let end = stage_ends[&index];
-                        planner.vertices[end].platform.clone()
-                    }
-                    _ => target.clone(),
-                },
-            };
+            let platform = platforms[&stage_index].clone();
             let steps = 1 + stage
                 .instructions
                 .iter()
@@ -307,16 +296,34 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 base => {
                     let op = match base {
                         Base::Scratch => Op::Scratch,
-                        Base::Image { reference } => Op::Image {
-                            reference: reference.clone(),
-                        },
+                        Base::Image { reference } => {
+                            let key = (reference.clone(), platform.clone());
+                            let triggers = options.base_triggers.get(&key).cloned();
+                            if triggers.is_none() {
+                                unknown_bases.insert(key);
+                            }
+                            Op::Image {
+                                reference: reference.clone(),
+                                triggers: triggers.unwrap_or_default(),
+                            }
+                        }
                         Base::Context { name } => match options.named_contexts.get(name) {
                             Some(ContextKind::Image { reference }) if reference == "scratch" => {
                                 Op::Scratch
                             }
-                            Some(ContextKind::Image { reference }) => Op::Image {
-                                reference: reference.clone(),
-                            },
+                            // A FROM of an image context is a FROM of its image, ONBUILD
+                            // triggers included.
+                            Some(ContextKind::Image { reference }) => {
+                                let key = (reference.clone(), platform.clone());
+                                let triggers = options.base_triggers.get(&key).cloned();
+                                if triggers.is_none() {
+                                    unknown_bases.insert(key);
+                                }
+                                Op::Image {
+                                    reference: reference.clone(),
+                                    triggers: triggers.unwrap_or_default(),
+                                }
+                            }
                             _ => Op::Context { name: name.clone() },
                         },
                         Base::Stage { .. } => unreachable!("handled above"),
@@ -335,7 +342,7 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 }
             };
             let mut step = 1;
-            for resolved_instruction in &stage.instructions {
+            for (position, resolved_instruction) in stage.instructions.iter().enumerate() {
                 if is_scope_only(&resolved_instruction.instruction) {
                     continue;
                 }
@@ -343,9 +350,7 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 let inputs = stage
                     .dependencies
                     .iter()
-                    .filter(|dependency| {
-                        dependency.line == resolved_instruction.instruction.span().start
-                    })
+                    .filter(|dependency| dependency.instruction == Some(position))
                     .filter_map(|dependency| match &dependency.target {
                         Target::Stage { index } => stage_ends.get(index).copied(),
                         Target::Context { name } => Some(planner.add(VertexSpec {
@@ -391,7 +396,86 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
         images,
         unused_build_args: unused.unwrap_or_default().into_iter().collect(),
         warnings,
+        unknown_bases: unknown_bases.into_iter().collect(),
     })
+}
+
+/// The Dockerfile resolved for `target` with the `ONBUILD` triggers of its stages' base
+/// images (those in [`PlanOptions::base_triggers`]), and each needed stage's platform.
+/// Triggers can make more stages needed, whose bases can have triggers: resolved again
+/// until the stages with triggers stay the same.
+fn resolve_with_triggers(
+    stages: &Stages,
+    options: &PlanOptions,
+    target: &Platform,
+) -> Result<(dockerfile::ResolvedStages, HashMap<usize, Platform>), PlanError> {
+    let mut resolve_options = ResolveOptions {
+        build_args: options.build_args.clone(),
+        automatic_args: automatic_args(target, &options.build_platform),
+        target: options.target_stage.clone(),
+        named_contexts: options.named_contexts.keys().cloned().collect(),
+        base_triggers: BTreeMap::new(),
+    };
+    // Each round adds at least one stage with triggers, or ends: at most one round more
+    // than there are stages.
+    loop {
+        let resolved = dockerfile::resolve(stages, &resolve_options)?;
+        let platforms = stage_platforms(&resolved, target)?;
+        let mut triggers = BTreeMap::new();
+        for stage in &resolved.stages {
+            // A FROM of an image context is a FROM of its image: its triggers too.
+            let reference = match &stage.base {
+                Base::Image { reference } => Some(reference),
+                Base::Context { name } => match options.named_contexts.get(name) {
+                    Some(ContextKind::Image { reference }) => Some(reference),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(reference) = reference {
+                let key = (reference.clone(), platforms[&stage.index].clone());
+                match options.base_triggers.get(&key) {
+                    Some(found) if !found.is_empty() => {
+                        triggers.insert(stage.index, found.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let known = resolve_options.base_triggers.len();
+        resolve_options.base_triggers.extend(triggers);
+        if resolve_options.base_triggers.len() == known {
+            return Ok((resolved, platforms));
+        }
+    }
+}
+
+/// The platform each needed stage runs as: its `FROM --platform=`, else its base stage's,
+/// else the target.
+fn stage_platforms(
+    resolved: &dockerfile::ResolvedStages,
+    target: &Platform,
+) -> Result<HashMap<usize, Platform>, PlanError> {
+    let mut platforms: HashMap<usize, Platform> = HashMap::new();
+    for &stage_index in &resolved.order {
+        let stage = resolved
+            .stage(stage_index)
+            .expect("resolve orders only stages it returns");
+        let platform = match &stage.from.platform {
+            Some(value) => Platform::parse(value).map_err(|source| PlanError::StagePlatform {
+                line: stage.span.start,
+                value: value.clone(),
+                source,
+            })?,
+            // A stage built FROM another stage runs as that stage's platform.
+            None => match stage.base {
+                Base::Stage { index } => platforms[&index].clone(),
+                _ => target.clone(),
+            },
+        };
+        platforms.insert(stage_index, platform);
+    }
+    Ok(platforms)
 }
 
 /// `ARG` only changes what later instructions see (which is part of their identity); it
@@ -599,6 +683,7 @@ mod tests {
         for_targets(
             &stages,
             &PlanOptions {
+                base_triggers: BTreeMap::new(),
                 targets: targets.iter().map(|target| platform(target)).collect(),
                 build_platform: platform("linux/amd64"),
                 build_args: build_args
@@ -768,5 +853,115 @@ RUN true
 ";
         let graph = plan(dockerfile, &["linux/arm64"]);
         assert_eq!(graph.vertices[1].platform, platform("linux/amd64"));
+    }
+
+    /// The stage whose base is `child-base` (given its triggers) and what reads what.
+    fn plan_with_triggers(triggers: &[&str]) -> BuildGraph {
+        let text =
+            "FROM busybox AS other\nRUN echo hi > /a\nFROM child-base AS child\nRUN cat /b\n";
+        let tree = dockerfile::parse(text).unwrap();
+        let stages = dockerfile::stages(&tree).unwrap();
+        let amd64 = platform("linux/amd64");
+        for_targets(
+            &stages,
+            &PlanOptions {
+                targets: vec![amd64.clone()],
+                build_platform: amd64.clone(),
+                build_args: BTreeMap::new(),
+                target_stage: None,
+                named_contexts: BTreeMap::new(),
+                base_triggers: [(
+                    ("child-base".to_owned(), amd64),
+                    triggers.iter().map(|t| (*t).to_owned()).collect(),
+                )]
+                .into(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn base_image_triggers_run_first_and_bring_in_the_stages_they_read() {
+        // Without triggers the stage `other` is not needed.
+        let graph = plan_with_triggers(&[]);
+        assert_eq!(
+            graph.render(),
+            "#0 [linux/amd64 child 1/2] FROM child-base  targets: linux/amd64\n\
+             #1 [linux/amd64 child 2/2] RUN cat /b  <- #0  targets: linux/amd64\n\
+             image linux/amd64 = #1\n"
+        );
+        assert!(graph.unknown_bases.is_empty());
+        // A trigger copying from `other` makes it needed, runs after FROM and reads it.
+        let graph = plan_with_triggers(&["COPY --from=other /a /b", "ENV X=1"]);
+        assert_eq!(
+            graph.render(),
+            "#0 [linux/amd64 other 1/2] FROM busybox  targets: linux/amd64\n\
+             #1 [linux/amd64 other 2/2] RUN echo hi > /a  <- #0  targets: linux/amd64\n\
+             #2 [linux/amd64 child 1/4] FROM child-base  targets: linux/amd64\n\
+             #3 [linux/amd64 child 2/4] COPY --from=other /a /b  <- #2 (+#1)  targets: linux/amd64\n\
+             #4 [linux/amd64 child 3/4] ENV X 1  <- #3  targets: linux/amd64\n\
+             #5 [linux/amd64 child 4/4] RUN cat /b  <- #4  targets: linux/amd64\n\
+             image linux/amd64 = #5\n"
+        );
+        let Op::Image { triggers, .. } = &graph.vertices[2].op else {
+            panic!("not an image: {:?}", graph.vertices[2].op)
+        };
+        assert_eq!(triggers.len(), 2);
+        // The new stage's base is not known yet: the caller reads it and plans again.
+        assert_eq!(
+            graph.unknown_bases,
+            vec![("busybox".to_owned(), platform("linux/amd64"))]
+        );
+    }
+
+    #[test]
+    fn a_stage_runs_the_onbuild_of_the_stage_it_is_built_from() {
+        let graph = plan(
+            "FROM busybox AS base\nONBUILD RUN echo trigger\nFROM base AS mid\nRUN echo own\n",
+            &["linux/amd64"],
+        );
+        let names: Vec<String> = graph.vertices.iter().map(Vertex::display_name).collect();
+        assert_eq!(
+            names,
+            [
+                "[linux/amd64 base 1/2] FROM busybox",
+                "[linux/amd64 base 2/2] ONBUILD RUN echo trigger",
+                "[linux/amd64 mid 2/3] RUN echo trigger",
+                "[linux/amd64 mid 3/3] RUN echo own",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trigger_that_does_not_parse_is_an_error_at_the_from_line() {
+        let tree = dockerfile::parse("FROM scratch\n\nFROM child-base\n").unwrap();
+        let stages = dockerfile::stages(&tree).unwrap();
+        let amd64 = platform("linux/amd64");
+        let error = for_targets(
+            &stages,
+            &PlanOptions {
+                targets: vec![amd64.clone()],
+                build_platform: amd64.clone(),
+                build_args: BTreeMap::new(),
+                target_stage: None,
+                named_contexts: BTreeMap::new(),
+                base_triggers: [(
+                    ("child-base".to_owned(), amd64),
+                    vec!["FROM busybox".to_owned()],
+                )]
+                .into(),
+            },
+        )
+        .unwrap_err();
+        let PlanError::Dockerfile(error) = error else {
+            panic!("{error}")
+        };
+        assert_eq!(error.line, Some(3));
+        assert!(
+            error
+                .to_string()
+                .contains("isn't allowed as an ONBUILD trigger"),
+            "{error}"
+        );
     }
 }

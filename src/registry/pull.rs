@@ -287,6 +287,68 @@ pub async fn resolve(
         })
 }
 
+/// The raw image config of `reference` for `platform`, without its layers and without
+/// writing to the store: the store's copy when `use_store` and it is complete there, else
+/// the registry's manifests and config. For what a build must know before it plans (a base
+/// image's `ONBUILD` triggers).
+///
+/// # Errors
+/// As [`pull_reference`] before any layer is fetched.
+pub async fn config_of(
+    options: Arc<RegistryOptions>,
+    layout: &ImageLayout,
+    reference: &ImageRef,
+    platform: &Platform,
+    use_store: bool,
+) -> Result<Vec<u8>, PullError> {
+    let name = reference.to_string();
+    if use_store {
+        if let Some(image) = local_image(layout, reference, platform)? {
+            return layout
+                .read_blob(image.document.config().digest())
+                .map_err(|source| PullError::Store {
+                    reference: name.clone(),
+                    source,
+                });
+        }
+    }
+    let registry_error = |source| PullError::Registry {
+        reference: name.clone(),
+        source,
+    };
+    let registry = Registry::connect(reference.registry(), options)
+        .await
+        .map_err(registry_error)?;
+    let repository = reference.repository();
+    let top = registry
+        .get_manifest(repository, &reference.manifest_reference())
+        .await
+        .map_err(registry_error)?;
+    let manifest = if top.is_index() {
+        let index: ImageIndex = parse(&name, "index", &top.digest, &top.bytes)?;
+        let choice = PlatformChoice::One(platform.clone());
+        let entry = select(&name, &index, &choice)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| PullError::NoMatchingPlatform {
+                reference: name.clone(),
+                wanted: platform.clone(),
+                available: String::new(),
+            })?;
+        registry
+            .get_manifest_of(repository, &entry)
+            .await
+            .map_err(registry_error)?
+    } else {
+        top
+    };
+    let document: ImageManifest = parse(&name, "manifest", &manifest.digest, &manifest.bytes)?;
+    registry
+        .get_config(repository, document.config())
+        .await
+        .map_err(registry_error)
+}
+
 /// The image for `platform` under the reference's name in the store, if it is there with
 /// all its blobs.
 ///

@@ -145,6 +145,7 @@ fn every_flag(text: &str) -> Vec<(&'static str, Vec<Platform>)> {
             build_args: BTreeMap::new(),
             target_stage: None,
             named_contexts: BTreeMap::new(),
+            base_triggers: BTreeMap::new(),
         },
     )
     .unwrap();
