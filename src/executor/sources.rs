@@ -179,6 +179,9 @@ pub(crate) struct Selected {
     pub(crate) from_url: bool,
     /// A git checkout (`ADD <git URL>`): never unpacked, modes kept.
     pub(crate) from_git: bool,
+    /// Indexes in `items` of the files the source names itself (not found below a directory
+    /// it names): only those are archives `ADD` unpacks, as in BuildKit.
+    pub(crate) named_files: Vec<usize>,
 }
 
 /// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
@@ -502,6 +505,7 @@ pub(crate) fn select(
                 let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
                 let item = tree.item(&resolved, &mut selected)?;
                 selected.single_file_name = Some(name.clone());
+                selected.named_files.push(selected.items.len());
                 selected.items.push((PathBuf::from(name), item));
             }
         }
@@ -517,6 +521,7 @@ fn empty_selection() -> Selected {
         context_entries: Vec::new(),
         from_url: false,
         from_git: false,
+        named_files: Vec::new(),
     }
 }
 
@@ -638,22 +643,37 @@ pub(crate) fn select_in_dir(
     )
 }
 
+/// Whether `path` is an archive `ADD` unpacks, as BuildKit's `isArchivePath` decides: a
+/// regular file whose content, once decompressed (gzip, zstd; xz and bzip2 by their magic
+/// only), starts with a tar header whose checksum holds. A compressed file that is not a
+/// tar is copied as it is.
 pub(crate) fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 262];
+    let mut head = [0u8; 6];
     let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
     let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
     let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || head.starts_with(b"BZh") {
+        return true;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = layer::decompressed(file) else {
+        return false;
+    };
+    let mut block = Vec::with_capacity(512);
+    if std::io::Read::read_to_end(&mut std::io::Read::take(reader, 512), &mut block).is_err() {
+        return false;
+    }
+    layer::read::is_tar_header(&block)
 }
 
-/// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`.
-pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), ExecutorError> {
+/// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`; returns the
+/// paths its entries name (relative, clean), in archive order: the directories that are
+/// not among them were made only to hold an entry.
+pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<Vec<PathBuf>, ExecutorError> {
     let file = fs::File::open(path)?;
     let mut head = [0u8; 6];
     std::io::Read::read(&mut fs::File::open(path)?, &mut head)?;
@@ -668,10 +688,23 @@ pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), Executor
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(false);
-    archive
-        .unpack(target)
-        .within(|| format!("ADD: unpacking {}", path.display()))?;
-    Ok(())
+    archive.set_preserve_mtime(true);
+    let unpacking = || format!("ADD: unpacking {}", path.display());
+    let mut named = Vec::new();
+    for entry in archive.entries().within(unpacking)? {
+        let mut entry = entry.within(unpacking)?;
+        let name: PathBuf = entry
+            .path()
+            .within(unpacking)?
+            .components()
+            .filter(|part| matches!(part, std::path::Component::Normal(_)))
+            .collect();
+        // `unpack_in` refuses what would land outside `target` (`..`, links out of it).
+        if entry.unpack_in(target).within(unpacking)? && !name.as_os_str().is_empty() {
+            named.push(name);
+        }
+    }
+    Ok(named)
 }
 
 pub(crate) fn external_decompress(
