@@ -30,8 +30,10 @@
 //! image's links ([`Archive`]).
 //!
 //! Not supported yet (exit 2): git over ssh, checksums other than sha256. `--chmod` takes
-//! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it (mode 0600),
-//! checked against `--checksum` when given. `--link` is accepted and treated as a
+//! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it into the store
+//! ([`super::sources::download`]: named after the URL path's last component, else
+//! `__unnamed__`; mode 0600; mtime its `Last-Modified`, else 0), checked against
+//! `--checksum` when given; a rebuild asks with `HEAD` whether its `ETag` changed first. `--link` is accepted and treated as a
 //! plain `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
@@ -312,6 +314,8 @@ pub(crate) fn step(
     let scratch = services.scratch_dirs()?;
     let mut selections = Vec::new();
     let mut pending_git = Vec::new();
+    // Downloads: their `Last-Modified` times (the files' mtimes, as BuildKit sets them).
+    let mut url_mtimes = std::collections::HashMap::new();
     let mut inline = Vec::new();
     for source in sources {
         match source {
@@ -354,15 +358,14 @@ pub(crate) fn step(
                     continue;
                 }
                 if path.starts_with("http://") || path.starts_with("https://") {
-                    let target_dir = scratch.path().join(format!("url-{}", selections.len()));
-                    fs::create_dir(&target_dir)?;
-                    let (name, digest) = download(
+                    let downloaded = download(
                         services.runtime,
+                        services.store,
                         path,
                         checksum.as_deref(),
-                        &target_dir,
                         &vertex.display_name(),
                     )?;
+                    let (name, digest) = (downloaded.file_name.clone(), downloaded.digest.clone());
                     key.add("url", &format!("{path} {digest}"));
                     services.materials.record(
                         vertex,
@@ -371,7 +374,8 @@ pub(crate) fn step(
                             digest: digest.clone(),
                         },
                     );
-                    let abs = target_dir.join(&name);
+                    url_mtimes.insert(downloaded.path.clone(), downloaded.mtime);
+                    let abs = downloaded.path;
                     let meta = fs::symlink_metadata(&abs)?;
                     selections.push(Selected {
                         items: vec![(
@@ -524,6 +528,9 @@ pub(crate) fn step(
             entry.mode = change.apply(entry.mode, item.meta.is_dir());
         } else if url_file {
             entry.mode = 0o600;
+        }
+        if let Some(mtime) = url_mtimes.get(&item.abs) {
+            entry.mtime = *mtime;
         }
         let source = item.meta.is_file().then(|| item.abs.clone());
         entries.push(FileListEntry { entry, source });

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use oci_spec::image::Digest;
 use tokio::runtime::Handle;
 
 use super::error::{ExecutorError, Within as _};
@@ -725,49 +726,145 @@ pub(crate) fn external_decompress(
     Ok(std::io::Cursor::new(output.stdout))
 }
 
-/// Downloads `url` into `dir` (`ADD URL`), checking `--checksum`; returns the file name
-/// (the last path segment of the URL, `download` when it has none) and the content digest.
+/// A URL `ADD` reads, as BuildKit's HTTP source gives it: its content in the store (a blob
+/// the cache record `http-<url digest>` keeps), the file name, the `Last-Modified` time.
+pub(crate) struct Downloaded {
+    /// The file name: the URL path's last component, `__unnamed__` when it has none.
+    pub(crate) file_name: String,
+    /// The content's digest (`sha256:...`).
+    pub(crate) digest: String,
+    /// Where the content is (a blob of the store).
+    pub(crate) path: PathBuf,
+    /// `Last-Modified` as seconds since the epoch (the file's mtime; 0 without one).
+    pub(crate) mtime: i64,
+}
+
+/// What a download left for the next build to ask about.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UrlRecord {
+    etag: String,
+    digest: String,
+    last_modified: Option<i64>,
+}
+
+/// The file name BuildKit's frontend gives a URL's download (`path.Base` of its path).
+pub(crate) fn url_file_name(url: &reqwest::Url) -> String {
+    url.path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty() && *name != ".")
+        .map_or_else(|| "__unnamed__".to_owned(), str::to_owned)
+}
+
+/// `ADD URL`: the content of `url`, checked against `--checksum`. A URL downloaded before
+/// with an `ETag` is first asked about with a `HEAD` request (`If-None-Match`), as BuildKit
+/// does: when its `ETag` is the same, the stored content is used and nothing is
+/// downloaded. Downloads stream into the store and are hashed on the way, never whole in
+/// memory: a URL without end is bounded by the disk only, as in BuildKit.
 pub(crate) fn download(
     runtime: &Handle,
+    store: &crate::store::Store,
     url: &str,
     checksum: Option<&str>,
-    dir: &Path,
     name: &str,
-) -> Result<(String, String), ExecutorError> {
+) -> Result<Downloaded, ExecutorError> {
     let parsed = reqwest::Url::parse(url).map_err(|error| ExecutorError::BadReference {
         reference: format!("ADD {url}"),
         reason: error.to_string(),
     })?;
-    let file_name = parsed
-        .path_segments()
-        .and_then(|mut segments| segments.next_back().map(str::to_owned))
-        .filter(|segment| !segment.is_empty())
-        .unwrap_or_else(|| "download".to_owned());
-    // Streamed into the step's scratch directory and hashed on the way, never whole in
-    // memory: a URL without end is bounded by the disk only, as in BuildKit.
-    let path = dir.join(&file_name);
-    let streamed = runtime.block_on(async {
-        let response = reqwest::Client::new().get(parsed.clone()).send().await?;
-        let mut response = response.error_for_status()?;
-        let mut file = fs::File::create_new(&path)?;
-        let mut digester = crate::oci::Digester::default();
-        while let Some(chunk) = response.chunk().await? {
-            digester.update(&chunk);
-            std::io::Write::write_all(&mut file, &chunk)?;
+    let file_name = url_file_name(&parsed);
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Download {
+        step: name.to_owned(),
+        url: url.to_owned(),
+        source,
+    };
+    let record_key = format!(
+        "http-{}",
+        crate::oci::sha256_digest(url.as_bytes()).digest()
+    );
+    let layout = store.layout();
+    let known = store
+        .cache_record(&record_key)?
+        .and_then(|record| serde_json::from_value::<UrlRecord>(record.data).ok())
+        .filter(|known| {
+            known
+                .digest
+                .parse::<Digest>()
+                .is_ok_and(|digest| layout.has_blob(&digest))
+        });
+    let client = reqwest::Client::new();
+    let etag_of = |headers: &reqwest::header::HeaderMap| {
+        headers
+            .get(reqwest::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim_start_matches("W/").to_owned())
+    };
+    let unchanged = known.and_then(|known| {
+        let answer = runtime.block_on(
+            client
+                .head(parsed.clone())
+                .header(reqwest::header::IF_NONE_MATCH, &known.etag)
+                .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+                .send(),
+        );
+        let response = answer.ok()?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::NOT_MODIFIED {
+            return None;
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(digester.finish().0.to_string())
+        let etag = etag_of(response.headers()).or_else(|| {
+            (status == reqwest::StatusCode::NOT_MODIFIED).then(|| known.etag.clone())
+        })?;
+        (etag == known.etag).then_some(known)
     });
-    let digest = streamed.map_err(|source| {
-        let _ = fs::remove_file(&path);
-        ExecutorError::Download {
-            step: name.to_owned(),
-            url: url.to_owned(),
-            source,
+    let (digest, last_modified) = if let Some(known) = unchanged {
+        (known.digest, known.last_modified)
+    } else {
+        let streamed = runtime.block_on(async {
+            let response = client.get(parsed.clone()).send().await?;
+            let mut response = response.error_for_status()?;
+            let etag = etag_of(response.headers());
+            let last_modified = response
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|value| value.to_str().ok())
+                .and_then(crate::remote::context::parse_http_date);
+            let mut blob = layout.blob_writer()?;
+            while let Some(chunk) = response.chunk().await? {
+                std::io::Write::write_all(&mut blob, &chunk)?;
+            }
+            let (digest, _) = blob.commit(None)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+                digest.to_string(),
+                etag,
+                last_modified,
+            ))
+        });
+        let (digest, etag, last_modified) = streamed.map_err(failed)?;
+        if let Some(etag) = etag {
+            if checksum.is_none_or(|expected| expected == digest) {
+                let record = crate::store::CacheRecord {
+                    blobs: vec![
+                        digest
+                            .parse::<Digest>()
+                            .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+                    ],
+                    diff_ids: Vec::new(),
+                    data: serde_json::to_value(UrlRecord {
+                        etag,
+                        digest: digest.clone(),
+                        last_modified,
+                    })
+                    .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+                };
+                store.put_cache_record(&record_key, &record)?;
+            }
         }
-    })?;
+        (digest, last_modified)
+    };
     if let Some(expected) = checksum {
         if expected != digest {
-            let _ = fs::remove_file(&path);
             return Err(ExecutorError::Checksum {
                 step: name.to_owned(),
                 url: url.to_owned(),
@@ -776,5 +873,17 @@ pub(crate) fn download(
             });
         }
     }
-    Ok((file_name, digest))
+    let path = layout
+        .blob_path(
+            &digest
+                .parse::<Digest>()
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+        )
+        .map_err(|error| ExecutorError::Internal(error.to_string()))?;
+    Ok(Downloaded {
+        file_name,
+        digest,
+        path,
+        mtime: last_modified.unwrap_or(0),
+    })
 }
