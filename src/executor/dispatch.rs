@@ -38,8 +38,12 @@ pub(crate) fn step(
     // Expanded again over the base image, or a base image's trigger: checked again.
     validate::instruction(&instruction, services.options)?;
     let mut key = Key::new(&vertex.id, Some(&parent.key));
-    for input in inputs {
-        key.add("input", &input.key);
+    // A RUN keys the stages it mounts by what it mounts of them (super::mounts), as
+    // BuildKit's content-based cache of a mount's selector does.
+    if !matches!(instruction, Instruction::Run(_)) {
+        for input in inputs {
+            key.add("input", &input.key);
+        }
     }
     if let Some(epoch) = services.options.source_date_epoch {
         key.add("epoch", &epoch.to_string());
