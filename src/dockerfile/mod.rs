@@ -32,6 +32,7 @@ pub use frontend::check_syntax;
 pub use instruction::{CommandLine, Instruction, Stage, Stages, stages};
 pub use mount::Mount;
 pub use resolve::{
-    Base, Dependency, ResolveOptions, ResolvedInstruction, ResolvedStage, ResolvedStages, resolve,
+    Base, Dependency, ResolveOptions, ResolvedInstruction, ResolvedStage, ResolvedStages,
+    SANDBOX_HOSTNAME_BUILD_ARG, proxy_env, resolve,
 };
 pub use syntax::{Directives, Dockerfile, Heredoc, Node, parse};
