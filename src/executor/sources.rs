@@ -465,6 +465,10 @@ pub(crate) fn select(
     let pattern = clean_source(pattern);
     let mut selected = empty_selection();
     let paths = source_paths(tree, &pattern)?;
+    // A wildcard that matches nothing copies nothing (BuildKit's `AllowEmptyWildcard`).
+    if paths.is_empty() && has_wildcard(&pattern) {
+        return Ok(selected);
+    }
     if paths.is_empty() {
         return Err(ExecutorError::MissingSource {
             what: what.to_owned(),
