@@ -164,10 +164,18 @@ pub(crate) fn workdir(
     if let Some(state) = services.cache_hit(&key, &name)? {
         return Ok(Done { state, key });
     }
+    // Owned by the USER in force, as BuildKit's `Mkdir` with the config's user.
+    let owner = state
+        .cfg()
+        .user()
+        .clone()
+        .filter(|user| !user.is_empty())
+        .map(|user| resolve_chown(&lowers, &user))
+        .transpose()?;
     let mut entries = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
     let mtime = services.options.source_date_epoch.unwrap_or_else(now);
-    add_parents(&mut entries, &mut listed, &lowers, dir, None, mtime, true);
+    add_parents(&mut entries, &mut listed, &lowers, dir, owner, mtime, true);
     commit(services, vertex, state, entries, created_by, &key)
 }
 
