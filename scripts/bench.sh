@@ -2,7 +2,7 @@
 # xbuild against the peers, measured side by side in one run on this machine, on the
 # reference workload (benches/app: a copy of ../shared/bench/app) for linux/amd64,linux/arm64.
 #
-#   scripts/bench.sh [--repeat N] [--no-buildkit] [--no-micro] [--port P]
+#   scripts/bench.sh [--repeat N] [--no-buildkit] [--no-floor] [--no-micro] [--port P]
 #
 # Rows (each repeated N times, default 3; median with min-max):
 #   cold      empty store/storage: pull both bases, apt-get install gcc under QEMU, compile
@@ -10,6 +10,9 @@
 #   one-edit  hello.c edited (a comment appended), then rebuilt
 #   push      the two-platform result pushed to a new repository of the loopback registry
 #             (`xbuild push` against `buildah manifest push --all`)
+# The floor (scripts/floor.sh: the same RUN commands in a plain chroot of the same bases under
+# the same QEMU, no builder) gets cold and one-edit rows too: xbuild's overhead over it is
+# printed as a percentage (cold; goal <= 10 %) and in seconds (one-edit; goal <= 0.25 s).
 # With docker.io installed, BuildKit (inside a private dockerd 20.10, one platform per command,
 # no buildx) gets linux/amd64 rows beside xbuild's linux/amd64 rows.
 # Each measured command starts after `sync`: one tool's fsyncs do not wait for the writeback
@@ -27,14 +30,15 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 BUILDKIT=1 MICRO=1 PORT=5055
+REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeat) REPEAT="$2"; shift ;;
         --no-buildkit) BUILDKIT=0 ;;
+        --no-floor) FLOOR=0 ;;
         --no-micro) MICRO=0 ;;
         --port) PORT="$2"; shift ;;
-        *) echo "usage: $0 [--repeat N] [--no-buildkit] [--no-micro] [--port P]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--repeat N] [--no-buildkit] [--no-floor] [--no-micro] [--port P]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -98,6 +102,11 @@ for i in $(seq "$REPEAT"); do
 done
 reset_bh
 
+if [ "$FLOOR" = 1 ]; then
+    log "the floor: the workload's RUN commands in a plain chroot"
+    scripts/floor.sh --repeat "$REPEAT" --platforms "$PLATFORMS" --results "$RESULTS" > /dev/null
+fi
+
 if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
     log "BuildKit: starting a private dockerd"
     mkdir -p "$WORK/docker"
@@ -155,6 +164,25 @@ for row, tools in rows.items():
         target = targets.get(row)
         mark = "" if target is None else (f"<= {target}" + (" met" if ratio <= target else " MISSED"))
         print(f"| {row} | {cell(xb)} | {peer} | {cell(tools[peer])} | {ratio:.2f} | {mark} | {rss(xb)} | {rss(tools[peer])} |")
+floors = [(row, tools) for row, tools in rows.items() if "floor" in tools and "xbuild" in tools]
+if floors:
+    print()
+    print("Overhead over the floor (scripts/floor.sh: the same RUN commands in a plain chroot, same QEMU, platforms side by side):")
+    print()
+    print("| operation | xbuild s | floor s | overhead | goal |")
+    print("|---|---|---|---|---|")
+    for row, tools in floors:
+        xb = statistics.median(s for s, _ in tools["xbuild"])
+        floor = statistics.median(s for s, _ in tools["floor"])
+        if row == "cold":
+            over, goal = (xb / floor - 1) * 100, 10
+            shown = f"{over:+.1f} %"
+        else:
+            over, goal = xb - floor, 0.25
+            shown = f"{over:+.2f} s"
+        unit = " %" if row == "cold" else " s"
+        mark = f"<= {goal}{unit}" + (" met" if over <= goal else " MISSED")
+        print(f"| {row} | {cell(tools['xbuild'])} | {cell(tools['floor'])} | {shown} | {mark} |")
 PY
 
 if [ "$MICRO" = 1 ]; then

@@ -6,9 +6,10 @@ set -eu
 # python3-venv, npm, golang-go and binutils are for the attestation tests: a venv with the
 # SPDX and in-toto validators from PyPI, npm and pip installs to scan, a Go binary with a
 # vendored module, objcopy to read cargo-auditable's section.
+# gcc-aarch64-linux-gnu builds the attack probes of tests/it/security.rs for arm64.
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
-openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc
+openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 libc6-dev zstd python3 bzip2 xz-utils"
 missing=""
 for package in $packages; do

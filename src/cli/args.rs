@@ -53,6 +53,9 @@ pub enum Command {
     Imagetools(super::imagetools::ImagetoolsArgs),
     /// Inspect a manifest or index in a registry.
     Manifest(super::registry::ManifestArgs),
+    /// List or print an image's attestations (SBOM, provenance), from the store or a
+    /// registry.
+    Attest(super::attestations::AttestArgs),
     /// Run a command in an image from the local store (pulled when missing), under QEMU
     /// when the image is foreign.
     Run(super::run::RunArgs),

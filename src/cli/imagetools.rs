@@ -22,6 +22,7 @@ use super::output;
 use super::registry::{RegistryFlags, open_store, parse_reference, runtime};
 use crate::error::Failure;
 use crate::oci::annotation::Annotation;
+use crate::oci::referrers::FoundStatement;
 use crate::platform::Platform;
 use crate::registry::tools::{self, CreateRequest, Source};
 use crate::registry::{ImageRef, RawManifest};
@@ -245,13 +246,13 @@ struct TemplateInput {
 /// `{"SPDX": predicate, "AdditionalSPDXs": [...]}` and `{"SLSA": predicate}`, for several a
 /// map from each platform to that.
 fn attestation_values(
-    statements: &[(Platform, Vec<serde_json::Value>)],
+    statements: &[(Platform, Vec<FoundStatement>)],
 ) -> (serde_json::Value, serde_json::Value) {
     use serde_json::{Map, Value};
-    let stubs = |statements: &[Value]| -> (Value, Value) {
+    let stubs = |statements: &[FoundStatement]| -> (Value, Value) {
         let mut spdx: Vec<Value> = Vec::new();
         let mut slsa = None;
-        for statement in statements {
+        for FoundStatement { statement, .. } in statements {
             let kind = statement["predicateType"].as_str().unwrap_or_default();
             if kind == crate::attest::SPDX_PREDICATE {
                 spdx.push(statement["predicate"].clone());

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod attest;
+pub mod attestations;
 pub mod binfmt;
 pub mod build;
 mod call;
@@ -164,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(logout) => logout.run(),
         Command::Imagetools(imagetools) => imagetools.run(),
         Command::Manifest(manifest) => manifest.run(),
+        Command::Attest(attest) => attest.run(),
         Command::Binfmt(binfmt) => binfmt.run(),
         Command::RunStep => crate::sandbox::child::main(),
         Command::Debug(debug) => debug.run(),

@@ -45,6 +45,7 @@ mod services;
 mod sources;
 mod ssh;
 mod state;
+mod steps;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -169,6 +170,8 @@ pub struct BuildReport {
     pub materials: BTreeMap<Platform, Vec<Material>>,
     /// The build context, when a step read it.
     pub context: Option<ContextRead>,
+    /// The steps each target platform's image needed, for the provenance's `mode=max`.
+    pub steps: BTreeMap<Platform, Vec<crate::attest::provenance::Step>>,
 }
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
@@ -254,6 +257,7 @@ pub fn execute(
         last_vertex: services.counter.last(),
         materials: services.materials.take(),
         context: services.context_read(),
+        steps: steps::record(graph, &results, &services),
     })
 }
 

@@ -55,6 +55,7 @@ pub(crate) struct Services<'a> {
     running: Mutex<usize>,
     running_changed: Condvar,
     counts: Mutex<Counts>,
+    cached_keys: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The build's counters, for its report.
@@ -120,7 +121,13 @@ impl<'a> Services<'a> {
             running: Mutex::new(0),
             running_changed: Condvar::new(),
             counts: Mutex::default(),
+            cached_keys: Mutex::default(),
         }
+    }
+
+    /// Whether the step whose cache key is `key` was taken from the cache in this build.
+    pub(crate) fn was_cached(&self, key: &str) -> bool {
+        lock(&self.cached_keys).contains(key)
     }
 
     /// Looks up a step's cache record (none with `--no-cache`); on a hit emits `CACHED` and
@@ -144,6 +151,7 @@ impl<'a> Services<'a> {
             name: name.to_owned(),
         });
         lock(&self.counts).cached += 1;
+        lock(&self.cached_keys).insert(key.to_owned());
         Ok(Some(state))
     }
 

@@ -260,6 +260,7 @@ pub fn run(
         last_vertex: 0,
         materials: BTreeMap::new(),
         context: None,
+        steps: BTreeMap::new(),
     };
     let mut unused: Option<Vec<String>> = None;
     if let Some(local_report) = local_report {
@@ -269,11 +270,13 @@ pub fn run(
         report.warnings = local_report.warnings;
         report.materials = local_report.materials;
         report.context = local_report.context;
+        report.steps = local_report.steps;
         unused = Some(local_report.unused_build_args);
     }
     for ((node, _), reply) in usable.iter().zip(replies) {
         report.steps_run += reply.steps_run;
         report.materials.extend(reply.materials);
+        report.steps.extend(reply.steps);
         report.cached += reply.cached;
         report.emulated.extend(
             reply

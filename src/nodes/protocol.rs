@@ -148,6 +148,10 @@ pub struct NodeReply {
     /// from older nodes' replies, whose platforms then have no materials.
     #[serde(default)]
     pub materials: Vec<(Platform, Vec<crate::executor::Material>)>,
+    /// The steps each platform's image needed (the provenance's `mode=max`). Absent from
+    /// older nodes' replies, whose platforms then list no steps.
+    #[serde(default)]
+    pub steps: Vec<(Platform, Vec<crate::attest::provenance::Step>)>,
 }
 
 /// Writes the magic line, the length and the JSON document.

@@ -37,6 +37,45 @@ pub const REFERRER_DEPTH: usize = 4;
 /// The OCI empty JSON document (`{}`), the config of an artifact without one.
 pub const EMPTY_JSON: &[u8] = b"{}";
 
+/// BuildKit's in-index attestations: the annotation of an index entry that marks an
+/// attestation manifest (value [`ATTESTATION_MANIFEST`]), and the one naming its image.
+pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// The value of [`REFERENCE_TYPE`] on BuildKit's attestation manifests.
+pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// The annotation naming the image manifest a BuildKit attestation manifest is about.
+pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// Whether an index entry is one of BuildKit's in-index attestation manifests.
+pub fn is_in_index_attestation(descriptor: &Descriptor) -> bool {
+    descriptor
+        .annotations()
+        .as_ref()
+        .is_some_and(|annotations| {
+            annotations
+                .get(REFERENCE_TYPE)
+                .is_some_and(|kind| kind == ATTESTATION_MANIFEST)
+        })
+}
+
+/// The image manifest an in-index attestation manifest is about, when it names one.
+pub fn in_index_subject(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|annotations| annotations.get(REFERENCE_DIGEST))
+        .map(String::as_str)
+}
+
+/// An in-toto statement found attached to an image: the manifest that carries it (a
+/// referrer, or a BuildKit attestation manifest in the index), and the statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundStatement {
+    /// The digest of the manifest that carries the statement.
+    pub manifest: Digest,
+    /// The statement (a JSON object with a `predicateType`).
+    pub statement: serde_json::Value,
+}
+
 /// An artifact of one layer, to attach to a subject.
 #[derive(Debug, Clone)]
 pub struct Artifact<'a> {

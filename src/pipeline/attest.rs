@@ -120,7 +120,11 @@ pub(crate) fn attach(
                         optional: false,
                     })
                     .collect(),
-                steps: Vec::new(),
+                steps: report
+                    .steps
+                    .get(&built.platform)
+                    .cloned()
+                    .unwrap_or_default(),
                 network: !options.network_none,
                 reproducible: false,
                 builder_id: provenance::DEFAULT_BUILDER_ID.to_owned(),

@@ -172,6 +172,11 @@ pub fn serve_build(
             .iter()
             .map(|(platform, materials)| (platform.clone(), materials.clone()))
             .collect(),
+        steps: report
+            .steps
+            .iter()
+            .map(|(platform, steps)| (platform.clone(), steps.clone()))
+            .collect(),
     };
     protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
     let mut file = std::fs::File::open(&archive)?;

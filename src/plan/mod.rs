@@ -120,6 +120,16 @@ pub struct Vertex {
 }
 
 impl Vertex {
+    /// What the vertex does, as one line (`FROM debian:bookworm`, `RUN make`), for the
+    /// provenance's steps.
+    pub fn description(&self) -> String {
+        match &self.op {
+            Op::Scratch => "FROM scratch".to_owned(),
+            Op::Image { reference } => format!("FROM {reference}"),
+            Op::Step { instruction } => summary(&instruction.instruction),
+        }
+    }
+
     /// `[linux/arm64 build 3/8] RUN make`-style name for progress and errors.
     pub fn display_name(&self) -> String {
         let stage = match &self.stage_name {

@@ -15,6 +15,7 @@ use super::reference::ImageRef;
 use super::transport::{Registry, RegistryError, RegistryOptions};
 use crate::oci::ImageLayout;
 use crate::oci::annotation::{Annotation, AnnotationKind};
+use crate::oci::referrers::FoundStatement;
 use crate::platform::Platform;
 
 /// Errors of the manifest tools.
@@ -191,10 +192,6 @@ fn bad(reference: &ImageRef, what: &'static str, reason: impl Into<String>) -> T
     }
 }
 
-/// The attestation manifests BuildKit puts in an index name their image this way.
-const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-
 /// Reads every source and makes the document `imagetools create` pushes, as buildx does:
 /// one index over the sources' manifests (duplicates once; annotations and platforms
 /// filtered in), except that one source alone with no annotation and no platform filter
@@ -346,10 +343,7 @@ pub async fn combine(
         entries.retain(|(descriptor, _)| {
             if is_attestation(descriptor) {
                 // Kept with the image it describes.
-                descriptor
-                    .annotations()
-                    .as_ref()
-                    .and_then(|a| a.get(REFERENCE_DIGEST))
+                crate::oci::referrers::in_index_subject(descriptor)
                     .is_some_and(|subject| kept_images.contains(subject))
             } else {
                 matches(descriptor)
@@ -415,10 +409,7 @@ pub async fn combine(
 }
 
 fn is_attestation(descriptor: &Descriptor) -> bool {
-    descriptor.annotations().as_ref().is_some_and(|a| {
-        a.get(REFERENCE_TYPE)
-            .is_some_and(|t| t == "attestation-manifest")
-    })
+    crate::oci::referrers::is_in_index_attestation(descriptor)
 }
 
 async fn fetch_child(
@@ -671,7 +662,7 @@ pub async fn attestations(
     options: Arc<RegistryOptions>,
     reference: &ImageRef,
     top: &RawManifest,
-) -> Result<Vec<(Platform, Vec<serde_json::Value>)>, ToolsError> {
+) -> Result<Vec<(Platform, Vec<FoundStatement>)>, ToolsError> {
     let mut connections = Connections {
         options,
         open: BTreeMap::new(),
@@ -707,10 +698,7 @@ pub async fn attestations(
             in_index
                 .iter()
                 .filter(|descriptor| {
-                    descriptor
-                        .annotations()
-                        .as_ref()
-                        .and_then(|a| a.get(REFERENCE_DIGEST))
+                    crate::oci::referrers::in_index_subject(descriptor)
                         .is_some_and(|digest| digest == subject.as_ref())
                 })
                 .cloned(),
@@ -734,7 +722,10 @@ pub async fn attestations(
                     .map_err(registry_error)?;
                 if let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                     if statement.get("predicateType").is_some() {
-                        statements.push(statement);
+                        statements.push(FoundStatement {
+                            manifest: descriptor.digest().clone(),
+                            statement,
+                        });
                     }
                 }
             }

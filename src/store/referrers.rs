@@ -6,11 +6,13 @@
 
 use std::collections::HashSet;
 
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
 
 use super::{Store, StoreError};
 use crate::oci::LayoutError;
-use crate::oci::referrers::{self, Artifact, REFERRER_DEPTH};
+use crate::oci::image::{self, ResolvedImage};
+use crate::oci::referrers::{self, Artifact, FoundStatement, IN_TOTO_MEDIA_TYPE, REFERRER_DEPTH};
+use crate::platform::Platform;
 
 impl Store {
     /// Attaches an artifact to `subject` (a manifest in the store): writes its blobs and
@@ -71,5 +73,79 @@ impl Store {
         subjects: &HashSet<Digest>,
     ) -> Result<Vec<(Digest, Descriptor)>, StoreError> {
         Ok(self.layout().referrer_closure(subjects, REFERRER_DEPTH)?)
+    }
+
+    /// The in-toto statements attached to each platform image of the stored image `name`:
+    /// its referrers (xbuild's way), then the attestation manifests BuildKit keeps inside an
+    /// index (a loaded BuildKit archive), in the index's order. Platforms whose manifest the
+    /// store lacks are left out; a layer that is not an in-toto statement is skipped.
+    ///
+    /// # Errors
+    /// An unknown name, unreadable or corrupt documents.
+    pub fn attestations(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(Platform, Vec<FoundStatement>)>, StoreError> {
+        let top = self.resolve_ref(name)?;
+        let mut images: Vec<(Platform, Digest)> = Vec::new();
+        let mut in_index: Vec<Descriptor> = Vec::new();
+        if image::is_index(self.layout(), &top)? {
+            let index = image::read_index(self.layout(), top.digest())?;
+            for entry in index.manifests() {
+                if referrers::is_in_index_attestation(entry) {
+                    in_index.push(entry.clone());
+                } else if self.layout().has_blob(entry.digest()) {
+                    let platform = match entry.platform() {
+                        Some(platform) => Platform::from(platform),
+                        None => self.resolved(entry)?.platform(),
+                    };
+                    images.push((platform, entry.digest().clone()));
+                }
+            }
+        } else {
+            images.push((self.resolved(&top)?.platform(), top.digest().clone()));
+        }
+        let mut found = Vec::new();
+        for (platform, subject) in images {
+            let mut carriers = self.referrers(&subject)?;
+            carriers.extend(
+                in_index
+                    .iter()
+                    .filter(|entry| referrers::in_index_subject(entry) == Some(subject.as_ref()))
+                    .cloned(),
+            );
+            let mut statements = Vec::new();
+            for carrier in carriers {
+                if !self.layout().has_blob(carrier.digest()) {
+                    continue;
+                }
+                let Ok(manifest) = self
+                    .layout()
+                    .read_json::<ImageManifest>(carrier.digest(), "attestation manifest")
+                else {
+                    continue;
+                };
+                for layer in manifest.layers() {
+                    if layer.media_type().to_string() != IN_TOTO_MEDIA_TYPE {
+                        continue;
+                    }
+                    let bytes = self.layout().read_blob(layer.digest())?;
+                    if let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        if statement.get("predicateType").is_some() {
+                            statements.push(FoundStatement {
+                                manifest: carrier.digest().clone(),
+                                statement,
+                            });
+                        }
+                    }
+                }
+            }
+            found.push((platform, statements));
+        }
+        Ok(found)
+    }
+
+    fn resolved(&self, manifest: &Descriptor) -> Result<ResolvedImage, StoreError> {
+        Ok(image::resolve_image(self.layout(), manifest, None)?)
     }
 }

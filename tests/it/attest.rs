@@ -1571,6 +1571,111 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
     );
     assert!(!predicate.contains("s3cr3t-value"), "{predicate}");
     assert!(predicate.contains("<redacted>"), "{predicate}");
+    // mode=max lists the steps: what each did, its lines, what it built on, whether the
+    // cache gave it, and the layer it made (the COPY's is the image's top layer).
+    let steps = definition["internalParameters"]["buildConfig"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buildConfig.steps: {definition}"));
+    let summary: Vec<(String, serde_json::Value, bool)> = steps
+        .iter()
+        .map(|step| {
+            (
+                step["instruction"].as_str().unwrap().to_owned(),
+                step["lines"].clone(),
+                step["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary.first().map(|(what, _, _)| what.as_str()),
+        Some("FROM debian:bookworm"),
+        "{steps:?}"
+    );
+    let copy = steps.last().unwrap();
+    assert!(
+        copy["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("COPY hello.txt /hello.txt"),
+        "{steps:?}"
+    );
+    assert_eq!(copy["lines"], serde_json::json!([3, 3]));
+    assert_eq!(copy["platform"], "linux/amd64");
+    assert!(!copy["cached"].as_bool().unwrap(), "{steps:?}");
+    let previous = &steps[steps.len() - 2]["id"];
+    assert_eq!(copy["inputs"], serde_json::json!([previous]), "{steps:?}");
+    let manifest = json(&store_blob(home.path(), &subject));
+    let config = json(&store_blob(
+        home.path(),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(&copy["layer"], diff_ids.last().unwrap(), "{steps:?}");
+
+    // `xbuild attest` lists and prints the same statements from the store.
+    let listed = util::stdout(&ok(util::xbuild(home.path()).args([
+        "attest",
+        "ls",
+        "attest/built:1",
+    ])));
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let mut kinds: Vec<(&str, &str, &str)> =
+        rows.iter().map(|row| (row[0], row[1], row[2])).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "linux/amd64",
+                "provenance",
+                "https://slsa.dev/provenance/v1"
+            ),
+            ("linux/amd64", "sbom", "https://spdx.dev/Document")
+        ],
+        "{listed}"
+    );
+    let got = json(
+        &ok(util::xbuild(home.path()).args([
+            "attest",
+            "get",
+            "attest/built:1",
+            "--type",
+            "sbom",
+            "--predicate",
+        ]))
+        .stdout,
+    );
+    assert_eq!(got, sbom["predicate"]);
+    let ambiguous = util::xbuild(home.path())
+        .args(["attest", "get", "attest/built:1"])
+        .output()
+        .unwrap();
+    assert_eq!(ambiguous.status.code(), Some(2));
+    assert!(
+        util::stderr(&ambiguous).contains("2 attestations match: name one with --type"),
+        "{}",
+        util::stderr(&ambiguous)
+    );
+    let none = util::xbuild(home.path())
+        .args([
+            "attest",
+            "ls",
+            "attest/built:1",
+            "--platform",
+            "linux/arm64",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        util::stderr(&none).contains("no linux/arm64 image (it has linux/amd64)"),
+        "{}",
+        util::stderr(&none)
+    );
 
     // -o type=oci writes the referrers into the archive, as `xbuild save` does: unnamed
     // index.json entries naming their subject, their blobs with them.
@@ -1739,6 +1844,30 @@ fn a_push_carries_a_min_provenance_by_default() {
     let content = base64::engine::general_purpose::STANDARD
         .encode("FROM busybox\nCOPY hello.txt /hello.txt\n");
     assert!(!text.contains(&content), "mode=min: no Dockerfile: {text}");
+
+    // `xbuild attest` reads the same from the registry (the image is not in the store).
+    let listed = json(
+        &ok(registry
+            .xbuild(home.path())
+            .args(["attest", "ls", &name, "--format", "json"]))
+        .stdout,
+    );
+    assert_eq!(
+        listed,
+        serde_json::json!([{
+            "platform": "linux/amd64",
+            "kind": "provenance",
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "manifest": entries[0]["digest"],
+        }])
+    );
+    let got = json(
+        &ok(registry
+            .xbuild(home.path())
+            .args(["attest", "get", &name, "--type", "provenance"]))
+        .stdout,
+    );
+    assert_eq!(got, statement);
 }
 
 /// The resolved dependencies of one platform's provenance in `home`'s store.
@@ -1930,4 +2059,65 @@ fn provenance_names_every_base_image_url_and_the_context_by_digest() {
             .any(|entry| entry["uri"] == "https://example.invalid/app.git"),
         "{dependencies:?}"
     );
+}
+
+/// With `SOURCE_DATE_EPOCH`, two builds of the same context and Dockerfile into two fresh
+/// stores give the same attestations, byte for byte: the same referrer manifests (so the
+/// same statements: times clamped, invocation id derived, lists in a stable order), for
+/// both platforms, and the same image index.
+#[test]
+fn attestations_are_reproducible_with_source_date_epoch() {
+    if !util::require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let shared = util::temp_dir();
+    let ctx = built_context(shared.path(), BUILT_DOCKERFILE);
+    let build = |home: &Path| {
+        crate::build::store_with_fixtures(home);
+        let output = ok(util::xbuild(home)
+            .current_dir(&ctx)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--progress",
+                "plain",
+                "--sbom=true",
+                "--provenance=mode=max",
+                "--build-arg",
+                "API_TOKEN=s3cr3t-value",
+                "-t",
+                "attest/again:1",
+                "--iidfile",
+            ])
+            .arg(home.join("iid"))
+            .arg("."));
+        drop(output);
+        let listed = json(
+            &ok(util::xbuild(home).args(["attest", "ls", "attest/again:1", "--format", "json"]))
+                .stdout,
+        );
+        let iid = std::fs::read_to_string(home.join("iid")).unwrap();
+        (listed, iid)
+    };
+    let first = util::temp_dir();
+    let second = util::temp_dir();
+    let (listed, iid) = build(first.path());
+    // Two platforms, an SBOM and a provenance each.
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{listed}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let kinds: BTreeSet<&str> = rows
+            .iter()
+            .filter(|row| row["platform"] == platform)
+            .map(|row| row["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, BTreeSet::from(["provenance", "sbom"]), "{listed}");
+    }
+    // Some time passes between the builds: the clamp, not luck, makes them equal.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (again, iid_again) = build(second.path());
+    assert_eq!(iid, iid_again);
+    assert_eq!(listed, again);
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The floor of the reference workload (benches/app): its RUN commands alone, with no builder
+# around them, in a plain chroot of the same base root file systems (the fixtures' debian
+# and busybox trees, the ones its images are made of), under the same QEMU (the
+# binfmt_misc handler with the F flag: qemu-user-static), the two platforms side by side as
+# xbuild runs them. What a builder adds on top of this (pulls, snapshots, layers, the
+# sandbox, the cache) is its overhead; scripts/bench.sh prints it next to xbuild's times.
+#
+#   scripts/floor.sh [--repeat N] [--platforms P1,P2] [--results FILE]
+#
+# Rows (each N times, default 3; one line per round on stdout, "ROW floor SECONDS 0" like
+# bench.sh's results, and a median summary on stderr):
+#   cold      every RUN of benches/app in order, per platform (apt-get update + install gcc
+#             libc6-dev from Debian's mirror, the compile, the final stage's rm/mkdir/chown),
+#             the platforms concurrently; the wall time until both finished
+#   one-edit  the compile alone (the step an edit of hello.c re-runs), both platforms
+#             concurrently, on the trees the cold row left
+# Not timed: copying the base trees and hello.c into place (a builder's snapshot and COPY
+# work, part of its overhead).
+#
+# Needs root, the fixtures (scripts/fixtures.sh build), binfmt_misc with qemu-user-static
+# for foreign platforms, and the network to Debian's mirror (apt-get, as the workload).
+set -eu
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+
+REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --repeat) REPEAT="$2"; shift ;;
+        --platforms) PLATFORMS="$2"; shift ;;
+        --results) RESULTS="$2"; shift ;;
+        *) echo "usage: $0 [--repeat N] [--platforms P1,P2] [--results FILE]" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "floor: run as root" >&2; exit 3; }
+log() { echo "floor: $*" >&2; }
+
+FIXTURES="${XBUILD_FIXTURES:-/var/cache/xbuild-fixtures/current}"
+[ -e "$FIXTURES/READY" ] || scripts/fixtures.sh build >&2
+WORK="$(mktemp -d /var/tmp/xbuild-floor.XXXXXX)"
+# unmount_under DIR: every mount below DIR, deepest first.
+unmount_under() {
+    awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" || true; done
+}
+cleanup() {
+    unmount_under "$WORK"
+    rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+[ -n "$RESULTS" ] || RESULTS="$WORK/results"
+
+IFS=, read -r -a platforms <<< "$PLATFORMS"
+host_platform="linux/$(dpkg --print-architecture)"
+CHROOT="$(command -v chroot)"
+
+# prepare ROUND PLATFORM: fresh copies of the two base trees for one platform, with what a
+# RUN needs from its builder: /proc, /dev, the host's resolver, the context's hello.c.
+prepare() {
+    local round="$1" platform="$2" dir
+    dir="$WORK/$round/${platform//\//-}"
+    mkdir -p "$dir"
+    cp -a "$FIXTURES/rootfs/debian/${platform//\//-}" "$dir/build"
+    cp -a "$FIXTURES/rootfs/busybox/${platform//\//-}" "$dir/final"
+    for root in "$dir/build" "$dir/final"; do
+        mkdir -p "$root/proc" "$root/dev" "$root/etc" "$root/tmp"
+        mount -t proc proc "$root/proc"
+        # Docker's standard nodes on a tmpfs of their own (never the host's /dev itself).
+        mount -t tmpfs -o mode=755 dev "$root/dev"
+        mknod -m 666 "$root/dev/null" c 1 3
+        mknod -m 666 "$root/dev/zero" c 1 5
+        mknod -m 666 "$root/dev/full" c 1 7
+        mknod -m 666 "$root/dev/random" c 1 8
+        mknod -m 666 "$root/dev/urandom" c 1 9
+        mknod -m 666 "$root/dev/tty" c 5 0
+        rm -f "$root/etc/resolv.conf"
+        cp /etc/resolv.conf "$root/etc/resolv.conf"
+    done
+    mkdir -p "$dir/build/src"
+    cp "$REPO/benches/app/hello.c" "$dir/build/src/hello.c"
+}
+
+# in_root ROOT PLATFORM WORKDIR SCRIPT: one RUN, as the Dockerfile's shell form runs it.
+in_root() {
+    local root="$1" platform="$2" workdir="$3" script="$4"
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root TARGETARCH="${platform#*/}" TARGETPLATFORM="$platform" \
+        BUILDPLATFORM="$host_platform" DEBIAN_FRONTEND=noninteractive \
+        "$CHROOT" "$root" /bin/sh -c "cd $workdir && $script"
+}
+
+# The RUN lines of benches/app/Dockerfile, in order.
+APT='apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*'
+COMPILE='echo "building on ${BUILDPLATFORM} for ${TARGETPLATFORM} (${TARGETARCH}), uname -m: $(uname -m)" && gcc -O2 -static -DTARGETARCH="\"${TARGETARCH}\"" -o /out-hello hello.c && strip /out-hello'
+FINAL='rm -f /bin/telnet /bin/ftpget /bin/ftpput && mkdir -p /app/data && chown 65534:65534 /app/data'
+
+cold() {
+    local dir="$1" platform="$2"
+    in_root "$dir/build" "$platform" / "$APT"
+    in_root "$dir/build" "$platform" /src "$COMPILE"
+    cp "$dir/build/out-hello" "$dir/final/out-hello"   # COPY --from=build
+    in_root "$dir/final" "$platform" / "$FINAL"
+}
+
+one_edit() {
+    local dir="$1" platform="$2"
+    echo "/* edit $(date +%N) */" >> "$dir/build/src/hello.c"
+    in_root "$dir/build" "$platform" /src "$COMPILE"
+}
+
+# timed ROW FUNCTION ROUND: FUNCTION for every platform at once; the wall time of all.
+timed() {
+    local row="$1" step="$2" round="$3" start end pids=() status=0 platform
+    start=$(date +%s.%N)
+    for platform in "${platforms[@]}"; do
+        "$step" "$WORK/$round/${platform//\//-}" "$platform" >> "$WORK/log" 2>&1 &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    end=$(date +%s.%N)
+    if [ "$status" != 0 ]; then
+        log "FAILED: $row (see the log below)"; tail -n 30 "$WORK/log" >&2; exit 1
+    fi
+    local secs
+    secs=$(awk "BEGIN { printf \"%.3f\", $end - $start }")
+    printf '%s\tfloor\t%s\t0\n' "$row" "$secs" | tee -a "$RESULTS"
+    log "$row floor: $secs s"
+}
+
+for round in $(seq "$REPEAT"); do
+    log "round $round/$REPEAT: $PLATFORMS"
+    for platform in "${platforms[@]}"; do prepare "$round" "$platform"; done
+    sync
+    timed cold cold "$round"
+    sync
+    timed one-edit one_edit "$round"
+    unmount_under "$WORK/$round"
+    rm -rf --one-file-system "${WORK:?}/$round"
+done
+
+python3 - "$RESULTS" >&2 <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row, tool, secs, _ = line.rstrip("\n").split("\t")
+    if tool == "floor":
+        rows.setdefault(row, []).append(float(secs))
+for row, times in rows.items():
+    print(f"floor: {row}: median {statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f}) of {len(times)}")
+PY
