@@ -34,6 +34,6 @@ pub use instruction::{CommandLine, Instruction, Stage, Stages, stages};
 pub use mount::Mount;
 pub use resolve::{
     Base, Dependency, ResolveOptions, ResolvedInstruction, ResolvedStage, ResolvedStages,
-    context_name, resolve,
+    SANDBOX_HOSTNAME_BUILD_ARG, context_name, proxy_env, resolve,
 };
 pub use syntax::{Directives, Dockerfile, Heredoc, Node, parse};

@@ -211,6 +211,10 @@ pub struct ResolvedStages {
     pub proxy_env: Vec<(String, String)>,
 }
 
+/// The build argument that sets `RUN`'s host name (BuildKit's frontend reads it as its
+/// `hostname` option); used by the executor, never unused.
+pub const SANDBOX_HOSTNAME_BUILD_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
+
 /// The proxy variables BuildKit passes to `RUN` (`llb.ProxyEnv`), matched in any case.
 const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
@@ -375,7 +379,12 @@ pub fn resolve(
     let unused_build_args = options
         .build_args
         .keys()
-        .filter(|name| !used.contains(*name) && !is_proxy_arg(name) && *name != SYNTAX_BUILD_ARG)
+        .filter(|name| {
+            !used.contains(*name)
+                && !is_proxy_arg(name)
+                && *name != SYNTAX_BUILD_ARG
+                && *name != SANDBOX_HOSTNAME_BUILD_ARG
+        })
         .cloned()
         .collect();
     Ok(ResolvedStages {

@@ -24,9 +24,16 @@
 //! patterns match below a copied directory, both as fsutil's copier filters
 //! ([`super::sources::Filter`]).
 //!
+//! `ADD` unpacks an archive (a file that is a tar once decompressed, BuildKit's
+//! `isArchivePath`) that a source names itself: a local one unless `--unpack=false`, a
+//! download only with `--unpack=true`, into the destination directory, through the
+//! image's links ([`Archive`]).
+//!
 //! Not supported yet (exit 2): git over ssh, checksums other than sha256. `--chmod` takes
-//! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it (mode 0600, not
-//! unpacked), checked against `--checksum` when given. `--link` is accepted and treated as a
+//! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it into the store
+//! ([`super::sources::download`]: named after the URL path's last component, else
+//! `__unnamed__`; mode 0600; mtime its `Last-Modified`, else 0), checked against
+//! `--checksum` when given; a rebuild asks with `HEAD` whether its `ETag` changed first. `--link` is accepted and treated as a
 //! plain `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
@@ -49,7 +56,7 @@ use crate::cache::Key;
 use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
-use crate::layer::tree::{Stack, resolve};
+use crate::layer::tree::{Node, Stack, Tree, resolve};
 use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
@@ -157,10 +164,18 @@ pub(crate) fn workdir(
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
     }
+    // Owned by the USER in force, as BuildKit's `Mkdir` with the config's user.
+    let owner = state
+        .cfg()
+        .user()
+        .clone()
+        .filter(|user| !user.is_empty())
+        .map(|user| resolve_chown(&lowers, &user))
+        .transpose()?;
     let mut entries = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
     let mtime = services.options.source_date_epoch.unwrap_or_else(now);
-    add_parents(&mut entries, &mut listed, &lowers, dir, None, mtime, true);
+    add_parents(&mut entries, &mut listed, &lowers, dir, owner, mtime, true);
     commit(services, vertex, state, entries, created_by, &key)
 }
 
@@ -214,6 +229,7 @@ pub(crate) fn step(
     // (super::validate).
     let mut checksum = None;
     let mut keep_git_dir = None;
+    let mut unpack = None;
     let (sources, destination, from, chown, chmod, is_add, text) = match instruction {
         Instruction::Copy(copy) => (
             &copy.sources,
@@ -231,6 +247,7 @@ pub(crate) fn step(
         Instruction::Add(add) => {
             checksum.clone_from(&add.checksum);
             keep_git_dir = Some(add.keep_git_dir);
+            unpack = add.unpack;
             (
                 &add.sources,
                 &add.destination,
@@ -305,6 +322,8 @@ pub(crate) fn step(
     let scratch = services.scratch_dirs()?;
     let mut selections = Vec::new();
     let mut pending_git = Vec::new();
+    // Downloads: their `Last-Modified` times (the files' mtimes, as BuildKit sets them).
+    let mut url_mtimes = std::collections::HashMap::new();
     let mut inline = Vec::new();
     for source in sources {
         match source {
@@ -342,19 +361,19 @@ pub(crate) fn step(
                         context_entries: Vec::new(),
                         from_url: false,
                         from_git: true,
+                        named_files: Vec::new(),
                     });
                     continue;
                 }
                 if path.starts_with("http://") || path.starts_with("https://") {
-                    let target_dir = scratch.path().join(format!("url-{}", selections.len()));
-                    fs::create_dir(&target_dir)?;
-                    let (name, digest) = download(
+                    let downloaded = download(
                         services.runtime,
+                        services.store,
                         path,
                         checksum.as_deref(),
-                        &target_dir,
                         &vertex.display_name(),
                     )?;
+                    let (name, digest) = (downloaded.file_name.clone(), downloaded.digest.clone());
                     key.add("url", &format!("{path} {digest}"));
                     services.materials.record(
                         vertex,
@@ -363,7 +382,8 @@ pub(crate) fn step(
                             digest: digest.clone(),
                         },
                     );
-                    let abs = target_dir.join(&name);
+                    url_mtimes.insert(downloaded.path.clone(), downloaded.mtime);
+                    let abs = downloaded.path;
                     let meta = fs::symlink_metadata(&abs)?;
                     selections.push(Selected {
                         items: vec![(
@@ -379,6 +399,7 @@ pub(crate) fn step(
                         context_entries: Vec::new(),
                         from_url: true,
                         from_git: false,
+                        named_files: vec![0],
                     });
                     continue;
                 }
@@ -516,6 +537,9 @@ pub(crate) fn step(
         } else if url_file {
             entry.mode = 0o600;
         }
+        if let Some(mtime) = url_mtimes.get(&item.abs) {
+            entry.mtime = *mtime;
+        }
         let source = item.meta.is_file().then(|| item.abs.clone());
         entries.push(FileListEntry { entry, source });
         Ok(())
@@ -523,40 +547,44 @@ pub(crate) fn step(
 
     let mut extracted = 0;
     for selected in &selections {
-        for (below, item) in &selected.items {
-            if is_add
-                && !selected.from_url
-                && !selected.from_git
+        // BuildKit's `AttemptUnpack`: a local ADD source unless `--unpack=false`, a URL only
+        // with `--unpack=true`, a git checkout never; only files the source names itself.
+        let attempt_unpack = if selected.from_git {
+            false
+        } else if selected.from_url {
+            unpack == Some(true)
+        } else {
+            is_add && unpack != Some(false)
+        };
+        for (index, (below, item)) in selected.items.iter().enumerate() {
+            if attempt_unpack
+                && selected.named_files.contains(&index)
                 && item.meta.is_file()
                 && is_archive(&item.abs)
             {
-                // ADD of a local archive: unpacked into the destination directory.
                 let target = scratch.path().join(format!("archive-{extracted}"));
                 extracted += 1;
                 fs::create_dir(&target)?;
-                extract_archive(&item.abs, &target)?;
-                let mut unpacked = Vec::new();
-                walk_dir(&target, Path::new(""), &mut unpacked)?;
-                let base = if selected.single_file_name.is_some() {
-                    PathBuf::new()
-                } else {
-                    below.parent().map(Path::to_path_buf).unwrap_or_default()
+                let named = extract_archive(&item.abs, &target)?;
+                // The destination is a directory the archive goes into (made if missing).
+                add_parents(
+                    &mut entries,
+                    &mut listed,
+                    &lowers,
+                    &dest_abs,
+                    owner,
+                    mtime_now,
+                    true,
+                );
+                let mut archive = Archive {
+                    stack: targets.stack,
+                    placed: std::collections::HashMap::new(),
+                    owner,
+                    mtime: mtime_now,
                 };
-                let saved = file_target.clone();
-                let _ = saved;
-                for inner in unpacked {
-                    let path = dest_rel.join(&base).join(&inner.rel);
-                    if !listed.insert(path.clone()) {
-                        entries.retain(|e| e.entry.path != path);
-                    }
-                    let mut entry = layer::entry_from_metadata(&path, &inner.abs, &inner.meta)?;
-                    if let Some((uid, gid)) = owner {
-                        entry.uid = uid;
-                        entry.gid = gid;
-                    }
-                    let source = inner.meta.is_file().then(|| inner.abs.clone());
-                    entries.push(FileListEntry { entry, source });
-                }
+                archive
+                    .place(&target, &named, &dest_abs, &mut entries, &mut listed)
+                    .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
                 continue;
             }
             // Directories in between the destination and the item.
@@ -633,6 +661,108 @@ pub(crate) fn step(
         duration: started.elapsed(),
     });
     Ok(done)
+}
+
+/// An archive `ADD` unpacks, placed in the destination state as BuildKit's untar into the
+/// mounted state places it: a directory the archive only implies (it names something
+/// below it) is the image's own when the image has one there, links on the way followed
+/// inside the image (`var/run -> /run` from an earlier layer: `var/run/x` lands in
+/// `/run/x`); what the archive names itself replaces what is there, a directory merged
+/// with a directory. Hard links inside the archive stay hard links.
+struct Archive<'a> {
+    stack: Stack<'a>,
+    /// What this copy placed so far (absolute path in the image), over the image.
+    placed: std::collections::HashMap<String, Node>,
+    owner: Option<(u64, u64)>,
+    mtime: i64,
+}
+
+impl Tree for Archive<'_> {
+    fn node(&self, path: &str) -> Option<Node> {
+        match self.placed.get(path) {
+            Some(node) => Some(node.clone()),
+            None => self.stack.node(path),
+        }
+    }
+}
+
+impl Archive<'_> {
+    /// Adds the entries of the archive unpacked in `unpacked` (the paths it names:
+    /// `named`) below the directory `root` (absolute, resolved) of the image.
+    fn place(
+        &mut self,
+        unpacked: &Path,
+        named: &[PathBuf],
+        root: &str,
+        entries: &mut Vec<FileListEntry>,
+        listed: &mut std::collections::BTreeSet<PathBuf>,
+    ) -> Result<(), String> {
+        let named: std::collections::HashSet<&Path> = named.iter().map(PathBuf::as_path).collect();
+        let mut items = Vec::new();
+        walk_dir(unpacked, Path::new(""), &mut items).map_err(|error| error.to_string())?;
+        // Where each unpacked path is in the image.
+        let mut landed: std::collections::HashMap<PathBuf, String> =
+            std::collections::HashMap::new();
+        let mut links: std::collections::HashMap<(u64, u64), PathBuf> =
+            std::collections::HashMap::new();
+        for item in items {
+            let parent = item
+                .rel
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .and_then(|parent| landed.get(parent).cloned())
+                .unwrap_or_else(|| root.to_owned());
+            let name = item.rel.file_name().unwrap_or_default().to_string_lossy();
+            let path = join_path(&parent, &name);
+            if item.meta.is_dir() && !named.contains(item.rel.as_path()) {
+                let resolved = resolve(self, &path, true).map_err(|error| error.to_string())?;
+                if self.node(&resolved) == Some(Node::Dir) {
+                    landed.insert(item.rel.clone(), resolved);
+                    continue;
+                }
+            }
+            let rel = PathBuf::from(path.trim_start_matches('/'));
+            let mut entry = layer::entry_from_metadata(&rel, &item.abs, &item.meta)
+                .map_err(|e| e.to_string())?;
+            if !named.contains(item.rel.as_path()) {
+                entry.mode = 0o755;
+                entry.uid = 0;
+                entry.gid = 0;
+                entry.mtime = self.mtime;
+            }
+            if let Some((uid, gid)) = self.owner {
+                entry.uid = uid;
+                entry.gid = gid;
+            }
+            let mut source = item.meta.is_file().then(|| item.abs.clone());
+            if item.meta.is_file() && item.meta.nlink() > 1 {
+                let inode = (item.meta.dev(), item.meta.ino());
+                if let Some(first) = links.get(&inode) {
+                    entry.kind = EntryKind::Hardlink {
+                        target: first.clone(),
+                    };
+                    entry.xattrs.clear();
+                    source = None;
+                } else {
+                    links.insert(inode, rel.clone());
+                }
+            }
+            if !listed.insert(rel.clone()) {
+                entries.retain(|e| e.entry.path != rel);
+            }
+            let node = if item.meta.is_dir() {
+                Node::Dir
+            } else if let EntryKind::Symlink { target } = &entry.kind {
+                Node::Symlink(target.to_string_lossy().into_owned())
+            } else {
+                Node::Other
+            };
+            self.placed.insert(path.clone(), node);
+            landed.insert(item.rel.clone(), path);
+            entries.push(FileListEntry { entry, source });
+        }
+        Ok(())
+    }
 }
 
 /// Where a copy's items land in the destination state, checked as BuildKit's copier checks

@@ -34,8 +34,12 @@ pub(crate) fn step(
     // The parent's and inputs' content, not only their keys: a stage re-run by
     // `--no-cache-filter` (or a nondeterministic step run again) gives its readers new keys.
     let mut key = Key::new(&vertex.id, Some(&parent.chain_key()));
-    for input in inputs {
-        key.add("input", &input.chain_key());
+    // A RUN keys the stages it mounts by what it mounts of them (super::mounts), as
+    // BuildKit's content-based cache of a mount's selector does.
+    if !matches!(instruction, Instruction::Run(_)) {
+        for input in inputs {
+            key.add("input", &input.chain_key());
+        }
     }
     if let Some(epoch) = services.options.source_date_epoch {
         key.add("epoch", &epoch.to_string());

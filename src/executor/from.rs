@@ -180,6 +180,7 @@ pub(crate) fn base_image(
     }
     let mut key = Key::new(&vertex.id, None);
     key.add("image", manifest.digest().as_ref());
+    ensure_path(&mut state, &mut key);
     services.sink.emit(Event::Finished {
         vertex: id,
         duration: started.elapsed(),
@@ -188,4 +189,20 @@ pub(crate) fn base_image(
         state,
         key: key.finish(),
     })
+}
+
+/// A stage's start, as BuildKit's "make sure that PATH is always set": a base whose `Env`
+/// has no `PATH` (scratch, an image without one) gets the default one added to its `Env`,
+/// so it is in the image's config and a later `ENV PATH=...:$PATH` replaces it in place.
+/// The key says so (a state cached before without it is not taken).
+pub(crate) fn ensure_path(state: &mut ImageState, key: &mut Key) {
+    if state.env().iter().any(|(name, _)| name == "PATH") {
+        return;
+    }
+    let mut cfg = state.cfg();
+    let mut env = cfg.env().clone().unwrap_or_default();
+    env.push(format!("PATH={}", crate::sandbox::child::DEFAULT_PATH));
+    cfg.set_env(Some(env));
+    state.set_cfg(cfg);
+    key.add("default-path", crate::sandbox::child::DEFAULT_PATH);
 }

@@ -20,7 +20,10 @@
 //! ([`super::ssh`]); `SSH_AUTH_SOCK` names the first one. An optional one whose id was not
 //! given is left out, as in BuildKit.
 //!
-//! Not supported yet (exit 2): writable binds.
+//! `type=bind,rw`: the step writes to a throw-away overlay over what is mounted
+//! ([`Scratch`]); nothing reaches the context, the source stage or the layer. A stage
+//! mounted with `from=` keys the step by the content mounted ([`content_digest`]), not by
+//! how the stage was made, as BuildKit's content-based cache does.
 
 use std::fs;
 use std::io;
@@ -56,6 +59,8 @@ pub(crate) struct Prepared {
     _relays: Vec<Relay>,
     /// `SSH_AUTH_SOCK` for the step: the first `type=ssh` mount's target (as BuildKit).
     pub(crate) ssh_auth_sock: Option<String>,
+    /// Writable copies for `type=bind,rw` mounts.
+    _scratch: Vec<Scratch>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -75,6 +80,7 @@ pub(crate) fn prepare(
         _context_views: Vec::new(),
         _relays: Vec::new(),
         ssh_auth_sock: None,
+        _scratch: Vec::new(),
     };
     let mut ssh_index = 0;
     // Mount types and options not supported yet, and required secrets not given, were
@@ -203,14 +209,30 @@ pub(crate) fn prepare(
                         };
                         let view = services.view(&state)?;
                         let host = view.root.join(&relative);
+                        // The mounted files are the key, not how the stage made them: a
+                        // stage rebuilt to the same `out/` does not run this step again.
+                        key.add(
+                            "bind-from",
+                            &format!("{relative}:{}", content_digest(&host)?),
+                        );
                         prepared._views.push(view);
                         host
                     }
                 };
+                let host = if mount.read_only {
+                    host
+                } else {
+                    // `rw`: the step writes to a throw-away copy (an overlay over what is
+                    // mounted, removed after the step); nothing reaches the source.
+                    let scratch = Scratch::new(services, &host)?;
+                    let path = scratch.path.clone();
+                    prepared._scratch.push(scratch);
+                    path
+                };
                 prepared.binds.push(BindMount {
                     source: MountSource::Host(host),
                     target: PathBuf::from(target),
-                    readonly: true,
+                    readonly: mount.read_only,
                 });
             }
             MountType::Tmpfs => {
@@ -248,7 +270,118 @@ pub(crate) fn prepare(
             }
         }
     }
+    // Inputs no bind mount read (none today) still key the step by the whole stage.
+    for input in inputs.iter().skip(next_input) {
+        key.add("input", &input.chain_key());
+    }
     Ok(prepared)
+}
+
+/// A writable throw-away copy of a bind mount's source (`rw`): an overlay of the source
+/// directory with an upper directory of its own in the store's tmp (a file is copied), in
+/// the host's mount namespace for the time of the step; unmounted and removed on drop.
+struct Scratch {
+    path: PathBuf,
+    mounted: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(services: &Services<'_>, source: &Path) -> Result<Self, ExecutorError> {
+        let dir = services.scratch_dirs()?;
+        let meta = fs::symlink_metadata(source)?;
+        if !meta.is_dir() {
+            let path = dir.path().join("file");
+            if meta.is_file() {
+                fs::copy(source, &path).within(|| "copying a rw bind mount".to_owned())?;
+            } else {
+                fs::File::create(&path)?;
+            }
+            return Ok(Self {
+                path,
+                mounted: false,
+                _dir: dir,
+            });
+        }
+        let path = dir.path().join("merged");
+        fs::create_dir(&path)?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            source.display(),
+            dir.path().join("upper").display(),
+            dir.path().join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &path,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|source| ExecutorError::System {
+            context: "mounting a writable copy of a rw bind mount".to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            mounted: true,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The digest of what is at `path` of a stage, as BuildKit's content checksum of a mount's
+/// selector: every name below it with its kind, mode, owner, link target and content,
+/// modification times left out.
+fn content_digest(path: &Path) -> Result<String, ExecutorError> {
+    fn one(digester: &mut crate::oci::Digester, name: &Path, abs: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(abs)?;
+        let line = format!(
+            "{}\0{:o}\0{}:{}\0",
+            name.display(),
+            meta.mode(),
+            meta.uid(),
+            meta.gid()
+        );
+        digester.update(line.as_bytes());
+        if meta.file_type().is_symlink() {
+            digester.update(fs::read_link(abs)?.as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(abs)?;
+            io::copy(&mut file, digester)?;
+        } else if !meta.is_dir() {
+            digester.update(&meta.rdev().to_le_bytes());
+        }
+        digester.update(b"\n");
+        Ok(())
+    }
+    let mut digester = crate::oci::Digester::default();
+    let reading = || format!("reading {}", path.display());
+    match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => digester.update(b"missing"),
+        _ => {
+            one(&mut digester, Path::new(""), path).within(reading)?;
+            if path.is_dir() && !fs::symlink_metadata(path)?.file_type().is_symlink() {
+                let mut items = Vec::new();
+                super::sources::walk_dir(path, Path::new(""), &mut items)?;
+                for item in items {
+                    one(&mut digester, &item.rel, &item.abs).within(reading)?;
+                }
+            }
+        }
+    }
+    Ok(digester.finish().0.to_string())
 }
 
 /// Writes what `selected` holds of the context (after `.dockerignore`) into `view`, and

@@ -68,6 +68,16 @@ pub(crate) fn step(
     if let Some(size) = services.options.shm_size {
         key.add("shm-size", &size.to_string());
     }
+    // `--build-arg BUILDKIT_SANDBOX_HOSTNAME=name`: the step's host name (BuildKit's
+    // frontend option of that build argument), in `/etc/hosts` too.
+    let hostname = services
+        .options
+        .build_args
+        .get(dockerfile::SANDBOX_HOSTNAME_BUILD_ARG)
+        .filter(|name| !name.is_empty());
+    if let Some(hostname) = hostname {
+        key.add("hostname", hostname);
+    }
     for ulimit in &services.options.ulimits {
         key.add(
             "ulimit",
@@ -103,6 +113,13 @@ pub(crate) fn step(
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     env.extend(env_pairs.iter().map(|(k, v)| format!("{k}={v}")));
+    // The proxy build arguments (`--build-arg http_proxy=...`), without `ARG`, both cases,
+    // as BuildKit's `ProxyEnv`: in the step's environment only, never in its key, the
+    // image's config or history.
+    for (name, value) in dockerfile::proxy_env(&services.options.build_args) {
+        env.retain(|pair| pair.split('=').next() != Some(name.as_str()));
+        env.push(format!("{name}={value}"));
+    }
     if let Some(socket) = &mounts.ssh_auth_sock {
         if !env.iter().any(|pair| pair.starts_with("SSH_AUTH_SOCK=")) {
             env.push(format!("SSH_AUTH_SOCK={socket}"));
@@ -135,6 +152,9 @@ pub(crate) fn step(
         .collect();
     spec.user = state.cfg().user().clone().filter(|user| !user.is_empty());
     spec.cwd = state.workdir();
+    if let Some(hostname) = hostname {
+        spec.hostname.clone_from(hostname);
+    }
     spec.network = network;
     spec.security = security;
     spec.mounts = mounts.binds.clone();

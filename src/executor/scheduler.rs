@@ -209,8 +209,10 @@ impl<'s, 'a> Scheduler<'s, 'a> {
 fn scratch(vertex: &Vertex) -> Done {
     let mut key = Key::new(&vertex.id, None);
     key.add("scratch", &vertex.platform.to_string());
+    let mut state = ImageState::new(oci_image::new_image_config(&vertex.platform, None));
+    from::ensure_path(&mut state, &mut key);
     Done {
-        state: ImageState::new(oci_image::new_image_config(&vertex.platform, None)),
+        state,
         key: key.finish(),
     }
 }

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use oci_spec::image::Digest;
 use tokio::runtime::Handle;
 
 use super::error::{ExecutorError, Within as _};
@@ -184,6 +185,9 @@ pub(crate) struct Selected {
     pub(crate) from_url: bool,
     /// A git checkout (`ADD <git URL>`): never unpacked, modes kept.
     pub(crate) from_git: bool,
+    /// Indexes in `items` of the files the source names itself (not found below a directory
+    /// it names): only those are archives `ADD` unpacks, as in BuildKit.
+    pub(crate) named_files: Vec<usize>,
 }
 
 /// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
@@ -466,6 +470,10 @@ pub(crate) fn select(
     let pattern = clean_source(pattern);
     let mut selected = empty_selection();
     let paths = source_paths(tree, &pattern)?;
+    // A wildcard that matches nothing copies nothing (BuildKit's `AllowEmptyWildcard`).
+    if paths.is_empty() && has_wildcard(&pattern) {
+        return Ok(selected);
+    }
     if paths.is_empty() {
         return Err(ExecutorError::MissingSource {
             what: what.to_owned(),
@@ -507,6 +515,7 @@ pub(crate) fn select(
                 let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
                 let item = tree.item(&resolved, &mut selected)?;
                 selected.single_file_name = Some(name.clone());
+                selected.named_files.push(selected.items.len());
                 selected.items.push((PathBuf::from(name), item));
             }
         }
@@ -522,6 +531,7 @@ fn empty_selection() -> Selected {
         context_entries: Vec::new(),
         from_url: false,
         from_git: false,
+        named_files: Vec::new(),
     }
 }
 
@@ -643,22 +653,37 @@ pub(crate) fn select_in_dir(
     )
 }
 
+/// Whether `path` is an archive `ADD` unpacks, as BuildKit's `isArchivePath` decides: a
+/// regular file whose content, once decompressed (gzip, zstd; xz and bzip2 by their magic
+/// only), starts with a tar header whose checksum holds. A compressed file that is not a
+/// tar is copied as it is.
 pub(crate) fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 262];
+    let mut head = [0u8; 6];
     let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
     let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
     let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || head.starts_with(b"BZh") {
+        return true;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = layer::decompressed(file) else {
+        return false;
+    };
+    let mut block = Vec::with_capacity(512);
+    if std::io::Read::read_to_end(&mut std::io::Read::take(reader, 512), &mut block).is_err() {
+        return false;
+    }
+    layer::read::is_tar_header(&block)
 }
 
-/// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`.
-pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), ExecutorError> {
+/// Unpacks a local archive (gzip, xz, bzip2, zstd or plain tar) into `target`; returns the
+/// paths its entries name (relative, clean), in archive order: the directories that are
+/// not among them were made only to hold an entry.
+pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<Vec<PathBuf>, ExecutorError> {
     let file = fs::File::open(path)?;
     let mut head = [0u8; 6];
     std::io::Read::read(&mut fs::File::open(path)?, &mut head)?;
@@ -673,10 +698,23 @@ pub(crate) fn extract_archive(path: &Path, target: &Path) -> Result<(), Executor
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(false);
-    archive
-        .unpack(target)
-        .within(|| format!("ADD: unpacking {}", path.display()))?;
-    Ok(())
+    archive.set_preserve_mtime(true);
+    let unpacking = || format!("ADD: unpacking {}", path.display());
+    let mut named = Vec::new();
+    for entry in archive.entries().within(unpacking)? {
+        let mut entry = entry.within(unpacking)?;
+        let name: PathBuf = entry
+            .path()
+            .within(unpacking)?
+            .components()
+            .filter(|part| matches!(part, std::path::Component::Normal(_)))
+            .collect();
+        // `unpack_in` refuses what would land outside `target` (`..`, links out of it).
+        if entry.unpack_in(target).within(unpacking)? && !name.as_os_str().is_empty() {
+            named.push(name);
+        }
+    }
+    Ok(named)
 }
 
 pub(crate) fn external_decompress(
@@ -697,49 +735,145 @@ pub(crate) fn external_decompress(
     Ok(std::io::Cursor::new(output.stdout))
 }
 
-/// Downloads `url` into `dir` (`ADD URL`), checking `--checksum`; returns the file name
-/// (the last path segment of the URL, `download` when it has none) and the content digest.
+/// A URL `ADD` reads, as BuildKit's HTTP source gives it: its content in the store (a blob
+/// the cache record `http-<url digest>` keeps), the file name, the `Last-Modified` time.
+pub(crate) struct Downloaded {
+    /// The file name: the URL path's last component, `__unnamed__` when it has none.
+    pub(crate) file_name: String,
+    /// The content's digest (`sha256:...`).
+    pub(crate) digest: String,
+    /// Where the content is (a blob of the store).
+    pub(crate) path: PathBuf,
+    /// `Last-Modified` as seconds since the epoch (the file's mtime; 0 without one).
+    pub(crate) mtime: i64,
+}
+
+/// What a download left for the next build to ask about.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UrlRecord {
+    etag: String,
+    digest: String,
+    last_modified: Option<i64>,
+}
+
+/// The file name BuildKit's frontend gives a URL's download (`path.Base` of its path).
+pub(crate) fn url_file_name(url: &reqwest::Url) -> String {
+    url.path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty() && *name != ".")
+        .map_or_else(|| "__unnamed__".to_owned(), str::to_owned)
+}
+
+/// `ADD URL`: the content of `url`, checked against `--checksum`. A URL downloaded before
+/// with an `ETag` is first asked about with a `HEAD` request (`If-None-Match`), as BuildKit
+/// does: when its `ETag` is the same, the stored content is used and nothing is
+/// downloaded. Downloads stream into the store and are hashed on the way, never whole in
+/// memory: a URL without end is bounded by the disk only, as in BuildKit.
 pub(crate) fn download(
     runtime: &Handle,
+    store: &crate::store::Store,
     url: &str,
     checksum: Option<&str>,
-    dir: &Path,
     name: &str,
-) -> Result<(String, String), ExecutorError> {
+) -> Result<Downloaded, ExecutorError> {
     let parsed = reqwest::Url::parse(url).map_err(|error| ExecutorError::BadReference {
         reference: format!("ADD {url}"),
         reason: error.to_string(),
     })?;
-    let file_name = parsed
-        .path_segments()
-        .and_then(|mut segments| segments.next_back().map(str::to_owned))
-        .filter(|segment| !segment.is_empty())
-        .unwrap_or_else(|| "download".to_owned());
-    // Streamed into the step's scratch directory and hashed on the way, never whole in
-    // memory: a URL without end is bounded by the disk only, as in BuildKit.
-    let path = dir.join(&file_name);
-    let streamed = runtime.block_on(async {
-        let response = reqwest::Client::new().get(parsed.clone()).send().await?;
-        let mut response = response.error_for_status()?;
-        let mut file = fs::File::create_new(&path)?;
-        let mut digester = crate::oci::Digester::default();
-        while let Some(chunk) = response.chunk().await? {
-            digester.update(&chunk);
-            std::io::Write::write_all(&mut file, &chunk)?;
+    let file_name = url_file_name(&parsed);
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Download {
+        step: name.to_owned(),
+        url: url.to_owned(),
+        source,
+    };
+    let record_key = format!(
+        "http-{}",
+        crate::oci::sha256_digest(url.as_bytes()).digest()
+    );
+    let layout = store.layout();
+    let known = store
+        .cache_record(&record_key)?
+        .and_then(|record| serde_json::from_value::<UrlRecord>(record.data).ok())
+        .filter(|known| {
+            known
+                .digest
+                .parse::<Digest>()
+                .is_ok_and(|digest| layout.has_blob(&digest))
+        });
+    let client = reqwest::Client::new();
+    let etag_of = |headers: &reqwest::header::HeaderMap| {
+        headers
+            .get(reqwest::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim_start_matches("W/").to_owned())
+    };
+    let unchanged = known.and_then(|known| {
+        let answer = runtime.block_on(
+            client
+                .head(parsed.clone())
+                .header(reqwest::header::IF_NONE_MATCH, &known.etag)
+                .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+                .send(),
+        );
+        let response = answer.ok()?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::NOT_MODIFIED {
+            return None;
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(digester.finish().0.to_string())
+        let etag = etag_of(response.headers()).or_else(|| {
+            (status == reqwest::StatusCode::NOT_MODIFIED).then(|| known.etag.clone())
+        })?;
+        (etag == known.etag).then_some(known)
     });
-    let digest = streamed.map_err(|source| {
-        let _ = fs::remove_file(&path);
-        ExecutorError::Download {
-            step: name.to_owned(),
-            url: url.to_owned(),
-            source,
+    let (digest, last_modified) = if let Some(known) = unchanged {
+        (known.digest, known.last_modified)
+    } else {
+        let streamed = runtime.block_on(async {
+            let response = client.get(parsed.clone()).send().await?;
+            let mut response = response.error_for_status()?;
+            let etag = etag_of(response.headers());
+            let last_modified = response
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|value| value.to_str().ok())
+                .and_then(crate::remote::context::parse_http_date);
+            let mut blob = layout.blob_writer()?;
+            while let Some(chunk) = response.chunk().await? {
+                std::io::Write::write_all(&mut blob, &chunk)?;
+            }
+            let (digest, _) = blob.commit(None)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+                digest.to_string(),
+                etag,
+                last_modified,
+            ))
+        });
+        let (digest, etag, last_modified) = streamed.map_err(failed)?;
+        if let Some(etag) = etag {
+            if checksum.is_none_or(|expected| expected == digest) {
+                let record = crate::store::CacheRecord {
+                    blobs: vec![
+                        digest
+                            .parse::<Digest>()
+                            .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+                    ],
+                    diff_ids: Vec::new(),
+                    data: serde_json::to_value(UrlRecord {
+                        etag,
+                        digest: digest.clone(),
+                        last_modified,
+                    })
+                    .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+                };
+                store.put_cache_record(&record_key, &record)?;
+            }
         }
-    })?;
+        (digest, last_modified)
+    };
     if let Some(expected) = checksum {
         if expected != digest {
-            let _ = fs::remove_file(&path);
             return Err(ExecutorError::Checksum {
                 step: name.to_owned(),
                 url: url.to_owned(),
@@ -748,5 +882,17 @@ pub(crate) fn download(
             });
         }
     }
-    Ok((file_name, digest))
+    let path = layout
+        .blob_path(
+            &digest
+                .parse::<Digest>()
+                .map_err(|error| ExecutorError::Internal(error.to_string()))?,
+        )
+        .map_err(|error| ExecutorError::Internal(error.to_string()))?;
+    Ok(Downloaded {
+        file_name,
+        digest,
+        path,
+        mtime: last_modified.unwrap_or(0),
+    })
 }

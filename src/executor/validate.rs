@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (git over ssh, `RUN --mount=type=bind,rw`, ...) and
+//! does not implement yet (git over ssh, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -186,9 +186,6 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
                 }
             }
             MountType::Bind => {
-                if !mount.read_only {
-                    return unsupported("type=bind,rw");
-                }
                 if mount.target.is_none() {
                     return unsupported("type=bind without target");
                 }

@@ -48,8 +48,8 @@ use std::process::{self, Command};
 
 pub use mounts::Placeholder;
 pub use spec::{
-    BindMount, DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, HostEntry, MountSource, Network, SecretFile,
-    Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream, Ulimit,
+    BindMount, DEFAULT_HOSTNAME, DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, HostEntry, MountSource,
+    Network, SecretFile, Security, Stdio, StepCommand, StepOutcome, StepSpec, Stream, Ulimit,
 };
 
 use crate::binfmt::{self, BinfmtError};
@@ -209,6 +209,16 @@ pub fn run_with(
         &hosts,
         "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
     )?;
+    if spec.hostname != DEFAULT_HOSTNAME {
+        // Another host name (`BUILDKIT_SANDBOX_HOSTNAME`) resolves to the step, as in
+        // BuildKit's hosts file.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hosts)
+            .map_err(SandboxError::prepare("opening the step's hosts file"))?;
+        file.write_all(format!("127.0.0.1\tlocalhost {}\n", spec.hostname).as_bytes())
+            .map_err(SandboxError::prepare("writing the step's hosts file"))?;
+    }
     if !spec.extra_hosts.is_empty() {
         // `--add-host`: after the host's lines, as Docker appends them.
         let mut file = std::fs::OpenOptions::new()

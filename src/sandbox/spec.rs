@@ -236,6 +236,9 @@ impl std::fmt::Debug for SecretFile {
 /// so a fork bomb in a step stops there.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
+/// A step's host name unless the build names another (BuildKit's).
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
 /// What an extra mount of a step puts at its target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountSource {
@@ -280,7 +283,7 @@ impl StepSpec {
             env: Vec::new(),
             user: None,
             cwd: "/".to_owned(),
-            hostname: "buildkitsandbox".to_owned(),
+            hostname: DEFAULT_HOSTNAME.to_owned(),
             network: Network::Default,
             security: Security::Sandbox,
             stdio: Stdio::Captured,

@@ -1,7 +1,7 @@
 //! A loopback HTTP/1.1 server for the conformance cases: `ADD <url>` sources, and git
 //! repositories over git's "dumb" HTTP protocol (static files after `git update-server-info`,
-//! as BuildKit's tests serve them with Go's `http.FileServer`). One server per test process;
-//! each case run gets its own site under a path prefix, with its own request log. It answers
+//! as BuildKit's tests serve them with Go's `http.FileServer`). Each case run gets its own
+//! site on its own port, with its own request log. It answers
 //! `GET` and `HEAD` with `Content-Length`, `Last-Modified`, `ETag` (and `304` to a matching
 //! `If-None-Match`), one request per connection. It serves nothing outside a site's directory.
 //! Also a TCP "echo" server (BuildKit's `echoserver`): it writes a fixed text to every
@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A file served at a fixed path, with its headers.
 #[derive(Debug, Clone)]
@@ -33,69 +34,50 @@ struct Site {
     log: Vec<String>,
 }
 
-#[derive(Debug)]
-struct Server {
-    port: u16,
-    sites: Mutex<HashMap<String, Arc<Mutex<Site>>>>,
-    next: Mutex<u64>,
-}
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<&'static Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let port = listener.local_addr().expect("local address").port();
-        let server: &'static Server = Box::leak(Box::new(Server {
-            port,
-            sites: Mutex::new(HashMap::new()),
-            next: Mutex::new(0),
-        }));
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let _ = answer(server, stream);
-                });
-            }
-        });
-        server
-    })
-}
-
-/// A case run's site: its URL, its directory and its request log. Removed on drop.
+/// A case run's site: its URL, its directory and its request log. It has a port of its
+/// own, so its URLs are the server's root (`http://127.0.0.1:PORT/`, as BuildKit's test
+/// servers give them: a URL of `/` has no file name). Stops accepting when dropped.
 #[derive(Debug)]
 pub(crate) struct SiteHandle {
-    prefix: String,
+    port: u16,
     site: Arc<Mutex<Site>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl SiteHandle {
     /// A new site serving `dir` and the fixed files (keyed by URL path, `/foo`).
     pub(crate) fn new(dir: &Path, fixed: HashMap<String, Fixed>) -> Self {
-        let server = server();
-        let prefix = {
-            let mut next = server.next.lock().expect("lock");
-            *next += 1;
-            format!("/s{next}")
-        };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().expect("local address").port();
         let site = Arc::new(Mutex::new(Site {
             dir: dir.to_owned(),
             fixed,
             log: Vec::new(),
         }));
-        server
-            .sites
-            .lock()
-            .expect("lock")
-            .insert(prefix.clone(), site.clone());
-        Self { prefix, site }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (served, flag) = (site.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let site = served.clone();
+                    std::thread::spawn(move || {
+                        let _ = answer(&site, stream);
+                    });
+                }
+            }
+        });
+        Self { port, site, stop }
     }
 
     /// The site's base URL (no trailing slash).
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}{}", server().port, self.prefix)
+        format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Takes the requests seen since the last call (`"GET /foo"`, path below the site).
+    /// Takes the requests seen since the last call (`"GET /foo"`).
     pub(crate) fn take_log(&self) -> Vec<String> {
         std::mem::take(&mut self.site.lock().expect("lock").log)
     }
@@ -103,11 +85,13 @@ impl SiteHandle {
 
 impl Drop for SiteHandle {
     fn drop(&mut self) {
-        server().sites.lock().expect("lock").remove(&self.prefix);
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accepting thread so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-fn answer(server: &Server, stream: TcpStream) -> std::io::Result<()> {
+fn answer(site: &Mutex<Site>, stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request = String::new();
@@ -128,18 +112,10 @@ fn answer(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     let method = words.next().unwrap_or("").to_owned();
     let target = words.next().unwrap_or("").to_owned();
     let mut stream = stream;
-    let (prefix, rest) = match target[1.min(target.len())..].find('/') {
-        Some(at) => target.split_at(at + 1),
-        None => (target.as_str(), "/"),
-    };
-    let site = server.sites.lock().expect("lock").get(prefix).cloned();
-    let Some(site) = site else {
-        return respond(&mut stream, "404 Not Found", &[], b"", false);
-    };
-    let path = rest.split('?').next().unwrap_or("/").to_owned();
+    let path = target.split('?').next().unwrap_or("/").to_owned();
     let (fixed, dir) = {
         let mut site = site.lock().expect("lock");
-        site.log.push(format!("{method} {rest}"));
+        site.log.push(format!("{method} {target}"));
         (site.fixed.get(&path).cloned(), site.dir.clone())
     };
     let head = method == "HEAD";
