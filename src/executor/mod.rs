@@ -62,8 +62,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
-pub use scan::{ExtraRoot, SbomExtra};
 pub use named::NamedContext;
+pub use scan::{ExtraRoot, SbomExtra};
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
