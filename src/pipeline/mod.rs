@@ -686,6 +686,19 @@ fn dockerfile_epoch(
         // BuildKit: a value naming a stage takes the time of that stage's one remote ADD
         // source, when the stage is source-only.
         let lower = value.to_lowercase();
+        // A value naming a --build-context takes that context's time in BuildKit (a file's
+        // Last-Modified, an image's creation): not here yet, and refused rather than taken
+        // as an invalid number.
+        if dockerfile::context_name(&lower)
+            .is_some_and(|name| options.named_contexts.contains_key(&name))
+        {
+            return Err(ExecutorError::unsupported(
+                file,
+                line,
+                "SOURCE_DATE_EPOCH naming a --build-context (the time of that context)",
+            )
+            .into());
+        }
         let Some(stage) = stages
             .stages
             .iter()
