@@ -24,6 +24,7 @@ pub mod env;
 pub mod error;
 pub mod executor;
 pub mod export;
+pub mod gostd;
 pub mod layer;
 pub mod nodes;
 pub mod oci;

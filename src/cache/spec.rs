@@ -205,6 +205,26 @@ fn value<'a>(pairs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `registry.insecure=true` is refused as not supported yet (on both cache flags): a
+/// plain-HTTP registry is named by `XBUILD_INSECURE_REGISTRIES` instead.
+fn refuse_insecure(
+    flag: &'static str,
+    spec: &str,
+    pairs: &[(&str, &str)],
+) -> Result<(), CacheSpecError> {
+    if bool_key(flag, spec, pairs, "registry.insecure")? == Some(true) {
+        return Err(CacheSpecError {
+            flag,
+            spec: spec.to_owned(),
+            reason: "registry.insecure=true is not supported yet: list the registry in \
+                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
+                .to_owned(),
+            unsupported: true,
+        });
+    }
+    Ok(())
+}
+
 /// A boolean key as BuildKit reads it (Go's `strconv.ParseBool`, and an empty value meaning
 /// true); `None` when the key is absent.
 fn bool_key(
@@ -227,11 +247,10 @@ fn bool_key(
 /// Go's `strconv.ParseBool` (what BuildKit reads boolean keys with), an empty value being
 /// true as in BuildKit's `force-compression`.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
-    match text {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
+    if text.is_empty() {
+        return Some(true);
     }
+    crate::gostd::parse_bool(text)
 }
 
 /// The layer keys BuildKit shares between cache exports and image outputs
@@ -359,14 +378,7 @@ impl CacheExport {
         let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         let location = if kind == "registry" {
             check_keys(FLAG, spec, &pairs, REGISTRY_TO_KEYS)?;
-            if bool_key(FLAG, spec, &pairs, "registry.insecure")? == Some(true) {
-                return Err(error(
-                    "registry.insecure=true is not supported yet: list the registry in \
-                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
-                        .to_owned(),
-                    true,
-                ));
-            }
+            refuse_insecure(FLAG, spec, &pairs)?;
             registry_ref(
                 FLAG,
                 spec,
@@ -471,14 +483,7 @@ impl CacheLocation {
         let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         if kind == "registry" {
             check_keys(FLAG, spec, &pairs, &["ref", "registry.insecure"])?;
-            if bool_key(FLAG, spec, &pairs, "registry.insecure")? == Some(true) {
-                return Err(error(
-                    "registry.insecure=true is not supported yet: list the registry in \
-                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
-                        .to_owned(),
-                    true,
-                ));
-            }
+            refuse_insecure(FLAG, spec, &pairs)?;
             registry_ref(
                 FLAG,
                 spec,

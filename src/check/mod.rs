@@ -180,7 +180,7 @@ impl CheckConfig {
                 "experimental" if value == "all" => config.experimental_all = true,
                 "experimental" => config.experimental = list(),
                 "error" => {
-                    config.error = parse_bool(value)
+                    config.error = crate::gostd::parse_bool(value)
                         .ok_or_else(|| format!("invalid boolean {value:?} in {part:?}"))?;
                 }
                 other => return Err(format!("invalid check option {other:?}")),
@@ -198,15 +198,6 @@ impl CheckConfig {
             return false;
         }
         !self.skip_all && !self.skip.iter().any(|name| name == rule.name)
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 

@@ -82,11 +82,8 @@ pub fn scan_requests(stages: &Stages, build_args: &BTreeMap<String, String>) -> 
 /// A value turns scanning on for `stage`: a true boolean (as Go's `strconv.ParseBool`), or
 /// a comma-separated list naming it.
 fn enabled_for(stage: &str, value: &str) -> bool {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
-        list => !stage.is_empty() && list.split(',').any(|name| name == stage),
-    }
+    crate::gostd::parse_bool(value)
+        .unwrap_or_else(|| !stage.is_empty() && value.split(',').any(|name| name == stage))
 }
 
 #[cfg(test)]

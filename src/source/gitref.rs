@@ -145,9 +145,8 @@ impl GitRef {
         let flag = |key: &str, value: Option<&str>| -> Result<bool, String> {
             match value {
                 None => Ok(true),
-                Some(value) => {
-                    parse_go_bool(value).ok_or_else(|| format!("invalid {key} value: {value:?}"))
-                }
+                Some(value) => crate::gostd::parse_bool(value)
+                    .ok_or_else(|| format!("invalid {key} value: {value:?}")),
             }
         };
         let (mut tag, mut branch) = (None, None);
@@ -268,15 +267,6 @@ fn clean_subdir(subdir: &str) -> String {
         }
     }
     parts.join("/")
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
 }
 
 /// A URL taken apart the way `gitutil.ParseURL` does.
