@@ -26,7 +26,7 @@ use crate::oci::ImageLayout;
 use crate::oci::ImageState;
 use crate::oci::image as oci_image;
 use crate::plan::{ContextKind, Vertex};
-use crate::progress::Event;
+use crate::progress::{Event, VertexId};
 
 /// The value of one `--build-context NAME=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,52 +160,44 @@ pub(crate) fn load(
                 key: key.finish(),
             })
         }
-        NamedContext::Image(reference) => {
-            let id = services.counter.next();
-            let started = Instant::now();
-            services.sink.emit(Event::Started {
-                vertex: id,
-                name: display.clone(),
-                emulated: false,
-            });
-            let (manifest, state) =
-                resolve_image(services, reference, vertex, id).within(|| display.clone())?;
-            services.sink.emit(Event::Finished {
-                vertex: id,
-                duration: started.elapsed(),
-            });
-            key.add("image", manifest.digest().as_ref());
-            Ok(Done {
-                state,
-                key: key.finish(),
-            })
-        }
-        NamedContext::OciLayout { path, tag, digest } => {
-            let id = services.counter.next();
-            let started = Instant::now();
-            services.sink.emit(Event::Started {
-                vertex: id,
-                name: display.clone(),
-                emulated: false,
-            });
-            let (manifest, state) =
-                oci_layout(services, vertex, path, tag.as_deref(), digest.as_deref())
-                    .within(|| display.clone())?;
-            services.sink.emit(Event::Finished {
-                vertex: id,
-                duration: started.elapsed(),
-            });
-            key.add("image", manifest.digest().as_ref());
-            Ok(Done {
-                state,
-                key: key.finish(),
-            })
-        }
+        NamedContext::Image(reference) => image(services, &display, key, |id| {
+            resolve_image(services, reference, vertex, id)
+        }),
+        NamedContext::OciLayout { path, tag, digest } => image(services, &display, key, |_| {
+            oci_layout(services, vertex, path, tag.as_deref(), digest.as_deref())
+        }),
         NamedContext::Dir(dir) => directory(services, vertex, name, dir, key),
         NamedContext::Url(url) => Err(ExecutorError::Internal(format!(
             "build context {name}: {url} was not fetched"
         ))),
     }
+}
+
+/// An image context's step: `resolve` (given the progress vertex) inside `Started` and
+/// `Finished` events, keyed by the manifest it resolved to.
+fn image(
+    services: &Services<'_>,
+    display: &str,
+    mut key: Key,
+    resolve: impl FnOnce(VertexId) -> Result<(Descriptor, ImageState), ExecutorError>,
+) -> Result<Done, ExecutorError> {
+    let id = services.counter.next();
+    let started = Instant::now();
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: display.to_owned(),
+        emulated: false,
+    });
+    let (manifest, state) = resolve(id).within(|| display.to_owned())?;
+    services.sink.emit(Event::Finished {
+        vertex: id,
+        duration: started.elapsed(),
+    });
+    key.add("image", manifest.digest().as_ref());
+    Ok(Done {
+        state,
+        key: key.finish(),
+    })
 }
 
 /// An image of an OCI layout for `vertex`'s platform, its blobs copied into the store and
