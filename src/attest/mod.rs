@@ -185,6 +185,18 @@ impl Kind {
             Self::Provenance => "provenance",
         }
     }
+
+    /// The kind of a statement of `predicate_type`: an SPDX document is an SBOM, any SLSA
+    /// provenance version a provenance; `None` for other predicates.
+    pub fn of_predicate(predicate_type: &str) -> Option<Self> {
+        if predicate_type == SPDX_PREDICATE {
+            Some(Self::Sbom)
+        } else if predicate_type.starts_with("https://slsa.dev/provenance/") {
+            Some(Self::Provenance)
+        } else {
+            None
+        }
+    }
 }
 
 /// A statement serialised, ready to be stored as an artifact.

@@ -428,7 +428,7 @@ pub async fn export(
             }
             for (manifest, needed) in &manifests {
                 for blob in needed.iter().chain(std::iter::once(manifest)) {
-                    copy_blob(store, &dest, blob).map_err(layout_error)?;
+                    dest.copy_blob_from(store, blob).map_err(layout_error)?;
                 }
             }
             let top = if export.image_manifest {
@@ -486,22 +486,6 @@ fn remove_unreferenced(layout: &ImageLayout) {
             let _ = std::fs::remove_file(blob.path());
         }
     }
-}
-
-/// Copies a blob between layouts (nothing when `to` has it), verifying its digest.
-fn copy_blob(from: &ImageLayout, to: &ImageLayout, blob: &Descriptor) -> Result<(), LayoutError> {
-    if to.has_blob(blob.digest()) {
-        return Ok(());
-    }
-    let mut source = from.open_blob(blob.digest())?;
-    let mut writer = to.blob_writer()?;
-    std::io::copy(&mut source, &mut writer).map_err(|source| LayoutError::File {
-        action: "copying",
-        path: to.root().to_path_buf(),
-        source,
-    })?;
-    writer.commit(Some((blob.digest(), blob.size())))?;
-    Ok(())
 }
 
 /// Reads the records of `platforms` from a cache (an entry's annotation and a record's
@@ -691,7 +675,7 @@ pub async fn fetch(
             };
             let from = ImageLayout::open(dir).map_err(layout_error)?;
             for blob in blobs {
-                copy_blob(&from, layout, blob).map_err(layout_error)?;
+                layout.copy_blob_from(&from, blob).map_err(layout_error)?;
             }
         }
     }

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::output;
 use super::registry::{RegistryFlags, open_store, parse_reference, runtime};
+use crate::attest::Kind;
 use crate::error::{ExitKind, Failure, ResultExt as _};
 use crate::oci::referrers::FoundStatement;
 use crate::platform::Platform;
@@ -92,20 +93,9 @@ pub enum Format {
     Json,
 }
 
-/// The SPDX predicate type (an SBOM).
-const SBOM_PREDICATE: &str = crate::attest::SPDX_PREDICATE;
-/// The prefix of every SLSA provenance predicate type.
-const PROVENANCE_PREFIX: &str = "https://slsa.dev/provenance/";
-
 /// The kind `ls` shows for a predicate type.
 fn kind_of(predicate_type: &str) -> &'static str {
-    if predicate_type == SBOM_PREDICATE {
-        "sbom"
-    } else if predicate_type.starts_with(PROVENANCE_PREFIX) {
-        "provenance"
-    } else {
-        "other"
-    }
+    Kind::of_predicate(predicate_type).map_or("other", Kind::as_str)
 }
 
 /// Whether a statement of `predicate_type` is what `--type` asks for.

@@ -254,10 +254,12 @@ fn attestation_values(
         let mut slsa = None;
         for FoundStatement { statement, .. } in statements {
             let kind = statement["predicateType"].as_str().unwrap_or_default();
-            if kind == crate::attest::SPDX_PREDICATE {
-                spdx.push(statement["predicate"].clone());
-            } else if kind.starts_with("https://slsa.dev/provenance/") && slsa.is_none() {
-                slsa = Some(statement["predicate"].clone());
+            match crate::attest::Kind::of_predicate(kind) {
+                Some(crate::attest::Kind::Sbom) => spdx.push(statement["predicate"].clone()),
+                Some(crate::attest::Kind::Provenance) if slsa.is_none() => {
+                    slsa = Some(statement["predicate"].clone());
+                }
+                _ => {}
             }
         }
         let mut sbom = Map::new();

@@ -15,7 +15,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, ImageManifestBuilder, MediaType};
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, Digest, ImageManifest, ImageManifestBuilder, MediaType,
+};
 
 use super::layout::{ImageLayout, LayoutError};
 
@@ -74,6 +76,27 @@ pub struct FoundStatement {
     pub manifest: Digest,
     /// The statement (a JSON object with a `predicateType`).
     pub statement: serde_json::Value,
+}
+
+impl FoundStatement {
+    /// The layers of an attestation manifest that hold in-toto statements.
+    pub fn layers(manifest: &ImageManifest) -> impl Iterator<Item = &Descriptor> {
+        manifest
+            .layers()
+            .iter()
+            .filter(|layer| layer.media_type().to_string() == IN_TOTO_MEDIA_TYPE)
+    }
+
+    /// The statement in `bytes`, one of [`Self::layers`] of the manifest `manifest`; `None`
+    /// when it is not JSON with a `predicateType`.
+    pub fn parse(manifest: &Digest, bytes: &[u8]) -> Option<Self> {
+        let statement: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        statement.get("predicateType")?;
+        Some(Self {
+            manifest: manifest.clone(),
+            statement,
+        })
+    }
 }
 
 /// An artifact of one layer, to attach to a subject.

@@ -432,16 +432,7 @@ async fn manifest_platform(
     reference: &ImageRef,
     top: &RawManifest,
 ) -> Result<Platform, ToolsError> {
-    let document = parse_manifest(reference, top)?;
-    let config = origin
-        .get_config(reference.repository(), document.config())
-        .await
-        .map_err(|error| ToolsError::Registry {
-            reference: reference.to_string(),
-            source: error,
-        })?;
-    let config: ImageConfiguration = serde_json::from_slice(&config)
-        .map_err(|error| bad(reference, "config", error.to_string()))?;
+    let config = fetch_config(origin, reference, top).await?;
     Ok(Platform::of_config(&config))
 }
 
@@ -712,22 +703,12 @@ pub async fn attestations(
             let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&raw.bytes) else {
                 continue;
             };
-            for layer in manifest.layers() {
-                if layer.media_type().to_string() != crate::oci::referrers::IN_TOTO_MEDIA_TYPE {
-                    continue;
-                }
+            for layer in FoundStatement::layers(&manifest) {
                 let bytes = origin
                     .get_config(reference.repository(), layer)
                     .await
                     .map_err(registry_error)?;
-                if let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                    if statement.get("predicateType").is_some() {
-                        statements.push(FoundStatement {
-                            manifest: descriptor.digest().clone(),
-                            statement,
-                        });
-                    }
-                }
+                statements.extend(FoundStatement::parse(descriptor.digest(), &bytes));
             }
         }
         found.push((platform, statements));

@@ -11,7 +11,7 @@ use oci_spec::image::{Descriptor, Digest, ImageManifest};
 use super::{Store, StoreError};
 use crate::oci::LayoutError;
 use crate::oci::image::{self, ResolvedImage};
-use crate::oci::referrers::{self, Artifact, FoundStatement, IN_TOTO_MEDIA_TYPE, REFERRER_DEPTH};
+use crate::oci::referrers::{self, Artifact, FoundStatement, REFERRER_DEPTH};
 use crate::platform::Platform;
 
 impl Store {
@@ -125,19 +125,9 @@ impl Store {
                 else {
                     continue;
                 };
-                for layer in manifest.layers() {
-                    if layer.media_type().to_string() != IN_TOTO_MEDIA_TYPE {
-                        continue;
-                    }
+                for layer in FoundStatement::layers(&manifest) {
                     let bytes = self.layout().read_blob(layer.digest())?;
-                    if let Ok(statement) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                        if statement.get("predicateType").is_some() {
-                            statements.push(FoundStatement {
-                                manifest: carrier.digest().clone(),
-                                statement,
-                            });
-                        }
-                    }
+                    statements.extend(FoundStatement::parse(carrier.digest(), &bytes));
                 }
             }
             found.push((platform, statements));
