@@ -187,12 +187,15 @@ pub struct BuildReport {
     pub context: Option<ContextRead>,
     /// The steps each target platform's image needed, for the provenance's `mode=max`.
     pub steps: BTreeMap<Platform, Vec<crate::attest::provenance::Step>>,
-    /// What each target's SBOM scans besides its image (`BUILDKIT_SBOM_SCAN_*`).
+    /// What each target's SBOM scans besides its image (`BUILDKIT_SBOM_SCAN_*`); empty
+    /// when the build makes no SBOM.
     pub sbom_extras: BTreeMap<Platform, Vec<SbomExtra>>,
 }
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
 /// runs on `runtime`. Returns the images and index, in the store, and what the build did.
+/// With `sbom` (the build makes SBOMs), the report also has the stages and context they
+/// scan besides the images ([`BuildReport::sbom_extras`]), their layers made available.
 ///
 /// # Errors
 /// A failed step (exit 1, with the `xbuild debug shell` command), store, registry or
@@ -201,6 +204,7 @@ pub fn execute(
     graph: &BuildGraph,
     stages: &Stages,
     options: &BuildOptions,
+    sbom: bool,
     store: &Store,
     runtime: &Handle,
 ) -> Result<BuildReport, ExecutorError> {
@@ -284,7 +288,11 @@ pub fn execute(
         materials: services.materials.take(),
         context: services.context_read(),
         steps: steps::record(graph, &results, &services),
-        sbom_extras: scan::extras(graph, &results, &services)?,
+        sbom_extras: if sbom {
+            scan::extras(graph, &results, &services)?
+        } else {
+            BTreeMap::new()
+        },
     })
 }
 

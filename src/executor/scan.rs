@@ -3,7 +3,7 @@
 //! ([`crate::dockerfile::sbomscan`]): the final file system of every stage the target's
 //! image needed (not the target stage itself) that has stage scanning on, and the build
 //! context when the target stage has context scanning on. Found after the graph ran, from
-//! the results; the pipeline scans them only when an SBOM is asked for.
+//! the results, for a build that makes SBOMs (the pipeline scans them).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

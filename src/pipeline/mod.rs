@@ -778,7 +778,14 @@ fn execute(
     let options = &request.build;
     let here = |graph: &BuildGraph, options: &BuildOptions| -> Result<BuildReport, ExecutorError> {
         executor::validate::ensure_emulators(graph, &options.sink)?;
-        executor::execute(graph, stages, options, store, runtime)
+        executor::execute(
+            graph,
+            stages,
+            options,
+            request.attestations.sbom,
+            store,
+            runtime,
+        )
     };
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options)?);
