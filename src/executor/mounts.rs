@@ -39,7 +39,7 @@ use super::ssh::Relay;
 use super::state::{Done, join_path};
 use crate::cache::Key;
 use crate::dockerfile::instruction;
-use crate::dockerfile::mount::MountType;
+use crate::dockerfile::mount::{MountType, Sharing};
 use crate::plan::Vertex;
 use crate::sandbox::{BindMount, MountSource, SecretFile};
 
@@ -61,6 +61,8 @@ pub(crate) struct Prepared {
     pub(crate) ssh_auth_sock: Option<String>,
     /// Writable copies for `type=bind,rw` mounts.
     _scratch: Vec<Scratch>,
+    /// `flock(2)`s on cache mount directories (`sharing=locked|private`), held for the step.
+    _locks: Vec<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// Prepares every `--mount` of a `RUN`, adding what they read to `key`.
@@ -79,6 +81,7 @@ pub(crate) fn prepare(
         _views: Vec::new(),
         _context_views: Vec::new(),
         _relays: Vec::new(),
+        _locks: Vec::new(),
         ssh_auth_sock: None,
         _scratch: Vec::new(),
     };
@@ -105,7 +108,8 @@ pub(crate) fn prepare(
                 let hash = hex::encode(
                     &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
                 );
-                let dir = services.store.root().join("cache-mounts").join(hash);
+                let base = services.store.root().join("cache-mounts").join(hash);
+                let (dir, lock) = cache_instance(&base, mount.sharing)?;
                 if !dir.is_dir() {
                     std::fs::create_dir_all(&dir).within(|| "creating a cache mount".to_owned())?;
                     if mount.uid.is_some() || mount.gid.is_some() {
@@ -115,6 +119,16 @@ pub(crate) fn prepare(
                         &dir,
                         std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
                     )?;
+                }
+                if let Some(lock) = lock {
+                    prepared._locks.push(lock);
+                } else if mount
+                    .sharing
+                    .is_some_and(|sharing| sharing != Sharing::Shared)
+                {
+                    prepared._locks.push(lock_dir(&dir, false)?.ok_or_else(|| {
+                        ExecutorError::Internal("a blocking lock returned none".to_owned())
+                    })?);
                 }
                 // Its modification time is its last use (`xbuild prune --filter until=`).
                 let _ = std::fs::File::open(&dir)
@@ -434,5 +448,60 @@ fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
             Ok(())
         }
         Err(error) => Err(error),
+    }
+}
+
+/// The directory a cache mount uses, as its `sharing=` asks (BuildKit's meanings): `shared`
+/// (the default) is `base` for every step at once; `locked` is `base`, one step at a time
+/// (a step waits for the one holding it); `private` is `base`, or `base-1`, `base-2`, ...
+/// when steps hold those: each step using it at a time has a directory of its own. The lock
+/// of `private` is taken here (the directory must exist to be locked; the caller makes and
+/// locks a new `locked` one).
+fn cache_instance(
+    base: &Path,
+    sharing: Option<Sharing>,
+) -> Result<(PathBuf, Option<nix::fcntl::Flock<std::fs::File>>), ExecutorError> {
+    if sharing != Some(Sharing::Private) {
+        return Ok((base.to_path_buf(), None));
+    }
+    let mut instance = 0_usize;
+    loop {
+        let dir = if instance == 0 {
+            base.to_path_buf()
+        } else {
+            PathBuf::from(format!("{}-{instance}", base.display()))
+        };
+        if !dir.is_dir() {
+            // Nobody uses a directory that is not there yet: the caller makes and locks it.
+            return Ok((dir, None));
+        }
+        if let Some(lock) = lock_dir(&dir, true)? {
+            return Ok((dir, Some(lock)));
+        }
+        instance += 1;
+    }
+}
+
+/// An exclusive `flock(2)` on a cache directory: waiting for it, or (`try_only`) `None`
+/// when another step holds it.
+fn lock_dir(
+    dir: &Path,
+    try_only: bool,
+) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, ExecutorError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file =
+        std::fs::File::open(dir).within(|| format!("opening the cache mount {}", dir.display()))?;
+    let arg = if try_only {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockExclusive
+    };
+    match Flock::lock(file, arg) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) if try_only => Ok(None),
+        Err((_, errno)) => Err(ExecutorError::Internal(format!(
+            "locking the cache mount {}: {errno}",
+            dir.display()
+        ))),
     }
 }

@@ -418,3 +418,92 @@ fn ssh_mounts_reach_the_agent_and_a_required_one_needs_ssh() {
     assert_eq!(output.status.code(), Some(2));
     assert!(util::stderr(&output).contains("SSH_AUTH_SOCK is not set"));
 }
+
+/// `sharing=locked` waits while another holds the cache mount (here the test, with the
+/// `flock(2)` a step takes); `sharing=private` does not wait: it uses a directory of its own
+/// (`<dir>-1`); `from=` on a cache mount is refused before any work.
+#[test]
+fn cache_mount_sharing_locked_waits_and_private_uses_its_own_directory() {
+    use nix::fcntl::{Flock, FlockArg};
+    use sha2::Digest as _;
+    if !needs() {
+        return;
+    }
+    let temp = setup();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    let start = |sharing: &str, marker: &str| {
+        fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM busybox\nRUN --mount=type=cache,target=/c,id=sharing-test,sharing={sharing} \
+                 touch /c/{marker} && echo {marker}\n"
+            ),
+        )
+        .unwrap();
+        util::xbuild(dir)
+            .current_dir(&ctx)
+            .args([
+                "build",
+                "--platform",
+                "linux/amd64",
+                "--progress",
+                "plain",
+                ".",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |child: std::process::Child| {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", util::stderr(&output));
+    };
+    // The mount's directory, as the first build makes it.
+    finish(start("locked", "first"));
+    // As executor/mounts.rs names it: the first 24 hex digits of the id's sha256, in hex.
+    let digest = hex::encode(sha2::Sha256::digest(b"sharing-test"));
+    let hash = hex::encode(&digest.as_bytes()[..24]);
+    let base = dir.join("store/cache-mounts").join(&hash);
+    assert!(base.join("first").exists());
+    let appears = |path: std::path::PathBuf| {
+        (0..40).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            path.exists()
+        })
+    };
+
+    let held = Flock::lock(fs::File::open(&base).unwrap(), FlockArg::LockExclusive).unwrap();
+    let locked = start("locked", "locked");
+    assert!(
+        !appears(base.join("locked")),
+        "sharing=locked ran while the mount was held"
+    );
+    let private = start("private", "private");
+    assert!(
+        appears(
+            dir.join("store/cache-mounts")
+                .join(format!("{hash}-1/private"))
+        ),
+        "sharing=private waited, or used the held directory"
+    );
+    finish(private);
+    drop(held);
+    finish(locked);
+    assert!(base.join("locked").exists());
+
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS seed\nFROM busybox\nRUN --mount=type=cache,target=/c,from=seed true\n",
+    )
+    .unwrap();
+    let refused = build(dir, &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
+    assert!(
+        util::stderr(&refused)
+            .contains("from= or source= (a cache seeded from a stage) is not supported yet"),
+        "{}",
+        util::stderr(&refused)
+    );
+}
