@@ -152,10 +152,8 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
             MountType::Cache if mount.target.is_none() => {
                 return unsupported("type=cache without target");
             }
-            MountType::Cache if mount.from.is_some() || mount.source.is_some() => {
-                return unsupported(
-                    "type=cache with from= or source= (a cache seeded from a stage)",
-                );
+            MountType::Cache if mount.from.is_some() => {
+                return unsupported("type=cache with from= (a cache seeded from a stage)");
             }
             MountType::Cache => {}
             MountType::Secret => {

@@ -501,8 +501,7 @@ fn cache_mount_sharing_locked_waits_and_private_uses_its_own_directory() {
     let refused = build(dir, &[]);
     assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
     assert!(
-        util::stderr(&refused)
-            .contains("from= or source= (a cache seeded from a stage) is not supported yet"),
+        util::stderr(&refused).contains("from= (a cache seeded from a stage) is not supported yet"),
         "{}",
         util::stderr(&refused)
     );
