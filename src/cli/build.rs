@@ -154,7 +154,7 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = FallbackArg::Fail)]
     pub fallback: FallbackArg,
     /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
-    /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
+    /// `type=local,dest=DIR[,mode=min|max]`, `type=inline`: in the image config), repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Import a build cache (`type=registry,ref=REF`, `type=local,src=DIR`, or `REF`),

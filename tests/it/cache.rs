@@ -540,6 +540,16 @@ fn bad_cache_specs_are_refused() {
         ("type=gha", "--cache-to", "not supported yet"),
         ("type=registry", "--cache-to", "needs ref="),
         ("type=local,dest=/x", "--cache-from", "unknown key dest"),
+        (
+            "type=inline,mode=max",
+            "--cache-to",
+            "an inline cache holds the image's own steps only",
+        ),
+        (
+            "type=inline",
+            "--cache-from",
+            "type=inline is for --cache-to",
+        ),
     ] {
         let output = util::xbuild(dir.path())
             .args(["build", flag, spec, "."])
@@ -552,6 +562,24 @@ fn bad_cache_specs_are_refused() {
             util::stderr(&output)
         );
     }
+    // An inline cache goes into an image config: files alone have none.
+    let output = util::xbuild(dir.path())
+        .args([
+            "build",
+            "-o",
+            "type=local,dest=out",
+            "--cache-to",
+            "type=inline",
+            ".",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        util::stderr(&output).contains("no output writes an image"),
+        "{}",
+        util::stderr(&output)
+    );
 }
 
 /// CI fan-out: two runners (two separate stores) each push one platform by digest only
