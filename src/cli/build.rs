@@ -154,7 +154,7 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = FallbackArg::Fail)]
     pub fallback: FallbackArg,
     /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
-    /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
+    /// `type=local,dest=DIR[,mode=min|max]`, `type=inline`: in the image config), repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Import a build cache (`type=registry,ref=REF`, `type=local,src=DIR`, or `REF`),
@@ -579,17 +579,28 @@ impl BuildArgs {
         let spec_error = |error: crate::cache::CacheSpecError| -> anyhow::Error {
             Failure::bad_input(error).into()
         };
+        let (to, inline) =
+            crate::cache::CacheOptions::parse_to(&self.cache_to).map_err(spec_error)?;
+        if inline
+            && !outputs.is_empty()
+            && outputs
+                .iter()
+                .all(|output| matches!(output, Output::Local { .. } | Output::Tar { .. }))
+        {
+            return Err(Failure::bad_input(
+                "--cache-to type=inline: the inline cache goes into the image config, and no \
+                 output writes an image (-o type=local/tar write files)",
+            )
+            .into());
+        }
         Ok(crate::cache::CacheOptions {
             from: self
                 .cache_from
                 .iter()
                 .map(|spec| crate::cache::CacheLocation::parse_from(spec).map_err(spec_error))
                 .collect::<anyhow::Result<_>>()?,
-            to: self
-                .cache_to
-                .iter()
-                .map(|spec| crate::cache::CacheExport::parse(spec).map_err(spec_error))
-                .collect::<anyhow::Result<_>>()?,
+            to,
+            inline,
             lazy_layers: !outputs.is_empty()
                 && outputs
                     .iter()
