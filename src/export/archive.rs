@@ -97,7 +97,11 @@ pub(crate) fn write_oci_named(
     let unnamed = [None];
     let named: Vec<Option<&(String, String)>> = names.iter().map(Some).collect();
     let mut entries = Vec::new();
-    for name in if names.is_empty() { &unnamed[..] } else { &named[..] } {
+    for name in if names.is_empty() {
+        &unnamed[..]
+    } else {
+        &named[..]
+    } {
         let mut descriptor = top.clone();
         let mut annotations = own.clone();
         if let Some((ref_name, image_name)) = name {

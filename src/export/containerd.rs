@@ -38,9 +38,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     /// `$CONTAINERD_ADDRESS` names something other than a unix socket.
-    #[error(
-        "CONTAINERD_ADDRESS={0}: only a unix socket is supported (a path, or unix://PATH)"
-    )]
+    #[error("CONTAINERD_ADDRESS={0}: only a unix socket is supported (a path, or unix://PATH)")]
     UnsupportedAddress(String),
     /// No `ctr` program on `PATH`.
     #[error(

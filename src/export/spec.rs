@@ -545,7 +545,10 @@ mod name_tests {
     #[case("type=local,dest=d,name=x", "unknown key name for type=local")]
     #[case("type=image,annotation-bogus.a=b", "unknown annotation type")]
     #[case("type=image,\"name=a,b", "unterminated quote")]
-    #[case("type=containerd,namespace=a/b", "namespace=a/b: not a containerd namespace")]
+    #[case(
+        "type=containerd,namespace=a/b",
+        "namespace=a/b: not a containerd namespace"
+    )]
     #[case("type=containerd,unpack=yes", "unpack=yes: expected true or false")]
     #[case(
         "type=containerd,address=/run/c.sock",

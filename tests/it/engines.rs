@@ -70,7 +70,10 @@ impl Containerd {
 
     /// `ctr`'s stdout; panics with its output when it fails.
     fn ok(&self, namespace: &str, args: &[&str]) -> String {
-        checked(&self.ctr(namespace, args).output().unwrap(), &format!("ctr {args:?}"))
+        checked(
+            &self.ctr(namespace, args).output().unwrap(),
+            &format!("ctr {args:?}"),
+        )
     }
 }
 
@@ -215,14 +218,20 @@ fn containerd_keeps_the_whole_index_and_ctr_runs_the_arm64_platform() {
     ]);
     assert_eq!(digest2, digest, "the same build, cached");
     let list = daemon.ok("xbtest2", &["images", "ls"]);
-    for name in ["docker.io/xbuild-test/ctrd:2", "docker.io/xbuild-test/other:3"] {
+    for name in [
+        "docker.io/xbuild-test/ctrd:2",
+        "docker.io/xbuild-test/other:3",
+    ] {
         assert!(listed(&list, name).contains(&digest), "{list}");
     }
     let snapshots = daemon.ok("xbtest2", &["snapshots", "ls"]);
     assert!(snapshots.lines().count() > 1, "{snapshots}");
     let check = daemon.ok("xbtest2", &["images", "check"]);
     let line = listed(&check, "docker.io/xbuild-test/ctrd:2");
-    assert!(line.contains("complete") && line.ends_with("true"), "{check}");
+    assert!(
+        line.contains("complete") && line.ends_with("true"),
+        "{check}"
+    );
 }
 
 /// Before any work: no name is bad input (exit 2); no containerd on the socket is a host
@@ -271,7 +280,10 @@ fn containerd_output_refuses_before_any_work() {
         let stderr = util::stderr(&output);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(&fragment), "{args:?}: {stderr}");
-        assert!(!stderr.contains("RUN uname"), "{args:?} ran a step: {stderr}");
+        assert!(
+            !stderr.contains("RUN uname"),
+            "{args:?} ran a step: {stderr}"
+        );
     }
 }
 
@@ -321,7 +333,8 @@ impl FakeEngine {
                     if containerd_store {
                         r#"{"Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#.to_owned()
                     } else {
-                        r#"{"Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"]]}"#.to_owned()
+                        r#"{"Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"]]}"#
+                            .to_owned()
                     }
                 } else if request.starts_with("POST /images/load") {
                     std::fs::write(&body_path, &body).unwrap();
@@ -369,9 +382,11 @@ fn load_sends_the_whole_index_to_an_engine_with_the_containerd_image_store() {
     crate::build::store_with_fixtures(home.path());
     let ctx = context(home.path());
     for containerd_store in [true, false] {
-        let engine_dir = home
-            .path()
-            .join(if containerd_store { "containerd" } else { "classic" });
+        let engine_dir = home.path().join(if containerd_store {
+            "containerd"
+        } else {
+            "classic"
+        });
         std::fs::create_dir_all(&engine_dir).unwrap();
         let engine = FakeEngine::start(&engine_dir, containerd_store);
         let output = util::xbuild(home.path())
@@ -396,7 +411,11 @@ fn load_sends_the_whole_index_to_an_engine_with_the_containerd_image_store() {
         );
         let archive = engine.loaded.display().to_string();
         let listing = checked(
-            &Command::new("tar").arg("-tf").arg(&archive).output().unwrap(),
+            &Command::new("tar")
+                .arg("-tf")
+                .arg(&archive)
+                .output()
+                .unwrap(),
             "tar -tf",
         );
         if containerd_store {
@@ -433,8 +452,7 @@ fn load_sends_the_whole_index_to_an_engine_with_the_containerd_image_store() {
             let entry = &top["manifests"][0];
             assert_eq!(entry["digest"], digest.as_str(), "{index_json}");
             assert_eq!(
-                entry["annotations"]["io.containerd.image.name"],
-                "docker.io/xbuild-test/fake:1",
+                entry["annotations"]["io.containerd.image.name"], "docker.io/xbuild-test/fake:1",
                 "{index_json}"
             );
             assert!(
