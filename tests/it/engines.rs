@@ -5,6 +5,8 @@
 //! by skopeo and tar. The classic path against a real dockerd 20.10 is
 //! `export::load_puts_the_host_platform_under_the_tag_and_others_under_suffixed_tags`.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
