@@ -192,13 +192,20 @@ fn containerd_keeps_the_whole_index_and_ctr_runs_the_arm64_platform() {
     // Nothing unpacked (unpack=false is the default, as BuildKit's).
     let snapshots = daemon.ok("xbtest", &["snapshots", "ls"]);
     assert_eq!(snapshots.lines().count(), 1, "{snapshots}");
-    // Every platform's content is in the store: ctr shows each manifest's config.
+    // Each platform runs from what was loaded (its FIFOs and runc state under the test's
+    // directory, not /run/containerd).
+    let fifo_dir = daemon_dir.join("fifo").display().to_string();
+    let runc_root = daemon_dir.join("runc").display().to_string();
     for (platform, arch) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
         let ran = daemon.ok(
             "xbtest",
             &[
                 "run",
                 "--rm",
+                "--fifo-dir",
+                &fifo_dir,
+                "--runc-root",
+                &runc_root,
                 "--platform",
                 platform,
                 "docker.io/xbuild-test/ctrd:1",
