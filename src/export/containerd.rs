@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ExportError, Written, archive, blocking};
+use super::{ExportError, Written, archive, containerd_names, temp_archive};
 use crate::executor::Built;
 use crate::platform::Platform;
 use crate::registry::ImageRef;
@@ -218,39 +218,10 @@ pub(super) async fn load_into_containerd(
     let socket = containerd_socket().map_err(failed)?;
     let ctr = ctr_program().map_err(failed)?;
     let namespace = namespace(namespace_key);
-    let names: Vec<(String, String)> = references
-        .iter()
-        .map(|reference| {
-            let tag = reference.tag().unwrap_or("latest").to_owned();
-            (tag, reference.store_name())
-        })
-        .collect();
-    let tmp_dir = store.layout().tmp_dir();
-    let archive_file = tempfile::Builder::new()
-        .prefix("containerd-")
-        .suffix(".tar")
-        .tempfile_in(&tmp_dir)
-        .map_err(ExportError::writing(&tmp_dir))?;
-    let archive_path = archive_file.path().to_path_buf();
-    let (task_store, task_path, task_top, task_names) = (
-        store.clone(),
-        archive_path.clone(),
-        built.result().clone(),
-        names.clone(),
-    );
-    let archive_file = blocking(move || {
-        let mut out = std::io::BufWriter::new(archive_file.as_file());
-        archive::write_oci_named(
-            &task_store,
-            &task_top,
-            &task_names,
-            false,
-            &task_path,
-            &mut out,
-        )?;
-        std::io::Write::flush(&mut out).map_err(ExportError::writing(&task_path))?;
-        drop(out);
-        Ok(archive_file)
+    let names = containerd_names(references);
+    let (top, task_names) = (built.result().clone(), names.clone());
+    let archive_file = temp_archive(store, "containerd-", move |store, path, out| {
+        archive::write_oci_named(store, &top, &task_names, false, path, out)
     })
     .await?;
     let mut command = tokio::process::Command::new(&ctr);
@@ -262,7 +233,7 @@ pub(super) async fn load_into_containerd(
     if !unpack {
         command.arg("--no-unpack");
     }
-    command.arg(&archive_path);
+    command.arg(archive_file.path());
     command.stdin(std::process::Stdio::null());
     let output = command.output().await;
     // The archive is deleted only once `ctr` has read it.

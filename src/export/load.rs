@@ -8,7 +8,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{ExportError, ExportReport, Written, archive, blocking, engine, resolve_images};
+use super::{
+    ExportError, ExportReport, Written, archive, containerd_names, engine, resolve_images,
+    temp_archive,
+};
 use crate::executor::Built;
 use crate::platform::Platform;
 use crate::registry::ImageRef;
@@ -64,17 +67,10 @@ async fn load_index(
     references: &[ImageRef],
     socket: PathBuf,
 ) -> Result<Written, ExportError> {
-    let names: Vec<(String, String)> = references
-        .iter()
-        .map(|reference| {
-            let tag = reference.tag().unwrap_or("latest").to_owned();
-            (tag, reference.store_name())
-        })
-        .collect();
+    let names = containerd_names(references);
     let top = built.result().clone();
-    let task_names = names.clone();
     send(store, &socket, move |store, path, out| {
-        archive::write_oci_named(store, &top, &task_names, false, path, out)
+        archive::write_oci_named(store, &top, &names, false, path, out)
     })
     .await?;
     Ok(Written::LoadedIndex {
@@ -93,23 +89,8 @@ async fn send(
     socket: &Path,
     write: impl FnOnce(&Store, &Path, &mut dyn Write) -> Result<(), ExportError> + Send + 'static,
 ) -> Result<(), ExportError> {
-    let tmp_dir = store.layout().tmp_dir();
-    let archive_file = tempfile::Builder::new()
-        .prefix("load-")
-        .suffix(".tar")
-        .tempfile_in(&tmp_dir)
-        .map_err(ExportError::writing(&tmp_dir))?;
-    let archive_path = archive_file.path().to_path_buf();
-    let (task_store, task_path) = (store.clone(), archive_path.clone());
-    let archive_file = blocking(move || {
-        let mut out = std::io::BufWriter::new(archive_file.as_file());
-        write(&task_store, &task_path, &mut out)?;
-        out.flush().map_err(ExportError::writing(&task_path))?;
-        drop(out);
-        Ok(archive_file)
-    })
-    .await?;
-    let messages = engine::load(socket, &archive_path)
+    let archive_file = temp_archive(store, "load-", write).await?;
+    let messages = engine::load(socket, archive_file.path())
         .await
         .map_err(ExportError::Load);
     // The archive is deleted only once the engine has read it.

@@ -151,6 +151,44 @@ fn with_destination(
     Ok(())
 }
 
+/// `(org.opencontainers.image.ref.name, io.containerd.image.name)` of each name in an OCI
+/// archive for containerd or a Docker engine with its image store: the tag and the full
+/// name, as containerd's archive exporter writes them.
+fn containerd_names(references: &[ImageRef]) -> Vec<(String, String)> {
+    references
+        .iter()
+        .map(|reference| {
+            let tag = reference.tag().unwrap_or("latest").to_owned();
+            (tag, reference.store_name())
+        })
+        .collect()
+}
+
+/// Writes an archive into the store's `tmp/` with `write`, off the async workers; the file
+/// is removed when the returned handle is dropped (once its reader is done with it).
+async fn temp_archive(
+    store: &Store,
+    prefix: &str,
+    write: impl FnOnce(&Store, &Path, &mut dyn Write) -> Result<(), ExportError> + Send + 'static,
+) -> Result<tempfile::NamedTempFile, ExportError> {
+    let tmp_dir = store.layout().tmp_dir();
+    let archive_file = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tar")
+        .tempfile_in(&tmp_dir)
+        .map_err(ExportError::writing(&tmp_dir))?;
+    let task_store = store.clone();
+    blocking(move || {
+        let path = archive_file.path().to_path_buf();
+        let mut out = std::io::BufWriter::new(archive_file.as_file());
+        write(&task_store, &path, &mut out)?;
+        out.flush().map_err(ExportError::writing(&path))?;
+        drop(out);
+        Ok(archive_file)
+    })
+    .await
+}
+
 /// Runs file work off the async runtime's workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
