@@ -134,7 +134,7 @@ pub struct BuildArgs {
     /// Push the result to the registry of each tag.
     #[arg(long)]
     pub push: bool,
-    /// Outputs (`type=oci|docker|local|tar|registry[,dest=...]`).
+    /// Outputs (`type=oci|docker|local|tar|registry|image|containerd[,KEY=VALUE...]`).
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
     /// Also load the result into a Docker engine.
@@ -261,6 +261,7 @@ impl BuildArgs {
         let attestations = self.attestations(&outputs)?;
         let explicit_platforms = !self.platform.is_empty();
         let targets = self.targets()?;
+        self.containerd_preflight(&outputs, &targets)?;
         let (network_none, network_host) = match self.network.as_str() {
             "default" => (false, false),
             "none" => (true, false),
@@ -517,6 +518,23 @@ impl BuildArgs {
         }
         print_checks(result.checks.as_ref(), false);
         output::stdout(&digest);
+        Ok(())
+    }
+
+    /// `-o type=containerd`: a name, `ctr` and containerd answering, checked before any
+    /// work (exit 2 or 3, naming the socket).
+    fn containerd_preflight(&self, outputs: &[Output], targets: &[Platform]) -> anyhow::Result<()> {
+        let built = if targets.is_empty() {
+            vec![crate::platform::host()]
+        } else {
+            targets.to_vec()
+        };
+        for output in outputs {
+            if let Output::Containerd { unpack, .. } = output {
+                export::containerd::preflight(self.tags.len(), *unpack, &built)
+                    .map_err(|error| Failure::new(error.exit_kind(), error))?;
+            }
+        }
         Ok(())
     }
 

@@ -28,6 +28,7 @@ pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
         Output::Store | Output::Registry { .. } | Output::Oci { .. } => None,
         Output::Docker { dest: Some(_) } => Some("type=docker (a docker-archive)"),
         Output::Docker { dest: None } => Some("--load (the Docker engine)"),
+        Output::Containerd { .. } => Some("type=containerd (containerd 1.6 keeps no referrers)"),
         Output::Local { .. } => Some("type=local"),
         Output::Tar { .. } => Some("type=tar"),
     });
