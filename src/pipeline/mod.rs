@@ -322,7 +322,7 @@ pub fn build_on(
         // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
         let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)
             .map_err(|error| with_source(error, &text))?;
-        let report = execute(
+        let mut report = execute(
             request,
             &text,
             &stages,
@@ -332,7 +332,7 @@ pub fn build_on(
             runtime.handle(),
         )
         .map_err(|error| with_source(error, &text))?; // a failed step shows its lines
-        attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
+        attest::attach(request, &text, &mut report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
             Err(error) => {
@@ -782,7 +782,14 @@ fn execute(
             graph,
             stages,
             options,
-            request.attestations.sbom,
+            request
+                .attestations
+                .sbom
+                .then_some(if request.attestations.scan_stage {
+                    executor::StageScan::Every
+                } else {
+                    executor::StageScan::Asked
+                }),
             store,
             runtime,
         )
