@@ -2401,8 +2401,8 @@ fn buildx_layout_keeps_attestation_manifests_in_the_index_as_buildkit_does() {
         ))
         .args(["-t", "attest/legacy:1", "."]));
     let reference = format!("oci-archive:{}", archive.display());
-    let index = json(&ok(Command::new("skopeo").args(["inspect", "--raw", &reference])).stdout);
-    let top = index["manifests"][0]["digest"].as_str().unwrap();
+    // skopeo resolves the archive's one entry: the image index the build made.
+    let built = json(&ok(Command::new("skopeo").args(["inspect", "--raw", &reference])).stdout);
     let unpacked = home.path().join("legacy");
     std::fs::create_dir_all(&unpacked).unwrap();
     ok(Command::new("tar")
@@ -2420,7 +2420,6 @@ fn buildx_layout_keeps_attestation_manifests_in_the_index_as_buildkit_does() {
             .unwrap(),
         )
     };
-    let built = blob(top);
     let entries = built["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{built}");
     assert_eq!(entries[1]["platform"]["os"], "unknown");
