@@ -2457,3 +2457,79 @@ fn buildx_layout_keeps_attestation_manifests_in_the_index_as_buildkit_does() {
     assert_eq!(rows[0]["kind"], "sbom");
     assert_eq!(rows[0]["manifest"], entries[1]["digest"]);
 }
+
+#[test]
+fn scan_stage_true_adds_an_sbom_of_every_stage_the_target_needs() {
+    if !util::require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    // No scan argument in the Dockerfile: scan-stage=true alone asks for the stages.
+    let dockerfile = "FROM debian:bookworm\n\
+                      FROM busybox AS deps\nCOPY hello.txt /deps.txt\n\
+                      FROM busybox AS final\n\
+                      COPY --from=0 /etc/debian_version /debian_version\n\
+                      COPY --from=deps /deps.txt /deps.txt\n\
+                      FROM busybox AS unused\n";
+    let ctx = built_context(home.path(), dockerfile);
+    ok(util::xbuild(home.path()).current_dir(&ctx).args([
+        "build",
+        "--platform",
+        "linux/amd64",
+        "--progress",
+        "plain",
+        "--attest",
+        "type=sbom,scan-stage=true",
+        "--target",
+        "final",
+        "-t",
+        "attest/scanstage:1",
+        ".",
+    ]));
+    let listed = json(
+        &ok(util::xbuild(home.path()).args([
+            "attest",
+            "ls",
+            "attest/scanstage:1",
+            "--format",
+            "json",
+        ]))
+        .stdout,
+    );
+    let mut documents = BTreeMap::new();
+    for row in listed.as_array().unwrap() {
+        let manifest = json(&store_blob(home.path(), row["manifest"].as_str().unwrap()));
+        let kind = manifest["annotations"]["dev.xbuild.attestation"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let statement = json(&store_blob(
+            home.path(),
+            manifest["layers"][0]["digest"].as_str().unwrap(),
+        ));
+        documents.insert(kind, statement["predicate"].clone());
+    }
+    // BuildKit's names: the stage's name, `stage-N` for an unnamed one; neither the target
+    // nor a stage it does not need.
+    assert_eq!(
+        documents.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sbom", "sbom-deps", "sbom-stage-0"],
+        "{listed}"
+    );
+    let has_dpkg = |document: &serde_json::Value| {
+        document["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|package| package["externalRefs"].as_array().into_iter().flatten())
+            .filter_map(|reference| reference["referenceLocator"].as_str())
+            .any(|purl| purl.starts_with("pkg:deb/debian/dpkg@"))
+    };
+    assert!(
+        has_dpkg(&documents["sbom-stage-0"]),
+        "{}",
+        documents["sbom-stage-0"]
+    );
+    assert!(!has_dpkg(&documents["sbom"]));
+}
