@@ -29,7 +29,7 @@
 //! download only with `--unpack=true`, into the destination directory, through the
 //! image's links ([`Archive`]).
 //!
-//! Not supported yet (exit 2): git over ssh, checksums other than sha256. `--chmod` takes
+//! Not supported yet (exit 2): checksums other than sha256; a git remote over ssh is fetched through `--ssh default`. `--chmod` takes
 //! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it into the store
 //! ([`super::sources::download`]: named after the URL path's last component, else
 //! `__unnamed__`; mode 0600; mtime its `Last-Modified`, else 0), checked against

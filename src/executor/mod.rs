@@ -79,7 +79,7 @@ pub use assemble::{Built, BuiltImage};
 pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
-pub use ssh::SshSource;
+pub use ssh::{DefaultAgent, SshSource};
 
 /// What to build.
 #[derive(Clone)]

@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (git over ssh, ...) and
+//! does not implement yet (cache mounts seeded from a stage, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the

@@ -575,4 +575,48 @@ fn add_of_a_git_repository_over_ssh_uses_the_ssh_default_agent() {
             .contains("Accepted publickey"),
         "sshd saw the key"
     );
+
+    // The same repository as a named context, through an agent of the test's own given as
+    // --ssh default ($SSH_AUTH_SOCK).
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nCOPY --from=repo hello.txt /named.txt\n",
+    )
+    .unwrap();
+    let agent = dir.join("agent.sock");
+    let mut ssh_agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !agent.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "ssh-agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(keys.join("id"))
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", util::stderr(&added));
+    let context = format!("repo={url}");
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir)
+        .env("SSH_AUTH_SOCK", &agent)
+        .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+        .args(["--ssh", "default", "--build-context", &context])
+        .args(["-t", "gitssh:2", "."]);
+    let named = util::run(&mut command);
+    let _ = ssh_agent.kill();
+    let _ = ssh_agent.wait();
+    assert!(named.status.success(), "{}", util::stderr(&named));
+    let rootfs = unpack(dir, "docker.io/library/gitssh:2", "amd64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("named.txt")).unwrap(),
+        "over ssh\n"
+    );
 }
