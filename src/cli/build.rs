@@ -578,7 +578,10 @@ impl BuildArgs {
             }));
         for (flag, spec) in specs {
             match parse_attest(&flag, &spec)? {
-                AttestSpec::Sbom(on) => attestations.sbom = on,
+                AttestSpec::Sbom { on, scan_stage } => {
+                    attestations.sbom = on;
+                    attestations.scan_stage = on && scan_stage;
+                }
                 AttestSpec::Provenance(provenance) => {
                     provenance_set = true;
                     attestations.provenance = provenance;
@@ -588,6 +591,22 @@ impl BuildArgs {
         let pushing = outputs
             .iter()
             .any(|output| matches!(output, Output::Registry { .. }));
+        // One stored result for every output: the outputs that name a layout agree.
+        let mut layouts = self
+            .output
+            .iter()
+            .zip(self.output_specs()?)
+            .filter_map(|(text, spec)| Some((text, spec.attestation_layout?)));
+        if let Some((first_text, first)) = layouts.next() {
+            if let Some((other_text, _)) = layouts.find(|(_, layout)| *layout != first) {
+                return Err(Failure::bad_input(format_args!(
+                    "-o {first_text} and -o {other_text} ask for different attestation layouts: \
+                     a build stores its attestations one way for all its outputs"
+                ))
+                .into());
+            }
+            attestations.layout = first;
+        }
         Ok(attestations.with_default(pushing, provenance_set))
     }
 
@@ -784,8 +803,13 @@ impl BuildArgs {
 /// One `--attest` spec, parsed.
 #[derive(Debug, PartialEq, Eq)]
 enum AttestSpec {
-    /// `type=sbom`: on or off.
-    Sbom(bool),
+    /// `type=sbom`: on or off, and whether it scans the stages too (`scan-stage=true`).
+    Sbom {
+        /// On or off.
+        on: bool,
+        /// `scan-stage=`.
+        scan_stage: bool,
+    },
     /// `type=provenance`: its options, or off.
     Provenance(Option<ProvenanceOptions>),
 }
@@ -829,6 +853,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
     match kind {
         "sbom" => {
             let mut on = true;
+            let mut scan_stage = false;
             for (key, value) in fields {
                 match key {
                     "type" => {}
@@ -839,14 +864,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
                              own scanner (generator=builtin)"
                         )));
                     }
-                    "scan-stage" if !boolean(key, value)? => {}
-                    "scan-stage" => {
-                        return Err(bad(format_args!(
-                            "scan-stage=true is not supported yet: declare \
-                             ARG BUILDKIT_SBOM_SCAN_STAGE=true in the stages to scan, as \
-                             BuildKit reads it"
-                        )));
-                    }
+                    "scan-stage" => scan_stage = boolean(key, value)?,
                     "disabled" => on = !boolean(key, value)?,
                     other => {
                         return Err(bad(format_args!(
@@ -855,7 +873,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
                     }
                 }
             }
-            Ok(AttestSpec::Sbom(on))
+            Ok(AttestSpec::Sbom { on, scan_stage })
         }
         "provenance" => {
             let mut options = ProvenanceOptions::default();
@@ -1160,15 +1178,14 @@ mod tests {
 
     #[test]
     fn attest_specs_as_buildx_writes_them() {
-        assert_eq!(parsed("type=sbom"), Ok(AttestSpec::Sbom(true)));
+        let sbom = |on, scan_stage| Ok(AttestSpec::Sbom { on, scan_stage });
+        assert_eq!(parsed("type=sbom"), sbom(true, false));
         assert_eq!(
             parsed("type=sbom,generator=builtin,scan-stage=false"),
-            Ok(AttestSpec::Sbom(true))
+            sbom(true, false)
         );
-        assert_eq!(
-            parsed("type=sbom,disabled=true"),
-            Ok(AttestSpec::Sbom(false))
-        );
+        assert_eq!(parsed("type=sbom,scan-stage=true"), sbom(true, true));
+        assert_eq!(parsed("type=sbom,disabled=true"), sbom(false, false));
         assert_eq!(
             parsed("type=provenance,mode=max,version=v0.2"),
             Ok(AttestSpec::Provenance(Some(ProvenanceOptions {
@@ -1199,7 +1216,7 @@ mod tests {
         assert!(error.contains(PROVENANCE_KEYS), "{error}");
         let error = parsed("type=sbom,generator=docker/buildkit-syft-scanner").unwrap_err();
         assert!(error.contains("not supported"), "{error}");
-        assert!(parsed("type=sbom,scan-stage=true").is_err());
+        assert!(parsed("type=sbom,scan-stage=maybe").is_err());
         assert!(parsed("type=provenance,mode=full").is_err());
         assert!(parsed("mode=max").is_err());
     }

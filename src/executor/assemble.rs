@@ -29,7 +29,9 @@ pub struct Built {
     /// `--platform` builds too; a single-platform build without `--platform` may leave the
     /// manifest alone, see [`Built::result`]).
     pub index: Descriptor,
-    /// Whether the user asked for platforms explicitly (`--platform`).
+    /// Whether the result is the index even for one platform: the user asked for
+    /// platforms explicitly (`--platform`), or the index holds attestations
+    /// (`attestation-layout=buildx`).
     pub explicit_platforms: bool,
 }
 

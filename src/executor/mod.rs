@@ -63,7 +63,7 @@ use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
 pub use named::NamedContext;
-pub use scan::{ExtraRoot, SbomExtra};
+pub use scan::{ExtraRoot, SbomExtra, StageScan};
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -79,7 +79,7 @@ pub use assemble::{Built, BuiltImage};
 pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
-pub use ssh::SshSource;
+pub use ssh::{DefaultAgent, SshSource};
 
 /// What to build.
 #[derive(Clone)]
@@ -194,8 +194,9 @@ pub struct BuildReport {
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
 /// runs on `runtime`. Returns the images and index, in the store, and what the build did.
-/// With `sbom` (the build makes SBOMs), the report also has the stages and context they
-/// scan besides the images ([`BuildReport::sbom_extras`]), their layers made available.
+/// With `sbom` (the build makes SBOMs, scanning the stages it says), the report also has
+/// the stages and context they scan besides the images ([`BuildReport::sbom_extras`]),
+/// their layers made available.
 ///
 /// # Errors
 /// A failed step (exit 1, with the `xbuild debug shell` command), store, registry or
@@ -204,7 +205,7 @@ pub fn execute(
     graph: &BuildGraph,
     stages: &Stages,
     options: &BuildOptions,
-    sbom: bool,
+    sbom: Option<StageScan>,
     store: &Store,
     runtime: &Handle,
 ) -> Result<BuildReport, ExecutorError> {
@@ -288,10 +289,9 @@ pub fn execute(
         materials: services.materials.take(),
         context: services.context_read(),
         steps: steps::record(graph, &results, &services),
-        sbom_extras: if sbom {
-            scan::extras(graph, &results, &services)?
-        } else {
-            BTreeMap::new()
+        sbom_extras: match sbom {
+            Some(stages) => scan::extras(graph, &results, &services, stages)?,
+            None => BTreeMap::new(),
         },
     })
 }

@@ -33,6 +33,8 @@ const IMAGE_KEYS: &[&str] = &[
     "unpack",
     "store",
     "dangling-name-prefix",
+    "attestation-layout",
+    "oci-artifact",
 ];
 /// Keys the archive types (`oci`, `docker`) accept besides `type` and `annotation*`.
 const ARCHIVE_KEYS: &[&str] = &[
@@ -43,6 +45,8 @@ const ARCHIVE_KEYS: &[&str] = &[
     "compression-level",
     "force-compression",
     "rewrite-timestamp",
+    "attestation-layout",
+    "oci-artifact",
 ];
 /// Keys the root filesystem types (`local`, `tar`) accept besides `type`.
 const ROOTFS_KEYS: &[&str] = &["dest", "platform-split"];
@@ -116,6 +120,9 @@ pub struct OutputSpec {
     /// `dangling-name-prefix=PREFIX`: without a name, the result is named
     /// `PREFIX@DIGEST` in the store.
     pub dangling_name_prefix: Option<String>,
+    /// `attestation-layout=referrers|buildx` with BuildKit's `oci-artifact=`: where the
+    /// build's attestations go (`None`: not given).
+    pub attestation_layout: Option<crate::attest::options::Layout>,
 }
 
 impl OutputSpec {
@@ -139,6 +146,7 @@ impl OutputSpec {
             annotations: Vec::new(),
             name_canonical: false,
             dangling_name_prefix: None,
+            attestation_layout: None,
         };
         if spec.is_empty() {
             return Err(error("empty output spec".to_owned()));
@@ -245,6 +253,18 @@ impl OutputSpec {
                 value("force-compression"),
             )
             .map_err(|(reason, _)| error(reason))?;
+            if value("attestation-layout").is_some() || value("oci-artifact").is_some() {
+                let oci_artifact = value("oci-artifact")
+                    .map(|v| parse_bool(spec, "oci-artifact", v))
+                    .transpose()?;
+                parsed.attestation_layout = Some(
+                    crate::attest::options::Layout::parse(
+                        value("attestation-layout"),
+                        oci_artifact,
+                    )
+                    .map_err(error)?,
+                );
+            }
             unsupported(
                 "rewrite-timestamp",
                 false,

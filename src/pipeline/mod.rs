@@ -322,7 +322,7 @@ pub fn build_on(
         // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
         let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)
             .map_err(|error| with_source(error, &text))?;
-        let report = execute(
+        let mut report = execute(
             request,
             &text,
             &stages,
@@ -332,7 +332,7 @@ pub fn build_on(
             runtime.handle(),
         )
         .map_err(|error| with_source(error, &text))?; // a failed step shows its lines
-        attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
+        attest::attach(request, &text, &mut report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
             Err(error) => {
@@ -359,6 +359,29 @@ pub fn build_on(
 /// The request's URL context, fetched into a temporary directory (kept as long as the
 /// returned value), and the request reading that directory as its local context, with
 /// `SOURCE_DATE_EPOCH=context` resolved (for a local context: unset).
+/// How to fetch the remote context `url`: a git repository over ssh through `--ssh
+/// default`, as BuildKit's git source does (the agent is kept while the first value lives);
+/// without one, the fetch stops with an error saying to pass it.
+fn git_fetch_options(
+    url: &str,
+    options: &BuildOptions,
+) -> Result<(Option<executor::DefaultAgent>, remote::ContextOptions), BuildError> {
+    let ssh = crate::source::gitref::GitRef::parse(url)
+        .ok()
+        .flatten()
+        .is_some_and(|git| git.is_ssh());
+    if !ssh {
+        return Ok((None, remote::ContextOptions::default()));
+    }
+    let agent = executor::DefaultAgent::start(&options.ssh)?;
+    let mut fetch = remote::ContextOptions::default();
+    fetch.git.ssh_agent = agent
+        .as_ref()
+        .and_then(executor::DefaultAgent::socket)
+        .map(std::path::Path::to_path_buf);
+    Ok((agent, fetch))
+}
+
 fn fetch_context_url(
     request: &BuildRequest,
     runtime: &tokio::runtime::Runtime,
@@ -388,11 +411,8 @@ fn fetch_context_url(
                 source,
             })
         })?;
-    let fetched = runtime.block_on(remote::fetch_context(
-        url,
-        tmp.path(),
-        &remote::ContextOptions::default(),
-    ))?;
+    let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
+    let fetched = runtime.block_on(remote::fetch_context(url, tmp.path(), &fetch_options))?;
     let mut local = request.clone();
     local.context_url = None;
     if epoch_from_context {
@@ -463,12 +483,9 @@ fn fetch_named_contexts(
                     source,
                 })
             })?;
+        let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
         let fetched = runtime
-            .block_on(remote::fetch_context(
-                url,
-                tmp.path(),
-                &remote::ContextOptions::default(),
-            ))
+            .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
             .map_err(error)?;
         local
             .get_or_insert_with(|| request.clone())
@@ -782,7 +799,14 @@ fn execute(
             graph,
             stages,
             options,
-            request.attestations.sbom,
+            request
+                .attestations
+                .sbom
+                .then_some(if request.attestations.scan_stage {
+                    executor::StageScan::Every
+                } else {
+                    executor::StageScan::Asked
+                }),
             store,
             runtime,
         )
