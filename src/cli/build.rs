@@ -413,17 +413,6 @@ impl BuildArgs {
                 .into());
             }
         }
-        if let (Some(builder), Some((annotation, _))) =
-            (&builder, self.annotation_inputs(&specs)?.first())
-        {
-            if !builder.nodes.is_empty() {
-                return Err(Failure::bad_input(format_args!(
-                    "{annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
-                    builder.name
-                ))
-                .into());
-            }
-        }
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),

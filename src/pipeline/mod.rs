@@ -776,19 +776,23 @@ fn execute(
     runtime: &tokio::runtime::Handle,
 ) -> Result<BuildReport, BuildError> {
     let options = &request.build;
-    let here = |graph: &BuildGraph, options: &BuildOptions| -> Result<BuildReport, ExecutorError> {
+    let here = |graph: &BuildGraph,
+                options: &BuildOptions,
+                before_cache_export: &dyn Fn()|
+     -> Result<BuildReport, ExecutorError> {
         executor::validate::ensure_emulators(graph, &options.sink)?;
-        executor::execute(
+        executor::execute_then(
             graph,
             stages,
             options,
             request.attestations.sbom,
             store,
             runtime,
+            before_cache_export,
         )
     };
     let Some(builder) = &request.builder else {
-        return Ok(here(&graph, options)?);
+        return Ok(here(&graph, options, &|| {})?);
     };
     let push_to = request
         .outputs
@@ -796,13 +800,24 @@ fn execute(
         .any(|output| matches!(output, Output::Registry { .. }))
         .then(|| request.tags.first().cloned())
         .flatten();
+    // Only the manifests come back from the nodes when every output is a push (the store
+    // does not name a pushed image it lacks layers of) and no SBOM is scanned here.
+    let manifests_only = push_to.is_some()
+        && !request.attestations.sbom
+        && request
+            .outputs
+            .iter()
+            .all(|output| matches!(output, Output::Registry { .. }));
     dispatch::run(
         options,
         dockerfile,
         builder,
         request.fallback,
-        push_to.as_deref(),
-        |platforms, sink| {
+        dispatch::Push {
+            repository: push_to.as_deref(),
+            manifests_only,
+        },
+        |platforms, sink, before_cache_export| {
             // The platforms built here: their part of the graph (planning is pure and
             // cheap; the whole graph was validated already), their progress numbered with
             // the nodes'.
@@ -814,7 +829,8 @@ fn execute(
             };
             let mut options = options.clone();
             options.sink = sink;
-            here(&local, &options).map_err(|error| Failure::new(error.exit_kind(), error).into())
+            here(&local, &options, before_cache_export)
+                .map_err(|error| Failure::new(error.exit_kind(), error).into())
         },
     )
     .map_err(BuildError::Nodes)
