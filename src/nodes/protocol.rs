@@ -171,7 +171,9 @@ impl CacheExportSpec {
     ///
     /// # Errors
     /// A reference that does not parse.
-    pub fn export(&self) -> Result<crate::cache::CacheExport, crate::registry::reference::ReferenceError> {
+    pub fn export(
+        &self,
+    ) -> Result<crate::cache::CacheExport, crate::registry::reference::ReferenceError> {
         Ok(crate::cache::CacheExport {
             location: crate::cache::CacheLocation::Registry(crate::registry::ImageRef::parse(
                 &self.reference,

@@ -74,7 +74,11 @@ pub fn serve_build(
     let cache_to = request
         .cache_to
         .iter()
-        .map(|export| export.export().map_err(|error| bad_request(error.to_string())))
+        .map(|export| {
+            export
+                .export()
+                .map_err(|error| bad_request(error.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let annotations = request
         .annotations
@@ -185,20 +189,20 @@ pub fn serve_build(
         }
     } else {
         runtime
-        .block_on(export::write(
-            &store,
-            registry,
-            &report.built,
-            &[],
-            &[Output::Oci {
-                dest: archive.clone(),
-                referrers: false,
-            }],
-            // A file in the node's tmp/ on the way back is no step of the user's build.
-            Arc::new(crate::progress::Discard),
-            &vertices,
-        ))
-        .map_err(|error| Failure::new(error.exit_kind(), error))?;
+            .block_on(export::write(
+                &store,
+                registry,
+                &report.built,
+                &[],
+                &[Output::Oci {
+                    dest: archive.clone(),
+                    referrers: false,
+                }],
+                // A file in the node's tmp/ on the way back is no step of the user's build.
+                Arc::new(crate::progress::Discard),
+                &vertices,
+            ))
+            .map_err(|error| Failure::new(error.exit_kind(), error))?;
     }
     let reply = NodeReply {
         manifests: report
