@@ -30,7 +30,7 @@ use crate::cache::CacheLocation;
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
 use crate::executor::{BuildOptions, BuildReport, CheckArch};
-use crate::executor::{Built, BuiltImage};
+use crate::executor::{Built, BuiltImage, NamedContext};
 use crate::oci::annotation::AnnotationKind;
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, Sink, VertexCounter, VertexId};
@@ -201,6 +201,14 @@ pub fn run(
             .annotations
             .iter()
             .map(protocol::AnnotationSpec::of)
+            .collect(),
+        named_images: options
+            .named_contexts
+            .iter()
+            .filter_map(|(name, context)| match context {
+                NamedContext::Image(reference) => Some((name.clone(), reference.clone())),
+                _ => None,
+            })
             .collect(),
         result: if push.manifests_only && push.repository.is_some() {
             ResultKind::Manifests
@@ -376,7 +384,8 @@ pub fn run(
     Ok(report)
 }
 
-/// Refuses, before any work, what does not reach the nodes: a local cache directory (it
+/// Refuses, before any work, what does not reach the nodes: a named context that is a
+/// directory or an OCI layout (not shipped yet), a local cache directory (it
 /// would move every cached layer over SSH; a registry cache is read and written by each
 /// node itself), and a `--cache-to` that several nodes would write at once.
 fn refuse_unshipped(
@@ -397,6 +406,21 @@ fn refuse_unshipped(
             ))
         })
     };
+    for (name, context) in &options.named_contexts {
+        let what = match context {
+            NamedContext::Dir(dir) => format!("the directory {}", dir.display()),
+            NamedContext::OciLayout { path, .. } => format!("the OCI layout {}", path.display()),
+            // Images are resolved by the node; a URL left unfetched is one the build never
+            // reads.
+            NamedContext::Image(_) | NamedContext::Url(_) => continue,
+        };
+        return Err(Failure::bad_input(format_args!(
+            "--build-context {name}: {what} is not shipped to build nodes yet (node {} builds \
+             {}); docker-image:// contexts work with nodes; use --builder default",
+            node.name,
+            list(platforms)
+        )));
+    }
     for location in &options.cache.from {
         if let Some(refusal) = local_dir("--cache-from", location) {
             return Err(refusal);

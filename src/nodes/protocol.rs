@@ -114,6 +114,10 @@ pub struct NodeRequest {
     /// What comes back after the reply.
     #[serde(default)]
     pub result: ResultKind,
+    /// `--build-context NAME=docker-image://REF`s: the node resolves each image itself
+    /// (directories and OCI layouts are not shipped yet: refused before any work).
+    #[serde(default)]
+    pub named_images: BTreeMap<String, String>,
 }
 
 /// What the node sends back after its reply.

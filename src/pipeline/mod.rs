@@ -794,6 +794,27 @@ fn execute(
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options, &|| {})?);
     };
+    if request.attestations.sbom
+        && options
+            .targets
+            .iter()
+            .any(|target| builder.node_for(target).is_some())
+        && dockerfile::sbomscan::scan_requests(stages, &options.build_args)
+            != dockerfile::sbomscan::ScanRequests::default()
+    {
+        // The stages and the context they name would be scanned on the node, which sends
+        // back no SBOM yet.
+        return Err(BuildError::Nodes(
+            Failure::bad_input(format_args!(
+                "--sbom with {} / {}: extra SBOMs of stages and the context are not made on \
+                 build nodes yet (builder {}); use --builder default, or drop the argument",
+                dockerfile::sbomscan::SCAN_STAGE,
+                dockerfile::sbomscan::SCAN_CONTEXT,
+                builder.name
+            ))
+            .into(),
+        ));
+    }
     let push_to = request
         .outputs
         .iter()

@@ -128,8 +128,17 @@ pub fn serve_build(
         ulimits: request.ulimits.clone(),
         // Refused with a builder of nodes (cli::build): agents stay on the client.
         ssh: Default::default(),
-        // Refused with a builder of nodes (cli::build): not sent to nodes yet.
-        named_contexts: Default::default(),
+        // Images only: directories and OCI layouts are refused with nodes (nodes::dispatch).
+        named_contexts: request
+            .named_images
+            .iter()
+            .map(|(name, reference)| {
+                (
+                    name.clone(),
+                    crate::executor::NamedContext::Image(reference.clone()),
+                )
+            })
+            .collect(),
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {

@@ -754,6 +754,64 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
         "the node's RUN step was not cached:\n{stderr}"
     );
 
+    // A docker-image:// named context is resolved by the node (an image named `base`
+    // exists nowhere else, so without it the node's FROM would fail).
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("Dockerfile"),
+        "FROM base\nARG TARGETARCH\nRUN echo \"named-$TARGETARCH\" > /named\n",
+    )
+    .unwrap();
+    let output = run(
+        "store2",
+        "arm2",
+        &[
+            "-f",
+            other.join("Dockerfile").to_str().unwrap(),
+            "--build-context",
+            "base=docker-image://docker.io/library/busybox:latest",
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("[node arm20] [linux/arm64") && line.contains("FROM")),
+        "{stderr}"
+    );
+
+    // What is not shipped to nodes is refused before any work, exit 2: a named context
+    // directory, extra SBOMs of stages, a local cache directory.
+    for (extra, message) in [
+        (
+            vec!["--build-context".to_owned(), format!("base={}", other.display())],
+            "is not shipped to build nodes yet",
+        ),
+        (
+            vec![
+                "--sbom=true".to_owned(),
+                "--build-arg".to_owned(),
+                "BUILDKIT_SBOM_SCAN_CONTEXT=true".to_owned(),
+                "-f".to_owned(),
+                other.join("Dockerfile2").display().to_string(),
+            ],
+            "not made on build nodes yet",
+        ),
+    ] {
+        std::fs::write(
+            other.join("Dockerfile2"),
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN true\n",
+        )
+        .unwrap();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let output = run("store2", "arm2", &extra);
+        let stderr = util::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
+    }
     // A local cache directory is not shipped to nodes: refused before any work.
     let output = run(
         "store2",
