@@ -534,7 +534,13 @@ fn build_on_node(
                         .load_archive(&mut stdout, None)
                         .context("loading the node's result into the store")?;
                 }
-                ResultKind::Manifests => keep_documents(store, request, &reply)?,
+                ResultKind::Manifests => {
+                    keep_documents(store, request, &reply)?;
+                    // Nothing should follow; whatever does is read, so the node never
+                    // blocks on a full pipe.
+                    std::io::copy(&mut stdout, &mut std::io::sink())
+                        .context("reading the end of the node's output")?;
+                }
             }
             Ok(reply)
         })();

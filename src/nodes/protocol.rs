@@ -4,8 +4,8 @@
 //! its stderr the progress:
 //!
 //! ```text
-//! stdin:  "xbuild-node-request-v1\n" · u64 BE length · NodeRequest (JSON) · context tar
-//! stdout: "xbuild-node-reply-v1\n"   · u64 BE length · NodeReply (JSON)   · OCI archive
+//! stdin:  "xbuild-node-request-v2\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdout: "xbuild-node-reply-v2\n"   · u64 BE length · NodeReply (JSON)   · [OCI archive]
 //! stderr: one progress event per line (the node's --progress=rawjson), then, when the
 //!         build failed, the error lines; the exit status is xbuild's (1, 2, 3)
 //! ```
@@ -34,10 +34,12 @@ use crate::context::{ContextEntry, EntryKind};
 use crate::oci::annotation::{Annotation, AnnotationKind};
 use crate::platform::Platform;
 
-/// First line of a request.
-pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v1\n";
+/// First line of a request. v2 added caches, annotations, image contexts and
+/// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
+/// naming both versions.
+pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v2\n";
 /// First line of a reply.
-pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v1\n";
+pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
 /// Largest request or reply document accepted (secrets included).
 const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
 

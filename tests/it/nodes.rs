@@ -786,7 +786,10 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
     // directory, extra SBOMs of stages, a local cache directory.
     for (extra, message) in [
         (
-            vec!["--build-context".to_owned(), format!("base={}", other.display())],
+            vec![
+                "--build-context".to_owned(),
+                format!("base={}", other.display()),
+            ],
             "is not shipped to build nodes yet",
         ),
         (
