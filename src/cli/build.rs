@@ -405,26 +405,6 @@ impl BuildArgs {
                 .into());
             }
         }
-        if let (Some(builder), Some(context)) = (&builder, self.build_contexts.first()) {
-            if !builder.nodes.is_empty() {
-                return Err(Failure::bad_input(format_args!(
-                    "--build-context {context}: not supported yet with a builder of build nodes ({}); use --builder default",
-                    builder.name
-                ))
-                .into());
-            }
-        }
-        if let (Some(builder), Some((annotation, _))) =
-            (&builder, self.annotation_inputs(&specs)?.first())
-        {
-            if !builder.nodes.is_empty() {
-                return Err(Failure::bad_input(format_args!(
-                    "{annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
-                    builder.name
-                ))
-                .into());
-            }
-        }
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),

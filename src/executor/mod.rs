@@ -209,6 +209,24 @@ pub fn execute(
     store: &Store,
     runtime: &Handle,
 ) -> Result<BuildReport, ExecutorError> {
+    execute_then(graph, stages, options, sbom, store, runtime, &|| {})
+}
+
+/// As [`execute`], calling `before_cache_export` once the images are made and before the
+/// first `--cache-to` is written (a build with nodes waits there for the nodes' exports to
+/// the same cache refs, so that one writer at a time reads and extends a cache index).
+///
+/// # Errors
+/// As [`execute`].
+pub fn execute_then(
+    graph: &BuildGraph,
+    stages: &Stages,
+    options: &BuildOptions,
+    sbom: Option<StageScan>,
+    store: &Store,
+    runtime: &Handle,
+    before_cache_export: &dyn Fn(),
+) -> Result<BuildReport, ExecutorError> {
     let mut warnings = graph.warnings.clone();
     let registry =
         Arc::new(RegistryOptions::from_env(store.root()).showing_notes(options.sink.clone()));
@@ -256,6 +274,9 @@ pub fn execute(
     }
     services.cache.record_imported_hits()?;
     let built = assemble::images(&services, graph, &results)?;
+    if !options.cache.to.is_empty() {
+        before_cache_export();
+    }
     for export in &options.cache.to {
         match assemble::export_cache(&services, graph, &results, export) {
             Ok(()) => {}

@@ -793,9 +793,12 @@ fn execute(
     runtime: &tokio::runtime::Handle,
 ) -> Result<BuildReport, BuildError> {
     let options = &request.build;
-    let here = |graph: &BuildGraph, options: &BuildOptions| -> Result<BuildReport, ExecutorError> {
+    let here = |graph: &BuildGraph,
+                options: &BuildOptions,
+                before_cache_export: &dyn Fn()|
+     -> Result<BuildReport, ExecutorError> {
         executor::validate::ensure_emulators(graph, &options.sink)?;
-        executor::execute(
+        executor::execute_then(
             graph,
             stages,
             options,
@@ -809,10 +812,11 @@ fn execute(
                 }),
             store,
             runtime,
+            before_cache_export,
         )
     };
     let Some(builder) = &request.builder else {
-        return Ok(here(&graph, options)?);
+        return Ok(here(&graph, options, &|| {})?);
     };
     if options.cache.inline {
         // A node builds its platforms' images with its own options: no inline cache there.
@@ -829,19 +833,52 @@ fn execute(
             ));
         }
     }
+    if request.attestations.sbom
+        && options
+            .targets
+            .iter()
+            .any(|target| builder.node_for(target).is_some())
+        && (request.attestations.scan_stage
+            || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
+                != dockerfile::sbomscan::ScanRequests::default())
+    {
+        // The stages and the context they name would be scanned on the node, which sends
+        // back no SBOM yet.
+        return Err(BuildError::Nodes(
+            Failure::bad_input(format_args!(
+                "--sbom with scan-stage=true, {} or {}: extra SBOMs of stages and the context are not made on \
+                 build nodes yet (builder {}); use --builder default, or drop the argument",
+                dockerfile::sbomscan::SCAN_STAGE,
+                dockerfile::sbomscan::SCAN_CONTEXT,
+                builder.name
+            ))
+            .into(),
+        ));
+    }
     let push_to = request
         .outputs
         .iter()
         .any(|output| matches!(output, Output::Registry { .. }))
         .then(|| request.tags.first().cloned())
         .flatten();
+    // Only the manifests come back from the nodes when every output is a push (the store
+    // does not name a pushed image it lacks layers of) and no SBOM is scanned here.
+    let manifests_only = push_to.is_some()
+        && !request.attestations.sbom
+        && request
+            .outputs
+            .iter()
+            .all(|output| matches!(output, Output::Registry { .. }));
     dispatch::run(
         options,
         dockerfile,
         builder,
         request.fallback,
-        push_to.as_deref(),
-        |platforms, sink| {
+        dispatch::Push {
+            repository: push_to.as_deref(),
+            manifests_only,
+        },
+        |platforms, sink, before_cache_export| {
             // The platforms built here: their part of the graph (planning is pure and
             // cheap; the whole graph was validated already), their progress numbered with
             // the nodes'.
@@ -853,7 +890,8 @@ fn execute(
             };
             let mut options = options.clone();
             options.sink = sink;
-            here(&local, &options).map_err(|error| Failure::new(error.exit_kind(), error).into())
+            here(&local, &options, before_cache_export)
+                .map_err(|error| Failure::new(error.exit_kind(), error).into())
         },
     )
     .map_err(BuildError::Nodes)
