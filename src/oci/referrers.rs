@@ -166,6 +166,14 @@ pub fn in_index_subject(descriptor: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Keeps the first of manifests listed twice: an in-index attestation manifest that has a
+/// `subject` (BuildKit's `oci-artifact=true`) is also a referrer on a registry or store
+/// that indexes referrers, and its statements must be read once.
+pub fn distinct_carriers(carriers: &mut Vec<Descriptor>) {
+    let mut seen = std::collections::HashSet::new();
+    carriers.retain(|carrier| seen.insert(carrier.digest().clone()));
+}
+
 /// An in-toto statement found attached to an image: the manifest that carries it (a
 /// referrer, or a BuildKit attestation manifest in the index), and the statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,6 +459,28 @@ impl ImageLayout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_carrier_listed_twice_is_read_once() {
+        let descriptor = |byte: char| {
+            serde_json::from_value::<super::Descriptor>(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", byte.to_string().repeat(64)),
+                "size": 10
+            }))
+            .expect("a descriptor")
+        };
+        let mut carriers = vec![descriptor('a'), descriptor('b'), descriptor('a')];
+        super::distinct_carriers(&mut carriers);
+        let digests: Vec<String> = carriers.iter().map(|c| c.digest().to_string()).collect();
+        assert_eq!(
+            digests,
+            [
+                format!("sha256:{}", "a".repeat(64)),
+                format!("sha256:{}", "b".repeat(64))
+            ]
+        );
+    }
+
     use super::*;
 
     fn artifact<'a>(kind: &'a str, layer: &'a [u8]) -> Artifact<'a> {
