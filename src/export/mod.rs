@@ -324,11 +324,12 @@ pub async fn write(
                     });
                     let pushed = step.end(pushed)?;
                     if !complete_in_store(store, built) {
-                        // Layers of cached steps were mounted in the registry, never
-                        // downloaded: the store does not name an image it lacks parts of.
+                        // Layers of cached steps were mounted in the registry, or a build
+                        // node pushed its layers itself: never downloaded, so the store does
+                        // not name an image it lacks parts of.
                         let _ = store.remove_ref(&name);
                         report.notes.push(format!(
-                            "{}: not kept in the local store (layers of cached steps stayed in the registry)",
+                            "{}: not kept in the local store (some of its layers are only in the registry: cached steps' layers, or a build node's)",
                             display_ref(&name)
                         ));
                     }
