@@ -1,5 +1,6 @@
-//! `COPY`, `ADD` and the directory `WORKDIR` creates: each makes one layer from a file list
-//! ([`crate::layer::write_file_list_layer`]) whose snapshot is made by unpacking it.
+//! `COPY`, `ADD` and the directory `WORKDIR` creates: each makes one layer from a file list,
+//! kept as its snapshot ([`crate::layer::unpack_file_list_layer`]: the tar unpacked as it is
+//! written); its blob is made from the snapshot when an image needs it ([`super::blobs`]).
 //!
 //! Sources: the build context after `.dockerignore` (walked once per build), another stage
 //! or an image (`--from`): its layers are mounted as a read-only overlay on a temporary
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::blobs::tree_blob;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::materials::Material;
@@ -194,18 +196,28 @@ fn commit(
     key: &str,
 ) -> Result<Done, ExecutorError> {
     let name = vertex.display_name();
-    let blob = layer::write_file_list_layer(
-        services.store.layout(),
-        entries,
-        services.options.compression,
-        services.options.source_date_epoch,
-    )
-    .within(|| format!("{name}: writing the layer"))?;
-    services
-        .store
-        .unpack_snapshot(&blob.descriptor, &blob.diff_id)
-        .within(|| format!("{name}: unpacking the layer's snapshot"))?;
-    state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
+    // The tar is unpacked into the snapshot as it is written, not compressed: the blob is
+    // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
+    let clamp = services.options.source_date_epoch;
+    let tmp = services.store.snapshot_tmp_dir()?;
+    let (diff_id, _) = layer::unpack_file_list_layer(entries, clamp, tmp.path())
+        .within(|| format!("{name}: writing the layer's snapshot"))?;
+    // As in `RUN`: a snapshot already there may come from a pulled blob, whose tree need
+    // not give this tar again; the blob is then made now from this step's own tree.
+    if services.store.snapshot(&diff_id).is_some() {
+        let blob = tree_blob(services, tmp.path(), &diff_id, clamp)
+            .within(|| format!("{name}: writing the layer"))?;
+        services
+            .store
+            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        state.push_layer(blob.descriptor, blob.diff_id);
+    } else {
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_snapshot_layer(diff_id, clamp);
+    }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
     Ok(Done {
