@@ -43,7 +43,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::blobs::tree_blob;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::materials::Material;
@@ -59,7 +58,7 @@ use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::layer::tree::{Node, Stack, Tree, resolve};
-use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
+use crate::layer::{self, EntryKind, FileListEntry, TarEntry, TreeKind};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
@@ -200,16 +199,29 @@ fn commit(
     // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
     let clamp = services.options.source_date_epoch;
     let tmp = services.store.snapshot_tmp_dir()?;
-    let (diff_id, _) = layer::unpack_file_list_layer(entries, clamp, tmp.path())
+    let (diff_id, _) = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
         .within(|| format!("{name}: writing the layer's snapshot"))?;
-    // As in `RUN`: a snapshot already there may come from a pulled blob, whose tree need
-    // not give this tar again; the blob is then made now from this step's own tree.
-    if services.store.snapshot(&diff_id).is_some() {
-        let blob = tree_blob(services, tmp.path(), &diff_id, clamp)
-            .within(|| format!("{name}: writing the layer"))?;
+    // The blob is left for later only when the snapshot's own tar is this one (a file
+    // list's tar is not always: some entries do not come back the same from a tree) and
+    // the snapshot is this step's (one already there may come from a pulled blob, as in
+    // `RUN`); otherwise it is written now from the file list, as before.
+    let (tree_id, _) = layer::tree_diff_id(tmp.path(), TreeKind::OverlayUpper, clamp)
+        .within(|| format!("{name}: hashing the layer's snapshot"))?;
+    if tree_id != diff_id || services.store.snapshot(&diff_id).is_some() {
+        let blob = layer::write_file_list_layer(
+            services.store.layout(),
+            entries,
+            services.options.compression,
+            clamp,
+        )
+        .within(|| format!("{name}: writing the layer"))?;
         services
             .store
             .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
         state.push_layer(blob.descriptor, blob.diff_id);
     } else {
         services
