@@ -9,6 +9,8 @@
 #
 #   scripts/bench.sh [--repeat N] [--workload app|service|all] [--no-buildkit] [--no-floor]
 #                    [--no-micro] [--port P]
+#   scripts/bench.sh --workload context [--files N] [--bytes B] [--repeat N] [--no-buildkit]
+#                    [--port P]
 #
 # Rows (each repeated N times, default 3; median with min-max; the service's rows are
 # prefixed `service-`):
@@ -30,6 +32,16 @@
 # Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
 # 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
 #
+# With --workload context, the big-context workload alone (issue 19 item 4): a context made
+# by scripts/make-context.py (default 100,000 source-like files, 2 GB, seeded; made once
+# before any timing, in the bench's scratch directory, deleted at the end) with the
+# Dockerfile `FROM busybox`, `COPY . /app`, `RUN ls /app > /app.list`, built for linux/amd64
+# by xbuild, buildah and BuildKit in turn in each round (so each ratio comes from one round):
+#   ctx-first      empty store/storage/cache (the busybox base pulled from the registry)
+#   ctx-no-change  the same build again
+#   ctx-one-file   one file in the middle of the tree edited (a line appended), rebuilt
+# The page cache is left warm for every tool (the context was just written or read).
+#
 # Needs root, the packages of scripts/setup-host.sh, the fixtures (scripts/fixtures.sh build).
 # Targets (issue 7): cold <= 0.75x buildah, cached <= 0.15x, one-edit <= 0.5x, push <= 1.2x,
 # xbuild peak RSS <= 64 MiB; service (issue 19): every row <= 0.75x buildah, push <= 0.8x.
@@ -37,8 +49,8 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055 WORKLOAD=all
-USAGE="usage: $0 [--repeat N] [--workload app|service|all] [--no-buildkit] [--no-floor] [--no-micro] [--port P]"
+REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055 WORKLOAD=all CONTEXT=0 FILES=100000 BYTES=2000000000
+USAGE="usage: $0 [--repeat N] [--workload app|service|all|context] [--files N] [--bytes B] [--no-buildkit] [--no-floor] [--no-micro] [--port P]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeat) REPEAT="$2"; shift ;;
@@ -47,6 +59,8 @@ while [ $# -gt 0 ]; do
         --no-floor) FLOOR=0 ;;
         --no-micro) MICRO=0 ;;
         --port) PORT="$2"; shift ;;
+        --files) FILES="$2"; shift ;;
+        --bytes) BYTES="$2"; shift ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
@@ -55,6 +69,7 @@ case "$WORKLOAD" in
     app) WORKLOADS="app" ;;
     service) WORKLOADS="service"; FLOOR=0 ;;
     all) WORKLOADS="app service" ;;
+    context) WORKLOADS=""; CONTEXT=1 FLOOR=0 MICRO=0 ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 3; }
@@ -110,6 +125,83 @@ reset_bh() {
 }
 restore() { cp "$REPO/benches/$W/$EDITED" "$DIR/$EDITED"; }
 edit() { printf "\n$COMMENT\n" "$1" "$(date +%N)" >> "$DIR/$EDITED"; }
+
+if [ "$CONTEXT" = 1 ]; then
+    CTX="$WORK/ctx"
+    log "making the context: $FILES files, $BYTES bytes"
+    EDITED="$(python3 scripts/make-context.py "$CTX" --files "$FILES" --bytes "$BYTES")"
+    xb_ctx() { xb build -q --platform linux/amd64 -t bench/ctx:1 --build-arg "REG=$REG" "$CTX"; }
+    bh_ctx() {
+        bh build -q --runtime runc --layers --platform linux/amd64 -t bench/ctx:1 \
+            --build-arg "REG=$REG" --tls-verify=false "$CTX"
+    }
+    HAVE_BUILDKIT=0
+    if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
+        log "BuildKit: starting a private dockerd"
+        mkdir -p "$WORK/docker"
+        dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
+            --pidfile "$WORK/docker/pid" --host "unix://$WORK/docker/sock" \
+            --iptables=false --bridge=none > "$WORK/docker/log" 2>&1 &
+        DOCKERD_PID=$!
+        export DOCKER_HOST="unix://$WORK/docker/sock"
+        for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
+        HAVE_BUILDKIT=1
+    fi
+    bk_ctx() {
+        DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network host --platform linux/amd64 \
+            -t bench/ctx:1 --build-arg "REG=$REG" "$CTX"
+    }
+    reset_bk() {
+        /usr/bin/docker rmi -f bench/ctx:1 "$REG/busybox:latest" >/dev/null 2>&1 || true
+        /usr/bin/docker builder prune -af >/dev/null 2>&1 || true
+    }
+    LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+    for i in $(seq "$REPEAT"); do
+        log "round $i/$REPEAT: the big context, linux/amd64"
+        reset_xb; measure ctx-first xbuild xbuild xb_ctx
+        reset_bh; measure ctx-first buildah buildah bh_ctx
+        if [ "$HAVE_BUILDKIT" = 1 ]; then reset_bk; measure ctx-first buildkit dockerd bk_ctx; fi
+        measure ctx-no-change xbuild xbuild xb_ctx
+        measure ctx-no-change buildah buildah bh_ctx
+        if [ "$HAVE_BUILDKIT" = 1 ]; then measure ctx-no-change buildkit dockerd bk_ctx; fi
+        echo "// edit $i $(date +%N)" >> "$CTX/$EDITED"
+        measure ctx-one-file xbuild xbuild xb_ctx
+        measure ctx-one-file buildah buildah bh_ctx
+        if [ "$HAVE_BUILDKIT" = 1 ]; then measure ctx-one-file buildkit dockerd bk_ctx; fi
+    done
+    if [ -n "$DOCKERD_PID" ]; then
+        reset_bk
+        kill "$DOCKERD_PID"; wait "$DOCKERD_PID" 2>/dev/null || true; DOCKERD_PID=""
+    fi
+    reset_bh; reset_xb
+    echo
+    echo "## xbuild against buildah and BuildKit: a context of $FILES files, $BYTES bytes" \
+        "(scripts/make-context.py), linux/amd64, $(nproc) cores, $(date -u +%F), median (min-max)" \
+        "of $REPEAT; load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo
+    python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row, tool, secs, kb = line.split("\t")
+    rows.setdefault(row, {}).setdefault(tool, []).append((float(secs), int(kb)))
+def cell(samples):
+    times = [s for s, _ in samples]
+    return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
+def rss(samples):
+    return f"{max(k for _, k in samples) / 1024:.0f}"
+print("| operation | xbuild s | peer | peer s | xbuild/peer | xbuild peak RSS MiB (<= 64) | peer peak RSS MiB |")
+print("|---|---|---|---|---|---|---|")
+for row, tools in rows.items():
+    xb = tools.get("xbuild")
+    for peer in ("buildah", "buildkit"):
+        if peer not in tools or not xb:
+            continue
+        ratio = statistics.median(s for s, _ in xb) / statistics.median(s for s, _ in tools[peer])
+        print(f"| {row} | {cell(xb)} | {peer} | {cell(tools[peer])} | {ratio:.2f} | {rss(xb)} | {rss(tools[peer])} |")
+PY
+    exit 0
+fi
 
 for workload in $WORKLOADS; do
     use "$workload"

@@ -1,5 +1,5 @@
-//! Layer blobs made from snapshots: a `RUN` step keeps its layer as a snapshot with its
-//! diff_id; the blob (the same tar an eager commit would have written, compressed) is made
+//! Layer blobs made from snapshots: a `RUN`, `COPY` or `ADD` step keeps its layer as a
+//! snapshot with its diff_id; the blob (the same tar an eager commit would have written, compressed) is made
 //! when an image, a push or a cache export needs it, several at once, and remembered in the
 //! store for the next build.
 

@@ -1,5 +1,6 @@
-//! `COPY`, `ADD` and the directory `WORKDIR` creates: each makes one layer from a file list
-//! ([`crate::layer::write_file_list_layer`]) whose snapshot is made by unpacking it.
+//! `COPY`, `ADD` and the directory `WORKDIR` creates: each makes one layer from a file list,
+//! kept as its snapshot ([`crate::layer::unpack_file_list_layer`]: the tar unpacked as it is
+//! written); its blob is made from the snapshot when an image needs it ([`super::blobs`]).
 //!
 //! Sources: the build context after `.dockerignore` (walked once per build), another stage
 //! or an image (`--from`): its layers are mounted as a read-only overlay on a temporary
@@ -57,7 +58,7 @@ use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::layer::tree::{Node, Stack, Tree, resolve};
-use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
+use crate::layer::{self, EntryKind, FileListEntry, TarEntry, TreeKind};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
@@ -194,18 +195,41 @@ fn commit(
     key: &str,
 ) -> Result<Done, ExecutorError> {
     let name = vertex.display_name();
-    let blob = layer::write_file_list_layer(
-        services.store.layout(),
-        entries,
-        services.options.compression,
-        services.options.source_date_epoch,
-    )
-    .within(|| format!("{name}: writing the layer"))?;
-    services
-        .store
-        .unpack_snapshot(&blob.descriptor, &blob.diff_id)
-        .within(|| format!("{name}: unpacking the layer's snapshot"))?;
-    state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
+    // The tar is unpacked into the snapshot as it is written, not compressed: the blob is
+    // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
+    let clamp = services.options.source_date_epoch;
+    let tmp = services.store.snapshot_tmp_dir()?;
+    let (diff_id, _) = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
+        .within(|| format!("{name}: writing the layer's snapshot"))?;
+    // The blob is left for later only when the snapshot's own tar is this one (a file
+    // list's tar is not always: some entries do not come back the same from a tree) and
+    // the snapshot is this step's (one already there may come from a pulled blob, as in
+    // `RUN`); otherwise it is written now from the file list, as before.
+    let (tree_id, _) = layer::tree_diff_id(tmp.path(), TreeKind::OverlayUpper, clamp)
+        .within(|| format!("{name}: hashing the layer's snapshot"))?;
+    if tree_id != diff_id || services.store.snapshot(&diff_id).is_some() {
+        let blob = layer::write_file_list_layer(
+            services.store.layout(),
+            entries,
+            services.options.compression,
+            clamp,
+        )
+        .within(|| format!("{name}: writing the layer"))?;
+        services
+            .store
+            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_layer(blob.descriptor, blob.diff_id);
+    } else {
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_snapshot_layer(diff_id, clamp);
+    }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
     Ok(Done {

@@ -21,6 +21,7 @@ pub mod tree;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
@@ -36,6 +37,11 @@ pub const GZIP_LEVEL: u32 = 6;
 /// zstd level: 3 is zstd's default.
 pub const ZSTD_LEVEL: i32 = 3;
 const CHUNK: usize = 1024 * 1024;
+/// Tar bytes per piece handed to the thread that unpacks a layer as it is written
+/// ([`unpack_file_list_layer`]); at most [`UNPACK_QUEUE`] pieces wait at once.
+const UNPACK_PIECE: usize = 256 * 1024;
+/// Pieces queued for the unpacking thread: bounds the memory to a few MiB.
+const UNPACK_QUEUE: usize = 4;
 
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +91,9 @@ pub enum LayerError {
     /// Reading an input tar failed.
     #[error("reading the layer input")]
     Read(#[source] io::Error),
+    /// The layer could not be unpacked into its snapshot directory as it was written.
+    #[error("unpacking the layer into its snapshot")]
+    Unpack(#[source] ApplyError),
     /// The decompressed stream does not have the diff_id it was announced with.
     #[error("layer content does not match its diff_id: expected {expected}, got {actual}")]
     DiffIdMismatch {
@@ -285,6 +294,133 @@ pub fn write_file_list_layer(
     })
 }
 
+/// The tar [`write_file_list_layer`] would write, unpacked into the empty directory
+/// `target` in overlay form as it is written (the tar is read once, never stored nor
+/// compressed); returns its diff_id and size. `COPY` keeps its layer as this snapshot, as
+/// `RUN` keeps its upper directory: the blob is made from the snapshot only when an image,
+/// a push or a cache export needs it. The tar is written and hashed on the calling thread
+/// while another thread unpacks it, with a few pieces of [`UNPACK_PIECE`] bytes in
+/// between.
+///
+/// # Errors
+/// As [`write_file_list_layer`] for reading the sources; [`LayerError::Unpack`] when
+/// `target` cannot be written (it is then partial: the caller removes it).
+pub fn unpack_file_list_layer(
+    entries: Vec<FileListEntry>,
+    clamp_mtime: Option<i64>,
+    target: &Path,
+) -> Result<(Digest, u64), LayerError> {
+    let options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
+    let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(UNPACK_QUEUE);
+    std::thread::scope(|scope| {
+        let unpacker =
+            scope.spawn(move || apply_layer(PieceReader::new(receiver), target, &options));
+        let mut tee = Tee {
+            sender: Some(sender),
+            piece: Vec::with_capacity(UNPACK_PIECE),
+            digester: Digester::default(),
+            hung_up: false,
+        };
+        let written = (|| {
+            let mut tar = TarWriter::new(&mut tee, clamp_mtime);
+            diff::write_file_list(&mut tar, entries)?;
+            tar.finish().map_err(LayerError::Write)?;
+            tee.send().map_err(LayerError::Write)
+        })();
+        // Hanging up ends the unpacker's stream (early, if writing failed).
+        tee.sender = None;
+        let unpacked = unpacker
+            .join()
+            .map_err(|_| LayerError::Write(io::Error::other("the unpacking thread panicked")))?;
+        match (written, unpacked) {
+            // The tee could not send because the unpacker had stopped: its error is the cause.
+            (Err(_), Err(unpacking)) if tee.hung_up => Err(LayerError::Unpack(unpacking)),
+            (Err(error), _) => Err(error),
+            (Ok(()), Err(unpacking)) => Err(LayerError::Unpack(unpacking)),
+            (Ok(()), Ok(_)) => Ok(tee.digester.finish()),
+        }
+    })
+}
+
+/// Hashes tar bytes (the diff_id) and sends them, in pieces, to the unpacking thread.
+struct Tee {
+    /// `None` once the writing side is done.
+    sender: Option<mpsc::SyncSender<Vec<u8>>>,
+    piece: Vec<u8>,
+    digester: Digester,
+    /// The unpacking thread stopped taking pieces (it failed).
+    hung_up: bool,
+}
+
+impl Tee {
+    fn send(&mut self) -> io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(UNPACK_PIECE));
+        let sent = self.sender.as_ref().map(|sender| sender.send(piece));
+        if !matches!(sent, Some(Ok(()))) {
+            self.hung_up = true;
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the unpacking thread stopped",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Write for Tee {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let take = bytes.len().min(UNPACK_PIECE - self.piece.len());
+        self.piece.extend_from_slice(&bytes[..take]);
+        self.digester.update(&bytes[..take]);
+        if self.piece.len() == UNPACK_PIECE {
+            self.send()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads the pieces another thread sends, in order, until it hangs up.
+struct PieceReader {
+    receiver: mpsc::Receiver<Vec<u8>>,
+    piece: Vec<u8>,
+    position: usize,
+}
+
+impl PieceReader {
+    fn new(receiver: mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            receiver,
+            piece: Vec::new(),
+            position: 0,
+        }
+    }
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.piece.len() {
+            match self.receiver.recv() {
+                Ok(piece) => {
+                    self.piece = piece;
+                    self.position = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let count = buffer.len().min(self.piece.len() - self.position);
+        buffer[..count].copy_from_slice(&self.piece[self.position..self.position + count]);
+        self.position += count;
+        Ok(count)
+    }
+}
+
 /// Stores an existing tar stream (plain, gzip or zstd: detected) as a layer, recompressed
 /// with `compression`, bytes unchanged (`xbuild import ROOTFS.tar`).
 ///
@@ -441,6 +577,76 @@ mod tests {
         let (unclamped, _) = tree_diff_id(&root, TreeKind::RootFs, None).unwrap();
         let (clamped, _) = tree_diff_id(&root, TreeKind::RootFs, Some(10)).unwrap();
         assert_ne!(unclamped, clamped, "the clamp is part of the tar");
+    }
+
+    /// `dir`'s entries as a `COPY` lists them (relative paths; files read from `dir`).
+    fn file_list(dir: &Path) -> Vec<FileListEntry> {
+        let mut entries = Vec::new();
+        let mut stack = vec![std::path::PathBuf::new()];
+        while let Some(relative) = stack.pop() {
+            for child in fs::read_dir(dir.join(&relative)).unwrap() {
+                let child = child.unwrap();
+                let name = relative.join(child.file_name());
+                let meta = fs::symlink_metadata(child.path()).unwrap();
+                if meta.is_dir() {
+                    stack.push(name.clone());
+                }
+                entries.push(FileListEntry {
+                    entry: entry_from_metadata(&name, &child.path(), &meta).unwrap(),
+                    source: meta.is_file().then(|| child.path()),
+                });
+            }
+        }
+        entries
+    }
+
+    #[test]
+    fn a_file_list_unpacked_as_written_is_the_layer_and_its_tree_gives_the_same_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open_or_create(dir.path().join("store")).unwrap();
+        let source = dir.path().join("src");
+        tree(&source);
+        // Many pieces for the unpacking thread, and an empty file.
+        fs::write(source.join("etc/big"), vec![3u8; 5 * UNPACK_PIECE + 7]).unwrap();
+        fs::write(source.join("empty"), b"").unwrap();
+        for clamp in [None, Some(10)] {
+            let target = tempfile::tempdir_in(dir.path()).unwrap();
+            let (diff_id, size) =
+                unpack_file_list_layer(file_list(&source), clamp, target.path()).unwrap();
+            let blob = write_file_list_layer(&layout, file_list(&source), Compression::Gzip, clamp)
+                .unwrap();
+            assert_eq!((&diff_id, size), (&blob.diff_id, blob.tar_size));
+            // The blob made later from the snapshot has this diff_id.
+            let (again, _) = tree_diff_id(target.path(), TreeKind::OverlayUpper, clamp).unwrap();
+            assert_eq!(again, diff_id);
+            assert_eq!(
+                fs::read(target.path().join("etc/big")).unwrap(),
+                fs::read(source.join("etc/big")).unwrap()
+            );
+            assert_eq!(
+                fs::read_link(target.path().join("etc/hosts.link")).unwrap(),
+                Path::new("hosts")
+            );
+        }
+    }
+
+    #[test]
+    fn unpacking_as_written_reports_the_cause_of_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        tree(&source);
+        fs::write(source.join("etc/big"), vec![3u8; 9 * UNPACK_PIECE]).unwrap();
+        // The target cannot be written: the unpacker's error, not the tee's broken pipe.
+        let error = unpack_file_list_layer(file_list(&source), None, &dir.path().join("missing"))
+            .unwrap_err();
+        assert!(matches!(error, LayerError::Unpack(_)), "{error:?}");
+        // A source vanishes: the reader's error, not the unpacker's truncated tar.
+        let mut entries = file_list(&source);
+        fs::remove_file(source.join("etc/big")).unwrap();
+        entries.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        let target = tempfile::tempdir_in(dir.path()).unwrap();
+        let error = unpack_file_list_layer(entries, None, target.path()).unwrap_err();
+        assert!(matches!(error, LayerError::Diff(_)), "{error:?}");
     }
 
     #[test]
