@@ -250,41 +250,39 @@ pub(crate) fn step(
             debug_id,
         })));
     }
-    let empty = std::fs::read_dir(&upper)?.next().is_none();
-    if empty {
-        state.push_history(&services.created, created_by_run(&command), true);
-    } else {
-        // The layer is kept as its snapshot; its blob is made if an image, a push or a
-        // cache export needs it (a build stage's layers usually never are).
-        let clamp = services.options.source_date_epoch;
-        let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+    // A RUN that changed no file still makes a layer (an empty tar), as BuildKit keeps one
+    // for every RUN: its history entry is never `empty_layer`.
+    let created_by = created_by_run(&command, resolved, &state);
+    // The layer is kept as its snapshot; its blob is made if an image, a push or a
+    // cache export needs it (a build stage's layers usually never are).
+    let clamp = services.options.source_date_epoch;
+    let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+        .within(|| format!("{name}: committing the layer"))?;
+    // A snapshot of this diff_id that is already there may have been unpacked from a
+    // pulled blob rather than kept from a step; the blob is then made now, from this
+    // step's own directory, rather than later from a tree made another way.
+    let existing = services.store.snapshot(&diff_id).is_some();
+    let blob = if existing {
+        let blob = tree_blob(services, &upper, &diff_id, clamp)
             .within(|| format!("{name}: committing the layer"))?;
-        // A snapshot of this diff_id that is already there may have been unpacked from a
-        // pulled blob rather than kept from a step; the blob is then made now, from this
-        // step's own directory, rather than later from a tree made another way.
-        let existing = services.store.snapshot(&diff_id).is_some();
-        let blob = if existing {
-            let blob = tree_blob(services, &upper, &diff_id, clamp)
-                .within(|| format!("{name}: committing the layer"))?;
-            services
-                .store
-                .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
-            Some(blob)
-        } else {
-            None
-        };
-        let dir = dirs.keep();
         services
             .store
-            .adopt_snapshot(&diff_id, dir.join("upper"))
-            .within(|| format!("{name}: keeping the snapshot"))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        match blob {
-            Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
-            None => state.push_snapshot_layer(diff_id, clamp),
-        }
-        state.push_history(&services.created, created_by_run(&command), false);
+            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        Some(blob)
+    } else {
+        None
+    };
+    let dir = dirs.keep();
+    services
+        .store
+        .adopt_snapshot(&diff_id, dir.join("upper"))
+        .within(|| format!("{name}: keeping the snapshot"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    match blob {
+        Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
+        None => state.push_snapshot_layer(diff_id, clamp),
     }
+    state.push_history(&services.created, created_by, false);
     services.cache.record(&key, &state)?;
     services.sink.emit(Event::Finished {
         vertex: id,
@@ -323,8 +321,32 @@ pub(crate) fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> 
     }
 }
 
-pub(crate) fn created_by_run(command: &StepCommand) -> String {
-    format!("RUN {} # buildkit", command.argv().join(" "))
+/// A `RUN`'s history text, as BuildKit's `runCommandString`: the stage's `ARG`s declared
+/// before it (`|2 foo=1 bar=2`: each name once, in the order first declared, with the value
+/// the command sees, empty without one), then its argv.
+pub(crate) fn created_by_run(
+    command: &StepCommand,
+    resolved: &ResolvedInstruction,
+    state: &crate::oci::ImageState,
+) -> String {
+    let env = state.env();
+    let mut words: Vec<String> = resolved
+        .arg_names
+        .iter()
+        .map(|name| {
+            let value = env
+                .iter()
+                .chain(&resolved.args)
+                .find(|(key, _)| key == name)
+                .map_or("", |(_, value)| value.as_str());
+            format!("{name}={value}")
+        })
+        .collect();
+    if !words.is_empty() {
+        words.insert(0, format!("|{}", words.len()));
+    }
+    words.extend(command.argv());
+    format!("RUN {} # buildkit", words.join(" "))
 }
 
 /// `text` with each reference to one of `names` (`$NAME`, `${NAME}`) replaced by `****`.

@@ -834,8 +834,10 @@ RUN echo "$0 $-" > /shell-flags
         );
         let history = config["history"].as_array().unwrap();
         assert!(
-            history.iter().any(|entry| entry["created_by"]
-                == "EXPOSE map[53/udp:{} 70/tcp:{} 8080/tcp:{} 9000/tcp:{} 9001/tcp:{}] # buildkit"),
+            history
+                .iter()
+                .any(|entry| entry["created_by"]
+                    == "EXPOSE [53/udp 70/tcp 8080/tcp 9000/tcp 9001/tcp]"),
             "{config}"
         );
         let empty = history
