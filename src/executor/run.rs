@@ -7,6 +7,7 @@
 //! ([`super::failed`]).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use crate::dockerfile::{self, CommandLine, ResolvedInstruction, instruction};
 use crate::layer::{self, TreeKind};
 use crate::plan::Vertex;
 use crate::progress::{Event, Stream};
-use crate::sandbox::{self, StepCommand, StepSpec};
+use crate::sandbox::{self, BindMount, MountSource, StepCommand, StepSpec};
 
 /// Lines of output kept for the error of a failed step.
 const TAIL_LINES: usize = 10;
@@ -96,8 +97,22 @@ pub(crate) fn step(
     }
     let mut state = parent.state.clone();
     let shell = state.shell();
+    // A RUN that is one heredoc starting with `#!` runs that file, as BuildKit does: the body
+    // is a 0755 file in a read-only directory mounted at `/dev/pipes/`, which the shell
+    // runs (its kernel reads the `#!` line).
+    let shebang = match &run.command {
+        CommandLine::Shell(script) => shebang_heredoc(script, &run.heredocs),
+        CommandLine::Exec(_) => None,
+    };
+    let pipes = shebang
+        .map(|heredoc| pipes_dir(services, heredoc))
+        .transpose()?;
     let command = match &run.command {
         CommandLine::Exec(argv) => StepCommand::Exec(argv.clone()),
+        CommandLine::Shell(_) if shebang.is_some() => StepCommand::Shell {
+            shell: shell.clone(),
+            script: format!("{PIPES_DIR}/{}", shebang.map_or("", |h| h.name.as_str())),
+        },
         CommandLine::Shell(script) => StepCommand::Shell {
             shell: shell.clone(),
             script: heredoc_script(script, &run.heredocs),
@@ -158,6 +173,13 @@ pub(crate) fn step(
     spec.network = network;
     spec.security = security;
     spec.mounts = mounts.binds.clone();
+    if let Some(pipes) = &pipes {
+        spec.mounts.push(BindMount {
+            source: MountSource::Host(pipes.path().to_path_buf()),
+            target: PathBuf::from(PIPES_DIR),
+            readonly: true,
+        });
+    }
     spec.secrets = mounts.secrets.clone();
     spec.pids_limit = services.options.pids_limit;
     spec.pids_limit_required = services.options.pids_limit_required;
@@ -289,6 +311,47 @@ pub(crate) fn step(
         duration: elapsed,
     });
     Ok(Done { state, key })
+}
+
+/// Where a `#!` heredoc's file is mounted, as BuildKit mounts it.
+const PIPES_DIR: &str = "/dev/pipes";
+
+/// The heredoc of a `RUN` that is only `<<EOF` (or `<<-EOF`) whose body (tabs stripped for
+/// `<<-`) starts with `#!`: BuildKit runs it as a file rather than as shell text.
+fn shebang_heredoc<'a>(
+    script: &str,
+    heredocs: &'a [dockerfile::Heredoc],
+) -> Option<&'a dockerfile::Heredoc> {
+    let [only] = heredocs else {
+        return None;
+    };
+    let word = script
+        .trim()
+        .trim_start_matches("<<")
+        .trim_start_matches('-')
+        .trim_matches(['"', '\'']);
+    (word == only.name
+        && !only.name.contains('/')
+        && !only.name.is_empty()
+        && only.body().starts_with("#!"))
+    .then_some(only)
+}
+
+/// A directory holding `heredoc`'s body as an executable file named after it, removed on
+/// drop.
+fn pipes_dir(
+    services: &Services<'_>,
+    heredoc: &dockerfile::Heredoc,
+) -> Result<tempfile::TempDir, ExecutorError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("pipes-")
+        .tempdir_in(services.store.layout().tmp_dir())?;
+    let file = dir.path().join(&heredoc.name);
+    std::fs::write(&file, heredoc.body())?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 /// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
