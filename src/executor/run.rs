@@ -267,6 +267,7 @@ pub(crate) fn step(
         return Err(ExecutorError::StepFailed(Box::new(StepFailure {
             platform: vertex.platform.clone(),
             step: name,
+            command: command.argv().join(" "),
             outcome,
             output_tail: tail.into(),
             debug_id,
