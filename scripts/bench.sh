@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# xbuild against the peers, measured side by side in one run on this machine, on the
-# reference workload (benches/app: a copy of ../shared/bench/app) for linux/amd64,linux/arm64.
+# xbuild against the peers, measured side by side in one run on this machine, for
+# linux/amd64,linux/arm64, on two workloads:
+#   app      the reference workload (benches/app: a copy of ../shared/bench/app): apt-get
+#            install gcc, compile a static C program, copy it into busybox
+#   service  a real service image (benches/service): Debian, apt-get install python3 pip
+#            venv, pip install of pinned pure-Python wheels from PyPI in one step, the app
+#            copied last; ~160 MB of compressed layers per platform
 #
-#   scripts/bench.sh [--repeat N] [--no-buildkit] [--no-floor] [--no-micro] [--port P]
+#   scripts/bench.sh [--repeat N] [--workload app|service|all] [--no-buildkit] [--no-floor]
+#                    [--no-micro] [--port P]
 #
-# Rows (each repeated N times, default 3; median with min-max):
-#   cold      empty store/storage: pull both bases, apt-get install gcc under QEMU, compile
+# Rows (each repeated N times, default 3; median with min-max; the service's rows are
+# prefixed `service-`):
+#   cold      empty store/storage: pull the bases, apt-get (and pip) under QEMU for arm64
 #   cached    the same build again: every step a cache hit
-#   one-edit  hello.c edited (a comment appended), then rebuilt
+#   one-edit  the app's source edited (a comment appended), then rebuilt
 #   push      the two-platform result pushed to a new repository of the loopback registry
 #             (`xbuild push` against `buildah manifest push --all`)
 # The floor (scripts/floor.sh: the same RUN commands in a plain chroot of the same bases under
@@ -25,23 +32,31 @@
 #
 # Needs root, the packages of scripts/setup-host.sh, the fixtures (scripts/fixtures.sh build).
 # Targets (issue 7): cold <= 0.75x buildah, cached <= 0.15x, one-edit <= 0.5x, push <= 1.2x,
-# xbuild peak RSS <= 64 MiB.
+# xbuild peak RSS <= 64 MiB; service (issue 19): every row <= 0.75x buildah, push <= 0.8x.
 set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055
+REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055 WORKLOAD=all
+USAGE="usage: $0 [--repeat N] [--workload app|service|all] [--no-buildkit] [--no-floor] [--no-micro] [--port P]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeat) REPEAT="$2"; shift ;;
+        --workload) WORKLOAD="$2"; shift ;;
         --no-buildkit) BUILDKIT=0 ;;
         --no-floor) FLOOR=0 ;;
         --no-micro) MICRO=0 ;;
         --port) PORT="$2"; shift ;;
-        *) echo "usage: $0 [--repeat N] [--no-buildkit] [--no-floor] [--no-micro] [--port P]" >&2; exit 2 ;;
+        *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
 done
+case "$WORKLOAD" in
+    app) WORKLOADS="app" ;;
+    service) WORKLOADS="service"; FLOOR=0 ;;
+    all) WORKLOADS="app service" ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 3; }
 log() { echo "bench: $*" >&2; }
 
@@ -64,18 +79,27 @@ cleanup() {
 trap cleanup EXIT
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
-APP="$WORK/app"
-cp -r benches/app "$APP"
+for workload in $WORKLOADS; do cp -r "benches/$workload" "$WORK/$workload"; done
 
 . scripts/bench-lib.sh
 
 PLATFORMS=linux/amd64,linux/arm64
 xb() { XBUILD_ROOT="$WORK/xbuild-root" "$XBUILD" "$@"; }
 bh() { buildah --root "$WORK/buildah-root" --runroot "$WORK/buildah-runroot" "$@"; }
-xb_build() { xb build -q --platform "$1" -t bench/app:1 --build-arg "REG=$REG" "$APP"; }
+# The current workload: its directory, image name and the file one-edit changes.
+use() {
+    W="$1" DIR="$WORK/$1" NAME="bench/$1:1" MANIFEST="bench$1"
+    case "$1" in
+        app) PREFIX="" EDITED="hello.c" COMMENT="/* edit %s %s */" SECRET="" ;;
+        # pip needs the host's CA bundle where a proxy intercepts TLS (see the Dockerfile).
+        service) PREFIX="service-" EDITED="app/service/wsgi.py" COMMENT="# edit %s %s"
+                 SECRET="--secret=id=cacert,src=/etc/ssl/certs/ca-certificates.crt" ;;
+    esac
+}
+xb_build() { xb build -q --platform "$1" -t "$NAME" --build-arg "REG=$REG" $SECRET "$DIR"; }
 bh_build() {
-    bh build -q --runtime runc --layers --platform "$1" --manifest benchman \
-        --build-arg "REG=$REG" --tls-verify=false "$APP"
+    bh build -q --runtime runc --layers --platform "$1" --manifest "$MANIFEST" \
+        --build-arg "REG=$REG" --tls-verify=false $SECRET "$DIR"
 }
 reset_xb() { rm -rf "$WORK/xbuild-root"; }
 reset_bh() {
@@ -84,23 +108,27 @@ reset_bh() {
     umount -R "$WORK/buildah-root/overlay" 2>/dev/null || true
     rm -rf "$WORK/buildah-root" "$WORK/buildah-runroot"
 }
-edit() { echo "/* edit $1 $(date +%N) */" >> "$APP/hello.c"; }
+restore() { cp "$REPO/benches/$W/$EDITED" "$DIR/$EDITED"; }
+edit() { printf "\n$COMMENT\n" "$1" "$(date +%N)" >> "$DIR/$EDITED"; }
 
-for i in $(seq "$REPEAT"); do
-    log "round $i/$REPEAT: two platforms"
-    cp benches/app/hello.c "$APP/hello.c"
-    reset_xb; measure cold xbuild xbuild xb_build "$PLATFORMS"
-    reset_bh; measure cold buildah buildah bh_build "$PLATFORMS"
-    measure cached xbuild xbuild xb_build "$PLATFORMS"
-    measure cached buildah buildah bh_build "$PLATFORMS"
-    edit "$i"
-    measure one-edit xbuild xbuild xb_build "$PLATFORMS"
-    measure one-edit buildah buildah bh_build "$PLATFORMS"
-    xb tag bench/app:1 "$REG/xb-app-$i:1"
-    measure push xbuild xbuild xb push --progress=quiet "$REG/xb-app-$i:1"
-    measure push buildah buildah bh manifest push --all --tls-verify=false -q benchman "docker://$REG/bh-app-$i:1"
+for workload in $WORKLOADS; do
+    use "$workload"
+    for i in $(seq "$REPEAT"); do
+        log "round $i/$REPEAT: $W, two platforms"
+        restore
+        reset_xb; measure "${PREFIX}cold" xbuild xbuild xb_build "$PLATFORMS"
+        reset_bh; measure "${PREFIX}cold" buildah buildah bh_build "$PLATFORMS"
+        measure "${PREFIX}cached" xbuild xbuild xb_build "$PLATFORMS"
+        measure "${PREFIX}cached" buildah buildah bh_build "$PLATFORMS"
+        edit "$i"
+        measure "${PREFIX}one-edit" xbuild xbuild xb_build "$PLATFORMS"
+        measure "${PREFIX}one-edit" buildah buildah bh_build "$PLATFORMS"
+        xb tag "$NAME" "$REG/xb-$W-$i:1"
+        measure "${PREFIX}push" xbuild xbuild xb push --progress=quiet "$REG/xb-$W-$i:1"
+        measure "${PREFIX}push" buildah buildah bh manifest push --all --tls-verify=false -q "$MANIFEST" "docker://$REG/bh-$W-$i:1"
+    done
+    reset_bh
 done
-reset_bh
 
 if [ "$FLOOR" = 1 ]; then
     log "the floor: the workload's RUN commands in a plain chroot"
@@ -118,28 +146,31 @@ if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
     for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
     bk_build() {
         DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network host --platform linux/amd64 \
-            -t bench/app:1 --build-arg "REG=$REG" "$APP"
+            -t "$NAME" --build-arg "REG=$REG" $SECRET "$DIR"
     }
     reset_bk() {
-        /usr/bin/docker rmi -f bench/app:1 "$REG/debian:bookworm" "$REG/busybox:latest" >/dev/null 2>&1 || true
+        /usr/bin/docker rmi -f "$NAME" "$REG/debian:bookworm" "$REG/busybox:latest" >/dev/null 2>&1 || true
         /usr/bin/docker builder prune -af >/dev/null 2>&1 || true
     }
-    for i in $(seq "$REPEAT"); do
-        log "round $i/$REPEAT: linux/amd64, xbuild and BuildKit"
-        cp benches/app/hello.c "$APP/hello.c"
-        reset_xb; measure amd64-cold xbuild xbuild xb_build linux/amd64
-        reset_bk; measure amd64-cold buildkit dockerd bk_build
-        measure amd64-cached xbuild xbuild xb_build linux/amd64
-        measure amd64-cached buildkit dockerd bk_build
-        edit "$i"
-        measure amd64-one-edit xbuild xbuild xb_build linux/amd64
-        measure amd64-one-edit buildkit dockerd bk_build
+    for workload in $WORKLOADS; do
+        use "$workload"
+        for i in $(seq "$REPEAT"); do
+            log "round $i/$REPEAT: $W, linux/amd64, xbuild and BuildKit"
+            restore
+            reset_xb; measure "${PREFIX}amd64-cold" xbuild xbuild xb_build linux/amd64
+            reset_bk; measure "${PREFIX}amd64-cold" buildkit dockerd bk_build
+            measure "${PREFIX}amd64-cached" xbuild xbuild xb_build linux/amd64
+            measure "${PREFIX}amd64-cached" buildkit dockerd bk_build
+            edit "$i"
+            measure "${PREFIX}amd64-one-edit" xbuild xbuild xb_build linux/amd64
+            measure "${PREFIX}amd64-one-edit" buildkit dockerd bk_build
+        done
     done
     kill "$DOCKERD_PID"; wait "$DOCKERD_PID" 2>/dev/null || true; DOCKERD_PID=""
 fi
 
 echo
-echo "## xbuild against buildah and BuildKit: benches/app, $(nproc) cores, $(date -u +%F), median (min-max) of $REPEAT"
+echo "## xbuild against buildah and BuildKit: $WORKLOADS, $(nproc) cores, $(date -u +%F), median (min-max) of $REPEAT"
 echo
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -147,7 +178,9 @@ rows = {}
 for line in open(sys.argv[1]):
     row, tool, secs, kb = line.split("\t")
     rows.setdefault(row, {}).setdefault(tool, []).append((float(secs), int(kb)))
-targets = {"cold": 0.75, "cached": 0.15, "one-edit": 0.5, "push": 1.2}
+targets = {"cold": 0.75, "cached": 0.15, "one-edit": 0.5, "push": 1.2,
+           "service-cold": 0.75, "service-cached": 0.75, "service-one-edit": 0.75,
+           "service-push": 0.8}
 def cell(samples):
     times = [s for s, _ in samples]
     return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"

@@ -10,7 +10,7 @@ set -eu
 packages="qemu-user-static binfmt-support docker-registry skopeo umoci mmdebstrap arch-test
 busybox-static buildah openssl apache2-utils iproute2 file libcap2-bin docker.io curl
 openssh-server openssh-client python3-venv golang-go binutils git man-db slirp4netns gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-libc6-dev zstd python3 bzip2 xz-utils"
+libc6-dev zstd python3 bzip2 xz-utils containerd runc"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -32,6 +32,9 @@ systemctl disable --now docker-registry >/dev/null 2>&1 || true
 # docker.io is only there so tests can check `docker load` of our archives; they start their
 # own dockerd on a private socket (installs in ~20 s, starts in ~2 s here).
 systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+# containerd (Debian's 1.6, with ctr; docker.io pulls it in too) and runc are for -o
+# type=containerd's test, which starts its own containerd with its own root, state and
+# socket, and never uses the system's.
 # openssh-server is there for the build-node tests, which run their own sshd in a network
 # namespace; the system's is not needed.
 systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true

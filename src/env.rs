@@ -32,6 +32,13 @@ pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 /// The Docker engine to load images into with `--load`.
 pub const DOCKER_HOST: &str = "DOCKER_HOST";
 
+/// containerd's socket for `-o type=containerd` (as `ctr` and `nerdctl` read it).
+pub const CONTAINERD_ADDRESS: &str = "CONTAINERD_ADDRESS";
+
+/// containerd's namespace for `-o type=containerd` without `namespace=` (as `ctr` and
+/// `nerdctl` read it).
+pub const CONTAINERD_NAMESPACE: &str = "CONTAINERD_NAMESPACE";
+
 /// The client's ssh agent socket, forwarded by `--ssh default`.
 pub const SSH_AUTH_SOCK: &str = "SSH_AUTH_SOCK";
 

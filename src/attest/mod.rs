@@ -26,7 +26,7 @@ use crate::sbom::purl::Purl;
 pub use crate::oci::referrers::IN_TOTO_MEDIA_TYPE;
 /// The annotation naming a statement's predicate type, on the layer (as BuildKit sets it)
 /// and on the artifact manifest (so a referrers list shows it without a fetch).
-pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
+pub const PREDICATE_TYPE_ANNOTATION: &str = crate::oci::referrers::PREDICATE_TYPE;
 /// The annotation that marks a referrer as one xbuild made, with its kind (`sbom`,
 /// `provenance`): xbuild replaces its own earlier attestation of that kind for the same
 /// manifest, and never touches other tools' referrers.

@@ -3,6 +3,10 @@
 //! the pipeline makes the statements after the images are built and attaches them as
 //! referrers of each platform's manifest, before the outputs are written.
 //!
+//! Where they go is [`Layout`] (`-o ...,attestation-layout=referrers|buildx`): referrers
+//! of each platform's manifest (the default), or BuildKit's in-index attestation manifests
+//! (platform `unknown/unknown`), which then make the build's result an index.
+//!
 //! Only outputs that carry referrers get them: the local store, a push and an OCI archive.
 //! A build that asked for attestations and also writes an
 //! output that has no place for them (a docker-archive, `--load`, a root file system) is
@@ -18,6 +22,54 @@ pub struct Attestations {
     pub sbom: bool,
     /// A SLSA provenance of each platform's image.
     pub provenance: Option<ProvenanceOptions>,
+    /// `--attest type=sbom,scan-stage=true`: the SBOM also scans every stage the target
+    /// needs (as `BUILDKIT_SBOM_SCAN_STAGE=true` in every stage does), each its own
+    /// statement.
+    pub scan_stage: bool,
+    /// Where the statements are stored.
+    pub layout: Layout,
+}
+
+/// Where a build's attestations are stored (`-o ...,attestation-layout=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// `referrers`: OCI artifacts whose `subject` is the platform's manifest, outside the
+    /// index (found through the referrers API or its tag fallback).
+    #[default]
+    Referrers,
+    /// `buildx`: BuildKit's in-index form, one attestation manifest per platform in the
+    /// image index (platform `unknown/unknown`, `vnd.docker.reference.*` annotations).
+    Buildx {
+        /// `oci-artifact=` (BuildKit's key, default `true`): the attestation manifest is an
+        /// OCI artifact (empty config, `artifactType`, `subject`); `false` gives BuildKit's
+        /// legacy form (an `unknown/unknown` image config).
+        oci_artifact: bool,
+    },
+}
+
+impl Layout {
+    /// Parses `attestation-layout=VALUE` with BuildKit's `oci-artifact=` (`None`: not
+    /// given).
+    ///
+    /// # Errors
+    /// An unknown layout, or `oci-artifact=false` without `attestation-layout=buildx` (a
+    /// referrer is always an OCI artifact).
+    pub fn parse(layout: Option<&str>, oci_artifact: Option<bool>) -> Result<Self, String> {
+        match (layout.map(str::trim), oci_artifact) {
+            (None | Some("referrers"), Some(false)) => Err(
+                "oci-artifact=false needs attestation-layout=buildx (a referrer is always an \
+                 OCI artifact)"
+                    .to_owned(),
+            ),
+            (None | Some("referrers"), _) => Ok(Self::Referrers),
+            (Some("buildx"), oci_artifact) => Ok(Self::Buildx {
+                oci_artifact: oci_artifact.unwrap_or(true),
+            }),
+            (Some(other), _) => Err(format!(
+                "attestation-layout={other}: use referrers or buildx"
+            )),
+        }
+    }
 }
 
 /// `--attest type=provenance,...`.
@@ -84,8 +136,30 @@ mod tests {
                 mode: Mode::Max,
                 ..ProvenanceOptions::default()
             }),
+            ..Attestations::default()
         };
         assert_eq!(max.with_default(true, true), max);
         assert!(max.asked());
+    }
+
+    #[test]
+    fn layouts_parse_as_documented() {
+        assert_eq!(Layout::parse(None, None), Ok(Layout::Referrers));
+        assert_eq!(
+            Layout::parse(Some("referrers"), Some(true)),
+            Ok(Layout::Referrers)
+        );
+        assert_eq!(
+            Layout::parse(Some("buildx"), None),
+            Ok(Layout::Buildx { oci_artifact: true })
+        );
+        assert_eq!(
+            Layout::parse(Some("buildx"), Some(false)),
+            Ok(Layout::Buildx {
+                oci_artifact: false
+            })
+        );
+        assert!(Layout::parse(None, Some(false)).is_err());
+        assert!(Layout::parse(Some("inline"), None).is_err());
     }
 }

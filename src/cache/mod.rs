@@ -31,12 +31,18 @@
 //! platforms' records of the cache already there are kept in it. Imports read both shapes.
 //! A local directory (`index.json` naming the cache `latest`, or `tag=`) keeps no blob that
 //! none of its entries reaches: each export removes the rest.
+//!
+//! `--cache-to type=inline` puts the records of an image's own steps into its image config
+//! instead ([`inline`] owns that encoding; the executor's image assembly writes it); an
+//! import of a ref naming an image (index of images, or one image manifest) reads them from
+//! the configs of the wanted platforms.
 
 #![allow(
     clippy::result_large_err,
     reason = "errors are the cold path of registry I/O; they carry the registry's error"
 )]
 
+pub mod inline;
 pub mod key;
 pub mod spec;
 pub mod steps;
@@ -510,9 +516,19 @@ async fn read_records(
     wanted: &(dyn Fn(&Platform) -> bool + Sync),
 ) -> Result<Option<Imported>, CacheError> {
     let name = location.to_string();
-    let entry_wanted = |entry: &Descriptor| entry_platform(entry).filter(|p| wanted(p));
+    // A cache entry by its annotation; an image's manifest (an inline cache) by its platform.
+    let entry_wanted = |entry: &Descriptor| match entry_annotation(entry) {
+        Some(_) => entry_platform(entry).filter(|p| wanted(p)),
+        None => entry
+            .platform()
+            .as_ref()
+            .map(Platform::from)
+            .filter(|p| wanted(p)),
+    };
     // (the platform of the index entry, or none for a manifest of every platform, config)
     let mut configs: Vec<(Option<Platform>, Vec<u8>)> = Vec::new();
+    // Records of an image's inline cache (`--cache-from` naming an image).
+    let mut inline = Vec::new();
     let source = match location {
         CacheLocation::Registry(reference) => {
             let registry_error = |source: RegistryError| CacheError::Registry {
@@ -552,14 +568,19 @@ async fn read_records(
                 }
             };
             for (platform, manifest) in manifests {
-                if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+                let kind = config_kind(&manifest);
+                if kind == ConfigKind::Other {
                     continue;
                 }
                 let bytes = registry
                     .get_config(repository, manifest.config())
                     .await
                     .map_err(registry_error)?;
-                configs.push((platform, bytes));
+                if kind == ConfigKind::Image {
+                    inline.extend(inline_records(&name, &bytes, &manifest, wanted)?);
+                } else {
+                    configs.push((platform, bytes));
+                }
             }
             BlobSource::Registry(reference.clone())
         }
@@ -602,18 +623,23 @@ async fn read_records(
                     .collect::<Result<Vec<_>, _>>()?,
             };
             for (platform, manifest) in manifests {
-                if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+                let kind = config_kind(&manifest);
+                if kind == ConfigKind::Other {
                     continue;
                 }
                 let bytes = layout
                     .read_blob(manifest.config().digest())
                     .map_err(layout_error)?;
-                configs.push((platform, bytes));
+                if kind == ConfigKind::Image {
+                    inline.extend(inline_records(&name, &bytes, &manifest, wanted)?);
+                } else {
+                    configs.push((platform, bytes));
+                }
             }
             BlobSource::Local(local.dir.clone())
         }
     };
-    let mut records = Vec::new();
+    let mut records = inline;
     for (platform, bytes) in configs {
         let config: CacheConfig =
             serde_json::from_slice(&bytes).map_err(|error| bad(&name, error))?;
@@ -635,6 +661,37 @@ async fn read_records(
         }));
     }
     Ok(Some(Imported { records, source }))
+}
+
+/// What the config of a manifest a cache ref reaches is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigKind {
+    /// Cache records (this format).
+    Records,
+    /// An image config (OCI or Docker), which may hold an inline cache.
+    Image,
+    /// Anything else (attestations, other tools' artifacts): skipped.
+    Other,
+}
+
+fn config_kind(manifest: &ImageManifest) -> ConfigKind {
+    match manifest.config().media_type().to_string().as_str() {
+        CONFIG_MEDIA_TYPE => ConfigKind::Records,
+        "application/vnd.oci.image.config.v1+json"
+        | "application/vnd.docker.container.image.v1+json" => ConfigKind::Image,
+        _ => ConfigKind::Other,
+    }
+}
+
+/// The inline cache records of an image config (`--cache-to type=inline`).
+fn inline_records(
+    location: &str,
+    config: &[u8],
+    manifest: &ImageManifest,
+    wanted: &(dyn Fn(&Platform) -> bool + Sync),
+) -> Result<Vec<Record>, CacheError> {
+    inline::decode(config, manifest.layers(), &|platform| wanted(platform))
+        .map_err(|reason| bad(&location, reason))
 }
 
 /// Fetches `blobs` from `source` into `layout` (the store); from a registry, notes where each

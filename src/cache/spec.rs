@@ -109,6 +109,46 @@ pub struct CacheOptions {
     /// (true when every output is a push, which mounts them instead); false means the local
     /// store gets every layer of the result, as it must stay complete.
     pub lazy_layers: bool,
+    /// `--cache-to type=inline`: the records of each image's own steps go into its image
+    /// config (see [`super::inline`]).
+    pub inline: bool,
+}
+
+impl CacheOptions {
+    /// Parses the `--cache-to` values: the exports, and whether one is `type=inline` (its
+    /// only other key is `mode=min`: an image holds its own steps only, as BuildKit's inline
+    /// cache).
+    ///
+    /// # Errors
+    /// The first spec [`CacheExport::parse`] refuses, or an inline one with other keys.
+    pub fn parse_to(specs: &[String]) -> Result<(Vec<CacheExport>, bool), CacheSpecError> {
+        const FLAG: &str = "--cache-to";
+        let mut exports = Vec::new();
+        let mut inline = false;
+        for spec in specs {
+            let (kind, pairs) = pairs(FLAG, spec, true)?;
+            if kind != "inline" {
+                exports.push(CacheExport::parse(spec)?);
+                continue;
+            }
+            check_keys(FLAG, spec, &pairs, &["mode"])?;
+            match value(&pairs, "mode") {
+                None | Some("min") => inline = true,
+                Some(other) => {
+                    return Err(CacheSpecError {
+                        flag: FLAG,
+                        spec: spec.clone(),
+                        reason: format!(
+                            "mode={other}: an inline cache holds the image's own steps only \
+                             (mode=min; use type=registry,mode=max for every step)"
+                        ),
+                        unsupported: false,
+                    });
+                }
+            }
+        }
+        Ok((exports, inline))
+    }
 }
 
 /// A cache spec xbuild does not take.
@@ -128,7 +168,13 @@ pub struct CacheSpecError {
 /// `key=value` pairs of a spec, in order.
 type Pairs<'a> = Vec<(&'a str, &'a str)>;
 
-fn pairs<'a>(flag: &'static str, spec: &'a str) -> Result<(String, Pairs<'a>), CacheSpecError> {
+/// The type and the other pairs of a spec; `inline` says whether `type=inline` is taken
+/// (only [`CacheOptions::parse_to`] takes it).
+fn pairs<'a>(
+    flag: &'static str,
+    spec: &'a str,
+    inline: bool,
+) -> Result<(String, Pairs<'a>), CacheSpecError> {
     let error = |reason: String| CacheSpecError {
         flag,
         spec: spec.to_owned(),
@@ -150,10 +196,18 @@ fn pairs<'a>(flag: &'static str, spec: &'a str) -> Result<(String, Pairs<'a>), C
     let kind = kind.ok_or_else(|| error("no type= (expected registry or local)".to_owned()))?;
     match kind.as_str() {
         "registry" | "local" => Ok((kind, pairs)),
-        "inline" | "gha" | "s3" | "azblob" => Err(CacheSpecError {
+        "inline" if inline => Ok((kind, pairs)),
+        "inline" => Err(error(if flag == "--cache-from" {
+            "type=inline is for --cache-to; import an inline cache with --cache-from \
+             type=registry,ref=IMAGE (or the bare image reference)"
+                .to_owned()
+        } else {
+            "type=inline is written into the image config, not exported on its own".to_owned()
+        })),
+        "gha" | "s3" | "azblob" => Err(CacheSpecError {
             flag,
             spec: spec.to_owned(),
-            reason: format!("type={kind} is not supported yet (use registry or local)"),
+            reason: format!("type={kind} is not supported yet (use registry, local or inline)"),
             unsupported: true,
         }),
         other => Err(error(format!(
@@ -368,7 +422,7 @@ impl CacheExport {
     /// (`oci-mediatypes=false`, `force-compression=true`, ...) is refused as unsupported.
     pub fn parse(spec: &str) -> Result<Self, CacheSpecError> {
         const FLAG: &str = "--cache-to";
-        let (kind, pairs) = pairs(FLAG, spec)?;
+        let (kind, pairs) = pairs(FLAG, spec, false)?;
         let error = |reason: String, unsupported: bool| CacheSpecError {
             flag: FLAG,
             spec: spec.to_owned(),
@@ -473,7 +527,7 @@ impl CacheLocation {
         if !spec.contains('=') {
             return registry_ref(FLAG, spec, spec);
         }
-        let (kind, pairs) = pairs(FLAG, spec)?;
+        let (kind, pairs) = pairs(FLAG, spec, false)?;
         let error = |reason: String, unsupported: bool| CacheSpecError {
             flag: FLAG,
             spec: spec.to_owned(),
@@ -538,7 +592,45 @@ mod tests {
             let error = CacheExport::parse(bad).unwrap_err();
             assert!(error.to_string().contains(reason), "{bad}: {error}");
         }
-        assert!(CacheExport::parse("type=inline").unwrap_err().unsupported);
+        assert!(!CacheExport::parse("type=inline").unwrap_err().unsupported);
+    }
+
+    #[test]
+    fn inline_cache_to_specs() {
+        let specs = |list: &[&str]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let (exports, inline) =
+            CacheOptions::parse_to(&specs(&["type=inline", "type=local,dest=d"])).unwrap();
+        assert!(inline);
+        assert_eq!(
+            exports,
+            [CacheExport::new(CacheLocation::local("d"), CacheMode::Min)]
+        );
+        assert!(
+            CacheOptions::parse_to(&specs(&["type=inline,mode=min"]))
+                .unwrap()
+                .1
+        );
+        assert!(
+            !CacheOptions::parse_to(&specs(&["type=local,dest=d"]))
+                .unwrap()
+                .1
+        );
+        for (bad, reason) in [
+            (
+                "type=inline,mode=max",
+                "mode=max: an inline cache holds the image's own",
+            ),
+            ("type=inline,ref=a/b", "unknown key ref (known: mode)"),
+            ("type=gha", "type=gha is not supported yet"),
+        ] {
+            let error = CacheOptions::parse_to(&specs(&[bad])).unwrap_err();
+            assert!(error.to_string().contains(reason), "{bad}: {error}");
+        }
+        let error = CacheLocation::parse_from("type=inline").unwrap_err();
+        assert!(
+            error.to_string().contains("type=inline is for --cache-to"),
+            "{error}"
+        );
     }
 
     #[test]

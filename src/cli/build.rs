@@ -134,7 +134,7 @@ pub struct BuildArgs {
     /// Push the result to the registry of each tag.
     #[arg(long)]
     pub push: bool,
-    /// Outputs (`type=oci|docker|local|tar|registry[,dest=...]`).
+    /// Outputs (`type=oci|docker|local|tar|registry|image|containerd[,KEY=VALUE...]`).
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
     /// Also load the result into a Docker engine.
@@ -154,7 +154,7 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = FallbackArg::Fail)]
     pub fallback: FallbackArg,
     /// Export the build cache (`type=registry,ref=REF[,mode=min|max]`,
-    /// `type=local,dest=DIR[,mode=min|max]`), repeatable.
+    /// `type=local,dest=DIR[,mode=min|max]`, `type=inline`: in the image config), repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Import a build cache (`type=registry,ref=REF`, `type=local,src=DIR`, or `REF`),
@@ -261,6 +261,7 @@ impl BuildArgs {
         let attestations = self.attestations(&outputs)?;
         let explicit_platforms = !self.platform.is_empty();
         let targets = self.targets()?;
+        self.containerd_preflight(&outputs, &targets)?;
         let (network_none, network_host) = match self.network.as_str() {
             "default" => (false, false),
             "none" => (true, false),
@@ -404,26 +405,6 @@ impl BuildArgs {
                 .into());
             }
         }
-        if let (Some(builder), Some(context)) = (&builder, self.build_contexts.first()) {
-            if !builder.nodes.is_empty() {
-                return Err(Failure::bad_input(format_args!(
-                    "--build-context {context}: not supported yet with a builder of build nodes ({}); use --builder default",
-                    builder.name
-                ))
-                .into());
-            }
-        }
-        if let (Some(builder), Some((annotation, _))) =
-            (&builder, self.annotation_inputs(&specs)?.first())
-        {
-            if !builder.nodes.is_empty() {
-                return Err(Failure::bad_input(format_args!(
-                    "{annotation}: not supported yet with a builder of build nodes ({}); use --builder default",
-                    builder.name
-                ))
-                .into());
-            }
-        }
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),
@@ -520,6 +501,23 @@ impl BuildArgs {
         Ok(())
     }
 
+    /// `-o type=containerd`: a name, `ctr` and containerd answering, checked before any
+    /// work (exit 2 or 3, naming the socket).
+    fn containerd_preflight(&self, outputs: &[Output], targets: &[Platform]) -> anyhow::Result<()> {
+        let built = if targets.is_empty() {
+            vec![crate::platform::host()]
+        } else {
+            targets.to_vec()
+        };
+        for output in outputs {
+            if let Output::Containerd { unpack, .. } = output {
+                export::containerd::preflight(self.tags.len(), *unpack, &built)
+                    .map_err(|error| Failure::new(error.exit_kind(), error))?;
+            }
+        }
+        Ok(())
+    }
+
     /// `-o type=registry,name=REG/app` names what is pushed, as `-t` does.
     fn add_output_names(&mut self) {
         for spec in &self.output {
@@ -560,7 +558,10 @@ impl BuildArgs {
             }));
         for (flag, spec) in specs {
             match parse_attest(&flag, &spec)? {
-                AttestSpec::Sbom(on) => attestations.sbom = on,
+                AttestSpec::Sbom { on, scan_stage } => {
+                    attestations.sbom = on;
+                    attestations.scan_stage = on && scan_stage;
+                }
                 AttestSpec::Provenance(provenance) => {
                     provenance_set = true;
                     attestations.provenance = provenance;
@@ -570,6 +571,22 @@ impl BuildArgs {
         let pushing = outputs
             .iter()
             .any(|output| matches!(output, Output::Registry { .. }));
+        // One stored result for every output: the outputs that name a layout agree.
+        let mut layouts = self
+            .output
+            .iter()
+            .zip(self.output_specs()?)
+            .filter_map(|(text, spec)| Some((text, spec.attestation_layout?)));
+        if let Some((first_text, first)) = layouts.next() {
+            if let Some((other_text, _)) = layouts.find(|(_, layout)| *layout != first) {
+                return Err(Failure::bad_input(format_args!(
+                    "-o {first_text} and -o {other_text} ask for different attestation layouts: \
+                     a build stores its attestations one way for all its outputs"
+                ))
+                .into());
+            }
+            attestations.layout = first;
+        }
         Ok(attestations.with_default(pushing, provenance_set))
     }
 
@@ -579,17 +596,28 @@ impl BuildArgs {
         let spec_error = |error: crate::cache::CacheSpecError| -> anyhow::Error {
             Failure::bad_input(error).into()
         };
+        let (to, inline) =
+            crate::cache::CacheOptions::parse_to(&self.cache_to).map_err(spec_error)?;
+        if inline
+            && !outputs.is_empty()
+            && outputs
+                .iter()
+                .all(|output| matches!(output, Output::Local { .. } | Output::Tar { .. }))
+        {
+            return Err(Failure::bad_input(
+                "--cache-to type=inline: the inline cache goes into the image config, and no \
+                 output writes an image (-o type=local/tar write files)",
+            )
+            .into());
+        }
         Ok(crate::cache::CacheOptions {
             from: self
                 .cache_from
                 .iter()
                 .map(|spec| crate::cache::CacheLocation::parse_from(spec).map_err(spec_error))
                 .collect::<anyhow::Result<_>>()?,
-            to: self
-                .cache_to
-                .iter()
-                .map(|spec| crate::cache::CacheExport::parse(spec).map_err(spec_error))
-                .collect::<anyhow::Result<_>>()?,
+            to,
+            inline,
             lazy_layers: !outputs.is_empty()
                 && outputs
                     .iter()
@@ -755,8 +783,13 @@ impl BuildArgs {
 /// One `--attest` spec, parsed.
 #[derive(Debug, PartialEq, Eq)]
 enum AttestSpec {
-    /// `type=sbom`: on or off.
-    Sbom(bool),
+    /// `type=sbom`: on or off, and whether it scans the stages too (`scan-stage=true`).
+    Sbom {
+        /// On or off.
+        on: bool,
+        /// `scan-stage=`.
+        scan_stage: bool,
+    },
     /// `type=provenance`: its options, or off.
     Provenance(Option<ProvenanceOptions>),
 }
@@ -800,6 +833,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
     match kind {
         "sbom" => {
             let mut on = true;
+            let mut scan_stage = false;
             for (key, value) in fields {
                 match key {
                     "type" => {}
@@ -810,14 +844,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
                              own scanner (generator=builtin)"
                         )));
                     }
-                    "scan-stage" if !boolean(key, value)? => {}
-                    "scan-stage" => {
-                        return Err(bad(format_args!(
-                            "scan-stage=true is not supported yet: declare \
-                             ARG BUILDKIT_SBOM_SCAN_STAGE=true in the stages to scan, as \
-                             BuildKit reads it"
-                        )));
-                    }
+                    "scan-stage" => scan_stage = boolean(key, value)?,
                     "disabled" => on = !boolean(key, value)?,
                     other => {
                         return Err(bad(format_args!(
@@ -826,7 +853,7 @@ fn parse_attest(flag: &str, spec: &str) -> anyhow::Result<AttestSpec> {
                     }
                 }
             }
-            Ok(AttestSpec::Sbom(on))
+            Ok(AttestSpec::Sbom { on, scan_stage })
         }
         "provenance" => {
             let mut options = ProvenanceOptions::default();
@@ -1131,15 +1158,14 @@ mod tests {
 
     #[test]
     fn attest_specs_as_buildx_writes_them() {
-        assert_eq!(parsed("type=sbom"), Ok(AttestSpec::Sbom(true)));
+        let sbom = |on, scan_stage| Ok(AttestSpec::Sbom { on, scan_stage });
+        assert_eq!(parsed("type=sbom"), sbom(true, false));
         assert_eq!(
             parsed("type=sbom,generator=builtin,scan-stage=false"),
-            Ok(AttestSpec::Sbom(true))
+            sbom(true, false)
         );
-        assert_eq!(
-            parsed("type=sbom,disabled=true"),
-            Ok(AttestSpec::Sbom(false))
-        );
+        assert_eq!(parsed("type=sbom,scan-stage=true"), sbom(true, true));
+        assert_eq!(parsed("type=sbom,disabled=true"), sbom(false, false));
         assert_eq!(
             parsed("type=provenance,mode=max,version=v0.2"),
             Ok(AttestSpec::Provenance(Some(ProvenanceOptions {
@@ -1170,7 +1196,7 @@ mod tests {
         assert!(error.contains(PROVENANCE_KEYS), "{error}");
         let error = parsed("type=sbom,generator=docker/buildkit-syft-scanner").unwrap_err();
         assert!(error.contains("not supported"), "{error}");
-        assert!(parsed("type=sbom,scan-stage=true").is_err());
+        assert!(parsed("type=sbom,scan-stage=maybe").is_err());
         assert!(parsed("type=provenance,mode=full").is_err());
         assert!(parsed("mode=max").is_err());
     }

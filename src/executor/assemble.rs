@@ -29,7 +29,9 @@ pub struct Built {
     /// `--platform` builds too; a single-platform build without `--platform` may leave the
     /// manifest alone, see [`Built::result`]).
     pub index: Descriptor,
-    /// Whether the user asked for platforms explicitly (`--platform`).
+    /// Whether the result is the index even for one platform: the user asked for
+    /// platforms explicitly (`--platform`), or the index holds attestations
+    /// (`attestation-layout=buildx`).
     pub explicit_platforms: bool,
 }
 
@@ -117,11 +119,23 @@ pub(crate) fn images(
                 }
             }
         }
+        let layers = state.blobs()?;
+        if services.options.cache.inline {
+            // `--cache-to type=inline`: the records of the image's own steps (mode=min).
+            let records =
+                step_records(services, graph, results, chain(graph, target.vertex), false)?;
+            if let (Some(object), Some(inline)) = (
+                value.as_object_mut(),
+                cache::inline::encode(&records, &layers),
+            ) {
+                object.insert(cache::inline::CONFIG_KEY.to_owned(), inline);
+            }
+        }
         let config_descriptor =
             oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
         let manifest = oci_image::build_manifest(
             config_descriptor,
-            state.blobs()?,
+            layers,
             Some(annotations(
                 services,
                 AnnotationKind::Manifest,
@@ -185,30 +199,28 @@ fn set_annotations(descriptor: &mut Descriptor, annotations: HashMap<String, Str
     descriptor.set_annotations(Some(all));
 }
 
-/// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of
-/// every step (`mode=max`).
-pub(crate) fn export_cache(
+/// The chain of a target: its vertex and its parents', up to the stage's base.
+fn chain(graph: &BuildGraph, target: usize) -> Vec<usize> {
+    let mut indices = Vec::new();
+    let mut vertex = Some(target);
+    while let Some(index) = vertex {
+        indices.push(index);
+        vertex = graph.vertices[index].parent;
+    }
+    indices
+}
+
+/// The cache records of the steps among `indices` (each key once, in vertex order), their
+/// layers compressed now; `materialize` fetches the layers imported cache hits left remote.
+fn step_records(
     services: &Services<'_>,
     graph: &BuildGraph,
     results: &Results,
-    export: &cache::CacheExport,
-) -> Result<(), ExecutorError> {
-    let mut indices: Vec<usize> = Vec::new();
-    match export.mode {
-        cache::CacheMode::Max => indices.extend(0..graph.vertices.len()),
-        cache::CacheMode::Min => {
-            for target in &graph.images {
-                let mut vertex = Some(target.vertex);
-                while let Some(index) = vertex {
-                    indices.push(index);
-                    vertex = graph.vertices[index].parent;
-                }
-            }
-        }
-    }
+    mut indices: Vec<usize>,
+    materialize: bool,
+) -> Result<Vec<cache::Record>, ExecutorError> {
     indices.sort_unstable();
     indices.dedup();
-    let mut records = Vec::new();
     let mut chosen: Vec<(Platform, Arc<Done>)> = Vec::new();
     let mut keys = std::collections::HashSet::new();
     for index in indices {
@@ -222,7 +234,7 @@ pub(crate) fn export_cache(
         if !keys.insert(done.key.clone()) {
             continue;
         }
-        if matches!(export.location, cache::CacheLocation::Local(..)) {
+        if materialize {
             services.cache.materialize(&done.state)?;
         }
         chosen.push((vertex.platform.clone(), done));
@@ -230,6 +242,7 @@ pub(crate) fn export_cache(
     // A cache holds blobs: layers kept as snapshots are compressed now.
     let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();
     let states = ensure_blobs(services, &states)?;
+    let mut records = Vec::new();
     for ((platform, done), state) in chosen.iter().zip(states) {
         records.push(cache::Record {
             key: done.key.clone(),
@@ -241,6 +254,28 @@ pub(crate) fn export_cache(
             })?,
         });
     }
+    Ok(records)
+}
+
+/// Writes one `--cache-to`: the records of the target stages' chains (`mode=min`) or of
+/// every step (`mode=max`).
+pub(crate) fn export_cache(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+    export: &cache::CacheExport,
+) -> Result<(), ExecutorError> {
+    let mut indices: Vec<usize> = Vec::new();
+    match export.mode {
+        cache::CacheMode::Max => indices.extend(0..graph.vertices.len()),
+        cache::CacheMode::Min => {
+            for target in &graph.images {
+                indices.extend(chain(graph, target.vertex));
+            }
+        }
+    }
+    let local = matches!(export.location, cache::CacheLocation::Local(..));
+    let records = step_records(services, graph, results, indices, local)?;
     let id = services.counter.next();
     let name = format!("exporting cache to {}", export.location);
     services.sink.emit(Event::Started {

@@ -29,7 +29,7 @@
 //! download only with `--unpack=true`, into the destination directory, through the
 //! image's links ([`Archive`]).
 //!
-//! Not supported yet (exit 2): git over ssh, checksums other than sha256. `--chmod` takes
+//! Not supported yet (exit 2): checksums other than sha256; a git remote over ssh is fetched through `--ssh default`. `--chmod` takes
 //! octal or chmod(1) symbolic modes. `ADD` of an http(s) URL downloads it into the store
 //! ([`super::sources::download`]: named after the URL path's last component, else
 //! `__unnamed__`; mode 0600; mtime its `Last-Modified`, else 0), checked against
@@ -339,8 +339,8 @@ pub(crate) fn step(
     for source in sources {
         match source {
             Source::Path(path) => {
-                // Only ADD reads URLs and git repositories (checked by the frontend), and ssh
-                // remotes were refused before any work (super::validate).
+                // Only ADD reads URLs and git repositories (checked by the frontend); an ssh
+                // remote has a `default` agent (checked before any work, super::validate).
                 if is_add && is_git_source(path) {
                     // Resolved now (the commit is the key); fetched on a cache miss only.
                     let git = GitRef::parse(path)
@@ -350,6 +350,8 @@ pub(crate) fn step(
                     let options = FetchOptions {
                         keep_git_dir: keep_git_dir.unwrap_or(false),
                         checksum: checksum.clone(),
+                        // An ssh remote: BuildKit's `default` agent (checked by validate).
+                        ssh_agent: services.ssh.socket("default").map(Path::to_path_buf),
                     };
                     let resolved =
                         git::resolve(&git, &options).map_err(|source| ExecutorError::Git {

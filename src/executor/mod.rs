@@ -63,7 +63,7 @@ use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
 pub use named::NamedContext;
-pub use scan::{ExtraRoot, SbomExtra};
+pub use scan::{ExtraRoot, SbomExtra, StageScan};
 
 use crate::cache::StepCache;
 use crate::dockerfile::Stages;
@@ -79,7 +79,7 @@ pub use assemble::{Built, BuiltImage};
 pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
-pub use ssh::SshSource;
+pub use ssh::{DefaultAgent, SshSource};
 
 /// What to build.
 #[derive(Clone)]
@@ -194,8 +194,9 @@ pub struct BuildReport {
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
 /// runs on `runtime`. Returns the images and index, in the store, and what the build did.
-/// With `sbom` (the build makes SBOMs), the report also has the stages and context they
-/// scan besides the images ([`BuildReport::sbom_extras`]), their layers made available.
+/// With `sbom` (the build makes SBOMs, scanning the stages it says), the report also has
+/// the stages and context they scan besides the images ([`BuildReport::sbom_extras`]),
+/// their layers made available.
 ///
 /// # Errors
 /// A failed step (exit 1, with the `xbuild debug shell` command), store, registry or
@@ -204,9 +205,27 @@ pub fn execute(
     graph: &BuildGraph,
     stages: &Stages,
     options: &BuildOptions,
-    sbom: bool,
+    sbom: Option<StageScan>,
     store: &Store,
     runtime: &Handle,
+) -> Result<BuildReport, ExecutorError> {
+    execute_then(graph, stages, options, sbom, store, runtime, &|| {})
+}
+
+/// As [`execute`], calling `before_cache_export` once the images are made and before the
+/// first `--cache-to` is written (a build with nodes waits there for the nodes' exports to
+/// the same cache refs, so that one writer at a time reads and extends a cache index).
+///
+/// # Errors
+/// As [`execute`].
+pub fn execute_then(
+    graph: &BuildGraph,
+    stages: &Stages,
+    options: &BuildOptions,
+    sbom: Option<StageScan>,
+    store: &Store,
+    runtime: &Handle,
+    before_cache_export: &dyn Fn(),
 ) -> Result<BuildReport, ExecutorError> {
     let mut warnings = graph.warnings.clone();
     let registry =
@@ -255,6 +274,9 @@ pub fn execute(
     }
     services.cache.record_imported_hits()?;
     let built = assemble::images(&services, graph, &results)?;
+    if !options.cache.to.is_empty() {
+        before_cache_export();
+    }
     for export in &options.cache.to {
         match assemble::export_cache(&services, graph, &results, export) {
             Ok(()) => {}
@@ -288,10 +310,9 @@ pub fn execute(
         materials: services.materials.take(),
         context: services.context_read(),
         steps: steps::record(graph, &results, &services),
-        sbom_extras: if sbom {
-            scan::extras(graph, &results, &services)?
-        } else {
-            BTreeMap::new()
+        sbom_extras: match sbom {
+            Some(stages) => scan::extras(graph, &results, &services, stages)?,
+            None => BTreeMap::new(),
         },
     })
 }

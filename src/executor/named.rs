@@ -105,14 +105,7 @@ impl NamedContext {
             return Err("input: contexts are not supported (a frontend's inputs)".to_owned());
         }
         if crate::remote::is_remote_context(value) {
-            if let Ok(Some(git)) = crate::source::gitref::GitRef::parse(value) {
-                if git.is_ssh() {
-                    return Err(
-                        "a git repository over ssh as a named context is not supported yet (the fetch does not use --ssh's agents)"
-                            .to_owned(),
-                    );
-                }
-            }
+            // A git repository over ssh is fetched through `--ssh default` (pipeline).
             return Ok(Self::Url(value.to_owned()));
         }
         let path = PathBuf::from(value);

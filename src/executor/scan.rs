@@ -2,8 +2,10 @@
 //! `BUILDKIT_SBOM_SCAN_STAGE` / `BUILDKIT_SBOM_SCAN_CONTEXT` ask
 //! ([`crate::dockerfile::sbomscan`]): the final file system of every stage the target's
 //! image needed (not the target stage itself) that has stage scanning on, and the build
-//! context when the target stage has context scanning on. Found after the graph ran, from
-//! the results, for a build that makes SBOMs (the pipeline scans them).
+//! context when the target stage has context scanning on; with `--attest
+//! type=sbom,scan-stage=true` ([`StageScan::Every`]) every stage the target needed. Found
+//! after the graph ran, from the results, for a build that makes SBOMs (the pipeline scans
+//! them).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,10 +17,22 @@ use crate::dockerfile::sbomscan;
 use crate::plan::BuildGraph;
 use crate::platform::Platform;
 
+/// Which stages an SBOM scans besides the target's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageScan {
+    /// Those whose `BUILDKIT_SBOM_SCAN_STAGE` is on (and the context when the target's
+    /// `BUILDKIT_SBOM_SCAN_CONTEXT` is).
+    Asked,
+    /// Every stage the target needed, as if each had `BUILDKIT_SBOM_SCAN_STAGE=true`
+    /// (`--attest type=sbom,scan-stage=true`); the context as [`Self::Asked`].
+    Every,
+}
+
 /// One more tree to scan for a target's SBOM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SbomExtra {
-    /// `context`, or the stage's name (its index when it has none), as BuildKit names them.
+    /// `context`, or the stage's name (`stage-N` when it has none), as BuildKit names them
+    /// (dockerfile2llb's `stageName`).
     pub name: String,
     /// Where its files are.
     pub root: ExtraRoot,
@@ -41,8 +55,14 @@ pub(crate) fn extras(
     graph: &BuildGraph,
     results: &Results,
     services: &Services<'_>,
+    stages: StageScan,
 ) -> Result<BTreeMap<Platform, Vec<SbomExtra>>, ExecutorError> {
-    let requests = sbomscan::scan_requests(services.stages, &services.options.build_args);
+    let mut requests = sbomscan::scan_requests(services.stages, &services.options.build_args);
+    if stages == StageScan::Every {
+        requests
+            .stages
+            .extend(services.stages.stages.iter().map(|stage| stage.index));
+    }
     let mut by_target = BTreeMap::new();
     if requests == sbomscan::ScanRequests::default() {
         return Ok(by_target);
@@ -75,7 +95,7 @@ pub(crate) fn extras(
                 name: vertex
                     .stage_name
                     .clone()
-                    .unwrap_or_else(|| stage.to_string()),
+                    .unwrap_or_else(|| format!("stage-{stage}")),
                 root: ExtraRoot::Layers(services.lower_dirs(&done.state)?),
             });
         }

@@ -30,6 +30,30 @@ pub enum SshSource {
     Keys(Vec<PathBuf>),
 }
 
+/// The `--ssh default` agent, for a git repository fetched over ssh before the build runs
+/// (a git build context or a named context): its socket lives as long as the value (an
+/// `ssh-agent` started for key files is stopped on drop).
+pub struct DefaultAgent(Agents);
+
+impl DefaultAgent {
+    /// Starts `--ssh default` when it was given (`None` otherwise).
+    ///
+    /// # Errors
+    /// A key file the agent cannot load.
+    pub fn start(sources: &BTreeMap<String, SshSource>) -> Result<Option<Self>, ExecutorError> {
+        let Some(source) = sources.get("default") else {
+            return Ok(None);
+        };
+        let only = BTreeMap::from([("default".to_owned(), source.clone())]);
+        Ok(Some(Self(Agents::start(&only)?)))
+    }
+
+    /// The agent's socket.
+    pub fn socket(&self) -> Option<&Path> {
+        self.0.socket("default")
+    }
+}
+
 /// The agents of a build, by `--ssh` id: the sockets steps are relayed to, and the
 /// `ssh-agent` processes started for key files (stopped on drop).
 #[derive(Default)]

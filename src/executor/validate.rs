@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (git over ssh, ...) and
+//! does not implement yet (cache mounts seeded from a stage, ...) and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -51,7 +51,6 @@ pub fn graph(graph: &BuildGraph, options: &BuildOptions) -> Result<(), ExecutorE
 pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<(), ExecutorError> {
     let file = options.dockerfile.display();
     let line = instruction.span().start;
-    let unsupported = |what: &str| Err(ExecutorError::unsupported(&file, line, what));
     let (sources, chmod, is_add) = match instruction {
         Instruction::Copy(copy) => {
             check_excludes(&copy.excludes, &file, line)?;
@@ -75,15 +74,21 @@ pub fn instruction(instruction: &Instruction, options: &BuildOptions) -> Result<
             continue;
         };
         if is_add && is_git_source(path) {
-            // Fetched with the `git` program, which only runs git over ssh with an agent.
-            if GitRef::parse(path)
-                .ok()
-                .flatten()
-                .is_some_and(|git| git.is_ssh())
+            // Fetched over ssh through the `default` agent, as BuildKit's git source does.
+            if !options.ssh.contains_key("default")
+                && GitRef::parse(path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|git| git.is_ssh())
             {
-                return unsupported(
-                    "ADD of a git repository over ssh (it needs SSH agent forwarding, --ssh)",
-                );
+                return Err(ExecutorError::invalid(
+                    &file,
+                    line,
+                    format_args!(
+                        "ADD {path}: git over ssh needs an SSH agent: pass --ssh default (the \
+                         agent of $SSH_AUTH_SOCK) or --ssh default=KEYFILE"
+                    ),
+                ));
             }
             continue;
         }

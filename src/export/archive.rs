@@ -54,6 +54,26 @@ pub(crate) fn write_oci(
     dest: &Path,
     out: impl Write,
 ) -> Result<(), ExportError> {
+    let names: Vec<(String, String)> = name
+        .map(|name| (name.to_owned(), name.to_owned()))
+        .into_iter()
+        .collect();
+    write_oci_named(store, top, &names, with_referrers, dest, out)
+}
+
+/// Writes an OCI archive of `top` with one `index.json` entry per name, as containerd's
+/// archive exporter writes one for each name (what `ctr images import` and a Docker engine
+/// with the containerd image store read back): each `(ref_name, image_name)` gives
+/// `org.opencontainers.image.ref.name` and `io.containerd.image.name`. No name: one entry
+/// without either.
+pub(crate) fn write_oci_named(
+    store: &Store,
+    top: &Descriptor,
+    names: &[(String, String)],
+    with_referrers: bool,
+    dest: &Path,
+    out: impl Write,
+) -> Result<(), ExportError> {
     let layout = store.layout();
     let mut blobs = HashSet::new();
     image::reachable_blobs(layout, top, &mut blobs).map_err(ExportError::reading)?;
@@ -71,16 +91,26 @@ pub(crate) fn write_oci(
     }
     let mut blobs: Vec<Digest> = blobs.into_iter().collect();
     blobs.sort_by_key(ToString::to_string);
-    let mut descriptor = top.clone();
     // The descriptor's own annotations (`--annotation index-descriptor:...`) stay.
-    let mut annotations = descriptor.annotations().clone().unwrap_or_default();
-    annotations.remove(REF_NAME_ANNOTATION);
-    if let Some(name) = name {
-        annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.to_owned());
-        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned());
+    let mut own = top.annotations().clone().unwrap_or_default();
+    own.remove(REF_NAME_ANNOTATION);
+    let unnamed = [None];
+    let named: Vec<Option<&(String, String)>> = names.iter().map(Some).collect();
+    let mut entries = Vec::new();
+    for name in if names.is_empty() {
+        &unnamed[..]
+    } else {
+        &named[..]
+    } {
+        let mut descriptor = top.clone();
+        let mut annotations = own.clone();
+        if let Some((ref_name, image_name)) = name {
+            annotations.insert(REF_NAME_ANNOTATION.to_owned(), ref_name.clone());
+            annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), image_name.clone());
+        }
+        descriptor.set_annotations((!annotations.is_empty()).then_some(annotations));
+        entries.push(descriptor);
     }
-    descriptor.set_annotations((!annotations.is_empty()).then_some(annotations));
-    let mut entries = vec![descriptor];
     for (subject, mut referrer) in attached {
         let mut annotations = referrer.annotations().clone().unwrap_or_default();
         annotations.insert(

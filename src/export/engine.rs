@@ -1,7 +1,8 @@
-//! `--load`: hands a docker-archive to a Docker engine (`POST /images/load`) over its unix
-//! socket (`$DOCKER_HOST` when it is `unix://...`, else `/var/run/docker.sock`). The few lines
-//! of HTTP/1.1 are written by hand: one request per connection (`Connection: close`), the
-//! answer read to the end, chunked bodies decoded.
+//! `--load`: asks a Docker engine how it keeps images (`GET /info`) and hands it an archive
+//! (`POST /images/load`) over its unix socket (`$DOCKER_HOST` when it is `unix://...`, else
+//! `/var/run/docker.sock`). The few lines of HTTP/1.1 are written by hand: one request per
+//! connection (`Connection: close`), the answer read to the end, chunked bodies decoded.
+//! Which archive to send is `load`'s choice, not this file's.
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +146,62 @@ pub async fn ping(socket: &Path) -> Result<(), EngineError> {
     }
 }
 
-/// Loads the docker-archive at `archive` into the engine; returns the engine's messages
+/// How an engine keeps images, as `GET /info` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStore {
+    /// The classic store (graph drivers): a tag names one image, one platform.
+    Classic,
+    /// containerd's image store (Docker 24+ with the `containerd-snapshotter` feature): a
+    /// tag names a whole index, and `POST /images/load` takes an OCI archive.
+    Containerd,
+}
+
+impl ImageStore {
+    /// Reads an engine's `GET /info` answer as buildx does: the containerd image store when
+    /// `DriverStatus` has the pair `["driver-type", "io.containerd.snapshotter.v1"]`.
+    pub fn of_info(info: &serde_json::Value) -> Self {
+        let containerd = info["DriverStatus"].as_array().is_some_and(|pairs| {
+            pairs.iter().any(|pair| {
+                pair[0].as_str() == Some("driver-type")
+                    && pair[1].as_str() == Some("io.containerd.snapshotter.v1")
+            })
+        });
+        if containerd {
+            Self::Containerd
+        } else {
+            Self::Classic
+        }
+    }
+}
+
+/// How the engine on `socket` keeps images (`GET /info`).
+///
+/// # Errors
+/// [`EngineError::Unreachable`] when the engine does not answer `/info` with JSON.
+pub async fn image_store(socket: &Path) -> Result<ImageStore, EngineError> {
+    let unreachable = |source| EngineError::Unreachable {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let answer = request(socket, "GET", "/info", None)
+        .await
+        .map_err(unreachable)?;
+    if answer.status != 200 {
+        return Err(unreachable(std::io::Error::other(format!(
+            "GET /info answered {}",
+            answer.status
+        ))));
+    }
+    let info: serde_json::Value = serde_json::from_str(&answer.body).map_err(|error| {
+        unreachable(std::io::Error::other(format!(
+            "GET /info answered no JSON: {error}"
+        )))
+    })?;
+    Ok(ImageStore::of_info(&info))
+}
+
+/// Loads the archive at `archive` (a docker-archive, or an OCI archive for an engine with
+/// the containerd image store) into the engine; returns the engine's messages
 /// (`Loaded image: app:1`).
 ///
 /// # Errors
@@ -210,6 +266,24 @@ mod tests {
             .expect_err("nothing listens");
         assert!(matches!(error, EngineError::Unreachable { .. }), "{error}");
         assert!(error.to_string().contains("no Docker engine answers on"));
+    }
+
+    #[test]
+    fn the_containerd_image_store_is_told_by_driver_status() {
+        let containerd = serde_json::json!({
+            "Driver": "overlayfs",
+            "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
+        });
+        assert_eq!(ImageStore::of_info(&containerd), ImageStore::Containerd);
+        let classic = serde_json::json!({
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+        });
+        assert_eq!(ImageStore::of_info(&classic), ImageStore::Classic);
+        assert_eq!(
+            ImageStore::of_info(&serde_json::json!({"DriverStatus": null})),
+            ImageStore::Classic
+        );
     }
 
     #[test]

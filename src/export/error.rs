@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::containerd::ContainerdError;
 use super::engine::EngineError;
 use crate::store::StoreError;
 
@@ -82,6 +83,9 @@ pub enum ExportError {
     /// `--load` failed.
     #[error("loading into the Docker engine")]
     Load(#[source] EngineError),
+    /// `-o type=containerd` failed.
+    #[error("loading into containerd")]
+    Containerd(#[source] ContainerdError),
     /// An output key's value xbuild does not support yet (the CLI refuses it before the
     /// build where it can tell).
     #[error("{0}")]
@@ -102,7 +106,8 @@ impl ExportError {
 
     /// The exit status this error should give: bad input (2) for bad tags, a push without a
     /// name, a multi-platform docker-archive or an unsupported `DOCKER_HOST`; host not ready
-    /// (3) when no Docker engine answers `--load`; failed (1) otherwise.
+    /// (3) when no Docker engine answers `--load`; `type=containerd` as
+    /// [`ContainerdError::exit_kind`]; failed (1) otherwise.
     pub fn exit_kind(&self) -> crate::ExitKind {
         match self {
             Self::Tag(_)
@@ -111,6 +116,7 @@ impl ExportError {
             | Self::Unsupported(_)
             | Self::Load(EngineError::UnsupportedHost(_)) => crate::ExitKind::BadInput,
             Self::Load(EngineError::Unreachable { .. }) => crate::ExitKind::HostNotReady,
+            Self::Containerd(error) => error.exit_kind(),
             _ => crate::ExitKind::Failed,
         }
     }

@@ -1,5 +1,6 @@
 //! Outputs of a build: names in the local store (the default), `--push`, `-o type=oci|docker|
-//! local|tar[,dest=...]`, `--load` into a Docker engine, `--metadata-file`, `--iidfile`.
+//! local|tar[,dest=...]`, `--load` into a Docker engine, `-o type=containerd`,
+//! `--metadata-file`, `--iidfile`.
 //!
 //! The build hands over [`Built`]: one image per target platform, already in the store, and
 //! the index joining them. Everything here reads from the store; nothing rebuilds.
@@ -12,9 +13,11 @@
 //!
 //! Files: this one parses nothing and writes in order; `spec` parses `-o`, `error` and
 //! `report` hold what an export says back, `archive` writes OCI and docker archives,
-//! `load` and [`engine`] serve `--load`, [`rootfs`] the `local` and `tar` outputs.
+//! `load` and [`engine`] serve `--load`, [`containerd`] `type=containerd`, [`rootfs`] the
+//! `local` and `tar` outputs.
 
 mod archive;
+pub mod containerd;
 pub mod engine;
 mod error;
 mod load;
@@ -66,6 +69,14 @@ pub enum Output {
     Docker {
         /// Where; `None` means load into the engine (`--load`).
         dest: Option<PathBuf>,
+    },
+    /// `-o type=containerd`: the whole index, every platform, into containerd's image
+    /// store under each name ([`containerd`]).
+    Containerd {
+        /// `namespace=` (`None`: `$CONTAINERD_NAMESPACE`, else `default`).
+        namespace: Option<String>,
+        /// `unpack=true`: the host's platform is unpacked into containerd's snapshotter.
+        unpack: bool,
     },
     /// `-o type=local,dest=DIR`: the root filesystem, one folder per platform when several.
     Local {
@@ -140,6 +151,44 @@ fn with_destination(
     Ok(())
 }
 
+/// `(org.opencontainers.image.ref.name, io.containerd.image.name)` of each name in an OCI
+/// archive for containerd or a Docker engine with its image store: the tag and the full
+/// name, as containerd's archive exporter writes them.
+fn containerd_names(references: &[ImageRef]) -> Vec<(String, String)> {
+    references
+        .iter()
+        .map(|reference| {
+            let tag = reference.tag().unwrap_or("latest").to_owned();
+            (tag, reference.store_name())
+        })
+        .collect()
+}
+
+/// Writes an archive into the store's `tmp/` with `write`, off the async workers; the file
+/// is removed when the returned handle is dropped (once its reader is done with it).
+async fn temp_archive(
+    store: &Store,
+    prefix: &str,
+    write: impl FnOnce(&Store, &Path, &mut dyn Write) -> Result<(), ExportError> + Send + 'static,
+) -> Result<tempfile::NamedTempFile, ExportError> {
+    let tmp_dir = store.layout().tmp_dir();
+    let archive_file = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tar")
+        .tempfile_in(&tmp_dir)
+        .map_err(ExportError::writing(&tmp_dir))?;
+    let task_store = store.clone();
+    blocking(move || {
+        let path = archive_file.path().to_path_buf();
+        let mut out = std::io::BufWriter::new(archive_file.as_file());
+        write(&task_store, &path, &mut out)?;
+        out.flush().map_err(ExportError::writing(&path))?;
+        drop(out);
+        Ok(archive_file)
+    })
+    .await
+}
+
 /// Runs file work off the async runtime's workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
@@ -198,9 +247,11 @@ impl Step {
 ///   the digest only.
 /// - `Oci`: an OCI archive of the result, named after the first tag.
 /// - `Docker { dest: Some }`: a docker-archive with every tag; one platform only.
-/// - `Docker { dest: None }` (`--load`): a docker-archive streamed into the engine; with
-///   several platforms the host's (else the first) gets the tags and the others
-///   `tag-<arch>` (a note says so).
+/// - `Docker { dest: None }` (`--load`): into the engine; one with the containerd image
+///   store gets an OCI archive of the whole index under each tag; a classic one a
+///   docker-archive where, with several platforms, the host's (else the first) gets the
+///   tags and the others `tag-<arch>` (a note says so).
+/// - `Containerd`: the whole index under each tag, into containerd.
 /// - `Local`, `Tar`: the root filesystems.
 ///
 /// # Errors
@@ -363,8 +414,19 @@ pub async fn write(
                     "loading into the Docker engine".to_owned(),
                 );
                 let loaded = load_into_engine(store, built, &references, &mut report).await;
-                let (socket, tags) = step.end(loaded)?;
-                report.written.push(Written::Loaded { socket, tags });
+                report.written.push(step.end(loaded)?);
+            }
+            Output::Containerd { namespace, unpack } => {
+                let step = Step::start(&progress, vertices, "loading into containerd".to_owned());
+                let loaded = containerd::load_into_containerd(
+                    store,
+                    built,
+                    &references,
+                    namespace.as_deref(),
+                    *unpack,
+                )
+                .await;
+                report.written.push(step.end(loaded)?);
             }
             Output::Local { dest, split } => {
                 let step = Step::start(

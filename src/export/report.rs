@@ -40,6 +40,17 @@ pub enum Written {
         /// `(tag, platform)` pairs; the tag is empty for an untagged image.
         tags: Vec<(String, Platform)>,
     },
+    /// The whole index, every platform, loaded under each name: into containerd
+    /// (`-o type=containerd`) or a Docker engine with the containerd image store (`--load`).
+    LoadedIndex {
+        /// Where, as shown: `containerd on SOCKET (namespace NS)`, `the Docker engine on
+        /// SOCKET (containerd image store)`.
+        into: String,
+        /// The names the index is loaded under (none: untagged).
+        names: Vec<String>,
+        /// The platforms of the index.
+        platforms: Vec<Platform>,
+    },
     /// Root filesystems in a directory (`dest` itself, or one folder per platform).
     Local {
         /// The directory.
@@ -90,6 +101,22 @@ impl fmt::Display for Written {
                     "loaded into the Docker engine on {}: {}",
                     socket.display(),
                     list.join(", ")
+                )
+            }
+            Self::LoadedIndex {
+                into,
+                names,
+                platforms,
+            } => {
+                let names = if names.is_empty() {
+                    "untagged".to_owned()
+                } else {
+                    names.join(", ")
+                };
+                write!(
+                    f,
+                    "loaded into {into}: {names} ({}: every platform under each name)",
+                    platform_list(platforms)
                 )
             }
             Self::Local { dest, platforms } => write!(

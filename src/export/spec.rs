@@ -33,6 +33,8 @@ const IMAGE_KEYS: &[&str] = &[
     "unpack",
     "store",
     "dangling-name-prefix",
+    "attestation-layout",
+    "oci-artifact",
 ];
 /// Keys the archive types (`oci`, `docker`) accept besides `type` and `annotation*`.
 const ARCHIVE_KEYS: &[&str] = &[
@@ -43,9 +45,13 @@ const ARCHIVE_KEYS: &[&str] = &[
     "compression-level",
     "force-compression",
     "rewrite-timestamp",
+    "attestation-layout",
+    "oci-artifact",
 ];
 /// Keys the root filesystem types (`local`, `tar`) accept besides `type`.
 const ROOTFS_KEYS: &[&str] = &["dest", "platform-split"];
+/// Keys `containerd` accepts besides `type` and `annotation*`.
+const CONTAINERD_KEYS: &[&str] = &["name", "namespace", "unpack"];
 
 /// Keys each type accepts besides `type` (buildx's names); the image and archive types
 /// also take `annotation[-TYPE][PLATFORMS].KEY`.
@@ -54,6 +60,7 @@ fn known_keys(kind: &str) -> &'static [&'static str] {
         "oci" | "docker" => ARCHIVE_KEYS,
         "local" | "tar" => ROOTFS_KEYS,
         "registry" | "image" => IMAGE_KEYS,
+        "containerd" => CONTAINERD_KEYS,
         _ => &[],
     }
 }
@@ -113,6 +120,9 @@ pub struct OutputSpec {
     /// `dangling-name-prefix=PREFIX`: without a name, the result is named
     /// `PREFIX@DIGEST` in the store.
     pub dangling_name_prefix: Option<String>,
+    /// `attestation-layout=referrers|buildx` with BuildKit's `oci-artifact=`: where the
+    /// build's attestations go (`None`: not given).
+    pub attestation_layout: Option<crate::attest::options::Layout>,
 }
 
 impl OutputSpec {
@@ -136,6 +146,7 @@ impl OutputSpec {
             annotations: Vec::new(),
             name_canonical: false,
             dangling_name_prefix: None,
+            attestation_layout: None,
         };
         if spec.is_empty() {
             return Err(error("empty output spec".to_owned()));
@@ -168,12 +179,14 @@ impl OutputSpec {
         }
         let Some(kind) = kind else {
             return Err(error(
-                "no type= (expected type=oci|docker|local|tar|registry|image)".to_owned(),
+                "no type= (expected type=oci|docker|local|tar|registry|image|containerd)"
+                    .to_owned(),
             ));
         };
         if known_keys(kind).is_empty() {
             return Err(error(format!(
-                "unknown type \"{kind}\" (expected oci, docker, local, tar, registry or image)"
+                "unknown type \"{kind}\" (expected oci, docker, local, tar, registry, image or \
+                 containerd)"
             )));
         }
         let takes_annotations = !matches!(kind, "local" | "tar");
@@ -233,13 +246,25 @@ impl OutputSpec {
             .filter(|name| !name.is_empty())
             .map(str::to_owned)
             .collect();
-        if kind != "local" && kind != "tar" {
+        if !matches!(kind, "local" | "tar" | "containerd") {
             parsed.compression = crate::cache::spec::layer_compression(
                 value("compression"),
                 value("compression-level"),
                 value("force-compression"),
             )
             .map_err(|(reason, _)| error(reason))?;
+            if value("attestation-layout").is_some() || value("oci-artifact").is_some() {
+                let oci_artifact = value("oci-artifact")
+                    .map(|v| parse_bool(spec, "oci-artifact", v))
+                    .transpose()?;
+                parsed.attestation_layout = Some(
+                    crate::attest::options::Layout::parse(
+                        value("attestation-layout"),
+                        oci_artifact,
+                    )
+                    .map_err(error)?,
+                );
+            }
             unsupported(
                 "rewrite-timestamp",
                 false,
@@ -268,8 +293,9 @@ impl OutputSpec {
             unsupported(
                 "unpack",
                 false,
-                "there is no containerd snapshotter to unpack into (xbuild's store unpacks an \
-                 image when `xbuild run` needs it)",
+                "xbuild's store has no containerd snapshotter (`-o type=containerd,unpack=true` \
+                 loads into containerd and unpacks there; xbuild's store unpacks an image when \
+                 `xbuild run` needs it)",
             )?;
             unsupported("store", true, "a pushed image is kept in xbuild's store")?;
             parsed.name_canonical = flag("name-canonical", false)?;
@@ -308,6 +334,21 @@ impl OutputSpec {
                 dest: dest()?,
                 split,
             },
+            "containerd" => {
+                let namespace = value("namespace").map(str::trim).map(str::to_owned);
+                if let Some(namespace) = &namespace {
+                    if !super::containerd::valid_namespace(namespace) {
+                        return Err(error(format!(
+                            "namespace={namespace}: not a containerd namespace (letters and \
+                             digits, words joined by one '.', '_' or '-')"
+                        )));
+                    }
+                }
+                Output::Containerd {
+                    namespace,
+                    unpack: flag("unpack", false)?,
+                }
+            }
             "registry" => {
                 if !flag("push", true)? {
                     return Err(error(
@@ -380,6 +421,11 @@ mod tests {
     #[case("type=image,push=true,push-by-digest=true", Output::Registry { by_digest: true })]
     #[case("type=image", Output::Store)]
     #[case("type=image,push=false", Output::Store)]
+    #[case("type=containerd", Output::Containerd { namespace: None, unpack: false })]
+    #[case(
+        "type=containerd,namespace=k8s.io,unpack=true,name=app:1",
+        Output::Containerd { namespace: Some("k8s.io".into()), unpack: true }
+    )]
     fn good_specs(#[case] spec: &str, #[case] expected: Output) {
         assert_eq!(Output::parse(spec), Ok(expected));
     }
@@ -519,6 +565,15 @@ mod name_tests {
     #[case("type=local,dest=d,name=x", "unknown key name for type=local")]
     #[case("type=image,annotation-bogus.a=b", "unknown annotation type")]
     #[case("type=image,\"name=a,b", "unterminated quote")]
+    #[case(
+        "type=containerd,namespace=a/b",
+        "namespace=a/b: not a containerd namespace"
+    )]
+    #[case("type=containerd,unpack=yes", "unpack=yes: expected true or false")]
+    #[case(
+        "type=containerd,address=/run/c.sock",
+        "unknown key address for type=containerd (known: name, namespace, unpack, annotation"
+    )]
     #[case("type=image,dangling-name-prefix=UPPER", "dangling-name-prefix=UPPER")]
     #[case(
         "type=image,foo=1",

@@ -17,22 +17,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageManifest};
 
-use super::protocol::{self, NodeReply, NodeRequest, RootMetadata};
+use super::protocol::{self, NodeReply, NodeRequest, ResultKind, RootMetadata};
 use super::ssh;
 use super::{Builder, Node};
+use crate::cache::CacheLocation;
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
 use crate::executor::{BuildOptions, BuildReport, CheckArch};
-use crate::executor::{Built, BuiltImage};
-use crate::layer::Compression;
+use crate::executor::{Built, BuiltImage, NamedContext};
+use crate::oci::annotation::AnnotationKind;
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink, Sink, VertexCounter, VertexId};
+use crate::registry::ImageRef;
 use crate::store::Store;
 
 /// What to do when a node does not answer (`--fallback`).
@@ -45,21 +47,36 @@ pub enum Fallback {
     Emulate,
 }
 
+/// Where the nodes push, and what comes back from them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Push<'a> {
+    /// With `--push`: the repository (the first `-t`) the nodes push their platforms'
+    /// manifests to by digest.
+    pub repository: Option<&'a str>,
+    /// Only each platform's manifest and config come back, not the node's archive (every
+    /// output is a push, and nothing here reads the layers).
+    pub manifests_only: bool,
+}
+
 /// Builds `options` with `builder`'s nodes: the platforms a node lists go to it (with
 /// `dockerfile`, the Dockerfile's bytes), the others to `local`, which runs here at the same
-/// time, its progress going to the sink it is given; `push_to` is the repository the nodes push their manifests to by digest
-/// (`--push`).
+/// time, its progress going to the sink it is given; `push` says where the nodes push
+/// (`--push`) and whether their archives come back. `local` calls the function it is given
+/// before it writes its `--cache-to`s: it returns once every node is done (a node writes its
+/// own registry cache exports before it replies), so one writer at a time extends a cache.
 ///
 /// # Errors
-/// As `local`; a node that does not answer (exit 3, unless `fallback` is
+/// As `local`; a local cache directory, or a `--cache-to` several nodes would write (exit
+/// 2, before any work); a node that does not answer (exit 3, unless `fallback` is
 /// [`Fallback::Emulate`]); a node's failed build (its exit kind, its error lines).
 pub fn run(
     options: &BuildOptions,
     dockerfile: &[u8],
     builder: &Builder,
     fallback: Fallback,
-    push_to: Option<&str>,
-    local_build: impl FnOnce(&[Platform], SharedSink) -> anyhow::Result<BuildReport> + Send,
+    push: Push<'_>,
+    local_build: impl FnOnce(&[Platform], SharedSink, &(dyn Fn() + Sync)) -> anyhow::Result<BuildReport>
+    + Send,
 ) -> anyhow::Result<BuildReport> {
     let mut local: Vec<Platform> = Vec::new();
     let mut remote: Vec<(&Node, Vec<Platform>)> = Vec::new();
@@ -73,8 +90,9 @@ pub fn run(
         }
     }
     if remote.is_empty() {
-        return local_build(&options.targets, options.sink.clone());
+        return local_build(&options.targets, options.sink.clone(), &|| {});
     }
+    refuse_unshipped(options, &remote)?;
 
     // Every node must answer before any work starts.
     let nodes: Vec<&Node> = remote.iter().map(|(node, _)| *node).collect();
@@ -120,7 +138,7 @@ pub fn run(
         }
     }
     if usable.is_empty() {
-        return local_build(&local, options.sink.clone());
+        return local_build(&local, options.sink.clone(), &|| {});
     }
 
     let ignore =
@@ -149,12 +167,7 @@ pub fn run(
         allow_network_host: options.allow_network_host,
         pids_limit: options.pids_limit,
         pids_limit_required: options.pids_limit_required,
-        compression: match options.compression {
-            Compression::Zstd => "zstd",
-            Compression::Gzip => "gzip",
-            Compression::None => "none",
-        }
-        .to_owned(),
+        compression: protocol::compression_name(options.compression).to_owned(),
         source_date_epoch: options.source_date_epoch,
         secrets: options.secrets.clone(),
         check_arch: match options.check_arch {
@@ -163,12 +176,49 @@ pub fn run(
             CheckArch::Off => "off",
         }
         .to_owned(),
-        push_to: push_to.map(ToOwned::to_owned),
+        push_to: push.repository.map(ToOwned::to_owned),
         context_root,
         labels: options.labels.clone(),
         add_hosts: options.add_hosts.clone(),
         shm_size: options.shm_size,
         ulimits: options.ulimits.clone(),
+        cache_from: options
+            .cache
+            .from
+            .iter()
+            .filter_map(|location| match location {
+                CacheLocation::Registry(reference) => Some(reference.to_string()),
+                CacheLocation::Local(_) => None,
+            })
+            .collect(),
+        cache_to: options
+            .cache
+            .to
+            .iter()
+            .filter_map(protocol::CacheExportSpec::of)
+            .collect(),
+        annotations: options
+            .annotations
+            .iter()
+            .map(protocol::AnnotationSpec::of)
+            .collect(),
+        named_images: options
+            .named_contexts
+            .iter()
+            .filter_map(|(name, context)| match context {
+                NamedContext::Image(reference) => Some((name.clone(), reference.clone())),
+                _ => None,
+            })
+            .collect(),
+        result: if push.manifests_only && push.repository.is_some() {
+            ResultKind::Manifests
+        } else {
+            ResultKind::Archive
+        },
+    };
+    let nodes_done = NodesDone {
+        left: Mutex::new(usable.len()),
+        done: Condvar::new(),
     };
 
     let (local_report, remote_results) = std::thread::scope(|scope| {
@@ -183,7 +233,10 @@ pub fn run(
                     prefix: Some(format!("[node {}] ", node.name)),
                 });
                 let (store, entries, context_dir) = (&store, &entries, &options.context);
+                let nodes_done = &nodes_done;
                 scope.spawn(move || {
+                    // Done, whatever the outcome (a panic included).
+                    let _finished = Finished(nodes_done);
                     build_on_node(node, &request, context_dir, entries, store, &sink)
                 })
             })
@@ -197,7 +250,7 @@ pub fn run(
                 source: 0,
                 prefix: None,
             });
-            Some(local_build(&local, sink))
+            Some(local_build(&local, sink, &|| nodes_done.wait()))
         };
         let remote_results: Vec<anyhow::Result<NodeReply>> = handles
             .into_iter()
@@ -244,9 +297,28 @@ pub fn run(
             manifest,
         });
     }
-    let index = store
-        .put_index(images.iter().map(|image| image.manifest.clone()).collect())
+    // The index's own annotations here, as a local build writes them (the manifests' were
+    // written by each side).
+    let of_kind = |kind: AnnotationKind| -> HashMap<String, String> {
+        options
+            .annotations
+            .iter()
+            .filter(|annotation| annotation.kind == Some(kind))
+            .map(|annotation| (annotation.key.clone(), annotation.value.clone()))
+            .collect()
+    };
+    let mut index = store
+        .put_index_annotated(
+            images.iter().map(|image| image.manifest.clone()).collect(),
+            of_kind(AnnotationKind::Index),
+        )
         .context("writing the index")?;
+    let descriptor_annotations = of_kind(AnnotationKind::IndexDescriptor);
+    if !descriptor_annotations.is_empty() {
+        let mut all = index.annotations().clone().unwrap_or_default();
+        all.extend(descriptor_annotations);
+        index.set_annotations(Some(all));
+    }
     let mut report = BuildReport {
         built: Built {
             images,
@@ -312,6 +384,97 @@ pub fn run(
     Ok(report)
 }
 
+/// Refuses, before any work, what does not reach the nodes: a named context that is a
+/// directory or an OCI layout (not shipped yet), a local cache directory (it
+/// would move every cached layer over SSH; a registry cache is read and written by each
+/// node itself), and a `--cache-to` that several nodes would write at once.
+fn refuse_unshipped(
+    options: &BuildOptions,
+    remote: &[(&Node, Vec<Platform>)],
+) -> Result<(), Failure> {
+    let Some((node, platforms)) = remote.first() else {
+        return Ok(());
+    };
+    let local_dir = |flag: &str, location: &CacheLocation| -> Option<Failure> {
+        matches!(location, CacheLocation::Local(_)).then(|| {
+            Failure::bad_input(format_args!(
+                "{flag} {location}: a local cache directory is not shipped to build nodes \
+                 (node {} builds {}): use a registry cache (type=registry,ref=...), which \
+                 each node reads and writes itself, or --builder default",
+                node.name,
+                list(platforms)
+            ))
+        })
+    };
+    for (name, context) in &options.named_contexts {
+        let what = match context {
+            NamedContext::Dir(dir) => format!("the directory {}", dir.display()),
+            NamedContext::OciLayout { path, .. } => format!("the OCI layout {}", path.display()),
+            // Images are resolved by the node; a URL left unfetched is one the build never
+            // reads.
+            NamedContext::Image(_) | NamedContext::Url(_) => continue,
+        };
+        return Err(Failure::bad_input(format_args!(
+            "--build-context {name}: {what} is not shipped to build nodes yet (node {} builds \
+             {}); docker-image:// contexts work with nodes; use --builder default",
+            node.name,
+            list(platforms)
+        )));
+    }
+    for location in &options.cache.from {
+        if let Some(refusal) = local_dir("--cache-from", location) {
+            return Err(refusal);
+        }
+    }
+    for export in &options.cache.to {
+        if let Some(refusal) = local_dir("--cache-to", &export.location) {
+            return Err(refusal);
+        }
+        if remote.len() > 1 {
+            return Err(Failure::bad_input(format_args!(
+                "--cache-to {}: not supported yet with {} build nodes (their exports to one \
+                 cache would race); use a builder with one node, or --builder default",
+                export.location,
+                remote.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many nodes are still building; the local build's cache export waits for none.
+struct NodesDone {
+    left: Mutex<usize>,
+    done: Condvar,
+}
+
+impl NodesDone {
+    /// Returns once every node is done.
+    fn wait(&self) {
+        let Ok(mut left) = self.left.lock() else {
+            return;
+        };
+        while *left > 0 {
+            left = match self.done.wait(left) {
+                Ok(left) => left,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+/// Counts its node done when dropped.
+struct Finished<'a>(&'a NodesDone);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut left) = self.0.left.lock() {
+            *left = left.saturating_sub(1);
+        }
+        self.0.done.notify_all();
+    }
+}
+
 fn list(platforms: &[Platform]) -> String {
     platforms
         .iter()
@@ -340,9 +503,11 @@ fn build_on_node(
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
+    let traffic = ssh::Traffic::default();
     let (sent, errors, loaded) = std::thread::scope(|scope| {
+        let traffic = &traffic;
         let sender = scope.spawn(move || -> std::io::Result<()> {
-            let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdin);
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, traffic.writing(stdin));
             protocol::write_document(&mut out, protocol::REQUEST_MAGIC, request)?;
             protocol::write_context(context_dir, entries, &mut out)?;
             out.flush()
@@ -350,7 +515,7 @@ fn build_on_node(
         });
         let progress = scope.spawn(move || {
             let mut other = Vec::new();
-            for line in BufReader::new(stderr).lines() {
+            for line in BufReader::new(traffic.reading(stderr)).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Event>(&line) {
                     Ok(event) => sink.emit(event),
@@ -360,12 +525,23 @@ fn build_on_node(
             other
         });
         let loaded = (|| -> anyhow::Result<NodeReply> {
-            let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+            let mut stdout = BufReader::with_capacity(256 * 1024, traffic.reading(stdout));
             let reply: NodeReply = protocol::read_document(&mut stdout, protocol::REPLY_MAGIC)
                 .context("reading the node's reply")?;
-            store
-                .load_archive(&mut stdout, None)
-                .context("loading the node's result into the store")?;
+            match request.result {
+                ResultKind::Archive => {
+                    store
+                        .load_archive(&mut stdout, None)
+                        .context("loading the node's result into the store")?;
+                }
+                ResultKind::Manifests => {
+                    keep_documents(store, request, &reply)?;
+                    // Nothing should follow; whatever does is read, so the node never
+                    // blocks on a full pipe.
+                    std::io::copy(&mut stdout, &mut std::io::sink())
+                        .context("reading the end of the node's output")?;
+                }
+            }
             Ok(reply)
         })();
         let sent = sender
@@ -375,6 +551,13 @@ fn build_on_node(
         (sent, errors, loaded)
     });
     let status = child.wait().context("waiting for ssh")?;
+    sink.emit(Event::Note {
+        message: format!(
+            "ssh: sent {} bytes, received {} bytes",
+            traffic.sent(),
+            traffic.received()
+        ),
+    });
     if !status.success() {
         let code = status.code().unwrap_or(ssh::SSH_FAILED);
         let platforms = list(&request.platforms);
@@ -411,6 +594,52 @@ fn build_on_node(
         return Err(anyhow!(error).context(format!("sending the build to node {}", node.name)));
     }
     loaded.with_context(|| format!("node {} ({})", node.name, node.endpoint))
+}
+
+/// Stores a [`ResultKind::Manifests`] reply's manifests and configs (each checked against
+/// its digest) and notes that their layers are in the registry the node pushed to (a push
+/// of the index there finds them; nothing downloads them).
+fn keep_documents(store: &Store, request: &NodeRequest, reply: &NodeReply) -> anyhow::Result<()> {
+    let repository = request
+        .push_to
+        .as_deref()
+        .ok_or_else(|| anyhow!("the node sent no archive, and pushed nowhere"))?;
+    let target = ImageRef::parse(repository).context("the push repository")?;
+    let layout = store.layout();
+    for document in &reply.documents {
+        let (digest, _) = layout
+            .write_blob(document.text.as_bytes())
+            .context("storing a node's manifest")?;
+        if digest.to_string() != document.digest {
+            return Err(anyhow!(
+                "the node sent a document of digest {digest} as {}",
+                document.digest
+            ));
+        }
+    }
+    for manifest in &reply.manifests {
+        let bytes = layout
+            .read_blob(manifest.digest())
+            .with_context(|| format!("the node sent no manifest {}", manifest.digest()))?;
+        let parsed: ImageManifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the node's manifest {}", manifest.digest()))?;
+        if !layout.has_blob(parsed.config().digest()) {
+            return Err(anyhow!(
+                "the node sent no config {} for {}",
+                parsed.config().digest(),
+                manifest.digest()
+            ));
+        }
+        for layer in parsed.layers() {
+            crate::registry::record_source(
+                layout,
+                layer.digest(),
+                target.registry(),
+                target.repository(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Hands out one series of vertex numbers for the local build and every node, so `#N`

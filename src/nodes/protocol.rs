@@ -4,8 +4,8 @@
 //! its stderr the progress:
 //!
 //! ```text
-//! stdin:  "xbuild-node-request-v1\n" · u64 BE length · NodeRequest (JSON) · context tar
-//! stdout: "xbuild-node-reply-v1\n"   · u64 BE length · NodeReply (JSON)   · OCI archive
+//! stdin:  "xbuild-node-request-v2\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdout: "xbuild-node-reply-v2\n"   · u64 BE length · NodeReply (JSON)   · [OCI archive]
 //! stderr: one progress event per line (the node's --progress=rawjson), then, when the
 //!         build failed, the error lines; the exit status is xbuild's (1, 2, 3)
 //! ```
@@ -16,7 +16,11 @@
 //! gives the same layers. The Dockerfile travels in the request (it may live outside the
 //! context), with the build arguments, flags and secrets (over SSH, never in the tar).
 //! The OCI archive holds the node's index over its platform(s), which this side loads into
-//! its store and merges into the build's own index.
+//! its store and merges into the build's own index. When the request asks for
+//! [`ResultKind::Manifests`] (a push whose every output is the registry, and no SBOM to scan
+//! here), the node pushes and no archive follows the reply: the reply carries each platform's
+//! manifest and config ([`NodeReply::documents`]), all the index and the provenance need,
+//! and the layers stay in the registry.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -27,12 +31,15 @@ use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{ContextEntry, EntryKind};
+use crate::oci::annotation::{Annotation, AnnotationKind};
 use crate::platform::Platform;
 
-/// First line of a request.
-pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v1\n";
+/// First line of a request. v2 added caches, annotations, image contexts and
+/// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
+/// naming both versions.
+pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v2\n";
 /// First line of a reply.
-pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v1\n";
+pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
 /// Largest request or reply document accepted (secrets included).
 const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
 
@@ -95,6 +102,178 @@ pub struct NodeRequest {
     /// `--ulimit`s.
     #[serde(default)]
     pub ulimits: Vec<crate::sandbox::Ulimit>,
+    /// `--cache-from` registry references the node imports itself (local cache directories
+    /// are not shipped to nodes: refused before any work).
+    #[serde(default)]
+    pub cache_from: Vec<String>,
+    /// `--cache-to` registry exports the node writes itself, for its platforms.
+    #[serde(default)]
+    pub cache_to: Vec<CacheExportSpec>,
+    /// `--annotation`s: the node applies those of manifests and their descriptors; the
+    /// index's are applied where the index is made, on the build's side.
+    #[serde(default)]
+    pub annotations: Vec<AnnotationSpec>,
+    /// What comes back after the reply.
+    #[serde(default)]
+    pub result: ResultKind,
+    /// `--build-context NAME=docker-image://REF`s: the node resolves each image itself
+    /// (directories and OCI layouts are not shipped yet: refused before any work).
+    #[serde(default)]
+    pub named_images: BTreeMap<String, String>,
+}
+
+/// What the node sends back after its reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultKind {
+    /// The OCI archive of the node's index (layers included): the build's store gets the
+    /// whole result.
+    #[default]
+    Archive,
+    /// Nothing: the reply's [`NodeReply::documents`] hold each platform's manifest and
+    /// config; the layers are in the registry the node pushed to.
+    Manifests,
+}
+
+/// One `--cache-to` of the registry, as it goes over the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheExportSpec {
+    /// The cache reference.
+    pub reference: String,
+    /// `mode=max`.
+    pub max: bool,
+    /// `ignore-error=true`.
+    pub ignore_error: bool,
+    /// `image-manifest=true`.
+    pub image_manifest: bool,
+    /// `compression=`: `gzip`, `zstd` or `none`.
+    pub compression: Option<String>,
+}
+
+impl CacheExportSpec {
+    /// The wire form of a registry export; `None` for a local directory (not shipped).
+    pub fn of(export: &crate::cache::CacheExport) -> Option<Self> {
+        // Every field named: a key added to `CacheExport` must be sent too.
+        let crate::cache::CacheExport {
+            location,
+            mode,
+            ignore_error,
+            image_manifest,
+            compression,
+        } = export;
+        let crate::cache::CacheLocation::Registry(reference) = location else {
+            return None;
+        };
+        Some(Self {
+            reference: reference.to_string(),
+            max: *mode == crate::cache::CacheMode::Max,
+            ignore_error: *ignore_error,
+            image_manifest: *image_manifest,
+            compression: compression.map(|c| compression_name(c).to_owned()),
+        })
+    }
+
+    /// Back to a cache export.
+    ///
+    /// # Errors
+    /// A reference that does not parse.
+    pub fn export(
+        &self,
+    ) -> Result<crate::cache::CacheExport, crate::registry::reference::ReferenceError> {
+        Ok(crate::cache::CacheExport {
+            location: crate::cache::CacheLocation::Registry(crate::registry::ImageRef::parse(
+                &self.reference,
+            )?),
+            mode: if self.max {
+                crate::cache::CacheMode::Max
+            } else {
+                crate::cache::CacheMode::Min
+            },
+            ignore_error: self.ignore_error,
+            image_manifest: self.image_manifest,
+            compression: self.compression.as_deref().map(compression_of),
+        })
+    }
+}
+
+/// The wire name of a layer compression.
+pub fn compression_name(compression: crate::layer::Compression) -> &'static str {
+    match compression {
+        crate::layer::Compression::Zstd => "zstd",
+        crate::layer::Compression::Gzip => "gzip",
+        crate::layer::Compression::None => "none",
+    }
+}
+
+/// A layer compression from its wire name (gzip for anything unknown, the default).
+pub fn compression_of(name: &str) -> crate::layer::Compression {
+    match name {
+        "zstd" => crate::layer::Compression::Zstd,
+        "none" => crate::layer::Compression::None,
+        _ => crate::layer::Compression::Gzip,
+    }
+}
+
+/// One `--annotation`, as it goes over the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnotationSpec {
+    /// `index`, `manifest`, `manifest-descriptor`, `index-descriptor`; `None`: not written.
+    pub kind: Option<String>,
+    /// The platforms it is for (empty: all).
+    pub platforms: Vec<Platform>,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+impl AnnotationSpec {
+    /// The wire form of an annotation.
+    pub fn of(annotation: &Annotation) -> Self {
+        Self {
+            kind: annotation.kind.map(|kind| kind.name().to_owned()),
+            platforms: annotation.platforms.clone(),
+            key: annotation.key.clone(),
+            value: annotation.value.clone(),
+        }
+    }
+
+    /// Back to an annotation.
+    ///
+    /// # Errors
+    /// An unknown kind (the message names it).
+    pub fn annotation(&self) -> Result<Annotation, String> {
+        let kind = match self.kind.as_deref() {
+            None => None,
+            Some(name) => Some(
+                [
+                    AnnotationKind::Index,
+                    AnnotationKind::Manifest,
+                    AnnotationKind::ManifestDescriptor,
+                    AnnotationKind::IndexDescriptor,
+                ]
+                .into_iter()
+                .find(|kind| kind.name() == name)
+                .ok_or_else(|| format!("unknown annotation type {name:?}"))?,
+            ),
+        };
+        Ok(Annotation {
+            kind,
+            platforms: self.platforms.clone(),
+            key: self.key.clone(),
+            value: self.value.clone(),
+        })
+    }
+}
+
+/// A manifest or config the node sends back with a [`ResultKind::Manifests`] reply: its
+/// digest and its bytes (JSON, so UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// `sha256:...`; checked against the bytes on arrival.
+    pub digest: String,
+    /// The document's bytes.
+    pub text: String,
 }
 
 fn default_pids_limit() -> Option<u64> {
@@ -155,6 +334,9 @@ pub struct NodeReply {
     /// older nodes' replies, whose platforms then list no steps.
     #[serde(default)]
     pub steps: Vec<(Platform, Vec<crate::attest::provenance::Step>)>,
+    /// With [`ResultKind::Manifests`]: each platform's manifest and config.
+    #[serde(default)]
+    pub documents: Vec<Document>,
 }
 
 /// Writes the magic line, the length and the JSON document.

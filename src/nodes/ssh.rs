@@ -11,8 +11,9 @@
 //! The remote command is one string that the node's login shell runs:
 //! `[env XBUILD_ROOT='ROOT'] 'XBUILD' SUBCOMMAND`, every value single-quoted.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -288,9 +289,84 @@ pub fn probe(node: &Node) -> Result<NodeInfo, ProbeError> {
     })
 }
 
+/// Bytes moved over one node's ssh channel (what xbuild wrote to and read from the `ssh`
+/// process, before ssh's own encryption and framing).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes written to the node (request, context).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from the node (reply, result, progress).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Counts what `reader` gives as received.
+    pub fn reading<R: Read>(&self, reader: R) -> Counted<'_, R> {
+        Counted {
+            inner: reader,
+            count: &self.received,
+        }
+    }
+
+    /// Counts what goes through `writer` as sent.
+    pub fn writing<W: Write>(&self, writer: W) -> Counted<'_, W> {
+        Counted {
+            inner: writer,
+            count: &self.sent,
+        }
+    }
+}
+
+/// A reader or writer whose bytes are added to a [`Traffic`] counter.
+pub struct Counted<'a, T> {
+    inner: T,
+    count: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.count.fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_counts_both_ways() {
+        let traffic = Traffic::default();
+        let mut out = Vec::new();
+        traffic.writing(&mut out).write_all(b"request").unwrap();
+        let mut back = String::new();
+        traffic
+            .reading(&b"reply!"[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!((traffic.sent(), traffic.received()), (7, 6));
+    }
 
     #[test]
     fn quotes_for_the_remote_shell() {

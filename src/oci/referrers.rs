@@ -16,7 +16,8 @@
 use std::collections::{HashMap, HashSet};
 
 use oci_spec::image::{
-    Descriptor, DescriptorBuilder, Digest, ImageManifest, ImageManifestBuilder, MediaType,
+    Arch, Descriptor, DescriptorBuilder, Digest, ImageManifest, ImageManifestBuilder, MediaType,
+    Os, PlatformBuilder,
 };
 
 use super::layout::{ImageLayout, LayoutError};
@@ -47,6 +48,103 @@ pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// The annotation naming the image manifest a BuildKit attestation manifest is about.
 pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 
+/// The `artifactType` of BuildKit's attestation manifests in their OCI artifact form
+/// (`oci-artifact=true`, BuildKit's default since its compatibility version 0.31).
+pub const ATTESTATION_ARTIFACT_TYPE: &str = "application/vnd.docker.attestation.manifest.v1+json";
+/// The annotation of an in-toto layer naming its statement's predicate type.
+pub const PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
+
+/// One in-toto statement of an in-index attestation manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct InIndexStatement<'a> {
+    /// The statement's bytes (a JSON in-toto statement).
+    pub bytes: &'a [u8],
+    /// Its predicate type (the layer's [`PREDICATE_TYPE`] annotation).
+    pub predicate_type: &'a str,
+}
+
+/// Writes BuildKit's attestation manifest about `subject` (a platform's image manifest)
+/// into `layout`, as BuildKit's image writer does (`commitAttestationsManifest`): one layer
+/// of media type [`IN_TOTO_MEDIA_TYPE`] per statement, annotated with its predicate type;
+/// with `oci_artifact` the OCI empty config, `artifactType`
+/// [`ATTESTATION_ARTIFACT_TYPE`] and `subject`, else (BuildKit's legacy form) an image
+/// config of platform `unknown/unknown` whose `diff_ids` are the layers' digests. Returns
+/// the index entry: platform `unknown/unknown`, [`REFERENCE_TYPE`] =
+/// [`ATTESTATION_MANIFEST`] and [`REFERENCE_DIGEST`] = the subject's digest.
+///
+/// # Errors
+/// Write failures.
+pub fn write_in_index_attestation(
+    layout: &ImageLayout,
+    subject: &Descriptor,
+    statements: &[InIndexStatement<'_>],
+    oci_artifact: bool,
+) -> Result<Descriptor, LayoutError> {
+    let mut layers = Vec::with_capacity(statements.len());
+    for statement in statements {
+        let (digest, size) = layout.write_blob(statement.bytes)?;
+        let mut layer = Descriptor::new(MediaType::from(IN_TOTO_MEDIA_TYPE), size, digest);
+        layer.set_annotations(Some(
+            [(
+                PREDICATE_TYPE.to_owned(),
+                statement.predicate_type.to_owned(),
+            )]
+            .into(),
+        ));
+        layers.push(layer);
+    }
+    let config = if oci_artifact {
+        layout.write_blob(EMPTY_JSON)?;
+        empty_descriptor()
+    } else {
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.digest().to_string()).collect();
+        let config = serde_json::json!({
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let bytes = super::image::canonical_json(&config);
+        let (digest, size) = layout.write_blob(&bytes)?;
+        Descriptor::new(MediaType::ImageConfig, size, digest)
+    };
+    let mut builder = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers);
+    if oci_artifact {
+        builder = builder
+            .artifact_type(MediaType::from(ATTESTATION_ARTIFACT_TYPE))
+            .subject(Descriptor::new(
+                subject.media_type().clone(),
+                subject.size(),
+                subject.digest().clone(),
+            ));
+    }
+    let manifest = builder
+        .build()
+        .expect("an attestation manifest has every required field");
+    let bytes = super::image::canonical_json(&manifest);
+    let (digest, size) = layout.write_blob(&bytes)?;
+    let mut entry = Descriptor::new(MediaType::ImageManifest, size, digest);
+    entry.set_platform(Some(
+        PlatformBuilder::default()
+            .architecture(Arch::from("unknown"))
+            .os(Os::from("unknown"))
+            .build()
+            .expect("a platform with os and architecture is complete"),
+    ));
+    entry.set_annotations(Some(
+        [
+            (REFERENCE_TYPE.to_owned(), ATTESTATION_MANIFEST.to_owned()),
+            (REFERENCE_DIGEST.to_owned(), subject.digest().to_string()),
+        ]
+        .into(),
+    ));
+    Ok(entry)
+}
+
 /// Whether an index entry is one of BuildKit's in-index attestation manifests.
 pub fn is_in_index_attestation(descriptor: &Descriptor) -> bool {
     descriptor
@@ -66,6 +164,14 @@ pub fn in_index_subject(descriptor: &Descriptor) -> Option<&str> {
         .as_ref()
         .and_then(|annotations| annotations.get(REFERENCE_DIGEST))
         .map(String::as_str)
+}
+
+/// Keeps the first of manifests listed twice: an in-index attestation manifest that has a
+/// `subject` (BuildKit's `oci-artifact=true`) is also a referrer on a registry or store
+/// that indexes referrers, and its statements must be read once.
+pub fn distinct_carriers(carriers: &mut Vec<Descriptor>) {
+    let mut seen = std::collections::HashSet::new();
+    carriers.retain(|carrier| seen.insert(carrier.digest().clone()));
 }
 
 /// An in-toto statement found attached to an image: the manifest that carries it (a
@@ -353,6 +459,28 @@ impl ImageLayout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_carrier_listed_twice_is_read_once() {
+        let descriptor = |byte: char| {
+            serde_json::from_value::<super::Descriptor>(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", byte.to_string().repeat(64)),
+                "size": 10
+            }))
+            .expect("a descriptor")
+        };
+        let mut carriers = vec![descriptor('a'), descriptor('b'), descriptor('a')];
+        super::distinct_carriers(&mut carriers);
+        let digests: Vec<String> = carriers.iter().map(|c| c.digest().to_string()).collect();
+        assert_eq!(
+            digests,
+            [
+                format!("sha256:{}", "a".repeat(64)),
+                format!("sha256:{}", "b".repeat(64))
+            ]
+        );
+    }
+
     use super::*;
 
     fn artifact<'a>(kind: &'a str, layer: &'a [u8]) -> Artifact<'a> {

@@ -3,16 +3,19 @@
 //! layers (the store's snapshots, read as a stack, not mounted) into an SPDX in-toto
 //! statement, its provenance is written from what the build was asked and did, and both are
 //! attached to that platform's manifest as referrers in the store. The outputs that carry
-//! referrers (a push, an OCI archive, the store's names) take them from there.
+//! referrers (a push, an OCI archive, the store's names) take them from there. With
+//! `attestation-layout=buildx` they go into a new index instead, beside the images, as
+//! BuildKit writes them (one attestation manifest per platform); that index is then the
+//! build's result, and every output carries them as part of the image.
 
 use super::{BuildError, BuildRequest};
-use crate::attest::options::Attestations;
+use crate::attest::options::{Attestations, Layout};
 use crate::attest::provenance::{self, BuildRecord, SecretId};
 use crate::attest::spdx::{self, DocumentInfo};
 use crate::attest::{self, Encoded, Kind, StatementVersion};
-use crate::executor::{BuildReport, ContextRead, ExtraRoot, Material};
+use crate::executor::{BuildReport, Built, ContextRead, ExtraRoot, Material};
 use crate::export::Output;
-use crate::oci::image;
+use crate::oci::{image, referrers};
 use crate::platform::Platform;
 use crate::remote::vcs;
 use crate::sbom::{self, Root};
@@ -28,6 +31,7 @@ pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
         Output::Store | Output::Registry { .. } | Output::Oci { .. } => None,
         Output::Docker { dest: Some(_) } => Some("type=docker (a docker-archive)"),
         Output::Docker { dest: None } => Some("--load (the Docker engine)"),
+        Output::Containerd { .. } => Some("type=containerd (containerd 1.6 keeps no referrers)"),
         Output::Local { .. } => Some("type=local"),
         Output::Tar { .. } => Some("type=tar"),
     });
@@ -38,11 +42,12 @@ pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
 }
 
 /// Makes and attaches the request's attestations for every platform's image; returns how
-/// many were attached.
+/// many were attached. With [`Layout::Buildx`] the report's index is replaced by one that
+/// also lists the attestation manifests, and it is the build's result.
 pub(crate) fn attach(
     request: &BuildRequest,
     dockerfile: &[u8],
-    report: &BuildReport,
+    report: &mut BuildReport,
     store: &Store,
     started: i64,
 ) -> Result<usize, BuildError> {
@@ -64,6 +69,7 @@ pub(crate) fn attach(
         _ => None,
     };
     let mut attached = 0;
+    let mut in_index = Vec::new();
     for built in &report.built.images {
         let platform = built.platform.to_string();
         let subject = subject_descriptor(&built.manifest);
@@ -166,14 +172,65 @@ pub(crate) fn attach(
             );
             encoded.push(Encoded::new(Kind::Provenance, &statement));
         }
-        for statement in &encoded {
-            store
-                .attach_referrer(&subject, &statement.artifact(&created))
+        attached += encoded.len();
+        match wanted.layout {
+            Layout::Referrers => {
+                for statement in &encoded {
+                    store
+                        .attach_referrer(&subject, &statement.artifact(&created))
+                        .map_err(|error| BuildError::Attest(error.into()))?;
+                }
+            }
+            Layout::Buildx { oci_artifact } => {
+                let statements: Vec<referrers::InIndexStatement<'_>> = encoded
+                    .iter()
+                    .map(|statement| referrers::InIndexStatement {
+                        bytes: &statement.bytes,
+                        predicate_type: &statement.predicate_type,
+                    })
+                    .collect();
+                let entry = referrers::write_in_index_attestation(
+                    store.layout(),
+                    &subject,
+                    &statements,
+                    oci_artifact,
+                )
                 .map_err(|error| BuildError::Attest(error.into()))?;
-            attached += 1;
+                in_index.push(entry);
+            }
         }
     }
+    if !in_index.is_empty() {
+        with_in_index(store, &mut report.built, in_index)?;
+    }
     Ok(attached)
+}
+
+/// Replaces `built`'s index with one that lists `attestations` after the images (as
+/// BuildKit orders them), keeping the index's annotations and its descriptor's; the index
+/// is then the result even for one platform (BuildKit makes an index whenever there are
+/// attestations).
+fn with_in_index(
+    store: &Store,
+    built: &mut Built,
+    attestations: Vec<oci_spec::image::Descriptor>,
+) -> Result<(), BuildError> {
+    let attest_error = |error: crate::oci::ImageError| BuildError::Attest(error.into());
+    let mut index =
+        image::read_index(store.layout(), built.index.digest()).map_err(attest_error)?;
+    let mut manifests = index.manifests().clone();
+    manifests.extend(attestations);
+    index.set_manifests(manifests);
+    let mut descriptor = image::write_json_blob(
+        store.layout(),
+        oci_spec::image::MediaType::ImageIndex,
+        &index,
+    )
+    .map_err(|error| BuildError::Attest(error.into()))?;
+    descriptor.set_annotations(built.index.annotations().clone());
+    built.index = descriptor;
+    built.explicit_platforms = true;
+    Ok(())
 }
 
 /// What `platform`'s image was built from, as the provenance lists it: the images its build

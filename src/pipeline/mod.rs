@@ -322,7 +322,7 @@ pub fn build_on(
         // Base images' ONBUILD triggers (their configs read) planned in, each graph validated.
         let graph = plan_triggers(&stages, options, graph, &store, runtime, &mut triggers)
             .map_err(|error| with_source(error, &text))?;
-        let report = execute(
+        let mut report = execute(
             request,
             &text,
             &stages,
@@ -332,7 +332,7 @@ pub fn build_on(
             runtime.handle(),
         )
         .map_err(|error| with_source(error, &text))?; // a failed step shows its lines
-        attest::attach(request, &text, &report, &store, started)?; // SBOM, provenance
+        attest::attach(request, &text, &mut report, &store, started)?; // SBOM, provenance
         let exported = match export(request, &report, &store, runtime) {
             Ok(exported) => exported, // the store's names, pushes, files
             Err(error) => {
@@ -359,6 +359,29 @@ pub fn build_on(
 /// The request's URL context, fetched into a temporary directory (kept as long as the
 /// returned value), and the request reading that directory as its local context, with
 /// `SOURCE_DATE_EPOCH=context` resolved (for a local context: unset).
+/// How to fetch the remote context `url`: a git repository over ssh through `--ssh
+/// default`, as BuildKit's git source does (the agent is kept while the first value lives);
+/// without one, the fetch stops with an error saying to pass it.
+fn git_fetch_options(
+    url: &str,
+    options: &BuildOptions,
+) -> Result<(Option<executor::DefaultAgent>, remote::ContextOptions), BuildError> {
+    let ssh = crate::source::gitref::GitRef::parse(url)
+        .ok()
+        .flatten()
+        .is_some_and(|git| git.is_ssh());
+    if !ssh {
+        return Ok((None, remote::ContextOptions::default()));
+    }
+    let agent = executor::DefaultAgent::start(&options.ssh)?;
+    let mut fetch = remote::ContextOptions::default();
+    fetch.git.ssh_agent = agent
+        .as_ref()
+        .and_then(executor::DefaultAgent::socket)
+        .map(std::path::Path::to_path_buf);
+    Ok((agent, fetch))
+}
+
 fn fetch_context_url(
     request: &BuildRequest,
     runtime: &tokio::runtime::Runtime,
@@ -388,11 +411,8 @@ fn fetch_context_url(
                 source,
             })
         })?;
-    let fetched = runtime.block_on(remote::fetch_context(
-        url,
-        tmp.path(),
-        &remote::ContextOptions::default(),
-    ))?;
+    let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
+    let fetched = runtime.block_on(remote::fetch_context(url, tmp.path(), &fetch_options))?;
     let mut local = request.clone();
     local.context_url = None;
     if epoch_from_context {
@@ -463,12 +483,9 @@ fn fetch_named_contexts(
                     source,
                 })
             })?;
+        let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
         let fetched = runtime
-            .block_on(remote::fetch_context(
-                url,
-                tmp.path(),
-                &remote::ContextOptions::default(),
-            ))
+            .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
             .map_err(error)?;
         local
             .get_or_insert_with(|| request.clone())
@@ -776,33 +793,92 @@ fn execute(
     runtime: &tokio::runtime::Handle,
 ) -> Result<BuildReport, BuildError> {
     let options = &request.build;
-    let here = |graph: &BuildGraph, options: &BuildOptions| -> Result<BuildReport, ExecutorError> {
+    let here = |graph: &BuildGraph,
+                options: &BuildOptions,
+                before_cache_export: &dyn Fn()|
+     -> Result<BuildReport, ExecutorError> {
         executor::validate::ensure_emulators(graph, &options.sink)?;
-        executor::execute(
+        executor::execute_then(
             graph,
             stages,
             options,
-            request.attestations.sbom,
+            request
+                .attestations
+                .sbom
+                .then_some(if request.attestations.scan_stage {
+                    executor::StageScan::Every
+                } else {
+                    executor::StageScan::Asked
+                }),
             store,
             runtime,
+            before_cache_export,
         )
     };
     let Some(builder) = &request.builder else {
-        return Ok(here(&graph, options)?);
+        return Ok(here(&graph, options, &|| {})?);
     };
+    if options.cache.inline {
+        // A node builds its platforms' images with its own options: no inline cache there.
+        if let Some(target) = options
+            .targets
+            .iter()
+            .find(|target| builder.node_for(target).is_some())
+        {
+            return Err(BuildError::Nodes(
+                Failure::unsupported(format_args!(
+                    "--cache-to type=inline with a build node ({target} goes to a node)"
+                ))
+                .into(),
+            ));
+        }
+    }
+    if request.attestations.sbom
+        && options
+            .targets
+            .iter()
+            .any(|target| builder.node_for(target).is_some())
+        && (request.attestations.scan_stage
+            || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
+                != dockerfile::sbomscan::ScanRequests::default())
+    {
+        // The stages and the context they name would be scanned on the node, which sends
+        // back no SBOM yet.
+        return Err(BuildError::Nodes(
+            Failure::bad_input(format_args!(
+                "--sbom with scan-stage=true, {} or {}: extra SBOMs of stages and the context are not made on \
+                 build nodes yet (builder {}); use --builder default, or drop the argument",
+                dockerfile::sbomscan::SCAN_STAGE,
+                dockerfile::sbomscan::SCAN_CONTEXT,
+                builder.name
+            ))
+            .into(),
+        ));
+    }
     let push_to = request
         .outputs
         .iter()
         .any(|output| matches!(output, Output::Registry { .. }))
         .then(|| request.tags.first().cloned())
         .flatten();
+    // Only the manifests come back from the nodes when every output is a push (the store
+    // does not name a pushed image it lacks layers of) and no SBOM is scanned here.
+    let manifests_only = push_to.is_some()
+        && !request.attestations.sbom
+        && request
+            .outputs
+            .iter()
+            .all(|output| matches!(output, Output::Registry { .. }));
     dispatch::run(
         options,
         dockerfile,
         builder,
         request.fallback,
-        push_to.as_deref(),
-        |platforms, sink| {
+        dispatch::Push {
+            repository: push_to.as_deref(),
+            manifests_only,
+        },
+        |platforms, sink, before_cache_export| {
             // The platforms built here: their part of the graph (planning is pure and
             // cheap; the whole graph was validated already), their progress numbered with
             // the nodes'.
@@ -814,7 +890,8 @@ fn execute(
             };
             let mut options = options.clone();
             options.sink = sink;
-            here(&local, &options).map_err(|error| Failure::new(error.exit_kind(), error).into())
+            here(&local, &options, before_cache_export)
+                .map_err(|error| Failure::new(error.exit_kind(), error).into())
         },
     )
     .map_err(BuildError::Nodes)

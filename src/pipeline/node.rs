@@ -7,8 +7,11 @@
 //! A sub-build is an ordinary build in the node's own store (its cache, its base images),
 //! of the requested platforms only, from the context unpacked into a private directory
 //! under the store's `tmp/` (removed afterwards). With `push_to`, each platform manifest is
-//! pushed from the node by digest; the OCI archive of the node's index goes back either way,
-//! so the build's own store holds the whole result.
+//! pushed from the node by digest. Then either the OCI archive of the node's index goes back
+//! (the build's own store holds the whole result), or, with [`ResultKind::Manifests`], only
+//! each platform's manifest and config in the reply (the layers stay in the registry).
+//! `--cache-from`/`--cache-to` of a registry are imported and exported here, by the node
+//! itself, for its platforms; the manifests' `--annotation`s are applied here.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -19,10 +22,12 @@ use super::{BuildRequest, build_on, start_runtime};
 use crate::error::{ExitKind, Failure, ResultExt};
 use crate::executor::{BuildOptions, Built, CheckArch};
 use crate::export::{self, Output};
-use crate::layer::Compression;
-use crate::nodes::protocol::{self, NodeReply, NodeRequest};
+use oci_spec::image::ImageManifest;
+
+use crate::cache::{CacheLocation, CacheOptions};
+use crate::nodes::protocol::{self, Document, NodeReply, NodeRequest, ResultKind};
 use crate::progress::{SharedSink, VertexCounter};
-use crate::registry::RegistryOptions;
+use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::Store;
 
 /// Runs one sub-build: request and context from `input`, reply and archive to `output`,
@@ -56,6 +61,34 @@ pub fn serve_build(
     std::fs::write(&dockerfile, &request.dockerfile)?;
     std::fs::write(work.path().join("Dockerfile.dockerignore"), b"")?;
 
+    let bad_request = |what: String| Failure::bad_input(format_args!("the build request: {what}"));
+    let cache_from = request
+        .cache_from
+        .iter()
+        .map(|reference| {
+            ImageRef::parse(reference)
+                .map(CacheLocation::Registry)
+                .map_err(|error| bad_request(error.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_to = request
+        .cache_to
+        .iter()
+        .map(|export| {
+            export
+                .export()
+                .map_err(|error| bad_request(error.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let annotations = request
+        .annotations
+        .iter()
+        .map(|annotation| annotation.annotation().map_err(bad_request))
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifests_only = request.result == ResultKind::Manifests;
+    if manifests_only && request.push_to.is_none() {
+        return Err(bad_request("only manifests asked back, and no push".to_owned()).into());
+    }
     let options = BuildOptions {
         context,
         dockerfile,
@@ -72,11 +105,7 @@ pub fn serve_build(
         allow_network_host: request.allow_network_host,
         pids_limit: request.pids_limit,
         pids_limit_required: request.pids_limit_required,
-        compression: match request.compression.as_str() {
-            "zstd" => Compression::Zstd,
-            "none" => Compression::None,
-            _ => Compression::Gzip,
-        },
+        compression: protocol::compression_of(&request.compression),
         source_date_epoch: request.source_date_epoch,
         secrets: request.secrets.clone(),
         sink: sink.clone(),
@@ -85,18 +114,33 @@ pub fn serve_build(
             "off" => CheckArch::Off,
             _ => CheckArch::Warn,
         },
-        // `--cache-from`/`--cache-to` stay with the local side (not sent to nodes yet).
-        cache: crate::cache::CacheOptions::default(),
+        // Registry caches only (the build refuses local directories with nodes); layers of
+        // imported hits stay in the registry when nothing but the push needs them.
+        cache: CacheOptions {
+            from: cache_from,
+            to: cache_to,
+            lazy_layers: manifests_only,
+            // Refused with nodes (pipeline): a node's images carry no inline cache.
+            inline: false,
+        },
         labels: request.labels.clone(),
-        // Refused with a builder of nodes (cli::build): the index is assembled locally.
-        annotations: Vec::new(),
+        annotations,
         add_hosts: request.add_hosts.clone(),
         shm_size: request.shm_size,
         ulimits: request.ulimits.clone(),
         // Refused with a builder of nodes (cli::build): agents stay on the client.
         ssh: Default::default(),
-        // Refused with a builder of nodes (cli::build): not sent to nodes yet.
-        named_contexts: Default::default(),
+        // Images only: directories and OCI layouts are refused with nodes (nodes::dispatch).
+        named_contexts: request
+            .named_images
+            .iter()
+            .map(|(name, reference)| {
+                (
+                    name.clone(),
+                    crate::executor::NamedContext::Image(reference.clone()),
+                )
+            })
+            .collect(),
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {
@@ -138,21 +182,39 @@ pub fn serve_build(
         }
     }
     let archive = work.path().join("result.tar");
-    runtime
-        .block_on(export::write(
-            &store,
-            registry,
-            &report.built,
-            &[],
-            &[Output::Oci {
-                dest: archive.clone(),
-                referrers: false,
-            }],
-            // A file in the node's tmp/ on the way back is no step of the user's build.
-            Arc::new(crate::progress::Discard),
-            &vertices,
-        ))
-        .map_err(|error| Failure::new(error.exit_kind(), error))?;
+    let mut documents = Vec::new();
+    if manifests_only {
+        for image in &report.built.images {
+            let manifest = store.layout().read_blob(image.manifest.digest())?;
+            let parsed: ImageManifest = serde_json::from_slice(&manifest)
+                .with_context(|| format!("reading manifest {}", image.manifest.digest()))?;
+            let config = store.layout().read_blob(parsed.config().digest())?;
+            for (digest, bytes) in [
+                (image.manifest.digest().to_string(), manifest),
+                (parsed.config().digest().to_string(), config),
+            ] {
+                let text = String::from_utf8(bytes)
+                    .with_context(|| format!("{digest} is not UTF-8 JSON"))?;
+                documents.push(Document { digest, text });
+            }
+        }
+    } else {
+        runtime
+            .block_on(export::write(
+                &store,
+                registry,
+                &report.built,
+                &[],
+                &[Output::Oci {
+                    dest: archive.clone(),
+                    referrers: false,
+                }],
+                // A file in the node's tmp/ on the way back is no step of the user's build.
+                Arc::new(crate::progress::Discard),
+                &vertices,
+            ))
+            .map_err(|error| Failure::new(error.exit_kind(), error))?;
+    }
     let reply = NodeReply {
         manifests: report
             .built
@@ -180,10 +242,13 @@ pub fn serve_build(
             .iter()
             .map(|(platform, steps)| (platform.clone(), steps.clone()))
             .collect(),
+        documents,
     };
     protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
-    let mut file = std::fs::File::open(&archive)?;
-    std::io::copy(&mut file, output)?;
+    if !manifests_only {
+        let mut file = std::fs::File::open(&archive)?;
+        std::io::copy(&mut file, output)?;
+    }
     output.flush()?;
     Ok(())
 }

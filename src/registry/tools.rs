@@ -694,6 +694,7 @@ pub async fn attestations(
                 })
                 .cloned(),
         );
+        crate::oci::referrers::distinct_carriers(&mut manifests);
         let mut statements = Vec::new();
         for descriptor in manifests {
             if descriptor.media_type().to_string().contains("index") {

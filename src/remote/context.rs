@@ -46,7 +46,7 @@ pub struct RemoteContext {
 /// How to fetch a remote context.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextOptions {
-    /// For a git context: the agent for ssh remotes, a known-hosts file, and whether `.git`
+    /// For a git context: the agent for ssh remotes and whether `.git`
     /// is kept (`BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
     pub git: FetchOptions,
 }

@@ -14,9 +14,13 @@
 //!
 //! `git` runs with no system or user configuration, no terminal prompt, `LC_ALL=C`, local
 //! `file://` submodules refused (`protocol.file.allow=user`), the proxy variables of the
-//! environment passed on. Credentials: only what the URL itself carries over HTTP(S). Not
-//! supported yet, refused with exit 2: ssh remotes (`git@host:repo`, `ssh://`, which need
-//! BuildKit's forwarded SSH agent) and BuildKit's `GIT_AUTH_TOKEN`/`GIT_AUTH_HEADER` secrets.
+//! environment passed on. Credentials: what the URL itself carries over HTTP(S); an ssh
+//! remote (`git@host:repo`, `ssh://`) is reached through the SSH agent the caller gives
+//! ([`FetchOptions::ssh_agent`], BuildKit's `--ssh default`), with ssh run as BuildKit runs
+//! it without known hosts (`ssh -F /dev/null -o StrictHostKeyChecking=no`: no user
+//! configuration, the host key taken as the server offers it, and never written to a
+//! `known_hosts`); without an agent it is refused (exit 2). Not supported yet: BuildKit's
+//! `GIT_AUTH_TOKEN`/`GIT_AUTH_HEADER` secrets.
 
 use std::fs;
 use std::io;
@@ -35,6 +39,9 @@ pub struct FetchOptions {
     /// The commit (hex, full or a prefix) the reference must resolve to (`ADD --checksum`);
     /// the reference's own `?checksum=` counts too.
     pub checksum: Option<String>,
+    /// The SSH agent socket an ssh remote is fetched through (`--ssh default`); not part of
+    /// the cache key.
+    pub ssh_agent: Option<PathBuf>,
 }
 
 /// A reference resolved to a commit, before anything is fetched.
@@ -63,7 +70,7 @@ pub struct Checkout {
 pub enum GitError {
     /// An ssh remote with no SSH agent to fetch it with.
     #[error(
-        "{remote}: git over ssh is not supported yet (it needs SSH agent forwarding, --ssh): use an https:// or git:// URL"
+        "{remote}: git over ssh needs an SSH agent: pass --ssh default (the agent of $SSH_AUTH_SOCK) or --ssh default=KEYFILE"
     )]
     SshNeedsAgent {
         /// The remote.
@@ -202,7 +209,7 @@ fn keeps_git_dir(git: &GitRef, options: &FetchOptions) -> bool {
 /// [`GitError`]: an ssh remote without an agent, a bad or conflicting checksum, a ref the
 /// repository does not have, a checksum that does not match, `git` failing.
 pub fn resolve(git: &GitRef, options: &FetchOptions) -> Result<Resolved, GitError> {
-    let git_cli = Git::new(git)?;
+    let git_cli = Git::new(git, options)?;
     let checksum = checksum(git, options)?;
     let remote = git.redacted_remote();
     let check = |commit: &str, peeled: Option<&str>| match &checksum {
@@ -320,7 +327,7 @@ pub fn fetch(
     dest: &Path,
     options: &FetchOptions,
 ) -> Result<Checkout, GitError> {
-    let git_cli = Git::new(git)?;
+    let git_cli = Git::new(git, options)?;
     let remote = git.redacted_remote();
     let parent = dest.parent().unwrap_or(Path::new("."));
     let work = tempfile::Builder::new()
@@ -551,19 +558,35 @@ struct Git {
     url: String,
     /// `-C <dir>`, when set.
     dir: Option<PathBuf>,
+    /// The SSH agent of an ssh remote.
+    ssh_agent: Option<PathBuf>,
 }
 
+/// How git runs ssh, as BuildKit's git source does without known hosts (`getGitSSHCommand`):
+/// no configuration file, the host key accepted as offered; here also never recorded, and
+/// never a password prompt.
+const GIT_SSH_COMMAND: &str =
+    "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes";
+
 impl Git {
-    fn new(git: &GitRef) -> Result<Self, GitError> {
-        if git.is_ssh() {
-            return Err(GitError::SshNeedsAgent {
-                remote: git.redacted_remote(),
-            });
-        }
+    fn new(git: &GitRef, options: &FetchOptions) -> Result<Self, GitError> {
+        let ssh_agent = if git.is_ssh() {
+            Some(
+                options
+                    .ssh_agent
+                    .clone()
+                    .ok_or_else(|| GitError::SshNeedsAgent {
+                        remote: git.redacted_remote(),
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             remote: git.redacted_remote(),
             url: git.remote.clone(),
             dir: None,
+            ssh_agent,
         })
     }
 
@@ -573,6 +596,7 @@ impl Git {
             remote: self.remote.clone(),
             url: self.url.clone(),
             dir: Some(dir.to_owned()),
+            ssh_agent: self.ssh_agent.clone(),
         }
     }
 
@@ -600,8 +624,13 @@ impl Git {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("HOME", "/dev/null")
             .env("LC_ALL", "C");
-        // No ssh: ssh remotes are refused before git runs; a submodule over ssh fails.
-        command.env("GIT_SSH_COMMAND", "false");
+        // ssh only for an ssh remote, through its agent; otherwise a submodule over ssh fails.
+        match &self.ssh_agent {
+            Some(agent) => command
+                .env("GIT_SSH_COMMAND", GIT_SSH_COMMAND)
+                .env("SSH_AUTH_SOCK", agent),
+            None => command.env("GIT_SSH_COMMAND", "false"),
+        };
         command.args(["-c", "protocol.file.allow=user"]);
         if let Some(dir) = &self.dir {
             command.arg("-C").arg(dir);

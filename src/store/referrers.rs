@@ -114,6 +114,7 @@ impl Store {
                     .filter(|entry| referrers::in_index_subject(entry) == Some(subject.as_ref()))
                     .cloned(),
             );
+            referrers::distinct_carriers(&mut carriers);
             let mut statements = Vec::new();
             for carrier in carriers {
                 if !self.layout().has_blob(carrier.digest()) {

@@ -2222,3 +2222,314 @@ fn scan_arguments_add_the_sboms_of_a_stage_and_the_context() {
         util::stdout(&run)
     );
 }
+
+/// What buildx's `imagetools inspect --format '{{json .Provenance}}'` / `'{{json .SBOM}}'`
+/// prints for a two-platform image, written from buildx's util/imagetools (loader.go:
+/// `provenanceStub{SLSA}`, `sbomStub{SPDX, AdditionalSPDXs}`, a map by platform when there
+/// are several): each platform's value has exactly these keys.
+const BUILDX_PROVENANCE_SHAPE: &str = r#"{"linux/amd64": ["SLSA"], "linux/arm64": ["SLSA"]}"#;
+const BUILDX_SBOM_SHAPE: &str = r#"{"linux/amd64": ["SPDX"], "linux/arm64": ["SPDX"]}"#;
+
+fn shape(value: &serde_json::Value) -> serde_json::Value {
+    let map = value.as_object().unwrap();
+    map.iter()
+        .map(|(platform, stub)| {
+            let keys: Vec<String> = stub.as_object().unwrap().keys().cloned().collect();
+            (platform.clone(), serde_json::json!(keys))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[test]
+fn buildx_layout_keeps_attestation_manifests_in_the_index_as_buildkit_does() {
+    if !regenv::ready(Setup::Plain) || !util::require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    let ctx = built_context(home.path(), "FROM busybox\nCOPY hello.txt /hello.txt\n");
+    let name = format!("{}/attest/inindex:1", registry.host);
+    ok(registry
+        .xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-o",
+            "type=image,push=true,attestation-layout=buildx",
+            "-t",
+            &name,
+            ".",
+        ]));
+    // skopeo reads the pushed index: two images, then one attestation manifest for each.
+    let index = json(&registry.skopeo_raw("attest/inindex:1"));
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 4, "{index}");
+    let images: Vec<&serde_json::Value> = manifests[..2].iter().collect();
+    let base = format!("http://{}/v2/attest/inindex", registry.direct);
+    for (image, attestation) in images.iter().zip(&manifests[2..]) {
+        assert_ne!(image["platform"]["os"], "unknown", "{index}");
+        assert_eq!(
+            attestation["platform"],
+            serde_json::json!({"architecture": "unknown", "os": "unknown"})
+        );
+        assert_eq!(
+            attestation["annotations"],
+            serde_json::json!({
+                "vnd.docker.reference.digest": image["digest"],
+                "vnd.docker.reference.type": "attestation-manifest",
+            })
+        );
+        let manifest = json(&registry.skopeo_raw(&format!(
+            "attest/inindex@{}",
+            attestation["digest"].as_str().unwrap()
+        )));
+        // BuildKit's default form (oci-artifact=true): empty config, artifactType, subject.
+        assert_eq!(
+            manifest["artifactType"],
+            "application/vnd.docker.attestation.manifest.v1+json"
+        );
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.oci.empty.v1+json"
+        );
+        assert_eq!(manifest["subject"]["digest"], image["digest"]);
+        let layers = manifest["layers"].as_array().unwrap();
+        let predicates: Vec<&str> = layers
+            .iter()
+            .map(|layer| {
+                assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+                layer["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            predicates,
+            [
+                "https://spdx.dev/Document",
+                "https://slsa.dev/provenance/v1"
+            ]
+        );
+        for layer in layers {
+            let (status, body) = curl(
+                &format!("{base}/blobs/{}", layer["digest"].as_str().unwrap()),
+                "*/*",
+            );
+            assert_eq!(status, 200);
+            let statement = json(&body);
+            assert_eq!(
+                statement["predicateType"],
+                layer["annotations"]["in-toto.io/predicate-type"]
+            );
+            let subject = statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap();
+            assert_eq!(
+                format!("sha256:{subject}"),
+                image["digest"].as_str().unwrap()
+            );
+        }
+        // No referrer beside them: the tag fallback does not exist.
+        let hex = image["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let (status, _) = curl(
+            &format!("{base}/manifests/sha256-{hex}"),
+            "application/vnd.oci.image.index.v1+json",
+        );
+        assert_eq!(status, 404, "no tag fallback for {hex}");
+    }
+
+    // imagetools inspect reads them in buildx's shape.
+    let inspect = |format: &str| {
+        json(
+            &ok(registry.xbuild(home.path()).args([
+                "imagetools",
+                "inspect",
+                &name,
+                "--format",
+                format,
+            ]))
+            .stdout,
+        )
+    };
+    let provenance = inspect("{{json .Provenance}}");
+    assert_eq!(
+        shape(&provenance),
+        serde_json::from_str::<serde_json::Value>(BUILDX_PROVENANCE_SHAPE).unwrap()
+    );
+    assert_eq!(
+        provenance["linux/arm64"]["SLSA"]["buildDefinition"]["externalParameters"]["configSource"]
+            ["path"],
+        "Dockerfile"
+    );
+    let sbom = inspect("{{json .SBOM}}");
+    assert_eq!(
+        shape(&sbom),
+        serde_json::from_str::<serde_json::Value>(BUILDX_SBOM_SHAPE).unwrap()
+    );
+    assert_eq!(sbom["linux/amd64"]["SPDX"]["spdxVersion"], "SPDX-2.3");
+
+    // An OCI archive in BuildKit's legacy form (oci-artifact=false): an unknown/unknown image
+    // config; skopeo reads it, and `xbuild load` of it keeps what `attest ls` reads.
+    let archive = home.path().join("legacy.tar");
+    ok(util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            "--sbom=true",
+            "-o",
+        ])
+        .arg(format!(
+            "type=oci,dest={},attestation-layout=buildx,oci-artifact=false",
+            archive.display()
+        ))
+        .args(["-t", "attest/legacy:1", "."]));
+    let reference = format!("oci-archive:{}", archive.display());
+    // skopeo resolves the archive's one entry: the image index the build made.
+    let built = json(&ok(Command::new("skopeo").args(["inspect", "--raw", &reference])).stdout);
+    let unpacked = home.path().join("legacy");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    ok(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked));
+    let blob = |digest: &str| {
+        json(
+            &std::fs::read(
+                unpacked
+                    .join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
+        )
+    };
+    let entries = built["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{built}");
+    assert_eq!(entries[1]["platform"]["os"], "unknown");
+    let manifest = blob(entries[1]["digest"].as_str().unwrap());
+    assert!(manifest.get("artifactType").is_none(), "{manifest}");
+    assert!(manifest.get("subject").is_none(), "{manifest}");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(config["architecture"], "unknown");
+    assert_eq!(config["os"], "unknown");
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0],
+        manifest["layers"][0]["digest"]
+    );
+    let other = util::temp_dir();
+    ok(util::xbuild(other.path())
+        .arg("load")
+        .arg("-i")
+        .arg(&archive));
+    let listed = json(
+        &ok(util::xbuild(other.path()).args([
+            "attest",
+            "ls",
+            "attest/legacy:1",
+            "--format",
+            "json",
+        ]))
+        .stdout,
+    );
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["kind"], "sbom");
+    assert_eq!(rows[0]["manifest"], entries[1]["digest"]);
+}
+
+#[test]
+fn scan_stage_true_adds_an_sbom_of_every_stage_the_target_needs() {
+    if !util::require(&[Need::Root, Need::Fixtures]) {
+        return;
+    }
+    let home = util::temp_dir();
+    crate::build::store_with_fixtures(home.path());
+    // No scan argument in the Dockerfile: scan-stage=true alone asks for the stages.
+    let dockerfile = "FROM debian:bookworm\n\
+                      FROM busybox AS deps\nCOPY hello.txt /deps.txt\n\
+                      FROM busybox AS final\n\
+                      COPY --from=0 /etc/debian_version /debian_version\n\
+                      COPY --from=deps /deps.txt /deps.txt\n\
+                      FROM busybox AS unused\n";
+    let ctx = built_context(home.path(), dockerfile);
+    ok(util::xbuild(home.path()).current_dir(&ctx).args([
+        "build",
+        "--platform",
+        "linux/amd64",
+        "--progress",
+        "plain",
+        "--attest",
+        "type=sbom,scan-stage=true",
+        "--target",
+        "final",
+        "-t",
+        "attest/scanstage:1",
+        ".",
+    ]));
+    let listed = json(
+        &ok(util::xbuild(home.path()).args([
+            "attest",
+            "ls",
+            "attest/scanstage:1",
+            "--format",
+            "json",
+        ]))
+        .stdout,
+    );
+    let mut documents = BTreeMap::new();
+    for row in listed.as_array().unwrap() {
+        let manifest = json(&store_blob(home.path(), row["manifest"].as_str().unwrap()));
+        let kind = manifest["annotations"]["dev.xbuild.attestation"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let statement = json(&store_blob(
+            home.path(),
+            manifest["layers"][0]["digest"].as_str().unwrap(),
+        ));
+        documents.insert(kind, statement["predicate"].clone());
+    }
+    // BuildKit's names: the stage's name, `stage-N` for an unnamed one; neither the target
+    // nor a stage it does not need.
+    assert_eq!(
+        documents.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sbom", "sbom-deps", "sbom-stage-0"],
+        "{listed}"
+    );
+    let has_dpkg = |document: &serde_json::Value| {
+        document["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|package| package["externalRefs"].as_array().into_iter().flatten())
+            .filter_map(|reference| reference["referenceLocator"].as_str())
+            .any(|purl| purl.starts_with("pkg:deb/debian/dpkg@"))
+    };
+    assert!(
+        has_dpkg(&documents["sbom-stage-0"]),
+        "{}",
+        documents["sbom-stage-0"]
+    );
+    assert!(!has_dpkg(&documents["sbom"]));
+}

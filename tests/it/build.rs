@@ -751,6 +751,14 @@ fn an_amd64_binary_in_the_arm64_image_is_reported() {
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains("[linux/arm64]"), "{stderr}");
     assert!(warnings[0].contains("COPY"), "{stderr}");
+    // What the guard found is remembered per layer and platform, so the cached rebuild
+    // below reports it without reading the layers' files again.
+    let memos: Vec<String> = std::fs::read_dir(dir.join("store/cache"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("archcheck_linux_arm64_"))
+        .collect();
+    assert_eq!(memos.len(), 1, "{memos:?}");
 
     let output = build(dir, &["-t", "archcheck:1", "--check-arch=error"]);
     let stderr = util::stderr(&output);

@@ -279,6 +279,112 @@ fn an_empty_store_with_cache_from_runs_no_step_and_gives_the_same_digest() {
     assert!(output.status.success(), "{}", util::stderr(&output));
 }
 
+/// `--cache-to type=inline`: the records of the image's own steps are in its image config
+/// under BuildKit's `moby.buildkit.cache.v0` (read back with skopeo); a build on an empty
+/// store with `--cache-from IMAGE` runs none of the final stage's steps (the first stage,
+/// not part of the image, runs: mode=min) and pushes the same digest (the inline records
+/// hold nothing that changes between builds).
+#[test]
+fn an_inline_cache_in_a_pushed_image_serves_an_empty_store() {
+    if !needs() {
+        return;
+    }
+    let (registry, dir) = setup();
+    let dir = dir.path();
+    let image = format!("{}/inline/app:1", registry.host);
+    let platforms = "linux/amd64,linux/arm64";
+    let first = build(
+        &registry,
+        dir,
+        "a",
+        &[
+            "--platform",
+            platforms,
+            "--push",
+            "-t",
+            &image,
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    let err = util::stderr(&first);
+    assert_eq!(ran(&err, "stage-two-ran"), 2, "{err}");
+    let digest = util::stdout(&first).trim().to_owned();
+    assert_eq!(
+        regenv::digest_of(&registry.skopeo_raw("inline/app:1")),
+        digest
+    );
+    // The arm64 image's config holds the inline cache: base64 of a JSON list of records,
+    // each naming the top layer of its result among the image's layers.
+    let index = raw_json(&registry, "inline/app:1");
+    let arm64 = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["platform"]["architecture"] == "arm64")
+        .unwrap();
+    let reference = format!(
+        "docker://{}/inline/app@{}",
+        registry.direct,
+        arm64["digest"].as_str().unwrap()
+    );
+    let output = registry
+        .skopeo(&["inspect", "--config", "--raw", &reference], &[""])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let config: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let inline = config["moby.buildkit.cache.v0"].as_str().unwrap();
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(inline.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let records: serde_json::Value = serde_json::from_slice(&decoded.stdout).unwrap();
+    let records = records.as_array().unwrap();
+    // COPY --from, COPY, RUN, ENV of the final stage.
+    assert_eq!(records.len(), 4, "{records:?}");
+    let layers = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    assert!(records.iter().all(|record| {
+        record["digest"].as_str().unwrap().starts_with("sha256:")
+            && record["results"][0]["layerIndex"].as_u64().unwrap() < layers as u64
+    }));
+
+    // An empty store with the image as --cache-from: the final stage is cached, its layers
+    // mounted from the image's repository; the same digest is pushed.
+    let again = format!("{}/inline/app:2", registry.host);
+    let second = build(
+        &registry,
+        dir,
+        "b",
+        &[
+            "--platform",
+            platforms,
+            "--push",
+            "-t",
+            &again,
+            "--cache-from",
+            &image,
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    let err = util::stderr(&second);
+    assert_eq!(ran(&err, "stage-two-ran"), 0, "{err}");
+    assert_eq!(ran(&err, "stage-one-ran"), 2, "{err}");
+    assert_eq!(util::stdout(&second).trim(), digest);
+    assert_eq!(
+        regenv::digest_of(&registry.skopeo_raw("inline/app:2")),
+        digest
+    );
+}
+
 /// An arm64 runner's cache is never used for amd64: the amd64 build runs its steps and
 /// fetches none of the arm64 layers. Both export to the same ref, which then holds both
 /// platforms.
@@ -434,6 +540,16 @@ fn bad_cache_specs_are_refused() {
         ("type=gha", "--cache-to", "not supported yet"),
         ("type=registry", "--cache-to", "needs ref="),
         ("type=local,dest=/x", "--cache-from", "unknown key dest"),
+        (
+            "type=inline,mode=max",
+            "--cache-to",
+            "an inline cache holds the image's own steps only",
+        ),
+        (
+            "type=inline",
+            "--cache-from",
+            "type=inline is for --cache-to",
+        ),
     ] {
         let output = util::xbuild(dir.path())
             .args(["build", flag, spec, "."])
@@ -446,6 +562,24 @@ fn bad_cache_specs_are_refused() {
             util::stderr(&output)
         );
     }
+    // An inline cache goes into an image config: files alone have none.
+    let output = util::xbuild(dir.path())
+        .args([
+            "build",
+            "-o",
+            "type=local,dest=out",
+            "--cache-to",
+            "type=inline",
+            ".",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        util::stderr(&output).contains("no output writes an image"),
+        "{}",
+        util::stderr(&output)
+    );
 }
 
 /// CI fan-out: two runners (two separate stores) each push one platform by digest only

@@ -18,6 +18,7 @@ mod cli; // usage, --help, default subcommand, exit codes
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
+mod engines; // -o type=containerd into a private containerd (ctr judges), --load into fake engines
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
 mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
 mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo

@@ -253,7 +253,6 @@ fn build_context_values_that_cannot_work_are_refused_naming_the_flag() {
     std::fs::write(dir.join("ctx/Dockerfile"), "FROM busybox\n").unwrap();
     for (value, reason) in [
         ("base=/nonexistent/dir", "/nonexistent/dir"),
-        ("base=git@github.com:org/repo.git", "not supported yet"),
         ("base=target:other", "not supported"),
         ("Base=.", "invalid context name"),
         ("base", "expected NAME=VALUE"),

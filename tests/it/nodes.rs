@@ -301,6 +301,83 @@ fn cache_records(store: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A docker-registry, killed on drop.
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node, and a registry listening on this side's veth address, which both sides reach;
+/// plain HTTP is allowed for it on both (on the node through sshd's SetEnv). Returns the
+/// node, the registry's `host:port` and the registry process.
+fn node_and_registry(dir: &Path) -> (SshNode, String, Registry) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = SshNode::start(dir, |host| {
+        format!("SetEnv XBUILD_INSECURE_REGISTRIES={host}:{port}\n")
+    });
+    let registry = format!("{}:{port}", node.host_address);
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    std::fs::write(
+        dir.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let process = Registry(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("registry.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while TcpStream::connect(&registry).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no registry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (node, registry, process)
+}
+
+/// The bytes the ssh channel of node `name` moved, from the build's note: (sent, received).
+fn ssh_traffic(stderr: &str, name: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains(&format!("[node {name}] ssh: sent ")))
+        .unwrap_or_else(|| panic!("no ssh traffic note:\n{stderr}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    (numbers[0], numbers[1])
+}
+
+/// `skopeo inspect --raw` of `reference` in the registry: its digest and its JSON.
+fn skopeo_raw(reference: &str) -> (String, serde_json::Value) {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    (
+        crate::regenv::digest_of(&output.stdout),
+        serde_json::from_slice(&output.stdout).unwrap(),
+    )
+}
+
 #[test]
 fn arm64_node_over_ssh_gives_the_local_index_and_fails_clearly_when_stopped() {
     if !needs() {
@@ -437,47 +514,7 @@ fn push_with_a_node_pushes_its_platform_by_digest_and_the_index_here() {
     }
     let local = digest(&build(dir, "local-store", &["--builder", "default"]));
 
-    // The registry listens on this side's veth address, which both sides reach; plain HTTP
-    // is allowed for it on both (on the node through sshd's SetEnv).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let node = SshNode::start(dir, |host| {
-        format!("SetEnv XBUILD_INSECURE_REGISTRIES={host}:{port}\n")
-    });
-    let registry = format!("{}:{port}", node.host_address);
-    std::fs::create_dir_all(dir.join("registry")).unwrap();
-    std::fs::write(
-        dir.join("registry.yml"),
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
-            dir.join("registry").display()
-        ),
-    )
-    .unwrap();
-    let mut registry_process = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.join("registry.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _registry_guard = Kill(&mut registry_process);
-    let started = Instant::now();
-    while TcpStream::connect(&registry).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no registry");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
+    let (node, registry, _registry_guard) = node_and_registry(dir);
     let node_store = dir.join("node-store");
     let output = util::run(xbuild(dir, "store").args([
         "builder",
@@ -529,4 +566,266 @@ fn push_with_a_node_pushes_its_platform_by_digest_and_the_index_here() {
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(architectures, ["amd64", "arm64"]);
+}
+
+#[test]
+fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    // A context large enough that the node's archive outweighs its progress lines.
+    let big: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(ctx.join("hello.txt"), &big).unwrap();
+    for store in [
+        "local-store",
+        "archive-store",
+        "store",
+        "node-store",
+        "store2",
+        "node-store2",
+    ] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let annotations = [
+        "--annotation",
+        "index:org.opencontainers.image.description=two sides",
+        "--annotation",
+        "manifest[linux/arm64]:com.example.side=arm",
+    ];
+    let local = digest(&build(
+        dir,
+        "local-store",
+        &[&["--builder", "default"][..], &annotations].concat(),
+    ));
+
+    let (node, registry, _registry_guard) = node_and_registry(dir);
+    for (name, store) in [("arm", "node-store"), ("arm2", "node-store2")] {
+        let output = util::run(xbuild(dir, "store").args([
+            "builder",
+            "create",
+            "--name",
+            name,
+            "--node",
+            &format!("linux/arm64={}", node.endpoint(&dir.join(store))),
+        ]));
+        assert!(output.status.success(), "{}", util::stderr(&output));
+    }
+    let reference = format!("{registry}/app:1");
+    let cache = format!("{registry}/app:cache");
+    let run = |store: &str, builder: &str, extra: &[&str]| {
+        util::run(
+            xbuild(dir, store)
+                .current_dir(&ctx)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env("XBUILD_INSECURE_REGISTRIES", &registry)
+                .args([
+                    "build",
+                    "--builder",
+                    builder,
+                    "--platform",
+                    "linux/amd64,linux/arm64",
+                    "--progress",
+                    "plain",
+                ])
+                .args(annotations)
+                .args(extra)
+                .arg("."),
+        )
+    };
+
+    // Into the store: the node's whole archive comes back.
+    let output = run("archive-store", "arm", &["-t", "app:1"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    let (sent_archive, received_archive) = ssh_traffic(&stderr, "arm0");
+
+    // A push: the node pushes, only manifests and configs come back; the registry cache is
+    // written by both sides, one after the other.
+    let output = run(
+        "store",
+        "arm",
+        &[
+            "--push",
+            "-t",
+            &reference,
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    let (sent_push, received_push) = ssh_traffic(&stderr, "arm0");
+    eprintln!(
+        "ssh bytes: store build sent {sent_archive} received {received_archive}; \
+         push sent {sent_push} received {received_push}"
+    );
+    assert!(
+        received_push * 4 < received_archive,
+        "the push brought back {received_push} bytes, the store build {received_archive}"
+    );
+    // What the registry holds, read by skopeo: the local index, with its annotation, and
+    // the node's manifest with its own; every blob is there (skopeo copies the image out).
+    let (index_digest, index) = skopeo_raw(&reference);
+    assert_eq!(index_digest, local);
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.description"],
+        "two sides"
+    );
+    let arm = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, manifest) = skopeo_raw(&format!("{registry}/app@{arm}"));
+    assert_eq!(manifest["annotations"]["com.example.side"], "arm");
+    let copied = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:app", dir.join("copied").display()))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", util::stderr(&copied));
+    // The node's layers did not come here.
+    let layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert!(dir.join("copied/blobs/sha256").join(&layer).exists());
+    assert!(
+        !dir.join("store/blobs/sha256").join(&layer).exists(),
+        "the node's layer came back"
+    );
+    // The cache holds both platforms, whichever side finished first.
+    let (_, cache_index) = skopeo_raw(&cache);
+    let mut architectures: Vec<String> = cache_index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{cache_index}"))
+        .iter()
+        .filter_map(|m| {
+            m["platform"]["architecture"]
+                .as_str()
+                .map(ToOwned::to_owned)
+        })
+        .collect();
+    architectures.sort();
+    assert_eq!(architectures, ["amd64", "arm64"], "{cache_index}");
+
+    // Fresh stores on both sides: the node reads the registry cache itself, so no RUN step
+    // runs anywhere.
+    let output = run(
+        "store2",
+        "arm2",
+        &[
+            "--push",
+            "-t",
+            &reference,
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(
+        !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
+        "a RUN step ran:\n{stderr}"
+    );
+    let run_step = stderr
+        .lines()
+        .find(|line| line.contains("[node arm20] [linux/arm64") && line.contains("RUN"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no arm64 RUN step:\n{stderr}"))
+        .to_owned();
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line == format!("{run_step} CACHED")),
+        "the node's RUN step was not cached:\n{stderr}"
+    );
+
+    // A docker-image:// named context is resolved by the node (an image named `base`
+    // exists nowhere else, so without it the node's FROM would fail).
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("Dockerfile"),
+        "FROM base\nARG TARGETARCH\nRUN echo \"named-$TARGETARCH\" > /named\n",
+    )
+    .unwrap();
+    let output = run(
+        "store2",
+        "arm2",
+        &[
+            "-f",
+            other.join("Dockerfile").to_str().unwrap(),
+            "--build-context",
+            "base=docker-image://docker.io/library/busybox:latest",
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("[node arm20] [linux/arm64") && line.contains("FROM")),
+        "{stderr}"
+    );
+
+    // What is not shipped to nodes is refused before any work, exit 2: a named context
+    // directory, extra SBOMs of stages, a local cache directory.
+    for (extra, message) in [
+        (
+            vec![
+                "--build-context".to_owned(),
+                format!("base={}", other.display()),
+            ],
+            "is not shipped to build nodes yet",
+        ),
+        (
+            vec![
+                "--sbom=true".to_owned(),
+                "--build-arg".to_owned(),
+                "BUILDKIT_SBOM_SCAN_CONTEXT=true".to_owned(),
+                "-f".to_owned(),
+                other.join("Dockerfile2").display().to_string(),
+            ],
+            "not made on build nodes yet",
+        ),
+    ] {
+        std::fs::write(
+            other.join("Dockerfile2"),
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN true\n",
+        )
+        .unwrap();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let output = run("store2", "arm2", &extra);
+        let stderr = util::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
+    }
+    // A local cache directory is not shipped to nodes: refused before any work.
+    let output = run(
+        "store2",
+        "arm2",
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", dir.join("c").display()),
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not shipped to build nodes"), "{stderr}");
+    assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }

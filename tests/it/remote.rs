@@ -2,8 +2,9 @@
 //! not cover: `ADD git://...` and a `git://` build context served by `git daemon` on
 //! loopback (with `#ref:subdir`, `-f` inside the subdirectory, `--keep-git-dir`,
 //! `--checksum`, a moved ref rebuilding and an unchanged one not), and tarballs (plain,
-//! gzip, bzip2, xz) and a lone Dockerfile as the build context over HTTP. Judged with
-//! git, skopeo and umoci.
+//! gzip, bzip2, xz) and a lone Dockerfile as the build context over HTTP; `ADD ssh://...`
+//! through an OpenSSH `sshd` on loopback with the key given to `--ssh default=KEY`. Judged
+//! with git, sshd's log, skopeo and umoci.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::collections::HashMap;
@@ -421,5 +422,201 @@ fn stdin_gives_the_dockerfile_or_the_whole_context() {
         util::stderr(&output).contains("can't use stdin for both build context and dockerfile"),
         "{}",
         util::stderr(&output)
+    );
+}
+
+/// An OpenSSH `sshd` on a free loopback port, with its own host key and one authorized key
+/// (`dir/id`); killed on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Self {
+        for key in ["host_key", "id"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_key\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPidFile {dir}/sshd.pid\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "sshd on {port}: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_of_a_git_repository_over_ssh_uses_the_ssh_default_agent() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("git"),
+        Need::Program("ssh-keygen"),
+        Need::Program("ssh-agent"),
+        Need::Program("umoci"),
+    ]) {
+        return;
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        assert!(
+            std::env::var("XBUILD_TEST_STRICT").as_deref() != Ok("1"),
+            "needs /usr/sbin/sshd (openssh-server) (XBUILD_TEST_STRICT=1)"
+        );
+        eprintln!("skipped: needs /usr/sbin/sshd (openssh-server)");
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    store_with_fixtures(dir);
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let sshd = Sshd::start(&keys);
+    // A bare repository, served by sshd (git-upload-pack over ssh).
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("hello.txt"), "over ssh\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    let bare = dir.join("repo.git");
+    git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let url = format!("ssh://root@127.0.0.1:{}{}#main", sshd.port, bare.display());
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM busybox\nADD {url} /src\n"),
+    )
+    .unwrap();
+
+    // Without an agent: refused before any work, naming the line and --ssh.
+    let refused = build(dir, &["--platform", "linux/amd64", "-t", "gitssh:1", "."]);
+    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
+    let error = util::stderr(&refused);
+    assert!(
+        error.contains("Dockerfile:2") && error.contains("--ssh default"),
+        "{error}"
+    );
+
+    // With the key given to --ssh default=KEY (loaded into an agent xbuild starts).
+    let key = format!("default={}", keys.join("id").display());
+    let built = build(
+        dir,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--ssh",
+            &key,
+            "-t",
+            "gitssh:1",
+            ".",
+        ],
+    );
+    assert!(built.status.success(), "{}", util::stderr(&built));
+    let rootfs = unpack(dir, "docker.io/library/gitssh:1", "amd64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("src/hello.txt")).unwrap(),
+        "over ssh\n"
+    );
+    assert!(!rootfs.join("src/.git").exists());
+    assert!(
+        std::fs::read_to_string(keys.join("sshd.log"))
+            .unwrap()
+            .contains("Accepted publickey"),
+        "sshd saw the key"
+    );
+
+    // The same repository as a named context, through an agent of the test's own given as
+    // --ssh default ($SSH_AUTH_SOCK).
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nCOPY --from=repo hello.txt /named.txt\n",
+    )
+    .unwrap();
+    let agent = dir.join("agent.sock");
+    let mut ssh_agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !agent.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "ssh-agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(keys.join("id"))
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", util::stderr(&added));
+    let context = format!("repo={url}");
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(dir)
+        .env("SSH_AUTH_SOCK", &agent)
+        .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+        .args(["--ssh", "default", "--build-context", &context])
+        .args(["-t", "gitssh:2", "."]);
+    let named = util::run(&mut command);
+    let _ = ssh_agent.kill();
+    let _ = ssh_agent.wait();
+    assert!(named.status.success(), "{}", util::stderr(&named));
+    let rootfs = unpack(dir, "docker.io/library/gitssh:2", "amd64");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("named.txt")).unwrap(),
+        "over ssh\n"
     );
 }

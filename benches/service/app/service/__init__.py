@@ -1,0 +1,1 @@
+"""The bench service: a WSGI application served by gunicorn."""
