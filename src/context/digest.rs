@@ -307,6 +307,7 @@ pub fn digest_entries_cached(
             EntryKind::Fifo => b'p',
             EntryKind::CharDevice => b'c',
             EntryKind::BlockDevice => b'b',
+            EntryKind::Socket => b's',
         }]);
         for number in [entry.mode, entry.uid, entry.gid] {
             digester.update(&number.to_be_bytes());
@@ -327,7 +328,7 @@ pub fn digest_entries_cached(
             EntryKind::CharDevice | EntryKind::BlockDevice => {
                 digester.update(&entry.rdev.to_be_bytes());
             }
-            EntryKind::Dir | EntryKind::Fifo => {}
+            EntryKind::Dir | EntryKind::Fifo | EntryKind::Socket => {}
         }
     }
     Ok(digester.finish().0)

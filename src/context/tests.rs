@@ -472,7 +472,7 @@ fn non_utf8_names_are_matched_as_go_does() {
 }
 
 #[test]
-fn fifos_are_listed_and_sockets_left_out() {
+fn fifos_and_sockets_are_listed() {
     let dir = temp_dir();
     nix::unistd::mkfifo(
         &dir.path().join("pipe"),
@@ -483,10 +483,14 @@ fn fifos_are_listed_and_sockets_left_out() {
         std::os::unix::net::UnixListener::bind(dir.path().join("socket")).expect("bind");
     fs::write(dir.path().join("file"), "x").expect("write");
     let entries = walk(dir.path(), &Dockerignore::empty()).expect("walk");
-    assert_eq!(listed(&entries), ["file", "pipe"]);
+    // A socket is listed (BuildKit sends it as an empty regular file; it used to be left
+    // out here).
+    assert_eq!(listed(&entries), ["file", "pipe", "socket"]);
     assert_eq!(entries[1].kind, EntryKind::Fifo);
     assert_eq!(entries[1].mode, 0o640);
-    // A FIFO is hashed by its metadata, never opened (opening would block).
+    assert_eq!(entries[2].kind, EntryKind::Socket);
+    // A FIFO and a socket are hashed by their metadata, never opened (opening a FIFO would
+    // block, a socket cannot be opened).
     digest_entries(dir.path(), &entries).expect("digest");
 }
 

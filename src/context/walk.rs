@@ -9,8 +9,9 @@
 //! metadata, only when something beneath it is included. Reading an excluded directory that
 //! turns out to be unreadable (permission denied) is not an error, as upstream.
 //!
-//! Sockets are left out (Docker never sends them); FIFOs and device nodes are listed with
-//! their own [`EntryKind`].
+//! FIFOs, device nodes and sockets are listed with their own [`EntryKind`]; a socket is
+//! sent as BuildKit's fsutil sends it (the socket bit cleared: an empty regular file with
+//! the socket's permissions), so `COPY` makes it one.
 
 use std::fs::{self, Metadata};
 use std::io;
@@ -36,6 +37,8 @@ pub enum EntryKind {
     CharDevice,
     /// A block device node.
     BlockDevice,
+    /// A Unix socket: copied as an empty regular file, as BuildKit copies it.
+    Socket,
 }
 
 /// A point in time as the file system records it.
@@ -245,7 +248,7 @@ impl Walker<'_> {
     }
 }
 
-/// The entry for a path, or `None` for a socket.
+/// The entry for a path, or `None` for what is none of [`EntryKind`]'s kinds.
 fn entry(
     absolute: &Path,
     relative: &[u8],
@@ -265,6 +268,8 @@ fn entry(
         EntryKind::CharDevice
     } else if file_type.is_block_device() {
         EntryKind::BlockDevice
+    } else if file_type.is_socket() {
+        EntryKind::Socket
     } else {
         return Ok(None);
     };

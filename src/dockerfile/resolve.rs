@@ -159,6 +159,11 @@ pub struct ResolvedInstruction {
     pub args: Vec<(String, String)>,
     /// `ENV` set by the Dockerfile before it (inherited from a base stage included).
     pub env: Vec<(String, String)>,
+    /// The names the stage's `ARG`s declared before it, in the order first declared, once
+    /// each, with a value or not: a `RUN`'s history lists them (`|2 foo=1 bar=2 ...`), as
+    /// BuildKit's `runCommandString`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arg_names: Vec<String>,
     /// For an `ONBUILD` trigger of the base (image or stage), run first in the stage: the
     /// trigger before expansion (it is not among the stage's own instructions), to expand
     /// again over the base image's environment.
@@ -679,11 +684,13 @@ fn resolve_stage(
         .map(|trigger| (trigger, true))
         .chain(stage.instructions.iter().map(|own| (own, false)));
     let mut args: Vec<(String, String)> = Vec::new();
+    let mut arg_names: Vec<String> = Vec::new();
     let mut consumed = BTreeSet::new();
     let mut instructions = Vec::new();
     for (instruction, is_trigger) in originals {
         let line = instruction.span().start;
         let before_args = args.clone();
+        let before_names = arg_names.clone();
         let before_env = env.clone();
         let expanded = match instruction {
             Instruction::Arg(arg) => {
@@ -709,6 +716,9 @@ fn resolve_stage(
                     )?;
                     if let Some(value) = &value {
                         set(&mut args, &declaration.name, value.clone());
+                    }
+                    if !arg_names.contains(&declaration.name) {
+                        arg_names.push(declaration.name.clone());
                     }
                     declarations.push(ArgDeclaration {
                         name: declaration.name.clone(),
@@ -761,6 +771,7 @@ fn resolve_stage(
             instruction: expanded,
             args: before_args,
             env: before_env,
+            arg_names: before_names,
             trigger: is_trigger.then(|| Box::new(instruction.clone())),
         });
     }

@@ -31,12 +31,16 @@ pub enum ConfigError {
     },
 }
 
-/// Applies one config instruction (already expanded) to `state`; returns the history text.
+/// Applies one config instruction (already expanded) to `state`; returns the history text,
+/// `None` for `ONBUILD` (BuildKit's `dispatchOnbuild` writes no history entry).
 ///
 /// # Errors
 /// [`ConfigError::NotConfig`] for `RUN`, `COPY`, `ADD`, `FROM` and `ARG`;
 /// [`ConfigError::Expose`] for a port BuildKit would reject.
-pub fn apply(state: &mut ImageState, instruction: &Instruction) -> Result<String, ConfigError> {
+pub fn apply(
+    state: &mut ImageState,
+    instruction: &Instruction,
+) -> Result<Option<String>, ConfigError> {
     match instruction {
         Instruction::Env(env) => set_env(state, env),
         Instruction::Label(label) => set_labels(state, label),
@@ -49,7 +53,10 @@ pub fn apply(state: &mut ImageState, instruction: &Instruction) -> Result<String
         Instruction::Entrypoint(entrypoint) => set_entrypoint(state, entrypoint),
         Instruction::Cmd(cmd) => set_cmd(state, cmd),
         Instruction::Healthcheck(health) => set_healthcheck(state, health),
-        Instruction::Onbuild(onbuild) => add_onbuild(state, onbuild),
+        Instruction::Onbuild(onbuild) => {
+            add_onbuild(state, onbuild);
+            return Ok(None);
+        }
         Instruction::Workdir(workdir) => set_workdir(state, workdir),
         Instruction::Run(_)
         | Instruction::Copy(_)
@@ -61,7 +68,21 @@ pub fn apply(state: &mut ImageState, instruction: &Instruction) -> Result<String
             });
         }
     }
-    Ok(created_by(instruction))
+    Ok(Some(created_by(instruction, state)))
+}
+
+/// The history text of an `ARG` (already resolved: each name with the value it got, or
+/// none), as BuildKit's `dispatchArg` writes it: `ARG foo=bar baz`.
+pub(crate) fn arg_created_by(arg: &instruction::Arg) -> String {
+    let words: Vec<String> = arg
+        .args
+        .iter()
+        .map(|declaration| match &declaration.default {
+            Some(value) => format!("{}={value}", declaration.name),
+            None => declaration.name.clone(),
+        })
+        .collect();
+    format!("ARG {}", words.join(" "))
 }
 
 /// `ENV`: each variable replaces one of the same name, at the end.
@@ -243,56 +264,127 @@ fn command_argv(command: &CommandLine, shell: &[String]) -> Vec<String> {
     }
 }
 
-/// The history text of a config instruction, as BuildKit writes it.
-fn created_by(instruction: &Instruction) -> String {
-    format!("{} # buildkit", instruction_text(instruction))
-}
-
-fn instruction_text(instruction: &Instruction) -> String {
+/// The history text of a config instruction once applied to `state`, as BuildKit's
+/// dispatchers write it: Go's `%v` of slices (`[a b]`), `%q` of `CMD`/`ENTRYPOINT`'s argv
+/// (after the `SHELL` in force for the shell form), `%+v` of the health check, and the
+/// absolute `WORKDIR`. Unlike a step that makes a layer, no ` # buildkit` suffix.
+fn created_by(instruction: &Instruction, state: &ImageState) -> String {
+    let pairs = |pairs: &[instruction::KeyValue]| -> String {
+        pairs
+            .iter()
+            .map(|kv| format!(" {}={}", kv.key, kv.value))
+            .collect()
+    };
     match instruction {
-        Instruction::Env(env) => format!(
-            "ENV {}",
-            env.variables
+        Instruction::Env(env) => format!("ENV{}", pairs(&env.variables)),
+        Instruction::Label(label) => format!("LABEL{}", pairs(&label.labels)),
+        Instruction::Workdir(_) => format!("WORKDIR {}", state.workdir()),
+        Instruction::User(user) => format!("USER {}", user.user),
+        Instruction::Maintainer(maintainer) => format!("MAINTAINER {}", maintainer.name),
+        // BuildKit sorts the words, then lists each one's ports (a range as each port).
+        Instruction::Expose(expose) => {
+            let mut words = expose.ports.clone();
+            words.sort();
+            let ports: Vec<String> = words
                 .iter()
-                .map(|kv| format!("{}={}", kv.key, kv.value))
-                .collect::<Vec<_>>()
-                .join(" ")
+                .flat_map(|word| instruction::exposed_ports(word).unwrap_or_default())
+                .collect();
+            format!("EXPOSE {}", go_slice(&ports))
+        }
+        Instruction::Volume(volume) => format!("VOLUME {}", go_slice(&volume.paths)),
+        Instruction::Stopsignal(signal) => format!("STOPSIGNAL {}", signal.signal),
+        Instruction::Shell(shell) => format!("SHELL {}", go_slice(&shell.shell)),
+        Instruction::Entrypoint(entrypoint) => format!(
+            "ENTRYPOINT {}",
+            go_quoted_slice(&command_argv(&entrypoint.command, &state.shell()))
         ),
-        Instruction::Workdir(w) => format!("WORKDIR {}", w.path),
-        Instruction::User(u) => format!("USER {}", u.user),
-        Instruction::Label(l) => format!(
-            "LABEL {}",
-            l.labels
-                .iter()
-                .map(|kv| format!("{}={}", kv.key, kv.value))
-                .collect::<Vec<_>>()
-                .join(" ")
+        Instruction::Cmd(cmd) => format!(
+            "CMD {}",
+            go_quoted_slice(&command_argv(&cmd.command, &state.shell()))
         ),
-        // Go's `%v` of BuildKit's port map: sorted keys, each with its empty value.
-        Instruction::Expose(e) => format!(
-            "EXPOSE map[{}]",
-            exposed_ports(&e.ports)
-                .unwrap_or_else(|_| e.ports.clone())
-                .iter()
-                .map(|port| format!("{port}:{{}}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        Instruction::Volume(v) => format!("VOLUME {:?}", v.paths),
-        Instruction::Stopsignal(s) => format!("STOPSIGNAL {}", s.signal),
-        Instruction::Entrypoint(e) => format!("ENTRYPOINT {}", command_text(&e.command)),
-        Instruction::Cmd(c) => format!("CMD {}", command_text(&c.command)),
-        Instruction::Shell(s) => format!("SHELL {:?}", s.shell),
-        Instruction::Onbuild(o) => format!("ONBUILD {}", o.expression),
+        Instruction::Healthcheck(health) => format!("HEALTHCHECK {}", healthcheck_text(health)),
         other => other.name().to_owned(),
     }
 }
 
-fn command_text(command: &CommandLine) -> String {
-    match command {
-        CommandLine::Exec(argv) => format!("{argv:?}"),
-        CommandLine::Shell(script) => format!("[\"/bin/sh\" \"-c\" {script:?}]"),
+/// Go's `%v` of a `[]string`: `[a b c]`.
+fn go_slice(words: &[String]) -> String {
+    format!("[{}]", words.join(" "))
+}
+
+/// Go's `%q` of a `[]string`: `["a" "b c"]`.
+fn go_quoted_slice(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|word| go_quote(word)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote`: a double-quoted string with Go escapes (printable Unicode kept).
+fn go_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => {
+                let code = c as u32;
+                if code <= 0xffff {
+                    out.push_str(&format!("\\u{code:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{code:08x}"));
+                }
+            }
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
+}
+
+/// Go's `%+v` of BuildKit's `HealthcheckConfig` (durations as Go prints them).
+fn healthcheck_text(health: &instruction::Healthcheck) -> String {
+    let (test, interval, timeout, start_period, start_interval, retries) = match &health.health {
+        instruction::Health::None => (vec!["NONE".to_owned()], None, None, None, None, None),
+        instruction::Health::Check(check) => {
+            let test = match &check.command {
+                CommandLine::Shell(script) => vec!["CMD-SHELL".to_owned(), script.clone()],
+                CommandLine::Exec(argv) => {
+                    let mut test = vec!["CMD".to_owned()];
+                    test.extend(argv.iter().cloned());
+                    test
+                }
+            };
+            (
+                test,
+                check.interval,
+                check.timeout,
+                check.start_period,
+                check.start_interval,
+                check.retries,
+            )
+        }
+    };
+    let duration =
+        |d: Option<std::time::Duration>| crate::gostd::format_duration(d.unwrap_or_default());
+    format!(
+        "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        go_slice(&test),
+        duration(interval),
+        duration(timeout),
+        duration(start_period),
+        duration(start_interval),
+        retries.unwrap_or(0)
+    )
 }
 
 #[cfg(test)]
@@ -316,7 +408,11 @@ mod tests {
         let mut state = ImageState::new(ImageConfiguration::default());
         let history = lines
             .iter()
-            .map(|line| apply(&mut state, &instruction(line)).unwrap())
+            .map(|line| {
+                apply(&mut state, &instruction(line))
+                    .unwrap()
+                    .unwrap_or_default()
+            })
             .collect();
         (state, history)
     }
@@ -343,9 +439,9 @@ mod tests {
         assert_eq!(config["User"], "nobody:nogroup");
         assert_eq!(config["StopSignal"], "SIGTERM");
         assert_eq!(state.cfg().volumes().clone().unwrap(), ["/data", "/cache"]);
-        assert_eq!(history[1], "ENV A=3 # buildkit");
-        assert_eq!(history[2], "LABEL x=1 y=2 # buildkit");
-        assert_eq!(history[6], "VOLUME [\"/data\", \"/cache\"] # buildkit");
+        assert_eq!(history[1], "ENV A=3");
+        assert_eq!(history[2], "LABEL x=1 y=2");
+        assert_eq!(history[6], "VOLUME [/data /cache]");
     }
 
     #[test]
@@ -355,9 +451,10 @@ mod tests {
             state.cfg().exposed_ports().clone().unwrap(),
             ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
         );
+        // BuildKit sorts the words as written, then lists each one's ports.
         assert_eq!(
             history[0],
-            "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{} 8002/tcp:{}] # buildkit"
+            "EXPOSE [53/udp 8000/tcp 8001/tcp 8002/tcp 80/tcp]"
         );
     }
 
@@ -387,10 +484,7 @@ mod tests {
         let config = config_json(&state);
         assert_eq!(config["Entrypoint"], serde_json::json!(["/entry"]));
         assert!(config["Cmd"].is_null(), "{config}");
-        assert_eq!(
-            history[0],
-            "CMD [\"/bin/sh\" \"-c\" \"echo base\"] # buildkit"
-        );
+        assert_eq!(history[0], "CMD [\"/bin/sh\" \"-c\" \"echo base\"]");
         let (state, _) = applied(&["SHELL [\"/bin/bash\", \"-c\"]", "CMD echo hi"]);
         assert_eq!(
             state.cfg().cmd().clone().unwrap(),
@@ -417,15 +511,16 @@ mod tests {
             state.extra["OnBuild"],
             serde_json::json!(["RUN echo child", "COPY . /src"])
         );
-        assert_eq!(history[0], "MAINTAINER # buildkit");
-        assert_eq!(history[2], "ONBUILD RUN echo child # buildkit");
+        assert_eq!(history[0], "MAINTAINER someone <a@b>");
+        // BuildKit's dispatchOnbuild writes no history entry.
+        assert_eq!(history[2], "");
     }
 
     #[test]
     fn workdir_is_relative_to_the_current_one() {
         let (state, history) = applied(&["WORKDIR /srv", "WORKDIR app/../api", "WORKDIR ."]);
         assert_eq!(state.workdir(), "/srv/api");
-        assert_eq!(history[1], "WORKDIR app/../api # buildkit");
+        assert_eq!(history[1], "WORKDIR /srv/api");
     }
 
     #[test]
@@ -438,5 +533,62 @@ mod tests {
             ));
         }
         assert_eq!(state, ImageState::new(ImageConfiguration::default()));
+    }
+
+    /// Every config instruction's history text, as BuildKit's dispatchers write it
+    /// (dockerfile2llb's `commitToHistory` calls: no ` # buildkit` for these).
+    #[test]
+    fn history_texts_are_buildkits() {
+        let (_, history) = applied(&[
+            "ENV A=1 B=\"two words\"",
+            "LABEL version=1.0 \"com.example.x\"=y",
+            "MAINTAINER Jane <jane@example.com>",
+            "USER app:app",
+            "EXPOSE 5000 2375 1234/udp",
+            "VOLUME [\"/data\", \"/logs\"]",
+            "STOPSIGNAL SIGKILL",
+            "WORKDIR /srv",
+            "WORKDIR api",
+            "CMD echo \"hi\"",
+            "ENTRYPOINT [\"/bin/entry\", \"--flag\"]",
+            "SHELL [\"/bin/bash\", \"-eu\", \"-c\"]",
+            "CMD run it",
+            "ENTRYPOINT exec app",
+            "HEALTHCHECK --interval=30s --timeout=1m30s --start-period=500ms --retries=3 CMD curl -f http://localhost/",
+            "HEALTHCHECK CMD [\"/bin/check\", \"-q\"]",
+            "HEALTHCHECK NONE",
+            "ONBUILD RUN make",
+        ]);
+        assert_eq!(
+            history,
+            [
+                "ENV A=1 B=two words",
+                "LABEL version=1.0 com.example.x=y",
+                "MAINTAINER Jane <jane@example.com>",
+                "USER app:app",
+                "EXPOSE [1234/udp 2375/tcp 5000/tcp]",
+                "VOLUME [/data /logs]",
+                "STOPSIGNAL SIGKILL",
+                "WORKDIR /srv",
+                "WORKDIR /srv/api",
+                "CMD [\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\"]",
+                "ENTRYPOINT [\"/bin/entry\" \"--flag\"]",
+                "SHELL [/bin/bash -eu -c]",
+                "CMD [\"/bin/bash\" \"-eu\" \"-c\" \"run it\"]",
+                "ENTRYPOINT [\"/bin/bash\" \"-eu\" \"-c\" \"exec app\"]",
+                "HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:30s Timeout:1m30s StartPeriod:500ms StartInterval:0s Retries:3}",
+                "HEALTHCHECK {Test:[CMD /bin/check -q] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+                "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+                "",
+            ]
+        );
+    }
+
+    #[test]
+    fn arg_history_lists_each_name_with_its_value() {
+        let Instruction::Arg(arg) = instruction("ARG foo=bar baz") else {
+            unreachable!()
+        };
+        assert_eq!(arg_created_by(&arg), "ARG foo=bar baz");
     }
 }

@@ -38,7 +38,7 @@
 //! plain `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,7 +66,8 @@ use crate::remote::git::{self, FetchOptions};
 use crate::source::gitref::{GitRef, is_git_source};
 
 /// Adds `dir` and its missing parents as directory entries (existing ones keep their
-/// metadata from the state).
+/// metadata from the state; missing ones get `mode`).
+#[allow(clippy::too_many_arguments)]
 fn add_parents(
     entries: &mut Vec<FileListEntry>,
     listed: &mut std::collections::BTreeSet<PathBuf>,
@@ -75,6 +76,7 @@ fn add_parents(
     owner: Option<(u64, u64)>,
     mtime: i64,
     include_self: bool,
+    mode: u32,
 ) {
     let rel = dir.trim_start_matches('/');
     if rel.is_empty() {
@@ -101,7 +103,7 @@ fn add_parents(
                 entry
             }
             _ => {
-                let mut entry = TarEntry::new(path.clone(), EntryKind::Directory, 0o755);
+                let mut entry = TarEntry::new(path.clone(), EntryKind::Directory, mode);
                 if is_self {
                     if let Some((uid, gid)) = owner {
                         entry.uid = uid;
@@ -176,7 +178,16 @@ pub(crate) fn workdir(
     let mut entries = Vec::new();
     let mut listed = std::collections::BTreeSet::new();
     let mtime = services.options.source_date_epoch.unwrap_or_else(now);
-    add_parents(&mut entries, &mut listed, &lowers, dir, owner, mtime, true);
+    add_parents(
+        &mut entries,
+        &mut listed,
+        &lowers,
+        dir,
+        owner,
+        mtime,
+        true,
+        0o755,
+    );
     commit(services, vertex, state, entries, created_by, &key)
 }
 
@@ -517,6 +528,13 @@ pub(crate) fn step(
             .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
         (parent_dir, Some(dest_abs.clone()))
     };
+    // The directories made for the destination (a file's directory included) get a
+    // numeric `--chmod`'s mode, else 0755, as BuildKit's copy makes them (fsutil's
+    // `MkdirAll` with `CopyInfo.Mode`).
+    let new_dir_mode = match &chmod {
+        Some(ModeChange::Set(mode)) => mode & 0o777,
+        _ => 0o755,
+    };
     add_parents(
         &mut entries,
         &mut listed,
@@ -524,7 +542,8 @@ pub(crate) fn step(
         &dest_dir,
         owner,
         mtime_now,
-        dest_is_dir,
+        true,
+        new_dir_mode,
     );
     let dest_rel = PathBuf::from(dest_dir.trim_start_matches('/'));
     let from_context = source_root.is_none();
@@ -550,7 +569,21 @@ pub(crate) fn step(
             // A later source wins over an earlier one, as files overwrite.
             entries.retain(|e| e.entry.path != target);
         }
-        let mut entry = layer::entry_from_metadata(&target, &item.abs, &item.meta)?;
+        // A socket of the context is an empty regular file with its permissions, as
+        // BuildKit's fsutil sends it (the socket bit cleared).
+        let mut entry = if from_context && item.meta.file_type().is_socket() {
+            let mut entry = TarEntry::new(
+                target.clone(),
+                EntryKind::File { size: 0 },
+                item.meta.mode() & 0o7777,
+            );
+            entry.uid = u64::from(item.meta.uid());
+            entry.gid = u64::from(item.meta.gid());
+            entry.mtime = item.meta.mtime();
+            entry
+        } else {
+            layer::entry_from_metadata(&target, &item.abs, &item.meta)?
+        };
         if let Some((uid, gid)) = owner {
             entry.uid = uid;
             entry.gid = gid;
@@ -601,6 +634,7 @@ pub(crate) fn step(
                     owner,
                     mtime_now,
                     true,
+                    0o755,
                 );
                 let mut archive = Archive {
                     stack: targets.stack,

@@ -1,9 +1,10 @@
 //! Which step runs an instruction: the instruction is expanded again over the base image's
 //! environment, its cache key started (the vertex identity, the parent's and input stages'
 //! keys, `SOURCE_DATE_EPOCH`), and it goes to `RUN` ([`super::run`]), `COPY`/`ADD`
-//! ([`super::copy`]), `WORKDIR` (config, then the directory) or a config instruction
-//! ([`super::config`], recorded here: config-only steps are cached too, silently, so a
-//! rebuild with nothing changed keeps every history timestamp and gives the same digests).
+//! ([`super::copy`]), `WORKDIR` (config, then the directory), or a config instruction
+//! ([`super::config`]) or `ARG` (a history entry only), recorded here (config-only steps are
+//! cached too, silently, so a rebuild with nothing changed keeps every history timestamp
+//! and gives the same digests).
 
 use std::sync::Arc;
 
@@ -64,13 +65,20 @@ pub(crate) fn step(
         }
         Instruction::Workdir(_) => {
             let mut state = parent.state.clone();
-            let created_by = config::apply(&mut state, &instruction)?;
+            let created_by = config::apply(&mut state, &instruction)?.unwrap_or_default();
             copy::workdir(services, vertex, state, created_by, key)
         }
         _ => {
             let mut state = parent.state.clone();
-            let created_by = config::apply(&mut state, &instruction)?;
-            state.push_history(&services.created, created_by, true);
+            // An ARG changes no config (its value is in the scope of what follows): only
+            // its history entry, as BuildKit's `dispatchArg`.
+            let created_by = match &instruction {
+                Instruction::Arg(arg) => Some(config::arg_created_by(arg)),
+                _ => config::apply(&mut state, &instruction)?,
+            };
+            if let Some(created_by) = created_by {
+                state.push_history(&services.created, created_by, true);
+            }
             let key = key.finish();
             services.cache.record(&key, &state)?;
             Ok(Done { state, key })
@@ -87,7 +95,8 @@ fn reexpand_over_base(
     state: &ImageState,
 ) -> Instruction {
     let base_env = state.env();
-    if base_env.is_empty() {
+    // An ARG was resolved with the build arguments (which the original does not know).
+    if base_env.is_empty() || matches!(resolved.instruction, Instruction::Arg(_)) {
         return resolved.instruction.clone();
     }
     let line = resolved.instruction.span().start;

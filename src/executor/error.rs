@@ -252,6 +252,8 @@ pub struct StepFailure {
     pub platform: Platform,
     /// The step, as progress names it (`[linux/arm64 build 3/8] RUN make`).
     pub step: String,
+    /// The command line that ran (`/bin/sh -c make`), as BuildKit's error quotes it.
+    pub command: String,
     /// How the command ended.
     pub outcome: StepOutcome,
     /// Its last lines of output (at most ten).
@@ -262,7 +264,17 @@ pub struct StepFailure {
 
 impl fmt::Display for StepFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, self.outcome)?;
+        // BuildKit's wording first: `process "/bin/sh -c make" did not complete
+        // successfully: exit code: 2`.
+        write!(
+            f,
+            "{}: process {:?} did not complete successfully: ",
+            self.step, self.command
+        )?;
+        match self.outcome {
+            StepOutcome::Exited { code } => write!(f, "exit code: {code}")?,
+            StepOutcome::Signaled { .. } => write!(f, "{}", self.outcome)?,
+        }
         if !self.output_tail.is_empty() {
             f.write_str("\nlast lines of output:")?;
             for line in &self.output_tail {
@@ -425,6 +437,7 @@ mod tests {
         StepFailure {
             platform: Platform::parse("linux/arm64").unwrap(),
             step: "[linux/arm64 build 3/8] RUN make".to_owned(),
+            command: "/bin/sh -c make".to_owned(),
             outcome: StepOutcome::Exited { code: 2 },
             output_tail: vec!["cc: error".to_owned()],
             debug_id: "0123456789ab".to_owned(),
@@ -436,7 +449,8 @@ mod tests {
         let error = ExecutorError::StepFailed(Box::new(failure()));
         assert_eq!(
             error.to_string(),
-            "[linux/arm64 build 3/8] RUN make: exit code 2\n\
+            "[linux/arm64 build 3/8] RUN make: process \"/bin/sh -c make\" did not complete \
+             successfully: exit code: 2\n\
              last lines of output:\n  cc: error\n\
              open a shell in the failed state: xbuild debug shell 0123456789ab\n\
              or in the state before the step:  xbuild debug shell --before 0123456789ab"

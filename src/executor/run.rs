@@ -7,6 +7,7 @@
 //! ([`super::failed`]).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use crate::dockerfile::{self, CommandLine, ResolvedInstruction, instruction};
 use crate::layer::{self, TreeKind};
 use crate::plan::Vertex;
 use crate::progress::{Event, Stream};
-use crate::sandbox::{self, StepCommand, StepSpec};
+use crate::sandbox::{self, BindMount, MountSource, StepCommand, StepSpec};
 
 /// Lines of output kept for the error of a failed step.
 const TAIL_LINES: usize = 10;
@@ -96,8 +97,22 @@ pub(crate) fn step(
     }
     let mut state = parent.state.clone();
     let shell = state.shell();
+    // A RUN that is one heredoc starting with `#!` runs that file, as BuildKit does: the body
+    // is a 0755 file in a read-only directory mounted at `/dev/pipes/`, which the shell
+    // runs (its kernel reads the `#!` line).
+    let shebang = match &run.command {
+        CommandLine::Shell(script) => shebang_heredoc(script, &run.heredocs),
+        CommandLine::Exec(_) => None,
+    };
+    let pipes = shebang
+        .map(|heredoc| pipes_dir(services, heredoc))
+        .transpose()?;
     let command = match &run.command {
         CommandLine::Exec(argv) => StepCommand::Exec(argv.clone()),
+        CommandLine::Shell(_) if shebang.is_some() => StepCommand::Shell {
+            shell: shell.clone(),
+            script: format!("{PIPES_DIR}/{}", shebang.map_or("", |h| h.name.as_str())),
+        },
         CommandLine::Shell(script) => StepCommand::Shell {
             shell: shell.clone(),
             script: heredoc_script(script, &run.heredocs),
@@ -158,6 +173,13 @@ pub(crate) fn step(
     spec.network = network;
     spec.security = security;
     spec.mounts = mounts.binds.clone();
+    if let Some(pipes) = &pipes {
+        spec.mounts.push(BindMount {
+            source: MountSource::Host(pipes.path().to_path_buf()),
+            target: PathBuf::from(PIPES_DIR),
+            readonly: true,
+        });
+    }
     spec.secrets = mounts.secrets.clone();
     spec.pids_limit = services.options.pids_limit;
     spec.pids_limit_required = services.options.pids_limit_required;
@@ -245,52 +267,92 @@ pub(crate) fn step(
         return Err(ExecutorError::StepFailed(Box::new(StepFailure {
             platform: vertex.platform.clone(),
             step: name,
+            command: command.argv().join(" "),
             outcome,
             output_tail: tail.into(),
             debug_id,
         })));
     }
-    let empty = std::fs::read_dir(&upper)?.next().is_none();
-    if empty {
-        state.push_history(&services.created, created_by_run(&command), true);
-    } else {
-        // The layer is kept as its snapshot; its blob is made if an image, a push or a
-        // cache export needs it (a build stage's layers usually never are).
-        let clamp = services.options.source_date_epoch;
-        let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+    // A RUN that changed no file still makes a layer (an empty tar), as BuildKit keeps one
+    // for every RUN: its history entry is never `empty_layer`.
+    let created_by = created_by_run(&command, resolved, &state);
+    // The layer is kept as its snapshot; its blob is made if an image, a push or a
+    // cache export needs it (a build stage's layers usually never are).
+    let clamp = services.options.source_date_epoch;
+    let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
+        .within(|| format!("{name}: committing the layer"))?;
+    // A snapshot of this diff_id that is already there may have been unpacked from a
+    // pulled blob rather than kept from a step; the blob is then made now, from this
+    // step's own directory, rather than later from a tree made another way.
+    let existing = services.store.snapshot(&diff_id).is_some();
+    let blob = if existing {
+        let blob = tree_blob(services, &upper, &diff_id, clamp)
             .within(|| format!("{name}: committing the layer"))?;
-        // A snapshot of this diff_id that is already there may have been unpacked from a
-        // pulled blob rather than kept from a step; the blob is then made now, from this
-        // step's own directory, rather than later from a tree made another way.
-        let existing = services.store.snapshot(&diff_id).is_some();
-        let blob = if existing {
-            let blob = tree_blob(services, &upper, &diff_id, clamp)
-                .within(|| format!("{name}: committing the layer"))?;
-            services
-                .store
-                .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
-            Some(blob)
-        } else {
-            None
-        };
-        let dir = dirs.keep();
         services
             .store
-            .adopt_snapshot(&diff_id, dir.join("upper"))
-            .within(|| format!("{name}: keeping the snapshot"))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        match blob {
-            Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
-            None => state.push_snapshot_layer(diff_id, clamp),
-        }
-        state.push_history(&services.created, created_by_run(&command), false);
+            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        Some(blob)
+    } else {
+        None
+    };
+    let dir = dirs.keep();
+    services
+        .store
+        .adopt_snapshot(&diff_id, dir.join("upper"))
+        .within(|| format!("{name}: keeping the snapshot"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    match blob {
+        Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
+        None => state.push_snapshot_layer(diff_id, clamp),
     }
+    state.push_history(&services.created, created_by, false);
     services.cache.record(&key, &state)?;
     services.sink.emit(Event::Finished {
         vertex: id,
         duration: elapsed,
     });
     Ok(Done { state, key })
+}
+
+/// Where a `#!` heredoc's file is mounted, as BuildKit mounts it.
+const PIPES_DIR: &str = "/dev/pipes";
+
+/// The heredoc of a `RUN` that is only `<<EOF` (or `<<-EOF`) whose body (tabs stripped for
+/// `<<-`) starts with `#!`: BuildKit runs it as a file rather than as shell text.
+fn shebang_heredoc<'a>(
+    script: &str,
+    heredocs: &'a [dockerfile::Heredoc],
+) -> Option<&'a dockerfile::Heredoc> {
+    let [only] = heredocs else {
+        return None;
+    };
+    let word = script
+        .trim()
+        .trim_start_matches("<<")
+        .trim_start_matches('-')
+        .trim_matches(['"', '\'']);
+    (word == only.name
+        && !only.name.contains('/')
+        && !only.name.is_empty()
+        && only.body().starts_with("#!"))
+    .then_some(only)
+}
+
+/// A directory holding `heredoc`'s body as an executable file named after it, removed on
+/// drop.
+fn pipes_dir(
+    services: &Services<'_>,
+    heredoc: &dockerfile::Heredoc,
+) -> Result<tempfile::TempDir, ExecutorError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("pipes-")
+        .tempdir_in(services.store.layout().tmp_dir())?;
+    let file = dir.path().join(&heredoc.name);
+    std::fs::write(&file, heredoc.body())?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 /// `RUN` heredocs: a command that is only `<<EOF` runs the body as the script; otherwise the
@@ -323,8 +385,32 @@ pub(crate) fn heredoc_script(script: &str, heredocs: &[dockerfile::Heredoc]) -> 
     }
 }
 
-pub(crate) fn created_by_run(command: &StepCommand) -> String {
-    format!("RUN {} # buildkit", command.argv().join(" "))
+/// A `RUN`'s history text, as BuildKit's `runCommandString`: the stage's `ARG`s declared
+/// before it (`|2 foo=1 bar=2`: each name once, in the order first declared, with the value
+/// the command sees, empty without one), then its argv.
+pub(crate) fn created_by_run(
+    command: &StepCommand,
+    resolved: &ResolvedInstruction,
+    state: &crate::oci::ImageState,
+) -> String {
+    let env = state.env();
+    let mut words: Vec<String> = resolved
+        .arg_names
+        .iter()
+        .map(|name| {
+            let value = env
+                .iter()
+                .chain(&resolved.args)
+                .find(|(key, _)| key == name)
+                .map_or("", |(_, value)| value.as_str());
+            format!("{name}={value}")
+        })
+        .collect();
+    if !words.is_empty() {
+        words.insert(0, format!("|{}", words.len()));
+    }
+    words.extend(command.argv());
+    format!("RUN {} # buildkit", words.join(" "))
 }
 
 /// `text` with each reference to one of `names` (`$NAME`, `${NAME}`) replaced by `****`.

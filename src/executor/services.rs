@@ -175,7 +175,13 @@ impl<'a> Services<'a> {
     /// A fetch or an unpack fails, or a snapshot is missing.
     pub(crate) fn lower_dirs(&self, state: &ImageState) -> Result<Vec<PathBuf>, ExecutorError> {
         self.cache.materialize(state)?;
-        Ok(self.store.lower_dirs(&state.layers)?)
+        let mut dirs = self.store.lower_dirs(&state.layers)?;
+        // The same layer twice (two RUNs that changed nothing each make the empty layer)
+        // is one lower directory, the upper one: overlayfs refuses a directory given twice
+        // (ELOOP), and the upper copy already shows all that the lower one would.
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|dir| seen.insert(dir.clone()));
+        Ok(dirs)
     }
 
     /// A read-only view of `state`'s files (a `COPY --from` source, a bind mount).

@@ -437,6 +437,11 @@ pub fn write_context(
                 header.set_entry_type(tar::EntryType::Directory);
                 tar.append_data(&mut header, &entry.path, io::empty())?;
             }
+            // As BuildKit's fsutil sends a socket: an empty regular file.
+            EntryKind::Socket => {
+                header.set_entry_type(tar::EntryType::Regular);
+                tar.append_data(&mut header, &entry.path, io::empty())?;
+            }
             EntryKind::Symlink => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 let target = entry.link_target.clone().unwrap_or_default();

@@ -343,10 +343,11 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
             };
             let mut step = 1;
             for (position, resolved_instruction) in stage.instructions.iter().enumerate() {
-                if is_scope_only(&resolved_instruction.instruction) {
-                    continue;
+                // An ARG is a vertex (it writes its history entry, as BuildKit's
+                // `dispatchArg`) but not a numbered step: it shares the number before it.
+                if !is_scope_only(&resolved_instruction.instruction) {
+                    step += 1;
                 }
-                step += 1;
                 let inputs = stage
                     .dependencies
                     .iter()
@@ -478,8 +479,8 @@ fn stage_platforms(
     Ok(platforms)
 }
 
-/// `ARG` only changes what later instructions see (which is part of their identity); it
-/// makes no vertex of its own, as in BuildKit.
+/// `ARG` changes what later instructions see (which is part of their identity) and adds a
+/// history entry; BuildKit makes no LLB vertex of it, so progress does not number it.
 fn is_scope_only(instruction: &Instruction) -> bool {
     matches!(instruction, Instruction::Arg(_))
 }
@@ -623,6 +624,15 @@ fn summary(instruction: &Instruction) -> String {
             words.push(copy.destination.clone());
             words.join(" ")
         }
+        Instruction::Arg(arg) => arg
+            .args
+            .iter()
+            .map(|declaration| match &declaration.default {
+                Some(value) => format!("{}={value}", declaration.name),
+                None => declaration.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => {
             let mut fields = json;
             strip_spans(&mut fields);
@@ -747,8 +757,9 @@ FROM busybox
 COPY --from=build /out /out
 ";
         let graph = plan(dockerfile, &["linux/amd64", "linux/arm64"]);
-        // The FROM of the build stage is shared; its RUN is not.
-        assert_eq!(graph.vertices.len(), 6, "{}", graph.render());
+        // The FROM of the build stage is shared; its ARG (a vertex for its history entry)
+        // and RUN are not.
+        assert_eq!(graph.vertices.len(), 8, "{}", graph.render());
         let runs = graph
             .vertices
             .iter()
