@@ -124,8 +124,21 @@ reset_bh() {
     rm -rf "$WORK/buildah-root" "$WORK/buildah-runroot"
 }
 restore() { cp "$REPO/benches/$W/$EDITED" "$DIR/$EDITED"; }
+# BuildKit: a private dockerd 20.10 (its own data root and socket), for DOCKER_HOST.
+start_dockerd() {
+    log "BuildKit: starting a private dockerd"
+    mkdir -p "$WORK/docker"
+    dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
+        --pidfile "$WORK/docker/pid" --host "unix://$WORK/docker/sock" \
+        --iptables=false --bridge=none > "$WORK/docker/log" 2>&1 &
+    DOCKERD_PID=$!
+    export DOCKER_HOST="unix://$WORK/docker/sock"
+    for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
+}
 edit() { printf "\n$COMMENT\n" "$1" "$(date +%N)" >> "$DIR/$EDITED"; }
 
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+TITLE="$WORKLOADS, linux/amd64,linux/arm64 (BuildKit: linux/amd64)"
 if [ "$CONTEXT" = 1 ]; then
     CTX="$WORK/ctx"
     log "making the context: $FILES files, $BYTES bytes"
@@ -137,14 +150,7 @@ if [ "$CONTEXT" = 1 ]; then
     }
     HAVE_BUILDKIT=0
     if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
-        log "BuildKit: starting a private dockerd"
-        mkdir -p "$WORK/docker"
-        dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
-            --pidfile "$WORK/docker/pid" --host "unix://$WORK/docker/sock" \
-            --iptables=false --bridge=none > "$WORK/docker/log" 2>&1 &
-        DOCKERD_PID=$!
-        export DOCKER_HOST="unix://$WORK/docker/sock"
-        for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
+        start_dockerd
         HAVE_BUILDKIT=1
     fi
     bk_ctx() {
@@ -155,7 +161,6 @@ if [ "$CONTEXT" = 1 ]; then
         /usr/bin/docker rmi -f bench/ctx:1 "$REG/busybox:latest" >/dev/null 2>&1 || true
         /usr/bin/docker builder prune -af >/dev/null 2>&1 || true
     }
-    LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
     for i in $(seq "$REPEAT"); do
         log "round $i/$REPEAT: the big context, linux/amd64"
         reset_xb; measure ctx-first xbuild xbuild xb_ctx
@@ -174,33 +179,7 @@ if [ "$CONTEXT" = 1 ]; then
         kill "$DOCKERD_PID"; wait "$DOCKERD_PID" 2>/dev/null || true; DOCKERD_PID=""
     fi
     reset_bh; reset_xb
-    echo
-    echo "## xbuild against buildah and BuildKit: a context of $FILES files, $BYTES bytes" \
-        "(scripts/make-context.py), linux/amd64, $(nproc) cores, $(date -u +%F), median (min-max)" \
-        "of $REPEAT; load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-    echo
-    python3 - "$RESULTS" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    row, tool, secs, kb = line.split("\t")
-    rows.setdefault(row, {}).setdefault(tool, []).append((float(secs), int(kb)))
-def cell(samples):
-    times = [s for s, _ in samples]
-    return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
-def rss(samples):
-    return f"{max(k for _, k in samples) / 1024:.0f}"
-print("| operation | xbuild s | peer | peer s | xbuild/peer | xbuild peak RSS MiB (<= 64) | peer peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
-for row, tools in rows.items():
-    xb = tools.get("xbuild")
-    for peer in ("buildah", "buildkit"):
-        if peer not in tools or not xb:
-            continue
-        ratio = statistics.median(s for s, _ in xb) / statistics.median(s for s, _ in tools[peer])
-        print(f"| {row} | {cell(xb)} | {peer} | {cell(tools[peer])} | {ratio:.2f} | {rss(xb)} | {rss(tools[peer])} |")
-PY
-    exit 0
+    TITLE="a context of $FILES files, $BYTES bytes (scripts/make-context.py), linux/amd64"
 fi
 
 for workload in $WORKLOADS; do
@@ -227,15 +206,8 @@ if [ "$FLOOR" = 1 ]; then
     scripts/floor.sh --repeat "$REPEAT" --platforms "$PLATFORMS" --results "$RESULTS" > /dev/null
 fi
 
-if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
-    log "BuildKit: starting a private dockerd"
-    mkdir -p "$WORK/docker"
-    dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
-        --pidfile "$WORK/docker/pid" --host "unix://$WORK/docker/sock" \
-        --iptables=false --bridge=none > "$WORK/docker/log" 2>&1 &
-    DOCKERD_PID=$!
-    export DOCKER_HOST="unix://$WORK/docker/sock"
-    for _ in $(seq 60); do /usr/bin/docker version >/dev/null 2>&1 && break; sleep 0.5; done
+if [ -n "$WORKLOADS" ] && [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
+    start_dockerd
     bk_build() {
         DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network host --platform linux/amd64 \
             -t "$NAME" --build-arg "REG=$REG" $SECRET "$DIR"
@@ -262,7 +234,9 @@ if [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
 fi
 
 echo
-echo "## xbuild against buildah and BuildKit: $WORKLOADS, $(nproc) cores, $(date -u +%F), median (min-max) of $REPEAT"
+echo "## xbuild against buildah and BuildKit: $TITLE, $(nproc) cores, $(date -u +%F)," \
+    "median (min-max) of $REPEAT; load average $LOAD_START at the start," \
+    "$(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
