@@ -216,7 +216,9 @@ pub fn is_index(layout: &ImageLayout, descriptor: &Descriptor) -> Result<bool, I
 
 /// Every image (platform manifest) reachable from a descriptor: itself if it is a manifest,
 /// the manifests an index lists otherwise (nested indexes followed; attestation manifests,
-/// those whose platform is `unknown/unknown`, left out).
+/// those whose platform is `unknown/unknown`, left out). A manifest an index lists that is
+/// not in the layout is left out too: `xbuild pull` fetches one platform of an index and
+/// keeps the index whole (its digest stays the registry's), so the others are not pulled.
 ///
 /// # Errors
 /// Missing or corrupt blobs.
@@ -245,6 +247,9 @@ fn collect_images(
                 platform.os().to_string() == "unknown"
                     && platform.architecture().to_string() == "unknown"
             }) {
+                continue;
+            }
+            if !layout.has_blob(child.digest()) {
                 continue;
             }
             collect_images(layout, child, depth + 1, images)?;

@@ -1414,6 +1414,17 @@ fn referrers_use_the_referrers_api_when_the_registry_has_one() {
     let mut pull = util::xbuild(puller.path());
     pull.env("DOCKER_CONFIG", puller.path().join("docker"));
     ok(pull.args(["pull", "--platform", "linux/arm64", &name]));
+    // The index is kept whole and one platform pulled: the store lists and inspects what it
+    // has (it said "unreadable: blob ... is missing" before).
+    let images = ok(util::xbuild(puller.path()).arg("images"));
+    let images = util::stdout(&images);
+    let row = images
+        .lines()
+        .find(|line| line.contains("linux/arm64"))
+        .unwrap_or_else(|| panic!("{images}"));
+    assert!(!row.contains("linux/amd64"), "{images}");
+    let inspected = ok(util::xbuild(puller.path()).args(["inspect", &name]));
+    assert!(util::stdout(&inspected).contains("linux/arm64"));
     let mut list = util::xbuild(puller.path());
     let pulled = store_referrers(&mut list, &name);
     assert_eq!(
