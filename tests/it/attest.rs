@@ -1689,7 +1689,8 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
     );
 
     // -o type=oci writes the referrers into the archive, as `xbuild save` does: unnamed
-    // index.json entries naming their subject, their blobs with them.
+    // index.json entries naming their subject, their blobs with them. The same build
+    // argument: its value is in the image's `ARG` history, as BuildKit writes it.
     ok(util::xbuild(home.path())
         .current_dir(&ctx)
         .env("SOURCE_DATE_EPOCH", EPOCH)
@@ -1701,6 +1702,8 @@ fn build_flags_attach_an_sbom_and_a_max_provenance_to_each_platform_manifest() {
             "plain",
             "--sbom=true",
             "--provenance=mode=max",
+            "--build-arg",
+            "API_TOKEN=s3cr3t-value",
             "-o",
             "type=oci,dest=out.tar",
             ".",
