@@ -829,3 +829,63 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
     assert!(stderr.contains("not shipped to build nodes"), "{stderr}");
     assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }
+
+/// `--ssh` with a builder of build nodes is refused only when a platform goes to a node
+/// (forwarding the agent would hand it to the node for the whole build), naming the platform
+/// and the node; a platform built here gets the agent as with the default builder. The node
+/// is never contacted, so its endpoint is a closed port.
+#[test]
+fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("ssh-agent"),
+        Need::Program("ssh-keygen"),
+    ]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(&dir.join("store"));
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\"\n",
+    )
+    .unwrap();
+    let key = dir.join("key");
+    let keygen = util::run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
+    assert!(keygen.status.success(), "{}", util::stderr(&keygen));
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        "linux/arm64=ssh://root@127.0.0.1:1",
+        "--use",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let ssh = format!("default={}", key.display());
+    let with_ssh = |platform: &str| {
+        util::run(
+            xbuild(dir, "store")
+                .current_dir(&ctx)
+                .args(["build", "--progress", "plain", "--platform", platform])
+                .args(["--ssh", &ssh, "."]),
+        )
+    };
+
+    let refused = with_ssh("linux/arm64");
+    let stderr = util::stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("linux/arm64 goes to arm0"), "{stderr}");
+
+    let built = with_ssh("linux/amd64");
+    assert!(built.status.success(), "{}", util::stderr(&built));
+}
