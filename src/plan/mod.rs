@@ -294,36 +294,29 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
             let mut current = match &stage.base {
                 Base::Stage { index } => stage_ends[index],
                 base => {
+                    // A FROM of an image: its ONBUILD triggers when the pipeline read its
+                    // config, else the base is noted as unknown.
+                    let mut image_op = |reference: &String| {
+                        let key = (reference.clone(), platform.clone());
+                        let triggers = options.base_triggers.get(&key).cloned();
+                        if triggers.is_none() {
+                            unknown_bases.insert(key);
+                        }
+                        Op::Image {
+                            reference: reference.clone(),
+                            triggers: triggers.unwrap_or_default(),
+                        }
+                    };
                     let op = match base {
                         Base::Scratch => Op::Scratch,
-                        Base::Image { reference } => {
-                            let key = (reference.clone(), platform.clone());
-                            let triggers = options.base_triggers.get(&key).cloned();
-                            if triggers.is_none() {
-                                unknown_bases.insert(key);
-                            }
-                            Op::Image {
-                                reference: reference.clone(),
-                                triggers: triggers.unwrap_or_default(),
-                            }
-                        }
+                        Base::Image { reference } => image_op(reference),
                         Base::Context { name } => match options.named_contexts.get(name) {
                             Some(ContextKind::Image { reference }) if reference == "scratch" => {
                                 Op::Scratch
                             }
                             // A FROM of an image context is a FROM of its image, ONBUILD
                             // triggers included.
-                            Some(ContextKind::Image { reference }) => {
-                                let key = (reference.clone(), platform.clone());
-                                let triggers = options.base_triggers.get(&key).cloned();
-                                if triggers.is_none() {
-                                    unknown_bases.insert(key);
-                                }
-                                Op::Image {
-                                    reference: reference.clone(),
-                                    triggers: triggers.unwrap_or_default(),
-                                }
-                            }
+                            Some(ContextKind::Image { reference }) => image_op(reference),
                             _ => Op::Context { name: name.clone() },
                         },
                         Base::Stage { .. } => unreachable!("handled above"),
