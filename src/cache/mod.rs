@@ -246,6 +246,18 @@ fn keeps(entry: &Descriptor, ours: &BTreeSet<Platform>) -> bool {
     entry_annotation(entry).is_some() && entry_platform(entry).is_none_or(|p| !ours.contains(&p))
 }
 
+/// The entries of an existing cache index that an export keeps ([`keeps`]).
+fn kept_entries<'a>(
+    index: &'a ImageIndex,
+    ours: &'a BTreeSet<Platform>,
+) -> impl Iterator<Item = Descriptor> + 'a {
+    index
+        .manifests()
+        .iter()
+        .filter(|entry| keeps(entry, ours))
+        .cloned()
+}
+
 /// What a cache ref names: an index of per-platform manifests (`image-manifest=false`, the
 /// default), or one manifest with every platform's records (`image-manifest=true`).
 enum Top {
@@ -354,13 +366,7 @@ pub async fn export(
                 {
                     Ok(existing) if existing.is_index() => {
                         if let Ok(index) = serde_json::from_slice::<ImageIndex>(&existing.bytes) {
-                            entries.extend(
-                                index
-                                    .manifests()
-                                    .iter()
-                                    .filter(|entry| keeps(entry, &ours))
-                                    .cloned(),
-                            );
+                            entries.extend(kept_entries(&index, &ours));
                         }
                     }
                     Ok(_) | Err(RegistryError::NotFound { .. }) => {}
@@ -422,13 +428,7 @@ pub async fn export(
                     if let Ok(index) =
                         dest.read_json::<ImageIndex>(existing.digest(), "cache index")
                     {
-                        entries.extend(
-                            index
-                                .manifests()
-                                .iter()
-                                .filter(|entry| keeps(entry, &ours))
-                                .cloned(),
-                        );
+                        entries.extend(kept_entries(&index, &ours));
                     }
                 }
             }
