@@ -124,28 +124,6 @@ fn parse_answer(raw: &[u8]) -> std::io::Result<Answer> {
     })
 }
 
-/// Checks that an engine answers on `socket` (`GET /_ping`).
-///
-/// # Errors
-/// [`EngineError::Unreachable`].
-pub async fn ping(socket: &Path) -> Result<(), EngineError> {
-    let unreachable = |source| EngineError::Unreachable {
-        socket: socket.to_path_buf(),
-        source,
-    };
-    let answer = request(socket, "GET", "/_ping", None)
-        .await
-        .map_err(unreachable)?;
-    if answer.status == 200 {
-        Ok(())
-    } else {
-        Err(unreachable(std::io::Error::other(format!(
-            "GET /_ping answered {}",
-            answer.status
-        ))))
-    }
-}
-
 /// How an engine keeps images, as `GET /info` tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageStore {
@@ -261,7 +239,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_socket_is_unreachable() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let error = ping(&dir.path().join("docker.sock"))
+        let error = image_store(&dir.path().join("docker.sock"))
             .await
             .expect_err("nothing listens");
         assert!(matches!(error, EngineError::Unreachable { .. }), "{error}");

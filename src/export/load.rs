@@ -44,7 +44,7 @@ pub(super) async fn load_into_engine(
     report: &mut ExportReport,
 ) -> Result<Written, ExportError> {
     let socket = engine::docker_socket().map_err(ExportError::Load)?;
-    engine::ping(&socket).await.map_err(ExportError::Load)?;
+    // `GET /info` is the reachability check too: one request before the archive.
     match engine::image_store(&socket)
         .await
         .map_err(ExportError::Load)?
