@@ -10,6 +10,11 @@
 //! with a bounded number of blocks in flight. Several layers can be committed at once with
 //! [`commit_in_parallel`]; they share the same compressing threads.
 //!
+//! A [`Compression`] is an algorithm and its level (`compression-level`); the level is
+//! part of the bytes, so it travels with the algorithm wherever a layer is made or looked
+//! up. [`convert_blob`] turns a blob of one compression into another, tar unchanged
+//! (`force-compression`).
+//!
 //! Must not decide what to build; knows nothing of Dockerfiles.
 
 pub mod apply;
