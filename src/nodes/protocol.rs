@@ -544,6 +544,31 @@ mod tests {
     use super::*;
     use crate::context::{Dockerignore, walk};
 
+    /// A cache export's compression, level and force reach the node as they were given
+    /// (a level left out is the default, an old peer's request too).
+    #[test]
+    fn cache_export_compression_and_level_round_trip() {
+        for text in [
+            "type=registry,ref=r/a:c,compression=zstd,compression-level=19,force-compression=true",
+            "type=registry,ref=r/a:c,compression-level=1",
+            "type=registry,ref=r/a:c,compression=uncompressed",
+            "type=registry,ref=r/a:c",
+        ] {
+            let export = crate::cache::CacheExport::parse(text).unwrap();
+            let wire = serde_json::to_string(&CacheExportSpec::of(&export).unwrap()).unwrap();
+            let back: CacheExportSpec = serde_json::from_str(&wire).unwrap();
+            assert_eq!(back.export().unwrap(), export, "{text}");
+        }
+        let old: CacheExportSpec = serde_json::from_str(
+            r#"{"reference":"r/a:c","max":false,"ignore_error":false,"image_manifest":false,"compression":"zstd"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.export().unwrap().compression,
+            Some(crate::layer::Compression::Zstd)
+        );
+    }
+
     #[test]
     fn documents_round_trip_and_a_wrong_magic_is_named() {
         let mut bytes = Vec::new();
