@@ -644,11 +644,12 @@ impl BuildArgs {
             .collect()
     }
 
-    /// The one compression (algorithm and level) of the layers the build makes, and
-    /// whether it is forced on the base images' layers: `--compression`, each `-o`'s and
-    /// each `--cache-to`'s `compression=`, `compression-level=` and `force-compression=`
-    /// (gzip at level 6, not forced, when none is given). Different ones are refused: each
-    /// layer is compressed once per build.
+    /// The one compression (algorithm and level) of the image's layers, and whether it is
+    /// forced on the base images' layers: `--compression`, each `-o`'s `compression=`,
+    /// `compression-level=` and `force-compression=` (gzip at level 6, not forced, when
+    /// none is given). Different ones among the outputs are refused (not supported yet);
+    /// a `--cache-to` with its own compression keys gets its layers at those (see
+    /// `executor::assemble::export_cache`).
     fn layer_compression(
         &self,
         specs: &[export::OutputSpec],
@@ -667,25 +668,13 @@ impl BuildArgs {
                 chosen.push((format!("-o {text}"), compression, spec.force_compression));
             }
         }
-        for text in &self.cache_to {
-            // Parse errors are reported with the other cache flags.
-            if let Ok(export) = crate::cache::CacheExport::parse(text) {
-                if let Some(compression) = export.compression {
-                    chosen.push((
-                        format!("--cache-to {text}"),
-                        compression,
-                        export.force_compression,
-                    ));
-                }
-            }
-        }
         if let Some((first, compression, forced)) = chosen.first() {
             if let Some((other, _, _)) = chosen
                 .iter()
                 .find(|(_, c, f)| c != compression || f != forced)
             {
                 return Err(Failure::bad_input(format_args!(
-                    "{first} and {other} ask for different layer compressions (algorithm, compression-level or force-compression): not supported yet (xbuild compresses each layer once per build; give the same compression everywhere)"
+                    "{first} and {other} ask for different layer compressions (algorithm, compression-level or force-compression): not supported yet (the outputs of one build share one layer compression; give the same one to each output, a --cache-to may have its own)"
                 ))
                 .into());
             }

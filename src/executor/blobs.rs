@@ -18,24 +18,28 @@ use crate::oci::ImageState;
 use crate::progress::Event;
 use crate::store::StoreError;
 
-/// `states` with a blob for every layer: a layer kept as its snapshot gets the blob made
-/// earlier from that snapshot (in this build or another), else one is written now from
-/// the snapshot, several layers at once. The blob is the one an eager commit would have
+/// `states` with a blob for every layer at `compression` (the build's, or a cache
+/// export's own), converting layers with a blob of another algorithm when `force`: a
+/// layer kept as its snapshot gets the blob made earlier from that snapshot at that
+/// compression (in this build or another), else one is written now from the snapshot,
+/// several layers at once. The blob is the one an eager commit would have
 /// written (same tar, same compressor), and its diff_id is checked against the
 /// snapshot's.
 pub(crate) fn ensure_blobs(
     services: &Services<'_>,
     states: &[&ImageState],
+    compression: Compression,
+    force: bool,
 ) -> Result<Vec<ImageState>, ExecutorError> {
-    let compression = services.options.compression;
     let mut known: HashMap<Digest, Descriptor> = HashMap::new();
     let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
     // Layers with a blob of another compression, converted (force-compression=true).
     let mut convert: Vec<(Digest, Descriptor)> = Vec::new();
     for layer in states.iter().flat_map(|state| &state.layers) {
-        let foreign = layer.blob.as_ref().filter(|blob| {
-            services.options.force_compression && needs_conversion(blob, compression)
-        });
+        let foreign = layer
+            .blob
+            .as_ref()
+            .filter(|blob| force && needs_conversion(blob, compression));
         if (layer.blob.is_some() && foreign.is_none()) || known.contains_key(&layer.diff_id) {
             continue;
         }
@@ -55,7 +59,7 @@ pub(crate) fn ensure_blobs(
         }
     }
     if !convert.is_empty() {
-        known.extend(convert_blobs(services, &convert)?);
+        known.extend(convert_blobs(services, &convert, compression)?);
     }
     if !missing.is_empty() {
         let id = services.counter.next();
@@ -87,11 +91,12 @@ pub(crate) fn ensure_blobs(
             .iter()
             .map(|(diff_id, clamp)| {
                 move || {
-                    tree_blob(
+                    tree_blob_at(
                         services,
                         &services.store.snapshot_path(diff_id),
                         diff_id,
                         *clamp,
+                        compression,
                     )
                 }
             })
@@ -127,9 +132,10 @@ pub(crate) fn ensure_blobs(
         .map(|state| {
             let mut state = (*state).clone();
             for layer in &mut state.layers {
-                let foreign = layer.blob.as_ref().is_some_and(|blob| {
-                    services.options.force_compression && needs_conversion(blob, compression)
-                });
+                let foreign = layer
+                    .blob
+                    .as_ref()
+                    .is_some_and(|blob| force && needs_conversion(blob, compression));
                 if layer.blob.is_none() || foreign {
                     layer.blob = known.get(&layer.diff_id).cloned();
                     layer.clamp = None;
@@ -148,11 +154,22 @@ pub(crate) fn tree_blob(
     diff_id: &Digest,
     clamp: Option<i64>,
 ) -> Result<layer::LayerBlob, layer::LayerError> {
+    tree_blob_at(services, tree, diff_id, clamp, services.options.compression)
+}
+
+/// As [`tree_blob`], at `compression` (a cache export's own).
+fn tree_blob_at(
+    services: &Services<'_>,
+    tree: &std::path::Path,
+    diff_id: &Digest,
+    clamp: Option<i64>,
+    compression: Compression,
+) -> Result<layer::LayerBlob, layer::LayerError> {
     let blob = layer::write_tree_layer(
         services.store.layout(),
         tree,
         TreeKind::OverlayUpper,
-        services.options.compression,
+        compression,
         clamp,
     )?;
     if &blob.diff_id != diff_id {
@@ -177,8 +194,8 @@ fn needs_conversion(blob: &Descriptor, compression: Compression) -> bool {
 fn convert_blobs(
     services: &Services<'_>,
     layers: &[(Digest, Descriptor)],
+    compression: Compression,
 ) -> Result<Vec<(Digest, Descriptor)>, ExecutorError> {
-    let compression = services.options.compression;
     let id = services.counter.next();
     let name = match layers.len() {
         1 => format!("converting 1 layer to {compression}"),

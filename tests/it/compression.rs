@@ -472,3 +472,86 @@ fn force_compression_converts_the_base_image_layers() {
         );
     }
 }
+
+/// A cache export with its own compression: the image's layer is gzip, the cache's the
+/// same tar at zstd level 7 (the blob a zstd 7 image of a fresh store has), read back by
+/// skopeo and zstd.
+#[test]
+fn a_cache_export_has_its_own_compression() {
+    if !util::require(&[
+        Need::Root,
+        Need::Program("skopeo"),
+        Need::Program("tar"),
+        Need::Program("zstd"),
+    ]) {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY data.txt /data.txt\n",
+    )
+    .unwrap();
+    std::fs::write(context.join("data.txt"), compressible(1 << 20)).unwrap();
+    let image = dir.join("image.tar");
+    let cache = dir.join("cache");
+    ok(&build(
+        dir,
+        "a",
+        None,
+        &[
+            "-o",
+            &format!("type=oci,dest={},compression=gzip", image.display()),
+            "--cache-to",
+            &format!(
+                "type=local,dest={},compression=zstd,compression-level=7",
+                cache.display()
+            ),
+        ],
+    ));
+    let (media_type, _, _) = only_layer(&image);
+    assert_eq!(media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    let config = skopeo(&["--config"], &format!("oci-archive:{}", image.display()));
+    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().to_owned();
+
+    // The cache's manifests (an index of one per platform, read by skopeo) name the layer
+    // at zstd 7.
+    let top = skopeo(&["--raw"], &format!("oci:{}:latest", cache.display()));
+    let manifest_digest = top["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            cache
+                .join("blobs/sha256")
+                .join(&manifest_digest["sha256:".len()..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let digest = layers[0]["digest"].as_str().unwrap();
+    let blob = std::fs::read(cache.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
+    assert_eq!(decompressed_digest("zstd", &blob), diff_id);
+
+    let zstd7 = dir.join("zstd7.tar");
+    ok(&build(
+        dir,
+        "b",
+        None,
+        &[
+            "-o",
+            &format!(
+                "type=oci,dest={},compression=zstd,compression-level=7",
+                zstd7.display()
+            ),
+        ],
+    ));
+    assert_eq!(only_layer(&zstd7).1, digest, "the zstd 7 blob of that tar");
+}
