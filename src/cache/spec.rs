@@ -79,9 +79,9 @@ pub struct CacheExport {
     /// `image-manifest=true`: the cache ref is one OCI image manifest (config: the records
     /// of every platform) instead of an index of one manifest per platform.
     pub image_manifest: bool,
-    /// `compression=`: the compression of the layers the build makes (the build's single
-    /// layer compression; base-image layers keep theirs, as BuildKit without
-    /// `force-compression`), at its `compression-level`.
+    /// `compression=` at its `compression-level`: the compression of the cache's layers
+    /// (the image's when `None`); base-image layers keep theirs, as BuildKit without
+    /// `force-compression`.
     pub compression: Option<Compression>,
     /// `force-compression=true`: the base image's layers are converted to `compression`
     /// too.
