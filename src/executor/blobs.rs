@@ -39,7 +39,7 @@ pub(crate) fn ensure_blobs(
         let foreign = layer
             .blob
             .as_ref()
-            .filter(|blob| force && needs_conversion(blob, compression));
+            .filter(|blob| stale(layer, blob, compression, force));
         if (layer.blob.is_some() && foreign.is_none()) || known.contains_key(&layer.diff_id) {
             continue;
         }
@@ -135,7 +135,7 @@ pub(crate) fn ensure_blobs(
                 let foreign = layer
                     .blob
                     .as_ref()
-                    .is_some_and(|blob| force && needs_conversion(blob, compression));
+                    .is_some_and(|blob| stale(layer, blob, compression, force));
                 if layer.blob.is_none() || foreign {
                     layer.blob = known.get(&layer.diff_id).cloned();
                     layer.clamp = None;
@@ -179,6 +179,19 @@ fn tree_blob_at(
         });
     }
     Ok(blob)
+}
+
+/// Whether a layer's existing blob may not be the one `compression` asks for: a blob a step
+/// of a build wrote ([`ImageLayer::own`](crate::oci::ImageLayer)) is at that build's compression, so it is
+/// looked up at this one (the store remembers each compression's blob) or converted; a
+/// pulled or imported one only with `force` and another algorithm.
+fn stale(
+    layer: &crate::oci::ImageLayer,
+    blob: &Descriptor,
+    compression: Compression,
+    force: bool,
+) -> bool {
+    layer.own || (force && needs_conversion(blob, compression))
 }
 
 /// Whether a layer's existing blob is of another compression than `compression`: its

@@ -235,7 +235,7 @@ fn commit(
             .store
             .adopt_snapshot(&diff_id, tmp.keep())
             .within(|| format!("{name}: keeping the layer's snapshot"))?;
-        state.push_layer(blob.descriptor, blob.diff_id);
+        state.push_own_layer(blob.descriptor, blob.diff_id);
     } else {
         services
             .store

@@ -120,6 +120,7 @@ pub(crate) fn image_state(
                     reason: format!("diff_id {diff_id}: {error}"),
                 })?,
                 clamp: None,
+                own: false,
             })
         })
         .collect::<Result<Vec<_>, ExecutorError>>()?;

@@ -341,8 +341,13 @@ fn directory(
         .store
         .unpack_snapshot(&blob.descriptor, &blob.diff_id)
         .within(|| format!("{display}: unpacking the layer's snapshot"))?;
+    services.store.put_layer_blob(
+        &blob.diff_id,
+        &blob.descriptor,
+        services.options.compression,
+    )?;
     let mut state = ImageState::new(oci_image::new_image_config(&vertex.platform, None));
-    state.push_layer(blob.descriptor.clone(), blob.diff_id.clone());
+    state.push_own_layer(blob.descriptor.clone(), blob.diff_id.clone());
     state.push_history(&services.created, format!("context {name}"), false);
     services.cache.record(&key, &state)?;
     services.sink.emit(Event::Finished {

@@ -304,7 +304,7 @@ pub(crate) fn step(
         .within(|| format!("{name}: keeping the snapshot"))?;
     let _ = std::fs::remove_dir_all(&dir);
     match blob {
-        Some(blob) => state.push_layer(blob.descriptor, blob.diff_id),
+        Some(blob) => state.push_own_layer(blob.descriptor, blob.diff_id),
         None => state.push_snapshot_layer(diff_id, clamp),
     }
     state.push_history(&services.created, created_by, false);

@@ -24,6 +24,12 @@ pub struct ImageLayer {
     /// blob made later must have the same tar).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamp: Option<i64>,
+    /// Made by a step of a build (`RUN`, `COPY`, `ADD`), not pulled or imported: a blob it
+    /// already has was written at the compression of the build that made it, which may
+    /// not be the one an export now asks for, so an export looks that compression up or
+    /// converts the blob, whatever `force-compression` says (which is about base layers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
 }
 
 /// Layers and image config: the result of a build step, what the next one starts from.
@@ -111,12 +117,24 @@ impl ImageState {
         self.config.set_history(Some(history));
     }
 
-    /// Adds a layer that has its blob.
+    /// Adds a layer that has its blob (pulled or imported).
     pub fn push_layer(&mut self, blob: Descriptor, diff_id: Digest) {
         self.push(ImageLayer {
             blob: Some(blob),
             diff_id,
             clamp: None,
+            own: false,
+        });
+    }
+
+    /// Adds a layer a step of this build made, with the blob it wrote at the build's
+    /// compression ([`ImageLayer::own`]).
+    pub fn push_own_layer(&mut self, blob: Descriptor, diff_id: Digest) {
+        self.push(ImageLayer {
+            blob: Some(blob),
+            diff_id,
+            clamp: None,
+            own: true,
         });
     }
 
@@ -126,6 +144,7 @@ impl ImageState {
             blob: None,
             diff_id,
             clamp,
+            own: true,
         });
     }
 

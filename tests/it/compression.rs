@@ -555,3 +555,67 @@ fn a_cache_export_has_its_own_compression() {
     ));
     assert_eq!(only_layer(&zstd7).1, digest, "the zstd 7 blob of that tar");
 }
+
+/// A layer the build made keeps the blob it was written with in its cache record (here the
+/// layer of a `--build-context` directory, which is written at once): a cached rebuild at
+/// another compression or level still gets the layer at that one, decompressing to the
+/// same diff_id (before, the cached gzip level 6 blob came back whatever was asked).
+#[test]
+fn a_cached_layer_is_exported_at_the_compression_asked_for() {
+    if !util::require(&[
+        Need::Root,
+        Need::Program("skopeo"),
+        Need::Program("tar"),
+        Need::Program("zstd"),
+    ]) {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    let base = dir.join("base");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM base\n").unwrap();
+    std::fs::write(base.join("data.txt"), compressible(1 << 20)).unwrap();
+    let named = format!("base={}", base.display());
+    let export = |name: &str, keys: &str| {
+        let archive = dir.join(name);
+        let output = build(
+            dir,
+            "a",
+            None,
+            &[
+                "--build-context",
+                &named,
+                "-o",
+                &format!("type=oci,dest={}{keys}", archive.display()),
+            ],
+        );
+        ok(&output);
+        (only_layer(&archive), archive, util::stderr(&output))
+    };
+    let ((gzip_type, gzip6, _), gzip_archive, _) = export("gzip6.tar", "");
+    assert_eq!(gzip_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    let diff_id = decompressed_digest("gzip", &archive_blob(&gzip_archive, &gzip6));
+
+    let ((zstd_type, zstd, _), zstd_archive, log) = export("zstd.tar", ",compression=zstd");
+    assert!(log.contains("CACHED"), "the rebuild is cached:\n{log}");
+    assert_eq!(zstd_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(
+        decompressed_digest("zstd", &archive_blob(&zstd_archive, &zstd)),
+        diff_id
+    );
+
+    let ((gzip9_type, gzip9, _), gzip9_archive, _) =
+        export("gzip9.tar", ",compression=gzip,compression-level=9");
+    assert_eq!(gzip9_type, gzip_type);
+    assert_ne!(gzip9, gzip6, "level 9 is not the cached level 6 blob");
+    assert_eq!(
+        decompressed_digest("gzip", &archive_blob(&gzip9_archive, &gzip9)),
+        diff_id
+    );
+    // And the default again: the level 6 blob, the same bytes as the first build's.
+    let ((_, again, _), _, _) = export("again.tar", "");
+    assert_eq!(again, gzip6);
+}
