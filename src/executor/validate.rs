@@ -20,7 +20,7 @@ use super::state::join_path;
 use crate::binfmt;
 use crate::dockerfile::instruction::{Chmod, Network, Run, Security, Source};
 use crate::dockerfile::mount::MountType;
-use crate::dockerfile::{ErrorKind, Instruction};
+use crate::dockerfile::Instruction;
 use crate::plan::{BuildGraph, Op};
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink};
@@ -143,15 +143,8 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
     {
         crate::sandbox::check_network(crate::sandbox::Network::Default)?;
     }
-    let unsupported = |what: &str| {
-        Err(ExecutorError::dockerfile(
-            &file,
-            line,
-            ErrorKind::Unsupported {
-                what: format!("RUN --mount={what}"),
-            },
-        ))
-    };
+    let unsupported =
+        |what: &str| Err(ExecutorError::unsupported(&file, line, format!("RUN --mount={what}")));
     for mount in &run.mounts {
         match mount.kind {
             MountType::Cache if mount.target.is_none() => {
