@@ -26,6 +26,7 @@
 //!         dockerfile: "app/Dockerfile".into(),
 //!         targets: vec![Platform::parse("linux/amd64")?, Platform::parse("linux/arm64")?],
 //!         explicit_platforms: true,
+//!         multi_platform: false,
 //!         build_args: Default::default(),
 //!         target_stage: None,
 //!         no_cache: false,
@@ -270,9 +271,7 @@ impl BuildError {
             Self::Export(error) => error.exit_kind(),
             Self::ContextUrl(error)
             | Self::NamedContextUrl { source: error, .. }
-            | Self::EpochSource { source: error, .. } => {
-                error.exit_kind()
-            }
+            | Self::EpochSource { source: error, .. } => error.exit_kind(),
             Self::Dockerignore(error) => error.exit_kind(),
         }
     }
@@ -325,7 +324,9 @@ pub fn build_on(
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
         // The Dockerfile's global `ARG SOURCE_DATE_EPOCH=...` when nothing else sets it.
         let with_epoch = dockerfile_epoch(&stages, request, runtime)?;
-        let request = with_epoch.as_ref().map_or(request, |(_, with_epoch)| with_epoch);
+        let request = with_epoch
+            .as_ref()
+            .map_or(request, |(_, with_epoch)| with_epoch);
         let options = &request.build;
         let mut triggers = BaseTriggers::new();
         let graph = plan(&stages, options, &options.targets, &triggers)?; // pure: no I/O
@@ -591,6 +592,8 @@ fn plan(
             .map(|(name, context)| (name.clone(), context.plan_kind()))
             .collect(),
         base_triggers: triggers.clone(),
+        // The build's platforms, not only those planned here (a build node has the rest).
+        multi_platform: options.targets.len() > 1 || options.multi_platform,
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),
@@ -752,8 +755,8 @@ fn dockerfile_epoch(
         Ok::<_, BuildError>((tmp, fetched))
     };
     let mut kept = None;
-    let epoch = if let Some(name) = dockerfile::context_name(&lower)
-        .filter(|name| options.named_contexts.contains_key(name))
+    let epoch = if let Some(name) =
+        dockerfile::context_name(&lower).filter(|name| options.named_contexts.contains_key(name))
     {
         match &options.named_contexts[&name] {
             executor::NamedContext::Url(url) => {
