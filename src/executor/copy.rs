@@ -121,18 +121,21 @@ fn add_parents(
     }
 }
 
-/// `WORKDIR`: a layer making the directory when the state lacks it, else nothing.
+/// `WORKDIR`: a layer making the directory when the state lacks it, an empty layer when it
+/// has it (as BuildKit's `mkdir -p` step), nothing but history for `/`.
 pub(crate) fn workdir(
     services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
     created_by: String,
-    key: Key,
+    mut key: Key,
 ) -> Result<Done, ExecutorError> {
     let dir = &state.workdir();
+    // Records made before an existing directory got its empty layer are not reused.
+    key.add("workdir", "empty-layer");
     let key = key.finish();
     // A hit of an imported cache is decided without the parent's layers (they may still be
-    // in the cache): CACHED when it made a layer, silent when the directory was there.
+    // in the cache): CACHED when it made a layer, silent for `WORKDIR /`.
     if services.uses_cache(vertex) && services.cache.imported_only(&key)? {
         let made_layer = services
             .cache
@@ -153,7 +156,9 @@ pub(crate) fn workdir(
         instruction: created_by.clone(),
         reason: error.to_string(),
     })?;
-    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
+    // BuildKit's `dispatchWorkdir`: `WORKDIR /` is history only; any other path is a
+    // `mkdir -p` whose diff is a layer, empty when the directory is there already.
+    if state.workdir() == "/" {
         if services.uses_cache(vertex) {
             if let Some(state) = services.cache.lookup(&key)? {
                 return Ok(Done { state, key });
@@ -166,6 +171,9 @@ pub(crate) fn workdir(
     let name = vertex.display_name();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
+    }
+    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
+        return commit(services, vertex, state, Vec::new(), created_by, &key);
     }
     // Owned by the USER in force, as BuildKit's `Mkdir` with the config's user.
     let owner = state
