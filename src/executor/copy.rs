@@ -479,6 +479,21 @@ pub(crate) fn step(
     for heredoc in &inline {
         key.add("inline", &heredoc.content);
     }
+    // Hard links among what a source selects are kept: which names are linked is content.
+    for (below, first) in selections.iter().flat_map(|selected| {
+        let links = selected.hardlinks();
+        let mut pairs: Vec<_> = links
+            .into_iter()
+            .map(|(index, first)| (selected.items[index].0.clone(), first))
+            .collect();
+        pairs.sort();
+        pairs
+    }) {
+        key.add(
+            "hardlink",
+            &format!("{} {}", below.display(), first.display()),
+        );
+    }
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
@@ -623,6 +638,7 @@ pub(crate) fn step(
         } else {
             is_add && unpack != Some(false)
         };
+        let hardlinks = selected.hardlinks();
         for (index, (below, item)) in selected.items.iter().enumerate() {
             if attempt_unpack
                 && selected.named_files.contains(&index)
@@ -682,6 +698,16 @@ pub(crate) fn step(
                 .check(&target, item.meta.is_dir())
                 .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
             push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
+            // A file sharing its inode with one copied before it: a tar hard link to it.
+            if let (Some(first), None, Some(last)) =
+                (hardlinks.get(&index), &file_target, entries.last_mut())
+            {
+                last.entry.kind = EntryKind::Hardlink {
+                    target: dest_rel.join(first),
+                };
+                last.entry.xattrs.clear();
+                last.source = None;
+            }
         }
     }
     for (index, heredoc) in inline.iter().enumerate() {
