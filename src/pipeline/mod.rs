@@ -484,24 +484,16 @@ fn fetch_named_contexts(
         if !used.contains(name.as_str()) {
             continue;
         }
-        let error = |source: ContextUrlError| BuildError::NamedContextUrl {
-            name: name.clone(),
-            source,
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix("xbuild-named-context-")
-            .tempdir()
-            .map_err(|source| {
-                error(ContextUrlError::Io {
-                    operation: "creating a temporary directory",
-                    path: std::env::temp_dir(),
-                    source,
-                })
-            })?;
-        let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
-        let fetched = runtime
-            .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
-            .map_err(error)?;
+        let (tmp, fetched) = fetch_url(
+            url,
+            "xbuild-named-context-",
+            &request.build,
+            runtime,
+            |source| BuildError::NamedContextUrl {
+                name: name.clone(),
+                source,
+            },
+        )?;
         local
             .get_or_insert_with(|| request.clone())
             .build
@@ -510,6 +502,33 @@ fn fetch_named_contexts(
         dirs.push(tmp);
     }
     Ok(local.map(|local| (dirs, local)))
+}
+
+/// `url` fetched as a context ([`remote::fetch_context`]: a git repository, an archive, a
+/// file) into a new temporary directory named with `prefix`, kept as long as the returned
+/// value; `wrap` says which source failed.
+fn fetch_url(
+    url: &str,
+    prefix: &str,
+    options: &BuildOptions,
+    runtime: &tokio::runtime::Runtime,
+    wrap: impl Fn(ContextUrlError) -> BuildError,
+) -> Result<(tempfile::TempDir, remote::RemoteContext), BuildError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| {
+            wrap(ContextUrlError::Io {
+                operation: "creating a temporary directory",
+                path: std::env::temp_dir(),
+                source,
+            })
+        })?;
+    let (_agent, fetch_options) = git_fetch_options(url, options)?;
+    let fetched = runtime
+        .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
+        .map_err(wrap)?;
+    Ok((tmp, fetched))
 }
 
 /// The build's async runtime.
@@ -733,26 +752,13 @@ fn dockerfile_epoch(
     }
     let lower = value.to_lowercase();
     let fetch = |url: &str, prefix: &str| {
-        let error = |source: ContextUrlError| BuildError::EpochSource {
-            file: file.clone(),
-            line,
-            source,
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir()
-            .map_err(|source| {
-                error(ContextUrlError::Io {
-                    operation: "creating a temporary directory",
-                    path: std::env::temp_dir(),
-                    source,
-                })
-            })?;
-        let (_agent, fetch_options) = git_fetch_options(url, options)?;
-        let fetched = runtime
-            .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
-            .map_err(error)?;
-        Ok::<_, BuildError>((tmp, fetched))
+        fetch_url(url, prefix, options, runtime, |source| {
+            BuildError::EpochSource {
+                file: file.clone(),
+                line,
+                source,
+            }
+        })
     };
     let mut kept = None;
     let epoch = if let Some(name) =
