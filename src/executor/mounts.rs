@@ -286,7 +286,14 @@ pub(crate) fn prepare(
                             key.add("bind-image", &identity);
                         }
                         let view = services.view(&state)?;
-                        let host = view.root.join(&relative);
+                        // Links in `source` resolve inside the stage (a link to `/etc`
+                        // there is the stage's `/etc`), never on the host, where the bind
+                        // mount would follow them.
+                        let tree = crate::layer::tree::HostDir(&view.root);
+                        let resolved = crate::layer::tree::resolve(&tree, &relative, true)
+                            .map_err(|error| io::Error::other(error.to_string()))
+                            .within(|| format!("{}: bind mount source", vertex.display_name()))?;
+                        let host = tree.host_path(&resolved);
                         // The mounted files are the key, not how the stage made them: a
                         // stage rebuilt to the same `out/` does not run this step again.
                         key.add(

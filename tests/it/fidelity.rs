@@ -2,7 +2,8 @@
 //! on the busybox fixtures for linux/amd64 and linux/arm64: `COPY` keeps the hard links
 //! among what it copies (judged by umoci's unpacking), and `RUN --mount=type=cache` with
 //! `from=` (a cache that starts as a copy of a stage's directory) and `source=` (a path in
-//! the cache), judged by what the steps read and by umoci.
+//! the cache), and a bind mount's `source=` resolved inside the stage, judged by what the
+//! steps read and by umoci.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::os::unix::fs::MetadataExt;
@@ -90,7 +91,7 @@ fn copy_keeps_the_hard_links_among_what_it_copies() {
 }
 
 #[test]
-fn cache_mounts_from_a_stage_and_with_a_source() {
+fn cache_and_bind_mounts_from_a_stage_and_with_a_source() {
     if !needs() {
         return;
     }
@@ -128,6 +129,26 @@ RUN --mount=type=cache,id=plain,source=sel,target=/s cat /s/x-$(uname -m) > /sou
         // Nothing of a cache mount reaches the image.
         assert!(!rootfs.join("cache").join("sub").exists(), "{arch}");
         assert!(!rootfs.join("data").exists(), "{arch}");
+    }
+    // A bind mount's source that is a link in the stage resolves inside the stage: its
+    // /etc, not the host's (which has no marker-stage file).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS stage\n\
+         RUN echo stage-etc > /etc/marker-stage && ln -s /etc /x\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=stage,source=x,target=/m cat /m/marker-stage > /bound\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "bound:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/bound:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("bound")).unwrap(),
+            "stage-etc\n",
+            "{arch}"
+        );
     }
     // A source= the cache does not have: the step cannot start (BuildKit's mount fails).
     std::fs::write(
