@@ -418,6 +418,7 @@ impl BuildArgs {
                 dockerfile,
                 targets,
                 explicit_platforms,
+                multi_platform: false,
                 build_args,
                 target_stage: self.target.clone(),
                 no_cache: self.no_cache,

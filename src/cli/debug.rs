@@ -264,6 +264,7 @@ impl PlanArgs {
             named_contexts: Default::default(),
             // No image is read here: base images' ONBUILD triggers are left out.
             base_triggers: Default::default(),
+            multi_platform: false,
         };
         let graph = plan::for_targets(&stages, &options).map_err(|error| match error {
             PlanError::Dockerfile(error) => bad_dockerfile(error, &self.file),

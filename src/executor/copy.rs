@@ -121,18 +121,21 @@ fn add_parents(
     }
 }
 
-/// `WORKDIR`: a layer making the directory when the state lacks it, else nothing.
+/// `WORKDIR`: a layer making the directory when the state lacks it, an empty layer when it
+/// has it (as BuildKit's `mkdir -p` step), nothing but history for `/`.
 pub(crate) fn workdir(
     services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
     created_by: String,
-    key: Key,
+    mut key: Key,
 ) -> Result<Done, ExecutorError> {
     let dir = &state.workdir();
+    // Records made before an existing directory got its empty layer are not reused.
+    key.add("workdir", "empty-layer");
     let key = key.finish();
     // A hit of an imported cache is decided without the parent's layers (they may still be
-    // in the cache): CACHED when it made a layer, silent when the directory was there.
+    // in the cache): CACHED when it made a layer, silent for `WORKDIR /`.
     if services.uses_cache(vertex) && services.cache.imported_only(&key)? {
         let made_layer = services
             .cache
@@ -153,7 +156,9 @@ pub(crate) fn workdir(
         instruction: created_by.clone(),
         reason: error.to_string(),
     })?;
-    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
+    // BuildKit's `dispatchWorkdir`: `WORKDIR /` is history only; any other path is a
+    // `mkdir -p` whose diff is a layer, empty when the directory is there already.
+    if state.workdir() == "/" {
         if services.uses_cache(vertex) {
             if let Some(state) = services.cache.lookup(&key)? {
                 return Ok(Done { state, key });
@@ -166,6 +171,9 @@ pub(crate) fn workdir(
     let name = vertex.display_name();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
+    }
+    if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
+        return commit(services, vertex, state, Vec::new(), created_by, &key);
     }
     // Owned by the USER in force, as BuildKit's `Mkdir` with the config's user.
     let owner = state
@@ -473,6 +481,21 @@ pub(crate) fn step(
     for heredoc in &inline {
         key.add("inline", &heredoc.content);
     }
+    // Hard links among what a source selects are kept: which names are linked is content.
+    for (below, first) in selections.iter().flat_map(|selected| {
+        let links = selected.hardlinks();
+        let mut pairs: Vec<_> = links
+            .into_iter()
+            .map(|(index, first)| (selected.items[index].0.clone(), first))
+            .collect();
+        pairs.sort();
+        pairs
+    }) {
+        key.add(
+            "hardlink",
+            &format!("{} {}", below.display(), first.display()),
+        );
+    }
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done { state, key });
@@ -617,6 +640,7 @@ pub(crate) fn step(
         } else {
             is_add && unpack != Some(false)
         };
+        let hardlinks = selected.hardlinks();
         for (index, (below, item)) in selected.items.iter().enumerate() {
             if attempt_unpack
                 && selected.named_files.contains(&index)
@@ -676,6 +700,16 @@ pub(crate) fn step(
                 .check(&target, item.meta.is_dir())
                 .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
             push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
+            // A file sharing its inode with one copied before it: a tar hard link to it.
+            if let (Some(first), None, Some(last)) =
+                (hardlinks.get(&index), &file_target, entries.last_mut())
+            {
+                last.entry.kind = EntryKind::Hardlink {
+                    target: dest_rel.join(first),
+                };
+                last.entry.xattrs.clear();
+                last.source = None;
+            }
         }
     }
     for (index, heredoc) in inline.iter().enumerate() {

@@ -139,6 +139,7 @@ mod tests {
             stage_name: None,
             step: 1,
             steps: 1,
+            label: String::new(),
             op: Op::Scratch,
             parent: None,
             inputs: Vec::new(),

@@ -92,6 +92,9 @@ pub struct BuildOptions {
     pub targets: Vec<Platform>,
     /// Whether the user named the platforms (`--platform`).
     pub explicit_platforms: bool,
+    /// This build is a build node's share of a build of several platforms: step names carry
+    /// the platform even when `targets` has one (as they do when it has several).
+    pub multi_platform: bool,
     /// `--build-arg`s.
     pub build_args: BTreeMap<String, String>,
     /// `--target`.

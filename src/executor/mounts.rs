@@ -1,5 +1,8 @@
 //! `RUN --mount`: `type=cache` (a persistent directory per id under
-//! `$XBUILD_ROOT/cache-mounts/`, shared by concurrent steps: `sharing=` is not honoured),
+//! `$XBUILD_ROOT/cache-mounts/`, used at once, one step at a time or copied as `sharing=`
+//! says; `source=` a path inside it, which must exist; with `from=STAGE|IMAGE` a cache of
+//! its own per id, content of the stage and `source`, first made as a copy of that path of
+//! the stage, as BuildKit's cache over its input starts as that input),
 //! `type=secret` (the `--secret`'s content handed to the sandbox, which writes it on a tmpfs
 //! of the step's own and binds it read-only, `/run/secrets/<id>` by default: it never
 //! reaches a disk; the sandbox removes the mount point it had to create, so nothing of it
@@ -105,21 +108,96 @@ pub(crate) fn prepare(
             MountType::Cache => {
                 let target = target.ok_or_else(|| validated("type=cache without target"))?;
                 let id = mount.id.clone().unwrap_or_else(|| target.clone());
+                let source = join_path("/", mount.source.as_deref().unwrap_or("/"));
+                // `from=`: BuildKit's cache of that id over that stage's (or image's)
+                // content starts as a copy of it; here of the `source` it shows, resolved
+                // inside the stage, so the cache is one per id, content and source.
+                let (name, seed) = match &mount.from {
+                    None => (id, None),
+                    Some(from) => {
+                        let (state, identity, _) =
+                            mount_from_state(services, vertex, from, inputs, &mut next_input)?;
+                        let view = services.view(&state)?;
+                        let tree = crate::layer::tree::HostDir(&view.root);
+                        let resolved = crate::layer::tree::resolve(&tree, &source, true)
+                            .map_err(|error| io::Error::other(error.to_string()))
+                            .within(|| format!("{}: cache mount source", vertex.display_name()))?;
+                        key.add("cache-from", &format!("{source}:{identity}"));
+                        let owned =
+                            mount.uid.is_some() || mount.gid.is_some() || mount.mode.is_some();
+                        if source == "/" && owned {
+                            // BuildKit makes `/cache` (mode, uid, gid) in the stage and shows
+                            // it: a new empty directory, made below as a cache without `from=`.
+                            if crate::layer::tree::Tree::node(&tree, "/cache").is_some() {
+                                return Err(io::Error::from(io::ErrorKind::AlreadyExists))
+                                    .within(|| {
+                                        format!(
+                                            "{}: cache mount from={from} with uid, gid or mode: mkdir /cache",
+                                            vertex.display_name()
+                                        )
+                                    });
+                            }
+                            let owner = format!("{:?}:{:?}:{:?}", mount.uid, mount.gid, mount.mode);
+                            (format!("{id}:{identity}:/cache:{owner}"), None)
+                        } else {
+                            let seed = tree.host_path(&resolved);
+                            prepared._views.push(view);
+                            (format!("{id}:{identity}:{source}"), Some(seed))
+                        }
+                    }
+                };
                 let hash = hex::encode(
-                    &crate::oci::sha256_digest(id.as_bytes()).digest().as_bytes()[..24],
+                    &crate::oci::sha256_digest(name.as_bytes())
+                        .digest()
+                        .as_bytes()[..24],
                 );
                 let base = services.store.root().join("cache-mounts").join(hash);
                 let (dir, lock) = cache_instance(&base, mount.sharing)?;
                 if !dir.is_dir() {
-                    std::fs::create_dir_all(&dir).within(|| "creating a cache mount".to_owned())?;
-                    if mount.uid.is_some() || mount.gid.is_some() {
-                        std::os::unix::fs::chown(&dir, mount.uid, mount.gid)?;
+                    match &seed {
+                        Some(seed) => seed_cache(seed, &dir).within(|| {
+                            format!(
+                                "{}: cache mount source {source} of {}",
+                                vertex.display_name(),
+                                mount.from.as_deref().unwrap_or_default()
+                            )
+                        })?,
+                        None => {
+                            std::fs::create_dir_all(&dir)
+                                .within(|| "creating a cache mount".to_owned())?;
+                            if mount.uid.is_some() || mount.gid.is_some() {
+                                std::os::unix::fs::chown(&dir, mount.uid, mount.gid)?;
+                            }
+                            std::fs::set_permissions(
+                                &dir,
+                                std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+                            )?;
+                        }
                     }
-                    std::fs::set_permissions(
-                        &dir,
-                        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
-                    )?;
                 }
+                // Without `from=`, `source=` is a path inside the cache (BuildKit's mount
+                // selector), resolved inside it: it must exist (a link out of the cache
+                // names nothing in it).
+                let shown = if seed.is_none() && source != "/" {
+                    let tree = crate::layer::tree::HostDir(&dir);
+                    let resolved = crate::layer::tree::resolve(&tree, &source, true)
+                        .map_err(|error| io::Error::other(error.to_string()))
+                        .and_then(|resolved| {
+                            let host = tree.host_path(&resolved);
+                            fs::symlink_metadata(&host).map(|_| host)
+                        })
+                        .within(|| {
+                            format!(
+                                "{}: cache mount source {source} (a path in the cache {:?})",
+                                vertex.display_name(),
+                                mount.id.as_deref().unwrap_or(&target)
+                            )
+                        })?;
+                    key.add("cache-source", &source);
+                    resolved
+                } else {
+                    dir.clone()
+                };
                 if let Some(lock) = lock {
                     prepared._locks.push(lock);
                 } else if mount
@@ -134,7 +212,7 @@ pub(crate) fn prepare(
                 let _ = std::fs::File::open(&dir)
                     .and_then(|file| file.set_modified(std::time::SystemTime::now()));
                 prepared.binds.push(BindMount {
-                    source: MountSource::Host(dir),
+                    source: MountSource::Host(shown),
                     target: PathBuf::from(target),
                     readonly: mount.read_only,
                 });
@@ -202,27 +280,20 @@ pub(crate) fn prepare(
                         host
                     }
                     Some(from) => {
-                        // A stage, or a `--build-context` of that name: the vertex's input.
-                        let named = crate::dockerfile::context_name(from).is_some_and(|name| {
-                            services.options.named_contexts.contains_key(&name)
-                        });
-                        let state = if services.stages.find(from).is_some() || named {
-                            let input = inputs.get(next_input).ok_or_else(|| {
-                                ExecutorError::Internal(format!(
-                                    "{}: no input for --mount from={from}",
-                                    vertex.display_name()
-                                ))
-                            })?;
-                            next_input += 1;
-                            input.state.clone()
-                        } else {
-                            let id = services.counter.next();
-                            let (manifest, state) = resolve_image(services, from, vertex, id)?;
-                            key.add("bind-image", manifest.digest().as_ref());
-                            state
-                        };
+                        let (state, identity, image) =
+                            mount_from_state(services, vertex, from, inputs, &mut next_input)?;
+                        if image {
+                            key.add("bind-image", &identity);
+                        }
                         let view = services.view(&state)?;
-                        let host = view.root.join(&relative);
+                        // Links in `source` resolve inside the stage (a link to `/etc`
+                        // there is the stage's `/etc`), never on the host, where the bind
+                        // mount would follow them.
+                        let tree = crate::layer::tree::HostDir(&view.root);
+                        let resolved = crate::layer::tree::resolve(&tree, &relative, true)
+                            .map_err(|error| io::Error::other(error.to_string()))
+                            .within(|| format!("{}: bind mount source", vertex.display_name()))?;
+                        let host = tree.host_path(&resolved);
                         // The mounted files are the key, not how the stage made them: a
                         // stage rebuilt to the same `out/` does not run this step again.
                         key.add(
@@ -289,6 +360,136 @@ pub(crate) fn prepare(
         key.add("input", &input.chain_key());
     }
     Ok(prepared)
+}
+
+/// What a mount's `from=` names: a stage, or a `--build-context` of that name (the
+/// vertex's next input), else an image (resolved for the step's platform); with its
+/// identity (the stage's chain key, the image manifest's digest) and whether it is an image.
+fn mount_from_state(
+    services: &Services<'_>,
+    vertex: &Vertex,
+    from: &str,
+    inputs: &[Arc<Done>],
+    next_input: &mut usize,
+) -> Result<(crate::oci::ImageState, String, bool), ExecutorError> {
+    let named = crate::dockerfile::context_name(from)
+        .is_some_and(|name| services.options.named_contexts.contains_key(&name));
+    if services.stages.find(from).is_some() || named {
+        let input = inputs.get(*next_input).ok_or_else(|| {
+            ExecutorError::Internal(format!(
+                "{}: no input for --mount from={from}",
+                vertex.display_name()
+            ))
+        })?;
+        *next_input += 1;
+        return Ok((input.state.clone(), input.chain_key(), false));
+    }
+    let id = services.counter.next();
+    let (manifest, state) = resolve_image(services, from, vertex, id)?;
+    Ok((state, manifest.digest().to_string(), true))
+}
+
+/// Makes the cache directory `dir` a copy of the directory `seed` (anything else there is an
+/// error), kinds, modes,
+/// owners and times kept, devices left out. Built beside `dir` and renamed into place
+/// without replacing: when two steps seed one cache at once, the first rename wins and the
+/// other copy is dropped, so a step never sees a half-made cache.
+fn seed_cache(seed: &Path, dir: &Path) -> Result<(), ExecutorError> {
+    let parent = dir
+        .parent()
+        .ok_or_else(|| ExecutorError::Internal(format!("{}: no parent", dir.display())))?;
+    fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".seed-")
+        .tempdir_in(parent)?;
+    let copy = tmp.path().join("cache");
+    match fs::symlink_metadata(seed) {
+        Ok(meta) if meta.is_dir() => {
+            copy_entry(seed, &copy, &meta)?;
+            let mut items = Vec::new();
+            super::sources::walk_dir(seed, Path::new(""), &mut items)?;
+            for item in &items {
+                copy_entry(&item.abs, &copy.join(&item.rel), &item.meta)?;
+            }
+            // Directory times last: writing into a directory changes its own.
+            for item in items.iter().rev().filter(|item| item.meta.is_dir()) {
+                set_times(&copy.join(&item.rel), &item.meta)?;
+            }
+            set_times(&copy, &meta)?;
+        }
+        // A file: BuildKit would mount the file; a cache here is a directory.
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory (a cache mount of a file is not supported)",
+            )
+            .into());
+        }
+        // As BuildKit's mount of a missing path of the cache: the step cannot start.
+        Err(error) => return Err(error.into()),
+    }
+    match nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &copy,
+        nix::fcntl::AT_FDCWD,
+        dir,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(source) => Err(ExecutorError::System {
+            context: format!("moving the seeded cache mount to {}", dir.display()),
+            source,
+        }),
+    }
+}
+
+/// One entry of [`seed_cache`]'s copy: its kind, content, mode, owner and times.
+fn copy_entry(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<(), ExecutorError> {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        fs::create_dir(to)?;
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+    } else if kind.is_file() {
+        let mut source = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(from)?;
+        let mut target = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)?;
+        io::copy(&mut source, &mut target)?;
+    } else {
+        // Fifos, sockets, devices: not cache content.
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    if !kind.is_symlink() {
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    if !kind.is_dir() {
+        set_times(to, meta)?;
+    }
+    Ok(())
+}
+
+/// Gives `path` (a link itself, not what it names) the access and modification times of `meta`.
+fn set_times(path: &Path, meta: &fs::Metadata) -> Result<(), ExecutorError> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        &TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|source| ExecutorError::System {
+        context: format!("setting the times of {}", path.display()),
+        source,
+    })
 }
 
 /// A writable throw-away copy of a bind mount's source (`rw`): an overlay of the source

@@ -56,7 +56,7 @@ pub enum NamedContext {
 
 impl NamedContext {
     /// Reads a `--build-context` value as buildx does: `docker-image://`, `oci-layout://`,
-    /// a URL (refused: not supported yet), `target:` (refused), else a directory path. The
+    /// a URL (fetched by the pipeline), `target:` (refused), else a directory path. The
     /// directory or layout must exist (checked now, before any work).
     ///
     /// # Errors

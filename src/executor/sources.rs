@@ -190,6 +190,35 @@ pub(crate) struct Selected {
     pub(crate) named_files: Vec<usize>,
 }
 
+impl Selected {
+    /// The hard links among the files it selects, as BuildKit's copier keeps them (fsutil's
+    /// `getLinkSource`, one copier per source): a file that shares its inode with a file
+    /// selected before it (in path order) is a link to that one, by its index in `items`,
+    /// with the first one's path below the destination. A name of the inode that is not
+    /// selected (excluded, ignored, outside the source) plays no part: the first one
+    /// selected is the file.
+    pub(crate) fn hardlinks(&self) -> std::collections::HashMap<usize, PathBuf> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut first: std::collections::HashMap<(u64, u64), &Path> =
+            std::collections::HashMap::new();
+        let mut links = std::collections::HashMap::new();
+        for (index, (below, item)) in self.items.iter().enumerate() {
+            if !item.meta.is_file() || item.meta.nlink() < 2 {
+                continue;
+            }
+            match first.entry((item.meta.dev(), item.meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(seen) => {
+                    links.insert(index, seen.get().to_path_buf());
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(below);
+                }
+            }
+        }
+        links
+    }
+}
+
 /// A tree `COPY` reads from: the build context after `.dockerignore`, or a directory (the
 /// view of a stage or image).
 pub(crate) trait SourceTree: Tree {

@@ -1,5 +1,5 @@
 //! What is refused before any work: every instruction flag, source and mount the executor
-//! does not implement yet (cache mounts seeded from a stage, ...) and
+//! does not implement yet and
 //! every one a build's options rule out (`RUN --network=host` or `RUN --security=insecure`
 //! without its entitlement, as buildx: only the steps the build runs count; a required
 //! secret not given; the default network where the host has no `slirp4netns`), with the
@@ -18,9 +18,9 @@ use super::permissions::apply_symbolic_mode;
 use super::sources::Filter;
 use super::state::join_path;
 use crate::binfmt;
+use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Network, Run, Security, Source};
 use crate::dockerfile::mount::MountType;
-use crate::dockerfile::{ErrorKind, Instruction};
 use crate::plan::{BuildGraph, Op};
 use crate::platform::Platform;
 use crate::progress::{Event, SharedSink};
@@ -144,21 +144,16 @@ fn run_step(run: &Run, options: &BuildOptions) -> Result<(), ExecutorError> {
         crate::sandbox::check_network(crate::sandbox::Network::Default)?;
     }
     let unsupported = |what: &str| {
-        Err(ExecutorError::dockerfile(
+        Err(ExecutorError::unsupported(
             &file,
             line,
-            ErrorKind::Unsupported {
-                what: format!("RUN --mount={what}"),
-            },
+            format!("RUN --mount={what}"),
         ))
     };
     for mount in &run.mounts {
         match mount.kind {
             MountType::Cache if mount.target.is_none() => {
                 return unsupported("type=cache without target");
-            }
-            MountType::Cache if mount.from.is_some() => {
-                return unsupported("type=cache with from= (a cache seeded from a stage)");
             }
             MountType::Cache => {}
             MountType::Secret => {

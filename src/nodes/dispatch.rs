@@ -156,6 +156,7 @@ pub fn run(
     let request_for = |platforms: &[Platform]| NodeRequest {
         dockerfile: dockerfile.to_vec(),
         platforms: platforms.to_vec(),
+        multi_platform: options.targets.len() > 1,
         build_args: options.build_args.clone(),
         target_stage: options.target_stage.clone(),
         no_cache: options.no_cache,

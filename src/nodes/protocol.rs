@@ -50,6 +50,9 @@ pub struct NodeRequest {
     pub dockerfile: Vec<u8>,
     /// The platforms to build there, in the user's order.
     pub platforms: Vec<Platform>,
+    /// The whole build has several platforms: the node's step names carry the platform.
+    #[serde(default)]
+    pub multi_platform: bool,
     /// `--build-arg`s.
     pub build_args: BTreeMap<String, String>,
     /// `--target`.

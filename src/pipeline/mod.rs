@@ -26,6 +26,7 @@
 //!         dockerfile: "app/Dockerfile".into(),
 //!         targets: vec![Platform::parse("linux/amd64")?, Platform::parse("linux/arm64")?],
 //!         explicit_platforms: true,
+//!         multi_platform: false,
 //!         build_args: Default::default(),
 //!         target_stage: None,
 //!         no_cache: false,
@@ -237,6 +238,18 @@ pub enum BuildError {
         #[source]
         source: ContextUrlError,
     },
+    /// The source `ARG SOURCE_DATE_EPOCH=NAME` takes its time from (a `--build-context` URL,
+    /// a source-only stage's remote `ADD`) could not be fetched.
+    #[error("{file}:{line}: SOURCE_DATE_EPOCH: {source}")]
+    EpochSource {
+        /// The Dockerfile, as given.
+        file: String,
+        /// The `ARG`'s line.
+        line: usize,
+        /// Why.
+        #[source]
+        source: ContextUrlError,
+    },
     /// The context's ignore file is bad (a malformed pattern) or unreadable.
     #[error(transparent)]
     Dockerignore(ContextError),
@@ -257,9 +270,9 @@ impl BuildError {
             Self::Executor(error) => error.exit_kind(),
             Self::Nodes(error) => crate::error::exit_kind(error),
             Self::Export(error) => error.exit_kind(),
-            Self::ContextUrl(error) | Self::NamedContextUrl { source: error, .. } => {
-                error.exit_kind()
-            }
+            Self::ContextUrl(error)
+            | Self::NamedContextUrl { source: error, .. }
+            | Self::EpochSource { source: error, .. } => error.exit_kind(),
             Self::Dockerignore(error) => error.exit_kind(),
         }
     }
@@ -311,8 +324,10 @@ pub fn build_on(
         refuse_on_findings(checks.as_ref())?; // # check=error=true
         let stages = dockerfile::stages(&tree).map_err(|error| bad(options, error))?;
         // The Dockerfile's global `ARG SOURCE_DATE_EPOCH=...` when nothing else sets it.
-        let with_epoch = dockerfile_epoch(&stages, request)?;
-        let request = with_epoch.as_ref().unwrap_or(request);
+        let with_epoch = dockerfile_epoch(&stages, request, runtime)?;
+        let request = with_epoch
+            .as_ref()
+            .map_or(request, |(_, with_epoch)| with_epoch);
         let options = &request.build;
         let mut triggers = BaseTriggers::new();
         let graph = plan(&stages, options, &options.targets, &triggers)?; // pure: no I/O
@@ -470,24 +485,16 @@ fn fetch_named_contexts(
         if !used.contains(name.as_str()) {
             continue;
         }
-        let error = |source: ContextUrlError| BuildError::NamedContextUrl {
-            name: name.clone(),
-            source,
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix("xbuild-named-context-")
-            .tempdir()
-            .map_err(|source| {
-                error(ContextUrlError::Io {
-                    operation: "creating a temporary directory",
-                    path: std::env::temp_dir(),
-                    source,
-                })
-            })?;
-        let (_agent, fetch_options) = git_fetch_options(url, &request.build)?;
-        let fetched = runtime
-            .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
-            .map_err(error)?;
+        let (tmp, fetched) = fetch_url(
+            url,
+            "xbuild-named-context-",
+            &request.build,
+            runtime,
+            |source| BuildError::NamedContextUrl {
+                name: name.clone(),
+                source,
+            },
+        )?;
         local
             .get_or_insert_with(|| request.clone())
             .build
@@ -496,6 +503,33 @@ fn fetch_named_contexts(
         dirs.push(tmp);
     }
     Ok(local.map(|local| (dirs, local)))
+}
+
+/// `url` fetched as a context ([`remote::fetch_context`]: a git repository, an archive, a
+/// file) into a new temporary directory named with `prefix`, kept as long as the returned
+/// value; `wrap` says which source failed.
+fn fetch_url(
+    url: &str,
+    prefix: &str,
+    options: &BuildOptions,
+    runtime: &tokio::runtime::Runtime,
+    wrap: impl Fn(ContextUrlError) -> BuildError,
+) -> Result<(tempfile::TempDir, remote::RemoteContext), BuildError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| {
+            wrap(ContextUrlError::Io {
+                operation: "creating a temporary directory",
+                path: std::env::temp_dir(),
+                source,
+            })
+        })?;
+    let (_agent, fetch_options) = git_fetch_options(url, options)?;
+    let fetched = runtime
+        .block_on(remote::fetch_context(url, tmp.path(), &fetch_options))
+        .map_err(wrap)?;
+    Ok((tmp, fetched))
 }
 
 /// The build's async runtime.
@@ -578,6 +612,8 @@ fn plan(
             .map(|(name, context)| (name.clone(), context.plan_kind()))
             .collect(),
         base_triggers: triggers.clone(),
+        // The build's platforms, not only those planned here (a build node has the rest).
+        multi_platform: options.targets.len() > 1 || options.multi_platform,
     };
     plan::for_targets(stages, &plan_options).map_err(|error| match error {
         PlanError::Dockerfile(error) => bad(options, error),
@@ -654,13 +690,23 @@ fn plan_triggers(
 /// the environment sets one, as BuildKit takes it (buildx passes the environment's as a build
 /// argument, which wins over the default). `None`: nothing to change.
 ///
+/// A value that is not a number names, as in BuildKit's `resolveSourceDateEpochState`, a
+/// `--build-context` (a URL's time: the commit's, else the download's `Last-Modified`, else
+/// the newest file of its archive; a context of another kind has none), else a source-only
+/// stage (`FROM scratch`, `ARG`s and one remote `ADD`: the time of that source, found the
+/// same way). The time found is what `ARG SOURCE_DATE_EPOCH` then gives every stage; none
+/// found leaves the build without one. A named URL context fetched for its time is kept (the
+/// temporary directory returned) and read by the build as that directory.
+///
 /// # Errors
-/// A default that is not a number of seconds (BuildKit's "invalid SOURCE_DATE_EPOCH"), at the
-/// `ARG`'s line, exit 2.
+/// A default that is not a number of seconds and names neither (BuildKit's "invalid
+/// SOURCE_DATE_EPOCH"), at the `ARG`'s line, or a stage that is not source-only, at its
+/// `FROM`, exit 2; a source that cannot be fetched.
 fn dockerfile_epoch(
     stages: &Stages,
     request: &BuildRequest,
-) -> Result<Option<BuildRequest>, BuildError> {
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<(Option<tempfile::TempDir>, BuildRequest)>, BuildError> {
     const NAME: &str = "SOURCE_DATE_EPOCH";
     let options = &request.build;
     if options.source_date_epoch.is_some() || options.build_args.contains_key(NAME) {
@@ -675,22 +721,22 @@ fn dockerfile_epoch(
     else {
         return Ok(None);
     };
-    let target = options
-        .targets
-        .first()
-        .cloned()
-        .unwrap_or_else(platform::host);
-    let resolved = dockerfile::resolve(
-        stages,
-        &dockerfile::ResolveOptions {
-            build_args: options.build_args.clone(),
-            automatic_args: plan::automatic_args(&target, &platform::host()),
-            target: options.target_stage.clone(),
-            named_contexts: options.named_contexts.keys().cloned().collect(),
-            base_triggers: BTreeMap::new(),
-        },
-    )
-    .map_err(|error| bad(options, error))?;
+    let resolve_options = |target: Option<String>| dockerfile::ResolveOptions {
+        build_args: options.build_args.clone(),
+        automatic_args: plan::automatic_args(
+            &options
+                .targets
+                .first()
+                .cloned()
+                .unwrap_or_else(platform::host),
+            &platform::host(),
+        ),
+        target,
+        named_contexts: options.named_contexts.keys().cloned().collect(),
+        base_triggers: BTreeMap::new(),
+    };
+    let resolved = dockerfile::resolve(stages, &resolve_options(options.target_stage.clone()))
+        .map_err(|error| bad(options, error))?;
     let Some(value) = resolved
         .meta_args
         .iter()
@@ -699,66 +745,132 @@ fn dockerfile_epoch(
     else {
         return Ok(None);
     };
-    let file = options.dockerfile.display();
-    let Ok(epoch) = value.trim().parse::<i64>() else {
-        // BuildKit: a value naming a stage takes the time of that stage's one remote ADD
-        // source, when the stage is source-only.
-        let lower = value.to_lowercase();
-        // A value naming a --build-context takes that context's time in BuildKit (a file's
-        // Last-Modified, an image's creation): not here yet, and refused rather than taken
-        // as an invalid number.
-        if dockerfile::context_name(&lower)
-            .is_some_and(|name| options.named_contexts.contains_key(&name))
-        {
-            return Err(ExecutorError::unsupported(
-                file,
+    let file = options.dockerfile.display().to_string();
+    let mut with_epoch = request.clone();
+    if let Ok(epoch) = value.trim().parse::<i64>() {
+        with_epoch.build.source_date_epoch = Some(epoch);
+        return Ok(Some((None, with_epoch)));
+    }
+    let lower = value.to_lowercase();
+    let fetch = |url: &str, prefix: &str| {
+        fetch_url(url, prefix, options, runtime, |source| {
+            BuildError::EpochSource {
+                file: file.clone(),
                 line,
-                "SOURCE_DATE_EPOCH naming a --build-context (the time of that context)",
-            )
-            .into());
+                source,
+            }
+        })
+    };
+    let mut kept = None;
+    let epoch = if let Some(name) =
+        dockerfile::context_name(&lower).filter(|name| options.named_contexts.contains_key(name))
+    {
+        match &options.named_contexts[&name] {
+            executor::NamedContext::Url(url) => {
+                let (tmp, fetched) = fetch(url, "xbuild-named-context-")?;
+                with_epoch
+                    .build
+                    .named_contexts
+                    .insert(name, executor::NamedContext::Dir(fetched.dir));
+                kept = Some(tmp);
+                fetched.source_date_epoch
+            }
+            // An image, an OCI layout or a directory: BuildKit's source metadata carries no
+            // time for these.
+            _ => None,
         }
+    } else {
         let Some(stage) = stages
             .stages
             .iter()
             .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
         else {
             let message = format!("invalid SOURCE_DATE_EPOCH: {value}");
-            return Err(ExecutorError::invalid(file, line, message).into());
+            return Err(ExecutorError::invalid(&file, line, message).into());
         };
-        let at_stage = |message: String| ExecutorError::invalid(&file, stage.span.start, message);
-        if !stage.from.image.eq_ignore_ascii_case("scratch") {
-            return Err(
-                at_stage("SOURCE_DATE_EPOCH stage must use FROM scratch".to_owned()).into(),
-            );
-        }
-        let mut adds = 0;
-        for instruction in &stage.instructions {
-            match instruction {
-                dockerfile::Instruction::Arg(_) => {}
-                dockerfile::Instruction::Add(_) => adds += 1,
-                other => {
-                    return Err(at_stage(format!(
-                        "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported {} instruction",
-                        other.name().to_lowercase()
-                    ))
-                    .into());
-                }
+        let url = epoch_stage_source(stages, stage, &file, || {
+            dockerfile::resolve(stages, &resolve_options(Some(lower.clone())))
+                .map_err(|error| bad(options, error))
+        })?;
+        fetch(&url, "xbuild-epoch-source-")?.1.source_date_epoch
+    };
+    // What `ARG SOURCE_DATE_EPOCH` gives the stages now: the time found, else nothing (an
+    // empty value, where BuildKit deletes the global argument).
+    with_epoch.build.source_date_epoch = epoch;
+    with_epoch.build.build_args.insert(
+        NAME.to_owned(),
+        epoch.map(|epoch| epoch.to_string()).unwrap_or_default(),
+    );
+    Ok(Some((kept, with_epoch)))
+}
+
+/// The one remote source of a stage `SOURCE_DATE_EPOCH` names, after BuildKit's
+/// `sourceDateEpochStageSource`: the stage is `FROM scratch` and holds only `ARG`s and one
+/// `ADD` of one `http(s)://` URL or git repository (its source expanded as the stage expands
+/// it: `resolve` resolves the Dockerfile for that stage).
+fn epoch_stage_source(
+    stages: &Stages,
+    stage: &dockerfile::Stage,
+    file: &str,
+    resolve: impl FnOnce() -> Result<dockerfile::ResolvedStages, BuildError>,
+) -> Result<String, BuildError> {
+    let at_stage = |message: &str| -> BuildError {
+        ExecutorError::invalid(file, stage.span.start, message.to_owned()).into()
+    };
+    if !stage.from.image.eq_ignore_ascii_case("scratch") {
+        return Err(at_stage("SOURCE_DATE_EPOCH stage must use FROM scratch"));
+    }
+    let mut adds = 0;
+    for instruction in &stage.instructions {
+        match instruction {
+            dockerfile::Instruction::Arg(_) => {}
+            dockerfile::Instruction::Add(_) => adds += 1,
+            other => {
+                return Err(at_stage(&format!(
+                    "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported {} instruction",
+                    other.name().to_lowercase()
+                )));
             }
         }
-        if adds != 1 {
-            let message = "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD";
-            return Err(at_stage(message.to_owned()).into());
+    }
+    if adds != 1 {
+        return Err(at_stage(
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD",
+        ));
+    }
+    let index = stages
+        .stages
+        .iter()
+        .position(|other| std::ptr::eq(other, stage));
+    let resolved = resolve()?;
+    let add = resolved
+        .stages
+        .iter()
+        .filter(|resolved| Some(resolved.index) == index)
+        .flat_map(|resolved| &resolved.instructions)
+        .find_map(|resolved| match &resolved.instruction {
+            dockerfile::Instruction::Add(add) => Some(add),
+            _ => None,
+        });
+    let source = match add.map(|add| add.sources.as_slice()) {
+        Some([dockerfile::instruction::Source::Path(source)]) => source,
+        _ => {
+            return Err(at_stage(
+                "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source",
+            ));
         }
-        return Err(ExecutorError::unsupported(
-            file,
-            line,
-            "SOURCE_DATE_EPOCH naming a source-only stage (the time of its remote ADD)",
-        )
-        .into());
     };
-    let mut with_epoch = request.clone();
-    with_epoch.build.source_date_epoch = Some(epoch);
-    Ok(Some(with_epoch))
+    let http = source.starts_with("http://") || source.starts_with("https://");
+    let git = matches!(
+        crate::source::gitref::GitRef::parse(source),
+        Ok(Some(git)) if !git.indistinguishable_from_local
+    );
+    if !http && !git {
+        return Err(at_stage(
+            "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD",
+        ));
+    }
+    Ok(source.clone())
 }
 
 /// `error` with the Dockerfile's lines around the failed step, as BuildKit shows them.

@@ -94,6 +94,7 @@ pub fn serve_build(
         dockerfile,
         targets: request.platforms.clone(),
         explicit_platforms: true,
+        multi_platform: request.multi_platform,
         build_args: request.build_args.clone(),
         target_stage: request.target_stage.clone(),
         no_cache: request.no_cache,

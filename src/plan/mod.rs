@@ -48,6 +48,10 @@ pub struct PlanOptions {
     /// them first and depends on what they read; an image vertex not listed has
     /// [`Op::Image::triggers`] empty, and [`BuildGraph::unknown_bases`] says so.
     pub base_triggers: BTreeMap<(String, Platform), Vec<String>>,
+    /// The build has several target platforms, here or across build nodes (BuildKit's
+    /// `MultiPlatformRequested`): step names carry the platform. Also true when `targets`
+    /// has more than one.
+    pub multi_platform: bool,
 }
 
 /// What a `--build-context` is, as far as the plan cares.
@@ -140,6 +144,14 @@ pub struct Vertex {
     pub step: usize,
     /// The number of steps in its stage.
     pub steps: usize,
+    /// What progress and errors put before [`Self::description`], as BuildKit's
+    /// `prefixCommand` writes it: `[linux/arm64 build 3/8] ` (the platform only when the
+    /// build has several targets, the stage name unless the Dockerfile has one stage and
+    /// reads no other image, the number for the steps BuildKit counts: a `FROM` of an image,
+    /// `ADD`, `COPY`, `RUN`, `WORKDIR` and base-image triggers, `ONBUILD ` after it for a
+    /// trigger). The vertices BuildKit makes none of (`ENV`, `FROM scratch`, ...) get the
+    /// brackets without a number; empty when there is nothing to put in them.
+    pub label: String,
     /// What it does.
     pub op: Op,
     /// The vertex whose result this one starts from.
@@ -163,22 +175,13 @@ impl Vertex {
         }
     }
 
-    /// `[linux/arm64 build 3/8] RUN make`-style name for progress and errors.
+    /// `[linux/arm64 build 3/8] RUN make`-style name for progress and errors (see
+    /// [`Self::label`]).
     pub fn display_name(&self) -> String {
-        if let Op::Context { name } = &self.op {
-            return format!("[{} context {name}] load", self.platform);
+        if let Op::Context { .. } = &self.op {
+            return format!("{}load", self.label);
         }
-        let stage = match &self.stage_name {
-            Some(name) => name.clone(),
-            None => format!("stage-{}", self.stage),
-        };
-        format!(
-            "[{} {stage} {}/{}] {}",
-            self.platform,
-            self.step,
-            self.steps,
-            self.description()
-        )
+        format!("{}{}", self.label, self.description())
     }
 }
 
@@ -279,6 +282,15 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 warnings.push(warning.clone());
             }
         }
+        // BuildKit names no stage when the Dockerfile has one and reads no image or context
+        // through `--from` (each of those is a state of its own).
+        let lone_stage = stages.stages.len() == 1
+            && resolved.stages.iter().all(|stage| {
+                stage.dependencies.iter().all(|dependency| {
+                    dependency.instruction.is_none()
+                        || matches!(dependency.target, Target::Stage { .. })
+                })
+            });
         // The final vertex of each stage, for this target.
         let mut stage_ends: HashMap<usize, usize> = HashMap::new();
         for &stage_index in &resolved.order {
@@ -286,6 +298,39 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                 .stage(stage_index)
                 .expect("resolve orders only stages it returns");
             let platform = platforms[&stage_index].clone();
+            // BuildKit's step names: the platform in a build of several, the stage's name
+            // unless it is the only one, and its count of numbered steps.
+            let shown_platform =
+                (options.multi_platform || options.targets.len() > 1).then_some(&platform);
+            let stage_label = match &stage.name {
+                _ if lone_stage => None,
+                Some(name) => Some(name.clone()),
+                None => Some(format!("stage-{}", stage.index)),
+            };
+            let from_counts = match &stage.base {
+                Base::Stage { .. } | Base::Scratch => false,
+                Base::Context { name } => !matches!(
+                    options.named_contexts.get(name),
+                    Some(ContextKind::Image { reference }) if reference == "scratch"
+                ),
+                Base::Image { .. } => true,
+            };
+            let numbered_total = usize::from(from_counts)
+                + stage
+                    .instructions
+                    .iter()
+                    .filter(|resolved| {
+                        resolved.trigger.is_some() || is_numbered(&resolved.instruction)
+                    })
+                    .count();
+            let mut numbered = 0;
+            let mut next_label = |counts: bool, trigger: bool| {
+                let number = counts.then(|| {
+                    numbered += 1;
+                    (numbered, numbered_total)
+                });
+                step_label(shown_platform, stage_label.as_deref(), number, trigger)
+            };
             let steps = 1 + stage
                 .instructions
                 .iter()
@@ -327,6 +372,7 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                         stage_name: stage.name.clone(),
                         step: 1,
                         steps,
+                        label: next_label(from_counts, false),
                         op,
                         parent: None,
                         inputs: Vec::new(),
@@ -353,6 +399,12 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                             stage_name: None,
                             step: 1,
                             steps: 1,
+                            label: step_label(
+                                shown_platform,
+                                Some(&format!("context {name}")),
+                                None,
+                                false,
+                            ),
                             op: Op::Context { name: name.clone() },
                             parent: None,
                             inputs: Vec::new(),
@@ -367,6 +419,11 @@ pub fn for_targets(stages: &Stages, options: &PlanOptions) -> Result<BuildGraph,
                     stage_name: stage.name.clone(),
                     step,
                     steps,
+                    // A trigger counts in the total; only those BuildKit numbers take a number.
+                    label: next_label(
+                        is_numbered(&resolved_instruction.instruction),
+                        resolved_instruction.trigger.is_some(),
+                    ),
                     op: Op::Step {
                         instruction: Box::new(resolved_instruction.clone()),
                     },
@@ -478,12 +535,52 @@ fn is_scope_only(instruction: &Instruction) -> bool {
     matches!(instruction, Instruction::Arg(_))
 }
 
+/// The instructions BuildKit's progress numbers (`dispatchState.cmdTotal`): the others make
+/// no LLB vertex of their own.
+fn is_numbered(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
+    )
+}
+
+/// `[linux/arm64 build 3/8] ` ([`Vertex::label`]): the parts given, the number padded to the
+/// width of the total as BuildKit's `%*d/%d`; empty when no part is given.
+fn step_label(
+    platform: Option<&Platform>,
+    stage: Option<&str>,
+    number: Option<(usize, usize)>,
+    trigger: bool,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(platform) = platform {
+        parts.push(platform.to_string());
+    }
+    if let Some(stage) = stage {
+        parts.push(stage.to_owned());
+    }
+    if let Some((index, total)) = number {
+        let width = total.to_string().len();
+        parts.push(format!("{index:>width$}/{total}"));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    let onbuild = if trigger && number.is_some() {
+        "ONBUILD "
+    } else {
+        ""
+    };
+    format!("[{}] {onbuild}", parts.join(" "))
+}
+
 struct VertexSpec<'a> {
     platform: Platform,
     stage: usize,
     stage_name: Option<String>,
     step: usize,
     steps: usize,
+    label: String,
     op: Op,
     parent: Option<usize>,
     inputs: Vec<usize>,
@@ -510,6 +607,7 @@ impl Planner {
             stage_name: spec.stage_name,
             step: spec.step,
             steps: spec.steps,
+            label: spec.label,
             op: spec.op,
             parent: spec.parent,
             inputs: spec.inputs,
@@ -602,10 +700,35 @@ fn summary(instruction: &Instruction) -> String {
             dockerfile::CommandLine::Exec(argv) => format!("{argv:?}"),
         },
         Instruction::Copy(copy) => {
+            // The flags, as BuildKit's progress shows the instruction's own text.
             let mut words = Vec::new();
             if let Some(from) = &copy.from {
                 words.push(format!("--from={from}"));
             }
+            if let Some(chown) = &copy.chown {
+                words.push(format!("--chown={chown}"));
+            }
+            match &copy.chmod {
+                Some(dockerfile::instruction::Chmod::Octal(mode)) => {
+                    words.push(format!("--chmod={mode:04o}"));
+                }
+                Some(
+                    dockerfile::instruction::Chmod::Symbolic(mode)
+                    | dockerfile::instruction::Chmod::Unexpanded(mode),
+                ) => words.push(format!("--chmod={mode}")),
+                None => {}
+            }
+            if copy.link {
+                words.push("--link".to_owned());
+            }
+            if copy.parents {
+                words.push("--parents".to_owned());
+            }
+            words.extend(
+                copy.excludes
+                    .iter()
+                    .map(|pattern| format!("--exclude={pattern}")),
+            );
             for source in &copy.sources {
                 words.push(match source {
                     dockerfile::instruction::Source::Path(path) => path.clone(),
@@ -687,6 +810,7 @@ mod tests {
             &stages,
             &PlanOptions {
                 base_triggers: BTreeMap::new(),
+                multi_platform: false,
                 targets: targets.iter().map(|target| platform(target)).collect(),
                 build_platform: platform("linux/amd64"),
                 build_args: build_args
@@ -836,15 +960,57 @@ RUN echo ok
 
     #[test]
     fn display_names_read_like_buildkit() {
+        // One target: no platform in the names (BuildKit's testStepNames).
         let graph = plan(CROSS, &["linux/arm64"]);
         let names: Vec<String> = graph.vertices.iter().map(Vertex::display_name).collect();
+        assert_eq!(names[0], "[build 1/2] FROM busybox");
+        assert_eq!(names[1], "[build 2/2] RUN echo compile > /out");
+        assert_eq!(names[2], "[stage-1 1/2] FROM busybox");
+        assert!(names[3].starts_with("[stage-1 2/2] COPY"), "{}", names[3]);
+        // Several: the platform of each step first.
+        let graph = plan(CROSS, &["linux/amd64", "linux/arm64"]);
+        let names: Vec<String> = graph.vertices.iter().map(Vertex::display_name).collect();
         assert_eq!(names[0], "[linux/amd64 build 1/2] FROM busybox");
-        assert_eq!(names[1], "[linux/amd64 build 2/2] RUN echo compile > /out");
-        assert_eq!(names[2], "[linux/arm64 stage-1 1/2] FROM busybox");
         assert!(
-            names[3].starts_with("[linux/arm64 stage-1 2/2] COPY"),
-            "{}",
-            names[3]
+            names.contains(&"[linux/arm64 stage-1 1/2] FROM busybox".to_owned()),
+            "{names:?}"
+        );
+        // BuildKit numbers a FROM of an image, ADD, COPY, RUN and WORKDIR only; FROM scratch
+        // and config instructions are named without a number.
+        let graph = plan(
+            "FROM busybox AS base\nWORKDIR /out\nENV A=1\nRUN echo \"base\" > base\n\
+             FROM scratch\nCOPY --from=base --chmod=0644 /out /out\n",
+            &["linux/amd64"],
+        );
+        let names: Vec<String> = graph.vertices.iter().map(Vertex::display_name).collect();
+        assert_eq!(
+            names,
+            [
+                "[base 1/3] FROM busybox",
+                "[base 2/3] WORKDIR /out",
+                "[base] ENV A 1",
+                "[base 3/3] RUN echo \"base\" > base",
+                "[stage-1] FROM scratch",
+                "[stage-1 1/1] COPY --from=base --chmod=0644 /out /out",
+            ]
+        );
+        // One stage: no stage name; numbers padded to the total's width.
+        let mut text = "FROM busybox\nENV A=1\n".to_owned();
+        for index in 2..=10 {
+            text.push_str(&format!("RUN echo {index}\n"));
+        }
+        let graph = plan(&text, &["linux/amd64"]);
+        let names: Vec<String> = graph.vertices.iter().map(Vertex::display_name).collect();
+        assert_eq!(names[0], "[ 1/10] FROM busybox");
+        assert_eq!(names[1], "ENV A 1");
+        assert_eq!(names[2], "[ 2/10] RUN echo 2");
+        assert_eq!(names[10], "[10/10] RUN echo 10");
+        // A stage that reads an image through --from is not alone (BuildKit counts the
+        // image's state).
+        let graph = plan("FROM busybox\nCOPY --from=alpine /a /a\n", &["linux/amd64"]);
+        assert_eq!(
+            graph.vertices[0].display_name(),
+            "[stage-0 1/2] FROM busybox"
         );
     }
 
@@ -879,6 +1045,7 @@ RUN true
                     triggers.iter().map(|t| (*t).to_owned()).collect(),
                 )]
                 .into(),
+                multi_platform: false,
             },
         )
         .unwrap()
@@ -890,8 +1057,8 @@ RUN true
         let graph = plan_with_triggers(&[]);
         assert_eq!(
             graph.render(),
-            "#0 [linux/amd64 child 1/2] FROM child-base  targets: linux/amd64\n\
-             #1 [linux/amd64 child 2/2] RUN cat /b  <- #0  targets: linux/amd64\n\
+            "#0 [child 1/2] FROM child-base  targets: linux/amd64\n\
+             #1 [child 2/2] RUN cat /b  <- #0  targets: linux/amd64\n\
              image linux/amd64 = #1\n"
         );
         assert!(graph.unknown_bases.is_empty());
@@ -899,12 +1066,12 @@ RUN true
         let graph = plan_with_triggers(&["COPY --from=other /a /b", "ENV X=1"]);
         assert_eq!(
             graph.render(),
-            "#0 [linux/amd64 other 1/2] FROM busybox  targets: linux/amd64\n\
-             #1 [linux/amd64 other 2/2] RUN echo hi > /a  <- #0  targets: linux/amd64\n\
-             #2 [linux/amd64 child 1/4] FROM child-base  targets: linux/amd64\n\
-             #3 [linux/amd64 child 2/4] COPY --from=other /a /b  <- #2 (+#1)  targets: linux/amd64\n\
-             #4 [linux/amd64 child 3/4] ENV X 1  <- #3  targets: linux/amd64\n\
-             #5 [linux/amd64 child 4/4] RUN cat /b  <- #4  targets: linux/amd64\n\
+            "#0 [other 1/2] FROM busybox  targets: linux/amd64\n\
+             #1 [other 2/2] RUN echo hi > /a  <- #0  targets: linux/amd64\n\
+             #2 [child 1/4] FROM child-base  targets: linux/amd64\n\
+             #3 [child 2/4] ONBUILD COPY --from=other /a /b  <- #2 (+#1)  targets: linux/amd64\n\
+             #4 [child] ENV X 1  <- #3  targets: linux/amd64\n\
+             #5 [child 3/4] RUN cat /b  <- #4  targets: linux/amd64\n\
              image linux/amd64 = #5\n"
         );
         let Op::Image { triggers, .. } = &graph.vertices[2].op else {
@@ -928,10 +1095,10 @@ RUN true
         assert_eq!(
             names,
             [
-                "[linux/amd64 base 1/2] FROM busybox",
-                "[linux/amd64 base 2/2] ONBUILD RUN echo trigger",
-                "[linux/amd64 mid 2/3] RUN echo trigger",
-                "[linux/amd64 mid 3/3] RUN echo own",
+                "[base 1/1] FROM busybox",
+                "[base] ONBUILD RUN echo trigger",
+                "[mid 1/2] ONBUILD RUN echo trigger",
+                "[mid 2/2] RUN echo own",
             ]
         );
     }
@@ -954,6 +1121,7 @@ RUN true
                     vec!["FROM busybox".to_owned()],
                 )]
                 .into(),
+                multi_platform: false,
             },
         )
         .unwrap_err();

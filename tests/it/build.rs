@@ -300,7 +300,7 @@ fn a_failing_step_names_itself_and_the_debug_command() {
     let err = util::stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("[linux/arm64 stage-0 2/2] RUN echo first-line")
+        err.contains("[2/2] RUN echo first-line")
             && err.contains("did not complete successfully: exit code: 3"),
         "{err}"
     );

@@ -21,6 +21,7 @@ mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
 mod engines; // -o type=containerd into a private containerd (ctr judges), --load into fake engines
 mod export; // build outputs on the fixtures, judged by skopeo, dockerd, tar and the fixture rootfs
+mod fidelity; // COPY keeps hard links; RUN --mount=type=cache with from= and source=, judged by umoci
 mod hostile; // a hostile registry: endless bodies, lying sizes, huge manifests, realms, redirects
 mod imagetools; // imagetools create/inspect with buildx's flags, judged by skopeo
 mod install; // scripts/install.sh, completions, man pages, the Docker CLI plugin

@@ -146,6 +146,7 @@ fn every_flag(text: &str) -> Vec<(&'static str, Vec<Platform>)> {
             target_stage: None,
             named_contexts: BTreeMap::new(),
             base_triggers: BTreeMap::new(),
+            multi_platform: false,
         },
     )
     .unwrap();

@@ -1,0 +1,4 @@
+FROM busybox
+RUN mkdir /mydir
+WORKDIR /mydir
+WORKDIR /

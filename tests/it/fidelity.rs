@@ -1,0 +1,164 @@
+//! Dockerfile behaviour BuildKit's own frontend tests do not pin, checked as BuildKit behaves
+//! on the busybox fixtures for linux/amd64 and linux/arm64: `COPY` keeps the hard links
+//! among what it copies (judged by umoci's unpacking), and `RUN --mount=type=cache` with
+//! `from=` (a cache that starts as a copy of a stage's directory) and `source=` (a path in
+//! the cache), and a bind mount's `source=` resolved inside the stage, judged by what the
+//! steps read and by umoci.
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::build::{build, needs, store_with_fixtures, unpack};
+use crate::util;
+
+fn inode(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .ino()
+}
+
+#[test]
+fn copy_keeps_the_hard_links_among_what_it_copies() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("a"), "linked\n").unwrap();
+    std::fs::hard_link(ctx.join("a"), ctx.join("b")).unwrap();
+    std::fs::hard_link(ctx.join("a"), ctx.join("sub/d")).unwrap();
+    // A name of the inode that .dockerignore leaves out plays no part.
+    std::fs::hard_link(ctx.join("a"), ctx.join("ignored")).unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "ignored\n").unwrap();
+    std::fs::write(ctx.join("lone"), "lone\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         COPY . /ctx/\n\
+         COPY --exclude=a . /ex/\n\
+         COPY sub/ /onlysub/\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "links:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/links:1", arch);
+        // One inode for the three names copied (a tar hard link entry in the layer).
+        let a = inode(&rootfs.join("ctx/a"));
+        assert_eq!(inode(&rootfs.join("ctx/b")), a, "{arch}: ctx/b");
+        assert_eq!(inode(&rootfs.join("ctx/sub/d")), a, "{arch}: ctx/sub/d");
+        assert_eq!(std::fs::metadata(rootfs.join("ctx/a")).unwrap().nlink(), 3);
+        assert!(!rootfs.join("ctx/ignored").exists(), "{arch}: ignored");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("ctx/sub/d")).unwrap(),
+            "linked\n"
+        );
+        // `a` excluded: `b` is the file, `sub/d` its link.
+        assert!(!rootfs.join("ex/a").exists(), "{arch}: ex/a excluded");
+        assert_eq!(
+            inode(&rootfs.join("ex/sub/d")),
+            inode(&rootfs.join("ex/b")),
+            "{arch}: ex/sub/d"
+        );
+        assert_ne!(inode(&rootfs.join("ex/b")), a, "{arch}: another copy");
+        // The other names outside the source: a file of its own.
+        assert_eq!(
+            std::fs::metadata(rootfs.join("onlysub/d")).unwrap().nlink(),
+            1,
+            "{arch}: onlysub/d"
+        );
+        assert_ne!(inode(&rootfs.join("ctx/lone")), a);
+    }
+    // Which names are linked is content: unlinking `b` (same bytes) is a new layer.
+    std::fs::remove_file(ctx.join("b")).unwrap();
+    std::fs::write(ctx.join("b"), "linked\n").unwrap();
+    let output = build(dir, &["-t", "links:2"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/links:2", arch);
+        let a = inode(&rootfs.join("ctx/a"));
+        assert_ne!(
+            inode(&rootfs.join("ctx/b")),
+            a,
+            "{arch}: b is its own file now"
+        );
+        assert_eq!(inode(&rootfs.join("ctx/sub/d")), a, "{arch}: sub/d still");
+    }
+}
+
+#[test]
+fn cache_and_bind_mounts_from_a_stage_and_with_a_source() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // Both platforms may run at once: each writes names of its own (`uname -m`) in the
+    // caches they share, so every interleaving gives the same files.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM busybox AS seed
+RUN mkdir -p /data/sub && echo "seeded $(uname -m)" > /data/sub/f && chown 1000:1000 /data/sub
+FROM busybox
+RUN --mount=type=cache,id=c1,from=seed,source=/data,target=/cache cat /cache/sub/f > /from && stat -c %u /cache/sub > /owner && echo added > /cache/new-$(uname -m)
+RUN --mount=type=cache,id=c1,from=seed,source=/data,target=/cache,ro cat /cache/new-$(uname -m) > /kept
+RUN --mount=type=cache,id=plain,target=/c mkdir -p /c/sel && echo "inside $(uname -m)" > /c/sel/x-$(uname -m)
+RUN --mount=type=cache,id=plain,source=sel,target=/s cat /s/x-$(uname -m) > /sourced
+"#,
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "caches:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let rootfs = unpack(dir, "docker.io/library/caches:1", arch);
+        let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
+        // The cache started as the stage's /data (its own platform's), owner kept.
+        assert_eq!(read("from"), format!("seeded {machine}\n"), "{arch}");
+        assert_eq!(read("owner"), "1000\n", "{arch}");
+        // What a step wrote stays in the cache for the next one.
+        assert_eq!(read("kept"), "added\n", "{arch}");
+        // source= without from= is a path inside the cache.
+        assert_eq!(read("sourced"), format!("inside {machine}\n"), "{arch}");
+        // Nothing of a cache mount reaches the image.
+        assert!(!rootfs.join("cache").join("sub").exists(), "{arch}");
+        assert!(!rootfs.join("data").exists(), "{arch}");
+    }
+    // A bind mount's source that is a link in the stage resolves inside the stage: its
+    // /etc, not the host's (which has no marker-stage file).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS stage\n\
+         RUN echo stage-etc > /etc/marker-stage && ln -s /etc /x\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=stage,source=x,target=/m cat /m/marker-stage > /bound\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "bound:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/bound:1", arch);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("bound")).unwrap(),
+            "stage-etc\n",
+            "{arch}"
+        );
+    }
+    // A source= the cache does not have: the step cannot start (BuildKit's mount fails).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         RUN --mount=type=cache,id=fresh,source=missing,target=/m true\n",
+    )
+    .unwrap();
+    let output = build(dir, &[]);
+    let err = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("cache mount source /missing"), "{err}");
+}
