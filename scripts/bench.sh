@@ -7,8 +7,8 @@
 #            venv, pip install of pinned pure-Python wheels from PyPI in one step, the app
 #            copied last; ~160 MB of compressed layers per platform
 #
-#   scripts/bench.sh [--repeat N] [--workload app|service|all] [--no-buildkit] [--no-floor]
-#                    [--no-micro] [--port P]
+#   scripts/bench.sh [--repeat N] [--workload app|service|all] [--files N] [--bytes B]
+#                    [--no-buildkit] [--no-floor] [--no-micro] [--port P]
 #   scripts/bench.sh --workload context [--files N] [--bytes B] [--repeat N] [--no-buildkit]
 #                    [--port P]
 #
@@ -33,7 +33,8 @@
 # Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
 # 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
 #
-# With --workload context, the big-context workload alone (issue 19 item 4): a context made
+# With --workload context, the big-context workload alone (issue 19 item 4; `all`, the default,
+# runs it first, then app and service with their floors and the micro-benchmarks): a context made
 # by scripts/make-context.py (default 100,000 source-like files, 2 GB, seeded; made once
 # before any timing, in the bench's scratch directory, deleted at the end) with the
 # Dockerfile `FROM busybox`, `COPY . /app`, `RUN ls /app > /app.list`, built for linux/amd64
@@ -69,7 +70,7 @@ done
 case "$WORKLOAD" in
     app) WORKLOADS="app" ;;
     service) WORKLOADS="service" ;;
-    all) WORKLOADS="app service" ;;
+    all) WORKLOADS="app service"; CONTEXT=1 ;;
     context) WORKLOADS=""; CONTEXT=1 FLOOR=0 MICRO=0 ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
@@ -180,7 +181,8 @@ if [ "$CONTEXT" = 1 ]; then
         kill "$DOCKERD_PID"; wait "$DOCKERD_PID" 2>/dev/null || true; DOCKERD_PID=""
     fi
     reset_bh; reset_xb
-    TITLE="a context of $FILES files, $BYTES bytes (scripts/make-context.py), linux/amd64"
+    CONTEXT_TITLE="a context of $FILES files, $BYTES bytes (scripts/make-context.py), linux/amd64"
+    if [ -n "$WORKLOADS" ]; then TITLE="$TITLE; $CONTEXT_TITLE"; else TITLE="$CONTEXT_TITLE"; fi
 fi
 
 for workload in $WORKLOADS; do
