@@ -58,7 +58,7 @@ use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::layer::tree::{Node, Stack, Tree, resolve};
-use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
+use crate::layer::{self, EntryKind, FileListEntry, TarEntry, TreeKind};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
@@ -212,11 +212,13 @@ fn commit(
     let tmp = services.store.snapshot_tmp_dir()?;
     let (diff_id, _) = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
         .within(|| format!("{name}: writing the layer's snapshot"))?;
-    // The blob is left for later (made from the snapshot, whose tree gives this tar again:
-    // layer::unpack_file_list_layer's tests) unless a snapshot of this diff_id is already
-    // there: it may come from a pulled blob, as in `RUN`, so the blob is written now from
-    // the file list.
-    if services.store.snapshot(&diff_id).is_some() {
+    // The blob is left for later only when the snapshot's own tar is this one (a file
+    // list's tar is not always: some entries do not come back the same from a tree) and
+    // the snapshot is this step's (one already there may come from a pulled blob, as in
+    // `RUN`); otherwise it is written now from the file list, as before.
+    let (tree_id, _) = layer::tree_diff_id(tmp.path(), TreeKind::OverlayUpper, clamp)
+        .within(|| format!("{name}: hashing the layer's snapshot"))?;
+    if tree_id != diff_id || services.store.snapshot(&diff_id).is_some() {
         let blob = layer::write_file_list_layer(
             services.store.layout(),
             entries,
