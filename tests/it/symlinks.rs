@@ -171,8 +171,9 @@ fn a_directory_cannot_replace_a_link_and_chown_never_reads_the_host() {
 /// `COPY --chmod` of a directory holding links: the chmod is for files and directories (a
 /// link has no mode of its own), so the layer's tar, which the image's blob is made from
 /// later (from the step's snapshot), is the one the step hashed. It once listed the links
-/// with the chmod's mode, which the snapshot cannot give back: the blob then had another
-/// diff_id than the image's config (the export failed).
+/// with the chmod's mode, which the snapshot cannot give back: without COPY's check of the
+/// snapshot's tar (which then writes the blob from the list at once) the export failed with
+/// a diff_id mismatch.
 #[test]
 fn copy_chmod_of_a_directory_holding_links_keeps_the_layer_lazy_and_exports() {
     if !needs() {
