@@ -1,39 +1,54 @@
 #!/usr/bin/env bash
-# The floor of the reference workload (benches/app): its RUN commands alone, with no builder
-# around them, in a plain chroot of the same base root file systems (the fixtures' debian
-# and busybox trees, the ones its images are made of), under the same QEMU (the
-# binfmt_misc handler with the F flag: qemu-user-static), the two platforms side by side as
-# xbuild runs them. What a builder adds on top of this (pulls, snapshots, layers, the
-# sandbox, the cache) is its overhead; scripts/bench.sh prints it next to xbuild's times.
+# The floor of a bench workload: its RUN commands alone, with no builder around them, in a
+# plain chroot of the same base root file systems (the fixtures' debian and busybox trees,
+# the ones its images are made of), under the same QEMU (the binfmt_misc handler with the F
+# flag: qemu-user-static), the two platforms side by side as xbuild runs them. What a builder
+# adds on top of this (pulls, snapshots, layers, the sandbox, the cache) is its overhead;
+# scripts/bench.sh prints it next to xbuild's times.
 #
-#   scripts/floor.sh [--repeat N] [--platforms P1,P2] [--results FILE]
+#   scripts/floor.sh [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE]
 #
 # Rows (each N times, default 3; one line per round on stdout, "ROW floor SECONDS 0" like
-# bench.sh's results, and a median summary on stderr):
-#   cold      every RUN of benches/app in order, per platform (apt-get update + install gcc
-#             libc6-dev from Debian's mirror, the compile, the final stage's rm/mkdir/chown),
-#             the platforms concurrently; the wall time until both finished
-#   one-edit  the compile alone (the step an edit of hello.c re-runs), both platforms
-#             concurrently, on the trees the cold row left
-# Not timed: copying the base trees and hello.c into place (a builder's snapshot and COPY
-# work, part of its overhead).
+# bench.sh's results, and a median summary on stderr; the service's rows are prefixed
+# `service-` as in bench.sh):
+#   app (benches/app, the reference workload):
+#     cold      every RUN of benches/app in order, per platform (apt-get update + install gcc
+#               libc6-dev from Debian's mirror, the compile, the final stage's rm/mkdir/chown),
+#               the platforms concurrently; the wall time until both finished
+#     one-edit  the compile alone (the step an edit of hello.c re-runs), both platforms
+#               concurrently, on the trees the cold row left
+#   service (benches/service):
+#     service-cold      apt-get update + install python3 python3-pip python3-venv, the venv,
+#                       the pip install of requirements.txt (PyPI, with the host's CA bundle
+#                       at /run/secrets/cacert as the build's secret), the app copied in
+#     service-one-edit  the app copied in again (an edit of app/service/wsgi.py re-runs no
+#                       RUN: the COPY is the last step)
+# Not timed: copying the base trees, hello.c, requirements.txt and the secret into place (a
+# builder's snapshot, COPY and mount work, part of its overhead).
 #
 # Needs root, the fixtures (scripts/fixtures.sh build), binfmt_misc with qemu-user-static
-# for foreign platforms, and the network to Debian's mirror (apt-get, as the workload).
+# for foreign platforms, and the network to Debian's mirror (apt-get, as the workload) and,
+# for the service, PyPI.
 set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS=""
+REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS="" WORKLOAD=app
+USAGE="usage: $0 [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE]"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --workload) WORKLOAD="$2"; shift ;;
         --repeat) REPEAT="$2"; shift ;;
         --platforms) PLATFORMS="$2"; shift ;;
         --results) RESULTS="$2"; shift ;;
-        *) echo "usage: $0 [--repeat N] [--platforms P1,P2] [--results FILE]" >&2; exit 2 ;;
+        *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
 done
+case "$WORKLOAD" in
+    app|service) ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "floor: run as root" >&2; exit 3; }
 log() { echo "floor: $*" >&2; }
 
@@ -78,8 +93,15 @@ prepare() {
         rm -f "$root/etc/resolv.conf"
         cp /etc/resolv.conf "$root/etc/resolv.conf"
     done
-    mkdir -p "$dir/build/src"
-    cp "$REPO/benches/app/hello.c" "$dir/build/src/hello.c"
+    if [ "$WORKLOAD" = service ]; then
+        # The secret as the RUN's mount gives it; requirements.txt as its COPY does.
+        mkdir -p "$dir/build/run/secrets"
+        cp /etc/ssl/certs/ca-certificates.crt "$dir/build/run/secrets/cacert"
+        cp "$REPO/benches/service/requirements.txt" "$dir/build/tmp/requirements.txt"
+    else
+        mkdir -p "$dir/build/src"
+        cp "$REPO/benches/app/hello.c" "$dir/build/src/hello.c"
+    fi
 }
 
 # in_root ROOT PLATFORM WORKDIR SCRIPT: one RUN, as the Dockerfile's shell form runs it.
@@ -95,6 +117,26 @@ in_root() {
 APT='apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*'
 COMPILE='echo "building on ${BUILDPLATFORM} for ${TARGETPLATFORM} (${TARGETARCH}), uname -m: $(uname -m)" && gcc -O2 -static -DTARGETARCH="\"${TARGETARCH}\"" -o /out-hello hello.c && strip /out-hello'
 FINAL='rm -f /bin/telnet /bin/ftpget /bin/ftpput && mkdir -p /app/data && chown 65534:65534 /app/data'
+
+# The RUN lines of benches/service/Dockerfile, in order (ENV PATH and PYTHONDONTWRITEBYTECODE
+# of the Dockerfile are set for the pip step, which is the only RUN after them).
+SERVICE_APT='apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv && rm -rf /var/lib/apt/lists/*'
+SERVICE_VENV='python3 -m venv /opt/venv'
+SERVICE_PIP='export PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 && PIP_CERT=/run/secrets/cacert pip install --no-cache-dir --no-deps --only-binary=:all: --require-hashes -r /tmp/requirements.txt && rm /tmp/requirements.txt'
+
+service_cold() {
+    local dir="$1" platform="$2"
+    in_root "$dir/build" "$platform" / "$SERVICE_APT"
+    in_root "$dir/build" "$platform" / "$SERVICE_VENV"
+    in_root "$dir/build" "$platform" / "$SERVICE_PIP"
+    mkdir -p "$dir/build/app"                                   # WORKDIR /app
+    cp -r "$REPO/benches/service/app/." "$dir/build/app/"       # COPY app/ ./
+}
+
+service_one_edit() {
+    local dir="$1" platform="$2"
+    cp -r "$REPO/benches/service/app/." "$dir/build/app/"
+}
 
 cold() {
     local dir="$1" platform="$2"
@@ -133,9 +175,15 @@ for round in $(seq "$REPEAT"); do
     log "round $round/$REPEAT: $PLATFORMS"
     for platform in "${platforms[@]}"; do prepare "$round" "$platform"; done
     sync
-    timed cold cold "$round"
-    sync
-    timed one-edit one_edit "$round"
+    if [ "$WORKLOAD" = service ]; then
+        timed service-cold service_cold "$round"
+        sync
+        timed service-one-edit service_one_edit "$round"
+    else
+        timed cold cold "$round"
+        sync
+        timed one-edit one_edit "$round"
+    fi
     unmount_under "$WORK/$round"
     rm -rf --one-file-system "${WORK:?}/$round"
 done

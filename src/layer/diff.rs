@@ -331,6 +331,9 @@ impl Walker {
     }
 }
 
+/// The mode of every symlink on Linux (`lstat` gives it; `chmod` cannot change it).
+const SYMLINK_MODE: u32 = 0o777;
+
 /// One file of a file list: where it goes in the image, its metadata, and for regular files
 /// where its content is read from.
 #[derive(Debug, Clone)]
@@ -343,6 +346,11 @@ pub struct FileListEntry {
 
 /// Writes a file list in the fixed order (sorted by path, component by component, so
 /// parents come before children). Parents are not invented: list them.
+///
+/// A symlink is written with mode 0777 whatever its entry says (`COPY --chmod` gives every
+/// listed entry its mode): Linux links have no mode of their own, so 0777 is what the
+/// unpacked snapshot's tree gives back (the blob made later from the snapshot must have
+/// this tar's diff_id), and what BuildKit's layer, a diff of the copied files, holds.
 ///
 /// # Errors
 /// Duplicate or non-relative paths, read or write failures.
@@ -379,6 +387,11 @@ pub fn write_file_list<W: Write>(
             }
             (EntryKind::File { size: 0 }, None) => {
                 writer.append(&item.entry, Some(&mut io::empty()))
+            }
+            (EntryKind::Symlink { .. }, _) if item.entry.mode != SYMLINK_MODE => {
+                let mut entry = item.entry.clone();
+                entry.mode = SYMLINK_MODE;
+                writer.append(&entry, None)
             }
             _ => writer.append(&item.entry, None),
         };

@@ -808,6 +808,101 @@ mod tests {
         }
     }
 
+    /// Every kind of entry a `COPY` lists comes back from the snapshot's tree as it was
+    /// written, so that the blob made later from the snapshot has the step's diff_id. A
+    /// symlink listed with a mode of its own (`COPY --chmod` of a directory holding links)
+    /// once did not: Linux links have no mode, the tree gives 0777.
+    #[test]
+    fn every_listed_kind_comes_back_the_same_from_the_unpacked_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        fs::create_dir(&source).unwrap();
+        fs::write(source.join("content"), b"bytes").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        let entry = |path: &str, kind: EntryKind, mode: u32| {
+            let mut entry = TarEntry::new(path, kind, mode);
+            entry.mtime = 1_700_000_000;
+            if root {
+                entry.uid = 1234;
+                entry.gid = 5678;
+            }
+            entry
+        };
+        let file = |path: &str, mode: u32| FileListEntry {
+            entry: entry(path, EntryKind::File { size: 5 }, mode),
+            source: Some(source.join("content")),
+        };
+        let other = |path: &str, kind: EntryKind, mode: u32| FileListEntry {
+            entry: entry(path, kind, mode),
+            source: None,
+        };
+        let link = |target: &str| EntryKind::Symlink {
+            target: std::path::PathBuf::from(target),
+        };
+        let mut with_xattr = file("app/xattr", 0o644);
+        with_xattr
+            .entry
+            .xattrs
+            .insert("user.note".to_owned(), b"kept".to_vec());
+        let mut entries = vec![
+            other("app", EntryKind::Directory, 0o750),
+            file("app/plain", 0o644),
+            file("app/setuid", 0o4755),
+            with_xattr,
+            other("app/empty", EntryKind::File { size: 0 }, 0o600),
+            other("app/fifo", EntryKind::Fifo, 0o640),
+            other("app/sub", EntryKind::Directory, 0o2775),
+            other("app/sub/link", link("../plain"), 0o777),
+            // `COPY --chmod=640` gives every listed entry the mode, links included.
+            other("app/sub/link-chmod", link("../plain"), 0o640),
+            other("app/sub/link-dangling", link("/nowhere"), 0o600),
+            other("app/z-empty-dir", EntryKind::Directory, 0o700),
+        ];
+        if root {
+            entries.push(other(
+                "app/zz-hard",
+                EntryKind::Hardlink {
+                    target: std::path::PathBuf::from("app/plain"),
+                },
+                0o644,
+            ));
+        }
+        for clamp in [None, Some(10)] {
+            let target = tempfile::tempdir_in(dir.path()).unwrap();
+            let (diff_id, _) =
+                unpack_file_list_layer(entries.clone(), clamp, target.path()).unwrap();
+            let (again, _) = tree_diff_id(target.path(), TreeKind::OverlayUpper, clamp).unwrap();
+            if again != diff_id {
+                let listing = |bytes: Vec<u8>| {
+                    let mut reader = read::TarReader::new(&bytes[..]);
+                    let mut lines = Vec::new();
+                    while let Some(entry) = reader.next_entry().unwrap() {
+                        lines.push(format!(
+                            "{} {:?} {:o} {}:{} {}",
+                            entry.display_path(),
+                            entry.kind,
+                            entry.mode,
+                            entry.uid,
+                            entry.gid,
+                            entry.mtime
+                        ));
+                    }
+                    lines
+                };
+                let mut listed = TarWriter::new(Vec::new(), clamp);
+                diff::write_file_list(&mut listed, entries.clone()).unwrap();
+                let mut tree = TarWriter::new(Vec::new(), clamp);
+                diff::write_tree(&mut tree, target.path(), TreeKind::OverlayUpper).unwrap();
+                let (listed, tree) = (
+                    listing(listed.finish().unwrap()),
+                    listing(tree.finish().unwrap()),
+                );
+                let differ: Vec<_> = listed.iter().zip(&tree).filter(|(a, b)| a != b).collect();
+                panic!("clamp {clamp:?}: the tree's tar differs from the list's: {differ:#?}");
+            }
+        }
+    }
+
     #[test]
     fn unpacking_as_written_reports_the_cause_of_a_failure() {
         let dir = tempfile::tempdir().unwrap();

@@ -167,3 +167,45 @@ fn a_directory_cannot_replace_a_link_and_chown_never_reads_the_host() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no user \"evil\""), "{stderr}");
 }
+
+/// `COPY --chmod` of a directory holding links: the chmod is for files and directories (a
+/// link has no mode of its own), so the layer's tar, which the image's blob is made from
+/// later (from the step's snapshot), is the one the step hashed. It once listed the links
+/// with the chmod's mode, which the snapshot cannot give back: without COPY's check of the
+/// snapshot's tar (which then writes the blob from the list at once) the export failed with
+/// a diff_id mismatch.
+#[test]
+fn copy_chmod_of_a_directory_holding_links_keeps_the_layer_lazy_and_exports() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("tree/sub")).unwrap();
+    std::fs::write(ctx.join("tree/file"), "content\n").unwrap();
+    symlink("file", ctx.join("tree/link")).unwrap();
+    symlink("../nowhere", ctx.join("tree/sub/dangling")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --chmod=640 tree/ /data/\n",
+    )
+    .unwrap();
+    // One platform: with two, both steps make the same layer, and the one that finds the
+    // other's snapshot writes its blob from the file list at once, which the export then
+    // takes instead of making it from the snapshot.
+    let mut command = util::xbuild(dir);
+    command
+        .current_dir(&ctx)
+        .args(["build", "--platform", "linux/amd64", "--progress", "plain"])
+        .args(["-t", "links:1", "."]);
+    let output = util::run(&mut command);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    let rootfs = unpack(dir, "docker.io/library/links:1", "amd64");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(rootfs.join("data/file")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    assert!(is_link_to(&rootfs.join("data/link"), "file"));
+    assert!(is_link_to(&rootfs.join("data/sub/dangling"), "../nowhere"));
+}
