@@ -637,7 +637,7 @@ impl BuildArgs {
         self.output
             .iter()
             .map(|spec| {
-                export::OutputSpec::parse(spec)
+                export::OutputSpec::parse_with_push(spec, self.push)
                     .map_err(|error| Failure::new(ExitKind::BadInput, error).into())
             })
             .collect()
@@ -762,7 +762,7 @@ impl BuildArgs {
                 .iter()
                 .any(|output| matches!(output, Output::Registry { .. }))
         {
-            outputs.push(Output::Registry { by_digest: false });
+            outputs.push(Output::push(false));
         }
         if self.tags.is_empty()
             && outputs
@@ -781,7 +781,7 @@ impl BuildArgs {
         // `--load` alone also names the result in the local store (a push names it there
         // already), so `xbuild run TAG` works after `--load` as after a plain build.
         if self.load && outputs.len() == 1 && !self.tags.is_empty() {
-            outputs.insert(0, Output::Store);
+            outputs.insert(0, Output::STORE);
         }
         Ok(outputs)
     }
@@ -1021,9 +1021,9 @@ fn parse_annotations(
         if kind == AnnotationKind::IndexDescriptor {
             let store_named = !tags.is_empty()
                 && (outputs.is_empty()
-                    || outputs
-                        .iter()
-                        .any(|output| matches!(output, Output::Store | Output::Registry { .. })));
+                    || outputs.iter().any(|output| {
+                        matches!(output, Output::Store { .. } | Output::Registry { .. })
+                    }));
             let oci = outputs
                 .iter()
                 .any(|output| matches!(output, Output::Oci { .. }));

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::Output;
+use super::{MediaTypes, Output};
 use crate::layer::Compression;
-use crate::oci::annotation::Annotation;
+use crate::oci::annotation::{Annotation, AnnotationKind};
 
 /// A `-o` spec xbuild does not take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,22 +125,60 @@ pub struct OutputSpec {
     pub attestation_layout: Option<crate::attest::options::Layout>,
 }
 
+/// What BuildKit refuses beside `oci-mediatypes=false` (its image exporter's checks):
+/// `compression=zstd` (zstd layers have OCI types only), `oci-artifact=true`, and index,
+/// index-descriptor or manifest-descriptor annotations (Docker's types have no place for
+/// them).
+fn docker_types_conflicts(spec: &OutputSpec, oci_artifact: Option<&str>) -> Result<(), String> {
+    if spec.compression == Some(Compression::Zstd) {
+        return Err(
+            "compression=zstd conflicts with oci-mediatypes=false (zstd layers have OCI media \
+             types only)"
+                .to_owned(),
+        );
+    }
+    if oci_artifact.and_then(crate::cache::spec::parse_go_bool) == Some(true) {
+        return Err("oci-artifact=true conflicts with oci-mediatypes=false".to_owned());
+    }
+    if let Some((text, _)) = spec.annotations.iter().find(|(_, annotation)| {
+        annotation
+            .kind
+            .is_some_and(|kind| kind != AnnotationKind::Manifest)
+    }) {
+        return Err(format!(
+            "{text}: cannot export index or descriptor annotations with oci-mediatypes=false \
+             (only manifest annotations)"
+        ));
+    }
+    Ok(())
+}
+
 impl OutputSpec {
     /// Parses one `-o` value (see [`Output::parse`]) with every buildx key of its type.
     ///
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
-    /// and values xbuild cannot honour yet (`oci-mediatypes=false`, `compression=estargz`,
-    /// `force-compression=true`, `rewrite-timestamp=true`, `unpack=true`, `store=false`,
-    /// `registry.insecure=true`, `platform-split=false` with several platforms is refused at
-    /// export).
+    /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker`,
+    /// `compression=estargz`, `force-compression=true`, `rewrite-timestamp=true`,
+    /// `unpack=true`; `platform-split=false` with several platforms is refused before the
+    /// build), what BuildKit refuses beside `oci-mediatypes=false`, and `store=false` or
+    /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
+        Self::parse_with_push(spec, false)
+    }
+
+    /// As [`Self::parse`]; `push` (`--push`): a `type=image` output pushes, as buildx sets
+    /// `push=true` on it then.
+    ///
+    /// # Errors
+    /// As [`Self::parse`].
+    pub fn parse_with_push(spec: &str, push: bool) -> Result<Self, OutputSpecError> {
         let error = |reason: String| OutputSpecError {
             spec: spec.to_owned(),
             reason,
         };
         let mut parsed = Self {
-            output: Output::Store,
+            output: Output::STORE,
             names: Vec::new(),
             compression: None,
             annotations: Vec::new(),
@@ -166,6 +204,7 @@ impl OutputSpec {
             return Ok(parsed);
         }
         let fields = split_fields(spec).map_err(error)?;
+        let mut media_types = MediaTypes::Oci;
         let mut kind = None;
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for part in &fields {
@@ -276,20 +315,28 @@ impl OutputSpec {
                     false,
                     "a docker archive lists its layers in Docker's manifest.json",
                 )?;
-            } else {
-                unsupported(
-                    "oci-mediatypes",
-                    true,
-                    "xbuild writes OCI media types (Docker media types are not written)",
-                )?;
+            } else if !flag("oci-mediatypes", true)? {
+                media_types = MediaTypes::Docker;
+                docker_types_conflicts(&parsed, value("oci-artifact")).map_err(error)?;
             }
         }
+        let pushes = kind == "registry" || (kind == "image" && (push || flag("push", false)?));
         if matches!(kind, "image" | "registry") {
-            unsupported(
-                "registry.insecure",
-                false,
-                "list the registry in XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)",
-            )?;
+            if !pushes {
+                // BuildKit takes them and does nothing; refused rather than ignored.
+                if flag("registry.insecure", false)? {
+                    return Err(error(
+                        "registry.insecure=true needs push=true (or --push): nothing is pushed"
+                            .to_owned(),
+                    ));
+                }
+                if !flag("store", true)? {
+                    return Err(error(
+                        "store=false needs push=true (or --push): the image would go nowhere"
+                            .to_owned(),
+                    ));
+                }
+            }
             unsupported(
                 "unpack",
                 false,
@@ -297,7 +344,6 @@ impl OutputSpec {
                  loads into containerd and unpacks there; xbuild's store unpacks an image when \
                  `xbuild run` needs it)",
             )?;
-            unsupported("store", true, "a pushed image is kept in xbuild's store")?;
             parsed.name_canonical = flag("name-canonical", false)?;
             parsed.dangling_name_prefix = value("dangling-name-prefix")
                 .map(str::trim)
@@ -308,6 +354,20 @@ impl OutputSpec {
                 crate::registry::ImageRef::parse(&probe)
                     .map_err(|reason| error(format!("dangling-name-prefix={prefix}: {reason}")))?;
             }
+            if !flag("store", true)? {
+                if parsed.name_canonical {
+                    return Err(error(
+                        "name-canonical=true names the image in the store: not with store=false"
+                            .to_owned(),
+                    ));
+                }
+                if parsed.dangling_name_prefix.is_some() {
+                    return Err(error(
+                        "dangling-name-prefix names the image in the store: not with store=false"
+                            .to_owned(),
+                    ));
+                }
+            }
         }
         let dest = || {
             value("dest")
@@ -315,6 +375,7 @@ impl OutputSpec {
                 .map(PathBuf::from)
                 .ok_or_else(|| error(format!("type={kind} needs dest=PATH")))
         };
+        let media_types_of_image = media_types;
         let split = value("platform-split")
             .map(|v| parse_bool(spec, "platform-split", v))
             .transpose()?;
@@ -322,6 +383,7 @@ impl OutputSpec {
             "oci" => Output::Oci {
                 dest: dest()?,
                 referrers: true,
+                media_types: media_types_of_image,
             },
             "docker" => Output::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
@@ -357,17 +419,25 @@ impl OutputSpec {
                 }
                 Output::Registry {
                     by_digest: flag("push-by-digest", false)?,
+                    media_types: media_types_of_image,
+                    store: flag("store", true)?,
+                    insecure: flag("registry.insecure", false)?,
                 }
             }
             _ => {
-                if flag("push", false)? {
+                if pushes {
                     Output::Registry {
                         by_digest: flag("push-by-digest", false)?,
+                        media_types: media_types_of_image,
+                        store: flag("store", true)?,
+                        insecure: flag("registry.insecure", false)?,
                     }
                 } else if flag("push-by-digest", false)? {
                     return Err(error("push-by-digest=true needs push=true".to_owned()));
                 } else {
-                    Output::Store
+                    Output::Store {
+                        media_types: media_types_of_image,
+                    }
                 }
             }
         };
@@ -406,7 +476,10 @@ mod tests {
     use super::*;
 
     #[rstest]
-    #[case("type=oci,dest=x.tar", Output::Oci { dest: "x.tar".into(), referrers: true })]
+    #[case(
+        "type=oci,dest=x.tar",
+        Output::Oci { dest: "x.tar".into(), referrers: true, media_types: MediaTypes::Oci }
+    )]
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()) })]
     #[case("type=docker", Output::Docker { dest: None })]
     #[case("type=local,dest=out", Output::Local { dest: "out".into(), split: None })]
@@ -415,12 +488,12 @@ mod tests {
     #[case("-", Output::Tar { dest: "-".into(), split: None })]
     #[case("type=tar,dest=rootfs.tar", Output::Tar { dest: "rootfs.tar".into(), split: None })]
     #[case("type=tar,dest=-", Output::Tar { dest: "-".into(), split: None })]
-    #[case("type=registry", Output::Registry { by_digest: false })]
-    #[case("type=registry,push-by-digest=true", Output::Registry { by_digest: true })]
-    #[case("type=image,push=true", Output::Registry { by_digest: false })]
-    #[case("type=image,push=true,push-by-digest=true", Output::Registry { by_digest: true })]
-    #[case("type=image", Output::Store)]
-    #[case("type=image,push=false", Output::Store)]
+    #[case("type=registry", Output::push(false))]
+    #[case("type=registry,push-by-digest=true", Output::push(true))]
+    #[case("type=image,push=true", Output::push(false))]
+    #[case("type=image,push=true,push-by-digest=true", Output::push(true))]
+    #[case("type=image", Output::STORE)]
+    #[case("type=image,push=false", Output::STORE)]
     #[case("type=containerd", Output::Containerd { namespace: None, unpack: false })]
     #[case(
         "type=containerd,namespace=k8s.io,unpack=true,name=app:1",
@@ -467,7 +540,7 @@ mod name_tests {
         );
         assert_eq!(
             Output::parse("type=image,name=reg/app,push=true").unwrap(),
-            Output::Registry { by_digest: false }
+            Output::push(false)
         );
         assert!(Output::names("type=registry").is_empty());
         assert!(Output::names("out-dir").is_empty());
@@ -483,7 +556,7 @@ mod name_tests {
              annotation-index.org.i=w,annotation-manifest[linux/arm64].org.m=x",
         )
         .unwrap();
-        assert_eq!(spec.output, Output::Registry { by_digest: false });
+        assert_eq!(spec.output, Output::push(false));
         assert_eq!(spec.names, ["reg/a:1", "reg/b:2"]);
         assert_eq!(spec.compression, Some(Compression::Zstd));
         assert!(spec.name_canonical);
@@ -522,10 +595,78 @@ mod name_tests {
         );
     }
 
+    #[test]
+    fn push_keys_of_the_image_exporter() {
+        let docker = |by_digest, store, insecure| Output::Registry {
+            by_digest,
+            media_types: MediaTypes::Docker,
+            store,
+            insecure,
+        };
+        assert_eq!(
+            Output::parse("type=image,push=true,oci-mediatypes=false"),
+            Ok(docker(false, true, false))
+        );
+        assert_eq!(
+            Output::parse(
+                "type=registry,oci-mediatypes=false,store=false,registry.insecure=true,\
+                 push-by-digest=true"
+            ),
+            Ok(docker(true, false, true))
+        );
+        assert_eq!(
+            Output::parse("type=image,oci-mediatypes=false"),
+            Ok(Output::Store {
+                media_types: MediaTypes::Docker
+            })
+        );
+        assert_eq!(
+            Output::parse("type=oci,dest=x.tar,oci-mediatypes=false,compression=gzip"),
+            Ok(Output::Oci {
+                dest: "x.tar".into(),
+                referrers: true,
+                media_types: MediaTypes::Docker
+            })
+        );
+        // Manifest annotations go into a Docker manifest too (as BuildKit writes them).
+        assert!(OutputSpec::parse("type=image,oci-mediatypes=false,annotation.org.a=b").is_ok());
+        assert_eq!(
+            Output::parse("type=registry,oci-mediatypes=true,store=true"),
+            Ok(Output::push(false))
+        );
+        // `--push` makes a `type=image` output push, as buildx sets `push=true` on it.
+        assert_eq!(
+            OutputSpec::parse_with_push("type=image,store=false,registry.insecure=true", true)
+                .map(|spec| spec.output),
+            Ok(Output::Registry {
+                by_digest: false,
+                media_types: MediaTypes::Oci,
+                store: false,
+                insecure: true,
+            })
+        );
+        assert_eq!(
+            OutputSpec::parse_with_push("type=image", false).map(|spec| spec.output),
+            Ok(Output::STORE)
+        );
+    }
+
     #[rstest]
     #[case(
-        "type=image,oci-mediatypes=false",
-        "oci-mediatypes=false is not supported yet"
+        "type=image,push=true,oci-mediatypes=false,compression=zstd",
+        "compression=zstd conflicts with oci-mediatypes=false"
+    )]
+    #[case(
+        "type=oci,dest=x,oci-mediatypes=false,oci-artifact=true,attestation-layout=buildx",
+        "oci-artifact=true conflicts with oci-mediatypes=false"
+    )]
+    #[case(
+        "type=registry,oci-mediatypes=false,annotation-manifest-descriptor.a=b",
+        "annotation-manifest-descriptor.a=b: cannot export index or descriptor annotations"
+    )]
+    #[case(
+        "type=image,oci-mediatypes=maybe",
+        "oci-mediatypes=maybe: expected true or false"
     )]
     #[case(
         "type=docker,dest=x,oci-mediatypes=true",
@@ -548,11 +689,16 @@ mod name_tests {
         "rewrite-timestamp=true is not supported yet"
     )]
     #[case("type=image,unpack=true", "unpack=true is not supported yet")]
-    #[case("type=image,store=false", "store=false is not supported yet")]
+    #[case("type=image,store=false", "store=false needs push=true (or --push)")]
     #[case(
-        "type=registry,registry.insecure=true",
-        "registry.insecure=true is not supported yet"
+        "type=image,registry.insecure=true",
+        "registry.insecure=true needs push=true (or --push)"
     )]
+    #[case(
+        "type=registry,store=false,name-canonical=true",
+        "name-canonical=true names the image in the store: not with store=false"
+    )]
+    #[case("type=registry,store=no", "store=no: expected true or false")]
     #[case("type=image,push=maybe", "push=maybe: expected true or false")]
     #[case(
         "type=local,dest=d,platform-split=2",

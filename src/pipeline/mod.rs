@@ -52,7 +52,7 @@
 //!         named_contexts: Default::default(),
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
-//!     outputs: vec![Output::Registry { by_digest: false }],
+//!     outputs: vec![Output::push(false)],
 //!     builder: None,
 //!     fallback: Default::default(),
 //!     checks: true,
@@ -914,9 +914,14 @@ fn export(
         .outputs
         .iter()
         .map(|output| match output {
-            Output::Oci { dest, referrers } => Output::Oci {
+            Output::Oci {
+                dest,
+                referrers,
+                media_types,
+            } => Output::Oci {
                 dest: dest.clone(),
                 referrers: *referrers && asked,
+                media_types: *media_types,
             },
             other => other.clone(),
         })

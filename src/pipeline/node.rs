@@ -173,7 +173,7 @@ pub fn serve_build(
                     registry.clone(),
                     &single,
                     std::slice::from_ref(repository),
-                    &[Output::Registry { by_digest: true }],
+                    &[Output::push(true)],
                     sink.clone(),
                     &vertices,
                 ))
@@ -208,6 +208,7 @@ pub fn serve_build(
                 &[Output::Oci {
                     dest: archive.clone(),
                     referrers: false,
+                    media_types: export::MediaTypes::Oci,
                 }],
                 // A file in the node's tmp/ on the way back is no step of the user's build.
                 Arc::new(crate::progress::Discard),
