@@ -329,6 +329,22 @@ impl BuildArgs {
             })?),
             None => crate::env::source_date_epoch(),
         };
+        if source_date_epoch.is_none() {
+            if let Some((text, _)) = self
+                .output
+                .iter()
+                .zip(&specs)
+                .find(|(_, spec)| spec.rewrite_timestamp)
+            {
+                // BuildKit's warning; the layers keep their files' times. An epoch from the
+                // Dockerfile's own `ARG SOURCE_DATE_EPOCH=` is only known to the build.
+                output::warning(format_args!(
+                    "-o {text}: rewrite-timestamp is specified, but no source-date-epoch was \
+                     found (set SOURCE_DATE_EPOCH, or --build-arg SOURCE_DATE_EPOCH=...): file \
+                     times in the layers are kept"
+                ));
+            }
+        }
         for tag in &self.tags {
             crate::registry::ImageRef::parse(tag)
                 .map_err(|error| Failure::bad_input(format_args!("-t {tag}: {error}")))?;

@@ -123,6 +123,10 @@ pub struct OutputSpec {
     /// `attestation-layout=referrers|buildx` with BuildKit's `oci-artifact=`: where the
     /// build's attestations go (`None`: not given).
     pub attestation_layout: Option<crate::attest::options::Layout>,
+    /// `rewrite-timestamp=true`: the files of the layers the build makes have their mtimes
+    /// clamped to SOURCE_DATE_EPOCH (what xbuild's layers always get with an epoch; without
+    /// one the CLI warns, as BuildKit does).
+    pub rewrite_timestamp: bool,
 }
 
 /// What BuildKit refuses beside `oci-mediatypes=false` (its image exporter's checks):
@@ -185,6 +189,7 @@ impl OutputSpec {
             name_canonical: false,
             dangling_name_prefix: None,
             attestation_layout: None,
+            rewrite_timestamp: false,
         };
         if spec.is_empty() {
             return Err(error("empty output spec".to_owned()));
@@ -304,11 +309,7 @@ impl OutputSpec {
                     .map_err(error)?,
                 );
             }
-            unsupported(
-                "rewrite-timestamp",
-                false,
-                "layer timestamps are not rewritten to SOURCE_DATE_EPOCH",
-            )?;
+            parsed.rewrite_timestamp = flag("rewrite-timestamp", false)?;
             if kind == "docker" {
                 unsupported(
                     "oci-mediatypes",
@@ -596,6 +597,29 @@ mod name_tests {
     }
 
     #[test]
+    fn rewrite_timestamp_on_image_and_archive_types() {
+        for spec in [
+            "type=image,rewrite-timestamp=true",
+            "type=registry,rewrite-timestamp=true",
+            "type=oci,dest=x,rewrite-timestamp=true",
+            "type=docker,rewrite-timestamp=true",
+        ] {
+            assert!(OutputSpec::parse(spec).unwrap().rewrite_timestamp, "{spec}");
+        }
+        assert!(
+            !OutputSpec::parse("type=oci,dest=x,rewrite-timestamp=false")
+                .unwrap()
+                .rewrite_timestamp
+        );
+        assert!(
+            OutputSpec::parse("type=local,dest=d,rewrite-timestamp=true")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key rewrite-timestamp for type=local")
+        );
+    }
+
+    #[test]
     fn push_keys_of_the_image_exporter() {
         let docker = |by_digest, store, insecure| Output::Registry {
             by_digest,
@@ -685,8 +709,8 @@ mod name_tests {
         "force-compression=true is not supported yet"
     )]
     #[case(
-        "type=image,rewrite-timestamp=true",
-        "rewrite-timestamp=true is not supported yet"
+        "type=image,rewrite-timestamp=sometimes",
+        "rewrite-timestamp=sometimes: expected true or false"
     )]
     #[case("type=image,unpack=true", "unpack=true is not supported yet")]
     #[case("type=image,store=false", "store=false needs push=true (or --push)")]

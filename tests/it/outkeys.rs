@@ -428,3 +428,172 @@ fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// The mtimes of a gzip layer's entries, `(path, seconds)`, as GNU tar lists them.
+fn layer_mtimes(layer: &Path) -> Vec<(String, i64)> {
+    let listed = util::run(
+        std::process::Command::new("tar")
+            .env("TZ", "UTC")
+            .args(["--list", "--verbose", "--full-time", "-z", "-f"])
+            .arg(layer),
+    );
+    assert!(listed.status.success(), "{}", util::stderr(&listed));
+    util::stdout(&listed)
+        .lines()
+        .map(|line| {
+            // `-rw-r--r-- 0/0 4 2023-11-14 22:13:20 new.txt`
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let date = util::run(std::process::Command::new("date").args([
+                "-u",
+                "-d",
+                &format!("{} {}", fields[3], fields[4]),
+                "+%s",
+            ]));
+            let seconds = util::stdout(&date).trim().parse().unwrap();
+            (fields[5..].join(" "), seconds)
+        })
+        .collect()
+}
+
+/// `rewrite-timestamp=true` with SOURCE_DATE_EPOCH: the files of the layer the build makes
+/// have mtimes no later than the epoch (a file touched now gets the epoch), the base
+/// image's layers are the fixture's own blobs (not rewritten), as BuildKit's exporter does;
+/// without SOURCE_DATE_EPOCH BuildKit's warning is printed and the file keeps its time.
+/// Judged by GNU tar listing the layer blobs of the OCI archive.
+#[test]
+fn rewrite_timestamp_clamps_the_layers_the_build_makes() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("tar"),
+        Need::Program("date"),
+    ]) {
+        return;
+    }
+    const EPOCH: i64 = 1_700_000_000;
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nCOPY new.txt /new.txt\n",
+    )
+    .unwrap();
+    std::fs::write(context.join("new.txt"), "made now\n").unwrap();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    crate::build::store_with_fixtures(&home);
+    let fixture = crate::regenv::busybox();
+    let export = |name: &str, epoch: Option<i64>| -> (Output, std::path::PathBuf) {
+        let archive = dir.join(format!("{name}.tar"));
+        let mut command = util::xbuild(&home);
+        if let Some(epoch) = epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        }
+        let output = util::run(
+            command
+                .args([
+                    "build",
+                    "--progress",
+                    "plain",
+                    "--platform",
+                    "linux/amd64",
+                    "-o",
+                ])
+                .arg(format!(
+                    "type=oci,dest={},rewrite-timestamp=true",
+                    archive.display()
+                ))
+                .arg(&context),
+        );
+        let unpacked = dir.join(name);
+        std::fs::create_dir_all(&unpacked).unwrap();
+        if output.status.success() {
+            let untar = util::run(
+                std::process::Command::new("tar")
+                    .arg("-xf")
+                    .arg(&archive)
+                    .arg("-C")
+                    .arg(&unpacked),
+            );
+            assert!(untar.status.success(), "{}", util::stderr(&untar));
+        }
+        (output, unpacked)
+    };
+    let (output, unpacked) = export("clamped", Some(EPOCH));
+    ok(&output);
+    let manifest = only_manifest(&unpacked);
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let base = crate::regenv::json_blob(
+        &crate::regenv::fixture_layout(),
+        &fixture.platforms["linux/amd64"],
+    );
+    let base_layers: Vec<String> = base["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(layers.len(), base_layers.len() + 1, "{manifest}");
+    assert_eq!(layers[..base_layers.len()], base_layers[..], "{manifest}");
+    let made = blob_path(&unpacked, layers.last().unwrap());
+    let times = layer_mtimes(&made);
+    assert!(times.iter().any(|(path, _)| path == "new.txt"), "{times:?}");
+    for (path, seconds) in &times {
+        assert!(*seconds <= EPOCH, "{path}: {seconds} is after {EPOCH}");
+    }
+    assert!(
+        times
+            .iter()
+            .any(|(path, seconds)| path == "new.txt" && *seconds == EPOCH),
+        "{times:?}"
+    );
+
+    // Without an epoch: BuildKit's warning, and the file keeps its own (recent) time.
+    let (output, unpacked) = export("kept", None);
+    let err = ok(&output);
+    assert!(
+        err.contains("rewrite-timestamp is specified, but no source-date-epoch was found"),
+        "{err}"
+    );
+    let manifest = only_manifest(&unpacked);
+    let made = blob_path(
+        &unpacked,
+        manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap(),
+    );
+    let times = layer_mtimes(&made);
+    assert!(
+        times
+            .iter()
+            .any(|(path, seconds)| path == "new.txt" && *seconds > EPOCH),
+        "{times:?}"
+    );
+}
+
+/// The one image manifest of an unpacked OCI archive (index → index → manifest, or index →
+/// manifest).
+fn only_manifest(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut document =
+        crate::regenv::json_blob(layout, index["manifests"][0]["digest"].as_str().unwrap());
+    while let Some(entries) = document["manifests"].as_array() {
+        let digest = entries[0]["digest"].as_str().unwrap().to_owned();
+        document = crate::regenv::json_blob(layout, &digest);
+    }
+    document
+}
+
+fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
