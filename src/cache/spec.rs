@@ -83,6 +83,9 @@ pub struct CacheExport {
     /// layer compression; base-image layers keep theirs, as BuildKit without
     /// `force-compression`).
     pub compression: Option<Compression>,
+    /// `oci-mediatypes=false`: the cache index is a Docker manifest list, its manifests
+    /// Docker schema-2 manifests with Docker layer types (BuildKit's cache then).
+    pub docker_types: bool,
 }
 
 impl CacheExport {
@@ -94,6 +97,7 @@ impl CacheExport {
             ignore_error: false,
             image_manifest: false,
             compression: None,
+            docker_types: false,
         }
     }
 }
@@ -419,7 +423,7 @@ impl CacheExport {
     ///
     /// # Errors
     /// [`CacheSpecError`] naming the problem; a value xbuild cannot write yet
-    /// (`oci-mediatypes=false`, `force-compression=true`, ...) is refused as unsupported.
+    /// (`force-compression=true`, ...) is refused as unsupported.
     pub fn parse(spec: &str) -> Result<Self, CacheSpecError> {
         const FLAG: &str = "--cache-to";
         let (kind, pairs) = pairs(FLAG, spec, false)?;
@@ -455,18 +459,12 @@ impl CacheExport {
         };
         let oci_mediatypes = bool_key(FLAG, spec, &pairs, "oci-mediatypes")?.unwrap_or(true);
         let image_manifest = bool_key(FLAG, spec, &pairs, "image-manifest")?.unwrap_or(false);
-        if !oci_mediatypes {
+        if !oci_mediatypes && image_manifest {
             return Err(error(
-                if image_manifest {
-                    "OCI mediatypes are required for image-manifest cache format \
-                     (oci-mediatypes=false with image-manifest=true)"
-                        .to_owned()
-                } else {
-                    "oci-mediatypes=false is not supported yet: xbuild writes caches with OCI \
-                     media types"
-                        .to_owned()
-                },
-                !image_manifest,
+                "OCI mediatypes are required for image-manifest cache format \
+                 (oci-mediatypes=false with image-manifest=true)"
+                    .to_owned(),
+                false,
             ));
         }
         let compression = layer_compression(
@@ -489,6 +487,7 @@ impl CacheExport {
             ignore_error: bool_key(FLAG, spec, &pairs, "ignore-error")?.unwrap_or(false),
             image_manifest,
             compression,
+            docker_types: !oci_mediatypes,
         })
     }
 }
@@ -666,6 +665,7 @@ mod tests {
                 ignore_error: true,
                 image_manifest: true,
                 compression: Some(Compression::Zstd),
+                docker_types: false,
             }
         );
         let export = CacheExport::parse(
@@ -684,13 +684,21 @@ mod tests {
     }
 
     #[test]
+    fn oci_mediatypes_false_asks_for_docker_types() {
+        let export = CacheExport::parse("type=registry,ref=r/app:c,oci-mediatypes=false").unwrap();
+        assert!(export.docker_types);
+        let export = CacheExport::parse("type=local,dest=d,oci-mediatypes=true").unwrap();
+        assert!(!export.docker_types);
+        assert!(
+            !CacheExport::parse("type=local,dest=d")
+                .unwrap()
+                .docker_types
+        );
+    }
+
+    #[test]
     fn cache_keys_xbuild_cannot_honour_are_refused() {
         for (bad, reason, unsupported) in [
-            (
-                "type=local,dest=d,oci-mediatypes=false",
-                "oci-mediatypes=false is not supported yet",
-                true,
-            ),
             (
                 "type=local,dest=d,oci-mediatypes=false,image-manifest=true",
                 "OCI mediatypes are required for image-manifest cache format",

@@ -17,12 +17,6 @@ use crate::oci::referrers::REFERENCE_TYPE;
 
 use super::ExportError;
 
-/// Docker's uncompressed layer media type.
-const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Docker's media types for non-distributable ("foreign") layers.
-const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-const DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-
 /// Which media types an image output writes (`oci-mediatypes=`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MediaTypes {
@@ -31,19 +25,6 @@ pub enum MediaTypes {
     Oci,
     /// Docker's (`oci-mediatypes=false`).
     Docker,
-}
-
-/// Docker's media type for a layer type, as BuildKit converts them (a type it does not know
-/// is kept).
-fn docker_layer_type(media_type: &str) -> &str {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar" => DOCKER_LAYER_TAR,
-        "application/vnd.oci.image.layer.v1.tar+gzip" => image::DOCKER_LAYER_GZIP,
-        "application/vnd.oci.image.layer.v1.tar+zstd" => image::DOCKER_LAYER_ZSTD,
-        "application/vnd.oci.image.layer.nondistributable.v1.tar" => DOCKER_LAYER_FOREIGN,
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => DOCKER_LAYER_FOREIGN_GZIP,
-        other => other,
-    }
 }
 
 fn bad(reason: impl Into<String>) -> ExportError {
@@ -101,7 +82,7 @@ fn docker_manifest(layout: &ImageLayout, entry: &Descriptor) -> Result<Descripto
             let converted = layer
                 .get("mediaType")
                 .and_then(Value::as_str)
-                .map(|media_type| docker_layer_type(media_type).to_owned());
+                .map(|media_type| image::docker_layer_media_type(media_type).to_owned());
             if let Some(converted) = converted {
                 layer["mediaType"] = Value::from(converted);
             }
@@ -267,19 +248,19 @@ mod tests {
     #[test]
     fn layer_types_convert_as_buildkit_converts_them() {
         assert_eq!(
-            docker_layer_type("application/vnd.oci.image.layer.v1.tar+gzip"),
+            image::docker_layer_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
             "application/vnd.docker.image.rootfs.diff.tar.gzip"
         );
         assert_eq!(
-            docker_layer_type("application/vnd.oci.image.layer.v1.tar"),
+            image::docker_layer_media_type("application/vnd.oci.image.layer.v1.tar"),
             "application/vnd.docker.image.rootfs.diff.tar"
         );
         assert_eq!(
-            docker_layer_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+            image::docker_layer_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
             "application/vnd.docker.image.rootfs.diff.tar.zstd"
         );
         assert_eq!(
-            docker_layer_type(image::DOCKER_LAYER_GZIP),
+            image::docker_layer_media_type(image::DOCKER_LAYER_GZIP),
             image::DOCKER_LAYER_GZIP
         );
     }

@@ -148,6 +148,9 @@ pub struct CacheExportSpec {
     pub image_manifest: bool,
     /// `compression=`: `gzip`, `zstd` or `none`.
     pub compression: Option<String>,
+    /// `oci-mediatypes=false` (absent from an older client: OCI types).
+    #[serde(default)]
+    pub docker_types: bool,
 }
 
 impl CacheExportSpec {
@@ -160,6 +163,7 @@ impl CacheExportSpec {
             ignore_error,
             image_manifest,
             compression,
+            docker_types,
         } = export;
         let crate::cache::CacheLocation::Registry(reference) = location else {
             return None;
@@ -170,6 +174,7 @@ impl CacheExportSpec {
             ignore_error: *ignore_error,
             image_manifest: *image_manifest,
             compression: compression.map(|c| compression_name(c).to_owned()),
+            docker_types: *docker_types,
         })
     }
 
@@ -192,6 +197,7 @@ impl CacheExportSpec {
             ignore_error: self.ignore_error,
             image_manifest: self.image_manifest,
             compression: self.compression.as_deref().map(compression_of),
+            docker_types: self.docker_types,
         })
     }
 }

@@ -597,3 +597,74 @@ fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
         .join("blobs/sha256")
         .join(digest.strip_prefix("sha256:").unwrap())
 }
+
+/// `--cache-to ...,oci-mediatypes=false`: the cache ref is a Docker manifest list of
+/// schema-2 manifests with Docker layer types (skopeo reads it from docker-registry), and a
+/// fresh store builds from it with every step cached (the same digest); a local cache
+/// directory names a Docker list in its `index.json` too.
+#[test]
+fn a_cache_with_docker_media_types_round_trips() {
+    if !needs(Setup::Plain) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    context(dir);
+    let reference = format!("{}/keys3/cache:docker", registry.host);
+    let local = dir.join("local-cache");
+    let first = build(
+        &registry,
+        dir,
+        "a",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            &format!("type=registry,ref={reference},mode=max,oci-mediatypes=false"),
+            "--cache-to",
+            &format!("type=local,dest={},oci-mediatypes=false", local.display()),
+        ],
+    );
+    ok(&first);
+    let list = raw(&registry, "keys3/cache:docker");
+    assert_eq!(list["mediaType"], DOCKER_LIST, "{list}");
+    let entries = list["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{list}");
+    for entry in entries {
+        assert_eq!(entry["mediaType"], DOCKER_MANIFEST, "{list}");
+        let manifest = raw(
+            &registry,
+            &format!("keys3/cache@{}", entry["digest"].as_str().unwrap()),
+        );
+        assert_eq!(manifest["mediaType"], DOCKER_MANIFEST, "{manifest}");
+        let layers = manifest["layers"].as_array().unwrap();
+        assert!(!layers.is_empty(), "{manifest}");
+        for layer in layers {
+            assert_eq!(layer["mediaType"], DOCKER_GZIP, "{manifest}");
+        }
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["mediaType"], DOCKER_LIST, "{index}");
+
+    for (home, from) in [
+        ("b", reference.clone()),
+        ("c", format!("type=local,src={}", local.display())),
+    ] {
+        let second = build(
+            &registry,
+            dir,
+            home,
+            &[
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--cache-from",
+                &from,
+            ],
+        );
+        let err = ok(&second);
+        assert!(err.contains("4 steps cached"), "{from}: {err}");
+        assert_eq!(util::stdout(&second), util::stdout(&first), "{from}");
+    }
+}
