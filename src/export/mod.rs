@@ -12,7 +12,8 @@
 //! and [`write_iidfile`] serve `--metadata-file` and `--iidfile`.
 //!
 //! Files: this one parses nothing and writes in order; `spec` parses `-o`, `error` and
-//! `report` hold what an export says back, `archive` writes OCI and docker archives,
+//! `report` hold what an export says back, `mediatypes` rewrites a result with Docker's
+//! media types (`oci-mediatypes=false`), `archive` writes OCI and docker archives,
 //! `load` and [`engine`] serve `--load`, [`containerd`] `type=containerd`, [`rootfs`] the
 //! `local` and `tar` outputs.
 
