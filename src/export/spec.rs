@@ -111,8 +111,11 @@ pub struct OutputSpec {
     /// the `-t` names.
     pub names: Vec<String>,
     /// `compression=` (checked with `compression-level` and `force-compression`): the
-    /// compression of the layers the build makes.
+    /// compression of the layers the build makes, at its `compression-level`.
     pub compression: Option<Compression>,
+    /// `force-compression=true`: the base image's layers are converted to `compression`
+    /// too.
+    pub force_compression: bool,
     /// `annotation[-TYPE][PLATFORMS].KEY=VALUE` keys, each with how it was written.
     pub annotations: Vec<(String, Annotation)>,
     /// `name-canonical=true`: each name is also given as `NAME@DIGEST` in the store.
@@ -134,7 +137,10 @@ pub struct OutputSpec {
 /// index-descriptor or manifest-descriptor annotations (Docker's types have no place for
 /// them).
 fn docker_types_conflicts(spec: &OutputSpec, oci_artifact: Option<&str>) -> Result<(), String> {
-    if spec.compression == Some(Compression::Zstd) {
+    if spec
+        .compression
+        .is_some_and(|compression| compression.algorithm() == crate::layer::Algorithm::Zstd)
+    {
         return Err(
             "compression=zstd conflicts with oci-mediatypes=false (zstd layers have OCI media \
              types only)"
@@ -163,8 +169,7 @@ impl OutputSpec {
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
     /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker`,
-    /// `compression=estargz`, `force-compression=true`, `rewrite-timestamp=true`,
-    /// `unpack=true`; `platform-split=false` with several platforms is refused before the
+    /// `compression=estargz`, `unpack=true`; `platform-split=false` with several platforms is refused before the
     /// build), what BuildKit refuses beside `oci-mediatypes=false`, and `store=false` or
     /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
@@ -185,6 +190,7 @@ impl OutputSpec {
             output: Output::STORE,
             names: Vec::new(),
             compression: None,
+            force_compression: false,
             annotations: Vec::new(),
             name_canonical: false,
             dangling_name_prefix: None,
@@ -291,7 +297,7 @@ impl OutputSpec {
             .map(str::to_owned)
             .collect();
         if !matches!(kind, "local" | "tar" | "containerd") {
-            parsed.compression = crate::cache::spec::layer_compression(
+            (parsed.compression, parsed.force_compression) = crate::cache::spec::layer_compression(
                 value("compression"),
                 value("compression-level"),
                 value("force-compression"),
@@ -572,6 +578,25 @@ mod name_tests {
             OutputSpec::parse("type=oci,dest=x.tar,name=a/b,compression=uncompressed").unwrap();
         assert_eq!(spec.names, ["a/b"]);
         assert_eq!(spec.compression, Some(Compression::None));
+        let spec = OutputSpec::parse(
+            "type=registry,compression=zstd,compression-level=19,force-compression=true",
+        )
+        .unwrap();
+        assert_eq!(
+            (spec.compression, spec.force_compression),
+            (
+                Some(Compression::with_level(crate::layer::Algorithm::Zstd, 19).unwrap()),
+                true
+            )
+        );
+        let spec = OutputSpec::parse("type=oci,dest=x,compression-level=1").unwrap();
+        assert_eq!(
+            (spec.compression, spec.force_compression),
+            (
+                Some(Compression::with_level(crate::layer::Algorithm::Gzip, 1).unwrap()),
+                false
+            )
+        );
         let spec =
             OutputSpec::parse("type=docker,dest=x.tar,name=\"a,b\",oci-mediatypes=false").unwrap();
         assert_eq!(spec.names, ["a", "b"]);
@@ -701,12 +726,12 @@ mod name_tests {
         "compression=estargz is not supported yet"
     )]
     #[case(
-        "type=oci,dest=x,compression=zstd,compression-level=9",
-        "compression-level=9 is not supported yet"
+        "type=oci,dest=x,compression=gzip,compression-level=12",
+        "compression-level=12: gzip takes 0 to 9"
     )]
     #[case(
-        "type=oci,dest=x,force-compression=true",
-        "force-compression=true is not supported yet"
+        "type=oci,dest=x,force-compression=yes",
+        "force-compression=yes: expected true or false"
     )]
     #[case(
         "type=image,rewrite-timestamp=sometimes",
