@@ -26,6 +26,10 @@
 //! Exporting to a ref that already holds a cache replaces the manifests of the platforms
 //! exported and keeps the others, so runners of different architectures can share one ref.
 //!
+//! With `oci-mediatypes=false` the index is a Docker manifest list
+//! (`application/vnd.docker.distribution.manifest.list.v2+json`) and its manifests Docker
+//! schema-2 manifests with Docker layer types (the config keeps xbuild's type).
+//!
 //! With `image-manifest=true` the ref names one such manifest instead of the index, without
 //! `platform`, whose config (no `"platform"`) holds every platform's records; the other
 //! platforms' records of the cache already there are kept in it. Imports read both shapes.
@@ -193,6 +197,7 @@ fn cache_manifest(
     location: &str,
     platform: Option<&Platform>,
     records: Vec<Record>,
+    docker_types: bool,
 ) -> Result<(Descriptor, Vec<Descriptor>), CacheError> {
     let layout_error = |source| CacheError::Layout {
         location: location.to_owned(),
@@ -210,10 +215,23 @@ fn cache_manifest(
         &config,
     )
     .map_err(layout_error)?;
-    let manifest = oci_image::build_manifest(config_descriptor.clone(), layers.clone(), None);
+    let mut layers = layers;
+    if docker_types {
+        for layer in &mut layers {
+            let docker = oci_image::docker_layer_media_type(layer.media_type().as_ref()).to_owned();
+            layer.set_media_type(MediaType::Other(docker));
+        }
+    }
+    let mut manifest = oci_image::build_manifest(config_descriptor.clone(), layers.clone(), None);
+    if docker_types {
+        manifest.set_media_type(Some(MediaType::Other(
+            oci_image::DOCKER_MANIFEST.to_owned(),
+        )));
+    }
     let bytes = oci_image::canonical_json(&manifest);
     let (digest, size) = store.write_blob(&bytes).map_err(layout_error)?;
     let mut descriptor = oci_image::manifest_descriptor(digest, size, platform);
+    descriptor.set_media_type(manifest_type(docker_types));
     if let Some(platform) = platform {
         descriptor.set_annotations(Some(HashMap::from([(
             PLATFORM_ANNOTATION.to_owned(),
@@ -223,6 +241,27 @@ fn cache_manifest(
     let mut blobs = vec![config_descriptor];
     blobs.extend(layers);
     Ok((descriptor, blobs))
+}
+
+/// The media type of a cache manifest: OCI's, or Docker's schema 2 (`oci-mediatypes=false`).
+fn manifest_type(docker_types: bool) -> MediaType {
+    if docker_types {
+        MediaType::Other(oci_image::DOCKER_MANIFEST.to_owned())
+    } else {
+        MediaType::ImageManifest
+    }
+}
+
+/// The cache index over `entries`: an OCI index, or a Docker manifest list
+/// (`oci-mediatypes=false`).
+fn cache_index(entries: Vec<Descriptor>, docker_types: bool) -> (ImageIndex, MediaType) {
+    let mut index = oci_image::build_index(entries);
+    if !docker_types {
+        return (index, MediaType::ImageIndex);
+    }
+    let list = MediaType::Other(oci_image::DOCKER_MANIFEST_LIST.to_owned());
+    index.set_media_type(Some(list.clone()));
+    (index, list)
 }
 
 /// The platform annotation of an index entry, as written.
@@ -327,7 +366,8 @@ pub async fn export(
         let mut all = records;
         all.extend(kept);
         all.sort_by(|a, b| (&a.platform, &a.key).cmp(&(&b.platform, &b.key)));
-        let (descriptor, mut needed) = cache_manifest(store, &location, None, all)?;
+        let (descriptor, mut needed) =
+            cache_manifest(store, &location, None, all, export.docker_types)?;
         // Kept records' layers are there already; ours are pushed with the config.
         needed.truncate(1);
         needed.extend(needed_layers);
@@ -341,7 +381,13 @@ pub async fn export(
                 .push(record);
         }
         for (platform, records) in by_platform {
-            let (descriptor, needed) = cache_manifest(store, &location, Some(&platform), records)?;
+            let (descriptor, needed) = cache_manifest(
+                store,
+                &location,
+                Some(&platform),
+                records,
+                export.docker_types,
+            )?;
             entries.push(descriptor.clone());
             manifests.push((descriptor, needed));
         }
@@ -392,7 +438,7 @@ pub async fn export(
                             location: location.clone(),
                             source,
                         })?,
-                    MediaType::ImageManifest.to_string(),
+                    manifest.media_type().to_string(),
                 );
                 let target = if export.image_manifest {
                     reference.manifest_reference()
@@ -406,11 +452,9 @@ pub async fn export(
             }
             if !export.image_manifest {
                 entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
-                let index = oci_image::build_index(entries);
-                let raw = RawManifest::new(
-                    oci_image::canonical_json(&index),
-                    MediaType::ImageIndex.to_string(),
-                );
+                let (index, media_type) = cache_index(entries, export.docker_types);
+                let raw =
+                    RawManifest::new(oci_image::canonical_json(&index), media_type.to_string());
                 registry
                     .put_manifest(repository, &reference.manifest_reference(), &raw)
                     .await
@@ -444,9 +488,8 @@ pub async fn export(
                     .ok_or_else(|| bad(&location, "no cache manifest was written"))?
             } else {
                 entries.sort_by(|a, b| entry_annotation(a).cmp(&entry_annotation(b)));
-                let index = oci_image::build_index(entries);
-                oci_image::write_json_blob(&dest, MediaType::ImageIndex, &index)
-                    .map_err(layout_error)?
+                let (index, media_type) = cache_index(entries, export.docker_types);
+                oci_image::write_json_blob(&dest, media_type, &index).map_err(layout_error)?
             };
             dest.set_ref(&local.tag, &top).map_err(layout_error)?;
             remove_unreferenced(&dest);

@@ -86,6 +86,9 @@ pub struct CacheExport {
     /// `force-compression=true`: the base image's layers are converted to `compression`
     /// too.
     pub force_compression: bool,
+    /// `oci-mediatypes=false`: the cache index is a Docker manifest list, its manifests
+    /// Docker schema-2 manifests with Docker layer types (BuildKit's cache then).
+    pub docker_types: bool,
 }
 
 impl CacheExport {
@@ -98,6 +101,7 @@ impl CacheExport {
             image_manifest: false,
             compression: None,
             force_compression: false,
+            docker_types: false,
         }
     }
 }
@@ -404,7 +408,7 @@ impl CacheExport {
     ///
     /// # Errors
     /// [`CacheSpecError`] naming the problem; a value xbuild cannot write yet
-    /// (`oci-mediatypes=false`, `force-compression=true`, ...) is refused as unsupported.
+    /// (`force-compression=true`, ...) is refused as unsupported.
     pub fn parse(spec: &str) -> Result<Self, CacheSpecError> {
         const FLAG: &str = "--cache-to";
         let (kind, pairs) = pairs(FLAG, spec, false)?;
@@ -440,18 +444,12 @@ impl CacheExport {
         };
         let oci_mediatypes = bool_key(FLAG, spec, &pairs, "oci-mediatypes")?.unwrap_or(true);
         let image_manifest = bool_key(FLAG, spec, &pairs, "image-manifest")?.unwrap_or(false);
-        if !oci_mediatypes {
+        if !oci_mediatypes && image_manifest {
             return Err(error(
-                if image_manifest {
-                    "OCI mediatypes are required for image-manifest cache format \
-                     (oci-mediatypes=false with image-manifest=true)"
-                        .to_owned()
-                } else {
-                    "oci-mediatypes=false is not supported yet: xbuild writes caches with OCI \
-                     media types"
-                        .to_owned()
-                },
-                !image_manifest,
+                "OCI mediatypes are required for image-manifest cache format \
+                 (oci-mediatypes=false with image-manifest=true)"
+                    .to_owned(),
+                false,
             ));
         }
         let (compression, force_compression) = layer_compression(
@@ -475,6 +473,7 @@ impl CacheExport {
             image_manifest,
             compression,
             force_compression,
+            docker_types: !oci_mediatypes,
         })
     }
 }
@@ -653,6 +652,7 @@ mod tests {
                 image_manifest: true,
                 compression: Some(Compression::Zstd),
                 force_compression: false,
+                docker_types: false,
             }
         );
         let export = CacheExport::parse(
@@ -712,13 +712,21 @@ mod tests {
     }
 
     #[test]
+    fn oci_mediatypes_false_asks_for_docker_types() {
+        let export = CacheExport::parse("type=registry,ref=r/app:c,oci-mediatypes=false").unwrap();
+        assert!(export.docker_types);
+        let export = CacheExport::parse("type=local,dest=d,oci-mediatypes=true").unwrap();
+        assert!(!export.docker_types);
+        assert!(
+            !CacheExport::parse("type=local,dest=d")
+                .unwrap()
+                .docker_types
+        );
+    }
+
+    #[test]
     fn cache_keys_xbuild_cannot_honour_are_refused() {
         for (bad, reason, unsupported) in [
-            (
-                "type=local,dest=d,oci-mediatypes=false",
-                "oci-mediatypes=false is not supported yet",
-                true,
-            ),
             (
                 "type=local,dest=d,oci-mediatypes=false,image-manifest=true",
                 "OCI mediatypes are required for image-manifest cache format",

@@ -329,6 +329,22 @@ impl BuildArgs {
             })?),
             None => crate::env::source_date_epoch(),
         };
+        if source_date_epoch.is_none() {
+            if let Some((text, _)) = self
+                .output
+                .iter()
+                .zip(&specs)
+                .find(|(_, spec)| spec.rewrite_timestamp)
+            {
+                // BuildKit's warning; the layers keep their files' times. An epoch from the
+                // Dockerfile's own `ARG SOURCE_DATE_EPOCH=` is only known to the build.
+                output::warning(format_args!(
+                    "-o {text}: rewrite-timestamp is specified, but no source-date-epoch was \
+                     found (set SOURCE_DATE_EPOCH, or --build-arg SOURCE_DATE_EPOCH=...): file \
+                     times in the layers are kept"
+                ));
+            }
+        }
         for tag in &self.tags {
             crate::registry::ImageRef::parse(tag)
                 .map_err(|error| Failure::bad_input(format_args!("-t {tag}: {error}")))?;
@@ -639,7 +655,7 @@ impl BuildArgs {
         self.output
             .iter()
             .map(|spec| {
-                export::OutputSpec::parse(spec)
+                export::OutputSpec::parse_with_push(spec, self.push)
                     .map_err(|error| Failure::new(ExitKind::BadInput, error).into())
             })
             .collect()
@@ -764,7 +780,7 @@ impl BuildArgs {
                 .iter()
                 .any(|output| matches!(output, Output::Registry { .. }))
         {
-            outputs.push(Output::Registry { by_digest: false });
+            outputs.push(Output::push(false));
         }
         if self.tags.is_empty()
             && outputs
@@ -783,7 +799,7 @@ impl BuildArgs {
         // `--load` alone also names the result in the local store (a push names it there
         // already), so `xbuild run TAG` works after `--load` as after a plain build.
         if self.load && outputs.len() == 1 && !self.tags.is_empty() {
-            outputs.insert(0, Output::Store);
+            outputs.insert(0, Output::STORE);
         }
         Ok(outputs)
     }
@@ -1023,9 +1039,9 @@ fn parse_annotations(
         if kind == AnnotationKind::IndexDescriptor {
             let store_named = !tags.is_empty()
                 && (outputs.is_empty()
-                    || outputs
-                        .iter()
-                        .any(|output| matches!(output, Output::Store | Output::Registry { .. })));
+                    || outputs.iter().any(|output| {
+                        matches!(output, Output::Store { .. } | Output::Registry { .. })
+                    }));
             let oci = outputs
                 .iter()
                 .any(|output| matches!(output, Output::Oci { .. }));

@@ -5,14 +5,15 @@
 //! The build hands over [`Built`]: one image per target platform, already in the store, and
 //! the index joining them. Everything here reads from the store; nothing rebuilds.
 //!
-//! Which flag maps to which [`Output`]: no output flag → [`Output::Store`]; `--push` and
+//! Which flag maps to which [`Output`]: no output flag → [`Output::STORE`]; `--push` and
 //! `-o type=registry` / `type=image,push=true` → [`Output::Registry`]; `--load` →
 //! `Output::Docker { dest: None }`; `-o ...` → [`Output::parse`]. Then [`write()`] does them
 //! all in order and returns an [`ExportReport`] for the CLI to print; [`write_metadata_file`]
 //! and [`write_iidfile`] serve `--metadata-file` and `--iidfile`.
 //!
 //! Files: this one parses nothing and writes in order; `spec` parses `-o`, `error` and
-//! `report` hold what an export says back, `archive` writes OCI and docker archives,
+//! `report` hold what an export says back, `mediatypes` rewrites a result with Docker's
+//! media types (`oci-mediatypes=false`), `archive` writes OCI and docker archives,
 //! `load` and [`engine`] serve `--load`, [`containerd`] `type=containerd`, [`rootfs`] the
 //! `local` and `tar` outputs.
 
@@ -21,6 +22,7 @@ pub mod containerd;
 pub mod engine;
 mod error;
 mod load;
+mod mediatypes;
 mod report;
 pub mod rootfs;
 mod spec;
@@ -42,6 +44,7 @@ use report::platform_list;
 
 pub use engine::EngineError;
 pub use error::ExportError;
+pub use mediatypes::MediaTypes;
 pub use report::{ExportReport, Written, metadata, write_iidfile, write_metadata_file};
 pub use spec::{OutputSpec, OutputSpecError, split_fields};
 
@@ -49,11 +52,22 @@ pub use spec::{OutputSpec, OutputSpecError, split_fields};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Names in the local store under each tag (the default when no output is given).
-    Store,
+    Store {
+        /// `oci-mediatypes=`: the media types of what is named.
+        media_types: MediaTypes,
+    },
     /// Push to the registry of each tag (`--push`, `-o type=registry`).
     Registry {
         /// `push-by-digest=true`: push without a tag.
         by_digest: bool,
+        /// `oci-mediatypes=`: the media types of what is pushed.
+        media_types: MediaTypes,
+        /// `store=` (true by default): the pushed image is also named in the local store
+        /// under each tag; `false` pushes only (BuildKit's `store=false`).
+        store: bool,
+        /// `registry.insecure=true`: the registry is reached over HTTPS without verifying
+        /// its certificate, else plain HTTP (as BuildKit pushes then).
+        insecure: bool,
     },
     /// `-o type=oci,dest=FILE` (an OCI archive with the index).
     Oci {
@@ -64,6 +78,8 @@ pub enum Output {
         /// that one is for the registry, and an archive whose `index.json` has more than
         /// the image is one `skopeo copy oci-archive:FILE` cannot pick from without a name.
         referrers: bool,
+        /// `oci-mediatypes=`: the media types of what it holds.
+        media_types: MediaTypes,
     },
     /// `-o type=docker,dest=FILE` (a docker-archive, loadable by `docker load`).
     Docker {
@@ -92,6 +108,35 @@ pub enum Output {
         /// `platform-split=`: one folder per platform (`None`: when several were built).
         split: Option<bool>,
     },
+}
+
+impl Output {
+    /// The store output with OCI media types (the default output).
+    pub const STORE: Self = Self::Store {
+        media_types: MediaTypes::Oci,
+    };
+
+    /// A push (`--push`) with OCI media types; `by_digest`: without a tag.
+    pub fn push(by_digest: bool) -> Self {
+        Self::Registry {
+            by_digest,
+            media_types: MediaTypes::Oci,
+            store: true,
+            insecure: false,
+        }
+    }
+}
+
+/// The build's result in `media_types` (written into the store when they are Docker's).
+fn typed_result(
+    store: &Store,
+    result: &oci_spec::image::Descriptor,
+    media_types: MediaTypes,
+) -> Result<oci_spec::image::Descriptor, ExportError> {
+    match media_types {
+        MediaTypes::Oci => Ok(result.clone()),
+        MediaTypes::Docker => mediatypes::to_docker(store.layout(), result),
+    }
 }
 
 /// Parses each `-t` name as a reference (`busybox` → `docker.io/library/busybox:latest`).
@@ -237,11 +282,16 @@ impl Step {
     }
 }
 
-/// Writes every output of a build, in order. An empty `outputs` means [`Output::Store`].
+/// Writes every output of a build, in order. An empty `outputs` means [`Output::STORE`].
 /// `tags` are the `-t` names; progress goes to `progress` as one vertex per output (numbered
 /// by `vertices`, the build's own counter).
 ///
 /// - `Store`: each tag names [`Built::result`] in the store.
+/// - `Registry` with `store: false`: pushed only, nothing named in the store; with
+///   `insecure`: its registry reached without verifying the certificate, else over HTTP.
+/// - `Store`, `Registry`, `Oci` with [`MediaTypes::Docker`] (`oci-mediatypes=false`): the
+///   result rewritten with Docker's media types (new manifests and list in the store, the
+///   same configs and layers) is what is named, pushed or written.
 /// - `Registry`: each tag is named in the store, then pushed (blobs, manifests by digest,
 ///   then the index under the tag); `by_digest`: pushed to the first tag's repository under
 ///   the digest only.
@@ -267,7 +317,7 @@ pub async fn write(
 ) -> Result<ExportReport, ExportError> {
     let references = parse_tags(tags)?;
     let mut report = ExportReport::default();
-    let default_outputs = [Output::Store];
+    let default_outputs = [Output::STORE];
     let outputs = if outputs.is_empty() {
         &default_outputs[..]
     } else {
@@ -276,7 +326,8 @@ pub async fn write(
     let result = built.result().clone();
     for output in outputs {
         match output {
-            Output::Store => {
+            Output::Store { media_types } => {
+                let result = typed_result(store, &result, *media_types)?;
                 for reference in &references {
                     let name = reference.store_name();
                     store
@@ -288,7 +339,13 @@ pub async fn write(
                     report.written.push(Written::Named(name));
                 }
             }
-            Output::Registry { by_digest } => {
+            Output::Registry {
+                by_digest,
+                media_types,
+                store: keep,
+                insecure,
+            } => {
+                let result = typed_result(store, &result, *media_types)?;
                 let targets: Vec<ImageRef> = if *by_digest {
                     let first = references.first().ok_or(ExportError::PushWithoutName)?;
                     vec![first.with_digest(result.digest().clone())]
@@ -300,19 +357,28 @@ pub async fn write(
                 };
                 for target in targets {
                     let name = target.store_name();
-                    store
-                        .set_ref(&name, &result)
-                        .map_err(|source| ExportError::Name {
-                            name: name.clone(),
-                            source: Box::new(source),
-                        })?;
+                    if *keep {
+                        store
+                            .set_ref(&name, &result)
+                            .map_err(|source| ExportError::Name {
+                                name: name.clone(),
+                                source: Box::new(source),
+                            })?;
+                    }
+                    let registry = if *insecure {
+                        Arc::new((*registry).clone().with_unverified(target.registry()))
+                    } else {
+                        Arc::clone(&registry)
+                    };
                     let step = Step::start(&progress, vertices, format!("pushing {target}"));
                     let sink =
                         Arc::new(SinkProgress::aggregate(Arc::clone(&progress), step.vertex));
-                    let pushed = crate::registry::push::push_reference(
-                        Arc::clone(&registry),
+                    // `store=false`: pushed from the store's blobs, named nowhere here.
+                    let pushed = crate::registry::push::push_unnamed(
+                        registry,
                         store.layout(),
                         &name,
+                        &result,
                         &target,
                         &PushOptions::default(),
                         sink,
@@ -323,7 +389,7 @@ pub async fn write(
                         source: Box::new(source),
                     });
                     let pushed = step.end(pushed)?;
-                    if !complete_in_store(store, built) {
+                    if *keep && !complete_in_store(store, built) {
                         // Layers of cached steps were mounted in the registry, or a build
                         // node pushed its layers itself: never downloaded, so the store does
                         // not name an image it lacks parts of.
@@ -347,7 +413,12 @@ pub async fn write(
                     });
                 }
             }
-            Output::Oci { dest, referrers } => {
+            Output::Oci {
+                dest,
+                referrers,
+                media_types,
+            } => {
+                let result = typed_result(store, &result, *media_types)?;
                 let step = Step::start(
                     &progress,
                     vertices,

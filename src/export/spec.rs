@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::Output;
+use super::{MediaTypes, Output};
 use crate::layer::Compression;
-use crate::oci::annotation::Annotation;
+use crate::oci::annotation::{Annotation, AnnotationKind};
 
 /// A `-o` spec xbuild does not take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +126,41 @@ pub struct OutputSpec {
     /// `attestation-layout=referrers|buildx` with BuildKit's `oci-artifact=`: where the
     /// build's attestations go (`None`: not given).
     pub attestation_layout: Option<crate::attest::options::Layout>,
+    /// `rewrite-timestamp=true`: the files of the layers the build makes have their mtimes
+    /// clamped to SOURCE_DATE_EPOCH (what xbuild's layers always get with an epoch; without
+    /// one the CLI warns, as BuildKit does).
+    pub rewrite_timestamp: bool,
+}
+
+/// What BuildKit refuses beside `oci-mediatypes=false` (its image exporter's checks):
+/// `compression=zstd` (zstd layers have OCI types only), `oci-artifact=true`, and index,
+/// index-descriptor or manifest-descriptor annotations (Docker's types have no place for
+/// them).
+fn docker_types_conflicts(spec: &OutputSpec, oci_artifact: Option<&str>) -> Result<(), String> {
+    if spec
+        .compression
+        .is_some_and(|compression| compression.algorithm() == crate::layer::Algorithm::Zstd)
+    {
+        return Err(
+            "compression=zstd conflicts with oci-mediatypes=false (zstd layers have OCI media \
+             types only)"
+                .to_owned(),
+        );
+    }
+    if oci_artifact.and_then(crate::cache::spec::parse_go_bool) == Some(true) {
+        return Err("oci-artifact=true conflicts with oci-mediatypes=false".to_owned());
+    }
+    if let Some((text, _)) = spec.annotations.iter().find(|(_, annotation)| {
+        annotation
+            .kind
+            .is_some_and(|kind| kind != AnnotationKind::Manifest)
+    }) {
+        return Err(format!(
+            "{text}: cannot export index or descriptor annotations with oci-mediatypes=false \
+             (only manifest annotations)"
+        ));
+    }
+    Ok(())
 }
 
 impl OutputSpec {
@@ -133,17 +168,26 @@ impl OutputSpec {
     ///
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
-    /// and values xbuild cannot honour yet (`oci-mediatypes=false`, `compression=estargz`,
-    /// `rewrite-timestamp=true`, `unpack=true`, `store=false`,
-    /// `registry.insecure=true`, `platform-split=false` with several platforms is refused at
-    /// export).
+    /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker`,
+    /// `compression=estargz`, `unpack=true`; `platform-split=false` with several platforms is refused before the
+    /// build), what BuildKit refuses beside `oci-mediatypes=false`, and `store=false` or
+    /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
+        Self::parse_with_push(spec, false)
+    }
+
+    /// As [`Self::parse`]; `push` (`--push`): a `type=image` output pushes, as buildx sets
+    /// `push=true` on it then.
+    ///
+    /// # Errors
+    /// As [`Self::parse`].
+    pub fn parse_with_push(spec: &str, push: bool) -> Result<Self, OutputSpecError> {
         let error = |reason: String| OutputSpecError {
             spec: spec.to_owned(),
             reason,
         };
         let mut parsed = Self {
-            output: Output::Store,
+            output: Output::STORE,
             names: Vec::new(),
             compression: None,
             force_compression: false,
@@ -151,6 +195,7 @@ impl OutputSpec {
             name_canonical: false,
             dangling_name_prefix: None,
             attestation_layout: None,
+            rewrite_timestamp: false,
         };
         if spec.is_empty() {
             return Err(error("empty output spec".to_owned()));
@@ -170,6 +215,7 @@ impl OutputSpec {
             return Ok(parsed);
         }
         let fields = split_fields(spec).map_err(error)?;
+        let mut media_types = MediaTypes::Oci;
         let mut kind = None;
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for part in &fields {
@@ -269,31 +315,35 @@ impl OutputSpec {
                     .map_err(error)?,
                 );
             }
-            unsupported(
-                "rewrite-timestamp",
-                false,
-                "layer timestamps are not rewritten to SOURCE_DATE_EPOCH",
-            )?;
+            parsed.rewrite_timestamp = flag("rewrite-timestamp", false)?;
             if kind == "docker" {
                 unsupported(
                     "oci-mediatypes",
                     false,
                     "a docker archive lists its layers in Docker's manifest.json",
                 )?;
-            } else {
-                unsupported(
-                    "oci-mediatypes",
-                    true,
-                    "xbuild writes OCI media types (Docker media types are not written)",
-                )?;
+            } else if !flag("oci-mediatypes", true)? {
+                media_types = MediaTypes::Docker;
+                docker_types_conflicts(&parsed, value("oci-artifact")).map_err(error)?;
             }
         }
+        let pushes = kind == "registry" || (kind == "image" && (push || flag("push", false)?));
         if matches!(kind, "image" | "registry") {
-            unsupported(
-                "registry.insecure",
-                false,
-                "list the registry in XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)",
-            )?;
+            if !pushes {
+                // BuildKit takes them and does nothing; refused rather than ignored.
+                if flag("registry.insecure", false)? {
+                    return Err(error(
+                        "registry.insecure=true needs push=true (or --push): nothing is pushed"
+                            .to_owned(),
+                    ));
+                }
+                if !flag("store", true)? {
+                    return Err(error(
+                        "store=false needs push=true (or --push): the image would go nowhere"
+                            .to_owned(),
+                    ));
+                }
+            }
             unsupported(
                 "unpack",
                 false,
@@ -301,7 +351,6 @@ impl OutputSpec {
                  loads into containerd and unpacks there; xbuild's store unpacks an image when \
                  `xbuild run` needs it)",
             )?;
-            unsupported("store", true, "a pushed image is kept in xbuild's store")?;
             parsed.name_canonical = flag("name-canonical", false)?;
             parsed.dangling_name_prefix = value("dangling-name-prefix")
                 .map(str::trim)
@@ -312,6 +361,20 @@ impl OutputSpec {
                 crate::registry::ImageRef::parse(&probe)
                     .map_err(|reason| error(format!("dangling-name-prefix={prefix}: {reason}")))?;
             }
+            if !flag("store", true)? {
+                if parsed.name_canonical {
+                    return Err(error(
+                        "name-canonical=true names the image in the store: not with store=false"
+                            .to_owned(),
+                    ));
+                }
+                if parsed.dangling_name_prefix.is_some() {
+                    return Err(error(
+                        "dangling-name-prefix names the image in the store: not with store=false"
+                            .to_owned(),
+                    ));
+                }
+            }
         }
         let dest = || {
             value("dest")
@@ -319,6 +382,7 @@ impl OutputSpec {
                 .map(PathBuf::from)
                 .ok_or_else(|| error(format!("type={kind} needs dest=PATH")))
         };
+        let media_types_of_image = media_types;
         let split = value("platform-split")
             .map(|v| parse_bool(spec, "platform-split", v))
             .transpose()?;
@@ -326,6 +390,7 @@ impl OutputSpec {
             "oci" => Output::Oci {
                 dest: dest()?,
                 referrers: true,
+                media_types: media_types_of_image,
             },
             "docker" => Output::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
@@ -361,17 +426,25 @@ impl OutputSpec {
                 }
                 Output::Registry {
                     by_digest: flag("push-by-digest", false)?,
+                    media_types: media_types_of_image,
+                    store: flag("store", true)?,
+                    insecure: flag("registry.insecure", false)?,
                 }
             }
             _ => {
-                if flag("push", false)? {
+                if pushes {
                     Output::Registry {
                         by_digest: flag("push-by-digest", false)?,
+                        media_types: media_types_of_image,
+                        store: flag("store", true)?,
+                        insecure: flag("registry.insecure", false)?,
                     }
                 } else if flag("push-by-digest", false)? {
                     return Err(error("push-by-digest=true needs push=true".to_owned()));
                 } else {
-                    Output::Store
+                    Output::Store {
+                        media_types: media_types_of_image,
+                    }
                 }
             }
         };
@@ -410,7 +483,10 @@ mod tests {
     use super::*;
 
     #[rstest]
-    #[case("type=oci,dest=x.tar", Output::Oci { dest: "x.tar".into(), referrers: true })]
+    #[case(
+        "type=oci,dest=x.tar",
+        Output::Oci { dest: "x.tar".into(), referrers: true, media_types: MediaTypes::Oci }
+    )]
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()) })]
     #[case("type=docker", Output::Docker { dest: None })]
     #[case("type=local,dest=out", Output::Local { dest: "out".into(), split: None })]
@@ -419,12 +495,12 @@ mod tests {
     #[case("-", Output::Tar { dest: "-".into(), split: None })]
     #[case("type=tar,dest=rootfs.tar", Output::Tar { dest: "rootfs.tar".into(), split: None })]
     #[case("type=tar,dest=-", Output::Tar { dest: "-".into(), split: None })]
-    #[case("type=registry", Output::Registry { by_digest: false })]
-    #[case("type=registry,push-by-digest=true", Output::Registry { by_digest: true })]
-    #[case("type=image,push=true", Output::Registry { by_digest: false })]
-    #[case("type=image,push=true,push-by-digest=true", Output::Registry { by_digest: true })]
-    #[case("type=image", Output::Store)]
-    #[case("type=image,push=false", Output::Store)]
+    #[case("type=registry", Output::push(false))]
+    #[case("type=registry,push-by-digest=true", Output::push(true))]
+    #[case("type=image,push=true", Output::push(false))]
+    #[case("type=image,push=true,push-by-digest=true", Output::push(true))]
+    #[case("type=image", Output::STORE)]
+    #[case("type=image,push=false", Output::STORE)]
     #[case("type=containerd", Output::Containerd { namespace: None, unpack: false })]
     #[case(
         "type=containerd,namespace=k8s.io,unpack=true,name=app:1",
@@ -471,7 +547,7 @@ mod name_tests {
         );
         assert_eq!(
             Output::parse("type=image,name=reg/app,push=true").unwrap(),
-            Output::Registry { by_digest: false }
+            Output::push(false)
         );
         assert!(Output::names("type=registry").is_empty());
         assert!(Output::names("out-dir").is_empty());
@@ -487,7 +563,7 @@ mod name_tests {
              annotation-index.org.i=w,annotation-manifest[linux/arm64].org.m=x",
         )
         .unwrap();
-        assert_eq!(spec.output, Output::Registry { by_digest: false });
+        assert_eq!(spec.output, Output::push(false));
         assert_eq!(spec.names, ["reg/a:1", "reg/b:2"]);
         assert_eq!(spec.compression, Some(Compression::Zstd));
         assert!(spec.name_canonical);
@@ -545,10 +621,101 @@ mod name_tests {
         );
     }
 
+    #[test]
+    fn rewrite_timestamp_on_image_and_archive_types() {
+        for spec in [
+            "type=image,rewrite-timestamp=true",
+            "type=registry,rewrite-timestamp=true",
+            "type=oci,dest=x,rewrite-timestamp=true",
+            "type=docker,rewrite-timestamp=true",
+        ] {
+            assert!(OutputSpec::parse(spec).unwrap().rewrite_timestamp, "{spec}");
+        }
+        assert!(
+            !OutputSpec::parse("type=oci,dest=x,rewrite-timestamp=false")
+                .unwrap()
+                .rewrite_timestamp
+        );
+        assert!(
+            OutputSpec::parse("type=local,dest=d,rewrite-timestamp=true")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key rewrite-timestamp for type=local")
+        );
+    }
+
+    #[test]
+    fn push_keys_of_the_image_exporter() {
+        let docker = |by_digest, store, insecure| Output::Registry {
+            by_digest,
+            media_types: MediaTypes::Docker,
+            store,
+            insecure,
+        };
+        assert_eq!(
+            Output::parse("type=image,push=true,oci-mediatypes=false"),
+            Ok(docker(false, true, false))
+        );
+        assert_eq!(
+            Output::parse(
+                "type=registry,oci-mediatypes=false,store=false,registry.insecure=true,\
+                 push-by-digest=true"
+            ),
+            Ok(docker(true, false, true))
+        );
+        assert_eq!(
+            Output::parse("type=image,oci-mediatypes=false"),
+            Ok(Output::Store {
+                media_types: MediaTypes::Docker
+            })
+        );
+        assert_eq!(
+            Output::parse("type=oci,dest=x.tar,oci-mediatypes=false,compression=gzip"),
+            Ok(Output::Oci {
+                dest: "x.tar".into(),
+                referrers: true,
+                media_types: MediaTypes::Docker
+            })
+        );
+        // Manifest annotations go into a Docker manifest too (as BuildKit writes them).
+        assert!(OutputSpec::parse("type=image,oci-mediatypes=false,annotation.org.a=b").is_ok());
+        assert_eq!(
+            Output::parse("type=registry,oci-mediatypes=true,store=true"),
+            Ok(Output::push(false))
+        );
+        // `--push` makes a `type=image` output push, as buildx sets `push=true` on it.
+        assert_eq!(
+            OutputSpec::parse_with_push("type=image,store=false,registry.insecure=true", true)
+                .map(|spec| spec.output),
+            Ok(Output::Registry {
+                by_digest: false,
+                media_types: MediaTypes::Oci,
+                store: false,
+                insecure: true,
+            })
+        );
+        assert_eq!(
+            OutputSpec::parse_with_push("type=image", false).map(|spec| spec.output),
+            Ok(Output::STORE)
+        );
+    }
+
     #[rstest]
     #[case(
-        "type=image,oci-mediatypes=false",
-        "oci-mediatypes=false is not supported yet"
+        "type=image,push=true,oci-mediatypes=false,compression=zstd",
+        "compression=zstd conflicts with oci-mediatypes=false"
+    )]
+    #[case(
+        "type=oci,dest=x,oci-mediatypes=false,oci-artifact=true,attestation-layout=buildx",
+        "oci-artifact=true conflicts with oci-mediatypes=false"
+    )]
+    #[case(
+        "type=registry,oci-mediatypes=false,annotation-manifest-descriptor.a=b",
+        "annotation-manifest-descriptor.a=b: cannot export index or descriptor annotations"
+    )]
+    #[case(
+        "type=image,oci-mediatypes=maybe",
+        "oci-mediatypes=maybe: expected true or false"
     )]
     #[case(
         "type=docker,dest=x,oci-mediatypes=true",
@@ -567,15 +734,20 @@ mod name_tests {
         "force-compression=yes: expected true or false"
     )]
     #[case(
-        "type=image,rewrite-timestamp=true",
-        "rewrite-timestamp=true is not supported yet"
+        "type=image,rewrite-timestamp=sometimes",
+        "rewrite-timestamp=sometimes: expected true or false"
     )]
     #[case("type=image,unpack=true", "unpack=true is not supported yet")]
-    #[case("type=image,store=false", "store=false is not supported yet")]
+    #[case("type=image,store=false", "store=false needs push=true (or --push)")]
     #[case(
-        "type=registry,registry.insecure=true",
-        "registry.insecure=true is not supported yet"
+        "type=image,registry.insecure=true",
+        "registry.insecure=true needs push=true (or --push)"
     )]
+    #[case(
+        "type=registry,store=false,name-canonical=true",
+        "name-canonical=true names the image in the store: not with store=false"
+    )]
+    #[case("type=registry,store=no", "store=no: expected true or false")]
     #[case("type=image,push=maybe", "push=maybe: expected true or false")]
     #[case(
         "type=local,dest=d,platform-split=2",

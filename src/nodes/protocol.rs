@@ -163,6 +163,9 @@ pub struct CacheExportSpec {
     /// `force-compression=true`.
     #[serde(default)]
     pub force_compression: bool,
+    /// `oci-mediatypes=false` (absent from an older client: OCI types).
+    #[serde(default)]
+    pub docker_types: bool,
 }
 
 impl CacheExportSpec {
@@ -176,6 +179,7 @@ impl CacheExportSpec {
             image_manifest,
             compression,
             force_compression,
+            docker_types,
         } = export;
         let crate::cache::CacheLocation::Registry(reference) = location else {
             return None;
@@ -188,6 +192,7 @@ impl CacheExportSpec {
             compression: compression.map(|c| compression_name(c).to_owned()),
             compression_level: compression.and_then(compression_level),
             force_compression: *force_compression,
+            docker_types: *docker_types,
         })
     }
 
@@ -214,6 +219,7 @@ impl CacheExportSpec {
                 .as_deref()
                 .map(|name| compression_at(name, self.compression_level)),
             force_compression: self.force_compression,
+            docker_types: self.docker_types,
         })
     }
 }

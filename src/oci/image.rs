@@ -27,6 +27,8 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Docker gzip layer media type.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker uncompressed layer media type.
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Docker zstd layer media type (containerd's spelling).
 pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
 
@@ -86,10 +88,25 @@ pub fn layer_compression_of(media_type: &MediaType) -> Option<&'static str> {
         MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Some("zstd"),
         MediaType::Other(other) if other == DOCKER_LAYER_GZIP => Some("gzip"),
         MediaType::Other(other) if other == DOCKER_LAYER_ZSTD => Some("zstd"),
-        MediaType::Other(other) if other == "application/vnd.docker.image.rootfs.diff.tar" => {
-            Some("none")
-        }
+        MediaType::Other(other) if other == DOCKER_LAYER_TAR => Some("none"),
         _ => None,
+    }
+}
+
+/// Docker's media type for a layer media type, as BuildKit converts them for
+/// `oci-mediatypes=false` (a type without a Docker form is kept).
+pub fn docker_layer_media_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar" => DOCKER_LAYER_TAR,
+        "application/vnd.oci.image.layer.v1.tar+gzip" => DOCKER_LAYER_GZIP,
+        "application/vnd.oci.image.layer.v1.tar+zstd" => DOCKER_LAYER_ZSTD,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
+            "application/vnd.docker.image.rootfs.foreign.diff.tar"
+        }
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        }
+        other => other,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::attest::provenance::{self, BuildRecord, SecretId};
 use crate::attest::spdx::{self, DocumentInfo};
 use crate::attest::{self, Encoded, Kind, StatementVersion};
 use crate::executor::{BuildReport, Built, ContextRead, ExtraRoot, Material};
-use crate::export::Output;
+use crate::export::{MediaTypes, Output};
 use crate::oci::{image, referrers};
 use crate::platform::Platform;
 use crate::remote::vcs;
@@ -28,7 +28,20 @@ pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
         return Ok(());
     }
     let lost = request.outputs.iter().find_map(|output| match output {
-        Output::Store | Output::Registry { .. } | Output::Oci { .. } => None,
+        Output::Store {
+            media_types: MediaTypes::Docker,
+        }
+        | Output::Registry {
+            media_types: MediaTypes::Docker,
+            ..
+        }
+        | Output::Oci {
+            media_types: MediaTypes::Docker,
+            ..
+        } => {
+            Some("oci-mediatypes=false (BuildKit refuses attestations with Docker media types too)")
+        }
+        Output::Store { .. } | Output::Registry { .. } | Output::Oci { .. } => None,
         Output::Docker { dest: Some(_) } => Some("type=docker (a docker-archive)"),
         Output::Docker { dest: None } => Some("--load (the Docker engine)"),
         Output::Containerd { .. } => Some("type=containerd (containerd 1.6 keeps no referrers)"),

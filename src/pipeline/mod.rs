@@ -54,7 +54,7 @@
 //!         named_contexts: Default::default(),
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
-//!     outputs: vec![Output::Registry { by_digest: false }],
+//!     outputs: vec![Output::push(false)],
 //!     builder: None,
 //!     fallback: Default::default(),
 //!     checks: true,
@@ -1027,9 +1027,14 @@ fn export(
         .outputs
         .iter()
         .map(|output| match output {
-            Output::Oci { dest, referrers } => Output::Oci {
+            Output::Oci {
+                dest,
+                referrers,
+                media_types,
+            } => Output::Oci {
                 dest: dest.clone(),
                 referrers: *referrers && asked,
+                media_types: *media_types,
             },
             other => other.clone(),
         })

@@ -175,7 +175,7 @@ pub fn serve_build(
                     registry.clone(),
                     &single,
                     std::slice::from_ref(repository),
-                    &[Output::Registry { by_digest: true }],
+                    &[Output::push(true)],
                     sink.clone(),
                     &vertices,
                 ))
@@ -210,6 +210,7 @@ pub fn serve_build(
                 &[Output::Oci {
                     dest: archive.clone(),
                     referrers: false,
+                    media_types: export::MediaTypes::Oci,
                 }],
                 // A file in the node's tmp/ on the way back is no step of the user's build.
                 Arc::new(crate::progress::Discard),

@@ -3,7 +3,9 @@
 //! hosts, certificate errors with advice, and the retry backoff.
 //!
 //! Must not: send API requests or answer auth challenges (that is [`super::transport`]), or
-//! fall back to plain HTTP when a certificate is not trusted.
+//! fall back to plain HTTP when a certificate is not trusted. The one host whose
+//! certificate is not verified is one an output or cache named with `registry.insecure=true`
+//! ([`RegistryOptions::with_unverified`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +67,10 @@ pub(super) fn http_client(
         .connect_timeout(options.connect_timeout)
         .read_timeout(options.read_timeout)
         .tls_certs_merge(certificates)
+        // `registry.insecure=true` of an output or cache, for its registry only.
+        .tls_danger_accept_invalid_certs(
+            options.is_unverified(host) || options.is_unverified(registry),
+        )
         .build()
         .map_err(|error| setup(error.to_string()))
 }

@@ -27,8 +27,10 @@
 //!   insecure hosts), shared as an `Arc`.
 //! - [`pull::resolve`] for each `FROM`: the store's copy of that platform when complete,
 //!   else a pull of that platform; gives the manifest descriptor and document.
-//! - [`push::push_reference`] for `--push`: the store's image named `target.store_name()`
-//!   to `target`, blobs then manifests then the index, digests unchanged.
+//! - [`push::push_unnamed`] for `--push`: the build's result (named in the store first,
+//!   unless `store=false`) to `target`, blobs then manifests then the index, digests
+//!   unchanged; with `registry.insecure=true` through options
+//!   [`RegistryOptions::with_unverified`] for that registry.
 //! - [`SinkProgress::aggregate`] to report transfer bytes on the step's progress vertex.
 //!
 //! Spec: <https://github.com/opencontainers/distribution-spec/blob/main/spec.md>.

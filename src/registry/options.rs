@@ -19,6 +19,10 @@ pub const MAX_REDIRECTS: usize = 10;
 pub struct RegistryOptions {
     /// Hosts (`host` or `host:port`) where plain HTTP is allowed.
     pub insecure_registries: Vec<String>,
+    /// Hosts (`host:port` as a reference names them) reached over HTTPS without verifying
+    /// the certificate, else plain HTTP: BuildKit's `registry.insecure=true` of an output or
+    /// a cache. Never read from the environment: only the output or cache that says so.
+    pub unverified_registries: Vec<String>,
     /// Directory of per-host CA certificates (`<dir>/<host>/*.crt`), normally
     /// `$XBUILD_ROOT/certs.d`.
     pub certs_dir: Option<PathBuf>,
@@ -70,6 +74,7 @@ impl RegistryOptions {
             .unwrap_or(6);
         Self {
             insecure_registries,
+            unverified_registries: Vec::new(),
             certs_dir: Some(store_root.join("certs.d")),
             docker_config: DockerConfig::from_env(),
             max_attempts,
@@ -88,6 +93,23 @@ impl RegistryOptions {
     pub fn showing_notes(mut self, sink: crate::progress::SharedSink) -> Self {
         self.notes = self.notes.shown_on(sink);
         self
+    }
+
+    /// The same options, with `registry` (a reference's registry, `host[:port]`) reached as
+    /// BuildKit's `registry.insecure=true` does: HTTPS without verifying the certificate,
+    /// else plain HTTP.
+    #[must_use]
+    pub fn with_unverified(mut self, registry: &str) -> Self {
+        self.unverified_registries.push(registry.to_owned());
+        self
+    }
+
+    /// Whether `host` is reached without verifying its certificate (see
+    /// [`Self::with_unverified`]).
+    pub(super) fn is_unverified(&self, host: &str) -> bool {
+        self.unverified_registries
+            .iter()
+            .any(|unverified| unverified == host)
     }
 
     pub(super) fn is_insecure(&self, host: &str) -> bool {

@@ -121,6 +121,27 @@ pub async fn push(
             name: name.to_owned(),
             store: layout.root().display().to_string(),
         })?;
+    push_top(registry, layout, name, &top, target, options, progress).await
+}
+
+/// Pushes the store's image `top` (an index or a manifest, named in no ref: `name` says
+/// what it is in messages) to `target`.
+///
+/// # Errors
+/// As [`push`].
+pub async fn push_top(
+    registry: &Arc<Registry>,
+    layout: &ImageLayout,
+    name: &str,
+    top: &Descriptor,
+    target: &ImageRef,
+    options: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PushedImage, PushError> {
+    let store_error = |source| PushError::Store {
+        name: name.to_owned(),
+        source,
+    };
     let top_raw = RawManifest::new(
         layout.read_blob(top.digest()).map_err(store_error)?,
         top.media_type().to_string(),
@@ -247,21 +268,40 @@ pub async fn push_reference(
     push_options: &PushOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<PushedImage, PushError> {
-    let registry = Registry::connect(target.registry(), options)
+    let registry = connect_target(options, target).await?;
+    push(&registry, layout, name, target, push_options, progress).await
+}
+
+/// Connects to the target's registry and pushes the store's image `top` to it, without
+/// naming it in the store (`-o type=image,push=true,store=false`); `name` says what it is
+/// in messages.
+///
+/// # Errors
+/// As [`push_top`], and connection set-up failures.
+pub async fn push_unnamed(
+    options: Arc<RegistryOptions>,
+    layout: &ImageLayout,
+    name: &str,
+    top: &Descriptor,
+    target: &ImageRef,
+    push_options: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PushedImage, PushError> {
+    let registry = connect_target(options, target).await?;
+    push_top(&registry, layout, name, top, target, push_options, progress).await
+}
+
+async fn connect_target(
+    options: Arc<RegistryOptions>,
+    target: &ImageRef,
+) -> Result<Arc<Registry>, PushError> {
+    Registry::connect(target.registry(), options)
         .await
+        .map(Arc::new)
         .map_err(|source| PushError::Registry {
             target: target.to_string(),
             source,
-        })?;
-    push(
-        &Arc::new(registry),
-        layout,
-        name,
-        target,
-        push_options,
-        progress,
-    )
-    .await
+        })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

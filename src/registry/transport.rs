@@ -7,7 +7,9 @@
 //! - **Scheme.** HTTPS. A loopback host (`localhost`, `127.0.0.0/8`, `::1`) or one named
 //!   insecure (`--insecure-registry`, `$XBUILD_INSECURE_REGISTRIES`) is probed: HTTPS first,
 //!   plain HTTP when the TLS handshake fails for a reason other than the certificate (as
-//!   Docker treats `localhost`).
+//!   Docker treats `localhost`). A host an output or cache names with
+//!   `registry.insecure=true` is probed the same way, its certificate not verified (as
+//!   BuildKit pushes then).
 //! - **Trust.** The system roots plus `$XBUILD_ROOT/certs.d/<host>/*.crt` (as Docker's
 //!   `certs.d`; `ca.crt` by convention). Set up in `client.rs`.
 //! - **Retries.** Connection errors, timeouts, `5xx` and `429` are retried with exponential
@@ -197,7 +199,12 @@ impl Registry {
             })
         };
         let mut base = url("https")?;
-        if is_loopback(&host) || options.is_insecure(&host) || options.is_insecure(registry) {
+        if is_loopback(&host)
+            || options.is_insecure(&host)
+            || options.is_insecure(registry)
+            || options.is_unverified(&host)
+            || options.is_unverified(registry)
+        {
             base = probe_scheme(&http, &host, url("https")?, url("http")?, &options).await?;
         }
         Ok(Self {

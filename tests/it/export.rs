@@ -163,10 +163,11 @@ fn oci_archive_holds_the_index_and_metadata_names_every_digest() {
         &built,
         &["xbuild-test/app:1"],
         &[
-            Output::Store,
+            Output::STORE,
             Output::Oci {
                 dest: archive.clone(),
                 referrers: true,
+                media_types: export::MediaTypes::Oci,
             },
         ],
     );
@@ -442,13 +443,7 @@ fn push_and_push_by_digest_are_read_back_by_skopeo() {
     let (store, built) = fixture_build(dir.path(), &[], true);
     let index = built.index.digest().to_string();
     let tag = format!("{}/export/app:1", registry.host);
-    let report = export(
-        &store,
-        &built,
-        &[tag.as_str()],
-        &[Output::Registry { by_digest: false }],
-    )
-    .unwrap();
+    let report = export(&store, &built, &[tag.as_str()], &[Output::push(false)]).unwrap();
     assert_eq!(
         report.written,
         vec![Written::Pushed {
@@ -467,13 +462,7 @@ fn push_and_push_by_digest_are_read_back_by_skopeo() {
     let (store, built) = fixture_build(dir.path(), &["linux/arm64"], false);
     let manifest = built.images[0].manifest.digest().to_string();
     let tag = format!("{}/export/bydigest:ignored", registry.host);
-    let report = export(
-        &store,
-        &built,
-        &[tag.as_str()],
-        &[Output::Registry { by_digest: true }],
-    )
-    .unwrap();
+    let report = export(&store, &built, &[tag.as_str()], &[Output::push(true)]).unwrap();
     let expected = format!("{}/export/bydigest@{manifest}", registry.host);
     assert_eq!(report.written, vec![Written::PushedByDigest(expected)]);
     assert_eq!(
@@ -498,7 +487,7 @@ fn push_and_push_by_digest_are_read_back_by_skopeo() {
     }
 
     // Pushing without a name is bad input.
-    let error = export(&store, &built, &[], &[Output::Registry { by_digest: true }]).unwrap_err();
+    let error = export(&store, &built, &[], &[Output::push(true)]).unwrap_err();
     assert_eq!(error.exit_kind(), xbuild::ExitKind::BadInput);
 }
 

@@ -29,6 +29,7 @@ mod keys; // buildx's --cache-to/--cache-from and -o keys on FROM scratch builds
 mod layout; // the store read by skopeo/umoci/docker, archives, image commands, snapshots
 mod namedctx; // --build-context and --no-cache-filter on the busybox fixtures, both platforms
 mod nodes; // build nodes over SSH: sshd in a network namespace as the arm64 node
+mod outkeys; // oci-mediatypes=false, store=false, registry.insecure=true on pushes, judged by skopeo, docker-registry and dockerd
 mod parse; // Dockerfile frontend: BuildKit conformance data and golden cases (debug ast/stages)
 mod plan; // golden build plans through `xbuild debug plan`
 mod platform; // every spelling of every platforms/ entry, through every entry point
