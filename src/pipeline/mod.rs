@@ -869,9 +869,19 @@ fn execute(
             .outputs
             .iter()
             .all(|output| matches!(output, Output::Registry { .. }));
+    // The named contexts the graph reads: only those directories go to the nodes.
+    let used_contexts = graph
+        .vertices
+        .iter()
+        .filter_map(|vertex| match &vertex.op {
+            plan::Op::Context { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
     dispatch::run(
         options,
         dockerfile,
+        &used_contexts,
         builder,
         request.fallback,
         dispatch::Push {

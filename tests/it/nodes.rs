@@ -834,8 +834,125 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
 /// (forwarding the agent would hand it to the node for the whole build), naming the platform
 /// and the node; a platform built here gets the agent as with the default builder. The node
 /// is never contacted, so its endpoint is a closed port.
+/// A builder whose linux/arm64 node is started; its node store and this side's hold the
+/// fixtures. Returns the node (stopped on drop).
+fn started_node(dir: &Path) -> SshNode {
+    for store in ["store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let node = SshNode::start(dir, |_| String::new());
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&dir.join("node-store"))),
+        "--use",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    node
+}
+
+/// `--ssh` (an agent of the user's, and key files loaded into an agent xbuild starts) and
+/// `--build-context NAME=DIR` reach a node: its step lists the agents' keys over the agent
+/// protocol, through the socket the connection forwards; a named directory goes over the
+/// channel after its own `.dockerignore`, and one the build does not read is not sent.
+/// Judged with skopeo and umoci (the images' files, both platforms) and the ssh byte count.
 #[test]
-fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
+fn ssh_agents_and_named_directories_reach_the_node() {
+    if !needs() || !util::require(&[Need::Program("ssh-agent"), Need::Program("umoci")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let _node = started_node(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         COPY --from=extra / /extra/\n\
+         COPY --from=tools list-keys.pl /t/\n\
+         RUN --mount=type=ssh perl /t/list-keys.pl > /default-keys\n\
+         RUN --mount=type=ssh,id=deploy,required=true perl /t/list-keys.pl > /deploy-keys\n",
+    )
+    .unwrap();
+    let (tools, extra, unused) = (dir.join("tools"), dir.join("extra"), dir.join("unused"));
+    for named in [&tools, &extra, &unused] {
+        std::fs::create_dir_all(named).unwrap();
+    }
+    std::fs::write(tools.join("list-keys.pl"), crate::stepflags::LIST_KEYS).unwrap();
+    std::fs::write(extra.join("kept.txt"), "kept\n").unwrap();
+    // Random bytes: the channel's byte count cannot hide them by compression.
+    let noise = |size: usize| -> Vec<u8> {
+        let mut bytes = vec![0u8; size];
+        let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::Read::read_exact(&mut urandom, &mut bytes).unwrap();
+        bytes
+    };
+    std::fs::write(extra.join("big.bin"), noise(1 << 20)).unwrap();
+    std::fs::write(extra.join(".dockerignore"), "big.bin\n").unwrap();
+    std::fs::write(unused.join("unused.bin"), noise(2 << 20)).unwrap();
+
+    let socket = dir.join("agent.sock");
+    let _agent = crate::stepflags::TestAgent(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::stepflags::keygen(&dir.join("agent-key"), "key-in-the-agent");
+    let added = util::run(
+        Command::new("ssh-add")
+            .arg("-q")
+            .arg(dir.join("agent-key"))
+            .env("SSH_AUTH_SOCK", &socket),
+    );
+    assert!(added.status.success(), "{}", util::stderr(&added));
+    crate::stepflags::keygen(&dir.join("file-key"), "key-from-a-file");
+
+    let mut command = xbuild(dir, "store");
+    command
+        .current_dir(&ctx)
+        .env("SSH_AUTH_SOCK", &socket)
+        .args(["build", "--platform", "linux/amd64,linux/arm64"])
+        .args(["--progress", "plain", "-t", "app:1", "--ssh", "default"])
+        .arg("--ssh")
+        .arg(format!("deploy={}", dir.join("file-key").display()));
+    for (name, path) in [("tools", &tools), ("extra", &extra), ("unused", &unused)] {
+        command
+            .arg("--build-context")
+            .arg(format!("{name}={}", path.display()));
+    }
+    let output = util::run(command.arg("."));
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("[node arm0] "), "{stderr}");
+    let (sent, received) = ssh_traffic(&stderr, "arm0");
+    eprintln!("ssh with --ssh and named directories: sent {sent} bytes, received {received}");
+    // Neither the ignored 1 MiB file nor the unused context's 2 MiB went over the channel.
+    assert!(sent < 1 << 20, "sent {sent} bytes:\n{stderr}");
+    for arch in ["amd64", "arm64"] {
+        let rootfs = crate::build::unpack(dir, "docker.io/library/app:1", arch);
+        let read = |path: &str| std::fs::read_to_string(rootfs.join(path)).unwrap();
+        assert_eq!(read("default-keys"), "key-in-the-agent\n", "{arch}");
+        assert_eq!(read("deploy-keys"), "key-from-a-file\n", "{arch}");
+        assert_eq!(read("extra/kept.txt"), "kept\n", "{arch}");
+        assert!(!rootfs.join("extra/big.bin").exists(), "{arch}");
+    }
+}
+
+/// An OCI layout named context the build reads is refused before any work when a platform
+/// goes to a node, naming the context and the node; one the build does not read is not.
+#[test]
+fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
     if !util::require(&[
         Need::Root,
         Need::Fixtures,
@@ -849,18 +966,6 @@ fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
     store_with_fixtures(&dir.join("store"));
     let ctx = dir.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\"\n",
-    )
-    .unwrap();
-    let key = dir.join("key");
-    let keygen = util::run(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key),
-    );
-    assert!(keygen.status.success(), "{}", util::stderr(&keygen));
     let create = util::run(xbuild(dir, "store").args([
         "builder",
         "create",
@@ -871,21 +976,46 @@ fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
         "--use",
     ]));
     assert!(create.status.success(), "{}", util::stderr(&create));
-    let ssh = format!("default={}", key.display());
-    let with_ssh = |platform: &str| {
+    let layout = util::fixtures_dir().unwrap().join("oci");
+    let with_layout = |dockerfile: &str| {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         util::run(
             xbuild(dir, "store")
                 .current_dir(&ctx)
-                .args(["build", "--progress", "plain", "--platform", platform])
-                .args(["--ssh", &ssh, "."]),
+                .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+                .arg("--build-context")
+                .arg(format!("base=oci-layout://{}:busybox:latest", layout.display()))
+                .arg("."),
         )
     };
-
-    let refused = with_ssh("linux/arm64");
+    let refused = with_layout("FROM base\nRUN echo must-not-run\n");
     let stderr = util::stderr(&refused);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("linux/arm64 goes to arm0"), "{stderr}");
+    assert!(
+        stderr.contains("--build-context base") && stderr.contains("node arm0"),
+        "{stderr}"
+    );
+    // Not read: the build goes on to the node, which does not answer (exit 3).
+    let unread = with_layout("FROM busybox\nRUN echo must-not-run\n");
+    let stderr = util::stderr(&unread);
+    assert_eq!(unread.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
 
-    let built = with_ssh("linux/amd64");
+    // A platform built here with --ssh and a builder of nodes: the agent, as with the
+    // default builder (the node is never contacted).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\"\n",
+    )
+    .unwrap();
+    crate::stepflags::keygen(&dir.join("key"), "key");
+    let built = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+            .arg("--ssh")
+            .arg(format!("default={}", dir.join("key").display()))
+            .arg("."),
+    );
     assert!(built.status.success(), "{}", util::stderr(&built));
 }
