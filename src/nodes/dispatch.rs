@@ -249,6 +249,7 @@ pub fn run(
             .iter()
             .filter_map(protocol::CacheExportSpec::of)
             .collect(),
+        inline_cache: options.cache.inline,
         annotations: options
             .annotations
             .iter()

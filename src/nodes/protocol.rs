@@ -42,8 +42,8 @@ use crate::platform::Platform;
 
 /// First line of a request. v2 added caches, annotations, image contexts and
 /// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
-/// naming both versions. v3 added named directory contexts (tars after the context's) and
-/// forwarded ssh agents.
+/// naming both versions. v3 added named directory contexts (tars after the context's),
+/// forwarded ssh agents and the inline cache.
 pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v3\n";
 /// First line of a reply.
 pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
@@ -116,6 +116,10 @@ pub struct NodeRequest {
     /// `--cache-to` registry exports the node writes itself, for its platforms.
     #[serde(default)]
     pub cache_to: Vec<CacheExportSpec>,
+    /// `--cache-to type=inline`: the node writes its images' cache records into their
+    /// configs, as a local build does.
+    #[serde(default)]
+    pub inline_cache: bool,
     /// `--annotation`s: the node applies those of manifests and their descriptors; the
     /// index's are applied where the index is made, on the build's side.
     #[serde(default)]

@@ -818,21 +818,6 @@ fn execute(
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options, &|| {})?);
     };
-    if options.cache.inline {
-        // A node builds its platforms' images with its own options: no inline cache there.
-        if let Some(target) = options
-            .targets
-            .iter()
-            .find(|target| builder.node_for(target).is_some())
-        {
-            return Err(BuildError::Nodes(
-                Failure::unsupported(format_args!(
-                    "--cache-to type=inline with a build node ({target} goes to a node)"
-                ))
-                .into(),
-            ));
-        }
-    }
     if request.attestations.sbom
         && options
             .targets

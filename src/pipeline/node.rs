@@ -157,8 +157,7 @@ pub fn serve_build(
             from: cache_from,
             to: cache_to,
             lazy_layers: manifests_only,
-            // Refused with nodes (pipeline): a node's images carry no inline cache.
-            inline: false,
+            inline: request.inline_cache,
         },
         labels: request.labels.clone(),
         annotations,

@@ -782,13 +782,19 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
         "{stderr}"
     );
 
-    // What is not shipped to nodes is refused before any work, exit 2: a named context
-    // directory, extra SBOMs of stages, a local cache directory.
+    // What is not shipped to nodes is refused before any work, exit 2: an OCI layout
+    // named context the build reads (directories are shipped since nodes3), extra SBOMs of
+    // stages, a local cache directory.
     for (extra, message) in [
         (
             vec![
+                "-f".to_owned(),
+                other.join("Dockerfile").display().to_string(),
                 "--build-context".to_owned(),
-                format!("base={}", other.display()),
+                format!(
+                    "base=oci-layout://{}:busybox:latest",
+                    util::fixtures_dir().unwrap().join("oci").display()
+                ),
             ],
             "is not shipped to build nodes yet",
         ),
@@ -830,10 +836,6 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
     assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }
 
-/// `--ssh` with a builder of build nodes is refused only when a platform goes to a node
-/// (forwarding the agent would hand it to the node for the whole build), naming the platform
-/// and the node; a platform built here gets the agent as with the default builder. The node
-/// is never contacted, so its endpoint is a closed port.
 /// A builder whose linux/arm64 node is started; its node store and this side's hold the
 /// fixtures. Returns the node (stopped on drop).
 fn started_node(dir: &Path) -> SshNode {
@@ -1018,4 +1020,78 @@ fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
             .arg("."),
     );
     assert!(built.status.success(), "{}", util::stderr(&built));
+}
+
+/// `--cache-to type=inline` with a node: the node's pushed arm64 image carries its inline
+/// cache records (BuildKit's config key, read with skopeo), and a build with fresh stores on
+/// both sides and `--cache-from` of that image runs no RUN step (the node reads the
+/// records itself) and pushes the same index digest.
+#[test]
+fn a_node_writes_and_reads_an_inline_cache() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "inline\n").unwrap();
+    for store in ["store", "node-store", "store2", "node-store2"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let (node, registry, _registry_guard) = node_and_registry(dir);
+    for (name, store) in [("arm", "node-store"), ("arm2", "node-store2")] {
+        let output = util::run(xbuild(dir, "store").args([
+            "builder",
+            "create",
+            "--name",
+            name,
+            "--node",
+            &format!("linux/arm64={}", node.endpoint(&dir.join(store))),
+        ]));
+        assert!(output.status.success(), "{}", util::stderr(&output));
+    }
+    let reference = format!("{registry}/inline/app:1");
+    let run = |store: &str, builder: &str, extra: &[&str]| {
+        util::run(
+            xbuild(dir, store)
+                .current_dir(&ctx)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env("XBUILD_INSECURE_REGISTRIES", &registry)
+                .args(["build", "--builder", builder])
+                .args(["--platform", "linux/amd64,linux/arm64", "--progress", "plain"])
+                .args(["--push", "-t", &reference])
+                .args(extra)
+                .arg("."),
+        )
+    };
+    let output = run("store", "arm", &["--cache-to", "type=inline"]);
+    let first = digest(&output);
+    let stderr = util::stderr(&output);
+    assert!(stderr.contains("ran-on aarch64"), "{stderr}");
+    let config = Command::new("skopeo")
+        .args(["inspect", "--config", "--tls-verify=false"])
+        .args(["--raw", "--override-arch", "arm64"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "{}", util::stderr(&config));
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert!(
+        config["moby.buildkit.cache.v0"].as_str().is_some_and(|v| !v.is_empty()),
+        "no inline cache in the node's image config: {config}"
+    );
+
+    let output = run(
+        "store2",
+        "arm2",
+        &["--cache-from", &reference, "--cache-to", "type=inline"],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), first, "{stderr}");
+    assert!(
+        !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
+        "a RUN step ran:\n{stderr}"
+    );
 }
