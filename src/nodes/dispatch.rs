@@ -16,7 +16,8 @@
 //! `.dockerignore`, followed by each `--build-context NAME=DIR` the build reads (after the
 //! directory's own `.dockerignore`); each `--ssh` agent (key files loaded into an agent
 //! started here, as a local build does) is forwarded by the node's `ssh` connection to a
-//! socket there, for that sub-build only.
+//! socket there, for that sub-build only; the local user's credentials for the registries
+//! the build uses go in the request (the node keeps them in memory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -69,9 +70,10 @@ pub struct Push<'a> {
 /// before it writes its `--cache-to`s: it returns once every node is done (a node writes its
 /// own registry cache exports before it replies), so one writer at a time extends a cache.
 ///
-/// `used_contexts` names the `--build-context`s the build reads: only those directories are
-/// shipped (and only those OCI layouts refused). The `--ssh` agents are forwarded to each
-/// node by its connection, for that sub-build only.
+/// `uses` says what the build's graph reads: only the `--build-context` directories it reads
+/// are shipped (and only the OCI layouts it reads refused); the local user's credentials
+/// for the registries of its images, caches and push go with each request. The `--ssh`
+/// agents are forwarded to each node by its connection, for that sub-build only.
 ///
 /// # Errors
 /// As `local`; a local cache directory, an OCI layout context, or a `--cache-to` several
@@ -81,7 +83,7 @@ pub struct Push<'a> {
 pub fn run(
     options: &BuildOptions,
     dockerfile: &[u8],
-    used_contexts: &BTreeSet<String>,
+    uses: &GraphUses,
     builder: &Builder,
     fallback: Fallback,
     push: Push<'_>,
@@ -102,7 +104,7 @@ pub fn run(
     if remote.is_empty() {
         return local_build(&options.targets, options.sink.clone(), &|| {});
     }
-    refuse_unshipped(options, used_contexts, &remote)?;
+    refuse_unshipped(options, &uses.contexts, &remote)?;
 
     // Every node must answer before any work starts.
     let nodes: Vec<&Node> = remote.iter().map(|(node, _)| *node).collect();
@@ -167,7 +169,7 @@ pub fn run(
         let NamedContext::Dir(dir) = named else {
             continue;
         };
-        if !used_contexts.contains(name) {
+        if !uses.contexts.contains(name) {
             continue;
         }
         let ignore = Dockerignore::load(dir, std::path::Path::new("")).map_err(Failure::from)?;
@@ -180,6 +182,7 @@ pub fn run(
             root: RootMetadata::of(dir).with_context(|| format!("reading {}", dir.display()))?,
         });
     }
+    let credentials = credentials_for(options, uses, push.repository)?;
     // The `--ssh` agents (key files loaded into an agent started here), each forwarded to a
     // socket of its own on every node, under a name no other build picks.
     let agents = crate::executor::Agents::start(&options.ssh)
@@ -268,6 +271,7 @@ pub fn run(
             .iter()
             .map(|(id, remote, _)| (id.clone(), remote.clone()))
             .collect(),
+        credentials: credentials.clone(),
         result: if push.manifests_only && push.repository.is_some() {
             ResultKind::Manifests
         } else {
@@ -444,6 +448,69 @@ pub fn run(
     report.unused_build_args = unused.unwrap_or_default();
     report.last_vertex = renumber.counter.last();
     Ok(report)
+}
+
+/// What the build's graph reads that concerns its nodes.
+#[derive(Debug, Clone, Default)]
+pub struct GraphUses {
+    /// The `--build-context` names it reads.
+    pub contexts: BTreeSet<String>,
+    /// The image references it reads (`FROM`, `--from=` images).
+    pub images: BTreeSet<String>,
+}
+
+/// The local user's credentials (docker config, helpers, `xbuild login`) for every
+/// registry the build reads or writes: its images, its named images, its registry caches
+/// and its push repository. A registry without credentials is left out.
+fn credentials_for(
+    options: &BuildOptions,
+    uses: &GraphUses,
+    push_to: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, protocol::ForwardedCredentials>> {
+    let cache_refs = options
+        .cache
+        .from
+        .iter()
+        .chain(options.cache.to.iter().map(|export| &export.location))
+        .filter_map(|location| match location {
+            CacheLocation::Registry(reference) => Some(reference.registry().to_owned()),
+            CacheLocation::Local(_) => None,
+        });
+    let named_images = options
+        .named_contexts
+        .values()
+        .filter_map(|context| match context {
+            NamedContext::Image(reference) => Some(reference.as_str()),
+            _ => None,
+        });
+    let registries: BTreeSet<String> = uses
+        .images
+        .iter()
+        .map(String::as_str)
+        .chain(named_images)
+        .chain(push_to)
+        .filter(|reference| *reference != "scratch")
+        .filter_map(|reference| ImageRef::parse(reference).ok())
+        .map(|reference| reference.registry().to_owned())
+        .chain(cache_refs)
+        .collect();
+    let config = crate::registry::DockerConfig::from_env();
+    let mut forwarded = BTreeMap::new();
+    for registry in registries {
+        let found = config.credentials(&registry).with_context(|| {
+            format!("reading the credentials for {registry}, to forward them to the build nodes")
+        })?;
+        if let Some(credentials) = found {
+            forwarded.insert(
+                registry,
+                protocol::ForwardedCredentials {
+                    username: credentials.username,
+                    secret: credentials.secret.expose().to_owned(),
+                },
+            );
+        }
+    }
+    Ok(forwarded)
 }
 
 /// A directory sent to the nodes: the main context or a named one, and what of it is sent

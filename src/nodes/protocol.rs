@@ -14,7 +14,8 @@
 //! The context tar holds the context after `.dockerignore` (as [`crate::context::walk`]
 //! lists it, applied on this side): paths, modes, numeric owners, mtimes in seconds,
 //! symlinks, FIFOs and device nodes, so `COPY` on the node sees what it would see here and
-//! gives the same layers. Each `--build-context NAME=DIR` the build reads follows as a tar
+//! gives the same layers. The client's registry credentials for the registries the build
+//! uses travel in the request too, as secrets do. Each `--build-context NAME=DIR` the build reads follows as a tar
 //! of its own, after its own `.dockerignore`, as the node's build would read it here. The
 //! `--ssh` agents are not in the request: each is forwarded by the `ssh` connection itself
 //! (`-R SOCKET:AGENT`, a Unix socket on the node that only the login user can open, gone
@@ -43,7 +44,7 @@ use crate::platform::Platform;
 /// First line of a request. v2 added caches, annotations, image contexts and
 /// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
 /// naming both versions. v3 added named directory contexts (tars after the context's),
-/// forwarded ssh agents and the inline cache.
+/// forwarded ssh agents, the inline cache and registry credentials.
 pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v3\n";
 /// First line of a reply.
 pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
@@ -139,6 +140,29 @@ pub struct NodeRequest {
     /// forwards to this side's agent for that id.
     #[serde(default)]
     pub ssh_agents: BTreeMap<String, String>,
+    /// The client's credentials for the registries the build uses, by registry: the node
+    /// keeps them in memory for this sub-build only.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, ForwardedCredentials>,
+}
+
+/// A user name and its password or token, as they go over the channel (never logged: the
+/// `Debug` form hides the secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedCredentials {
+    /// The user name (`<token>`: an identity token).
+    pub username: String,
+    /// The password or token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ForwardedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardedCredentials")
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One `--build-context NAME=DIR` shipped to a node.

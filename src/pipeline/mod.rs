@@ -854,19 +854,20 @@ fn execute(
             .outputs
             .iter()
             .all(|output| matches!(output, Output::Registry { .. }));
-    // The named contexts the graph reads: only those directories go to the nodes.
-    let used_contexts = graph
-        .vertices
-        .iter()
-        .filter_map(|vertex| match &vertex.op {
-            plan::Op::Context { name } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
+    // The named contexts (only those directories go to the nodes) and images the graph
+    // reads (their registries' credentials go with the nodes' requests).
+    let mut uses = dispatch::GraphUses::default();
+    for vertex in &graph.vertices {
+        match &vertex.op {
+            plan::Op::Context { name } => uses.contexts.insert(name.clone()),
+            plan::Op::Image { reference, .. } => uses.images.insert(reference.clone()),
+            _ => false,
+        };
+    }
     dispatch::run(
         options,
         dockerfile,
-        &used_contexts,
+        &uses,
         builder,
         request.fallback,
         dispatch::Push {

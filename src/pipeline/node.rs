@@ -15,6 +15,8 @@
 //! directory contexts arrive as tars after the context's and are unpacked beside it; the
 //! `--ssh` agents are Unix sockets the connection forwards to the client's agents
 //! (`/tmp/xbuild-ssh-*.sock`, nothing else is accepted), removed when the build is done.
+//! The client's registry credentials are kept in this process's memory
+//! ([`crate::registry::forward_credentials`]), before the node's own configuration.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -47,6 +49,22 @@ pub fn serve_build(
     let request: NodeRequest = protocol::read_document(&mut input, protocol::REQUEST_MAGIC)
         .context("reading the build request")
         .exit_kind(ExitKind::BadInput)?;
+    // The client's credentials, in this process's memory only (it serves this one build).
+    crate::registry::forward_credentials(
+        request
+            .credentials
+            .iter()
+            .map(|(registry, given)| {
+                (
+                    registry.clone(),
+                    crate::registry::Credentials {
+                        username: given.username.clone(),
+                        secret: crate::registry::Secret::new(given.secret.clone()),
+                    },
+                )
+            })
+            .collect(),
+    );
     let store = Store::open_default().context("opening the node's store")?;
     let tmp = store.layout().tmp_dir();
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

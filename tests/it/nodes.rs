@@ -315,6 +315,11 @@ impl Drop for Registry {
 /// plain HTTP is allowed for it on both (on the node through sshd's SetEnv). Returns the
 /// node, the registry's `host:port` and the registry process.
 fn node_and_registry(dir: &Path) -> (SshNode, String, Registry) {
+    node_and_registry_with(dir, "")
+}
+
+/// As [`node_and_registry`], with `extra` appended to the registry's configuration.
+fn node_and_registry_with(dir: &Path, extra: &str) -> (SshNode, String, Registry) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -328,7 +333,7 @@ fn node_and_registry(dir: &Path) -> (SshNode, String, Registry) {
     std::fs::write(
         dir.join("registry.yml"),
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n{extra}",
             dir.join("registry").display()
         ),
     )
@@ -986,7 +991,10 @@ fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
                 .current_dir(&ctx)
                 .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
                 .arg("--build-context")
-                .arg(format!("base=oci-layout://{}:busybox:latest", layout.display()))
+                .arg(format!(
+                    "base=oci-layout://{}:busybox:latest",
+                    layout.display()
+                ))
                 .arg("."),
         )
     };
@@ -1060,7 +1068,12 @@ fn a_node_writes_and_reads_an_inline_cache() {
                 .env("SOURCE_DATE_EPOCH", EPOCH)
                 .env("XBUILD_INSECURE_REGISTRIES", &registry)
                 .args(["build", "--builder", builder])
-                .args(["--platform", "linux/amd64,linux/arm64", "--progress", "plain"])
+                .args([
+                    "--platform",
+                    "linux/amd64,linux/arm64",
+                    "--progress",
+                    "plain",
+                ])
                 .args(["--push", "-t", &reference])
                 .args(extra)
                 .arg("."),
@@ -1079,7 +1092,9 @@ fn a_node_writes_and_reads_an_inline_cache() {
     assert!(config.status.success(), "{}", util::stderr(&config));
     let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
     assert!(
-        config["moby.buildkit.cache.v0"].as_str().is_some_and(|v| !v.is_empty()),
+        config["moby.buildkit.cache.v0"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
         "no inline cache in the node's image config: {config}"
     );
 
@@ -1094,4 +1109,116 @@ fn a_node_writes_and_reads_an_inline_cache() {
         !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
         "a RUN step ran:\n{stderr}"
     );
+}
+
+/// A registry behind htpasswd: the node pushes its platform and exports a registry cache
+/// with the credentials of the local user (`xbuild login` here; the node has none of its
+/// own), which it keeps in memory only: no file of the node's store holds the password.
+/// Judged by skopeo with the credentials (the index and both platforms in the registry).
+#[test]
+fn a_node_pushes_with_the_local_users_credentials() {
+    if !needs() || !util::require(&[Need::Program("docker-registry"), Need::Program("htpasswd")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "credentials\n").unwrap();
+    for store in ["store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let (user, password) = ("builder", "n0de-Secret-4f2c");
+    let htpasswd = util::run(Command::new("htpasswd").args(["-Bbn", user, password]));
+    assert!(htpasswd.status.success(), "{}", util::stderr(&htpasswd));
+    std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let (node, registry, _registry_guard) = node_and_registry_with(
+        dir,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: nodes\n    path: {}\n",
+            dir.join("htpasswd").display()
+        ),
+    );
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&dir.join("node-store"))),
+        "--use",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let docker_config = dir.join("docker");
+    let with_config = |command: &mut Command| {
+        command
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("XBUILD_INSECURE_REGISTRIES", &registry);
+    };
+    let mut login = xbuild(dir, "store");
+    with_config(&mut login);
+    login.args(["login", "-u", user, "--password-stdin", &registry]);
+    let output = crate::regenv::run_with_stdin(&mut login, &format!("{password}\n"));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+
+    let reference = format!("{registry}/private/app:1");
+    let mut command = xbuild(dir, "store");
+    with_config(&mut command);
+    command
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build", "--platform", "linux/amd64,linux/arm64"])
+        .args(["--progress", "plain", "--push", "-t", &reference])
+        .arg("--cache-to")
+        .arg(format!("type=registry,ref={registry}/private/app:cache"))
+        .arg(".");
+    let output = util::run(&mut command);
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.contains("[node arm0]")
+            && line.contains(&format!("{registry}/private/app@sha256:"))),
+        "the node did not push by digest:\n{stderr}"
+    );
+    let (sent, received) = ssh_traffic(&stderr, "arm0");
+    eprintln!("ssh with forwarded credentials: sent {sent} bytes, received {received}");
+    let creds = format!("--creds={user}:{password}");
+    let inspect = |reference: &str| {
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", &creds])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", util::stderr(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let index = inspect(&reference);
+    let architectures: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
+    let cache = inspect(&format!("{registry}/private/app:cache"));
+    assert!(
+        cache["manifests"].as_array().is_some_and(|m| !m.is_empty()),
+        "{cache}"
+    );
+    // Without credentials the registry refuses (the test would prove nothing otherwise).
+    let anonymous = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    // The password is in no file of the node's store.
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "-F", password])
+        .arg(dir.join("node-store"))
+        .output()
+        .unwrap();
+    assert_eq!(grep.status.code(), Some(1), "{}", util::stdout(&grep));
 }
