@@ -579,9 +579,15 @@ fn refuse_unshipped(
             return Err(refusal);
         }
         if remote.len() > 1 {
+            let building = remote
+                .iter()
+                .map(|(node, platforms)| format!("{} on node {}", list(platforms), node.name))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Failure::bad_input(format_args!(
-                "--cache-to {}: not supported yet with {} build nodes (their exports to one \
-                 cache would race); use a builder with one node, or --builder default",
+                "--cache-to {}: not supported yet with {} build nodes ({building}: their \
+                 exports to one cache would race); use a builder with one node, or --builder \
+                 default",
                 export.location,
                 remote.len()
             )));

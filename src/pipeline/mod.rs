@@ -818,11 +818,12 @@ fn execute(
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options, &|| {})?);
     };
-    if request.attestations.sbom
-        && options
-            .targets
-            .iter()
-            .any(|target| builder.node_for(target).is_some())
+    let on_a_node = options
+        .targets
+        .iter()
+        .find_map(|target| builder.node_for(target).map(|node| (target, node)));
+    if let Some((target, node)) = on_a_node
+        && request.attestations.sbom
         && (request.attestations.scan_stage
             || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
                 != dockerfile::sbomscan::ScanRequests::default())
@@ -832,9 +833,10 @@ fn execute(
         return Err(BuildError::Nodes(
             Failure::bad_input(format_args!(
                 "--sbom with scan-stage=true, {} or {}: extra SBOMs of stages and the context are not made on \
-                 build nodes yet (builder {}); use --builder default, or drop the argument",
+                 build nodes yet ({target} goes to node {} of builder {}); use --builder default, or drop the argument",
                 dockerfile::sbomscan::SCAN_STAGE,
                 dockerfile::sbomscan::SCAN_CONTEXT,
+                node.name,
                 builder.name
             ))
             .into(),

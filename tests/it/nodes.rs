@@ -1011,6 +1011,53 @@ fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
     assert_eq!(unread.status.code(), Some(3), "{stderr}");
     assert!(!stderr.contains("must-not-run"), "{stderr}");
 
+    // Still refused before any node is contacted, naming the platforms and the nodes: extra
+    // SBOMs made on a node, and a registry --cache-to two nodes would both write.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN echo must-not-run\n",
+    )
+    .unwrap();
+    let sbom = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+            .args([
+                "--sbom=true",
+                "--build-arg",
+                "BUILDKIT_SBOM_SCAN_CONTEXT=true",
+                ".",
+            ]),
+    );
+    let stderr = util::stderr(&sbom);
+    assert_eq!(sbom.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("linux/arm64 goes to node arm0"), "{stderr}");
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "two",
+        "--node",
+        "linux/arm64=ssh://root@127.0.0.1:1",
+        "--node",
+        "linux/arm/v7=ssh://root@127.0.0.1:2",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let two = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--builder", "two", "--progress", "plain"])
+            .args(["--platform", "linux/arm64,linux/arm/v7"])
+            .args(["--cache-to", "type=registry,ref=127.0.0.1:1/cache", "."]),
+    );
+    let stderr = util::stderr(&two);
+    assert_eq!(two.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("linux/arm64 on node two0") && stderr.contains("linux/arm/v7 on node two1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
+
     // A platform built here with --ssh and a builder of nodes: the agent, as with the
     // default builder (the node is never contacted).
     std::fs::write(
