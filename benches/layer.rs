@@ -1,6 +1,7 @@
 //! Layer commit throughput: a generated ~500 MB tree written as a layer (deterministic tar,
-//! diff_id and blob digests, compression, blob file) at gzip and at zstd, one layer at a
-//! time and two layers at once; prints MB/s of tar input and the peak RSS (VmHWM).
+//! diff_id and blob digests, compression, blob file) at gzip and at zstd, each at its
+//! default level and at a non-default one (`compression-level`: gzip 1, zstd 9), one layer
+//! at a time and two layers at once; prints MB/s of tar input and the peak RSS (VmHWM).
 //!
 //! Run: `cargo bench --bench layer` (set `XBUILD_BENCH_MB` to change the size,
 //! `XBUILD_BENCH_DIR` for where the tree and store go, default a temp dir).
@@ -31,7 +32,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use xbuild::layer::{self, Compression, LayerBlob, TreeKind};
+use xbuild::layer::{self, Algorithm, Compression, LayerBlob, TreeKind};
 use xbuild::oci::ImageLayout;
 
 const WORDS: &[&str] = &[
@@ -200,20 +201,32 @@ fn report(label: &str, blobs: &[LayerBlob], seconds: f64, cpu: f64) {
     );
 }
 
+/// The compressions measured: each algorithm at its default level, and a non-default
+/// level of each (`compression-level=`: gzip's fastest, a slower zstd).
+fn compressions() -> [Compression; 4] {
+    [
+        Compression::Gzip,
+        Compression::with_level(Algorithm::Gzip, 1).unwrap(),
+        Compression::Zstd,
+        Compression::with_level(Algorithm::Zstd, 9).unwrap(),
+    ]
+}
+
 /// Bare compression speed of `bytes` on this thread: MB/s wall and MB per CPU-second.
 fn bare_compression(bytes: &[u8], compression: Compression) -> (f64, f64) {
     let started = Instant::now();
     let cpu = cpu_seconds();
-    let compressed = match compression {
-        Compression::Gzip => {
+    let compressed = match compression.algorithm() {
+        Algorithm::Gzip => {
+            let level = u32::try_from(compression.level()).unwrap();
             let mut encoder = flate2::GzBuilder::new()
                 .mtime(0)
-                .write(Vec::new(), flate2::Compression::new(layer::GZIP_LEVEL));
+                .write(Vec::new(), flate2::Compression::new(level));
             encoder.write_all(bytes).unwrap();
             encoder.finish().unwrap().len()
         }
-        Compression::Zstd => zstd::encode_all(bytes, layer::ZSTD_LEVEL).unwrap().len(),
-        Compression::None => bytes.len(),
+        Algorithm::Zstd => zstd::encode_all(bytes, compression.level()).unwrap().len(),
+        Algorithm::None => bytes.len(),
     };
     assert!(compressed > 0);
     let megabytes = bytes.len() as f64 / 1e6;
@@ -309,8 +322,8 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    for compression in [Compression::Gzip, Compression::Zstd] {
-        let name = format!("{compression:?}").to_lowercase();
+    for compression in compressions() {
+        let name = compression.to_string();
         let layout =
             ImageLayout::open_or_create(temp.path().join(format!("store-{name}"))).unwrap();
         let started = Instant::now();
@@ -361,10 +374,10 @@ fn main() {
         peak_rss_kb() / 1024
     );
     let sample = read_sample(&tree, 64 << 20);
-    for compression in [Compression::Gzip, Compression::Zstd] {
+    for compression in compressions() {
         let (wall, per_cpu) = bare_compression(&sample, compression);
         println!(
-            "bare {compression:?} of {:.0} MB in memory, one thread: {wall:.1} MB/s wall, {per_cpu:.1} MB per CPU-s",
+            "bare {compression} of {:.0} MB in memory, one thread: {wall:.1} MB/s wall, {per_cpu:.1} MB per CPU-s",
             sample.len() as f64 / 1e6,
         );
     }

@@ -79,10 +79,13 @@ pub struct CacheExport {
     /// `image-manifest=true`: the cache ref is one OCI image manifest (config: the records
     /// of every platform) instead of an index of one manifest per platform.
     pub image_manifest: bool,
-    /// `compression=`: the compression of the layers the build makes (the build's single
-    /// layer compression; base-image layers keep theirs, as BuildKit without
-    /// `force-compression`).
+    /// `compression=` at its `compression-level`: the compression of the cache's layers
+    /// (the image's when `None`); base-image layers keep theirs, as BuildKit without
+    /// `force-compression`.
     pub compression: Option<Compression>,
+    /// `force-compression=true`: the base image's layers are converted to `compression`
+    /// too.
+    pub force_compression: bool,
 }
 
 impl CacheExport {
@@ -94,6 +97,7 @@ impl CacheExport {
             ignore_error: false,
             image_manifest: false,
             compression: None,
+            force_compression: false,
         }
     }
 }
@@ -308,11 +312,13 @@ pub fn parse_go_bool(text: &str) -> Option<bool> {
 }
 
 /// The layer keys BuildKit shares between cache exports and image outputs
-/// (`compression`, `compression-level`, `force-compression`), as xbuild can honour them:
-/// the layers the build makes get `compression`; `compression-level` is taken only at the
-/// level xbuild writes (gzip 6, zstd 3: the levels its reproducible digests are made at);
-/// `force-compression=true` (recompressing the base image's layers too) is not supported
-/// yet. The error is the reason, and whether it is "not supported yet".
+/// (`compression`, `compression-level`, `force-compression`), as BuildKit reads them: the
+/// layers the build makes get `compression` (gzip when only a level or
+/// `force-compression` is given) at `compression-level` (see
+/// [`Compression::with_level`]); `force-compression=true` (an empty value is true)
+/// converts the base image's layers too. Returns the compression (`None`: none of the
+/// keys given) and whether it is forced. The error is the reason, and whether it is
+/// "not supported yet".
 ///
 /// # Errors
 /// A bad or unsupported value: the reason, and whether it is "not supported yet".
@@ -320,8 +326,8 @@ pub fn layer_compression(
     compression: Option<&str>,
     level: Option<&str>,
     force: Option<&str>,
-) -> Result<Option<Compression>, (String, bool)> {
-    let chosen = match compression {
+) -> Result<(Option<Compression>, bool), (String, bool)> {
+    let mut chosen = match compression {
         None => None,
         Some(name @ ("gzip" | "zstd" | "uncompressed")) => Compression::parse(name),
         Some("estargz") => {
@@ -338,25 +344,16 @@ pub fn layer_compression(
             ));
         }
     };
-    if let Some(text) = force {
-        match parse_go_bool(text) {
-            Some(false) => {}
-            Some(true) => {
-                return Err((
-                    "force-compression=true is not supported yet: layers of the base image \
-                     keep their compression"
-                        .to_owned(),
-                    true,
-                ));
-            }
-            None => {
-                return Err((
-                    format!("force-compression={text}: expected true or false"),
-                    false,
-                ));
-            }
+    let forced = match force.map(|text| (text, parse_go_bool(text))) {
+        None => false,
+        Some((_, Some(forced))) => forced,
+        Some((text, None)) => {
+            return Err((
+                format!("force-compression={text}: expected true or false"),
+                false,
+            ));
         }
-    }
+    };
     if let Some(text) = level {
         let Ok(number) = text.parse::<i64>() else {
             return Err((
@@ -364,27 +361,15 @@ pub fn layer_compression(
                 false,
             ));
         };
-        let (name, fixed) = match chosen.unwrap_or_default() {
-            Compression::Gzip => ("gzip", i64::from(crate::layer::GZIP_LEVEL)),
-            Compression::Zstd => ("zstd", i64::from(crate::layer::ZSTD_LEVEL)),
-            Compression::None => {
-                return Err((
-                    "compression-level: uncompressed layers have no level".to_owned(),
-                    false,
-                ));
-            }
-        };
-        if number != fixed {
-            return Err((
-                format!(
-                    "compression-level={number} is not supported yet: xbuild writes {name} \
-                     at level {fixed} only (its layer digests are reproducible at that level)"
-                ),
-                true,
-            ));
-        }
+        let algorithm = chosen.unwrap_or_default().algorithm();
+        let leveled = Compression::with_level(algorithm, number)
+            .map_err(|error| (error.to_string(), false))?;
+        chosen = Some(leveled);
     }
-    Ok(chosen)
+    if forced && chosen.is_none() {
+        chosen = Some(Compression::default());
+    }
+    Ok((chosen, forced))
 }
 
 /// Keys of a registry cache export.
@@ -469,7 +454,7 @@ impl CacheExport {
                 !image_manifest,
             ));
         }
-        let compression = layer_compression(
+        let (compression, force_compression) = layer_compression(
             pairs
                 .iter()
                 .rev()
@@ -489,6 +474,7 @@ impl CacheExport {
             ignore_error: bool_key(FLAG, spec, &pairs, "ignore-error")?.unwrap_or(false),
             image_manifest,
             compression,
+            force_compression,
         })
     }
 }
@@ -666,6 +652,7 @@ mod tests {
                 ignore_error: true,
                 image_manifest: true,
                 compression: Some(Compression::Zstd),
+                force_compression: false,
             }
         );
         let export = CacheExport::parse(
@@ -681,6 +668,47 @@ mod tests {
                 .compression,
             Some(Compression::Gzip)
         );
+    }
+
+    /// `compression-level` and `force-compression` as BuildKit reads them: the level of
+    /// the chosen algorithm (gzip when none is named), force with an empty value too.
+    #[test]
+    fn cache_compression_keys_give_the_level_and_force() {
+        let parse = |spec: &str| {
+            let export = CacheExport::parse(spec).unwrap();
+            (export.compression, export.force_compression)
+        };
+        let gzip = |level| Compression::with_level(crate::layer::Algorithm::Gzip, level).unwrap();
+        let zstd = |level| Compression::with_level(crate::layer::Algorithm::Zstd, level).unwrap();
+        for level in 0..=9 {
+            assert_eq!(
+                parse(&format!("type=local,dest=d,compression-level={level}")),
+                (Some(gzip(level)), false)
+            );
+        }
+        assert_eq!(
+            parse("type=local,dest=d,compression=zstd,compression-level=19"),
+            (Some(zstd(19)), false)
+        );
+        assert_ne!(zstd(19), Compression::Zstd);
+        assert_eq!(
+            parse("type=local,dest=d,compression=zstd,compression-level=-3,force-compression="),
+            (Some(zstd(-3)), true)
+        );
+        // zstd's 0 is its default level.
+        assert_eq!(
+            parse("type=local,dest=d,compression=zstd,compression-level=0"),
+            (Some(Compression::Zstd), false)
+        );
+        assert_eq!(
+            parse("type=registry,ref=r/a:c,force-compression=true"),
+            (Some(Compression::Gzip), true)
+        );
+        assert_eq!(
+            parse("type=registry,ref=r/a:c,compression=zstd,force-compression=false"),
+            (Some(Compression::Zstd), false)
+        );
+        assert_eq!(parse("type=registry,ref=r/a:c"), (None, false));
     }
 
     #[test]
@@ -717,9 +745,19 @@ mod tests {
                 false,
             ),
             (
-                "type=local,dest=d,compression=zstd,compression-level=19",
-                "compression-level=19 is not supported yet",
-                true,
+                "type=local,dest=d,compression=zstd,compression-level=23",
+                "compression-level=23: zstd takes -131072 to 22",
+                false,
+            ),
+            (
+                "type=local,dest=d,compression-level=10",
+                "compression-level=10: gzip takes 0 to 9",
+                false,
+            ),
+            (
+                "type=local,dest=d,compression=uncompressed,compression-level=1",
+                "compression-level=1: uncompressed layers have no level",
+                false,
             ),
             (
                 "type=local,dest=d,compression-level=x",
@@ -727,9 +765,9 @@ mod tests {
                 false,
             ),
             (
-                "type=local,dest=d,force-compression=true",
-                "force-compression=true is not supported yet",
-                true,
+                "type=local,dest=d,force-compression=maybe",
+                "force-compression=maybe: expected true or false",
+                false,
             ),
             (
                 "type=registry,ref=r/a,registry.insecure=true",

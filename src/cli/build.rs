@@ -298,7 +298,7 @@ impl BuildArgs {
             }
         };
         let specs = self.output_specs()?;
-        let compression = self.layer_compression(&specs)?;
+        let (compression, force_compression) = self.layer_compression(&specs)?;
         if targets.len() > 1 {
             if let Some(spec) = self.output.iter().zip(&specs).find_map(|(text, spec)| {
                 matches!(
@@ -414,6 +414,7 @@ impl BuildArgs {
                 pids_limit,
                 pids_limit_required,
                 compression,
+                force_compression,
                 source_date_epoch,
                 secrets,
                 sink: Arc::from(super::progress::sink(mode)),
@@ -627,44 +628,44 @@ impl BuildArgs {
             .collect()
     }
 
-    /// The one compression of the layers the build makes: `--compression`, each `-o`'s and
-    /// each `--cache-to`'s `compression=` (gzip when none is given). Different ones are
-    /// refused: each layer is compressed once.
-    fn layer_compression(&self, specs: &[export::OutputSpec]) -> anyhow::Result<Compression> {
-        let mut chosen: Vec<(String, Compression)> = Vec::new();
+    /// The one compression (algorithm and level) of the image's layers, and whether it is
+    /// forced on the base images' layers: `--compression`, each `-o`'s `compression=`,
+    /// `compression-level=` and `force-compression=` (gzip at level 6, not forced, when
+    /// none is given). Different ones among the outputs are refused (not supported yet);
+    /// a `--cache-to` with its own compression keys gets its layers at those (see
+    /// `executor::assemble::export_cache`).
+    fn layer_compression(
+        &self,
+        specs: &[export::OutputSpec],
+    ) -> anyhow::Result<(Compression, bool)> {
+        let mut chosen: Vec<(String, Compression, bool)> = Vec::new();
         if let Some(name) = &self.compression {
             let compression = Compression::parse(name).ok_or_else(|| {
                 Failure::bad_input(format_args!(
                     "--compression={name}: use gzip, zstd or uncompressed"
                 ))
             })?;
-            chosen.push((format!("--compression={name}"), compression));
+            chosen.push((format!("--compression={name}"), compression, false));
         }
         for (text, spec) in self.output.iter().zip(specs) {
             if let Some(compression) = spec.compression {
-                chosen.push((format!("-o {text}"), compression));
+                chosen.push((format!("-o {text}"), compression, spec.force_compression));
             }
         }
-        for text in &self.cache_to {
-            // Parse errors are reported with the other cache flags.
-            if let Some(compression) = crate::cache::CacheExport::parse(text)
-                .ok()
-                .and_then(|export| export.compression)
+        if let Some((first, compression, forced)) = chosen.first() {
+            if let Some((other, _, _)) = chosen
+                .iter()
+                .find(|(_, c, f)| c != compression || f != forced)
             {
-                chosen.push((format!("--cache-to {text}"), compression));
-            }
-        }
-        if let Some((first, compression)) = chosen.first() {
-            if let Some((other, _)) = chosen.iter().find(|(_, c)| c != compression) {
                 return Err(Failure::bad_input(format_args!(
-                    "{first} and {other} ask for different layer compressions: not supported yet (xbuild compresses each layer once; give the same compression everywhere)"
+                    "{first} and {other} ask for different layer compressions (algorithm, compression-level or force-compression): not supported yet (the outputs of one build share one layer compression; give the same one to each output, a --cache-to may have its own)"
                 ))
                 .into());
             }
         }
         Ok(chosen
             .first()
-            .map(|(_, compression)| *compression)
+            .map(|(_, compression, forced)| (*compression, *forced))
             .unwrap_or_default())
     }
 

@@ -13,6 +13,7 @@ use super::error::ExecutorError;
 use super::services::Services;
 use super::state::{Done, Results};
 use crate::cache;
+use crate::layer::Compression;
 use crate::oci::ImageState;
 use crate::oci::annotation::AnnotationKind;
 use crate::oci::image as oci_image;
@@ -78,7 +79,13 @@ pub(crate) fn images(
     }
     // The images' layers kept as snapshots are compressed now, all at once.
     let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
-    let states = ensure_blobs(services, &states)?;
+    let options = services.options;
+    let states = ensure_blobs(
+        services,
+        &states,
+        options.compression,
+        options.force_compression,
+    )?;
     for ((target, done), state) in targets.into_iter().zip(states) {
         let mut config = done.state.config.clone();
         // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
@@ -122,8 +129,14 @@ pub(crate) fn images(
         let layers = state.blobs()?;
         if services.options.cache.inline {
             // `--cache-to type=inline`: the records of the image's own steps (mode=min).
-            let records =
-                step_records(services, graph, results, chain(graph, target.vertex), false)?;
+            let records = step_records(
+                services,
+                graph,
+                results,
+                chain(graph, target.vertex),
+                false,
+                (options.compression, options.force_compression),
+            )?;
             if let (Some(object), Some(inline)) = (
                 value.as_object_mut(),
                 cache::inline::encode(&records, &layers),
@@ -211,13 +224,15 @@ fn chain(graph: &BuildGraph, target: usize) -> Vec<usize> {
 }
 
 /// The cache records of the steps among `indices` (each key once, in vertex order), their
-/// layers compressed now; `materialize` fetches the layers imported cache hits left remote.
+/// layers compressed now at `compression` (an algorithm and level, and whether base layers
+/// are converted to it); `materialize` fetches the layers imported cache hits left remote.
 fn step_records(
     services: &Services<'_>,
     graph: &BuildGraph,
     results: &Results,
     mut indices: Vec<usize>,
     materialize: bool,
+    (compression, force): (Compression, bool),
 ) -> Result<Vec<cache::Record>, ExecutorError> {
     indices.sort_unstable();
     indices.dedup();
@@ -241,7 +256,7 @@ fn step_records(
     }
     // A cache holds blobs: layers kept as snapshots are compressed now.
     let states: Vec<&ImageState> = chosen.iter().map(|(_, done)| &done.state).collect();
-    let states = ensure_blobs(services, &states)?;
+    let states = ensure_blobs(services, &states, compression, force)?;
     let mut records = Vec::new();
     for ((platform, done), state) in chosen.iter().zip(states) {
         records.push(cache::Record {
@@ -275,7 +290,16 @@ pub(crate) fn export_cache(
         }
     }
     let local = matches!(export.location, cache::CacheLocation::Local(..));
-    let records = step_records(services, graph, results, indices, local)?;
+    // The export's own compression keys, else the build's (as buildx: a cache export
+    // compresses at its own `compression`, whatever the image's).
+    let compression = match export.compression {
+        Some(compression) => (compression, export.force_compression),
+        None => (
+            services.options.compression,
+            services.options.force_compression,
+        ),
+    };
+    let records = step_records(services, graph, results, indices, local, compression)?;
     let id = services.counter.next();
     let name = format!("exporting cache to {}", export.location);
     services.sink.emit(Event::Started {

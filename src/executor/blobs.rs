@@ -1,7 +1,10 @@
 //! Layer blobs made from snapshots: a `RUN`, `COPY` or `ADD` step keeps its layer as a
 //! snapshot with its diff_id; the blob (the same tar an eager commit would have written, compressed) is made
 //! when an image, a push or a cache export needs it, several at once, and remembered in the
-//! store for the next build.
+//! store for the next build, per compression and level. With `force-compression=true` the
+//! layers that came with a blob (base images, imported caches) are converted too when
+//! their compression is not the build's, as BuildKit's converter does: decompressed,
+//! recompressed, their diff_id checked.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -10,36 +13,53 @@ use oci_spec::image::{Descriptor, Digest};
 
 use super::error::ExecutorError;
 use super::services::Services;
-use crate::layer::{self, TreeKind};
+use crate::layer::{self, Compression, TreeKind};
 use crate::oci::ImageState;
 use crate::progress::Event;
 use crate::store::StoreError;
 
-/// `states` with a blob for every layer: a layer kept as its snapshot gets the blob made
-/// earlier from that snapshot (in this build or another), else one is written now from
-/// the snapshot, several layers at once. The blob is the one an eager commit would have
+/// `states` with a blob for every layer at `compression` (the build's, or a cache
+/// export's own), converting layers with a blob of another algorithm when `force`: a
+/// layer kept as its snapshot gets the blob made earlier from that snapshot at that
+/// compression (in this build or another), else one is written now from the snapshot,
+/// several layers at once. The blob is the one an eager commit would have
 /// written (same tar, same compressor), and its diff_id is checked against the
 /// snapshot's.
 pub(crate) fn ensure_blobs(
     services: &Services<'_>,
     states: &[&ImageState],
+    compression: Compression,
+    force: bool,
 ) -> Result<Vec<ImageState>, ExecutorError> {
-    let media_type = services.options.compression.media_type();
     let mut known: HashMap<Digest, Descriptor> = HashMap::new();
     let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
+    // Layers with a blob of another compression, converted (force-compression=true).
+    let mut convert: Vec<(Digest, Descriptor)> = Vec::new();
     for layer in states.iter().flat_map(|state| &state.layers) {
-        if layer.blob.is_some() || known.contains_key(&layer.diff_id) {
+        let foreign = layer
+            .blob
+            .as_ref()
+            .filter(|blob| force && needs_conversion(blob, compression));
+        if (layer.blob.is_some() && foreign.is_none()) || known.contains_key(&layer.diff_id) {
             continue;
         }
-        if missing.iter().any(|(diff_id, _)| diff_id == &layer.diff_id) {
+        if missing.iter().any(|(diff_id, _)| diff_id == &layer.diff_id)
+            || convert.iter().any(|(diff_id, _)| diff_id == &layer.diff_id)
+        {
             continue;
         }
-        match services.store.layer_blob(&layer.diff_id, &media_type)? {
+        match services.store.layer_blob(&layer.diff_id, compression)? {
             Some(blob) => {
                 known.insert(layer.diff_id.clone(), blob);
             }
-            None => missing.push((layer.diff_id.clone(), layer.clamp)),
+            None => match foreign {
+                Some(blob) => convert.push((layer.diff_id.clone(), blob.clone())),
+                None => missing.push((layer.diff_id.clone(), layer.clamp)),
+            },
         }
+    }
+    if !convert.is_empty() {
+        known.extend(convert_blobs(services, &convert, compression)?);
     }
     if !missing.is_empty() {
         let id = services.counter.next();
@@ -71,11 +91,12 @@ pub(crate) fn ensure_blobs(
             .iter()
             .map(|(diff_id, clamp)| {
                 move || {
-                    tree_blob(
+                    tree_blob_at(
                         services,
                         &services.store.snapshot_path(diff_id),
                         diff_id,
                         *clamp,
+                        compression,
                     )
                 }
             })
@@ -85,7 +106,7 @@ pub(crate) fn ensure_blobs(
                 for blob in blobs {
                     services
                         .store
-                        .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+                        .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
                     known.insert(blob.diff_id, blob.descriptor);
                 }
                 services.sink.emit(Event::Finished {
@@ -111,7 +132,11 @@ pub(crate) fn ensure_blobs(
         .map(|state| {
             let mut state = (*state).clone();
             for layer in &mut state.layers {
-                if layer.blob.is_none() {
+                let foreign = layer
+                    .blob
+                    .as_ref()
+                    .is_some_and(|blob| force && needs_conversion(blob, compression));
+                if layer.blob.is_none() || foreign {
                     layer.blob = known.get(&layer.diff_id).cloned();
                     layer.clamp = None;
                 }
@@ -129,11 +154,22 @@ pub(crate) fn tree_blob(
     diff_id: &Digest,
     clamp: Option<i64>,
 ) -> Result<layer::LayerBlob, layer::LayerError> {
+    tree_blob_at(services, tree, diff_id, clamp, services.options.compression)
+}
+
+/// As [`tree_blob`], at `compression` (a cache export's own).
+fn tree_blob_at(
+    services: &Services<'_>,
+    tree: &std::path::Path,
+    diff_id: &Digest,
+    clamp: Option<i64>,
+    compression: Compression,
+) -> Result<layer::LayerBlob, layer::LayerError> {
     let blob = layer::write_tree_layer(
         services.store.layout(),
         tree,
         TreeKind::OverlayUpper,
-        services.options.compression,
+        compression,
         clamp,
     )?;
     if &blob.diff_id != diff_id {
@@ -143,4 +179,66 @@ pub(crate) fn tree_blob(
         });
     }
     Ok(blob)
+}
+
+/// Whether a layer's existing blob is of another compression than `compression`: its
+/// media type says another algorithm (a level cannot be read from a blob; as BuildKit, a
+/// blob of the same algorithm is kept whatever its level).
+fn needs_conversion(blob: &Descriptor, compression: Compression) -> bool {
+    Compression::of_media_type(blob.media_type())
+        .is_none_or(|own| own.algorithm() != compression.algorithm())
+}
+
+/// Converts each layer blob to the build's compression (several at once), remembers each
+/// result in the store, and returns them by diff_id.
+fn convert_blobs(
+    services: &Services<'_>,
+    layers: &[(Digest, Descriptor)],
+    compression: Compression,
+) -> Result<Vec<(Digest, Descriptor)>, ExecutorError> {
+    let id = services.counter.next();
+    let name = match layers.len() {
+        1 => format!("converting 1 layer to {compression}"),
+        count => format!("converting {count} layers to {compression}"),
+    };
+    services.sink.emit(Event::Started {
+        vertex: id,
+        name: name.clone(),
+        emulated: false,
+    });
+    let started = Instant::now();
+    let jobs: Vec<_> = layers
+        .iter()
+        .map(|(diff_id, blob)| {
+            move || layer::convert_blob(services.store.layout(), blob, diff_id, compression)
+        })
+        .collect();
+    match layer::commit_in_parallel(jobs) {
+        Ok(blobs) => {
+            for blob in &blobs {
+                services
+                    .store
+                    .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
+            }
+            services.sink.emit(Event::Finished {
+                vertex: id,
+                duration: started.elapsed(),
+            });
+            Ok(blobs
+                .into_iter()
+                .map(|blob| (blob.diff_id, blob.descriptor))
+                .collect())
+        }
+        Err(error) => {
+            services.sink.emit(Event::Failed {
+                vertex: id,
+                duration: started.elapsed(),
+                message: error.to_string(),
+            });
+            Err(ExecutorError::Within {
+                context: name,
+                source: Box::new(error.into()),
+            })
+        }
+    }
 }

@@ -226,9 +226,11 @@ fn commit(
             clamp,
         )
         .within(|| format!("{name}: writing the layer"))?;
-        services
-            .store
-            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        services.store.put_layer_blob(
+            &blob.diff_id,
+            &blob.descriptor,
+            services.options.compression,
+        )?;
         services
             .store
             .adopt_snapshot(&diff_id, tmp.keep())

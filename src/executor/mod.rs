@@ -118,8 +118,11 @@ pub struct BuildOptions {
     /// `--pids-limit` was given: a host that cannot apply it fails the step (the default
     /// limit is skipped there).
     pub pids_limit_required: bool,
-    /// Layer compression.
+    /// Layer compression (algorithm and level) of the layers the build makes.
     pub compression: Compression,
+    /// `force-compression=true`: layers that come with a blob of another algorithm (base
+    /// images, imported caches) are converted to `compression` too.
+    pub force_compression: bool,
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets
     /// `created` in configs and history.
     pub source_date_epoch: Option<i64>,

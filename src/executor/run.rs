@@ -288,9 +288,11 @@ pub(crate) fn step(
     let blob = if existing {
         let blob = tree_blob(services, &upper, &diff_id, clamp)
             .within(|| format!("{name}: committing the layer"))?;
-        services
-            .store
-            .put_layer_blob(&blob.diff_id, &blob.descriptor)?;
+        services.store.put_layer_blob(
+            &blob.diff_id,
+            &blob.descriptor,
+            services.options.compression,
+        )?;
         Some(blob)
     } else {
         None

@@ -111,8 +111,11 @@ pub struct OutputSpec {
     /// the `-t` names.
     pub names: Vec<String>,
     /// `compression=` (checked with `compression-level` and `force-compression`): the
-    /// compression of the layers the build makes.
+    /// compression of the layers the build makes, at its `compression-level`.
     pub compression: Option<Compression>,
+    /// `force-compression=true`: the base image's layers are converted to `compression`
+    /// too.
+    pub force_compression: bool,
     /// `annotation[-TYPE][PLATFORMS].KEY=VALUE` keys, each with how it was written.
     pub annotations: Vec<(String, Annotation)>,
     /// `name-canonical=true`: each name is also given as `NAME@DIGEST` in the store.
@@ -131,7 +134,7 @@ impl OutputSpec {
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
     /// and values xbuild cannot honour yet (`oci-mediatypes=false`, `compression=estargz`,
-    /// `force-compression=true`, `rewrite-timestamp=true`, `unpack=true`, `store=false`,
+    /// `rewrite-timestamp=true`, `unpack=true`, `store=false`,
     /// `registry.insecure=true`, `platform-split=false` with several platforms is refused at
     /// export).
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
@@ -143,6 +146,7 @@ impl OutputSpec {
             output: Output::Store,
             names: Vec::new(),
             compression: None,
+            force_compression: false,
             annotations: Vec::new(),
             name_canonical: false,
             dangling_name_prefix: None,
@@ -247,7 +251,7 @@ impl OutputSpec {
             .map(str::to_owned)
             .collect();
         if !matches!(kind, "local" | "tar" | "containerd") {
-            parsed.compression = crate::cache::spec::layer_compression(
+            (parsed.compression, parsed.force_compression) = crate::cache::spec::layer_compression(
                 value("compression"),
                 value("compression-level"),
                 value("force-compression"),
@@ -498,6 +502,25 @@ mod name_tests {
             OutputSpec::parse("type=oci,dest=x.tar,name=a/b,compression=uncompressed").unwrap();
         assert_eq!(spec.names, ["a/b"]);
         assert_eq!(spec.compression, Some(Compression::None));
+        let spec = OutputSpec::parse(
+            "type=registry,compression=zstd,compression-level=19,force-compression=true",
+        )
+        .unwrap();
+        assert_eq!(
+            (spec.compression, spec.force_compression),
+            (
+                Some(Compression::with_level(crate::layer::Algorithm::Zstd, 19).unwrap()),
+                true
+            )
+        );
+        let spec = OutputSpec::parse("type=oci,dest=x,compression-level=1").unwrap();
+        assert_eq!(
+            (spec.compression, spec.force_compression),
+            (
+                Some(Compression::with_level(crate::layer::Algorithm::Gzip, 1).unwrap()),
+                false
+            )
+        );
         let spec =
             OutputSpec::parse("type=docker,dest=x.tar,name=\"a,b\",oci-mediatypes=false").unwrap();
         assert_eq!(spec.names, ["a", "b"]);
@@ -536,12 +559,12 @@ mod name_tests {
         "compression=estargz is not supported yet"
     )]
     #[case(
-        "type=oci,dest=x,compression=zstd,compression-level=9",
-        "compression-level=9 is not supported yet"
+        "type=oci,dest=x,compression=gzip,compression-level=12",
+        "compression-level=12: gzip takes 0 to 9"
     )]
     #[case(
-        "type=oci,dest=x,force-compression=true",
-        "force-compression=true is not supported yet"
+        "type=oci,dest=x,force-compression=yes",
+        "force-compression=yes: expected true or false"
     )]
     #[case(
         "type=image,rewrite-timestamp=true",

@@ -1,13 +1,14 @@
 //! Layer compression on every core, with bytes that depend only on the input.
 //!
-//! - **gzip**, as pigz does: the stream is cut into blocks of [`GZIP_BLOCK`] input bytes;
-//!   each block is deflated on its own (raw deflate at [`super::GZIP_LEVEL`], the 32 KiB of
+//! - **gzip**, as pigz does: the stream is cut into blocks of [`GZIP_BLOCK`] input bytes
+//!   (at every level: where blocks end depends on the input length only);
+//!   each block is deflated on its own (raw deflate at the layer's level, the 32 KiB of
 //!   input before it as the dictionary, ended by a sync flush so that the raw streams
 //!   concatenate; the last block ends the deflate stream); the blocks' outputs are written
 //!   in order between one gzip header and one trailer, whose CRC-32 is combined from the
 //!   blocks' CRCs. One valid gzip member, which `gzip`, Python's `gzip` and Go's
 //!   `compress/gzip` read as any other.
-//! - **zstd**: zstd's own multithreaded mode, always with at least one worker and a fixed
+//! - **zstd**: zstd's own multithreaded mode at the layer's level, always with at least one worker and a fixed
 //!   job size ([`ZSTD_JOB_SIZE`]): its frame is then the same for any number of workers
 //!   (and differs from single-threaded zstd's, which is never used).
 //!
@@ -36,7 +37,7 @@ use std::thread::JoinHandle;
 use flate2::{Compress, Crc, FlushCompress, Status};
 use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer};
 
-use super::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+use super::{Algorithm, Compression};
 
 /// Input bytes per gzip block. Part of the output format: changing it changes every gzip
 /// layer digest.
@@ -52,8 +53,22 @@ pub const BLOCKS_PER_THREAD: usize = 2;
 /// grows with it).
 const MAX_SHARED_THREADS: usize = 32;
 
-/// The gzip header: no name, mtime 0, no extra flags, OS "unknown" (255).
+/// The gzip header: no name, mtime 0, no extra flags, OS "unknown" (255) (at level 6;
+/// see [`gzip_header`]).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// The gzip header of a stream at `level`: [`GZIP_HEADER`], its extra flags byte set as
+/// gzip and Go's `compress/gzip` set it (2 at level 9, the slowest; 4 at level 1, the
+/// fastest; 0 otherwise).
+fn gzip_header(level: u32) -> [u8; 10] {
+    let mut header = GZIP_HEADER;
+    header[8] = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    header
+}
 
 /// Threads that compress layers: a pool of gzip workers and seats for zstd workers.
 pub struct CompressPool {
@@ -77,6 +92,7 @@ impl std::fmt::Debug for CompressPool {
 /// One gzip block to compress.
 struct GzipJob {
     index: u64,
+    level: u32,
     input: Vec<u8>,
     dictionary: Vec<u8>,
     last: bool,
@@ -152,10 +168,15 @@ impl CompressPool {
         compression: Compression,
         out: W,
     ) -> io::Result<Compressor<'_, W>> {
-        Ok(match compression {
-            Compression::Gzip => Compressor::Gzip(GzipWriter::new(self, out)?),
-            Compression::Zstd => Compressor::Zstd(ZstdWriter::new(self, out)?),
-            Compression::None => Compressor::None(out),
+        let level = compression.level();
+        Ok(match compression.algorithm() {
+            Algorithm::Gzip => Compressor::Gzip(GzipWriter::new(
+                self,
+                out,
+                u32::try_from(level).unwrap_or(super::GZIP_LEVEL),
+            )?),
+            Algorithm::Zstd => Compressor::Zstd(ZstdWriter::new(self, out, level)?),
+            Algorithm::None => Compressor::None(out),
         })
     }
 
@@ -231,6 +252,7 @@ fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
         };
         let GzipJob {
             index,
+            level,
             input,
             dictionary,
             last,
@@ -238,7 +260,7 @@ fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
             reply,
         } = job;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            deflate_block(&dictionary, &input, last, &mut output)
+            deflate_block(level, &dictionary, &input, last, &mut output)
         }))
         .unwrap_or_else(|_| Err(io::Error::other("compressing a gzip block panicked")));
         // The layer may have given up (an error elsewhere): nobody to tell then.
@@ -263,12 +285,13 @@ fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
 /// one starts from a zeroed window; its cost (about 300 KiB allocated and zeroed) is
 /// small beside deflating 128 KiB.
 fn deflate_block(
+    level: u32,
     dictionary: &[u8],
     input: &[u8],
     last: bool,
     output: &mut Vec<u8>,
 ) -> io::Result<Crc> {
-    let mut deflate = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
+    let mut deflate = Compress::new(flate2::Compression::new(level), false);
     if !dictionary.is_empty() {
         deflate
             .set_dictionary(dictionary)
@@ -353,6 +376,8 @@ impl<W: Write> Write for Compressor<'_, W> {
 pub struct GzipWriter<'p, W: Write> {
     pool: &'p CompressPool,
     out: W,
+    /// The deflate level of every block (0 to 9).
+    level: u32,
     /// The block being filled.
     block: Vec<u8>,
     /// The last [`GZIP_DICTIONARY`] bytes of the block before `block`.
@@ -377,12 +402,13 @@ pub struct GzipWriter<'p, W: Write> {
 }
 
 impl<'p, W: Write> GzipWriter<'p, W> {
-    fn new(pool: &'p CompressPool, mut out: W) -> io::Result<Self> {
-        out.write_all(&GZIP_HEADER)?;
+    fn new(pool: &'p CompressPool, mut out: W, level: u32) -> io::Result<Self> {
+        out.write_all(&gzip_header(level))?;
         let (reply, replies) = mpsc::channel();
         Ok(Self {
             pool,
             out,
+            level,
             block: Vec::with_capacity(GZIP_BLOCK),
             dictionary: Vec::new(),
             submitted: 0,
@@ -417,6 +443,7 @@ impl<'p, W: Write> GzipWriter<'p, W> {
         let dictionary = std::mem::replace(&mut self.dictionary, next_dictionary);
         if let Err(error) = self.pool.send(GzipJob {
             index: self.submitted,
+            level: self.level,
             input,
             dictionary,
             last,
@@ -517,13 +544,13 @@ pub struct ZstdWriter<'p, W: Write> {
 }
 
 impl<'p, W: Write> ZstdWriter<'p, W> {
-    fn new(pool: &'p CompressPool, out: W) -> io::Result<Self> {
+    fn new(pool: &'p CompressPool, out: W, level: i32) -> io::Result<Self> {
         let seats = pool.take_seats();
         let mut context =
             CCtx::try_create().ok_or_else(|| io::Error::other("zstd: no compression context"))?;
         let workers = u32::try_from(seats.count).unwrap_or(u32::MAX);
         for parameter in [
-            CParameter::CompressionLevel(ZSTD_LEVEL),
+            CParameter::CompressionLevel(level),
             CParameter::NbWorkers(workers),
             CParameter::JobSize(ZSTD_JOB_SIZE),
         ] {
@@ -723,6 +750,70 @@ mod tests {
         }
     }
 
+    /// Every level gives the same bytes on any number of threads and for any split of
+    /// the input into writes (block boundaries depend on the input only), and levels
+    /// differ from each other.
+    #[test]
+    fn every_level_depends_only_on_the_input_bytes() {
+        let pools = [CompressPool::new(1), CompressPool::new(3)];
+        let input = sample(3 * GZIP_BLOCK + 4099);
+        let mut levels: Vec<Compression> = super::super::GZIP_LEVELS
+            .map(|level| Compression::with_level(Algorithm::Gzip, level.into()).unwrap())
+            .collect();
+        levels.extend(
+            [-5, 1, 3, 9, 19].map(|level| Compression::with_level(Algorithm::Zstd, level).unwrap()),
+        );
+        let mut outputs = Vec::new();
+        for compression in levels {
+            let reference = compress(&pools[0], compression, &input, 1 << 20);
+            for piece in [777, 1 << 20] {
+                assert!(
+                    compress(&pools[1], compression, &input, piece) == reference,
+                    "{compression}, pieces of {piece}"
+                );
+            }
+            let mut decoded = Vec::new();
+            super::super::decompressed(&reference[..])
+                .unwrap()
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert!(decoded == input, "{compression} round trip");
+            outputs.push((compression, reference));
+        }
+        let gzip = |level: i64| {
+            let wanted = Compression::with_level(Algorithm::Gzip, level).unwrap();
+            outputs.iter().find(|(c, _)| *c == wanted).unwrap().1.len()
+        };
+        // Stored blocks are bigger than the input; level 9 is the smallest.
+        assert!(gzip(0) > input.len() && gzip(1) > gzip(9) && gzip(6) >= gzip(9));
+        let zstd = |level: i64| {
+            let wanted = Compression::with_level(Algorithm::Zstd, level).unwrap();
+            outputs
+                .iter()
+                .find(|(c, _)| *c == wanted)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert!(zstd(19) != zstd(3) && zstd(-5) != zstd(3));
+        let default = compress(&pools[0], Compression::Gzip, &input, 1 << 20);
+        assert!(
+            outputs
+                .iter()
+                .find(|(c, _)| *c == Compression::Gzip)
+                .unwrap()
+                .1
+                == default,
+            "gzip at level 6 is the default gzip"
+        );
+        // Go's extra flags byte: 2 at the slowest level, 4 at the fastest.
+        let header = |level: i64| {
+            let wanted = Compression::with_level(Algorithm::Gzip, level).unwrap();
+            outputs.iter().find(|(c, _)| *c == wanted).unwrap().1[8]
+        };
+        assert_eq!((header(9), header(1), header(6)), (2, 4, 0));
+    }
+
     #[test]
     fn gzip_is_one_member_with_header_and_trailer() {
         let input = sample(3 * GZIP_BLOCK + 5);
@@ -770,7 +861,7 @@ mod tests {
         };
         let deflate = |index: usize| {
             let mut output = Vec::new();
-            deflate_block(dictionary(index), blocks[index], false, &mut output).unwrap();
+            deflate_block(6, dictionary(index), blocks[index], false, &mut output).unwrap();
             output
         };
         let in_order: Vec<Vec<u8>> = (0..blocks.len()).map(deflate).collect();

@@ -10,6 +10,11 @@
 //! with a bounded number of blocks in flight. Several layers can be committed at once with
 //! [`commit_in_parallel`]; they share the same compressing threads.
 //!
+//! A [`Compression`] is an algorithm and its level (`compression-level`); the level is
+//! part of the bytes, so it travels with the algorithm wherever a layer is made or looked
+//! up. [`convert_blob`] turns a blob of one compression into another, tar unchanged
+//! (`force-compression`).
+//!
 //! Must not decide what to build; knows nothing of Dockerfiles.
 
 pub mod apply;
@@ -32,10 +37,12 @@ pub use compress::CompressPool;
 pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
 pub use tar::{EntryKind, TarEntry, TarWriter};
 
-/// gzip level: 6 is gzip's and Docker's default, a fixed choice so output is reproducible.
+/// gzip's default level: 6 is gzip's and Docker's default, used when no level is given.
 pub const GZIP_LEVEL: u32 = 6;
-/// zstd level: 3 is zstd's default.
+/// zstd's default level: 3 is zstd's default, used when no level is given.
 pub const ZSTD_LEVEL: i32 = 3;
+/// The gzip levels xbuild writes: 0 (stored, no compression) to 9 (best), as gzip's.
+pub const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
 const CHUNK: usize = 1024 * 1024;
 /// Tar bytes per piece handed to the thread that unpacks a layer as it is written
 /// ([`unpack_file_list_layer`]); at most [`UNPACK_QUEUE`] pieces wait at once.
@@ -43,29 +50,154 @@ const UNPACK_PIECE: usize = 256 * 1024;
 /// Pieces queued for the unpacking thread: bounds the memory to a few MiB.
 const UNPACK_QUEUE: usize = 4;
 
-/// How layer blobs are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// gzip at [`GZIP_LEVEL`], header with no name, mtime 0, OS "unknown" (the default).
+/// A layer compression algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// gzip, header with no name, mtime 0, OS "unknown" (the default).
     #[default]
     Gzip,
-    /// zstd at [`ZSTD_LEVEL`].
+    /// zstd.
     Zstd,
     /// No compression.
     None,
 }
 
-impl Compression {
-    /// The OCI layer media type.
-    pub fn media_type(self) -> MediaType {
+impl Algorithm {
+    /// The name buildx gives it (`gzip`, `zstd`, `uncompressed`).
+    pub fn name(self) -> &'static str {
         match self {
-            Self::Gzip => MediaType::ImageLayerGzip,
-            Self::Zstd => MediaType::ImageLayerZstd,
-            Self::None => MediaType::ImageLayer,
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+            Self::None => "uncompressed",
+        }
+    }
+}
+
+/// How layer blobs are compressed: an algorithm and its level. The level is part of the
+/// output (a blob made at gzip level 9 is not the one made at level 6), so it travels with
+/// the algorithm wherever a layer is made or looked up. Two values are equal exactly when
+/// they make the same bytes: a level given as the algorithm's default equals no level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Compression {
+    algorithm: Algorithm,
+    /// Always set: the algorithm's default when none was asked for (0 when uncompressed).
+    level: i32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::Gzip
+    }
+}
+
+/// A compression level the algorithm does not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("compression-level={level}: {reason}")]
+pub struct LevelError {
+    /// The level asked for.
+    pub level: i64,
+    /// Which levels the algorithm takes.
+    pub reason: String,
+}
+
+// The constants keep the names of the enum variants this type replaced, so that
+// `Compression::Gzip` still reads as the default gzip.
+#[allow(non_upper_case_globals)]
+impl Compression {
+    /// gzip at [`GZIP_LEVEL`].
+    pub const Gzip: Self = Self {
+        algorithm: Algorithm::Gzip,
+        level: GZIP_LEVEL as i32,
+    };
+    /// zstd at [`ZSTD_LEVEL`].
+    pub const Zstd: Self = Self {
+        algorithm: Algorithm::Zstd,
+        level: ZSTD_LEVEL,
+    };
+    /// No compression.
+    pub const None: Self = Self {
+        algorithm: Algorithm::None,
+        level: 0,
+    };
+
+    /// `algorithm` at its default level.
+    pub fn of(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Gzip => Self::Gzip,
+            Algorithm::Zstd => Self::Zstd,
+            Algorithm::None => Self::None,
         }
     }
 
-    /// Parses `gzip`, `zstd` or `uncompressed`.
+    /// `algorithm` at `level`: gzip takes 0 to 9; zstd takes zstd's own levels (its
+    /// negative fast levels up to 22; 0 is zstd's default, 3); uncompressed layers have no
+    /// level.
+    ///
+    /// # Errors
+    /// A level the algorithm does not take.
+    pub fn with_level(algorithm: Algorithm, level: i64) -> Result<Self, LevelError> {
+        let refuse = |reason: String| LevelError { level, reason };
+        let level = match algorithm {
+            Algorithm::Gzip => i32::try_from(level)
+                .ok()
+                .filter(|level| GZIP_LEVELS.contains(level))
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "gzip takes {} to {}",
+                        GZIP_LEVELS.start(),
+                        GZIP_LEVELS.end()
+                    ))
+                })?,
+            Algorithm::Zstd => {
+                let (lowest, highest) = (
+                    zstd::zstd_safe::min_c_level(),
+                    zstd::zstd_safe::max_c_level(),
+                );
+                match i32::try_from(level)
+                    .ok()
+                    .filter(|level| (lowest..=highest).contains(level))
+                {
+                    Some(0) => ZSTD_LEVEL,
+                    Some(level) => level,
+                    None => {
+                        return Err(refuse(format!(
+                            "zstd takes {lowest} to {highest} (negative levels are its fast ones)"
+                        )));
+                    }
+                }
+            }
+            Algorithm::None => {
+                return Err(refuse("uncompressed layers have no level".to_owned()));
+            }
+        };
+        Ok(Self { algorithm, level })
+    }
+
+    /// The algorithm.
+    pub fn algorithm(self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The level (the algorithm's default when none was asked for; 0 when uncompressed).
+    pub fn level(self) -> i32 {
+        self.level
+    }
+
+    /// Whether the level is the algorithm's default.
+    pub fn default_level(self) -> bool {
+        self == Self::of(self.algorithm)
+    }
+
+    /// The OCI layer media type.
+    pub fn media_type(self) -> MediaType {
+        match self.algorithm {
+            Algorithm::Gzip => MediaType::ImageLayerGzip,
+            Algorithm::Zstd => MediaType::ImageLayerZstd,
+            Algorithm::None => MediaType::ImageLayer,
+        }
+    }
+
+    /// Parses `gzip`, `zstd` or `uncompressed` (at the default level).
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "gzip" => Some(Self::Gzip),
@@ -73,6 +205,27 @@ impl Compression {
             "uncompressed" | "none" => Some(Self::None),
             _ => None,
         }
+    }
+
+    /// The compression of a layer of `media_type` at its default level (`None`: not a
+    /// layer media type xbuild reads).
+    pub fn of_media_type(media_type: &MediaType) -> Option<Self> {
+        match crate::oci::image::layer_compression_of(media_type)? {
+            "gzip" => Some(Self::Gzip),
+            "zstd" => Some(Self::Zstd),
+            _ => Some(Self::None),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    /// `gzip`, `zstd`, `uncompressed`, with `,compression-level=N` when not the default.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.algorithm.name())?;
+        if !self.default_level() {
+            write!(formatter, ",compression-level={}", self.level)?;
+        }
+        Ok(())
     }
 }
 
@@ -436,6 +589,31 @@ pub fn write_tar_layer(
         io::copy(&mut input, out).map_err(LayerError::Read)?;
         Ok(())
     })
+}
+
+/// Converts the layer blob `blob` (in `layout`) to `compression`: its tar decompressed
+/// (gzip, zstd or plain, detected) and compressed again, as BuildKit's converter does for
+/// `force-compression=true`. The tar is unchanged, which is checked: the new blob's
+/// diff_id must be `diff_id`.
+///
+/// # Errors
+/// The blob is missing or unreadable, compressing or writing fails, or the tar inside is
+/// not the layer `diff_id` names ([`LayerError::DiffIdMismatch`]).
+pub fn convert_blob(
+    layout: &ImageLayout,
+    blob: &Descriptor,
+    diff_id: &Digest,
+    compression: Compression,
+) -> Result<LayerBlob, LayerError> {
+    let file = layout.open_blob(blob.digest())?;
+    let converted = write_tar_layer(layout, BufReader::with_capacity(CHUNK, file), compression)?;
+    if &converted.diff_id != diff_id {
+        return Err(LayerError::DiffIdMismatch {
+            expected: diff_id.clone(),
+            actual: converted.diff_id,
+        });
+    }
+    Ok(converted)
 }
 
 /// Opens a layer stream for reading, decompressing gzip or zstd as detected from the first

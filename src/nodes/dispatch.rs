@@ -223,6 +223,8 @@ pub fn run(
         pids_limit: options.pids_limit,
         pids_limit_required: options.pids_limit_required,
         compression: protocol::compression_name(options.compression).to_owned(),
+        compression_level: protocol::compression_level(options.compression),
+        force_compression: options.force_compression,
         source_date_epoch: options.source_date_epoch,
         secrets: options.secrets.clone(),
         check_arch: match options.check_arch {

@@ -87,6 +87,12 @@ pub struct NodeRequest {
     pub pids_limit_required: bool,
     /// `gzip`, `zstd` or `none`.
     pub compression: String,
+    /// `compression-level=` when not the algorithm's default.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// `force-compression=true`.
+    #[serde(default)]
+    pub force_compression: bool,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
     /// `--secret` values by id.
@@ -200,6 +206,12 @@ pub struct CacheExportSpec {
     pub image_manifest: bool,
     /// `compression=`: `gzip`, `zstd` or `none`.
     pub compression: Option<String>,
+    /// `compression-level=` when not the algorithm's default.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// `force-compression=true`.
+    #[serde(default)]
+    pub force_compression: bool,
 }
 
 impl CacheExportSpec {
@@ -212,6 +224,7 @@ impl CacheExportSpec {
             ignore_error,
             image_manifest,
             compression,
+            force_compression,
         } = export;
         let crate::cache::CacheLocation::Registry(reference) = location else {
             return None;
@@ -222,6 +235,8 @@ impl CacheExportSpec {
             ignore_error: *ignore_error,
             image_manifest: *image_manifest,
             compression: compression.map(|c| compression_name(c).to_owned()),
+            compression_level: compression.and_then(compression_level),
+            force_compression: *force_compression,
         })
     }
 
@@ -243,27 +258,49 @@ impl CacheExportSpec {
             },
             ignore_error: self.ignore_error,
             image_manifest: self.image_manifest,
-            compression: self.compression.as_deref().map(compression_of),
+            compression: self
+                .compression
+                .as_deref()
+                .map(|name| compression_at(name, self.compression_level)),
+            force_compression: self.force_compression,
         })
     }
 }
 
-/// The wire name of a layer compression.
+/// The wire name of a layer compression's algorithm (its level goes beside it, see
+/// [`compression_level`]).
 pub fn compression_name(compression: crate::layer::Compression) -> &'static str {
-    match compression {
-        crate::layer::Compression::Zstd => "zstd",
-        crate::layer::Compression::Gzip => "gzip",
-        crate::layer::Compression::None => "none",
+    match compression.algorithm() {
+        crate::layer::Algorithm::Zstd => "zstd",
+        crate::layer::Algorithm::Gzip => "gzip",
+        crate::layer::Algorithm::None => "none",
     }
 }
 
-/// A layer compression from its wire name (gzip for anything unknown, the default).
+/// The level sent beside [`compression_name`]: `None` at the algorithm's default.
+pub fn compression_level(compression: crate::layer::Compression) -> Option<i32> {
+    (!compression.default_level()).then_some(compression.level())
+}
+
+/// A layer compression from its wire name (gzip for anything unknown, the default) at
+/// its default level.
 pub fn compression_of(name: &str) -> crate::layer::Compression {
     match name {
         "zstd" => crate::layer::Compression::Zstd,
         "none" => crate::layer::Compression::None,
         _ => crate::layer::Compression::Gzip,
     }
+}
+
+/// A layer compression from its wire name and level. The sender checked the level (the
+/// same binary on both sides); one the algorithm does not take gives its default.
+pub fn compression_at(name: &str, level: Option<i32>) -> crate::layer::Compression {
+    let compression = compression_of(name);
+    level
+        .and_then(|level| {
+            crate::layer::Compression::with_level(compression.algorithm(), level.into()).ok()
+        })
+        .unwrap_or(compression)
 }
 
 /// One `--annotation`, as it goes over the channel.
@@ -572,6 +609,31 @@ fn set_root_metadata(dir: &Path, root: &RootMetadata) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::context::{Dockerignore, walk};
+
+    /// A cache export's compression, level and force reach the node as they were given
+    /// (a level left out is the default, an old peer's request too).
+    #[test]
+    fn cache_export_compression_and_level_round_trip() {
+        for text in [
+            "type=registry,ref=r/a:c,compression=zstd,compression-level=19,force-compression=true",
+            "type=registry,ref=r/a:c,compression-level=1",
+            "type=registry,ref=r/a:c,compression=uncompressed",
+            "type=registry,ref=r/a:c",
+        ] {
+            let export = crate::cache::CacheExport::parse(text).unwrap();
+            let wire = serde_json::to_string(&CacheExportSpec::of(&export).unwrap()).unwrap();
+            let back: CacheExportSpec = serde_json::from_str(&wire).unwrap();
+            assert_eq!(back.export().unwrap(), export, "{text}");
+        }
+        let old: CacheExportSpec = serde_json::from_str(
+            r#"{"reference":"r/a:c","max":false,"ignore_error":false,"image_manifest":false,"compression":"zstd"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.export().unwrap().compression,
+            Some(crate::layer::Compression::Zstd)
+        );
+    }
 
     #[test]
     fn documents_round_trip_and_a_wrong_magic_is_named() {

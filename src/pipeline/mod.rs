@@ -38,6 +38,7 @@
 //!         pids_limit: Some(4096),
 //!         pids_limit_required: false,
 //!         compression: Default::default(),
+//!         force_compression: false,
 //!         source_date_epoch: None,
 //!         secrets: Default::default(),
 //!         sink: Arc::new(xbuild::progress::Discard),

@@ -40,7 +40,7 @@ use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest, Med
 use serde::{Deserialize, Serialize};
 
 use crate::env;
-use crate::layer::LayerError;
+use crate::layer::{Compression, LayerError};
 use crate::oci::image::{self, ImageError, ResolvedImage};
 use crate::oci::{ImageLayout, LayoutError};
 use crate::platform::Platform;
@@ -422,17 +422,19 @@ impl Store {
         }
     }
 
-    /// The blob made earlier from the snapshot of `diff_id` as `media_type`, if it is still
-    /// in the store (see [`Self::put_layer_blob`]).
+    /// The blob of `diff_id` made earlier at `compression` (from its snapshot, or converted
+    /// from another blob of the same diff_id), if it is still in the store (see
+    /// [`Self::put_layer_blob`]). The level is part of the lookup: a blob made at gzip
+    /// level 6 is not the blob of level 9.
     ///
     /// # Errors
     /// The record exists but cannot be read or parsed.
     pub fn layer_blob(
         &self,
         diff_id: &Digest,
-        media_type: &MediaType,
+        compression: Compression,
     ) -> Result<Option<Descriptor>, StoreError> {
-        let key = layer_blob_key(diff_id, media_type);
+        let key = layer_blob_key(diff_id, compression);
         let Some(record) = self.cache_record(&key)? else {
             return Ok(None);
         };
@@ -445,25 +447,41 @@ impl Store {
             .then_some(descriptor))
     }
 
-    /// Remembers that `blob` is the layer blob of the snapshot of `diff_id` (a step's layer
-    /// compressed on demand), so the next image that needs it reuses it. A cache record like
-    /// the others: it keeps the blob and the snapshot until `xbuild prune`.
+    /// Remembers that `blob` is the layer blob of `diff_id` at `compression` (a step's
+    /// layer compressed on demand, or a layer converted to another compression), so the
+    /// next image that needs it reuses it. A cache record like the others: it keeps the
+    /// blob and the snapshot until `xbuild prune`.
     ///
     /// # Errors
     /// Write failures.
-    pub fn put_layer_blob(&self, diff_id: &Digest, blob: &Descriptor) -> Result<(), StoreError> {
+    pub fn put_layer_blob(
+        &self,
+        diff_id: &Digest,
+        blob: &Descriptor,
+        compression: Compression,
+    ) -> Result<(), StoreError> {
         let record = CacheRecord {
             blobs: vec![blob.digest().clone()],
             diff_ids: vec![diff_id.clone()],
             data: serde_json::to_value(blob).expect("a descriptor serialises"),
         };
-        self.put_cache_record(&layer_blob_key(diff_id, blob.media_type()), &record)
+        self.put_cache_record(&layer_blob_key(diff_id, compression), &record)
     }
 }
 
-/// The cache record key of a layer blob made from a snapshot.
-fn layer_blob_key(diff_id: &Digest, media_type: &MediaType) -> String {
-    format!("layer-{media_type}-{}", diff_id.digest())
+/// The cache record key of a layer blob of `diff_id` at `compression`: the default
+/// level's key has no level (the key of the records made before levels existed).
+fn layer_blob_key(diff_id: &Digest, compression: Compression) -> String {
+    let media_type = compression.media_type();
+    if compression.default_level() {
+        format!("layer-{media_type}-{}", diff_id.digest())
+    } else {
+        format!(
+            "layer-{media_type}-level{}-{}",
+            compression.level(),
+            diff_id.digest()
+        )
+    }
 }
 
 /// Writes a file atomically: temp file in `tmp`, fsync, rename, fsync the directory.

@@ -15,6 +15,7 @@ mod buildflags; // --label, --annotation, --add-host judged by skopeo/umoci; bad
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
+mod compression; // compression-level and force-compression judged by skopeo, umoci, gzip, zstd
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
