@@ -412,22 +412,6 @@ impl BuildArgs {
             .selected(self.builder.as_deref())
             .exit_kind(ExitKind::BadInput)?
             .cloned();
-        if let (Some(builder), Some(spec)) = (&builder, self.ssh.first()) {
-            // Only when a platform goes to a node: forwarding the agent would hand it to the
-            // node for the whole build.
-            if let Some((target, node)) = targets
-                .iter()
-                .find_map(|target| builder.node_for(target).map(|node| (target, node)))
-            {
-                return Err(Failure::bad_input(format_args!(
-                    "--ssh {spec}: not supported yet when a platform is built on a build node \
-                     ({target} goes to {} of builder {}: the agent would be forwarded to it for \
-                     the whole build); use --builder default",
-                    node.name, builder.name
-                ))
-                .into());
-            }
-        }
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),

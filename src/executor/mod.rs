@@ -79,6 +79,7 @@ pub use assemble::{Built, BuiltImage};
 pub use error::{ExecutorError, StepFailure};
 use scheduler::Scheduler;
 use services::Services;
+pub(crate) use ssh::Agents;
 pub use ssh::{DefaultAgent, SshSource};
 
 /// What to build.

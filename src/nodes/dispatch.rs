@@ -12,9 +12,14 @@
 //! with the local ones. The node's OCI archive is loaded into the local store as it
 //! arrives; the index is then made from every platform's manifest in the user's order,
 //! exactly as a local build makes it, so with `SOURCE_DATE_EPOCH` the index digest is the
-//! same as a purely local build's.
+//! same as a purely local build's. The context goes to each node as a tar after its
+//! `.dockerignore`, followed by each `--build-context NAME=DIR` the build reads (after the
+//! directory's own `.dockerignore`); each `--ssh` agent (key files loaded into an agent
+//! started here, as a local build does) is forwarded by the node's `ssh` connection to a
+//! socket there, for that sub-build only; the local user's credentials for the registries
+//! the build uses go in the request (the node keeps them in memory).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
@@ -65,13 +70,20 @@ pub struct Push<'a> {
 /// before it writes its `--cache-to`s: it returns once every node is done (a node writes its
 /// own registry cache exports before it replies), so one writer at a time extends a cache.
 ///
+/// `uses` says what the build's graph reads: only the `--build-context` directories it reads
+/// are shipped (and only the OCI layouts it reads refused); the local user's credentials
+/// for the registries of its images, caches and push go with each request. The `--ssh`
+/// agents are forwarded to each node by its connection, for that sub-build only.
+///
 /// # Errors
-/// As `local`; a local cache directory, or a `--cache-to` several nodes would write (exit
-/// 2, before any work); a node that does not answer (exit 3, unless `fallback` is
-/// [`Fallback::Emulate`]); a node's failed build (its exit kind, its error lines).
+/// As `local`; a local cache directory, an OCI layout context, or a `--cache-to` several
+/// nodes would write (exit 2, before any work); a key file no agent can load; a node that
+/// does not answer (exit 3, unless `fallback` is [`Fallback::Emulate`]); a node's failed
+/// build (its exit kind, its error lines).
 pub fn run(
     options: &BuildOptions,
     dockerfile: &[u8],
+    uses: &GraphUses,
     builder: &Builder,
     fallback: Fallback,
     push: Push<'_>,
@@ -92,7 +104,7 @@ pub fn run(
     if remote.is_empty() {
         return local_build(&options.targets, options.sink.clone(), &|| {});
     }
-    refuse_unshipped(options, &remote)?;
+    refuse_unshipped(options, &uses.contexts, &remote)?;
 
     // Every node must answer before any work starts.
     let nodes: Vec<&Node> = remote.iter().map(|(node, _)| *node).collect();
@@ -143,9 +155,52 @@ pub fn run(
 
     let ignore =
         Dockerignore::load(&options.context, &options.dockerfile).map_err(Failure::from)?;
-    let entries = context::walk(&options.context, &ignore).map_err(Failure::from)?;
+    let main_context = Shipped {
+        dir: options.context.clone(),
+        entries: context::walk(&options.context, &ignore).map_err(Failure::from)?,
+    };
     let context_root = RootMetadata::of(&options.context)
         .with_context(|| format!("reading {}", options.context.display()))?;
+    // The named directories the build reads, each after its own `.dockerignore` (never the
+    // Dockerfile's), as the executor reads one here.
+    let mut named_dirs = Vec::new();
+    let mut shipped = vec![main_context];
+    for (name, named) in &options.named_contexts {
+        let NamedContext::Dir(dir) = named else {
+            continue;
+        };
+        if !uses.contexts.contains(name) {
+            continue;
+        }
+        let ignore = Dockerignore::load(dir, std::path::Path::new("")).map_err(Failure::from)?;
+        shipped.push(Shipped {
+            dir: dir.clone(),
+            entries: context::walk(dir, &ignore).map_err(Failure::from)?,
+        });
+        named_dirs.push(protocol::NamedDir {
+            name: name.clone(),
+            root: RootMetadata::of(dir).with_context(|| format!("reading {}", dir.display()))?,
+        });
+    }
+    let credentials = credentials_for(options, uses, push.repository)?;
+    // The `--ssh` agents (key files loaded into an agent started here), each forwarded to a
+    // socket of its own on every node, under a name no other build picks.
+    let agents = crate::executor::Agents::start(&options.ssh)
+        .map_err(|error| Failure::new(error.exit_kind(), error))?;
+    let nonce = random_hex().context("reading /dev/urandom")?;
+    let forwards: Vec<(String, String, std::path::PathBuf)> = options
+        .ssh
+        .keys()
+        .enumerate()
+        .filter_map(|(index, id)| {
+            let local = agents.socket(id)?.to_path_buf();
+            Some((
+                id.clone(),
+                format!("/tmp/xbuild-ssh-{nonce}-{index}.sock"),
+                local,
+            ))
+        })
+        .collect();
     let store = Store::open_default().context("opening the store")?;
 
     let renumber = Arc::new(Renumber {
@@ -200,6 +255,7 @@ pub fn run(
             .iter()
             .filter_map(protocol::CacheExportSpec::of)
             .collect(),
+        inline_cache: options.cache.inline,
         annotations: options
             .annotations
             .iter()
@@ -213,6 +269,12 @@ pub fn run(
                 _ => None,
             })
             .collect(),
+        named_dirs: named_dirs.clone(),
+        ssh_agents: forwards
+            .iter()
+            .map(|(id, remote, _)| (id.clone(), remote.clone()))
+            .collect(),
+        credentials: credentials.clone(),
         result: if push.manifests_only && push.repository.is_some() {
             ResultKind::Manifests
         } else {
@@ -235,12 +297,16 @@ pub fn run(
                     source: index + 1,
                     prefix: Some(format!("[node {}] ", node.name)),
                 });
-                let (store, entries, context_dir) = (&store, &entries, &options.context);
+                let (store, shipped, forwards) = (&store, &shipped, &forwards);
                 let nodes_done = &nodes_done;
                 scope.spawn(move || {
                     // Done, whatever the outcome (a panic included).
                     let _finished = Finished(nodes_done);
-                    build_on_node(node, &request, context_dir, entries, store, &sink)
+                    let forwards: Vec<(String, std::path::PathBuf)> = forwards
+                        .iter()
+                        .map(|(_, remote, local)| (remote.clone(), local.clone()))
+                        .collect();
+                    build_on_node(node, &request, shipped, &forwards, store, &sink)
                 })
             })
             .collect();
@@ -387,12 +453,91 @@ pub fn run(
     Ok(report)
 }
 
-/// Refuses, before any work, what does not reach the nodes: a named context that is a
-/// directory or an OCI layout (not shipped yet), a local cache directory (it
+/// What the build's graph reads that concerns its nodes.
+#[derive(Debug, Clone, Default)]
+pub struct GraphUses {
+    /// The `--build-context` names it reads.
+    pub contexts: BTreeSet<String>,
+    /// The image references it reads (`FROM`, `--from=` images).
+    pub images: BTreeSet<String>,
+}
+
+/// The local user's credentials (docker config, helpers, `xbuild login`) for every
+/// registry the build reads or writes: its images, its named images, its registry caches
+/// and its push repository. A registry without credentials is left out.
+fn credentials_for(
+    options: &BuildOptions,
+    uses: &GraphUses,
+    push_to: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, protocol::ForwardedCredentials>> {
+    let cache_refs = options
+        .cache
+        .from
+        .iter()
+        .chain(options.cache.to.iter().map(|export| &export.location))
+        .filter_map(|location| match location {
+            CacheLocation::Registry(reference) => Some(reference.registry().to_owned()),
+            CacheLocation::Local(_) => None,
+        });
+    let named_images = options
+        .named_contexts
+        .values()
+        .filter_map(|context| match context {
+            NamedContext::Image(reference) => Some(reference.as_str()),
+            _ => None,
+        });
+    let registries: BTreeSet<String> = uses
+        .images
+        .iter()
+        .map(String::as_str)
+        .chain(named_images)
+        .chain(push_to)
+        .filter(|reference| *reference != "scratch")
+        .filter_map(|reference| ImageRef::parse(reference).ok())
+        .map(|reference| reference.registry().to_owned())
+        .chain(cache_refs)
+        .collect();
+    let config = crate::registry::DockerConfig::from_env();
+    let mut forwarded = BTreeMap::new();
+    for registry in registries {
+        let found = config.credentials(&registry).with_context(|| {
+            format!("reading the credentials for {registry}, to forward them to the build nodes")
+        })?;
+        if let Some(credentials) = found {
+            forwarded.insert(
+                registry,
+                protocol::ForwardedCredentials {
+                    username: credentials.username,
+                    secret: credentials.secret.expose().to_owned(),
+                },
+            );
+        }
+    }
+    Ok(forwarded)
+}
+
+/// A directory sent to the nodes: the main context or a named one, and what of it is sent
+/// (after its `.dockerignore`).
+struct Shipped {
+    dir: std::path::PathBuf,
+    entries: Vec<context::ContextEntry>,
+}
+
+/// 16 random hex digits.
+fn random_hex() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Refuses, before any work, what does not reach the nodes: a named context that is an
+/// OCI layout the build reads (not shipped yet), a local cache directory (it
 /// would move every cached layer over SSH; a registry cache is read and written by each
 /// node itself), and a `--cache-to` that several nodes would write at once.
 fn refuse_unshipped(
     options: &BuildOptions,
+    used_contexts: &BTreeSet<String>,
     remote: &[(&Node, Vec<Platform>)],
 ) -> Result<(), Failure> {
     let Some((node, platforms)) = remote.first() else {
@@ -410,16 +555,19 @@ fn refuse_unshipped(
         })
     };
     for (name, context) in &options.named_contexts {
-        let what = match context {
-            NamedContext::Dir(dir) => format!("the directory {}", dir.display()),
-            NamedContext::OciLayout { path, .. } => format!("the OCI layout {}", path.display()),
-            // Images are resolved by the node; a URL left unfetched is one the build never
-            // reads.
-            NamedContext::Image(_) | NamedContext::Url(_) => continue,
+        let NamedContext::OciLayout { path, .. } = context else {
+            // Images are resolved by the node, directories are shipped; a URL left
+            // unfetched is one the build never reads.
+            continue;
         };
+        if !used_contexts.contains(name) {
+            continue;
+        }
         return Err(Failure::bad_input(format_args!(
-            "--build-context {name}: {what} is not shipped to build nodes yet (node {} builds \
-             {}); docker-image:// contexts work with nodes; use --builder default",
+            "--build-context {name}: the OCI layout {} is not shipped to build nodes yet (node \
+             {} builds {}); directories and docker-image:// contexts work with nodes; use \
+             --builder default",
+            path.display(),
             node.name,
             list(platforms)
         )));
@@ -434,9 +582,15 @@ fn refuse_unshipped(
             return Err(refusal);
         }
         if remote.len() > 1 {
+            let building = remote
+                .iter()
+                .map(|(node, platforms)| format!("{} on node {}", list(platforms), node.name))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Failure::bad_input(format_args!(
-                "--cache-to {}: not supported yet with {} build nodes (their exports to one \
-                 cache would race); use a builder with one node, or --builder default",
+                "--cache-to {}: not supported yet with {} build nodes ({building}: their \
+                 exports to one cache would race); use a builder with one node, or --builder \
+                 default",
                 export.location,
                 remote.len()
             )));
@@ -491,13 +645,13 @@ fn list(platforms: &[Platform]) -> String {
 fn build_on_node(
     node: &Node,
     request: &NodeRequest,
-    context_dir: &std::path::Path,
-    entries: &[context::ContextEntry],
+    shipped: &[Shipped],
+    forwards: &[(String, std::path::PathBuf)],
     store: &Store,
     sink: &SharedSink,
 ) -> anyhow::Result<NodeReply> {
     let subcommand = "__node-build";
-    let mut child = ssh::command(&node.endpoint, subcommand)
+    let mut child = ssh::command_forwarding(&node.endpoint, subcommand, forwards)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -512,7 +666,10 @@ fn build_on_node(
         let sender = scope.spawn(move || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, traffic.writing(stdin));
             protocol::write_document(&mut out, protocol::REQUEST_MAGIC, request)?;
-            protocol::write_context(context_dir, entries, &mut out)?;
+            // The context, then each named directory, in the request's order.
+            for directory in shipped {
+                protocol::write_context(&directory.dir, &directory.entries, &mut out)?;
+            }
             out.flush()
             // Dropping the writer closes the node's stdin.
         });

@@ -4,7 +4,8 @@
 //! its stderr the progress:
 //!
 //! ```text
-//! stdin:  "xbuild-node-request-v2\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdin:  "xbuild-node-request-v3\n" · u64 BE length · NodeRequest (JSON) · context tar
+//!         · one tar per named directory context (NodeRequest::named_dirs, in order)
 //! stdout: "xbuild-node-reply-v2\n"   · u64 BE length · NodeReply (JSON)   · [OCI archive]
 //! stderr: one progress event per line (the node's --progress=rawjson), then, when the
 //!         build failed, the error lines; the exit status is xbuild's (1, 2, 3)
@@ -13,7 +14,13 @@
 //! The context tar holds the context after `.dockerignore` (as [`crate::context::walk`]
 //! lists it, applied on this side): paths, modes, numeric owners, mtimes in seconds,
 //! symlinks, FIFOs and device nodes, so `COPY` on the node sees what it would see here and
-//! gives the same layers. The Dockerfile travels in the request (it may live outside the
+//! gives the same layers. The client's registry credentials for the registries the build
+//! uses travel in the request too, as secrets do. Each `--build-context NAME=DIR` the build reads follows as a tar
+//! of its own, after its own `.dockerignore`, as the node's build would read it here. The
+//! `--ssh` agents are not in the request: each is forwarded by the `ssh` connection itself
+//! (`-R SOCKET:AGENT`, a Unix socket on the node that only the login user can open, gone
+//! with the connection), and the request names each id's socket there
+//! ([`NodeRequest::ssh_agents`]). The Dockerfile travels in the request (it may live outside the
 //! context), with the build arguments, flags and secrets (over SSH, never in the tar).
 //! The OCI archive holds the node's index over its platform(s), which this side loads into
 //! its store and merges into the build's own index. When the request asks for
@@ -36,8 +43,9 @@ use crate::platform::Platform;
 
 /// First line of a request. v2 added caches, annotations, image contexts and
 /// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
-/// naming both versions.
-pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v2\n";
+/// naming both versions. v3 added named directory contexts (tars after the context's),
+/// forwarded ssh agents, the inline cache and registry credentials.
+pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v3\n";
 /// First line of a reply.
 pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
 /// Largest request or reply document accepted (secrets included).
@@ -118,6 +126,10 @@ pub struct NodeRequest {
     /// `--cache-to` registry exports the node writes itself, for its platforms.
     #[serde(default)]
     pub cache_to: Vec<CacheExportSpec>,
+    /// `--cache-to type=inline`: the node writes its images' cache records into their
+    /// configs, as a local build does.
+    #[serde(default)]
+    pub inline_cache: bool,
     /// `--annotation`s: the node applies those of manifests and their descriptors; the
     /// index's are applied where the index is made, on the build's side.
     #[serde(default)]
@@ -126,9 +138,49 @@ pub struct NodeRequest {
     #[serde(default)]
     pub result: ResultKind,
     /// `--build-context NAME=docker-image://REF`s: the node resolves each image itself
-    /// (directories and OCI layouts are not shipped yet: refused before any work).
+    /// (OCI layouts are not shipped yet: refused before any work).
     #[serde(default)]
     pub named_images: BTreeMap<String, String>,
+    /// `--build-context NAME=DIR`s the build reads (URLs fetched here are directories by
+    /// now), in the order their tars follow the context's.
+    #[serde(default)]
+    pub named_dirs: Vec<NamedDir>,
+    /// `--ssh` ids and the path of the Unix socket on the node that the `ssh` connection
+    /// forwards to this side's agent for that id.
+    #[serde(default)]
+    pub ssh_agents: BTreeMap<String, String>,
+    /// The client's credentials for the registries the build uses, by registry: the node
+    /// keeps them in memory for this sub-build only.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, ForwardedCredentials>,
+}
+
+/// A user name and its password or token, as they go over the channel (never logged: the
+/// `Debug` form hides the secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedCredentials {
+    /// The user name (`<token>`: an identity token).
+    pub username: String,
+    /// The password or token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ForwardedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardedCredentials")
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One `--build-context NAME=DIR` shipped to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedDir {
+    /// The context's name.
+    pub name: String,
+    /// The directory's own metadata (its tar holds only what is beneath it).
+    pub root: RootMetadata,
 }
 
 /// What the node sends back after its reply.
@@ -525,18 +577,32 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// Unpacks a context tar into `dir` (which exists and is empty), keeping modes, numeric
 /// owners and mtimes, then gives `dir` the context root's metadata. Paths that would leave
-/// `dir` are refused by the tar reader.
+/// `dir` are refused by the tar reader. The whole tar is read, its end blocks included, so
+/// another tar may follow on `input`.
 ///
 /// # Errors
-/// A bad tar, write failures.
-pub fn read_context(input: impl Read, dir: &Path, root: &RootMetadata) -> io::Result<()> {
-    let mut archive = tar::Archive::new(input);
+/// A bad tar (one that does not end with two zero blocks), write failures.
+pub fn read_context(mut input: impl Read, dir: &Path, root: &RootMetadata) -> io::Result<()> {
+    let mut archive = tar::Archive::new(&mut input);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     archive.unpack(dir)?;
+    // The tar reader stops after the first of the two zero blocks that end a tar.
+    let mut end = [0; 512];
+    input.read_exact(&mut end)?;
+    if end.iter().any(|byte| *byte != 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a context tar does not end with two zero blocks",
+        ));
+    }
+    set_root_metadata(dir, root)
+}
+
+fn set_root_metadata(dir: &Path, root: &RootMetadata) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(root.mode))?;
     std::os::unix::fs::chown(dir, Some(root.uid), Some(root.gid))?;
     let mtime = std::time::UNIX_EPOCH
@@ -612,9 +678,20 @@ mod tests {
         let entries = walk(root, &ignore).unwrap();
         let mut tar = Vec::new();
         write_context(root, &entries, &mut tar).unwrap();
+        // A second tar follows (a named context's): each is read to its very end.
+        write_context(root, &entries[..1], &mut tar).unwrap();
+        tar.extend_from_slice(b"rest");
         let target = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
         let meta = RootMetadata::of(root).unwrap();
-        read_context(tar.as_slice(), target.path(), &meta).unwrap();
+        let mut input = tar.as_slice();
+        read_context(&mut input, target.path(), &meta).unwrap();
+        read_context(&mut input, second.path(), &meta).unwrap();
+        assert_eq!(input, b"rest");
+        assert_eq!(
+            walk(second.path(), &Dockerignore::empty()).unwrap().len(),
+            1
+        );
         let copied = walk(target.path(), &Dockerignore::empty()).unwrap();
         let shape = |entries: &[ContextEntry]| -> Vec<_> {
             entries

@@ -144,6 +144,19 @@ pub fn remote_command(endpoint: &Endpoint, subcommand: &str) -> String {
 
 /// An `ssh` command running xbuild's `subcommand` on the node.
 pub fn command(endpoint: &Endpoint, subcommand: &str) -> Command {
+    command_forwarding(endpoint, subcommand, &[])
+}
+
+/// As [`command`], with each `(socket on the node, socket here)` of `forwards` forwarded by
+/// the connection (`-R`): a program on the node connecting to the first reaches the second.
+/// sshd creates each socket for the login user alone (`StreamLocalBindMask`, 0177 by
+/// default) before the command runs; a forward the server refuses fails the command
+/// (`ExitOnForwardFailure`).
+pub fn command_forwarding(
+    endpoint: &Endpoint,
+    subcommand: &str,
+    forwards: &[(String, std::path::PathBuf)],
+) -> Command {
     let mut command = Command::new("ssh");
     if let Some(config) = std::env::var_os(crate::env::XBUILD_SSH_CONFIG) {
         command.arg("-F").arg(config);
@@ -162,6 +175,15 @@ pub fn command(endpoint: &Endpoint, subcommand: &str) -> Command {
     ]);
     if let Some(port) = endpoint.port {
         command.arg("-p").arg(port.to_string());
+    }
+    if !forwards.is_empty() {
+        command.args(["-o", "ExitOnForwardFailure=yes"]);
+    }
+    for (remote, local) in forwards {
+        let mut spec = std::ffi::OsString::from(remote);
+        spec.push(":");
+        spec.push(local);
+        command.arg("-R").arg(spec);
     }
     command
         .arg("--")

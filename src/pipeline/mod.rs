@@ -931,26 +931,12 @@ fn execute(
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options, &|| {})?);
     };
-    if options.cache.inline {
-        // A node builds its platforms' images with its own options: no inline cache there.
-        if let Some(target) = options
-            .targets
-            .iter()
-            .find(|target| builder.node_for(target).is_some())
-        {
-            return Err(BuildError::Nodes(
-                Failure::unsupported(format_args!(
-                    "--cache-to type=inline with a build node ({target} goes to a node)"
-                ))
-                .into(),
-            ));
-        }
-    }
-    if request.attestations.sbom
-        && options
-            .targets
-            .iter()
-            .any(|target| builder.node_for(target).is_some())
+    let on_a_node = options
+        .targets
+        .iter()
+        .find_map(|target| builder.node_for(target).map(|node| (target, node)));
+    if let Some((target, node)) = on_a_node
+        && request.attestations.sbom
         && (request.attestations.scan_stage
             || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
                 != dockerfile::sbomscan::ScanRequests::default())
@@ -960,9 +946,10 @@ fn execute(
         return Err(BuildError::Nodes(
             Failure::bad_input(format_args!(
                 "--sbom with scan-stage=true, {} or {}: extra SBOMs of stages and the context are not made on \
-                 build nodes yet (builder {}); use --builder default, or drop the argument",
+                 build nodes yet ({target} goes to node {} of builder {}); use --builder default, or drop the argument",
                 dockerfile::sbomscan::SCAN_STAGE,
                 dockerfile::sbomscan::SCAN_CONTEXT,
+                node.name,
                 builder.name
             ))
             .into(),
@@ -982,9 +969,20 @@ fn execute(
             .outputs
             .iter()
             .all(|output| matches!(output, Output::Registry { .. }));
+    // The named contexts (only those directories go to the nodes) and images the graph
+    // reads (their registries' credentials go with the nodes' requests).
+    let mut uses = dispatch::GraphUses::default();
+    for vertex in &graph.vertices {
+        match &vertex.op {
+            plan::Op::Context { name } => uses.contexts.insert(name.clone()),
+            plan::Op::Image { reference, .. } => uses.images.insert(reference.clone()),
+            _ => false,
+        };
+    }
     dispatch::run(
         options,
         dockerfile,
+        &uses,
         builder,
         request.fallback,
         dispatch::Push {

@@ -11,7 +11,12 @@
 //! (the build's own store holds the whole result), or, with [`ResultKind::Manifests`], only
 //! each platform's manifest and config in the reply (the layers stay in the registry).
 //! `--cache-from`/`--cache-to` of a registry are imported and exported here, by the node
-//! itself, for its platforms; the manifests' `--annotation`s are applied here.
+//! itself, for its platforms; the manifests' `--annotation`s are applied here. Named
+//! directory contexts arrive as tars after the context's and are unpacked beside it; the
+//! `--ssh` agents are Unix sockets the connection forwards to the client's agents
+//! (`/tmp/xbuild-ssh-*.sock`, nothing else is accepted), removed when the build is done.
+//! The client's registry credentials are kept in this process's memory
+//! ([`crate::registry::forward_credentials`]), before the node's own configuration.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use anyhow::Context as _;
 
 use super::{BuildRequest, build_on, start_runtime};
 use crate::error::{ExitKind, Failure, ResultExt};
-use crate::executor::{BuildOptions, Built, CheckArch};
+use crate::executor::{BuildOptions, Built, CheckArch, NamedContext, SshSource};
 use crate::export::{self, Output};
 use oci_spec::image::ImageManifest;
 
@@ -44,6 +49,22 @@ pub fn serve_build(
     let request: NodeRequest = protocol::read_document(&mut input, protocol::REQUEST_MAGIC)
         .context("reading the build request")
         .exit_kind(ExitKind::BadInput)?;
+    // The client's credentials, in this process's memory only (it serves this one build).
+    crate::registry::forward_credentials(
+        request
+            .credentials
+            .iter()
+            .map(|(registry, given)| {
+                (
+                    registry.clone(),
+                    crate::registry::Credentials {
+                        username: given.username.clone(),
+                        secret: crate::registry::Secret::new(given.secret.clone()),
+                    },
+                )
+            })
+            .collect(),
+    );
     let store = Store::open_default().context("opening the node's store")?;
     let tmp = store.layout().tmp_dir();
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -55,6 +76,40 @@ pub fn serve_build(
     std::fs::create_dir(&context)?;
     protocol::read_context(&mut input, &context, &request.context_root)
         .context("unpacking the build context")?;
+    // The named directories follow, in the request's order; each is already filtered by
+    // its `.dockerignore` (read again on an already filtered tree, it removes nothing more).
+    let mut named_contexts: std::collections::BTreeMap<String, NamedContext> = request
+        .named_images
+        .iter()
+        .map(|(name, reference)| (name.clone(), NamedContext::Image(reference.clone())))
+        .collect();
+    for (index, named) in request.named_dirs.iter().enumerate() {
+        let dir = work.path().join(format!("named-{index}"));
+        std::fs::create_dir(&dir)?;
+        protocol::read_context(&mut input, &dir, &named.root)
+            .with_context(|| format!("unpacking the build context {}", named.name))?;
+        named_contexts.insert(named.name.clone(), NamedContext::Dir(dir));
+    }
+    if let Some(socket) = request.ssh_agents.values().find(|socket| {
+        socket
+            .strip_prefix(FORWARDED_PREFIX)
+            .and_then(|rest| rest.strip_suffix(".sock"))
+            .is_none_or(|name| name.is_empty() || name.contains('/'))
+    }) {
+        return Err(Failure::bad_input(format_args!(
+            "the build request: the ssh agent socket {socket} is not {FORWARDED_PREFIX}*.sock"
+        ))
+        .into());
+    }
+    // The sockets the connection forwards to the client's agents; removed when the build
+    // is done (sshd leaves them behind).
+    let _sockets = Sockets(
+        request
+            .ssh_agents
+            .values()
+            .map(std::path::PathBuf::from)
+            .collect(),
+    );
     // The context came filtered already; an empty `Dockerfile.dockerignore` beside the
     // Dockerfile keeps a `.dockerignore` inside the context from filtering it again.
     let dockerfile = work.path().join("Dockerfile");
@@ -122,27 +177,21 @@ pub fn serve_build(
             from: cache_from,
             to: cache_to,
             lazy_layers: manifests_only,
-            // Refused with nodes (pipeline): a node's images carry no inline cache.
-            inline: false,
+            inline: request.inline_cache,
         },
         labels: request.labels.clone(),
         annotations,
         add_hosts: request.add_hosts.clone(),
         shm_size: request.shm_size,
         ulimits: request.ulimits.clone(),
-        // Refused with a builder of nodes (cli::build): agents stay on the client.
-        ssh: Default::default(),
-        // Images only: directories and OCI layouts are refused with nodes (nodes::dispatch).
-        named_contexts: request
-            .named_images
+        // The client's agents, through the sockets its connection forwards.
+        ssh: request
+            .ssh_agents
             .iter()
-            .map(|(name, reference)| {
-                (
-                    name.clone(),
-                    crate::executor::NamedContext::Image(reference.clone()),
-                )
-            })
+            .map(|(id, socket)| (id.clone(), SshSource::Socket(socket.into())))
             .collect(),
+        // OCI layouts are refused with nodes (nodes::dispatch).
+        named_contexts,
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
     let build_request = BuildRequest {
@@ -254,4 +303,18 @@ pub fn serve_build(
     }
     output.flush()?;
     Ok(())
+}
+
+/// Where the sockets of forwarded ssh agents are (`nodes::dispatch` names them).
+const FORWARDED_PREFIX: &str = "/tmp/xbuild-ssh-";
+
+/// Unix sockets removed on drop.
+struct Sockets(Vec<std::path::PathBuf>);
+
+impl Drop for Sockets {
+    fn drop(&mut self) {
+        for socket in &self.0 {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //!   registry, `credsStore` a helper for all, and `auths.<registry>` holds `auth`
 //!   (base64 `user:password`) or an `identitytoken`. Helpers are the programs
 //!   `docker-credential-<name>` speaking the docker-credential-helpers protocol
-//!   (`get`/`store`/`erase`, JSON on stdin/stdout).
+//!   (`get`/`store`/`erase`, JSON on stdin/stdout). Credentials forwarded to the process
+//!   ([`forward_credentials`]: a build node's sub-build, given the client's) come first.
 //! - A registry answers `401` with a `WWW-Authenticate` challenge: `Basic` (send the
 //!   credentials on every request) or `Bearer realm=...,service=...,scope=...` (fetch a token
 //!   from the realm for the scopes we need: `pull` for bases, `pull,push` for targets).
@@ -72,6 +73,26 @@ impl Credentials {
         let pair = format!("{}:{}", self.username, self.secret.expose());
         format!("Basic {}", BASE64.encode(pair))
     }
+}
+
+/// Credentials given to this process for its lifetime, by registry (a build node's
+/// sub-build gets the client's this way: in memory only, never in a file of the node).
+static FORWARDED: std::sync::OnceLock<BTreeMap<String, Credentials>> = std::sync::OnceLock::new();
+
+/// Makes `credentials` (by registry, as users name it) the ones this process uses for
+/// those registries, before any configuration file or helper. Set once: a later call is
+/// ignored and returns `false`.
+pub fn forward_credentials(credentials: BTreeMap<String, Credentials>) -> bool {
+    FORWARDED.set(credentials).is_ok()
+}
+
+fn forwarded(registry: &str) -> Option<Credentials> {
+    let key = config_key(registry);
+    FORWARDED
+        .get()?
+        .iter()
+        .find(|(name, _)| config_key(name) == key)
+        .map(|(_, credentials)| credentials.clone())
 }
 
 /// Errors reading or writing credentials.
@@ -234,6 +255,9 @@ impl DockerConfig {
     /// # Errors
     /// The file is unreadable or malformed, or the helper fails (other than "not found").
     pub fn credentials(&self, registry: &str) -> Result<Option<Credentials>, AuthError> {
+        if let Some(credentials) = forwarded(registry) {
+            return Ok(Some(credentials));
+        }
         if let Some(helper) = self.helper_for(registry)? {
             return helper_get(&helper, &config_key(registry));
         }

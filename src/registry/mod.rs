@@ -57,7 +57,7 @@ mod source;
 pub mod tools;
 pub mod transport;
 
-pub use auth::{Credentials, DockerConfig, Secret};
+pub use auth::{Credentials, DockerConfig, Secret, forward_credentials};
 pub use manifests::RawManifest;
 pub use progress::{NoProgress, Progress, SinkProgress};
 pub use pull::{PlatformChoice, PlatformImage, PulledImage};

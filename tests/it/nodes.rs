@@ -315,6 +315,11 @@ impl Drop for Registry {
 /// plain HTTP is allowed for it on both (on the node through sshd's SetEnv). Returns the
 /// node, the registry's `host:port` and the registry process.
 fn node_and_registry(dir: &Path) -> (SshNode, String, Registry) {
+    node_and_registry_with(dir, "")
+}
+
+/// As [`node_and_registry`], with `extra` appended to the registry's configuration.
+fn node_and_registry_with(dir: &Path, extra: &str) -> (SshNode, String, Registry) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -328,7 +333,7 @@ fn node_and_registry(dir: &Path) -> (SshNode, String, Registry) {
     std::fs::write(
         dir.join("registry.yml"),
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n{extra}",
             dir.join("registry").display()
         ),
     )
@@ -782,13 +787,19 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
         "{stderr}"
     );
 
-    // What is not shipped to nodes is refused before any work, exit 2: a named context
-    // directory, extra SBOMs of stages, a local cache directory.
+    // What is not shipped to nodes is refused before any work, exit 2: an OCI layout
+    // named context the build reads (directories are shipped since nodes3), extra SBOMs of
+    // stages, a local cache directory.
     for (extra, message) in [
         (
             vec![
+                "-f".to_owned(),
+                other.join("Dockerfile").display().to_string(),
                 "--build-context".to_owned(),
-                format!("base={}", other.display()),
+                format!(
+                    "base=oci-layout://{}:busybox:latest",
+                    util::fixtures_dir().unwrap().join("oci").display()
+                ),
             ],
             "is not shipped to build nodes yet",
         ),
@@ -830,12 +841,125 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
     assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }
 
-/// `--ssh` with a builder of build nodes is refused only when a platform goes to a node
-/// (forwarding the agent would hand it to the node for the whole build), naming the platform
-/// and the node; a platform built here gets the agent as with the default builder. The node
-/// is never contacted, so its endpoint is a closed port.
+/// A builder whose linux/arm64 node is started; its node store and this side's hold the
+/// fixtures. Returns the node (stopped on drop).
+fn started_node(dir: &Path) -> SshNode {
+    for store in ["store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let node = SshNode::start(dir, |_| String::new());
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&dir.join("node-store"))),
+        "--use",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    node
+}
+
+/// `--ssh` (an agent of the user's, and key files loaded into an agent xbuild starts) and
+/// `--build-context NAME=DIR` reach a node: its step lists the agents' keys over the agent
+/// protocol, through the socket the connection forwards; a named directory goes over the
+/// channel after its own `.dockerignore`, and one the build does not read is not sent.
+/// Judged with skopeo and umoci (the images' files, both platforms) and the ssh byte count.
 #[test]
-fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
+fn ssh_agents_and_named_directories_reach_the_node() {
+    if !needs() || !util::require(&[Need::Program("ssh-agent"), Need::Program("umoci")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let _node = started_node(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         COPY --from=extra / /extra/\n\
+         COPY --from=tools list-keys.pl /t/\n\
+         RUN --mount=type=ssh perl /t/list-keys.pl > /default-keys\n\
+         RUN --mount=type=ssh,id=deploy,required=true perl /t/list-keys.pl > /deploy-keys\n",
+    )
+    .unwrap();
+    let (tools, extra, unused) = (dir.join("tools"), dir.join("extra"), dir.join("unused"));
+    for named in [&tools, &extra, &unused] {
+        std::fs::create_dir_all(named).unwrap();
+    }
+    std::fs::write(tools.join("list-keys.pl"), crate::stepflags::LIST_KEYS).unwrap();
+    std::fs::write(extra.join("kept.txt"), "kept\n").unwrap();
+    // Random bytes: the channel's byte count cannot hide them by compression.
+    let noise = |size: usize| -> Vec<u8> {
+        let mut bytes = vec![0u8; size];
+        let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::Read::read_exact(&mut urandom, &mut bytes).unwrap();
+        bytes
+    };
+    std::fs::write(extra.join("big.bin"), noise(1 << 20)).unwrap();
+    std::fs::write(extra.join(".dockerignore"), "big.bin\n").unwrap();
+    std::fs::write(unused.join("unused.bin"), noise(2 << 20)).unwrap();
+
+    let socket = dir.join("agent.sock");
+    let _agent = crate::stepflags::TestAgent(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::stepflags::keygen(&dir.join("agent-key"), "key-in-the-agent");
+    let added = util::run(
+        Command::new("ssh-add")
+            .arg("-q")
+            .arg(dir.join("agent-key"))
+            .env("SSH_AUTH_SOCK", &socket),
+    );
+    assert!(added.status.success(), "{}", util::stderr(&added));
+    crate::stepflags::keygen(&dir.join("file-key"), "key-from-a-file");
+
+    let mut command = xbuild(dir, "store");
+    command
+        .current_dir(&ctx)
+        .env("SSH_AUTH_SOCK", &socket)
+        .args(["build", "--platform", "linux/amd64,linux/arm64"])
+        .args(["--progress", "plain", "-t", "app:1", "--ssh", "default"])
+        .arg("--ssh")
+        .arg(format!("deploy={}", dir.join("file-key").display()));
+    for (name, path) in [("tools", &tools), ("extra", &extra), ("unused", &unused)] {
+        command
+            .arg("--build-context")
+            .arg(format!("{name}={}", path.display()));
+    }
+    let output = util::run(command.arg("."));
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("[node arm0] "), "{stderr}");
+    let (sent, received) = ssh_traffic(&stderr, "arm0");
+    eprintln!("ssh with --ssh and named directories: sent {sent} bytes, received {received}");
+    // Neither the ignored 1 MiB file nor the unused context's 2 MiB went over the channel.
+    assert!(sent < 1 << 20, "sent {sent} bytes:\n{stderr}");
+    for arch in ["amd64", "arm64"] {
+        let rootfs = crate::build::unpack(dir, "docker.io/library/app:1", arch);
+        let read = |path: &str| std::fs::read_to_string(rootfs.join(path)).unwrap();
+        assert_eq!(read("default-keys"), "key-in-the-agent\n", "{arch}");
+        assert_eq!(read("deploy-keys"), "key-from-a-file\n", "{arch}");
+        assert_eq!(read("extra/kept.txt"), "kept\n", "{arch}");
+        assert!(!rootfs.join("extra/big.bin").exists(), "{arch}");
+    }
+}
+
+/// An OCI layout named context the build reads is refused before any work when a platform
+/// goes to a node, naming the context and the node; one the build does not read is not.
+#[test]
+fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
     if !util::require(&[
         Need::Root,
         Need::Fixtures,
@@ -849,18 +973,6 @@ fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
     store_with_fixtures(&dir.join("store"));
     let ctx = dir.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\"\n",
-    )
-    .unwrap();
-    let key = dir.join("key");
-    let keygen = util::run(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key),
-    );
-    assert!(keygen.status.success(), "{}", util::stderr(&keygen));
     let create = util::run(xbuild(dir, "store").args([
         "builder",
         "create",
@@ -871,21 +983,289 @@ fn ssh_is_refused_only_when_a_platform_goes_to_a_node() {
         "--use",
     ]));
     assert!(create.status.success(), "{}", util::stderr(&create));
-    let ssh = format!("default={}", key.display());
-    let with_ssh = |platform: &str| {
+    let layout = util::fixtures_dir().unwrap().join("oci");
+    let with_layout = |dockerfile: &str| {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         util::run(
             xbuild(dir, "store")
                 .current_dir(&ctx)
-                .args(["build", "--progress", "plain", "--platform", platform])
-                .args(["--ssh", &ssh, "."]),
+                .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+                .arg("--build-context")
+                .arg(format!(
+                    "base=oci-layout://{}:busybox:latest",
+                    layout.display()
+                ))
+                .arg("."),
         )
     };
-
-    let refused = with_ssh("linux/arm64");
+    let refused = with_layout("FROM base\nRUN echo must-not-run\n");
     let stderr = util::stderr(&refused);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("linux/arm64 goes to arm0"), "{stderr}");
+    assert!(
+        stderr.contains("--build-context base") && stderr.contains("node arm0"),
+        "{stderr}"
+    );
+    // Not read: the build goes on to the node, which does not answer (exit 3).
+    let unread = with_layout("FROM busybox\nRUN echo must-not-run\n");
+    let stderr = util::stderr(&unread);
+    assert_eq!(unread.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
 
-    let built = with_ssh("linux/amd64");
+    // Still refused before any node is contacted, naming the platforms and the nodes: extra
+    // SBOMs made on a node, and a registry --cache-to two nodes would both write.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN echo must-not-run\n",
+    )
+    .unwrap();
+    let sbom = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+            .args([
+                "--sbom=true",
+                "--build-arg",
+                "BUILDKIT_SBOM_SCAN_CONTEXT=true",
+                ".",
+            ]),
+    );
+    let stderr = util::stderr(&sbom);
+    assert_eq!(sbom.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("linux/arm64 goes to node arm0"), "{stderr}");
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "two",
+        "--node",
+        "linux/arm64=ssh://root@127.0.0.1:1",
+        "--node",
+        "linux/arm/v7=ssh://root@127.0.0.1:2",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let two = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--builder", "two", "--progress", "plain"])
+            .args(["--platform", "linux/arm64,linux/arm/v7"])
+            .args(["--cache-to", "type=registry,ref=127.0.0.1:1/cache", "."]),
+    );
+    let stderr = util::stderr(&two);
+    assert_eq!(two.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("linux/arm64 on node two0") && stderr.contains("linux/arm/v7 on node two1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
+
+    // A platform built here with --ssh and a builder of nodes: the agent, as with the
+    // default builder (the node is never contacted).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\"\n",
+    )
+    .unwrap();
+    crate::stepflags::keygen(&dir.join("key"), "key");
+    let built = util::run(
+        xbuild(dir, "store")
+            .current_dir(&ctx)
+            .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+            .arg("--ssh")
+            .arg(format!("default={}", dir.join("key").display()))
+            .arg("."),
+    );
     assert!(built.status.success(), "{}", util::stderr(&built));
+}
+
+/// `--cache-to type=inline` with a node: the node's pushed arm64 image carries its inline
+/// cache records (BuildKit's config key, read with skopeo), and a build with fresh stores on
+/// both sides and `--cache-from` of that image runs no RUN step (the node reads the
+/// records itself) and pushes the same index digest.
+#[test]
+fn a_node_writes_and_reads_an_inline_cache() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "inline\n").unwrap();
+    for store in ["store", "node-store", "store2", "node-store2"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let (node, registry, _registry_guard) = node_and_registry(dir);
+    for (name, store) in [("arm", "node-store"), ("arm2", "node-store2")] {
+        let output = util::run(xbuild(dir, "store").args([
+            "builder",
+            "create",
+            "--name",
+            name,
+            "--node",
+            &format!("linux/arm64={}", node.endpoint(&dir.join(store))),
+        ]));
+        assert!(output.status.success(), "{}", util::stderr(&output));
+    }
+    let reference = format!("{registry}/inline/app:1");
+    let run = |store: &str, builder: &str, extra: &[&str]| {
+        util::run(
+            xbuild(dir, store)
+                .current_dir(&ctx)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env("XBUILD_INSECURE_REGISTRIES", &registry)
+                .args(["build", "--builder", builder])
+                .args([
+                    "--platform",
+                    "linux/amd64,linux/arm64",
+                    "--progress",
+                    "plain",
+                ])
+                .args(["--push", "-t", &reference])
+                .args(extra)
+                .arg("."),
+        )
+    };
+    let output = run("store", "arm", &["--cache-to", "type=inline"]);
+    let first = digest(&output);
+    let stderr = util::stderr(&output);
+    assert!(stderr.contains("ran-on aarch64"), "{stderr}");
+    let config = Command::new("skopeo")
+        .args(["inspect", "--config", "--tls-verify=false"])
+        .args(["--raw", "--override-arch", "arm64"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "{}", util::stderr(&config));
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert!(
+        config["moby.buildkit.cache.v0"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "no inline cache in the node's image config: {config}"
+    );
+
+    let output = run(
+        "store2",
+        "arm2",
+        &["--cache-from", &reference, "--cache-to", "type=inline"],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), first, "{stderr}");
+    assert!(
+        !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
+        "a RUN step ran:\n{stderr}"
+    );
+}
+
+/// A registry behind htpasswd: the node pushes its platform and exports a registry cache
+/// with the credentials of the local user (`xbuild login` here; the node has none of its
+/// own), which it keeps in memory only: no file of the node's store holds the password.
+/// Judged by skopeo with the credentials (the index and both platforms in the registry).
+#[test]
+fn a_node_pushes_with_the_local_users_credentials() {
+    if !needs() || !util::require(&[Need::Program("docker-registry"), Need::Program("htpasswd")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "credentials\n").unwrap();
+    for store in ["store", "node-store"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let (user, password) = ("builder", "n0de-Secret-4f2c");
+    let htpasswd = util::run(Command::new("htpasswd").args(["-Bbn", user, password]));
+    assert!(htpasswd.status.success(), "{}", util::stderr(&htpasswd));
+    std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let (node, registry, _registry_guard) = node_and_registry_with(
+        dir,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: nodes\n    path: {}\n",
+            dir.join("htpasswd").display()
+        ),
+    );
+    let create = util::run(xbuild(dir, "store").args([
+        "builder",
+        "create",
+        "--name",
+        "arm",
+        "--node",
+        &format!("linux/arm64={}", node.endpoint(&dir.join("node-store"))),
+        "--use",
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let docker_config = dir.join("docker");
+    let with_config = |command: &mut Command| {
+        command
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("XBUILD_INSECURE_REGISTRIES", &registry);
+    };
+    let mut login = xbuild(dir, "store");
+    with_config(&mut login);
+    login.args(["login", "-u", user, "--password-stdin", &registry]);
+    let output = crate::regenv::run_with_stdin(&mut login, &format!("{password}\n"));
+    assert!(output.status.success(), "{}", util::stderr(&output));
+
+    let reference = format!("{registry}/private/app:1");
+    let mut command = xbuild(dir, "store");
+    with_config(&mut command);
+    command
+        .current_dir(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build", "--platform", "linux/amd64,linux/arm64"])
+        .args(["--progress", "plain", "--push", "-t", &reference])
+        .arg("--cache-to")
+        .arg(format!("type=registry,ref={registry}/private/app:cache"))
+        .arg(".");
+    let output = util::run(&mut command);
+    let stderr = util::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.contains("[node arm0]")
+            && line.contains(&format!("{registry}/private/app@sha256:"))),
+        "the node did not push by digest:\n{stderr}"
+    );
+    let (sent, received) = ssh_traffic(&stderr, "arm0");
+    eprintln!("ssh with forwarded credentials: sent {sent} bytes, received {received}");
+    let creds = format!("--creds={user}:{password}");
+    let inspect = |reference: &str| {
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", &creds])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", util::stderr(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let index = inspect(&reference);
+    let architectures: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
+    let cache = inspect(&format!("{registry}/private/app:cache"));
+    assert!(
+        cache["manifests"].as_array().is_some_and(|m| !m.is_empty()),
+        "{cache}"
+    );
+    // Without credentials the registry refuses (the test would prove nothing otherwise).
+    let anonymous = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    // The password is in no file of the node's store.
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "-F", password])
+        .arg(dir.join("node-store"))
+        .output()
+        .unwrap();
+    assert_eq!(grep.status.code(), Some(1), "{}", util::stdout(&grep));
 }

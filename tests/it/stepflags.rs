@@ -262,7 +262,7 @@ fn a_secret_in_an_environment_variable_reaches_no_file_and_no_log() {
 
 /// Lists the comments of an agent's keys over the agent protocol: perl-base is in every
 /// Debian image, `ssh-add` is not.
-const LIST_KEYS: &str = r#"use IO::Socket::UNIX;
+pub(crate) const LIST_KEYS: &str = r#"use IO::Socket::UNIX;
 my $s = IO::Socket::UNIX->new(Peer => $ENV{SSH_AUTH_SOCK}) or die "connect $ENV{SSH_AUTH_SOCK}: $!";
 print $s pack("NC", 1, 11);
 read($s, my $len, 4) == 4 or die "short answer";
@@ -279,7 +279,7 @@ for (1 .. $n) {
 "#;
 
 /// An `ssh-agent` of the test's own, stopped on drop.
-struct TestAgent(std::process::Child);
+pub(crate) struct TestAgent(pub(crate) std::process::Child);
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
@@ -289,7 +289,7 @@ impl Drop for TestAgent {
 }
 
 /// A fresh ed25519 key at `path` with `comment`.
-fn keygen(path: &std::path::Path, comment: &str) {
+pub(crate) fn keygen(path: &std::path::Path, comment: &str) {
     let status = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
