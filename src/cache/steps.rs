@@ -69,7 +69,9 @@ impl StepCache {
                     for record in found.records {
                         if let Ok(state) = serde_json::from_value::<ImageState>(record.state) {
                             count += 1;
-                            imported.entry(record.key).or_insert((state, index));
+                            imported
+                                .entry(record.key)
+                                .or_insert((state.imported(), index));
                         }
                     }
                     sources.push(found.source);

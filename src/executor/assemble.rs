@@ -259,6 +259,7 @@ fn step_records(
     let states = ensure_blobs(services, &states, compression, force)?;
     let mut records = Vec::new();
     for ((platform, done), state) in chosen.iter().zip(states) {
+        let state = state.imported();
         records.push(cache::Record {
             key: done.key.clone(),
             platform: platform.clone(),

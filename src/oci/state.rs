@@ -117,6 +117,16 @@ impl ImageState {
         self.config.set_history(Some(history));
     }
 
+    /// This state as another build receives it (a cache record exported or imported): no
+    /// layer is that build's own ([`ImageLayer::own`]), so its blobs are kept as they are,
+    /// as a base image's are, unless `force-compression` converts them.
+    pub fn imported(mut self) -> Self {
+        for layer in &mut self.layers {
+            layer.own = false;
+        }
+        self
+    }
+
     /// Adds a layer that has its blob (pulled or imported).
     pub fn push_layer(&mut self, blob: Descriptor, diff_id: Digest) {
         self.push(ImageLayer {
