@@ -327,11 +327,15 @@ fn unpack(archive: &Path, kind: ArchiveKind, dir: &Path) -> Result<(), String> {
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("cannot run {program}: {e}"))?;
-            let stdout = child
+            let mut stdout = child
                 .stdout
                 .take()
                 .ok_or_else(|| format!("{program}: no output"))?;
-            let applied = crate::layer::apply_layer(stdout, dir, &options);
+            let applied = crate::layer::apply_layer(&mut stdout, dir, &options);
+            // The tar ends before the stream does (a tar is padded to whole records): read
+            // the rest, or the decompressor dies of SIGPIPE writing it, with no message.
+            let _ = io::copy(&mut stdout, &mut io::sink());
+            drop(stdout);
             let output = child.wait_with_output().map_err(|e| e.to_string())?;
             if !output.status.success() {
                 return Err(format!(
@@ -392,6 +396,31 @@ pub(crate) fn parse_http_date(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar padded to 1 MiB records (GNU tar `-b 2048`) ends long before its stream does:
+    /// the unpacker must read the padding, or xz dies writing it into a closed pipe.
+    #[test]
+    fn an_xz_tar_with_long_padding_unpacks() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("a.txt"), "a\n").unwrap();
+        let archive = tmp.path().join("c.tar.xz");
+        let made = Command::new("sh")
+            .arg("-c")
+            .arg("tar -b 2048 -C \"$1\" -cf - a.txt | xz -z > \"$2\"")
+            .arg("sh")
+            .arg(&src)
+            .arg(&archive)
+            .status();
+        if !made.is_ok_and(|status| status.success()) {
+            return; // no tar or xz here
+        }
+        let out = tmp.path().join("out");
+        fs::create_dir(&out).unwrap();
+        unpack(&archive, ArchiveKind::Xz, &out).unwrap();
+        assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "a\n");
+    }
 
     #[test]
     fn http_dates() {
