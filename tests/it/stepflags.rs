@@ -492,17 +492,4 @@ fn cache_mount_sharing_locked_waits_and_private_uses_its_own_directory() {
     drop(held);
     finish(locked);
     assert!(base.join("locked").exists());
-
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox AS seed\nFROM busybox\nRUN --mount=type=cache,target=/c,from=seed true\n",
-    )
-    .unwrap();
-    let refused = build(dir, &[]);
-    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
-    assert!(
-        util::stderr(&refused).contains("from= (a cache seeded from a stage) is not supported yet"),
-        "{}",
-        util::stderr(&refused)
-    );
 }
