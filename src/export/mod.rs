@@ -507,7 +507,7 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                let split = rootfs::use_split(&images, *split)?;
+                let split = rootfs::use_split(&images, *split);
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written =
@@ -526,7 +526,7 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                let split = rootfs::use_split(&images, *split)?;
+                let split = rootfs::use_split(&images, *split);
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written = blocking(move || {

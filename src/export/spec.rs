@@ -169,8 +169,8 @@ impl OutputSpec {
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
     /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker`,
-    /// `compression=estargz`, `unpack=true`; `platform-split=false` with several platforms is refused before the
-    /// build), what BuildKit refuses beside `oci-mediatypes=false`, and `store=false` or
+    /// `compression=estargz`, `unpack=true`), what BuildKit refuses beside
+    /// `oci-mediatypes=false`, and `store=false` or
     /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
         Self::parse_with_push(spec, false)

@@ -383,6 +383,51 @@ fn local_output_unpacks_each_platform_like_the_fixture_rootfs() {
     }
 }
 
+/// `platform-split=false` over two busybox platforms: every file is in both trees, so the
+/// merge is refused as BuildKit refuses it (the first shared path found: a directory's
+/// own entries in name order before its subdirectories'), on
+/// `type=local` and `type=tar`, and nothing is written.
+#[test]
+fn platform_split_false_refuses_files_two_platforms_share() {
+    if !require(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = temp_dir();
+    let (store, built) = fixture_build(dir.path(), &["linux/amd64", "linux/arm64"], true);
+    let dest = dir.path().join("merged");
+    let archive = dir.path().join("merged.tar");
+    for output in [
+        Output::Local {
+            dest: dest.clone(),
+            split: Some(false),
+        },
+        Output::Tar {
+            dest: archive.clone(),
+            split: Some(false),
+        },
+    ] {
+        let error = export(&store, &built, &[], &[output]).unwrap_err();
+        assert!(
+            matches!(error, ExportError::PlatformConflict { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.exit_kind(), xbuild::ExitKind::BadInput);
+        assert!(
+            error.to_string().starts_with(
+                "cannot overwrite linuxrc from linux/amd64 with linux/arm64 when split option \
+                 is disabled"
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        tree(&dest),
+        Vec::<PathBuf>::new(),
+        "nothing left in the destination"
+    );
+    assert!(!archive.exists(), "no tar written");
+}
+
 /// `type=tar` of two platforms: GNU tar lists and extracts it, one folder per platform.
 #[test]
 fn tar_output_is_the_root_filesystems_in_platform_folders() {
