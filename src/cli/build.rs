@@ -757,8 +757,15 @@ impl BuildArgs {
             )
             .into());
         }
-        if self.load && !outputs.contains(&Output::Docker { dest: None }) {
-            outputs.push(Output::Docker { dest: None });
+        if self.load
+            && !outputs
+                .iter()
+                .any(|output| matches!(output, Output::Docker { dest: None, .. }))
+        {
+            outputs.push(Output::Docker {
+                dest: None,
+                oci_media_types: false,
+            });
         }
         // `--load` alone also names the result in the local store (a push names it there
         // already), so `xbuild run TAG` works after `--load` as after a plain build.
