@@ -299,26 +299,6 @@ impl BuildArgs {
         };
         let specs = self.output_specs()?;
         let (compression, force_compression) = self.layer_compression(&specs)?;
-        if targets.len() > 1 {
-            if let Some(spec) = self.output.iter().zip(&specs).find_map(|(text, spec)| {
-                matches!(
-                    spec.output,
-                    Output::Local {
-                        split: Some(false),
-                        ..
-                    } | Output::Tar {
-                        split: Some(false),
-                        ..
-                    }
-                )
-                .then_some(text)
-            }) {
-                return Err(Failure::bad_input(format_args!(
-                    "output \"{spec}\": platform-split=false with several platforms is not supported yet (each platform gets a folder of its own)"
-                ))
-                .into());
-            }
-        }
         let build_args = super::debug::parse_build_args(&self.build_args);
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
             // BuildKit's `context`: the time of a URL context, set when it is fetched
@@ -777,8 +757,15 @@ impl BuildArgs {
             )
             .into());
         }
-        if self.load && !outputs.contains(&Output::Docker { dest: None }) {
-            outputs.push(Output::Docker { dest: None });
+        if self.load
+            && !outputs
+                .iter()
+                .any(|output| matches!(output, Output::Docker { dest: None, .. }))
+        {
+            outputs.push(Output::Docker {
+                dest: None,
+                oci_media_types: false,
+            });
         }
         // `--load` alone also names the result in the local store (a push names it there
         // already), so `xbuild run TAG` works after `--load` as after a plain build.

@@ -122,21 +122,87 @@ pub(crate) fn write_oci_named(
     }
     let index = image::build_index(entries);
     let mut tar = TarWriter::new(out, None);
-    append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+    append_layout(&mut tar, store, &index, &blobs, dest)?;
+    tar.finish().map_err(ExportError::writing(dest))?;
+    Ok(())
+}
+
+/// Appends an OCI image layout (`oci-layout`, `index.json` of `index`, `blobs`) to `tar`.
+fn append_layout<W: Write>(
+    tar: &mut TarWriter<W>,
+    store: &Store,
+    index: &oci_spec::image::ImageIndex,
+    blobs: &[Digest],
+    dest: &Path,
+) -> Result<(), ExportError> {
+    let layout = store.layout();
+    append_bytes(tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(ExportError::writing(dest))?;
-    append_bytes(&mut tar, "index.json", &image::canonical_json(&index))
+    append_bytes(tar, "index.json", &image::canonical_json(&index))
         .map_err(ExportError::writing(dest))?;
     for dir in ["blobs", "blobs/sha256"] {
         tar.append(&TarEntry::new(dir, EntryKind::Directory, 0o755), None)
             .map_err(ExportError::writing(dest))?;
     }
-    for digest in &blobs {
+    for digest in blobs {
         let mut file = layout.open_blob(digest).map_err(ExportError::reading)?;
         let size = file.metadata().map_err(ExportError::writing(dest))?.len();
         let entry = TarEntry::new(blob_path(digest), EntryKind::File { size }, 0o644);
         tar.append(&entry, Some(&mut file))
             .map_err(ExportError::writing(dest))?;
     }
+    Ok(())
+}
+
+/// Writes BuildKit's docker archive with OCI media types (`type=docker,oci-mediatypes=true`):
+/// an OCI image layout of `image` (one `index.json` entry per `(ref name, image name)`, as
+/// containerd's archive exporter writes them) and `manifest.json` listing the same config
+/// and (compressed) layer blobs with `tags`, which `docker load` reads.
+pub(crate) fn write_docker_oci(
+    store: &Store,
+    image: &ResolvedImage,
+    names: &[(String, String)],
+    tags: &[String],
+    dest: &Path,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let mut blobs = vec![image.descriptor.digest().clone()];
+    blobs.push(image.manifest.config().digest().clone());
+    blobs.extend(image.manifest.layers().iter().map(|l| l.digest().clone()));
+    let mut seen = HashSet::new();
+    blobs.retain(|digest| seen.insert(digest.clone()));
+    blobs.sort_by_key(ToString::to_string);
+    let top = image.descriptor.clone();
+    let entries: Vec<Descriptor> = if names.is_empty() {
+        vec![top]
+    } else {
+        names
+            .iter()
+            .map(|(ref_name, image_name)| {
+                let mut descriptor = top.clone();
+                let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+                annotations.insert(REF_NAME_ANNOTATION.to_owned(), ref_name.clone());
+                annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), image_name.clone());
+                descriptor.set_annotations(Some(annotations));
+                descriptor
+            })
+            .collect()
+    };
+    let index = image::build_index(entries);
+    let mut tar = TarWriter::new(out, None);
+    append_layout(&mut tar, store, &index, &blobs, dest)?;
+    let manifest = vec![DockerArchiveImage {
+        config: blob_path(image.manifest.config().digest()),
+        repo_tags: tags.to_vec(),
+        layers: image
+            .manifest
+            .layers()
+            .iter()
+            .map(|layer| blob_path(layer.digest()))
+            .collect(),
+    }];
+    let manifest = serde_json::to_vec(&manifest).expect("manifest.json serialises");
+    append_bytes(&mut tar, "manifest.json", &manifest).map_err(ExportError::writing(dest))?;
     tar.finish().map_err(ExportError::writing(dest))?;
     Ok(())
 }

@@ -86,6 +86,22 @@ pub enum ExportError {
     /// `-o type=containerd` failed.
     #[error("loading into containerd")]
     Containerd(#[source] ContainerdError),
+    /// `platform-split=false`: two platforms have the same path and it is not a directory
+    /// in both (BuildKit's local exporter refuses the same; directories are merged).
+    #[error(
+        "cannot overwrite {} from {first} with {second} when split option is disabled \
+         (platform-split=false merges the platforms' trees: drop it, or make the platforms' \
+         files differ in path)",
+        path.display()
+    )]
+    PlatformConflict {
+        /// The path, relative to the root filesystem.
+        path: PathBuf,
+        /// The platform whose tree has it first.
+        first: String,
+        /// The platform whose tree has it too.
+        second: String,
+    },
     /// An output key's value xbuild does not support yet (the CLI refuses it before the
     /// build where it can tell).
     #[error("{0}")]
@@ -105,7 +121,8 @@ impl ExportError {
     }
 
     /// The exit status this error should give: bad input (2) for bad tags, a push without a
-    /// name, a multi-platform docker-archive or an unsupported `DOCKER_HOST`; host not ready
+    /// name, a multi-platform docker-archive, a path two platforms share with
+    /// `platform-split=false` or an unsupported `DOCKER_HOST`; host not ready
     /// (3) when no Docker engine answers `--load`; `type=containerd` as
     /// [`ContainerdError::exit_kind`]; failed (1) otherwise.
     pub fn exit_kind(&self) -> crate::ExitKind {
@@ -114,6 +131,7 @@ impl ExportError {
             | Self::PushWithoutName
             | Self::DockerMultiPlatform { .. }
             | Self::Unsupported(_)
+            | Self::PlatformConflict { .. }
             | Self::Load(EngineError::UnsupportedHost(_)) => crate::ExitKind::BadInput,
             Self::Load(EngineError::Unreachable { .. }) => crate::ExitKind::HostNotReady,
             Self::Containerd(error) => error.exit_kind(),

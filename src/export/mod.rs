@@ -85,6 +85,11 @@ pub enum Output {
     Docker {
         /// Where; `None` means load into the engine (`--load`).
         dest: Option<PathBuf>,
+        /// `oci-mediatypes=true` (only with `dest`): BuildKit's OCI-typed docker archive,
+        /// an OCI image layout (`oci-layout`, `index.json`, `blobs/`) with the image's OCI
+        /// manifest, config and compressed layers, and `manifest.json` beside it listing
+        /// the same blobs for `docker load`.
+        oci_media_types: bool,
     },
     /// `-o type=containerd`: the whole index, every platform, into containerd's image
     /// store under each name ([`containerd`]).
@@ -443,7 +448,10 @@ pub async fn write(
                 step.end(written)?;
                 report.written.push(Written::OciArchive(dest.clone()));
             }
-            Output::Docker { dest: Some(dest) } => {
+            Output::Docker {
+                dest: Some(dest),
+                oci_media_types,
+            } => {
                 let mut images = resolve_images(store, built)?;
                 if images.len() > 1 {
                     return Err(ExportError::DockerMultiPlatform {
@@ -461,15 +469,27 @@ pub async fn write(
                     return step.end(Err(ExportError::NothingBuilt));
                 };
                 let docker_tags: Vec<String> = references.iter().map(docker_tag).collect();
-                let (task_store, task_dest) = (store.clone(), dest.clone());
+                let names = containerd_names(&references);
+                let (task_store, task_dest, oci) = (store.clone(), dest.clone(), *oci_media_types);
                 let written = blocking(move || {
                     with_destination(&task_dest, |out| {
-                        archive::write_docker(
-                            &task_store,
-                            &[(resolved, docker_tags)],
-                            &task_dest,
-                            out,
-                        )
+                        if oci {
+                            archive::write_docker_oci(
+                                &task_store,
+                                &resolved,
+                                &names,
+                                &docker_tags,
+                                &task_dest,
+                                out,
+                            )
+                        } else {
+                            archive::write_docker(
+                                &task_store,
+                                &[(resolved, docker_tags)],
+                                &task_dest,
+                                out,
+                            )
+                        }
                     })
                 })
                 .await;
@@ -479,7 +499,7 @@ pub async fn write(
                     platform,
                 });
             }
-            Output::Docker { dest: None } => {
+            Output::Docker { dest: None, .. } => {
                 let step = Step::start(
                     &progress,
                     vertices,
@@ -507,7 +527,7 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                let split = rootfs::use_split(&images, *split)?;
+                let split = rootfs::use_split(&images, *split);
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written =
@@ -526,7 +546,7 @@ pub async fn write(
                     format!("exporting the root filesystem to {}", dest.display()),
                 );
                 let images = resolve_images(store, built)?;
-                let split = rootfs::use_split(&images, *split)?;
+                let split = rootfs::use_split(&images, *split);
                 let platforms = images.iter().map(|(p, _)| p.clone()).collect();
                 let (task_store, task_dest) = (store.clone(), dest.clone());
                 let written = blocking(move || {

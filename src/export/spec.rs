@@ -168,9 +168,9 @@ impl OutputSpec {
     ///
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
-    /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker`,
-    /// `compression=estargz`, `unpack=true`; `platform-split=false` with several platforms is refused before the
-    /// build), what BuildKit refuses beside `oci-mediatypes=false`, and `store=false` or
+    /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker` without `dest`,
+    /// `compression=estargz`, `unpack=true`), what BuildKit refuses beside
+    /// `oci-mediatypes=false`, and `store=false` or
     /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
         Self::parse_with_push(spec, false)
@@ -216,6 +216,7 @@ impl OutputSpec {
         }
         let fields = split_fields(spec).map_err(error)?;
         let mut media_types = MediaTypes::Oci;
+        let mut docker_oci = false;
         let mut kind = None;
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for part in &fields {
@@ -317,11 +318,14 @@ impl OutputSpec {
             }
             parsed.rewrite_timestamp = flag("rewrite-timestamp", false)?;
             if kind == "docker" {
-                unsupported(
-                    "oci-mediatypes",
-                    false,
-                    "a docker archive lists its layers in Docker's manifest.json",
-                )?;
+                docker_oci = flag("oci-mediatypes", false)?;
+                if docker_oci && value("dest").is_none_or(str::is_empty) {
+                    return Err(error(
+                        "oci-mediatypes=true is not supported yet without dest= (loading into \
+                         the Docker engine sends Docker's media types): give dest=FILE"
+                            .to_owned(),
+                    ));
+                }
             } else if !flag("oci-mediatypes", true)? {
                 media_types = MediaTypes::Docker;
                 docker_types_conflicts(&parsed, value("oci-artifact")).map_err(error)?;
@@ -394,6 +398,7 @@ impl OutputSpec {
             },
             "docker" => Output::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
+                oci_media_types: docker_oci,
             },
             "local" => Output::Local {
                 dest: dest()?,
@@ -487,8 +492,9 @@ mod tests {
         "type=oci,dest=x.tar",
         Output::Oci { dest: "x.tar".into(), referrers: true, media_types: MediaTypes::Oci }
     )]
-    #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()) })]
-    #[case("type=docker", Output::Docker { dest: None })]
+    #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()), oci_media_types: false })]
+    #[case("type=docker,dest=x.tar,oci-mediatypes=true", Output::Docker { dest: Some("x.tar".into()), oci_media_types: true })]
+    #[case("type=docker", Output::Docker { dest: None, oci_media_types: false })]
     #[case("type=local,dest=out", Output::Local { dest: "out".into(), split: None })]
     #[case("dest=out,type=local", Output::Local { dest: "out".into(), split: None })]
     #[case("out/dir", Output::Local { dest: "out/dir".into(), split: None })]
@@ -718,8 +724,8 @@ mod name_tests {
         "oci-mediatypes=maybe: expected true or false"
     )]
     #[case(
-        "type=docker,dest=x,oci-mediatypes=true",
-        "oci-mediatypes=true is not supported yet"
+        "type=docker,oci-mediatypes=true",
+        "oci-mediatypes=true is not supported yet without dest="
     )]
     #[case(
         "type=image,compression=estargz",

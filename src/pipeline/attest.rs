@@ -42,8 +42,8 @@ pub(crate) fn refuse_outputs(request: &BuildRequest) -> Result<(), BuildError> {
             Some("oci-mediatypes=false (BuildKit refuses attestations with Docker media types too)")
         }
         Output::Store { .. } | Output::Registry { .. } | Output::Oci { .. } => None,
-        Output::Docker { dest: Some(_) } => Some("type=docker (a docker-archive)"),
-        Output::Docker { dest: None } => Some("--load (the Docker engine)"),
+        Output::Docker { dest: Some(_), .. } => Some("type=docker (a docker-archive)"),
+        Output::Docker { dest: None, .. } => Some("--load (the Docker engine)"),
         Output::Containerd { .. } => Some("type=containerd (containerd 1.6 keeps no referrers)"),
         Output::Local { .. } => Some("type=local"),
         Output::Tar { .. } => Some("type=tar"),

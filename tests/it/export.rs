@@ -250,6 +250,7 @@ fn docker_archive_is_one_platform_and_several_are_refused() {
         &["xbuild-test/app:1"],
         &[Output::Docker {
             dest: Some(archive.clone()),
+            oci_media_types: false,
         }],
     )
     .unwrap();
@@ -307,6 +308,7 @@ fn docker_archive_is_one_platform_and_several_are_refused() {
         &["xbuild-test/app:1"],
         &[Output::Docker {
             dest: Some(dir.path().join("docker.tar")),
+            oci_media_types: false,
         }],
     )
     .unwrap_err();
@@ -316,6 +318,89 @@ fn docker_archive_is_one_platform_and_several_are_refused() {
     );
     assert_eq!(error.exit_kind(), xbuild::ExitKind::BadInput);
     assert!(!dir.path().join("docker.tar").exists());
+}
+
+/// `type=docker,oci-mediatypes=true`: BuildKit's OCI-typed docker archive, an OCI layout
+/// with `manifest.json` beside it, read by skopeo both as `oci-archive:` and
+/// `docker-archive:`, and loaded by a private dockerd 20.10 under its tag.
+#[test]
+fn docker_archive_with_oci_media_types_is_an_oci_layout_docker_loads() {
+    if !require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Program("skopeo"),
+        Need::Program("dockerd"),
+        Need::Program("docker"),
+    ]) {
+        return;
+    }
+    let dir = temp_dir();
+    let (store, built) = fixture_build(dir.path(), &["linux/amd64"], false);
+    let archive = dir.path().join("docker-oci.tar");
+    export(
+        &store,
+        &built,
+        &["xbuild-test/oci:1"],
+        &[Output::Docker {
+            dest: Some(archive.clone()),
+            oci_media_types: true,
+        }],
+    )
+    .unwrap();
+    let manifest_digest = built.images[0].manifest.digest().to_string();
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}:1", archive.display())));
+    let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        raw["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{raw}"
+    );
+    for layer in raw["layers"].as_array().unwrap() {
+        assert!(
+            layer["mediaType"]
+                .as_str()
+                .unwrap()
+                .starts_with("application/vnd.oci.image.layer.v1.tar"),
+            "{raw}"
+        );
+    }
+    let inspected = ok(Command::new("skopeo").arg("inspect").arg(format!(
+        "docker-archive:{}:xbuild-test/oci:1",
+        archive.display()
+    )));
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["Architecture"], "amd64");
+    let listing = ok(Command::new("tar").arg("-tf").arg(&archive));
+    for entry in ["oci-layout", "index.json", "manifest.json"] {
+        assert!(listing.lines().any(|l| l == entry), "{entry}: {listing}");
+    }
+    let hex = manifest_digest.strip_prefix("sha256:").unwrap();
+    assert!(
+        listing.lines().any(|l| l == format!("blobs/sha256/{hex}")),
+        "{listing}"
+    );
+
+    let daemon_dir = dir.path().join("dockerd");
+    fs::create_dir_all(&daemon_dir).unwrap();
+    let Some(daemon) = Dockerd::start(&daemon_dir) else {
+        let log = fs::read_to_string(daemon_dir.join("dockerd.err")).unwrap_or_default();
+        if std::env::var("XBUILD_TEST_STRICT").as_deref() == Ok("1") {
+            panic!("dockerd did not start:\n{log}");
+        }
+        eprintln!("skipped: dockerd did not start:\n{log}");
+        return;
+    };
+    ok(daemon.docker().arg("load").arg("-i").arg(&archive));
+    let architecture = ok(daemon.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}} {{len .RootFS.Layers}}",
+        "xbuild-test/oci:1",
+    ]));
+    let layers = raw["layers"].as_array().unwrap().len();
+    assert_eq!(architecture.trim(), format!("amd64 {layers}"));
 }
 
 /// `type=local`: one platform directly in dest, several in `linux_arm64`-style folders, with
@@ -381,6 +466,51 @@ fn local_output_unpacks_each_platform_like_the_fixture_rootfs() {
         );
         assert_eq!(tree(&dest.join(folder)), tree(&fixtures.join(fixture)));
     }
+}
+
+/// `platform-split=false` over two busybox platforms: every file is in both trees, so the
+/// merge is refused as BuildKit refuses it (the first shared path found: a directory's
+/// own entries in name order before its subdirectories'), on
+/// `type=local` and `type=tar`, and nothing is written.
+#[test]
+fn platform_split_false_refuses_files_two_platforms_share() {
+    if !require(&[Need::Fixtures]) {
+        return;
+    }
+    let dir = temp_dir();
+    let (store, built) = fixture_build(dir.path(), &["linux/amd64", "linux/arm64"], true);
+    let dest = dir.path().join("merged");
+    let archive = dir.path().join("merged.tar");
+    for output in [
+        Output::Local {
+            dest: dest.clone(),
+            split: Some(false),
+        },
+        Output::Tar {
+            dest: archive.clone(),
+            split: Some(false),
+        },
+    ] {
+        let error = export(&store, &built, &[], &[output]).unwrap_err();
+        assert!(
+            matches!(error, ExportError::PlatformConflict { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.exit_kind(), xbuild::ExitKind::BadInput);
+        assert!(
+            error.to_string().starts_with(
+                "cannot overwrite linuxrc from linux/amd64 with linux/arm64 when split option \
+                 is disabled"
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        tree(&dest),
+        Vec::<PathBuf>::new(),
+        "nothing left in the destination"
+    );
+    assert!(!archive.exists(), "no tar written");
 }
 
 /// `type=tar` of two platforms: GNU tar lists and extracts it, one folder per platform.
@@ -509,7 +639,10 @@ fn load_child() {
         &store,
         &built,
         &["xbuild-test/load:1"],
-        &[Output::Docker { dest: None }],
+        &[Output::Docker {
+            dest: None,
+            oci_media_types: false,
+        }],
     )
     .unwrap();
     fs::write(

@@ -1,7 +1,8 @@
 //! buildx's `--cache-to`/`--cache-from` and `-o` keys end to end on `FROM scratch` builds
 //! (no base image, no emulation): `ignore-error`, `image-manifest`, local `tag`/`digest`, a
 //! local cache directory that does not grow, quoted `name` lists, `compression`,
-//! `annotation*`, `name-canonical`, `platform-split`; judged by skopeo, tar and the files
+//! `annotation*`, `name-canonical`, `platform-split` (`false` merging several platforms);
+//! judged by skopeo, tar and the files
 //! written, not by xbuild reading its own output.
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
@@ -334,22 +335,6 @@ fn output_keys_as_buildx_writes_them() {
         std::fs::read_to_string(local.join("linux_arm64/two.txt")).unwrap(),
         "two\n"
     );
-    // Before any work: several platforms merged into one tree is not supported yet.
-    let refused = build(
-        dir,
-        "a",
-        &[
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "-o",
-            &format!("type=local,dest={},platform-split=false", local.display()),
-        ],
-    );
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        util::stderr(&refused)
-            .contains("platform-split=false with several platforms is not supported yet")
-    );
     // Outputs with different compressions in one build: refused before any work (a
     // cache export with its own compression is taken since it compresses its layers
     // itself: tests/it/compression.rs).
@@ -453,4 +438,88 @@ fn an_image_manifest_cache_in_a_registry_is_one_manifest() {
         "{}",
         util::stdout(&tags)
     );
+}
+
+/// `platform-split=false` with two platforms, as BuildKit: one merged tree on `type=local`
+/// and `type=tar` (shared directories merged), and a path both platforms have (even the
+/// same file) refused with BuildKit's message before the destination is touched.
+#[test]
+fn platform_split_false_merges_platforms() {
+    if !needs() {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let ctx = context(dir, "two\n");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /share/${TARGETARCH}.txt\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("amd64.txt"), "amd\n").unwrap();
+    std::fs::write(ctx.join("arm64.txt"), "arm\n").unwrap();
+    let both = ["--platform", "linux/amd64,linux/arm64", "-o"];
+
+    let local = dir.join("rootfs");
+    let spec = format!("type=local,dest={},platform-split=false", local.display());
+    ok(&build(dir, "a", &[&both[..], &[spec.as_str()]].concat()));
+    let mut names: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["share"], "no platform folders, no scratch left");
+    assert_eq!(
+        std::fs::read_to_string(local.join("share/amd64.txt")).unwrap(),
+        "amd\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("share/arm64.txt")).unwrap(),
+        "arm\n"
+    );
+
+    let archive = dir.join("rootfs.tar");
+    let spec = format!("type=tar,dest={},platform-split=false", archive.display());
+    ok(&build(dir, "a", &[&both[..], &[spec.as_str()]].concat()));
+    let listed = util::run(std::process::Command::new("tar").arg("-tf").arg(&archive));
+    assert!(listed.status.success(), "{}", util::stderr(&listed));
+    let mut entries: Vec<_> = util::stdout(&listed)
+        .lines()
+        .map(|line| line.trim_start_matches("./").to_owned())
+        .filter(|line| !line.is_empty())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["share/", "share/amd64.txt", "share/arm64.txt"],
+        "one merged tree, each directory once"
+    );
+
+    // The same file in both platforms is a conflict, as in BuildKit; the destination keeps
+    // what it had.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY one.txt /one.txt\nCOPY ${TARGETARCH}.txt /share/\n",
+    )
+    .unwrap();
+    let spec = format!("type=local,dest={},platform-split=false", local.display());
+    let refused = build(dir, "a", &[&both[..], &[spec.as_str()]].concat());
+    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
+    assert!(
+        util::stderr(&refused).contains(
+            "cannot overwrite one.txt from linux/amd64 with linux/arm64 when split option is disabled"
+        ),
+        "{}",
+        util::stderr(&refused)
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["share"], "nothing written, no scratch left");
+    let spec = format!("type=tar,dest={},platform-split=false", archive.display());
+    let refused = build(dir, "a", &[&both[..], &[spec.as_str()]].concat());
+    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
+    assert!(util::stderr(&refused).contains("cannot overwrite one.txt"));
 }
