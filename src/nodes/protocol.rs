@@ -637,6 +637,7 @@ mod tests {
             "type=registry,ref=r/a:c,compression=zstd,compression-level=19,force-compression=true",
             "type=registry,ref=r/a:c,compression-level=1",
             "type=registry,ref=r/a:c,compression=uncompressed",
+            "type=registry,ref=r/a:c,registry.insecure=true",
             "type=registry,ref=r/a:c",
         ] {
             let export = crate::cache::CacheExport::parse(text).unwrap();
@@ -652,6 +653,10 @@ mod tests {
             old.export().unwrap().compression,
             Some(crate::layer::Compression::Zstd)
         );
+        assert!(matches!(
+            old.export().unwrap().location,
+            crate::cache::CacheLocation::Registry(cache) if !cache.insecure
+        ));
     }
 
     #[test]
