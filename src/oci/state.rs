@@ -217,8 +217,13 @@ mod tests {
         let json = serde_json::to_value(&state).unwrap();
         assert_eq!(
             json["layers"],
-            serde_json::json!([{"diff_id": digest('c').to_string(), "clamp": 7}])
+            serde_json::json!([{"diff_id": digest('c').to_string(), "clamp": 7, "own": true}])
         );
+        // A record written before `own` existed reads as a layer that is not the build's.
+        let old: ImageLayer =
+            serde_json::from_value(serde_json::json!({"diff_id": digest('c').to_string()}))
+                .unwrap();
+        assert!(!old.own);
         assert_eq!(json["extra"]["Shell"][0], "/bin/bash");
         assert!(json["config"].is_object());
         assert_eq!(state.shell(), ["/bin/bash", "-c"]);
