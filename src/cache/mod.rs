@@ -62,13 +62,13 @@ use crate::oci::image as oci_image;
 use crate::oci::{ImageLayout, LayoutError};
 use crate::platform::Platform;
 use crate::registry::transport::BlobPush;
-use crate::registry::{
-    ImageRef, NoProgress, RawManifest, Registry, RegistryError, RegistryOptions,
-};
+use crate::registry::{NoProgress, RawManifest, Registry, RegistryError, RegistryOptions};
 use crate::store::StoreError;
 
 pub use key::Key;
-pub use spec::{CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError, LocalCache};
+pub use spec::{
+    CacheExport, CacheLocation, CacheMode, CacheOptions, CacheSpecError, LocalCache, RegistryCache,
+};
 pub use steps::StepCache;
 
 /// Media type of the config blob of a cache manifest (the records).
@@ -107,7 +107,7 @@ struct CacheConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobSource {
     /// The repository of a registry cache ref.
-    Registry(ImageRef),
+    Registry(RegistryCache),
     /// A `type=local` cache directory.
     Local(PathBuf),
 }
@@ -393,13 +393,14 @@ pub async fn export(
         }
     }
     match &export.location {
-        CacheLocation::Registry(reference) => {
+        CacheLocation::Registry(cache) => {
+            let reference = &cache.reference;
             let registry_error = |source: RegistryError| CacheError::Registry {
                 location: location.clone(),
                 source: Box::new(source),
             };
             let registry = Arc::new(
-                Registry::connect(reference.registry(), options)
+                Registry::connect(reference.registry(), cache.options(options))
                     .await
                     .map_err(registry_error)?,
             );
@@ -573,12 +574,13 @@ async fn read_records(
     // Records of an image's inline cache (`--cache-from` naming an image).
     let mut inline = Vec::new();
     let source = match location {
-        CacheLocation::Registry(reference) => {
+        CacheLocation::Registry(cache) => {
+            let reference = &cache.reference;
             let registry_error = |source: RegistryError| CacheError::Registry {
                 location: name.clone(),
                 source: Box::new(source),
             };
-            let registry = Registry::connect(reference.registry(), options)
+            let registry = Registry::connect(reference.registry(), cache.options(options))
                 .await
                 .map_err(registry_error)?;
             let repository = reference.repository();
@@ -625,7 +627,7 @@ async fn read_records(
                     configs.push((platform, bytes));
                 }
             }
-            BlobSource::Registry(reference.clone())
+            BlobSource::Registry(cache.clone())
         }
         CacheLocation::Local(local) => {
             let layout_error = |source| CacheError::Layout {
@@ -749,12 +751,13 @@ pub async fn fetch(
     blobs: &[Descriptor],
 ) -> Result<(), CacheError> {
     match source {
-        BlobSource::Registry(reference) => {
+        BlobSource::Registry(cache) => {
+            let reference = &cache.reference;
             let registry_error = |source: RegistryError| CacheError::Registry {
                 location: reference.to_string(),
                 source: Box::new(source),
             };
-            let registry = Registry::connect(reference.registry(), options)
+            let registry = Registry::connect(reference.registry(), cache.options(options))
                 .await
                 .map_err(registry_error)?;
             for blob in blobs {
@@ -785,7 +788,7 @@ pub async fn fetch(
 /// Notes, without fetching, that `blob` lives in the registry `source` (so a push there
 /// mounts it).
 pub fn note_source(layout: &ImageLayout, source: &BlobSource, blob: &Descriptor) {
-    if let BlobSource::Registry(reference) = source {
+    if let BlobSource::Registry(RegistryCache { reference, .. }) = source {
         crate::registry::record_source(
             layout,
             blob.digest(),

@@ -11,9 +11,46 @@ use crate::registry::ImageRef;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLocation {
     /// An image reference in a registry (`type=registry,ref=...`).
-    Registry(ImageRef),
+    Registry(RegistryCache),
     /// An OCI image layout directory (`type=local,dest=DIR` / `src=DIR`).
     Local(LocalCache),
+}
+
+/// A `type=registry` cache: its reference, and how its registry is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCache {
+    /// The cache ref (`ref=REGISTRY/REPOSITORY:TAG`).
+    pub reference: ImageRef,
+    /// `registry.insecure=true`: the registry is reached over HTTPS without verifying its
+    /// certificate, else plain HTTP (as BuildKit does).
+    pub insecure: bool,
+}
+
+impl RegistryCache {
+    /// A cache at `reference`, reached as any registry (certificates verified).
+    pub fn new(reference: ImageRef) -> Self {
+        Self {
+            reference,
+            insecure: false,
+        }
+    }
+
+    /// The registry options to reach this cache's registry with: `options`, plus the
+    /// registry as unverified when `registry.insecure=true`.
+    pub fn options(
+        &self,
+        options: std::sync::Arc<crate::registry::RegistryOptions>,
+    ) -> std::sync::Arc<crate::registry::RegistryOptions> {
+        if self.insecure {
+            std::sync::Arc::new(
+                (*options)
+                    .clone()
+                    .with_unverified(self.reference.registry()),
+            )
+        } else {
+            options
+        }
+    }
 }
 
 /// A `type=local` cache: a directory and which entry of its `index.json`.
@@ -42,7 +79,7 @@ impl CacheLocation {
 impl std::fmt::Display for CacheLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Registry(reference) => write!(f, "{reference}"),
+            Self::Registry(cache) => write!(f, "{}", cache.reference),
             Self::Local(local) => {
                 write!(f, "{}", local.dir.display())?;
                 if let Some(digest) = &local.digest {
@@ -228,9 +265,15 @@ fn registry_ref(
     flag: &'static str,
     spec: &str,
     text: &str,
+    insecure: bool,
 ) -> Result<CacheLocation, CacheSpecError> {
     ImageRef::parse(text)
-        .map(CacheLocation::Registry)
+        .map(|reference| {
+            CacheLocation::Registry(RegistryCache {
+                reference,
+                insecure,
+            })
+        })
         .map_err(|error| CacheSpecError {
             flag,
             spec: spec.to_owned(),
@@ -267,24 +310,14 @@ fn value<'a>(pairs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// `registry.insecure=true` is refused as not supported yet (on both cache flags): a
-/// plain-HTTP registry is named by `XBUILD_INSECURE_REGISTRIES` instead.
-fn refuse_insecure(
+/// `registry.insecure=true` (on both cache flags): the cache's registry is reached over
+/// HTTPS without verifying its certificate, else plain HTTP.
+fn insecure(
     flag: &'static str,
     spec: &str,
     pairs: &[(&str, &str)],
-) -> Result<(), CacheSpecError> {
-    if bool_key(flag, spec, pairs, "registry.insecure")? == Some(true) {
-        return Err(CacheSpecError {
-            flag,
-            spec: spec.to_owned(),
-            reason: "registry.insecure=true is not supported yet: list the registry in \
-                     XBUILD_INSECURE_REGISTRIES (loopback registries need nothing)"
-                .to_owned(),
-            unsupported: true,
-        });
-    }
-    Ok(())
+) -> Result<bool, CacheSpecError> {
+    Ok(bool_key(flag, spec, pairs, "registry.insecure")?.unwrap_or(false))
 }
 
 /// A boolean key as BuildKit reads it (Go's `strconv.ParseBool`, and an empty value meaning
@@ -421,11 +454,11 @@ impl CacheExport {
         let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         let location = if kind == "registry" {
             check_keys(FLAG, spec, &pairs, REGISTRY_TO_KEYS)?;
-            refuse_insecure(FLAG, spec, &pairs)?;
             registry_ref(
                 FLAG,
                 spec,
                 value(&pairs, "ref").ok_or_else(|| missing("ref=REGISTRY/REPOSITORY:TAG"))?,
+                insecure(FLAG, spec, &pairs)?,
             )?
         } else {
             check_keys(FLAG, spec, &pairs, LOCAL_TO_KEYS)?;
@@ -510,7 +543,7 @@ impl CacheLocation {
     pub fn parse_from(spec: &str) -> Result<Self, CacheSpecError> {
         const FLAG: &str = "--cache-from";
         if !spec.contains('=') {
-            return registry_ref(FLAG, spec, spec);
+            return registry_ref(FLAG, spec, spec, false);
         }
         let (kind, pairs) = pairs(FLAG, spec, false)?;
         let error = |reason: String, unsupported: bool| CacheSpecError {
@@ -522,11 +555,11 @@ impl CacheLocation {
         let missing = |what: &str| error(format!("type={kind} needs {what}"), false);
         if kind == "registry" {
             check_keys(FLAG, spec, &pairs, &["ref", "registry.insecure"])?;
-            refuse_insecure(FLAG, spec, &pairs)?;
             registry_ref(
                 FLAG,
                 spec,
                 value(&pairs, "ref").ok_or_else(|| missing("ref=REGISTRY/REPOSITORY:TAG"))?,
+                insecure(FLAG, spec, &pairs)?,
             )
         } else {
             check_keys(FLAG, spec, &pairs, &["src", "tag", "digest"])?;
@@ -560,7 +593,9 @@ mod tests {
         let export =
             CacheExport::parse("type=registry,ref=127.0.0.1:5000/app:cache,mode=max").unwrap();
         assert_eq!(export.mode, CacheMode::Max);
-        assert!(matches!(export.location, CacheLocation::Registry(r) if r.repository() == "app"));
+        assert!(
+            matches!(export.location, CacheLocation::Registry(r) if r.reference.repository() == "app" && !r.insecure)
+        );
         let export = CacheExport::parse("type=local,dest=/tmp/c").unwrap();
         assert_eq!(
             export,
@@ -622,8 +657,15 @@ mod tests {
     fn cache_from_specs() {
         assert!(matches!(
             CacheLocation::parse_from("127.0.0.1:5000/app:cache").unwrap(),
-            CacheLocation::Registry(r) if r.tag() == Some("cache")
+            CacheLocation::Registry(r) if r.reference.tag() == Some("cache") && !r.insecure
         ));
+        assert!(matches!(
+            CacheLocation::parse_from("type=registry,ref=127.0.0.1:5000/app:cache,registry.insecure=true").unwrap(),
+            CacheLocation::Registry(r) if r.insecure
+        ));
+        assert!(
+            CacheLocation::parse_from("type=registry,ref=a/b,registry.insecure=maybe").is_err()
+        );
         assert_eq!(
             CacheLocation::parse_from("type=local,src=dir").unwrap(),
             CacheLocation::local("dir")
@@ -661,7 +703,10 @@ mod tests {
         )
         .unwrap();
         assert!(!export.ignore_error && !export.image_manifest);
+        assert!(matches!(export.location, CacheLocation::Registry(r) if !r.insecure));
         assert_eq!(export.compression, Some(Compression::None));
+        let export = CacheExport::parse("type=registry,ref=r/a:c,registry.insecure=true").unwrap();
+        assert!(matches!(export.location, CacheLocation::Registry(r) if r.insecure));
         assert_eq!(
             CacheExport::parse("type=registry,ref=r/a:c,compression=gzip,compression-level=6")
                 .unwrap()
@@ -778,9 +823,9 @@ mod tests {
                 false,
             ),
             (
-                "type=registry,ref=r/a,registry.insecure=true",
-                "registry.insecure=true is not supported yet",
-                true,
+                "type=registry,ref=r/a,registry.insecure=maybe",
+                "registry.insecure=maybe: expected true or false",
+                false,
             ),
             (
                 "type=local,dest=d,tag=a/b",

@@ -245,8 +245,19 @@ pub fn run(
             .from
             .iter()
             .filter_map(|location| match location {
-                CacheLocation::Registry(reference) => Some(reference.to_string()),
+                CacheLocation::Registry(cache) => Some(cache.reference.to_string()),
                 CacheLocation::Local(_) => None,
+            })
+            .collect(),
+        cache_from_insecure: options
+            .cache
+            .from
+            .iter()
+            .filter_map(|location| match location {
+                CacheLocation::Registry(cache) if cache.insecure => {
+                    Some(cache.reference.to_string())
+                }
+                CacheLocation::Registry(_) | CacheLocation::Local(_) => None,
             })
             .collect(),
         cache_to: options
@@ -476,7 +487,7 @@ fn credentials_for(
         .iter()
         .chain(options.cache.to.iter().map(|export| &export.location))
         .filter_map(|location| match location {
-            CacheLocation::Registry(reference) => Some(reference.registry().to_owned()),
+            CacheLocation::Registry(cache) => Some(cache.reference.registry().to_owned()),
             CacheLocation::Local(_) => None,
         });
     let named_images = options

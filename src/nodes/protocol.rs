@@ -123,6 +123,11 @@ pub struct NodeRequest {
     /// are not shipped to nodes: refused before any work).
     #[serde(default)]
     pub cache_from: Vec<String>,
+    /// Those of [`Self::cache_from`] given with `registry.insecure=true`: their registry is
+    /// reached over HTTPS without verifying its certificate, else plain HTTP (absent from
+    /// an older client: none).
+    #[serde(default)]
+    pub cache_from_insecure: Vec<String>,
     /// `--cache-to` registry exports the node writes itself, for its platforms.
     #[serde(default)]
     pub cache_to: Vec<CacheExportSpec>,
@@ -218,6 +223,9 @@ pub struct CacheExportSpec {
     /// `oci-mediatypes=false` (absent from an older client: OCI types).
     #[serde(default)]
     pub docker_types: bool,
+    /// `registry.insecure=true` (absent from an older client: certificates verified).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl CacheExportSpec {
@@ -233,11 +241,12 @@ impl CacheExportSpec {
             force_compression,
             docker_types,
         } = export;
-        let crate::cache::CacheLocation::Registry(reference) = location else {
+        let crate::cache::CacheLocation::Registry(cache) = location else {
             return None;
         };
         Some(Self {
-            reference: reference.to_string(),
+            reference: cache.reference.to_string(),
+            insecure: cache.insecure,
             max: *mode == crate::cache::CacheMode::Max,
             ignore_error: *ignore_error,
             image_manifest: *image_manifest,
@@ -256,9 +265,10 @@ impl CacheExportSpec {
         &self,
     ) -> Result<crate::cache::CacheExport, crate::registry::reference::ReferenceError> {
         Ok(crate::cache::CacheExport {
-            location: crate::cache::CacheLocation::Registry(crate::registry::ImageRef::parse(
-                &self.reference,
-            )?),
+            location: crate::cache::CacheLocation::Registry(crate::cache::RegistryCache {
+                reference: crate::registry::ImageRef::parse(&self.reference)?,
+                insecure: self.insecure,
+            }),
             mode: if self.max {
                 crate::cache::CacheMode::Max
             } else {
@@ -627,6 +637,7 @@ mod tests {
             "type=registry,ref=r/a:c,compression=zstd,compression-level=19,force-compression=true",
             "type=registry,ref=r/a:c,compression-level=1",
             "type=registry,ref=r/a:c,compression=uncompressed",
+            "type=registry,ref=r/a:c,registry.insecure=true",
             "type=registry,ref=r/a:c",
         ] {
             let export = crate::cache::CacheExport::parse(text).unwrap();
@@ -642,6 +653,10 @@ mod tests {
             old.export().unwrap().compression,
             Some(crate::layer::Compression::Zstd)
         );
+        assert!(matches!(
+            old.export().unwrap().location,
+            crate::cache::CacheLocation::Registry(cache) if !cache.insecure
+        ));
     }
 
     #[test]

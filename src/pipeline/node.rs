@@ -122,7 +122,12 @@ pub fn serve_build(
         .iter()
         .map(|reference| {
             ImageRef::parse(reference)
-                .map(CacheLocation::Registry)
+                .map(|parsed| {
+                    CacheLocation::Registry(crate::cache::RegistryCache {
+                        reference: parsed,
+                        insecure: request.cache_from_insecure.contains(reference),
+                    })
+                })
                 .map_err(|error| bad_request(error.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;

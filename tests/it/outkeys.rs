@@ -424,6 +424,73 @@ fn registry_insecure_pushes_to_an_untrusted_certificate() {
     );
 }
 
+/// `--cache-to`/`--cache-from type=registry,...,registry.insecure=true`: a cache on an
+/// HTTPS registry whose certificate xbuild does not trust (no CA in certs.d) is written and
+/// read back with the key; without it the export fails naming the certificate and the
+/// import is a warning (the steps run). skopeo, given the CA, reads the cache index.
+#[test]
+fn registry_insecure_reaches_a_cache_behind_an_untrusted_certificate() {
+    if !needs(Setup::TlsAuth) {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::TlsAuth);
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    context(dir);
+    // Credentials without `xbuild login` (which would need the CA); no CA in certs.d.
+    let docker_config = dir.join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let auth = base64_encode(&format!(
+        "{}:{}",
+        crate::regenv::USER,
+        crate::regenv::PASSWORD
+    ));
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.host),
+    )
+    .unwrap();
+    let cache = format!("type=registry,ref={}/mixcomp/cache:1", registry.host);
+    let run = |home: &str, args: &[&str]| {
+        util::run(
+            util::xbuild(&dir.join(home))
+                .env("DOCKER_CONFIG", &docker_config)
+                .env_remove("XBUILD_INSECURE_REGISTRIES")
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["build", "--progress", "plain"])
+                .args(args)
+                .arg(dir.join("ctx")),
+        )
+    };
+    let refused = run("a", &["--cache-to", &cache]);
+    assert!(!refused.status.success());
+    assert!(
+        util::stderr(&refused).contains("certificate"),
+        "{}",
+        util::stderr(&refused)
+    );
+    ok(&run(
+        "b",
+        &["--cache-to", &format!("{cache},registry.insecure=true")],
+    ));
+    let index = raw(&registry, "mixcomp/cache:1");
+    assert!(
+        !index["manifests"].as_array().unwrap().is_empty(),
+        "{index}"
+    );
+    // A fresh store reads the cache back with the key: both steps cached.
+    let err = ok(&run(
+        "c",
+        &["--cache-from", &format!("{cache},registry.insecure=true")],
+    ));
+    assert!(err.contains("imported 2 cache records"), "{err}");
+    assert!(err.contains("2 steps cached"), "{err}");
+    // Without it the import fails on the certificate: a warning, the steps run.
+    let err = ok(&run("d", &["--cache-from", &cache]));
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains("imported 2 cache records"), "{err}");
+}
+
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
