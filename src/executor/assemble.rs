@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use oci_spec::image::{Descriptor, MediaType};
 
@@ -301,39 +300,15 @@ pub(crate) fn export_cache(
         ),
     };
     let records = step_records(services, graph, results, indices, local, compression)?;
-    let id = services.counter.next();
     let name = format!("exporting cache to {}", export.location);
-    services.sink.emit(Event::Started {
-        vertex: id,
-        name: name.clone(),
-        emulated: false,
-    });
-    let started = Instant::now();
-    let result = services.runtime.block_on(cache::export(
-        Arc::clone(&services.registry),
-        services.store.layout(),
-        export,
-        records,
-    ));
-    match result {
-        Ok(line) => {
-            services.sink.emit(Event::Finished {
-                vertex: id,
-                duration: started.elapsed(),
-            });
-            services.sink.emit(Event::Note { message: line });
-            Ok(())
-        }
-        Err(error) => {
-            services.sink.emit(Event::Failed {
-                vertex: id,
-                duration: started.elapsed(),
-                message: error.to_string(),
-            });
-            Err(ExecutorError::Within {
-                context: name,
-                source: Box::new(error.into()),
-            })
-        }
-    }
+    let line = services.in_vertex(name, || {
+        services.runtime.block_on(cache::export(
+            Arc::clone(&services.registry),
+            services.store.layout(),
+            export,
+            records,
+        ))
+    })?;
+    services.sink.emit(Event::Note { message: line });
+    Ok(())
 }

@@ -209,49 +209,24 @@ fn convert_blobs(
     layers: &[(Digest, Descriptor)],
     compression: Compression,
 ) -> Result<Vec<(Digest, Descriptor)>, ExecutorError> {
-    let id = services.counter.next();
     let name = match layers.len() {
         1 => format!("converting 1 layer to {compression}"),
         count => format!("converting {count} layers to {compression}"),
     };
-    services.sink.emit(Event::Started {
-        vertex: id,
-        name: name.clone(),
-        emulated: false,
-    });
-    let started = Instant::now();
     let jobs: Vec<_> = layers
         .iter()
         .map(|(diff_id, blob)| {
             move || layer::convert_blob(services.store.layout(), blob, diff_id, compression)
         })
         .collect();
-    match layer::commit_in_parallel(jobs) {
-        Ok(blobs) => {
-            for blob in &blobs {
-                services
-                    .store
-                    .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
-            }
-            services.sink.emit(Event::Finished {
-                vertex: id,
-                duration: started.elapsed(),
-            });
-            Ok(blobs
-                .into_iter()
-                .map(|blob| (blob.diff_id, blob.descriptor))
-                .collect())
-        }
-        Err(error) => {
-            services.sink.emit(Event::Failed {
-                vertex: id,
-                duration: started.elapsed(),
-                message: error.to_string(),
-            });
-            Err(ExecutorError::Within {
-                context: name,
-                source: Box::new(error.into()),
-            })
-        }
+    let blobs = services.in_vertex(name, || layer::commit_in_parallel(jobs))?;
+    for blob in &blobs {
+        services
+            .store
+            .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
     }
+    Ok(blobs
+        .into_iter()
+        .map(|blob| (blob.diff_id, blob.descriptor))
+        .collect())
 }

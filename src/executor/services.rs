@@ -91,6 +91,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<'a> Services<'a> {
+    /// Runs `work` as a progress vertex of its own named `name` (started, then finished or
+    /// failed with the error's text); a failure comes back within `name`.
+    pub(crate) fn in_vertex<T, E>(
+        &self,
+        name: String,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, ExecutorError>
+    where
+        E: std::fmt::Display + Into<ExecutorError>,
+    {
+        let vertex = self.counter.next();
+        self.sink.emit(Event::Started {
+            vertex,
+            name: name.clone(),
+            emulated: false,
+        });
+        let started = std::time::Instant::now();
+        match work() {
+            Ok(value) => {
+                self.sink.emit(Event::Finished {
+                    vertex,
+                    duration: started.elapsed(),
+                });
+                Ok(value)
+            }
+            Err(error) => {
+                self.sink.emit(Event::Failed {
+                    vertex,
+                    duration: started.elapsed(),
+                    message: error.to_string(),
+                });
+                Err(ExecutorError::Within {
+                    context: name,
+                    source: Box::new(error.into()),
+                })
+            }
+        }
+    }
+
     /// The services of one build.
     #[allow(
         clippy::too_many_arguments,
