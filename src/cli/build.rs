@@ -411,6 +411,7 @@ impl BuildArgs {
                 pids_limit,
                 pids_limit_required,
                 compression,
+                eager_blobs: exports_layer_blobs(&outputs),
                 force_compression,
                 source_date_epoch,
                 secrets,
@@ -1218,4 +1219,13 @@ mod tests {
         assert!(parse_labels(&["=1".to_owned()]).is_err());
         assert!(parse_labels(&["a".to_owned()]).is_err());
     }
+}
+
+/// Whether one of `outputs` exports the images' layer blobs (none given: the store does):
+/// `type=local` and `type=tar` write files only, so the build then makes no blob early.
+fn exports_layer_blobs(outputs: &[Output]) -> bool {
+    outputs.is_empty()
+        || outputs
+            .iter()
+            .any(|output| !matches!(output, Output::Local { .. } | Output::Tar { .. }))
 }
