@@ -1145,6 +1145,15 @@ fn print_report_warnings(report: &BuildReport) {
     }
 }
 
+/// Whether one of `outputs` exports the images' layer blobs (none given: the store does):
+/// `type=local` and `type=tar` write files only, so the build then makes no blob early.
+fn exports_layer_blobs(outputs: &[Output]) -> bool {
+    outputs.is_empty()
+        || outputs
+            .iter()
+            .any(|output| !matches!(output, Output::Local { .. } | Output::Tar { .. }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1219,13 +1228,4 @@ mod tests {
         assert!(parse_labels(&["=1".to_owned()]).is_err());
         assert!(parse_labels(&["a".to_owned()]).is_err());
     }
-}
-
-/// Whether one of `outputs` exports the images' layer blobs (none given: the store does):
-/// `type=local` and `type=tar` write files only, so the build then makes no blob early.
-fn exports_layer_blobs(outputs: &[Output]) -> bool {
-    outputs.is_empty()
-        || outputs
-            .iter()
-            .any(|output| !matches!(output, Output::Local { .. } | Output::Tar { .. }))
 }
