@@ -22,6 +22,11 @@
 //!   while the layer's diff_id is over clamped ones). A missing one is unpacked again from
 //!   its blob when needed; a `RUN` step's layer that was never compressed has no blob, so
 //!   without its snapshot that step's cache record is a miss and the step runs again.
+//! - **Gzip block maps** (`blocks/`, [`crate::layer::blocks`]): each is named by a blob
+//!   that is there, is whole (length and checksum) and lists blocks inside its blob. Maps
+//!   are written after their blob by rename and removed before it, so anything else is
+//!   damage; builds ignore such a map (and verify every block they copy), `xbuild prune`
+//!   removes it.
 //! - **Temporary files** left by killed processes: everything in `tmp/`, and `.tmp*` files in
 //!   `cache/` (the context stat cache's atomic writes). They are removed when no other xbuild
 //!   process holds the store (the exclusive "in use" lock, taken without waiting); when one

@@ -7,7 +7,9 @@
 //! directories (`cache-mounts/`, BuildKit's `exec.cachemount`). A record's or a mount's last
 //! use is its modification time: [`Store::cache_record`] and the build's `RUN --mount=type=cache`
 //! touch it. Pruning and collection hold the store exclusively (no build runs meanwhile), so
-//! nothing in use is ever removed. This module must not decide what a build caches.
+//! nothing in use is ever removed. A blob's gzip block map (`blocks/<hex>`) goes just before
+//! the blob, and maps left without a blob or damaged go too. This module must not decide
+//! what a build caches.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
