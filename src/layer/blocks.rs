@@ -281,7 +281,9 @@ impl BlockCache {
                 })
                 .collect()
         };
-        new.sort_by(|a, b| b.cmp(a));
+        // Newest first.
+        new.sort();
+        new.reverse();
         for (_, name) in new {
             // Read without the lock: other layers' blocks may be looked up meanwhile.
             let records = read_map(&self.root.join(BLOCKS_DIR).join(&name));
@@ -330,7 +332,7 @@ impl BlockCache {
     }
 
     /// Writes the map of `blob` (in place already) from the blocks its writer reported,
-    /// unless it has one. Nothing when no block was reported.
+    /// unless it has a valid one. Nothing when no block was reported.
     ///
     /// # Errors
     /// The map cannot be written.
@@ -341,7 +343,7 @@ impl BlockCache {
         blocks: &GzipBlocks,
     ) -> io::Result<()> {
         let path = map_path(&self.root, blob);
-        if blocks.records.is_empty() || path.exists() {
+        if blocks.records.is_empty() || read_map(&path).is_ok() {
             return Ok(());
         }
         let tmp = layout.tmp_dir();

@@ -662,7 +662,8 @@ fn a_one_file_edit_reuses_the_other_gzip_blocks() {
     }
     std::fs::write(context.join("f11.txt"), "the middle file\n".repeat(60)).unwrap();
     let store = dir.join("a").join("store");
-    let image = |name: &str| format!("oci:{}:{name}", store.display());
+    // The store names images as Docker does (`app:2` is `docker.io/library/app:2`).
+    let image = |name: &str| format!("oci:{}:docker.io/library/{name}", store.display());
 
     let first = build(dir, "a", None, &["-t", "app:1"]);
     ok(&first);
@@ -703,7 +704,10 @@ fn a_one_file_edit_reuses_the_other_gzip_blocks() {
     assert_eq!(reused_blocks(&fresh).first().map(|count| count.0), Some(0));
     let fresh_manifest = skopeo(
         &["--raw"],
-        &format!("oci:{}:app:2", dir.join("b").join("store").display()),
+        &format!(
+            "oci:{}:docker.io/library/app:2",
+            dir.join("b").join("store").display()
+        ),
     );
     assert_eq!(fresh_manifest["layers"][0]["digest"], layer.as_str());
 
@@ -712,7 +716,7 @@ fn a_one_file_edit_reuses_the_other_gzip_blocks() {
     ok(&util::run(
         Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:app:2", store.display()))
+            .arg(format!("{}:docker.io/library/app:2", store.display()))
             .arg(&bundle),
     ));
     assert_eq!(
