@@ -265,9 +265,13 @@ mod tests {
         (store, built)
     }
 
-    /// A classic engine on a unix socket in `dir`: answers `/info` without the containerd
-    /// image store and `/images/load`; gives back the archive it was sent.
-    async fn classic_engine(dir: &Path) -> (PathBuf, tokio::task::JoinHandle<Vec<u8>>) {
+    /// An engine on a unix socket in `dir`: answers `/info` (with the containerd image
+    /// store's `DriverStatus` when `containerd_store`, else a classic one) and
+    /// `/images/load`; gives back the archive it was sent.
+    async fn fake_engine(
+        dir: &Path,
+        containerd_store: bool,
+    ) -> (PathBuf, tokio::task::JoinHandle<Vec<u8>>) {
         let socket = dir.join("docker.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let engine = tokio::spawn(async move {
@@ -299,7 +303,9 @@ mod tests {
                     assert!(read > 0, "the body ended early");
                     body.extend_from_slice(&buffer[..read]);
                 }
-                let reply = if head.starts_with("GET /info") {
+                let reply = if head.starts_with("GET /info") && containerd_store {
+                    r#"{"Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#
+                } else if head.starts_with("GET /info") {
                     r#"{"Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"]]}"#
                 } else {
                     "{\"stream\":\"Loaded image: app:1\\n\"}\n"
@@ -347,7 +353,7 @@ mod tests {
         for oci in [true, false] {
             let engine_dir = dir.path().join(format!("engine-{oci}"));
             std::fs::create_dir_all(&engine_dir).unwrap();
-            let (socket, engine) = classic_engine(&engine_dir).await;
+            let (socket, engine) = fake_engine(&engine_dir, false).await;
             let mut report = ExportReport::default();
             let written = load_into_socket(&store, &built, &references, oci, &mut report, socket)
                 .await
@@ -436,5 +442,38 @@ mod tests {
             );
         }
         assert_eq!(manifests_by_oci, [(true, true), (false, false)]);
+    }
+
+    /// With the containerd image store the key changes nothing: the engine gets the OCI
+    /// archive of the whole index (OCI media types, every platform under the tag), as a
+    /// `--load` sends it.
+    #[tokio::test]
+    async fn an_engine_with_the_containerd_image_store_gets_the_whole_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, built) =
+            store_with_images(&dir.path().join("store"), &["linux/amd64", "linux/arm64"]);
+        let references = [ImageRef::parse("xbuild-test/unit:1").unwrap()];
+        let (socket, engine) = fake_engine(dir.path(), true).await;
+        let mut report = ExportReport::default();
+        let written = load_into_socket(&store, &built, &references, true, &mut report, socket)
+            .await
+            .unwrap();
+        assert!(
+            matches!(written, Written::LoadedIndex { ref platforms, .. } if platforms.len() == 2),
+            "{written:?}"
+        );
+        let sent = files(&engine.await.unwrap());
+        assert!(!sent.contains_key("manifest.json"), "{:?}", sent.keys());
+        let index: serde_json::Value = serde_json::from_slice(&sent["index.json"]).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(entry["digest"], built.index.digest().to_string());
+        assert_eq!(
+            entry["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            "docker.io/xbuild-test/unit:1"
+        );
     }
 }
