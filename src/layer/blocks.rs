@@ -465,7 +465,18 @@ mod tests {
         grown.splice(middle..middle, std::iter::repeat_n(b'x', 1536));
         let mut shrunk = input.to_vec();
         shrunk.drain(middle..middle + 4096);
-        vec![("same size", same), ("grown", grown), ("shrunk", shrunk)]
+        // The end of a block: the next block's input is the same, its dictionary is not.
+        let mut dictionary = input.to_vec();
+        let end = (input.len() / 2 / GZIP_BLOCK + 1) * GZIP_BLOCK;
+        for byte in &mut dictionary[end - 4096..end] {
+            *byte = byte.wrapping_add(1);
+        }
+        vec![
+            ("same size", same),
+            ("grown", grown),
+            ("shrunk", shrunk),
+            ("same size", dictionary),
+        ]
     }
 
     #[test]
