@@ -376,7 +376,7 @@ pub fn run(
     // machine's own export to the same destinations), and only if every node succeeded.
     let received: Mutex<Vec<(usize, Vec<tempfile::TempDir>)>> = Mutex::default();
     let node_failed = std::sync::atomic::AtomicBool::new(false);
-    let merged: Mutex<Option<anyhow::Result<(Vec<String>, Vec<String>)>>> = Mutex::default();
+    let merged: Mutex<Option<anyhow::Result<ship::Merged>>> = Mutex::default();
     let merge_once = || {
         let Ok(mut merged) = merged.lock() else {
             return;
@@ -472,7 +472,10 @@ pub fn run(
     }
     // Without a local build (or one that never reached its export), the merge is now.
     merge_once();
-    let (cache_lines, cache_warnings) = merged
+    let ship::Merged {
+        lines: cache_lines,
+        warnings: cache_warnings,
+    } = merged
         .into_inner()
         .map_err(|_| anyhow!("a node's thread panicked"))?
         .transpose()?

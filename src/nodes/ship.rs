@@ -142,8 +142,16 @@ pub struct SentBack<'a> {
     pub dir: tempfile::TempDir,
 }
 
-/// Writes every cache a node sent back to its destination, in order; returns a line for
-/// the user per export, and a warning per export that failed with `ignore-error=true`.
+/// What [`merge`] did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// A line for the user per export written.
+    pub lines: Vec<String>,
+    /// A warning per export that failed with `ignore-error=true`.
+    pub warnings: Vec<String>,
+}
+
+/// Writes every cache a node sent back to its destination, in order.
 ///
 /// # Errors
 /// An export that failed without `ignore-error=true`.
@@ -151,8 +159,8 @@ pub fn merge(
     runtime: &tokio::runtime::Runtime,
     options: &Arc<RegistryOptions>,
     sent_back: Vec<SentBack<'_>>,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let (mut lines, mut warnings) = (Vec::new(), Vec::new());
+) -> anyhow::Result<Merged> {
+    let mut merged = Merged::default();
     for item in sent_back {
         let outcome = runtime.block_on(async {
             let here = CacheLocation::local(item.dir.path());
@@ -172,9 +180,9 @@ pub fn merge(
                 .map(Some)
         });
         match outcome {
-            Ok(Some(line)) => lines.push(format!("[node {}] {line}", item.node)),
+            Ok(Some(line)) => merged.lines.push(format!("[node {}] {line}", item.node)),
             Ok(None) => {}
-            Err(error) if item.export.ignore_error => warnings.push(format!(
+            Err(error) if item.export.ignore_error => merged.warnings.push(format!(
                 "--cache-to {}: the records of node {}: {} (ignored: ignore-error=true)",
                 item.export.location,
                 item.node,
@@ -188,7 +196,7 @@ pub fn merge(
             }
         }
     }
-    Ok((lines, warnings))
+    Ok(merged)
 }
 
 /// `oci-layout` and `index.json`.
