@@ -274,3 +274,92 @@ fn collect_documents(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CacheMode, Record};
+    use oci_spec::image::MediaType;
+
+    /// A node gets every record of a local cache (its configs) but only the layers of its
+    /// own platforms' records.
+    #[test]
+    fn a_node_gets_the_layers_of_its_platforms_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let layout = ImageLayout::open_or_create(&cache_dir).unwrap();
+        let arm = Platform::parse("linux/arm64").unwrap();
+        let amd = Platform::parse("linux/amd64").unwrap();
+        let mut records = Vec::new();
+        let mut layers = Vec::new();
+        for (key, platform) in [("k-arm", &arm), ("k-amd", &amd)] {
+            let (digest, size) = layout.write_blob(key.as_bytes()).unwrap();
+            let layer = oci_image::descriptor(MediaType::ImageLayerGzip, digest, size);
+            layers.push(relative(&layout, layer.digest()).unwrap());
+            records.push(Record {
+                key: key.to_owned(),
+                platform: platform.clone(),
+                layers: vec![layer],
+                state: serde_json::json!({}),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = Arc::new(RegistryOptions::from_env(dir.path()));
+        let export = CacheExport::new(CacheLocation::local(&cache_dir), CacheMode::Max);
+        runtime
+            .block_on(crate::cache::export(
+                Arc::clone(&options),
+                &layout,
+                &export,
+                records,
+            ))
+            .unwrap();
+        let cache = LocalCache {
+            dir: cache_dir.clone(),
+            tag: crate::cache::LOCAL_REF_NAME.to_owned(),
+            digest: None,
+        };
+        let files = cache_files(&runtime, &options, &cache, std::slice::from_ref(&arm)).unwrap();
+        assert!(files.contains(Path::new("index.json")));
+        assert!(files.contains(&layers[0]), "{files:?}");
+        assert!(!files.contains(&layers[1]), "{files:?}");
+        // The cache index, two manifests and two configs besides.
+        assert_eq!(files.len(), 2 + 1 + 5, "{files:?}");
+        // Shipped and read back there, the node imports its records from the part.
+        let entries =
+            crate::nodes::protocol::tree_entries(&cache_dir, &|file| files.contains(file)).unwrap();
+        let mut tar = Vec::new();
+        crate::nodes::protocol::write_context(&cache_dir, &entries, &mut tar).unwrap();
+        let there = dir.path().join("there");
+        std::fs::create_dir(&there).unwrap();
+        crate::nodes::protocol::read_tree(tar.as_slice(), &there).unwrap();
+        let imported = runtime
+            .block_on(crate::cache::import(
+                options,
+                &CacheLocation::local(&there),
+                std::slice::from_ref(&arm),
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(imported.records.len(), 1);
+        assert_eq!(imported.records[0].key, "k-arm");
+        // No cache there yet: nothing to ship, no error.
+        let none = LocalCache {
+            dir: dir.path().join("none"),
+            ..cache
+        };
+        assert!(
+            cache_files(
+                &runtime,
+                &Arc::new(RegistryOptions::from_env(dir.path())),
+                &none,
+                &[arm]
+            )
+            .unwrap()
+            .is_empty()
+        );
+    }
+}

@@ -1416,7 +1416,11 @@ fn an_oci_layout_context_and_local_caches_reach_the_node() {
         "the node's RUN step was not cached:\n{stderr}"
     );
     let (sent, received) = ssh_traffic(&stderr, "arm20");
-    eprintln!("ssh with a local cache-from: sent {sent} bytes, received {received}");
+    eprintln!(
+        "ssh with a local cache-from: sent {sent} bytes (the cache directory: {} bytes), \
+         received {received}",
+        tree_size(&dir.join("cache"))
+    );
 }
 
 /// A registry `--cache-to` with two nodes (issue 19 item 5): each node sends its records
