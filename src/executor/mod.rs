@@ -62,7 +62,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 pub use materials::{ContextRead, Material};
-pub use named::NamedContext;
+pub use named::{NamedContext, layout_entry};
 pub use scan::{ExtraRoot, SbomExtra, StageScan};
 
 use crate::cache::StepCache;
