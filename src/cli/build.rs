@@ -698,7 +698,8 @@ impl BuildArgs {
             }
         }
         if let Some(name) = &self.compression {
-            if !default_used && !compressions.contains(&default) {
+            // Outputs that write layers and each name another compression.
+            if !default_used && !compressions.is_empty() && !compressions.contains(&default) {
                 return Err(Failure::bad_input(format_args!(
                     "--compression={name}: no output takes it (each -o that writes layers names \
                      its own compression=); drop it, or a compression= key"
@@ -1233,6 +1234,81 @@ fn print_report_warnings(report: &BuildReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layer sets `xbuild build ARGS .` asks for: (compressions, each output's set).
+    fn sets_of(args: &[&str]) -> Result<(Vec<(Compression, bool)>, Vec<usize>), String> {
+        use clap::Parser;
+        let line = ["xbuild", "build"].iter().chain(args).chain(&["."]);
+        let cli = super::super::args::Cli::try_parse_from(line).map_err(|e| e.to_string())?;
+        let super::super::args::Command::Build(build) = cli.command else {
+            return Err("not a build".to_owned());
+        };
+        let specs = build.output_specs().map_err(|e| e.to_string())?;
+        let planned = build.planned_outputs().map_err(|e| e.to_string())?;
+        let sets = build
+            .layer_sets(&specs, &planned)
+            .map_err(|e| e.to_string())?;
+        Ok((sets.compressions, sets.output_sets))
+    }
+
+    #[test]
+    fn each_distinct_output_compression_is_a_set() {
+        let gzip = (Compression::default(), false);
+        let zstd = (Compression::parse("zstd").unwrap(), false);
+        assert_eq!(sets_of(&[]), Ok((vec![gzip], vec![])));
+        assert_eq!(
+            sets_of(&[
+                "-o",
+                "type=oci,dest=a,compression=zstd",
+                "-o",
+                "type=oci,dest=b",
+                "-o",
+                "type=oci,dest=c,compression=zstd",
+            ]),
+            Ok((vec![zstd, gzip], vec![0, 1, 0]))
+        );
+        // --push (no compression key: gzip) beside a zstd archive; --load takes the first.
+        assert_eq!(
+            sets_of(&[
+                "-t",
+                "reg.example/app:1",
+                "-o",
+                "type=oci,dest=a,compression=zstd",
+                "--push",
+                "--load",
+            ]),
+            Ok((vec![zstd, gzip], vec![0, 1, 0]))
+        );
+        // A level or force-compression of its own is another set.
+        let (sets, outputs) = sets_of(&[
+            "-o",
+            "type=oci,dest=a,compression=gzip,compression-level=9",
+            "-o",
+            "type=oci,dest=b,compression=gzip",
+            "-o",
+            "type=oci,dest=c,compression=gzip,force-compression=true",
+        ])
+        .unwrap();
+        assert_eq!(sets.len(), 3, "{sets:?}");
+        assert_eq!(outputs, vec![0, 1, 2]);
+        // --compression: the default of the outputs without a key; files only: the image's.
+        assert_eq!(
+            sets_of(&["--compression", "zstd", "-o", "type=oci,dest=a"]),
+            Ok((vec![zstd], vec![0]))
+        );
+        assert_eq!(
+            sets_of(&["--compression", "zstd", "-o", "type=local,dest=d"]),
+            Ok((vec![zstd], vec![0]))
+        );
+        let refused = sets_of(&[
+            "--compression",
+            "uncompressed",
+            "-o",
+            "type=oci,dest=a,compression=zstd",
+        ])
+        .unwrap_err();
+        assert!(refused.contains("no output takes it"), "{refused}");
+    }
 
     fn parsed(spec: &str) -> Result<AttestSpec, String> {
         parse_attest("--attest", spec).map_err(|error| error.to_string())

@@ -129,9 +129,10 @@ fn read_set(layout: &Path, media_type: &str, program: &str) -> Set {
     let index = json(&blob(layout, &index_digest));
     let mut manifests = BTreeMap::new();
     for entry in index["manifests"].as_array().unwrap() {
-        let Some(platform) = entry.get("platform") else {
-            continue; // an attestation manifest
-        };
+        if entry["annotations"]["vnd.docker.reference.type"].is_string() {
+            continue; // an attestation manifest (platform unknown/unknown)
+        }
+        let platform = &entry["platform"];
         let platform = format!(
             "{}/{}",
             platform["os"].as_str().unwrap(),
