@@ -1235,14 +1235,21 @@ fn print_report_warnings(report: &BuildReport) {
 mod tests {
     use super::*;
 
-    /// The layer sets `xbuild build ARGS .` asks for: (compressions, each output's set).
-    fn sets_of(args: &[&str]) -> Result<(Vec<(Compression, bool)>, Vec<usize>), String> {
+    /// `xbuild build`'s arguments alone.
+    #[derive(Debug, clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    /// The compressions of the sets, and each output's set.
+    type Sets = (Vec<(Compression, bool)>, Vec<usize>);
+
+    /// The layer sets `xbuild build ARGS .` asks for.
+    fn sets_of(args: &[&str]) -> Result<Sets, String> {
         use clap::Parser;
-        let line = ["xbuild", "build"].iter().chain(args).chain(&["."]);
-        let cli = super::super::args::Cli::try_parse_from(line).map_err(|e| e.to_string())?;
-        let super::super::args::Command::Build(build) = cli.command else {
-            return Err("not a build".to_owned());
-        };
+        let line = ["xbuild"].iter().chain(args).chain(&["."]);
+        let build = Line::try_parse_from(line).map_err(|e| e.to_string())?.build;
         let specs = build.output_specs().map_err(|e| e.to_string())?;
         let planned = build.planned_outputs().map_err(|e| e.to_string())?;
         let sets = build
