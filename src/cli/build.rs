@@ -646,8 +646,8 @@ impl BuildArgs {
 
     /// The layer compressions (algorithm and level, and whether base layers are forced to
     /// it) of the build's sets of manifests, and the set each output writes. An `-o` that
-    /// writes layers (`image`, `registry`, `oci`, a `docker` archive with
-    /// `oci-mediatypes=true`, or any with `compression*` keys) and `--push` ask for their
+    /// writes layers (`image`, `registry`, `oci`, `docker` with `oci-mediatypes=true`,
+    /// or any with `compression*` keys) and `--push` ask for their
     /// own keys, else `--compression`, else gzip at level 6 (as each BuildKit exporter);
     /// the others (`local`, `tar`, `containerd`, `--load`, the store's names beside it)
     /// write the first set. One set per distinct compression, in the order the outputs
@@ -682,8 +682,7 @@ impl BuildArgs {
                     Output::Registry { .. } | Output::Oci { .. } => true,
                     Output::Store { .. } => from.is_some(),
                     Output::Docker {
-                        dest: Some(_),
-                        oci_media_types,
+                        oci_media_types, ..
                     } => *oci_media_types,
                     _ => false,
                 };

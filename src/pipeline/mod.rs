@@ -943,20 +943,6 @@ fn execute(
         .iter()
         .find_map(|target| builder.node_for(target).map(|node| (target, node)));
     if let Some((target, node)) = on_a_node
-        && !options.more_compressions.is_empty()
-    {
-        // A node sends back one set of manifests, at the build's compression.
-        return Err(BuildError::Nodes(
-            Failure::bad_input(format_args!(
-                "outputs with different layer compressions (compression, compression-level or \
-                 force-compression): not supported yet with build nodes ({target} goes to node {} \
-                 of builder {}); give each output the same compression, or use --builder default",
-                node.name, builder.name
-            ))
-            .into(),
-        ));
-    }
-    if let Some((target, node)) = on_a_node
         && request.attestations.sbom
         && (request.attestations.scan_stage
             || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
@@ -1104,9 +1090,29 @@ fn export(
     Ok(exported)
 }
 
-/// Every output writes a set of manifests the build makes (one per layer compression).
+/// Every output writes a set of manifests the build makes (one per layer compression);
+/// several sets are not made with build nodes yet (a node sends back one set, at the
+/// build's compression): refused before any work.
 fn check_output_sets(request: &BuildRequest) -> Result<(), BuildError> {
-    let sets = request.build.more_compressions.len() + 1;
+    let options = &request.build;
+    if let Some(builder) = &request.builder
+        && !options.more_compressions.is_empty()
+        && let Some((target, node)) = options
+            .targets
+            .iter()
+            .find_map(|target| builder.node_for(target).map(|node| (target, node)))
+    {
+        return Err(BuildError::Nodes(
+            Failure::bad_input(format_args!(
+                "outputs with different layer compressions (compression, compression-level or \
+                 force-compression): not supported yet with build nodes ({target} goes to node {} \
+                 of builder {}); give each output the same compression, or use --builder default",
+                node.name, builder.name
+            ))
+            .into(),
+        ));
+    }
+    let sets = options.more_compressions.len() + 1;
     match request.output_sets.iter().position(|set| *set >= sets) {
         Some(index) => Err(ExecutorError::Internal(format!(
             "output {} asks for set {} of manifests, and the build makes {sets}",

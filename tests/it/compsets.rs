@@ -454,3 +454,44 @@ fn each_set_has_attestations_of_its_own_manifests() {
     }
     assert!(all_subjects[0].is_disjoint(&all_subjects[1]));
 }
+
+/// Build nodes send back one set of manifests: outputs of different compressions with a
+/// builder whose node builds a platform are refused before any work (exit 2, no output
+/// written, the node never reached: its address is a closed port).
+#[test]
+fn several_sets_with_build_nodes_are_refused_before_work() {
+    if !util::require(&[Need::Root]) {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    context(dir);
+    let config = dir.join("config");
+    let builder = util::run(
+        util::xbuild(&dir.join("a"))
+            .env("XDG_CONFIG_HOME", &config)
+            .args(["builder", "create", "--name", "arm"])
+            .args(["--node", "linux/arm64=ssh://build@127.0.0.1:9"]),
+    );
+    ok(&builder);
+    let archive = |name: &str| dir.join(format!("{name}.tar"));
+    let refused = util::run(
+        util::xbuild(&dir.join("a"))
+            .env("XDG_CONFIG_HOME", &config)
+            .args(["build", "--builder", "arm", "--progress", "plain"])
+            .args(["--platform", "linux/amd64,linux/arm64"])
+            .args([
+                "-o",
+                &format!("type=oci,dest={},compression=zstd", archive("z").display()),
+            ])
+            .args(["-o", &format!("type=oci,dest={}", archive("g").display())])
+            .arg(dir.join("ctx")),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", util::stderr(&refused));
+    assert!(
+        util::stderr(&refused).contains("not supported yet with build nodes"),
+        "{}",
+        util::stderr(&refused)
+    );
+    assert!(!archive("z").exists() && !archive("g").exists());
+}
