@@ -207,6 +207,55 @@ fn oci_layout(
         reason,
     };
     let layout = ImageLayout::open(path)?;
+    let chosen = layout_entry(&layout, path, tag, digest)?;
+    let image = oci_image::resolve_image(&layout, &chosen, Some(&vertex.platform))
+        .map_err(|error| bad(error.to_string()))?;
+    let store_layout = services.store.layout();
+    let config = image.manifest.config();
+    let blobs = std::iter::once(config).chain(image.manifest.layers());
+    for blob in blobs {
+        store_layout.copy_blob_from(&layout, blob)?;
+    }
+    let manifest_bytes = layout.read_blob(image.descriptor.digest())?;
+    let (manifest_digest, _) = store_layout.write_blob(&manifest_bytes)?;
+    let descriptor = oci_image::descriptor(
+        oci_spec::image::MediaType::ImageManifest,
+        manifest_digest,
+        manifest_bytes.len() as u64,
+    );
+    services
+        .store
+        .ensure_snapshots_for(&image.manifest, image.config.rootfs().diff_ids())?;
+    let reference = format!("oci-layout://{}", path.display());
+    let state = image_state(services, &reference, &image.manifest, config.digest())?;
+    services.materials.record(
+        vertex,
+        &Material::Image {
+            reference,
+            platform: vertex.platform.clone(),
+            digest: descriptor.digest().to_string(),
+        },
+    );
+    Ok((descriptor, state))
+}
+
+/// The descriptor `oci-layout://PATH[:TAG][@sha256:...]` names in `layout` (the directory
+/// at `path`): by digest (an `index.json` entry, else any blob of the layout), else by tag,
+/// else `latest`, else the only image; as buildx looks it up. The build's side of a build
+/// with nodes picks it the same way, to ship what the node reads.
+///
+/// # Errors
+/// [`ExecutorError::BaseImage`] naming the layout and what it lacks; unreadable files.
+pub fn layout_entry(
+    layout: &ImageLayout,
+    path: &Path,
+    tag: Option<&str>,
+    digest: Option<&str>,
+) -> Result<Descriptor, ExecutorError> {
+    let bad = |reason: String| ExecutorError::BaseImage {
+        reference: format!("oci-layout://{}", path.display()),
+        reason,
+    };
     let index = layout.index()?;
     let entries = index.manifests();
     let chosen = match (digest, tag) {
@@ -254,35 +303,7 @@ fn oci_layout(
             }
         },
     };
-    let image = oci_image::resolve_image(&layout, &chosen, Some(&vertex.platform))
-        .map_err(|error| bad(error.to_string()))?;
-    let store_layout = services.store.layout();
-    let config = image.manifest.config();
-    let blobs = std::iter::once(config).chain(image.manifest.layers());
-    for blob in blobs {
-        store_layout.copy_blob_from(&layout, blob)?;
-    }
-    let manifest_bytes = layout.read_blob(image.descriptor.digest())?;
-    let (manifest_digest, _) = store_layout.write_blob(&manifest_bytes)?;
-    let descriptor = oci_image::descriptor(
-        oci_spec::image::MediaType::ImageManifest,
-        manifest_digest,
-        manifest_bytes.len() as u64,
-    );
-    services
-        .store
-        .ensure_snapshots_for(&image.manifest, image.config.rootfs().diff_ids())?;
-    let reference = format!("oci-layout://{}", path.display());
-    let state = image_state(services, &reference, &image.manifest, config.digest())?;
-    services.materials.record(
-        vertex,
-        &Material::Image {
-            reference,
-            platform: vertex.platform.clone(),
-            digest: descriptor.digest().to_string(),
-        },
-    );
-    Ok((descriptor, state))
+    Ok(chosen)
 }
 
 /// A local directory after its own `.dockerignore`, as one layer (owned by root, as the

@@ -18,6 +18,7 @@
 //! Must not decide what to build; knows nothing of Dockerfiles.
 
 pub mod apply;
+pub mod blocks;
 pub mod compress;
 pub mod diff;
 pub mod read;
@@ -266,6 +267,9 @@ pub struct LayerBlob {
     pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
+    /// For a gzip blob written into a layout with a block cache ([`blocks`]): how many
+    /// of its blocks were copied from earlier blobs, and how many it has.
+    pub reused_blocks: Option<(u64, u64)>,
 }
 
 /// Hashes the tar bytes (the diff_id) on their way to the compressor.
@@ -361,9 +365,18 @@ where
 {
     let blob = layout.blob_writer()?;
     let out = io::BufWriter::with_capacity(CHUNK, blob);
+    let cache = match compression.algorithm() {
+        Algorithm::Gzip => blocks::BlockCache::of_layout(layout),
+        Algorithm::Zstd | Algorithm::None => None,
+    };
     // The tar writer writes small pieces (headers, 8 KiB of file): the compressor gets
     // them gathered.
-    let compressor = pool.writer(compression, out).map_err(LayerError::Write)?;
+    let source = cache
+        .clone()
+        .map(|cache| cache as std::sync::Arc<dyn compress::BlockSource>);
+    let compressor = pool
+        .writer_with_blocks(compression, out, source)
+        .map_err(LayerError::Write)?;
     let mut tar = HashingWriter {
         inner: io::BufWriter::with_capacity(CHUNK, compressor),
         digester: Digester::default(),
@@ -373,19 +386,27 @@ where
         inner: compressor,
         digester,
     } = tar;
-    let blob = compressor
+    let (blob, written) = compressor
         .into_inner()
         .map_err(|error| LayerError::Write(error.into_error()))?
-        .finish()
-        .map_err(LayerError::Write)?
+        .finish_blocks()
+        .map_err(LayerError::Write)?;
+    let blob = blob
         .into_inner()
         .map_err(|error| LayerError::Write(error.into_error()))?;
     let (digest, size) = blob.commit(None)?;
+    // The map only once its blob is in place.
+    if let (Some(cache), Some(written)) = (&cache, &written) {
+        cache
+            .record(layout, &digest, written)
+            .map_err(LayerError::Write)?;
+    }
     let (diff_id, tar_size) = digester.finish();
     Ok(LayerBlob {
         descriptor: Descriptor::new(compression.media_type(), size, digest),
         diff_id,
         tar_size,
+        reused_blocks: written.map(|written| (written.reused, written.blocks)),
     })
 }
 

@@ -29,6 +29,7 @@ use anyhow::{Context as _, anyhow};
 use oci_spec::image::{Descriptor, ImageManifest};
 
 use super::protocol::{self, NodeReply, NodeRequest, ResultKind, RootMetadata};
+use super::ship;
 use super::ssh;
 use super::{Builder, Node};
 use crate::cache::CacheLocation;
@@ -104,8 +105,6 @@ pub fn run(
     if remote.is_empty() {
         return local_build(&options.targets, options.sink.clone(), &|| {});
     }
-    refuse_unshipped(options, &uses.contexts, &remote)?;
-
     // Every node must answer before any work starts.
     let nodes: Vec<&Node> = remote.iter().map(|(node, _)| *node).collect();
     let probes = ssh::probe_all(&nodes);
@@ -182,6 +181,82 @@ pub fn run(
             root: RootMetadata::of(dir).with_context(|| format!("reading {}", dir.display()))?,
         });
     }
+    // Per node: the part of each OCI layout context and local cache directory its
+    // platforms read, after the directories every node gets.
+    let store = Store::open_default().context("opening the store")?;
+    let registry_options = Arc::new(
+        crate::registry::RegistryOptions::from_env(store.root())
+            .showing_notes(options.sink.clone()),
+    );
+    let cache_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for the cache directories")?;
+    let mut named_layouts = Vec::new();
+    let mut per_node: Vec<Vec<Shipped>> = Vec::new();
+    for (_, platforms) in &usable {
+        let mut extra = Vec::new();
+        named_layouts.clear();
+        for (name, named) in &options.named_contexts {
+            let NamedContext::OciLayout { path, tag, digest } = named else {
+                continue;
+            };
+            if !uses.contexts.contains(name) {
+                continue;
+            }
+            let files =
+                ship::layout_files(name, path, tag.as_deref(), digest.as_deref(), platforms)?;
+            extra.push(Shipped {
+                dir: path.clone(),
+                entries: protocol::tree_entries(path, &|file| files.contains(file))
+                    .with_context(|| format!("reading {}", path.display()))?,
+            });
+            named_layouts.push(protocol::NamedLayout {
+                name: name.clone(),
+                path: path.display().to_string(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+            });
+        }
+        for location in &options.cache.from {
+            let CacheLocation::Local(cache) = location else {
+                continue;
+            };
+            let files = ship::cache_files(&cache_runtime, &registry_options, cache, platforms)?;
+            extra.push(Shipped {
+                dir: cache.dir.clone(),
+                entries: if files.is_empty() {
+                    Vec::new()
+                } else {
+                    protocol::tree_entries(&cache.dir, &|file| files.contains(file))
+                        .with_context(|| format!("reading {}", cache.dir.display()))?
+                },
+            });
+        }
+        per_node.push(extra);
+    }
+    let cache_from_dirs: Vec<protocol::CacheDir> = options
+        .cache
+        .from
+        .iter()
+        .filter_map(|location| match location {
+            CacheLocation::Local(cache) => Some(protocol::CacheDir {
+                tag: cache.tag.clone(),
+                digest: cache.digest.clone(),
+            }),
+            CacheLocation::Registry(_) => None,
+        })
+        .collect();
+    // A registry cache several nodes would write is written here, from what each sends
+    // back, one node after the other (a node and this machine write one after the other
+    // already: this side waits for the node); a local directory always is.
+    let several_writers = usable.len() > 1;
+    let sent_back_exports: Vec<&crate::cache::CacheExport> = options
+        .cache
+        .to
+        .iter()
+        .filter(|export| protocol::CacheExportSpec::of(export, several_writers).sent_back)
+        .collect();
     let credentials = credentials_for(options, uses, push.repository)?;
     // The `--ssh` agents (key files loaded into an agent started here), each forwarded to a
     // socket of its own on every node, under a name no other build picks.
@@ -201,7 +276,6 @@ pub fn run(
             ))
         })
         .collect();
-    let store = Store::open_default().context("opening the store")?;
 
     let renumber = Arc::new(Renumber {
         sink: options.sink.clone(),
@@ -264,7 +338,7 @@ pub fn run(
             .cache
             .to
             .iter()
-            .filter_map(protocol::CacheExportSpec::of)
+            .map(|export| protocol::CacheExportSpec::of(export, several_writers))
             .collect(),
         inline_cache: options.cache.inline,
         annotations: options
@@ -281,6 +355,8 @@ pub fn run(
             })
             .collect(),
         named_dirs: named_dirs.clone(),
+        named_layouts: named_layouts.clone(),
+        cache_from_dirs: cache_from_dirs.clone(),
         ssh_agents: forwards
             .iter()
             .map(|(id, remote, _)| (id.clone(), remote.clone()))
@@ -296,6 +372,37 @@ pub fn run(
         left: Mutex::new(usable.len()),
         done: Condvar::new(),
     };
+    // The caches the nodes send back, merged once every node is done (before this
+    // machine's own export to the same destinations), and only if every node succeeded.
+    let received: Mutex<Vec<(usize, Vec<tempfile::TempDir>)>> = Mutex::default();
+    let node_failed = std::sync::atomic::AtomicBool::new(false);
+    let merged: Mutex<Option<anyhow::Result<ship::Merged>>> = Mutex::default();
+    let merge_once = || {
+        let Ok(mut merged) = merged.lock() else {
+            return;
+        };
+        if merged.is_some() || node_failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut dirs = received
+            .lock()
+            .map(|mut received| std::mem::take(&mut *received))
+            .unwrap_or_default();
+        dirs.sort_by_key(|(index, _)| *index);
+        let mut sent_back = Vec::new();
+        for (index, node_dirs) in dirs {
+            let (node, platforms) = &usable[index];
+            for (export, dir) in sent_back_exports.iter().zip(node_dirs) {
+                sent_back.push(ship::SentBack {
+                    export,
+                    node: node.name.clone(),
+                    platforms: platforms.clone(),
+                    dir,
+                });
+            }
+        }
+        *merged = Some(ship::merge(&cache_runtime, &registry_options, sent_back));
+    };
 
     let (local_report, remote_results) = std::thread::scope(|scope| {
         let handles: Vec<_> = usable
@@ -308,8 +415,9 @@ pub fn run(
                     source: index + 1,
                     prefix: Some(format!("[node {}] ", node.name)),
                 });
-                let (store, shipped, forwards) = (&store, &shipped, &forwards);
-                let nodes_done = &nodes_done;
+                let (store, forwards) = (&store, &forwards);
+                let shipped: Vec<&Shipped> = shipped.iter().chain(&per_node[index]).collect();
+                let (nodes_done, received, node_failed) = (&nodes_done, &received, &node_failed);
                 scope.spawn(move || {
                     // Done, whatever the outcome (a panic included).
                     let _finished = Finished(nodes_done);
@@ -317,7 +425,19 @@ pub fn run(
                         .iter()
                         .map(|(_, remote, local)| (remote.clone(), local.clone()))
                         .collect();
-                    build_on_node(node, &request, shipped, &forwards, store, &sink)
+                    let result = build_on_node(node, &request, &shipped, &forwards, store, &sink);
+                    match result {
+                        Ok((reply, dirs)) => {
+                            if let Ok(mut received) = received.lock() {
+                                received.push((index, dirs));
+                            }
+                            Ok(reply)
+                        }
+                        Err(error) => {
+                            node_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            Err(error)
+                        }
+                    }
                 })
             })
             .collect();
@@ -330,7 +450,10 @@ pub fn run(
                 source: 0,
                 prefix: None,
             });
-            Some(local_build(&local, sink, &|| nodes_done.wait()))
+            Some(local_build(&local, sink, &|| {
+                nodes_done.wait();
+                merge_once();
+            }))
         };
         let remote_results: Vec<anyhow::Result<NodeReply>> = handles
             .into_iter()
@@ -346,6 +469,19 @@ pub fn run(
     let mut replies = Vec::new();
     for result in remote_results {
         replies.push(result?);
+    }
+    // Without a local build (or one that never reached its export), the merge is now.
+    merge_once();
+    let ship::Merged {
+        lines: cache_lines,
+        warnings: cache_warnings,
+    } = merged
+        .into_inner()
+        .map_err(|_| anyhow!("a node's thread panicked"))?
+        .transpose()?
+        .unwrap_or_default();
+    for line in cache_lines {
+        options.sink.emit(Event::Note { message: line });
     }
 
     // The index, in the user's platform order, over local and remote manifests.
@@ -405,6 +541,7 @@ pub fn run(
             index,
             explicit_platforms: options.explicit_platforms,
         },
+        more_sets: Vec::new(),
         emulated: Vec::new(),
         steps_run: 0,
         cached: 0,
@@ -459,6 +596,7 @@ pub fn run(
             });
         }
     }
+    report.warnings.extend(cache_warnings);
     report.unused_build_args = unused.unwrap_or_default();
     report.last_vertex = renumber.counter.last();
     Ok(report)
@@ -542,74 +680,6 @@ fn random_hex() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Refuses, before any work, what does not reach the nodes: a named context that is an
-/// OCI layout the build reads (not shipped yet), a local cache directory (it
-/// would move every cached layer over SSH; a registry cache is read and written by each
-/// node itself), and a `--cache-to` that several nodes would write at once.
-fn refuse_unshipped(
-    options: &BuildOptions,
-    used_contexts: &BTreeSet<String>,
-    remote: &[(&Node, Vec<Platform>)],
-) -> Result<(), Failure> {
-    let Some((node, platforms)) = remote.first() else {
-        return Ok(());
-    };
-    let local_dir = |flag: &str, location: &CacheLocation| -> Option<Failure> {
-        matches!(location, CacheLocation::Local(_)).then(|| {
-            Failure::bad_input(format_args!(
-                "{flag} {location}: a local cache directory is not shipped to build nodes \
-                 (node {} builds {}): use a registry cache (type=registry,ref=...), which \
-                 each node reads and writes itself, or --builder default",
-                node.name,
-                list(platforms)
-            ))
-        })
-    };
-    for (name, context) in &options.named_contexts {
-        let NamedContext::OciLayout { path, .. } = context else {
-            // Images are resolved by the node, directories are shipped; a URL left
-            // unfetched is one the build never reads.
-            continue;
-        };
-        if !used_contexts.contains(name) {
-            continue;
-        }
-        return Err(Failure::bad_input(format_args!(
-            "--build-context {name}: the OCI layout {} is not shipped to build nodes yet (node \
-             {} builds {}); directories and docker-image:// contexts work with nodes; use \
-             --builder default",
-            path.display(),
-            node.name,
-            list(platforms)
-        )));
-    }
-    for location in &options.cache.from {
-        if let Some(refusal) = local_dir("--cache-from", location) {
-            return Err(refusal);
-        }
-    }
-    for export in &options.cache.to {
-        if let Some(refusal) = local_dir("--cache-to", &export.location) {
-            return Err(refusal);
-        }
-        if remote.len() > 1 {
-            let building = remote
-                .iter()
-                .map(|(node, platforms)| format!("{} on node {}", list(platforms), node.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Failure::bad_input(format_args!(
-                "--cache-to {}: not supported yet with {} build nodes ({building}: their \
-                 exports to one cache would race); use a builder with one node, or --builder \
-                 default",
-                export.location,
-                remote.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// How many nodes are still building; the local build's cache export waits for none.
 struct NodesDone {
     left: Mutex<usize>,
@@ -656,11 +726,11 @@ fn list(platforms: &[Platform]) -> String {
 fn build_on_node(
     node: &Node,
     request: &NodeRequest,
-    shipped: &[Shipped],
+    shipped: &[&Shipped],
     forwards: &[(String, std::path::PathBuf)],
     store: &Store,
     sink: &SharedSink,
-) -> anyhow::Result<NodeReply> {
+) -> anyhow::Result<(NodeReply, Vec<tempfile::TempDir>)> {
     let subcommand = "__node-build";
     let mut child = ssh::command_forwarding(&node.endpoint, subcommand, forwards)
         .stdin(Stdio::piped())
@@ -677,7 +747,8 @@ fn build_on_node(
         let sender = scope.spawn(move || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, traffic.writing(stdin));
             protocol::write_document(&mut out, protocol::REQUEST_MAGIC, request)?;
-            // The context, then each named directory, in the request's order.
+            // The context, each named directory, each OCI layout and local cache, in the
+            // request's order.
             for directory in shipped {
                 protocol::write_context(&directory.dir, &directory.entries, &mut out)?;
             }
@@ -695,10 +766,23 @@ fn build_on_node(
             }
             other
         });
-        let loaded = (|| -> anyhow::Result<NodeReply> {
+        let loaded = (|| -> anyhow::Result<(NodeReply, Vec<tempfile::TempDir>)> {
             let mut stdout = BufReader::with_capacity(256 * 1024, traffic.reading(stdout));
             let reply: NodeReply = protocol::read_document(&mut stdout, protocol::REPLY_MAGIC)
                 .context("reading the node's reply")?;
+            // The caches the node sends back, each into a directory of the store's tmp/.
+            let tmp = store.layout().tmp_dir();
+            std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let mut dirs = Vec::new();
+            for _ in request.cache_to.iter().filter(|export| export.sent_back) {
+                let dir = tempfile::Builder::new()
+                    .prefix("node-cache-")
+                    .tempdir_in(&tmp)
+                    .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+                protocol::read_tree(&mut stdout, dir.path())
+                    .context("reading a cache the node sent back")?;
+                dirs.push(dir);
+            }
             match request.result {
                 ResultKind::Archive => {
                     store
@@ -713,7 +797,7 @@ fn build_on_node(
                         .context("reading the end of the node's output")?;
                 }
             }
-            Ok(reply)
+            Ok((reply, dirs))
         })();
         let sent = sender
             .join()

@@ -14,12 +14,14 @@
 //! ([`ssh`]), with the user's keys, agent, `known_hosts` and `~/.ssh/config`, in batch mode.
 //!
 //! Modules: [`node`] (endpoints and their parsing), [`ssh`] (the `ssh` command lines and the
-//! probe), [`protocol`] (what goes over the channel), [`dispatch`] (this side: splitting a
-//! build, streaming, merging the index).
+//! probe), [`protocol`] (what goes over the channel), [`ship`] (the part of an OCI layout
+//! or a cache directory a node gets, and the merge of the caches nodes send back),
+//! [`dispatch`] (this side: splitting a build, streaming, merging the index).
 
 pub mod dispatch;
 pub mod node;
 pub mod protocol;
+pub mod ship;
 pub mod ssh;
 
 use std::path::{Path, PathBuf};

@@ -4,9 +4,13 @@
 //! its stderr the progress:
 //!
 //! ```text
-//! stdin:  "xbuild-node-request-v3\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdin:  "xbuild-node-request-v4\n" · u64 BE length · NodeRequest (JSON) · context tar
 //!         · one tar per named directory context (NodeRequest::named_dirs, in order)
-//! stdout: "xbuild-node-reply-v2\n"   · u64 BE length · NodeReply (JSON)   · [OCI archive]
+//!         · one tar per OCI layout context (NodeRequest::named_layouts, in order)
+//!         · one tar per local cache directory (NodeRequest::cache_from_dirs, in order)
+//! stdout: "xbuild-node-reply-v3\n"   · u64 BE length · NodeReply (JSON)
+//!         · one tar per cache export sent back (CacheExportSpec::sent_back, in order)
+//!         · [OCI archive]
 //! stderr: one progress event per line (the node's --progress=rawjson), then, when the
 //!         build failed, the error lines; the exit status is xbuild's (1, 2, 3)
 //! ```
@@ -28,6 +32,16 @@
 //! here), the node pushes and no archive follows the reply: the reply carries each platform's
 //! manifest and config ([`NodeReply::documents`]), all the index and the provenance need,
 //! and the layers stay in the registry.
+//!
+//! An `oci-layout://` context goes as a tar of part of its layout: `oci-layout`,
+//! `index.json`, and of the blobs only what the node's platforms read (the indexes from the
+//! entry it names down to each platform's manifest, that manifest, its config and layers).
+//! A local cache directory of `--cache-from` goes the same way: `index.json` and every
+//! index, manifest and config of the cache (small), and only the layers of the records of
+//! the node's platforms. A `--cache-to` of a local directory, and a registry `--cache-to`
+//! that several nodes would write, is written by the node into a fresh cache directory of
+//! its own, which comes back as a tar after the reply: the build's side merges each node's
+//! records into the destination, one writer after the other ([`CacheExportSpec::sent_back`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -44,10 +58,12 @@ use crate::platform::Platform;
 /// First line of a request. v2 added caches, annotations, image contexts and
 /// [`ResultKind`], which a v1 node would silently ignore: it refuses a v2 request instead,
 /// naming both versions. v3 added named directory contexts (tars after the context's),
-/// forwarded ssh agents, the inline cache and registry credentials.
-pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v3\n";
-/// First line of a reply.
-pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v2\n";
+/// forwarded ssh agents, the inline cache and registry credentials. v4 added OCI layout
+/// contexts, local cache directories and cache exports sent back (tars a v3 node would
+/// not read).
+pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v4\n";
+/// First line of a reply. v3: the tars of the cache exports sent back follow the reply.
+pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v3\n";
 /// Largest request or reply document accepted (secrets included).
 const MAX_DOCUMENT: u64 = 64 * 1024 * 1024;
 
@@ -120,7 +136,7 @@ pub struct NodeRequest {
     #[serde(default)]
     pub ulimits: Vec<crate::sandbox::Ulimit>,
     /// `--cache-from` registry references the node imports itself (local cache directories
-    /// are not shipped to nodes: refused before any work).
+    /// are shipped: [`Self::cache_from_dirs`]).
     #[serde(default)]
     pub cache_from: Vec<String>,
     /// Those of [`Self::cache_from`] given with `registry.insecure=true`: their registry is
@@ -128,7 +144,9 @@ pub struct NodeRequest {
     /// an older client: none).
     #[serde(default)]
     pub cache_from_insecure: Vec<String>,
-    /// `--cache-to` registry exports the node writes itself, for its platforms.
+    /// `--cache-to` exports: of a registry, written by the node itself for its platforms;
+    /// those [`CacheExportSpec::sent_back`] are written into a directory of the node's and
+    /// sent back.
     #[serde(default)]
     pub cache_to: Vec<CacheExportSpec>,
     /// `--cache-to type=inline`: the node writes its images' cache records into their
@@ -142,8 +160,7 @@ pub struct NodeRequest {
     /// What comes back after the reply.
     #[serde(default)]
     pub result: ResultKind,
-    /// `--build-context NAME=docker-image://REF`s: the node resolves each image itself
-    /// (OCI layouts are not shipped yet: refused before any work).
+    /// `--build-context NAME=docker-image://REF`s: the node resolves each image itself.
     #[serde(default)]
     pub named_images: BTreeMap<String, String>,
     /// `--build-context NAME=DIR`s the build reads (URLs fetched here are directories by
@@ -158,6 +175,37 @@ pub struct NodeRequest {
     /// keeps them in memory for this sub-build only.
     #[serde(default)]
     pub credentials: BTreeMap<String, ForwardedCredentials>,
+    /// `--build-context NAME=oci-layout://...`s the build reads, in the order their tars
+    /// follow the named directories'.
+    #[serde(default)]
+    pub named_layouts: Vec<NamedLayout>,
+    /// `--cache-from type=local`s, in the order their tars follow the layouts'.
+    #[serde(default)]
+    pub cache_from_dirs: Vec<CacheDir>,
+}
+
+/// One `--build-context NAME=oci-layout://PATH[:TAG][@sha256:...]` shipped to a node: a tar
+/// of the part of the layout the node's platforms read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedLayout {
+    /// The context's name.
+    pub name: String,
+    /// The layout's path on the build's side (the image's provenance names it).
+    pub path: String,
+    /// `:TAG`.
+    pub tag: Option<String>,
+    /// `@sha256:...`.
+    pub digest: Option<String>,
+}
+
+/// One `--cache-from type=local` shipped to a node: a tar of the part of the directory
+/// the node's platforms may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDir {
+    /// The name of the cache in the directory's `index.json` (`tag=`).
+    pub tag: String,
+    /// `digest=`.
+    pub digest: Option<String>,
 }
 
 /// A user name and its password or token, as they go over the channel (never logged: the
@@ -226,11 +274,17 @@ pub struct CacheExportSpec {
     /// `registry.insecure=true` (absent from an older client: certificates verified).
     #[serde(default)]
     pub insecure: bool,
+    /// The node writes this export into a fresh cache directory of its own and sends it
+    /// back after its reply; the build's side writes its records to the destination
+    /// (`reference`: a registry reference, or the local directory as the user gave it).
+    #[serde(default)]
+    pub sent_back: bool,
 }
 
 impl CacheExportSpec {
-    /// The wire form of a registry export; `None` for a local directory (not shipped).
-    pub fn of(export: &crate::cache::CacheExport) -> Option<Self> {
+    /// The wire form of an export: a local directory's is always [`Self::sent_back`], a
+    /// registry's when `send_back` says so (several writers).
+    pub fn of(export: &crate::cache::CacheExport, send_back: bool) -> Self {
         // Every field named: a key added to `CacheExport` must be sent too.
         let crate::cache::CacheExport {
             location,
@@ -241,12 +295,16 @@ impl CacheExportSpec {
             force_compression,
             docker_types,
         } = export;
-        let crate::cache::CacheLocation::Registry(cache) = location else {
-            return None;
+        let (reference, insecure, sent_back) = match location {
+            crate::cache::CacheLocation::Registry(cache) => {
+                (cache.reference.to_string(), cache.insecure, send_back)
+            }
+            crate::cache::CacheLocation::Local(_) => (location.to_string(), false, true),
         };
-        Some(Self {
-            reference: cache.reference.to_string(),
-            insecure: cache.insecure,
+        Self {
+            reference,
+            insecure,
+            sent_back,
             max: *mode == crate::cache::CacheMode::Max,
             ignore_error: *ignore_error,
             image_manifest: *image_manifest,
@@ -254,7 +312,16 @@ impl CacheExportSpec {
             compression_level: compression.and_then(compression_level),
             force_compression: *force_compression,
             docker_types: *docker_types,
-        })
+        }
+    }
+
+    /// The export a node writes for a [`Self::sent_back`] one: the same keys, into the
+    /// fresh cache directory `dir` (under the name `latest`).
+    pub fn export_into(&self, dir: &Path) -> crate::cache::CacheExport {
+        crate::cache::CacheExport {
+            location: crate::cache::CacheLocation::local(dir),
+            ..self.keys()
+        }
     }
 
     /// Back to a cache export.
@@ -269,6 +336,15 @@ impl CacheExportSpec {
                 reference: crate::registry::ImageRef::parse(&self.reference)?,
                 insecure: self.insecure,
             }),
+            ..self.keys()
+        })
+    }
+
+    /// Every key but the location (a local directory of the same name, replaced by the
+    /// callers).
+    fn keys(&self) -> crate::cache::CacheExport {
+        crate::cache::CacheExport {
+            location: crate::cache::CacheLocation::local(&self.reference),
             mode: if self.max {
                 crate::cache::CacheMode::Max
             } else {
@@ -282,7 +358,7 @@ impl CacheExportSpec {
                 .map(|name| compression_at(name, self.compression_level)),
             force_compression: self.force_compression,
             docker_types: self.docker_types,
-        })
+        }
     }
 }
 
@@ -612,6 +688,40 @@ pub fn read_context(mut input: impl Read, dir: &Path, root: &RootMetadata) -> io
     set_root_metadata(dir, root)
 }
 
+/// The entries of `root` whose paths (relative to it) `wanted` keeps, with the
+/// directories above them: part of an OCI layout or a cache directory, for
+/// [`write_context`] (which [`read_tree`] unpacks).
+///
+/// # Errors
+/// A directory that cannot be read.
+pub fn tree_entries(root: &Path, wanted: &dyn Fn(&Path) -> bool) -> io::Result<Vec<ContextEntry>> {
+    let entries = crate::context::walk(root, &crate::context::Dockerignore::empty())
+        .map_err(io::Error::other)?;
+    let files: Vec<&Path> = entries
+        .iter()
+        .filter(|entry| entry.kind != EntryKind::Dir && wanted(&entry.path))
+        .map(|entry| entry.path.as_path())
+        .collect();
+    Ok(entries
+        .iter()
+        .filter(|entry| match entry.kind {
+            EntryKind::Dir => files.iter().any(|file| file.starts_with(&entry.path)),
+            _ => wanted(&entry.path),
+        })
+        .cloned()
+        .collect())
+}
+
+/// Unpacks a tar of [`write_tree`] into the existing directory `dir` (which keeps its own
+/// owner and mode).
+///
+/// # Errors
+/// A malformed tar, write failures.
+pub fn read_tree(input: impl Read, dir: &Path) -> io::Result<()> {
+    let root = RootMetadata::of(dir)?;
+    read_context(input, dir, &root)
+}
+
 fn set_root_metadata(dir: &Path, root: &RootMetadata) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(root.mode))?;
     std::os::unix::fs::chown(dir, Some(root.uid), Some(root.gid))?;
@@ -641,7 +751,7 @@ mod tests {
             "type=registry,ref=r/a:c",
         ] {
             let export = crate::cache::CacheExport::parse(text).unwrap();
-            let wire = serde_json::to_string(&CacheExportSpec::of(&export).unwrap()).unwrap();
+            let wire = serde_json::to_string(&CacheExportSpec::of(&export, false)).unwrap();
             let back: CacheExportSpec = serde_json::from_str(&wire).unwrap();
             assert_eq!(back.export().unwrap(), export, "{text}");
         }

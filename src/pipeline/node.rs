@@ -11,8 +11,13 @@
 //! (the build's own store holds the whole result), or, with [`ResultKind::Manifests`], only
 //! each platform's manifest and config in the reply (the layers stay in the registry).
 //! `--cache-from`/`--cache-to` of a registry are imported and exported here, by the node
-//! itself, for its platforms; the manifests' `--annotation`s are applied here. Named
-//! directory contexts arrive as tars after the context's and are unpacked beside it; the
+//! itself, for its platforms; a local cache directory to read arrives as a tar (the part
+//! of it these platforms may use), and a `--cache-to` sent back
+//! ([`crate::nodes::protocol::CacheExportSpec::sent_back`]: a local directory, or a registry
+//! several nodes write) is written into a fresh directory here and goes back after the
+//! reply. The manifests' `--annotation`s are applied here. Named
+//! directory contexts and OCI layouts arrive as tars after the context's and are unpacked
+//! beside it; the
 //! `--ssh` agents are Unix sockets the connection forwards to the client's agents
 //! (`/tmp/xbuild-ssh-*.sock`, nothing else is accepted), removed when the build is done.
 //! The client's registry credentials are kept in this process's memory
@@ -25,7 +30,7 @@ use anyhow::Context as _;
 
 use super::{BuildRequest, build_on, start_runtime};
 use crate::error::{ExitKind, Failure, ResultExt};
-use crate::executor::{BuildOptions, Built, CheckArch, NamedContext, SshSource};
+use crate::executor::{BuildOptions, Built, CheckArch, Material, NamedContext, SshSource};
 use crate::export::{self, Output};
 use oci_spec::image::ImageManifest;
 
@@ -90,6 +95,35 @@ pub fn serve_build(
             .with_context(|| format!("unpacking the build context {}", named.name))?;
         named_contexts.insert(named.name.clone(), NamedContext::Dir(dir));
     }
+    // The OCI layouts (the part the requested platforms read), then the local caches to
+    // read from (the part they may use).
+    let mut layout_paths = Vec::new();
+    for (index, named) in request.named_layouts.iter().enumerate() {
+        let dir = work.path().join(format!("layout-{index}"));
+        std::fs::create_dir(&dir)?;
+        protocol::read_tree(&mut input, &dir)
+            .with_context(|| format!("unpacking the OCI layout of build context {}", named.name))?;
+        layout_paths.push((dir.display().to_string(), named.path.clone()));
+        named_contexts.insert(
+            named.name.clone(),
+            NamedContext::OciLayout {
+                path: dir,
+                tag: named.tag.clone(),
+                digest: named.digest.clone(),
+            },
+        );
+    }
+    let mut cache_dirs = Vec::new();
+    for (index, shipped) in request.cache_from_dirs.iter().enumerate() {
+        let dir = work.path().join(format!("cache-from-{index}"));
+        std::fs::create_dir(&dir)?;
+        protocol::read_tree(&mut input, &dir).context("unpacking a local cache to read")?;
+        cache_dirs.push(CacheLocation::Local(crate::cache::LocalCache {
+            dir,
+            tag: shipped.tag.clone(),
+            digest: shipped.digest.clone(),
+        }));
+    }
     if let Some(socket) = request.ssh_agents.values().find(|socket| {
         socket
             .strip_prefix(FORWARDED_PREFIX)
@@ -130,11 +164,19 @@ pub fn serve_build(
                 })
                 .map_err(|error| bad_request(error.to_string()))
         })
+        .chain(cache_dirs.into_iter().map(Ok))
         .collect::<Result<Vec<_>, _>>()?;
+    // The exports sent back are written into fresh directories here.
+    let mut sent_back = Vec::new();
     let cache_to = request
         .cache_to
         .iter()
         .map(|export| {
+            if export.sent_back {
+                let dir = work.path().join(format!("cache-to-{}", sent_back.len()));
+                sent_back.push(dir.clone());
+                return Ok(export.export_into(&dir));
+            }
             export
                 .export()
                 .map_err(|error| bad_request(error.to_string()))
@@ -170,6 +212,8 @@ pub fn serve_build(
         // A node's result goes back as an archive or a push: its layers' blobs are needed.
         eager_blobs: true,
         force_compression: request.force_compression,
+        // One set: the build that sent this refuses several layer compressions with nodes.
+        more_compressions: Vec::new(),
         source_date_epoch: request.source_date_epoch,
         secrets: request.secrets.clone(),
         sink: sink.clone(),
@@ -178,8 +222,7 @@ pub fn serve_build(
             "off" => CheckArch::Off,
             _ => CheckArch::Warn,
         },
-        // Registry caches only (the build refuses local directories with nodes); layers of
-        // imported hits stay in the registry when nothing but the push needs them.
+        // Layers of imported hits stay in the registry when nothing but the push needs them.
         cache: CacheOptions {
             from: cache_from,
             to: cache_to,
@@ -197,7 +240,6 @@ pub fn serve_build(
             .iter()
             .map(|(id, socket)| (id.clone(), SshSource::Socket(socket.into())))
             .collect(),
-        // OCI layouts are refused with nodes (nodes::dispatch).
         named_contexts,
     };
     let runtime = start_runtime().map_err(|error| Failure::new(error.exit_kind(), error))?;
@@ -205,6 +247,7 @@ pub fn serve_build(
         build: options,
         tags: Vec::new(),
         outputs: Vec::new(),
+        output_sets: Vec::new(),
         builder: None,
         fallback: Default::default(),
         checks: false,
@@ -291,10 +334,34 @@ pub fn serve_build(
         warnings: report.warnings.clone(),
         unused_build_args: report.unused_build_args.clone(),
         pushed,
+        // An OCI layout is named by its path on the build's side, not this copy's.
         materials: report
             .materials
             .iter()
-            .map(|(platform, materials)| (platform.clone(), materials.clone()))
+            .map(|(platform, materials)| {
+                let materials = materials
+                    .iter()
+                    .map(|material| match material {
+                        Material::Image {
+                            reference,
+                            platform,
+                            digest,
+                        } => Material::Image {
+                            reference: layout_paths
+                                .iter()
+                                .find_map(|(here, there)| {
+                                    (reference.strip_prefix("oci-layout://")? == here)
+                                        .then(|| format!("oci-layout://{there}"))
+                                })
+                                .unwrap_or_else(|| reference.clone()),
+                            platform: platform.clone(),
+                            digest: digest.clone(),
+                        },
+                        other => other.clone(),
+                    })
+                    .collect();
+                (platform.clone(), materials)
+            })
             .collect(),
         steps: report
             .steps
@@ -304,6 +371,13 @@ pub fn serve_build(
         documents,
     };
     protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
+    // Each cache export sent back, whole (an export that failed with ignore-error=true
+    // may have left nothing: an empty tar).
+    for dir in &sent_back {
+        std::fs::create_dir_all(dir)?;
+        let entries = protocol::tree_entries(dir, &|_| true)?;
+        protocol::write_context(dir, &entries, &mut *output)?;
+    }
     if !manifests_only {
         let mut file = std::fs::File::open(&archive)?;
         std::io::copy(&mut file, output)?;

@@ -787,57 +787,29 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
         "{stderr}"
     );
 
-    // What is not shipped to nodes is refused before any work, exit 2: an OCI layout
-    // named context the build reads (directories are shipped since nodes3), extra SBOMs of
-    // stages, a local cache directory.
-    for (extra, message) in [
-        (
-            vec![
-                "-f".to_owned(),
-                other.join("Dockerfile").display().to_string(),
-                "--build-context".to_owned(),
-                format!(
-                    "base=oci-layout://{}:busybox:latest",
-                    util::fixtures_dir().unwrap().join("oci").display()
-                ),
-            ],
-            "is not shipped to build nodes yet",
-        ),
-        (
-            vec![
-                "--sbom=true".to_owned(),
-                "--build-arg".to_owned(),
-                "BUILDKIT_SBOM_SCAN_CONTEXT=true".to_owned(),
-                "-f".to_owned(),
-                other.join("Dockerfile2").display().to_string(),
-            ],
-            "not made on build nodes yet",
-        ),
-    ] {
-        std::fs::write(
-            other.join("Dockerfile2"),
-            "ARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN true\n",
-        )
-        .unwrap();
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let output = run("store2", "arm2", &extra);
-        let stderr = util::stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(message), "{stderr}");
-        assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
-    }
-    // A local cache directory is not shipped to nodes: refused before any work.
+    // What is not made on nodes is refused before any work, exit 2: extra SBOMs of
+    // stages (OCI layout contexts and local cache directories are shipped since nodes4,
+    // tested below).
+    std::fs::write(
+        other.join("Dockerfile2"),
+        "ARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN true\n",
+    )
+    .unwrap();
+    let dockerfile2 = other.join("Dockerfile2").display().to_string();
     let output = run(
         "store2",
         "arm2",
         &[
-            "--cache-to",
-            &format!("type=local,dest={}", dir.join("c").display()),
+            "--sbom=true",
+            "--build-arg",
+            "BUILDKIT_SBOM_SCAN_CONTEXT=true",
+            "-f",
+            &dockerfile2,
         ],
     );
     let stderr = util::stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("not shipped to build nodes"), "{stderr}");
+    assert!(stderr.contains("not made on build nodes yet"), "{stderr}");
     assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }
 
@@ -956,10 +928,11 @@ fn ssh_agents_and_named_directories_reach_the_node() {
     }
 }
 
-/// An OCI layout named context the build reads is refused before any work when a platform
-/// goes to a node, naming the context and the node; one the build does not read is not.
+/// Extra SBOMs with a node are refused before any node is contacted, naming the platform
+/// and the node; an OCI layout context and a registry `--cache-to` two nodes write are no
+/// longer refused (nodes4): such builds go on to the nodes (which do not answer here).
 #[test]
-fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
+fn extra_sboms_are_refused_before_a_node_is_contacted() {
     if !util::require(&[
         Need::Root,
         Need::Fixtures,
@@ -998,21 +971,18 @@ fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
                 .arg("."),
         )
     };
-    let refused = with_layout("FROM base\nRUN echo must-not-run\n");
-    let stderr = util::stderr(&refused);
-    assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--build-context base") && stderr.contains("node arm0"),
-        "{stderr}"
-    );
-    // Not read: the build goes on to the node, which does not answer (exit 3).
+    // Read or not, the build goes on to the node, which does not answer (exit 3).
+    let read = with_layout("FROM base\nRUN echo must-not-run\n");
+    let stderr = util::stderr(&read);
+    assert_eq!(read.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
     let unread = with_layout("FROM busybox\nRUN echo must-not-run\n");
     let stderr = util::stderr(&unread);
     assert_eq!(unread.status.code(), Some(3), "{stderr}");
     assert!(!stderr.contains("must-not-run"), "{stderr}");
 
-    // Still refused before any node is contacted, naming the platforms and the nodes: extra
-    // SBOMs made on a node, and a registry --cache-to two nodes would both write.
+    // Still refused before any node is contacted, naming the platform and the node: extra
+    // SBOMs made on a node. A registry --cache-to two nodes write goes on to the nodes.
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN echo must-not-run\n",
@@ -1051,11 +1021,8 @@ fn an_oci_layout_context_is_refused_only_when_read_with_a_node() {
             .args(["--cache-to", "type=registry,ref=127.0.0.1:1/cache", "."]),
     );
     let stderr = util::stderr(&two);
-    assert_eq!(two.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("linux/arm64 on node two0") && stderr.contains("linux/arm/v7 on node two1"),
-        "{stderr}"
-    );
+    assert_eq!(two.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("two0"), "{stderr}");
     assert!(!stderr.contains("must-not-run"), "{stderr}");
 
     // A platform built here with --ssh and a builder of nodes: the agent, as with the
@@ -1268,4 +1235,324 @@ fn a_node_pushes_with_the_local_users_credentials() {
         .output()
         .unwrap();
     assert_eq!(grep.status.code(), Some(1), "{}", util::stdout(&grep));
+}
+
+/// The size of every file under `dir`, in bytes.
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            tree_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// The blob files of an OCI layout directory, sorted.
+fn blob_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `skopeo inspect --raw` of the cache named `latest` in a local cache directory.
+fn skopeo_cache(dir: &Path) -> (String, serde_json::Value) {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", dir.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    (
+        crate::regenv::digest_of(&output.stdout),
+        serde_json::from_slice(&output.stdout).unwrap(),
+    )
+}
+
+/// An `oci-layout://` context and local cache directories with a node (issue 16, issue
+/// 19 item 5): the node gets only the part of the layout its platform reads; a
+/// `--cache-to type=local` comes back from the node and is merged into the directory
+/// exactly as a purely local build writes it (same cache index digest read by skopeo, same
+/// blobs: unreferenced ones removed); a `--cache-from type=local` of it, shipped to a node
+/// with a fresh store, makes every RUN step cached there and here.
+#[test]
+fn an_oci_layout_context_and_local_caches_reach_the_node() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let _node = started_node(dir);
+    for store in ["local-store", "store2", "node-store2"] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nARG TARGETARCH\nCOPY hello.txt /hello.txt\n\
+         RUN echo \"ran-on $(uname -m) for $TARGETARCH\" && uname -m > /arch\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    let layout = util::fixtures_dir().unwrap().join("oci");
+    let context = format!("base=oci-layout://{}:busybox:latest", layout.display());
+    let cache_to = |name: &str| format!("type=local,dest={},mode=max", dir.join(name).display());
+
+    let local = build(
+        dir,
+        "local-store",
+        &[
+            "--builder",
+            "default",
+            "--build-context",
+            &context,
+            "--cache-to",
+            &cache_to("cache-local"),
+        ],
+    );
+    let local = digest(&local);
+    // A stale cache there already: its blobs go when the merge replaces its records.
+    std::fs::create_dir_all(dir.join("cache")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.old"),
+        "FROM base\nRUN echo stale > /stale\n",
+    )
+    .unwrap();
+    let stale = build(
+        dir,
+        "store",
+        &[
+            "--builder",
+            "default",
+            "-f",
+            ctx.join("Dockerfile.old").to_str().unwrap(),
+            "--build-context",
+            &context,
+            "--cache-to",
+            &cache_to("cache"),
+        ],
+    );
+    assert!(stale.status.success(), "{}", util::stderr(&stale));
+    let stale_blobs = blob_names(&dir.join("cache"));
+    let output = build(
+        dir,
+        "store",
+        &[
+            "--build-context",
+            &context,
+            "--cache-to",
+            &cache_to("cache"),
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(stderr.contains("[node arm0] [linux/arm64"), "{stderr}");
+    let (sent, received) = ssh_traffic(&stderr, "arm0");
+    let whole = tree_size(&layout);
+    eprintln!(
+        "ssh with an oci-layout context and a local cache-to: sent {sent} bytes (the whole \
+         layout: {whole}), received {received}"
+    );
+    assert!(
+        sent * 4 < whole,
+        "sent {sent} bytes of a {whole} byte layout"
+    );
+    // The merged cache is the local build's, byte for byte, as skopeo reads it.
+    let (merged, index) = skopeo_cache(&dir.join("cache"));
+    let (expected, _) = skopeo_cache(&dir.join("cache-local"));
+    assert_eq!(merged, expected, "{index}");
+    let blobs = blob_names(&dir.join("cache"));
+    assert_eq!(blobs, blob_names(&dir.join("cache-local")));
+    assert!(
+        stale_blobs.iter().any(|blob| !blobs.contains(blob)),
+        "no stale blob was removed"
+    );
+
+    // Fresh stores on both sides, the cache from the directory: no RUN step runs.
+    let create = util::run(xbuild(dir, "store2").args([
+        "builder",
+        "create",
+        "--name",
+        "arm2",
+        "--node",
+        &format!("linux/arm64={}", _node.endpoint(&dir.join("node-store2"))),
+    ]));
+    assert!(create.status.success(), "{}", util::stderr(&create));
+    let output = build(
+        dir,
+        "store2",
+        &[
+            "--builder",
+            "arm2",
+            "--build-context",
+            &context,
+            "--cache-from",
+            &format!("type=local,src={}", dir.join("cache").display()),
+        ],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), local, "{stderr}");
+    assert!(
+        !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
+        "a RUN step ran:\n{stderr}"
+    );
+    let run_step = stderr
+        .lines()
+        .find(|line| line.contains("[node arm20] [linux/arm64") && line.contains("RUN"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no arm64 RUN step:\n{stderr}"))
+        .to_owned();
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line == format!("{run_step} CACHED")),
+        "the node's RUN step was not cached:\n{stderr}"
+    );
+    let (sent, received) = ssh_traffic(&stderr, "arm20");
+    eprintln!(
+        "ssh with a local cache-from: sent {sent} bytes (the cache directory: {} bytes), \
+         received {received}",
+        tree_size(&dir.join("cache"))
+    );
+}
+
+/// A registry `--cache-to` with two nodes (issue 19 item 5): each node sends its records
+/// back and this side writes one cache index holding both platforms (read by skopeo), where
+/// buildx's nodes would each overwrite the other's; a `--cache-from` of it with fresh
+/// stores on both nodes runs no RUN step anywhere.
+#[test]
+fn two_nodes_share_one_registry_cache() {
+    if !needs() || !util::require(&[Need::Program("docker-registry")]) {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    for store in [
+        "store",
+        "arm-store",
+        "amd-store",
+        "store2",
+        "arm-store2",
+        "amd-store2",
+    ] {
+        store_with_fixtures(&dir.join(store));
+    }
+    let (arm, registry, _registry_guard) = node_and_registry(dir);
+    let amd_dir = dir.join("amd-node");
+    std::fs::create_dir_all(&amd_dir).unwrap();
+    let amd = SshNode::start(&amd_dir, |_| {
+        format!("SetEnv XBUILD_INSECURE_REGISTRIES={registry}\n")
+    });
+    // The registry listens on the first node's link: the second reaches it through its own.
+    ip(&[
+        "-n",
+        &amd.netns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &amd.host_address,
+    ]);
+    // The second node's ssh configuration is the first's (one client, two keys).
+    std::fs::copy(dir.join("id.pub"), amd_dir.join("authorized_keys")).unwrap();
+    for (name, suffix) in [("two", ""), ("two2", "2")] {
+        let output = util::run(xbuild(dir, "store").args([
+            "builder",
+            "create",
+            "--name",
+            name,
+            "--node",
+            &format!(
+                "linux/arm64={}",
+                arm.endpoint(&dir.join(format!("arm-store{suffix}")))
+            ),
+            "--node",
+            &format!(
+                "linux/amd64={}",
+                amd.endpoint(&dir.join(format!("amd-store{suffix}")))
+            ),
+        ]));
+        assert!(output.status.success(), "{}", util::stderr(&output));
+    }
+    let cache = format!("{registry}/app:cache");
+    let run = |store: &str, builder: &str, extra: &[&str]| {
+        util::run(
+            xbuild(dir, store)
+                .current_dir(&ctx)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env("XBUILD_INSECURE_REGISTRIES", &registry)
+                .args(["build", "--builder", builder])
+                .args(["--platform", "linux/amd64,linux/arm64"])
+                .args(["--progress", "plain", "-t", "app:1"])
+                .args(extra)
+                .arg("."),
+        )
+    };
+    let output = run(
+        "store",
+        "two",
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    let stderr = util::stderr(&output);
+    let first = digest(&output);
+    assert!(
+        stderr.contains("[node two0] [linux/arm64") && stderr.contains("[node two1] [linux/amd64"),
+        "{stderr}"
+    );
+    for node in ["two0", "two1"] {
+        let (sent, received) = ssh_traffic(&stderr, node);
+        eprintln!("ssh of node {node} with a registry cache-to: sent {sent}, received {received}");
+    }
+    let (_, cache_index) = skopeo_raw(&cache);
+    let mut architectures: Vec<String> = cache_index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{cache_index}"))
+        .iter()
+        .filter_map(|m| {
+            m["platform"]["architecture"]
+                .as_str()
+                .map(ToOwned::to_owned)
+        })
+        .collect();
+    architectures.sort();
+    assert_eq!(architectures, ["amd64", "arm64"], "{cache_index}");
+
+    let output = run(
+        "store2",
+        "two2",
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    let stderr = util::stderr(&output);
+    assert_eq!(digest(&output), first, "{stderr}");
+    assert!(
+        !stderr.contains("ran-on aarch64") && !stderr.contains("ran-on x86_64"),
+        "a RUN step ran:\n{stderr}"
+    );
+    for (node, platform) in [("two20", "linux/arm64"), ("two21", "linux/amd64")] {
+        let run_step = stderr
+            .lines()
+            .find(|line| {
+                line.contains(&format!("[node {node}] [{platform}")) && line.contains("RUN")
+            })
+            .and_then(|line| line.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {platform} RUN step:\n{stderr}"))
+            .to_owned();
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line == format!("{run_step} CACHED")),
+            "{node}'s RUN step was not cached:\n{stderr}"
+        );
+    }
 }
