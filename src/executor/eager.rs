@@ -264,10 +264,22 @@ fn work(
         let started = Instant::now();
         let result = make(&pool, store, &job, compression);
         match result {
-            Ok(()) => sink.emit(Event::Finished {
-                vertex: job.vertex,
-                duration: started.elapsed(),
-            }),
+            Ok(blob) => {
+                if let Some((reused, blocks)) = blob.reused_blocks {
+                    sink.emit(Event::Log {
+                        vertex: job.vertex,
+                        stream: crate::progress::Stream::Stdout,
+                        line: format!(
+                            "{}: {reused} of {blocks} gzip blocks reused",
+                            blob.descriptor.digest()
+                        ),
+                    });
+                }
+                sink.emit(Event::Finished {
+                    vertex: job.vertex,
+                    duration: started.elapsed(),
+                });
+            }
             Err(message) => sink.emit(Event::Failed {
                 vertex: job.vertex,
                 duration: started.elapsed(),
@@ -285,7 +297,7 @@ fn make(
     store: &Store,
     job: &Job,
     compression: Compression,
-) -> Result<(), String> {
+) -> Result<layer::LayerBlob, String> {
     let blob = layer::write_tree_layer_on(
         pool,
         store.layout(),
@@ -304,5 +316,6 @@ fn make(
     }
     store
         .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    Ok(blob)
 }
