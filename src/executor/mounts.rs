@@ -1,8 +1,9 @@
 //! `RUN --mount`: `type=cache` (a persistent directory per id under
 //! `$XBUILD_ROOT/cache-mounts/`, used at once, one step at a time or copied as `sharing=`
-//! says; `source=` a path inside it, which must exist; with `from=STAGE|IMAGE` a cache of
-//! its own per id, content of the stage and `source`, first made as a copy of that path of
-//! the stage, as BuildKit's cache over its input starts as that input),
+//! says; `source=` a path inside it, which must exist, bound as a directory or as a file;
+//! with `from=STAGE|IMAGE` a cache of its own per id and stage content, first made as a copy
+//! of the whole stage, as BuildKit's cache over its input starts as that input, `source=`
+//! only selecting what is shown of it),
 //! `type=secret` (the `--secret`'s content handed to the sandbox, which writes it on a tmpfs
 //! of the step's own and binds it read-only, `/run/secrets/<id>` by default: it never
 //! reaches a disk; the sandbox removes the mount point it had to create, so nothing of it
@@ -110,8 +111,10 @@ pub(crate) fn prepare(
                 let id = mount.id.clone().unwrap_or_else(|| target.clone());
                 let source = join_path("/", mount.source.as_deref().unwrap_or("/"));
                 // `from=`: BuildKit's cache of that id over that stage's (or image's)
-                // content starts as a copy of it; here of the `source` it shows, resolved
-                // inside the stage, so the cache is one per id, content and source.
+                // content starts as a copy of the whole stage (its key is the id and the
+                // stage, `getRefCacheDir`'s `id:ref`), and `source` is only what the mount
+                // shows of it: two mounts of one id and stage with different sources share
+                // one cache.
                 let (name, seed) = match &mount.from {
                     None => (id, None),
                     Some(from) => {
@@ -119,15 +122,13 @@ pub(crate) fn prepare(
                             mount_from_state(services, vertex, from, inputs, &mut next_input)?;
                         let view = services.view(&state)?;
                         let tree = crate::layer::tree::HostDir(&view.root);
-                        let resolved = crate::layer::tree::resolve(&tree, &source, true)
-                            .map_err(|error| io::Error::other(error.to_string()))
-                            .within(|| format!("{}: cache mount source", vertex.display_name()))?;
                         key.add("cache-from", &format!("{source}:{identity}"));
                         let owned =
                             mount.uid.is_some() || mount.gid.is_some() || mount.mode.is_some();
                         if source == "/" && owned {
                             // BuildKit makes `/cache` (mode, uid, gid) in the stage and shows
-                            // it: a new empty directory, made below as a cache without `from=`.
+                            // it: a new empty directory, made below as a cache without `from=`
+                            // (its input is the stage and that mkdir, a cache of its own).
                             if crate::layer::tree::Tree::node(&tree, "/cache").is_some() {
                                 return Err(io::Error::from(io::ErrorKind::AlreadyExists))
                                     .within(|| {
@@ -140,9 +141,9 @@ pub(crate) fn prepare(
                             let owner = format!("{:?}:{:?}:{:?}", mount.uid, mount.gid, mount.mode);
                             (format!("{id}:{identity}:/cache:{owner}"), None)
                         } else {
-                            let seed = tree.host_path(&resolved);
+                            let seed = view.root.clone();
                             prepared._views.push(view);
-                            (format!("{id}:{identity}:{source}"), Some(seed))
+                            (format!("{id}:{identity}"), Some(seed))
                         }
                     }
                 };
@@ -157,7 +158,7 @@ pub(crate) fn prepare(
                     match &seed {
                         Some(seed) => seed_cache(seed, &dir).within(|| {
                             format!(
-                                "{}: cache mount source {source} of {}",
+                                "{}: cache mount from={}",
                                 vertex.display_name(),
                                 mount.from.as_deref().unwrap_or_default()
                             )
@@ -175,10 +176,10 @@ pub(crate) fn prepare(
                         }
                     }
                 }
-                // Without `from=`, `source=` is a path inside the cache (BuildKit's mount
-                // selector), resolved inside it: it must exist (a link out of the cache
-                // names nothing in it).
-                let shown = if seed.is_none() && source != "/" {
+                // `source=` is a path inside the cache (BuildKit's mount selector), resolved
+                // inside it: it must exist (a link out of the cache names nothing in it).
+                // A file is mounted as that file, as BuildKit mounts it.
+                let shown = if source != "/" {
                     let tree = crate::layer::tree::HostDir(&dir);
                     let resolved = crate::layer::tree::resolve(&tree, &source, true)
                         .map_err(|error| io::Error::other(error.to_string()))
@@ -186,14 +187,22 @@ pub(crate) fn prepare(
                             let host = tree.host_path(&resolved);
                             fs::symlink_metadata(&host).map(|_| host)
                         })
-                        .within(|| {
-                            format!(
+                        .within(|| match &mount.from {
+                            None => format!(
                                 "{}: cache mount source {source} (a path in the cache {:?})",
                                 vertex.display_name(),
                                 mount.id.as_deref().unwrap_or(&target)
-                            )
+                            ),
+                            Some(from) => format!(
+                                "{}: cache mount source {source} of {from} (a path in the cache \
+                                 {:?}, a copy of {from})",
+                                vertex.display_name(),
+                                mount.id.as_deref().unwrap_or(&target)
+                            ),
                         })?;
-                    key.add("cache-source", &source);
+                    if mount.from.is_none() {
+                        key.add("cache-source", &source);
+                    }
                     resolved
                 } else {
                     dir.clone()
@@ -389,9 +398,8 @@ fn mount_from_state(
     Ok((state, manifest.digest().to_string(), true))
 }
 
-/// Makes the cache directory `dir` a copy of the directory `seed` (anything else there is an
-/// error), kinds, modes,
-/// owners and times kept, devices left out. Built beside `dir` and renamed into place
+/// Makes the cache directory `dir` a copy of the directory `seed` (a stage's root), kinds,
+/// modes, owners and times kept, devices left out. Built beside `dir` and renamed into place
 /// without replacing: when two steps seed one cache at once, the first rename wins and the
 /// other copy is dropped, so a step never sees a half-made cache.
 fn seed_cache(seed: &Path, dir: &Path) -> Result<(), ExecutorError> {
@@ -403,31 +411,21 @@ fn seed_cache(seed: &Path, dir: &Path) -> Result<(), ExecutorError> {
         .prefix(".seed-")
         .tempdir_in(parent)?;
     let copy = tmp.path().join("cache");
-    match fs::symlink_metadata(seed) {
-        Ok(meta) if meta.is_dir() => {
-            copy_entry(seed, &copy, &meta)?;
-            let mut items = Vec::new();
-            super::sources::walk_dir(seed, Path::new(""), &mut items)?;
-            for item in &items {
-                copy_entry(&item.abs, &copy.join(&item.rel), &item.meta)?;
-            }
-            // Directory times last: writing into a directory changes its own.
-            for item in items.iter().rev().filter(|item| item.meta.is_dir()) {
-                set_times(&copy.join(&item.rel), &item.meta)?;
-            }
-            set_times(&copy, &meta)?;
-        }
-        // A file: BuildKit would mount the file; a cache here is a directory.
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory (a cache mount of a file is not supported)",
-            )
-            .into());
-        }
-        // As BuildKit's mount of a missing path of the cache: the step cannot start.
-        Err(error) => return Err(error.into()),
+    let meta = fs::symlink_metadata(seed)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory").into());
     }
+    copy_entry(seed, &copy, &meta)?;
+    let mut items = Vec::new();
+    super::sources::walk_dir(seed, Path::new(""), &mut items)?;
+    for item in &items {
+        copy_entry(&item.abs, &copy.join(&item.rel), &item.meta)?;
+    }
+    // Directory times last: writing into a directory changes its own.
+    for item in items.iter().rev().filter(|item| item.meta.is_dir()) {
+        set_times(&copy.join(&item.rel), &item.meta)?;
+    }
+    set_times(&copy, &meta)?;
     match nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,
         &copy,

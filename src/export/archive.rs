@@ -154,6 +154,17 @@ fn append_layout<W: Write>(
     Ok(())
 }
 
+/// One image of an OCI-typed docker archive: its `index.json` names (`(ref name, image
+/// name)`, as containerd's archive exporter writes them) and its `manifest.json` tags.
+pub(crate) struct DockerOciImage {
+    /// The image.
+    pub image: ResolvedImage,
+    /// `org.opencontainers.image.ref.name` and `io.containerd.image.name` of each entry.
+    pub names: Vec<(String, String)>,
+    /// Its `RepoTags` (`repo:tag`, short form).
+    pub tags: Vec<String>,
+}
+
 /// Writes BuildKit's docker archive with OCI media types (`type=docker,oci-mediatypes=true`):
 /// an OCI image layout of `image` (one `index.json` entry per `(ref name, image name)`, as
 /// containerd's archive exporter writes them) and `manifest.json` listing the same config
@@ -166,41 +177,60 @@ pub(crate) fn write_docker_oci(
     dest: &Path,
     out: impl Write,
 ) -> Result<(), ExportError> {
-    let mut blobs = vec![image.descriptor.digest().clone()];
-    blobs.push(image.manifest.config().digest().clone());
-    blobs.extend(image.manifest.layers().iter().map(|l| l.digest().clone()));
-    let mut seen = HashSet::new();
-    blobs.retain(|digest| seen.insert(digest.clone()));
-    blobs.sort_by_key(ToString::to_string);
-    let top = image.descriptor.clone();
-    let entries: Vec<Descriptor> = if names.is_empty() {
-        vec![top]
-    } else {
-        names
-            .iter()
-            .map(|(ref_name, image_name)| {
+    let image = DockerOciImage {
+        image: image.clone(),
+        names: names.to_vec(),
+        tags: tags.to_vec(),
+    };
+    write_docker_oci_images(store, &[image], dest, out)
+}
+
+/// As [`write_docker_oci`] for several images (a `--load` of several platforms into a
+/// classic engine, each under its own tags): one layout whose `index.json` has each
+/// image's entries, and one `manifest.json` entry per image.
+pub(crate) fn write_docker_oci_images(
+    store: &Store,
+    images: &[DockerOciImage],
+    dest: &Path,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let mut blobs = Vec::new();
+    let mut entries: Vec<Descriptor> = Vec::new();
+    let mut manifest = Vec::new();
+    for DockerOciImage { image, names, tags } in images {
+        blobs.push(image.descriptor.digest().clone());
+        blobs.push(image.manifest.config().digest().clone());
+        blobs.extend(image.manifest.layers().iter().map(|l| l.digest().clone()));
+        let top = image.descriptor.clone();
+        if names.is_empty() {
+            entries.push(top);
+        } else {
+            entries.extend(names.iter().map(|(ref_name, image_name)| {
                 let mut descriptor = top.clone();
                 let mut annotations = descriptor.annotations().clone().unwrap_or_default();
                 annotations.insert(REF_NAME_ANNOTATION.to_owned(), ref_name.clone());
                 annotations.insert(CONTAINERD_NAME_ANNOTATION.to_owned(), image_name.clone());
                 descriptor.set_annotations(Some(annotations));
                 descriptor
-            })
-            .collect()
-    };
+            }));
+        }
+        manifest.push(DockerArchiveImage {
+            config: blob_path(image.manifest.config().digest()),
+            repo_tags: tags.clone(),
+            layers: image
+                .manifest
+                .layers()
+                .iter()
+                .map(|layer| blob_path(layer.digest()))
+                .collect(),
+        });
+    }
+    let mut seen = HashSet::new();
+    blobs.retain(|digest| seen.insert(digest.clone()));
+    blobs.sort_by_key(ToString::to_string);
     let index = image::build_index(entries);
     let mut tar = TarWriter::new(out, None);
     append_layout(&mut tar, store, &index, &blobs, dest)?;
-    let manifest = vec![DockerArchiveImage {
-        config: blob_path(image.manifest.config().digest()),
-        repo_tags: tags.to_vec(),
-        layers: image
-            .manifest
-            .layers()
-            .iter()
-            .map(|layer| blob_path(layer.digest()))
-            .collect(),
-    }];
     let manifest = serde_json::to_vec(&manifest).expect("manifest.json serialises");
     append_bytes(&mut tar, "manifest.json", &manifest).map_err(ExportError::writing(dest))?;
     tar.finish().map_err(ExportError::writing(dest))?;

@@ -85,10 +85,10 @@ pub enum Output {
     Docker {
         /// Where; `None` means load into the engine (`--load`).
         dest: Option<PathBuf>,
-        /// `oci-mediatypes=true` (only with `dest`): BuildKit's OCI-typed docker archive,
-        /// an OCI image layout (`oci-layout`, `index.json`, `blobs/`) with the image's OCI
-        /// manifest, config and compressed layers, and `manifest.json` beside it listing
-        /// the same blobs for `docker load`.
+        /// `oci-mediatypes=true`: BuildKit's OCI-typed docker archive, an OCI image layout
+        /// (`oci-layout`, `index.json`, `blobs/`) with the image's OCI manifest, config and
+        /// compressed layers, and `manifest.json` beside it listing the same blobs for
+        /// `docker load`; written to `dest`, or sent to a classic engine by a load.
         oci_media_types: bool,
     },
     /// `-o type=containerd`: the whole index, every platform, into containerd's image
@@ -499,13 +499,18 @@ pub async fn write(
                     platform,
                 });
             }
-            Output::Docker { dest: None, .. } => {
+            Output::Docker {
+                dest: None,
+                oci_media_types,
+            } => {
                 let step = Step::start(
                     &progress,
                     vertices,
                     "loading into the Docker engine".to_owned(),
                 );
-                let loaded = load_into_engine(store, built, &references, &mut report).await;
+                let loaded =
+                    load_into_engine(store, built, &references, *oci_media_types, &mut report)
+                        .await;
                 report.written.push(step.end(loaded)?);
             }
             Output::Containerd { namespace, unpack } => {

@@ -168,8 +168,7 @@ impl OutputSpec {
     ///
     /// # Errors
     /// [`OutputSpecError`] naming unknown types and keys (with the known ones), bad values,
-    /// values xbuild cannot honour yet (`oci-mediatypes=true` on `type=docker` without `dest`,
-    /// `compression=estargz`, `unpack=true`), what BuildKit refuses beside
+    /// values xbuild cannot honour yet (`compression=estargz`, `unpack=true`), what BuildKit refuses beside
     /// `oci-mediatypes=false`, and `store=false` or
     /// `registry.insecure=true` on an output that does not push.
     pub fn parse(spec: &str) -> Result<Self, OutputSpecError> {
@@ -319,13 +318,6 @@ impl OutputSpec {
             parsed.rewrite_timestamp = flag("rewrite-timestamp", false)?;
             if kind == "docker" {
                 docker_oci = flag("oci-mediatypes", false)?;
-                if docker_oci && value("dest").is_none_or(str::is_empty) {
-                    return Err(error(
-                        "oci-mediatypes=true is not supported yet without dest= (loading into \
-                         the Docker engine sends Docker's media types): give dest=FILE"
-                            .to_owned(),
-                    ));
-                }
             } else if !flag("oci-mediatypes", true)? {
                 media_types = MediaTypes::Docker;
                 docker_types_conflicts(&parsed, value("oci-artifact")).map_err(error)?;
@@ -495,6 +487,7 @@ mod tests {
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()), oci_media_types: false })]
     #[case("type=docker,dest=x.tar,oci-mediatypes=true", Output::Docker { dest: Some("x.tar".into()), oci_media_types: true })]
     #[case("type=docker", Output::Docker { dest: None, oci_media_types: false })]
+    #[case("type=docker,oci-mediatypes=true", Output::Docker { dest: None, oci_media_types: true })]
     #[case("type=local,dest=out", Output::Local { dest: "out".into(), split: None })]
     #[case("dest=out,type=local", Output::Local { dest: "out".into(), split: None })]
     #[case("out/dir", Output::Local { dest: "out/dir".into(), split: None })]
@@ -722,10 +715,6 @@ mod name_tests {
     #[case(
         "type=image,oci-mediatypes=maybe",
         "oci-mediatypes=maybe: expected true or false"
-    )]
-    #[case(
-        "type=docker,oci-mediatypes=true",
-        "oci-mediatypes=true is not supported yet without dest="
     )]
     #[case(
         "type=image,compression=estargz",

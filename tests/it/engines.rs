@@ -3,7 +3,9 @@
 //! into a fake Docker engine on a unix socket that answers `/_ping`, `/info` (with or
 //! without the containerd image store) and `/images/load`, the archive it receives judged
 //! by skopeo and tar. The classic path against a real dockerd 20.10 is
-//! `export::load_puts_the_host_platform_under_the_tag_and_others_under_suffixed_tags`.
+//! `export::load_puts_the_host_platform_under_the_tag_and_others_under_suffixed_tags`, and
+//! with `oci-mediatypes=true` (the OCI-typed archive, `docker run` of the host platform)
+//! `load_with_oci_media_types_into_dockerd_runs_the_host_platform`.
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
@@ -517,4 +519,75 @@ fn load_sends_the_whole_index_to_an_engine_with_the_containerd_image_store() {
             );
         }
     }
+}
+
+/// `-o type=docker,oci-mediatypes=true` without `dest` (a load, as `--load` with that key)
+/// into a private dockerd 20.10 (a classic store): the OCI-typed docker archive is loaded,
+/// the host's platform under the tag and arm64 under `tag-arm64` with the same note as the
+/// docker-typed load, `docker image inspect` shows each with its architecture and `docker
+/// run` of the tag prints what the host platform's RUN step wrote.
+#[test]
+fn load_with_oci_media_types_into_dockerd_runs_the_host_platform() {
+    if !util::require(&[
+        Need::Root,
+        Need::Fixtures,
+        Need::Binfmt("aarch64"),
+        Need::Program("dockerd"),
+        Need::Program("docker"),
+    ]) {
+        return;
+    }
+    if xbuild::platform::host() != xbuild::platform::Platform::parse("linux/amd64").unwrap() {
+        eprintln!("skipped: the expectations are written for an amd64 host");
+        return;
+    }
+    let home = util::temp_dir();
+    let daemon_dir = home.path().join("dockerd");
+    std::fs::create_dir_all(&daemon_dir).unwrap();
+    let Some(daemon) = util::Dockerd::start(&daemon_dir) else {
+        let log = std::fs::read_to_string(daemon_dir.join("dockerd.err")).unwrap_or_default();
+        panic!("dockerd did not start:\n{log}");
+    };
+    crate::build::store_with_fixtures(home.path());
+    let ctx = context(home.path());
+    let output = util::xbuild(home.path())
+        .current_dir(&ctx)
+        .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
+        .args(["build", "--progress", "plain"])
+        .args(["--platform", "linux/amd64,linux/arm64"])
+        .args(["-t", "xbuild-test/ocild:1"])
+        .args(["-o", "type=docker,oci-mediatypes=true", "."])
+        .output()
+        .unwrap();
+    checked(&output, "xbuild build -o type=docker,oci-mediatypes=true");
+    let stderr = util::stderr(&output);
+    assert!(
+        stderr.contains(
+            "linux/amd64 is loaded as xbuild-test/ocild:1, the others as xbuild-test/ocild:1-arm64"
+        ),
+        "{stderr}"
+    );
+    for (tag, arch) in [
+        ("xbuild-test/ocild:1", "amd64"),
+        ("xbuild-test/ocild:1-arm64", "arm64"),
+    ] {
+        let inspected = checked(
+            &daemon
+                .docker()
+                .args(["image", "inspect", "--format", "{{.Architecture}}", tag])
+                .output()
+                .unwrap(),
+            "docker image inspect",
+        );
+        assert_eq!(inspected.trim(), arch, "{tag}");
+    }
+    let ran = checked(
+        &daemon
+            .docker()
+            .args(["run", "--rm", "--network", "none", "xbuild-test/ocild:1"])
+            .output()
+            .unwrap(),
+        "docker run",
+    );
+    assert_eq!(ran.trim(), "x86_64");
 }

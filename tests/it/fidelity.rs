@@ -211,3 +211,113 @@ RUN --mount=type=cache,id=plain,source=sel,target=/s cat /s/x-$(uname -m) > /sou
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("cache mount source /missing"), "{err}");
 }
+
+/// `RUN --mount=type=cache,from=STAGE` as BuildKit keys and seeds it (`getRefCacheDir`:
+/// the cache of an id over a stage is `id:stage`, made from the whole stage, and `source=`
+/// only selects what the mount shows): two mounts of one id and stage with different
+/// sources share one cache. Each platform's seed stage differs, so each platform has a
+/// cache of its own and the platforms running at once cannot change what the other reads.
+#[test]
+fn cache_mounts_of_one_id_and_stage_share_one_cache_whatever_the_source() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM busybox AS seed
+RUN mkdir -p /data/sub /other && echo "seeded $(uname -m)" > /data/sub/f && echo other > /other/o
+FROM busybox
+RUN --mount=type=cache,id=shared,from=seed,source=/data,target=/cache echo "written by data" > /cache/new
+RUN --mount=type=cache,id=shared,from=seed,source=/other,target=/o cat /o/o > /other-seen
+RUN --mount=type=cache,id=shared,from=seed,target=/all cat /all/data/new > /whole-seen && ls /all/other > /whole-other
+RUN --mount=type=cache,id=shared,from=seed,source=/data/sub,target=/sub cat /sub/f > /sub-seen && ls /sub > /sub-list
+"#,
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "sharedcache:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let rootfs = unpack(dir, "docker.io/library/sharedcache:1", arch);
+        let read = |name: &str| {
+            std::fs::read_to_string(rootfs.join(name))
+                .unwrap_or_else(|error| panic!("{arch}: {name}: {error}"))
+        };
+        // Another source of the same id and stage: the same cache, seeded from the stage.
+        assert_eq!(read("other-seen"), "other\n", "{arch}");
+        // The whole cache: what the first step wrote under /data, and the stage's /other.
+        assert_eq!(read("whole-seen"), "written by data\n", "{arch}");
+        assert_eq!(read("whole-other"), "o\n", "{arch}");
+        // A source below the first one's: the stage's files, nothing more.
+        assert_eq!(read("sub-seen"), format!("seeded {machine}\n"), "{arch}");
+        assert_eq!(read("sub-list"), "f\n", "{arch}");
+        // Nothing of a cache mount reaches the image.
+        for name in ["cache", "o", "all", "sub"] {
+            let path = rootfs.join(name);
+            assert!(
+                std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_none()),
+                "{arch}: {name} has content"
+            );
+        }
+    }
+}
+
+/// A cache mount's `source=` that is a file is mounted as that file, as BuildKit mounts
+/// it: with `from=` (a file of the stage's copy) and without (a file of the cache), and
+/// what a step appends stays in the cache. The plain cache is shared by both platforms, so
+/// each writes names of its own (`$TARGETARCH`): every interleaving gives the same files.
+#[test]
+fn a_cache_mount_source_that_is_a_file_is_mounted_as_that_file() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM busybox AS seed
+RUN mkdir -p /data && echo "seeded $(uname -m)" > /data/f
+FROM busybox
+ARG TARGETARCH
+RUN --mount=type=cache,id=files,from=seed,source=/data/f,target=/file cat /file > /file-seen && echo appended >> /file
+RUN --mount=type=cache,id=files,from=seed,source=data/f,target=/again cat /again > /file-after
+RUN --mount=type=cache,id=plain,target=/c echo "plain $(uname -m)" > /c/p-$TARGETARCH
+RUN --mount=type=cache,id=plain,source=p-${TARGETARCH},target=/p cat /p > /plain-file
+"#,
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "filecache:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let rootfs = unpack(dir, "docker.io/library/filecache:1", arch);
+        let read = |name: &str| {
+            std::fs::read_to_string(rootfs.join(name))
+                .unwrap_or_else(|error| panic!("{arch}: {name}: {error}"))
+        };
+        assert_eq!(read("file-seen"), format!("seeded {machine}\n"), "{arch}");
+        assert_eq!(
+            read("file-after"),
+            format!("seeded {machine}\nappended\n"),
+            "{arch}"
+        );
+        assert_eq!(read("plain-file"), format!("plain {machine}\n"), "{arch}");
+        // Nothing of a cache mount reaches the image.
+        for name in ["file", "again", "p"] {
+            assert!(
+                std::fs::metadata(rootfs.join(name)).map_or(true, |m| m.len() == 0),
+                "{arch}: /{name} has content"
+            );
+        }
+        assert!(
+            std::fs::read_dir(rootfs.join("c")).map_or(true, |mut d| d.next().is_none()),
+            "{arch}: /c has content"
+        );
+    }
+}
