@@ -1242,7 +1242,8 @@ mod tests {
             entry: TarEntry::new(path, kind, 0o755),
             source: None,
         };
-        let cases: Vec<(Vec<FileListEntry>, fn(&DiffError) -> bool)> = vec![
+        type Expected = fn(&DiffError) -> bool;
+        let cases: Vec<(Vec<FileListEntry>, Expected)> = vec![
             (
                 vec![listed("run/act", EntryKind::Directory)],
                 |e| matches!(e, DiffError::MissingParent(p) if p == Path::new("run/act")),
