@@ -5,7 +5,10 @@
 //!
 //! Owns the background thread and the state of each layer's job. One thread, at a lower
 //! CPU priority (nice 10), compressing on a pool of one thread of its own: the steps that
-//! run beside it (a `RUN` under QEMU mostly uses one core) keep the CPU they need. The blob
+//! run beside it (a `RUN` under QEMU mostly uses one core) keep the CPU they need. When the
+//! export has to wait for a running job (the last layers: no step is left to run), the
+//! thread and its pool go back to the normal priority and the pool grows to one thread per
+//! core ([`Eager::claim`]). The blob
 //! is made as [`super::blobs`] makes it (same tar, same compression and level, same bytes:
 //! compression does not depend on the number of threads), its diff_id checked, and recorded
 //! in the store the same way.
@@ -22,8 +25,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -66,6 +69,13 @@ struct Jobs {
     states: Mutex<HashMap<Digest, JobState>>,
     changed: Condvar,
     cancelled: AtomicBool,
+    /// The background thread's compressing threads (made by that thread, at its priority).
+    pool: OnceLock<CompressPool>,
+    /// The background thread's id (0 until it runs).
+    thread: AtomicI32,
+    /// Whether the export has waited for a job: the work left is then on the critical
+    /// path, so the thread and its pool run at the normal priority, on every core.
+    hurried: AtomicBool,
 }
 
 /// The job states stay meaningful after a panic while their lock was held (each update is
@@ -195,6 +205,9 @@ impl Eager {
                 Some(JobState::Ended) | None => {}
             }
         }
+        if !running.is_empty() {
+            self.hurry();
+        }
         while running
             .iter()
             .any(|diff_id| states.get(diff_id) == Some(&JobState::Running))
@@ -204,6 +217,26 @@ impl Eager {
                 .changed
                 .wait(states)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Eager {
+    /// The export waits for a running job: nothing else is left to run beside it, so its
+    /// thread and compressing threads go back to the normal priority and the pool grows to
+    /// the shared pool's size (the job's blocks still queued are compressed on every core).
+    /// Once per build.
+    fn hurry(&self) {
+        if self.jobs.hurried.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let thread = self.jobs.thread.load(Ordering::SeqCst);
+        if thread > 0 {
+            layer::set_thread_niceness(thread, 0);
+        }
+        if let Some(pool) = self.jobs.pool.get() {
+            pool.set_niceness(0);
+            pool.widen(CompressPool::shared().threads());
         }
     }
 }
@@ -243,8 +276,13 @@ fn work(
     compression: Compression,
     sink: &SharedSink,
 ) {
-    lower_priority();
-    let pool = CompressPool::new(1);
+    // SAFETY: gettid takes no arguments and cannot fail.
+    jobs.thread
+        .store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    if !jobs.hurried.load(Ordering::SeqCst) {
+        lower_priority();
+    }
+    let pool = jobs.pool.get_or_init(|| CompressPool::new(1));
     for job in receiver {
         {
             let mut states = lock(&jobs.states);
@@ -262,7 +300,7 @@ fn work(
             emulated: false,
         });
         let started = Instant::now();
-        let result = make(&pool, store, &job, compression);
+        let result = make(pool, store, &job, compression);
         match result {
             Ok(blob) => {
                 if let Some((reused, blocks)) = blob.reused_blocks {

@@ -42,6 +42,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread::JoinHandle;
 
@@ -193,9 +194,14 @@ fn engine_fingerprint(level: u32) -> [u8; 32] {
 
 /// Threads that compress layers: a pool of gzip workers and seats for zstd workers.
 pub struct CompressPool {
-    threads: usize,
+    threads: AtomicUsize,
     jobs: Mutex<Option<mpsc::Sender<GzipJob>>>,
+    /// The queue the gzip threads take blocks from (a thread added by [`Self::widen`]
+    /// takes from it too).
+    receiver: Arc<Mutex<mpsc::Receiver<GzipJob>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The gzip threads' ids, for [`Self::set_niceness`].
+    worker_ids: Arc<Mutex<Vec<libc::pid_t>>>,
     /// zstd worker seats not taken.
     free_seats: Mutex<usize>,
     seat_freed: Condvar,
@@ -205,7 +211,7 @@ impl std::fmt::Debug for CompressPool {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("CompressPool")
-            .field("threads", &self.threads)
+            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
@@ -238,23 +244,58 @@ impl CompressPool {
         let threads = threads.max(1);
         let (sender, receiver) = mpsc::channel::<GzipJob>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let worker_ids = Arc::new(Mutex::new(Vec::new()));
         let workers = (0..threads)
-            .map(|index| {
-                let receiver = Arc::clone(&receiver);
-                std::thread::Builder::new()
-                    .name(format!("xbuild-gzip-{index}"))
-                    .spawn(move || gzip_worker(&receiver))
-            })
-            .filter_map(Result::ok)
+            .filter_map(|index| spawn_gzip_worker(index, &receiver, &worker_ids))
             .collect::<Vec<_>>();
         Self {
             // A thread the system refused is one less worker, not a failure (at least one
             // is needed: without any, gzip blocks would wait forever).
-            threads: workers.len().max(1),
+            threads: AtomicUsize::new(workers.len().max(1)),
             jobs: Mutex::new((!workers.is_empty()).then_some(sender)),
+            receiver,
             workers: Mutex::new(workers),
+            worker_ids,
             free_seats: Mutex::new(threads),
             seat_freed: Condvar::new(),
+        }
+    }
+
+    /// Grows the pool to `threads` compressing threads (nothing when it has as many),
+    /// started from the calling thread (so at its CPU priority). Blocks already queued and
+    /// gzip writers already open use the new threads too; a zstd writer keeps the workers
+    /// it started with (zstd's frame does not change with the count), later ones get the
+    /// new seats.
+    pub fn widen(&self, threads: usize) {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut added = 0;
+        while workers.len() < threads {
+            match spawn_gzip_worker(workers.len(), &self.receiver, &self.worker_ids) {
+                Some(worker) => workers.push(worker),
+                None => break,
+            }
+            added += 1;
+        }
+        drop(workers);
+        if added > 0 {
+            self.threads.fetch_add(added, Ordering::SeqCst);
+            *self.lock_seats() += added;
+            self.seat_freed.notify_all();
+        }
+    }
+
+    /// Sets the nice value of every gzip thread of the pool. Best effort: a system that
+    /// refuses (raising a priority needs `CAP_SYS_NICE`) leaves it as it is.
+    pub fn set_niceness(&self, nice: i32) {
+        let ids = self
+            .worker_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &id in ids.iter() {
+            set_thread_niceness(id, nice);
         }
     }
 
@@ -278,7 +319,7 @@ impl CompressPool {
 
     /// How many threads compress.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.threads.load(Ordering::SeqCst)
     }
 
     /// A writer that compresses what is written to it into `out`; [`Compressor::finish`]
@@ -384,6 +425,40 @@ struct BlockDone {
     /// With a source: the block's key, the sha256 of its compressed bytes, and whether
     /// they came from the source.
     keyed: Option<(BlockKey, [u8; 32], bool)>,
+}
+
+/// Starts gzip thread number `index` on `receiver`, its thread id recorded in `ids`; `None`
+/// when the system refuses a thread.
+fn spawn_gzip_worker(
+    index: usize,
+    receiver: &Arc<Mutex<mpsc::Receiver<GzipJob>>>,
+    ids: &Arc<Mutex<Vec<libc::pid_t>>>,
+) -> Option<JoinHandle<()>> {
+    let receiver = Arc::clone(receiver);
+    let ids = Arc::clone(ids);
+    std::thread::Builder::new()
+        .name(format!("xbuild-gzip-{index}"))
+        .spawn(move || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let id = unsafe { libc::gettid() };
+            ids.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(id);
+            gzip_worker(&receiver);
+        })
+        .ok()
+}
+
+/// Sets the nice value of the thread `id` (Linux: `PRIO_PROCESS` with a thread id is that
+/// thread only). Best effort: a refusal leaves the priority as it is.
+pub fn set_thread_niceness(id: libc::pid_t, nice: i32) {
+    let Ok(id) = libc::id_t::try_from(id) else {
+        return;
+    };
+    // SAFETY: setpriority takes no pointers.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, id, nice);
+    }
 }
 
 /// One gzip thread: compresses blocks until the pool is dropped.
@@ -624,7 +699,7 @@ impl<'p, W: Write> GzipWriter<'p, W> {
             reply,
             spare: Vec::new(),
             crc: Crc::new(),
-            window: (pool.threads * BLOCKS_PER_THREAD + 2) as u64,
+            window: (pool.threads() * BLOCKS_PER_THREAD + 2) as u64,
             broken: false,
             source,
             blocks: GzipBlocks::default(),
@@ -982,6 +1057,37 @@ pub(crate) mod tests {
                     "{compression:?} round trip, {length} bytes"
                 );
             }
+        }
+    }
+
+    /// A pool widened while a layer is being written (the eager compression's hurry) has
+    /// more threads, and gives the same bytes as a pool of that size from the start; so
+    /// does a zstd layer started after the widening. Lowering and raising the threads'
+    /// nice values changes no byte either.
+    #[test]
+    fn a_pool_widened_in_the_middle_of_a_layer_gives_the_same_bytes() {
+        let input = sample(9 * GZIP_BLOCK + 5);
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let reference = compress(&CompressPool::new(3), compression, &input, 1 << 16);
+            let pool = CompressPool::new(1);
+            pool.set_niceness(10);
+            let mut writer = pool.writer(compression, Vec::new()).unwrap();
+            let (first, rest) = input.split_at(4 * GZIP_BLOCK + 3);
+            writer.write_all(first).unwrap();
+            pool.widen(3);
+            pool.set_niceness(0);
+            assert_eq!(pool.threads(), 3);
+            writer.write_all(rest).unwrap();
+            assert!(
+                writer.finish().unwrap() == reference,
+                "{compression:?}, widened while writing"
+            );
+            assert!(
+                compress(&pool, compression, &input, 1000) == reference,
+                "{compression:?}, after widening"
+            );
+            pool.widen(2);
+            assert_eq!(pool.threads(), 3, "widening never shrinks");
         }
     }
 

@@ -34,7 +34,7 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use crate::oci::{Digester, ImageLayout, LayoutError};
 
 pub use apply::{ApplyError, ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
-pub use compress::CompressPool;
+pub use compress::{CompressPool, set_thread_niceness};
 pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
 pub use tar::{EntryKind, TarEntry, TarWriter};
 
