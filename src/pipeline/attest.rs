@@ -117,6 +117,7 @@ pub(crate) fn attach(
                 let scan = match &extra.root {
                     ExtraRoot::Layers(layers) => sbom::scan(&Root::Layers(layers)),
                     ExtraRoot::Dir(dir) => sbom::scan(&Root::Dir(dir)),
+                    ExtraRoot::Scanned(scan) => Ok(scan.as_ref().clone()),
                 }
                 .map_err(|error| BuildError::Attest(error.into()))?;
                 let name = format!("{document_name}/sbom-{}", extra.name);
