@@ -831,6 +831,60 @@ mod tests {
         ));
     }
 
+    /// A request asking for stage SBOMs goes as v5, which a v4 reader refuses naming
+    /// both versions; a node reads both; the scans survive the trip.
+    #[test]
+    fn stage_sboms_need_a_v5_request_and_come_back_whole() {
+        let request: NodeRequest = serde_json::from_str(
+            r#"{"dockerfile":[],"platforms":[],"build_args":{},"target_stage":null,
+            "no_cache":false,"pull":false,"network_none":false,"allow_insecure":false,
+            "compression":"gzip","source_date_epoch":null,"secrets":{},"check_arch":"warn",
+            "push_to":null,"context_root":{"mode":493,"uid":0,"gid":0,"mtime":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.magic(), REQUEST_MAGIC);
+        let asking = NodeRequest {
+            sbom_stages: Some(crate::executor::StageScan::Every),
+            ..request
+        };
+        assert_eq!(asking.magic(), REQUEST_MAGIC_V5);
+        let mut bytes = Vec::new();
+        write_document(&mut bytes, asking.magic(), &asking).unwrap();
+        let error = read_document::<NodeRequest>(&mut bytes.as_slice(), REQUEST_MAGIC).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("xbuild-node-request-v4")
+                && message.contains("xbuild-node-request-v5"),
+            "{message}"
+        );
+        let (magic, back): (_, NodeRequest) =
+            read_document_of(&mut bytes.as_slice(), &[REQUEST_MAGIC, REQUEST_MAGIC_V5]).unwrap();
+        assert_eq!((magic, back), (REQUEST_MAGIC_V5, asking));
+        let scan = crate::sbom::Scan {
+            packages: vec![crate::sbom::Package {
+                ecosystem: crate::sbom::Ecosystem::Deb,
+                name: "dpkg".to_owned(),
+                version: "1.21.22".to_owned(),
+                arch: Some("arm64".to_owned()),
+                purl: "pkg:deb/debian/dpkg@1.21.22?arch=arm64".to_owned(),
+                supplier: None,
+                source: None,
+                evidence: vec!["/var/lib/dpkg/status".to_owned()],
+            }],
+            ..Default::default()
+        };
+        let stages = vec![(
+            Platform::parse("linux/arm64").unwrap(),
+            vec![StageSbom {
+                name: "build".to_owned(),
+                scan,
+            }],
+        )];
+        let wire = serde_json::to_string(&stages).unwrap();
+        let back: Vec<(Platform, Vec<StageSbom>)> = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, stages);
+    }
+
     #[test]
     fn documents_round_trip_and_a_wrong_magic_is_named() {
         let mut bytes = Vec::new();

@@ -22,6 +22,9 @@
 //! (`/tmp/xbuild-ssh-*.sock`, nothing else is accepted), removed when the build is done.
 //! The client's registry credentials are kept in this process's memory
 //! ([`crate::registry::forward_credentials`]), before the node's own configuration.
+//! A request for stage SBOMs ([`NodeRequest::sbom_stages`]) has the build find the stages
+//! they scan; each is scanned here and the scans go back in the reply (the context is
+//! scanned on the build's side, where it is).
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;

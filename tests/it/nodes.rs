@@ -1127,7 +1127,7 @@ fn a_node_scans_its_stages_for_extra_sboms() {
     assert!(
         stderr
             .lines()
-            .any(|line| line.contains("[node arm0] [linux/arm64") && line.contains("RUN")),
+            .any(|line| line.contains("[node arm0] [build 2/2] RUN")),
         "the stage was not built on the node:\n{stderr}"
     );
     let (sent, with_scan) = ssh_traffic(&stderr, "arm0");
