@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
             whiteouts,
             allow_devices: false,
             set_owners: false,
+            exact: false,
         };
         let _ = apply_layer(data, &target, &options);
         let outside: Vec<_> = std::fs::read_dir(sandbox.path())

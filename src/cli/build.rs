@@ -298,7 +298,8 @@ impl BuildArgs {
             }
         };
         let specs = self.output_specs()?;
-        let (compression, force_compression) = self.layer_compression(&specs)?;
+        let sets = self.layer_sets(&specs, &self.planned_outputs()?)?;
+        let (compression, force_compression) = sets.compressions[0];
         let build_args = super::debug::parse_build_args(&self.build_args);
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
             // BuildKit's `context`: the time of a URL context, set when it is fetched
@@ -412,6 +413,7 @@ impl BuildArgs {
                 pids_limit_required,
                 compression,
                 force_compression,
+                more_compressions: sets.compressions[1..].to_vec(),
                 source_date_epoch,
                 secrets,
                 sink: Arc::from(super::progress::sink(mode)),
@@ -427,6 +429,7 @@ impl BuildArgs {
             },
             tags: self.tags.clone(),
             outputs,
+            output_sets: sets.output_sets.clone(),
             builder,
             fallback: self.fallback.into(),
             checks: true,
@@ -453,15 +456,31 @@ impl BuildArgs {
         };
         let report = &result.report;
         print_report_warnings(report);
+        // With several sets (outputs of different compressions), buildx's metadata, image
+        // id and printed digest are the last image output's: BuildKit merges its
+        // exporters' responses in order, a later one's keys replacing an earlier one's.
+        let last = request
+            .outputs
+            .iter()
+            .zip(&request.output_sets)
+            .rfind(|(output, _)| !matches!(output, Output::Local { .. } | Output::Tar { .. }))
+            .map_or(0, |(_, set)| *set);
+        let built = report.set(last).unwrap_or(&report.built);
         if let Some(path) = &self.metadata_file {
             let store = Store::open_default().exit_kind(ExitKind::Failed)?;
-            export::write_metadata_file(path, &store, &report.built, &result.exported)?;
+            export::write_metadata_file(path, &store, built, &result.exported)?;
         }
-        let extra_names = self.name_extra(&specs, &report.built)?;
+        let spec_sets: Vec<usize> = self
+            .planned_outputs()?
+            .iter()
+            .zip(&request.output_sets)
+            .filter_map(|((_, from), set)| from.map(|_| *set))
+            .collect();
+        let extra_names = self.name_extra(&specs, &spec_sets, report)?;
         if let Some(path) = &self.iidfile {
-            export::write_iidfile(path, &report.built)?;
+            export::write_iidfile(path, built)?;
         }
-        let digest = report.built.result().digest().to_string();
+        let digest = built.result().digest().to_string();
         if self.quiet {
             output::stdout(&digest);
             return Ok(());
@@ -625,45 +644,82 @@ impl BuildArgs {
             .collect()
     }
 
-    /// The one compression (algorithm and level) of the image's layers, and whether it is
-    /// forced on the base images' layers: `--compression`, each `-o`'s `compression=`,
-    /// `compression-level=` and `force-compression=` (gzip at level 6, not forced, when
-    /// none is given). Different ones among the outputs are refused (not supported yet);
-    /// a `--cache-to` with its own compression keys gets its layers at those (see
+    /// The layer compressions (algorithm and level, and whether base layers are forced to
+    /// it) of the build's sets of manifests, and the set each output writes. An `-o` that
+    /// writes layers (`image`, `registry`, `oci`, `docker` with `oci-mediatypes=true`,
+    /// or any with `compression*` keys) and `--push` ask for their
+    /// own keys, else `--compression`, else gzip at level 6 (as each BuildKit exporter);
+    /// the others (`local`, `tar`, `containerd`, `--load`, the store's names beside it)
+    /// write the first set. One set per distinct compression, in the order the outputs
+    /// ask for them: the common case of one compression makes one. A `--cache-to` with its
+    /// own compression keys gets its layers at those (see
     /// `executor::assemble::export_cache`).
-    fn layer_compression(
+    fn layer_sets(
         &self,
         specs: &[export::OutputSpec],
-    ) -> anyhow::Result<(Compression, bool)> {
-        let mut chosen: Vec<(String, Compression, bool)> = Vec::new();
-        if let Some(name) = &self.compression {
-            let compression = Compression::parse(name).ok_or_else(|| {
-                Failure::bad_input(format_args!(
-                    "--compression={name}: use gzip, zstd or uncompressed"
-                ))
-            })?;
-            chosen.push((format!("--compression={name}"), compression, false));
-        }
-        for (text, spec) in self.output.iter().zip(specs) {
-            if let Some(compression) = spec.compression {
-                chosen.push((format!("-o {text}"), compression, spec.force_compression));
+        planned: &[(Output, Option<usize>)],
+    ) -> anyhow::Result<LayerSets> {
+        let default = match &self.compression {
+            Some(name) => (
+                Compression::parse(name).ok_or_else(|| {
+                    Failure::bad_input(format_args!(
+                        "--compression={name}: use gzip, zstd or uncompressed"
+                    ))
+                })?,
+                false,
+            ),
+            None => (Compression::default(), false),
+        };
+        let mut default_used = planned.is_empty();
+        let wants: Vec<Option<(Compression, bool)>> = planned
+            .iter()
+            .map(|(output, from)| {
+                let spec = from.and_then(|index| specs.get(index));
+                if let Some(compression) = spec.and_then(|spec| spec.compression) {
+                    return Some((compression, spec.is_some_and(|spec| spec.force_compression)));
+                }
+                let writes_layers = match output {
+                    Output::Registry { .. } | Output::Oci { .. } => true,
+                    Output::Store { .. } => from.is_some(),
+                    Output::Docker {
+                        oci_media_types, ..
+                    } => *oci_media_types,
+                    _ => false,
+                };
+                default_used |= writes_layers;
+                writes_layers.then_some(default)
+            })
+            .collect();
+        let mut compressions: Vec<(Compression, bool)> = Vec::new();
+        for want in wants.iter().flatten() {
+            if !compressions.contains(want) {
+                compressions.push(*want);
             }
         }
-        if let Some((first, compression, forced)) = chosen.first() {
-            if let Some((other, _, _)) = chosen
-                .iter()
-                .find(|(_, c, f)| c != compression || f != forced)
-            {
+        if let Some(name) = &self.compression {
+            // Outputs that write layers and each name another compression.
+            if !default_used && !compressions.is_empty() && !compressions.contains(&default) {
                 return Err(Failure::bad_input(format_args!(
-                    "{first} and {other} ask for different layer compressions (algorithm, compression-level or force-compression): not supported yet (the outputs of one build share one layer compression; give the same one to each output, a --cache-to may have its own)"
+                    "--compression={name}: no output takes it (each -o that writes layers names \
+                     its own compression=); drop it, or a compression= key"
                 ))
                 .into());
             }
         }
-        Ok(chosen
-            .first()
-            .map(|(_, compression, forced)| (*compression, *forced))
-            .unwrap_or_default())
+        if compressions.is_empty() {
+            compressions.push(default);
+        }
+        let output_sets = wants
+            .iter()
+            .map(|want| {
+                want.and_then(|want| compressions.iter().position(|chosen| *chosen == want))
+                    .unwrap_or(0)
+            })
+            .collect();
+        Ok(LayerSets {
+            compressions,
+            output_sets,
+        })
     }
 
     /// `--annotation` values and the `annotation*` keys of each `-o`, with how each was
@@ -690,30 +746,38 @@ impl BuildArgs {
 
     /// The names `name-canonical=true` (`NAME@DIGEST` for each name) and
     /// `dangling-name-prefix=PREFIX` (`PREFIX@DIGEST` when there is no name) give the result
-    /// in the store, as BuildKit's image exporter does; returns them for the report.
+    /// in the store, as BuildKit's image exporter does, each `-o` its own set's
+    /// (`spec_sets`: the set of each spec); returns them for the report.
     fn name_extra(
         &self,
         specs: &[export::OutputSpec],
-        built: &crate::executor::Built,
+        spec_sets: &[usize],
+        report: &BuildReport,
     ) -> anyhow::Result<Vec<String>> {
-        let result = built.result();
         let mut names = Vec::new();
-        for spec in specs {
+        for (index, spec) in specs.iter().enumerate() {
+            // Each output's own set of manifests (its layer compression).
+            let set = spec_sets.get(index).copied().unwrap_or(0);
+            let result = report.set(set).unwrap_or(&report.built).result();
             if spec.name_canonical {
                 for tag in &self.tags {
                     if let Ok(reference) = crate::registry::ImageRef::parse(tag) {
                         if reference.digest().is_none() {
-                            names.push(reference.with_digest(result.digest().clone()));
+                            names.push((
+                                reference.with_digest(result.digest().clone()),
+                                result.clone(),
+                            ));
                         }
                     }
                 }
             }
             if let (Some(prefix), true) = (&spec.dangling_name_prefix, self.tags.is_empty()) {
                 let text = format!("{prefix}@{}", result.digest());
-                names.push(
+                names.push((
                     crate::registry::ImageRef::parse(&text)
                         .map_err(|error| Failure::bad_input(format_args!("{text}: {error}")))?,
-                );
+                    result.clone(),
+                ));
             }
         }
         if names.is_empty() {
@@ -721,9 +785,9 @@ impl BuildArgs {
         }
         let store = Store::open_default().exit_kind(ExitKind::Failed)?;
         let mut written = Vec::new();
-        for reference in names {
+        for (reference, result) in names {
             let name = reference.store_name();
-            store.set_ref(&name, result).exit_kind(ExitKind::Failed)?;
+            store.set_ref(&name, &result).exit_kind(ExitKind::Failed)?;
             let shown = crate::store::display_ref(&name).to_string();
             if !written.contains(&shown) {
                 written.push(shown);
@@ -734,22 +798,33 @@ impl BuildArgs {
 
     /// The outputs the flags ask for: `-o` specs, `--push`, `--load`; none means the store.
     fn outputs(&self) -> anyhow::Result<Vec<Output>> {
-        let mut outputs: Vec<Output> = self
+        Ok(self
+            .planned_outputs()?
+            .into_iter()
+            .map(|(output, _)| output)
+            .collect())
+    }
+
+    /// As [`Self::outputs`], each with where it comes from: `Some(i)` the `i`-th `-o`,
+    /// `None` one `--push` or `--load` adds.
+    fn planned_outputs(&self) -> anyhow::Result<Vec<(Output, Option<usize>)>> {
+        let mut outputs: Vec<(Output, Option<usize>)> = self
             .output_specs()?
             .into_iter()
-            .map(|spec| spec.output)
+            .enumerate()
+            .map(|(index, spec)| (spec.output, Some(index)))
             .collect();
         if self.push
             && !outputs
                 .iter()
-                .any(|output| matches!(output, Output::Registry { .. }))
+                .any(|(output, _)| matches!(output, Output::Registry { .. }))
         {
-            outputs.push(Output::push(false));
+            outputs.push((Output::push(false), None));
         }
         if self.tags.is_empty()
             && outputs
                 .iter()
-                .any(|output| matches!(output, Output::Registry { .. }))
+                .any(|(output, _)| matches!(output, Output::Registry { .. }))
         {
             // Checked before building, not after minutes of work.
             return Err(Failure::bad_input(
@@ -760,20 +835,31 @@ impl BuildArgs {
         if self.load
             && !outputs
                 .iter()
-                .any(|output| matches!(output, Output::Docker { dest: None, .. }))
+                .any(|(output, _)| matches!(output, Output::Docker { dest: None, .. }))
         {
-            outputs.push(Output::Docker {
-                dest: None,
-                oci_media_types: false,
-            });
+            outputs.push((
+                Output::Docker {
+                    dest: None,
+                    oci_media_types: false,
+                },
+                None,
+            ));
         }
         // `--load` alone also names the result in the local store (a push names it there
         // already), so `xbuild run TAG` works after `--load` as after a plain build.
         if self.load && outputs.len() == 1 && !self.tags.is_empty() {
-            outputs.insert(0, Output::STORE);
+            outputs.insert(0, (Output::STORE, None));
         }
         Ok(outputs)
     }
+}
+
+/// The layer compressions of a build's sets of manifests, and the set each output writes.
+struct LayerSets {
+    /// The build's own (set 0), then one per other compression the outputs ask for.
+    compressions: Vec<(Compression, bool)>,
+    /// For each output (as `BuildArgs::outputs` lists them), the index of its set.
+    output_sets: Vec<usize>,
 }
 
 /// One `--attest` spec, parsed.
@@ -1147,6 +1233,88 @@ fn print_report_warnings(report: &BuildReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `xbuild build`'s arguments alone.
+    #[derive(Debug, clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    /// The compressions of the sets, and each output's set.
+    type Sets = (Vec<(Compression, bool)>, Vec<usize>);
+
+    /// The layer sets `xbuild build ARGS .` asks for.
+    fn sets_of(args: &[&str]) -> Result<Sets, String> {
+        use clap::Parser;
+        let line = ["xbuild"].iter().chain(args).chain(&["."]);
+        let build = Line::try_parse_from(line).map_err(|e| e.to_string())?.build;
+        let specs = build.output_specs().map_err(|e| e.to_string())?;
+        let planned = build.planned_outputs().map_err(|e| e.to_string())?;
+        let sets = build
+            .layer_sets(&specs, &planned)
+            .map_err(|e| e.to_string())?;
+        Ok((sets.compressions, sets.output_sets))
+    }
+
+    #[test]
+    fn each_distinct_output_compression_is_a_set() {
+        let gzip = (Compression::default(), false);
+        let zstd = (Compression::parse("zstd").unwrap(), false);
+        assert_eq!(sets_of(&[]), Ok((vec![gzip], vec![])));
+        assert_eq!(
+            sets_of(&[
+                "-o",
+                "type=oci,dest=a,compression=zstd",
+                "-o",
+                "type=oci,dest=b",
+                "-o",
+                "type=oci,dest=c,compression=zstd",
+            ]),
+            Ok((vec![zstd, gzip], vec![0, 1, 0]))
+        );
+        // --push (no compression key: gzip) beside a zstd archive; --load takes the first.
+        assert_eq!(
+            sets_of(&[
+                "-t",
+                "reg.example/app:1",
+                "-o",
+                "type=oci,dest=a,compression=zstd",
+                "--push",
+                "--load",
+            ]),
+            Ok((vec![zstd, gzip], vec![0, 1, 0]))
+        );
+        // A level or force-compression of its own is another set.
+        let (sets, outputs) = sets_of(&[
+            "-o",
+            "type=oci,dest=a,compression=gzip,compression-level=9",
+            "-o",
+            "type=oci,dest=b,compression=gzip",
+            "-o",
+            "type=oci,dest=c,compression=gzip,force-compression=true",
+        ])
+        .unwrap();
+        assert_eq!(sets.len(), 3, "{sets:?}");
+        assert_eq!(outputs, vec![0, 1, 2]);
+        // --compression: the default of the outputs without a key; files only: the image's.
+        assert_eq!(
+            sets_of(&["--compression", "zstd", "-o", "type=oci,dest=a"]),
+            Ok((vec![zstd], vec![0]))
+        );
+        assert_eq!(
+            sets_of(&["--compression", "zstd", "-o", "type=local,dest=d"]),
+            Ok((vec![zstd], vec![0]))
+        );
+        let refused = sets_of(&[
+            "--compression",
+            "uncompressed",
+            "-o",
+            "type=oci,dest=a,compression=zstd",
+        ])
+        .unwrap_err();
+        assert!(refused.contains("no output takes it"), "{refused}");
+    }
 
     fn parsed(spec: &str) -> Result<AttestSpec, String> {
         parse_attest("--attest", spec).map_err(|error| error.to_string())

@@ -315,6 +315,11 @@ impl DuArgs {
                 "xbuild prune --filter type=exec.cachemount",
             ),
             row(
+                "Gzip block maps",
+                usage.block_maps,
+                "xbuild prune (with their blobs)",
+            ),
+            row(
                 "Temporary files",
                 (0, usage.tmp_bytes),
                 "xbuild prune --keep-cache",

@@ -59,12 +59,13 @@ impl CheckArgs {
         };
         let report = store.check(cleanup)?;
         output::stdout(format!(
-            "checked {} blobs ({}), {} images, {} cache records, {} snapshots",
+            "checked {} blobs ({}), {} images, {} cache records, {} snapshots, {} block maps",
             report.blobs_verified,
             human_size(report.bytes_verified),
             report.images,
             report.cache_records,
-            report.snapshots
+            report.snapshots,
+            report.block_maps
         ));
         if report.referrers > 0 {
             output::stdout(format!(

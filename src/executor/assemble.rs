@@ -1,6 +1,7 @@
 //! What the build hands on: each target's image (config and manifest) and the index over
-//! them, as a [`Built`] for the exporter; and the cache records `--cache-to` exports. The
-//! layers kept as snapshots are compressed here, all the images' at once.
+//! them, as a [`Built`] for the exporter, one per layer compression the outputs ask for
+//! (the same configs); and the cache records `--cache-to` exports. The layers kept as
+//! snapshots are compressed here, all the images' at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,13 +56,17 @@ impl Built {
     }
 }
 
-/// Writes each target's config and manifest, and the index over them.
+/// Writes each target's config, and for each layer compression of the build (its own,
+/// then each of [`BuildOptions::more_compressions`](super::BuildOptions)) one set of
+/// manifests and the index over them: the first [`Built`] is the build's compression's,
+/// the others follow in that order. The configs are the same in every set (the layers'
+/// diff_ids do not change with their compression; an inline cache names the first set's
+/// blobs).
 pub(crate) fn images(
     services: &Services<'_>,
     graph: &BuildGraph,
     results: &Results,
-) -> Result<Built, ExecutorError> {
-    let mut images = Vec::new();
+) -> Result<Vec<Built>, ExecutorError> {
     let mut seen: HashMap<&Platform, ()> = HashMap::new();
     let mut targets = Vec::new();
     for target in &graph.images {
@@ -76,113 +81,134 @@ pub(crate) fn images(
         };
         targets.push((target, done));
     }
-    // The images' layers kept as snapshots are compressed now, all at once.
-    let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
     let options = services.options;
-    let states = ensure_blobs(
-        services,
-        &states,
-        options.compression,
-        options.force_compression,
-    )?;
-    for ((target, done), state) in targets.into_iter().zip(states) {
-        let mut config = done.state.config.clone();
-        // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
-        // or SOURCE_DATE_EPOCH.
-        let created = match services.options.source_date_epoch {
-            Some(_) => services.created.clone(),
-            None => config
-                .history()
-                .as_ref()
-                .and_then(|history| history.last())
-                .and_then(|entry| entry.created().clone())
-                .unwrap_or_else(|| services.created.clone()),
-        };
-        config.set_created(Some(created));
-        if !services.options.labels.is_empty() {
-            // `--label`: after the Dockerfile's `LABEL`s, which they override (as buildx).
-            let mut inner = config.config().clone().unwrap_or_default();
-            let mut labels = inner.labels().clone().unwrap_or_default();
-            for (key, value) in &services.options.labels {
-                labels.insert(key.clone(), value.clone());
+    let states: Vec<&ImageState> = targets.iter().map(|(_, done)| &done.state).collect();
+    let mut sets = Vec::new();
+    let mut configs: Vec<(Descriptor, Platform)> = Vec::new();
+    let compressions = std::iter::once((options.compression, options.force_compression))
+        .chain(options.more_compressions.iter().copied());
+    for (compression, force) in compressions {
+        // The images' layers kept as snapshots are compressed now, all at once.
+        let states = ensure_blobs(services, &states, compression, force)?;
+        let mut images = Vec::new();
+        for (position, ((target, done), state)) in targets.iter().zip(states).enumerate() {
+            let layers = state.blobs()?;
+            if configs.len() == position {
+                configs.push(config(services, graph, results, target, done, &layers)?);
             }
-            inner.set_labels(Some(labels));
-            config.set_config(Some(inner));
+            let (config_descriptor, config_platform) = &configs[position];
+            let manifest = oci_image::build_manifest(
+                config_descriptor.clone(),
+                layers,
+                Some(annotations(
+                    services,
+                    AnnotationKind::Manifest,
+                    Some(&target.platform),
+                )),
+            );
+            let mut descriptor = services
+                .store
+                .put_manifest(&manifest, Some(config_platform))?;
+            set_annotations(
+                &mut descriptor,
+                annotations(
+                    services,
+                    AnnotationKind::ManifestDescriptor,
+                    Some(&target.platform),
+                ),
+            );
+            images.push(BuiltImage {
+                platform: target.platform.clone(),
+                manifest: descriptor,
+            });
         }
-        let mut value = serde_json::to_value(&config).map_err(|source| ExecutorError::Json {
-            what: "an image config",
-            source,
-        })?;
-        if !done.state.extra.is_empty() {
-            if let Some(object) = value.as_object_mut() {
-                let inner = object
-                    .entry("config")
-                    .or_insert_with(|| serde_json::json!({}));
-                if let Some(inner) = inner.as_object_mut() {
-                    for (field, extra) in &done.state.extra {
-                        inner.insert(field.clone(), extra.clone());
-                    }
+        let mut index = services.store.put_index_annotated(
+            images.iter().map(|image| image.manifest.clone()).collect(),
+            annotations(services, AnnotationKind::Index, None),
+        )?;
+        set_annotations(
+            &mut index,
+            annotations(services, AnnotationKind::IndexDescriptor, None),
+        );
+        sets.push(Built {
+            images,
+            index,
+            explicit_platforms: services.options.explicit_platforms,
+        });
+    }
+    Ok(sets)
+}
+
+/// Writes the config of `target`'s image (its state `done`, its layers `layers` at the
+/// build's own compression) and returns its descriptor and the platform it names.
+fn config(
+    services: &Services<'_>,
+    graph: &BuildGraph,
+    results: &Results,
+    target: &crate::plan::TargetImage,
+    done: &Done,
+    layers: &[Descriptor],
+) -> Result<(Descriptor, Platform), ExecutorError> {
+    let options = services.options;
+    let mut config = done.state.config.clone();
+    // As BuildKit: the time of the last step (so a fully cached rebuild is identical),
+    // or SOURCE_DATE_EPOCH.
+    let created = match options.source_date_epoch {
+        Some(_) => services.created.clone(),
+        None => config
+            .history()
+            .as_ref()
+            .and_then(|history| history.last())
+            .and_then(|entry| entry.created().clone())
+            .unwrap_or_else(|| services.created.clone()),
+    };
+    config.set_created(Some(created));
+    if !options.labels.is_empty() {
+        // `--label`: after the Dockerfile's `LABEL`s, which they override (as buildx).
+        let mut inner = config.config().clone().unwrap_or_default();
+        let mut labels = inner.labels().clone().unwrap_or_default();
+        for (key, value) in &options.labels {
+            labels.insert(key.clone(), value.clone());
+        }
+        inner.set_labels(Some(labels));
+        config.set_config(Some(inner));
+    }
+    let mut value = serde_json::to_value(&config).map_err(|source| ExecutorError::Json {
+        what: "an image config",
+        source,
+    })?;
+    if !done.state.extra.is_empty() {
+        if let Some(object) = value.as_object_mut() {
+            let inner = object
+                .entry("config")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(inner) = inner.as_object_mut() {
+                for (field, extra) in &done.state.extra {
+                    inner.insert(field.clone(), extra.clone());
                 }
             }
         }
-        let layers = state.blobs()?;
-        if services.options.cache.inline {
-            // `--cache-to type=inline`: the records of the image's own steps (mode=min).
-            let records = step_records(
-                services,
-                graph,
-                results,
-                chain(graph, target.vertex),
-                false,
-                (options.compression, options.force_compression),
-            )?;
-            if let (Some(object), Some(inline)) = (
-                value.as_object_mut(),
-                cache::inline::encode(&records, &layers),
-            ) {
-                object.insert(cache::inline::CONFIG_KEY.to_owned(), inline);
-            }
-        }
-        let config_descriptor =
-            oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
-        let manifest = oci_image::build_manifest(
-            config_descriptor,
-            layers,
-            Some(annotations(
-                services,
-                AnnotationKind::Manifest,
-                Some(&target.platform),
-            )),
-        );
-        let mut descriptor = services
-            .store
-            .put_manifest(&manifest, Some(&Platform::of_config(&config)))?;
-        set_annotations(
-            &mut descriptor,
-            annotations(
-                services,
-                AnnotationKind::ManifestDescriptor,
-                Some(&target.platform),
-            ),
-        );
-        images.push(BuiltImage {
-            platform: target.platform.clone(),
-            manifest: descriptor,
-        });
     }
-    let mut index = services.store.put_index_annotated(
-        images.iter().map(|image| image.manifest.clone()).collect(),
-        annotations(services, AnnotationKind::Index, None),
-    )?;
-    set_annotations(
-        &mut index,
-        annotations(services, AnnotationKind::IndexDescriptor, None),
-    );
-    Ok(Built {
-        images,
-        index,
-        explicit_platforms: services.options.explicit_platforms,
-    })
+    if options.cache.inline {
+        // `--cache-to type=inline`: the records of the image's own steps (mode=min).
+        let records = step_records(
+            services,
+            graph,
+            results,
+            chain(graph, target.vertex),
+            false,
+            (options.compression, options.force_compression),
+        )?;
+        if let (Some(object), Some(inline)) = (
+            value.as_object_mut(),
+            cache::inline::encode(&records, layers),
+        ) {
+            object.insert(cache::inline::CONFIG_KEY.to_owned(), inline);
+        }
+    }
+    let descriptor =
+        oci_image::write_json_blob(services.store.layout(), MediaType::ImageConfig, &value)?;
+    Ok((descriptor, Platform::of_config(&config)))
 }
 
 /// The `--annotation`s of `kind` for a manifest of `platform` (`None`: the index's).

@@ -104,6 +104,16 @@ pub(crate) fn ensure_blobs(
         match layer::commit_in_parallel(jobs) {
             Ok(blobs) => {
                 for blob in blobs {
+                    if let Some((reused, blocks)) = blob.reused_blocks {
+                        services.sink.emit(Event::Log {
+                            vertex: id,
+                            stream: crate::progress::Stream::Stdout,
+                            line: format!(
+                                "{}: {reused} of {blocks} gzip blocks reused",
+                                blob.descriptor.digest()
+                            ),
+                        });
+                    }
                     services
                         .store
                         .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;

@@ -58,7 +58,7 @@ use crate::context::{self, ContextEntry};
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::layer::tree::{Node, Stack, Tree, resolve};
-use crate::layer::{self, EntryKind, FileListEntry, TarEntry, TreeKind};
+use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
 use crate::progress::Event;
@@ -218,15 +218,14 @@ fn commit(
     // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
     let clamp = services.options.source_date_epoch;
     let tmp = services.store.snapshot_tmp_dir()?;
-    let (diff_id, _) = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
+    let unpacked = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
         .within(|| format!("{name}: writing the layer's snapshot"))?;
-    // The blob is left for later only when the snapshot's own tar is this one (a file
-    // list's tar is not always: some entries do not come back the same from a tree) and
-    // the snapshot is this step's (one already there may come from a pulled blob, as in
-    // `RUN`); otherwise it is written now from the file list, as before.
-    let (tree_id, _) = layer::tree_diff_id(tmp.path(), TreeKind::OverlayUpper, clamp)
-        .within(|| format!("{name}: hashing the layer's snapshot"))?;
-    if tree_id != diff_id || services.store.snapshot(&diff_id).is_some() {
+    let diff_id = unpacked.diff_id;
+    // The blob is left for later when the snapshot's own tar is this one (unpacked
+    // exactly, as root: the layer module makes it so, no second pass) and the snapshot is
+    // this step's (one already there may come from a pulled blob, as in `RUN`); otherwise
+    // it is written now from the file list.
+    if !unpacked.exact || services.store.snapshot(&diff_id).is_some() {
         let blob = layer::write_file_list_layer(
             services.store.layout(),
             entries,
@@ -739,6 +738,54 @@ pub(crate) fn step(
             entry,
             source: Some(content_file),
         });
+    }
+    // Every entry's parent directories are in the layer, as in a diff of the copy (the
+    // snapshot would have them, made by the unpacking, and the tar not): an archive's
+    // entries can land below a directory of the image reached through its links
+    // (`var/run/x` in `/run/x`). The image's own directories keep their metadata.
+    let parents: Vec<String> = entries
+        .iter()
+        .filter_map(|item| item.entry.path.parent())
+        .filter(|parent| !parent.as_os_str().is_empty() && !listed.contains(*parent))
+        .map(|parent| format!("/{}", parent.to_string_lossy()))
+        .collect();
+    for parent in parents {
+        add_parents(
+            &mut entries,
+            &mut listed,
+            &lowers,
+            &parent,
+            None,
+            mtime_now,
+            true,
+            0o755,
+        );
+    }
+    // What a layer cannot hold is refused before it is written (exit 2).
+    for item in &entries {
+        let path = &item.entry.path;
+        let reserved = path
+            .file_name()
+            .is_some_and(|name| name.as_encoded_bytes().starts_with(b".wh."));
+        let whiteout = matches!(
+            item.entry.kind,
+            EntryKind::CharDevice { major: 0, minor: 0 }
+        );
+        if reserved || whiteout {
+            return Err(ExecutorError::invalid(
+                &file,
+                line,
+                format_args!(
+                    "{text}: /{}: {}",
+                    path.display(),
+                    if reserved {
+                        "a name starting with \".wh.\" cannot be stored in a layer (OCI layers mark deletions with it)"
+                    } else {
+                        "a character device 0/0 cannot be stored in a layer (it is an overlay whiteout)"
+                    }
+                ),
+            ));
+        }
     }
     let created_by = format!(
         "{text} {} # buildkit",

@@ -126,6 +126,11 @@ pub struct BuildOptions {
     /// `force-compression=true`: layers that come with a blob of another algorithm (base
     /// images, imported caches) are converted to `compression` too.
     pub force_compression: bool,
+    /// More layer compressions (each with its `force-compression`), each distinct from
+    /// `compression` and from the others: one more set of manifests and index each
+    /// ([`BuildReport::more_sets`]), for outputs that ask for a compression of their own,
+    /// as BuildKit's exporters each convert the layers to theirs. Empty in the common case.
+    pub more_compressions: Vec<(Compression, bool)>,
     /// `SOURCE_DATE_EPOCH` (environment or build argument): clamps layer mtimes and sets
     /// `created` in configs and history.
     pub source_date_epoch: Option<i64>,
@@ -175,6 +180,9 @@ pub enum CheckArch {
 pub struct BuildReport {
     /// The images and the index, in the store.
     pub built: Built,
+    /// The same images in each of [`BuildOptions::more_compressions`], in that order: the
+    /// same configs, their layers at that compression, their own manifests and index.
+    pub more_sets: Vec<Built>,
     /// Time spent running steps under emulation, per platform (only emulated ones).
     pub emulated: Vec<(Platform, Duration)>,
     /// `RUN` steps run in the sandbox.
@@ -197,6 +205,17 @@ pub struct BuildReport {
     /// What each target's SBOM scans besides its image (`BUILDKIT_SBOM_SCAN_*`); empty
     /// when the build makes no SBOM.
     pub sbom_extras: BTreeMap<Platform, Vec<SbomExtra>>,
+}
+
+impl BuildReport {
+    /// Set `set` of manifests: 0 the build's own compression ([`BuildReport::built`]),
+    /// `n` the `n`-th of [`BuildOptions::more_compressions`]; `None` past the last.
+    pub fn set(&self, set: usize) -> Option<&Built> {
+        match set {
+            0 => Some(&self.built),
+            n => self.more_sets.get(n - 1),
+        }
+    }
 }
 
 /// Runs `graph` (planned from `stages`) with `options`, writing into `store`; registry I/O
@@ -280,7 +299,11 @@ pub fn execute_then(
         }
     }
     services.cache.record_imported_hits()?;
-    let built = assemble::images(&services, graph, &results)?;
+    let mut sets = assemble::images(&services, graph, &results)?.into_iter();
+    let built = sets
+        .next()
+        .ok_or_else(|| ExecutorError::Internal("no set of manifests was written".to_owned()))?;
+    let more_sets: Vec<Built> = sets.collect();
     if !options.cache.to.is_empty() {
         before_cache_export();
     }
@@ -308,6 +331,7 @@ pub fn execute_then(
     let counts = services.counts();
     Ok(BuildReport {
         built,
+        more_sets,
         emulated: counts.emulated.into_iter().collect(),
         steps_run: counts.steps_run,
         cached: counts.cached,

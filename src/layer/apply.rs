@@ -14,6 +14,12 @@
 //!   `trusted.overlay.opaque=y` xattr (needs root).
 //! - [`WhiteoutMode::Merge`]: the target is a flattened root filesystem; whiteouts delete
 //!   what earlier layers put there.
+//!
+//! [`ApplyOptions::exact`] unpacks a tar that must come back unchanged from the tree it
+//! makes (a `COPY` snapshot, whose blob is made from the tree later): nothing is made that
+//! the tar does not list (no parent directory, no whiteout), nothing it lists is left out
+//! or changed (xattrs read back, every mtime set), and an entry a tree would give back
+//! otherwise (a link's mode, a hard link with metadata of its own, a 0/0 device) is refused.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -54,6 +60,10 @@ pub struct ApplyOptions {
     pub allow_devices: bool,
     /// Whether to set owners from the tar (only as root; otherwise files belong to us).
     pub set_owners: bool,
+    /// Whether the target must be exactly what the tar lists, so that its tree gives the
+    /// same tar back (see the module documentation); needs `set_owners`. The target must be
+    /// empty.
+    pub exact: bool,
 }
 
 impl ApplyOptions {
@@ -64,6 +74,7 @@ impl ApplyOptions {
             whiteouts,
             allow_devices: is_root,
             set_owners: is_root,
+            exact: false,
         }
     }
 }
@@ -187,11 +198,21 @@ pub fn apply_layer(
             EntryKind::Hardlink { target } => {
                 let source = state.resolve_link_target(&name, target)?;
                 fs::hard_link(&source, &path).map_err(write("creating the hard link"))?;
+                if state.options.exact {
+                    state.check_hardlink(&name, &path, &entry)?;
+                }
             }
             EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                 if !state.options.allow_devices {
                     return Err(refuse(
                         "device nodes can only be created as root".to_owned(),
+                    ));
+                }
+                if state.options.exact
+                    && matches!(entry.kind, EntryKind::CharDevice { major: 0, minor: 0 })
+                {
+                    return Err(refuse(
+                        "a character device 0/0 (an overlay whiteout in a snapshot)".to_owned(),
                     ));
                 }
                 let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
@@ -227,7 +248,14 @@ pub fn apply_layer(
     }
     // Directory mtimes last: writing their children changed them.
     for (path, mtime) in state.directories.iter().rev() {
-        let _ = set_mtime(path, *mtime);
+        let set = set_mtime(path, *mtime);
+        if state.options.exact {
+            set.map_err(|source| ApplyError::Write {
+                entry: path.display().to_string(),
+                action: "setting the directory's modification time",
+                source,
+            })?;
+        }
     }
     Ok(state.stats)
 }
@@ -290,6 +318,15 @@ impl State {
                         format!("parent {:?} is not a directory", relative),
                     ));
                 }
+                Err(error) if error.kind() == io::ErrorKind::NotFound && self.options.exact => {
+                    return Err(Self::refuse(
+                        entry,
+                        format!(
+                            "its parent directory {:?} is not listed before it (an exact unpacking makes none)",
+                            relative
+                        ),
+                    ));
+                }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&current).map_err(|source| ApplyError::Write {
                         entry: entry.to_owned(),
@@ -332,6 +369,12 @@ impl State {
                 });
             }
         };
+        if self.options.exact {
+            return Err(Self::refuse(
+                entry,
+                "listed twice (an exact unpacking writes each path once)",
+            ));
+        }
         let is_directory_again =
             matches!(kind, EntryKind::Directory) && existing.file_type().is_dir();
         if self.created.contains(relative) && !is_directory_again {
@@ -396,6 +439,12 @@ impl State {
         parents: &[OsString],
         last: &OsStr,
     ) -> Result<(), ApplyError> {
+        if self.options.exact {
+            return Err(Self::refuse(
+                entry,
+                "a whiteout (an exact unpacking holds only what the tar lists)",
+            ));
+        }
         let parent = self.resolve_parent(entry, parents)?;
         let parent_relative: PathBuf = parents.iter().collect();
         let write = |action: &'static str| {
@@ -455,6 +504,35 @@ impl State {
         Ok(())
     }
 
+    /// An exact unpacking's hard link: a tree gives it the metadata of its file (a regular
+    /// file), so the tar must too.
+    fn check_hardlink(
+        &self,
+        entry: &str,
+        path: &Path,
+        tar_entry: &super::read::ReadEntry,
+    ) -> Result<(), ApplyError> {
+        let meta = fs::symlink_metadata(path).map_err(|source| ApplyError::Write {
+            entry: entry.to_owned(),
+            action: "inspecting the hard link",
+            source,
+        })?;
+        let same = meta.file_type().is_file()
+            && meta.mode() & 0o7777 == tar_entry.mode & 0o7777
+            && u64::from(meta.uid()) == tar_entry.uid
+            && u64::from(meta.gid()) == tar_entry.gid
+            && meta.mtime() == tar_entry.mtime
+            && tar_entry.xattrs.is_empty();
+        if same {
+            Ok(())
+        } else {
+            Err(Self::refuse(
+                entry,
+                "a hard link whose metadata is not its file's (or not to a regular file)",
+            ))
+        }
+    }
+
     fn finish_metadata(
         &self,
         entry: &str,
@@ -470,6 +548,15 @@ impl State {
             }
         };
         let is_symlink = matches!(tar_entry.kind, EntryKind::Symlink { .. });
+        if self.options.exact && is_symlink && tar_entry.mode & 0o7777 != 0o777 {
+            return Err(Self::refuse(
+                entry,
+                format!(
+                    "a symlink of mode {:o} (links have mode 777)",
+                    tar_entry.mode & 0o7777
+                ),
+            ));
+        }
         if self.options.set_owners {
             let uid = u32::try_from(tar_entry.uid)
                 .map_err(|_| Self::refuse(entry, "uid out of range"))?;
@@ -488,22 +575,36 @@ impl State {
             .map_err(write("setting the mode"))?;
         }
         for (name, value) in &tar_entry.xattrs {
-            if name.starts_with("trusted.") || name == "security.selinux" {
-                // overlay's own xattrs would let a layer redirect lookups; SELinux labels
-                // belong to the host.
-                continue;
+            // overlay's own xattrs would let a layer redirect lookups; SELinux labels
+            // belong to the host.
+            let skipped = name.starts_with("trusted.")
+                || name == "security.selinux"
+                || (is_symlink && name.starts_with("user."));
+            if skipped && self.options.exact {
+                return Err(Self::refuse(
+                    entry,
+                    format!("the extended attribute {name} (not written)"),
+                ));
             }
-            if is_symlink && name.starts_with("user.") {
+            if skipped {
                 continue;
             }
             if let Err(error) = xattr::set(path, name, value) {
-                if self.options.set_owners {
+                if self.options.set_owners || self.options.exact {
                     return Err(ApplyError::Write {
                         entry: entry.to_owned(),
                         action: "setting an extended attribute",
                         source: error,
                     });
                 }
+            }
+            if self.options.exact
+                && xattr::get(path, name).ok().flatten().as_deref() != Some(value.as_slice())
+            {
+                return Err(Self::refuse(
+                    entry,
+                    format!("the extended attribute {name} reads back changed"),
+                ));
             }
         }
         set_mtime(path, tar_entry.mtime).map_err(write("setting the modification time"))?;

@@ -26,7 +26,18 @@
 //! (plus two) in flight, each [`GZIP_BLOCK`] bytes in and about as much out; a zstd layer
 //! holds a few jobs of [`ZSTD_JOB_SIZE`] per worker.
 //!
-//! Must not: know what it compresses (tars, blobs and the store are the caller's).
+//! **Reusing gzip blocks.** A block's compressed bytes depend only on the level, its
+//! dictionary, its input and whether it is the last block (each is deflated by a new
+//! compressor). A writer given a [`BlockSource`] ([`CompressPool::writer_with_blocks`])
+//! keys every block by a sha256 of exactly that ([`block_key`], with a fingerprint of the
+//! deflate library so that a changed library never matches an old block), asks the source
+//! for the block's compressed bytes before deflating it, and reports every block it wrote
+//! ([`GzipBlocks`]: key, place in the stream, CRC-32, sha256 of the compressed bytes) for
+//! the caller to remember. The output is the same bytes with or without a source: a
+//! source only saves the deflating. The keys are computed on the compressing threads.
+//!
+//! Must not: know what it compresses (tars, blobs and the store are the caller's, and so
+//! is where a [`BlockSource`] finds its bytes).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -35,6 +46,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::thread::JoinHandle;
 
 use flate2::{Compress, Crc, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
 use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer};
 
 use super::{Algorithm, Compression};
@@ -49,6 +61,10 @@ const GZIP_DICTIONARY: usize = 32 * 1024;
 pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// gzip blocks queued or being compressed per thread of the pool, per layer.
 pub const BLOCKS_PER_THREAD: usize = 2;
+/// The most blocks a writer reports in [`GzipBlocks::records`] (8 GiB of input; about
+/// 5 MiB of records): later blocks of a bigger layer are compressed as usual and not
+/// reported, which bounds the memory.
+pub const MAX_RECORDED_BLOCKS: usize = 1 << 16;
 /// The most threads [`CompressPool::shared`] starts, whatever the number of CPUs (memory
 /// grows with it).
 const MAX_SHARED_THREADS: usize = 32;
@@ -68,6 +84,111 @@ fn gzip_header(level: u32) -> [u8; 10] {
         _ => 0,
     };
     header
+}
+
+/// The key of a gzip block: sha256 over what its compressed bytes depend on (see
+/// [`block_key`]).
+pub type BlockKey = [u8; 32];
+
+/// One gzip block a writer wrote, as a [`BlockSource`] needs it to give the same bytes
+/// back later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// The block's key.
+    pub key: BlockKey,
+    /// Where its compressed bytes start in the gzip stream (the header included).
+    pub offset: u64,
+    /// How many compressed bytes it has.
+    pub length: u32,
+    /// How many input bytes it has.
+    pub input_length: u32,
+    /// The CRC-32 of its input.
+    pub crc: u32,
+    /// sha256 of its compressed bytes.
+    pub digest: [u8; 32],
+}
+
+/// Where a gzip writer may find blocks compressed before (the caller's: a store keeps
+/// them in its blobs).
+pub trait BlockSource: Send + Sync {
+    /// Puts into `output` the compressed bytes of the block with `key` (an input of
+    /// `input_length` bytes whose CRC-32 is `crc`) and returns their sha256, when they
+    /// are known and verified; `None` when not (the block is then deflated; `output` may
+    /// have been written to).
+    fn fetch(
+        &self,
+        key: &BlockKey,
+        input_length: usize,
+        crc: u32,
+        output: &mut Vec<u8>,
+    ) -> Option<[u8; 32]>;
+}
+
+/// What a gzip writer given a [`BlockSource`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GzipBlocks {
+    /// The blocks in stream order (the first [`MAX_RECORDED_BLOCKS`]).
+    pub records: Vec<BlockRecord>,
+    /// Blocks written.
+    pub blocks: u64,
+    /// Of those, blocks whose bytes came from the source instead of being deflated.
+    pub reused: u64,
+}
+
+/// The key of a gzip block: sha256 over a format tag, a fingerprint of the deflate library
+/// at `level` (what it makes of a fixed sample: a library that deflates differently gives
+/// other keys), the level, the last-block flag, the dictionary's length, the dictionary
+/// and the input.
+pub fn block_key(level: u32, last: bool, dictionary: &[u8], input: &[u8]) -> BlockKey {
+    let mut hasher = Sha256::new();
+    hasher.update(b"xbuild gzip block 1\0");
+    hasher.update(engine_fingerprint(level));
+    hasher.update([u8::try_from(level).unwrap_or(u8::MAX), u8::from(last)]);
+    hasher.update(
+        u32::try_from(dictionary.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    hasher.update(dictionary);
+    hasher.update(input);
+    hasher.finalize().into()
+}
+
+/// sha256 of what the deflate library makes of a fixed sample at `level` (a middle block
+/// and a last one, with a dictionary): computed once per level and process.
+fn engine_fingerprint(level: u32) -> [u8; 32] {
+    static FINGERPRINTS: [OnceLock<[u8; 32]>; 10] = [const { OnceLock::new() }; 10];
+    let compute = || {
+        let mut sample = Vec::with_capacity(72 * 1024);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        while sample.len() < 72 * 1024 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Words from a small vocabulary, with random bytes now and then: matches near
+            // and far, literals, several block types.
+            let word = state % 61;
+            if word == 0 {
+                sample.extend_from_slice(&state.to_le_bytes());
+            } else {
+                sample.extend_from_slice(format!("w{word} ").as_bytes());
+            }
+        }
+        let (dictionary, input) = sample.split_at(8 * 1024);
+        let mut hasher = Sha256::new();
+        let mut output = Vec::new();
+        for last in [false, true] {
+            match deflate_block(level, dictionary, input, last, &mut output) {
+                Ok(()) => hasher.update(&output),
+                Err(error) => hasher.update(error.to_string()),
+            }
+        }
+        hasher.finalize().into()
+    };
+    match FINGERPRINTS.get(level as usize) {
+        Some(cell) => *cell.get_or_init(compute),
+        None => compute(),
+    }
 }
 
 /// Threads that compress layers: a pool of gzip workers and seats for zstd workers.
@@ -98,12 +219,14 @@ struct GzipJob {
     last: bool,
     output: Vec<u8>,
     reply: mpsc::Sender<GzipDone>,
+    /// Where the block may be found already compressed (and then it is keyed).
+    source: Option<Arc<dyn BlockSource>>,
 }
 
 /// A compressed gzip block, with its buffers given back for the next blocks.
 struct GzipDone {
     index: u64,
-    result: io::Result<Crc>,
+    result: io::Result<BlockDone>,
     input: Vec<u8>,
     dictionary: Vec<u8>,
     output: Vec<u8>,
@@ -168,12 +291,29 @@ impl CompressPool {
         compression: Compression,
         out: W,
     ) -> io::Result<Compressor<'_, W>> {
+        self.writer_with_blocks(compression, out, None)
+    }
+
+    /// As [`Self::writer`]; a gzip writer also looks for each block in `source` before
+    /// deflating it and reports its blocks ([`Compressor::finish_blocks`]). The bytes are
+    /// the same as without a source. zstd and uncompressed writers ignore `source` (they
+    /// have no blocks).
+    ///
+    /// # Errors
+    /// As [`Self::writer`].
+    pub fn writer_with_blocks<W: Write>(
+        &self,
+        compression: Compression,
+        out: W,
+        source: Option<Arc<dyn BlockSource>>,
+    ) -> io::Result<Compressor<'_, W>> {
         let level = compression.level();
         Ok(match compression.algorithm() {
             Algorithm::Gzip => Compressor::Gzip(GzipWriter::new(
                 self,
                 out,
                 u32::try_from(level).unwrap_or(super::GZIP_LEVEL),
+                source,
             )?),
             Algorithm::Zstd => Compressor::Zstd(ZstdWriter::new(self, out, level)?),
             Algorithm::None => Compressor::None(out),
@@ -238,6 +378,14 @@ impl Drop for Seats<'_> {
     }
 }
 
+/// A block compressed (or found).
+struct BlockDone {
+    crc: Crc,
+    /// With a source: the block's key, the sha256 of its compressed bytes, and whether
+    /// they came from the source.
+    keyed: Option<(BlockKey, [u8; 32], bool)>,
+}
+
 /// One gzip thread: compresses blocks until the pool is dropped.
 fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
     loop {
@@ -258,9 +406,17 @@ fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
             last,
             mut output,
             reply,
+            source,
         } = job;
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            deflate_block(level, &dictionary, &input, last, &mut output)
+            compress_block(
+                level,
+                &dictionary,
+                &input,
+                last,
+                source.as_deref(),
+                &mut output,
+            )
         }))
         .unwrap_or_else(|_| Err(io::Error::other("compressing a gzip block panicked")));
         // The layer may have given up (an error elsewhere): nobody to tell then.
@@ -274,9 +430,40 @@ fn gzip_worker(jobs: &Mutex<mpsc::Receiver<GzipJob>>) {
     }
 }
 
+/// One block into `output`: taken from `source` when it has the block's key, else
+/// deflated ([`deflate_block`]); the same bytes either way.
+fn compress_block(
+    level: u32,
+    dictionary: &[u8],
+    input: &[u8],
+    last: bool,
+    source: Option<&dyn BlockSource>,
+    output: &mut Vec<u8>,
+) -> io::Result<BlockDone> {
+    let mut crc = Crc::new();
+    crc.update(input);
+    let Some(source) = source else {
+        deflate_block(level, dictionary, input, last, output)?;
+        return Ok(BlockDone { crc, keyed: None });
+    };
+    let key = block_key(level, last, dictionary, input);
+    if let Some(digest) = source.fetch(&key, input.len(), crc.sum(), output) {
+        return Ok(BlockDone {
+            crc,
+            keyed: Some((key, digest, true)),
+        });
+    }
+    deflate_block(level, dictionary, input, last, output)?;
+    let digest = Sha256::digest(output.as_slice()).into();
+    Ok(BlockDone {
+        crc,
+        keyed: Some((key, digest, false)),
+    })
+}
+
 /// Deflates one block into `output` (raw deflate, cleared first): the dictionary first,
 /// then the block, ended with a sync flush (byte-aligned, not final) or, for the last
-/// block, as the end of the stream. Returns the block's CRC-32.
+/// block, as the end of the stream.
 ///
 /// Each block gets a new compressor. A reset one is not the same: zlib-rs's reset leaves
 /// the previous stream's bytes in the window beyond the new data, where the match finder
@@ -290,7 +477,7 @@ fn deflate_block(
     input: &[u8],
     last: bool,
     output: &mut Vec<u8>,
-) -> io::Result<Crc> {
+) -> io::Result<()> {
     let mut deflate = Compress::new(flate2::Compression::new(level), false);
     if !dictionary.is_empty() {
         deflate
@@ -325,9 +512,7 @@ fn deflate_block(
             }
         }
     }
-    let mut crc = Crc::new();
-    crc.update(input);
-    Ok(crc)
+    Ok(())
 }
 
 /// A stream being compressed into `W` (see [`CompressPool::writer`]).
@@ -346,10 +531,19 @@ impl<W: Write> Compressor<'_, W> {
     /// # Errors
     /// Compression or write failures.
     pub fn finish(self) -> io::Result<W> {
+        Ok(self.finish_blocks()?.0)
+    }
+
+    /// As [`Self::finish`], with the blocks written when this is a gzip writer given a
+    /// [`BlockSource`].
+    ///
+    /// # Errors
+    /// As [`Self::finish`].
+    pub fn finish_blocks(self) -> io::Result<(W, Option<GzipBlocks>)> {
         match self {
-            Self::Gzip(writer) => writer.finish(),
-            Self::Zstd(writer) => writer.finish(),
-            Self::None(out) => Ok(out),
+            Self::Gzip(writer) => writer.finish_blocks(),
+            Self::Zstd(writer) => Ok((writer.finish()?, None)),
+            Self::None(out) => Ok((out, None)),
         }
     }
 }
@@ -399,11 +593,23 @@ pub struct GzipWriter<'p, W: Write> {
     /// has a hole, so every later call fails at once instead of waiting for a block that
     /// will never come back.
     broken: bool,
+    /// Where blocks may be found already compressed.
+    source: Option<Arc<dyn BlockSource>>,
+    /// The blocks written, when there is a source.
+    blocks: GzipBlocks,
+    /// Bytes written to `out` so far (the header included): where the next block starts.
+    offset: u64,
 }
 
 impl<'p, W: Write> GzipWriter<'p, W> {
-    fn new(pool: &'p CompressPool, mut out: W, level: u32) -> io::Result<Self> {
-        out.write_all(&gzip_header(level))?;
+    fn new(
+        pool: &'p CompressPool,
+        mut out: W,
+        level: u32,
+        source: Option<Arc<dyn BlockSource>>,
+    ) -> io::Result<Self> {
+        let header = gzip_header(level);
+        out.write_all(&header)?;
         let (reply, replies) = mpsc::channel();
         Ok(Self {
             pool,
@@ -420,6 +626,9 @@ impl<'p, W: Write> GzipWriter<'p, W> {
             crc: Crc::new(),
             window: (pool.threads * BLOCKS_PER_THREAD + 2) as u64,
             broken: false,
+            source,
+            blocks: GzipBlocks::default(),
+            offset: header.len() as u64,
         })
     }
 
@@ -449,6 +658,7 @@ impl<'p, W: Write> GzipWriter<'p, W> {
             last,
             output,
             reply: self.reply.clone(),
+            source: self.source.clone(),
         }) {
             self.broken = true;
             return Err(error);
@@ -489,9 +699,24 @@ impl<'p, W: Write> GzipWriter<'p, W> {
             self.ready.insert(done.index, done);
         }
         while let Some(done) = self.ready.remove(&self.written) {
-            let crc = done.result?;
+            let BlockDone { crc, keyed } = done.result?;
             self.out.write_all(&done.output)?;
             self.crc.combine(&crc);
+            if let Some((key, digest, reused)) = keyed {
+                self.blocks.blocks += 1;
+                self.blocks.reused += u64::from(reused);
+                if self.blocks.records.len() < MAX_RECORDED_BLOCKS {
+                    self.blocks.records.push(BlockRecord {
+                        key,
+                        offset: self.offset,
+                        length: u32::try_from(done.output.len()).unwrap_or(u32::MAX),
+                        input_length: u32::try_from(done.input.len()).unwrap_or(u32::MAX),
+                        crc: crc.sum(),
+                        digest,
+                    });
+                }
+            }
+            self.offset += done.output.len() as u64;
             self.written += 1;
             let (mut input, mut dictionary, output) = (done.input, done.dictionary, done.output);
             input.clear();
@@ -505,14 +730,24 @@ impl<'p, W: Write> GzipWriter<'p, W> {
     ///
     /// # Errors
     /// Compression or write failures.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        Ok(self.finish_blocks()?.0)
+    }
+
+    /// As [`Self::finish`], with the blocks written when the writer has a
+    /// [`BlockSource`].
+    ///
+    /// # Errors
+    /// As [`Self::finish`].
+    pub fn finish_blocks(mut self) -> io::Result<(W, Option<GzipBlocks>)> {
         self.submit(true)?;
         while self.written < self.submitted {
             self.receive(true)?;
         }
         self.out.write_all(&self.crc.sum().to_le_bytes())?;
         self.out.write_all(&self.crc.amount().to_le_bytes())?;
-        Ok(self.out)
+        let blocks = self.source.is_some().then_some(self.blocks);
+        Ok((self.out, blocks))
     }
 }
 
@@ -621,12 +856,12 @@ fn zstd_error(code: usize) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
     /// Bytes that compress like a mix of text and binary: several blocks' worth.
-    pub(super) fn sample(length: usize) -> Vec<u8> {
+    pub(crate) fn sample(length: usize) -> Vec<u8> {
         let words: [&[u8]; 8] = [
             b"layer ",
             b"digest ",

@@ -63,9 +63,32 @@ pub enum DiffError {
     /// Two entries of a file list name the same path.
     #[error("{0} is listed twice")]
     Duplicate(PathBuf),
-    /// A file list entry has an absolute path or `..`.
+    /// A file list entry has an absolute path or `..`, or names the root itself.
     #[error("{0} is not a relative path inside the image")]
     BadPath(PathBuf),
+    /// A name OCI layers reserve for deletions (`.wh.` first): unpacked, it would be a
+    /// whiteout, not a file.
+    #[error(
+        "{0}: a name starting with \".wh.\" cannot be stored in a layer (OCI layers mark deletions with it)"
+    )]
+    ReservedName(PathBuf),
+    /// A character device 0/0: in a snapshot it is an overlay whiteout, not a device.
+    #[error(
+        "{0}: a character device 0/0 cannot be stored in a layer (in a snapshot it is an overlay whiteout)"
+    )]
+    WhiteoutDevice(PathBuf),
+    /// An entry whose parent directory is not listed (the unpacked snapshot would have a
+    /// directory the tar lacks).
+    #[error("{0}: its parent directory is not listed in the layer")]
+    MissingParent(PathBuf),
+    /// A hard link to a path that is not a regular file of the same list.
+    #[error("{path}: hard link to {target}, which is not a regular file of the layer")]
+    BadHardlink {
+        /// The link.
+        path: PathBuf,
+        /// What it names.
+        target: PathBuf,
+    },
 }
 
 /// xattrs recorded in layers: file capabilities and user attributes (not overlay's own).
@@ -344,28 +367,69 @@ pub struct FileListEntry {
     pub source: Option<PathBuf>,
 }
 
-/// Writes a file list in the fixed order (sorted by path, component by component, so
-/// parents come before children). Parents are not invented: list them.
+/// A file list in the form in which a directory holds it: what [`write_file_list`] writes,
+/// so that the tree of the list unpacked (a `COPY` snapshot) gives back the same tar
+/// ([`write_tree`]) entry for entry. Sorted by path, component by component (parents
+/// before children, as the tree is walked); paths in their canonical bytes (`a//b` is
+/// `a/b`). What a directory cannot hold differently is written as it holds it:
 ///
-/// A symlink is written with mode 0777 whatever its entry says (`COPY --chmod` gives every
-/// listed entry its mode): Linux links have no mode of their own, so 0777 is what the
-/// unpacked snapshot's tree gives back (the blob made later from the snapshot must have
-/// this tar's diff_id), and what BuildKit's layer, a diff of the copied files, holds.
+/// - a symlink has mode 0777 and no xattrs (`COPY --chmod` gives every listed entry its
+///   mode; Linux links have none of their own), which is also what BuildKit's layer, a diff
+///   of the copied files, holds;
+/// - xattrs are those a tree's tar records (`security.capability`, `user.*` but overlay's),
+///   `user.*` only on files and directories (the kernel keeps them nowhere else);
+/// - the names of one hard-linked inode: the first in the list's order is the file (with
+///   the content), the others hard links to it, each with the inode's metadata (the
+///   file's), as the tree's walk finds them; a link may name any of them.
+///
+/// What cannot be held at all is refused: a name starting with `.wh.` (unpacked, a
+/// whiteout), a character device 0/0 (in a snapshot, an overlay whiteout), an entry whose
+/// parent directory is not listed (unpacking would make one the tar lacks: parents are
+/// never invented here), duplicates, paths that are absolute, empty or hold `..`.
 ///
 /// # Errors
-/// Duplicate or non-relative paths, read or write failures.
-pub fn write_file_list<W: Write>(
-    writer: &mut TarWriter<W>,
+/// The refusals above, as [`DiffError`].
+pub fn normalize_file_list(
     mut entries: Vec<FileListEntry>,
-) -> Result<u64, DiffError> {
-    for entry in &entries {
-        let path = &entry.entry.path;
-        if path.is_absolute()
+) -> Result<Vec<FileListEntry>, DiffError> {
+    for item in &mut entries {
+        let path = &item.entry.path;
+        if path.as_os_str().is_empty()
             || path
                 .components()
                 .any(|component| !matches!(component, std::path::Component::Normal(_)))
         {
             return Err(DiffError::BadPath(path.clone()));
+        }
+        let canonical: PathBuf = path.components().collect();
+        if canonical
+            .file_name()
+            .is_some_and(|name| name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+        {
+            return Err(DiffError::ReservedName(canonical));
+        }
+        item.entry.path = canonical;
+        let entry = &mut item.entry;
+        match &mut entry.kind {
+            EntryKind::CharDevice { major: 0, minor: 0 } => {
+                return Err(DiffError::WhiteoutDevice(entry.path.clone()));
+            }
+            EntryKind::Symlink { .. } => {
+                entry.mode = SYMLINK_MODE;
+                entry.xattrs.clear();
+            }
+            EntryKind::Hardlink { target } => {
+                *target = target.components().collect();
+                entry.xattrs.clear();
+            }
+            EntryKind::File { .. } | EntryKind::Directory => {
+                entry
+                    .xattrs
+                    .retain(|name, _| is_recorded_xattr(name.as_bytes()));
+            }
+            EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
+                entry.xattrs.retain(|name, _| name == "security.capability");
+            }
         }
     }
     entries.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
@@ -374,6 +438,107 @@ pub fn write_file_list<W: Write>(
             return Err(DiffError::Duplicate(pair[0].entry.path.clone()));
         }
     }
+    let mut directories = std::collections::HashSet::new();
+    for item in &entries {
+        let path = &item.entry.path;
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            if !directories.contains(parent) {
+                return Err(DiffError::MissingParent(path.clone()));
+            }
+        }
+        if item.entry.kind == EntryKind::Directory {
+            directories.insert(path.clone());
+        }
+    }
+    relink(&mut entries)?;
+    Ok(entries)
+}
+
+/// Rewrites the hard links of a sorted list so that each inode's first name is its file:
+/// see [`normalize_file_list`].
+fn relink(entries: &mut [FileListEntry]) -> Result<(), DiffError> {
+    if !entries
+        .iter()
+        .any(|item| matches!(item.entry.kind, EntryKind::Hardlink { .. }))
+    {
+        return Ok(());
+    }
+    let index: HashMap<PathBuf, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(position, item)| (item.entry.path.clone(), position))
+        .collect();
+    // Each link's file: its target, followed through other links.
+    let mut file_of = vec![None; entries.len()];
+    for position in 0..entries.len() {
+        let mut current = position;
+        let mut steps = 0;
+        while let EntryKind::Hardlink { target } = &entries[current].entry.kind {
+            let bad = || DiffError::BadHardlink {
+                path: entries[position].entry.path.clone(),
+                target: target.clone(),
+            };
+            current = *index.get(target).ok_or_else(bad)?;
+            steps += 1;
+            if steps > entries.len() {
+                return Err(bad());
+            }
+        }
+        if current != position {
+            if !matches!(entries[current].entry.kind, EntryKind::File { .. }) {
+                let target = entries[current].entry.path.clone();
+                return Err(DiffError::BadHardlink {
+                    path: entries[position].entry.path.clone(),
+                    target,
+                });
+            }
+            file_of[position] = Some(current);
+        }
+    }
+    // The names of each file, in list order (a file's own position among them).
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (position, file) in file_of.iter().enumerate() {
+        if let Some(file) = file {
+            groups.entry(*file).or_default().push(position);
+        }
+    }
+    for (file, mut names) in groups {
+        names.push(file);
+        names.sort_unstable();
+        let first = names[0];
+        let first_path = entries[first].entry.path.clone();
+        let content = entries[file].clone();
+        for &name in &names {
+            let item = &mut entries[name];
+            let path = item.entry.path.clone();
+            item.entry = content.entry.clone();
+            item.entry.path = path;
+            if name == first {
+                item.source.clone_from(&content.source);
+            } else {
+                item.entry.kind = EntryKind::Hardlink {
+                    target: first_path.clone(),
+                };
+                item.entry.xattrs.clear();
+                item.source = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file list in the form [`normalize_file_list`] gives it.
+///
+/// # Errors
+/// [`normalize_file_list`]'s refusals, read or write failures.
+pub fn write_file_list<W: Write>(
+    writer: &mut TarWriter<W>,
+    entries: Vec<FileListEntry>,
+) -> Result<u64, DiffError> {
+    let entries = normalize_file_list(entries)?;
     let mut count = 0;
     for item in &entries {
         let result = match (&item.entry.kind, &item.source) {
@@ -387,11 +552,6 @@ pub fn write_file_list<W: Write>(
             }
             (EntryKind::File { size: 0 }, None) => {
                 writer.append(&item.entry, Some(&mut io::empty()))
-            }
-            (EntryKind::Symlink { .. }, _) if item.entry.mode != SYMLINK_MODE => {
-                let mut entry = item.entry.clone();
-                entry.mode = SYMLINK_MODE;
-                writer.append(&entry, None)
             }
             _ => writer.append(&item.entry, None),
         };

@@ -18,6 +18,7 @@
 //! Must not decide what to build; knows nothing of Dockerfiles.
 
 pub mod apply;
+pub mod blocks;
 pub mod compress;
 pub mod diff;
 pub mod read;
@@ -266,6 +267,9 @@ pub struct LayerBlob {
     pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
+    /// For a gzip blob written into a layout with a block cache ([`blocks`]): how many
+    /// of its blocks were copied from earlier blobs, and how many it has.
+    pub reused_blocks: Option<(u64, u64)>,
 }
 
 /// Hashes the tar bytes (the diff_id) on their way to the compressor.
@@ -361,9 +365,18 @@ where
 {
     let blob = layout.blob_writer()?;
     let out = io::BufWriter::with_capacity(CHUNK, blob);
+    let cache = match compression.algorithm() {
+        Algorithm::Gzip => blocks::BlockCache::of_layout(layout),
+        Algorithm::Zstd | Algorithm::None => None,
+    };
     // The tar writer writes small pieces (headers, 8 KiB of file): the compressor gets
     // them gathered.
-    let compressor = pool.writer(compression, out).map_err(LayerError::Write)?;
+    let source = cache
+        .clone()
+        .map(|cache| cache as std::sync::Arc<dyn compress::BlockSource>);
+    let compressor = pool
+        .writer_with_blocks(compression, out, source)
+        .map_err(LayerError::Write)?;
     let mut tar = HashingWriter {
         inner: io::BufWriter::with_capacity(CHUNK, compressor),
         digester: Digester::default(),
@@ -373,19 +386,27 @@ where
         inner: compressor,
         digester,
     } = tar;
-    let blob = compressor
+    let (blob, written) = compressor
         .into_inner()
         .map_err(|error| LayerError::Write(error.into_error()))?
-        .finish()
-        .map_err(LayerError::Write)?
+        .finish_blocks()
+        .map_err(LayerError::Write)?;
+    let blob = blob
         .into_inner()
         .map_err(|error| LayerError::Write(error.into_error()))?;
     let (digest, size) = blob.commit(None)?;
+    // The map only once its blob is in place.
+    if let (Some(cache), Some(written)) = (&cache, &written) {
+        cache
+            .record(layout, &digest, written)
+            .map_err(LayerError::Write)?;
+    }
     let (diff_id, tar_size) = digester.finish();
     Ok(LayerBlob {
         descriptor: Descriptor::new(compression.media_type(), size, digest),
         diff_id,
         tar_size,
+        reused_blocks: written.map(|written| (written.reused, written.blocks)),
     })
 }
 
@@ -447,23 +468,44 @@ pub fn write_file_list_layer(
     })
 }
 
+/// A file list's layer unpacked into its snapshot ([`unpack_file_list_layer`]).
+#[derive(Debug, Clone)]
+pub struct UnpackedList {
+    /// sha256 of the tar.
+    pub diff_id: Digest,
+    /// Size of the tar.
+    pub tar_size: u64,
+    /// Whether the snapshot was unpacked exactly ([`ApplyOptions::exact`], as root), so
+    /// that its tree gives this tar back and the blob may be made from it later. Not as
+    /// root the snapshot's files are ours, not the tar's owners': the blob must be made
+    /// from the list.
+    pub exact: bool,
+}
+
 /// The tar [`write_file_list_layer`] would write, unpacked into the empty directory
 /// `target` in overlay form as it is written (the tar is read once, never stored nor
-/// compressed); returns its diff_id and size. `COPY` keeps its layer as this snapshot, as
-/// `RUN` keeps its upper directory: the blob is made from the snapshot only when an image,
-/// a push or a cache export needs it. The tar is written and hashed on the calling thread
-/// while another thread unpacks it, with a few pieces of [`UNPACK_PIECE`] bytes in
-/// between.
+/// compressed). `COPY` keeps its layer as this snapshot, as `RUN` keeps its upper
+/// directory: the blob is made from the snapshot only when an image, a push or a cache
+/// export needs it. The tar is written and hashed on the calling thread while another
+/// thread unpacks it, with a few pieces of [`UNPACK_PIECE`] bytes in between.
+///
+/// The snapshot's tree gives the same tar back by construction, not by a second pass: the
+/// list is written in the form a directory holds it ([`diff::normalize_file_list`]) and,
+/// as root, unpacked exactly ([`ApplyOptions::exact`]: anything the tree would give back
+/// otherwise is an error, and the unpacker must have written as many entries as the tar
+/// holds).
 ///
 /// # Errors
-/// As [`write_file_list_layer`] for reading the sources; [`LayerError::Unpack`] when
-/// `target` cannot be written (it is then partial: the caller removes it).
+/// As [`write_file_list_layer`] for reading the sources and refusing the list;
+/// [`LayerError::Unpack`] when `target` cannot be written (it is then partial: the caller
+/// removes it).
 pub fn unpack_file_list_layer(
     entries: Vec<FileListEntry>,
     clamp_mtime: Option<i64>,
     target: &Path,
-) -> Result<(Digest, u64), LayerError> {
-    let options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
+) -> Result<UnpackedList, LayerError> {
+    let mut options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
+    options.exact = options.set_owners;
     let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(UNPACK_QUEUE);
     std::thread::scope(|scope| {
         let unpacker =
@@ -476,9 +518,10 @@ pub fn unpack_file_list_layer(
         };
         let written = (|| {
             let mut tar = TarWriter::new(&mut tee, clamp_mtime);
-            diff::write_file_list(&mut tar, entries)?;
+            let count = diff::write_file_list(&mut tar, entries)?;
             tar.finish().map_err(LayerError::Write)?;
-            tee.send().map_err(LayerError::Write)
+            tee.send().map_err(LayerError::Write)?;
+            Ok(count)
         })();
         // Hanging up ends the unpacker's stream (early, if writing failed).
         tee.sender = None;
@@ -489,8 +532,24 @@ pub fn unpack_file_list_layer(
             // The tee could not send because the unpacker had stopped: its error is the cause.
             (Err(_), Err(unpacking)) if tee.hung_up => Err(LayerError::Unpack(unpacking)),
             (Err(error), _) => Err(error),
-            (Ok(()), Err(unpacking)) => Err(LayerError::Unpack(unpacking)),
-            (Ok(()), Ok(_)) => Ok(tee.digester.finish()),
+            (Ok(_), Err(unpacking)) => Err(LayerError::Unpack(unpacking)),
+            (Ok(count), Ok(stats)) if options.exact && stats.entries != count => {
+                Err(LayerError::Unpack(ApplyError::Refused {
+                    entry: target.display().to_string(),
+                    reason: format!(
+                        "{} entries unpacked of the {count} the tar holds",
+                        stats.entries
+                    ),
+                }))
+            }
+            (Ok(_), Ok(_)) => {
+                let (diff_id, tar_size) = tee.digester.finish();
+                Ok(UnpackedList {
+                    diff_id,
+                    tar_size,
+                    exact: options.exact,
+                })
+            }
         }
     })
 }
@@ -709,6 +768,7 @@ where
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::PathBuf;
 
     fn tree(dir: &Path) {
         fs::create_dir_all(dir.join("etc/ssl")).unwrap();
@@ -789,8 +849,11 @@ mod tests {
         fs::write(source.join("empty"), b"").unwrap();
         for clamp in [None, Some(10)] {
             let target = tempfile::tempdir_in(dir.path()).unwrap();
-            let (diff_id, size) =
-                unpack_file_list_layer(file_list(&source), clamp, target.path()).unwrap();
+            let UnpackedList {
+                diff_id,
+                tar_size: size,
+                ..
+            } = unpack_file_list_layer(file_list(&source), clamp, target.path()).unwrap();
             let blob = write_file_list_layer(&layout, file_list(&source), Compression::Gzip, clamp)
                 .unwrap();
             assert_eq!((&diff_id, size), (&blob.diff_id, blob.tar_size));
@@ -869,8 +932,9 @@ mod tests {
         }
         for clamp in [None, Some(10)] {
             let target = tempfile::tempdir_in(dir.path()).unwrap();
-            let (diff_id, _) =
-                unpack_file_list_layer(entries.clone(), clamp, target.path()).unwrap();
+            let diff_id = unpack_file_list_layer(entries.clone(), clamp, target.path())
+                .unwrap()
+                .diff_id;
             let (again, _) = tree_diff_id(target.path(), TreeKind::OverlayUpper, clamp).unwrap();
             if again != diff_id {
                 let listing = |bytes: Vec<u8>| {
@@ -900,6 +964,355 @@ mod tests {
                 let differ: Vec<_> = listed.iter().zip(&tree).filter(|(a, b)| a != b).collect();
                 panic!("clamp {clamp:?}: the tree's tar differs from the list's: {differ:#?}");
             }
+        }
+    }
+
+    /// A tar's entries, one line each (path, kind, mode, owner, mtime, xattrs, content
+    /// digest), to show where two tars differ.
+    fn listing(bytes: &[u8]) -> Vec<String> {
+        let mut reader = read::TarReader::new(bytes);
+        let mut lines = Vec::new();
+        while let Some(entry) = reader.next_entry().unwrap() {
+            let mut content = Vec::new();
+            reader.content().read_to_end(&mut content).unwrap();
+            lines.push(format!(
+                "{:?} {:?} {:o} {}:{} {} {:?} {}",
+                entry.display_path(),
+                entry.kind,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                entry.mtime,
+                entry.xattrs,
+                crate::oci::sha256_digest(&content)
+            ));
+        }
+        lines
+    }
+
+    /// Unpacks `entries` exactly and checks that the snapshot's tree gives the list's tar
+    /// back, byte for byte; on a difference, the differing entries.
+    fn assert_tree_gives_the_list_back(
+        entries: &[FileListEntry],
+        clamp: Option<i64>,
+        scratch: &Path,
+        what: &str,
+    ) {
+        let target = tempfile::tempdir_in(scratch).unwrap();
+        let unpacked = unpack_file_list_layer(entries.to_vec(), clamp, target.path())
+            .unwrap_or_else(|error| panic!("{what}: unpacking: {error:?}"));
+        assert!(unpacked.exact, "{what}: not unpacked exactly");
+        let mut listed = TarWriter::new(Vec::new(), clamp);
+        diff::write_file_list(&mut listed, entries.to_vec()).unwrap();
+        let listed = listed.finish().unwrap();
+        let mut tree = TarWriter::new(Vec::new(), clamp);
+        diff::write_tree(&mut tree, target.path(), TreeKind::OverlayUpper).unwrap();
+        let tree = tree.finish().unwrap();
+        if listed != tree {
+            let (listed, tree) = (listing(&listed), listing(&tree));
+            let only_listed: Vec<_> = listed.iter().filter(|l| !tree.contains(l)).collect();
+            let only_tree: Vec<_> = tree.iter().filter(|l| !listed.contains(l)).collect();
+            panic!(
+                "{what}, clamp {clamp:?}: the snapshot's tar differs from the list's\n\
+                 only in the list: {only_listed:#?}\nonly in the tree: {only_tree:#?}"
+            );
+        }
+        assert_eq!(
+            crate::oci::sha256_digest(&listed),
+            unpacked.diff_id,
+            "{what}: the diff_id is the tar's"
+        );
+    }
+
+    /// A name of one to 150 bytes: unusual bytes (not UTF-8, spaces, a newline, glob and
+    /// shell characters, a leading `-`), never `/`, NUL, `.`, `..` or a `.wh.` prefix;
+    /// `unique` keeps names apart.
+    fn random_name(rng: &mut fastrand::Rng, unique: usize) -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStringExt;
+        const BYTES: &[u8] = b"abcXYZ019-_. \n\t*?[]\\'\"$~:\xc3\xa9\xff\x80\x01";
+        let length = match rng.u8(0..10) {
+            0 => rng.usize(100..150),
+            _ => rng.usize(1..12),
+        };
+        let mut name: Vec<u8> = (0..length)
+            .map(|_| BYTES[rng.usize(..BYTES.len())])
+            .collect();
+        name.extend_from_slice(format!("~{unique}").as_bytes());
+        if name.starts_with(b".") {
+            name.insert(0, b'x');
+        }
+        std::ffi::OsString::from_vec(name)
+    }
+
+    /// A valid file capability (v2: `cap_net_bind_service`, effective).
+    const CAPABILITY: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// A file list of every kind an unpacking can meet: deep directories, files of many
+    /// sizes (empty, sparse, more than one piece), symlinks (modes of their own, long
+    /// targets), hard links (to files listed after them, through other links), fifos,
+    /// devices, setuid/setgid/sticky modes, owners too big for the ustar field, mtimes
+    /// before 1970, past the tar's field and around the clamp, and xattrs a tree keeps or
+    /// does not (`trusted.*`, `user.*` on a fifo).
+    fn random_list(rng: &mut fastrand::Rng, source: &Path) -> Vec<FileListEntry> {
+        const MODES: &[u32] = &[
+            0o644, 0o755, 0o4755, 0o2750, 0o1777, 0o600, 0, 0o7777, 0o640,
+        ];
+        const IDS: &[u64] = &[0, 1, 1000, 65_534, 2_097_152];
+        const MTIMES: &[i64] = &[
+            0,
+            1,
+            -5,
+            1_600_000_000,
+            1_600_000_001,
+            1_700_000_000,
+            9_000_000_000,
+        ];
+        let mut directories = vec![PathBuf::new()];
+        let mut files = Vec::new();
+        let mut entries = Vec::new();
+        let count = rng.usize(1..40);
+        for unique in 0..count {
+            let parent = directories[rng.usize(..directories.len())].clone();
+            let path = parent.join(random_name(rng, unique));
+            let kind_choice = rng.u8(0..10);
+            let mut source_file = None;
+            let kind = match kind_choice {
+                0..=2 => EntryKind::Directory,
+                3..=5 => {
+                    let content = source.join(format!("content-{unique}"));
+                    let file = fs::File::create(&content).unwrap();
+                    let size = match rng.u8(0..5) {
+                        0 => 0,
+                        1 => rng.u64(1..600),
+                        2 => rng.u64(600..70_000),
+                        3 => 3 * UNPACK_PIECE as u64 + 11,
+                        _ => {
+                            // Sparse: a hole, then a byte.
+                            file.set_len(1 << 20).unwrap();
+                            1 << 20
+                        }
+                    };
+                    if size > 0 && size != 1 << 20 {
+                        let bytes: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+                        fs::write(&content, bytes).unwrap();
+                    }
+                    if size > 0 || rng.bool() {
+                        source_file = Some(content);
+                    }
+                    EntryKind::File { size }
+                }
+                6 => {
+                    let target = match rng.u8(0..3) {
+                        0 => PathBuf::from("/nowhere/at/all"),
+                        1 => PathBuf::from("l".repeat(rng.usize(90..200))),
+                        _ => PathBuf::from(random_name(rng, unique)),
+                    };
+                    EntryKind::Symlink { target }
+                }
+                7 => EntryKind::Fifo,
+                8 => {
+                    if rng.bool() {
+                        EntryKind::CharDevice { major: 1, minor: 3 }
+                    } else {
+                        EntryKind::BlockDevice { major: 7, minor: 0 }
+                    }
+                }
+                _ => EntryKind::File { size: 0 },
+            };
+            let mut entry = TarEntry::new(&path, kind, MODES[rng.usize(..MODES.len())]);
+            entry.uid = IDS[rng.usize(..IDS.len())];
+            entry.gid = IDS[rng.usize(..IDS.len())];
+            entry.mtime = MTIMES[rng.usize(..MTIMES.len())];
+            match rng.u8(0..6) {
+                0 => {
+                    entry
+                        .xattrs
+                        .insert("user.note".to_owned(), vec![rng.u8(..); rng.usize(0..40)]);
+                }
+                1 => {
+                    entry
+                        .xattrs
+                        .insert("trusted.dropped".to_owned(), b"never written".to_vec());
+                }
+                2 if matches!(entry.kind, EntryKind::File { .. }) => {
+                    entry
+                        .xattrs
+                        .insert("security.capability".to_owned(), CAPABILITY.to_vec());
+                }
+                _ => {}
+            }
+            match entry.kind {
+                EntryKind::Directory => directories.push(path.clone()),
+                EntryKind::File { .. } => files.push(path.clone()),
+                _ => {}
+            }
+            entries.push(FileListEntry {
+                entry,
+                source: source_file,
+            });
+        }
+        // Hard links, named after everything else: each to a file or to an earlier link,
+        // wherever they sort, with metadata of their own (the file's wins).
+        let mut links: Vec<PathBuf> = Vec::new();
+        for unique in count..count + rng.usize(0..8) {
+            if files.is_empty() {
+                break;
+            }
+            let target = if !links.is_empty() && rng.bool() {
+                links[rng.usize(..links.len())].clone()
+            } else {
+                files[rng.usize(..files.len())].clone()
+            };
+            let parent = directories[rng.usize(..directories.len())].clone();
+            let path = parent.join(random_name(rng, unique));
+            let mut entry = TarEntry::new(&path, EntryKind::Hardlink { target }, 0o600);
+            entry.mtime = 42;
+            entry.xattrs.insert("user.link".to_owned(), b"x".to_vec());
+            links.push(path);
+            entries.push(FileListEntry {
+                entry,
+                source: None,
+            });
+        }
+        rng.shuffle(&mut entries);
+        entries
+    }
+
+    /// The property behind a `COPY` snapshot's lazy blob: for any file list, the tree of
+    /// the list unpacked gives the list's tar back, byte for byte (here as root, where the
+    /// unpacking is exact).
+    #[test]
+    fn the_tree_of_any_unpacked_file_list_is_the_lists_tar() {
+        if !nix::unistd::geteuid().is_root() {
+            // Owners and devices need root: an unpacking elsewhere is not exact.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for seed in 0..150 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let source = dir.path().join(format!("source-{seed}"));
+            fs::create_dir(&source).unwrap();
+            let entries = random_list(&mut rng, &source);
+            for clamp in [None, Some(1_600_000_000)] {
+                assert_tree_gives_the_list_back(
+                    &entries,
+                    clamp,
+                    dir.path(),
+                    &format!("seed {seed}"),
+                );
+            }
+            fs::remove_dir_all(&source).unwrap();
+        }
+    }
+
+    /// A hard link whose file sorts after it (`a/x` linked to `a-b`: a walk of the context
+    /// by whole paths meets `a-b` first, the layer's order is `a/`, `a/x`, `a-b`) is
+    /// unpacked, the first name being the file.
+    #[test]
+    fn a_hard_link_listed_before_its_file_is_unpacked() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        fs::write(&content, b"linked").unwrap();
+        let mut file = TarEntry::new("a-b", EntryKind::File { size: 6 }, 0o640);
+        file.mtime = 7;
+        let entries = vec![
+            FileListEntry {
+                entry: TarEntry::new("a", EntryKind::Directory, 0o755),
+                source: None,
+            },
+            FileListEntry {
+                entry: file,
+                source: Some(content),
+            },
+            FileListEntry {
+                entry: TarEntry::new(
+                    "a/x",
+                    EntryKind::Hardlink {
+                        target: PathBuf::from("a-b"),
+                    },
+                    0o644,
+                ),
+                source: None,
+            },
+        ];
+        assert_tree_gives_the_list_back(&entries, None, dir.path(), "link first");
+        let target = tempfile::tempdir_in(dir.path()).unwrap();
+        unpack_file_list_layer(entries, None, target.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let (x, ab) = (
+            fs::metadata(target.path().join("a/x")).unwrap(),
+            fs::metadata(target.path().join("a-b")).unwrap(),
+        );
+        assert_eq!(
+            (x.ino(), x.mode() & 0o7777, x.mtime()),
+            (ab.ino(), 0o640, 7)
+        );
+    }
+
+    /// What a snapshot cannot hold as listed is refused before anything is written: a
+    /// parent not listed (the unpacking would make a directory the tar lacks), a `.wh.`
+    /// name (a whiteout once unpacked), a 0/0 character device (an overlay whiteout), a
+    /// hard link to something that is not a listed file.
+    #[test]
+    fn file_lists_a_snapshot_cannot_hold_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = |path: &str, kind: EntryKind| FileListEntry {
+            entry: TarEntry::new(path, kind, 0o755),
+            source: None,
+        };
+        type Expected = fn(&DiffError) -> bool;
+        let cases: Vec<(Vec<FileListEntry>, Expected)> = vec![
+            (
+                vec![listed("run/act", EntryKind::Directory)],
+                |e| matches!(e, DiffError::MissingParent(p) if p == Path::new("run/act")),
+            ),
+            (
+                vec![
+                    listed("app", EntryKind::Directory),
+                    listed("app/.wh.x", EntryKind::Fifo),
+                ],
+                |e| matches!(e, DiffError::ReservedName(_)),
+            ),
+            (
+                vec![listed("null", EntryKind::CharDevice { major: 0, minor: 0 })],
+                |e| matches!(e, DiffError::WhiteoutDevice(_)),
+            ),
+            (
+                vec![
+                    listed("d", EntryKind::Directory),
+                    listed(
+                        "h",
+                        EntryKind::Hardlink {
+                            target: PathBuf::from("d"),
+                        },
+                    ),
+                ],
+                |e| matches!(e, DiffError::BadHardlink { .. }),
+            ),
+            (
+                vec![listed(
+                    "h",
+                    EntryKind::Hardlink {
+                        target: PathBuf::from("h"),
+                    },
+                )],
+                |e| matches!(e, DiffError::BadHardlink { .. }),
+            ),
+        ];
+        for (entries, expected) in cases {
+            let target = tempfile::tempdir_in(dir.path()).unwrap();
+            match unpack_file_list_layer(entries.clone(), None, target.path()) {
+                Err(LayerError::Diff(error)) if expected(&error) => {}
+                other => panic!("{entries:?}: {other:?}"),
+            }
+            assert_eq!(
+                fs::read_dir(target.path()).unwrap().count(),
+                0,
+                "nothing written"
+            );
         }
     }
 

@@ -556,6 +556,7 @@ pub fn run(
             index,
             explicit_platforms: options.explicit_platforms,
         },
+        more_sets: Vec::new(),
         emulated: Vec::new(),
         steps_run: 0,
         cached: 0,

@@ -6,7 +6,11 @@
 //! referrers (a push, an OCI archive, the store's names) take them from there. With
 //! `attestation-layout=buildx` they go into a new index instead, beside the images, as
 //! BuildKit writes them (one attestation manifest per platform); that index is then the
-//! build's result, and every output carries them as part of the image.
+//! build's result, and every output carries them as part of the image. A build with
+//! several sets of manifests (outputs of different layer compressions) gets them for each
+//! set, each statement about that set's manifest; an image's SBOM is scanned once.
+
+use std::collections::HashMap;
 
 use super::{BuildError, BuildRequest};
 use crate::attest::options::{Attestations, Layout};
@@ -82,142 +86,170 @@ pub(crate) fn attach(
         _ => None,
     };
     let mut attached = 0;
-    let mut in_index = Vec::new();
-    for built in &report.built.images {
-        let platform = built.platform.to_string();
-        let subject = subject_descriptor(&built.manifest);
-        let subjects = attest::image_subjects(&names, &platform, built.manifest.digest());
-        let mut encoded = Vec::new();
-        if wanted.sbom {
-            let resolved = image::resolve_image(store.layout(), &subject, None)
-                .map_err(|error| BuildError::Attest(error.into()))?;
-            let mut layers = store
-                .ensure_snapshots(&resolved)
-                .map_err(|error| BuildError::Attest(error.into()))?;
-            // Snapshots come bottom first; a stack is read top first.
-            layers.reverse();
-            let scan = sbom::scan(&Root::Layers(&layers))
-                .map_err(|error| BuildError::Attest(error.into()))?;
-            let info = DocumentInfo {
-                name: &document_name,
-                created: &created,
-                tool: &spdx::tool_name(),
-            };
-            let statement = spdx::statement(&scan, &info, subjects.clone(), StatementVersion::V01);
-            encoded.push(Encoded::new(Kind::Sbom, &statement));
-            // BUILDKIT_SBOM_SCAN_STAGE / _CONTEXT: one more SBOM per stage or context,
-            // each its own statement about the image (buildx shows them as
-            // AdditionalSPDXs).
-            for extra in report
-                .sbom_extras
-                .get(&built.platform)
-                .into_iter()
-                .flatten()
-            {
-                let scan = match &extra.root {
-                    ExtraRoot::Layers(layers) => sbom::scan(&Root::Layers(layers)),
-                    ExtraRoot::Dir(dir) => sbom::scan(&Root::Dir(dir)),
-                    ExtraRoot::Scanned(scan) => Ok(scan.as_ref().clone()),
+    // Each platform's scans, made once and stated about the manifest of every set (the
+    // sets differ only in their layers' compression).
+    let mut scans: HashMap<Platform, Vec<(Option<String>, sbom::Scan)>> = HashMap::new();
+    for set in 0..=report.more_sets.len() {
+        let images = report
+            .set(set)
+            .map(|built| built.images.clone())
+            .unwrap_or_default();
+        let mut in_index = Vec::new();
+        for built in &images {
+            let platform = built.platform.to_string();
+            let subject = subject_descriptor(&built.manifest);
+            let subjects = attest::image_subjects(&names, &platform, built.manifest.digest());
+            let mut encoded = Vec::new();
+            if wanted.sbom {
+                if !scans.contains_key(&built.platform) {
+                    let made = scan_platform(report, store, &subject, &built.platform)?;
+                    scans.insert(built.platform.clone(), made);
                 }
-                .map_err(|error| BuildError::Attest(error.into()))?;
-                let name = format!("{document_name}/sbom-{}", extra.name);
-                let info = DocumentInfo {
-                    name: &name,
-                    created: &created,
-                    tool: &spdx::tool_name(),
+                // The image's own, then BUILDKIT_SBOM_SCAN_STAGE / _CONTEXT: one more SBOM per
+                // stage or context, each its own statement about the image (buildx shows them
+                // as AdditionalSPDXs).
+                for (extra, scan) in scans.get(&built.platform).into_iter().flatten() {
+                    let name = match extra {
+                        None => document_name.clone(),
+                        Some(extra) => format!("{document_name}/sbom-{extra}"),
+                    };
+                    let info = DocumentInfo {
+                        name: &name,
+                        created: &created,
+                        tool: &spdx::tool_name(),
+                    };
+                    let statement =
+                        spdx::statement(scan, &info, subjects.clone(), StatementVersion::V01);
+                    encoded.push(match extra {
+                        None => Encoded::new(Kind::Sbom, &statement),
+                        Some(extra) => Encoded::new(Kind::Sbom, &statement).extra(extra),
+                    });
+                }
+            }
+            if let Some(wanted) = wanted.provenance {
+                let sources = Sources::of(report, &built.platform);
+                let record = BuildRecord {
+                    mode: wanted.mode,
+                    dockerfile_path: dockerfile_path(options),
+                    // Written with mode=max only (the provenance module leaves it out otherwise).
+                    dockerfile: Some(String::from_utf8_lossy(dockerfile).into_owned()),
+                    target: options.target_stage.clone(),
+                    build_args: options.build_args.clone(),
+                    labels: options.labels.clone(),
+                    platforms: platforms.clone(),
+                    platform: platform.clone(),
+                    builder_platform: crate::platform::host().to_string(),
+                    base_images: sources.images,
+                    context: context.clone(),
+                    http: sources.http,
+                    git: sources.git,
+                    named_contexts: sources.named_contexts,
+                    secrets: options
+                        .secrets
+                        .keys()
+                        .map(|id| SecretId {
+                            id: id.clone(),
+                            optional: false,
+                        })
+                        .collect(),
+                    ssh: options
+                        .ssh
+                        .keys()
+                        .map(|id| SecretId {
+                            id: id.clone(),
+                            optional: false,
+                        })
+                        .collect(),
+                    steps: report
+                        .steps
+                        .get(&built.platform)
+                        .cloned()
+                        .unwrap_or_default(),
+                    network: !options.network_none,
+                    reproducible: false,
+                    builder_id: provenance::DEFAULT_BUILDER_ID.to_owned(),
+                    invocation_id: invocation_id.clone(),
+                    started,
+                    finished,
+                    source_date_epoch: epoch,
                 };
-                let statement =
-                    spdx::statement(&scan, &info, subjects.clone(), StatementVersion::V01);
-                encoded.push(Encoded::new(Kind::Sbom, &statement).extra(&extra.name));
+                let statement = provenance::statement(
+                    &record,
+                    wanted.version,
+                    subjects.clone(),
+                    StatementVersion::V01,
+                );
+                encoded.push(Encoded::new(Kind::Provenance, &statement));
             }
-        }
-        if let Some(wanted) = wanted.provenance {
-            let sources = Sources::of(report, &built.platform);
-            let record = BuildRecord {
-                mode: wanted.mode,
-                dockerfile_path: dockerfile_path(options),
-                // Written with mode=max only (the provenance module leaves it out otherwise).
-                dockerfile: Some(String::from_utf8_lossy(dockerfile).into_owned()),
-                target: options.target_stage.clone(),
-                build_args: options.build_args.clone(),
-                labels: options.labels.clone(),
-                platforms: platforms.clone(),
-                platform: platform.clone(),
-                builder_platform: crate::platform::host().to_string(),
-                base_images: sources.images,
-                context: context.clone(),
-                http: sources.http,
-                git: sources.git,
-                named_contexts: sources.named_contexts,
-                secrets: options
-                    .secrets
-                    .keys()
-                    .map(|id| SecretId {
-                        id: id.clone(),
-                        optional: false,
-                    })
-                    .collect(),
-                ssh: options
-                    .ssh
-                    .keys()
-                    .map(|id| SecretId {
-                        id: id.clone(),
-                        optional: false,
-                    })
-                    .collect(),
-                steps: report
-                    .steps
-                    .get(&built.platform)
-                    .cloned()
-                    .unwrap_or_default(),
-                network: !options.network_none,
-                reproducible: false,
-                builder_id: provenance::DEFAULT_BUILDER_ID.to_owned(),
-                invocation_id: invocation_id.clone(),
-                started,
-                finished,
-                source_date_epoch: epoch,
-            };
-            let statement = provenance::statement(
-                &record,
-                wanted.version,
-                subjects.clone(),
-                StatementVersion::V01,
-            );
-            encoded.push(Encoded::new(Kind::Provenance, &statement));
-        }
-        attached += encoded.len();
-        match wanted.layout {
-            Layout::Referrers => {
-                for statement in &encoded {
-                    store
-                        .attach_referrer(&subject, &statement.artifact(&created))
-                        .map_err(|error| BuildError::Attest(error.into()))?;
+            attached += encoded.len();
+            match wanted.layout {
+                Layout::Referrers => {
+                    for statement in &encoded {
+                        store
+                            .attach_referrer(&subject, &statement.artifact(&created))
+                            .map_err(|error| BuildError::Attest(error.into()))?;
+                    }
+                }
+                Layout::Buildx { oci_artifact } => {
+                    let statements: Vec<referrers::InIndexStatement<'_>> = encoded
+                        .iter()
+                        .map(|statement| referrers::InIndexStatement {
+                            bytes: &statement.bytes,
+                            predicate_type: &statement.predicate_type,
+                        })
+                        .collect();
+                    let entry = referrers::write_in_index_attestation(
+                        store.layout(),
+                        &subject,
+                        &statements,
+                        oci_artifact,
+                    )
+                    .map_err(|error| BuildError::Attest(error.into()))?;
+                    in_index.push(entry);
                 }
             }
-            Layout::Buildx { oci_artifact } => {
-                let statements: Vec<referrers::InIndexStatement<'_>> = encoded
-                    .iter()
-                    .map(|statement| referrers::InIndexStatement {
-                        bytes: &statement.bytes,
-                        predicate_type: &statement.predicate_type,
-                    })
-                    .collect();
-                let entry = referrers::write_in_index_attestation(
-                    store.layout(),
-                    &subject,
-                    &statements,
-                    oci_artifact,
-                )
-                .map_err(|error| BuildError::Attest(error.into()))?;
-                in_index.push(entry);
-            }
         }
-    }
-    if !in_index.is_empty() {
-        with_in_index(store, &mut report.built, in_index)?;
+        if !in_index.is_empty() {
+            let built = match set {
+                0 => &mut report.built,
+                n => &mut report.more_sets[n - 1],
+            };
+            with_in_index(store, built, in_index)?;
+        }
     }
     Ok(attached)
+}
+
+/// The SBOM scans of `platform`'s image (`subject`, its layers read from the store's
+/// snapshots) and of the stages and context its build scans besides
+/// ([`BuildReport::sbom_extras`], each with its name).
+fn scan_platform(
+    report: &BuildReport,
+    store: &Store,
+    subject: &oci_spec::image::Descriptor,
+    platform: &Platform,
+) -> Result<Vec<(Option<String>, sbom::Scan)>, BuildError> {
+    let resolved = image::resolve_image(store.layout(), subject, None)
+        .map_err(|error| BuildError::Attest(error.into()))?;
+    let mut layers = store
+        .ensure_snapshots(&resolved)
+        .map_err(|error| BuildError::Attest(error.into()))?;
+    // Snapshots come bottom first; a stack is read top first.
+    layers.reverse();
+    let mut scans = vec![(
+        None,
+        sbom::scan(&Root::Layers(&layers)).map_err(|error| BuildError::Attest(error.into()))?,
+    )];
+    for extra in report.sbom_extras.get(platform).into_iter().flatten() {
+        let scan = match &extra.root {
+            ExtraRoot::Layers(layers) => sbom::scan(&Root::Layers(layers)),
+            ExtraRoot::Dir(dir) => sbom::scan(&Root::Dir(dir)),
+            ExtraRoot::Scanned(scan) => Ok(scan.as_ref().clone()),
+        }
+        .map_err(|error| BuildError::Attest(error.into()))?;
+        scans.push((Some(extra.name.clone()), scan));
+    }
+    Ok(scans)
 }
 
 /// Replaces `built`'s index with one that lists `attestations` after the images (as

@@ -40,6 +40,7 @@
 //!         pids_limit_required: false,
 //!         compression: Default::default(),
 //!         force_compression: false,
+//!         more_compressions: Vec::new(),
 //!         source_date_epoch: None,
 //!         secrets: Default::default(),
 //!         sink: Arc::new(xbuild::progress::Discard),
@@ -55,6 +56,7 @@
 //!     },
 //!     tags: vec!["registry.example/app:1".to_owned()],
 //!     outputs: vec![Output::push(false)],
+//!     output_sets: Vec::new(),
 //!     builder: None,
 //!     fallback: Default::default(),
 //!     checks: true,
@@ -103,6 +105,10 @@ pub struct BuildRequest {
     pub tags: Vec<String>,
     /// Where the result goes (none: the local store, under each tag).
     pub outputs: Vec<Output>,
+    /// For each of `outputs`, the set of manifests it writes ([`BuildReport::set`]): 0 the
+    /// build's `compression`, `n` the `n`-th of `build.more_compressions`; an output
+    /// without an entry writes set 0.
+    pub output_sets: Vec<usize>,
     /// The builder whose nodes build the platforms they list (`None`: everything here).
     pub builder: Option<Builder>,
     /// What to do when a node does not answer.
@@ -318,6 +324,7 @@ pub fn build_on(
     let mut built = None;
     let result = (|| {
         attest::refuse_outputs(request)?; // attestations only where they can go
+        check_output_sets(request)?; // each output's set of manifests is one the build makes
         let started = crate::attest::unix_now();
         let (text, tree) = read_dockerfile(options)?; // read and parsed once
         checks = run_checks(request, &tree)?; // xbuild check's rules
@@ -1004,8 +1011,9 @@ fn execute(
     .map_err(BuildError::Nodes)
 }
 
-/// Writes the result to the request's outputs (the store's names by default); progress
-/// numbers go on after the build's.
+/// Writes the result to the request's outputs (the store's names by default), each output
+/// the set of manifests of its layer compression (`BuildRequest::output_sets`), in the
+/// order given; progress numbers go on after the build's.
 fn export(
     request: &BuildRequest,
     report: &BuildReport,
@@ -1033,13 +1041,86 @@ fn export(
             other => other.clone(),
         })
         .collect();
-    Ok(runtime.block_on(export::write(
-        store,
-        registry,
-        &report.built,
-        &request.tags,
-        &outputs,
-        request.build.sink.clone(),
-        &VertexCounter::after(report.last_vertex),
-    ))?)
+    let vertices = VertexCounter::after(report.last_vertex);
+    if outputs.is_empty() {
+        // The store's names: the build's own set.
+        return Ok(runtime.block_on(export::write(
+            store,
+            registry,
+            &report.built,
+            &request.tags,
+            &outputs,
+            request.build.sink.clone(),
+            &vertices,
+        ))?);
+    }
+    let mut exported = ExportReport::default();
+    let mut first = 0;
+    while first < outputs.len() {
+        // A run of outputs of one set, written together.
+        let set = output_set(request, first);
+        let mut end = first + 1;
+        while end < outputs.len() && output_set(request, end) == set {
+            end += 1;
+        }
+        let built = report.set(set).ok_or_else(|| {
+            ExecutorError::Internal(format!(
+                "output {} asks for set {set} of manifests, and the build made {}",
+                first + 1,
+                report.more_sets.len() + 1
+            ))
+        })?;
+        let written = runtime.block_on(export::write(
+            store,
+            Arc::clone(&registry),
+            built,
+            &request.tags,
+            &outputs[first..end],
+            request.build.sink.clone(),
+            &vertices,
+        ))?;
+        exported.written.extend(written.written);
+        exported.notes.extend(written.notes);
+        first = end;
+    }
+    Ok(exported)
+}
+
+/// Every output writes a set of manifests the build makes (one per layer compression);
+/// several sets are not made with build nodes yet (a node sends back one set, at the
+/// build's compression): refused before any work.
+fn check_output_sets(request: &BuildRequest) -> Result<(), BuildError> {
+    let options = &request.build;
+    if let Some(builder) = &request.builder
+        && !options.more_compressions.is_empty()
+        && let Some((target, node)) = options
+            .targets
+            .iter()
+            .find_map(|target| builder.node_for(target).map(|node| (target, node)))
+    {
+        return Err(BuildError::Nodes(
+            Failure::bad_input(format_args!(
+                "outputs with different layer compressions (compression, compression-level or \
+                 force-compression): not supported yet with build nodes ({target} goes to node {} \
+                 of builder {}); give each output the same compression, or use --builder default",
+                node.name, builder.name
+            ))
+            .into(),
+        ));
+    }
+    let sets = options.more_compressions.len() + 1;
+    match request.output_sets.iter().position(|set| *set >= sets) {
+        Some(index) => Err(ExecutorError::Internal(format!(
+            "output {} asks for set {} of manifests, and the build makes {sets}",
+            index + 1,
+            request.output_sets[index]
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// The set of manifests output `index` of the request writes (0 when none is given).
+fn output_set(request: &BuildRequest, index: usize) -> usize {
+    request.output_sets.get(index).copied().unwrap_or(0)
 }

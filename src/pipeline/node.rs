@@ -225,6 +225,8 @@ pub fn serve_build(
         pids_limit_required: request.pids_limit_required,
         compression: protocol::compression_at(&request.compression, request.compression_level),
         force_compression: request.force_compression,
+        // One set: the build that sent this refuses several layer compressions with nodes.
+        more_compressions: Vec::new(),
         source_date_epoch: request.source_date_epoch,
         secrets: request.secrets.clone(),
         sink: sink.clone(),
@@ -258,6 +260,7 @@ pub fn serve_build(
         build: options,
         tags: Vec::new(),
         outputs: Vec::new(),
+        output_sets: Vec::new(),
         builder: None,
         fallback: Default::default(),
         checks: false,

@@ -305,6 +305,7 @@ fn unpack(archive: &Path, kind: ArchiveKind, dir: &Path) -> Result<(), String> {
         whiteouts: crate::layer::WhiteoutMode::Merge,
         allow_devices: false,
         set_owners: false,
+        exact: false,
     };
     let file = fs::File::open(archive).map_err(|e| e.to_string())?;
     match kind {

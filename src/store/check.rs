@@ -22,6 +22,11 @@
 //!   while the layer's diff_id is over clamped ones). A missing one is unpacked again from
 //!   its blob when needed; a `RUN` step's layer that was never compressed has no blob, so
 //!   without its snapshot that step's cache record is a miss and the step runs again.
+//! - **Gzip block maps** (`blocks/`, [`crate::layer::blocks`]): each is named by a blob
+//!   that is there, is whole (length and checksum) and lists blocks inside its blob. Maps
+//!   are written after their blob by rename and removed before it, so anything else is
+//!   damage; builds ignore such a map (and verify every block they copy), `xbuild prune`
+//!   removes it.
 //! - **Temporary files** left by killed processes: everything in `tmp/`, and `.tmp*` files in
 //!   `cache/` (the context stat cache's atomic writes). They are removed when no other xbuild
 //!   process holds the store (the exclusive "in use" lock, taken without waiting); when one
@@ -94,6 +99,14 @@ pub enum Problem {
         /// Why.
         reason: String,
     },
+    /// A gzip block map that builds ignore: torn or damaged, not named by a blob digest,
+    /// or left without its blob (`xbuild prune` removes it).
+    BadBlockMap {
+        /// The map.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A temporary entry could not be removed.
     Uncleanable {
         /// The entry.
@@ -136,6 +149,11 @@ impl fmt::Display for Problem {
                 write!(f, "stray entry {}: {reason}", path.display())
             }
             Self::BadIndex { reason } => write!(f, "index.json cannot be read: {reason}"),
+            Self::BadBlockMap { path, reason } => write!(
+                f,
+                "block map {} is ignored by builds ({reason}); `xbuild prune` removes it",
+                path.display()
+            ),
             Self::Uncleanable { path, reason } => {
                 write!(
                     f,
@@ -165,6 +183,8 @@ pub struct CheckReport {
     pub cache_records: u64,
     /// Snapshot directories seen.
     pub snapshots: u64,
+    /// Gzip block maps checked (whole, and every block inside its blob).
+    pub block_maps: u64,
     /// Temporary entries removed (left by interrupted processes), and their size.
     pub temporary_removed: (u64, u64),
     /// Temporary entries left alone because another xbuild process holds the store.
@@ -202,6 +222,7 @@ impl Store {
         self.check_images(&mut report);
         self.check_cache_records(&mut report)?;
         self.check_snapshots(&mut report)?;
+        self.check_block_maps(&mut report)?;
         let leftovers = self.temporary_entries()?;
         if leftovers.is_empty() {
             return Ok(report);
@@ -468,6 +489,36 @@ impl Store {
                     path,
                     reason: "not a snapshot (a directory named by a diff_id)",
                 });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_block_maps(&self, report: &mut CheckReport) -> Result<(), StoreError> {
+        let blobs = self.root().join("blobs").join("sha256");
+        for (path, name) in entries(&self.root().join(crate::layer::blocks::BLOCKS_DIR))? {
+            let bad = |reason: String| Problem::BadBlockMap {
+                path: path.clone(),
+                reason,
+            };
+            let Some(name) = name.filter(|name| is_hex_digest(name)) else {
+                report
+                    .problems
+                    .push(bad("not named by a blob digest".to_owned()));
+                continue;
+            };
+            let Ok(blob) = fs::metadata(blobs.join(&name)) else {
+                report
+                    .problems
+                    .push(bad(format!("blob sha256:{name} is gone")));
+                continue;
+            };
+            match crate::layer::blocks::check_map(&path, blob.len()) {
+                Ok(_) => report.block_maps += 1,
+                Err(error) => report.problems.push(bad(match error {
+                    crate::layer::blocks::MapError::Invalid { reason, .. } => reason.to_owned(),
+                    crate::layer::blocks::MapError::Read { source, .. } => source.to_string(),
+                })),
             }
         }
         Ok(())

@@ -7,7 +7,9 @@
 //! directories (`cache-mounts/`, BuildKit's `exec.cachemount`). A record's or a mount's last
 //! use is its modification time: [`Store::cache_record`] and the build's `RUN --mount=type=cache`
 //! touch it. Pruning and collection hold the store exclusively (no build runs meanwhile), so
-//! nothing in use is ever removed. This module must not decide what a build caches.
+//! nothing in use is ever removed. A blob's gzip block map (`blocks/<hex>`) goes just before
+//! the blob, and maps left without a blob or damaged go too. This module must not decide
+//! what a build caches.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{CacheRecord, Store, StoreError, file_error};
+use crate::layer::blocks::BLOCKS_DIR;
 use crate::oci::image;
 
 /// How long garbage collection waits for other xbuild processes to let go of the store.
@@ -35,7 +38,9 @@ pub struct GcReport {
     pub referrers: u64,
     /// Cache-mount directories removed.
     pub cache_mounts: u64,
-    /// Bytes freed (blobs, snapshots, temporary files).
+    /// Gzip block maps removed (their blob was removed, or they were not valid).
+    pub block_maps: u64,
+    /// Bytes freed (blobs, snapshots, block maps, temporary files).
     pub bytes: u64,
 }
 
@@ -58,6 +63,8 @@ pub struct DiskUsage {
     pub tmp_bytes: u64,
     /// Cache-mount directories (`RUN --mount=type=cache`): count and bytes.
     pub cache_mounts: (u64, u64),
+    /// Gzip block maps (where the blocks of gzip blobs are, for reuse): count and bytes.
+    pub block_maps: (u64, u64),
 }
 
 /// The kinds of build-cache records, under BuildKit's names (`docker buildx du --verbose`'s
@@ -537,10 +544,22 @@ impl Store {
             if roots.image_blobs.contains(&digest) || roots.cache_blobs.contains(&digest) {
                 continue;
             }
+            // The blob's block map first: a map never outlives its blob.
+            self.remove_block_map(&self.root().join(BLOCKS_DIR).join(&name), report)?;
             let path = self.root().join("blobs").join("sha256").join(&name);
             fs::remove_file(&path).map_err(file_error("removing", &path))?;
             report.blobs += 1;
             report.bytes += meta.len();
+        }
+        // Maps left without their blob, or not valid (builds ignore those).
+        for (name, _) in list_dir(&self.root().join(BLOCKS_DIR))? {
+            let path = self.root().join(BLOCKS_DIR).join(&name);
+            let blob = self.root().join("blobs").join("sha256").join(&name);
+            let valid = fs::metadata(&blob)
+                .is_ok_and(|meta| crate::layer::blocks::check_map(&path, meta.len()).is_ok());
+            if !valid {
+                self.remove_block_map(&path, report)?;
+            }
         }
         for (name, _) in self.snapshot_dirs()? {
             if roots.diff_ids.contains(&format!("sha256:{name}")) {
@@ -561,6 +580,24 @@ impl Store {
                 fs::remove_file(&path)
             };
         }
+        Ok(())
+    }
+
+    /// Removes a block map, if there.
+    fn remove_block_map(&self, path: &Path, report: &mut GcReport) -> Result<(), StoreError> {
+        let size = match fs::symlink_metadata(path) {
+            Ok(meta) => meta.len(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(file_error("reading", path)(source)),
+        };
+        let removed = if fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        removed.map_err(file_error("removing", path))?;
+        report.block_maps += 1;
+        report.bytes += size;
         Ok(())
     }
 
@@ -591,6 +628,10 @@ impl Store {
                 usage.unreferenced_snapshots.0 += 1;
                 usage.unreferenced_snapshots.1 += size;
             }
+        }
+        for (_, meta) in list_dir(&self.root().join(BLOCKS_DIR))? {
+            usage.block_maps.0 += 1;
+            usage.block_maps.1 += meta.blocks() * 512;
         }
         usage.cache_records = self.cache_records()?.len() as u64;
         for (path, _, _) in self.cache_mount_dirs()? {

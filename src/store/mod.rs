@@ -7,6 +7,7 @@
 //!   oci-layout  index.json  blobs/sha256/<hex>      the OCI image layout (skopeo, umoci read it)
 //!   snapshots/sha256/<diff_id hex>/                 one unpacked layer, an overlay lower dir
 //!   cache/<key hex>.json                            cache records (roots for GC)
+//!   blocks/<blob hex>                               gzip block maps (crate::layer::blocks)
 //!   locks/use.lock  locks/index.lock                flock(2) files
 //!   tmp/                                            temporary files and snapshot dirs
 //! ```
@@ -183,7 +184,12 @@ impl Store {
     /// The directory cannot be created or is not a store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, LayoutError> {
         let layout = ImageLayout::open_or_create(root)?;
-        for dir in ["snapshots/sha256", "cache", "locks"] {
+        for dir in [
+            "snapshots/sha256",
+            "cache",
+            "locks",
+            crate::layer::blocks::BLOCKS_DIR,
+        ] {
             let path = layout.root().join(dir);
             fs::create_dir_all(&path).map_err(|source| LayoutError::File {
                 action: "creating",

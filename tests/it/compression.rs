@@ -619,3 +619,149 @@ fn a_cached_layer_is_exported_at_the_compression_asked_for() {
     let ((_, again, _), _, _) = export("again.tar", "");
     assert_eq!(again, gzip6);
 }
+
+/// The numbers of "R of M gzip blocks reused" lines in a build's plain progress.
+fn reused_blocks(output: &Output) -> Vec<(u64, u64)> {
+    let text = format!("{}{}", util::stdout(output), util::stderr(output));
+    text.lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.windows(5).position(|window| {
+                window[1] == "of" && window[3] == "gzip" && window[4] == "blocks"
+            })?;
+            Some((words[at].parse().ok()?, words[at + 2].parse().ok()?))
+        })
+        .collect()
+}
+
+/// A rebuild after a one-file edit of a big `COPY . /app` layer copies the gzip blocks it
+/// already has (progress says how many: nearly all), and the blob is the one a build on
+/// an empty store makes: skopeo reads the image, `gzip -dc | sha256sum` is its diff_id,
+/// umoci unpacks the edited file. `store check` verifies the block maps, `du` counts
+/// them, and prune removes them with their blobs.
+#[test]
+fn a_one_file_edit_reuses_the_other_gzip_blocks() {
+    if !util::require(&[
+        Need::Root,
+        Need::Program("skopeo"),
+        Need::Program("umoci"),
+        Need::Program("gzip"),
+    ]) {
+        return;
+    }
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY . /app\n").unwrap();
+    // About 6 MB in 24 files (48 gzip blocks), the edited one in the middle.
+    let text = compressible(6 << 20);
+    for index in 0..24 {
+        let part = &text[index * (256 << 10)..(index + 1) * (256 << 10)];
+        std::fs::write(context.join(format!("f{index:02}.txt")), part).unwrap();
+    }
+    std::fs::write(context.join("f11.txt"), "the middle file\n".repeat(60)).unwrap();
+    let store = dir.join("a").join("store");
+    // The store names images as Docker does (`app:2` is `docker.io/library/app:2`).
+    let image = |name: &str| format!("oci:{}:docker.io/library/{name}", store.display());
+
+    let first = build(dir, "a", None, &["-t", "app:1"]);
+    ok(&first);
+    let (reused, blocks) = *reused_blocks(&first).first().expect("a reuse count");
+    assert_eq!(reused, 0, "nothing to reuse in an empty store");
+    assert!(blocks >= 45, "{blocks} blocks");
+
+    // Grows by a few bytes inside the tar's padding: every other block is the same.
+    let mut edited = std::fs::read_to_string(context.join("f11.txt")).unwrap();
+    edited.push_str("edited\n");
+    std::fs::write(context.join("f11.txt"), &edited).unwrap();
+    let second = build(dir, "a", None, &["-t", "app:2"]);
+    ok(&second);
+    let (reused, blocks) = *reused_blocks(&second).first().expect("a reuse count");
+    assert!(
+        reused + 3 >= blocks && blocks >= 45,
+        "{reused} of {blocks} blocks reused\n{}",
+        util::stderr(&second)
+    );
+
+    // skopeo: one gzip layer whose decompressed bytes are the diff_id.
+    let manifest = skopeo(&["--raw"], &image("app:2"));
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let config = skopeo(&["--config"], &image("app:2"));
+    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().to_owned();
+    let blob = std::fs::read(
+        store
+            .join("blobs")
+            .join("sha256")
+            .join(&layer["sha256:".len()..]),
+    )
+    .unwrap();
+    assert_eq!(decompressed_digest("gzip", &blob), diff_id);
+
+    // The blob a build on an empty store makes of the edited context.
+    let fresh = build(dir, "b", None, &["-t", "app:2"]);
+    ok(&fresh);
+    assert_eq!(reused_blocks(&fresh).first().map(|count| count.0), Some(0));
+    let fresh_manifest = skopeo(
+        &["--raw"],
+        &format!(
+            "oci:{}:docker.io/library/app:2",
+            dir.join("b").join("store").display()
+        ),
+    );
+    assert_eq!(fresh_manifest["layers"][0]["digest"], layer.as_str());
+
+    // umoci unpacks the edited file.
+    let bundle = dir.join("bundle");
+    ok(&util::run(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:docker.io/library/app:2", store.display()))
+            .arg(&bundle),
+    ));
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs").join("app").join("f11.txt")).unwrap(),
+        edited
+    );
+
+    // One block map per gzip layer blob; store check verifies them, du counts them.
+    let xbuild = || util::xbuild(&dir.join("a"));
+    let maps = || std::fs::read_dir(store.join("blocks")).unwrap().count();
+    assert_eq!(maps(), 2);
+    let check = util::run(xbuild().args(["store", "check"]));
+    ok(&check);
+    assert!(
+        util::stdout(&check).contains("2 block maps"),
+        "{}",
+        util::stdout(&check)
+    );
+    let du = util::run(xbuild().arg("du"));
+    ok(&du);
+    assert!(
+        util::stdout(&du).contains("Gzip block maps"),
+        "{}",
+        util::stdout(&du)
+    );
+    // A damaged map is reported, and builds do not use it.
+    let map = store.join("blocks").join(&layer["sha256:".len()..]);
+    let mut bytes = std::fs::read(&map).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&map, &bytes).unwrap();
+    let check = util::run(xbuild().args(["store", "check"]));
+    assert!(!check.status.success());
+    assert!(
+        util::stdout(&check).contains("block map") || util::stderr(&check).contains("block map"),
+        "{}{}",
+        util::stdout(&check),
+        util::stderr(&check)
+    );
+    // prune removes the damaged map; removing the images and pruning removes the others
+    // with their blobs.
+    ok(&util::run(xbuild().args(["prune", "--all", "--force"])));
+    assert_eq!(maps(), 1, "the damaged map goes, app:1's stays");
+    ok(&util::run(xbuild().args(["rmi", "app:1", "app:2"])));
+    ok(&util::run(xbuild().args(["prune", "--all", "--force"])));
+    assert_eq!(maps(), 0);
+    ok(&util::run(xbuild().args(["store", "check"])));
+}

@@ -90,6 +90,55 @@ fn copy_keeps_the_hard_links_among_what_it_copies() {
     }
 }
 
+/// A hard link whose first name in the context's walk (by whole path: `a-b` before
+/// `a/x`) sorts after another in the layer's order (`a/`, `a/x`, `a-b`): the layer's
+/// first name is the file. This build once failed ("hard link target does not exist").
+/// A name the layer format reserves for deletions (`.wh.`) is refused before any layer is
+/// written, naming the line (exit 2): unpacked it would be a whiteout, not the file.
+#[test]
+fn copy_links_whose_first_name_sorts_last_and_refuses_whiteout_names() {
+    if !needs() {
+        return;
+    }
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    store_with_fixtures(dir);
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("a")).unwrap();
+    std::fs::write(ctx.join("a-b"), "linked\n").unwrap();
+    std::fs::hard_link(ctx.join("a-b"), ctx.join("a/x")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY . /ctx/\n").unwrap();
+    let output = build(dir, &["-t", "order:1"]);
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    for arch in ["amd64", "arm64"] {
+        let rootfs = unpack(dir, "docker.io/library/order:1", arch);
+        assert_eq!(
+            inode(&rootfs.join("ctx/a/x")),
+            inode(&rootfs.join("ctx/a-b")),
+            "{arch}: one inode"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("ctx/a/x")).unwrap(),
+            "linked\n"
+        );
+    }
+
+    std::fs::write(ctx.join(".wh.gone"), "content\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY a-b /b\nCOPY . /ctx/\n",
+    )
+    .unwrap();
+    let output = build(dir, &["-t", "order:2"]);
+    let stderr = util::stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:3") && stderr.contains("/ctx/.wh.gone"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot be stored in a layer"), "{stderr}");
+}
+
 #[test]
 fn cache_and_bind_mounts_from_a_stage_and_with_a_source() {
     if !needs() {

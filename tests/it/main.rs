@@ -16,6 +16,7 @@ mod cache; // --cache-to/--cache-from between stores: registry and local, min/ma
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
 mod compression; // compression-level and force-compression judged by skopeo, umoci, gzip, zstd
+mod compsets; // outputs of different layer compressions: a set of manifests each, judged by skopeo, docker-registry, umoci, gzip, zstd
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install

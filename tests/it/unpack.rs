@@ -146,6 +146,7 @@ fn options() -> ApplyOptions {
         // Device nodes are refused as they would be for a non-root user, whoever runs this.
         allow_devices: false,
         set_owners: false,
+        exact: false,
     }
 }
 
