@@ -62,6 +62,8 @@ pub struct Push<'a> {
     /// Only each platform's manifest and config come back, not the node's archive (every
     /// output is a push, and nothing here reads the layers).
     pub manifests_only: bool,
+    /// The extra SBOMs the nodes' platforms get (stage scans come back from the nodes).
+    pub sboms: Sboms,
 }
 
 /// The SBOMs a build makes of more than its images, as the nodes' platforms get them.
@@ -85,7 +87,7 @@ pub struct Sboms {
 /// `uses` says what the build's graph reads: only the `--build-context` directories it reads
 /// are shipped (and only the OCI layouts it reads refused); the local user's credentials
 /// for the registries of its images, caches and push go with each request. The `--ssh`
-/// agents are forwarded to each node by its connection, for that sub-build only. `sboms`
+/// agents are forwarded to each node by its connection, for that sub-build only. `push.sboms`
 /// says which extra SBOMs the nodes' platforms get (the report's `sbom_extras`, as a local
 /// build finds them).
 ///
@@ -101,7 +103,6 @@ pub fn run(
     builder: &Builder,
     fallback: Fallback,
     push: Push<'_>,
-    sboms: Sboms,
     local_build: impl FnOnce(&[Platform], SharedSink, &(dyn Fn() + Sync)) -> anyhow::Result<BuildReport>
     + Send,
 ) -> anyhow::Result<BuildReport> {
@@ -376,7 +377,7 @@ pub fn run(
             .map(|(id, remote, _)| (id.clone(), remote.clone()))
             .collect(),
         credentials: credentials.clone(),
-        sbom_stages: sboms.stages,
+        sbom_stages: push.sboms.stages,
         result: if push.manifests_only && push.repository.is_some() {
             ResultKind::Manifests
         } else {
@@ -586,7 +587,7 @@ pub fn run(
         let mut scanned = reply.sbom_stages.unwrap_or_default();
         for platform in platforms {
             let mut extras = Vec::new();
-            if sboms.context {
+            if push.sboms.context {
                 extras.push(SbomExtra {
                     name: "context".to_owned(),
                     root: ExtraRoot::Dir(options.context.clone()),

@@ -990,8 +990,8 @@ fn execute(
         dispatch::Push {
             repository: push_to.as_deref(),
             manifests_only,
+            sboms,
         },
-        sboms,
         |platforms, sink, before_cache_export| {
             // The platforms built here: their part of the graph (planning is pure and
             // cheap; the whole graph was validated already), their progress numbered with
