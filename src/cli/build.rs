@@ -412,6 +412,7 @@ impl BuildArgs {
                 pids_limit,
                 pids_limit_required,
                 compression,
+                eager_blobs: exports_layer_blobs(&outputs),
                 force_compression,
                 more_compressions: sets.compressions[1..].to_vec(),
                 source_date_epoch,
@@ -1228,6 +1229,15 @@ fn print_report_warnings(report: &BuildReport) {
             report.unused_build_args.join(", ")
         ));
     }
+}
+
+/// Whether one of `outputs` exports the images' layer blobs (none given: the store does):
+/// `type=local` and `type=tar` write files only, so the build then makes no blob early.
+fn exports_layer_blobs(outputs: &[Output]) -> bool {
+    outputs.is_empty()
+        || outputs
+            .iter()
+            .any(|output| !matches!(output, Output::Local { .. } | Output::Tar { .. }))
 }
 
 #[cfg(test)]

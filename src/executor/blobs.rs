@@ -1,7 +1,9 @@
 //! Layer blobs made from snapshots: a `RUN`, `COPY` or `ADD` step keeps its layer as a
 //! snapshot with its diff_id; the blob (the same tar an eager commit would have written, compressed) is made
 //! when an image, a push or a cache export needs it, several at once, and remembered in the
-//! store for the next build, per compression and level. With `force-compression=true` the
+//! store for the next build, per compression and level. The layers of an exported image's
+//! chain are made earlier, in the background, as their steps commit ([`super::eager`]):
+//! this module then finds their blobs in the store, or waits for the one being made. With `force-compression=true` the
 //! layers that came with a blob (base images, imported caches) are converted too when
 //! their compression is not the build's, as BuildKit's converter does: decompressed,
 //! recompressed, their diff_id checked.
@@ -31,6 +33,16 @@ pub(crate) fn ensure_blobs(
     compression: Compression,
     force: bool,
 ) -> Result<Vec<ImageState>, ExecutorError> {
+    if let Some(eager) = &services.eager {
+        // A layer being compressed in the background is waited for, not made twice.
+        eager.claim(
+            states
+                .iter()
+                .flat_map(|state| &state.layers)
+                .map(|layer| &layer.diff_id),
+            compression,
+        );
+    }
     let mut known: HashMap<Digest, Descriptor> = HashMap::new();
     let mut missing: Vec<(Digest, Option<i64>)> = Vec::new();
     // Layers with a blob of another compression, converted (force-compression=true).

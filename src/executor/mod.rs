@@ -13,7 +13,8 @@
 //! directory `WORKDIR` makes) with [`sources`] (what they read) and [`permissions`]
 //! (`--chown`, `--chmod`), [`config`] (the config instructions, pure functions) —,
 //! [`services`] (what a step may use), [`state`] (what a vertex leaves), [`blobs`] (layer
-//! blobs from snapshots), [`assemble`] (images, index, cache export), [`archcheck`] (the
+//! blobs from snapshots) with [`eager`] (those of exported images, made in the background
+//! as their steps commit), [`assemble`] (images, index, cache export), [`archcheck`] (the
 //! wrong-architecture guard), [`validate`] (refusals before any work), [`failed`] (the
 //! record a failed `RUN` leaves for `xbuild debug shell`), [`named`] (`--build-context`:
 //! images, OCI layouts and directories as the vertices that read them).
@@ -37,6 +38,7 @@ mod blobs;
 pub mod config;
 mod copy;
 mod dispatch;
+mod eager;
 mod error;
 pub mod failed;
 mod from;
@@ -123,6 +125,11 @@ pub struct BuildOptions {
     pub pids_limit_required: bool,
     /// Layer compression (algorithm and level) of the layers the build makes.
     pub compression: Compression,
+    /// Whether an output exports the images' layer blobs (the store, a push, an OCI or
+    /// docker archive, containerd): the layers of the target chains are then compressed in
+    /// the background as their steps commit ([`eager`]). Not for outputs of files only
+    /// (`type=local`, `type=tar`).
+    pub eager_blobs: bool,
     /// `force-compression=true`: layers that come with a blob of another algorithm (base
     /// images, imported caches) are converted to `compression` too.
     pub force_compression: bool,
@@ -287,6 +294,10 @@ pub fn execute_then(
     );
 
     services.ssh = ssh;
+    if options.eager_blobs {
+        services.eager =
+            eager::Eager::start(graph, options.compression, store, options.sink.clone());
+    }
     let results = Scheduler::new(graph, &services).run()?;
 
     services.save_stat_cache();

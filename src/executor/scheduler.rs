@@ -193,13 +193,16 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                 } else {
                     parent
                 };
-                Ok(dispatch::step(
-                    self.services,
-                    vertex,
-                    instruction,
-                    &parent,
-                    &inputs,
-                )?)
+                let done = dispatch::step(self.services, vertex, instruction, &parent, &inputs)?;
+                if let Some(eager) = &self.services.eager {
+                    eager.committed(
+                        index,
+                        &vertex.display_name(),
+                        &done.state,
+                        &self.services.counter,
+                    );
+                }
+                Ok(done)
             }
         }
     }

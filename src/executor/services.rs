@@ -52,6 +52,9 @@ pub(crate) struct Services<'a> {
     pub(crate) materials: Materials,
     /// The ssh agents of `--ssh`, by id.
     pub(crate) ssh: super::ssh::Agents,
+    /// The background compression of exported layers (`None`: layers are made when the
+    /// images are written).
+    pub(crate) eager: Option<super::eager::Eager>,
     context: Mutex<Option<Arc<ContextFiles>>>,
     running: Mutex<usize>,
     running_changed: Condvar,
@@ -157,6 +160,7 @@ impl<'a> Services<'a> {
             created,
             materials: Materials::default(),
             ssh: super::ssh::Agents::default(),
+            eager: None,
             context: Mutex::new(None),
             running: Mutex::new(0),
             running_changed: Condvar::new(),

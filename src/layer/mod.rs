@@ -428,6 +428,25 @@ pub fn write_tree_layer(
     })
 }
 
+/// As [`write_tree_layer`], compressing on `pool` instead of the process's shared pool
+/// (the bytes are the same: a build's background compression runs on a pool of its own).
+///
+/// # Errors
+/// As [`write_tree_layer`].
+pub fn write_tree_layer_on(
+    pool: &CompressPool,
+    layout: &ImageLayout,
+    root: &Path,
+    kind: TreeKind,
+    compression: Compression,
+    clamp_mtime: Option<i64>,
+) -> Result<LayerBlob, LayerError> {
+    write_layer_on(pool, layout, compression, clamp_mtime, |tar| {
+        diff::write_tree(tar, root, kind)?;
+        Ok(())
+    })
+}
+
 /// The diff_id and tar size of the layer [`write_tree_layer`] would make from `root`,
 /// without compressing or storing anything. A `RUN` step's layer is kept as its snapshot
 /// with this diff_id; the blob is made from the snapshot only when an image, a push or a

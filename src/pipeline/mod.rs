@@ -39,6 +39,7 @@
 //!         pids_limit: Some(4096),
 //!         pids_limit_required: false,
 //!         compression: Default::default(),
+//!         eager_blobs: true,
 //!         force_compression: false,
 //!         more_compressions: Vec::new(),
 //!         source_date_epoch: None,

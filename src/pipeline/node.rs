@@ -224,6 +224,8 @@ pub fn serve_build(
         pids_limit: request.pids_limit,
         pids_limit_required: request.pids_limit_required,
         compression: protocol::compression_at(&request.compression, request.compression_level),
+        // A node's result goes back as an archive or a push: its layers' blobs are needed.
+        eager_blobs: true,
         force_compression: request.force_compression,
         // One set: the build that sent this refuses several layer compressions with nodes.
         more_compressions: Vec::new(),
