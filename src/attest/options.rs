@@ -28,6 +28,11 @@ pub struct Attestations {
     pub scan_stage: bool,
     /// Where the statements are stored.
     pub layout: Layout,
+    /// A build node's sub-build for a build that makes SBOMs: the stages its SBOMs scan
+    /// (those the Dockerfile asks for, every one with [`Self::scan_stage`]) are found, for
+    /// the node to scan them and send the scans back; nothing is attested here (the build
+    /// that sent it attests).
+    pub node_stages: bool,
 }
 
 /// Where a build's attestations are stored (`-o ...,attestation-layout=`).

@@ -17,8 +17,10 @@ use crate::dockerfile::sbomscan;
 use crate::plan::BuildGraph;
 use crate::platform::Platform;
 
-/// Which stages an SBOM scans besides the target's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which stages an SBOM scans besides the target's image (it goes to a build node as
+/// `asked` or `every`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StageScan {
     /// Those whose `BUILDKIT_SBOM_SCAN_STAGE` is on (and the context when the target's
     /// `BUILDKIT_SBOM_SCAN_CONTEXT` is).
@@ -45,6 +47,9 @@ pub enum ExtraRoot {
     Layers(Vec<PathBuf>),
     /// The build context directory (as it is on disk).
     Dir(PathBuf),
+    /// A stage a build node built, scanned there (its files exist only there): the scan
+    /// it sent back.
+    Scanned(Box<crate::sbom::Scan>),
 }
 
 /// The extras of each target platform's image.

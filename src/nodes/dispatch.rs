@@ -35,7 +35,7 @@ use super::{Builder, Node};
 use crate::cache::CacheLocation;
 use crate::context::{self, Dockerignore};
 use crate::error::{ExitKind, Failure};
-use crate::executor::{BuildOptions, BuildReport, CheckArch};
+use crate::executor::{BuildOptions, BuildReport, CheckArch, ExtraRoot, SbomExtra, StageScan};
 use crate::executor::{Built, BuiltImage, NamedContext};
 use crate::oci::annotation::AnnotationKind;
 use crate::platform::Platform;
@@ -62,6 +62,19 @@ pub struct Push<'a> {
     /// Only each platform's manifest and config come back, not the node's archive (every
     /// output is a push, and nothing here reads the layers).
     pub manifests_only: bool,
+    /// The extra SBOMs the nodes' platforms get (stage scans come back from the nodes).
+    pub sboms: Sboms,
+}
+
+/// The SBOMs a build makes of more than its images, as the nodes' platforms get them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sboms {
+    /// The stages to scan (`None`: none): each node scans those it built and sends the
+    /// scans back.
+    pub stages: Option<StageScan>,
+    /// The context is scanned too (here, where it is), listed first as a local build
+    /// lists it.
+    pub context: bool,
 }
 
 /// Builds `options` with `builder`'s nodes: the platforms a node lists go to it (with
@@ -74,7 +87,9 @@ pub struct Push<'a> {
 /// `uses` says what the build's graph reads: only the `--build-context` directories it reads
 /// are shipped (and only the OCI layouts it reads refused); the local user's credentials
 /// for the registries of its images, caches and push go with each request. The `--ssh`
-/// agents are forwarded to each node by its connection, for that sub-build only.
+/// agents are forwarded to each node by its connection, for that sub-build only. `push.sboms`
+/// says which extra SBOMs the nodes' platforms get (the report's `sbom_extras`, as a local
+/// build finds them).
 ///
 /// # Errors
 /// As `local`; a local cache directory, an OCI layout context, or a `--cache-to` several
@@ -362,6 +377,7 @@ pub fn run(
             .map(|(id, remote, _)| (id.clone(), remote.clone()))
             .collect(),
         credentials: credentials.clone(),
+        sbom_stages: push.sboms.stages,
         result: if push.manifests_only && push.repository.is_some() {
             ResultKind::Manifests
         } else {
@@ -565,7 +581,29 @@ pub fn run(
         report.sbom_extras = local_report.sbom_extras;
         unused = Some(local_report.unused_build_args);
     }
-    for ((node, _), reply) in usable.iter().zip(replies) {
+    for ((node, platforms), reply) in usable.iter().zip(replies) {
+        // Each platform's extra SBOMs as a local build lists them: the context (scanned
+        // here), then the stages the node scanned.
+        let mut scanned = reply.sbom_stages.unwrap_or_default();
+        for platform in platforms {
+            let mut extras = Vec::new();
+            if push.sboms.context {
+                extras.push(SbomExtra {
+                    name: "context".to_owned(),
+                    root: ExtraRoot::Dir(options.context.clone()),
+                });
+            }
+            if let Some(at) = scanned.iter().position(|(of, _)| of == platform) {
+                let (_, stages) = scanned.swap_remove(at);
+                extras.extend(stages.into_iter().map(|stage| SbomExtra {
+                    name: stage.name,
+                    root: ExtraRoot::Scanned(Box::new(stage.scan)),
+                }));
+            }
+            if !extras.is_empty() {
+                report.sbom_extras.insert(platform.clone(), extras);
+            }
+        }
         report.steps_run += reply.steps_run;
         report.materials.extend(reply.materials);
         report.steps.extend(reply.steps);
@@ -746,7 +784,7 @@ fn build_on_node(
         let traffic = &traffic;
         let sender = scope.spawn(move || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, traffic.writing(stdin));
-            protocol::write_document(&mut out, protocol::REQUEST_MAGIC, request)?;
+            protocol::write_document(&mut out, request.magic(), request)?;
             // The context, each named directory, each OCI layout and local cache, in the
             // request's order.
             for directory in shipped {
@@ -770,6 +808,17 @@ fn build_on_node(
             let mut stdout = BufReader::with_capacity(256 * 1024, traffic.reading(stdout));
             let reply: NodeReply = protocol::read_document(&mut stdout, protocol::REPLY_MAGIC)
                 .context("reading the node's reply")?;
+            if request.sbom_stages.is_some() && reply.sbom_stages.is_none() {
+                return Err(Failure::new(
+                    ExitKind::Failed,
+                    anyhow!(
+                        "node {} sent back no SBOMs of the stages it built (asked in a v5 \
+                         request); update xbuild on the node",
+                        node.name
+                    ),
+                )
+                .into());
+            }
             // The caches the node sends back, each into a directory of the store's tmp/.
             let tmp = store.layout().tmp_dir();
             std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

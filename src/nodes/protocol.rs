@@ -4,7 +4,7 @@
 //! its stderr the progress:
 //!
 //! ```text
-//! stdin:  "xbuild-node-request-v4\n" · u64 BE length · NodeRequest (JSON) · context tar
+//! stdin:  "xbuild-node-request-v4\n" (v5 with stage SBOMs) · u64 BE length · NodeRequest (JSON) · context tar
 //!         · one tar per named directory context (NodeRequest::named_dirs, in order)
 //!         · one tar per OCI layout context (NodeRequest::named_layouts, in order)
 //!         · one tar per local cache directory (NodeRequest::cache_from_dirs, in order)
@@ -42,6 +42,14 @@
 //! that several nodes would write, is written by the node into a fresh cache directory of
 //! its own, which comes back as a tar after the reply: the build's side merges each node's
 //! records into the destination, one writer after the other ([`CacheExportSpec::sent_back`]).
+//!
+//! A build that makes SBOMs of stages (`--attest type=sbom,scan-stage=true`, or the
+//! Dockerfile's `BUILDKIT_SBOM_SCAN_STAGE`) asks the node for them
+//! ([`NodeRequest::sbom_stages`], in a v5 request, which a v4 node refuses naming both
+//! versions): the node scans the stages it built (they exist only there) and sends back
+//! the scans, not the trees ([`NodeReply::sbom_stages`]); the build's side scans the
+//! context itself and writes the statements. Any other request is still a v4 one, which
+//! older nodes serve.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -62,6 +70,10 @@ use crate::platform::Platform;
 /// contexts, local cache directories and cache exports sent back (tars a v3 node would
 /// not read).
 pub const REQUEST_MAGIC: &[u8] = b"xbuild-node-request-v4\n";
+/// First line of a request that asks for the SBOMs of stages
+/// ([`NodeRequest::sbom_stages`]), which a v4 node would ignore: it refuses it instead,
+/// naming both versions, before any work. A node reads both.
+pub const REQUEST_MAGIC_V5: &[u8] = b"xbuild-node-request-v5\n";
 /// First line of a reply. v3: the tars of the cache exports sent back follow the reply.
 pub const REPLY_MAGIC: &[u8] = b"xbuild-node-reply-v3\n";
 /// Largest request or reply document accepted (secrets included).
@@ -182,6 +194,33 @@ pub struct NodeRequest {
     /// `--cache-from type=local`s, in the order their tars follow the layouts'.
     #[serde(default)]
     pub cache_from_dirs: Vec<CacheDir>,
+    /// The build makes SBOMs of stages: which ones (the node scans them and sends the
+    /// scans back in [`NodeReply::sbom_stages`]). Sent in a v5 request only
+    /// ([`Self::magic`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_stages: Option<crate::executor::StageScan>,
+}
+
+impl NodeRequest {
+    /// The first line this request is sent with: v5 when it asks for stage SBOMs (so that
+    /// an older node refuses it rather than drop them), else v4.
+    pub fn magic(&self) -> &'static [u8] {
+        if self.sbom_stages.is_some() {
+            REQUEST_MAGIC_V5
+        } else {
+            REQUEST_MAGIC
+        }
+    }
+}
+
+/// The scan of one stage a node built, for an extra SBOM of the image (as
+/// [`crate::executor::SbomExtra`] names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSbom {
+    /// The stage's name (`stage-N` when it has none).
+    pub name: String,
+    /// What the node's scan of its files found.
+    pub scan: crate::sbom::Scan,
 }
 
 /// One `--build-context NAME=oci-layout://PATH[:TAG][@sha256:...]` shipped to a node: a tar
@@ -521,6 +560,11 @@ pub struct NodeReply {
     /// With [`ResultKind::Manifests`]: each platform's manifest and config.
     #[serde(default)]
     pub documents: Vec<Document>,
+    /// When the request asked for [`NodeRequest::sbom_stages`]: each platform's scanned
+    /// stages, in the order a local build lists them (`None` from a node that was not
+    /// asked, or could not be: the build's side then fails rather than lose them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_stages: Option<Vec<(Platform, Vec<StageSbom>)>>,
 }
 
 /// Writes the magic line, the length and the JSON document.
@@ -547,18 +591,35 @@ pub fn read_document<T: for<'de> Deserialize<'de>>(
     input: &mut impl Read,
     magic: &[u8],
 ) -> io::Result<T> {
-    let mut seen = vec![0; magic.len()];
+    read_document_of(input, &[magic]).map(|(_, document)| document)
+}
+
+/// Reads what [`write_document`] wrote with any of `magics` (all of one length), and
+/// which one it was.
+///
+/// # Errors
+/// As [`read_document`].
+pub fn read_document_of<'m, T: for<'de> Deserialize<'de>>(
+    input: &mut impl Read,
+    magics: &[&'m [u8]],
+) -> io::Result<(&'m [u8], T)> {
+    let length = magics.first().map_or(0, |magic| magic.len());
+    let mut seen = vec![0; length];
     input.read_exact(&mut seen)?;
-    if seen != magic {
+    let Some(magic) = magics.iter().copied().find(|magic| *magic == seen) else {
+        let expected: Vec<_> = magics
+            .iter()
+            .map(|magic| format!("{:?}", String::from_utf8_lossy(magic).trim()))
+            .collect();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "expected {:?}, got {:?}",
-                String::from_utf8_lossy(magic).trim(),
+                "expected {}, got {:?}",
+                expected.join(" or "),
                 String::from_utf8_lossy(&seen)
             ),
         ));
-    }
+    };
     let mut length = [0; 8];
     input.read_exact(&mut length)?;
     let length = u64::from_be_bytes(length);
@@ -571,6 +632,7 @@ pub fn read_document<T: for<'de> Deserialize<'de>>(
     let mut bytes = Vec::new();
     input.take(length).read_to_end(&mut bytes)?;
     serde_json::from_slice(&bytes)
+        .map(|document| (magic, document))
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
@@ -767,6 +829,60 @@ mod tests {
             old.export().unwrap().location,
             crate::cache::CacheLocation::Registry(cache) if !cache.insecure
         ));
+    }
+
+    /// A request asking for stage SBOMs goes as v5, which a v4 reader refuses naming
+    /// both versions; a node reads both; the scans survive the trip.
+    #[test]
+    fn stage_sboms_need_a_v5_request_and_come_back_whole() {
+        let request: NodeRequest = serde_json::from_str(
+            r#"{"dockerfile":[],"platforms":[],"build_args":{},"target_stage":null,
+            "no_cache":false,"pull":false,"network_none":false,"allow_insecure":false,
+            "compression":"gzip","source_date_epoch":null,"secrets":{},"check_arch":"warn",
+            "push_to":null,"context_root":{"mode":493,"uid":0,"gid":0,"mtime":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.magic(), REQUEST_MAGIC);
+        let asking = NodeRequest {
+            sbom_stages: Some(crate::executor::StageScan::Every),
+            ..request
+        };
+        assert_eq!(asking.magic(), REQUEST_MAGIC_V5);
+        let mut bytes = Vec::new();
+        write_document(&mut bytes, asking.magic(), &asking).unwrap();
+        let error = read_document::<NodeRequest>(&mut bytes.as_slice(), REQUEST_MAGIC).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("xbuild-node-request-v4")
+                && message.contains("xbuild-node-request-v5"),
+            "{message}"
+        );
+        let (magic, back): (_, NodeRequest) =
+            read_document_of(&mut bytes.as_slice(), &[REQUEST_MAGIC, REQUEST_MAGIC_V5]).unwrap();
+        assert_eq!((magic, back), (REQUEST_MAGIC_V5, asking));
+        let scan = crate::sbom::Scan {
+            packages: vec![crate::sbom::Package {
+                ecosystem: crate::sbom::Ecosystem::Deb,
+                name: "dpkg".to_owned(),
+                version: "1.21.22".to_owned(),
+                arch: Some("arm64".to_owned()),
+                purl: "pkg:deb/debian/dpkg@1.21.22?arch=arm64".to_owned(),
+                supplier: None,
+                source: None,
+                evidence: vec!["/var/lib/dpkg/status".to_owned()],
+            }],
+            ..Default::default()
+        };
+        let stages = vec![(
+            Platform::parse("linux/arm64").unwrap(),
+            vec![StageSbom {
+                name: "build".to_owned(),
+                scan,
+            }],
+        )];
+        let wire = serde_json::to_string(&stages).unwrap();
+        let back: Vec<(Platform, Vec<StageSbom>)> = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, stages);
     }
 
     #[test]

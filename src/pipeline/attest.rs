@@ -244,6 +244,7 @@ fn scan_platform(
         let scan = match &extra.root {
             ExtraRoot::Layers(layers) => sbom::scan(&Root::Layers(layers)),
             ExtraRoot::Dir(dir) => sbom::scan(&Root::Dir(dir)),
+            ExtraRoot::Scanned(scan) => Ok(scan.as_ref().clone()),
         }
         .map_err(|error| BuildError::Attest(error.into()))?;
         scans.push((Some(extra.name.clone()), scan));

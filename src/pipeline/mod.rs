@@ -923,14 +923,13 @@ fn execute(
             graph,
             stages,
             options,
-            request
-                .attestations
-                .sbom
-                .then_some(if request.attestations.scan_stage {
+            (request.attestations.sbom || request.attestations.node_stages).then_some(
+                if request.attestations.scan_stage {
                     executor::StageScan::Every
                 } else {
                     executor::StageScan::Asked
-                }),
+                },
+            ),
             store,
             runtime,
             before_cache_export,
@@ -939,30 +938,26 @@ fn execute(
     let Some(builder) = &request.builder else {
         return Ok(here(&graph, options, &|| {})?);
     };
-    let on_a_node = options
-        .targets
-        .iter()
-        .find_map(|target| builder.node_for(target).map(|node| (target, node)));
-    if let Some((target, node)) = on_a_node
-        && request.attestations.sbom
-        && (request.attestations.scan_stage
-            || dockerfile::sbomscan::scan_requests(stages, &options.build_args)
-                != dockerfile::sbomscan::ScanRequests::default())
-    {
-        // The stages and the context they name would be scanned on the node, which sends
-        // back no SBOM yet.
-        return Err(BuildError::Nodes(
-            Failure::bad_input(format_args!(
-                "--sbom with scan-stage=true, {} or {}: extra SBOMs of stages and the context are not made on \
-                 build nodes yet ({target} goes to node {} of builder {}); use --builder default, or drop the argument",
-                dockerfile::sbomscan::SCAN_STAGE,
-                dockerfile::sbomscan::SCAN_CONTEXT,
-                node.name,
-                builder.name
-            ))
-            .into(),
-        ));
-    }
+    // A node scans the stages it built and sends the scans back; the context is scanned
+    // here (it is here), as a local build scans it.
+    let stage_scan = request
+        .attestations
+        .sbom
+        .then_some(if request.attestations.scan_stage {
+            executor::StageScan::Every
+        } else {
+            executor::StageScan::Asked
+        });
+    let scan_requests = dockerfile::sbomscan::scan_requests(stages, &options.build_args);
+    let sboms = dispatch::Sboms {
+        stages: stage_scan
+            .filter(|scan| *scan == executor::StageScan::Every || !scan_requests.stages.is_empty()),
+        context: request.attestations.sbom
+            && graph
+                .images
+                .first()
+                .is_some_and(|image| scan_requests.context.contains(&image.stage)),
+    };
     let push_to = request
         .outputs
         .iter()
@@ -996,6 +991,7 @@ fn execute(
         dispatch::Push {
             repository: push_to.as_deref(),
             manifests_only,
+            sboms,
         },
         |platforms, sink, before_cache_export| {
             // The platforms built here: their part of the graph (planning is pure and

@@ -22,6 +22,9 @@
 //! (`/tmp/xbuild-ssh-*.sock`, nothing else is accepted), removed when the build is done.
 //! The client's registry credentials are kept in this process's memory
 //! ([`crate::registry::forward_credentials`]), before the node's own configuration.
+//! A request for stage SBOMs ([`NodeRequest::sbom_stages`]) has the build find the stages
+//! they scan; each is scanned here and the scans go back in the reply (the context is
+//! scanned on the build's side, where it is).
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -30,12 +33,15 @@ use anyhow::Context as _;
 
 use super::{BuildRequest, build_on, start_runtime};
 use crate::error::{ExitKind, Failure, ResultExt};
-use crate::executor::{BuildOptions, Built, CheckArch, Material, NamedContext, SshSource};
+use crate::executor::{
+    BuildOptions, Built, CheckArch, ExtraRoot, Material, NamedContext, SbomExtra, SshSource,
+    StageScan,
+};
 use crate::export::{self, Output};
 use oci_spec::image::ImageManifest;
 
 use crate::cache::{CacheLocation, CacheOptions};
-use crate::nodes::protocol::{self, Document, NodeReply, NodeRequest, ResultKind};
+use crate::nodes::protocol::{self, Document, NodeReply, NodeRequest, ResultKind, StageSbom};
 use crate::progress::{SharedSink, VertexCounter};
 use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::Store;
@@ -51,9 +57,18 @@ pub fn serve_build(
     sink: SharedSink,
 ) -> anyhow::Result<()> {
     let mut input = BufReader::new(input);
-    let request: NodeRequest = protocol::read_document(&mut input, protocol::REQUEST_MAGIC)
-        .context("reading the build request")
-        .exit_kind(ExitKind::BadInput)?;
+    let (magic, request): (_, NodeRequest) = protocol::read_document_of(
+        &mut input,
+        &[protocol::REQUEST_MAGIC, protocol::REQUEST_MAGIC_V5],
+    )
+    .context("reading the build request")
+    .exit_kind(ExitKind::BadInput)?;
+    if magic != request.magic() {
+        return Err(Failure::bad_input(format_args!(
+            "the build request: stage SBOMs are asked in a v5 request only"
+        ))
+        .into());
+    }
     // The client's credentials, in this process's memory only (it serves this one build).
     crate::registry::forward_credentials(
         request
@@ -251,12 +266,23 @@ pub fn serve_build(
         builder: None,
         fallback: Default::default(),
         checks: false,
-        attestations: Default::default(),
+        // The stages the build's SBOMs scan are found here, and scanned below.
+        attestations: crate::attest::options::Attestations {
+            node_stages: request.sbom_stages.is_some(),
+            scan_stage: request.sbom_stages == Some(StageScan::Every),
+            ..Default::default()
+        },
         context_url: None,
     };
     let report = build_on(&build_request, &runtime)
         .map_err(|failure| Failure::new(failure.exit_kind(), failure))?
         .report;
+    // The stages' scans go back, not their trees; the context is scanned where it is, on
+    // the build's side.
+    let sbom_stages = match request.sbom_stages {
+        None => None,
+        Some(_) => Some(stage_sboms(&report.sbom_extras)?),
+    };
     let registry = Arc::new(RegistryOptions::from_env(store.root()).showing_notes(sink.clone()));
     let vertices = VertexCounter::after(report.last_vertex);
     let mut pushed = Vec::new();
@@ -369,6 +395,7 @@ pub fn serve_build(
             .map(|(platform, steps)| (platform.clone(), steps.clone()))
             .collect(),
         documents,
+        sbom_stages,
     };
     protocol::write_document(output, protocol::REPLY_MAGIC, &reply)?;
     // Each cache export sent back, whole (an export that failed with ignore-error=true
@@ -384,6 +411,28 @@ pub fn serve_build(
     }
     output.flush()?;
     Ok(())
+}
+
+/// Scans each platform's stages (the [`ExtraRoot::Layers`] extras) in the executor's order.
+fn stage_sboms(
+    extras: &std::collections::BTreeMap<crate::platform::Platform, Vec<SbomExtra>>,
+) -> anyhow::Result<Vec<(crate::platform::Platform, Vec<StageSbom>)>> {
+    let mut scanned = Vec::new();
+    for (platform, extras) in extras {
+        let mut stages = Vec::new();
+        for extra in extras {
+            if let ExtraRoot::Layers(layers) = &extra.root {
+                let scan = crate::sbom::scan(&crate::sbom::Root::Layers(layers))
+                    .with_context(|| format!("scanning stage {} for its SBOM", extra.name))?;
+                stages.push(StageSbom {
+                    name: extra.name.clone(),
+                    scan,
+                });
+            }
+        }
+        scanned.push((platform.clone(), stages));
+    }
+    Ok(scanned)
 }
 
 /// Where the sockets of forwarded ssh agents are (`nodes::dispatch` names them).

@@ -31,7 +31,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
 pub use root::{ReadError, Root, WalkError};
@@ -51,7 +51,7 @@ pub const MAX_HASHED: u64 = 512 * 1024 * 1024;
 const MIN_ELF: u64 = 52;
 
 /// Where packages come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ecosystem {
     /// dpkg (Debian, Ubuntu, distroless).
@@ -95,7 +95,7 @@ impl Ecosystem {
 }
 
 /// The distribution, from os-release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Distro {
     /// `ID` (`debian`, `ubuntu`, `alpine`), lower case.
     pub id: String,
@@ -108,7 +108,7 @@ pub struct Distro {
 }
 
 /// One installed package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     /// Where it comes from.
     pub ecosystem: Ecosystem,
@@ -129,7 +129,7 @@ pub struct Package {
 }
 
 /// An evidence file with its checksums.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
     /// Absolute path in the image.
     pub path: String,
@@ -142,7 +142,7 @@ pub struct FileDigest {
 }
 
 /// Something the scan could not read, named by file (and line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
     /// The file in the image.
     pub path: String,
@@ -162,7 +162,7 @@ impl fmt::Display for Warning {
 }
 
 /// What a scan found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scan {
     /// The distribution, when os-release names one.
     pub distro: Option<Distro>,

@@ -57,7 +57,7 @@ fn skip(reason: &str) -> bool {
 }
 
 /// The validators' venv: spdx-tools (pyspdxtools) and in-toto-attestation, made once.
-fn venv() -> Option<PathBuf> {
+pub(crate) fn venv() -> Option<PathBuf> {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let made = VENV.get_or_init(|| {
         let dir = target_dir().join("attest-venv");
@@ -100,7 +100,7 @@ fn venv() -> Option<PathBuf> {
 }
 
 /// `pyspdxtools -i` on an SPDX document: valid or the test fails with its messages.
-fn assert_valid_spdx(venv: &Path, document: &[u8]) {
+pub(crate) fn assert_valid_spdx(venv: &Path, document: &[u8]) {
     // pyspdxtools chooses its parser by the file name's suffix.
     let file = tempfile::Builder::new()
         .suffix(".spdx.json")

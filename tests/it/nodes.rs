@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::attest::assert_valid_spdx;
 use crate::util::{self, Need};
 
 const EPOCH: &str = "1700000000";
@@ -786,31 +787,6 @@ fn a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache() {
             .any(|line| line.contains("[node arm20] [linux/arm64") && line.contains("FROM")),
         "{stderr}"
     );
-
-    // What is not made on nodes is refused before any work, exit 2: extra SBOMs of
-    // stages (OCI layout contexts and local cache directories are shipped since nodes4,
-    // tested below).
-    std::fs::write(
-        other.join("Dockerfile2"),
-        "ARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN true\n",
-    )
-    .unwrap();
-    let dockerfile2 = other.join("Dockerfile2").display().to_string();
-    let output = run(
-        "store2",
-        "arm2",
-        &[
-            "--sbom=true",
-            "--build-arg",
-            "BUILDKIT_SBOM_SCAN_CONTEXT=true",
-            "-f",
-            &dockerfile2,
-        ],
-    );
-    let stderr = util::stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("not made on build nodes yet"), "{stderr}");
-    assert!(!stderr.contains("RUN"), "work started:\n{stderr}");
 }
 
 /// A builder whose linux/arm64 node is started; its node store and this side's hold the
@@ -928,11 +904,11 @@ fn ssh_agents_and_named_directories_reach_the_node() {
     }
 }
 
-/// Extra SBOMs with a node are refused before any node is contacted, naming the platform
-/// and the node; an OCI layout context and a registry `--cache-to` two nodes write are no
-/// longer refused (nodes4): such builds go on to the nodes (which do not answer here).
+/// An OCI layout context, a registry `--cache-to` two nodes write (nodes4) and extra SBOMs
+/// (sbomnode) are no longer refused: such builds go on to the nodes (which do not answer
+/// here, exit 3, before any work).
 #[test]
-fn extra_sboms_are_refused_before_a_node_is_contacted() {
+fn layouts_shared_caches_and_extra_sboms_go_on_to_the_nodes() {
     if !util::require(&[
         Need::Root,
         Need::Fixtures,
@@ -981,8 +957,8 @@ fn extra_sboms_are_refused_before_a_node_is_contacted() {
     assert_eq!(unread.status.code(), Some(3), "{stderr}");
     assert!(!stderr.contains("must-not-run"), "{stderr}");
 
-    // Still refused before any node is contacted, naming the platform and the node: extra
-    // SBOMs made on a node. A registry --cache-to two nodes write goes on to the nodes.
+    // Extra SBOMs (the node scans its stages), and a registry --cache-to two nodes write,
+    // go on to the nodes.
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN echo must-not-run\n",
@@ -1000,8 +976,9 @@ fn extra_sboms_are_refused_before_a_node_is_contacted() {
             ]),
     );
     let stderr = util::stderr(&sbom);
-    assert_eq!(sbom.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("linux/arm64 goes to node arm0"), "{stderr}");
+    assert_eq!(sbom.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("arm0"), "{stderr}");
+    assert!(!stderr.contains("must-not-run"), "{stderr}");
     let create = util::run(xbuild(dir, "store").args([
         "builder",
         "create",
@@ -1042,6 +1019,159 @@ fn extra_sboms_are_refused_before_a_node_is_contacted() {
             .arg("."),
     );
     assert!(built.status.success(), "{}", util::stderr(&built));
+}
+
+/// Extra SBOMs with a node: a two-stage Dockerfile whose build stage has
+/// `BUILDKIT_SBOM_SCAN_STAGE=true` and whose final stage has `BUILDKIT_SBOM_SCAN_CONTEXT=true`,
+/// built with `--sbom=true` for linux/arm64 on the node: the node scans the stage it built
+/// and sends the scan back, this side scans the context; the platform manifest's referrers
+/// are the image's SBOM, `sbom-build` and `sbom-context`, each valid SPDX (pyspdxtools), with
+/// the same packages as the same build made here. Prints the bytes the channel moved with
+/// and without the stage's scan (the node's step is cached the second time).
+#[test]
+fn a_node_scans_its_stages_for_extra_sboms() {
+    if !needs() {
+        return;
+    }
+    let Some(venv) = crate::attest::venv() else {
+        return;
+    };
+    let temp = util::temp_dir();
+    let dir = temp.path();
+    let _node = started_node(dir);
+    store_with_fixtures(&dir.join("local-store"));
+    let ctx = dir.join("ctx");
+    let package = ctx.join("node_modules/left-pad");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(
+        package.join("package.json"),
+        r#"{"name": "left-pad", "version": "1.3.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm AS build\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+         RUN echo built > /built.txt\n\
+         FROM busybox\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+         COPY --from=build /built.txt /built.txt\n",
+    )
+    .unwrap();
+    let sbom_build = |store: &str, extra: &[&str]| {
+        util::run(
+            xbuild(dir, store)
+                .current_dir(&ctx)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["build", "--platform", "linux/arm64", "--progress", "plain"])
+                .args(["--sbom=true", "-t", "app:1"])
+                .args(extra)
+                .arg("."),
+        )
+    };
+    // Each SBOM of app:1's arm64 manifest in `store`, by kind: its SPDX document.
+    let documents = |store: &str| -> std::collections::BTreeMap<String, serde_json::Value> {
+        let listed =
+            util::run(xbuild(dir, store).args(["attest", "ls", "app:1", "--format", "json"]));
+        assert!(listed.status.success(), "{}", util::stderr(&listed));
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let blob = |digest: &str| -> serde_json::Value {
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            serde_json::from_slice(
+                &std::fs::read(dir.join(store).join("blobs/sha256").join(hex)).unwrap(),
+            )
+            .unwrap()
+        };
+        let mut documents = std::collections::BTreeMap::new();
+        for row in listed.as_array().unwrap() {
+            let manifest = blob(row["manifest"].as_str().unwrap());
+            let kind = manifest["annotations"]["dev.xbuild.attestation"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let statement = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+            documents.insert(kind, statement["predicate"].clone());
+        }
+        documents
+    };
+    // (name, version, purls) of each package.
+    let packages = |document: &serde_json::Value| -> Vec<(String, String, Vec<String>)> {
+        let mut listed: Vec<_> = document["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|package| {
+                (
+                    package["name"].as_str().unwrap_or_default().to_owned(),
+                    package["versionInfo"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    package["externalRefs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|reference| reference["referenceLocator"].as_str())
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    };
+
+    let local = sbom_build("local-store", &["--builder", "default"]);
+    assert!(local.status.success(), "{}", util::stderr(&local));
+    let on_node = sbom_build("store", &[]);
+    let stderr = util::stderr(&on_node);
+    assert!(on_node.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("[node arm0] [build 2/2] RUN")),
+        "the stage was not built on the node:\n{stderr}"
+    );
+    let (sent, with_scan) = ssh_traffic(&stderr, "arm0");
+
+    let (here, there) = (documents("local-store"), documents("store"));
+    assert_eq!(
+        there.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sbom", "sbom-build", "sbom-context"],
+        "{there:?}"
+    );
+    assert_eq!(
+        here.keys().collect::<Vec<_>>(),
+        there.keys().collect::<Vec<_>>()
+    );
+    for (kind, document) in &there {
+        assert_valid_spdx(&venv, document.to_string().as_bytes());
+        assert_eq!(packages(document), packages(&here[kind]), "{kind}");
+    }
+    assert!(
+        packages(&there["sbom-build"])
+            .iter()
+            .flat_map(|(_, _, purls)| purls)
+            .any(|purl| purl.starts_with("pkg:deb/debian/dpkg@") && purl.contains("arch=arm64")),
+        "{}",
+        there["sbom-build"]
+    );
+    assert!(
+        packages(&there["sbom-context"])
+            .iter()
+            .flat_map(|(_, _, purls)| purls)
+            .any(|purl| purl == "pkg:npm/left-pad@1.3.0"),
+        "{}",
+        there["sbom-context"]
+    );
+
+    // The same build without the stage's SBOM: what the scan added to the reply.
+    let without = sbom_build("store", &["--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=false"]);
+    let stderr = util::stderr(&without);
+    assert!(without.status.success(), "{stderr}");
+    let (_, without_scan) = ssh_traffic(&stderr, "arm0");
+    eprintln!(
+        "ssh with the stage's scan: sent {sent} bytes, received {with_scan}; \
+         without it: received {without_scan}"
+    );
 }
 
 /// `--cache-to type=inline` with a node: the node's pushed arm64 image carries its inline
