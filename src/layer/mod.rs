@@ -422,10 +422,14 @@ pub fn write_tree_layer(
     compression: Compression,
     clamp_mtime: Option<i64>,
 ) -> Result<LayerBlob, LayerError> {
-    write_layer(layout, compression, clamp_mtime, |tar| {
-        diff::write_tree(tar, root, kind)?;
-        Ok(())
-    })
+    write_tree_layer_on(
+        CompressPool::shared(),
+        layout,
+        root,
+        kind,
+        compression,
+        clamp_mtime,
+    )
 }
 
 /// As [`write_tree_layer`], compressing on `pool` instead of the process's shared pool
