@@ -303,16 +303,7 @@ fn work(
         let result = make(pool, store, &job, compression);
         match result {
             Ok(blob) => {
-                if let Some((reused, blocks)) = blob.reused_blocks {
-                    sink.emit(Event::Log {
-                        vertex: job.vertex,
-                        stream: crate::progress::Stream::Stdout,
-                        line: format!(
-                            "{}: {reused} of {blocks} gzip blocks reused",
-                            blob.descriptor.digest()
-                        ),
-                    });
-                }
+                super::blobs::log_reused_blocks(sink, job.vertex, &blob);
                 sink.emit(Event::Finished {
                     vertex: job.vertex,
                     duration: started.elapsed(),

@@ -58,12 +58,7 @@ pub(crate) fn write_local(
         } else {
             dest.join(platform_folder(platform))
         };
-        store
-            .unpack_image(resolved, &target)
-            .map_err(|source| ExportError::Unpack {
-                dest: target.clone(),
-                source: Box::new(source),
-            })?;
+        unpack(store, resolved, &target)?;
     }
     Ok(())
 }
@@ -99,12 +94,7 @@ pub(crate) fn write_tar(
     let mut tar = TarWriter::new(out, None);
     for (index, (platform, resolved)) in images.iter().enumerate() {
         let unpacked = scratch.path().join(index.to_string());
-        store
-            .unpack_image(resolved, &unpacked)
-            .map_err(|source| ExportError::Unpack {
-                dest: unpacked.clone(),
-                source: Box::new(source),
-            })?;
+        unpack(store, resolved, &unpacked)?;
         let prefix = if !split {
             PathBuf::new()
         } else {
@@ -142,12 +132,7 @@ fn unpack_merged(
     let mut trees = Vec::with_capacity(images.len());
     for (index, (_, resolved)) in images.iter().enumerate() {
         let tree = scratch.join(index.to_string());
-        store
-            .unpack_image(resolved, &tree)
-            .map_err(|source| ExportError::Unpack {
-                dest: tree.clone(),
-                source: Box::new(source),
-            })?;
+        unpack(store, resolved, &tree)?;
         trees.push(tree);
     }
     // Path -> (index of the first platform that has it, whether it is a directory there).
@@ -228,4 +213,14 @@ fn move_into(from: &Path, into: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unpacks the image `resolved` of `store` into `dest`, a failure naming `dest`.
+fn unpack(store: &Store, resolved: &ResolvedImage, dest: &Path) -> Result<(), ExportError> {
+    store
+        .unpack_image(resolved, dest)
+        .map_err(|source| ExportError::Unpack {
+            dest: dest.to_path_buf(),
+            source: Box::new(source),
+        })
 }
