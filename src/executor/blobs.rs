@@ -116,7 +116,7 @@ pub(crate) fn ensure_blobs(
         match layer::commit_in_parallel(jobs) {
             Ok(blobs) => {
                 for blob in blobs {
-                    log_reused_blocks(&services.sink, id, &blob);
+                    super::eager::log_reused_blocks(&services.sink, id, &blob);
                     services
                         .store
                         .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
@@ -242,23 +242,4 @@ fn convert_blobs(
         .into_iter()
         .map(|blob| (blob.diff_id, blob.descriptor))
         .collect())
-}
-
-/// Says in the progress of `vertex` how many of `blob`'s gzip blocks came from the block
-/// cache (nothing when its compression has no blocks).
-pub(super) fn log_reused_blocks(
-    sink: &crate::progress::SharedSink,
-    vertex: crate::progress::VertexId,
-    blob: &layer::LayerBlob,
-) {
-    if let Some((reused, blocks)) = blob.reused_blocks {
-        sink.emit(Event::Log {
-            vertex,
-            stream: crate::progress::Stream::Stdout,
-            line: format!(
-                "{}: {reused} of {blocks} gzip blocks reused",
-                blob.descriptor.digest()
-            ),
-        });
-    }
 }

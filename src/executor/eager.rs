@@ -303,7 +303,7 @@ fn work(
         let result = make(pool, store, &job, compression);
         match result {
             Ok(blob) => {
-                super::blobs::log_reused_blocks(sink, job.vertex, &blob);
+                log_reused_blocks(sink, job.vertex, &blob);
                 sink.emit(Event::Finished {
                     vertex: job.vertex,
                     duration: started.elapsed(),
@@ -347,4 +347,23 @@ fn make(
         .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)
         .map_err(|error| error.to_string())?;
     Ok(blob)
+}
+
+/// Says in the progress of `vertex` how many of `blob`'s gzip blocks came from the block
+/// cache (nothing when its compression has no blocks).
+pub(super) fn log_reused_blocks(
+    sink: &crate::progress::SharedSink,
+    vertex: crate::progress::VertexId,
+    blob: &crate::layer::LayerBlob,
+) {
+    if let Some((reused, blocks)) = blob.reused_blocks {
+        sink.emit(crate::progress::Event::Log {
+            vertex,
+            stream: crate::progress::Stream::Stdout,
+            line: format!(
+                "{}: {reused} of {blocks} gzip blocks reused",
+                blob.descriptor.digest()
+            ),
+        });
+    }
 }
