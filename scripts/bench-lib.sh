@@ -3,16 +3,32 @@
 # (the results file) and a log() function.
 
 # poll NAME OUT: writes the largest VmHWM (kB) of processes named NAME into OUT until killed.
+# Only the descendants of this script's shell count (BENCH_ROOT, default $$): another
+# engineer's or CI's xbuild, buildah or dockerd on the same machine is not the bench's.
 poll() {
     local name="$1" out="$2" max=0 pid kb
     while :; do
         for pid in $(pgrep -x "$name"); do
+            descends "$pid" || continue
             kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
             [ -n "$kb" ] && [ "$kb" -gt "$max" ] && max="$kb"
         done
         echo "$max" > "$out"
         sleep 0.1
     done
+}
+
+# descends PID: whether PID is a descendant of BENCH_ROOT (the bench script's shell).
+descends() {
+    local pid="$1" root="${BENCH_ROOT:-$$}" stat
+    while [ "$pid" -gt 1 ]; do
+        [ "$pid" = "$root" ] && return 0
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+        stat="${stat##*) }"
+        set -- $stat
+        pid="$2"
+    done
+    return 1
 }
 
 # measure ROW TOOL POLLNAME COMMAND...: runs COMMAND (output to the log), appends

@@ -8,9 +8,12 @@
 #            copied last; ~160 MB of compressed layers per platform
 #
 #   scripts/bench.sh [--repeat N] [--workload app|service|all] [--files N] [--bytes B]
-#                    [--no-buildkit] [--no-floor] [--no-micro] [--port P]
+#                    [--no-buildkit] [--no-floor] [--no-micro] [--port P] [--priority]
 #   scripts/bench.sh --workload context [--files N] [--bytes B] [--repeat N] [--no-buildkit]
-#                    [--port P]
+#                    [--port P] [--priority]
+# --priority: the bench and everything it starts (the tools' containers included) run at a
+# high CPU weight (scripts/bench-priority.py: a cgroup, 256x the default weight), for a machine
+# that other work shares; disk and memory bandwidth stay shared.
 #
 # Rows (each repeated N times, default 3; median with min-max; the service's rows are
 # prefixed `service-`):
@@ -51,8 +54,8 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PORT=5055 WORKLOAD=all CONTEXT=0 FILES=100000 BYTES=2000000000
-USAGE="usage: $0 [--repeat N] [--workload app|service|all|context] [--files N] [--bytes B] [--no-buildkit] [--no-floor] [--no-micro] [--port P]"
+REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PRIORITY=0 PORT=5055 WORKLOAD=all CONTEXT=0 FILES=100000 BYTES=2000000000
+USAGE="usage: $0 [--repeat N] [--workload app|service|all|context] [--files N] [--bytes B] [--no-buildkit] [--no-floor] [--no-micro] [--port P] [--priority]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --repeat) REPEAT="$2"; shift ;;
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
         --no-buildkit) BUILDKIT=0 ;;
         --no-floor) FLOOR=0 ;;
         --no-micro) MICRO=0 ;;
+        --priority) PRIORITY=1 ;;
         --port) PORT="$2"; shift ;;
         --files) FILES="$2"; shift ;;
         --bytes) BYTES="$2"; shift ;;
@@ -76,6 +80,10 @@ case "$WORKLOAD" in
 esac
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 3; }
 log() { echo "bench: $*" >&2; }
+if [ "$PRIORITY" = 1 ]; then
+    python3 scripts/bench-priority.py $$ &
+    log "high CPU weight for the bench's processes (scripts/bench-priority.py)"
+fi
 
 command -v buildah >/dev/null || scripts/setup-host.sh >&2
 scripts/fixtures.sh build >&2
