@@ -46,7 +46,7 @@ measure() {
     "$@" >> "$WORK/log" 2>&1 || status=$?
     unset XBUILD_PEAK_RSS_FILE
     end=$(date +%s.%N)
-    kill "$poller"; wait "$poller" 2>/dev/null || true
+    kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true
     if [ "$status" != 0 ]; then
         log "FAILED ($status): $*"; tail -n 30 "$WORK/log" >&2; exit 1
     fi
