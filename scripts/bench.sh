@@ -30,9 +30,13 @@
 # no buildx) gets linux/amd64 rows beside xbuild's linux/amd64 rows.
 # Each measured command starts after `sync`: one tool's fsyncs do not wait for the writeback
 # of what the other tool wrote just before.
-# Peak RSS: xbuild's own processes (each xbuild process reports its VmHWM at exit through
-# XBUILD_PEAK_RSS_FILE), not the commands its RUN steps start; for buildah and dockerd the
-# largest VmHWM seen by polling processes of that name every 0.1 s.
+# Peak RSS: xbuild's own processes (each xbuild process, the build and each step's
+# `__run-step` sandbox process, reports its VmHWM at exit through XBUILD_PEAK_RSS_FILE, one
+# line naming the process; the log gives the figure of each kind), not the commands its RUN
+# steps start; for buildah the largest VmHWM seen by polling the measured command's
+# processes of that name every 0.1 s, for dockerd (not the command's child) the bench's own
+# private dockerd. Only the measured command's own processes count: another xbuild running on the
+# machine meanwhile (a test, another engineer's build) does not.
 # Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
 # 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
 #

@@ -65,8 +65,10 @@ pub const XBUILD_BINFMT_PREFIX: &str = "XBUILD_BINFMT_PREFIX";
 /// (at most 32). The compressed bytes, and so the digests, do not depend on it.
 pub const XBUILD_COMPRESS_THREADS: &str = "XBUILD_COMPRESS_THREADS";
 
-/// When set, xbuild appends its own peak resident set size (kB) to this file at exit
-/// (used by `scripts/bench.sh`).
+/// When set, each xbuild process (the command, and each step's `__run-step` sandbox process)
+/// appends a line to this file at exit: its peak resident set size (`VmHWM`, kB), its
+/// process id, its subcommand and its threads at exit, tab-separated (used by
+/// `scripts/bench.sh`).
 pub const XBUILD_PEAK_RSS_FILE: &str = "XBUILD_PEAK_RSS_FILE";
 
 /// `1` keeps the real `fsync`/`fdatasync`/`sync_file_range`/`syncfs`/`sync` inside `RUN`

@@ -80,6 +80,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Named in the peak RSS record (`__run-step` for a step's sandbox process).
+    let command_name = matches.subcommand_name().unwrap_or("xbuild").to_owned();
     let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -90,31 +92,44 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit_kind(&error).code())
         }
     };
-    report_peak_rss();
+    report_peak_rss(&command_name);
     code
 }
 
-/// With `XBUILD_PEAK_RSS_FILE` set, appends this process's peak resident set size (VmHWM,
-/// in kB) to that file, for `scripts/bench.sh`: the figure is xbuild's own, not that of the
-/// commands its RUN steps start (those run in other processes).
-fn report_peak_rss() {
+/// With `XBUILD_PEAK_RSS_FILE` set, appends this process's peak resident set size to that
+/// file, one line per process ([`peak_rss_record`]), for `scripts/bench.sh`: the figure is
+/// xbuild's own, not that of the commands its RUN steps start (those run in other
+/// processes). Each step's sandbox process (`xbuild __run-step`) writes its own line.
+fn report_peak_rss(command_name: &str) {
     let Some(path) = std::env::var_os(crate::env::XBUILD_PEAK_RSS_FILE) else {
         return;
     };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let Some(kb) = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.split_whitespace().next())
-    else {
+    let Some(line) = peak_rss_record(&status, std::process::id(), command_name) else {
         return;
     };
-    let line = format!("{kb}\n");
     let _ = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+}
+
+/// The peak RSS record of a process from its `/proc/PID/status` text: `VmHWM` (kB) first,
+/// so that `sort -n` orders records by it, then the process id, the subcommand and the
+/// number of threads at exit, tab-separated, e.g. `41236\t4711\tbuild\t9\n`. `None` when
+/// the text has no `VmHWM`.
+fn peak_rss_record(status: &str, pid: u32, command_name: &str) -> Option<String> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    let peak = field("VmHWM")?;
+    let threads = field("Threads").unwrap_or(0);
+    Some(format!("{peak}\t{pid}\t{command_name}\t{threads}\n"))
 }
 
 /// Advice when a write failed because a file system is full (ENOSPC, or EDQUOT): the cause
@@ -167,7 +182,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifest(manifest) => manifest.run(),
         Command::Attest(attest) => attest.run(),
         Command::Binfmt(binfmt) => binfmt.run(),
-        Command::RunStep => crate::sandbox::child::main(),
+        // It exits with the step's status without returning: its record is written first.
+        Command::RunStep => crate::sandbox::child::main(|| report_peak_rss("__run-step")),
         Command::Debug(debug) => debug.run(),
         Command::Run(args) => args.run(),
         Command::Builder(args) => args.run(),
@@ -213,6 +229,23 @@ impl From<ExitKind> for ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peak_rss_record_names_its_process() {
+        let status = "Name:\txbuild\nVmPeak:\t 1830422 kB\nVmHWM:\t   41236 kB\n\
+                      VmRSS:\t   30100 kB\nThreads:\t9\n";
+        assert_eq!(
+            peak_rss_record(status, 4711, "__run-step").as_deref(),
+            Some("41236\t4711\t__run-step\t9\n")
+        );
+        // No VmHWM (not Linux's status format): no record, rather than a made-up figure.
+        assert_eq!(
+            peak_rss_record("Name:\txbuild\nVmRSS:\t 1 kB\n", 1, "build"),
+            None
+        );
+        // A field whose name only starts like VmHWM's is not taken for it.
+        assert_eq!(peak_rss_record("VmHWMx:\t5 kB\n", 1, "build"), None);
+    }
 
     #[test]
     fn completions_name_the_subcommands_and_hide_internal_ones() {

@@ -137,11 +137,13 @@ impl Link for Pid1Link<'_> {
     }
 }
 
-/// Entry point of `xbuild __run-step`. Never returns.
+/// Entry point of `xbuild __run-step`. Never returns. `at_exit` runs just before the
+/// process exits with the step's status (the caller's bookkeeping, e.g. the peak RSS
+/// record: `std::process::exit` skips what the caller would do after a return).
 ///
 /// # Errors
 /// Never: the process exits with the step's status, 0 or [`SETUP_FAILED`].
-pub fn main() -> anyhow::Result<()> {
+pub fn main(at_exit: impl FnOnce()) -> anyhow::Result<()> {
     // The channel is our fd 3, set up by the parent; without it there is nobody to report
     // to (someone ran `xbuild __run-step` by hand).
     // SAFETY: F_GETFD on a descriptor number only reads its flags.
@@ -166,6 +168,7 @@ pub fn main() -> anyhow::Result<()> {
             SETUP_FAILED
         }
     };
+    at_exit();
     std::process::exit(code)
 }
 

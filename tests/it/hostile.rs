@@ -625,7 +625,7 @@ impl Home {
         let peak_rss_kib = std::fs::read_to_string(&rss_file)
             .unwrap_or_default()
             .lines()
-            .filter_map(|line| line.trim().parse::<u64>().ok())
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
             .max()
             .unwrap_or(0);
         Run {
