@@ -35,8 +35,8 @@
 # line naming the process; the log gives the figure of each kind), not the commands its RUN
 # steps start; for buildah the largest VmHWM seen by polling the measured command's
 # processes of that name every 0.1 s, for dockerd (not the command's child) the bench's own
-# private dockerd. Only the measured command's own processes count: another xbuild running on the
-# machine meanwhile (a test, another engineer's build) does not.
+# private dockerd. Only the measured command's own processes count: another xbuild running
+# on the machine meanwhile (a test, another engineer's build) does not.
 # Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
 # 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
 #
