@@ -76,6 +76,12 @@ pub const XBUILD_PEAK_RSS_FILE: &str = "XBUILD_PEAK_RSS_FILE";
 /// synced once, when the store keeps them as a snapshot.
 pub const XBUILD_STEP_FSYNC: &str = "XBUILD_STEP_FSYNC";
 
+/// `0` makes a `COPY`/`ADD` of context files write every file into its snapshot. By
+/// default the files it did not change are hard links to the snapshot the same step made
+/// in an earlier build (same bytes, metadata and layer digest); inside later steps such a
+/// file's link count (`stat`, `ls -l`) counts the other snapshot's name too.
+pub const XBUILD_COPY_LINK: &str = "XBUILD_COPY_LINK";
+
 /// Base directory for user configuration (`builders.json` of `xbuild builder`), default
 /// `~/.config`.
 pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";

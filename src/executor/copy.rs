@@ -2,6 +2,15 @@
 //! kept as its snapshot ([`crate::layer::unpack_file_list_layer`]: the tar unpacked as it is
 //! written); its blob is made from the snapshot when an image needs it ([`super::blobs`]).
 //!
+//! A `COPY`/`ADD` of context files takes the files it did not change from the snapshot the
+//! same step (its cache key without the context's digest, the "link key") made last, as
+//! hard links ([`crate::layer::unpack_file_list_layer_linking`]: same metadata, content
+//! compared byte for byte), and syncs only the files it wrote and its directories
+//! ([`crate::store::Store::adopt_linked_snapshot`]): a one-file change of a big context
+//! writes one file. The tar and the diff_id are the same bytes either way. Inside later
+//! steps such a file's link count (`stat`, `ls -l`) is that of the shared inode
+//! (`XBUILD_COPY_LINK=0` writes every file).
+//!
 //! Sources: the build context after `.dockerignore` (walked once per build), another stage
 //! or an image (`--from`): its layers are mounted as a read-only overlay on a temporary
 //! directory in the host's mount namespace (we are root) for the time of the copy, so
@@ -61,7 +70,7 @@ use crate::layer::tree::{Node, Stack, Tree, resolve};
 use crate::layer::{self, EntryKind, FileListEntry, TarEntry};
 use crate::oci::ImageState;
 use crate::plan::Vertex;
-use crate::progress::Event;
+use crate::progress::{Event, Stream, VertexId};
 use crate::remote::git::{self, FetchOptions};
 use crate::source::gitref::{GitRef, is_git_source};
 
@@ -173,7 +182,7 @@ pub(crate) fn workdir(
         return Ok(Done { state, key });
     }
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
-        return commit(services, vertex, state, Vec::new(), created_by, &key);
+        return commit(services, vertex, state, Vec::new(), created_by, &key, None);
     }
     // Owned by the USER in force, as BuildKit's `Mkdir` with the config's user.
     let owner = state
@@ -196,7 +205,7 @@ pub(crate) fn workdir(
         true,
         0o755,
     );
-    commit(services, vertex, state, entries, created_by, &key)
+    commit(services, vertex, state, entries, created_by, &key, None)
 }
 
 fn now() -> i64 {
@@ -205,6 +214,11 @@ fn now() -> i64 {
         .map_or(0, |e| i64::try_from(e.as_secs()).unwrap_or(0))
 }
 
+/// Makes the step's layer from `entries`. With `link` (a `COPY` of the context: its key
+/// without the digest of the files it reads, and the step's progress vertex), the snapshot
+/// the same step made last is looked up, its unchanged files are hard-linked instead of
+/// written ([`layer::unpack_file_list_layer_linking`]), and this snapshot is remembered for
+/// the next build.
 fn commit(
     services: &Services<'_>,
     vertex: &Vertex,
@@ -212,14 +226,32 @@ fn commit(
     entries: Vec<FileListEntry>,
     created_by: String,
     key: &str,
+    link: Option<(&str, VertexId)>,
 ) -> Result<Done, ExecutorError> {
+    let link_key = link.map(|(link_key, _)| link_key);
     let name = vertex.display_name();
     // The tar is unpacked into the snapshot as it is written, not compressed: the blob is
     // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
     let clamp = services.options.source_date_epoch;
     let tmp = services.store.snapshot_tmp_dir()?;
-    let unpacked = layer::unpack_file_list_layer(entries.clone(), clamp, tmp.path())
-        .within(|| format!("{name}: writing the layer's snapshot"))?;
+    let earlier = link_key.and_then(|link_key| services.store.earlier_snapshot(link_key));
+    let unpacked = layer::unpack_file_list_layer_linking(
+        entries.clone(),
+        clamp,
+        tmp.path(),
+        earlier.as_deref(),
+    )
+    .within(|| format!("{name}: writing the layer's snapshot"))?;
+    if let (Some((_, vertex)), true) = (link, unpacked.linked > 0) {
+        services.sink.emit(Event::Log {
+            vertex,
+            stream: Stream::Stdout,
+            line: format!(
+                "{} of {} files linked from the snapshot of an earlier build",
+                unpacked.linked, unpacked.files
+            ),
+        });
+    }
     let diff_id = unpacked.diff_id;
     // The blob is left for later when the snapshot's own tar is this one (unpacked
     // exactly, as root: the layer module makes it so, no second pass) and the snapshot is
@@ -244,11 +276,21 @@ fn commit(
             .within(|| format!("{name}: keeping the layer's snapshot"))?;
         state.push_own_layer(blob.descriptor, blob.diff_id);
     } else {
+        // Files linked from an earlier snapshot were synced with it: only the others are.
+        match &unpacked.written {
+            Some(written) => services
+                .store
+                .adopt_linked_snapshot(&diff_id, tmp.keep(), written),
+            None => services.store.adopt_snapshot(&diff_id, tmp.keep()),
+        }
+        .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_snapshot_layer(diff_id.clone(), clamp);
+    }
+    if let Some(link_key) = link_key {
         services
             .store
-            .adopt_snapshot(&diff_id, tmp.keep())
-            .within(|| format!("{name}: keeping the layer's snapshot"))?;
-        state.push_snapshot_layer(diff_id, clamp);
+            .remember_snapshot_source(link_key, &diff_id)
+            .within(|| format!("{name}: remembering the layer's snapshot"))?;
     }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
@@ -462,6 +504,14 @@ pub(crate) fn step(
             Source::Inline(heredoc) => inline.push(heredoc.clone()),
         }
     }
+    // The snapshot this step made last (a hint, see `commit`): its key without the context's
+    // files.
+    let links = std::env::var_os(crate::env::XBUILD_COPY_LINK).is_none_or(|value| value != "0");
+    let link_key = context_files.as_ref().filter(|_| links).map(|_| {
+        let mut link_key = key.clone();
+        link_key.add("snapshot-source", "context");
+        link_key.finish()
+    });
     // Cache key: exactly what is read from the context.
     if let Some(files) = &context_files {
         let mut entries: Vec<ContextEntry> = selections
@@ -798,6 +848,7 @@ pub(crate) fn step(
         entries,
         created_by,
         &key,
+        link_key.as_deref().map(|link_key| (link_key, id)),
     )?;
     services.sink.emit(Event::Finished {
         vertex: id,

@@ -20,8 +20,18 @@
 //! the tar does not list (no parent directory, no whiteout), nothing it lists is left out
 //! or changed (xattrs read back, every mtime set), and an entry a tree would give back
 //! otherwise (a link's mode, a hard link with metadata of its own, a 0/0 device) is refused.
+//!
+//! An exact unpacking may also be given an earlier snapshot to take files from
+//! ([`apply_layer_linking`]): a regular file whose path there holds a regular file with the
+//! entry's metadata (mode, owner, mtime, the same extended attributes and no others) and,
+//! compared byte for byte as the tar's content streams in, the same content, is made a hard
+//! link to it instead of being written. Snapshots are never written after they are
+//! committed (overlay lower directories only), so sharing the inode changes nothing for
+//! either: each snapshot still holds that file at that path once, and a tree walk (which
+//! makes tar hard links only of names it meets twice) gives it back as a plain file. The
+//! earlier file's data was synced when its snapshot was committed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -111,8 +121,12 @@ pub enum ApplyError {
 pub struct ApplyStats {
     /// Entries written (whiteouts included).
     pub entries: u64,
-    /// Content bytes written.
+    /// Content bytes written (those of linked files included).
     pub bytes: u64,
+    /// Regular files (hard links to earlier entries not counted).
+    pub files: u64,
+    /// Regular files made hard links to an earlier snapshot's ([`apply_layer_linking`]).
+    pub linked: u64,
 }
 
 /// Unpacks a (decompressed) tar stream into `target`, which must exist.
@@ -126,6 +140,23 @@ pub fn apply_layer(
     target: &Path,
     options: &ApplyOptions,
 ) -> Result<ApplyStats, ApplyError> {
+    apply_layer_linking(stream, target, options, None)
+}
+
+/// As [`apply_layer`]; with [`ApplyOptions::exact`] and `earlier` (a committed snapshot,
+/// never written again), a regular file whose path in `earlier` holds the same file
+/// (metadata and content, see the module documentation) is made a hard link to it instead
+/// of being written; the files written are listed in [`Earlier::written`]. Without
+/// `exact`, `earlier` is not used.
+///
+/// # Errors
+/// As [`apply_layer`].
+pub fn apply_layer_linking(
+    stream: impl Read,
+    target: &Path,
+    options: &ApplyOptions,
+    earlier: Option<&mut Earlier>,
+) -> Result<ApplyStats, ApplyError> {
     let mut reader = TarReader::new(stream);
     let mut state = State {
         root: target.to_path_buf(),
@@ -133,6 +164,7 @@ pub fn apply_layer(
         created: HashSet::new(),
         directories: Vec::new(),
         stats: ApplyStats::default(),
+        earlier: earlier.filter(|_| options.exact),
     };
     while let Some(entry) = reader.next_entry()? {
         let name = entry.display_path();
@@ -165,24 +197,30 @@ pub fn apply_layer(
         };
         match &entry.kind {
             EntryKind::File { size } => {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(write("creating the file"))?;
-                let copied = io::copy(&mut reader.content(), &mut file)
-                    .map_err(write("writing the file"))?;
-                if copied != *size {
-                    return Err(ApplyError::Write {
-                        entry: name,
-                        action: "writing the file",
-                        source: io::ErrorKind::UnexpectedEof.into(),
-                    });
+                let candidate = state.link_candidate(&relative, &entry, *size);
+                let mut content = reader.content();
+                let written = match candidate {
+                    Some(earlier) => link_or_write(&path, earlier, &mut content, *size)
+                        .map_err(write("writing the file"))?,
+                    None => Some(write_file(&path, None, &[], &mut content, *size).map_err(
+                        |(action, source)| ApplyError::Write {
+                            entry: name.clone(),
+                            action,
+                            source,
+                        },
+                    )?),
+                };
+                state.stats.bytes += *size;
+                state.stats.files += 1;
+                match written {
+                    Some(file) => {
+                        state.finish_metadata(&name, &path, &entry, Some(&file))?;
+                        if let Some(earlier) = state.earlier.as_deref_mut() {
+                            earlier.written.push(relative.clone());
+                        }
+                    }
+                    None => state.stats.linked += 1,
                 }
-                state.stats.bytes += copied;
-                state.finish_metadata(&name, &path, &entry, Some(&file))?;
             }
             EntryKind::Directory => {
                 if !path.is_dir() {
@@ -260,13 +298,124 @@ pub fn apply_layer(
     Ok(state.stats)
 }
 
-struct State {
+struct State<'a> {
     root: PathBuf,
     options: ApplyOptions,
     /// Paths (relative) this layer created, for duplicate detection and opaque dirs.
     created: HashSet<PathBuf>,
     directories: Vec<(PathBuf, i64)>,
     stats: ApplyStats,
+    /// The snapshot files may be linked from ([`apply_layer_linking`]).
+    earlier: Option<&'a mut Earlier>,
+}
+
+/// An earlier snapshot an exact unpacking takes unchanged files from
+/// ([`apply_layer_linking`]), and what the unpacking wrote instead.
+#[derive(Debug)]
+pub struct Earlier {
+    root: PathBuf,
+    /// The regular files the unpacking wrote (paths relative to its target), not linked:
+    /// the only ones whose data is new.
+    pub written: Vec<PathBuf>,
+    /// Directories (relative) of the earlier snapshot already looked at: whether each is a
+    /// real directory there (never reached through a symlink).
+    directories: HashMap<PathBuf, bool>,
+    /// Inodes of the earlier snapshot already linked into the target: one is never linked
+    /// at a second path (two files the tar lists apart must stay apart).
+    inodes: HashSet<(u64, u64)>,
+}
+
+impl Earlier {
+    /// Files may be taken from the snapshot at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            written: Vec::new(),
+            directories: HashMap::new(),
+            inodes: HashSet::new(),
+        }
+    }
+}
+
+/// A file of the earlier snapshot whose metadata is the entry's, open.
+struct Candidate {
+    path: PathBuf,
+    file: File,
+}
+
+/// Creates the file at `path` and writes `prefix_len` bytes from the start of `prefix`
+/// (content already matched), then `first`, then the rest of `content`: `size` bytes in
+/// all. Errors carry the action that failed.
+fn write_file(
+    path: &Path,
+    prefix: Option<(&mut File, u64)>,
+    first: &[u8],
+    content: &mut impl Read,
+    size: u64,
+) -> Result<File, (&'static str, io::Error)> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|error| ("creating the file", error))?;
+    let writing = |error| ("writing the file", error);
+    let mut copied = 0;
+    if let Some((earlier, length)) = prefix {
+        io::Seek::seek(earlier, io::SeekFrom::Start(0)).map_err(writing)?;
+        copied += io::copy(&mut Read::take(earlier, length), &mut file).map_err(writing)?;
+        if copied != length {
+            return Err(writing(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    io::Write::write_all(&mut file, first).map_err(writing)?;
+    copied += first.len() as u64;
+    copied += io::copy(content, &mut file).map_err(writing)?;
+    if copied != size {
+        return Err(writing(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(file)
+}
+
+/// Bytes compared at a time between the tar's content and an earlier snapshot's file.
+pub(crate) const COMPARE_CHUNK: usize = 128 * 1024;
+
+/// Reads `content` (`size` bytes) and compares it with the earlier file as it comes: all
+/// the same, `path` becomes a hard link to it (`None`: nothing left to set); at the first
+/// difference, or when the link cannot be made (another file system, the inode's link
+/// limit), the file is written from what matched and the rest of the stream (`Some`: its
+/// metadata is still to be set).
+fn link_or_write(
+    path: &Path,
+    mut earlier: Candidate,
+    content: &mut impl Read,
+    size: u64,
+) -> io::Result<Option<File>> {
+    let mut ours = vec![0_u8; COMPARE_CHUNK];
+    let mut theirs = vec![0_u8; COMPARE_CHUNK];
+    let mut matched = 0_u64;
+    let as_io = |(_, error): (&'static str, io::Error)| error;
+    while matched < size {
+        let length =
+            usize::try_from((size - matched).min(COMPARE_CHUNK as u64)).unwrap_or(COMPARE_CHUNK);
+        content.read_exact(&mut ours[..length])?;
+        let same = earlier.file.read_exact(&mut theirs[..length]).is_ok()
+            && ours[..length] == theirs[..length];
+        if !same {
+            let prefix = Some((&mut earlier.file, matched));
+            return write_file(path, prefix, &ours[..length], content, size)
+                .map(Some)
+                .map_err(as_io);
+        }
+        matched += length as u64;
+    }
+    match fs::hard_link(&earlier.path, path) {
+        Ok(()) => Ok(None),
+        Err(_) => write_file(path, Some((&mut earlier.file, size)), &[], content, size)
+            .map(Some)
+            .map_err(as_io),
+    }
 }
 
 /// Splits a tar path into normal components, refusing absolute paths and `..`.
@@ -288,7 +437,7 @@ fn normalize(raw: &[u8]) -> Result<Vec<OsString>, String> {
     Ok(components)
 }
 
-impl State {
+impl State<'_> {
     fn refuse(entry: &str, reason: impl Into<String>) -> ApplyError {
         ApplyError::Refused {
             entry: entry.to_owned(),
@@ -502,6 +651,69 @@ impl State {
             })?;
         }
         Ok(())
+    }
+
+    /// The earlier snapshot's file at `relative`, when it has the entry's metadata exactly
+    /// (its content is compared as the tar's streams in). Anything that cannot be
+    /// inspected is simply not a candidate.
+    fn link_candidate(
+        &mut self,
+        relative: &Path,
+        entry: &super::read::ReadEntry,
+        size: u64,
+    ) -> Option<Candidate> {
+        let earlier = self.earlier.as_deref_mut()?;
+        // Every parent a real directory of the earlier snapshot, never a symlink (which
+        // would lead out of it).
+        let mut below = PathBuf::new();
+        for part in relative.parent()?.components() {
+            below.push(part);
+            let root = &earlier.root;
+            let is_dir = *earlier.directories.entry(below.clone()).or_insert_with(|| {
+                fs::symlink_metadata(root.join(&below)).is_ok_and(|meta| meta.is_dir())
+            });
+            if !is_dir {
+                return None;
+            }
+        }
+        let path = earlier.root.join(relative);
+        // Looked at before it is opened: only a regular file is (never a device or a fifo).
+        let meta = fs::symlink_metadata(&path).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            // Reading leaves the earlier snapshot as it was, access times included.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        let inode = (meta.dev(), meta.ino());
+        let same = meta.file_type().is_file()
+            && meta.len() == size
+            && meta.mode() & 0o7777 == entry.mode & 0o7777
+            && u64::from(meta.uid()) == entry.uid
+            && u64::from(meta.gid()) == entry.gid
+            && meta.mtime() == entry.mtime
+            && meta.mtime_nsec() == 0
+            && !earlier.inodes.contains(&inode);
+        if !same {
+            return None;
+        }
+        // The same extended attributes, no more, no fewer.
+        let names: Vec<OsString> = xattr::FileExt::list_xattr(&file).ok()?.collect();
+        if names.len() != entry.xattrs.len() {
+            return None;
+        }
+        for (name, value) in &entry.xattrs {
+            let theirs = xattr::FileExt::get_xattr(&file, name).ok()??;
+            if &theirs != value {
+                return None;
+            }
+        }
+        earlier.inodes.insert(inode);
+        Some(Candidate { path, file })
     }
 
     /// An exact unpacking's hard link: a tree gives it the metadata of its file (a regular

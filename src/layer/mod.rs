@@ -33,7 +33,9 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 
 use crate::oci::{Digester, ImageLayout, LayoutError};
 
-pub use apply::{ApplyError, ApplyOptions, ApplyStats, WhiteoutMode, apply_layer};
+pub use apply::{
+    ApplyError, ApplyOptions, ApplyStats, Earlier, WhiteoutMode, apply_layer, apply_layer_linking,
+};
 pub use compress::{CompressPool, set_thread_niceness};
 pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
 pub use tar::{EntryKind, TarEntry, TarWriter};
@@ -503,6 +505,14 @@ pub struct UnpackedList {
     /// root the snapshot's files are ours, not the tar's owners': the blob must be made
     /// from the list.
     pub exact: bool,
+    /// Regular files made hard links to the earlier snapshot's
+    /// ([`unpack_file_list_layer_linking`]) instead of being written.
+    pub linked: u64,
+    /// Regular files in the tar.
+    pub files: u64,
+    /// With an earlier snapshot, the regular files written rather than linked (relative
+    /// to the target): the only ones whose data is new.
+    pub written: Option<Vec<std::path::PathBuf>>,
 }
 
 /// The tar [`write_file_list_layer`] would write, unpacked into the empty directory
@@ -527,12 +537,32 @@ pub fn unpack_file_list_layer(
     clamp_mtime: Option<i64>,
     target: &Path,
 ) -> Result<UnpackedList, LayerError> {
+    unpack_file_list_layer_linking(entries, clamp_mtime, target, None)
+}
+
+/// As [`unpack_file_list_layer`], taking from `earlier` (a committed snapshot, typically
+/// the one the same step made in an earlier build) every regular file it holds at the same
+/// path with the same metadata and content, as a hard link instead of written bytes
+/// ([`apply_layer_linking`]; only in an exact unpacking, as root). The tar, and so the
+/// diff_id, is the same either way: it is still written from the list and hashed whole.
+///
+/// # Errors
+/// As [`unpack_file_list_layer`].
+pub fn unpack_file_list_layer_linking(
+    entries: Vec<FileListEntry>,
+    clamp_mtime: Option<i64>,
+    target: &Path,
+    earlier: Option<&Path>,
+) -> Result<UnpackedList, LayerError> {
     let mut options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
     options.exact = options.set_owners;
+    let mut earlier = earlier.filter(|_| options.exact).map(Earlier::new);
     let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(UNPACK_QUEUE);
-    std::thread::scope(|scope| {
-        let unpacker =
-            scope.spawn(move || apply_layer(PieceReader::new(receiver), target, &options));
+    let linking = earlier.as_mut();
+    let unpacked = std::thread::scope(|scope| {
+        let unpacker = scope.spawn(move || {
+            apply_layer_linking(PieceReader::new(receiver), target, &options, linking)
+        });
         let mut tee = Tee {
             sender: Some(sender),
             piece: Vec::with_capacity(UNPACK_PIECE),
@@ -565,15 +595,22 @@ pub fn unpack_file_list_layer(
                     ),
                 }))
             }
-            (Ok(_), Ok(_)) => {
+            (Ok(_), Ok(stats)) => {
                 let (diff_id, tar_size) = tee.digester.finish();
                 Ok(UnpackedList {
                     diff_id,
                     tar_size,
                     exact: options.exact,
+                    linked: stats.linked,
+                    files: stats.files,
+                    written: None,
                 })
             }
         }
+    });
+    unpacked.map(|mut unpacked| {
+        unpacked.written = earlier.map(|earlier| earlier.written);
+        unpacked
     })
 }
 
@@ -1045,6 +1082,135 @@ mod tests {
             unpacked.diff_id,
             "{what}: the diff_id is the tar's"
         );
+    }
+
+    /// The tar a snapshot's tree gives back.
+    fn tree_tar(root: &Path, clamp: Option<i64>) -> Vec<u8> {
+        let mut tree = TarWriter::new(Vec::new(), clamp);
+        diff::write_tree(&mut tree, root, TreeKind::OverlayUpper).unwrap();
+        tree.finish().unwrap()
+    }
+
+    fn set_mtime(path: &Path, mtime: i64) {
+        let time = nix::sys::time::TimeSpec::new(mtime, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &time,
+            &time,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    fn inode(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(path).unwrap();
+        (meta.dev(), meta.ino())
+    }
+
+    #[test]
+    fn a_snapshot_linked_from_an_earlier_one_gives_the_tar_of_a_fresh_one() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: an exact unpacking (and so linking) needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        tree(&source);
+        let chunk = apply::COMPARE_CHUNK;
+        fs::write(source.join("etc/big"), vec![3u8; 3 * chunk + 11]).unwrap();
+        fs::write(source.join("etc/tail"), vec![5u8; 3 * chunk]).unwrap();
+        fs::write(source.join("same"), b"same bytes").unwrap();
+        fs::write(source.join("twin"), b"same bytes").unwrap();
+        fs::write(source.join("mode"), b"mode").unwrap();
+        fs::write(source.join("empty"), b"").unwrap();
+        // `same` and `twin`: the same content and metadata.
+        for path in ["same", "twin"] {
+            xattr::set(source.join(path), "user.note", b"kept").unwrap();
+            set_mtime(&source.join(path), 1_000);
+        }
+        for clamp in [None, Some(10)] {
+            let first = tempfile::tempdir_in(dir.path()).unwrap();
+            let earlier = unpack_file_list_layer(file_list(&source), clamp, first.path()).unwrap();
+            assert_eq!(earlier.linked, 0);
+            let before = tree_tar(first.path(), clamp);
+            // The earlier snapshot's `same` and `twin` made one inode: the new list keeps
+            // them apart, so only one of them may be linked.
+            fs::remove_file(first.path().join("twin")).unwrap();
+            fs::hard_link(first.path().join("same"), first.path().join("twin")).unwrap();
+            let mut changed_source = tempfile::tempdir_in(dir.path()).unwrap().keep();
+            changed_source.push("src");
+            std::process::Command::new("cp")
+                .args(["-a"])
+                .arg(&source)
+                .arg(&changed_source)
+                .status()
+                .unwrap();
+            // Changed: the last byte of a big file (compared equal up to its last chunk),
+            // a mode, an extended attribute.
+            let mut tail = fs::read(source.join("etc/tail")).unwrap();
+            *tail.last_mut().unwrap() = 6;
+            fs::write(changed_source.join("etc/tail"), &tail).unwrap();
+            fs::set_permissions(
+                changed_source.join("mode"),
+                fs::Permissions::from_mode(0o700),
+            )
+            .unwrap();
+            xattr::set(changed_source.join("etc/hosts"), "user.new", b"1").unwrap();
+            for path in ["etc/tail", "mode", "etc/hosts"] {
+                let old = fs::metadata(source.join(path)).unwrap().mtime();
+                set_mtime(&changed_source.join(path), old);
+            }
+            let linked_dir = tempfile::tempdir_in(dir.path()).unwrap();
+            let linked = unpack_file_list_layer_linking(
+                file_list(&changed_source),
+                clamp,
+                linked_dir.path(),
+                Some(first.path()),
+            )
+            .unwrap();
+            let fresh_dir = tempfile::tempdir_in(dir.path()).unwrap();
+            let fresh = unpack_file_list_layer(file_list(&changed_source), clamp, fresh_dir.path())
+                .unwrap();
+            assert_eq!(linked.diff_id, fresh.diff_id);
+            assert_eq!(
+                tree_tar(linked_dir.path(), clamp),
+                tree_tar(fresh_dir.path(), clamp),
+                "the linked snapshot's tar is the fresh one's"
+            );
+            let (new, old) = (linked_dir.path(), first.path());
+            // Unchanged files are the earlier inodes.
+            for path in ["etc/ssl/cert", "etc/big", "empty"] {
+                assert_eq!(inode(&new.join(path)), inode(&old.join(path)), "{path}");
+            }
+            // Changed files (`hard` is `etc/hosts`'s inode in the source, listed as a file of
+            // its own), and the second name of an earlier inode, are written.
+            for path in ["etc/tail", "mode", "etc/hosts", "hard"] {
+                assert_ne!(inode(&new.join(path)), inode(&old.join(path)), "{path}");
+            }
+            assert_ne!(inode(&new.join("same")), inode(&new.join("twin")));
+            assert_eq!(fs::read(new.join("etc/tail")).unwrap(), tail);
+            // Linked: cert, big, empty and one of same/twin.
+            assert_eq!((linked.linked, linked.files), (4, fresh.files));
+            // Only the files written are listed (their data is the only new data).
+            let mut written = linked.written.clone().unwrap();
+            written.sort();
+            let expected: Vec<PathBuf> = ["etc/hosts", "etc/tail", "hard", "mode", "twin"]
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+            assert_eq!(written, expected);
+            assert_eq!(fresh.written, None);
+            // The earlier snapshot is untouched (its twin, made a link above, aside).
+            let without_twin = |tar: &[u8]| {
+                let mut lines = listing(tar);
+                lines.retain(|line| !line.contains("twin"));
+                lines
+            };
+            assert_eq!(without_twin(&tree_tar(old, clamp)), without_twin(&before));
+        }
     }
 
     /// A name of one to 150 bytes: unusual bytes (not UTF-8, spaces, a newline, glob and

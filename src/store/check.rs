@@ -22,6 +22,10 @@
 //!   while the layer's diff_id is over clamped ones). A missing one is unpacked again from
 //!   its blob when needed; a `RUN` step's layer that was never compressed has no blob, so
 //!   without its snapshot that step's cache record is a miss and the step runs again.
+//!   A snapshot may share inodes with another (a `COPY` links the files it did not change
+//!   from the snapshot it made in an earlier build; snapshots are never written after they
+//!   are committed), which is not a problem. The records of which snapshot each `COPY`
+//!   made last (`snapshots/sources/`) are hints, not checked: a stale one links nothing.
 //! - **Gzip block maps** (`blocks/`, [`crate::layer::blocks`]): each is named by a blob
 //!   that is there, is whole (length and checksum) and lists blocks inside its blob. Maps
 //!   are written after their blob by rename and removed before it, so anything else is

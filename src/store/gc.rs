@@ -570,6 +570,8 @@ impl Store {
             fs::remove_dir_all(&path).map_err(file_error("removing", &path))?;
             report.snapshots += 1;
         }
+        // Which snapshot each COPY made last: only while that snapshot is there.
+        self.remove_stale_snapshot_sources()?;
         // Nobody else holds the store: whatever is in tmp/ (and temporary files in cache/)
         // was left by a killed process.
         for path in self.temporary_entries()? {

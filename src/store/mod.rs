@@ -6,6 +6,9 @@
 //! $XBUILD_ROOT/
 //!   oci-layout  index.json  blobs/sha256/<hex>      the OCI image layout (skopeo, umoci read it)
 //!   snapshots/sha256/<diff_id hex>/                 one unpacked layer, an overlay lower dir
+//!   snapshots/sources/<link key hex>                the diff_id a `COPY` of the context made
+//!                                                   last (its unchanged files are hard-linked
+//!                                                   from that snapshot next time; a hint)
 //!   cache/<key hex>.json                            cache records (roots for GC)
 //!   blocks/<blob hex>                               gzip block maps (crate::layer::blocks)
 //!   locks/use.lock  locks/index.lock                flock(2) files

@@ -17,6 +17,10 @@ use crate::layer::{self, ApplyOptions, DigestingReader, LayerError, WhiteoutMode
 use crate::oci::image::ResolvedImage;
 use crate::oci::state::ImageLayer;
 
+/// Where the records of which snapshot each `COPY` of the context made last live:
+/// `snapshots/sources/<link key>`, each holding a diff_id.
+pub(super) const SNAPSHOT_SOURCES_DIR: &str = "snapshots/sources";
+
 impl Store {
     /// Whether the store has what this layer of a build's state needs: its blob, or for a
     /// layer kept as a snapshot, the snapshot.
@@ -155,6 +159,43 @@ impl Store {
                 let _ = nix::unistd::syncfs(&dir_handle);
             }
         }
+        self.rename_snapshot(dir, target)
+    }
+
+    /// As [`Self::adopt_snapshot`], for a tree whose regular files are hard links to files
+    /// of committed snapshots (whose data was synced when those were) except `written`
+    /// (paths relative to `dir`): only those files' data and the tree's directories (its
+    /// names, the links among them) are synced, so a `COPY` that changed a few files of a
+    /// big context does not wait for the writeback of the whole file system (`syncfs`).
+    /// With more than [`SYNCFS_ABOVE_FILES`] files written, as [`Self::adopt_snapshot`].
+    ///
+    /// # Errors
+    /// As [`Self::adopt_snapshot`].
+    pub fn adopt_linked_snapshot(
+        &self,
+        diff_id: &Digest,
+        dir: PathBuf,
+        written: &[PathBuf],
+    ) -> Result<PathBuf, StoreError> {
+        if written.len() > SYNCFS_ABOVE_FILES {
+            return self.adopt_snapshot(diff_id, dir);
+        }
+        let target = self.snapshot_path(diff_id);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(file_error("creating", parent))?;
+        }
+        let files: Vec<PathBuf> = written.iter().map(|path| dir.join(path)).collect();
+        let synced = directories(&dir).and_then(|dirs| sync_files_and_dirs(&files, &dirs));
+        if synced.is_err() {
+            if let Ok(dir_handle) = fs::File::open(&dir) {
+                let _ = nix::unistd::syncfs(&dir_handle);
+            }
+        }
+        self.rename_snapshot(dir, target)
+    }
+
+    /// Renames a synced snapshot directory into place (see [`Self::adopt_snapshot`]).
+    fn rename_snapshot(&self, dir: PathBuf, target: PathBuf) -> Result<PathBuf, StoreError> {
         match fs::rename(&dir, &target) {
             Ok(()) => {
                 if let Some(parent) = target.parent() {
@@ -172,6 +213,83 @@ impl Store {
                 source,
             }),
         }
+    }
+
+    /// Where the step with this link key ([`Self::remember_snapshot_source`]) last left the
+    /// name of its snapshot.
+    fn snapshot_source_path(&self, link_key: &str) -> Option<PathBuf> {
+        let valid = !link_key.is_empty() && link_key.bytes().all(|byte| byte.is_ascii_hexdigit());
+        valid.then(|| self.root().join(SNAPSHOT_SOURCES_DIR).join(link_key))
+    }
+
+    /// The snapshot a step with this link key (its cache key without the digest of the
+    /// context files it reads) made last, when it is still there: a `COPY` of the context
+    /// takes its unchanged files from it ([`crate::layer::unpack_file_list_layer_linking`]).
+    /// Only a hint: a missing, damaged or stale one gives `None`.
+    pub fn earlier_snapshot(&self, link_key: &str) -> Option<PathBuf> {
+        let text = fs::read_to_string(self.snapshot_source_path(link_key)?).ok()?;
+        let diff_id: Digest = text.trim().parse().ok()?;
+        if diff_id.algorithm().as_ref() != "sha256" {
+            return None;
+        }
+        self.snapshot(&diff_id)
+    }
+
+    /// Records `diff_id` as the snapshot the step with this link key made last (temporary
+    /// file, fsync, rename). Garbage collection removes the record with its snapshot.
+    ///
+    /// # Errors
+    /// The record cannot be written.
+    pub fn remember_snapshot_source(
+        &self,
+        link_key: &str,
+        diff_id: &Digest,
+    ) -> Result<(), StoreError> {
+        let Some(path) = self.snapshot_source_path(link_key) else {
+            return Ok(());
+        };
+        let dir = self.root().join(SNAPSHOT_SOURCES_DIR);
+        fs::create_dir_all(&dir).map_err(file_error("creating", &dir))?;
+        let tmp_root = self.layout().tmp_dir();
+        fs::create_dir_all(&tmp_root).map_err(file_error("creating", &tmp_root))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("source-")
+            .tempfile_in(&tmp_root)
+            .map_err(file_error("creating a temporary file in", &tmp_root))?;
+        io::Write::write_all(&mut tmp, format!("{diff_id}\n").as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(file_error("writing", tmp.path()))?;
+        tmp.persist(&path)
+            .map_err(|error| file_error("renaming into place", &path)(error.error))?;
+        Ok(())
+    }
+
+    /// Removes the records of [`Self::remember_snapshot_source`] whose snapshot is gone (or
+    /// that are damaged); returns how many.
+    pub(super) fn remove_stale_snapshot_sources(&self) -> Result<u64, StoreError> {
+        let dir = self.root().join(SNAPSHOT_SOURCES_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(file_error("listing", &dir)(source)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(file_error("listing", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.earlier_snapshot(&name).is_some() {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            gone.map_err(file_error("removing", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The snapshots of every layer of an image, bottom layer first (reverse this for
@@ -301,6 +419,28 @@ fn sync_tree(root: &Path) -> io::Result<()> {
             return nix::unistd::syncfs(&handle).map_err(io::Error::from);
         }
     }
+    sync_files_and_dirs(&files, &dirs)
+}
+
+/// Every directory of a tree, `root` first (parents before children).
+fn directories(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = vec![root.to_path_buf()];
+    let mut next = 0;
+    while let Some(dir) = dirs.get(next).cloned() {
+        next += 1;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// Syncs the data of `files` (writeback of a batch started at once, then each synced), then
+/// each of `dirs`, children first.
+fn sync_files_and_dirs(files: &[PathBuf], dirs: &[PathBuf]) -> io::Result<()> {
     let open = |path: &Path| {
         fs::OpenOptions::new()
             .read(true)

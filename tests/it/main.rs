@@ -19,6 +19,7 @@ mod compression; // compression-level and force-compression judged by skopeo, um
 mod compsets; // outputs of different layer compressions: a set of manifests each, judged by skopeo, docker-registry, umoci, gzip, zstd
 mod conformance; // BuildKit's Dockerfile frontend tests as data, built and judged by skopeo/umoci
 mod crash; // SIGKILL while writing leaves the store readable
+mod ctxlink; // COPY of the context links unchanged files from the earlier snapshot; same image, store checks clean after prune
 mod eager; // layers of exported images compressed in the background while the other platform builds
 mod emulate; // RUN under QEMU: Debian arm64 apt-get install
 mod engines; // -o type=containerd into a private containerd (ctr judges), --load into fake engines
