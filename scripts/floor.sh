@@ -23,6 +23,8 @@
 #                       at /run/secrets/cacert as the build's secret), the app copied in
 #     service-one-edit  the app copied in again (an edit of app/service/wsgi.py re-runs no
 #                       RUN: the COPY is the last step)
+# Each command's own time is printed on stderr after each round (platform, seconds, the
+# command's first 60 characters), to compare with a builder's step running the same command.
 # Not timed: copying the base trees, hello.c, requirements.txt and the secret into place (a
 # builder's snapshot, COPY and mount work, part of its overhead).
 #
@@ -66,6 +68,7 @@ cleanup() {
 }
 trap cleanup EXIT
 [ -n "$RESULTS" ] || RESULTS="$WORK/results"
+: > "$WORK/steps"
 
 IFS=, read -r -a platforms <<< "$PLATFORMS"
 host_platform="linux/$(dpkg --print-architecture)"
@@ -106,11 +109,17 @@ prepare() {
 
 # in_root ROOT PLATFORM WORKDIR SCRIPT: one RUN, as the Dockerfile's shell form runs it.
 in_root() {
-    local root="$1" platform="$2" workdir="$3" script="$4"
+    local root="$1" platform="$2" workdir="$3" script="$4" start status=0
+    start=$(date +%s.%N)
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root TARGETARCH="${platform#*/}" TARGETPLATFORM="$platform" \
         BUILDPLATFORM="$host_platform" DEBIAN_FRONTEND=noninteractive \
-        "$CHROOT" "$root" /bin/sh -c "cd $workdir && $script"
+        "$CHROOT" "$root" /bin/sh -c "cd $workdir && $script" || status=$?
+    # Each command's own time, for comparing with a builder's step of the same command.
+    printf '%s\t%s\t%s\n' "$platform" \
+        "$(awk "BEGIN { printf \"%.3f\", $(date +%s.%N) - $start }")" "${script:0:60}" \
+        >> "$WORK/steps"
+    return "$status"
 }
 
 # The RUN lines of benches/app/Dockerfile, in order.
@@ -184,6 +193,9 @@ for round in $(seq "$REPEAT"); do
         sync
         timed one-edit one_edit "$round"
     fi
+    log "round $round: each command's time (platform, seconds, command):"
+    sed 's/^/floor:   /' "$WORK/steps" >&2
+    : > "$WORK/steps"
     unmount_under "$WORK/$round"
     rm -rf --one-file-system "${WORK:?}/$round"
 done

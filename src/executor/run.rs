@@ -279,8 +279,20 @@ pub(crate) fn step(
     // The layer is kept as its snapshot; its blob is made if an image, a push or a
     // cache export needs it (a build stage's layers usually never are).
     let clamp = services.options.source_date_epoch;
-    let (diff_id, _) = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp)
-        .within(|| format!("{name}: committing the layer"))?;
+    // The layer's tar is hashed (CPU: reading the files back from the page cache) while its
+    // files are written to the disk (I/O: the snapshot's durability), rather than one after
+    // the other: the commit takes the longer of the two, not their sum. Nothing writes to
+    // `upper` any more (the step's processes are gone).
+    let hashed = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| crate::store::Store::sync_snapshot_contents(&upper));
+        let hashed = layer::tree_diff_id(&upper, TreeKind::OverlayUpper, clamp);
+        // A panic in the sync thread is a bug; it resumes here as in the hashing thread.
+        if let Err(panic) = sync.join() {
+            std::panic::resume_unwind(panic);
+        }
+        hashed
+    });
+    let (diff_id, _) = hashed.within(|| format!("{name}: committing the layer"))?;
     // A snapshot of this diff_id that is already there may have been unpacked from a
     // pulled blob rather than kept from a step; the blob is then made now, from this
     // step's own directory, rather than later from a tree made another way.
@@ -300,7 +312,7 @@ pub(crate) fn step(
     let dir = dirs.keep();
     services
         .store
-        .adopt_snapshot(&diff_id, dir.join("upper"))
+        .adopt_synced_snapshot(&diff_id, dir.join("upper"))
         .within(|| format!("{name}: keeping the snapshot"))?;
     let _ = std::fs::remove_dir_all(&dir);
     match blob {

@@ -148,18 +148,54 @@ impl Store {
     /// # Errors
     /// Rename failures other than "already there".
     pub fn adopt_snapshot(&self, diff_id: &Digest, dir: PathBuf) -> Result<PathBuf, StoreError> {
+        Self::sync_snapshot_contents(&dir);
+        self.adopt_synced_snapshot(diff_id, dir)
+    }
+
+    /// Makes the contents of a directory that will become a snapshot durable: the tree's own
+    /// files, else (a file this user cannot open) the whole file system. [`Self::adopt_snapshot`]
+    /// does it first; a caller that has other work on the same tree (a `RUN` hashing its
+    /// layer) runs it beside that work and then calls [`Self::adopt_synced_snapshot`].
+    pub fn sync_snapshot_contents(dir: &Path) {
+        if sync_tree(dir).is_err() {
+            if let Ok(dir_handle) = fs::File::open(dir) {
+                let _ = nix::unistd::syncfs(&dir_handle);
+            }
+        }
+    }
+
+    /// [`Self::adopt_snapshot`] of a directory whose contents
+    /// [`Self::sync_snapshot_contents`] has made durable (and that nothing changed since):
+    /// only the rename, and the sync of the directory that holds the new name.
+    ///
+    /// # Errors
+    /// As [`Self::adopt_snapshot`].
+    pub fn adopt_synced_snapshot(
+        &self,
+        diff_id: &Digest,
+        dir: PathBuf,
+    ) -> Result<PathBuf, StoreError> {
         let target = self.snapshot_path(diff_id);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(file_error("creating", parent))?;
         }
-        // Contents reach the disk before the name does: the tree's own files, else (a file
-        // this user cannot open) the whole file system.
-        if sync_tree(&dir).is_err() {
-            if let Ok(dir_handle) = fs::File::open(&dir) {
-                let _ = nix::unistd::syncfs(&dir_handle);
+        match fs::rename(&dir, &target) {
+            Ok(()) => {
+                if let Some(parent) = target.parent() {
+                    let _ = fs::File::open(parent).and_then(|handle| handle.sync_all());
+                }
+                Ok(target)
             }
+            Err(_) if target.is_dir() => {
+                let _ = fs::remove_dir_all(&dir);
+                Ok(target)
+            }
+            Err(source) => Err(StoreError::File {
+                action: "renaming the snapshot into place",
+                path: target,
+                source,
+            }),
         }
-        self.rename_snapshot(dir, target)
     }
 
     /// As [`Self::adopt_snapshot`], for a tree whose regular files are hard links to files
@@ -180,10 +216,6 @@ impl Store {
         if written.len() > SYNCFS_ABOVE_FILES {
             return self.adopt_snapshot(diff_id, dir);
         }
-        let target = self.snapshot_path(diff_id);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(file_error("creating", parent))?;
-        }
         let files: Vec<PathBuf> = written.iter().map(|path| dir.join(path)).collect();
         let synced = directories(&dir).and_then(|dirs| sync_files_and_dirs(&files, &dirs));
         if synced.is_err() {
@@ -191,28 +223,7 @@ impl Store {
                 let _ = nix::unistd::syncfs(&dir_handle);
             }
         }
-        self.rename_snapshot(dir, target)
-    }
-
-    /// Renames a synced snapshot directory into place (see [`Self::adopt_snapshot`]).
-    fn rename_snapshot(&self, dir: PathBuf, target: PathBuf) -> Result<PathBuf, StoreError> {
-        match fs::rename(&dir, &target) {
-            Ok(()) => {
-                if let Some(parent) = target.parent() {
-                    let _ = fs::File::open(parent).and_then(|handle| handle.sync_all());
-                }
-                Ok(target)
-            }
-            Err(_) if target.is_dir() => {
-                let _ = fs::remove_dir_all(&dir);
-                Ok(target)
-            }
-            Err(source) => Err(StoreError::File {
-                action: "renaming the snapshot into place",
-                path: target,
-                source,
-            }),
-        }
+        self.adopt_synced_snapshot(diff_id, dir)
     }
 
     /// Where the step with this link key ([`Self::remember_snapshot_source`]) last left the
@@ -475,6 +486,37 @@ fn sync_files_and_dirs(files: &[PathBuf], dirs: &[PathBuf]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_synced_directory_is_adopted_once_and_a_second_copy_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let make = |content: &[u8]| {
+            let tmp = store.snapshot_tmp_dir().unwrap();
+            fs::create_dir_all(tmp.path().join("etc")).unwrap();
+            fs::write(tmp.path().join("etc/file"), content).unwrap();
+            Store::sync_snapshot_contents(tmp.path());
+            tmp.keep()
+        };
+        assert!(store.snapshot(&diff_id).is_none());
+        let first = make(b"first");
+        let adopted = store
+            .adopt_synced_snapshot(&diff_id, first.clone())
+            .unwrap();
+        assert_eq!(adopted, store.snapshot_path(&diff_id));
+        assert_eq!(store.snapshot(&diff_id), Some(adopted.clone()));
+        assert!(!first.exists());
+        assert_eq!(fs::read(adopted.join("etc/file")).unwrap(), b"first");
+        // Another process's copy of the same layer: the one in place stays, this one goes.
+        let second = make(b"second");
+        assert_eq!(
+            store.adopt_snapshot(&diff_id, second.clone()).unwrap(),
+            adopted
+        );
+        assert!(!second.exists());
+        assert_eq!(fs::read(adopted.join("etc/file")).unwrap(), b"first");
+    }
 
     #[test]
     fn sync_tree_syncs_files_and_directories_and_fails_on_what_it_cannot_open() {
