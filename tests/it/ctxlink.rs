@@ -88,8 +88,11 @@ fn copy_snapshots(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Every entry of a tree: path -> (inode, mode, owner, mtime, content).
-fn listing(root: &Path) -> BTreeMap<PathBuf, (u64, u32, u32, u32, i64, Vec<u8>)> {
+/// One entry of a tree: (inode, mode, uid, gid, mtime, content).
+type Entry = (u64, u32, u32, u32, i64, Vec<u8>);
+
+/// Every entry of a tree: path -> its [`Entry`].
+fn listing(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut entries = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
