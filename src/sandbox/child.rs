@@ -142,7 +142,9 @@ impl Link for Pid1Link<'_> {
 /// record: `std::process::exit` skips what the caller would do after a return).
 ///
 /// # Errors
-/// Never: the process exits with the step's status, 0 or [`SETUP_FAILED`].
+/// Only when run without the sandbox's descriptors (`xbuild __run-step` by hand): a bad-input
+/// error. Otherwise it never returns: the process exits with the step's status, 0 or
+/// [`SETUP_FAILED`].
 pub fn main(at_exit: impl FnOnce()) -> anyhow::Result<()> {
     // The channel is our fd 3, set up by the parent; without it there is nobody to report
     // to (someone ran `xbuild __run-step` by hand).
