@@ -9,7 +9,8 @@ pub const XBUILD_ROOT: &str = "XBUILD_ROOT";
 /// output (<https://reproducible-builds.org/specs/source-date-epoch/>).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
-/// [`SOURCE_DATE_EPOCH`] as Unix seconds, when set to a valid number.
+/// [`SOURCE_DATE_EPOCH`] as Unix seconds, when set and not empty ([`check`] refuses any
+/// other value before a command starts).
 pub fn source_date_epoch() -> Option<i64> {
     std::env::var(SOURCE_DATE_EPOCH)
         .ok()
@@ -97,3 +98,142 @@ pub const XBUILD_REGISTRY_TIMEOUT: &str = "XBUILD_REGISTRY_TIMEOUT";
 /// Registry requests: how many times one request is tried on connection errors, `5xx` and
 /// `429` answers (default 6, at most 100).
 pub const XBUILD_REGISTRY_ATTEMPTS: &str = "XBUILD_REGISTRY_ATTEMPTS";
+
+/// The value a variable read with [`switch`] has: `1` on, `0` off, `default` when unset or
+/// empty. [`check`] refuses any other value before a command starts, so a typo such as
+/// `XBUILD_COPY_LINK=false` is not read as "on".
+pub fn switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => default,
+    }
+}
+
+/// What a variable xbuild parses accepts.
+#[derive(Debug, Clone, Copy)]
+enum Accepts {
+    /// `0` or `1` ([`switch`]).
+    Switch,
+    /// A whole number in this range.
+    Whole(i128, i128),
+    /// A positive, finite number of seconds (fractions allowed).
+    Seconds,
+}
+
+/// Every variable whose value xbuild parses, and what it accepts. An empty value is as unset.
+const PARSED: &[(&str, Accepts)] = &[
+    (
+        SOURCE_DATE_EPOCH,
+        Accepts::Whole(i64::MIN as i128, i64::MAX as i128),
+    ),
+    (XBUILD_STEP_FSYNC, Accepts::Switch),
+    (XBUILD_COPY_LINK, Accepts::Switch),
+    (XBUILD_COMPRESS_THREADS, Accepts::Whole(1, 1024)),
+    (
+        XBUILD_UPLOAD_CHUNK_SIZE,
+        Accepts::Whole(1, u32::MAX as i128),
+    ),
+    (XBUILD_REGISTRY_TIMEOUT, Accepts::Seconds),
+    (XBUILD_REGISTRY_ATTEMPTS, Accepts::Whole(1, 100)),
+];
+
+/// Refuses a value of a parsed variable ([`PARSED`]) that its reader could not use, before
+/// any work: an option is never accepted and then ignored. The message names the variable,
+/// its value and what it accepts.
+///
+/// # Errors
+/// The first variable with a value it does not accept.
+pub fn check() -> Result<(), String> {
+    check_values(|name| std::env::var_os(name))
+}
+
+fn check_values(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<(), String> {
+    for &(name, accepts) in PARSED {
+        let Some(raw) = get(name) else { continue };
+        let Some(value) = raw.to_str() else {
+            return Err(format!(
+                "environment variable {name}: the value is not UTF-8"
+            ));
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let (ok, wanted) = match accepts {
+            Accepts::Switch => (matches!(value, "0" | "1"), "0 or 1".to_owned()),
+            Accepts::Whole(low, high) => (
+                value
+                    .parse::<i128>()
+                    .is_ok_and(|number| (low..=high).contains(&number)),
+                format!("a whole number from {low} to {high}"),
+            ),
+            Accepts::Seconds => (
+                value
+                    .parse::<f64>()
+                    .is_ok_and(|seconds| seconds.is_finite() && seconds > 0.0),
+                "a positive number of seconds".to_owned(),
+            ),
+        };
+        if !ok {
+            return Err(format!(
+                "environment variable {name}={value:?} is not valid: it takes {wanted}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(pairs: &[(&str, &str)]) -> Result<(), String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        check_values(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into())
+        })
+    }
+
+    #[test]
+    fn good_values_and_empty_ones_pass() {
+        assert_eq!(checked(&[]), Ok(()));
+        assert_eq!(
+            checked(&[
+                (SOURCE_DATE_EPOCH, "1700000000"),
+                (XBUILD_STEP_FSYNC, "1"),
+                (XBUILD_COPY_LINK, "0"),
+                (XBUILD_COMPRESS_THREADS, "4"),
+                (XBUILD_UPLOAD_CHUNK_SIZE, "1048576"),
+                (XBUILD_REGISTRY_TIMEOUT, "2.5"),
+                (XBUILD_REGISTRY_ATTEMPTS, "100"),
+            ]),
+            Ok(())
+        );
+        assert_eq!(checked(&[(SOURCE_DATE_EPOCH, "")]), Ok(()));
+    }
+
+    #[test]
+    fn a_value_the_reader_cannot_use_is_refused_with_its_name() {
+        for (name, value, wanted) in [
+            (XBUILD_COPY_LINK, "false", "0 or 1"),
+            (XBUILD_STEP_FSYNC, "yes", "0 or 1"),
+            (SOURCE_DATE_EPOCH, "2023-01-01", "whole number"),
+            (XBUILD_COMPRESS_THREADS, "0", "from 1 to 1024"),
+            (XBUILD_REGISTRY_ATTEMPTS, "101", "from 1 to 100"),
+            (XBUILD_REGISTRY_TIMEOUT, "-1", "positive number of seconds"),
+            (XBUILD_UPLOAD_CHUNK_SIZE, "16M", "whole number"),
+        ] {
+            let error = checked(&[(name, value)]).unwrap_err();
+            assert!(error.contains(name), "{error}");
+            assert!(error.contains(value), "{error}");
+            assert!(error.contains(wanted), "{error}");
+        }
+    }
+}

@@ -161,6 +161,10 @@ fn disk_full_hint(error: &anyhow::Error) -> Option<String> {
 /// # Errors
 /// Whatever the command fails with, tagged with its [`ExitKind`] where known.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // A step's sandbox process inherits what its build already checked.
+    if !matches!(cli.command, Command::RunStep) {
+        crate::env::check().map_err(Failure::bad_input)?;
+    }
     match cli.command {
         Command::Build(build) => build.run(),
         Command::Images(args) => args.run(),

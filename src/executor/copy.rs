@@ -506,7 +506,7 @@ pub(crate) fn step(
     }
     // The snapshot this step made last (a hint, see `commit`): its key without the context's
     // files.
-    let links = std::env::var_os(crate::env::XBUILD_COPY_LINK).is_none_or(|value| value != "0");
+    let links = crate::env::switch(crate::env::XBUILD_COPY_LINK, true);
     let link_key = context_files.as_ref().filter(|_| links).map(|_| {
         let mut link_key = key.clone();
         link_key.add("snapshot-source", "context");

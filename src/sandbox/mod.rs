@@ -248,8 +248,7 @@ pub fn run_with(
         parent_pid: i32::try_from(std::process::id()).unwrap_or(0),
         console: None,
         secrets_dir,
-        keep_fsync: std::env::var_os(crate::env::XBUILD_STEP_FSYNC)
-            .is_some_and(|value| value == "1"),
+        keep_fsync: crate::env::switch(crate::env::XBUILD_STEP_FSYNC, false),
     };
 
     let pipe = || {

@@ -30,6 +30,44 @@ fn version_prints_the_crate_version() {
     assert!(stdout(&output).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// A variable xbuild parses, set to a value it cannot use, stops the command before any
+/// work (no store is made), naming the variable, the value and what it takes; an empty
+/// value is as unset.
+#[test]
+fn an_environment_value_xbuild_cannot_use_is_refused_before_any_work() {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY Dockerfile /\n",
+    )
+    .unwrap();
+    for (name, value, wanted) in [
+        ("XBUILD_COPY_LINK", "false", "0 or 1"),
+        ("XBUILD_STEP_FSYNC", "on", "0 or 1"),
+        ("SOURCE_DATE_EPOCH", "yesterday", "whole number"),
+        ("XBUILD_REGISTRY_ATTEMPTS", "0", "from 1 to 100"),
+    ] {
+        let output = run(xbuild(dir.path())
+            .env(name, value)
+            .args(["build", "-q", "-t", "t:1"])
+            .arg(dir.path()));
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {err}");
+        assert!(
+            err.contains(name) && err.contains(value) && err.contains(wanted),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("store").exists(),
+            "{name}={value}: the store was made"
+        );
+    }
+    let output = run(xbuild(dir.path())
+        .env("XBUILD_COPY_LINK", "")
+        .args(["images"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
 /// `build --call=outline|targets|check` and `--check` on the Dockerfile of buildx's
 /// documentation (`--call` descriptions): the text buildx's documentation shows, BuildKit's
 /// JSON field names with `format=json`, the checks' exit status, and flags that only apply
