@@ -103,6 +103,7 @@ cleanup() {
     [ -n "$DOCKERD_PID" ] && kill "$DOCKERD_PID" 2>/dev/null && sleep 2
     scripts/fixtures.sh registry stop "$PORT" >/dev/null 2>&1 || true
     umount -R "$WORK"/buildah-root/overlay 2>/dev/null || true
+    for root in "$WORK"/trash/buildah-root.*; do umount -R "$root/overlay" 2>/dev/null || true; done
     rm -rf "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -130,12 +131,25 @@ bh_build() {
     bh build -q --runtime runc --layers --platform "$1" --manifest "$MANIFEST" \
         --build-arg "REG=$REG" --tls-verify=false $SECRET "$DIR"
 }
-reset_xb() { rm -rf "$WORK/xbuild-root"; }
+# Before a cold round, the previous round's store (xbuild) or storage (buildah) is moved aside
+# into $WORK/trash, which is deleted with $WORK at the end, not deleted on the spot: on a
+# file system that skips recently freed inodes when it allocates new ones (ext4 without a
+# journal, as this machine's root), deleting tens of thousands of files just before a cold
+# build made that build's base unpack pay seconds of kernel time in the inode allocator (see
+# README, "xbuild's own time on the critical path"). A cold build is timed on an empty store,
+# not on the heels of a deletion the bench made. BuildKit's cache lives in its dockerd and is
+# still pruned in place.
+trash() {
+    [ -e "$1" ] || return 0
+    mkdir -p "$WORK/trash"
+    mv "$1" "$WORK/trash/$(basename "$1").$(date +%s%N)"
+}
+reset_xb() { trash "$WORK/xbuild-root"; }
 reset_bh() {
     bh rm --all >/dev/null 2>&1 || true
-    bh rmi --all --force >/dev/null 2>&1 || true
     umount -R "$WORK/buildah-root/overlay" 2>/dev/null || true
-    rm -rf "$WORK/buildah-root" "$WORK/buildah-runroot"
+    trash "$WORK/buildah-root"
+    trash "$WORK/buildah-runroot"
 }
 restore() { cp "$REPO/benches/$W/$EDITED" "$DIR/$EDITED"; }
 # BuildKit: a private dockerd 20.10 (its own data root and socket), for DOCKER_HOST.
