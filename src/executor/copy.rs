@@ -152,10 +152,10 @@ pub(crate) fn workdir(
             .is_some_and(|hit| hit.layers.len() > state.layers.len());
         if made_layer {
             if let Some(state) = services.cache_hit(vertex, &key, &vertex.display_name())? {
-                return Ok(Done { state, key });
+                return Ok(Done::new(state, key));
             }
         } else if let Some(state) = services.cache.lookup(&key)? {
-            return Ok(Done { state, key });
+            return Ok(Done::new(state, key));
         }
     }
     let lowers = services.lower_dirs(&state)?;
@@ -170,16 +170,16 @@ pub(crate) fn workdir(
     if state.workdir() == "/" {
         if services.uses_cache(vertex) {
             if let Some(state) = services.cache.lookup(&key)? {
-                return Ok(Done { state, key });
+                return Ok(Done::new(state, key));
             }
         }
         state.push_history(&services.created, created_by, true);
         services.cache.record(&key, &state)?;
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let name = vertex.display_name();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
         return commit(services, vertex, state, Vec::new(), created_by, &key, None);
@@ -294,10 +294,7 @@ fn commit(
     }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
-    Ok(Done {
-        state,
-        key: key.to_owned(),
-    })
+    Ok(Done::new(state, key.to_owned()))
 }
 
 /// `COPY` / `ADD`.
@@ -391,7 +388,7 @@ pub(crate) fn step(
                 }
                 let early = early.finish();
                 if let Some(state) = services.cache_hit(vertex, &early, &name)? {
-                    return Ok(Done { state, key: early });
+                    return Ok(Done::new(state, early));
                 }
             }
             view = services.view(&state)?;
@@ -547,7 +544,7 @@ pub(crate) fn step(
     }
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let lowers = services.lower_dirs(&parent.state)?;
     let id = services.counter.next();

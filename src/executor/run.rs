@@ -93,7 +93,7 @@ pub(crate) fn step(
     );
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let mut state = parent.state.clone();
     let shell = state.shell();
@@ -325,7 +325,7 @@ pub(crate) fn step(
         vertex: id,
         duration: elapsed,
     });
-    Ok(Done { state, key })
+    Ok(Done::new(state, key))
 }
 
 /// Where a `#!` heredoc's file is mounted, as BuildKit mounts it.
