@@ -257,7 +257,22 @@ fn commit(
     // exactly, as root: the layer module makes it so, no second pass) and the snapshot is
     // this step's (one already there may come from a pulled blob, as in `RUN`); otherwise
     // it is written now from the file list.
-    if !unpacked.exact || services.store.snapshot(&diff_id).is_some() {
+    let compression = services.options.compression;
+    let existing = services.store.snapshot(&diff_id).is_some();
+    // An exact snapshot already there, with the blob an earlier build made of it at this
+    // compression: that blob is this layer's (the same tar, compressor and level).
+    let stored_blob = if unpacked.exact && existing {
+        services.store.layer_blob(&diff_id, compression)?
+    } else {
+        None
+    };
+    if let Some(descriptor) = stored_blob {
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_own_layer(descriptor, diff_id.clone());
+    } else if !unpacked.exact || existing {
         let blob = layer::write_file_list_layer(
             services.store.layout(),
             entries,
