@@ -152,10 +152,10 @@ pub(crate) fn workdir(
             .is_some_and(|hit| hit.layers.len() > state.layers.len());
         if made_layer {
             if let Some(state) = services.cache_hit(vertex, &key, &vertex.display_name())? {
-                return Ok(Done { state, key });
+                return Ok(Done::new(state, key));
             }
         } else if let Some(state) = services.cache.lookup(&key)? {
-            return Ok(Done { state, key });
+            return Ok(Done::new(state, key));
         }
     }
     let lowers = services.lower_dirs(&state)?;
@@ -170,16 +170,16 @@ pub(crate) fn workdir(
     if state.workdir() == "/" {
         if services.uses_cache(vertex) {
             if let Some(state) = services.cache.lookup(&key)? {
-                return Ok(Done { state, key });
+                return Ok(Done::new(state, key));
             }
         }
         state.push_history(&services.created, created_by, true);
         services.cache.record(&key, &state)?;
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let name = vertex.display_name();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     if dir == "/" || stack.lookup(dir).is_some_and(|(_, meta)| meta.is_dir()) {
         return commit(services, vertex, state, Vec::new(), created_by, &key, None);
@@ -257,7 +257,22 @@ fn commit(
     // exactly, as root: the layer module makes it so, no second pass) and the snapshot is
     // this step's (one already there may come from a pulled blob, as in `RUN`); otherwise
     // it is written now from the file list.
-    if !unpacked.exact || services.store.snapshot(&diff_id).is_some() {
+    let compression = services.options.compression;
+    let existing = services.store.snapshot(&diff_id).is_some();
+    // An exact snapshot already there, with the blob an earlier build made of it at this
+    // compression: that blob is this layer's (the same tar, compressor and level).
+    let stored_blob = if unpacked.exact && existing {
+        services.store.layer_blob(&diff_id, compression)?
+    } else {
+        None
+    };
+    if let Some(descriptor) = stored_blob {
+        services
+            .store
+            .adopt_snapshot(&diff_id, tmp.keep())
+            .within(|| format!("{name}: keeping the layer's snapshot"))?;
+        state.push_own_layer(descriptor, diff_id.clone());
+    } else if !unpacked.exact || existing {
         let blob = layer::write_file_list_layer(
             services.store.layout(),
             entries,
@@ -294,10 +309,7 @@ fn commit(
     }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
-    Ok(Done {
-        state,
-        key: key.to_owned(),
-    })
+    Ok(Done::new(state, key.to_owned()))
 }
 
 /// `COPY` / `ADD`.
@@ -391,7 +403,7 @@ pub(crate) fn step(
                 }
                 let early = early.finish();
                 if let Some(state) = services.cache_hit(vertex, &early, &name)? {
-                    return Ok(Done { state, key: early });
+                    return Ok(Done::new(state, early));
                 }
             }
             view = services.view(&state)?;
@@ -547,7 +559,7 @@ pub(crate) fn step(
     }
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let lowers = services.lower_dirs(&parent.state)?;
     let id = services.counter.next();

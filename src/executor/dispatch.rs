@@ -35,6 +35,11 @@ pub(crate) fn step(
     // The parent's and inputs' content, not only their keys: a stage re-run by
     // `--no-cache-filter` (or a nondeterministic step run again) gives its readers new keys.
     let mut key = Key::new(&vertex.id, Some(&parent.chain_key()));
+    // A `COPY --from=<stage>`'s readers chain on what it made, not on the stage's key
+    // (`Done::cut_off`): its key without the stages it read, marked so that it is never the
+    // key of a record.
+    let mut readers = key.clone();
+    readers.add("readers-of", "copy-from-stage");
     // A RUN keys the stages it mounts by what it mounts of them (super::mounts), as
     // BuildKit's content-based cache of a mount's selector does.
     if !matches!(instruction, Instruction::Run(_)) {
@@ -44,6 +49,7 @@ pub(crate) fn step(
     }
     if let Some(epoch) = services.options.source_date_epoch {
         key.add("epoch", &epoch.to_string());
+        readers.add("epoch", &epoch.to_string());
     }
     let is_config_only = !matches!(
         instruction,
@@ -52,14 +58,15 @@ pub(crate) fn step(
     if is_config_only && services.uses_cache(vertex) {
         let finished = key.clone().finish();
         if let Some(state) = services.cache.lookup(&finished)? {
-            return Ok(Done {
-                state,
-                key: finished,
-            });
+            return Ok(Done::new(state, finished));
         }
     }
     match &instruction {
         Instruction::Run(run) => run::step(services, vertex, resolved, run, parent, inputs, key),
+        Instruction::Copy(copy) if copy.from.is_some() && !inputs.is_empty() => {
+            copy::step(services, vertex, &instruction, parent, inputs, key)
+                .map(|done| done.cut_off(readers.finish()))
+        }
         Instruction::Copy(_) | Instruction::Add(_) => {
             copy::step(services, vertex, &instruction, parent, inputs, key)
         }
@@ -81,7 +88,7 @@ pub(crate) fn step(
             }
             let key = key.finish();
             services.cache.record(&key, &state)?;
-            Ok(Done { state, key })
+            Ok(Done::new(state, key))
         }
     }
 }

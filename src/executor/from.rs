@@ -186,10 +186,7 @@ pub(crate) fn base_image(
         vertex: id,
         duration: started.elapsed(),
     });
-    Ok(Done {
-        state,
-        key: key.finish(),
-    })
+    Ok(Done::new(state, key.finish()))
 }
 
 /// A stage's start, as BuildKit's "make sure that PATH is always set": a base whose `Env`

@@ -148,10 +148,10 @@ pub(crate) fn load(
     match context {
         NamedContext::Image(reference) if reference == "scratch" => {
             key.add("scratch", &vertex.platform.to_string());
-            Ok(Done {
-                state: ImageState::new(oci_image::new_image_config(&vertex.platform, None)),
-                key: key.finish(),
-            })
+            Ok(Done::new(
+                ImageState::new(oci_image::new_image_config(&vertex.platform, None)),
+                key.finish(),
+            ))
         }
         NamedContext::Image(reference) => image(services, &display, key, |id| {
             resolve_image(services, reference, vertex, id)
@@ -187,10 +187,7 @@ fn image(
         duration: started.elapsed(),
     });
     key.add("image", manifest.digest().as_ref());
-    Ok(Done {
-        state,
-        key: key.finish(),
-    })
+    Ok(Done::new(state, key.finish()))
 }
 
 /// An image of an OCI layout for `vertex`'s platform, its blobs copied into the store and
@@ -330,7 +327,7 @@ fn directory(
     );
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &display)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let id = services.counter.next();
     let started = Instant::now();
@@ -375,5 +372,5 @@ fn directory(
         vertex: id,
         duration: started.elapsed(),
     });
-    Ok(Done { state, key })
+    Ok(Done::new(state, key))
 }

@@ -93,7 +93,7 @@ pub(crate) fn step(
     );
     let key = key.finish();
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done { state, key });
+        return Ok(Done::new(state, key));
     }
     let mut state = parent.state.clone();
     let shell = state.shell();
@@ -296,18 +296,21 @@ pub(crate) fn step(
     // A snapshot of this diff_id that is already there may have been unpacked from a
     // pulled blob rather than kept from a step; the blob is then made now, from this
     // step's own directory, rather than later from a tree made another way.
+    // A blob of this diff_id that an earlier build made at this compression is that blob:
+    // the same tar, the same compressor and level.
     let existing = services.store.snapshot(&diff_id).is_some();
-    let blob = if existing {
+    let compression = services.options.compression;
+    let blob = if !existing {
+        None
+    } else if let Some(descriptor) = services.store.layer_blob(&diff_id, compression)? {
+        Some(descriptor)
+    } else {
         let blob = tree_blob(services, &upper, &diff_id, clamp)
             .within(|| format!("{name}: committing the layer"))?;
-        services.store.put_layer_blob(
-            &blob.diff_id,
-            &blob.descriptor,
-            services.options.compression,
-        )?;
-        Some(blob)
-    } else {
-        None
+        services
+            .store
+            .put_layer_blob(&blob.diff_id, &blob.descriptor, compression)?;
+        Some(blob.descriptor)
     };
     let dir = dirs.keep();
     services
@@ -316,7 +319,7 @@ pub(crate) fn step(
         .within(|| format!("{name}: keeping the snapshot"))?;
     let _ = std::fs::remove_dir_all(&dir);
     match blob {
-        Some(blob) => state.push_own_layer(blob.descriptor, blob.diff_id),
+        Some(descriptor) => state.push_own_layer(descriptor, diff_id),
         None => state.push_snapshot_layer(diff_id, clamp),
     }
     state.push_history(&services.created, created_by, false);
@@ -325,7 +328,7 @@ pub(crate) fn step(
         vertex: id,
         duration: elapsed,
     });
-    Ok(Done { state, key })
+    Ok(Done::new(state, key))
 }
 
 /// Where a `#!` heredoc's file is mounted, as BuildKit mounts it.

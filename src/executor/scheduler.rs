@@ -189,6 +189,7 @@ impl<'s, 'a> Scheduler<'s, 'a> {
                     Arc::new(Done {
                         state,
                         key: parent.key.clone(),
+                        readers_key: parent.readers_key.clone(),
                     })
                 } else {
                     parent
@@ -214,8 +215,5 @@ fn scratch(vertex: &Vertex) -> Done {
     key.add("scratch", &vertex.platform.to_string());
     let mut state = ImageState::new(oci_image::new_image_config(&vertex.platform, None));
     from::ensure_path(&mut state, &mut key);
-    Done {
-        state,
-        key: key.finish(),
-    }
+    Done::new(state, key.finish())
 }

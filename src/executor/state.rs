@@ -13,17 +13,46 @@ pub(crate) struct Done {
     pub(crate) state: ImageState,
     /// The key its cache record is under (looked up before the step ran).
     pub(crate) key: String,
+    /// What its readers chain on instead of [`Self::key`], when that key says more than the
+    /// result does: a `COPY --from` of another stage is looked up by the stage's key, but
+    /// what it made is its layer (see [`Self::cut_off`]).
+    pub(crate) readers_key: Option<String>,
 }
 
 impl Done {
-    /// What the keys of the steps reading this result chain on: its record key and the
-    /// diff_ids of its layers. A step run again without the cache (`--no-cache-filter`) may
-    /// leave other content under the same record key; its readers' keys then change with
-    /// it, so they never take a result made from the old content. A hit carries its
-    /// layers, so a later build chains on the same key again.
+    /// The result `state` of a step recorded (or found) under `key`.
+    pub(crate) fn new(state: ImageState, key: String) -> Self {
+        Self {
+            state,
+            key,
+            readers_key: None,
+        }
+    }
+
+    /// The same result, its readers chaining on `readers_key` (the step's key without the
+    /// stages it read) and its layers instead of its record key: the early cut-off of a
+    /// `COPY --from=<stage>`. When a stage is rebuilt and the files copied from it come out
+    /// the same (a comment edited, a rebuild that makes the same binary), the layer the
+    /// `COPY` makes has the same diff_id, so the steps after it keep their keys and are
+    /// found in the cache, as BuildKit's content-based keys of a copy's sources give.
+    /// Sound because a `COPY` changes nothing but its layer and a history entry: with the
+    /// same parent, instruction and layer, its result is the same image state.
+    pub(crate) fn cut_off(mut self, readers_key: String) -> Self {
+        self.readers_key = Some(readers_key);
+        self
+    }
+
+    /// What the keys of the steps reading this result chain on: its record key (or
+    /// [`Self::readers_key`]) and the diff_ids of its layers. A step run again without the
+    /// cache (`--no-cache-filter`) may leave other content under the same record key; its
+    /// readers' keys then change with it, so they never take a result made from the old
+    /// content. A hit carries its layers, so a later build chains on the same key again.
     pub(crate) fn chain_key(&self) -> String {
         let mut key = Key::default();
-        key.add("record", &self.key);
+        match &self.readers_key {
+            Some(readers) => key.add("readers", readers),
+            None => key.add("record", &self.key),
+        }
         for layer in &self.state.layers {
             key.add("layer", layer.diff_id.as_ref());
         }

@@ -10,6 +10,7 @@ pub mod digest;
 pub mod image;
 pub mod layout;
 pub mod limits;
+pub mod reference;
 pub mod referrers;
 pub mod state;
 

@@ -3,14 +3,15 @@
 //! `name:tag@sha256:...`.
 //!
 //! Parsing is oci-spec's `distribution::Reference` (the regular expression and the domain
-//! split of Docker's `reference/normalize.go`); this module adds the checks Docker makes on
+//! split of Docker's `reference/normalize.go`), through `oci::reference::parse`, which gives
+//! the same result without compiling the expression for plain ASCII references; this module
+//! adds the checks Docker makes on
 //! top (lower-case repository) and the names xbuild uses: the full normalised form names an
 //! image in the local store.
 
 use std::fmt;
 use std::str::FromStr;
 
-use oci_spec::distribution::Reference;
 use oci_spec::image::Digest;
 
 /// Docker Hub's canonical registry name.
@@ -47,7 +48,7 @@ impl ImageRef {
             input: input.to_owned(),
             reason,
         };
-        let parsed = Reference::try_from(input).map_err(|e| error(e.to_string()))?;
+        let parsed = crate::oci::reference::parse(input).map_err(|e| error(e.to_string()))?;
         if parsed.repository().chars().any(|c| c.is_ascii_uppercase()) {
             return Err(error("repository names must be lowercase".to_owned()));
         }

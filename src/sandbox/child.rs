@@ -317,7 +317,7 @@ fn start(sys: &dyn Sys, spec: &ChildSpec) -> Result<Forked, SetupError> {
         .map_err(|errno| SetupError::errno("fork", "cannot fork the step", errno))
 }
 
-/// PID 1 of the step: cgroup, network namespace, root, keyring, user, environment, filter,
+/// PID 1 of the step: network namespace, cgroup, root, keyring, user, environment, filter,
 /// capabilities, ids, exec. Returns only on failure, with it.
 fn step_main(
     sys: &dyn Sys,
@@ -340,15 +340,9 @@ fn prepare_and_exec(
     sys.die_with_parent()
         .map_err(|errno| SetupError::errno("spec", "PR_SET_PDEATHSIG", errno))?;
     let step = &spec.step;
-    if let Some(procs) = cgroup_procs {
-        // First: every process of the step is a child of this one, inside the limit.
-        sys.join_cgroup(procs).map_err(|error| {
-            SetupError::new(
-                "cgroup",
-                format!("cannot enter {}: {error}", procs.display()),
-            )
-        })?;
-    }
+    // The network namespace first, so that slirp4netns starts (its set-up takes 10-20 ms)
+    // while this process enters the cgroup below (a cgroup v1 migration waits for an RCU
+    // grace period: as long again) and mounts the root, not after. Nothing runs yet.
     let own_network = namespaces::pid1_unshares_network(step.network);
     if own_network {
         sys.unshare(nix::sched::CloneFlags::CLONE_NEWNET)
@@ -356,6 +350,16 @@ fn prepare_and_exec(
                 SetupError::errno("unshare", "cannot create the network namespace", errno)
             })?;
         link.network_unshared()?;
+    }
+    if let Some(procs) = cgroup_procs {
+        // Before any process of the step: every one is a child of this one, inside the
+        // limit.
+        sys.join_cgroup(procs).map_err(|error| {
+            SetupError::new(
+                "cgroup",
+                format!("cannot enter {}: {error}", procs.display()),
+            )
+        })?;
     }
     if step.stdio == Stdio::Terminal {
         // A session of its own with the terminal as its controlling tty: job control, ^C
@@ -790,11 +794,15 @@ mod tests {
         assert_eq!(step.network, Network::Default);
         let (calls, process, _) = sequence(&sys, &child_spec(step));
         // The child stays in the host's network namespace (slirp4netns runs there); PID 1
-        // makes its own, right after entering the cgroup.
+        // makes its own first, so that slirp4netns starts while PID 1 enters the cgroup.
         assert!(
             matches!(&process[0], Call::Unshare(flags) if !flags.contains(CloneFlags::CLONE_NEWNET))
         );
-        assert_eq!(process[4], Call::Unshare(CloneFlags::CLONE_NEWNET));
+        assert_eq!(process[3], Call::Unshare(CloneFlags::CLONE_NEWNET));
+        assert_eq!(
+            process[4],
+            Call::JoinCgroup(PathBuf::from("/cg/cgroup.procs"))
+        );
         // Devices: the root and /dev are nodev.
         let nodev = |wanted: &dyn Fn(&Call) -> bool| calls.iter().any(wanted);
         assert!(nodev(&|call| matches!(call,

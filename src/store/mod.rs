@@ -521,7 +521,7 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), 
 /// `localhost:5000/app` → `localhost:5000/app:latest`. A name that is not a valid reference
 /// is kept as is (with `:latest` when it has no tag).
 pub fn normalize_ref(name: &str) -> String {
-    match oci_spec::distribution::Reference::try_from(name) {
+    match crate::oci::reference::parse(name) {
         Ok(reference)
             if !reference
                 .repository()

@@ -143,11 +143,19 @@ impl Store {
 
     /// Moves a directory already in overlay form (a step's upper directory, on the same
     /// filesystem as the store) into place as the snapshot of `diff_id`. If another process
-    /// got there first, `dir` is removed and theirs is kept.
+    /// got there first, `dir` is removed and theirs is kept. When the snapshot is already
+    /// there before we start (a step that made the same layer as in an earlier build), `dir`
+    /// is removed without being synced: a snapshot is synced before its rename into place,
+    /// so the one there is already durable, and this copy would be thrown away.
     ///
     /// # Errors
     /// Rename failures other than "already there".
     pub fn adopt_snapshot(&self, diff_id: &Digest, dir: PathBuf) -> Result<PathBuf, StoreError> {
+        let target = self.snapshot_path(diff_id);
+        if target.is_dir() {
+            let _ = fs::remove_dir_all(&dir);
+            return Ok(target);
+        }
         Self::sync_snapshot_contents(&dir);
         self.adopt_synced_snapshot(diff_id, dir)
     }
@@ -213,7 +221,7 @@ impl Store {
         dir: PathBuf,
         written: &[PathBuf],
     ) -> Result<PathBuf, StoreError> {
-        if written.len() > SYNCFS_ABOVE_FILES {
+        if written.len() > SYNCFS_ABOVE_FILES || self.snapshot_path(diff_id).is_dir() {
             return self.adopt_snapshot(diff_id, dir);
         }
         let files: Vec<PathBuf> = written.iter().map(|path| dir.join(path)).collect();
@@ -515,6 +523,16 @@ mod tests {
             adopted
         );
         assert!(!second.exists());
+        assert_eq!(fs::read(adopted.join("etc/file")).unwrap(), b"first");
+        // A linked COPY's copy of it (a rebuild that made the same layer) goes too.
+        let third = make(b"third");
+        assert_eq!(
+            store
+                .adopt_linked_snapshot(&diff_id, third.clone(), &[PathBuf::from("etc/file")])
+                .unwrap(),
+            adopted
+        );
+        assert!(!third.exists());
         assert_eq!(fs::read(adopted.join("etc/file")).unwrap(), b"first");
     }
 

@@ -644,3 +644,61 @@ fn push_by_digest_from_two_stores_then_imagetools_create_gives_both_platforms() 
     platforms.sort();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 }
+
+const CUT_OFF: &str = r#"
+ARG REG
+FROM $REG/base/busybox AS build
+COPY src.txt /src.txt
+RUN echo "build-ran" && cut -c1-5 /src.txt > /out
+
+FROM $REG/base/busybox
+COPY --from=build /out /out
+RUN echo "final-ran" && cat /out /out > /twice
+ENV DONE=yes
+"#;
+
+/// The early cut-off of a `COPY --from=<stage>`: when the stage runs again but the files
+/// copied from it come out the same, the steps after the `COPY` are cached (the image is
+/// the one a build from an empty store gives); when they change, those steps run again.
+#[test]
+fn a_stage_rebuilt_to_the_same_files_leaves_the_steps_after_its_copy_cached() {
+    if !needs() {
+        return;
+    }
+    let registry = TestRegistry::start(Setup::Plain);
+    registry.skopeo_push_fixture("base/busybox:latest", None);
+    let dir = util::temp_dir();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), CUT_OFF).unwrap();
+    let source = context.join("src.txt");
+    let args = ["--platform", "linux/amd64", "-t", "app:1"];
+
+    std::fs::write(&source, "hello world\n").unwrap();
+    let first = build(&registry, dir, "a", &args);
+    let err = util::stderr(&first);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert_eq!(ran(&err, "final-ran"), 1, "{err}");
+    let first_digest = util::stdout(&first).trim().to_owned();
+
+    // Only what the stage's RUN drops changed: it runs, its /out is the same.
+    std::fs::write(&source, "hello there\n").unwrap();
+    let second = build(&registry, dir, "a", &args);
+    let err = util::stderr(&second);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert_eq!(ran(&err, "final-ran"), 0, "{err}");
+    let second_digest = util::stdout(&second).trim().to_owned();
+    assert_eq!(second_digest, first_digest);
+    // The same bytes as a build of this context from an empty store.
+    let fresh = build(&registry, dir, "b", &args);
+    assert_eq!(util::stdout(&fresh).trim(), second_digest);
+
+    // /out changes: the final stage runs again and the image is another.
+    std::fs::write(&source, "HELLO there\n").unwrap();
+    let third = build(&registry, dir, "a", &args);
+    let err = util::stderr(&third);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert_eq!(ran(&err, "final-ran"), 1, "{err}");
+    assert_ne!(util::stdout(&third).trim(), first_digest);
+}
