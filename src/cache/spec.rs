@@ -171,6 +171,11 @@ impl CacheOptions {
         let mut exports = Vec::new();
         let mut inline = false;
         for spec in specs {
+            // A bare reference is a registry cache, as buildx reads `--cache-to=user/app:cache`.
+            if !spec.is_empty() && !spec.contains('=') {
+                exports.push(CacheExport::parse(&format!("type=registry,ref={spec}"))?);
+                continue;
+            }
             let (kind, pairs) = pairs(FLAG, spec, true)?;
             if kind != "inline" {
                 exports.push(CacheExport::parse(spec)?);
@@ -562,6 +567,15 @@ impl CacheLocation {
                 insecure(FLAG, spec, &pairs)?,
             )
         } else {
+            if value(&pairs, "ref").is_some() {
+                // Docker's local cache page imports with `type=local,ref=DIR,digest=...`;
+                // BuildKit's local cache reads no `ref`.
+                return Err(error(
+                    "unknown key ref (known: src, tag, digest): the directory is src=DIR"
+                        .to_owned(),
+                    false,
+                ));
+            }
             check_keys(FLAG, spec, &pairs, &["src", "tag", "digest"])?;
             let digest = value(&pairs, "digest")
                 .map(|text| {
@@ -649,6 +663,35 @@ mod tests {
         let error = CacheLocation::parse_from("type=inline").unwrap_err();
         assert!(
             error.to_string().contains("type=inline is for --cache-to"),
+            "{error}"
+        );
+    }
+
+    /// buildx's `--cache-to=user/app:cache`: a bare reference is a registry cache.
+    #[test]
+    fn a_bare_cache_to_reference_is_a_registry_cache() {
+        let (exports, inline) =
+            CacheOptions::parse_to(&["127.0.0.1:5000/app:cache".to_owned()]).unwrap();
+        assert!(!inline);
+        let [export] = &exports[..] else {
+            panic!("one export: {exports:?}")
+        };
+        assert_eq!(export.mode, CacheMode::Min);
+        assert!(
+            matches!(&export.location, CacheLocation::Registry(r) if r.reference.repository() == "app" && r.reference.tag() == Some("cache")),
+            "{export:?}"
+        );
+        assert!(CacheOptions::parse_to(&["Bad Ref".to_owned()]).is_err());
+    }
+
+    /// Docker's local cache page writes `type=local,ref=DIR`: refused, naming `src=`.
+    #[test]
+    fn a_local_cache_from_with_ref_names_src() {
+        let error = CacheLocation::parse_from("type=local,ref=dir,digest=sha256:00").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown key ref (known: src, tag, digest): the directory is src=DIR"),
             "{error}"
         );
     }

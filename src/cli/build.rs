@@ -259,7 +259,6 @@ impl BuildArgs {
         self.add_output_names();
         let outputs = self.outputs()?;
         let attestations = self.attestations(&outputs)?;
-        let explicit_platforms = !self.platform.is_empty();
         let targets = self.targets()?;
         self.containerd_preflight(&outputs, &targets)?;
         let (network_none, network_host) = match self.network.as_str() {
@@ -301,6 +300,24 @@ impl BuildArgs {
         let sets = self.layer_sets(&specs, &self.planned_outputs()?)?;
         let (compression, force_compression) = sets.compressions[0];
         let build_args = super::debug::parse_build_args(&self.build_args);
+        let annotation_inputs = self.annotation_inputs(&specs)?;
+        // `--build-arg BUILDKIT_MULTI_PLATFORM=1` makes one platform an index, as --platform;
+        // so does an index annotation: buildx's result is an index then (its default
+        // provenance makes one), and `--annotation index:k=v --push` is its documented line.
+        let explicit_platforms = !self.platform.is_empty()
+            || build_arg_flag(
+                &build_args,
+                crate::dockerfile::resolve::MULTI_PLATFORM_BUILD_ARG,
+            )?
+            || annotation_inputs.iter().any(|(_, annotation)| {
+                matches!(
+                    annotation.kind,
+                    Some(
+                        crate::oci::annotation::AnnotationKind::Index
+                            | crate::oci::annotation::AnnotationKind::IndexDescriptor
+                    )
+                )
+            });
         let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
             // BuildKit's `context`: the time of a URL context, set when it is fetched
             // (pipeline); a local context has none.
@@ -381,13 +398,7 @@ impl BuildArgs {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let single_manifest = targets.len() == 1 && !explicit_platforms;
-        let annotations = parse_annotations(
-            &self.annotation_inputs(&specs)?,
-            single_manifest,
-            &outputs,
-            &self.tags,
-        )?;
+        let annotations = parse_annotations(&annotation_inputs, &outputs, &self.tags)?;
         let builders = crate::nodes::Builders::load(&crate::nodes::config_path())?;
         let builder = builders
             .selected(self.builder.as_deref())
@@ -607,6 +618,12 @@ impl BuildArgs {
         };
         let (to, inline) =
             crate::cache::CacheOptions::parse_to(&self.cache_to).map_err(spec_error)?;
+        // `--build-arg BUILDKIT_INLINE_CACHE=1` is `--cache-to type=inline`, as in BuildKit.
+        let inline = inline
+            || build_arg_flag(
+                &super::debug::parse_build_args(&self.build_args),
+                crate::dockerfile::resolve::INLINE_CACHE_BUILD_ARG,
+            )?;
         if inline
             && !outputs.is_empty()
             && outputs
@@ -731,11 +748,13 @@ impl BuildArgs {
     ) -> anyhow::Result<Vec<(String, crate::oci::annotation::Annotation)>> {
         let mut inputs = Vec::new();
         for value in &self.annotations {
-            let annotation =
+            let annotations =
                 crate::oci::annotation::Annotation::parse_flag(value).map_err(|error| {
                     Failure::bad_input(format_args!("--annotation {value}: {}", error.reason))
                 })?;
-            inputs.push((format!("--annotation {value}"), annotation));
+            for annotation in annotations {
+                inputs.push((format!("--annotation {value}"), annotation));
+            }
         }
         for (text, spec) in self.output.iter().zip(specs) {
             for (key, annotation) in &spec.annotations {
@@ -1063,13 +1082,30 @@ fn parse_labels(values: &[String]) -> anyhow::Result<std::collections::BTreeMap<
     Ok(labels)
 }
 
+/// A boolean built-in build argument (`BUILDKIT_INLINE_CACHE`, `BUILDKIT_MULTI_PLATFORM`):
+/// Go's spellings, absent is `false`; another value is refused (exit 2), as BuildKit refuses
+/// it, never taken as `false`.
+fn build_arg_flag(
+    build_args: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let Some(value) = build_args.get(name) else {
+        return Ok(false);
+    };
+    crate::gostd::parse_bool(value.trim()).ok_or_else(|| {
+        Failure::bad_input(format_args!(
+            "--build-arg {name}={value}: expected true or false (1 or 0)"
+        ))
+        .into()
+    })
+}
+
 /// `--annotation [TYPE[PLATFORMS]:]KEY=VALUE`s, each with its kind (`manifest` when none
-/// was written). Refused: `index` and `index-descriptor` when the result is a single
-/// manifest (no index), `index-descriptor` when no output has an index descriptor (the
-/// store's names, `-o type=oci`).
+/// was written). Refused: platforms on `index` and `index-descriptor` annotations (which
+/// make the result an index), `index-descriptor` when no output has an index descriptor
+/// (the store's names, `-o type=oci`).
 fn parse_annotations(
     values: &[(String, crate::oci::annotation::Annotation)],
-    single_manifest: bool,
     outputs: &[Output],
     tags: &[String],
 ) -> anyhow::Result<Vec<crate::oci::annotation::Annotation>> {
@@ -1085,12 +1121,6 @@ fn parse_annotations(
         if index_kind && !annotation.platforms.is_empty() {
             return Err(Failure::bad_input(format_args!(
                 "{value}: {kind} annotations take no platforms"
-            ))
-            .into());
-        }
-        if index_kind && single_manifest {
-            return Err(Failure::bad_input(format_args!(
-                "{value}: the result is a single manifest, not an index; add --platform to build an index"
             ))
             .into());
         }

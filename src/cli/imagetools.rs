@@ -156,6 +156,7 @@ impl InspectArgs {
             let statements =
                 runtime.block_on(tools::attestations(options, &reference, &manifest))?;
             (input.sbom, input.provenance) = attestation_values(&statements);
+            input.attestations_by_platform = statements.len() != 1;
         }
         output::stdout(template.render(&input)?);
         Ok(())
@@ -240,6 +241,9 @@ struct TemplateInput {
     /// `.Provenance` (likewise).
     #[serde(skip)]
     provenance: serde_json::Value,
+    /// Whether `.SBOM` and `.Provenance` are maps by platform (an index of several).
+    #[serde(skip)]
+    attestations_by_platform: bool,
 }
 
 /// buildx's `.SBOM` and `.Provenance` of the statements per platform: for one platform
@@ -332,6 +336,7 @@ impl TemplateInput {
             image,
             sbom: serde_json::Value::Null,
             provenance: serde_json::Value::Null,
+            attestations_by_platform: false,
         })
     }
 }
@@ -343,6 +348,9 @@ enum Action {
     Manifest,
     ManifestField(&'static str),
     Json(&'static str),
+    /// `{{json (index .Image "linux/arm64")}}`: one platform's entry of a value that is a
+    /// map by platform (`.Image`, `.SBOM`, `.Provenance` of an index of several).
+    JsonIndex(&'static str, String),
 }
 
 /// A `--format` template: text and actions.
@@ -353,7 +361,8 @@ struct Template {
 
 const SUPPORTED: &str = "{{.Name}}, {{.Manifest}}, {{.Manifest.Digest}}, \
     {{.Manifest.MediaType}}, {{.Manifest.Size}}, {{json .Manifest}}, {{json .Image}}, \
-    {{json .Name}}, {{json .SBOM}}, {{json .Provenance}}, {{json .}}";
+    {{json .Name}}, {{json .SBOM}}, {{json .Provenance}}, {{json .}}, \
+    {{json (index .Image|.SBOM|.Provenance \"PLATFORM\")}}";
 
 impl Template {
     fn parse(text: &str) -> Result<Self, Failure> {
@@ -381,6 +390,29 @@ impl Template {
                 ["json", ".Image"] => Action::Json("image"),
                 ["json", ".SBOM"] => Action::Json("SBOM"),
                 ["json", ".Provenance"] => Action::Json("Provenance"),
+                ["json", "(index", field, key] if key.ends_with(')') => {
+                    let field = match *field {
+                        ".Image" => "image",
+                        ".SBOM" => "SBOM",
+                        ".Provenance" => "Provenance",
+                        _ => {
+                            return Err(Failure::bad_input(format_args!(
+                                "--format: {{{{{action}}}}}: index takes .Image, .SBOM or .Provenance"
+                            )));
+                        }
+                    };
+                    let key = key
+                        .trim_end_matches(')')
+                        .strip_prefix('"')
+                        .and_then(|key| key.strip_suffix('"'))
+                        .ok_or_else(|| {
+                            Failure::bad_input(format_args!(
+                                "--format: {{{{{action}}}}}: the platform goes in double quotes"
+                            ))
+                        })?;
+                    let platform = Platform::parse(key).map_err(Failure::bad_input)?;
+                    Action::JsonIndex(field, platform.to_string())
+                }
                 _ => {
                     return Err(Failure::bad_input(format_args!(
                         "--format: {{{{{action}}}}} is not supported (supported: {SUPPORTED})"
@@ -402,15 +434,22 @@ impl Template {
     }
 
     fn needs_attestations(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|part| matches!(part, Err(Action::Json("SBOM" | "Provenance"))))
+        self.parts.iter().any(|part| {
+            matches!(
+                part,
+                Err(Action::Json("SBOM" | "Provenance")
+                    | Action::JsonIndex("SBOM" | "Provenance", _))
+            )
+        })
     }
 
     fn needs_image(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|part| matches!(part, Err(Action::Json("image" | ""))))
+        self.parts.iter().any(|part| {
+            matches!(
+                part,
+                Err(Action::Json("image" | "") | Action::JsonIndex("image", _))
+            )
+        })
     }
 
     fn render(&self, input: &TemplateInput) -> anyhow::Result<String> {
@@ -439,6 +478,32 @@ impl Template {
                     };
                     out.push_str(
                         &serde_json::to_string_pretty(selected).expect("a JSON value serialises"),
+                    );
+                }
+                Err(Action::JsonIndex(field, platform)) => {
+                    let selected = match *field {
+                        "SBOM" => &input.sbom,
+                        "Provenance" => &input.provenance,
+                        field => &value[field],
+                    };
+                    // Go's `index` of a map: a platform it lacks gives the zero value (null);
+                    // the value of a single image is no map (Go's template fails likewise).
+                    let by_platform = matches!(
+                        (*field, &input.image),
+                        ("image", Some(ImageValue::PerPlatform(_)))
+                    ) || (*field != "image" && input.attestations_by_platform);
+                    if !by_platform {
+                        return Err(Failure::bad_input(format_args!(
+                            "--format: index .{}: {} is one platform's, not a map by platform; use {{{{json .{}}}}}",
+                            if *field == "image" { "Image" } else { field },
+                            input.name,
+                            if *field == "image" { "Image" } else { field },
+                        ))
+                        .into());
+                    }
+                    let entry = selected.get(platform).unwrap_or(&serde_json::Value::Null);
+                    out.push_str(
+                        &serde_json::to_string_pretty(entry).expect("a JSON value serialises"),
                     );
                 }
             }
@@ -478,21 +543,24 @@ impl CreateArgs {
         }
         inputs.extend(self.sources.iter().cloned());
         let sources = resolve_sources(&inputs, &targets)?;
-        let annotations = self
-            .annotations
-            .iter()
-            .map(|text| {
-                let annotation = Annotation::parse_flag(text).map_err(Failure::bad_input)?;
+        let mut annotations = Vec::new();
+        for text in &self.annotations {
+            for annotation in Annotation::parse_flag(text).map_err(Failure::bad_input)? {
                 use crate::oci::annotation::AnnotationKind;
                 match annotation.kind {
-                    Some(AnnotationKind::Index | AnnotationKind::ManifestDescriptor) => Ok(annotation),
-                    other => Err(Failure::bad_input(format_args!(
-                        "--annotation {text}: {} annotations cannot be set by imagetools create; use index: or manifest-descriptor: (as buildx)",
-                        other.map_or("untyped", |kind| kind.name())
-                    ))),
+                    Some(AnnotationKind::Index | AnnotationKind::ManifestDescriptor) => {
+                        annotations.push(annotation);
+                    }
+                    other => {
+                        return Err(Failure::bad_input(format_args!(
+                            "--annotation {text}: {} annotations cannot be set by imagetools create; use index: or manifest-descriptor: (as buildx)",
+                            other.map_or("untyped", |kind| kind.name())
+                        ))
+                        .into());
+                    }
                 }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            }
+        }
         let platforms = self
             .platforms
             .iter()
@@ -643,6 +711,26 @@ mod tests {
             "{error}"
         );
         assert!(Template::parse("{{json .Name").is_err());
+    }
+
+    /// buildx's `--format '{{json (index .Image "linux/s390x")}}'`.
+    #[test]
+    fn templates_index_a_value_by_platform() {
+        let template = Template::parse(r#"{{json (index .Image "linux/s390x")}}"#).unwrap();
+        assert_eq!(
+            template.parts,
+            [Err(Action::JsonIndex("image", "linux/s390x".to_owned()))]
+        );
+        assert!(template.needs_image());
+        assert!(!template.needs_attestations());
+        let template = Template::parse(r#"{{json (index .SBOM "aarch64")}}"#).unwrap();
+        assert_eq!(
+            template.parts,
+            [Err(Action::JsonIndex("SBOM", "linux/arm64".to_owned()))]
+        );
+        assert!(template.needs_attestations());
+        assert!(Template::parse(r#"{{json (index .Name "linux/arm64")}}"#).is_err());
+        assert!(Template::parse(r#"{{json (index .Image linux/arm64)}}"#).is_err());
     }
 
     #[test]

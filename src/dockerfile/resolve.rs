@@ -220,6 +220,14 @@ pub struct ResolvedStages {
 /// `hostname` option); used by the executor, never unused.
 pub const SANDBOX_HOSTNAME_BUILD_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
 
+/// The build argument that also exports the inline cache (`--cache-to type=inline`), as
+/// BuildKit's `BUILDKIT_INLINE_CACHE=1`; read by the CLI, never unused.
+pub const INLINE_CACHE_BUILD_ARG: &str = "BUILDKIT_INLINE_CACHE";
+
+/// The build argument that makes a build of one platform an index too, as BuildKit's
+/// `BUILDKIT_MULTI_PLATFORM=1` (what `--platform` does); read by the CLI, never unused.
+pub const MULTI_PLATFORM_BUILD_ARG: &str = "BUILDKIT_MULTI_PLATFORM";
+
 /// The proxy variables BuildKit passes to `RUN` (`llb.ProxyEnv`), matched in any case.
 const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
@@ -380,7 +388,7 @@ pub fn resolve(
         }
     }
     // The proxy arguments are used by every RUN, declared or not; `BUILDKIT_SYNTAX` by the
-    // frontend choice.
+    // frontend choice; `BUILDKIT_INLINE_CACHE` and `BUILDKIT_MULTI_PLATFORM` by the CLI.
     let unused_build_args = options
         .build_args
         .keys()
@@ -389,6 +397,8 @@ pub fn resolve(
                 && !is_proxy_arg(name)
                 && *name != SYNTAX_BUILD_ARG
                 && *name != SANDBOX_HOSTNAME_BUILD_ARG
+                && *name != INLINE_CACHE_BUILD_ARG
+                && *name != MULTI_PLATFORM_BUILD_ARG
         })
         .cloned()
         .collect();

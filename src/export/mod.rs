@@ -80,6 +80,9 @@ pub enum Output {
         referrers: bool,
         /// `oci-mediatypes=`: the media types of what it holds.
         media_types: MediaTypes,
+        /// `tar=` (true by default): a tar of the layout at `dest`; `false` writes the
+        /// layout itself as the directory `dest` (a new or empty one).
+        tar: bool,
     },
     /// `-o type=docker,dest=FILE` (a docker-archive, loadable by `docker load`).
     Docker {
@@ -198,6 +201,53 @@ fn with_destination(
         .map_err(ExportError::writing(dest))?;
     tmp.persist(dest)
         .map_err(|error| ExportError::writing(dest)(error.error))?;
+    Ok(())
+}
+
+/// Writes what `write_to` writes as a tar (an OCI layout of our own: directories and
+/// regular files) unpacked as the new directory `dest` (`tar=false`): unpacked beside it
+/// under a temporary name and renamed when complete. An existing `dest` must be an empty
+/// directory: nothing of another layout is mixed in or lost.
+fn with_layout_directory(
+    dest: &Path,
+    write_to: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let error = ExportError::writing(dest);
+    match std::fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(error(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the directory is not empty (tar=false writes a new layout directory)",
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let parent = match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(&error)?;
+    let work = tempfile::Builder::new()
+        .prefix(".xbuild-export-")
+        .tempdir_in(&parent)
+        .map_err(&error)?;
+    let archive = work.path().join("layout.tar");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&archive).map_err(&error)?);
+    write_to(&mut out)?;
+    out.flush().map_err(&error)?;
+    drop(out);
+    let layout = work.path().join("layout");
+    let file = std::fs::File::open(&archive).map_err(&error)?;
+    tar::Archive::new(std::io::BufReader::new(file))
+        .unpack(&layout)
+        .map_err(&error)?;
+    if dest.is_dir() {
+        std::fs::remove_dir(dest).map_err(&error)?;
+    }
+    std::fs::rename(&layout, dest).map_err(&error)?;
     Ok(())
 }
 
@@ -422,6 +472,7 @@ pub async fn write(
                 dest,
                 referrers,
                 media_types,
+                tar,
             } => {
                 let result = typed_result(store, &result, *media_types)?;
                 let step = Step::start(
@@ -430,10 +481,15 @@ pub async fn write(
                     format!("exporting OCI archive {}", dest.display()),
                 );
                 let name = references.first().map(ImageRef::store_name);
-                let (task_store, task_result, task_dest, with_referrers) =
-                    (store.clone(), result.clone(), dest.clone(), *referrers);
+                let (task_store, task_result, task_dest, with_referrers, as_tar) = (
+                    store.clone(),
+                    result.clone(),
+                    dest.clone(),
+                    *referrers,
+                    *tar,
+                );
                 let written = blocking(move || {
-                    with_destination(&task_dest, |out| {
+                    let write = |out: &mut dyn Write| {
                         archive::write_oci(
                             &task_store,
                             &task_result,
@@ -442,11 +498,20 @@ pub async fn write(
                             &task_dest,
                             out,
                         )
-                    })
+                    };
+                    if as_tar {
+                        with_destination(&task_dest, write)
+                    } else {
+                        with_layout_directory(&task_dest, write)
+                    }
                 })
                 .await;
                 step.end(written)?;
-                report.written.push(Written::OciArchive(dest.clone()));
+                report.written.push(if *tar {
+                    Written::OciArchive(dest.clone())
+                } else {
+                    Written::OciLayout(dest.clone())
+                });
             }
             Output::Docker {
                 dest: Some(dest),

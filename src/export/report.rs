@@ -26,6 +26,8 @@ pub enum Written {
     PushedByDigest(String),
     /// An OCI archive.
     OciArchive(PathBuf),
+    /// An OCI image layout directory (`type=oci,tar=false`).
+    OciLayout(PathBuf),
     /// A docker-archive of one platform.
     DockerArchive {
         /// The file.
@@ -82,6 +84,7 @@ impl fmt::Display for Written {
             Self::Pushed { reference, digest } => write!(f, "pushed {reference} ({digest})"),
             Self::PushedByDigest(reference) => write!(f, "pushed {reference}"),
             Self::OciArchive(dest) => write!(f, "wrote OCI archive {}", dest.display()),
+            Self::OciLayout(dest) => write!(f, "wrote OCI layout {}", dest.display()),
             Self::DockerArchive { dest, platform } => {
                 write!(f, "wrote docker archive {} ({platform})", dest.display())
             }

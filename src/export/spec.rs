@@ -39,6 +39,7 @@ const IMAGE_KEYS: &[&str] = &[
 /// Keys the archive types (`oci`, `docker`) accept besides `type` and `annotation*`.
 const ARCHIVE_KEYS: &[&str] = &[
     "dest",
+    "tar",
     "name",
     "oci-mediatypes",
     "compression",
@@ -257,12 +258,20 @@ impl OutputSpec {
         }
         if !unknown.is_empty() {
             return Err(error(format!(
-                "unknown key{} {} for type={kind} (known: {}{})",
+                "unknown key{} {} for type={kind} (known: {}{}){}",
                 if unknown.len() == 1 { "" } else { "s" },
                 unknown.join(", "),
                 known_keys(kind).join(", "),
                 if takes_annotations {
                     ", annotation[-TYPE][PLATFORMS].KEY"
+                } else {
+                    ""
+                },
+                // Docker's exporter overview writes `type=registry,tag=...`; BuildKit has no
+                // such key and pushes nothing under it.
+                if unknown.contains(&"tag") && known_keys(kind).contains(&"name") {
+                    "; the image's name is name=NAME (BuildKit has no tag= key: it would push \
+                     the image under no name)"
                 } else {
                     ""
                 }
@@ -382,11 +391,30 @@ impl OutputSpec {
         let split = value("platform-split")
             .map(|v| parse_bool(spec, "platform-split", v))
             .transpose()?;
+        let tar = flag("tar", true)?;
+        if !tar {
+            if kind == "docker" {
+                // BuildKit writes the Docker-typed layout unpacked; xbuild's docker output is
+                // a docker-archive (or its OCI-typed form) only.
+                unsupported(
+                    "tar",
+                    true,
+                    "type=docker writes a docker-archive file; type=oci,tar=false writes an \
+                     OCI layout directory",
+                )?;
+            }
+            if value("dest") == Some("-") {
+                return Err(error(
+                    "tar=false writes a directory: dest=- (stdout) needs tar=true".to_owned(),
+                ));
+            }
+        }
         parsed.output = match kind {
             "oci" => Output::Oci {
                 dest: dest()?,
                 referrers: true,
                 media_types: media_types_of_image,
+                tar,
             },
             "docker" => Output::Docker {
                 dest: value("dest").filter(|d| !d.is_empty()).map(PathBuf::from),
@@ -482,9 +510,14 @@ mod tests {
     #[rstest]
     #[case(
         "type=oci,dest=x.tar",
-        Output::Oci { dest: "x.tar".into(), referrers: true, media_types: MediaTypes::Oci }
+        Output::Oci { dest: "x.tar".into(), referrers: true, media_types: MediaTypes::Oci, tar: true }
+    )]
+    #[case(
+        "type=oci,dest=layout,tar=false",
+        Output::Oci { dest: "layout".into(), referrers: true, media_types: MediaTypes::Oci, tar: false }
     )]
     #[case("type=docker,dest=x.tar", Output::Docker { dest: Some("x.tar".into()), oci_media_types: false })]
+    #[case("type=docker,dest=x.tar,tar=true", Output::Docker { dest: Some("x.tar".into()), oci_media_types: false })]
     #[case("type=docker,dest=x.tar,oci-mediatypes=true", Output::Docker { dest: Some("x.tar".into()), oci_media_types: true })]
     #[case("type=docker", Output::Docker { dest: None, oci_media_types: false })]
     #[case("type=docker,oci-mediatypes=true", Output::Docker { dest: None, oci_media_types: true })]
@@ -673,7 +706,8 @@ mod name_tests {
             Ok(Output::Oci {
                 dest: "x.tar".into(),
                 referrers: true,
-                media_types: MediaTypes::Docker
+                media_types: MediaTypes::Docker,
+                tar: true,
             })
         );
         // Manifest annotations go into a Docker manifest too (as BuildKit writes them).
@@ -769,6 +803,17 @@ mod name_tests {
         "type=image,foo=1",
         "(known: name, push, push-by-digest, name-canonical"
     )]
+    #[case(
+        "type=registry,tag=reg/app",
+        "unknown key tag for type=registry (known: name, push, push-by-digest, name-canonical"
+    )]
+    #[case("type=registry,tag=reg/app", "; the image's name is name=NAME")]
+    #[case(
+        "type=docker,dest=d,tar=false",
+        "tar=false is not supported yet: type=docker"
+    )]
+    #[case("type=oci,dest=-,tar=false", "dest=- (stdout) needs tar=true")]
+    #[case("type=oci,dest=d,tar=maybe", "tar=maybe: expected true or false")]
     fn keys_xbuild_cannot_honour_are_refused(#[case] spec: &str, #[case] fragment: &str) {
         let error = OutputSpec::parse(spec).expect_err("refused");
         assert!(error.to_string().contains(fragment), "{error}");

@@ -90,11 +90,14 @@ impl Annotation {
             })
     }
 
-    /// Reads the flag form `[TYPE[PLATFORMS]:]KEY=VALUE`.
+    /// Reads the flag form `[TYPE[PLATFORMS][,TYPE[PLATFORMS]...]:]KEY=VALUE`: one
+    /// annotation per type, as buildx reads `--annotation "index,manifest:foo=bar"`.
     ///
     /// # Errors
-    /// No `=`, an empty key, an unknown type or platform.
-    pub fn parse_flag(input: &str) -> Result<Self, AnnotationError> {
+    /// No `=`, an empty key, an unknown type or platform. A prefix that names no known type
+    /// is part of the key (`com.example:x=1`) only when it is one word without platforms;
+    /// in a list of types every one must be known.
+    pub fn parse_flag(input: &str) -> Result<Vec<Self>, AnnotationError> {
         let error = |reason: String| AnnotationError {
             input: input.to_owned(),
             reason,
@@ -102,33 +105,48 @@ impl Annotation {
         let (name, value) = input
             .split_once('=')
             .ok_or_else(|| error("expected KEY=VALUE".to_owned()))?;
-        // A type prefix ends at the first ':' before the key, unless that ':' is part of a
-        // key without a type (keys such as `com.example:x` are rare; the type names are fixed).
-        let (kind, platforms, key) = match name.split_once(':') {
-            Some((prefix, key)) => {
-                let (kind_name, platforms) = split_platforms(prefix).map_err(error)?;
-                match AnnotationKind::parse(kind_name) {
-                    Some(kind) => (Some(kind), platforms, key),
-                    None if platforms.is_empty() => (None, Vec::new(), name),
-                    None => {
-                        return Err(error(format!(
-                            "unknown annotation type {kind_name:?} (known: {})",
-                            known_kinds()
-                        )));
-                    }
-                }
-            }
-            None => (None, Vec::new(), name),
-        };
-        if key.is_empty() {
-            return Err(error("the key is empty".to_owned()));
-        }
-        Ok(Self {
+        let annotation = |kind, platforms, key: &str| Self {
             kind,
             platforms,
             key: key.to_owned(),
             value: value.to_owned(),
-        })
+        };
+        // A type prefix ends at the first ':' before the key, unless that ':' is part of a
+        // key without a type (keys such as `com.example:x` are rare; the type names are fixed).
+        let Some((prefix, key)) = name.split_once(':') else {
+            return Self::checked(input, vec![annotation(None, Vec::new(), name)]);
+        };
+        let parts = split_type_list(prefix);
+        let mut annotations = Vec::new();
+        for part in &parts {
+            let (kind_name, platforms) = split_platforms(part).map_err(error)?;
+            match AnnotationKind::parse(kind_name) {
+                Some(kind) => annotations.push(annotation(Some(kind), platforms, key)),
+                None if parts.len() == 1 && platforms.is_empty() => {
+                    return Self::checked(input, vec![annotation(None, Vec::new(), name)]);
+                }
+                None => {
+                    return Err(error(format!(
+                        "unknown annotation type {kind_name:?} (known: {})",
+                        known_kinds()
+                    )));
+                }
+            }
+        }
+        Self::checked(input, annotations)
+    }
+
+    fn checked(input: &str, annotations: Vec<Self>) -> Result<Vec<Self>, AnnotationError> {
+        if annotations
+            .iter()
+            .any(|annotation| annotation.key.is_empty())
+        {
+            return Err(AnnotationError {
+                input: input.to_owned(),
+                reason: "the key is empty".to_owned(),
+            });
+        }
+        Ok(annotations)
     }
 
     /// Reads the output-key form: `name` is `annotation[-TYPE][PLATFORMS].KEY` (the part
@@ -185,6 +203,27 @@ fn known_kinds() -> String {
         .join(", ")
 }
 
+/// `index,manifest[linux/amd64,linux/arm64]` → `index`, `manifest[linux/amd64,linux/arm64]`:
+/// the commas inside a platform list do not split.
+fn split_type_list(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (at, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
 /// `type[linux/amd64,linux/arm64]` → (`type`, platforms).
 fn split_platforms(text: &str) -> Result<(&str, Vec<Platform>), String> {
     let Some(open) = text.find('[') else {
@@ -206,23 +245,67 @@ mod tests {
 
     #[test]
     fn flag_form_reads_type_platforms_key_and_value() {
-        let a =
-            Annotation::parse_flag("index:org.opencontainers.image.description=My app").unwrap();
+        let [a] = &Annotation::parse_flag("index:org.opencontainers.image.description=My app")
+            .unwrap()[..]
+        else {
+            panic!("one annotation")
+        };
         assert_eq!(a.kind, Some(AnnotationKind::Index));
         assert_eq!(a.key, "org.opencontainers.image.description");
         assert_eq!(a.value, "My app");
-        let a =
-            Annotation::parse_flag("manifest-descriptor[linux/arm64,linux/amd64]:k=v=w").unwrap();
+        let [a] = &Annotation::parse_flag("manifest-descriptor[linux/arm64,linux/amd64]:k=v=w")
+            .unwrap()[..]
+        else {
+            panic!("one annotation")
+        };
         assert_eq!(a.kind, Some(AnnotationKind::ManifestDescriptor));
         assert_eq!(a.platforms.len(), 2);
         assert_eq!(a.value, "v=w");
         assert!(a.applies_to(Some(&Platform::parse("linux/arm64").unwrap())));
         assert!(!a.applies_to(Some(&Platform::parse("linux/s390x").unwrap())));
-        let a = Annotation::parse_flag("plain=1").unwrap();
+        let [a] = &Annotation::parse_flag("plain=1").unwrap()[..] else {
+            panic!("one annotation")
+        };
         assert_eq!(a.kind, None);
+        let [a] = &Annotation::parse_flag("com.example:x=1").unwrap()[..] else {
+            panic!("one annotation")
+        };
+        assert_eq!((a.kind, a.key.as_str()), (None, "com.example:x"));
         assert!(Annotation::parse_flag("novalue").is_err());
         assert!(Annotation::parse_flag("bogus[linux/amd64]:k=v").is_err());
         assert!(Annotation::parse_flag("index:=v").is_err());
+    }
+
+    /// buildx's `--annotation "index,manifest,manifest-descriptor:foo=bar"`: one annotation
+    /// per type, never a key named after the list.
+    #[test]
+    fn flag_form_reads_a_list_of_types() {
+        let annotations = Annotation::parse_flag(
+            "index,manifest[linux/amd64,linux/arm64],manifest-descriptor:foo=bar",
+        )
+        .unwrap();
+        let kinds: Vec<_> = annotations.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(AnnotationKind::Index),
+                Some(AnnotationKind::Manifest),
+                Some(AnnotationKind::ManifestDescriptor)
+            ]
+        );
+        assert!(
+            annotations
+                .iter()
+                .all(|a| a.key == "foo" && a.value == "bar")
+        );
+        assert_eq!(annotations[1].platforms.len(), 2);
+        assert!(annotations[0].platforms.is_empty());
+        let error = Annotation::parse_flag("index,bogus:foo=bar").unwrap_err();
+        assert!(
+            error.reason.contains("unknown annotation type \"bogus\""),
+            "{error}"
+        );
+        assert!(Annotation::parse_flag("index,manifest:=bar").is_err());
     }
 
     #[test]

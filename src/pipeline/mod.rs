@@ -1034,10 +1034,12 @@ fn export(
                 dest,
                 referrers,
                 media_types,
+                tar,
             } => Output::Oci {
                 dest: dest.clone(),
                 referrers: *referrers && asked,
                 media_types: *media_types,
+                tar: *tar,
             },
             other => other.clone(),
         })

@@ -336,6 +336,7 @@ pub fn serve_build(
                     dest: archive.clone(),
                     referrers: false,
                     media_types: export::MediaTypes::Oci,
+                    tar: true,
                 }],
                 // A file in the node's tmp/ on the way back is no step of the user's build.
                 Arc::new(crate::progress::Discard),

@@ -297,13 +297,23 @@ fn bad_values_exit_2_before_any_work() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
         assert!(!stderr.contains("missing-context"), "{args:?}: {stderr}");
     }
-    // Index annotations without an index (one platform, none asked for).
-    let mut command = util::xbuild(dir);
-    command
-        .args(["build", "--annotation", "index:k=v"])
-        .arg(dir.join("missing-context"));
-    let output = util::run(&mut command);
-    let stderr = util::stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("add --platform"), "{stderr}");
+    // An index annotation makes one platform an index (`buildx_docs` pushes one); it takes
+    // no platforms, and a list of types holds only known ones.
+    for (value, reason) in [
+        (
+            "index[linux/amd64]:k=v",
+            "index annotations take no platforms",
+        ),
+        ("index,bogus:k=v", "unknown annotation type \"bogus\""),
+    ] {
+        let mut command = util::xbuild(dir);
+        command
+            .args(["build", "--annotation", value])
+            .arg(dir.join("missing-context"));
+        let output = util::run(&mut command);
+        let stderr = util::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(reason), "{value}: {stderr}");
+        assert!(!stderr.contains("missing-context"), "{value}: {stderr}");
+    }
 }

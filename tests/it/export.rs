@@ -168,6 +168,7 @@ fn oci_archive_holds_the_index_and_metadata_names_every_digest() {
                 dest: archive.clone(),
                 referrers: true,
                 media_types: export::MediaTypes::Oci,
+                tar: true,
             },
         ],
     );

@@ -12,6 +12,7 @@ mod auth; // login/logout, wrong passwords, config.json, docker-credential helpe
 mod binfmt; // xbuild binfmt ls/install/uninstall, probes, register round trip
 mod build; // xbuild build end to end: two platforms, cache, failures, reproducibility
 mod buildflags; // --label, --annotation, --add-host judged by skopeo/umoci; bad values exit 2
+mod buildx_docs; // lines of buildx's and Docker's docs run unchanged through a `docker` shell function, judged by skopeo, the registry's API, tar
 mod cache; // --cache-to/--cache-from between stores: registry and local, min/max, platforms
 mod check; // xbuild check: rules, text/JSON output, exit codes, # check=, warnings of a build
 mod cli; // usage, --help, default subcommand, exit codes
