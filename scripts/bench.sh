@@ -23,7 +23,8 @@
 #   push      the two-platform result pushed to a new repository of the loopback registry
 #             (`xbuild push` against `buildah manifest push --all`)
 # The floor (scripts/floor.sh: the same RUN commands in a plain chroot of the same bases under
-# the same QEMU, no builder) gets cold and one-edit rows too, for each workload: xbuild's
+# the same QEMU, no builder; one floor round right after each of xbuild's cold rounds, so that
+# both see the same load and mirrors) gets cold and one-edit rows too, for each workload: xbuild's
 # overhead over it is printed as a percentage (cold; goal <= 10 %) and in seconds (one-edit;
 # goal <= 0.25 s).
 # With docker.io installed, BuildKit (inside a private dockerd 20.10, one platform per command,
@@ -104,7 +105,11 @@ cleanup() {
     scripts/fixtures.sh registry stop "$PORT" >/dev/null 2>&1 || true
     umount -R "$WORK"/buildah-root/overlay 2>/dev/null || true
     for root in "$WORK"/trash/buildah-root.*; do umount -R "$root/overlay" 2>/dev/null || true; done
-    rm -rf "$WORK" 2>/dev/null || true
+    # Whatever is still mounted below the scratch (a floor round cut short): never delete
+    # through a mount.
+    awk -v dir="$WORK/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+    rm -rf --one-file-system "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
 RESULTS="$WORK/results.tsv"
@@ -217,6 +222,14 @@ for workload in $WORKLOADS; do
         log "round $i/$REPEAT: $W, two platforms"
         restore
         reset_xb; measure "${PREFIX}cold" xbuild xbuild xb_build "$PLATFORMS"
+        if [ "$FLOOR" = 1 ]; then
+            # The floor's round beside xbuild's cold one: the same minutes of machine load
+            # and of the mirrors' speed (both move a cold build by tens of seconds).
+            log "round $i/$REPEAT: the floor of $W (its RUN commands in a plain chroot)"
+            sync
+            scripts/floor.sh --workload "$W" --repeat 1 --platforms "$PLATFORMS" \
+                --results "$RESULTS" --keep "$WORK/trash/floor-$W-$i" > /dev/null
+        fi
         reset_bh; measure "${PREFIX}cold" buildah buildah bh_build "$PLATFORMS"
         measure "${PREFIX}cached" xbuild xbuild xb_build "$PLATFORMS"
         measure "${PREFIX}cached" buildah buildah bh_build "$PLATFORMS"
@@ -229,14 +242,6 @@ for workload in $WORKLOADS; do
     done
     reset_bh
 done
-
-if [ "$FLOOR" = 1 ]; then
-    for workload in $WORKLOADS; do
-        log "the floor of $workload: the workload's RUN commands in a plain chroot"
-        scripts/floor.sh --workload "$workload" --repeat "$REPEAT" --platforms "$PLATFORMS" \
-            --results "$RESULTS" > /dev/null
-    done
-fi
 
 if [ -n "$WORKLOADS" ] && [ "$BUILDKIT" = 1 ] && command -v dockerd >/dev/null; then
     start_dockerd

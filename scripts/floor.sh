@@ -7,6 +7,11 @@
 # scripts/bench.sh prints it next to xbuild's times.
 #
 #   scripts/floor.sh [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE]
+#                    [--keep DIR]
+# --keep DIR: work in DIR (made if missing) and leave the rounds' trees there, unmounted,
+# instead of deleting them (scripts/bench.sh runs a floor round beside each of xbuild's cold
+# rounds and deletes its scratch at the end: a deletion of tens of thousands of files just
+# before a timed cold build slows that build's inode allocation on this machine's ext4).
 #
 # Rows (each N times, default 3; one line per round on stdout, "ROW floor SECONDS 0" like
 # bench.sh's results, and a median summary on stderr; the service's rows are prefixed
@@ -35,14 +40,15 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS="" WORKLOAD=app
-USAGE="usage: $0 [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE]"
+REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS="" WORKLOAD=app KEEP=""
+USAGE="usage: $0 [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE] [--keep DIR]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --workload) WORKLOAD="$2"; shift ;;
         --repeat) REPEAT="$2"; shift ;;
         --platforms) PLATFORMS="$2"; shift ;;
         --results) RESULTS="$2"; shift ;;
+        --keep) KEEP="$2"; shift ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
@@ -56,7 +62,12 @@ log() { echo "floor: $*" >&2; }
 
 FIXTURES="${XBUILD_FIXTURES:-/var/cache/xbuild-fixtures/current}"
 [ -e "$FIXTURES/READY" ] || scripts/fixtures.sh build >&2
-WORK="$(mktemp -d /var/tmp/xbuild-floor.XXXXXX)"
+if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    WORK="$(cd "$KEEP" && pwd)"
+else
+    WORK="$(mktemp -d /var/tmp/xbuild-floor.XXXXXX)"
+fi
 # unmount_under DIR: every mount below DIR, deepest first.
 unmount_under() {
     awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r |
@@ -64,7 +75,7 @@ unmount_under() {
 }
 cleanup() {
     unmount_under "$WORK"
-    rm -rf --one-file-system "$WORK"
+    [ -n "$KEEP" ] || rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
 [ -n "$RESULTS" ] || RESULTS="$WORK/results"
@@ -197,7 +208,7 @@ for round in $(seq "$REPEAT"); do
     sed 's/^/floor:   /' "$WORK/steps" >&2
     : > "$WORK/steps"
     unmount_under "$WORK/$round"
-    rm -rf --one-file-system "${WORK:?}/$round"
+    [ -n "$KEEP" ] || rm -rf --one-file-system "${WORK:?}/$round"
 done
 
 python3 - "$RESULTS" >&2 <<'PY'
