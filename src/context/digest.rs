@@ -17,7 +17,7 @@
 //! not remembered, so that a write landing in the same timestamp tick as the hash is never
 //! mistaken for "unchanged" (git's "racily clean" problem).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -61,8 +61,18 @@ impl Stamp {
     }
 }
 
+/// What is remembered of one file.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    stamp: Stamp,
+    digest: [u8; 32],
+    /// Looked up or stored since the cache was loaded (kept by
+    /// [`StatCache::prune_untouched`]).
+    touched: bool,
+}
+
 /// Remembered file digests by context path.
-type Records = HashMap<Vec<u8>, (Stamp, [u8; 32])>;
+type Records = HashMap<Box<[u8]>, Record>;
 
 /// Content digests of context files keyed by their stat, kept in a file the caller chooses
 /// (one per context directory) so that a rebuild with nothing changed reads no file.
@@ -71,8 +81,6 @@ pub struct StatCache {
     /// The context directory the records belong to.
     context: Vec<u8>,
     records: Records,
-    /// Paths looked up or stored since the cache was loaded.
-    touched: HashSet<Vec<u8>>,
     changed: bool,
 }
 
@@ -133,7 +141,7 @@ impl StatCache {
     /// part.
     pub fn prune_untouched(&mut self) {
         let before = self.records.len();
-        self.records.retain(|path, _| self.touched.contains(path));
+        self.records.retain(|_, record| record.touched);
         if self.records.len() != before {
             self.changed = true;
         }
@@ -154,10 +162,14 @@ impl StatCache {
         out.extend_from_slice(CACHE_MAGIC);
         put_bytes(&mut out, &self.context);
         out.extend_from_slice(&(self.records.len() as u64).to_le_bytes());
-        let mut paths: Vec<&Vec<u8>> = self.records.keys().collect();
-        paths.sort();
-        for path in paths {
-            let (stamp, digest) = &self.records[path];
+        let mut paths: Vec<(&[u8], &Record)> = self
+            .records
+            .iter()
+            .map(|(path, record)| (&**path, record))
+            .collect();
+        paths.sort_unstable_by_key(|(path, _)| *path);
+        for (path, record) in paths {
+            let (stamp, digest) = (&record.stamp, &record.digest);
             put_bytes(&mut out, path);
             out.extend_from_slice(&stamp.size.to_le_bytes());
             for time in [stamp.mtime, stamp.ctime] {
@@ -227,7 +239,7 @@ fn decode(bytes: &[u8], context: &[u8]) -> Option<Records> {
     let count = usize::try_from(cursor.u64()?).ok()?;
     let mut records = HashMap::with_capacity(count.min(1 << 20));
     for _ in 0..count {
-        let path = cursor.bytes()?.to_vec();
+        let path: Box<[u8]> = cursor.bytes()?.into();
         let stamp = Stamp {
             size: cursor.u64()?,
             mtime: cursor.timestamp()?,
@@ -236,7 +248,14 @@ fn decode(bytes: &[u8], context: &[u8]) -> Option<Records> {
             device: cursor.u64()?,
         };
         let digest: [u8; 32] = cursor.take(32)?.try_into().ok()?;
-        records.insert(path, (stamp, digest));
+        records.insert(
+            path,
+            Record {
+                stamp,
+                digest,
+                touched: false,
+            },
+        );
     }
     cursor.0.is_empty().then_some(records)
 }
@@ -256,9 +275,9 @@ pub fn digest_entries(
 ///
 /// # Errors
 /// [`ContextError::Read`] when a file cannot be read.
-pub fn digest_entries_cached(
+pub fn digest_entries_cached<'a>(
     context_dir: &Path,
-    entries: &[ContextEntry],
+    entries: impl IntoIterator<Item = &'a ContextEntry>,
     cache: &mut StatCache,
 ) -> Result<Digest, ContextError> {
     let started = SystemTime::now()
@@ -266,7 +285,7 @@ pub fn digest_entries_cached(
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
         });
-    let mut sorted: Vec<&ContextEntry> = entries.iter().collect();
+    let mut sorted: Vec<&ContextEntry> = entries.into_iter().collect();
     sorted.sort_by(|a, b| a.path_bytes().cmp(b.path_bytes()));
 
     // Content digests: from the cache, or read (in parallel) for the rest.
@@ -276,10 +295,16 @@ pub fn digest_entries_cached(
         if entry.kind != EntryKind::File {
             continue;
         }
-        cache.touched.insert(entry.path_bytes().to_vec());
-        match cache.records.get(entry.path_bytes()) {
-            Some((stamp, digest)) if *stamp == Stamp::of(entry) => contents[index] = Some(*digest),
-            _ => to_read.push(index),
+        match cache.records.get_mut(entry.path_bytes()) {
+            Some(record) => {
+                record.touched = true;
+                if record.stamp == Stamp::of(entry) {
+                    contents[index] = Some(record.digest);
+                } else {
+                    to_read.push(index);
+                }
+            }
+            None => to_read.push(index),
         }
     }
     let read = hash_files(context_dir, &sorted, &to_read)?;
@@ -288,9 +313,14 @@ pub fn digest_entries_cached(
         let entry = sorted[*index];
         let recent = |time: Timestamp| time.seconds >= started - RACY_SECONDS;
         if !recent(entry.mtime) && !recent(entry.ctime) {
-            cache
-                .records
-                .insert(entry.path_bytes().to_vec(), (Stamp::of(entry), digest));
+            cache.records.insert(
+                entry.path_bytes().into(),
+                Record {
+                    stamp: Stamp::of(entry),
+                    digest,
+                    touched: true,
+                },
+            );
             cache.changed = true;
         }
     }

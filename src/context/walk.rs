@@ -77,6 +77,9 @@ pub struct ContextEntry {
     pub inode: u64,
     /// Device holding the file (part of the stat cache key).
     pub device: u64,
+    /// Number of names of the inode (`st_nlink`; hard links among what `COPY` selects are
+    /// kept).
+    pub nlink: u32,
 }
 
 impl ContextEntry {
@@ -114,6 +117,8 @@ pub fn walk(context_dir: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntr
     walker.directory(&mut absolute, &mut relative, &MatchInfo::default(), false)?;
     let mut entries = walker.out;
     entries.sort_by(|a, b| a.path_bytes().cmp(b.path_bytes()));
+    // Kept for the whole build: not with the spare room of its growth (up to half).
+    entries.shrink_to_fit();
     Ok(entries)
 }
 
@@ -306,5 +311,6 @@ fn entry(
         },
         inode: metadata.ino(),
         device: metadata.dev(),
+        nlink: u32::try_from(metadata.nlink()).unwrap_or(u32::MAX),
     }))
 }

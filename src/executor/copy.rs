@@ -47,7 +47,7 @@
 //! plain `COPY` (same result, no layer reuse across bases).
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +63,7 @@ use super::sources::{
 };
 use super::state::{Done, join_path};
 use crate::cache::Key;
-use crate::context::{self, ContextEntry};
+use crate::context;
 use crate::dockerfile::Instruction;
 use crate::dockerfile::instruction::{Chmod, Source};
 use crate::layer::tree::{Node, Stack, Tree, resolve};
@@ -223,7 +223,7 @@ fn commit(
     services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
-    entries: Vec<FileListEntry>,
+    mut entries: Vec<FileListEntry>,
     created_by: String,
     key: &str,
     link: Option<(&str, VertexId)>,
@@ -235,13 +235,9 @@ fn commit(
     let clamp = services.options.source_date_epoch;
     let tmp = services.store.snapshot_tmp_dir()?;
     let earlier = link_key.and_then(|link_key| services.store.earlier_snapshot(link_key));
-    let unpacked = layer::unpack_file_list_layer_linking(
-        entries.clone(),
-        clamp,
-        tmp.path(),
-        earlier.as_deref(),
-    )
-    .within(|| format!("{name}: writing the layer's snapshot"))?;
+    let unpacked =
+        layer::unpack_file_list_layer_linking(&mut entries, clamp, tmp.path(), earlier.as_deref())
+            .within(|| format!("{name}: writing the layer's snapshot"))?;
     if let (Some((_, vertex)), true) = (link, unpacked.linked > 0) {
         services.sink.emit(Event::Log {
             vertex,
@@ -291,6 +287,8 @@ fn commit(
             .within(|| format!("{name}: keeping the layer's snapshot"))?;
         state.push_own_layer(blob.descriptor, blob.diff_id);
     } else {
+        // The list is not needed any more: freed before the snapshot is synced.
+        drop(entries);
         // Files linked from an earlier snapshot were synced with it: only the others are.
         match &unpacked.written {
             Some(written) => services
@@ -458,7 +456,6 @@ pub(crate) fn step(
                         items: Vec::new(),
                         tops: 1,
                         single_file_name: None,
-                        context_entries: Vec::new(),
                         from_url: false,
                         from_git: true,
                         named_files: Vec::new(),
@@ -483,20 +480,11 @@ pub(crate) fn step(
                         },
                     );
                     url_mtimes.insert(downloaded.path.clone(), downloaded.mtime);
-                    let abs = downloaded.path;
-                    let meta = fs::symlink_metadata(&abs)?;
+                    let item = Item::host(PathBuf::from(&name), downloaded.path)?;
                     selections.push(Selected {
-                        items: vec![(
-                            PathBuf::from(&name),
-                            Item {
-                                rel: PathBuf::from(&name),
-                                abs,
-                                meta,
-                            },
-                        )],
+                        items: vec![(PathBuf::from(&name), item)],
                         tops: 1,
                         single_file_name: Some(name.into()),
-                        context_entries: Vec::new(),
                         from_url: true,
                         from_git: false,
                         named_files: vec![0],
@@ -526,17 +514,12 @@ pub(crate) fn step(
     });
     // Cache key: exactly what is read from the context.
     if let Some(files) = &context_files {
-        let mut entries: Vec<ContextEntry> = selections
-            .iter()
-            .flat_map(|s| s.context_entries.iter().cloned())
-            .collect();
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        entries.dedup_by(|a, b| a.path == b.path);
+        let entries = files.selected(&selections);
         let mut cache = files
             .stat_cache
             .lock()
             .map_err(|_| ExecutorError::WorkerPanicked)?;
-        let digest = context::digest_entries_cached(&files.dir, &entries, &mut cache)?;
+        let digest = context::digest_entries_cached(&files.dir, entries, &mut cache)?;
         key.add("context", digest.as_ref());
     }
     for heredoc in &inline {
@@ -657,18 +640,18 @@ pub(crate) fn step(
         }
         // A socket of the context is an empty regular file with its permissions, as
         // BuildKit's fsutil sends it (the socket bit cleared).
-        let mut entry = if from_context && item.meta.file_type().is_socket() {
+        let mut entry = if from_context && item.meta.is_socket() {
             let mut entry = TarEntry::new(
                 target.clone(),
                 EntryKind::File { size: 0 },
-                item.meta.mode() & 0o7777,
+                item.meta.mode & 0o7777,
             );
-            entry.uid = u64::from(item.meta.uid());
-            entry.gid = u64::from(item.meta.gid());
-            entry.mtime = item.meta.mtime();
+            entry.uid = u64::from(item.meta.uid);
+            entry.gid = u64::from(item.meta.gid);
+            entry.mtime = item.meta.mtime;
             entry
         } else {
-            layer::entry_from_metadata(&target, &item.abs, &item.meta)?
+            layer::entry_from_stat(&target, &item.abs, &item.meta)?
         };
         if let Some((uid, gid)) = owner {
             entry.uid = uid;
@@ -849,6 +832,10 @@ pub(crate) fn step(
             ));
         }
     }
+    // The selections' items and the listed paths are not needed to write the layer: freed
+    // before it is written (a big context has one of each per file).
+    drop(selections);
+    drop(listed);
     let created_by = format!(
         "{text} {} # buildkit",
         instruction_summary(sources, destination)
@@ -928,8 +915,8 @@ impl Archive<'_> {
                 }
             }
             let rel = PathBuf::from(path.trim_start_matches('/'));
-            let mut entry = layer::entry_from_metadata(&rel, &item.abs, &item.meta)
-                .map_err(|e| e.to_string())?;
+            let mut entry =
+                layer::entry_from_stat(&rel, &item.abs, &item.meta).map_err(|e| e.to_string())?;
             if !named.contains(item.rel.as_path()) {
                 entry.mode = 0o755;
                 entry.uid = 0;
@@ -941,8 +928,8 @@ impl Archive<'_> {
                 entry.gid = gid;
             }
             let mut source = item.meta.is_file().then(|| item.abs.clone());
-            if item.meta.is_file() && item.meta.nlink() > 1 {
-                let inode = (item.meta.dev(), item.meta.ino());
+            if item.meta.is_file() && item.meta.nlink > 1 {
+                let inode = (item.meta.dev, item.meta.ino);
                 if let Some(first) = links.get(&inode) {
                     entry.kind = EntryKind::Hardlink {
                         target: first.clone(),

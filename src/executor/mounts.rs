@@ -273,7 +273,7 @@ pub(crate) fn prepare(
                             .map_err(|_| ExecutorError::WorkerPanicked)?;
                         let digest = crate::context::digest_entries_cached(
                             &files.dir,
-                            &selected.context_entries,
+                            files.selected([&selected]),
                             &mut cache,
                         )?;
                         key.add("bind-context", &format!("{relative}:{digest}"));
@@ -419,11 +419,15 @@ fn seed_cache(seed: &Path, dir: &Path) -> Result<(), ExecutorError> {
     let mut items = Vec::new();
     super::sources::walk_dir(seed, Path::new(""), &mut items)?;
     for item in &items {
-        copy_entry(&item.abs, &copy.join(&item.rel), &item.meta)?;
+        copy_entry(
+            &item.abs,
+            &copy.join(&item.rel),
+            &fs::symlink_metadata(&item.abs)?,
+        )?;
     }
     // Directory times last: writing into a directory changes its own.
     for item in items.iter().rev().filter(|item| item.meta.is_dir()) {
-        set_times(&copy.join(&item.rel), &item.meta)?;
+        set_times(&copy.join(&item.rel), &fs::symlink_metadata(&item.abs)?)?;
     }
     set_times(&copy, &meta)?;
     match nix::fcntl::renameat2(
@@ -609,13 +613,12 @@ fn context_view(selected: &Selected, top: &Path, view: &Path) -> Result<PathBuf,
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let kind = item.meta.file_type();
-        if kind.is_dir() {
+        if item.meta.is_dir() {
             fs::create_dir_all(&path)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(item.meta.mode() & 0o7777))?;
-        } else if kind.is_symlink() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(item.meta.mode & 0o7777))?;
+        } else if item.meta.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&item.abs)?, &path)?;
-        } else if kind.is_file() {
+        } else if item.meta.is_file() {
             link_or_copy(&item.abs, &path)?;
         }
     }

@@ -11,8 +11,8 @@ use tokio::runtime::Handle;
 use super::error::{ExecutorError, Within as _};
 use super::state::join_path;
 use crate::context::{self, ContextEntry, Dockerignore, StatCache};
-use crate::layer;
 use crate::layer::tree::{HostDir, Node, Tree, resolve};
+use crate::layer::{self, FileStat};
 
 /// The build context, walked once.
 pub(crate) struct ContextFiles {
@@ -54,6 +54,25 @@ impl ContextFiles {
         &self.entries
     }
 
+    /// The entries the items of `selections` are (each once, in path order): what a step's
+    /// cache key digests of the context.
+    pub(crate) fn selected<'a>(
+        &'a self,
+        selections: impl IntoIterator<Item = &'a Selected>,
+    ) -> Vec<&'a ContextEntry> {
+        let mut indexes: Vec<u32> = selections
+            .into_iter()
+            .flat_map(|selected| selected.items.iter().filter_map(|(_, item)| item.context))
+            .collect();
+        // The entries are sorted by path: so are their indexes.
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes
+            .into_iter()
+            .map(|index| &self.entries[index as usize])
+            .collect()
+    }
+
     /// The digest of the whole context (`sha256:...`), reusing the file digests the build
     /// already read.
     pub(crate) fn digest(&self) -> Result<String, ExecutorError> {
@@ -72,13 +91,54 @@ impl ContextFiles {
     }
 }
 
-/// A file found in a source tree.
+/// A file found in a source tree: one per file a `COPY` selects, so kept small (a context
+/// file's comes from the walk's entry, not from a second `lstat`).
 pub(crate) struct Item {
     /// Path relative to the source root.
     pub(crate) rel: PathBuf,
     /// Where to read it.
     pub(crate) abs: PathBuf,
-    pub(crate) meta: fs::Metadata,
+    /// Its `lstat`, the fields a layer needs.
+    pub(crate) meta: FileStat,
+    /// Its index in [`ContextFiles::entries`] when it is a file of the build context.
+    pub(crate) context: Option<u32>,
+}
+
+impl Item {
+    /// An item of a host directory, with its `lstat` now.
+    pub(crate) fn host(rel: PathBuf, abs: PathBuf) -> Result<Self, ExecutorError> {
+        let meta = FileStat::from(&fs::symlink_metadata(&abs)?);
+        Ok(Self {
+            rel,
+            abs,
+            meta,
+            context: None,
+        })
+    }
+}
+
+/// The `lstat` fields of a context entry, as the walk read them.
+fn context_stat(entry: &ContextEntry) -> FileStat {
+    let file_type = match entry.kind {
+        context::EntryKind::File => libc::S_IFREG,
+        context::EntryKind::Dir => libc::S_IFDIR,
+        context::EntryKind::Symlink => libc::S_IFLNK,
+        context::EntryKind::Fifo => libc::S_IFIFO,
+        context::EntryKind::CharDevice => libc::S_IFCHR,
+        context::EntryKind::BlockDevice => libc::S_IFBLK,
+        context::EntryKind::Socket => libc::S_IFSOCK,
+    };
+    FileStat {
+        mode: file_type | entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        nlink: entry.nlink,
+        size: entry.size,
+        mtime: entry.mtime.seconds,
+        rdev: entry.rdev,
+        dev: entry.device,
+        ino: entry.inode,
+    }
 }
 
 /// A read-only view of a state's file system, unmounted on drop.
@@ -157,13 +217,9 @@ pub(crate) fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> Result<(
     for child in children {
         let rel = rel.join(child.file_name());
         let abs = root.join(&rel);
-        let meta = fs::symlink_metadata(&abs)?;
-        let is_dir = meta.is_dir();
-        out.push(Item {
-            rel: rel.clone(),
-            abs,
-            meta,
-        });
+        let item = Item::host(rel.clone(), abs)?;
+        let is_dir = item.meta.is_dir();
+        out.push(item);
         if is_dir {
             walk_dir(root, &rel, out)?;
         }
@@ -180,7 +236,6 @@ pub(crate) struct Selected {
     pub(crate) tops: usize,
     /// Whether the only match is a file.
     pub(crate) single_file_name: Option<std::ffi::OsString>,
-    pub(crate) context_entries: Vec<ContextEntry>,
     /// Downloaded (`ADD URL`): never unpacked.
     pub(crate) from_url: bool,
     /// A git checkout (`ADD <git URL>`): never unpacked, modes kept.
@@ -198,15 +253,14 @@ impl Selected {
     /// selected (excluded, ignored, outside the source) plays no part: the first one
     /// selected is the file.
     pub(crate) fn hardlinks(&self) -> std::collections::HashMap<usize, PathBuf> {
-        use std::os::unix::fs::MetadataExt as _;
         let mut first: std::collections::HashMap<(u64, u64), &Path> =
             std::collections::HashMap::new();
         let mut links = std::collections::HashMap::new();
         for (index, (below, item)) in self.items.iter().enumerate() {
-            if !item.meta.is_file() || item.meta.nlink() < 2 {
+            if !item.meta.is_file() || item.meta.nlink < 2 {
                 continue;
             }
-            match first.entry((item.meta.dev(), item.meta.ino())) {
+            match first.entry((item.meta.dev, item.meta.ino)) {
                 std::collections::hash_map::Entry::Occupied(seen) => {
                     links.insert(index, seen.get().to_path_buf());
                 }
@@ -228,7 +282,7 @@ pub(crate) trait SourceTree: Tree {
     /// in path order; links inside are kept as links.
     fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError>;
     /// The item at `path` (resolved, not a directory).
-    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError>;
+    fn item(&self, path: &str) -> Result<Item, ExecutorError>;
 }
 
 impl ContextFiles {
@@ -240,11 +294,12 @@ impl ContextFiles {
             .ok()
     }
 
-    /// The entries strictly below the directory `dir` (absolute in the context).
-    fn below(&self, dir: &str) -> &[ContextEntry] {
+    /// The indexes of the entries strictly below the directory `dir` (absolute in the
+    /// context).
+    fn below(&self, dir: &str) -> std::ops::Range<usize> {
         let rel = dir.trim_start_matches('/');
         if rel.is_empty() {
-            return &self.entries;
+            return 0..self.entries.len();
         }
         let prefix = format!("{rel}/");
         let start = self
@@ -254,7 +309,20 @@ impl ContextFiles {
             .iter()
             .take_while(|entry| entry.path_bytes().starts_with(prefix.as_bytes()))
             .count();
-        &self.entries[start..start + len]
+        start..start + len
+    }
+
+    /// The item of the entry at `index`.
+    fn item_at(&self, index: usize) -> Result<Item, ExecutorError> {
+        let entry = &self.entries[index];
+        Ok(Item {
+            rel: entry.path.clone(),
+            abs: self.dir.join(&entry.path),
+            meta: context_stat(entry),
+            context: Some(u32::try_from(index).map_err(|_| {
+                ExecutorError::Internal("more than 2^32 files in the build context".to_owned())
+            })?),
+        })
     }
 }
 
@@ -285,7 +353,7 @@ impl SourceTree for ContextFiles {
             .split('/')
             .filter(|p| !p.is_empty())
             .count();
-        self.below(dir)
+        self.entries[self.below(dir)]
             .iter()
             .filter(|entry| entry.path.components().count() == depth + 1)
             .filter_map(|entry| entry.path.file_name())
@@ -295,40 +363,25 @@ impl SourceTree for ContextFiles {
 
     fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError> {
         let top_rel = Path::new(top.trim_start_matches('/'));
-        for entry in self.below(top) {
-            let abs = self.dir.join(&entry.path);
-            let meta = fs::symlink_metadata(&abs)?;
-            let below = entry
-                .path
+        let below = self.below(top);
+        out.items.reserve_exact(below.len());
+        for index in below {
+            let item = self.item_at(index)?;
+            let below = item
+                .rel
                 .strip_prefix(top_rel)
                 .map_err(|error| ExecutorError::Internal(error.to_string()))?
                 .to_path_buf();
-            out.items.push((
-                below,
-                Item {
-                    rel: entry.path.clone(),
-                    abs,
-                    meta,
-                },
-            ));
-            out.context_entries.push(entry.clone());
+            out.items.push((below, item));
         }
         Ok(())
     }
 
-    fn item(&self, path: &str, out: &mut Selected) -> Result<Item, ExecutorError> {
+    fn item(&self, path: &str) -> Result<Item, ExecutorError> {
         let index = self
             .find(path)
             .ok_or_else(|| ExecutorError::Internal(format!("{path}: not in the build context")))?;
-        let entry = &self.entries[index];
-        out.context_entries.push(entry.clone());
-        let abs = self.dir.join(&entry.path);
-        let meta = fs::symlink_metadata(&abs)?;
-        Ok(Item {
-            rel: entry.path.clone(),
-            abs,
-            meta,
-        })
+        self.item_at(index)
     }
 }
 
@@ -360,14 +413,11 @@ impl SourceTree for HostDir<'_> {
         Ok(())
     }
 
-    fn item(&self, path: &str, _out: &mut Selected) -> Result<Item, ExecutorError> {
-        let abs = self.host_path(path);
-        let meta = fs::symlink_metadata(&abs)?;
-        Ok(Item {
-            rel: PathBuf::from(path.trim_start_matches('/')),
-            abs,
-            meta,
-        })
+    fn item(&self, path: &str) -> Result<Item, ExecutorError> {
+        Item::host(
+            PathBuf::from(path.trim_start_matches('/')),
+            self.host_path(path),
+        )
     }
 }
 
@@ -437,7 +487,7 @@ impl Filter {
 
 /// Keeps the items (path below the copied directory, item) that `include` and `exclude`
 /// let through, each directory that is not copied itself only when something below it is
-/// (placed before it); `context_entries` keeps the entries of what is kept.
+/// (placed before it).
 fn filter_items(
     items: Vec<(PathBuf, Item)>,
     include: Option<&Dockerignore>,
@@ -445,7 +495,6 @@ fn filter_items(
     out: &mut Selected,
 ) -> Result<(), ExecutorError> {
     let mut pending: std::collections::HashMap<PathBuf, Item> = std::collections::HashMap::new();
-    let mut kept_rels = std::collections::HashSet::new();
     for (below, item) in items {
         let included = match include {
             Some(include) => include.is_excluded(&below)?,
@@ -471,15 +520,11 @@ fn filter_items(
         above.reverse();
         for dir in above {
             if let Some(parent) = pending.remove(&dir) {
-                kept_rels.insert(parent.rel.clone());
                 out.items.push((dir, parent));
             }
         }
-        kept_rels.insert(item.rel.clone());
         out.items.push((below, item));
     }
-    out.context_entries
-        .retain(|entry| kept_rels.contains(&entry.path));
     Ok(())
 }
 
@@ -534,15 +579,13 @@ pub(crate) fn select(
                     let mut all = empty_selection();
                     tree.items_below(&resolved, &mut all)?;
                     let mut kept = empty_selection();
-                    kept.context_entries = all.context_entries;
                     filter_items(all.items, None, Some(exclude), &mut kept)?;
                     selected.items.append(&mut kept.items);
-                    selected.context_entries.append(&mut kept.context_entries);
                 }
             },
             Some(_) => {
                 let name = Path::new(&named).file_name().unwrap_or_default().to_owned();
-                let item = tree.item(&resolved, &mut selected)?;
+                let item = tree.item(&resolved)?;
                 selected.single_file_name = Some(name.clone());
                 selected.named_files.push(selected.items.len());
                 selected.items.push((PathBuf::from(name), item));
@@ -557,7 +600,6 @@ fn empty_selection() -> Selected {
         items: Vec::new(),
         tops: 0,
         single_file_name: None,
-        context_entries: Vec::new(),
         from_url: false,
         from_git: false,
         named_files: Vec::new(),
@@ -599,7 +641,6 @@ fn select_parents(
             continue;
         }
         let mut items = Vec::new();
-        let mut on_path = empty_selection();
         let mut walked = root.clone();
         let mut reachable = true;
         for part in &parts[..literal] {
@@ -608,7 +649,7 @@ fn select_parents(
                 reachable = false;
                 break;
             }
-            let item = tree.item(&walked, &mut on_path)?;
+            let item = tree.item(&walked)?;
             let below = Path::new(walked.trim_start_matches('/'))
                 .strip_prefix(root.trim_start_matches('/'))
                 .map_err(|error| ExecutorError::Internal(error.to_string()))?
@@ -627,8 +668,6 @@ fn select_parents(
                 .map(|(below, item)| (prefix.join(below), item)),
         );
         let mut kept = empty_selection();
-        kept.context_entries = on_path.context_entries;
-        kept.context_entries.append(&mut all.context_entries);
         filter_items(items, Some(&include), filter.exclude.as_ref(), &mut kept)?;
         if !found_required {
             found_required = kept
@@ -637,7 +676,6 @@ fn select_parents(
                 .any(|(below, _)| below.starts_with(&pattern));
         }
         selected.items.append(&mut kept.items);
-        selected.context_entries.append(&mut kept.context_entries);
     }
     if let (false, Some(path)) = (found_required, required) {
         return Err(ExecutorError::RequiredSource {
@@ -924,4 +962,51 @@ pub(crate) fn download(
         path,
         mtime: last_modified.unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a `COPY` of a big context keeps per file (issue 19 item 4: peak RSS at 100,000
+    /// files): the walk's entry, and while the step selects, one item. A field added to
+    /// either is a cost per context file: these bounds say so.
+    #[test]
+    fn per_file_records_stay_small() {
+        assert!(std::mem::size_of::<ContextEntry>() <= 136);
+        assert!(std::mem::size_of::<FileStat>() <= 64);
+        assert!(std::mem::size_of::<Item>() <= 120);
+        // Before: a whole `std::fs::Metadata` per item, and a clone of its entry.
+        assert!(std::mem::size_of::<Item>() < std::mem::size_of::<fs::Metadata>());
+    }
+
+    #[test]
+    fn a_context_item_is_its_walked_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/f"), b"hello").unwrap();
+        fs::hard_link(dir.path().join("d/f"), dir.path().join("d/g")).unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("d/l")).unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let files =
+            ContextFiles::load(dir.path(), &dir.path().join("Dockerfile"), store.path()).unwrap();
+        let mut selected = empty_selection();
+        files.items_below("/d", &mut selected).unwrap();
+        let names: Vec<_> = selected
+            .items
+            .iter()
+            .map(|(below, _)| below.clone())
+            .collect();
+        assert_eq!(names, ["f", "g", "l"].map(PathBuf::from));
+        for (below, item) in &selected.items {
+            let stat = FileStat::from(&fs::symlink_metadata(&item.abs).unwrap());
+            assert_eq!(item.meta, stat, "{}", below.display());
+            let index = item.context.unwrap() as usize;
+            assert_eq!(files.entries()[index].path, item.rel);
+        }
+        assert_eq!(selected.hardlinks().len(), 1, "g is a link to f");
+        let entries = files.selected([&selected]);
+        let paths: Vec<_> = entries.iter().map(|entry| entry.path.clone()).collect();
+        assert_eq!(paths, ["d/f", "d/g", "d/l"].map(PathBuf::from));
+    }
 }

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_overlay_whiteout};
@@ -134,6 +134,68 @@ fn overlay_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
         })
 }
 
+/// The few `lstat` fields a tar entry needs, 64 bytes (a `std::fs::Metadata` is 144): what
+/// a list of many files keeps per file instead of the whole `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// `st_mode`: the file type bits and the permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Number of names of the inode (`st_nlink`).
+    pub nlink: u32,
+    /// Size in bytes (of the file; of the link text for a symlink).
+    pub size: u64,
+    /// Modification time, Unix seconds.
+    pub mtime: i64,
+    /// Device number of a device node (`st_rdev`).
+    pub rdev: u64,
+    /// Device holding the file.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl From<&fs::Metadata> for FileStat {
+    fn from(meta: &fs::Metadata) -> Self {
+        Self {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            nlink: u32::try_from(meta.nlink()).unwrap_or(u32::MAX),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            rdev: meta.rdev(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+impl FileStat {
+    fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.file_type() == libc::S_IFREG
+    }
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR
+    }
+    /// A symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.file_type() == libc::S_IFLNK
+    }
+    /// A Unix socket.
+    pub fn is_socket(&self) -> bool {
+        self.file_type() == libc::S_IFSOCK
+    }
+}
+
 /// A tar entry describing `path` (relative name `name`) from its `lstat` metadata.
 ///
 /// # Errors
@@ -143,41 +205,47 @@ pub fn entry_from_metadata(
     path: &Path,
     meta: &fs::Metadata,
 ) -> Result<TarEntry, DiffError> {
-    let file_type = meta.file_type();
-    let kind = if file_type.is_dir() {
-        EntryKind::Directory
-    } else if file_type.is_symlink() {
-        EntryKind::Symlink {
+    entry_from_stat(name, path, &FileStat::from(meta))
+}
+
+/// [`entry_from_metadata`] from the fields of the `lstat` it needs.
+///
+/// # Errors
+/// A symlink target or xattrs cannot be read; a socket (no tar form).
+pub fn entry_from_stat(name: &Path, path: &Path, stat: &FileStat) -> Result<TarEntry, DiffError> {
+    let kind = match stat.file_type() {
+        libc::S_IFDIR => EntryKind::Directory,
+        libc::S_IFLNK => EntryKind::Symlink {
             target: fs::read_link(path).map_err(|source| DiffError::File {
                 action: "reading the symlink",
                 path: path.to_path_buf(),
                 source,
             })?,
+        },
+        file_type @ (libc::S_IFCHR | libc::S_IFBLK) => {
+            let rdev = stat.rdev;
+            let (major, minor) = (
+                u32::try_from(nix::sys::stat::major(rdev)).unwrap_or(u32::MAX),
+                u32::try_from(nix::sys::stat::minor(rdev)).unwrap_or(u32::MAX),
+            );
+            if file_type == libc::S_IFCHR {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
         }
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        let rdev = meta.rdev();
-        let (major, minor) = (
-            u32::try_from(nix::sys::stat::major(rdev)).unwrap_or(u32::MAX),
-            u32::try_from(nix::sys::stat::minor(rdev)).unwrap_or(u32::MAX),
-        );
-        if file_type.is_char_device() {
-            EntryKind::CharDevice { major, minor }
-        } else {
-            EntryKind::BlockDevice { major, minor }
+        libc::S_IFIFO => EntryKind::Fifo,
+        libc::S_IFSOCK => {
+            // Sockets have no tar form; Docker skips them too.
+            return Err(DiffError::File {
+                action: "archiving (sockets cannot be stored in a layer)",
+                path: path.to_path_buf(),
+                source: io::ErrorKind::Unsupported.into(),
+            });
         }
-    } else if file_type.is_fifo() {
-        EntryKind::Fifo
-    } else if file_type.is_socket() {
-        // Sockets have no tar form; Docker skips them too.
-        return Err(DiffError::File {
-            action: "archiving (sockets cannot be stored in a layer)",
-            path: path.to_path_buf(),
-            source: io::ErrorKind::Unsupported.into(),
-        });
-    } else {
-        EntryKind::File { size: meta.len() }
+        _ => EntryKind::File { size: stat.size },
     };
-    let xattrs = if file_type.is_symlink() {
+    let xattrs = if stat.is_symlink() {
         BTreeMap::new()
     } else {
         read_xattrs(path)?
@@ -185,10 +253,10 @@ pub fn entry_from_metadata(
     Ok(TarEntry {
         path: name.to_path_buf(),
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
-        mtime: meta.mtime(),
+        mode: stat.mode & 0o7777,
+        uid: u64::from(stat.uid),
+        gid: u64::from(stat.gid),
+        mtime: stat.mtime,
         xattrs,
     })
 }
@@ -401,14 +469,20 @@ pub fn normalize_file_list(
         {
             return Err(DiffError::BadPath(path.clone()));
         }
-        let canonical: PathBuf = path.components().collect();
+        // Rebuilt only when it is not in its canonical bytes already (`a//b`, `a/./b`,
+        // `a/`): a list of many files is not copied for nothing.
+        let parts = path.components().count();
+        let bytes: usize = path.components().map(|part| part.as_os_str().len()).sum();
+        if bytes + parts - 1 != path.as_os_str().len() {
+            item.entry.path = path.components().collect();
+        }
+        let canonical = &item.entry.path;
         if canonical
             .file_name()
             .is_some_and(|name| name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
         {
-            return Err(DiffError::ReservedName(canonical));
+            return Err(DiffError::ReservedName(canonical.clone()));
         }
-        item.entry.path = canonical;
         let entry = &mut item.entry;
         match &mut entry.kind {
             EntryKind::CharDevice { major: 0, minor: 0 } => {
@@ -538,9 +612,20 @@ pub fn write_file_list<W: Write>(
     writer: &mut TarWriter<W>,
     entries: Vec<FileListEntry>,
 ) -> Result<u64, DiffError> {
-    let entries = normalize_file_list(entries)?;
+    write_normalized_file_list(writer, &normalize_file_list(entries)?)
+}
+
+/// Writes a file list that [`normalize_file_list`] gave (written as it is: not checked
+/// again).
+///
+/// # Errors
+/// Read or write failures.
+pub fn write_normalized_file_list<W: Write>(
+    writer: &mut TarWriter<W>,
+    entries: &[FileListEntry],
+) -> Result<u64, DiffError> {
     let mut count = 0;
-    for item in &entries {
+    for item in entries {
         let result = match (&item.entry.kind, &item.source) {
             (EntryKind::File { .. }, Some(source)) => {
                 let mut file = File::open(source).map_err(|error| DiffError::File {

@@ -37,7 +37,9 @@ pub use apply::{
     ApplyError, ApplyOptions, ApplyStats, Earlier, WhiteoutMode, apply_layer, apply_layer_linking,
 };
 pub use compress::{CompressPool, set_thread_niceness};
-pub use diff::{DiffError, FileListEntry, TreeKind, entry_from_metadata};
+pub use diff::{
+    DiffError, FileListEntry, FileStat, TreeKind, entry_from_metadata, entry_from_stat,
+};
 pub use tar::{EntryKind, TarEntry, TarWriter};
 
 /// gzip's default level: 6 is gzip's and Docker's default, used when no level is given.
@@ -533,11 +535,11 @@ pub struct UnpackedList {
 /// [`LayerError::Unpack`] when `target` cannot be written (it is then partial: the caller
 /// removes it).
 pub fn unpack_file_list_layer(
-    entries: Vec<FileListEntry>,
+    mut entries: Vec<FileListEntry>,
     clamp_mtime: Option<i64>,
     target: &Path,
 ) -> Result<UnpackedList, LayerError> {
-    unpack_file_list_layer_linking(entries, clamp_mtime, target, None)
+    unpack_file_list_layer_linking(&mut entries, clamp_mtime, target, None)
 }
 
 /// As [`unpack_file_list_layer`], taking from `earlier` (a committed snapshot, typically
@@ -545,11 +547,13 @@ pub fn unpack_file_list_layer(
 /// path with the same metadata and content, as a hard link instead of written bytes
 /// ([`apply_layer_linking`]; only in an exact unpacking, as root). The tar, and so the
 /// diff_id, is the same either way: it is still written from the list and hashed whole.
+/// The list is normalized in place ([`diff::normalize_file_list`]) and left to the caller,
+/// who may write the blob from it too ([`write_file_list_layer`]) without a copy of it.
 ///
 /// # Errors
 /// As [`unpack_file_list_layer`].
 pub fn unpack_file_list_layer_linking(
-    entries: Vec<FileListEntry>,
+    entries: &mut Vec<FileListEntry>,
     clamp_mtime: Option<i64>,
     target: &Path,
     earlier: Option<&Path>,
@@ -570,8 +574,9 @@ pub fn unpack_file_list_layer_linking(
             hung_up: false,
         };
         let written = (|| {
+            *entries = diff::normalize_file_list(std::mem::take(entries))?;
             let mut tar = TarWriter::new(&mut tee, clamp_mtime);
-            let count = diff::write_file_list(&mut tar, entries)?;
+            let count = diff::write_normalized_file_list(&mut tar, entries)?;
             tar.finish().map_err(LayerError::Write)?;
             tee.send().map_err(LayerError::Write)?;
             Ok(count)
@@ -1165,7 +1170,7 @@ mod tests {
             }
             let linked_dir = tempfile::tempdir_in(dir.path()).unwrap();
             let linked = unpack_file_list_layer_linking(
-                file_list(&changed_source),
+                &mut file_list(&changed_source),
                 clamp,
                 linked_dir.path(),
                 Some(first.path()),
