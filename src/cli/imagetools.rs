@@ -614,7 +614,7 @@ fn resolve_sources(inputs: &[String], targets: &[ImageRef]) -> Result<Vec<Source
     enum Parsed {
         Reference(ImageRef),
         Digest(String),
-        Descriptor(Box<Descriptor>),
+        Descriptor(Box<Descriptor>, tools::PlatformExtras),
     }
     let mut parsed = Vec::new();
     for input in inputs {
@@ -632,10 +632,11 @@ fn resolve_sources(inputs: &[String], targets: &[ImageRef]) -> Result<Vec<Source
                     "source {input:?}: expected an OCI content descriptor, got a manifest or index"
                 )));
             }
+            let extras = tools::platform_extras(&value);
             let descriptor: Descriptor = serde_json::from_value(value).map_err(|error| {
                 Failure::bad_input(format_args!("source {input:?}: not a descriptor: {error}"))
             })?;
-            Parsed::Descriptor(Box::new(descriptor))
+            Parsed::Descriptor(Box::new(descriptor), extras)
         } else {
             Parsed::Reference(ImageRef::parse(input).map_err(|error| {
                 Failure::bad_input(format_args!(
@@ -671,6 +672,7 @@ fn resolve_sources(inputs: &[String], targets: &[ImageRef]) -> Result<Vec<Source
                 Parsed::Reference(reference) => Source {
                     reference,
                     descriptor: None,
+                    platform_extras: tools::PlatformExtras::new(),
                 },
                 Parsed::Digest(digest) => {
                     let digest = digest.parse().map_err(|_| {
@@ -679,11 +681,13 @@ fn resolve_sources(inputs: &[String], targets: &[ImageRef]) -> Result<Vec<Source
                     Source {
                         reference: infer()?.with_digest(digest),
                         descriptor: None,
+                        platform_extras: tools::PlatformExtras::new(),
                     }
                 }
-                Parsed::Descriptor(descriptor) => Source {
+                Parsed::Descriptor(descriptor, platform_extras) => Source {
                     reference: infer()?.with_digest(descriptor.digest().clone()),
                     descriptor: Some(*descriptor),
+                    platform_extras,
                 },
             })
         })

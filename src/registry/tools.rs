@@ -132,6 +132,72 @@ pub struct Source {
     /// A descriptor given by the user: media type, annotations and platform replace the
     /// registry's; a size must agree.
     pub descriptor: Option<Descriptor>,
+    /// The given descriptor's platform fields oci-spec misreads ([`platform_extras`]).
+    pub platform_extras: PlatformExtras,
+}
+
+/// The fields of a descriptor's `platform` that oci-spec 0.10 reads and writes under other
+/// keys (`os.version` and `os.features` as `os_version`/`os_features`, see
+/// `platform::oci`), kept as the JSON gave them so that an index made of the descriptor
+/// carries them.
+pub type PlatformExtras = serde_json::Map<String, serde_json::Value>;
+
+/// [`PlatformExtras`] of a descriptor's JSON (empty without a platform or those fields).
+pub fn platform_extras(descriptor: &serde_json::Value) -> PlatformExtras {
+    descriptor
+        .get("platform")
+        .and_then(serde_json::Value::as_object)
+        .map(|platform| {
+            platform
+                .iter()
+                .filter(|(key, _)| matches!(key.as_str(), "os.version" | "os.features"))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `document` (an index as serialised from `manifests`) with each manifest's
+/// [`PlatformExtras`] added at the end of its `platform`. Only the descriptors that have
+/// some are rewritten, as substrings: the rest of the bytes stay what the serialiser wrote.
+fn with_platform_extras(
+    mut document: String,
+    manifests: &[Descriptor],
+    extras: &BTreeMap<String, PlatformExtras>,
+) -> String {
+    for descriptor in manifests {
+        let (Some(more), Some(platform)) = (
+            extras.get(&descriptor.digest().to_string()),
+            descriptor.platform().as_ref(),
+        ) else {
+            continue;
+        };
+        if more.is_empty() {
+            continue;
+        }
+        let written = serde_json::to_string(descriptor).expect("a descriptor serialises");
+        let platform = serde_json::to_string(platform).expect("a platform serialises");
+        let Some(open) = platform.strip_suffix('}') else {
+            continue;
+        };
+        let mut patched_platform = open.to_owned();
+        for (key, value) in more {
+            if patched_platform.len() > 1 {
+                patched_platform.push(',');
+            }
+            patched_platform.push_str(&serde_json::to_string(key).expect("a key serialises"));
+            patched_platform.push(':');
+            patched_platform.push_str(&serde_json::to_string(value).expect("a value serialises"));
+        }
+        patched_platform.push('}');
+        let patched = written.replacen(
+            &format!("\"platform\":{platform}"),
+            &format!("\"platform\":{patched_platform}"),
+            1,
+        );
+        document = document.replacen(&written, &patched, 1);
+    }
+    document
 }
 
 /// What `imagetools create` is asked to make.
@@ -294,18 +360,43 @@ pub async fn combine(
         }
     }
 
-    // Every manifest descriptor, once, with the source that holds it.
+    // Every manifest descriptor, once, with the source that holds it, and the platform
+    // fields oci-spec does not carry (by digest; a later platform replaces them too).
     let mut entries: Vec<(Descriptor, usize)> = Vec::new();
+    let mut extras: BTreeMap<String, PlatformExtras> = BTreeMap::new();
     for (index, (top, descriptor)) in tops.iter().enumerate() {
-        let listed = if top.is_index() {
+        let listed: Vec<(Descriptor, PlatformExtras)> = if top.is_index() {
+            let raw: serde_json::Value =
+                serde_json::from_slice(&top.bytes).unwrap_or(serde_json::Value::Null);
+            let raw_manifests = raw.get("manifests").and_then(serde_json::Value::as_array);
             index_entries(&request.sources[index].reference, top)?
                 .into_iter()
-                .map(|entry| entry.descriptor)
+                .enumerate()
+                .map(|(position, entry)| {
+                    let more = raw_manifests
+                        .and_then(|manifests| manifests.get(position))
+                        .map(platform_extras)
+                        .unwrap_or_default();
+                    (entry.descriptor, more)
+                })
                 .collect()
         } else {
-            vec![descriptor.clone()]
+            let given = &request.sources[index];
+            let more = if given
+                .descriptor
+                .as_ref()
+                .is_some_and(|given| given.platform().is_some())
+            {
+                given.platform_extras.clone()
+            } else {
+                PlatformExtras::new()
+            };
+            vec![(descriptor.clone(), more)]
         };
-        for descriptor in listed {
+        for (descriptor, more) in listed {
+            if descriptor.platform().is_some() {
+                extras.insert(descriptor.digest().to_string(), more);
+            }
             match entries
                 .iter_mut()
                 .find(|(known, _)| known.digest() == descriptor.digest())
@@ -388,13 +479,14 @@ pub async fn combine(
         }
     }
     let manifests: Vec<Descriptor> = entries.iter().map(|(d, _)| d.clone()).collect();
-    let bytes = serde_json::to_vec(&IndexDocument {
+    let document = serde_json::to_string(&IndexDocument {
         schema_version: 2,
         media_type,
         manifests: &manifests,
         annotations: index_annotations,
     })
     .expect("an index serialises");
+    let bytes = with_platform_extras(document, &manifests, &extras).into_bytes();
     let mut children = Vec::new();
     for (descriptor, index) in &entries {
         let reference = &request.sources[*index].reference;
@@ -507,6 +599,7 @@ pub async fn create(
             .map(|reference| Source {
                 reference: reference.clone(),
                 descriptor: None,
+                platform_extras: PlatformExtras::new(),
             })
             .collect(),
         annotations: Vec::new(),
@@ -715,4 +808,58 @@ pub async fn attestations(
         found.push((platform, statements));
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor(json: &str) -> Descriptor {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn os_version_and_features_are_added_to_their_descriptors_platform_only() {
+        let windows = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":10,"platform":{"architecture":"amd64","os":"windows","os.version":"10.0.20348.1","os.features":["win32k"]}}"#;
+        let linux = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":20,"platform":{"architecture":"arm64","os":"linux"}}"#;
+        let raw: Vec<serde_json::Value> = [windows, linux]
+            .iter()
+            .map(|json| serde_json::from_str(json).unwrap())
+            .collect();
+        let manifests = vec![descriptor(windows), descriptor(linux)];
+        let document = serde_json::to_string(&IndexDocument {
+            schema_version: 2,
+            media_type: MANIFEST_MEDIA_TYPES[0],
+            manifests: &manifests,
+            annotations: BTreeMap::new(),
+        })
+        .unwrap();
+        // Nothing to add: the serialiser's bytes.
+        assert_eq!(
+            with_platform_extras(document.clone(), &manifests, &BTreeMap::new()),
+            document
+        );
+        let extras: BTreeMap<String, PlatformExtras> = manifests
+            .iter()
+            .zip(&raw)
+            .map(|(descriptor, raw)| (descriptor.digest().to_string(), platform_extras(raw)))
+            .collect();
+        assert!(extras.values().nth(1).unwrap().is_empty());
+        let patched = with_platform_extras(document.clone(), &manifests, &extras);
+        let value: serde_json::Value = serde_json::from_str(&patched).unwrap();
+        let platforms: Vec<&serde_json::Value> = value["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|manifest| &manifest["platform"])
+            .collect();
+        assert_eq!(platforms[0], &raw[0]["platform"]);
+        assert_eq!(platforms[1], &raw[1]["platform"]);
+        // Only the Windows descriptor's platform changed: the linux one is byte for byte.
+        assert!(patched.contains(&serde_json::to_string(&manifests[1]).unwrap()));
+        assert_eq!(
+            patched.len(),
+            document.len() + r#","os.version":"10.0.20348.1","os.features":["win32k"]"#.len()
+        );
+    }
 }

@@ -588,9 +588,9 @@ fn imagetools_lines() {
     let output = docs.run("docker buildx imagetools create -f descr.json myuser/image");
     assert_eq!(output.status.code(), Some(2));
     assert!(util::stderr(&output).contains("can't push with no tags specified"));
-    // The same file with a tag of the descriptor's repository: the descriptor's manifest.
-    // Not yet as buildx: the descriptor's `os.version` is dropped, oci-spec 0.10 reads and
-    // writes it as `os_version` (`src/platform/oci.rs`; README, "Lines from buildx's docs").
+    // The same file with a tag of the descriptor's repository: the descriptor's manifest,
+    // with the platform the file gives, `os.version` included (oci-spec 0.10 misreads that
+    // key, so xbuild carries it beside it: `registry::tools::PlatformExtras`).
     docs.ok("docker buildx imagetools create -f descr.json -t $REG/foo/bar:osv");
     let made = docs.raw("foo/bar:osv");
     assert_eq!(
@@ -600,6 +600,30 @@ fn imagetools_lines() {
     assert_eq!(
         made["manifests"][0]["platform"]["architecture"], "amd64",
         "{made}"
+    );
+    assert_eq!(
+        made["manifests"][0]["platform"]["os.version"], "10.1",
+        "{made}"
+    );
+    // And an index holding it, combined with another source, keeps it too.
+    docs.ok(
+        "docker buildx imagetools create -t $REG/foo/bar:osv2 $REG/foo/bar:osv $REG/foo/bar:gamma",
+    );
+    let combined = docs.raw("foo/bar:osv2");
+    assert_eq!(
+        combined["manifests"].as_array().unwrap().len(),
+        2,
+        "{combined}"
+    );
+    assert_eq!(
+        combined["manifests"][0]["platform"]["os.version"], "10.1",
+        "{combined}"
+    );
+    assert!(
+        combined["manifests"][1]["platform"]
+            .get("os.version")
+            .is_none(),
+        "{combined}"
     );
 
     // create.md, "Set reference for new image (-t, --tag)": a digest of the same repository
