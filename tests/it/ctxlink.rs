@@ -246,23 +246,6 @@ fn a_one_file_change_links_the_rest_and_gives_a_fresh_stores_image() {
     assert_eq!(big.nlink(), 1, "a file of the last snapshot is linked");
 }
 
-/// The build's peak RSS (KiB) from an `XBUILD_PEAK_RSS_FILE` (src/cli/mod.rs,
-/// `peak_rss_record`: VmHWM first on each line).
-fn peak_kib(rss_file: &Path) -> u64 {
-    std::fs::read_to_string(rss_file)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .max()
-        .unwrap()
-}
-
 /// Issue 19 item 4: what a `COPY` of a big context keeps per file. At 20,000 files the
 /// first build and the no-change rebuild stay under a bound that the per-file copies of
 /// c68514f (a second `lstat` and a whole `std::fs::Metadata` per file, clones of every
@@ -305,7 +288,7 @@ fn a_20000_file_copy_stays_under_its_memory_bound() {
             .arg(".");
         let output = util::run(&mut command);
         assert!(output.status.success(), "{}", util::stderr(&output));
-        let peak = peak_kib(&rss_file);
+        let peak = util::peak_rss_kib(&rss_file);
         eprintln!("20,000-file COPY, {round} build: peak RSS {peak} KiB");
         assert!(
             peak < bound_mib << 10,

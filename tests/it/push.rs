@@ -367,19 +367,7 @@ fn push_streams_blobs_from_disk() {
     ]));
     assert!(served.status.success(), "curl: {}", util::stderr(&served));
     assert_eq!(regenv::digest_of(&served.stdout), layer_digest);
-    // One record per process: VmHWM (kB) first (src/cli/mod.rs, `peak_rss_record`).
-    let peak_kib: u64 = std::fs::read_to_string(&rss_file)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .max()
-        .unwrap();
+    let peak_kib = util::peak_rss_kib(&rss_file);
     eprintln!("push of a {layer_size}-byte layer: peak RSS {peak_kib} KiB");
     assert!(peak_kib < 44 << 10, "peak RSS {peak_kib} KiB");
 }

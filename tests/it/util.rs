@@ -17,6 +17,22 @@ pub fn run(command: &mut Command) -> Output {
     command.output().expect("xbuild runs")
 }
 
+/// The largest peak RSS (KiB) in an `XBUILD_PEAK_RSS_FILE`: one record per process, VmHWM
+/// first (src/cli/mod.rs, `peak_rss_record`).
+pub fn peak_rss_kib(rss_file: &Path) -> u64 {
+    std::fs::read_to_string(rss_file)
+        .expect("the peak RSS file")
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|field| field.parse::<u64>().ok())
+                .expect("a VmHWM field")
+        })
+        .max()
+        .expect("a peak RSS record")
+}
+
 /// Stdout of an output, as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
