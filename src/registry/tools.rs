@@ -87,6 +87,8 @@ pub struct IndexEntry {
     pub descriptor: Descriptor,
     /// The platform, when known.
     pub platform: Option<Platform>,
+    /// Its platform's fields oci-spec misreads, as the document has them ([`platform_extras`]).
+    pub platform_extras: PlatformExtras,
 }
 
 /// The entries of an index document (for display).
@@ -97,18 +99,27 @@ pub fn index_entries(
     reference: &ImageRef,
     raw: &RawManifest,
 ) -> Result<Vec<IndexEntry>, ToolsError> {
-    let index: ImageIndex =
-        serde_json::from_slice(&raw.bytes).map_err(|error| ToolsError::BadDocument {
-            reference: reference.to_string(),
-            what: "index",
-            reason: error.to_string(),
-        })?;
+    let bad = |error: serde_json::Error| ToolsError::BadDocument {
+        reference: reference.to_string(),
+        what: "index",
+        reason: error.to_string(),
+    };
+    let document: serde_json::Value = serde_json::from_slice(&raw.bytes).map_err(bad)?;
+    let extras: Vec<PlatformExtras> = document
+        .get("manifests")
+        .and_then(serde_json::Value::as_array)
+        .map(|manifests| manifests.iter().map(platform_extras).collect())
+        .unwrap_or_default();
+    let index: ImageIndex = serde_json::from_value(document).map_err(bad)?;
     Ok(index
         .manifests()
         .iter()
-        .map(|descriptor| IndexEntry {
+        // The same array, so one extras entry per descriptor.
+        .zip(extras)
+        .map(|(descriptor, platform_extras)| IndexEntry {
             platform: descriptor.platform().as_ref().map(Platform::from),
             descriptor: descriptor.clone(),
+            platform_extras,
         })
         .collect())
 }
@@ -366,19 +377,9 @@ pub async fn combine(
     let mut extras: BTreeMap<String, PlatformExtras> = BTreeMap::new();
     for (index, (top, descriptor)) in tops.iter().enumerate() {
         let listed: Vec<(Descriptor, PlatformExtras)> = if top.is_index() {
-            let raw: serde_json::Value =
-                serde_json::from_slice(&top.bytes).unwrap_or(serde_json::Value::Null);
-            let raw_manifests = raw.get("manifests").and_then(serde_json::Value::as_array);
             index_entries(&request.sources[index].reference, top)?
                 .into_iter()
-                .enumerate()
-                .map(|(position, entry)| {
-                    let more = raw_manifests
-                        .and_then(|manifests| manifests.get(position))
-                        .map(platform_extras)
-                        .unwrap_or_default();
-                    (entry.descriptor, more)
-                })
+                .map(|entry| (entry.descriptor, entry.platform_extras))
                 .collect()
         } else {
             let given = &request.sources[index];
