@@ -11,9 +11,10 @@
 
 use oci_spec::distribution::{ParseError, Reference};
 
-/// Docker Hub's registry name, and its legacy one.
-const DOCKER_HUB: &str = "docker.io";
-const DOCKER_HUB_LEGACY: &str = "index.docker.io";
+/// Docker Hub's canonical registry name.
+pub const DOCKER_HUB: &str = "docker.io";
+/// Docker Hub's legacy registry name, normalised to [`DOCKER_HUB`].
+pub const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 /// Longest repository name, as oci-spec and Docker check it.
 const NAME_MAX: usize = 255;
 

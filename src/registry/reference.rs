@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use oci_spec::image::Digest;
 
-/// Docker Hub's canonical registry name.
-pub const DOCKER_HUB: &str = "docker.io";
+pub use crate::oci::reference::DOCKER_HUB;
+use crate::oci::reference::DOCKER_HUB_LEGACY;
 /// The host that serves Docker Hub's registry API.
 const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
@@ -125,7 +125,7 @@ impl ImageRef {
 
 /// The host serving the registry API for a registry name.
 pub fn api_host(registry: &str) -> &str {
-    if registry == DOCKER_HUB || registry == "index.docker.io" {
+    if registry == DOCKER_HUB || registry == DOCKER_HUB_LEGACY {
         DOCKER_HUB_API_HOST
     } else {
         registry
