@@ -166,9 +166,7 @@ impl Store {
     /// layer) runs it beside that work and then calls [`Self::adopt_synced_snapshot`].
     pub fn sync_snapshot_contents(dir: &Path) {
         if sync_tree(dir).is_err() {
-            if let Ok(dir_handle) = fs::File::open(dir) {
-                let _ = nix::unistd::syncfs(&dir_handle);
-            }
+            sync_file_system_of(dir);
         }
     }
 
@@ -227,9 +225,7 @@ impl Store {
         let files: Vec<PathBuf> = written.iter().map(|path| dir.join(path)).collect();
         let synced = directories(&dir).and_then(|dirs| sync_files_and_dirs(&files, &dirs));
         if synced.is_err() {
-            if let Ok(dir_handle) = fs::File::open(&dir) {
-                let _ = nix::unistd::syncfs(&dir_handle);
-            }
+            sync_file_system_of(&dir);
         }
         self.adopt_synced_snapshot(diff_id, dir)
     }
@@ -402,6 +398,14 @@ impl Store {
 
 /// Files opened at once by [`sync_tree`].
 const SYNC_BATCH: usize = 256;
+
+/// The fallback when a tree's own files cannot be synced one by one (a file this user
+/// cannot open): one `syncfs` of the file system holding `dir`, best effort.
+fn sync_file_system_of(dir: &Path) {
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = nix::unistd::syncfs(&handle);
+    }
+}
 
 /// Above this many regular files a tree is synced with one `syncfs` rather than file by
 /// file: each file's sync commits the journal and flushes the device's cache (1-2 ms each
