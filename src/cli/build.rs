@@ -404,6 +404,7 @@ impl BuildArgs {
             .selected(self.builder.as_deref())
             .exit_kind(ExitKind::BadInput)?
             .cloned();
+        let cache = self.cache_options(&outputs, &build_args)?;
         let request = BuildRequest {
             build: BuildOptions {
                 context: self.context.clone(),
@@ -430,7 +431,7 @@ impl BuildArgs {
                 secrets,
                 sink: Arc::from(super::progress::sink(mode)),
                 check_arch: self.check_arch.into(),
-                cache: self.cache_options(&outputs)?,
+                cache,
                 labels,
                 annotations,
                 add_hosts,
@@ -611,7 +612,11 @@ impl BuildArgs {
     }
 
     /// `--cache-from` and `--cache-to`; imported layers stay remote when every output pushes.
-    fn cache_options(&self, outputs: &[Output]) -> anyhow::Result<crate::cache::CacheOptions> {
+    fn cache_options(
+        &self,
+        outputs: &[Output],
+        build_args: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<crate::cache::CacheOptions> {
         // Exit 2 for both bad and not-yet-supported specs (the message says which).
         let spec_error = |error: crate::cache::CacheSpecError| -> anyhow::Error {
             Failure::bad_input(error).into()
@@ -621,7 +626,7 @@ impl BuildArgs {
         // `--build-arg BUILDKIT_INLINE_CACHE=1` is `--cache-to type=inline`, as in BuildKit.
         let inline = inline
             || build_arg_flag(
-                &super::debug::parse_build_args(&self.build_args),
+                build_args,
                 crate::dockerfile::resolve::INLINE_CACHE_BUILD_ARG,
             )?;
         if inline
