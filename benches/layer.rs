@@ -24,6 +24,11 @@
 //!
 //! For reference it also measures bare single-threaded compression of 64 MB of the same
 //! kind of bytes in memory (no tar, no hashing, no files): the ceiling the pipeline chases.
+//!
+//! `XBUILD_BENCH_ROWS=one-layer` measures only one layer at each algorithm's default level
+//! (no block cache, no two layers at once, no other level, no bare compression): what
+//! `scripts/bench.sh` runs three ways (one core, two cores with one compressing thread and
+//! with two) to give one big layer's speed-up on every core (issue 19 item 3).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -339,6 +344,11 @@ fn main() {
         println!("benches/layer.rs: run with `cargo bench --bench layer`");
         return;
     }
+    let only_one_layer = match std::env::var("XBUILD_BENCH_ROWS") {
+        Ok(rows) if rows == "one-layer" => true,
+        Ok(rows) => panic!("XBUILD_BENCH_ROWS={rows}: the only value is `one-layer`"),
+        Err(_) => false,
+    };
     let megabytes: u64 = std::env::var("XBUILD_BENCH_MB")
         .ok()
         .and_then(|value| value.parse().ok())
@@ -377,6 +387,9 @@ fn main() {
             .trim()
     );
     for compression in compressions() {
+        if only_one_layer && compression != Compression::of(compression.algorithm()) {
+            continue;
+        }
         let name = compression.to_string();
         let layout =
             ImageLayout::open_or_create(temp.path().join(format!("store-{name}"))).unwrap();
@@ -384,6 +397,7 @@ fn main() {
         let cpu = cpu_seconds();
         let blob = layer::write_tree_layer(&layout, &tree, TreeKind::RootFs, compression, Some(0))
             .unwrap();
+        let digest = blob.descriptor.digest().to_string();
         report(
             &format!("{name}, one layer"),
             &[blob],
@@ -391,6 +405,11 @@ fn main() {
             cpu_seconds() - cpu,
         );
 
+        if only_one_layer {
+            // Its digest: the same bytes whatever the thread count (scripts/bench.sh checks).
+            println!("blob digest {name} {digest}");
+            continue;
+        }
         if compression == Compression::Gzip {
             block_cache_rows(temp.path(), &tree, compression);
         }
@@ -431,6 +450,9 @@ fn main() {
         "peak RSS (VmHWM) of the layer commits: {} MB",
         peak_rss_kb() / 1024
     );
+    if only_one_layer {
+        return;
+    }
     let sample = read_sample(&tree, 64 << 20);
     for compression in compressions() {
         let (wall, per_cpu) = bare_compression(&sample, compression);

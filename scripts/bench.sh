@@ -39,7 +39,10 @@
 # private dockerd. Only the measured command's own processes count: another xbuild running
 # on the machine meanwhile (a test, another engineer's build) does not.
 # Then the micro-benchmarks: layer commit MB/s of a ~500 MB tree (gzip, zstd), parsing a
-# 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench).
+# 10,000-line Dockerfile, a no-change context scan of 20,000 files (cargo bench); one layer of
+# 1 GB (XBUILD_BENCH_LAYER_MB) on one core against every core, for gzip and zstd; and the bytes
+# a two-platform build with a build node moves over SSH, into the store and with --push (the
+# test nodes::a_pushing_node..., which starts the node in a network namespace of this machine).
 #
 # With --workload context, the big-context workload alone (issue 19 item 4; `all`, the default,
 # runs it first, then app and service with their floors and the micro-benchmarks): a context made
@@ -59,6 +62,7 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
+LAYER_MB="${XBUILD_BENCH_LAYER_MB:-1000}"
 REPEAT=3 BUILDKIT=1 FLOOR=1 MICRO=1 PRIORITY=0 PORT=5055 WORKLOAD=all CONTEXT=0 FILES=100000 BYTES=2000000000
 USAGE="usage: $0 [--repeat N] [--workload app|service|all|context] [--files N] [--bytes B] [--no-buildkit] [--no-floor] [--no-micro] [--port P] [--priority]"
 while [ $# -gt 0 ]; do
@@ -95,7 +99,10 @@ scripts/fixtures.sh build >&2
 scripts/fixtures.sh registry start "$PORT" >&2
 REG="127.0.0.1:$PORT"
 cargo build --release --locked --quiet
-[ "$MICRO" = 1 ] && cargo bench --locked --no-run --quiet 2>/dev/null   # compiled before any timing
+if [ "$MICRO" = 1 ]; then   # compiled before any timing
+    cargo bench --locked --no-run --quiet 2>/dev/null
+    cargo test --release --locked --no-run --quiet --test it 2>/dev/null
+fi
 XBUILD="$REPO/target/release/xbuild"
 
 WORK="$(mktemp -d /var/tmp/xbuild-bench.XXXXXX)"
@@ -332,4 +339,67 @@ if [ "$MICRO" = 1 ]; then
         cargo bench --locked --quiet --bench "$bench" 2>/dev/null | grep -v '^$' || true
         echo '```'
     done
+    # One big layer on every core (issue 19 item 3: ">= 1.7x one core's speed on 2 cores"): the
+    # layer bench's one-layer rows at the default levels, on a tree of LAYER_MB copied from
+    # /usr, run three ways: pinned to one core with one compressing thread, then on all cores
+    # with one thread and with as many threads as cores. The blob must be the same bytes every
+    # way (a digest that depended on the thread count would not be reproducible).
+    CORES="$(nproc)"
+    echo "### one ${LAYER_MB} MB layer on one core and on ${CORES} (layer bench, XBUILD_BENCH_ROWS=one-layer)"
+    echo
+    layer_rows() {   # $1: how it ran; the rest: the command's prefix
+        local how="$1"; shift
+        env XBUILD_BENCH_ROWS=one-layer XBUILD_BENCH_MB="$LAYER_MB" XBUILD_BENCH_DIR="$WORK" "$@" \
+            cargo bench --locked --quiet --bench layer 2>/dev/null |
+            awk -v how="$how" '/, one layer/ { sub(",", "", $1); speed[$1] = $14 }
+                /^blob digest / { print how "\t" $3 "\t" $4 "\t" speed[$3] }'
+    }
+    {
+        layer_rows one-core XBUILD_COMPRESS_THREADS=1 taskset -c 0
+        layer_rows one-thread XBUILD_COMPRESS_THREADS=1
+        layer_rows all-threads XBUILD_COMPRESS_THREADS="$CORES"
+    } > "$WORK/layer-scaling.tsv"
+    python3 - "$WORK/layer-scaling.tsv" "$CORES" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    how, algorithm, digest, mb_s = line.split("\t")
+    rows.setdefault(algorithm, {})[how] = (digest, float(mb_s))
+cores = sys.argv[2]
+print(f"| algorithm | one core MB/s | {cores} cores, one thread MB/s | {cores} cores, {cores} threads MB/s | speed-up over one core | goal | same blob every way |")
+print("|---|---|---|---|---|---|---|")
+for algorithm, ways in rows.items():
+    if len(ways) != 3:
+        print(f"| {algorithm} | a run failed: {sorted(ways)} |")
+        continue
+    speedup = ways["all-threads"][1] / ways["one-core"][1]
+    same = len({blob for blob, _ in ways.values()}) == 1
+    mark = ">= 1.7x " + ("met" if speedup >= 1.7 else "MISSED")
+    print(f"| {algorithm} | {ways['one-core'][1]:.1f} | {ways['one-thread'][1]:.1f} | {ways['all-threads'][1]:.1f} | {speedup:.2f}x | {mark} | {'yes' if same else 'NO'} ({ways['one-core'][0][:19]}...) |")
+PY
+
+    # Build nodes keep their bytes (issue 19 item 5): byte counts, not times, from the test that
+    # builds linux/arm64 on a node in a network namespace, once into the store (the node's
+    # archive comes back) and once with --push (only manifests and configs come back).
+    echo
+    echo "### bytes over SSH, a two-platform build with a linux/arm64 build node"
+    echo
+    NODE_TEST=nodes::a_pushing_node_sends_back_only_manifests_and_shares_a_registry_cache
+    XBUILD_FIXTURES="${XBUILD_FIXTURES:-${XBUILD_FIXTURES_CACHE:-/var/cache/xbuild-fixtures}/current}" \
+        XBUILD_TEST_STRICT=1 cargo test --release --locked --quiet --test it "$NODE_TEST" \
+        -- --exact --nocapture > "$WORK/nodes.log" 2>&1 || true
+    python3 - "$WORK/nodes.log" <<'PY'
+import re, sys
+log = open(sys.argv[1]).read()
+found = re.search(r"ssh bytes: store build sent (\d+) received (\d+); push sent (\d+) received (\d+)", log)
+if not found or "test result: ok" not in log:
+    print("the node test did not pass: see its log (kept in the bench's output below)")
+    print("```"); print(log[-3000:]); print("```")
+    sys.exit(0)
+sent_store, received_store, sent_push, received_push = map(int, found.groups())
+print("| build | sent to the node | received from the node |")
+print("|---|---|---|")
+print(f"| into the store (the node's archive comes back) | {sent_store:,} | {received_store:,} |")
+print(f"| --push (the node pushes; manifests and configs come back) | {sent_push:,} | {received_push:,} (1/{received_store / max(received_push, 1):.0f}) |")
+PY
 fi
