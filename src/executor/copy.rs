@@ -52,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::checksum;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::materials::Material;
@@ -310,7 +311,12 @@ fn commit(
     Ok(Done::new(state, key.to_owned()))
 }
 
-/// `COPY` / `ADD`.
+/// `COPY` / `ADD`. A `COPY --from` has a second key, `by_content` (its key without the
+/// identity of what it reads from, super::dispatch), looked up with the checksum of the
+/// sources it selects ([`super::checksum`]) when its key misses: a stage rebuilt to the
+/// same files takes the layer the step made before, as BuildKit's content-based cache of a
+/// copy's sources. A step that runs is recorded under both.
+#[allow(clippy::too_many_lines)]
 pub(crate) fn step(
     services: &Services<'_>,
     vertex: &Vertex,
@@ -318,6 +324,7 @@ pub(crate) fn step(
     parent: &Done,
     inputs: &[Arc<Done>],
     mut key: Key,
+    by_content: Option<Key>,
 ) -> Result<Done, ExecutorError> {
     let file = services.options.dockerfile.display();
     let line = instruction.span().start;
@@ -544,6 +551,22 @@ pub(crate) fn step(
     if let Some(state) = services.cache_hit(vertex, &key, &name)? {
         return Ok(Done::new(state, key));
     }
+    // The second key: what the selected sources hold (modification times left out), read
+    // only now that the first key missed.
+    let by_content = match by_content {
+        Some(mut by_content) if source_root.is_some() => {
+            by_content.add("copy-sources", &checksum::of_selections(&selections)?);
+            for heredoc in &inline {
+                by_content.add("inline", &heredoc.content);
+            }
+            let by_content = by_content.finish();
+            if let Some(state) = services.cache_hit_by_content(vertex, &key, &by_content, &name)? {
+                return Ok(Done::new(state, key));
+            }
+            Some(by_content)
+        }
+        _ => None,
+    };
     let lowers = services.lower_dirs(&parent.state)?;
     let id = services.counter.next();
     services.sink.emit(Event::Started {
@@ -849,6 +872,9 @@ pub(crate) fn step(
         &key,
         link_key.as_deref().map(|link_key| (link_key, id)),
     )?;
+    if let Some(by_content) = &by_content {
+        services.cache.record(by_content, &done.state)?;
+    }
     services.sink.emit(Event::Finished {
         vertex: id,
         duration: started.elapsed(),

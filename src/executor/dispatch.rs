@@ -1,6 +1,6 @@
 //! Which step runs an instruction: the instruction is expanded again over the base image's
-//! environment, its cache key started (the vertex identity, the parent's and input stages'
-//! keys, `SOURCE_DATE_EPOCH`), and it goes to `RUN` ([`super::run`]), `COPY`/`ADD`
+//! environment, its cache key started (the instruction and platform, `Vertex::own_id`; the
+//! parent's and input stages' chain keys; `SOURCE_DATE_EPOCH`), and it goes to `RUN` ([`super::run`]), `COPY`/`ADD`
 //! ([`super::copy`]), `WORKDIR` (config, then the directory), or a config instruction
 //! ([`super::config`]) or `ARG` (a history entry only), recorded here (config-only steps are
 //! cached too, silently, so a rebuild with nothing changed keeps every history timestamp
@@ -32,14 +32,19 @@ pub(crate) fn step(
     let instruction = reexpand_over_base(services.stages, vertex, resolved, &parent.state);
     // Expanded again over the base image: checked again.
     validate::instruction(&instruction, services.options)?;
-    // The parent's and inputs' content, not only their keys: a stage re-run by
-    // `--no-cache-filter` (or a nondeterministic step run again) gives its readers new keys.
-    let mut key = Key::new(&vertex.id, Some(&parent.chain_key()));
-    // A `COPY --from=<stage>`'s readers chain on what it made, not on the stage's key
-    // (`Done::cut_off`): its key without the stages it read, marked so that it is never the
-    // key of a record.
-    let mut readers = key.clone();
-    readers.add("readers-of", "copy-from-stage");
+    // The step's own instruction and platform (`Vertex::own_id`), and its parent's and
+    // inputs' content, not only their keys: a stage re-run by `--no-cache-filter` (or a
+    // nondeterministic step run again) gives its readers new keys. Not `vertex.id`, which
+    // holds the identities of every stage read on the way (their `ARG`s, their steps): the
+    // chain keys say what of them the step sees, and after a `COPY --from` that is what it
+    // copied (`Done::cut_off`), not how the stage made it.
+    let own_id = vertex.own_id();
+    let mut key = Key::new(&own_id, Some(&parent.chain_key()));
+    // A `COPY --from`'s key without what it reads from: its own instruction, its parent's
+    // content and the epoch. With the checksum of the sources it selects, it is the step's
+    // second key (super::copy); its readers chain on it and on what the step made
+    // (`Done::cut_off`).
+    let mut own = key.clone();
     // A RUN keys the stages it mounts by what it mounts of them (super::mounts), as
     // BuildKit's content-based cache of a mount's selector does.
     if !matches!(instruction, Instruction::Run(_)) {
@@ -49,7 +54,7 @@ pub(crate) fn step(
     }
     if let Some(epoch) = services.options.source_date_epoch {
         key.add("epoch", &epoch.to_string());
-        readers.add("epoch", &epoch.to_string());
+        own.add("epoch", &epoch.to_string());
     }
     let is_config_only = !matches!(
         instruction,
@@ -63,12 +68,23 @@ pub(crate) fn step(
     }
     match &instruction {
         Instruction::Run(run) => run::step(services, vertex, resolved, run, parent, inputs, key),
-        Instruction::Copy(copy) if copy.from.is_some() && !inputs.is_empty() => {
-            copy::step(services, vertex, &instruction, parent, inputs, key)
-                .map(|done| done.cut_off(readers.finish()))
+        Instruction::Copy(copy) if copy.from.is_some() => {
+            // Marked so that it is never the key of a record.
+            let mut readers = own.clone();
+            readers.add("readers-of", "copy-from");
+            copy::step(
+                services,
+                vertex,
+                &instruction,
+                parent,
+                inputs,
+                key,
+                Some(own),
+            )
+            .map(|done| done.cut_off(readers.finish()))
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
-            copy::step(services, vertex, &instruction, parent, inputs, key)
+            copy::step(services, vertex, &instruction, parent, inputs, key, None)
         }
         Instruction::Workdir(_) => {
             let mut state = parent.state.clone();

@@ -35,6 +35,7 @@
 pub mod archcheck;
 mod assemble;
 mod blobs;
+mod checksum;
 pub mod config;
 mod copy;
 mod dispatch;

@@ -26,7 +26,7 @@
 //!
 //! `type=bind,rw`: the step writes to a throw-away overlay over what is mounted
 //! ([`Scratch`]); nothing reaches the context, the source stage or the layer. A stage
-//! mounted with `from=` keys the step by the content mounted ([`content_digest`]), not by
+//! mounted with `from=` keys the step by the content mounted ([`super::checksum::of_path`]), not by
 //! how the stage was made, as BuildKit's content-based cache does.
 
 use std::fs;
@@ -307,7 +307,7 @@ pub(crate) fn prepare(
                         // stage rebuilt to the same `out/` does not run this step again.
                         key.add(
                             "bind-from",
-                            &format!("{relative}:{}", content_digest(&host)?),
+                            &format!("{relative}:{}", super::checksum::of_path(&host)?),
                         );
                         prepared._views.push(view);
                         host
@@ -553,52 +553,6 @@ impl Drop for Scratch {
             let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         }
     }
-}
-
-/// The digest of what is at `path` of a stage, as BuildKit's content checksum of a mount's
-/// selector: every name below it with its kind, mode, owner, link target and content,
-/// modification times left out.
-fn content_digest(path: &Path) -> Result<String, ExecutorError> {
-    fn one(digester: &mut crate::oci::Digester, name: &Path, abs: &Path) -> io::Result<()> {
-        let meta = fs::symlink_metadata(abs)?;
-        let line = format!(
-            "{}\0{:o}\0{}:{}\0",
-            name.display(),
-            meta.mode(),
-            meta.uid(),
-            meta.gid()
-        );
-        digester.update(line.as_bytes());
-        if meta.file_type().is_symlink() {
-            digester.update(fs::read_link(abs)?.as_os_str().as_encoded_bytes());
-        } else if meta.is_file() {
-            let mut file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(abs)?;
-            io::copy(&mut file, digester)?;
-        } else if !meta.is_dir() {
-            digester.update(&meta.rdev().to_le_bytes());
-        }
-        digester.update(b"\n");
-        Ok(())
-    }
-    let mut digester = crate::oci::Digester::default();
-    let reading = || format!("reading {}", path.display());
-    match fs::symlink_metadata(path) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => digester.update(b"missing"),
-        _ => {
-            one(&mut digester, Path::new(""), path).within(reading)?;
-            if path.is_dir() && !fs::symlink_metadata(path)?.file_type().is_symlink() {
-                let mut items = Vec::new();
-                super::sources::walk_dir(path, Path::new(""), &mut items)?;
-                for item in items {
-                    one(&mut digester, &item.rel, &item.abs).within(reading)?;
-                }
-            }
-        }
-    }
-    Ok(digester.finish().0.to_string())
 }
 
 /// Writes what `selected` holds of the context (after `.dockerignore`) into `view`, and

@@ -212,6 +212,27 @@ impl<'a> Services<'a> {
         Ok(Some(state))
     }
 
+    /// Looks `vertex` up under its second key `by_content` after a miss under `key` (as
+    /// [`Self::cache_hit`]); a hit is recorded under `key` too, so the next build finds it
+    /// there without the second key, and counts as a hit of `key`.
+    ///
+    /// # Errors
+    /// The store's record cannot be read or written.
+    pub(crate) fn cache_hit_by_content(
+        &self,
+        vertex: &Vertex,
+        key: &str,
+        by_content: &str,
+        name: &str,
+    ) -> Result<Option<ImageState>, crate::cache::CacheError> {
+        let Some(state) = self.cache_hit(vertex, by_content, name)? else {
+            return Ok(None);
+        };
+        self.cache.record(key, &state)?;
+        lock(&self.cached_keys).insert(key.to_owned());
+        Ok(Some(state))
+    }
+
     /// Snapshot directories of `state` (top first), fetching lazily imported layers first.
     ///
     /// # Errors

@@ -14,8 +14,8 @@ pub(crate) struct Done {
     /// The key its cache record is under (looked up before the step ran).
     pub(crate) key: String,
     /// What its readers chain on instead of [`Self::key`], when that key says more than the
-    /// result does: a `COPY --from` of another stage is looked up by the stage's key, but
-    /// what it made is its layer (see [`Self::cut_off`]).
+    /// result does: a `COPY --from` is looked up by the identity of the stage or image it
+    /// reads, but what it made is its layer (see [`Self::cut_off`]).
     pub(crate) readers_key: Option<String>,
 }
 
@@ -30,13 +30,17 @@ impl Done {
     }
 
     /// The same result, its readers chaining on `readers_key` (the step's key without the
-    /// stages it read) and its layers instead of its record key: the early cut-off of a
-    /// `COPY --from=<stage>`. When a stage is rebuilt and the files copied from it come out
-    /// the same (a comment edited, a rebuild that makes the same binary), the layer the
-    /// `COPY` makes has the same diff_id, so the steps after it keep their keys and are
-    /// found in the cache, as BuildKit's content-based keys of a copy's sources give.
-    /// Sound because a `COPY` changes nothing but its layer and a history entry: with the
-    /// same parent, instruction and layer, its result is the same image state.
+    /// stage or image it read: its own instruction, its parent's content, the epoch) and
+    /// its layers instead of its record key: the early cut-off of a `COPY --from`. When a
+    /// stage is rebuilt to the same selected files (a comment edited, a rebuild that makes
+    /// the same binary, an `ARG` of that stage changed), the `COPY` is a hit by the
+    /// content of its sources ([`super::copy`]) and gives the layer it made before, so the
+    /// steps after it keep their keys and are found in the cache, as BuildKit's
+    /// content-based keys of a copy's sources give. Needed besides that second key: the
+    /// `COPY`'s record key names the stage, and a hit on it reads no file, so its readers
+    /// cannot chain on the checksum. Sound because a `COPY` changes nothing but its layer
+    /// and a history entry: with the same parent, instruction and layer, its result is the
+    /// same image state.
     pub(crate) fn cut_off(mut self, readers_key: String) -> Self {
         self.readers_key = Some(readers_key);
         self

@@ -164,6 +164,14 @@ pub struct Vertex {
 }
 
 impl Vertex {
+    /// The digest of what the vertex does by itself: its instruction (with the scope it
+    /// sees) and its platform, without its parent's identity or those of the stages it reads
+    /// (whose `ARG` values and steps are in [`Self::id`]). A step keyed on the content of
+    /// what it reads (a `COPY --from`'s sources) takes this with its parent's content.
+    pub fn own_id(&self) -> String {
+        identity_of(None, Vec::new(), &self.platform, &self.op)
+    }
+
     /// What the vertex does, as one line (`FROM debian:bookworm`, `RUN make`), for the
     /// provenance's steps.
     pub fn description(&self) -> String {
@@ -633,6 +641,19 @@ impl Planner {
 /// The digest of what determines a vertex's result. Line numbers are left out, so moving an
 /// instruction down by adding a comment above it changes nothing.
 fn identity(spec: &VertexSpec<'_>, vertices: &[Vertex]) -> String {
+    identity_of(
+        spec.parent.map(|parent| vertices[parent].id.as_str()),
+        spec.inputs
+            .iter()
+            .map(|&input| vertices[input].id.as_str())
+            .collect(),
+        &spec.platform,
+        &spec.op,
+    )
+}
+
+/// The digest of a vertex's parent and input identities, platform and op (lines left out).
+fn identity_of(parent: Option<&str>, inputs: Vec<&str>, platform: &Platform, op: &Op) -> String {
     #[derive(Serialize)]
     struct Identity<'a> {
         parent: Option<&'a str>,
@@ -640,28 +661,24 @@ fn identity(spec: &VertexSpec<'_>, vertices: &[Vertex]) -> String {
         platform: String,
         op: serde_json::Value,
     }
-    let mut op = serde_json::to_value(&spec.op).expect("an op serialises to JSON");
-    strip_spans(&mut op);
+    let mut value = serde_json::to_value(op).expect("an op serialises to JSON");
+    strip_spans(&mut value);
     // `ADD --checksum=<commit>` of a git source only checks what the ref resolves to (the
     // step's key has the commit): as in BuildKit, adding it changes nothing.
-    if let Op::Step { instruction } = &spec.op {
+    if let Op::Step { instruction } = op {
         if let Instruction::Add(add) = &instruction.instruction {
             if add.sources.iter().any(
                 |source| matches!(source, Source::Path(path) if crate::source::gitref::is_git_source(path)),
             ) {
-                strip_key(&mut op, "checksum");
+                strip_key(&mut value, "checksum");
             }
         }
     }
     let identity = Identity {
-        parent: spec.parent.map(|parent| vertices[parent].id.as_str()),
-        inputs: spec
-            .inputs
-            .iter()
-            .map(|&input| vertices[input].id.as_str())
-            .collect(),
-        platform: spec.platform.to_string(),
-        op,
+        parent,
+        inputs,
+        platform: platform.to_string(),
+        op: value,
     };
     let bytes = serde_json::to_vec(&identity).expect("an identity serialises to JSON");
     sha256_digest(&bytes).digest().to_owned()

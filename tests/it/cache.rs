@@ -702,3 +702,143 @@ fn a_stage_rebuilt_to_the_same_files_leaves_the_steps_after_its_copy_cached() {
     assert_eq!(ran(&err, "final-ran"), 1, "{err}");
     assert_ne!(util::stdout(&third).trim(), first_digest);
 }
+
+/// A build stage whose `RUN` makes `/out` with the script `make.sh` of the context, its
+/// `ARG FLAVOR` only printed; a final stage that copies `/out`.
+const BY_CONTENT: &str = r#"
+ARG REG
+FROM $REG/base/busybox AS build
+ARG FLAVOR=plain
+COPY make.sh /make.sh
+RUN echo "build-ran $FLAVOR" && sh /make.sh
+
+FROM $REG/base/busybox
+COPY --from=build /out /out
+RUN echo "final-ran" && ls -lR /out > /listing
+ENV DONE=yes
+"#;
+
+/// `make.sh`: the baseline `/out` (a file, a link to it, dates set), with `change` after it.
+fn make_script(date: &str, change: &str) -> String {
+    format!(
+        "mkdir -p /out/dir\necho hello > /out/dir/f\nln -s f /out/dir/l\n\
+         touch -d '{date}' /out/dir/f /out/dir /out\n{change}\n"
+    )
+}
+
+/// A build of `ctx` without `SOURCE_DATE_EPOCH` (each file keeps the mtime the stage gave it).
+fn build_without_epoch(registry: &TestRegistry, dir: &Path, args: &[&str]) -> Output {
+    let output = registry
+        .xbuild(&dir.join("home"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+        .args(["-t", "app:1", "--build-arg"])
+        .arg(format!("REG={}", registry.host))
+        .args(args)
+        .arg(dir.join("ctx"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", util::stderr(&output));
+    output
+}
+
+/// Whether the step whose progress name contains `name` was `CACHED` (`#N <name>` then
+/// `#N CACHED`).
+fn step_cached(text: &str, name: &str) -> bool {
+    let ids: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(name) && line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(!ids.is_empty(), "no step {name}:\n{text}");
+    ids.iter()
+        .any(|id| text.lines().any(|line| line == format!("{id} CACHED")))
+}
+
+fn by_content_setup() -> (TestRegistry, tempfile::TempDir) {
+    let registry = TestRegistry::start(Setup::Plain);
+    registry.skopeo_push_fixture("base/busybox:latest", None);
+    let dir = util::temp_dir();
+    let context = dir.path().join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), BY_CONTENT).unwrap();
+    (registry, dir)
+}
+
+/// Without `SOURCE_DATE_EPOCH`, a stage rebuilt to the same files (new mtimes), or run again
+/// for a changed `ARG` of its own, gives a cache hit on the `COPY --from` itself (keyed on
+/// what it selects, mtimes left out, as BuildKit's content checksum): the same image, the
+/// steps after it cached. `--no-cache` runs it all the same.
+#[test]
+fn a_copy_from_a_stage_rebuilt_to_the_same_files_is_cached_by_content() {
+    if !needs() {
+        return;
+    }
+    let (registry, dir) = by_content_setup();
+    let dir = dir.path();
+    let script = dir.join("ctx").join("make.sh");
+    std::fs::write(&script, make_script("2020-01-01 00:00:00", "")).unwrap();
+    let first = build_without_epoch(&registry, dir, &[]);
+    let err = util::stderr(&first);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert_eq!(ran(&err, "final-ran"), 1, "{err}");
+    assert!(!step_cached(&err, "COPY --from=build"), "{err}");
+    let digest = util::stdout(&first).trim().to_owned();
+
+    // The same files with other mtimes.
+    std::fs::write(&script, make_script("2021-06-01 12:00:00", "")).unwrap();
+    let touched = build_without_epoch(&registry, dir, &[]);
+    let err = util::stderr(&touched);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert!(step_cached(&err, "COPY --from=build"), "{err}");
+    assert_eq!(ran(&err, "final-ran"), 0, "{err}");
+    assert_eq!(util::stdout(&touched).trim(), digest);
+
+    // An ARG of the source stage: the stage runs again, the COPY and what follows do not.
+    let argued = build_without_epoch(&registry, dir, &["--build-arg", "FLAVOR=other"]);
+    let err = util::stderr(&argued);
+    assert_eq!(ran(&err, "build-ran other"), 1, "{err}");
+    assert!(step_cached(&err, "COPY --from=build"), "{err}");
+    assert_eq!(ran(&err, "final-ran"), 0, "{err}");
+    assert_eq!(util::stdout(&argued).trim(), digest);
+
+    // --no-cache runs every step.
+    let fresh = build_without_epoch(&registry, dir, &["--no-cache"]);
+    let err = util::stderr(&fresh);
+    assert_eq!(ran(&err, "build-ran"), 1, "{err}");
+    assert!(!step_cached(&err, "COPY --from=build"), "{err}");
+    assert_eq!(ran(&err, "final-ran"), 1, "{err}");
+}
+
+/// Each field of the content checksum counts: a changed mode, owner, content (same size),
+/// link target, or a file added below the copied directory makes the `COPY --from` run
+/// again, each compared with the baseline it alone differs from.
+#[test]
+fn a_copy_from_runs_again_when_a_mode_owner_content_link_or_file_changes() {
+    if !needs() {
+        return;
+    }
+    let (registry, dir) = by_content_setup();
+    let dir = dir.path();
+    let script = dir.join("ctx").join("make.sh");
+    let date = "2020-01-01 00:00:00";
+    std::fs::write(&script, make_script(date, "")).unwrap();
+    let baseline = build_without_epoch(&registry, dir, &[]);
+    let mut digests = vec![util::stdout(&baseline).trim().to_owned()];
+    for change in [
+        "chmod 600 /out/dir/f",
+        "chown 1:1 /out/dir/f",
+        "echo HELLO > /out/dir/f && touch -d '2020-01-01 00:00:00' /out/dir/f",
+        "rm /out/dir/l && ln -s g /out/dir/l",
+        "touch -d '2020-01-01 00:00:00' /out/dir/new /out/dir",
+    ] {
+        std::fs::write(&script, make_script(date, change)).unwrap();
+        let output = build_without_epoch(&registry, dir, &[]);
+        let err = util::stderr(&output);
+        assert!(!step_cached(&err, "COPY --from=build"), "{change}:\n{err}");
+        assert_eq!(ran(&err, "final-ran"), 1, "{change}:\n{err}");
+        let digest = util::stdout(&output).trim().to_owned();
+        assert!(!digests.contains(&digest), "{change}: {digest}");
+        digests.push(digest);
+    }
+}
