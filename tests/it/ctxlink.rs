@@ -252,8 +252,8 @@ fn a_one_file_change_links_the_rest_and_gives_a_fresh_stores_image() {
 /// context entry, a second copy of the layer's file list) exceed: 78 and 55 MiB there
 /// (debug builds, the test's profile; the same image). The no-change rebuild's bound is
 /// also under what 6bfa128 took (a selection made on a cache hit too, a hash-map stat
-/// cache read whole: 34.7 MiB with its release binary, by hand), 20 MiB since; the first
-/// build's, 35 MiB since, was not held against 6bfa128's debug build.
+/// cache read whole: 34.7 MiB with its release binary, by hand), 20-25 MiB since; the first
+/// build's, 35-40 MiB since, was not held against 6bfa128's debug build.
 #[test]
 fn a_20000_file_copy_stays_under_its_memory_bound() {
     if !needs() {
@@ -304,5 +304,5 @@ fn a_20000_file_copy_stays_under_its_memory_bound() {
 
 /// Bounds of [`a_20000_file_copy_stays_under_its_memory_bound`], with a margin over what
 /// was measured since (and, for the rebuild, under what 6bfa128 took).
-const BOUND_FIRST_MIB: u64 = 48;
-const BOUND_AGAIN_MIB: u64 = 30;
+const BOUND_FIRST_MIB: u64 = 52;
+const BOUND_AGAIN_MIB: u64 = 32;
