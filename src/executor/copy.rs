@@ -59,7 +59,7 @@ use super::materials::Material;
 use super::permissions::{ModeChange, resolve_chown};
 use super::services::Services;
 use super::sources::{
-    Filter, Item, Selected, download, extract_archive, is_archive, select_in_context,
+    ContextFiles, Filter, Item, Selected, download, extract_archive, is_archive, select_in_context,
     select_in_dir, walk_dir,
 };
 use super::state::{Done, join_path};
@@ -311,6 +311,61 @@ fn commit(
     Ok(Done::new(state, key.to_owned()))
 }
 
+/// The cache key of a copy whose sources are all in the build context (paths, no URL or git
+/// repository; inline files), from [`ContextFiles::key_parts`]: the key the full selection
+/// makes, added to in the same order (the context's digest, inline files, hard links).
+/// `None` when the sources are not all in the context or only the full selection can tell.
+fn early_context_key(
+    files: &ContextFiles,
+    sources: &[Source],
+    is_add: bool,
+    filter: &Filter,
+    key: &Key,
+) -> Result<Option<String>, ExecutorError> {
+    let mut patterns = Vec::new();
+    let mut inline = Vec::new();
+    for source in sources {
+        match source {
+            Source::Path(path) => {
+                if (is_add && is_git_source(path))
+                    || path.starts_with("http://")
+                    || path.starts_with("https://")
+                {
+                    return Ok(None);
+                }
+                patterns.push(path.as_str());
+            }
+            Source::Inline(heredoc) => inline.push(&heredoc.content),
+        }
+    }
+    let Some(parts) = files.key_parts(&patterns, filter)? else {
+        return Ok(None);
+    };
+    let mut key = key.clone();
+    {
+        let mut cache = files
+            .stat_cache
+            .lock()
+            .map_err(|_| ExecutorError::WorkerPanicked)?;
+        let digest = context::digest_entries_cached(
+            &files.dir,
+            files.entries_at(&parts.indexes),
+            &mut cache,
+        )?;
+        key.add("context", digest.as_ref());
+    }
+    for content in inline {
+        key.add("inline", content);
+    }
+    for (below, first) in &parts.hardlinks {
+        key.add(
+            "hardlink",
+            &format!("{} {}", below.display(), first.display()),
+        );
+    }
+    Ok(Some(key.finish()))
+}
+
 /// `COPY` / `ADD`. A `COPY --from` has a second key, `by_content` (its key without the
 /// identity of what it reads from, super::dispatch), looked up with the checksum of the
 /// sources it selects ([`super::checksum`]) when its key misses: a stage rebuilt to the
@@ -422,6 +477,18 @@ pub(crate) fn step(
             None
         };
 
+    // A copy from the context only: its key needs the entries' indexes, not the selection's
+    // items, so a cache hit makes none (issue 19 item 4: peak RSS at 100,000 files).
+    let early_key = match &context_files {
+        Some(files) => early_context_key(files, sources, is_add, &filter, &key)?,
+        None => None,
+    };
+    if let Some(early) = &early_key {
+        if let Some(state) = services.cache_hit(vertex, early, &name)? {
+            return Ok(Done::new(state, early.clone()));
+        }
+    }
+
     let scratch = services.scratch_dirs()?;
     let mut selections = Vec::new();
     let mut pending_git = Vec::new();
@@ -519,38 +586,44 @@ pub(crate) fn step(
         link_key.add("snapshot-source", "context");
         link_key.finish()
     });
-    // Cache key: exactly what is read from the context.
-    if let Some(files) = &context_files {
-        let entries = files.selected(&selections);
-        let mut cache = files
-            .stat_cache
-            .lock()
-            .map_err(|_| ExecutorError::WorkerPanicked)?;
-        let digest = context::digest_entries_cached(&files.dir, entries, &mut cache)?;
-        key.add("context", digest.as_ref());
-    }
-    for heredoc in &inline {
-        key.add("inline", &heredoc.content);
-    }
-    // Hard links among what a source selects are kept: which names are linked is content.
-    for (below, first) in selections.iter().flat_map(|selected| {
-        let links = selected.hardlinks();
-        let mut pairs: Vec<_> = links
-            .into_iter()
-            .map(|(index, first)| (selected.items[index].0.clone(), first))
-            .collect();
-        pairs.sort();
-        pairs
-    }) {
-        key.add(
-            "hardlink",
-            &format!("{} {}", below.display(), first.display()),
-        );
-    }
-    let key = key.finish();
-    if let Some(state) = services.cache_hit(vertex, &key, &name)? {
-        return Ok(Done::new(state, key));
-    }
+    // Cache key: exactly what is read from the context. Made from the selection only when the
+    // early key could not be; debug builds (the integration tests') make both and hold them
+    // equal (`sources::ContextFiles::key_parts` has a unit test of that too).
+    let key = match early_key {
+        Some(early) if !cfg!(debug_assertions) => early,
+        _ => {
+            if let Some(files) = &context_files {
+                let entries = files.selected(&selections);
+                let mut cache = files
+                    .stat_cache
+                    .lock()
+                    .map_err(|_| ExecutorError::WorkerPanicked)?;
+                let digest = context::digest_entries_cached(&files.dir, entries, &mut cache)?;
+                key.add("context", digest.as_ref());
+            }
+            for heredoc in &inline {
+                key.add("inline", &heredoc.content);
+            }
+            // Hard links among what a source selects are kept: which names are linked is
+            // content.
+            for (below, first) in selections.iter().flat_map(Selected::hardlink_pairs) {
+                key.add(
+                    "hardlink",
+                    &format!("{} {}", below.display(), first.display()),
+                );
+            }
+            let key = key.finish();
+            if let Some(early) = early_key {
+                assert_eq!(
+                    early, key,
+                    "{name}: the early context key differs from the selection's"
+                );
+            } else if let Some(state) = services.cache_hit(vertex, &key, &name)? {
+                return Ok(Done::new(state, key));
+            }
+            key
+        }
+    };
     // The second key: what the selected sources hold (modification times left out), read
     // only now that the first key missed.
     let by_content = match by_content {
@@ -648,7 +721,7 @@ pub(crate) fn step(
     }
 
     let push_item = |below: &Path,
-                     item: &Item,
+                     item: Item,
                      url_file: bool,
                      entries: &mut Vec<FileListEntry>,
                      listed: &mut std::collections::BTreeSet<PathBuf>|
@@ -691,13 +764,20 @@ pub(crate) fn step(
         if let Some(mtime) = url_mtimes.get(&item.abs) {
             entry.mtime = *mtime;
         }
-        let source = item.meta.is_file().then(|| item.abs.clone());
+        // The item's own path, moved: not a second copy of every file's.
+        let source = item.meta.is_file().then_some(item.abs);
         entries.push(FileListEntry { entry, source });
         Ok(())
     };
 
     let mut extracted = 0;
-    for selected in &selections {
+    // One entry per item (and a few directories): room for them at once, not up to twice
+    // that from the list's growth. The selections are consumed: each item's paths are freed
+    // (or moved into the list) as its entry is listed, not kept beside the whole list (issue
+    // 19 item 4).
+    let items: usize = selections.iter().map(|selected| selected.items.len()).sum();
+    entries.reserve_exact(items + inline.len() + 64);
+    for selected in selections {
         // BuildKit's `AttemptUnpack`: a local ADD source unless `--unpack=false`, a URL only
         // with `--unpack=true`, a git checkout never; only files the source names itself.
         let attempt_unpack = if selected.from_git {
@@ -708,7 +788,7 @@ pub(crate) fn step(
             is_add && unpack != Some(false)
         };
         let hardlinks = selected.hardlinks();
-        for (index, (below, item)) in selected.items.iter().enumerate() {
+        for (index, (below, item)) in selected.items.into_iter().enumerate() {
             if attempt_unpack
                 && selected.named_files.contains(&index)
                 && item.meta.is_file()
@@ -761,12 +841,12 @@ pub(crate) fn step(
             }
             let target = match &file_target {
                 Some(target) => PathBuf::from(target.trim_start_matches('/')),
-                None => dest_rel.join(below),
+                None => dest_rel.join(&below),
             };
             targets
                 .check(&target, item.meta.is_dir())
                 .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
-            push_item(below, item, selected.from_url, &mut entries, &mut listed)?;
+            push_item(&below, item, selected.from_url, &mut entries, &mut listed)?;
             // A file sharing its inode with one copied before it: a tar hard link to it.
             if let (Some(first), None, Some(last)) =
                 (hardlinks.get(&index), &file_target, entries.last_mut())
@@ -855,9 +935,8 @@ pub(crate) fn step(
             ));
         }
     }
-    // The selections' items and the listed paths are not needed to write the layer: freed
-    // before it is written (a big context has one of each per file).
-    drop(selections);
+    // The listed paths are not needed to write the layer: freed before it is written (a big
+    // context has one per file; the selections' items went as they were listed).
     drop(listed);
     let created_by = format!(
         "{text} {} # buildkit",

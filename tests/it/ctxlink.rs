@@ -249,8 +249,11 @@ fn a_one_file_change_links_the_rest_and_gives_a_fresh_stores_image() {
 /// Issue 19 item 4: what a `COPY` of a big context keeps per file. At 20,000 files the
 /// first build and the no-change rebuild stay under a bound that the per-file copies of
 /// c68514f (a second `lstat` and a whole `std::fs::Metadata` per file, clones of every
-/// context entry, a second copy of the layer's file list) exceed: 78 and 55 MiB there,
-/// 65 and 43 MiB since (debug builds, the test's profile; the same image).
+/// context entry, a second copy of the layer's file list) exceed: 78 and 55 MiB there
+/// (debug builds, the test's profile; the same image). The no-change rebuild's bound is
+/// also under what 6bfa128 took (a selection made on a cache hit too, a hash-map stat
+/// cache read whole: 34.7 MiB with its release binary, by hand), 20-25 MiB since; the first
+/// build's, 35-40 MiB since, was not held against 6bfa128's debug build.
 #[test]
 fn a_20000_file_copy_stays_under_its_memory_bound() {
     if !needs() {
@@ -300,6 +303,6 @@ fn a_20000_file_copy_stays_under_its_memory_bound() {
 }
 
 /// Bounds of [`a_20000_file_copy_stays_under_its_memory_bound`], with a margin over what
-/// was measured since and under what c68514f took.
-const BOUND_FIRST_MIB: u64 = 72;
-const BOUND_AGAIN_MIB: u64 = 50;
+/// was measured since (and, for the rebuild, under what 6bfa128 took).
+const BOUND_FIRST_MIB: u64 = 52;
+const BOUND_AGAIN_MIB: u64 = 32;
