@@ -438,6 +438,9 @@ pub(crate) fn step(
 
     // The source tree.
     let view;
+    // A copy from a stage or an image without URL sources: its key, looked up before the
+    // stage is viewed (the key the selection makes below must be the same).
+    let mut early_from_key = None;
     let source_root: Option<PathBuf> = match &from {
         None => None,
         Some(from_name) => {
@@ -465,6 +468,7 @@ pub(crate) fn step(
                 if let Some(state) = services.cache_hit(vertex, &early, &name)? {
                     return Ok(Done::new(state, early));
                 }
+                early_from_key = Some(early);
             }
             view = services.view(&state)?;
             Some(view.root.clone())
@@ -605,18 +609,28 @@ pub(crate) fn step(
                 key.add("inline", &heredoc.content);
             }
             // Hard links among what a source selects are kept: which names are linked is
-            // content.
-            for (below, first) in selections.iter().flat_map(Selected::hardlink_pairs) {
-                key.add(
-                    "hardlink",
-                    &format!("{} {}", below.display(), first.display()),
-                );
+            // content. Of the context only: a stage's or an image's are already in the key
+            // (its chain key, its manifest), which the early lookup above relies on.
+            if context_files.is_some() {
+                for (below, first) in selections.iter().flat_map(Selected::hardlink_pairs) {
+                    key.add(
+                        "hardlink",
+                        &format!("{} {}", below.display(), first.display()),
+                    );
+                }
             }
             let key = key.finish();
             if let Some(early) = early_key {
                 assert_eq!(
                     early, key,
                     "{name}: the early context key differs from the selection's"
+                );
+            } else if let Some(early) = &early_from_key {
+                // Looked up already (it missed). Debug builds, the integration tests',
+                // hold the two equal.
+                debug_assert_eq!(
+                    early, &key,
+                    "{name}: the early key of a copy from a stage differs from the selection's"
                 );
             } else if let Some(state) = services.cache_hit(vertex, &key, &name)? {
                 return Ok(Done::new(state, key));

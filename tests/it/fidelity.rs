@@ -37,10 +37,13 @@ fn copy_keeps_the_hard_links_among_what_it_copies() {
     std::fs::write(ctx.join("lone"), "lone\n").unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox\n\
+        "FROM busybox AS stage\n\
+         COPY . /ctx/\n\
+         FROM busybox\n\
          COPY . /ctx/\n\
          COPY --exclude=a . /ex/\n\
-         COPY sub/ /onlysub/\n",
+         COPY sub/ /onlysub/\n\
+         COPY --from=stage /ctx/ /fromstage/\n",
     )
     .unwrap();
     let output = build(dir, &["-t", "links:1"]);
@@ -72,6 +75,16 @@ fn copy_keeps_the_hard_links_among_what_it_copies() {
             "{arch}: onlysub/d"
         );
         assert_ne!(inode(&rootfs.join("ctx/lone")), a);
+        // From a stage, too (and, in this debug build, the key the copy looked up before it
+        // viewed the stage equals the one its selection makes: a debug assertion).
+        let from_stage = inode(&rootfs.join("fromstage/a"));
+        assert_eq!(
+            inode(&rootfs.join("fromstage/b")),
+            from_stage,
+            "{arch}: fromstage/b"
+        );
+        assert_eq!(inode(&rootfs.join("fromstage/sub/d")), from_stage);
+        assert_ne!(from_stage, a);
     }
     // Which names are linked is content: unlinking `b` (same bytes) is a new layer.
     std::fs::remove_file(ctx.join("b")).unwrap();
