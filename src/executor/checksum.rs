@@ -31,16 +31,17 @@ use crate::oci::Digester;
 pub(crate) fn of_selections(selections: &[Selected]) -> Result<String, ExecutorError> {
     let mut digester = Digester::default();
     for (index, selected) in selections.iter().enumerate() {
-        digester.update(format!("source {index} {}\n", selected.items.len()).as_bytes());
-        let links = selected.hardlinks();
-        for (at, (below, item)) in selected.items.iter().enumerate() {
+        digester.update(format!("source {index} {}\n", selected.len()).as_bytes());
+        // Another stage's or image's files: never a run of the build context's entries.
+        let links = selected.hardlinks(None)?;
+        selected.each(None, |at, below, item| {
             item_into(
                 &mut digester,
                 below,
                 item,
                 links.get(&at).map(AsRef::as_ref),
-            )?;
-        }
+            )
+        })?;
     }
     Ok(digester.finish().0.to_string())
 }
@@ -202,6 +203,7 @@ mod tests {
                     .into_iter()
                     .map(|item| (item.rel.clone(), item))
                     .collect(),
+                context_run: None,
                 tops: 1,
                 single_file_name: None,
                 from_url: false,

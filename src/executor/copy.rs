@@ -77,10 +77,8 @@ use crate::source::gitref::{GitRef, is_git_source};
 
 /// Adds `dir` and its missing parents as directory entries (existing ones keep their
 /// metadata from the state; missing ones get `mode`).
-#[allow(clippy::too_many_arguments)]
 fn add_parents(
-    entries: &mut Vec<FileListEntry>,
-    listed: &mut std::collections::BTreeSet<PathBuf>,
+    listing: &mut Listing,
     lowers: &[PathBuf],
     dir: &str,
     owner: Option<(u64, u64)>,
@@ -100,7 +98,7 @@ fn add_parents(
         if is_self && !include_self {
             break;
         }
-        if !listed.insert(path.clone()) {
+        if listing.is_listed(&path) {
             continue;
         }
         let entry = match Stack::new(lowers).lookup(&format!("/{}", path.display())) {
@@ -124,10 +122,157 @@ fn add_parents(
                 entry
             }
         };
-        entries.push(FileListEntry {
+        listing.make(entry);
+    }
+}
+
+/// The layer's file list as a copy makes it: an entry a source lists replaces whatever is
+/// listed at its path (a later source wins, as files overwrite), and the directories the
+/// copy makes around them (the destination and its parents, the directories between it and
+/// an item, the parents of what an archive placed) go only where nothing is listed. Where
+/// each path was listed used to be told by a set of every path (9 MB at 100,000 files,
+/// issue 19 item 4); now by the list itself, settled once the sources are listed
+/// ([`Self::settle`]: sorted, one entry per path), and a set of the directories listed
+/// (a few per thousand files), so that a directory is made once, not once per file below
+/// it.
+struct Listing {
+    entries: Vec<FileListEntry>,
+    /// Positions in `entries` of the directories made (ascending): an entry a source lists
+    /// at the same path replaces them, whenever it comes.
+    made: Vec<usize>,
+    /// The paths of the directories listed so far, made or a source's.
+    dirs: std::collections::HashSet<PathBuf>,
+    /// How many entries at the start of `entries` are settled (sorted, one per path).
+    settled: usize,
+}
+
+impl Listing {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            made: Vec::new(),
+            dirs: std::collections::HashSet::new(),
+            settled: 0,
+        }
+    }
+
+    /// Lists `item`, replacing what is listed at its path. Only before the list is settled.
+    fn push(&mut self, item: FileListEntry) {
+        debug_assert_eq!(
+            self.settled, 0,
+            "an entry listed after the list was settled"
+        );
+        if item.entry.kind == EntryKind::Directory {
+            self.dirs.insert(item.entry.path.clone());
+        }
+        self.entries.push(item);
+    }
+
+    /// Whether a directory, or a settled entry, is at `path`. A file listed since the list
+    /// was settled is not seen: a directory made at its path then is dropped when the list
+    /// is settled again.
+    fn is_listed(&self, path: &Path) -> bool {
+        self.dirs.contains(path)
+            || self.entries[..self.settled]
+                .binary_search_by(|item| item.entry.path.as_path().cmp(path))
+                .is_ok()
+    }
+
+    /// Makes the directory `entry` unless something is listed at its path.
+    fn make(&mut self, entry: TarEntry) {
+        if self.is_listed(&entry.path) {
+            return;
+        }
+        self.dirs.insert(entry.path.clone());
+        self.made.push(self.entries.len());
+        self.entries.push(FileListEntry {
             entry,
             source: None,
         });
+    }
+
+    /// One entry per path, sorted by path (as [`layer::normalize_file_list`] sorts): at
+    /// each path the last entry a source listed, else the first directory made there.
+    /// Sorted in place, through a list of positions (8 bytes an entry), not a second list.
+    fn settle(&mut self) {
+        let entries = &mut self.entries;
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            entries[a]
+                .entry
+                .path
+                .cmp(&entries[b].entry.path)
+                .then(a.cmp(&b))
+        });
+        // The positions that lose to another at the same path.
+        let mut dropped = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let path = &entries[order[start]].entry.path;
+            let end = start
+                + order[start..]
+                    .iter()
+                    .take_while(|&&at| entries[at].entry.path == *path)
+                    .count();
+            let same = &order[start..end];
+            if same.len() > 1 {
+                let winner = same
+                    .iter()
+                    .rev()
+                    .find(|at| self.made.binary_search(at).is_err())
+                    .unwrap_or(&same[0]);
+                dropped.extend(same.iter().filter(|&at| at != winner));
+            }
+            start = end;
+        }
+        if !dropped.is_empty() {
+            dropped.sort_unstable();
+            // Each kept position's new one: less the dropped ones before it.
+            order.retain(|at| dropped.binary_search(at).is_err());
+            for at in &mut order {
+                *at -= dropped.partition_point(|&gone| gone < *at);
+            }
+            let mut position = 0;
+            entries.retain(|_| {
+                let keep = dropped.binary_search(&position).is_err();
+                position += 1;
+                keep
+            });
+        }
+        // entries[i] becomes the entry at order[i], cycle by cycle.
+        for start in 0..order.len() {
+            let mut current = start;
+            while order[current] != usize::MAX {
+                let source = order[current];
+                order[current] = usize::MAX;
+                if source == start {
+                    break;
+                }
+                entries.swap(current, source);
+                current = source;
+            }
+        }
+        self.made.clear();
+        self.settled = entries.len();
+    }
+
+    /// The parent directories of settled entries that are not listed, as absolute paths
+    /// (repeats included).
+    fn missing_parents(&self) -> Vec<String> {
+        self.entries[..self.settled]
+            .iter()
+            .filter_map(|item| item.entry.path.parent())
+            .filter(|parent| !parent.as_os_str().is_empty() && !self.is_listed(parent))
+            .map(|parent| format!("/{}", parent.to_string_lossy()))
+            .collect()
+    }
+
+    /// The list, settled.
+    fn into_entries(mut self) -> Vec<FileListEntry> {
+        if self.settled != self.entries.len() {
+            self.settle();
+        }
+        self.entries
     }
 }
 
@@ -193,20 +338,18 @@ pub(crate) fn workdir(
         .filter(|user| !user.is_empty())
         .map(|user| resolve_chown(&lowers, &user))
         .transpose()?;
-    let mut entries = Vec::new();
-    let mut listed = std::collections::BTreeSet::new();
+    let mut listing = Listing::new();
     let mtime = services.options.source_date_epoch.unwrap_or_else(now);
-    add_parents(
-        &mut entries,
-        &mut listed,
-        &lowers,
-        dir,
-        owner,
-        mtime,
-        true,
-        0o755,
-    );
-    commit(services, vertex, state, entries, created_by, &key, None)
+    add_parents(&mut listing, &lowers, dir, owner, mtime, true, 0o755);
+    commit(
+        services,
+        vertex,
+        state,
+        listing.into_entries(),
+        created_by,
+        &key,
+        None,
+    )
 }
 
 fn now() -> i64 {
@@ -532,6 +675,7 @@ pub(crate) fn step(
                     pending_git.push((selections.len(), git, resolved, options));
                     selections.push(Selected {
                         items: Vec::new(),
+                        context_run: None,
                         tops: 1,
                         single_file_name: None,
                         from_url: false,
@@ -561,6 +705,7 @@ pub(crate) fn step(
                     let item = Item::host(PathBuf::from(&name), downloaded.path)?;
                     selections.push(Selected {
                         items: vec![(PathBuf::from(&name), item)],
+                        context_run: None,
                         tops: 1,
                         single_file_name: Some(name.into()),
                         from_url: true,
@@ -611,12 +756,14 @@ pub(crate) fn step(
             // Hard links among what a source selects are kept: which names are linked is
             // content. Of the context only: a stage's or an image's are already in the key
             // (its chain key, its manifest), which the early lookup above relies on.
-            if context_files.is_some() {
-                for (below, first) in selections.iter().flat_map(Selected::hardlink_pairs) {
-                    key.add(
-                        "hardlink",
-                        &format!("{} {}", below.display(), first.display()),
-                    );
+            if let Some(files) = context_files.as_deref() {
+                for selected in &selections {
+                    for (below, first) in selected.hardlink_pairs(Some(files))? {
+                        key.add(
+                            "hardlink",
+                            &format!("{} {}", below.display(), first.display()),
+                        );
+                    }
                 }
             }
             let key = key.finish();
@@ -697,8 +844,7 @@ pub(crate) fn step(
     let dest_is_dir = dest_dir_syntax || tops > 1 || dest_exists_dir || any_dir_source;
     let mtime_now = services.options.source_date_epoch.unwrap_or_else(now);
 
-    let mut entries: Vec<FileListEntry> = Vec::new();
-    let mut listed = std::collections::BTreeSet::new();
+    let mut listing = Listing::new();
     let (dest_dir, file_target) = if dest_is_dir {
         (dest_abs.clone(), None)
     } else {
@@ -715,8 +861,7 @@ pub(crate) fn step(
         _ => 0o755,
     };
     add_parents(
-        &mut entries,
-        &mut listed,
+        &mut listing,
         &lowers,
         &dest_dir,
         owner,
@@ -737,17 +882,13 @@ pub(crate) fn step(
     let push_item = |below: &Path,
                      item: Item,
                      url_file: bool,
-                     entries: &mut Vec<FileListEntry>,
-                     listed: &mut std::collections::BTreeSet<PathBuf>|
+                     listing: &mut Listing|
      -> Result<(), ExecutorError> {
+        // A later source wins over an earlier one, as files overwrite (`Listing::push`).
         let target = match &file_target {
             Some(target) => PathBuf::from(target.trim_start_matches('/')),
             None => dest_rel.join(below),
         };
-        if !listed.insert(target.clone()) {
-            // A later source wins over an earlier one, as files overwrite.
-            entries.retain(|e| e.entry.path != target);
-        }
         // A socket of the context is an empty regular file with its permissions, as
         // BuildKit's fsutil sends it (the socket bit cleared).
         let mut entry = if from_context && item.meta.is_socket() {
@@ -780,7 +921,7 @@ pub(crate) fn step(
         }
         // The item's own path, moved: not a second copy of every file's.
         let source = item.meta.is_file().then_some(item.abs);
-        entries.push(FileListEntry { entry, source });
+        listing.push(FileListEntry { entry, source });
         Ok(())
     };
 
@@ -789,9 +930,10 @@ pub(crate) fn step(
     // that from the list's growth. The selections are consumed: each item's paths are freed
     // (or moved into the list) as its entry is listed, not kept beside the whole list (issue
     // 19 item 4).
-    let items: usize = selections.iter().map(|selected| selected.items.len()).sum();
-    entries.reserve_exact(items + inline.len() + 64);
-    for selected in selections {
+    let items: usize = selections.iter().map(Selected::len).sum();
+    listing.entries.reserve_exact(items + inline.len() + 64);
+    let files = context_files.as_deref();
+    for mut selected in selections {
         // BuildKit's `AttemptUnpack`: a local ADD source unless `--unpack=false`, a URL only
         // with `--unpack=true`, a git checkout never; only files the source names itself.
         let attempt_unpack = if selected.from_git {
@@ -801,10 +943,14 @@ pub(crate) fn step(
         } else {
             is_add && unpack != Some(false)
         };
-        let hardlinks = selected.hardlinks();
-        for (index, (below, item)) in selected.items.into_iter().enumerate() {
+        let hardlinks = selected.hardlinks(files)?;
+        let named_files = std::mem::take(&mut selected.named_files);
+        let from_url = selected.from_url;
+        // A source naming a directory of the context: its items made one at a time.
+        for (index, item) in selected.into_items(files)?.enumerate() {
+            let (below, item) = item?;
             if attempt_unpack
-                && selected.named_files.contains(&index)
+                && named_files.contains(&index)
                 && item.meta.is_file()
                 && is_archive(&item.abs)
             {
@@ -814,8 +960,7 @@ pub(crate) fn step(
                 let named = extract_archive(&item.abs, &target)?;
                 // The destination is a directory the archive goes into (made if missing).
                 add_parents(
-                    &mut entries,
-                    &mut listed,
+                    &mut listing,
                     &lowers,
                     &dest_abs,
                     owner,
@@ -830,7 +975,7 @@ pub(crate) fn step(
                     mtime: mtime_now,
                 };
                 archive
-                    .place(&target, &named, &dest_abs, &mut entries, &mut listed)
+                    .place(&target, &named, &dest_abs, &mut listing)
                     .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
                 continue;
             }
@@ -839,17 +984,14 @@ pub(crate) fn step(
                 let mut path = dest_rel.clone();
                 for component in parent.components() {
                     path.push(component);
-                    if listed.insert(path.clone()) {
+                    if !listing.is_listed(&path) {
                         let mut entry = TarEntry::new(path.clone(), EntryKind::Directory, 0o755);
                         entry.mtime = mtime_now;
                         if let Some((uid, gid)) = owner {
                             entry.uid = uid;
                             entry.gid = gid;
                         }
-                        entries.push(FileListEntry {
-                            entry,
-                            source: None,
-                        });
+                        listing.make(entry);
                     }
                 }
             }
@@ -860,11 +1002,13 @@ pub(crate) fn step(
             targets
                 .check(&target, item.meta.is_dir())
                 .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
-            push_item(&below, item, selected.from_url, &mut entries, &mut listed)?;
+            push_item(&below, item, from_url, &mut listing)?;
             // A file sharing its inode with one copied before it: a tar hard link to it.
-            if let (Some(first), None, Some(last)) =
-                (hardlinks.get(&index), &file_target, entries.last_mut())
-            {
+            if let (Some(first), None, Some(last)) = (
+                hardlinks.get(&index),
+                &file_target,
+                listing.entries.last_mut(),
+            ) {
                 last.entry.kind = EntryKind::Hardlink {
                     target: dest_rel.join(first),
                 };
@@ -894,9 +1038,7 @@ pub(crate) fn step(
             entry.uid = uid;
             entry.gid = gid;
         }
-        listed.insert(target.clone());
-        entries.retain(|e| e.entry.path != target);
-        entries.push(FileListEntry {
+        listing.push(FileListEntry {
             entry,
             source: Some(content_file),
         });
@@ -905,24 +1047,11 @@ pub(crate) fn step(
     // snapshot would have them, made by the unpacking, and the tar not): an archive's
     // entries can land below a directory of the image reached through its links
     // (`var/run/x` in `/run/x`). The image's own directories keep their metadata.
-    let parents: Vec<String> = entries
-        .iter()
-        .filter_map(|item| item.entry.path.parent())
-        .filter(|parent| !parent.as_os_str().is_empty() && !listed.contains(*parent))
-        .map(|parent| format!("/{}", parent.to_string_lossy()))
-        .collect();
-    for parent in parents {
-        add_parents(
-            &mut entries,
-            &mut listed,
-            &lowers,
-            &parent,
-            None,
-            mtime_now,
-            true,
-            0o755,
-        );
+    listing.settle();
+    for parent in listing.missing_parents() {
+        add_parents(&mut listing, &lowers, &parent, None, mtime_now, true, 0o755);
     }
+    let entries = listing.into_entries();
     // What a layer cannot hold is refused before it is written (exit 2).
     for item in &entries {
         let path = &item.entry.path;
@@ -949,9 +1078,6 @@ pub(crate) fn step(
             ));
         }
     }
-    // The listed paths are not needed to write the layer: freed before it is written (a big
-    // context has one per file; the selections' items went as they were listed).
-    drop(listed);
     let created_by = format!(
         "{text} {} # buildkit",
         instruction_summary(sources, destination)
@@ -1006,8 +1132,7 @@ impl Archive<'_> {
         unpacked: &Path,
         named: &[PathBuf],
         root: &str,
-        entries: &mut Vec<FileListEntry>,
-        listed: &mut std::collections::BTreeSet<PathBuf>,
+        listing: &mut Listing,
     ) -> Result<(), String> {
         let named: std::collections::HashSet<&Path> = named.iter().map(PathBuf::as_path).collect();
         let mut items = Vec::new();
@@ -1059,9 +1184,6 @@ impl Archive<'_> {
                     links.insert(inode, rel.clone());
                 }
             }
-            if !listed.insert(rel.clone()) {
-                entries.retain(|e| e.entry.path != rel);
-            }
             let node = if item.meta.is_dir() {
                 Node::Dir
             } else if let EntryKind::Symlink { target } = &entry.kind {
@@ -1071,7 +1193,7 @@ impl Archive<'_> {
             };
             self.placed.insert(path.clone(), node);
             landed.insert(item.rel.clone(), path);
-            entries.push(FileListEntry { entry, source });
+            listing.push(FileListEntry { entry, source });
         }
         Ok(())
     }
@@ -1128,4 +1250,116 @@ fn instruction_summary(sources: &[Source], destination: &str) -> String {
         .collect();
     words.push(destination.to_owned());
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, size: u64) -> FileListEntry {
+        FileListEntry {
+            entry: TarEntry::new(path, EntryKind::File { size }, 0o644),
+            source: Some(PathBuf::from(format!("/src/{path}"))),
+        }
+    }
+
+    fn dir(path: &str, mode: u32) -> TarEntry {
+        TarEntry::new(path, EntryKind::Directory, mode)
+    }
+
+    fn listed(listing: Listing) -> Vec<(String, EntryKind, u32)> {
+        listing
+            .into_entries()
+            .into_iter()
+            .map(|item| {
+                (
+                    item.entry.path.display().to_string(),
+                    item.entry.kind,
+                    item.entry.mode,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_later_entry_replaces_an_earlier_one_and_made_directories_only_fill_gaps() {
+        let mut listing = Listing::new();
+        listing.make(dir("app", 0o700));
+        listing.make(dir("app", 0o711)); // already listed: not made again
+        listing.push(file("app/b", 1));
+        listing.push(file("app/a", 1));
+        listing.make(dir("app/x", 0o700)); // a source's x comes later and wins
+        listing.push(file("app/b", 2)); // the second source wins
+        listing.push(file("app/x", 3));
+        listing.push(FileListEntry {
+            entry: dir("app/d", 0o755),
+            source: None,
+        });
+        listing.make(dir("app/d", 0o700)); // a source's directory is there
+        listing.push(file("app/a-b", 4));
+        listing.push(file("app/a/c", 5)); // sorted as a path: after a, before a-b
+        assert_eq!(
+            listed(listing),
+            [
+                ("app", EntryKind::Directory, 0o700),
+                ("app/a", EntryKind::File { size: 1 }, 0o644),
+                ("app/a/c", EntryKind::File { size: 5 }, 0o644),
+                ("app/a-b", EntryKind::File { size: 4 }, 0o644),
+                ("app/b", EntryKind::File { size: 2 }, 0o644),
+                ("app/d", EntryKind::Directory, 0o755),
+                ("app/x", EntryKind::File { size: 3 }, 0o644),
+            ]
+            .map(|(path, kind, mode)| (path.to_owned(), kind, mode))
+        );
+    }
+
+    #[test]
+    fn a_settled_listing_is_sorted_by_path_with_its_missing_parents_found() {
+        // Many entries in a shuffled order: the in-place permutation puts each where it goes.
+        let mut listing = Listing::new();
+        let mut names: Vec<String> = (0..500).map(|n| format!("p{}/f{n:03}", n % 7)).collect();
+        names.reverse();
+        names.swap(3, 400);
+        names.swap(17, 250);
+        for (n, name) in names.iter().enumerate() {
+            listing.push(file(name, n as u64));
+            if n % 50 == 0 {
+                listing.push(file(name, 1000 + n as u64)); // replaced at once
+            }
+        }
+        listing.make(dir("p0", 0o755));
+        listing.settle();
+        let paths: Vec<&Path> = listing
+            .entries
+            .iter()
+            .map(|item| item.entry.path.as_path())
+            .collect();
+        assert_eq!(paths.len(), 501);
+        assert!(paths.windows(2).all(|pair| pair[0] < pair[1]));
+        let sizes: Vec<u64> = listing
+            .entries
+            .iter()
+            .filter_map(|item| match item.entry.kind {
+                EntryKind::File { size } => Some(size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes.iter().filter(|&&size| size >= 1000).count(), 10);
+        let mut missing = listing.missing_parents();
+        missing.sort();
+        missing.dedup();
+        assert_eq!(missing, ["/p1", "/p2", "/p3", "/p4", "/p5", "/p6"]);
+        for parent in missing {
+            listing.make(dir(parent.trim_start_matches('/'), 0o755));
+        }
+        listing.make(dir("p0", 0o700)); // listed: not made
+        let entries = listing.into_entries();
+        assert_eq!(entries.len(), 507);
+        assert!(
+            entries
+                .windows(2)
+                .all(|pair| pair[0].entry.path < pair[1].entry.path)
+        );
+        assert_eq!(entries[0].entry.mode, 0o755);
+    }
 }

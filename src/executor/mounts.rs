@@ -38,7 +38,7 @@ use std::sync::Arc;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
 use super::services::Services;
-use super::sources::{Filter, Selected, StateView, select_in_context};
+use super::sources::{ContextFiles, Filter, Selected, StateView, select_in_context};
 use super::ssh::Relay;
 use super::state::{Done, join_path};
 use crate::cache::Key;
@@ -283,8 +283,12 @@ pub(crate) fn prepare(
                         let view = tempfile::Builder::new()
                             .prefix("bind-context-")
                             .tempdir_in(&tmp)?;
-                        let host =
-                            context_view(&selected, &files.dir.join(&relative), view.path())?;
+                        let host = context_view(
+                            &selected,
+                            &files,
+                            &files.dir.join(&relative),
+                            view.path(),
+                        )?;
                         prepared._context_views.push(view);
                         host
                     }
@@ -561,8 +565,13 @@ impl Drop for Scratch {
 /// the store and the context share a file system (the bind is read-only, so the step cannot
 /// write through them), copies otherwise; links stay links (resolved inside the step's root,
 /// never on the host); other kinds (fifos, devices) are left out.
-fn context_view(selected: &Selected, top: &Path, view: &Path) -> Result<PathBuf, ExecutorError> {
-    for (below, item) in &selected.items {
+fn context_view(
+    selected: &Selected,
+    files: &ContextFiles,
+    top: &Path,
+    view: &Path,
+) -> Result<PathBuf, ExecutorError> {
+    selected.each(Some(files), |_, below, item| {
         let path = view.join(below);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -575,7 +584,8 @@ fn context_view(selected: &Selected, top: &Path, view: &Path) -> Result<PathBuf,
         } else if item.meta.is_file() {
             link_or_copy(&item.abs, &path)?;
         }
-    }
+        Ok(())
+    })?;
     if let Some(name) = &selected.single_file_name {
         return Ok(view.join(name));
     }

@@ -60,10 +60,15 @@ impl ContextFiles {
         &'a self,
         selections: impl IntoIterator<Item = &'a Selected>,
     ) -> Vec<&'a ContextEntry> {
-        let mut indexes: Vec<u32> = selections
-            .into_iter()
-            .flat_map(|selected| selected.items.iter().filter_map(|(_, item)| item.context))
-            .collect();
+        let mut indexes: Vec<u32> = Vec::new();
+        for selected in selections {
+            match &selected.context_run {
+                // Indexes of the walk: below 2^32 (`entry_index` checked them as selected).
+                #[allow(clippy::cast_possible_truncation)]
+                Some(run) => indexes.extend(run.range.clone().map(|index| index as u32)),
+                None => indexes.extend(selected.items.iter().filter_map(|(_, item)| item.context)),
+            }
+        }
         // The entries are sorted by path: so are their indexes.
         indexes.sort_unstable();
         indexes.dedup();
@@ -230,8 +235,13 @@ pub(crate) fn walk_dir(root: &Path, rel: &Path, out: &mut Vec<Item>) -> Result<(
 /// What one source selects: (top-level items, the items to copy with their path below the
 /// destination).
 pub(crate) struct Selected {
-    /// (path under the destination, item).
+    /// (path under the destination, item). Empty when `context_run` holds them.
     pub(crate) items: Vec<(PathBuf, Item)>,
+    /// Instead of `items`: the build context's entries below the one directory the source
+    /// names, by their walk indexes, made into items one at a time as they are used
+    /// ([`Self::into_items`], [`Self::each`]): a `COPY . /app` of 100,000 files holds no
+    /// item per file, 144 bytes and three paths each (issue 19 item 4).
+    pub(crate) context_run: Option<ContextRun>,
     /// Number of top-level matches (for the "several sources" rule).
     pub(crate) tops: usize,
     /// Whether the only match is a file.
@@ -245,43 +255,156 @@ pub(crate) struct Selected {
     pub(crate) named_files: Vec<usize>,
 }
 
+/// The build context's entries a source selects below the one directory it names
+/// ([`Selected::context_run`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ContextRun {
+    /// Indexes in [`ContextFiles::entries`]: all the entries below the directory.
+    range: std::ops::Range<usize>,
+    /// The directory, relative to the context: each entry's path below the destination is
+    /// its path below it.
+    top: PathBuf,
+}
+
+/// A selection's items, consumed in order ([`Selected::into_items`]).
+pub(crate) type Items<'a> = Box<dyn Iterator<Item = Result<(PathBuf, Item), ExecutorError>> + 'a>;
+
+/// A regular file of a selection with more than one name: its index among the items, its
+/// path below the destination, its (device, inode).
+type LinkedFile = (usize, PathBuf, (u64, u64));
+
+/// A selection that holds a [`ContextRun`] used without the context it was made from.
+fn no_context() -> ExecutorError {
+    ExecutorError::Internal("a selection of the build context read without it".to_owned())
+}
+
 impl Selected {
+    /// How many items it selects.
+    pub(crate) fn len(&self) -> usize {
+        self.context_run
+            .as_ref()
+            .map_or(self.items.len(), |run| run.range.len())
+    }
+
+    /// Calls `visit` with each item (its index, its path below the destination, the item),
+    /// in order; a [`ContextRun`]'s are made from `files` (the context it was selected in)
+    /// one at a time.
+    ///
+    /// # Errors
+    /// What `visit` returns; a run without `files`.
+    pub(crate) fn each(
+        &self,
+        files: Option<&ContextFiles>,
+        mut visit: impl FnMut(usize, &Path, &Item) -> Result<(), ExecutorError>,
+    ) -> Result<(), ExecutorError> {
+        match &self.context_run {
+            None => {
+                for (index, (below, item)) in self.items.iter().enumerate() {
+                    visit(index, below, item)?;
+                }
+            }
+            Some(run) => {
+                let files = files.ok_or_else(no_context)?;
+                for (index, at) in run.range.clone().enumerate() {
+                    let (below, item) = files.run_item(run, at)?;
+                    visit(index, &below, &item)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The items, in order, consumed: a [`ContextRun`]'s made from `files` one at a time.
+    ///
+    /// # Errors
+    /// A run without `files` (an item that cannot be made is an error of the iterator).
+    pub(crate) fn into_items<'a>(
+        self,
+        files: Option<&'a ContextFiles>,
+    ) -> Result<Items<'a>, ExecutorError> {
+        match self.context_run {
+            None => Ok(Box::new(self.items.into_iter().map(Ok))),
+            Some(run) => {
+                let files = files.ok_or_else(no_context)?;
+                Ok(Box::new(
+                    run.range.clone().map(move |at| files.run_item(&run, at)),
+                ))
+            }
+        }
+    }
+
+    /// (index, path below the destination, (device, inode)) of each regular file it
+    /// selects that has more than one name, in order: a run's paths are made only for those.
+    fn linked_files(&self, files: Option<&ContextFiles>) -> Result<Vec<LinkedFile>, ExecutorError> {
+        let mut linked = Vec::new();
+        match &self.context_run {
+            None => {
+                for (index, (below, item)) in self.items.iter().enumerate() {
+                    if item.meta.is_file() && item.meta.nlink >= 2 {
+                        linked.push((index, below.clone(), (item.meta.dev, item.meta.ino)));
+                    }
+                }
+            }
+            Some(run) => {
+                let files = files.ok_or_else(no_context)?;
+                for (index, at) in run.range.clone().enumerate() {
+                    let entry = &files.entries[at];
+                    if entry.kind == context::EntryKind::File && entry.nlink >= 2 {
+                        let below = entry
+                            .path
+                            .strip_prefix(&run.top)
+                            .map_err(|error| ExecutorError::Internal(error.to_string()))?;
+                        linked.push((index, below.to_path_buf(), (entry.device, entry.inode)));
+                    }
+                }
+            }
+        }
+        Ok(linked)
+    }
+
     /// The hard links among the files it selects, as BuildKit's copier keeps them (fsutil's
     /// `getLinkSource`, one copier per source): a file that shares its inode with a file
-    /// selected before it (in path order) is a link to that one, by its index in `items`,
-    /// with the first one's path below the destination. A name of the inode that is not
-    /// selected (excluded, ignored, outside the source) plays no part: the first one
-    /// selected is the file.
-    pub(crate) fn hardlinks(&self) -> std::collections::HashMap<usize, PathBuf> {
-        let mut first: std::collections::HashMap<(u64, u64), &Path> =
+    /// selected before it (in path order) is a link to that one, by its index among the
+    /// items, with the first one's path below the destination. A name of the inode that is
+    /// not selected (excluded, ignored, outside the source) plays no part: the first one
+    /// selected is the file. `files`: the context a [`ContextRun`] was selected in.
+    ///
+    /// # Errors
+    /// A run without `files`.
+    pub(crate) fn hardlinks(
+        &self,
+        files: Option<&ContextFiles>,
+    ) -> Result<std::collections::HashMap<usize, PathBuf>, ExecutorError> {
+        let mut first: std::collections::HashMap<(u64, u64), PathBuf> =
             std::collections::HashMap::new();
         let mut links = std::collections::HashMap::new();
-        for (index, (below, item)) in self.items.iter().enumerate() {
-            if !item.meta.is_file() || item.meta.nlink < 2 {
-                continue;
-            }
-            match first.entry((item.meta.dev, item.meta.ino)) {
+        for (index, below, inode) in self.linked_files(files)? {
+            match first.entry(inode) {
                 std::collections::hash_map::Entry::Occupied(seen) => {
-                    links.insert(index, seen.get().to_path_buf());
+                    links.insert(index, seen.get().clone());
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(below);
                 }
             }
         }
-        links
+        Ok(links)
     }
-}
 
-impl Selected {
     /// [`Self::hardlinks`] as a step's cache key reads them: (path of the link below the
     /// destination, path of the first name), sorted.
-    pub(crate) fn hardlink_pairs(&self) -> Vec<(PathBuf, PathBuf)> {
+    ///
+    /// # Errors
+    /// A run without `files`.
+    pub(crate) fn hardlink_pairs(
+        &self,
+        files: Option<&ContextFiles>,
+    ) -> Result<Vec<(PathBuf, PathBuf)>, ExecutorError> {
         let mut links = LinkFinder::default();
-        for (below, item) in &self.items {
-            links.see(below, &item.meta);
+        for (_, below, inode) in self.linked_files(files)? {
+            links.see_inode(&below, inode);
         }
-        links.finish()
+        Ok(links.finish())
     }
 }
 
@@ -298,7 +421,12 @@ impl LinkFinder {
         if !meta.is_file() || meta.nlink < 2 {
             return;
         }
-        match self.first.entry((meta.dev, meta.ino)) {
+        self.see_inode(below, (meta.dev, meta.ino));
+    }
+
+    /// A file with more than one name, by its inode.
+    fn see_inode(&mut self, below: &Path, inode: (u64, u64)) {
+        match self.first.entry(inode) {
             std::collections::hash_map::Entry::Occupied(seen) => {
                 self.pairs.push((below.to_path_buf(), seen.get().clone()));
             }
@@ -417,6 +545,11 @@ pub(crate) trait SourceTree: Tree {
     fn items_below(&self, top: &str, out: &mut Selected) -> Result<(), ExecutorError>;
     /// The item at `path` (resolved, not a directory).
     fn item(&self, path: &str) -> Result<Item, ExecutorError>;
+    /// What [`Self::items_below`] gives, as a [`ContextRun`] when the tree is the build
+    /// context; `None` otherwise.
+    fn run_below(&self, _top: &str) -> Option<ContextRun> {
+        None
+    }
 }
 
 impl ContextFiles {
@@ -444,6 +577,17 @@ impl ContextFiles {
             .take_while(|entry| entry.path_bytes().starts_with(prefix.as_bytes()))
             .count();
         start..start + len
+    }
+
+    /// The item of the entry at `index` of `run`, with its path below the run's directory.
+    fn run_item(&self, run: &ContextRun, index: usize) -> Result<(PathBuf, Item), ExecutorError> {
+        let item = self.item_at(index)?;
+        let below = item
+            .rel
+            .strip_prefix(&run.top)
+            .map_err(|error| ExecutorError::Internal(error.to_string()))?
+            .to_path_buf();
+        Ok((below, item))
     }
 
     /// The item of the entry at `index`.
@@ -514,6 +658,16 @@ impl SourceTree for ContextFiles {
             .find(path)
             .ok_or_else(|| ExecutorError::Internal(format!("{path}: not in the build context")))?;
         self.item_at(index)
+    }
+
+    fn run_below(&self, top: &str) -> Option<ContextRun> {
+        let range = self.below(top);
+        // Items keep their index as a u32 (`entry_index`): a run's too.
+        u32::try_from(range.end).ok()?;
+        Some(ContextRun {
+            range,
+            top: PathBuf::from(top.trim_start_matches('/')),
+        })
     }
 }
 
@@ -689,6 +843,9 @@ pub(crate) fn select(
         });
     }
     selected.tops = paths.len();
+    // A source naming one directory of the context selects it as a run of the walk's
+    // entries, no item per file (several matches keep their items in order).
+    let single = paths.len() == 1;
     for (named, resolved) in paths {
         match tree.node(&resolved) {
             None => {
@@ -706,7 +863,10 @@ pub(crate) fn select(
                 });
             }
             Some(Node::Dir) => match &filter.exclude {
-                None => tree.items_below(&resolved, &mut selected)?,
+                None => match tree.run_below(&resolved).filter(|_| single) {
+                    Some(run) => selected.context_run = Some(run),
+                    None => tree.items_below(&resolved, &mut selected)?,
+                },
                 Some(exclude) => {
                     let mut all = empty_selection();
                     tree.items_below(&resolved, &mut all)?;
@@ -730,6 +890,7 @@ pub(crate) fn select(
 fn empty_selection() -> Selected {
     Selected {
         items: Vec::new(),
+        context_run: None,
         tops: 0,
         single_file_name: None,
         from_url: false,
@@ -1136,10 +1297,65 @@ mod tests {
             let index = item.context.unwrap() as usize;
             assert_eq!(files.entries()[index].path, item.rel);
         }
-        assert_eq!(selected.hardlinks().len(), 1, "g is a link to f");
+        assert_eq!(
+            selected.hardlinks(None).unwrap().len(),
+            1,
+            "g is a link to f"
+        );
         let entries = files.selected([&selected]);
         let paths: Vec<_> = entries.iter().map(|entry| entry.path.clone()).collect();
         assert_eq!(paths, ["d/f", "d/g", "d/l"].map(PathBuf::from));
+
+        // The source naming the directory selects it as a run of the walk's entries: the
+        // same items, made one at a time, no item held.
+        let run = select_in_context(&files, "d", &Filter::default()).unwrap();
+        assert!(run.items.is_empty() && run.context_run.is_some());
+        assert_eq!(run.len(), 3);
+        let mut made = Vec::new();
+        run.each(Some(&files), |index, below, item| {
+            made.push((
+                index,
+                below.to_path_buf(),
+                item.rel.clone(),
+                item.abs.clone(),
+                item.meta,
+                item.context,
+            ));
+            Ok(())
+        })
+        .unwrap();
+        let held: Vec<_> = selected
+            .items
+            .iter()
+            .enumerate()
+            .map(|(index, (below, item))| {
+                (
+                    index,
+                    below.clone(),
+                    item.rel.clone(),
+                    item.abs.clone(),
+                    item.meta,
+                    item.context,
+                )
+            })
+            .collect();
+        assert_eq!(made, held);
+        assert_eq!(
+            run.hardlinks(Some(&files)).unwrap(),
+            selected.hardlinks(None).unwrap()
+        );
+        assert!(run.hardlinks(None).is_err(), "a run needs its context");
+        assert_eq!(files.selected([&run]), entries);
+        let consumed: Vec<_> = run
+            .into_items(Some(&files))
+            .unwrap()
+            .map(|item| item.unwrap().0)
+            .collect();
+        assert_eq!(consumed, ["f", "g", "l"].map(PathBuf::from));
+        // Several matches keep their items.
+        let three = select_in_context(&files, "d/*", &Filter::default()).unwrap();
+        assert!(three.context_run.is_none());
+        assert_eq!(three.len(), 3);
     }
 
     #[test]
@@ -1179,7 +1395,7 @@ mod tests {
             assert_eq!(early, files.selected(&selections), "{patterns:?}");
             let links: Vec<_> = selections
                 .iter()
-                .flat_map(Selected::hardlink_pairs)
+                .flat_map(|selected| selected.hardlink_pairs(Some(&files)).unwrap())
                 .collect();
             assert_eq!(parts.hardlinks, links, "{patterns:?}");
         }

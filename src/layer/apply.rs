@@ -282,7 +282,11 @@ pub fn apply_layer_linking(
                 state.finish_metadata(&name, &path, &entry, None)?;
             }
         }
-        state.created.insert(relative);
+        // An exact unpacking never reads it (a path there already, a whiteout, a missing
+        // parent are refused): not kept, a path per file (10 MB at 100,000 files).
+        if !state.options.exact {
+            state.created.insert(relative);
+        }
     }
     // Directory mtimes last: writing their children changed them.
     for (path, mtime) in state.directories.iter().rev() {
@@ -301,7 +305,8 @@ pub fn apply_layer_linking(
 struct State<'a> {
     root: PathBuf,
     options: ApplyOptions,
-    /// Paths (relative) this layer created, for duplicate detection and opaque dirs.
+    /// Paths (relative) this layer created, for duplicate detection and opaque dirs; empty
+    /// in an exact unpacking, which refuses what they are for.
     created: HashSet<PathBuf>,
     directories: Vec<(PathBuf, i64)>,
     stats: ApplyStats,
@@ -334,6 +339,13 @@ impl Earlier {
             directories: HashMap::new(),
             inodes: HashSet::new(),
         }
+    }
+
+    /// Makes room for `files` linked inodes at once, on the caller's thread: grown by the
+    /// unpacking thread, the table and its growth would stay in that thread's allocator
+    /// arena.
+    pub fn reserve(&mut self, files: usize) {
+        self.inodes.reserve(files);
     }
 }
 

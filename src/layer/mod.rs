@@ -560,7 +560,11 @@ pub fn unpack_file_list_layer_linking(
 ) -> Result<UnpackedList, LayerError> {
     let mut options = ApplyOptions::for_current_user(WhiteoutMode::Overlay);
     options.exact = options.set_owners;
-    let mut earlier = earlier.filter(|_| options.exact).map(Earlier::new);
+    let mut earlier = earlier.filter(|_| options.exact).map(|root| {
+        let mut earlier = Earlier::new(root);
+        earlier.reserve(entries.len());
+        earlier
+    });
     let (sender, receiver) = mpsc::sync_channel::<Vec<u8>>(UNPACK_QUEUE);
     let linking = earlier.as_mut();
     let unpacked = std::thread::scope(|scope| {
