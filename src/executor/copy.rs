@@ -484,29 +484,52 @@ fn early_context_key(
     let Some(parts) = files.key_parts(&patterns, filter)? else {
         return Ok(None);
     };
-    let mut key = key.clone();
-    {
-        let mut cache = files
-            .stat_cache
-            .lock()
-            .map_err(|_| ExecutorError::WorkerPanicked)?;
-        let digest = context::digest_entries_cached(
-            &files.dir,
-            files.entries_at(&parts.indexes),
-            &mut cache,
-        )?;
-        key.add("context", digest.as_ref());
+    let context = context_digest(files, files.entries_at(&parts.indexes))?;
+    Ok(Some(finish_copy_key(
+        key.clone(),
+        Some(&context),
+        inline,
+        &parts.hardlinks,
+    )))
+}
+
+/// The digest of the context `entries` a copy reads (through the build's stat cache).
+fn context_digest<'a>(
+    files: &ContextFiles,
+    entries: impl IntoIterator<Item = &'a crate::context::ContextEntry>,
+) -> Result<oci_spec::image::Digest, ExecutorError> {
+    let mut cache = files
+        .stat_cache
+        .lock()
+        .map_err(|_| ExecutorError::WorkerPanicked)?;
+    Ok(context::digest_entries_cached(
+        &files.dir, entries, &mut cache,
+    )?)
+}
+
+/// A copy's key: `key` with what it reads of the context (`context`), its inline files and
+/// the hard links among what its sources select, in this order. The one place both of a
+/// context copy's keys are finished (`early_context_key` and the selection's in [`step`]),
+/// which must be the same.
+fn finish_copy_key<'a>(
+    mut key: Key,
+    context: Option<&oci_spec::image::Digest>,
+    inline: impl IntoIterator<Item = &'a String>,
+    hardlinks: &[(PathBuf, PathBuf)],
+) -> String {
+    if let Some(context) = context {
+        key.add("context", context.as_ref());
     }
     for content in inline {
         key.add("inline", content);
     }
-    for (below, first) in &parts.hardlinks {
+    for (below, first) in hardlinks {
         key.add(
             "hardlink",
             &format!("{} {}", below.display(), first.display()),
         );
     }
-    Ok(Some(key.finish()))
+    key.finish()
 }
 
 /// `COPY` / `ADD`. A `COPY --from` has a second key, `by_content` (its key without the
@@ -741,32 +764,25 @@ pub(crate) fn step(
     let key = match early_key {
         Some(early) if !cfg!(debug_assertions) => early,
         _ => {
-            if let Some(files) = &context_files {
-                let entries = files.selected(&selections);
-                let mut cache = files
-                    .stat_cache
-                    .lock()
-                    .map_err(|_| ExecutorError::WorkerPanicked)?;
-                let digest = context::digest_entries_cached(&files.dir, entries, &mut cache)?;
-                key.add("context", digest.as_ref());
-            }
-            for heredoc in &inline {
-                key.add("inline", &heredoc.content);
-            }
+            let context = match &context_files {
+                Some(files) => Some(context_digest(files, files.selected(&selections))?),
+                None => None,
+            };
             // Hard links among what a source selects are kept: which names are linked is
             // content. Of the context only: a stage's or an image's are already in the key
             // (its chain key, its manifest), which the early lookup above relies on.
+            let mut hardlinks = Vec::new();
             if let Some(files) = context_files.as_deref() {
                 for selected in &selections {
-                    for (below, first) in selected.hardlink_pairs(Some(files))? {
-                        key.add(
-                            "hardlink",
-                            &format!("{} {}", below.display(), first.display()),
-                        );
-                    }
+                    hardlinks.extend(selected.hardlink_pairs(Some(files))?);
                 }
             }
-            let key = key.finish();
+            let key = finish_copy_key(
+                key,
+                context.as_ref(),
+                inline.iter().map(|heredoc| &heredoc.content),
+                &hardlinks,
+            );
             if let Some(early) = early_key {
                 assert_eq!(
                     early, key,
