@@ -1311,16 +1311,20 @@ mod tests {
         let run = select_in_context(&files, "d", &Filter::default()).unwrap();
         assert!(run.items.is_empty() && run.context_run.is_some());
         assert_eq!(run.len(), 3);
-        let mut made = Vec::new();
-        run.each(Some(&files), |index, below, item| {
-            made.push((
+        // Everything an item says, with its index and path below the source.
+        let fields = |index: usize, below: &Path, item: &Item| {
+            (
                 index,
                 below.to_path_buf(),
                 item.rel.clone(),
                 item.abs.clone(),
                 item.meta,
                 item.context,
-            ));
+            )
+        };
+        let mut made = Vec::new();
+        run.each(Some(&files), |index, below, item| {
+            made.push(fields(index, below, item));
             Ok(())
         })
         .unwrap();
@@ -1328,16 +1332,7 @@ mod tests {
             .items
             .iter()
             .enumerate()
-            .map(|(index, (below, item))| {
-                (
-                    index,
-                    below.clone(),
-                    item.rel.clone(),
-                    item.abs.clone(),
-                    item.meta,
-                    item.context,
-                )
-            })
+            .map(|(index, (below, item))| fields(index, below, item))
             .collect();
         assert_eq!(made, held);
         assert_eq!(

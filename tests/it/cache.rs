@@ -43,10 +43,24 @@ fn setup() -> (TestRegistry, tempfile::TempDir) {
 
 /// Builds in the store `dir/<home>/store` (empty the first time).
 fn build(registry: &TestRegistry, dir: &Path, home: &str, args: &[&str]) -> Output {
-    let home = dir.join(home);
-    let output = registry
-        .xbuild(&home)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
+    build_with_epoch(registry, dir, home, Some(EPOCH), args)
+}
+
+/// Builds `dir/ctx` in the store `dir/<home>/store` with `SOURCE_DATE_EPOCH` set to `epoch`,
+/// or unset; asserts that it succeeds.
+fn build_with_epoch(
+    registry: &TestRegistry,
+    dir: &Path,
+    home: &str,
+    epoch: Option<&str>,
+    args: &[&str],
+) -> Output {
+    let mut command = registry.xbuild(&dir.join(home));
+    match epoch {
+        Some(epoch) => command.env("SOURCE_DATE_EPOCH", epoch),
+        None => command.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    let output = command
         .args(["build", "--progress", "plain", "--build-arg"])
         .arg(format!("REG={}", registry.host))
         .args(args)
@@ -728,18 +742,8 @@ fn make_script(date: &str, change: &str) -> String {
 
 /// A build of `ctx` without `SOURCE_DATE_EPOCH` (each file keeps the mtime the stage gave it).
 fn build_without_epoch(registry: &TestRegistry, dir: &Path, args: &[&str]) -> Output {
-    let output = registry
-        .xbuild(&dir.join("home"))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
-        .args(["-t", "app:1", "--build-arg"])
-        .arg(format!("REG={}", registry.host))
-        .args(args)
-        .arg(dir.join("ctx"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", util::stderr(&output));
-    output
+    let args = [&["--platform", "linux/amd64", "-t", "app:1"][..], args].concat();
+    build_with_epoch(registry, dir, "home", None, &args)
 }
 
 /// Whether the step whose progress name contains `name` was `CACHED` (`#N <name>` then
