@@ -234,16 +234,33 @@ fn with_layout_directory(
         .prefix(".xbuild-export-")
         .tempdir_in(&parent)
         .map_err(&error)?;
-    let archive = work.path().join("layout.tar");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&archive).map_err(&error)?);
-    write_to(&mut out)?;
-    out.flush().map_err(&error)?;
-    drop(out);
+    // The tar goes through a pipe to an unpacking thread: its bytes are written once, into
+    // the layout, not first into an archive file beside it.
     let layout = work.path().join("layout");
-    let file = std::fs::File::open(&archive).map_err(&error)?;
-    tar::Archive::new(std::io::BufReader::new(file))
-        .unpack(&layout)
-        .map_err(&error)?;
+    let (reader, writer) = nix::unistd::pipe().map_err(|errno| error(errno.into()))?;
+    let unpack_into = layout.clone();
+    std::thread::scope(|scope| {
+        let unpacker = scope.spawn(move || {
+            let mut archive =
+                tar::Archive::new(std::io::BufReader::new(std::fs::File::from(reader)));
+            let unpacked = archive.unpack(&unpack_into);
+            // Read to the end, so that a writer never blocks on a full pipe after a failure.
+            let _ = std::io::copy(&mut archive.into_inner(), &mut std::io::sink());
+            unpacked
+        });
+        let mut out = std::io::BufWriter::new(std::fs::File::from(writer));
+        let written = write_to(&mut out).and_then(|()| out.flush().map_err(&error));
+        // Closing the pipe ends the unpacker's input (early, if writing failed).
+        drop(out);
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the unpacking thread panicked")));
+        match (written, unpacked) {
+            (Err(writing), _) => Err(writing),
+            (Ok(()), Err(unpacking)) => Err(error(unpacking)),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    })?;
     if dest.is_dir() {
         std::fs::remove_dir(dest).map_err(&error)?;
     }
