@@ -53,9 +53,11 @@ pub struct DiskUsage {
     pub cache_blobs: (u64, u64),
     /// Blobs nothing refers to (`xbuild prune` removes them).
     pub unreferenced_blobs: (u64, u64),
-    /// Snapshots: count and bytes on disk.
+    /// Snapshots: count and bytes on disk (a file with names in several snapshots, a
+    /// `COPY`'s hard link to its earlier snapshot, counted once).
     pub snapshots: (u64, u64),
-    /// Snapshots nothing refers to.
+    /// Snapshots nothing refers to: count, and the bytes removing them frees (not their
+    /// files that a kept snapshot links to).
     pub unreferenced_snapshots: (u64, u64),
     /// Cache records.
     pub cache_records: u64,
@@ -561,15 +563,23 @@ impl Store {
                 self.remove_block_map(&path, report)?;
             }
         }
-        for (name, _) in self.snapshot_dirs()? {
-            if roots.diff_ids.contains(&format!("sha256:{name}")) {
-                continue;
-            }
-            let path = self.root().join("snapshots").join("sha256").join(&name);
-            report.bytes += tree_size(&path);
-            fs::remove_dir_all(&path).map_err(file_error("removing", &path))?;
+        // What the snapshots free is measured before any goes: a file linked from a kept
+        // snapshot frees nothing, one linked only among the removed ones frees its bytes once.
+        let unreferenced: Vec<PathBuf> = self
+            .snapshot_dirs()?
+            .into_iter()
+            .filter(|(name, _)| !roots.diff_ids.contains(&format!("sha256:{name}")))
+            .map(|(name, _)| self.root().join("snapshots").join("sha256").join(name))
+            .collect();
+        let mut freed = TreeSizes::default();
+        for path in &unreferenced {
+            freed.add(path);
+        }
+        for path in &unreferenced {
+            fs::remove_dir_all(path).map_err(file_error("removing", path))?;
             report.snapshots += 1;
         }
+        report.bytes += freed.freed();
         // Which snapshot each COPY made last: only while that snapshot is there.
         self.remove_stale_snapshot_sources()?;
         // Nobody else holds the store: whatever is in tmp/ (and temporary files in cache/)
@@ -622,15 +632,20 @@ impl Store {
             slot.0 += 1;
             slot.1 += meta.blocks() * 512;
         }
+        // Snapshots share files (a `COPY`'s hard links to its earlier snapshot): the total
+        // counts each file once, the unreferenced ones what `gc` would free by removing them.
+        let mut all = TreeSizes::default();
+        let mut unreferenced = TreeSizes::default();
         for (name, _) in self.snapshot_dirs()? {
-            let size = tree_size(&self.root().join("snapshots").join("sha256").join(&name));
+            let path = self.root().join("snapshots").join("sha256").join(&name);
             usage.snapshots.0 += 1;
-            usage.snapshots.1 += size;
+            usage.snapshots.1 += all.add(&path);
             if !roots.diff_ids.contains(&format!("sha256:{name}")) {
                 usage.unreferenced_snapshots.0 += 1;
-                usage.unreferenced_snapshots.1 += size;
+                unreferenced.add(&path);
             }
         }
+        usage.unreferenced_snapshots.1 = unreferenced.freed();
         for (_, meta) in list_dir(&self.root().join(BLOCKS_DIR))? {
             usage.block_maps.0 += 1;
             usage.block_maps.1 += meta.blocks() * 512;
@@ -683,21 +698,103 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, fs::Metadata)>, StoreError> {
 
 /// Bytes a tree takes on disk (allocated blocks), each inode counted once.
 pub(crate) fn tree_size(path: &Path) -> u64 {
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&current) else {
-            continue;
-        };
-        if seen.insert((meta.dev(), meta.ino())) {
-            total += meta.blocks() * 512;
-        }
-        if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&current) {
-                stack.extend(entries.flatten().map(|entry| entry.path()));
+    let mut sizes = TreeSizes::default();
+    sizes.add(path)
+}
+
+/// The sizes of trees that may share inodes: a `COPY`'s snapshot holds hard links to the
+/// files of the snapshot the same step made before (`executor::copy`), so a file can have
+/// names in several snapshots. Each inode counts once across every tree added, and what
+/// removing them all would free counts only the inodes with no name left elsewhere.
+#[derive(Default)]
+pub(crate) struct TreeSizes {
+    /// Inode (device, number) → (bytes allocated, names seen in the trees added, names it
+    /// has: `st_nlink`, or 0 for a directory, which has no other names).
+    inodes: HashMap<(u64, u64), (u64, u64, u64)>,
+}
+
+impl TreeSizes {
+    /// Adds the tree at `path`; returns the bytes of its inodes that no tree added before
+    /// held.
+    pub(crate) fn add(&mut self, path: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(current) = stack.pop() {
+            let Ok(meta) = fs::symlink_metadata(&current) else {
+                continue;
+            };
+            let names = if meta.is_dir() { 0 } else { meta.nlink() };
+            let slot = self
+                .inodes
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| {
+                    total += meta.blocks() * 512;
+                    (meta.blocks() * 512, 0, names)
+                });
+            slot.1 += 1;
+            if meta.is_dir() {
+                if let Ok(entries) = fs::read_dir(&current) {
+                    stack.extend(entries.flatten().map(|entry| entry.path()));
+                }
             }
         }
+        total
     }
-    total
+
+    /// Bytes that removing every tree added would free: an inode with a name outside them
+    /// (another snapshot's hard link) stays on disk.
+    pub(crate) fn freed(&self) -> u64 {
+        self.inodes
+            .values()
+            .filter(|(_, seen, names)| seen >= names)
+            .map(|(bytes, _, _)| bytes)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(path: &Path) -> u64 {
+        fs::symlink_metadata(path).unwrap().blocks() * 512
+    }
+
+    /// Three trees as a `COPY`'s snapshots are after a rebuild: `kept` (referenced),
+    /// `old` (unreferenced) whose `shared` file is a hard link to `kept`'s, and `older`
+    /// (unreferenced) whose `pair` file is a hard link to `old`'s.
+    #[test]
+    fn files_shared_by_hard_links_count_once_and_free_only_with_their_last_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let [kept, old, older] = ["kept", "old", "older"].map(|name| dir.path().join(name));
+        for tree in [&kept, &old, &older] {
+            fs::create_dir(tree).unwrap();
+        }
+        fs::write(kept.join("shared"), vec![1u8; 64 * 1024]).unwrap();
+        fs::hard_link(kept.join("shared"), old.join("shared")).unwrap();
+        fs::write(old.join("pair"), vec![2u8; 32 * 1024]).unwrap();
+        fs::hard_link(old.join("pair"), older.join("pair")).unwrap();
+        let (shared, pair) = (blocks(&kept.join("shared")), blocks(&old.join("pair")));
+        let dirs = [&kept, &old, &older].map(|tree| blocks(tree));
+        assert!(shared > 0 && pair > 0);
+
+        // Each tree alone counts its files in full.
+        assert_eq!(tree_size(&old), dirs[1] + shared + pair);
+
+        // Together, each inode once.
+        let mut all = TreeSizes::default();
+        assert_eq!(all.add(&kept), dirs[0] + shared);
+        assert_eq!(all.add(&old), dirs[1] + pair);
+        assert_eq!(all.add(&older), dirs[2]);
+
+        // Removing `old` and `older` frees `pair` (both its names go) but not `shared`.
+        let mut removed = TreeSizes::default();
+        removed.add(&old);
+        removed.add(&older);
+        assert_eq!(removed.freed(), dirs[1] + dirs[2] + pair);
+        // Removing `old` alone frees neither file: each has a name elsewhere.
+        let mut removed = TreeSizes::default();
+        removed.add(&old);
+        assert_eq!(removed.freed(), dirs[1]);
+    }
 }
