@@ -31,6 +31,34 @@ impl Registry {
         self.exists(url, HeaderMap::new(), scope).await
     }
 
+    /// The response to a GET of a blob, its status checked: not found, or a success.
+    ///
+    /// # Errors
+    /// Not found, transport failures, another status.
+    pub(super) async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Response, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let response = self
+            .send(
+                Method::GET,
+                url.clone(),
+                HeaderMap::new(),
+                Payload::Empty,
+                &Scope::pull(repository),
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                what: "blob",
+                name: format!("{}/{repository}@{digest}", self.name),
+            });
+        }
+        check_status(Method::GET, &url, response).await
+    }
+
     /// Streams a blob into the layout, verifying digest and size as it arrives. No more than
     /// its declared size is read or written: a `Content-Length` other than that size is
     /// refused before reading, and one byte more is an error (neither is retried). A body
@@ -59,22 +87,7 @@ impl Registry {
         loop {
             attempt += 1;
             progress.reset(digest);
-            let response = self
-                .send(
-                    Method::GET,
-                    url.clone(),
-                    HeaderMap::new(),
-                    Payload::Empty,
-                    &Scope::pull(repository),
-                )
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Err(RegistryError::NotFound {
-                    what: "blob",
-                    name: format!("{}/{repository}@{digest}", self.name),
-                });
-            }
-            let mut response = check_status(Method::GET, &url, response).await?;
+            let mut response = self.get_blob(repository, digest).await?;
             bound
                 .check_length(response.content_length())
                 .map_err(size_error)?;

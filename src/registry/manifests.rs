@@ -283,23 +283,7 @@ impl Registry {
     ) -> Result<Vec<u8>, RegistryError> {
         let digest = descriptor.digest();
         let bound = self.config_bound(repository, descriptor)?;
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let response = self
-            .send(
-                Method::GET,
-                url.clone(),
-                HeaderMap::new(),
-                Payload::Empty,
-                &Scope::pull(repository),
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Err(RegistryError::NotFound {
-                what: "blob",
-                name: format!("{}/{repository}@{digest}", self.name),
-            });
-        }
-        let response = check_status(Method::GET, &url, response).await?;
+        let response = self.get_blob(repository, digest).await?;
         let source_name = format!("{}/{repository}@{digest}", self.name);
         let bytes = self
             .read_body(response, "config", &source_name, bound)
