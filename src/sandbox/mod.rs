@@ -448,34 +448,7 @@ fn pump(
     let mut messages = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     while open.iter().any(|is_open| *is_open) {
-        let indexes = (0..3).filter(|index| open[*index]).collect::<Vec<_>>();
-        let mut poll_fds = indexes
-            .iter()
-            .map(|index| libc::pollfd {
-                fd: fds[*index].as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect::<Vec<_>>();
-        // SAFETY: `poll_fds` is a live array of `len` pollfd structs for the call's duration,
-        // and every descriptor in it is open (borrowed from the OwnedFds above).
-        let result =
-            unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, -1) };
-        if result == -1 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        let ready = poll_fds
-            .iter()
-            .map(|fd| fd.revents != 0)
-            .collect::<Vec<_>>();
-        for (slot, index) in indexes.into_iter().enumerate() {
-            if !ready[slot] {
-                continue;
-            }
+        for index in poll_readable(&fds, &open)? {
             let count = match nix::unistd::read(fds[index], &mut chunk) {
                 Ok(count) => count,
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
@@ -505,6 +478,46 @@ fn pump(
         }
     }
     Ok(messages)
+}
+
+/// Waits until one or more of the descriptors of `fds` still `open` can be read (data, end
+/// of file or an error to read), through a signal that interrupts the wait; returns their
+/// indexes in `fds`.
+///
+/// # Errors
+/// `poll` fails other than by an interruption.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: &[std::os::fd::BorrowedFd<'_>; N],
+    open: &[bool; N],
+) -> std::io::Result<Vec<usize>> {
+    let indexes = (0..N).filter(|index| open[*index]).collect::<Vec<_>>();
+    let mut poll_fds = indexes
+        .iter()
+        .map(|index| libc::pollfd {
+            fd: fds[*index].as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect::<Vec<_>>();
+    loop {
+        // SAFETY: `poll_fds` is a live array of `len` pollfd structs for the call's duration,
+        // and every descriptor in it is open (borrowed for the call).
+        let result =
+            unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, -1) };
+        if result != -1 {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(indexes
+        .into_iter()
+        .zip(&poll_fds)
+        .filter(|(_, fd)| fd.revents != 0)
+        .map(|(index, _)| index)
+        .collect())
 }
 
 #[cfg(test)]

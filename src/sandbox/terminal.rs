@@ -105,30 +105,7 @@ pub(super) fn relay(master: &OwnedFd, channel: &OwnedFd) -> std::io::Result<Vec<
     let mut chunk = vec![0u8; 16 * 1024];
     let mut forwarded = false;
     while open[1] || open[2] {
-        let indexes = (0..3).filter(|index| open[*index]).collect::<Vec<_>>();
-        let mut poll_fds = indexes
-            .iter()
-            .map(|index| libc::pollfd {
-                fd: fds[*index].as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect::<Vec<_>>();
-        // SAFETY: `poll_fds` is a live array of `len` pollfd structs for the call's duration,
-        // and every descriptor in it is open.
-        let result =
-            unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, -1) };
-        if result == -1 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        for (slot, index) in indexes.into_iter().enumerate() {
-            if poll_fds[slot].revents == 0 {
-                continue;
-            }
+        for index in super::poll_readable(&fds, &open)? {
             let count = match nix::unistd::read(fds[index], &mut chunk) {
                 Ok(count) => count,
                 Err(Errno::EINTR | Errno::EAGAIN) => continue,
