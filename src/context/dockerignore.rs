@@ -35,6 +35,40 @@ struct SourcePattern {
     text: String,
 }
 
+impl SourcePattern {
+    /// Compiles `raw` (line `line` of `source_name`, `text` as written there) and pushes it
+    /// onto `patterns`; a pattern that matches nothing (`Ok(None)`) is left out.
+    ///
+    /// # Errors
+    /// [`ContextError::Pattern`] naming the file, line and pattern.
+    fn push(
+        patterns: &mut Vec<Self>,
+        raw: &[u8],
+        text: &[u8],
+        line: usize,
+        source_name: &str,
+    ) -> Result<(), ContextError> {
+        let text = String::from_utf8_lossy(text).into_owned();
+        match Pattern::new(raw) {
+            Ok(Some(pattern)) => patterns.push(Self {
+                pattern,
+                line,
+                text,
+            }),
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(ContextError::Pattern {
+                    source_name: source_name.to_string(),
+                    line,
+                    pattern: text,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Which patterns matched a directory, handed to its children
 /// (patternmatcher's `MatchInfo`). The default value means "no information": a path at the
 /// context root, or a path matched on its own.
@@ -114,23 +148,7 @@ impl Dockerignore {
                 continue;
             }
             let pattern = read_all_pattern(trimmed);
-            let text = String::from_utf8_lossy(trimmed).into_owned();
-            match Pattern::new(&pattern) {
-                Ok(Some(pattern)) => patterns.push(SourcePattern {
-                    pattern,
-                    line: index + 1,
-                    text,
-                }),
-                Ok(None) => {}
-                Err(reason) => {
-                    return Err(ContextError::Pattern {
-                        source_name: source_name.to_string(),
-                        line: index + 1,
-                        pattern: text,
-                        reason,
-                    });
-                }
-            }
+            SourcePattern::push(&mut patterns, &pattern, trimmed, index + 1, source_name)?;
         }
         Ok(Self {
             source: source_name.to_string(),
@@ -148,23 +166,7 @@ impl Dockerignore {
     pub fn from_patterns(patterns: &[&[u8]], source_name: &str) -> Result<Self, ContextError> {
         let mut parsed = Vec::new();
         for (index, raw) in patterns.iter().enumerate() {
-            let text = String::from_utf8_lossy(trim_space(raw)).into_owned();
-            match Pattern::new(raw) {
-                Ok(Some(pattern)) => parsed.push(SourcePattern {
-                    pattern,
-                    line: index + 1,
-                    text,
-                }),
-                Ok(None) => {}
-                Err(reason) => {
-                    return Err(ContextError::Pattern {
-                        source_name: source_name.to_string(),
-                        line: index + 1,
-                        pattern: text,
-                        reason,
-                    });
-                }
-            }
+            SourcePattern::push(&mut parsed, raw, trim_space(raw), index + 1, source_name)?;
         }
         Ok(Self {
             source: source_name.to_string(),
