@@ -23,8 +23,8 @@
 #   push      the two-platform result pushed to a new repository of the loopback registry
 #             (`xbuild push` against `buildah manifest push --all`)
 # The floor (scripts/floor.sh: the same RUN commands in a plain chroot of the same bases under
-# the same QEMU, no builder; one floor round right after each of xbuild's cold rounds, so that
-# both see the same load and mirrors) gets cold and one-edit rows too, for each workload: xbuild's
+# the same QEMU, no builder; its cold row right after each of xbuild's cold rounds, its one-edit
+# right before xbuild's, so that both see the same load and mirrors) gets cold and one-edit rows too, for each workload: xbuild's
 # overhead over it is printed as a percentage (cold; goal <= 10 %) and in seconds (one-edit;
 # goal <= 0.25 s).
 # With docker.io installed, BuildKit (inside a private dockerd 20.10, one platform per command,
@@ -235,12 +235,18 @@ for workload in $WORKLOADS; do
             log "round $i/$REPEAT: the floor of $W (its RUN commands in a plain chroot)"
             sync
             scripts/floor.sh --workload "$W" --repeat 1 --platforms "$PLATFORMS" \
-                --results "$RESULTS" --keep "$WORK/trash/floor-$W-$i" > /dev/null
+                --results "$RESULTS" --keep "$WORK/trash/floor-$W-$i" --cold-only > /dev/null
         fi
         reset_bh; measure "${PREFIX}cold" buildah buildah bh_build "$PLATFORMS"
         measure "${PREFIX}cached" xbuild xbuild xb_build "$PLATFORMS"
         measure "${PREFIX}cached" buildah buildah bh_build "$PLATFORMS"
         edit "$i"
+        if [ "$FLOOR" = 1 ]; then
+            # The floor's one-edit right before xbuild's: the same seconds of machine load.
+            sync
+            scripts/floor.sh --workload "$W" --repeat 1 --platforms "$PLATFORMS" \
+                --results "$RESULTS" --keep "$WORK/trash/floor-$W-$i" --one-edit-only > /dev/null
+        fi
         measure "${PREFIX}one-edit" xbuild xbuild xb_build "$PLATFORMS"
         measure "${PREFIX}one-edit" buildah buildah bh_build "$PLATFORMS"
         xb tag "$NAME" "$REG/xb-$W-$i:1"

@@ -7,11 +7,14 @@
 # scripts/bench.sh prints it next to xbuild's times.
 #
 #   scripts/floor.sh [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE]
-#                    [--keep DIR]
+#                    [--keep DIR] [--cold-only | --one-edit-only]
 # --keep DIR: work in DIR (made if missing) and leave the rounds' trees there, unmounted,
 # instead of deleting them (scripts/bench.sh runs a floor round beside each of xbuild's cold
 # rounds and deletes its scratch at the end: a deletion of tens of thousands of files just
 # before a timed cold build slows that build's inode allocation on this machine's ext4).
+# --cold-only / --one-edit-only (with --keep DIR): the cold row alone, leaving its trees in
+# DIR; later, the one-edit row alone on the trees of DIR (its rounds 1..N). scripts/bench.sh
+# runs each floor row beside xbuild's same row, so that the two see the same minutes of load.
 #
 # Rows (each N times, default 3; one line per round on stdout, "ROW floor SECONDS 0" like
 # bench.sh's results, and a median summary on stderr; the service's rows are prefixed
@@ -40,8 +43,8 @@ set -eu
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
-REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS="" WORKLOAD=app KEEP=""
-USAGE="usage: $0 [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE] [--keep DIR]"
+REPEAT=3 PLATFORMS="linux/amd64,linux/arm64" RESULTS="" WORKLOAD=app KEEP="" ROWS=both
+USAGE="usage: $0 [--workload app|service] [--repeat N] [--platforms P1,P2] [--results FILE] [--keep DIR] [--cold-only | --one-edit-only]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --workload) WORKLOAD="$2"; shift ;;
@@ -49,6 +52,8 @@ while [ $# -gt 0 ]; do
         --platforms) PLATFORMS="$2"; shift ;;
         --results) RESULTS="$2"; shift ;;
         --keep) KEEP="$2"; shift ;;
+        --cold-only) ROWS=cold ;;
+        --one-edit-only) ROWS=one-edit ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
@@ -57,6 +62,10 @@ case "$WORKLOAD" in
     app|service) ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
+if [ "$ROWS" != both ] && [ -z "$KEEP" ]; then
+    echo "floor: --cold-only and --one-edit-only need --keep DIR (the trees the rows share)" >&2
+    exit 2
+fi
 [ "$(id -u)" = 0 ] || { echo "floor: run as root" >&2; exit 3; }
 log() { echo "floor: $*" >&2; }
 
@@ -85,6 +94,20 @@ IFS=, read -r -a platforms <<< "$PLATFORMS"
 host_platform="linux/$(dpkg --print-architecture)"
 CHROOT="$(command -v chroot)"
 
+# mount_root ROOT: /proc and /dev as a builder gives a RUN.
+mount_root() {
+    local root="$1"
+    mount -t proc proc "$root/proc"
+    # Docker's standard nodes on a tmpfs of their own (never the host's /dev itself).
+    mount -t tmpfs -o mode=755 dev "$root/dev"
+    mknod -m 666 "$root/dev/null" c 1 3
+    mknod -m 666 "$root/dev/zero" c 1 5
+    mknod -m 666 "$root/dev/full" c 1 7
+    mknod -m 666 "$root/dev/random" c 1 8
+    mknod -m 666 "$root/dev/urandom" c 1 9
+    mknod -m 666 "$root/dev/tty" c 5 0
+}
+
 # prepare ROUND PLATFORM: fresh copies of the two base trees for one platform, with what a
 # RUN needs from its builder: /proc, /dev, the host's resolver, the context's hello.c.
 prepare() {
@@ -95,15 +118,7 @@ prepare() {
     cp -a "$FIXTURES/rootfs/busybox/${platform//\//-}" "$dir/final"
     for root in "$dir/build" "$dir/final"; do
         mkdir -p "$root/proc" "$root/dev" "$root/etc" "$root/tmp"
-        mount -t proc proc "$root/proc"
-        # Docker's standard nodes on a tmpfs of their own (never the host's /dev itself).
-        mount -t tmpfs -o mode=755 dev "$root/dev"
-        mknod -m 666 "$root/dev/null" c 1 3
-        mknod -m 666 "$root/dev/zero" c 1 5
-        mknod -m 666 "$root/dev/full" c 1 7
-        mknod -m 666 "$root/dev/random" c 1 8
-        mknod -m 666 "$root/dev/urandom" c 1 9
-        mknod -m 666 "$root/dev/tty" c 5 0
+        mount_root "$root"
         rm -f "$root/etc/resolv.conf"
         cp /etc/resolv.conf "$root/etc/resolv.conf"
     done
@@ -191,18 +206,28 @@ timed() {
     log "$row floor: $secs s"
 }
 
+# The rows' names (bench.sh's) and the functions that run them.
+if [ "$WORKLOAD" = service ]; then
+    COLD_ROW=service-cold COLD_STEP=service_cold EDIT_ROW=service-one-edit EDIT_STEP=service_one_edit
+else
+    COLD_ROW=cold COLD_STEP=cold EDIT_ROW=one-edit EDIT_STEP=one_edit
+fi
 for round in $(seq "$REPEAT"); do
     log "round $round/$REPEAT: $PLATFORMS"
-    for platform in "${platforms[@]}"; do prepare "$round" "$platform"; done
-    sync
-    if [ "$WORKLOAD" = service ]; then
-        timed service-cold service_cold "$round"
-        sync
-        timed service-one-edit service_one_edit "$round"
+    if [ "$ROWS" = one-edit ]; then
+        for platform in "${platforms[@]}"; do
+            dir="$WORK/$round/${platform//\//-}"
+            [ -d "$dir/build/tmp" ] || { log "no trees of a cold row in $dir (run --cold-only first)"; exit 2; }
+            mount_root "$dir/build"
+        done
     else
-        timed cold cold "$round"
+        for platform in "${platforms[@]}"; do prepare "$round" "$platform"; done
         sync
-        timed one-edit one_edit "$round"
+        timed "$COLD_ROW" "$COLD_STEP" "$round"
+    fi
+    if [ "$ROWS" != cold ]; then
+        sync
+        timed "$EDIT_ROW" "$EDIT_STEP" "$round"
     fi
     log "round $round: each command's time (platform, seconds, command):"
     sed 's/^/floor:   /' "$WORK/steps" >&2
