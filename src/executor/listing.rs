@@ -825,5 +825,16 @@ mod tests {
             // As root: the files are taken from the first snapshot.
             assert!(unpacked.linked > 0);
         }
+        // The blob written from the same list afterwards (a snapshot that is not exact, or
+        // one there already) is the same layer.
+        let layout = crate::oci::ImageLayout::open_or_create(store.path().join("layout")).unwrap();
+        let blob = layer::write_file_list_layer(
+            &layout,
+            compact,
+            layer::Compression::of(layer::Algorithm::Gzip),
+            Some(1),
+        )
+        .unwrap();
+        assert_eq!(blob.diff_id, expected.diff_id);
     }
 }
