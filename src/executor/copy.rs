@@ -55,6 +55,7 @@ use std::time::Instant;
 use super::checksum;
 use super::error::{ExecutorError, Within as _};
 use super::from::resolve_image;
+use super::listing::{EntryRules, Listing};
 use super::materials::Material;
 use super::permissions::{ModeChange, resolve_chown};
 use super::services::Services;
@@ -78,7 +79,7 @@ use crate::source::gitref::{GitRef, is_git_source};
 /// Adds `dir` and its missing parents as directory entries (existing ones keep their
 /// metadata from the state; missing ones get `mode`).
 fn add_parents(
-    listing: &mut Listing,
+    listing: &mut Listing<'_>,
     lowers: &[PathBuf],
     dir: &str,
     owner: Option<(u64, u64)>,
@@ -123,156 +124,6 @@ fn add_parents(
             }
         };
         listing.make(entry);
-    }
-}
-
-/// The layer's file list as a copy makes it: an entry a source lists replaces whatever is
-/// listed at its path (a later source wins, as files overwrite), and the directories the
-/// copy makes around them (the destination and its parents, the directories between it and
-/// an item, the parents of what an archive placed) go only where nothing is listed. Where
-/// each path was listed used to be told by a set of every path (9 MB at 100,000 files,
-/// issue 19 item 4); now by the list itself, settled once the sources are listed
-/// ([`Self::settle`]: sorted, one entry per path), and a set of the directories listed
-/// (a few per thousand files), so that a directory is made once, not once per file below
-/// it.
-struct Listing {
-    entries: Vec<FileListEntry>,
-    /// Positions in `entries` of the directories made (ascending): an entry a source lists
-    /// at the same path replaces them, whenever it comes.
-    made: Vec<usize>,
-    /// The paths of the directories listed so far, made or a source's.
-    dirs: std::collections::HashSet<PathBuf>,
-    /// How many entries at the start of `entries` are settled (sorted, one per path).
-    settled: usize,
-}
-
-impl Listing {
-    fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-            made: Vec::new(),
-            dirs: std::collections::HashSet::new(),
-            settled: 0,
-        }
-    }
-
-    /// Lists `item`, replacing what is listed at its path. Only before the list is settled.
-    fn push(&mut self, item: FileListEntry) {
-        debug_assert_eq!(
-            self.settled, 0,
-            "an entry listed after the list was settled"
-        );
-        if item.entry.kind == EntryKind::Directory {
-            self.dirs.insert(item.entry.path.clone());
-        }
-        self.entries.push(item);
-    }
-
-    /// Whether a directory, or a settled entry, is at `path`. A file listed since the list
-    /// was settled is not seen: a directory made at its path then is dropped when the list
-    /// is settled again.
-    fn is_listed(&self, path: &Path) -> bool {
-        self.dirs.contains(path)
-            || self.entries[..self.settled]
-                .binary_search_by(|item| item.entry.path.as_path().cmp(path))
-                .is_ok()
-    }
-
-    /// Makes the directory `entry` unless something is listed at its path.
-    fn make(&mut self, entry: TarEntry) {
-        if self.is_listed(&entry.path) {
-            return;
-        }
-        self.dirs.insert(entry.path.clone());
-        self.made.push(self.entries.len());
-        self.entries.push(FileListEntry {
-            entry,
-            source: None,
-        });
-    }
-
-    /// One entry per path, sorted by path (as [`layer::normalize_file_list`] sorts): at
-    /// each path the last entry a source listed, else the first directory made there.
-    /// Sorted in place, through a list of positions (8 bytes an entry), not a second list.
-    fn settle(&mut self) {
-        let entries = &mut self.entries;
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            entries[a]
-                .entry
-                .path
-                .cmp(&entries[b].entry.path)
-                .then(a.cmp(&b))
-        });
-        // The positions that lose to another at the same path.
-        let mut dropped = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            let path = &entries[order[start]].entry.path;
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|&&at| entries[at].entry.path == *path)
-                    .count();
-            let same = &order[start..end];
-            if same.len() > 1 {
-                let winner = same
-                    .iter()
-                    .rev()
-                    .find(|at| self.made.binary_search(at).is_err())
-                    .unwrap_or(&same[0]);
-                dropped.extend(same.iter().filter(|&at| at != winner));
-            }
-            start = end;
-        }
-        if !dropped.is_empty() {
-            dropped.sort_unstable();
-            // Each kept position's new one: less the dropped ones before it.
-            order.retain(|at| dropped.binary_search(at).is_err());
-            for at in &mut order {
-                *at -= dropped.partition_point(|&gone| gone < *at);
-            }
-            let mut position = 0;
-            entries.retain(|_| {
-                let keep = dropped.binary_search(&position).is_err();
-                position += 1;
-                keep
-            });
-        }
-        // entries[i] becomes the entry at order[i], cycle by cycle.
-        for start in 0..order.len() {
-            let mut current = start;
-            while order[current] != usize::MAX {
-                let source = order[current];
-                order[current] = usize::MAX;
-                if source == start {
-                    break;
-                }
-                entries.swap(current, source);
-                current = source;
-            }
-        }
-        self.made.clear();
-        self.settled = entries.len();
-    }
-
-    /// The parent directories of settled entries that are not listed, as absolute paths
-    /// (repeats included).
-    fn missing_parents(&self) -> Vec<String> {
-        self.entries[..self.settled]
-            .iter()
-            .filter_map(|item| item.entry.path.parent())
-            .filter(|parent| !parent.as_os_str().is_empty() && !self.is_listed(parent))
-            .map(|parent| format!("/{}", parent.to_string_lossy()))
-            .collect()
-    }
-
-    /// The list, settled.
-    fn into_entries(mut self) -> Vec<FileListEntry> {
-        if self.settled != self.entries.len() {
-            self.settle();
-        }
-        self.entries
     }
 }
 
@@ -345,7 +196,7 @@ pub(crate) fn workdir(
         services,
         vertex,
         state,
-        listing.into_entries(),
+        listing.into_list(),
         created_by,
         &key,
         None,
@@ -363,16 +214,17 @@ fn now() -> i64 {
 /// the same step made last is looked up, its unchanged files are hard-linked instead of
 /// written ([`layer::unpack_file_list_layer_linking`]), and this snapshot is remembered for
 /// the next build.
-fn commit(
+fn commit<L: layer::FileList>(
     services: &Services<'_>,
     vertex: &Vertex,
     mut state: ImageState,
-    mut entries: Vec<FileListEntry>,
+    mut entries: L,
     created_by: String,
     key: &str,
     link: Option<(&str, VertexId)>,
 ) -> Result<Done, ExecutorError> {
     let link_key = link.map(|(link_key, _)| link_key);
+    let listed = entries.len();
     let name = vertex.display_name();
     // The tar is unpacked into the snapshot as it is written, not compressed: the blob is
     // made from the snapshot when an image needs it, as for `RUN` (super::blobs).
@@ -451,7 +303,26 @@ fn commit(
     }
     state.push_history(&services.created, created_by, false);
     services.cache.record(key, &state)?;
+    if listed >= TRIM_AFTER_ENTRIES {
+        release_free_memory();
+    }
     Ok(Done::new(state, key.to_owned()))
+}
+
+/// A layer of at least this many entries frees enough (its list, the unpacking's pieces,
+/// the context digest's buffers before it) to hand back to the system at once.
+const TRIM_AFTER_ENTRIES: usize = 10_000;
+
+/// Hands the allocator's free pages back to the system (glibc's `malloc_trim`, every
+/// arena). What a big `COPY` freed otherwise stays in its thread's arena while the layer
+/// is compressed in others' (issue 19 item 4: 100,000 files, RSS over the heap by the
+/// size of the freed file list).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` only returns free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The cache key of a copy whose sources are all in the build context (paths, no URL or git
@@ -860,7 +731,17 @@ pub(crate) fn step(
     let dest_is_dir = dest_dir_syntax || tops > 1 || dest_exists_dir || any_dir_source;
     let mtime_now = services.options.source_date_epoch.unwrap_or_else(now);
 
-    let mut listing = Listing::new();
+    let from_context = source_root.is_none();
+    let rules = EntryRules {
+        owner,
+        chmod: chmod.as_ref(),
+        from_context,
+    };
+    let files = context_files.as_deref();
+    let mut listing = match files {
+        Some(files) => Listing::with_context(files, rules),
+        None => Listing::new(),
+    };
     let (dest_dir, file_target) = if dest_is_dir {
         (dest_abs.clone(), None)
     } else {
@@ -886,7 +767,6 @@ pub(crate) fn step(
         new_dir_mode,
     );
     let dest_rel = PathBuf::from(dest_dir.trim_start_matches('/'));
-    let from_context = source_root.is_none();
     let mut targets = Targets {
         stack,
         fresh: std::collections::HashSet::new(),
@@ -895,41 +775,15 @@ pub(crate) fn step(
         targets.fresh.insert(dest_rel.clone());
     }
 
-    let push_item = |below: &Path,
+    let push_item = |target: &Path,
                      item: Item,
                      url_file: bool,
-                     listing: &mut Listing|
+                     listing: &mut Listing<'_>|
      -> Result<(), ExecutorError> {
         // A later source wins over an earlier one, as files overwrite (`Listing::push`).
-        let target = match &file_target {
-            Some(target) => PathBuf::from(target.trim_start_matches('/')),
-            None => dest_rel.join(below),
-        };
-        // A socket of the context is an empty regular file with its permissions, as
-        // BuildKit's fsutil sends it (the socket bit cleared).
-        let mut entry = if from_context && item.meta.is_socket() {
-            let mut entry = TarEntry::new(
-                target.clone(),
-                EntryKind::File { size: 0 },
-                item.meta.mode & 0o7777,
-            );
-            entry.uid = u64::from(item.meta.uid);
-            entry.gid = u64::from(item.meta.gid);
-            entry.mtime = item.meta.mtime;
-            entry
-        } else {
-            layer::entry_from_stat(&target, &item.abs, &item.meta)?
-        };
-        if let Some((uid, gid)) = owner {
-            entry.uid = uid;
-            entry.gid = gid;
-        } else if from_context {
-            entry.uid = 0;
-            entry.gid = 0;
-        }
-        if let Some(change) = &chmod {
-            entry.mode = change.apply(entry.mode, item.meta.is_dir());
-        } else if url_file {
+        // The same rules make the entries of a run's files when the list is written.
+        let mut entry = rules.entry(target, &item)?;
+        if chmod.is_none() && url_file {
             entry.mode = 0o600;
         }
         if let Some(mtime) = url_mtimes.get(&item.abs) {
@@ -946,9 +800,15 @@ pub(crate) fn step(
     // that from the list's growth. The selections are consumed: each item's paths are freed
     // (or moved into the list) as its entry is listed, not kept beside the whole list (issue
     // 19 item 4).
-    let items: usize = selections.iter().map(Selected::len).sum();
-    listing.entries.reserve_exact(items + inline.len() + 64);
-    let files = context_files.as_deref();
+    let (mut whole, mut compact) = (inline.len() + 64, 0);
+    for selected in &selections {
+        if selected.context_run.is_some() {
+            compact += selected.len();
+        } else {
+            whole += selected.len();
+        }
+    }
+    listing.reserve_exact(whole, compact);
     for mut selected in selections {
         // BuildKit's `AttemptUnpack`: a local ADD source unless `--unpack=false`, a URL only
         // with `--unpack=true`, a git checkout never; only files the source names itself.
@@ -962,7 +822,13 @@ pub(crate) fn step(
         let hardlinks = selected.hardlinks(files)?;
         let named_files = std::mem::take(&mut selected.named_files);
         let from_url = selected.from_url;
-        // A source naming a directory of the context: its items made one at a time.
+        // A source naming a directory of the context: its items made one at a time, and
+        // listed by their walk index (a file of several names whole), their entries made
+        // when the layer is written. Not into a single file's path.
+        let run = match (&selected.context_run, &file_target) {
+            (Some(run), None) => listing.add_run(&dest_rel, run.top()),
+            _ => None,
+        };
         for (index, item) in selected.into_items(files)?.enumerate() {
             let (below, item) = item?;
             if attempt_unpack
@@ -1018,13 +884,16 @@ pub(crate) fn step(
             targets
                 .check(&target, item.meta.is_dir())
                 .map_err(|reason| ExecutorError::invalid(&file, line, reason))?;
-            push_item(&below, item, from_url, &mut listing)?;
+            let linked = item.meta.is_file() && item.meta.nlink >= 2;
+            if let (Some(run), Some(at), false) = (run, item.context, linked) {
+                listing.push_context(run, at, &target, item.meta.is_dir());
+                continue;
+            }
+            push_item(&target, item, from_url, &mut listing)?;
             // A file sharing its inode with one copied before it: a tar hard link to it.
-            if let (Some(first), None, Some(last)) = (
-                hardlinks.get(&index),
-                &file_target,
-                listing.entries.last_mut(),
-            ) {
+            if let (Some(first), None, Some(last)) =
+                (hardlinks.get(&index), &file_target, listing.last_mut())
+            {
                 last.entry.kind = EntryKind::Hardlink {
                     target: dest_rel.join(first),
                 };
@@ -1067,32 +936,22 @@ pub(crate) fn step(
     for parent in listing.missing_parents() {
         add_parents(&mut listing, &lowers, &parent, None, mtime_now, true, 0o755);
     }
-    let entries = listing.into_entries();
+    let entries = listing.into_list();
     // What a layer cannot hold is refused before it is written (exit 2).
-    for item in &entries {
-        let path = &item.entry.path;
-        let reserved = path
-            .file_name()
-            .is_some_and(|name| name.as_encoded_bytes().starts_with(b".wh."));
-        let whiteout = matches!(
-            item.entry.kind,
-            EntryKind::CharDevice { major: 0, minor: 0 }
-        );
-        if reserved || whiteout {
-            return Err(ExecutorError::invalid(
-                &file,
-                line,
-                format_args!(
-                    "{text}: /{}: {}",
-                    path.display(),
-                    if reserved {
-                        "a name starting with \".wh.\" cannot be stored in a layer (OCI layers mark deletions with it)"
-                    } else {
-                        "a character device 0/0 cannot be stored in a layer (it is an overlay whiteout)"
-                    }
-                ),
-            ));
-        }
+    if let Some((path, reserved)) = entries.unstorable()? {
+        return Err(ExecutorError::invalid(
+            &file,
+            line,
+            format_args!(
+                "{text}: /{}: {}",
+                path.display(),
+                if reserved {
+                    "a name starting with \".wh.\" cannot be stored in a layer (OCI layers mark deletions with it)"
+                } else {
+                    "a character device 0/0 cannot be stored in a layer (it is an overlay whiteout)"
+                }
+            ),
+        ));
     }
     let created_by = format!(
         "{text} {} # buildkit",
@@ -1266,116 +1125,4 @@ fn instruction_summary(sources: &[Source], destination: &str) -> String {
         .collect();
     words.push(destination.to_owned());
     words.join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(path: &str, size: u64) -> FileListEntry {
-        FileListEntry {
-            entry: TarEntry::new(path, EntryKind::File { size }, 0o644),
-            source: Some(PathBuf::from(format!("/src/{path}"))),
-        }
-    }
-
-    fn dir(path: &str, mode: u32) -> TarEntry {
-        TarEntry::new(path, EntryKind::Directory, mode)
-    }
-
-    fn listed(listing: Listing) -> Vec<(String, EntryKind, u32)> {
-        listing
-            .into_entries()
-            .into_iter()
-            .map(|item| {
-                (
-                    item.entry.path.display().to_string(),
-                    item.entry.kind,
-                    item.entry.mode,
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_later_entry_replaces_an_earlier_one_and_made_directories_only_fill_gaps() {
-        let mut listing = Listing::new();
-        listing.make(dir("app", 0o700));
-        listing.make(dir("app", 0o711)); // already listed: not made again
-        listing.push(file("app/b", 1));
-        listing.push(file("app/a", 1));
-        listing.make(dir("app/x", 0o700)); // a source's x comes later and wins
-        listing.push(file("app/b", 2)); // the second source wins
-        listing.push(file("app/x", 3));
-        listing.push(FileListEntry {
-            entry: dir("app/d", 0o755),
-            source: None,
-        });
-        listing.make(dir("app/d", 0o700)); // a source's directory is there
-        listing.push(file("app/a-b", 4));
-        listing.push(file("app/a/c", 5)); // sorted as a path: after a, before a-b
-        assert_eq!(
-            listed(listing),
-            [
-                ("app", EntryKind::Directory, 0o700),
-                ("app/a", EntryKind::File { size: 1 }, 0o644),
-                ("app/a/c", EntryKind::File { size: 5 }, 0o644),
-                ("app/a-b", EntryKind::File { size: 4 }, 0o644),
-                ("app/b", EntryKind::File { size: 2 }, 0o644),
-                ("app/d", EntryKind::Directory, 0o755),
-                ("app/x", EntryKind::File { size: 3 }, 0o644),
-            ]
-            .map(|(path, kind, mode)| (path.to_owned(), kind, mode))
-        );
-    }
-
-    #[test]
-    fn a_settled_listing_is_sorted_by_path_with_its_missing_parents_found() {
-        // Many entries in a shuffled order: the in-place permutation puts each where it goes.
-        let mut listing = Listing::new();
-        let mut names: Vec<String> = (0..500).map(|n| format!("p{}/f{n:03}", n % 7)).collect();
-        names.reverse();
-        names.swap(3, 400);
-        names.swap(17, 250);
-        for (n, name) in names.iter().enumerate() {
-            listing.push(file(name, n as u64));
-            if n % 50 == 0 {
-                listing.push(file(name, 1000 + n as u64)); // replaced at once
-            }
-        }
-        listing.make(dir("p0", 0o755));
-        listing.settle();
-        let paths: Vec<&Path> = listing
-            .entries
-            .iter()
-            .map(|item| item.entry.path.as_path())
-            .collect();
-        assert_eq!(paths.len(), 501);
-        assert!(paths.windows(2).all(|pair| pair[0] < pair[1]));
-        let sizes: Vec<u64> = listing
-            .entries
-            .iter()
-            .filter_map(|item| match item.entry.kind {
-                EntryKind::File { size } => Some(size),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sizes.iter().filter(|&&size| size >= 1000).count(), 10);
-        let mut missing = listing.missing_parents();
-        missing.sort();
-        missing.dedup();
-        assert_eq!(missing, ["/p1", "/p2", "/p3", "/p4", "/p5", "/p6"]);
-        for parent in missing {
-            listing.make(dir(parent.trim_start_matches('/'), 0o755));
-        }
-        listing.make(dir("p0", 0o700)); // listed: not made
-        let entries = listing.into_entries();
-        assert_eq!(entries.len(), 507);
-        assert!(
-            entries
-                .windows(2)
-                .all(|pair| pair[0].entry.path < pair[1].entry.path)
-        );
-        assert_eq!(entries[0].entry.mode, 0o755);
-    }
 }

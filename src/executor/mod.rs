@@ -43,6 +43,7 @@ mod eager;
 mod error;
 pub mod failed;
 mod from;
+mod listing;
 mod materials;
 mod mounts;
 mod named;

@@ -266,6 +266,13 @@ pub(crate) struct ContextRun {
     top: PathBuf,
 }
 
+impl ContextRun {
+    /// The directory the run is below, relative to the context.
+    pub(crate) fn top(&self) -> &Path {
+        &self.top
+    }
+}
+
 /// A selection's items, consumed in order ([`Selected::into_items`]).
 pub(crate) type Items<'a> = Box<dyn Iterator<Item = Result<(PathBuf, Item), ExecutorError>> + 'a>;
 
@@ -591,7 +598,7 @@ impl ContextFiles {
     }
 
     /// The item of the entry at `index`.
-    fn item_at(&self, index: usize) -> Result<Item, ExecutorError> {
+    pub(crate) fn item_at(&self, index: usize) -> Result<Item, ExecutorError> {
         let entry = &self.entries[index];
         Ok(Item {
             rel: entry.path.clone(),

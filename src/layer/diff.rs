@@ -77,6 +77,10 @@ pub enum DiffError {
         "{0}: a character device 0/0 cannot be stored in a layer (in a snapshot it is an overlay whiteout)"
     )]
     WhiteoutDevice(PathBuf),
+    /// An entry of a list that must come sorted ([`write_made_file_list`]) comes after one
+    /// it sorts before.
+    #[error("{0} is listed out of order")]
+    Unsorted(PathBuf),
     /// An entry whose parent directory is not listed (the unpacked snapshot would have a
     /// directory the tar lacks).
     #[error("{0}: its parent directory is not listed in the layer")]
@@ -272,7 +276,7 @@ pub fn write_tree<W: Write>(
 ) -> Result<u64, DiffError> {
     let mut walker = Walker {
         kind,
-        hardlinks: HashMap::new(),
+        hardlinks: FirstNames::default(),
         count: 0,
     };
     walker.walk_directory(writer, root, Path::new(""))?;
@@ -292,7 +296,7 @@ pub fn write_tree_at<W: Write>(
 ) -> Result<u64, DiffError> {
     let mut walker = Walker {
         kind,
-        hardlinks: HashMap::new(),
+        hardlinks: FirstNames::default(),
         count: 0,
     };
     walker.walk_directory(writer, root, prefix)?;
@@ -301,8 +305,104 @@ pub fn write_tree_at<W: Write>(
 
 struct Walker {
     kind: TreeKind,
-    hardlinks: HashMap<(u64, u64), PathBuf>,
+    hardlinks: FirstNames,
     count: u64,
+}
+
+/// Where a tree walk met the first name of each inode with more than one name, so that
+/// its other names in the tree become tar hard links to it. Every file of a `COPY`
+/// snapshot that shares its inodes with an earlier build's has two names (one there): at
+/// 100,000 files a map to a path each held 10 MB while the blob was written (issue 19 item
+/// 4). Kept instead: the name's directory (one path per directory that holds such a name)
+/// and its position among the directory's sorted names, 8 bytes, in a map keyed by the
+/// inode alone while every file is on one device (16 bytes an entry, not 24). The name is
+/// read back from its directory when a second one is met (rare: a link inside the tree).
+#[derive(Default)]
+struct FirstNames {
+    /// The device of the first file recorded, and the inodes on it.
+    device: Option<u64>,
+    on_device: HashMap<u64, (u32, u32)>,
+    /// Inodes of other devices.
+    elsewhere: HashMap<(u64, u64), (u32, u32)>,
+    /// Directories holding first names: on the host, and in the image.
+    directories: Vec<(PathBuf, PathBuf)>,
+    /// The sorted names of the directory read back last (its number).
+    listed: Option<(u32, Vec<OsString>)>,
+}
+
+impl FirstNames {
+    fn get(&self, (device, inode): (u64, u64)) -> Option<(u32, u32)> {
+        if self.device == Some(device) {
+            self.on_device.get(&inode).copied()
+        } else {
+            self.elsewhere.get(&(device, inode)).copied()
+        }
+    }
+
+    fn insert(&mut self, (device, inode): (u64, u64), at: (u32, u32)) {
+        if *self.device.get_or_insert(device) == device {
+            self.on_device.insert(inode, at);
+        } else {
+            self.elsewhere.insert((device, inode), at);
+        }
+    }
+
+    /// The number of the directory at `directory` (`relative` in the image), recorded now.
+    fn directory(&mut self, directory: &Path, relative: &Path) -> Result<u32, DiffError> {
+        let number = u32::try_from(self.directories.len()).map_err(|_| DiffError::File {
+            action: "recording hard links in",
+            path: directory.to_path_buf(),
+            source: io::Error::other("more than 2^32 directories"),
+        })?;
+        self.directories
+            .push((directory.to_path_buf(), relative.to_path_buf()));
+        Ok(number)
+    }
+
+    /// The name in the image of the first name `at` of `inode`, read back from its
+    /// directory (which must still hold it there).
+    fn name(&mut self, at: (u32, u32), inode: (u64, u64)) -> Result<PathBuf, DiffError> {
+        let (number, position) = at;
+        let (directory, relative) = &self.directories[number as usize];
+        if self
+            .listed
+            .as_ref()
+            .is_none_or(|(listed, _)| *listed != number)
+        {
+            self.listed = Some((number, sorted_names(directory)?));
+        }
+        let names = self
+            .listed
+            .as_ref()
+            .map_or(&[][..], |(_, names)| names.as_slice());
+        let moved = || DiffError::File {
+            action: "finding the first name of a hard-linked file in",
+            path: directory.clone(),
+            source: io::Error::other("the directory changed during the walk"),
+        };
+        let name = names.get(position as usize).ok_or_else(moved)?;
+        let meta = fs::symlink_metadata(directory.join(name)).map_err(|_| moved())?;
+        if (meta.dev(), meta.ino()) != inode {
+            return Err(moved());
+        }
+        Ok(relative.join(name))
+    }
+}
+
+/// The names in `directory`, sorted by their bytes: the order a tree walk writes them in.
+fn sorted_names(directory: &Path) -> Result<Vec<OsString>, DiffError> {
+    let listing = |source| DiffError::File {
+        action: "listing",
+        path: directory.to_path_buf(),
+        source,
+    };
+    let mut names: Vec<OsString> = fs::read_dir(directory)
+        .map_err(listing)?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(listing)?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
 }
 
 impl Walker {
@@ -312,21 +412,10 @@ impl Walker {
         directory: &Path,
         relative: &Path,
     ) -> Result<(), DiffError> {
-        let mut names: Vec<OsString> = fs::read_dir(directory)
-            .map_err(|source| DiffError::File {
-                action: "listing",
-                path: directory.to_path_buf(),
-                source,
-            })?
-            .map(|entry| entry.map(|entry| entry.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|source| DiffError::File {
-                action: "listing",
-                path: directory.to_path_buf(),
-                source,
-            })?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        let names = sorted_names(directory)?;
+        // This directory's number among those holding first names, once it holds one.
+        let mut number = None;
+        for (position, name) in names.into_iter().enumerate() {
             let path = directory.join(&name);
             let name_in_image = relative.join(&name);
             let meta = fs::symlink_metadata(&path).map_err(|source| DiffError::File {
@@ -365,16 +454,25 @@ impl Walker {
             let mut entry = entry_from_metadata(&name_in_image, &path, &meta)?;
             if let EntryKind::File { .. } = entry.kind {
                 if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = self.hardlinks.get(&key) {
+                    let inode = (meta.dev(), meta.ino());
+                    if let Some(at) = self.hardlinks.get(inode) {
                         entry.kind = EntryKind::Hardlink {
-                            target: first.clone(),
+                            target: self.hardlinks.name(at, inode)?,
                         };
                         entry.xattrs.clear();
                         self.append(writer, &entry, None)?;
                         continue;
                     }
-                    self.hardlinks.insert(key, name_in_image.clone());
+                    let number = match number {
+                        Some(number) => number,
+                        None => *number.insert(self.hardlinks.directory(directory, relative)?),
+                    };
+                    let position = u32::try_from(position).map_err(|_| DiffError::File {
+                        action: "recording hard links in",
+                        path: directory.to_path_buf(),
+                        source: io::Error::other("more than 2^32 names"),
+                    })?;
+                    self.hardlinks.insert(inode, (number, position));
                 }
                 let mut file = File::open(&path).map_err(|source| DiffError::File {
                     action: "opening",
@@ -461,50 +559,7 @@ pub fn normalize_file_list(
     mut entries: Vec<FileListEntry>,
 ) -> Result<Vec<FileListEntry>, DiffError> {
     for item in &mut entries {
-        let path = &item.entry.path;
-        if path.as_os_str().is_empty()
-            || path
-                .components()
-                .any(|component| !matches!(component, std::path::Component::Normal(_)))
-        {
-            return Err(DiffError::BadPath(path.clone()));
-        }
-        // Rebuilt only when it is not in its canonical bytes already (`a//b`, `a/./b`,
-        // `a/`): a list of many files is not copied for nothing.
-        let parts = path.components().count();
-        let bytes: usize = path.components().map(|part| part.as_os_str().len()).sum();
-        if bytes + parts - 1 != path.as_os_str().len() {
-            item.entry.path = path.components().collect();
-        }
-        let canonical = &item.entry.path;
-        if canonical
-            .file_name()
-            .is_some_and(|name| name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
-        {
-            return Err(DiffError::ReservedName(canonical.clone()));
-        }
-        let entry = &mut item.entry;
-        match &mut entry.kind {
-            EntryKind::CharDevice { major: 0, minor: 0 } => {
-                return Err(DiffError::WhiteoutDevice(entry.path.clone()));
-            }
-            EntryKind::Symlink { .. } => {
-                entry.mode = SYMLINK_MODE;
-                entry.xattrs.clear();
-            }
-            EntryKind::Hardlink { target } => {
-                *target = target.components().collect();
-                entry.xattrs.clear();
-            }
-            EntryKind::File { .. } | EntryKind::Directory => {
-                entry
-                    .xattrs
-                    .retain(|name, _| is_recorded_xattr(name.as_bytes()));
-            }
-            EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
-                entry.xattrs.retain(|name, _| name == "security.capability");
-            }
-        }
+        normalize_entry(item)?;
     }
     // A list given sorted (a copy settles its list so) is not sorted again, and none is
     // sorted through a scratch copy (a stable sort's, up to 8 MB at 100,000 files): equal
@@ -536,9 +591,68 @@ pub fn normalize_file_list(
     Ok(entries)
 }
 
+/// The part of [`normalize_file_list`] that is one entry's own: its path in its canonical
+/// bytes, the names and devices a layer cannot hold refused, what a directory holds of a
+/// symlink's or a hard link's mode and xattrs. The same for every list, whole or made one
+/// entry at a time ([`write_made_file_list`]); doing it twice changes nothing.
+///
+/// # Errors
+/// [`DiffError::BadPath`], [`DiffError::ReservedName`], [`DiffError::WhiteoutDevice`].
+pub fn normalize_entry(item: &mut FileListEntry) -> Result<(), DiffError> {
+    let path = &item.entry.path;
+    if path.as_os_str().is_empty()
+        || path
+            .components()
+            .any(|component| !matches!(component, std::path::Component::Normal(_)))
+    {
+        return Err(DiffError::BadPath(path.clone()));
+    }
+    // Rebuilt only when it is not in its canonical bytes already (`a//b`, `a/./b`,
+    // `a/`): a list of many files is not copied for nothing.
+    let parts = path.components().count();
+    let bytes: usize = path.components().map(|part| part.as_os_str().len()).sum();
+    if bytes + parts - 1 != path.as_os_str().len() {
+        item.entry.path = path.components().collect();
+    }
+    let canonical = &item.entry.path;
+    if canonical
+        .file_name()
+        .is_some_and(|name| name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+    {
+        return Err(DiffError::ReservedName(canonical.clone()));
+    }
+    let entry = &mut item.entry;
+    match &mut entry.kind {
+        EntryKind::CharDevice { major: 0, minor: 0 } => {
+            return Err(DiffError::WhiteoutDevice(entry.path.clone()));
+        }
+        EntryKind::Symlink { .. } => {
+            entry.mode = SYMLINK_MODE;
+            entry.xattrs.clear();
+        }
+        EntryKind::Hardlink { target } => {
+            *target = target.components().collect();
+            entry.xattrs.clear();
+        }
+        EntryKind::File { .. } | EntryKind::Directory => {
+            entry
+                .xattrs
+                .retain(|name, _| is_recorded_xattr(name.as_bytes()));
+        }
+        EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
+            entry.xattrs.retain(|name, _| name == "security.capability");
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites the hard links of a sorted list so that each inode's first name is its file:
-/// see [`normalize_file_list`].
-fn relink(entries: &mut [FileListEntry]) -> Result<(), DiffError> {
+/// see [`normalize_file_list`]. `entries` may be the part of a sorted list that holds
+/// every name of each hard-linked inode (in list order): the others play no part.
+///
+/// # Errors
+/// [`DiffError::BadHardlink`]: a link to a path that is not a regular file of `entries`.
+pub fn relink(entries: &mut [FileListEntry]) -> Result<(), DiffError> {
     if !entries
         .iter()
         .any(|item| matches!(item.entry.kind, EntryKind::Hardlink { .. }))
@@ -629,29 +743,126 @@ pub fn write_normalized_file_list<W: Write>(
     writer: &mut TarWriter<W>,
     entries: &[FileListEntry],
 ) -> Result<u64, DiffError> {
-    let mut count = 0;
     for item in entries {
-        let result = match (&item.entry.kind, &item.source) {
-            (EntryKind::File { .. }, Some(source)) => {
-                let mut file = File::open(source).map_err(|error| DiffError::File {
-                    action: "opening",
-                    path: source.clone(),
-                    source: error,
-                })?;
-                writer.append(&item.entry, Some(&mut file))
-            }
-            (EntryKind::File { size: 0 }, None) => {
-                writer.append(&item.entry, Some(&mut io::empty()))
-            }
-            _ => writer.append(&item.entry, None),
-        };
-        result.map_err(|source| DiffError::Write {
-            path: item.entry.path.clone(),
-            source,
-        })?;
-        count += 1;
+        write_entry(writer, item)?;
     }
-    Ok(count)
+    Ok(entries.len() as u64)
+}
+
+/// Writes one entry of a normalized list, its content read from its source.
+fn write_entry<W: Write>(writer: &mut TarWriter<W>, item: &FileListEntry) -> Result<(), DiffError> {
+    let result = match (&item.entry.kind, &item.source) {
+        (EntryKind::File { .. }, Some(source)) => {
+            let mut file = File::open(source).map_err(|error| DiffError::File {
+                action: "opening",
+                path: source.clone(),
+                source: error,
+            })?;
+            writer.append(&item.entry, Some(&mut file))
+        }
+        (EntryKind::File { size: 0 }, None) => writer.append(&item.entry, Some(&mut io::empty())),
+        _ => writer.append(&item.entry, None),
+    };
+    result.map_err(|source| DiffError::Write {
+        path: item.entry.path.clone(),
+        source,
+    })
+}
+
+/// A list of files a layer is written from ([`crate::layer::write_file_list_layer`],
+/// [`crate::layer::unpack_file_list_layer_linking`]): [`FileListEntry`]s held whole (a
+/// `Vec`), or a list that holds less per file and makes each entry as it is written
+/// ([`write_made_file_list`]; a `COPY` of the build context names the walk's entries by
+/// index, issue 19 item 4). The tar is the same either way.
+pub trait FileList {
+    /// How many entries.
+    fn len(&self) -> usize;
+    /// Whether there is none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Puts the list in the form [`normalize_file_list`] gives, in place; what it refuses
+    /// is refused here or, for entries made as they are written, by [`Self::write`].
+    ///
+    /// # Errors
+    /// [`normalize_file_list`]'s refusals.
+    fn normalize(&mut self) -> Result<(), DiffError>;
+    /// Writes the list [`Self::normalize`] gave; returns how many entries it wrote.
+    ///
+    /// # Errors
+    /// Read or write failures, and the refusals of entries made as they are written.
+    fn write<W: Write>(&self, writer: &mut TarWriter<W>) -> Result<u64, DiffError>;
+}
+
+impl FileList for Vec<FileListEntry> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn normalize(&mut self) -> Result<(), DiffError> {
+        *self = normalize_file_list(std::mem::take(self))?;
+        Ok(())
+    }
+
+    fn write<W: Write>(&self, writer: &mut TarWriter<W>) -> Result<u64, DiffError> {
+        write_normalized_file_list(writer, self)
+    }
+}
+
+/// Writes a list of `len` entries that `entry` gives one at a time, in list order: one it
+/// makes (`Cow::Owned`) is normalized as it comes ([`normalize_entry`]), one it lends is
+/// taken as normalized already. What [`normalize_file_list`] checks of the whole list is
+/// checked as the entries come: each path after the one before (sorted, none twice: such a
+/// list is not sorted here), each parent directory listed before its entries. Hard links
+/// must be in their final form already ([`relink`]).
+///
+/// # Errors
+/// What `entry` returns, [`normalize_entry`]'s refusals, [`DiffError::Unsorted`],
+/// [`DiffError::Duplicate`], [`DiffError::MissingParent`], read or write failures.
+pub fn write_made_file_list<'a, W: Write>(
+    writer: &mut TarWriter<W>,
+    len: usize,
+    mut entry: impl FnMut(usize) -> Result<std::borrow::Cow<'a, FileListEntry>, DiffError>,
+) -> Result<u64, DiffError> {
+    use std::borrow::Cow;
+    let mut previous: Option<PathBuf> = None;
+    let mut directories = std::collections::HashSet::new();
+    for at in 0..len {
+        let item = match entry(at)? {
+            Cow::Owned(mut made) => {
+                normalize_entry(&mut made)?;
+                Cow::Owned(made)
+            }
+            lent @ Cow::Borrowed(_) => lent,
+        };
+        let path = &item.entry.path;
+        if let Some(previous) = &previous {
+            match previous.as_path().cmp(path) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Err(DiffError::Duplicate(path.clone())),
+                std::cmp::Ordering::Greater => return Err(DiffError::Unsorted(path.clone())),
+            }
+        }
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            if !directories.contains(parent) {
+                return Err(DiffError::MissingParent(path.clone()));
+            }
+        }
+        write_entry(writer, &item)?;
+        let is_dir = item.entry.kind == EntryKind::Directory;
+        let path = match item {
+            Cow::Owned(made) => made.entry.path,
+            Cow::Borrowed(lent) => lent.entry.path.clone(),
+        };
+        if is_dir {
+            directories.insert(path.clone());
+        }
+        previous = Some(path);
+    }
+    Ok(len as u64)
 }
 
 #[cfg(test)]
@@ -665,6 +876,43 @@ mod tests {
             names.push(entry.display_path());
         }
         names
+    }
+
+    /// A tree walk makes tar hard links of the names of one inode it meets twice, to the
+    /// first one met (read back from its directory), across directories; a file whose
+    /// other name is outside the tree (a snapshot's file linked from an earlier one) is a
+    /// plain file.
+    #[test]
+    fn a_tree_walk_links_names_met_twice_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for sub in ["a", "b/c"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for name in ["a/1", "a/2", "b/0", "b/c/z"] {
+            fs::write(root.join(name), name.as_bytes()).unwrap();
+        }
+        fs::hard_link(root.join("a/2"), root.join("b/c/y")).unwrap();
+        fs::hard_link(root.join("a/2"), root.join("b/x")).unwrap();
+        fs::hard_link(root.join("b/0"), root.join("b/c/x")).unwrap();
+        fs::hard_link(root.join("a/1"), dir.path().join("outside")).unwrap();
+        let mut writer = TarWriter::new(Vec::new(), None);
+        write_tree(&mut writer, &root, TreeKind::RootFs).unwrap();
+        let bytes = writer.finish().unwrap();
+        let mut reader = super::super::read::TarReader::new(bytes.as_slice());
+        let mut links = Vec::new();
+        let mut files = Vec::new();
+        while let Some(entry) = reader.next_entry().unwrap() {
+            match &entry.kind {
+                EntryKind::Hardlink { target } => {
+                    links.push(format!("{} -> {}", entry.display_path(), target.display()));
+                }
+                EntryKind::File { .. } => files.push(entry.display_path()),
+                _ => {}
+            }
+        }
+        assert_eq!(files, ["a/1", "a/2", "b/0", "b/c/z"]);
+        assert_eq!(links, ["b/c/x -> b/0", "b/c/y -> a/2", "b/x -> a/2"]);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub use apply::{
 };
 pub use compress::{CompressPool, set_thread_niceness};
 pub use diff::{
-    DiffError, FileListEntry, FileStat, TreeKind, entry_from_metadata, entry_from_stat,
+    DiffError, FileList, FileListEntry, FileStat, TreeKind, entry_from_metadata, entry_from_stat,
+    normalize_entry, relink, write_made_file_list,
 };
 pub use tar::{EntryKind, TarEntry, TarWriter};
 
@@ -483,14 +484,15 @@ pub fn tree_diff_id(
 ///
 /// # Errors
 /// As [`write_layer`], and duplicate or non-relative paths.
-pub fn write_file_list_layer(
+pub fn write_file_list_layer<L: FileList>(
     layout: &ImageLayout,
-    entries: Vec<FileListEntry>,
+    mut entries: L,
     compression: Compression,
     clamp_mtime: Option<i64>,
 ) -> Result<LayerBlob, LayerError> {
     write_layer(layout, compression, clamp_mtime, |tar| {
-        diff::write_file_list(tar, entries)?;
+        entries.normalize()?;
+        entries.write(tar)?;
         Ok(())
     })
 }
@@ -552,8 +554,8 @@ pub fn unpack_file_list_layer(
 ///
 /// # Errors
 /// As [`unpack_file_list_layer`].
-pub fn unpack_file_list_layer_linking(
-    entries: &mut Vec<FileListEntry>,
+pub fn unpack_file_list_layer_linking<L: FileList>(
+    entries: &mut L,
     clamp_mtime: Option<i64>,
     target: &Path,
     earlier: Option<&Path>,
@@ -578,9 +580,9 @@ pub fn unpack_file_list_layer_linking(
             hung_up: false,
         };
         let written = (|| {
-            *entries = diff::normalize_file_list(std::mem::take(entries))?;
+            entries.normalize()?;
             let mut tar = TarWriter::new(&mut tee, clamp_mtime);
-            let count = diff::write_normalized_file_list(&mut tar, entries)?;
+            let count = entries.write(&mut tar)?;
             tar.finish().map_err(LayerError::Write)?;
             tee.send().map_err(LayerError::Write)?;
             Ok(count)
