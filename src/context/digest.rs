@@ -187,6 +187,11 @@ impl StatCache {
     /// The remembered digest of the file at `index` of the walk, marked asked about.
     fn lookup(&mut self, index: u32) -> Option<[u8; 32]> {
         set(&mut self.touched, index as usize);
+        self.remembered(index)
+    }
+
+    /// The remembered digest of the file at `index` of the walk.
+    fn remembered(&self, index: u32) -> Option<[u8; 32]> {
         let at = self
             .slots
             .binary_search_by_key(&index, |slot| slot.index)
@@ -418,8 +423,8 @@ pub fn digest_entries_cached<'a>(
         sorted.sort_by(|a, b| a.path_bytes().cmp(b.path_bytes()));
     }
 
-    // Content digests: from the cache, or read (in parallel) for the rest.
-    let mut contents: Vec<Option<[u8; 32]>> = vec![None; sorted.len()];
+    // Content digests: from the cache (looked up again below, not copied: 33 bytes an entry
+    // at 100,000 files), or read (in parallel) for the rest.
     let mut to_read = Vec::new();
     // Files of the cache's walk it does not know: what it may add (room made once, not
     // grown to up to twice that).
@@ -428,9 +433,9 @@ pub fn digest_entries_cached<'a>(
         if entry.kind() != EntryKind::File {
             continue;
         }
-        match cache.index_of(entry).map(|at| (at, cache.lookup(at))) {
-            Some((_, Some(digest))) => contents[index] = Some(digest),
-            Some((_, None)) => {
+        match cache.index_of(entry).map(|at| cache.lookup(at)) {
+            Some(Some(_)) => {}
+            Some(None) => {
                 to_read.push(index);
                 unknown += 1;
             }
@@ -441,8 +446,8 @@ pub fn digest_entries_cached<'a>(
     // In path order (`to_read` follows `sorted`), so in index order: what is new merges
     // into the sorted slots.
     let mut added: Vec<Slot> = Vec::with_capacity(unknown);
-    for (index, digest) in to_read.iter().zip(read) {
-        contents[*index] = Some(digest);
+    for (index, digest) in to_read.iter().zip(&read) {
+        let digest = *digest;
         let entry = &sorted[*index];
         let recent = |time: Timestamp| time.seconds >= started - RACY_SECONDS;
         if recent(entry.mtime()) || recent(entry.ctime()) {
@@ -459,7 +464,8 @@ pub fn digest_entries_cached<'a>(
 
     let mut digester = Digester::default();
     digester.update(RECORD_VERSION);
-    for (entry, content) in sorted.iter().zip(&contents) {
+    let mut read = to_read.iter().zip(&read).peekable();
+    for (index, entry) in sorted.iter().enumerate() {
         digester.update(entry.path_bytes());
         digester.update(&[0]);
         digester.update(&[match entry.kind() {
@@ -477,7 +483,14 @@ pub fn digest_entries_cached<'a>(
         match entry.kind() {
             EntryKind::File => {
                 digester.update(&entry.size().to_be_bytes());
-                digester.update(&content.expect("every file was hashed above"));
+                let content = match read.next_if(|(at, _)| **at == index) {
+                    Some((_, digest)) => *digest,
+                    None => cache
+                        .index_of(entry)
+                        .and_then(|at| cache.remembered(at))
+                        .expect("every file was read or found in the cache above"),
+                };
+                digester.update(&content);
             }
             EntryKind::Symlink => {
                 let target = entry
