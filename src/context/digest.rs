@@ -13,7 +13,8 @@
 //! Timestamps are not part of it (Docker's cache ignores them too). File contents are read
 //! in 64 KiB pieces, never whole, on up to 8 threads. A [`StatCache`] remembers each file's
 //! content digest under (path, size, mtime, ctime, inode, device): a file whose stat is
-//! unchanged is not read again. Files changed in the two seconds before hashing started are
+//! unchanged is not read again. In memory the cache is tied to the build's walk (a digest
+//! per walk index; paths and stamps are the walk's); its saved form is unchanged. Files changed in the two seconds before hashing started are
 //! not remembered, so that a write landing in the same timestamp tick as the hash is never
 //! mistaken for "unchanged" (git's "racily clean" problem).
 
@@ -21,15 +22,15 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
 use super::ContextError;
-use super::walk::{ContextEntry, EntryKind, Timestamp};
+use super::walk::{ContextEntries, ContextEntry, EntryKind, Timestamp};
 use crate::oci::Digester;
 
 const RECORD_VERSION: &[u8] = b"xbuild-context-v1\0";
@@ -49,166 +50,76 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(entry: &ContextEntry) -> Self {
+    fn of(entry: &ContextEntry<'_>) -> Self {
         Self {
-            size: entry.size,
-            mtime: entry.mtime,
-            ctime: entry.ctime,
-            inode: entry.inode,
-            device: entry.device,
+            size: entry.size(),
+            mtime: entry.mtime(),
+            ctime: entry.ctime(),
+            inode: entry.inode(),
+            device: entry.device(),
         }
     }
 }
 
-/// What is remembered of one file.
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    stamp: Stamp,
-    digest: [u8; 32],
-}
-
-/// One remembered file: its record and where its path is in [`Records::paths`].
-#[derive(Debug, Clone, Copy)]
+/// One remembered file: its index in the walk and its content digest. Its path and stamp
+/// are the walk's: a saved record whose stamp differs from the walk's is dropped when
+/// loading, so what is kept is valid for the whole build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
-    record: Record,
-    start: u32,
-    length: u32,
-    /// Looked up or stored since the cache was loaded (kept by
-    /// [`StatCache::prune_untouched`]).
-    touched: bool,
-}
-
-/// Remembered file digests by context path: one array sorted by path and one buffer holding
-/// the paths back to back, not a hash map with a heap key per file (at 100,000 files
-/// about 14 MB instead of 20; issue 19 item 4).
-#[derive(Debug, Default)]
-struct Records {
-    /// Sorted by path, each path once.
-    slots: Vec<Slot>,
-    /// The slots' paths (and, after a prune, some no slot names any more).
-    paths: Vec<u8>,
-}
-
-impl Records {
-    fn path(&self, slot: &Slot) -> &[u8] {
-        &self.paths[slot.start as usize..slot.start as usize + slot.length as usize]
-    }
-
-    fn find(&self, path: &[u8]) -> Result<usize, usize> {
-        let paths = &self.paths;
-        self.slots.binary_search_by(|slot| {
-            paths[slot.start as usize..slot.start as usize + slot.length as usize].cmp(path)
-        })
-    }
-
-    fn get_mut(&mut self, path: &[u8]) -> Option<&mut Slot> {
-        let index = self.find(path).ok()?;
-        Some(&mut self.slots[index])
-    }
-
-    /// Adds `path` at the end of [`Self::paths`]: `None` when the buffer would pass 4 GiB
-    /// (the file is then not remembered: it is only a cache).
-    fn store_path(&mut self, path: &[u8]) -> Option<(u32, u32)> {
-        let start = u32::try_from(self.paths.len()).ok()?;
-        let length = u32::try_from(path.len()).ok()?;
-        start.checked_add(length)?;
-        self.paths.extend_from_slice(path);
-        Some((start, length))
-    }
-
-    /// Appends a slot whose path sorts after every other (when decoding a saved cache,
-    /// which is sorted); `None` when it does not.
-    fn push_sorted(&mut self, path: &[u8], record: Record) -> Option<()> {
-        if let Some(last) = self.slots.last() {
-            if self.path(last) >= path {
-                return None;
-            }
-        }
-        let (start, length) = self.store_path(path)?;
-        self.slots.push(Slot {
-            record,
-            start,
-            length,
-            touched: false,
-        });
-        Some(())
-    }
-
-    /// Stores `record` for `path`: replaced in place when the path is remembered, else
-    /// added (to be merged into the sorted slots by [`Self::merge_added`]).
-    fn store(&mut self, path: &[u8], record: Record, added: &mut Vec<Slot>) {
-        if let Some(slot) = self.get_mut(path) {
-            slot.record = record;
-            slot.touched = true;
-        } else if let Some((start, length)) = self.store_path(path) {
-            added.push(Slot {
-                record,
-                start,
-                length,
-                touched: true,
-            });
-        }
-    }
-
-    /// Merges `added` (new paths, sorted, none twice) into the sorted slots, in place from
-    /// the end (no second array).
-    fn merge_added(&mut self, added: Vec<Slot>) {
-        if added.is_empty() {
-            return;
-        }
-        // Nothing remembered yet (a first build): the added slots are the slots, not copied
-        // beside them.
-        if self.slots.is_empty() {
-            self.slots = added;
-            return;
-        }
-        let old = self.slots.len();
-        self.slots.reserve_exact(added.len());
-        self.slots.extend_from_slice(&added);
-        let (mut i, mut j, mut write) = (old, added.len(), old + added.len());
-        while j > 0 {
-            write -= 1;
-            if i > 0 && self.path(&self.slots[i - 1]) > self.path(&added[j - 1]) {
-                self.slots[write] = self.slots[i - 1];
-                i -= 1;
-            } else {
-                self.slots[write] = added[j - 1];
-                j -= 1;
-            }
-        }
-    }
+    index: u32,
+    digest: [u8; 32],
 }
 
 /// Content digests of context files keyed by their stat, kept in a file the caller chooses
 /// (one per context directory) so that a rebuild with nothing changed reads no file.
+///
+/// In memory it is tied to one walk of the context ([`Self::load`]): 36 bytes per
+/// remembered file, by the walk's index, with the walk's paths and stamps (at 100,000 files
+/// 3.6 MB instead of 14 with paths and stamps of its own; issue 19 item 4). Entries of
+/// another walk are neither looked up nor remembered.
 #[derive(Debug, Default)]
 pub struct StatCache {
     /// The context directory the records belong to.
     context: Vec<u8>,
-    records: Records,
+    /// The walk the slots' indexes are of.
+    walk: Option<Arc<ContextEntries>>,
+    /// Sorted by index, each index once.
+    slots: Vec<Slot>,
+    /// One bit per index of the walk: looked up or stored since the cache was loaded
+    /// (kept by [`StatCache::prune_untouched`]).
+    touched: Vec<u64>,
     changed: bool,
 }
 
 impl StatCache {
-    /// An empty cache, not backed by a file.
+    /// An empty cache, not backed by a file nor tied to a walk: it remembers nothing.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Reads the cache saved for `context_dir` in `file`. A missing, unreadable or corrupt
-    /// file, or one saved for another directory, gives an empty cache: it is only a cache.
-    pub fn load(file: &Path, context_dir: &Path) -> Self {
+    /// Reads the cache saved for `context_dir` in `file`, keeping the files of `walk` (a
+    /// walk of `context_dir`) whose saved stamp is the walk's. A missing, unreadable or
+    /// corrupt file, or one saved for another directory, gives an empty cache: it is only
+    /// a cache.
+    pub fn load(file: &Path, context_dir: &Path, walk: Arc<ContextEntries>) -> Self {
         let context = context_key(context_dir);
-        let mut cache = Self {
-            context: context.clone(),
-            ..Self::default()
-        };
-        if let Ok(saved) = File::open(file) {
-            if let Some(records) = decode(io::BufReader::with_capacity(1 << 16, saved), &context) {
-                cache.records = records;
-            }
+        let slots = File::open(file)
+            .ok()
+            .and_then(|saved| {
+                decode(
+                    io::BufReader::with_capacity(1 << 16, saved),
+                    &context,
+                    &walk,
+                )
+            })
+            .unwrap_or_default();
+        Self {
+            context,
+            touched: vec![0; walk.len().div_ceil(64)],
+            walk: Some(walk),
+            slots,
+            changed: false,
         }
-        cache
     }
 
     /// Writes the cache to `file` (temporary file, then rename), if anything changed since
@@ -240,39 +151,100 @@ impl StatCache {
         Ok(())
     }
 
-    /// Forgets the files no digest has asked about since the cache was loaded (files since
-    /// deleted or renamed). Call it after the last digest of a build, before
-    /// [`Self::save`]; a build whose `COPY`s read only part of the context keeps only that
-    /// part.
+    /// Forgets the files no digest has asked about since the cache was loaded. Call it
+    /// after the last digest of a build, before [`Self::save`]; a build whose `COPY`s read
+    /// only part of the context keeps only that part. (Files since deleted, renamed or
+    /// ignored are forgotten when loading.)
     pub fn prune_untouched(&mut self) {
-        let before = self.records.slots.len();
-        self.records.slots.retain(|slot| slot.touched);
-        if self.records.slots.len() != before {
+        let before = self.slots.len();
+        let touched = &self.touched;
+        self.slots
+            .retain(|slot| is_set(touched, slot.index as usize));
+        if self.slots.len() != before {
             self.changed = true;
         }
     }
 
     /// How many files it remembers.
     pub fn len(&self) -> usize {
-        self.records.slots.len()
+        self.slots.len()
     }
 
     /// `true` when it remembers nothing.
     pub fn is_empty(&self) -> bool {
-        self.records.slots.is_empty()
+        self.slots.is_empty()
+    }
+
+    /// The index of `entry` in the walk the cache is tied to, if it is of that walk.
+    fn index_of(&self, entry: &ContextEntry<'_>) -> Option<u32> {
+        let walk = self.walk.as_ref()?;
+        if walk.walk_id() != entry.walk_id() {
+            return None;
+        }
+        u32::try_from(entry.index()).ok()
+    }
+
+    /// The remembered digest of the file at `index` of the walk, marked asked about.
+    fn lookup(&mut self, index: u32) -> Option<[u8; 32]> {
+        set(&mut self.touched, index as usize);
+        self.remembered(index)
+    }
+
+    /// The remembered digest of the file at `index` of the walk.
+    fn remembered(&self, index: u32) -> Option<[u8; 32]> {
+        let at = self
+            .slots
+            .binary_search_by_key(&index, |slot| slot.index)
+            .ok()?;
+        Some(self.slots[at].digest)
+    }
+
+    /// Merges `added` (indexes not remembered, increasing) into the sorted slots, in place
+    /// from the end (no second array).
+    fn merge_added(&mut self, added: Vec<Slot>) {
+        if added.is_empty() {
+            return;
+        }
+        for slot in &added {
+            set(&mut self.touched, slot.index as usize);
+        }
+        self.changed = true;
+        // Nothing remembered yet (a first build): the added slots are the slots, not copied
+        // beside them.
+        if self.slots.is_empty() {
+            self.slots = added;
+            return;
+        }
+        let old = self.slots.len();
+        self.slots.reserve_exact(added.len());
+        self.slots.extend_from_slice(&added);
+        let (mut i, mut j, mut write) = (old, added.len(), old + added.len());
+        while j > 0 {
+            write -= 1;
+            if i > 0 && self.slots[i - 1].index > added[j - 1].index {
+                self.slots[write] = self.slots[i - 1];
+                i -= 1;
+            } else {
+                self.slots[write] = added[j - 1];
+                j -= 1;
+            }
+        }
     }
 
     /// The saved form, written as it is made (at 100,000 files about 13 MB that are not
-    /// held in memory).
+    /// held in memory): the paths and stamps are the walk's.
     fn encode_into(&self, out: &mut impl Write) -> io::Result<()> {
         out.write_all(CACHE_MAGIC)?;
         put_bytes(out, &self.context)?;
-        out.write_all(&(self.records.slots.len() as u64).to_le_bytes())?;
-        // Sorted by path already.
-        for slot in &self.records.slots {
-            let (path, record) = (self.records.path(slot), &slot.record);
-            let (stamp, digest) = (&record.stamp, &record.digest);
-            put_bytes(out, path)?;
+        let Some(walk) = &self.walk else {
+            return out.write_all(&0u64.to_le_bytes());
+        };
+        out.write_all(&(self.slots.len() as u64).to_le_bytes())?;
+        // Sorted by index, so by path.
+        for slot in &self.slots {
+            let entry = walk.at(slot.index as usize);
+            let stamp = Stamp::of(&entry);
+            put_bytes(out, entry.path_bytes())?;
             out.write_all(&stamp.size.to_le_bytes())?;
             for time in [stamp.mtime, stamp.ctime] {
                 out.write_all(&time.seconds.to_le_bytes())?;
@@ -280,7 +252,7 @@ impl StatCache {
             }
             out.write_all(&stamp.inode.to_le_bytes())?;
             out.write_all(&stamp.device.to_le_bytes())?;
-            out.write_all(digest)?;
+            out.write_all(&slot.digest)?;
         }
         Ok(())
     }
@@ -290,6 +262,17 @@ impl StatCache {
         let mut out = Vec::new();
         self.encode_into(&mut out).expect("writing to a Vec");
         out
+    }
+}
+
+fn is_set(bits: &[u64], index: usize) -> bool {
+    bits.get(index / 64)
+        .is_some_and(|word| word & (1 << (index % 64)) != 0)
+}
+
+fn set(bits: &mut [u64], index: usize) {
+    if let Some(word) = bits.get_mut(index / 64) {
+        *word |= 1 << (index % 64);
     }
 }
 
@@ -354,7 +337,10 @@ impl<R: Read> Cursor<R> {
     }
 }
 
-fn decode(reader: impl Read, context: &[u8]) -> Option<Records> {
+/// The slots of the saved cache read from `reader` for the files of `walk` whose saved
+/// stamp is the walk's (saved records and walk both sorted by path: one merge); `None` when
+/// the cache is corrupt or saved for another `context`.
+fn decode(reader: impl Read, context: &[u8], walk: &ContextEntries) -> Option<Vec<Slot>> {
     let mut cursor = Cursor {
         reader,
         bytes: Vec::new(),
@@ -366,13 +352,13 @@ fn decode(reader: impl Read, context: &[u8]) -> Option<Records> {
         return None;
     }
     let count = usize::try_from(cursor.u64()?).ok()?;
-    let mut records = Records {
-        slots: Vec::with_capacity(count.min(1 << 20)),
-        paths: Vec::new(),
-    };
+    let mut slots = Vec::with_capacity(count.min(walk.len()));
+    let mut previous: Option<Vec<u8>> = None;
+    // The walk's first entry whose path is not before the last saved path.
+    let mut at = 0;
     for _ in 0..count {
         cursor.bytes()?;
-        // Kept aside while the rest is read, then given back (one buffer for every path).
+        // Kept aside while the rest is read, then given back (two buffers for every path).
         let path = std::mem::take(&mut cursor.bytes);
         let stamp = Stamp {
             size: cursor.u64()?,
@@ -383,11 +369,27 @@ fn decode(reader: impl Read, context: &[u8]) -> Option<Records> {
         };
         let digest: [u8; 32] = cursor.array()?;
         // Saved sorted, each path once: anything else is corrupt.
-        records.push_sorted(&path, Record { stamp, digest })?;
-        cursor.bytes = path;
+        if previous.as_ref().is_some_and(|previous| *previous >= path) {
+            return None;
+        }
+        while at < walk.len() && walk.at(at).path_bytes() < path.as_slice() {
+            at += 1;
+        }
+        if let Some(entry) = walk.get(at) {
+            if entry.path_bytes() == path.as_slice()
+                && entry.kind() == EntryKind::File
+                && Stamp::of(&entry) == stamp
+            {
+                slots.push(Slot {
+                    index: u32::try_from(at).ok()?,
+                    digest,
+                });
+            }
+        }
+        cursor.bytes = previous.replace(path).unwrap_or_default();
     }
-    records.paths.shrink_to_fit();
-    cursor.at_end().then_some(records)
+    slots.shrink_to_fit();
+    cursor.at_end().then_some(slots)
 }
 
 /// The digest of `entries` (see the module documentation), reading every file.
@@ -396,18 +398,19 @@ fn decode(reader: impl Read, context: &[u8]) -> Option<Records> {
 /// [`ContextError::Read`] when a file cannot be read.
 pub fn digest_entries(
     context_dir: &Path,
-    entries: &[ContextEntry],
+    entries: &ContextEntries,
 ) -> Result<Digest, ContextError> {
     digest_entries_cached(context_dir, entries, &mut StatCache::new())
 }
 
-/// The digest of `entries`, reusing and updating the file digests in `cache`.
+/// The digest of `entries`, reusing and updating the file digests in `cache` (for entries
+/// of the walk it was loaded with).
 ///
 /// # Errors
 /// [`ContextError::Read`] when a file cannot be read.
 pub fn digest_entries_cached<'a>(
     context_dir: &Path,
-    entries: impl IntoIterator<Item = &'a ContextEntry>,
+    entries: impl IntoIterator<Item = ContextEntry<'a>>,
     cache: &mut StatCache,
 ) -> Result<Digest, ContextError> {
     let started = SystemTime::now()
@@ -415,63 +418,57 @@ pub fn digest_entries_cached<'a>(
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
         });
-    let mut sorted: Vec<&ContextEntry> = entries.into_iter().collect();
-    sorted.sort_by(|a, b| a.path_bytes().cmp(b.path_bytes()));
+    let mut sorted: Vec<ContextEntry<'a>> = entries.into_iter().collect();
+    if !sorted.is_sorted_by(|a, b| a.path_bytes() <= b.path_bytes()) {
+        sorted.sort_by(|a, b| a.path_bytes().cmp(b.path_bytes()));
+    }
 
-    // Content digests: from the cache, or read (in parallel) for the rest.
-    let mut contents: Vec<Option<[u8; 32]>> = vec![None; sorted.len()];
+    // Content digests: from the cache (looked up again below, not copied: 33 bytes an entry
+    // at 100,000 files), or read (in parallel) for the rest.
     let mut to_read = Vec::new();
-    // Files the cache does not know, and their paths' bytes: what it may add (room made
-    // once, not grown to up to twice that: 10 MB of slots at 100,000 files).
-    let (mut unknown, mut unknown_bytes) = (0, 0);
+    // Files of the cache's walk it does not know: what it may add (room made once, not
+    // grown to up to twice that).
+    let mut unknown = 0;
     for (index, entry) in sorted.iter().enumerate() {
-        if entry.kind != EntryKind::File {
+        if entry.kind() != EntryKind::File {
             continue;
         }
-        match cache.records.get_mut(entry.path_bytes()) {
-            Some(slot) => {
-                slot.touched = true;
-                if slot.record.stamp == Stamp::of(entry) {
-                    contents[index] = Some(slot.record.digest);
-                } else {
-                    to_read.push(index);
-                }
-            }
-            None => {
+        match cache.index_of(entry).map(|at| cache.lookup(at)) {
+            Some(Some(_)) => {}
+            Some(None) => {
                 to_read.push(index);
                 unknown += 1;
-                unknown_bytes += entry.path_bytes().len();
+            }
+            None => to_read.push(index),
+        }
+    }
+    let read = hash_files(context_dir, &sorted, &to_read)?;
+    // In path order (`to_read` follows `sorted`), so in index order: what is new merges
+    // into the sorted slots.
+    let mut added: Vec<Slot> = Vec::with_capacity(unknown);
+    for (index, digest) in to_read.iter().zip(&read) {
+        let digest = *digest;
+        let entry = &sorted[*index];
+        let recent = |time: Timestamp| time.seconds >= started - RACY_SECONDS;
+        if recent(entry.mtime()) || recent(entry.ctime()) {
+            continue;
+        }
+        // The same entry twice (entries given twice) is stored once.
+        if let Some(at) = cache.index_of(entry) {
+            if added.last().is_none_or(|last| last.index < at) {
+                added.push(Slot { index: at, digest });
             }
         }
     }
-    cache.records.paths.reserve_exact(unknown_bytes);
-    let read = hash_files(context_dir, &sorted, &to_read)?;
-    // In path order (`to_read` follows `sorted`): what is new merges into the sorted slots.
-    let mut added = Vec::with_capacity(unknown);
-    let mut last_added: Option<&[u8]> = None;
-    for (index, digest) in to_read.iter().zip(read) {
-        contents[*index] = Some(digest);
-        let entry = sorted[*index];
-        let recent = |time: Timestamp| time.seconds >= started - RACY_SECONDS;
-        // The same path twice (entries given twice) is stored once.
-        if !recent(entry.mtime) && !recent(entry.ctime) && last_added != Some(entry.path_bytes()) {
-            let record = Record {
-                stamp: Stamp::of(entry),
-                digest,
-            };
-            cache.records.store(entry.path_bytes(), record, &mut added);
-            last_added = Some(entry.path_bytes());
-            cache.changed = true;
-        }
-    }
-    cache.records.merge_added(added);
+    cache.merge_added(added);
 
     let mut digester = Digester::default();
     digester.update(RECORD_VERSION);
-    for (entry, content) in sorted.iter().zip(&contents) {
+    let mut read = to_read.iter().zip(&read).peekable();
+    for (index, entry) in sorted.iter().enumerate() {
         digester.update(entry.path_bytes());
         digester.update(&[0]);
-        digester.update(&[match entry.kind {
+        digester.update(&[match entry.kind() {
             EntryKind::File => b'f',
             EntryKind::Dir => b'd',
             EntryKind::Symlink => b'l',
@@ -480,24 +477,30 @@ pub fn digest_entries_cached<'a>(
             EntryKind::BlockDevice => b'b',
             EntryKind::Socket => b's',
         }]);
-        for number in [entry.mode, entry.uid, entry.gid] {
+        for number in [entry.mode(), entry.uid(), entry.gid()] {
             digester.update(&number.to_be_bytes());
         }
-        match entry.kind {
+        match entry.kind() {
             EntryKind::File => {
-                digester.update(&entry.size.to_be_bytes());
-                digester.update(&content.expect("every file was hashed above"));
+                digester.update(&entry.size().to_be_bytes());
+                let content = match read.next_if(|(at, _)| **at == index) {
+                    Some((_, digest)) => *digest,
+                    None => cache
+                        .index_of(entry)
+                        .and_then(|at| cache.remembered(at))
+                        .expect("every file was read or found in the cache above"),
+                };
+                digester.update(&content);
             }
             EntryKind::Symlink => {
                 let target = entry
-                    .link_target
-                    .as_deref()
+                    .link_target()
                     .map_or(&[][..], |target| target.as_os_str().as_bytes());
                 digester.update(&(target.len() as u64).to_be_bytes());
                 digester.update(target);
             }
             EntryKind::CharDevice | EntryKind::BlockDevice => {
-                digester.update(&entry.rdev.to_be_bytes());
+                digester.update(&entry.rdev().to_be_bytes());
             }
             EntryKind::Dir | EntryKind::Fifo | EntryKind::Socket => {}
         }
@@ -508,7 +511,7 @@ pub fn digest_entries_cached<'a>(
 /// The sha256 of each file `sorted[index]` for `index` in `indexes`, in that order.
 fn hash_files(
     context_dir: &Path,
-    sorted: &[&ContextEntry],
+    sorted: &[ContextEntry<'_>],
     indexes: &[usize],
 ) -> Result<Vec<[u8; 32]>, ContextError> {
     if indexes.is_empty() {
@@ -529,7 +532,7 @@ fn hash_files(
                 break;
             };
             let entry = sorted[index];
-            match hash_file(&context_dir.join(&entry.path), &mut buffer) {
+            match hash_file(&context_dir.join(entry.path()), &mut buffer) {
                 Ok(digest) => {
                     results.lock().expect("no panics while locked")[position] = Some(digest);
                 }
@@ -537,7 +540,7 @@ fn hash_files(
                     let mut slot = first_error.lock().expect("no panics while locked");
                     if slot.is_none() {
                         *slot = Some(ContextError::Read {
-                            path: entry.path.clone(),
+                            path: entry.path().to_path_buf(),
                             source,
                         });
                     }
@@ -587,87 +590,93 @@ fn hash_file(path: &PathBuf, buffer: &mut [u8]) -> io::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::{Dockerignore, walk};
 
-    fn record(size: u64) -> Record {
-        Record {
-            stamp: Stamp {
-                size,
-                mtime: Timestamp::default(),
-                ctime: Timestamp::default(),
-                inode: size,
-                device: 1,
-            },
-            digest: [u8::try_from(size % 256).unwrap(); 32],
+    /// A walk of a temporary directory holding `files` (and the directories above them).
+    fn walked(files: &[&str]) -> (tempfile::TempDir, Arc<ContextEntries>) {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, file).unwrap();
+        }
+        let entries = walk(dir.path(), &Dockerignore::empty()).unwrap();
+        (dir, Arc::new(entries))
+    }
+
+    fn slot(walk: &ContextEntries, path: &str, digest: u8) -> Slot {
+        Slot {
+            index: u32::try_from(walk.find(path.as_bytes()).unwrap()).unwrap(),
+            digest: [digest; 32],
         }
     }
 
-    fn paths(records: &Records) -> Vec<&[u8]> {
-        records
-            .slots
-            .iter()
-            .map(|slot| records.path(slot))
-            .collect()
+    fn cache_of(walk: &Arc<ContextEntries>, slots: Vec<Slot>) -> StatCache {
+        StatCache {
+            context: b"/ctx".to_vec(),
+            touched: vec![0; walk.len().div_ceil(64)],
+            walk: Some(walk.clone()),
+            slots,
+            changed: true,
+        }
     }
 
     #[test]
-    fn stored_records_stay_sorted_and_replace_in_place() {
-        // One per remembered file, no heap key beside it.
-        assert!(std::mem::size_of::<Slot>() <= 104);
-        let mut records = Records::default();
-        let mut added = Vec::new();
-        for (size, path) in [(1, &b"b"[..]), (2, b"d"), (3, b"f")] {
-            records.store(path, record(size), &mut added);
-        }
-        records.merge_added(added);
-        let mut added = Vec::new();
-        for (size, path) in [(4, &b"a"[..]), (5, b"c"), (6, b"d"), (7, b"g")] {
-            records.store(path, record(size), &mut added);
-        }
-        assert_eq!(added.len(), 3, "d is replaced in place");
-        records.merge_added(added);
-        assert_eq!(paths(&records), [&b"a"[..], b"b", b"c", b"d", b"f", b"g"]);
-        assert_eq!(records.get_mut(b"d").unwrap().record.stamp.size, 6);
-        assert_eq!(records.get_mut(b"g").unwrap().record.stamp.size, 7);
-        assert!(records.get_mut(b"e").is_none());
+    fn added_slots_merge_in_index_order() {
+        // One per remembered file: no path, no stamp of its own.
+        assert_eq!(std::mem::size_of::<Slot>(), 36);
+        let (_dir, walk) = walked(&["a", "b", "c", "d", "e", "f", "g"]);
+        let mut cache = cache_of(&walk, Vec::new());
+        cache.merge_added(vec![slot(&walk, "b", 1), slot(&walk, "d", 2)]);
+        cache.merge_added(vec![
+            slot(&walk, "a", 3),
+            slot(&walk, "c", 4),
+            slot(&walk, "g", 5),
+        ]);
+        let digests: Vec<u8> = cache.slots.iter().map(|slot| slot.digest[0]).collect();
+        assert_eq!(digests, [3, 1, 4, 2, 5]);
+        assert_eq!(cache.lookup(slot(&walk, "g", 0).index), Some([5; 32]));
+        assert_eq!(cache.lookup(slot(&walk, "e", 0).index), None);
+        // Looked up or added: touched; `f` neither.
+        let f = slot(&walk, "f", 0).index as usize;
+        assert!(!is_set(&cache.touched, f));
+        assert!(is_set(&cache.touched, slot(&walk, "e", 0).index as usize));
     }
 
     #[test]
     fn a_saved_cache_round_trips_and_an_unsorted_one_is_corrupt() {
-        let mut cache = StatCache {
-            context: b"/ctx".to_vec(),
-            ..StatCache::default()
-        };
-        let mut added = Vec::new();
-        for (size, path) in [(1, &b"x/a"[..]), (2, b"x/b"), (3, b"y")] {
-            cache.records.store(path, record(size), &mut added);
-        }
-        cache.records.merge_added(added);
+        let (dir, walk) = walked(&["x/a", "x/b", "y"]);
+        let cache = cache_of(
+            &walk,
+            vec![
+                slot(&walk, "x/a", 1),
+                slot(&walk, "x/b", 2),
+                slot(&walk, "y", 3),
+            ],
+        );
         let bytes = cache.encode();
-        let decoded = decode(&bytes[..], b"/ctx").unwrap();
-        assert_eq!(paths(&decoded), [&b"x/a"[..], b"x/b", b"y"]);
-        assert_eq!(decoded.slots[1].record.digest, [2; 32]);
-        assert!(decoded.slots.iter().all(|slot| !slot.touched));
+        let decoded = decode(&bytes[..], b"/ctx", &walk).unwrap();
+        assert_eq!(decoded, cache.slots);
+        // Saved for another walk of the same directory, with `x/b` changed since: its
+        // record is dropped (its stamp is not the walk's), so is `y`'s (gone).
+        std::fs::write(dir.path().join("x/b"), "longer now").unwrap();
+        std::fs::remove_file(dir.path().join("y")).unwrap();
+        let later = walk_of(dir.path());
+        let kept = decode(&bytes[..], b"/ctx", &later).unwrap();
+        assert_eq!(kept, [slot(&later, "x/a", 1)]);
+        // Another context: not used.
+        assert!(decode(&bytes[..], b"/other", &walk).is_none());
         // The same records, the first two swapped: not what `encode` writes.
-        let mut swapped = Records::default();
-        for (size, path) in [(2, &b"x/b"[..]), (1, b"x/a")] {
-            let (start, length) = swapped.store_path(path).unwrap();
-            swapped.slots.push(Slot {
-                record: record(size),
-                start,
-                length,
-                touched: false,
-            });
-        }
-        let unsorted = StatCache {
-            context: b"/ctx".to_vec(),
-            records: swapped,
-            changed: true,
-        };
-        assert!(decode(&unsorted.encode()[..], b"/ctx").is_none());
+        let swapped = cache_of(&walk, vec![slot(&walk, "x/b", 2), slot(&walk, "x/a", 1)]);
+        assert!(decode(&swapped.encode()[..], b"/ctx", &walk).is_none());
         // Cut short, or with bytes after the last record: corrupt too.
-        assert!(decode(&bytes[..bytes.len() - 1], b"/ctx").is_none());
+        assert!(decode(&bytes[..bytes.len() - 1], b"/ctx", &walk).is_none());
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode(&longer[..], b"/ctx").is_none());
+        assert!(decode(&longer[..], b"/ctx", &walk).is_none());
+    }
+
+    fn walk_of(dir: &Path) -> ContextEntries {
+        walk(dir, &Dockerignore::empty()).unwrap()
     }
 }

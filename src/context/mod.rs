@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 pub use digest::{StatCache, digest_entries, digest_entries_cached};
 pub use dockerignore::{Dockerignore, MatchInfo};
-pub use walk::{ContextEntry, EntryKind, Timestamp, walk};
+pub use walk::{ContextEntries, ContextEntry, Entries, EntryKind, Timestamp, walk};
 
 use crate::error::{ExitKind, Failure};
 
@@ -86,6 +86,14 @@ pub enum ContextError {
         #[source]
         source: io::Error,
     },
+    /// The context holds more than the walk can list.
+    #[error("cannot list {} in the build context: {reason}", path.display())]
+    TooLarge {
+        /// The path, relative to the context.
+        path: PathBuf,
+        /// What is too large.
+        reason: &'static str,
+    },
     /// The stat cache file cannot be written.
     #[error("cannot write the context stat cache {}", path.display())]
     WriteStatCache {
@@ -112,9 +120,10 @@ impl ContextError {
     pub fn exit_kind(&self) -> ExitKind {
         match self {
             Self::Pattern { .. } | Self::NotADirectory { .. } => ExitKind::BadInput,
-            Self::ReadIgnoreFile { .. } | Self::Read { .. } | Self::WriteStatCache { .. } => {
-                ExitKind::Failed
-            }
+            Self::ReadIgnoreFile { .. }
+            | Self::Read { .. }
+            | Self::TooLarge { .. }
+            | Self::WriteStatCache { .. } => ExitKind::Failed,
         }
     }
 }

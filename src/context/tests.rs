@@ -108,7 +108,7 @@ fn run_files_case(case: &Path) -> (tempfile::TempDir, Result<Vec<String>, Contex
                 .iter()
                 .map(|entry| {
                     let mut path = String::from_utf8(entry.path_bytes().to_vec()).expect("utf-8");
-                    if entry.kind == EntryKind::Dir {
+                    if entry.kind() == EntryKind::Dir {
                         path.push('/');
                     }
                     path
@@ -256,7 +256,7 @@ fn write_tree(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
-fn listed(entries: &[ContextEntry]) -> Vec<String> {
+fn listed(entries: &ContextEntries) -> Vec<String> {
     entries
         .iter()
         .map(|entry| String::from_utf8_lossy(entry.path_bytes()).into_owned())
@@ -321,14 +321,17 @@ fn walk_records_metadata_and_does_not_follow_symlinks() {
     std::os::unix::fs::symlink("../real", dir.path().join("d/link")).expect("symlink");
     let entries = walk(dir.path(), &Dockerignore::empty()).expect("walk");
     assert_eq!(listed(&entries), ["d", "d/f", "d/link", "real", "real/x"]);
-    let file = &entries[1];
+    let file = entries.at(1);
     assert_eq!(
-        (file.kind, file.mode, file.size),
+        (file.kind(), file.mode(), file.size()),
         (EntryKind::File, 0o4751, 5)
     );
-    let link = &entries[2];
-    assert_eq!(link.kind, EntryKind::Symlink);
-    assert_eq!(link.link_target.as_deref(), Some(Path::new("../real")));
+    let link = entries.at(2);
+    assert_eq!(link.kind(), EntryKind::Symlink);
+    assert_eq!(link.link_target(), Some(Path::new("../real")));
+    assert_eq!(file.link_target(), None);
+    // The target is kept beside the path, not instead of the next path.
+    assert_eq!(entries.at(3).path(), Path::new("real"));
 }
 
 #[test]
@@ -375,19 +378,13 @@ fn digest_covers_content_mode_and_paths_and_not_mtime() {
 fn digest_of_a_subset_hashes_only_that_subset() {
     let dir = temp_dir();
     write_tree(dir.path(), &[("src/a", "1"), ("docs/b", "2")]);
-    let entries = walk(dir.path(), &Dockerignore::empty()).expect("walk");
-    let src: Vec<ContextEntry> = entries
-        .iter()
-        .filter(|entry| entry.path.starts_with("src"))
-        .cloned()
-        .collect();
+    let mut src = walk(dir.path(), &Dockerignore::empty()).expect("walk");
+    src.retain(|entry| entry.path().starts_with("src"));
+    assert_eq!(listed(&src), ["src", "src/a"]);
     let before = digest_entries(dir.path(), &src).expect("digest");
     fs::write(dir.path().join("docs/b"), "changed").expect("write");
-    let entries = walk(dir.path(), &Dockerignore::empty()).expect("walk");
-    let src: Vec<ContextEntry> = entries
-        .into_iter()
-        .filter(|entry| entry.path.starts_with("src"))
-        .collect();
+    let mut src = walk(dir.path(), &Dockerignore::empty()).expect("walk");
+    src.retain(|entry| entry.path().starts_with("src"));
     assert_eq!(before, digest_entries(dir.path(), &src).expect("digest"));
 }
 
@@ -406,10 +403,10 @@ fn stat_cache_reuses_digests_of_unchanged_files_only() {
             .expect("mtime");
     }
     let cache_file = dir.path().join("stat-cache");
-    let entries = walk(&context, &Dockerignore::empty()).expect("walk");
-    let mut cache = StatCache::load(&cache_file, &context);
+    let entries = std::sync::Arc::new(walk(&context, &Dockerignore::empty()).expect("walk"));
+    let mut cache = StatCache::load(&cache_file, &context, entries.clone());
     assert!(cache.is_empty());
-    let cold = digest_entries_cached(&context, &entries, &mut cache).expect("digest");
+    let cold = digest_entries_cached(&context, entries.iter(), &mut cache).expect("digest");
     assert_eq!(cold, digest_entries(&context, &entries).expect("digest"));
     // ctime is "now", so nothing is remembered yet (racily clean) ...
     assert_eq!(cache.len(), 0);
@@ -417,47 +414,49 @@ fn stat_cache_reuses_digests_of_unchanged_files_only() {
     // ... but an entry whose stat is old is. Forge old stamps to test the reuse itself: the
     // cache must return the remembered digest for an identical stamp, even if the bytes
     // changed behind its back (which a real file system would show in ctime).
-    let mut old = entries.clone();
-    for entry in &mut old {
-        entry.ctime = Timestamp {
-            seconds: 1000,
-            nanoseconds: 0,
-        };
-    }
-    let first = digest_entries_cached(&context, &old, &mut cache).expect("digest");
+    let mut old = (*entries).clone();
+    old.forge_ctime(Timestamp {
+        seconds: 1000,
+        nanoseconds: 0,
+    });
+    let old = std::sync::Arc::new(old);
+    // Entries of another walk than the cache's are neither looked up nor remembered.
+    digest_entries_cached(&context, old.iter(), &mut cache).expect("digest");
+    assert_eq!(cache.len(), 0);
+    let mut cache = StatCache::load(&cache_file, &context, old.clone());
+    let first = digest_entries_cached(&context, old.iter(), &mut cache).expect("digest");
+    assert_eq!(first, cold);
     assert_eq!(cache.len(), 2);
     cache.save(&cache_file).expect("save");
     fs::write(context.join("a"), "ONE").expect("same size, new bytes");
-    let mut reloaded = StatCache::load(&cache_file, &context);
+    let mut reloaded = StatCache::load(&cache_file, &context, old.clone());
     assert_eq!(reloaded.len(), 2);
     assert_eq!(
         first,
-        digest_entries_cached(&context, &old, &mut reloaded).expect("digest"),
+        digest_entries_cached(&context, old.iter(), &mut reloaded).expect("digest"),
         "an unchanged stamp reuses the remembered digest"
     );
-    // A fresh walk sees the new stamp and reads the file again.
-    let fresh = walk(&context, &Dockerignore::empty()).expect("walk");
+    // A fresh walk sees the new stamp: that record is not loaded, the file is read again.
+    let fresh = std::sync::Arc::new(walk(&context, &Dockerignore::empty()).expect("walk"));
+    let mut reloaded = StatCache::load(&cache_file, &context, fresh.clone());
+    assert!(reloaded.len() < 2);
     assert_ne!(
         first,
-        digest_entries_cached(&context, &fresh, &mut reloaded).expect("digest")
+        digest_entries_cached(&context, fresh.iter(), &mut reloaded).expect("digest")
     );
 
     // Pruning keeps what was asked about since loading, drops the rest.
-    let only_a: Vec<ContextEntry> = old
-        .iter()
-        .filter(|entry| entry.path == Path::new("a"))
-        .cloned()
-        .collect();
-    let mut pruned = StatCache::load(&cache_file, &context);
-    digest_entries_cached(&context, &only_a, &mut pruned).expect("digest");
+    let mut pruned = StatCache::load(&cache_file, &context, old.clone());
+    let a = old.find(b"a").expect("a is walked");
+    digest_entries_cached(&context, old.range(a..a + 1), &mut pruned).expect("digest");
     pruned.prune_untouched();
     assert_eq!(pruned.len(), 1);
 
     // A cache saved for another directory is not used.
-    assert!(StatCache::load(&cache_file, dir.path()).is_empty());
+    assert!(StatCache::load(&cache_file, dir.path(), old.clone()).is_empty());
     // Nor a corrupt one.
     fs::write(&cache_file, b"xbuild-stat-cache-v1\ngarbage").expect("write");
-    assert!(StatCache::load(&cache_file, &context).is_empty());
+    assert!(StatCache::load(&cache_file, &context, old).is_empty());
 }
 
 #[test]
@@ -486,9 +485,9 @@ fn fifos_and_sockets_are_listed() {
     // A socket is listed (BuildKit sends it as an empty regular file; it used to be left
     // out here).
     assert_eq!(listed(&entries), ["file", "pipe", "socket"]);
-    assert_eq!(entries[1].kind, EntryKind::Fifo);
-    assert_eq!(entries[1].mode, 0o640);
-    assert_eq!(entries[2].kind, EntryKind::Socket);
+    assert_eq!(entries.at(1).kind(), EntryKind::Fifo);
+    assert_eq!(entries.at(1).mode(), 0o640);
+    assert_eq!(entries.at(2).kind(), EntryKind::Socket);
     // A FIFO and a socket are hashed by their metadata, never opened (opening a FIFO would
     // block, a socket cannot be opened).
     digest_entries(dir.path(), &entries).expect("digest");

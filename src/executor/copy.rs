@@ -367,7 +367,7 @@ fn early_context_key(
 /// The digest of the context `entries` a copy reads (through the build's stat cache).
 fn context_digest<'a>(
     files: &ContextFiles,
-    entries: impl IntoIterator<Item = &'a crate::context::ContextEntry>,
+    entries: impl IntoIterator<Item = crate::context::ContextEntry<'a>>,
 ) -> Result<oci_spec::image::Digest, ExecutorError> {
     let mut cache = files
         .stat_cache

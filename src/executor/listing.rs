@@ -115,7 +115,7 @@ impl<'c> Entries<'c> {
             .source
             .expect("context entries are listed only with their context")
             .files;
-        let path = files.entries()[index as usize].path.as_path();
+        let path = files.entries().at(index as usize).path();
         let below = path
             .strip_prefix(&self.runs[usize::from(run)].top)
             .unwrap_or(path);
@@ -164,7 +164,10 @@ impl<'c> Entries<'c> {
                 },
             ) if run == other => {
                 let entries = self.below(run, a).0.entries();
-                entries[a as usize].path.cmp(&entries[b as usize].path)
+                entries
+                    .at(a as usize)
+                    .path()
+                    .cmp(entries.at(b as usize).path())
             }
             _ => self.parts(a).cmp(self.parts(b)),
         }
@@ -469,7 +472,7 @@ impl CopyList<'_> {
                 Slot::Context { run, index } => {
                     let (files, below) = self.entries.below(run, index);
                     // Only a device's entry can be a whiteout: made to tell.
-                    let whiteout = files.entries()[index as usize].kind
+                    let whiteout = files.entries().at(index as usize).kind()
                         == crate::context::EntryKind::CharDevice
                         && matches!(
                             self.entries.made(run, index)?.entry.kind,

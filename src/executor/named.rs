@@ -338,9 +338,9 @@ fn directory(
     });
     let mut entries = Vec::new();
     for entry in files.entries() {
-        let abs = files.dir.join(&entry.path);
+        let abs = files.dir.join(entry.path());
         let meta = std::fs::symlink_metadata(&abs)?;
-        let mut tar_entry = layer::entry_from_metadata(&entry.path, &abs, &meta)?;
+        let mut tar_entry = layer::entry_from_metadata(entry.path(), &abs, &meta)?;
         tar_entry.uid = 0;
         tar_entry.gid = 0;
         entries.push(FileListEntry {

@@ -3,21 +3,22 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use oci_spec::image::Digest;
 use tokio::runtime::Handle;
 
 use super::error::{ExecutorError, Within as _};
 use super::state::join_path;
-use crate::context::{self, ContextEntry, Dockerignore, StatCache};
+use crate::context::{self, ContextEntries, ContextEntry, Dockerignore, StatCache};
 use crate::layer::tree::{HostDir, Node, Tree, resolve};
 use crate::layer::{self, FileStat};
 
 /// The build context, walked once.
 pub(crate) struct ContextFiles {
     pub(crate) dir: PathBuf,
-    entries: Vec<ContextEntry>,
+    /// Shared with the stat cache, which keeps digests by the walk's indexes.
+    entries: Arc<ContextEntries>,
     pub(crate) stat_cache: Mutex<StatCache>,
     cache_file: PathBuf,
 }
@@ -32,7 +33,7 @@ impl ContextFiles {
     ) -> Result<Self, ExecutorError> {
         let dir = context.to_path_buf();
         let ignore = Dockerignore::load(&dir, dockerfile)?;
-        let entries = context::walk(&dir, &ignore)?;
+        let entries = Arc::new(context::walk(&dir, &ignore)?);
         let canonical = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let hash = hex::encode(
             &crate::oci::sha256_digest(canonical.as_os_str().as_encoded_bytes())
@@ -40,7 +41,7 @@ impl ContextFiles {
                 .as_bytes()[..16],
         );
         let cache_file = store_root.join("cache").join(format!("stat-{hash}"));
-        let stat_cache = StatCache::load(&cache_file, &dir);
+        let stat_cache = StatCache::load(&cache_file, &dir, entries.clone());
         Ok(Self {
             dir,
             entries,
@@ -50,7 +51,7 @@ impl ContextFiles {
     }
 
     /// The entries after `.dockerignore`, parents before children.
-    pub(crate) fn entries(&self) -> &[ContextEntry] {
+    pub(crate) fn entries(&self) -> &ContextEntries {
         &self.entries
     }
 
@@ -59,7 +60,7 @@ impl ContextFiles {
     pub(crate) fn selected<'a>(
         &'a self,
         selections: impl IntoIterator<Item = &'a Selected>,
-    ) -> Vec<&'a ContextEntry> {
+    ) -> Vec<ContextEntry<'a>> {
         let mut indexes: Vec<u32> = Vec::new();
         for selected in selections {
             match &selected.context_run {
@@ -74,7 +75,7 @@ impl ContextFiles {
         indexes.dedup();
         indexes
             .into_iter()
-            .map(|index| &self.entries[index as usize])
+            .map(|index| self.entries.at(index as usize))
             .collect()
     }
 
@@ -85,7 +86,7 @@ impl ContextFiles {
             .stat_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(context::digest_entries_cached(&self.dir, &self.entries, &mut cache)?.to_string())
+        Ok(context::digest_entries_cached(&self.dir, self.entries.iter(), &mut cache)?.to_string())
     }
 
     /// Saves the stat cache (failures only cost a re-read next time).
@@ -123,8 +124,8 @@ impl Item {
 }
 
 /// The `lstat` fields of a context entry, as the walk read them.
-fn context_stat(entry: &ContextEntry) -> FileStat {
-    let file_type = match entry.kind {
+fn context_stat(entry: &ContextEntry<'_>) -> FileStat {
+    let file_type = match entry.kind() {
         context::EntryKind::File => libc::S_IFREG,
         context::EntryKind::Dir => libc::S_IFDIR,
         context::EntryKind::Symlink => libc::S_IFLNK,
@@ -134,15 +135,15 @@ fn context_stat(entry: &ContextEntry) -> FileStat {
         context::EntryKind::Socket => libc::S_IFSOCK,
     };
     FileStat {
-        mode: file_type | entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
-        nlink: entry.nlink,
-        size: entry.size,
-        mtime: entry.mtime.seconds,
-        rdev: entry.rdev,
-        dev: entry.device,
-        ino: entry.inode,
+        mode: file_type | entry.mode(),
+        uid: entry.uid(),
+        gid: entry.gid(),
+        nlink: entry.nlink(),
+        size: entry.size(),
+        mtime: entry.mtime().seconds,
+        rdev: entry.rdev(),
+        dev: entry.device(),
+        ino: entry.inode(),
     }
 }
 
@@ -276,10 +277,6 @@ impl ContextRun {
 /// A selection's items, consumed in order ([`Selected::into_items`]).
 pub(crate) type Items<'a> = Box<dyn Iterator<Item = Result<(PathBuf, Item), ExecutorError>> + 'a>;
 
-/// A regular file of a selection with more than one name: its index among the items, its
-/// path below the destination, its (device, inode).
-type LinkedFile = (usize, PathBuf, (u64, u64));
-
 /// A selection that holds a [`ContextRun`] used without the context it was made from.
 fn no_context() -> ExecutorError {
     ExecutorError::Internal("a selection of the build context read without it".to_owned())
@@ -340,33 +337,22 @@ impl Selected {
         }
     }
 
-    /// (index, path below the destination, (device, inode)) of each regular file it
-    /// selects that has more than one name, in order: a run's paths are made only for those.
-    fn linked_files(&self, files: Option<&ContextFiles>) -> Result<Vec<LinkedFile>, ExecutorError> {
-        let mut linked = Vec::new();
+    /// The hard links among the files it selects, found in order ([`LinkFinder`]): a
+    /// run's paths are made only for files with more than one name.
+    fn links(&self, files: Option<&ContextFiles>) -> Result<LinkFinder, ExecutorError> {
+        let mut links = LinkFinder::default();
         match &self.context_run {
             None => {
                 for (index, (below, item)) in self.items.iter().enumerate() {
-                    if item.meta.is_file() && item.meta.nlink >= 2 {
-                        linked.push((index, below.clone(), (item.meta.dev, item.meta.ino)));
-                    }
+                    links.see(index, below, &item.meta);
                 }
             }
             Some(run) => {
                 let files = files.ok_or_else(no_context)?;
-                for (index, at) in run.range.clone().enumerate() {
-                    let entry = &files.entries[at];
-                    if entry.kind == context::EntryKind::File && entry.nlink >= 2 {
-                        let below = entry
-                            .path
-                            .strip_prefix(&run.top)
-                            .map_err(|error| ExecutorError::Internal(error.to_string()))?;
-                        linked.push((index, below.to_path_buf(), (entry.device, entry.inode)));
-                    }
-                }
+                links.see_run(files, run.range.clone(), &run.top)?;
             }
         }
-        Ok(linked)
+        Ok(links)
     }
 
     /// The hard links among the files it selects, as BuildKit's copier keeps them (fsutil's
@@ -382,20 +368,7 @@ impl Selected {
         &self,
         files: Option<&ContextFiles>,
     ) -> Result<std::collections::HashMap<usize, PathBuf>, ExecutorError> {
-        let mut first: std::collections::HashMap<(u64, u64), PathBuf> =
-            std::collections::HashMap::new();
-        let mut links = std::collections::HashMap::new();
-        for (index, below, inode) in self.linked_files(files)? {
-            match first.entry(inode) {
-                std::collections::hash_map::Entry::Occupied(seen) => {
-                    links.insert(index, seen.get().clone());
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(below);
-                }
-            }
-        }
-        Ok(links)
+        Ok(self.links(files)?.by_index())
     }
 
     /// [`Self::hardlinks`] as a step's cache key reads them: (path of the link below the
@@ -407,35 +380,58 @@ impl Selected {
         &self,
         files: Option<&ContextFiles>,
     ) -> Result<Vec<(PathBuf, PathBuf)>, ExecutorError> {
-        let mut links = LinkFinder::default();
-        for (_, below, inode) in self.linked_files(files)? {
-            links.see_inode(&below, inode);
-        }
-        Ok(links.finish())
+        Ok(self.links(files)?.pairs())
     }
 }
 
-/// Finds the hard links among files seen in order, as [`Selected::hardlinks`] does, keeping
-/// a path only for a file with more than one name.
+/// Finds the hard links among files seen in order, as BuildKit's copier does (fsutil's
+/// `getLinkSource`): a regular file with more than one name whose inode was seen before is
+/// a link to the first name seen. Only files with more than one name keep a path. The one
+/// finder behind [`Selected::hardlinks`], [`Selected::hardlink_pairs`] and
+/// [`ContextFiles::key_parts`], whose keys must agree.
 #[derive(Default)]
 struct LinkFinder {
+    /// (device, inode) -> the first name's path below the destination.
     first: std::collections::HashMap<(u64, u64), PathBuf>,
-    pairs: Vec<(PathBuf, PathBuf)>,
+    /// (index among the items, path of the link below the destination, first name's).
+    links: Vec<(usize, PathBuf, PathBuf)>,
 }
 
 impl LinkFinder {
-    fn see(&mut self, below: &Path, meta: &FileStat) {
-        if !meta.is_file() || meta.nlink < 2 {
-            return;
+    /// The item at `index`, at `below` under the destination, with its `lstat` `meta`.
+    fn see(&mut self, index: usize, below: &Path, meta: &FileStat) {
+        if meta.is_file() && meta.nlink >= 2 {
+            self.see_inode(index, below, (meta.dev, meta.ino));
         }
-        self.see_inode(below, (meta.dev, meta.ino));
     }
 
-    /// A file with more than one name, by its inode.
-    fn see_inode(&mut self, below: &Path, inode: (u64, u64)) {
+    /// The context's entries at `range`, the items of a source naming the directory `top`
+    /// (relative to the context), numbered from 0: each path below `top` is made only for
+    /// a file with more than one name.
+    fn see_run(
+        &mut self,
+        files: &ContextFiles,
+        range: std::ops::Range<usize>,
+        top: &Path,
+    ) -> Result<(), ExecutorError> {
+        for (index, entry) in files.entries.range(range).enumerate() {
+            if entry.kind() == context::EntryKind::File && entry.nlink() >= 2 {
+                let below = entry
+                    .path()
+                    .strip_prefix(top)
+                    .map_err(|error| ExecutorError::Internal(error.to_string()))?;
+                self.see_inode(index, below, (entry.device(), entry.inode()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A file with more than one name, by its (device, inode).
+    fn see_inode(&mut self, index: usize, below: &Path, inode: (u64, u64)) {
         match self.first.entry(inode) {
             std::collections::hash_map::Entry::Occupied(seen) => {
-                self.pairs.push((below.to_path_buf(), seen.get().clone()));
+                self.links
+                    .push((index, below.to_path_buf(), seen.get().clone()));
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(below.to_path_buf());
@@ -443,9 +439,23 @@ impl LinkFinder {
         }
     }
 
-    fn finish(mut self) -> Vec<(PathBuf, PathBuf)> {
-        self.pairs.sort();
-        self.pairs
+    /// Each link's first name's path, by the link's index.
+    fn by_index(self) -> std::collections::HashMap<usize, PathBuf> {
+        self.links
+            .into_iter()
+            .map(|(index, _, first)| (index, first))
+            .collect()
+    }
+
+    /// (link, first name) pairs, sorted: as a cache key reads them.
+    fn pairs(self) -> Vec<(PathBuf, PathBuf)> {
+        let mut pairs: Vec<_> = self
+            .links
+            .into_iter()
+            .map(|(_, below, first)| (below, first))
+            .collect();
+        pairs.sort();
+        pairs
     }
 }
 
@@ -497,17 +507,11 @@ impl ContextFiles {
                         let top = Path::new(resolved.trim_start_matches('/'));
                         let below = self.below(&resolved);
                         indexes.reserve(below.len());
-                        for index in below {
-                            let entry = &self.entries[index];
+                        for index in below.clone() {
                             indexes.push(entry_index(index)?);
-                            if entry.kind == context::EntryKind::File && entry.nlink >= 2 {
-                                let below = entry
-                                    .path
-                                    .strip_prefix(top)
-                                    .map_err(|error| ExecutorError::Internal(error.to_string()))?;
-                                links.see(below, &context_stat(entry));
-                            }
                         }
+                        // Numbered from 0 for each: only the pairs matter here.
+                        links.see_run(self, below, top)?;
                     }
                     Some(_) => {
                         let Some(index) = self.find(&resolved) else {
@@ -515,11 +519,11 @@ impl ContextFiles {
                         };
                         indexes.push(entry_index(index)?);
                         let name = Path::new(&named).file_name().unwrap_or_default();
-                        links.see(Path::new(name), &context_stat(&self.entries[index]));
+                        links.see(0, Path::new(name), &context_stat(&self.entries.at(index)));
                     }
                 }
             }
-            hardlinks.extend(links.finish());
+            hardlinks.extend(links.pairs());
         }
         indexes.sort_unstable();
         indexes.dedup();
@@ -530,8 +534,8 @@ impl ContextFiles {
     pub(crate) fn entries_at<'a>(
         &'a self,
         indexes: &'a [u32],
-    ) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-        indexes.iter().map(|&index| &self.entries[index as usize])
+    ) -> impl Iterator<Item = ContextEntry<'a>> + 'a {
+        indexes.iter().map(|&index| self.entries.at(index as usize))
     }
 }
 
@@ -563,9 +567,7 @@ impl ContextFiles {
     /// The index of the entry at `path` (absolute in the context).
     fn find(&self, path: &str) -> Option<usize> {
         let rel = path.trim_start_matches('/').as_bytes();
-        self.entries
-            .binary_search_by(|entry| entry.path_bytes().cmp(rel))
-            .ok()
+        self.entries.find(rel).ok()
     }
 
     /// The indexes of the entries strictly below the directory `dir` (absolute in the
@@ -578,9 +580,10 @@ impl ContextFiles {
         let prefix = format!("{rel}/");
         let start = self
             .entries
-            .partition_point(|entry| entry.path_bytes() < prefix.as_bytes());
-        let len = self.entries[start..]
-            .iter()
+            .partition_point(|path| path < prefix.as_bytes());
+        let len = self
+            .entries
+            .range(start..self.entries.len())
             .take_while(|entry| entry.path_bytes().starts_with(prefix.as_bytes()))
             .count();
         start..start + len
@@ -599,11 +602,11 @@ impl ContextFiles {
 
     /// The item of the entry at `index`.
     pub(crate) fn item_at(&self, index: usize) -> Result<Item, ExecutorError> {
-        let entry = &self.entries[index];
+        let entry = self.entries.at(index);
         Ok(Item {
-            rel: entry.path.clone(),
-            abs: self.dir.join(&entry.path),
-            meta: context_stat(entry),
+            rel: entry.path().to_path_buf(),
+            abs: self.dir.join(entry.path()),
+            meta: context_stat(&entry),
             context: Some(entry_index(index)?),
         })
     }
@@ -614,13 +617,12 @@ impl Tree for ContextFiles {
         if path == "/" {
             return Some(Node::Dir);
         }
-        let entry = &self.entries[self.find(path)?];
-        Some(match entry.kind {
+        let entry = self.entries.at(self.find(path)?);
+        Some(match entry.kind() {
             context::EntryKind::Dir => Node::Dir,
             context::EntryKind::Symlink => Node::Symlink(
                 entry
-                    .link_target
-                    .as_ref()
+                    .link_target()
                     .map(|target| target.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             ),
@@ -636,10 +638,10 @@ impl SourceTree for ContextFiles {
             .split('/')
             .filter(|p| !p.is_empty())
             .count();
-        self.entries[self.below(dir)]
-            .iter()
-            .filter(|entry| entry.path.components().count() == depth + 1)
-            .filter_map(|entry| entry.path.file_name())
+        self.entries
+            .range(self.below(dir))
+            .filter(|entry| entry.path().components().count() == depth + 1)
+            .filter_map(|entry| entry.path().file_name())
             .map(|name| name.to_string_lossy().into_owned())
             .collect()
     }
@@ -1273,7 +1275,9 @@ mod tests {
     /// either is a cost per context file: these bounds say so.
     #[test]
     fn per_file_records_stay_small() {
-        assert!(std::mem::size_of::<ContextEntry>() <= 136);
+        // The walk's entry: 64 bytes and its path in the walk's one buffer (136 bytes and a
+        // heap path each before).
+        assert!(std::mem::size_of::<ContextEntry<'_>>() <= 16);
         assert!(std::mem::size_of::<FileStat>() <= 64);
         assert!(std::mem::size_of::<Item>() <= 120);
         // Before: a whole `std::fs::Metadata` per item, and a clone of its entry.
@@ -1302,7 +1306,7 @@ mod tests {
             let stat = FileStat::from(&fs::symlink_metadata(&item.abs).unwrap());
             assert_eq!(item.meta, stat, "{}", below.display());
             let index = item.context.unwrap() as usize;
-            assert_eq!(files.entries()[index].path, item.rel);
+            assert_eq!(files.entries().at(index).path(), item.rel);
         }
         assert_eq!(
             selected.hardlinks(None).unwrap().len(),
@@ -1310,7 +1314,10 @@ mod tests {
             "g is a link to f"
         );
         let entries = files.selected([&selected]);
-        let paths: Vec<_> = entries.iter().map(|entry| entry.path.clone()).collect();
+        let paths: Vec<_> = entries
+            .iter()
+            .map(|entry| entry.path().to_path_buf())
+            .collect();
         assert_eq!(paths, ["d/f", "d/g", "d/l"].map(PathBuf::from));
 
         // The source naming the directory selects it as a run of the walk's entries: the

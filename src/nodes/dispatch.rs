@@ -241,7 +241,7 @@ pub fn run(
             extra.push(Shipped {
                 dir: cache.dir.clone(),
                 entries: if files.is_empty() {
-                    Vec::new()
+                    context::ContextEntries::default()
                 } else {
                     protocol::tree_entries(&cache.dir, &|file| files.contains(file))
                         .with_context(|| format!("reading {}", cache.dir.display()))?
@@ -707,7 +707,7 @@ fn credentials_for(
 /// (after its `.dockerignore`).
 struct Shipped {
     dir: std::path::PathBuf,
-    entries: Vec<context::ContextEntry>,
+    entries: context::ContextEntries,
 }
 
 /// 16 random hex digits.

@@ -59,7 +59,7 @@ use std::path::Path;
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{ContextEntry, EntryKind};
+use crate::context::{ContextEntries, EntryKind};
 use crate::oci::annotation::{Annotation, AnnotationKind};
 use crate::platform::Platform;
 
@@ -642,7 +642,7 @@ pub fn read_document_of<'m, T: for<'de> Deserialize<'de>>(
 /// A file that cannot be read, write failures (a closed channel).
 pub fn write_context(
     context_dir: &Path,
-    entries: &[ContextEntry],
+    entries: &ContextEntries,
     out: impl Write,
 ) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
@@ -650,14 +650,15 @@ pub fn write_context(
     tar.follow_symlinks(false);
     for entry in entries {
         let mut header = tar::Header::new_gnu();
-        header.set_mode(entry.mode);
-        header.set_uid(u64::from(entry.uid));
-        header.set_gid(u64::from(entry.gid));
-        header.set_mtime(u64::try_from(entry.mtime.seconds).unwrap_or(0));
+        let path = entry.path();
+        header.set_mode(entry.mode());
+        header.set_uid(u64::from(entry.uid()));
+        header.set_gid(u64::from(entry.gid()));
+        header.set_mtime(u64::try_from(entry.mtime().seconds).unwrap_or(0));
         header.set_size(0);
-        match entry.kind {
+        match entry.kind() {
             EntryKind::File => {
-                let file = std::fs::File::open(context_dir.join(&entry.path))?;
+                let file = std::fs::File::open(context_dir.join(path))?;
                 // The size at the time of sending: a file that changes meanwhile would
                 // corrupt the stream, so exactly this many bytes are sent.
                 let size = file.metadata()?.len();
@@ -668,42 +669,42 @@ pub fn write_context(
                     inner: &mut reader,
                     count: 0,
                 };
-                tar.append_data(&mut header, &entry.path, &mut counted)?;
+                tar.append_data(&mut header, path, &mut counted)?;
                 if counted.count != size {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
                             "{} shrank while it was sent",
-                            context_dir.join(&entry.path).display()
+                            context_dir.join(path).display()
                         ),
                     ));
                 }
             }
             EntryKind::Dir => {
                 header.set_entry_type(tar::EntryType::Directory);
-                tar.append_data(&mut header, &entry.path, io::empty())?;
+                tar.append_data(&mut header, path, io::empty())?;
             }
             // As BuildKit's fsutil sends a socket: an empty regular file.
             EntryKind::Socket => {
                 header.set_entry_type(tar::EntryType::Regular);
-                tar.append_data(&mut header, &entry.path, io::empty())?;
+                tar.append_data(&mut header, path, io::empty())?;
             }
             EntryKind::Symlink => {
                 header.set_entry_type(tar::EntryType::Symlink);
-                let target = entry.link_target.clone().unwrap_or_default();
-                tar.append_link(&mut header, &entry.path, target)?;
+                let target = entry.link_target().unwrap_or(Path::new(""));
+                tar.append_link(&mut header, path, target)?;
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
-                header.set_entry_type(match entry.kind {
+                header.set_entry_type(match entry.kind() {
                     EntryKind::Fifo => tar::EntryType::Fifo,
                     EntryKind::CharDevice => tar::EntryType::Char,
                     _ => tar::EntryType::Block,
                 });
-                let major = nix::sys::stat::major(entry.rdev);
-                let minor = nix::sys::stat::minor(entry.rdev);
+                let major = nix::sys::stat::major(entry.rdev());
+                let minor = nix::sys::stat::minor(entry.rdev());
                 header.set_device_major(u32::try_from(major).unwrap_or(0))?;
                 header.set_device_minor(u32::try_from(minor).unwrap_or(0))?;
-                tar.append_data(&mut header, &entry.path, io::empty())?;
+                tar.append_data(&mut header, path, io::empty())?;
             }
         }
     }
@@ -756,22 +757,19 @@ pub fn read_context(mut input: impl Read, dir: &Path, root: &RootMetadata) -> io
 ///
 /// # Errors
 /// A directory that cannot be read.
-pub fn tree_entries(root: &Path, wanted: &dyn Fn(&Path) -> bool) -> io::Result<Vec<ContextEntry>> {
-    let entries = crate::context::walk(root, &crate::context::Dockerignore::empty())
+pub fn tree_entries(root: &Path, wanted: &dyn Fn(&Path) -> bool) -> io::Result<ContextEntries> {
+    let mut entries = crate::context::walk(root, &crate::context::Dockerignore::empty())
         .map_err(io::Error::other)?;
-    let files: Vec<&Path> = entries
+    let files: Vec<std::path::PathBuf> = entries
         .iter()
-        .filter(|entry| entry.kind != EntryKind::Dir && wanted(&entry.path))
-        .map(|entry| entry.path.as_path())
+        .filter(|entry| entry.kind() != EntryKind::Dir && wanted(entry.path()))
+        .map(|entry| entry.path().to_path_buf())
         .collect();
-    Ok(entries
-        .iter()
-        .filter(|entry| match entry.kind {
-            EntryKind::Dir => files.iter().any(|file| file.starts_with(&entry.path)),
-            _ => wanted(&entry.path),
-        })
-        .cloned()
-        .collect())
+    entries.retain(|entry| match entry.kind() {
+        EntryKind::Dir => files.iter().any(|file| file.starts_with(entry.path())),
+        _ => wanted(entry.path()),
+    });
+    Ok(entries)
 }
 
 /// Unpacks a tar of [`write_tree`] into the existing directory `dir` (which keeps its own
@@ -920,7 +918,9 @@ mod tests {
         let mut tar = Vec::new();
         write_context(root, &entries, &mut tar).unwrap();
         // A second tar follows (a named context's): each is read to its very end.
-        write_context(root, &entries[..1], &mut tar).unwrap();
+        let mut first = entries.clone();
+        first.retain(|entry| entry.index() == 0);
+        write_context(root, &first, &mut tar).unwrap();
         tar.extend_from_slice(b"rest");
         let target = tempfile::tempdir().unwrap();
         let second = tempfile::tempdir().unwrap();
@@ -934,17 +934,17 @@ mod tests {
             1
         );
         let copied = walk(target.path(), &Dockerignore::empty()).unwrap();
-        let shape = |entries: &[ContextEntry]| -> Vec<_> {
+        let shape = |entries: &ContextEntries| -> Vec<_> {
             entries
                 .iter()
                 .map(|e| {
                     (
-                        e.path.clone(),
-                        e.kind,
-                        e.mode,
-                        e.size,
-                        e.link_target.clone(),
-                        e.mtime.seconds,
+                        e.path().to_path_buf(),
+                        e.kind(),
+                        e.mode(),
+                        e.size(),
+                        e.link_target().map(Path::to_path_buf),
+                        e.mtime().seconds,
                     )
                 })
                 .collect()
