@@ -89,6 +89,18 @@ case "$WORKLOAD" in
 esac
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 3; }
 log() { echo "bench: $*" >&2; }
+if [ "$CONTEXT" = 1 ]; then
+    # The context workload keeps each round's stores and storage until the end (never
+    # deleted just before a timed build): about ten copies of the context's bytes a round
+    # (the context, xbuild's snapshots and blobs, buildah's layers, BuildKit's snapshots and
+    # blobs). A run of 3 rounds at 2 GB filled 37 GB on 2026-12-07: refuse before any work.
+    need_kb=$(( (BYTES / 1024) * (10 * REPEAT + 1) ))
+    free_kb=$(df -Pk /var/tmp | awk 'NR == 2 { print $4 }')
+    if [ "$free_kb" -lt "$need_kb" ]; then
+        echo "bench: the context workload ($FILES files, $BYTES bytes, $REPEAT rounds) needs about $((need_kb / 1048576)) GiB free in /var/tmp, which has $((free_kb / 1048576)) GiB: lower --repeat or --bytes, or free space" >&2
+        exit 2
+    fi
+fi
 if [ "$PRIORITY" = 1 ]; then
     python3 scripts/bench-priority.py $$ &
     log "high CPU weight for the bench's processes (scripts/bench-priority.py)"
