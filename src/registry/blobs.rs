@@ -27,8 +27,13 @@ impl Registry {
         digest: &Digest,
         scope: &Scope,
     ) -> Result<bool, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let url = self.blob_url(repository, digest);
         self.exists(url, HeaderMap::new(), scope).await
+    }
+
+    /// Where the blob `digest` of `repository` is.
+    fn blob_url(&self, repository: &str, digest: &Digest) -> Url {
+        self.url(&format!("v2/{repository}/blobs/{digest}"))
     }
 
     /// The response to a GET of a blob, its status checked: not found, or a success.
@@ -40,7 +45,7 @@ impl Registry {
         repository: &str,
         digest: &Digest,
     ) -> Result<Response, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let url = self.blob_url(repository, digest);
         let response = self
             .send(
                 Method::GET,
@@ -75,7 +80,7 @@ impl Registry {
         progress: &dyn Progress,
     ) -> Result<(), RegistryError> {
         let digest = descriptor.digest();
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let url = self.blob_url(repository, digest);
         let bound = Bound::exactly(descriptor.size());
         let size_error = |problem| RegistryError::Size {
             what: "blob",
